@@ -1,0 +1,97 @@
+"""The inference backend: ONNX Runtime, with the execution provider chosen from the device profile.
+
+Never a silent fallback: when none of the profile's providers is available the
+load is refused, unless the caller asked for a fallback, which is then recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME
+from edgeinfer.errors import BackendError
+from edgeinfer.profiles import DeviceProfile
+
+CPU = "CPUExecutionProvider"
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+@dataclass(frozen=True)
+class ExecutionInfo:
+    """Which provider runs the model, what the profile asked for, and whether this is a fallback."""
+
+    provider: str
+    requested: tuple[str, ...]
+    unavailable: tuple[str, ...]
+    fallback: bool
+    note: str
+
+    @property
+    def kernels(self) -> str:
+        """Which kernel family serves the explanation math: 'triton' on CUDA, 'numpy' otherwise."""
+        return "triton" if self.provider in GPU_PROVIDERS else "numpy"
+
+
+def choose_provider(profile: DeviceProfile, available: list[str], *, fallback: bool) -> ExecutionInfo:
+    requested = profile.execution_providers
+    usable = [p for p in requested if p in available]
+    unavailable = tuple(p for p in requested if p not in available)
+    if usable:
+        note = ""
+        if unavailable and requested.index(usable[0]) > 0:
+            note = f"{', '.join(unavailable[: requested.index(usable[0])])} not in this ONNX Runtime; using {usable[0]}, next in the profile's order"
+        return ExecutionInfo(usable[0], requested, unavailable, False, note)
+    if not fallback:
+        raise BackendError(
+            f"device '{profile.name}' runs on {', '.join(requested)}, but this ONNX Runtime offers only "
+            f"{', '.join(available)}; install the ONNX Runtime build for that device "
+            f"(e.g. onnxruntime-gpu for CUDA), or load with fallback=True (CLI: --fallback) to run on {CPU}"
+        )
+    return ExecutionInfo(
+        CPU, requested, unavailable, True, f"fallback asked for: {', '.join(requested)} unavailable, running on {CPU}"
+    )
+
+
+class OnnxBackend:
+    """One ONNX Runtime session; `predict_proba` is the one batched call everything goes through."""
+
+    def __init__(self, model_path: Path, *, execution: ExecutionInfo, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = [execution.provider] + ([CPU] if execution.provider != CPU else [])
+        try:
+            self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        except Exception as err:  # ONNX Runtime raises its own untyped errors
+            raise BackendError(f"ONNX Runtime could not load {model_path}: {err}") from err
+        self.execution = execution
+        self.calls = 0
+        self.rows = 0
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        try:
+            (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: X})
+        except Exception as err:
+            raise BackendError(f"ONNX Runtime failed on a batch of shape {X.shape}: {err}") from err
+        self.calls += 1
+        self.rows += len(X)
+        return out.astype(np.float64, copy=False)
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def default_threads(profile: DeviceProfile) -> int:
+    return max(1, min(profile.cores, os.cpu_count() or 1))

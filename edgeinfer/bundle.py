@@ -1,0 +1,158 @@
+"""The bundle: a directory with model.onnx, manifest.json and reference.npz, hashed and checked.
+
+`write_bundle` is used by export; `read_bundle` by the runtime. Reading verifies the
+manifest's own digest and the sha256 of every file it lists, and refuses a bundle
+that is truncated, tampered with, or of a format version this runtime does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgeinfer.errors import BundleError
+from edgeinfer.profiles import DeviceProfile
+from edgeinfer.reference import Reference
+from edgeinfer.schema import FeatureSchema
+
+FORMAT = "edgeinfer-bundle"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+REFERENCE_FILE = "reference.npz"
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A verified bundle, read from disk."""
+
+    path: Path
+    manifest: Mapping[str, Any]
+    schema: FeatureSchema
+    profile: DeviceProfile
+    reference: Reference
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    @property
+    def sha256(self) -> str:
+        """The bundle's identity: the digest of its manifest, which lists every file's digest."""
+        return self.manifest["manifest_sha256"]
+
+    @property
+    def proxies(self) -> list[Mapping[str, Any]]:
+        return list(self.manifest.get("proxies", []))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_bundle(
+    out: str | Path,
+    *,
+    model_bytes: bytes,
+    schema: FeatureSchema,
+    profile: DeviceProfile,
+    reference: Reference,
+    precision: str,
+    record: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Bundle:
+    """Write a bundle atomically (a temporary sibling directory renamed into place).
+
+    `record` holds what export measured (quantization, fidelity, budget, producer,
+    card, proxies, ...); it is stored in the manifest as given.
+    """
+    out = Path(out)
+    occupied = (out.is_dir() and any(out.iterdir())) or out.is_file()
+    if occupied and not overwrite:
+            raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / MODEL_FILE).write_bytes(model_bytes)
+        reference.save(tmp / REFERENCE_FILE)
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "schema": schema.to_dict(),
+            "device": profile.to_dict(),
+            "precision": precision,
+            "model": {"file": MODEL_FILE, "input": INPUT_NAME, "output": OUTPUT_NAME},
+            **dict(record),
+            "files": {name: sha256_file(tmp / name) for name in (MODEL_FILE, REFERENCE_FILE)},
+        }
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_bundle(out)
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle {path} not found: expected a directory holding {MANIFEST_FILE}, {MODEL_FILE}, {REFERENCE_FILE}")
+    manifest_path = path / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"bundle {path} has no {MANIFEST_FILE}; it is not a bundle or was truncated") from None
+    except (OSError, ValueError) as err:
+        raise BundleError(f"bundle file {MANIFEST_FILE} in {path} is unreadable or not JSON ({err}); re-export the bundle") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path} is not an edgeinfer bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle format version {manifest.get('format_version')!r} is not supported by this edgeinfer "
+            f"(reads version {FORMAT_VERSION}); re-export the bundle with this version"
+        )
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise BundleError(f"bundle file {MANIFEST_FILE} in {path} was modified after export (digest mismatch); re-export the bundle")
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle file {name} is missing from {path}; restore it or re-export the bundle")
+        if sha256_file(file) != expected:
+            raise BundleError(
+                f"bundle file {name} in {path} does not match its recorded sha256 (truncated or tampered); "
+                "restore it or re-export the bundle"
+            )
+    try:
+        schema = FeatureSchema.from_dict(manifest["schema"])
+        profile = DeviceProfile.from_dict(manifest["device"])
+    except (KeyError, ValueError, LookupError) as err:
+        raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err
+    return Bundle(path=path, manifest=manifest, schema=schema, profile=profile, reference=Reference.load(path / REFERENCE_FILE))

@@ -1,0 +1,174 @@
+"""The `edgeinfer` command: thin click wrappers over the Python API.
+
+Exit codes: 0 success, 1 a refused input or failed operation (message on stderr,
+no traceback unless --debug), 2 a usage error. Machine-readable output goes to
+stdout; messages and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from edgeinfer.errors import EdgeInferError
+
+
+class EdgeInferGroup(click.Group):
+    """Turns an EdgeInferError into a one-line message and its exit code (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeInferError as err:
+            if ctx.meta.get("edgeinfer.debug"):
+                raise
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=EdgeInferGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="edgeinfer")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Edge explainable inference: export, predict, explain, stream, report, serve."""
+    ctx.meta["edgeinfer.debug"] = debug
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def devices(name: str | None, as_json: bool) -> None:
+    """List the device profiles, or show one."""
+    from edgeinfer.profiles import get_device, list_devices
+
+    if name:
+        profile = get_device(name)
+        if as_json:
+            click.echo(json.dumps(profile.to_dict(), indent=2))
+            return
+        for key, value in profile.to_dict().items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            click.echo(f"{key.replace('_', ' '):<24}{shown}")
+        return
+    profiles = list_devices()
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
+        return
+    rows = [("NAME", "ARCH", "CORES", "MEMORY", "PRECISIONS", "PROVIDER", "SIZE/MEM/LATENCY BUDGET")]
+    for p in profiles:
+        rows.append((
+            p.name, p.arch, str(p.cores), f"{p.memory_mb // 1024} GB" if p.memory_mb >= 1024 else f"{p.memory_mb} MB",
+            ",".join(p.precisions), p.execution_providers[0].removesuffix("ExecutionProvider"),
+            f"{p.model_size_budget_mb:g} MB / {p.peak_memory_budget_mb:g} MB / {p.latency_budget_ms:g} ms",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _load_session(bundle: str, device: str, fallback: bool):
+    from edgeinfer.session import load
+
+    return load(bundle, device=device, fallback=fallback)
+
+
+bundle_options = [
+    click.argument("bundle", type=click.Path(file_okay=False)),
+    click.argument("input", default="-"),
+    click.option("--device", default="auto", show_default=True, help="Device profile to run as."),
+    click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded)."),
+    click.option("--input-format", "fmt_in", type=click.Choice(["auto", "csv", "jsonl"]), default="auto",
+                 show_default=True, help="Input format."),
+    click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 65536)),
+]
+
+
+def _with_bundle_options(func):
+    for option in reversed(bundle_options):
+        func = option(func)
+    return func
+
+
+def _emit_json(line: int, result) -> None:
+    click.echo(json.dumps({"row": line, **result.to_dict()}, allow_nan=False))
+
+
+def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json) -> None:
+    """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused."""
+    from edgeinfer.rows import BadRow, open_input, read_rows
+
+    read = rejected = 0
+
+    def refuse(line: int, reason: str) -> None:
+        nonlocal rejected
+        rejected += 1
+        click.echo(f"row {line}: {reason}", err=True)
+        click.echo(json.dumps({"row": line, "error": reason}))
+
+    def flush(batch):
+        if not batch:
+            return
+        matrix_rows, lines = [], []
+        for row in batch:
+            try:
+                matrix_rows.append(row.values)
+                session.schema.to_matrix(row.values)
+                lines.append(row.line)
+            except EdgeInferError as err:
+                matrix_rows.pop()
+                refuse(row.line, str(err))
+        if matrix_rows:
+            for line, result in zip(lines, handle(matrix_rows)):
+                if result.ok:
+                    emit(line, result)
+                else:
+                    refuse(line, result.reason)
+
+    with open_input(source) as stream:
+        batch = []
+        for item in read_rows(stream, fmt=fmt_in):
+            read += 1
+            if isinstance(item, BadRow):
+                refuse(item.line, item.reason)
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush(batch)
+                batch = []
+        flush(batch)
+    if rejected:
+        click.echo(f"{rejected} of {read} rows rejected", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@_with_bundle_options
+def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
+    """Predict every row of INPUT (CSV or JSONL; '-' is stdin); JSON lines out."""
+    session = _load_session(bundle, device, fallback)
+    _run_rows(session, input, fmt_in, batch_size, session.predict)
+
+
+@main.command()
+@_with_bundle_options
+@click.option("--stakeholder", default="clinician", show_default=True, help="Who reads the explanation.")
+@click.option("--format", "out_format", type=click.Choice(["json", "text"]), default="json", show_default=True,
+              help="json: one Explanation per line; text: the stakeholder's wording.")
+@click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")
+@click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 20), help="Counterfactuals per row.")
+@click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None, help="Return the best found so far.")
+def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, out_format, desired, k, time_budget_ms) -> None:
+    """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
+    session = _load_session(bundle, device, fallback)
+
+    def handle(rows):
+        return session.explain(rows, stakeholder=stakeholder, desired=desired, k=k, time_budget_ms=time_budget_ms)
+
+    def emit_text(line, explanation):
+        click.echo(f"# row {line}\n{explanation.text}\n")
+
+    _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json)

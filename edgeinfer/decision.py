@@ -1,0 +1,44 @@
+"""The result of one prediction, and of one refused row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the deployed model decided for one row."""
+
+    label: int
+    class_name: str
+    probabilities: tuple[float, ...]
+    classes: tuple[str, ...]
+    latency_ms: float
+
+    ok = True
+
+    def probability(self, class_name: str | None = None) -> float:
+        """Probability of `class_name` (default: the decided class)."""
+        name = self.class_name if class_name is None else class_name
+        return self.probabilities[self.classes.index(name)]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "class_name": self.class_name,
+            "probabilities": dict(zip(self.classes, self.probabilities)),
+            "latency_ms": self.latency_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row of a batch that was refused; the rest of the batch went on."""
+
+    row: int
+    reason: str
+
+    ok = False
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "error": self.reason}

@@ -1,0 +1,73 @@
+"""What the explainers need from the training data, stored in a bundle's reference.npz.
+
+Per-feature median and MAD (the distance scale for counterfactuals), and a
+sample of training rows with the deployed model's predicted labels (plausibility,
+attribution baselines, bias checks). Only plain arrays: np.load(allow_pickle=False).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeinfer.errors import BundleError
+
+SAMPLE_ROWS = 1000
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    X: np.ndarray                 # (n, F) sample of training rows, float64
+    predicted: np.ndarray         # (n,) deployed model's labels for X
+    median: np.ndarray            # (F,)
+    mad: np.ndarray               # (F,) median absolute deviation, never 0 (see `scale`)
+    labels: np.ndarray | None = None   # (n,) ground truth, when export was given it
+
+    @classmethod
+    def from_data(
+        cls,
+        X: np.ndarray,
+        predicted: np.ndarray,
+        *,
+        labels: np.ndarray | None = None,
+        sample_rows: int = SAMPLE_ROWS,
+        seed: int = 0,
+    ) -> "Reference":
+        """Statistics over all of X; a seeded sample of at most `sample_rows` rows kept."""
+        X = np.asarray(X, dtype=np.float64)
+        median = np.median(X, axis=0)
+        mad = np.median(np.abs(X - median), axis=0)
+        # MAD is 0 for binary and sparse features: fall back to the standard deviation, then to 1.
+        std = X.std(axis=0)
+        mad = np.where(mad > 0, mad, np.where(std > 0, std, 1.0))
+        keep = np.arange(len(X))
+        if len(X) > sample_rows:
+            keep = np.sort(np.random.default_rng(seed).choice(len(X), sample_rows, replace=False))
+        return cls(
+            X=X[keep],
+            predicted=np.asarray(predicted, dtype=np.int64)[keep],
+            median=median,
+            mad=mad,
+            labels=None if labels is None else np.asarray(labels, dtype=np.int64)[keep],
+        )
+
+    def save(self, path: str | Path) -> None:
+        arrays = {"X": self.X, "predicted": self.predicted, "median": self.median, "mad": self.mad}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reference":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise BundleError(f"cannot read reference data {path}: {err}") from err
+        missing = {"X", "predicted", "median", "mad"} - set(arrays)
+        if missing:
+            raise BundleError(f"reference data {path} lacks {', '.join(sorted(missing))}; re-export the bundle")
+        return cls(**arrays)

@@ -1,0 +1,98 @@
+"""Read input rows from CSV or JSONL (a path, or '-' for stdin), one row at a time.
+
+A malformed line never stops the reading: it comes back as a `BadRow` with its
+line number and reason, so the caller can report it, count it and go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from edgeinfer.errors import InputError
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    reason: str
+
+
+def open_input(source: str | Path) -> IO[str]:
+    if str(source) == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    try:
+        return open(source, encoding="utf-8", errors="replace", newline="")
+    except OSError as err:
+        raise InputError(f"cannot read input {source}: {err.strerror}") from err
+
+
+def read_rows(stream: IO[str], *, fmt: str = "auto") -> Iterator[Row | BadRow]:
+    """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl."""
+    first = stream.readline()
+    while first and not first.strip():
+        first = stream.readline()
+    if not first:
+        raise InputError("the input is empty; expected a CSV header line or JSON lines")
+    if fmt == "auto":
+        fmt = "jsonl" if first.lstrip().startswith("{") else "csv"
+    if fmt == "jsonl":
+        yield from _jsonl(first, stream)
+    elif fmt == "csv":
+        yield from _csv(first, stream)
+    else:
+        raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
+
+
+def _jsonl(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
+    for line_no, line in enumerate(_chain(first, stream), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield BadRow(line_no, f"not valid JSON ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(value, dict):
+            yield BadRow(line_no, f"expected a JSON object of feature name to value, got {type(value).__name__}")
+            continue
+        yield Row(line_no, value)
+
+
+def _csv(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
+    header = next(csv.reader([first]))
+    header = [h.strip() for h in header]
+    reader = csv.reader(stream)
+    for offset, fields in enumerate(reader, start=2):
+        line_no = reader.line_num + 1 if reader.line_num else offset
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            yield BadRow(line_no, f"expected {len(header)} comma-separated values as in the header, got {len(fields)}")
+            continue
+        yield Row(line_no, {h: _number_or_text(v) for h, v in zip(header, fields)})
+
+
+def _number_or_text(text: str) -> Any:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _chain(first: str, stream: IO[str]) -> Iterator[str]:
+    yield first
+    yield from stream

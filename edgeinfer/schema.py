@@ -1,0 +1,378 @@
+"""The feature schema: what the model sees, in words, units and constraints.
+
+A schema travels inside every bundle. Export uses it to check calibration data;
+the Session uses it to validate every input; the explainers use its ranges,
+mutability, monotone directions and protected flags; the views use its wording.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import InputError, SchemaError
+
+KINDS = ("continuous", "integer", "categorical")
+MONOTONE = ("any", "increase", "decrease")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input. Categorical features feed `codes` to the model and show `categories`."""
+
+    name: str
+    kind: str = "continuous"
+    low: float = -math.inf
+    high: float = math.inf
+    unit: str = ""
+    lay: str = ""
+    clinical: str = ""
+    categories: tuple[str, ...] = ()
+    codes: tuple[float, ...] = ()
+    mutable: bool = True
+    monotone: str = "any"
+    protected: bool = False
+
+    def __post_init__(self) -> None:
+        where = f"feature '{self.name}'"
+        if not isinstance(self.name, str) or not self.name:
+            raise SchemaError(f"every feature needs a non-empty name, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise SchemaError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.monotone not in MONOTONE:
+            raise SchemaError(f"{where}: monotone must be one of {', '.join(MONOTONE)}, got {self.monotone!r}")
+        if self.kind == "categorical":
+            if not self.categories:
+                raise SchemaError(f"{where}: a categorical feature needs a list of categories")
+            codes = self.codes or tuple(float(i) for i in range(len(self.categories)))
+            if len(codes) != len(self.categories):
+                raise SchemaError(
+                    f"{where}: {len(self.categories)} categories but {len(codes)} codes; give one code per category"
+                )
+            object.__setattr__(self, "codes", tuple(float(c) for c in codes))
+            object.__setattr__(self, "low", min(self.codes))
+            object.__setattr__(self, "high", max(self.codes))
+        elif self.categories or self.codes:
+            raise SchemaError(f"{where}: categories are only for kind = 'categorical'")
+        if not (isinstance(self.low, (int, float)) and isinstance(self.high, (int, float))):
+            raise SchemaError(f"{where}: range must be two numbers, got [{self.low!r}, {self.high!r}]")
+        if math.isnan(self.low) or math.isnan(self.high) or self.low > self.high:
+            raise SchemaError(f"{where}: range [{self.low}, {self.high}] is empty; give [low, high] with low <= high")
+        object.__setattr__(self, "low", float(self.low))
+        object.__setattr__(self, "high", float(self.high))
+        if not self.lay:
+            object.__setattr__(self, "lay", self.name)
+        if not self.clinical:
+            object.__setattr__(self, "clinical", self.name)
+
+    def describe_expected(self) -> str:
+        """What a valid value looks like, for error messages."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.kind == "categorical":
+            options = ", ".join(f"'{c}' ({_num(v)})" for c, v in zip(self.categories, self.codes))
+            return f"one of {options}"
+        noun = "an integer" if self.kind == "integer" else "a number"
+        if math.isinf(self.low) and math.isinf(self.high):
+            return f"{noun}{unit}"
+        return f"{noun} in [{_num(self.low)}, {_num(self.high)}]{unit}"
+
+    def label(self, value: float) -> str:
+        """The value as a person reads it: the category name, or the number with its unit."""
+        if self.kind == "categorical":
+            for code, name in zip(self.codes, self.categories):
+                if code == value:
+                    return name
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_num(value)}{unit}"
+
+    def code_of(self, value: Any) -> float:
+        """Turn a mapping value (a number or, for categoricals, a category name) into the model's number."""
+        if self.kind == "categorical" and isinstance(value, str):
+            if value in self.categories:
+                return self.codes[self.categories.index(value)]
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {value!r}")
+        return float(value)
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """Features in model order, the class names, and which class is the favourable outcome."""
+
+    features: tuple[Feature, ...]
+    classes: tuple[str, ...]
+    favourable: str | None = None
+    name: str = "model"
+    description: str = ""
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if not self.features:
+            raise SchemaError("a schema needs at least one feature")
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise SchemaError(f"feature names must be unique; repeated: {', '.join(duplicates)}")
+        if len(self.classes) < 2:
+            raise SchemaError(f"a classifier schema needs at least two class names, got {list(self.classes)}")
+        if self.favourable is not None and self.favourable not in self.classes:
+            raise SchemaError(
+                f"favourable outcome {self.favourable!r} is not a class; classes are {list(self.classes)}"
+            )
+        object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
+
+    # ----- lookups ---------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def index(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise InputError(_unknown_feature(name, self.names)) from None
+
+    def feature(self, name: str) -> Feature:
+        return self.features[self.index(name)]
+
+    def class_index(self, name: str) -> int:
+        if name not in self.classes:
+            raise InputError(f"unknown class {name!r}; classes are {list(self.classes)}")
+        return self.classes.index(name)
+
+    @property
+    def protected(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features if f.protected)
+
+    @property
+    def lows(self) -> np.ndarray:
+        return np.array([f.low for f in self.features])
+
+    @property
+    def highs(self) -> np.ndarray:
+        return np.array([f.high for f in self.features])
+
+    # ----- inputs ----------------------------------------------------------
+    def to_matrix(self, x: Any) -> tuple[np.ndarray, bool]:
+        """Turn any accepted input form into a float64 matrix in schema order.
+
+        Accepts a mapping (one row), a sequence of mappings, a 1-D or 2-D array,
+        or a data frame with named columns. Returns (matrix, single_row).
+        Raises InputError for a wrong shape or wrong names; values are checked by
+        `check_rows`.
+        """
+        if isinstance(x, Mapping):
+            return self._row_from_mapping(x)[None, :], True
+        if hasattr(x, "columns") and hasattr(x, "to_numpy"):
+            columns = [str(c) for c in x.columns]
+            return self._matrix_from_columns(columns, x.to_numpy()), False
+        if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and x and isinstance(x[0], Mapping):
+            rows = []
+            for i, row in enumerate(x):
+                try:
+                    rows.append(self._row_from_mapping(row))
+                except InputError as err:
+                    raise InputError(f"row {i}: {err}") from None
+            return np.stack(rows), False
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError(
+                f"expected numbers in schema order ({len(self)} features) or a mapping of feature name to value; "
+                f"could not read the input as numbers: {err}"
+            ) from None
+        if arr.ndim == 1:
+            self._check_width(arr.shape[0])
+            return arr[None, :], True
+        if arr.ndim == 2:
+            self._check_width(arr.shape[1])
+            return arr, False
+        raise InputError(f"expected a 1-D row or a 2-D batch of {len(self)} features, got a {arr.ndim}-D array")
+
+    def check_rows(self, matrix: np.ndarray) -> dict[int, str]:
+        """Vectorised value checks. Returns {row index: reason} for every rejected row."""
+        lows, highs = self.lows, self.highs
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(matrix) | (matrix < lows) | (matrix > highs)
+            for j, f in enumerate(self.features):
+                if f.kind == "integer":
+                    bad[:, j] |= matrix[:, j] != np.round(matrix[:, j])
+                elif f.kind == "categorical":
+                    bad[:, j] |= ~np.isin(matrix[:, j], f.codes)
+        reasons: dict[int, str] = {}
+        for i in np.flatnonzero(bad.any(axis=1)):
+            j = int(np.flatnonzero(bad[i])[0])
+            reasons[int(i)] = self.value_error(j, matrix[i, j])
+        return reasons
+
+    def value_error(self, j: int, value: float) -> str:
+        f = self.features[j]
+        if not math.isfinite(value):
+            return f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}; replace missing or infinite values"
+        return f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}"
+
+    def validate(self, x: Any) -> tuple[np.ndarray, bool]:
+        """to_matrix + check_rows, raising on the first bad row (for single inputs)."""
+        matrix, single = self.to_matrix(x)
+        reasons = self.check_rows(matrix)
+        if reasons:
+            i, reason = next(iter(reasons.items()))
+            raise InputError(reason if single else f"row {i}: {reason}")
+        return matrix, single
+
+    def row_dict(self, row: np.ndarray) -> dict[str, float]:
+        return {f.name: float(v) for f, v in zip(self.features, row)}
+
+    def _check_width(self, width: int) -> None:
+        if width != len(self):
+            raise InputError(
+                f"expected {len(self)} features in schema order ({_short(self.names)}), got {width} values"
+            )
+
+    def _row_from_mapping(self, row: Mapping) -> np.ndarray:
+        unknown = [k for k in row if k not in self._index]
+        if unknown:
+            raise InputError(_unknown_feature(str(unknown[0]), self.names))
+        missing = [n for n in self.names if n not in row]
+        if missing:
+            raise InputError(
+                f"missing feature{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing[:5])}"
+                f"{' …' if len(missing) > 5 else ''}; every row needs all {len(self)} features"
+            )
+        return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
+
+    def _matrix_from_columns(self, columns: list[str], values: np.ndarray) -> np.ndarray:
+        for c in columns:
+            if c not in self._index:
+                raise InputError(_unknown_feature(c, self.names))
+        missing = [n for n in self.names if n not in columns]
+        if missing:
+            raise InputError(f"missing feature column {missing[0]!r}; every row needs all {len(self)} features")
+        order = [columns.index(n) for n in self.names]
+        try:
+            return np.asarray(values[:, order], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"feature columns must hold numbers: {err}") from None
+
+    # ----- files -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out["features"] = [_feature_dict(f) for f in self.features]
+        out["classes"] = list(self.classes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSchema":
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"a schema must be a table/object, got {type(data).__name__}")
+        known = {"features", "classes", "favourable", "name", "description"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise SchemaError(f"unknown schema key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; known keys: {', '.join(sorted(known))}")
+        if "features" not in data or "classes" not in data:
+            raise SchemaError("a schema needs 'features' (a list of tables) and 'classes' (a list of names)")
+        features = tuple(_feature_from_dict(i, f) for i, f in enumerate(data["features"]))
+        return cls(
+            features=features,
+            classes=tuple(str(c) for c in data["classes"]),
+            favourable=data.get("favourable"),
+            name=str(data.get("name", "model")),
+            description=str(data.get("description", "")),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureSchema":
+        """Read a schema from a .toml or .json file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise SchemaError(f"cannot read schema file {path}: {err.strerror}") from err
+        try:
+            if path.suffix.lower() == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            elif path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                raise SchemaError(f"schema file {path} must end in .toml or .json")
+        except (ValueError, TypeError) as err:
+            raise SchemaError(f"schema file {path} is not valid {path.suffix[1:].upper()}: {err}") from err
+        return cls.from_dict(data)
+
+
+_FEATURE_KEYS = {
+    "name", "kind", "range", "unit", "lay", "clinical", "categories", "codes", "mutable", "monotone", "protected",
+}
+
+
+def _feature_from_dict(i: int, data: Any) -> Feature:
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"features[{i}] must be a table/object, got {type(data).__name__}")
+    extra = sorted(set(data) - _FEATURE_KEYS)
+    where = f"feature '{data.get('name', i)}'"
+    if extra:
+        raise SchemaError(f"{where}: unknown key {extra[0]!r}; known keys: {', '.join(sorted(_FEATURE_KEYS))}")
+    kwargs = {k: v for k, v in data.items() if k not in ("range", "categories", "codes")}
+    if "range" in data:
+        rng = data["range"]
+        if not (isinstance(rng, Sequence) and len(rng) == 2):
+            raise SchemaError(f"{where}: range must be [low, high], got {rng!r}")
+        kwargs["low"], kwargs["high"] = (float(r) if r is not None else s for r, s in zip(rng, (-math.inf, math.inf)))
+    if "categories" in data:
+        kwargs["categories"] = tuple(str(c) for c in data["categories"])
+    if "codes" in data:
+        kwargs["codes"] = tuple(float(c) for c in data["codes"])
+    for flag in ("mutable", "protected"):
+        if flag in kwargs and not isinstance(kwargs[flag], bool):
+            raise SchemaError(f"{where}: {flag} must be true or false, got {kwargs[flag]!r}")
+    try:
+        return Feature(**kwargs)
+    except TypeError as err:
+        raise SchemaError(f"{where}: {err}") from err
+
+
+def _feature_dict(f: Feature) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": f.name, "kind": f.kind, "unit": f.unit, "lay": f.lay, "clinical": f.clinical}
+    if f.kind == "categorical":
+        out["categories"] = list(f.categories)
+        out["codes"] = list(f.codes)
+    else:
+        out["range"] = [None if math.isinf(f.low) else f.low, None if math.isinf(f.high) else f.high]
+    out.update(mutable=f.mutable, monotone=f.monotone, protected=f.protected)
+    return out
+
+
+def _unknown_feature(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known features: {_short(names)}"
+    return f"unknown feature {name!r}{hint}"
+
+
+def _short(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _num(value: float) -> str:
+    """A number without float noise: 42, 3.5, 0.000123, nan."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    value = float(value)
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"

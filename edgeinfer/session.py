@@ -1,0 +1,110 @@
+"""The one runtime core: a verified bundle, a backend, and predict/explain over them.
+
+Device, CLI, stream, server and report all go through a Session, so a server
+result and an on-device result for the same input and bundle are the same.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.backend import ExecutionInfo, OnnxBackend, available_providers, choose_provider, default_threads
+from edgeinfer.bundle import Bundle, read_bundle
+from edgeinfer.decision import Decision, Rejection
+from edgeinfer.errors import DeviceError
+from edgeinfer.profiles import get_device
+
+
+class Session:
+    """Predict and explain with one bundle on one device.
+
+    Use `edgeinfer.load(path, device=...)` to make one.
+    """
+
+    def __init__(self, bundle: Bundle, *, device: str = "auto", fallback: bool = False, threads: int | None = None):
+        profile = bundle.profile if device == "auto" else get_device(device)
+        if bundle.precision not in profile.precisions:
+            raise DeviceError(
+                f"bundle precision {bundle.precision} is not supported by device '{profile.name}' "
+                f"({', '.join(profile.precisions)}); export the model for that device"
+            )
+        execution = choose_provider(profile, available_providers(), fallback=fallback)
+        self.bundle = bundle
+        self.schema = bundle.schema
+        self.reference = bundle.reference
+        self.profile = profile
+        self._backend = OnnxBackend(
+            bundle.model_path, execution=execution, threads=threads or default_threads(profile)
+        )
+
+    # ----- what explainers and front ends read -----------------------------
+    @property
+    def execution(self) -> ExecutionInfo:
+        return self._backend.execution
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.schema.classes
+
+    @property
+    def backend_calls(self) -> int:
+        """Number of batched backend calls so far (each explanation is a handful)."""
+        return self._backend.calls
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The batched probability call: (n, F) rows in schema order -> (n, C). No validation."""
+        return self._backend.predict_proba(X)
+
+    # ----- predictions -----------------------------------------------------
+    def predict(self, x: Any) -> Decision | list[Decision | Rejection]:
+        """Decide for one row (a mapping or 1-D array) or a 2-D batch.
+
+        A bad single row raises InputError. In a batch, bad rows come back as
+        `Rejection`s in their place and the other rows are still decided.
+        """
+        matrix, single = self.schema.to_matrix(x)
+        if single:
+            matrix, _ = self.schema.validate(matrix[0])
+            return self._decide(matrix)[0]
+        rejected = self.schema.check_rows(matrix)
+        good = [i for i in range(len(matrix)) if i not in rejected]
+        decisions = iter(self._decide(matrix[good]) if good else [])
+        return [Rejection(i, rejected[i]) if i in rejected else next(decisions) for i in range(len(matrix))]
+
+    def _decide(self, matrix: np.ndarray) -> list[Decision]:
+        start = time.perf_counter()
+        proba = self.predict_proba(matrix)
+        latency = (time.perf_counter() - start) * 1000.0
+        labels = proba.argmax(axis=1)
+        return [
+            Decision(int(k), self.classes[k], tuple(float(p) for p in row), self.classes, latency)
+            for k, row in zip(labels, proba)
+        ]
+
+    # ----- explanations ----------------------------------------------------
+    def explain(self, x: Any, *, stakeholder: str = "clinician", **options: Any):
+        """Predict and explain one row (-> Explanation) or a 2-D batch (-> list of Explanation | Rejection).
+
+        Options: desired (a class name, or a threshold such as "p(malignant) < 0.3"),
+        k (number of diverse counterfactuals), features_to_vary, permitted_range,
+        time_budget_ms, parts (subset of {"counterfactuals", "bias", "attributions"}).
+        """
+        from edgeinfer.explain.compose import explain_rows
+
+        matrix, single = self.schema.to_matrix(x)
+        if single:
+            matrix, _ = self.schema.validate(matrix[0])
+            return explain_rows(self, matrix, stakeholder=stakeholder, **options)[0]
+        rejected = self.schema.check_rows(matrix)
+        good = [i for i in range(len(matrix)) if i not in rejected]
+        explained = iter(explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else [])
+        return [Rejection(i, rejected[i]) if i in rejected else next(explained) for i in range(len(matrix))]
+
+
+def load(bundle: str | Path, *, device: str = "auto", fallback: bool = False, threads: int | None = None) -> Session:
+    """Verify a bundle and open a Session on `device` ("auto": the profile it was exported for)."""
+    return Session(read_bundle(bundle), device=device, fallback=fallback, threads=threads)

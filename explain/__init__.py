@@ -1,0 +1,31 @@
+"""Explanation algorithms and stakeholder views (installed as edgeinfer.explain)."""
+
+from edgeinfer.explain.explanation import (
+    SCHEMA_VERSION,
+    Attribution,
+    Attributions,
+    BiasExplanation,
+    Counterfactual,
+    Counterfactuals,
+    Explanation,
+    FeatureChange,
+    FlipTest,
+    ModelInfo,
+    Proxy,
+)
+from edgeinfer.explain.predictor import Predictor
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Attribution",
+    "Attributions",
+    "BiasExplanation",
+    "Counterfactual",
+    "Counterfactuals",
+    "Explanation",
+    "FeatureChange",
+    "FlipTest",
+    "ModelInfo",
+    "Predictor",
+    "Proxy",
+]

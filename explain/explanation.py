@@ -1,0 +1,224 @@
+"""The one result type every explainer fills: frozen dataclasses with a versioned JSON form.
+
+`Explanation.to_json()` writes `schema_version`; `Explanation.from_json()` reads it
+back into equal objects and refuses an unknown version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from edgeinfer.decision import Decision
+from edgeinfer.errors import InputError
+
+SCHEMA_VERSION = "edgeinfer.explanation/1"
+
+
+@dataclass(frozen=True)
+class FeatureChange:
+    """One feature moved by a counterfactual."""
+
+    feature: str
+    from_value: float
+    to_value: float
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """An input close to the instance for which the deployed model gives the desired outcome."""
+
+    values: tuple[float, ...]
+    changes: tuple[FeatureChange, ...]
+    class_name: str
+    probabilities: tuple[float, ...]
+    valid: bool              # re-checked through the Session on the deployed model
+    distance: float          # L1 in MAD-scaled units
+    sparsity: int            # number of features changed
+    plausibility: float | None = None   # yNN: share of the k nearest reference rows with the desired label
+
+
+@dataclass(frozen=True)
+class Counterfactuals:
+    """The outcome of one counterfactual search; iterate it for the counterfactuals."""
+
+    target: str                          # the desired outcome in words, e.g. "class 'benign'" or "p(malignant) < 0.3"
+    target_class: str
+    items: tuple[Counterfactual, ...] = ()
+    found: bool = False
+    complete: bool = True                # False: the time budget ran out; these are the best found so far
+    reason: str = ""                     # why none was found
+    binding: tuple[str, ...] = ()        # constraints that keep the outcome out of reach
+    backend_calls: int = 0
+    rows_evaluated: int = 0
+    elapsed_ms: float = 0.0
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Counterfactual:
+        return self.items[i]
+
+
+@dataclass(frozen=True)
+class FlipTest:
+    """The decision with a protected feature (alone, or with its proxies) set to another value."""
+
+    feature: str
+    from_value: float
+    to_value: float
+    proxies: tuple[str, ...]            # proxies moved with it; () for the protected feature alone
+    class_name: str
+    probability: float                  # probability of the original decision's class after the flip
+    delta: float                        # change in that probability
+    flipped: bool
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A feature associated with a protected attribute in the reference data."""
+
+    protected: str
+    feature: str
+    association: float
+    measure: str
+
+
+@dataclass(frozen=True)
+class BiasExplanation:
+    """Does this decision lean on a protected attribute or its proxies?"""
+
+    flips: tuple[FlipTest, ...]
+    proxies: tuple[Proxy, ...]
+    attribution_share: float | None     # share of |attribution| on protected features and proxies
+    depends: bool
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Attribution:
+    feature: str
+    value: float
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Attributions:
+    """How much each input moved the explained quantity away from the baseline."""
+
+    method: str
+    quantity: str                       # e.g. "probability of 'malignant'"
+    baseline: str                       # what the contributions are measured against
+    base_value: float
+    prediction: float                   # base_value + sum(contributions)
+    values: tuple[Attribution, ...]
+    evaluations: int = 0
+
+    def top(self, n: int = 3) -> tuple[Attribution, ...]:
+        return tuple(sorted(self.values, key=lambda a: -abs(a.contribution))[:n])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the decision came from: enough to find the exact bundle again."""
+
+    name: str
+    bundle_sha256: str
+    precision: str
+    device: str
+    provider: str
+    producer: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One decision, explained: counterfactuals, bias, attributions, and the text for one reader."""
+
+    decision: Decision
+    instance: Mapping[str, float]
+    model: ModelInfo
+    counterfactuals: Counterfactuals | None = None
+    bias: BiasExplanation | None = None
+    attributions: Attributions | None = None
+    stakeholder: str = "engineer"
+    text: str = ""
+    timings: Mapping[str, float] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(self)
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Explanation":
+        version = data.get("schema_version") if isinstance(data, Mapping) else None
+        if version != SCHEMA_VERSION:
+            raise InputError(
+                f"explanation schema_version {version!r} is not supported; this edgeinfer reads {SCHEMA_VERSION!r}"
+            )
+        return _decode(cls, data, "explanation")
+
+    @classmethod
+    def from_json(cls, text: str) -> "Explanation":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"not an explanation: invalid JSON ({err})") from err
+        return cls.from_dict(data)
+
+
+# ----- a small codec for nested frozen dataclasses ------------------------------
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # NumPy scalar
+        return _encode(value.item())
+    return value
+
+
+def _decode(tp: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if data is None:
+            return None
+        return _decode(options[0], data, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, Mapping):
+            raise InputError(f"{where}: expected an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise InputError(f"{where}: missing field {f.name!r}")
+        return tp(**kwargs)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(data))
+    if origin in (Mapping, dict) or tp is Mapping:
+        args = typing.get_args(tp) or (str, Any)
+        return {k: _decode(args[1], v, f"{where}.{k}") for k, v in data.items()}
+    if tp is float:
+        return math.nan if data is None else float(data)
+    return data

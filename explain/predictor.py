@@ -1,0 +1,22 @@
+"""What an explainer may know about a model: the batched probability call, the schema, the reference data.
+
+`edgeinfer.Session` satisfies this protocol; explainers never import onnxruntime or torch.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from edgeinfer.reference import Reference
+from edgeinfer.schema import FeatureSchema
+
+
+class Predictor(Protocol):
+    schema: FeatureSchema
+    reference: Reference
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, F) float rows in schema order -> (n, C) class probabilities. One backend call."""
+        ...
