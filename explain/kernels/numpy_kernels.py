@@ -1,0 +1,73 @@
+"""NumPy kernels: the reference implementation and the CPU path.
+
+Every kernel family (NumPy here, Triton in triton_kernels.py) implements exactly
+these functions with these shapes; the explainers call them through
+`edgeinfer.explain.kernels.get_kernels` and never know which one runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numpy"
+
+
+def project(
+    candidates: np.ndarray,   # (n, F) proposed rows
+    x: np.ndarray,            # (F,) the instance
+    lows: np.ndarray,         # (F,) lowest allowed value per feature
+    highs: np.ndarray,        # (F,) highest allowed value per feature
+    frozen: np.ndarray,       # (F,) bool: feature may not change
+    direction: np.ndarray,    # (F,) +1 increase only, -1 decrease only, 0 any
+    integer: np.ndarray,      # (F,) bool: feature takes integer values
+) -> np.ndarray:
+    """Move candidates into the feasible set: ranges, monotone directions, integers, frozen features."""
+    out = np.clip(candidates, lows, highs)
+    out = np.where(direction > 0, np.maximum(out, x), out)
+    out = np.where(direction < 0, np.minimum(out, x), out)
+    rounded = np.where(direction > 0, np.ceil(out), np.where(direction < 0, np.floor(out), np.round(out)))
+    out = np.where(integer, np.clip(rounded, np.ceil(lows), np.floor(highs)), out)
+    return np.where(frozen, x, out)
+
+
+def scaled_l1(candidates: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(n,) L1 distance of each candidate to x, each feature divided by its scale (MAD)."""
+    return np.abs((candidates - x) / scale).sum(axis=1)
+
+
+def knn_agreement(
+    candidates: np.ndarray,   # (n, F)
+    reference: np.ndarray,    # (m, F)
+    scale: np.ndarray,        # (F,)
+    ref_labels: np.ndarray,   # (m,) int
+    target: int,
+    k: int,
+) -> np.ndarray:
+    """(n,) share of each candidate's k nearest reference rows (scaled L1) labelled `target` (CARLA's yNN)."""
+    k = min(k, len(reference))
+    out = np.empty(len(candidates))
+    step = max(1, 2_000_000 // max(1, len(reference) * candidates.shape[1]))
+    for start in range(0, len(candidates), step):
+        block = candidates[start:start + step]
+        dist = np.abs((block[:, None, :] - reference[None, :, :]) / scale).sum(axis=2)
+        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        out[start:start + step] = (ref_labels[nearest] == target).mean(axis=1)
+    return out
+
+
+def masked_argmin(cost: np.ndarray, mask: np.ndarray, segments: np.ndarray, n_segments: int) -> np.ndarray:
+    """(n_segments,) index of the lowest-cost row with mask set in each segment; -1 where none.
+
+    `segments` (n,) gives each row's segment (e.g. which instance of a batch it belongs to).
+    Ties go to the lowest index.
+    """
+    cost = np.where(mask, cost, np.inf)
+    order = np.lexsort((np.arange(len(cost)), cost, segments))
+    first = np.full(n_segments, -1, dtype=np.int64)
+    seg_sorted = segments[order]
+    starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
+    for s in starts:
+        row = order[s]
+        if np.isfinite(cost[row]):
+            first[seg_sorted[s]] = row
+    return first
