@@ -137,6 +137,7 @@ class ModelInfo:
     device: str
     provider: str
     producer: str
+    fidelity: Mapping[str, Any] = field(default_factory=dict)   # export's quantized-vs-float figures, if recorded
 
 
 @dataclass(frozen=True)
