@@ -1,0 +1,305 @@
+"""Per-decision bias explanation: would the decision change if a protected attribute were different?
+
+For each row and each protected feature of the schema, the row is re-decided
+with the protected feature set to each alternative value (a *flip test*), once
+alone and once together with its proxies (see `edgeinfer.explain.proxies`).
+All flips of all rows go to the model in ONE batched `predict_proba` call,
+together with the original rows (which give the baseline probabilities).
+
+Alternative values (chosen from the bundle's reference data, so they are
+values the model has seen):
+
+- categorical: every other code of the feature;
+- integer or continuous (e.g. age): the reference data is cut at its quartiles
+  into up to four groups; the alternatives are the medians of the groups the
+  row does not fall in (rounded for an integer feature).
+
+Moving the proxies with the protected feature: each proxy is set to its typical
+value among the reference rows of the alternative group (rows with that code;
+for a numeric feature, rows in that quartile group): the median for a
+continuous proxy, the median rounded for an integer one, the most frequent
+code for a categorical one; clipped to the schema range. A group with no
+reference rows has no typical values, so that alternative is tested alone only.
+
+A decision *depends* on a protected feature when any flip changes the decided
+class, or changes the probability of the decided class by more than
+`tolerance`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.explain.explanation import Attributions, BiasExplanation, FlipTest, Proxy
+from edgeinfer.explain.predictor import Predictor
+from edgeinfer.reference import Reference
+from edgeinfer.schema import Feature, FeatureSchema
+
+NO_PROTECTED = "no protected features are declared in the schema, so there is no flip to test"
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """What the flips of one protected feature need, computed once per reference."""
+
+    index: int
+    feature: Feature
+    proxy_index: np.ndarray          # column indices of its proxies
+    proxy_names: tuple[str, ...]
+    edges: np.ndarray                # quartile edges (numeric) or the codes (categorical)
+    values: np.ndarray               # (G,) the alternative value of each group; NaN for an empty group
+    typical: np.ndarray              # (G, P) typical proxy values in each group; NaN where the group is empty
+
+    def group_of(self, value: float) -> int:
+        if self.feature.kind == "categorical":
+            hits = np.flatnonzero(self.edges == value)
+            return int(hits[0]) if hits.size else -1
+        return int(np.searchsorted(self.edges, value, side="right"))
+
+
+def explain_bias(
+    model: Predictor,
+    X: np.ndarray,
+    *,
+    labels: np.ndarray,
+    proxies: Sequence[Proxy],
+    attributions: Sequence[Attributions | None] | None = None,
+    tolerance: float = 0.05,
+) -> list[BiasExplanation]:
+    """One BiasExplanation per row of X (rows in schema order; `labels` are the decided class indices)."""
+    schema = model.schema
+    X = _as_matrix(schema, X)
+    n = len(X)
+    labels = _as_labels(schema, labels, n)
+    if not (isinstance(tolerance, (int, float)) and 0.0 <= float(tolerance) < 1.0):
+        raise InputError(f"tolerance must be a probability change in [0, 1), got {tolerance!r}")
+    if attributions is not None and len(attributions) != n:
+        raise InputError(f"attributions must give one entry per row: {n} rows, {len(attributions)} attributions")
+    proxies = _check_proxies(schema, proxies)
+    if not schema.protected:
+        return [BiasExplanation(flips=(), proxies=(), attribution_share=None, depends=False, verdict=NO_PROTECTED)] * n
+
+    plans = _plans(schema, model.reference, proxies)
+    batch: list[np.ndarray] = [X]
+    specs: list[list[tuple[_Plan, float, tuple[str, ...], int]]] = [[] for _ in range(n)]
+    offset = n
+    for i in range(n):
+        for plan in plans:
+            own = plan.group_of(X[i, plan.index])
+            for g, value in enumerate(plan.values):
+                if g == own or not np.isfinite(value):
+                    continue
+                row = X[i].copy()
+                row[plan.index] = value
+                batch.append(row)
+                specs[i].append((plan, float(value), (), offset))
+                offset += 1
+                if plan.proxy_names and np.isfinite(plan.typical[g]).all():
+                    moved = row.copy()
+                    moved[plan.proxy_index] = plan.typical[g]
+                    batch.append(moved)
+                    specs[i].append((plan, float(value), plan.proxy_names, offset))
+                    offset += 1
+    proba = np.asarray(model.predict_proba(np.vstack(batch)), dtype=np.float64)
+    if proba.shape != (offset, len(schema.classes)):
+        raise ExplainError(
+            f"the model returned probabilities of shape {proba.shape} for {offset} rows; "
+            f"expected ({offset}, {len(schema.classes)})"
+        )
+    decided = proba.argmax(axis=1)
+
+    relevant = tuple(p for p in proxies if p.protected in schema.protected)
+    watched = set(schema.protected) | {p.feature for p in relevant}
+    out = []
+    for i in range(n):
+        label = int(labels[i])
+        base = proba[i, label]
+        flips = tuple(
+            FlipTest(
+                feature=plan.feature.name,
+                from_value=float(X[i, plan.index]),
+                to_value=value,
+                proxies=moved,
+                class_name=schema.classes[int(decided[k])],
+                probability=float(proba[k, label]),
+                delta=float(proba[k, label] - base),
+                flipped=bool(decided[k] != label),
+            )
+            for plan, value, moved, k in specs[i]
+        )
+        depends = any(f.flipped or abs(f.delta) > tolerance for f in flips)
+        share = None
+        if attributions is not None and attributions[i] is not None:
+            share = attribution_share(attributions[i], watched)
+        out.append(
+            BiasExplanation(
+                flips=flips,
+                proxies=relevant,
+                attribution_share=share,
+                depends=depends,
+                verdict=_verdict(schema, plans, flips, tolerance),
+            )
+        )
+    return out
+
+
+def attribution_share(attributions: Attributions, features: set[str]) -> float:
+    """Share of the total |contribution| that falls on `features`; 0 when every contribution is 0."""
+    total = sum(abs(a.contribution) for a in attributions.values)
+    if total <= 0.0:
+        return 0.0
+    return float(sum(abs(a.contribution) for a in attributions.values if a.feature in features) / total)
+
+
+# ----- plans: alternative values and typical proxy values, per reference --------
+
+_CACHE: "weakref.WeakKeyDictionary[Reference, dict]" = weakref.WeakKeyDictionary()
+
+
+def _plans(schema: FeatureSchema, reference: Reference, proxies: tuple[Proxy, ...]) -> tuple[_Plan, ...]:
+    key = (schema, proxies)
+    try:
+        per_ref = _CACHE.setdefault(reference, {})
+    except TypeError:  # a reference that cannot be weakly referenced: no cache
+        per_ref = {}
+    if key not in per_ref:
+        per_ref[key] = tuple(_plan(schema, reference.X, name, proxies) for name in schema.protected)
+    return per_ref[key]
+
+
+def _plan(schema: FeatureSchema, R: np.ndarray, name: str, proxies: tuple[Proxy, ...]) -> _Plan:
+    j = schema.index(name)
+    feature = schema.features[j]
+    names = tuple(p.feature for p in proxies if p.protected == name)
+    proxy_index = np.array([schema.index(p) for p in names], dtype=np.int64)
+    column = R[:, j]
+    if feature.kind == "categorical":
+        edges = np.array(feature.codes)
+        members = [column == code for code in edges]
+        values = edges.copy()
+    else:
+        # quartile groups; a group without reference rows (tied quartiles) gets value NaN and is skipped
+        edges = np.unique(np.quantile(column, [0.25, 0.5, 0.75]))
+        bins = np.searchsorted(edges, column, side="right")
+        members = [bins == b for b in range(len(edges) + 1)]
+        values = np.array([_typical(feature, column[m]) for m in members])
+    typical = np.full((len(values), len(names)), np.nan)
+    for g, mask in enumerate(members):
+        if mask.any():
+            typical[g] = [_typical(schema.features[k], R[mask, k]) for k in proxy_index]
+    return _Plan(j, feature, proxy_index, names, edges, values, typical)
+
+
+def _typical(feature: Feature, values: np.ndarray) -> float:
+    if len(values) == 0:
+        return np.nan
+    if feature.kind == "categorical":
+        codes, counts = np.unique(values, return_counts=True)
+        return float(codes[np.argmax(counts)])
+    value = float(np.median(values))
+    if feature.kind == "integer":
+        value = float(np.floor(value + 0.5))
+    return float(np.clip(value, feature.low, feature.high))
+
+
+# ----- words -----------------------------------------------------------------
+
+
+def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[FlipTest], tolerance: float) -> str:
+    parts = []
+    for plan in plans:
+        f = plan.feature
+        mine = [t for t in flips if t.feature == f.name]
+        if not mine:
+            parts.append(f"{f.name} could not be tested: the reference data has no other value of it")
+            continue
+        alone = [t for t in mine if t.flipped and not t.proxies]
+        joint = [t for t in mine if t.flipped and t.proxies]
+        if alone:
+            parts.append(f"the decision flips if {f.name} were {_values(f, alone)}")
+        elif joint:
+            parts.append(
+                f"the decision flips if {f.name} were {_values(f, joint)} together with its proxies "
+                f"{_names(joint[0].proxies)}"
+            )
+        else:
+            worst = max(mine, key=lambda t: abs(t.delta))
+            if abs(worst.delta) > tolerance:
+                via = f" together with its proxies {_names(worst.proxies)}" if worst.proxies else ""
+                parts.append(
+                    f"the decision depends on {f.name}: the probability of '{worst.class_name}' changes by "
+                    f"{worst.delta:+.2f} if {f.name} were {f.label(worst.to_value)}{via}"
+                )
+            else:
+                parts.append(
+                    f"the decision does not depend on {f.name} (largest change in probability {abs(worst.delta):.2f})"
+                )
+    return "; ".join(parts)
+
+
+def _values(feature: Feature, tests: Sequence[FlipTest]) -> str:
+    labels = list(dict.fromkeys(feature.label(t.to_value) for t in tests))
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
+
+
+def _names(names: Sequence[str]) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+# ----- input checks ------------------------------------------------------------
+
+
+def _as_matrix(schema: FeatureSchema, X: np.ndarray) -> np.ndarray:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"bias explanation needs numbers in schema order: {err}") from err
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[1] != len(schema):
+        raise InputError(
+            f"bias explanation needs rows of {len(schema)} features in schema order, got shape {X.shape}"
+        )
+    return X
+
+
+def _as_labels(schema: FeatureSchema, labels: np.ndarray, n: int) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(labels))
+    if arr.shape != (n,):
+        raise InputError(f"labels must give one decided class per row: {n} rows, labels of shape {arr.shape}")
+    if arr.dtype.kind in "USO":
+        return np.array([schema.class_index(str(c)) for c in arr], dtype=np.int64)
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
+        raise InputError(f"labels must be class indices (integers) or class names, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= len(schema.classes))
+    if bad.any():
+        raise InputError(
+            f"label {int(arr[bad][0])} is not a class index; classes are 0..{len(schema.classes) - 1} "
+            f"({', '.join(schema.classes)})"
+        )
+    return arr
+
+
+def _check_proxies(schema: FeatureSchema, proxies: Sequence[Proxy]) -> tuple[Proxy, ...]:
+    out = []
+    for p in proxies or ():
+        if not isinstance(p, Proxy):
+            raise InputError(
+                f"proxies must be Proxy objects, got {type(p).__name__}; "
+                "use edgeinfer.explain.proxies.proxies_from_manifest for manifest records"
+            )
+        for name in (p.protected, p.feature):
+            if name not in schema.names:
+                raise ExplainError(
+                    f"proxy {p.feature!r} of {p.protected!r} names {name!r}, which is not a feature of this model; "
+                    "recompute the proxies for this schema (re-export the bundle)"
+                )
+        out.append(p)
+    return tuple(out)

@@ -1,0 +1,354 @@
+"""Group fairness over a batch of decisions, computed once, read many ways (the shape of Fairlearn's MetricFrame).
+
+`GroupFairness(y_true=, y_pred=, sensitive=)` computes, per group of the
+sensitive attribute and overall: count, selection rate, true and false positive
+rates, and (given predicted probabilities) calibration as mean predicted
+probability vs observed positive rate. From those: demographic parity, equalized
+odds and equal opportunity as differences (largest minus smallest group value)
+and ratios (smallest over largest), with optional stratified bootstrap
+confidence intervals.
+
+Definitions follow Fairlearn (`fairlearn.metrics`, method="between_groups",
+agg="worst_case") so the figures equal Fairlearn's: labels are 0/1 with 1 the
+positive (selected) outcome; a rate whose denominator is empty (TPR of a group
+with no positives) is 0, as scikit-learn's confusion matrix gives it; a ratio
+of 0 over 0 is NaN. NumPy only: Fairlearn is the test oracle, not a dependency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import InputError
+from edgeinfer.explain.predictor import Predictor
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """The metrics of one group (or of all decisions, group "overall")."""
+
+    group: Any
+    count: int
+    positives: int                      # decisions whose true label is 1
+    negatives: int
+    selection_rate: float               # P(y_pred = 1)
+    true_positive_rate: float           # P(y_pred = 1 | y_true = 1); 0 with no positives
+    false_positive_rate: float          # P(y_pred = 1 | y_true = 0); 0 with no negatives
+    observed_rate: float                # P(y_true = 1)
+    mean_probability: float | None = None   # mean predicted probability of class 1, when y_prob is given
+    calibration_gap: float | None = None    # mean_probability - observed_rate
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A bootstrap percentile interval."""
+
+    low: float
+    high: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Disparity:
+    """One fairness criterion across groups: largest minus smallest, smallest over largest."""
+
+    name: str
+    difference: float
+    ratio: float
+    difference_interval: Interval | None = None
+    ratio_interval: Interval | None = None
+
+
+@dataclass(frozen=True)
+class FairnessSummary:
+    """Everything GroupFairness computed, as one frozen value (for reports and JSON)."""
+
+    sensitive_feature: str
+    by_group: tuple[GroupMetrics, ...]
+    overall: GroupMetrics
+    demographic_parity: Disparity
+    equalized_odds: Disparity
+    equal_opportunity: Disparity
+    bootstrap: int
+    seed: int
+
+
+class GroupFairness:
+    """Group fairness metrics of binary decisions, computed once in the constructor.
+
+    y_true, y_pred: 0/1 per decision; sensitive: the group of each decision;
+    y_prob: predicted probability of class 1 (for calibration by group);
+    bootstrap: number of stratified resamples (within each group) for intervals; 0 for none.
+    """
+
+    def __init__(
+        self,
+        *,
+        y_true: Sequence[int] | np.ndarray,
+        y_pred: Sequence[int] | np.ndarray,
+        sensitive: Sequence[Any] | np.ndarray,
+        y_prob: Sequence[float] | np.ndarray | None = None,
+        bootstrap: int = 0,
+        seed: int = 0,
+        confidence: float = 0.95,
+        sensitive_feature: str = "group",
+    ):
+        y_true, y_pred, groups, y_prob = _check(y_true, y_pred, sensitive, y_prob)
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+            raise InputError(f"bootstrap must be a whole number of resamples >= 0 (0 for none), got {bootstrap!r}")
+        if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
+            raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
+        names, codes = np.unique(groups, return_inverse=True)
+        self.y_true, self.y_pred, self.y_prob = y_true, y_pred, y_prob
+        by_group = tuple(
+            _metrics(_plain(name), y_true[codes == g], y_pred[codes == g], None if y_prob is None else y_prob[codes == g])
+            for g, name in enumerate(names)
+        )
+        overall = _metrics("overall", y_true, y_pred, y_prob)
+        intervals = _bootstrap(y_true, y_pred, codes, len(names), int(bootstrap), seed, float(confidence))
+
+        def disparity(name: str, values: list[list[float]], key: str) -> Disparity:
+            diffs, ratios = zip(*(_spread(v) for v in values))
+            # worst case over the component rates, as Fairlearn's equalized odds (agg="worst_case")
+            return Disparity(
+                name=name,
+                difference=float(max(diffs)),
+                ratio=float(min(ratios)),
+                difference_interval=intervals.get(f"{key}_difference"),
+                ratio_interval=intervals.get(f"{key}_ratio"),
+            )
+
+        sel = [m.selection_rate for m in by_group]
+        tpr = [m.true_positive_rate for m in by_group]
+        fpr = [m.false_positive_rate for m in by_group]
+        self.summary = FairnessSummary(
+            sensitive_feature=str(sensitive_feature),
+            by_group=by_group,
+            overall=overall,
+            demographic_parity=disparity("demographic parity", [sel], "dp"),
+            equalized_odds=disparity("equalized odds", [tpr, fpr], "eo"),
+            equal_opportunity=disparity("equal opportunity", [tpr], "eop"),
+            bootstrap=int(bootstrap),
+            seed=int(seed),
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Predictor,
+        X: np.ndarray,
+        *,
+        y_true: Sequence[int] | np.ndarray,
+        sensitive_feature: str,
+        positive: str | None = None,
+        bootstrap: int = 0,
+        seed: int = 0,
+        confidence: float = 0.95,
+    ) -> "GroupFairness":
+        """Decide X with one batched call and group the decisions by a schema feature.
+
+        positive: the class counted as selected (default the second class, index 1).
+        Groups are named by the feature's category names (or its values).
+        """
+        schema = model.schema
+        if sensitive_feature not in schema.names:
+            import difflib
+
+            close = difflib.get_close_matches(str(sensitive_feature), schema.names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; features are {', '.join(schema.names)}"
+            raise InputError(f"unknown sensitive feature {sensitive_feature!r}{hint}")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(schema):
+            raise InputError(f"expected a 2-D batch of {len(schema)} features in schema order, got shape {X.shape}")
+        k = schema.class_index(positive) if positive is not None else 1
+        proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+        feature = schema.feature(sensitive_feature)
+        column = X[:, schema.index(sensitive_feature)]
+        labels = {v: feature.label(v) for v in np.unique(column)}
+        return cls(
+            y_true=y_true,
+            y_pred=(proba.argmax(axis=1) == k).astype(np.int64),
+            sensitive=np.array([labels[v] for v in column]),
+            y_prob=proba[:, k],
+            bootstrap=bootstrap,
+            seed=seed,
+            confidence=confidence,
+            sensitive_feature=sensitive_feature,
+        )
+
+    # ----- views (cheap) ---------------------------------------------------
+    @property
+    def by_group(self) -> tuple[GroupMetrics, ...]:
+        return self.summary.by_group
+
+    @property
+    def overall(self) -> GroupMetrics:
+        return self.summary.overall
+
+    def group(self, name: Any) -> GroupMetrics:
+        for m in self.summary.by_group:
+            if m.group == name:
+                return m
+        raise InputError(f"unknown group {name!r}; groups are {[m.group for m in self.summary.by_group]}")
+
+    @property
+    def demographic_parity_difference(self) -> float:
+        return self.summary.demographic_parity.difference
+
+    @property
+    def demographic_parity_ratio(self) -> float:
+        return self.summary.demographic_parity.ratio
+
+    @property
+    def equalized_odds_difference(self) -> float:
+        return self.summary.equalized_odds.difference
+
+    @property
+    def equalized_odds_ratio(self) -> float:
+        return self.summary.equalized_odds.ratio
+
+    @property
+    def equal_opportunity_difference(self) -> float:
+        return self.summary.equal_opportunity.difference
+
+    @property
+    def equal_opportunity_ratio(self) -> float:
+        return self.summary.equal_opportunity.ratio
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (
+            f"GroupFairness({s.sensitive_feature}: {len(s.by_group)} groups, {s.overall.count} decisions, "
+            f"DP diff {s.demographic_parity.difference:.3f}, EO diff {s.equalized_odds.difference:.3f})"
+        )
+
+
+# ----- the arithmetic ------------------------------------------------------------
+
+
+def _metrics(group: Any, y_true: np.ndarray, y_pred: np.ndarray, y_prob: np.ndarray | None) -> GroupMetrics:
+    n = len(y_true)
+    pos = int(y_true.sum())
+    neg = n - pos
+    tp = int((y_pred[y_true == 1]).sum())
+    fp = int((y_pred[y_true == 0]).sum())
+    observed = pos / n
+    mean_p = None if y_prob is None else float(y_prob.mean())
+    return GroupMetrics(
+        group=group,
+        count=n,
+        positives=pos,
+        negatives=neg,
+        selection_rate=float(y_pred.sum() / n),
+        true_positive_rate=tp / pos if pos else 0.0,
+        false_positive_rate=fp / neg if neg else 0.0,
+        observed_rate=float(observed),
+        mean_probability=mean_p,
+        calibration_gap=None if mean_p is None else float(mean_p - observed),
+    )
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float]:
+    hi, lo = max(values), min(values)
+    return hi - lo, (lo / hi if hi != 0 else math.nan)
+
+
+def _bootstrap(
+    y_true: np.ndarray, y_pred: np.ndarray, codes: np.ndarray, k: int, n_boot: int, seed: int, confidence: float
+) -> dict[str, Interval]:
+    """Percentile intervals from resampling rows with replacement within each group (group sizes kept)."""
+    if n_boot == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    sel = np.empty((n_boot, k))
+    tpr = np.empty((n_boot, k))
+    fpr = np.empty((n_boot, k))
+    for g in range(k):
+        rows = np.flatnonzero(codes == g)
+        idx = rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))]
+        t, p = y_true[idx], y_pred[idx]
+        pos = t.sum(axis=1)
+        neg = t.shape[1] - pos
+        sel[:, g] = p.mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpr[:, g] = np.where(pos > 0, (p * t).sum(axis=1) / pos, 0.0)
+            fpr[:, g] = np.where(neg > 0, (p * (1 - t)).sum(axis=1) / neg, 0.0)
+
+    def diff(a: np.ndarray) -> np.ndarray:
+        return a.max(axis=1) - a.min(axis=1)
+
+    def ratio(a: np.ndarray) -> np.ndarray:
+        hi = a.max(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(hi != 0, a.min(axis=1) / hi, np.nan)
+
+    samples = {
+        "dp_difference": diff(sel),
+        "dp_ratio": ratio(sel),
+        "eo_difference": np.maximum(diff(tpr), diff(fpr)),
+        "eo_ratio": np.minimum(ratio(tpr), ratio(fpr)),
+        "eop_difference": diff(tpr),
+        "eop_ratio": ratio(tpr),
+    }
+    q = (1.0 - confidence) / 2.0
+    out = {}
+    for name, s in samples.items():
+        s = s[np.isfinite(s)]
+        if s.size == 0:
+            out[name] = Interval(math.nan, math.nan, confidence)
+        else:
+            low, high = np.quantile(s, [q, 1.0 - q])
+            out[name] = Interval(float(low), float(high), confidence)
+    return out
+
+
+def _check(y_true, y_pred, sensitive, y_prob):
+    arrays = {"y_true": np.asarray(y_true), "y_pred": np.asarray(y_pred), "sensitive": np.asarray(sensitive)}
+    if y_prob is not None:
+        arrays["y_prob"] = np.asarray(y_prob)
+    for name, a in arrays.items():
+        if a.ndim != 1:
+            raise InputError(f"{name} must be one value per decision (1-D), got shape {a.shape}")
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} {n}" for name, n in lengths.items())
+        raise InputError(f"mismatched lengths: {listed}; give one value per decision in each")
+    if lengths["y_true"] == 0:
+        raise InputError("no decisions: y_true, y_pred and sensitive are empty")
+    out = []
+    for name in ("y_true", "y_pred"):
+        a = arrays[name]
+        try:
+            values = a.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{name} must hold 0/1 labels (1 = positive outcome), got {a[:3].tolist()}") from err
+        bad = ~np.isin(values, (0.0, 1.0))
+        if bad.any():
+            raise InputError(
+                f"{name} must hold 0/1 labels (1 = positive outcome), got {a[bad][0]!r} at position "
+                f"{int(np.flatnonzero(bad)[0])}; map class names to 0/1 first"
+            )
+        out.append(values.astype(np.int64))
+    groups = arrays["sensitive"]
+    if groups.dtype.kind == "f" and not np.isfinite(groups).all():
+        raise InputError("sensitive has missing values (NaN); give every decision a group")
+    if groups.dtype.kind == "O":
+        groups = groups.astype(str)
+    prob = None
+    if y_prob is not None:
+        try:
+            prob = arrays["y_prob"].astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError("y_prob must hold probabilities of class 1 in [0, 1]") from err
+        if not (np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()):
+            raise InputError("y_prob must hold probabilities of class 1 in [0, 1]; got values outside it or NaN")
+    return out[0], out[1], groups, prob
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

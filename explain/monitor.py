@@ -1,0 +1,273 @@
+"""Rolling group fairness over a stream of decisions, with late labels and alerts.
+
+    monitor = RollingFairness(window=500, sensitive_feature="sex")
+    monitor.observe("d-17", "sex 2", y_pred=1, y_prob=0.81)   # as each decision is made
+    monitor.label("d-17", y_true=0)                           # whenever the truth arrives (maybe never)
+    snap = monitor.snapshot()                                 # metrics over the last `window` decisions
+    for alert in snap.alerts: ...
+
+Only the last `window` decisions are kept (a deque; memory is bounded by the
+window). A label for a decision that has already left the window is dropped and
+counted (`labels_dropped`). Per-group counters are updated on every call, so a
+snapshot costs O(groups), not O(window).
+
+Alerts are raised when a difference exceeds its threshold (strictly greater),
+and only between groups with enough data: `min_group_size` decisions for
+demographic parity, `min_labelled` labelled decisions for equalized odds. A
+snapshot lists the alerts active now; an alert clears when the window no longer
+crosses the threshold. Unlike the batch GroupFairness (which follows Fairlearn
+and reports a rate with an empty denominator as 0), a rate with no data here is
+None and is left out of the differences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from edgeinfer.errors import InputError
+
+DP = "demographic parity difference"
+EO = "equalized odds difference"
+
+
+@dataclass(frozen=True)
+class GroupWindow:
+    """One group's decisions in the window."""
+
+    group: Hashable
+    count: int
+    selection_rate: float
+    labelled: int
+    true_positive_rate: float | None      # None: no labelled positives in the window
+    false_positive_rate: float | None     # None: no labelled negatives
+    mean_probability: float | None        # None: no decision carried a probability
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A fairness difference above its threshold in the current window."""
+
+    metric: str
+    value: float
+    threshold: float
+    high_group: Hashable
+    low_group: Hashable
+    message: str
+
+
+@dataclass(frozen=True)
+class RollingSnapshot:
+    """Metrics over the decisions now in the window."""
+
+    sensitive_feature: str
+    window: int
+    decisions: int                        # in the window now
+    labelled: int                         # of those, with a label
+    observed: int                         # decisions seen since the monitor started
+    labels_dropped: int                   # labels that arrived after their decision left the window
+    by_group: tuple[GroupWindow, ...]
+    demographic_parity_difference: float | None   # None: fewer than two groups with min_group_size decisions
+    equalized_odds_difference: float | None       # None: fewer than two groups with min_labelled labels
+    alerts: tuple[Alert, ...]
+
+
+class _Entry:
+    __slots__ = ("id", "group", "y_pred", "y_prob", "y_true")
+
+    def __init__(self, decision_id, group, y_pred, y_prob):
+        self.id, self.group, self.y_pred, self.y_prob, self.y_true = decision_id, group, y_pred, y_prob, None
+
+
+class _Counts:
+    __slots__ = ("n", "selected", "prob_n", "prob_sum", "pos", "tp", "neg", "fp")
+
+    def __init__(self):
+        self.n = self.selected = self.prob_n = self.pos = self.tp = self.neg = self.fp = 0
+        self.prob_sum = 0.0
+
+
+class RollingFairness:
+    """Group fairness over the last `window` decisions of a stream. See the module doc."""
+
+    def __init__(
+        self,
+        *,
+        window: int,
+        sensitive_feature: str,
+        alert_dp_difference: float | None = 0.2,
+        alert_eo_difference: float | None = 0.2,
+        min_group_size: int = 30,
+        min_labelled: int = 30,
+    ):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise InputError(f"window must be a whole number of decisions >= 1, got {window!r}")
+        for name, value in (("alert_dp_difference", alert_dp_difference), ("alert_eo_difference", alert_eo_difference)):
+            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise InputError(f"{name} must be a difference in [0, 1], or None for no alert, got {value!r}")
+        for name, value in (("min_group_size", min_group_size), ("min_labelled", min_labelled)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+        self.window = window
+        self.sensitive_feature = str(sensitive_feature)
+        self.alert_dp_difference = alert_dp_difference
+        self.alert_eo_difference = alert_eo_difference
+        self.min_group_size = min_group_size
+        self.min_labelled = min_labelled
+        self._entries: deque[_Entry] = deque()
+        self._by_id: dict[Hashable, _Entry] = {}
+        self._counts: dict[Hashable, _Counts] = {}
+        self._observed = 0
+        self._dropped = 0
+
+    def observe(self, decision_id: Hashable, group: Hashable, y_pred: int, y_prob: float | None = None) -> None:
+        """Add one decision (y_pred 1 = the positive outcome); the oldest leaves when the window is full."""
+        if decision_id in self._by_id:
+            raise InputError(f"decision {decision_id!r} is already in the window; give each decision its own id")
+        if group is None or (isinstance(group, float) and math.isnan(group)):
+            raise InputError(f"decision {decision_id!r} has no {self.sensitive_feature} group; give every decision one")
+        y_pred = _binary("y_pred", y_pred, decision_id)
+        if y_prob is not None:
+            if isinstance(y_prob, bool) or not isinstance(y_prob, (int, float)) or not 0.0 <= float(y_prob) <= 1.0:
+                raise InputError(f"decision {decision_id!r}: y_prob must be a probability in [0, 1], got {y_prob!r}")
+            y_prob = float(y_prob)
+        if len(self._entries) == self.window:
+            self._evict()
+        entry = _Entry(decision_id, group, y_pred, y_prob)
+        self._entries.append(entry)
+        self._by_id[decision_id] = entry
+        c = self._counts.setdefault(group, _Counts())
+        c.n += 1
+        c.selected += y_pred
+        if y_prob is not None:
+            c.prob_n += 1
+            c.prob_sum += y_prob
+        self._observed += 1
+
+    def label(self, decision_id: Hashable, y_true: int) -> bool:
+        """Record the true outcome of a decision. False (and counted) when it has left the window.
+
+        Labelling a decision again replaces its label (a correction).
+        """
+        y_true = _binary("y_true", y_true, decision_id)
+        entry = self._by_id.get(decision_id)
+        if entry is None:
+            self._dropped += 1
+            return False
+        c = self._counts[entry.group]
+        if entry.y_true is not None:
+            self._unlabel(c, entry)
+        entry.y_true = y_true
+        if y_true:
+            c.pos += 1
+            c.tp += entry.y_pred
+        else:
+            c.neg += 1
+            c.fp += entry.y_pred
+        return True
+
+    def snapshot(self) -> RollingSnapshot:
+        """The metrics over the window now, and the alerts that are active."""
+        groups = []
+        for group in sorted(self._counts, key=lambda g: (type(g).__name__, str(g))):
+            c = self._counts[group]
+            groups.append(
+                GroupWindow(
+                    group=group,
+                    count=c.n,
+                    selection_rate=c.selected / c.n,
+                    labelled=c.pos + c.neg,
+                    true_positive_rate=c.tp / c.pos if c.pos else None,
+                    false_positive_rate=c.fp / c.neg if c.neg else None,
+                    mean_probability=c.prob_sum / c.prob_n if c.prob_n else None,
+                )
+            )
+        alerts = []
+        sized = [g for g in groups if g.count >= self.min_group_size]
+        dp, dp_pair = _spread([(g.group, g.selection_rate) for g in sized])
+        if dp is not None and self.alert_dp_difference is not None and dp > self.alert_dp_difference:
+            alerts.append(self._alert(DP, dp, self.alert_dp_difference, dp_pair, "selection rate"))
+        labelled = [g for g in groups if g.labelled >= self.min_labelled]
+        tpr, tpr_pair = _spread([(g.group, g.true_positive_rate) for g in labelled if g.true_positive_rate is not None])
+        fpr, fpr_pair = _spread([(g.group, g.false_positive_rate) for g in labelled if g.false_positive_rate is not None])
+        eo, eo_pair, eo_rate = None, None, ""
+        for value, pair, rate in ((tpr, tpr_pair, "true positive rate"), (fpr, fpr_pair, "false positive rate")):
+            if value is not None and (eo is None or value > eo):
+                eo, eo_pair, eo_rate = value, pair, rate
+        if eo is not None and self.alert_eo_difference is not None and eo > self.alert_eo_difference:
+            alerts.append(self._alert(EO, eo, self.alert_eo_difference, eo_pair, eo_rate))
+        return RollingSnapshot(
+            sensitive_feature=self.sensitive_feature,
+            window=self.window,
+            decisions=len(self._entries),
+            labelled=sum(g.labelled for g in groups),
+            observed=self._observed,
+            labels_dropped=self._dropped,
+            by_group=tuple(groups),
+            demographic_parity_difference=dp,
+            equalized_odds_difference=eo,
+            alerts=tuple(alerts),
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # ----- internals --------------------------------------------------------
+    def _evict(self) -> None:
+        entry = self._entries.popleft()
+        del self._by_id[entry.id]
+        c = self._counts[entry.group]
+        if entry.y_true is not None:
+            self._unlabel(c, entry)
+        c.n -= 1
+        c.selected -= entry.y_pred
+        if entry.y_prob is not None:
+            c.prob_n -= 1
+            c.prob_sum -= entry.y_prob
+        if c.n == 0:
+            del self._counts[entry.group]
+
+    @staticmethod
+    def _unlabel(c: _Counts, entry: _Entry) -> None:
+        if entry.y_true:
+            c.pos -= 1
+            c.tp -= entry.y_pred
+        else:
+            c.neg -= 1
+            c.fp -= entry.y_pred
+
+    def _alert(self, metric: str, value: float, threshold: float, pair, rate: str) -> Alert:
+        (high, high_rate), (low, low_rate) = pair
+        return Alert(
+            metric=metric,
+            value=value,
+            threshold=threshold,
+            high_group=high,
+            low_group=low,
+            message=(
+                f"{metric} on {self.sensitive_feature} is {value:.2f}, above {threshold:g}: {rate} "
+                f"{high_rate:.2f} for {high} vs {low_rate:.2f} for {low} over the last {len(self._entries)} decisions"
+            ),
+        )
+
+
+def _spread(pairs):
+    """(max - min, ((group, max), (group, min))) over (group, value) pairs; (None, None) with fewer than two."""
+    if len(pairs) < 2:
+        return None, None
+    high = max(pairs, key=lambda p: p[1])
+    low = min(pairs, key=lambda p: p[1])
+    return high[1] - low[1], (high, low)
+
+
+def _binary(name: str, value, decision_id) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        if value in (0, 1):
+            return int(value)
+    except (TypeError, ValueError):
+        pass
+    raise InputError(f"decision {decision_id!r}: {name} must be 0 or 1 (1 = positive outcome), got {value!r}")
