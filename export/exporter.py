@@ -1,0 +1,277 @@
+"""Export once: a model, a schema and calibration data in; a checked bundle for one device out.
+
+fp32 ONNX (parity against torch recorded) -> the profile's precisions in order of
+preference, each behind an accuracy gate (label agreement with the float model on
+held-out rows) -> budget check -> bundle (model.onnx, manifest.json, reference.npz).
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgeinfer.backend import default_threads
+from edgeinfer.bundle import INPUT_NAME, write_bundle
+from edgeinfer.errors import ExportError
+from edgeinfer.profiles import get_device, DeviceProfile
+from edgeinfer.reference import Reference
+from edgeinfer.schema import FeatureSchema
+from edgeinfer.export.budget import BudgetCheck, check_budget
+from edgeinfer.export import onnx_export, quantize
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a reader of an explanation report needs to know about the model (ONC HTI-1 source attributes)."""
+
+    intended_use: str = ""
+    training_data: str = ""
+    limitations: str = ""
+    fairness: str = ""
+
+
+@dataclass(frozen=True)
+class PrecisionAttempt:
+    precision: str
+    agreement: float              # label agreement with the float model on held-out rows
+    max_abs_diff: float           # largest probability difference to the float model on held-out rows
+    passed: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What export did and measured. `summary()` is the readable form the CLI prints."""
+
+    bundle: Path
+    device: str
+    precision: str
+    fell_back: bool               # the profile's first precision failed the gate
+    attempts: tuple[PrecisionAttempt, ...]
+    parity_max_abs: float | None  # fp32 ONNX vs torch, max |Δp| on calibration rows (None for an .onnx input)
+    agreement: float
+    threshold: float
+    holdout_rows: int
+    fp32_size_bytes: int
+    size_bytes: int
+    quantized_ops: Mapping[str, int]
+    budget: BudgetCheck
+    accuracy: float | None        # deployed model on labelled held-out rows
+    sha256: str
+
+    def summary(self) -> str:
+        lines = [f"bundle     {self.bundle}  (sha256 {self.sha256[:16]}…)",
+                 f"device     {self.device}",
+                 f"precision  {self.precision}" + ("  (fell back: see attempts)" if self.fell_back else "")]
+        for a in self.attempts:
+            mark = "pass" if a.passed else "FAIL"
+            lines.append(f"  {mark} {a.precision:<13} agreement {a.agreement:.2%} (gate {self.threshold:.1%}), "
+                         f"max |Δp| {a.max_abs_diff:.4f}{'  ' + a.note if a.note else ''}")
+        if self.parity_max_abs is not None:
+            lines.append(f"parity     fp32 ONNX vs torch: max |Δp| {self.parity_max_abs:.2e}")
+        lines.append(f"size       {self.size_bytes / 1e3:.1f} kB (fp32 {self.fp32_size_bytes / 1e3:.1f} kB, "
+                     f"{self.fp32_size_bytes / max(self.size_bytes, 1):.2f}x smaller)")
+        if self.quantized_ops:
+            lines.append("operators  " + ", ".join(f"{k} {v}" for k, v in self.quantized_ops.items()))
+        if self.accuracy is not None:
+            lines.append(f"accuracy   {self.accuracy:.2%} on {self.holdout_rows} held-out rows")
+        lines.append(f"budget     {self.budget.verdict}")
+        return "\n".join(lines)
+
+
+def _split_holdout(X: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(X))
+    n = max(1, int(round(len(X) * share)))
+    return order[n:], order[:n]
+
+
+def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    return session.run(None, {INPUT_NAME: X.astype(np.float32)})[0].astype(np.float64)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("edgeinfer", "torch", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def export(
+    model: Any,
+    schema: FeatureSchema,
+    *,
+    calibration: np.ndarray,
+    device: str | DeviceProfile,
+    out: str | Path,
+    holdout: np.ndarray | None = None,
+    holdout_labels: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    card: ModelCard | None = None,
+    window: Any = None,
+    agreement_threshold: float = 0.995,
+    precision: str | None = None,
+    outputs: str = "logits",
+    opset: int = onnx_export.OPSET,
+    overwrite: bool = False,
+    seed: int = 0,
+) -> ExportReport:
+    """Export `model` (torch.nn.Module, or a path to a .pt2 or .onnx file) to a bundle for `device`.
+
+    calibration: rows in schema order (also the source of the reference data).
+    holdout: rows for the accuracy gate; default: a seeded quarter of `calibration`, kept out of calibration.
+    holdout_labels: ground truth for `holdout`, recorded as validation accuracy (give truly held-out rows).
+    labels: ground truth for `calibration`, kept in the reference data (group fairness needs it).
+    outputs: for an .onnx input, whether its output is 'logits' or 'probabilities'.
+    window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
+    precision: try only this one of the profile's precisions instead of all in order.
+    """
+    profile = get_device(device)
+    precisions = profile.precisions
+    if precision is not None:
+        if precision not in profile.precisions:
+            raise ExportError(
+                f"device '{profile.name}' allows {', '.join(profile.precisions)}; precision {precision!r} is not one of them"
+            )
+        precisions = (precision,)
+    if not 0.0 < agreement_threshold <= 1.0:
+        raise ExportError(f"agreement_threshold must be in (0, 1], got {agreement_threshold}")
+    calibration = _checked_rows(schema, calibration, "calibration")
+    if labels is not None and len(labels) != len(calibration):
+        raise ExportError(f"labels has {len(labels)} entries for {len(calibration)} calibration rows; give one per row")
+    if holdout is None:
+        if len(calibration) < 8:
+            raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got {len(calibration)}")
+        calib_idx, hold_idx = _split_holdout(calibration, 0.25, seed)
+        holdout, calib_rows = calibration[hold_idx], calibration[calib_idx]
+    else:
+        holdout, calib_rows = _checked_rows(schema, holdout, "holdout"), calibration
+    if holdout_labels is not None and len(holdout_labels) != len(holdout):
+        raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows")
+    threads = default_threads(profile)
+
+    # fp32 ONNX, and the float reference the gate compares against
+    n_features, n_classes = len(schema), len(schema.classes)
+    parity = None
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            raise ExportError(f"model file {path} not found")
+        if path.suffix == ".onnx":
+            float_bytes = onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes, outputs=outputs)
+            model = None
+        elif path.suffix == ".pt2":
+            model = onnx_export.load_pt2(path)
+        else:
+            raise ExportError(f"model file {path} must be a torch.export .pt2 or an .onnx file")
+    if model is not None:
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise ExportError(f"model must be a torch.nn.Module or a .pt2/.onnx path, got {type(model).__name__}")
+        model = model.eval()
+        float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
+        parity = float(np.max(np.abs(
+            onnx_export.torch_probabilities(model, calibration) - _ort_probabilities(float_bytes, calibration, threads)
+        )))
+    float_hold = _ort_probabilities(float_bytes, holdout, threads)
+    float_labels = float_hold.argmax(axis=1)
+
+    # precisions in the profile's order, each behind the gate
+    attempts: list[PrecisionAttempt] = []
+    chosen: tuple[str, bytes, dict] | None = None
+    for precision in precisions:
+        try:
+            candidate, method = quantize.convert(float_bytes, precision, calibration=calib_rows)
+            probs = _ort_probabilities(candidate, holdout, threads)
+        except Exception as err:  # a quantizer or runtime failure is a failed attempt, not a crash
+            attempts.append(PrecisionAttempt(precision, 0.0, float("nan"), False, f"failed: {type(err).__name__}: {err}"))
+            continue
+        agreement = float(np.mean(probs.argmax(axis=1) == float_labels))
+        passed = agreement >= agreement_threshold
+        attempts.append(PrecisionAttempt(precision, agreement, float(np.max(np.abs(probs - float_hold))), passed,
+                                         "" if passed else "below the gate; trying the next precision"))
+        if passed:
+            chosen = (precision, candidate, method)
+            break
+    if chosen is None:
+        tried = "; ".join(f"{a.precision}: {a.agreement:.2%}" for a in attempts)
+        raise ExportError(
+            f"no precision of device '{profile.name}' passes the accuracy gate ({agreement_threshold:.1%} label "
+            f"agreement with the float model on {len(holdout)} held-out rows): {tried}. Lower agreement_threshold, "
+            "give more calibration data, or export for a device that allows fp32"
+        )
+    precision, model_bytes, method = chosen
+    deployed_hold = _ort_probabilities(model_bytes, holdout, threads)
+    deployed_calib = _ort_probabilities(model_bytes, calibration, threads)
+
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
+        candidate_path = Path(tmp, "model.onnx")
+        candidate_path.write_bytes(model_bytes)
+        budget = check_budget(candidate_path, profile, sample=holdout, threads=threads)
+
+    accuracy = None
+    if holdout_labels is not None:
+        accuracy = float(np.mean(deployed_hold.argmax(axis=1) == np.asarray(holdout_labels)))
+    reference = Reference.from_data(calibration, deployed_calib.argmax(axis=1), labels=labels, seed=seed)
+    op_counts = quantize.operator_counts(model_bytes)
+    passed = attempts[-1]
+    record: dict[str, Any] = {
+        "quantization": {"precision": precision, **method, "operators": op_counts,
+                         "attempts": [_attempt_record(a) for a in attempts]},
+        "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": passed.agreement,
+                     "max_abs_diff": passed.max_abs_diff, "holdout_rows": int(len(holdout)),
+                     "threshold": agreement_threshold},
+        "budget": asdict(budget),
+        "producer": {**_versions(), "opset": opset},
+        "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
+        "card": asdict(card or ModelCard()),
+    }
+    if window is not None:
+        record["window"] = window.to_dict()
+    bundle = write_bundle(out, model_bytes=model_bytes, schema=schema, profile=profile, reference=reference,
+                          precision=precision, record=record, overwrite=overwrite)
+    return ExportReport(
+        bundle=bundle.path, device=profile.name, precision=precision, fell_back=len(attempts) > 1,
+        attempts=tuple(attempts), parity_max_abs=parity, agreement=passed.agreement, threshold=agreement_threshold,
+        holdout_rows=int(len(holdout)), fp32_size_bytes=len(float_bytes), size_bytes=len(model_bytes),
+        quantized_ops=op_counts, budget=budget, accuracy=accuracy, sha256=bundle.sha256,
+    )
+
+
+def _attempt_record(a: PrecisionAttempt) -> dict[str, Any]:
+    out = asdict(a)
+    if out["max_abs_diff"] != out["max_abs_diff"]:  # NaN is not JSON
+        out["max_abs_diff"] = None
+    return out
+
+
+def _checked_rows(schema: FeatureSchema, rows: np.ndarray, what: str) -> np.ndarray:
+    try:
+        matrix, _ = schema.to_matrix(rows)
+    except ValueError as err:
+        raise ExportError(f"{what} data: {err}") from err
+    if matrix.ndim != 2 or len(matrix) == 0:
+        raise ExportError(f"{what} data must be a non-empty 2-D array of {len(schema)} features")
+    bad = schema.check_rows(matrix)
+    if bad:
+        row, reason = next(iter(bad.items()))
+        raise ExportError(
+            f"{what} data: {len(bad)} of {len(matrix)} rows are outside the schema, first row {row}: {reason}; "
+            "fix the data or widen the schema's ranges"
+        )
+    return matrix

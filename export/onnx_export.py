@@ -1,0 +1,132 @@
+"""A model in, an fp32 ONNX graph out that maps (batch, F) inputs to (batch, C) class probabilities.
+
+Accepts a torch.nn.Module, a torch.export `.pt2` file (loaded with torch's weights-only
+unpickler: never a full unpickle of a file we did not write) or an existing `.onnx`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME
+from edgeinfer.errors import ExportError
+
+OPSET = 17
+
+
+class ProbabilityHead(torch.nn.Module):
+    """Logits -> probabilities; a single logit is read as the positive class of two."""
+
+    def __init__(self, model: torch.nn.Module, *, single_logit: bool = False):
+        super().__init__()
+        self.model = model
+        self.single_logit = single_logit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if self.single_logit:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=-1)
+        return torch.softmax(logits, dim=-1)
+
+
+@contextmanager
+def _weights_only_loads():
+    """Force every torch.load inside to the restricted weights-only unpickler."""
+    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_pt2(path: Path) -> torch.nn.Module:
+    try:
+        with _weights_only_loads():
+            program = torch.export.load(str(path))
+    except Exception as err:  # torch raises many types for a bad archive
+        raise ExportError(
+            f"cannot load {path} as a torch.export program ({type(err).__name__}: {err}); "
+            "save it with torch.export.save, holding tensors only"
+        ) from err
+    return program.module()
+
+
+def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
+    with torch.no_grad():
+        try:
+            width = model(torch.zeros(2, n_features)).shape[-1]
+        except Exception as err:
+            raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}") from err
+    return ProbabilityHead(model, single_logit=width == 1).eval()
+
+
+def torch_probabilities(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        head = _head(model, X.shape[1])
+        return head(torch.as_tensor(X, dtype=torch.float32)).numpy().astype(np.float64)
+
+
+def torch_to_onnx(model: torch.nn.Module, *, n_features: int, n_classes: int, opset: int = OPSET) -> bytes:
+    """Export with a dynamic batch dimension and a pinned opset."""
+    head = _head(model, n_features)
+    sample = torch.zeros(2, n_features)
+    with torch.no_grad():
+        out = head(sample)
+    if out.ndim != 2 or out.shape[1] != n_classes:
+        raise ExportError(
+            f"the model outputs shape {tuple(out.shape)} for a batch of 2; the schema names {n_classes} classes, "
+            f"so expected (2, {n_classes}) logits (or (2, 1) for a two-class model)"
+        )
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        head, (sample,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset, dynamo=False,
+    )
+    return buffer.getvalue()
+
+
+def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, outputs: str) -> bytes:
+    """Check an existing ONNX model's interface and rename it to the bundle's; append Softmax for logits."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as err:
+        raise ExportError(f"cannot read {path} as ONNX: {err}") from err
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ExportError(
+            f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; expected one (batch, {n_features}) "
+            f"input and one (batch, {n_classes}) output"
+        )
+    dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 2 or (isinstance(dims[1], int) and dims[1] not in (0, n_features)):
+        raise ExportError(f"{path} takes input shape {dims}; the schema has {n_features} features: expected [batch, {n_features}]")
+    old_in, old_out = inputs[0].name, graph.output[0].name
+    for node in graph.node:
+        node.input[:] = [INPUT_NAME if n == old_in else n for n in node.input]
+    inputs[0].name = INPUT_NAME
+    if outputs == "logits":
+        graph.node.append(onnx.helper.make_node("Softmax", [old_out], [OUTPUT_NAME], axis=-1))
+        graph.output[0].name = OUTPUT_NAME
+    elif outputs == "probabilities":
+        for node in graph.node:
+            node.output[:] = [OUTPUT_NAME if n == old_out else n for n in node.output]
+        graph.output[0].name = OUTPUT_NAME
+    else:
+        raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
+    return model.SerializeToString()
