@@ -1,0 +1,334 @@
+"""Proxies and per-decision flip tests, exact on linear models whose dependence on the protected feature is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.explain.bias import NO_PROTECTED, explain_bias
+from edgeinfer.explain.explanation import Attribution, Attributions, Proxy
+from edgeinfer.explain.proxies import (
+    CRAMERS_V,
+    ETA,
+    SPEARMAN,
+    correlation_ratio,
+    cramers_v,
+    find_proxies,
+    proxies_from_manifest,
+    rank,
+    spearman,
+)
+from edgeinfer.reference import Reference
+from edgeinfer.schema import Feature, FeatureSchema
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class LinearPredictor:
+    """logit(class 1) = w·x + b, in NumPy; counts its batched calls. Closed-form answers for the flip tests."""
+
+    def __init__(self, weights, bias, schema, X_ref):
+        self.w = np.asarray(weights, dtype=np.float64)
+        self.b = float(bias)
+        self.schema = schema
+        proba = self.predict_proba(X_ref)
+        self.calls = 0
+        self.rows = 0
+        self.reference = Reference.from_data(X_ref, proba.argmax(axis=1))
+
+    def predict_proba(self, X):
+        self.calls = getattr(self, "calls", 0) + 1
+        self.rows = getattr(self, "rows", 0) + len(X)
+        p = sigmoid(np.asarray(X) @ self.w + self.b)
+        return np.column_stack([1.0 - p, p])
+
+
+class Counting:
+    """Forwards a Predictor and counts its batched calls."""
+
+    def __init__(self, inner):
+        self.inner, self.schema, self.reference, self.calls = inner, inner.schema, inner.reference, 0
+
+    def predict_proba(self, X):
+        self.calls += 1
+        return self.inner.predict_proba(X)
+
+
+class SklearnPredictor:
+    """scikit-learn's logistic regression on the diabetes data, seen through the Predictor protocol."""
+
+    def __init__(self, data):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.schema = data.schema
+        self.clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(data.X_train, data.y_train)
+        self.reference = Reference.from_data(data.X_train, self.clf.predict(data.X_train))
+
+    def predict_proba(self, X):
+        return self.clf.predict_proba(np.asarray(X))
+
+
+@pytest.fixture(scope="module")
+def diabetes_data():
+    from edgeinfer.datasets import diabetes
+
+    return diabetes()
+
+
+@pytest.fixture(scope="module")
+def diabetes_model(diabetes_data):
+    return Counting(SklearnPredictor(diabetes_data)), diabetes_data
+
+
+SEX = Feature("sex", kind="categorical", categories=("female", "male"), codes=(0.0, 1.0), protected=True,
+              mutable=False)
+SCHEMA = FeatureSchema(
+    features=(SEX, Feature("dose", low=0, high=10, unit="mg"), Feature("copy", low=-1, high=2)),
+    classes=("denied", "granted"),
+)
+
+
+def reference_rows(n=200, seed=0):
+    """sex random, dose independent, `copy` equal to sex: the one proxy."""
+    rng = np.random.default_rng(seed)
+    sex = rng.integers(0, 2, n).astype(float)
+    dose = rng.uniform(0, 10, n)
+    return np.column_stack([sex, dose, sex])
+
+
+X_REF = reference_rows()
+ROWS = np.array([[0.0, 3.0, 0.0], [1.0, 7.0, 1.0]])
+
+
+def flips_of(expl, *, proxies):
+    return [f for f in expl.flips if bool(f.proxies) == proxies]
+
+
+# ----- proxies ------------------------------------------------------------------
+
+
+def test_copy_of_protected_feature_is_its_only_proxy():
+    proxies = find_proxies(SCHEMA, X_REF)
+    assert [(p.protected, p.feature, p.measure) for p in proxies] == [("sex", "copy", ETA)]
+    assert proxies[0].association == pytest.approx(1.0, abs=1e-12)
+
+
+def test_proxies_round_trip_through_manifest_records():
+    from dataclasses import asdict
+
+    proxies = find_proxies(SCHEMA, X_REF, threshold=0.0)
+    assert proxies_from_manifest([asdict(p) for p in proxies]) == proxies
+    with pytest.raises(InputError) as err:
+        proxies_from_manifest([{"protected": "sex", "feature": "copy"}])
+    assert str(err.value) == "manifest proxies[0] lacks association, measure; re-export the bundle to recompute proxies"
+
+
+def test_association_measures_agree_with_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    contingency = pytest.importorskip("scipy.stats.contingency")
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 6, 300).astype(float)           # many ties
+    b = a + rng.normal(0, 2, 300)
+    assert np.array_equal(rank(a), stats.rankdata(a))
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    c = (a + rng.integers(0, 3, 300)) % 4
+    table = np.array([[np.sum((a == i) & (c == j)) for j in range(4)] for i in range(6)])
+    assert cramers_v(a, c) == pytest.approx(contingency.association(table, method="cramer"), abs=1e-12)
+    # eta^2 is the R^2 of regressing the values on group indicators (one-way ANOVA)
+    groups = rng.integers(0, 3, 300)
+    values = groups * 0.5 + rng.normal(0, 1, 300)
+    means = np.array([values[groups == g].mean() for g in range(3)])
+    r2 = 1 - ((values - means[groups]) ** 2).sum() / ((values - values.mean()) ** 2).sum()
+    assert correlation_ratio(groups, values) == pytest.approx(math.sqrt(r2), abs=1e-12)
+
+
+def test_proxies_on_diabetes_use_the_right_measure_per_kind(diabetes_data):
+    schema, X = diabetes_data.schema, diabetes_data.X_train
+    proxies = find_proxies(schema, X, threshold=0.0)
+    by_pair = {(p.protected, p.feature): p for p in proxies}
+    assert {p.protected for p in proxies} == {"age", "sex"}
+    assert by_pair[("age", "bmi")].measure == SPEARMAN
+    assert by_pair[("sex", "bmi")].measure == ETA
+    stats = pytest.importorskip("scipy.stats")
+    assert by_pair[("age", "bp")].association == pytest.approx(abs(stats.spearmanr(X[:, 0], X[:, 3]).statistic), abs=1e-12)
+    strong = find_proxies(schema, X, threshold=0.3)
+    assert all(p.association >= 0.3 for p in strong)
+    assert {(p.protected, p.feature) for p in strong} == {k for k, p in by_pair.items() if p.association >= 0.3}
+    assert CRAMERS_V not in {p.measure for p in proxies}   # the only categorical is protected
+
+
+def test_bad_proxy_input_is_refused_with_the_fix():
+    with pytest.raises(InputError) as err:
+        find_proxies(SCHEMA, X_REF[:, :2])
+    assert str(err.value) == "proxy search needs a 2-D matrix with 3 columns in schema order, got shape (200, 2)"
+    with pytest.raises(InputError) as err:
+        find_proxies(SCHEMA, X_REF, threshold=1.5)
+    assert str(err.value) == "threshold must be a number in [0, 1] (associations are in [0, 1]), got 1.5"
+
+
+# ----- flip tests: none, total, through a proxy ---------------------------------
+
+
+def test_no_dependence_no_change_at_all():
+    model = LinearPredictor([0.0, 0.8, 0.0], -4.0, SCHEMA, X_REF)
+    proxies = find_proxies(SCHEMA, X_REF)
+    labels = model.predict_proba(ROWS).argmax(axis=1)
+    out = explain_bias(model, ROWS, labels=labels, proxies=proxies)
+    for expl in out:
+        assert [f.delta for f in expl.flips] == [0.0, 0.0]
+        assert not any(f.flipped for f in expl.flips)
+        assert expl.depends is False
+        assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.00)"
+        assert expl.proxies == proxies
+
+
+def test_total_dependence_flips_with_the_closed_form_probabilities():
+    model = LinearPredictor([8.0, 0.0, 0.0], -4.0, SCHEMA, X_REF)
+    labels = model.predict_proba(ROWS).argmax(axis=1)
+    assert labels.tolist() == [0, 1]
+    out = explain_bias(model, ROWS, labels=labels, proxies=find_proxies(SCHEMA, X_REF))
+    low, high = sigmoid(-4.0), sigmoid(4.0)
+    female, male = out
+    alone = flips_of(female, proxies=False)[0]
+    assert (alone.from_value, alone.to_value, alone.class_name, alone.flipped) == (0.0, 1.0, "granted", True)
+    assert alone.probability == pytest.approx(1 - high, abs=1e-12)       # p(denied) after the flip
+    assert alone.delta == pytest.approx((1 - high) - (1 - low), abs=1e-12)
+    assert female.verdict == "the decision flips if sex were male"
+    assert male.verdict == "the decision flips if sex were female"
+    assert flips_of(male, proxies=False)[0].delta == pytest.approx(low - high, abs=1e-12)
+    assert female.depends and male.depends
+
+
+def test_dependence_through_a_proxy_shows_only_when_the_proxy_moves():
+    model = LinearPredictor([0.0, 0.0, 8.0], -4.0, SCHEMA, X_REF)
+    labels = model.predict_proba(ROWS).argmax(axis=1)
+    out = explain_bias(model, ROWS, labels=labels, proxies=find_proxies(SCHEMA, X_REF))
+    for i, expl in enumerate(out):
+        alone, joint = flips_of(expl, proxies=False)[0], flips_of(expl, proxies=True)[0]
+        assert (alone.delta, alone.flipped) == (0.0, False)
+        assert joint.proxies == ("copy",)
+        assert joint.flipped is True
+        # copy moves to its median among reference rows of the other sex, which is that sex's code
+        p_granted = sigmoid(8.0 * (1.0 - ROWS[i, 0]) - 4.0)
+        assert joint.probability == pytest.approx(p_granted if labels[i] == 1 else 1 - p_granted, abs=1e-12)
+        assert expl.depends
+    assert out[0].verdict == "the decision flips if sex were male together with its proxies copy"
+
+
+def test_small_dependence_below_and_above_tolerance():
+    model = LinearPredictor([0.2, 0.0, 0.0], 0.5, SCHEMA, X_REF)
+    row = ROWS[:1]
+    label = model.predict_proba(row).argmax(axis=1)
+    change = abs(sigmoid(0.7) - sigmoid(0.5))                            # 0.0474…
+    below = explain_bias(model, row, labels=label, proxies=(), tolerance=0.05)[0]
+    assert below.depends is False
+    assert below.verdict == f"the decision does not depend on sex (largest change in probability {change:.2f})"
+    above = explain_bias(model, row, labels=label, proxies=(), tolerance=0.01)[0]
+    assert above.depends is True
+    assert above.verdict == (
+        f"the decision depends on sex: the probability of 'granted' changes by +{change:.2f} if sex were male"
+    )
+
+
+def test_all_flips_of_all_rows_in_one_batched_call():
+    model = LinearPredictor([1.0, 0.3, 1.0], -2.0, SCHEMA, X_REF)
+    rows = X_REF[:25]
+    labels = model.predict_proba(rows).argmax(axis=1)
+    model.calls = model.rows = 0
+    out = explain_bias(model, rows, labels=labels, proxies=find_proxies(SCHEMA, X_REF))
+    assert model.calls == 1
+    assert model.rows == 25 * 3                   # the row itself, the flip alone, the flip with its proxy
+    assert all(len(e.flips) == 2 for e in out)
+
+
+def test_integer_protected_feature_uses_medians_of_the_other_quartile_groups():
+    age = Feature("age", kind="integer", low=0, high=120, unit="years", protected=True)
+    schema = FeatureSchema(features=(age, Feature("dose")), classes=("no", "yes"))
+    ages = np.arange(20.0, 100.0)                 # quartile groups 20-39, 40-59, 60-79, 80-99
+    X = np.column_stack([ages, np.zeros_like(ages)])
+    model = LinearPredictor([0.0, 1.0], 0.0, schema, X)
+    expl = explain_bias(model, np.array([[45.0, 1.0]]), labels=np.array([1]), proxies=())[0]
+    assert [f.to_value for f in expl.flips] == [30.0, 70.0, 90.0]    # medians 29.5, 69.5, 89.5 rounded half up
+    assert all(f.from_value == 45.0 and f.proxies == () for f in expl.flips)
+    assert expl.verdict == "the decision does not depend on age (largest change in probability 0.00)"
+
+
+def test_attribution_share_counts_protected_features_and_proxies():
+    model = LinearPredictor([0.0, 1.0, 0.0], 0.0, SCHEMA, X_REF)
+    attrs = Attributions(
+        method="exact", quantity="p(granted)", baseline="reference mean", base_value=0.5, prediction=0.9,
+        values=(Attribution("sex", 0.0, -0.1), Attribution("dose", 3.0, 0.6), Attribution("copy", 0.0, 0.3)),
+    )
+    out = explain_bias(model, ROWS[:1], labels=np.array([1]), proxies=find_proxies(SCHEMA, X_REF), attributions=[attrs])
+    assert out[0].attribution_share == pytest.approx(0.4, abs=1e-15)
+    assert explain_bias(model, ROWS[:1], labels=np.array([1]), proxies=())[0].attribution_share is None
+
+
+def test_schema_without_protected_features():
+    schema = FeatureSchema(features=(Feature("dose"), Feature("weight")), classes=("no", "yes"))
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    model = LinearPredictor([1.0, 1.0], 0.0, schema, X)
+    out = explain_bias(model, X[:2], labels=np.array([0, 1]), proxies=())
+    assert len(out) == 2
+    assert out[0].flips == () and out[0].depends is False and out[0].verdict == NO_PROTECTED
+    assert NO_PROTECTED == "no protected features are declared in the schema, so there is no flip to test"
+
+
+def test_bad_inputs_are_refused_with_exact_messages():
+    model = LinearPredictor([0.0, 1.0, 0.0], 0.0, SCHEMA, X_REF)
+    with pytest.raises(InputError) as err:
+        explain_bias(model, ROWS, labels=np.array([1]), proxies=())
+    assert str(err.value) == "labels must give one decided class per row: 2 rows, labels of shape (1,)"
+    with pytest.raises(InputError) as err:
+        explain_bias(model, ROWS, labels=np.array([0, 2]), proxies=())
+    assert str(err.value) == "label 2 is not a class index; classes are 0..1 (denied, granted)"
+    with pytest.raises(InputError) as err:
+        explain_bias(model, ROWS[:, :2], labels=np.array([0, 1]), proxies=())
+    assert str(err.value) == "bias explanation needs rows of 3 features in schema order, got shape (2, 2)"
+    with pytest.raises(ExplainError) as err:
+        explain_bias(model, ROWS, labels=np.array([0, 1]), proxies=[Proxy("sex", "income", 0.5, ETA)])
+    assert str(err.value) == (
+        "proxy 'income' of 'sex' names 'income', which is not a feature of this model; "
+        "recompute the proxies for this schema (re-export the bundle)"
+    )
+    assert explain_bias(model, ROWS, labels=np.array(["denied", "granted"]), proxies=())[1].flips[0].from_value == 1.0
+
+
+# ----- the real model -------------------------------------------------------------
+
+
+def test_flips_on_the_diabetes_model(diabetes_model):
+    model, data = diabetes_model
+    proxies = find_proxies(data.schema, data.X_train)
+    rows = data.X_test[:20]
+    proba = model.predict_proba(rows)
+    labels = proba.argmax(axis=1)
+    calls = model.calls
+    out = explain_bias(model, rows, labels=labels, proxies=proxies)
+    assert model.calls == calls + 1
+    for i, expl in enumerate(out):
+        # sex: one alternative code; age: the three other quartile groups; each alone and with its proxies
+        features = [f.feature for f in expl.flips]
+        assert (features.count("sex"), features.count("age")) == (2, 6)
+        for f in expl.flips:
+            moved = rows[i].copy()
+            moved[data.schema.index(f.feature)] = f.to_value
+            if f.feature == "sex":
+                # proxies (all continuous here) move to their median among reference rows of the other sex
+                group = model.reference.X[:, 1] == f.to_value
+                for name in f.proxies:
+                    k = data.schema.index(name)
+                    moved[k] = np.median(model.reference.X[group, k])
+            if f.feature == "sex" or not f.proxies:
+                after = model.predict_proba(moved[None, :])[0]
+                assert f.probability == pytest.approx(after[labels[i]], abs=1e-12)
+                assert f.flipped == (after.argmax() != labels[i])
+            assert f.delta == pytest.approx(f.probability - proba[i, labels[i]], abs=1e-12)
+        assert expl.depends == any(f.flipped or abs(f.delta) > 0.05 for f in expl.flips)
