@@ -1,0 +1,276 @@
+"""Group fairness equal to Fairlearn's (the oracle) on real data; the rolling monitor with exact counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeinfer.errors import InputError
+from edgeinfer.explain.fairness import GroupFairness, Interval
+from edgeinfer.explain.monitor import DP, EO, RollingFairness
+from edgeinfer.reference import Reference
+
+fm = pytest.importorskip("fairlearn.metrics")
+
+TOL = 1e-9
+DISPARITIES = (
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equalized_odds_ratio",
+    "equal_opportunity_difference",
+    "equal_opportunity_ratio",
+)
+
+
+class SklearnPredictor:
+    """scikit-learn's logistic regression on the diabetes data, seen through the Predictor protocol."""
+
+    def __init__(self, data):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.schema = data.schema
+        self.clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(data.X_train, data.y_train)
+        self.reference = Reference.from_data(data.X_train, self.clf.predict(data.X_train))
+
+    def predict_proba(self, X):
+        return self.clf.predict_proba(np.asarray(X))
+
+
+@pytest.fixture(scope="module")
+def decided():
+    """The diabetes model's decisions on all 442 patients, with sex and age-band groups."""
+    from edgeinfer.datasets import diabetes
+
+    data = diabetes()
+    model = SklearnPredictor(data)
+    X = np.vstack([data.X_train, data.X_test])
+    y = np.concatenate([data.y_train, data.y_test])
+    proba = model.predict_proba(X)[:, 1]
+    age_band = np.digitize(X[:, 0], [40, 50, 60]).astype(str)    # four groups
+    return model, X, y, (proba > 0.5).astype(int), proba, age_band
+
+
+def oracle_frame(y, y_pred, groups, y_prob=None):
+    metrics = {
+        "selection_rate": fm.selection_rate,
+        "true_positive_rate": fm.true_positive_rate,
+        "false_positive_rate": fm.false_positive_rate,
+        "count": fm.count,
+    }
+    frame = fm.MetricFrame(metrics=metrics, y_true=y, y_pred=y_pred, sensitive_features=groups)
+    calib = None
+    if y_prob is not None:
+        calib = fm.MetricFrame(metrics=fm.mean_prediction, y_true=y, y_pred=y_prob, sensitive_features=groups)
+    return frame, calib
+
+
+@pytest.mark.parametrize("grouping", ["sex", "age band"])
+def test_group_metrics_equal_fairlearn(decided, grouping):
+    _, X, y, y_pred, proba, age_band = decided
+    groups = np.where(X[:, 1] == 1, "sex 1", "sex 2") if grouping == "sex" else age_band
+    gf = GroupFairness(y_true=y, y_pred=y_pred, sensitive=groups, y_prob=proba)
+    frame, calib = oracle_frame(y, y_pred, groups, proba)
+    assert [m.group for m in gf.by_group] == list(frame.by_group.index)
+    for m in gf.by_group:
+        row = frame.by_group.loc[m.group]
+        assert m.count == row["count"]
+        for name in ("selection_rate", "true_positive_rate", "false_positive_rate"):
+            assert getattr(m, name) == pytest.approx(row[name], abs=TOL)
+        assert m.mean_probability == pytest.approx(calib.by_group.loc[m.group], abs=TOL)
+        assert m.observed_rate == pytest.approx(y[groups == m.group].mean(), abs=TOL)
+        assert m.calibration_gap == pytest.approx(m.mean_probability - m.observed_rate, abs=TOL)
+    for name in ("selection_rate", "true_positive_rate", "false_positive_rate", "count"):
+        assert getattr(gf.overall, name) == pytest.approx(frame.overall[name], abs=TOL)
+    for name in DISPARITIES:
+        assert getattr(gf, name) == pytest.approx(getattr(fm, name)(y, y_pred, sensitive_features=groups), abs=TOL)
+
+
+def test_empty_denominators_follow_fairlearn():
+    # group b has no positives (TPR 0 by scikit-learn's convention) and selects nobody (ratio 0)
+    y = np.array([1, 0, 1, 0, 0, 0, 0])
+    y_pred = np.array([1, 1, 0, 0, 0, 0, 0])
+    groups = np.array(["a", "a", "a", "a", "b", "b", "b"])
+    gf = GroupFairness(y_true=y, y_pred=y_pred, sensitive=groups)
+    assert gf.group("b").true_positive_rate == 0.0 and gf.group("b").positives == 0
+    for name in DISPARITIES:
+        with np.errstate(all="ignore"):
+            expected = getattr(fm, name)(y, y_pred, sensitive_features=groups)
+        assert getattr(gf, name) == pytest.approx(expected, abs=TOL, nan_ok=True)
+
+
+def test_from_model_decides_once_and_names_groups_by_category(decided):
+    model, X, y, y_pred, proba, _ = decided
+    gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex")
+    direct = GroupFairness(y_true=y, y_pred=y_pred, sensitive=np.where(X[:, 1] == 1, "sex 1", "sex 2"), y_prob=proba)
+    assert gf.by_group == direct.by_group
+    assert gf.summary.sensitive_feature == "sex"
+
+
+def test_bootstrap_is_seeded_and_exact_when_every_resample_agrees(decided):
+    _, X, y, y_pred, _, _ = decided
+    sex = X[:, 1]
+    one = GroupFairness(y_true=y, y_pred=y_pred, sensitive=sex, bootstrap=200, seed=3)
+    two = GroupFairness(y_true=y, y_pred=y_pred, sensitive=sex, bootstrap=200, seed=3)
+    assert one.summary == two.summary
+    dp = one.summary.demographic_parity
+    assert dp.difference_interval.low <= dp.difference <= dp.difference_interval.high
+    assert dp.difference_interval.low < dp.difference_interval.high
+    assert GroupFairness(y_true=y, y_pred=y_pred, sensitive=sex).summary.demographic_parity.difference_interval is None
+    # group a always selected, group b never: every stratified resample has the same rates
+    y_pred = np.array([1] * 10 + [0] * 10)
+    y_true = np.array([1, 0] * 10)
+    gf = GroupFairness(y_true=y_true, y_pred=y_pred, sensitive=["a"] * 10 + ["b"] * 10, bootstrap=50, confidence=0.9)
+    assert gf.summary.demographic_parity.difference_interval == Interval(1.0, 1.0, 0.9)
+    assert gf.summary.equalized_odds.difference_interval == Interval(1.0, 1.0, 0.9)
+    assert gf.summary.demographic_parity.ratio_interval == Interval(0.0, 0.0, 0.9)
+
+
+def test_bad_group_input_is_refused_with_exact_messages(decided):
+    model, X, y, y_pred, _, _ = decided
+    with pytest.raises(InputError) as err:
+        GroupFairness(y_true=y, y_pred=y_pred[:-1], sensitive=X[:, 1])
+    assert str(err.value) == (
+        "mismatched lengths: y_true 442, y_pred 441, sensitive 442; give one value per decision in each"
+    )
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(model, X, y_true=y, sensitive_feature="gender")
+    assert str(err.value) == (
+        "unknown sensitive feature 'gender'; features are age, sex, bmi, bp, s1, s2, s3, s4, s5, s6"
+    )
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sexx")
+    assert str(err.value) == "unknown sensitive feature 'sexx'; did you mean 'sex'?"
+    with pytest.raises(InputError) as err:
+        GroupFairness(y_true=y, y_pred=y_pred * 2, sensitive=X[:, 1])
+    first = int(np.flatnonzero(y_pred)[0])
+    assert str(err.value) == (
+        f"y_pred must hold 0/1 labels (1 = positive outcome), got 2 at position {first}; map class names to 0/1 first"
+    )
+
+
+# ----- the rolling monitor ------------------------------------------------------------
+
+
+def test_window_evicts_the_oldest_decisions():
+    m = RollingFairness(window=5, sensitive_feature="sex", min_group_size=1)
+    for i in range(8):
+        m.observe(i, "a" if i % 2 else "b", y_pred=i % 2)
+    snap = m.snapshot()
+    assert (snap.decisions, snap.observed, len(m)) == (5, 8, 5)          # decisions 3..7 remain
+    assert [(g.group, g.count, g.selection_rate) for g in snap.by_group] == [("a", 3, 1.0), ("b", 2, 0.0)]
+    assert snap.demographic_parity_difference == 1.0
+
+
+def test_late_labels_count_until_their_decision_leaves():
+    m = RollingFairness(window=4, sensitive_feature="sex", min_group_size=1, min_labelled=1)
+    m.observe("d0", "a", 1, 0.9)
+    m.observe("d1", "a", 0, 0.2)
+    m.observe("d2", "b", 1, 0.7)
+    assert m.snapshot().labelled == 0
+    assert m.label("d0", 1) and m.label("d1", 1) and m.label("d2", 0)
+    snap = m.snapshot()
+    a, b = snap.by_group
+    assert (a.labelled, a.true_positive_rate, a.false_positive_rate) == (2, 0.5, None)
+    assert (b.labelled, b.true_positive_rate, b.false_positive_rate) == (1, None, 1.0)
+    assert a.mean_probability == pytest.approx(0.55, abs=1e-15)
+    assert m.label("d1", 0)                          # a correction replaces the label
+    a = m.snapshot().by_group[0]
+    assert (a.true_positive_rate, a.false_positive_rate) == (1.0, 0.0)
+    for i in range(3, 6):
+        m.observe(f"d{i}", "b", 0)                   # d0 and d1 leave the window
+    assert m.label("d0", 0) is False
+    snap = m.snapshot()
+    assert (snap.labels_dropped, snap.labelled, [g.group for g in snap.by_group]) == (1, 1, ["b"])
+
+
+def test_alert_raised_with_enough_samples_and_cleared():
+    m = RollingFairness(window=20, sensitive_feature="sex", alert_dp_difference=0.3, min_group_size=5)
+    for i in range(4):
+        m.observe(f"a{i}", "sex 1", 1)
+        m.observe(f"b{i}", "sex 2", 0)
+    snap = m.snapshot()
+    assert snap.alerts == () and snap.demographic_parity_difference is None     # 4 < min_group_size per group
+    m.observe("a4", "sex 1", 1)
+    m.observe("b4", "sex 2", 0)
+    snap = m.snapshot()
+    assert [a.metric for a in snap.alerts] == [DP]
+    alert = snap.alerts[0]
+    assert (alert.value, alert.high_group, alert.low_group) == (1.0, "sex 1", "sex 2")
+    assert alert.message == (
+        "demographic parity difference on sex is 1.00, above 0.3: selection rate 1.00 for sex 1 vs 0.00 for sex 2 "
+        "over the last 10 decisions"
+    )
+    for i in range(5, 15):                            # balanced decisions push the skewed ones out
+        m.observe(f"a{i}", "sex 1", i % 2)
+        m.observe(f"b{i}", "sex 2", i % 2)
+    snap = m.snapshot()
+    assert snap.decisions == 20 and snap.demographic_parity_difference == 0.0 and snap.alerts == ()
+
+
+def test_equalized_odds_alert_from_late_labels():
+    m = RollingFairness(window=100, sensitive_feature="sex", alert_dp_difference=None, alert_eo_difference=0.25,
+                        min_group_size=1, min_labelled=4)
+    for i in range(4):
+        m.observe(f"a{i}", "a", 1)                     # a: always selected, b: selected half the time
+        m.observe(f"b{i}", "b", i % 2)
+    assert m.snapshot().equalized_odds_difference is None
+    for i in range(4):
+        m.label(f"a{i}", 1)
+        m.label(f"b{i}", 1)
+    snap = m.snapshot()
+    assert snap.equalized_odds_difference == 0.5
+    assert [(a.metric, a.value, a.high_group, a.low_group) for a in snap.alerts] == [(EO, 0.5, "a", "b")]
+
+
+def test_bad_stream_input_is_refused_with_exact_messages():
+    with pytest.raises(InputError) as err:
+        RollingFairness(window=0, sensitive_feature="sex")
+    assert str(err.value) == "window must be a whole number of decisions >= 1, got 0"
+    m = RollingFairness(window=3, sensitive_feature="sex")
+    m.observe("d1", "a", 1)
+    with pytest.raises(InputError) as err:
+        m.observe("d1", "a", 1)
+    assert str(err.value) == "decision 'd1' is already in the window; give each decision its own id"
+    with pytest.raises(InputError) as err:
+        m.observe("d2", "a", 2)
+    assert str(err.value) == "decision 'd2': y_pred must be 0 or 1 (1 = positive outcome), got 2"
+    with pytest.raises(InputError) as err:
+        m.observe("d3", None, 1)
+    assert str(err.value) == "decision 'd3' has no sex group; give every decision one"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    window=st.integers(1, 12),
+    events=st.lists(
+        st.tuples(st.sampled_from("abc"), st.integers(0, 1), st.one_of(st.none(), st.integers(0, 1))), max_size=40
+    ),
+)
+def test_counters_match_a_recount_of_the_last_window(window, events):
+    m = RollingFairness(window=window, sensitive_feature="g", min_group_size=1, min_labelled=1)
+    for i, (group, pred, truth) in enumerate(events):
+        m.observe(i, group, pred)
+        if truth is not None:
+            m.label(i - 1 if i else 0, truth)            # labels arrive one decision late
+    kept = list(enumerate(events))[-window:] if events else []
+    truths = {i - 1 if i else 0: t for i, (_, _, t) in enumerate(events) if t is not None}
+    truths = {k: v for k, v in truths.items() if k >= len(events) - window}
+    snap = m.snapshot()
+    for g in snap.by_group:
+        rows = [(i, p) for i, (grp, p, _) in kept if grp == g.group]
+        labelled = [(p, truths[i]) for i, p in rows if i in truths]
+        positives = [p for p, t in labelled if t == 1]
+        assert g.count == len(rows)
+        assert g.selection_rate == pytest.approx(sum(p for _, p in rows) / len(rows))
+        assert g.labelled == len(labelled)
+        assert g.true_positive_rate == (sum(positives) / len(positives) if positives else None)
+    assert {g.group for g in snap.by_group} == {grp for _, (grp, _, _) in kept}
+    rates = [g.selection_rate for g in snap.by_group]
+    assert snap.demographic_parity_difference == (max(rates) - min(rates) if len(rates) > 1 else None)
+    late = [(i, i - 1 if i else 0) for i, (_, _, t) in enumerate(events) if t is not None]
+    assert snap.labels_dropped == sum(1 for i, k in late if k <= i - window)
