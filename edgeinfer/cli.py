@@ -172,3 +172,68 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
         click.echo(f"# row {line}\n{explanation.text}\n")
 
     _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json)
+
+
+def _read_table(path: str, schema, label_column: str | None):
+    """Rows of a CSV/JSONL file as a matrix in schema order (+ labels); any bad row refuses the file."""
+    import numpy as np
+
+    from edgeinfer.errors import InputError
+    from edgeinfer.rows import BadRow, open_input, read_rows
+
+    rows, labels = [], []
+    with open_input(path) as stream:
+        for item in read_rows(stream):
+            if isinstance(item, BadRow):
+                raise InputError(f"{path} line {item.line}: {item.reason}")
+            values = dict(item.values)
+            if label_column is not None:
+                if label_column not in values:
+                    raise InputError(f"{path} line {item.line}: no label column {label_column!r}")
+                label = values.pop(label_column)
+                labels.append(schema.class_index(label) if isinstance(label, str) else int(label))
+            rows.append(values)
+    try:
+        matrix, _ = schema.to_matrix(rows)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    return matrix, (np.asarray(labels) if label_column is not None else None)
+
+
+@main.command("export")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--schema", "schema_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Feature schema, TOML or JSON.")
+@click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration rows, CSV or JSONL with feature names.")
+@click.option("--device", required=True, help="Device profile name (see `edgeinfer devices`).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
+@click.option("--holdout", type=click.Path(exists=True, dir_okay=False),
+              help="Rows for the accuracy gate (default: a quarter of the calibration rows).")
+@click.option("--label-column", help="Column holding the true class (name or index) in the data files.")
+@click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits", show_default=True,
+              help="What an .onnx model outputs.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.995, show_default=True,
+              help="Accuracy gate: label agreement with the float model.")
+@click.option("--precision", help="Try only this precision of the profile.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory.")
+def export_command(model, schema_path, calibration, device, out, holdout, label_column, outputs, threshold,
+                   precision, overwrite) -> None:
+    """Export MODEL (a torch.export .pt2 or an .onnx file) to a quantized bundle for a device."""
+    from edgeinfer.errors import require
+    from edgeinfer.schema import FeatureSchema
+
+    require("torch", extra="export", purpose="edgeinfer export")
+    from edgeinfer.export.exporter import export
+
+    schema = FeatureSchema.load(schema_path)
+    X, y = _read_table(calibration, schema, label_column)
+    X_hold, y_hold = _read_table(holdout, schema, label_column) if holdout else (None, None)
+    report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=device,
+                    out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite)
+    click.echo(report.summary())
+
+from edgeinfer.reporting import report_command  # noqa: E402  (light: jinja2/matplotlib/weasyprint load lazily)
+main.add_command(report_command)
+from edgeinfer.serve import serve_command; main.add_command(serve_command)  # noqa: E402,E702
+from edgeinfer.stream import stream_command; main.add_command(stream_command)  # noqa: E402,E702

@@ -24,6 +24,7 @@ from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 from edgeinfer.export.budget import BudgetCheck, check_budget
 from edgeinfer.export import onnx_export, quantize
+from edgeinfer.explain.proxies import find_proxies
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ def export(
         "producer": {**_versions(), "opset": opset},
         "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
         "card": asdict(card or ModelCard()),
+        "proxies": [asdict(p) for p in find_proxies(schema, calibration)],
     }
     if window is not None:
         record["window"] = window.to_dict()
