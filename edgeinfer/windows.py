@@ -1,0 +1,394 @@
+"""Window features: what a sensor model sees, declared once and computed the same way everywhere.
+
+A `WindowSpec` names the channels (with units), the window and hop lengths (in
+samples), the sample rate, and per channel the statistics computed over each
+window. Export stores `spec.to_dict()` in the bundle manifest ("window"); the
+stream reads it back, so the features a model was trained on and the features
+it sees on the device come from the one function `compute_many`.
+
+Statistics over a window x[0..n-1] of one channel (t_i = i / sample_rate_hz, or i
+when there is no sample rate):
+
+    mean               mean of x
+    std                population standard deviation (ddof = 0)
+    min, max           smallest, largest value
+    rms                sqrt(mean(x^2))
+    slope              least-squares slope of x against t (unit per second, or per sample)
+    ptp                max - min (peak to peak)
+    dominant_freq      frequency (Hz) of the largest non-DC bin of |rfft(x - mean)| (the lowest on ties);
+                       0 when x is constant
+    band_energy(lo,hi) power of x - mean in lo <= f <= hi Hz: sum over those rfft bins of w_k |X_k|^2 / n^2,
+                       w_k = 2 except for the DC and Nyquist bins (1), so the whole band equals the variance
+
+dominant_freq and band_energy need a sample rate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import InputError, SchemaError
+
+STATISTICS = ("mean", "std", "min", "max", "rms", "slope", "ptp", "dominant_freq", "band_energy")
+_SPECTRAL = ("dominant_freq", "band_energy")
+_BAND = re.compile(r"^band_energy\(\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*\)$")
+
+_LAY = {
+    "mean": "average {c}",
+    "std": "variability of {c}",
+    "min": "lowest {c}",
+    "max": "highest {c}",
+    "rms": "root-mean-square {c}",
+    "slope": "trend of {c}",
+    "ptp": "peak-to-peak range of {c}",
+    "dominant_freq": "dominant rhythm of {c}",
+}
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One sensor channel: its column name, unit and the words a person reads."""
+
+    name: str
+    unit: str = ""
+    lay: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SchemaError(f"every channel needs a non-empty name, got {self.name!r}")
+        if not self.lay:
+            object.__setattr__(self, "lay", self.name.replace("_", " "))
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One statistic of one channel; `band` is (lo, hi) Hz for band_energy."""
+
+    kind: str
+    band: tuple[float, float] | None = None
+
+    @classmethod
+    def parse(cls, text: "str | Statistic") -> "Statistic":
+        if isinstance(text, Statistic):
+            return text
+        text = str(text).strip()
+        match = _BAND.match(text)
+        if match:
+            try:
+                lo, hi = float(match.group(1)), float(match.group(2))
+            except ValueError:
+                lo = hi = math.nan
+            if not (0 <= lo < hi):
+                raise SchemaError(f"band_energy needs 0 <= lo < hi in Hz, got {text!r}; write e.g. band_energy(0.5,3)")
+            return cls("band_energy", (lo, hi))
+        if text in STATISTICS and text != "band_energy":
+            return cls(text)
+        raise SchemaError(
+            f"unknown window statistic {text!r}; use one of "
+            f"{', '.join(s for s in STATISTICS if s != 'band_energy')}, band_energy(lo,hi)"
+        )
+
+    def __str__(self) -> str:
+        if self.band is None:
+            return self.kind
+        return f"band_energy({_g(self.band[0])},{_g(self.band[1])})"
+
+    def suffix(self) -> str:
+        if self.band is None:
+            return self.kind
+        return f"band_energy_{_g(self.band[0])}_{_g(self.band[1])}hz"
+
+    def unit(self, channel_unit: str, *, has_rate: bool) -> str:
+        if self.kind == "dominant_freq":
+            return "Hz"
+        if self.kind == "band_energy":
+            return f"({channel_unit})²" if channel_unit else ""
+        if self.kind == "slope":
+            per = "s" if has_rate else "sample"
+            return f"{channel_unit}/{per}" if channel_unit else f"1/{per}"
+        return channel_unit
+
+    def lay(self, channel_lay: str) -> str:
+        if self.band is not None:
+            return f"{channel_lay} power between {_g(self.band[0])} and {_g(self.band[1])} Hz"
+        return _LAY[self.kind].format(c=channel_lay)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Channels, window geometry (samples) and per-channel statistics; the model's inputs in order.
+
+    Build with `WindowSpec.create(...)`, which accepts plain names, units and statistic strings.
+    Feature order: channel by channel, statistics in the order given.
+    """
+
+    channels: tuple[Channel, ...]
+    window: int
+    hop: int
+    statistics: tuple[tuple[Statistic, ...], ...]
+    sample_rate_hz: float | None = None
+    timestamp: str = "timestamp"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "statistics", tuple(tuple(Statistic.parse(s) for s in group) for group in self.statistics))
+        if not self.channels:
+            raise SchemaError("a window spec needs at least one channel")
+        names = [c.name for c in self.channels]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise SchemaError(f"channel names must be unique; repeated: {', '.join(repeated)}")
+        if self.timestamp in names:
+            raise SchemaError(f"the timestamp column {self.timestamp!r} cannot also be a channel")
+        if len(self.statistics) != len(self.channels):
+            raise SchemaError(f"{len(self.channels)} channels but {len(self.statistics)} statistic lists; give one per channel")
+        if not any(self.statistics):
+            raise SchemaError("a window spec needs at least one statistic")
+        if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 2:
+            raise SchemaError(f"window must be a whole number of samples >= 2, got {self.window!r}")
+        if isinstance(self.hop, bool) or not isinstance(self.hop, (int, np.integer)) or self.hop < 1:
+            raise SchemaError(f"hop must be a whole number of samples >= 1, got {self.hop!r}")
+        object.__setattr__(self, "window", int(self.window))
+        object.__setattr__(self, "hop", int(self.hop))
+        if self.sample_rate_hz is not None:
+            rate = self.sample_rate_hz
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+                raise SchemaError(f"sample_rate_hz must be a positive number, got {rate!r}")
+            object.__setattr__(self, "sample_rate_hz", float(rate))
+        spectral = sorted({s.kind for group in self.statistics for s in group if s.kind in _SPECTRAL})
+        if spectral and self.sample_rate_hz is None:
+            raise SchemaError(f"{' and '.join(spectral)} need a sample rate; give sample_rate_hz")
+        names_out = self.feature_names
+        repeated = sorted({n for n in names_out if names_out.count(n) > 1})
+        if repeated:
+            raise SchemaError(f"window feature names must be unique; repeated: {', '.join(repeated)}")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        channels: Mapping[str, str] | Sequence[str | Channel],
+        statistics: Sequence[str] | Mapping[str, Sequence[str]],
+        window: int,
+        hop: int | None = None,
+        sample_rate_hz: float | None = None,
+        timestamp: str = "timestamp",
+    ) -> "WindowSpec":
+        """channels: {name: unit} or names/Channels; statistics: one list for all channels or {channel: list}."""
+        if isinstance(channels, Mapping):
+            chans = tuple(Channel(str(n), str(u)) for n, u in channels.items())
+        else:
+            chans = tuple(c if isinstance(c, Channel) else Channel(str(c)) for c in channels)
+        if isinstance(statistics, Mapping):
+            unknown = sorted(set(statistics) - {c.name for c in chans})
+            if unknown:
+                raise SchemaError(f"statistics given for unknown channel {unknown[0]!r}; channels are {[c.name for c in chans]}")
+            stats = tuple(tuple(statistics.get(c.name, ())) for c in chans)
+        else:
+            stats = tuple(tuple(statistics) for _ in chans)
+        return cls(chans, window, window if hop is None else hop, stats, sample_rate_hz, timestamp)
+
+    # ----- names -----------------------------------------------------------
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.channels)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"{c.name}_{s.suffix()}" for c, group in zip(self.channels, self.statistics) for s in group]
+
+    @property
+    def feature_units(self) -> list[str]:
+        rate = self.sample_rate_hz is not None
+        return [s.unit(c.unit, has_rate=rate) for c, group in zip(self.channels, self.statistics) for s in group]
+
+    def with_geometry(self, *, window: int | None = None, hop: int | None = None) -> "WindowSpec":
+        """The same features over another window length or hop (stream-time override)."""
+        return WindowSpec(
+            self.channels, self.window if window is None else window, self.hop if hop is None else hop,
+            self.statistics, self.sample_rate_hz, self.timestamp,
+        )
+
+    def samples(self, text: str | int, *, what: str) -> int:
+        """Parse '20' (samples) or '2s' / '1.5s' (seconds, needs a sample rate) into a number of samples."""
+        raw = str(text).strip()
+        if raw.endswith("s"):
+            if self.sample_rate_hz is None:
+                raise InputError(f"{what} {raw!r} is in seconds, but the bundle's window has no sample rate; give samples, e.g. 20")
+            try:
+                seconds = float(raw[:-1])
+            except ValueError:
+                seconds = math.nan
+            samples = seconds * self.sample_rate_hz if math.isfinite(seconds) else math.nan
+            if not math.isfinite(samples) or samples <= 0 or abs(samples - round(samples)) > 1e-6:
+                raise InputError(
+                    f"{what} {raw!r} is not a whole number of samples at {_g(self.sample_rate_hz)} Hz; "
+                    f"give a multiple of {_g(1 / self.sample_rate_hz)}s or a number of samples"
+                )
+            return int(round(samples))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InputError(f"{what} must be a number of samples (e.g. 20) or seconds (e.g. 2s), got {raw!r}") from None
+        if value < 1:
+            raise InputError(f"{what} must be at least 1 sample, got {value}")
+        return value
+
+    # ----- schema ----------------------------------------------------------
+    def schema_features(self, training: np.ndarray | None = None, *, margin: float = 0.0) -> tuple:
+        """Feature objects for the model's schema, with units and words; ranges from training features.
+
+        `training` is a (rows, F) matrix of features from `compute_many`; each range is its
+        [min, max] widened by `margin` x span on both sides (unbounded without training data).
+        """
+        from edgeinfer.schema import Feature
+
+        names, units = self.feature_names, self.feature_units
+        if training is not None:
+            training = np.asarray(training, dtype=np.float64)
+            if training.ndim != 2 or training.shape[1] != len(names):
+                raise InputError(f"training features must be a (rows, {len(names)}) matrix, got shape {training.shape}")
+            lows, highs = training.min(axis=0), training.max(axis=0)
+            span = highs - lows
+            lows, highs = lows - margin * span, highs + margin * span
+        else:
+            lows = np.full(len(names), -math.inf)
+            highs = np.full(len(names), math.inf)
+        out = []
+        i = 0
+        for c, group in zip(self.channels, self.statistics):
+            for s in group:
+                low, high = float(lows[i]), float(highs[i])
+                if s.kind in ("std", "rms", "ptp", "dominant_freq", "band_energy"):
+                    low = max(low, 0.0)
+                what = f"{s} of {c.name} over a {self.window}-sample window"
+                out.append(Feature(names[i], low=low, high=high, unit=units[i], lay=s.lay(c.lay), clinical=what))
+                i += 1
+        return tuple(out)
+
+    # ----- files -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channels": [{"name": c.name, "unit": c.unit, "lay": c.lay} for c in self.channels],
+            "window": self.window,
+            "hop": self.hop,
+            "sample_rate_hz": self.sample_rate_hz,
+            "timestamp": self.timestamp,
+            "statistics": {c.name: [str(s) for s in group] for c, group in zip(self.channels, self.statistics)},
+            "features": self.feature_names,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WindowSpec":
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"a window spec must be an object, got {type(data).__name__}")
+        missing = [k for k in ("channels", "window", "statistics") if k not in data]
+        if missing:
+            raise SchemaError(f"window spec lacks {', '.join(missing)}")
+        try:
+            channels = tuple(
+                Channel(str(c["name"]), str(c.get("unit", "")), str(c.get("lay", ""))) if isinstance(c, Mapping) else Channel(str(c))
+                for c in data["channels"]
+            )
+            stats = data["statistics"]
+            groups = tuple(tuple(stats.get(c.name, ())) for c in channels) if isinstance(stats, Mapping) else tuple(stats)
+            spec = cls(
+                channels, data["window"], data.get("hop", data["window"]), groups,
+                data.get("sample_rate_hz"), str(data.get("timestamp", "timestamp")),
+            )
+        except (KeyError, TypeError, AttributeError) as err:
+            raise SchemaError(f"window spec is malformed: {err}") from err
+        declared = data.get("features")
+        if declared is not None and list(declared) != spec.feature_names:
+            raise SchemaError("window spec lists features that its statistics do not produce; re-export the bundle")
+        return spec
+
+
+# ----- the one computation ---------------------------------------------------
+def compute(spec: WindowSpec, window: np.ndarray) -> np.ndarray:
+    """Features of one window, (samples, channels) -> (F,)."""
+    window = np.asarray(window, dtype=np.float64)
+    if window.ndim != 2:
+        raise InputError(f"a window is a (samples, channels) matrix, got a {window.ndim}-D array")
+    return compute_many(spec, window[None])[0]
+
+
+def compute_many(spec: WindowSpec, windows: np.ndarray) -> np.ndarray:
+    """Features of many windows at once, (W, samples, channels) -> (W, F), float64.
+
+    Used at training/export time and at stream time alike. Windows may be any
+    length >= 2 (the spec's `window` is the default the stream cuts).
+    """
+    windows = np.asarray(windows, dtype=np.float64)
+    if windows.ndim != 3:
+        raise InputError(f"windows must be a (windows, samples, channels) array, got a {windows.ndim}-D array")
+    count, n, width = windows.shape
+    if width != len(spec.channels):
+        raise InputError(f"windows have {width} channels, the spec has {len(spec.channels)} ({', '.join(spec.channel_names)})")
+    if n < 2:
+        raise InputError(f"a window needs at least 2 samples, got {n}")
+    kinds = {s.kind for group in spec.statistics for s in group}
+    per: dict[str, np.ndarray] = {}  # statistic -> (W, C)
+    mean = windows.mean(axis=1)
+    per["mean"] = mean
+    if "std" in kinds:
+        per["std"] = windows.std(axis=1)
+    if kinds & {"min", "ptp", "dominant_freq"}:
+        per["min"] = windows.min(axis=1)
+    if kinds & {"max", "ptp", "dominant_freq"}:
+        per["max"] = windows.max(axis=1)
+    if "ptp" in kinds:
+        per["ptp"] = per["max"] - per["min"]
+    if "rms" in kinds:
+        per["rms"] = np.sqrt(np.einsum("wnc,wnc->wc", windows, windows) / n)
+    if "slope" in kinds:
+        t = np.arange(n, dtype=np.float64)
+        if spec.sample_rate_hz is not None:
+            t = t / spec.sample_rate_hz
+        tc = t - t.mean()
+        per["slope"] = np.einsum("n,wnc->wc", tc, windows) / float(tc @ tc)
+    power = freqs = None
+    if kinds & set(_SPECTRAL):
+        spectrum = np.fft.rfft(windows - mean[:, None, :], axis=1)
+        power = spectrum.real**2 + spectrum.imag**2  # (W, bins, C)
+        freqs = np.fft.rfftfreq(n, d=1.0 / spec.sample_rate_hz)
+    if "dominant_freq" in kinds:
+        k = power[:, 1:, :].argmax(axis=1) + 1
+        dominant = freqs[k]
+        per["dominant_freq"] = np.where(per["max"] == per["min"], 0.0, dominant)
+    weights = None
+    if power is not None:
+        weights = np.full(len(freqs), 2.0)
+        weights[0] = 1.0
+        if n % 2 == 0:
+            weights[-1] = 1.0
+        weights /= float(n) ** 2
+    columns = []
+    for j, group in enumerate(spec.statistics):
+        for s in group:
+            if s.kind == "band_energy":
+                lo, hi = s.band
+                mask = (freqs >= lo) & (freqs <= hi)
+                columns.append(power[:, mask, j] @ weights[mask])
+            else:
+                columns.append(per[s.kind][:, j])
+    return np.stack(columns, axis=1) if columns else np.empty((count, 0))
+
+
+def cut_windows(recording: np.ndarray, *, window: int, hop: int) -> np.ndarray:
+    """All windows of a (samples, channels) recording at the given hop -> (W, window, channels), a view."""
+    recording = np.asarray(recording)
+    if len(recording) < window:
+        return np.empty((0, window, recording.shape[1]), dtype=recording.dtype)
+    view = np.lib.stride_tricks.sliding_window_view(recording, window, axis=0)  # (S-window+1, C, window)
+    return view[::hop].transpose(0, 2, 1)
+
+
+def _g(value: float) -> str:
+    return f"{value:g}"
