@@ -1,0 +1,646 @@
+"""Stakeholder views: one Explanation, told in the words each reader needs.
+
+Wording is data. Each stakeholder is one TOML file (see `explain/templates/`):
+
+    name = "patient"                 # defaults to the file name
+    description = "..."
+    extends = "clinician"            # optional: start from a known stakeholder, override below
+    [view]                           # settings: which sections, how many drivers, lay or clinical words, ...
+    sections = ["headline", "drivers", "counterfactual", "bias"]
+    [text]                           # wording pieces, filled with str.format_map
+    headline = "The result is {outcome}. It is {chance}."
+    [outcomes]                       # optional: class name -> the words this reader gets
+    "higher progression" = "a faster change"
+
+Every placeholder is checked when the file loads: an unknown one is an
+ExplainError naming the file, the piece and the placeholders it may use. A new
+stakeholder needs no code: `register_stakeholder("recruiter.toml")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import string
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgeinfer.errors import ExplainError
+from edgeinfer.explain.explanation import Counterfactual, Explanation
+from edgeinfer.schema import Feature, FeatureSchema
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+SECTIONS = (
+    "headline", "probabilities", "drivers", "counterfactual", "bias",
+    "flips", "proxies", "share", "provenance", "fidelity", "timings",
+)
+FORMATS = ("text", "json")
+WORDINGS = ("lay", "clinical", "name")
+PROBABILITY_STYLES = ("decimal", "percent", "words")
+
+# Placeholders every piece may use.
+_COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
+_BIAS = {"verdict", "protected", "flipped", "max_delta", "attribution_share"}
+_TARGET = {"target", "target_outcome"}
+
+# Every wording piece a file may hold, with the placeholders it may use.
+PIECES: dict[str, frozenset[str]] = {
+    "title": _COMMON,
+    "headline": _COMMON | {"latency_ms"},
+    "probability_line": _COMMON | {"class_name", "class_probability", "class_percent"},
+    "driver": _COMMON | {"rank", "feature", "value", "contribution", "direction", "toward", "quantity"},
+    "drivers_basis": _COMMON | {"method", "quantity", "baseline", "base_value", "prediction", "evaluations"},
+    "counterfactual": _COMMON | _TARGET | {
+        "index", "changes", "count", "cf_probability", "cf_percent", "distance", "sparsity", "plausibility",
+        "validity",
+    },
+    "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
+    "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
+    "no_actionable": _COMMON | _TARGET,
+    "counterfactual_incomplete": _COMMON,
+    "bias_ok": _COMMON | _BIAS,
+    "bias_depends": _COMMON | _BIAS,
+    "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
+                       "result"},
+    "proxy": _COMMON | {"protected", "feature", "association", "measure"},
+    "no_proxies": _COMMON,
+    "attribution_share": _COMMON | {"share"},
+    "provenance": _COMMON | {"name", "sha", "sha256", "precision", "device", "provider", "producer",
+                             "schema_version"},
+    "fidelity_item": _COMMON | {"name", "value"},
+    "timing": _COMMON | {"part", "ms"},
+}
+for _section in SECTIONS:
+    PIECES[f"{_section}_title"] = _COMMON
+    PIECES[f"{_section}_missing"] = _COMMON   # shown when that part of the explanation is absent
+
+# Single words the pieces are built from; English defaults, a file may override any.
+WORDS = {
+    "word_up": "raises", "word_down": "lowers",
+    "word_for": "toward this result", "word_against": "away from this result",
+    "word_raise": "raise", "word_lower": "lower", "word_change": "change",
+    "word_flipped": "decision flips", "word_kept": "decision kept",
+    "word_and": "and", "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
+}
+for _word in WORDS:
+    PIECES[_word] = frozenset()
+
+# Pieces a section cannot do without.
+REQUIRED = {
+    "headline": ("headline",),
+    "probabilities": ("probability_line",),
+    "drivers": ("driver",),
+    "counterfactual": ("counterfactual", "change", "no_counterfactual"),
+    "bias": ("bias_ok", "bias_depends"),
+    "flips": ("flip",),
+    "proxies": ("proxy",),
+    "share": ("attribution_share",),
+    "provenance": ("provenance",),
+    "fidelity": ("fidelity_item",),
+    "timings": ("timing",),
+}
+
+DEFAULT_CHANCE = (
+    (0.95, "almost certain"), (0.8, "very likely"), (0.6, "likely"), (0.4, "about as likely as not"),
+    (0.2, "unlikely"), (0.05, "very unlikely"), (0.0, "almost ruled out"),
+)
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """What a stakeholder sees and how numbers read (the [view] table)."""
+
+    format: str = "text"                    # "json": the text is the full Explanation JSON
+    sections: tuple[str, ...] = ("headline",)
+    drivers: int = 3                        # how many top drivers
+    counterfactuals: int = 1                # how many counterfactuals
+    wording: str = "clinical"               # Feature.lay, Feature.clinical or the raw name
+    units: bool = True                      # values carry their unit
+    digits: int = 3                         # significant digits for feature values
+    probability: str = "decimal"            # what {probability} shows: decimal, percent or words
+    probability_digits: int = 3
+    actionable_only: bool = False           # show only counterfactuals that change mutable, non-protected features
+    drivers_exclude_protected: bool = False
+    change_lines: bool = False              # each change of a counterfactual on its own line
+    bullet: str = "- "                      # prefix of list lines
+    sha_digits: int = 12
+    json_indent: int = 2
+    chance: tuple[tuple[float, str], ...] = DEFAULT_CHANCE
+
+
+@dataclass(frozen=True)
+class Templates:
+    """One stakeholder: its settings, its wording pieces, its words for the outcomes."""
+
+    name: str
+    description: str
+    path: str
+    settings: ViewSettings
+    text: Mapping[str, str]
+    outcomes: Mapping[str, str] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # merged TOML, for `extends`
+
+
+# ----- loading and the registry ----------------------------------------------
+
+_TOP_KEYS = {"name", "description", "extends", "view", "text", "outcomes"}
+_registry: dict[str, Templates] = {}
+
+
+def load_templates(path: str | Path) -> Templates:
+    """Read one stakeholder's TOML file and check every setting and placeholder in it."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ExplainError(f"cannot read stakeholder template file {path}: {err.strerror or err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ExplainError(f"stakeholder template file {path} is not valid TOML: {err}") from err
+    where = f"template file {path}"
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ExplainError(f"{where}: unknown key {unknown[0]!r}; known top-level keys: {', '.join(sorted(_TOP_KEYS))}")
+    for table in ("view", "text", "outcomes"):
+        if table in raw and not isinstance(raw[table], Mapping):
+            raise ExplainError(f"{where}: [{table}] must be a table")
+    name = raw.get("name", path.stem)
+    if not (isinstance(name, str) and name and name.replace("-", "").replace("_", "").isalnum()):
+        raise ExplainError(f"{where}: name must be letters, digits, '-' or '_', got {name!r}")
+    if "extends" in raw:
+        base = _lookup(raw["extends"], where=f"{where}: extends")
+        merged = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.source.items()}
+        for table in ("view", "text", "outcomes"):
+            merged[table] = {**merged.get(table, {}), **raw.get(table, {})}
+        merged.update({k: raw[k] for k in ("description",) if k in raw})
+    else:
+        merged = dict(raw)
+    merged["name"] = name
+    merged.pop("extends", None)
+    settings = _settings(merged.get("view", {}), where)
+    text = _text(merged.get("text", {}), settings, where)
+    outcomes = merged.get("outcomes", {})
+    bad = [k for k, v in outcomes.items() if not isinstance(v, str)]
+    if bad:
+        raise ExplainError(f"{where}: [outcomes] {bad[0]} must be a string (the words for that class)")
+    return Templates(
+        name=name, description=str(merged.get("description", "")), path=str(path), settings=settings,
+        text=text, outcomes=dict(outcomes), source=merged,
+    )
+
+
+def available_stakeholders() -> tuple[str, ...]:
+    """The stakeholders `render` knows: the built-in ones and every registered file."""
+    return tuple(sorted(_known()))
+
+
+def register_stakeholder(path: str | Path) -> str:
+    """Add (or replace) a stakeholder from a TOML file; returns its name."""
+    templates = load_templates(path)
+    _known()[templates.name] = templates
+    return templates.name
+
+
+def get_templates(stakeholder: str) -> Templates:
+    """The templates `render` uses for a stakeholder name."""
+    return _lookup(stakeholder, where=None)
+
+
+def _known() -> dict[str, Templates]:
+    if not _registry:
+        for file in sorted(TEMPLATE_DIR.glob("*.toml")):
+            templates = load_templates(file)
+            _registry.setdefault(templates.name, templates)
+    return _registry
+
+
+def _lookup(name: Any, *, where: str | None) -> Templates:
+    known = _known()
+    if isinstance(name, str) and name in known:
+        return known[name]
+    prefix = f"{where}: " if where else ""
+    raise ExplainError(
+        f"{prefix}unknown stakeholder {name!r}; available: {', '.join(sorted(known))}. "
+        "To add one, write a TOML file like edgeinfer/explain/templates/patient.toml and call "
+        "edgeinfer.explain.views.register_stakeholder(path)"
+    )
+
+
+def _settings(view: Mapping[str, Any], where: str) -> ViewSettings:
+    defaults = ViewSettings()
+    known = {f.name for f in dataclasses.fields(ViewSettings)}
+    unknown = sorted(set(view) - known)
+    if unknown:
+        raise ExplainError(f"{where}: unknown [view] setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for key, value in view.items():
+        expected = type(getattr(defaults, key))
+        if key == "sections":
+            if not (isinstance(value, list) and all(isinstance(s, str) for s in value)):
+                raise ExplainError(f"{where}: [view] sections must be a list of names from {', '.join(SECTIONS)}")
+            bad = [s for s in value if s not in SECTIONS]
+            if bad:
+                raise ExplainError(f"{where}: [view] sections: unknown section {bad[0]!r}; known: {', '.join(SECTIONS)}")
+            value = tuple(value)
+        elif key == "chance":
+            value = _chance(value, where)
+        elif expected is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ExplainError(f"{where}: [view] {key} must be a whole number >= 0, got {value!r}")
+        elif not isinstance(value, expected):
+            raise ExplainError(f"{where}: [view] {key} must be a {expected.__name__}, got {value!r}")
+        values[key] = value
+    settings = dataclasses.replace(defaults, **values)
+    for key, options in (("format", FORMATS), ("wording", WORDINGS), ("probability", PROBABILITY_STYLES)):
+        if getattr(settings, key) not in options:
+            raise ExplainError(
+                f"{where}: [view] {key} must be one of {', '.join(options)}, got {getattr(settings, key)!r}"
+            )
+    return settings
+
+
+def _chance(value: Any, where: str) -> tuple[tuple[float, str], ...]:
+    message = f"{where}: [view] chance must be a list of [threshold, words] pairs, highest threshold first"
+    if not isinstance(value, list) or not value:
+        raise ExplainError(message)
+    pairs = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], (int, float))
+                and isinstance(item[1], str)):
+            raise ExplainError(message)
+        pairs.append((float(item[0]), item[1]))
+    if [p[0] for p in pairs] != sorted((p[0] for p in pairs), reverse=True):
+        raise ExplainError(message)
+    return tuple(pairs)
+
+
+def _text(text: Mapping[str, Any], settings: ViewSettings, where: str) -> dict[str, str]:
+    merged = {**WORDS, **text}
+    formatter = string.Formatter()
+    for key, piece in merged.items():
+        if key not in PIECES:
+            raise ExplainError(f"{where}: unknown [text] piece {key!r}; known pieces: {', '.join(sorted(PIECES))}")
+        if not isinstance(piece, str):
+            raise ExplainError(f"{where}: [text] {key} must be a string, got {piece!r}")
+        allowed = PIECES[key]
+        try:
+            fields = [f for _, f, _, _ in formatter.parse(piece) if f is not None]
+        except ValueError as err:
+            raise ExplainError(f"{where}: [text] {key} is not a valid format string ({err}); write {{{{ for a literal brace") from err
+        for name in fields:
+            if name not in allowed:
+                available = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
+                raise ExplainError(
+                    f"{where}: [text] {key} uses unknown placeholder {{{name}}}; available in {key}: {available}"
+                )
+        try:
+            piece.format_map({a: "x" for a in allowed})
+        except (ValueError, TypeError) as err:
+            raise ExplainError(f"{where}: [text] {key} cannot be filled ({err}); placeholders take no format spec") from err
+    if settings.format == "text":
+        for section in settings.sections:
+            missing = [p for p in REQUIRED[section] if p not in merged]
+            if section == "counterfactual" and settings.actionable_only and "no_actionable" not in merged:
+                missing.append("no_actionable")
+            if missing:
+                raise ExplainError(f"{where}: section {section!r} needs the [text] piece {missing[0]!r}")
+    return merged
+
+
+# ----- rendering ---------------------------------------------------------------
+
+
+def render(
+    explanation: Explanation, schema: FeatureSchema, *, stakeholder: str, templates: Templates | None = None
+) -> str:
+    """The explanation as text for one stakeholder (for `format = "json"`: the full Explanation JSON)."""
+    if templates is None:
+        templates = _lookup(stakeholder, where=None)
+    elif templates.name != stakeholder:
+        raise ExplainError(
+            f"stakeholder {stakeholder!r} does not match the templates given (for {templates.name!r}, "
+            f"from {templates.path}); pass stakeholder={templates.name!r}"
+        )
+    if templates.settings.format == "json":
+        told = dataclasses.replace(explanation, stakeholder=templates.name, text="")
+        return told.to_json(indent=templates.settings.json_indent or None)
+    return _View(explanation, schema, templates).text()
+
+
+class _View:
+    """Fills one stakeholder's pieces from one explanation."""
+
+    def __init__(self, explanation: Explanation, schema: FeatureSchema, templates: Templates):
+        self.e = explanation
+        self.schema = schema
+        self.t = templates
+        self.s = templates.settings
+        d = explanation.decision
+        p = d.probability()
+        self.common = {
+            "model": schema.name,
+            "outcome": self.outcome(d.class_name),
+            "probability": self.probability(p),
+            "percent": _percent(p),
+            "chance": self.chance(p),
+        }
+
+    # ----- pieces and words -------------------------------------------------
+    def fill(self, key: str, **values: Any) -> str:
+        try:
+            return self.t.text[key].format_map({**self.common, **values})
+        except (KeyError, ValueError, IndexError) as err:
+            raise ExplainError(f"template file {self.t.path}: [text] {key} cannot be filled: {err}") from err
+
+    def word(self, key: str) -> str:
+        return self.t.text[key]
+
+    def has(self, key: str) -> bool:
+        return bool(self.t.text.get(key))
+
+    def outcome(self, class_name: str) -> str:
+        return self.t.outcomes.get(class_name, class_name)
+
+    def probability(self, p: float) -> str:
+        if self.s.probability == "percent":
+            return _percent(p)
+        if self.s.probability == "words":
+            return self.chance(p)
+        return f"{p:.{self.s.probability_digits}f}"
+
+    def chance(self, p: float) -> str:
+        for threshold, words in self.s.chance:
+            if p >= threshold:
+                return words
+        return self.s.chance[-1][1]
+
+    def feature(self, name: str) -> Feature | None:
+        try:
+            return self.schema.feature(name)
+        except Exception:
+            return None
+
+    def words_for(self, name: str) -> str:
+        f = self.feature(name)
+        if f is None or self.s.wording == "name":
+            return name
+        return f.lay if self.s.wording == "lay" else f.clinical
+
+    def value(self, name: str, value: float, unit: str = "") -> str:
+        f = self.feature(name)
+        if f is not None and f.kind == "categorical":
+            return f.label(value)
+        text = _number(value, self.s.digits, integer=f is not None and f.kind == "integer")
+        unit = f.unit if f is not None else unit
+        return f"{text} {unit}" if unit and self.s.units else text
+
+    def join(self, items: list[str]) -> str:
+        if not items:
+            return self.word("word_none")
+        if len(items) == 1:
+            return items[0]
+        return f"{', '.join(items[:-1])} {self.word('word_and')} {items[-1]}"
+
+    def actionable(self, name: str) -> bool:
+        f = self.feature(name)
+        return f is not None and f.mutable and not f.protected
+
+    # ----- the text -----------------------------------------------------------
+    def text(self) -> str:
+        blocks = []
+        if self.has("title"):
+            blocks.append([self.fill("title")])
+        for section in self.s.sections:
+            lines = getattr(self, f"section_{section}")()
+            if lines is None:
+                if not self.has(f"{section}_missing"):
+                    continue
+                lines = [self.fill(f"{section}_missing")]
+            if not lines:
+                continue
+            if self.has(f"{section}_title"):
+                lines = [self.fill(f"{section}_title"), *lines]
+            blocks.append(lines)
+        return "\n\n".join("\n".join(line for line in block) for block in blocks)
+
+    def bullet(self, line: str) -> str:
+        return f"{self.s.bullet}{line}"
+
+    def section_headline(self) -> list[str]:
+        return [self.fill("headline", latency_ms=f"{self.e.decision.latency_ms:.2f}")]
+
+    def section_probabilities(self) -> list[str]:
+        d = self.e.decision
+        return [
+            self.bullet(self.fill("probability_line", class_name=self.outcome(c), class_probability=self.probability(p),
+                                  class_percent=_percent(p)))
+            for c, p in zip(d.classes, d.probabilities)
+        ]
+
+    def section_drivers(self) -> list[str] | None:
+        a = self.e.attributions
+        if a is None:
+            return None
+        ranked = sorted(a.values, key=lambda v: -abs(v.contribution))
+        if self.s.drivers_exclude_protected:
+            ranked = [v for v in ranked if not (self.feature(v.feature) and self.feature(v.feature).protected)]
+        ranked = [v for v in ranked if v.contribution != 0.0][: self.s.drivers]
+        sign = self._toward_sign(a.quantity)
+        lines = []
+        if self.has("drivers_basis"):
+            lines.append(self.fill(
+                "drivers_basis", method=a.method, quantity=a.quantity, baseline=a.baseline,
+                base_value=f"{a.base_value:.{self.s.probability_digits}f}",
+                prediction=f"{a.prediction:.{self.s.probability_digits}f}", evaluations=str(a.evaluations),
+            ))
+        for rank, v in enumerate(ranked, start=1):
+            up = v.contribution > 0
+            direction = self.word("word_up" if up else "word_down")
+            toward = direction if sign == 0 else self.word("word_for" if (up == (sign > 0)) else "word_against")
+            lines.append(self.bullet(self.fill(
+                "driver", rank=str(rank), feature=self.words_for(v.feature), value=self.value(v.feature, v.value),
+                contribution=f"{v.contribution:+.{self.s.probability_digits}f}", direction=direction,
+                toward=toward, quantity=a.quantity,
+            )))
+        return lines
+
+    def _toward_sign(self, quantity: str) -> int:
+        """+1: the quantity is the decided class's probability; -1: the other of two classes; 0: unknown."""
+        named = [c for c in self.e.decision.classes if f"'{c}'" in quantity]
+        if len(named) != 1:
+            return 0
+        if named[0] == self.e.decision.class_name:
+            return 1
+        return -1 if len(self.e.decision.classes) == 2 else 0
+
+    def section_counterfactual(self) -> list[str] | None:
+        cfs = self.e.counterfactuals
+        if cfs is None:
+            return None
+        target = {"target": cfs.target, "target_outcome": self.outcome(cfs.target_class)}
+        if not cfs.found or not cfs.items:
+            binding = self.join([self.words_for(b) for b in cfs.binding])
+            return [self.fill("no_counterfactual", reason=cfs.reason or self.word("word_unknown"), binding=binding,
+                              **target)]
+        items = list(cfs.items)
+        if self.s.actionable_only:
+            items = [c for c in items if c.changes and all(self.actionable(ch.feature) for ch in c.changes)]
+            if not items:
+                return [self.fill("no_actionable", **target)]
+        lines = []
+        for index, cf in enumerate(items[: self.s.counterfactuals], start=1):
+            lines.extend(self._counterfactual(index, cf, target))
+        if not cfs.complete and self.has("counterfactual_incomplete"):
+            lines.append(self.fill("counterfactual_incomplete"))
+        return lines
+
+    def _counterfactual(self, index: int, cf: Counterfactual, target: dict[str, str]) -> list[str]:
+        changes = []
+        for ch in cf.changes:
+            f = self.feature(ch.feature)
+            if f is not None and f.kind == "categorical":
+                verb, by = self.word("word_change"), self.value(ch.feature, ch.to_value)
+            else:
+                verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
+                by = self.value(ch.feature, abs(ch.to_value - ch.from_value), ch.unit)
+            changes.append(self.fill(
+                "change", feature=self.words_for(ch.feature), from_value=self.value(ch.feature, ch.from_value, ch.unit),
+                to_value=self.value(ch.feature, ch.to_value, ch.unit), by=by, verb=verb,
+            ))
+        try:
+            p = cf.probabilities[self.e.decision.classes.index(cf.class_name)]
+        except (ValueError, IndexError):
+            p = math.nan
+        head = self.fill(
+            "counterfactual", index=str(index), changes="; ".join(changes), count=str(len(changes)),
+            cf_probability=self.probability(p) if math.isfinite(p) else self.word("word_unknown"),
+            cf_percent=_percent(p) if math.isfinite(p) else self.word("word_unknown"),
+            distance=f"{cf.distance:.2f}", sparsity=str(cf.sparsity),
+            plausibility=_percent(cf.plausibility) if cf.plausibility is not None else self.word("word_unknown"),
+            validity=self.word("word_yes" if cf.valid else "word_no"), **target,
+        )
+        if self.s.change_lines:
+            return [head, *(self.bullet(c) for c in changes)]
+        return [head]
+
+    def section_bias(self) -> list[str] | None:
+        b = self.e.bias
+        if b is None:
+            return None
+        flipped = sorted({f.feature for f in b.flips if f.flipped}, key=self._order)
+        protected = sorted({f.feature for f in b.flips} | set(self.schema.protected), key=self._order)
+        deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
+        values = {
+            "verdict": b.verdict,
+            "protected": self.join([self.words_for(n) for n in protected]),
+            "flipped": self.join([self.words_for(n) for n in flipped]),
+            "max_delta": f"{max(deltas):.{self.s.probability_digits}f}" if deltas else self.word("word_unknown"),
+            "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
+            else self.word("word_unknown"),
+        }
+        return [self.fill("bias_depends" if b.depends else "bias_ok", **values)]
+
+    def _order(self, name: str) -> int:
+        return self.schema.names.index(name) if name in self.schema.names else len(self.schema.names)
+
+    def section_flips(self) -> list[str] | None:
+        b = self.e.bias
+        if b is None:
+            return None
+        return [
+            self.bullet(self.fill(
+                "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
+                to_value=self.value(f.feature, f.to_value), proxies=self.join([self.words_for(p) for p in f.proxies]),
+                flip_class=self.outcome(f.class_name), flip_probability=self.probability(f.probability),
+                delta=f"{f.delta:+.{self.s.probability_digits}f}",
+                result=self.word("word_flipped" if f.flipped else "word_kept"),
+            ))
+            for f in b.flips
+        ]
+
+    def section_proxies(self) -> list[str] | None:
+        b = self.e.bias
+        if b is None:
+            return None
+        if not b.proxies:
+            return [self.fill("no_proxies")] if self.has("no_proxies") else []
+        return [
+            self.bullet(self.fill("proxy", protected=self.words_for(p.protected), feature=self.words_for(p.feature),
+                                  association=f"{p.association:.2f}", measure=p.measure))
+            for p in b.proxies
+        ]
+
+    def section_share(self) -> list[str] | None:
+        b = self.e.bias
+        if b is None or b.attribution_share is None:
+            return None
+        return [self.fill("attribution_share", share=_percent(b.attribution_share))]
+
+    def section_provenance(self) -> list[str]:
+        m = self.e.model
+        return [self.fill(
+            "provenance", name=m.name, sha=m.bundle_sha256[: self.s.sha_digits], sha256=m.bundle_sha256,
+            precision=m.precision, device=m.device, provider=m.provider, producer=m.producer,
+            schema_version=self.e.schema_version,
+        )]
+
+    def section_fidelity(self) -> list[str] | None:
+        fidelity = getattr(self.e.model, "fidelity", None)
+        if not fidelity:
+            return None
+        return [
+            self.bullet(self.fill("fidelity_item", name=name, value=_figure(value)))
+            for name, value in _flatten(fidelity)
+        ]
+
+    def section_timings(self) -> list[str] | None:
+        timed = [(k[: -len("_ms")], v) for k, v in self.e.timings.items() if k.endswith("_ms")]
+        if not timed:
+            return None
+        return [self.bullet(self.fill("timing", part=k, ms=f"{v:.2f}")) for k, v in timed]
+
+
+# ----- numbers in words ------------------------------------------------------------
+
+
+def _number(value: float, digits: int, *, integer: bool = False) -> str:
+    """`digits` significant digits, never fewer than the integer part: 182.3 -> 182, 0.04531 -> 0.0453."""
+    value = float(value)
+    if not math.isfinite(value):
+        return "n/a"
+    if integer or value == int(value):
+        return str(int(round(value)))
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(digits - 1 - magnitude, 0)
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _percent(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    whole = round(p * 100)
+    if whole >= 100 and p < 1:
+        return "over 99%"
+    if whole <= 0 and p > 0:
+        return "under 1%"
+    return f"{whole}%"
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return _number(value, 4)
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.extend(_flatten(value, f"{name}."))
+        else:
+            out.append((name, value))
+    return out

