@@ -1,0 +1,231 @@
+"""`edgeinfer serve` through a real Triton Inference Server (PyTriton) on loopback.
+
+One server for the module (start-up takes ~10 s): the breast-cancer MLP exported
+fp16 for the CUDA server profile, served on the CPU with the fallback asked for
+(no GPU here; the refusal without it is tested too). Parity with the Session is
+exact: the server returns ONNX Runtime's float32 probabilities unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgeinfer as ei
+from edgeinfer.cli import main
+from edgeinfer.errors import BackendError
+
+pytestmark = pytest.mark.server
+
+pytest.importorskip("pytriton")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+MAX_BATCH = 16
+REFUSED_CUDA = "error: device 'cuda-server-h100' runs on TensorrtExecutionProvider, CUDAExecutionProvider, but this ONNX Runtime offers only"
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def cuda_bundle(breast_cancer, tmp_path_factory):
+    d = breast_cancer.dataset
+    out = tmp_path_factory.mktemp("serve") / "bc-cuda"
+    ei.export(breast_cancer.model, d.schema, calibration=d.X_train, device="cuda-server-h100", out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(cuda_bundle):
+    from edgeinfer.serve import serve
+
+    http, grpc, metrics = _free_ports(3)
+    srv = serve(cuda_bundle, http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch_size=MAX_BATCH,
+                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"), concurrency=MAX_BATCH,
+                                              network_timeout=30, connection_timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc(server):
+    client = grpcclient.InferenceServerClient(server.info.grpc_url)
+    yield client
+    client.close()
+
+
+def _http_infer(client, X, *, name="features", datatype="FP32", model="predict"):
+    inp = httpclient.InferInput(name, list(X.shape), datatype)
+    inp.set_data_from_numpy(X)
+    return client.infer(model, [inp])
+
+
+def _rows(breast_cancer, n, start=0):
+    return np.ascontiguousarray(breast_cancer.X_test[start:start + n], dtype=np.float32)
+
+
+# ----- the CUDA profile: refused without a GPU, served on the CPU when asked -----------
+def test_cuda_bundle_is_refused_without_fallback(cuda_bundle):
+    from edgeinfer.serve import serve
+
+    with pytest.raises(BackendError, match=r"^device 'cuda-server-h100' runs on TensorrtExecutionProvider, "
+                                           r"CUDAExecutionProvider, but this ONNX Runtime offers only .*"
+                                           r"or load with fallback=True \(CLI: --fallback\) to run on CPUExecutionProvider$"):
+        serve(cuda_bundle, block=False)
+
+
+def test_cli_serve_refuses_cuda_bundle_without_fallback(cuda_bundle):
+    result = CliRunner().invoke(main, ["serve", str(cuda_bundle), "--http-port", "1"])
+    assert result.exit_code == 1
+    assert result.output.startswith(REFUSED_CUDA)
+
+
+def test_fallback_is_recorded(server):
+    assert server.info.provider == "CPUExecutionProvider"
+    assert server.info.fallback is True
+    assert server.info.note.startswith("fallback asked for: TensorrtExecutionProvider, CUDAExecutionProvider unavailable")
+
+
+# ----- parity with the Session ---------------------------------------------------------
+def test_http_predict_equals_session_exactly(server, http, breast_cancer):
+    X = _rows(breast_cancer, 7)
+    result = _http_infer(http, X)
+    expected = server.session.predict_proba(X).astype(np.float32)
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), expected)
+    np.testing.assert_array_equal(result.as_numpy("label").ravel(), expected.argmax(axis=1))
+    decisions = server.session.predict(X.astype(np.float64))
+    assert [int(k) for k in result.as_numpy("label").ravel()] == [d.label for d in decisions]
+
+
+def test_grpc_predict_equals_session_exactly(server, grpc, breast_cancer):
+    X = _rows(breast_cancer, 5, start=20)
+    inp = grpcclient.InferInput("features", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X)
+    result = grpc.infer("predict", [inp])
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), server.session.predict_proba(X).astype(np.float32))
+
+
+def test_dynamic_batching_groups_concurrent_requests(server, http, breast_cancer):
+    def counts():
+        (stats,) = http.get_inference_statistics(
+            "predict", headers={"triton-access-token": server.access_token})["model_stats"]
+        return int(stats["inference_count"]), int(stats["execution_count"])
+
+    before = counts()
+    X = _rows(breast_cancer, 48)
+    pending = []
+    for i in range(len(X)):  # the HTTP client's async_infer sends concurrently (concurrency=MAX_BATCH)
+        inp = httpclient.InferInput("features", [1, X.shape[1]], "FP32")
+        inp.set_data_from_numpy(X[i:i + 1])
+        pending.append(http.async_infer("predict", [inp]))
+    results = [p.get_result(timeout=60) for p in pending]
+    expected = server.session.predict_proba(X).astype(np.float32)
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r.as_numpy("probabilities"), expected[i:i + 1])
+    inferences, executions = (a - b for a, b in zip(counts(), before))
+    assert inferences == 48
+    assert executions < inferences, f"{inferences} inferences in {executions} executions: no batching happened"
+
+
+# ----- bad requests: a clear error, and the server keeps serving ----------------------
+def _bad_cases(breast_cancer, schema):
+    X = _rows(breast_cancer, 3)
+    nan = X.copy()
+    nan[1, 3] = np.nan
+    high = X.copy()
+    high[2, 0] = 1e6
+    return {
+        "nan": (lambda c: _http_infer(c, nan), "RequestRefused: row 1: " + schema.value_error(3, float("nan"))),
+        "out-of-range": (lambda c: _http_infer(c, high), "RequestRefused: row 2: " + schema.value_error(0, 1e6)),
+        "wrong-width": (lambda c: _http_infer(c, X[:, :5].copy()),
+                        "unexpected shape for input 'features' for model 'predict'. Expected [-1,30], got [3,5]"),
+        "wrong-dtype": (lambda c: _http_infer(c, X.astype(np.float64), datatype="FP64"),
+                        "inference input 'features' data-type is 'FP64', but model 'predict' expects 'FP32'"),
+        "wrong-name": (lambda c: _http_infer(c, X, name="feature"), "unexpected inference input 'feature'"),
+        "missing-input": (lambda c: c.infer("predict", []), "expected 1 inputs but got 0 inputs for model 'predict'"),
+        "oversized-batch": (lambda c: _http_infer(c, np.repeat(X, 6, axis=0)),
+                            f"inference request batch-size must be <= {MAX_BATCH} for 'predict'"),
+        "unknown-model": (lambda c: _http_infer(c, X, model="predikt"), "Request for unknown model: 'predikt' is not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["nan", "out-of-range", "wrong-width", "wrong-dtype", "wrong-name",
+                                  "missing-input", "oversized-batch", "unknown-model"])
+def test_bad_request_is_refused_and_server_keeps_serving(server, http, breast_cancer, case):
+    send, message = _bad_cases(breast_cancer, server.session.schema)[case]
+    with pytest.raises(InferenceServerException) as caught:
+        send(http)
+    assert message in caught.value.message()
+    assert http.is_server_live() and http.is_server_ready() and http.is_model_ready("predict")
+    X = _rows(breast_cancer, 2, start=40)
+    np.testing.assert_array_equal(_http_infer(http, X).as_numpy("probabilities"),
+                                  server.session.predict_proba(X).astype(np.float32))
+
+
+def test_grpc_refusal_carries_the_schema_message(server, grpc, breast_cancer):
+    X = _rows(breast_cancer, 2)
+    X[0, 4] = np.inf
+    inp = grpcclient.InferInput("features", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X)
+    with pytest.raises(InferenceServerException) as caught:
+        grpc.infer("predict", [inp])
+    assert "RequestRefused: row 0: " + server.session.schema.value_error(4, float("inf")) in caught.value.message()
+    assert grpc.is_server_ready()
+
+
+# ----- health, readiness, metrics, configuration --------------------------------------
+def test_health_metrics_and_config(server, http, breast_cancer):
+    _http_infer(http, _rows(breast_cancer, 1))
+    assert http.is_server_live() and http.is_server_ready()
+    assert http.is_model_ready("predict") and http.is_model_ready("explain")
+    with urllib.request.urlopen(server.info.metrics_url, timeout=10) as response:
+        metrics = response.read().decode()
+    line = next(m for m in metrics.splitlines() if m.startswith('nv_inference_count{model="predict"'))
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+    config = http.get_model_config("predict")
+    assert config["max_batch_size"] == MAX_BATCH
+    assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 50_000
+    assert [i["name"] for i in config["input"]] == ["features"]
+    assert [o["name"] for o in config["output"]] == ["probabilities", "label"]
+
+
+# ----- explain ---------------------------------------------------------------------------
+def test_explain_over_grpc_equals_session(server, grpc, breast_cancer):
+    pytest.importorskip("edgeinfer.explain.compose")
+    X = _rows(breast_cancer, 1, start=3)
+    features = grpcclient.InferInput("features", list(X.shape), "FP32")
+    features.set_data_from_numpy(X)
+    stakeholder = grpcclient.InferInput("stakeholder", [1, 1], "BYTES")
+    stakeholder.set_data_from_numpy(np.array([[b"patient"]], dtype=np.object_))
+    result = grpc.infer("explain", [features, stakeholder], timeout=60)
+    (raw,) = result.as_numpy("explanation").ravel()
+    served = json.loads(raw)
+    local = json.loads(server.session.explain(X[0].astype(np.float64), stakeholder="patient").to_json())
+    assert served["stakeholder"] == "patient"
+    assert served["decision"] == {**local["decision"], "latency_ms": served["decision"]["latency_ms"]}
+    assert served["text"] == local["text"]
