@@ -61,6 +61,8 @@ def masked_argmin(cost: np.ndarray, mask: np.ndarray, segments: np.ndarray, n_se
     `segments` (n,) gives each row's segment (e.g. which instance of a batch it belongs to).
     Ties go to the lowest index.
     """
+    if len(cost) == 0:
+        return np.full(n_segments, -1, dtype=np.int64)
     cost = np.where(mask, cost, np.inf)
     order = np.lexsort((np.arange(len(cost)), cost, segments))
     first = np.full(n_segments, -1, dtype=np.int64)

@@ -1,0 +1,123 @@
+"""The desired outcome of a counterfactual request: a class, or a probability threshold.
+
+`parse_desired` reads the request string once (before any model call);
+`Goal.resolve` turns it into a per-row `Target` that knows when a row of
+probabilities meets it and by how much (the margin the search refines).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeinfer.errors import ExplainError
+from edgeinfer.schema import FeatureSchema
+
+_THRESHOLD = re.compile(r"^\s*p\s*\(\s*(?P<cls>[^()]+?)\s*\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
+_OPS = ("<", "<=", ">", ">=")
+
+# A candidate must clear the boundary by this much probability to count as reaching it, so that a
+# re-check in a batch of another size (last-bit differences in the backend) gives the same answer.
+MARGIN = 1e-6
+
+
+def accepted_forms(schema: FeatureSchema) -> str:
+    classes = list(schema.classes)
+    return (
+        f"use a class name (one of {', '.join(repr(c) for c in classes)}), "
+        f"or a probability threshold such as \"p({classes[-1]}) < 0.3\" or \"p({classes[0]}) >= 0.7\" "
+        f"(operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the "
+        f"{'favourable' if schema.favourable else 'opposite'} outcome"
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one row must reach: class `index` as the decision (op 'class'), or p(index) op threshold."""
+
+    index: int                 # the class whose probability (or decision) is constrained
+    op: str                    # "class" or one of <, <=, >, >=
+    threshold: float
+    text: str                  # e.g. "class 'benign'" or "p(malignant) < 0.3"
+    target_class: str          # the class the counterfactual should land in (for yNN and reporting)
+    target_index: int
+
+    def margin(self, proba: np.ndarray) -> np.ndarray:
+        """(n,) how far each row of probabilities is past the boundary; met where margin > MARGIN."""
+        p = proba[:, self.index]
+        if self.op == "class":
+            others = np.delete(proba, self.index, axis=1)
+            return p - others.max(axis=1)
+        if self.op in ("<", "<="):
+            return self.threshold - p
+        return p - self.threshold
+
+    def met(self, proba: np.ndarray) -> np.ndarray:
+        return self.margin(proba) > MARGIN
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The parsed request: None (default), a class index, or a threshold on a class's probability."""
+
+    kind: str                  # "default" | "class" | "threshold"
+    index: int = -1
+    op: str = ""
+    threshold: float = 0.0
+
+    def needs_probabilities(self, n_classes: int) -> bool:
+        """Whether resolving the target needs the row's probabilities (the most probable other class)."""
+        return n_classes > 2 and (self.kind == "default" or (self.kind == "threshold" and self.op in ("<", "<=")))
+
+    def resolve(self, schema: FeatureSchema, label: int, proba: np.ndarray | None) -> Target:
+        """The target for one row with current `label` (and probabilities, when known)."""
+        classes = schema.classes
+        if self.kind == "class":
+            name = classes[self.index]
+            return Target(self.index, "class", 0.0, f"class '{name}'", name, self.index)
+        if self.kind == "threshold":
+            name = classes[self.index]
+            text = f"p({name}) {self.op} {self.threshold:g}"
+            if self.op in (">", ">="):
+                return Target(self.index, self.op, self.threshold, text, name, self.index)
+            other = _most_probable_other(self.index, proba, len(classes))
+            return Target(self.index, self.op, self.threshold, text, classes[other], other)
+        fav = schema.favourable
+        if fav is not None and classes.index(fav) != label:
+            c = classes.index(fav)
+        else:
+            c = _most_probable_other(label, proba, len(classes))
+        return Target(c, "class", 0.0, f"class '{classes[c]}'", classes[c], c)
+
+
+def _most_probable_other(index: int, proba: np.ndarray | None, n_classes: int) -> int:
+    if n_classes == 2 or proba is None:
+        return 1 - index if n_classes == 2 else (index + 1) % n_classes
+    p = np.array(proba, dtype=np.float64)
+    p[index] = -np.inf
+    return int(np.argmax(p))
+
+
+def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
+    """Read the desired outcome; ExplainError with the accepted forms when it cannot be read."""
+    if desired is None:
+        return Goal("default")
+    if not isinstance(desired, str):
+        raise ExplainError(f"desired outcome must be a string, got {type(desired).__name__}; {accepted_forms(schema)}")
+    text = desired.strip()
+    if text in schema.classes:
+        return Goal("class", schema.classes.index(text))
+    match = _THRESHOLD.match(text)
+    if match is None:
+        raise ExplainError(f"desired outcome {desired!r} is not understood; {accepted_forms(schema)}")
+    name = match["cls"].strip().strip("'\"")
+    if name not in schema.classes:
+        raise ExplainError(
+            f"desired outcome {desired!r} names unknown class {name!r}; classes are {list(schema.classes)}"
+        )
+    value = float(match["value"])
+    if not 0.0 <= value <= 1.0:
+        raise ExplainError(f"desired outcome {desired!r}: a probability threshold must lie in [0, 1], got {value:g}")
+    return Goal("threshold", schema.classes.index(name), match["op"], value)

@@ -1,0 +1,380 @@
+"""Counterfactual engine: exact answers on a linear model, constraint properties, real int8 data, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgeinfer.decision import Decision
+from edgeinfer.errors import ExplainError
+from edgeinfer.explain.counterfactual import find_counterfactuals
+from edgeinfer.explain.desired import MARGIN, parse_desired
+from edgeinfer.explain.explanation import Explanation, ModelInfo
+from edgeinfer.explain.kernels import get_kernels
+from edgeinfer.reference import Reference
+from edgeinfer.schema import Feature, FeatureSchema
+
+# The bisection brackets the boundary to (REFINE + 1) ** -LEVELS of a grid step; on the linear fixtures
+# below that is well under 1 % of a MAD, so the answer must sit within this share of a MAD past the boundary.
+TOL_MAD = 0.01
+
+
+def _linear_schema(n: int = 4, **overrides) -> FeatureSchema:
+    features = []
+    for j in range(n):
+        kw = dict(name=f"x{j}", low=-5.0, high=5.0, unit="u")
+        kw.update(overrides.get(f"x{j}", {}))
+        features.append(Feature(**kw))
+    return FeatureSchema(features=tuple(features), classes=("low", "high"), favourable="low")
+
+
+def _closed_form(session, w, b, x, allowed, logit_target=0.0):
+    """The minimal-L1 (MAD-scaled) counterfactual of a linear logit: one feature, the largest |w_i| mad_i."""
+    mad = session.reference.mad
+    z = float(x @ w + b)
+    score = np.where(allowed, np.abs(w) * mad, -np.inf)
+    j = int(np.argmax(score))
+    return j, x[j] + (logit_target - z) / w[j]
+
+
+def _target_margin(schema, cf_set, proba):
+    """The engine's own notion of 'reaches the target', computed independently from the result's text."""
+    target = cf_set.target
+    if target.startswith("class"):
+        c = schema.classes.index(cf_set.target_class)
+        others = np.delete(proba, c, axis=1).max(axis=1)
+        return proba[:, c] - others
+    name, op, value = target[2:].replace(")", "").split()
+    p = proba[:, schema.classes.index(name)]
+    return float(value) - p if op.startswith("<") else p - float(value)
+
+
+# ----- exact: a linear logistic model exported as a real bundle -----------------------------------
+
+
+@pytest.fixture
+def linear(linear_session):
+    w = np.array([0.8, -1.5, 0.3, 1.1])
+    b = 0.4
+    session = linear_session(w, b, _linear_schema())
+    return session, w, b
+
+
+def test_linear_minimal_counterfactual_is_the_closed_form(linear):
+    session, w, b = linear
+    X = np.array([[1.0, -1.0, 0.5, 0.5], [2.0, 0.5, -1.0, 1.0], [-1.0, -2.0, 0.0, 0.0]])
+    assert (X @ w + b > 0).all()  # all decided 'high'; the favourable class is 'low'
+    results = find_counterfactuals(session, X)
+    mad = session.reference.mad
+    for x, res in zip(X, results):
+        assert res.found and res.target == "class 'low'" and res.complete
+        (cf,) = res.items
+        j, exact = _closed_form(session, w, b, x, np.ones(4, bool))
+        assert [c.feature for c in cf.changes] == [f"x{j}"]
+        moved = cf.changes[0].to_value
+        # on the valid side of the boundary, and within TOL_MAD of it
+        assert (moved - exact) * np.sign(-w[j]) >= -1e-6
+        assert abs(moved - exact) <= TOL_MAD * mad[j]
+        assert cf.distance == pytest.approx(abs(moved - x[j]) / mad[j])
+        assert cf.valid and cf.class_name == "low" and cf.sparsity == 1
+
+
+def test_linear_respects_immutables_and_threshold(linear_session):
+    w = np.array([0.8, -1.5, 0.3, 1.1])
+    b = 0.4
+    schema = _linear_schema(x1={"mutable": False})
+    session = linear_session(w, b, schema)
+    x = np.array([1.0, -1.0, 0.5, 0.5])
+    mad = session.reference.mad
+    allowed = np.array([True, False, True, True])
+    # p(low) >= 0.7  <=>  logit(high) <= log(0.3 / 0.7)
+    (res,) = find_counterfactuals(session, x[None], desired="p(low) >= 0.7")
+    j, exact = _closed_form(session, w, b, x, allowed, logit_target=math.log(0.3 / 0.7))
+    assert res.found and res.target == "p(low) >= 0.7"
+    cf = res.items[0]
+    assert [c.feature for c in cf.changes] == [f"x{j}"] and j != 1
+    assert abs(cf.changes[0].to_value - exact) <= TOL_MAD * mad[j]
+    assert cf.probabilities[0] >= 0.7
+
+
+def test_features_to_vary_and_permitted_range_pick_the_next_best(linear):
+    session, w, b = linear
+    x = np.array([1.0, -1.0, 0.5, 0.5])
+    mad = session.reference.mad
+    (res,) = find_counterfactuals(session, x[None], features_to_vary=["x0", "x2"])
+    j, exact = _closed_form(session, w, b, x, np.array([True, False, True, False]))
+    assert [c.feature for c in res.items[0].changes] == [f"x{j}"]
+    assert abs(res.items[0].changes[0].to_value - exact) <= TOL_MAD * mad[j]
+    # x0 may only go down to 0.9 and x2 is out: only x1 and x3 can do it, each alone
+    (res,) = find_counterfactuals(session, x[None], permitted_range={"x0": (0.9, 7)}, features_to_vary=["x0", "x1", "x3"])
+    for cf in res:
+        assert all(c.feature != "x2" for c in cf.changes)
+        for c in cf.changes:
+            if c.feature == "x0":
+                assert 0.9 <= c.to_value <= 5.0
+
+
+def test_unreachable_outcome_names_the_binding_constraint(linear_session):
+    w = np.array([3.0, 0.0, 0.0, 0.0])
+    schema = _linear_schema(x0={"mutable": False})
+    session = linear_session(w, 0.0, schema)
+    (res,) = find_counterfactuals(session, np.array([[2.0, 0.0, 0.0, 0.0]]))
+    assert not res.found and res.items == ()
+    assert res.binding == ("immutable features (x0)",)
+    assert res.reason == (
+        "no counterfactual within the constraints reaches class 'low'; relaxing immutable features (x0) would reach it"
+    )
+    # a monotone direction that points the wrong way binds too
+    schema = _linear_schema(x0={"monotone": "increase"})
+    session = linear_session(w, 0.0, schema)
+    (res,) = find_counterfactuals(session, np.array([[2.0, 0.0, 0.0, 0.0]]))
+    assert not res.found and res.binding == ("monotone directions (x0: increase only)",)
+
+
+def test_already_met_and_k_diverse(linear):
+    session, w, b = linear
+    x = np.array([[1.0, -1.0, 0.5, 0.5]])
+    (res,) = find_counterfactuals(session, x, desired="high")
+    assert not res.found and res.reason == "the decision already meets class 'high'; nothing needs to change"
+    (res,) = find_counterfactuals(session, x, k=3)
+    sets = [frozenset(c.feature for c in cf.changes) for cf in res]
+    assert len(res) == 3 and len(set(sets)) == 3
+    assert [cf.distance for cf in res] == sorted(cf.distance for cf in res)
+
+
+def test_calls_per_request_are_few_and_batched(linear):
+    session, w, b = linear
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-3, 3, size=(40, 4))
+    before = session.backend_calls
+    results = find_counterfactuals(session, X)
+    made = session.backend_calls - before
+    assert made <= 8
+    assert all(r.backend_calls <= made for r in results)
+    assert sum(r.rows_evaluated for r in results) > 40 * made  # many candidates per call, not one
+
+
+# ----- errors ----------------------------------------------------------------------------------
+
+
+def test_bad_desired_strings(linear):
+    session, _, _ = linear
+    x = np.zeros((1, 4))
+    forms = ("use a class name (one of 'low', 'high'), or a probability threshold such as \"p(high) < 0.3\" or "
+             "\"p(low) >= 0.7\" (operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the favourable outcome")
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, desired="risk below 0.3")
+    assert str(err.value) == f"desired outcome 'risk below 0.3' is not understood; {forms}"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, desired="p(medium) < 0.3")
+    assert str(err.value) == "desired outcome 'p(medium) < 0.3' names unknown class 'medium'; classes are ['low', 'high']"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, desired="p(low) > 1.5")
+    assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"
+
+
+def test_bad_feature_names_and_ranges(linear_session):
+    session = linear_session(np.ones(4), 0.0, _linear_schema(x3={"mutable": False}))
+    x = np.zeros((1, 4))
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, features_to_vary=["x11"])
+    assert str(err.value) == "features_to_vary: unknown feature 'x11'; did you mean 'x1'?"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"radius": (0, 1)})
+    assert str(err.value) == "permitted_range: unknown feature 'radius'; known features: x0, x1, x2, x3"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"x1": (6, 9)})
+    assert str(err.value) == (
+        "permitted_range for 'x1' [6, 9] does not overlap the schema's range [-5, 5] u; give a range that overlaps it"
+    )
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, features_to_vary=["x3"])
+    assert str(err.value) == (
+        "features_to_vary: feature 'x3' is immutable in the schema and never changes; remove it from features_to_vary"
+    )
+
+
+def test_time_budget_returns_best_so_far(linear):
+    session, _, _ = linear
+    X = np.random.default_rng(2).uniform(1, 3, size=(10, 4))
+    results = find_counterfactuals(session, X, time_budget_ms=1e-9)
+    assert all(not r.complete for r in results)
+    assert all(cf.valid for r in results for cf in r)
+
+
+# ----- properties over random schemas and instances (a small numpy MLP as the model) ------------
+
+
+class _NumpyMLP:
+    """A deterministic random two-layer network: enough non-linearity to exercise the search."""
+
+    def __init__(self, schema: FeatureSchema, seed: int):
+        rng = np.random.default_rng(seed)
+        F = len(schema)
+        self.schema = schema
+        self.W1 = rng.normal(size=(F, 8))
+        self.b1 = rng.normal(size=8)
+        self.W2 = rng.normal(size=(8, len(schema.classes)))
+        lows, highs = schema.lows, schema.highs
+        X = rng.uniform(lows, highs, size=(300, F))
+        for j, f in enumerate(schema.features):
+            if f.kind == "integer":
+                X[:, j] = np.round(X[:, j])
+            elif f.kind == "categorical":
+                X[:, j] = rng.choice(f.codes, size=len(X))
+        self.scale = 1.0 / np.maximum(highs - lows, 1e-9)
+        self.lows = lows
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+        self.calls = 0
+
+    def predict_proba(self, X):
+        h = np.tanh(((X - self.lows) * self.scale * 4 - 2) @ self.W1 + self.b1)
+        z = h @ self.W2 * 3
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+@st.composite
+def _schemas(draw):
+    n = draw(st.integers(2, 6))
+    features = []
+    for j in range(n):
+        kind = draw(st.sampled_from(["continuous", "continuous", "integer", "categorical"]))
+        flags = dict(mutable=draw(st.booleans()) or j == 0, monotone=draw(st.sampled_from(["any", "any", "increase", "decrease"])),
+                     protected=draw(st.integers(0, 5)) == 0)
+        if kind == "categorical":
+            codes = tuple(float(c) for c in sorted(draw(st.sets(st.integers(0, 9), min_size=2, max_size=4))))
+            features.append(Feature(f"f{j}", kind=kind, categories=tuple(f"c{int(c)}" for c in codes), codes=codes, **flags))
+        else:
+            low = draw(st.integers(-20, 10))
+            high = low + draw(st.integers(2, 30))
+            features.append(Feature(f"f{j}", kind=kind, low=float(low), high=float(high), **flags))
+    classes = ("a", "b", "c")[: draw(st.integers(2, 3))]
+    return FeatureSchema(features=tuple(features), classes=classes, favourable=draw(st.sampled_from([None, "a"])))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=_schemas(), seed=st.integers(0, 10_000), k=st.integers(1, 3), narrow=st.booleans(),
+       desired_kind=st.sampled_from(["default", "class", "threshold"]))
+def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, desired_kind):
+    model = _NumpyMLP(schema, seed)
+    rng = np.random.default_rng(seed + 1)
+    X = model.reference.X[rng.choice(len(model.reference.X), 4, replace=False)]
+    permitted = {}
+    if narrow:
+        f = schema.features[0]
+        if f.kind != "categorical":
+            mid = (f.low + f.high) / 2
+            permitted[f.name] = (mid - 1, f.high + 5)   # sticks out of the schema range: intersected
+    desired = {"default": None, "class": schema.classes[-1], "threshold": f"p({schema.classes[0]}) < 0.4"}[desired_kind]
+    results = find_counterfactuals(model, X, desired=desired, k=k, permitted_range=permitted,
+                                   kernels=get_kernels("numpy"))
+    assert len(results) == len(X)
+    lows, highs = schema.lows.copy(), schema.highs.copy()
+    for name, (lo, hi) in permitted.items():
+        j = schema.index(name)
+        lows[j], highs[j] = max(lo, lows[j]), min(hi, highs[j])
+    for x, res in zip(X, results):
+        assert res.found == bool(res.items)
+        if not res.found:
+            assert res.reason
+        for cf in res:
+            v = np.array(cf.values)
+            changed = v != x
+            assert {c.feature for c in cf.changes} == {schema.features[j].name for j in np.flatnonzero(changed)}
+            for j, f in enumerate(schema.features):
+                if not changed[j]:
+                    continue
+                assert f.mutable and not f.protected
+                assert lows[j] <= v[j] <= highs[j]
+                if f.monotone == "increase":
+                    assert v[j] > x[j]
+                if f.monotone == "decrease":
+                    assert v[j] < x[j]
+                if f.kind == "integer":
+                    assert v[j] == round(v[j])
+                if f.kind == "categorical":
+                    assert v[j] in f.codes
+            proba = model.predict_proba(v[None])
+            assert cf.valid and _target_margin(schema, res, proba)[0] > 0
+            assert np.allclose(cf.probabilities, proba[0])
+            assert cf.distance == pytest.approx(np.abs((v - x) / model.reference.mad).sum())
+            assert 0.0 <= cf.plausibility <= 1.0
+        # the result travels inside an Explanation and comes back equal
+        p0 = model.predict_proba(x[None])[0]
+        label = int(np.argmax(p0))
+        expl = Explanation(
+            decision=Decision(label, schema.classes[label], tuple(p0), schema.classes, 0.1),
+            instance=schema.row_dict(x),
+            model=ModelInfo("mlp", "0" * 64, "fp32", "test", "numpy", "tests"),
+            counterfactuals=res,
+        )
+        assert Explanation.from_json(expl.to_json()) == expl
+
+
+# ----- real: the breast-cancer MLP exported int8 ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bc_results(bc_session, breast_cancer):
+    X = breast_cancer.X_test[:40]
+    return X, find_counterfactuals(bc_session, X)
+
+
+def test_breast_cancer_int8_counterfactuals_found_and_valid(bc_session, bc_results):
+    X, results = bc_results
+    found = [r for r in results if r.found]
+    assert len(found) >= 0.9 * len(results)
+    for x, res in zip(X, results):
+        if not res.found:
+            assert res.reason
+            continue
+        cf = res.items[0]
+        proba = bc_session.predict_proba(np.array([cf.values]))
+        assert cf.valid and _target_margin(bc_session.schema, res, proba)[0] > 0
+        assert cf.class_name == res.target_class
+        assert bc_session.schema.check_rows(np.array([cf.values])) == {}
+
+
+def test_breast_cancer_no_redundant_change(bc_session, bc_results):
+    """Reverting any single changed feature of a returned counterfactual must break its validity."""
+    X, results = bc_results
+    schema = bc_session.schema
+    checked = 0
+    for x, res in zip(X, results):
+        for cf in res:
+            v = np.array(cf.values)
+            reverts = []
+            for c in cf.changes:
+                r = v.copy()
+                j = schema.index(c.feature)
+                r[j] = x[j]
+                reverts.append(r)
+            margin = _target_margin(schema, res, bc_session.predict_proba(np.array(reverts)))
+            assert (margin <= MARGIN).all()
+            checked += 1
+    assert checked >= 30
+
+
+def test_breast_cancer_calls_per_request(bc_session, breast_cancer):
+    X = breast_cancer.X_test[40:60]
+    labels = bc_session.predict_proba(X).argmax(axis=1)
+    for batch in (X, X[:1]):
+        before = bc_session.backend_calls
+        results = find_counterfactuals(bc_session, batch, labels=labels[: len(batch)], k=2)
+        assert bc_session.backend_calls - before <= 8
+        for r in results:
+            sets = [frozenset(c.feature for c in cf.changes) for cf in r]
+            assert len(sets) == len(set(sets))
+
+
+def test_parse_desired_forms():
+    schema = _linear_schema()
+    assert parse_desired(None, schema).kind == "default"
+    assert parse_desired("high", schema).index == 1
+    goal = parse_desired(" p( low ) <= 0.25 ", schema)
+    assert (goal.kind, goal.index, goal.op, goal.threshold) == ("threshold", 0, "<=", 0.25)
