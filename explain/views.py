@@ -60,9 +60,11 @@ PIECES: dict[str, frozenset[str]] = {
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
     "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
     "no_actionable": _COMMON | _TARGET,
+    "already_favourable": _COMMON,
     "counterfactual_incomplete": _COMMON,
     "bias_ok": _COMMON | _BIAS,
     "bias_depends": _COMMON | _BIAS,
+    "bias_none": _COMMON | {"verdict"},
     "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
                        "result"},
     "proxy": _COMMON | {"protected", "feature", "association", "measure"},
@@ -123,6 +125,7 @@ class ViewSettings:
     probability: str = "decimal"            # what {probability} shows: decimal, percent or words
     probability_digits: int = 3
     actionable_only: bool = False           # show only counterfactuals that change mutable, non-protected features
+    favourable_only: bool = False           # show only counterfactuals toward the schema's favourable class
     drivers_exclude_protected: bool = False
     change_lines: bool = False              # each change of a counterfactual on its own line
     bullet: str = "- "                      # prefix of list lines
@@ -479,6 +482,10 @@ class _View:
         cfs = self.e.counterfactuals
         if cfs is None:
             return None
+        favourable = self.schema.favourable
+        if self.s.favourable_only and favourable is not None and cfs.target_class != favourable:
+            # Never tell this reader how to reach a worse outcome (their decision is already the good one).
+            return [self.fill("already_favourable")] if self.has("already_favourable") else []
         target = {"target": cfs.target, "target_outcome": self.outcome(cfs.target_class)}
         if not cfs.found or not cfs.items:
             binding = self.join([self.words_for(b) for b in cfs.binding])
@@ -529,6 +536,8 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
+        if not b.flips:   # no protected feature to flip
+            return [self.fill("bias_none", verdict=b.verdict)] if self.has("bias_none") else []
         flipped = sorted({f.feature for f in b.flips if f.flipped}, key=self._order)
         protected = sorted({f.feature for f in b.flips} | set(self.schema.protected), key=self._order)
         deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
@@ -632,6 +641,8 @@ def _percent(p: float | None) -> str:
 def _figure(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:.3g}"
     return _number(value, 4)
 
 

@@ -100,8 +100,9 @@ def _counterfactuals(schema: FeatureSchema, x: dict[str, float], *, changes) -> 
 
 def _bias(depends: bool) -> BiasExplanation:
     flips = (
-        FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.78 if not depends else 0.31, -0.03 if not depends else -0.5,
-                 depends),
+        # class_name: the decision after the flip; probability: of the original decision's class.
+        FlipTest("sex", 2.0, 1.0, (), "lower progression" if depends else "higher progression",
+                 0.31 if depends else 0.78, -0.5 if depends else -0.03, depends),
         FlipTest("sex", 2.0, 1.0, ("s3",), "higher progression", 0.76, -0.05, False),
         FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False),
     )
@@ -229,10 +230,10 @@ def test_patient_drivers_leave_out_protected_features(schema):
 
 def test_auditor_has_flip_tests_proxies_share_provenance_fidelity(schema):
     text = views.render(_explanation(schema, bias_depends=True, fidelity=FIDELITY), schema, stakeholder="auditor")
-    assert ("- sex (source coding 1/2) sex 2 → sex 1, proxies moved: none: p(higher progression) = 0.310 "
-            "(Δ -0.500), DECISION FLIPS") in text
+    assert ("- sex (source coding 1/2) sex 2 → sex 1, proxies moved: none: decision lower progression, "
+            "p(higher progression) = 0.310 (Δ -0.500), DECISION FLIPS") in text
     assert ("- sex (source coding 1/2) sex 2 → sex 1, proxies moved: high-density lipoproteins (HDL): "
-            "p(higher progression) = 0.760 (Δ -0.050), decision kept") in text
+            "decision higher progression, p(higher progression) = 0.760 (Δ -0.050), decision kept") in text
     assert "- age 59 years → 30 years, proxies moved: none" in text
     assert "DEPENDS ON A PROTECTED ATTRIBUTE: the decision flips if sex were sex 1." in text
     assert "- high-density lipoproteins (HDL) ~ sex (source coding 1/2): correlation ratio (eta) = 0.41" in text
@@ -264,6 +265,43 @@ def test_missing_parts_render_without_error(schema, stakeholder):
         assert "Bias check: not computed." in text
     if stakeholder == "patient":
         assert text == "The result is: higher progression. The tool is very sure about this (81%)."
+
+
+def test_patient_is_never_shown_the_way_to_a_worse_outcome(schema):
+    # The decision is the favourable one; the search's counterfactual leads to the unfavourable class.
+    expl = _explanation(schema, p=0.2, cf_changes=((("bmi", 36.0),),))
+    cfs = dataclasses.replace(expl.counterfactuals, target="class 'higher progression'",
+                              target_class="higher progression")
+    expl = dataclasses.replace(expl, counterfactuals=cfs)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert "This is the result we hoped for." in patient
+    assert "Raise" not in patient and "36" not in patient
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "1. body mass index 32.1 kg/m² → 36 kg/m² → higher progression" in clinician
+
+
+def test_bias_section_when_the_schema_declares_no_protected_feature(schema):
+    none = BiasExplanation((), (), None, False, "no protected features are declared in the schema, so there is no "
+                                                "flip to test")
+    expl = dataclasses.replace(_explanation(schema), bias=none)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert "We checked" not in patient and "none" not in patient
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "Bias check:\nno protected features are declared in the schema, so there is no flip to test." in clinician
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert "Proxies (association with a protected feature in the reference data):\nNo proxies above" in auditor
+    assert "Attribution share:" not in auditor
+
+
+def test_timings_section_and_small_fidelity_figures(tmp_path, schema):
+    path = tmp_path / "ops.toml"
+    path.write_text('[view]\nsections = ["timings", "fidelity"]\n[text]\ntiming = "{part}: {ms} ms"\n'
+                    'fidelity_item = "{name} = {value}"\n')
+    views.register_stakeholder(path)
+    expl = _explanation(schema, fidelity={"parity": {"max_abs": 1.192e-07}, "agreement": 0.99631, "gate": "passed"})
+    text = views.render(expl, schema, stakeholder="ops")
+    assert text == ("- predict: 0.40 ms\n- counterfactuals: 3.10 ms\n- bias: 0.60 ms\n- attributions: 1.20 ms\n\n"
+                    "- parity.max_abs = 1.19e-07\n- agreement = 0.9963\n- gate = passed")
 
 
 def test_counterfactual_not_found_gives_the_reason(schema):
