@@ -23,6 +23,7 @@ from edgeinfer.errors import (
 )
 from edgeinfer.profiles import DeviceProfile, get_device, list_devices
 from edgeinfer.reference import Reference
+from edgeinfer.reporting import report
 from edgeinfer.schema import Feature, FeatureSchema
 from edgeinfer.session import Session, load
 
@@ -52,4 +53,5 @@ __all__ = [
     "list_devices",
     "load",
     "read_bundle",
+    "report",
 ]

@@ -1,0 +1,149 @@
+"""The report's charts as inline SVG: matplotlib (Agg), greyscale-safe, colour-blind-safe, with alt text.
+
+Colours come from the Okabe–Ito palette; every series also differs by hatching or
+marker shape so a greyscale print keeps them apart. Each chart is returned as an
+`<svg role="img">` string whose `<title>` and `aria-label` carry the alt text, with
+ids prefixed so several charts can share one page. Text stays text
+(`svg.fonttype = none`), so a PDF made from the page keeps it searchable.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from html import escape
+from typing import Sequence
+
+from edgeinfer.errors import require
+
+# Okabe & Ito (2008), "Color Universal Design".
+OKABE_ITO = {
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "black": "#000000",
+}
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One driver: its label (name and value with unit) and its signed contribution."""
+
+    label: str
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Point:
+    """One window on the timeline."""
+
+    x: float
+    risk: float
+    alert: bool = False
+    explained: bool = False
+
+
+def _pyplot():
+    matplotlib = require("matplotlib", extra="report", purpose="drawing report charts")
+    matplotlib.use("Agg", force=True)
+    return require("matplotlib.pyplot", extra="report", purpose="drawing report charts")
+
+
+_RC = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "edgeinfer-report",
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "hatch.linewidth": 0.8,
+}
+
+
+def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: str, key: str) -> str:
+    """Horizontal bars: contributions to `quantity`; raising (orange, hatched) vs lowering (blue, dotted)."""
+    plt = _pyplot()
+    with plt.rc_context(_RC):
+        height = 0.9 + 0.42 * max(len(bars), 1)
+        fig, ax = plt.subplots(figsize=(6.8, height))
+        labels = [b.label for b in bars][::-1]
+        values = [b.contribution for b in bars][::-1]
+        colours = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in values]
+        hatches = ["///" if v > 0 else "..." for v in values]
+        rects = ax.barh(range(len(values)), values, color=colours, edgecolor="black", linewidth=0.6)
+        for rect, hatch in zip(rects, hatches):
+            rect.set_hatch(hatch)
+        ax.set_yticks(range(len(values)), labels)
+        ax.axvline(0, color="black", linewidth=0.8)
+        span = max([abs(v) for v in values] + [1e-9])
+        ax.set_xlim(-span * 1.35, span * 1.35)
+        for i, v in enumerate(values):
+            ax.text(v + (span * 0.03 if v >= 0 else -span * 0.03), i, f"{v:+.3f}", va="center",
+                    ha="left" if v >= 0 else "right", fontsize=8)
+        ax.set_xlabel(f"change in {quantity} ({unit_note})")
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[
+            Patch(facecolor=OKABE_ITO["vermillion"], edgecolor="black", hatch="///", label="raises it"),
+            Patch(facecolor=OKABE_ITO["blue"], edgecolor="black", hatch="...", label="lowers it"),
+        ], loc="lower right", fontsize=8, frameon=False)
+        fig.tight_layout()
+        return _to_svg(fig, alt=alt, key=key)
+
+
+def timeline_chart(points: Sequence[Point], *, quantity: str, threshold: float | None, xlabel: str,
+                   alt: str, key: str) -> str:
+    """Risk per window as a line; alerts as vermillion triangles, explained windows as open black circles."""
+    plt = _pyplot()
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(6.8, 2.8))
+        xs = [p.x for p in points]
+        ys = [p.risk for p in points]
+        ax.plot(xs, ys, color=OKABE_ITO["blue"], linewidth=1.4, marker=".", markersize=4, label=quantity)
+        if threshold is not None:
+            ax.axhline(threshold, color="black", linestyle="--", linewidth=0.9, label=f"decision threshold {threshold:g}")
+        alerts = [p for p in points if p.alert]
+        if alerts:
+            ax.scatter([p.x for p in alerts], [p.risk for p in alerts], marker="^", s=60, zorder=3,
+                       color=OKABE_ITO["vermillion"], edgecolor="black", linewidths=0.6, label="alert")
+        explained = [p for p in points if p.explained]
+        if explained:
+            ax.scatter([p.x for p in explained], [p.risk for p in explained], marker="o", s=90, zorder=4,
+                       facecolors="none", edgecolors="black", linewidths=1.2, label="explained window")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(f"{quantity}\n(probability, 0–1)")
+        ax.set_xlabel(xlabel)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=4, fontsize=8, frameon=False)
+        fig.tight_layout()
+        return _to_svg(fig, alt=alt, key=key)
+
+
+_ID = re.compile(r'\bid="([^"]+)"')
+
+
+def _to_svg(fig, *, alt: str, key: str) -> str:
+    plt = _pyplot()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    plt.close(fig)
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG lives inside HTML
+    for old in sorted(set(_ID.findall(svg)), key=len, reverse=True):
+        new = f"{key}-{old}"
+        svg = svg.replace(f'id="{old}"', f'id="{new}"').replace(f"#{old})", f"#{new})").replace(f'"#{old}"', f'"#{new}"')
+    title_id = f"{key}-title"
+    svg = svg.replace(
+        "<svg ",
+        f'<svg role="img" aria-labelledby="{title_id}" aria-label="{escape(alt, quote=True)}" class="chart" ',
+        1,
+    )
+    head_end = svg.index(">", svg.index("<svg")) + 1
+    svg = svg[:head_end] + f'<title id="{title_id}">{escape(alt)}</title>' + svg[head_end:]
+    # Fixed pixel sizes from matplotlib become scalable: the CSS sets the width, the viewBox keeps the shape.
+    svg = re.sub(r'(<svg[^>]*?) width="[^"]+" height="[^"]+"', r"\1", svg, count=1)
+    return svg

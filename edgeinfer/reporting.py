@@ -1,0 +1,655 @@
+"""Clinician-facing explanation reports: one self-contained HTML page, or a PDF made from it.
+
+`report(explanations, out=..., bundle=...)` renders explained decisions (Explanation
+objects, their JSON, or `edgeinfer stream` window records) with the bundle's source
+attributes. The page asks for nothing from the network: styles, fonts (system
+stacks) and charts (inline SVG) are all inside it. Section titles and fixed wording
+live in the Jinja template (`templates/report.html.j2`), so an institution can adapt
+them without code (`template=` / `--template`). The decision wording itself comes
+from the clinician view (`edgeinfer.explain.views`).
+
+Risk uncertainty, as stated in the report: the deployed model's probability with
+the band given by the quantization fidelity recorded at export (the largest
+difference between the deployed and the float model's probabilities on held-out
+data), and the margin to the decision threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import click
+
+from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
+
+FORMATS = (".html", ".pdf")
+MAX_CASES = 25          # explained decisions shown in full; the rest are counted
+TOP_DRIVERS = 8
+TEMPLATE = "report.html.j2"
+_PURPOSE = "writing explanation reports"
+
+
+# ----- what the report is made of --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One stream window record: bounds, decision, its explanation (if any) and alerts."""
+
+    index: int
+    start: Any
+    end: Any
+    rows: Any
+    class_name: str
+    probabilities: Mapping[str, float]
+    explanation: Any = None              # Explanation | None
+    alerts: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A row that `edgeinfer explain` refused; the report counts and lists it."""
+
+    row: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Explained decisions, stream windows and refused rows, in input order."""
+
+    explanations: tuple[Any, ...] = ()
+    windows: tuple[Window, ...] = ()
+    refused: tuple[Refused, ...] = ()
+    rows: tuple[Any, ...] = field(default=())   # the "row" key beside each explanation, when given
+
+
+def load_records(path: str | Path) -> list[Mapping[str, Any]]:
+    """Read a JSONL file of Explanation JSON or stream window records; blank lines are skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"explanations file {path} not found; give the JSONL written by `edgeinfer explain` "
+                         "or `edgeinfer stream`") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"explanations file {path} is unreadable ({err})") from err
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path} line {number}: not JSON ({err.msg}); expected one JSON object per line") from err
+    if not records:
+        raise InputError(f"{path} holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer stream`")
+    return records
+
+
+def collect(items: Iterable[Any]) -> Inputs:
+    """Sort explanations, explanation JSON, stream window records and refused rows apart."""
+    from edgeinfer.explain.explanation import Explanation
+
+    if isinstance(items, (Explanation, Mapping)):
+        items = [items]
+    explanations, rows, windows, refused = [], [], [], []
+    for n, item in enumerate(items, start=1):
+        if isinstance(item, Explanation):
+            explanations.append(item)
+            rows.append(None)
+        elif isinstance(item, Mapping) and "window" in item:
+            windows.append(_window(item, n))
+        elif isinstance(item, Mapping) and "schema_version" in item:
+            body = {k: v for k, v in item.items() if k != "row"}
+            explanations.append(Explanation.from_dict(body))
+            rows.append(item.get("row"))
+        elif isinstance(item, Mapping) and "error" in item:
+            refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
+        else:
+            got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
+            raise InputError(
+                f"record {n}: expected an Explanation, its JSON (with 'schema_version'), or a stream window record "
+                f"(with 'window' and 'decision'); got {got}"
+            )
+    if not explanations and not windows:
+        raise InputError("nothing to report: no explanations and no stream windows were given")
+    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows))
+
+
+def _window(record: Mapping[str, Any], n: int) -> Window:
+    from edgeinfer.explain.explanation import Explanation
+
+    window, decision = record.get("window"), record.get("decision")
+    if not isinstance(window, Mapping) or not isinstance(decision, Mapping):
+        raise InputError(f"record {n}: a stream window record needs 'window' and 'decision' objects")
+    probabilities = decision.get("probabilities")
+    if isinstance(probabilities, Sequence) and not isinstance(probabilities, str):
+        probabilities = dict(zip(decision.get("classes", ()), probabilities))
+    if not isinstance(probabilities, Mapping) or "class_name" not in decision:
+        raise InputError(f"record {n}: decision needs 'class_name' and 'probabilities' (class name -> probability)")
+    explanation = record.get("explanation")
+    if isinstance(explanation, Mapping):
+        explanation = Explanation.from_dict(explanation)
+    elif explanation is not None and not isinstance(explanation, Explanation):
+        raise InputError(f"record {n}: 'explanation' must be an Explanation object or null")
+    return Window(
+        index=int(window.get("index", n - 1)),
+        start=window.get("start"),
+        end=window.get("end"),
+        rows=window.get("rows"),
+        class_name=str(decision["class_name"]),
+        probabilities={str(k): float(v) for k, v in probabilities.items()},
+        explanation=explanation,
+        alerts=tuple(record.get("alerts") or ()),
+    )
+
+
+# ----- the public function ------------------------------------------------------------
+
+
+def report(
+    explanations: Any,
+    *,
+    out: str | Path,
+    bundle: Any = None,
+    title: str | None = None,
+    template: str | Path | None = None,
+) -> Path:
+    """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf)."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. -o report.html or -o report.pdf")
+    inputs = collect(explanations)
+    if bundle is not None and not hasattr(bundle, "manifest"):
+        from edgeinfer.bundle import read_bundle
+
+        bundle = read_bundle(bundle)
+    html = render_html(inputs, bundle=bundle, title=title, template=template)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".html":
+        out.write_text(html, encoding="utf-8")
+    else:
+        weasyprint = require("weasyprint", extra="report", purpose="writing PDF reports")
+        weasyprint.HTML(string=html, url_fetcher=_refuse_fetch).write_pdf(str(out))
+    return out
+
+
+def _refuse_fetch(url: str, *args, **kwargs):
+    """The report is self-contained: any fetch is a bug, refused rather than sent to the network."""
+    raise EdgeInferError(f"the report tried to fetch {url!r}; reports must be self-contained")
+
+
+def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, template: str | Path | None = None) -> str:
+    """The report as one HTML string."""
+    jinja2 = require("jinja2", extra="report", purpose=_PURPOSE)
+    context = build_context(inputs, bundle=bundle, title=title)
+    templates = Path(__file__).parent / "templates"
+    search = [str(templates)]
+    name = TEMPLATE
+    if template is not None:
+        template = Path(template)
+        if not template.is_file():
+            raise InputError(f"report template {template} not found; copy {templates / TEMPLATE} and edit it")
+        search.insert(0, str(template.parent))
+        name = template.name
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _fmt
+    env.filters["prob"] = lambda v: "not recorded" if v is None else f"{v:.3f}"
+    env.filters["pct"] = lambda v: "not recorded" if v is None else f"{100 * v:.1f} %"
+    return env.get_template(name).render(**context)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def generated_at() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ----- the CLI command -------------------------------------------------------------
+
+
+@click.command("report")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("explanations", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, help="report.html (self-contained) or report.pdf.")
+@click.option("--title", default=None, help="Report title (default: from the model's name).")
+@click.option("--template", type=click.Path(dir_okay=False), default=None,
+              help="Your own copy of report.html.j2 (section titles and wording).")
+def report_command(bundle: str, explanations: str, out: str, title: str | None, template: str | None) -> None:
+    """Write a clinician report from EXPLANATIONS.jsonl (`edgeinfer explain` or `edgeinfer stream` output)."""
+    if Path(out).suffix.lower() not in FORMATS:
+        raise UsageError(f"report output must end in .html or .pdf, got '{Path(out).name}'; e.g. -o report.html or -o report.pdf")
+    path = report(load_records(explanations), out=out, bundle=bundle, title=title, template=template)
+    click.echo(str(path))
+
+
+# ----- from inputs to what the template shows ---------------------------------------
+
+
+@dataclass(frozen=True)
+class RiskSpec:
+    """Which number the report calls 'risk', and the threshold that decides."""
+
+    label: str
+    risk_class: str | None          # None: the probability of the decided class
+    complement: bool = False        # True: 1 - p(risk_class), for "anything but the favourable outcome"
+    threshold: float | None = None
+
+    def value(self, probabilities: Mapping[str, float], decided: str) -> float:
+        if self.risk_class is None:
+            return float(probabilities[decided])
+        p = float(probabilities[self.risk_class])
+        return 1.0 - p if self.complement else p
+
+
+def risk_spec(classes: Sequence[str], favourable: str | None) -> RiskSpec:
+    """Two classes: the probability of the unfavourable one (threshold 0.5); more: 1 - p(favourable)."""
+    classes = list(classes)
+    if len(classes) == 2:
+        risk_class = classes[0] if favourable == classes[1] else classes[1]
+        return RiskSpec(f"probability of '{risk_class}'", risk_class, threshold=0.5)
+    if favourable is not None:
+        return RiskSpec(f"probability of an outcome other than '{favourable}'", favourable, complement=True)
+    return RiskSpec("probability of the decided class", None)
+
+
+def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> dict[str, Any]:
+    """Everything the template needs, as plain values (numbers stay numbers; wording is the template's)."""
+    schema = bundle.schema if bundle is not None else _schema_from(inputs)
+    manifest = dict(bundle.manifest) if bundle is not None else {}
+    spec = risk_spec(schema.classes, schema.favourable)
+    explained = list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation is not None]
+    carried = getattr(explained[0].model, "fidelity", None) if explained else None
+    fidelity = _fidelity(manifest.get("fidelity") if "fidelity" in manifest else carried)
+    case_sources = [(e, _row_heading(r, i)) for i, (e, r) in enumerate(zip(inputs.explanations, inputs.rows), 1)]
+    case_sources += [(w.explanation, _window_heading(w)) for w in inputs.windows if w.explanation is not None]
+    if bundle is not None and isinstance(manifest.get("fidelity"), Mapping):
+        case_sources = [(_with_fidelity(e, manifest), h) for e, h in case_sources]
+    cases = [
+        _case(e, heading, f"case-{i}", schema, spec, fidelity)
+        for i, (e, heading) in enumerate(case_sources[:MAX_CASES], start=1)
+    ]
+    model = _model(manifest, explained, bundle, schema, carried)
+    return {
+        "title": title or f"Explanation report: {schema.name}",
+        "generated": generated_at(),
+        "session": bool(inputs.windows),
+        "summary": _summary(inputs, spec, explained),
+        "risk_label": spec.label,
+        "cases": cases,
+        "cases_total": len(case_sources),
+        "timeline": _timeline(inputs.windows, spec) if inputs.windows else None,
+        "refused": [{"row": r.row, "reason": r.reason} for r in inputs.refused],
+        "model": model,
+        "fidelity": fidelity,
+    }
+
+
+def _schema_from(inputs: Inputs):
+    """No bundle: a schema with the names and classes the explanations carry (units, ranges not recorded)."""
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    first = (list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation])
+    if first:
+        e = first[0]
+        return FeatureSchema(tuple(Feature(n) for n in e.instance), tuple(e.decision.classes), name=e.model.name)
+    names = list(inputs.windows[0].probabilities)
+    raise_if = len(names) < 2
+    if raise_if:
+        raise InputError("stream records without a bundle need at least two class probabilities per decision")
+    return FeatureSchema((Feature("window"),), tuple(names))
+
+
+def _with_fidelity(e, manifest: Mapping[str, Any]):
+    """Give the clinician view the bundle's fidelity figures when the explanation came from that bundle without them."""
+    import dataclasses
+
+    model = e.model
+    if getattr(model, "fidelity", None) or model.bundle_sha256 != manifest.get("manifest_sha256"):
+        return e
+    if not any(f.name == "fidelity" for f in dataclasses.fields(model)):
+        return e
+    return dataclasses.replace(e, model=dataclasses.replace(model, fidelity=dict(manifest["fidelity"])))
+
+
+def _row_heading(row: Any, i: int) -> str:
+    return f"Row {row}" if row is not None else f"Decision {i}"
+
+
+def _window_heading(w: Window) -> str:
+    bounds = f" ({_fmt(w.start)} – {_fmt(w.end)})" if w.start is not None else ""
+    return f"Window {w.index}{bounds}"
+
+
+def _feature(schema, name: str):
+    try:
+        return schema.feature(name)
+    except EdgeInferError:
+        from edgeinfer.schema import Feature
+
+        return Feature(name)
+
+
+def _label(feature, value: float) -> str:
+    return feature.label(value)
+
+
+def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any]) -> dict[str, Any]:
+    d = e.decision
+    probabilities = dict(zip(d.classes, d.probabilities))
+    risk = spec.value(probabilities, d.class_name)
+    band = None
+    if fidelity.get("max_abs_diff") is not None:
+        delta = fidelity["max_abs_diff"]
+        band = (max(0.0, risk - delta), min(1.0, risk + delta))
+    margin = None if spec.threshold is None else abs(risk - spec.threshold)
+    robust = None
+    if band is not None and spec.threshold is not None:
+        robust = not (band[0] <= spec.threshold <= band[1])
+    text, wording = _clinician_text(e, schema)
+    return {
+        "id": key,
+        "heading": heading,
+        "class_name": d.class_name,
+        "probabilities": list(zip(d.classes, d.probabilities)),
+        "latency_ms": d.latency_ms,
+        "risk": {"value": risk, "label": spec.label, "threshold": spec.threshold, "margin": margin,
+                 "band": band, "robust": robust},
+        "text": text,
+        "wording": wording,
+        "inputs": _inputs(e, schema),
+        "drivers": _drivers(e, schema, key),
+        "counterfactual": _counterfactual(e, schema, spec),
+        "bias": _bias(e, schema),
+        "model": e.model,
+        "timings": dict(e.timings),
+    }
+
+
+def _clinician_text(e, schema) -> tuple[str, str]:
+    """The clinician view's wording (explain/views.py templates) when installed, else the explanation's text."""
+    import importlib.util
+
+    if importlib.util.find_spec("edgeinfer.explain.views") is not None:
+        from edgeinfer.explain import views
+
+        rendered = views.render(e, schema, stakeholder="clinician")
+        text = rendered if isinstance(rendered, str) else getattr(rendered, "text", str(rendered))
+        return text, "clinician view"
+    if e.text and e.stakeholder == "clinician":
+        return e.text, "clinician view (as recorded with the explanation)"
+    return "", "none recorded"
+
+
+def _inputs(e, schema) -> list[dict[str, Any]]:
+    rows = []
+    for name, value in e.instance.items():
+        f = _feature(schema, name)
+        known = math.isfinite(f.low) or math.isfinite(f.high)
+        unit = f" {f.unit}" if f.unit else ""
+        rng = ", ".join(f.categories) if f.kind == "categorical" else (
+            f"{_fmt(f.low)} – {_fmt(f.high)}{unit}" if known else "not recorded")
+        rows.append({"name": f.clinical, "key": name, "value": _label(f, value), "range": rng,
+                     "status": _status(f)})
+    return rows
+
+
+def _status(f) -> str:
+    if f.protected:
+        return "protected"
+    return "actionable" if f.mutable else "fixed"
+
+
+def _drivers(e, schema, key: str) -> dict[str, Any] | None:
+    from edgeinfer import plots
+
+    a = e.attributions
+    if a is None or not a.values:
+        return None
+    top = a.top(TOP_DRIVERS)
+    rows = []
+    for item in top:
+        f = _feature(schema, item.feature)
+        rows.append({"name": f.clinical, "value": _label(f, item.value), "contribution": item.contribution,
+                     "direction": "raises" if item.contribution > 0 else "lowers" if item.contribution < 0 else "no effect"})
+    alt = (f"Bar chart of the {len(rows)} inputs that moved the {a.quantity} most, measured against {a.baseline}: "
+           + "; ".join(f"{r['name']} = {r['value']}: {r['contribution']:+.3f}" for r in rows)
+           + f". Baseline {a.base_value:.3f}, this patient {a.prediction:.3f}.")
+    svg = plots.drivers_chart(
+        [plots.Bar(f"{r['name']} = {r['value']}", r["contribution"]) for r in rows],
+        quantity=a.quantity, unit_note="probability points, 0–1 scale", alt=alt, key=f"{key}-drivers",
+    )
+    from markupsafe import Markup
+
+    return {"svg": Markup(svg), "alt": alt, "rows": rows, "method": a.method, "quantity": a.quantity,
+            "baseline": a.baseline, "base_value": a.base_value, "prediction": a.prediction,
+            "evaluations": a.evaluations, "shown": len(rows), "total": len(a.values)}
+
+
+def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
+    c = e.counterfactuals
+    if c is None:
+        return None
+    d = e.decision
+    out: dict[str, Any] = {"target": c.target, "found": c.found and bool(c.items), "complete": c.complete,
+                           "reason": c.reason, "binding": list(c.binding), "alternatives": []}
+    if not out["found"]:
+        return out
+    best = c.items[0]
+    changes = []
+    for ch in best.changes:
+        f = _feature(schema, ch.feature)
+        unit = f" {ch.unit or f.unit}".rstrip()
+        delta = "" if f.kind == "categorical" else f"{ch.to_value - ch.from_value:+.4g}{unit}"
+        changes.append({"name": f.clinical, "before": _label(f, ch.from_value), "after": _label(f, ch.to_value),
+                        "delta": delta, "status": _status(f)})
+    after = dict(zip(d.classes, best.probabilities))
+    out.update({
+        "changes": changes,
+        "before_class": d.class_name,
+        "after_class": best.class_name,
+        "before_risk": spec.value(dict(zip(d.classes, d.probabilities)), d.class_name),
+        "after_risk": spec.value(after, best.class_name) if len(after) == len(d.classes) else None,
+        "valid": best.valid,
+        "distance": best.distance,
+        "sparsity": best.sparsity,
+        "plausibility": best.plausibility,
+        "actionable": all(ch["status"] == "actionable" for ch in changes),
+        "alternatives": [
+            "; ".join(f"{_feature(schema, ch.feature).clinical}: {_label(_feature(schema, ch.feature), ch.from_value)} "
+                      f"→ {_label(_feature(schema, ch.feature), ch.to_value)}" for ch in alt.changes)
+            for alt in c.items[1:]
+        ],
+    })
+    return out
+
+
+def _bias(e, schema) -> dict[str, Any] | None:
+    b = e.bias
+    if b is None:
+        return None
+    flips = []
+    for t in b.flips:
+        f = _feature(schema, t.feature)
+        flips.append({"name": f.clinical, "from": _label(f, t.from_value), "to": _label(f, t.to_value),
+                      "proxies": ", ".join(_feature(schema, p).clinical for p in t.proxies) or "none (alone)",
+                      "class_name": t.class_name, "probability": t.probability, "delta": t.delta, "flipped": t.flipped})
+    proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
+                "association": p.association, "measure": p.measure} for p in b.proxies]
+    return {"verdict": b.verdict, "depends": b.depends, "attribution_share": b.attribution_share,
+            "flips": flips, "proxies": proxies}
+
+
+def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
+    from markupsafe import Markup
+
+    from edgeinfer import plots
+
+    ordered = sorted(windows, key=lambda w: w.index)
+    points = [plots.Point(w.index, spec.value(w.probabilities, w.class_name), bool(w.alerts), w.explanation is not None)
+              for w in ordered]
+    alerts = [{"window": w.index, "start": _fmt(w.start), "end": _fmt(w.end), "message": _alert_text(a)}
+              for w in ordered for a in w.alerts]
+    peak = max(points, key=lambda p: p.risk)
+    n_explained = sum(p.explained for p in points)
+    alt = (f"Line chart of the {spec.label} in each of {len(points)} windows (window {ordered[0].index} to "
+           f"{ordered[-1].index}); highest {peak.risk:.3f} at window {int(peak.x)}; "
+           f"{len(alerts)} alerts (triangles); {n_explained} explained windows (open circles)"
+           + (f"; dashed line: decision threshold {spec.threshold:g}." if spec.threshold is not None else "."))
+    svg = plots.timeline_chart(points, quantity=spec.label, threshold=spec.threshold, xlabel="window number",
+                               alt=alt, key="timeline-chart")
+    return {"svg": Markup(svg), "alt": alt, "alerts": alerts, "windows": len(points), "explained": n_explained,
+            "peak": peak.risk, "peak_window": int(peak.x)}
+
+
+def _alert_text(alert: Any) -> str:
+    if isinstance(alert, Mapping):
+        for key in ("message", "reason", "text"):
+            if alert.get(key):
+                return str(alert[key])
+        return json.dumps(alert, sort_keys=True)
+    return str(alert)
+
+
+def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[str, Any]:
+    if inputs.windows:
+        decisions = [(w.class_name, spec.value(w.probabilities, w.class_name)) for w in inputs.windows]
+    else:
+        decisions = [(e.decision.class_name, spec.value(dict(zip(e.decision.classes, e.decision.probabilities)),
+                                                           e.decision.class_name)) for e in inputs.explanations]
+    counts: dict[str, int] = {}
+    for name, _ in decisions:
+        counts[name] = counts.get(name, 0) + 1
+    windows = sorted(inputs.windows, key=lambda w: w.index)
+    return {
+        "decisions": len(decisions),
+        "counts": sorted(counts.items(), key=lambda kv: -kv[1]),
+        "explained": len(explained),
+        "alerts": sum(len(w.alerts) for w in inputs.windows),
+        "refused": len(inputs.refused),
+        "max_risk": max(r for _, r in decisions),
+        "min_risk": min(r for _, r in decisions),
+        "first": (decisions[0][0], decisions[0][1]),
+        "start": _fmt(windows[0].start) if windows else None,
+        "end": _fmt(windows[-1].end) if windows else None,
+    }
+
+
+def _fidelity(record: Any) -> dict[str, Any]:
+    """The quantization band: the largest |p_deployed - p_float| recorded at export, and label agreement."""
+    found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None}
+    if not isinstance(record, Mapping):
+        return found
+    numbers = list(_numbers(record, "fidelity"))
+    diffs = [(k, v) for k, v in numbers if "max_abs" in k]
+    # The deployed-vs-float figure (export writes fidelity.max_abs_diff), not the fp32 ONNX-vs-torch parity.
+    diffs.sort(key=lambda kv: (not kv[0].endswith(".max_abs_diff"), "torch" in kv[0], len(kv[0])))
+    if diffs:
+        found["max_abs_diff_key"], found["max_abs_diff"] = diffs[0]
+    agree = [(k, v) for k, v in numbers if "agreement" in k and 0.0 <= v <= 1.0]
+    agree.sort(key=lambda kv: len(kv[0]))
+    if agree:
+        found["agreement_key"], found["agreement"] = agree[0]
+    return found
+
+
+def _numbers(value: Any, path: str):
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        yield path, float(value)
+
+
+def _rows(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A manifest record as (label, value) rows for a two-column table."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        rows = []
+        for k, v in value.items():
+            label = f"{prefix}{str(k).replace('_', ' ')}"
+            if isinstance(v, Mapping):
+                rows += _rows(v, f"{label} · ")
+            elif isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v):
+                for i, x in enumerate(v, start=1):
+                    rows.append((f"{label} {i}", _plain(x)))
+            else:
+                rows.append((label, _plain(v)))
+        return rows
+    return [(prefix.rstrip(" ·"), _plain(value))]
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_plain(x) for x in v) if v else "none"
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {_plain(x)}" for k, x in v.items())
+    return _fmt(v)
+
+
+def _text_or_rows(value: Any) -> dict[str, Any]:
+    if value is None or value == "" or value == [] or value == {}:
+        return {"text": None, "rows": [], "entries": []}
+    if isinstance(value, str):
+        return {"text": value, "rows": [], "entries": []}
+    if isinstance(value, (list, tuple)):
+        return {"text": None, "rows": [], "entries": [_plain(v) for v in value]}
+    return {"text": None, "rows": _rows(value), "entries": []}
+
+
+def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema, carried: Any) -> dict[str, Any]:
+    card = manifest.get("card") if isinstance(manifest.get("card"), Mapping) else {}
+    info = explained[0].model if explained else None
+    device = manifest.get("device") if isinstance(manifest.get("device"), Mapping) else {}
+    sha = manifest.get("manifest_sha256") or (info.bundle_sha256 if info else None)
+    used = sorted({e.model.bundle_sha256 for e in explained if e.model.bundle_sha256})
+    return {
+        "from_bundle": bundle is not None,
+        "path": str(bundle.path) if bundle is not None else None,
+        "name": schema.name if bundle is not None else (info.name if info else schema.name),
+        "description": schema.description or None,
+        "sha256": sha,
+        "mismatch": [s for s in used if bundle is not None and s != sha],
+        "created": manifest.get("created"),
+        "device": device.get("title") or device.get("name") or (info.device if info else None),
+        "precision": manifest.get("precision") or (info.precision if info else None),
+        "provider": info.provider if info else None,
+        "producer": _rows(manifest.get("producer")) or ([("producer", info.producer)] if info and info.producer else []),
+        "intended_use": _text_or_rows(card.get("intended_use")),
+        "training_data": _text_or_rows(card.get("training_data")),
+        "validation": _text_or_rows(card.get("validation") or manifest.get("validation")),
+        "fairness": _text_or_rows(card.get("fairness") or manifest.get("fairness")),
+        "limitations": _text_or_rows(card.get("limitations")),
+        "quantization": _rows(manifest.get("quantization")),
+        "fidelity": _rows(manifest.get("fidelity") if "fidelity" in manifest else carried or None),
+        "budget": _rows(manifest.get("budget")),
+        "proxies": [{"protected": p.get("protected"), "feature": p.get("feature"),
+                     "association": p.get("association"), "measure": p.get("measure")}
+                    for p in manifest.get("proxies", []) if isinstance(p, Mapping)],
+        "classes": list(schema.classes),
+        "favourable": schema.favourable,
+        "features": len(schema.features),
+    }

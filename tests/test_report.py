@@ -1,0 +1,424 @@
+"""Clinician reports: HTML (self-contained, checked in headless Chromium) and PDF (pdftoppm, pypdf).
+
+Explanations are built directly from the frozen result types with a real FeatureSchema,
+so these tests do not wait on the explainers; the model section is checked on a bundle
+written by the real bundle writer and on the diabetes bundle from conftest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgeinfer as ei
+from edgeinfer.bundle import write_bundle
+from edgeinfer.cli import main
+from edgeinfer.decision import Decision
+from edgeinfer.errors import InputError, UsageError
+from edgeinfer.explain.explanation import (
+    Attribution,
+    Attributions,
+    BiasExplanation,
+    Counterfactual,
+    Counterfactuals,
+    Explanation,
+    FeatureChange,
+    FlipTest,
+    ModelInfo,
+    Proxy,
+)
+from edgeinfer.profiles import get_device
+from edgeinfer.reference import Reference
+from edgeinfer.schema import Feature, FeatureSchema
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("EDGEINFER_UPDATE_GOLDEN") == "1"
+FIDELITY = 0.012  # the max |p_int8 - p_float| recorded in the fixed bundle below
+
+SCHEMA = FeatureSchema(
+    (
+        Feature("glucose", low=40, high=400, unit="mg/dL", clinical="fasting plasma glucose", lay="blood sugar"),
+        Feature("bmi", low=10, high=70, unit="kg/m²", clinical="body-mass index", lay="body weight for height"),
+        Feature("age", kind="integer", low=18, high=100, unit="years", clinical="age", mutable=False, protected=True),
+        Feature("sex", kind="categorical", categories=("female", "male"), clinical="sex", mutable=False,
+                protected=True),
+        Feature("family", kind="categorical", categories=("no", "yes"), clinical="family history of diabetes",
+                mutable=False),
+    ),
+    classes=("low risk", "high risk"),
+    favourable="low risk",
+    name="diabetes-risk",
+    description="two-year risk of type 2 diabetes",
+)
+CARD = {
+    "intended_use": "Flags adults at high two-year risk of type 2 diabetes for a follow-up HbA1c test.",
+    "training_data": "2,400 adults from one outpatient clinic, 2015-2019; 52 % female.",
+    "limitations": ["Not validated for pregnant patients.", "Not validated under 18 years."],
+    "fairness": "Demographic parity difference by sex 0.03 on the held-out set.",
+}
+
+
+def _explanation(sha: str = "0" * 64) -> Explanation:
+    decision = Decision(label=1, class_name="high risk", probabilities=(0.18, 0.82), classes=SCHEMA.classes,
+                        latency_ms=0.41)
+    instance = {"glucose": 162.0, "bmi": 31.5, "age": 54.0, "sex": 1.0, "family": 1.0}
+    cfs = Counterfactuals(
+        target="class 'low risk'", target_class="low risk", found=True, backend_calls=3, rows_evaluated=1200,
+        items=(
+            Counterfactual(values=(120.0, 27.0, 54.0, 1.0, 1.0),
+                           changes=(FeatureChange("glucose", 162.0, 120.0, "mg/dL"),
+                                    FeatureChange("bmi", 31.5, 27.0, "kg/m²")),
+                           class_name="low risk", probabilities=(0.56, 0.44), valid=True, distance=2.4, sparsity=2,
+                           plausibility=0.8),
+            Counterfactual(values=(100.0, 31.5, 54.0, 1.0, 0.0),
+                           changes=(FeatureChange("glucose", 162.0, 100.0, "mg/dL"),
+                                    FeatureChange("family", 1.0, 0.0)),
+                           class_name="low risk", probabilities=(0.61, 0.39), valid=True, distance=3.1, sparsity=2),
+        ),
+    )
+    bias = BiasExplanation(
+        flips=(FlipTest("sex", 1.0, 0.0, (), "high risk", 0.81, -0.01, False),
+               FlipTest("sex", 1.0, 0.0, ("bmi",), "high risk", 0.79, -0.03, False)),
+        proxies=(Proxy("sex", "bmi", 0.31, "correlation ratio"),),
+        attribution_share=0.04, depends=False, verdict="The decision does not depend on sex (Δp = 0.01).",
+    )
+    attributions = Attributions(
+        method="exact Shapley values", quantity="probability of 'high risk'", baseline="the reference median patient",
+        base_value=0.41, prediction=0.82, evaluations=32,
+        values=(Attribution("glucose", 162.0, 0.29), Attribution("bmi", 31.5, 0.14), Attribution("age", 54.0, -0.03),
+                Attribution("sex", 1.0, 0.01), Attribution("family", 1.0, 0.0)),
+    )
+    return Explanation(
+        decision=decision, instance=instance,
+        model=ModelInfo("diabetes-risk", sha, "int8-static", "raspberry-pi-4", "CPUExecutionProvider", "edgeinfer 0.1.0"),
+        counterfactuals=cfs, bias=bias, attributions=attributions, stakeholder="clinician", text="",
+        timings={"total_ms": 3.2},
+    )
+
+
+def _onnx_bytes() -> bytes:
+    """A real logistic model over SCHEMA (input 'features', output 'probabilities')."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([[0.0, 0.02], [0.0, 0.05], [0.0, 0.01], [0.0, 0.1], [0.0, 0.4]], dtype=np.float32)
+    b = np.array([0.0, -4.5], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["z0"]), helper.make_node("Add", ["z0", "b"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["probabilities"], axis=1)],
+        "logistic",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 5])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="test")
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def fixed_bundle(tmp_path_factory):
+    """A bundle with a fixed record: card, fidelity, producer (the figures are the test's, not measured)."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(70, 250, 200), rng.uniform(18, 45, 200), rng.integers(18, 90, 200),
+                         rng.integers(0, 2, 200), rng.integers(0, 2, 200)]).astype(float)
+    record = {
+        "quantization": {"precision": "int8-static", "method": "static QDQ, per-channel weights",
+                         "operators": {"QuantizeLinear": 2, "DequantizeLinear": 4}},
+        "fidelity": {"torch_vs_onnx_max_abs": 1.2e-7, "agreement": 0.996, "max_abs_diff": FIDELITY,
+                     "holdout_rows": 480},
+        "budget": {"size_mb": 0.004, "fits": True},
+        "producer": {"edgeinfer": "0.1.0", "torch": "2.13.0+cpu", "onnxruntime": "1.31.1"},
+        "validation": {"accuracy": 0.84, "auroc": 0.88, "rows": 480},
+        "card": CARD,
+        "proxies": [{"protected": "sex", "feature": "bmi", "association": 0.31, "measure": "correlation ratio"}],
+    }
+    return write_bundle(tmp_path_factory.mktemp("report") / "bundle", model_bytes=_onnx_bytes(), schema=SCHEMA,
+                        profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, (X[:, 0] > 140)),
+                        precision="int8-static", record=record)
+
+
+def _window_records(bundle) -> list[dict]:
+    """A stream session: 12 windows, risk rising, alerts on two, explanations on two."""
+    records = []
+    for i in range(12):
+        p = round(0.1 + 0.07 * i, 3)
+        decided = "high risk" if p >= 0.5 else "low risk"
+        record = {"window": {"index": i, "start": 10.0 * i, "end": 10.0 * i + 10, "rows": 100},
+                  "decision": {"label": int(p >= 0.5), "class_name": decided,
+                               "probabilities": {"low risk": round(1 - p, 3), "high risk": p}, "latency_ms": 0.05},
+                  "explanation": None, "alerts": []}
+        if i in (7, 11):
+            record["explanation"] = _explanation(bundle.sha256).to_dict()
+        if i in (8, 10):
+            record["alerts"] = [{"kind": "risk", "message": f"risk above 0.6 in window {i}"}]
+        records.append(record)
+    return records
+
+
+_SECTIONS = ["summary", "case-1", "case-1-risk", "case-1-drivers", "case-1-counterfactual", "case-1-bias",
+             "case-1-inputs", "model", "model-intended-use", "model-training-data", "model-validation",
+             "model-fairness", "model-fidelity", "model-limitations", "model-producer", "basis"]
+
+
+def _ids(html: str) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', html))
+
+
+def _text(html: str) -> str:
+    body = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
+    body = re.sub(r"<style.*?</style>", " ", body, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).replace("&#39;", "'").replace("&amp;", "&")
+
+
+# ----- HTML content ------------------------------------------------------------------
+
+
+def test_single_decision_html_holds_every_section(fixed_bundle, tmp_path):
+    out = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle.path)
+    html = out.read_text(encoding="utf-8")
+    assert set(_SECTIONS) <= _ids(html)
+    text = _text(html)
+    # risk with its uncertainty: the band is p ± the recorded int8-vs-float difference
+    assert f"Quantization band: {0.82 - FIDELITY:.3f} – {0.82 + FIDELITY:.3f}" in text
+    assert "agreed on the label for 99.6 % of those rows" in text
+    assert "The band does not reach the threshold" in text
+    # counterfactual before/after with what is actionable
+    row = re.search(r"<tr><td>fasting plasma glucose</td><td>162 mg/dL</td><td>120 mg/dL</td>"
+                    r'<td class="num">-42 mg/dL</td><td><span class="tag actionable">actionable</span>', html)
+    assert row, "glucose 162 -> 120 mg/dL marked actionable"
+    assert '<td>age</td><td>54 years</td><td>18 – 100 years</td><td><span class="tag protected">' in html
+    assert "glucose: 162 mg/dL → 100 mg/dL; family history of diabetes: yes → no" in text
+    # bias verdict and flip tests
+    assert "The decision does not depend on sex (Δp = 0.01)." in text
+    assert "male → female" in text
+    # model section: source attributes from the manifest
+    for phrase in (CARD["intended_use"], CARD["training_data"], CARD["fairness"], *CARD["limitations"],
+                   fixed_bundle.sha256, "auroc", "0.88", "torch", "2.13.0+cpu", "Raspberry Pi 4"):
+        assert phrase in text, phrase
+    assert "edgeinfer explain BUNDLE" in text
+
+
+def test_html_is_self_contained(fixed_bundle, tmp_path):
+    html = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle).read_text()
+    assert not re.search(r"""(src|href|xlink:href)\s*=\s*["']?\s*(https?:)?//""", html)
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", html)
+    assert "<link" not in html and "<script" not in html and "@import" not in html
+    assert "default-src 'none'" in html  # the page forbids itself any fetch
+
+
+def test_charts_are_accessible_and_greyscale_safe(fixed_bundle, tmp_path):
+    html = ei.report(_window_records(fixed_bundle), out=tmp_path / "r.html", bundle=fixed_bundle).read_text()
+    svgs = re.findall(r"<svg.*?</svg>", html, flags=re.S)
+    assert len(svgs) == 3  # the timeline and one driver chart per explained window
+    for svg in svgs:
+        head = svg[: svg.index(">")]
+        assert 'role="img"' in head and "aria-label=" in head
+        assert re.search(r"<title id=\"[^\"]+\">[^<]{40,}</title>", svg)
+    drivers = next(s for s in svgs if "case-1-drivers" in s)
+    assert "#d55e00" in drivers.lower() and "#0072b2" in drivers.lower()  # Okabe–Ito
+    assert drivers.count("<pattern") >= 2  # hatching tells raising from lowering without colour
+    assert "fasting plasma glucose = 162 mg/dL" in drivers  # labels carry units
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "ids are unique across charts"
+
+
+def test_stream_session_has_timeline_alerts_and_explained_windows(fixed_bundle, tmp_path):
+    html = ei.report(_window_records(fixed_bundle), out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
+    ids = _ids(html)
+    assert {"timeline", "case-1", "case-2", "summary", "model", "basis"} <= ids
+    text = _text(html)
+    assert "12 windows from 0 to 120; 2 alerts; 2 explained." in text
+    assert "Window 7 (70 – 80): high risk" in text and "Window 11 (110 – 120): high risk" in text
+    assert "risk above 0.6 in window 8" in text and "risk above 0.6 in window 10" in text
+    assert "highest 0.870 at window 11; 2 alerts (triangles); 2 explained windows (open circles)" in text
+
+
+def test_without_bundle_says_not_recorded(tmp_path):
+    text = _text(ei.report([_explanation()], out=tmp_path / "r.html").read_text())
+    assert "No bundle was given" in text
+    assert "Intended use not recorded" in text and "Known limitations not recorded" in text
+    assert "Quantization fidelity not recorded: this is the deployed model's point estimate" in text
+
+
+def test_explanations_from_another_bundle_are_flagged(fixed_bundle, tmp_path):
+    other = "f" * 64
+    text = _text(ei.report([_explanation(other)], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert f"These explanations were produced by bundle {other}" in text
+
+
+def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
+    source = Path(ei.reporting.__file__).parent / "templates"
+    mine = tmp_path / "tpl"
+    shutil.copytree(source, mine)
+    page = (mine / "report.html.j2").read_text().replace('"Protected attributes"', '"Geschützte Merkmale"')
+    (mine / "ours.html.j2").write_text(page)
+    html = ei.report([_explanation()], out=tmp_path / "r.html", bundle=fixed_bundle,
+                     template=mine / "ours.html.j2").read_text()
+    assert "<h3>Geschützte Merkmale</h3>" in html
+
+
+def test_golden_html(fixed_bundle, tmp_path):
+    """The page for a fixed explanation, with volatile parts (dates, digests, chart drawing) normalized."""
+    html = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle,
+                     title="Golden report").read_text()
+    got = _normalize(html)
+    golden = GOLDEN / "report_single.html"
+    if UPDATE:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(got, encoding="utf-8")
+    assert golden.is_file(), "golden file missing: run with EDGEINFER_UPDATE_GOLDEN=1"
+    (tmp_path / golden.name).write_text(got, encoding="utf-8")
+    assert got == golden.read_text(encoding="utf-8"), (
+        f"report HTML changed (now: {tmp_path / golden.name}); if intended, rerun with EDGEINFER_UPDATE_GOLDEN=1")
+
+
+def _normalize(html: str) -> str:
+    # A chart's drawing depends on matplotlib's version: keep only its accessible name.
+    html = re.sub(r"<svg[^>]*?(aria-label=\"[^\"]*\")[^>]*>.*?</svg>", r"<svg \1/>", html, flags=re.S)
+    html = re.sub(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(\+00:00| UTC)?", "DATE", html)
+    return re.sub(r"\b[0-9a-f]{12,64}\b", "HEX", html)
+
+
+# ----- bad input -----------------------------------------------------------------------
+
+
+def test_output_must_be_html_or_pdf(tmp_path):
+    with pytest.raises(UsageError) as err:
+        ei.report([_explanation()], out=tmp_path / "r.docx")
+    assert str(err.value) == "report output must end in .html or .pdf, got 'r.docx'; e.g. -o report.html or -o report.pdf"
+
+
+def test_unknown_record_is_refused(tmp_path):
+    with pytest.raises(InputError) as err:
+        ei.report([{"row": 1, "label": 0}], out=tmp_path / "r.html")
+    assert str(err.value) == ("record 1: expected an Explanation, its JSON (with 'schema_version'), or a stream window "
+                              "record (with 'window' and 'decision'); got keys ['label', 'row']")
+
+
+def test_cli_errors(fixed_bundle, tmp_path):
+    runner = CliRunner()
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation().to_json() + "\n{not json\n")
+    result = runner.invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {lines} line 2: not JSON (Expecting property name enclosed in double quotes)")
+    result = runner.invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.txt")])
+    assert result.exit_code == 2
+    assert "report output must end in .html or .pdf, got 'r.txt'" in result.stderr
+
+
+# ----- real bundle, CLI, PDF --------------------------------------------------------------
+
+
+def test_cli_report_on_diabetes_bundle(diabetes_session, diabetes, tmp_path):
+    """`edgeinfer explain`-style JSONL (a refused row included) against the conftest diabetes bundle."""
+    session = diabetes_session
+    x = diabetes.X_test[0]
+    try:
+        expl = session.explain(x, stakeholder="clinician")
+    except ModuleNotFoundError:  # the explainers' composition has not landed: a decision-only explanation
+        d = session.predict(x)
+        b = session.bundle
+        expl = Explanation(decision=d, instance=session.schema.row_dict(np.asarray(x, float)),
+                           model=ModelInfo(session.schema.name, b.sha256, b.precision, b.profile.name,
+                                           "CPUExecutionProvider", "edgeinfer"), stakeholder="clinician")
+    lines = tmp_path / "explanations.jsonl"
+    lines.write_text(json.dumps({"row": 1, **expl.to_dict()}) + "\n" + json.dumps({"row": 2, "error": "bad bmi"}) + "\n")
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", str(session.bundle.path), str(lines), "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    html = out.read_text()
+    manifest = session.bundle.manifest
+    delta = manifest["fidelity"]["max_abs_diff"]
+    risk = expl.decision.probability("higher progression")
+    text = _text(html)
+    assert f"Quantization band: {max(0, risk - delta):.3f} – {min(1, risk + delta):.3f}" in text
+    assert manifest["manifest_sha256"] in text
+    assert f"accuracy {manifest['validation']['accuracy']:.4g}" in text
+    assert "Row 1: " in text and "bad bmi" in text
+    assert {"summary", "case-1", "refused", "model", "basis"} <= _ids(html)
+
+
+def test_pdf_holds_counterfactual_bias_and_model(fixed_bundle, tmp_path):
+    pypdf = pytest.importorskip("pypdf")
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(json.dumps({"row": 4, **_explanation(fixed_bundle.sha256).to_dict()}) + "\n")
+    out = tmp_path / "report.pdf"
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in pypdf.PdfReader(out).pages))
+    for phrase in ("What would change the decision", "120 mg/dL", "actionable", "Protected attributes",
+                   "The decision does not depend on sex", "About the model", CARD["intended_use"][:40],
+                   "Quantization fidelity against the float model", "How to check the basis"):
+        assert phrase in text, phrase
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed: `make system-deps`")
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(out), str(tmp_path / "page")], check=True, timeout=60)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert pages and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pages)
+
+
+# ----- headless Chromium ---------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Headless Chromium, fresh profile; every host name resolves to nothing, so no request leaves the machine."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+            f"--user-data-dir={tmp_path / ('profile-' + page.stem)}", "--enable-logging=stderr", "--v=0",
+            "--host-resolver-rules=MAP * ~NOTFOUND", *extra, page.as_uri()]
+    return subprocess.run(args, capture_output=True, text=True, timeout=90)
+
+
+def _render(tmp_path: Path, page: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path, set[str]]:
+    """Screenshot `page`; return the run, the PNG and the network URLs the page itself asked for (NetLog).
+
+    The browser's own service calls (update checks, accounts) carry the initiator
+    "not an origin"; a page's subresources carry the page's origin ("null" for file://).
+    """
+    netlog, shot = tmp_path / f"{page.stem}.netlog.json", tmp_path / f"{page.stem}.png"
+    done = _chromium(tmp_path, page, f"--log-net-log={netlog}", "--net-log-capture-mode=Everything",
+                     f"--screenshot={shot}", *extra)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = json.loads(netlog.read_text())
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    jobs = [e.get("params", {}) for e in log["events"] if e["type"] == start]
+    return done, shot, {p["url"] for p in jobs if "url" in p and p.get("initiator") != "not an origin"
+                        and not p["url"].startswith(("file:", "data:"))}
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed: `make system-deps` "
+                                              "(apt-get install chromium)")
+def test_chromium_renders_sections_without_errors_or_requests(fixed_bundle, tmp_path):
+    page = ei.report(_window_records(fixed_bundle), out=tmp_path / "session.html", bundle=fixed_bundle)
+    rendered, shot, requested = _render(tmp_path, page, "--window-size=1000,4000")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    errors = [line for line in rendered.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert errors == []
+
+    # The request detector sees a page that does fetch (positive control), and nothing from the report.
+    control = tmp_path / "control.html"
+    control.write_text('<!DOCTYPE html><html><body><img src="http://example.invalid/logo.png" alt=""></body></html>')
+    assert _render(tmp_path, control)[2] == {"http://example.invalid/logo.png"}
+    assert requested == set()
+
+    dom = _chromium(tmp_path, page, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    ids = _ids(dom.stdout)
+    assert {"summary", "timeline", "case-1", "case-1-drivers", "case-1-counterfactual", "case-1-bias", "case-2",
+            "model", "model-fidelity", "basis"} <= ids
+    assert dom.stdout.count('role="img"') == 3
