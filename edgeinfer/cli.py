@@ -237,3 +237,4 @@ from edgeinfer.reporting import report_command  # noqa: E402  (light: jinja2/mat
 main.add_command(report_command)
 from edgeinfer.serve import serve_command; main.add_command(serve_command)  # noqa: E402,E702
 from edgeinfer.stream import stream_command; main.add_command(stream_command)  # noqa: E402,E702
+from edgeinfer.export.triton_repo import export_triton_command; main.add_command(export_triton_command)  # noqa: E402,E702

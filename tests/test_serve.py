@@ -20,8 +20,6 @@ import edgeinfer as ei
 from edgeinfer.cli import main
 from edgeinfer.errors import BackendError
 
-pytestmark = pytest.mark.server
-
 pytest.importorskip("pytriton")
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -105,6 +103,7 @@ def test_cli_serve_refuses_cuda_bundle_without_fallback(cuda_bundle):
     assert result.output.startswith(REFUSED_CUDA)
 
 
+@pytest.mark.server
 def test_fallback_is_recorded(server):
     assert server.info.provider == "CPUExecutionProvider"
     assert server.info.fallback is True
@@ -112,6 +111,7 @@ def test_fallback_is_recorded(server):
 
 
 # ----- parity with the Session ---------------------------------------------------------
+@pytest.mark.server
 def test_http_predict_equals_session_exactly(server, http, breast_cancer):
     X = _rows(breast_cancer, 7)
     result = _http_infer(http, X)
@@ -122,6 +122,7 @@ def test_http_predict_equals_session_exactly(server, http, breast_cancer):
     assert [int(k) for k in result.as_numpy("label").ravel()] == [d.label for d in decisions]
 
 
+@pytest.mark.server
 def test_grpc_predict_equals_session_exactly(server, grpc, breast_cancer):
     X = _rows(breast_cancer, 5, start=20)
     inp = grpcclient.InferInput("features", list(X.shape), "FP32")
@@ -130,6 +131,7 @@ def test_grpc_predict_equals_session_exactly(server, grpc, breast_cancer):
     np.testing.assert_array_equal(result.as_numpy("probabilities"), server.session.predict_proba(X).astype(np.float32))
 
 
+@pytest.mark.server
 def test_dynamic_batching_groups_concurrent_requests(server, http, breast_cancer):
     def counts():
         (stats,) = http.get_inference_statistics(
@@ -174,6 +176,7 @@ def _bad_cases(breast_cancer, schema):
     }
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("case", ["nan", "out-of-range", "wrong-width", "wrong-dtype", "wrong-name",
                                   "missing-input", "oversized-batch", "unknown-model"])
 def test_bad_request_is_refused_and_server_keeps_serving(server, http, breast_cancer, case):
@@ -187,6 +190,7 @@ def test_bad_request_is_refused_and_server_keeps_serving(server, http, breast_ca
                                   server.session.predict_proba(X).astype(np.float32))
 
 
+@pytest.mark.server
 def test_grpc_refusal_carries_the_schema_message(server, grpc, breast_cancer):
     X = _rows(breast_cancer, 2)
     X[0, 4] = np.inf
@@ -199,6 +203,7 @@ def test_grpc_refusal_carries_the_schema_message(server, grpc, breast_cancer):
 
 
 # ----- health, readiness, metrics, configuration --------------------------------------
+@pytest.mark.server
 def test_health_metrics_and_config(server, http, breast_cancer):
     _http_infer(http, _rows(breast_cancer, 1))
     assert http.is_server_live() and http.is_server_ready()
@@ -215,6 +220,7 @@ def test_health_metrics_and_config(server, http, breast_cancer):
 
 
 # ----- explain ---------------------------------------------------------------------------
+@pytest.mark.server
 def test_explain_over_grpc_equals_session(server, grpc, breast_cancer):
     pytest.importorskip("edgeinfer.explain.compose")
     X = _rows(breast_cancer, 1, start=3)
@@ -229,3 +235,49 @@ def test_explain_over_grpc_equals_session(server, grpc, breast_cancer):
     assert served["stakeholder"] == "patient"
     assert served["decision"] == {**local["decision"], "latency_ms": served["decision"]["latency_ms"]}
     assert served["text"] == local["text"]
+
+
+# ----- Triton model repository export (no server needed) --------------------------------
+def test_model_repository_for_cuda_bundle_parses_with_tritons_schema(cuda_bundle, tmp_path):
+    from tritonclient.grpc import model_config_pb2
+    from google.protobuf import text_format
+    from edgeinfer.export.triton_repo import write_model_repository
+
+    model_dir = write_model_repository(cuda_bundle, tmp_path / "repo", name="bc", max_batch_size=32,
+                                       max_queue_delay_us=500)
+    assert model_dir == tmp_path / "repo" / "bc"
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (cuda_bundle / "model.onnx").read_bytes()
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert (config.name, config.platform, config.max_batch_size) == ("bc", "onnxruntime_onnx", 32)
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("features", model_config_pb2.TYPE_FP32, [30])]
+    assert [(o.name, list(o.dims)) for o in config.output] == [("probabilities", [2])]
+    assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP16")
+    assert config.parameters["edgeinfer_bundle_sha256"].string_value == ei.read_bundle(cuda_bundle).sha256
+
+
+def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
+    from tritonclient.grpc import model_config_pb2
+    from google.protobuf import text_format
+
+    result = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    name = ei.read_bundle(bc_bundle).schema.name
+    assert result.output.strip() == str(tmp_path / "repo" / name)
+    config = text_format.Parse((tmp_path / "repo" / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert config.parameters["intra_op_thread_count"].string_value == "4"  # raspberry-pi-4: 4 cores
+    again = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo")])
+    assert again.exit_code == 1
+    assert again.output == f"error: {tmp_path / 'repo' / name} already exists; choose another output or pass overwrite=True (--overwrite)\n"
+
+
+def test_malformed_config_is_refused_with_the_schema_error():
+    from edgeinfer.errors import ExportError
+    from edgeinfer.export.triton_repo import parse_config
+
+    with pytest.raises(ExportError, match=r"^config.pbtxt does not match Triton's ModelConfig schema: .*max_batch_sise"):
+        parse_config('name: "m"\nmax_batch_sise: 4\n')

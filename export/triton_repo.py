@@ -1,0 +1,126 @@
+"""A Triton model repository from a bundle, for operators who run their own Triton fleet.
+
+`write_model_repository(bundle, out)` lays out
+
+    <out>/<model>/config.pbtxt       onnxruntime_onnx platform, dynamic batching, names and dims from the bundle
+    <out>/<model>/1/model.onnx       the bundle's deployed (quantized) model, byte for byte
+
+and checks config.pbtxt by parsing it with Triton's own ModelConfig protobuf
+(shipped with tritonclient) before anything is written. The repository serves the
+model only (probabilities); explanations need the edgeinfer Session
+(`edgeinfer serve`). CLI: `edgeinfer export-triton BUNDLE -o REPO`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import click
+
+from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME, Bundle, read_bundle
+from edgeinfer.errors import ExportError, UsageError, require
+
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_QUEUE_DELAY_US = 2000
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def render_config(
+    bundle: Bundle,
+    *,
+    name: str,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+    instances: int = 1,
+) -> str:
+    """config.pbtxt text for the bundle: GPU instances for a GPU profile, CPU otherwise."""
+    width, n_classes = len(bundle.schema), len(bundle.schema.classes)
+    gpu = bundle.profile.uses_gpu
+    lines = [
+        f'name: "{name}"',
+        'platform: "onnxruntime_onnx"',
+        f"max_batch_size: {max_batch_size}",
+        f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_FP32 dims: [ {width} ] }} ]',
+        f'output [ {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ {n_classes} ] }} ]',
+        f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}",
+        f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
+    ]
+    if gpu and "TensorrtExecutionProvider" in bundle.profile.execution_providers:
+        precision = "FP16" if bundle.precision == "fp16" else "FP32"
+        lines.append(
+            "optimization { execution_accelerators { gpu_execution_accelerator [ "
+            f'{{ name: "tensorrt" parameters {{ key: "precision_mode" value: "{precision}" }} }} ] }} }}'
+        )
+    else:
+        threads = max(1, bundle.profile.cores)
+        lines.append(f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}')
+    meta = {"edgeinfer_bundle_sha256": bundle.sha256, "edgeinfer_device": bundle.profile.name,
+            "edgeinfer_precision": bundle.precision, "edgeinfer_classes": ",".join(bundle.schema.classes)}
+    for key, value in meta.items():
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def parse_config(text: str):
+    """Parse config.pbtxt with Triton's ModelConfig protobuf; ExportError naming the problem if it does not parse."""
+    pb = require("tritonclient.grpc.model_config_pb2", extra="server", purpose="checking a Triton model configuration",
+                 package="tritonclient")
+    text_format = require("google.protobuf.text_format", extra="server", purpose="checking a Triton model configuration",
+                          package="protobuf")
+    config = pb.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        raise ExportError(f"config.pbtxt does not match Triton's ModelConfig schema: {err}") from err
+    return config
+
+
+def write_model_repository(
+    bundle: str | Path | Bundle,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+    instances: int = 1,
+    overwrite: bool = False,
+) -> Path:
+    """Write `<out>/<name>/config.pbtxt` and `<out>/<name>/1/model.onnx`; return the model directory."""
+    bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+    name = name or bundle.schema.name
+    if not _NAME.match(name):
+        raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-'; pass name=...")
+    if max_batch_size < 1:
+        raise UsageError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    if instances < 1:
+        raise UsageError(f"instances must be at least 1, got {instances}")
+    text = render_config(bundle, name=name, max_batch_size=max_batch_size,
+                         max_queue_delay_us=max_queue_delay_us, instances=instances)
+    parse_config(text)
+    model_dir = Path(out) / name
+    if model_dir.exists():
+        if not overwrite:
+            raise ExportError(f"{model_dir} already exists; choose another output or pass overwrite=True (--overwrite)")
+        shutil.rmtree(model_dir)
+    (model_dir / "1").mkdir(parents=True)
+    shutil.copyfile(bundle.model_path, model_dir / "1" / "model.onnx")
+    (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+    return model_dir
+
+
+@click.command("export-triton")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Model repository directory.")
+@click.option("--name", default=None, help="Model name in the repository (default: the schema's name).")
+@click.option("--max-batch-size", default=DEFAULT_MAX_BATCH_SIZE, show_default=True, type=click.IntRange(1, 65536))
+@click.option("--max-queue-delay-us", default=DEFAULT_MAX_QUEUE_DELAY_US, show_default=True,
+              type=click.IntRange(0, 10_000_000))
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64), help="Model instances.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
+def export_triton_command(bundle, out, name, max_batch_size, max_queue_delay_us, instances, overwrite) -> None:
+    """Write BUNDLE's model as a Triton model repository (config.pbtxt checked against Triton's schema)."""
+    model_dir = write_model_repository(bundle, out, name=name, max_batch_size=max_batch_size,
+                                       max_queue_delay_us=max_queue_delay_us, instances=instances, overwrite=overwrite)
+    click.echo(str(model_dir))
