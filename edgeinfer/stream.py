@@ -1,0 +1,928 @@
+"""`edgeinfer stream`: sensor rows in, one decision (and explanation) per window out, nothing lost.
+
+Rows (a timestamp and the bundle's channels, CSV with a header or JSON lines)
+come from a file, a growing file (`follow`) or stdin. Good rows fill a window
+buffer; every `hop` rows a full window is cut, its features computed with the
+bundle's WindowSpec (`edgeinfer.windows.compute_many`, the function used at
+training time) and predicted in one batched call per chunk of windows. Each
+window becomes one JSON line on stdout:
+
+    {"window": {"index", "start", "end", "rows"},
+     "decision": {"label", "class_name", "probabilities", "latency_ms"},
+     "explanation": <Explanation.to_dict()> | null,
+     "alerts": [...]}
+
+latency_ms is the time from reading the row that completed the window to the
+window's decision (and explanation) being ready.
+
+A bad row never ends the stream: it is reported (stderr, or `rejects` as JSONL)
+with its line number and reason, and counted; the summary shows
+read = used + rejected. A gap in time (more than `max_gap` seconds between
+rows, default 1.5 sample periods) is reported and restarts the window.
+
+Explanations (`explain`):
+    none            no explanations (default)
+    all             every window
+    on-change       when the predicted class differs from the previous window's (and the first window)
+    every:N         windows whose index is a multiple of N
+    above:P         when the probability of an unfavourable outcome (1 - p(favourable class)) is >= P
+    above:CLASS:P   when p(CLASS) >= P
+
+This module imports only the standard library, NumPy, click and edgeinfer's light modules
+at load; the Session is opened inside the command.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import numpy as np
+
+from edgeinfer.errors import BundleError, InputError, UsageError
+from edgeinfer.windows import WindowSpec, compute_many
+
+READ_BYTES = 1 << 16
+EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
+
+
+# ----- options -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ExplainPolicy:
+    """Which windows get an explanation; see the module doc for the syntax."""
+
+    mode: str = "none"
+    every: int = 1
+    threshold: float = 1.0
+    class_name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, schema) -> "ExplainPolicy":
+        raw = str(text).strip()
+        if raw in ("none", "all", "on-change"):
+            return cls(raw)
+        if raw.startswith("every:"):
+            try:
+                every = int(raw[len("every:"):])
+            except ValueError:
+                every = 0
+            if every < 1:
+                raise UsageError(f"--explain {raw!r}: every:N needs a whole number N >= 1, e.g. every:10")
+            return cls("every", every=every)
+        if raw.startswith("above:"):
+            rest = raw[len("above:"):]
+            name, _, number = rest.rpartition(":")
+            try:
+                threshold = float(number)
+            except ValueError:
+                threshold = math.nan
+            if not 0.0 <= threshold <= 1.0:
+                raise UsageError(f"--explain {raw!r}: the threshold must be a probability in [0, 1], e.g. above:0.8")
+            if name:
+                if name not in schema.classes:
+                    raise UsageError(f"--explain {raw!r}: unknown class {name!r}; classes are {', '.join(schema.classes)}")
+                return cls("above", threshold=threshold, class_name=name)
+            if schema.favourable is None:
+                raise UsageError(
+                    f"--explain {raw!r}: the model names no favourable class, so 'unfavourable' is undefined; "
+                    f"name a class: above:CLASS:P with CLASS one of {', '.join(schema.classes)}"
+                )
+            return cls("above", threshold=threshold)
+        raise UsageError(f"--explain {raw!r} is not understood; use one of {EXPLAIN_MODES}")
+
+    def select(self, indices: np.ndarray, labels: np.ndarray, proba: np.ndarray, previous: int | None,
+               schema) -> np.ndarray:
+        """Boolean mask over a chunk of windows."""
+        n = len(labels)
+        if self.mode == "none":
+            return np.zeros(n, dtype=bool)
+        if self.mode == "all":
+            return np.ones(n, dtype=bool)
+        if self.mode == "every":
+            return indices % self.every == 0
+        if self.mode == "on-change":
+            before = np.empty(n, dtype=np.int64)
+            before[0] = -1 if previous is None else previous
+            before[1:] = labels[:-1]
+            return labels != before
+        if self.class_name is not None:
+            p = proba[:, schema.class_index(self.class_name)]
+        else:
+            p = 1.0 - proba[:, schema.class_index(schema.favourable)]
+        return p >= self.threshold
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Everything `stream` can be asked for; checked before any row is read."""
+
+    window: int | None = None          # samples; default: the bundle's
+    hop: int | None = None
+    explain: str = "none"
+    stakeholder: str = "engineer"
+    follow: bool = False
+    poll_s: float = 0.2
+    max_gap_s: float | None = None     # default: 1.5 sample periods when the sample rate is known
+    fmt: str = "auto"                  # auto | csv | jsonl
+    batch: int = 1024                  # windows per predict call
+    explain_batch: int = 64            # windows per explain call
+    timestamp: str | None = None       # timestamp column; default: the bundle's
+    bias_window: int = 500             # decisions in the rolling fairness window
+
+
+# ----- results -------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamSummary:
+    """What a stream did. rows_read = rows_used + rows_rejected."""
+
+    rows_read: int
+    rows_used: int
+    rows_rejected: int
+    rows_not_in_window: int        # used rows never inside a full window (before a gap, at the end, or skipped by hop)
+    gaps: int
+    windows: int
+    explained: int
+    alerts: int
+    elapsed_s: float
+    rows_per_s: float
+    windows_per_s: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    stopped_by: str                # "end of input" | "SIGINT" | "SIGTERM" | "closed output"
+    rejected_by_reason: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lat = ("-" if self.latency_p50_ms is None
+               else f"p50 {self.latency_p50_ms:.2f} ms, p95 {self.latency_p95_ms:.2f} ms")
+        lines = [
+            f"stream summary (stopped by {self.stopped_by})",
+            f"  rows     read {self.rows_read} = used {self.rows_used} + rejected {self.rows_rejected}",
+            f"  windows  {self.windows} ({self.explained} explained); {self.rows_not_in_window} used rows "
+            f"in no full window; {self.gaps} gap{'s' if self.gaps != 1 else ''}",
+            f"  rate     {self.rows_per_s:.0f} rows/s, {self.windows_per_s:.0f} windows/s over {self.elapsed_s:.2f} s",
+            f"  latency  {lat}",
+            f"  alerts   {self.alerts}",
+        ]
+        for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  rejected {count} x {reason}")
+        return "\n".join(lines)
+
+
+class LatencyHistogram:
+    """Log-spaced histogram (about 2% per bin, 1 µs to 100 s): percentiles in constant memory."""
+
+    def __init__(self) -> None:
+        self.edges = np.geomspace(1e-3, 1e5, 931)
+        self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
+
+    def add(self, values_ms: np.ndarray | float, count: int = 1) -> None:
+        k = np.searchsorted(self.edges, values_ms)
+        np.add.at(self.counts, k, count) if np.ndim(k) else self._add1(int(k), count)
+
+    def _add1(self, k: int, count: int) -> None:
+        self.counts[k] += count
+
+    def percentile(self, q: float) -> float | None:
+        total = int(self.counts.sum())
+        if total == 0:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * total)))
+        return float(self.edges[min(k, len(self.edges) - 1)])  # upper edge of the bin
+
+
+# ----- reading -----------------------------------------------------------------------
+class _Interrupted(Exception):
+    """Raised from the signal handler while the stream waits for input."""
+
+
+class Stopper:
+    """SIGINT/SIGTERM -> stop after the current chunk; a wait for input is cut short at once."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.waiting = False
+
+    def request(self, signum: int, _frame=None) -> None:
+        self.signal = signal.Signals(signum).name
+        if self.waiting:
+            self.waiting = False
+            raise _Interrupted()
+
+    def wait(self, fn, *args):
+        """Run a blocking call (read, sleep) that a stop request may cut short."""
+        if self.signal:
+            raise _Interrupted()
+        self.waiting = True
+        try:
+            return fn(*args)
+        finally:
+            self.waiting = False
+
+
+class LineSource:
+    """Lines of a file, growing file or stdin, in blocks of whatever is available (low latency on pipes)."""
+
+    def __init__(self, source: str | Path, *, follow: bool, poll_s: float, stopper: Stopper):
+        self.follow = follow
+        self.poll_s = poll_s
+        self.stopper = stopper
+        self._close = None
+        if str(source) == "-":
+            stdin = sys.stdin
+            self._raw = getattr(stdin, "buffer", stdin)
+        else:
+            path = Path(source)
+            if path.is_dir():
+                raise InputError(f"cannot read input {path}: it is a directory; give a CSV or JSONL file")
+            try:
+                self._raw = open(path, "rb")
+            except OSError as err:
+                raise InputError(f"cannot read input {path}: {err.strerror}") from err
+            self._close = self._raw
+        try:
+            self._fd = self._raw.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+        self.line_no = 0
+        self._partial = b""
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close.close()
+
+    def _read(self) -> bytes:
+        if self._fd is not None:
+            return self.stopper.wait(os.read, self._fd, READ_BYTES)
+        read = getattr(self._raw, "read1", None) or self._raw.read
+        data = self.stopper.wait(read, READ_BYTES)
+        return data.encode("utf-8") if isinstance(data, str) else data
+
+    def blocks(self) -> Iterator[list[tuple[int, str]]]:
+        """Yield lists of (line number, text), newline stripped; blank lines are left out."""
+        while True:
+            data = self._read()
+            if data:
+                pieces = (self._partial + data).split(b"\n")
+                self._partial = pieces.pop()
+                if pieces:
+                    yield self._number(pieces)
+                continue
+            if self.follow:
+                self.stopper.wait(time.sleep, self.poll_s)
+                continue
+            if self._partial:
+                last, self._partial = self._partial, b""
+                yield self._number([last])
+            return
+
+    def _number(self, pieces: list[bytes]) -> list[tuple[int, str]]:
+        texts = b"\n".join(pieces).decode("utf-8", errors="replace").split("\n")
+        start = self.line_no
+        self.line_no += len(texts)
+        return [(start + i + 1, t.rstrip("\r")) for i, t in enumerate(texts) if t.strip()]
+
+
+@dataclass
+class Parsed:
+    """Rows of one block that passed the per-row checks, plus the rejected ones."""
+
+    t: np.ndarray
+    values: np.ndarray
+    lines: np.ndarray
+    rejects: list[tuple[int, str]]
+
+
+def _fmt(x: float) -> str:
+    return format(float(x), ".15g")
+
+
+def _timestamp(raw: Any, name: str) -> float | str:
+    """A timestamp as seconds, or the reason it is refused."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return f"missing value for the timestamp column '{name}'"
+    if isinstance(raw, bool):
+        return f"timestamp {raw!r} is not a number of seconds or an ISO 8601 time"
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    else:
+        text = str(raw).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                value = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return f"timestamp {text!r} is not a number of seconds or an ISO 8601 time"
+    if not math.isfinite(value):
+        return f"timestamp {raw!r} is not a finite number of seconds"
+    return value
+
+
+def _channel(raw: Any, name: str) -> float | str:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return f"missing value for channel '{name}'"
+    if isinstance(raw, bool):
+        return f"channel '{name}' expects a number, got {raw!r}"
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    else:
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            return f"channel '{name}' expects a number, got {str(raw).strip()!r}"
+    if not math.isfinite(value):
+        return f"channel '{name}' is {_fmt(value)}; sensors must send finite numbers"
+    return value
+
+
+class RowParser:
+    """Turns blocks of lines into arrays (timestamp, channels); CSV blocks go through NumPy's C parser."""
+
+    def __init__(self, spec: WindowSpec, timestamp: str, fmt: str, first: tuple[int, str]):
+        self.channels = spec.channel_names
+        self.timestamp = timestamp
+        line_no, text = first
+        if fmt == "auto":
+            fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
+        self.fmt = fmt
+        self.header_line = None
+        if fmt == "csv":
+            header = [h.strip() for h in next(csv.reader([text]))]
+            wanted = [timestamp, *self.channels]
+            missing = [c for c in wanted if c not in header]
+            if missing:
+                raise InputError(
+                    f"input header does not match the bundle's channels: expected columns {', '.join(wanted)}; "
+                    f"missing {', '.join(missing)}; the header (line {line_no}) has {', '.join(header) or 'nothing'}. "
+                    "Rename the columns (or pass --timestamp-column), or stream with a bundle made for these channels"
+                )
+            repeated = sorted({h for h in wanted if header.count(h) > 1})
+            if repeated:
+                raise InputError(f"input header names column {repeated[0]!r} twice (line {line_no}); give each column once")
+            self.width = len(header)
+            self.usecols = [header.index(c) for c in wanted]
+            self.header_line = line_no
+        elif fmt != "jsonl":
+            raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
+
+    def parse(self, block: list[tuple[int, str]]) -> Parsed:
+        if self.fmt == "csv":
+            return self._csv(block)
+        return self._jsonl(block)
+
+    def _csv(self, block: list[tuple[int, str]]) -> Parsed:
+        texts = [t for _, t in block]
+        commas = self.width - 1
+        if all(t.count(",") == commas for t in texts) and not any('"' in t for t in texts):
+            try:
+                arr = np.loadtxt(texts, delimiter=",", usecols=self.usecols, ndmin=2, dtype=np.float64, comments=None)
+            except ValueError:
+                arr = None
+            if arr is not None and arr.shape == (len(texts), len(self.usecols)):
+                lines = np.fromiter((n for n, _ in block), dtype=np.int64, count=len(block))
+                finite = np.isfinite(arr).all(axis=1)
+                rejects = []
+                if not finite.all():
+                    for i in np.flatnonzero(~finite):
+                        j = int(np.flatnonzero(~np.isfinite(arr[i]))[0])
+                        reason = (_timestamp(arr[i, 0], self.timestamp) if j == 0
+                                  else _channel(arr[i, j], self.channels[j - 1]))
+                        rejects.append((int(lines[i]), reason))
+                    arr, lines = arr[finite], lines[finite]
+                return Parsed(arr[:, 0].copy(), arr[:, 1:], lines, rejects)
+        rows, lines, rejects = [], [], []
+        for line_no, text in block:
+            fields = next(csv.reader([text]))
+            if len(fields) != self.width:
+                rejects.append((line_no, f"expected {self.width} comma-separated values as in the header, got {len(fields)}"))
+                continue
+            result = self._row([fields[i] for i in self.usecols])
+            if isinstance(result, str):
+                rejects.append((line_no, result))
+            else:
+                rows.append(result)
+                lines.append(line_no)
+        return self._pack(rows, lines, rejects)
+
+    def _jsonl(self, block: list[tuple[int, str]]) -> Parsed:
+        rows, lines, rejects = [], [], []
+        for line_no, text in block:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                rejects.append((line_no, f"not valid JSON ({err.msg} at column {err.colno})"))
+                continue
+            if not isinstance(value, dict):
+                rejects.append((line_no, f"expected a JSON object of column name to value, got {type(value).__name__}"))
+                continue
+            absent = [c for c in (self.timestamp, *self.channels) if c not in value]
+            if absent:
+                what = "timestamp" if absent[0] == self.timestamp else "channel"
+                rejects.append((line_no, f"missing {what} '{absent[0]}'"))
+                continue
+            result = self._row([value[c] for c in (self.timestamp, *self.channels)])
+            if isinstance(result, str):
+                rejects.append((line_no, result))
+            else:
+                rows.append(result)
+                lines.append(line_no)
+        return self._pack(rows, lines, rejects)
+
+    def _row(self, raw: list[Any]) -> list[float] | str:
+        t = _timestamp(raw[0], self.timestamp)
+        if isinstance(t, str):
+            return t
+        out = [t]
+        for name, value in zip(self.channels, raw[1:]):
+            v = _channel(value, name)
+            if isinstance(v, str):
+                return v
+            out.append(v)
+        return out
+
+    def _pack(self, rows, lines, rejects) -> Parsed:
+        arr = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.channels) + 1)
+        return Parsed(arr[:, 0].copy(), arr[:, 1:], np.array(lines, dtype=np.int64), rejects)
+
+
+# ----- order, gaps, windows --------------------------------------------------------------
+class Sequencer:
+    """Drops out-of-order and duplicate timestamps; marks gaps, where the window restarts."""
+
+    def __init__(self, max_gap_s: float | None):
+        self.max_gap = max_gap_s
+        self.prev_t: float | None = None
+        self.prev_line = 0
+
+    def check(self, p: Parsed) -> tuple[np.ndarray, list[int], list[tuple[int, str]], list[tuple[int, str]]]:
+        """-> (keep mask, positions in the kept rows where a gap restarts the window, rejects, gap reports)."""
+        n = len(p.t)
+        if n == 0:
+            return np.ones(0, dtype=bool), [], [], []
+        d = np.diff(p.t) if self.prev_t is None else np.diff(p.t, prepend=self.prev_t)
+        if (d > 0).all() and (self.max_gap is None or (d <= self.max_gap).all()):
+            self.prev_t, self.prev_line = float(p.t[-1]), int(p.lines[-1])
+            return np.ones(n, dtype=bool), [], [], []
+        keep = np.ones(n, dtype=bool)
+        breaks, rejects, gaps = [], [], []
+        kept = 0
+        for i in range(n):
+            t, line = float(p.t[i]), int(p.lines[i])
+            if self.prev_t is not None:
+                if t == self.prev_t:
+                    keep[i] = False
+                    rejects.append((line, f"timestamp {_fmt(t)} repeats the previous row's (line {self.prev_line}); "
+                                          "each row needs a later timestamp"))
+                    continue
+                if t < self.prev_t:
+                    keep[i] = False
+                    rejects.append((line, f"timestamp {_fmt(t)} is earlier than the previous row's {_fmt(self.prev_t)} "
+                                          f"(line {self.prev_line}); rows must arrive in time order"))
+                    continue
+                if self.max_gap is not None and t - self.prev_t > self.max_gap:
+                    breaks.append(kept)
+                    gaps.append((line, f"gap of {_fmt(t - self.prev_t)} s after timestamp {_fmt(self.prev_t)} "
+                                       f"(line {self.prev_line}), more than the {_fmt(self.max_gap)} s allowed; "
+                                       "window restarted"))
+            self.prev_t, self.prev_line = t, line
+            kept += 1
+        return keep, breaks, rejects, gaps
+
+
+@dataclass
+class Windows:
+    """Full windows cut from the buffer: (W, window, C) values and their bounds."""
+
+    values: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    rows: int
+
+
+class Windower:
+    """Buffers kept rows and cuts a window every `hop` rows; a gap empties the buffer."""
+
+    def __init__(self, window: int, hop: int, channels: int):
+        self.window, self.hop = window, hop
+        self.t = np.empty(0)
+        self.v = np.empty((0, channels))
+        self.skip = 0            # rows still to drop before the next window start (hop > window)
+        self.used = 0            # rows fed so far (absolute index of the next row)
+        self.covered = 0         # rows inside at least one full window
+        self._covered_to = 0     # absolute index after the last window's end
+        self._buf_start = 0      # absolute index of self.t[0]
+
+    def restart(self) -> None:
+        self._buf_start += len(self.t)
+        self.t = self.t[:0]
+        self.v = self.v[:0]
+        self.skip = 0
+
+    def feed(self, t: np.ndarray, v: np.ndarray) -> Windows | None:
+        self.used += len(t)
+        if self.skip:
+            drop = min(self.skip, len(t))
+            t, v = t[drop:], v[drop:]
+            self.skip -= drop
+            self._buf_start += drop
+        self.t = np.concatenate([self.t, t]) if len(self.t) else t
+        self.v = np.concatenate([self.v, v]) if len(self.v) else v
+        n = len(self.t)
+        if n < self.window:
+            return None
+        count = (n - self.window) // self.hop + 1
+        starts = np.arange(count) * self.hop
+        view = np.lib.stride_tricks.sliding_window_view(self.v, self.window, axis=0)  # (n-w+1, C, w)
+        values = view[starts].transpose(0, 2, 1)
+        out = Windows(values, self.t[starts], self.t[starts + self.window - 1], self.window)
+        first_abs = self._buf_start + int(starts[0])
+        last_end = self._buf_start + int(starts[-1]) + self.window
+        if self.hop >= self.window:
+            self.covered += count * self.window
+        else:
+            self.covered += last_end - max(first_abs, self._covered_to)
+        self._covered_to = last_end
+        consumed = count * self.hop
+        keep_from = min(consumed, n)
+        self.skip = consumed - keep_from
+        self._buf_start += keep_from
+        self.t = self.t[keep_from:].copy()
+        self.v = self.v[keep_from:].copy()
+        return out
+
+
+# ----- the stream ------------------------------------------------------------------------------
+class _Reporter:
+    """Rejects and gaps to stderr or a JSONL file; live statistics to stderr."""
+
+    def __init__(self, err: IO[str], rejects: IO[str] | None, *, live: bool, stats_every_s: float):
+        self.err, self.rejects = err, rejects
+        self.live = live
+        self.stats_every_s = stats_every_s
+        self._last = time.perf_counter()
+        self._shown = False
+
+    def problem(self, kind: str, line: int, reason: str) -> None:
+        if self.rejects is not None:
+            self.rejects.write(json.dumps({"line": line, "kind": kind, "reason": reason}) + "\n")
+        else:
+            self._clear()
+            self.err.write(f"line {line}: {kind}: {reason}\n")
+
+    def status(self, text: str, *, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.live:
+            if force or now - self._last >= 0.25:
+                self.err.write("\r" + text[:160].ljust(100))
+                self.err.flush()
+                self._shown = True
+                self._last = now
+        elif self.stats_every_s > 0 and (now - self._last >= self.stats_every_s):
+            self.err.write(text + "\n")
+            self.err.flush()
+            self._last = now
+
+    def _clear(self) -> None:
+        if self._shown:
+            self.err.write("\r" + " " * 100 + "\r")
+            self._shown = False
+
+    def done(self) -> None:
+        self._clear()
+        if self.rejects is not None:
+            self.rejects.flush()
+
+
+class _BiasMonitor:
+    """Feeds each window's decision to a RollingFairness per protected feature; returns the active alerts."""
+
+    def __init__(self, schema, reference, window: int):
+        from edgeinfer.explain.monitor import RollingFairness
+
+        self.schema = schema
+        if schema.favourable is not None:
+            self.positive = schema.class_index(schema.favourable)
+        elif len(schema.classes) == 2:
+            self.positive = 1
+        else:
+            raise InputError(
+                "the bias monitor needs a favourable class in a model with more than two classes; "
+                "name one in the schema (favourable = ...)"
+            )
+        self.features = []
+        for name in schema.protected:
+            j = schema.index(name)
+            f = schema.features[j]
+            split = None if f.kind == "categorical" else float(reference.median[j])
+            self.features.append((j, f, split, RollingFairness(window=window, sensitive_feature=name)))
+
+    def group(self, f, split, value: float) -> str:
+        if split is None:
+            return f.label(value)
+        return f"{f.name} < {_fmt(split)}" if value < split else f"{f.name} >= {_fmt(split)}"
+
+    def observe(self, index: int, row: np.ndarray, proba: np.ndarray) -> list[dict]:
+        alerts = []
+        y_pred = int(proba.argmax() == self.positive)
+        for j, f, split, monitor in self.features:
+            monitor.observe(index, self.group(f, split, float(row[j])), y_pred, float(proba[self.positive]))
+            for a in monitor.snapshot().alerts:
+                alerts.append({"kind": "bias", "feature": f.name, "metric": a.metric, "value": a.value,
+                               "threshold": a.threshold, "high_group": str(a.high_group),
+                               "low_group": str(a.low_group), "message": a.message})
+        return alerts
+
+
+def window_spec_of(bundle) -> WindowSpec:
+    """The WindowSpec a bundle was exported with; refuses a bundle without one or with mismatched features."""
+    data = bundle.manifest.get("window")
+    if not data:
+        raise BundleError(
+            f"bundle {bundle.path} declares no window, so it cannot stream sensor rows; "
+            "export the model with window=WindowSpec(...) (edgeinfer.windows)"
+        )
+    spec = WindowSpec.from_dict(data)
+    if list(spec.feature_names) != list(bundle.schema.names):
+        raise BundleError(
+            f"bundle {bundle.path}: the window's features ({', '.join(spec.feature_names[:4])}, …) are not the "
+            "model's features in order; re-export the bundle with the WindowSpec its features came from"
+        )
+    return spec
+
+
+def stream(
+    session,
+    source: str | Path = "-",
+    *,
+    options: StreamOptions = StreamOptions(),
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    rejects: IO[str] | None = None,
+    stopper: Stopper | None = None,
+    live: bool = False,
+    stats_every_s: float = 10.0,
+) -> StreamSummary:
+    """Stream rows from `source` through `session`; one JSON line per window to `out`. Returns the summary.
+
+    Raises InputError for an empty input or a header that does not match the channels.
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    stopper = stopper or Stopper()
+    schema = session.schema
+    spec = window_spec_of(session.bundle)
+    window = options.window or spec.window
+    hop = options.hop or spec.hop
+    if window < 2:
+        raise InputError(f"window must be at least 2 samples, got {window}")
+    policy = ExplainPolicy.parse(options.explain, schema)
+    max_gap = options.max_gap_s
+    if max_gap is None and spec.sample_rate_hz is not None:
+        max_gap = 1.5 / spec.sample_rate_hz
+    timestamp = options.timestamp or spec.timestamp
+    bias = _BiasMonitor(schema, session.reference, options.bias_window) if schema.protected else None
+    lows, highs = schema.lows, schema.highs
+    classes = schema.classes
+
+    reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
+    hist = LatencyHistogram()
+    reasons: dict[str, int] = {}
+    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "alerts": 0}
+    sequencer = Sequencer(max_gap)
+    windower = Windower(window, hop, len(spec.channels))
+    previous_label: list[int | None] = [None]
+    started = time.perf_counter()
+    stopped_by = "end of input"
+
+    def reject(line: int, reason: str) -> None:
+        counts["rejected"] += 1
+        key = _reason_kind(reason)
+        reasons[key] = reasons.get(key, 0) + 1
+        reporter.problem("rejected", line, reason)
+
+    def emit(w: Windows, read_at: float) -> None:
+        for lo in range(0, len(w.values), options.batch):
+            hi = min(lo + options.batch, len(w.values))
+            features = compute_many(spec, w.values[lo:hi])
+            proba = session.predict_proba(features)
+            labels = proba.argmax(axis=1)
+            base = counts["windows"]
+            indices = np.arange(base, base + len(labels))
+            chosen = policy.select(indices, labels, proba, previous_label[0], schema)
+            previous_label[0] = int(labels[-1])
+            explanations: dict[int, Any] = {}
+            picked = np.flatnonzero(chosen)
+            for s in range(0, len(picked), options.explain_batch):
+                part = picked[s:s + options.explain_batch]
+                for i, e in zip(part, session.explain(features[part], stakeholder=options.stakeholder)):
+                    explanations[int(i)] = e.to_dict() if getattr(e, "ok", True) else None
+            with np.errstate(invalid="ignore"):
+                outside = (features < lows) | (features > highs)
+            ready = time.perf_counter()
+            latency = (ready - read_at) * 1000.0
+            hist.add(latency, len(labels))
+            parts = []
+            for i in range(len(labels)):
+                alerts = []
+                if outside[i].any():
+                    j = int(np.flatnonzero(outside[i])[0])
+                    alerts.append({"kind": "out_of_range", "feature": schema.names[j],
+                                   "message": schema.value_error(j, features[i, j]) + " (outside the training range)"})
+                if bias is not None:
+                    alerts.extend(bias.observe(int(indices[i]), features[i], proba[i]))
+                counts["alerts"] += len(alerts)
+                record = {
+                    "window": {"index": int(indices[i]), "start": float(w.start[lo + i]),
+                               "end": float(w.end[lo + i]), "rows": w.rows},
+                    "decision": {"label": int(labels[i]), "class_name": classes[labels[i]],
+                                 "probabilities": dict(zip(classes, proba[i].tolist())), "latency_ms": latency},
+                    "explanation": explanations.get(i),
+                    "alerts": alerts,
+                }
+                parts.append(json.dumps(record, allow_nan=False))
+            counts["windows"] += len(labels)
+            counts["explained"] += len(explanations)
+            out.write("\n".join(parts) + "\n")
+            out.flush()
+
+    def status() -> str:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        p50, p95 = hist.percentile(50), hist.percentile(95)
+        lat = "-" if p50 is None else f"{p50:.1f}/{p95:.1f} ms"
+        return (f"{counts['read']} rows ({counts['read'] / elapsed:.0f}/s), {counts['windows']} windows "
+                f"({counts['windows'] / elapsed:.0f}/s), p50/p95 {lat}, {counts['alerts']} alerts, "
+                f"{counts['rejected']} rejected")
+
+    source_lines = LineSource(source, follow=options.follow, poll_s=options.poll_s, stopper=stopper)
+    parser: RowParser | None = None
+    try:
+        blocks = source_lines.blocks()
+        try:
+            for block in blocks:
+                if not block:
+                    continue
+                read_at = time.perf_counter()
+                if parser is None:
+                    parser = RowParser(spec, timestamp, options.fmt, block[0])
+                    if parser.header_line is not None:
+                        block = block[1:]
+                if not block:
+                    continue
+                counts["read"] += len(block)
+                parsed = parser.parse(block)
+                for line, reason in parsed.rejects:
+                    reject(line, reason)
+                keep, breaks, bad_order, gaps = sequencer.check(parsed)
+                for line, reason in bad_order:
+                    reject(line, reason)
+                for line, reason in gaps:
+                    counts["gaps"] += 1
+                    reporter.problem("gap", line, reason)
+                t, v = parsed.t[keep], parsed.values[keep]
+                bounds = [0, *breaks, len(t)]
+                for k in range(len(bounds) - 1):
+                    if k > 0:
+                        windower.restart()
+                    a, b = bounds[k], bounds[k + 1]
+                    if b > a:
+                        cut = windower.feed(t[a:b], v[a:b])
+                        if cut is not None:
+                            emit(cut, read_at)
+                reporter.status(status())
+                if stopper.signal:
+                    break
+        except _Interrupted:
+            pass
+        except BrokenPipeError:
+            stopped_by = "closed output"
+    finally:
+        source_lines.close()
+    if stopper.signal:
+        stopped_by = stopper.signal
+    if parser is None and stopped_by == "end of input":
+        reporter.done()
+        names = ", ".join((timestamp, *spec.channel_names))
+        raise InputError(f"the input is empty; expected a CSV header ({names}) and rows, or JSON lines with those keys")
+    reporter.done()
+    elapsed = time.perf_counter() - started
+    used = windower.used
+    return StreamSummary(
+        rows_read=counts["read"],
+        rows_used=used,
+        rows_rejected=counts["rejected"],
+        rows_not_in_window=used - windower.covered,
+        gaps=counts["gaps"],
+        windows=counts["windows"],
+        explained=counts["explained"],
+        alerts=counts["alerts"],
+        elapsed_s=elapsed,
+        rows_per_s=counts["read"] / elapsed if elapsed > 0 else 0.0,
+        windows_per_s=counts["windows"] / elapsed if elapsed > 0 else 0.0,
+        latency_p50_ms=hist.percentile(50),
+        latency_p95_ms=hist.percentile(95),
+        stopped_by=stopped_by,
+        rejected_by_reason=reasons,
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its particular values, for the summary's counts."""
+    if reason.startswith("timestamp") and "repeats" in reason:
+        return "duplicate timestamp"
+    if reason.startswith("timestamp") and "earlier" in reason:
+        return "out-of-order timestamp"
+    if reason.startswith("timestamp"):
+        return "bad timestamp"
+    if reason.startswith("missing"):
+        return "missing value"
+    if reason.startswith("expected") or reason.startswith("not valid JSON"):
+        return "malformed row"
+    if "finite" in reason:
+        return "non-finite value"
+    if "expects a number" in reason:
+        return "not a number"
+    return reason
+
+
+# ----- the command -------------------------------------------------------------------------------
+@click.command("stream")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("input", default="-")
+@click.option("--window", "window_text", default=None, help="Window length: samples (20) or seconds (2s). Default: the bundle's.")
+@click.option("--hop", "hop_text", default=None, help="Step between windows: samples or seconds. Default: the bundle's.")
+@click.option("--explain", "explain_mode", default="none", show_default=True,
+              help="Which windows to explain: none, all, on-change, every:N, above:P (1 - p(favourable) >= P), "
+                   "above:CLASS:P (p(CLASS) >= P).")
+@click.option("--stakeholder", default="engineer", show_default=True, help="Who reads the explanations.")
+@click.option("--follow", is_flag=True, help="Keep reading a growing file (poll) until SIGINT/SIGTERM.")
+@click.option("--poll", "poll_s", default=0.2, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds between polls with --follow.")
+@click.option("--max-gap", "max_gap_s", default=None, type=click.FloatRange(min=0.0, min_open=True),
+              help="Seconds between rows above which the window restarts. Default: 1.5 sample periods.")
+@click.option("--input-format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto", show_default=True)
+@click.option("--timestamp-column", "timestamp", default=None, help="Timestamp column. Default: the bundle's.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
+              help="Write rejected rows and gaps here (JSONL) instead of stderr.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the final summary here as JSON.")
+@click.option("--batch", default=1024, show_default=True, type=click.IntRange(1, 65536), help="Windows per model call.")
+@click.option("--stats-every", "stats_every_s", default=10.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Seconds between statistics lines on stderr when it is not a terminal (0: none).")
+@click.option("--device", default="auto", show_default=True, help="Device profile to run as.")
+@click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded).")
+def stream_command(bundle, input, window_text, hop_text, explain_mode, stakeholder, follow, poll_s, max_gap_s, fmt,
+                   timestamp, rejects_path, summary_path, batch, stats_every_s, device, fallback) -> None:
+    """Stream sensor rows from INPUT (CSV or JSONL; '-' is stdin) through BUNDLE: one JSON line per window.
+
+    Bad rows are reported on stderr (or --rejects) and counted, never fatal. SIGINT/SIGTERM stop the
+    stream after the current chunk, flush the output and print the summary (exit 0).
+    """
+    from edgeinfer.session import load
+
+    if follow and input == "-":
+        raise UsageError("--follow reads a growing file; stdin already streams until it closes: drop --follow or give a file")
+    session = load(bundle, device=device, fallback=fallback)
+    spec = window_spec_of(session.bundle)
+    window = spec.samples(window_text, what="--window") if window_text else None
+    hop = spec.samples(hop_text, what="--hop") if hop_text else None
+    options = StreamOptions(window=window, hop=hop, explain=explain_mode, stakeholder=stakeholder, follow=follow,
+                            poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp)
+    ExplainPolicy.parse(explain_mode, session.schema)  # refuse a bad --explain before reading
+    stopper = Stopper()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, stopper.request)
+    rejects = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
+    try:
+        summary = stream(session, input, options=options, out=sys.stdout, err=sys.stderr, rejects=rejects,
+                         stopper=stopper, live=sys.stderr.isatty(), stats_every_s=stats_every_s)
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+        if rejects is not None:
+            rejects.close()
+    if summary.stopped_by == "closed output":
+        try:
+            sys.stdout = open(os.devnull, "w")  # the reader went away: nothing more to flush there
+        except OSError:
+            pass
+    sys.stderr.write(summary.text() + "\n")
+    sys.stderr.flush()
+    if summary_path:
+        Path(summary_path).write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")

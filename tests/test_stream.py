@@ -1,0 +1,385 @@
+"""`edgeinfer stream` on the BasicMotions smartwatch recordings: windows, bad rows, signals, follow, stdin."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgeinfer as ei
+from edgeinfer.cli import main
+from edgeinfer.schema import Feature, FeatureSchema
+from edgeinfer.sensor_demo import build_motion_bundle, load_motions, motion_spec, write_recording
+from edgeinfer.stream import ExplainPolicy, LatencyHistogram, Windower
+from edgeinfer.windows import WindowSpec, compute_many, cut_windows
+
+HEADER = "timestamp,acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"
+
+
+@pytest.fixture(scope="module")
+def motion_bundle(tmp_path_factory) -> Path:
+    """BasicMotions MLP on 2 s window features, exported int8 for the Raspberry Pi 4 with its WindowSpec."""
+    return build_motion_bundle(tmp_path_factory.mktemp("stream") / "motions")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """All 40 BasicMotions test recordings back to back: 4000 raw rows, 400 s at 10 Hz."""
+    return write_recording(tmp_path_factory.mktemp("rec") / "motions.csv")
+
+
+def run(args, *, input=None):
+    result = CliRunner().invoke(main, ["stream", *map(str, args)], input=input, catch_exceptions=False)
+    return result
+
+
+def lines_of(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def rows(start: float, count: int, *, step: float = 0.1, value: float = 1.0) -> list[str]:
+    return [f"{start + i * step:.1f},{value},{value},{value},{value},{value},{value}" for i in range(count)]
+
+
+# ----- predictions ------------------------------------------------------------------------
+def test_stream_predictions_equal_batch_predictions_on_the_same_windows(motion_bundle, recording):
+    result = run([motion_bundle, recording])
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    data = np.loadtxt(recording, delimiter=",", skiprows=1)
+    spec = motion_spec()
+    windows = cut_windows(data[:, 1:], window=20, hop=10)
+    session = ei.load(motion_bundle)
+    batch = session.predict(compute_many(spec, windows))
+    assert len(out) == len(windows) == 399
+    for i, (line, decision) in enumerate(zip(out, batch)):
+        assert line["window"] == {"index": i, "start": data[10 * i, 0], "end": data[10 * i + 19, 0], "rows": 20}
+        assert line["decision"]["class_name"] == decision.class_name
+        assert line["decision"]["label"] == decision.label
+        assert list(line["decision"]["probabilities"].values()) == list(decision.probabilities)
+        assert line["explanation"] is None and line["alerts"] == []
+    assert "rows     read 4000 = used 4000 + rejected 0" in result.stderr
+    assert "windows  399 (0 explained); 0 used rows in no full window; 0 gaps" in result.stderr
+    # The windows inside one recording are the windows export held out: the stream's accuracy on them is
+    # the accuracy export recorded, to the last digit.
+    inside = [i for i in range(399) if (10 * i) // 100 == (10 * i + 19) // 100]
+    truth = load_motions().y_test[[10 * i // 100 for i in inside]]
+    accuracy = np.mean([out[i]["decision"]["label"] for i in inside] == truth)
+    manifest = json.loads((motion_bundle / "manifest.json").read_text())
+    assert len(inside) == manifest["validation"]["rows"] == 360
+    assert accuracy == manifest["validation"]["accuracy"]
+
+
+def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
+    from_file = run([motion_bundle, recording])
+    from_stdin = run([motion_bundle, "-"], input=recording.read_text())
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert strip(from_stdin.stdout) == strip(from_file.stdout)
+    assert from_stdin.exit_code == 0
+
+
+def test_window_and_hop_in_seconds_override_the_bundle(motion_bundle, recording):
+    result = run([motion_bundle, recording, "--window", "3s", "--hop", "25"])
+    out = lines_of(result.stdout)
+    assert [d["window"]["rows"] for d in out] == [30] * 159   # (4000 - 30) // 25 + 1
+    assert [d["window"]["start"] for d in out[:3]] == [0.0, 2.5, 5.0]
+    assert out[0]["window"]["end"] == 2.9
+
+
+def test_jsonl_input_is_read_like_csv(motion_bundle, recording, tmp_path):
+    data = np.loadtxt(recording, delimiter=",", skiprows=1)[:40]
+    names = HEADER.split(",")
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("".join(json.dumps(dict(zip(names, r.tolist()))) + "\n" for r in data))
+    csv_text = "\n".join(recording.read_text().splitlines()[:41]) + "\n"
+    a = lines_of(run([motion_bundle, jsonl]).stdout)
+    b = lines_of(run([motion_bundle, "-"], input=csv_text).stdout)
+    assert [d["decision"]["probabilities"] for d in a] == [d["decision"]["probabilities"] for d in b]
+    assert len(a) == 3
+
+
+# ----- bad input ---------------------------------------------------------------------------
+def test_every_bad_row_is_reported_counted_and_the_stream_goes_on(motion_bundle, tmp_path):
+    good = rows(0.0, 25)                                  # lines 2-26, t 0.0 .. 2.4
+    bad = [
+        "2.5,1,1,1",                                      # line 27 malformed
+        "2.5,1,,1,1,1,1",                                 # line 28 missing channel value
+        "2.5,1,1,x,1,1,1",                                # line 29 not a number
+        "2.5,1,1,1,nan,1,1",                              # line 30 NaN
+        "2.5,1,1,1,1,inf,1",                              # line 31 infinite
+        ",1,1,1,1,1,1",                                   # line 32 missing timestamp
+        "2.4,1,1,1,1,1,1",                                # line 33 duplicate of line 26
+        "2.0,1,1,1,1,1,1",                                # line 34 out of order
+    ]
+    after = rows(2.5, 5) + rows(10.0, 22)                 # lines 35-39 then a gap at line 40
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join([HEADER, *good, *bad, *after]) + "\n")
+    result = run([motion_bundle, path])
+    assert result.exit_code == 0
+    problems = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert problems == [
+        "line 27: rejected: expected 7 comma-separated values as in the header, got 4",
+        "line 28: rejected: missing value for channel 'acc_y'",
+        "line 29: rejected: channel 'acc_z' expects a number, got 'x'",
+        "line 30: rejected: channel 'gyr_x' is nan; sensors must send finite numbers",
+        "line 31: rejected: channel 'gyr_y' is inf; sensors must send finite numbers",
+        "line 32: rejected: missing value for the timestamp column 'timestamp'",
+        "line 33: rejected: timestamp 2.4 repeats the previous row's (line 26); each row needs a later timestamp",
+        "line 34: rejected: timestamp 2 is earlier than the previous row's 2.4 (line 26); "
+        "rows must arrive in time order",
+        "line 40: gap: gap of 7.1 s after timestamp 2.9 (line 39), more than the 0.15 s allowed; window restarted",
+    ]
+    # 30 good rows before the gap: windows at 0 and 10 (rows 0-29); after the gap 22 rows: one window
+    out = lines_of(result.stdout)
+    assert [(d["window"]["start"], d["window"]["end"]) for d in out] == [(0.0, 1.9), (1.0, 2.9), (10.0, 11.9)]
+    assert "rows     read 60 = used 52 + rejected 8" in result.stderr
+    assert "windows  3 (0 explained); 2 used rows in no full window; 1 gap" in result.stderr
+    for expected in ["rejected 2 x non-finite value", "rejected 2 x missing value", "rejected 1 x malformed row",
+                     "rejected 1 x not a number", "rejected 1 x duplicate timestamp",
+                     "rejected 1 x out-of-order timestamp"]:
+        assert expected in result.stderr
+
+
+def test_rejects_file_gets_the_problems_as_json_lines(motion_bundle, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 3), "0.3,1,1,1,1,1", "0.1,1,1,1,1,1,1"]) + "\n")
+    rejects, summary = tmp_path / "rejects.jsonl", tmp_path / "summary.json"
+    result = run([motion_bundle, path, "--rejects", rejects, "--summary", summary])
+    assert not any(line.startswith("line ") for line in result.stderr.splitlines())
+    assert lines_of(rejects.read_text()) == [
+        {"line": 5, "kind": "rejected", "reason": "expected 7 comma-separated values as in the header, got 6"},
+        {"line": 6, "kind": "rejected", "reason": "timestamp 0.1 is earlier than the previous row's 0.2 (line 4); "
+                                                  "rows must arrive in time order"},
+    ]
+    s = json.loads(summary.read_text())
+    assert (s["rows_read"], s["rows_used"], s["rows_rejected"], s["windows"]) == (5, 3, 2, 0)
+    assert s["rows_read"] == s["rows_used"] + s["rows_rejected"]
+    assert s["rows_not_in_window"] == 3 and s["stopped_by"] == "end of input"
+
+
+def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
+    names = HEADER.split(",")
+    good = [json.dumps(dict(zip(names, [i / 10] + [1.0] * 6))) for i in range(20)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join([*good[:10], '{"timestamp": 1.0, "acc_x": 1', "[1, 2]",
+                               json.dumps({"timestamp": 1.0, "acc_x": 1.0}),
+                               json.dumps(dict(zip(names, [1.0, "fast", 1, 1, 1, 1, 1]))),
+                               json.dumps(dict(zip(names, [1.0, None, 1, 1, 1, 1, 1]))),
+                               *good[10:]]) + "\n")
+    result = run([motion_bundle, path])
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 11: rejected: not valid JSON (Expecting ',' delimiter at column 30)",
+        "line 12: rejected: expected a JSON object of column name to value, got list",
+        "line 13: rejected: missing channel 'acc_y'",
+        "line 14: rejected: channel 'acc_x' expects a number, got 'fast'",
+        "line 15: rejected: missing value for channel 'acc_x'",
+    ]
+    assert len(lines_of(result.stdout)) == 1
+    assert "rows     read 25 = used 20 + rejected 5" in result.stderr
+
+
+def test_header_that_does_not_match_the_channels_is_an_error(motion_bundle, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("time,ax,ay,az,gyr_x,gyr_y,gyr_z\n0,1,1,1,1,1,1\n")
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: input header does not match the bundle's channels: expected columns timestamp, acc_x, acc_y, acc_z, "
+        "gyr_x, gyr_y, gyr_z; missing timestamp, acc_x, acc_y, acc_z; the header (line 1) has time, ax, ay, az, "
+        "gyr_x, gyr_y, gyr_z. Rename the columns (or pass --timestamp-column), or stream with a bundle made for "
+        "these channels\n"
+    )
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("\n".join(["t,acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z", *rows(0.0, 20)]) + "\n")
+    ok = run([motion_bundle, renamed, "--timestamp-column", "t"])
+    assert ok.exit_code == 0 and len(lines_of(ok.stdout)) == 1
+
+
+def test_empty_input_is_an_error(motion_bundle, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("\n\n")
+    for args, stdin in (([path], None), (["-"], "")):
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), *map(str, args)], input=stdin)
+        assert result.exit_code == 1
+        assert result.stderr == (
+            "error: the input is empty; expected a CSV header (timestamp, acc_x, acc_y, acc_z, gyr_x, gyr_y, gyr_z) "
+            "and rows, or JSON lines with those keys\n"
+        )
+
+
+def test_bad_options_are_usage_errors(motion_bundle, recording):
+    cases = {
+        "every:0": "error: --explain 'every:0': every:N needs a whole number N >= 1, e.g. every:10\n",
+        "above:0.8": ("error: --explain 'above:0.8': the model names no favourable class, so 'unfavourable' is "
+                      "undefined; name a class: above:CLASS:P with CLASS one of Badminton, Running, Standing, Walking\n"),
+        "above:Jogging:0.5": ("error: --explain 'above:Jogging:0.5': unknown class 'Jogging'; classes are Badminton, "
+                              "Running, Standing, Walking\n"),
+        "sometimes": ("error: --explain 'sometimes' is not understood; use one of none, all, on-change, every:N, "
+                      "above:P, above:CLASS:P\n"),
+    }
+    for mode, message in cases.items():
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--explain", mode])
+        assert (result.exit_code, result.stderr) == (2, message)
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --follow reads a growing file; stdin already streams until it closes: "
+                             "drop --follow or give a file\n")
+
+
+# ----- explanations and alerts ----------------------------------------------------------------------------
+def test_explain_policies_select_the_right_windows():
+    schema = FeatureSchema((Feature("x"),), ("ok", "alarm", "other"), favourable="ok")
+    labels = np.array([1, 1, 0, 0, 2, 2, 1])
+    proba = np.eye(3)[labels] * 0.7 + 0.1
+    idx = np.arange(10, 17)
+    pick = lambda mode, previous=None: ExplainPolicy.parse(mode, schema).select(idx, labels, proba, previous, schema)  # noqa: E731
+    assert pick("none").tolist() == [False] * 7
+    assert pick("all").tolist() == [True] * 7
+    assert np.flatnonzero(pick("on-change")).tolist() == [0, 2, 4, 6]
+    assert np.flatnonzero(pick("on-change", previous=1)).tolist() == [2, 4, 6]
+    assert np.flatnonzero(pick("every:4")).tolist() == [2, 6]                       # indices 12 and 16
+    assert np.flatnonzero(pick("above:0.8")).tolist() == [0, 1, 4, 5, 6]            # 1 - p(ok) = 0.9
+    assert np.flatnonzero(pick("above:other:0.75")).tolist() == [4, 5]
+
+
+def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
+    """A model that decides on a protected channel alone: demographic parity alerts once both groups have 30."""
+    from edgeinfer.export.models import linear_logistic
+
+    spec = WindowSpec.create(channels={"sex": "", "x": "mV"}, statistics={"sex": ["mean"], "x": ["mean"]},
+                             window=2, hop=2)
+    schema = FeatureSchema(
+        (Feature("sex_mean", kind="categorical", categories=("female", "male"), protected=True),
+         Feature("x_mean", low=-10, high=10, unit="mV")),
+        ("denied", "approved"), favourable="approved",
+    )
+    rng = np.random.default_rng(0)
+    calibration = np.column_stack([rng.integers(0, 2, 200), rng.uniform(-10, 10, 200)]).astype(float)
+    ei.export(linear_logistic([8.0, 0.0], -4.0), schema, calibration=calibration, device="x86-edge-gateway",
+              out=tmp_path / "b", precision="fp32", window=spec)
+    lines = ["timestamp,sex,x"] + [f"{i},{(i // 2) % 2},{(i % 7) - 3}" for i in range(160)]
+    result = run([tmp_path / "b", "-"], input="\n".join(lines) + "\n")
+    out = lines_of(result.stdout)
+    assert len(out) == 80
+    assert [d["decision"]["class_name"] for d in out[:4]] == ["denied", "approved", "denied", "approved"]
+    alerted = [d["window"]["index"] for d in out if d["alerts"]]
+    assert alerted == list(range(59, 80))          # window 59 is the 30th of the second group
+    alert = out[59]["alerts"][0]
+    assert alert["kind"] == "bias" and alert["feature"] == "sex_mean"
+    assert alert["metric"] == "demographic parity difference"
+    assert (alert["high_group"], alert["low_group"]) == ("male", "female")
+    assert alert["value"] == 1.0
+    assert "alerts   21" in result.stderr
+
+
+# ----- signals and growing files ------------------------------------------------------------------
+def _cli() -> list[str]:
+    return [sys.executable, "-c", "from edgeinfer.cli import main; main()"]
+
+
+def _read_lines(stream, count: int, timeout: float) -> list[str]:
+    """Read `count` lines from a pipe, failing (not hanging) after `timeout` seconds."""
+    selector = selectors.DefaultSelector()
+    selector.register(stream, selectors.EVENT_READ)
+    got, buffer, deadline = [], b"", time.monotonic() + timeout
+    fd = stream.fileno()
+    while len(got) < count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not selector.select(left):
+            raise AssertionError(f"got {len(got)} of {count} lines in {timeout} s: {got[-1:]}")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"the stream ended after {len(got)} of {count} lines")
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        got += [c.decode() for c in complete]
+    assert buffer == b""
+    return got
+
+
+def test_sigterm_mid_stream_flushes_and_prints_the_summary(motion_bundle):
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(("\n".join([HEADER, *rows(0.0, 100), "bad,row", *rows(10.0, 200)]) + "\n").encode())
+        proc.stdin.flush()
+        first = _read_lines(proc.stdout, 29, timeout=60)       # (300 - 20) // 10 + 1 windows
+        proc.send_signal(signal.SIGTERM)                       # the writer keeps the pipe open
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert rest == b""
+    out = [json.loads(line) for line in first]
+    assert [d["window"]["index"] for d in out] == list(range(29))
+    assert set(out[0]) == {"window", "decision", "explanation", "alerts"}
+    text = err.decode()
+    assert "line 102: rejected: expected 7 comma-separated values as in the header, got 2" in text
+    assert "stream summary (stopped by SIGTERM)" in text
+    assert "rows     read 301 = used 300 + rejected 1" in text
+    assert "windows  29 (0 explained); 0 used rows in no full window; 0 gaps" in text
+
+
+def test_follow_picks_up_appended_rows_until_sigint(motion_bundle, tmp_path):
+    path = tmp_path / "growing.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(path), "--follow", "--poll", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = _read_lines(proc.stdout, 9, timeout=60)
+        with open(path, "a") as fh:                            # half a line first: it must wait for the rest
+            text = "\n".join(rows(10.0, 100, value=2.0)) + "\n"
+            fh.write(text[:15])
+            fh.flush()
+            time.sleep(0.3)
+            fh.write(text[15:])
+        more = _read_lines(proc.stdout, 10, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and rest == b""
+    starts = [json.loads(line)["window"]["start"] for line in first + more]
+    assert starts == [float(i) for i in range(19)]
+    text = err.decode()
+    assert "stream summary (stopped by SIGINT)" in text
+    assert "rows     read 200 = used 200 + rejected 0" in text
+
+
+# ----- pieces --------------------------------------------------------------------------------------
+def test_windower_cuts_across_feeds_and_counts_rows_in_no_window():
+    w = Windower(4, 3, 1)
+    cuts = []
+    for chunk in (np.arange(0, 2), np.arange(2, 9), np.arange(9, 11)):
+        got = w.feed(chunk.astype(float), chunk[:, None].astype(float))
+        if got is not None:
+            cuts += got.start.tolist()
+    assert cuts == [0.0, 3.0, 6.0]        # windows 0-3, 3-6, 6-9; row 10 is in none
+    assert (w.used, w.covered) == (11, 10)
+    sparse = Windower(2, 5, 1)            # hop > window: rows between windows are in none
+    got = sparse.feed(np.arange(12.0), np.arange(12.0)[:, None])
+    assert got.start.tolist() == [0.0, 5.0, 10.0] and (sparse.used, sparse.covered) == (12, 6)
+    assert sparse.feed(np.arange(12.0, 16.0), np.arange(12.0, 16.0)[:, None]) is None   # 12-14 skipped
+    got = sparse.feed(np.array([16.0]), np.array([[16.0]]))
+    assert got.start.tolist() == [15.0] and (sparse.used, sparse.covered) == (17, 8)
+
+
+def test_latency_percentiles_are_within_a_bin():
+    hist = LatencyHistogram()
+    values = np.random.default_rng(0).lognormal(0, 1, 5000)
+    hist.add(values, 1)
+    for q in (50, 95):
+        exact = float(np.percentile(values, q))
+        assert exact <= hist.percentile(q) <= exact * 1.021
+    assert LatencyHistogram().percentile(50) is None
+    assert math.isfinite(hist.percentile(99.9))
