@@ -4,7 +4,12 @@ For each row and each protected feature of the schema, the row is re-decided
 with the protected feature set to each alternative value (a *flip test*), once
 alone and once together with its proxies (see `edgeinfer.explain.proxies`).
 All flips of all rows go to the model in ONE batched `predict_proba` call,
-together with the original rows (which give the baseline probabilities).
+together with the original rows, which give the baseline: a flip's change is
+measured against the unflipped row in the same call. That matters for
+dynamically quantized (int8-dynamic) bundles, whose activation scales depend on
+the whole batch: a row's probabilities can move by a few hundredths with its
+batch companions, so comparing a flip with a probability from another call
+would mix that artefact into the flip's effect.
 
 Alternative values (chosen from the bundle's reference data, so they are
 values the model has seen):
@@ -21,9 +26,11 @@ continuous proxy, the median rounded for an integer one, the most frequent
 code for a categorical one; clipped to the schema range. A group with no
 reference rows has no typical values, so that alternative is tested alone only.
 
-A decision *depends* on a protected feature when any flip changes the decided
-class, or changes the probability of the decided class by more than
-`tolerance`.
+A flip *flips* when the class decided for the flipped row differs from the
+class decided for the unflipped row in the same call (for a batch-independent
+model that is the row's decision). A decision *depends* on a protected feature
+when any flip flips, or changes the probability of the decided class (`labels`)
+by more than `tolerance`.
 """
 
 from __future__ import annotations
@@ -119,6 +126,7 @@ def explain_bias(
     for i in range(n):
         label = int(labels[i])
         base = proba[i, label]
+        base_class = decided[i]
         flips = tuple(
             FlipTest(
                 feature=plan.feature.name,
@@ -128,7 +136,7 @@ def explain_bias(
                 class_name=schema.classes[int(decided[k])],
                 probability=float(proba[k, label]),
                 delta=float(proba[k, label] - base),
-                flipped=bool(decided[k] != label),
+                flipped=bool(decided[k] != base_class),
             )
             for plan, value, moved, k in specs[i]
         )

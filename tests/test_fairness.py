@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from edgeinfer.errors import InputError
 from edgeinfer.explain.fairness import GroupFairness, Interval
 from edgeinfer.explain.monitor import DP, EO, RollingFairness
-from edgeinfer.reference import Reference
 
 fm = pytest.importorskip("fairlearn.metrics")
 
@@ -25,34 +24,14 @@ DISPARITIES = (
 )
 
 
-class SklearnPredictor:
-    """scikit-learn's logistic regression on the diabetes data, seen through the Predictor protocol."""
-
-    def __init__(self, data):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        self.schema = data.schema
-        self.clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(data.X_train, data.y_train)
-        self.reference = Reference.from_data(data.X_train, self.clf.predict(data.X_train))
-
-    def predict_proba(self, X):
-        return self.clf.predict_proba(np.asarray(X))
-
-
 @pytest.fixture(scope="module")
-def decided():
-    """The diabetes model's decisions on all 442 patients, with sex and age-band groups."""
-    from edgeinfer.datasets import diabetes
-
-    data = diabetes()
-    model = SklearnPredictor(data)
-    X = np.vstack([data.X_train, data.X_test])
-    y = np.concatenate([data.y_train, data.y_test])
-    proba = model.predict_proba(X)[:, 1]
+def decided(diabetes_session, diabetes):
+    """The deployed diabetes model's decisions on all 442 patients, with sex and age-band groups."""
+    X = np.vstack([diabetes.X_train, diabetes.X_test])
+    y = np.concatenate([diabetes.y_train, diabetes.y_test])
+    proba = diabetes_session.predict_proba(X)
     age_band = np.digitize(X[:, 0], [40, 50, 60]).astype(str)    # four groups
-    return model, X, y, (proba > 0.5).astype(int), proba, age_band
+    return diabetes_session, X, y, proba.argmax(axis=1), proba[:, 1], age_band
 
 
 def oracle_frame(y, y_pred, groups, y_prob=None):
