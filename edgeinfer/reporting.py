@@ -353,6 +353,10 @@ def _feature(schema, name: str):
 
 
 def _label(feature, value: float) -> str:
+    """The value as the schema shows it, continuous values to 4 significant digits (no search noise)."""
+    if feature.kind == "continuous" and math.isfinite(value):
+        shown = f"{value:.1f}".rstrip("0").rstrip(".") if abs(value) >= 1000 else f"{float(f'{value:.4g}'):g}"
+        return shown + (f" {feature.unit}" if feature.unit else "")
     return feature.label(value)
 
 

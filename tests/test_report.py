@@ -319,17 +319,10 @@ def test_cli_errors(fixed_bundle, tmp_path):
 
 
 def test_cli_report_on_diabetes_bundle(diabetes_session, diabetes, tmp_path):
-    """`edgeinfer explain`-style JSONL (a refused row included) against the conftest diabetes bundle."""
+    """Real explanation from the conftest diabetes bundle, as `edgeinfer explain` JSONL with a refused row."""
     session = diabetes_session
     x = diabetes.X_test[0]
-    try:
-        expl = session.explain(x, stakeholder="clinician")
-    except ModuleNotFoundError:  # the explainers' composition has not landed: a decision-only explanation
-        d = session.predict(x)
-        b = session.bundle
-        expl = Explanation(decision=d, instance=session.schema.row_dict(np.asarray(x, float)),
-                           model=ModelInfo(session.schema.name, b.sha256, b.precision, b.profile.name,
-                                           "CPUExecutionProvider", "edgeinfer"), stakeholder="clinician")
+    expl = session.explain(x, stakeholder="clinician")
     lines = tmp_path / "explanations.jsonl"
     lines.write_text(json.dumps({"row": 1, **expl.to_dict()}) + "\n" + json.dumps({"row": 2, "error": "bad bmi"}) + "\n")
     out = tmp_path / "report.html"
@@ -346,6 +339,10 @@ def test_cli_report_on_diabetes_bundle(diabetes_session, diabetes, tmp_path):
     assert manifest["manifest_sha256"] in text
     assert f"accuracy {manifest['validation']['accuracy']:.4g}" in text
     assert "Row 1: " in text and "bad bmi" in text
+    assert expl.bias.verdict in text
+    if expl.counterfactuals.found:  # its first change, before -> after, as the schema words it
+        change = expl.counterfactuals[0].changes[0]
+        assert f"<td>{session.schema.feature(change.feature).clinical}</td>" in html
     assert {"summary", "case-1", "refused", "model", "basis"} <= _ids(html)
 
 
