@@ -22,12 +22,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import string
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeinfer.errors import ExplainError
+from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Counterfactual, Explanation
 from edgeinfer.schema import Feature, FeatureSchema
 
@@ -156,11 +155,12 @@ _registry: dict[str, Templates] = {}
 def load_templates(path: str | Path) -> Templates:
     """Read one stakeholder's TOML file and check every setting and placeholder in it."""
     path = Path(path)
+    toml = _toml()
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = toml.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ExplainError(f"cannot read stakeholder template file {path}: {err.strerror or err}") from err
-    except tomllib.TOMLDecodeError as err:
+    except toml.TOMLDecodeError as err:
         raise ExplainError(f"stakeholder template file {path} is not valid TOML: {err}") from err
     where = f"template file {path}"
     unknown = sorted(set(raw) - _TOP_KEYS)
@@ -211,7 +211,22 @@ def get_templates(stakeholder: str) -> Templates:
     return _lookup(stakeholder, where=None)
 
 
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError as err:
+            raise ExplainError(
+                "reading stakeholder templates needs Python 3.11 or newer (tomllib), or on Python 3.10 the "
+                "'tomli' package: pip install tomli"
+            ) from err
+    return tomllib
+
+
 def _known() -> dict[str, Templates]:
+    # The built-in files are loaded on first use; they do not use `extends`.
     if not _registry:
         for file in sorted(TEMPLATE_DIR.glob("*.toml")):
             templates = load_templates(file)
@@ -382,7 +397,7 @@ class _View:
     def feature(self, name: str) -> Feature | None:
         try:
             return self.schema.feature(name)
-        except Exception:
+        except InputError:   # a part that names a feature the schema lacks: show the raw name
             return None
 
     def words_for(self, name: str) -> str:
