@@ -514,7 +514,8 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
     ordered = sorted(windows, key=lambda w: w.index)
     points = [plots.Point(w.index, spec.value(w.probabilities, w.class_name), bool(w.alerts), w.explanation is not None)
               for w in ordered]
-    alerts = [{"window": w.index, "start": _fmt(w.start), "end": _fmt(w.end), "message": _alert_text(a)}
+    alerts = [{"window": w.index, "start": _fmt(w.start), "end": _fmt(w.end), "message": _alert_text(a),
+               "kind": str(a.get("kind", "")).replace("_", " ") if isinstance(a, Mapping) else ""}
               for w in ordered for a in w.alerts]
     peak = max(points, key=lambda p: p.risk)
     n_explained = sum(p.explained for p in points)

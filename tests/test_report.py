@@ -158,7 +158,8 @@ def _window_records(bundle) -> list[dict]:
         if i in (7, 11):
             record["explanation"] = _explanation(bundle.sha256).to_dict()
         if i in (8, 10):
-            record["alerts"] = [{"kind": "risk", "message": f"risk above 0.6 in window {i}"}]
+            record["alerts"] = [{"kind": "out_of_range", "feature": "glucose",
+                                 "message": f"glucose outside the training range in window {i}"}]
         records.append(record)
     return records
 
@@ -237,7 +238,8 @@ def test_stream_session_has_timeline_alerts_and_explained_windows(fixed_bundle, 
     text = _text(html)
     assert "12 windows from 0 to 120; 2 alerts; 2 explained." in text
     assert "Window 7 (70 – 80): high risk" in text and "Window 11 (110 – 120): high risk" in text
-    assert "risk above 0.6 in window 8" in text and "risk above 0.6 in window 10" in text
+    assert "<td>out of range</td><td>glucose outside the training range in window 8</td>" in html
+    assert "glucose outside the training range in window 10" in text
     assert "highest 0.870 at window 11; 2 alerts (triangles); 2 explained windows (open circles)" in text
 
 
