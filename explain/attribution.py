@@ -113,8 +113,12 @@ def attribute(
     phi = plan.combine(values, base_values)                      # (n, F)
     base_value = base_values.mean(axis=1)
     prediction = f_x[rows, chosen]
-    # Efficiency holds mathematically; remove the last float rounding so the identity is exact to 1 ulp.
-    phi += ((prediction - base_value) - phi.sum(axis=1))[:, None] / n_features
+    # Efficiency holds mathematically; spread the last float rounding in proportion to |phi| so the
+    # identity holds to the last bit and a feature the model ignores keeps exactly 0.
+    weight = np.abs(phi)
+    total = weight.sum(axis=1, keepdims=True)
+    phi += ((prediction - base_value) - phi.sum(axis=1))[:, None] * np.divide(
+        weight, total, out=np.zeros_like(weight), where=total > 0)
 
     method = METHOD_EXACT if exact else f"{METHOD_PERMUTATION} ({plan.permutations} permutations)"
     evaluations = plan.evaluations_per_instance + m
@@ -151,7 +155,7 @@ class _ExactPlan:
         self.rows_per_instance = self.k * m
         self.full_index = self.k - 1          # with baseline 0; every baseline gives the same full row
         self.evaluations_per_instance = self.rows_per_instance
-        self.weights = _shapley_weights(masks.shape[1])    # (K, F)
+        self.without, self.with_, self.weights = _shapley_pairs(masks.shape[1])    # (F, K/2) each
 
     def build(self, block: np.ndarray, bases: np.ndarray) -> np.ndarray:
         # (n, m, K, F): instance where the coalition has the feature, baseline row elsewhere.
@@ -160,7 +164,9 @@ class _ExactPlan:
 
     def combine(self, values: np.ndarray, base_values: np.ndarray) -> np.ndarray:
         v = values.reshape(len(values), self.m, self.k).mean(axis=1)   # interventional value function
-        return v @ self.weights
+        # marginal contributions first, so a feature the model ignores gets exactly 0
+        marginal = v[:, self.with_] - v[:, self.without]                # (n, F, K/2)
+        return np.einsum("nfs,fs->nf", marginal, self.weights)
 
 
 class _PermutationPlan:
@@ -235,16 +241,17 @@ def _all_coalitions(f: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _shapley_weights(f: int) -> np.ndarray:
-    """W (2^F, F) with phi = v @ W: +w(|S|-1) where i is in S, -w(|S|) where it is not."""
-    masks = _all_coalitions(f)
-    size = masks.sum(axis=1)
-    w = np.array([math.factorial(s) * math.factorial(f - s - 1) / math.factorial(f) for s in range(f)] + [0.0])
-    gain = w[np.maximum(size - 1, 0)][:, None]
-    loss = w[size][:, None]
-    weights = np.where(masks, gain, -loss)
-    weights.setflags(write=False)
-    return weights
+def _shapley_pairs(f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each feature i: the coalitions S without i, S + {i}, and the Shapley weight |S|!(F-|S|-1)!/F!."""
+    codes = np.arange(1 << f)
+    size = _all_coalitions(f).sum(axis=1)
+    w = np.array([math.factorial(s) * math.factorial(f - s - 1) / math.factorial(f) for s in range(f)])
+    without = np.stack([codes[(codes >> i) & 1 == 0] for i in range(f)])     # (F, 2^(F-1))
+    with_ = without | (1 << np.arange(f))[:, None]
+    weights = w[size[without]]
+    for a in (without, with_, weights):
+        a.setflags(write=False)
+    return without, with_, weights
 
 
 def _check_rows(X: np.ndarray, n_features: int) -> np.ndarray:

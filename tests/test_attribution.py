@@ -1,0 +1,304 @@
+"""Shapley attributions: exact where the answer is known in closed form, efficient by construction,
+deterministic, one batched call, and in rank agreement with Captum on the real breast-cancer model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.explain.attribution import METHOD_EXACT, METHOD_PERMUTATION, attribute
+from edgeinfer.reference import Reference
+from edgeinfer.schema import Feature, FeatureSchema
+
+
+# ----- small numpy predictors: only where a closed form needs a model we write down ---------
+
+
+class FnPredictor:
+    """Class-1 output is fn(X) (class 0 gets 1 - fn); counts its batched calls."""
+
+    def __init__(self, fn, n_features: int, *, reference: np.ndarray | None = None, features=None):
+        self.schema = FeatureSchema(
+            features or tuple(Feature(f"x{i}", low=-10.0, high=10.0) for i in range(n_features)), ("no", "yes")
+        )
+        ref = np.random.default_rng(7).normal(size=(64, n_features)) if reference is None else reference
+        self.reference = Reference.from_data(ref, np.zeros(len(ref), dtype=np.int64))
+        self.fn = fn
+        self.calls = 0
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        p = self.fn(np.asarray(X, dtype=np.float64))
+        return np.stack([1.0 - p, p], axis=1)
+
+
+def contributions(a) -> np.ndarray:
+    return np.array([v.contribution for v in a.values])
+
+
+def brute_force_shapley(fn, x: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The textbook formula, one coalition at a time: the reference for the vectorised exact method."""
+    f = len(x)
+    phi = np.zeros(f)
+    for i in range(f):
+        others = [j for j in range(f) if j != i]
+        for size in range(f):
+            weight = math.factorial(size) * math.factorial(f - size - 1) / math.factorial(f)
+            for s in itertools.combinations(others, size):
+                z = b.copy()
+                z[list(s)] = x[list(s)]
+                without = fn(z[None])[0]
+                z[i] = x[i]
+                phi[i] += weight * (fn(z[None])[0] - without)
+    return phi
+
+
+RNG = np.random.default_rng(0)
+W6 = RNG.normal(size=6)
+W30 = RNG.normal(size=30)
+
+
+# ----- exact answers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_features, weights", [(6, W6), (30, W30)], ids=["exact", "permutation"])
+def test_linear_output_gets_w_times_distance_from_median(n_features, weights):
+    model = FnPredictor(lambda X: 0.5 + 0.01 * (X @ weights), n_features)
+    X = np.random.default_rng(1).normal(size=(5, n_features))
+    result = attribute(model, X, targets=np.ones(5, dtype=np.int64), samples=4)
+    b = model.reference.median
+    for x, a in zip(X, result):
+        np.testing.assert_allclose(contributions(a), 0.01 * weights * (x - b), atol=1e-12)
+        assert a.base_value == pytest.approx(0.5 + 0.01 * weights @ b, abs=1e-12)
+        assert a.baseline == "reference median"
+        assert a.quantity == "probability of 'yes'"
+    assert result[0].method == (METHOD_EXACT if n_features == 6 else f"{METHOD_PERMUTATION} (4 permutations)")
+
+
+@pytest.mark.parametrize("n_features, weights", [(6, W6), (30, W30)], ids=["exact", "permutation"])
+def test_linear_output_against_reference_rows_gets_w_times_distance_from_their_mean(n_features, weights):
+    ref = np.random.default_rng(3).normal(size=(8, n_features))
+    model = FnPredictor(lambda X: 0.5 + 0.01 * (X @ weights), n_features, reference=ref)
+    X = np.random.default_rng(1).normal(size=(3, n_features))
+    # samples // 2 >= 8: every reference row is used, so the interventional baseline is their mean.
+    result = attribute(model, X, targets=np.ones(3, dtype=np.int64), baseline="reference", samples=16)
+    for x, a in zip(X, result):
+        np.testing.assert_allclose(contributions(a), 0.01 * weights * (x - ref.mean(axis=0)), atol=1e-12)
+        assert a.base_value == pytest.approx(0.5 + 0.01 * weights @ ref.mean(axis=0), abs=1e-12)
+        assert a.baseline == "mean over 8 reference rows (interventional)"
+
+
+def test_exact_method_equals_the_shapley_formula_on_a_nonlinear_model():
+    w = np.random.default_rng(4).normal(size=6)
+
+    def fn(X):
+        return 1.0 / (1.0 + np.exp(-(X @ w + 0.7 * X[:, 0] * X[:, 1] * X[:, 2] - 0.4 * X[:, 3] ** 2)))
+
+    model = FnPredictor(fn, 6)
+    X = np.random.default_rng(5).normal(size=(4, 6))
+    result = attribute(model, X, targets=np.ones(4, dtype=np.int64))
+    for x, a in zip(X, result):
+        np.testing.assert_allclose(contributions(a), brute_force_shapley(fn, x, model.reference.median), atol=1e-12)
+    assert result[0].evaluations == 2**6 + 1          # every coalition, plus the baseline row
+
+
+def test_antithetic_permutations_are_exact_for_pairwise_interactions():
+    """For f(z) = w·z + zᵀAz every permutation paired with its reverse splits each pair term in half."""
+    rng = np.random.default_rng(6)
+    w, A = rng.normal(size=30), 0.1 * rng.normal(size=(30, 30))
+    model = FnPredictor(lambda X: X @ w + np.einsum("ni,ij,nj->n", X, A, X), 30)
+    X = rng.normal(size=(3, 30))
+    b = model.reference.median
+    S = A + A.T
+    for x, a in zip(X, attribute(model, X, targets=np.ones(3, dtype=np.int64), samples=6)):
+        d = x - b
+        expected = w * d + d * (S @ b) + np.diag(A) * d * d + 0.5 * d * (S @ d - np.diag(S) * d)
+        np.testing.assert_allclose(contributions(a), expected, atol=1e-12)
+
+
+def test_log_odds_of_the_exported_linear_model_get_w_times_distance(linear_session):
+    """Real path: an fp32 bundle with class-1 logit w·x + b; its log-odds are additive, so φ_i = w_i (x_i - b_i)."""
+    schema = FeatureSchema(tuple(Feature(f"x{i}", low=-2.0, high=2.0) for i in range(5)), ("no", "yes"))
+    w = np.array([0.8, -0.5, 0.0, 0.3, 1.1])
+    session = linear_session(w, 0.2, schema)
+
+    class LogOdds:
+        """The session's probabilities turned into log-odds in the class-1 column."""
+
+        def __init__(self, inner):
+            self.schema, self.reference, self.inner = inner.schema, inner.reference, inner
+
+        def predict_proba(self, X):
+            p = self.inner.predict_proba(X)
+            z = np.log(p[:, 1]) - np.log(p[:, 0])
+            return np.stack([-z, z], axis=1)
+
+    X = np.random.default_rng(8).uniform(-2, 2, size=(6, 5))
+    b = session.reference.median
+    for x, a in zip(X, attribute(LogOdds(session), X, targets=np.ones(6, dtype=np.int64))):
+        np.testing.assert_allclose(contributions(a), w * (x - b), atol=2e-5)   # float32 model
+
+
+def test_probability_of_the_exported_linear_model_obeys_dummy_and_efficiency(linear_session):
+    """On probabilities: a zero-weight feature gets exactly nothing; one live feature gets the whole change."""
+    schema = FeatureSchema(tuple(Feature(f"x{i}", low=-2.0, high=2.0) for i in range(4)), ("no", "yes"))
+    session = linear_session([0.0, 1.5, 0.0, 0.0], -0.3, schema)
+    X = np.random.default_rng(9).uniform(-2, 2, size=(4, 4))
+    b = session.reference.median
+    for x, a in zip(X, attribute(session, X, targets=np.ones(4, dtype=np.int64))):
+        phi = contributions(a)
+        sig = lambda z: 1.0 / (1.0 + np.exp(-z))
+        assert phi[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0]
+        assert phi[1] == pytest.approx(sig(1.5 * x[1] - 0.3) - sig(1.5 * b[1] - 0.3), abs=1e-6)
+
+
+def test_categorical_features_use_their_most_frequent_code_as_baseline():
+    features = (Feature("dose", low=0.0, high=10.0), Feature("arm", kind="categorical", categories=("a", "b", "c")))
+    ref = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 1.0], [5.0, 2.0], [6.0, 2.0]])
+    assert np.median(ref[:, 1]) == 0.5                      # the plain median is not a category; the mode is 'a'
+    seen = []
+
+    def fn(X):
+        seen.append(X.copy())
+        return 0.1 * X[:, 0] + 0.2 * X[:, 1]
+
+    model = FnPredictor(fn, 2, reference=ref, features=features)
+    a = attribute(model, np.array([[2.0, 2.0]]), targets=np.array([1]))[0]
+    assert set(np.unique(seen[0][:, 1])) == {0.0, 2.0}
+    assert contributions(a) == pytest.approx([0.1 * (2.0 - 3.5), 0.2 * (2.0 - 0.0)], abs=1e-12)
+    assert a.baseline == "reference median (most frequent code for categorical features)"
+
+
+# ----- properties on the deployed int8 breast-cancer model ----------------------------------
+
+
+@pytest.mark.parametrize("baseline", ["median", "reference"])
+def test_efficiency_base_plus_contributions_is_the_deployed_probability(bc_session, breast_cancer, baseline):
+    X = breast_cancer.X_test[:8]
+    result = attribute(bc_session, X, baseline=baseline)
+    proba = bc_session.predict_proba(X)
+    for r, a in enumerate(result):
+        k = int(proba[r].argmax())
+        assert a.quantity == f"probability of '{bc_session.schema.classes[k]}'"
+        assert a.prediction == pytest.approx(proba[r, k], abs=1e-9)
+        assert a.base_value + contributions(a).sum() == pytest.approx(a.prediction, abs=1e-12)
+        assert [v.feature for v in a.values] == list(bc_session.schema.names)
+        assert [v.value for v in a.values] == X[r].tolist()
+    if baseline == "median":
+        base = bc_session.predict_proba(bc_session.reference.median[None])[0]
+        assert [a.base_value for a in result] == pytest.approx(
+            [base[int(k)] for k in proba.argmax(axis=1)], abs=1e-9)
+        assert result[0].baseline == "reference median"
+    else:
+        assert result[0].baseline == "mean over 32 reference rows (interventional)"
+    assert result[0].method == f"{METHOD_PERMUTATION} (64 permutations)"
+
+
+def test_one_batched_call_for_the_whole_batch(bc_session, breast_cancer):
+    before = bc_session.backend_calls
+    attribute(bc_session, breast_cancer.X_test[:10])
+    assert bc_session.backend_calls - before == 1
+
+
+def test_other_class_of_two_gets_the_negated_contributions(bc_session, breast_cancer):
+    X = breast_cancer.X_test[:4]
+    mine = attribute(bc_session, X)
+    labels = bc_session.predict_proba(X).argmax(axis=1)
+    other = attribute(bc_session, X, targets=1 - labels)
+    for a, b in zip(mine, other):
+        np.testing.assert_allclose(contributions(b), -contributions(a), atol=1e-6)  # p0 = 1 - p1 in float32
+
+
+def test_deterministic_for_a_seed_and_independent_of_batch_company(bc_session, breast_cancer):
+    X = breast_cancer.X_test[:6]
+    first = attribute(bc_session, X, seed=3)
+    assert attribute(bc_session, X, seed=3) == first
+    assert attribute(bc_session, X[2:3], seed=3)[0] == first[2]
+    assert attribute(bc_session, X, seed=4) != first
+
+
+# ----- agreement with Captum on the float twin ---------------------------------------------
+
+SPEARMAN_VS_SHAPLEY_SAMPLING = 0.9   # mean over 10 test patients
+SPEARMAN_VS_INTEGRATED_GRADIENTS = 0.8
+
+
+def test_rank_agreement_with_captum_on_the_float_model(bc_session, breast_cancer):
+    """edgeinfer on the deployed int8 model vs Captum on the float torch model, same forward and baseline."""
+    torch = pytest.importorskip("torch")
+    captum = pytest.importorskip("captum.attr")
+    scipy_stats = pytest.importorskip("scipy.stats")
+
+    def forward(x):
+        return torch.softmax(breast_cancer.model(x), dim=-1)
+
+    X = breast_cancer.X_test[:10]
+    ours = attribute(bc_session, X)
+    baseline = torch.as_tensor(bc_session.reference.median[None], dtype=torch.float32)
+    svs = captum.ShapleyValueSampling(forward)
+    ig = captum.IntegratedGradients(forward)
+    vs_svs, vs_ig = [], []
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)           # small batches: one thread is fastest and spares the shared cores
+    try:
+        for x, a in zip(X, ours):
+            target = bc_session.schema.classes.index(a.quantity.split("'")[1])
+            inputs = torch.as_tensor(x[None], dtype=torch.float32)
+            sampled = svs.attribute(inputs, baselines=baseline, target=target, n_samples=200,
+                                    perturbations_per_eval=6200).detach().numpy()[0]
+            grads = ig.attribute(inputs, baselines=baseline, target=target, n_steps=100).detach().numpy()[0]
+            vs_svs.append(scipy_stats.spearmanr(contributions(a), sampled)[0])
+            vs_ig.append(scipy_stats.spearmanr(contributions(a), grads)[0])
+    finally:
+        torch.set_num_threads(threads)
+    print("spearman vs ShapleyValueSampling", np.round(vs_svs, 3), "vs IG", np.round(vs_ig, 3))
+    assert np.mean(vs_svs) >= SPEARMAN_VS_SHAPLEY_SAMPLING, vs_svs
+    assert np.mean(vs_ig) >= SPEARMAN_VS_INTEGRATED_GRADIENTS, vs_ig
+
+
+# ----- refused input -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small():
+    return FnPredictor(lambda X: 0.5 + 0.01 * X.sum(axis=1), 3)
+
+
+def test_wrong_shape_is_refused(small):
+    with pytest.raises(InputError) as err:
+        attribute(small, np.zeros(3))
+    assert str(err.value) == (
+        "attribute expects rows of shape (n, 3) in schema order, got shape (3,); "
+        "pass a 2-D array (use X[None, :] for one row)"
+    )
+
+
+def test_nan_rows_are_refused(small):
+    X = np.zeros((3, 3))
+    X[1, 2] = np.nan
+    with pytest.raises(InputError) as err:
+        attribute(small, X)
+    assert str(err.value) == (
+        "attribute expects finite values; rows [1] hold NaN or infinity; validate rows with the schema first"
+    )
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"baseline": "mean"}, "baseline must be one of 'median', 'reference', got 'mean'"),
+    ({"samples": 1}, "samples must be an integer >= 2 (permutations for the estimator), got 1"),
+    ({"seed": "x"}, "seed must be an integer, got 'x'"),
+    ({"targets": np.array([0, 2])}, "targets must be class indices in [0, 1], got [0, 2]"),
+    ({"targets": np.array([0.0, 1.0])},
+     "targets must be one class index per row, an integer array of shape (2,), got float64 of shape (2,)"),
+])
+def test_bad_options_are_refused_before_any_model_call(small, options, message):
+    with pytest.raises(ExplainError) as err:
+        attribute(small, np.zeros((2, 3)), **options)
+    assert str(err.value) == message
+    assert small.calls == 0
