@@ -248,6 +248,19 @@ class _Lines:
     def __len__(self):
         return len(self.row)
 
+    def extend(self, rows, ends, proba) -> None:
+        """Add multi-feature lines whose end is already known to be valid (bracket (0, 1])."""
+        m = len(rows)
+        self.row = np.r_[self.row, rows]
+        self.end = np.vstack([self.end, ends])
+        self.kind = np.r_[self.kind, np.full(m, _MULTI)]
+        self.refinable = np.r_[self.refinable, np.ones(m, dtype=bool)]
+        self.t_lo = np.r_[self.t_lo, np.zeros(m)]
+        self.t_hi = np.r_[self.t_hi, np.ones(m)]
+        self.found = np.r_[self.found, np.ones(m, dtype=bool)]
+        self.values = np.vstack([self.values, ends])
+        self.proba = np.vstack([self.proba, proba])
+
 
 @dataclass
 class _Item:
@@ -336,10 +349,12 @@ class _Search:
             self.target_id[members] = tid
 
         lines, already = self.first_batch(proba0)
+        extra = self.sparse_unlike(lines, already)
         for _ in range(LEVELS):
             if self.out_of_time():
                 break
-            self.refine(lines)
+            self.refine(lines, extra)
+            extra = None
         items, complete = self.sparsify(lines)
         return self.finish(items, already, complete)
 
@@ -402,10 +417,58 @@ class _Search:
             proba0 = proba[len(values):]
             proba = proba[: len(values)]
         already = self.met(proba0, np.arange(n))
-        ok = self.met(proba, cand_rows)
+        margin = self.margin(proba, cand_rows)
+        ok = margin > MARGIN
         self.take_first_valid(lines, line_of, ts, values, proba, ok)
         lines.found &= ~already[lines.row]
+        # what each feature alone buys: best margin gain per MAD moved, per row, feature and direction
+        self.gain = np.full((n, len(self.schema), 2), -np.inf)
+        single = lines.kind[line_of] == _SINGLE
+        if single.any():
+            moved = values[single] - X[cand_rows[single]]
+            j = np.argmax(moved != 0, axis=1)
+            step = np.abs(moved[np.arange(len(j)), j]) / sp.scale[j]
+            rate = (margin[single] - self.margin(proba0, np.arange(n))[cand_rows[single]]) / np.maximum(step, 1e-12)
+            rate = np.where(step > 0, rate, -np.inf)
+            side = (moved[np.arange(len(j)), j] > 0).astype(np.int64)
+            np.maximum.at(self.gain, (cand_rows[single], j, side), rate)
         return lines, already
+
+    def sparse_unlike(self, lines: _Lines, already: np.ndarray):
+        """Sparse versions of each unlike neighbour: its m most useful changes only, m = 1, 2, ...
+
+        Usefulness is what each feature alone bought in the first batch. Returns candidates and the
+        line each belongs to; the smallest valid m becomes a new line (evaluated with the first bisection).
+        """
+        X = self.X
+        cands, owner, size = [], [], []
+        for line in np.flatnonzero((lines.kind == _MULTI) & ~already[lines.row]):
+            i, end = lines.row[line], lines.end[line]
+            x = X[i]
+            nz = np.flatnonzero(end != x)
+            if len(nz) < 2:
+                continue
+            useful = self.gain[i, nz, (end[nz] > x[nz]).astype(np.int64)]
+            order = nz[np.argsort(-useful, kind="stable")]
+            keep = np.arange(len(order))[None, :] < np.arange(1, len(order))[:, None]   # (m, |order|)
+            block = np.repeat(x[None], len(order) - 1, axis=0)
+            cols = np.broadcast_to(order, keep.shape)
+            block[keep.nonzero()[0], cols[keep]] = end[cols[keep]]
+            cands.append(block)
+            owner += [line] * len(block)
+            size += list(range(1, len(order)))
+        if not cands:
+            return None
+        return np.vstack(cands), np.array(owner), np.array(size, dtype=np.float64)
+
+    def add_sparse_lines(self, lines: _Lines, extra, proba: np.ndarray) -> None:
+        cands, owner, size = extra
+        ok = self.met(proba, lines.row[owner])
+        seg = np.searchsorted(np.unique(owner), owner)
+        first = self.argmin(size, ok, seg, int(seg.max()) + 1)
+        hit = first[first >= 0]
+        if len(hit):
+            lines.extend(lines.row[owner[hit]], cands[hit], proba[hit])
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Points x + t (end - x) on the lines. Both ends are feasible (the ends were projected through
@@ -442,8 +505,15 @@ class _Search:
         lines.proba[hit] = proba[rows_hit]
         lines.found[hit] = True
 
-    def refine(self, lines: _Lines) -> None:
-        """One bisection level on the promising brackets: REFINE interior points each, one call."""
+    def refine(self, lines: _Lines, extra=None) -> None:
+        """One bisection level on the promising brackets: REFINE interior points each, one call.
+
+        `extra` (candidates, line, size) from `sparse_unlike` ride along in the same call.
+        """
+        if extra is not None:
+            if not lines.found.any():
+                self.add_sparse_lines(lines, extra, self.predict(extra[0], lines.row[extra[1]]))
+                return
         if not lines.found.any():
             return
         d_hi = self.distance(lines.values, lines.row)
@@ -463,12 +533,19 @@ class _Search:
         pick &= lines.refinable
         chosen = np.flatnonzero(pick)
         if len(chosen) == 0:
+            if extra is not None:
+                self.add_sparse_lines(lines, extra, self.predict(extra[0], lines.row[extra[1]]))
             return
         frac = np.arange(1, REFINE + 1) / (REFINE + 1.0)
         line_of = np.repeat(chosen, REFINE)
         ts = (lines.t_lo[chosen][:, None] + (lines.t_hi - lines.t_lo)[chosen][:, None] * frac).reshape(-1)
         values = self.points(lines, line_of, ts)
-        proba = self.predict(values, lines.row[line_of])
+        if extra is not None:
+            both = self.predict(np.vstack([values, extra[0]]), np.r_[lines.row[line_of], lines.row[extra[1]]])
+            proba = both[: len(values)]
+            self.add_sparse_lines(lines, extra, both[len(values):])
+        else:
+            proba = self.predict(values, lines.row[line_of])
         ok = self.met(proba, lines.row[line_of])
         self.take_first_valid(lines, line_of, ts, values, proba, ok)
         # lines with no valid interior point: the bracket's low end moves to the last interior point

@@ -1,0 +1,290 @@
+"""Counterfactuals side by side: edgeinfer vs DiCE (random, genetic, kdtree, PyTorch gradient).
+
+Same model (the breast-cancer MLP: 30 features, hidden 64-32), same test instances, one run.
+edgeinfer explains the int8 bundle that runs on the device; DiCE explains the float twin
+(it cannot query an ONNX int8 model through its own backends). Every counterfactual is then
+scored the same way, with CARLA's measures: success (valid on the deployed int8 model), L0,
+L1 / L2 / L-inf in MAD units, constraint violations (schema ranges), redundancy (changes that
+can be reverted alone while staying valid on the model that was explained), yNN (5 nearest
+reference rows), time per counterfactual p50 / p95.
+
+    python -m benchmarks.bench_counterfactual [--instances 50] [--gradient-instances 3]
+
+Needs the bench extra (dice-ml) and the export extra (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import edgeinfer as ei
+from edgeinfer.datasets import breast_cancer
+from edgeinfer.explain.counterfactual import find_counterfactuals
+from edgeinfer.explain.kernels import get_kernels
+
+COMMAND = "python -m benchmarks.bench_counterfactual"
+RESULTS = Path(__file__).parent / "results" / "counterfactual.md"
+
+
+@dataclass
+class Run:
+    method: str
+    model: str                  # the model the method explained
+    instances: int
+    cfs: list                   # per instance: (F,) array or None
+    seconds: list               # per instance: wall time for one counterfactual
+    note: str = ""
+
+
+def _float_proba(torch_model):
+    import torch
+
+    def proba(X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = torch_model(torch.as_tensor(np.asarray(X, dtype=np.float32)))
+            return torch.softmax(logits, dim=1).numpy().astype(np.float64)
+
+    return proba
+
+
+def run_edgeinfer(session, X, labels) -> tuple[Run, Run, list]:
+    find_counterfactuals(session, X[:2], labels=labels[:2])               # warm-up
+    cfs, seconds, calls = [], [], []
+    for x, label in zip(X, labels):
+        start = time.perf_counter()
+        (res,) = find_counterfactuals(session, x[None], labels=np.array([label]))
+        seconds.append(time.perf_counter() - start)
+        cfs.append(np.array(res.items[0].values) if res.found else None)
+        calls.append(res.backend_calls)
+    one = Run("edgeinfer (one row per request)", "int8 (deployed)", len(X), cfs, seconds,
+              note=f"backend calls per request: median {np.median(calls):.0f}, max {max(calls)}")
+    start = time.perf_counter()
+    results = find_counterfactuals(session, X, labels=labels)
+    per_row = (time.perf_counter() - start) / len(X)
+    batch = Run("edgeinfer (whole batch, one request)", "int8 (deployed)", len(X),
+                [np.array(r.items[0].values) if r.found else None for r in results], [per_row] * len(X),
+                note=f"{results[0].backend_calls} backend calls for all {len(X)} rows; time = batch time / rows")
+    return one, batch, results
+
+
+def run_dice(method, data, torch_model, X, *, budget_s: float, seed: int = 0) -> Run:
+    import dice_ml
+    import pandas as pd
+
+    names = list(data.schema.names)
+    proba = _float_proba(torch_model)
+
+    class FloatModel:
+        """The float twin as scikit-learn's interface (what DiCE's model-agnostic methods query)."""
+
+        def predict_proba(self, df):
+            return proba(np.asarray(df[names] if hasattr(df, "columns") else df, dtype=np.float64))
+
+        def predict(self, df):
+            return self.predict_proba(df).argmax(axis=1)
+
+    train = pd.DataFrame(data.X_train, columns=names)
+    train["outcome"] = proba(data.X_train).argmax(axis=1)
+    d = dice_ml.Data(dataframe=train, continuous_features=names, outcome_name="outcome")
+    m = dice_ml.Model(model=FloatModel(), backend="sklearn")
+    explainer = dice_ml.Dice(d, m, method=method)
+    cfs, seconds = [], []
+    started = time.perf_counter()
+    for x in X:
+        if time.perf_counter() - started > budget_s:
+            break
+        query = pd.DataFrame([x], columns=names)
+        start = time.perf_counter()
+        try:
+            kwargs = {"random_seed": seed} if method == "random" else {}
+            out = explainer.generate_counterfactuals(query, total_CFs=1, desired_class="opposite", verbose=False,
+                                                     **kwargs)
+            frame = out.cf_examples_list[0].final_cfs_df
+            cf = None if frame is None or len(frame) == 0 else frame[names].to_numpy(dtype=np.float64)[0]
+        except Exception:  # DiCE raises when it finds none
+            cf = None
+        seconds.append(time.perf_counter() - start)
+        cfs.append(cf)
+    note = "" if len(cfs) == len(X) else f"stopped after {len(cfs)} instances (time cap {budget_s:.0f} s)"
+    return Run(f"DiCE {method}", "float", len(cfs), cfs, seconds, note)
+
+
+def run_dice_gradient(data, torch_model, X, *, instances: int, budget_s: float) -> Run:
+    import dice_ml
+    import pandas as pd
+    import torch
+
+    names = list(data.schema.names)
+    train = pd.DataFrame(data.X_train, columns=names)
+    train["outcome"] = _float_proba(torch_model)(data.X_train).argmax(axis=1)
+    lo = torch.as_tensor(data.X_train.min(axis=0), dtype=torch.float32)
+    hi = torch.as_tensor(data.X_train.max(axis=0), dtype=torch.float32)
+
+    class OnNormalised(torch.nn.Module):
+        """DiCE's gradient method feeds min-max normalised inputs and wants p(class 1) out."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = torch_model
+
+        def forward(self, z):
+            return torch.softmax(self.inner(z * (hi - lo) + lo), dim=1)[:, 1:2]
+
+    d = dice_ml.Data(dataframe=train, continuous_features=names, outcome_name="outcome")
+    m = dice_ml.Model(model=OnNormalised().eval(), backend="PYT")
+    explainer = dice_ml.Dice(d, m, method="gradient")
+    cfs, seconds = [], []
+    started = time.perf_counter()
+    for x in X[:instances]:
+        if time.perf_counter() - started > budget_s:
+            break
+        query = pd.DataFrame([x], columns=names)
+        start = time.perf_counter()
+        try:
+            out = explainer.generate_counterfactuals(query, total_CFs=1, desired_class="opposite", verbose=False)
+            frame = out.cf_examples_list[0].final_cfs_df
+            cf = None if frame is None or len(frame) == 0 else frame[names].to_numpy(dtype=np.float64)[0]
+        except Exception:
+            cf = None
+        seconds.append(time.perf_counter() - start)
+        cfs.append(cf)
+    return Run("DiCE gradient (PyTorch)", "float", len(cfs), cfs, seconds,
+               note=f"capped at {len(cfs)} instances (seconds each)")
+
+
+def _reaches(proba: np.ndarray, target: int) -> np.ndarray:
+    """Strictly more probable than the other class (a tie is not a flip)."""
+    return proba[:, target] > proba[:, 1 - target]
+
+
+def score(run: Run, X, labels, session, float_proba, kernels) -> dict:
+    """CARLA's measures for one method's first counterfactual per instance."""
+    schema, ref = session.schema, session.reference
+    mad = ref.mad
+    own = session.predict_proba if run.model.startswith("int8") else float_proba
+    rows = {"success": [], "own": [], "l0": [], "l1": [], "l2": [], "linf": [], "viol": 0, "red": [], "ynn": []}
+    for x, label, cf in zip(X[: run.instances], labels[: run.instances], run.cfs):
+        target = 1 - int(label)
+        if cf is None:
+            rows["success"].append(False)
+            continue
+        valid = bool(_reaches(session.predict_proba(cf[None]), target)[0])
+        rows["success"].append(valid)
+        rows["own"].append(bool(_reaches(own(cf[None]), target)[0]))
+        rows["viol"] += int(len(schema.check_rows(cf[None])) > 0)
+        if not valid:
+            continue
+        diff = np.abs(cf - x) / mad
+        changed = np.flatnonzero(diff > 1e-9)
+        rows["l0"].append(len(changed))
+        rows["l1"].append(diff.sum())
+        rows["l2"].append(np.sqrt((diff ** 2).sum()))
+        rows["linf"].append(diff.max())
+        if len(changed):
+            reverts = np.repeat(cf[None], len(changed), axis=0)
+            reverts[np.arange(len(changed)), changed] = x[changed]
+            rows["red"].append(int(_reaches(own(reverts), target).sum()))
+        rows["ynn"].append(float(kernels.knn_agreement(cf[None], ref.X, mad, np.asarray(ref.predicted), target, 5)[0]))
+    ms = np.array(run.seconds) * 1000.0
+    mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+    return {
+        "method": run.method, "model": run.model, "n": run.instances,
+        "success": mean(rows["success"]), "own": mean(rows["own"]),
+        "l0": mean(rows["l0"]), "l1": mean(rows["l1"]), "l2": mean(rows["l2"]), "linf": mean(rows["linf"]),
+        "viol": rows["viol"], "red": mean(rows["red"]), "ynn": mean(rows["ynn"]),
+        "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "note": run.note,
+    }
+
+
+def table(scores: list[dict]) -> str:
+    head = ("| method | explains | n | success (int8) | valid (own model) | L0 | L1 | L2 | L∞ | violations | "
+            "redundancy | yNN | p50 ms | p95 ms |")
+    lines = [head, "|" + "---|" * 14]
+    for s in scores:
+        lines.append(
+            f"| {s['method']} | {s['model']} | {s['n']} | {s['success']:.0%} | {s['own']:.0%} | {s['l0']:.2f} | "
+            f"{s['l1']:.2f} | {s['l2']:.2f} | {s['linf']:.2f} | {s['viol']} | {s['red']:.2f} | {s['ynn']:.2f} | "
+            f"{s['p50']:.2f} | {s['p95']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=50)
+    parser.add_argument("--gradient-instances", type=int, default=3)
+    parser.add_argument("--method-budget-s", type=float, default=150.0, help="wall-clock cap per DiCE method")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", module="dice_ml")
+    logging.getLogger("dice_ml").setLevel(logging.ERROR)
+    from edgeinfer.export.models import tabular_mlp
+
+    data = breast_cancer()
+    torch_model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
+    kernels = get_kernels("numpy")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "breast-cancer"
+        ei.export(torch_model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
+                  holdout_labels=data.y_test, device="raspberry-pi-4", out=bundle)
+        session = ei.load(bundle)
+        X = data.X_test[: args.instances]
+        labels = session.predict_proba(X).argmax(axis=1)
+        float_proba = _float_proba(torch_model)
+        one, batch, _ = run_edgeinfer(session, X, labels)
+        runs = [one, batch]
+        for method in ("random", "genetic", "kdtree"):
+            print(f"running DiCE {method} …", flush=True)
+            runs.append(run_dice(method, data, torch_model, X, budget_s=args.method_budget_s))
+        if args.gradient_instances > 0:
+            print("running DiCE gradient …", flush=True)
+            runs.append(run_dice_gradient(data, torch_model, X, instances=args.gradient_instances,
+                                          budget_s=args.method_budget_s))
+        scores = [score(r, X, labels, session, float_proba, kernels) for r in runs]
+        precision = session.bundle.precision
+    ours = scores[0]
+    ratios = []
+    for s in scores[2:]:
+        ratios.append(f"- {s['method']}: p50 {s['p50'] / ours['p50']:.0f}× slower than edgeinfer one row per request "
+                      f"({s['p50'] / scores[1]['p50']:.0f}× vs batched); p95 {s['p95'] / ours['p95']:.0f}×")
+    notes = [f"- {s['method']}: {s['note']}" for s in scores if s["note"]]
+    report = "\n".join([
+        "# Counterfactual benchmark",
+        "",
+        f"Command: `{COMMAND} --instances {args.instances} --gradient-instances {args.gradient_instances}`",
+        "",
+        f"Model: breast-cancer MLP (30 features, hidden 64-32), bundle precision {precision}, device profile "
+        f"raspberry-pi-4 on this machine ({platform.machine()}, {platform.processor() or 'cpu'}); "
+        f"{args.instances} test patients, one counterfactual each, desired: the opposite class. "
+        "Distances in MAD units; yNN over 5 neighbours; success = valid on the deployed int8 model; "
+        "redundancy = changes revertible alone while staying valid on the model the method explained; "
+        "violations = counterfactuals outside the schema's ranges. Means over successful counterfactuals.",
+        "",
+        table(scores),
+        "",
+        "Speed ratios (DiCE time per counterfactual / edgeinfer's):",
+        "",
+        *ratios,
+        "",
+        "Notes:",
+        "",
+        *notes,
+        "",
+    ])
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
