@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n===== {name} =====", flush=True)
         ok, seconds, failure = run_one(name)
         if not ok:
+            sys.stdout.flush()
             print(f"!!!!! {name} FAILED after {seconds:.1f} s:\n{failure}", file=sys.stderr, flush=True)
         results.append((name, ok, seconds))
     print("\n===== summary =====")
