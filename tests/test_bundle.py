@@ -1,0 +1,82 @@
+"""A bundle is verified on load: a tampered, truncated or missing file is refused by name."""
+
+import json
+import shutil
+
+import pytest
+
+import edgeinfer as ei
+from edgeinfer.errors import BundleError
+
+
+@pytest.fixture
+def bundle_copy(bc_bundle, tmp_path):
+    return shutil.copytree(bc_bundle, tmp_path / "bundle")
+
+
+def test_bundle_lists_every_file_with_its_hash(bc_bundle):
+    manifest = json.loads((bc_bundle / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx", "reference.npz"}
+    assert manifest["format_version"] == 1 and manifest["precision"] == "int8-static"
+    assert {"quantization", "fidelity", "budget", "producer", "schema", "device", "proxies"} <= set(manifest)
+
+
+def test_tampered_model_is_refused(bundle_copy):
+    model = bundle_copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError) as info:
+        ei.load(bundle_copy)
+    assert str(info.value) == (
+        f"bundle file model.onnx in {bundle_copy} does not match its recorded sha256 (truncated or tampered); "
+        "restore it or re-export the bundle"
+    )
+
+
+def test_truncated_reference_is_refused(bundle_copy):
+    ref = bundle_copy / "reference.npz"
+    ref.write_bytes(ref.read_bytes()[:100])
+    with pytest.raises(BundleError, match=r"^bundle file reference.npz in .* does not match its recorded sha256"):
+        ei.load(bundle_copy)
+
+
+def test_missing_file_is_refused(bundle_copy):
+    (bundle_copy / "model.onnx").unlink()
+    with pytest.raises(BundleError) as info:
+        ei.load(bundle_copy)
+    assert str(info.value) == f"bundle file model.onnx is missing from {bundle_copy}; restore it or re-export the bundle"
+
+
+def test_edited_manifest_is_refused(bundle_copy):
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["schema"]["features"][0]["range"] = [0, 1e9]  # widen a range without re-exporting
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as info:
+        ei.load(bundle_copy)
+    assert str(info.value) == (
+        f"bundle file manifest.json in {bundle_copy} was modified after export (digest mismatch); re-export the bundle"
+    )
+
+
+def test_truncated_manifest_is_refused(bundle_copy):
+    path = bundle_copy / "manifest.json"
+    path.write_text(path.read_text()[:50])
+    with pytest.raises(BundleError, match=r"^bundle file manifest.json in .* is unreadable or not JSON"):
+        ei.load(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError) as info:
+        ei.load(tmp_path / "nowhere")
+    assert str(info.value) == (
+        f"bundle {tmp_path / 'nowhere'} not found: expected a directory holding manifest.json, model.onnx, reference.npz"
+    )
+
+
+def test_export_refuses_to_overwrite(breast_cancer, bc_bundle):
+    with pytest.raises(BundleError) as info:
+        ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
+                  device="raspberry-pi-4", out=bc_bundle)
+    assert str(info.value) == f"{bc_bundle} already exists and is not empty; choose another path or pass overwrite=True"

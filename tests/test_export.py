@@ -1,0 +1,149 @@
+"""Export: parity with torch, real quantized operators, the accuracy gate and its fallback, safe inputs."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import edgeinfer as ei
+from edgeinfer.errors import ExportError
+from edgeinfer.export.models import linear_logistic
+from edgeinfer.schema import Feature, FeatureSchema
+
+
+def test_int8_bundle_round_trip(bc_bundle, breast_cancer):
+    manifest = json.loads((bc_bundle / "manifest.json").read_text())
+    fidelity, quant = manifest["fidelity"], manifest["quantization"]
+    assert fidelity["torch_vs_onnx_max_abs"] < 1e-5          # fp32 ONNX vs torch on calibration rows
+    assert fidelity["agreement"] >= 0.995                     # the gate's own figure
+    assert quant["operators"]["QuantizeLinear"] > 0 and quant["operators"]["DequantizeLinear"] > 0
+    graph = onnx.load(str(bc_bundle / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") == quant["operators"]["QuantizeLinear"]
+    assert "Softmax" in ops and "Gemm" in ops                 # softmax stays fp32: probabilities are not rounded
+    assert (bc_bundle / "model.onnx").stat().st_size < manifest["budget"]["size_mb"] * 1e6 + 1
+    assert manifest["validation"]["accuracy"] > 0.9
+
+
+def test_int8_is_smaller_than_fp32(breast_cancer, tmp_path):
+    d = breast_cancer
+    fp32 = ei.export(d.model, d.schema, calibration=d.X_train, device="x86-edge-gateway", out=tmp_path / "a", precision="fp32")
+    int8 = ei.export(d.model, d.schema, calibration=d.X_train, device="x86-edge-gateway", out=tmp_path / "b")
+    assert int8.precision == "int8-static" and not int8.fell_back
+    assert int8.size_bytes < fp32.size_bytes == fp32.fp32_size_bytes
+    assert fp32.quantized_ops == {}
+
+
+def _boundary_case():
+    """A linear model and held-out rows a hair from its decision boundary: int8 rounding flips many of them."""
+    schema = FeatureSchema(
+        features=tuple(Feature(f"x{i}", low=-10, high=10) for i in range(4)), classes=("no", "yes"),
+    )
+    weights = np.array([1.0, -0.7, 0.3, 0.05])
+    rng = np.random.default_rng(1)
+    calibration = rng.uniform(-10, 10, size=(400, 4))
+    holdout = rng.uniform(-10, 10, size=(200, 4))
+    margin = rng.choice([-1e-3, 1e-3], size=200)
+    holdout[:, 0] += (margin - holdout @ weights) / weights[0]  # w·x = ±1e-3
+    return schema, linear_logistic(weights, 0.0), calibration, np.clip(holdout, -10, 10)
+
+
+def test_gate_falls_back_to_the_next_precision_and_says_so(tmp_path):
+    schema, model, calibration, holdout = _boundary_case()
+    report = ei.export(model, schema, calibration=calibration, holdout=holdout, device="x86-edge-gateway", out=tmp_path / "b")
+    assert [a.precision for a in report.attempts][-1] == "fp32" and report.precision == "fp32"
+    assert report.fell_back and not report.attempts[0].passed
+    assert report.attempts[0].agreement < 0.995 and report.attempts[-1].agreement == 1.0
+    assert "fell back" in report.summary() and "FAIL int8-static" in report.summary()
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [a["passed"] for a in manifest["quantization"]["attempts"]][-1] is True
+
+
+def test_gate_refuses_when_no_precision_passes(tmp_path):
+    schema, model, calibration, holdout = _boundary_case()
+    with pytest.raises(ExportError) as info:
+        ei.export(model, schema, calibration=calibration, holdout=holdout, device="raspberry-pi-4", out=tmp_path / "b",
+                  precision="int8-static")
+    message = str(info.value)
+    assert message.startswith("no precision of device 'raspberry-pi-4' passes the accuracy gate (99.5% label "
+                              "agreement with the float model on 200 held-out rows): int8-static: ")
+    assert message.endswith("Lower agreement_threshold, give more calibration data, or export for a device that allows fp32")
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_outside_the_schema_is_refused(breast_cancer, tmp_path):
+    X = breast_cancer.X_train.copy()
+    X[5, 2] = -3.0
+    with pytest.raises(ExportError) as info:
+        ei.export(breast_cancer.model, breast_cancer.schema, calibration=X, device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == (
+        "calibration data: 1 of 427 rows are outside the schema, first row 5: feature 'mean perimeter' expects a "
+        "number in [0, 282.75] px, got -3; fix the data or widen the schema's ranges"
+    )
+
+
+def test_wrong_output_width_is_refused(tmp_path):
+    schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
+    with pytest.raises(ExportError) as info:
+        ei.export(torch.nn.Linear(1, 2), schema, calibration=np.random.default_rng(0).uniform(size=(20, 1)),
+                  device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == (
+        "the model outputs shape (2, 2) for a batch of 2; the schema names 3 classes, so expected (2, 3) logits "
+        "(or (2, 1) for a two-class model)"
+    )
+
+
+def test_pt2_and_onnx_inputs_give_the_same_predictions(breast_cancer, tmp_path):
+    d = breast_cancer
+    program = torch.export.export(d.model, (torch.as_tensor(d.X_test[:2], dtype=torch.float32),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    from_pt2 = ei.export(tmp_path / "model.pt2", d.schema, calibration=d.X_train, device="x86-edge-gateway",
+                         out=tmp_path / "pt2", precision="fp32")
+    assert from_pt2.parity_max_abs < 1e-5
+    torch_onnx = tmp_path / "plain.onnx"
+    torch.onnx.export(d.model, (torch.zeros(2, 30),), str(torch_onnx), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    ei.export(torch_onnx, d.schema, calibration=d.X_train, device="x86-edge-gateway", out=tmp_path / "onnx",
+              precision="fp32", outputs="logits")
+    a = ei.load(tmp_path / "pt2").predict_proba(d.X_test)
+    b = ei.load(tmp_path / "onnx").predict_proba(d.X_test)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pt2_with_a_pickled_object_is_refused_not_unpickled(breast_cancer, tmp_path, capfd):
+    d = breast_cancer
+    program = torch.export.export(d.model, (torch.zeros(2, 30),))
+    torch.export.save(program, tmp_path / "model.pt2")
+    evil = tmp_path / "evil.pt2"
+    payload = io.BytesIO()
+    torch.save({"w": Payload()}, payload)
+    with zipfile.ZipFile(tmp_path / "model.pt2") as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, payload.getvalue() if "/data/weights/weight_0" in item.filename else data)
+    with pytest.raises(ExportError, match=r"^cannot load .*evil.pt2 as a torch.export program"):
+        ei.export(evil, d.schema, calibration=d.X_train, device="raspberry-pi-4", out=tmp_path / "b")
+    assert "this must never run" not in capfd.readouterr().out
+
+
+def test_dynamic_int8_on_a_profile_that_asks_for_it(breast_cancer, tmp_path):
+    """Shipped profiles leave int8-dynamic out (its scales depend on the batch); a custom profile can ask for it."""
+    import dataclasses
+
+    d = breast_cancer
+    profile = dataclasses.replace(ei.get_device("raspberry-pi-4"), name="custom", precisions=("int8-dynamic", "fp32"))
+    report = ei.export(d.model, d.schema, calibration=d.X_train, device=profile, out=tmp_path / "b",
+                       agreement_threshold=0.9)
+    assert report.precision == "int8-dynamic"
+    assert report.quantized_ops.get("DynamicQuantizeLinear", 0) > 0 and report.quantized_ops.get("MatMulInteger", 0) > 0
+    assert all(p.precisions[:1] != ("int8-dynamic",) and "int8-dynamic" not in p.precisions for p in ei.list_devices())

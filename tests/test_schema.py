@@ -1,0 +1,104 @@
+"""Every bad input form gets an InputError naming the feature, what was expected and what arrived."""
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeinfer.errors import InputError, SchemaError
+from edgeinfer.schema import Feature, FeatureSchema
+
+SCHEMA = FeatureSchema(
+    features=(
+        Feature("glucose", low=40, high=600, unit="mg/dL"),
+        Feature("age", kind="integer", low=18, high=90, unit="years", mutable=False, protected=True),
+        Feature("sex", kind="categorical", categories=("female", "male"), protected=True),
+    ),
+    classes=("low risk", "high risk"),
+    favourable="low risk",
+)
+
+
+@pytest.mark.parametrize("form", ["mapping", "list", "array", "frame"])
+def test_every_input_form_gives_the_same_matrix(form):
+    row = {"glucose": 120.0, "age": 50, "sex": "male"}
+    values = [120.0, 50.0, 1.0]
+    x = {
+        "mapping": row,
+        "list": values,
+        "array": np.array(values),
+        "frame": __import__("pandas").DataFrame([{"sex": 1, "age": 50, "glucose": 120.0}]),
+    }[form]
+    matrix = SCHEMA.validate(x)[0]
+    np.testing.assert_array_equal(matrix, [values])
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        ({"glucose": "high", "age": 50, "sex": "male"}, "feature 'glucose' expects a number in [40, 600] mg/dL, got 'high'"),
+        ({"glucose": 700, "age": 50, "sex": "male"}, "feature 'glucose' expects a number in [40, 600] mg/dL, got 700"),
+        ({"glucose": math.nan, "age": 50, "sex": "male"},
+         "feature 'glucose' expects a number in [40, 600] mg/dL, got nan; replace missing or infinite values"),
+        ({"glucose": math.inf, "age": 50, "sex": "male"},
+         "feature 'glucose' expects a number in [40, 600] mg/dL, got inf; replace missing or infinite values"),
+        ({"glucose": 120, "age": 50.5, "sex": "male"}, "feature 'age' expects an integer in [18, 90] years, got 50.5"),
+        ({"glucose": 120, "age": 50, "sex": "other"}, "feature 'sex' expects one of 'female' (0), 'male' (1), got 'other'"),
+        ({"glucose": 120, "age": 50, "sex": 3}, "feature 'sex' expects one of 'female' (0), 'male' (1), got 3"),
+        ({"glucose": 120, "age": 50}, "missing feature 'sex'; every row needs all 3 features"),
+        ({"glucos": 120, "age": 50, "sex": 1}, "unknown feature 'glucos'; did you mean 'glucose'?"),
+        ([120, 50], "expected 3 features in schema order (glucose, age, sex), got 2 values"),
+        (np.zeros((2, 2, 3)), "expected a 1-D row or a 2-D batch of 3 features, got a 3-D array"),
+        ({"glucose": True, "age": 50, "sex": 1}, "feature 'glucose' expects a number in [40, 600] mg/dL, got True"),
+    ],
+)
+def test_bad_input_messages(x, message):
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate(x)
+    assert str(info.value) == message
+
+
+def test_batch_checks_report_every_bad_row_and_keep_the_rest():
+    batch = np.array([[120, 50, 1], [20, 50, 1], [120, 50, 0], [120, 17, 0]], dtype=float)
+    assert SCHEMA.check_rows(batch) == {
+        1: "feature 'glucose' expects a number in [40, 600] mg/dL, got 20",
+        3: "feature 'age' expects an integer in [18, 90] years, got 17",
+    }
+
+
+def test_schema_round_trips_through_dict_and_files(tmp_path):
+    assert FeatureSchema.from_dict(SCHEMA.to_dict()) == SCHEMA
+    toml = tmp_path / "schema.toml"
+    toml.write_text(
+        'classes = ["low risk", "high risk"]\nfavourable = "low risk"\n'
+        '[[features]]\nname = "glucose"\nrange = [40, 600]\nunit = "mg/dL"\n'
+        '[[features]]\nname = "age"\nkind = "integer"\nrange = [18, 90]\nunit = "years"\nmutable = false\nprotected = true\n'
+        '[[features]]\nname = "sex"\nkind = "categorical"\ncategories = ["female", "male"]\nprotected = true\n'
+    )
+    assert FeatureSchema.load(toml) == SCHEMA
+    json_file = tmp_path / "schema.json"
+    json_file.write_text(__import__("json").dumps(SCHEMA.to_dict()))
+    assert FeatureSchema.load(json_file) == SCHEMA
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"features": [{"name": "a", "kind": "fuzzy"}], "classes": ["x", "y"]},
+         "feature 'a': kind must be one of continuous, integer, categorical, got 'fuzzy'"),
+        ({"features": [{"name": "a", "range": [5, 1]}], "classes": ["x", "y"]},
+         "feature 'a': range [5.0, 1.0] is empty; give [low, high] with low <= high"),
+        ({"features": [{"name": "a"}, {"name": "a"}], "classes": ["x", "y"]},
+         "feature names must be unique; repeated: a"),
+        ({"features": [{"name": "a"}], "classes": ["x", "y"], "favourable": "z"},
+         "favourable outcome 'z' is not a class; classes are ['x', 'y']"),
+        ({"features": [{"name": "a", "monotone": "up"}], "classes": ["x", "y"]},
+         "feature 'a': monotone must be one of any, increase, decrease, got 'up'"),
+        ({"features": [{"name": "a", "colour": 1}], "classes": ["x", "y"]},
+         "feature 'a': unknown key 'colour'; known keys: categories, clinical, codes, kind, lay, monotone, mutable, name, protected, range, unit"),
+    ],
+)
+def test_bad_schema_messages(data, message):
+    with pytest.raises(SchemaError) as info:
+        FeatureSchema.from_dict(data)
+    assert str(info.value) == message

@@ -1,0 +1,84 @@
+"""The Session: every input form, per-row rejections in a batch, provider choice without silent fallback."""
+
+import numpy as np
+import pytest
+
+import edgeinfer as ei
+from edgeinfer.backend import choose_provider
+from edgeinfer.errors import BackendError, DeviceError, InputError
+
+
+def test_predict_every_input_form_agrees(bc_session, breast_cancer):
+    X = breast_cancer.X_test[:4]
+    batch = bc_session.predict(X)
+    assert [d.label for d in batch] == list(bc_session.predict_proba(X).argmax(axis=1))
+    single = bc_session.predict(X[0])
+    mapping = bc_session.predict(dict(zip(breast_cancer.schema.names, X[0])))
+    assert single.probabilities == mapping.probabilities == batch[0].probabilities
+    assert single.class_name in ("benign", "malignant") and single.latency_ms > 0
+    assert abs(sum(single.probabilities) - 1.0) < 1e-5
+
+
+def test_deployed_int8_model_agrees_with_the_float_model(bc_session, breast_cancer):
+    import torch
+
+    with torch.no_grad():
+        float_labels = breast_cancer.model(torch.as_tensor(breast_cancer.X_test, dtype=torch.float32)).argmax(1).numpy()
+    deployed = bc_session.predict_proba(breast_cancer.X_test).argmax(axis=1)
+    assert np.mean(deployed == float_labels) >= 0.99
+
+
+def test_batch_rejects_bad_rows_and_decides_the_rest(bc_session, breast_cancer):
+    X = breast_cancer.X_test[:3].copy()
+    X[1, 0] = np.nan
+    out = bc_session.predict(X)
+    assert [r.ok for r in out] == [True, False, True]
+    assert out[1] == ei.Rejection(1, "feature 'mean radius' expects a number in [0, 42.165] px, got nan; "
+                                     "replace missing or infinite values")
+    assert out[0].probabilities == bc_session.predict(X[0]).probabilities
+
+
+def test_single_bad_row_raises(bc_session, breast_cancer):
+    row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
+    row["mean radius"] = -1.0
+    with pytest.raises(InputError) as info:
+        bc_session.predict(row)
+    assert str(info.value) == "feature 'mean radius' expects a number in [0, 42.165] px, got -1"
+
+
+def test_profile_provider_order_is_recorded():
+    profile = ei.get_device("raspberry-pi-4")
+    info = choose_provider(profile, ["CPUExecutionProvider"], fallback=False)
+    assert info.provider == "CPUExecutionProvider" and not info.fallback
+    assert info.unavailable == ("XnnpackExecutionProvider",)
+
+
+def test_missing_gpu_provider_is_refused_not_silently_replaced():
+    profile = ei.get_device("cuda-server-h100")
+    with pytest.raises(BackendError) as info:
+        choose_provider(profile, ["CPUExecutionProvider"], fallback=False)
+    assert str(info.value) == (
+        "device 'cuda-server-h100' runs on TensorrtExecutionProvider, CUDAExecutionProvider, but this ONNX Runtime "
+        "offers only CPUExecutionProvider; install the ONNX Runtime build for that device (e.g. onnxruntime-gpu for "
+        "CUDA), or load with fallback=True (CLI: --fallback) to run on CPUExecutionProvider"
+    )
+    asked = choose_provider(profile, ["CPUExecutionProvider"], fallback=True)
+    assert asked.fallback and asked.provider == "CPUExecutionProvider" and asked.kernels == "numpy"
+
+
+def test_device_must_support_the_bundle_precision(bc_bundle):
+    with pytest.raises(DeviceError) as info:
+        ei.load(bc_bundle, device="cuda-server-h100")
+    assert str(info.value) == (
+        "bundle precision int8-static is not supported by device 'cuda-server-h100' (fp16, fp32); "
+        "export the model for that device"
+    )
+
+
+def test_importing_the_core_loads_neither_torch_nor_onnx():
+    import subprocess
+    import sys
+
+    code = "import sys, edgeinfer, edgeinfer.explain; print(sorted(m for m in ('torch', 'onnx', 'captum', 'triton') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
