@@ -51,7 +51,7 @@ from typing import IO, Any
 import click
 import numpy as np
 
-from edgeinfer.errors import BundleError, InputError, UsageError
+from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
 from edgeinfer.windows import WindowSpec, compute_many
 
 READ_BYTES = 1 << 16
@@ -137,7 +137,7 @@ class StreamOptions:
     max_gap_s: float | None = None     # default: 1.5 sample periods when the sample rate is known
     fmt: str = "auto"                  # auto | csv | jsonl
     batch: int = 1024                  # windows per predict call
-    explain_batch: int = 64            # windows per explain call
+    explain_batch: int = 256           # windows per explain call (bigger batches cost less per window)
     timestamp: str | None = None       # timestamp column; default: the bundle's
     bias_window: int = 500             # decisions in the rolling fairness window
 
@@ -698,6 +698,7 @@ def stream(
     bias = _BiasMonitor(schema, session.reference, options.bias_window) if schema.protected else None
     lows, highs = schema.lows, schema.highs
     classes = schema.classes
+    class_json = [json.dumps(c) for c in classes]
 
     reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
     hist = LatencyHistogram()
@@ -736,25 +737,32 @@ def stream(
             ready = time.perf_counter()
             latency = (ready - read_at) * 1000.0
             hist.add(latency, len(labels))
+            if not np.isfinite(proba).all():
+                raise BackendError("the model returned a non-finite probability; re-export the bundle")
+            flagged = outside.any(axis=1)
+            probs, starts, ends = proba.tolist(), w.start[lo:hi].tolist(), w.end[lo:hi].tolist()
+            # The line json.dumps would write for the documented record, formatted in one step per window
+            # for speed (floats as repr, which is what json writes).
+            line = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(w.rows) +
+                    '}, "decision": {"label": %d, "class_name": %s, "probabilities": {' +
+                    ", ".join(f"{name}: %r" for name in class_json) + '}, "latency_ms": ' + repr(latency) +
+                    '}, "explanation": %s, "alerts": %s}')
             parts = []
-            for i in range(len(labels)):
+            for i, label in enumerate(labels.tolist()):
                 alerts = []
-                if outside[i].any():
+                if flagged[i]:
                     j = int(np.flatnonzero(outside[i])[0])
                     alerts.append({"kind": "out_of_range", "feature": schema.names[j],
                                    "message": schema.value_error(j, features[i, j]) + " (outside the training range)"})
                 if bias is not None:
-                    alerts.extend(bias.observe(int(indices[i]), features[i], proba[i]))
+                    alerts.extend(bias.observe(base + i, features[i], proba[i]))
                 counts["alerts"] += len(alerts)
-                record = {
-                    "window": {"index": int(indices[i]), "start": float(w.start[lo + i]),
-                               "end": float(w.end[lo + i]), "rows": w.rows},
-                    "decision": {"label": int(labels[i]), "class_name": classes[labels[i]],
-                                 "probabilities": dict(zip(classes, proba[i].tolist())), "latency_ms": latency},
-                    "explanation": explanations.get(i),
-                    "alerts": alerts,
-                }
-                parts.append(json.dumps(record, allow_nan=False))
+                explanation = explanations.get(i)
+                parts.append(line % (
+                    base + i, starts[i], ends[i], label, class_json[label], *probs[i],
+                    "null" if explanation is None else json.dumps(explanation, allow_nan=False),
+                    json.dumps(alerts, allow_nan=False) if alerts else "[]",
+                ))
             counts["windows"] += len(labels)
             counts["explained"] += len(explanations)
             out.write("\n".join(parts) + "\n")

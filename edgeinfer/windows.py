@@ -334,51 +334,54 @@ def compute_many(spec: WindowSpec, windows: np.ndarray) -> np.ndarray:
     if n < 2:
         raise InputError(f"a window needs at least 2 samples, got {n}")
     kinds = {s.kind for group in spec.statistics for s in group}
+    # samples on the last, contiguous axis: every reduction below runs over memory in order
+    x = np.ascontiguousarray(windows.transpose(0, 2, 1))  # (W, C, n)
     per: dict[str, np.ndarray] = {}  # statistic -> (W, C)
-    mean = windows.mean(axis=1)
+    mean = x.mean(axis=2)
     per["mean"] = mean
+    centred = None
+    if kinds & {"std", "dominant_freq", "band_energy"}:
+        centred = x - mean[:, :, None]
     if "std" in kinds:
-        per["std"] = windows.std(axis=1)
+        per["std"] = np.sqrt(np.einsum("wcn,wcn->wc", centred, centred) / n)
     if kinds & {"min", "ptp", "dominant_freq"}:
-        per["min"] = windows.min(axis=1)
+        per["min"] = x.min(axis=2)
     if kinds & {"max", "ptp", "dominant_freq"}:
-        per["max"] = windows.max(axis=1)
+        per["max"] = x.max(axis=2)
     if "ptp" in kinds:
         per["ptp"] = per["max"] - per["min"]
     if "rms" in kinds:
-        per["rms"] = np.sqrt(np.einsum("wnc,wnc->wc", windows, windows) / n)
+        per["rms"] = np.sqrt(np.einsum("wcn,wcn->wc", x, x) / n)
     if "slope" in kinds:
         t = np.arange(n, dtype=np.float64)
         if spec.sample_rate_hz is not None:
             t = t / spec.sample_rate_hz
         tc = t - t.mean()
-        per["slope"] = np.einsum("n,wnc->wc", tc, windows) / float(tc @ tc)
-    power = freqs = None
+        per["slope"] = (x @ tc) / float(tc @ tc)
+    power = freqs = weights = None
     if kinds & set(_SPECTRAL):
-        spectrum = np.fft.rfft(windows - mean[:, None, :], axis=1)
-        power = spectrum.real**2 + spectrum.imag**2  # (W, bins, C)
+        spectrum = np.fft.rfft(centred, axis=2)
+        power = spectrum.real**2 + spectrum.imag**2  # (W, C, bins)
         freqs = np.fft.rfftfreq(n, d=1.0 / spec.sample_rate_hz)
-    if "dominant_freq" in kinds:
-        k = power[:, 1:, :].argmax(axis=1) + 1
-        dominant = freqs[k]
-        per["dominant_freq"] = np.where(per["max"] == per["min"], 0.0, dominant)
-    weights = None
-    if power is not None:
         weights = np.full(len(freqs), 2.0)
         weights[0] = 1.0
         if n % 2 == 0:
             weights[-1] = 1.0
         weights /= float(n) ** 2
-    columns = []
+    if "dominant_freq" in kinds:
+        dominant = freqs[power[:, :, 1:].argmax(axis=2) + 1]
+        per["dominant_freq"] = np.where(per["max"] == per["min"], 0.0, dominant)
+    out = np.empty((count, len(spec.feature_names)))
+    i = 0
     for j, group in enumerate(spec.statistics):
         for s in group:
             if s.kind == "band_energy":
                 lo, hi = s.band
-                mask = (freqs >= lo) & (freqs <= hi)
-                columns.append(power[:, mask, j] @ weights[mask])
+                out[:, i] = power[:, j, :] @ np.where((freqs >= lo) & (freqs <= hi), weights, 0.0)
             else:
-                columns.append(per[s.kind][:, j])
-    return np.stack(columns, axis=1) if columns else np.empty((count, 0))
+                out[:, i] = per[s.kind][:, j]
+            i += 1
+    return out
 
 
 def cut_windows(recording: np.ndarray, *, window: int, hop: int) -> np.ndarray:

@@ -252,6 +252,26 @@ def test_explain_policies_select_the_right_windows():
     assert np.flatnonzero(pick("above:other:0.75")).tolist() == [4, 5]
 
 
+def test_on_change_explains_exactly_the_windows_whose_class_changed(motion_bundle, recording):
+    from edgeinfer.explain.explanation import Explanation
+
+    text = recording.read_text().splitlines()
+    clip = "\n".join([text[0], *text[1 + 950:1 + 1150]]) + "\n"     # standing -> running, 20 s
+    plain = lines_of(run([motion_bundle, "-"], input=clip).stdout)
+    result = run([motion_bundle, "-", "--explain", "on-change", "--stakeholder", "clinician"], input=clip)
+    out = lines_of(result.stdout)
+    classes = [d["decision"]["class_name"] for d in plain]
+    changed = [i for i in range(len(classes)) if i == 0 or classes[i] != classes[i - 1]]
+    assert len(changed) >= 2                                         # the clip crosses an activity change
+    assert [d["window"]["index"] for d in out if d["explanation"] is not None] == changed
+    for i in changed:
+        explanation = Explanation.from_dict(out[i]["explanation"])
+        assert explanation.decision.class_name == classes[i] == out[i]["decision"]["class_name"]
+        assert explanation.stakeholder == "clinician" and explanation.text
+        assert list(explanation.instance) == json.loads((motion_bundle / "manifest.json").read_text())["window"]["features"]
+    assert f"windows  {len(out)} ({len(changed)} explained)" in result.stderr
+
+
 def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
     """A model that decides on a protected channel alone: demographic parity alerts once both groups have 30."""
     from edgeinfer.export.models import linear_logistic
