@@ -233,8 +233,16 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
                     out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite)
     click.echo(report.summary())
 
-from edgeinfer.reporting import report_command  # noqa: E402  (light: jinja2/matplotlib/weasyprint load lazily)
-main.add_command(report_command)
-from edgeinfer.serve import serve_command; main.add_command(serve_command)  # noqa: E402,E702
-from edgeinfer.stream import stream_command; main.add_command(stream_command)  # noqa: E402,E702
-from edgeinfer.export.triton_repo import export_triton_command; main.add_command(export_triton_command)  # noqa: E402,E702
+
+# Front ends in their own modules; each imports only light things at load.
+from edgeinfer.demo import demo_command  # noqa: E402
+from edgeinfer.export.triton_repo import export_triton_command  # noqa: E402
+from edgeinfer.reporting import report_command  # noqa: E402
+from edgeinfer.serve import serve_command  # noqa: E402
+from edgeinfer.stream import stream_command  # noqa: E402
+
+for _command in (stream_command, report_command, serve_command, export_triton_command, demo_command):
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    main()
