@@ -97,8 +97,9 @@ def test_bootstrap_is_seeded_and_exact_when_every_resample_agrees(decided):
     two = GroupFairness(y_true=y, y_pred=y_pred, sensitive=sex, bootstrap=200, seed=3)
     assert one.summary == two.summary
     dp = one.summary.demographic_parity
-    assert dp.difference_interval.low <= dp.difference <= dp.difference_interval.high
-    assert dp.difference_interval.low < dp.difference_interval.high
+    # A percentile interval of |a - b| need not contain the point estimate when the difference is near 0
+    # (the bootstrap of an absolute value is biased upward); it must be a proper interval of differences.
+    assert 0.0 <= dp.difference_interval.low < dp.difference_interval.high <= 1.0
     assert GroupFairness(y_true=y, y_pred=y_pred, sensitive=sex).summary.demographic_parity.difference_interval is None
     # group a always selected, group b never: every stratified resample has the same rates
     y_pred = np.array([1] * 10 + [0] * 10)
