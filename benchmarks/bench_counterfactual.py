@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -142,7 +143,7 @@ def run_dice_gradient(data, torch_model, X, *, instances: int, budget_s: float) 
     d = dice_ml.Data(dataframe=train, continuous_features=names, outcome_name="outcome")
     m = dice_ml.Model(model=OnNormalised().eval(), backend="PYT")
     explainer = dice_ml.Dice(d, m, method="gradient")
-    cfs, seconds = [], []
+    cfs, seconds, errors = [], [], []
     started = time.perf_counter()
     for x in X[:instances]:
         if time.perf_counter() - started > budget_s:
@@ -153,12 +154,15 @@ def run_dice_gradient(data, torch_model, X, *, instances: int, budget_s: float) 
             out = explainer.generate_counterfactuals(query, total_CFs=1, desired_class="opposite", verbose=False)
             frame = out.cf_examples_list[0].final_cfs_df
             cf = None if frame is None or len(frame) == 0 else frame[names].to_numpy(dtype=np.float64)[0]
-        except Exception:
+        except Exception as err:  # reported in the notes, not hidden
             cf = None
+            errors.append(f"{type(err).__name__}: {str(err)[:160]}")
         seconds.append(time.perf_counter() - start)
         cfs.append(cf)
-    return Run("DiCE gradient (PyTorch)", "float", len(cfs), cfs, seconds,
-               note=f"capped at {len(cfs)} instances (seconds each)")
+    note = f"capped at {len(cfs)} instances"
+    if errors:
+        note += f"; {len(errors)} raised, first: {errors[0]}"
+    return Run("DiCE gradient (PyTorch)", "float", len(cfs), cfs, seconds, note=note)
 
 
 def _reaches(proba: np.ndarray, target: int) -> np.ndarray:
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Model: breast-cancer MLP (30 features, hidden 64-32), bundle precision {precision}, device profile "
         f"raspberry-pi-4 on this machine ({platform.machine()}, {platform.processor() or 'cpu'}); "
+        f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine: absolute times "
+        f"are inflated, ratios come from the same run); "
         f"{args.instances} test patients, one counterfactual each, desired: the opposite class. "
         "Distances in MAD units; yNN over 5 neighbours; success = valid on the deployed int8 model; "
         "redundancy = changes revertible alone while staying valid on the model the method explained; "
