@@ -691,6 +691,10 @@ def stream(
     if window < 2:
         raise InputError(f"window must be at least 2 samples, got {window}")
     policy = ExplainPolicy.parse(options.explain, schema)
+    if policy.mode != "none":
+        from edgeinfer.explain.views import get_templates
+
+        get_templates(options.stakeholder)  # refuse an unknown stakeholder before reading a row
     max_gap = options.max_gap_s
     if max_gap is None and spec.sample_rate_hz is not None:
         max_gap = 1.5 / spec.sample_rate_hz

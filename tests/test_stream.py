@@ -188,6 +188,21 @@ def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
     assert "rows     read 25 = used 20 + rejected 5" in result.stderr
 
 
+def test_iso_timestamps_are_read_as_seconds(motion_bundle):
+    from datetime import datetime, timedelta, timezone
+
+    names = HEADER.split(",")
+    t0 = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
+    stamps = [(t0 + timedelta(milliseconds=100 * i)).isoformat().replace("+00:00", "Z") for i in range(30)]
+    text = "".join(json.dumps(dict(zip(names, [s, 1, 2, 3, 4, 5, 6]))) + "\n" for s in stamps)
+    bad = '{"timestamp": "noon", "acc_x": 1, "acc_y": 1, "acc_z": 1, "gyr_x": 1, "gyr_y": 1, "gyr_z": 1}\n'
+    result = run([motion_bundle, "-"], input=text + bad)
+    out = lines_of(result.stdout)
+    assert [(d["window"]["start"], d["window"]["end"]) for d in out] == [
+        (t0.timestamp(), t0.timestamp() + 1.9), (t0.timestamp() + 1.0, t0.timestamp() + 2.9)]
+    assert "line 31: rejected: timestamp 'noon' is not a number of seconds or an ISO 8601 time" in result.stderr
+
+
 def test_header_that_does_not_match_the_channels_is_an_error(motion_bundle, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("time,ax,ay,az,gyr_x,gyr_y,gyr_z\n0,1,1,1,1,1,1\n")
@@ -230,6 +245,10 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
     for mode, message in cases.items():
         result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--explain", mode])
         assert (result.exit_code, result.stderr) == (2, message)
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--explain", "all",
+                                       "--stakeholder", "boss"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: unknown stakeholder 'boss'; available: auditor, clinician, engineer, patient.")
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
     assert result.exit_code == 2
     assert result.stderr == ("error: --follow reads a growing file; stdin already streams until it closes: "
