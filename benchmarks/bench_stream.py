@@ -37,17 +37,16 @@ TARGET_PREDICT, TARGET_EXPLAIN = 20_000, 1_000
 COMMAND = "python -m benchmarks.bench_stream"
 
 
-def _rss_mb() -> float:
+def _rss_mb(pid: int | str = "self") -> float | None:
+    """Resident memory of a process in MB (Linux /proc), or None when it cannot be read."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{pid}/status") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
 
 
 class _Sink:
@@ -181,13 +180,18 @@ def main(argv: list[str] | None = None) -> int:
 
         cli_summary = tmp / "summary.json"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from edgeinfer.cli import main; main()", "stream", str(bundle), str(long_csv), "--hop", "1",
-                        "--summary", str(cli_summary), "--stats-every", "0"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        proc = subprocess.Popen([sys.executable, "-c", "from edgeinfer.cli import main; main()", "stream", str(bundle),
+                                 str(long_csv), "--hop", "1", "--summary", str(cli_summary), "--stats-every", "0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cli_rss = []                                              # the CLI's VmRSS every 0.1 s while it runs
+        while proc.poll() is None:
+            mb = _rss_mb(proc.pid)
+            if mb is not None:
+                cli_rss.append(mb)
+            time.sleep(0.1)
+        if proc.returncode != 0:
+            raise RuntimeError(f"edgeinfer stream exited with {proc.returncode}")
         cli_wall = time.perf_counter() - started
-        import resource
-
-        cli_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the CLI is the first child
         cli = json.loads(cli_summary.read_text())
         live = [
             ("live pace, predict-only", _live(bundle, long_csv, tmp, rate=args.live_rate, hop=1, explain="none",
@@ -261,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Growth from the first to the last sample: {growth:+.1f} MB; after all runs: {rss_end:.1f} MB "
         "(this process also trained and exported the model, so torch is loaded; the explanation runs load "
         "the explainers).",
-        f"The CLI process alone (`edgeinfer stream`, {cli['windows']:,} windows, no torch): peak RSS "
-        f"{cli_peak_mb:.1f} MB.",
+        f"The CLI process alone (`edgeinfer stream`, {cli['windows']:,} windows, no torch), VmRSS sampled every "
+        f"0.1 s: {cli_rss[len(cli_rss) // 4]:.1f} MB a quarter of the way in (after start-up), peak {max(cli_rss):.1f} MB, "
+        f"last {cli_rss[-1]:.1f} MB "
+        f"({len(cli_rss)} samples)." if cli_rss else "The CLI's memory could not be sampled (no /proc).",
         "",
     ]
     text = "\n".join(lines)
