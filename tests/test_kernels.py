@@ -95,9 +95,11 @@ def _cases(rng):
         "project-small": _project_case(rng, 37, 7),
         "project-one-row": _project_case(rng, 1, 5),
         "project-wide": _project_case(rng, 9, 33),
+        "project-per-row": {**_project_case(rng, 23, 6), "x": rng.normal(size=(23, 6))},
         "l1-small": _l1_case(rng, 41, 7),
         "l1-one-row": _l1_case(rng, 1, 3),
         "l1-wide": _l1_case(rng, 5, 45),
+        "l1-per-row": {**_l1_case(rng, 19, 9), "x": rng.normal(size=(19, 9))},
         "knn-small": _knn_case(rng, 13, 7, 50, 5),
         "knn-one-row": _knn_case(rng, 1, 3, 11, 3),
         "knn-k-above-m": _knn_case(rng, 4, 5, 6, 9),
@@ -138,7 +140,7 @@ def _numpy(name, a):
     return N.masked_argmin(a["cost"], a["mask"], a["segments"], int(a["n_segments"]))
 
 
-@pytest.mark.parametrize("name", ["project-small", "project-one-row", "project-wide"])
+@pytest.mark.parametrize("name", ["project-small", "project-one-row", "project-wide", "project-per-row"])
 def test_project_matches_numpy_exactly(parity, name):
     cases, got = parity
     expected = _numpy(name, cases[name])
@@ -146,7 +148,7 @@ def test_project_matches_numpy_exactly(parity, name):
     np.testing.assert_array_equal(got[name], expected, err_msg=f"seed {SEED}, case {name}")
 
 
-@pytest.mark.parametrize("name", ["l1-small", "l1-one-row", "l1-wide"])
+@pytest.mark.parametrize("name", ["l1-small", "l1-one-row", "l1-wide", "l1-per-row"])
 def test_scaled_l1_matches_numpy(parity, name):
     cases, got = parity
     expected = _numpy(name, cases[name])

@@ -14,7 +14,7 @@ NAME = "numpy"
 
 def project(
     candidates: np.ndarray,   # (n, F) proposed rows
-    x: np.ndarray,            # (F,) the instance
+    x: np.ndarray,            # (F,) the instance, or (n, F): each candidate's own instance
     lows: np.ndarray,         # (F,) lowest allowed value per feature
     highs: np.ndarray,        # (F,) highest allowed value per feature
     frozen: np.ndarray,       # (F,) bool: feature may not change
@@ -31,7 +31,7 @@ def project(
 
 
 def scaled_l1(candidates: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """(n,) L1 distance of each candidate to x, each feature divided by its scale (MAD)."""
+    """(n,) L1 distance of each candidate to x ((F,) or (n, F), one row per candidate), scaled by MAD."""
     return np.abs((candidates - x) / scale).sum(axis=1)
 
 

@@ -37,7 +37,7 @@ def _project_kernel(cand, x, lows, highs, frozen, direction, integer, out, total
     inside = offs < total
     col = offs % F
     v = tl.load(cand + offs, mask=inside, other=0.0)
-    xv = tl.load(x + col, mask=inside, other=0.0)
+    xv = tl.load(x + offs, mask=inside, other=0.0)
     lo = tl.load(lows + col, mask=inside, other=0.0)
     hi = tl.load(highs + col, mask=inside, other=0.0)
     fz = tl.load(frozen + col, mask=inside, other=0)
@@ -68,9 +68,9 @@ def _scaled_l1_kernel(cand, x, scale, out, n, F, BLOCK_ROWS: tl.constexpr, BLOCK
         col_ok = cols < F
         ok = row_ok[:, None] & col_ok[None, :]
         c = tl.load(cand + rows[:, None] * F + cols[None, :], mask=ok, other=0.0)
-        xv = tl.load(x + cols, mask=col_ok, other=0.0)
+        xv = tl.load(x + rows[:, None] * F + cols[None, :], mask=ok, other=0.0)
         s = tl.load(scale + cols, mask=col_ok, other=1.0)
-        term = tl.abs((c - xv[None, :]) / s[None, :])
+        term = tl.abs((c - xv) / s[None, :])
         acc += tl.sum(tl.where(ok, term, 0.0), axis=1)
     tl.store(out + rows, acc, mask=row_ok)
 
@@ -170,6 +170,11 @@ def _numpy(t):
     return t.cpu().numpy()
 
 
+def _per_row(x, shape) -> np.ndarray:
+    """The instance as one row per candidate: (F,) is repeated, (n, F) is kept."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), shape))
+
+
 def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
@@ -185,7 +190,7 @@ def project(candidates, x, lows, highs, frozen, direction, integer) -> np.ndarra
     out = torch.empty_like(cand)
     total = n * F
     _project_kernel[(_cdiv(total, _BLOCK),)](
-        cand, _tensor(x), _tensor(lows), _tensor(highs),
+        cand, _tensor(_per_row(x, out_shape)), _tensor(lows), _tensor(highs),
         _tensor(frozen, np.int32), _tensor(np.sign(direction), np.int32), _tensor(integer, np.int32),
         out, total, F, BLOCK=_BLOCK,
     )
@@ -193,14 +198,14 @@ def project(candidates, x, lows, highs, frozen, direction, integer) -> np.ndarra
 
 
 def scaled_l1(candidates, x, scale) -> np.ndarray:
-    """(n,) L1 distance of each candidate to x, each feature divided by its scale (MAD)."""
+    """(n,) L1 distance of each candidate to x ((F,) or (n, F), one row per candidate), scaled by MAD."""
     candidates = np.asarray(candidates, dtype=np.float64)
     n, F = candidates.shape
     if n == 0:
         return np.zeros(0)
     out = torch.empty(n, dtype=torch.float64, device=_device())
     _scaled_l1_kernel[(_cdiv(n, _BLOCK_ROWS),)](
-        _tensor(candidates), _tensor(x), _tensor(scale), out, n, F,
+        _tensor(candidates), _tensor(_per_row(x, candidates.shape)), _tensor(scale), out, n, F,
         BLOCK_ROWS=_BLOCK_ROWS, BLOCK_COLS=_BLOCK_COLS,
     )
     return _numpy(out)
