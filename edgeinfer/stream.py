@@ -730,12 +730,15 @@ def stream(
             indices = np.arange(base, base + len(labels))
             chosen = policy.select(indices, labels, proba, previous_label[0], schema)
             previous_label[0] = int(labels[-1])
-            explanations: dict[int, Any] = {}
+            explanations: dict[int, str | None] = {}
             picked = np.flatnonzero(chosen)
+            if len(picked):
+                from edgeinfer.explain.views import explanation_dict, json_text
             for s in range(0, len(picked), options.explain_batch):
                 part = picked[s:s + options.explain_batch]
-                for i, e in zip(part, session.explain(features[part], stakeholder=options.stakeholder)):
-                    explanations[int(i)] = e.to_dict() if getattr(e, "ok", True) else None
+                for i, e in zip(part.tolist(), session.explain(features[part], stakeholder=options.stakeholder)):
+                    # the JSON of e.to_dict(), made the fast way; a refused row (Rejection) gets null
+                    explanations[i] = json_text(explanation_dict(e)) if getattr(e, "ok", True) else None
             with np.errstate(invalid="ignore"):
                 outside = (features < lows) | (features > highs)
             ready = time.perf_counter()
@@ -764,7 +767,7 @@ def stream(
                 explanation = explanations.get(i)
                 parts.append(line % (
                     base + i, starts[i], ends[i], label, class_json[label], *probs[i],
-                    "null" if explanation is None else json.dumps(explanation, allow_nan=False),
+                    "null" if explanation is None else explanation,
                     json.dumps(alerts, allow_nan=False) if alerts else "[]",
                 ))
             counts["windows"] += len(labels)

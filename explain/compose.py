@@ -76,20 +76,21 @@ def explain_rows(
     schema, classes = session.schema, session.classes
     model = _model_info(session)
     predict_ms = timings["predict_ms"]
+    names = schema.names
     out = []
-    for i, row in enumerate(matrix):
-        decision = Decision(int(labels[i]), classes[labels[i]], tuple(float(p) for p in proba[i]), classes, predict_ms)
-        explanation = Explanation(
-            decision=decision, instance=schema.row_dict(row), model=model,
+    for i, (row, probabilities, label) in enumerate(zip(matrix.tolist(), proba.tolist(), labels.tolist())):
+        decision = Decision(label, classes[label], tuple(probabilities), classes, predict_ms)
+        out.append(Explanation(
+            decision=decision, instance=dict(zip(names, row)), model=model,
             counterfactuals=counterfactuals[i] if counterfactuals else None,
             bias=biases[i] if biases else None,
             attributions=attributions[i] if attributions else None,
             stakeholder=stakeholder,
-        )
-        out.append(explanation)
+        ))
     lap("assemble")
     told = []
     for explanation in out:
+        # total_ms: the batch's time so far, per row, so each explanation's own rendering is included.
         total = (time.perf_counter() - started) * 1000.0 / n
         stamped = dataclasses.replace(explanation, timings={**timings, "total_ms": total, "batch_rows": n})
         told.append(dataclasses.replace(stamped, text=render(stamped, schema, stakeholder=stakeholder,

@@ -523,3 +523,30 @@ def test_real_session_explanations_for_each_stakeholder(diabetes_session, diabet
     assert auditor.text.count("proxies moved:") == len(auditor.bias.flips) > 0
     engineer = session.explain(X[0], stakeholder="engineer")
     assert json.loads(engineer.text)["timings"]["total_ms"] > 0
+
+
+# ----- the fast JSON path: the same dict and the same text as the generic codec -----------------
+
+
+def test_fast_json_equals_to_dict_and_json_dumps(schema, diabetes_session, diabetes):
+    """explanation_dict / json_text give exactly Explanation.to_dict() and json.dumps, NaN included."""
+    made = [_explanation(schema), *diabetes_session.explain(diabetes.X_test[:6], stakeholder="auditor")]
+    odd = dataclasses.replace(made[0], timings={"total_ms": float("nan"), "batch_rows": 1},
+                              instance={"age": float("inf"), "sex": np.float64(1.0), "bmi": np.int64(25)})
+    assert odd.to_dict()["instance"]["age"] is None
+    for explanation in [*made, odd]:
+        data = explanation.to_dict()
+        assert views.explanation_dict(explanation) == data
+        assert views.json_text(views.explanation_dict(explanation)) == json.dumps(data, allow_nan=False)
+        for indent in (1, 2, 4):
+            assert views.json_text(data, indent=indent) == json.dumps(data, indent=indent, allow_nan=False)
+    assert views.json_text({"a": [], "b": {}, "c": [True, False, None, 3, "é\n\"x\""]}, indent=2) == json.dumps(
+        {"a": [], "b": {}, "c": [True, False, None, 3, "é\n\"x\""]}, indent=2)
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        views.json_text({"x": float("nan")}, indent=2)
+
+
+def test_engineer_text_is_the_generic_json_of_the_explanation(diabetes_session, diabetes):
+    for explanation in diabetes_session.explain(diabetes.X_test[:4], stakeholder="engineer"):
+        expected = dataclasses.replace(explanation, text="").to_json(indent=2)
+        assert explanation.text == expected
