@@ -26,6 +26,8 @@ which one runs.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from itertools import combinations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,12 +43,18 @@ from edgeinfer.explain.predictor import Predictor
 from edgeinfer.schema import FeatureSchema, _num, _unknown_feature
 
 GRID = 8                       # points per feature and direction in the first batch
-ALPHAS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)   # points on each line to a nearest unlike neighbour
-REFINE = 15                    # interior points per bracket and bisection level
-LEVELS = 2                     # bisection levels: a bracket shrinks (REFINE + 1) ** LEVELS times
+REFINE = 32                    # interior points per bracket and bisection level (single features get two levels)
 UNLIKE = 4                     # nearest unlike neighbours per row (more when k > 1)
+COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
+SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
+SPARSITY_COST = 1.0            # ranking: L1 in MAD units + this much per changed feature
 ROUNDS = 2                     # revert rounds for every candidate; more only where a row still lacks answers
 _SINGLE, _MULTI = 0, 1
+# which rank positions each greedy combination moves: the prefixes first, then the pairs and triples
+_COMBO_MASKS = np.array(
+    [np.arange(COMBOS) < m for m in range(2, COMBOS + 1)]
+    + [np.isin(np.arange(COMBOS), c) for m in (2, 3) for c in combinations(range(SUBSET), m)]
+)
 
 
 def find_counterfactuals(
@@ -83,7 +91,10 @@ def find_counterfactuals(
     if time_budget_ms is not None and not (isinstance(time_budget_ms, (int, float)) and time_budget_ms > 0):
         raise ExplainError(f"time_budget_ms must be a positive number of milliseconds, got {time_budget_ms!r}")
     goal = parse_desired(desired, schema)
-    space = Space.build(schema, reference, features_to_vary=features_to_vary, permitted_range=permitted_range)
+    if features_to_vary is None and not permitted_range:
+        space = _default_space(schema, reference)
+    else:
+        space = Space.build(schema, reference, features_to_vary=features_to_vary, permitted_range=permitted_range)
     search = _Search(model, X, space, kernels or get_kernels("numpy"), int(k), int(neighbours), start,
                      time_budget_ms)
     return search.run(goal, labels)
@@ -200,26 +211,18 @@ class Space:
         up = np.minimum(self.highs, np.maximum(self.ref_high, x + self.scale))
         return down, up
 
-    def project(self, raw: np.ndarray, rows: np.ndarray, X: np.ndarray, kern: ModuleType) -> np.ndarray:
-        """Project candidates (each belonging to row `rows[i]` of X) onto the feasible set."""
-        out = np.empty_like(raw)
+    def project(self, raw: np.ndarray, base: np.ndarray, kern: ModuleType) -> np.ndarray:
+        """Project candidates onto the feasible set around their instances (`base`: one row per candidate)."""
         if len(raw) == 0:
-            return out
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        cuts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1], True])
-        lows = np.maximum(self.lows, -1e30)
-        highs = np.minimum(self.highs, 1e30)
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            idx = order[a:b]
-            x = X[sorted_rows[a]]
-            out[idx] = kern.project(raw[idx], x, lows, highs, self.frozen, self.direction, self.integer)
+            return raw.copy()
+        out = kern.project(raw, base, np.maximum(self.lows, -1e30), np.minimum(self.highs, 1e30), self.frozen,
+                           self.direction, self.integer)
         # a value of x outside a permitted_range may stay as it is; only values that change must lie inside
-        x_rows = X[rows]
-        outside = (x_rows < self.lows) | (x_rows > self.highs)
-        out = np.where(outside & (raw == x_rows), x_rows, out)
+        outside = (base < self.lows) | (base > self.highs)
+        if outside.any():
+            out = np.where(outside & (raw == base), base, out)
         for j, codes in self.categorical:
-            x = X[rows, j][:, None]
+            x = base[:, j][:, None]
             ok = (codes >= self.lows[j]) & (codes <= self.highs[j])
             ok = ok & np.where(self.direction[j] > 0, codes >= x, np.where(self.direction[j] < 0, codes <= x, True))
             ok = (ok & ~self.frozen[j]) | (codes == x)
@@ -228,66 +231,86 @@ class Space:
         return out
 
 
+_SPACES: dict[tuple[int, int], tuple] = {}
+
+
+def _default_space(schema: FeatureSchema, reference) -> Space:
+    """The space without per-request overrides, built once per (schema, reference) pair."""
+    key = (id(schema), id(reference))
+    hit = _SPACES.get(key)
+    if hit is None or hit[0] is not schema or hit[1] is not reference:
+        if len(_SPACES) >= 16:
+            _SPACES.clear()
+        hit = _SPACES[key] = (schema, reference, Space.build(schema, reference))
+    return hit[2]
+
+
+@lru_cache(maxsize=64)
+def _combo_masks(F: int, variant: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P, F) which rank positions each greedy combination moves, and (P,) how many positions it needs."""
+    masks = _COMBO_MASKS if variant == 0 else _COMBO_MASKS[: COMBOS - 1]
+    masks = masks[~masks[:, F:].any(axis=1), :F]
+    masks = np.pad(masks, ((0, 0), (0, F - masks.shape[1])))
+    return masks, F - np.argmax(masks[:, ::-1], axis=1)
+
+
 # ----- the search ----------------------------------------------------------------------------
 
 
 class _Lines:
-    """Search lines x -> end; t in [0, 1]; a bracket (t_lo invalid, t_hi first valid) on each."""
+    """Search lines x -> end, t in [0, 1], for all rows at once; a bracket (t_lo invalid, t_hi first valid) on each."""
 
-    def __init__(self, rows, ends, kind):
-        self.row = np.asarray(rows, dtype=np.int64)
-        self.end = np.asarray(ends, dtype=np.float64)
-        self.kind = np.asarray(kind, dtype=np.int64)
-        self.refinable = np.ones(len(self.row), dtype=bool)
-        self.t_lo = np.zeros(len(self.row))
-        self.t_hi = np.ones(len(self.row))
-        self.found = np.zeros(len(self.row), dtype=bool)
-        self.values = np.zeros_like(self.end)
-        self.proba: np.ndarray | None = None
+    def __init__(self, F: int, C: int):
+        self.row = np.zeros(0, dtype=np.int64)
+        self.end = np.zeros((0, F))
+        self.kind = np.zeros(0, dtype=np.int64)
+        self.refinable = np.zeros(0, dtype=bool)
+        self.t_lo = np.zeros(0)
+        self.t_hi = np.zeros(0)
+        self.found = np.zeros(0, dtype=bool)
+        self.values = np.zeros((0, F))        # the first valid point (at t_hi) where found
+        self.proba = np.zeros((0, C))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.row)
 
-    def extend(self, rows, ends, proba) -> None:
-        """Add multi-feature lines whose end is already known to be valid (bracket (0, 1])."""
+    def add(self, rows, ends, kind, *, refinable=True, found=False, proba=None) -> np.ndarray:
+        """Append lines; `found` lines are valid at their end (bracket (0, 1]). Returns their indices."""
         m = len(rows)
-        self.row = np.r_[self.row, rows]
+        first = len(self.row)
+        self.row = np.concatenate((self.row, np.asarray(rows, dtype=np.int64)))
         self.end = np.vstack([self.end, ends])
-        self.kind = np.r_[self.kind, np.full(m, _MULTI)]
-        self.refinable = np.r_[self.refinable, np.ones(m, dtype=bool)]
-        self.t_lo = np.r_[self.t_lo, np.zeros(m)]
-        self.t_hi = np.r_[self.t_hi, np.ones(m)]
-        self.found = np.r_[self.found, np.ones(m, dtype=bool)]
+        self.kind = np.concatenate((self.kind, np.full(m, kind)))
+        self.refinable = np.concatenate((self.refinable, np.broadcast_to(refinable, m)))
+        self.t_lo = np.concatenate((self.t_lo, np.zeros(m)))
+        self.t_hi = np.concatenate((self.t_hi, np.ones(m)))
+        self.found = np.concatenate((self.found, np.full(m, found)))
         self.values = np.vstack([self.values, ends])
-        self.proba = np.vstack([self.proba, proba])
-
-
-@dataclass
-class _Item:
-    row: int
-    values: np.ndarray
-    proba: np.ndarray
-    valid: bool
-    checked: bool          # sparsity verified (no single change can be dropped)
+        self.proba = np.vstack([self.proba, proba if proba is not None else np.zeros((m, self.proba.shape[1]))])
+        return np.arange(first, first + m)
 
 
 class _Search:
+    """One request: every row of X searched together, stage by stage, one backend call per stage."""
+
     def __init__(self, model, X, space: Space, kern, k, neighbours, start, budget_ms):
         self.model, self.X, self.space, self.kern = model, X, space, kern
         self.k, self.neighbours, self.start, self.budget_ms = k, neighbours, start, budget_ms
         self.schema, self.reference = model.schema, model.reference
+        self.n, self.F, self.C = len(X), len(model.schema), len(model.schema.classes)
         self.calls = 0
-        self.row_calls = np.zeros(len(X), dtype=np.int64)
-        self.row_evals = np.zeros(len(X), dtype=np.int64)
+        self.row_calls = np.zeros(self.n, dtype=np.int64)
+        self.row_evals = np.zeros(self.n, dtype=np.int64)
 
     # -- plumbing --
     def predict(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if len(values) == 0:
-            return np.zeros((0, len(self.schema.classes)))
+            return np.zeros((0, self.C))
         proba = np.asarray(self.model.predict_proba(values), dtype=np.float64)
         self.calls += 1
-        self.row_calls[np.unique(rows)] += 1
-        np.add.at(self.row_evals, rows, 1)
+        seen = np.bincount(rows, minlength=self.n)
+        self.row_calls += seen > 0
+        self.row_evals += seen
         return proba
 
     def argmin(self, cost, mask, segments, n_segments) -> np.ndarray:
@@ -302,173 +325,281 @@ class _Search:
         return (time.perf_counter() - self.start) * 1000.0
 
     def margin(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(n,) how far each candidate is past its row's target boundary (met where > MARGIN)."""
-        out = np.full(len(rows), -np.inf)
-        which = self.target_id[rows]
-        for tid, t in enumerate(self.by_target):
-            sel = which == tid
-            if sel.any():
-                out[sel] = t.margin(proba[sel])
-        return out
+        """(n,) how far each candidate is past its row's target boundary (met where > MARGIN).
+
+        The same arithmetic as `Target.margin`, for candidates of many rows (and targets) at once.
+        """
+        if len(rows) == 0:
+            return np.zeros(0)
+        idx = self.t_index[rows]
+        at = np.arange(len(rows))
+        p = proba[at, idx]
+        others = proba.copy()
+        others[at, idx] = -np.inf
+        op = self.t_op[rows]
+        thr = self.t_threshold[rows]
+        return np.where(op == 0, p - others.max(axis=1), np.where(op < 0, thr - p, p - thr))
+
+    def log_margin(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The margin in log-odds: unlike probabilities it does not flatten for confident rows, so it
+        ranks how useful a move is even far from the boundary."""
+        logp = np.log(np.clip(proba, 1e-300, 1.0))   # float32 probabilities keep information down to 1e-45
+        idx = self.t_index[rows]
+        at = np.arange(len(rows))
+        lp = logp[at, idx]
+        others = logp.copy()
+        others[at, idx] = -np.inf
+        rest = proba.copy()
+        rest[at, idx] = 0.0
+        logit = lp - np.log(np.clip(rest.sum(axis=1), 1e-300, 1.0))
+        thr = np.clip(self.t_threshold[rows], 1e-300, 1 - 1e-16)
+        logit_thr = np.log(thr) - np.log1p(-thr)
+        op = self.t_op[rows]
+        return np.where(op == 0, lp - others.max(axis=1), np.where(op < 0, logit_thr - logit, logit - logit_thr))
 
     def met(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return self.margin(proba, rows) > MARGIN
 
     def distance(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        out = np.empty(len(values))
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        cuts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1], True]) if len(rows) else []
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            idx = order[a:b]
-            out[idx] = self.kern.scaled_l1(values[idx], self.X[sorted_rows[a]], self.space.scale)
-        return out
+        if len(values) == 0:
+            return np.zeros(0)
+        return self.kern.scaled_l1(values, self.X[rows], self.space.scale)
+
+    def cost(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """What the search minimises: L1 in MAD units plus SPARSITY_COST per changed feature."""
+        if len(values) == 0:
+            return np.zeros(0)
+        return self.distance(values, rows) + SPARSITY_COST * (values != self.X[rows]).sum(axis=1)
 
     # -- the request --
     def run(self, goal: Goal, labels) -> list[Counterfactuals]:
-        n = len(self.X)
+        n = self.n
         if n == 0:
             return []
         proba0 = None
-        if labels is None or goal.needs_probabilities(len(self.schema.classes)):
+        if labels is None or goal.needs_probabilities(self.C):
             proba0 = self.predict(self.X, np.arange(n))
             if labels is None:
                 labels = proba0.argmax(axis=1)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if len(labels) != n:
             raise ExplainError(f"labels must give one label per row: {n} rows, {len(labels)} labels")
-        self.targets = [goal.resolve(self.schema, int(labels[i]), None if proba0 is None else proba0[i])
-                        for i in range(n)]
-        self.by_target: dict[Target, np.ndarray] = {}
-        for i, t in enumerate(self.targets):
-            self.by_target.setdefault(t, [])
-            self.by_target[t].append(i)
-        self.by_target = {t: np.array(v) for t, v in self.by_target.items()}
-        self.target_id = np.zeros(n, dtype=np.int64)
-        for tid, members in enumerate(self.by_target.values()):
-            self.target_id[members] = tid
+        if proba0 is None:  # the target depends on the label alone
+            by_label = {c: goal.resolve(self.schema, int(c), None) for c in np.unique(labels)}
+            self.targets = [by_label[c] for c in labels]
+        else:
+            self.targets = [goal.resolve(self.schema, int(c), p) for c, p in zip(labels, proba0)]
+        self.t_index = np.array([t.index for t in self.targets], dtype=np.int64)
+        self.t_op = np.array([0 if t.op == "class" else (-1 if t.op in ("<", "<=") else 1) for t in self.targets])
+        self.t_threshold = np.array([t.threshold for t in self.targets])
+        self.t_class = np.array([t.target_index for t in self.targets], dtype=np.int64)
 
         lines, already = self.first_batch(proba0)
-        extra = self.sparse_unlike(lines, already)
-        for _ in range(LEVELS):
-            if self.out_of_time():
-                break
-            self.refine(lines, extra)
-            extra = None
-        items, complete = self.sparsify(lines)
+        complete = False
+        if not self.out_of_time():
+            self.second_batch(lines, already)
+            if not self.out_of_time():
+                self.refine_best(lines)
+                complete = not self.out_of_time()
+        items, complete = self.sparsify(lines, complete)
         return self.finish(items, already, complete)
 
     def first_batch(self, proba0):
-        """Lines along single features and towards nearest unlike neighbours; their first grid, one call."""
-        sp, X, n = self.space, self.X, len(self.X)
-        g = ((np.arange(GRID) + 1.0) / GRID) ** 2
-        n_unlike = max(UNLIKE, 2 * self.k)
-        ref_X, ref_pred = self.reference.X, np.asarray(self.reference.predicted)
-        cat = np.zeros(len(self.schema), dtype=bool)
+        """Call 1: a grid along each free feature alone, each allowed way (a categorical: each allowed
+        code). The instances ride along when their probabilities are not known yet."""
+        sp, X, n, F = self.space, self.X, self.n, self.F
+        cat = np.zeros(F, dtype=bool)
         cat[[j for j, _ in sp.categorical]] = True
         free = ~sp.frozen & ~cat
-        rows, ends, kind, ts_parts, line_parts = [], [], [], [], []
-        count = 0
-        for i in range(n):
-            x = X[i]
-            down, up = sp.ends(x)
-            dn = free & (sp.direction <= 0) & (down < x)
-            upm = free & (sp.direction >= 0) & (up > x)
-            js = np.r_[np.flatnonzero(dn), np.flatnonzero(upm)].astype(np.int64)
-            ev = np.r_[down[dn], up[upm]]
-            n_cont = len(js)
-            for j, codes in sp.categorical:
-                if sp.frozen[j]:
-                    continue
-                ok = (codes != x[j]) & (codes >= sp.lows[j]) & (codes <= sp.highs[j])
-                ok &= codes >= x[j] if sp.direction[j] > 0 else (codes <= x[j] if sp.direction[j] < 0 else True)
-                js = np.r_[js, np.full(int(ok.sum()), j)]
-                ev = np.r_[ev, codes[ok]]
-            single = np.repeat(x[None], len(js), axis=0)
-            single[np.arange(len(js)), js] = ev
-            single = sp.project(single, np.full(len(js), i), X, self.kern)
-            pool = ref_X[ref_pred == self.targets[i].target_index]
-            unlike = np.zeros((0, len(x)))
-            if len(pool):
-                projected = sp.project(pool, np.full(len(pool), i), X, self.kern)
-                dist = self.kern.scaled_l1(projected, x, sp.scale)
-                unlike = projected[np.argsort(dist, kind="stable")[:n_unlike]]
-                unlike = unlike[(unlike != x).any(axis=1)]
-            m = len(js) + len(unlike)
-            rows.append(np.full(m, i))
-            ends += [single, unlike]
-            kind.append(np.r_[np.zeros(len(js), int), np.ones(len(unlike), int)])
-            grids = [g] * n_cont + [np.array([1.0])] * (len(js) - n_cont) + [np.array(ALPHAS)] * len(unlike)
-            ts_parts += grids
-            line_parts += [np.full(len(t), count + q) for q, t in enumerate(grids)]
-            count += m
-        lines = _Lines(np.concatenate(rows), np.vstack(ends), np.concatenate(kind))
-        lines.refinable = np.array([len(t) > 1 for t in ts_parts], dtype=bool)
-        line_of = np.concatenate(line_parts) if line_parts else np.zeros(0, np.int64)
-        ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0)
-        values = self.points(lines, line_of, ts)
-        # the instances themselves ride along when their probabilities are not known yet
-        extra = 0 if proba0 is not None else n
-        cand_rows = lines.row[line_of]
-        all_values = values if extra == 0 else np.vstack([values, X])
-        all_rows = cand_rows if extra == 0 else np.r_[cand_rows, np.arange(n)]
-        proba = self.predict(all_values, all_rows)
-        if extra:
-            proba0 = proba[len(values):]
-            proba = proba[: len(values)]
+        down, up = sp.ends(X)
+        dn = free & (sp.direction <= 0) & (down < X)
+        upm = free & (sp.direction >= 0) & (up > X)
+        (r1, j1), (r2, j2) = np.nonzero(dn), np.nonzero(upm)
+        rows, feats, moved = [r1, r2], [j1, j2], [down[r1, j1], up[r2, j2]]
+        for j, codes in sp.categorical:
+            if sp.frozen[j]:
+                continue
+            x = X[:, j][:, None]
+            ok = (codes != x) & (codes >= sp.lows[j]) & (codes <= sp.highs[j])
+            if sp.direction[j]:
+                ok &= codes * sp.direction[j] >= x * sp.direction[j]
+            rr, cc = np.nonzero(ok)
+            rows.append(rr)
+            feats.append(np.full(len(rr), j))
+            moved.append(codes[cc])
+        rows, feats, moved = np.concatenate(rows), np.concatenate(feats), np.concatenate(moved)
+        n_cont = len(r1) + len(r2)
+        every = np.arange(len(rows))
+        ends = X[rows]
+        ends[every, feats] = moved
+        ends = sp.project(ends, X[rows], self.kern)
+        lines = _Lines(F, self.C)
+        lines.add(rows, ends, _SINGLE, refinable=every < n_cont)
+
+        # the grid moves one column only: build it from that column's values
+        grid = ((np.arange(GRID) + 1.0) / GRID) ** 2
+        c_rows, c_feats = rows[:n_cont], feats[:n_cont]
+        x_j, e_j = X[c_rows, c_feats], ends[every[:n_cont], c_feats]
+        v = x_j[:, None] + grid[None, :] * (e_j - x_j)[:, None]
+        v = np.clip(v, np.minimum(x_j, e_j)[:, None], np.maximum(x_j, e_j)[:, None])
+        v[:, -1] = e_j
+        v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
+        outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])   # no value in between is allowed
+        v[outside] = e_j[outside][:, None]
+        cand = np.repeat(X[c_rows], GRID, axis=0)
+        cand[np.arange(len(cand)), np.repeat(c_feats, GRID)] = v.ravel()
+        cand_rows = np.concatenate((np.repeat(c_rows, GRID), rows[n_cont:]))
+        values = np.vstack([cand, ends[n_cont:]] + ([X] if proba0 is None else []))
+        proba = self.predict(values, np.concatenate([cand_rows] + ([np.arange(n)] if proba0 is None else [])))
+        if proba0 is None:
+            proba, proba0 = proba[: len(cand_rows)], proba[len(cand_rows):]
         already = self.met(proba0, np.arange(n))
-        margin = self.margin(proba, cand_rows)
-        ok = margin > MARGIN
-        self.take_first_valid(lines, line_of, ts, values, proba, ok)
+        ok = self.met(proba, cand_rows)
+        m = len(cand)
+        self.take_first_valid(lines, every[:n_cont], np.broadcast_to(grid, (n_cont, GRID)), cand, proba[:m],
+                              ok[:m].reshape(n_cont, GRID))
+        self.take_first_valid(lines, every[n_cont:], np.ones((len(rows) - n_cont, 1)), ends[n_cont:], proba[m:],
+                              ok[m:, None])
         lines.found &= ~already[lines.row]
-        # what each feature alone buys: best margin gain per MAD moved, per row, feature and direction
-        self.gain = np.full((n, len(self.schema), 2), -np.inf)
-        single = lines.kind[line_of] == _SINGLE
-        if single.any():
-            moved = values[single] - X[cand_rows[single]]
-            j = np.argmax(moved != 0, axis=1)
-            step = np.abs(moved[np.arange(len(j)), j]) / sp.scale[j]
-            rate = (margin[single] - self.margin(proba0, np.arange(n))[cand_rows[single]]) / np.maximum(step, 1e-12)
-            rate = np.where(step > 0, rate, -np.inf)
-            side = (moved[np.arange(len(j)), j] > 0).astype(np.int64)
-            np.maximum.at(self.gain, (cand_rows[single], j, side), rate)
+        gain = self.log_margin(proba, cand_rows) - self.log_margin(proba0, np.arange(n))[cand_rows]
+        self.learn_usefulness(cand_rows, np.concatenate((np.repeat(c_feats, GRID), feats[n_cont:])),
+                              np.concatenate((v.ravel(), moved[n_cont:])), gain)
         return lines, already
 
-    def sparse_unlike(self, lines: _Lines, already: np.ndarray):
-        """Sparse versions of each unlike neighbour: its m most useful changes only, m = 1, 2, ...
+    def learn_usefulness(self, rows, feat, value, gain) -> None:
+        """What each feature alone buys, from the single-feature grid (gain in log-odds): per row and
+        feature, the move with the largest gain, the move with the largest gain per MAD, and per
+        direction that rate."""
+        n, F = self.n, self.F
+        step = np.abs(value - self.X[rows, feat]) / self.space.scale[feat]
+        rate = np.where(step > 0, gain / np.maximum(step, 1e-12), -np.inf)
+        key = rows * F + feat
+        self.gain = np.full((n, F), -np.inf)          # best gain of the feature alone
+        self.gain_value = np.full((n, F), np.nan)      # ... and the value that gives it
+        self.rate = np.full((n, F), -np.inf)          # best gain per MAD moved
+        self.rate_value = np.full((n, F), np.nan)
+        for score, best, at in ((gain, self.gain, self.gain_value), (rate, self.rate, self.rate_value)):
+            order = np.lexsort((-score, key))
+            first = order[np.concatenate(([True], key[order][1:] != key[order][:-1]))] if len(order) else order
+            best.flat[key[first]] = score[first]
+            at.flat[key[first]] = value[first]
+        self.side_rate = np.full((n, F, 2), -np.inf)   # gain per MAD by direction (0 down, 1 up)
+        side = (value > self.X[rows, feat]).astype(np.int64)
+        np.maximum.at(self.side_rate, (rows, feat, side), rate)
 
-        Usefulness is what each feature alone bought in the first batch. Returns candidates and the
-        line each belongs to; the smallest valid m becomes a new line (evaluated with the first bisection).
-        """
-        X = self.X
-        cands, owner, size = [], [], []
-        for line in np.flatnonzero((lines.kind == _MULTI) & ~already[lines.row]):
-            i, end = lines.row[line], lines.end[line]
-            x = X[i]
-            nz = np.flatnonzero(end != x)
-            if len(nz) < 2:
+    def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
+        """Call 2: greedy combinations of the most useful single moves, the nearest unlike neighbours
+        and their sparse versions, and the first bisection level on the best single-feature brackets."""
+        combos, c_rows, c_size = self.greedy_combinations(already)
+        u_rows, u_ends = self.nearest_unlike(already)
+        sparse, s_owner, s_size = self.sparse_unlike(u_rows, u_ends)
+        s_rows = u_rows[s_owner]
+        chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
+        r_values, r_ts = self.bracket_points(lines, chosen)
+        proba = self.predict(np.vstack([r_values, combos, sparse]),
+                             np.concatenate((np.repeat(lines.row[chosen], REFINE), c_rows, s_rows)))
+        r_proba, c_proba, s_proba = np.split(proba, [len(r_values), len(r_values) + len(combos)])
+        self.take_first_valid(lines, chosen, r_ts, r_values, r_proba,
+                              self.met(r_proba, np.repeat(lines.row[chosen], REFINE)).reshape(len(chosen), REFINE))
+        # combinations: per row the few valid ones with the fewest features (then the least L1)
+        ok = np.flatnonzero(self.met(c_proba, c_rows))
+        pick = ok[_distinct_best(c_size[ok] * 1e6 + self.distance(combos[ok], c_rows[ok]), c_rows[ok],
+                                 combos[ok] != self.X[c_rows[ok]], self.k + 2)]
+        lines.add(c_rows[pick], combos[pick], _MULTI, found=True, proba=c_proba[pick])
+        # unlike neighbours: the fewest of each one's changes that reach the target
+        if len(sparse):
+            first = self.argmin(s_size, self.met(s_proba, s_rows), s_owner, len(u_rows))
+            hit = first[first >= 0]
+            lines.add(s_rows[hit], sparse[hit], _MULTI, found=True, proba=s_proba[hit])
+
+    def greedy_combinations(self, already):
+        """Multi-feature moves built from the single moves: per row, the 2..COMBOS most useful features
+        moved together (ranked by log-odds gain, each to its best-gain value; and by gain per MAD, each to
+        its best-rate value), and every pair and triple of the SUBSET most useful features.
+
+        Returns (candidates, their row, their size)."""
+        X, F = self.X, self.F
+        out, rows, size = [], [], []
+        for variant, (score, value) in enumerate(((self.gain, self.gain_value), (self.rate, self.rate_value))):
+            masks, needed = _combo_masks(F, variant)
+            score = np.where(score > 0, score, -np.inf)
+            order = np.argsort(-score, axis=1, kind="stable")
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(F)[None, :], axis=1)
+            useful = np.isfinite(score).sum(axis=1)
+            pp, ii = np.nonzero((needed[:, None] <= useful[None, :]) & ~already[None, :])
+            out.append(np.where(masks[pp[:, None], rank[ii]], value[ii], X[ii]))
+            rows.append(ii)
+            size.append(masks[pp].sum(axis=1))
+        return np.vstack(out), np.concatenate(rows), np.concatenate(size)
+
+    def nearest_unlike(self, already: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's nearest reference rows of its target class, projected onto its constraints."""
+        sp, X, F = self.space, self.X, self.F
+        ref_X, ref_pred = self.reference.X, np.asarray(self.reference.predicted)
+        n_unlike = max(UNLIKE, 2 * self.k)
+        rows, ends = [np.zeros(0, dtype=np.int64)], [np.zeros((0, F))]
+        for c in np.unique(self.t_class[~already]):
+            members = np.flatnonzero((self.t_class == c) & ~already)
+            pool = ref_X[ref_pred == c]
+            if len(pool) == 0:
                 continue
-            useful = self.gain[i, nz, (end[nz] > x[nz]).astype(np.int64)]
-            order = nz[np.argsort(-useful, kind="stable")]
-            keep = np.arange(len(order))[None, :] < np.arange(1, len(order))[:, None]   # (m, |order|)
-            block = np.repeat(x[None], len(order) - 1, axis=0)
-            cols = np.broadcast_to(order, keep.shape)
-            block[keep.nonzero()[0], cols[keep]] = end[cols[keep]]
-            cands.append(block)
-            owner += [line] * len(block)
-            size += list(range(1, len(order)))
-        if not cands:
-            return None
-        return np.vstack(cands), np.array(owner), np.array(size, dtype=np.float64)
+            P, r = len(pool), len(members)
+            base = np.repeat(X[members], P, axis=0)
+            proj = sp.project(np.tile(pool, (r, 1)), base, self.kern)
+            dist = self.kern.scaled_l1(proj, base, sp.scale).reshape(r, P)
+            dist[(proj == base).all(axis=1).reshape(r, P)] = np.inf     # projected back onto x itself
+            u = min(n_unlike, P)
+            nearest = np.argsort(dist, axis=1, kind="stable")[:, :u]
+            keep = np.isfinite(np.take_along_axis(dist, nearest, axis=1)).ravel()
+            rows.append(np.repeat(members, u)[keep])
+            ends.append(proj.reshape(r, P, F)[np.arange(r)[:, None], nearest].reshape(-1, F)[keep])
+        return np.concatenate(rows), np.vstack(ends)
 
-    def add_sparse_lines(self, lines: _Lines, extra, proba: np.ndarray) -> None:
-        cands, owner, size = extra
-        ok = self.met(proba, lines.row[owner])
-        seg = np.searchsorted(np.unique(owner), owner)
-        first = self.argmin(size, ok, seg, int(seg.max()) + 1)
-        hit = first[first >= 0]
-        if len(hit):
-            lines.extend(lines.row[owner[hit]], cands[hit], proba[hit])
+    def sparse_unlike(self, u_rows: np.ndarray, u_ends: np.ndarray):
+        """Each unlike neighbour and its sparse versions: its m most useful changes only, m = 1, 2, ...
+
+        Returns (candidates, the neighbour each belongs to, m)."""
+        X, F = self.X, self.F
+        changed = u_ends != X[u_rows]
+        count = changed.sum(axis=1)
+        side = (u_ends > X[u_rows]).astype(np.int64)
+        useful = np.take_along_axis(self.side_rate[u_rows], side[:, :, None], axis=2)[:, :, 0]
+        order = np.argsort(-np.where(changed, useful, -np.inf), axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(F)[None, :], axis=1)
+        sizes = np.arange(1, F + 1)
+        ll, mm = np.nonzero(sizes[None, :] <= count[:, None])
+        values = np.where(rank[ll] < sizes[mm][:, None], u_ends[ll], X[u_rows[ll]])
+        return values, ll, sizes[mm].astype(np.float64)
+
+    def worth_refining(self, lines: _Lines, among: np.ndarray, per_row: int) -> np.ndarray:
+        """Found, refinable lines whose best possible cost (at t_lo) beats the k-th best found (at t_hi);
+        at most `per_row` per row, the lowest lower bounds first."""
+        cand = np.flatnonzero(among & lines.found & lines.refinable & (lines.t_hi - lines.t_lo > 1e-9))
+        if len(cand) == 0:
+            return cand
+        rows = lines.row[cand]
+        sparsity = SPARSITY_COST * (lines.values[cand] != self.X[rows]).sum(axis=1)
+        cost_hi = self.distance(lines.values[cand], rows) + sparsity
+        cost_lo = self.distance(self.points(lines, cand, lines.t_lo[cand]), rows) + sparsity
+        kth = _kth_per_row(cost_hi, rows, self.k, self.n)
+        return cand[(cost_lo < kth[rows]) & (_rank_per_row(cost_lo, rows) < per_row)]
+
+    def refine_best(self, lines: _Lines) -> None:
+        """Call 3: one more bisection level on the lines that can still give one of the best answers."""
+        chosen = self.worth_refining(lines, np.ones(len(lines), dtype=bool), self.k + 3)
+        if len(chosen):
+            values, ts = self.bracket_points(lines, chosen)
+            rows = np.repeat(lines.row[chosen], REFINE)
+            proba = self.predict(values, rows)
+            self.take_first_valid(lines, chosen, ts, values, proba, self.met(proba, rows).reshape(len(chosen), REFINE))
+
+    def bracket_points(self, lines: _Lines, chosen: np.ndarray):
+        """REFINE interior points of each chosen bracket: (values (L * REFINE, F), ts (L, REFINE))."""
+        frac = np.arange(1, REFINE + 1) / (REFINE + 1.0)
+        ts = lines.t_lo[chosen][:, None] + (lines.t_hi - lines.t_lo)[chosen][:, None] * frac
+        return self.points(lines, np.repeat(chosen, REFINE), ts.ravel()), ts
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Points x + t (end - x) on the lines. Both ends are feasible (the ends were projected through
@@ -479,202 +610,116 @@ class _Search:
         t = ts[:, None]
         v = np.clip(x + t * (end - x), np.minimum(x, end), np.maximum(x, end))
         v = np.where(t >= 1.0, end, v)
-        v[:, sp.integer] = np.round(v[:, sp.integer])
+        if sp.integer.any():
+            v[:, sp.integer] = np.round(v[:, sp.integer])
         for j, _ in sp.categorical:
             v[:, j] = np.where(ts >= 0.5, end[:, j], x[:, j])
         # a value of x outside a permitted_range jumps straight to the (projected) end: no value in between
         outside = (x < sp.lows) | (x > sp.highs)
-        return np.where(outside & (t > 0), end, v)
+        if outside.any():
+            v = np.where(outside & (t > 0), end, v)
+        return v
 
-    def take_first_valid(self, lines, line_of, ts, values, proba, ok):
-        """Per line, the first valid point becomes t_hi; the point before it t_lo."""
-        first = self.argmin(ts, ok, line_of, len(lines))
-        if lines.proba is None:
-            lines.proba = np.zeros((len(lines), proba.shape[1]))
-        hit = np.flatnonzero(first >= 0)
-        rows_hit = first[hit]
-        # the largest invalid t below the first valid one, per line
-        below = np.where(~ok, ts, -np.inf)
-        prev = np.full(len(lines), -np.inf)
-        if len(ts):
-            cand_ok = ts < np.where(first[line_of] >= 0, ts[np.maximum(first[line_of], 0)], np.inf)
-            np.maximum.at(prev, line_of, np.where(cand_ok, below, -np.inf))
-        lines.t_lo[hit] = np.maximum(lines.t_lo[hit], prev[hit])
-        lines.t_hi[hit] = ts[rows_hit]
-        lines.values[hit] = values[rows_hit]
-        lines.proba[hit] = proba[rows_hit]
+    @staticmethod
+    def take_first_valid(lines: _Lines, ids, ts, values, proba, ok) -> None:
+        """Points ts (L, P), ascending on each line `ids`: the first valid one becomes t_hi and the point
+        before it t_lo; on a line with none, t_lo moves up to the last point."""
+        if len(ids) == 0:
+            return
+        P = ok.shape[1]
+        has = ok.any(axis=1)
+        first = ok.argmax(axis=1)
+        hit, f = ids[has], first[has]
+        at = np.flatnonzero(has) * P + f
+        lines.t_lo[hit] = np.where(f > 0, ts[has, np.maximum(f - 1, 0)], lines.t_lo[hit])
+        lines.t_hi[hit] = ts[has, f]
+        lines.values[hit] = values[at]
+        lines.proba[hit] = proba[at]
         lines.found[hit] = True
+        lines.t_lo[ids[~has]] = ts[~has, -1]
 
-    def refine(self, lines: _Lines, extra=None) -> None:
-        """One bisection level on the promising brackets: REFINE interior points each, one call.
+    # -- sparsity and the re-check --
+    def sparsify(self, lines: _Lines, complete: bool):
+        """The best answers per row, with every redundant change dropped; each re-checked on the model.
 
-        `extra` (candidates, line, size) from `sparse_unlike` ride along in the same call.
-        """
-        if extra is not None:
-            if not lines.found.any():
-                self.add_sparse_lines(lines, extra, self.predict(extra[0], lines.row[extra[1]]))
-                return
-        if not lines.found.any():
-            return
-        d_hi = self.distance(lines.values, lines.row)
-        x_lo = self.points(lines, np.arange(len(lines)), lines.t_lo)
-        d_lo = self.distance(x_lo, lines.row)
-        d_hi = np.where(lines.found, d_hi, np.inf)
-        pick = np.zeros(len(lines), dtype=bool)
-        for i in np.unique(lines.row[lines.found]):
-            mine = np.flatnonzero((lines.row == i) & lines.found)
-            bound = np.sort(d_hi[mine])[min(self.k, len(mine)) - 1]
-            single = mine[lines.kind[mine] == _SINGLE]
-            single = single[d_lo[single] < bound]
-            single = single[np.argsort(d_lo[single], kind="stable")][: 3 * self.k + 6]
-            pick[single] = True
-            pick[mine[lines.kind[mine] == _MULTI]] = True
-        pick &= (lines.t_hi - lines.t_lo) > 1e-9
-        pick &= lines.refinable
-        chosen = np.flatnonzero(pick)
-        if len(chosen) == 0:
-            if extra is not None:
-                self.add_sparse_lines(lines, extra, self.predict(extra[0], lines.row[extra[1]]))
-            return
-        frac = np.arange(1, REFINE + 1) / (REFINE + 1.0)
-        line_of = np.repeat(chosen, REFINE)
-        ts = (lines.t_lo[chosen][:, None] + (lines.t_hi - lines.t_lo)[chosen][:, None] * frac).reshape(-1)
-        values = self.points(lines, line_of, ts)
-        if extra is not None:
-            both = self.predict(np.vstack([values, extra[0]]), np.r_[lines.row[line_of], lines.row[extra[1]]])
-            proba = both[: len(values)]
-            self.add_sparse_lines(lines, extra, both[len(values):])
-        else:
-            proba = self.predict(values, lines.row[line_of])
-        ok = self.met(proba, lines.row[line_of])
-        self.take_first_valid(lines, line_of, ts, values, proba, ok)
-        # lines with no valid interior point: the bracket's low end moves to the last interior point
-        none = np.setdiff1d(chosen, line_of[ok])
-        lines.t_lo[none] = lines.t_lo[none] + (lines.t_hi - lines.t_lo)[none] * frac[-1]
-
-    def sparsify(self, lines: _Lines) -> tuple[list[_Item], bool]:
-        """Drop redundant changes from the multi-feature answers; re-check every answer on the model.
-
-        Each round tries, in one call, every single revert of every candidate and bulk reverts (the
-        changes found least useful in the previous round first). A candidate none of whose single
-        reverts stays valid is minimal; otherwise its best valid revert goes to the next round. The
-        first round also re-checks the single-feature answers.
+        Each round puts, in one call, every candidate, each of its single reverts, and its bulk reverts
+        (its least useful changes reverted together). A candidate none of whose reverts stays valid is
+        final; otherwise its cheapest valid revert goes to the next round.
         """
         found = np.flatnonzero(lines.found)
-        singles = found[lines.kind[found] == _SINGLE]
-        multis = found[lines.kind[found] == _MULTI]
-        finals: list[_Item] = []
-        d = self.distance(lines.values[singles], lines.row[singles]) if len(singles) else np.zeros(0)
-        for i in np.unique(lines.row[singles]):
-            mine = lines.row[singles] == i
-            # the 2k closest single-feature answers per row are final: there is nothing to drop
-            for m in singles[mine][np.argsort(d[mine], kind="stable")][: 2 * self.k]:
-                finals.append(_Item(int(i), lines.values[m], lines.proba[m], True, True))
-        current = [_Item(int(lines.row[m]), lines.values[m], lines.proba[m], True, False) for m in multis]
-        if self.out_of_time():
-            return finals + current, False
-        worth: list[dict] = [{} for _ in current]
-        items: list[_Item] = []
+        rows, values, proba = lines.row[found], lines.values[found], lines.proba[found]
+        pick = _distinct_best(self.cost(values, rows), rows, values != self.X[rows], self.k + 1)
+        rows, values, proba = rows[pick], values[pick], proba[pick]
+        verified = np.zeros(len(rows), dtype=bool)
+        valid = np.ones(len(rows), dtype=bool)
+        if not complete:
+            return (rows, values, proba, valid, verified), False
+        todo = np.arange(len(rows))
         rounds = 0
-        while current or finals:
-            current, checked, worth = self.revert_round(current, finals, worth)
-            items += checked + [c for c in current if c.checked]
-            finals = []
+        while len(todo):
+            ok, values[todo], proba[todo], verified[todo] = self.revert_round(rows[todo], values[todo])
+            valid[todo] = ok
             rounds += 1
-            keep = [n for n, c in enumerate(current) if not c.checked]
+            todo = todo[ok & ~verified[todo]]
             if rounds >= ROUNDS:
                 # past a few rounds, keep going only for rows that still lack k answers
-                have = np.bincount([c.row for c in items if c.valid], minlength=len(self.X))
-                keep = [n for n in keep if have[current[n].row] < self.k]
-            current, worth = [current[n] for n in keep], [worth[n] for n in keep]
-            if self.out_of_time():
-                return items + current, False
-        return items, True
+                have = np.bincount(rows[valid & verified], minlength=self.n)
+                todo = todo[have[rows[todo]] < self.k]
+            if rounds >= self.F or self.out_of_time():
+                return (rows, values, proba, valid, verified), not len(todo)
+        return (rows, values, proba, valid, verified), True
 
-    def revert_round(self, current: list[_Item], finals: list[_Item], worth: list[dict]):
-        """One call: each candidate, each of its single reverts, its bulk reverts, and the finals to re-check.
-
-        Returns (next candidates, re-checked finals, worth), where worth[n] maps each changed feature
-        of candidate n to the margin left when it alone is reverted.
-        """
-        F = len(self.schema)
-        m = len(current)
-        V = np.array([it.values for it in current]).reshape(m, F)
-        R = np.array([it.row for it in current], dtype=np.int64)
+    def revert_round(self, R: np.ndarray, V: np.ndarray):
+        """One call. Returns (still valid, next values, their probabilities, minimal)."""
+        m, F = len(R), self.F
         Xr = self.X[R]
         changed = V != Xr
         nn, jj = np.nonzero(changed)
-        singles = V[nn].copy()
+        singles = V[nn]
         singles[np.arange(len(nn)), jj] = Xr[nn, jj]
-        rank = np.full((m, F), np.inf)
-        length = np.zeros(m, dtype=np.int64)
-        for n_item, w in enumerate(worth):
-            order = [j for j in sorted(w, key=lambda j: -w[j]) if changed[n_item, j]]
-            rank[n_item, order] = np.arange(len(order))
-            length[n_item] = len(order)
-        bn = np.repeat(np.arange(m), np.maximum(length - 2, 0))
-        bm = np.concatenate([np.arange(2, L) for L in length]) if m else np.zeros(0)
+        # bulk: the b least useful changes reverted together, b = 2 .. changes - 1
+        side = (V > Xr).astype(np.int64)
+        useful = np.take_along_axis(self.side_rate[R], side[:, :, None], axis=2)[:, :, 0]
+        useful = np.where(changed, useful, np.inf)
+        order = np.argsort(useful, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(F)[None, :], axis=1)
+        count = changed.sum(axis=1)
+        reps = np.maximum(count - 2, 0)
+        bn = np.repeat(np.arange(m), reps)
+        bm = np.arange(len(bn)) - np.repeat(np.cumsum(reps) - reps, reps) + 2
         bulk = np.where(rank[bn] < bm[:, None], Xr[bn], V[bn])
-        F_vals = np.array([it.values for it in finals]).reshape(len(finals), F)
-        cands = np.vstack([V, singles, bulk, F_vals])
-        owner = np.r_[np.arange(m), nn, bn].astype(np.int64)
-        kind = np.r_[np.zeros(m, int), np.ones(len(nn), int), np.full(len(bn), 2)]
-        rows = np.r_[R, R[nn], R[bn], [it.row for it in finals]].astype(np.int64)
-        base = len(owner)
-        if len(cands) == 0:
-            return [], [], []
-        proba = self.predict(cands, rows)
-        margin = self.margin(proba, rows)
-        ok = margin > MARGIN
-        checked = [_Item(it.row, it.values, proba[base + q], bool(ok[base + q]), True) for q, it in enumerate(finals)]
-        if m == 0:
-            return [], checked, []
-        dist = self.distance(cands[:base], rows[:base])
-        single_ok = np.zeros(m, dtype=bool)
-        np.logical_or.at(single_ok, nn, ok[m:m + len(nn)])
-        best = self.argmin(dist, ok[:base] & (kind > 0), owner, m)
-        single_margin = margin[m:m + len(nn)]
-        cuts = np.searchsorted(nn, np.arange(m + 1))
-        out, new_worth = [], []
-        for n_item, it in enumerate(current):
-            a, b = cuts[n_item], cuts[n_item + 1]
-            new_worth.append(dict(zip(jj[a:b].tolist(), single_margin[a:b].tolist())))
-            if not ok[n_item]:
-                out.append(_Item(it.row, it.values, proba[n_item], False, True))
-            elif single_ok[n_item]:
-                q = best[n_item]
-                out.append(_Item(it.row, cands[q], proba[q], True, False))
-            else:
-                out.append(_Item(it.row, it.values, proba[n_item], True, True))
-        return out, checked, new_worth
+        cands = np.vstack([V, singles, bulk])
+        owner = np.concatenate((np.arange(m), nn, bn))
+        proba = self.predict(cands, R[owner])
+        ok = self.met(proba, R[owner])
+        best = self.argmin(self.cost(cands, R[owner]), ok & (np.arange(len(owner)) >= m), owner, m)
+        still = ok[:m]
+        better = still & (best >= 0)
+        next_values, next_proba = V.copy(), proba[:m].copy()
+        next_values[better] = cands[best[better]]
+        next_proba[better] = proba[best[better]]
+        return still, next_values, next_proba, still & ~better
 
     # -- results --
-    def finish(self, items: list[_Item], already, complete: bool) -> list[Counterfactuals]:
-        n = len(self.X)
-        per_row: dict[int, list[_Item]] = {}
-        for it in items:
-            if it.valid:
-                per_row.setdefault(it.row, []).append(it)
-        chosen: dict[int, list[_Item]] = {}
-        for i, pool in per_row.items():
-            x = self.X[i]
-            dist = self.distance(np.array([p.values for p in pool]), np.full(len(pool), i))
-            picked, seen = [], set()
-            for m in np.argsort(dist, kind="stable"):
-                key = tuple(np.flatnonzero(pool[m].values != x))
-                if key in seen:
-                    continue
-                seen.add(key)
-                picked.append(pool[m])
-                if len(picked) == self.k:
-                    break
-            chosen[i] = picked
-        missing = [i for i in range(n) if not already[i] and not chosen.get(i)]
+    def finish(self, items, already, complete: bool) -> list[Counterfactuals]:
+        rows, values, proba, valid, verified = items
+        n = self.n
+        keep = np.flatnonzero(valid)
+        # minimal answers first; an unverified one only fills a row that lacks k minimal ones
+        cost = self.cost(values[keep], rows[keep]) + np.where(verified[keep], 0.0, 1e9)
+        pick = keep[_distinct_best(cost, rows[keep], values[keep] != self.X[rows[keep]], self.k)]
+        pick = pick[np.lexsort((self.cost(values[pick], rows[pick]), rows[pick]))]
+        chosen_rows, chosen_values, chosen_proba = rows[pick], values[pick], proba[pick]
+        distance = self.distance(chosen_values, chosen_rows)
+        plaus = self.plausibility(chosen_values, chosen_rows)
+        has = np.bincount(chosen_rows, minlength=n) > 0
+        missing = np.flatnonzero(~already & ~has)
         reasons: dict[int, tuple[str, tuple[str, ...]]] = {}
-        if missing and not self.out_of_time():
-            reasons = self.why_unreachable(np.array(missing))
+        if len(missing) and not self.out_of_time():
+            reasons = self.why_unreachable(missing)
         elapsed = self.elapsed_ms()
-        plaus = self.plausibility(chosen)
+        cuts = np.searchsorted(chosen_rows, np.arange(n + 1))
         out = []
         for i in range(n):
             t = self.targets[i]
@@ -684,10 +729,9 @@ class _Search:
                 out.append(Counterfactuals(
                     found=False, complete=True, reason=f"the decision already meets {t.text}; nothing needs to change",
                     **common))
-                continue
-            picked = chosen.get(i, [])
-            if picked:
-                cfs = tuple(self.counterfactual(i, it, plaus[(i, m)]) for m, it in enumerate(picked))
+            elif cuts[i] < cuts[i + 1]:
+                cfs = tuple(self.counterfactual(i, chosen_values[q], chosen_proba[q], distance[q], plaus[q])
+                            for q in range(cuts[i], cuts[i + 1]))
                 out.append(Counterfactuals(items=cfs, found=True, complete=complete, **common))
             elif i in reasons:
                 reason, binding = reasons[i]
@@ -699,36 +743,31 @@ class _Search:
                            f"{t.text} was found", **common))
         return out
 
-    def counterfactual(self, i: int, it: _Item, plausibility: float) -> Counterfactual:
+    def counterfactual(self, i: int, values, proba, distance: float, plausibility: float) -> Counterfactual:
         x = self.X[i]
         feats = self.schema.features
-        changed = np.flatnonzero(it.values != x)
-        changes = tuple(FeatureChange(feats[j].name, float(x[j]), float(it.values[j]), feats[j].unit)
-                        for j in changed)
+        changed = np.flatnonzero(values != x)
+        changes = tuple(FeatureChange(feats[j].name, float(x[j]), float(values[j]), feats[j].unit) for j in changed)
         return Counterfactual(
-            values=tuple(float(v) for v in it.values),
+            values=tuple(values.tolist()),
             changes=changes,
-            class_name=self.schema.classes[int(np.argmax(it.proba))],
-            probabilities=tuple(float(p) for p in it.proba),
-            valid=bool(it.valid),
-            distance=float(self.kern.scaled_l1(it.values[None], x, self.space.scale)[0]),
+            class_name=self.schema.classes[int(np.argmax(proba))],
+            probabilities=tuple(proba.tolist()),
+            valid=True,
+            distance=float(distance),
             sparsity=int(len(changed)),
-            plausibility=plausibility,
+            plausibility=float(plausibility),
         )
 
-    def plausibility(self, chosen: dict[int, list[_Item]]) -> dict[tuple[int, int], float]:
+    def plausibility(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """CARLA's yNN: the share of each answer's nearest reference rows the model labels as the target."""
         ref = self.reference
-        groups: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-        for i, picked in chosen.items():
-            for m, it in enumerate(picked):
-                groups.setdefault(self.targets[i].target_index, []).append((i, m, it.values))
-        out = {}
-        for target, entries in groups.items():
-            vals = np.array([e[2] for e in entries])
-            share = self.kern.knn_agreement(vals, ref.X, self.space.scale, np.asarray(ref.predicted), target,
-                                            self.neighbours)
-            out.update({(e[0], e[1]): float(s) for e, s in zip(entries, share)})
+        out = np.zeros(len(rows))
+        target = self.t_class[rows]
+        for c in np.unique(target):
+            sel = target == c
+            out[sel] = self.kern.knn_agreement(values[sel], ref.X, self.space.scale, np.asarray(ref.predicted),
+                                               int(c), self.neighbours)
         return out
 
     def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...]]]:
@@ -765,11 +804,12 @@ class _Search:
                         raw.append(end)
                 pool = ref_X[ref_pred == self.targets[i].target_index]
                 if len(pool):
-                    proj = relaxed.project(pool, np.full(len(pool), i), self.X, self.kern)
+                    proj = relaxed.project(pool, np.broadcast_to(x, pool.shape), self.kern)
                     dist = self.kern.scaled_l1(proj, x, relaxed.scale)
                     raw += list(proj[np.argsort(dist, kind="stable")[:n_unlike]])
                 if raw:
-                    raw = relaxed.project(np.array(raw), np.full(len(raw), i), self.X, self.kern)
+                    raw = np.array(raw)
+                    raw = relaxed.project(raw, np.broadcast_to(x, raw.shape), self.kern)
                     cands.append(raw)
                     owner += [v] * len(raw)
                     crow += [i] * len(raw)
@@ -800,3 +840,35 @@ class _Search:
 def _list(names: Sequence[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _rank_per_row(key: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each element's rank (0 = lowest key, ties by position) among the elements of its row."""
+    order = np.lexsort((key, rows))
+    sorted_rows = rows[order]
+    start = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1]))) if len(rows) else np.zeros(0, int)
+    group_start = np.repeat(start, np.diff(np.append(start, len(rows))))
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[order] = np.arange(len(rows)) - group_start
+    return rank
+
+
+def _kth_per_row(cost: np.ndarray, rows: np.ndarray, k: int, n: int) -> np.ndarray:
+    """(n,) the k-th lowest cost in each row; inf where a row has fewer than k."""
+    kth = np.full(n, np.inf)
+    at = _rank_per_row(cost, rows) == k - 1
+    kth[rows[at]] = cost[at]
+    return kth
+
+
+def _distinct_best(cost: np.ndarray, rows: np.ndarray, changed: np.ndarray, per_row: int) -> np.ndarray:
+    """Indices of the `per_row` cheapest candidates of each row whose sets of changed features differ,
+    ordered by row, then cost."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((cost, rows))
+    record = np.concatenate([rows.astype(">i8").view(np.uint8).reshape(-1, 8), np.packbits(changed, axis=1)], axis=1)
+    record = np.ascontiguousarray(record[order]).view(np.dtype((np.void, record.shape[1]))).ravel()
+    _, first = np.unique(record, return_index=True)
+    distinct = order[np.sort(first)]
+    return distinct[_rank_per_row(cost[distinct], rows[distinct]) < per_row]
