@@ -733,12 +733,12 @@ def stream(
             explanations: dict[int, str | None] = {}
             picked = np.flatnonzero(chosen)
             if len(picked):
-                from edgeinfer.explain.views import explanation_dict, json_text
+                from edgeinfer.explain.views import explanation_json
             for s in range(0, len(picked), options.explain_batch):
                 part = picked[s:s + options.explain_batch]
                 for i, e in zip(part.tolist(), session.explain(features[part], stakeholder=options.stakeholder)):
                     # the JSON of e.to_dict(), made the fast way; a refused row (Rejection) gets null
-                    explanations[i] = json_text(explanation_dict(e)) if getattr(e, "ok", True) else None
+                    explanations[i] = explanation_json(e) if getattr(e, "ok", True) else None
             with np.errstate(invalid="ignore"):
                 outside = (features < lows) | (features > highs)
             ready = time.perf_counter()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import string
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quote
@@ -380,6 +381,35 @@ def json_text(data: Any, *, indent: int | None = None) -> str:
     if indent is None:
         return json.dumps(data, allow_nan=False)
     return _dump(data, "\n", " " * indent)
+
+
+def explanation_json(explanation: Explanation) -> str:
+    """`json.dumps(explanation.to_dict(), allow_nan=False)`, the JSON line a stream writes.
+
+    When the text is the explanation's own JSON view (the engineer's: `render` with format "json"),
+    the line is that text made compact, with the text itself put back in: no number is formatted
+    twice. The text counts as its own view only if its decision and timings (total_ms differs from
+    one explanation to the next) are this explanation's; anything else takes the generic path.
+    """
+    text = explanation.text
+    if text.startswith("{"):
+        compact = _compact(text)
+        head, anchor, tail = compact.rpartition(', "text": "", "timings": ')
+        if (anchor and head.endswith('"stakeholder": ' + _quote(explanation.stakeholder))
+                and compact.startswith('{"decision": ' + json_text(explanation_dict(explanation.decision)) + ", ")
+                and tail == json_text(explanation_dict(explanation.timings)) + ', "schema_version": '
+                + _quote(explanation.schema_version) + "}"):
+            return head + ', "text": ' + _quote(text) + ', "timings": ' + tail
+    return json_text(explanation_dict(explanation))
+
+
+def _compact(text: str) -> str:
+    # JSON strings hold no raw newline (json escapes it), so every newline is indentation: ",<newline><spaces>"
+    # becomes ", " and any other "<newline><spaces>" goes, which is json.dumps's default compact form.
+    return _INDENTATION.sub("", text.replace(",\n", ", \n"))
+
+
+_INDENTATION = re.compile(r"\n *")
 
 
 def _dump(value: Any, newline: str, step: str) -> str:

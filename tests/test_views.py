@@ -550,3 +550,14 @@ def test_engineer_text_is_the_generic_json_of_the_explanation(diabetes_session, 
     for explanation in diabetes_session.explain(diabetes.X_test[:4], stakeholder="engineer"):
         expected = dataclasses.replace(explanation, text="").to_json(indent=2)
         assert explanation.text == expected
+
+
+@pytest.mark.parametrize("stakeholder", ["engineer", "clinician"])
+def test_explanation_json_is_json_dumps_of_to_dict(diabetes_session, diabetes, schema, stakeholder):
+    """The stream's line for an explanation: from the engineer's own JSON text, or generically, the same string."""
+    explained = diabetes_session.explain(diabetes.X_test[:5], stakeholder=stakeholder)
+    engineer = diabetes_session.explain(diabetes.X_test[5], stakeholder="engineer")
+    foreign = dataclasses.replace(explained[0], text=engineer.text)          # someone else's JSON view as text
+    retimed = dataclasses.replace(engineer, timings={**engineer.timings, "total_ms": 1.0})
+    for explanation in [*explained, foreign, retimed, _explanation(schema)]:
+        assert views.explanation_json(explanation) == json.dumps(explanation.to_dict(), allow_nan=False)
