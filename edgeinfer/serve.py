@@ -55,6 +55,8 @@ class ServerInfo:
     provider: str
     fallback: bool
     note: str
+    instances: int = 1
+    inline_tensors: bool = True
 
 
 def ensure_libpython_on_path(env: dict[str, str] | None = None) -> str:
@@ -67,6 +69,20 @@ def ensure_libpython_on_path(env: dict[str, str] | None = None) -> str:
     return libdir
 
 
+def use_inline_tensors(env: dict[str, str] | None = None) -> bool:
+    """Have PyTriton carry tensors inline (base64 in its zmq message), not through its shared-memory store.
+
+    PyTriton's default TensorStore costs a round trip to a manager process per tensor
+    per request; edgeinfer's tensors are a few hundred bytes, for which that round trip
+    dominates (measured in benchmarks/results/serve.md). PyTriton reads
+    PYTRITON_NO_TENSORSTORE both here and in Triton's backend stub, which inherits this
+    environment. Set it to an empty string beforehand to keep the shared-memory store.
+    """
+    env = os.environ if env is None else env
+    env.setdefault("PYTRITON_NO_TENSORSTORE", "1")
+    return bool(env["PYTRITON_NO_TENSORSTORE"])
+
+
 class _Models:
     """The infer functions Triton calls: each gets every request of one dynamic batch."""
 
@@ -74,54 +90,69 @@ class _Models:
         self.session = session
         self.width = len(session.schema)
 
-    def _matrix(self, request, i: int, n: int) -> np.ndarray:
-        where = f"request {i + 1} of {n} in this batch: " if n > 1 else ""
-        if "features" not in request.data:
-            raise InputError(f"{where}missing input 'features' (FP32 [rows, {self.width}])")
-        x = np.asarray(request["features"])
-        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != self.width:
-            raise InputError(
-                f"{where}input 'features' must be FP32 [rows, {self.width}] in schema order, got {x.dtype} {list(x.shape)}"
-            )
-        matrix = x.astype(np.float64)
-        rejected = self.session.schema.check_rows(matrix)
-        if rejected:
-            row, reason = next(iter(rejected.items()))
-            more = f" ({len(rejected) - 1} more row{'s' if len(rejected) > 2 else ''} rejected)" if len(rejected) > 1 else ""
-            raise InputError(f"{where}row {row}: {reason}{more}")
-        return matrix
-
     def _matrices(self, requests) -> list[np.ndarray]:
-        try:
-            return [self._matrix(r, i, len(requests)) for i, r in enumerate(requests)]
-        except InputError as err:
-            raise _refused(str(err)) from None
+        """Each request's rows as float64, value-checked in one vectorised pass over the whole batch."""
+        n = len(requests)
+        matrices = []
+        for i, request in enumerate(requests):
+            if "features" not in request.data:
+                raise _refused(f"{_where(i, n)}missing input 'features' (FP32 [rows, {self.width}])")
+            x = np.asarray(request["features"])
+            if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != self.width:
+                raise _refused(f"{_where(i, n)}input 'features' must be FP32 [rows, {self.width}] in schema order, "
+                               f"got {x.dtype} {list(x.shape)}")
+            matrices.append(x)
+        batch = np.concatenate(matrices).astype(np.float64) if matrices else np.zeros((0, self.width))
+        rejected = self.session.schema.check_rows(batch)
+        if rejected:
+            starts = np.cumsum([0] + [len(m) for m in matrices])
+            first = next(iter(rejected))
+            i = int(np.searchsorted(starts, first, side="right")) - 1
+            mine = [r for r in rejected if starts[i] <= r < starts[i + 1]]
+            more = len(mine) - 1
+            more = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
+            raise _refused(f"{_where(i, n)}row {first - starts[i]}: {rejected[first]}{more}")
+        out, start = [], 0
+        for m in matrices:
+            out.append(batch[start:start + len(m)])
+            start += len(m)
+        return out
 
     def predict(self, requests) -> list[dict[str, np.ndarray]]:
         matrices = self._matrices(requests)
-        proba = self.session.predict_proba(np.concatenate(matrices)) if matrices else np.zeros((0, 0))
+        proba = self.session.predict_proba(np.concatenate(matrices)).astype(np.float32) if matrices else None
+        labels = proba.argmax(axis=1).astype(np.int64)[:, None] if matrices else None
         out, start = [], 0
         for m in matrices:
-            p = proba[start:start + len(m)]
-            start += len(m)
-            out.append({
-                "probabilities": p.astype(np.float32),
-                "label": p.argmax(axis=1).astype(np.int64)[:, None],
-            })
+            stop = start + len(m)
+            out.append({"probabilities": proba[start:stop], "label": labels[start:stop]})
+            start = stop
         return out
 
     def explain(self, requests) -> list[dict[str, np.ndarray]]:
+        """One batched Session.explain per stakeholder over the rows of every request in the batch."""
         matrices = self._matrices(requests)
-        out = []
-        for i, (request, matrix) in enumerate(zip(requests, matrices)):
-            stakeholder = _stakeholder(request)
+        groups: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(_stakeholder(request), []).append(i)
+        out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+        for stakeholder, members in groups.items():
             try:
-                explanations = self.session.explain(matrix, stakeholder=stakeholder)
+                explanations = self.session.explain(np.concatenate([matrices[i] for i in members]),
+                                                    stakeholder=stakeholder)
             except (InputError, ValueError, LookupError) as err:
-                where = f"request {i + 1} of {len(requests)} in this batch: " if len(requests) > 1 else ""
+                where = _where(members[0], len(requests)) if len(members) < len(requests) else ""
                 raise _refused(f"{where}{err}") from None
-            out.append({"explanation": np.array([[e.to_json().encode("utf-8")] for e in explanations], dtype=np.object_)})
+            start = 0
+            for i in members:
+                rows = explanations[start:start + len(matrices[i])]
+                start += len(matrices[i])
+                out[i] = {"explanation": np.array([[e.to_json().encode("utf-8")] for e in rows], dtype=np.object_)}
         return out
+
+
+def _where(i: int, n: int) -> str:
+    return f"request {i + 1} of {n} in this batch: " if n > 1 else ""
 
 
 _REFUSED = None
@@ -175,12 +206,16 @@ class Server:
         startup_timeout_s: float = 120.0,
         access_token: str | None = None,
         log_verbose: int = 0,
+        instances: int = 1,
     ):
+        if instances < 1:
+            raise UsageError(f"instances must be at least 1, got {instances}")
         if max_batch_size < 1:
             raise UsageError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_queue_delay_us < 0:
             raise UsageError(f"max_queue_delay_us must be 0 or more, got {max_queue_delay_us}")
         ensure_libpython_on_path()
+        inline = use_inline_tensors()
         pytriton = require("pytriton.triton", extra="server", purpose="edgeinfer serve", package="nvidia-pytriton")
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
@@ -191,6 +226,7 @@ class Server:
             metrics_url=f"http://{host}:{metrics_port}/metrics", max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us if dynamic_batching else 0, dynamic_batching=dynamic_batching,
             provider=execution.provider, fallback=execution.fallback, note=execution.note,
+            instances=instances, inline_tensors=inline,
         )
         config = pytriton.TritonConfig(
             http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
@@ -212,14 +248,14 @@ class Server:
         self._triton = pytriton.Triton(config=config, security_config=security)
         try:
             self._triton.bind(
-                model_name="predict", infer_func=models.predict,
+                model_name="predict", infer_func=[models.predict] * instances,
                 inputs=[Tensor(name="features", dtype=np.float32, shape=(width,))],
                 outputs=[Tensor(name="probabilities", dtype=np.float32, shape=(n_classes,)),
                          Tensor(name="label", dtype=np.int64, shape=(1,))],
                 config=model_config,
             )
             self._triton.bind(
-                model_name="explain", infer_func=models.explain,
+                model_name="explain", infer_func=[models.explain] * instances,
                 inputs=[Tensor(name="features", dtype=np.float32, shape=(width,)),
                         Tensor(name="stakeholder", dtype=np.bytes_, shape=(1,), optional=True)],
                 outputs=[Tensor(name="explanation", dtype=np.bytes_, shape=(1,))],
@@ -276,6 +312,7 @@ def serve(
     block: bool = True,
     startup_timeout_s: float = 120.0,
     access_token: str | None = None,
+    instances: int = 1,
 ) -> Server:
     """Load `bundle` into a Session (device and fallback as for `edgeinfer.load`) and serve it through Triton.
 
@@ -288,7 +325,7 @@ def serve(
     server = Server(
         session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, dynamic_batching=dynamic_batching,
-        startup_timeout_s=startup_timeout_s, access_token=access_token,
+        startup_timeout_s=startup_timeout_s, access_token=access_token, instances=instances,
     )
     if block:
         server.serve_forever()
@@ -307,21 +344,25 @@ def serve(
 @click.option("--max-queue-delay-us", default=DEFAULT_MAX_QUEUE_DELAY_US, show_default=True,
               type=click.IntRange(0, 10_000_000), help="How long the dynamic batcher waits to fill a batch.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Run every request on its own.")
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Model instances per model (executions Triton runs at once).")
+@click.option("--threads", default=None, type=click.IntRange(1, 256),
+              help="ONNX Runtime intra-op threads per Session (default: the profile's cores, at most this host's).")
 @click.option("--device", default="auto", show_default=True, help="Device profile to run as.")
 @click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded).")
 @click.option("--access-token", envvar="EDGEINFER_ACCESS_TOKEN", default=None,
               help="Token (header 'triton-access-token') for the statistics, repository, trace and logging APIs; "
                    "default: a random one, unused.")
 def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_size, max_queue_delay_us,
-                  no_dynamic_batching, device, fallback, access_token) -> None:
+                  no_dynamic_batching, instances, threads, device, fallback, access_token) -> None:
     """Serve BUNDLE through Triton Inference Server: models 'predict' and 'explain', KServe v2 over HTTP and gRPC."""
     from edgeinfer.session import load
 
-    session = load(bundle, device=device, fallback=fallback)
+    session = load(bundle, device=device, fallback=fallback, threads=threads)
     server = Server(
         session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-        dynamic_batching=not no_dynamic_batching, access_token=access_token,
+        dynamic_batching=not no_dynamic_batching, access_token=access_token, instances=instances,
     )
     info = server.info
     click.echo(json.dumps({"serving": str(bundle), **info.__dict__}), err=True)

@@ -9,6 +9,7 @@ exact: the server returns ONNX Runtime's float32 probabilities unchanged.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.request
 
@@ -55,7 +56,7 @@ def server(cuda_bundle):
 
     http, grpc, metrics = _free_ports(3)
     srv = serve(cuda_bundle, http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch_size=MAX_BATCH,
-                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90)
+                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90, instances=2)
     try:
         yield srv
     finally:
@@ -217,6 +218,8 @@ def test_health_metrics_and_config(server, http, breast_cancer):
     assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 50_000
     assert [i["name"] for i in config["input"]] == ["features"]
     assert [o["name"] for o in config["output"]] == ["probabilities", "label"]
+    assert [(g["count"], g["kind"]) for g in config["instance_group"]] == [(2, "KIND_CPU")]
+    assert server.info.instances == 2 and server.info.inline_tensors is True
 
 
 # ----- explain ---------------------------------------------------------------------------
@@ -235,6 +238,129 @@ def test_explain_over_grpc_equals_session(server, grpc, breast_cancer):
     assert served["stakeholder"] == "patient"
     assert served["decision"] == {**local["decision"], "latency_ms": served["decision"]["latency_ms"]}
     assert served["text"] == local["text"]
+
+
+def _send_concurrently(server, http, model, inputs_per_request):
+    """Send every request at once (the HTTP client's async_infer); -> (results or exceptions, executions used)."""
+    def executions():
+        (stats,) = http.get_inference_statistics(model, headers={"triton-access-token": server.access_token})[
+            "model_stats"]
+        return int(stats["execution_count"])
+
+    before = executions()
+    pending = [http.async_infer(model, inputs) for inputs in inputs_per_request]
+    outcomes = []
+    for p in pending:
+        try:
+            outcomes.append(p.get_result(timeout=120))
+        except InferenceServerException as err:
+            outcomes.append(err)
+    return outcomes, executions() - before
+
+
+def _features(row):
+    inp = httpclient.InferInput("features", [1, row.shape[0]], "FP32")
+    inp.set_data_from_numpy(row[None, :])
+    return inp
+
+
+@pytest.mark.server
+def test_concurrent_explains_run_as_one_batched_explain_per_stakeholder(server, http, breast_cancer):
+    pytest.importorskip("edgeinfer.explain.compose")
+    X = _rows(breast_cancer, 6, start=10)
+    stakeholders = ["patient", "clinician"] * 3
+    requests = []
+    for row, who in zip(X, stakeholders):
+        s = httpclient.InferInput("stakeholder", [1, 1], "BYTES")
+        s.set_data_from_numpy(np.array([[who.encode()]], dtype=np.object_))
+        requests.append([_features(row), s])
+    outcomes, executions = _send_concurrently(server, http, "explain", requests)
+    assert executions < len(requests), "no batching happened"
+    for row, who, result in zip(X, stakeholders, outcomes):
+        assert not isinstance(result, Exception), result
+        (raw,) = result.as_numpy("explanation").ravel()
+        served = json.loads(raw)
+        local = json.loads(server.session.explain(row.astype(np.float64), stakeholder=who).to_json())
+        assert served["stakeholder"] == who
+        assert served["decision"] == {**local["decision"], "latency_ms": served["decision"]["latency_ms"]}
+        assert served["text"] == local["text"]
+
+
+@pytest.mark.server
+def test_a_bad_request_fails_its_dynamic_batch_naming_itself_and_never_corrupts_a_batch_mate(
+        server, http, breast_cancer):
+    # PyTriton 0.7 answers one execution with one error or with every response (README, "Serving"):
+    # the batch-mates of a bad request fail with its message; none of them gets another row's answer.
+    X = _rows(breast_cancer, 4, start=50)
+    X[2, 3] = np.nan
+    outcomes, executions = _send_concurrently(server, http, "predict", [[_features(row)] for row in X])
+    reason = re.escape("row 0: " + server.session.schema.value_error(3, float("nan")))
+    assert isinstance(outcomes[2], InferenceServerException)
+    assert re.search(r"RequestRefused: (request \d of \d in this batch: )?" + reason, outcomes[2].message())
+    good = [i for i in (0, 1, 3) if not isinstance(outcomes[i], Exception)]
+    failed = [i for i in (0, 1, 3) if isinstance(outcomes[i], Exception)]
+    for i in good:
+        np.testing.assert_array_equal(outcomes[i].as_numpy("probabilities"),
+                                      server.session.predict_proba(X[i:i + 1]).astype(np.float32))
+    for i in failed:
+        assert re.search(r"RequestRefused: request \d of \d in this batch: " + reason, outcomes[i].message())
+    if executions == 1:  # all four in one batch, as the 50 ms queue delay makes likely
+        assert failed == [0, 1, 3]
+    assert http.is_server_ready()
+    np.testing.assert_array_equal(_http_infer(http, X[:2]).as_numpy("probabilities"),
+                                  server.session.predict_proba(X[:2]).astype(np.float32))
+
+
+# ----- the callable itself: one vectorised check, refusals name the request and the row --
+def _requests(*matrices):
+    from pytriton.proxy.types import Request
+
+    return [Request(data={"features": np.asarray(m, dtype=np.float32)}, parameters={}) for m in matrices]
+
+
+def test_callable_answers_each_request_with_its_rows(bc_session, breast_cancer):
+    from edgeinfer.serve import _Models
+
+    X = _rows(breast_cancer, 6)
+    out = _Models(bc_session).predict(_requests(X[:1], X[1:4], X[4:]))
+    expected = bc_session.predict_proba(X).astype(np.float32)
+    assert [len(o["probabilities"]) for o in out] == [1, 3, 2]
+    np.testing.assert_array_equal(np.concatenate([o["probabilities"] for o in out]), expected)
+    np.testing.assert_array_equal(np.concatenate([o["label"] for o in out]).ravel(), expected.argmax(axis=1))
+
+
+def test_callable_refusal_names_the_request_and_its_row(bc_session, breast_cancer):
+    from pytriton.exceptions import PyTritonBadParameterError
+    from edgeinfer.serve import _Models
+
+    X = _rows(breast_cancer, 5)
+    bad = X[2:5].copy()
+    bad[1, 7] = -1.0
+    bad[2, 0] = np.nan
+    schema = bc_session.schema
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).predict(_requests(X[:2], bad))
+    assert str(caught.value) == f"request 2 of 2 in this batch: row 1: {schema.value_error(7, -1.0)} (1 more row rejected)"
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).predict(_requests(bad[2:]))
+    assert str(caught.value) == f"row 0: {schema.value_error(0, float('nan'))}"
+
+
+def test_inline_tensors_default_and_opt_out():
+    from edgeinfer.serve import use_inline_tensors
+
+    env = {}
+    assert use_inline_tensors(env) is True and env == {"PYTRITON_NO_TENSORSTORE": "1"}
+    kept = {"PYTRITON_NO_TENSORSTORE": ""}
+    assert use_inline_tensors(kept) is False and kept == {"PYTRITON_NO_TENSORSTORE": ""}
+
+
+def test_instances_must_be_positive(bc_session):
+    from edgeinfer.errors import UsageError
+    from edgeinfer.serve import Server
+
+    with pytest.raises(UsageError, match=r"^instances must be at least 1, got 0$"):
+        Server(bc_session, instances=0)
 
 
 # ----- Triton model repository export (no server needed) --------------------------------
