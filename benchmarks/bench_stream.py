@@ -139,6 +139,42 @@ def _live(bundle: Path, csv_path: Path, tmp: Path, *, rate: int, hop: int, expla
     return out
 
 
+def _stages(session, csv_path: Path, spec, *, batches: int, batch: int = 256) -> dict[str, float]:
+    """Per-window milliseconds of each part of an explained window (medians over `batches` batches).
+
+    The explain stages come from Explanation.timings (explain_rows times each stage per batch); rendering
+    (the engineer's JSON text), the JSON line and Explanation construction are timed around their calls.
+    """
+    from edgeinfer.explain.compose import explain_rows
+    from edgeinfer.explain.views import explanation_json, get_templates, render
+    from edgeinfer.windows import compute_many
+
+    data = np.loadtxt(csv_path, delimiter=",", skiprows=1, max_rows=batch * batches + spec.window)[:, 1:]
+    view = np.lib.stride_tricks.sliding_window_view(data, spec.window, axis=0).transpose(0, 2, 1)
+    templates = get_templates("engineer")
+    per: dict[str, list[float]] = {}
+    for b in range(batches):
+        features = compute_many(spec, view[b * batch:(b + 1) * batch])
+        start = time.perf_counter()
+        explained = explain_rows(session, features, stakeholder="engineer")
+        wall = (time.perf_counter() - start) * 1000.0 / len(features)
+        t = time.perf_counter()
+        for e in explained:
+            render(e, session.schema, stakeholder="engineer", templates=templates)
+        render_ms = (time.perf_counter() - t) * 1000.0 / len(features)
+        t = time.perf_counter()
+        for e in explained:
+            explanation_json(e)
+        json_ms = (time.perf_counter() - t) * 1000.0 / len(features)
+        timings = explained[0].timings
+        for key in ("predict_ms", "counterfactuals_ms", "attributions_ms", "bias_ms", "assemble_ms"):
+            per.setdefault(key[:-3], []).append(timings[key])
+        per.setdefault("render (engineer JSON text)", []).append(render_ms)
+        per.setdefault("JSON line (explanation_json)", []).append(json_ms)
+        per.setdefault("explain_rows wall", []).append(wall)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows in the long recording (hop 1: as many windows)")
@@ -147,6 +183,7 @@ def _parse(argv):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--live-rate", type=int, default=1000, help="rows/s fed to the live-pace predict-only run")
     parser.add_argument("--live-seconds", type=float, default=5.0, help="seconds of each live-pace run")
+    parser.add_argument("--stage-batches", type=int, default=4, help="256-window batches timed stage by stage")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -177,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             naive.append(_naive(session, spec, long_csv, args.naive_windows))
             explained.append(_run(session, short_csv, hop=1, explain="all"))
         rss_end = _rss_mb()
+        stages = _stages(session, long_csv, spec, batches=args.stage_batches)
 
         cli_summary = tmp / "summary.json"
         started = time.perf_counter()
@@ -240,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Targets: predict-only >= {TARGET_PREDICT:,} windows/s: **{'met' if predict_wps >= TARGET_PREDICT else 'not met'}** "
         f"({predict_wps:,.0f}); with explanations >= {TARGET_EXPLAIN:,} windows/s: "
         f"**{'met' if explain_wps >= TARGET_EXPLAIN else 'not met'}** ({explain_wps:,.0f}).",
+        "",
+        "Where an explained window's time goes (engineer view, 256 windows per `Session.explain` call, "
+        f"ms per window, medians over {args.stage_batches} batches; the stages are `Explanation.timings`):",
+        "",
+        "| stage | ms per window |",
+        "|---|---:|",
+        *[f"| {name} | {ms:.3f} |" for name, ms in stages.items()],
+        f"| whole explained stream (1000 / windows/s) | {1000.0 / explain_wps:.3f} |",
+        "",
+        "The render row is included in explain_rows' wall time (explain_rows renders every text); the JSON line "
+        "is the stream's. What the whole stream spends beyond explain_rows' wall time and the JSON line is "
+        "window features, the prediction chunk and writing.",
         "",
         "latency_ms is the time from reading the row that completed a window to its decision being ready. "
         "In file replay rows arrive in 64 KiB reads, so a window also waits for the other windows of its read; "
