@@ -47,6 +47,7 @@ REFINE = 32                    # interior points per bracket and bisection level
 UNLIKE = 4                     # nearest unlike neighbours per row (more when k > 1)
 COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
 SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
+CHUNK_ROWS = 128               # rows searched together (larger batches are split: memory stays bounded)
 SPARSITY_COST = 1.0            # ranking: L1 in MAD units + this much per changed feature
 ROUNDS = 2                     # revert rounds for every candidate; more only where a row still lacks answers
 _SINGLE, _MULTI = 0, 1
@@ -95,9 +96,16 @@ def find_counterfactuals(
         space = _default_space(schema, reference)
     else:
         space = Space.build(schema, reference, features_to_vary=features_to_vary, permitted_range=permitted_range)
-    search = _Search(model, X, space, kernels or get_kernels("numpy"), int(k), int(neighbours), start,
-                     time_budget_ms)
-    return search.run(goal, labels)
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if len(labels) != len(X):
+            raise ExplainError(f"labels must give one label per row: {len(X)} rows, {len(labels)} labels")
+    kern = kernels or get_kernels("numpy")
+    out: list[Counterfactuals] = []
+    for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
+        search = _Search(model, X[a:a + CHUNK_ROWS], space, kern, int(k), int(neighbours), start, time_budget_ms)
+        out += search.run(goal, None if labels is None else labels[a:a + CHUNK_ROWS])
+    return out
 
 
 # ----- the feasible set -------------------------------------------------------------------------
@@ -381,9 +389,6 @@ class _Search:
             proba0 = self.predict(self.X, np.arange(n))
             if labels is None:
                 labels = proba0.argmax(axis=1)
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if len(labels) != n:
-            raise ExplainError(f"labels must give one label per row: {n} rows, {len(labels)} labels")
         if proba0 is None:  # the target depends on the label alone
             by_label = {c: goal.resolve(self.schema, int(c), None) for c in np.unique(labels)}
             self.targets = [by_label[c] for c in labels]
@@ -446,46 +451,54 @@ class _Search:
         v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
         outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])   # no value in between is allowed
         v[outside] = e_j[outside][:, None]
-        cand = np.repeat(X[c_rows], GRID, axis=0)
+        # float32, as the model reads it: the grid is the largest array of the search
+        x32 = X.astype(np.float32)
+        cand = np.repeat(x32[c_rows], GRID, axis=0)
         cand[np.arange(len(cand)), np.repeat(c_feats, GRID)] = v.ravel()
         cand_rows = np.concatenate((np.repeat(c_rows, GRID), rows[n_cont:]))
-        values = np.vstack([cand, ends[n_cont:]] + ([X] if proba0 is None else []))
+        values = np.vstack([cand, ends[n_cont:].astype(np.float32)] + ([x32] if proba0 is None else []))
         proba = self.predict(values, np.concatenate([cand_rows] + ([np.arange(n)] if proba0 is None else [])))
         if proba0 is None:
             proba, proba0 = proba[: len(cand_rows)], proba[len(cand_rows):]
         already = self.met(proba0, np.arange(n))
         ok = self.met(proba, cand_rows)
         m = len(cand)
-        self.take_first_valid(lines, every[:n_cont], np.broadcast_to(grid, (n_cont, GRID)), cand, proba[:m],
-                              ok[:m].reshape(n_cont, GRID))
+        hit, at = self.take_first_valid(lines, every[:n_cont], np.broadcast_to(grid, (n_cont, GRID)), None,
+                                        proba[:m], ok[:m].reshape(n_cont, GRID))
+        lines.values[hit] = X[c_rows[hit]]
+        lines.values[hit, c_feats[hit]] = v.ravel()[at]
         self.take_first_valid(lines, every[n_cont:], np.ones((len(rows) - n_cont, 1)), ends[n_cont:], proba[m:],
                               ok[m:, None])
         lines.found &= ~already[lines.row]
         gain = self.log_margin(proba, cand_rows) - self.log_margin(proba0, np.arange(n))[cand_rows]
-        self.learn_usefulness(cand_rows, np.concatenate((np.repeat(c_feats, GRID), feats[n_cont:])),
-                              np.concatenate((v.ravel(), moved[n_cont:])), gain)
+        self.learn_usefulness(rows, feats, np.vstack([v, np.repeat(moved[n_cont:, None], GRID, axis=1)]),
+                              np.vstack([gain[:m].reshape(n_cont, GRID),
+                                         np.repeat(gain[m:, None], GRID, axis=1)]))
         return lines, already
 
     def learn_usefulness(self, rows, feat, value, gain) -> None:
-        """What each feature alone buys, from the single-feature grid (gain in log-odds): per row and
-        feature, the move with the largest gain, the move with the largest gain per MAD, and per
-        direction that rate."""
+        """What each feature alone buys, from the single-feature lines (`value`, `gain` in log-odds: one
+        row of points per line): per row and feature, the move with the largest gain, the move with the
+        largest gain per MAD, and per direction that rate."""
         n, F = self.n, self.F
-        step = np.abs(value - self.X[rows, feat]) / self.space.scale[feat]
+        lines = np.arange(len(rows))
+        step = np.abs(value - self.X[rows, feat][:, None]) / self.space.scale[feat][:, None]
         rate = np.where(step > 0, gain / np.maximum(step, 1e-12), -np.inf)
         key = rows * F + feat
         self.gain = np.full((n, F), -np.inf)          # best gain of the feature alone
         self.gain_value = np.full((n, F), np.nan)      # ... and the value that gives it
         self.rate = np.full((n, F), -np.inf)          # best gain per MAD moved
         self.rate_value = np.full((n, F), np.nan)
-        for score, best, at in ((gain, self.gain, self.gain_value), (rate, self.rate, self.rate_value)):
+        for per_point, best, at in ((gain, self.gain, self.gain_value), (rate, self.rate, self.rate_value)):
+            g = per_point.argmax(axis=1)
+            score, moved = per_point[lines, g], value[lines, g]
             order = np.lexsort((-score, key))
             first = order[np.concatenate(([True], key[order][1:] != key[order][:-1]))] if len(order) else order
             best.flat[key[first]] = score[first]
-            at.flat[key[first]] = value[first]
+            at.flat[key[first]] = moved[first]
         self.side_rate = np.full((n, F, 2), -np.inf)   # gain per MAD by direction (0 down, 1 up)
-        side = (value > self.X[rows, feat]).astype(np.int64)
-        np.maximum.at(self.side_rate, (rows, feat, side), rate)
+        side = (value[:, -1] > self.X[rows, feat]).astype(np.int64)
+        np.maximum.at(self.side_rate, (rows, feat, side), rate.max(axis=1, initial=-np.inf))
 
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
         """Call 2: greedy combinations of the most useful single moves, the nearest unlike neighbours
@@ -621,11 +634,12 @@ class _Search:
         return v
 
     @staticmethod
-    def take_first_valid(lines: _Lines, ids, ts, values, proba, ok) -> None:
+    def take_first_valid(lines: _Lines, ids, ts, values, proba, ok):
         """Points ts (L, P), ascending on each line `ids`: the first valid one becomes t_hi and the point
-        before it t_lo; on a line with none, t_lo moves up to the last point."""
+        before it t_lo; on a line with none, t_lo moves up to the last point. Returns the lines hit and
+        the (flat) index of their point; `values` None leaves their values to the caller."""
         if len(ids) == 0:
-            return
+            return ids, ids
         P = ok.shape[1]
         has = ok.any(axis=1)
         first = ok.argmax(axis=1)
@@ -633,10 +647,12 @@ class _Search:
         at = np.flatnonzero(has) * P + f
         lines.t_lo[hit] = np.where(f > 0, ts[has, np.maximum(f - 1, 0)], lines.t_lo[hit])
         lines.t_hi[hit] = ts[has, f]
-        lines.values[hit] = values[at]
+        if values is not None:
+            lines.values[hit] = values[at]
         lines.proba[hit] = proba[at]
         lines.found[hit] = True
         lines.t_lo[ids[~has]] = ts[~has, -1]
+        return hit, at
 
     # -- sparsity and the re-check --
     def sparsify(self, lines: _Lines, complete: bool):
