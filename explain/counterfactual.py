@@ -332,38 +332,36 @@ class _Search:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000.0
 
-    def margin(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(n,) how far each candidate is past its row's target boundary (met where > MARGIN).
+    def margin(self, proba: np.ndarray, rows: np.ndarray, *, log_odds: bool = False):
+        """(n,) how far each candidate is past its row's target boundary (met where > MARGIN): the
+        arithmetic of `Target.margin`, for candidates of many rows (and targets) at once.
 
-        The same arithmetic as `Target.margin`, for candidates of many rows (and targets) at once.
+        With log_odds, also the same margin in log-odds: unlike probabilities it does not flatten for
+        confident rows, so it ranks how useful a move is even far from the boundary (float32
+        probabilities keep information down to 1e-45).
         """
         if len(rows) == 0:
-            return np.zeros(0)
+            return (np.zeros(0), np.zeros(0)) if log_odds else np.zeros(0)
         idx = self.t_index[rows]
         at = np.arange(len(rows))
         p = proba[at, idx]
         others = proba.copy()
         others[at, idx] = -np.inf
+        best_other = others.max(axis=1)
         op = self.t_op[rows]
         thr = self.t_threshold[rows]
-        return np.where(op == 0, p - others.max(axis=1), np.where(op < 0, thr - p, p - thr))
-
-    def log_margin(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The margin in log-odds: unlike probabilities it does not flatten for confident rows, so it
-        ranks how useful a move is even far from the boundary."""
-        logp = np.log(np.clip(proba, 1e-300, 1.0))   # float32 probabilities keep information down to 1e-45
-        idx = self.t_index[rows]
-        at = np.arange(len(rows))
-        lp = logp[at, idx]
-        others = logp.copy()
-        others[at, idx] = -np.inf
-        rest = proba.copy()
-        rest[at, idx] = 0.0
-        logit = lp - np.log(np.clip(rest.sum(axis=1), 1e-300, 1.0))
-        thr = np.clip(self.t_threshold[rows], 1e-300, 1 - 1e-16)
+        margin = np.where(op == 0, p - best_other, np.where(op < 0, thr - p, p - thr))
+        if not log_odds:
+            return margin
+        others[at, idx] = 0.0
+        tiny = 1e-300
+        log_p = np.log(np.maximum(p, tiny))
+        logit = log_p - np.log(np.maximum(others.sum(axis=1), tiny))
+        thr = np.clip(thr, tiny, 1 - 1e-16)
         logit_thr = np.log(thr) - np.log1p(-thr)
-        op = self.t_op[rows]
-        return np.where(op == 0, lp - others.max(axis=1), np.where(op < 0, logit_thr - logit, logit - logit_thr))
+        log_margin = np.where(op == 0, log_p - np.log(np.maximum(best_other, tiny)),
+                              np.where(op < 0, logit_thr - logit, logit - logit_thr))
+        return margin, log_margin
 
     def met(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return self.margin(proba, rows) > MARGIN
@@ -451,29 +449,33 @@ class _Search:
         v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
         outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])   # no value in between is allowed
         v[outside] = e_j[outside][:, None]
-        # float32, as the model reads it: the grid is the largest array of the search
+        # one float32 array, as the model reads it: the grid is the largest array of the search
+        m, n_cat = n_cont * GRID, len(rows) - n_cont
+        cand = np.empty((m + n_cat + (n if proba0 is None else 0), F), dtype=np.float32)
         x32 = X.astype(np.float32)
-        cand = np.repeat(x32[c_rows], GRID, axis=0)
-        cand[np.arange(len(cand)), np.repeat(c_feats, GRID)] = v.ravel()
+        np.take(x32, np.repeat(c_rows, GRID), axis=0, out=cand[:m])
+        cand[np.arange(m), np.repeat(c_feats, GRID)] = v.ravel()
+        cand[m:m + n_cat] = ends[n_cont:]
+        if proba0 is None:
+            cand[m + n_cat:] = x32                                       # the instances ride along
         cand_rows = np.concatenate((np.repeat(c_rows, GRID), rows[n_cont:]))
-        values = np.vstack([cand, ends[n_cont:].astype(np.float32)] + ([x32] if proba0 is None else []))
-        proba = self.predict(values, np.concatenate([cand_rows] + ([np.arange(n)] if proba0 is None else [])))
+        proba = self.predict(cand, np.concatenate([cand_rows] + ([np.arange(n)] if proba0 is None else [])))
         if proba0 is None:
             proba, proba0 = proba[: len(cand_rows)], proba[len(cand_rows):]
-        already = self.met(proba0, np.arange(n))
-        ok = self.met(proba, cand_rows)
-        m = len(cand)
+        margin0, log0 = self.margin(proba0, np.arange(n), log_odds=True)
+        already = margin0 > MARGIN
+        margin, log_margin = self.margin(proba, cand_rows, log_odds=True)
+        ok = margin > MARGIN
         hit, at = self.take_first_valid(lines, every[:n_cont], np.broadcast_to(grid, (n_cont, GRID)), None,
                                         proba[:m], ok[:m].reshape(n_cont, GRID))
         lines.values[hit] = X[c_rows[hit]]
         lines.values[hit, c_feats[hit]] = v.ravel()[at]
-        self.take_first_valid(lines, every[n_cont:], np.ones((len(rows) - n_cont, 1)), ends[n_cont:], proba[m:],
+        self.take_first_valid(lines, every[n_cont:], np.ones((n_cat, 1)), ends[n_cont:], proba[m:],
                               ok[m:, None])
         lines.found &= ~already[lines.row]
-        gain = self.log_margin(proba, cand_rows) - self.log_margin(proba0, np.arange(n))[cand_rows]
+        gain = log_margin - log0[cand_rows]
         self.learn_usefulness(rows, feats, np.vstack([v, np.repeat(moved[n_cont:, None], GRID, axis=1)]),
-                              np.vstack([gain[:m].reshape(n_cont, GRID),
-                                         np.repeat(gain[m:, None], GRID, axis=1)]))
+                              np.vstack([gain[:m].reshape(n_cont, GRID), np.repeat(gain[m:, None], GRID, axis=1)]))
         return lines, already
 
     def learn_usefulness(self, rows, feat, value, gain) -> None:
@@ -547,26 +549,34 @@ class _Search:
         return np.vstack(out), np.concatenate(rows), np.concatenate(size)
 
     def nearest_unlike(self, already: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's nearest reference rows of its target class, projected onto its constraints."""
+        """Each row's nearest reference rows of its target class, projected onto its constraints.
+
+        The ranking needs no projection of the whole pool: inside the ranges, a projected feature's
+        distance is |d| where it may move both ways, the part of d in its allowed direction where it is
+        monotone, and 0 where it is frozen; only the chosen neighbours go through the kernel.
+        """
         sp, X, F = self.space, self.X, self.F
         ref_X, ref_pred = self.reference.X, np.asarray(self.reference.predicted)
         n_unlike = max(UNLIKE, 2 * self.k)
+        up = ((sp.direction >= 0) & ~sp.frozen) / sp.scale
+        down = ((sp.direction <= 0) & ~sp.frozen) / sp.scale
         rows, ends = [np.zeros(0, dtype=np.int64)], [np.zeros((0, F))]
         for c in np.unique(self.t_class[~already]):
             members = np.flatnonzero((self.t_class == c) & ~already)
-            pool = ref_X[ref_pred == c]
+            pool = np.clip(ref_X[ref_pred == c], sp.lows, sp.highs)
             if len(pool) == 0:
                 continue
-            P, r = len(pool), len(members)
-            base = np.repeat(X[members], P, axis=0)
-            proj = sp.project(np.tile(pool, (r, 1)), base, self.kern)
-            dist = self.kern.scaled_l1(proj, base, sp.scale).reshape(r, P)
-            dist[(proj == base).all(axis=1).reshape(r, P)] = np.inf     # projected back onto x itself
-            u = min(n_unlike, P)
+            diff = pool[None, :, :] - X[members][:, None, :]                  # (r, P, F)
+            dist = np.maximum(diff, 0.0) @ up + np.maximum(-diff, 0.0) @ down  # (r, P)
+            dist[dist <= 1e-12] = np.inf                                       # nothing would change
+            u = min(n_unlike, len(pool))
             nearest = np.argsort(dist, axis=1, kind="stable")[:, :u]
             keep = np.isfinite(np.take_along_axis(dist, nearest, axis=1)).ravel()
-            rows.append(np.repeat(members, u)[keep])
-            ends.append(proj.reshape(r, P, F)[np.arange(r)[:, None], nearest].reshape(-1, F)[keep])
+            base = np.repeat(X[members], u, axis=0)[keep]
+            proj = sp.project(pool[nearest.ravel()[keep]], base, self.kern)
+            moved = (proj != base).any(axis=1)
+            rows.append(np.repeat(members, u)[keep][moved])
+            ends.append(proj[moved])
         return np.concatenate(rows), np.vstack(ends)
 
     def sparse_unlike(self, u_rows: np.ndarray, u_ends: np.ndarray):
@@ -883,6 +893,17 @@ def _distinct_best(cost: np.ndarray, rows: np.ndarray, changed: np.ndarray, per_
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((cost, rows))
+    if len(rows) <= 64:  # a single request: a plain loop is cheaper than the vectorised dedup below
+        seen: set = set()
+        kept: dict[int, int] = {}
+        picked = []
+        for q, r, key in zip(order.tolist(), rows[order].tolist(), np.packbits(changed[order], axis=1)):
+            key = (r, key.tobytes())
+            if key not in seen and kept.get(r, 0) < per_row:
+                seen.add(key)
+                kept[r] = kept.get(r, 0) + 1
+                picked.append(q)
+        return np.array(picked, dtype=np.int64)
     record = np.concatenate([rows.astype(">i8").view(np.uint8).reshape(-1, 8), np.packbits(changed, axis=1)], axis=1)
     record = np.ascontiguousarray(record[order]).view(np.dtype((np.void, record.shape[1]))).ravel()
     _, first = np.unique(record, return_index=True)
