@@ -1,7 +1,7 @@
 """Loopback load on `edgeinfer serve`: dynamic batching vs none, `predict` and `explain`, at 1, 8 and 32 clients.
 
     python -m benchmarks.bench_serve [--requests 600] [--explain-requests 200] [--time-cap 8] [--repeats 3]
-                                     [--delay-us 2000] [--max-batch-size 64] [--instances 1] [--threads 1]
+                                     [--delay-us 2000] [--max-batch-size 64] [--instances 1,2] [--threads 1]
 
 Two servers run side by side on 127.0.0.1 with the same settings except batching:
 one with Triton's dynamic batcher (max queue delay --delay-us), one without. Both
@@ -220,18 +220,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--delay-us", type=int, default=2000)
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--instances", default="1,2",
+                        help="model instances per model; a comma list runs every setting (both modes each)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per Session")
     parser.add_argument("--models", default="predict,explain")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.md"))
     args = parser.parse_args(argv)
     command = "python -m benchmarks.bench_serve " + " ".join(sys.argv[1:] if argv is None else argv)
     models = [m for m in args.models.split(",") if m]
-
-    import edgeinfer as ei
-    from edgeinfer.serve import Server
-
-    results: dict[tuple[str, int, str], list[dict]] = {}
+    results: dict[tuple[int, str, int, str], list[dict]] = {}
+    instance_counts = [int(v) for v in args.instances.split(",") if v]
     load0 = os.getloadavg()
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -239,47 +237,62 @@ def main(argv=None) -> int:
         jobs, answers = ctx.Queue(), ctx.Queue()
         client = ctx.Process(target=_client_process, args=(jobs, answers, X), daemon=True)
         client.start()
-        servers, timed = {}, {}
         try:
-            for mode in MODES:
-                http, grpc, metrics = _free_ports(3)
-                timed[mode] = _TimedSession(ei.load(bundle, threads=args.threads))
-                servers[mode] = Server(timed[mode], http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                       max_batch_size=args.max_batch_size, max_queue_delay_us=args.delay_us,
-                                       dynamic_batching=mode == "dynamic batching", instances=args.instances)
-            for model in models:
-                count = args.requests if model == "predict" else args.explain_requests
-                for mode in MODES:  # warm-up
-                    _run_level(jobs, answers, servers[mode], timed[mode], model, 4, 20, 10)
-                for clients in LEVELS:
-                    for repeat in range(args.repeats):
-                        for mode in (MODES if repeat % 2 == 0 else MODES[::-1]):
-                            r = _run_level(jobs, answers, servers[mode], timed[mode], model, clients, count,
-                                           args.time_cap)
-                            results.setdefault((model, clients, mode), []).append(r)
-                            print(f"{model:7s} {mode:16s} clients={clients:2d} #{repeat} done={r['done']} "
-                                  f"rps={r['rps']:.0f} p50={r['p50']:.2f}ms p99={r['p99']:.2f}ms "
-                                  f"rows/exec={r['rows_per_exec']:.1f} errors={r['errors']} {r['first_error'][:200]}",
-                                  file=sys.stderr, flush=True)
-            info = servers["dynamic batching"].info
+            for instances in instance_counts:
+                info = _run_setting(args, bundle, instances, models, jobs, answers, results)
         finally:
             jobs.put(None)
             client.join(30)
-            for server in servers.values():
-                server.stop()
     load1 = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    text = _report(command.strip(), args, models, results, info, load0, load1)
+    text = _report(command.strip(), args, models, instance_counts, results, info, load0, load1)
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0
+
+
+def _run_setting(args, bundle, instances, models, jobs, answers, results):
+    """Both modes with `instances` model instances each: warm-up, then alternating repeats per level."""
+    import edgeinfer as ei
+    from edgeinfer.serve import Server
+
+    servers, timed = {}, {}
+    try:
+        for mode in MODES:
+            http, grpc, metrics = _free_ports(3)
+            timed[mode] = _TimedSession(ei.load(bundle, threads=args.threads))
+            servers[mode] = Server(timed[mode], http_port=http, grpc_port=grpc, metrics_port=metrics,
+                                   max_batch_size=args.max_batch_size, max_queue_delay_us=args.delay_us,
+                                   dynamic_batching=mode == "dynamic batching", instances=instances)
+        for model in models:
+            count = args.requests if model == "predict" else args.explain_requests
+            for mode in MODES:  # warm-up
+                _run_level(jobs, answers, servers[mode], timed[mode], model, 4, 20, 10)
+            for clients in LEVELS:
+                for repeat in range(args.repeats):
+                    for mode in (MODES if repeat % 2 == 0 else MODES[::-1]):
+                        r = _run_level(jobs, answers, servers[mode], timed[mode], model, clients, count, args.time_cap)
+                        results.setdefault((instances, model, clients, mode), []).append(r)
+                        print(f"instances={instances} {model:7s} {mode:16s} clients={clients:2d} #{repeat} "
+                              f"done={r['done']} rps={r['rps']:.0f} p50={r['p50']:.2f}ms p99={r['p99']:.2f}ms "
+                              f"rows/exec={r['rows_per_exec']:.1f} errors={r['errors']} {r['first_error'][:200]}",
+                              file=sys.stderr, flush=True)
+        return servers["dynamic batching"].info
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def _median(runs: list[dict], key: str) -> float:
     return float(np.median([r[key] for r in runs]))
 
 
-def _report(command, args, models, results, info, load0, load1) -> str:
+def _keys(models, instance_counts):
+    return [(model, n, clients, mode) for model in models for clients in LEVELS for n in instance_counts
+            for mode in MODES[::-1]]
+
+
+def _report(command, args, models, instance_counts, results, info, load0, load1) -> str:
     device = f"{platform.machine()} CPU, {os.cpu_count()} cores visible ({platform.platform()}), no GPU"
     busy = np.median([r["machine_busy"] for runs in results.values() for r in runs]) * 100
     lines = [
@@ -292,7 +305,8 @@ def _report(command, args, models, results, info, load0, load1) -> str:
         "the host is shared).",
         "",
         "Server settings, the same for both modes except batching: "
-        f"max_batch_size {args.max_batch_size}, {args.instances} model instance(s) per model, "
+        f"max_batch_size {args.max_batch_size}, {' or '.join(map(str, instance_counts))} model instance(s) per model "
+        "(each setting run for both modes), "
         f"{args.threads} ONNX Runtime intra-op thread(s), PyTriton tensors "
         f"{'inline (PYTRITON_NO_TENSORSTORE=1)' if info.inline_tensors else 'through its shared-memory store'}, "
         f"one vectorised schema check and one Session call per execution; dynamic batching with max queue delay "
@@ -303,26 +317,34 @@ def _report(command, args, models, results, info, load0, load1) -> str:
         f"{args.time_cap:g} s per level, whichever first; {args.repeats} repeats per level alternating the modes; "
         "medians over repeats.",
         "",
-        "| model | clients | mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | rows per execution | errors |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| model | instances | clients | mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | rows per execution | errors |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    for model, instances, clients, mode in _keys(models, instance_counts):
+        runs = results[(instances, model, clients, mode)]
+        lines.append(
+            f"| {model} | {instances} | {clients} | {mode} | {sum(r['done'] for r in runs)} | {_median(runs, 'rps'):.0f} | "
+            f"{_median(runs, 'p50'):.2f} | {_median(runs, 'p99'):.2f} | {_median(runs, 'rows_per_exec'):.1f} | "
+            f"{sum(r['errors'] for r in runs)} |")
+    lines += ["", "Ratio (dynamic batching / no batching; target ≥ 5× throughput at equal or better p99). "
+              "Same settings: each instance count against itself; best: the fastest batched setting against the "
+              "fastest unbatched one, so the unbatched side is never held back:", ""]
     for model in models:
         for clients in LEVELS:
-            for mode in MODES[::-1]:
-                runs = results[(model, clients, mode)]
-                lines.append(
-                    f"| {model} | {clients} | {mode} | {sum(r['done'] for r in runs)} | {_median(runs, 'rps'):.0f} | "
-                    f"{_median(runs, 'p50'):.2f} | {_median(runs, 'p99'):.2f} | {_median(runs, 'rows_per_exec'):.1f} | "
-                    f"{sum(r['errors'] for r in runs)} |")
-    lines += ["", "Ratio (dynamic batching / no batching; target ≥ 5× throughput at equal or better p99):", ""]
-    for model in models:
-        for clients in LEVELS:
-            b = results[(model, clients, "dynamic batching")]
-            u = results[(model, clients, "no batching")]
-            ratio = _median(b, "rps") / _median(u, "rps")
-            met = ratio >= 5 and _median(b, "p99") <= _median(u, "p99")
-            lines.append(f"- {model}, {clients} clients: throughput ×{ratio:.2f}, p99 {_median(b, 'p99'):.2f} ms vs "
-                         f"{_median(u, 'p99'):.2f} ms — {'met' if met else 'not met'}")
+            pairs = [(f"{n} instance{'s' if n > 1 else ''}", results[(n, model, clients, "dynamic batching")],
+                      results[(n, model, clients, "no batching")]) for n in instance_counts]
+
+            def fastest(mode):
+                return max((results[(n, model, clients, mode)] for n in instance_counts), key=lambda r: _median(r, "rps"))
+
+            pairs.append(("best vs best", fastest("dynamic batching"), fastest("no batching")))
+            cells = []
+            for label, b, u in pairs:
+                ratio = _median(b, "rps") / _median(u, "rps")
+                met = ratio >= 5 and _median(b, "p99") <= _median(u, "p99")
+                cells.append(f"{label}: ×{ratio:.2f}, p99 {_median(b, 'p99'):.1f} vs {_median(u, 'p99'):.1f} ms "
+                             f"({'met' if met else 'not met'})")
+            lines.append(f"- {model}, {clients} client{'s' if clients > 1 else ''}: " + "; ".join(cells))
     lines += [
         "",
         "Where a request's time goes (medians over repeats; per request unless marked): client latency p50; "
@@ -330,20 +352,18 @@ def _report(command, args, models, results, info, load0, load1) -> str:
         "zmq proxy, edgeinfer's callable and back, per execution); the Session's own time per execution; "
         "CPU milliseconds per request by process.",
         "",
-        "| model | clients | mode | client p50 | Triton total | queue | compute per exec | Session per exec | "
-        "CPU client | CPU tritonserver | CPU stub | CPU edgeinfer |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | instances | clients | mode | client p50 | Triton total | queue | compute per exec | "
+        "Session per exec | CPU client | CPU tritonserver | CPU stub | CPU edgeinfer |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for model in models:
-        for clients in LEVELS:
-            for mode in MODES[::-1]:
-                runs = results[(model, clients, mode)]
-                cpu = {k: float(np.median([r["cpu_ms"][k] for r in runs])) for k in runs[0]["cpu_ms"]}
-                lines.append(
-                    f"| {model} | {clients} | {mode} | {_median(runs, 'p50'):.2f} | {_median(runs, 'server_ms'):.2f} | "
-                    f"{_median(runs, 'queue_ms'):.2f} | {_median(runs, 'compute_ms'):.2f} | "
-                    f"{_median(runs, 'session_ms_per_exec'):.2f} | {cpu['client']:.2f} | {cpu['tritonserver']:.2f} | "
-                    f"{cpu['stub']:.2f} | {cpu['edgeinfer']:.2f} |")
+    for model, instances, clients, mode in _keys(models, instance_counts):
+        runs = results[(instances, model, clients, mode)]
+        cpu = {k: float(np.median([r["cpu_ms"][k] for r in runs])) for k in runs[0]["cpu_ms"]}
+        lines.append(
+            f"| {model} | {instances} | {clients} | {mode} | {_median(runs, 'p50'):.2f} | {_median(runs, 'server_ms'):.2f} | "
+            f"{_median(runs, 'queue_ms'):.2f} | {_median(runs, 'compute_ms'):.2f} | "
+            f"{_median(runs, 'session_ms_per_exec'):.2f} | {cpu['client']:.2f} | {cpu['tritonserver']:.2f} | "
+            f"{cpu['stub']:.2f} | {cpu['edgeinfer']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

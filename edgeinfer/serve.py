@@ -13,9 +13,20 @@ and batch-size errors are refused by Triton itself before they reach the model;
 values (NaN, out of range, not a category) are checked here with the schema and
 refused with the schema's message. The server keeps serving after a refusal.
 
-A refusal fails the whole dynamic batch it was grouped into: PyTriton returns one
-error per batch. Clients that send bad values concurrently with good ones should
-retry the good ones (or run the bundle's checks client-side).
+Under dynamic batching a refusal fails the whole batch it was grouped into, and
+cannot be narrowed with PyTriton 0.7: its callable returns one dict of output
+tensors per request or raises once, and its proxy (pytriton/proxy/model.py) turns
+that exception into one TritonModelException for the whole execute() call and
+never builds a per-response error, although Triton's Python backend would accept
+one. The message names the bad request's place in the batch ("request 2 of 4 in
+this batch: row 0: ..."); no batch-mate ever receives another row's answer.
+Clients that mix untrusted rows with good ones should check them with the
+bundle's schema first, retry a refusal that names another request, or serve with
+dynamic_batching=False (errors strictly per request).
+
+Each execution runs one vectorised schema check and one Session call over every
+row of the batch (`explain`: one call per stakeholder). PyTriton carries the
+tensors inline rather than through its shared-memory store (see use_inline_tensors).
 
 PyTriton runs Triton's Python backend stub, which links libpython: the stub finds
 it through LD_LIBRARY_PATH, so `serve` prepends `sysconfig.get_config_var("LIBDIR")`
