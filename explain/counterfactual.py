@@ -306,6 +306,7 @@ class _Search:
         self.k, self.neighbours, self.start, self.budget_ms = k, neighbours, start, budget_ms
         self.schema, self.reference = model.schema, model.reference
         self.n, self.F, self.C = len(X), len(model.schema), len(model.schema.classes)
+        self.outside_any = bool(((X < space.lows) | (X > space.highs)).any())
         self.calls = 0
         self.row_calls = np.zeros(self.n, dtype=np.int64)
         self.row_evals = np.zeros(self.n, dtype=np.int64)
@@ -625,21 +626,22 @@ class _Search:
         return self.points(lines, np.repeat(chosen, REFINE), ts.ravel()), ts
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Points x + t (end - x) on the lines. Both ends are feasible (the ends were projected through
-        the kernel), so a point needs only integer rounding and categorical snapping to stay feasible."""
+        """Points x + t (end - x), 0 <= t < 1, on the lines. Both ends are feasible (the ends were
+        projected through the kernel) and a point lies between them, so it needs only integer rounding
+        and categorical snapping (and a clip against last-bit overshoot) to stay feasible."""
         sp = self.space
         rows = lines.row[line_of]
         x, end = self.X[rows], lines.end[line_of]
         t = ts[:, None]
-        v = np.clip(x + t * (end - x), np.minimum(x, end), np.maximum(x, end))
-        v = np.where(t >= 1.0, end, v)
+        v = x + t * (end - x)
+        np.clip(v, sp.lows, sp.highs, out=v)
         if sp.integer.any():
             v[:, sp.integer] = np.round(v[:, sp.integer])
         for j, _ in sp.categorical:
             v[:, j] = np.where(ts >= 0.5, end[:, j], x[:, j])
-        # a value of x outside a permitted_range jumps straight to the (projected) end: no value in between
-        outside = (x < sp.lows) | (x > sp.highs)
-        if outside.any():
+        if self.outside_any:
+            # a value of x outside a permitted_range jumps straight to the (projected) end: no value between
+            outside = (x < sp.lows) | (x > sp.highs)
             v = np.where(outside & (t > 0), end, v)
         return v
 
