@@ -138,7 +138,10 @@ def run_dice_gradient(data, torch_model, X, *, instances: int, budget_s: float) 
             self.inner = torch_model
 
         def forward(self, z):
-            return torch.softmax(self.inner(z * (hi - lo) + lo), dim=1)[:, 1:2]
+            # DiCE calls it on one instance (1-D, wants shape (1,)) and on batches (2-D, wants (n, 1))
+            single = z.dim() == 1
+            out = torch.softmax(self.inner((z[None] if single else z) * (hi - lo) + lo), dim=1)[:, 1:2]
+            return out[0] if single else out
 
     d = dice_ml.Data(dataframe=train, continuous_features=names, outcome_name="outcome")
     m = dice_ml.Model(model=OnNormalised().eval(), backend="PYT")

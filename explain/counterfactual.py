@@ -4,23 +4,28 @@ What would have to change for the decision to become the desired one? The
 search never loops over candidates one call at a time. Every row of a batch
 puts all its candidates into the same few `predict_proba` calls:
 
-1. lines: a grid along each mutable feature alone (both allowed directions)
-   and along the line from the instance to its nearest reference rows of the
-   target class (nearest unlike neighbours), every point projected onto the
-   constraints -- one call;
-2. bisection: the first valid point on each promising line is refined by a
-   batch of interior points per level -- two calls;
-3. sparsity: multi-feature candidates drop changes in bulk (prefix reverts in
-   two orders) -- one call -- then single reverts until no single change can
-   be dropped; that last call also re-checks every answer on the model -- one
-   call, rarely two;
-4. only when nothing was found: one relaxed batch (immutables freed, ranges
+1. single moves: a grid along each free feature alone, each allowed way (a
+   categorical: each allowed code) -- one call. Besides the first valid point
+   of each line, it tells how much each feature alone moves the decision, in
+   log-odds (probabilities flatten for confident rows; log-odds do not);
+2. combinations: the most useful features moved together (growing prefixes in
+   two rankings, every pair and triple of the top ones), the nearest reference
+   rows of the target class (unlike neighbours) with their sparse versions (the
+   m most useful changes only), and the first bisection level on the best
+   single-feature lines -- one call;
+3. bisection: one more level on every line that can still give one of the best
+   answers -- one call;
+4. sparsity and re-check: each answer, its single reverts and its bulk reverts
+   (least useful changes first) -- one call, rarely two; an answer is kept only
+   when no single change can be dropped;
+5. only when nothing was found: one relaxed batch (immutables freed, ranges
    widened to the reference extremes, monotone directions lifted) to say which
    constraint keeps the outcome out of reach.
 
-Projection, distances, plausibility (yNN) and selection run through the
-kernel family passed in (NumPy or Triton), so the algorithm does not know
-which one runs.
+Answers are ranked by L1 distance in MAD units plus SPARSITY_COST per changed
+feature. Projection, distances, plausibility (yNN) and selection run through the
+kernel family passed in (NumPy or Triton), so the algorithm does not know which
+one runs.
 """
 
 from __future__ import annotations
@@ -668,21 +673,23 @@ class _Search:
 
     # -- sparsity and the re-check --
     def sparsify(self, lines: _Lines, complete: bool):
-        """The best answers per row, with every redundant change dropped; each re-checked on the model.
+        """The best answers per row, with every redundant change dropped.
 
-        Each round puts, in one call, every candidate, each of its single reverts, and its bulk reverts
-        (its least useful changes reverted together). A candidate none of whose reverts stays valid is
-        final; otherwise its cheapest valid revert goes to the next round.
+        Each round puts, in one call, every multi-feature candidate (evaluated again), each of its single
+        reverts, and its bulk reverts (its least useful changes reverted together). A candidate none of
+        whose reverts stays valid is final; otherwise its cheapest valid revert goes to the next round.
+        A single-feature answer is final as found: reverting its one change gives back the instance.
         """
         found = np.flatnonzero(lines.found)
         rows, values, proba = lines.row[found], lines.values[found], lines.proba[found]
-        pick = _distinct_best(self.cost(values, rows), rows, values != self.X[rows], self.k + 1)
+        changed = values != self.X[rows]
+        pick = _distinct_best(self.cost(values, rows), rows, changed, self.k + 1)
         rows, values, proba = rows[pick], values[pick], proba[pick]
-        verified = np.zeros(len(rows), dtype=bool)
+        verified = changed[pick].sum(axis=1) == 1
         valid = np.ones(len(rows), dtype=bool)
         if not complete:
             return (rows, values, proba, valid, verified), False
-        todo = np.arange(len(rows))
+        todo = np.flatnonzero(~verified)
         rounds = 0
         while len(todo):
             ok, values[todo], proba[todo], verified[todo] = self.revert_round(rows[todo], values[todo])
