@@ -273,34 +273,33 @@ def _combo_masks(F: int, variant: int) -> tuple[np.ndarray, np.ndarray]:
 class _Lines:
     """Search lines x -> end, t in [0, 1], for all rows at once; a bracket (t_lo invalid, t_hi first valid) on each."""
 
-    def __init__(self, F: int, C: int):
-        self.row = np.zeros(0, dtype=np.int64)
-        self.end = np.zeros((0, F))
-        self.kind = np.zeros(0, dtype=np.int64)
-        self.refinable = np.zeros(0, dtype=bool)
-        self.t_lo = np.zeros(0)
-        self.t_hi = np.zeros(0)
-        self.found = np.zeros(0, dtype=bool)
-        self.values = np.zeros((0, F))        # the first valid point (at t_hi) where found
-        self.proba = np.zeros((0, C))
+    def __init__(self, rows: np.ndarray, ends: np.ndarray, kind: np.ndarray, refinable: np.ndarray, C: int):
+        m = len(rows)
+        self.row = rows
+        self.end = ends
+        self.kind = kind
+        self.refinable = refinable
+        self.t_lo = np.zeros(m)
+        self.t_hi = np.ones(m)
+        self.found = np.zeros(m, dtype=bool)
+        self.values = ends.copy()              # the first valid point (at t_hi) where found
+        self.proba = np.zeros((m, C))
 
     def __len__(self) -> int:
         return len(self.row)
 
-    def add(self, rows, ends, kind, *, refinable=True, found=False, proba=None) -> np.ndarray:
-        """Append lines; `found` lines are valid at their end (bracket (0, 1]). Returns their indices."""
+    def extend(self, rows: np.ndarray, ends: np.ndarray, proba: np.ndarray) -> None:
+        """Append multi-feature lines already valid at their end (bracket (0, 1])."""
         m = len(rows)
-        first = len(self.row)
-        self.row = np.concatenate((self.row, np.asarray(rows, dtype=np.int64)))
-        self.end = np.vstack([self.end, ends])
-        self.kind = np.concatenate((self.kind, np.full(m, kind)))
-        self.refinable = np.concatenate((self.refinable, np.broadcast_to(refinable, m)))
+        self.row = np.concatenate((self.row, rows))
+        self.end = np.concatenate((self.end, ends))
+        self.kind = np.concatenate((self.kind, np.full(m, _MULTI)))
+        self.refinable = np.concatenate((self.refinable, np.ones(m, dtype=bool)))
         self.t_lo = np.concatenate((self.t_lo, np.zeros(m)))
         self.t_hi = np.concatenate((self.t_hi, np.ones(m)))
-        self.found = np.concatenate((self.found, np.full(m, found)))
-        self.values = np.vstack([self.values, ends])
-        self.proba = np.vstack([self.proba, proba if proba is not None else np.zeros((m, self.proba.shape[1]))])
-        return np.arange(first, first + m)
+        self.found = np.concatenate((self.found, np.ones(m, dtype=bool)))
+        self.values = np.concatenate((self.values, ends))
+        self.proba = np.concatenate((self.proba, proba))
 
 
 class _Search:
@@ -442,8 +441,7 @@ class _Search:
         ends = X[rows]
         ends[every, feats] = moved
         ends = sp.project(ends, X[rows], self.kern)
-        lines = _Lines(F, self.C)
-        lines.add(rows, ends, _SINGLE, refinable=every < n_cont)
+        lines = _Lines(rows, ends, np.full(len(rows), _SINGLE), every < n_cont, self.C)
 
         # the grid moves one column only: build it from that column's values
         grid = ((np.arange(GRID) + 1.0) / GRID) ** 2
@@ -517,21 +515,24 @@ class _Search:
         s_rows = u_rows[s_owner]
         chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
         r_values, r_ts = self.bracket_points(lines, chosen)
-        proba = self.predict(np.vstack([r_values, combos, sparse]),
-                             np.concatenate((np.repeat(lines.row[chosen], REFINE), c_rows, s_rows)))
-        r_proba, c_proba, s_proba = np.split(proba, [len(r_values), len(r_values) + len(combos)])
-        self.take_first_valid(lines, chosen, r_ts, r_values, r_proba,
-                              self.met(r_proba, np.repeat(lines.row[chosen], REFINE)).reshape(len(chosen), REFINE))
+        r_rows = np.repeat(lines.row[chosen], REFINE)
+        every_row = np.concatenate((r_rows, c_rows, s_rows))
+        proba = self.predict(np.concatenate((r_values, combos, sparse)), every_row)
+        cuts = [len(r_rows), len(r_rows) + len(c_rows)]
+        r_proba, c_proba, s_proba = np.split(proba, cuts)
+        r_ok, c_ok, s_ok = np.split(self.met(proba, every_row), cuts)
+        self.take_first_valid(lines, chosen, r_ts, r_values, r_proba, r_ok.reshape(len(chosen), REFINE))
         # combinations: per row the few valid ones with the fewest features (then the least L1)
-        ok = np.flatnonzero(self.met(c_proba, c_rows))
+        ok = np.flatnonzero(c_ok)
         pick = ok[_distinct_best(c_size[ok] * 1e6 + self.distance(combos[ok], c_rows[ok]), c_rows[ok],
                                  combos[ok] != self.X[c_rows[ok]], self.k + 2)]
-        lines.add(c_rows[pick], combos[pick], _MULTI, found=True, proba=c_proba[pick])
         # unlike neighbours: the fewest of each one's changes that reach the target
+        hit = np.zeros(0, dtype=np.int64)
         if len(sparse):
-            first = self.argmin(s_size, self.met(s_proba, s_rows), s_owner, len(u_rows))
+            first = self.argmin(s_size, s_ok, s_owner, len(u_rows))
             hit = first[first >= 0]
-            lines.add(s_rows[hit], sparse[hit], _MULTI, found=True, proba=s_proba[hit])
+        lines.extend(np.concatenate((c_rows[pick], s_rows[hit])), np.concatenate((combos[pick], sparse[hit])),
+                     np.concatenate((c_proba[pick], s_proba[hit])))
 
     def greedy_combinations(self, already):
         """Multi-feature moves built from the single moves: per row, the 2..COMBOS most useful features
