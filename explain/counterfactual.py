@@ -440,7 +440,10 @@ class _Search:
         every = np.arange(len(rows))
         ends = X[rows]
         ends[every, feats] = moved
-        ends = sp.project(ends, X[rows], self.kern)
+        # a continuous end is feasible as it is (inside the range, the allowed way); integers need rounding
+        rounded = np.flatnonzero(sp.integer[feats])
+        if len(rounded):
+            ends[rounded] = sp.project(ends[rounded], X[rows[rounded]], self.kern)
         lines = _Lines(rows, ends, np.full(len(rows), _SINGLE), every < n_cont, self.C)
 
         # the grid moves one column only: build it from that column's values
