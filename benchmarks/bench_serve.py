@@ -261,9 +261,17 @@ def _run_setting(args, bundle, instances, models, jobs, answers, results):
         for mode in MODES:
             http, grpc, metrics = _free_ports(3)
             timed[mode] = _TimedSession(ei.load(bundle, threads=args.threads))
-            servers[mode] = Server(timed[mode], http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                   max_batch_size=args.max_batch_size, max_queue_delay_us=args.delay_us,
-                                   dynamic_batching=mode == "dynamic batching", instances=instances)
+            for attempt in range(3):  # PyTriton 0.7 can race starting a second instance on a loaded host
+                try:
+                    servers[mode] = Server(timed[mode], http_port=http, grpc_port=grpc, metrics_port=metrics,
+                                           max_batch_size=args.max_batch_size, max_queue_delay_us=args.delay_us,
+                                           dynamic_batching=mode == "dynamic batching", instances=instances)
+                    break
+                except Exception as err:
+                    print(f"server start failed (attempt {attempt + 1} of 3): {str(err)[:300]}", file=sys.stderr)
+                    if attempt == 2:
+                        raise
+                    http, grpc, metrics = _free_ports(3)
         for model in models:
             count = args.requests if model == "predict" else args.explain_requests
             for mode in MODES:  # warm-up

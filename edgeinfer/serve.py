@@ -356,7 +356,8 @@ def serve(
               type=click.IntRange(0, 10_000_000), help="How long the dynamic batcher waits to fill a batch.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Run every request on its own.")
 @click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Model instances per model (executions Triton runs at once).")
+              help="Model instances per model (executions Triton runs at once). PyTriton 0.7 can fail to start "
+                   "a second instance on a loaded host (a handshake race between its stubs); start again.")
 @click.option("--threads", default=None, type=click.IntRange(1, 256),
               help="ONNX Runtime intra-op threads per Session (default: the profile's cores, at most this host's).")
 @click.option("--device", default="auto", show_default=True, help="Device profile to run as.")

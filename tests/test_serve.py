@@ -56,7 +56,7 @@ def server(cuda_bundle):
 
     http, grpc, metrics = _free_ports(3)
     srv = serve(cuda_bundle, http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch_size=MAX_BATCH,
-                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90, instances=2)
+                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90)
     try:
         yield srv
     finally:
@@ -218,8 +218,8 @@ def test_health_metrics_and_config(server, http, breast_cancer):
     assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 50_000
     assert [i["name"] for i in config["input"]] == ["features"]
     assert [o["name"] for o in config["output"]] == ["probabilities", "label"]
-    assert [(g["count"], g["kind"]) for g in config["instance_group"]] == [(2, "KIND_CPU")]
-    assert server.info.instances == 2 and server.info.inline_tensors is True
+    assert [(g["count"], g["kind"]) for g in config["instance_group"]] == [(1, "KIND_CPU")]
+    assert server.info.instances == 1 and server.info.inline_tensors is True
 
 
 # ----- explain ---------------------------------------------------------------------------
