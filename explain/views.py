@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import re
 import string
 from dataclasses import dataclass, field
@@ -345,9 +346,13 @@ def render(
             f"from {templates.path}); pass stakeholder={templates.name!r}"
         )
     if templates.settings.format == "json":
+        indent = templates.settings.json_indent
+        if indent and type(explanation) is Explanation:
+            # json_text(explanation_dict(...), indent=indent) written straight from the dataclasses
+            return _indented(explanation, "\n", " " * indent, {"stakeholder": templates.name, "text": ""})
         data = explanation_dict(explanation)
         data["stakeholder"], data["text"] = templates.name, ""
-        return json_text(data, indent=templates.settings.json_indent or None)
+        return json_text(data, indent=indent or None)
     return _View(explanation, schema, templates).text()
 
 
@@ -440,6 +445,100 @@ def _dump(value: Any, newline: str, step: str) -> str:
     if kind is int:
         return int.__repr__(value)
     return json.dumps(value, indent=len(step), allow_nan=False).replace("\n", newline)
+
+
+_KEY_PREFIX: dict[type, tuple[tuple[str, str], ...]] = {}   # dataclass -> ((field, '"field": '), ...)
+_ITEM = "{}: {}".format
+
+
+def _floats(values: Any) -> bool:
+    """Every item is a finite Python float (a sum that overflows only sends the values the slow way)."""
+    return set(map(type, values)) == {float} and sum(values) - sum(values) == 0.0
+
+
+def _indented(value: Any, newline: str, step: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """`_dump(explanation_dict(value), newline, step)` without the intermediate dict.
+
+    Runs of finite floats (an instance, a counterfactual's values, probabilities, timings) are written
+    with one C-level `map(float.__repr__)` each instead of one call per number. `overrides` replaces
+    fields of a dataclass (render's stakeholder and empty text).
+    """
+    kind = type(value)
+    if kind is float:
+        return float.__repr__(value) if value - value == 0.0 else "null"
+    if kind is str:
+        return _quote(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    inner = newline + step
+    if kind is tuple or kind is list:
+        if not value:
+            return "[]"
+        if _floats(value):
+            body = ("," + inner).join(map(float.__repr__, value))
+        else:
+            body = _records(value, inner, step)
+            if body is None:
+                body = ("," + inner).join([_indented(v, inner, step) for v in value])
+        return "[" + inner + body + newline + "]"
+    if kind is dict and set(map(type, value)) <= {str}:
+        if not value:
+            return "{}"
+        values = value.values()
+        if _floats(values):
+            body = ("," + inner).join(map(_ITEM, map(_quote, value), map(float.__repr__, values)))
+        else:
+            body = ("," + inner).join([_quote(k) + ": " + _indented(v, inner, step) for k, v in value.items()])
+        return "{" + inner + body + newline + "}"
+    plan = _KEY_PREFIX.get(kind)
+    if plan is None:
+        if not (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            return _dump(explanation_dict(value), newline, step)    # mappings, NumPy scalars, anything rarer
+        plan = _KEY_PREFIX[kind] = tuple((f.name, _quote(f.name) + ": ") for f in dataclasses.fields(value))
+    if not plan:
+        return "{}"
+    if overrides:
+        parts = [key + _indented(overrides[name] if name in overrides else getattr(value, name), inner, step)
+                 for name, key in plan]
+    else:
+        parts = [key + _indented(getattr(value, name), inner, step) for name, key in plan]
+    return "{" + inner + ("," + inner).join(parts) + newline + "}"
+
+
+_RECORD_FORMAT: dict[tuple[type, str, str], tuple[Any, str]] = {}
+
+
+def _records(items: Any, newline: str, step: str) -> str | None:
+    """The items of a list of one flat dataclass (str and float fields: attributions, changes), or None.
+
+    One %-format per item from a format string made once per type and depth, each field's column
+    converted with one C-level map.
+    """
+    kind = type(items[0])
+    plan = _KEY_PREFIX.get(kind)
+    if plan is None or not plan or set(map(type, items)) != {kind}:
+        return None
+    key = (kind, newline, step)
+    made = _RECORD_FORMAT.get(key)
+    if made is None:
+        inner = newline + step
+        fmt = "{" + inner + ("," + inner).join(prefix.replace("%", "%%") + "%s" for _, prefix in plan) + newline + "}"
+        made = _RECORD_FORMAT[key] = (operator.attrgetter(*(name for name, _ in plan)), fmt)
+    getter, fmt = made
+    rows = list(map(getter, items)) if len(plan) > 1 else [(getter(item),) for item in items]
+    columns = []
+    for column in zip(*rows):
+        if set(map(type, column)) == {str}:
+            columns.append(map(_quote, column))
+        elif _floats(column):
+            columns.append(map(float.__repr__, column))
+        else:
+            return None
+    return ("," + newline).join(map(fmt.__mod__, zip(*columns)))
 
 
 class _View:

@@ -552,6 +552,31 @@ def test_engineer_text_is_the_generic_json_of_the_explanation(diabetes_session, 
         assert explanation.text == expected
 
 
+def test_engineer_render_writes_the_same_text_as_json_dumps_for_odd_values(schema, diabetes_session, diabetes):
+    """render's direct writer (no intermediate dict; runs of floats and flat records formatted in bulk) gives
+    json.dumps(to_dict(), indent=2) whatever the values: NaN and infinity inside records and lists (null),
+    NumPy scalars, ints among floats, empty parts, a float sum that overflows."""
+    base = _explanation(schema, fidelity=FIDELITY)
+    a = base.attributions
+    odd_values = (Attribution("age", float("nan"), 0.1), Attribution("sex", np.float64(2.0), 0.0),
+                  *a.values[2:])
+    cf = base.counterfactuals
+    item = dataclasses.replace(cf.items[0], values=(1e308, 1e308, *cf.items[0].values[2:]),
+                               probabilities=(0.5, float("inf")), plausibility=None)
+    odd = [
+        dataclasses.replace(base, attributions=dataclasses.replace(a, values=odd_values)),
+        dataclasses.replace(base, counterfactuals=dataclasses.replace(cf, items=(item,), binding=())),
+        dataclasses.replace(base, instance={**base.instance, "age": 3, "bmi": np.float32(1.5)},
+                            timings={"total_ms": float("-inf"), "batch_rows": 2, "flag": True}),
+        dataclasses.replace(base, counterfactuals=dataclasses.replace(cf, items=()), attributions=None, bias=None),
+        *diabetes_session.explain(diabetes.X_test[:3], stakeholder="auditor"),
+    ]
+    for explanation in odd:
+        expected = dataclasses.replace(explanation, stakeholder="engineer", text="").to_dict()
+        text = views.render(explanation, schema, stakeholder="engineer")
+        assert text == json.dumps(expected, indent=2, allow_nan=False)
+
+
 @pytest.mark.parametrize("stakeholder", ["engineer", "clinician"])
 def test_explanation_json_is_json_dumps_of_to_dict(diabetes_session, diabetes, schema, stakeholder):
     """The stream's line for an explanation: from the engineer's own JSON text, or generically, the same string."""
