@@ -25,6 +25,8 @@ class Session:
     Use `edgeinfer.load(path, device=...)` to make one.
     """
 
+    input_dtype = np.float32  # what the backend reads; explainers may build large batches in it directly
+
     def __init__(self, bundle: Bundle, *, device: str = "auto", fallback: bool = False, threads: int | None = None):
         profile = bundle.profile if device == "auto" else get_device(device)
         if bundle.precision not in profile.precisions:

@@ -230,10 +230,14 @@ class Space:
             return raw.copy()
         out = kern.project(raw, base, np.maximum(self.lows, -1e30), np.minimum(self.highs, 1e30), self.frozen,
                            self.direction, self.integer)
-        # a value of x outside a permitted_range may stay as it is; only values that change must lie inside
+        # a value of x outside a permitted_range may stay as it is; only values that change must lie inside.
+        # Where no changed value can (x outside the range, on the side its monotone direction points away
+        # from), integer rounding may have pushed it back out: such a feature keeps x's value.
         outside = (base < self.lows) | (base > self.highs)
         if outside.any():
             out = np.where(outside & (raw == base), base, out)
+            wrong = (out < self.lows) | (out > self.highs) | (self.direction * (out - base) < 0)
+            out = np.where(wrong, base, out)
         for j, codes in self.categorical:
             x = base[:, j][:, None]
             ok = (codes >= self.lows[j]) & (codes <= self.highs[j])
@@ -456,15 +460,16 @@ class _Search:
         v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
         outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])   # no value in between is allowed
         v[outside] = e_j[outside][:, None]
-        # one float32 array, as the model reads it: the grid is the largest array of the search
+        # one array, in the dtype the model reads (float32 for a Session): the grid is the largest array
         m, n_cat = n_cont * GRID, len(rows) - n_cont
-        cand = np.empty((m + n_cat + (n if proba0 is None else 0), F), dtype=np.float32)
-        x32 = X.astype(np.float32)
-        np.take(x32, np.repeat(c_rows, GRID), axis=0, out=cand[:m])
+        dtype = getattr(self.model, "input_dtype", np.float64)
+        cand = np.empty((m + n_cat + (n if proba0 is None else 0), F), dtype=dtype)
+        x_in = X.astype(dtype)
+        np.take(x_in, np.repeat(c_rows, GRID), axis=0, out=cand[:m])
         cand[np.arange(m), np.repeat(c_feats, GRID)] = v.ravel()
         cand[m:m + n_cat] = ends[n_cont:]
         if proba0 is None:
-            cand[m + n_cat:] = x32                                       # the instances ride along
+            cand[m + n_cat:] = x_in                                       # the instances ride along
         cand_rows = np.concatenate((np.repeat(c_rows, GRID), rows[n_cont:]))
         proba = self.predict(cand, np.concatenate([cand_rows] + ([np.arange(n)] if proba0 is None else [])))
         if proba0 is None:

@@ -14,6 +14,9 @@ from edgeinfer.schema import FeatureSchema
 
 
 class Predictor(Protocol):
+    """Optionally `input_dtype`: the dtype predict_proba reads (float64 when absent); large candidate
+    batches are then built in it directly."""
+
     schema: FeatureSchema
     reference: Reference
 

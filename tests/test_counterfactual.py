@@ -83,6 +83,23 @@ def test_linear_minimal_counterfactual_is_the_closed_form(linear):
         assert cf.valid and cf.class_name == "low" and cf.sparsity == 1
 
 
+def test_two_features_when_no_single_one_suffices(linear_session):
+    """logit = x0 + x1 - 0.5 on [0, 1]^4 from x = (1, 1, .5, .5): no feature alone reaches 'low' (each alone
+    leaves the logit at 0.5), both together must drop by 1.5 in sum, so the answer changes exactly x0 and x1
+    and its L1 lies between 1.5 / max(mad) and 1.5 / min(mad) of the two, up to the bisection's resolution."""
+    schema = _linear_schema(**{f"x{j}": {"low": 0.0, "high": 1.0} for j in range(4)})
+    session = linear_session(np.array([1.0, 1.0, 0.0, 0.0]), -0.5, schema)
+    x = np.array([[1.0, 1.0, 0.5, 0.5]])
+    (res,) = find_counterfactuals(session, x)
+    assert res.found and res.complete
+    cf = res.items[0]
+    assert sorted(c.feature for c in cf.changes) == ["x0", "x1"] and cf.sparsity == 2
+    moved = 2.0 - cf.values[0] - cf.values[1]
+    assert 1.5 <= moved <= 1.5 * (1 + TOL_MAD)
+    mad = session.reference.mad[:2]
+    assert 1.5 / mad.max() * (1 - TOL_MAD) <= cf.distance <= 1.5 * (1 + TOL_MAD) / mad.min()
+
+
 def test_linear_respects_immutables_and_threshold(linear_session):
     w = np.array([0.8, -1.5, 0.3, 1.1])
     b = 0.4
@@ -338,6 +355,13 @@ def test_breast_cancer_int8_counterfactuals_found_and_valid(bc_session, bc_resul
         assert cf.valid and _target_margin(bc_session.schema, res, proba)[0] > 0
         assert cf.class_name == res.target_class
         assert bc_session.schema.check_rows(np.array([cf.values])) == {}
+
+
+def test_breast_cancer_answers_are_sparse(bc_results):
+    """Few features changed: on this model DiCE's random method (its sparsest) averages 2.7 (benchmarks/)."""
+    _, results = bc_results
+    sparsity = [r.items[0].sparsity for r in results if r.found]
+    assert np.mean(sparsity) <= 2.5
 
 
 def test_breast_cancer_no_redundant_change(bc_session, bc_results):
