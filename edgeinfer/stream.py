@@ -28,21 +28,30 @@ Explanations (`explain`):
     above:P         when the probability of an unfavourable outcome (1 - p(favourable class)) is >= P
     above:CLASS:P   when p(CLASS) >= P
 
+Explained windows go in batches to worker processes (`workers`, default one per CPU; 0 explains in
+this process), each with its own Session loaded from the bundle; lines are still written in window
+order, at most 2 batches per worker are out at once, and SIGINT/SIGTERM drain them before the summary.
+Worker processes are started with "spawn": a script that streams with workers needs the usual
+`if __name__ == "__main__":` guard.
+
 This module imports only the standard library, NumPy, click and edgeinfer's light modules
 at load; the Session is opened inside the command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import json
 import math
 import os
+import select
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -139,6 +148,7 @@ class StreamOptions:
     fmt: str = "auto"                  # auto | csv | jsonl
     batch: int = 1024                  # windows per predict call
     explain_batch: int = 256           # windows per explain call (bigger batches cost less per window)
+    workers: int | None = None         # processes that explain; None: one per CPU when explaining; 0: in-process
     timestamp: str | None = None       # timestamp column; default: the bundle's
     bias_window: int = 500             # decisions in the rolling fairness window
 
@@ -261,6 +271,34 @@ class LineSource:
             self._fd = None
         self.line_no = 0
         self._partial = b""
+        self._wake: int | None = None
+        self._on_wake = None
+
+    def wake_with(self, fd: int, on_wake) -> None:
+        """While waiting for input (or polling a growing file), call `on_wake` whenever `fd` turns readable.
+
+        The stream's explain workers write to `fd` as each batch finishes, so its lines go out while the
+        input is quiet instead of with the next rows.
+        """
+        self._wake, self._on_wake = fd, on_wake
+
+    def _woken(self, ready) -> None:
+        if self._wake in ready:
+            try:
+                while os.read(self._wake, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            self._on_wake()
+
+    def _sleep(self) -> None:
+        if self._wake is None:
+            self.stopper.wait(time.sleep, self.poll_s)
+            return
+        deadline = time.monotonic() + self.poll_s
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = self.stopper.wait(select.select, [self._wake], [], [], left)
+            self._woken(ready)
 
     def close(self) -> None:
         if self._close is not None:
@@ -268,6 +306,11 @@ class LineSource:
 
     def _read(self) -> bytes:
         if self._fd is not None:
+            while self._wake is not None:
+                ready, _, _ = self.stopper.wait(select.select, [self._fd, self._wake], [], [])
+                self._woken(ready)
+                if self._fd in ready:
+                    break
             return self.stopper.wait(os.read, self._fd, READ_BYTES)
         read = getattr(self._raw, "read1", None) or self._raw.read
         data = self.stopper.wait(read, READ_BYTES)
@@ -284,7 +327,7 @@ class LineSource:
                     yield self._number(pieces)
                 continue
             if self.follow:
-                self.stopper.wait(time.sleep, self.poll_s)
+                self._sleep()
                 continue
             if self._partial:
                 last, self._partial = self._partial, b""
@@ -567,6 +610,211 @@ class Windower:
         return out
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block is over (main thread, where the OS allows).
+
+    A signal that interrupts a large write to a full pipe makes Python's buffered writer drop the part
+    not yet written (CPython 3.11: 5 MB written, 128 KB arrive), so lines are written with the stop
+    signals held; the stream sees them right after and stops as usual.
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+# ----- explaining: in this process or in worker processes ------------------------------------
+@dataclass
+class _Chunk:
+    """Windows predicted and cut, waiting for their explanations (if any) to be written in order."""
+
+    base: int
+    labels: list[int]
+    probs: list[list[float]]
+    starts: list[float]
+    ends: list[float]
+    rows: int
+    read_at: float
+    alerts: dict[int, list[dict]]
+    jobs: list[tuple[np.ndarray, Any]]
+
+    def done(self) -> bool:
+        return all(not isinstance(job, _Job) or job.future.done() for _, job in self.jobs)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A batch out at a worker, with its rows (to explain here if the worker dies)."""
+
+    future: Any
+    features: np.ndarray
+
+
+class _LocalExplainer:
+    """Explains a batch at once in this process: the JSON of each explanation, null for a refused row."""
+
+    capacity = 0
+
+    def __init__(self, session, stakeholder: str):
+        self.session, self.stakeholder = session, stakeholder
+
+    def submit(self, features: np.ndarray) -> list[str | None]:
+        return _explain_json(self.session, features, self.stakeholder)
+
+    def result(self, job) -> list[str | None]:
+        return job
+
+    def close(self) -> None:
+        pass
+
+
+def _explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | None]:
+    from edgeinfer.explain.views import explanation_json
+
+    # the JSON of e.to_dict(), made the fast way; a refused row (Rejection) gets null
+    return [explanation_json(e) if getattr(e, "ok", True) else None
+            for e in session.explain(features, stakeholder=stakeholder)]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_start(bundle: str, device: str, fallback: bool, stakeholder_file: str | None) -> None:
+    """In a worker process: ignore SIGINT (the parent stops the stream and drains), load its own Session."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from edgeinfer.session import load
+
+    if stakeholder_file:
+        from edgeinfer.explain.views import register_stakeholder
+
+        register_stakeholder(stakeholder_file)
+    _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
+
+
+def _worker_warm(stakeholder: str) -> int:
+    session = _WORKER["session"]
+    _explain_json(session, np.asarray(session.reference.median, dtype=np.float64)[None], stakeholder)
+    gc.freeze()          # what is loaded now stays: full collections need not walk it (see `stream`)
+    return os.getpid()
+
+
+def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
+    return _explain_json(_WORKER["session"], features, stakeholder)
+
+
+class ExplainPool:
+    """Worker processes that explain batches of window features, each with its own Session.
+
+    Each worker loads the bundle itself (same device, one ONNX Runtime thread: the workers are the
+    parallelism) and returns finished JSON for each explanation, so the stream only writes them.
+    Workers are started and warmed up here ("spawn": nothing of this process is inherited) and
+    ignore SIGINT, which the stream handles by draining them; a worker that dies is replaced by
+    explaining its batch in this process. `capacity` bounds the batches out at once (memory).
+    """
+
+    def __init__(self, session, *, workers: int, stakeholder: str, timeout_s: float = 120.0):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates
+
+        if workers < 1:
+            raise UsageError(f"an explain pool needs at least 1 worker, got {workers}")
+        templates = get_templates(stakeholder)
+        own_file = None if Path(templates.path).parent == TEMPLATE_DIR else templates.path
+        self.session, self.stakeholder, self.workers = session, stakeholder, workers
+        self.capacity = 2 * workers
+        self.broken: str | None = None
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+            initargs=(str(session.bundle.path), session.profile.name, bool(session.execution.fallback), own_file),
+        )
+        try:
+            started = [self._executor.submit(_worker_warm, stakeholder) for _ in range(workers)]
+            self.pids = sorted({f.result(timeout=timeout_s) for f in started})
+        except BaseException:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def submit(self, features: np.ndarray):
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.broken is None:
+            try:
+                return _Job(self._executor.submit(_worker_explain, features, self.stakeholder), features)
+            except BrokenProcessPool as err:
+                self.broken = str(err) or "a worker process ended"
+        return _explain_json(self.session, features, self.stakeholder)
+
+    def result(self, job) -> list[str | None]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not isinstance(job, _Job):
+            return job
+        try:
+            return job.future.result()
+        except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
+            self.broken = str(err) or "a worker process ended"
+            return _explain_json(self.session, job.features, self.stakeholder)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ExplainPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Borrowed:
+    """A pool the caller owns: used, not closed."""
+
+    def __init__(self, pool: ExplainPool):
+        self.pool, self.capacity = pool, pool.capacity
+
+    def submit(self, features):
+        return self.pool.submit(features)
+
+    def result(self, job):
+        return self.pool.result(job)
+
+    def close(self) -> None:
+        pass
+
+
+def default_workers() -> int:
+    """Explain workers when not told: one per CPU, none on a single CPU (the stream itself needs it)."""
+    cpus = os.cpu_count() or 1
+    return cpus if cpus > 1 else 0
+
+
+def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: ExplainPool | None, err: IO[str]):
+    if policy.mode == "none":
+        return _LocalExplainer(session, options.stakeholder)        # never called: nothing is explained
+    if pool is not None:
+        if pool.stakeholder != options.stakeholder:
+            raise UsageError(f"the explain pool was started for stakeholder {pool.stakeholder!r}, "
+                             f"not {options.stakeholder!r}; start one per stakeholder")
+        return _Borrowed(pool)
+    workers = default_workers() if options.workers is None else options.workers
+    if workers < 1:
+        return _LocalExplainer(session, options.stakeholder)
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return ExplainPool(session, workers=workers, stakeholder=options.stakeholder)
+    except (OSError, BrokenProcessPool, TimeoutError) as error:
+        err.write(f"explaining in this process: the {workers} explain workers did not start ({error or type(error).__name__})\n")
+        return _LocalExplainer(session, options.stakeholder)
+
+
 # ----- the stream ------------------------------------------------------------------------------
 class _Reporter:
     """Rejects and gaps to stderr or a JSONL file; live statistics to stderr."""
@@ -677,9 +925,12 @@ def stream(
     stopper: Stopper | None = None,
     live: bool = False,
     stats_every_s: float = 10.0,
+    pool: "ExplainPool | None" = None,
 ) -> StreamSummary:
     """Stream rows from `source` through `session`; one JSON line per window to `out`. Returns the summary.
 
+    Explained windows go to `pool` when given (it stays open), else to a pool of `options.workers`
+    processes started here (closed at the end), else (workers 0, or nothing to explain) to `session`.
     Raises InputError for an empty input or a header that does not match the channels.
     """
     out = sys.stdout if out is None else out
@@ -712,6 +963,10 @@ def stream(
     sequencer = Sequencer(max_gap)
     windower = Windower(window, hop, len(spec.channels))
     previous_label: list[int | None] = [None]
+    assigned = [0]                       # windows cut so far: the next window's index
+    pending: deque[_Chunk] = deque()     # chunks cut, in order, not yet written (their explanations may be out)
+    in_flight = [0]                      # explanation batches in the pending chunks
+    explainer = _explainer(session, policy, options, pool, err)
     started = time.perf_counter()
     stopped_by = "end of input"
 
@@ -726,53 +981,72 @@ def stream(
             hi = min(lo + options.batch, len(w.values))
             features = compute_many(spec, w.values[lo:hi])
             proba = session.predict_proba(features)
+            if not np.isfinite(proba).all():
+                raise BackendError("the model returned a non-finite probability; re-export the bundle")
             labels = proba.argmax(axis=1)
-            base = counts["windows"]
+            base = assigned[0]
+            assigned[0] += len(labels)
             indices = np.arange(base, base + len(labels))
             chosen = policy.select(indices, labels, proba, previous_label[0], schema)
             previous_label[0] = int(labels[-1])
-            explanations: dict[int, str | None] = {}
             picked = np.flatnonzero(chosen)
-            if len(picked):
-                from edgeinfer.explain.views import explanation_json
-            for s in range(0, len(picked), options.explain_batch):
-                part = picked[s:s + options.explain_batch]
-                for i, e in zip(part.tolist(), session.explain(features[part], stakeholder=options.stakeholder)):
-                    # the JSON of e.to_dict(), made the fast way; a refused row (Rejection) gets null
-                    explanations[i] = explanation_json(e) if getattr(e, "ok", True) else None
+            jobs = [(part, explainer.submit(features[part]))
+                    for part in (picked[s:s + options.explain_batch] for s in range(0, len(picked), options.explain_batch))]
+            if wake is not None:
+                for _, job in jobs:
+                    if isinstance(job, _Job):
+                        job.future.add_done_callback(wake)
             with np.errstate(invalid="ignore"):
                 outside = (features < lows) | (features > highs)
-            ready = time.perf_counter()
-            latency = (ready - read_at) * 1000.0
-            hist.add(latency, len(labels))
-            if not np.isfinite(proba).all():
-                raise BackendError("the model returned a non-finite probability; re-export the bundle")
             flagged = outside.any(axis=1)
-            probs, starts, ends = proba.tolist(), w.start[lo:hi].tolist(), w.end[lo:hi].tolist()
-            # The line json.dumps would write for the documented record, formatted in one step per window
-            # for speed (floats as repr, which is what json writes).
-            line = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(w.rows) +
-                    '}, "decision": {"label": %d, "class_name": %s, "probabilities": {' +
-                    ", ".join(f"{name}: %r" for name in class_json) + '}, "latency_ms": ' + repr(latency) +
-                    '}, "explanation": %s, "alerts": %s}')
-            parts = []
-            for i, label in enumerate(labels.tolist()):
-                alerts = []
-                if flagged[i]:
-                    j = int(np.flatnonzero(outside[i])[0])
-                    alerts.append({"kind": "out_of_range", "feature": schema.names[j],
-                                   "message": schema.value_error(j, features[i, j]) + " (outside the training range)"})
-                if bias is not None:
-                    alerts.extend(bias.observe(base + i, features[i], proba[i]))
-                counts["alerts"] += len(alerts)
-                explanation = explanations.get(i)
-                parts.append(line % (
-                    base + i, starts[i], ends[i], label, class_json[label], *probs[i],
-                    "null" if explanation is None else explanation,
-                    json.dumps(alerts, allow_nan=False) if alerts else "[]",
-                ))
-            counts["windows"] += len(labels)
-            counts["explained"] += len(explanations)
+            alerts: dict[int, list[dict]] = {}
+            for i in np.flatnonzero(flagged).tolist():
+                j = int(np.flatnonzero(outside[i])[0])
+                alerts[i] = [{"kind": "out_of_range", "feature": schema.names[j],
+                              "message": schema.value_error(j, features[i, j]) + " (outside the training range)"}]
+            if bias is not None:
+                for i in range(len(labels)):
+                    found = bias.observe(base + i, features[i], proba[i])
+                    if found:
+                        alerts.setdefault(i, []).extend(found)
+            pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),
+                                  w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs))
+            in_flight[0] += len(jobs)
+            write_ready(block=False)
+
+    def write_ready(*, block: bool) -> None:
+        """Write finished chunks in order; wait for the oldest while too many batches are out (or `block`)."""
+        while pending and (block or in_flight[0] > explainer.capacity or pending[0].done()):
+            chunk = pending.popleft()
+            in_flight[0] -= len(chunk.jobs)
+            write(chunk)
+
+    def write(chunk: "_Chunk") -> None:
+        explanations: dict[int, str | None] = {}
+        for part, job in chunk.jobs:
+            explanations.update(zip(part.tolist(), explainer.result(job)))
+        latency = (time.perf_counter() - chunk.read_at) * 1000.0
+        hist.add(latency, len(chunk.labels))
+        # The line json.dumps would write for the documented record, formatted in one step per window
+        # for speed (floats as repr, which is what json writes).
+        line = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(chunk.rows) +
+                '}, "decision": {"label": %d, "class_name": %s, "probabilities": {' +
+                ", ".join(f"{name}: %r" for name in class_json) + '}, "latency_ms": ' + repr(latency) +
+                '}, "explanation": %s, "alerts": %s}')
+        parts = []
+        base, probs, starts, ends, alerts = chunk.base, chunk.probs, chunk.starts, chunk.ends, chunk.alerts
+        for i, label in enumerate(chunk.labels):
+            found = alerts.get(i)
+            explanation = explanations.get(i)
+            parts.append(line % (
+                base + i, starts[i], ends[i], label, class_json[label], *probs[i],
+                "null" if explanation is None else explanation,
+                json.dumps(found, allow_nan=False) if found else "[]",
+            ))
+        counts["alerts"] += sum(map(len, alerts.values()))
+        counts["windows"] += len(chunk.labels)
+        counts["explained"] += len(explanations)
+        with _signals_held():
             out.write("\n".join(parts) + "\n")
             out.flush()
 
@@ -786,6 +1060,22 @@ def stream(
 
     source_lines = LineSource(source, follow=options.follow, poll_s=options.poll_s, stopper=stopper)
     parser: RowParser | None = None
+    wake_fds: list[int] = []
+    wake_lock = threading.Lock()
+    wake = None
+    if not isinstance(explainer, _LocalExplainer):
+        wake_fds = list(os.pipe())
+        for fd in wake_fds:
+            os.set_blocking(fd, False)
+        source_lines.wake_with(wake_fds[0], lambda: write_ready(block=False))
+
+        def wake(_future) -> None:                      # in the pool's thread: only a byte down the pipe
+            with wake_lock:
+                if wake_fds:                            # not once the stream has closed the pipe
+                    try:
+                        os.write(wake_fds[1], b"\0")
+                    except BlockingIOError:             # full: a wake-up is already waiting
+                        pass
     # Explaining allocates a few hundred objects per window; each full collection would walk every object the
     # process already holds (tens of thousands, hundreds of thousands with torch loaded): up to 0.7 ms per window.
     # They are set aside for the stream's length (gc.freeze) and handed back at the end.
@@ -832,8 +1122,18 @@ def stream(
             pass
         except BrokenPipeError:
             stopped_by = "closed output"
+        if stopped_by != "closed output":
+            try:
+                write_ready(block=True)                  # every window cut is written, signal or not
+            except BrokenPipeError:
+                stopped_by = "closed output"
     finally:
         source_lines.close()
+        explainer.close()
+        with wake_lock:
+            for fd in wake_fds:
+                os.close(fd)
+            wake_fds.clear()
         if frozen:
             gc.unfreeze()
     if stopper.signal:
@@ -905,12 +1205,15 @@ def _reason_kind(reason: str) -> str:
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the final summary here as JSON.")
 @click.option("--batch", default=1024, show_default=True, type=click.IntRange(1, 65536), help="Windows per model call.")
+@click.option("--workers", default=None, type=click.IntRange(0, 256),
+              help="Processes that explain windows, each with its own copy of the model. Default: one per CPU "
+                   "when explaining (none on one CPU); 0: explain in this process.")
 @click.option("--stats-every", "stats_every_s", default=10.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between statistics lines on stderr when it is not a terminal (0: none).")
 @click.option("--device", default="auto", show_default=True, help="Device profile to run as.")
 @click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded).")
 def stream_command(bundle, input, window_text, hop_text, explain_mode, stakeholder, follow, poll_s, max_gap_s, fmt,
-                   timestamp, rejects_path, summary_path, batch, stats_every_s, device, fallback) -> None:
+                   timestamp, rejects_path, summary_path, batch, workers, stats_every_s, device, fallback) -> None:
     """Stream sensor rows from INPUT (CSV or JSONL; '-' is stdin) through BUNDLE: one JSON line per window.
 
     Bad rows are reported on stderr (or --rejects) and counted, never fatal. SIGINT/SIGTERM stop the
@@ -925,7 +1228,8 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     window = spec.samples(window_text, what="--window") if window_text else None
     hop = spec.samples(hop_text, what="--hop") if hop_text else None
     options = StreamOptions(window=window, hop=hop, explain=explain_mode, stakeholder=stakeholder, follow=follow,
-                            poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp)
+                            poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp,
+                            workers=workers)
     ExplainPolicy.parse(explain_mode, session.schema)  # refuse a bad --explain before reading
     stopper = Stopper()
     handlers = {}

@@ -395,6 +395,107 @@ def test_follow_picks_up_appended_rows_until_sigint(motion_bundle, tmp_path):
     assert "rows     read 200 = used 200 + rejected 0" in text
 
 
+# ----- explaining in worker processes --------------------------------------------------------------
+def _without_timings(line: str) -> dict:
+    """A stream line with every measured time taken out (they differ from run to run, pool or not)."""
+    data = json.loads(line)
+    del data["decision"]["latency_ms"]
+
+    def strip(explanation: dict) -> dict:
+        del explanation["timings"], explanation["decision"]["latency_ms"]
+        if explanation["counterfactuals"] is not None:
+            del explanation["counterfactuals"]["elapsed_ms"]
+        return explanation
+
+    if data["explanation"] is not None:
+        e = strip(data["explanation"])
+        if e["text"].startswith("{"):                       # the engineer's text is the explanation's JSON
+            e["text"] = strip(json.loads(e["text"]))
+    return data
+
+
+@pytest.fixture(scope="module")
+def clip(recording, tmp_path_factory) -> Path:
+    """110 rows crossing from one activity to the next: 91 windows at hop 1."""
+    text = recording.read_text().splitlines()
+    path = tmp_path_factory.mktemp("clip") / "clip.csv"
+    path.write_text("\n".join([text[0], *text[1 + 990:1 + 1100]]) + "\n")
+    return path
+
+
+def _run_stream(session, path: Path, **options):
+    import io
+
+    from edgeinfer.stream import StreamOptions, stream
+
+    out = io.StringIO()
+    summary = stream(session, path, options=StreamOptions(hop=1, batch=40, explain_batch=8, **options),
+                     out=out, err=io.StringIO())
+    return out.getvalue().splitlines(), summary
+
+
+@pytest.mark.parametrize("stakeholder", ["engineer", "clinician"])
+def test_explaining_in_worker_processes_writes_the_same_lines_in_order(motion_bundle, clip, stakeholder):
+    """Batches of 8 windows out at 2 workers, chunks of 40: the lines equal those explained in-process."""
+    session = ei.load(motion_bundle)
+    local, local_summary = _run_stream(session, clip, explain="all", stakeholder=stakeholder, workers=0)
+    pooled, pooled_summary = _run_stream(session, clip, explain="all", stakeholder=stakeholder, workers=2)
+    assert len(local) == len(pooled) == 91
+    assert [_without_timings(line) for line in pooled] == [_without_timings(line) for line in local]
+    assert [json.loads(line)["window"]["index"] for line in pooled] == list(range(91))
+    assert pooled_summary.windows == pooled_summary.explained == local_summary.explained == 91
+
+
+def test_a_killed_worker_loses_no_window(motion_bundle, clip):
+    """A worker killed before the stream: its batches are explained in this process instead."""
+    import io
+
+    from edgeinfer.stream import ExplainPool, StreamOptions, stream
+
+    session = ei.load(motion_bundle)
+    local, _ = _run_stream(session, clip, explain="every:3", workers=0)
+    with ExplainPool(session, workers=2, stakeholder="engineer") as pool:
+        os.kill(pool.pids[0], signal.SIGKILL)
+        out = io.StringIO()
+        summary = stream(session, clip, options=StreamOptions(hop=1, batch=40, explain_batch=8, explain="every:3"),
+                         out=out, err=io.StringIO(), pool=pool)
+        assert pool.broken
+    pooled = out.getvalue().splitlines()
+    assert [_without_timings(line) for line in pooled] == [_without_timings(line) for line in local]
+    assert summary.explained == 31
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_sigint_mid_stream_writes_every_window_whole_and_prints_the_summary(motion_bundle, recording, workers):
+    """Ctrl-C (to the whole process group: the stream and its workers) while megabytes of explained lines wait
+    on a full pipe: the workers carry on, every window cut is written whole and explained, then the summary."""
+    text = recording.read_text().splitlines()
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), "-", "--hop", "1", "--explain", "all",
+                             "--workers", str(workers), "--stats-every", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        proc.stdin.write(("\n".join(text[:1 + 400]) + "\n").encode())
+        proc.stdin.flush()
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        assert selector.select(90), "no explained window in 90 s"
+        first = os.read(proc.stdout.fileno(), 65536)          # some lines (the last maybe in part)
+        os.killpg(proc.pid, signal.SIGINT)                     # the writer keeps the pipe open
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    lines = (first + rest).decode().splitlines()
+    out = [json.loads(line) for line in lines]                 # every line is whole JSON
+    assert [d["window"]["index"] for d in out] == list(range(len(out)))
+    assert all(d["explanation"] is not None for d in out)
+    text = err.decode()
+    assert "stream summary (stopped by SIGINT)" in text
+    assert "rows     read 400 = used 400 + rejected 0" in text
+    assert f"windows  {len(out)} ({len(out)} explained)" in text
+    assert "Traceback" not in text
+
+
 # ----- pieces --------------------------------------------------------------------------------------
 def test_windower_cuts_across_feeds_and_counts_rows_in_no_window():
     w = Windower(4, 3, 1)
