@@ -10,7 +10,11 @@ profile (ONNX Runtime, 2 intra-op threads), in-process through `edgeinfer.stream
   * predict-only, hop 1 sample (one window per row: the windows/s figure) and hop 10 (the bundle's);
   * the peer: the obvious per-window loop over the same windows (features of one window, one
     predict_proba call, json.dumps), timed in the same run;
-  * `--explain all` (counterfactuals, bias check and attributions for every window, engineer view);
+  * `--explain all` (counterfactuals, bias check and attributions for every window, engineer view),
+    with the explanations made by the stream's worker processes (the default: one per CPU, each with
+    its own single-threaded Session; the pool is started once, like the bundle is loaded once) and
+    in-process (`workers=0`), alternating; CPU time counts the workers too (Linux /proc);
+  * where an explained window's CPU time goes, stage by stage, on a single-threaded Session (as in a worker);
   * resident memory (VmRSS) after loading, and sampled every 10 % of the long predict-only run.
 
 Medians over `--repeats`. Targets (issue 5, 2 cores): >= 20 000 windows/s predict-only,
@@ -35,6 +39,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results" / "stream.md"
 TARGET_PREDICT, TARGET_EXPLAIN = 20_000, 1_000
 COMMAND = "python -m benchmarks.bench_stream"
+WORKER_STAGE = "a worker's explained window (explain_rows + JSON line, CPU)"
 
 
 def _rss_mb(pid: int | str = "self") -> float | None:
@@ -78,13 +83,29 @@ def _write_recording(path: Path, rows: int) -> None:
                header=",".join(["timestamp", *(c.name for c in CHANNELS)]), comments="")
 
 
-def _run(session, path: Path, *, hop: int, explain: str = "none", sink=None):
+def _cpu_s(pids) -> float:
+    """CPU seconds (user + system) of other processes so far, from /proc; 0 where it cannot be read."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _run(session, path: Path, *, hop: int, explain: str = "none", sink=None, pool=None, workers=None):
     from edgeinfer.stream import StreamOptions, stream
 
+    pids = pool.pids if pool is not None else []
     with open(os.devnull, "w") as null:
-        cpu = time.process_time()
-        summary = stream(session, path, options=StreamOptions(hop=hop, explain=explain), out=sink or null, err=null)
-        _CPU[id(summary)] = summary.windows / max(time.process_time() - cpu, 1e-9)
+        cpu, others = time.process_time(), _cpu_s(pids)
+        summary = stream(session, path, options=StreamOptions(hop=hop, explain=explain, workers=workers),
+                         out=sink or null, err=null, pool=pool)
+        used = time.process_time() - cpu + _cpu_s(pids) - others
+        _CPU[id(summary)] = summary.windows / max(used, 1e-9)
         return summary
 
 
@@ -121,7 +142,7 @@ def _live(bundle: Path, csv_path: Path, tmp: Path, *, rate: int, hop: int, expla
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.stdin.write((lines[0] + "\n").encode())
     proc.stdin.flush()
-    time.sleep(3.0)                                   # interpreter start and bundle load, before the clock runs
+    time.sleep(5.0)                                   # interpreter start, bundle load, explain workers' start
     tick, start = 0.01, time.perf_counter()
     sent = 0
     while sent < rows:
@@ -139,39 +160,45 @@ def _live(bundle: Path, csv_path: Path, tmp: Path, *, rate: int, hop: int, expla
     return out
 
 
-def _stages(session, csv_path: Path, spec, *, batches: int, batch: int = 256) -> dict[str, float]:
-    """Per-window milliseconds of each part of an explained window (medians over `batches` batches).
+def _stages(bundle: Path, csv_path: Path, spec, *, batches: int, batch: int = 256) -> dict[str, float]:
+    """Per-window CPU milliseconds of each part of an explained window (medians over `batches` batches).
 
-    The explain stages come from Explanation.timings (explain_rows times each stage per batch); rendering
-    (the engineer's JSON text), the JSON line and Explanation construction are timed around their calls.
+    On a single-threaded Session, as in a stream worker, so wall time is this thread's CPU time when the
+    host is quiet; the explain stages come from Explanation.timings (explain_rows times each stage per
+    batch, wall); rendering (the engineer's JSON text), the JSON line and the whole `explain_rows` call
+    are timed with time.process_time around their calls.
     """
+    import edgeinfer as ei
     from edgeinfer.explain.compose import explain_rows
     from edgeinfer.explain.views import explanation_json, get_templates, render
     from edgeinfer.windows import compute_many
 
-    data = np.loadtxt(csv_path, delimiter=",", skiprows=1, max_rows=batch * batches + spec.window)[:, 1:]
+    session = ei.load(bundle, threads=1)
+    data = np.loadtxt(csv_path, delimiter=",", skiprows=1, max_rows=batch * (batches + 1) + spec.window)[:, 1:]
     view = np.lib.stride_tricks.sliding_window_view(data, spec.window, axis=0).transpose(0, 2, 1)
     templates = get_templates("engineer")
+    explain_rows(session, compute_many(spec, view[-batch:]), stakeholder="engineer")      # warm-up
     per: dict[str, list[float]] = {}
     for b in range(batches):
         features = compute_many(spec, view[b * batch:(b + 1) * batch])
-        start = time.perf_counter()
+        start = time.process_time()
         explained = explain_rows(session, features, stakeholder="engineer")
-        wall = (time.perf_counter() - start) * 1000.0 / len(features)
-        t = time.perf_counter()
+        cpu = (time.process_time() - start) * 1000.0 / len(features)
+        t = time.process_time()
         for e in explained:
             render(e, session.schema, stakeholder="engineer", templates=templates)
-        render_ms = (time.perf_counter() - t) * 1000.0 / len(features)
-        t = time.perf_counter()
+        render_ms = (time.process_time() - t) * 1000.0 / len(features)
+        t = time.process_time()
         for e in explained:
             explanation_json(e)
-        json_ms = (time.perf_counter() - t) * 1000.0 / len(features)
+        json_ms = (time.process_time() - t) * 1000.0 / len(features)
         timings = explained[0].timings
         for key in ("predict_ms", "counterfactuals_ms", "attributions_ms", "bias_ms", "assemble_ms"):
             per.setdefault(key[:-3], []).append(timings[key])
-        per.setdefault("render (engineer JSON text)", []).append(render_ms)
-        per.setdefault("JSON line (explanation_json)", []).append(json_ms)
-        per.setdefault("explain_rows wall", []).append(wall)
+        per.setdefault("render (engineer JSON text, CPU)", []).append(render_ms)
+        per.setdefault("explain_rows (CPU, render included)", []).append(cpu)
+        per.setdefault("JSON line (explanation_json, CPU)", []).append(json_ms)
+        per.setdefault(WORKER_STAGE, []).append(cpu + json_ms)
     return {k: statistics.median(v) for k, v in per.items()}
 
 
@@ -184,6 +211,8 @@ def _parse(argv):
     parser.add_argument("--live-rate", type=int, default=1000, help="rows/s fed to the live-pace predict-only run")
     parser.add_argument("--live-seconds", type=float, default=5.0, help="seconds of each live-pace run")
     parser.add_argument("--stage-batches", type=int, default=4, help="256-window batches timed stage by stage")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="explain worker processes (default: the stream's, one per CPU; 0: in-process only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -192,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import edgeinfer as ei
     from edgeinfer.sensor_demo import build_motion_bundle
-    from edgeinfer.stream import window_spec_of
+    from edgeinfer.stream import ExplainPool, default_workers, window_spec_of
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgeinfer-bench-stream-") as tmp:
@@ -205,16 +234,28 @@ def main(argv: list[str] | None = None) -> int:
         spec = window_spec_of(session.bundle)
         _run(session, short_csv, hop=1)                           # warm-up
         rss_start = _rss_mb()
+        workers = default_workers() if args.workers is None else args.workers
+        started = time.perf_counter()
+        pool = ExplainPool(session, workers=workers, stakeholder="engineer") if workers else None
+        pool_start_s = time.perf_counter() - started
+        pool_rss = [_rss_mb(pid) for pid in pool.pids] if pool else []
 
-        hop1, hop10, naive, explained = [], [], [], []
+        hop1, hop10, naive, explained, in_process = [], [], [], [], []
         sink = _Sink(max(1, args.rows // 10))
-        for r in range(args.repeats):                             # round-robin: load changes hit every path
-            hop1.append(_run(session, long_csv, hop=1, sink=sink if r == 0 else None))
-            hop10.append(_run(session, long_csv, hop=10))
-            naive.append(_naive(session, spec, long_csv, args.naive_windows))
-            explained.append(_run(session, short_csv, hop=1, explain="all"))
+        try:
+            for r in range(args.repeats):                         # round-robin: load changes hit every path
+                hop1.append(_run(session, long_csv, hop=1, sink=sink if r == 0 else None))
+                hop10.append(_run(session, long_csv, hop=10))
+                naive.append(_naive(session, spec, long_csv, args.naive_windows))
+                if pool:
+                    explained.append(_run(session, short_csv, hop=1, explain="all", pool=pool))
+                in_process.append(_run(session, short_csv, hop=1, explain="all", workers=0))
+        finally:
+            if pool:
+                pool.close()
+        explained = explained or in_process
         rss_end = _rss_mb()
-        stages = _stages(session, long_csv, spec, batches=args.stage_batches)
+        stages = _stages(bundle, long_csv, spec, batches=args.stage_batches)
 
         cli_summary = tmp / "summary.json"
         started = time.perf_counter()
@@ -248,9 +289,14 @@ def main(argv: list[str] | None = None) -> int:
          med(hop1, "latency_p50_ms"), med(hop1, "latency_p95_ms"), hop1[0].windows),
         ("predict-only, hop 10", med(hop10, "windows_per_s"), per_cpu(hop10), med(hop10, "rows_per_s"),
          med(hop10, "latency_p50_ms"), med(hop10, "latency_p95_ms"), hop10[0].windows),
-        ("--explain all, hop 1", explain_wps, per_cpu(explained), med(explained, "rows_per_s"),
+        (f"--explain all, hop 1, {workers} worker processes" if workers else "--explain all, hop 1, in-process",
+         explain_wps, per_cpu(explained), med(explained, "rows_per_s"),
          med(explained, "latency_p50_ms"), med(explained, "latency_p95_ms"), explained[0].windows),
     ]
+    if workers:
+        rows.append(("--explain all, hop 1, in-process (`--workers 0`)", med(in_process, "windows_per_s"),
+                     per_cpu(in_process), med(in_process, "rows_per_s"), med(in_process, "latency_p50_ms"),
+                     med(in_process, "latency_p95_ms"), in_process[0].windows))
     samples = sink.samples
     growth = (samples[-1][1] - samples[0][1]) if len(samples) >= 2 else float("nan")
     lines = [
@@ -271,25 +317,37 @@ def main(argv: list[str] | None = None) -> int:
         f"| peer: per-window loop (features, predict_proba, json.dumps), hop 1 | {naive_wps:,.0f} | | | | | "
         f"{args.naive_windows:,} |",
         "",
-        "windows per CPU-s: windows over this process's CPU time (all its threads), a figure a busy host "
-        "depresses far less than windows/s; a quiet 2-core host runs at least this many windows/s.",
+        "windows per CPU-s: windows over the CPU time of this process (all its threads) and of the explain "
+        "workers, a figure a busy host depresses far less than windows/s; with the work spread over the cores, "
+        "a quiet host runs up to this many windows/s per core.",
         "",
+        *([f"Explain workers: {workers} processes (one per CPU), started once in {pool_start_s:.2f} s "
+           f"(interpreter, bundle load, one warm-up explanation; the CLI does this before reading input); "
+           f"{', '.join(f'{mb:.0f}' for mb in pool_rss if mb)} MB resident each after start-up. "
+           f"Explained windows/s with the workers vs in-process: "
+           f"**{explain_wps / med(in_process, 'windows_per_s'):.2f}x**.", ""] if workers else []),
         f"Batched stream vs per-window loop: **{predict_wps / naive_wps:.1f}x** the windows/s.",
         f"Targets: predict-only >= {TARGET_PREDICT:,} windows/s: **{'met' if predict_wps >= TARGET_PREDICT else 'not met'}** "
         f"({predict_wps:,.0f}); with explanations >= {TARGET_EXPLAIN:,} windows/s: "
         f"**{'met' if explain_wps >= TARGET_EXPLAIN else 'not met'}** ({explain_wps:,.0f}).",
         "",
-        "Where an explained window's time goes (engineer view, 256 windows per `Session.explain` call, "
-        f"ms per window, medians over {args.stage_batches} batches; the stages are `Explanation.timings`):",
+        "Where an explained window's time goes (engineer view, 256 windows per `explain_rows` call on a "
+        "single-threaded Session, as in a stream worker; ms per window, medians over "
+        f"{args.stage_batches} batches; the first five stages are `Explanation.timings`):",
         "",
         "| stage | ms per window |",
         "|---|---:|",
         *[f"| {name} | {ms:.3f} |" for name, ms in stages.items()],
-        f"| whole explained stream (1000 / windows/s) | {1000.0 / explain_wps:.3f} |",
+        f"| whole explained stream, CPU of stream and workers (1000 / windows per CPU-s) | "
+        f"{1000.0 / per_cpu(explained):.3f} |",
+        f"| whole explained stream, wall (1000 / windows/s) | {1000.0 / explain_wps:.3f} |",
         "",
-        "The render row is included in explain_rows' wall time (explain_rows renders every text); the JSON line "
-        "is the stream's. What the whole stream spends beyond explain_rows' wall time and the JSON line is "
-        "window features, the prediction chunk and writing.",
+        "The render row is part of explain_rows (it renders every text); the JSON line is made in the worker too. "
+        "What the stream's CPU spends beyond a worker's explained window is window features, the prediction "
+        "chunk, moving the lines between processes and writing them. "
+        f"{workers} workers can at best divide the wall time per window by {workers}: "
+        f"{1000.0 / max(stages[WORKER_STAGE], 1e-9) * max(workers, 1):,.0f} "
+        "windows/s on this many idle cores.",
         "",
         "latency_ms is the time from reading the row that completed a window to its decision being ready. "
         "In file replay rows arrive in 64 KiB reads, so a window also waits for the other windows of its read; "
