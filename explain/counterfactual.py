@@ -49,6 +49,7 @@ from edgeinfer.schema import FeatureSchema, _num, _unknown_feature
 
 GRID = 8                       # points per feature and direction in the first batch
 REFINE = 32                    # interior points per bracket and bisection level (single features get two levels)
+WIDE = 0.25                    # a bracket wider than this (of its line) gets 4 x REFINE points
 UNLIKE = 4                     # nearest unlike neighbours per row (more when k > 1)
 COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
 SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
@@ -410,6 +411,10 @@ class _Search:
         complete = False
         if not self.out_of_time():
             self.second_batch(lines, already)
+            # rows still short of k answers: their nearest unlike neighbours, one more call
+            short = ~already & (np.bincount(lines.row[lines.found], minlength=n) < self.k)
+            if short.any() and not self.out_of_time():
+                self.unlike_batch(lines, short)
             if not self.out_of_time():
                 self.refine_best(lines)
                 complete = not self.out_of_time()
@@ -515,32 +520,36 @@ class _Search:
         np.maximum.at(self.side_rate, (rows, feat, side), rate.max(axis=1, initial=-np.inf))
 
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
-        """Call 2: greedy combinations of the most useful single moves, the nearest unlike neighbours
-        and their sparse versions, and the first bisection level on the best single-feature brackets."""
+        """Call 2: greedy combinations of the most useful single moves, and the first bisection level on
+        the best single-feature brackets."""
         combos, c_rows, c_size = self.greedy_combinations(already)
-        u_rows, u_ends = self.nearest_unlike(already)
-        sparse, s_owner, s_size = self.sparse_unlike(u_rows, u_ends)
-        s_rows = u_rows[s_owner]
         chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
         r_values, r_ts = self.bracket_points(lines, chosen)
         r_rows = np.repeat(lines.row[chosen], REFINE)
-        every_row = np.concatenate((r_rows, c_rows, s_rows))
-        proba = self.predict(np.concatenate((r_values, combos, sparse)), every_row)
-        cuts = [len(r_rows), len(r_rows) + len(c_rows)]
-        r_proba, c_proba, s_proba = np.split(proba, cuts)
-        r_ok, c_ok, s_ok = np.split(self.met(proba, every_row), cuts)
-        self.take_first_valid(lines, chosen, r_ts, r_values, r_proba, r_ok.reshape(len(chosen), REFINE))
+        every_row = np.concatenate((r_rows, c_rows))
+        proba = self.predict(np.concatenate((r_values, combos)), every_row)
+        ok = self.met(proba, every_row)
+        m = len(r_rows)
+        self.take_first_valid(lines, chosen, r_ts, r_values, proba[:m], ok[:m].reshape(len(chosen), REFINE))
         # combinations: per row the few valid ones with the fewest features (then the least L1)
-        ok = np.flatnonzero(c_ok)
-        pick = ok[_distinct_best(c_size[ok] * 1e6 + self.distance(combos[ok], c_rows[ok]), c_rows[ok],
-                                 combos[ok] != self.X[c_rows[ok]], self.k + 2)]
-        # unlike neighbours: the fewest of each one's changes that reach the target
-        hit = np.zeros(0, dtype=np.int64)
-        if len(sparse):
-            first = self.argmin(s_size, s_ok, s_owner, len(u_rows))
-            hit = first[first >= 0]
-        lines.extend(np.concatenate((c_rows[pick], s_rows[hit])), np.concatenate((combos[pick], sparse[hit])),
-                     np.concatenate((c_proba[pick], s_proba[hit])))
+        hit = m + np.flatnonzero(ok[m:])
+        values, rows = np.concatenate((r_values, combos))[hit], every_row[hit]
+        pick = _distinct_best(c_size[hit - m] * 1e6 + self.distance(values, rows), rows, values != self.X[rows],
+                              self.k + 2)
+        lines.extend(rows[pick], values[pick], proba[hit[pick]])
+
+    def unlike_batch(self, lines: _Lines, rows_wanted: np.ndarray) -> None:
+        """Call 2b, only for rows still short of answers: the nearest unlike neighbours and their sparse
+        versions; the fewest of each neighbour's changes that reach the target become a line."""
+        u_rows, u_ends = self.nearest_unlike(~rows_wanted)
+        sparse, owner, size = self.sparse_unlike(u_rows, u_ends)
+        if len(sparse) == 0:
+            return
+        rows = u_rows[owner]
+        proba = self.predict(sparse, rows)
+        first = self.argmin(size, self.met(proba, rows), owner, len(u_rows))
+        hit = first[first >= 0]
+        lines.extend(rows[hit], sparse[hit], proba[hit])
 
     def greedy_combinations(self, already):
         """Multi-feature moves built from the single moves: per row, the 2..COMBOS most useful features
@@ -563,7 +572,7 @@ class _Search:
             size.append(masks[pp].sum(axis=1))
         return np.vstack(out), np.concatenate(rows), np.concatenate(size)
 
-    def nearest_unlike(self, already: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def nearest_unlike(self, skip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's nearest reference rows of its target class, projected onto its constraints.
 
         The ranking needs no projection of the whole pool: inside the ranges, a projected feature's
@@ -576,8 +585,8 @@ class _Search:
         up = ((sp.direction >= 0) & ~sp.frozen) / sp.scale
         down = ((sp.direction <= 0) & ~sp.frozen) / sp.scale
         rows, ends = [np.zeros(0, dtype=np.int64)], [np.zeros((0, F))]
-        for c in np.unique(self.t_class[~already]):
-            members = np.flatnonzero((self.t_class == c) & ~already)
+        for c in np.unique(self.t_class[~skip]):
+            members = np.flatnonzero((self.t_class == c) & ~skip)
             pool = np.clip(ref_X[ref_pred == c], sp.lows, sp.highs)
             if len(pool) == 0:
                 continue
@@ -625,19 +634,30 @@ class _Search:
         return cand[(cost_lo < kth[rows]) & (_rank_per_row(cost_lo, rows) < per_row)]
 
     def refine_best(self, lines: _Lines) -> None:
-        """Call 3: one more bisection level on the lines that can still give one of the best answers."""
+        """Call 3: one more bisection level on the lines that can still give one of the best answers.
+        A bracket still wider than WIDE (a combination found at its end) gets 4 x REFINE points, so
+        every answer ends within about 1 % of its line from the boundary."""
         chosen = self.worth_refining(lines, np.ones(len(lines), dtype=bool), self.k + 3)
-        if len(chosen):
-            values, ts = self.bracket_points(lines, chosen)
-            rows = np.repeat(lines.row[chosen], REFINE)
-            proba = self.predict(values, rows)
-            self.take_first_valid(lines, chosen, ts, values, proba, self.met(proba, rows).reshape(len(chosen), REFINE))
+        wide = (lines.t_hi - lines.t_lo)[chosen] > WIDE
+        groups = [(chosen[~wide], REFINE), (chosen[wide], 4 * REFINE)]
+        parts = [self.bracket_points(lines, ids, points) for ids, points in groups]
+        rows = np.concatenate([np.repeat(lines.row[ids], points) for ids, points in groups])
+        if len(rows) == 0:
+            return
+        values = np.concatenate([v for v, _ in parts])
+        proba = self.predict(values, rows)
+        ok = self.met(proba, rows)
+        start = 0
+        for (ids, points), (v, ts) in zip(groups, parts):
+            end = start + len(v)
+            self.take_first_valid(lines, ids, ts, v, proba[start:end], ok[start:end].reshape(len(ids), points))
+            start = end
 
-    def bracket_points(self, lines: _Lines, chosen: np.ndarray):
-        """REFINE interior points of each chosen bracket: (values (L * REFINE, F), ts (L, REFINE))."""
-        frac = np.arange(1, REFINE + 1) / (REFINE + 1.0)
+    def bracket_points(self, lines: _Lines, chosen: np.ndarray, points: int = REFINE):
+        """`points` interior points of each chosen bracket: (values (L * points, F), ts (L, points))."""
+        frac = np.arange(1, points + 1) / (points + 1.0)
         ts = lines.t_lo[chosen][:, None] + (lines.t_hi - lines.t_lo)[chosen][:, None] * frac
-        return self.points(lines, np.repeat(chosen, REFINE), ts.ravel()), ts
+        return self.points(lines, np.repeat(chosen, points), ts.ravel()), ts
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Points x + t (end - x), 0 <= t < 1, on the lines. Both ends are feasible (the ends were
