@@ -803,10 +803,17 @@ class _Borrowed:
         pass
 
 
+MAX_DEFAULT_WORKERS = 8     # each worker holds its own Session and buffers (about 170 MB for the BasicMotions demo)
+
+
 def default_workers() -> int:
-    """Explain workers when not told: one per CPU, none on a single CPU (the stream itself needs it)."""
-    cpus = os.cpu_count() or 1
-    return cpus if cpus > 1 else 0
+    """Explain workers when not told: one per CPU this process may run on (at most MAX_DEFAULT_WORKERS),
+    none on a single CPU, where a worker would only compete with the stream itself."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(cpus, MAX_DEFAULT_WORKERS) if cpus > 1 else 0
 
 
 def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: ExplainPool | None, err: IO[str]):
@@ -1221,7 +1228,7 @@ def _reason_kind(reason: str) -> str:
 @click.option("--batch", default=1024, show_default=True, type=click.IntRange(1, 65536), help="Windows per model call.")
 @click.option("--workers", default=None, type=click.IntRange(0, 256),
               help="Processes that explain windows, each with its own copy of the model. Default: one per CPU "
-                   "when explaining (none on one CPU); 0: explain in this process.")
+                   "(at most 8) when explaining, none on one CPU; 0: explain in this process.")
 @click.option("--stats-every", "stats_every_s", default=10.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between statistics lines on stderr when it is not a terminal (0: none).")
 @click.option("--device", default="auto", show_default=True, help="Device profile to run as.")

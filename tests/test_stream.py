@@ -497,6 +497,19 @@ def test_sigint_mid_stream_writes_every_window_whole_and_prints_the_summary(moti
 
 
 # ----- pieces --------------------------------------------------------------------------------------
+def test_explain_batches_are_equal_and_a_multiple_of_the_workers_when_there_are_enough():
+    from edgeinfer.stream import _batches
+
+    sizes = lambda n, workers: [len(b) for b in _batches(np.arange(n), 256, workers)]  # noqa: E731
+    assert sizes(981, 2) == [246, 245, 245, 245]
+    assert sizes(300, 2) == [150, 150]
+    assert sizes(300, 1) == [150, 150]
+    assert sizes(100, 2) == [100]                       # too few to split for two workers
+    assert sizes(0, 2) == []
+    parts = _batches(np.arange(1000, 1981), 256, 3)
+    assert len(parts) == 6 and np.concatenate(parts).tolist() == list(range(1000, 1981))
+
+
 def test_windower_cuts_across_feeds_and_counts_rows_in_no_window():
     w = Windower(4, 3, 1)
     cuts = []
