@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "a quiet host runs up to this many windows/s per core.",
         "",
         *([f"Explain workers: {workers} processes (one per CPU), started once in {pool_start_s:.2f} s "
-           f"(interpreter, bundle load, one warm-up explanation; the CLI does this before reading input); "
+           f"(interpreter, bundle load, a warm-up batch of 256 reference rows; the CLI does this before reading input); "
            f"{', '.join(f'{mb:.0f}' for mb in pool_rss if mb)} MB resident each after start-up. "
            f"Explained windows/s with the workers vs in-process: "
            f"**{explain_wps / med(in_process, 'windows_per_s'):.2f}x**.", ""] if workers else []),
