@@ -803,6 +803,7 @@ class _Borrowed:
         pass
 
 
+MAX_PENDING_CHUNKS = 64     # chunks cut but not yet written (behind an explained one): memory stays bounded
 MAX_DEFAULT_WORKERS = 8     # each worker holds its own Session and buffers (about 170 MB for the BasicMotions demo)
 
 
@@ -1037,7 +1038,8 @@ def stream(
 
     def write_ready(*, block: bool) -> None:
         """Write finished chunks in order; wait for the oldest while too many batches are out (or `block`)."""
-        while pending and (block or in_flight[0] > explainer.capacity or pending[0].done()):
+        while pending and (block or in_flight[0] > explainer.capacity or len(pending) > MAX_PENDING_CHUNKS
+                           or pending[0].done()):
             chunk = pending.popleft()
             in_flight[0] -= len(chunk.jobs)
             write(chunk)
