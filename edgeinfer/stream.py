@@ -695,8 +695,11 @@ def _explain_json(session, features: np.ndarray, stakeholder: str) -> list[str |
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_start(bundle: str, device: str, fallback: bool, stakeholder_file: str | None) -> None:
-    """In a worker process: ignore SIGINT (the parent stops the stream and drains), load its own Session."""
+def _worker_start(bundle: str, device: str, fallback: bool, stakeholder: str, stakeholder_file: str | None,
+                  warm_rows: int) -> None:
+    """In a new worker process: ignore SIGINT (the parent stops the stream and drains the workers), load
+    its own Session and explain a batch of reference rows once. That first batch pays for imports,
+    first-touch memory and ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from edgeinfer.session import load
 
@@ -704,17 +707,14 @@ def _worker_start(bundle: str, device: str, fallback: bool, stakeholder_file: st
         from edgeinfer.explain.views import register_stakeholder
 
         register_stakeholder(stakeholder_file)
-    _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
-
-
-def _worker_warm(stakeholder: str, rows: int) -> int:
-    """Explain a batch of reference rows once: the first batch would otherwise pay for imports, first-touch
-    memory and ONNX Runtime growing its arena for the attribution batch (measured: 1.7x a later batch)."""
-    session = _WORKER["session"]
+    session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
     reference = np.asarray(session.reference.X, dtype=np.float64)
-    rows_in = reference[:rows] if len(reference) else np.asarray(session.reference.median, dtype=np.float64)[None]
-    _explain_json(session, rows_in, stakeholder)
+    rows = reference[:warm_rows] if len(reference) else np.asarray(session.reference.median, dtype=np.float64)[None]
+    _explain_json(session, rows, stakeholder)
     gc.freeze()          # what is loaded now stays: full collections need not walk it (see `stream`)
+
+
+def _worker_ready() -> int:
     return os.getpid()
 
 
@@ -747,11 +747,14 @@ class ExplainPool:
         self.broken: str | None = None
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-            initargs=(str(session.bundle.path), session.profile.name, bool(session.execution.fallback), own_file),
+            initargs=(str(session.bundle.path), session.profile.name, bool(session.execution.fallback), stakeholder,
+                      own_file, warm_rows),
         )
         try:
-            started = [self._executor.submit(_worker_warm, stakeholder, warm_rows) for _ in range(workers)]
-            self.pids = sorted({f.result(timeout=timeout_s) for f in started})
+            # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
+            ready = [self._executor.submit(_worker_ready) for _ in range(workers)]
+            pids = {f.result(timeout=timeout_s) for f in ready}
+            self.pids = sorted(getattr(self._executor, "_processes", None) or pids)
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)
             raise
