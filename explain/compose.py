@@ -60,7 +60,7 @@ def explain_rows(
     counterfactuals = attributions = biases = None
     if "counterfactuals" in parts:
         counterfactuals = find_counterfactuals(
-            session, matrix, labels=labels, desired=desired, k=k, features_to_vary=features_to_vary,
+            session, matrix, probabilities=proba, desired=desired, k=k, features_to_vary=features_to_vary,
             permitted_range=permitted_range, time_budget_ms=time_budget_ms,
             kernels=get_kernels(session.execution.kernels),
         )

@@ -69,6 +69,7 @@ def find_counterfactuals(
     X: np.ndarray,
     *,
     labels: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
     desired: str | None = None,
     k: int = 1,
     features_to_vary: Sequence[str] | None = None,
@@ -79,7 +80,8 @@ def find_counterfactuals(
 ) -> list[Counterfactuals]:
     """Up to `k` diverse, sparse, close counterfactuals for each row of X (validated, schema order).
 
-    `labels` are the deployed model's current labels for X (one extra call when None).
+    `labels` are the deployed model's current labels for X, or `probabilities` its current (n, C)
+    probabilities (one extra call when the target needs what was not given).
     `desired`: None (the favourable class, or the opposite / most probable other class),
     a class name, or a threshold such as "p(malignant) < 0.3".
     Returns one `Counterfactuals` per row; every item was re-checked on the model.
@@ -102,6 +104,13 @@ def find_counterfactuals(
         space = _default_space(schema, reference)
     else:
         space = Space.build(schema, reference, features_to_vary=features_to_vary, permitted_range=permitted_range)
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.shape != (len(X), len(schema.classes)):
+            raise ExplainError(f"probabilities must be one row of {len(schema.classes)} class probabilities per "
+                               f"row of X: expected shape {(len(X), len(schema.classes))}, got {probabilities.shape}")
+        if labels is None:
+            labels = probabilities.argmax(axis=1)
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if len(labels) != len(X):
@@ -109,8 +118,10 @@ def find_counterfactuals(
     kern = kernels or get_kernels("numpy")
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
-        search = _Search(model, X[a:a + CHUNK_ROWS], space, kern, int(k), int(neighbours), start, time_budget_ms)
-        out += search.run(goal, None if labels is None else labels[a:a + CHUNK_ROWS])
+        part = slice(a, a + CHUNK_ROWS)
+        search = _Search(model, X[part], space, kern, int(k), int(neighbours), start, time_budget_ms)
+        out += search.run(goal, None if labels is None else labels[part],
+                          None if probabilities is None else probabilities[part])
     return out
 
 
@@ -388,12 +399,11 @@ class _Search:
         return self.distance(values, rows) + SPARSITY_COST * (values != self.X[rows]).sum(axis=1)
 
     # -- the request --
-    def run(self, goal: Goal, labels) -> list[Counterfactuals]:
+    def run(self, goal: Goal, labels, proba0) -> list[Counterfactuals]:
         n = self.n
         if n == 0:
             return []
-        proba0 = None
-        if labels is None or goal.needs_probabilities(self.C):
+        if proba0 is None and (labels is None or goal.needs_probabilities(self.C)):
             proba0 = self.predict(self.X, np.arange(n))
             if labels is None:
                 labels = proba0.argmax(axis=1)

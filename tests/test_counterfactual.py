@@ -215,6 +215,24 @@ def test_bad_feature_names_and_ranges(linear_session):
     )
 
 
+def test_known_probabilities_save_a_call_and_are_checked(linear):
+    session, w, b = linear
+    X = np.array([[1.0, -1.0, 0.5, 0.5], [2.0, 0.5, -1.0, 1.0]])
+    proba = session.predict_proba(X)
+    before = session.backend_calls
+    given = find_counterfactuals(session, X, probabilities=proba)
+    with_given = session.backend_calls - before
+    before = session.backend_calls
+    asked = find_counterfactuals(session, X)
+    assert session.backend_calls - before == with_given + 1   # one call for the instances themselves
+    assert [r.items[0].values for r in given] == [r.items[0].values for r in asked]
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, X, probabilities=proba[:1])
+    assert str(err.value) == (
+        "probabilities must be one row of 2 class probabilities per row of X: expected shape (2, 2), got (1, 2)"
+    )
+
+
 def test_time_budget_returns_best_so_far(linear):
     session, _, _ = linear
     X = np.random.default_rng(2).uniform(1, 3, size=(10, 4))
