@@ -49,7 +49,6 @@ from edgeinfer.schema import FeatureSchema, _num, _unknown_feature
 
 GRID = 8                       # points per feature and direction in the first batch
 REFINE = 32                    # interior points per bracket and bisection level (single features get two levels)
-WIDE = 0.25                    # a bracket wider than this (of its line) gets 4 x REFINE points
 UNLIKE = 4                     # nearest unlike neighbours per row (more when k > 1)
 COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
 SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
@@ -645,29 +644,21 @@ class _Search:
 
     def refine_best(self, lines: _Lines) -> None:
         """Call 3: one more bisection level on the lines that can still give one of the best answers.
-        A bracket still wider than WIDE (a combination found at its end) gets 4 x REFINE points, so
-        every answer ends within about 1 % of its line from the boundary."""
-        chosen = self.worth_refining(lines, np.ones(len(lines), dtype=bool), self.k + 3)
-        wide = (lines.t_hi - lines.t_lo)[chosen] > WIDE
-        groups = [(chosen[~wide], REFINE), (chosen[wide], 4 * REFINE)]
-        parts = [self.bracket_points(lines, ids, points) for ids, points in groups]
-        rows = np.concatenate([np.repeat(lines.row[ids], points) for ids, points in groups])
-        if len(rows) == 0:
-            return
-        values = np.concatenate([v for v, _ in parts])
-        proba = self.predict(values, rows)
-        ok = self.met(proba, rows)
-        start = 0
-        for (ids, points), (v, ts) in zip(groups, parts):
-            end = start + len(v)
-            self.take_first_valid(lines, ids, ts, v, proba[start:end], ok[start:end].reshape(len(ids), points))
-            start = end
 
-    def bracket_points(self, lines: _Lines, chosen: np.ndarray, points: int = REFINE):
-        """`points` interior points of each chosen bracket: (values (L * points, F), ts (L, points))."""
-        frac = np.arange(1, points + 1) / (points + 1.0)
+        A single-feature answer has had two levels by now (within 1/33^2 of its last grid step); a
+        combination found at its end, one (within 1/33 of its move)."""
+        chosen = self.worth_refining(lines, np.ones(len(lines), dtype=bool), self.k + 3)
+        if len(chosen):
+            values, ts = self.bracket_points(lines, chosen)
+            rows = np.repeat(lines.row[chosen], REFINE)
+            proba = self.predict(values, rows)
+            self.take_first_valid(lines, chosen, ts, values, proba, self.met(proba, rows).reshape(len(chosen), REFINE))
+
+    def bracket_points(self, lines: _Lines, chosen: np.ndarray):
+        """REFINE interior points of each chosen bracket: (values (L * REFINE, F), ts (L, REFINE))."""
+        frac = np.arange(1, REFINE + 1) / (REFINE + 1.0)
         ts = lines.t_lo[chosen][:, None] + (lines.t_hi - lines.t_lo)[chosen][:, None] * frac
-        return self.points(lines, np.repeat(chosen, points), ts.ravel()), ts
+        return self.points(lines, np.repeat(chosen, REFINE), ts.ravel()), ts
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Points x + t (end - x), 0 <= t < 1, on the lines. Both ends are feasible (the ends were
