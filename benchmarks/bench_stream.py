@@ -1,6 +1,6 @@
 """`edgeinfer stream` throughput, latency and memory on the BasicMotions smartwatch recordings.
 
-    python -m benchmarks.bench_stream [--rows 200000] [--explain-rows 1000] [--repeats 3]
+    python -m benchmarks.bench_stream [--rows 200000] [--explain-rows 4000] [--repeats 3]
 
 The 40 BasicMotions test recordings (10 Hz, 6 channels) are tiled into one long raw CSV and
 streamed through the int8 demo bundle (2 s windows, 36 features) for the Raspberry Pi 4
@@ -219,7 +219,9 @@ def _stage_batches(session, spec, view, templates, batches: int, batch: int, per
 def _parse(argv):
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows in the long recording (hop 1: as many windows)")
-    parser.add_argument("--explain-rows", type=int, default=1_000, help="rows streamed with --explain all")
+    parser.add_argument("--explain-rows", type=int, default=4_000,
+                        help="rows streamed with --explain all (long enough for a steady state: with 2 workers "
+                             "and 256-window batches, 1,000 rows are mostly the pipeline filling and draining)")
     parser.add_argument("--naive-windows", type=int, default=3_000, help="windows for the per-window loop")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--live-rate", type=int, default=1000, help="rows/s fed to the live-pace predict-only run")

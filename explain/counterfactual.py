@@ -531,7 +531,12 @@ class _Search:
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
         """Call 2: greedy combinations of the most useful single moves, and the first bisection level on
         the best single-feature brackets."""
-        combos, c_rows, c_size = self.greedy_combinations(already)
+        # a combination costs at least 2 * SPARSITY_COST: rows whose k-th best single-feature answer costs
+        # no more than that cannot do better with one (exact pruning, no answer lost)
+        found = np.flatnonzero(lines.found & (lines.kind == _SINGLE))
+        single_cost = self.cost(lines.values[found], lines.row[found])
+        settled = _kth_per_row(single_cost, lines.row[found], self.k, self.n) <= 2 * SPARSITY_COST
+        combos, c_rows, c_size = self.greedy_combinations(already | settled)
         chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
         r_values, r_ts = self.bracket_points(lines, chosen)
         r_rows = np.repeat(lines.row[chosen], REFINE)
