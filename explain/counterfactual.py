@@ -546,11 +546,11 @@ class _Search:
         m = len(r_rows)
         self.take_first_valid(lines, chosen, r_ts, r_values, proba[:m], ok[:m].reshape(len(chosen), REFINE))
         # combinations: per row the few valid ones with the fewest features (then the least L1)
-        hit = m + np.flatnonzero(ok[m:])
-        values, rows = np.concatenate((r_values, combos))[hit], every_row[hit]
-        pick = _distinct_best(c_size[hit - m] * 1e6 + self.distance(values, rows), rows, values != self.X[rows],
+        hit = np.flatnonzero(ok[m:])
+        values, rows = combos[hit], c_rows[hit]
+        pick = _distinct_best(c_size[hit] * 1e6 + self.distance(values, rows), rows, values != self.X[rows],
                               self.k + 2)
-        lines.extend(rows[pick], values[pick], proba[hit[pick]])
+        lines.extend(rows[pick], values[pick], proba[m + hit[pick]])
 
     def unlike_batch(self, lines: _Lines, rows_wanted: np.ndarray) -> None:
         """Call 2b, only for rows still short of answers: the nearest unlike neighbours and their sparse
