@@ -89,9 +89,9 @@ def attribute(
     # One batch: the baseline rows once, then for every instance its coalition rows.
     per_row = plan.rows_per_instance
     chunk = max(1, MAX_BATCH_ROWS // max(per_row, 1))
-    # A Session runs ONNX Runtime on float32 rows: build them in float32 (the same numbers the backend
-    # would cast to, in half the memory traffic); any other predictor gets the float64 rows it was given.
-    dtype = np.float32 if getattr(model, "execution", None) is not None else np.float64
+    # A Session runs ONNX Runtime on float32 rows: build them in the predictor's input dtype (the same
+    # numbers the backend would cast to, in half the memory traffic); float64 when it names none.
+    dtype = getattr(model, "input_dtype", np.float64)
     rows_in, bases_in = X.astype(dtype, copy=False), bases.astype(dtype, copy=False)
     base_proba = None
     proba_parts = []

@@ -15,9 +15,10 @@ puts all its candidates into the same few `predict_proba` calls:
    single-feature lines -- one call;
 3. bisection: one more level on every line that can still give one of the best
    answers -- one call;
-4. sparsity and re-check: each answer, its single reverts and its bulk reverts
-   (least useful changes first) -- one call, rarely two; an answer is kept only
-   when no single change can be dropped;
+4. sparsity and re-check: each multi-feature answer, its single reverts and its
+   bulk reverts (least useful changes first) -- one call per round, usually one
+   round; an answer is kept only when no single change can be dropped, and a row
+   whose answers trim down to the same one brings in its next candidates;
 5. only when nothing was found: one relaxed batch (immutables freed, ranges
    widened to the reference extremes, monotone directions lifted) to say which
    constraint keeps the outcome out of reach.
@@ -31,11 +32,12 @@ one runs.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from itertools import combinations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from numbers import Real
 from types import ModuleType
 
 import numpy as np
@@ -96,7 +98,8 @@ def find_counterfactuals(
         raise ExplainError(f"k (number of counterfactuals) must be a positive integer, got {k!r}")
     if isinstance(neighbours, bool) or not isinstance(neighbours, (int, np.integer)) or neighbours < 1:
         raise ExplainError(f"neighbours (for yNN plausibility) must be a positive integer, got {neighbours!r}")
-    if time_budget_ms is not None and not (isinstance(time_budget_ms, (int, float)) and time_budget_ms > 0):
+    if time_budget_ms is not None and not (isinstance(time_budget_ms, Real) and not isinstance(time_budget_ms, bool)
+                                           and time_budget_ms > 0):
         raise ExplainError(f"time_budget_ms must be a positive number of milliseconds, got {time_budget_ms!r}")
     goal = parse_desired(desired, schema)
     if features_to_vary is None and not permitted_range:
@@ -421,7 +424,7 @@ class _Search:
         if not self.out_of_time():
             self.second_batch(lines, already)
             # rows still short of k answers: their nearest unlike neighbours, one more call
-            short = ~already & (np.bincount(lines.row[lines.found], minlength=n) < self.k)
+            short = ~already & (self.distinct_answers(lines.row, lines.values, lines.found) < self.k)
             if short.any() and not self.out_of_time():
                 self.unlike_batch(lines, short)
             if not self.out_of_time():
@@ -534,8 +537,10 @@ class _Search:
         # a combination costs at least 2 * SPARSITY_COST: rows whose k-th best single-feature answer costs
         # no more than that cannot do better with one (exact pruning, no answer lost)
         found = np.flatnonzero(lines.found & (lines.kind == _SINGLE))
-        single_cost = self.cost(lines.values[found], lines.row[found])
-        settled = _kth_per_row(single_cost, lines.row[found], self.k, self.n) <= 2 * SPARSITY_COST
+        rows, values = lines.row[found], lines.values[found]
+        cost = self.cost(values, rows)
+        distinct = _distinct_best(cost, rows, values != self.X[rows], self.k)   # one per feature
+        settled = _kth_per_row(cost[distinct], rows[distinct], self.k, self.n) <= 2 * SPARSITY_COST
         combos, c_rows, c_size = self.greedy_combinations(already | settled)
         chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
         r_values, r_ts = self.bracket_points(lines, chosen)
@@ -710,34 +715,50 @@ class _Search:
     def sparsify(self, lines: _Lines, complete: bool):
         """The best answers per row, with every redundant change dropped.
 
-        Each round puts, in one call, every multi-feature candidate (evaluated again), each of its single
-        reverts, and its bulk reverts (its least useful changes reverted together). A candidate none of
-        whose reverts stays valid is final; otherwise its cheapest valid revert goes to the next round.
-        A single-feature answer is final as found: reverting its one change gives back the instance.
+        The k + 1 cheapest distinct answers of each row go first. Each round puts, in one call, every
+        multi-feature candidate (evaluated again), each of its single reverts, and its bulk reverts (its
+        least useful changes reverted together). A candidate none of whose reverts stays valid is final;
+        otherwise its cheapest valid revert goes to the next round. A single-feature answer is final as
+        found: reverting its one change gives back the instance. Trimmed candidates can meet (both become
+        the same answer): a row left with fewer than k distinct answers brings in its next candidates.
         """
         found = np.flatnonzero(lines.found)
-        rows, values, proba = lines.row[found], lines.values[found], lines.proba[found]
+        rows, values = lines.row[found], lines.values[found]
         changed = values != self.X[rows]
-        pick = _distinct_best(self.cost(values, rows), rows, changed, self.k + 1)
-        rows, values, proba = rows[pick], values[pick], proba[pick]
-        verified = changed[pick].sum(axis=1) == 1
-        valid = np.ones(len(rows), dtype=bool)
-        if not complete:
-            return (rows, values, proba, valid, verified), False
-        todo = np.flatnonzero(~verified)
-        rounds = 0
+        cost = self.cost(values, rows)
+        pool = _distinct_best(cost, rows, changed, max(len(rows), 1))     # by row, then cost
+        R, V, P = rows[pool], values[pool], lines.proba[found][pool]
+        rank = _rank_per_row(cost[pool], R)
+        verified = changed[pool].sum(axis=1) == 1
+        valid = np.ones(len(R), dtype=bool)
+        active = rank < self.k + 1
+        todo = np.flatnonzero(active & ~verified) if complete else np.zeros(0, dtype=np.int64)
+        rounds = refills = 0
         while len(todo):
-            ok, values[todo], proba[todo], verified[todo] = self.revert_round(rows[todo], values[todo])
+            ok, V[todo], P[todo], verified[todo] = self.revert_round(R[todo], V[todo])
             valid[todo] = ok
             rounds += 1
             todo = todo[ok & ~verified[todo]]
+            have = self.distinct_answers(R, V, valid & verified & active)
             if rounds >= ROUNDS:
                 # past a few rounds, keep going only for rows that still lack k answers
-                have = np.bincount(rows[valid & verified], minlength=self.n)
-                todo = todo[have[rows[todo]] < self.k]
+                todo = todo[have[R[todo]] < self.k]
             if rounds >= self.F or self.out_of_time():
-                return (rows, values, proba, valid, verified), not len(todo)
-        return (rows, values, proba, valid, verified), True
+                complete = not len(todo)
+                break
+            if not len(todo) and refills < 2:
+                waiting = np.flatnonzero(~active & (have[R] < self.k))
+                waiting = waiting[_rank_per_row(rank[waiting], R[waiting]) < self.k + 1]
+                active[waiting] = True
+                todo = waiting[~verified[waiting]]
+                refills += 1
+        return (R[active], V[active], P[active], valid[active], verified[active]), complete
+
+    def distinct_answers(self, rows: np.ndarray, values: np.ndarray, among: np.ndarray) -> np.ndarray:
+        """(n,) per row, how many distinct sets of changed features the `among` answers have (at most k)."""
+        at = np.flatnonzero(among)
+        picked = _distinct_best(np.zeros(len(at)), rows[at], values[at] != self.X[rows[at]], self.k)
+        return np.bincount(rows[at][picked], minlength=self.n)
 
     def revert_round(self, R: np.ndarray, V: np.ndarray):
         """One call. Returns (still valid, next values, their probabilities, minimal)."""
@@ -769,7 +790,9 @@ class _Search:
         next_values, next_proba = V.copy(), proba[:m].copy()
         next_values[better] = cands[best[better]]
         next_proba[better] = proba[best[better]]
-        return still, next_values, next_proba, still & ~better
+        # a trim down to one change is minimal: reverting that change gives back the instance
+        single = (next_values != Xr).sum(axis=1) == 1
+        return still, next_values, next_proba, still & (~better | single)
 
     # -- results --
     def finish(self, items, already, complete: bool) -> list[Counterfactuals]:
@@ -779,7 +802,8 @@ class _Search:
         # minimal answers first; an unverified one only fills a row that lacks k minimal ones
         cost = self.cost(values[keep], rows[keep]) + np.where(verified[keep], 0.0, 1e9)
         pick = keep[_distinct_best(cost, rows[keep], values[keep] != self.X[rows[keep]], self.k)]
-        pick = pick[np.lexsort((self.cost(values[pick], rows[pick]), rows[pick]))]
+        order_cost = self.cost(values[pick], rows[pick]) + np.where(verified[pick], 0.0, 1e9)
+        pick = pick[np.lexsort((order_cost, rows[pick]))]
         chosen_rows, chosen_values, chosen_proba = rows[pick], values[pick], proba[pick]
         distance = self.distance(chosen_values, chosen_rows)
         plaus = self.plausibility(chosen_values, chosen_rows)

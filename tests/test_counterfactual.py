@@ -166,6 +166,32 @@ def test_already_met_and_k_diverse(linear):
     assert [cf.distance for cf in res] == sorted(cf.distance for cf in res)
 
 
+class _TwoWays:
+    """p(high) = sigmoid(max(10 (|x0| - 0.5), 3 (x1 + x2 - 6))) on [-5, 5]^3: from x = 0 'high' is reached by
+    moving x0 alone (either way), or by x1 and x2 together -- two distinct answers for k = 2."""
+
+    def __init__(self, schema: FeatureSchema):
+        self.schema = schema
+        X = np.random.default_rng(0).uniform(-5, 5, size=(400, 3))
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        p = 1 / (1 + np.exp(-np.maximum(10 * (np.abs(X[:, 0]) - 0.5), 3 * (X[:, 1] + X[:, 2] - 6))))
+        return np.stack([1 - p, p], axis=1)
+
+
+@pytest.mark.parametrize("x0_monotone", ["any", "increase"])
+def test_k_answers_are_distinct_sets_even_when_candidates_trim_to_the_same_one(x0_monotone):
+    """x0 down and x0 up are one answer ({x0}); supersets of {x0} trim back to it. k = 2 must still find {x1, x2}."""
+    features = (Feature("x0", low=-5.0, high=5.0, monotone=x0_monotone),
+                *(Feature(f"x{j}", low=-5.0, high=5.0) for j in (1, 2)))
+    model = _TwoWays(FeatureSchema(features=features, classes=("low", "high"), favourable="high"))
+    (res,) = find_counterfactuals(model, np.zeros((1, 3)), k=2)
+    assert res.found and res.complete
+    assert [sorted(c.feature for c in cf.changes) for cf in res] == [["x0"], ["x1", "x2"]]
+
+
 def test_calls_per_request_are_few_and_batched(linear):
     session, w, b = linear
     rng = np.random.default_rng(1)
