@@ -69,10 +69,10 @@ class OnnxBackend:
 
     def __init__(self, model_path: Path, *, execution: ExecutionInfo, threads: int):
         self.execution = execution
+        self._model_path = model_path
         self._session = self._open(model_path, threads)
-        self._small = self._session
-        if threads > 1 and execution.provider == CPU:
-            self._small = self._open(model_path, 1)
+        # opened on the first small batch, so a Session that only ever sees large ones holds one copy
+        self._small = None if threads > 1 and execution.provider == CPU else self._session
         self.calls = 0
         self.rows = 0
 
@@ -92,7 +92,11 @@ class OnnxBackend:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
-        session = self._small if len(X) <= self.SMALL_BATCH_ROWS else self._session
+        session = self._session
+        if len(X) <= self.SMALL_BATCH_ROWS:
+            if self._small is None:
+                self._small = self._open(self._model_path, 1)
+            session = self._small
         try:
             (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: X})
         except Exception as err:
