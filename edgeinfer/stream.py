@@ -991,7 +991,13 @@ def stream(
     assigned = [0]                       # windows cut so far: the next window's index
     pending: deque[_Chunk] = deque()     # chunks cut, in order, not yet written (their explanations may be out)
     in_flight = [0]                      # explanation batches in the pending chunks
-    explainer = _explainer(session, policy, options, pool, err)
+    # the input first: a missing file or a directory is refused before any explain worker starts
+    source_lines = LineSource(source, follow=options.follow, poll_s=options.poll_s, stopper=stopper)
+    try:
+        explainer = _explainer(session, policy, options, pool, err)
+    except BaseException:
+        source_lines.close()
+        raise
     started = time.perf_counter()
     stopped_by = "end of input"
 
@@ -1084,7 +1090,6 @@ def stream(
                 f"({counts['windows'] / elapsed:.0f}/s), p50/p95 {lat}, {counts['alerts']} alerts, "
                 f"{counts['rejected']} rejected")
 
-    source_lines = LineSource(source, follow=options.follow, poll_s=options.poll_s, stopper=stopper)
     parser: RowParser | None = None
     wake_fds: list[int] = []
     wake_lock = threading.Lock()
