@@ -756,6 +756,8 @@ class _Search:
 
     def distinct_answers(self, rows: np.ndarray, values: np.ndarray, among: np.ndarray) -> np.ndarray:
         """(n,) per row, how many distinct sets of changed features the `among` answers have (at most k)."""
+        if self.k == 1:
+            return np.minimum(np.bincount(rows[among], minlength=self.n), 1)
         at = np.flatnonzero(among)
         picked = _distinct_best(np.zeros(len(at)), rows[at], values[at] != self.X[rows[at]], self.k)
         return np.bincount(rows[at][picked], minlength=self.n)
@@ -938,11 +940,14 @@ def _list(names: Sequence[str], limit: int = 4) -> str:
 
 def _rank_per_row(key: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Each element's rank (0 = lowest key, ties by position) among the elements of its row."""
+    rank = np.empty(len(rows), dtype=np.int64)
+    if len(rows) and rows.min() == rows.max():  # one row (a single request): a plain stable sort
+        rank[np.argsort(key, kind="stable")] = np.arange(len(rows))
+        return rank
     order = np.lexsort((key, rows))
     sorted_rows = rows[order]
     start = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1]))) if len(rows) else np.zeros(0, int)
     group_start = np.repeat(start, np.diff(np.append(start, len(rows))))
-    rank = np.empty(len(rows), dtype=np.int64)
     rank[order] = np.arange(len(rows)) - group_start
     return rank
 
