@@ -743,6 +743,7 @@ class ExplainPool:
         templates = get_templates(stakeholder)
         own_file = None if Path(templates.path).parent == TEMPLATE_DIR else templates.path
         self.session, self.stakeholder, self.workers = session, stakeholder, workers
+        self.timeout_s = timeout_s
         self.capacity = 2 * workers
         self.broken: str | None = None
         self._executor = ProcessPoolExecutor(
@@ -770,18 +771,24 @@ class ExplainPool:
         return _explain_json(self.session, features, self.stakeholder)
 
     def result(self, job) -> list[str | None]:
+        from concurrent.futures import TimeoutError as FutureTimeout
         from concurrent.futures.process import BrokenProcessPool
 
         if not isinstance(job, _Job):
             return job
         try:
-            return job.future.result()
+            return job.future.result(timeout=self.timeout_s)
         except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
-            self.broken = str(err) or "a worker process ended"
-            return _explain_json(self.session, job.features, self.stakeholder)
+            self.broken = self.broken or str(err) or "a worker process ended"
+        except FutureTimeout:                 # a worker hangs: stop the workers, explain here from now on
+            self.broken = f"an explain worker gave no answer within {self.timeout_s:g} s"
+            for pid in self.pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        return _explain_json(self.session, job.features, self.stakeholder)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=self.broken is None, cancel_futures=True)
 
     def __enter__(self) -> "ExplainPool":
         return self

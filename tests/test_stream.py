@@ -465,6 +465,29 @@ def test_a_killed_worker_loses_no_window(motion_bundle, clip):
     assert summary.explained == 31
 
 
+def test_a_hung_worker_loses_no_window(motion_bundle, clip):
+    """A worker that stops answering (SIGSTOP) without dying: after the pool's timeout its batch and every
+    later one are explained in this process, and closing the pool does not wait for it."""
+    import io
+
+    from edgeinfer.stream import ExplainPool, StreamOptions, stream
+
+    session = ei.load(motion_bundle)
+    local, _ = _run_stream(session, clip, explain="every:3", workers=0)
+    pool = ExplainPool(session, workers=1, stakeholder="engineer", timeout_s=2)
+    os.kill(pool.pids[0], signal.SIGSTOP)
+    out = io.StringIO()
+    summary = stream(session, clip, options=StreamOptions(hop=1, batch=40, explain_batch=8, explain="every:3"),
+                     out=out, err=io.StringIO(), pool=pool)
+    started = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - started < 10
+    assert pool.broken == "an explain worker gave no answer within 2 s"
+    pooled = out.getvalue().splitlines()
+    assert [_without_timings(line) for line in pooled] == [_without_timings(line) for line in local]
+    assert summary.explained == 31
+
+
 @pytest.mark.parametrize("workers", [2, 0])
 def test_sigint_mid_stream_writes_every_window_whole_and_prints_the_summary(motion_bundle, recording, workers):
     """Ctrl-C (to the whole process group: the stream and its workers) while megabytes of explained lines wait
