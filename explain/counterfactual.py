@@ -43,7 +43,7 @@ from types import ModuleType
 import numpy as np
 
 from edgeinfer.errors import ExplainError
-from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
+from edgeinfer.explain.desired import MARGIN, Goal, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.predictor import Predictor
