@@ -99,6 +99,7 @@ def _emit_json(line: int, result) -> None:
 
 def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json) -> None:
     """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused."""
+    from edgeinfer.decision import Rejection
     from edgeinfer.rows import BadRow, open_input, read_rows
 
     read = rejected = 0
@@ -110,31 +111,31 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
         click.echo(json.dumps({"row": line, "error": reason}))
 
     def flush(batch):
+        """Decide or explain the batch's good rows together; write every row's line in input order."""
         if not batch:
             return
-        matrix_rows, lines = [], []
+        good, refused = [], {}
         for row in batch:
+            if isinstance(row, BadRow):
+                refused[row.line] = row.reason
+                continue
             try:
-                matrix_rows.append(row.values)
                 session.schema.to_matrix(row.values)
-                lines.append(row.line)
+                good.append(row)
             except EdgeInferError as err:
-                matrix_rows.pop()
-                refuse(row.line, str(err))
-        if matrix_rows:
-            for line, result in zip(lines, handle(matrix_rows)):
-                if result.ok:
-                    emit(line, result)
-                else:
-                    refuse(line, result.reason)
+                refused[row.line] = str(err)
+        results = dict(zip((row.line for row in good), handle([row.values for row in good]) if good else []))
+        for row in batch:
+            result = results.get(row.line)
+            if row.line in refused or isinstance(result, Rejection):
+                refuse(row.line, refused.get(row.line) or result.reason)
+            else:
+                emit(row.line, result)
 
     with open_input(source) as stream:
         batch = []
         for item in read_rows(stream, fmt=fmt_in):
             read += 1
-            if isinstance(item, BadRow):
-                refuse(item.line, item.reason)
-                continue
             batch.append(item)
             if len(batch) >= batch_size:
                 flush(batch)
