@@ -78,3 +78,39 @@ def test_explain_all_good_rows_exits_zero(diabetes_bundle, rows_file, tmp_path):
     out = _lines(result)
     assert [line["row"] for line in out] == [1, 2]
     assert all(1 <= len(line["counterfactuals"]["items"]) <= 2 for line in out)
+
+
+def test_export_from_the_command_line(diabetes, tmp_path):
+    """A torch.export program with a dynamic batch, a JSON schema and a CSV with a label column -> a bundle that
+    decides like the float model; a program fixed to batch 1 is refused with the reason."""
+    import csv
+
+    torch = pytest.importorskip("torch")
+    from edgeinfer.export.models import tabular_mlp
+
+    model = tabular_mlp(diabetes.X_train, diabetes.y_train, hidden=(16,), epochs=60)
+    example = (torch.zeros(2, diabetes.X_train.shape[1]),)
+    torch.export.save(torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      tmp_path / "model.pt2")
+    torch.export.save(torch.export.export(model, (torch.zeros(1, diabetes.X_train.shape[1]),)), tmp_path / "one.pt2")
+    (tmp_path / "schema.json").write_text(json.dumps(diabetes.schema.to_dict()))
+    with open(tmp_path / "calibration.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*diabetes.schema.names, "outcome"])
+        for x, y in zip(diabetes.X_train, diabetes.y_train):
+            writer.writerow([*x, diabetes.schema.classes[y]])
+    args = ["--schema", str(tmp_path / "schema.json"), "--calibration", str(tmp_path / "calibration.csv"),
+            "--device", "wearable-gateway", "--label-column", "outcome"]
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "model.pt2"), *args, "-o", str(tmp_path / "bundle")])
+    assert result.exit_code == 0, result.output
+    assert "device     wearable-gateway" in result.stdout
+    from edgeinfer import load
+
+    session = load(tmp_path / "bundle")
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.as_tensor(diabetes.X_test, dtype=torch.float32)), dim=1).numpy()
+    agree = (session.predict_proba(diabetes.X_test).argmax(axis=1) == expected.argmax(axis=1)).mean()
+    assert agree >= 0.95
+    refused = CliRunner().invoke(main, ["export", str(tmp_path / "one.pt2"), *args, "-o", str(tmp_path / "b1")])
+    assert refused.exit_code != 0
+    assert "the model does not accept a (batch, 10) float input" in refused.output
