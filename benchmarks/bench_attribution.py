@@ -151,19 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import spearmanr
 
-    import edgeinfer as ei
+    from benchmarks.models import export_trained
     from edgeinfer.backend import default_threads
     from edgeinfer.datasets import breast_cancer
     from edgeinfer.explain.attribution import attribute
-    from edgeinfer.export.models import tabular_mlp
 
     warnings.filterwarnings("ignore")
     data = breast_cancer()
-    model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
     with tempfile.TemporaryDirectory(prefix="bench-attribution-") as tmp:
-        ei.export(model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
-                  holdout_labels=data.y_test, device="raspberry-pi-4", out=Path(tmp) / "breast-cancer")
-        session = ei.load(Path(tmp) / "breast-cancer")
+        model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150,
+                                        device="raspberry-pi-4")
         precision = session.bundle.precision
         threads = default_threads(session.profile)   # what the Session gave ONNX Runtime
         torch.set_num_threads(max(1, threads))   # same number of threads as the deployed backend

@@ -43,22 +43,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import warnings
 
-    import edgeinfer as ei
     import fairlearn
     import fairlearn.metrics as fm
     from edgeinfer.datasets import diabetes
     from edgeinfer.explain.bias import explain_bias
     from edgeinfer.explain.fairness import GroupFairness
+    from benchmarks.models import export_trained
     from edgeinfer.explain.proxies import proxies_from_manifest
-    from edgeinfer.export.models import tabular_mlp
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     data = diabetes()
-    model = tabular_mlp(data.X_train, data.y_train, hidden=(32, 16), epochs=200)
     with tempfile.TemporaryDirectory(prefix="bench-bias-") as tmp:
-        ei.export(model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
-                  holdout_labels=data.y_test, device="wearable-gateway", out=Path(tmp) / "diabetes")
-        session = ei.load(Path(tmp) / "diabetes")
+        _, session = export_trained(data, Path(tmp) / "diabetes", hidden=(32, 16), epochs=200,
+                                    device="wearable-gateway")
         proxies = proxies_from_manifest(session.bundle.proxies)
 
         # ----- per-decision bias flips ---------------------------------------------------------

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-import edgeinfer as ei
 from edgeinfer.datasets import breast_cancer
 from edgeinfer.explain.counterfactual import find_counterfactuals
 from edgeinfer.explain.kernels import get_kernels
@@ -238,16 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module="dice_ml")
     logging.getLogger("dice_ml").setLevel(logging.ERROR)
-    from edgeinfer.export.models import tabular_mlp
+    from benchmarks.models import export_trained
 
     data = breast_cancer()
-    torch_model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
     kernels = get_kernels("numpy")
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp) / "breast-cancer"
-        ei.export(torch_model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
-                  holdout_labels=data.y_test, device="raspberry-pi-4", out=bundle)
-        session = ei.load(bundle)
+        torch_model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150,
+                                              device="raspberry-pi-4")
         X = data.X_test[: args.instances]
         labels = session.predict_proba(X).argmax(axis=1)
         float_proba = _float_proba(torch_model)
