@@ -368,18 +368,26 @@ class _Search:
         idx = self.t_index[rows]
         at = np.arange(len(rows))
         p = proba[at, idx]
-        others = proba.copy()
-        others[at, idx] = -np.inf
-        best_other = others.max(axis=1)
-        op = self.t_op[rows]
-        thr = self.t_threshold[rows]
-        margin = np.where(op == 0, p - best_other, np.where(op < 0, thr - p, p - thr))
+        if self.C == 2:   # the other class is the only other one: no masked max or sum
+            best_other = rest = proba[at, 1 - idx]
+        else:
+            others = proba.copy()
+            others[at, idx] = -np.inf
+            best_other = others.max(axis=1)
+            others[at, idx] = 0.0
+            rest = others.sum(axis=1)
+        if self.classes_only:
+            margin = p - best_other
+        else:
+            op, thr = self.t_op[rows], self.t_threshold[rows]
+            margin = np.where(op == 0, p - best_other, np.where(op < 0, thr - p, p - thr))
         if not log_odds:
             return margin
-        others[at, idx] = 0.0
         tiny = 1e-300
         log_p = np.log(np.maximum(p, tiny))
-        logit = log_p - np.log(np.maximum(others.sum(axis=1), tiny))
+        if self.classes_only:
+            return margin, log_p - np.log(np.maximum(best_other, tiny))
+        logit = log_p - np.log(np.maximum(rest, tiny))
         thr = np.clip(thr, tiny, 1 - 1e-16)
         logit_thr = np.log(thr) - np.log1p(-thr)
         log_margin = np.where(op == 0, log_p - np.log(np.maximum(best_other, tiny)),
@@ -418,6 +426,7 @@ class _Search:
         self.t_op = np.array([0 if t.op == "class" else (-1 if t.op in ("<", "<=") else 1) for t in self.targets])
         self.t_threshold = np.array([t.threshold for t in self.targets])
         self.t_class = np.array([t.target_index for t in self.targets], dtype=np.int64)
+        self.classes_only = not self.t_op.any()
 
         lines, already = self.first_batch(proba0)
         complete = False
@@ -586,7 +595,8 @@ class _Search:
             np.put_along_axis(rank, order, np.arange(F)[None, :], axis=1)
             useful = np.isfinite(score).sum(axis=1)
             pp, ii = np.nonzero((needed[:, None] <= useful[None, :]) & ~already[None, :])
-            out.append(np.where(masks[pp[:, None], rank[ii]], value[ii], X[ii]))
+            moves = masks[:, rank]                                  # (P, n, F): combination p moves feature j of row i
+            out.append(np.where(moves[pp, ii], value[ii], X[ii]))
             rows.append(ii)
             size.append(masks[pp].sum(axis=1))
         return np.vstack(out), np.concatenate(rows), np.concatenate(size)

@@ -68,8 +68,7 @@ def masked_argmin(cost: np.ndarray, mask: np.ndarray, segments: np.ndarray, n_se
     first = np.full(n_segments, -1, dtype=np.int64)
     seg_sorted = segments[order]
     starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
-    for s in starts:
-        row = order[s]
-        if np.isfinite(cost[row]):
-            first[seg_sorted[s]] = row
+    lowest = order[starts]                       # each segment's lowest cost, masked rows at inf
+    ok = np.isfinite(cost[lowest])
+    first[seg_sorted[starts[ok]]] = lowest[ok]
     return first
