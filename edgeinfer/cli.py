@@ -162,12 +162,17 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
 @click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")
 @click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 20), help="Counterfactuals per row.")
 @click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None, help="Return the best found so far.")
-def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, out_format, desired, k, time_budget_ms) -> None:
+@click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Counterfactuals among real rows of the target class: at least this share of their 5 nearest "
+                   "reference rows in it (yNN), at the cost of more changed features.")
+def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, out_format, desired, k, time_budget_ms,
+            min_plausibility) -> None:
     """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
     session = _load_session(bundle, device, fallback)
 
     def handle(rows):
-        return session.explain(rows, stakeholder=stakeholder, desired=desired, k=k, time_budget_ms=time_budget_ms)
+        return session.explain(rows, stakeholder=stakeholder, desired=desired, k=k, time_budget_ms=time_budget_ms,
+                               min_plausibility=min_plausibility)
 
     def emit_text(line, explanation):
         click.echo(f"# row {line}\n{explanation.text}\n")

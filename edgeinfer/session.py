@@ -93,7 +93,9 @@ class Session:
 
         Options: desired (a class name, or a threshold such as "p(malignant) < 0.3"),
         k (number of diverse counterfactuals), features_to_vary, permitted_range,
-        time_budget_ms, parts (subset of {"counterfactuals", "bias", "attributions"}).
+        time_budget_ms, min_plausibility (answers among real rows of the target class: at least this
+        share of their nearest reference rows in it, at the cost of more changes),
+        parts (subset of {"counterfactuals", "bias", "attributions"}).
         """
         from edgeinfer.explain.compose import explain_rows
 

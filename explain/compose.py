@@ -36,6 +36,7 @@ def explain_rows(
     features_to_vary: Sequence[str] | None = None,
     permitted_range: Mapping[str, tuple[float, float]] | None = None,
     time_budget_ms: float | None = None,
+    min_plausibility: float | None = None,
     parts: Collection[str] = PARTS,
 ) -> list[Explanation]:
     """Explain every row of a validated matrix; one Explanation per row, in order."""
@@ -61,7 +62,7 @@ def explain_rows(
     if "counterfactuals" in parts:
         counterfactuals = find_counterfactuals(
             session, matrix, probabilities=proba, desired=desired, k=k, features_to_vary=features_to_vary,
-            permitted_range=permitted_range, time_budget_ms=time_budget_ms,
+            permitted_range=permitted_range, time_budget_ms=time_budget_ms, min_plausibility=min_plausibility,
             kernels=get_kernels(session.execution.kernels),
         )
         lap("counterfactuals")

@@ -78,6 +78,7 @@ def find_counterfactuals(
     time_budget_ms: float | None = None,
     kernels: ModuleType | None = None,
     neighbours: int = 5,
+    min_plausibility: float | None = None,
 ) -> list[Counterfactuals]:
     """Up to `k` diverse, sparse, close counterfactuals for each row of X (validated, schema order).
 
@@ -85,6 +86,8 @@ def find_counterfactuals(
     probabilities (one extra call when the target needs what was not given).
     `desired`: None (the favourable class, or the opposite / most probable other class),
     a class name, or a threshold such as "p(malignant) < 0.3".
+    `min_plausibility` in (0, 1]: every answer must also have at least this share of its `neighbours`
+    nearest reference rows in the target class (yNN); answers then change more features (plausible.py).
     Returns one `Counterfactuals` per row; every item was re-checked on the model.
     """
     start = time.perf_counter()
@@ -101,6 +104,9 @@ def find_counterfactuals(
     if time_budget_ms is not None and not (isinstance(time_budget_ms, Real) and not isinstance(time_budget_ms, bool)
                                            and time_budget_ms > 0):
         raise ExplainError(f"time_budget_ms must be a positive number of milliseconds, got {time_budget_ms!r}")
+    if min_plausibility is not None and not (isinstance(min_plausibility, Real) and not isinstance(min_plausibility, bool)
+                                             and 0 < min_plausibility <= 1):
+        raise ExplainError(f"min_plausibility must be a share in (0, 1], e.g. 0.8, got {min_plausibility!r}")
     goal = parse_desired(desired, schema)
     if features_to_vary is None and not permitted_range:
         space = _default_space(schema, reference)
@@ -118,10 +124,16 @@ def find_counterfactuals(
         if len(labels) != len(X):
             raise ExplainError(f"labels must give one label per row: {len(X)} rows, {len(labels)} labels")
     kern = kernels or get_kernels("numpy")
+    make = _Search
+    if min_plausibility is not None:
+        from edgeinfer.explain.plausible import PlausibleSearch  # it builds on _Search: imported here, not above
+
+        def make(*args):
+            return PlausibleSearch(*args, min_plausibility=min_plausibility)
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
         part = slice(a, a + CHUNK_ROWS)
-        search = _Search(model, X[part], space, kern, int(k), int(neighbours), start, time_budget_ms)
+        search = make(model, X[part], space, kern, int(k), int(neighbours), start, time_budget_ms)
         out += search.run(goal, None if labels is None else labels[part],
                           None if probabilities is None else probabilities[part])
     return out
@@ -409,10 +421,10 @@ class _Search:
         return self.distance(values, rows) + SPARSITY_COST * (values != self.X[rows]).sum(axis=1)
 
     # -- the request --
-    def run(self, goal: Goal, labels, proba0) -> list[Counterfactuals]:
+    def resolve_targets(self, goal: Goal, labels, proba0):
+        """Each row's target; returns the rows' probabilities (predicted here when the target needs them
+        and they were not given, else as given: None when the labels were enough)."""
         n = self.n
-        if n == 0:
-            return []
         if proba0 is None and (labels is None or goal.needs_probabilities(self.C)):
             proba0 = self.predict(self.X, np.arange(n))
             if labels is None:
@@ -427,7 +439,19 @@ class _Search:
         self.t_threshold = np.array([t.threshold for t in self.targets])
         self.t_class = np.array([t.target_index for t in self.targets], dtype=np.int64)
         self.classes_only = not self.t_op.any()
+        return proba0
 
+    def run(self, goal: Goal, labels, proba0) -> list[Counterfactuals]:
+        if self.n == 0:
+            return []
+        proba0 = self.resolve_targets(goal, labels, proba0)
+        lines, already, complete = self.search(proba0)
+        items, complete = self.sparsify(lines, complete)
+        return self.finish(items, already, complete)
+
+    def search(self, proba0):
+        """Calls 1-3 (and the unlike fallback): every valid point found, on its line.
+        Returns (lines, rows that already meet their target, whether the time budget held)."""
         lines, already = self.first_batch(proba0)
         complete = False
         if not self.out_of_time():
@@ -439,8 +463,7 @@ class _Search:
             if not self.out_of_time():
                 self.refine_best(lines)
                 complete = not self.out_of_time()
-        items, complete = self.sparsify(lines, complete)
-        return self.finish(items, already, complete)
+        return lines, already, complete
 
     def first_batch(self, proba0):
         """Call 1: a grid along each free feature alone, each allowed way (a categorical: each allowed

@@ -114,3 +114,19 @@ def test_export_from_the_command_line(diabetes, tmp_path):
     refused = CliRunner().invoke(main, ["export", str(tmp_path / "one.pt2"), *args, "-o", str(tmp_path / "b1")])
     assert refused.exit_code != 0
     assert "the model does not accept a (batch, 10) float input" in refused.output
+
+
+def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
+    _, good = rows_file
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in good))
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--min-plausibility", "0.8"])
+    assert result.exit_code == 0, result.output
+    for line, row in zip(_lines(result), good):
+        line.pop("row")
+        got = Explanation.from_json(json.dumps(line))
+        expected = diabetes_session.explain(row, min_plausibility=0.8)
+        assert [cf.values for cf in got.counterfactuals] == [cf.values for cf in expected.counterfactuals]
+        assert got.counterfactuals.found and all(cf.plausibility >= 0.8 for cf in got.counterfactuals)
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--min-plausibility", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--min-plausibility'" in result.stderr

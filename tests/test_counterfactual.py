@@ -262,6 +262,51 @@ def test_known_probabilities_save_a_call_and_are_checked(linear):
     )
 
 
+def _ynn(session, values, target_class, neighbours=5):
+    """yNN computed here, independently of the engine's kernels: the share of the nearest reference rows
+    (L1 in MAD units) that the deployed model puts in the target class."""
+    ref = session.reference
+    dist = np.abs((ref.X - np.asarray(values)) / ref.mad).sum(axis=1)
+    nearest = np.argsort(dist, kind="stable")[:neighbours]
+    return float(np.mean(np.asarray(ref.predicted)[nearest] == session.classes.index(target_class)))
+
+
+def test_min_plausibility_lands_among_the_target_class(linear):
+    """The sparsest answer sits on the boundary (half its neighbours 'high'); with min_plausibility=1 every
+    answer's 5 nearest reference rows are 'low', it is valid, and no single change can be dropped without
+    losing validity or plausibility."""
+    session, w, b = linear
+    X = np.array([[1.0, -1.0, 0.5, 0.5], [0.5, 0.0, 1.0, 2.0], [3.0, -2.0, 0.0, 1.0]])
+    sparse = find_counterfactuals(session, X)
+    plausible = find_counterfactuals(session, X, min_plausibility=1.0, k=2)
+    assert any(_ynn(session, r.items[0].values, r.target_class) < 1.0 for r in sparse)
+    for x, res, base in zip(X, plausible, sparse):
+        assert res.found and res.complete and len(res) == 2
+        assert len({frozenset(c.feature for c in cf.changes) for cf in res}) == 2
+        for cf in res:
+            v = np.array(cf.values)
+            assert cf.plausibility == _ynn(session, v, res.target_class) == 1.0
+            assert session.predict_proba(v[None])[0, 0] > 0.5            # 'low', on the deployed model
+            assert cf.distance + cf.sparsity >= base.items[0].distance + base.items[0].sparsity
+            for j in np.flatnonzero(v != x):
+                r = v.copy()
+                r[j] = x[j]
+                assert session.predict_proba(r[None])[0, 0] <= 0.5 or _ynn(session, r, res.target_class) < 1.0
+
+
+def test_min_plausibility_says_why_none_was_found(linear):
+    session, w, b = linear
+    x = np.array([[1.0, -1.0, 0.5, 0.5]])
+    (res,) = find_counterfactuals(session, x, min_plausibility=1.0, neighbours=300)
+    assert not res.found and res.binding == ("min_plausibility",)
+    assert res.reason == ("the reference data has no row of class 'low' whose 300 nearest reference rows are at "
+                          "least 100% 'low'; lower min_plausibility")
+    for bad in (0, 1.5, True, "high"):
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, min_plausibility=bad)
+        assert str(err.value) == f"min_plausibility must be a share in (0, 1], e.g. 0.8, got {bad!r}"
+
+
 def test_time_budget_returns_best_so_far(linear):
     session, _, _ = linear
     X = np.random.default_rng(2).uniform(1, 3, size=(10, 4))
@@ -323,8 +368,8 @@ def _schemas(draw):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_schemas(), seed=st.integers(0, 10_000), k=st.integers(1, 3), narrow=st.booleans(),
-       desired_kind=st.sampled_from(["default", "class", "threshold"]))
-def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, desired_kind):
+       desired_kind=st.sampled_from(["default", "class", "threshold"]), plausible=st.sampled_from([None, None, 0.6]))
+def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, desired_kind, plausible):
     model = _NumpyMLP(schema, seed)
     rng = np.random.default_rng(seed + 1)
     X = model.reference.X[rng.choice(len(model.reference.X), 4, replace=False)]
@@ -336,7 +381,7 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
             permitted[f.name] = (mid - 1, f.high + 5)   # sticks out of the schema range: intersected
     desired = {"default": None, "class": schema.classes[-1], "threshold": f"p({schema.classes[0]}) < 0.4"}[desired_kind]
     results = find_counterfactuals(model, X, desired=desired, k=k, permitted_range=permitted,
-                                   kernels=get_kernels("numpy"))
+                                   kernels=get_kernels("numpy"), min_plausibility=plausible)
     assert len(results) == len(X)
     lows, highs = schema.lows.copy(), schema.highs.copy()
     for name, (lo, hi) in permitted.items():
@@ -367,7 +412,7 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
             assert cf.valid and _target_margin(schema, res, proba)[0] > 0
             assert np.allclose(cf.probabilities, proba[0])
             assert cf.distance == pytest.approx(np.abs((v - x) / model.reference.mad).sum())
-            assert 0.0 <= cf.plausibility <= 1.0
+            assert (plausible or 0.0) <= cf.plausibility <= 1.0
         # the result travels inside an Explanation and comes back equal
         p0 = model.predict_proba(x[None])[0]
         label = int(np.argmax(p0))
@@ -429,6 +474,21 @@ def test_breast_cancer_no_redundant_change(bc_session, bc_results):
             assert (margin <= MARGIN).all()
             checked += 1
     assert checked >= 30
+
+
+def test_breast_cancer_min_plausibility(bc_session, breast_cancer, bc_results):
+    """On the int8 model, answers among real patients of the target class (yNN 1, checked here
+    independently) still change far fewer than DiCE genetic's ~30 features (benchmarks/)."""
+    X, sparse = bc_results
+    X, sparse = X[:15], sparse[:15]
+    results = find_counterfactuals(bc_session, X, min_plausibility=1.0)
+    assert all(r.found for r in results)
+    for r in results:
+        cf = r.items[0]
+        assert cf.plausibility == _ynn(bc_session, cf.values, r.target_class) == 1.0
+        assert _target_margin(bc_session.schema, r, bc_session.predict_proba(np.array([cf.values])))[0] > 0
+    assert np.mean([r.items[0].sparsity for r in results]) <= 12
+    assert np.mean([r.items[0].plausibility for r in sparse]) < 0.5
 
 
 def test_breast_cancer_calls_per_request(bc_session, breast_cancer):

@@ -1,0 +1,188 @@
+"""Plausible counterfactuals: answers that land among real rows of the target class.
+
+The default search (counterfactual.py) changes as few features as it can, so an answer sits just
+past the decision boundary, next to the instance it came from: most of its nearest reference rows
+are of the original class (CARLA's yNN near 0). With `min_plausibility`, every answer must also
+have at least that share of its `neighbours` nearest reference rows (L1 in MAD units) in the
+target class -- the same yNN figure every answer reports. The price is more changed features.
+
+Answers are built from prototypes, a few batched calls per request:
+
+1. prototypes: per row, the nearest *typical* reference rows of its target class (rows whose own
+   nearest other reference rows reach the same share), projected onto the row's constraints;
+2. candidates, one call per 16 rows: each prototype's m largest differences from the row (in MAD
+   units) taken over, m = 1, 2, ..., at FRACTIONS of the way;
+3. the cheapest valid candidates (L1 in MAD + 1 per changed feature, as in the default search)
+   are scored for yNN in blocks, cheapest first, until enough distinct answers pass;
+4. revert rounds, one call each: a change that can be dropped while the answer stays valid and
+   plausible is dropped (the cheapest such revert first), until none can -- no redundant change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeinfer.explain.counterfactual import _distinct_best, _Search
+
+PROTOTYPES = 20                        # nearest typical reference rows per instance
+FRACTIONS = np.array([0.5, 0.75, 1.0])  # how far each taken-over feature moves towards its prototype
+BLOCK = 32                             # valid candidates scored for yNN at a time, cheapest first
+SPARSE_BASES = 1                       # the cheapest sparse answers per row that features are also taken over from
+ROWS_PER_CALL = 16                     # instances whose candidates share one call (~F * 180 candidates each)
+
+_TYPICAL: dict[tuple[int, int], tuple] = {}
+
+
+class PlausibleSearch(_Search):
+    """The search of `find_counterfactuals(..., min_plausibility=...)`; results as the default search's."""
+
+    def __init__(self, *args, min_plausibility: float):
+        super().__init__(*args)
+        self.min_plausibility = float(min_plausibility)
+        self.most_plausible = np.full(self.n, -1.0)    # best yNN among the valid candidates (-1: none valid)
+        self.no_prototype = np.zeros(self.n, dtype=bool)
+
+    def run(self, goal, labels, proba0):
+        if self.n == 0:
+            return []
+        proba0 = self.resolve_targets(goal, labels, proba0)
+        lines, already, complete = self.search(proba0)    # the default search's valid points: answers and bases
+        hit = np.flatnonzero(lines.found)
+        s_rows, s_values, s_proba = lines.row[hit], lines.values[hit], lines.proba[hit]
+        bases = _distinct_best(self.cost(s_values, s_rows), s_rows, s_values != self.X[s_rows], SPARSE_BASES)
+        todo = np.flatnonzero(~already)
+        found = []
+        for a in range(0, len(todo), ROWS_PER_CALL):
+            if self.out_of_time():
+                break
+            part = todo[a:a + ROWS_PER_CALL]
+            values, rows = self.candidates(part, s_rows[bases], s_values[bases])
+            proba = self.predict(values, rows)
+            ok = self.met(proba, rows)
+            theirs = np.isin(s_rows, part)
+            found.append(self.pick(np.vstack((values[ok], s_values[theirs])), np.concatenate((rows[ok], s_rows[theirs])),
+                                   np.vstack((proba[ok], s_proba[theirs]))))
+        R = np.concatenate([f[0] for f in found] or [np.zeros(0, dtype=np.int64)])
+        V = np.vstack([f[1] for f in found] or [np.zeros((0, self.F))])
+        P = np.vstack([f[2] for f in found] or [np.zeros((0, self.C))])
+        complete = complete and not self.out_of_time()
+        verified = self.trim(R, V, P)
+        complete = complete and bool(verified.all())
+        return self.finish((R, V, P, np.ones(len(R), dtype=bool), verified), already, complete)
+
+    def typical(self, c: int) -> np.ndarray:
+        """Reference rows the model puts in class c whose own nearest other reference rows are at least
+        min_plausibility class c."""
+        ref, k = self.reference, self.neighbours
+        key = (id(ref), k)
+        hit = _TYPICAL.get(key)
+        if hit is None or hit[0] is not ref:
+            if len(_TYPICAL) >= 16:
+                _TYPICAL.clear()
+            predicted = np.asarray(ref.predicted)
+            share = np.zeros(len(ref.X))
+            for cls in np.unique(predicted):
+                rows = predicted == cls
+                # each row is its own nearest neighbour: k + 1 neighbours, itself taken out of the count
+                with_self = self.kern.knn_agreement(ref.X[rows], ref.X, self.space.scale, predicted, int(cls),
+                                                    min(k + 1, len(ref.X)))
+                share[rows] = (with_self * min(k + 1, len(ref.X)) - 1) / max(min(k, len(ref.X) - 1), 1)
+            hit = _TYPICAL[key] = (ref, share)
+        predicted = np.asarray(ref.predicted)
+        return ref.X[(predicted == c) & (hit[1] >= self.min_plausibility - 1e-9)]
+
+    def candidates(self, rows: np.ndarray, base_rows: np.ndarray, base_values: np.ndarray):
+        """Each row's prototype candidates, projected onto its constraints: (values, their row). Features
+        are taken over from the row itself and from its cheapest sparse answers (`base_values`)."""
+        sp, F = self.space, self.F
+        values, owner = [np.zeros((0, F))], [np.zeros(0, dtype=np.int64)]
+        for i in rows:
+            x = self.X[i]
+            pool = self.typical(int(self.t_class[i]))
+            if len(pool) == 0:
+                self.no_prototype[i] = True
+                continue
+            proj = sp.project(pool, np.broadcast_to(x, pool.shape), self.kern)
+            dist = self.kern.scaled_l1(proj, x, sp.scale)
+            moved = np.flatnonzero(dist > 0)
+            near = proj[moved[np.argsort(dist[moved], kind="stable")[:PROTOTYPES]]]
+            for base in (x, *base_values[base_rows == i]):
+                diff = np.abs(near - base) / sp.scale
+                order = np.argsort(-diff, axis=1, kind="stable")
+                rank = np.empty_like(order)
+                np.put_along_axis(rank, order, np.arange(F)[None, :], axis=1)
+                uu, mm = np.nonzero(np.arange(1, F + 1)[None, :] <= (diff > 0).sum(axis=1)[:, None])
+                take = np.repeat(rank[uu] <= mm[:, None], len(FRACTIONS), axis=0)      # the m + 1 largest
+                t = np.tile(FRACTIONS, len(uu))[:, None]
+                cand = np.where(take, base + t * (np.repeat(near[uu], len(FRACTIONS), axis=0) - base), base)
+                values.append(sp.project(cand, np.broadcast_to(x, cand.shape), self.kern))
+                owner.append(np.full(len(cand), i))
+        return np.vstack(values), np.concatenate(owner)
+
+    def pick(self, values, rows, proba):
+        """Per row, the cheapest valid candidates that are plausible enough: k distinct sets of changed
+        features (2k when k > 1: trimming can make two meet)."""
+        want = self.k if self.k == 1 else 2 * self.k
+        cost = self.cost(values, rows)
+        keep = []
+        for i in np.unique(rows):
+            mine = np.flatnonzero(rows == i)
+            mine = mine[np.argsort(cost[mine], kind="stable")]
+            seen: set = set()
+            for a in range(0, len(mine), BLOCK):
+                block = mine[a:a + BLOCK]
+                share = self.plausibility(values[block], rows[block])
+                self.most_plausible[i] = max(self.most_plausible[i], share.max())
+                for q in block[share >= self.min_plausibility - 1e-9]:
+                    key = np.packbits(values[q] != self.X[i]).tobytes()
+                    if key not in seen:
+                        seen.add(key)
+                        keep.append(q)
+                if len(seen) >= want or self.out_of_time():
+                    break
+        keep = np.array(keep, dtype=np.int64)
+        return rows[keep], values[keep], proba[keep]
+
+    def trim(self, R: np.ndarray, V: np.ndarray, P: np.ndarray) -> np.ndarray:
+        """Drop changes that can go (valid and plausible without them), cheapest revert first, one call a
+        round, in place. Returns which answers are minimal (no single change can be dropped)."""
+        minimal = (V != self.X[R]).sum(axis=1) <= 1    # reverting the only change gives back the instance
+        while not minimal.all() and not self.out_of_time():
+            todo = np.flatnonzero(~minimal)
+            base = self.X[R[todo]]
+            nn, jj = np.nonzero(V[todo] != base)
+            reverts = V[todo][nn]
+            reverts[np.arange(len(nn)), jj] = base[nn, jj]
+            rows = R[todo][nn]
+            proba = self.predict(reverts, rows)
+            good = self.met(proba, rows)
+            share = np.full(len(nn), -1.0)
+            share[good] = self.plausibility(reverts[good], rows[good])
+            good &= share >= self.min_plausibility - 1e-9
+            best = self.argmin(self.cost(reverts, rows), good, nn, len(todo))
+            moved = best >= 0
+            V[todo[moved]] = reverts[best[moved]]
+            P[todo[moved]] = proba[best[moved]]
+            minimal[todo[~moved]] = True
+            minimal[todo[moved]] = (V[todo[moved]] != self.X[R[todo[moved]]]).sum(axis=1) <= 1
+        return minimal
+
+    def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...]]]:
+        out = {}
+        share = f"{self.min_plausibility:.0%}"
+        for i in rows:
+            t = self.targets[i]
+            if self.no_prototype[i]:
+                reason = (f"the reference data has no row of class '{t.target_class}' whose {self.neighbours} nearest "
+                          f"reference rows are at least {share} '{t.target_class}'; lower min_plausibility")
+            elif self.most_plausible[i] >= 0:
+                reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
+                          f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most plausible: "
+                          f"{self.most_plausible[i]:.0%}); lower min_plausibility, or leave it unset for the "
+                          f"sparsest answer")
+            else:
+                reason = (f"no counterfactual reaching {t.text} was found by taking over features of the nearest "
+                          f"typical reference rows of class '{t.target_class}' within the constraints; leave "
+                          f"min_plausibility unset to search for the sparsest answer")
+            out[int(i)] = (reason, ("min_plausibility",))
+        return out
