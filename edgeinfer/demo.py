@@ -70,6 +70,14 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     click.echo(patient.text)
     click.echo(f"(explained in {clinician.timings['total_ms']:.1f} ms with {clinician.counterfactuals.backend_calls} "
                "batched model calls for the counterfactual search)")
+    plausible = session.explain(data.X_test[worst], min_plausibility=1.0, parts=("counterfactuals",)).counterfactuals
+    if plausible.found:
+        cf = plausible.items[0]
+        moves = "; ".join(f"{c.feature} {c.from_value:.3g} -> {c.to_value:.3g}" for c in cf.changes)
+        click.echo(f"Among real patients of class '{cf.class_name}' (min_plausibility=1: all 5 nearest reference "
+                   f"patients are), {cf.sparsity} changes: {moves}")
+    else:
+        click.echo(f"No counterfactual among real patients of the target class: {plausible.reason}")
     explanations = session.explain(data.X_test[:patients], stakeholder="clinician")
     explained = out / "explanations.jsonl"
     explained.write_text("".join(e.to_json() + "\n" for e in [clinician, *explanations]), encoding="utf-8")
