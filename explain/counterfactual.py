@@ -43,7 +43,7 @@ from types import ModuleType
 import numpy as np
 
 from edgeinfer.errors import ExplainError
-from edgeinfer.explain.desired import MARGIN, Goal, parse_desired
+from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.predictor import Predictor
@@ -868,9 +868,13 @@ class _Search:
             else:
                 out.append(Counterfactuals(
                     found=False, complete=False,
-                    reason=f"the time budget of {self.budget_ms:g} ms ran out before a counterfactual reaching "
-                           f"{t.text} was found", **common))
+                    reason=f"the time budget of {self.budget_ms:g} ms ran out before {self.sought(t)} was found",
+                    **common))
         return out
+
+    def sought(self, t: Target) -> str:
+        """What the request looks for, in words (the time-budget reason)."""
+        return f"a counterfactual reaching {t.text}"
 
     def counterfactual(self, i: int, values, proba, distance: float, plausibility: float) -> Counterfactual:
         x = self.X[i]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeinfer.explain.counterfactual import _distinct_best, _Search
+from edgeinfer.explain.desired import Target
 
 PROTOTYPES = 20                        # nearest typical reference rows per instance
 FRACTIONS = np.array([0.5, 0.75, 1.0])  # how far each taken-over feature moves towards its prototype
@@ -53,15 +54,16 @@ class PlausibleSearch(_Search):
         todo = np.flatnonzero(~already)
         found = []
         for a in range(0, len(todo), ROWS_PER_CALL):
-            if self.out_of_time():
-                break
             part = todo[a:a + ROWS_PER_CALL]
-            values, rows = self.candidates(part, s_rows[bases], s_values[bases])
-            proba = self.predict(values, rows)
-            ok = self.met(proba, rows)
             theirs = np.isin(s_rows, part)
-            found.append(self.pick(np.vstack((values[ok], s_values[theirs])), np.concatenate((rows[ok], s_rows[theirs])),
-                                   np.vstack((proba[ok], s_proba[theirs]))))
+            values, rows, proba = s_values[theirs], s_rows[theirs], s_proba[theirs]
+            if not self.out_of_time():   # out of time: the plausible ones among the valid points in hand
+                c_values, c_rows = self.candidates(part, s_rows[bases], s_values[bases])
+                c_proba = self.predict(c_values, c_rows)
+                ok = self.met(c_proba, c_rows)
+                values, rows = np.vstack((c_values[ok], values)), np.concatenate((c_rows[ok], rows))
+                proba = np.vstack((c_proba[ok], proba))
+            found.append(self.pick(values, rows, proba))
         R = np.concatenate([f[0] for f in found] or [np.zeros(0, dtype=np.int64)])
         V = np.vstack([f[1] for f in found] or [np.zeros((0, self.F))])
         P = np.vstack([f[2] for f in found] or [np.zeros((0, self.C))])
@@ -167,22 +169,28 @@ class PlausibleSearch(_Search):
             minimal[todo[moved]] = (V[todo[moved]] != self.X[R[todo[moved]]]).sum(axis=1) <= 1
         return minimal
 
+    def sought(self, t: Target) -> str:
+        return (f"a counterfactual reaching {t.text} with at least {self.min_plausibility:.0%} of its "
+                f"{self.neighbours} nearest reference rows in class '{t.target_class}'")
+
     def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...]]]:
+        """Why rows have no answer. Where nothing valid was found at all (not even by the default search),
+        the constraints bind: the default search's relaxed batch says which. Otherwise min_plausibility."""
+        rows = np.asarray(rows)
         out = {}
+        none_valid = rows[self.most_plausible[rows] < 0]
+        if len(none_valid):
+            out.update(super().why_unreachable(none_valid))
         share = f"{self.min_plausibility:.0%}"
-        for i in rows:
+        for i in rows[self.most_plausible[rows] >= 0]:
             t = self.targets[i]
             if self.no_prototype[i]:
                 reason = (f"the reference data has no row of class '{t.target_class}' whose {self.neighbours} nearest "
                           f"reference rows are at least {share} '{t.target_class}'; lower min_plausibility")
-            elif self.most_plausible[i] >= 0:
-                reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
-                          f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most plausible: "
-                          f"{self.most_plausible[i]:.0%}); lower min_plausibility, or leave it unset for the "
-                          f"sparsest answer")
             else:
-                reason = (f"no counterfactual reaching {t.text} was found by taking over features of the nearest "
-                          f"typical reference rows of class '{t.target_class}' within the constraints; leave "
-                          f"min_plausibility unset to search for the sparsest answer")
+                reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
+                          f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most "
+                          f"plausible found: {self.most_plausible[i]:.0%}); lower min_plausibility, or leave it "
+                          f"unset for the sparsest answer")
             out[int(i)] = (reason, ("min_plausibility",))
         return out

@@ -148,6 +148,9 @@ def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     assert res.reason == (
         "no counterfactual within the constraints reaches class 'low'; relaxing immutable features (x0) would reach it"
     )
+    # nothing valid at all: with min_plausibility the constraint binds just the same (not min_plausibility)
+    (plausible,) = find_counterfactuals(session, np.array([[2.0, 0.0, 0.0, 0.0]]), min_plausibility=0.8)
+    assert (plausible.found, plausible.reason, plausible.binding) == (False, res.reason, res.binding)
     # a monotone direction that points the wrong way binds too
     schema = _linear_schema(x0={"monotone": "increase"})
     session = linear_session(w, 0.0, schema)
@@ -305,6 +308,40 @@ def test_min_plausibility_says_why_none_was_found(linear):
         with pytest.raises(ExplainError) as err:
             find_counterfactuals(session, x, min_plausibility=bad)
         assert str(err.value) == f"min_plausibility must be a share in (0, 1], e.g. 0.8, got {bad!r}"
+
+
+def test_min_plausibility_says_when_valid_answers_are_not_plausible(linear):
+    """Only x1 may move, up to 1.4: valid answers exist (x1 past ~1.27), but on a fine grid of that sliver none
+    has more than 2 of its 5 nearest reference rows 'low' -- which is what the reason says."""
+    session, w, b = linear
+    x = np.array([[1.0, -1.0, 0.5, 0.5]])
+    options = dict(features_to_vary=["x1"], permitted_range={"x1": (-5, 1.4)})
+    (sparse,) = find_counterfactuals(session, x, **options)
+    (res,) = find_counterfactuals(session, x, min_plausibility=0.8, **options)
+    grid = np.repeat(x, 2001, axis=0)
+    grid[:, 1] = np.linspace(-1.0, 1.4, 2001)
+    valid = grid[session.predict_proba(grid)[:, 0] > 0.5]
+    assert sparse.found and len(valid) and max(_ynn(session, v, "low") for v in valid) == 0.4
+    assert not res.found and res.complete and res.binding == ("min_plausibility",)
+    assert res.reason == ("counterfactuals reaching class 'low' exist, but none found has at least 80% of its 5 "
+                          "nearest reference rows in class 'low' (the most plausible found: 40%); lower "
+                          "min_plausibility, or leave it unset for the sparsest answer")
+
+
+def test_min_plausibility_time_budget_returns_the_plausible_answers_in_hand(linear):
+    """A budget gone before the prototypes' call still returns the valid points the first call found that are
+    plausible enough (complete=False); the other rows say what the budget cut short."""
+    session, _, _ = linear
+    X = np.random.default_rng(2).uniform(1, 3, size=(10, 4))
+    results = find_counterfactuals(session, X, time_budget_ms=1e-9, min_plausibility=0.8)
+    assert any(r.found for r in results) and not any(r.complete for r in results)
+    for x, r in zip(X, results):
+        for cf in r:
+            assert session.predict_proba(np.array([cf.values]))[0, 0] > 0.5
+            assert cf.plausibility == _ynn(session, cf.values, "low") >= 0.8
+        if not r.found:
+            assert r.reason == ("the time budget of 1e-09 ms ran out before a counterfactual reaching class 'low' "
+                                "with at least 80% of its 5 nearest reference rows in class 'low' was found")
 
 
 def test_time_budget_returns_best_so_far(linear):
