@@ -8,14 +8,21 @@ target class -- the same yNN figure every answer reports. The price is more chan
 
 Answers are built from prototypes, a few batched calls per request:
 
+0. the default search's calls 1-3: its valid points are candidates as they are, and each row's
+   cheapest one is a second base (besides the row itself) that prototype features are taken over onto;
 1. prototypes: per row, the nearest *typical* reference rows of its target class (rows whose own
    nearest other reference rows reach the same share), projected onto the row's constraints;
-2. candidates, one call per 16 rows: each prototype's m largest differences from the row (in MAD
-   units) taken over, m = 1, 2, ..., at FRACTIONS of the way;
+2. candidates, one call per ROWS_PER_CALL rows: each prototype's m largest differences from a base
+   (in MAD units) taken over, m = 1, 2, ..., at FRACTIONS of the way;
 3. the cheapest valid candidates (L1 in MAD + 1 per changed feature, as in the default search)
    are scored for yNN in blocks, cheapest first, until enough distinct answers pass;
 4. revert rounds, one call each: a change that can be dropped while the answer stays valid and
    plausible is dropped (the cheapest such revert first), until none can -- no redundant change.
+
+When the time budget runs out, the plausible answers among the valid points in hand are returned
+(complete=False). Prototypes are ranked by distance after projection: under tight constraints
+(features_to_vary, narrow ranges) the nearest projections may have lost what made their rows
+typical, and a plausible answer can be missed; the reason then says "none found".
 """
 
 from __future__ import annotations
@@ -29,19 +36,21 @@ PROTOTYPES = 20                        # nearest typical reference rows per inst
 FRACTIONS = np.array([0.5, 0.75, 1.0])  # how far each taken-over feature moves towards its prototype
 BLOCK = 32                             # valid candidates scored for yNN at a time, cheapest first
 SPARSE_BASES = 1                       # the cheapest sparse answers per row that features are also taken over from
-ROWS_PER_CALL = 16                     # instances whose candidates share one call (~F * 180 candidates each)
+ROWS_PER_CALL = 16                     # instances whose candidates share one call (<= F * 120 candidates each)
 
 _TYPICAL: dict[tuple[int, int], tuple] = {}
 
 
 class PlausibleSearch(_Search):
-    """The search of `find_counterfactuals(..., min_plausibility=...)`; results as the default search's."""
+    """The search of `find_counterfactuals(..., min_plausibility=...)`; its results take the same form
+    (Counterfactuals per row) as the default search's."""
 
     def __init__(self, *args, min_plausibility: float):
         super().__init__(*args)
         self.min_plausibility = float(min_plausibility)
         self.most_plausible = np.full(self.n, -1.0)    # best yNN among the valid candidates (-1: none valid)
         self.no_prototype = np.zeros(self.n, dtype=bool)
+        self.sparse_found = np.zeros(self.n, dtype=bool)  # the default search found a valid point
 
     def run(self, goal, labels, proba0):
         if self.n == 0:
@@ -50,6 +59,7 @@ class PlausibleSearch(_Search):
         lines, already, complete = self.search(proba0)    # the default search's valid points: answers and bases
         hit = np.flatnonzero(lines.found)
         s_rows, s_values, s_proba = lines.row[hit], lines.values[hit], lines.proba[hit]
+        self.sparse_found[s_rows] = True
         bases = _distinct_best(self.cost(s_values, s_rows), s_rows, s_values != self.X[s_rows], SPARSE_BASES)
         todo = np.flatnonzero(~already)
         found = []
@@ -188,9 +198,9 @@ class PlausibleSearch(_Search):
                 reason = (f"the reference data has no row of class '{t.target_class}' whose {self.neighbours} nearest "
                           f"reference rows are at least {share} '{t.target_class}'; lower min_plausibility")
             else:
+                unset = ", or leave it unset for the sparsest answer" if self.sparse_found[i] else ""
                 reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
                           f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most "
-                          f"plausible found: {self.most_plausible[i]:.0%}); lower min_plausibility, or leave it "
-                          f"unset for the sparsest answer")
+                          f"plausible found: {self.most_plausible[i]:.0%}); lower min_plausibility{unset}")
             out[int(i)] = (reason, ("min_plausibility",))
         return out

@@ -271,7 +271,7 @@ def _ynn(session, values, target_class, neighbours=5):
     ref = session.reference
     dist = np.abs((ref.X - np.asarray(values)) / ref.mad).sum(axis=1)
     nearest = np.argsort(dist, kind="stable")[:neighbours]
-    return float(np.mean(np.asarray(ref.predicted)[nearest] == session.classes.index(target_class)))
+    return float(np.mean(np.asarray(ref.predicted)[nearest] == session.schema.classes.index(target_class)))
 
 
 def test_min_plausibility_lands_among_the_target_class(linear):
@@ -460,6 +460,31 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
             counterfactuals=res,
         )
         assert Explanation.from_json(expl.to_json()) == expl
+
+
+def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_an_answer():
+    """Only f2 and f5 may move. For this row the default search finds nothing, while the prototypes give valid
+    answers of yNN 40% at most: the reason must not send the user to the default search."""
+    fixed = dict(mutable=False, protected=True)
+    schema = FeatureSchema(features=(
+        Feature("f0", low=0.0, high=2.0, protected=True), Feature("f1", low=0.0, high=2.0, **fixed),
+        Feature("f2", low=0.0, high=2.0),
+        Feature("f3", kind="categorical", categories=("c0", "c1"), codes=(0.0, 1.0), **fixed),
+        Feature("f4", low=0.0, high=2.0, **fixed), Feature("f5", low=0.0, high=2.0),
+    ), classes=("a", "b", "c"))
+    model = _NumpyMLP(schema, 109)
+    x = np.array([[1.5743626351397182, 1.239081992396871, 1.6172787392189536, 1.0, 1.3480330132125746,
+                   0.32384823931714624]])
+    (sparse,) = find_counterfactuals(model, x)
+    (res,) = find_counterfactuals(model, x, min_plausibility=0.6)
+    (lower,) = find_counterfactuals(model, x, min_plausibility=0.4)
+    assert not sparse.found and not res.found and res.binding == ("min_plausibility",)
+    assert res.reason == ("counterfactuals reaching class 'a' exist, but none found has at least 60% of its 5 "
+                          "nearest reference rows in class 'a' (the most plausible found: 40%); lower min_plausibility")
+    assert lower.found       # they do exist: valid on the model, yNN 40%
+    for cf in lower:
+        assert _target_margin(schema, lower, model.predict_proba(np.array([cf.values])))[0] > 0
+        assert cf.plausibility == _ynn(model, cf.values, "a") == 0.4
 
 
 # ----- real: the breast-cancer MLP exported int8 ---------------------------------------------------
