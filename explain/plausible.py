@@ -196,7 +196,7 @@ class PlausibleSearch(_Search):
             t = self.targets[i]
             if self.no_prototype[i]:
                 reason = (f"the reference data has no row of class '{t.target_class}' whose {self.neighbours} nearest "
-                          f"reference rows are at least {share} '{t.target_class}'; lower min_plausibility")
+                          f"other reference rows are at least {share} '{t.target_class}'; lower min_plausibility")
             else:
                 unset = ", or leave it unset for the sparsest answer" if self.sparse_found[i] else ""
                 reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "

@@ -302,8 +302,8 @@ def test_min_plausibility_says_why_none_was_found(linear):
     x = np.array([[1.0, -1.0, 0.5, 0.5]])
     (res,) = find_counterfactuals(session, x, min_plausibility=1.0, neighbours=300)
     assert not res.found and res.binding == ("min_plausibility",)
-    assert res.reason == ("the reference data has no row of class 'low' whose 300 nearest reference rows are at "
-                          "least 100% 'low'; lower min_plausibility")
+    assert res.reason == ("the reference data has no row of class 'low' whose 300 nearest other reference rows "
+                          "are at least 100% 'low'; lower min_plausibility")
     for bad in (0, 1.5, True, "high"):
         with pytest.raises(ExplainError) as err:
             find_counterfactuals(session, x, min_plausibility=bad)
