@@ -278,6 +278,8 @@ def risk_spec(classes: Sequence[str], favourable: str | None) -> RiskSpec:
 def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> dict[str, Any]:
     """Everything the template needs, as plain values (numbers stay numbers; wording is the template's)."""
     schema = bundle.schema if bundle is not None else _schema_from(inputs)
+    if bundle is not None:
+        _check_classes(inputs, schema, bundle)
     manifest = dict(bundle.manifest) if bundle is not None else {}
     spec = risk_spec(schema.classes, schema.favourable)
     explained = list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation is not None]
@@ -305,6 +307,18 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
         "model": model,
         "fidelity": fidelity,
     }
+
+
+def _check_classes(inputs: Inputs, schema, bundle) -> None:
+    """Refuse records whose classes are not the bundle's: they came from another model."""
+    records = [(f"explanation {n}", e.decision.classes) for n, e in enumerate(inputs.explanations, start=1)]
+    records += [(f"window {w.index}", tuple(w.probabilities)) for w in inputs.windows]
+    for where, classes in records:
+        if set(classes) != set(schema.classes):
+            raise InputError(
+                f"{where}: the decision has classes {list(classes)}, but bundle {bundle.path} has classes "
+                f"{list(schema.classes)}; pass the bundle that made these records"
+            )
 
 
 def _schema_from(inputs: Inputs):

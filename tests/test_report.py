@@ -256,6 +256,29 @@ def test_explanations_from_another_bundle_are_flagged(fixed_bundle, tmp_path):
     assert f"These explanations were produced by bundle {other}" in text
 
 
+def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path):
+    """Explanations or windows from a model with other classes: a clear error, not a KeyError traceback."""
+    import dataclasses
+
+    expl = _explanation(fixed_bundle.sha256)
+    other = dataclasses.replace(expl, decision=dataclasses.replace(expl.decision, class_name="malignant",
+                                                                    classes=("benign", "malignant")))
+    with pytest.raises(InputError) as err:
+        ei.report([expl, other], out=tmp_path / "r.html", bundle=fixed_bundle)
+    assert str(err.value) == (f"explanation 2: the decision has classes ['benign', 'malignant'], but bundle "
+                              f"{fixed_bundle.path} has classes ['low risk', 'high risk']; pass the bundle that made "
+                              "these records")
+    window = {"window": {"index": 3, "start": 0.0, "end": 2.0, "rows": 20},
+              "decision": {"class_name": "Walking", "probabilities": {"Walking": 0.9, "Running": 0.1}}}
+    lines = tmp_path / "stream.jsonl"
+    lines.write_text(json.dumps(window) + "\n")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "s.html")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: window 3: the decision has classes ['Walking', 'Running'], but bundle "
+                             f"{fixed_bundle.path} has classes ['low risk', 'high risk']; pass the bundle that made "
+                             "these records\n")
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"
