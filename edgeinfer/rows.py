@@ -77,7 +77,10 @@ def _csv(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
     reader = csv.reader(stream)
     for offset, fields in enumerate(reader, start=2):
         line_no = reader.line_num + 1 if reader.line_num else offset
-        if not fields or all(not f.strip() for f in fields):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # a blank line
+        if all(not f.strip() for f in fields):
+            yield BadRow(line_no, "every value is empty; fill in the row or delete the line")
             continue
         if len(fields) != len(header):
             yield BadRow(line_no, f"expected {len(header)} comma-separated values as in the header, got {len(fields)}")

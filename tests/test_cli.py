@@ -69,6 +69,22 @@ def test_predict_matches_the_session(diabetes_bundle, diabetes_session, rows_fil
         assert line["probabilities"] == pytest.approx(dict(zip(decision.classes, decision.probabilities)))
 
 
+def test_predict_reports_a_csv_row_of_empty_values(diabetes_bundle, rows_file, tmp_path):
+    """A row of empty fields (',,,') is a bad row, reported and counted; a blank line is skipped."""
+    _, good = rows_file
+    names = list(good[0])
+    path = tmp_path / "rows.csv"
+    path.write_text(",".join(names) + "\n" + ",".join(str(good[0][n]) for n in names) + "\n"
+                    + "," * (len(names) - 1) + "\n\n" + ",".join(str(good[1][n]) for n in names) + "\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.exit_code == 1
+    out = _lines(result)
+    assert [line["row"] for line in out] == [2, 3, 5]
+    assert out[1] == {"row": 3, "error": "every value is empty; fill in the row or delete the line"}
+    assert "class_name" in out[0] and "class_name" in out[2]
+    assert result.stderr.endswith("1 of 3 rows rejected\n")
+
+
 def test_explain_all_good_rows_exits_zero(diabetes_bundle, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"
@@ -114,6 +130,8 @@ def test_export_from_the_command_line(diabetes, tmp_path):
     refused = CliRunner().invoke(main, ["export", str(tmp_path / "one.pt2"), *args, "-o", str(tmp_path / "b1")])
     assert refused.exit_code != 0
     assert "the model does not accept a (batch, 10) float input" in refused.output
+    assert refused.output.rstrip().endswith("; a .pt2 program must take any batch size: export it with "
+                                            "dynamic_shapes=({0: torch.export.Dim('batch')},)")
 
 
 def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
