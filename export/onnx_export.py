@@ -88,7 +88,11 @@ def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
         try:
             width = model(torch.zeros(2, n_features)).shape[-1]
         except Exception as err:
-            raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}") from err
+            hint = ""
+            if isinstance(model, _Program):
+                hint = ("; a .pt2 program must take any batch size: export it with "
+                        "dynamic_shapes=({0: torch.export.Dim('batch')},)")
+            raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}{hint}") from err
     return ProbabilityHead(model, single_logit=width == 1).eval()
 
 
