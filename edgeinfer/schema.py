@@ -264,8 +264,17 @@ class FeatureSchema:
         order = [columns.index(n) for n in self.names]
         try:
             return np.asarray(values[:, order], dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"feature columns must hold numbers: {err}") from None
+        except (TypeError, ValueError):
+            pass
+        # Text in a column: category names become their codes, as in a mapping; anything else is named.
+        matrix = np.empty((len(values), len(self)), dtype=np.float64)
+        for j, (f, c) in enumerate(zip(self.features, order)):
+            for i, value in enumerate(values[:, c]):
+                try:
+                    matrix[i, j] = f.code_of(value)
+                except InputError as err:
+                    raise InputError(f"row {i}: {err}") from None
+        return matrix
 
     # ----- files -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -58,6 +58,15 @@ def test_bad_input_messages(x, message):
     assert str(info.value) == message
 
 
+def test_a_data_frame_takes_category_names_like_a_mapping():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": "male"}, {"glucose": 130.0, "age": 60, "sex": 0}])
+    np.testing.assert_array_equal(SCHEMA.to_matrix(frame)[0], [[120.0, 50.0, 1.0], [130.0, 60.0, 0.0]])
+    with pytest.raises(InputError) as info:
+        SCHEMA.to_matrix(pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": 1}, {"glucose": "high", "age": 50, "sex": 1}]))
+    assert str(info.value) == "row 1: feature 'glucose' expects a number in [40, 600] mg/dL, got 'high'"
+
+
 def test_batch_checks_report_every_bad_row_and_keep_the_rest():
     batch = np.array([[120, 50, 1], [20, 50, 1], [120, 50, 0], [120, 17, 0]], dtype=float)
     assert SCHEMA.check_rows(batch) == {
