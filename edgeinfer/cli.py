@@ -181,13 +181,13 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
 
 
 def _read_table(path: str, schema, label_column: str | None):
-    """Rows of a CSV/JSONL file as a matrix in schema order (+ labels); any bad row refuses the file."""
+    """Rows of a CSV/JSONL file as a matrix in schema order (+ labels); any bad row refuses the file, by line."""
     import numpy as np
 
     from edgeinfer.errors import InputError
     from edgeinfer.rows import BadRow, open_input, read_rows
 
-    rows, labels = [], []
+    rows, labels, lines = [], [], []
     with open_input(path) as stream:
         for item in read_rows(stream):
             if isinstance(item, BadRow):
@@ -198,11 +198,22 @@ def _read_table(path: str, schema, label_column: str | None):
                     raise InputError(f"{path} line {item.line}: no label column {label_column!r}")
                 label = values.pop(label_column)
                 labels.append(schema.class_index(label) if isinstance(label, str) else int(label))
-            rows.append(values)
-    try:
-        matrix, _ = schema.to_matrix(rows)
-    except InputError as err:
-        raise InputError(f"{path}: {err}") from None
+            try:
+                rows.append(schema.to_matrix(values)[0][0])
+            except InputError as err:
+                unknown = [k for k in values if k not in schema.names]
+                hint = (f"; if column {unknown[0]!r} holds the true class, pass --label-column {unknown[0]!r}"
+                        if label_column is None and len(unknown) == 1 else "")
+                raise InputError(f"{path} line {item.line}: {err}{hint}") from None
+            lines.append(item.line)
+    if not rows:
+        raise InputError(f"{path} holds no data rows")
+    matrix = np.stack(rows)
+    bad = schema.check_rows(matrix)
+    if bad:
+        row, reason = next(iter(bad.items()))
+        raise InputError(f"{path}: {len(bad)} of {len(matrix)} rows are outside the schema, first at line "
+                         f"{lines[row]}: {reason}; fix the data or widen the schema's ranges")
     return matrix, (np.asarray(labels) if label_column is not None else None)
 
 

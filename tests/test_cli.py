@@ -134,6 +134,34 @@ def test_export_from_the_command_line(diabetes, tmp_path):
                                             "dynamic_shapes=({0: torch.export.Dim('batch')},)")
 
 
+def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
+    """Calibration errors name the file's line (not a 0-based row index); an extra column suggests --label-column."""
+    import csv
+
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(diabetes.schema.to_dict()))
+    rows = diabetes.X_train[:30].copy()
+    rows[20, 2] = np.nan
+    path = tmp_path / "calibration.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*diabetes.schema.names, "outcome"])
+        writer.writerows([*x, diabetes.schema.classes[y]] for x, y in zip(rows, diabetes.y_train))
+    args = ["export", str(tmp_path / "model.onnx"), "--schema", str(schema_file), "--calibration", str(path),
+            "--device", "raspberry-pi-4", "-o", str(tmp_path / "bundle")]
+    (tmp_path / "model.onnx").write_bytes(b"")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {path} line 2: unknown feature 'outcome'; known features: age, sex, bmi, bp, "
+                             "s1, s2, … (10 in all); if column 'outcome' holds the true class, pass --label-column "
+                             "'outcome'\n")
+    result = CliRunner().invoke(main, [*args, "--label-column", "outcome"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {path}: 1 of 30 rows are outside the schema, first at line 22: feature 'bmi' "
+                             "expects a number in [15, 50] kg/m², got nan; replace missing or infinite values; fix "
+                             "the data or widen the schema's ranges\n")
+
+
 def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"
