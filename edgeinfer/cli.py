@@ -161,7 +161,7 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
               help="json: one Explanation per line; text: the stakeholder's wording.")
 @click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")
 @click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 20), help="Counterfactuals per row.")
-@click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None, help="Return the best found so far.")
+@click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None, help="Time for each batch of rows (--batch-size) together; returns the best found so far.")
 @click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Counterfactuals among real rows of the target class: at least this share of their 5 nearest "
                    "reference rows in it (yNN), at the cost of more changed features.")
