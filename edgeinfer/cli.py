@@ -196,8 +196,7 @@ def _read_table(path: str, schema, label_column: str | None):
             if label_column is not None:
                 if label_column not in values:
                     raise InputError(f"{path} line {item.line}: no label column {label_column!r}")
-                label = values.pop(label_column)
-                labels.append(schema.class_index(label) if isinstance(label, str) else int(label))
+                labels.append(_label_index(values.pop(label_column), schema, f"{path} line {item.line}"))
             try:
                 rows.append(schema.to_matrix(values)[0][0])
             except InputError as err:
@@ -215,6 +214,20 @@ def _read_table(path: str, schema, label_column: str | None):
         raise InputError(f"{path}: {len(bad)} of {len(matrix)} rows are outside the schema, first at line "
                          f"{lines[row]}: {reason}; fix the data or widen the schema's ranges")
     return matrix, (np.asarray(labels) if label_column is not None else None)
+
+
+def _label_index(label, schema, where: str) -> int:
+    """A true class given by name or by index; anything else is refused, naming both forms."""
+    from edgeinfer.errors import InputError
+
+    if isinstance(label, str) and label in schema.classes:
+        return schema.classes.index(label)
+    number = isinstance(label, (int, float)) and not isinstance(label, bool)
+    if number and float(label).is_integer() and 0 <= label < len(schema.classes):
+        return int(label)
+    shown = f"{label:g}" if number else repr(label)
+    raise InputError(f"{where}: label {shown} is neither a class name ({', '.join(map(repr, schema.classes))}) "
+                     f"nor a class index 0 to {len(schema.classes) - 1}")
 
 
 @main.command("export")

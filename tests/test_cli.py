@@ -162,6 +162,24 @@ def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
                              "the data or widen the schema's ranges\n")
 
 
+@pytest.mark.parametrize("label, shown", [("5", "5"), ("0.7", "0.7"), ("nan", "nan"), ("maybe", "'maybe'")])
+def test_export_refuses_a_label_that_is_no_class(diabetes, tmp_path, label, shown):
+    """A label must be a class name or index: 5 was recorded as accuracy 0 %, 0.7 truncated to 0, nan a traceback."""
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(diabetes.schema.to_dict()))
+    path = tmp_path / "calibration.csv"
+    rows = [",".join(map(str, x)) + "," + diabetes.schema.classes[y] for x, y in zip(diabetes.X_train[:30], diabetes.y_train)]
+    rows[4] = ",".join(map(str, diabetes.X_train[4])) + "," + label
+    path.write_text(",".join([*diabetes.schema.names, "outcome"]) + "\n" + "\n".join(rows) + "\n")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "model.onnx"), "--schema", str(schema_file),
+                                       "--calibration", str(path), "--label-column", "outcome",
+                                       "--device", "raspberry-pi-4", "-o", str(tmp_path / "bundle")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {path} line 6: label {shown} is neither a class name ('lower progression', "
+                             "'higher progression') nor a class index 0 to 1\n")
+
+
 def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"
