@@ -156,6 +156,7 @@ def export(
     calibration = _checked_rows(schema, calibration, "calibration")
     if labels is not None and len(labels) != len(calibration):
         raise ExportError(f"labels has {len(labels)} entries for {len(calibration)} calibration rows; give one per row")
+    labels = _checked_labels(schema, labels, "labels")
     if holdout is None:
         if len(calibration) < 8:
             raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got {len(calibration)}")
@@ -165,6 +166,7 @@ def export(
         holdout, calib_rows = _checked_rows(schema, holdout, "holdout"), calibration
     if holdout_labels is not None and len(holdout_labels) != len(holdout):
         raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows")
+    holdout_labels = _checked_labels(schema, holdout_labels, "holdout_labels")
     threads = default_threads(profile)
 
     # fp32 ONNX, and the float reference the gate compares against
@@ -262,6 +264,25 @@ def _attempt_record(a: PrecisionAttempt) -> dict[str, Any]:
     if out["max_abs_diff"] != out["max_abs_diff"]:  # NaN is not JSON
         out["max_abs_diff"] = None
     return out
+
+
+def _checked_labels(schema: FeatureSchema, labels: Any, what: str) -> np.ndarray | None:
+    """Ground truth as class indices; a value that is no class index would skew accuracy and fairness figures."""
+    if labels is None:
+        return None
+    try:
+        values = np.asarray(labels, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ExportError(f"{what} must be class indices 0 to {len(schema.classes) - 1}: {err}") from err
+    if values.ndim != 1:
+        raise ExportError(f"{what} must be one class index per row (1-D), got shape {values.shape}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values >= len(schema.classes))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ExportError(f"{what}[{i}] is {values[i]:g}; give class indices 0 to {len(schema.classes) - 1} "
+                          f"({', '.join(repr(c) for c in schema.classes)})")
+    return values.astype(np.int64)
 
 
 def _checked_rows(schema: FeatureSchema, rows: np.ndarray, what: str) -> np.ndarray:

@@ -86,6 +86,22 @@ def test_calibration_outside_the_schema_is_refused(breast_cancer, tmp_path):
     )
 
 
+@pytest.mark.parametrize("bad, message", [
+    (5, "holdout_labels[3] is 5; give class indices 0 to 1 ('benign', 'malignant')"),
+    (0.5, "holdout_labels[3] is 0.5; give class indices 0 to 1 ('benign', 'malignant')"),
+    (np.nan, "holdout_labels[3] is nan; give class indices 0 to 1 ('benign', 'malignant')"),
+])
+def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad, message):
+    """A label of 5 gave 'accuracy 0.00 %' and 0.5 counted as class 0; both are refused before any work."""
+    y = breast_cancer.y_test.astype(float)
+    y[3] = bad
+    with pytest.raises(ExportError) as info:
+        ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
+                  holdout=breast_cancer.X_test, holdout_labels=y, device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == message
+    assert not (tmp_path / "b").exists()
+
+
 def test_wrong_output_width_is_refused(tmp_path):
     schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
     with pytest.raises(ExportError) as info:
