@@ -166,26 +166,33 @@ class FeatureSchema:
         return np.array([f.high for f in self.features])
 
     # ----- inputs ----------------------------------------------------------
-    def to_matrix(self, x: Any) -> tuple[np.ndarray, bool]:
+    def to_matrix(self, x: Any, *, unreadable: dict[int, str] | None = None) -> tuple[np.ndarray, bool]:
         """Turn any accepted input form into a float64 matrix in schema order.
 
         Accepts a mapping (one row), a sequence of mappings, a 1-D or 2-D array,
         or a data frame with named columns. Returns (matrix, single_row).
         Raises InputError for a wrong shape or wrong names; values are checked by
-        `check_rows`.
+        `check_rows`. With `unreadable` (a dict), a row of a batch that cannot be
+        read (a mapping missing a feature, a cell that is no number or category)
+        does not fail the batch: its reason goes into the dict and its row is NaN.
         """
         if isinstance(x, Mapping):
             return self._row_from_mapping(x)[None, :], True
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
             columns = [str(c) for c in x.columns]
-            return self._matrix_from_columns(columns, x.to_numpy()), False
+            return self._matrix_from_columns(columns, x.to_numpy(), unreadable), False
         if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and x and isinstance(x[0], Mapping):
             rows = []
             for i, row in enumerate(x):
                 try:
+                    if not isinstance(row, Mapping):
+                        raise InputError(f"expected a mapping of feature name to value, got {type(row).__name__}")
                     rows.append(self._row_from_mapping(row))
                 except InputError as err:
-                    raise InputError(f"row {i}: {err}") from None
+                    if unreadable is None:
+                        raise InputError(f"row {i}: {err}") from None
+                    unreadable[i] = str(err)
+                    rows.append(np.full(len(self), np.nan))
             return np.stack(rows), False
         try:
             arr = np.asarray(x, dtype=np.float64)
@@ -254,7 +261,8 @@ class FeatureSchema:
             )
         return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
 
-    def _matrix_from_columns(self, columns: list[str], values: np.ndarray) -> np.ndarray:
+    def _matrix_from_columns(self, columns: list[str], values: np.ndarray,
+                             unreadable: dict[int, str] | None = None) -> np.ndarray:
         for c in columns:
             if c not in self._index:
                 raise InputError(_unknown_feature(c, self.names))
@@ -273,7 +281,10 @@ class FeatureSchema:
                 try:
                     matrix[i, j] = f.code_of(value)
                 except InputError as err:
-                    raise InputError(f"row {i}: {err}") from None
+                    if unreadable is None:
+                        raise InputError(f"row {i}: {err}") from None
+                    unreadable.setdefault(i, str(err))
+                    matrix[i, j] = np.nan
         return matrix
 
     # ----- files -----------------------------------------------------------

@@ -68,14 +68,21 @@ class Session:
         A bad single row raises InputError. In a batch, bad rows come back as
         `Rejection`s in their place and the other rows are still decided.
         """
-        matrix, single = self.schema.to_matrix(x)
+        matrix, single, rejected = self._batch(x)
         if single:
             matrix, _ = self.schema.validate(matrix[0])
             return self._decide(matrix)[0]
-        rejected = self.schema.check_rows(matrix)
         good = [i for i in range(len(matrix)) if i not in rejected]
         decisions = iter(self._decide(matrix[good]) if good else [])
         return [Rejection(i, rejected[i]) if i in rejected else next(decisions) for i in range(len(matrix))]
+
+    def _batch(self, x: Any) -> tuple[np.ndarray, bool, dict[int, str]]:
+        """(matrix, single, {row: reason}): a row that cannot be read or fails the schema is refused alone."""
+        unreadable: dict[int, str] = {}
+        matrix, single = self.schema.to_matrix(x, unreadable=unreadable)
+        if single:
+            return matrix, True, {}
+        return matrix, False, {**self.schema.check_rows(matrix), **unreadable}
 
     def _decide(self, matrix: np.ndarray) -> list[Decision]:
         start = time.perf_counter()
@@ -99,11 +106,10 @@ class Session:
         """
         from edgeinfer.explain.compose import explain_rows
 
-        matrix, single = self.schema.to_matrix(x)
+        matrix, single, rejected = self._batch(x)
         if single:
             matrix, _ = self.schema.validate(matrix[0])
             return explain_rows(self, matrix, stakeholder=stakeholder, **options)[0]
-        rejected = self.schema.check_rows(matrix)
         good = [i for i in range(len(matrix)) if i not in rejected]
         explained = iter(explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else [])
         return [Rejection(i, rejected[i]) if i in rejected else next(explained) for i in range(len(matrix))]

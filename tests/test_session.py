@@ -38,6 +38,32 @@ def test_batch_rejects_bad_rows_and_decides_the_rest(bc_session, breast_cancer):
     assert out[0].probabilities == bc_session.predict(X[0]).probabilities
 
 
+def test_unreadable_rows_of_a_batch_are_refused_alone(bc_session, breast_cancer):
+    """A mapping missing a feature, one with an unknown feature, a non-mapping, a data frame cell that is no
+    number: each is that row's Rejection; the other rows are decided (and explained) as if alone."""
+    import pandas as pd
+
+    names = breast_cancer.schema.names
+    rows = [dict(zip(names, x)) for x in breast_cancer.X_test[:5]]
+    del rows[1]["mean texture"]
+    rows[2]["colour"] = 3
+    rows[3] = list(breast_cancer.X_test[3])
+    out = bc_session.predict(rows)
+    assert [r.ok for r in out] == [True, False, False, False, True]
+    assert out[1] == ei.Rejection(1, "missing feature 'mean texture'; every row needs all 30 features")
+    assert out[2].reason.startswith("unknown feature 'colour'")
+    assert out[3] == ei.Rejection(3, "expected a mapping of feature name to value, got list")
+    assert out[4].probabilities == bc_session.predict(breast_cancer.X_test[4]).probabilities
+    explained = bc_session.explain(rows, parts=("counterfactuals",))
+    assert [getattr(e, "ok", True) for e in explained] == [True, False, False, False, True]
+
+    frame = pd.DataFrame(breast_cancer.X_test[:3], columns=names).astype(object)
+    frame.loc[1, "mean area"] = "large"
+    out = bc_session.predict(frame)
+    assert [r.ok for r in out] == [True, False, True]
+    assert "mean area" in out[1].reason and "large" in out[1].reason
+
+
 def test_single_bad_row_raises(bc_session, breast_cancer):
     row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
     row["mean radius"] = -1.0
