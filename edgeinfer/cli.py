@@ -161,14 +161,24 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
               help="json: one Explanation per line; text: the stakeholder's wording.")
 @click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")
 @click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 20), help="Counterfactuals per row.")
-@click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None, help="Time for each batch of rows (--batch-size) together; returns the best found so far.")
+@click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None,
+              help="Time for each batch of rows (--batch-size) together; returns the best found so far.")
 @click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Counterfactuals among real rows of the target class: at least this share of their 5 nearest "
                    "reference rows in it (yNN), at the cost of more changed features.")
 def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, out_format, desired, k, time_budget_ms,
             min_plausibility) -> None:
     """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
+    from edgeinfer.errors import UsageError
+    from edgeinfer.explain.desired import parse_desired
+    from edgeinfer.explain.views import get_templates
+
     session = _load_session(bundle, device, fallback)
+    try:  # option values are checked before any row is read: a wrong one is a usage error (exit 2)
+        parse_desired(desired, session.schema)
+        get_templates(stakeholder)
+    except EdgeInferError as err:
+        raise UsageError(str(err)) from None
 
     def handle(rows):
         return session.explain(rows, stakeholder=stakeholder, desired=desired, k=k, time_budget_ms=time_budget_ms,

@@ -194,3 +194,15 @@ def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, 
         assert got.counterfactuals.found and all(cf.plausibility >= 0.8 for cf in got.counterfactuals)
     result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--min-plausibility", "0"])
     assert result.exit_code == 2 and "Invalid value for '--min-plausibility'" in result.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--desired", "healthy", "desired"),
+    ("--stakeholder", "nobody", "nobody"),
+])
+def test_explain_bad_option_values_are_usage_errors(diabetes_bundle, rows_file, option, value, message):
+    path, _ = rows_file
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), option, value])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""                     # refused before any row was read
+    assert result.stderr.startswith("error: ") and message in result.stderr
