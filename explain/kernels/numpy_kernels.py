@@ -45,11 +45,21 @@ def knn_agreement(
 ) -> np.ndarray:
     """(n,) share of each candidate's k nearest reference rows (scaled L1) labelled `target` (CARLA's yNN)."""
     k = min(k, len(reference))
+    cand = candidates / scale
+    ref_t = np.ascontiguousarray((reference / scale).T)          # (F, m): each feature's values in a row
     out = np.empty(len(candidates))
-    step = max(1, 2_000_000 // max(1, len(reference) * candidates.shape[1]))
-    for start in range(0, len(candidates), step):
-        block = candidates[start:start + step]
-        dist = np.abs((block[:, None, :] - reference[None, :, :]) / scale).sum(axis=2)
+    step = max(1, 4_000_000 // max(1, len(reference)))
+    for start in range(0, len(cand), step):
+        block = cand[start:start + step]
+        # Distances add feature by feature, in order, both ways below (the same bits whichever runs): one
+        # (rows, F, m) array while it stays in cache, else a loop over features on (rows, m) (a sum over
+        # a short last axis, or a (rows, F, m) array past the cache, is 5-10x slower at 32 x 427 x 30).
+        if block.size * ref_t.shape[1] <= 60_000:
+            dist = np.abs(block[:, :, None] - ref_t[None, :, :]).sum(axis=1)
+        else:
+            dist = np.zeros((len(block), ref_t.shape[1]))
+            for j in range(ref_t.shape[0]):
+                dist += np.abs(block[:, j, None] - ref_t[j])
         nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
         out[start:start + step] = (ref_labels[nearest] == target).mean(axis=1)
     return out
