@@ -47,22 +47,32 @@ def knn_agreement(
     k = min(k, len(reference))
     cand = candidates / scale
     ref_t = np.ascontiguousarray((reference / scale).T)          # (F, m): each feature's values in a row
+    F, m = ref_t.shape
     out = np.empty(len(candidates))
-    step = max(1, 4_000_000 // max(1, len(reference)))
+    # Distances add feature by feature, in order, both ways below, so the same bits come out whichever runs.
+    # Arrays stay under ~128 kB: larger ones are fresh pages from the OS on every call (a (427, 427) block
+    # took 60 ms that way, 7 ms in cache-sized pieces), and a sum over a short last axis is slow in NumPy.
+    if len(cand) * F * m <= _SMALL:
+        dist = np.abs(cand[:, :, None] - ref_t[None, :, :]).sum(axis=1)
+        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        out[:] = (ref_labels[nearest] == target).mean(axis=1)
+        return out
+    step = max(1, _SMALL // m)
+    dist, term = np.empty((step, m)), np.empty((step, m))
     for start in range(0, len(cand), step):
         block = cand[start:start + step]
-        # Distances add feature by feature, in order, both ways below (the same bits whichever runs): one
-        # (rows, F, m) array while it stays in cache, else a loop over features on (rows, m) (a sum over
-        # a short last axis, or a (rows, F, m) array past the cache, is 5-10x slower at 32 x 427 x 30).
-        if block.size * ref_t.shape[1] <= 60_000:
-            dist = np.abs(block[:, :, None] - ref_t[None, :, :]).sum(axis=1)
-        else:
-            dist = np.zeros((len(block), ref_t.shape[1]))
-            for j in range(ref_t.shape[0]):
-                dist += np.abs(block[:, j, None] - ref_t[j])
-        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        out[start:start + step] = (ref_labels[nearest] == target).mean(axis=1)
+        d, t = dist[:len(block)], term[:len(block)]
+        d.fill(0.0)
+        for j in range(F):
+            np.subtract(block[:, j, None], ref_t[j], out=t)
+            np.abs(t, out=t)
+            d += t
+        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
+        out[start:start + len(block)] = (ref_labels[nearest] == target).mean(axis=1)
     return out
+
+
+_SMALL = 16_384   # float64 elements (128 kB)
 
 
 def masked_argmin(cost: np.ndarray, mask: np.ndarray, segments: np.ndarray, n_segments: int) -> np.ndarray:
