@@ -109,6 +109,8 @@ class PlausibleSearch(_Search):
         sp, F = self.space, self.F
         values, owner = [np.zeros((0, F))], [np.zeros(0, dtype=np.int64)]
         for i in rows:
+            if self.out_of_time():
+                break
             x = self.X[i]
             pool = self.typical(int(self.t_class[i]))
             if len(pool) == 0:
@@ -150,7 +152,7 @@ class PlausibleSearch(_Search):
                     if key not in seen:
                         seen.add(key)
                         keep.append(q)
-                if len(seen) >= want or self.out_of_time():
+                if len(seen) >= want or self.out_of_time():   # out of time: one block a row, the cheapest
                     break
         keep = np.array(keep, dtype=np.int64)
         return rows[keep], values[keep], proba[keep]

@@ -21,13 +21,21 @@ def project(
     direction: np.ndarray,    # (F,) +1 increase only, -1 decrease only, 0 any
     integer: np.ndarray,      # (F,) bool: feature takes integer values
 ) -> np.ndarray:
-    """Move candidates into the feasible set: ranges, monotone directions, integers, frozen features."""
+    """Move candidates into the feasible set: ranges, monotone directions, integers, frozen features.
+
+    Each step touches only the columns it concerns (most features are free, continuous and two-way)."""
     out = np.clip(candidates, lows, highs)
-    out = np.where(direction > 0, np.maximum(out, x), out)
-    out = np.where(direction < 0, np.minimum(out, x), out)
-    rounded = np.where(direction > 0, np.ceil(out), np.where(direction < 0, np.floor(out), np.round(out)))
-    out = np.where(integer, np.clip(rounded, np.ceil(lows), np.floor(highs)), out)
-    return np.where(frozen, x, out)
+    x = np.broadcast_to(x, out.shape)
+    for cols, bound in ((direction > 0, np.maximum), (direction < 0, np.minimum)):
+        if cols.any():
+            out[:, cols] = bound(out[:, cols], x[:, cols])
+    if integer.any():
+        up, down, ints = direction[integer] > 0, direction[integer] < 0, out[:, integer]
+        rounded = np.where(up, np.ceil(ints), np.where(down, np.floor(ints), np.round(ints)))
+        out[:, integer] = np.clip(rounded, np.ceil(lows[integer]), np.floor(highs[integer]))
+    if frozen.any():
+        out[:, frozen] = x[:, frozen]
+    return out
 
 
 def scaled_l1(candidates: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
