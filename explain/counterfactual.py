@@ -24,7 +24,8 @@ puts all its candidates into the same few `predict_proba` calls:
    constraint keeps the outcome out of reach.
 
 Answers are ranked by L1 distance in MAD units plus SPARSITY_COST per changed
-feature. Projection, distances, plausibility (yNN) and selection run through the
+feature. With `min_plausibility`, plausible.py's search builds on calls 1-3 to
+find answers that also lie among real rows of the target class. Projection, distances, plausibility (yNN) and selection run through the
 kernel family passed in (NumPy or Triton), so the algorithm does not know which
 one runs.
 """
