@@ -76,10 +76,14 @@ class ExportReport:
                          f"max |Δp| {a.max_abs_diff:.4f}{'  ' + a.note if a.note else ''}")
         if self.parity_max_abs is not None:
             lines.append(f"parity     fp32 ONNX vs torch: max |Δp| {self.parity_max_abs:.2e}")
-        ratio = self.fp32_size_bytes / max(self.size_bytes, 1)
-        # a very small model can grow: the quantize/dequantize nodes outweigh the weights they shrink
-        relation = f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger: too small to gain from int8"
-        lines.append(f"size       {self.size_bytes / 1e3:.1f} kB (fp32 {self.fp32_size_bytes / 1e3:.1f} kB, {relation})")
+        if self.precision == "fp32":
+            lines.append(f"size       {self.size_bytes / 1e3:.1f} kB (fp32)")
+        else:
+            ratio = self.fp32_size_bytes / max(self.size_bytes, 1)
+            # a very small model can grow: the quantize/dequantize nodes outweigh the weights they shrink
+            relation = f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger: too small to gain from int8"
+            lines.append(f"size       {self.size_bytes / 1e3:.1f} kB (fp32 {self.fp32_size_bytes / 1e3:.1f} kB, "
+                         f"{relation})")
         if self.quantized_ops:
             lines.append("operators  " + ", ".join(f"{k} {v}" for k, v in self.quantized_ops.items()))
         if self.accuracy is not None:

@@ -59,6 +59,7 @@ def test_gate_falls_back_to_the_next_precision_and_says_so(tmp_path):
     assert report.fell_back and not report.attempts[0].passed
     assert report.attempts[0].agreement < 0.995 and report.attempts[-1].agreement == 1.0
     assert "fell back" in report.summary() and "FAIL int8-static" in report.summary()
+    assert f"size       {report.size_bytes / 1e3:.1f} kB (fp32)\n" in report.summary()   # no "1.00x smaller"
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [a["passed"] for a in manifest["quantization"]["attempts"]][-1] is True
 
