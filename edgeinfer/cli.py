@@ -156,7 +156,8 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
 
 @main.command()
 @_with_bundle_options
-@click.option("--stakeholder", default="clinician", show_default=True, help="Who reads the explanation.")
+@click.option("--stakeholder", default="clinician", show_default=True,
+              help="Who reads the explanation: a name, or a TOML file of templates (see explain/templates).")
 @click.option("--format", "out_format", type=click.Choice(["json", "text"]), default="json", show_default=True,
               help="json: one Explanation per line; text: the stakeholder's wording.")
 @click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")
@@ -171,12 +172,12 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
     """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
     from edgeinfer.errors import UsageError
     from edgeinfer.explain.desired import parse_desired
-    from edgeinfer.explain.views import get_templates
+    from edgeinfer.explain.views import stakeholder_option
 
     session = _load_session(bundle, device, fallback)
+    stakeholder = stakeholder_option(stakeholder)
     try:  # option values are checked before any row is read: a wrong one is a usage error (exit 2)
         parse_desired(desired, session.schema)
-        get_templates(stakeholder)
     except EdgeInferError as err:
         raise UsageError(str(err)) from None
 

@@ -1230,7 +1230,8 @@ def _reason_kind(reason: str) -> str:
 @click.option("--explain", "explain_mode", default="none", show_default=True,
               help="Which windows to explain: none, all, on-change, every:N, above:P (1 - p(favourable) >= P), "
                    "above:CLASS:P (p(CLASS) >= P).")
-@click.option("--stakeholder", default="engineer", show_default=True, help="Who reads the explanations.")
+@click.option("--stakeholder", default="engineer", show_default=True,
+              help="Who reads the explanations: a name, or a TOML file of templates (see explain/templates).")
 @click.option("--follow", is_flag=True, help="Keep reading a growing file (poll) until SIGINT/SIGTERM.")
 @click.option("--poll", "poll_s", default=0.2, show_default=True, type=click.FloatRange(min=0.001),
               help="Seconds between polls with --follow.")
@@ -1268,6 +1269,10 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     spec = window_spec_of(session.bundle)
     window = spec.samples(window_text, what="--window") if window_text else None
     hop = spec.samples(hop_text, what="--hop") if hop_text else None
+    if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)
+        from edgeinfer.explain.views import stakeholder_option
+
+        stakeholder = stakeholder_option(stakeholder)
     options = StreamOptions(window=window, hop=hop, explain=explain_mode, stakeholder=stakeholder, follow=follow,
                             poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp,
                             workers=workers)

@@ -210,6 +210,20 @@ def register_stakeholder(path: str | Path) -> str:
     return templates.name
 
 
+def stakeholder_option(value: str) -> str:
+    """A stakeholder as a command line gives it: a known name, or a TOML file of templates (registered
+    here). Returns the name; anything else is a usage error, raised before a row is read."""
+    from edgeinfer.errors import UsageError
+
+    try:
+        if value.endswith(".toml"):
+            return register_stakeholder(value)
+        get_templates(value)
+    except ExplainError as err:
+        raise UsageError(str(err)) from None
+    return value
+
+
 def get_templates(stakeholder: str) -> Templates:
     """The templates `render` uses for a stakeholder name."""
     return _lookup(stakeholder, where=None)

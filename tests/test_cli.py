@@ -206,3 +206,28 @@ def test_explain_bad_option_values_are_usage_errors(diabetes_bundle, rows_file, 
     assert result.exit_code == 2, result.output
     assert result.stdout == ""                     # refused before any row was read
     assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+@pytest.fixture()
+def clean_registry():
+    from edgeinfer.explain import views
+
+    yield
+    views._registry.clear()   # the stakeholders registered here do not leak into other tests
+
+
+def test_explain_takes_a_stakeholder_file(diabetes_bundle, rows_file, tmp_path, clean_registry):
+    """--stakeholder accepts a TOML file of templates: a reader added without code, from the command line."""
+    _, good = rows_file
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in good))
+    gp = tmp_path / "gp.toml"
+    gp.write_text('extends = "clinician"\n[text]\nheadline = "GP summary: {outcome}."\n')
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--format", "text",
+                                       "--stakeholder", str(gp)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("GP summary: ") == 2
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--stakeholder",
+                                       str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: cannot read stakeholder template file {tmp_path / 'missing.toml'}")

@@ -247,7 +247,7 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
         assert (result.exit_code, result.stderr) == (2, message)
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--explain", "all",
                                        "--stakeholder", "boss"])
-    assert result.exit_code == 1 and result.stdout == ""
+    assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: unknown stakeholder 'boss'; available: auditor, clinician, engineer, patient.")
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
     assert result.exit_code == 2
@@ -559,3 +559,19 @@ def test_latency_percentiles_are_within_a_bin():
         assert exact <= hist.percentile(q) <= exact * 1.021
     assert LatencyHistogram().percentile(50) is None
     assert math.isfinite(hist.percentile(99.9))
+
+
+def test_a_stakeholder_file_reaches_the_workers(motion_bundle, clip, tmp_path):
+    """`--stakeholder FILE.toml` registers the templates in the CLI and in each explain worker."""
+    from edgeinfer.explain import views
+
+    coach = tmp_path / "coach.toml"
+    coach.write_text('extends = "clinician"\n[text]\nheadline = "Coach summary: {outcome}."\n')
+    try:
+        result = run([motion_bundle, clip, "--hop", 1, "--explain", "every:30", "--stakeholder", coach, "--workers", 1,
+                      "--stats-every", 0])
+    finally:
+        views._registry.clear()
+    assert result.exit_code == 0, result.output
+    texts = [line["explanation"]["text"] for line in lines_of(result.stdout) if line["explanation"]]
+    assert len(texts) >= 3 and all(t.splitlines()[2].startswith("Coach summary: ") for t in texts)
