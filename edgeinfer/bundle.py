@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,7 +94,9 @@ def write_bundle(
     if occupied and not overwrite:
             raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # a fresh sibling made by mkdir, so the bundle gets the umask's mode (mkdtemp's would be owner-only 0700)
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}"
+    tmp.mkdir()
     try:
         (tmp / MODEL_FILE).write_bytes(model_bytes)
         reference.save(tmp / REFERENCE_FILE)

@@ -80,3 +80,13 @@ def test_export_refuses_to_overwrite(breast_cancer, bc_bundle):
         ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
                   device="raspberry-pi-4", out=bc_bundle)
     assert str(info.value) == f"{bc_bundle} already exists and is not empty; choose another path or pass overwrite=True"
+
+
+def test_bundle_directory_follows_the_umask(bc_bundle):
+    """Written through a temporary sibling, the bundle still gets an ordinary directory's mode, not 0700."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(bc_bundle).st_mode) == 0o777 & ~umask
