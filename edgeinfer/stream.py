@@ -1135,10 +1135,8 @@ def stream(
                     continue
                 counts["read"] += len(block)
                 parsed = parser.parse(block)
-                for line, reason in parsed.rejects:
-                    reject(line, reason)
                 keep, breaks, bad_order, gaps = sequencer.check(parsed)
-                for line, reason in bad_order:
+                for line, reason in sorted([*parsed.rejects, *bad_order]):   # in line order, whichever check
                     reject(line, reason)
                 for line, reason in gaps:
                     counts["gaps"] += 1

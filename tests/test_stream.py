@@ -150,6 +150,15 @@ def test_every_bad_row_is_reported_counted_and_the_stream_goes_on(motion_bundle,
         assert expected in result.stderr
 
 
+def test_problems_are_reported_in_line_order(motion_bundle, tmp_path):
+    """An out-of-order timestamp (found after parsing) and a malformed row after it: line order, not check order."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 3), "0.1,1,1,1,1,1,1", "0.3,1,1,1"]) + "\n")
+    result = run([motion_bundle, path])
+    assert [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("line ")] == ["line 5",
+                                                                                                    "line 6"]
+
+
 def test_rejects_file_gets_the_problems_as_json_lines(motion_bundle, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("\n".join([HEADER, *rows(0.0, 3), "0.3,1,1,1,1,1", "0.1,1,1,1,1,1,1"]) + "\n")
