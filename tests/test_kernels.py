@@ -103,6 +103,7 @@ def _cases(rng):
         "knn-small": _knn_case(rng, 13, 7, 50, 5),
         "knn-one-row": _knn_case(rng, 1, 3, 11, 3),
         "knn-k-above-m": _knn_case(rng, 4, 5, 6, 9),
+        "knn-blocked": _knn_case(rng, 40, 9, 300, 7),   # over N._SMALL elements: the cache-sized block path
         "argmin-ties": _argmin_case(rng, 300, 7),
         "argmin-all-masked": _argmin_case(rng, 120, 4, all_masked_segment=2),
         "argmin-one-row": {"cost": np.array([2.0]), "mask": np.array([True]), "segments": np.array([0]),
@@ -156,7 +157,7 @@ def test_scaled_l1_matches_numpy(parity, name):
     np.testing.assert_allclose(got[name], expected, rtol=1e-12, atol=0, err_msg=f"seed {SEED}, case {name}")
 
 
-@pytest.mark.parametrize("name", ["knn-small", "knn-one-row", "knn-k-above-m"])
+@pytest.mark.parametrize("name", ["knn-small", "knn-one-row", "knn-k-above-m", "knn-blocked"])
 def test_knn_agreement_matches_numpy_exactly(parity, name):
     cases, got = parity
     expected = _numpy(name, cases[name])
@@ -164,6 +165,29 @@ def test_knn_agreement_matches_numpy_exactly(parity, name):
     # the answers are shares of k neighbours, not a constant
     k = min(int(cases[name]["k"]), len(cases[name]["reference"]))
     np.testing.assert_array_equal(np.round(got[name] * k), got[name] * k, err_msg=f"seed {SEED}")
+
+
+@pytest.mark.parametrize("F", [3, 9, 30, 140])
+def test_knn_agreement_breaks_ties_as_the_plain_formula_does(F):
+    """Candidates halfway between two reference rows are at exactly the same distance from both; which one
+    counts as nearer follows the rounding. Both NumPy paths (one array, cache-sized blocks) must round as
+    the plain formula |c - r| / s summed with np.sum does (the kernel's answers before its speed-up):
+    summing pre-scaled values, or in another order, breaks such ties the other way."""
+    rng = np.random.default_rng(SEED)
+    reference = rng.normal(size=(260, F)) * rng.uniform(0.1, 100, F)
+    scale = rng.uniform(0.05, 3, F)
+    labels = rng.integers(0, 2, len(reference))
+    a, b = rng.integers(0, len(reference), (2, 120))
+    candidates = (reference[a] + reference[b]) / 2
+    dist = np.abs((candidates[:, None, :] - reference[None, :, :]) / scale).sum(axis=2)
+    for k in (1, 2, 5):
+        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        expected = (labels[nearest] == 1).mean(axis=1)
+        blocked = N.knn_agreement(candidates, reference, scale, labels, 1, k)
+        one_array = np.concatenate([N.knn_agreement(c[None], reference, scale, labels, 1, k) for c in candidates])
+        assert len(candidates) * F * len(reference) > N._SMALL >= F * len(reference) or F == 140
+        np.testing.assert_array_equal(blocked, expected, err_msg=f"seed {SEED}, F {F}, k {k}")
+        np.testing.assert_array_equal(one_array, expected, err_msg=f"seed {SEED}, F {F}, k {k}")
 
 
 @pytest.mark.parametrize("name", ["argmin-ties", "argmin-all-masked", "argmin-one-row"])
