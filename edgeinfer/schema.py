@@ -181,7 +181,7 @@ class FeatureSchema:
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
             columns = [str(c) for c in x.columns]
             return self._matrix_from_columns(columns, x.to_numpy(), unreadable), False
-        if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and x and isinstance(x[0], Mapping):
+        if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and any(isinstance(r, Mapping) for r in x):
             rows = []
             for i, row in enumerate(x):
                 try:

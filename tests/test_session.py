@@ -64,6 +64,16 @@ def test_unreadable_rows_of_a_batch_are_refused_alone(bc_session, breast_cancer)
     assert "mean area" in out[1].reason and "large" in out[1].reason
 
 
+def test_a_batch_whose_first_row_is_no_mapping_refuses_that_row_alone(bc_session, breast_cancer):
+    """Which row is not a mapping does not matter: the first one too is its own Rejection (it made the whole
+    batch one 'could not read the input as numbers ... inhomogeneous shape' error)."""
+    names = breast_cancer.schema.names
+    rows = [list(breast_cancer.X_test[0]), dict(zip(names, breast_cancer.X_test[1]))]
+    out = bc_session.predict(rows)
+    assert out[0] == ei.Rejection(0, "expected a mapping of feature name to value, got list")
+    assert out[1].probabilities == bc_session.predict(breast_cancer.X_test[1]).probabilities
+
+
 def test_single_bad_row_raises(bc_session, breast_cancer):
     row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
     row["mean radius"] = -1.0
