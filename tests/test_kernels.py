@@ -168,18 +168,20 @@ def test_knn_agreement_matches_numpy_exactly(parity, name):
 
 
 @pytest.mark.parametrize("F", [3, 9, 30, 140])
-def test_knn_agreement_breaks_ties_as_the_plain_formula_does(F):
-    """Candidates halfway between two reference rows are at exactly the same distance from both; which one
-    counts as nearer follows the rounding. Both NumPy paths (one array, cache-sized blocks) must round as
-    the plain formula |c - r| / s summed with np.sum does (the kernel's answers before its speed-up):
-    summing pre-scaled values, or in another order, breaks such ties the other way."""
+def test_knn_agreement_breaks_ties_as_the_triton_kernel_adds(F):
+    """Candidates halfway between two reference rows are at the same distance from both in exact
+    arithmetic; which one counts as nearer follows the rounding. Both NumPy paths (one array, cache-sized
+    blocks) must add |c - r| / s feature after feature, as the Triton kernel does, so the GPU and the CPU
+    (and a row alone or in a batch) pick the same neighbours."""
     rng = np.random.default_rng(SEED)
     reference = rng.normal(size=(260, F)) * rng.uniform(0.1, 100, F)
     scale = rng.uniform(0.05, 3, F)
     labels = rng.integers(0, 2, len(reference))
     a, b = rng.integers(0, len(reference), (2, 120))
     candidates = (reference[a] + reference[b]) / 2
-    dist = np.abs((candidates[:, None, :] - reference[None, :, :]) / scale).sum(axis=2)
+    dist = np.zeros((len(candidates), len(reference)))
+    for f in range(F):                                   # the Triton kernel's order
+        dist += np.abs((candidates[:, f, None] - reference[None, :, f]) / scale[f])
     for k in (1, 2, 5):
         nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
         expected = (labels[nearest] == 1).mean(axis=1)

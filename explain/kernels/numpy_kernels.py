@@ -51,72 +51,35 @@ def knn_agreement(
     target: int,
     k: int,
 ) -> np.ndarray:
-    """(n,) share of each candidate's k nearest reference rows (scaled L1) labelled `target` (CARLA's yNN)."""
+    """(n,) share of each candidate's k nearest reference rows (scaled L1) labelled `target` (CARLA's yNN).
+
+    A distance is the sum of |c_f - r_f| / s_f over the features in their order, as the Triton kernel adds
+    them: both paths below (and the GPU) give the same bits, so a candidate halfway between two reference
+    rows (a tie that rounding decides) gets the same neighbours wherever it is scored."""
     k = min(k, len(reference))
     m, F = reference.shape
     out = np.empty(len(candidates))
-    # Each distance is sum_f |c_f - r_f| / s_f added in np.sum's (pairwise) order, both ways below, so the
-    # same bits come out whichever runs: a candidate halfway between two reference rows is a tie that
-    # other rounding would break the other way (a different yNN).
+    ref_t = np.ascontiguousarray(reference.T)                    # (F, m): each feature's values in a row
     # Arrays stay under ~128 kB: larger ones are fresh pages from the OS on every call (a (427, 427) block
     # took 60 ms that way, 7 ms in cache-sized pieces), and a sum over a short last axis is slow in NumPy.
     if len(candidates) * F * m <= _SMALL:
-        dist = np.abs((candidates[:, None, :] - reference[None, :, :]) / scale).sum(axis=2)
-        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        out[:] = (ref_labels[nearest] == target).mean(axis=1)
-        return out
-    ref_t = np.ascontiguousarray(reference.T)                    # (F, m): each feature's values in a row
-    step = max(1, _SMALL // m)
-    buffers = [np.empty((step, m)) for _ in range(10)]
-    for start in range(0, len(candidates), step):
-        block = candidates[start:start + step]
-        d, *scratch = (b[:len(block)] for b in buffers)
-        _l1_summed_as_numpy(block, ref_t, scale, 0, F, d, scratch)
-        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
-        out[start:start + len(block)] = (ref_labels[nearest] == target).mean(axis=1)
-    return out
-
-
-def _l1_summed_as_numpy(block, ref_t, scale, a: int, b: int, out: np.ndarray, scratch: list) -> None:
-    """out = sum over features a..b-1 of |block_f - ref_f| / scale_f, added in the order np.sum adds a
-    contiguous axis (numpy's pairwise_sum: 8 accumulators up to 128 terms, halves above)."""
-    t = scratch[0]
-
-    def term(j: int, into: np.ndarray) -> np.ndarray:
-        np.subtract(block[:, j, None], ref_t[j], out=into)
-        np.abs(into, out=into)
-        return np.divide(into, scale[j], out=into)
-
-    n = b - a
-    if n < 8:
-        out.fill(-0.0)
-        for j in range(a, b):
-            out += term(j, t)
-    elif n <= 128:
-        r = scratch[1:9]
-        for j in range(8):
-            term(a + j, r[j])
-        i = 8
-        while i < n - n % 8:
-            for j in range(8):
-                r[j] += term(a + i + j, t)
-            i += 8
-        r[0] += r[1]
-        r[2] += r[3]
-        r[4] += r[5]
-        r[6] += r[7]
-        r[0] += r[2]
-        r[4] += r[6]
-        np.add(r[0], r[4], out=out)
-        for j in range(a + i, b):
-            out += term(j, t)
+        terms = np.abs(candidates[:, :, None] - ref_t[None, :, :]) / scale[None, :, None]    # (n, F, m)
+        blocks = [(0, terms.sum(axis=1))]            # over the middle axis: feature after feature
     else:
-        half = n // 2
-        half -= half % 8
-        _l1_summed_as_numpy(block, ref_t, scale, a, a + half, out, scratch)
-        right = np.empty_like(out)
-        _l1_summed_as_numpy(block, ref_t, scale, a + half, b, right, scratch)
-        out += right
+        step = max(1, _SMALL // m)
+        blocks, term = [], np.empty((step, m))
+        for start in range(0, len(candidates), step):
+            block = candidates[start:start + step]
+            dist, t = np.zeros((len(block), m)), term[:len(block)]
+            for j in range(F):
+                np.subtract(block[:, j, None], ref_t[j], out=t)
+                np.abs(t, out=t)
+                dist += np.divide(t, scale[j], out=t)
+            blocks.append((start, dist))
+    for start, dist in blocks:
+        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        out[start:start + len(dist)] = (ref_labels[nearest] == target).mean(axis=1)
+    return out
 
 
 _SMALL = 16_384   # float64 elements (128 kB)
