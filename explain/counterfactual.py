@@ -25,9 +25,9 @@ puts all its candidates into the same few `predict_proba` calls:
 
 Answers are ranked by L1 distance in MAD units plus SPARSITY_COST per changed
 feature. With `min_plausibility`, plausible.py's search builds on calls 1-3 to
-find answers that also lie among real rows of the target class. Projection, distances, plausibility (yNN) and selection run through the
-kernel family passed in (NumPy or Triton), so the algorithm does not know which
-one runs.
+find answers that also lie among real rows of the target class. Projection,
+distances, plausibility (yNN) and selection run through the kernel family passed
+in (NumPy or Triton), so the algorithm does not know which one runs.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def find_counterfactuals(
     if time_budget_ms is not None and not (isinstance(time_budget_ms, Real) and not isinstance(time_budget_ms, bool)
                                            and time_budget_ms > 0):
         raise ExplainError(f"time_budget_ms must be a positive number of milliseconds, got {time_budget_ms!r}")
-    if min_plausibility is not None and not (isinstance(min_plausibility, Real) and not isinstance(min_plausibility, bool)
-                                             and 0 < min_plausibility <= 1):
+    if min_plausibility is not None and not (
+            isinstance(min_plausibility, Real) and not isinstance(min_plausibility, bool) and 0 < min_plausibility <= 1):
         raise ExplainError(f"min_plausibility must be a share in (0, 1], e.g. 0.8, got {min_plausibility!r}")
     goal = parse_desired(desired, schema)
     if features_to_vary is None and not permitted_range:
@@ -387,8 +387,9 @@ class _Search:
             others = proba.copy()
             others[at, idx] = -np.inf
             best_other = others.max(axis=1)
-            others[at, idx] = 0.0
-            rest = others.sum(axis=1)
+            if not self.classes_only:      # a threshold's log-odds need the other classes' sum
+                others[at, idx] = 0.0
+                rest = others.sum(axis=1)
         if self.classes_only:
             margin = p - best_other
         else:

@@ -82,11 +82,19 @@ def test_export_refuses_to_overwrite(breast_cancer, bc_bundle):
     assert str(info.value) == f"{bc_bundle} already exists and is not empty; choose another path or pass overwrite=True"
 
 
-def test_bundle_directory_follows_the_umask(bc_bundle):
-    """Written through a temporary sibling, the bundle still gets an ordinary directory's mode, not 0700."""
+def test_bundle_directory_follows_the_umask(bc_bundle, tmp_path):
+    """Written through a temporary sibling, the bundle still gets an ordinary directory's mode (0755 under
+    umask 022), not the owner-only 0700 of a temporary directory."""
     import os
     import stat
 
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert stat.S_IMODE(os.stat(bc_bundle).st_mode) == 0o777 & ~umask
+    from edgeinfer.bundle import read_bundle, write_bundle
+
+    b = read_bundle(bc_bundle)
+    old = os.umask(0o022)
+    try:
+        write_bundle(tmp_path / "copy", model_bytes=b.model_path.read_bytes(), schema=b.schema, profile=b.profile,
+                     reference=b.reference, precision=b.precision, record={})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "copy").st_mode) == 0o755
