@@ -387,6 +387,8 @@ def explanation_dict(value: Any) -> Any:
         return value
     if kind is tuple or kind is list:
         return [explanation_dict(v) for v in value]
+    if kind is dict:
+        return {str(k): explanation_dict(v) for k, v in value.items()}
     names = _FIELDS.get(kind)
     if names is None:
         if not (dataclasses.is_dataclass(value) and not isinstance(value, type)):
