@@ -80,11 +80,7 @@ def attribute(
 
     n, m = len(X), len(bases)
     exact = n_features <= EXACT_MAX_FEATURES and (1 << n_features) * m <= EXACT_MAX_EVALUATIONS
-    if exact:
-        masks = _all_coalitions(n_features)                      # (K, F), row 0 empty, row K-1 full
-        plan = _ExactPlan(masks, m)
-    else:
-        plan = _PermutationPlan(_antithetic_permutations(n_features, samples, rng), m)
+    plan = _plan(n_features, samples, m, rng, exact)
 
     # One batch: the baseline rows once, then for every instance its coalition rows.
     per_row = plan.rows_per_instance
@@ -212,6 +208,30 @@ class _PermutationPlan:
         # feature i is added at step rank[p, i]
         gathered = np.take_along_axis(marginal, np.broadcast_to(self.rank[None], (n, p, f)), axis=2)
         return gathered.mean(axis=1)
+
+
+_PLANS: dict[tuple, "_ExactPlan | _PermutationPlan"] = {}
+
+
+def _plan(n_features: int, samples: int, m: int, rng: np.random.Generator, exact: bool):
+    """The estimator's plan, made once per (features, samples, baseline rows, generator state): building one
+    takes ~0.3 ms at 30 features, a fifth of a one-row request. The permutations are those `rng` would draw."""
+    state = rng.bit_generator.state
+    key = (n_features, samples, m, exact, state["bit_generator"], tuple(sorted(state["state"].items())),
+           state.get("has_uint32"), state.get("uinteger"))
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 16:
+            _PLANS.clear()
+        if exact:
+            plan = _ExactPlan(_all_coalitions(n_features), m)     # (K, F) masks, row 0 empty, row K-1 full
+        else:
+            plan = _PermutationPlan(_antithetic_permutations(n_features, samples, rng), m)
+        for value in vars(plan).values():     # shared by every later call (and thread): read-only
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+        _PLANS[key] = plan
+    return plan
 
 
 # ----- helpers -------------------------------------------------------------------
