@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import edgeinfer as ei
     from edgeinfer.sensor_demo import build_motion_bundle
-    from edgeinfer.stream import ExplainPool, default_workers, window_spec_of
+    from edgeinfer.stream import window_spec_of
+    from edgeinfer.workers import ExplainPool, default_workers
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgeinfer-bench-stream-") as tmp:

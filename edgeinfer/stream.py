@@ -63,6 +63,7 @@ import numpy as np
 
 from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
 from edgeinfer.windows import WindowSpec, compute_many
+from edgeinfer.workers import ExplainPool, _Job, default_workers, explain_json
 
 READ_BYTES = 1 << 16
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
@@ -648,14 +649,6 @@ class _Chunk:
         return all(not isinstance(job, _Job) or job.future.done() for _, job in self.jobs)
 
 
-@dataclass(frozen=True)
-class _Job:
-    """A batch out at a worker, with its rows (to explain here if the worker dies)."""
-
-    future: Any
-    features: np.ndarray
-
-
 def _batches(picked: np.ndarray, size: int, workers: int) -> list[np.ndarray]:
     """Windows to explain in batches of at most `size`, of equal sizes, as many as a multiple of the workers
     when there are enough (981 windows for 2 workers: 4 x 245, not 256, 256, 256, 213)."""
@@ -675,126 +668,13 @@ class _LocalExplainer:
         self.session, self.stakeholder = session, stakeholder
 
     def submit(self, features: np.ndarray) -> list[str | None]:
-        return _explain_json(self.session, features, self.stakeholder)
+        return explain_json(self.session, features, self.stakeholder)
 
     def result(self, job) -> list[str | None]:
         return job
 
     def close(self) -> None:
         pass
-
-
-def _explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | None]:
-    from edgeinfer.explain.views import explanation_json
-
-    # the JSON of e.to_dict(), made the fast way; a refused row (Rejection) gets null
-    return [explanation_json(e) if getattr(e, "ok", True) else None
-            for e in session.explain(features, stakeholder=stakeholder)]
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_start(bundle: str, device: str, fallback: bool, stakeholder: str, stakeholder_file: str | None,
-                  warm_rows: int) -> None:
-    """In a new worker process: ignore SIGINT (the parent stops the stream and drains the workers), load
-    its own Session and explain a batch of reference rows once. That first batch pays for imports,
-    first-touch memory and ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from edgeinfer.session import load
-
-    if stakeholder_file:
-        from edgeinfer.explain.views import register_stakeholder
-
-        register_stakeholder(stakeholder_file)
-    session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
-    reference = np.asarray(session.reference.X, dtype=np.float64)
-    rows = reference[:warm_rows] if len(reference) else np.asarray(session.reference.median, dtype=np.float64)[None]
-    _explain_json(session, rows, stakeholder)
-    gc.freeze()          # what is loaded now stays: full collections need not walk it (see `stream`)
-
-
-def _worker_ready() -> int:
-    return os.getpid()
-
-
-def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
-    return _explain_json(_WORKER["session"], features, stakeholder)
-
-
-class ExplainPool:
-    """Worker processes that explain batches of window features, each with its own Session.
-
-    Each worker loads the bundle itself (same device, one ONNX Runtime thread: the workers are the
-    parallelism) and returns finished JSON for each explanation, so the stream only writes them.
-    Workers are started and warmed up here ("spawn": nothing of this process is inherited) and
-    ignore SIGINT, which the stream handles by draining them; a worker that dies is replaced by
-    explaining its batch in this process. `capacity` bounds the batches out at once (memory).
-    """
-
-    def __init__(self, session, *, workers: int, stakeholder: str, warm_rows: int = 256, timeout_s: float = 120.0):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates
-
-        if workers < 1:
-            raise UsageError(f"an explain pool needs at least 1 worker, got {workers}")
-        templates = get_templates(stakeholder)
-        own_file = None if Path(templates.path).parent == TEMPLATE_DIR else templates.path
-        self.session, self.stakeholder, self.workers = session, stakeholder, workers
-        self.timeout_s = timeout_s
-        self.capacity = 2 * workers
-        self.broken: str | None = None
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-            initargs=(str(session.bundle.path), session.profile.name, bool(session.execution.fallback), stakeholder,
-                      own_file, warm_rows),
-        )
-        try:
-            # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
-            ready = [self._executor.submit(_worker_ready) for _ in range(workers)]
-            pids = {f.result(timeout=timeout_s) for f in ready}
-            self.pids = sorted(getattr(self._executor, "_processes", None) or pids)
-        except BaseException:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            raise
-
-    def submit(self, features: np.ndarray):
-        from concurrent.futures.process import BrokenProcessPool
-
-        if self.broken is None:
-            try:
-                return _Job(self._executor.submit(_worker_explain, features, self.stakeholder), features)
-            except BrokenProcessPool as err:
-                self.broken = str(err) or "a worker process ended"
-        return _explain_json(self.session, features, self.stakeholder)
-
-    def result(self, job) -> list[str | None]:
-        from concurrent.futures import TimeoutError as FutureTimeout
-        from concurrent.futures.process import BrokenProcessPool
-
-        if not isinstance(job, _Job):
-            return job
-        try:
-            return job.future.result(timeout=self.timeout_s)
-        except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
-            self.broken = self.broken or str(err) or "a worker process ended"
-        except FutureTimeout:                 # a worker hangs: stop the workers, explain here from now on
-            self.broken = f"an explain worker gave no answer within {self.timeout_s:g} s"
-            for pid in self.pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        return _explain_json(self.session, job.features, self.stakeholder)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=self.broken is None, cancel_futures=True)
-
-    def __enter__(self) -> "ExplainPool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class _Borrowed:
@@ -814,17 +694,6 @@ class _Borrowed:
 
 
 MAX_PENDING_CHUNKS = 64     # chunks cut but not yet written (behind an explained one): memory stays bounded
-MAX_DEFAULT_WORKERS = 8     # each worker holds its own Session and buffers (about 170 MB for the BasicMotions demo)
-
-
-def default_workers() -> int:
-    """Explain workers when not told: one per CPU this process may run on (at most MAX_DEFAULT_WORKERS),
-    none on a single CPU, where a worker would only compete with the stream itself."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return min(cpus, MAX_DEFAULT_WORKERS) if cpus > 1 else 0
 
 
 def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: ExplainPool | None, err: IO[str]):
@@ -957,7 +826,7 @@ def stream(
     stopper: Stopper | None = None,
     live: bool = False,
     stats_every_s: float = 10.0,
-    pool: "ExplainPool | None" = None,
+    pool: ExplainPool | None = None,
 ) -> StreamSummary:
     """Stream rows from `source` through `session`; one JSON line per window to `out`. Returns the summary.
 

@@ -459,7 +459,8 @@ def test_a_killed_worker_loses_no_window(motion_bundle, clip):
     """A worker killed before the stream: its batches are explained in this process instead."""
     import io
 
-    from edgeinfer.stream import ExplainPool, StreamOptions, stream
+    from edgeinfer.stream import StreamOptions, stream
+    from edgeinfer.workers import ExplainPool
 
     session = ei.load(motion_bundle)
     local, _ = _run_stream(session, clip, explain="every:3", workers=0)
@@ -479,7 +480,8 @@ def test_a_hung_worker_loses_no_window(motion_bundle, clip):
     later one are explained in this process, and closing the pool does not wait for it."""
     import io
 
-    from edgeinfer.stream import ExplainPool, StreamOptions, stream
+    from edgeinfer.stream import StreamOptions, stream
+    from edgeinfer.workers import ExplainPool
 
     session = ei.load(motion_bundle)
     local, _ = _run_stream(session, clip, explain="every:3", workers=0)

@@ -1,0 +1,171 @@
+"""Explain worker processes: explanations on more than one core.
+
+Explaining a row is mostly small NumPy steps around a few model calls, so one
+Python process explains on one core at a time, whatever the machine has. An
+`ExplainPool` starts worker processes, each with its own Session of the same
+bundle, and hands them batches of rows; each answers with the finished JSON of
+every explanation (`explain_json`), so the caller only writes or sends it. The
+stream (`edgeinfer stream`) and the server (`edgeinfer serve`) use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import UsageError
+
+MAX_DEFAULT_WORKERS = 8     # each worker holds its own Session and buffers (about 170 MB for the BasicMotions demo)
+
+
+def default_workers() -> int:
+    """Explain workers when not told: one per CPU this process may run on (at most MAX_DEFAULT_WORKERS),
+    none on a single CPU, where a worker would only compete with its parent."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(cpus, MAX_DEFAULT_WORKERS) if cpus > 1 else 0
+
+
+def explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | None]:
+    """The JSON of each row's `Explanation.to_dict()`, made the fast way; null (None) for a refused row."""
+    from edgeinfer.explain.views import explanation_json
+
+    return [explanation_json(e) if getattr(e, "ok", True) else None
+            for e in session.explain(features, stakeholder=stakeholder)]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A batch out at a worker, with its rows and stakeholder (to explain here if the worker dies)."""
+
+    future: Any
+    features: np.ndarray
+    stakeholder: str
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_start(bundle: str, device: str, fallback: bool, stakeholder: str, stakeholder_file: str | None,
+                  warm_rows: int) -> None:
+    """In a new worker process: ignore SIGINT (the parent stops and drains the workers), load its own
+    Session and explain a batch of reference rows once. That first batch pays for imports, first-touch
+    memory and ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from edgeinfer.session import load
+
+    if stakeholder_file:
+        from edgeinfer.explain.views import register_stakeholder
+
+        register_stakeholder(stakeholder_file)
+    session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
+    reference = np.asarray(session.reference.X, dtype=np.float64)
+    rows = reference[:warm_rows] if len(reference) else np.asarray(session.reference.median, dtype=np.float64)[None]
+    explain_json(session, rows, stakeholder)
+    gc.freeze()          # what is loaded now stays: full collections need not walk it
+
+
+def _worker_ready() -> int:
+    return os.getpid()
+
+
+def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
+    return explain_json(_WORKER["session"], features, stakeholder)
+
+
+class ExplainPool:
+    """Worker processes that explain batches of rows, each with its own Session.
+
+    Each worker loads the bundle itself (same device, one ONNX Runtime thread: the workers are the
+    parallelism) and returns finished JSON for each explanation. Workers are started and warmed up
+    here ("spawn": nothing of this process is inherited) and ignore SIGINT, which the caller handles
+    by draining them. A worker that dies or hangs (no answer within `timeout_s`) is replaced by
+    explaining its batch, and every later one, in this process: nothing is lost. `capacity` bounds
+    the batches a caller should keep out at once (memory). Safe to use from several threads.
+
+    `stakeholder` is the default view; a batch may name another built-in one (`submit`). A
+    stakeholder templates file registered in this process is loaded by the workers only when it is
+    the pool's own `stakeholder`.
+    """
+
+    def __init__(self, session, *, workers: int, stakeholder: str, warm_rows: int = 256, timeout_s: float = 120.0):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates
+
+        if workers < 1:
+            raise UsageError(f"an explain pool needs at least 1 worker, got {workers}")
+        templates = get_templates(stakeholder)
+        own_file = None if Path(templates.path).parent == TEMPLATE_DIR else templates.path
+        self.session, self.stakeholder, self.workers = session, stakeholder, workers
+        self.timeout_s = timeout_s
+        self.capacity = 2 * workers
+        self.broken: str | None = None
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+            initargs=(str(session.bundle.path), session.profile.name, bool(session.execution.fallback), stakeholder,
+                      own_file, warm_rows),
+        )
+        try:
+            # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
+            ready = [self._executor.submit(_worker_ready) for _ in range(workers)]
+            pids = {f.result(timeout=timeout_s) for f in ready}
+            self.pids = sorted(getattr(self._executor, "_processes", None) or pids)
+        except BaseException:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def knows(self, stakeholder: str) -> bool:
+        """Whether the workers can render this stakeholder (a built-in view, or the pool's own)."""
+        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates
+
+        return stakeholder == self.stakeholder or Path(get_templates(stakeholder).path).parent == TEMPLATE_DIR
+
+    def submit(self, features: np.ndarray, stakeholder: str | None = None):
+        """Send a batch to a worker; returns a job for `result` (or, when the pool is broken, the answer)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        stakeholder = stakeholder or self.stakeholder
+        if self.broken is None:
+            try:
+                return _Job(self._executor.submit(_worker_explain, features, stakeholder), features, stakeholder)
+            except BrokenProcessPool as err:
+                self.broken = str(err) or "a worker process ended"
+        return explain_json(self.session, features, stakeholder)
+
+    def result(self, job) -> list[str | None]:
+        """The JSON of each row of a submitted batch, in order."""
+        from concurrent.futures import TimeoutError as FutureTimeout
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not isinstance(job, _Job):
+            return job
+        try:
+            return job.future.result(timeout=self.timeout_s)
+        except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
+            self.broken = self.broken or str(err) or "a worker process ended"
+        except FutureTimeout:                 # a worker hangs: stop the workers, explain here from now on
+            self.broken = f"an explain worker gave no answer within {self.timeout_s:g} s"
+            for pid in self.pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        return explain_json(self.session, job.features, job.stakeholder)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=self.broken is None, cancel_futures=True)
+
+    def __enter__(self) -> "ExplainPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
