@@ -1,11 +1,14 @@
 """Loopback load on `edgeinfer serve`: dynamic batching vs none, `predict` and `explain`, at 1, 8 and 32 clients.
 
     python -m benchmarks.bench_serve [--requests 600] [--explain-requests 200] [--time-cap 8] [--repeats 3]
-                                     [--delay-us 2000] [--max-batch-size 64] [--instances 1,2] [--threads 1]
+                                     [--delay-us 2000] [--max-batch-size 64] [--instances 1,2] [--workers 0,N]
+                                     [--threads 1]
 
 Two servers run side by side on 127.0.0.1 with the same settings except batching:
 one with Triton's dynamic batcher (max queue delay --delay-us), one without. Both
-serve the same bundle (breast-cancer MLP, int8, x86-edge-gateway profile).
+serve the same bundle (breast-cancer MLP, int8, x86-edge-gateway profile), for
+every setting of model instances (--instances) and explain worker processes
+(--workers; `explain` only, as workers only explain).
 
 The load comes from a separate client process (so it never shares the server's
 GIL): tritonclient's asyncio gRPC client with N concurrent one-row requests,
@@ -19,8 +22,8 @@ Where the time goes, per request, comes from three sources measured in the same
 runs: the client's latency; Triton's own statistics (queue wait, and compute =
 the Python backend stub -> PyTriton's zmq proxy -> edgeinfer's callable -> back);
 the Session's own time inside the callable; and CPU time per request of each
-process (client, tritonserver, the backend stubs, the edgeinfer server process)
-read from /proc. Writes benchmarks/results/serve.md.
+process (client, tritonserver, the backend stubs, the edgeinfer server process,
+the explain workers) read from /proc. Writes benchmarks/results/serve.md.
 """
 
 from __future__ import annotations
@@ -138,8 +141,9 @@ class _TimedSession:
             self.seconds += time.perf_counter() - start
 
 
-def _cpu_by_process() -> dict[str, float]:
-    """CPU seconds so far of this process's descendants, grouped as client / tritonserver / stub / edgeinfer."""
+def _cpu_by_process(workers=frozenset()) -> dict[str, float]:
+    """CPU seconds so far of this process's descendants, grouped as client / tritonserver / stub / edgeinfer /
+    workers (the explain worker processes, by pid)."""
     tick = os.sysconf("SC_CLK_TCK")
     procs = {}
     for d in os.listdir("/proc"):
@@ -156,10 +160,12 @@ def _cpu_by_process() -> dict[str, float]:
     def under_me(pid, depth=0):
         return pid == me or (pid in procs and depth < 16 and under_me(procs[pid][1], depth + 1))
 
-    groups = {"client": 0.0, "tritonserver": 0.0, "stub": 0.0, "edgeinfer": 0.0, "other": 0.0}
+    groups = {"client": 0.0, "tritonserver": 0.0, "stub": 0.0, "edgeinfer": 0.0, "workers": 0.0, "other": 0.0}
     for pid, (name, _, cpu) in procs.items():
         if pid == me:
             groups["edgeinfer"] += cpu
+        elif pid in workers:
+            groups["workers"] += cpu
         elif under_me(pid):
             group = ("tritonserver" if name == "tritonserver" else "stub" if name.startswith("triton_python")
                      else "client" if name.startswith("python") else "other")
@@ -188,11 +194,12 @@ def _stats(server, model: str) -> dict[str, int]:
 
 def _run_level(jobs, results, server, timed: _TimedSession, model: str, clients: int, requests: int,
                time_cap: float) -> dict:
-    before, cpu0, busy0, timed0 = _stats(server, model), _cpu_by_process(), _machine_busy(), timed.seconds
+    pids = frozenset(server._pool.pids) if server._pool is not None else frozenset()
+    before, cpu0, busy0, timed0 = _stats(server, model), _cpu_by_process(pids), _machine_busy(), timed.seconds
     jobs.put({"url": server.info.grpc_url, "model": model, "clients": clients, "requests": requests,
               "time_cap": time_cap})
     latencies, wall, errors, client_cpu = results.get()
-    after, cpu1, busy1 = _stats(server, model), _cpu_by_process(), _machine_busy()
+    after, cpu1, busy1 = _stats(server, model), _cpu_by_process(pids), _machine_busy()
     d = {k: after[k] - before[k] for k in after}
     n, executions = max(1, d["inferences"]), max(1, d["executions"])
     lat = np.array(latencies) * 1000
@@ -222,6 +229,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--instances", default="1,2",
                         help="model instances per model; a comma list runs every setting (both modes each)")
+    parser.add_argument("--workers", default=None,
+                        help="explain worker processes; a comma list runs every setting with every instance count "
+                             "(default: 0 and one per usable CPU); predict runs with 0 only (workers only explain)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per Session")
     parser.add_argument("--models", default="predict,explain")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.md"))
@@ -229,7 +239,12 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.bench_serve " + " ".join(sys.argv[1:] if argv is None else argv)
     models = [m for m in args.models.split(",") if m]
     results: dict[tuple[int, str, int, str], list[dict]] = {}
+    from edgeinfer.workers import default_workers
+
     instance_counts = [int(v) for v in args.instances.split(",") if v]
+    worker_counts = ([int(v) for v in args.workers.split(",") if v] if args.workers is not None
+                     else sorted({0, default_workers()}))
+    settings = [(n, w) for w in worker_counts for n in instance_counts]
     load0 = os.getloadavg()
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,21 +253,23 @@ def main(argv=None) -> int:
         client = ctx.Process(target=_client_process, args=(jobs, answers, X), daemon=True)
         client.start()
         try:
-            for instances in instance_counts:
-                info = _run_setting(args, bundle, instances, models, jobs, answers, results)
+            for instances, workers in settings:
+                chosen = [m for m in models if m == "explain" or workers == 0]
+                if chosen:
+                    info = _run_setting(args, bundle, (instances, workers), chosen, jobs, answers, results)
         finally:
             jobs.put(None)
             client.join(30)
     load1 = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    text = _report(command.strip(), args, models, instance_counts, results, info, load0, load1)
+    text = _report(command.strip(), args, models, settings, results, info, load0, load1)
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0
 
 
-def _run_setting(args, bundle, instances, models, jobs, answers, results):
-    """Both modes with `instances` model instances each: warm-up, then alternating repeats per level."""
+def _run_setting(args, bundle, setting, models, jobs, answers, results):
+    """Both modes with the same (instances, workers) each: warm-up, then alternating repeats per level."""
     import edgeinfer as ei
     from edgeinfer.serve import Server
 
@@ -265,7 +282,8 @@ def _run_setting(args, bundle, instances, models, jobs, answers, results):
                 try:
                     servers[mode] = Server(timed[mode], http_port=http, grpc_port=grpc, metrics_port=metrics,
                                            max_batch_size=args.max_batch_size, max_queue_delay_us=args.delay_us,
-                                           dynamic_batching=mode == "dynamic batching", instances=instances)
+                                           dynamic_batching=mode == "dynamic batching", instances=setting[0],
+                                           workers=setting[1])
                     break
                 except Exception as err:
                     print(f"server start failed (attempt {attempt + 1} of 3): {str(err)[:300]}", file=sys.stderr)
@@ -280,8 +298,9 @@ def _run_setting(args, bundle, instances, models, jobs, answers, results):
                 for repeat in range(args.repeats):
                     for mode in (MODES if repeat % 2 == 0 else MODES[::-1]):
                         r = _run_level(jobs, answers, servers[mode], timed[mode], model, clients, count, args.time_cap)
-                        results.setdefault((instances, model, clients, mode), []).append(r)
-                        print(f"instances={instances} {model:7s} {mode:16s} clients={clients:2d} #{repeat} "
+                        results.setdefault((setting, model, clients, mode), []).append(r)
+                        print(f"instances={setting[0]} workers={setting[1]} {model:7s} {mode:16s} "
+                              f"clients={clients:2d} #{repeat} "
                               f"done={r['done']} rps={r['rps']:.0f} p50={r['p50']:.2f}ms p99={r['p99']:.2f}ms "
                               f"rows/exec={r['rows_per_exec']:.1f} errors={r['errors']} {r['first_error'][:200]}",
                               file=sys.stderr, flush=True)
@@ -295,14 +314,21 @@ def _median(runs: list[dict], key: str) -> float:
     return float(np.median([r[key] for r in runs]))
 
 
-def _keys(models, instance_counts):
-    return [(model, n, clients, mode) for model in models for clients in LEVELS for n in instance_counts
-            for mode in MODES[::-1]]
+def _keys(models, settings, results):
+    return [(model, setting, clients, mode) for model in models for clients in LEVELS for setting in settings
+            for mode in MODES[::-1] if (setting, model, clients, mode) in results]
 
 
-def _report(command, args, models, instance_counts, results, info, load0, load1) -> str:
+def _label(setting) -> str:
+    n, w = setting
+    return f"{n} instance{'s' if n > 1 else ''}, {w} worker{'s' if w != 1 else ''}"
+
+
+def _report(command, args, models, settings, results, info, load0, load1) -> str:
     device = f"{platform.machine()} CPU, {os.cpu_count()} cores visible ({platform.platform()}), no GPU"
     busy = np.median([r["machine_busy"] for runs in results.values() for r in runs]) * 100
+    instance_counts = sorted({n for n, _ in settings})
+    worker_counts = sorted({w for _, w in settings})
     lines = [
         "# edgeinfer serve: dynamic batching vs none (loopback)",
         "",
@@ -313,11 +339,14 @@ def _report(command, args, models, instance_counts, results, info, load0, load1)
         "the host is shared).",
         "",
         "Server settings, the same for both modes except batching: "
-        f"max_batch_size {args.max_batch_size}, {' or '.join(map(str, instance_counts))} model instance(s) per model "
-        "(each setting run for both modes), "
+        f"max_batch_size {args.max_batch_size}; {' or '.join(map(str, instance_counts))} model instance(s) per model "
+        f"and {' or '.join(map(str, worker_counts))} explain worker process(es) (each setting run for both modes; "
+        "`predict` with 0 workers only: workers only explain); "
         f"{args.threads} ONNX Runtime intra-op thread(s), PyTriton tensors "
         f"{'inline (PYTRITON_NO_TENSORSTORE=1)' if info.inline_tensors else 'through its shared-memory store'}, "
-        f"one vectorised schema check and one Session call per execution; dynamic batching with max queue delay "
+        "one vectorised schema check per execution; `predict` makes one Session call per execution, `explain` one "
+        "per stakeholder, in the server process or spread over the workers (a one-row execution stays in the server "
+        "process while no other execution explains there); dynamic batching with max queue delay "
         f"{args.delay_us} µs, no preferred batch sizes.",
         "",
         f"Load: a separate client process (tritonclient asyncio gRPC), N concurrent one-row requests, closed loop; "
@@ -325,25 +354,27 @@ def _report(command, args, models, instance_counts, results, info, load0, load1)
         f"{args.time_cap:g} s per level, whichever first; {args.repeats} repeats per level alternating the modes; "
         "medians over repeats.",
         "",
-        "| model | instances | clients | mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | rows per execution | errors |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| model | instances | workers | clients | mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | "
+        "rows per execution | errors |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for model, instances, clients, mode in _keys(models, instance_counts):
-        runs = results[(instances, model, clients, mode)]
+    for model, setting, clients, mode in _keys(models, settings, results):
+        runs = results[(setting, model, clients, mode)]
         lines.append(
-            f"| {model} | {instances} | {clients} | {mode} | {sum(r['done'] for r in runs)} | {_median(runs, 'rps'):.0f} | "
-            f"{_median(runs, 'p50'):.2f} | {_median(runs, 'p99'):.2f} | {_median(runs, 'rows_per_exec'):.1f} | "
-            f"{sum(r['errors'] for r in runs)} |")
+            f"| {model} | {setting[0]} | {setting[1]} | {clients} | {mode} | {sum(r['done'] for r in runs)} | "
+            f"{_median(runs, 'rps'):.0f} | {_median(runs, 'p50'):.2f} | {_median(runs, 'p99'):.2f} | "
+            f"{_median(runs, 'rows_per_exec'):.1f} | {sum(r['errors'] for r in runs)} |")
     lines += ["", "Ratio (dynamic batching / no batching; target ≥ 5× throughput at equal or better p99). "
-              "Same settings: each instance count against itself; best: the fastest batched setting against the "
-              "fastest unbatched one, so the unbatched side is never held back:", ""]
+              "Same settings: each (instances, workers) setting against itself; best: the fastest batched setting "
+              "against the fastest unbatched one, so the unbatched side is never held back:", ""]
     for model in models:
         for clients in LEVELS:
-            pairs = [(f"{n} instance{'s' if n > 1 else ''}", results[(n, model, clients, "dynamic batching")],
-                      results[(n, model, clients, "no batching")]) for n in instance_counts]
+            mine = [st for st in settings if (st, model, clients, "no batching") in results]
+            pairs = [(_label(st), results[(st, model, clients, "dynamic batching")],
+                      results[(st, model, clients, "no batching")]) for st in mine]
 
             def fastest(mode):
-                return max((results[(n, model, clients, mode)] for n in instance_counts), key=lambda r: _median(r, "rps"))
+                return max((results[(st, model, clients, mode)] for st in mine), key=lambda r: _median(r, "rps"))
 
             pairs.append(("best vs best", fastest("dynamic batching"), fastest("no batching")))
             cells = []
@@ -357,21 +388,21 @@ def _report(command, args, models, instance_counts, results, info, load0, load1)
         "",
         "Where a request's time goes (medians over repeats; per request unless marked): client latency p50; "
         "Triton's time from receipt to response, of which queue wait and compute (the backend stub, PyTriton's "
-        "zmq proxy, edgeinfer's callable and back, per execution); the Session's own time per execution; "
-        "CPU milliseconds per request by process.",
+        "zmq proxy, edgeinfer's callable and back, per execution); the Session's own time per execution in the "
+        "server process (not the workers'); CPU milliseconds per request by process.",
         "",
-        "| model | instances | clients | mode | client p50 | Triton total | queue | compute per exec | "
-        "Session per exec | CPU client | CPU tritonserver | CPU stub | CPU edgeinfer |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | instances | workers | clients | mode | client p50 | Triton total | queue | compute per exec | "
+        "Session per exec | CPU client | CPU tritonserver | CPU stub | CPU edgeinfer | CPU workers |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for model, instances, clients, mode in _keys(models, instance_counts):
-        runs = results[(instances, model, clients, mode)]
+    for model, setting, clients, mode in _keys(models, settings, results):
+        runs = results[(setting, model, clients, mode)]
         cpu = {k: float(np.median([r["cpu_ms"][k] for r in runs])) for k in runs[0]["cpu_ms"]}
         lines.append(
-            f"| {model} | {instances} | {clients} | {mode} | {_median(runs, 'p50'):.2f} | {_median(runs, 'server_ms'):.2f} | "
-            f"{_median(runs, 'queue_ms'):.2f} | {_median(runs, 'compute_ms'):.2f} | "
+            f"| {model} | {setting[0]} | {setting[1]} | {clients} | {mode} | {_median(runs, 'p50'):.2f} | "
+            f"{_median(runs, 'server_ms'):.2f} | {_median(runs, 'queue_ms'):.2f} | {_median(runs, 'compute_ms'):.2f} | "
             f"{_median(runs, 'session_ms_per_exec'):.2f} | {cpu['client']:.2f} | {cpu['tritonserver']:.2f} | "
-            f"{cpu['stub']:.2f} | {cpu['edgeinfer']:.2f} |")
+            f"{cpu['stub']:.2f} | {cpu['edgeinfer']:.2f} | {cpu['workers']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,8 @@
 
 One server for the module (start-up takes ~10 s): the breast-cancer MLP exported
 fp16 for the CUDA server profile, served on the CPU with the fallback asked for
-(no GPU here; the refusal without it is tested too). Parity with the Session is
+(no GPU here; the refusal without it is tested too), with 2 explain workers (a
+batch of several rows is explained there, a lone row in the server process). Parity with the Session is
 exact: the server returns ONNX Runtime's float32 probabilities unchanged.
 """
 
@@ -56,7 +57,7 @@ def server(cuda_bundle):
 
     http, grpc, metrics = _free_ports(3)
     srv = serve(cuda_bundle, http_port=http, grpc_port=grpc, metrics_port=metrics, max_batch_size=MAX_BATCH,
-                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90)
+                max_queue_delay_us=50_000, fallback=True, block=False, startup_timeout_s=90, workers=2)
     try:
         yield srv
     finally:
@@ -108,6 +109,7 @@ def test_cli_serve_refuses_cuda_bundle_without_fallback(cuda_bundle):
 def test_fallback_is_recorded(server):
     assert server.info.provider == "CPUExecutionProvider"
     assert server.info.fallback is True
+    assert server.info.workers == 2
     assert server.info.note.startswith("fallback asked for: TensorrtExecutionProvider, CUDAExecutionProvider unavailable")
 
 
@@ -346,6 +348,50 @@ def test_callable_refusal_names_the_request_and_its_row(bc_session, breast_cance
     assert str(caught.value) == f"row 0: {schema.value_error(0, float('nan'))}"
 
 
+def _without_timings(text: str) -> dict:
+    data = json.loads(text)
+    data.pop("timings")
+    data["decision"].pop("latency_ms")
+    data["counterfactuals"].pop("elapsed_ms")
+    return data
+
+
+def test_callable_explains_in_workers_what_the_session_explains(bc_session, breast_cancer):
+    from edgeinfer.serve import _Models
+    from edgeinfer.workers import ExplainPool
+
+    X = _rows(breast_cancer, 5, start=20)
+    requests = _requests(X[:1], X[1:3], X[3:])
+    for request, who in zip(requests, ["patient", "clinician", "patient"]):
+        request.data["stakeholder"] = np.array([[who.encode()]], dtype=np.object_)
+    with ExplainPool(bc_session, workers=2, stakeholder="clinician", warm_rows=4) as pool:
+        models = _Models(bc_session, pool)
+        out = models.explain(requests)
+        assert [len(o["explanation"]) for o in out] == [1, 2, 2]
+        served = [_without_timings(raw) for o in out for (raw,) in o["explanation"]]
+        for row, who, got in zip(X, ["patient", "clinician", "clinician", "patient", "patient"], served):
+            local = bc_session.explain(row.astype(np.float64), stakeholder=who)
+            assert got == _without_timings(local.to_json())
+        (only,) = models.explain(_requests(X[:1]))            # one row: explained in this process
+        assert _without_timings(only["explanation"][0, 0]) == _without_timings(
+            bc_session.explain(X[0].astype(np.float64)).to_json())
+
+
+def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, breast_cancer):
+    from pytriton.exceptions import PyTritonBadParameterError
+    from edgeinfer.errors import ExplainError
+    from edgeinfer.explain.views import get_templates
+    from edgeinfer.serve import _Models
+
+    requests = _requests(_rows(breast_cancer, 2))
+    requests[0].data["stakeholder"] = np.array([[b"nurse"]], dtype=np.object_)
+    with pytest.raises(ExplainError) as expected:
+        get_templates("nurse")
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).explain(requests)
+    assert str(caught.value) == str(expected.value)
+
+
 def test_inline_tensors_default_and_opt_out():
     from edgeinfer.serve import use_inline_tensors
 
@@ -361,6 +407,8 @@ def test_instances_must_be_positive(bc_session):
 
     with pytest.raises(UsageError, match=r"^instances must be at least 1, got 0$"):
         Server(bc_session, instances=0)
+    with pytest.raises(UsageError, match=r"^workers must be 0 \(explain in this process\) or more, got -1$"):
+        Server(bc_session, workers=-1)
 
 
 # ----- Triton model repository export (no server needed) --------------------------------
