@@ -194,7 +194,7 @@ def _stats(server, model: str) -> dict[str, int]:
 
 def _run_level(jobs, results, server, timed: _TimedSession, model: str, clients: int, requests: int,
                time_cap: float) -> dict:
-    pids = frozenset(server._pool.pids) if server._pool is not None else frozenset()
+    pids = frozenset(server.worker_pids)
     before, cpu0, busy0, timed0 = _stats(server, model), _cpu_by_process(pids), _machine_busy(), timed.seconds
     jobs.put({"url": server.info.grpc_url, "model": model, "clients": clients, "requests": requests,
               "time_cap": time_cap})
@@ -238,13 +238,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.bench_serve " + " ".join(sys.argv[1:] if argv is None else argv)
     models = [m for m in args.models.split(",") if m]
-    results: dict[tuple[int, str, int, str], list[dict]] = {}
+    results: dict[tuple[tuple[int, int], str, int, str], list[dict]] = {}
     from edgeinfer.workers import default_workers
 
     instance_counts = [int(v) for v in args.instances.split(",") if v]
     worker_counts = ([int(v) for v in args.workers.split(",") if v] if args.workers is not None
                      else sorted({0, default_workers()}))
-    settings = [(n, w) for w in worker_counts for n in instance_counts]
+    settings = [(n, w) for w in worker_counts for n in instance_counts if "explain" in models or w == 0]
+    if not settings:
+        parser.error("workers only explain: give --workers 0 (or --models explain) to measure predict")
     load0 = os.getloadavg()
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,8 +257,7 @@ def main(argv=None) -> int:
         try:
             for instances, workers in settings:
                 chosen = [m for m in models if m == "explain" or workers == 0]
-                if chosen:
-                    info = _run_setting(args, bundle, (instances, workers), chosen, jobs, answers, results)
+                info = _run_setting(args, bundle, (instances, workers), chosen, jobs, answers, results)
         finally:
             jobs.put(None)
             client.join(30)

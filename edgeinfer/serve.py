@@ -46,13 +46,13 @@ import json
 import os
 import sysconfig
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import click
 import numpy as np
 
 from edgeinfer.errors import InputError, UsageError, require
-from edgeinfer.explain.views import explanation_json, get_templates
+from edgeinfer.explain.views import explanation_json
 
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 2000
@@ -75,6 +75,7 @@ class ServerInfo:
     instances: int = 1
     inline_tensors: bool = True
     workers: int = 0
+    workers_note: str = ""
 
 
 def ensure_libpython_on_path(env: dict[str, str] | None = None) -> str:
@@ -106,10 +107,11 @@ class _Models:
 
     With an ExplainPool, `explain` spreads a batch of several rows over the worker processes (one
     Python process explains on one core at a time). A one-row execution is explained here while no
-    other execution is (a worker's round trip would cost more than it saves), otherwise in a worker.
+    other execution is (a worker's round trip would cost more than it saves), otherwise in a worker;
+    so is everything once the pool has broken, and a stakeholder whose templates the workers lack.
     """
 
-    def __init__(self, session, pool=None):
+    def __init__(self, session, *, pool=None):
         self.session = session
         self.width = len(session.schema)
         self.pool = pool
@@ -176,12 +178,13 @@ class _Models:
         return out
 
     def _explain(self, rows: np.ndarray, stakeholder: str) -> list[str]:
-        """Each row's Explanation JSON (the same text as e.to_json(), made the fast way), here or in the workers."""
-        get_templates(stakeholder)                      # an unknown stakeholder is refused before any work
+        """Each row's Explanation JSON (the same text as e.to_json(), made the fast way), here or in the workers.
+        An unknown stakeholder raises ExplainError before any row is explained."""
         pool = self.pool
         with self._lock:
-            here = pool is None or not pool.knows(stakeholder) or (len(rows) == 1 and self._here == 0)
-            self._here += here
+            here = (pool is None or pool.broken is not None or not pool.knows(stakeholder) or len(rows) == 0
+                    or (len(rows) == 1 and self._here == 0))
+            self._here += int(here)
         if here:
             try:
                 return [explanation_json(e) for e in self.session.explain(rows, stakeholder=stakeholder)]
@@ -189,7 +192,7 @@ class _Models:
                 with self._lock:
                     self._here -= 1
         parts = np.array_split(rows, min(pool.workers, len(rows)))
-        jobs = [pool.submit(part, stakeholder) for part in parts]
+        jobs = [pool.submit(part, stakeholder=stakeholder) for part in parts]
         return [text for job in jobs for text in pool.result(job)]
 
 
@@ -232,7 +235,12 @@ def _stakeholder(request) -> str:
 
 
 class Server:
-    """A running Triton Inference Server over one Session. Use as a context manager, or call stop()."""
+    """A running Triton Inference Server over one Session. Use as a context manager, or call stop().
+
+    `workers` > 0 starts that many explain worker processes (see _Models). If they cannot start (a
+    script without an `if __name__ == "__main__":` guard, for one: the workers are spawned and import
+    it), the server explains in its own process and says why in a RuntimeWarning and `info.workers_note`.
+    """
 
     def __init__(
         self,
@@ -293,10 +301,8 @@ class Server:
         self._triton = pytriton.Triton(config=config, security_config=security)
         try:
             if workers:
-                from edgeinfer.workers import ExplainPool
-
-                self._pool = ExplainPool(session, workers=workers, stakeholder=STAKEHOLDER_DEFAULT, warm_rows=64)
-            models = _Models(session, self._pool)
+                self._pool = self._start_workers(workers)
+            models = _Models(session, pool=self._pool)
             self._triton.bind(
                 model_name="predict", infer_func=[models.predict] * instances,
                 inputs=[Tensor(name="features", dtype=np.float32, shape=(width,))],
@@ -317,6 +323,28 @@ class Server:
             self.stop()
             raise
 
+    def _start_workers(self, workers: int):
+        import warnings
+        from concurrent.futures.process import BrokenProcessPool
+
+        from edgeinfer.errors import BundleError
+        from edgeinfer.workers import ExplainPool
+
+        try:
+            return ExplainPool(self.session, workers=workers, stakeholder=STAKEHOLDER_DEFAULT, warm_rows=64)
+        except (OSError, RuntimeError, BrokenProcessPool, TimeoutError, BundleError) as err:
+            note = (f"the {workers} explain workers did not start ({str(err) or type(err).__name__}); explaining in "
+                    f"the server process. A script that starts a server with workers must do so under "
+                    f"`if __name__ == \"__main__\":` (the workers are spawned and import it), or pass workers=0")
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
+            self.info = replace(self.info, workers=0, workers_note=note)
+            return None
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The explain workers' process ids (none when explaining in the server process)."""
+        return list(self._pool.pids) if self._pool is not None else []
+
     def _wait_ready(self, timeout_s: float) -> None:
         from pytriton.client.utils import create_client_from_url, wait_for_server_ready
 
@@ -334,14 +362,14 @@ class Server:
             self.stop()
 
     def stop(self) -> None:
-        triton = getattr(self, "_triton", None)
-        if triton is not None:
-            self._triton = None
-            triton.stop()
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            self._pool = None
-            pool.close()
+        triton, pool = getattr(self, "_triton", None), getattr(self, "_pool", None)
+        self._triton = self._pool = None
+        try:
+            if triton is not None:
+                triton.stop()
+        finally:
+            if pool is not None:
+                pool.close()
 
     def __enter__(self) -> "Server":
         return self

@@ -63,7 +63,7 @@ import numpy as np
 
 from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
 from edgeinfer.windows import WindowSpec, compute_many
-from edgeinfer.workers import ExplainPool, _Job, default_workers, explain_json
+from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 
 READ_BYTES = 1 << 16
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
@@ -646,7 +646,7 @@ class _Chunk:
     jobs: list[tuple[np.ndarray, Any]]
 
     def done(self) -> bool:
-        return all(not isinstance(job, _Job) or job.future.done() for _, job in self.jobs)
+        return all(not isinstance(job, Job) or job.future.done() for _, job in self.jobs)
 
 
 def _batches(picked: np.ndarray, size: int, workers: int) -> list[np.ndarray]:
@@ -901,7 +901,7 @@ def stream(
                     for part in _batches(picked, options.explain_batch, explainer.workers)]
             if wake is not None:
                 for _, job in jobs:
-                    if isinstance(job, _Job):
+                    if isinstance(job, Job):
                         job.future.add_done_callback(wake)
             with np.errstate(invalid="ignore"):
                 outside = (features < lows) | (features > highs)

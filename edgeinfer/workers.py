@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | 
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
     """A batch out at a worker, with its rows and stakeholder (to explain here if the worker dies)."""
 
     future: Any
@@ -55,12 +56,15 @@ class _Job:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_start(bundle: str, device: str, fallback: bool, stakeholder: str, stakeholder_file: str | None,
-                  warm_rows: int) -> None:
-    """In a new worker process: ignore SIGINT (the parent stops and drains the workers), load its own
-    Session and explain a batch of reference rows once. That first batch pays for imports, first-touch
-    memory and ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
+def _worker_start(bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
+                  stakeholder_file: str | None, warm_rows: int) -> None:
+    """In a new worker process: ignore SIGINT (the parent stops and drains the workers), end with the
+    parent, load its own Session (refusing a bundle changed on disk since the parent loaded it) and
+    explain a batch of reference rows once. That first batch pays for imports, first-touch memory and
+    ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
+    from edgeinfer.errors import BundleError
     from edgeinfer.session import load
 
     if stakeholder_file:
@@ -68,10 +72,27 @@ def _worker_start(bundle: str, device: str, fallback: bool, stakeholder: str, st
 
         register_stakeholder(stakeholder_file)
     session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
+    if session.bundle.sha256 != sha256:
+        raise BundleError(f"bundle {bundle} changed on disk after the parent process loaded it "
+                          f"(sha256 {session.bundle.sha256[:12]}, expected {sha256[:12]}); restart to serve the new one")
     reference = np.asarray(session.reference.X, dtype=np.float64)
     rows = reference[:warm_rows] if len(reference) else np.asarray(session.reference.median, dtype=np.float64)[None]
     explain_json(session, rows, stakeholder)
     gc.freeze()          # what is loaded now stays: full collections need not walk it
+
+
+def _end_with_parent() -> None:
+    """Have Linux send SIGTERM to this worker when its parent dies, even by SIGKILL (no orphans)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):               # not Linux: the parent's shutdown still ends the workers
+        return
+    if os.getppid() != parent:                      # the parent died before prctl took effect
+        os._exit(0)
 
 
 def _worker_ready() -> int:
@@ -92,29 +113,32 @@ class ExplainPool:
     explaining its batch, and every later one, in this process: nothing is lost. `capacity` bounds
     the batches a caller should keep out at once (memory). Safe to use from several threads.
 
-    `stakeholder` is the default view; a batch may name another built-in one (`submit`). A
-    stakeholder templates file registered in this process is loaded by the workers only when it is
-    the pool's own `stakeholder`.
+    `stakeholder` is the default view; a batch may name another (`submit`). The workers render the
+    built-in views and the pool's own `stakeholder` as they were when the pool started; a batch for
+    any other (a templates file registered in this process later) is explained in this process.
     """
 
     def __init__(self, session, *, workers: int, stakeholder: str, warm_rows: int = 256, timeout_s: float = 120.0):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates
+        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates, load_templates
 
         if workers < 1:
             raise UsageError(f"an explain pool needs at least 1 worker, got {workers}")
         templates = get_templates(stakeholder)
         own_file = None if Path(templates.path).parent == TEMPLATE_DIR else templates.path
+        # the templates file each stakeholder name resolves to in a worker
+        self._worker_files = {t.name: str(t.path) for t in map(load_templates, sorted(TEMPLATE_DIR.glob("*.toml")))}
+        self._worker_files[stakeholder] = str(templates.path)
         self.session, self.stakeholder, self.workers = session, stakeholder, workers
         self.timeout_s = timeout_s
         self.capacity = 2 * workers
         self.broken: str | None = None
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-            initargs=(str(session.bundle.path), session.profile.name, bool(session.execution.fallback), stakeholder,
-                      own_file, warm_rows),
+            initargs=(str(session.bundle.path), session.bundle.sha256, session.profile.name,
+                      bool(session.execution.fallback), stakeholder, own_file, warm_rows),
         )
         try:
             # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
@@ -126,36 +150,43 @@ class ExplainPool:
             raise
 
     def knows(self, stakeholder: str) -> bool:
-        """Whether the workers can render this stakeholder (a built-in view, or the pool's own)."""
-        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates
+        """Whether the workers render this stakeholder with the templates this process would use."""
+        from edgeinfer.explain.views import get_templates
 
-        return stakeholder == self.stakeholder or Path(get_templates(stakeholder).path).parent == TEMPLATE_DIR
+        return self._worker_files.get(stakeholder) == str(get_templates(stakeholder).path)
 
-    def submit(self, features: np.ndarray, stakeholder: str | None = None):
-        """Send a batch to a worker; returns a job for `result` (or, when the pool is broken, the answer)."""
+    def submit(self, features: np.ndarray, *, stakeholder: str | None = None):
+        """Send a batch to a worker; returns a job for `result`. When the pool is broken, or the workers do
+        not know the stakeholder's templates, the batch is explained here and the answer returned instead."""
         from concurrent.futures.process import BrokenProcessPool
 
         stakeholder = stakeholder or self.stakeholder
-        if self.broken is None:
+        if self.broken is None and self.knows(stakeholder):
             try:
-                return _Job(self._executor.submit(_worker_explain, features, stakeholder), features, stakeholder)
+                return Job(self._executor.submit(_worker_explain, features, stakeholder), features, stakeholder)
             except BrokenProcessPool as err:
-                self.broken = str(err) or "a worker process ended"
+                self._break(str(err) or "a worker process ended")
         return explain_json(self.session, features, stakeholder)
+
+    def _break(self, reason: str) -> None:
+        if self.broken is None:
+            self.broken = reason
+            logging.getLogger(__name__).warning("explain workers stopped (%s); explaining in this process from now on",
+                                                reason)
 
     def result(self, job) -> list[str | None]:
         """The JSON of each row of a submitted batch, in order."""
         from concurrent.futures import TimeoutError as FutureTimeout
         from concurrent.futures.process import BrokenProcessPool
 
-        if not isinstance(job, _Job):
+        if not isinstance(job, Job):
             return job
         try:
             return job.future.result(timeout=self.timeout_s)
         except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
-            self.broken = self.broken or str(err) or "a worker process ended"
+            self._break(str(err) or "a worker process ended")
         except FutureTimeout:                 # a worker hangs: stop the workers, explain here from now on
-            self.broken = f"an explain worker gave no answer within {self.timeout_s:g} s"
+            self._break(f"an explain worker gave no answer within {self.timeout_s:g} s")
             for pid in self.pids:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)

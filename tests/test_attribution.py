@@ -222,6 +222,25 @@ def test_deterministic_for_a_seed_and_independent_of_batch_company(bc_session, b
     assert attribute(bc_session, X, seed=4) != first
 
 
+def test_a_cached_plan_gives_what_a_fresh_one_gives(bc_session, diabetes_session, breast_cancer, diabetes):
+    """Plans are kept per (features, samples, baseline rows, generator state): interleaved settings on two
+    models (permutation and exact plans) answer exactly as with the cache emptied before every call."""
+    from edgeinfer.explain import attribution as module
+
+    settings = [(bc_session, breast_cancer.X_test[:3], dict()),
+                (bc_session, breast_cancer.X_test[:3], dict(baseline="reference")),
+                (diabetes_session, diabetes.X_test[:3], dict(baseline="reference", seed=1)),
+                (bc_session, breast_cancer.X_test[:3], dict(samples=10, seed=7)),
+                (bc_session, breast_cancer.X_test[:3], dict(seed=3)),          # differs from the first by the seed only
+                (diabetes_session, diabetes.X_test[:3], dict())]
+    cached = [attribute(model, X, **options) for model, X, options in settings + settings[:2]]
+    fresh = []
+    for model, X, options in settings + settings[:2]:
+        module._PLANS.clear()
+        fresh.append(attribute(model, X, **options))
+    assert cached == fresh
+
+
 # ----- agreement with Captum on the float twin ---------------------------------------------
 
 SPEARMAN_VS_SHAPLEY_SAMPLING = 0.9   # mean over 10 test patients

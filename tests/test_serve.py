@@ -10,7 +10,9 @@ exact: the server returns ONNX Runtime's float32 probabilities unchanged.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import urllib.request
 
@@ -356,25 +358,70 @@ def _without_timings(text: str) -> dict:
     return data
 
 
+def _stakeholders(requests, names):
+    for request, who in zip(requests, names):
+        request.data["stakeholder"] = np.array([[who.encode()]], dtype=np.object_)
+    return requests
+
+
+def _served(out) -> list[dict]:
+    return [_without_timings(raw) for o in out for (raw,) in o["explanation"]]
+
+
+def _local(session, rows, who="clinician") -> list[dict]:
+    return [_without_timings(session.explain(row.astype(np.float64), stakeholder=who).to_json()) for row in rows]
+
+
 def test_callable_explains_in_workers_what_the_session_explains(bc_session, breast_cancer):
     from edgeinfer.serve import _Models
     from edgeinfer.workers import ExplainPool
 
     X = _rows(breast_cancer, 5, start=20)
-    requests = _requests(X[:1], X[1:3], X[3:])
-    for request, who in zip(requests, ["patient", "clinician", "patient"]):
-        request.data["stakeholder"] = np.array([[who.encode()]], dtype=np.object_)
+    requests = _stakeholders(_requests(X[:1], X[1:3], X[3:]), ["patient", "clinician", "patient"])
     with ExplainPool(bc_session, workers=2, stakeholder="clinician", warm_rows=4) as pool:
-        models = _Models(bc_session, pool)
-        out = models.explain(requests)
-        assert [len(o["explanation"]) for o in out] == [1, 2, 2]
-        served = [_without_timings(raw) for o in out for (raw,) in o["explanation"]]
-        for row, who, got in zip(X, ["patient", "clinician", "clinician", "patient", "patient"], served):
-            local = bc_session.explain(row.astype(np.float64), stakeholder=who)
-            assert got == _without_timings(local.to_json())
-        (only,) = models.explain(_requests(X[:1]))            # one row: explained in this process
-        assert _without_timings(only["explanation"][0, 0]) == _without_timings(
-            bc_session.explain(X[0].astype(np.float64)).to_json())
+        out = _Models(bc_session, pool=pool).explain(requests)
+        assert pool.broken is None
+    assert [len(o["explanation"]) for o in out] == [1, 2, 2]
+    expected = [_local(bc_session, X[i:i + 1], who)[0]
+                for i, who in enumerate(["patient", "clinician", "clinician", "patient", "patient"])]
+    assert _served(out) == expected
+
+
+def test_callable_routes_one_row_here_and_several_to_the_workers(bc_session, breast_cancer):
+    """Workers killed first (a real fault): a lone row never touches them; a batch of two finds them dead,
+    is explained here all the same, and so is everything after, without trying them again."""
+    from edgeinfer.serve import _Models
+    from edgeinfer.workers import ExplainPool
+
+    X = _rows(breast_cancer, 4, start=40)
+    with ExplainPool(bc_session, workers=2, stakeholder="clinician", warm_rows=4) as pool:
+        for pid in pool.pids:
+            os.kill(pid, signal.SIGKILL)
+        models = _Models(bc_session, pool=pool)
+        assert _served(models.explain(_requests(X[:1]))) == _local(bc_session, X[:1])
+        assert pool.broken is None                       # one row: explained in this process
+        assert _served(models.explain(_requests(X[1:3]))) == _local(bc_session, X[1:3])
+        assert pool.broken                                 # two rows: sent to the workers, found dead
+        assert _served(models.explain(_requests(X[3:], np.zeros((0, X.shape[1]))))) == _local(bc_session, X[3:])
+
+
+def test_callable_keeps_a_stakeholder_the_workers_lack_in_this_process(bc_session, breast_cancer, tmp_path):
+    from edgeinfer.explain import views
+    from edgeinfer.serve import _Models
+    from edgeinfer.workers import ExplainPool
+
+    X = _rows(breast_cancer, 2, start=60)
+    with ExplainPool(bc_session, workers=1, stakeholder="clinician", warm_rows=4) as pool:
+        custom = tmp_path / "nurse.toml"
+        custom.write_text('name = "nurse"\nextends = "clinician"\ndescription = "ward nurse"\n', encoding="utf-8")
+        views.register_stakeholder(custom)                 # after the workers started: they do not know it
+        try:
+            assert not pool.knows("nurse") and pool.knows("patient")
+            out = _Models(bc_session, pool=pool).explain(_stakeholders(_requests(X), ["nurse"]))
+            assert _served(out) == _local(bc_session, X, "nurse")
+            assert pool.broken is None
+        finally:
+            views._known().pop("nurse")
 
 
 def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, breast_cancer):
@@ -382,14 +429,49 @@ def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, bre
     from edgeinfer.errors import ExplainError
     from edgeinfer.explain.views import get_templates
     from edgeinfer.serve import _Models
+    from edgeinfer.workers import ExplainPool
 
-    requests = _requests(_rows(breast_cancer, 2))
-    requests[0].data["stakeholder"] = np.array([[b"nurse"]], dtype=np.object_)
     with pytest.raises(ExplainError) as expected:
         get_templates("nurse")
-    with pytest.raises(PyTritonBadParameterError) as caught:
-        _Models(bc_session).explain(requests)
+    requests = _stakeholders(_requests(_rows(breast_cancer, 2)), ["nurse"])
+    with ExplainPool(bc_session, workers=1, stakeholder="clinician", warm_rows=4) as pool:
+        os.kill(pool.pids[0], signal.SIGKILL)
+        with pytest.raises(PyTritonBadParameterError) as caught:
+            _Models(bc_session, pool=pool).explain(requests)
+        assert pool.broken is None                       # refused before a worker was asked
     assert str(caught.value) == str(expected.value)
+
+
+@pytest.mark.server
+def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bundle, breast_cancer, tmp_path):
+    """The bundle is replaced on disk after the server's Session loaded it: each worker loads the new one,
+    sees another digest and refuses, so the server warns, records why and explains in its own process."""
+    import shutil
+
+    from edgeinfer.serve import Server
+
+    path = tmp_path / "bundle"
+    shutil.copytree(bc_bundle, path)
+    session = ei.load(path)
+    other = tmp_path / "other"
+    ei.export(breast_cancer.model, breast_cancer.dataset.schema, calibration=breast_cancer.X_train[:100],
+              device="raspberry-pi-4", out=other)
+    shutil.rmtree(path)
+    shutil.copytree(other, path)
+    http, grpc, metrics = _free_ports(3)
+    with pytest.warns(RuntimeWarning, match=r"^the 2 explain workers did not start \("):
+        server = Server(session, http_port=http, grpc_port=grpc, metrics_port=metrics, workers=2,
+                        startup_timeout_s=90)
+    with server:
+        assert server.info.workers == 0 and server.worker_pids == []
+        assert server.info.workers_note.endswith("(the workers are spawned and import it), or pass workers=0")
+        client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
+        try:
+            X = _rows(breast_cancer, 2, start=70)
+            result = _http_infer(client, X, model="explain")
+        finally:
+            client.close()
+        assert [_without_timings(raw) for (raw,) in result.as_numpy("explanation")] == _local(session, X)
 
 
 def test_inline_tensors_default_and_opt_out():
