@@ -332,7 +332,7 @@ class Server:
 
         try:
             return ExplainPool(self.session, workers=workers, stakeholder=STAKEHOLDER_DEFAULT, warm_rows=64)
-        except (OSError, RuntimeError, BrokenProcessPool, TimeoutError, BundleError) as err:
+        except (OSError, BrokenProcessPool, TimeoutError, BundleError) as err:
             note = (f"the {workers} explain workers did not start ({str(err) or type(err).__name__}); explaining in "
                     f"the server process. A script that starts a server with workers must do so under "
                     f"`if __name__ == \"__main__\":` (the workers are spawned and import it), or pass workers=0")
