@@ -56,14 +56,14 @@ class Job:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_start(bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
+def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
                   stakeholder_file: str | None, warm_rows: int) -> None:
     """In a new worker process: ignore SIGINT (the parent stops and drains the workers), end with the
     parent, load its own Session (refusing a bundle changed on disk since the parent loaded it) and
     explain a batch of reference rows once. That first batch pays for imports, first-touch memory and
     ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with_parent()
+    _end_with_parent(parent)
     from edgeinfer.errors import BundleError
     from edgeinfer.session import load
 
@@ -81,9 +81,8 @@ def _worker_start(bundle: str, sha256: str, device: str, fallback: bool, stakeho
     gc.freeze()          # what is loaded now stays: full collections need not walk it
 
 
-def _end_with_parent() -> None:
-    """Have Linux send SIGTERM to this worker when its parent dies, even by SIGKILL (no orphans)."""
-    parent = os.getppid()
+def _end_with_parent(parent: int) -> None:
+    """Have Linux send SIGTERM to this worker when its parent (pid `parent`) dies, even by SIGKILL."""
     try:
         import ctypes
 
@@ -137,7 +136,7 @@ class ExplainPool:
         self.broken: str | None = None
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-            initargs=(str(session.bundle.path), session.bundle.sha256, session.profile.name,
+            initargs=(os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
                       bool(session.execution.fallback), stakeholder, own_file, warm_rows),
         )
         try:
