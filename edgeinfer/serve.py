@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sysconfig
 import threading
 from dataclasses import dataclass, replace
@@ -51,7 +52,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edgeinfer.errors import InputError, UsageError, require
+from edgeinfer.errors import ExplainError, InputError, UsageError, require
 from edgeinfer.explain.views import explanation_json
 
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -158,24 +159,34 @@ class _Models:
         return out
 
     def explain(self, requests) -> list[dict[str, np.ndarray]]:
-        """One batched Session.explain per stakeholder over the rows of every request in the batch."""
+        """One batched Session.explain per stakeholder over the rows of every request in the batch.
+
+        Each row has its own stakeholder (the [rows, 1] input), or the request's (its parameter), or
+        the default. Every stakeholder name is checked before any row is explained."""
+        from edgeinfer.explain.views import get_templates
+
         matrices = self._matrices(requests)
-        groups: dict[str, list[int]] = {}
-        for i, request in enumerate(requests):
-            groups.setdefault(_stakeholder(request), []).append(i)
-        out: list[dict[str, np.ndarray] | None] = [None] * len(requests)
-        for stakeholder, members in groups.items():
+        n = len(requests)
+        groups: dict[str, list[tuple[int, int]]] = {}       # stakeholder -> (request, row) in batch order
+        for i, (request, matrix) in enumerate(zip(requests, matrices)):
+            names = _stakeholders(request, len(matrix), _where(i, n))
+            for row, name in enumerate(names):
+                groups.setdefault(name, []).append((i, row))
+        for name, members in groups.items():
             try:
-                texts = self._explain(np.concatenate([matrices[i] for i in members]), stakeholder)
+                get_templates(name)
+            except ExplainError as err:
+                raise _refused(f"{_where(members[0][0], n)}{err}") from None
+        texts: list[list[str | None]] = [[None] * len(m) for m in matrices]
+        for name, members in groups.items():
+            try:
+                done = self._explain(np.stack([matrices[i][row] for i, row in members]), name)
             except (InputError, ValueError, LookupError) as err:
-                where = _where(members[0], len(requests)) if len(members) < len(requests) else ""
-                raise _refused(f"{where}{err}") from None
-            start = 0
-            for i in members:
-                rows = texts[start:start + len(matrices[i])]
-                start += len(matrices[i])
-                out[i] = {"explanation": np.array([[t.encode("utf-8")] for t in rows], dtype=np.object_)}
-        return out
+                raise _refused(f"{_where(members[0][0], n)}{err}") from None
+            for (i, row), text in zip(members, done):
+                texts[i][row] = text
+        return [{"explanation": np.array([[t.encode("utf-8")] for t in mine], dtype=np.object_).reshape(-1, 1)}
+                for mine in texts]
 
     def _explain(self, rows: np.ndarray, stakeholder: str) -> list[str]:
         """Each row's Explanation JSON (the same text as e.to_json(), made the fast way), here or in the workers.
@@ -194,6 +205,10 @@ class _Models:
         parts = np.array_split(rows, min(pool.workers, len(rows)))
         jobs = [pool.submit(part, stakeholder=stakeholder) for part in parts]
         return [text for job in jobs for text in pool.result(job)]
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _where(i: int, n: int) -> str:
@@ -223,15 +238,21 @@ def _refused(message: str) -> Exception:
     return _REFUSED(message)
 
 
-def _stakeholder(request) -> str:
+def _stakeholders(request, rows: int, where: str) -> list[str]:
+    """The stakeholder of each of a request's rows: its own ("stakeholder" input, [rows, 1]), the
+    request's parameter, or the default."""
     if "stakeholder" in request.data:
         values = np.asarray(request["stakeholder"]).reshape(-1)
-        if len(values):
-            v = values[0]
-            return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+        if len(values) not in (1, rows):
+            raise _refused(f"{where}input 'stakeholder' must give one name per row ({rows}), got {len(values)}")
+        try:
+            names = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values.tolist()]
+        except UnicodeDecodeError:
+            raise _refused(f"{where}input 'stakeholder' must be UTF-8 text, e.g. b'clinician'") from None
+        return names * rows if len(names) == 1 else names
     if request.parameters and "stakeholder" in request.parameters:
-        return str(request.parameters["stakeholder"])
-    return STAKEHOLDER_DEFAULT
+        return [str(request.parameters["stakeholder"])] * rows
+    return [STAKEHOLDER_DEFAULT] * rows
 
 
 class Server:
@@ -298,11 +319,12 @@ class Server:
         # (header 'triton-access-token'); PyTriton generates one when none is given
         security = pytriton.TritonSecurityConfig(access_token=access_token)
         self.access_token = security.access_token
-        self._triton = pytriton.Triton(config=config, security_config=security)
+        self._triton = None
         try:
-            if workers:
+            if workers:      # before Triton starts: it reports ready only once the workers are warm too
                 self._pool = self._start_workers(workers)
             models = _Models(session, pool=self._pool)
+            self._triton = pytriton.Triton(config=config, security_config=security)
             self._triton.bind(
                 model_name="predict", infer_func=[models.predict] * instances,
                 inputs=[Tensor(name="features", dtype=np.float32, shape=(width,))],
@@ -333,9 +355,11 @@ class Server:
         try:
             return ExplainPool(self.session, workers=workers, stakeholder=STAKEHOLDER_DEFAULT, warm_rows=64)
         except (OSError, BrokenProcessPool, TimeoutError, BundleError) as err:
-            note = (f"the {workers} explain workers did not start ({str(err) or type(err).__name__}); explaining in "
-                    f"the server process. A script that starts a server with workers must do so under "
-                    f"`if __name__ == \"__main__\":` (the workers are spawned and import it), or pass workers=0")
+            note = f"the {workers} explain workers did not start ({str(err) or type(err).__name__}); explaining in " \
+                   f"the server process"
+            if isinstance(err, BrokenProcessPool):      # a worker died starting: most often a missing main guard
+                note += (". A script that starts a server with workers must do so under "
+                         "`if __name__ == \"__main__\":` (the workers are spawned and import it), or pass workers=0")
             warnings.warn(note, RuntimeWarning, stacklevel=3)
             self.info = replace(self.info, workers=0, workers_note=note)
             return None
@@ -355,11 +379,19 @@ class Server:
             client.close()
 
     def serve_forever(self) -> None:
-        """Block until the process is interrupted (Ctrl-C / SIGTERM), then stop."""
+        """Block until the process is interrupted (Ctrl-C, or SIGTERM as docker, systemd and Kubernetes send
+        it), then stop: Triton, its workspace and the workers."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _interrupt)     # stop as on Ctrl-C, not die mid-stop
         try:
             self._triton.serve()
         finally:
-            self.stop()
+            try:
+                self.stop()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
     def stop(self) -> None:
         triton, pool = getattr(self, "_triton", None), getattr(self, "_pool", None)
@@ -457,5 +489,5 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
         workers=default_workers() if workers is None else workers,
     )
     info = server.info
-    click.echo(json.dumps({"serving": str(bundle), **info.__dict__}), err=True)
+    click.echo(json.dumps({"serving": str(bundle), **info.__dict__, "worker_pids": server.worker_pids}), err=True)
     server.serve_forever()

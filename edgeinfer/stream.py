@@ -711,7 +711,7 @@ def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: Exp
 
     try:
         return ExplainPool(session, workers=workers, stakeholder=options.stakeholder, warm_rows=options.explain_batch)
-    except (OSError, BrokenProcessPool, TimeoutError) as error:
+    except (OSError, BrokenProcessPool, TimeoutError, BundleError) as error:
         err.write(f"explaining in this process: the {workers} explain workers did not start ({error or type(error).__name__})\n")
         return _LocalExplainer(session, options.stakeholder)
 

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,27 +56,30 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
-                  stakeholder_file: str | None, warm_rows: int) -> None:
+                  stakeholder_files: tuple[str, ...], warm_rows: int) -> None:
     """In a new worker process: ignore SIGINT (the parent stops and drains the workers), end with the
     parent, load its own Session (refusing a bundle changed on disk since the parent loaded it) and
     explain a batch of reference rows once. That first batch pays for imports, first-touch memory and
     ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with_parent(parent)
-    from edgeinfer.errors import BundleError
-    from edgeinfer.session import load
-
-    if stakeholder_file:
+    try:
+        from edgeinfer.errors import BundleError
         from edgeinfer.explain.views import register_stakeholder
+        from edgeinfer.session import load
 
-        register_stakeholder(stakeholder_file)
-    session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
-    if session.bundle.sha256 != sha256:
-        raise BundleError(f"bundle {bundle} changed on disk after the parent process loaded it "
-                          f"(sha256 {session.bundle.sha256[:12]}, expected {sha256[:12]}); restart to serve the new one")
-    reference = np.asarray(session.reference.X, dtype=np.float64)
-    rows = reference[:warm_rows] if len(reference) else np.asarray(session.reference.median, dtype=np.float64)[None]
-    explain_json(session, rows, stakeholder)
+        for file in stakeholder_files:
+            register_stakeholder(file)
+        session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
+        if session.bundle.sha256 != sha256:
+            raise BundleError(f"bundle {bundle} changed on disk after this process loaded it (sha256 "
+                              f"{session.bundle.sha256[:12]}, expected {sha256[:12]}); restart to use the new one")
+        reference = np.asarray(session.reference.X, dtype=np.float64)
+        rows = (reference[:warm_rows] if len(reference)
+                else np.asarray(session.reference.median, dtype=np.float64)[None])
+        explain_json(session, rows, stakeholder)
+    except Exception as err:  # kept for _worker_ready, which hands it to the parent (an initializer's is lost)
+        _WORKER["error"] = err
     gc.freeze()          # what is loaded now stays: full collections need not walk it
 
 
@@ -95,10 +97,13 @@ def _end_with_parent(parent: int) -> None:
 
 
 def _worker_ready() -> int:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     return os.getpid()
 
 
 def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
+    _worker_ready()
     return explain_json(_WORKER["session"], features, stakeholder)
 
 
@@ -112,24 +117,24 @@ class ExplainPool:
     explaining its batch, and every later one, in this process: nothing is lost. `capacity` bounds
     the batches a caller should keep out at once (memory). Safe to use from several threads.
 
-    `stakeholder` is the default view; a batch may name another (`submit`). The workers render the
-    built-in views and the pool's own `stakeholder` as they were when the pool started; a batch for
-    any other (a templates file registered in this process later) is explained in this process.
+    `stakeholder` is the default view; a batch may name another (`submit`). The workers render every
+    stakeholder this process knew when the pool started (built in or registered); a batch for one whose
+    templates changed since (a file registered later) is explained in this process. A worker that
+    cannot start (e.g. its bundle changed on disk) makes the pool raise that worker's error.
     """
 
     def __init__(self, session, *, workers: int, stakeholder: str, warm_rows: int = 256, timeout_s: float = 120.0):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from edgeinfer.explain.views import TEMPLATE_DIR, get_templates, load_templates
+        from edgeinfer.explain.views import available_stakeholders, get_templates, registered_files
 
         if workers < 1:
             raise UsageError(f"an explain pool needs at least 1 worker, got {workers}")
-        templates = get_templates(stakeholder)
-        own_file = None if Path(templates.path).parent == TEMPLATE_DIR else templates.path
-        # the templates file each stakeholder name resolves to in a worker
-        self._worker_files = {t.name: str(t.path) for t in map(load_templates, sorted(TEMPLATE_DIR.glob("*.toml")))}
-        self._worker_files[stakeholder] = str(templates.path)
+        get_templates(stakeholder)
+        files = registered_files()
+        # the templates file each stakeholder name resolves to in a worker: as here, now
+        self._worker_files = {name: str(get_templates(name).path) for name in available_stakeholders()}
         self.session, self.stakeholder, self.workers = session, stakeholder, workers
         self.timeout_s = timeout_s
         self.capacity = 2 * workers
@@ -137,7 +142,7 @@ class ExplainPool:
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
             initargs=(os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
-                      bool(session.execution.fallback), stakeholder, own_file, warm_rows),
+                      bool(session.execution.fallback), stakeholder, files, warm_rows),
         )
         try:
             # one task per worker starts them all (each runs _worker_start first) and waits until they are ready

@@ -203,6 +203,12 @@ def available_stakeholders() -> tuple[str, ...]:
     return tuple(sorted(_known()))
 
 
+def registered_files() -> tuple[str, ...]:
+    """The templates files registered in this process (not built in), in the registry's order: what
+    another process must register to render the same stakeholders."""
+    return tuple(t.path for t in _known().values() if Path(t.path).parent != TEMPLATE_DIR)
+
+
 def register_stakeholder(path: str | Path) -> str:
     """Add (or replace) a stakeholder from a TOML file; returns its name."""
     templates = load_templates(path)

@@ -424,6 +424,30 @@ def test_callable_keeps_a_stakeholder_the_workers_lack_in_this_process(bc_sessio
             views._known().pop("nurse")
 
 
+def test_callable_gives_each_row_its_own_stakeholder(bc_session, breast_cancer):
+    from edgeinfer.serve import _Models
+
+    X = _rows(breast_cancer, 4, start=80)
+    requests = _requests(X[:3], X[3:])
+    requests[0].data["stakeholder"] = np.array([[b"patient"], [b"auditor"], [b"clinician"]], dtype=np.object_)
+    requests[1].parameters["stakeholder"] = "patient"
+    served = _served(_Models(bc_session).explain(requests))
+    names = ["patient", "auditor", "clinician", "patient"]
+    assert [s["stakeholder"] for s in served] == names
+    assert served == [_local(bc_session, X[i:i + 1], who)[0] for i, who in enumerate(names)]
+
+
+def test_callable_refuses_a_stakeholder_that_is_not_utf8(bc_session, breast_cancer):
+    from pytriton.exceptions import PyTritonBadParameterError
+    from edgeinfer.serve import _Models
+
+    requests = _requests(_rows(breast_cancer, 1), _rows(breast_cancer, 1, start=1))
+    requests[1].data["stakeholder"] = np.array([[b"\xff\xfe"]], dtype=np.object_)
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).explain(requests)
+    assert str(caught.value) == "request 2 of 2 in this batch: input 'stakeholder' must be UTF-8 text, e.g. b'clinician'"
+
+
 def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, breast_cancer):
     from pytriton.exceptions import PyTritonBadParameterError
     from edgeinfer.errors import ExplainError
@@ -440,6 +464,36 @@ def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, bre
             _Models(bc_session, pool=pool).explain(requests)
         assert pool.broken is None                       # refused before a worker was asked
     assert str(caught.value) == str(expected.value)
+
+
+@pytest.mark.server
+def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path):
+    """As docker, systemd and Kubernetes stop it: exit 0, workers and Triton's workspace gone."""
+    import subprocess
+    import sys
+    import time
+
+    http, grpc, metrics = _free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        info = None
+        for line in proc.stderr:
+            if line.startswith('{"serving"'):
+                info = json.loads(line)
+                break
+        assert info is not None and info["workers"] == 1 and len(info["worker_pids"]) == 1
+        workspaces = set(os.listdir(os.path.expanduser("~/.cache/pytriton")))
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 0, rest[-2000:]
+        time.sleep(0.5)
+        assert not os.path.exists(f"/proc/{info['worker_pids'][0]}")
+        assert "leaked semaphore" not in rest
+        assert set(os.listdir(os.path.expanduser("~/.cache/pytriton"))) < workspaces   # its workspace removed
+    finally:
+        proc.kill()
 
 
 @pytest.mark.server
@@ -464,7 +518,9 @@ def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bun
                         startup_timeout_s=90)
     with server:
         assert server.info.workers == 0 and server.worker_pids == []
-        assert server.info.workers_note.endswith("(the workers are spawned and import it), or pass workers=0")
+        assert re.fullmatch(r"the 2 explain workers did not start \(bundle .* changed on disk after this process "
+                            r"loaded it .*; restart to use the new one\); explaining in the server process",
+                            server.info.workers_note)
         client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
         try:
             X = _rows(breast_cancer, 2, start=70)

@@ -8,16 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures.process import BrokenProcessPool
-
 import pytest
 
 import edgeinfer as ei
+from edgeinfer.errors import BundleError
 from edgeinfer.workers import ExplainPool
 
 POOL_THEN_WAIT = """
 import sys, time
 import edgeinfer as ei
+from edgeinfer.errors import BundleError
 from edgeinfer.workers import ExplainPool
 pool = ExplainPool(ei.load(sys.argv[1]), workers=2, stakeholder="clinician", warm_rows=2)
 print(" ".join(map(str, pool.pids)), flush=True)
@@ -54,11 +54,12 @@ def test_workers_end_when_their_parent_is_killed(bc_bundle):
 
 def test_workers_refuse_a_bundle_replaced_on_disk(bc_bundle, diabetes_bundle, tmp_path):
     """The parent's Session and its workers must explain with the same model: a worker that finds another
-    bundle at the path does not start, and the pool says so by failing to start (the caller falls back)."""
+    bundle at the path does not start, and the pool raises the worker's own error (the caller falls back)."""
     path = tmp_path / "bundle"
     shutil.copytree(bc_bundle, path)
     session = ei.load(path)
     shutil.rmtree(path)
     shutil.copytree(diabetes_bundle, path)
-    with pytest.raises(BrokenProcessPool):
+    with pytest.raises(BundleError, match=r"^bundle .*bundle changed on disk after this process loaded it \(sha256 "
+                       r"[0-9a-f]{12}, expected [0-9a-f]{12}\); restart to use the new one$"):
         ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2, timeout_s=60)
