@@ -47,6 +47,7 @@ import os
 import signal
 import sysconfig
 import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 import click
@@ -209,6 +210,20 @@ class _Models:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _sigterm_stops():
+    """SIGTERM (docker, systemd and Kubernetes stop with it) raises KeyboardInterrupt as Ctrl-C does, so
+    the server stops cleanly instead of dying mid-stop. Main thread only, where Python allows handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _where(i: int, n: int) -> str:
@@ -381,17 +396,11 @@ class Server:
     def serve_forever(self) -> None:
         """Block until the process is interrupted (Ctrl-C, or SIGTERM as docker, systemd and Kubernetes send
         it), then stop: Triton, its workspace and the workers."""
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _interrupt)     # stop as on Ctrl-C, not die mid-stop
-        try:
-            self._triton.serve()
-        finally:
+        with _sigterm_stops():
             try:
-                self.stop()
+                self._triton.serve()
             finally:
-                if previous is not None:
-                    signal.signal(signal.SIGTERM, previous)
+                self.stop()
 
     def stop(self) -> None:
         triton, pool = getattr(self, "_triton", None), getattr(self, "_pool", None)
@@ -438,15 +447,16 @@ def serve(
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
-    session = load(bundle, device=device, fallback=fallback, threads=threads)
-    server = Server(
-        session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-        max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, dynamic_batching=dynamic_batching,
-        startup_timeout_s=startup_timeout_s, access_token=access_token, instances=instances,
-        workers=default_workers() if workers is None else workers,
-    )
-    if block:
-        server.serve_forever()
+    with _sigterm_stops() if block else nullcontext():
+        session = load(bundle, device=device, fallback=fallback, threads=threads)
+        server = Server(
+            session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+            max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, dynamic_batching=dynamic_batching,
+            startup_timeout_s=startup_timeout_s, access_token=access_token, instances=instances,
+            workers=default_workers() if workers is None else workers,
+        )
+        if block:
+            server.serve_forever()
     return server
 
 
@@ -481,13 +491,14 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
-    session = load(bundle, device=device, fallback=fallback, threads=threads)
-    server = Server(
-        session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-        max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-        dynamic_batching=not no_dynamic_batching, access_token=access_token, instances=instances,
-        workers=default_workers() if workers is None else workers,
-    )
-    info = server.info
-    click.echo(json.dumps({"serving": str(bundle), **info.__dict__, "worker_pids": server.worker_pids}), err=True)
-    server.serve_forever()
+    with _sigterm_stops():      # from the start: a stop sent during start-up, or right after the ready line, is clean
+        session = load(bundle, device=device, fallback=fallback, threads=threads)
+        server = Server(
+            session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+            max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+            dynamic_batching=not no_dynamic_batching, access_token=access_token, instances=instances,
+            workers=default_workers() if workers is None else workers,
+        )
+        info = server.info
+        click.echo(json.dumps({"serving": str(bundle), **info.__dict__, "worker_pids": server.worker_pids}), err=True)
+        server.serve_forever()

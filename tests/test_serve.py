@@ -496,6 +496,40 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path):
         proc.kill()
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.server
+def test_cli_serve_stopped_while_starting_leaves_nothing_behind(bc_bundle):
+    """SIGTERM while the workers start (before Triton): no worker or Triton process outlives the CLI."""
+    import subprocess
+    import sys
+    import time
+
+    http, grpc, metrics = _free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(proc.pid) and time.monotonic() < deadline:    # the first child is the spawned worker
+            time.sleep(0.01)
+        started = _children(proc.pid)
+        assert started, "the CLI started no worker"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 1, rest[-2000:]              # click's "Aborted!": it never served
+        assert "Aborted!" in rest and '{"serving"' not in rest
+        deadline = time.monotonic() + 30       # a worker still loading ends once it sees its parent gone
+        while [p for p in started if os.path.exists(f"/proc/{p}")] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in started if os.path.exists(f"/proc/{p}")] == []
+    finally:
+        proc.kill()
+
+
 @pytest.mark.server
 def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bundle, breast_cancer, tmp_path):
     """The bundle is replaced on disk after the server's Session loaded it: each worker loads the new one,
