@@ -241,6 +241,27 @@ def test_a_cached_plan_gives_what_a_fresh_one_gives(bc_session, diabetes_session
     assert cached == fresh
 
 
+@pytest.mark.parametrize("baseline", ["median", "reference"])
+def test_chunked_and_concurrent_batches_give_the_one_row_answers(bc_session, breast_cancer, baseline, monkeypatch):
+    """Batches are written into one reused buffer per thread: a batch split over several calls, and
+    threads attributing at once, each get exactly the answers of one row at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeinfer.explain import attribution as module
+
+    X = breast_cancer.X_test[:12]
+    alone = [attribute(bc_session, X[i:i + 1], baseline=baseline)[0] for i in range(len(X))]
+    monkeypatch.setattr(module, "MAX_BATCH_ROWS", 3 * (64 * 29 + 1))       # 3 rows a call: 4 calls
+    before = bc_session.backend_calls
+    assert attribute(bc_session, X, baseline=baseline) == alone
+    assert bc_session.backend_calls - before == 4
+    monkeypatch.undo()
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda i: attribute(bc_session, X[i:i + 3], baseline=baseline), list(range(0, 12, 3)) * 5))
+    assert [a for part in parts[:4] for a in part] == alone
+    assert all(part == parts[i % 4] for i, part in enumerate(parts))
+
+
 # ----- agreement with Captum on the float twin ---------------------------------------------
 
 SPEARMAN_VS_SHAPLEY_SAMPLING = 0.9   # mean over 10 test patients
