@@ -399,6 +399,8 @@ class Server:
         with _sigterm_stops():
             try:
                 self._triton.serve()
+            except KeyboardInterrupt:      # one that lands before PyTriton's own loop catches it: a stop all the same
+                pass
             finally:
                 self.stop()
 
@@ -499,6 +501,9 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
             dynamic_batching=not no_dynamic_batching, access_token=access_token, instances=instances,
             workers=default_workers() if workers is None else workers,
         )
-        info = server.info
-        click.echo(json.dumps({"serving": str(bundle), **info.__dict__, "worker_pids": server.worker_pids}), err=True)
-        server.serve_forever()
+        try:     # from here the server is up: a stop is a clean exit, whenever it comes
+            click.echo(json.dumps({"serving": str(bundle), **server.info.__dict__, "worker_pids": server.worker_pids}),
+                       err=True)
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
