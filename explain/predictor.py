@@ -21,5 +21,6 @@ class Predictor(Protocol):
     reference: Reference
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(n, F) float rows in schema order -> (n, C) class probabilities. One backend call."""
+        """(n, F) float rows in schema order -> (n, C) class probabilities. One backend call.
+        X may be a scratch buffer the explainer reuses: read it during the call, keep no reference to it."""
         ...
