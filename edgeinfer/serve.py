@@ -110,7 +110,8 @@ class _Models:
     With an ExplainPool, `explain` spreads a batch of several rows over the worker processes (one
     Python process explains on one core at a time). A one-row execution is explained here while no
     other execution is (a worker's round trip would cost more than it saves), otherwise in a worker;
-    so is everything once the pool has broken, and a stakeholder whose templates the workers lack.
+    so is everything while the pool is broken (until new workers are warm), and a stakeholder whose
+    templates the workers lack.
     """
 
     def __init__(self, session, *, pool=None):

@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from edgeinfer.errors import UsageError
 
 MAX_DEFAULT_WORKERS = 8     # each worker holds its own Session and buffers (about 170 MB for the BasicMotions demo)
+MAX_RESTARTS = 3            # new worker sets a pool starts after breaks; past that it explains in its own process
 
 
 def default_workers() -> int:
@@ -45,11 +47,13 @@ def explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | 
 
 @dataclass(frozen=True)
 class Job:
-    """A batch out at a worker, with its rows and stakeholder (to explain here if the worker dies)."""
+    """A batch out at a worker, with its rows and stakeholder (to explain here if the worker dies), and
+    the worker set it went to."""
 
     future: Any
     features: np.ndarray
     stakeholder: str
+    executor: Any
 
 
 _WORKER: dict[str, Any] = {}
@@ -113,9 +117,13 @@ class ExplainPool:
     Each worker loads the bundle itself (same device, one ONNX Runtime thread: the workers are the
     parallelism) and returns finished JSON for each explanation. Workers are started and warmed up
     here ("spawn": nothing of this process is inherited) and ignore SIGINT, which the caller handles
-    by draining them. A worker that dies or hangs (no answer within `timeout_s`) is replaced by
-    explaining its batch, and every later one, in this process: nothing is lost. `capacity` bounds
-    the batches a caller should keep out at once (memory). Safe to use from several threads.
+    by draining them. `capacity` bounds the batches a caller should keep out at once (memory). Safe
+    to use from several threads.
+
+    A worker that dies or hangs (no answer within `timeout_s`) breaks the set: its batches, and every
+    batch until a new set is ready, are explained in this process, so nothing is lost. A new set is
+    started in the background, at most MAX_RESTARTS times; `broken` says why no workers serve now
+    (None while they do), `breaks` lists every break, `pids` the current workers.
 
     `stakeholder` is the default view; a batch may name another (`submit`). The workers render every
     stakeholder this process knew when the pool started (built in or registered); a batch for one whose
@@ -124,9 +132,6 @@ class ExplainPool:
     """
 
     def __init__(self, session, *, workers: int, stakeholder: str, warm_rows: int = 256, timeout_s: float = 120.0):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         from edgeinfer.explain.views import available_stakeholders, get_templates, registered_files
 
         if workers < 1:
@@ -139,18 +144,29 @@ class ExplainPool:
         self.timeout_s = timeout_s
         self.capacity = 2 * workers
         self.broken: str | None = None
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-            initargs=(os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
-                      bool(session.execution.fallback), stakeholder, files, warm_rows),
-        )
+        self.breaks: list[str] = []
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._set_over = threading.Event()    # set when the current worker set ends (see _restart)
+        self._initargs = (os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
+                          bool(session.execution.fallback), stakeholder, files, warm_rows)
+        self._executor, self.pids = self._start()
+
+    def _start(self):
+        """A new worker set, started and warm: (executor, sorted pids)."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_start, initargs=self._initargs)
         try:
             # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
-            ready = [self._executor.submit(_worker_ready) for _ in range(workers)]
-            pids = {f.result(timeout=timeout_s) for f in ready}
-            self.pids = sorted(getattr(self._executor, "_processes", None) or pids)
+            ready = [executor.submit(_worker_ready) for _ in range(self.workers)]
+            pids = {f.result(timeout=self.timeout_s) for f in ready}
+            return executor, sorted(getattr(executor, "_processes", None) or pids)
         except BaseException:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=False, cancel_futures=True)
             raise
 
     def knows(self, stakeholder: str) -> bool:
@@ -160,26 +176,59 @@ class ExplainPool:
         return self._worker_files.get(stakeholder) == str(get_templates(stakeholder).path)
 
     def submit(self, features: np.ndarray, *, stakeholder: str | None = None):
-        """Send a batch to a worker; returns a job for `result`. When the pool is broken, or the workers do
-        not know the stakeholder's templates, the batch is explained here and the answer returned instead."""
+        """Send a batch to a worker; returns a job for `result`. When no workers serve, or they do not know
+        the stakeholder's templates, the batch is explained here and the answer returned instead."""
         from concurrent.futures.process import BrokenProcessPool
 
         stakeholder = stakeholder or self.stakeholder
+        executor = self._executor
         if self.broken is None and self.knows(stakeholder):
             try:
-                return Job(self._executor.submit(_worker_explain, features, stakeholder), features, stakeholder)
-            except BrokenProcessPool as err:
-                self._break(str(err) or "a worker process ended")
+                return Job(executor.submit(_worker_explain, features, stakeholder), features, stakeholder, executor)
+            except (BrokenProcessPool, RuntimeError) as err:      # RuntimeError: shut down by a break just now
+                self._break(executor, str(err) or "a worker process ended")
         return explain_json(self.session, features, stakeholder)
 
-    def _break(self, reason: str) -> None:
-        if self.broken is None:
+    def _break(self, executor, reason: str) -> None:
+        """The worker set `executor` failed: explain here, and start a new set while restarts remain."""
+        with self._lock:
+            if executor is not self._executor or self.broken is not None:
+                return                                      # an older set, or a break already handled
             self.broken = reason
-            logging.getLogger(__name__).warning("explain workers stopped (%s); explaining in this process from now on",
-                                                reason)
+            self.breaks.append(reason)
+            restart = not self._closed and self.restarts < MAX_RESTARTS
+            self.restarts += restart
+        executor.shutdown(wait=False, cancel_futures=True)
+        self._set_over.set()
+        logging.getLogger(__name__).warning(
+            "explain workers stopped (%s); explaining in this process %s", reason,
+            "while new workers start" if restart else "from now on")
+        if restart:
+            threading.Thread(target=self._restart, name="explain-pool-restart", daemon=True).start()
+
+    def _restart(self) -> None:
+        """Start a new worker set, then keep this thread alive as long as the set serves: a worker ends
+        with the thread that started it (the parent-death signal follows the thread, not the process)."""
+        log = logging.getLogger(__name__)
+        try:
+            executor, pids = self._start()
+        except Exception as err:      # e.g. the bundle changed on disk since: stay in this process
+            log.warning("new explain workers did not start (%s); explaining in this process from now on", err)
+            return
+        over = threading.Event()
+        with self._lock:
+            serve = not self._closed
+            if serve:
+                self._executor, self.pids, self.broken, self._set_over = executor, pids, None, over
+        if not serve:
+            executor.shutdown(wait=True, cancel_futures=True)
+            return
+        log.warning("explain workers restarted (pids %s); explaining in them again", pids)
+        over.wait()
 
     def result(self, job) -> list[str | None]:
         """The JSON of each row of a submitted batch, in order."""
+        from concurrent.futures import CancelledError
         from concurrent.futures import TimeoutError as FutureTimeout
         from concurrent.futures.process import BrokenProcessPool
 
@@ -188,16 +237,23 @@ class ExplainPool:
         try:
             return job.future.result(timeout=self.timeout_s)
         except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
-            self._break(str(err) or "a worker process ended")
-        except FutureTimeout:                 # a worker hangs: stop the workers, explain here from now on
-            self._break(f"an explain worker gave no answer within {self.timeout_s:g} s")
-            for pid in self.pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            self._break(job.executor, str(err) or "a worker process ended")
+        except CancelledError:                # its set broke before it ran
+            pass
+        except FutureTimeout:                 # a worker hangs: end its set, explain here
+            if job.executor is self._executor:
+                for pid in self.pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            self._break(job.executor, f"an explain worker gave no answer within {self.timeout_s:g} s")
         return explain_json(self.session, job.features, job.stakeholder)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=self.broken is None, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            executor, serving = self._executor, self.broken is None
+        executor.shutdown(wait=serving, cancel_futures=True)
+        self._set_over.set()
 
     def __enter__(self) -> "ExplainPool":
         return self

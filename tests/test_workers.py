@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -63,3 +64,62 @@ def test_workers_refuse_a_bundle_replaced_on_disk(bc_bundle, diabetes_bundle, tm
     with pytest.raises(BundleError, match=r"^bundle .*bundle changed on disk after this process loaded it \(sha256 "
                        r"[0-9a-f]{12}, expected [0-9a-f]{12}\); restart to use the new one$"):
         ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2, timeout_s=60)
+
+
+def _answers(texts) -> list[dict]:
+    """Explanation JSON without what is measured (it differs from call to call)."""
+    out = [json.loads(t) for t in texts]
+    for data in out:
+        del data["timings"], data["decision"]["latency_ms"], data["counterfactuals"]["elapsed_ms"]
+    return out
+
+
+def _wait(condition, timeout_s: float = 90.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_broken_worker_set_is_replaced_and_serves_again(bc_bundle, breast_cancer, caplog):
+    """A killed worker breaks the set: its batch is explained here, a new set starts in the background, and
+    once it is warm batches go to the new workers again, with the same answers."""
+    import numpy as np
+
+    from edgeinfer.workers import Job, explain_json
+
+    session = ei.load(bc_bundle)
+    X = np.asarray(breast_cancer.X_test[:6], dtype=np.float64)
+    local = _answers(explain_json(session, X, "clinician"))
+    with ExplainPool(session, workers=2, stakeholder="clinician", warm_rows=2) as pool:
+        first = list(pool.pids)
+        os.kill(first[0], signal.SIGKILL)
+        assert _wait(lambda: not _alive(first[0]), 30)
+        assert _answers(t for part in (X[:3], X[3:]) for t in pool.result(pool.submit(part))) == local
+        assert len(pool.breaks) == 1 and pool.restarts == 1
+        assert _wait(lambda: pool.broken is None), f"no new workers: {pool.breaks}"
+        assert set(pool.pids).isdisjoint(first) and len(pool.pids) == 2
+        job = pool.submit(X)
+        assert isinstance(job, Job) and _answers(pool.result(job)) == local
+    assert "explaining in this process while new workers start" in caplog.text
+    assert "explain workers restarted (pids" in caplog.text
+
+
+def test_a_pool_out_of_restarts_explains_in_its_own_process(bc_bundle, breast_cancer, monkeypatch, caplog):
+    import numpy as np
+
+    from edgeinfer import workers
+    from edgeinfer.workers import explain_json
+
+    monkeypatch.setattr(workers, "MAX_RESTARTS", 0)
+    session = ei.load(bc_bundle)
+    X = np.asarray(breast_cancer.X_test[:4], dtype=np.float64)
+    local = _answers(explain_json(session, X, "clinician"))
+    with ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2) as pool:
+        os.kill(pool.pids[0], signal.SIGKILL)
+        assert _wait(lambda: not _alive(pool.pids[0]), 30)
+        assert _answers(pool.result(pool.submit(X))) == local
+        assert pool.broken and pool.restarts == 0
+        answer = pool.submit(X)
+        assert isinstance(answer, list) and _answers(answer) == local      # answered here, not a job
+    assert "explaining in this process from now on" in caplog.text
