@@ -315,6 +315,37 @@ def test_a_bad_request_fails_its_dynamic_batch_naming_itself_and_never_corrupts_
                                   server.session.predict_proba(X[:2]).astype(np.float32))
 
 
+@pytest.mark.server
+def test_a_killed_explain_worker_is_replaced_and_no_request_is_lost(server, http, breast_cancer):
+    import time
+
+    X = _rows(breast_cancer, 2, start=70)
+    local = [json.loads(server.session.explain(row.astype(np.float64)).to_json()) for row in X]
+
+    def explain_both():      # one request of two rows: never kept in the server process while workers serve
+        result = http.infer("explain", [_features_rows(X)], timeout=120)
+        served = [json.loads(raw) for raw in result.as_numpy("explanation").ravel()]
+        assert [s["text"] for s in served] == [s["text"] for s in local]
+        assert [s["counterfactuals"]["items"] for s in served] == [s["counterfactuals"]["items"] for s in local]
+
+    first = server.worker_pids
+    assert len(first) == 2
+    os.kill(first[0], signal.SIGKILL)
+    explain_both()                                          # found dead: explained in the server process
+    deadline = time.monotonic() + 90
+    while (server.worker_pids == first or not server.worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(server.worker_pids) == 2 and set(server.worker_pids).isdisjoint(first)
+    explain_both()                                          # and by the new workers
+    assert http.is_server_ready()
+
+
+def _features_rows(X):
+    inp = httpclient.InferInput("features", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X)
+    return inp
+
+
 # ----- the callable itself: one vectorised check, refusals name the request and the row --
 def _requests(*matrices):
     from pytriton.proxy.types import Request
