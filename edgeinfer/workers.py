@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,26 @@ def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
     return explain_json(_WORKER["session"], features, stakeholder)
 
 
+def _end(executor, *, wait_s: float) -> None:
+    """Shut a worker set down without waiting on a hung worker: idle workers exit at once, one still busy
+    after `wait_s` seconds is killed (so that neither this call nor this process's exit waits on it)."""
+    from multiprocessing.connection import wait
+
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    running = {}
+    for process in processes:
+        with contextlib.suppress(ValueError):             # already closed
+            running[process.sentinel] = process.pid
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + wait_s
+    while running and deadline - time.monotonic() > 0:
+        for sentinel in wait(list(running), deadline - time.monotonic()):
+            running.pop(sentinel)
+    for pid in running.values():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 class ExplainPool:
     """Worker processes that explain batches of rows, each with its own Session.
 
@@ -120,10 +141,12 @@ class ExplainPool:
     by draining them. `capacity` bounds the batches a caller should keep out at once (memory). Safe
     to use from several threads.
 
-    A worker that dies or hangs (no answer within `timeout_s`) breaks the set: its batches, and every
-    batch until a new set is ready, are explained in this process, so nothing is lost. A new set is
-    started in the background, at most MAX_RESTARTS times; `broken` says why no workers serve now
-    (None while they do), `breaks` lists every break, `pids` the current workers.
+    A worker that dies or hangs (no answer within `timeout_s`) breaks the set: the set is ended, and its
+    batches and every batch until a new set is ready are explained in this process, so nothing is lost.
+    A new set is started in the background, MAX_RESTARTS times at most (a set that fails to start counts);
+    `broken` says why no workers serve now (None while they do), `breaks` lists every break and failed
+    start, `pids` the serving workers (none while broken). `close` waits up to `timeout_s` for a busy
+    worker, then kills it.
 
     `stakeholder` is the default view; a batch may name another (`submit`). The workers render every
     stakeholder this process knew when the pool started (built in or registered); a batch for one whose
@@ -149,25 +172,29 @@ class ExplainPool:
         self._lock = threading.Lock()
         self._closed = False
         self._set_over = threading.Event()    # set when the current worker set ends (see _restart)
+        self._starting = None                 # a worker set being started
         self._initargs = (os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
                           bool(session.execution.fallback), stakeholder, files, warm_rows)
         self._executor, self.pids = self._start()
 
     def _start(self):
-        """A new worker set, started and warm: (executor, sorted pids)."""
+        """A new worker set, started and warm: (executor, sorted pids). `close` ends a set still starting."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_start, initargs=self._initargs)
+        self._starting = executor
         try:
             # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
             ready = [executor.submit(_worker_ready) for _ in range(self.workers)]
             pids = {f.result(timeout=self.timeout_s) for f in ready}
             return executor, sorted(getattr(executor, "_processes", None) or pids)
         except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
+            _end(executor, wait_s=0)      # a worker hung starting would otherwise keep this process from exiting
             raise
+        finally:
+            self._starting = None
 
     def knows(self, stakeholder: str) -> bool:
         """Whether the workers render this stakeholder with the templates this process would use."""
@@ -190,15 +217,15 @@ class ExplainPool:
         return explain_json(self.session, features, stakeholder)
 
     def _break(self, executor, reason: str) -> None:
-        """The worker set `executor` failed: explain here, and start a new set while restarts remain."""
+        """The worker set `executor` failed: end it, explain here, and start a new set while restarts remain."""
         with self._lock:
-            if executor is not self._executor or self.broken is not None:
-                return                                      # an older set, or a break already handled
-            self.broken = reason
+            if self._closed or executor is not self._executor or self.broken is not None:
+                return                                      # closing, an older set, or a break already handled
+            self.broken, self.pids = reason, []
             self.breaks.append(reason)
-            restart = not self._closed and self.restarts < MAX_RESTARTS
+            restart = self.restarts < MAX_RESTARTS
             self.restarts += restart
-        executor.shutdown(wait=False, cancel_futures=True)
+        _end(executor, wait_s=0)
         self._set_over.set()
         logging.getLogger(__name__).warning(
             "explain workers stopped (%s); explaining in this process %s", reason,
@@ -207,21 +234,34 @@ class ExplainPool:
             threading.Thread(target=self._restart, name="explain-pool-restart", daemon=True).start()
 
     def _restart(self) -> None:
-        """Start a new worker set, then keep this thread alive as long as the set serves: a worker ends
-        with the thread that started it (the parent-death signal follows the thread, not the process)."""
+        """Start a new worker set (again on failure, while restarts remain), then keep this thread alive as
+        long as the set serves: a worker ends with the thread that started it (the parent-death signal
+        follows the thread, not the process)."""
         log = logging.getLogger(__name__)
-        try:
-            executor, pids = self._start()
-        except Exception as err:      # e.g. the bundle changed on disk since: stay in this process
-            log.warning("new explain workers did not start (%s); explaining in this process from now on", err)
-            return
+        while True:
+            try:
+                executor, pids = self._start()
+                break
+            except Exception as err:      # a timeout on a loaded host, or the bundle changed on disk since
+                reason = f"new explain workers did not start ({str(err) or type(err).__name__})"
+                with self._lock:
+                    if self._closed:
+                        return
+                    self.broken, self.pids = reason, []
+                    self.breaks.append(reason)
+                    again = self.restarts < MAX_RESTARTS
+                    self.restarts += again
+                log.warning("%s; explaining in this process %s", reason,
+                            "while new workers start" if again else "from now on")
+                if not again:
+                    return
         over = threading.Event()
         with self._lock:
             serve = not self._closed
             if serve:
                 self._executor, self.pids, self.broken, self._set_over = executor, pids, None, over
         if not serve:
-            executor.shutdown(wait=True, cancel_futures=True)
+            _end(executor, wait_s=self.timeout_s)
             return
         log.warning("explain workers restarted (pids %s); explaining in them again", pids)
         over.wait()
@@ -240,19 +280,19 @@ class ExplainPool:
             self._break(job.executor, str(err) or "a worker process ended")
         except CancelledError:                # its set broke before it ran
             pass
-        except FutureTimeout:                 # a worker hangs: end its set, explain here
-            if job.executor is self._executor:
-                for pid in self.pids:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
+        except FutureTimeout:                 # a worker hangs: end its set (_break kills it), explain here
             self._break(job.executor, f"an explain worker gave no answer within {self.timeout_s:g} s")
         return explain_json(self.session, job.features, job.stakeholder)
 
     def close(self) -> None:
+        """End the workers: idle ones at once, a busy one after its batch (killed past `timeout_s`), and a
+        set still starting in a restart."""
         with self._lock:
             self._closed = True
-            executor, serving = self._executor, self.broken is None
-        executor.shutdown(wait=serving, cancel_futures=True)
+            executor, starting = self._executor, self._starting
+        if starting is not None:
+            _end(starting, wait_s=0)
+        _end(executor, wait_s=self.timeout_s)
         self._set_over.set()
 
     def __enter__(self) -> "ExplainPool":

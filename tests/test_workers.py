@@ -123,3 +123,54 @@ def test_a_pool_out_of_restarts_explains_in_its_own_process(bc_bundle, breast_ca
         answer = pool.submit(X)
         assert isinstance(answer, list) and _answers(answer) == local      # answered here, not a job
     assert "explaining in this process from now on" in caplog.text
+
+
+def test_close_does_not_wait_on_a_hung_worker_and_kills_it(bc_bundle):
+    session = ei.load(bc_bundle)
+    pool = ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2, timeout_s=2)
+    (pid,) = pool.pids
+    os.kill(pid, signal.SIGSTOP)                      # hung, with nobody waiting on a result
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 15
+    assert _wait(lambda: not _alive(pid), 30)
+
+
+def test_a_batch_after_close_is_explained_here_and_is_no_break(bc_bundle, breast_cancer):
+    import numpy as np
+
+    from edgeinfer.workers import explain_json
+
+    session = ei.load(bc_bundle)
+    X = np.asarray(breast_cancer.X_test[:2], dtype=np.float64)
+    pool = ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2)
+    pool.close()
+    answer = pool.submit(X)
+    assert isinstance(answer, list) and _answers(answer) == _answers(explain_json(session, X, "clinician"))
+    assert pool.breaks == [] and pool.broken is None
+
+
+def test_a_restart_that_cannot_start_is_tried_again_then_given_up(bc_bundle, diabetes_bundle, breast_cancer,
+                                                                  tmp_path, caplog):
+    """The bundle replaced on disk after the pool started: every new set refuses it. Each failed start is
+    a break of its own, restarts stop at MAX_RESTARTS, and no dead worker is reported as serving."""
+    import numpy as np
+
+    from edgeinfer.workers import MAX_RESTARTS, explain_json
+
+    path = tmp_path / "bundle"
+    shutil.copytree(bc_bundle, path)
+    session = ei.load(path)
+    X = np.asarray(breast_cancer.X_test[:2], dtype=np.float64)
+    local = _answers(explain_json(session, X, "clinician"))
+    with ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2, timeout_s=60) as pool:
+        shutil.rmtree(path)
+        shutil.copytree(diabetes_bundle, path)
+        os.kill(pool.pids[0], signal.SIGKILL)
+        assert _wait(lambda: not _alive(pool.pids[0]), 30)
+        assert _answers(pool.result(pool.submit(X))) == local
+        assert _wait(lambda: len(pool.breaks) == 1 + MAX_RESTARTS)
+        assert all(b.startswith("new explain workers did not start (bundle ") for b in pool.breaks[1:])
+        assert pool.restarts == MAX_RESTARTS and pool.broken == pool.breaks[-1] and pool.pids == []
+        assert _answers(pool.submit(X)) == local
+    assert "explaining in this process from now on" in caplog.text
