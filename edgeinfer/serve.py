@@ -210,6 +210,7 @@ class _Models:
 
 
 def _interrupt(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)      # one stop at a time: a second SIGTERM must not cut the first short
     raise KeyboardInterrupt(f"signal {signum}")
 
 

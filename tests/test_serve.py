@@ -498,8 +498,10 @@ def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, bre
 
 
 @pytest.mark.server
-def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path):
-    """As docker, systemd and Kubernetes stop it: exit 0, workers and Triton's workspace gone."""
+@pytest.mark.parametrize("signals", [1, 2])
+def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
+    """As docker, systemd and Kubernetes stop it: exit 0, workers and Triton's workspace gone; a second
+    SIGTERM while it stops does not cut the stop short."""
     import subprocess
     import sys
     import time
@@ -517,6 +519,9 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path):
         assert info is not None and info["workers"] == 1 and len(info["worker_pids"]) == 1
         workspaces = set(os.listdir(os.path.expanduser("~/.cache/pytriton")))
         proc.send_signal(signal.SIGTERM)
+        if signals == 2:
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(60) == 0, rest[-2000:]
         time.sleep(0.5)
