@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+import numpy as np
 import pytest
 
 import edgeinfer as ei
 from edgeinfer.errors import BundleError
-from edgeinfer.workers import ExplainPool
+from edgeinfer.workers import MAX_RESTARTS, ExplainPool, Job, explain_json
 
 POOL_THEN_WAIT = """
 import sys, time
@@ -84,10 +85,6 @@ def _wait(condition, timeout_s: float = 90.0) -> bool:
 def test_a_broken_worker_set_is_replaced_and_serves_again(bc_bundle, breast_cancer, caplog):
     """A killed worker breaks the set: its batch is explained here, a new set starts in the background, and
     once it is warm batches go to the new workers again, with the same answers."""
-    import numpy as np
-
-    from edgeinfer.workers import Job, explain_json
-
     session = ei.load(bc_bundle)
     X = np.asarray(breast_cancer.X_test[:6], dtype=np.float64)
     local = _answers(explain_json(session, X, "clinician"))
@@ -106,10 +103,7 @@ def test_a_broken_worker_set_is_replaced_and_serves_again(bc_bundle, breast_canc
 
 
 def test_a_pool_out_of_restarts_explains_in_its_own_process(bc_bundle, breast_cancer, monkeypatch, caplog):
-    import numpy as np
-
     from edgeinfer import workers
-    from edgeinfer.workers import explain_json
 
     monkeypatch.setattr(workers, "MAX_RESTARTS", 0)
     session = ei.load(bc_bundle)
@@ -137,10 +131,6 @@ def test_close_does_not_wait_on_a_hung_worker_and_kills_it(bc_bundle):
 
 
 def test_a_batch_after_close_is_explained_here_and_is_no_break(bc_bundle, breast_cancer):
-    import numpy as np
-
-    from edgeinfer.workers import explain_json
-
     session = ei.load(bc_bundle)
     X = np.asarray(breast_cancer.X_test[:2], dtype=np.float64)
     pool = ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2)
@@ -154,10 +144,6 @@ def test_a_restart_that_cannot_start_is_tried_again_then_given_up(bc_bundle, dia
                                                                   tmp_path, caplog):
     """The bundle replaced on disk after the pool started: every new set refuses it. Each failed start is
     a break of its own, restarts stop at MAX_RESTARTS, and no dead worker is reported as serving."""
-    import numpy as np
-
-    from edgeinfer.workers import MAX_RESTARTS, explain_json
-
     path = tmp_path / "bundle"
     shutil.copytree(bc_bundle, path)
     session = ei.load(path)
