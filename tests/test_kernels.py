@@ -80,6 +80,15 @@ def _knn_case(rng, n, F, m, k):
     }
 
 
+def _knn_ties_case(rng, n, F, m, k):
+    """Integer-valued rows and unit scales: many reference rows at exactly the same distance."""
+    return {
+        "candidates": rng.integers(-2, 3, (n, F)).astype(np.float64),
+        "reference": rng.integers(-2, 3, (m, F)).astype(np.float64), "scale": np.ones(F),
+        "labels": rng.integers(0, 2, m), "target": np.array(1), "k": np.array(k),
+    }
+
+
 def _argmin_case(rng, n, segments, *, all_masked_segment=None):
     cost = rng.integers(0, 4, n).astype(np.float64)  # few distinct values: many ties
     mask = rng.random(n) < 0.6
@@ -104,6 +113,8 @@ def _cases(rng):
         "knn-one-row": _knn_case(rng, 1, 3, 11, 3),
         "knn-k-above-m": _knn_case(rng, 4, 5, 6, 9),
         "knn-blocked": _knn_case(rng, 40, 9, 300, 7),   # over N._SMALL elements: the cache-sized block path
+        "knn-ties": _knn_ties_case(rng, 60, 2, 40, 5),
+        "knn-ties-blocked": _knn_ties_case(rng, 30, 3, 400, 6),
         "argmin-ties": _argmin_case(rng, 300, 7),
         "argmin-all-masked": _argmin_case(rng, 120, 4, all_masked_segment=2),
         "argmin-one-row": {"cost": np.array([2.0]), "mask": np.array([True]), "segments": np.array([0]),
@@ -157,7 +168,8 @@ def test_scaled_l1_matches_numpy(parity, name):
     np.testing.assert_allclose(got[name], expected, rtol=1e-12, atol=0, err_msg=f"seed {SEED}, case {name}")
 
 
-@pytest.mark.parametrize("name", ["knn-small", "knn-one-row", "knn-k-above-m", "knn-blocked"])
+@pytest.mark.parametrize("name", ["knn-small", "knn-one-row", "knn-k-above-m", "knn-blocked", "knn-ties",
+                                  "knn-ties-blocked"])
 def test_knn_agreement_matches_numpy_exactly(parity, name):
     cases, got = parity
     expected = _numpy(name, cases[name])
@@ -183,13 +195,22 @@ def test_knn_agreement_breaks_ties_as_the_triton_kernel_adds(F):
     for f in range(F):                                   # the Triton kernel's order
         dist += np.abs((candidates[:, f, None] - reference[None, :, f]) / scale[f])
     for k in (1, 2, 5):
-        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]      # ties to the lowest index
         expected = (labels[nearest] == 1).mean(axis=1)
         blocked = N.knn_agreement(candidates, reference, scale, labels, 1, k)
         one_array = np.concatenate([N.knn_agreement(c[None], reference, scale, labels, 1, k) for c in candidates])
         assert len(candidates) * F * len(reference) > N._SMALL >= F * len(reference) or F == 140
         np.testing.assert_array_equal(blocked, expected, err_msg=f"seed {SEED}, F {F}, k {k}")
         np.testing.assert_array_equal(one_array, expected, err_msg=f"seed {SEED}, F {F}, k {k}")
+
+
+def test_knn_agreement_gives_tied_places_to_the_lowest_index():
+    """Six reference rows at distance 1 from the candidate compete for the places after the one at 0;
+    the lowest-indexed take them, as in the Triton kernel."""
+    reference = np.array([[0.0], [2.0], [0.0], [2.0], [1.0], [0.0], [2.0]])
+    labels = np.array([1, 0, 0, 1, 1, 0, 0])
+    shares = [N.knn_agreement(np.array([[1.0]]), reference, np.ones(1), labels, 1, k)[0] for k in range(1, 8)]
+    assert shares == [1.0, 1.0, 2 / 3, 2 / 4, 3 / 5, 3 / 6, 3 / 7]
 
 
 @pytest.mark.parametrize("name", ["argmin-ties", "argmin-all-masked", "argmin-one-row"])

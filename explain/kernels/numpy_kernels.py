@@ -51,7 +51,8 @@ def knn_agreement(
     target: int,
     k: int,
 ) -> np.ndarray:
-    """(n,) share of each candidate's k nearest reference rows (scaled L1) labelled `target` (CARLA's yNN).
+    """(n,) share of each candidate's k nearest reference rows (scaled L1) labelled `target` (CARLA's yNN);
+    of reference rows at the same distance, the lowest-indexed count as nearer.
 
     A distance is the sum of |c_f - r_f| / s_f over the features in their order, as the Triton kernel adds
     them: both paths below (and the GPU) give the same bits, so a candidate halfway between two reference
@@ -76,10 +77,22 @@ def knn_agreement(
                 np.abs(t, out=t)
                 dist += np.divide(t, scale[j], out=t)
             blocks.append((start, dist))
+    hit = np.asarray(ref_labels) == target
     for start, dist in blocks:
-        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        out[start:start + len(dist)] = (ref_labels[nearest] == target).mean(axis=1)
+        out[start:start + len(dist)] = _nearest_share(dist, hit, k)
     return out
+
+
+def _nearest_share(dist: np.ndarray, hit: np.ndarray, k: int) -> np.ndarray:
+    """(n,) share of each row's k nearest (lowest distance, ties to the lowest index, as the Triton kernel
+    picks them) that `hit` marks. Every row closer than the k-th distance is in; of the rows at exactly
+    that distance, the lowest-indexed fill the remaining places."""
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1:k]
+    closer = dist < kth
+    tied = dist == kth
+    room = k - closer.sum(axis=1, keepdims=True)
+    nearest = closer | (tied & (np.cumsum(tied, axis=1) <= room))
+    return (nearest & hit).sum(axis=1) / k
 
 
 _SMALL = 16_384   # float64 elements (128 kB)
