@@ -715,8 +715,11 @@ class _View:
             return None
         favourable = self.schema.favourable
         if self.s.favourable_only and favourable is not None and cfs.target_class != favourable:
-            # Never tell this reader how to reach a worse outcome (their decision is already the good one).
-            return [self.fill("already_favourable")] if self.has("already_favourable") else []
+            # Never tell this reader how to reach an outcome other than the good one; say their decision is
+            # the good one only when it is (a caller may have asked for another target).
+            if self.e.decision.class_name == favourable and self.has("already_favourable"):
+                return [self.fill("already_favourable")]
+            return []
         target = {"target": cfs.target, "target_outcome": self.outcome(cfs.target_class)}
         if not cfs.found or not cfs.items:
             binding = self.join([self.words_for(b) for b in cfs.binding])

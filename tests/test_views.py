@@ -280,6 +280,17 @@ def test_patient_is_never_shown_the_way_to_a_worse_outcome(schema):
     assert "1. body mass index 32.1 kg/m² → 36 kg/m² → higher progression" in clinician
 
 
+def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_one(schema):
+    # The caller asked for a stronger unfavourable outcome (e.g. desired="p(higher progression) > 0.95").
+    expl = _explanation(schema, p=0.8, cf_changes=((("bmi", 36.0),),))
+    assert expl.decision.class_name == "higher progression" != schema.favourable
+    cfs = dataclasses.replace(expl.counterfactuals, target="p(higher progression) > 0.95",
+                              target_class="higher progression")
+    patient = views.render(dataclasses.replace(expl, counterfactuals=cfs), schema, stakeholder="patient")
+    assert "hoped for" not in patient and "36" not in patient
+    assert patient.startswith("The result is: higher progression.")
+
+
 def test_bias_section_when_the_schema_declares_no_protected_feature(schema):
     none = BiasExplanation((), (), None, False, "no protected features are declared in the schema, so there is no "
                                                 "flip to test")
