@@ -174,6 +174,7 @@ class StreamSummary:
     latency_p95_ms: float | None
     stopped_by: str                # "end of input" | "SIGINT" | "SIGTERM" | "closed output"
     rejected_by_reason: dict = field(default_factory=dict)
+    not_explained: int = 0         # windows to explain whose features the schema refuses (null explanation, alerts say why)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,7 +185,7 @@ class StreamSummary:
         lines = [
             f"stream summary (stopped by {self.stopped_by})",
             f"  rows     read {self.rows_read} = used {self.rows_used} + rejected {self.rows_rejected}",
-            f"  windows  {self.windows} ({self.explained} explained); {self.rows_not_in_window} used rows "
+            f"  windows  {self.windows} ({self.explained} explained{self._not_explained()}); {self.rows_not_in_window} used rows "
             f"in no full window; {self.gaps} gap{'s' if self.gaps != 1 else ''}",
             f"  rate     {self.rows_per_s:.0f} rows/s, {self.windows_per_s:.0f} windows/s over {self.elapsed_s:.2f} s",
             f"  latency  {lat}",
@@ -193,6 +194,11 @@ class StreamSummary:
         for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  rejected {count} x {reason}")
         return "\n".join(lines)
+
+    def _not_explained(self) -> str:
+        if not self.not_explained:
+            return ""
+        return f", {self.not_explained} refused for features outside the schema: see their out_of_range alerts"
 
 
 class LatencyHistogram:
@@ -860,7 +866,7 @@ def stream(
     reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
     hist = LatencyHistogram()
     reasons: dict[str, int] = {}
-    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "alerts": 0}
+    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0}
     sequencer = Sequencer(max_gap)
     windower = Windower(window, hop, len(spec.channels))
     previous_label: list[int | None] = [None]
@@ -953,7 +959,9 @@ def stream(
             ))
         counts["alerts"] += sum(map(len, alerts.values()))
         counts["windows"] += len(chunk.labels)
-        counts["explained"] += len(explanations)
+        done = sum(e is not None for e in explanations.values())
+        counts["explained"] += done
+        counts["not_explained"] += len(explanations) - done
         with _signals_held():
             out.write("\n".join(parts) + "\n")
             out.flush()
@@ -1066,6 +1074,7 @@ def stream(
         latency_p95_ms=hist.percentile(95),
         stopped_by=stopped_by,
         rejected_by_reason=reasons,
+        not_explained=counts["not_explained"],
     )
 
 

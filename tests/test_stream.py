@@ -52,6 +52,22 @@ def rows(start: float, count: int, *, step: float = 0.1, value: float = 1.0) -> 
 
 
 # ----- predictions ------------------------------------------------------------------------
+def test_windows_the_schema_refuses_to_explain_are_counted_apart_with_their_alerts(motion_bundle):
+    """Readings far outside the training range: each window is decided and alerted, its explanation refused
+    (null); the summary counts it as refused, not explained."""
+    text = HEADER + "\n" + "\n".join(rows(0.0, 30, value=500.0)) + "\n"
+    result = run([motion_bundle, "-", "--explain", "all", "--workers", "0"], input=text)
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    assert len(out) == 2
+    for line in out:
+        assert line["explanation"] is None
+        assert line["alerts"][0]["kind"] == "out_of_range"
+        assert line["alerts"][0]["message"].endswith("got 500 (outside the training range)")
+    assert ("windows  2 (0 explained, 2 refused for features outside the schema: see their out_of_range alerts)"
+            in result.stderr)
+
+
 def test_stream_predictions_equal_batch_predictions_on_the_same_windows(motion_bundle, recording):
     result = run([motion_bundle, recording])
     assert result.exit_code == 0, result.output
