@@ -104,7 +104,13 @@ def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int) -> np.nd
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own untyped errors
+        raise ExportError(
+            f"ONNX Runtime {ort.__version__} cannot load the model: {str(err).strip()}. Save it with an IR version and opset "
+            f"this ONNX Runtime reads (onnx.save after lowering model.ir_version), or upgrade onnxruntime"
+        ) from err
     return session.run(None, {INPUT_NAME: X.astype(np.float32)})[0].astype(np.float64)
 
 
@@ -198,6 +204,12 @@ def export(
             onnx_export.torch_probabilities(model, calibration) - _ort_probabilities(float_bytes, calibration, threads)
         )))
     float_hold = _ort_probabilities(float_bytes, holdout, threads)
+    if float_hold.ndim != 2 or float_hold.shape[1] != n_classes:
+        raise ExportError(
+            f"the model's output has shape {list(float_hold.shape)} for {len(holdout)} rows; the schema has "
+            f"{n_classes} classes ({', '.join(schema.classes)}): expected [batch, {n_classes}]"
+            + (" (or a declared [batch, 1] single logit or probability)" if n_classes == 2 else "")
+        )
     float_labels = float_hold.argmax(axis=1)
 
     # precisions in the profile's order, each behind the gate
@@ -218,11 +230,19 @@ def export(
             chosen = (precision, candidate, method)
             break
     if chosen is None:
-        tried = "; ".join(f"{a.precision}: {a.agreement:.2%}" for a in attempts)
+        tried = "; ".join(f"{a.precision}: {a.note}" if a.note.startswith("failed") else f"{a.precision}: {a.agreement:.2%}"
+                          for a in attempts)
+        others = [p for p in profile.precisions if p not in precisions]
+        if others:
+            fix = (f"Drop precision={precisions[0]!r} to let the gate try {', '.join(others)} as well, lower "
+                   "agreement_threshold, or give more calibration data")
+        elif "fp32" in precisions:
+            fix = "Lower agreement_threshold or give more calibration data; a failed attempt says what broke"
+        else:
+            fix = "Lower agreement_threshold, give more calibration data, or export for a device that allows fp32"
         raise ExportError(
             f"no precision of device '{profile.name}' passes the accuracy gate ({agreement_threshold:.1%} label "
-            f"agreement with the float model on {len(holdout)} held-out rows): {tried}. Lower agreement_threshold, "
-            "give more calibration data, or export for a device that allows fp32"
+            f"agreement with the float model on {len(holdout)} held-out rows): {tried}. {fix}"
         )
     precision, model_bytes, method = chosen
     deployed_hold = _ort_probabilities(model_bytes, holdout, threads)

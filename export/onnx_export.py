@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME
 from edgeinfer.errors import ExportError
@@ -151,17 +152,35 @@ def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, o
     dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 2 or (isinstance(dims[1], int) and dims[1] not in (0, n_features)):
         raise ExportError(f"{path} takes input shape {dims}; the schema has {n_features} features: expected [batch, {n_features}]")
+    if outputs not in ("logits", "probabilities"):
+        raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
+    out_dims = [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim]
+    single = n_classes == 2 and len(out_dims) == 2 and out_dims[1] == 1   # one logit / probability of class 1
+    last = out_dims[-1] if out_dims else None
+    if isinstance(last, int) and last not in (0, n_classes) and not single:
+        raise ExportError(
+            f"{path} gives output shape {out_dims}; the schema has {n_classes} classes: expected [batch, {n_classes}]"
+            + (" or [batch, 1] (a single logit or probability of the second class)" if n_classes == 2 else "")
+        )
     old_in, old_out = inputs[0].name, graph.output[0].name
     for node in graph.node:
         node.input[:] = [INPUT_NAME if n == old_in else n for n in node.input]
     inputs[0].name = INPUT_NAME
-    if outputs == "logits":
+    if single:    # p = sigmoid(logit) (or the probability itself); the bundle's output is [1 - p, p]
+        p1 = old_out
+        if outputs == "logits":
+            p1 = f"{old_out}_sigmoid"
+            graph.node.append(onnx.helper.make_node("Sigmoid", [old_out], [p1]))
+        graph.initializer.append(numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), f"{old_out}_one"))
+        graph.node.append(onnx.helper.make_node("Sub", [f"{old_out}_one", p1], [f"{old_out}_p0"]))
+        graph.node.append(onnx.helper.make_node("Concat", [f"{old_out}_p0", p1], [OUTPUT_NAME], axis=1))
+    elif outputs == "logits":
         graph.node.append(onnx.helper.make_node("Softmax", [old_out], [OUTPUT_NAME], axis=-1))
-        graph.output[0].name = OUTPUT_NAME
-    elif outputs == "probabilities":
+    else:
         for node in graph.node:
             node.output[:] = [OUTPUT_NAME if n == old_out else n for n in node.output]
-        graph.output[0].name = OUTPUT_NAME
-    else:
-        raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
+    graph.output[0].name = OUTPUT_NAME
+    if single:
+        del graph.output[0].type.tensor_type.shape.dim[1]
+        graph.output[0].type.tensor_type.shape.dim.add().dim_value = 2
     return model.SerializeToString()

@@ -72,8 +72,29 @@ def test_gate_refuses_when_no_precision_passes(tmp_path):
     message = str(info.value)
     assert message.startswith("no precision of device 'raspberry-pi-4' passes the accuracy gate (99.5% label "
                               "agreement with the float model on 200 held-out rows): int8-static: ")
-    assert message.endswith("Lower agreement_threshold, give more calibration data, or export for a device that allows fp32")
+    assert message.endswith("Drop precision='int8-static' to let the gate try fp32 as well, lower agreement_threshold, "
+                            "or give more calibration data")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_failed_attempt_is_named_in_the_refusal(tmp_path, monkeypatch):
+    """A quantizer failure (a fault no test input causes on demand, hence injected) is a failed attempt; when
+    no attempt passes, the error says what broke instead of reporting 0 % agreement."""
+    from edgeinfer.export import quantize
+
+    def broken(model, precision, *, calibration):
+        raise RuntimeError("symbolic shape inference failed")
+
+    monkeypatch.setattr(quantize, "convert", broken)
+    schema, model, calibration, holdout = _boundary_case()
+    with pytest.raises(ExportError) as info:
+        ei.export(model, schema, calibration=calibration, holdout=holdout, device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == (
+        "no precision of device 'raspberry-pi-4' passes the accuracy gate (99.5% label agreement with the float "
+        "model on 200 held-out rows): int8-static: failed: RuntimeError: symbolic shape inference failed; fp32: "
+        "failed: RuntimeError: symbolic shape inference failed. Lower agreement_threshold or give more calibration "
+        "data; a failed attempt says what broke"
+    )
 
 
 def test_calibration_outside_the_schema_is_refused(breast_cancer, tmp_path):
@@ -112,6 +133,64 @@ def test_wrong_output_width_is_refused(tmp_path):
         "the model outputs shape (2, 2) for a batch of 2; the schema names 3 classes, so expected (2, 3) logits "
         "(or (2, 1) for a two-class model)"
     )
+
+
+def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9):
+    """A one-MatMul ONNX model: x (n, F) -> x @ weights (n, K)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    F, K = weights.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["out"])], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", F])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", K])],
+        [numpy_helper.from_array(weights.astype(np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = ir_version
+    onnx.save(model, str(path))
+    return path
+
+
+TWO = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
+
+
+@pytest.mark.parametrize("outputs", ["logits", "probabilities"])
+def test_an_onnx_model_with_one_output_for_two_classes_gives_both_probabilities(tmp_path, outputs):
+    w = np.array([[2.0], [-3.0]])
+    X = np.random.default_rng(0).uniform(0, 1, (60, 2))
+    if outputs == "probabilities":     # a model whose single output is already p(yes): inside (0, 1) here
+        w = w / 10
+        X = X / 2 + 0.25
+    ei.export(_linear_onnx(tmp_path / "m.onnx", w), TWO, calibration=X, device="x86-edge-gateway",
+              out=tmp_path / "b", precision="fp32", outputs=outputs)
+    z = X[:5] @ w[:, 0]
+    p = 1 / (1 + np.exp(-z)) if outputs == "logits" else z
+    np.testing.assert_allclose(ei.load(tmp_path / "b").predict_proba(X[:5]), np.c_[1 - p, p], atol=1e-6)
+
+
+def test_an_onnx_model_with_the_wrong_number_of_outputs_is_refused(tmp_path):
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.ones((2, 3))), TWO, calibration=np.full((20, 2), 0.5),
+                  device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value) == (
+        f"{tmp_path / 'm.onnx'} gives output shape ['n', 3]; the schema has 2 classes: expected [batch, 2] or "
+        "[batch, 1] (a single logit or probability of the second class)"
+    )
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_onnx_model_onnx_runtime_cannot_load_is_refused_with_the_fix(tmp_path):
+    import onnxruntime
+
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.ones((2, 2)), ir_version=99), TWO,
+                  calibration=np.full((20, 2), 0.5), device="x86-edge-gateway", out=tmp_path / "b")
+    message = str(info.value)
+    assert message.startswith(f"ONNX Runtime {onnxruntime.__version__} cannot load the model: ")
+    assert "IR version: 99" in message
+    assert message.endswith("Save it with an IR version and opset this ONNX Runtime reads (onnx.save after lowering "
+                            "model.ir_version), or upgrade onnxruntime")
 
 
 def test_pt2_and_onnx_inputs_give_the_same_predictions(breast_cancer, tmp_path):
