@@ -92,7 +92,10 @@ def write_bundle(
     out = Path(out)
     occupied = (out.is_dir() and any(out.iterdir())) or out.is_file()
     if occupied and not overwrite:
-            raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True")
+        raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True")
+    if occupied and not _is_bundle(out):
+        raise BundleError(f"{out} is not an edgeinfer bundle (no manifest.json of format {FORMAT!r}); overwrite=True "
+                          f"replaces only a bundle: choose another path, or remove {out} yourself")
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh sibling made by mkdir, so the bundle gets the umask's mode (mkdtemp's would be owner-only 0700)
     tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}"
@@ -113,13 +116,30 @@ def write_bundle(
         }
         manifest["manifest_sha256"] = _manifest_digest(manifest)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
+        old = None
+        if out.exists():   # moved aside, not deleted, until the new bundle is in place
+            old = out.parent / f".{out.name}.old.{secrets.token_hex(6)}"
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return read_bundle(out)
+
+
+def _is_bundle(path: Path) -> bool:
+    """A directory whose manifest.json says it is an edgeinfer bundle (readable or not otherwise)."""
+    try:
+        return json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_bundle(path: str | Path) -> Bundle:

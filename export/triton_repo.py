@@ -103,6 +103,9 @@ def write_model_repository(
     if model_dir.exists():
         if not overwrite:
             raise ExportError(f"{model_dir} already exists; choose another output or pass overwrite=True (--overwrite)")
+        if not (model_dir / "config.pbtxt").is_file():
+            raise ExportError(f"{model_dir} is not a Triton model directory (no config.pbtxt); overwrite replaces only "
+                              f"one: choose another output or name, or remove {model_dir} yourself")
         shutil.rmtree(model_dir)
     (model_dir / "1").mkdir(parents=True)
     shutil.copyfile(bundle.model_path, model_dir / "1" / "model.onnx")

@@ -3,10 +3,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import edgeinfer as ei
 from edgeinfer.errors import BundleError
+from edgeinfer.export.models import linear_logistic
+from edgeinfer.schema import Feature, FeatureSchema
 
 
 @pytest.fixture
@@ -80,6 +83,30 @@ def test_export_refuses_to_overwrite(breast_cancer, bc_bundle):
         ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
                   device="raspberry-pi-4", out=bc_bundle)
     assert str(info.value) == f"{bc_bundle} already exists and is not empty; choose another path or pass overwrite=True"
+
+
+def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path):
+    schema = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+
+    def export(weights, out):
+        return ei.export(linear_logistic(weights, 0.0), schema, calibration=X, device="x86-edge-gateway", out=out,
+                         precision="fp32", overwrite=True)
+
+    export([1.0, 1.0], tmp_path / "b")
+    export([-1.0, 1.0], tmp_path / "b")
+    assert ei.load(tmp_path / "b").predict({"a": 1.0, "b": 0.0}).class_name == "no"     # the new model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]                           # nothing left aside
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError) as info:
+        export([1.0, 1.0], notes)
+    assert str(info.value) == (
+        f"{notes} is not an edgeinfer bundle (no manifest.json of format 'edgeinfer-bundle'); overwrite=True "
+        f"replaces only a bundle: choose another path, or remove {notes} yourself"
+    )
+    assert (notes / "notes.txt").read_text() == "keep me"
 
 
 def test_bundle_directory_follows_the_umask(bc_bundle, tmp_path):

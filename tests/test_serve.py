@@ -655,6 +655,17 @@ def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
     again = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo")])
     assert again.exit_code == 1
     assert again.output == f"error: {tmp_path / 'repo' / name} already exists; choose another output or pass overwrite=True (--overwrite)\n"
+    replaced = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo"), "--overwrite"])
+    assert replaced.exit_code == 0 and (tmp_path / "repo" / name / "config.pbtxt").is_file()
+    (tmp_path / "repo" / "notes").mkdir()
+    (tmp_path / "repo" / "notes" / "notes.txt").write_text("keep me")
+    refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo"), "--name",
+                                        "notes", "--overwrite"])
+    assert refused.exit_code == 1
+    assert refused.output == (f"error: {tmp_path / 'repo' / 'notes'} is not a Triton model directory (no config.pbtxt); "
+                              f"overwrite replaces only one: choose another output or name, or remove "
+                              f"{tmp_path / 'repo' / 'notes'} yourself\n")
+    assert (tmp_path / "repo" / "notes" / "notes.txt").read_text() == "keep me"
 
 
 def test_malformed_config_is_refused_with_the_schema_error():
