@@ -107,7 +107,7 @@ def collect(items: Iterable[Any]) -> Inputs:
             windows.append(_window(item, n))
         elif isinstance(item, Mapping) and "schema_version" in item:
             body = {k: v for k, v in item.items() if k != "row"}
-            explanations.append(Explanation.from_dict(body))
+            explanations.append(_explanation(body, n))
             rows.append(item.get("row"))
         elif isinstance(item, Mapping) and "error" in item:
             refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
@@ -120,6 +120,15 @@ def collect(items: Iterable[Any]) -> Inputs:
     if not explanations and not windows:
         raise InputError("nothing to report: no explanations and no stream windows were given")
     return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows))
+
+
+def _explanation(data: Mapping[str, Any], n: int):
+    from edgeinfer.explain.explanation import Explanation
+
+    try:
+        return Explanation.from_dict(data)
+    except InputError as err:
+        raise InputError(f"record {n}: {err}") from err
 
 
 def _window(record: Mapping[str, Any], n: int) -> Window:
@@ -135,7 +144,7 @@ def _window(record: Mapping[str, Any], n: int) -> Window:
         raise InputError(f"record {n}: decision needs 'class_name' and 'probabilities' (class name -> probability)")
     explanation = record.get("explanation")
     if isinstance(explanation, Mapping):
-        explanation = Explanation.from_dict(explanation)
+        explanation = _explanation(explanation, n)
     elif explanation is not None and not isinstance(explanation, Explanation):
         raise InputError(f"record {n}: 'explanation' must be an Explanation object or null")
     return Window(

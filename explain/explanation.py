@@ -6,6 +6,7 @@ back into equal objects and refuses an unknown version.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import math
@@ -215,11 +216,28 @@ def _decode(tp: Any, data: Any, where: str) -> Any:
                 raise InputError(f"{where}: missing field {f.name!r}")
         return tp(**kwargs)
     if origin is tuple:
+        if not isinstance(data, list):
+            raise InputError(f"{where}: expected a list, got {_shown(data)}")
         args = typing.get_args(tp)
         return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(data))
-    if origin in (Mapping, dict) or tp is Mapping:
+    if origin in (collections.abc.Mapping, dict) or tp in (Mapping, dict):
+        if not isinstance(data, Mapping):
+            raise InputError(f"{where}: expected an object, got {_shown(data)}")
         args = typing.get_args(tp) or (str, Any)
         return {k: _decode(args[1], v, f"{where}.{k}") for k, v in data.items()}
     if tp is float:
-        return math.nan if data is None else float(data)
+        if data is None:
+            return math.nan
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise InputError(f"{where}: expected a number, got {_shown(data)}")
+        return float(data)
+    if tp in _KINDS and type(data) is not tp:
+        raise InputError(f"{where}: expected {_KINDS[tp]}, got {_shown(data)}")
     return data
+
+
+_KINDS = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _shown(data: Any) -> str:
+    return "null" if data is None else f"{type(data).__name__} {json.dumps(data)[:40]}"

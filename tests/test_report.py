@@ -328,6 +328,21 @@ def test_unknown_record_is_refused(tmp_path):
                               "record (with 'window' and 'decision'); got keys ['label', 'row']")
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["decision"].update(latency_ms="fast"), "decision.latency_ms: expected a number, got str \"fast\""),
+    (lambda d: d["decision"].update(probabilities=5), "decision.probabilities: expected a list, got int 5"),
+    (lambda d: d.update(timings=[1, 2]), "timings: expected an object, got list [1, 2]"),
+    (lambda d: d.update(instance=[1.0]), "instance: expected an object, got list [1.0]"),
+    (lambda d: d["decision"].update(label="0"), "decision.label: expected an integer, got str \"0\""),
+])
+def test_a_malformed_explanation_record_is_refused_naming_the_field(tmp_path, change, message):
+    record = _explanation().to_dict()
+    change(record)
+    with pytest.raises(InputError) as err:
+        ei.report([_explanation().to_dict(), record], out=tmp_path / "r.html")
+    assert str(err.value) == f"record 2: explanation.{message}"
+
+
 def test_cli_errors(fixed_bundle, tmp_path):
     runner = CliRunner()
     lines = tmp_path / "e.jsonl"
