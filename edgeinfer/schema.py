@@ -52,11 +52,17 @@ class Feature:
             if not self.categories:
                 raise SchemaError(f"{where}: a categorical feature needs a list of categories")
             codes = self.codes or tuple(float(i) for i in range(len(self.categories)))
+            if not all(isinstance(c, (int, float, np.number)) and not isinstance(c, bool) for c in codes):
+                raise SchemaError(f"{where}: codes must be numbers (the values the model reads), got {list(codes)!r}")
             if len(codes) != len(self.categories):
                 raise SchemaError(
                     f"{where}: {len(self.categories)} categories but {len(codes)} codes; give one code per category"
                 )
             object.__setattr__(self, "codes", tuple(float(c) for c in codes))
+            for what, values in (("categories", self.categories), ("codes", self.codes)):
+                repeated = sorted({str(_num(v) if what == "codes" else v) for v in values if values.count(v) > 1})
+                if repeated:
+                    raise SchemaError(f"{where}: {what} must be unique; repeated: {', '.join(repeated)}")
             object.__setattr__(self, "low", min(self.codes))
             object.__setattr__(self, "high", max(self.codes))
         elif self.categories or self.codes:
@@ -125,6 +131,9 @@ class FeatureSchema:
             raise SchemaError(f"feature names must be unique; repeated: {', '.join(duplicates)}")
         if len(self.classes) < 2:
             raise SchemaError(f"a classifier schema needs at least two class names, got {list(self.classes)}")
+        repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        if repeated:
+            raise SchemaError(f"class names must be unique; repeated: {', '.join(repeated)}")
         if self.favourable is not None and self.favourable not in self.classes:
             raise SchemaError(
                 f"favourable outcome {self.favourable!r} is not a class; classes are {list(self.classes)}"
@@ -304,6 +313,9 @@ class FeatureSchema:
             raise SchemaError(f"unknown schema key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; known keys: {', '.join(sorted(known))}")
         if "features" not in data or "classes" not in data:
             raise SchemaError("a schema needs 'features' (a list of tables) and 'classes' (a list of names)")
+        for key in ("features", "classes"):
+            if isinstance(data[key], (str, Mapping)) or not isinstance(data[key], Sequence):
+                raise SchemaError(f"schema key {key!r} must be a list, got {data[key]!r}")
         features = tuple(_feature_from_dict(i, f) for i, f in enumerate(data["features"]))
         return cls(
             features=features,
@@ -350,12 +362,18 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
     kwargs = {k: v for k, v in data.items() if k not in ("range", "categories", "codes")}
     if "range" in data:
         rng = data["range"]
-        if not (isinstance(rng, Sequence) and len(rng) == 2):
-            raise SchemaError(f"{where}: range must be [low, high], got {rng!r}")
+        if isinstance(rng, str) or not (isinstance(rng, Sequence) and len(rng) == 2) or not all(
+                r is None or _is_number(r) for r in rng):
+            raise SchemaError(f"{where}: range must be [low, high], two numbers (or null for no bound), got {rng!r}")
         kwargs["low"], kwargs["high"] = (float(r) if r is not None else s for r, s in zip(rng, (-math.inf, math.inf)))
+    for key in ("categories", "codes"):
+        if key in data and (isinstance(data[key], str) or not isinstance(data[key], Sequence)):
+            raise SchemaError(f"{where}: {key} must be a list, got {data[key]!r}")
     if "categories" in data:
         kwargs["categories"] = tuple(str(c) for c in data["categories"])
     if "codes" in data:
+        if not all(_is_number(c) for c in data["codes"]):
+            raise SchemaError(f"{where}: codes must be numbers (the values the model reads), got {list(data['codes'])!r}")
         kwargs["codes"] = tuple(float(c) for c in data["codes"])
     for flag in ("mutable", "protected"):
         if flag in kwargs and not isinstance(kwargs[flag], bool):
@@ -364,6 +382,10 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
         return Feature(**kwargs)
     except TypeError as err:
         raise SchemaError(f"{where}: {err}") from err
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _feature_dict(f: Feature) -> dict[str, Any]:
