@@ -74,6 +74,9 @@ def _jsonl(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
 def _csv(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
     header = next(csv.reader([first]))
     header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputError(f"input header names column {repeated[0]!r} twice; give each column once")
     reader = csv.reader(stream)
     for offset, fields in enumerate(reader, start=2):
         line_no = reader.line_num + 1 if reader.line_num else offset

@@ -85,6 +85,19 @@ def test_predict_reports_a_csv_row_of_empty_values(diabetes_bundle, rows_file, t
     assert result.stderr.endswith("1 of 3 rows rejected\n")
 
 
+def test_a_csv_header_naming_a_column_twice_is_refused(diabetes_bundle, rows_file, tmp_path):
+    """Which of the two values is the feature's? Neither is guessed (the last used to win silently)."""
+    _, good = rows_file
+    names = list(good[0])
+    path = tmp_path / "rows.csv"
+    path.write_text(",".join(names + [names[2]]) + "\n" + ",".join(str(good[0][n]) for n in names) + ",1\n")
+    for command in ("predict", "explain"):
+        result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(path)])
+        assert result.exit_code == 1
+        assert result.stdout == ""
+        assert result.stderr == f"error: input header names column {names[2]!r} twice; give each column once\n"
+
+
 def test_explain_all_good_rows_exits_zero(diabetes_bundle, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"
