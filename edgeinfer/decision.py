@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeinfer.errors import InputError
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -20,6 +22,8 @@ class Decision:
     def probability(self, class_name: str | None = None) -> float:
         """Probability of `class_name` (default: the decided class)."""
         name = self.class_name if class_name is None else class_name
+        if name not in self.classes:
+            raise InputError(f"unknown class {name!r}; the classes are {', '.join(repr(c) for c in self.classes)}")
         return self.probabilities[self.classes.index(name)]
 
     def to_dict(self) -> dict:

@@ -104,8 +104,9 @@ class Session:
         share of their nearest reference rows in it, at the cost of more changes),
         parts (subset of {"counterfactuals", "bias", "attributions"}).
         """
-        from edgeinfer.explain.compose import explain_rows
+        from edgeinfer.explain.compose import check_options, explain_rows
 
+        check_options(options)
         matrix, single, rejected = self._batch(x)
         if single:
             matrix, _ = self.schema.validate(matrix[0])

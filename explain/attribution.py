@@ -76,6 +76,8 @@ def attribute(
         raise ExplainError(f"seed must be an integer, got {seed!r}")
     n_classes = len(schema.classes)
     wanted = _check_targets(targets, len(X), n_classes)
+    if len(X) == 0:
+        return []
     rng = np.random.default_rng(int(seed))
     bases, baseline_text = _baselines(model, baseline, samples, rng)
 

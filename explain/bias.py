@@ -276,6 +276,10 @@ def _as_matrix(schema: FeatureSchema, X: np.ndarray) -> np.ndarray:
         raise InputError(
             f"bias explanation needs rows of {len(schema)} features in schema order, got shape {X.shape}"
         )
+    if not np.isfinite(X).all():
+        bad = sorted({int(r) for r in np.argwhere(~np.isfinite(X))[:, 0]})
+        raise InputError(f"bias explanation needs finite values; rows {bad} hold NaN or infinity; validate rows "
+                         f"with the schema first")
     return X
 
 

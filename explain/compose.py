@@ -7,6 +7,7 @@ Each part is a few batched calls through the Session for the whole batch at once
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -40,6 +41,8 @@ def explain_rows(
     parts: Collection[str] = PARTS,
 ) -> list[Explanation]:
     """Explain every row of a validated matrix; one Explanation per row, in order."""
+    if isinstance(parts, str):
+        parts = (parts,)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ExplainError(f"unknown explanation part {unknown[0]!r}; parts are {', '.join(PARTS)}")
@@ -97,6 +100,17 @@ def explain_rows(
         told.append(dataclasses.replace(stamped, text=render(stamped, schema, stakeholder=stakeholder,
                                                              templates=templates)))
     return told
+
+
+# what Session.explain passes on besides the rows and the stakeholder
+OPTIONS = tuple(p for p in inspect.signature(explain_rows).parameters if p not in ("session", "matrix", "stakeholder"))
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse an option explain_rows does not take (a bare TypeError would name an internal function)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ExplainError(f"unknown explain option {unknown[0]!r}; the options are {', '.join(OPTIONS)}")
 
 
 def _model_info(session: Any) -> ModelInfo:

@@ -43,7 +43,7 @@ from types import ModuleType
 
 import numpy as np
 
-from edgeinfer.errors import ExplainError
+from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
@@ -98,6 +98,10 @@ def find_counterfactuals(
         raise ExplainError(
             f"counterfactual search expects a 2-D batch of {len(schema)} features in schema order, got shape {X.shape}"
         )
+    if not np.isfinite(X).all():
+        bad = sorted({int(r) for r in np.argwhere(~np.isfinite(X))[:, 0]})
+        raise InputError(f"counterfactual search expects finite values; rows {bad} hold NaN or infinity; validate "
+                         f"rows with the schema first")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ExplainError(f"k (number of counterfactuals) must be a positive integer, got {k!r}")
     if isinstance(neighbours, bool) or not isinstance(neighbours, (int, np.integer)) or neighbours < 1:
@@ -204,7 +208,10 @@ class Space:
                 raise ExplainError(f"permitted_range for '{name}' is [{_num(lo)}, {_num(hi)}]; give (low, high) with low <= high")
             new_lo, new_hi = max(lo, f.low), min(hi, f.high)
             if f.kind == "categorical" and not any(new_lo <= c <= new_hi for c in f.codes):
-                new_lo, new_hi = 1.0, 0.0
+                raise ExplainError(
+                    f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains none of its codes "
+                    f"({f.describe_expected()[len('one of '):]}); give a range that contains at least one"
+                )
             if new_lo > new_hi:
                 unit = f" {f.unit}" if f.unit else ""
                 raise ExplainError(

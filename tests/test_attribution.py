@@ -329,6 +329,10 @@ def test_nan_rows_are_refused(small):
     )
 
 
+def test_an_empty_batch_gives_no_attributions(small):
+    assert attribute(small, np.zeros((0, 3))) == []
+
+
 @pytest.mark.parametrize("options, message", [
     ({"baseline": "mean"}, "baseline must be one of 'median', 'reference', got 'mean'"),
     ({"samples": 1}, "samples must be an integer >= 2 (permutations for the estimator), got 1"),

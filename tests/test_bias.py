@@ -285,6 +285,12 @@ def test_bad_inputs_are_refused_with_exact_messages():
     with pytest.raises(InputError) as err:
         explain_bias(model, ROWS[:, :2], labels=np.array([0, 1]), proxies=())
     assert str(err.value) == "bias explanation needs rows of 3 features in schema order, got shape (2, 2)"
+    nan_rows = ROWS.astype(float)
+    nan_rows[1, 0] = np.nan
+    with pytest.raises(InputError) as err:
+        explain_bias(model, nan_rows, labels=np.array([0, 1]), proxies=())
+    assert str(err.value) == ("bias explanation needs finite values; rows [1] hold NaN or infinity; validate rows "
+                              "with the schema first")
     with pytest.raises(ExplainError) as err:
         explain_bias(model, ROWS, labels=np.array([0, 1]), proxies=[Proxy("sex", "income", 0.5, ETA)])
     assert str(err.value) == (

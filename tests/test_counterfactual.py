@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeinfer.decision import Decision
-from edgeinfer.errors import ExplainError
+from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.counterfactual import REFINE, find_counterfactuals
 from edgeinfer.explain.desired import MARGIN, parse_desired
 from edgeinfer.explain.explanation import Explanation, ModelInfo
@@ -245,6 +245,22 @@ def test_bad_feature_names_and_ranges(linear_session):
     assert str(err.value) == (
         "features_to_vary: feature 'x3' is immutable in the schema and never changes; remove it from features_to_vary"
     )
+    with pytest.raises(InputError) as err:
+        find_counterfactuals(session, np.array([[0.0, np.nan, 0.0, 0.0], [0.0] * 4]))
+    assert str(err.value) == ("counterfactual search expects finite values; rows [0] hold NaN or infinity; validate "
+                              "rows with the schema first")
+
+
+def test_a_permitted_range_between_the_codes_of_a_categorical_is_refused(linear_session):
+    schema = FeatureSchema(
+        features=(Feature("a", low=0, high=10),
+                  Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
+        classes=("no", "yes"))
+    session = linear_session([1.0, 1.0], -9.0, schema)
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, np.array([[1.0, 0.0]]), permitted_range={"c": (0.5, 1.5)})
+    assert str(err.value) == ("permitted_range for 'c' [0.5, 1.5] contains none of its codes ('x' (0), 'y' (2), "
+                              "'z' (4)); give a range that contains at least one")
 
 
 def test_known_probabilities_save_a_call_and_are_checked(linear):

@@ -5,7 +5,7 @@ import pytest
 
 import edgeinfer as ei
 from edgeinfer.backend import choose_provider
-from edgeinfer.errors import BackendError, DeviceError, InputError
+from edgeinfer.errors import BackendError, DeviceError, ExplainError, InputError
 
 
 def test_predict_every_input_form_agrees(bc_session, breast_cancer):
@@ -80,6 +80,24 @@ def test_single_bad_row_raises(bc_session, breast_cancer):
     with pytest.raises(InputError) as info:
         bc_session.predict(row)
     assert str(info.value) == "feature 'mean radius' expects a number in [0, 42.165] px, got -1"
+
+
+def test_a_decision_names_its_classes_when_asked_for_another(bc_session, breast_cancer):
+    decision = bc_session.predict(breast_cancer.X_test[0])
+    assert decision.probability("malignant") == decision.probabilities[1]
+    with pytest.raises(InputError) as info:
+        decision.probability("Malignant")
+    assert str(info.value) == "unknown class 'Malignant'; the classes are 'benign', 'malignant'"
+
+
+def test_explain_options_are_checked_by_name(bc_session, breast_cancer):
+    x = breast_cancer.X_test[0]
+    with pytest.raises(ExplainError) as info:
+        bc_session.explain(x, max_changes=2)
+    assert str(info.value) == ("unknown explain option 'max_changes'; the options are desired, k, features_to_vary, "
+                               "permitted_range, time_budget_ms, min_plausibility, parts")
+    only = bc_session.explain(x, parts="bias")          # one part by name, not its letters
+    assert only.bias is not None and only.counterfactuals is None and only.attributions is None
 
 
 def test_profile_provider_order_is_recorded():
