@@ -22,8 +22,15 @@ class Reference:
     X: np.ndarray                 # (n, F) sample of training rows, float64
     predicted: np.ndarray         # (n,) deployed model's labels for X
     median: np.ndarray            # (F,)
-    mad: np.ndarray               # (F,) median absolute deviation, never 0 (see `scale`)
+    mad: np.ndarray               # (F,) median absolute deviation (the unit of distances): positive, finite
     labels: np.ndarray | None = None   # (n,) ground truth, when export was given it
+
+    def __post_init__(self) -> None:
+        mad = np.asarray(self.mad, dtype=np.float64)
+        if not (np.isfinite(mad) & (mad > 0)).all():
+            bad = np.flatnonzero(~(np.isfinite(mad) & (mad > 0))).tolist()
+            raise BundleError(f"reference data: the MAD of every feature must be positive and finite (distances are "
+                              f"measured in it); features {bad} have {mad[bad].tolist()}; re-export the bundle")
 
     @classmethod
     def from_data(

@@ -125,3 +125,14 @@ def test_bundle_directory_follows_the_umask(bc_bundle, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "copy").st_mode) == 0o755
+
+
+def test_reference_data_with_a_zero_mad_is_refused():
+    from edgeinfer.reference import Reference
+
+    X = np.array([[1.0, 2.0], [1.0, 3.0]])
+    with pytest.raises(BundleError) as info:
+        Reference(X=X, predicted=np.array([0, 1]), median=np.array([1.0, 2.5]), mad=np.array([0.0, 0.5]))
+    assert str(info.value) == ("reference data: the MAD of every feature must be positive and finite (distances are "
+                               "measured in it); features [0] have [0.0]; re-export the bundle")
+    assert Reference.from_data(X, np.array([0, 1])).mad.tolist() == [1.0, 0.5]    # a constant column: MAD 1
