@@ -491,6 +491,15 @@ def test_a_killed_worker_loses_no_window(motion_bundle, clip):
     assert summary.explained == 31
 
 
+def _ended(pid: int) -> bool:
+    """The process is gone, or a zombie no one has reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_a_hung_worker_loses_no_window(motion_bundle, clip):
     """A worker that stops answering (SIGSTOP) without dying: after the pool's timeout its batch and every
     later one are explained in this process, and closing the pool does not wait for it."""
@@ -502,13 +511,13 @@ def test_a_hung_worker_loses_no_window(motion_bundle, clip):
     session = ei.load(motion_bundle)
     local, _ = _run_stream(session, clip, explain="every:3", workers=0)
     pool = ExplainPool(session, workers=1, stakeholder="engineer", timeout_s=2)
-    os.kill(pool.pids[0], signal.SIGSTOP)
+    hung = pool.pids[0]
+    os.kill(hung, signal.SIGSTOP)
     out = io.StringIO()
     summary = stream(session, clip, options=StreamOptions(hop=1, batch=40, explain_batch=8, explain="every:3"),
                      out=out, err=io.StringIO(), pool=pool)
-    started = time.perf_counter()
     pool.close()
-    assert time.perf_counter() - started < 10
+    assert _ended(hung), "closing the pool left the hung worker running"
     assert pool.breaks == ["an explain worker gave no answer within 2 s"]
     pooled = out.getvalue().splitlines()
     assert [_without_timings(line) for line in pooled] == [_without_timings(line) for line in local]
