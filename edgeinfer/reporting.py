@@ -416,18 +416,10 @@ def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[s
 
 
 def _clinician_text(e, schema) -> tuple[str, str]:
-    """The clinician view's wording (explain/views.py templates) when installed, else the explanation's text."""
-    import importlib.util
+    """The clinician view's wording (explain/views.py templates), and where it came from."""
+    from edgeinfer.explain import views
 
-    if importlib.util.find_spec("edgeinfer.explain.views") is not None:
-        from edgeinfer.explain import views
-
-        rendered = views.render(e, schema, stakeholder="clinician")
-        text = rendered if isinstance(rendered, str) else getattr(rendered, "text", str(rendered))
-        return text, "clinician view"
-    if e.text and e.stakeholder == "clinician":
-        return e.text, "clinician view (as recorded with the explanation)"
-    return "", "none recorded"
+    return views.render(e, schema, stakeholder="clinician"), "clinician view"
 
 
 def _inputs(e, schema) -> list[dict[str, Any]]:

@@ -161,12 +161,13 @@ def export(
                 f"device '{profile.name}' allows {', '.join(profile.precisions)}; precision {precision!r} is not one of them"
             )
         precisions = (precision,)
-    if not 0.0 < agreement_threshold <= 1.0:
-        raise ExportError(f"agreement_threshold must be in (0, 1], got {agreement_threshold}")
+    if (isinstance(agreement_threshold, bool) or not isinstance(agreement_threshold, (int, float))
+            or not 0.0 < agreement_threshold <= 1.0):
+        raise ExportError(f"agreement_threshold must be a number in (0, 1], got {agreement_threshold!r}")
     calibration = _checked_rows(schema, calibration, "calibration")
+    labels = _checked_labels(schema, labels, "labels")
     if labels is not None and len(labels) != len(calibration):
         raise ExportError(f"labels has {len(labels)} entries for {len(calibration)} calibration rows; give one per row")
-    labels = _checked_labels(schema, labels, "labels")
     if holdout is None:
         if len(calibration) < 8:
             raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got {len(calibration)}")
@@ -174,9 +175,9 @@ def export(
         holdout, calib_rows = calibration[hold_idx], calibration[calib_idx]
     else:
         holdout, calib_rows = _checked_rows(schema, holdout, "holdout"), calibration
+    holdout_labels = _checked_labels(schema, holdout_labels, "holdout_labels")
     if holdout_labels is not None and len(holdout_labels) != len(holdout):
         raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows")
-    holdout_labels = _checked_labels(schema, holdout_labels, "holdout_labels")
     threads = default_threads(profile)
 
     # fp32 ONNX, and the float reference the gate compares against

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 
 from edgeinfer.bundle import INPUT_NAME
+from edgeinfer.errors import ExportError
+from edgeinfer.profiles import PRECISIONS
 
 # Only the weight-heavy operators: quantizing the input scaling would give all features one
 # shared int8 scale, and quantizing the softmax output would round probabilities to 1/255.
@@ -39,6 +41,8 @@ class _Calibration:
 
 def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> tuple[bytes, dict]:
     """Return (model bytes, method record) for one precision."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return float_model, {"method": "none (fp32)"}
     if precision == "fp16":
@@ -57,7 +61,7 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> t
             quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=False,
                              op_types_to_quantize=QUANTIZED_OP_TYPES)
             record = {"method": "dynamic int8 (weights int8, activations quantized at run time)"}
-        elif precision == "int8-static":
+        else:  # int8-static
             quantize_static(
                 str(pre), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -69,8 +73,6 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> t
             record = {"method": "static int8 QDQ on MatMul/Gemm, per-channel weights, fp32 biases, MinMax "
                                 "calibration; input scaling and softmax stay fp32",
                       "calibration_rows": int(len(calibration))}
-        else:
-            raise ValueError(f"unknown precision {precision!r}")
         return out.read_bytes(), record
 
 

@@ -124,6 +124,21 @@ def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"labels": 1}, "labels must be one class index per row (1-D), got shape ()"),
+    ({"labels": [0, 1]}, "labels has 2 entries for 20 calibration rows; give one per row"),
+    ({"agreement_threshold": "0.9"}, "agreement_threshold must be a number in (0, 1], got '0.9'"),
+    ({"agreement_threshold": 1.5}, "agreement_threshold must be a number in (0, 1], got 1.5"),
+    ({"precision": "int4"}, "device 'x86-edge-gateway' allows int8-static, fp32; precision 'int4' is not one of them"),
+])
+def test_bad_export_options_are_refused_before_any_work(tmp_path, options, message):
+    with pytest.raises(ExportError) as info:
+        ei.export(linear_logistic([1.0, 1.0], 0.0), TWO, calibration=np.full((20, 2), 0.5), device="x86-edge-gateway",
+                  out=tmp_path / "b", **options)
+    assert str(info.value) == message
+    assert not (tmp_path / "b").exists()
+
+
 def test_wrong_output_width_is_refused(tmp_path):
     schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
     with pytest.raises(ExportError) as info:
