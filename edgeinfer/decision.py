@@ -15,7 +15,7 @@ class Decision:
     class_name: str
     probabilities: tuple[float, ...]
     classes: tuple[str, ...]
-    latency_ms: float
+    latency_ms: float       # the model call that decided it; in a batch, the whole batch's call (shared by its rows)
 
     ok = True
 
