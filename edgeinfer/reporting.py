@@ -73,7 +73,7 @@ def load_records(path: str | Path) -> list[Mapping[str, Any]]:
     """Read a JSONL file of Explanation JSON or stream window records; blank lines are skipped."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InputError(f"explanations file {path} not found; give the JSONL written by `edgeinfer explain` "
                          "or `edgeinfer stream`") from None

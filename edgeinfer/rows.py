@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -32,36 +33,46 @@ class BadRow:
 
 def open_input(source: str | Path) -> IO[str]:
     if str(source) == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace")
     try:
-        return open(source, encoding="utf-8", errors="replace", newline="")
+        return open(source, encoding="utf-8-sig", errors="replace", newline="")
     except OSError as err:
         raise InputError(f"cannot read input {source}: {err.strerror}") from err
 
 
 def read_rows(stream: IO[str], *, fmt: str = "auto") -> Iterator[Row | BadRow]:
-    """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl."""
-    first = stream.readline()
-    while first and not first.strip():
-        first = stream.readline()
+    """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl.
+
+    Every line is read on its own: a CSV record never spans lines, so an unbalanced quote spoils
+    its own line only."""
+    lines = enumerate(stream, start=1)
+    first_no, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
     if not first:
         raise InputError("the input is empty; expected a CSV header line or JSON lines")
     if fmt == "auto":
         fmt = "jsonl" if first.lstrip().startswith("{") else "csv"
     if fmt == "jsonl":
-        yield from _jsonl(first, stream)
+        yield from _jsonl(itertools.chain([(first_no, first)], lines))
     elif fmt == "csv":
-        yield from _csv(first, stream)
+        yield from _csv(first_no, first, lines)
     else:
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
 
 
-def _jsonl(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
-    for line_no, line in enumerate(_chain(first, stream), start=1):
+def csv_fields(text: str) -> list[str] | str:
+    """The comma-separated values of one line, or why the line cannot be read."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as err:       # e.g. a value over the csv module's field limit (131,072 characters)
+        return f"unreadable CSV line ({err})"
+
+
+def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
+    for line_no, line in lines:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as err:
             yield BadRow(line_no, f"not valid JSON ({err.msg} at column {err.colno})")
             continue
@@ -71,17 +82,21 @@ def _jsonl(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
         yield Row(line_no, value)
 
 
-def _csv(first: str, stream: IO[str]) -> Iterator[Row | BadRow]:
-    header = next(csv.reader([first]))
+def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
+    header = csv_fields(first)
+    if isinstance(header, str):
+        raise InputError(f"line {header_no} (the header): {header}")
     header = [h.strip() for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise InputError(f"input header names column {repeated[0]!r} twice; give each column once")
-    reader = csv.reader(stream)
-    for offset, fields in enumerate(reader, start=2):
-        line_no = reader.line_num + 1 if reader.line_num else offset
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
+    for line_no, line in lines:
+        if not line.strip():
             continue  # a blank line
+        fields = csv_fields(line)
+        if isinstance(fields, str):
+            yield BadRow(line_no, fields)
+            continue
         if all(not f.strip() for f in fields):
             yield BadRow(line_no, "every value is empty; fill in the row or delete the line")
             continue
@@ -97,8 +112,3 @@ def _number_or_text(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
-
-
-def _chain(first: str, stream: IO[str]) -> Iterator[str]:
-    yield first
-    yield from stream

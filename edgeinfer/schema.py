@@ -330,7 +330,7 @@ class FeatureSchema:
         """Read a schema from a .toml or .json file."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")     # a byte-order mark (Excel, Notepad) is no content
         except OSError as err:
             raise SchemaError(f"cannot read schema file {path}: {err.strerror}") from err
         try:

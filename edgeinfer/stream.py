@@ -41,7 +41,6 @@ at load; the Session is opened inside the command.
 from __future__ import annotations
 
 import contextlib
-import csv
 import gc
 import json
 import math
@@ -62,6 +61,7 @@ import click
 import numpy as np
 
 from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
+from edgeinfer.rows import csv_fields
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 
@@ -344,6 +344,8 @@ class LineSource:
     def _number(self, pieces: list[bytes]) -> list[tuple[int, str]]:
         texts = b"\n".join(pieces).decode("utf-8", errors="replace").split("\n")
         start = self.line_no
+        if start == 0:
+            texts[0] = texts[0].removeprefix("\ufeff")     # a byte-order mark (Excel's "CSV UTF-8") is no content
         self.line_no += len(texts)
         return [(start + i + 1, t.rstrip("\r")) for i, t in enumerate(texts) if t.strip()]
 
@@ -413,7 +415,10 @@ class RowParser:
         self.fmt = fmt
         self.header_line = None
         if fmt == "csv":
-            header = [h.strip() for h in next(csv.reader([text]))]
+            header = csv_fields(text)
+            if isinstance(header, str):
+                raise InputError(f"line {line_no} (the header): {header}")
+            header = [h.strip() for h in header]
             wanted = [timestamp, *self.channels]
             missing = [c for c in wanted if c not in header]
             if missing:
@@ -458,7 +463,10 @@ class RowParser:
                 return Parsed(arr[:, 0].copy(), arr[:, 1:], lines, rejects)
         rows, lines, rejects = [], [], []
         for line_no, text in block:
-            fields = next(csv.reader([text]))
+            fields = csv_fields(text)
+            if isinstance(fields, str):
+                rejects.append((line_no, fields))
+                continue
             if len(fields) != self.width:
                 rejects.append((line_no, f"expected {self.width} comma-separated values as in the header, got {len(fields)}"))
                 continue

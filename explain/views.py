@@ -161,7 +161,7 @@ def load_templates(path: str | Path) -> Templates:
     path = Path(path)
     toml = _toml()
     try:
-        raw = toml.loads(path.read_text(encoding="utf-8"))
+        raw = toml.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as err:
         raise ExplainError(f"cannot read stakeholder template file {path}: {err.strerror or err}") from err
     except toml.TOMLDecodeError as err:

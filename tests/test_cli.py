@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import edgeinfer as ei
 from edgeinfer.cli import main
 from edgeinfer.explain.explanation import Explanation
 
@@ -83,6 +84,35 @@ def test_predict_reports_a_csv_row_of_empty_values(diabetes_bundle, rows_file, t
     assert out[1] == {"row": 3, "error": "every value is empty; fill in the row or delete the line"}
     assert "class_name" in out[0] and "class_name" in out[2]
     assert result.stderr.endswith("1 of 3 rows rejected\n")
+
+
+def test_an_unreadable_csv_line_loses_only_itself(diabetes_bundle, rows_file, tmp_path):
+    """An unbalanced quote and a value past the csv module's field limit: each line is read on its own, so
+    each spoils only itself (the quote used to swallow the lines after it, the long value crashed the run)."""
+    _, good = rows_file
+    names = list(good[0])
+    line = lambda row: ",".join(str(row[n]) for n in names)  # noqa: E731
+    path = tmp_path / "rows.csv"
+    path.write_text("\ufeff" + ",".join(names) + "\n" + line(good[0]) + "\n" + '"' + line(good[1]) + "\n"
+                    + line(good[1]) + "\n" + line(good[0]).replace(str(good[0]["bmi"]), "9" * 200_000) + "\n"
+                    + line(good[0]) + "\n", encoding="utf-8")      # with the byte-order mark Excel writes
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.exit_code == 1
+    out = _lines(result)
+    assert [line["row"] for line in out] == [2, 3, 4, 5, 6]
+    assert out[1] == {"row": 3, "error": "expected 10 comma-separated values as in the header, got 1"}
+    assert out[3] == {"row": 5, "error": "unreadable CSV line (field larger than field limit (131072))"}
+    assert [line["class_name"] for line in (out[0], out[2], out[4])] == [
+        d.class_name for d in ei.load(diabetes_bundle).predict([good[0], good[1], good[0]])]
+    assert result.stderr.endswith("2 of 5 rows rejected\n")
+
+
+def test_a_truncated_json_line_is_reported_at_its_column(diabetes_bundle, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"age": 48, "sex": 2, "bmi": 29.2,\n')
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert _lines(result) == [
+        {"row": 1, "error": "not valid JSON (Expecting property name enclosed in double quotes at column 35)"}]
 
 
 def test_a_csv_header_naming_a_column_twice_is_refused(diabetes_bundle, rows_file, tmp_path):

@@ -88,6 +88,8 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
     json_file = tmp_path / "schema.json"
     json_file.write_text(__import__("json").dumps(SCHEMA.to_dict()))
     assert FeatureSchema.load(json_file) == SCHEMA
+    json_file.write_text("\ufeff" + json_file.read_text(), encoding="utf-8")     # saved by Notepad or Excel
+    assert FeatureSchema.load(json_file) == SCHEMA
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,16 @@ def rows(start: float, count: int, *, step: float = 0.1, value: float = 1.0) -> 
 
 
 # ----- predictions ------------------------------------------------------------------------
+def test_a_byte_order_mark_before_the_header_is_no_content(motion_bundle):
+    plain = HEADER + "\n" + "\n".join(rows(0.0, 30)) + "\n"
+    with_mark = run([motion_bundle, "-"], input="\ufeff" + plain)
+    assert with_mark.exit_code == 0, with_mark.output
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert strip(with_mark.stdout) == strip(run([motion_bundle, "-"], input=plain).stdout)
+    assert len(lines_of(with_mark.stdout)) == 2
+    assert "rows     read 30 = used 30 + rejected 0" in with_mark.stderr
+
+
 def test_windows_the_schema_refuses_to_explain_are_counted_apart_with_their_alerts(motion_bundle):
     """Readings far outside the training range: each window is decided and alerted, its explanation refused
     (null); the summary counts it as refused, not explained."""
