@@ -211,6 +211,14 @@ def export(
             f"{n_classes} classes ({', '.join(schema.classes)}): expected [batch, {n_classes}]"
             + (" (or a declared [batch, 1] single logit or probability)" if n_classes == 2 else "")
         )
+    off = ~((float_hold >= -1e-6) & (float_hold <= 1 + 1e-6)).all(axis=1) | (np.abs(float_hold.sum(axis=1) - 1) > 1e-4)
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise ExportError(
+            f"the model's outputs are not probabilities: held-out row {i} gives "
+            f"[{', '.join(f'{v:.4g}' for v in float_hold[i])}] (each in [0, 1], summing to 1 expected); if the model "
+            f"outputs logits, export with outputs='logits' (--outputs logits)"
+        )
     float_labels = float_hold.argmax(axis=1)
 
     # precisions in the profile's order, each behind the gate

@@ -174,14 +174,24 @@ TWO = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, h
 def test_an_onnx_model_with_one_output_for_two_classes_gives_both_probabilities(tmp_path, outputs):
     w = np.array([[2.0], [-3.0]])
     X = np.random.default_rng(0).uniform(0, 1, (60, 2))
-    if outputs == "probabilities":     # a model whose single output is already p(yes): inside (0, 1) here
-        w = w / 10
-        X = X / 2 + 0.25
+    if outputs == "probabilities":     # a model whose single output is already p(yes): inside [0, 0.9] here
+        w = np.array([[0.6], [0.3]])
     ei.export(_linear_onnx(tmp_path / "m.onnx", w), TWO, calibration=X, device="x86-edge-gateway",
               out=tmp_path / "b", precision="fp32", outputs=outputs)
     z = X[:5] @ w[:, 0]
     p = 1 / (1 + np.exp(-z)) if outputs == "logits" else z
     np.testing.assert_allclose(ei.load(tmp_path / "b").predict_proba(X[:5]), np.c_[1 - p, p], atol=1e-6)
+
+
+def test_logits_exported_as_probabilities_are_refused(tmp_path):
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[2.0, -1.0], [-3.0, 1.0]])), TWO, calibration=X,
+                  device="x86-edge-gateway", out=tmp_path / "b", outputs="probabilities")
+    assert str(info.value).startswith("the model's outputs are not probabilities: held-out row 0 gives [")
+    assert str(info.value).endswith("] (each in [0, 1], summing to 1 expected); if the model outputs logits, export "
+                                    "with outputs='logits' (--outputs logits)")
+    assert not (tmp_path / "b").exists()
 
 
 def test_an_onnx_model_with_the_wrong_number_of_outputs_is_refused(tmp_path):
