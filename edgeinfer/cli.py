@@ -264,7 +264,8 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     from edgeinfer.errors import require
     from edgeinfer.schema import FeatureSchema
 
-    require("torch", extra="export", purpose="edgeinfer export")
+    for module in ("onnx", "torch"):
+        require(module, extra="export", purpose="edgeinfer export")
     from edgeinfer.export.exporter import export
 
     schema = FeatureSchema.load(schema_path)

@@ -78,9 +78,10 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
                    f"patients are), {cf.sparsity} changes: {moves}")
     else:
         click.echo(f"No counterfactual among real patients of the target class: {plausible.reason}")
-    explanations = session.explain(data.X_test[:patients], stakeholder="clinician")
+    others = [i for i in range(patients) if i != worst]     # the highest-risk patient once, first
+    explanations = [clinician, *session.explain(data.X_test[others], stakeholder="clinician")]
     explained = out / "explanations.jsonl"
-    explained.write_text("".join(e.to_json() + "\n" for e in [clinician, *explanations]), encoding="utf-8")
+    explained.write_text("".join(e.to_json() + "\n" for e in explanations), encoding="utf-8")
 
     _step(4, "Stream smartwatch recordings (BasicMotions) row by row through `edgeinfer stream`")
     motion = build_motion_bundle(out / "motion-bundle", device=device)
@@ -103,8 +104,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 
     _step(5, "Write the clinician reports (HTML and PDF) and the stream session report")
     paths = {
-        "report_html": ei.report([clinician, *explanations], out=out / "report.html", bundle=report.bundle),
-        "report_pdf": ei.report([clinician, *explanations], out=out / "report.pdf", bundle=report.bundle),
+        "report_html": ei.report(explanations, out=out / "report.html", bundle=report.bundle),
+        "report_pdf": ei.report(explanations, out=out / "report.pdf", bundle=report.bundle),
         "stream_report": ei.report(records, out=out / "stream-report.html", bundle=motion),
     }
     for name, path in paths.items():
@@ -118,4 +119,9 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 @click.option("--device", default="raspberry-pi-4", show_default=True, help="Device profile to export for.")
 def demo_command(out: str, device: str) -> None:
     """The whole path on bundled real data: export, predict, explain, stream, report."""
+    from edgeinfer.errors import require
+
+    for module, extra, package in (("torch", "export", None), ("onnx", "export", None), ("sklearn", "data", "scikit-learn"),
+                                   ("pyts", "data", None), ("jinja2", "report", None), ("weasyprint", "report", None)):
+        require(module, extra=extra, purpose="edgeinfer demo", package=package)
     run_demo(Path(out), device=device)

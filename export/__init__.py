@@ -12,6 +12,10 @@ import types
 
 def export(model, schema, **options):
     """Export `model` to a bundle; see `edgeinfer.export.exporter.export` for the options."""
+    from edgeinfer.errors import require
+
+    for module in ("onnx", "torch"):
+        require(module, extra="export", purpose="exporting a model")
     from edgeinfer.export.exporter import export as _export
 
     return _export(model, schema, **options)

@@ -163,3 +163,19 @@ def test_installed_console_script_lists_devices(installed, tmp_path, clean_env):
         assert profile.name in done.stdout
     shown = _run([str(script), "devices", "raspberry-pi-4"], cwd=tmp_path, env=clean_env)
     assert "Cortex-A72" in shown.stdout
+
+
+def test_a_core_install_names_the_extra_that_export_and_the_demo_need(installed, tmp_path, clean_env):
+    """Without the export extra, the Python API and the CLI say what to install instead of a traceback."""
+    api = subprocess.run([str(installed / "python"), "-c", "import edgeinfer as ei; ei.export(None, None)"],
+                         cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120)
+    assert api.returncode == 1
+    assert api.stderr.strip().splitlines()[-1] == (
+        "edgeinfer.errors.MissingDependencyError: exporting a model needs the optional package 'onnx', which is not "
+        "installed; install it with: pip install 'edgeinfer[export]'")
+    demo = subprocess.run([str(installed / "edgeinfer"), "demo", "-o", str(tmp_path / "out")], cwd=tmp_path,
+                          env=clean_env, capture_output=True, text=True, timeout=120)
+    assert (demo.returncode, demo.stdout) == (1, "")
+    assert demo.stderr == ("error: edgeinfer demo needs the optional package 'torch', which is not installed; "
+                           "install it with: pip install 'edgeinfer[export]'\n")
+    assert not (tmp_path / "out").exists()
