@@ -45,9 +45,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import sysconfig
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
 import click
@@ -322,7 +323,9 @@ class Server:
         config = pytriton.TritonConfig(
             http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
             metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False,
-            exit_timeout_secs=2, log_verbose=log_verbose,
+            # time for the models to unload on a stop: the explain stub took over 2 s on a loaded host, and
+            # tritonserver cut short at 2 s exited "with failure"
+            exit_timeout_secs=10, log_verbose=log_verbose,
         )
         if dynamic_batching:
             batcher = DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us)
@@ -495,7 +498,8 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
-    with _sigterm_stops():      # from the start: a stop sent during start-up, or right after the ready line, is clean
+    # stdout stays empty: PyTriton prints tritonserver's log there, and serve's own lines go to stderr
+    with _sigterm_stops(), redirect_stdout(sys.stderr):
         session = load(bundle, device=device, fallback=fallback, threads=threads)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

@@ -509,7 +509,7 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
     http, grpc, metrics = _free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         info = None
         for line in proc.stderr:
@@ -524,9 +524,10 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
             proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(60) == 0, rest[-2000:]
+        assert proc.stdout.read() == ""        # tritonserver's log goes to stderr with serve's own lines
         time.sleep(0.5)
         assert not os.path.exists(f"/proc/{info['worker_pids'][0]}")
-        assert "leaked semaphore" not in rest
+        assert "leaked semaphore" not in rest and "exited with failure" not in rest, rest[-3000:]
         assert set(os.listdir(os.path.expanduser("~/.cache/pytriton"))) < workspaces   # its workspace removed
     finally:
         proc.kill()
