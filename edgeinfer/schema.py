@@ -103,9 +103,9 @@ class Feature:
         if self.kind == "categorical" and isinstance(value, str):
             if value in self.categories:
                 return self.codes[self.categories.index(value)]
-            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {value!r}")
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {value!r}")
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
         return float(value)
 
 
@@ -400,9 +400,18 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
 
 
 def _unknown_feature(name: str, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name, names, n=1) if len(name) <= SHOWN else []
     hint = f"; did you mean {close[0]!r}?" if close else f"; known features: {_short(names)}"
-    return f"unknown feature {name!r}{hint}"
+    return f"unknown feature {_shown(name)}{hint}"
+
+
+SHOWN = 80     # characters of a bad value an error message repeats
+
+
+def _shown(value: Any) -> str:
+    """repr(value), cut short: an oversized value is named, not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}… ({len(text):,} characters)"
 
 
 def _short(names: Sequence[str], limit: int = 6) -> str:

@@ -82,6 +82,15 @@ def test_single_bad_row_raises(bc_session, breast_cancer):
     assert str(info.value) == "feature 'mean radius' expects a number in [0, 42.165] px, got -1"
 
 
+def test_an_oversized_value_is_named_not_echoed(bc_session, breast_cancer):
+    row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
+    row["mean radius"] = "9" * 1_000_000
+    with pytest.raises(InputError) as info:
+        bc_session.predict(row)
+    assert str(info.value) == ("feature 'mean radius' expects a number in [0, 42.165] px, got '" + "9" * 79
+                               + "… (1,000,002 characters)")
+
+
 def test_a_decision_names_its_classes_when_asked_for_another(bc_session, breast_cancer):
     decision = bc_session.predict(breast_cancer.X_test[0])
     assert decision.probability("malignant") == decision.probabilities[1]
