@@ -7,6 +7,7 @@ unpickler: never a full unpickle of a file we did not write) or an existing `.on
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from contextlib import contextmanager
@@ -56,6 +57,9 @@ def _weights_only_loads():
 
 
 def load_pt2(path: Path) -> torch.nn.Module:
+    torch_export_log = logging.getLogger("torch.export")    # it logs a traceback before raising: the error says it
+    level = torch_export_log.level
+    torch_export_log.setLevel(logging.CRITICAL)
     try:
         with _weights_only_loads():
             program = torch.export.load(str(path))
@@ -64,6 +68,8 @@ def load_pt2(path: Path) -> torch.nn.Module:
             f"cannot load {path} as a torch.export program ({type(err).__name__}: {err}); "
             "save it with torch.export.save, holding tensors only"
         ) from err
+    finally:
+        torch_export_log.setLevel(level)
     return _Program(program.module())
 
 
@@ -128,6 +134,10 @@ def torch_to_onnx(model: torch.nn.Module, *, n_features: int, n_classes: int, op
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
                                 category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        if isinstance(model, _Program):
+            # a torch.export program checks its input shapes with asserts, which tracing keeps as constants:
+            # its TracerWarning says nothing about the model (for a plain module it may, so it stays)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             head, (sample,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset, dynamo=False,

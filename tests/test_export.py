@@ -2,6 +2,7 @@
 
 import io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -223,9 +224,12 @@ def test_pt2_and_onnx_inputs_give_the_same_predictions(breast_cancer, tmp_path):
     program = torch.export.export(d.model, (torch.as_tensor(d.X_test[:2], dtype=torch.float32),),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, tmp_path / "model.pt2")
-    from_pt2 = ei.export(tmp_path / "model.pt2", d.schema, calibration=d.X_train, device="x86-edge-gateway",
-                         out=tmp_path / "pt2", precision="fp32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from_pt2 = ei.export(tmp_path / "model.pt2", d.schema, calibration=d.X_train, device="x86-edge-gateway",
+                             out=tmp_path / "pt2", precision="fp32")
     assert from_pt2.parity_max_abs < 1e-5
+    assert [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)] == []   # a program's shape asserts
     torch_onnx = tmp_path / "plain.onnx"
     torch.onnx.export(d.model, (torch.zeros(2, 30),), str(torch_onnx), input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
@@ -241,7 +245,7 @@ class Payload:
         return (print, ("this must never run",))
 
 
-def test_pt2_with_a_pickled_object_is_refused_not_unpickled(breast_cancer, tmp_path, capfd):
+def test_pt2_with_a_pickled_object_is_refused_not_unpickled(breast_cancer, tmp_path, capfd, caplog):
     d = breast_cancer
     program = torch.export.export(d.model, (torch.zeros(2, 30),))
     torch.export.save(program, tmp_path / "model.pt2")
@@ -255,6 +259,13 @@ def test_pt2_with_a_pickled_object_is_refused_not_unpickled(breast_cancer, tmp_p
     with pytest.raises(ExportError, match=r"^cannot load .*evil.pt2 as a torch.export program"):
         ei.export(evil, d.schema, calibration=d.X_train, device="raspberry-pi-4", out=tmp_path / "b")
     assert "this must never run" not in capfd.readouterr().out
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
+    with pytest.raises(ExportError) as info:
+        ei.export(tmp_path / "bad.pt2", d.schema, calibration=d.X_train, device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == (f"cannot load {tmp_path / 'bad.pt2'} as a torch.export program (BadZipFile: File is "
+                               "not a zip file); save it with torch.export.save, holding tensors only")
+    # torch.export's own log of the failure (a traceback on stderr) stays quiet: the error says it
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("torch.export")] == []
 
 
 def test_dynamic_int8_on_a_profile_that_asks_for_it(breast_cancer, tmp_path):
