@@ -83,7 +83,8 @@ bundle_options = [
     click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded)."),
     click.option("--input-format", "fmt_in", type=click.Choice(["auto", "csv", "jsonl"]), default="auto",
                  show_default=True, help="Input format."),
-    click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 65536)),
+    click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 65536),
+                 help="Rows per model call (and per explanation batch): larger is faster per row, slower to first line."),
 ]
 
 
@@ -206,7 +207,8 @@ def _read_table(path: str, schema, label_column: str | None):
             values = dict(item.values)
             if label_column is not None:
                 if label_column not in values:
-                    raise InputError(f"{path} line {item.line}: no label column {label_column!r}")
+                    raise InputError(f"{path} line {item.line}: no label column {label_column!r}; the columns are "
+                                     f"{', '.join(values)}")
                 labels.append(_label_index(values.pop(label_column), schema, f"{path} line {item.line}"))
             try:
                 rows.append(schema.to_matrix(values)[0][0])
@@ -251,7 +253,7 @@ def _label_index(label, schema, where: str) -> int:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--holdout", type=click.Path(exists=True, dir_okay=False),
               help="Rows for the accuracy gate (default: a quarter of the calibration rows).")
-@click.option("--label-column", help="Column holding the true class (name or index) in the data files.")
+@click.option("--label-column", help="Column (by name) holding the true class, as a class name or index, in the data files.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits", show_default=True,
               help="What an .onnx model outputs.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.995, show_default=True,

@@ -555,7 +555,7 @@ class Sequencer:
                     continue
                 if self.max_gap is not None and t - self.prev_t > self.max_gap:
                     breaks.append(kept)
-                    gaps.append((line, f"gap of {_fmt(t - self.prev_t)} s after timestamp {_fmt(self.prev_t)} "
+                    gaps.append((line, f"gap of {t - self.prev_t:.6g} s after timestamp {_fmt(self.prev_t)} "
                                        f"(line {self.prev_line}), more than the {_fmt(self.max_gap)} s allowed; "
                                        "window restarted"))
             self.prev_t, self.prev_line = t, line
@@ -1151,8 +1151,11 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     # that explains (here or in its workers, which load their own) runs the model on one thread.
     session = load(bundle, device=device, fallback=fallback, threads=1 if explain_mode != "none" else None)
     spec = window_spec_of(session.bundle)
-    window = spec.samples(window_text, what="--window") if window_text else None
-    hop = spec.samples(hop_text, what="--hop") if hop_text else None
+    try:
+        window = spec.samples(window_text, what="--window") if window_text else None
+        hop = spec.samples(hop_text, what="--hop") if hop_text else None
+    except InputError as err:     # an unusable option value: a usage error (exit 2), as for --explain
+        raise UsageError(str(err)) from None
     if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)
         from edgeinfer.explain.views import stakeholder_option
 

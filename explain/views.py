@@ -226,7 +226,9 @@ def stakeholder_option(value: str) -> str:
             return register_stakeholder(value)
         get_templates(value)
     except ExplainError as err:
-        raise UsageError(str(err)) from None
+        message = str(err).replace(" and call edgeinfer.explain.views.register_stakeholder(path)",
+                                   " and pass its path: --stakeholder FILE.toml")
+        raise UsageError(message) from None
     return value
 
 

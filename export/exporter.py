@@ -81,7 +81,8 @@ class ExportReport:
         else:
             ratio = self.fp32_size_bytes / max(self.size_bytes, 1)
             # a very small model can grow: the quantize/dequantize nodes outweigh the weights they shrink
-            relation = f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger: too small to gain from int8"
+            relation = (f"{ratio:.2f}x smaller" if ratio >= 1
+                        else f"{1 / ratio:.2f}x larger: too small to gain from {self.precision}")
             lines.append(f"size       {self.size_bytes / 1e3:.1f} kB (fp32 {self.fp32_size_bytes / 1e3:.1f} kB, "
                          f"{relation})")
         if self.quantized_ops:

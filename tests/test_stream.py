@@ -284,6 +284,12 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                                        "--stakeholder", "boss"])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: unknown stakeholder 'boss'; available: auditor, clinician, engineer, patient.")
+    assert result.stderr.endswith("and pass its path: --stakeholder FILE.toml\n")
+    for option, value, message in (("--window", "abc", "--window must be a number of samples (e.g. 20) or seconds "
+                                                       "(e.g. 2s), got 'abc'"),
+                                   ("--hop", "0", "--hop must be at least 1 sample, got 0")):
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), option, value])
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
     assert result.exit_code == 2
     assert result.stderr == ("error: --follow reads a growing file; stdin already streams until it closes: "
