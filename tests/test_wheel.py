@@ -116,6 +116,8 @@ def _wheel_names(wheel: Path) -> set[str]:
     ("export", "*.py", "edgeinfer/export"),
     ("devices", "*.toml", "edgeinfer/devices"),
     ("edgeinfer", "*.py", "edgeinfer"),
+    ("edgeinfer/templates", "*", "edgeinfer/templates"),
+    ("explain/templates", "*.toml", "edgeinfer/explain/templates"),
 ])
 def test_wheel_holds_every_source_file_under_its_installed_name(wheel, source_dir, glob, installed_as):
     expected = {f"{installed_as}/{p.name}" for p in (REPO / source_dir).glob(glob)}
