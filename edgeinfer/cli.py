@@ -135,7 +135,7 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
 
     with open_input(source) as stream:
         batch = []
-        for item in read_rows(stream, fmt=fmt_in):
+        for item in read_rows(stream, fmt=fmt_in, check_header=session.schema.check_columns):
             read += 1
             batch.append(item)
             if len(batch) >= batch_size:

@@ -11,7 +11,7 @@ import io
 import itertools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -40,11 +40,13 @@ def open_input(source: str | Path) -> IO[str]:
         raise InputError(f"cannot read input {source}: {err.strerror}") from err
 
 
-def read_rows(stream: IO[str], *, fmt: str = "auto") -> Iterator[Row | BadRow]:
+def read_rows(stream: IO[str], *, fmt: str = "auto",
+              check_header: Callable[[list[str]], None] | None = None) -> Iterator[Row | BadRow]:
     """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl.
 
     Every line is read on its own: a CSV record never spans lines, so an unbalanced quote spoils
-    its own line only."""
+    its own line only. `check_header` may refuse a CSV header (InputError) once, before any row,
+    instead of every row failing alike."""
     lines = enumerate(stream, start=1)
     first_no, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
     if not first:
@@ -54,7 +56,7 @@ def read_rows(stream: IO[str], *, fmt: str = "auto") -> Iterator[Row | BadRow]:
     if fmt == "jsonl":
         yield from _jsonl(itertools.chain([(first_no, first)], lines))
     elif fmt == "csv":
-        yield from _csv(first_no, first, lines)
+        yield from _csv(first_no, first, lines, check_header)
     else:
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
 
@@ -82,7 +84,8 @@ def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
         yield Row(line_no, value)
 
 
-def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
+def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
+         check_header: Callable[[list[str]], None] | None) -> Iterator[Row | BadRow]:
     header = csv_fields(first)
     if isinstance(header, str):
         raise InputError(f"line {header_no} (the header): {header}")
@@ -90,6 +93,11 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]]) -> Iterat
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise InputError(f"input header names column {repeated[0]!r} twice; give each column once")
+    if check_header is not None:
+        try:
+            check_header(header)
+        except InputError as err:
+            raise InputError(f"line {header_no} (the header): {err}") from None
     for line_no, line in lines:
         if not line.strip():
             continue  # a blank line

@@ -270,14 +270,18 @@ class FeatureSchema:
             )
         return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
 
-    def _matrix_from_columns(self, columns: list[str], values: np.ndarray,
-                             unreadable: dict[int, str] | None = None) -> np.ndarray:
+    def check_columns(self, columns: Sequence[str]) -> None:
+        """Refuse columns (a table's, a CSV header's) that name an unknown feature or miss one."""
         for c in columns:
             if c not in self._index:
                 raise InputError(_unknown_feature(c, self.names))
         missing = [n for n in self.names if n not in columns]
         if missing:
             raise InputError(f"missing feature column {missing[0]!r}; every row needs all {len(self)} features")
+
+    def _matrix_from_columns(self, columns: list[str], values: np.ndarray,
+                             unreadable: dict[int, str] | None = None) -> np.ndarray:
+        self.check_columns(columns)
         order = [columns.index(n) for n in self.names]
         try:
             return np.asarray(values[:, order], dtype=np.float64)

@@ -120,6 +120,17 @@ def test_a_truncated_json_line_is_reported_at_its_column(diabetes_bundle, tmp_pa
         {"row": 1, "error": "not valid JSON (Expecting property name enclosed in double quotes at column 35)"}]
 
 
+def test_a_csv_header_naming_an_unknown_feature_is_refused_once(diabetes_bundle, rows_file, tmp_path):
+    """Every row would fail alike: the header is refused once, before any row."""
+    _, good = rows_file
+    names = ["bmx" if n == "bmi" else n for n in good[0]]
+    path = tmp_path / "rows.csv"
+    path.write_text("\n" + ",".join(names) + "\n" + "\n".join(",".join(str(v) for v in row.values()) for row in good))
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "error: line 2 (the header): unknown feature 'bmx'; did you mean 'bmi'?\n"
+
+
 def test_a_csv_header_naming_a_column_twice_is_refused(diabetes_bundle, rows_file, tmp_path):
     """Which of the two values is the feature's? Neither is guessed (the last used to win silently)."""
     _, good = rows_file
