@@ -68,6 +68,7 @@ PIECES: dict[str, frozenset[str]] = {
     "bias_ok": _COMMON | _BIAS,
     "bias_depends": _COMMON | _BIAS,
     "bias_none": _COMMON | {"verdict"},
+    "bias_used": _COMMON | _BIAS,
     "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
                        "result"},
     "proxy": _COMMON | {"protected", "feature", "association", "measure"},
@@ -107,6 +108,10 @@ REQUIRED = {
     "fidelity": ("fidelity_item",),
     "timings": ("timing",),
 }
+
+# the attribution share on protected features and proxies above which a decision the flips do not move
+# gets the note `bias_used` (the model uses them; a decision nearer its boundary may turn on them)
+USED_SHARE = 0.25
 
 DEFAULT_CHANCE = (
     (0.95, "almost certain"), (0.8, "very likely"), (0.6, "likely"), (0.4, "about as likely as not"),
@@ -785,7 +790,12 @@ class _View:
             "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
             else self.word("word_unknown"),
         }
-        return [self.fill("bias_depends" if b.depends else "bias_ok", **values)]
+        lines = [self.fill("bias_depends" if b.depends else "bias_ok", **values)]
+        if (not b.depends and b.attribution_share is not None and b.attribution_share >= USED_SHARE
+                and self.has("bias_used")):
+            # flips that move nothing at a saturated decision, beside a large attribution share: say why
+            lines.append(self.fill("bias_used", **values))
+        return lines
 
     def _order(self, name: str) -> int:
         return self.schema.names.index(name) if name in self.schema.names else len(self.schema.names)

@@ -297,6 +297,20 @@ def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_
     assert patient.startswith("The result is: higher progression.")
 
 
+def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
+    """A saturated decision (p near 1) that no flip moves, while protected features and proxies carry much of
+    its attribution: both figures are right, and the reader is told how they fit together."""
+    expl = _explanation(schema)
+    used = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=0.54))
+    assert ("No flip moves this decision, yet protected features and their proxies carry 54% of its attribution "
+            "against the reference: the model uses them, and a decision nearer its boundary may turn on them."
+            in views.render(used, schema, stakeholder="clinician"))
+    assert "No flip moves" not in views.render(expl, schema, stakeholder="clinician")     # a share of 4 %
+    assert ("No flip moves this decision, yet 54% of its attribution falls on protected features and their "
+            "proxies: the model uses them." in views.render(used, schema, stakeholder="auditor"))
+    assert "No flip moves" not in views.render(used, schema, stakeholder="patient")
+
+
 def test_bias_section_when_the_schema_declares_no_protected_feature(schema):
     none = BiasExplanation((), (), None, False, "no protected features are declared in the schema, so there is no "
                                                 "flip to test")
