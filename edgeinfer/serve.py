@@ -42,6 +42,7 @@ pytriton and tritonclient are imported lazily (`pip install 'edgeinfer[server]'`
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -227,6 +228,26 @@ def _sigterm_stops():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _WholeLines(io.TextIOBase):
+    """A text stream that passes on only complete lines (the rest waits for its newline)."""
+
+    def __init__(self, target):
+        self._target = target
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            head, newline, self._partial = (self._partial + text).rpartition("\n")
+            if newline:
+                self._target.write(head + newline)
+                self._target.flush()
+        return len(text)
 
 
 def _where(i: int, n: int) -> str:
@@ -498,8 +519,9 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
-    # stdout stays empty: PyTriton prints tritonserver's log there, and serve's own lines go to stderr
-    with _sigterm_stops(), redirect_stdout(sys.stderr):
+    # stdout stays empty: PyTriton prints tritonserver's log there, in chunks cut anywhere; it goes to stderr,
+    # whole lines at a time, so that serve's own ready line is never spliced into one of them
+    with _sigterm_stops(), redirect_stdout(_WholeLines(sys.stderr)):
         session = load(bundle, device=device, fallback=fallback, threads=threads)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

@@ -166,7 +166,6 @@ class Space:
 
     @classmethod
     def build(cls, schema: FeatureSchema, reference, *, features_to_vary=None, permitted_range=None) -> "Space":
-        n = len(schema)
         vary: set[int] | None = None
         if features_to_vary is not None and not (isinstance(features_to_vary, str) and features_to_vary == "all"):
             names = [features_to_vary] if isinstance(features_to_vary, str) else list(features_to_vary)

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import urllib.request
 
 import numpy as np
@@ -510,9 +511,11 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(180, proc.kill)      # no ready line: the loop below ends, and the test fails
+    watchdog.start()
     try:
         info = None
-        for line in proc.stderr:
+        for line in proc.stderr:                    # among tritonserver's log lines, each whole
             if line.startswith('{"serving"'):
                 info = json.loads(line)
                 break
@@ -530,6 +533,7 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
         assert "leaked semaphore" not in rest and "exited with failure" not in rest, rest[-3000:]
         assert set(os.listdir(os.path.expanduser("~/.cache/pytriton"))) < workspaces   # its workspace removed
     finally:
+        watchdog.cancel()
         proc.kill()
 
 
