@@ -90,6 +90,8 @@ def write_bundle(
     card, proxies, ...); it is stored in the manifest as given.
     """
     out = Path(out)
+    if out.is_symlink():      # replace what the link names, and keep the link
+        out = out.resolve()
     occupied = (out.is_dir() and any(out.iterdir())) or out.is_file()
     if occupied and not overwrite:
         raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True")

@@ -92,7 +92,7 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
     header = [h.strip() for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
-        raise InputError(f"input header names column {repeated[0]!r} twice; give each column once")
+        raise InputError(f"line {header_no} (the header): column {repeated[0]!r} appears twice; give each column once")
     if check_header is not None:
         try:
             check_header(header)

@@ -318,7 +318,7 @@ class FeatureSchema:
         if "features" not in data or "classes" not in data:
             raise SchemaError("a schema needs 'features' (a list of tables) and 'classes' (a list of names)")
         for key in ("features", "classes"):
-            if isinstance(data[key], (str, Mapping)) or not isinstance(data[key], Sequence):
+            if not _is_list(data[key]):
                 raise SchemaError(f"schema key {key!r} must be a list, got {data[key]!r}")
         features = tuple(_feature_from_dict(i, f) for i, f in enumerate(data["features"]))
         return cls(
@@ -366,12 +366,11 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
     kwargs = {k: v for k, v in data.items() if k not in ("range", "categories", "codes")}
     if "range" in data:
         rng = data["range"]
-        if isinstance(rng, str) or not (isinstance(rng, Sequence) and len(rng) == 2) or not all(
-                r is None or _is_number(r) for r in rng):
+        if not (_is_list(rng) and len(rng) == 2) or not all(r is None or _is_number(r) for r in rng):
             raise SchemaError(f"{where}: range must be [low, high], two numbers (or null for no bound), got {rng!r}")
         kwargs["low"], kwargs["high"] = (float(r) if r is not None else s for r, s in zip(rng, (-math.inf, math.inf)))
     for key in ("categories", "codes"):
-        if key in data and (isinstance(data[key], str) or not isinstance(data[key], Sequence)):
+        if key in data and not _is_list(data[key]):
             raise SchemaError(f"{where}: {key} must be a list, got {data[key]!r}")
     if "categories" in data:
         kwargs["categories"] = tuple(str(c) for c in data["categories"])
@@ -389,7 +388,12 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_list(value: Any) -> bool:
+    """A list as a schema file (or a caller's NumPy array) gives one."""
+    return isinstance(value, np.ndarray) or (isinstance(value, Sequence) and not isinstance(value, str))
 
 
 def _feature_dict(f: Feature) -> dict[str, Any]:

@@ -249,6 +249,14 @@ class _WholeLines(io.TextIOBase):
                 self._target.flush()
         return len(text)
 
+    def __exit__(self, *exc) -> None:
+        """At the end, a last line without its newline is written too (the stream stays usable)."""
+        with self._lock:
+            if self._partial:
+                self._target.write(self._partial + "\n")
+                self._target.flush()
+                self._partial = ""
+
 
 def _where(i: int, n: int) -> str:
     return f"request {i + 1} of {n} in this batch: " if n > 1 else ""
@@ -521,7 +529,8 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
 
     # stdout stays empty: PyTriton prints tritonserver's log there, in chunks cut anywhere; it goes to stderr,
     # whole lines at a time, so that serve's own ready line is never spliced into one of them
-    with _sigterm_stops(), redirect_stdout(_WholeLines(sys.stderr)):
+    log = _WholeLines(sys.stderr)
+    with _sigterm_stops(), redirect_stdout(log), log:
         session = load(bundle, device=device, fallback=fallback, threads=threads)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

@@ -10,6 +10,7 @@ import collections.abc
 import dataclasses
 import json
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -228,16 +229,25 @@ def _decode(tp: Any, data: Any, where: str) -> Any:
     if tp is float:
         if data is None:
             return math.nan
-        if isinstance(data, bool) or not isinstance(data, (int, float)):
+        if _is_bool(data) or not isinstance(data, numbers.Real):
             raise InputError(f"{where}: expected a number, got {_shown(data)}")
-        return float(data)
-    if tp in _KINDS and type(data) is not tp:
-        raise InputError(f"{where}: expected {_KINDS[tp]}, got {_shown(data)}")
+        return data if type(data) is int else float(data)     # an int (e.g. timings' batch_rows) stays one
+    if tp is int:
+        if _is_bool(data) or not isinstance(data, numbers.Integral):
+            raise InputError(f"{where}: expected an integer, got {_shown(data)}")
+        return int(data)
+    if tp is bool:
+        if not _is_bool(data):
+            raise InputError(f"{where}: expected true or false, got {_shown(data)}")
+        return bool(data)
+    if tp is str and not isinstance(data, str):
+        raise InputError(f"{where}: expected a string, got {_shown(data)}")
     return data
 
 
-_KINDS = {int: "an integer", str: "a string", bool: "true or false"}
+def _is_bool(data: Any) -> bool:
+    return isinstance(data, bool) or type(data).__name__ == "bool_"       # NumPy's too
 
 
 def _shown(data: Any) -> str:
-    return "null" if data is None else f"{type(data).__name__} {json.dumps(data)[:40]}"
+    return "null" if data is None else f"{type(data).__name__} {json.dumps(data, default=repr)[:40]}"

@@ -7,6 +7,7 @@ held-out rows) -> budget check -> bundle (model.onnx, manifest.json, reference.n
 
 from __future__ import annotations
 
+import numbers
 import platform
 import tempfile
 from dataclasses import asdict, dataclass
@@ -162,9 +163,10 @@ def export(
                 f"device '{profile.name}' allows {', '.join(profile.precisions)}; precision {precision!r} is not one of them"
             )
         precisions = (precision,)
-    if (isinstance(agreement_threshold, bool) or not isinstance(agreement_threshold, (int, float))
+    if (isinstance(agreement_threshold, (bool, np.bool_)) or not isinstance(agreement_threshold, numbers.Real)
             or not 0.0 < agreement_threshold <= 1.0):
         raise ExportError(f"agreement_threshold must be a number in (0, 1], got {agreement_threshold!r}")
+    agreement_threshold = float(agreement_threshold)
     calibration = _checked_rows(schema, calibration, "calibration")
     labels = _checked_labels(schema, labels, "labels")
     if labels is not None and len(labels) != len(calibration):
@@ -184,12 +186,14 @@ def export(
     # fp32 ONNX, and the float reference the gate compares against
     n_features, n_classes = len(schema), len(schema.classes)
     parity = None
+    onnx_probabilities = False      # an .onnx file said to output probabilities (it may output logits)
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.is_file():
             raise ExportError(f"model file {path} not found")
         if path.suffix == ".onnx":
             float_bytes = onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes, outputs=outputs)
+            onnx_probabilities = outputs == "probabilities"
             model = None
         elif path.suffix == ".pt2":
             model = onnx_export.load_pt2(path)
@@ -212,13 +216,17 @@ def export(
             f"{n_classes} classes ({', '.join(schema.classes)}): expected [batch, {n_classes}]"
             + (" (or a declared [batch, 1] single logit or probability)" if n_classes == 2 else "")
         )
-    off = ~((float_hold >= -1e-6) & (float_hold <= 1 + 1e-6)).all(axis=1) | (np.abs(float_hold.sum(axis=1) - 1) > 1e-4)
+    # probabilities rounded on the way (an fp16 or 8-bit softmax) sum to 1 within a few thousandths
+    with np.errstate(invalid="ignore"):
+        off = (~np.isfinite(float_hold).all(axis=1) | (float_hold < -1e-6).any(axis=1)
+               | (float_hold > 1 + 1e-6).any(axis=1) | (np.abs(float_hold.sum(axis=1) - 1) > 1e-2))
     if off.any():
         i = int(np.flatnonzero(off)[0])
+        hint = ("; if the model outputs logits, export with outputs='logits' (--outputs logits)"
+                if onnx_probabilities and np.isfinite(float_hold[i]).all() else "")
         raise ExportError(
             f"the model's outputs are not probabilities: held-out row {i} gives "
-            f"[{', '.join(f'{v:.4g}' for v in float_hold[i])}] (each in [0, 1], summing to 1 expected); if the model "
-            f"outputs logits, export with outputs='logits' (--outputs logits)"
+            f"[{', '.join(f'{v:.4g}' for v in float_hold[i])}] (each in [0, 1], summing to 1 expected){hint}"
         )
     float_labels = float_hold.argmax(axis=1)
 

@@ -173,24 +173,31 @@ def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, o
             + (" or [batch, 1] (a single logit or probability of the second class)" if n_classes == 2 else "")
         )
     old_in, old_out = inputs[0].name, graph.output[0].name
+    raw = "edgeinfer_model_output"   # the model's own output, renamed: the bundle's names may be taken already
     for node in graph.node:
-        node.input[:] = [INPUT_NAME if n == old_in else n for n in node.input]
+        node.input[:] = [INPUT_NAME if n == old_in else raw if n == old_out else n for n in node.input]
+        node.output[:] = [raw if n == old_out else n for n in node.output]
     inputs[0].name = INPUT_NAME
+    out = graph.output[0]
+    src = raw
+    if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:     # the bundle answers float32
+        src = "edgeinfer_float_output"
+        graph.node.append(onnx.helper.make_node("Cast", [raw], [src], to=onnx.TensorProto.FLOAT))
     if single:    # p = sigmoid(logit) (or the probability itself); the bundle's output is [1 - p, p]
-        p1 = old_out
+        p1 = src
         if outputs == "logits":
-            p1 = f"{old_out}_sigmoid"
-            graph.node.append(onnx.helper.make_node("Sigmoid", [old_out], [p1]))
-        graph.initializer.append(numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), f"{old_out}_one"))
-        graph.node.append(onnx.helper.make_node("Sub", [f"{old_out}_one", p1], [f"{old_out}_p0"]))
-        graph.node.append(onnx.helper.make_node("Concat", [f"{old_out}_p0", p1], [OUTPUT_NAME], axis=1))
+            p1 = "edgeinfer_p1"
+            graph.node.append(onnx.helper.make_node("Sigmoid", [src], [p1]))
+        graph.initializer.append(numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), "edgeinfer_one"))
+        graph.node.append(onnx.helper.make_node("Sub", ["edgeinfer_one", p1], ["edgeinfer_p0"]))
+        graph.node.append(onnx.helper.make_node("Concat", ["edgeinfer_p0", p1], [OUTPUT_NAME], axis=1))
     elif outputs == "logits":
-        graph.node.append(onnx.helper.make_node("Softmax", [old_out], [OUTPUT_NAME], axis=-1))
+        graph.node.append(onnx.helper.make_node("Softmax", [src], [OUTPUT_NAME], axis=-1))
     else:
-        for node in graph.node:
-            node.output[:] = [OUTPUT_NAME if n == old_out else n for n in node.output]
-    graph.output[0].name = OUTPUT_NAME
+        graph.node.append(onnx.helper.make_node("Identity", [src], [OUTPUT_NAME]))
+    out.name = OUTPUT_NAME
+    out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
     if single:
-        del graph.output[0].type.tensor_type.shape.dim[1]
-        graph.output[0].type.tensor_type.shape.dim.add().dim_value = 2
+        del out.type.tensor_type.shape.dim[1]
+        out.type.tensor_type.shape.dim.add().dim_value = 2
     return model.SerializeToString()

@@ -136,3 +136,16 @@ def test_reference_data_with_a_zero_mad_is_refused():
     assert str(info.value) == ("reference data: the MAD of every feature must be positive and finite (distances are "
                                "measured in it); features [0] have [0.0]; re-export the bundle")
     assert Reference.from_data(X, np.array([0, 1])).mad.tolist() == [1.0, 0.5]    # a constant column: MAD 1
+
+
+def test_overwrite_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    schema = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    for weights in ([1.0, 1.0], [-1.0, 1.0]):
+        ei.export(linear_logistic(weights, 0.0), schema, calibration=X, device="x86-edge-gateway",
+                  out=tmp_path / ("link" if weights[0] < 0 else "real"), precision="fp32", overwrite=True)
+        if weights[0] > 0:
+            (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert (tmp_path / "link").is_symlink()
+    assert ei.load(tmp_path / "real").predict({"a": 1.0, "b": 0.0}).class_name == "no"     # the new model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]                  # nothing left aside

@@ -141,7 +141,7 @@ def test_a_csv_header_naming_a_column_twice_is_refused(diabetes_bundle, rows_fil
         result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(path)])
         assert result.exit_code == 1
         assert result.stdout == ""
-        assert result.stderr == f"error: input header names column {names[2]!r} twice; give each column once\n"
+        assert result.stderr == f"error: line 1 (the header): column {names[2]!r} appears twice; give each column once\n"
 
 
 def test_explain_all_good_rows_exits_zero(diabetes_bundle, rows_file, tmp_path):

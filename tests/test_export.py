@@ -130,6 +130,7 @@ def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad
     ({"labels": [0, 1]}, "labels has 2 entries for 20 calibration rows; give one per row"),
     ({"agreement_threshold": "0.9"}, "agreement_threshold must be a number in (0, 1], got '0.9'"),
     ({"agreement_threshold": 1.5}, "agreement_threshold must be a number in (0, 1], got 1.5"),
+    ({"agreement_threshold": np.float32(1.5)}, "agreement_threshold must be a number in (0, 1], got 1.5"),
     ({"precision": "int4"}, "device 'x86-edge-gateway' allows int8-static, fp32; precision 'int4' is not one of them"),
 ])
 def test_bad_export_options_are_refused_before_any_work(tmp_path, options, message):
@@ -138,6 +139,13 @@ def test_bad_export_options_are_refused_before_any_work(tmp_path, options, messa
                   out=tmp_path / "b", **options)
     assert str(info.value) == message
     assert not (tmp_path / "b").exists()
+
+
+def test_a_numpy_agreement_threshold_is_a_number(tmp_path):
+    report = ei.export(linear_logistic([1.0, 1.0], 0.0), TWO, calibration=np.random.default_rng(0).uniform(size=(40, 2)),
+                       device="x86-edge-gateway", out=tmp_path / "b", precision="fp32",
+                       agreement_threshold=np.float64(0.99))
+    assert report.threshold == 0.99 and type(report.threshold) is float
 
 
 def test_wrong_output_width_is_refused(tmp_path):
@@ -151,16 +159,18 @@ def test_wrong_output_width_is_refused(tmp_path):
     )
 
 
-def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9):
-    """A one-MatMul ONNX model: x (n, F) -> x @ weights (n, K)."""
+def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False):
+    """A one-MatMul ONNX model: x (n, F) -> x @ weights (n, K), named `output`, float32 or (double) float64."""
     from onnx import TensorProto, helper, numpy_helper
 
     F, K = weights.shape
+    kind = TensorProto.DOUBLE if double else TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["out"])], "linear",
+        [helper.make_node("Cast", ["x"], ["xc"], to=kind), helper.make_node("MatMul", ["xc", "W"], [output])],
+        "linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", F])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", K])],
-        [numpy_helper.from_array(weights.astype(np.float32), "W")],
+        [helper.make_tensor_value_info(output, kind, ["n", K])],
+        [numpy_helper.from_array(weights.astype(np.float64 if double else np.float32), "W")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = ir_version
@@ -172,16 +182,44 @@ TWO = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, h
 
 
 @pytest.mark.parametrize("outputs", ["logits", "probabilities"])
-def test_an_onnx_model_with_one_output_for_two_classes_gives_both_probabilities(tmp_path, outputs):
+@pytest.mark.parametrize("output, double", [("out", False), ("probabilities", False), ("out", True)])
+def test_an_onnx_model_with_one_output_for_two_classes_gives_both_probabilities(tmp_path, outputs, output, double):
+    """Also when its output already has the bundle's output name, or is float64."""
     w = np.array([[2.0], [-3.0]])
     X = np.random.default_rng(0).uniform(0, 1, (60, 2))
     if outputs == "probabilities":     # a model whose single output is already p(yes): inside [0, 0.9] here
         w = np.array([[0.6], [0.3]])
-    ei.export(_linear_onnx(tmp_path / "m.onnx", w), TWO, calibration=X, device="x86-edge-gateway",
-              out=tmp_path / "b", precision="fp32", outputs=outputs)
+    ei.export(_linear_onnx(tmp_path / "m.onnx", w, output=output, double=double), TWO, calibration=X,
+              device="x86-edge-gateway", out=tmp_path / "b", precision="fp32", outputs=outputs)
     z = X[:5] @ w[:, 0]
     p = 1 / (1 + np.exp(-z)) if outputs == "logits" else z
     np.testing.assert_allclose(ei.load(tmp_path / "b").predict_proba(X[:5]), np.c_[1 - p, p], atol=1e-6)
+
+
+def test_probabilities_rounded_on_the_way_are_still_probabilities(tmp_path):
+    """A softmax through 8-bit or fp16 outputs sums to 1 only within a few thousandths: not refused."""
+    w = np.array([[2.0, -1.0, 0.5], [-3.0, 1.0, 0.2]])
+    X = np.random.default_rng(0).uniform(0, 1, (60, 2))
+    z = X @ w
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    rounded = np.round(p * 255) / 255                  # an 8-bit output: rows sum to 1 +- 3/510
+    assert np.abs(rounded.sum(axis=1) - 1).max() > 1e-3
+    three = FeatureSchema(features=TWO.features, classes=("x", "y", "z"))
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(    # the rounding inside the graph: Softmax, *255, Round, /255
+        [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+         helper.make_node("Mul", ["p", "k"], ["q"]), helper.make_node("Round", ["q"], ["r"]),
+         helper.make_node("Div", ["r", "k"], ["out"])], "rounded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(w.astype(np.float32), "W"), numpy_helper.from_array(np.float32(255), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    ei.export(tmp_path / "m.onnx", three, calibration=X, device="x86-edge-gateway", out=tmp_path / "b",
+              precision="fp32", outputs="probabilities")
+    np.testing.assert_allclose(ei.load(tmp_path / "b").predict_proba(X[:5]), rounded[:5], atol=1e-6)
 
 
 def test_logits_exported_as_probabilities_are_refused(tmp_path):

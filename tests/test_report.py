@@ -7,6 +7,7 @@ written by the real bundle writer and on the diabetes bundle from conftest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -341,6 +342,18 @@ def test_a_malformed_explanation_record_is_refused_naming_the_field(tmp_path, ch
     with pytest.raises(InputError) as err:
         ei.report([_explanation().to_dict(), record], out=tmp_path / "r.html")
     assert str(err.value) == f"record 2: explanation.{message}"
+
+
+def test_an_explanation_round_trips_with_its_types(tmp_path):
+    record = _explanation().to_dict()
+    assert Explanation.from_dict(record) == _explanation()
+    record["decision"]["label"] = np.int64(record["decision"]["label"])      # a caller's NumPy scalars
+    record["decision"]["latency_ms"] = np.float32(0.5)
+    back = Explanation.from_dict(record)
+    assert type(back.decision.label) is int and type(back.decision.latency_ms) is float
+    timed = dataclasses.replace(_explanation(), timings={"predict_ms": 0.4, "batch_rows": 14})
+    assert Explanation.from_json(timed.to_json()).timings == {"predict_ms": 0.4, "batch_rows": 14}
+    assert type(Explanation.from_json(timed.to_json()).timings["batch_rows"]) is int
 
 
 def test_cli_errors(fixed_bundle, tmp_path):

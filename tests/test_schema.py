@@ -90,6 +90,10 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
     assert FeatureSchema.load(json_file) == SCHEMA
     json_file.write_text("\ufeff" + json_file.read_text(), encoding="utf-8")     # saved by Notepad or Excel
     assert FeatureSchema.load(json_file) == SCHEMA
+    data = SCHEMA.to_dict()        # a caller's NumPy values are numbers and lists too
+    data["classes"] = np.array(data["classes"])
+    data["features"][0]["range"] = [np.int64(40), np.float64(600)]
+    assert FeatureSchema.from_dict(data) == SCHEMA
 
 
 @pytest.mark.parametrize(

@@ -537,6 +537,22 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
         proc.kill()
 
 
+def test_the_cli_log_stream_passes_whole_lines_only():
+    """tritonserver's log arrives in chunks cut anywhere; only whole lines go on, a last one at the end."""
+    import io
+
+    from edgeinfer.serve import _WholeLines
+
+    out = io.StringIO()
+    log = _WholeLines(out)
+    with log:
+        for chunk in ("I1122 model lo", "aded\nI1122 serv", "ing\nE1122 last"):
+            log.write(chunk)
+            out.write("{\"serving\": 1}\n")       # serve's own line, between two chunks
+    assert out.getvalue() == ('{"serving": 1}\nI1122 model loaded\n{"serving": 1}\nI1122 serving\n{"serving": 1}\n'
+                              'E1122 last\n')
+
+
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
