@@ -187,6 +187,8 @@ class FeatureSchema:
         """
         if isinstance(x, Mapping):
             return self._row_from_mapping(x)[None, :], True
+        if isinstance(x, (list, tuple)) and not x:       # an empty batch, as np.empty((0, F)) is
+            return np.zeros((0, len(self))), False
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
             columns = [str(c) for c in x.columns]
             return self._matrix_from_columns(columns, x.to_numpy(), unreadable), False

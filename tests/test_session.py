@@ -82,6 +82,11 @@ def test_single_bad_row_raises(bc_session, breast_cancer):
     assert str(info.value) == "feature 'mean radius' expects a number in [0, 42.165] px, got -1"
 
 
+def test_an_empty_batch_gives_no_decisions(bc_session):
+    assert bc_session.predict([]) == bc_session.predict(np.empty((0, 30))) == []
+    assert bc_session.explain([]) == []
+
+
 def test_an_oversized_value_is_named_not_echoed(bc_session, breast_cancer):
     row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
     row["mean radius"] = "9" * 1_000_000
