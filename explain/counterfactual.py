@@ -59,6 +59,7 @@ CHUNK_ROWS = 128               # rows searched together (larger batches are spli
 SPARSITY_COST = 1.0            # ranking: L1 in MAD units + this much per changed feature
 ROUNDS = 2                     # revert rounds for every candidate; more only where a row still lacks answers
 _SINGLE, _MULTI = 0, 1
+_GRID_STEPS = ((np.arange(GRID) + 1.0) / GRID) ** 2   # t along a line, denser near the instance
 # which rank positions each greedy combination moves: the prefixes first, then the pairs and triples
 _COMBO_MASKS = np.array(
     [np.arange(COMBOS) < m for m in range(2, COMBOS + 1)]
@@ -135,6 +136,9 @@ def find_counterfactuals(
 
         def make(*args):
             return PlausibleSearch(*args, min_plausibility=min_plausibility)
+    elif len(X) == 1 and k == 1 and kern.NAME == "numpy":
+        from edgeinfer.explain.one_row import OneRowSearch  # the same search, less bookkeeping
+        make = OneRowSearch
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
         part = slice(a, a + CHUNK_ROWS)
@@ -296,12 +300,13 @@ def _default_space(schema: FeatureSchema, reference) -> Space:
 
 
 @lru_cache(maxsize=64)
-def _combo_masks(F: int, variant: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P, F) which rank positions each greedy combination moves, and (P,) how many positions it needs."""
+def _combo_masks(F: int, variant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, F) which rank positions each greedy combination moves, (P,) how many positions it needs,
+    and (P,) how many features it moves."""
     masks = _COMBO_MASKS if variant == 0 else _COMBO_MASKS[: COMBOS - 1]
     masks = masks[~masks[:, F:].any(axis=1), :F]
     masks = np.pad(masks, ((0, 0), (0, F - masks.shape[1])))
-    return masks, F - np.argmax(masks[:, ::-1], axis=1)
+    return masks, F - np.argmax(masks[:, ::-1], axis=1), masks.sum(axis=1)
 
 
 # ----- the search ----------------------------------------------------------------------------
@@ -508,7 +513,7 @@ class _Search:
         lines = _Lines(rows, ends, np.full(len(rows), _SINGLE), every < n_cont, self.C)
 
         # the grid moves one column only: build it from that column's values
-        grid = ((np.arange(GRID) + 1.0) / GRID) ** 2
+        grid = _GRID_STEPS
         c_rows, c_feats = rows[:n_cont], feats[:n_cont]
         x_j, e_j = X[c_rows, c_feats], ends[every[:n_cont], c_feats]
         v = x_j[:, None] + grid[None, :] * (e_j - x_j)[:, None]
@@ -619,7 +624,7 @@ class _Search:
         X, F = self.X, self.F
         out, rows, size = [], [], []
         for variant, (score, value) in enumerate(((self.gain, self.gain_value), (self.rate, self.rate_value))):
-            masks, needed = _combo_masks(F, variant)
+            masks, needed, sizes = _combo_masks(F, variant)
             score = np.where(score > 0, score, -np.inf)
             order = np.argsort(-score, axis=1, kind="stable")
             rank = np.empty_like(order)
@@ -629,7 +634,7 @@ class _Search:
             moves = masks[:, rank]                                  # (P, n, F): combination p moves feature j of row i
             out.append(np.where(moves[pp, ii], value[ii], X[ii]))
             rows.append(ii)
-            size.append(masks[pp].sum(axis=1))
+            size.append(sizes[pp])
         return np.vstack(out), np.concatenate(rows), np.concatenate(size)
 
     def nearest_unlike(self, skip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -839,15 +844,20 @@ class _Search:
 
     # -- results --
     def finish(self, items, already, complete: bool) -> list[Counterfactuals]:
+        """Each row's k best answers (minimal ones first; an unverified one only fills a row that lacks
+        k minimal ones), as results."""
         rows, values, proba, valid, verified = items
-        n = self.n
         keep = np.flatnonzero(valid)
-        # minimal answers first; an unverified one only fills a row that lacks k minimal ones
         cost = self.cost(values[keep], rows[keep]) + np.where(verified[keep], 0.0, 1e9)
         pick = keep[_distinct_best(cost, rows[keep], values[keep] != self.X[rows[keep]], self.k)]
         order_cost = self.cost(values[pick], rows[pick]) + np.where(verified[pick], 0.0, 1e9)
         pick = pick[np.lexsort((order_cost, rows[pick]))]
-        chosen_rows, chosen_values, chosen_proba = rows[pick], values[pick], proba[pick]
+        return self.results(rows[pick], values[pick], proba[pick], already, complete)
+
+    def results(self, chosen_rows, chosen_values, chosen_proba, already, complete: bool) -> list[Counterfactuals]:
+        """One `Counterfactuals` per row from the chosen answers (ordered by row); a row without any
+        says why."""
+        n = self.n
         distance = self.distance(chosen_values, chosen_rows)
         plaus = self.plausibility(chosen_values, chosen_rows)
         has = np.bincount(chosen_rows, minlength=n) > 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from edgeinfer.decision import Decision
 from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.explain import counterfactual, one_row
 from edgeinfer.explain.counterfactual import REFINE, find_counterfactuals
 from edgeinfer.explain.desired import MARGIN, parse_desired
 from edgeinfer.explain.explanation import Explanation, ModelInfo
@@ -478,6 +481,36 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
         assert Explanation.from_json(expl.to_json()) == expl
 
 
+def _batched_search_answers(model, x, **options):
+    """The batched search's answers for one row (find_counterfactuals gives one row the one-row search)."""
+    with patch.object(one_row, "OneRowSearch", counterfactual._Search):
+        return find_counterfactuals(model, x, **options)
+
+
+def _same_answers(a, b):
+    return [replace(r, elapsed_ms=0.0) for r in a] == [replace(r, elapsed_ms=0.0) for r in b]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=_schemas(), seed=st.integers(0, 10_000), narrow=st.booleans(), with_labels=st.booleans(),
+       desired_kind=st.sampled_from(["default", "class", "threshold"]))
+def test_one_row_search_gives_the_batched_search_answers(schema, seed, narrow, with_labels, desired_kind):
+    """To the last bit, calls and rows evaluated included: the same candidates go to the model in the same
+    order. A narrowed range puts some instances outside their permitted range."""
+    model = _NumpyMLP(schema, seed)
+    rng = np.random.default_rng(seed + 2)
+    permitted = {}
+    f = schema.features[0]
+    if narrow and f.kind != "categorical":
+        permitted[f.name] = ((f.low + f.high) / 2, f.high)
+    desired = {"default": None, "class": schema.classes[-1], "threshold": f"p({schema.classes[0]}) < 0.4"}[desired_kind]
+    for i in rng.choice(len(model.reference.X), 3, replace=False):
+        x = model.reference.X[i:i + 1]
+        options = dict(desired=desired, permitted_range=permitted,
+                       labels=model.predict_proba(x).argmax(axis=1) if with_labels else None)
+        assert _same_answers(find_counterfactuals(model, x, **options), _batched_search_answers(model, x, **options))
+
+
 def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_an_answer():
     """Only f2 and f5 may move. For this row the default search finds nothing, while the prototypes give valid
     answers of yNN 40% at most: the reason must not send the user to the default search."""
@@ -567,6 +600,15 @@ def test_breast_cancer_min_plausibility(bc_session, breast_cancer, bc_results):
         assert _target_margin(bc_session.schema, r, bc_session.predict_proba(np.array([cf.values])))[0] > 0
     assert np.mean([r.items[0].sparsity for r in results]) <= 12
     assert np.mean([r.items[0].plausibility for r in sparse]) < 0.5
+
+
+def test_breast_cancer_one_row_search_gives_the_batched_search_answers(bc_session, breast_cancer):
+    X = breast_cancer.X_test[:40]
+    labels = bc_session.predict_proba(X).argmax(axis=1)
+    for x, label in zip(X, labels):
+        one, batched = (search(bc_session, x[None], labels=np.array([label]))
+                        for search in (find_counterfactuals, _batched_search_answers))
+        assert one[0].found and _same_answers(one, batched)
 
 
 def test_breast_cancer_calls_per_request(bc_session, breast_cancer):
