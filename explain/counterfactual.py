@@ -35,8 +35,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, fields
+from functools import cached_property, lru_cache
 from itertools import combinations
 from numbers import Real
 from types import ModuleType
@@ -50,6 +50,7 @@ from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.predictor import Predictor
 from edgeinfer.schema import FeatureSchema, _num, _unknown_feature
 
+_NUMPY_KERNELS = get_kernels("numpy")
 GRID = 8                       # points per feature and direction in the first batch
 REFINE = 32                    # interior points per bracket and bisection level (single features get two levels)
 UNLIKE = 4                     # nearest unlike neighbours per row (more when k > 1)
@@ -129,16 +130,15 @@ def find_counterfactuals(
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if len(labels) != len(X):
             raise ExplainError(f"labels must give one label per row: {len(X)} rows, {len(labels)} labels")
-    kern = kernels or get_kernels("numpy")
+    kern = kernels or _NUMPY_KERNELS
     make = _Search
     if min_plausibility is not None:
         from edgeinfer.explain.plausible import PlausibleSearch  # it builds on _Search: imported here, not above
 
         def make(*args):
             return PlausibleSearch(*args, min_plausibility=min_plausibility)
-    elif len(X) == 1 and k == 1 and kern.NAME == "numpy":
-        from edgeinfer.explain.one_row import OneRowSearch  # the same search, less bookkeeping
-        make = OneRowSearch
+    elif len(X) == 1 and k == 1 and kern is _NUMPY_KERNELS:
+        make = OneRowSearch   # the same search, less bookkeeping
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
         part = slice(a, a + CHUNK_ROWS)
@@ -253,7 +253,15 @@ class Space:
             changes["ref_high"] = self.ref_high + span
         if what in ("monotone", "all"):
             changes["direction"] = np.zeros_like(self.direction)
-        return Space(**{**self.__dict__, **changes})
+        return Space(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+    @cached_property
+    def single_lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """(F,) bool each: the continuous features free to move down, and up (the first call's lines)."""
+        categorical = np.zeros(len(self.lows), dtype=bool)
+        categorical[[j for j, _ in self.categorical]] = True
+        free = ~self.frozen & ~categorical
+        return free & (self.direction <= 0), free & (self.direction >= 0)
 
     def ends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F,) lowest and highest values the search tries for each feature of x."""
@@ -447,12 +455,17 @@ class _Search:
             self.targets = [by_label[c] for c in labels]
         else:
             self.targets = [goal.resolve(self.schema, int(c), p) for c, p in zip(labels, proba0)]
-        self.t_index = np.array([t.index for t in self.targets], dtype=np.int64)
-        self.t_op = np.array([0 if t.op == "class" else (-1 if t.op in ("<", "<=") else 1) for t in self.targets])
-        self.t_threshold = np.array([t.threshold for t in self.targets])
-        self.t_class = np.array([t.target_index for t in self.targets], dtype=np.int64)
-        self.classes_only = not self.t_op.any()
+        self.set_targets(self.targets)
         return proba0
+
+    def set_targets(self, targets: list[Target]) -> None:
+        """The rows' targets, and as arrays the parts the margins need."""
+        self.targets = targets
+        self.t_index = np.array([t.index for t in targets], dtype=np.int64)
+        self.t_op = np.array([0 if t.op == "class" else (-1 if t.op in ("<", "<=") else 1) for t in targets])
+        self.t_threshold = np.array([t.threshold for t in targets])
+        self.t_class = np.array([t.target_index for t in targets], dtype=np.int64)
+        self.classes_only = not self.t_op.any()
 
     def run(self, goal: Goal, labels, proba0) -> list[Counterfactuals]:
         if self.n == 0:
@@ -482,12 +495,10 @@ class _Search:
         """Call 1: a grid along each free feature alone, each allowed way (a categorical: each allowed
         code). The instances ride along when their probabilities are not known yet."""
         sp, X, n, F = self.space, self.X, self.n, self.F
-        cat = np.zeros(F, dtype=bool)
-        cat[[j for j, _ in sp.categorical]] = True
-        free = ~sp.frozen & ~cat
         down, up = sp.ends(X)
-        dn = free & (sp.direction <= 0) & (down < X)
-        upm = free & (sp.direction >= 0) & (up > X)
+        may_fall, may_rise = sp.single_lines
+        dn = may_fall & (down < X)
+        upm = may_rise & (up > X)
         (r1, j1), (r2, j2) = np.nonzero(dn), np.nonzero(upm)
         rows, feats, moved = [r1, r2], [j1, j2], [down[r1, j1], up[r2, j2]]
         for j, codes in sp.categorical:
@@ -1037,3 +1048,6 @@ def _distinct_best(cost: np.ndarray, rows: np.ndarray, changed: np.ndarray, per_
     _, first = np.unique(record, return_index=True)
     distinct = order[np.sort(first)]
     return distinct[_rank_per_row(cost[distinct], rows[distinct]) < per_row]
+
+
+from edgeinfer.explain.one_row import OneRowSearch  # noqa: E402  (it builds on _Search, defined above)

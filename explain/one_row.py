@@ -62,10 +62,10 @@ class OneRowSearch(_Search):
         return margin, (logit_thr - logit if op < 0 else logit - logit_thr)
 
     def distance(self, values: np.ndarray, rows) -> np.ndarray:
-        return np.abs((values - self.X[0]) / self.space.scale).sum(axis=1)
+        return np.add.reduce(np.abs((values - self.X[0]) / self.space.scale), axis=1)
 
     def cost(self, values: np.ndarray, rows) -> np.ndarray:
-        return self.distance(values, None) + SPARSITY_COST * (values != self.X[0]).sum(axis=1)
+        return self.distance(values, None) + SPARSITY_COST * np.add.reduce(values != self.X[0], axis=1)
 
     def distinct_answers(self, rows, values, among: np.ndarray) -> np.ndarray:
         return np.array([int(among.any())])
@@ -75,7 +75,7 @@ class OneRowSearch(_Search):
         end = lines.end[line_of]
         t = ts[:, None]
         v = x + t * (end - x)
-        np.clip(v, sp.lows, sp.highs, out=v)
+        np.minimum(np.maximum(v, sp.lows, out=v), sp.highs, out=v)   # np.clip's arithmetic, without its wrapper
         if sp.integer.any():
             v[:, sp.integer] = np.round(v[:, sp.integer])
         for j, _ in sp.categorical:
@@ -86,49 +86,60 @@ class OneRowSearch(_Search):
         return v
 
     # -- the stages --
+    def resolve_targets(self, goal, labels, proba0):
+        if proba0 is None and (labels is None or goal.needs_probabilities(self.C)):
+            return super().resolve_targets(goal, labels, proba0)   # one call first
+        label = int(labels[0]) if labels is not None else int(proba0[0].argmax())
+        self.set_targets([goal.resolve(self.schema, label, None if proba0 is None else proba0[0])])
+        return proba0
+
     def first_batch(self, proba0):
         sp, F, x = self.space, self.F, self.X[0]
-        cat = np.zeros(F, dtype=bool)
-        cat[[j for j, _ in sp.categorical]] = True
-        free = ~sp.frozen & ~cat
         down, up = sp.ends(x)
-        j1 = np.flatnonzero(free & (sp.direction <= 0) & (down < x))
-        j2 = np.flatnonzero(free & (sp.direction >= 0) & (up > x))
-        feats, moved = [j1, j2], [down[j1], up[j2]]
-        for j, codes in sp.categorical:
-            if sp.frozen[j]:
-                continue
-            ok = (codes != x[j]) & (codes >= sp.lows[j]) & (codes <= sp.highs[j])
-            if sp.direction[j]:
-                ok &= codes * sp.direction[j] >= x[j] * sp.direction[j]
-            feats.append(np.full(int(ok.sum()), j))
-            moved.append(codes[ok])
-        feats, moved = np.concatenate(feats), np.concatenate(moved)
-        n_cont, L = len(j1) + len(j2), len(feats)
+        may_fall, may_rise = sp.single_lines
+        j1 = (may_fall & (down < x)).nonzero()[0]
+        j2 = (may_rise & (up > x)).nonzero()[0]
+        feats, moved = np.concatenate((j1, j2)), np.concatenate((down[j1], up[j2]))
+        n_cont = len(feats)
+        if sp.categorical:
+            feats, moved = [feats], [moved]
+            for j, codes in sp.categorical:
+                if sp.frozen[j]:
+                    continue
+                ok = (codes != x[j]) & (codes >= sp.lows[j]) & (codes <= sp.highs[j])
+                if sp.direction[j]:
+                    ok &= codes * sp.direction[j] >= x[j] * sp.direction[j]
+                feats.append(np.full(int(ok.sum()), j))
+                moved.append(codes[ok])
+            feats, moved = np.concatenate(feats), np.concatenate(moved)
+        L, n_cat, m = len(feats), len(feats) - n_cont, n_cont * GRID
         every = np.arange(L)
         ends = np.repeat(x[None, :], L, axis=0)
         ends[every, feats] = moved
-        rounded = np.flatnonzero(sp.integer[feats])
-        if len(rounded):
-            ends[rounded] = sp.project(ends[rounded], np.broadcast_to(x, (len(rounded), F)), self.kern)
+        c_feats, e_j = feats[:n_cont], moved[:n_cont]
+        if sp.integer.any():
+            rounded = sp.integer[feats].nonzero()[0]
+            if len(rounded):
+                ends[rounded] = sp.project(ends[rounded], np.broadcast_to(x, (len(rounded), F)), self.kern)
+                e_j = ends[every[:n_cont], c_feats]
+        self.n_continuous_lines = n_cont
         lines = _Lines(np.zeros(L, dtype=np.int64), ends, np.full(L, _SINGLE), every < n_cont, self.C)
 
-        c_feats = feats[:n_cont]
-        x_j, e_j = x[c_feats], ends[every[:n_cont], c_feats]
-        v = x_j[:, None] + _GRID_STEPS[None, :] * (e_j - x_j)[:, None]
+        x_j = x[c_feats]
+        v = x_j[:, None] + _GRID_STEPS * (e_j - x_j)[:, None]
         v = np.clip(v, np.minimum(x_j, e_j)[:, None], np.maximum(x_j, e_j)[:, None])
         v[:, -1] = e_j
-        ints = sp.integer[c_feats]
-        if ints.any():
+        if sp.integer.any():
+            ints = sp.integer[c_feats]
             v[ints] = np.round(v[ints])
         if self.outside_any:
             outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
             v[outside] = e_j[outside][:, None]
-        m, n_cat = n_cont * GRID, L - n_cont
         cand = np.empty((m + n_cat + (1 if proba0 is None else 0), F), dtype=getattr(self.model, "input_dtype", np.float64))
         cand[:] = x                                   # the instance rides along in the last row when needed
-        cand[np.arange(m), np.repeat(c_feats, GRID)] = v.ravel()
-        cand[m:m + n_cat] = ends[n_cont:]
+        cand[np.arange(m), c_feats.repeat(GRID)] = v.ravel()
+        if n_cat:
+            cand[m:m + n_cat] = ends[n_cont:]
         proba = self.predict(cand, None)
         if proba0 is None:
             proba, proba0 = proba[:-1], proba[-1:]
@@ -140,12 +151,14 @@ class OneRowSearch(_Search):
                                         proba[:m], ok[:m].reshape(n_cont, GRID))
         lines.values[hit] = x
         lines.values[hit, c_feats[hit]] = v.ravel()[at]
-        self.take_first_valid(lines, every[n_cont:], np.ones((n_cat, 1)), ends[n_cont:], proba[m:], ok[m:, None])
+        gain = log_margin - log0[0]
+        if n_cat:
+            self.take_first_valid(lines, every[n_cont:], np.ones((n_cat, 1)), ends[n_cont:], proba[m:], ok[m:, None])
+            v = np.vstack([v, np.repeat(moved[n_cont:, None], GRID, axis=1)])
+            gain = np.vstack([gain[:m].reshape(n_cont, GRID), np.repeat(gain[m:, None], GRID, axis=1)])
         if already[0]:
             lines.found[:] = False
-        gain = log_margin - log0[0]
-        self.learn_usefulness(None, feats, np.vstack([v, np.repeat(moved[n_cont:, None], GRID, axis=1)]),
-                              np.vstack([gain[:m].reshape(n_cont, GRID), np.repeat(gain[m:, None], GRID, axis=1)]))
+        self.learn_usefulness(None, feats, v, gain.reshape(L, GRID))
         return lines, already
 
     def learn_usefulness(self, rows, feat, value, gain) -> None:
@@ -153,8 +166,9 @@ class OneRowSearch(_Search):
         lines = np.arange(len(feat))
         step = np.abs(value - x[feat][:, None]) / self.space.scale[feat][:, None]
         rate = np.where(step > 0, gain / np.maximum(step, 1e-12), -np.inf)
-        self.gain, self.gain_value = np.full((1, F), -np.inf), np.full((1, F), np.nan)
-        self.rate, self.rate_value = np.full((1, F), -np.inf), np.full((1, F), np.nan)
+        table = np.full((4, 1, F), -np.inf)
+        table[1::2] = np.nan
+        self.gain, self.gain_value, self.rate, self.rate_value = table
         for per_point, best, at in ((gain, self.gain, self.gain_value), (rate, self.rate, self.rate_value)):
             g = per_point.argmax(axis=1)
             score, moved = per_point[lines, g], value[lines, g]
@@ -164,11 +178,15 @@ class OneRowSearch(_Search):
             at[0, feat[first]] = moved[first]
         self.side_rate = np.full((1, F, 2), -np.inf)
         side = (value[:, -1] > x[feat]).astype(np.int64)
-        np.maximum.at(self.side_rate[0], (feat, side), rate.max(axis=1, initial=-np.inf))
+        rate = rate.max(axis=1, initial=-np.inf)
+        if len(feat) == self.n_continuous_lines and not self.space.integer.any():
+            self.side_rate[0, feat, side] = rate       # one line per feature and side: no two meet
+        else:
+            np.maximum.at(self.side_rate[0], (feat, side), rate)
 
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
         x = self.X[0]
-        found = np.flatnonzero(lines.found & (lines.kind == _SINGLE))
+        found = (lines.found & (lines.kind == _SINGLE)).nonzero()[0]
         settled = len(found) > 0 and self.cost(lines.values[found], None).min() <= 2 * SPARSITY_COST
         combos, c_size = self.greedy_combinations(bool(already[0]) or settled)
         chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
@@ -177,7 +195,7 @@ class OneRowSearch(_Search):
         ok = self.margin(proba, None) > MARGIN
         m = len(r_values)
         self.take_first_valid(lines, chosen, r_ts, r_values, proba[:m], ok[:m].reshape(len(chosen), REFINE))
-        hit = np.flatnonzero(ok[m:])
+        hit = ok[m:].nonzero()[0]
         values = combos[hit]
         pick = _first_distinct(c_size[hit] * 1e6 + self.distance(values, None), values != x, self.k + 2)
         lines.extend(np.zeros(len(pick), dtype=np.int64), values[pick], proba[m + hit[pick]])
@@ -193,13 +211,13 @@ class OneRowSearch(_Search):
             score = np.where(score[0] > 0, score[0], -np.inf)
             rank = np.empty(F, dtype=np.int64)
             rank[np.argsort(-score, kind="stable")] = np.arange(F)
-            pp = np.flatnonzero(needed <= np.isfinite(score).sum())
+            pp = (needed <= np.isfinite(score).sum()).nonzero()[0]
             out.append(np.where(masks[pp][:, rank], value[0], x))
             size.append(sizes[pp])
         return np.vstack(out), np.concatenate(size)
 
     def worth_refining(self, lines: _Lines, among: np.ndarray, per_row: int) -> np.ndarray:
-        cand = np.flatnonzero(among & lines.found & lines.refinable & (lines.t_hi - lines.t_lo > 1e-9))
+        cand = (among & lines.found & lines.refinable & (lines.t_hi - lines.t_lo > 1e-9)).nonzero()[0]
         if len(cand) == 0:
             return cand
         values = lines.values[cand]
@@ -211,7 +229,7 @@ class OneRowSearch(_Search):
         return cand[(cost_lo < cost_hi.min()) & (rank < per_row)]
 
     def sparsify(self, lines: _Lines, complete: bool):
-        found = np.flatnonzero(lines.found)
+        found = lines.found.nonzero()[0]
         values = lines.values[found]
         changed = values != self.X[0]
         pool = _first_distinct(self.cost(values, None), changed, len(values))
@@ -219,7 +237,7 @@ class OneRowSearch(_Search):
         verified = changed[pool].sum(axis=1) == 1
         valid = np.ones(len(V), dtype=bool)
         active = np.arange(len(V)) < self.k + 1
-        todo = np.flatnonzero(active & ~verified) if complete else np.zeros(0, dtype=np.int64)
+        todo = (active & ~verified).nonzero()[0] if complete else np.zeros(0, dtype=np.int64)
         rounds = refills = 0
         while len(todo):
             ok, V[todo], P[todo], verified[todo] = self.revert_round(None, V[todo])
@@ -233,7 +251,7 @@ class OneRowSearch(_Search):
                 complete = not len(todo)
                 break
             if not len(todo) and refills < 2:
-                waiting = np.zeros(0, dtype=np.int64) if have else np.flatnonzero(~active)[: self.k + 1]
+                waiting = np.zeros(0, dtype=np.int64) if have else (~active).nonzero()[0][: self.k + 1]
                 active[waiting] = True
                 todo = waiting[~verified[waiting]]
                 refills += 1
@@ -277,7 +295,7 @@ class OneRowSearch(_Search):
 
     def finish(self, items, already, complete: bool):
         rows, values, proba, valid, verified = items
-        keep = np.flatnonzero(valid)
+        keep = valid.nonzero()[0]
         if len(keep) == 0:
             return self.results(rows[:0], values[:0], proba[:0], already, complete)
         cost = self.cost(values[keep], None) + np.where(verified[keep], 0.0, 1e9)
@@ -288,7 +306,8 @@ class OneRowSearch(_Search):
         if len(values) == 0:
             return np.zeros(0)
         ref = self.reference
-        return self.kern.knn_agreement(values, ref.X, self.space.scale, np.asarray(ref.predicted),
+        # the reference as an (n, F) view of its transposed copy: the kernel reads it without copying
+        return self.kern.knn_agreement(values, ref.X_by_feature.T, self.space.scale, np.asarray(ref.predicted),
                                        int(self.t_class[0]), self.neighbours)
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from edgeinfer.decision import Decision
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain import counterfactual, one_row
+from edgeinfer.explain import counterfactual
 from edgeinfer.explain.counterfactual import REFINE, find_counterfactuals
 from edgeinfer.explain.desired import MARGIN, parse_desired
 from edgeinfer.explain.explanation import Explanation, ModelInfo
@@ -483,7 +483,7 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
 
 def _batched_search_answers(model, x, **options):
     """The batched search's answers for one row (find_counterfactuals gives one row the one-row search)."""
-    with patch.object(one_row, "OneRowSearch", counterfactual._Search):
+    with patch.object(counterfactual, "OneRowSearch", counterfactual._Search):
         return find_counterfactuals(model, x, **options)
 
 

@@ -182,8 +182,8 @@ def test_knn_agreement_matches_numpy_exactly(parity, name):
 @pytest.mark.parametrize("F", [3, 9, 30, 140])
 def test_knn_agreement_breaks_ties_as_the_triton_kernel_adds(F):
     """Candidates halfway between two reference rows are at the same distance from both in exact
-    arithmetic; which one counts as nearer follows the rounding. Both NumPy paths (one array, cache-sized
-    blocks) must add |c - r| / s feature after feature, as the Triton kernel does, so the GPU and the CPU
+    arithmetic; which one counts as nearer follows the rounding. Every NumPy path (one candidate, one array,
+    cache-sized blocks) must add |c - r| / s feature after feature, as the Triton kernel does, so the GPU and the CPU
     (and a row alone or in a batch) pick the same neighbours."""
     rng = np.random.default_rng(SEED)
     reference = rng.normal(size=(260, F)) * rng.uniform(0.1, 100, F)
