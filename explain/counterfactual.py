@@ -755,17 +755,18 @@ class _Search:
         if len(ids) == 0:
             return ids, ids
         P = ok.shape[1]
-        has = ok.any(axis=1)
         first = ok.argmax(axis=1)
-        hit, f = ids[has], first[has]
-        at = np.flatnonzero(has) * P + f
-        lines.t_lo[hit] = np.where(f > 0, ts[has, np.maximum(f - 1, 0)], lines.t_lo[hit])
-        lines.t_hi[hit] = ts[has, f]
+        has = np.logical_or.reduce(ok, axis=1)
+        sel, miss = has.nonzero()[0], (~has).nonzero()[0]
+        hit, f = ids[sel], first[sel]
+        at = sel * P + f
+        lines.t_lo[hit] = np.where(f > 0, ts[sel, np.maximum(f - 1, 0)], lines.t_lo[hit])
+        lines.t_hi[hit] = ts[sel, f]
         if values is not None:
             lines.values[hit] = values[at]
         lines.proba[hit] = proba[at]
         lines.found[hit] = True
-        lines.t_lo[ids[~has]] = ts[~has, -1]
+        lines.t_lo[ids[miss]] = ts[miss, -1]
         return hit, at
 
     # -- sparsity and the re-check --

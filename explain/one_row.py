@@ -197,8 +197,9 @@ class OneRowSearch(_Search):
         self.take_first_valid(lines, chosen, r_ts, r_values, proba[:m], ok[:m].reshape(len(chosen), REFINE))
         hit = ok[m:].nonzero()[0]
         values = combos[hit]
-        pick = _first_distinct(c_size[hit] * 1e6 + self.distance(values, None), values != x, self.k + 2)
-        lines.extend(np.zeros(len(pick), dtype=np.int64), values[pick], proba[m + hit[pick]])
+        pick = _first_distinct(c_size[hit] * 1e6 + self.distance(values, None), values, x, self.k + 2)
+        if len(pick):
+            lines.extend(np.zeros(len(pick), dtype=np.int64), values[pick], proba[m + hit[pick]])
 
     def greedy_combinations(self, skip: bool):
         """(candidates, their size): `_Search.greedy_combinations` for the one row."""
@@ -232,7 +233,7 @@ class OneRowSearch(_Search):
         found = lines.found.nonzero()[0]
         values = lines.values[found]
         changed = values != self.X[0]
-        pool = _first_distinct(self.cost(values, None), changed, len(values))
+        pool = _first_distinct(self.cost(values, None), values, self.X[0], len(values))
         V, P = values[pool], lines.proba[found][pool]
         verified = changed[pool].sum(axis=1) == 1
         valid = np.ones(len(V), dtype=bool)
@@ -311,17 +312,20 @@ class OneRowSearch(_Search):
                                        int(self.t_class[0]), self.neighbours)
 
 
-def _first_distinct(cost: np.ndarray, changed: np.ndarray, limit: int) -> np.ndarray:
-    """Indices of the `limit` cheapest candidates whose sets of changed features differ, cheapest first
-    (ties by position): `_distinct_best` for one row."""
+def _first_distinct(cost: np.ndarray, values: np.ndarray, x: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the `limit` cheapest candidates whose sets of changed features (from x) differ, cheapest
+    first (ties by position): `_distinct_best` for one row. Candidates are read in cost order, a few at a
+    time, until enough are found."""
     order = np.argsort(cost, kind="stable")
     seen: set = set()
-    picked = []
-    for q, key in zip(order.tolist(), np.packbits(changed[order], axis=1)):
-        if len(picked) == limit:
-            break
-        key = key.tobytes()
-        if key not in seen:
-            seen.add(key)
-            picked.append(q)
+    picked: list[int] = []
+    for start in range(0, len(order), 8):
+        block = order[start:start + 8]
+        for q, key in zip(block.tolist(), np.packbits(values[block] != x, axis=1)):
+            key = key.tobytes()
+            if key not in seen:
+                seen.add(key)
+                picked.append(q)
+                if len(picked) == limit:
+                    return np.array(picked, dtype=np.int64)
     return np.array(picked, dtype=np.int64)
