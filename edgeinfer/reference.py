@@ -8,7 +8,6 @@ attribution baselines, bias checks). Only plain arrays: np.load(allow_pickle=Fal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,6 @@ class Reference:
             bad = np.flatnonzero(~(np.isfinite(mad) & (mad > 0))).tolist()
             raise BundleError(f"reference data: the MAD of every feature must be positive and finite (distances are "
                               f"measured in it); features {bad} have {mad[bad].tolist()}; re-export the bundle")
-
-    @cached_property
-    def X_by_feature(self) -> np.ndarray:
-        """(F, n) the sample rows transposed, one feature per row (nearest-neighbour search reads them so);
-        made on first use and kept, as X is never changed in place."""
-        return np.ascontiguousarray(np.asarray(self.X, dtype=np.float64).T)
 
     @classmethod
     def from_data(

@@ -138,7 +138,8 @@ def find_counterfactuals(
         def make(*args):
             return PlausibleSearch(*args, min_plausibility=min_plausibility)
     elif len(X) == 1 and k == 1 and kern is _NUMPY_KERNELS:
-        make = OneRowSearch   # the same search, less bookkeeping
+        from edgeinfer.explain.one_row import OneRowSearch  # the same search, less bookkeeping; it builds on _Search
+        make = OneRowSearch
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
         part = slice(a, a + CHUNK_ROWS)
@@ -1050,5 +1051,3 @@ def _distinct_best(cost: np.ndarray, rows: np.ndarray, changed: np.ndarray, per_
     distinct = order[np.sort(first)]
     return distinct[_rank_per_row(cost[distinct], rows[distinct]) < per_row]
 
-
-from edgeinfer.explain.one_row import OneRowSearch  # noqa: E402  (it builds on _Search, defined above)

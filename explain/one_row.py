@@ -16,13 +16,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeinfer.errors import ExplainError
 from edgeinfer.explain.counterfactual import (
     _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _combo_masks, _Lines, _Search,
 )
 
 
+_READ = 8   # candidates compared per step in _first_distinct: the first few usually hold the answers wanted
+
+
 class OneRowSearch(_Search):
-    """`find_counterfactuals` for one row and k = 1 (results as the batched search's)."""
+    """`find_counterfactuals` for one row and k = 1 (results as the batched search's). Each method is the
+    `_Search` method of the same name for that case."""
+
+    def __init__(self, model, X, space, kern, k, *args):
+        if len(X) != 1 or k != 1 or kern.NAME != "numpy":
+            raise ExplainError(f"the one-row search takes one row, k = 1 and the NumPy kernels; got {len(X)} rows, "
+                               f"k = {k}, {kern.NAME} kernels")
+        super().__init__(model, X, space, kern, k, *args)
 
     # -- plumbing: every candidate belongs to row 0 --
     def predict(self, values: np.ndarray, rows) -> np.ndarray:
@@ -122,7 +133,6 @@ class OneRowSearch(_Search):
             if len(rounded):
                 ends[rounded] = sp.project(ends[rounded], np.broadcast_to(x, (len(rounded), F)), self.kern)
                 e_j = ends[every[:n_cont], c_feats]
-        self.n_continuous_lines = n_cont
         lines = _Lines(np.zeros(L, dtype=np.int64), ends, np.full(L, _SINGLE), every < n_cont, self.C)
 
         x_j = x[c_feats]
@@ -166,9 +176,8 @@ class OneRowSearch(_Search):
         lines = np.arange(len(feat))
         step = np.abs(value - x[feat][:, None]) / self.space.scale[feat][:, None]
         rate = np.where(step > 0, gain / np.maximum(step, 1e-12), -np.inf)
-        table = np.full((4, 1, F), -np.inf)
-        table[1::2] = np.nan
-        self.gain, self.gain_value, self.rate, self.rate_value = table
+        self.gain, self.gain_value = np.full((1, F), -np.inf), np.full((1, F), np.nan)
+        self.rate, self.rate_value = np.full((1, F), -np.inf), np.full((1, F), np.nan)
         for per_point, best, at in ((gain, self.gain, self.gain_value), (rate, self.rate, self.rate_value)):
             g = per_point.argmax(axis=1)
             score, moved = per_point[lines, g], value[lines, g]
@@ -178,11 +187,7 @@ class OneRowSearch(_Search):
             at[0, feat[first]] = moved[first]
         self.side_rate = np.full((1, F, 2), -np.inf)
         side = (value[:, -1] > x[feat]).astype(np.int64)
-        rate = rate.max(axis=1, initial=-np.inf)
-        if len(feat) == self.n_continuous_lines and not self.space.integer.any():
-            self.side_rate[0, feat, side] = rate       # one line per feature and side: no two meet
-        else:
-            np.maximum.at(self.side_rate[0], (feat, side), rate)
+        np.maximum.at(self.side_rate[0], (feat, side), rate.max(axis=1, initial=-np.inf))
 
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
         x = self.X[0]
@@ -307,8 +312,7 @@ class OneRowSearch(_Search):
         if len(values) == 0:
             return np.zeros(0)
         ref = self.reference
-        # the reference as an (n, F) view of its transposed copy: the kernel reads it without copying
-        return self.kern.knn_agreement(values, ref.X_by_feature.T, self.space.scale, np.asarray(ref.predicted),
+        return self.kern.knn_agreement(values, ref.X, self.space.scale, np.asarray(ref.predicted),
                                        int(self.t_class[0]), self.neighbours)
 
 
@@ -319,8 +323,8 @@ def _first_distinct(cost: np.ndarray, values: np.ndarray, x: np.ndarray, limit: 
     order = np.argsort(cost, kind="stable")
     seen: set = set()
     picked: list[int] = []
-    for start in range(0, len(order), 8):
-        block = order[start:start + 8]
+    for start in range(0, len(order), _READ):
+        block = order[start:start + _READ]
         for q, key in zip(block.tolist(), np.packbits(values[block] != x, axis=1)):
             key = key.tobytes()
             if key not in seen:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from unittest.mock import patch
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from edgeinfer.decision import Decision
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain import counterfactual
+from edgeinfer.explain import counterfactual, one_row
 from edgeinfer.explain.counterfactual import REFINE, find_counterfactuals
 from edgeinfer.explain.desired import MARGIN, parse_desired
 from edgeinfer.explain.explanation import Explanation, ModelInfo
@@ -404,8 +405,8 @@ class _NumpyMLP:
 
 
 @st.composite
-def _schemas(draw):
-    n = draw(st.integers(2, 6))
+def _schemas(draw, max_features=6):
+    n = draw(st.integers(2, max_features))
     features = []
     for j in range(n):
         kind = draw(st.sampled_from(["continuous", "continuous", "integer", "categorical"]))
@@ -481,34 +482,61 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
         assert Explanation.from_json(expl.to_json()) == expl
 
 
-def _batched_search_answers(model, x, **options):
-    """The batched search's answers for one row (find_counterfactuals gives one row the one-row search)."""
-    with patch.object(counterfactual, "OneRowSearch", counterfactual._Search):
-        return find_counterfactuals(model, x, **options)
+class _Logged:
+    """A model that keeps every batch it is asked about (dtype, shape, bytes)."""
+
+    def __init__(self, model):
+        self.model, self.schema, self.reference, self.log = model, model.schema, model.reference, []
+        self.input_dtype = getattr(model, "input_dtype", np.float64)
+
+    def predict_proba(self, X):
+        self.log.append((X.dtype.str, X.shape, X.tobytes()))
+        return self.model.predict_proba(X)
 
 
-def _same_answers(a, b):
-    return [replace(r, elapsed_ms=0.0) for r in a] == [replace(r, elapsed_ms=0.0) for r in b]
+def _compare_searches(model, x, **options):
+    """The one-row search and the batched search on one row: the same batches sent to the model, and the same
+    results to the last bit (JSON writes -0.0 apart from 0.0); returns the one-row search's results."""
+    runs = []
+    for search in (one_row.OneRowSearch, counterfactual._Search):
+        logged = _Logged(model)
+        with patch.object(one_row, "OneRowSearch", search):
+            results = find_counterfactuals(logged, x, **options)
+        runs.append((logged.log, [json.dumps(asdict(replace(r, elapsed_ms=0.0))) for r in results], results))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1]
+    return runs[0][2]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(schema=_schemas(), seed=st.integers(0, 10_000), narrow=st.booleans(), with_labels=st.booleans(),
-       desired_kind=st.sampled_from(["default", "class", "threshold"]))
-def test_one_row_search_gives_the_batched_search_answers(schema, seed, narrow, with_labels, desired_kind):
-    """To the last bit, calls and rows evaluated included: the same candidates go to the model in the same
-    order. A narrowed range puts some instances outside their permitted range."""
+@st.composite
+def _requests(draw, schema):
+    """Request options for one row: any desired form, features_to_vary, given labels or probabilities."""
+    c = draw(st.sampled_from(schema.classes))
+    op = draw(st.sampled_from(["<", "<=", ">", ">="]))
+    desired = draw(st.sampled_from([None, c, f"p({c}) {op} {draw(st.sampled_from([0.2, 0.5, 0.8]))}"]))
+    mutable = [f.name for f in schema.features if f.mutable]
+    vary = draw(st.one_of(st.none(), st.lists(st.sampled_from(mutable), min_size=1, unique=True)))
+    return dict(desired=desired, features_to_vary=vary, given=draw(st.sampled_from(["labels", "probabilities", None])))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), schema=_schemas(max_features=10), seed=st.integers(0, 10_000), narrow=st.booleans())
+def test_one_row_search_gives_the_batched_search_answers(data, schema, seed, narrow):
+    """The same candidates go to the model in the same order, so the answers are the same. A narrowed range
+    puts some instances outside their permitted range."""
     model = _NumpyMLP(schema, seed)
     rng = np.random.default_rng(seed + 2)
     permitted = {}
     f = schema.features[0]
     if narrow and f.kind != "categorical":
         permitted[f.name] = ((f.low + f.high) / 2, f.high)
-    desired = {"default": None, "class": schema.classes[-1], "threshold": f"p({schema.classes[0]}) < 0.4"}[desired_kind]
     for i in rng.choice(len(model.reference.X), 3, replace=False):
         x = model.reference.X[i:i + 1]
-        options = dict(desired=desired, permitted_range=permitted,
-                       labels=model.predict_proba(x).argmax(axis=1) if with_labels else None)
-        assert _same_answers(find_counterfactuals(model, x, **options), _batched_search_answers(model, x, **options))
+        request = data.draw(_requests(schema))
+        given = request.pop("given")
+        proba = model.predict_proba(x)
+        known = {"labels": dict(labels=proba.argmax(axis=1)), "probabilities": dict(probabilities=proba)}.get(given, {})
+        _compare_searches(model, x, permitted_range=permitted, **request, **known)
 
 
 def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_an_answer():
@@ -606,9 +634,7 @@ def test_breast_cancer_one_row_search_gives_the_batched_search_answers(bc_sessio
     X = breast_cancer.X_test[:40]
     labels = bc_session.predict_proba(X).argmax(axis=1)
     for x, label in zip(X, labels):
-        one, batched = (search(bc_session, x[None], labels=np.array([label]))
-                        for search in (find_counterfactuals, _batched_search_answers))
-        assert one[0].found and _same_answers(one, batched)
+        assert _compare_searches(bc_session, x[None], labels=np.array([label]))[0].found
 
 
 def test_breast_cancer_calls_per_request(bc_session, breast_cancer):
