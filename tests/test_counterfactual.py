@@ -508,6 +508,15 @@ def _compare_searches(model, x, **options):
     return runs[0][2]
 
 
+def test_the_one_row_search_refuses_requests_it_was_not_built_for(linear):
+    session, _, _ = linear
+    space = counterfactual.Space.build(session.schema, session.reference)
+    X = np.zeros((2, len(session.schema)))
+    with pytest.raises(ExplainError) as err:
+        one_row.OneRowSearch(session, X, space, get_kernels("numpy"), 1, 5, 0.0, None)
+    assert str(err.value) == "the one-row search takes one row, k = 1 and the NumPy kernels; got 2 rows, k = 1, numpy kernels"
+
+
 @st.composite
 def _requests(draw, schema):
     """Request options for one row: any desired form, features_to_vary, given labels or probabilities."""
