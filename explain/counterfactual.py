@@ -1050,4 +1050,3 @@ def _distinct_best(cost: np.ndarray, rows: np.ndarray, changed: np.ndarray, per_
     _, first = np.unique(record, return_index=True)
     distinct = order[np.sort(first)]
     return distinct[_rank_per_row(cost[distinct], rows[distinct]) < per_row]
-

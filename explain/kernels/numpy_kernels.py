@@ -55,7 +55,7 @@ def knn_agreement(
     of reference rows at the same distance, the lowest-indexed count as nearer.
 
     A distance is the sum of |c_f - r_f| / s_f over the features in their order, as the Triton kernel adds
-    them: both paths below (and the GPU) give the same bits, so a candidate halfway between two reference
+    them: every path below (and the GPU) gives the same bits, so a candidate halfway between two reference
     rows (a tie that rounding decides) gets the same neighbours wherever it is scored."""
     k = min(k, len(reference))
     m, F = reference.shape
