@@ -846,14 +846,7 @@ class _Search:
         proba = self.predict(cands, R[owner])
         ok = self.met(proba, R[owner])
         best = self.argmin(self.cost(cands, R[owner]), ok & (np.arange(len(owner)) >= m), owner, m)
-        still = ok[:m]
-        better = still & (best >= 0)
-        next_values, next_proba = V.copy(), proba[:m].copy()
-        next_values[better] = cands[best[better]]
-        next_proba[better] = proba[best[better]]
-        # a trim down to one change is minimal: reverting that change gives back the instance
-        single = (next_values != Xr).sum(axis=1) == 1
-        return still, next_values, next_proba, still & (~better | single)
+        return _after_reverts(V, Xr, cands, proba, ok, best)
 
     # -- results --
     def finish(self, items, already, complete: bool) -> list[Counterfactuals]:
@@ -999,6 +992,22 @@ class _Search:
                                f"features freed, ranges widened beyond the reference extremes, monotone "
                                f"directions lifted); the model may not give this outcome near this instance", ())
         return out
+
+
+def _after_reverts(V: np.ndarray, X: np.ndarray, cands: np.ndarray, proba: np.ndarray, ok: np.ndarray,
+                   best: np.ndarray):
+    """A revert round's outcome for the m candidates V (their instances X; `cands` starts with V itself, then
+    their reverts; `best` the cheapest valid revert of each, -1 for none): (still valid, next values, their
+    probabilities, minimal)."""
+    m = len(V)
+    still = ok[:m]
+    better = still & (best >= 0)
+    next_values, next_proba = V.copy(), proba[:m].copy()
+    next_values[better] = cands[best[better]]
+    next_proba[better] = proba[best[better]]
+    # a trim down to one change is minimal: reverting that change gives back the instance
+    single = (next_values != X).sum(axis=1) == 1
+    return still, next_values, next_proba, still & (~better | single)
 
 
 def _list(names: Sequence[str], limit: int = 4) -> str:

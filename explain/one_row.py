@@ -18,7 +18,8 @@ import numpy as np
 
 from edgeinfer.errors import ExplainError
 from edgeinfer.explain.counterfactual import (
-    _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _combo_masks, _Lines, _Search,
+    _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _after_reverts, _combo_masks, _Lines,
+    _Search,
 )
 
 
@@ -291,13 +292,7 @@ class OneRowSearch(_Search):
             best[~np.isfinite(cost[best])] = -1
         else:
             best = self.argmin(cost, reverts, np.concatenate((np.arange(m), nn, bn)), m)
-        still = ok[:m]
-        better = still & (best >= 0)
-        next_values, next_proba = V.copy(), proba[:m].copy()
-        next_values[better] = cands[best[better]]
-        next_proba[better] = proba[best[better]]
-        single = (next_values != x).sum(axis=1) == 1
-        return still, next_values, next_proba, still & (~better | single)
+        return _after_reverts(V, x, cands, proba, ok, best)
 
     def finish(self, items, already, complete: bool):
         rows, values, proba, valid, verified = items
