@@ -69,19 +69,27 @@ def csv_fields(text: str) -> list[str] | str:
         return f"unreadable CSV line ({err})"
 
 
+def json_object(text: str, *, keys: str) -> dict[str, Any] | str:
+    """The JSON object on one line, or why the line cannot be read (`keys` names what its keys are)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"not valid JSON ({err.msg} at column {err.colno})"
+    except ValueError:              # Python refuses integers of more than 4,300 digits
+        return "not readable JSON (a number of more than 4,300 digits)"
+    except RecursionError:
+        return "not readable JSON (nested too deeply)"
+    if not isinstance(value, dict):
+        return f"expected a JSON object of {keys} to value, got {type(value).__name__}"
+    return value
+
+
 def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
     for line_no, line in lines:
         if not line.strip():
             continue
-        try:
-            value = json.loads(line.rstrip("\r\n"))
-        except json.JSONDecodeError as err:
-            yield BadRow(line_no, f"not valid JSON ({err.msg} at column {err.colno})")
-            continue
-        if not isinstance(value, dict):
-            yield BadRow(line_no, f"expected a JSON object of feature name to value, got {type(value).__name__}")
-            continue
-        yield Row(line_no, value)
+        value = json_object(line.rstrip("\r\n"), keys="feature name")
+        yield BadRow(line_no, value) if isinstance(value, str) else Row(line_no, value)
 
 
 def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],

@@ -106,7 +106,11 @@ class Feature:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:       # an integer beyond float range (JSON allows any length)
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got an integer of "
+                             f"{len(str(abs(value)))} digits") from None
 
 
 @dataclass(frozen=True)

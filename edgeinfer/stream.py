@@ -61,7 +61,7 @@ import click
 import numpy as np
 
 from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
-from edgeinfer.rows import csv_fields
+from edgeinfer.rows import csv_fields, json_object
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 
@@ -371,7 +371,7 @@ def _timestamp(raw: Any, name: str) -> float | str:
     if isinstance(raw, bool):
         return f"timestamp {raw!r} is not a number of seconds or an ISO 8601 time"
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        value = _float(raw)
     else:
         text = str(raw).strip()
         try:
@@ -382,7 +382,7 @@ def _timestamp(raw: Any, name: str) -> float | str:
             except ValueError:
                 return f"timestamp {text!r} is not a number of seconds or an ISO 8601 time"
     if not math.isfinite(value):
-        return f"timestamp {raw!r} is not a finite number of seconds"
+        return f"timestamp {_short(raw)} is not a finite number of seconds"
     return value
 
 
@@ -392,15 +392,29 @@ def _channel(raw: Any, name: str) -> float | str:
     if isinstance(raw, bool):
         return f"channel '{name}' expects a number, got {raw!r}"
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        value = _float(raw)
     else:
         try:
             value = float(str(raw).strip())
         except ValueError:
-            return f"channel '{name}' expects a number, got {str(raw).strip()!r}"
+            return f"channel '{name}' expects a number, got {_short(str(raw).strip())}"
     if not math.isfinite(value):
         return f"channel '{name}' is {_fmt(value)}; sensors must send finite numbers"
     return value
+
+
+def _float(number: int | float) -> float:
+    """A JSON number as a float: an integer too large for one is infinite (and so refused)."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
+
+
+def _short(raw: Any) -> str:
+    """A refused value for a message, cut short when long (a 400-digit number, a megabyte of text)."""
+    text = repr(raw) if isinstance(raw, str) else _fmt(raw) if isinstance(raw, float) else str(raw)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
 class RowParser:
@@ -481,13 +495,9 @@ class RowParser:
     def _jsonl(self, block: list[tuple[int, str]]) -> Parsed:
         rows, lines, rejects = [], [], []
         for line_no, text in block:
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                rejects.append((line_no, f"not valid JSON ({err.msg} at column {err.colno})"))
-                continue
-            if not isinstance(value, dict):
-                rejects.append((line_no, f"expected a JSON object of column name to value, got {type(value).__name__}"))
+            value = json_object(text, keys="column name")
+            if isinstance(value, str):
+                rejects.append((line_no, value))
                 continue
             absent = [c for c in (self.timestamp, *self.channels) if c not in value]
             if absent:

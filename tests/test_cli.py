@@ -120,6 +120,22 @@ def test_a_truncated_json_line_is_reported_at_its_column(diabetes_bundle, tmp_pa
         {"row": 1, "error": "not valid JSON (Expecting property name enclosed in double quotes at column 35)"}]
 
 
+def test_json_numbers_python_cannot_read_spoil_their_own_row_only(diabetes_bundle, rows_file, tmp_path):
+    """JSON allows integers of any length; Python refuses more than 4,300 digits, and a float holds ~1e308."""
+    _, good = rows_file
+    huge = json.dumps({**good[0], "age": 10 ** 400})
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join([huge, '{"age": ' + "1" * 5000 + "}", json.dumps(good[1])]) + "\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.exit_code == 1
+    out = _lines(result)
+    assert out[:2] == [
+        {"row": 1, "error": "feature 'age' expects an integer in [18, 90] years, got an integer of 401 digits"},
+        {"row": 2, "error": "not readable JSON (a number of more than 4,300 digits)"}]
+    assert out[2]["class_name"] == ei.load(diabetes_bundle).predict(good[1]).class_name
+    assert result.stderr.endswith("2 of 3 rows rejected\n")
+
+
 def test_a_csv_header_naming_an_unknown_feature_is_refused_once(diabetes_bundle, rows_file, tmp_path):
     """Every row would fail alike: the header is refused once, before any row."""
     _, good = rows_file

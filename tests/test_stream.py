@@ -210,6 +210,11 @@ def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
                                json.dumps({"timestamp": 1.0, "acc_x": 1.0}),
                                json.dumps(dict(zip(names, [1.0, "fast", 1, 1, 1, 1, 1]))),
                                json.dumps(dict(zip(names, [1.0, None, 1, 1, 1, 1, 1]))),
+                               # what Python's JSON reader refuses or cannot turn into a float
+                               json.dumps(dict(zip(names, [10 ** 400, 1, 1, 1, 1, 1, 1]))),
+                               json.dumps(dict(zip(names, [1.0, -10 ** 400, 1, 1, 1, 1, 1]))),
+                               '{"timestamp": 1.0, "acc_x": ' + "1" * 5000 + "}",
+                               '{"timestamp": 1.0, "acc_x": ' + "[" * 100_000 + "]" * 100_000 + "}",
                                *good[10:]]) + "\n")
     result = run([motion_bundle, path])
     assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
@@ -218,9 +223,14 @@ def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
         "line 13: rejected: missing channel 'acc_y'",
         "line 14: rejected: channel 'acc_x' expects a number, got 'fast'",
         "line 15: rejected: missing value for channel 'acc_x'",
+        "line 16: rejected: timestamp 10000000000000000000...00000000 (401 characters) is not a finite number of "
+        "seconds",
+        "line 17: rejected: channel 'acc_x' is -inf; sensors must send finite numbers",
+        "line 18: rejected: not readable JSON (a number of more than 4,300 digits)",
+        "line 19: rejected: not readable JSON (nested too deeply)",
     ]
     assert len(lines_of(result.stdout)) == 1
-    assert "rows     read 25 = used 20 + rejected 5" in result.stderr
+    assert "rows     read 29 = used 20 + rejected 9" in result.stderr
 
 
 def test_iso_timestamps_are_read_as_seconds(motion_bundle):
