@@ -18,7 +18,8 @@ window's decision (and explanation) being ready.
 A bad row never ends the stream: it is reported (stderr, or `rejects` as JSONL)
 with its line number and reason, and counted; the summary shows
 read = used + rejected. A gap in time (more than `max_gap` seconds between
-rows, default 1.5 sample periods) is reported and restarts the window.
+rows, default 1.5 sample periods) is reported and restarts the window, as does
+a jump back of more than `window` times `max_gap` (a clock restart).
 
 Explanations (`explain`):
     none            no explanations (default)
@@ -531,10 +532,15 @@ class RowParser:
 
 # ----- order, gaps, windows --------------------------------------------------------------
 class Sequencer:
-    """Drops out-of-order and duplicate timestamps; marks gaps, where the window restarts."""
+    """Drops duplicate and out-of-order timestamps; marks gaps, where the window restarts.
 
-    def __init__(self, max_gap_s: float | None):
+    A jump back of more than `restart_s` (a clock that restarted, or one bad timestamp ahead of this row)
+    is taken as a new start, like a gap: rejecting every row until the clock passed the old time again
+    would lose the rest of the stream."""
+
+    def __init__(self, max_gap_s: float | None, restart_s: float | None = None):
         self.max_gap = max_gap_s
+        self.restart = restart_s
         self.prev_t: float | None = None
         self.prev_line = 0
 
@@ -558,12 +564,17 @@ class Sequencer:
                     rejects.append((line, f"timestamp {_fmt(t)} repeats the previous row's (line {self.prev_line}); "
                                           "each row needs a later timestamp"))
                     continue
-                if t < self.prev_t:
+                if t < self.prev_t and (self.restart is None or self.prev_t - t <= self.restart):
                     keep[i] = False
                     rejects.append((line, f"timestamp {_fmt(t)} is earlier than the previous row's {_fmt(self.prev_t)} "
                                           f"(line {self.prev_line}); rows must arrive in time order"))
                     continue
-                if self.max_gap is not None and t - self.prev_t > self.max_gap:
+                if t < self.prev_t:
+                    breaks.append(kept)
+                    gaps.append((line, f"timestamp {_fmt(t)} jumps back {self.prev_t - t:.6g} s from timestamp "
+                                       f"{_fmt(self.prev_t)} (line {self.prev_line}), more than a late row could be "
+                                       f"({_fmt(self.restart)} s); taken as a clock restart, window restarted"))
+                elif self.max_gap is not None and t - self.prev_t > self.max_gap:
                     breaks.append(kept)
                     gaps.append((line, f"gap of {t - self.prev_t:.6g} s after timestamp {_fmt(self.prev_t)} "
                                        f"(line {self.prev_line}), more than the {_fmt(self.max_gap)} s allowed; "
@@ -885,7 +896,8 @@ def stream(
     hist = LatencyHistogram()
     reasons: dict[str, int] = {}
     counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0}
-    sequencer = Sequencer(max_gap)
+    # a row later than 1.5 windows belongs to no window still open: further back, the clock restarted
+    sequencer = Sequencer(max_gap, None if max_gap is None else window * max_gap)
     windower = Windower(window, hop, len(spec.channels))
     previous_label: list[int | None] = [None]
     assigned = [0]                       # windows cut so far: the next window's index

@@ -176,6 +176,24 @@ def test_every_bad_row_is_reported_counted_and_the_stream_goes_on(motion_bundle,
         assert expected in result.stderr
 
 
+def test_a_clock_restart_or_one_bad_timestamp_restarts_the_window_instead_of_losing_the_rest(motion_bundle, tmp_path):
+    """Late by more than window x max gap (20 x 0.15 s): no open window could take the row; a new start."""
+    path = tmp_path / "in.csv"
+    typo = "4900.0,1,1,1,1,1,1"                                      # line 23, meant 2.1
+    path.write_text("\n".join([HEADER, *rows(0.0, 21), typo, *rows(2.2, 20), *rows(0.0, 20)]) + "\n")
+    result = run([motion_bundle, path])
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 23: gap: gap of 4898 s after timestamp 2 (line 22), more than the 0.15 s allowed; window restarted",
+        "line 24: gap: timestamp 2.2 jumps back 4897.8 s from timestamp 4900 (line 23), more than a late row could "
+        "be (3 s); taken as a clock restart, window restarted",
+        "line 44: gap: timestamp 0 jumps back 4.1 s from timestamp 4.1 (line 43), more than a late row could be "
+        "(3 s); taken as a clock restart, window restarted",
+    ]
+    out = lines_of(result.stdout)
+    assert [(d["window"]["start"], d["window"]["end"]) for d in out] == [(0.0, 1.9), (2.2, 4.1), (0.0, 1.9)]
+    assert "rows     read 62 = used 62 + rejected 0" in result.stderr
+
+
 def test_problems_are_reported_in_line_order(motion_bundle, tmp_path):
     """An out-of-order timestamp (found after parsing) and a malformed row after it: line order, not check order."""
     path = tmp_path / "in.csv"
