@@ -273,6 +273,8 @@ class LineSource:
             except OSError as err:
                 raise InputError(f"cannot read input {path}: {err.strerror}") from err
             self._close = self._raw
+        self._path = None if str(source) == "-" else Path(source)
+        self.on_rotate = None     # called with a sentence when a followed file is truncated or replaced
         try:
             self._fd = self._raw.fileno()
         except (AttributeError, OSError, ValueError):
@@ -335,12 +337,51 @@ class LineSource:
                     yield self._number(pieces)
                 continue
             if self.follow:
-                self._sleep()
+                rotated = self._rotated()
+                if rotated is None:
+                    self._sleep()
+                    continue
+                if self._partial:                 # the old file's last line, never finished: a line of its own
+                    last, self._partial = self._partial, b""
+                    yield self._number([last])
+                if self.on_rotate is not None:
+                    self.on_rotate(rotated)
                 continue
             if self._partial:
                 last, self._partial = self._partial, b""
                 yield self._number([last])
             return
+
+    def flush(self) -> list[tuple[int, str]]:
+        """The unfinished last line, if any, as a block (a stop should count it, not drop it)."""
+        if not self._partial:
+            return []
+        last, self._partial = self._partial, b""
+        return self._number([last])
+
+    def _rotated(self) -> str | None:
+        """At the end of a followed file: was it truncated (logrotate's copytruncate) or replaced (renamed away,
+        a new file in its place)? Then read on from the start of the file now at that path, and say so."""
+        if self._path is None or self._fd is None:
+            return None
+        try:
+            now, ours = os.stat(self._path), os.fstat(self._fd)
+        except OSError:                           # between the rename and the new file: wait for it
+            return None
+        if (now.st_dev, now.st_ino) != (ours.st_dev, ours.st_ino):
+            try:
+                raw = open(self._path, "rb")
+            except OSError:
+                return None
+            self._raw.close()
+            self._raw = self._close = raw
+            self._fd = raw.fileno()
+            return f"{self._path} was replaced by a new file; reading the new one from its start"
+        position = os.lseek(self._fd, 0, os.SEEK_CUR)
+        if now.st_size < position:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            return f"{self._path} shrank from {position:,} to {now.st_size:,} bytes (truncated); reading it again from its start"
+        return None
 
     def _number(self, pieces: list[bytes]) -> list[tuple[int, str]]:
         texts = b"\n".join(pieces).decode("utf-8", errors="replace").split("\n")
@@ -1021,6 +1062,7 @@ def stream(
                         os.write(wake_fds[1], b"\0")
                     except BlockingIOError:             # full: a wake-up is already waiting
                         pass
+    source_lines.on_rotate = lambda text: reporter.problem("rotated", source_lines.line_no + 1, text)
     # Explaining allocates a few hundred objects per window; each full collection would walk every object the
     # process already holds (tens of thousands, hundreds of thousands with torch loaded): up to 0.7 ms per window.
     # They are set aside for the stream's length (gc.freeze) and handed back at the end.
@@ -1065,6 +1107,10 @@ def stream(
             pass
         except BrokenPipeError:
             stopped_by = "closed output"
+        if parser is not None:
+            for line, _ in source_lines.flush():         # cut off by the stop: it may be only part of a row
+                counts["read"] += 1
+                reject(line, "the stream stopped before this line ended (no newline yet); not used")
         if stopped_by != "closed output":
             try:
                 write_ready(block=True)                  # every window cut is written, signal or not
@@ -1118,8 +1164,10 @@ def _reason_kind(reason: str) -> str:
         return "bad timestamp"
     if reason.startswith("missing"):
         return "missing value"
-    if reason.startswith("expected") or reason.startswith("not valid JSON"):
+    if reason.startswith(("expected", "not valid JSON", "not readable JSON")):
         return "malformed row"
+    if reason.startswith("the stream stopped"):
+        return "unfinished last line"
     if "finite" in reason:
         return "non-finite value"
     if "expects a number" in reason:

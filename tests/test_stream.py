@@ -464,6 +464,37 @@ def test_follow_picks_up_appended_rows_until_sigint(motion_bundle, tmp_path):
     assert "rows     read 200 = used 200 + rejected 0" in text
 
 
+def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_line_the_stop_cut_off(
+        motion_bundle, tmp_path):
+    """logrotate's two ways (copytruncate; rename and a new file) lose no row; nor does a stop mid-line."""
+    path = tmp_path / "growing.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(path), "--follow", "--poll", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _read_lines(proc.stdout, 9, timeout=60)
+        with open(path, "r+") as fh:                           # copytruncate: the same file, cut to nothing
+            fh.truncate(0)
+        assert "rotated" in _read_lines(proc.stderr, 1, timeout=60)[0]   # seen before it grows again
+        path.write_text("\n".join(rows(10.0, 100)) + "\n")
+        _read_lines(proc.stdout, 10, timeout=60)
+        path.rename(tmp_path / "growing.csv.1")                # rename, and a new file in its place
+        path.write_text("\n".join(rows(20.0, 50)) + "\n" + "25.0,1,1")
+        _read_lines(proc.stdout, 5, timeout=60)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    problems = [line for line in err.decode().splitlines() if line.startswith("line ")]
+    assert problems == [
+        f"line 202: rotated: {path} was replaced by a new file; reading the new one from its start",
+        "line 252: rejected: the stream stopped before this line ended (no newline yet); not used",
+    ]
+    assert "rows     read 251 = used 250 + rejected 1" in err.decode()
+
+
 # ----- explaining in worker processes --------------------------------------------------------------
 def _without_timings(line: str) -> dict:
     """A stream line with every measured time taken out (they differ from run to run, pool or not)."""
