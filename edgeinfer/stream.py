@@ -280,7 +280,7 @@ class LineSource:
         except (AttributeError, OSError, ValueError):
             self._fd = None
         self.line_no = 0
-        self._partial = b""
+        self._partial: list[bytes] = []   # the unfinished last line, in the pieces read (joined once it ends)
         self._wake: int | None = None
         self._on_wake = None
 
@@ -331,8 +331,12 @@ class LineSource:
         while True:
             data = self._read()
             if data:
-                pieces = (self._partial + data).split(b"\n")
-                self._partial = pieces.pop()
+                if b"\n" not in data:             # a long line: joining at every read would take quadratic time
+                    self._partial.append(data)
+                    continue
+                pieces = (b"".join(self._partial) + data).split(b"\n")
+                last = pieces.pop()
+                self._partial = [last] if last else []
                 if pieces:
                     yield self._number(pieces)
                 continue
@@ -342,21 +346,19 @@ class LineSource:
                     self._sleep()
                     continue
                 if self._partial:                 # the old file's last line, never finished: a line of its own
-                    last, self._partial = self._partial, b""
-                    yield self._number([last])
+                    yield self.flush()
                 if self.on_rotate is not None:
                     self.on_rotate(rotated)
                 continue
             if self._partial:
-                last, self._partial = self._partial, b""
-                yield self._number([last])
+                yield self.flush()
             return
 
     def flush(self) -> list[tuple[int, str]]:
         """The unfinished last line, if any, as a block (a stop should count it, not drop it)."""
         if not self._partial:
             return []
-        last, self._partial = self._partial, b""
+        last, self._partial = b"".join(self._partial), []
         return self._number([last])
 
     def _rotated(self) -> str | None:
