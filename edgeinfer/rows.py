@@ -125,6 +125,13 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
 def _number_or_text(text: str) -> Any:
     text = text.strip()
     try:
-        return float(text)
+        return decimal(text)
     except ValueError:
         return text
+
+
+def decimal(text: str) -> float:
+    """float(text), without Python's digit grouping ('1_0' is 10 to Python, a typo in a data file)."""
+    if "_" in text:
+        raise ValueError(f"could not convert string to float: {text!r}")
+    return float(text)

@@ -62,7 +62,7 @@ import click
 import numpy as np
 
 from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
-from edgeinfer.rows import csv_fields, json_object
+from edgeinfer.rows import csv_fields, decimal, json_object
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 
@@ -419,7 +419,7 @@ def _timestamp(raw: Any, name: str) -> float | str:
     else:
         text = str(raw).strip()
         try:
-            value = float(text)
+            value = decimal(text)
         except ValueError:
             try:
                 value = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -439,7 +439,7 @@ def _channel(raw: Any, name: str) -> float | str:
         value = _float(raw)
     else:
         try:
-            value = float(str(raw).strip())
+            value = decimal(str(raw).strip())
         except ValueError:
             return f"channel '{name}' expects a number, got {_short(str(raw).strip())}"
     if not math.isfinite(value):
@@ -484,6 +484,7 @@ class RowParser:
                     f"input header does not match the bundle's channels: expected columns {', '.join(wanted)}; "
                     f"missing {', '.join(missing)}; the header (line {line_no}) has {', '.join(header) or 'nothing'}. "
                     "Rename the columns (or pass --timestamp-column), or stream with a bundle made for these channels"
+                    + ("; for JSON lines whose first line is damaged, pass --input-format jsonl" if any(c in text for c in "{}:") else "")
                 )
             repeated = sorted({h for h in wanted if header.count(h) > 1})
             if repeated:
@@ -806,8 +807,9 @@ class _Reporter:
         self._shown = False
 
     def problem(self, kind: str, line: int, reason: str) -> None:
-        if self.rejects is not None:
+        if self.rejects is not None:    # flushed at once: a followed stream may run for days, or be killed
             self.rejects.write(json.dumps({"line": line, "kind": kind, "reason": reason}) + "\n")
+            self.rejects.flush()
         else:
             self._clear()
             self.err.write(f"line {line}: {kind}: {reason}\n")
@@ -1228,6 +1230,10 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
         hop = spec.samples(hop_text, what="--hop") if hop_text else None
     except InputError as err:     # an unusable option value: a usage error (exit 2), as for --explain
         raise UsageError(str(err)) from None
+    if window is not None and window < 2:
+        raise UsageError(f"--window must be at least 2 samples, got {window}")
+    if summary_path and not os.access(Path(summary_path).resolve().parent, os.W_OK):   # found now, not after the stream
+        raise UsageError(f"--summary {summary_path}: cannot write there (no such directory, or no permission)")
     if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)
         from edgeinfer.explain.views import stakeholder_option
 
@@ -1241,7 +1247,10 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, stopper.request)
-    rejects = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
+    try:
+        rejects = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
+    except OSError as err:
+        raise UsageError(f"--rejects {rejects_path}: cannot write there ({err.strerror})") from None
     try:
         summary = stream(session, input, options=options, out=sys.stdout, err=sys.stderr, rejects=rejects,
                          stopper=stopper, live=sys.stderr.isatty(), stats_every_s=stats_every_s)

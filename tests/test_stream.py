@@ -194,6 +194,17 @@ def test_a_clock_restart_or_one_bad_timestamp_restarts_the_window_instead_of_los
     assert "rows     read 62 = used 62 + rejected 0" in result.stderr
 
 
+def test_digit_grouping_is_not_a_number(motion_bundle, tmp_path):
+    """Python reads '1_0' as 10; in a data file it is a typo."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 3), "0.3,1_0,1,1,1,1,1", "0_4,1,1,1,1,1,1"]) + "\n")
+    result = run([motion_bundle, path])
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 5: rejected: channel 'acc_x' expects a number, got '1_0'",
+        "line 6: rejected: timestamp '0_4' is not a number of seconds or an ISO 8601 time",
+    ]
+
+
 def test_problems_are_reported_in_line_order(motion_bundle, tmp_path):
     """An out-of-order timestamp (found after parsing) and a malformed row after it: line order, not check order."""
     path = tmp_path / "in.csv"
@@ -315,7 +326,12 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
     assert result.stderr.endswith("and pass its path: --stakeholder FILE.toml\n")
     for option, value, message in (("--window", "abc", "--window must be a number of samples (e.g. 20) or seconds "
                                                        "(e.g. 2s), got 'abc'"),
-                                   ("--hop", "0", "--hop must be at least 1 sample, got 0")):
+                                   ("--hop", "0", "--hop must be at least 1 sample, got 0"),
+                                   ("--window", "1", "--window must be at least 2 samples, got 1"),
+                                   ("--rejects", "/no/such/dir/r.jsonl",
+                                    "--rejects /no/such/dir/r.jsonl: cannot write there (No such file or directory)"),
+                                   ("--summary", "/no/such/dir/s.json", "--summary /no/such/dir/s.json: cannot write "
+                                                                        "there (no such directory, or no permission)")):
         result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), option, value])
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
