@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import click
 
 from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
+from edgeinfer.rows import json_object
 
 FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
@@ -83,10 +84,13 @@ def load_records(path: str | Path) -> list[Mapping[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path} line {number}: not JSON ({err.msg}); expected one JSON object per line") from err
+        record = json_object(line, keys="field name")
+        if isinstance(record, str):
+            last = number == len(lines) and not line.endswith("}")
+            raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
+                             + ("; the last line looks cut off (a stream still writing, or stopped hard): "
+                                "delete it, or report on a finished file" if last else ""))
+        records.append(record)
     if not records:
         raise InputError(f"{path} holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer stream`")
     return records
@@ -147,16 +151,43 @@ def _window(record: Mapping[str, Any], n: int) -> Window:
         explanation = _explanation(explanation, n)
     elif explanation is not None and not isinstance(explanation, Explanation):
         raise InputError(f"record {n}: 'explanation' must be an Explanation object or null")
+    probabilities = {str(k): _number(v, f"record {n}: probability of {str(k)!r}", low=0.0, high=1.0)
+                     for k, v in probabilities.items()}
+    class_name = decision["class_name"]
+    if class_name not in probabilities:
+        raise InputError(f"record {n}: decision class_name {class_name!r} is none of the classes in its probabilities "
+                         f"({', '.join(probabilities)}); the record is damaged or from another model")
+    alerts = record.get("alerts") or []
+    if not isinstance(alerts, list):
+        raise InputError(f"record {n}: 'alerts' must be a list, got {type(alerts).__name__}")
+    index = window.get("index", n - 1)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise InputError(f"record {n}: window index must be a whole number >= 0, got {json.dumps(index)[:40]}")
     return Window(
-        index=int(window.get("index", n - 1)),
-        start=window.get("start"),
-        end=window.get("end"),
+        index=index,
+        start=_number(window.get("start"), f"record {n}: window start", optional=True),
+        end=_number(window.get("end"), f"record {n}: window end", optional=True),
         rows=window.get("rows"),
-        class_name=str(decision["class_name"]),
-        probabilities={str(k): float(v) for k, v in probabilities.items()},
+        class_name=class_name,
+        probabilities=probabilities,
         explanation=explanation,
-        alerts=tuple(record.get("alerts") or ()),
+        alerts=tuple(alerts),
     )
+
+
+def _number(value: Any, what: str, *, low: float = -math.inf, high: float = math.inf, optional: bool = False):
+    """A finite number within [low, high] from a record (None where optional), or an InputError naming it."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number, got {json.dumps(value)[:40]}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (low <= number <= high):        # NaN fails too
+        raise InputError(f"{what} must be a finite number in [{low:g}, {high:g}], got {json.dumps(value)[:40]}")
+    return number
 
 
 # ----- the public function ------------------------------------------------------------
@@ -287,8 +318,7 @@ def risk_spec(classes: Sequence[str], favourable: str | None) -> RiskSpec:
 def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> dict[str, Any]:
     """Everything the template needs, as plain values (numbers stay numbers; wording is the template's)."""
     schema = bundle.schema if bundle is not None else _schema_from(inputs)
-    if bundle is not None:
-        _check_classes(inputs, schema, bundle)
+    _check_classes(inputs, schema, bundle)
     manifest = dict(bundle.manifest) if bundle is not None else {}
     spec = risk_spec(schema.classes, schema.favourable)
     explained = list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation is not None]
@@ -319,14 +349,17 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
 
 
 def _check_classes(inputs: Inputs, schema, bundle) -> None:
-    """Refuse records whose classes are not the bundle's: they came from another model."""
+    """Refuse records whose classes are not the bundle's (or, without one, the first record's): they came from
+    another model."""
     records = [(f"explanation {n}", e.decision.classes) for n, e in enumerate(inputs.explanations, start=1)]
     records += [(f"window {w.index}", tuple(w.probabilities)) for w in inputs.windows]
     for where, classes in records:
         if set(classes) != set(schema.classes):
+            source = (f"bundle {bundle.path} has" if bundle is not None
+                      else "the first record (no bundle given) has")
             raise InputError(
-                f"{where}: the decision has classes {list(classes)}, but bundle {bundle.path} has classes "
-                f"{list(schema.classes)}; pass the bundle that made these records"
+                f"{where}: the decision has classes {list(classes)}, but {source} classes {list(schema.classes)}; "
+                "report each model's records on their own, with the bundle that made them"
             )
 
 

@@ -170,7 +170,14 @@ class Explanation:
             raise InputError(
                 f"explanation schema_version {version!r} is not supported; this edgeinfer reads {SCHEMA_VERSION!r}"
             )
-        return _decode(cls, data, "explanation")
+        explanation = _decode(cls, data, "explanation")
+        d = explanation.decision
+        if not (len(d.probabilities) == len(d.classes) and 0 <= d.label < len(d.classes)
+                and d.classes[d.label] == d.class_name):
+            raise InputError(f"explanation.decision: label {d.label}, class_name {d.class_name!r}, "
+                             f"{len(d.probabilities)} probabilities and classes {list(d.classes)} do not agree; "
+                             "the record is damaged")
+        return explanation
 
     @classmethod
     def from_json(cls, text: str) -> "Explanation":

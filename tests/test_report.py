@@ -267,8 +267,13 @@ def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path)
     with pytest.raises(InputError) as err:
         ei.report([expl, other], out=tmp_path / "r.html", bundle=fixed_bundle)
     assert str(err.value) == (f"explanation 2: the decision has classes ['benign', 'malignant'], but bundle "
-                              f"{fixed_bundle.path} has classes ['low risk', 'high risk']; pass the bundle that made "
-                              "these records")
+                              f"{fixed_bundle.path} has classes ['low risk', 'high risk']; report each model's "
+                              "records on their own, with the bundle that made them")
+    with pytest.raises(InputError) as err:                     # no bundle: the first record's classes rule
+        ei.report([expl, other], out=tmp_path / "r.html")
+    assert str(err.value) == ("explanation 2: the decision has classes ['benign', 'malignant'], but the first record "
+                              "(no bundle given) has classes ['low risk', 'high risk']; report each model's records "
+                              "on their own, with the bundle that made them")
     window = {"window": {"index": 3, "start": 0.0, "end": 2.0, "rows": 20},
               "decision": {"class_name": "Walking", "probabilities": {"Walking": 0.9, "Running": 0.1}}}
     lines = tmp_path / "stream.jsonl"
@@ -276,8 +281,8 @@ def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path)
     result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "s.html")])
     assert result.exit_code == 1
     assert result.stderr == (f"error: window 3: the decision has classes ['Walking', 'Running'], but bundle "
-                             f"{fixed_bundle.path} has classes ['low risk', 'high risk']; pass the bundle that made "
-                             "these records\n")
+                             f"{fixed_bundle.path} has classes ['low risk', 'high risk']; report each model's "
+                             "records on their own, with the bundle that made them\n")
 
 
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
@@ -344,6 +349,38 @@ def test_a_malformed_explanation_record_is_refused_naming_the_field(tmp_path, ch
     assert str(err.value) == f"record 2: explanation.{message}"
 
 
+def test_an_explanation_whose_decision_does_not_agree_with_itself_is_refused(tmp_path):
+    record = _explanation().to_dict()
+    record["decision"]["probabilities"] = record["decision"]["probabilities"][:1]
+    with pytest.raises(InputError) as err:
+        ei.report([record], out=tmp_path / "r.html")
+    assert str(err.value) == ("record 1: explanation.decision: label 1, class_name 'high risk', 1 probabilities and "
+                              "classes ['low risk', 'high risk'] do not agree; the record is damaged")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["window"].update(index="abc"), 'window index must be a whole number >= 0, got "abc"'),
+    (lambda r: r["window"].update(index=None), "window index must be a whole number >= 0, got null"),
+    (lambda r: r["window"].update(start=float("nan")), "window start must be a finite number in [-inf, inf], got NaN"),
+    (lambda r: r["decision"]["probabilities"].update(Walking="x"), "probability of 'Walking' must be a number, got \"x\""),
+    (lambda r: r["decision"]["probabilities"].update(Walking=None), "probability of 'Walking' must be a number, got null"),
+    (lambda r: r["decision"]["probabilities"].update(Walking=1.5),
+     "probability of 'Walking' must be a finite number in [0, 1], got 1.5"),
+    (lambda r: r.update(alerts=5), "'alerts' must be a list, got int"),
+    (lambda r: r["decision"].update(class_name="Jogging"), "decision class_name 'Jogging' is none of the classes in its "
+                                                           "probabilities (Walking, Running); the record is damaged or "
+                                                           "from another model"),
+])
+def test_a_malformed_window_record_is_refused_naming_the_field(tmp_path, change, message):
+    record = {"window": {"index": 3, "start": 0.0, "end": 2.0, "rows": 20},
+              "decision": {"class_name": "Walking", "probabilities": {"Walking": 0.9, "Running": 0.1}}}
+    ei.report([record], out=tmp_path / "ok.html")
+    change(record)
+    with pytest.raises(InputError) as err:
+        ei.report([record], out=tmp_path / "r.html")
+    assert str(err.value) == f"record 1: {message}"
+
+
 def test_an_explanation_round_trips_with_its_types(tmp_path):
     record = _explanation().to_dict()
     assert Explanation.from_dict(record) == _explanation()
@@ -362,7 +399,9 @@ def test_cli_errors(fixed_bundle, tmp_path):
     lines.write_text(_explanation().to_json() + "\n{not json\n")
     result = runner.invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: {lines} line 2: not JSON (Expecting property name enclosed in double quotes)")
+    assert result.stderr == (f"error: {lines} line 2: not valid JSON (Expecting property name enclosed in double "
+                             "quotes at column 2); expected one JSON object per line; the last line looks cut off (a "
+                             "stream still writing, or stopped hard): delete it, or report on a finished file\n")
     result = runner.invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.txt")])
     assert result.exit_code == 2
     assert "report output must end in .html or .pdf, got 'r.txt'" in result.stderr
