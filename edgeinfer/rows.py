@@ -72,9 +72,11 @@ def csv_fields(text: str) -> list[str] | str:
 def json_object(text: str, *, keys: str) -> dict[str, Any] | str:
     """The JSON object on one line, or why the line cannot be read (`keys` names what its keys are)."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_once_each)
     except json.JSONDecodeError as err:
         return f"not valid JSON ({err.msg} at column {err.colno})"
+    except _Repeated as err:
+        return f"key {err.args[0]!r} appears twice; give each once"
     except ValueError:              # Python refuses integers of more than 4,300 digits
         return "not readable JSON (a number of more than 4,300 digits)"
     except RecursionError:
@@ -82,6 +84,18 @@ def json_object(text: str, *, keys: str) -> dict[str, Any] | str:
     if not isinstance(value, dict):
         return f"expected a JSON object of {keys} to value, got {type(value).__name__}"
     return value
+
+
+class _Repeated(ValueError):
+    """A JSON object names a key twice (json keeps the last silently)."""
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _Repeated(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:

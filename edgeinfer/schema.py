@@ -191,6 +191,8 @@ class FeatureSchema:
         """
         if isinstance(x, Mapping):
             return self._row_from_mapping(x)[None, :], True
+        if _is_named_row(x):                 # a data frame's row (pandas Series): by name, never by position
+            return self._row_from_mapping(dict(x.items()))[None, :], True
         if isinstance(x, (list, tuple)) and not x:       # an empty batch, as np.empty((0, F)) is
             return np.zeros((0, len(self))), False
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
@@ -212,6 +214,8 @@ class FeatureSchema:
         try:
             arr = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError) as err:
+            if _is_batch_of_rows(x):         # a cell that is no number (or a category name): that row alone
+                return self._matrix_from_rows(x, unreadable), False
             raise InputError(
                 f"expected numbers in schema order ({len(self)} features) or a mapping of feature name to value; "
                 f"could not read the input as numbers: {err}"
@@ -276,11 +280,32 @@ class FeatureSchema:
             )
         return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
 
+    def _matrix_from_rows(self, rows: Sequence, unreadable: dict[int, str] | None) -> np.ndarray:
+        """Rows of values in schema order, cell by cell: category names become codes; a row that cannot be read
+        is named (or, with `unreadable`, set aside)."""
+        matrix = np.full((len(rows), len(self)), np.nan)
+        for i, row in enumerate(rows):
+            try:
+                if len(row) != len(self):
+                    raise InputError(f"expected {len(self)} values in schema order ({_short(self.names)}), "
+                                     f"got {len(row)}")
+                matrix[i] = [f.code_of(v.item() if isinstance(v, np.generic) else v)
+                             for f, v in zip(self.features, row)]
+            except InputError as err:
+                if unreadable is None:
+                    raise InputError(f"row {i}: {err}") from None
+                unreadable[i] = str(err)
+                matrix[i] = np.nan
+        return matrix
+
     def check_columns(self, columns: Sequence[str]) -> None:
-        """Refuse columns (a table's, a CSV header's) that name an unknown feature or miss one."""
+        """Refuse columns (a table's, a CSV header's) that name an unknown feature, one twice, or miss one."""
         for c in columns:
             if c not in self._index:
                 raise InputError(_unknown_feature(c, self.names))
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise InputError(f"column {repeated[0]!r} appears twice; give each feature once")
         missing = [n for n in self.names if n not in columns]
         if missing:
             raise InputError(f"missing feature column {missing[0]!r}; every row needs all {len(self)} features")
@@ -420,6 +445,21 @@ def _unknown_feature(name: str, names: Sequence[str]) -> str:
 
 
 SHOWN = 80     # characters of a bad value an error message repeats
+
+
+def _is_named_row(x: Any) -> bool:
+    """A pandas Series (or the like) whose labels are feature names."""
+    index = getattr(x, "index", None)
+    return (getattr(x, "ndim", None) == 1 and hasattr(x, "items") and index is not None
+            and len(index) > 0 and all(isinstance(k, str) for k in index))
+
+
+def _is_batch_of_rows(x: Any) -> bool:
+    """A list of rows (lists, tuples or 1-D arrays), or a 2-D object array: readable row by row."""
+    if isinstance(x, np.ndarray):
+        return x.ndim == 2
+    return (isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and len(x) > 0
+            and all(isinstance(r, (Sequence, np.ndarray)) and not isinstance(r, (str, bytes)) for r in x))
 
 
 def _shown(value: Any) -> str:

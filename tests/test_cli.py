@@ -136,6 +136,15 @@ def test_json_numbers_python_cannot_read_spoil_their_own_row_only(diabetes_bundl
     assert result.stderr.endswith("2 of 3 rows rejected\n")
 
 
+def test_a_json_line_naming_a_feature_twice_is_refused(diabetes_bundle, rows_file, tmp_path):
+    """json.loads keeps the last of repeated keys without a word; which value was meant is unknowable."""
+    _, good = rows_file
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(good[0])[:-1] + ', "bmi": 45.0}\n')
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert _lines(result) == [{"row": 1, "error": "key 'bmi' appears twice; give each once"}]
+
+
 def test_a_csv_header_naming_an_unknown_feature_is_refused_once(diabetes_bundle, rows_file, tmp_path):
     """Every row would fail alike: the header is refused once, before any row."""
     _, good = rows_file

@@ -19,15 +19,18 @@ SCHEMA = FeatureSchema(
 )
 
 
-@pytest.mark.parametrize("form", ["mapping", "list", "array", "frame"])
+@pytest.mark.parametrize("form", ["mapping", "list", "array", "frame", "frame row", "list with a category name"])
 def test_every_input_form_gives_the_same_matrix(form):
     row = {"glucose": 120.0, "age": 50, "sex": "male"}
     values = [120.0, 50.0, 1.0]
+    frame = __import__("pandas").DataFrame([{"sex": 1, "age": 50, "glucose": 120.0}])   # not in schema order
     x = {
         "mapping": row,
         "list": values,
         "array": np.array(values),
-        "frame": __import__("pandas").DataFrame([{"sex": 1, "age": 50, "glucose": 120.0}]),
+        "frame": frame,
+        "frame row": frame.iloc[0],           # a Series: read by its names, never by position
+        "list with a category name": [[120.0, 50, "male"]],
     }[form]
     matrix = SCHEMA.validate(x)[0]
     np.testing.assert_array_equal(matrix, [values])
@@ -65,6 +68,28 @@ def test_a_data_frame_takes_category_names_like_a_mapping():
     with pytest.raises(InputError) as info:
         SCHEMA.to_matrix(pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": 1}, {"glucose": "high", "age": 50, "sex": 1}]))
     assert str(info.value) == "row 1: feature 'glucose' expects a number in [40, 600] mg/dL, got 'high'"
+
+
+def test_a_data_frame_naming_a_column_twice_is_refused():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": 1}])
+    frame.insert(0, "glucose", 300.0, allow_duplicates=True)
+    with pytest.raises(InputError) as info:
+        SCHEMA.to_matrix(frame)
+    assert str(info.value) == "column 'glucose' appears twice; give each feature once"
+
+
+def test_a_list_of_rows_with_an_unreadable_cell_sets_aside_that_row_alone():
+    unreadable: dict[int, str] = {}
+    matrix, single = SCHEMA.to_matrix([[120.0, 50, 1], [130.0, 50, "other"], [140.0, 60], [150.0, 70, 0]],
+                                      unreadable=unreadable)
+    assert not single
+    assert unreadable == {1: "feature 'sex' expects one of 'female' (0), 'male' (1), got 'other'",
+                          2: "expected 3 values in schema order (glucose, age, sex), got 2"}
+    np.testing.assert_array_equal(matrix[[0, 3]], [[120.0, 50.0, 1.0], [150.0, 70.0, 0.0]])
+    with pytest.raises(InputError) as info:             # without somewhere to put the reason: the row is named
+        SCHEMA.to_matrix([[120.0, 50, 1], [130.0, 50, "other"]])
+    assert str(info.value) == "row 1: feature 'sex' expects one of 'female' (0), 'male' (1), got 'other'"
 
 
 def test_batch_checks_report_every_bad_row_and_keep_the_rest():
