@@ -142,7 +142,7 @@ def explain_bias(
             )
             for plan, value, moved, k in specs[i]
         )
-        depends = any(f.flipped or abs(f.delta) > tolerance for f in flips)
+        depends_on = tuple(dict.fromkeys(f.feature for f in flips if f.flipped or abs(f.delta) > tolerance))
         share = None
         if attributions is not None and attributions[i] is not None:
             share = attribution_share(attributions[i], watched)
@@ -151,8 +151,9 @@ def explain_bias(
                 flips=flips,
                 proxies=relevant,
                 attribution_share=share,
-                depends=depends,
+                depends=bool(depends_on),
                 verdict=_verdict(schema, plans, flips, tolerance),
+                depends_on=depends_on,
             )
         )
     return out

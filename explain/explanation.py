@@ -104,6 +104,7 @@ class BiasExplanation:
     attribution_share: float | None     # share of |attribution| on protected features and proxies
     depends: bool
     verdict: str
+    depends_on: tuple[str, ...] = ()    # protected features whose flip changes the class or moves p past tolerance
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
-_BIAS = {"verdict", "protected", "flipped", "max_delta", "attribution_share"}
+_BIAS = {"verdict", "protected", "flipped", "depends_on", "max_delta", "attribution_share"}
 _TARGET = {"target", "target_outcome"}
 
 # Every wording piece a file may hold, with the placeholders it may use.
@@ -785,7 +785,9 @@ class _View:
         values = {
             "verdict": b.verdict,
             "protected": self.join([self.words_for(n) for n in protected]),
-            "flipped": self.join([self.words_for(n) for n in flipped]),
+            "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
+            # the class changes or the probability moves past tolerance (explanations from before this field: flips)
+            "depends_on": self.join([self.words_for(n) for n in sorted(b.depends_on or flipped, key=self._order)]),
             "max_delta": f"{max(deltas):.{self.s.probability_digits}f}" if deltas else self.word("word_unknown"),
             "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
             else self.word("word_unknown"),

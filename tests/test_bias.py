@@ -213,10 +213,11 @@ def test_small_dependence_below_and_above_tolerance():
     label = model.predict_proba(row).argmax(axis=1)
     change = abs(sigmoid(0.7) - sigmoid(0.5))                            # 0.0474…
     below = explain_bias(model, row, labels=label, proxies=(), tolerance=0.05)[0]
-    assert below.depends is False
+    assert below.depends is False and below.depends_on == ()
     assert below.verdict == f"the decision does not depend on sex (largest change in probability {change:.2f})"
     above = explain_bias(model, row, labels=label, proxies=(), tolerance=0.01)[0]
-    assert above.depends is True
+    assert above.depends is True and above.depends_on == ("sex",)
+    assert not any(f.flipped for f in above.flips)         # it depends on sex, though no flip changes the class
     assert above.verdict == (
         f"the decision depends on sex: the probability of 'granted' changes by +{change:.2f} if sex were male"
     )

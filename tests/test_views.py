@@ -297,6 +297,22 @@ def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_
     assert patient.startswith("The result is: higher progression.")
 
 
+def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
+    """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
+    attribute the decision depends on (it read 'your none' when only class flips were named)."""
+    expl = _explanation(schema)
+    flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.61, -0.2, False),)
+    bias = BiasExplanation(flips, (), 0.2, True, "the decision depends on sex: the probability of 'higher "
+                           "progression' changes by -0.20 if sex were sex 1", depends_on=("sex",))
+    expl = dataclasses.replace(expl, bias=bias)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert "We checked: your sex may have changed this result. Please talk about this with your care team." in patient
+    assert fk(patient) <= 8
+    assert "(depends on sex (source coding 1/2); flips the class: none;" in views.render(
+        expl, schema, stakeholder="clinician")
+    assert "Depends on: sex (source coding 1/2). Flips on: none." in views.render(expl, schema, stakeholder="auditor")
+
+
 def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
     """A saturated decision (p near 1) that no flip moves, while protected features and proxies carry much of
     its attribution: both figures are right, and the reader is told how they fit together."""
