@@ -143,7 +143,7 @@ def find_counterfactuals(
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
         part = slice(a, a + CHUNK_ROWS)
-        search = make(model, X[part], space, kern, int(k), int(neighbours), start, time_budget_ms)
+        search = make(model, X[part], space, kern, int(k), int(neighbours), start, time_budget_ms, a == 0)
         out += search.run(goal, None if labels is None else labels[part],
                           None if probabilities is None else probabilities[part])
     return out
@@ -356,9 +356,10 @@ class _Lines:
 class _Search:
     """One request: every row of X searched together, stage by stage, one backend call per stage."""
 
-    def __init__(self, model, X, space: Space, kern, k, neighbours, start, budget_ms):
+    def __init__(self, model, X, space: Space, kern, k, neighbours, start, budget_ms, first_chunk=True):
         self.model, self.X, self.space, self.kern = model, X, space, kern
         self.k, self.neighbours, self.start, self.budget_ms = k, neighbours, start, budget_ms
+        self.first_chunk = first_chunk   # a request's first chunk always makes its first call, budget or not
         self.schema, self.reference = model.schema, model.reference
         self.n, self.F, self.C = len(X), len(model.schema), len(model.schema.classes)
         self.outside_any = bool(((X < space.lows) | (X > space.highs)).any())
@@ -479,6 +480,10 @@ class _Search:
     def search(self, proba0):
         """Calls 1-3 (and the unlike fallback): every valid point found, on its line.
         Returns (lines, rows that already meet their target, whether the time budget held)."""
+        if not self.first_chunk and self.out_of_time():   # a later chunk, the budget spent: no call at all
+            already = self.met(proba0, np.arange(self.n)) if proba0 is not None else np.zeros(self.n, dtype=bool)
+            none = np.zeros(0, dtype=np.int64)
+            return _Lines(none, np.zeros((0, self.F)), none, none.astype(bool), self.C), already, False
         lines, already = self.first_batch(proba0)
         complete = False
         if not self.out_of_time():

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edgeinfer.decision import Decision
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain import counterfactual, one_row
-from edgeinfer.explain.counterfactual import REFINE, find_counterfactuals
+from edgeinfer.explain.counterfactual import CHUNK_ROWS, REFINE, find_counterfactuals
 from edgeinfer.explain.desired import MARGIN, parse_desired
 from edgeinfer.explain.explanation import Explanation, ModelInfo
 from edgeinfer.explain.kernels import get_kernels
@@ -370,6 +370,19 @@ def test_time_budget_returns_best_so_far(linear):
     results = find_counterfactuals(session, X, time_budget_ms=1e-9)
     assert all(not r.complete for r in results)
     assert all(cf.valid for r in results for cf in r)
+
+
+def test_a_spent_time_budget_starts_no_further_chunk_of_a_large_batch(linear):
+    """The budget covers the whole call: rows past the first 128-row chunk get no model call once it is spent."""
+    session, _, _ = linear
+    X = np.random.default_rng(3).uniform(1, 3, size=(CHUNK_ROWS + 5, 4))
+    P = session.predict_proba(X)
+    results = find_counterfactuals(session, X, probabilities=P, time_budget_ms=1e-9)
+    assert [r.backend_calls for r in results[CHUNK_ROWS:]] == [0] * 5
+    for r in results[CHUNK_ROWS:]:
+        assert not r.found and not r.complete
+        assert r.reason == f"the time budget of 1e-09 ms ran out before a counterfactual reaching {r.target} was found"
+    assert min(r.backend_calls for r in results[:CHUNK_ROWS]) >= 1       # the first chunk makes its first call
 
 
 # ----- properties over random schemas and instances (a small numpy MLP as the model) ------------
