@@ -73,6 +73,21 @@ def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def check_destination(out: str | Path, *, overwrite: bool) -> Path:
+    """Where a bundle may be written (a link's target), or a BundleError: export checks before its work."""
+    out = Path(out)
+    if out.is_symlink():      # replace what the link names, and keep the link
+        out = out.resolve()
+    occupied = (out.is_dir() and any(out.iterdir())) or out.is_file()
+    if occupied and not overwrite:
+        raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True "
+                          "(CLI: --overwrite)")
+    if occupied and not _is_bundle(out):
+        raise BundleError(f"{out} is not an edgeinfer bundle (no manifest.json of format {FORMAT!r}); overwrite=True "
+                          f"replaces only a bundle: choose another path, or remove {out} yourself")
+    return out
+
+
 def write_bundle(
     out: str | Path,
     *,
@@ -89,15 +104,7 @@ def write_bundle(
     `record` holds what export measured (quantization, fidelity, budget, producer,
     card, proxies, ...); it is stored in the manifest as given.
     """
-    out = Path(out)
-    if out.is_symlink():      # replace what the link names, and keep the link
-        out = out.resolve()
-    occupied = (out.is_dir() and any(out.iterdir())) or out.is_file()
-    if occupied and not overwrite:
-        raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True")
-    if occupied and not _is_bundle(out):
-        raise BundleError(f"{out} is not an edgeinfer bundle (no manifest.json of format {FORMAT!r}); overwrite=True "
-                          f"replaces only a bundle: choose another path, or remove {out} yourself")
+    out = check_destination(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh sibling made by mkdir, so the bundle gets the umask's mode (mkdtemp's would be owner-only 0700)
     tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}"

@@ -15,8 +15,10 @@ import numpy as np
 from edgeinfer.backend import ExecutionInfo, OnnxBackend, available_providers, choose_provider, default_threads
 from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
-from edgeinfer.errors import DeviceError
+from edgeinfer.errors import DeviceError, UsageError
 from edgeinfer.profiles import get_device
+
+MAX_THREADS = 256        # as the CLI's --threads; ONNX Runtime hangs making a million
 
 
 class Session:
@@ -28,6 +30,10 @@ class Session:
     input_dtype = np.float32  # what the backend reads; explainers may build large batches in it directly
 
     def __init__(self, bundle: Bundle, *, device: str = "auto", fallback: bool = False, threads: int | None = None):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= MAX_THREADS):
+            raise UsageError(f"threads must be a whole number from 1 to {MAX_THREADS} (ONNX Runtime's intra-op "
+                             f"threads), or None for the profile's cores; got {threads!r}")
         profile = bundle.profile if device == "auto" else get_device(device)
         if bundle.precision not in profile.precisions:
             raise DeviceError(

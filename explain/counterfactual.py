@@ -89,6 +89,7 @@ def find_counterfactuals(
     probabilities (one extra call when the target needs what was not given).
     `desired`: None (the favourable class, or the opposite / most probable other class),
     a class name, or a threshold such as "p(malignant) < 0.3".
+    `kernels`: a kernel family ('numpy', 'triton', or its module); NumPy's by default.
     `min_plausibility` in (0, 1]: every answer must also have at least this share of its `neighbours`
     nearest reference rows in the target class (yNN); answers then change more features (plausible.py).
     Returns one `Counterfactuals` per row; every item was re-checked on the model.
@@ -124,13 +125,20 @@ def find_counterfactuals(
         if probabilities.shape != (len(X), len(schema.classes)):
             raise ExplainError(f"probabilities must be one row of {len(schema.classes)} class probabilities per "
                                f"row of X: expected shape {(len(X), len(schema.classes))}, got {probabilities.shape}")
+        if not np.isfinite(probabilities).all():
+            raise ExplainError("probabilities must be finite; give the model's own probabilities for X, or leave "
+                               "them out")
         if labels is None:
             labels = probabilities.argmax(axis=1)
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if len(labels) != len(X):
             raise ExplainError(f"labels must give one label per row: {len(X)} rows, {len(labels)} labels")
-    kern = kernels or _NUMPY_KERNELS
+        C = len(schema.classes)
+        if len(labels) and (labels.min() < 0 or labels.max() >= C):
+            raise ExplainError(f"labels must be class indices from 0 to {C - 1} ({', '.join(schema.classes)}); "
+                               f"got {int(labels.min() if labels.min() < 0 else labels.max())}")
+    kern = get_kernels(kernels) if isinstance(kernels, str) else kernels or _NUMPY_KERNELS
     make = _Search
     if min_plausibility is not None:
         from edgeinfer.explain.plausible import PlausibleSearch  # it builds on _Search: imported here, not above
@@ -173,6 +181,9 @@ class Space:
     def build(cls, schema: FeatureSchema, reference, *, features_to_vary=None, permitted_range=None) -> "Space":
         vary: set[int] | None = None
         if features_to_vary is not None and not (isinstance(features_to_vary, str) and features_to_vary == "all"):
+            if not isinstance(features_to_vary, (str, Sequence, set, frozenset)):
+                raise ExplainError(f"features_to_vary must be 'all', a feature name or a list of names, got "
+                                   f"{features_to_vary!r}")
             names = [features_to_vary] if isinstance(features_to_vary, str) else list(features_to_vary)
             vary = set()
             for name in names:
@@ -197,6 +208,9 @@ class Space:
                 why.append("")
         lows, highs = schema.lows.astype(np.float64), schema.highs.astype(np.float64)
         narrowed = []
+        if permitted_range is not None and not isinstance(permitted_range, Mapping):
+            raise ExplainError(f"permitted_range must map feature names to (low, high), e.g. {{'bmi': (20, 25)}}; "
+                               f"got {type(permitted_range).__name__}")
         for name, rng in (permitted_range or {}).items():
             if name not in schema.names:
                 raise ExplainError(f"permitted_range: {_unknown_feature(str(name), schema.names)}")
@@ -215,6 +229,11 @@ class Space:
                 raise ExplainError(
                     f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains none of its codes "
                     f"({f.describe_expected()[len('one of '):]}); give a range that contains at least one"
+                )
+            if f.kind == "integer" and math.floor(new_hi) < math.ceil(new_lo):
+                raise ExplainError(
+                    f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains no whole number, and "
+                    f"'{name}' is an integer feature; give a range that contains at least one"
                 )
             if new_lo > new_hi:
                 unit = f" {f.unit}" if f.unit else ""

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgeinfer.backend import default_threads
-from edgeinfer.bundle import INPUT_NAME, write_bundle
+from edgeinfer.bundle import INPUT_NAME, check_destination, write_bundle
 from edgeinfer.errors import ExportError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import Reference
@@ -156,6 +156,7 @@ def export(
     precision: try only this one of the profile's precisions instead of all in order.
     """
     profile = get_device(device)
+    check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions
     if precision is not None:
         if precision not in profile.precisions:

@@ -78,11 +78,13 @@ def test_not_a_bundle(tmp_path):
     )
 
 
-def test_export_refuses_to_overwrite(breast_cancer, bc_bundle):
+def test_export_refuses_to_overwrite_before_any_work(breast_cancer, bc_bundle):
+    """Refused first: a model that is no model would otherwise be the error, after the export's work."""
     with pytest.raises(BundleError) as info:
-        ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
+        ei.export(object(), breast_cancer.schema, calibration=breast_cancer.X_train,
                   device="raspberry-pi-4", out=bc_bundle)
-    assert str(info.value) == f"{bc_bundle} already exists and is not empty; choose another path or pass overwrite=True"
+    assert str(info.value) == (f"{bc_bundle} already exists and is not empty; choose another path or pass "
+                               "overwrite=True (CLI: --overwrite)")
 
 
 def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path):

@@ -249,6 +249,20 @@ def test_bad_feature_names_and_ranges(linear_session):
     assert str(err.value) == (
         "features_to_vary: feature 'x3' is immutable in the schema and never changes; remove it from features_to_vary"
     )
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, features_to_vary=5)
+    assert str(err.value) == "features_to_vary must be 'all', a feature name or a list of names, got 5"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range=[("x1", (0, 1))])
+    assert str(err.value) == ("permitted_range must map feature names to (low, high), e.g. {'bmi': (20, 25)}; got "
+                              "list")
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, labels=[2])
+    assert str(err.value) == "labels must be class indices from 0 to 1 (low, high); got 2"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, probabilities=[[np.nan, 0.5]])
+    assert str(err.value) == ("probabilities must be finite; give the model's own probabilities for X, or leave "
+                              "them out")
     with pytest.raises(InputError) as err:
         find_counterfactuals(session, np.array([[0.0, np.nan, 0.0, 0.0], [0.0] * 4]))
     assert str(err.value) == ("counterfactual search expects finite values; rows [0] hold NaN or infinity; validate "
@@ -265,6 +279,17 @@ def test_a_permitted_range_between_the_codes_of_a_categorical_is_refused(linear_
         find_counterfactuals(session, np.array([[1.0, 0.0]]), permitted_range={"c": (0.5, 1.5)})
     assert str(err.value) == ("permitted_range for 'c' [0.5, 1.5] contains none of its codes ('x' (0), 'y' (2), "
                               "'z' (4)); give a range that contains at least one")
+
+
+def test_a_permitted_range_with_no_whole_number_for_an_integer_feature_is_refused(linear_session):
+    schema = FeatureSchema(features=(Feature("a", low=0, high=10), Feature("n", kind="integer", low=0, high=100)),
+                           classes=("no", "yes"))
+    session = linear_session([1.0, 1.0], -9.0, schema)
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, np.array([[1.0, 80.0]]), permitted_range={"n": (80.2, 80.8)})
+    assert str(err.value) == ("permitted_range for 'n' [80.2, 80.8] contains no whole number, and 'n' is an integer "
+                              "feature; give a range that contains at least one")
+    assert find_counterfactuals(session, np.array([[1.0, 80.0]]), kernels="numpy")[0].found   # a family by name
 
 
 def test_known_probabilities_save_a_call_and_are_checked(linear):

@@ -5,7 +5,7 @@ import pytest
 
 import edgeinfer as ei
 from edgeinfer.backend import choose_provider
-from edgeinfer.errors import BackendError, DeviceError, ExplainError, InputError
+from edgeinfer.errors import BackendError, DeviceError, ExplainError, InputError, UsageError
 
 
 def test_predict_every_input_form_agrees(bc_session, breast_cancer):
@@ -112,6 +112,14 @@ def test_explain_options_are_checked_by_name(bc_session, breast_cancer):
                                "permitted_range, time_budget_ms, min_plausibility, parts")
     only = bc_session.explain(x, parts="bias")          # one part by name, not its letters
     assert only.bias is not None and only.counterfactuals is None and only.attributions is None
+
+
+def test_threads_must_be_a_sensible_whole_number(bc_bundle):
+    for threads in ("2", 2.5, 0, True, 10 ** 6):      # a million made ONNX Runtime hang
+        with pytest.raises(UsageError) as err:
+            ei.load(bc_bundle, threads=threads)
+        assert str(err.value) == ("threads must be a whole number from 1 to 256 (ONNX Runtime's intra-op threads), or "
+                                  f"None for the profile's cores; got {threads!r}")
 
 
 def test_profile_provider_order_is_recorded():
