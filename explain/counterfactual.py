@@ -216,6 +216,8 @@ class Space:
                 raise ExplainError(f"permitted_range: {_unknown_feature(str(name), schema.names)}")
             j = schema.index(name)
             f = schema.features[j]
+            if f.kind == "categorical" and isinstance(rng, (list, tuple, set)) and any(isinstance(v, str) for v in rng):
+                rng = _category_run(f, rng)
             try:
                 lo, hi = (float(v) for v in rng)
             except (TypeError, ValueError) as err:
@@ -311,6 +313,24 @@ class Space:
             gap = np.where(ok, np.abs(out[:, j][:, None] - codes), np.inf)
             out[:, j] = codes[np.argmin(gap, axis=1)]
         return out
+
+
+def _category_run(f, allowed) -> tuple[float, float]:
+    """DiCE's form of a categorical permitted_range, a list of category names, as the range of their codes:
+    the names must be consecutive in code order, or the range would let the others in."""
+    unknown = [c for c in allowed if c not in f.categories]
+    if unknown:
+        raise ExplainError(f"permitted_range for '{f.name}': unknown category {unknown[0]!r}; its categories are "
+                           f"{', '.join(repr(c) for c in f.categories)}")
+    codes = sorted(f.codes[f.categories.index(c)] for c in set(allowed))
+    lo, hi = codes[0], codes[-1]
+    inside = [c for c, code in sorted(zip(f.categories, f.codes), key=lambda cc: cc[1]) if lo <= code <= hi]
+    between = [c for c in inside if c not in allowed]
+    if between:
+        raise ExplainError(f"permitted_range for '{f.name}': {', '.join(repr(c) for c in between)} lies between the "
+                           f"categories given, in code order ({', '.join(repr(c) for c in inside)}); give a run of "
+                           "consecutive categories")
+    return lo, hi
 
 
 _SPACES: dict[tuple[int, int], tuple] = {}

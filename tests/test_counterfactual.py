@@ -281,6 +281,25 @@ def test_a_permitted_range_between_the_codes_of_a_categorical_is_refused(linear_
                               "'z' (4)); give a range that contains at least one")
 
 
+def test_a_categorical_permitted_range_may_list_categories_as_dice_does(linear_session):
+    schema = FeatureSchema(
+        features=(Feature("a", low=0, high=10),
+                  Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
+        classes=("no", "yes"))
+    session = linear_session([0.1, 1.0], -3.5, schema)           # yes: c = 4 (z); no needs c <= 2 or a lower a
+    x = np.array([[1.0, 4.0]])
+    by_names = find_counterfactuals(session, x, permitted_range={"c": ["y", "x"]}, features_to_vary=["c"])[0]
+    by_codes = find_counterfactuals(session, x, permitted_range={"c": (0, 2)}, features_to_vary=["c"])[0]
+    assert [cf.values for cf in by_names] == [cf.values for cf in by_codes] == [(1.0, 2.0)]
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"c": ["x", "z"]})
+    assert str(err.value) == ("permitted_range for 'c': 'y' lies between the categories given, in code order ('x', "
+                              "'y', 'z'); give a run of consecutive categories")
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"c": ["w"]})
+    assert str(err.value) == "permitted_range for 'c': unknown category 'w'; its categories are 'x', 'y', 'z'"
+
+
 def test_a_permitted_range_with_no_whole_number_for_an_integer_feature_is_refused(linear_session):
     schema = FeatureSchema(features=(Feature("a", low=0, high=10), Feature("n", kind="integer", low=0, high=100)),
                            classes=("no", "yes"))
