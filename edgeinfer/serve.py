@@ -82,6 +82,21 @@ class ServerInfo:
     workers_note: str = ""
 
 
+def _check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuse ports something already listens on: Triton would fail to bind them, and PyTriton's readiness check
+    would be answered by the other server (and load our models into it)."""
+    import socket
+
+    for option, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers bind: TIME_WAIT is no obstacle
+            try:
+                probe.bind((host, port))
+            except OSError as err:
+                raise UsageError(f"port {port} on {host} is not free ({err.strerror}); choose another {option} "
+                                 f"({option[2:].replace('-', '_')}= in Python), or stop what uses it") from None
+
+
 def ensure_libpython_on_path(env: dict[str, str] | None = None) -> str:
     """Prepend Python's LIBDIR (libpython3.x.so) to LD_LIBRARY_PATH for Triton's Python backend stub."""
     env = os.environ if env is None else env
@@ -335,6 +350,10 @@ class Server:
             raise UsageError(f"max_queue_delay_us must be 0 or more, got {max_queue_delay_us}")
         if workers < 0:
             raise UsageError(f"workers must be 0 (explain in this process) or more, got {workers}")
+        if ":" in host:             # PyTriton 0.7 builds its own client URL as http://HOST:PORT, unbracketed
+            raise UsageError(f"--host {host}: PyTriton cannot serve on an IPv6 address; give an IPv4 address "
+                             "(0.0.0.0 for every interface) or a host name")
+        _check_ports_free(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
         ensure_libpython_on_path()
         inline = use_inline_tensors()
         pytriton = require("pytriton.triton", extra="server", purpose="edgeinfer serve", package="nvidia-pytriton")
@@ -390,8 +409,11 @@ class Server:
             )
             self._triton.run()
             self._wait_ready(startup_timeout_s)
-        except BaseException:
-            self.stop()
+        except BaseException as err:
+            try:
+                self.stop()
+            except Exception as cleanup:    # the reason it did not start matters more than why the cleanup failed
+                err.add_note(f"stopping what had started failed too: {cleanup}")
             raise
 
     def _start_workers(self, workers: int):

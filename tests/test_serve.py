@@ -540,6 +540,25 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
         proc.kill()
 
 
+def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
+    """Another server on the port would answer PyTriton's readiness check and take our models."""
+    from edgeinfer.errors import UsageError
+    from edgeinfer.serve import Server
+
+    http, grpc, metrics = _free_ports(3)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", grpc))
+        other.listen()
+        with pytest.raises(UsageError) as err:
+            Server(bc_session, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    assert str(err.value) == (f"port {grpc} on 127.0.0.1 is not free (Address already in use); choose another "
+                              "--grpc-port (grpc_port= in Python), or stop what uses it")
+    with pytest.raises(UsageError) as err:
+        Server(bc_session, host="::1", http_port=http, grpc_port=grpc, metrics_port=metrics)
+    assert str(err.value) == ("--host ::1: PyTriton cannot serve on an IPv6 address; give an IPv4 address (0.0.0.0 "
+                              "for every interface) or a host name")
+
+
 def test_the_cli_log_stream_passes_whole_lines_only():
     """tritonserver's log arrives in chunks cut anywhere; only whole lines go on, a last one at the end."""
     import io
