@@ -469,6 +469,25 @@ def test_callable_gives_each_row_its_own_stakeholder(bc_session, breast_cancer):
     assert served == [_local(bc_session, X[i:i + 1], who)[0] for i, who in enumerate(names)]
 
 
+def test_a_schema_bound_sent_as_fp32_is_the_bound(bc_session, breast_cancer):
+    """FP32 is the only input type: a bound arrives as its nearest float32, often just outside the bound; the
+    server answers as the Session does for the bound itself, and still refuses what lies past it."""
+    from pytriton.exceptions import PyTritonBadParameterError
+    from edgeinfer.serve import _Models
+
+    schema = bc_session.schema
+    j = next(j for j, f in enumerate(schema.features) if np.float32(f.high) > f.high)   # rounds outward
+    at = breast_cancer.X_test[:1].copy()
+    at[0, j] = schema.features[j].high
+    out = _Models(bc_session).predict(_requests(at))
+    np.testing.assert_array_equal(out[0]["probabilities"], bc_session.predict_proba(at).astype(np.float32))
+    past = at.copy()
+    past[0, j] = np.nextafter(np.float32(schema.features[j].high), np.float32(np.inf))
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).predict(_requests(past))
+    assert f"row 0: feature '{schema.features[j].name}' expects" in str(caught.value)
+
+
 def test_callable_refuses_a_stakeholder_that_is_not_utf8(bc_session, breast_cancer):
     from pytriton.exceptions import PyTritonBadParameterError
     from edgeinfer.serve import _Models
