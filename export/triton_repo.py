@@ -90,8 +90,9 @@ def write_model_repository(
     """Write `<out>/<name>/config.pbtxt` and `<out>/<name>/1/model.onnx`; return the model directory."""
     bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
     name = name or bundle.schema.name
-    if not _NAME.match(name):
-        raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-'; pass name=...")
+    if not _NAME.match(name) or set(name) == {"."}:        # "." and ".." would be the repository or its parent
+        raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-', and not only dots; "
+                         "give another --name (name= in Python)")
     if max_batch_size < 1:
         raise UsageError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if instances < 1:

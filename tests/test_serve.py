@@ -730,6 +730,12 @@ def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
                               f"overwrite replaces only one: choose another output or name, or remove "
                               f"{tmp_path / 'repo' / 'notes'} yourself\n")
     assert (tmp_path / "repo" / "notes" / "notes.txt").read_text() == "keep me"
+    for name in (".", "..", "a/b"):            # the repository itself, its parent, a folder below
+        refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo"), "--name",
+                                            name])
+        assert (refused.exit_code, refused.output) == (2, f"error: model name {name!r} must use only letters, "
+                                                          "digits, '.', '_' and '-', and not only dots; give another "
+                                                          "--name (name= in Python)\n")
 
 
 def test_malformed_config_is_refused_with_the_schema_error():
