@@ -457,10 +457,14 @@ class Server:
     def serve_forever(self) -> None:
         """Block until the process is interrupted (Ctrl-C, or SIGTERM as docker, systemd and Kubernetes send
         it), then stop: Triton, its workspace and the workers."""
+        import time
+
         with _sigterm_stops():
             try:
-                self._triton.serve()
-            except KeyboardInterrupt:      # one that lands before PyTriton's own loop catches it: a stop all the same
+                # PyTriton's own serve() stops tritonserver itself on Ctrl-C, before our models are unloaded
+                while self._triton is not None and self._triton.is_alive():
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
                 pass
             finally:
                 self.stop()
@@ -470,10 +474,30 @@ class Server:
         self._triton = self._pool = None
         try:
             if triton is not None:
+                self._unload_models()
                 triton.stop()
         finally:
             if pool is not None:
                 pool.close()
+
+    def _unload_models(self) -> None:
+        """Unload both models while Triton still runs. PyTriton stops tritonserver first, which then waits for
+        open HTTP connections (a client's keep-alive) until its exit timeout and exits without unloading them:
+        the Python backend stubs die mid-model and leave their copies in /tmp."""
+        try:
+            import tritonclient.http as httpclient
+
+            client = httpclient.InferenceServerClient(self.info.http_url.removeprefix("http://"), network_timeout=30.0)
+        except Exception:               # no client, or a bad URL: PyTriton's own stop still runs
+            return
+        headers = {"triton-access-token": self.access_token} if self.access_token else None
+        try:
+            for name in ("predict", "explain"):
+                client.unload_model(name, headers=headers)
+        except Exception:               # not loaded, or the server is gone already
+            pass
+        finally:
+            client.close()
 
     def __enter__(self) -> "Server":
         return self

@@ -559,6 +559,27 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
         proc.kill()
 
 
+@pytest.mark.server
+def test_a_client_holding_its_connection_open_leaves_nothing_behind_at_the_stop(bc_session):
+    """tritonserver waits for open HTTP connections until its exit timeout, then exits: the models are unloaded
+    first, so their Python backend stubs end cleanly and remove their model copies (/tmp/folder*)."""
+    import glob
+
+    from edgeinfer.serve import Server
+
+    before = set(glob.glob("/tmp/folder*"))
+    http, grpc, metrics = _free_ports(3)
+    with Server(bc_session, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
+        assert client.is_server_live()                  # a keep-alive connection, left open over the stop
+        copies = set(glob.glob("/tmp/folder*")) - before
+        assert copies                                    # the stubs' model copies while serving
+    try:
+        assert not copies & set(glob.glob("/tmp/folder*"))
+    finally:
+        client.close()
+
+
 def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
     """Another server on the port would answer PyTriton's readiness check and take our models."""
     from edgeinfer.errors import UsageError
