@@ -113,7 +113,21 @@ def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int) -> np.nd
             f"ONNX Runtime {ort.__version__} cannot load the model: {str(err).strip()}. Save it with an IR version and opset "
             f"this ONNX Runtime reads (onnx.save after lowering model.ir_version), or upgrade onnxruntime"
         ) from err
-    return session.run(None, {INPUT_NAME: X.astype(np.float32)})[0].astype(np.float64)
+    try:
+        return session.run(None, {INPUT_NAME: X.astype(np.float32)})[0].astype(np.float64)
+    except Exception as err:  # e.g. a feature width the graph's own shapes refuse
+        raise ExportError(f"the model fails on a batch of {len(X)} rows of {X.shape[1]} features in ONNX Runtime: "
+                          f"{str(err).strip()}") from err
+
+
+def _probability_like(raw: np.ndarray) -> bool:
+    """Outputs that are probabilities already: (n, C) rows in [0, 1] summing to 1, or (n, 1) values in [0, 1]."""
+    if raw.ndim != 2 or len(raw) == 0:
+        return False
+    if raw.shape[1] == 1:
+        raw = np.hstack([1.0 - raw, raw])
+    with np.errstate(invalid="ignore"):
+        return bool(((raw >= -1e-6) & (raw <= 1 + 1e-6)).all() and (np.abs(raw.sum(axis=1) - 1) <= 1e-3).all())
 
 
 def _versions() -> dict[str, str]:
@@ -192,11 +206,11 @@ def export(
         path = Path(model)
         if not path.is_file():
             raise ExportError(f"model file {path} not found")
-        if path.suffix == ".onnx":
+        if path.suffix.lower() == ".onnx":
             float_bytes = onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes, outputs=outputs)
             onnx_probabilities = outputs == "probabilities"
             model = None
-        elif path.suffix == ".pt2":
+        elif path.suffix.lower() == ".pt2":
             model = onnx_export.load_pt2(path)
         else:
             raise ExportError(f"model file {path} must be a torch.export .pt2 or an .onnx file")
@@ -229,6 +243,16 @@ def export(
             f"the model's outputs are not probabilities: held-out row {i} gives "
             f"[{', '.join(f'{v:.4g}' for v in float_hold[i])}] (each in [0, 1], summing to 1 expected){hint}"
         )
+    if not onnx_probabilities:      # taken as logits: a softmax over probabilities would squash them toward 1/C
+        raw = (onnx_export.torch_outputs(model, holdout) if model is not None else _ort_probabilities(
+            onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,
+                                                   outputs="probabilities"), holdout, threads))
+        if _probability_like(raw):
+            raise ExportError(
+                "the model's outputs on the held-out rows are already probabilities (each row in [0, 1], summing "
+                "to 1), but it is exported as giving logits, which would squash them: "
+                + ("export with outputs='probabilities' (--outputs probabilities)" if model is None
+                   else "give the model without its final softmax or sigmoid"))
     float_labels = float_hold.argmax(axis=1)
 
     # precisions in the profile's order, each behind the gate
@@ -285,7 +309,7 @@ def export(
                      "max_abs_diff": passed.max_abs_diff, "holdout_rows": int(len(holdout)),
                      "threshold": agreement_threshold},
         "budget": asdict(budget),
-        "producer": {**_versions(), "opset": opset},
+        "producer": {**_versions(), "opset": onnx_export.opset_of(float_bytes)},
         "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
         "card": asdict(card or ModelCard()),
         "proxies": [asdict(p) for p in find_proxies(schema, calibration)],

@@ -96,11 +96,32 @@ def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
             width = model(torch.zeros(2, n_features)).shape[-1]
         except Exception as err:
             hint = ""
-            if isinstance(model, _Program):
+            if isinstance(model, _Program) and _accepts(model, torch.zeros(1, n_features)):
                 hint = ("; a .pt2 program must take any batch size: export it with "
                         "dynamic_shapes=({0: torch.export.Dim('batch')},)")
             raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}{hint}") from err
     return ProbabilityHead(model, single_logit=width == 1).eval()
+
+
+def _accepts(model: torch.nn.Module, x: torch.Tensor) -> bool:
+    try:
+        model(x)
+        return True
+    except Exception:
+        return False
+
+
+def torch_outputs(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+    """The model's own outputs (before the probability head), (n, C) or (n, 1)."""
+    with torch.no_grad():
+        out = model(torch.as_tensor(X, dtype=torch.float32)).numpy().astype(np.float64)
+    return out.reshape(len(X), -1)
+
+
+def opset_of(model_bytes: bytes) -> int:
+    """The default-domain opset a serialized ONNX model imports."""
+    model = onnx.load_from_string(model_bytes)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def torch_probabilities(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
@@ -162,6 +183,13 @@ def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, o
     dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 2 or (isinstance(dims[1], int) and dims[1] not in (0, n_features)):
         raise ExportError(f"{path} takes input shape {dims}; the schema has {n_features} features: expected [batch, {n_features}]")
+    if isinstance(dims[0], int) and dims[0] > 0:
+        raise ExportError(f"{path} takes a fixed batch of {dims[0]} rows; re-export it with a dynamic batch dimension "
+                          "(torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))")
+    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        kind = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
+        raise ExportError(f"{path} takes {kind} input; the bundle feeds float32 rows: re-export it with a float32 "
+                          "input")
     if outputs not in ("logits", "probabilities"):
         raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
     out_dims = [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim]

@@ -159,20 +159,25 @@ def test_wrong_output_width_is_refused(tmp_path):
     )
 
 
-def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False):
-    """A one-MatMul ONNX model: x (n, F) -> x @ weights (n, K), named `output`, float32 or (double) float64."""
+def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False,
+                 batch="n", input_kind=None, softmax: bool = False, opset: int = 17):
+    """A one-MatMul ONNX model: x (n, F) -> x @ weights (n, K), named `output`, float32 or (double) float64;
+    with `softmax`, probabilities."""
     from onnx import TensorProto, helper, numpy_helper
 
     F, K = weights.shape
     kind = TensorProto.DOUBLE if double else TensorProto.FLOAT
+    nodes = [helper.make_node("Cast", ["x"], ["xc"], to=kind),
+             helper.make_node("MatMul", ["xc", "W"], ["z" if softmax else output])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], [output], axis=-1))
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["x"], ["xc"], to=kind), helper.make_node("MatMul", ["xc", "W"], [output])],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", F])],
-        [helper.make_tensor_value_info(output, kind, ["n", K])],
+        nodes, "linear",
+        [helper.make_tensor_value_info("x", input_kind or TensorProto.FLOAT, [batch, F])],
+        [helper.make_tensor_value_info(output, kind, [batch, K])],
         [numpy_helper.from_array(weights.astype(np.float64 if double else np.float32), "W")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir_version
     onnx.save(model, str(path))
     return path
@@ -231,6 +236,40 @@ def test_logits_exported_as_probabilities_are_refused(tmp_path):
     assert str(info.value).endswith("] (each in [0, 1], summing to 1 expected); if the model outputs logits, export "
                                     "with outputs='logits' (--outputs logits)")
     assert not (tmp_path / "b").exists()
+
+
+def test_probabilities_exported_as_logits_are_refused(tmp_path):
+    """A softmax over probabilities would squash every answer into [0.27, 0.73] (two classes), unnoticed by the gate."""
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[2.0, -1.0], [-3.0, 1.0]]), softmax=True), TWO,
+                  calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value) == ("the model's outputs on the held-out rows are already probabilities (each row in [0, "
+                               "1], summing to 1), but it is exported as giving logits, which would squash them: "
+                               "export with outputs='probabilities' (--outputs probabilities)")
+    with pytest.raises(ExportError) as info:
+        ei.export(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=-1)), TWO, calibration=X,
+                  device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value).endswith("which would squash them: give the model without its final softmax or sigmoid")
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_onnx_model_of_a_fixed_batch_or_float64_input_is_refused_and_its_opset_recorded(tmp_path):
+    from onnx import TensorProto
+
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    w = np.array([[2.0, -1.0], [-3.0, 1.0]])
+    for options, message in (({"batch": 2}, "takes a fixed batch of 2 rows; re-export it with a dynamic batch "
+                                            "dimension (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))"),
+                             ({"input_kind": TensorProto.DOUBLE}, "takes DOUBLE input; the bundle feeds float32 rows: "
+                                                                  "re-export it with a float32 input")):
+        with pytest.raises(ExportError) as info:
+            ei.export(_linear_onnx(tmp_path / "m.onnx", w, **options), TWO, calibration=X, device="x86-edge-gateway",
+                      out=tmp_path / "b")
+        assert str(info.value) == f"{tmp_path / 'm.onnx'} {message}"
+    ei.export(_linear_onnx(tmp_path / "m.onnx", w, opset=19), TWO, calibration=X, device="x86-edge-gateway",
+              out=tmp_path / "b", precision="fp32")
+    assert ei.read_bundle(tmp_path / "b").manifest["producer"]["opset"] == 19
 
 
 def test_an_onnx_model_with_the_wrong_number_of_outputs_is_refused(tmp_path):
