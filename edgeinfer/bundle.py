@@ -85,6 +85,20 @@ def check_destination(out: str | Path, *, overwrite: bool) -> Path:
     if occupied and not _is_bundle(out):
         raise BundleError(f"{out} is not an edgeinfer bundle (no manifest.json of format {FORMAT!r}); overwrite=True "
                           f"replaces only a bundle: choose another path, or remove {out} yourself")
+    if occupied:
+        others = sorted(p.name for p in out.iterdir() if p.name not in (MANIFEST_FILE, MODEL_FILE, REFERENCE_FILE))
+        if others:
+            raise BundleError(f"{out} holds files that are not the bundle's ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}), which overwriting would delete; move them "
+                              "elsewhere first, or choose another path")
+    parent = out.parent.resolve()
+    if out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise BundleError(f"{out} is the working directory or holds it; it cannot be replaced: choose another path")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise BundleError(f"cannot write a bundle at {out}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BundleError(f"cannot write a bundle at {out}: no permission to write in {existing}")
     return out
 
 
@@ -105,6 +119,14 @@ def write_bundle(
     card, proxies, ...); it is stored in the manifest as given.
     """
     out = check_destination(out, overwrite=overwrite)
+    try:
+        return _write(out, model_bytes, schema, profile, reference, precision, record)
+    except OSError as err:
+        raise BundleError(f"could not write the bundle at {out}: {err.strerror or err}"
+                          f"{f' ({err.filename})' if err.filename else ''}") from err
+
+
+def _write(out: Path, model_bytes, schema, profile, reference, precision, record) -> "Bundle":
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh sibling made by mkdir, so the bundle gets the umask's mode (mkdtemp's would be owner-only 0700)
     tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}"
@@ -137,6 +159,11 @@ def write_bundle(
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+            if old.exists():
+                import warnings
+
+                warnings.warn(f"the replaced bundle could not be removed from {old}; remove it yourself",
+                              RuntimeWarning, stacklevel=4)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -170,13 +197,22 @@ def read_bundle(path: str | Path) -> Bundle:
             f"bundle format version {manifest.get('format_version')!r} is not supported by this edgeinfer "
             f"(reads version {FORMAT_VERSION}); re-export the bundle with this version"
         )
-    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+    try:
+        digest = _manifest_digest(manifest)
+    except ValueError:             # NaN or infinity: never written by export
+        digest = None
+    if manifest.get("manifest_sha256") != digest:
         raise BundleError(f"bundle file {MANIFEST_FILE} in {path} was modified after export (digest mismatch); re-export the bundle")
     for name, expected in manifest.get("files", {}).items():
         file = path / name
         if not file.is_file():
             raise BundleError(f"bundle file {name} is missing from {path}; restore it or re-export the bundle")
-        if sha256_file(file) != expected:
+        try:
+            actual = sha256_file(file)
+        except OSError as err:
+            raise BundleError(f"bundle file {name} in {path} cannot be read ({err.strerror}); give the user that loads "
+                              "the bundle read access to its files") from err
+        if actual != expected:
             raise BundleError(
                 f"bundle file {name} in {path} does not match its recorded sha256 (truncated or tampered); "
                 "restore it or re-export the bundle"
@@ -186,4 +222,5 @@ def read_bundle(path: str | Path) -> Bundle:
         profile = DeviceProfile.from_dict(manifest["device"])
     except (KeyError, ValueError, LookupError) as err:
         raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err
-    return Bundle(path=path, manifest=manifest, schema=schema, profile=profile, reference=Reference.load(path / REFERENCE_FILE))
+    return Bundle(path=path, manifest=manifest, schema=schema, profile=profile,
+                  reference=Reference.load(path / REFERENCE_FILE))

@@ -1,6 +1,7 @@
 """A bundle is verified on load: a tampered, truncated or missing file is refused by name."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -85,6 +86,34 @@ def test_export_refuses_to_overwrite_before_any_work(breast_cancer, bc_bundle):
                   device="raspberry-pi-4", out=bc_bundle)
     assert str(info.value) == (f"{bc_bundle} already exists and is not empty; choose another path or pass "
                                "overwrite=True (CLI: --overwrite)")
+
+
+def test_a_bundle_path_that_cannot_be_written_is_refused_before_any_work(bc_bundle, tmp_path):
+    from edgeinfer.bundle import check_destination
+
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(BundleError) as info:
+        check_destination(tmp_path / "afile" / "sub" / "bundle", overwrite=False)
+    assert str(info.value) == (f"cannot write a bundle at {tmp_path / 'afile' / 'sub' / 'bundle'}: "
+                               f"{tmp_path / 'afile'} is a file, not a directory")
+    shutil.copytree(bc_bundle, tmp_path / "kept")
+    (tmp_path / "kept" / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError) as info:            # overwriting would delete what the user keeps beside it
+        check_destination(tmp_path / "kept", overwrite=True)
+    assert str(info.value) == (f"{tmp_path / 'kept'} holds files that are not the bundle's (notes.txt), which "
+                               "overwriting would delete; move them elsewhere first, or choose another path")
+
+
+def test_a_manifest_edited_to_hold_nan_is_refused_as_modified(bc_bundle, tmp_path):
+    shutil.copytree(bc_bundle, tmp_path / "b")
+    manifest = tmp_path / "b" / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(re.sub(r'"latency_budget_ms": [0-9.]+', '"latency_budget_ms": NaN', text, count=1))
+    assert manifest.read_text() != text
+    with pytest.raises(BundleError) as info:
+        ei.load(tmp_path / "b")
+    assert str(info.value) == (f"bundle file manifest.json in {tmp_path / 'b'} was modified after export (digest "
+                               "mismatch); re-export the bundle")
 
 
 def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path):
