@@ -7,7 +7,7 @@ load is refused, unless the caller asked for a fallback, which is then recorded.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +67,13 @@ class OnnxBackend:
 
     SMALL_BATCH_ROWS = 4096
 
-    def __init__(self, model_path: Path, *, execution: ExecutionInfo, threads: int):
+    def __init__(self, model_path: Path, *, execution: ExecutionInfo, threads: int, fallback: bool = False):
         self.execution = execution
         self._model_path = model_path
         self._session = self._open(model_path, threads)
+        self.execution = _as_running(execution, self._session.get_providers(), fallback=fallback)
         # opened on the first small batch, so a Session that only ever sees large ones holds one copy
-        self._small = None if threads > 1 and execution.provider == CPU else self._session
+        self._small = None if threads > 1 and self.execution.provider == CPU else self._session
         self.calls = 0
         self.rows = 0
 
@@ -84,7 +85,9 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        providers = [self.execution.provider] + ([CPU] if self.execution.provider != CPU else [])
+        usable = [p for p in self.execution.requested if p not in self.execution.unavailable]
+        first = usable.index(self.execution.provider) if self.execution.provider in usable else len(usable)
+        providers = list(dict.fromkeys([self.execution.provider, *usable[first + 1:], CPU]))
         try:
             return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as err:  # ONNX Runtime raises its own untyped errors
@@ -104,6 +107,27 @@ class OnnxBackend:
         self.calls += 1
         self.rows += len(X)
         return out.astype(np.float64, copy=False)
+
+
+def _as_running(execution: ExecutionInfo, running: list[str], *, fallback: bool) -> ExecutionInfo:
+    """The provider ONNX Runtime actually runs on. A provider offered by the build may still fail to start (TensorRT
+    or CUDA libraries missing): ORT then falls back on its own, silently. The next of the profile's providers is
+    recorded as such; the CPU, where the profile does not list it, is refused unless a fallback was asked for."""
+    actual = running[0] if running else CPU
+    if actual == execution.provider:
+        return execution
+    failed = execution.provider
+    if actual in execution.requested:
+        return replace(execution, provider=actual, note=f"{failed} could not start here (its libraries missing?); "
+                                                        f"using {actual}, next in the profile's order")
+    if fallback:
+        return replace(execution, provider=actual, fallback=True,
+                       note=f"fallback asked for: {failed} could not start here, running on {actual}")
+    raise BackendError(
+        f"{failed} is in this ONNX Runtime but could not start here (its libraries missing?), and ONNX Runtime fell "
+        f"back to {actual}, which the device profile does not list; install the provider's libraries (CUDA, cuDNN, "
+        f"TensorRT), or load with fallback=True (CLI: --fallback) to run on {actual}"
+    )
 
 
 def available_providers() -> list[str]:

@@ -46,7 +46,7 @@ class Session:
         self.reference = bundle.reference
         self.profile = profile
         self._backend = OnnxBackend(
-            bundle.model_path, execution=execution, threads=threads or default_threads(profile)
+            bundle.model_path, execution=execution, threads=threads or default_threads(profile), fallback=fallback
         )
 
     # ----- what explainers and front ends read -----------------------------

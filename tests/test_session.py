@@ -142,6 +142,35 @@ def test_missing_gpu_provider_is_refused_not_silently_replaced():
     assert asked.fallback and asked.provider == "CPUExecutionProvider" and asked.kernels == "numpy"
 
 
+def test_a_provider_that_cannot_start_is_refused_or_recorded_never_claimed(bc_bundle):
+    """ONNX Runtime falls back on its own, silently, when a provider it offers cannot start (missing TensorRT or CUDA
+    libraries; here: a CPU build asked for them). The Session says what really runs."""
+    import warnings
+
+    from edgeinfer.backend import ExecutionInfo, OnnxBackend
+
+    model = ei.read_bundle(bc_bundle).model_path
+    gpu_only = ExecutionInfo("TensorrtExecutionProvider", ("TensorrtExecutionProvider", "CUDAExecutionProvider"), (),
+                             False, "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # ONNX Runtime's own warning about the missing provider
+        with pytest.raises(BackendError) as info:
+            OnnxBackend(model, execution=gpu_only, threads=1)
+        assert str(info.value) == (
+            "TensorrtExecutionProvider is in this ONNX Runtime but could not start here (its libraries missing?), and "
+            "ONNX Runtime fell back to CPUExecutionProvider, which the device profile does not list; install the "
+            "provider's libraries (CUDA, cuDNN, TensorRT), or load with fallback=True (CLI: --fallback) to run on "
+            "CPUExecutionProvider")
+        asked = OnnxBackend(model, execution=gpu_only, threads=1, fallback=True).execution
+        assert (asked.provider, asked.fallback, asked.kernels) == ("CPUExecutionProvider", True, "numpy")
+        assert asked.note == "fallback asked for: TensorrtExecutionProvider could not start here, running on CPUExecutionProvider"
+        listed = ExecutionInfo("CUDAExecutionProvider", ("CUDAExecutionProvider", "CPUExecutionProvider"), (), False, "")
+        next_one = OnnxBackend(model, execution=listed, threads=1).execution
+        assert (next_one.provider, next_one.fallback) == ("CPUExecutionProvider", False)
+        assert next_one.note == ("CUDAExecutionProvider could not start here (its libraries missing?); using "
+                                 "CPUExecutionProvider, next in the profile's order")
+
+
 def test_device_must_support_the_bundle_precision(bc_bundle):
     with pytest.raises(DeviceError) as info:
         ei.load(bc_bundle, device="cuda-server-h100")
