@@ -40,21 +40,46 @@ def _rss_mb(field: str) -> float | None:
     return None
 
 
+# Run in a fresh interpreter: in the exporting process, memory freed by earlier work is reused, and a second
+# export in one process measured 0 MB. argv: model path, sample .npy, threads; prints the growth in MB.
+_PEAK_SCRIPT = """
+import sys, numpy as np, onnxruntime as ort
+from edgeinfer.export.budget import _rss_mb
+model, sample, threads = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
+before = _rss_mb("VmRSS") or 0.0
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+options.log_severity_level = 3
+session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+session.run(None, {"%s": np.resize(sample.astype(np.float32), (2048, sample.shape[1]))})
+print(max((_rss_mb("VmHWM") or 0.0) - before, 0.0))
+""" % INPUT_NAME
+
+
+def _peak_memory_mb(model_path: Path, sample: np.ndarray, threads: int) -> float:
+    """RSS growth from loading the model and running a 2048-row batch, in a process of its own."""
+    import subprocess
+    import sys
+
+    from edgeinfer.errors import ExportError
+
+    sample_path = model_path.with_name("budget-sample.npy")
+    np.save(sample_path, sample)
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(model_path), str(sample_path), str(threads)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise ExportError(f"measuring the model's peak memory failed: {done.stderr.strip()[-500:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def check_budget(model_path: Path, profile: DeviceProfile, *, sample: np.ndarray, threads: int) -> BudgetCheck:
     import onnxruntime as ort
 
-    try:  # reset the high-water mark so VmHWM measures this model alone (Linux)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    before = _rss_mb("VmRSS") or 0.0
+    peak = _peak_memory_mb(model_path, sample, threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
-    batch = np.resize(sample.astype(np.float32), (2048, sample.shape[1]))
-    session.run(None, {INPUT_NAME: batch})
-    peak = max((_rss_mb("VmHWM") or 0.0) - before, 0.0)
     row = sample[:1].astype(np.float32)
     for _ in range(20):
         session.run(None, {INPUT_NAME: row})

@@ -148,6 +148,16 @@ def test_a_numpy_agreement_threshold_is_a_number(tmp_path):
     assert report.threshold == 0.99 and type(report.threshold) is float
 
 
+def test_peak_memory_is_measured_alike_for_every_export_of_a_process(breast_cancer, tmp_path):
+    """Measured in a process of its own: in the exporting one, a second export reused freed memory and read 0 MB."""
+    peaks = []
+    for i in range(2):
+        ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
+                  device="raspberry-pi-4", out=tmp_path / f"b{i}")
+        peaks.append(ei.read_bundle(tmp_path / f"b{i}").manifest["budget"]["peak_memory_mb"])
+    assert peaks[0] > 1.0 and peaks[1] == pytest.approx(peaks[0], rel=0.2)
+
+
 def test_wrong_output_width_is_refused(tmp_path):
     schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
     with pytest.raises(ExportError) as info:
