@@ -15,6 +15,8 @@ Alternative values (chosen from the bundle's reference data, so they are
 values the model has seen):
 
 - categorical: every other code of the feature;
+- integer or continuous with at most four distinct values in the reference data
+  (a 0/1 flag): every other of those values;
 - integer or continuous (e.g. age): the reference data is cut at its quartiles
   into up to four groups; the alternatives are the medians of the groups the
   row does not fall in (rounded for an integer feature).
@@ -58,12 +60,13 @@ class _Plan:
     feature: Feature
     proxy_index: np.ndarray          # column indices of its proxies
     proxy_names: tuple[str, ...]
-    edges: np.ndarray                # quartile edges (numeric) or the codes (categorical)
+    edges: np.ndarray                # quartile edges (numeric), or the codes or values of the groups (by_value)
     values: np.ndarray               # (G,) the alternative value of each group; NaN for an empty group
     typical: np.ndarray              # (G, P) typical proxy values in each group; NaN where the group is empty
+    by_value: bool = False           # a group per code or value, not quartile groups
 
     def group_of(self, value: float) -> int:
-        if self.feature.kind == "categorical":
+        if self.by_value:
             hits = np.flatnonzero(self.edges == value)
             return int(hits[0]) if hits.size else -1
         return int(np.searchsorted(self.edges, value, side="right"))
@@ -189,10 +192,12 @@ def _plan(schema: FeatureSchema, R: np.ndarray, name: str, proxies: tuple[Proxy,
     names = tuple(p.feature for p in proxies if p.protected == name)
     proxy_index = np.array([schema.index(p) for p in names], dtype=np.int64)
     column = R[:, j]
-    if feature.kind == "categorical":
-        edges = np.array(feature.codes)
+    distinct = np.unique(column)
+    by_value = feature.kind == "categorical" or len(distinct) <= 4   # quartiles of a 0/1 flag would be one group
+    if by_value:
+        edges = np.array(feature.codes) if feature.kind == "categorical" else distinct
         members = [column == code for code in edges]
-        values = edges.copy()
+        values = edges.astype(np.float64)
     else:
         # quartile groups; a group without reference rows (tied quartiles) gets value NaN and is skipped
         edges = np.unique(np.quantile(column, [0.25, 0.5, 0.75]))
@@ -203,7 +208,7 @@ def _plan(schema: FeatureSchema, R: np.ndarray, name: str, proxies: tuple[Proxy,
     for g, mask in enumerate(members):
         if mask.any():
             typical[g] = [_typical(schema.features[k], R[mask, k]) for k in proxy_index]
-    return _Plan(j, feature, proxy_index, names, edges, values, typical)
+    return _Plan(j, feature, proxy_index, names, edges, values, typical, by_value)
 
 
 def _typical(feature: Feature, values: np.ndarray) -> float:

@@ -223,6 +223,20 @@ def test_small_dependence_below_and_above_tolerance():
     )
 
 
+def test_a_rare_0_1_flag_of_integer_kind_is_flipped_to_its_other_value():
+    """With 15 % ones, all three quartiles are 0: quartile groups would hold every row, leaving nothing to test."""
+    flag = Feature("minority", kind="integer", low=0, high=1, protected=True, mutable=False)
+    schema = FeatureSchema(features=(Feature("income", low=0, high=10), flag), classes=("rejected", "approved"))
+    rng = np.random.default_rng(0)
+    X_ref = np.column_stack([rng.uniform(0, 10, 400), (rng.random(400) < 0.15).astype(float)])
+    model = LinearPredictor([1.0, -6.0], -5.0, schema, X_ref)
+    rows = np.array([[8.0, 1.0], [8.0, 0.0]])
+    out = explain_bias(model, rows, labels=model.predict_proba(rows).argmax(axis=1), proxies=())
+    assert [[(f.to_value, f.flipped) for f in e.flips] for e in out] == [[(0.0, True)], [(1.0, True)]]
+    assert [e.verdict for e in out] == ["the decision flips if minority were 0", "the decision flips if minority were 1"]
+    assert all(e.depends and e.depends_on == ("minority",) for e in out)
+
+
 def test_all_flips_of_all_rows_in_one_batched_call():
     model = LinearPredictor([1.0, 0.3, 1.0], -2.0, SCHEMA, X_REF)
     rows = X_REF[:25]
