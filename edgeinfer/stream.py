@@ -858,13 +858,22 @@ class _BiasMonitor:
         for name in schema.protected:
             j = schema.index(name)
             f = schema.features[j]
-            split = None if f.kind == "categorical" else float(reference.median[j])
+            column = reference.X[:, j]
+            # a group per value for a category or a feature of few values (a 0/1 flag: its median would put every
+            # row on one side); else two groups at the median, split so that the reference fills both
+            split = None
+            if f.kind != "categorical" and len(np.unique(column)) > 4:
+                median = float(reference.median[j])
+                split = (median, bool((column < median).any()))
             self.features.append((j, f, split, RollingFairness(window=window, sensitive_feature=name)))
 
     def group(self, f, split, value: float) -> str:
         if split is None:
             return f.label(value)
-        return f"{f.name} < {_fmt(split)}" if value < split else f"{f.name} >= {_fmt(split)}"
+        median, below = split
+        if below:
+            return f"{f.name} < {_fmt(median)}" if value < median else f"{f.name} >= {_fmt(median)}"
+        return f"{f.name} <= {_fmt(median)}" if value <= median else f"{f.name} > {_fmt(median)}"
 
     def observe(self, index: int, row: np.ndarray, proba: np.ndarray) -> list[dict]:
         alerts = []

@@ -406,6 +406,26 @@ def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
     assert "alerts   21" in result.stderr
 
 
+def test_the_bias_monitor_keeps_a_rare_flag_and_a_lopsided_feature_in_two_groups():
+    """A 0/1 flag with most rows 0 has median 0: 'flag < 0' is empty and every window fell in 'flag >= 0'."""
+    from edgeinfer.reference import Reference
+    from edgeinfer.stream import _BiasMonitor
+
+    schema = FeatureSchema(
+        (Feature("flag", kind="integer", low=0, high=1, protected=True),
+         Feature("dose", low=0, high=10, protected=True)),
+        ("denied", "approved"), favourable="approved")
+    rng = np.random.default_rng(0)
+    dose = np.where(rng.random(400) < 0.6, 0.0, rng.uniform(0, 10, 400))     # most rows at the lowest dose
+    X = np.column_stack([(rng.random(400) < 0.3).astype(float), dose])
+    monitor = _BiasMonitor(schema, Reference.from_data(X, np.zeros(400, dtype=np.int64)), window=500)
+    for i, row in enumerate(X):
+        monitor.observe(i, row, np.array([0.2, 0.8]))
+    groups = {m.sensitive_feature: {g.group: g.count for g in m.snapshot().by_group} for *_, m in monitor.features}
+    assert groups["flag"] == {"0": int((X[:, 0] == 0).sum()), "1": int((X[:, 0] == 1).sum())}
+    assert groups["dose"] == {"dose <= 0": int((dose == 0).sum()), "dose > 0": int((dose > 0).sum())}
+
+
 # ----- signals and growing files ------------------------------------------------------------------
 def _cli() -> list[str]:
     return [sys.executable, "-c", "from edgeinfer.cli import main; main()"]
