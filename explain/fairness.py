@@ -307,6 +307,14 @@ def _bootstrap(
     return out
 
 
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:          # NaN
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")     # pandas.NA, pandas.NaT
+
+
 def _check(y_true, y_pred, sensitive, y_prob):
     arrays = {"y_true": np.asarray(y_true), "y_pred": np.asarray(y_pred), "sensitive": np.asarray(sensitive)}
     if y_prob is not None:
@@ -337,6 +345,14 @@ def _check(y_true, y_pred, sensitive, y_prob):
     groups = arrays["sensitive"]
     if groups.dtype.kind == "f" and not np.isfinite(groups).all():
         raise InputError("sensitive has missing values (NaN); give every decision a group")
+    if groups.dtype.kind in "OUS":
+        # None, NaN, pandas' NA are no group of their own (Fairlearn refuses them too); read before NumPy turns a
+        # NaN among strings into the string 'nan'
+        given = sensitive.tolist() if hasattr(sensitive, "tolist") else list(sensitive)
+        missing = next((i for i, g in enumerate(given) if _is_missing(g)), None)
+        if missing is not None:
+            raise InputError(f"sensitive has missing values ({given[missing]!r} at position {missing}); give every "
+                             "decision a group")
     if groups.dtype.kind == "O":
         groups = groups.astype(str)
     prob = None

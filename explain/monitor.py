@@ -23,6 +23,7 @@ None and is left out of the differences.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -102,14 +103,16 @@ class RollingFairness:
         min_group_size: int = 30,
         min_labelled: int = 30,
     ):
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        # numbers.Integral and numbers.Real take NumPy's scalars too
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
             raise InputError(f"window must be a whole number of decisions >= 1, got {window!r}")
         for name, value in (("alert_dp_difference", alert_dp_difference), ("alert_eo_difference", alert_eo_difference)):
-            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            if value is not None and not (isinstance(value, numbers.Real) and 0.0 <= value <= 1.0):
                 raise InputError(f"{name} must be a difference in [0, 1], or None for no alert, got {value!r}")
         for name, value in (("min_group_size", min_group_size), ("min_labelled", min_labelled)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+        window, min_group_size, min_labelled = int(window), int(min_group_size), int(min_labelled)
         self.window = window
         self.sensitive_feature = str(sensitive_feature)
         self.alert_dp_difference = alert_dp_difference
@@ -130,7 +133,7 @@ class RollingFairness:
             raise InputError(f"decision {decision_id!r} has no {self.sensitive_feature} group; give every decision one")
         y_pred = _binary("y_pred", y_pred, decision_id)
         if y_prob is not None:
-            if isinstance(y_prob, bool) or not isinstance(y_prob, (int, float)) or not 0.0 <= float(y_prob) <= 1.0:
+            if isinstance(y_prob, bool) or not isinstance(y_prob, numbers.Real) or not 0.0 <= float(y_prob) <= 1.0:
                 raise InputError(f"decision {decision_id!r}: y_prob must be a probability in [0, 1], got {y_prob!r}")
             y_prob = float(y_prob)
         if len(self._entries) == self.window:

@@ -131,6 +131,10 @@ def test_bad_group_input_is_refused_with_exact_messages(decided):
     assert str(err.value) == (
         f"y_pred must hold 0/1 labels (1 = positive outcome), got 2 at position {first}; map class names to 0/1 first"
     )
+    for missing in (None, np.nan):        # no group of their own (NumPy would make NaN among strings 'nan')
+        with pytest.raises(InputError) as err:
+            GroupFairness(y_true=[1, 0, 1], y_pred=[1, 0, 0], sensitive=["F", missing, "M"])
+        assert str(err.value) == f"sensitive has missing values ({missing!r} at position 1); give every decision a group"
 
 
 # ----- the rolling monitor ------------------------------------------------------------
@@ -205,6 +209,12 @@ def test_equalized_odds_alert_from_late_labels():
     snap = m.snapshot()
     assert snap.equalized_odds_difference == 0.5
     assert [(a.metric, a.value, a.high_group, a.low_group) for a in snap.alerts] == [(EO, 0.5, "a", "b")]
+
+
+def test_numpy_scalars_are_numbers_to_the_monitor():
+    m = RollingFairness(window=np.int64(3), sensitive_feature="sex", min_group_size=np.int32(1))
+    m.observe("d1", "a", np.int64(1), y_prob=np.float32(0.8))
+    assert m.snapshot().window == 3 and m.snapshot().decisions == 1
 
 
 def test_bad_stream_input_is_refused_with_exact_messages():
