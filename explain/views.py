@@ -169,6 +169,9 @@ def load_templates(path: str | Path) -> Templates:
         raw = toml.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as err:
         raise ExplainError(f"cannot read stakeholder template file {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ExplainError(f"stakeholder template file {path} is not UTF-8 text (byte {err.start}); save it as "
+                           "UTF-8") from err
     except toml.TOMLDecodeError as err:
         raise ExplainError(f"stakeholder template file {path} is not valid TOML: {err}") from err
     where = f"template file {path}"

@@ -425,6 +425,11 @@ def test_unreadable_or_invalid_toml_is_refused(tmp_path):
     bad.write_text("[view\n")
     with pytest.raises(ExplainError, match=r"stakeholder template file .*bad\.toml is not valid TOML"):
         views.load_templates(bad)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('name = "résumé"\nextends = "clinician"\n'.encode("latin-1"))
+    with pytest.raises(ExplainError) as err:
+        views.load_templates(latin1)
+    assert str(err.value) == f"stakeholder template file {latin1} is not UTF-8 text (byte 9); save it as UTF-8"
 
 
 def test_templates_must_match_the_stakeholder_named(schema):
