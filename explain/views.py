@@ -632,11 +632,11 @@ class _View:
             return name
         return f.lay if self.s.wording == "lay" else f.clinical
 
-    def value(self, name: str, value: float, unit: str = "") -> str:
+    def value(self, name: str, value: float, unit: str = "", *, digits: int | None = None) -> str:
         f = self.feature(name)
         if f is not None and f.kind == "categorical":
             return f.label(value)
-        text = _number(value, self.s.digits, integer=f is not None and f.kind == "integer")
+        text = _number(value, digits or self.s.digits, integer=f is not None and f.kind == "integer")
         unit = f.unit if f is not None else unit
         return f"{text} {unit}" if unit and self.s.units else text
 
@@ -756,9 +756,14 @@ class _View:
             else:
                 verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
                 by = self.value(ch.feature, abs(ch.to_value - ch.from_value), ch.unit)
+            digits = self.s.digits        # as many more as it takes for the two values to read differently
+            while (self.value(ch.feature, ch.from_value, ch.unit, digits=digits)
+                   == self.value(ch.feature, ch.to_value, ch.unit, digits=digits) and digits < 12):
+                digits += 1
             changes.append(self.fill(
-                "change", feature=self.words_for(ch.feature), from_value=self.value(ch.feature, ch.from_value, ch.unit),
-                to_value=self.value(ch.feature, ch.to_value, ch.unit), by=by, verb=verb,
+                "change", feature=self.words_for(ch.feature),
+                from_value=self.value(ch.feature, ch.from_value, ch.unit, digits=digits),
+                to_value=self.value(ch.feature, ch.to_value, ch.unit, digits=digits), by=by, verb=verb,
             ))
         try:
             p = cf.probabilities[self.e.decision.classes.index(cf.class_name)]

@@ -194,6 +194,17 @@ def test_patient_text_is_plain_and_readable(schema, fk, p, depends):
     assert "Lower your blood sugar from 187 mg/dL to 150 mg/dL." in text
 
 
+def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
+    """The patient view shows 2 significant digits: 24.2 -> 23.64 read 'from 24 kg/m² to 24 kg/m²'."""
+    expl = _explanation(schema, cf_changes=((("bmi", 23.64),),))
+    expl = dataclasses.replace(expl, instance={**expl.instance, "bmi": 24.2})
+    cfs = expl.counterfactuals
+    item = dataclasses.replace(cfs.items[0], changes=(FeatureChange("bmi", 24.2, 23.64, "kg/m²"),))
+    expl = dataclasses.replace(expl, counterfactuals=dataclasses.replace(cfs, items=(item,)))
+    assert "Lower your body weight for height (BMI) from 24.2 kg/m² to 23.6 kg/m²." in views.render(
+        expl, schema, stakeholder="patient")
+
+
 def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
     # The search's first counterfactual changes sex and age; only the second is actionable.
     expl = _explanation(schema, cf_changes=((("sex", 1.0), ("age", 40.0)), (("bmi", 26.0),)))
