@@ -63,7 +63,8 @@ def attribute(
     probability is explained (default: the class the model predicts for the row).
     baseline: "median" (the reference median) or "reference" (interventional, over
     reference rows). samples: permutations for the estimator (rounded up to an even
-    number; also the number of reference rows used is samples // 2). seed: fixes the
+    number; also the number of reference rows used is samples // 2; with fewer reference rows
+    than that, rounded up so that each row starts as many permutations). seed: fixes the
     permutations and the reference rows drawn.
     """
     schema = model.schema
@@ -83,6 +84,10 @@ def attribute(
 
     n, m = len(X), len(bases)
     exact = n_features <= EXACT_MAX_FEATURES and (1 << n_features) * m <= EXACT_MAX_EVALUATIONS
+    if not exact and (samples // 2) % m:
+        # fewer reference rows than permutation pairs: as many pairs from each row, or the rows would weigh
+        # unequally against the base value (the mean over the rows) and the sum would miss the prediction
+        samples = 2 * m * -(-(samples // 2) // m)
     plan = _plan(n_features, samples, m, rng, exact)
 
     # One batch: the baseline rows once, then for every instance its coalition rows.

@@ -80,13 +80,15 @@ def test_linear_output_gets_w_times_distance_from_median(n_features, weights):
     assert result[0].method == (METHOD_EXACT if n_features == 6 else f"{METHOD_PERMUTATION} (4 permutations)")
 
 
+@pytest.mark.parametrize("samples", [16, 20, 64])
 @pytest.mark.parametrize("n_features, weights", [(6, W6), (30, W30)], ids=["exact", "permutation"])
-def test_linear_output_against_reference_rows_gets_w_times_distance_from_their_mean(n_features, weights):
+def test_linear_output_against_reference_rows_gets_w_times_distance_from_their_mean(n_features, weights, samples):
     ref = np.random.default_rng(3).normal(size=(8, n_features))
     model = FnPredictor(lambda X: 0.5 + 0.01 * (X @ weights), n_features, reference=ref)
     X = np.random.default_rng(1).normal(size=(3, n_features))
-    # samples // 2 >= 8: every reference row is used, so the interventional baseline is their mean.
-    result = attribute(model, X, targets=np.ones(3, dtype=np.int64), baseline="reference", samples=16)
+    # samples // 2 >= 8: every reference row is used, so the interventional baseline is their mean; 10 or 32
+    # permutation pairs from 8 rows: each row must start as many pairs, or the rows weigh unequally
+    result = attribute(model, X, targets=np.ones(3, dtype=np.int64), baseline="reference", samples=samples)
     for x, a in zip(X, result):
         np.testing.assert_allclose(contributions(a), 0.01 * weights * (x - ref.mean(axis=0)), atol=1e-12)
         assert a.base_value == pytest.approx(0.5 + 0.01 * weights @ ref.mean(axis=0), abs=1e-12)
