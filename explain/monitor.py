@@ -7,8 +7,9 @@
     for alert in snap.alerts: ...
 
 Only the last `window` decisions are kept (a deque; memory is bounded by the
-window). A label for a decision that has already left the window is dropped and
-counted (`labels_dropped`). Per-group counters are updated on every call, so a
+window). A label for a decision not in the window (it has left, or was never
+observed: a label cannot wait for its decision) is dropped and counted
+(`labels_dropped`). Per-group counters are updated on every call, so a
 snapshot costs O(groups), not O(window).
 
 Alerts are raised when a difference exceeds its threshold (strictly greater),
@@ -68,7 +69,7 @@ class RollingSnapshot:
     decisions: int                        # in the window now
     labelled: int                         # of those, with a label
     observed: int                         # decisions seen since the monitor started
-    labels_dropped: int                   # labels that arrived after their decision left the window
+    labels_dropped: int                   # labels for decisions not in the window (left it, or never observed)
     by_group: tuple[GroupWindow, ...]
     demographic_parity_difference: float | None   # None: fewer than two groups with min_group_size decisions
     equalized_odds_difference: float | None       # None: fewer than two groups with min_labelled labels
@@ -150,7 +151,8 @@ class RollingFairness:
         self._observed += 1
 
     def label(self, decision_id: Hashable, y_true: int) -> bool:
-        """Record the true outcome of a decision. False (and counted) when it has left the window.
+        """Record the true outcome of a decision. False (and counted) when it is not in the window: it has left,
+        or was never observed.
 
         Labelling a decision again replaces its label (a correction).
         """
