@@ -495,6 +495,13 @@ class RowParser:
         elif fmt != "jsonl":
             raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
 
+    def names_columns(self, text: str) -> bool:
+        """Whether a CSV line is a header (it names the timestamp column or a channel)."""
+        if self.header_line is None:
+            return False
+        fields = csv_fields(text)
+        return isinstance(fields, list) and any(f.strip() in (self.timestamp, *self.channels) for f in fields)
+
     def parse(self, block: list[tuple[int, str]]) -> Parsed:
         if self.fmt == "csv":
             return self._csv(block)
@@ -1075,7 +1082,13 @@ def stream(
                         os.write(wake_fds[1], b"\0")
                     except BlockingIOError:             # full: a wake-up is already waiting
                         pass
-    source_lines.on_rotate = lambda text: reporter.problem("rotated", source_lines.line_no + 1, text)
+    rotated = [False]                    # the next block starts a new file: it may bring a header of its own
+
+    def on_rotate(text: str) -> None:
+        reporter.problem("rotated", source_lines.line_no + 1, text)
+        rotated[0] = True
+
+    source_lines.on_rotate = on_rotate
     # Explaining allocates a few hundred objects per window; each full collection would walk every object the
     # process already holds (tens of thousands, hundreds of thousands with torch loaded): up to 0.7 ms per window.
     # They are set aside for the stream's length (gc.freeze) and handed back at the end.
@@ -1089,10 +1102,12 @@ def stream(
                 if not block:
                     continue
                 read_at = time.perf_counter()
-                if parser is None:
+                if parser is None or (rotated[0] and parser.names_columns(block[0][1])):
+                    # a rotated file's header is read anew: its columns may come in another order
                     parser = RowParser(spec, timestamp, options.fmt, block[0])
                     if parser.header_line is not None:
                         block = block[1:]
+                rotated[0] = False
                 if not block:
                     continue
                 counts["read"] += len(block)
