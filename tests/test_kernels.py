@@ -63,6 +63,7 @@ def _project_case(rng, n, F):
     lows[0], highs[0] = -np.inf, np.inf  # an unbounded feature
     candidates = rng.normal(size=(n, F)) * 3
     candidates[: n // 2, 1 % F] = np.round(candidates[: n // 2, 1 % F]) + 0.5  # exact halves: round-half-even
+    candidates[: (n + 2) // 3, 2 % F] = -rng.random((n + 2) // 3) * 0.99  # in (-1, 0): rounds to a zero of some sign
     return {
         "candidates": candidates, "x": rng.normal(size=F), "lows": lows, "highs": highs,
         "frozen": rng.random(F) < 0.2, "direction": rng.integers(-1, 2, F), "integer": rng.random(F) < 0.5,
@@ -158,6 +159,8 @@ def test_project_matches_numpy_exactly(parity, name):
     expected = _numpy(name, cases[name])
     assert got[name].shape == expected.shape, f"seed {SEED}"
     np.testing.assert_array_equal(got[name], expected, err_msg=f"seed {SEED}, case {name}")
+    # the sign of a zero too (it reaches the Explanation JSON as -0.0 or 0.0)
+    np.testing.assert_array_equal(np.signbit(got[name]), np.signbit(expected), err_msg=f"seed {SEED}, case {name}")
 
 
 @pytest.mark.parametrize("name", ["l1-small", "l1-one-row", "l1-wide", "l1-per-row"])

@@ -32,7 +32,8 @@ def project(
     if integer.any():
         up, down, ints = direction[integer] > 0, direction[integer] < 0, out[:, integer]
         rounded = np.where(up, np.ceil(ints), np.where(down, np.floor(ints), np.round(ints)))
-        out[:, integer] = np.clip(rounded, np.ceil(lows[integer]), np.floor(highs[integer]))
+        # + 0.0: a value rounded up or down to zero from below is -0.0 in NumPy, 0.0 in the Triton kernel
+        out[:, integer] = np.clip(rounded, np.ceil(lows[integer]), np.floor(highs[integer])) + 0.0
     if frozen.any():
         out[:, frozen] = x[:, frozen]
     return out

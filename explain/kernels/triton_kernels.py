@@ -52,7 +52,7 @@ def _project_kernel(cand, x, lows, highs, frozen, direction, integer, out, total
     odd = (fl - 2.0 * tl.floor(fl * 0.5)) != 0.0
     half_even = tl.where(frac > 0.5, fl + 1.0, tl.where(frac < 0.5, fl, tl.where(odd, fl + 1.0, fl)))
     rounded = tl.where(dr > 0, tl.ceil(v), tl.where(dr < 0, fl, half_even))
-    rounded = tl.minimum(tl.maximum(rounded, tl.ceil(lo)), tl.floor(hi))
+    rounded = tl.minimum(tl.maximum(rounded, tl.ceil(lo)), tl.floor(hi)) + 0.0   # a zero from below is 0.0, as NumPy's
     v = tl.where(it != 0, rounded, v)
     v = tl.where(fz != 0, xv, v)
     tl.store(out + offs, v, mask=inside)
