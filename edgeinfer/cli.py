@@ -7,6 +7,7 @@ stdout; messages and progress to stderr.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from typing import Any
@@ -199,9 +200,23 @@ def _read_table(path: str, schema, label_column: str | None):
     from edgeinfer.errors import InputError
     from edgeinfer.rows import BadRow, open_input, read_rows
 
+    def check_header(header: list[str]) -> None:      # a CSV's columns, refused once at the header (line 1)
+        unknown = [h for h in header if h not in schema.names and h != label_column]
+        try:
+            schema.check_columns([h for h in header if h != label_column])
+        except InputError as err:
+            hint = (f"; if column {unknown[0]!r} holds the true class, pass --label-column {unknown[0]!r}"
+                    if label_column is None and len(unknown) == 1 else "")
+            raise InputError(f"{err}{hint}") from None
+
     rows, labels, lines = [], [], []
     with open_input(path) as stream:
-        for item in read_rows(stream):
+        items = read_rows(stream, check_header=check_header)
+        try:
+            first = next(items, None)          # the header is checked here, before any row
+        except InputError as err:
+            raise InputError(f"{path} {err}" if str(err).startswith("line ") else f"{path}: {err}") from None
+        for item in itertools.chain([first] if first is not None else [], items):
             if isinstance(item, BadRow):
                 raise InputError(f"{path} line {item.line}: {item.reason}")
             values = dict(item.values)

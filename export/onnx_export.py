@@ -96,7 +96,8 @@ def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
             width = model(torch.zeros(2, n_features)).shape[-1]
         except Exception as err:
             hint = ""
-            if isinstance(model, _Program) and _accepts(model, torch.zeros(1, n_features)):
+            fixed = "size()[0]" in str(err) or _accepts(model, torch.zeros(1, n_features))   # the batch is fixed
+            if isinstance(model, _Program) and fixed:
                 hint = ("; a .pt2 program must take any batch size: export it with "
                         "dynamic_shapes=({0: torch.export.Dim('batch')},)")
             raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}{hint}") from err

@@ -182,7 +182,7 @@ def test_explain_all_good_rows_exits_zero(diabetes_bundle, rows_file, tmp_path):
 
 def test_export_from_the_command_line(diabetes, tmp_path):
     """A torch.export program with a dynamic batch, a JSON schema and a CSV with a label column -> a bundle that
-    decides like the float model; a program fixed to batch 1 is refused with the reason."""
+    decides like the float model; a program fixed to a batch of 4 is refused with the reason."""
     import csv
 
     torch = pytest.importorskip("torch")
@@ -192,7 +192,7 @@ def test_export_from_the_command_line(diabetes, tmp_path):
     example = (torch.zeros(2, diabetes.X_train.shape[1]),)
     torch.export.save(torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch")},)),
                       tmp_path / "model.pt2")
-    torch.export.save(torch.export.export(model, (torch.zeros(1, diabetes.X_train.shape[1]),)), tmp_path / "one.pt2")
+    torch.export.save(torch.export.export(model, (torch.zeros(4, diabetes.X_train.shape[1]),)), tmp_path / "one.pt2")
     (tmp_path / "schema.json").write_text(json.dumps(diabetes.schema.to_dict()))
     with open(tmp_path / "calibration.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -236,9 +236,9 @@ def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {path} line 2: unknown feature 'outcome'; known features: age, sex, bmi, bp, "
-                             "s1, s2, … (10 in all); if column 'outcome' holds the true class, pass --label-column "
-                             "'outcome'\n")
+    assert result.stderr == (f"error: {path} line 1 (the header): unknown feature 'outcome'; known features: age, "
+                             "sex, bmi, bp, s1, s2, … (10 in all); if column 'outcome' holds the true class, pass "
+                             "--label-column 'outcome'\n")
     result = CliRunner().invoke(main, [*args, "--label-column", "outcome"])
     assert result.exit_code == 1
     assert result.stderr == (f"error: {path}: 1 of 30 rows are outside the schema, first at line 22: feature 'bmi' "
