@@ -628,8 +628,6 @@ def test_cli_serve_stopped_while_starting_leaves_nothing_behind(bc_bundle):
     import time
 
     http, grpc, metrics = _free_ports(3)
-    cache = os.path.expanduser("~/.cache/pytriton")
-    before = set(os.listdir(cache)) if os.path.isdir(cache) else set()
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
