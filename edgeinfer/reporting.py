@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,10 +162,11 @@ def _window(record: Mapping[str, Any], n: int) -> Window:
     if not isinstance(alerts, list):
         raise InputError(f"record {n}: 'alerts' must be a list, got {type(alerts).__name__}")
     index = window.get("index", n - 1)
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise InputError(f"record {n}: window index must be a whole number >= 0, got {json.dumps(index)[:40]}")
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
+        raise InputError(f"record {n}: window index must be a whole number >= 0, got "
+                         f"{_json(index)}")
     return Window(
-        index=index,
+        index=int(index),
         start=_number(window.get("start"), f"record {n}: window start", optional=True),
         end=_number(window.get("end"), f"record {n}: window end", optional=True),
         rows=window.get("rows"),
@@ -175,18 +177,28 @@ def _window(record: Mapping[str, Any], n: int) -> Window:
     )
 
 
+def _json(value: Any) -> str:
+    """A refused record value as it reads in JSON (NumPy's numbers too), cut short."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return json.dumps(float(value))
+    return json.dumps(value, default=repr)[:40]
+
+
 def _number(value: Any, what: str, *, low: float = -math.inf, high: float = math.inf, optional: bool = False):
     """A finite number within [low, high] from a record (None where optional), or an InputError naming it."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{what} must be a number, got {json.dumps(value)[:40]}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):     # NumPy's numbers too
+        raise InputError(f"{what} must be a number, got {_json(value)}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not (low <= number <= high):        # NaN fails too
-        raise InputError(f"{what} must be a finite number in [{low:g}, {high:g}], got {json.dumps(value)[:40]}")
+        raise InputError(f"{what} must be a finite number in [{low:g}, {high:g}], got "
+                         f"{_json(value)}")
     return number
 
 

@@ -375,6 +375,9 @@ def test_a_malformed_window_record_is_refused_naming_the_field(tmp_path, change,
     record = {"window": {"index": 3, "start": 0.0, "end": 2.0, "rows": 20},
               "decision": {"class_name": "Walking", "probabilities": {"Walking": 0.9, "Running": 0.1}}}
     ei.report([record], out=tmp_path / "ok.html")
+    numpy_made = {"window": {"index": np.int64(3), "start": np.float32(0.0), "end": 2.0, "rows": 20},
+                  "decision": {"class_name": "Walking", "probabilities": {"Walking": np.float32(0.9), "Running": 0.1}}}
+    ei.report([numpy_made], out=tmp_path / "ok.html")      # a caller's NumPy numbers are numbers
     change(record)
     with pytest.raises(InputError) as err:
         ei.report([record], out=tmp_path / "r.html")
