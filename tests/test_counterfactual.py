@@ -269,12 +269,14 @@ def test_bad_feature_names_and_ranges(linear_session):
                               "rows with the schema first")
 
 
+# a number and a categorical whose codes leave gaps (0, 2, 4)
+GAPPED = FeatureSchema(
+    features=(Feature("a", low=0, high=10), Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
+    classes=("no", "yes"))
+
+
 def test_a_permitted_range_between_the_codes_of_a_categorical_is_refused(linear_session):
-    schema = FeatureSchema(
-        features=(Feature("a", low=0, high=10),
-                  Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
-        classes=("no", "yes"))
-    session = linear_session([1.0, 1.0], -9.0, schema)
+    session = linear_session([1.0, 1.0], -9.0, GAPPED)
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, np.array([[1.0, 0.0]]), permitted_range={"c": (0.5, 1.5)})
     assert str(err.value) == ("permitted_range for 'c' [0.5, 1.5] contains none of its codes ('x' (0), 'y' (2), "
@@ -282,11 +284,7 @@ def test_a_permitted_range_between_the_codes_of_a_categorical_is_refused(linear_
 
 
 def test_a_categorical_permitted_range_may_list_categories_as_dice_does(linear_session):
-    schema = FeatureSchema(
-        features=(Feature("a", low=0, high=10),
-                  Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
-        classes=("no", "yes"))
-    session = linear_session([0.1, 1.0], -3.5, schema)           # yes: c = 4 (z); no needs c <= 2 or a lower a
+    session = linear_session([0.1, 1.0], -3.5, GAPPED)           # yes: c = 4 (z); no needs c <= 2 or a lower a
     x = np.array([[1.0, 4.0]])
     by_names = find_counterfactuals(session, x, permitted_range={"c": ["y", "x"]}, features_to_vary=["c"])[0]
     by_codes = find_counterfactuals(session, x, permitted_range={"c": (0, 2)}, features_to_vary=["c"])[0]
