@@ -271,7 +271,8 @@ def test_bad_feature_names_and_ranges(linear_session):
 
 # a number and a categorical whose codes leave gaps (0, 2, 4)
 GAPPED = FeatureSchema(
-    features=(Feature("a", low=0, high=10), Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
+    features=(Feature("a", low=0, high=10),
+              Feature("c", kind="categorical", categories=("x", "y", "z"), codes=(0, 2, 4))),
     classes=("no", "yes"))
 
 
