@@ -8,6 +8,7 @@ attribution baselines, bias checks). Only plain arrays: np.load(allow_pickle=Fal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,10 @@ class Reference:
         if missing:
             raise BundleError(f"reference data {path} lacks {', '.join(sorted(missing))}; re-export the bundle")
         return cls(**arrays)
+
+    @cached_property
+    def by_feature(self) -> np.ndarray:
+        """(F, n): X with each feature's values contiguous, the layout the nearest-neighbour kernel reads.
+        Its transpose `by_feature.T` is X itself (same values, same shape), and the kernel reads it without a
+        copy."""
+        return np.ascontiguousarray(self.X.T)

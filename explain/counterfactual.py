@@ -967,7 +967,7 @@ class _Search:
         target = self.t_class[rows]
         for c in np.unique(target):
             sel = target == c
-            out[sel] = self.kern.knn_agreement(values[sel], ref.X, self.space.scale, np.asarray(ref.predicted),
+            out[sel] = self.kern.knn_agreement(values[sel], ref.by_feature.T, self.space.scale, np.asarray(ref.predicted),
                                                int(c), self.neighbours)
         return out
 

@@ -307,7 +307,7 @@ class OneRowSearch(_Search):
         if len(values) == 0:
             return np.zeros(0)
         ref = self.reference
-        return self.kern.knn_agreement(values, ref.X, self.space.scale, np.asarray(ref.predicted),
+        return self.kern.knn_agreement(values, ref.by_feature.T, self.space.scale, np.asarray(ref.predicted),
                                        int(self.t_class[0]), self.neighbours)
 
 

@@ -96,7 +96,7 @@ class PlausibleSearch(_Search):
             for cls in np.unique(predicted):
                 rows = predicted == cls
                 # each row is its own nearest neighbour: k + 1 neighbours, itself taken out of the count
-                with_self = self.kern.knn_agreement(ref.X[rows], ref.X, self.space.scale, predicted, int(cls),
+                with_self = self.kern.knn_agreement(ref.X[rows], ref.by_feature.T, self.space.scale, predicted, int(cls),
                                                     min(k + 1, len(ref.X)))
                 share[rows] = (with_self * min(k + 1, len(ref.X)) - 1) / max(min(k, len(ref.X) - 1), 1)
             hit = _TYPICAL[key] = (ref, share)
