@@ -12,12 +12,14 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeinfer.errors import InputError, SchemaError
+from edgeinfer.rows import decimal
 
 KINDS = ("continuous", "integer", "categorical")
 MONOTONE = ("any", "increase", "decrease")
@@ -63,6 +65,16 @@ class Feature:
                 repeated = sorted({str(_num(v) if what == "codes" else v) for v in values if values.count(v) > 1})
                 if repeated:
                     raise SchemaError(f"{where}: {what} must be unique; repeated: {', '.join(repeated)}")
+            for name, code in zip(self.categories, self.codes):
+                # a CSV cell, an array or a data frame carries numbers: there the name would mean another code
+                with_number = _as_number(str(name))
+                if with_number is not None and with_number != code:
+                    raise SchemaError(
+                        f"{where}: category {str(name)!r} reads as the number {_num(with_number)}, but its code is "
+                        f"{_num(code)}, so a value {str(name).strip()} in a CSV file or an array would mean another "
+                        f"category; name the categories so that they do not read as numbers (e.g. 'group "
+                        f"{str(name).strip()}'), or make each such name its own code"
+                    )
             object.__setattr__(self, "low", min(self.codes))
             object.__setattr__(self, "high", max(self.codes))
         elif self.categories or self.codes:
@@ -99,13 +111,25 @@ class Feature:
         return f"{_num(value)}{unit}"
 
     def code_of(self, value: Any) -> float:
-        """Turn a mapping value (a number or, for categoricals, a category name) into the model's number."""
-        if self.kind == "categorical" and isinstance(value, str):
-            if value in self.categories:
+        """Turn a cell into the model's number: a number, text that reads as one (as in a CSV file), or for a
+        categorical feature a category name. A value equal to a bound's nearest float32 (or float16) in that
+        precision is the bound: a bound sent in lower precision may lie just outside it."""
+        if isinstance(value, str):
+            if self.kind == "categorical" and value in self.categories:
                 return self.codes[self.categories.index(value)]
-            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
+            number = _as_number(value) if len(value) <= SHOWN else None
+            if number is not None:
+                return number
+            got = "an empty value; fill it in" if not value.strip() else _shown(value)
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {got}")
+        if value is None:
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got no value; fill it in")
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
+        if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+            for bound in (self.low, self.high):
+                if value == value.dtype.type(bound):
+                    return bound
         try:
             return float(value)
         except OverflowError:       # an integer beyond float range (JSON allows any length)
@@ -170,13 +194,15 @@ class FeatureSchema:
     def protected(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features if f.protected)
 
-    @property
+    @cached_property
     def lows(self) -> np.ndarray:
-        return np.array([f.low for f in self.features])
+        """(F,) each feature's lowest value (read-only)."""
+        return _read_only(np.array([f.low for f in self.features]))
 
-    @property
+    @cached_property
     def highs(self) -> np.ndarray:
-        return np.array([f.high for f in self.features])
+        """(F,) each feature's highest value (read-only)."""
+        return _read_only(np.array([f.high for f in self.features]))
 
     # ----- inputs ----------------------------------------------------------
     def to_matrix(self, x: Any, *, unreadable: dict[int, str] | None = None) -> tuple[np.ndarray, bool]:
@@ -212,14 +238,23 @@ class FeatureSchema:
                     rows.append(np.full(len(self), np.nan))
             return np.stack(rows), False
         try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            if _is_batch_of_rows(x):         # a cell that is no number (or a category name): that row alone
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:      # rows of different lengths
+            arr, problem = None, err
+        else:
+            problem = f"got values of type {arr.dtype}"
+        if arr is None or arr.dtype.kind not in "biuf":   # text (or objects) in a cell: read cell by cell, as a CSV
+            if _is_batch_of_rows(x):         # a row that cannot be read stays that row's problem alone
                 return self._matrix_from_rows(x, unreadable), False
+            if isinstance(x, (Sequence, np.ndarray)) and not isinstance(x, (str, bytes)) and np.ndim(x) == 1:
+                return self._row_from_values(x)[None, :], True
             raise InputError(
                 f"expected numbers in schema order ({len(self)} features) or a mapping of feature name to value; "
-                f"could not read the input as numbers: {err}"
-            ) from None
+                f"could not read the input as numbers: {problem}"
+            )
+        arr = arr.astype(np.float64, copy=False)
+        if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype.itemsize < 8:
+            arr = self.at_bounds(arr, x.dtype)
         if arr.ndim == 1:
             self._check_width(arr.shape[0])
             return arr[None, :], True
@@ -227,6 +262,12 @@ class FeatureSchema:
             self._check_width(arr.shape[1])
             return arr, False
         raise InputError(f"expected a 1-D row or a 2-D batch of {len(self)} features, got a {arr.ndim}-D array")
+
+    def at_bounds(self, matrix: np.ndarray, dtype) -> np.ndarray:
+        """`matrix` (float64, read from values of the lower-precision `dtype`) with every value equal to a bound's
+        nearest `dtype` number taken as that bound: a bound sent as float32 may lie just outside it."""
+        lows, highs = self.lows, self.highs
+        return np.where(matrix == highs.astype(dtype), highs, np.where(matrix == lows.astype(dtype), lows, matrix))
 
     def check_rows(self, matrix: np.ndarray) -> dict[int, str]:
         """Vectorised value checks. Returns {row index: reason} for every rejected row."""
@@ -248,7 +289,7 @@ class FeatureSchema:
         f = self.features[j]
         if not math.isfinite(value):
             return f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}; replace missing or infinite values"
-        return f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}"
+        return f"feature '{f.name}' expects {f.describe_expected()}, got {_exact(value)}"
 
     def validate(self, x: Any) -> tuple[np.ndarray, bool]:
         """to_matrix + check_rows, raising on the first bad row (for single inputs)."""
@@ -280,22 +321,24 @@ class FeatureSchema:
             )
         return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
 
+    def _row_from_values(self, row: Sequence) -> np.ndarray:
+        """One row of values in schema order, cell by cell (category names become codes)."""
+        if len(row) != len(self):
+            raise InputError(f"expected {len(self)} values in schema order ({_short(self.names)}), got {len(row)}")
+        return np.array([f.code_of(v.item() if isinstance(v, np.generic) and not isinstance(v, np.floating) else v)
+                         for f, v in zip(self.features, row)], dtype=np.float64)
+
     def _matrix_from_rows(self, rows: Sequence, unreadable: dict[int, str] | None) -> np.ndarray:
         """Rows of values in schema order, cell by cell: category names become codes; a row that cannot be read
         is named (or, with `unreadable`, set aside)."""
         matrix = np.full((len(rows), len(self)), np.nan)
         for i, row in enumerate(rows):
             try:
-                if len(row) != len(self):
-                    raise InputError(f"expected {len(self)} values in schema order ({_short(self.names)}), "
-                                     f"got {len(row)}")
-                matrix[i] = [f.code_of(v.item() if isinstance(v, np.generic) else v)
-                             for f, v in zip(self.features, row)]
+                matrix[i] = self._row_from_values(row)
             except InputError as err:
                 if unreadable is None:
                     raise InputError(f"row {i}: {err}") from None
                 unreadable[i] = str(err)
-                matrix[i] = np.nan
         return matrix
 
     def check_columns(self, columns: Sequence[str]) -> None:
@@ -315,9 +358,13 @@ class FeatureSchema:
         self.check_columns(columns)
         order = [columns.index(n) for n in self.names]
         try:
-            return np.asarray(values[:, order], dtype=np.float64)
-        except (TypeError, ValueError):
+            matrix = np.asarray(values[:, order], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
             pass
+        else:
+            if values.dtype.kind == "f" and values.dtype.itemsize < 8:
+                matrix = self.at_bounds(matrix, values.dtype)
+            return matrix
         # Text in a column: category names become their codes, as in a mapping; anything else is named.
         matrix = np.empty((len(values), len(self)), dtype=np.float64)
         for j, (f, c) in enumerate(zip(self.features, order)):
@@ -418,6 +465,19 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
         raise SchemaError(f"{where}: {err}") from err
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _as_number(text: str) -> float | None:
+    """The number a text cell reads as (CSV's rule: decimal notation, no digit grouping), or None."""
+    try:
+        return decimal(text.strip())
+    except ValueError:
+        return None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
@@ -471,6 +531,12 @@ def _shown(value: Any) -> str:
 def _short(names: Sequence[str], limit: int = 6) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _exact(value: float) -> str:
+    """`_num`, or all the digits where its short form would read as another number (90.0000001 as 90)."""
+    shown = _num(value)
+    return shown if float(shown) == value else repr(float(value))
 
 
 def _num(value: float) -> str:

@@ -137,8 +137,6 @@ class _Models:
         self.pool = pool
         self._lock = threading.Lock()
         self._here = 0          # executions explaining in this process now
-        schema = session.schema
-        self._bounds = (schema.lows, schema.highs, schema.lows.astype(np.float32), schema.highs.astype(np.float32))
 
     def _matrices(self, requests) -> list[np.ndarray]:
         """Each request's rows as float64, value-checked in one vectorised pass over the whole batch."""
@@ -153,9 +151,7 @@ class _Models:
                                f"got {x.dtype} {list(x.shape)}")
             matrices.append(x)
         batch = np.concatenate(matrices).astype(np.float64) if matrices else np.zeros((0, self.width))
-        # A schema bound sent as FP32 arrives as its nearest float32, which may lie just outside it: it means the bound
-        lows, highs, lows32, highs32 = self._bounds
-        batch = np.where(batch == highs32, highs, np.where(batch == lows32, lows, batch))
+        batch = self.session.schema.at_bounds(batch, np.float32)     # as the Session reads a float32 array
         rejected = self.session.schema.check_rows(batch)
         if rejected:
             starts = np.cumsum([0] + [len(m) for m in matrices])

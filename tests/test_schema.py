@@ -70,6 +70,62 @@ def test_a_data_frame_takes_category_names_like_a_mapping():
     assert str(info.value) == "row 1: feature 'glucose' expects a number in [40, 600] mg/dL, got 'high'"
 
 
+def test_a_category_named_by_its_own_code_reads_the_same_as_text_or_number():
+    schema = FeatureSchema((Feature("grade", kind="categorical", categories=("1", "2"), codes=(1, 2)),), classes=("x", "y"))
+    np.testing.assert_array_equal(schema.validate([{"grade": "2"}, {"grade": 2}])[0], [[2.0], [2.0]])
+
+
+@pytest.mark.parametrize("form", ["mapping", "list", "list of rows", "rows beside a category name", "frame",
+                                  "frame row"])
+def test_numbers_written_as_text_read_alike_through_every_form(form):
+    """As in a CSV file: a text cell that reads as a number is that number, whatever holds it and whatever
+    rows share its batch."""
+    pd = pytest.importorskip("pandas")
+    row = {"glucose": "120.5", "age": "50", "sex": "1"}
+    x = {
+        "mapping": row,
+        "list": list(row.values()),
+        "list of rows": [list(row.values())],
+        "rows beside a category name": [list(row.values()), [130.0, 60, "female"]],
+        "frame": pd.DataFrame([row]),
+        "frame row": pd.DataFrame([row]).iloc[0],
+    }[form]
+    np.testing.assert_array_equal(SCHEMA.validate(x)[0][0], [120.5, 50.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("", "feature 'glucose' expects a number in [40, 600] mg/dL, got an empty value; fill it in"),
+        (None, "feature 'glucose' expects a number in [40, 600] mg/dL, got no value; fill it in"),
+        ("1_20", "feature 'glucose' expects a number in [40, 600] mg/dL, got '1_20'"),
+        (10**400, "feature 'glucose' expects a number in [40, 600] mg/dL, got an integer of 401 digits"),
+        (600.0000001, "feature 'glucose' expects a number in [40, 600] mg/dL, got 600.0000001"),
+    ],
+)
+@pytest.mark.parametrize("form", ["mapping", "list", "list of rows"])
+def test_a_missing_or_unreadable_cell_is_named_alike_through_every_form(form, cell, message):
+    x = {"mapping": {"glucose": cell, "age": 50, "sex": 1}, "list": [cell, 50, 1], "list of rows": [[cell, 50, 1]]}[form]
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate(x)
+    assert str(info.value) == ("row 0: " if form == "list of rows" else "") + message
+
+
+def test_a_bound_sent_as_float32_is_the_bound():
+    """600.3 has no float32: sent as float32 it arrives as 600.29998779..., a bound's nearest float32, which means
+    the bound (as the server reads it), not a value to refuse or to move."""
+    schema = FeatureSchema((Feature("glucose", low=40.1, high=600.3), Feature("age", low=18, high=90)), classes=("x", "y"))
+    expected = [[600.3, 90.0], [40.1, 18.0]]
+    sent = np.array(expected, dtype=np.float32)
+    assert float(sent[0, 0]) != 600.3
+    np.testing.assert_array_equal(schema.validate(sent)[0], expected)
+    np.testing.assert_array_equal(schema.validate({"glucose": sent[0, 0], "age": sent[0, 1]})[0], expected[:1])
+    pd = pytest.importorskip("pandas")
+    np.testing.assert_array_equal(schema.validate(pd.DataFrame(sent, columns=["glucose", "age"]))[0], expected)
+    with pytest.raises(InputError):                       # a float32 past its bound's nearest float32 is still out
+        schema.validate(np.nextafter(sent[:1], np.float32(1e9)))
+
+
 def test_a_data_frame_naming_a_column_twice_is_refused():
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": 1}])
@@ -149,6 +205,10 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
         ({"features": [{"name": "c", "kind": "categorical", "categories": ["p", "q"], "codes": [0, 0]}],
           "classes": ["x", "y"]},
          "feature 'c': codes must be unique; repeated: 0"),
+        ({"features": [{"name": "c", "kind": "categorical", "categories": ["1", "2"]}], "classes": ["x", "y"]},
+         "feature 'c': category '1' reads as the number 1, but its code is 0, so a value 1 in a CSV file or an array "
+         "would mean another category; name the categories so that they do not read as numbers (e.g. 'group 1'), "
+         "or make each such name its own code"),
         ({"features": 3, "classes": ["x", "y"]}, "schema key 'features' must be a list, got 3"),
         ({"features": [{"name": "a"}], "classes": "xy"}, "schema key 'classes' must be a list, got 'xy'"),
     ],
