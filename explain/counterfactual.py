@@ -924,7 +924,8 @@ class _Search:
                           rows_evaluated=int(self.row_evals[i]), elapsed_ms=elapsed)
             if already[i]:
                 out.append(Counterfactuals(
-                    found=False, complete=True, reason=f"the decision already meets {t.text}; nothing needs to change",
+                    found=False, complete=True, met=True,
+                    reason=f"the decision already meets {t.text}; nothing needs to change",
                     **common))
             elif cuts[i] < cuts[i + 1]:
                 cfs = tuple(self.counterfactual(i, chosen_values[q], chosen_proba[q], distance[q], plaus[q])

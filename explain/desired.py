@@ -100,6 +100,15 @@ def _most_probable_other(index: int, proba: np.ndarray | None, n_classes: int) -
     return int(np.argmax(p))
 
 
+def threshold_of(text: str, classes: tuple[str, ...]) -> tuple[int, str, float] | None:
+    """(class index, operator, value) of a threshold target's text such as "p(malignant) < 0.3"; None for a class
+    target ("class 'benign'")."""
+    match = _THRESHOLD.match(text)
+    if match is None or match["cls"] not in classes:
+        return None
+    return classes.index(match["cls"]), match["op"], float(match["value"])
+
+
 def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     """Read the desired outcome; ExplainError with the accepted forms when it cannot be read."""
     if desired is None:

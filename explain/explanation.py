@@ -57,6 +57,7 @@ class Counterfactuals:
     complete: bool = True                # False: the time budget ran out; these are the best found so far
     reason: str = ""                     # why none was found
     binding: tuple[str, ...] = ()        # constraints that keep the outcome out of reach
+    met: bool = False                    # the decision already meets the target: nothing needs to change
     backend_calls: int = 0
     rows_evaluated: int = 0
     elapsed_ms: float = 0.0
@@ -178,6 +179,15 @@ class Explanation:
             raise InputError(f"explanation.decision: label {d.label}, class_name {d.class_name!r}, "
                              f"{len(d.probabilities)} probabilities and classes {list(d.classes)} do not agree; "
                              "the record is damaged")
+        shares = [("decision.probabilities", d.probabilities)]
+        if explanation.counterfactuals is not None:
+            shares += [(f"counterfactuals.items[{i}].probabilities", c.probabilities)
+                       for i, c in enumerate(explanation.counterfactuals.items)]
+        for where, probabilities in shares:
+            bad = [p for p in probabilities if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
+            if bad:
+                raise InputError(f"explanation.{where}: each must be a finite number in [0, 1], got {bad[0]!r}; "
+                                 "the record is damaged")
         return explanation
 
     @classmethod

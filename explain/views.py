@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.explain.desired import threshold_of
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import Feature, FeatureSchema
 
@@ -46,8 +47,15 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
-_BIAS = {"verdict", "protected", "flipped", "depends_on", "max_delta", "attribution_share"}
+_BIAS = {"verdict", "protected", "untested", "flipped", "depends_on", "max_delta", "attribution_share"}
 _TARGET = {"target", "target_outcome"}
+# a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
+_THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
+              "threshold_value", "threshold_value_percent"}
+_COUNTERFACTUAL = _COMMON | _TARGET | {
+    "index", "changes", "count", "cf_outcome", "cf_probability", "cf_percent", "distance", "sparsity", "plausibility",
+    "validity",
+}
 
 # Every wording piece a file may hold, with the placeholders it may use.
 PIECES: dict[str, frozenset[str]] = {
@@ -56,19 +64,21 @@ PIECES: dict[str, frozenset[str]] = {
     "probability_line": _COMMON | {"class_name", "class_probability", "class_percent"},
     "driver": _COMMON | {"rank", "feature", "value", "contribution", "direction", "toward", "quantity"},
     "drivers_basis": _COMMON | {"method", "quantity", "baseline", "base_value", "prediction", "evaluations"},
-    "counterfactual": _COMMON | _TARGET | {
-        "index", "changes", "count", "cf_probability", "cf_percent", "distance", "sparsity", "plausibility",
-        "validity",
-    },
+    "counterfactual": _COUNTERFACTUAL,
+    "counterfactual_threshold": _COUNTERFACTUAL | _THRESHOLD,   # optional: else `counterfactual` serves
+    "counterfactual_more": _COMMON | {"shown", "total"},
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
     "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
     "no_actionable": _COMMON | _TARGET,
+    "no_counterfactual_in_time": _COMMON | _TARGET | {"reason"},   # optional: else `no_counterfactual` serves
+    "target_met": _COMMON | _TARGET,                                # optional: else `no_counterfactual` serves
     "already_favourable": _COMMON,
     "counterfactual_incomplete": _COMMON,
     "bias_ok": _COMMON | _BIAS,
     "bias_depends": _COMMON | _BIAS,
     "bias_none": _COMMON | {"verdict"},
     "bias_used": _COMMON | _BIAS,
+    "bias_untested": _COMMON | _BIAS,      # optional: protected features no flip could test
     "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
                        "result"},
     "proxy": _COMMON | {"protected", "feature", "association", "measure"},
@@ -90,6 +100,7 @@ WORDS = {
     "word_raise": "raise", "word_lower": "lower", "word_change": "change",
     "word_flipped": "decision flips", "word_kept": "decision kept",
     "word_and": "and", "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
+    "word_below": "below", "word_above": "above",
 }
 for _word in WORDS:
     PIECES[_word] = frozenset()
@@ -607,12 +618,18 @@ class _View:
     def outcome(self, class_name: str) -> str:
         return self.t.outcomes.get(class_name, class_name)
 
-    def probability(self, p: float) -> str:
+    def probability(self, p: float, *, apart_from: float | None = None) -> str:
+        """p in the view's style; given a boundary it is compared with (the other class, a threshold), a decimal
+        gets as many more digits as it takes not to read as that boundary (0.5003 against 0.4997, not 0.500)."""
         if self.s.probability == "percent":
             return _percent(p)
         if self.s.probability == "words":
             return self.chance(p)
-        return f"{p:.{self.s.probability_digits}f}"
+        digits = self.s.probability_digits
+        while apart_from is not None and p != apart_from and digits < 9 and (
+                f"{p:.{digits}f}" == f"{apart_from:.{digits}f}"):
+            digits += 1
+        return f"{p:.{digits}f}"
 
     def chance(self, p: float) -> str:
         for threshold, words in self.s.chance:
@@ -705,7 +722,7 @@ class _View:
             toward = direction if sign == 0 else self.word("word_for" if (up == (sign > 0)) else "word_against")
             lines.append(self.bullet(self.fill(
                 "driver", rank=str(rank), feature=self.words_for(v.feature), value=self.value(v.feature, v.value),
-                contribution=f"{v.contribution:+.{self.s.probability_digits}f}", direction=direction,
+                contribution=_signed(v.contribution, self.s.probability_digits), direction=direction,
                 toward=toward, quantity=a.quantity,
             )))
         return lines
@@ -731,7 +748,15 @@ class _View:
                 return [self.fill("already_favourable")]
             return []
         target = {"target": cfs.target, "target_outcome": self.outcome(cfs.target_class)}
+        if cfs.met:             # nothing needs to change
+            if self.s.favourable_only and self.e.decision.class_name == favourable and self.has("already_favourable"):
+                return [self.fill("already_favourable")]
+            if self.has("target_met"):
+                return [self.fill("target_met", **target)]
         if not cfs.found or not cfs.items:
+            if not cfs.complete and self.has("no_counterfactual_in_time"):
+                return [self.fill("no_counterfactual_in_time", reason=cfs.reason or self.word("word_unknown"),
+                                  **target)]
             binding = self.join([self.words_for(b) for b in cfs.binding])
             return [self.fill("no_counterfactual", reason=cfs.reason or self.word("word_unknown"), binding=binding,
                               **target)]
@@ -742,12 +767,15 @@ class _View:
                 return [self.fill("no_actionable", **target)]
         lines = []
         for index, cf in enumerate(items[: self.s.counterfactuals], start=1):
-            lines.extend(self._counterfactual(index, cf, target))
+            lines.extend(self._counterfactual(index, cf, target, threshold_of(cfs.target, tuple(self.e.decision.classes))))
+        if len(items) > self.s.counterfactuals and self.has("counterfactual_more"):
+            lines.append(self.fill("counterfactual_more", shown=str(self.s.counterfactuals), total=str(len(items))))
         if not cfs.complete and self.has("counterfactual_incomplete"):
             lines.append(self.fill("counterfactual_incomplete"))
         return lines
 
-    def _counterfactual(self, index: int, cf: Counterfactual, target: dict[str, str]) -> list[str]:
+    def _counterfactual(self, index: int, cf: Counterfactual, target: dict[str, str],
+                        threshold: tuple[int, str, float] | None) -> list[str]:
         changes = []
         for ch in cf.changes:
             f = self.feature(ch.feature)
@@ -765,18 +793,31 @@ class _View:
                 from_value=self.value(ch.feature, ch.from_value, ch.unit, digits=digits),
                 to_value=self.value(ch.feature, ch.to_value, ch.unit, digits=digits), by=by, verb=verb,
             ))
-        try:
-            p = cf.probabilities[self.e.decision.classes.index(cf.class_name)]
-        except (ValueError, IndexError):
-            p = math.nan
-        head = self.fill(
-            "counterfactual", index=str(index), changes="; ".join(changes), count=str(len(changes)),
-            cf_probability=self.probability(p) if math.isfinite(p) else self.word("word_unknown"),
-            cf_percent=_percent(p) if math.isfinite(p) else self.word("word_unknown"),
-            distance=f"{cf.distance:.2f}", sparsity=str(cf.sparsity),
+        classes = self.e.decision.classes
+        p = cf.probabilities[classes.index(cf.class_name)] if cf.class_name in classes else math.nan
+        # the decision's boundary for p: the best other class (two classes: 1 - p); shown apart from it
+        others = [q for c, q in zip(classes, cf.probabilities) if c != cf.class_name]
+        known = math.isfinite(p) and len(cf.probabilities) == len(classes)
+        values = dict(
+            index=str(index), changes="; ".join(changes), count=str(len(changes)), cf_outcome=self.outcome(cf.class_name),
+            cf_probability=self.probability(p, apart_from=max(others, default=p)) if known else self.word("word_unknown"),
+            cf_percent=_percent(p) if known else self.word("word_unknown"),
+            distance=_number(cf.distance, 3), sparsity=str(cf.sparsity),
             plausibility=_percent(cf.plausibility) if cf.plausibility is not None else self.word("word_unknown"),
             validity=self.word("word_yes" if cf.valid else "word_no"), **target,
         )
+        key = "counterfactual"
+        if threshold is not None and known and self.has("counterfactual_threshold"):
+            j, op, value = threshold
+            key = "counterfactual_threshold"
+            values.update(
+                threshold_outcome=self.outcome(classes[j]),
+                threshold_probability=self.probability(cf.probabilities[j], apart_from=value),
+                threshold_percent=_percent(cf.probabilities[j]),
+                threshold_relation=self.word("word_below" if op.startswith("<") else "word_above"),
+                threshold_value=f"{value:g}", threshold_value_percent=f"{value * 100:g}%",
+            )
+        head = self.fill(key, **values)
         if self.s.change_lines:
             return [head, *(self.bullet(c) for c in changes)]
         return [head]
@@ -788,11 +829,13 @@ class _View:
         if not b.flips:   # no protected feature to flip
             return [self.fill("bias_none", verdict=b.verdict)] if self.has("bias_none") else []
         flipped = sorted({f.feature for f in b.flips if f.flipped}, key=self._order)
-        protected = sorted({f.feature for f in b.flips} | set(self.schema.protected), key=self._order)
+        protected = sorted({f.feature for f in b.flips}, key=self._order)         # tested by a flip
+        untested = [n for n in self.schema.protected if n not in protected]
         deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
         values = {
             "verdict": b.verdict,
             "protected": self.join([self.words_for(n) for n in protected]),
+            "untested": self.join([self.words_for(n) for n in untested]),
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
             # the class changes or the probability moves past tolerance (explanations from before this field: flips)
             "depends_on": self.join([self.words_for(n) for n in sorted(b.depends_on or flipped, key=self._order)]),
@@ -801,6 +844,8 @@ class _View:
             else self.word("word_unknown"),
         }
         lines = [self.fill("bias_depends" if b.depends else "bias_ok", **values)]
+        if untested and self.has("bias_untested"):
+            lines.append(self.fill("bias_untested", **values))
         if (not b.depends and b.attribution_share is not None and b.attribution_share >= USED_SHARE
                 and self.has("bias_used")):
             # flips that move nothing at a saturated decision, beside a large attribution share: say why
@@ -819,7 +864,7 @@ class _View:
                 "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
                 to_value=self.value(f.feature, f.to_value), proxies=self.join([self.words_for(p) for p in f.proxies]),
                 flip_class=self.outcome(f.class_name), flip_probability=self.probability(f.probability),
-                delta=f"{f.delta:+.{self.s.probability_digits}f}",
+                delta=_signed(f.delta, self.s.probability_digits),
                 result=self.word("word_flipped" if f.flipped else "word_kept"),
             ))
             for f in b.flips
@@ -881,6 +926,12 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
     decimals = max(digits - 1 - magnitude, 0)
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _signed(value: float, decimals: int) -> str:
+    """+0.123; a value that would read as +0.000 in two significant digits instead (+2.1e-05)."""
+    text = f"{value:+.{decimals}f}"
+    return f"{value:+.2g}" if value != 0 and float(text) == 0 else text
 
 
 def _percent(p: float | None) -> str:

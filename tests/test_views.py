@@ -287,8 +287,10 @@ def test_missing_parts_render_without_error(schema, stakeholder):
 def test_patient_is_never_shown_the_way_to_a_worse_outcome(schema):
     # The decision is the favourable one; the search's counterfactual leads to the unfavourable class.
     expl = _explanation(schema, p=0.2, cf_changes=((("bmi", 36.0),),))
+    worse = tuple(dataclasses.replace(c, class_name="higher progression", probabilities=c.probabilities[::-1])
+                  for c in expl.counterfactuals.items)
     cfs = dataclasses.replace(expl.counterfactuals, target="class 'higher progression'",
-                              target_class="higher progression")
+                              target_class="higher progression", items=worse)
     expl = dataclasses.replace(expl, counterfactuals=cfs)
     patient = views.render(expl, schema, stakeholder="patient")
     assert "This is the result we hoped for." in patient
@@ -649,3 +651,81 @@ def test_explanation_json_is_json_dumps_of_to_dict(diabetes_session, diabetes, s
     retimed = dataclasses.replace(engineer, timings={**engineer.timings, "total_ms": 1.0})
     for explanation in [*explained, foreign, retimed, _explanation(schema)]:
         assert views.explanation_json(explanation) == json.dumps(explanation.to_dict(), allow_nan=False)
+
+
+# ----- what the reader is told matches what was found ------------------------------------------------------
+
+
+def _with_counterfactuals(expl, **changes):
+    return dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, **changes))
+
+
+def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_gets(schema):
+    """desired "p(higher progression) < 0.9": the answer stays higher progression, just under 0.9."""
+    expl = _explanation(schema, p=0.95, cf_changes=((("s6", 150.0),),))
+    items = tuple(dataclasses.replace(c, class_name="higher progression", probabilities=(0.10004, 0.89996))
+                  for c in expl.counterfactuals.items)
+    expl = _with_counterfactuals(expl, target="p(higher progression) < 0.9", target_class="lower progression",
+                                 items=items)
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert ("1. blood glucose 187 mg/dL → 150 mg/dL → p(higher progression) = 0.89996, meeting p(higher progression) "
+            "< 0.9; decision higher progression (p = 0.900); 1 change(s)") in clinician
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert ("One way to bring the chance of higher progression below 90%:\n"
+            "- Lower your blood sugar from 187 mg/dL to 150 mg/dL.") in patient
+    assert "get the result" not in patient
+
+
+def test_a_met_target_and_a_spent_time_budget_are_not_told_as_no_change_existing(schema):
+    met = _with_counterfactuals(_explanation(schema, p=0.2), items=(), found=False, met=True,
+                                reason="the decision already meets class 'lower progression'; nothing needs to change")
+    assert ("No change needed: the decision already meets class 'lower progression'."
+            in views.render(met, schema, stakeholder="clinician"))
+    assert "This is the result we hoped for." in views.render(met, schema, stakeholder="patient")
+    late = _with_counterfactuals(_explanation(schema, p=0.8), items=(), found=False, complete=False,
+                                 reason="the time budget of 0.1 ms ran out before a counterfactual reaching class "
+                                        "'lower progression' was found")
+    assert ("No counterfactual for class 'lower progression' yet: the time budget of 0.1 ms ran out"
+            in views.render(late, schema, stakeholder="clinician"))
+    patient = views.render(late, schema, stakeholder="patient")
+    assert "We ran out of time looking for a change that would give a different result." in patient
+    assert "did not find" not in patient
+
+
+def test_the_patient_is_told_only_of_the_protected_features_a_flip_tested(schema):
+    """The reference held one age only: age was never flipped, so the patient must not read that it did not
+    change the result."""
+    expl = _explanation(schema, p=0.8)
+    flips = tuple(f for f in expl.bias.flips if f.feature == "sex")
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=flips))
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert "We checked: your sex did not change this result.\nWe could not check your age." in patient
+
+
+def test_numbers_near_a_boundary_or_near_zero_keep_the_digits_that_tell_them_apart(schema):
+    expl = _explanation(schema, p=0.8)
+    items = tuple(dataclasses.replace(c, probabilities=(0.5003, 0.4997)) for c in expl.counterfactuals.items)
+    values = tuple(dataclasses.replace(v, contribution=2.1e-05) if v.feature == "bmi" else v
+                   for v in expl.attributions.values)
+    expl = dataclasses.replace(_with_counterfactuals(expl, items=items),
+                               attributions=dataclasses.replace(expl.attributions, values=values))
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "→ lower progression (p = 0.5003);" in clinician                 # not 0.500, the boundary itself
+    assert "distance 1.7 MAD" in clinician
+    assert "+0.000" not in clinician
+
+
+def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
+    expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0),)))
+    assert "(3 found; the 2 closest shown here, all 3 in the JSON.)" in views.render(expl, schema, stakeholder="clinician")
+
+
+def test_a_threshold_target_on_the_deployed_model_reads_true(diabetes_session, diabetes):
+    """End to end: the answer for "p(higher progression) < 0.9" stays higher progression on the real model."""
+    proba = diabetes_session.predict_proba(diabetes.X_test)
+    row = diabetes.X_test[int(np.flatnonzero(proba[:, 1] > 0.95)[0])]
+    expl = diabetes_session.explain(row, desired="p(higher progression) < 0.9", stakeholder="clinician")
+    (cf, *_) = expl.counterfactuals.items
+    assert cf.probabilities[1] < 0.9 and cf.class_name == "higher progression"
+    assert f"meeting p(higher progression) < 0.9; decision higher progression (p = {cf.probabilities[1]:.3f})" \
+        in expl.text
