@@ -361,8 +361,17 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
 
 
 def _check_classes(inputs: Inputs, schema, bundle) -> None:
-    """Refuse records whose classes are not the bundle's (or, without one, the first record's): they came from
-    another model."""
+    """Refuse records whose classes are not the bundle's (or, without one, the first record's), or explanations
+    made by two bundles: they came from another model. (Records all made by one other bundle than the one given
+    are flagged in the report.)"""
+    made = [(f"explanation {n}", e.model.bundle_sha256) for n, e in enumerate(inputs.explanations, start=1)]
+    made += [(f"window {w.index}", w.explanation.model.bundle_sha256) for w in inputs.windows if w.explanation]
+    for where, sha in made[1:]:
+        if sha != made[0][1]:
+            raise InputError(
+                f"{where}: made by bundle {sha[:12]}…, but {made[0][0]} by bundle {made[0][1][:12]}…; report each "
+                "model's records on their own, with the bundle that made them"
+            )
     records = [(f"explanation {n}", e.decision.classes) for n, e in enumerate(inputs.explanations, start=1)]
     records += [(f"window {w.index}", tuple(w.probabilities)) for w in inputs.windows]
     for where, classes in records:
@@ -420,12 +429,29 @@ def _feature(schema, name: str):
         return Feature(name)
 
 
-def _label(feature, value: float) -> str:
-    """The value as the schema shows it, continuous values to 4 significant digits (no search noise)."""
+def _label(feature, value: float, digits: int = 4) -> str:
+    """The value as the schema shows it, continuous values to `digits` significant digits (no search noise)."""
     if feature.kind == "continuous" and math.isfinite(value):
-        shown = f"{value:.1f}".rstrip("0").rstrip(".") if abs(value) >= 1000 else f"{float(f'{value:.4g}'):g}"
+        shown = (f"{value:.{digits - 3}f}".rstrip("0").rstrip(".") if abs(value) >= 1000
+                 else f"{float(f'{value:.{digits}g}'):.{digits}g}")
         return shown + (f" {feature.unit}" if feature.unit else "")
     return feature.label(value)
+
+
+def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
+    """`_label` of a change's two values, with as many more digits as it takes for them to read differently."""
+    digits = 4
+    while _label(feature, before, digits) == _label(feature, after, digits) and digits < 12 and before != after:
+        digits += 1
+    return _label(feature, before, digits), _label(feature, after, digits)
+
+
+def _probability_apart(p: float, boundary: float | None) -> str:
+    """p to 3 decimals, or as many more as it takes not to read as the decision's boundary (0.5003, not 0.500)."""
+    digits = 3
+    while boundary is not None and p != boundary and f"{p:.{digits}f}" == f"{boundary:.{digits}f}" and digits < 9:
+        digits += 1
+    return f"{p:.{digits}f}"
 
 
 def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any]) -> dict[str, Any]:
@@ -474,7 +500,7 @@ def _inputs(e, schema) -> list[dict[str, Any]]:
         known = math.isfinite(f.low) or math.isfinite(f.high)
         unit = f" {f.unit}" if f.unit else ""
         rng = ", ".join(f.categories) if f.kind == "categorical" else (
-            f"{_fmt(f.low)} – {_fmt(f.high)}{unit}" if known else "not recorded")
+            f"{f.low:g} – {f.high:g}{unit}" if known else "not recorded")
         rows.append({"name": f.clinical, "key": name, "value": _label(f, value), "range": rng,
                      "status": _status(f)})
     return rows
@@ -518,7 +544,7 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
         return None
     d = e.decision
     out: dict[str, Any] = {"target": c.target, "found": c.found and bool(c.items), "complete": c.complete,
-                           "reason": c.reason, "binding": list(c.binding), "alternatives": []}
+                           "met": c.met, "reason": c.reason, "binding": list(c.binding), "alternatives": []}
     if not out["found"]:
         return out
     best = c.items[0]
@@ -527,23 +553,26 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
         f = _feature(schema, ch.feature)
         unit = f" {ch.unit or f.unit}".rstrip()
         delta = "" if f.kind == "categorical" else f"{ch.to_value - ch.from_value:+.4g}{unit}"
-        changes.append({"name": f.clinical, "before": _label(f, ch.from_value), "after": _label(f, ch.to_value),
-                        "delta": delta, "status": _status(f)})
+        before, after = _labels_apart(f, ch.from_value, ch.to_value)
+        changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta, "status": _status(f)})
     after = dict(zip(d.classes, best.probabilities))
+    after_risk = spec.value(after, best.class_name) if len(after) == len(d.classes) else None
     out.update({
         "changes": changes,
         "before_class": d.class_name,
         "after_class": best.class_name,
         "before_risk": spec.value(dict(zip(d.classes, d.probabilities)), d.class_name),
-        "after_risk": spec.value(after, best.class_name) if len(after) == len(d.classes) else None,
+        "after_risk": after_risk,
+        "after_risk_shown": None if after_risk is None else _probability_apart(after_risk, spec.threshold),
         "valid": best.valid,
         "distance": best.distance,
         "sparsity": best.sparsity,
         "plausibility": best.plausibility,
         "actionable": all(ch["status"] == "actionable" for ch in changes),
         "alternatives": [
-            "; ".join(f"{_feature(schema, ch.feature).clinical}: {_label(_feature(schema, ch.feature), ch.from_value)} "
-                      f"→ {_label(_feature(schema, ch.feature), ch.to_value)}" for ch in alt.changes)
+            "; ".join(f"{_feature(schema, ch.feature).clinical}: "
+                      + " → ".join(_labels_apart(_feature(schema, ch.feature), ch.from_value, ch.to_value))
+                      for ch in alt.changes)
             for alt in c.items[1:]
         ],
     })
@@ -579,14 +608,18 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
               for w in ordered for a in w.alerts]
     peak = max(points, key=lambda p: p.risk)
     n_explained = sum(p.explained for p in points)
-    alt = (f"Line chart of the {spec.label} in each of {len(points)} windows (window {ordered[0].index} to "
+    alt = (f"Line chart of the {spec.label} in {_count(len(points), 'window')} (window {ordered[0].index} to "
            f"{ordered[-1].index}); highest {peak.risk:.3f} at window {int(peak.x)}; "
-           f"{len(alerts)} alerts (triangles); {n_explained} explained windows (open circles)"
+           f"{_count(len(alerts), 'alert')} (triangles); {_count(n_explained, 'explained window')} (open circles)"
            + (f"; dashed line: decision threshold {spec.threshold:g}." if spec.threshold is not None else "."))
     svg = plots.timeline_chart(points, quantity=spec.label, threshold=spec.threshold, xlabel="window number",
                                alt=alt, key="timeline-chart")
     return {"svg": Markup(svg), "alt": alt, "alerts": alerts, "windows": len(points), "explained": n_explained,
             "peak": peak.risk, "peak_window": int(peak.x)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _alert_text(alert: Any) -> str:

@@ -252,10 +252,18 @@ class RollingFairness:
             high_group=high,
             low_group=low,
             message=(
-                f"{metric} on {self.sensitive_feature} is {value:.2f}, above {threshold:g}: {rate} "
+                f"{metric} on {self.sensitive_feature} is {_apart(value, threshold)}, above {threshold:g}: {rate} "
                 f"{high_rate:.2f} for {high} vs {low_rate:.2f} for {low} over the last {len(self._entries)} decisions"
             ),
         )
+
+
+def _apart(value: float, threshold: float) -> str:
+    """value to 2 decimals, or as many more as it takes not to read as the threshold (0.203, not 0.20 above 0.2)."""
+    digits = 2
+    while f"{value:.{digits}f}" == f"{threshold:.{digits}f}" and value != threshold and digits < 9:
+        digits += 1
+    return f"{value:.{digits}f}"
 
 
 def _spread(pairs):

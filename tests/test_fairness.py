@@ -196,6 +196,17 @@ def test_alert_raised_with_enough_samples_and_cleared():
     assert snap.decisions == 20 and snap.demographic_parity_difference == 0.0 and snap.alerts == ()
 
 
+def test_an_alert_just_above_its_threshold_does_not_read_as_equal_to_it():
+    m = RollingFairness(window=400, sensitive_feature="sex", alert_dp_difference=0.2, min_group_size=5)
+    for i in range(100):
+        m.observe(f"a{i}", "sex 1", int(i < 50))
+    for i in range(296):
+        m.observe(f"b{i}", "sex 2", int(i < 88))
+    (alert,) = m.snapshot().alerts
+    assert alert.value == pytest.approx(0.5 - 88 / 296)
+    assert alert.message.startswith("demographic parity difference on sex is 0.203, above 0.2: ")
+
+
 def test_equalized_odds_alert_from_late_labels():
     m = RollingFairness(window=100, sensitive_feature="sex", alert_dp_difference=None, alert_eo_difference=0.25,
                         min_group_size=1, min_labelled=4)

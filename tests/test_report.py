@@ -285,6 +285,59 @@ def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path)
                              "records on their own, with the bundle that made them\n")
 
 
+def test_explanations_of_two_bundles_in_one_report_are_refused(tmp_path):
+    with pytest.raises(InputError) as err:
+        ei.report([_explanation("a" * 64), _explanation("b" * 64)], out=tmp_path / "r.html")
+    assert str(err.value) == ("explanation 2: made by bundle bbbbbbbbbbbb…, but explanation 1 by bundle aaaaaaaaaaaa…; "
+                              "report each model's records on their own, with the bundle that made them")
+
+
+@pytest.mark.parametrize("where, value", [("decision", 1.7), ("decision", float("nan")), ("counterfactual", -0.4)])
+def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, where, value):
+    record = _explanation().to_dict()
+    if where == "decision":
+        record["decision"]["probabilities"][1] = value
+        field = "decision.probabilities"
+    else:
+        record["counterfactuals"]["items"][0]["probabilities"][1] = value
+        field = "counterfactuals.items[0].probabilities"
+    with pytest.raises(InputError) as err:
+        ei.report([record], out=tmp_path / "r.html")
+    assert str(err.value) == (f"record 1: explanation.{field}: each must be a finite number in [0, 1], got {value!r}; "
+                              "the record is damaged")
+
+
+def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_one(tmp_path):
+    import dataclasses
+
+    expl = _explanation()
+    met = dataclasses.replace(expl.counterfactuals, items=(), found=False, met=True,
+                              reason="the decision already meets class 'low risk'; nothing needs to change")
+    text = _text(ei.report([dataclasses.replace(expl, counterfactuals=met)], out=tmp_path / "m.html").read_text())
+    assert "Nothing needs to change: the decision already meets class 'low risk'." in text
+    assert "No change within the allowed ranges" not in text
+    late = dataclasses.replace(met, met=False, complete=False,
+                               reason="the time budget of 0.1 ms ran out before a counterfactual was found")
+    text = _text(ei.report([dataclasses.replace(expl, counterfactuals=late)], out=tmp_path / "t.html").read_text())
+    assert ("The search stopped at its time budget before it found a change that reaches class 'low risk' (the time "
+            "budget of 0.1 ms ran out before a counterfactual was found); a longer budget may find one.") in text
+    assert "No change within the allowed ranges" not in text
+
+
+def test_the_report_keeps_the_digits_that_tell_two_numbers_apart(tmp_path):
+    """A risk just past the 0.5 boundary, and a change of 1.6e-6: neither may read as no change."""
+    import dataclasses
+
+    expl = _explanation()
+    (first, second) = expl.counterfactuals.items
+    first = dataclasses.replace(first, probabilities=(0.5003, 0.4997), changes=(
+        FeatureChange("glucose", 162.0, 161.9999984, "mg/dL"),))
+    expl = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, items=(first, second)))
+    html = ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "(probability of 'high risk' 0.820 → 0.4997)" in _text(html)
+    assert "<td>glucose</td><td>162</td><td>161.999998</td>" in html
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"
