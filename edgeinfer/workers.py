@@ -58,15 +58,19 @@ class Job:
 
 
 _WORKER: dict[str, Any] = {}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
                   stakeholder_files: tuple[str, ...], warm_rows: int) -> None:
-    """In a new worker process: ignore SIGINT (the parent stops and drains the workers), end with the
-    parent, load its own Session (refusing a bundle changed on disk since the parent loaded it) and
-    explain a batch of reference rows once. That first batch pays for imports, first-touch memory and
-    ONNX Runtime growing its arena for the attribution batch (1.7x a later one)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """In a new worker process: ignore SIGINT and SIGTERM (the parent stops and drains the workers: a
+    Ctrl-C or a group SIGTERM from systemd must not kill one mid-answer), end with the parent, load its
+    own Session (refusing a bundle changed on disk since the parent loaded it) and explain a batch of
+    reference rows once. That first batch pays for imports, first-touch memory and ONNX Runtime growing
+    its arena for the attribution batch (1.7x a later one)."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)    # blocked by the parent while it spawned us
     _end_with_parent(parent)
     try:
         from edgeinfer.errors import BundleError
@@ -89,12 +93,13 @@ def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: 
 
 
 def _end_with_parent(parent: int) -> None:
-    """Have Linux send SIGTERM to this worker when its parent (pid `parent`) dies, even by SIGKILL."""
+    """Have Linux kill this worker when its parent (pid `parent`) dies, even by SIGKILL (SIGKILL: the worker
+    ignores SIGTERM)."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)      # PR_SET_PDEATHSIG
     except (OSError, AttributeError):               # not Linux: the parent's shutdown still ends the workers
         return
     if os.getppid() != parent:                      # the parent died before prctl took effect
@@ -112,12 +117,24 @@ def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
     return explain_json(_WORKER["session"], features, stakeholder)
 
 
+_POLL_S = 1.0      # how often a wait for an answer checks that the set's workers still live
+
+
+def _a_worker_died(executor) -> bool:
+    """Whether a worker process of this set has ended (its pool may not notice: see ExplainPool.result)."""
+    return any(p.exitcode is not None for p in list((getattr(executor, "_processes", None) or {}).values()))
+
+
 def _end(executor, *, wait_s: float) -> None:
     """Shut a worker set down without waiting on a hung worker: idle workers exit at once, one still busy
     after `wait_s` seconds is killed (so that neither this call nor this process's exit waits on it)."""
     from multiprocessing.connection import wait
 
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    # the pool's own thread, and this process's spare ends of the set's pipes (shutdown forgets them): _unstick
+    manager = getattr(executor, "_executor_manager_thread", None)
+    spares = (getattr(getattr(executor, "_result_queue", None), "_writer", None),
+              getattr(getattr(executor, "_call_queue", None), "_reader", None))
     running = {}
     for process in processes:
         with contextlib.suppress(ValueError):             # already closed
@@ -130,6 +147,24 @@ def _end(executor, *, wait_s: float) -> None:
     for pid in running.values():
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    for sentinel in running:                               # killed: gone within moments
+        wait([sentinel], 5.0)
+    if manager is not None and any(p.exitcode not in (None, 0) for p in processes):
+        manager.join(2.0)                                  # with its workers gone, a free pool thread ends now
+        if manager.is_alive():
+            _unstick(spares)
+
+
+def _unstick(spares) -> None:
+    """End the wait of a pool thread stuck after its workers died. A worker killed while sending its answer
+    leaves the set's result pipe half-written: the pool's thread then waits on it for ever (and this
+    process's exit waits on that thread); its thread feeding batches in may wait on a full pipe too. This
+    process holds spare ends of both pipes, which the stuck thread does not touch (the workers' ends died
+    with them): closing them ends both waits, as an end-of-file and a broken pipe, which the pool takes for
+    a broken set."""
+    for spare in spares:
+        with contextlib.suppress(OSError, AttributeError):
+            spare.close()
 
 
 class ExplainPool:
@@ -186,8 +221,14 @@ class ExplainPool:
                                        initializer=_worker_start, initargs=self._initargs)
         self._starting = executor
         try:
-            # one task per worker starts them all (each runs _worker_start first) and waits until they are ready
-            ready = [executor.submit(_worker_ready) for _ in range(self.workers)]
+            # one task per worker starts them all (each runs _worker_start first) and waits until they are
+            # ready. They are spawned with SIGINT and SIGTERM blocked (a new process inherits the mask):
+            # a Ctrl-C while one starts up would otherwise kill it before it can ignore them.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                ready = [executor.submit(_worker_ready) for _ in range(self.workers)]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             pids = {f.result(timeout=self.timeout_s) for f in ready}
             return executor, sorted(getattr(executor, "_processes", None) or pids)
         except BaseException:
@@ -274,14 +315,26 @@ class ExplainPool:
 
         if not isinstance(job, Job):
             return job
+        deadline = time.monotonic() + self.timeout_s
         try:
-            return job.future.result(timeout=self.timeout_s)
+            while True:
+                if job.executor is not self._executor or self.broken is not None:
+                    # its set broke: an answer that came is taken, none is waited for (a worker killed while
+                    # sending leaves the set's result pipe half-written: no answer of that set comes again)
+                    if job.future.done() and not job.future.cancelled() and job.future.exception() is None:
+                        return job.future.result()
+                    break
+                try:
+                    return job.future.result(timeout=min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
+                except FutureTimeout:
+                    if _a_worker_died(job.executor):
+                        self._break(job.executor, "an explain worker ended")
+                    elif time.monotonic() >= deadline:    # a worker hangs: end its set (_break kills it)
+                        self._break(job.executor, f"an explain worker gave no answer within {self.timeout_s:g} s")
         except BrokenProcessPool as err:      # a worker was killed: explain here, nothing is lost
             self._break(job.executor, str(err) or "a worker process ended")
         except CancelledError:                # its set broke before it ran
             pass
-        except FutureTimeout:                 # a worker hangs: end its set (_break kills it), explain here
-            self._break(job.executor, f"an explain worker gave no answer within {self.timeout_s:g} s")
         return explain_json(self.session, job.features, job.stakeholder)
 
     def close(self) -> None:

@@ -102,6 +102,35 @@ def test_a_broken_worker_set_is_replaced_and_serves_again(bc_bundle, breast_canc
     assert "explain workers restarted (pids" in caplog.text
 
 
+def _die_while_answering() -> None:
+    """In a worker: send the first part of an answer into the pool's result pipe, then die, as a worker the OOM
+    killer takes while it writes a large answer (the fault cannot be timed from outside in a test)."""
+    import struct
+
+    frame = sys._getframe()
+    while "result_queue" not in frame.f_locals:            # concurrent.futures' worker loop holds the pipe
+        frame = frame.f_back
+    frame.f_locals["result_queue"]._writer._send(struct.pack("!i", 1 << 20) + b"x" * 1000)   # 1 MiB announced
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_while_sending_its_answer_costs_no_wait_and_no_hang(bc_bundle, breast_cancer):
+    """The half-written answer leaves the pool's own thread waiting for the rest for ever. The pool must see the
+    dead worker at once (not after timeout_s), explain here, and free that thread so this process can exit."""
+    session = ei.load(bc_bundle)
+    X = np.asarray(breast_cancer.X_test[:4], dtype=np.float64)
+    local = _answers(explain_json(session, X, "clinician"))
+    with ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2, timeout_s=30) as pool:
+        broken = pool._executor
+        manager = broken._executor_manager_thread
+        broken.submit(_die_while_answering)
+        job = pool.submit(X)
+        assert _answers(pool.result(job)) == local
+        assert pool.breaks == ["an explain worker ended"]
+    manager.join(30)
+    assert not manager.is_alive(), "the broken set's thread still waits on its result pipe: exit would hang"
+
+
 def test_a_pool_out_of_restarts_explains_in_its_own_process(bc_bundle, breast_cancer, monkeypatch, caplog):
     from edgeinfer import workers
 
