@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 from typing import Any
 
@@ -28,6 +29,16 @@ class EdgeInferGroup(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except OSError as err:          # the system failed the command: a full disk, a closed pipe
+            if ctx.meta.get("edgeinfer.debug"):
+                raise
+            try:
+                sys.stdout.flush()
+            except OSError:             # nothing more reaches stdout: do not fail again at exit
+                sys.stdout = open(os.devnull, "w")
+            if not isinstance(err, BrokenPipeError):    # a reader that went away (| head) needs no message
+                click.echo(f"error: {err}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=EdgeInferGroup, context_settings={"help_option_names": ["-h", "--help"]})

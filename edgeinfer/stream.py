@@ -48,6 +48,7 @@ import math
 import os
 import select
 import signal
+import stat
 import sys
 import threading
 import time
@@ -61,7 +62,7 @@ from typing import IO, Any
 import click
 import numpy as np
 
-from edgeinfer.errors import BackendError, BundleError, InputError, UsageError
+from edgeinfer.errors import BackendError, BundleError, EdgeInferError, InputError, UsageError
 from edgeinfer.rows import csv_fields, decimal, json_object
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
@@ -173,7 +174,7 @@ class StreamSummary:
     windows_per_s: float
     latency_p50_ms: float | None
     latency_p95_ms: float | None
-    stopped_by: str                # "end of input" | "SIGINT" | "SIGTERM" | "closed output"
+    stopped_by: str                # "end of input" | "SIGINT" | "SIGTERM" | "closed output" | "failed output (why)"
     rejected_by_reason: dict = field(default_factory=dict)
     not_explained: int = 0         # windows to explain whose features the schema refuses (null explanation, alerts say why)
 
@@ -227,6 +228,10 @@ class LatencyHistogram:
 # ----- reading -----------------------------------------------------------------------
 class _Interrupted(Exception):
     """Raised from the signal handler while the stream waits for input."""
+
+
+class _OutputFailed(Exception):
+    """Writing the output failed (its cause: the OSError, e.g. a full disk)."""
 
 
 class Stopper:
@@ -353,6 +358,13 @@ class LineSource:
             if self._partial:
                 yield self.flush()
             return
+
+    def at_stop(self) -> list[tuple[int, str]]:
+        """The unfinished line a stop leaves, as a block to count: it may be only part of a row (a pipe, a
+        followed file). In a file read once it is whole on disk, as unread as the lines after it: not counted."""
+        if self._partial and not self.follow and self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode):
+            self._partial = []
+        return self.flush()
 
     def flush(self) -> list[tuple[int, str]]:
         """The unfinished last line, if any, as a block (a stop should count it, not drop it)."""
@@ -1048,14 +1060,19 @@ def stream(
                 "null" if explanation is None else explanation,
                 json.dumps(found, allow_nan=False) if found else "[]",
             ))
-        counts["alerts"] += sum(map(len, alerts.values()))
+        with _signals_held():
+            try:
+                out.write("\n".join(parts) + "\n")
+                out.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as err:         # a full disk, say: stop as for a closed output, and say why
+                raise _OutputFailed(err) from err
+        counts["alerts"] += sum(map(len, alerts.values()))      # counted once written
         counts["windows"] += len(chunk.labels)
         done = sum(e is not None for e in explanations.values())
         counts["explained"] += done
         counts["not_explained"] += len(explanations) - done
-        with _signals_held():
-            out.write("\n".join(parts) + "\n")
-            out.flush()
 
     def status() -> str:
         elapsed = max(time.perf_counter() - started, 1e-9)
@@ -1135,15 +1152,19 @@ def stream(
             pass
         except BrokenPipeError:
             stopped_by = "closed output"
+        except _OutputFailed as failed:
+            stopped_by = f"failed output ({failed.__cause__.strerror or failed.__cause__})"
         if parser is not None:
-            for line, _ in source_lines.flush():         # cut off by the stop: it may be only part of a row
+            for line, _ in source_lines.at_stop():       # cut off by the stop: it may be only part of a row
                 counts["read"] += 1
                 reject(line, "the stream stopped before this line ended (no newline yet); not used")
-        if stopped_by != "closed output":
+        if not stopped_by.startswith(("closed", "failed")):
             try:
                 write_ready(block=True)                  # every window cut is written, signal or not
             except BrokenPipeError:
                 stopped_by = "closed output"
+            except _OutputFailed as failed:
+                stopped_by = f"failed output ({failed.__cause__.strerror or failed.__cause__})"
     finally:
         source_lines.close()
         explainer.close()
@@ -1153,7 +1174,7 @@ def stream(
             wake_fds.clear()
         if frozen:
             gc.unfreeze()
-    if stopper.signal:
+    if stopper.signal and not stopped_by.startswith(("closed", "failed")):
         stopped_by = stopper.signal
     if parser is None and stopped_by == "end of input":
         reporter.done()
@@ -1283,7 +1304,7 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
             signal.signal(sig, old)
         if rejects is not None:
             rejects.close()
-    if summary.stopped_by == "closed output":
+    if summary.stopped_by.startswith(("closed output", "failed output")):
         try:
             sys.stdout = open(os.devnull, "w")  # the reader went away: nothing more to flush there
         except OSError:
@@ -1292,3 +1313,6 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     sys.stderr.flush()
     if summary_path:
         Path(summary_path).write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if summary.stopped_by.startswith("failed output"):
+        raise EdgeInferError(f"cannot write the output: {summary.stopped_by[len('failed output ('):-1]}; the stream "
+                             "stopped there (the summary above counts what it read)")

@@ -315,3 +315,28 @@ def test_explain_takes_a_stakeholder_file(diabetes_bundle, rows_file, tmp_path, 
                                        str(tmp_path / "missing.toml")])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith(f"error: cannot read stakeholder template file {tmp_path / 'missing.toml'}")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(diabetes_bundle, rows_file):
+    import subprocess
+    import sys
+
+    path, _ = rows_file
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "predict", str(diabetes_bundle), str(path)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (1, "error: [Errno 28] No space left on device\n")
+
+
+def test_quoted_numbers_in_json_lines_read_as_in_a_csv_file(diabetes_bundle, rows_file, tmp_path):
+    """The same row through JSON lines with numbers in quotes, and through CSV: the same decision."""
+    _, good = rows_file
+    quoted = tmp_path / "quoted.jsonl"
+    quoted.write_text(json.dumps({k: str(v) for k, v in good[0].items()}) + "\n")
+    table = tmp_path / "rows.csv"
+    table.write_text(",".join(good[0]) + "\n" + ",".join(str(v) for v in good[0].values()) + "\n")
+    from_json, from_csv = (CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(p)]) for p in (quoted, table))
+    assert from_json.exit_code == from_csv.exit_code == 0
+    same = [{**d, "latency_ms": 0, "row": 0} for d in _lines(from_json)]      # rows: line 1 vs line 2 (a header)
+    assert same == [{**d, "latency_ms": 0, "row": 0} for d in _lines(from_csv)]

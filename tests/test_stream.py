@@ -62,6 +62,43 @@ def test_a_byte_order_mark_before_the_header_is_no_content(motion_bundle):
     assert "rows     read 30 = used 30 + rejected 0" in with_mark.stderr
 
 
+def test_a_files_last_line_without_a_newline_is_a_row(motion_bundle, tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows(0.0, 30)))
+    assert "rows     read 30 = used 30 + rejected 0" in run([motion_bundle, str(path)]).stderr
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_stop_counts_a_half_read_line_only_where_it_may_be_half_a_row(tmp_path, follow):
+    """A stop between two reads leaves part of a line read. In a file read once the line is whole on disk:
+    it is as unread as the lines after it (the summary's count says where to go on). A followed file's (or a
+    pipe's) may be all there is: it is counted, as rejected."""
+    from edgeinfer.stream import READ_BYTES, LineSource, Stopper
+
+    path = tmp_path / "long.csv"
+    line = "0.0," + ",".join(["1.0" * 3000] * 6)
+    path.write_text("\n".join([line] * (2 * READ_BYTES // len(line) + 2)) + "\n")
+    source = LineSource(path, follow=follow, poll_s=0.01, stopper=Stopper())
+    first = next(source.blocks())                      # whole lines, and the start of the next one
+    assert len(first) == READ_BYTES // (len(line) + 1)
+    half = [n for n, _ in source.at_stop()]
+    assert half == ([len(first) + 1] if follow else [])
+    source.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_stops_the_stream_with_its_summary_and_one_line(motion_bundle, recording):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*_cli(), "stream", str(motion_bundle), str(recording), "--workers", "0"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("stream summary (stopped by failed output (No space left on device))\n")
+    assert "  windows  0 (0 explained)" in proc.stderr         # none reached the output
+    assert proc.stderr.endswith("error: cannot write the output: No space left on device; the stream stopped there "
+                                "(the summary above counts what it read)\n")
+
+
 def test_windows_the_schema_refuses_to_explain_are_counted_apart_with_their_alerts(motion_bundle):
     """Readings far outside the training range: each window is decided and alerted, its explanation refused
     (null); the summary counts it as refused, not explained."""
