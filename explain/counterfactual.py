@@ -285,6 +285,11 @@ class Space:
         free = ~self.frozen & ~categorical
         return free & (self.direction <= 0), free & (self.direction >= 0)
 
+    @cached_property
+    def has_integer(self) -> bool:
+        """Whether any feature is of integer kind (a Python bool: the one-row search asks on every point)."""
+        return bool(self.integer.any())
+
     def ends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F,) lowest and highest values the search tries for each feature of x."""
         down = np.maximum(self.lows, np.minimum(self.ref_low, x - self.scale))

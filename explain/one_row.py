@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from functools import lru_cache
+
 from edgeinfer.errors import ExplainError
 from edgeinfer.explain.counterfactual import (
     _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _after_reverts, _combo_masks, _Lines,
     _Search,
 )
+from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 
 
 _READ = 8   # candidates compared per step in _first_distinct: the first few usually hold the answers wanted
+_GRID_LO = np.concatenate(([0.0], _GRID_STEPS[:-1]))   # the grid point before each one (t_lo when it is the first valid)
+_FRAC = np.arange(1, REFINE + 1) / (REFINE + 1.0)       # bracket_points' interior points, as the batched search's
 
 
 class OneRowSearch(_Search):
@@ -50,7 +55,7 @@ class OneRowSearch(_Search):
         """`_Search.margin` for candidates of the one row: its target is a scalar."""
         if len(proba) == 0:
             return (np.zeros(0), np.zeros(0)) if log_odds else np.zeros(0)
-        idx = int(self.t_index[0])
+        idx, op, thr = self.target
         p = proba[:, idx]
         if self.C == 2:
             best_other = rest = proba[:, 1 - idx]
@@ -60,7 +65,6 @@ class OneRowSearch(_Search):
             best_other = others.max(axis=1)
             others[:, idx] = 0.0
             rest = others.sum(axis=1)
-        op, thr = int(self.t_op[0]), float(self.t_threshold[0])
         margin = p - best_other if op == 0 else (thr - p if op < 0 else p - thr)
         if not log_odds:
             return margin
@@ -73,8 +77,15 @@ class OneRowSearch(_Search):
         logit_thr = np.log(thr) - np.log1p(-thr)
         return margin, (logit_thr - logit if op < 0 else logit - logit_thr)
 
+    def set_targets(self, targets) -> None:
+        super().set_targets(targets)
+        # the row's target index, op and threshold as Python values: `margin` reads them on every call
+        self.target = (int(self.t_index[0]), int(self.t_op[0]), float(self.t_threshold[0]))
+
     def distance(self, values: np.ndarray, rows) -> np.ndarray:
-        return np.add.reduce(np.abs((values - self.X[0]) / self.space.scale), axis=1)
+        d = values - self.X[0]
+        np.divide(d, self.space.scale, out=d)   # the same operations, in place
+        return np.add.reduce(np.abs(d, out=d), axis=1)
 
     def cost(self, values: np.ndarray, rows) -> np.ndarray:
         return self.distance(values, None) + SPARSITY_COST * np.add.reduce(values != self.X[0], axis=1)
@@ -83,19 +94,27 @@ class OneRowSearch(_Search):
         return np.array([int(among.any())])
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        return self._points(lines.end[line_of], ts[:, None])
+
+    def bracket_points(self, lines: _Lines, chosen: np.ndarray):
+        ts = lines.t_lo[chosen][:, None] + (lines.t_hi - lines.t_lo)[chosen][:, None] * _FRAC
+        return self._points(lines.end[chosen], ts), ts
+
+    def _points(self, end: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """`_Search.points` for lines ending at `end` (L, F), at ts (L, P) on each: (L * P, F), line by line.
+        Each element is computed as there (x + t (end - x)); only the repeat of each end is left out."""
         sp, x = self.space, self.X[0]
-        end = lines.end[line_of]
-        t = ts[:, None]
-        v = x + t * (end - x)
+        t = ts[:, :, None]
+        v = x + t * (end - x)[:, None, :]
         np.minimum(np.maximum(v, sp.lows, out=v), sp.highs, out=v)   # np.clip's arithmetic, without its wrapper
-        if sp.integer.any():
-            v[:, sp.integer] = np.round(v[:, sp.integer])
+        if sp.has_integer:
+            v[..., sp.integer] = np.round(v[..., sp.integer])
         for j, _ in sp.categorical:
-            v[:, j] = np.where(ts >= 0.5, end[:, j], x[j])
+            v[:, :, j] = np.where(ts >= 0.5, end[:, j, None], x[j])
         if self.outside_any:
             outside = (x < sp.lows) | (x > sp.highs)
-            v = np.where(outside & (t > 0), end, v)
-        return v
+            v = np.where(outside & (t > 0), end[:, None, :], v)
+        return v.reshape(-1, self.F)
 
     # -- the stages --
     def resolve_targets(self, goal, labels, proba0):
@@ -129,18 +148,18 @@ class OneRowSearch(_Search):
         ends = np.repeat(x[None, :], L, axis=0)
         ends[every, feats] = moved
         c_feats, e_j = feats[:n_cont], moved[:n_cont]
-        if sp.integer.any():
+        if sp.has_integer:
             rounded = sp.integer[feats].nonzero()[0]
             if len(rounded):
                 ends[rounded] = sp.project(ends[rounded], np.broadcast_to(x, (len(rounded), F)), self.kern)
                 e_j = ends[every[:n_cont], c_feats]
-        lines = _Lines(np.zeros(L, dtype=np.int64), ends, np.full(L, _SINGLE), every < n_cont, self.C)
 
         x_j = x[c_feats]
         v = x_j[:, None] + _GRID_STEPS * (e_j - x_j)[:, None]
-        v = np.clip(v, np.minimum(x_j, e_j)[:, None], np.maximum(x_j, e_j)[:, None])
+        # np.clip's arithmetic, without its wrapper
+        np.minimum(np.maximum(v, np.minimum(x_j, e_j)[:, None], out=v), np.maximum(x_j, e_j)[:, None], out=v)
         v[:, -1] = e_j
-        if sp.integer.any():
+        if sp.has_integer:
             ints = sp.integer[c_feats]
             v[ints] = np.round(v[ints])
         if self.outside_any:
@@ -158,37 +177,60 @@ class OneRowSearch(_Search):
         already = margin0 > MARGIN
         margin, log_margin = self.margin(proba, None, log_odds=True)
         ok = margin > MARGIN
-        hit, at = self.take_first_valid(lines, every[:n_cont], np.broadcast_to(_GRID_STEPS, (n_cont, GRID)), None,
-                                        proba[:m], ok[:m].reshape(n_cont, GRID))
-        lines.values[hit] = x
-        lines.values[hit, c_feats[hit]] = v.ravel()[at]
+        # what `take_first_valid` makes of fresh lines (t in [0, 1], none found): on a grid line the first
+        # valid point becomes t_hi and the one before it t_lo; a line without one gets t_lo = its last point
+        # (1.0 on either kind); a categorical line is its end alone (t = 1)
+        grid_ok = ok[:m].reshape(n_cont, GRID)
+        first = grid_ok.argmax(axis=1)
+        has = np.logical_or.reduce(grid_ok, axis=1)
+        t_lo = np.where(has, _GRID_LO[first], _GRID_STEPS[-1])
+        t_hi = np.where(has, _GRID_STEPS[first], 1.0)
+        at = every[:n_cont] * GRID + first                 # each line's first valid point (where it has one)
+        values = ends.copy()
+        hit = has.nonzero()[0]
+        values[hit] = x
+        values[hit, c_feats[hit]] = v[hit, first[hit]]
         gain = log_margin - log0[0]
         if n_cat:
-            self.take_first_valid(lines, every[n_cont:], np.ones((n_cat, 1)), ends[n_cont:], proba[m:], ok[m:, None])
+            has = np.concatenate((has, ok[m:]))
+            t_lo = np.concatenate((t_lo, np.where(ok[m:], 0.0, 1.0)))
+            t_hi = np.concatenate((t_hi, np.ones(n_cat)))
+            at = np.concatenate((at, np.arange(m, m + n_cat)))
             v = np.vstack([v, np.repeat(moved[n_cont:, None], GRID, axis=1)])
             gain = np.vstack([gain[:m].reshape(n_cont, GRID), np.repeat(gain[m:, None], GRID, axis=1)])
-        if already[0]:
-            lines.found[:] = False
+        lines = _fresh_lines(ends, every < n_cont, t_lo, t_hi, has & ~already[0], values,
+                             np.where(has[:, None], proba[at], 0.0))
         self.learn_usefulness(None, feats, v, gain.reshape(L, GRID))
         return lines, already
 
     def learn_usefulness(self, rows, feat, value, gain) -> None:
-        F, x = self.F, self.X[0]
-        lines = np.arange(len(feat))
-        step = np.abs(value - x[feat][:, None]) / self.space.scale[feat][:, None]
+        """Both rankings in one pass: `self.best` (2, 1, F) holds what `_Search` keeps as `gain` and `rate`,
+        `self.best_value` their values (`gain_value`, `rate_value`); `side_rate` as there."""
+        sp, F, x = self.space, self.F, self.X[0]
+        L = len(feat)
+        step = np.abs(value - x[feat][:, None]) / sp.scale[feat][:, None]
         rate = np.where(step > 0, gain / np.maximum(step, 1e-12), -np.inf)
-        self.gain, self.gain_value = np.full((1, F), -np.inf), np.full((1, F), np.nan)
-        self.rate, self.rate_value = np.full((1, F), -np.inf), np.full((1, F), np.nan)
-        for per_point, best, at in ((gain, self.gain, self.gain_value), (rate, self.rate, self.rate_value)):
-            g = per_point.argmax(axis=1)
-            score, moved = per_point[lines, g], value[lines, g]
-            order = np.lexsort((-score, feat))
-            first = order[np.concatenate(([True], feat[order][1:] != feat[order][:-1]))] if len(order) else order
-            best[0, feat[first]] = score[first]
-            at[0, feat[first]] = moved[first]
+        per_point = np.concatenate((gain, rate))                 # (2 L, GRID): the gain lines, then the rate lines
+        every = np.arange(2 * L)
+        g = per_point.argmax(axis=1)
+        score = per_point[every, g]
+        moved = value[every[:L], g.reshape(2, L)].ravel()
+        # per ranking and feature, its best line (ties: the first line), as one lexsort on (ranking, feature)
+        key = np.concatenate((feat, feat + F))
+        order = np.lexsort((-score, key))
+        first = order[np.concatenate(([True], key[order][1:] != key[order][:-1]))] if L else order
+        self.best, self.best_value = np.full((2, 1, F), -np.inf), np.full((2, 1, F), np.nan)
+        self.best.ravel()[key[first]] = score[first]
+        self.best_value.ravel()[key[first]] = moved[first]
         self.side_rate = np.full((1, F, 2), -np.inf)
         side = (value[:, -1] > x[feat]).astype(np.int64)
-        np.maximum.at(self.side_rate[0], (feat, side), rate.max(axis=1, initial=-np.inf))
+        # each line's largest rate: the value at its argmax, i.e. rate.max(axis=1, initial=-inf) (the same
+        # element; a row of -inf gives -inf either way)
+        best_rate = score[L:]
+        if sp.categorical or sp.has_integer:   # a (feature, side) may have several lines: keep the largest
+            np.maximum.at(self.side_rate[0], (feat, side), best_rate)
+        else:   # one line per continuous feature and side: a plain store (np.maximum.at is slow)
+            self.side_rate[0, feat, side] = best_rate
 
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
         x = self.X[0]
@@ -212,16 +254,40 @@ class OneRowSearch(_Search):
         F, x = self.F, self.X[0]
         if skip:
             return np.zeros((0, F)), np.zeros(0, dtype=np.int64)
+        score = np.where(self.best[:, 0] > 0, self.best[:, 0], -np.inf)        # (2, F): gain, rate
+        # each feature's rank, the inverse of the stable order (argsort of a permutation inverts it)
+        rank = np.argsort(np.argsort(-score, axis=1, kind="stable"), axis=1, kind="stable")
+        useful = np.isfinite(score).sum(axis=1).tolist()
         out, size = [], []
-        for variant, (score, value) in enumerate(((self.gain, self.gain_value), (self.rate, self.rate_value))):
-            masks, needed, sizes = _combo_masks(F, variant)
-            score = np.where(score[0] > 0, score[0], -np.inf)
-            rank = np.empty(F, dtype=np.int64)
-            rank[np.argsort(-score, kind="stable")] = np.arange(F)
-            pp = (needed <= np.isfinite(score).sum()).nonzero()[0]
-            out.append(np.where(masks[pp][:, rank], value[0], x))
-            size.append(sizes[pp])
+        for variant in (0, 1):
+            masks, sizes = _combos_within(F, variant, useful[variant])
+            out.append(np.where(masks[:, rank[variant]], self.best_value[variant, 0], x))
+            size.append(sizes)
         return np.vstack(out), np.concatenate(size)
+
+    def take_first_valid(self, lines: _Lines, ids, ts, values, proba, ok):
+        """`_Search.take_first_valid`, line by line in Python for the few lines (<= 8) a one-row refinement
+        has: a handful of scalar stores costs less than NumPy's per-call cost on tiny arrays."""
+        if len(ids) > 8 or len(ids) == 0:
+            return _Search.take_first_valid(lines, ids, ts, values, proba, ok)
+        P = ok.shape[1]
+        hit, at = [], []
+        t_lo, t_hi, found = lines.t_lo, lines.t_hi, lines.found
+        for s, (i, f, has, t) in enumerate(zip(ids.tolist(), ok.argmax(axis=1).tolist(),
+                                               np.logical_or.reduce(ok, axis=1).tolist(), ts.tolist())):
+            if not has:
+                t_lo[i] = t[-1]
+                continue
+            if f > 0:
+                t_lo[i] = t[f - 1]
+            t_hi[i] = t[f]
+            if values is not None:
+                lines.values[i] = values[s * P + f]
+            lines.proba[i] = proba[s * P + f]
+            found[i] = True
+            hit.append(i)
+            at.append(s * P + f)
+        return np.array(hit, dtype=np.int64), np.array(at, dtype=np.int64)
 
     def worth_refining(self, lines: _Lines, among: np.ndarray, per_row: int) -> np.ndarray:
         cand = (among & lines.found & lines.refinable & (lines.t_hi - lines.t_lo > 1e-9)).nonzero()[0]
@@ -231,17 +297,18 @@ class OneRowSearch(_Search):
         sparsity = SPARSITY_COST * (values != self.X[0]).sum(axis=1)
         cost_hi = self.distance(values, None) + sparsity
         cost_lo = self.distance(self.points(lines, cand, lines.t_lo[cand]), None) + sparsity
-        rank = np.empty(len(cand), dtype=np.int64)
-        rank[np.argsort(cost_lo, kind="stable")] = np.arange(len(cand))
-        return cand[(cost_lo < cost_hi.min()) & (rank < per_row)]
+        keep = cost_lo < cost_hi.min()
+        if len(cand) > per_row:   # only the per_row lowest lower bounds (ties by position)
+            keep[np.argsort(cost_lo, kind="stable")[per_row:]] = False
+        return cand[keep]
 
     def sparsify(self, lines: _Lines, complete: bool):
         found = lines.found.nonzero()[0]
         values = lines.values[found]
-        changed = values != self.X[0]
-        pool = _first_distinct(self.cost(values, None), values, self.X[0], len(values))
-        V, P = values[pool], lines.proba[found][pool]
-        verified = changed[pool].sum(axis=1) == 1
+        # only the first 3 (k + 1) distinct answers can become active (k + 1, then at most two refills of k + 1)
+        pool = _first_distinct(self.cost(values, None), values, self.X[0], 3 * (self.k + 1))
+        V, P = values[pool], lines.proba[found[pool]]
+        verified = np.add.reduce(V != self.X[0], axis=1) == 1
         valid = np.ones(len(V), dtype=bool)
         active = np.arange(len(V)) < self.k + 1
         todo = (active & ~verified).nonzero()[0] if complete else np.zeros(0, dtype=np.int64)
@@ -273,13 +340,16 @@ class OneRowSearch(_Search):
         singles[np.arange(len(nn)), jj] = x[jj]
         rates = self.side_rate[0]
         useful = np.where(changed, np.where(V > x, rates[:, 1], rates[:, 0]), np.inf)
-        order = np.argsort(useful, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(F)[None, :], axis=1)
-        reps = np.maximum(changed.sum(axis=1) - 2, 0)
-        bn = np.repeat(np.arange(m), reps)
-        bm = np.arange(len(bn)) - np.repeat(np.cumsum(reps) - reps, reps) + 2
-        bulk = np.where(rank[bn] < bm[:, None], x, V[bn])
+        # each change's rank, the inverse of the stable order (argsort of a permutation inverts it)
+        rank = np.argsort(np.argsort(useful, axis=1, kind="stable"), axis=1, kind="stable")
+        reps = np.maximum(np.add.reduce(changed, axis=1) - 2, 0)
+        if m == 1:   # the usual case: bulk b = 2 .. changes - 1 of the one candidate
+            bn = np.zeros(int(reps[0]), dtype=np.int64)
+            bulk = np.where(rank[0] < np.arange(2, len(bn) + 2)[:, None], x, V[0])
+        else:
+            bn = np.repeat(np.arange(m), reps)
+            bm = np.arange(len(bn)) - np.repeat(np.cumsum(reps) - reps, reps) + 2
+            bulk = np.where(rank[bn] < bm[:, None], x, V[bn])
         cands = np.vstack([V, singles, bulk])
         proba = self.predict(cands, None)
         ok = self.margin(proba, None) > MARGIN
@@ -297,11 +367,51 @@ class OneRowSearch(_Search):
     def finish(self, items, already, complete: bool):
         rows, values, proba, valid, verified = items
         keep = valid.nonzero()[0]
-        if len(keep) == 0:
-            return self.results(rows[:0], values[:0], proba[:0], already, complete)
+        if len(keep) <= 1:   # nothing to choose between
+            return self.results(rows[keep], values[keep], proba[keep], already, complete)
         cost = self.cost(values[keep], None) + np.where(verified[keep], 0.0, 1e9)
         q = keep[[int(cost.argmin())]]
         return self.results(rows[q], values[q], proba[q], already, complete)
+
+    def results(self, chosen_rows, chosen_values, chosen_proba, already, complete: bool) -> list[Counterfactuals]:
+        """`_Search.results` for the one row (at most one answer), without the grouping by row."""
+        if len(chosen_values):
+            distance = self.distance(chosen_values, None)
+            plaus = self.plausibility(chosen_values, None)
+        reasons = {}
+        if not already[0] and not len(chosen_values) and not self.out_of_time():
+            reasons = self.why_unreachable(np.zeros(1, dtype=np.int64))
+        t = self.targets[0]
+        common = dict(target=t.text, target_class=t.target_class, backend_calls=int(self.row_calls[0]),
+                      rows_evaluated=int(self.row_evals[0]), elapsed_ms=self.elapsed_ms())
+        if already[0]:
+            return [Counterfactuals(found=False, complete=True, met=True,
+                                    reason=f"the decision already meets {t.text}; nothing needs to change", **common)]
+        if len(chosen_values):
+            item = self.counterfactual(0, chosen_values[0], chosen_proba[0], distance[0], plaus[0])
+            return [Counterfactuals(items=(item,), found=True, complete=complete, **common)]
+        if 0 in reasons:
+            reason, binding = reasons[0]
+            return [Counterfactuals(found=False, complete=complete, reason=reason, binding=binding, **common)]
+        return [Counterfactuals(
+            found=False, complete=False,
+            reason=f"the time budget of {self.budget_ms:g} ms ran out before {self.sought(t)} was found", **common)]
+
+    def counterfactual(self, i: int, values, proba, distance: float, plausibility: float) -> Counterfactual:
+        """`_Search.counterfactual`, reading the values as Python floats once."""
+        feats = self.schema.features
+        x, v = self.X[i].tolist(), values.tolist()
+        changed = (values != self.X[i]).nonzero()[0].tolist()
+        return Counterfactual(
+            values=tuple(v),
+            changes=tuple(FeatureChange(feats[j].name, x[j], v[j], feats[j].unit) for j in changed),
+            class_name=self.schema.classes[int(proba.argmax())],
+            probabilities=tuple(proba.tolist()),
+            valid=True,
+            distance=float(distance),
+            sparsity=len(changed),
+            plausibility=float(plausibility),
+        )
 
     def plausibility(self, values: np.ndarray, rows) -> np.ndarray:
         if len(values) == 0:
@@ -309,6 +419,24 @@ class OneRowSearch(_Search):
         ref = self.reference
         return self.kern.knn_agreement(values, ref.by_feature.T, self.space.scale, np.asarray(ref.predicted),
                                        int(self.t_class[0]), self.neighbours)
+
+
+def _fresh_lines(ends, refinable, t_lo, t_hi, found, values, proba) -> _Lines:
+    """The first call's single-feature lines of the one row, with their brackets already set (what
+    `_Lines(...)` and then `take_first_valid` would leave, without making each array twice)."""
+    lines = _Lines.__new__(_Lines)   # every attribute is set below, as _Lines.__init__ would
+    lines.row = np.zeros(len(ends), dtype=np.int64)
+    lines.end, lines.kind, lines.refinable = ends, np.full(len(ends), _SINGLE), refinable
+    lines.t_lo, lines.t_hi, lines.found, lines.values, lines.proba = t_lo, t_hi, found, values, proba
+    return lines
+
+
+@lru_cache(maxsize=256)
+def _combos_within(F: int, variant: int, useful: int) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy combinations (rank-position masks, sizes) that need no more than `useful` useful features."""
+    masks, needed, sizes = _combo_masks(F, variant)
+    pp = (needed <= useful).nonzero()[0]
+    return masks[pp], sizes[pp]
 
 
 def _first_distinct(cost: np.ndarray, values: np.ndarray, x: np.ndarray, limit: int) -> np.ndarray:
@@ -320,8 +448,9 @@ def _first_distinct(cost: np.ndarray, values: np.ndarray, x: np.ndarray, limit: 
     picked: list[int] = []
     for start in range(0, len(order), _READ):
         block = order[start:start + _READ]
-        for q, key in zip(block.tolist(), np.packbits(values[block] != x, axis=1)):
-            key = key.tobytes()
+        keys = np.packbits(values[block] != x, axis=1)
+        # each row's bytes as one Python bytes object (a void view's tolist), all in one call
+        for q, key in zip(block.tolist(), keys.view(np.dtype((np.void, keys.shape[1]))).ravel().tolist()):
             if key not in seen:
                 seen.add(key)
                 picked.append(q)
