@@ -235,9 +235,14 @@ class OneRowSearch(_Search):
     def second_batch(self, lines: _Lines, already: np.ndarray) -> None:
         x = self.X[0]
         found = (lines.found & (lines.kind == _SINGLE)).nonzero()[0]
-        settled = len(found) > 0 and self.cost(lines.values[found], None).min() <= 2 * SPARSITY_COST
+        values = lines.values[found]
+        sparsity = SPARSITY_COST * np.add.reduce(values != x, axis=1)
+        cost = self.distance(values, None) + sparsity                 # self.cost(values), parts kept
+        settled = len(found) > 0 and cost.min() <= 2 * SPARSITY_COST
         combos, c_size = self.greedy_combinations(bool(already[0]) or settled)
-        chosen = self.worth_refining(lines, lines.kind == _SINGLE, 2 * self.k + 2)
+        # worth_refining(lines, lines.kind == _SINGLE, 2 k + 2): its candidates are among `found`, costs known
+        sub = (lines.refinable[found] & (lines.t_hi[found] - lines.t_lo[found] > 1e-9)).nonzero()[0]
+        chosen = self._worth_refining(lines, found[sub], cost[sub], sparsity[sub], 2 * self.k + 2)
         r_values, r_ts = self.bracket_points(lines, chosen)
         proba = self.predict(np.concatenate((r_values, combos)), None)
         ok = self.margin(proba, None) > MARGIN
@@ -295,7 +300,12 @@ class OneRowSearch(_Search):
             return cand
         values = lines.values[cand]
         sparsity = SPARSITY_COST * (values != self.X[0]).sum(axis=1)
-        cost_hi = self.distance(values, None) + sparsity
+        return self._worth_refining(lines, cand, self.distance(values, None) + sparsity, sparsity, per_row)
+
+    def _worth_refining(self, lines: _Lines, cand, cost_hi, sparsity, per_row: int) -> np.ndarray:
+        """`worth_refining` once its candidates' costs (at t_hi) and sparsity costs are known."""
+        if len(cand) == 0:
+            return cand
         cost_lo = self.distance(self.points(lines, cand, lines.t_lo[cand]), None) + sparsity
         keep = cost_lo < cost_hi.min()
         if len(cand) > per_row:   # only the per_row lowest lower bounds (ties by position)
