@@ -380,6 +380,15 @@ class _Lines:
         self.values = ends.copy()              # the first valid point (at t_hi) where found
         self.proba = np.zeros((m, C))
 
+    @classmethod
+    def bracketed(cls, rows, ends, kind, refinable, t_lo, t_hi, found, values, proba) -> "_Lines":
+        """Lines whose brackets are already known (the one-row search sets them as it builds the lines,
+        instead of making every array twice)."""
+        lines = cls.__new__(cls)
+        lines.row, lines.end, lines.kind, lines.refinable = rows, ends, kind, refinable
+        lines.t_lo, lines.t_hi, lines.found, lines.values, lines.proba = t_lo, t_hi, found, values, proba
+        return lines
+
     def __len__(self) -> int:
         return len(self.row)
 

@@ -14,9 +14,9 @@ the batched search.
 
 from __future__ import annotations
 
-import numpy as np
-
 from functools import lru_cache
+
+import numpy as np
 
 from edgeinfer.errors import ExplainError
 from edgeinfer.explain.counterfactual import (
@@ -198,8 +198,8 @@ class OneRowSearch(_Search):
             at = np.concatenate((at, np.arange(m, m + n_cat)))
             v = np.vstack([v, np.repeat(moved[n_cont:, None], GRID, axis=1)])
             gain = np.vstack([gain[:m].reshape(n_cont, GRID), np.repeat(gain[m:, None], GRID, axis=1)])
-        lines = _fresh_lines(ends, every < n_cont, t_lo, t_hi, has & ~already[0], values,
-                             np.where(has[:, None], proba[at], 0.0))
+        lines = _Lines.bracketed(np.zeros(L, dtype=np.int64), ends, np.full(L, _SINGLE), every < n_cont, t_lo, t_hi,
+                                 has & ~already[0], values, np.where(has[:, None], proba[at], 0.0))
         self.learn_usefulness(None, feats, v, gain.reshape(L, GRID))
         return lines, already
 
@@ -429,16 +429,6 @@ class OneRowSearch(_Search):
         ref = self.reference
         return self.kern.knn_agreement(values, ref.by_feature.T, self.space.scale, np.asarray(ref.predicted),
                                        int(self.t_class[0]), self.neighbours)
-
-
-def _fresh_lines(ends, refinable, t_lo, t_hi, found, values, proba) -> _Lines:
-    """The first call's single-feature lines of the one row, with their brackets already set (what
-    `_Lines(...)` and then `take_first_valid` would leave, without making each array twice)."""
-    lines = _Lines.__new__(_Lines)   # every attribute is set below, as _Lines.__init__ would
-    lines.row = np.zeros(len(ends), dtype=np.int64)
-    lines.end, lines.kind, lines.refinable = ends, np.full(len(ends), _SINGLE), refinable
-    lines.t_lo, lines.t_hi, lines.found, lines.values, lines.proba = t_lo, t_hi, found, values, proba
-    return lines
 
 
 @lru_cache(maxsize=256)
