@@ -59,6 +59,26 @@ def _float_proba(torch_model):
     return proba
 
 
+def time_one_row(session, X, labels) -> list[float]:
+    """One more pass of one-row requests, one per patient: seconds each (the answers are checked in the first)."""
+    seconds = []
+    for x, label in zip(X, labels):
+        start = time.perf_counter()
+        find_counterfactuals(session, x[None], labels=np.array([label]))
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def pool_passes(run: Run, passes: list[list[float]]) -> None:
+    """The one-row run's times become every pass's (p50 / p95 over all of them), with each patient's best."""
+    best = np.min(passes, axis=0) * 1000.0
+    run.seconds = [s for one_pass in passes for s in one_pass]
+    run.note = (f"p50 / p95 over {len(passes)} passes of the {len(passes[0])} patients ({len(run.seconds)} requests), "
+                f"one pass after each other method so that no single spell of the shared host decides them; each "
+                f"patient's best of the {len(passes)}: p50 {np.percentile(best, 50):.2f} ms, p95 "
+                f"{np.percentile(best, 95):.2f} ms; " + run.note)
+
+
 def run_edgeinfer(session, X, labels) -> tuple[Run, Run, list]:
     for part in (X[:1], X[:2]):                                            # warm-up: the one-row and batched paths
         find_counterfactuals(session, part, labels=labels[: len(part)])
@@ -277,14 +297,18 @@ def main(argv: list[str] | None = None) -> None:
         labels = session.predict_proba(X).argmax(axis=1)
         float_proba = _float_proba(torch_model)
         one, batch, _ = run_edgeinfer(session, X, labels)
+        passes = [one.seconds]
         runs = [one, batch, run_edgeinfer_plausible(session, X, labels, 1.0)]
+        passes.append(time_one_row(session, X, labels))
         for method in ("random", "genetic", "kdtree"):
             print(f"running DiCE {method} …", flush=True)
             runs.append(run_dice(method, data, torch_model, X, budget_s=args.method_budget_s))
+            passes.append(time_one_row(session, X, labels))
         if args.gradient_instances > 0:
             print("running DiCE gradient …", flush=True)
             runs.append(run_dice_gradient(data, torch_model, X, instances=args.gradient_instances,
                                           budget_s=args.method_budget_s))
+        pool_passes(one, passes)
         scores = [score(r, X, labels, session, float_proba, kernels) for r in runs]
         precision = session.bundle.precision
     ours = scores[0]
