@@ -243,6 +243,11 @@ class FeatureSchema:
             arr, problem = None, err
         else:
             problem = f"got values of type {arr.dtype}"
+            if arr.dtype.kind == "O" and not any(isinstance(v, (str, bytes)) or v is None for v in arr.flat):
+                try:                         # objects that are all numbers (a mixed table's .values): at once
+                    arr = arr.astype(np.float64)
+                except (TypeError, ValueError, OverflowError):
+                    pass
         if arr is None or arr.dtype.kind not in "biuf":   # text (or objects) in a cell: read cell by cell, as a CSV
             if _is_batch_of_rows(x):         # a row that cannot be read stays that row's problem alone
                 return self._matrix_from_rows(x, unreadable), False

@@ -93,6 +93,14 @@ def test_numbers_written_as_text_read_alike_through_every_form(form):
     np.testing.assert_array_equal(SCHEMA.validate(x)[0][0], [120.5, 50.0, 1.0])
 
 
+def test_an_object_array_reads_as_its_cells():
+    """A mixed table's .values: numbers at once, a category name or numeric text cell by cell."""
+    rows = [[120.5, 50, 1], [130.0, 60, "female"], ["140", 70, 0]]
+    np.testing.assert_array_equal(SCHEMA.validate(np.array(rows[:1], dtype=object))[0], [[120.5, 50.0, 1.0]])
+    np.testing.assert_array_equal(SCHEMA.validate(np.array(rows, dtype=object))[0],
+                                  [[120.5, 50.0, 1.0], [130.0, 60.0, 0.0], [140.0, 70.0, 0.0]])
+
+
 @pytest.mark.parametrize(
     "cell, message",
     [
