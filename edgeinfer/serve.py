@@ -246,6 +246,13 @@ def _sigterm_stops():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _log_to_stderr():
+    """PyTriton prints tritonserver's log on stdout: meanwhile, send it to stderr, whole lines at a time."""
+    with redirect_stdout(_WholeLines(sys.stderr)) as log, log:
+        yield
+
+
 class _WholeLines(io.TextIOBase):
     """A text stream that passes on only complete lines (the rest waits for its newline)."""
 
@@ -408,8 +415,9 @@ class Server:
                 outputs=[Tensor(name="explanation", dtype=np.bytes_, shape=(1,))],
                 config=model_config,
             )
-            self._triton.run()
-            self._wait_ready(startup_timeout_s)
+            with _log_to_stderr():       # tritonserver's start-up log: not on the caller's stdout
+                self._triton.run()
+                self._wait_ready(startup_timeout_s)
         except BaseException as err:
             try:
                 self.stop()
@@ -470,8 +478,9 @@ class Server:
         self._triton = self._pool = None
         try:
             if triton is not None:
-                self._unload_models()
-                triton.stop()
+                with _log_to_stderr():
+                    self._unload_models()
+                    triton.stop()
         finally:
             if pool is not None:
                 pool.close()

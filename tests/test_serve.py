@@ -560,9 +560,10 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
 
 
 @pytest.mark.server
-def test_a_client_holding_its_connection_open_leaves_nothing_behind_at_the_stop(bc_session):
+def test_a_client_holding_its_connection_open_leaves_nothing_behind_at_the_stop(bc_session, capsys):
     """tritonserver waits for open HTTP connections until its exit timeout, then exits: the models are unloaded
-    first, so their Python backend stubs end cleanly and remove their model copies (/tmp/folder*)."""
+    first, so their Python backend stubs end cleanly and remove their model copies (/tmp/folder*). Its log goes
+    to stderr, never to the caller's stdout."""
     import glob
 
     from edgeinfer.serve import Server
@@ -578,6 +579,8 @@ def test_a_client_holding_its_connection_open_leaves_nothing_behind_at_the_stop(
         assert not copies & set(glob.glob("/tmp/folder*"))
     finally:
         client.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "Started GRPCInferenceService" in err
 
 
 def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
