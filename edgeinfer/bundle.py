@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeinfer.errors import BundleError
+from edgeinfer.errors import BundleError, SchemaError
 from edgeinfer.profiles import DeviceProfile
 from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
@@ -219,6 +219,12 @@ def read_bundle(path: str | Path) -> Bundle:
             )
     try:
         schema = FeatureSchema.from_dict(manifest["schema"])
+    except SchemaError as err:      # e.g. a schema an older edgeinfer wrote and this one refuses
+        raise BundleError(f"the feature schema in bundle {path} is refused: {err}; fix the schema and re-export "
+                          "the bundle") from err
+    except (KeyError, ValueError, LookupError) as err:
+        raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err
+    try:
         profile = DeviceProfile.from_dict(manifest["device"])
     except (KeyError, ValueError, LookupError) as err:
         raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err

@@ -114,6 +114,12 @@ class Feature:
         """Turn a cell into the model's number: a number, text that reads as one (as in a CSV file), or for a
         categorical feature a category name. A value equal to a bound's nearest float32 (or float16) in that
         precision is the bound: a bound sent in lower precision may lie just outside it."""
+        if isinstance(value, bytes):        # fixed-width byte strings (NumPy 'S', HDF5): read as ASCII text
+            try:
+                value = value.decode("ascii")
+            except UnicodeDecodeError:
+                raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}; "
+                                 "give text or numbers") from None
         if isinstance(value, str):
             if self.kind == "categorical" and value in self.categories:
                 return self.codes[self.categories.index(value)]
@@ -223,7 +229,12 @@ class FeatureSchema:
             return np.zeros((0, len(self))), False
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
             columns = [str(c) for c in x.columns]
-            return self._matrix_from_columns(columns, x.to_numpy(), unreadable), False
+            matrix = self._matrix_from_columns(columns, x.to_numpy(), unreadable)
+            for name, dtype in zip(columns, getattr(x, "dtypes", ())):     # float32 columns, whatever their neighbours
+                if getattr(dtype, "kind", "") == "f" and getattr(dtype, "itemsize", 8) < 8:
+                    j = self._index[name]
+                    matrix[:, j] = self.at_bounds(matrix[:, j], np.dtype(f"f{dtype.itemsize}"), j)
+            return matrix, False
         if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and any(isinstance(r, Mapping) for r in x):
             rows = []
             for i, row in enumerate(x):
@@ -237,6 +248,8 @@ class FeatureSchema:
                     unreadable[i] = str(err)
                     rows.append(np.full(len(self), np.nan))
             return np.stack(rows), False
+        if isinstance(x, (list, tuple)) and any(isinstance(v, np.floating) and v.dtype.itemsize < 8 for v in x):
+            return self._row_from_values(x)[None, :], True     # float32 cells NumPy would widen with the rest
         try:
             arr = np.asarray(x)
         except (TypeError, ValueError) as err:      # rows of different lengths
@@ -257,9 +270,10 @@ class FeatureSchema:
                 f"expected numbers in schema order ({len(self)} features) or a mapping of feature name to value; "
                 f"could not read the input as numbers: {problem}"
             )
+        sent_as = arr.dtype
         arr = arr.astype(np.float64, copy=False)
-        if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype.itemsize < 8:
-            arr = self.at_bounds(arr, x.dtype)
+        if sent_as.kind == "f" and sent_as.itemsize < 8:    # float32 arrays, rows or tensors
+            arr = self.at_bounds(arr, sent_as)
         if arr.ndim == 1:
             self._check_width(arr.shape[0])
             return arr[None, :], True
@@ -268,10 +282,11 @@ class FeatureSchema:
             return arr, False
         raise InputError(f"expected a 1-D row or a 2-D batch of {len(self)} features, got a {arr.ndim}-D array")
 
-    def at_bounds(self, matrix: np.ndarray, dtype) -> np.ndarray:
+    def at_bounds(self, matrix: np.ndarray, dtype, feature: int | None = None) -> np.ndarray:
         """`matrix` (float64, read from values of the lower-precision `dtype`) with every value equal to a bound's
-        nearest `dtype` number taken as that bound: a bound sent as float32 may lie just outside it."""
-        lows, highs = self.lows, self.highs
+        nearest `dtype` number taken as that bound: a bound sent as float32 may lie just outside it. With
+        `feature`, `matrix` is that one feature's column."""
+        lows, highs = (self.lows, self.highs) if feature is None else (self.lows[feature], self.highs[feature])
         return np.where(matrix == highs.astype(dtype), highs, np.where(matrix == lows.astype(dtype), lows, matrix))
 
     def check_rows(self, matrix: np.ndarray) -> dict[int, str]:
@@ -367,8 +382,6 @@ class FeatureSchema:
         except (TypeError, ValueError, OverflowError):
             pass
         else:
-            if values.dtype.kind == "f" and values.dtype.itemsize < 8:
-                matrix = self.at_bounds(matrix, values.dtype)
             return matrix
         # Text in a column: category names become their codes, as in a mapping; anything else is named.
         matrix = np.empty((len(values), len(self)), dtype=np.float64)

@@ -64,6 +64,24 @@ def test_edited_manifest_is_refused(bundle_copy):
     )
 
 
+def test_a_schema_this_version_refuses_is_named_with_the_fix(bundle_copy):
+    """A bundle an older edgeinfer wrote with category names that read as other codes ("1" for code 0, which a
+    CSV cell and a JSON string meant differently): refused as such, not as an incomplete manifest."""
+    from edgeinfer.bundle import _manifest_digest
+
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["schema"]["features"][0] = {"name": manifest["schema"]["features"][0]["name"], "kind": "categorical",
+                                         "categories": ["1", "2"], "codes": [0.0, 1.0]}
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as err:
+        ei.load(bundle_copy)
+    assert str(err.value).startswith(f"the feature schema in bundle {bundle_copy} is refused: feature 'mean radius': "
+                                     "category '1' reads as the number 1, but its code is 0")
+    assert str(err.value).endswith("; fix the schema and re-export the bundle")
+
+
 def test_truncated_manifest_is_refused(bundle_copy):
     path = bundle_copy / "manifest.json"
     path.write_text(path.read_text()[:50])

@@ -93,6 +93,15 @@ def test_numbers_written_as_text_read_alike_through_every_form(form):
     np.testing.assert_array_equal(SCHEMA.validate(x)[0][0], [120.5, 50.0, 1.0])
 
 
+def test_byte_strings_read_as_text():
+    """Fixed-width byte strings (NumPy 'S', HDF5) read as the text they hold."""
+    np.testing.assert_array_equal(SCHEMA.validate(np.array([[b"120.5", b"50", b"male"]]))[0], [[120.5, 50.0, 1.0]])
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate([b"\xff", 50, 1])
+    assert str(info.value) == ("feature 'glucose' expects a number in [40, 600] mg/dL, got b'\\xff'; give text or "
+                               "numbers")
+
+
 def test_an_object_array_reads_as_its_cells():
     """A mixed table's .values: numbers at once, a category name or numeric text cell by cell."""
     rows = [[120.5, 50, 1], [130.0, 60, "female"], ["140", 70, 0]]
@@ -128,8 +137,15 @@ def test_a_bound_sent_as_float32_is_the_bound():
     assert float(sent[0, 0]) != 600.3
     np.testing.assert_array_equal(schema.validate(sent)[0], expected)
     np.testing.assert_array_equal(schema.validate({"glucose": sent[0, 0], "age": sent[0, 1]})[0], expected[:1])
+    np.testing.assert_array_equal(schema.validate(list(sent[0]))[0], expected[:1])          # float32 scalars
+    np.testing.assert_array_equal(schema.validate([sent[0, 0], 90])[0], expected[:1])       # ... beside an int
+    np.testing.assert_array_equal(schema.validate(list(sent))[0], expected)                 # float32 rows
     pd = pytest.importorskip("pandas")
     np.testing.assert_array_equal(schema.validate(pd.DataFrame(sent, columns=["glucose", "age"]))[0], expected)
+    mixed = pd.DataFrame({"glucose": sent[:, 0], "age": [90, 18]})          # a float32 column beside an int64 one
+    np.testing.assert_array_equal(schema.validate(mixed)[0], expected)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(schema.validate(torch.tensor(expected, dtype=torch.float32))[0], expected)
     with pytest.raises(InputError):                       # a float32 past its bound's nearest float32 is still out
         schema.validate(np.nextafter(sent[:1], np.float32(1e9)))
 
