@@ -46,6 +46,9 @@ class Counterfactual:
     plausibility: float | None = None   # yNN: share of the k nearest reference rows with the desired label
 
 
+_MET_REASON = "the decision already meets "   # how the search words a target already met
+
+
 @dataclass(frozen=True)
 class Counterfactuals:
     """The outcome of one counterfactual search; iterate it for the counterfactuals."""
@@ -61,6 +64,10 @@ class Counterfactuals:
     backend_calls: int = 0
     rows_evaluated: int = 0
     elapsed_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.met and not self.found and self.reason.startswith(_MET_REASON):   # a record from before `met`
+            object.__setattr__(self, "met", True)
 
     def __iter__(self):
         return iter(self.items)

@@ -93,6 +93,14 @@ for _section in SECTIONS:
     PIECES[f"{_section}_title"] = _COMMON
     PIECES[f"{_section}_missing"] = _COMMON   # shown when that part of the explanation is absent
 
+# Optional pieces said instead of, or beside, a piece: a file that rewords the piece but not these (extending
+# another) drops the base's wording of these.
+_VARIANTS = {
+    "counterfactual": ("counterfactual_threshold", "counterfactual_more"),
+    "no_counterfactual": ("no_counterfactual_in_time", "target_met"),
+    "bias_ok": ("bias_untested",),
+}
+
 # Single words the pieces are built from; English defaults, a file may override any.
 WORDS = {
     "word_up": "raises", "word_down": "lowers",
@@ -200,6 +208,12 @@ def load_templates(path: str | Path) -> Templates:
         merged = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.source.items()}
         for table in ("view", "text", "outcomes"):
             merged[table] = {**merged.get(table, {}), **raw.get(table, {})}
+        mine = raw.get("text", {})
+        for piece, variants in _VARIANTS.items():    # a piece reworded here: the base's wording of its variants
+            if piece in mine:                          # (another language, say) must not slip in beside it
+                for variant in variants:
+                    if variant not in mine:
+                        merged["text"].pop(variant, None)
         merged.update({k: raw[k] for k in ("description",) if k in raw})
     else:
         merged = dict(raw)

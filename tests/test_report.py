@@ -316,6 +316,10 @@ def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_on
     text = _text(ei.report([dataclasses.replace(expl, counterfactuals=met)], out=tmp_path / "m.html").read_text())
     assert "Nothing needs to change: the decision already meets class 'low risk'." in text
     assert "No change within the allowed ranges" not in text
+    old = dataclasses.replace(expl, counterfactuals=met).to_dict()
+    del old["counterfactuals"]["met"]                           # a record written before the field: the same
+    text = _text(ei.report([old], out=tmp_path / "o.html").read_text())
+    assert "Nothing needs to change: the decision already meets class 'low risk'." in text
     late = dataclasses.replace(met, met=False, complete=False,
                                reason="the time budget of 0.1 ms ran out before a counterfactual was found")
     text = _text(ei.report([dataclasses.replace(expl, counterfactuals=late)], out=tmp_path / "t.html").read_text())

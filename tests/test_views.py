@@ -463,6 +463,26 @@ def test_extends_overrides_only_what_the_file_says(tmp_path, schema):
     assert f"bundle sha256 {SHA[:12]}…" in text
 
 
+def test_a_file_that_rewords_a_piece_gets_none_of_the_bases_wording_of_its_variants(tmp_path, schema):
+    """A French file extending the clinician rewords `counterfactual` and `no_counterfactual` only: a threshold
+    answer and a met target must be said in its words, not in the clinician's English `counterfactual_threshold`
+    and `target_met`."""
+    path = tmp_path / "clinicien.toml"
+    path.write_text('extends = "clinician"\n[text]\ncounterfactual = "{index}. {changes} → {cf_outcome}"\n'
+                    'no_counterfactual = "Aucun contrefactuel pour {target} : {reason}."\n')
+    views.register_stakeholder(path)
+    expl = _explanation(schema, p=0.95, cf_changes=((("s6", 150.0),),))
+    items = tuple(dataclasses.replace(c, class_name="higher progression", probabilities=(0.10004, 0.89996))
+                  for c in expl.counterfactuals.items)
+    threshold = _with_counterfactuals(expl, target="p(higher progression) < 0.9", items=items)
+    assert "1. blood glucose 187 mg/dL → 150 mg/dL → higher progression\n" in views.render(threshold, schema,
+                                                                                          stakeholder="clinicien")
+    met = _with_counterfactuals(expl, items=(), found=False, met=True,
+                                reason="the decision already meets class 'higher progression'")
+    assert ("Aucun contrefactuel pour class 'lower progression' : the decision already meets class 'higher "
+            "progression'.") in views.render(met, schema, stakeholder="clinicien")
+
+
 # ----- the recruitment example: a new pair of stakeholders, from files only -------------
 
 
