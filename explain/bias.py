@@ -241,12 +241,12 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
         elif joint:
             parts.append(
                 f"the decision flips if {f.name} were {_values(f, joint)} together with its proxies "
-                f"{_names(joint[0].proxies)}"
+                f"{_names(schema, joint[0].proxies)}"
             )
         else:
             worst = max(mine, key=lambda t: abs(t.delta))
             if abs(worst.delta) > tolerance:
-                via = f" together with its proxies {_names(worst.proxies)}" if worst.proxies else ""
+                via = f" together with its proxies {_names(schema, worst.proxies)}" if worst.proxies else ""
                 parts.append(
                     f"the decision depends on {f.name}: the probability of '{worst.class_name}' changes by "
                     f"{worst.delta:+.2f} if {f.name} were {f.label(worst.to_value)}{via}"
@@ -263,8 +263,9 @@ def _values(feature: Feature, tests: Sequence[FlipTest]) -> str:
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
 
 
-def _names(names: Sequence[str]) -> str:
-    names = list(names)
+def _names(schema: FeatureSchema, features: Sequence[str]) -> str:
+    """Proxies in the clinical words the report and the views use beside the verdict (bp: mean arterial pressure)."""
+    names = [schema.feature(n).clinical if n in schema.names else n for n in features]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 

@@ -74,7 +74,7 @@ def session_proxies(session):
 SEX = Feature("sex", kind="categorical", categories=("female", "male"), codes=(0.0, 1.0), protected=True,
               mutable=False)
 SCHEMA = FeatureSchema(
-    features=(SEX, Feature("dose", low=0, high=10, unit="mg"), Feature("copy", low=-1, high=2)),
+    features=(SEX, Feature("dose", low=0, high=10, unit="mg"), Feature("copy", low=-1, high=2, clinical="coded sex marker")),
     classes=("denied", "granted"),
 )
 
@@ -204,7 +204,7 @@ def test_dependence_through_a_proxy_shows_only_when_the_proxy_moves(linear_sessi
         p_granted = sigmoid(8.0 * (1.0 - ROWS[i, 0]) - 4.0)
         assert joint.probability == pytest.approx(p_granted if labels[i] == 1 else 1 - p_granted, abs=1e-6)
         assert expl.depends
-    assert out[0].verdict == "the decision flips if sex were male together with its proxies copy"
+    assert out[0].verdict == "the decision flips if sex were male together with its proxies coded sex marker"
 
 
 def test_small_dependence_below_and_above_tolerance():
