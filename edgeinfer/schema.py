@@ -378,11 +378,9 @@ class FeatureSchema:
         self.check_columns(columns)
         order = [columns.index(n) for n in self.names]
         try:
-            matrix = np.asarray(values[:, order], dtype=np.float64)
+            return np.asarray(values[:, order], dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
             pass
-        else:
-            return matrix
         # Text in a column: category names become their codes, as in a mapping; anything else is named.
         matrix = np.empty((len(values), len(self)), dtype=np.float64)
         for j, (f, c) in enumerate(zip(self.features, order)):

@@ -70,7 +70,7 @@ def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: 
     its arena for the attribution batch (1.7x a later one)."""
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)    # blocked by the parent while it spawned us
+    _signal_mask(signal.SIG_UNBLOCK)              # blocked by the parent while it spawned this worker
     _end_with_parent(parent)
     try:
         from edgeinfer.errors import BundleError
@@ -115,6 +115,11 @@ def _worker_ready() -> int:
 def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
     _worker_ready()
     return explain_json(_WORKER["session"], features, stakeholder)
+
+
+def _signal_mask(how):
+    """Block or unblock SIGINT and SIGTERM in this thread (POSIX); returns the mask before, None elsewhere."""
+    return signal.pthread_sigmask(how, _STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
 
 
 _POLL_S = 1.0      # how often a wait for an answer checks that the set's workers still live
@@ -224,11 +229,12 @@ class ExplainPool:
             # one task per worker starts them all (each runs _worker_start first) and waits until they are
             # ready. They are spawned with SIGINT and SIGTERM blocked (a new process inherits the mask):
             # a Ctrl-C while one starts up would otherwise kill it before it can ignore them.
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            held = _signal_mask(signal.SIG_BLOCK)
             try:
                 ready = [executor.submit(_worker_ready) for _ in range(self.workers)]
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                if held is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
             pids = {f.result(timeout=self.timeout_s) for f in ready}
             return executor, sorted(getattr(executor, "_processes", None) or pids)
         except BaseException:
