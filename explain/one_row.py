@@ -343,7 +343,7 @@ class OneRowSearch(_Search):
         return (np.zeros(kept, dtype=np.int64), V[active], P[active], valid[active], verified[active]), complete
 
     def revert_round(self, R, V: np.ndarray):
-        m, F, x = len(V), self.F, self.X[0]
+        m, x = len(V), self.X[0]
         changed = V != x
         nn, jj = np.nonzero(changed)
         singles = V[nn]
