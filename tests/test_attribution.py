@@ -202,10 +202,17 @@ def test_efficiency_base_plus_contributions_is_the_deployed_probability(bc_sessi
     assert result[0].method == f"{METHOD_PERMUTATION} (64 permutations)"
 
 
-def test_one_batched_call_for_the_whole_batch(bc_session, breast_cancer):
+def test_one_batched_call_per_max_batch_rows(bc_session, breast_cancer):
+    """As many rows per call as fit in MAX_BATCH_ROWS model rows (64 walks of 29 steps + the row itself each)."""
+    from edgeinfer.explain import attribution as module
+
+    per_call = module.MAX_BATCH_ROWS // (64 * 29 + 1)
+    before = bc_session.backend_calls
+    attribute(bc_session, breast_cancer.X_test[:per_call])
+    assert bc_session.backend_calls - before == 1
     before = bc_session.backend_calls
     attribute(bc_session, breast_cancer.X_test[:10])
-    assert bc_session.backend_calls - before == 1
+    assert bc_session.backend_calls - before == -(-10 // per_call)
 
 
 def test_other_class_of_two_gets_the_negated_contributions(bc_session, breast_cancer):
