@@ -190,18 +190,25 @@ class _PermutationPlan:
         steps = np.arange(1, f)                                    # coalitions of size 1..F-1
         self.masks = self.rank[:, None, :] < steps[None, :, None]  # (P, F-1, F)
         self.base_of = (np.arange(p) // 2) % m                     # baseline row per permutation
-        self.rows_per_instance = p * (f - 1) + 1                   # + the instance itself (last row)
-        self.full_index = self.rows_per_instance - 1
-        self.evaluations_per_instance = self.rows_per_instance
+        self.evaluations_per_instance = p * (f - 1) + 1            # + the instance itself (last row)
 
-        # each walk row, then the instance: where to find every cell (see _gather)
+        # each walk row, then the instance: where to find every cell (see _gather). Walks share coalitions
+        # (30 features: 64 first steps take one of 30 singletons), so only distinct rows go to the model
+        # (1763 of 1857 at 30 features) and `expand` puts each walk's values back in place.
         base_cell = self.base_of[:, None, None] * f + np.arange(f)
         walks = np.where(self.masks, m * f + np.arange(f), base_cell).reshape(-1, f)
-        self.cells = np.concatenate([walks, m * f + np.arange(f)[None]]).reshape(-1)
+        every = np.concatenate([walks, m * f + np.arange(f)[None]])
+        _, first, self.expand = np.unique(every, axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first)                                  # distinct rows in order of first use
+        self.expand = np.argsort(order)[self.expand.reshape(-1)]
+        self.cells = every[first[order]].reshape(-1)
+        self.rows_per_instance = len(order)
+        self.full_index = self.expand[-1]
 
     def combine(self, values: np.ndarray, base_values: np.ndarray) -> np.ndarray:
         n = len(values)
         p, f = self.rank.shape
+        values = values[:, self.expand]                             # (n, evaluations_per_instance)
         inner = values[:, :-1].reshape(n, p, f - 1)
         start = base_values[:, self.base_of][:, :, None]             # v(empty) = f(baseline row)
         end = np.broadcast_to(values[:, -1][:, None, None], (n, p, 1))  # v(full) = f(x)

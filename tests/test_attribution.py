@@ -202,11 +202,36 @@ def test_efficiency_base_plus_contributions_is_the_deployed_probability(bc_sessi
     assert result[0].method == f"{METHOD_PERMUTATION} (64 permutations)"
 
 
+class _Recording:
+    """The session, recording every batch it is given."""
+
+    def __init__(self, session):
+        self.session, self.schema, self.reference, self.batches = session, session.schema, session.reference, []
+
+    def predict_proba(self, X):
+        self.batches.append(np.array(X))
+        return self.session.predict_proba(X)
+
+
+def test_a_coalition_shared_by_walks_goes_to_the_model_once(bc_session, breast_cancer):
+    """64 walks over 30 features share coalitions (a first step picks one of 30 features): the model sees
+    each distinct row once, and the answer and its count of evaluations are those of every walk evaluated."""
+    x = breast_cancer.X_test[:1]
+    recording = _Recording(bc_session)
+    (shared,) = attribute(recording, x)
+    (rows,) = recording.batches
+    assert len(np.unique(rows, axis=0)) == len(rows) < 64 * 29 + 1 + 1     # the baseline row and the walks'
+    assert shared.evaluations == 64 * 29 + 1 + 1
+    assert shared == attribute(bc_session, x)[0]
+
+
 def test_one_batched_call_per_max_batch_rows(bc_session, breast_cancer):
-    """As many rows per call as fit in MAX_BATCH_ROWS model rows (64 walks of 29 steps + the row itself each)."""
+    """As many rows per call as fit in MAX_BATCH_ROWS model rows (the distinct coalitions of each row)."""
     from edgeinfer.explain import attribution as module
 
-    per_call = module.MAX_BATCH_ROWS // (64 * 29 + 1)
+    recording = _Recording(bc_session)
+    attribute(recording, breast_cancer.X_test[:1])
+    per_call = module.MAX_BATCH_ROWS // (len(recording.batches[0]) - 1)     # less the baseline row
     before = bc_session.backend_calls
     attribute(bc_session, breast_cancer.X_test[:per_call])
     assert bc_session.backend_calls - before == 1
@@ -261,7 +286,7 @@ def test_chunked_and_concurrent_batches_give_the_one_row_answers(bc_session, bre
 
     X = breast_cancer.X_test[:12]
     alone = [attribute(bc_session, X[i:i + 1], baseline=baseline)[0] for i in range(len(X))]
-    monkeypatch.setattr(module, "MAX_BATCH_ROWS", 3 * (64 * 29 + 1))       # 3 rows a call: 4 calls
+    monkeypatch.setattr(module, "MAX_BATCH_ROWS", 3 * (64 * 29 + 1))       # 3 rows a call (fewer rows each): 4 calls
     before = bc_session.backend_calls
     assert attribute(bc_session, X, baseline=baseline) == alone
     assert bc_session.backend_calls - before == 4
