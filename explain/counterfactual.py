@@ -796,7 +796,9 @@ class _Search:
         rows = lines.row[line_of]
         x, end = self.X[rows], lines.end[line_of]
         t = ts[:, None]
-        v = x + t * (end - x)
+        v = np.subtract(end, x)          # x + t * (end - x), the same floats, in one array instead of three
+        v *= t
+        v += x
         np.clip(v, sp.lows, sp.highs, out=v)
         if sp.integer.any():
             v[:, sp.integer] = np.round(v[:, sp.integer])
