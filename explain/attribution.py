@@ -187,6 +187,7 @@ class _PermutationPlan:
         self.permutations = p
         self.m = m
         self.rank = np.argsort(perms, axis=1)                      # rank[p, i]: position of feature i
+        self.at_rank = (np.arange(p)[:, None] * f + self.rank).ravel()   # the same, in a flat (P * F) row
         steps = np.arange(1, f)                                    # coalitions of size 1..F-1
         self.masks = self.rank[:, None, :] < steps[None, :, None]  # (P, F-1, F)
         self.base_of = (np.arange(p) // 2) % m                     # baseline row per permutation
@@ -214,8 +215,8 @@ class _PermutationPlan:
         end = np.broadcast_to(values[:, -1][:, None, None], (n, p, 1))  # v(full) = f(x)
         walk = np.concatenate([start, inner, end], axis=2)          # (n, P, F+1)
         marginal = np.diff(walk, axis=2)                            # step s adds feature perms[p, s]
-        # feature i is added at step rank[p, i]
-        gathered = np.take_along_axis(marginal, np.broadcast_to(self.rank[None], (n, p, f)), axis=2)
+        # feature i is added at step rank[p, i]: one flat take (a broadcast take_along_axis costs ~2x)
+        gathered = np.take(marginal.reshape(n, p * f), self.at_rank, axis=1).reshape(n, p, f)
         return gathered.mean(axis=1)
 
 
