@@ -132,7 +132,7 @@ class Attributions:
     base_value: float
     prediction: float                   # base_value + sum(contributions)
     values: tuple[Attribution, ...]
-    evaluations: int = 0
+    evaluations: int = 0               # value-function evaluations per row (a row shared by walks goes to the model once)
 
     def top(self, n: int = 3) -> tuple[Attribution, ...]:
         return tuple(sorted(self.values, key=lambda a: -abs(a.contribution))[:n])
