@@ -1,0 +1,35 @@
+"""The benchmarks' own estimator helpers agree with the library they measure (the benchmarks themselves run
+on demand, outside the suite: without this, a helper left behind by a library change fails only there)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.bench_attribution import _model_rows, _permutation_phi
+from edgeinfer.explain.attribution import attribute
+
+
+class _Recording:
+    """The session, recording the size of every batch it is given."""
+
+    def __init__(self, session):
+        self.session, self.schema, self.reference, self.sizes = session, session.schema, session.reference, []
+
+    def predict_proba(self, X):
+        self.sizes.append(len(X))
+        return self.session.predict_proba(X)
+
+
+def test_the_estimator_study_runs_attributes_own_estimator(bc_session, breast_cancer):
+    """At 30 features `attribute` samples 64 antithetic permutations from seed 0: the study's direct run of the
+    same plan gives the same contributions (to rounding: `attribute` spreads its last float error)."""
+    X = breast_cancer.X_test[:4]
+    direct = _permutation_phi(bc_session, X, 64, seed=0)
+    library = np.array([[a.contribution for a in row.values] for row in attribute(bc_session, X)])
+    np.testing.assert_allclose(direct, library, rtol=0, atol=1e-12)
+
+
+def test_the_reported_model_rows_are_the_rows_attribute_sends(bc_session, breast_cancer):
+    recording = _Recording(bc_session)
+    attribute(recording, breast_cancer.X_test[:1])
+    assert recording.sizes == [_model_rows(len(bc_session.schema), 64)]
