@@ -12,7 +12,9 @@ puts all its candidates into the same few `predict_proba` calls:
    two rankings, every pair and triple of the top ones), the nearest reference
    rows of the target class (unlike neighbours) with their sparse versions (the
    m most useful changes only), and the first bisection level on the best
-   single-feature lines -- one call;
+   single-feature lines -- one call; a row still without any answer gets one
+   more: BOX points spread over its whole reachable region (corners and seeded
+   uniform points), for targets that only several features moving at once reach;
 3. bisection: one more level on every line that can still give one of the best
    answers -- one call;
 4. sparsity and re-check: each multi-feature answer, its single reverts and its
@@ -20,8 +22,9 @@ puts all its candidates into the same few `predict_proba` calls:
    round; an answer is kept only when no single change can be dropped, and a row
    whose answers trim down to the same one brings in its next candidates;
 5. only when nothing was found: one relaxed batch (immutables freed, ranges
-   widened to the reference extremes, monotone directions lifted) to say which
-   constraint keeps the outcome out of reach.
+   widened to the reference extremes, monotone directions lifted) to say with
+   which constraint relaxed the search does reach the outcome. A search cannot
+   prove that no counterfactual exists: the reason says what it found, not more.
 
 Answers are ranked by L1 distance in MAD units plus SPARSITY_COST per changed
 feature. With `min_plausibility`, plausible.py's search builds on calls 1-3 to
@@ -56,6 +59,7 @@ REFINE = 32                    # interior points per bracket and bisection level
 UNLIKE = 4                     # nearest unlike neighbours per row (more when k > 1)
 COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
 SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
+BOX = 512                      # points spread over a row's whole reachable region, only when nothing else was found
 CHUNK_ROWS = 128               # rows searched together (larger batches are split: memory stays bounded)
 SPARSITY_COST = 1.0            # ranking: L1 in MAD units + this much per changed feature
 ROUNDS = 2                     # revert rounds for every candidate; more only where a row still lacks answers
@@ -545,6 +549,11 @@ class _Search:
             short = ~already & (self.distinct_answers(lines.row, lines.values, lines.found) < self.k)
             if short.any() and not self.out_of_time():
                 self.unlike_batch(lines, short)
+                # rows with no answer at all: moves of one feature, and of the most useful ones together, all
+                # failed; the target may still lie where several features move at once (one more call)
+                bare = ~already & (self.distinct_answers(lines.row, lines.values, lines.found) == 0)
+                if bare.any() and not self.out_of_time():
+                    self.box_batch(lines, bare)
             if not self.out_of_time():
                 self.refine_best(lines)
                 complete = not self.out_of_time()
@@ -686,6 +695,19 @@ class _Search:
         first = self.argmin(size, self.met(proba, rows), owner, len(u_rows))
         hit = first[first >= 0]
         lines.extend(rows[hit], sparse[hit], proba[hit])
+
+    def box_batch(self, lines: _Lines, rows_wanted: np.ndarray) -> None:
+        """Call 2c, only for rows with no answer yet: BOX points spread over each row's reachable region
+        (`_box_points`); each row's k cheapest valid ones become lines, which bisection and the revert
+        rounds then bring close and sparse."""
+        rows = np.flatnonzero(rows_wanted)
+        values, owner = _box_points(self.space, self.X[rows], self.kern)
+        cand_rows = rows[owner]
+        proba = self.predict(values, cand_rows)
+        ok = self.met(proba, cand_rows)
+        cost = np.where(ok, self.cost(values, cand_rows), np.inf)
+        keep = ok & (_rank_per_row(cost, owner) < self.k)
+        lines.extend(cand_rows[keep], values[keep], proba[keep])
 
     def greedy_combinations(self, already):
         """Multi-feature moves built from the single moves: per row, the 2..COMBOS most useful features
@@ -991,7 +1013,7 @@ class _Search:
         return out
 
     def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...]]]:
-        """One relaxed batch: which lifted constraint would let these rows reach their target."""
+        """One relaxed batch: with which constraint lifted the search reaches these rows' targets."""
         sp = self.space
         groups = []
         names = {"immutable": "immutable features", "protected": "protected features",
@@ -1031,8 +1053,10 @@ class _Search:
                     raw = np.array(raw)
                     raw = relaxed.project(raw, np.broadcast_to(x, raw.shape), self.kern)
                     cands.append(raw)
-                    owner += [v] * len(raw)
-                    crow += [i] * len(raw)
+                box, _ = _box_points(relaxed, x[None], self.kern)
+                cands.append(box)
+                owner += [v] * (len(raw) + len(box))
+                crow += [i] * (len(raw) + len(box))
         reached = np.zeros((len(variants), len(self.X)), dtype=bool)
         if cands:
             values = np.vstack(cands)
@@ -1044,15 +1068,15 @@ class _Search:
             t = self.targets[i].text
             single = [label for v, (what, label) in enumerate(groups) if reached[v, i]]
             if single:
-                out[int(i)] = (f"no counterfactual within the constraints reaches {t}; relaxing "
-                               f"{' or '.join(single)} would reach it", tuple(single))
+                out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; with "
+                               f"{' or '.join(single)} relaxed it found one", tuple(single))
             elif reached[-1, i]:
                 labels = tuple(label for _, label in groups)
-                out[int(i)] = (f"no counterfactual within the constraints reaches {t}; only relaxing "
-                               f"{', '.join(labels)} together would reach it", labels)
+                out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; it "
+                               f"found one only with {', '.join(labels)} relaxed together", labels)
             else:
-                out[int(i)] = (f"{t} was not reached even with every constraint relaxed (immutable and protected "
-                               f"features freed, ranges widened beyond the reference extremes, monotone "
+                out[int(i)] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
+                               f"protected features freed, ranges widened beyond the reference extremes, monotone "
                                f"directions lifted); the model may not give this outcome near this instance", ())
         return out
 
@@ -1076,6 +1100,39 @@ def _after_reverts(V: np.ndarray, X: np.ndarray, cands: np.ndarray, proba: np.nd
 def _list(names: Sequence[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+@lru_cache(maxsize=64)
+def _unit_box(F: int) -> np.ndarray:
+    """(BOX // 2, F) points of the unit cube: a quarter corners (where a linear model's extremes lie), a
+    quarter uniform inside, half on its faces and edges (each coordinate at an end or uniform, at random).
+    Seeded and the same for every row, so a row's candidates never depend on its batch-mates."""
+    rng = np.random.default_rng(0)
+    m = BOX // 2
+    corners = (rng.random((m // 4, F)) < 0.5).astype(np.float64)
+    inside = rng.random((m // 4, F))
+    faces = np.where(rng.random((m - 2 * (m // 4), F)) < 0.5, rng.random((m - 2 * (m // 4), F)) < 0.5,
+                     rng.random((m - 2 * (m // 4), F)))
+    return np.vstack((corners, inside, faces))
+
+
+def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarray, np.ndarray]:
+    """BOX points in each row's reachable region, projected onto the constraints (frozen features, integers,
+    categories): half between the lowest and highest values the search tries (`Space.ends`), half over the
+    whole permitted range where it is finite; on the allowed side of x for monotone features.
+    Returns (values (len(X) * BOX, F), the row of X of each)."""
+    down, up = space.ends(X)
+    regions = [(down, up), (np.where(np.isfinite(space.lows), space.lows, down),
+                            np.where(np.isfinite(space.highs), space.highs, up))]
+    unit = _unit_box(X.shape[1])
+    raw = []
+    for low, high in regions:
+        low = np.where(space.direction > 0, X, low)
+        high = np.where(space.direction < 0, X, high)
+        raw.append(low[:, None, :] + unit[None, :, :] * (high - low)[:, None, :])
+    raw = np.concatenate(raw, axis=1).reshape(-1, X.shape[1])
+    owner = np.repeat(np.arange(len(X)), 2 * len(unit))
+    return space.project(raw, X[owner], kern), owner
 
 
 def _rank_per_row(key: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ class Counterfactuals:
     found: bool = False
     complete: bool = True                # False: the time budget ran out; these are the best found so far
     reason: str = ""                     # why none was found
-    binding: tuple[str, ...] = ()        # constraints that keep the outcome out of reach
+    binding: tuple[str, ...] = ()        # constraints with which relaxed the search did reach the outcome
     met: bool = False                    # the decision already meets the target: nothing needs to change
     backend_calls: int = 0
     rows_evaluated: int = 0

@@ -150,7 +150,8 @@ def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     assert not res.found and res.items == ()
     assert res.binding == ("immutable features (x0)",)
     assert res.reason == (
-        "no counterfactual within the constraints reaches class 'low'; relaxing immutable features (x0) would reach it"
+        "the search found no counterfactual within the constraints that reaches class 'low'; with immutable "
+        "features (x0) relaxed it found one"
     )
     # nothing valid at all: with min_plausibility the constraint binds just the same (not min_plausibility)
     (plausible,) = find_counterfactuals(session, np.array([[2.0, 0.0, 0.0, 0.0]]), min_plausibility=0.8)
@@ -186,6 +187,42 @@ class _TwoWays:
         X = np.asarray(X, dtype=np.float64)
         p = 1 / (1 + np.exp(-np.maximum(10 * (np.abs(X[:, 0]) - 0.5), 3 * (X[:, 1] + X[:, 2] - 6))))
         return np.stack([1 - p, p], axis=1)
+
+
+class _NarrowMiddle:
+    """Three classes along x0 in [0, 10] (x1 does not matter): 'mid' only on (4, 4.3), between two of the
+    first call's grid points; the reference data has no 'mid' row, so no unlike neighbour leads there."""
+
+    def __init__(self, schema: FeatureSchema):
+        self.schema = schema
+        X = np.random.default_rng(0).uniform(0, 10, size=(400, 2))
+        X = X[self.predict_proba(X).argmax(axis=1) != 1]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        x0 = np.asarray(X, dtype=np.float64)[:, 0]
+        z = np.stack([np.zeros(len(x0)), 5 * (x0 - 4), 10 * (x0 - 4.15)], axis=1)   # mid > low at 4, high > mid at 4.3
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def test_a_target_the_grid_steps_over_is_found_by_the_spread_points():
+    schema = FeatureSchema(features=(Feature("x0", low=0.0, high=10.0), Feature("x1", low=0.0, high=10.0)),
+                           classes=("low", "mid", "high"))
+    model = _NarrowMiddle(schema)
+    X = np.array([[0.0, 5.0], [9.0, 1.0]])
+    below, above = find_counterfactuals(model, X, desired="mid")
+    for res, x in zip((below, above), X):
+        assert res.found and res.complete
+        (cf,) = res.items
+        assert [c.feature for c in cf.changes] == ["x0"]          # the spread point's x1 change was reverted
+        assert cf.class_name == "mid"
+    # the boundary nearest each instance, within one bisection level of the move
+    assert 4.0 < below.items[0].values[0] <= 4.0 + TOL_MOVE * 4.3
+    assert 4.3 - TOL_MOVE * 5.0 <= above.items[0].values[0] < 4.3
+    # a row's answer does not depend on its batch-mates
+    (alone,) = find_counterfactuals(model, X[:1], desired="mid")
+    assert alone.items == below.items
 
 
 @pytest.mark.parametrize("x0_monotone", ["any", "increase"])
@@ -614,19 +651,19 @@ def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_
         Feature("f3", kind="categorical", categories=("c0", "c1"), codes=(0.0, 1.0), **fixed),
         Feature("f4", low=0.0, high=2.0, **fixed), Feature("f5", low=0.0, high=2.0),
     ), classes=("a", "b", "c"))
-    model = _NumpyMLP(schema, 109)
-    x = np.array([[1.5743626351397182, 1.239081992396871, 1.6172787392189536, 1.0, 1.3480330132125746,
-                   0.32384823931714624]])
+    model = _NumpyMLP(schema, 161)
+    x = np.array([[1.6470084397035214, 1.668480418586759, 1.8088054140124734, 0.0, 1.063004604862146,
+                   0.03322192402229107]])
     (sparse,) = find_counterfactuals(model, x)
     (res,) = find_counterfactuals(model, x, min_plausibility=0.6)
     (lower,) = find_counterfactuals(model, x, min_plausibility=0.4)
     assert not sparse.found and not res.found and res.binding == ("min_plausibility",)
-    assert res.reason == ("counterfactuals reaching class 'a' exist, but none found has at least 60% of its 5 "
-                          "nearest reference rows in class 'a' (the most plausible found: 40%); lower min_plausibility")
+    assert res.reason == ("counterfactuals reaching class 'b' exist, but none found has at least 60% of its 5 "
+                          "nearest reference rows in class 'b' (the most plausible found: 40%); lower min_plausibility")
     assert lower.found       # they do exist: valid on the model, yNN 40%
     for cf in lower:
         assert _target_margin(schema, lower, model.predict_proba(np.array([cf.values])))[0] > 0
-        assert cf.plausibility == _ynn(model, cf.values, "a") == 0.4
+        assert cf.plausibility == _ynn(model, cf.values, "b") == 0.4
 
 
 # ----- real: the breast-cancer MLP exported int8 ---------------------------------------------------

@@ -315,7 +315,7 @@ def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_on
                               reason="the decision already meets class 'low risk'; nothing needs to change")
     text = _text(ei.report([dataclasses.replace(expl, counterfactuals=met)], out=tmp_path / "m.html").read_text())
     assert "Nothing needs to change: the decision already meets class 'low risk'." in text
-    assert "No change within the allowed ranges" not in text
+    assert "No counterfactual found" not in text
     old = dataclasses.replace(expl, counterfactuals=met).to_dict()
     del old["counterfactuals"]["met"]                           # a record written before the field: the same
     text = _text(ei.report([old], out=tmp_path / "o.html").read_text())
@@ -325,7 +325,12 @@ def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_on
     text = _text(ei.report([dataclasses.replace(expl, counterfactuals=late)], out=tmp_path / "t.html").read_text())
     assert ("The search stopped at its time budget before it found a change that reaches class 'low risk' (the time "
             "budget of 0.1 ms ran out before a counterfactual was found); a longer budget may find one.") in text
-    assert "No change within the allowed ranges" not in text
+    assert "No counterfactual found" not in text
+    reason = ("the search found no counterfactual within the constraints that reaches class 'low risk'; with "
+              "immutable features (age) relaxed it found one")
+    none = dataclasses.replace(met, met=False, reason=reason, binding=("immutable features (age)",))
+    text = _text(ei.report([dataclasses.replace(expl, counterfactuals=none)], out=tmp_path / "n.html").read_text())
+    assert f"No counterfactual found for class 'low risk': {reason}." in text
 
 
 def test_the_report_keeps_the_digits_that_tell_two_numbers_apart(tmp_path):
