@@ -599,8 +599,11 @@ class _Search:
         v = np.clip(v, np.minimum(x_j, e_j)[:, None], np.maximum(x_j, e_j)[:, None])
         v[:, -1] = e_j
         v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
-        outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])   # no value in between is allowed
-        v[outside] = e_j[outside][:, None]
+        outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
+        if outside.any():
+            w = _grid_into_range(x_j[outside], e_j[outside], sp.lows[c_feats[outside]], sp.highs[c_feats[outside]])
+            w[sp.integer[c_feats[outside]]] = np.round(w[sp.integer[c_feats[outside]]])
+            v[outside] = w
         # one array, in the dtype the model reads (float32 for a Session): the grid is the largest array
         m, n_cat = n_cont * GRID, len(rows) - n_cont
         dtype = getattr(self.model, "input_dtype", np.float64)
@@ -827,9 +830,7 @@ class _Search:
         for j, _ in sp.categorical:
             v[:, j] = np.where(ts >= 0.5, end[:, j], x[:, j])
         if self.outside_any:
-            # a value of x outside a permitted_range jumps straight to the (projected) end: no value between
-            outside = (x < sp.lows) | (x > sp.highs)
-            v = np.where(outside & (t > 0), end, v)
+            v = _into_range(sp, x, end, t, v)
         return v
 
     @staticmethod
@@ -1100,6 +1101,29 @@ def _after_reverts(V: np.ndarray, X: np.ndarray, cands: np.ndarray, proba: np.nd
 def _list(names: Sequence[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _grid_into_range(x_j: np.ndarray, e_j: np.ndarray, low_j: np.ndarray, high_j: np.ndarray) -> np.ndarray:
+    """The first call's grid (len(x_j), GRID) for single-feature lines whose value x_j lies outside the permitted
+    range: it may only change into the range, so the grid runs from the nearest bound to the line's end."""
+    near = np.minimum(np.maximum(x_j, low_j), high_j)
+    w = near[:, None] + _GRID_STEPS * (e_j - near)[:, None]
+    w[:, -1] = e_j
+    return w
+
+
+def _into_range(space: Space, x: np.ndarray, end: np.ndarray, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Line points `v` (x + t (end - x), on the constraints) with the features whose value in x lies outside the
+    permitted range replaced: one that moves may only change into the range, so its line starts at the nearest
+    bound (at t = 0 the bound: the least change it can make); one that does not move keeps x. Broadcasts."""
+    near = np.minimum(np.maximum(x, space.lows), space.highs)
+    w = near + t * (end - near)
+    if space.has_integer:
+        w[..., space.integer] = np.round(w[..., space.integer])
+    for j, _ in space.categorical:
+        w[..., j] = np.where(t[..., 0] > 0, end[..., j], x[..., j])
+    outside = (x < space.lows) | (x > space.highs)
+    return np.where(outside, np.where(end == x, x, w), v)
 
 
 @lru_cache(maxsize=64)

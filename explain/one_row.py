@@ -20,8 +20,8 @@ import numpy as np
 
 from edgeinfer.errors import ExplainError
 from edgeinfer.explain.counterfactual import (
-    _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _after_reverts, _combo_masks, _Lines,
-    _Search,
+    _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _after_reverts, _combo_masks,
+    _grid_into_range, _into_range, _Lines, _Search,
 )
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 
@@ -112,8 +112,7 @@ class OneRowSearch(_Search):
         for j, _ in sp.categorical:
             v[:, :, j] = np.where(ts >= 0.5, end[:, j, None], x[j])
         if self.outside_any:
-            outside = (x < sp.lows) | (x > sp.highs)
-            v = np.where(outside & (t > 0), end[:, None, :], v)
+            v = _into_range(sp, x, end[:, None, :], t, v)
         return v.reshape(-1, self.F)
 
     # -- the stages --
@@ -164,7 +163,11 @@ class OneRowSearch(_Search):
             v[ints] = np.round(v[ints])
         if self.outside_any:
             outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
-            v[outside] = e_j[outside][:, None]
+            if outside.any():
+                w = _grid_into_range(x_j[outside], e_j[outside], sp.lows[c_feats[outside]], sp.highs[c_feats[outside]])
+                if sp.has_integer:
+                    w[sp.integer[c_feats[outside]]] = np.round(w[sp.integer[c_feats[outside]]])
+                v[outside] = w
         cand = np.empty((m + n_cat + (1 if proba0 is None else 0), F), dtype=getattr(self.model, "input_dtype", np.float64))
         cand[:] = x                                   # the instance rides along in the last row when needed
         cand[np.arange(m), c_feats.repeat(GRID)] = v.ravel()

@@ -142,6 +142,20 @@ def test_features_to_vary_and_permitted_range_pick_the_next_best(linear):
                 assert 0.9 <= c.to_value <= 5.0
 
 
+def test_a_value_outside_its_permitted_range_moves_to_the_nearest_flip_inside_it(linear):
+    """x0 = 2.5 lies above permitted_range (-4, 1.5): x0 may only change into it, and the closest answer is the
+    closed form (x0 alone, the others frozen), not the range's far end."""
+    session, w, b = linear
+    x = np.array([2.5, -1.0, 0.5, 0.5])
+    j, exact = _closed_form(session, w, b, x, np.array([True, False, False, False]))
+    assert j == 0 and -4 < exact < 1.5
+    for X in (x[None], np.vstack([x, x + 0.25])):               # the one-row search and the batched one
+        res = find_counterfactuals(session, X, features_to_vary=["x0"], permitted_range={"x0": (-4, 1.5)})[0]
+        (cf,) = res.items
+        assert [c.feature for c in cf.changes] == ["x0"]
+        assert exact - TOL_MAD * session.reference.mad[0] <= cf.changes[0].to_value < exact
+
+
 def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     w = np.array([3.0, 0.0, 0.0, 0.0])
     schema = _linear_schema(x0={"mutable": False})
