@@ -1,13 +1,15 @@
 """Turn the fp32 ONNX graph into each precision a device profile asks for.
 
 int8-static: QDQ with calibration (per-channel weights), after ONNX Runtime's
-quant_pre_process; int8-dynamic: dynamic int8 weights; fp16: float16 weights with
-fp32 inputs and outputs; fp32: unchanged. Temporary files live in a private
+quant_pre_process; int8-dynamic: dynamic int8 weights; fp16: float16 weights and
+activations from the first MatMul/Gemm/Conv to the last, with input scaling, softmax,
+inputs and outputs fp32; fp32: unchanged. Temporary files live in a private
 temporary directory, never the working directory.
 """
 
 from __future__ import annotations
 
+import heapq
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -48,8 +50,13 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> t
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = convert_float_to_float16(onnx.load_from_string(float_model), keep_io_types=True)
-        return model.SerializeToString(), {"method": "float16 weights and activations, fp32 inputs/outputs"}
+        model = onnx.load_from_string(float_model)
+        blocked = _fp32_nodes(model.graph)
+        model = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
+        _drop_round_trips(model.graph, fp32_producers=set(blocked))
+        _sort_topologically(model.graph)     # the converter appends its input/output casts after their consumers
+        return model.SerializeToString(), {"method": "float16 weights and activations between the first and last "
+                                                     "MatMul/Gemm/Conv; input scaling, softmax, inputs and outputs fp32"}
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -74,6 +81,118 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> t
                                 "calibration; input scaling and softmax stay fp32",
                       "calibration_rows": int(len(calibration))}
         return out.read_bytes(), record
+
+
+def _fp32_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes fp16 must leave alone: all but the weighted layers and what lies between them.
+
+    Before the first MatMul/Gemm/Conv sits the input scaling, whose raw inputs (an income of 70,000) overflow
+    fp16's 65,504; after the last sits the softmax. Unnamed nodes are named here, as the block list needs names.
+    """
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"edgeinfer_node_{i}"
+    producer = {out: node for node in graph.node for out in node.output if out}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    weighted = [node for node in graph.node if node.op_type in QUANTIZED_OP_TYPES]
+
+    def reach(start: list[onnx.NodeProto], step) -> set[str]:
+        seen: set[str] = set()
+        stack = [n for node in start for n in step(node)]
+        while stack:
+            node = stack.pop()
+            if node.name not in seen:
+                seen.add(node.name)
+                stack.extend(step(node))
+        return seen
+
+    before = reach(weighted, lambda node: [producer[i] for i in node.input if i in producer])
+    after = reach(weighted, lambda node: [c for o in node.output for c in consumers.get(o, [])])
+    fp16 = {node.name for node in weighted} | (before & after)
+    return [node.name for node in graph.node if node.name not in fp16]
+
+
+def _drop_round_trips(graph: onnx.GraphProto, *, fp32_producers: set[str]) -> None:
+    """Remove the converter's fp32 -> fp16 -> fp32 Cast pairs around the nodes it was told to leave alone.
+
+    It wraps a blocked node in casts, so the graph input and the blocked nodes' results still pass through
+    fp16 (70,000 becomes inf) on their way. A pair is removed only where the first Cast's source is known to
+    be float32: a float graph input or the output of a blocked node.
+    """
+    fp32 = {i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    fp32 |= {out for node in graph.node if node.name in fp32_producers for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    rename: dict[str, str] = {}
+    dropped: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if cast_to(node) != onnx.TensorProto.FLOAT16 or node.input[0] not in fp32 or node.output[0] in outputs:
+            continue
+        back = consumers.get(node.output[0], [])
+        if not back or any(cast_to(b) != onnx.TensorProto.FLOAT for b in back):
+            continue
+        source = node.input[0]
+        dropped.append(node)
+        for b in back:
+            if b.output[0] in outputs:        # keep the graph's output name
+                b.op_type, b.input[0] = "Identity", source
+                del b.attribute[:]
+            else:
+                rename[b.output[0]] = source
+                dropped.append(b)
+    for node in dropped:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [rename.get(name, name) for name in node.input]
+    produced = {out for node in graph.node for out in node.output}
+    stale = [info for info in graph.value_info if info.name not in produced]    # types of removed tensors
+    for info in stale:
+        graph.value_info.remove(info)
+
+
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    """Order the nodes so each comes after the producers of its inputs (ONNX requires it), keeping the order
+    otherwise. Names a subgraph (If, Loop) reads from this graph count as inputs of its node."""
+    produced = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+
+    def needs(node: onnx.NodeProto) -> set[int]:
+        names = set(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                names |= {i for n in sub.node for i in n.input}
+        return {produced[n] for n in names if n in produced}
+
+    nodes = list(graph.node)
+    waiting = [len(needs(node) - {i}) for i, node in enumerate(nodes)]
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for j in needs(node) - {i}:
+            users.setdefault(j, []).append(i)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in users.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(nodes):
+        raise ExportError("the fp16 graph has a cycle; export this model for fp32")
+    sorted_nodes = [nodes[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
 
 
 def operator_counts(model_bytes: bytes) -> dict[str, int]:

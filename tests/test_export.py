@@ -39,6 +39,41 @@ def test_int8_is_smaller_than_fp32(breast_cancer, tmp_path):
     assert fp32.quantized_ops == {}
 
 
+def test_fp16_keeps_input_scaling_and_softmax_fp32(tmp_path):
+    """An income of 70,000 or 900,000 (fp16 ends at 65,504) is standardised in fp32: finite, float-like answers."""
+    from onnx.reference import ReferenceEvaluator
+
+    from edgeinfer.export.models import Standardize
+
+    schema = FeatureSchema(features=(Feature("income", low=0, high=1e6, unit="$"),
+                                     Feature("age", kind="integer", low=18, high=100, unit="years")),
+                           classes=("repaid", "default"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Standardize(np.array([60000.0, 45.0]), np.array([30000.0, 15.0])),
+                                torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    rng = np.random.default_rng(0)
+    calibration = np.column_stack([rng.uniform(0, 1e6, 200), rng.integers(18, 101, 200)])
+    report = ei.export(model, schema, calibration=calibration, device="cuda-server-h100", out=tmp_path / "b")
+    assert report.precision == "fp16"
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx"))
+    onnx.checker.check_model(graph, full_check=True)         # topologically sorted, types consistent
+    inferred = onnx.shape_inference.infer_shapes(graph).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.input]}
+    types.update({i.name: i.data_type for i in inferred.initializer})
+    node_inputs = {}
+    for node in inferred.node:
+        node_inputs.setdefault(node.op_type, []).extend(types[name] for name in node.input)
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert {op: set(node_inputs[op]) for op in ("Sub", "Div", "Softmax", "Gemm")} == {
+        "Sub": {f32}, "Div": {f32}, "Softmax": {f32}, "Gemm": {f16}}
+    x = np.array([[70000.0, 40.0], [900000.0, 30.0], [2049.0, 30.0]], dtype=np.float32)
+    got = ReferenceEvaluator(graph).run(None, {"features": x})[0]
+    with torch.no_grad():
+        want = torch.softmax(model(torch.as_tensor(x)), -1).numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=2e-3)        # fp16 hidden layers: a few thousandths
+
+
 def _boundary_case():
     """A linear model and held-out rows a hair from its decision boundary: int8 rounding flips many of them."""
     schema = FeatureSchema(
