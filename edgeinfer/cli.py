@@ -220,7 +220,7 @@ def _read_table(path: str, schema, label_column: str | None):
                     if label_column is None and len(unknown) == 1 else "")
             raise InputError(f"{err}{hint}") from None
 
-    rows, labels, lines = [], [], []
+    rows, labels, lines, label_lines = [], [], [], []
     with open_input(path) as stream:
         items = read_rows(stream, check_header=check_header)
         try:
@@ -235,7 +235,8 @@ def _read_table(path: str, schema, label_column: str | None):
                 if label_column not in values:
                     raise InputError(f"{path} line {item.line}: no label column {label_column!r}; the columns are "
                                      f"{', '.join(values)}")
-                labels.append(_label_index(values.pop(label_column), schema, f"{path} line {item.line}"))
+                labels.append(_label_readings(values.pop(label_column), schema, f"{path} line {item.line}"))
+                label_lines.append(item.line)
             try:
                 rows.append(schema.to_matrix(values)[0][0])
             except InputError as err:
@@ -252,21 +253,45 @@ def _read_table(path: str, schema, label_column: str | None):
         row, reason = next(iter(bad.items()))
         raise InputError(f"{path}: {len(bad)} of {len(matrix)} rows are outside the schema, first at line "
                          f"{lines[row]}: {reason}; fix the data or widen the schema's ranges")
-    return matrix, (np.asarray(labels) if label_column is not None else None)
+    if label_column is None:
+        return matrix, None
+    return matrix, np.asarray(_label_indices(labels, label_lines, schema, str(path)))
 
 
-def _label_index(label, schema, where: str) -> int:
-    """A true class given by name or by index; anything else is refused, naming both forms."""
+def _label_readings(label, schema, where: str) -> tuple[int | None, int | None]:
+    """A true-class cell read as (class by name, class by index), None where it is not one; refused if neither."""
     from edgeinfer.errors import InputError
 
-    if isinstance(label, str) and label in schema.classes:
-        return schema.classes.index(label)
     number = isinstance(label, (int, float)) and not isinstance(label, bool)
-    if number and float(label).is_integer() and 0 <= label < len(schema.classes):
-        return int(label)
-    shown = f"{label:g}" if number else repr(label)
-    raise InputError(f"{where}: label {shown} is neither a class name ({', '.join(map(repr, schema.classes))}) "
-                     f"nor a class index 0 to {len(schema.classes) - 1}")
+    whole = number and float(label).is_integer()
+    text = label if isinstance(label, str) else str(int(label)) if whole else f"{label:g}" if number else None
+    by_name = schema.classes.index(text) if text in schema.classes else None
+    by_index = int(label) if whole and 0 <= label < len(schema.classes) else None
+    if by_name is None and by_index is None:
+        shown = f"{label:g}" if number else repr(label)
+        raise InputError(f"{where}: label {shown} is neither a class name ({', '.join(map(repr, schema.classes))}) "
+                         f"nor a class index 0 to {len(schema.classes) - 1}")
+    return by_name, by_index
+
+
+def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[int], schema, path: str) -> list[int]:
+    """Class indices for a label column. A cell that spells a class name means that class (classes named "1",
+    "2", "3": a label 1 is class "1"), unless other cells are indices only (a 0 there): then a cell that names one
+    class and indexes another is ambiguous and refused."""
+    from edgeinfer.errors import InputError
+
+    only_index = next((k for k, (by_name, _) in enumerate(readings) if by_name is None), None)
+    if only_index is None:
+        return [by_name for by_name, _ in readings]
+    for k, (by_name, by_index) in enumerate(readings):
+        if by_name is not None and by_index is not None and by_name != by_index:
+            classes = schema.classes
+            raise InputError(
+                f"{path} line {lines[k]}: label {classes[by_name]} is ambiguous: class {classes[by_name]!r} by name, "
+                f"class {classes[by_index]!r} by index, and line {lines[only_index]} gives label "
+                f"{readings[only_index][1]}, which is an index only; write every label as a class name "
+                f"({', '.join(map(repr, classes))})")
+    return [by_name if by_index is None else by_index for by_name, by_index in readings]
 
 
 @main.command("export")

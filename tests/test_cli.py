@@ -264,6 +264,48 @@ def test_export_refuses_a_label_that_is_no_class(diabetes, tmp_path, label, show
                              "'higher progression') nor a class index 0 to 1\n")
 
 
+def _numbered_classes_export(tmp_path, labels: list[str]):
+    """Export a 3-class model whose classes are named "1", "2", "3", with the given label cells."""
+    import torch
+
+    from edgeinfer.export.onnx_export import torch_to_onnx
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema(features=(Feature("x0", low=0, high=100), Feature("x1", low=-1, high=1)),
+                           classes=("1", "2", "3"))
+    (tmp_path / "schema.json").write_text(json.dumps(schema.to_dict()))
+    torch.manual_seed(0)
+    (tmp_path / "m.onnx").write_bytes(torch_to_onnx(torch.nn.Linear(2, 3).eval(), n_features=2, n_classes=3))
+    path = tmp_path / "calibration.csv"
+    path.write_text("x0,x1,outcome\n" + "".join(f"{i},{(i % 7) / 7},{label}\n" for i, label in enumerate(labels)))
+    return path, CliRunner().invoke(main, [
+        "export", str(tmp_path / "m.onnx"), "--schema", str(tmp_path / "schema.json"), "--calibration", str(path),
+        "--label-column", "outcome", "--outputs", "probabilities", "--device", "x86-edge-gateway",
+        "--precision", "fp32", "-o", str(tmp_path / "bundle")])
+
+
+def test_export_reads_a_label_that_spells_a_class_name_as_that_class(tmp_path):
+    """Classes named "1", "2", "3": the label 1 is class "1" (index 0), not index 1 (class "2")."""
+    from edgeinfer.bundle import read_bundle
+
+    labels = [str(1 + i % 3) for i in range(40)]
+    _, result = _numbered_classes_export(tmp_path, labels)
+    assert result.exit_code == 0, result.output
+    reference = read_bundle(tmp_path / "bundle").reference
+    rows = reference.X[:, 0].astype(int)                    # x0 is the row number
+    assert len(rows) == 40
+    assert reference.labels.tolist() == [i % 3 for i in rows]
+
+
+def test_export_refuses_a_label_both_a_class_name_and_another_class_index(tmp_path):
+    """Where another cell is an index only (0), the label 1 may be class "1" or index 1: refused, naming the fix."""
+    path, result = _numbered_classes_export(tmp_path, ["3", "0", "2", "1"] * 10)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {path} line 4: label 2 is ambiguous: class '2' by name, class '3' by index, "
+                             "and line 3 gives label 0, which is an index only; write every label as a class name "
+                             "('1', '2', '3')\n")
+
+
 def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"
