@@ -6,13 +6,15 @@
     <out>/<model>/1/model.onnx       the bundle's deployed (quantized) model, byte for byte
 
 and checks config.pbtxt by parsing it with Triton's own ModelConfig protobuf
-(shipped with tritonclient) before anything is written. The repository serves the
+(shipped with tritonclient) before anything is written. The class names are in the
+parameter `edgeinfer_classes`, a JSON list. The repository serves the
 model only (probabilities); explanations need the edgeinfer Session
 (`edgeinfer serve`). CLI: `edgeinfer export-triton BUNDLE -o REPO`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -56,11 +58,31 @@ def render_config(
     else:
         threads = max(1, bundle.profile.cores)
         lines.append(f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}')
+    # the class names as a JSON list: a name may hold a comma (or anything else a separator could be)
     meta = {"edgeinfer_bundle_sha256": bundle.sha256, "edgeinfer_device": bundle.profile.name,
-            "edgeinfer_precision": bundle.precision, "edgeinfer_classes": ",".join(bundle.schema.classes)}
+            "edgeinfer_precision": bundle.precision,
+            "edgeinfer_classes": json.dumps(list(bundle.schema.classes), ensure_ascii=False)}
     for key, value in meta.items():
-        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+        lines.append(f'parameters {{ key: "{_quoted(key)}" value: {{ string_value: "{_quoted(value)}" }} }}')
     return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    """`text` escaped for a double-quoted protobuf text-format string: backslash, quote and control characters."""
+    out = []
+    for char in text:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\{ord(char):03o}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def parse_config(text: str):

@@ -766,3 +766,15 @@ def test_malformed_config_is_refused_with_the_schema_error():
 
     with pytest.raises(ExportError, match=r"^config.pbtxt does not match Triton's ModelConfig schema: .*max_batch_sise"):
         parse_config('name: "m"\nmax_batch_sise: 4\n')
+
+
+def test_model_repository_keeps_awkward_class_names_intact(linear_session):
+    """Quotes, backslashes, commas and a tab in class names survive config.pbtxt, read back through Triton's schema."""
+    from edgeinfer.export.triton_repo import parse_config, render_config
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    classes = ('say "no"', "C:\\dir\\, or not\tnaïve")
+    schema = FeatureSchema(features=(Feature("x", low=-1, high=1),), classes=classes)
+    bundle = linear_session([1.0], 0.0, schema).bundle
+    config = parse_config(render_config(bundle, name="m"))
+    assert json.loads(config.parameters["edgeinfer_classes"].string_value) == list(classes)
