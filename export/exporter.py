@@ -169,6 +169,22 @@ def export(
     window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
     precision: try only this one of the profile's precisions instead of all in order.
     """
+    import torch
+
+    module = model if isinstance(model, torch.nn.Module) else None
+    training = {m: m.training for m in module.modules()} if module is not None else {}
+    try:
+        return _export(model, schema, calibration=calibration, device=device, out=out, holdout=holdout,
+                       holdout_labels=holdout_labels, labels=labels, card=card, window=window,
+                       agreement_threshold=agreement_threshold, precision=precision, outputs=outputs, opset=opset,
+                       overwrite=overwrite, seed=seed)
+    finally:    # export puts the model in eval mode; the caller's model leaves as it came, on failure too
+        for m, mode in training.items():
+            m.training = mode
+
+
+def _export(model: Any, schema: FeatureSchema, *, calibration, device, out, holdout, holdout_labels, labels, card,
+            window, agreement_threshold, precision, outputs, opset, overwrite, seed) -> ExportReport:
     profile = get_device(device)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions

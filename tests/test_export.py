@@ -74,6 +74,21 @@ def test_fp16_keeps_input_scaling_and_softmax_fp32(tmp_path):
     np.testing.assert_allclose(got, want, atol=2e-3)        # fp16 hidden layers: a few thousandths
 
 
+def test_export_leaves_the_callers_training_flags_as_they_were(tmp_path):
+    """Export evaluates in eval mode but hands the model back in the modes it came in, after a failure too."""
+    schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-1, high=1) for i in range(2)), classes=("no", "yes"))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)).train()
+    model[1].eval()                       # a mixed state, as a caller freezing one part would leave it
+    before = [m.training for m in model.modules()]
+    calibration = np.random.default_rng(0).uniform(-1, 1, (40, 2))
+    ei.export(model, schema, calibration=calibration, device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
+    assert [m.training for m in model.modules()] == before == [True, True, False, True]
+    three = FeatureSchema(features=schema.features, classes=("a", "b", "c"))
+    with pytest.raises(ExportError, match=r"^the model outputs shape \(2, 2\) for a batch of 2"):
+        ei.export(model, three, calibration=calibration, device="x86-edge-gateway", out=tmp_path / "c")
+    assert [m.training for m in model.modules()] == before
+
+
 def _boundary_case():
     """A linear model and held-out rows a hair from its decision boundary: int8 rounding flips many of them."""
     schema = FeatureSchema(
