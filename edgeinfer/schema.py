@@ -415,10 +415,13 @@ class FeatureSchema:
             if not _is_list(data[key]):
                 raise SchemaError(f"schema key {key!r} must be a list, got {data[key]!r}")
         features = tuple(_feature_from_dict(i, f) for i, f in enumerate(data["features"]))
+        favourable = data.get("favourable")
+        if isinstance(favourable, (int, float)):      # named like the classes: classes = [0, 1], favourable = 0
+            favourable = str(favourable)
         return cls(
             features=features,
             classes=tuple(str(c) for c in data["classes"]),
-            favourable=data.get("favourable"),
+            favourable=favourable,
             name=str(data.get("name", "model")),
             description=str(data.get("description", "")),
         )

@@ -241,3 +241,16 @@ def test_bad_schema_messages(data, message):
     with pytest.raises(SchemaError) as info:
         FeatureSchema.from_dict(data)
     assert str(info.value) == message
+
+
+def test_numeric_classes_and_favourable_are_named_alike(tmp_path):
+    """classes = [0, 1, 2] become '0', '1', '2'; favourable = 0 is read the same way, not refused as no class."""
+    path = tmp_path / "s.toml"
+    body = '\n[[features]]\nname = "age"\nkind = "integer"\nrange = [18, 90]\n'
+    path.write_text('classes = [0, 1, 2]\nfavourable = 0\n' + body)
+    schema = FeatureSchema.load(path)
+    assert (schema.classes, schema.favourable) == (("0", "1", "2"), "0")
+    path.write_text('classes = [0, 1, 2]\nfavourable = 3\n' + body)
+    with pytest.raises(SchemaError) as caught:
+        FeatureSchema.load(path)
+    assert str(caught.value) == "favourable outcome '3' is not a class; classes are ['0', '1', '2']"
