@@ -13,8 +13,9 @@ puts all its candidates into the same few `predict_proba` calls:
    rows of the target class (unlike neighbours) with their sparse versions (the
    m most useful changes only), and the first bisection level on the best
    single-feature lines -- one call; a row still without any answer gets one
-   more: BOX points spread over its whole reachable region (corners and seeded
-   uniform points), for targets that only several features moving at once reach;
+   more: BOX seeded points spread over its whole reachable region (corners,
+   faces, inside), for targets the grid steps over or that need several features
+   moving at once;
 3. bisection: one more level on every line that can still give one of the best
    answers -- one call;
 4. sparsity and re-check: each multi-feature answer, its single reverts and its
