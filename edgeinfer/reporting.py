@@ -446,12 +446,31 @@ def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
     return _label(feature, before, digits), _label(feature, after, digits)
 
 
-def _probability_apart(p: float, boundary: float | None) -> str:
-    """p to 3 decimals, or as many more as it takes not to read as the decision's boundary (0.5003, not 0.500)."""
+def _probability_apart(p: float, *boundaries: float | None) -> str:
+    """p to 3 decimals, or as many more as it takes not to read as any boundary it is compared with (the decision's
+    0.5, a requested threshold): 0.5003, not 0.500; 0.2996, not 0.300."""
     digits = 3
-    while boundary is not None and p != boundary and f"{p:.{digits}f}" == f"{boundary:.{digits}f}" and digits < 9:
+    while digits < 9 and any(b is not None and p != b and f"{p:.{digits}f}" == f"{b:.{digits}f}" for b in boundaries):
         digits += 1
     return f"{p:.{digits}f}"
+
+
+def _threshold_on_risk(target: str, classes: Sequence[str], spec: RiskSpec, decided: str) -> float | None:
+    """A threshold target ("p(high risk) < 0.3") as a value on the report's risk scale, or None when it has none
+    there (a class target, or a threshold on a class the risk does not measure)."""
+    from edgeinfer.explain.desired import threshold_of
+
+    threshold = threshold_of(target, tuple(classes))
+    if threshold is None:
+        return None
+    j, _, value = threshold
+    on = classes[j]
+    measured = decided if spec.risk_class is None else spec.risk_class
+    if on == measured:
+        return 1.0 - value if spec.complement else value
+    if len(classes) == 2 and not spec.complement:     # two classes: p(the other) = 1 - p(this one)
+        return 1.0 - value
+    return None
 
 
 def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any]) -> dict[str, Any]:
@@ -563,7 +582,8 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
         "after_class": best.class_name,
         "before_risk": spec.value(dict(zip(d.classes, d.probabilities)), d.class_name),
         "after_risk": after_risk,
-        "after_risk_shown": None if after_risk is None else _probability_apart(after_risk, spec.threshold),
+        "after_risk_shown": None if after_risk is None else _probability_apart(
+            after_risk, spec.threshold, _threshold_on_risk(c.target, d.classes, spec, best.class_name)),
         "valid": best.valid,
         "distance": best.distance,
         "sparsity": best.sparsity,

@@ -8,6 +8,7 @@ written by the real bundle writer and on the diabetes bundle from conftest.
 from __future__ import annotations
 
 import dataclasses
+import html as html_module
 import json
 import os
 import re
@@ -177,7 +178,7 @@ def _ids(html: str) -> set[str]:
 def _text(html: str) -> str:
     body = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
     body = re.sub(r"<style.*?</style>", " ", body, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).replace("&#39;", "'").replace("&amp;", "&")
+    return html_module.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
 
 
 # ----- HTML content ------------------------------------------------------------------
@@ -345,6 +346,19 @@ def test_the_report_keeps_the_digits_that_tell_two_numbers_apart(tmp_path):
     html = ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8")
     assert "(probability of 'high risk' 0.820 → 0.4997)" in _text(html)
     assert "<td>glucose</td><td>162</td><td>161.999998</td>" in html
+
+
+@pytest.mark.parametrize("target", ["p(high risk) < 0.3", "p(low risk) > 0.7"])
+def test_a_threshold_answer_is_not_shown_at_its_threshold(tmp_path, target):
+    """An answer at p(high risk) = 0.29964 meets "< 0.3" (or p(low risk) = 0.70036 meets "> 0.7"): the report's
+    risk, on the scale of 'high risk', must not read as the threshold itself (0.300)."""
+    expl = _explanation()
+    (first, second) = expl.counterfactuals.items
+    first = dataclasses.replace(first, probabilities=(0.70036, 0.29964))
+    cfs = dataclasses.replace(expl.counterfactuals, target=target, items=(first, second))
+    html = ei.report([dataclasses.replace(expl, counterfactuals=cfs)], out=tmp_path / "r.html").read_text()
+    assert (f"The smallest change found that reaches {target}: the decision becomes low risk "
+            "(probability of 'high risk' 0.820 → 0.2996).") in _text(html)
 
 
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
