@@ -562,7 +562,8 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
     if c is None:
         return None
     d = e.decision
-    out: dict[str, Any] = {"target": c.target, "found": c.found and bool(c.items), "complete": c.complete,
+    out: dict[str, Any] = {"target": c.target, "target_class": c.target_class,    # the class plausibility counts
+                           "found": c.found and bool(c.items), "complete": c.complete,
                            "met": c.met, "reason": c.reason, "binding": list(c.binding), "alternatives": []}
     if not out["found"]:
         return out

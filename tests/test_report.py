@@ -361,6 +361,17 @@ def test_a_threshold_answer_is_not_shown_at_its_threshold(tmp_path, target):
             "(probability of 'high risk' 0.820 → 0.2996).") in _text(html)
 
 
+def test_plausibility_names_the_class_it_counts(tmp_path):
+    """A threshold answer that keeps its class: plausibility counts the target class, not the (unchanged) outcome."""
+    expl = _explanation()
+    (first, second) = expl.counterfactuals.items
+    first = dataclasses.replace(first, class_name="high risk", probabilities=(0.2, 0.8), plausibility=0.2)
+    cfs = dataclasses.replace(expl.counterfactuals, target="p(high risk) < 0.81", items=(first, second))
+    text = _text(ei.report([dataclasses.replace(expl, counterfactuals=cfs)], out=tmp_path / "r.html").read_text())
+    assert "the decision stays high risk" in text
+    assert ("plausibility 20.0 % (the share of the most similar reference patients the model decides low risk).") in text
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"
