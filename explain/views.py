@@ -763,8 +763,13 @@ class _View:
             return []
         target = {"target": cfs.target, "target_outcome": self.outcome(cfs.target_class)}
         if cfs.met:             # nothing needs to change
-            if self.s.favourable_only and self.e.decision.class_name == favourable and self.has("already_favourable"):
-                return [self.fill("already_favourable")]
+            if self.s.favourable_only and favourable is not None:
+                # the target is met (a threshold, say) but the result may still be the unfavourable one: this
+                # reader is not told that nothing needs to change for a result nobody hoped for
+                if self.e.decision.class_name == favourable and self.has("already_favourable"):
+                    return [self.fill("already_favourable")]
+                if self.e.decision.class_name != favourable:
+                    return []
             if self.has("target_met"):
                 return [self.fill("target_met", **target)]
         if not cfs.found or not cfs.items:

@@ -712,6 +712,21 @@ def test_a_met_target_and_a_spent_time_budget_are_not_told_as_no_change_existing
     assert "did not find" not in patient
 
 
+def test_a_met_threshold_is_not_told_to_the_patient_as_nothing_to_change_for_an_unfavourable_result(schema):
+    """desired "p(higher progression) < 0.7" and the row is decided higher progression at 67%: the target is met,
+    but the patient must not read that nothing needs to change; the clinician reads that the target is met."""
+    met = _with_counterfactuals(_explanation(schema, p=0.67), target="p(higher progression) < 0.7",
+                                items=(), found=False, met=True,
+                                reason="the decision already meets p(higher progression) < 0.7; nothing needs to "
+                                       "change")
+    patient = views.render(met, schema, stakeholder="patient")
+    assert "Nothing needs to change" not in patient and "hoped for" not in patient
+    assert "What could change the result:" not in patient
+    assert patient.startswith("The result is: higher progression. The tool is fairly sure about this (67%).")
+    assert ("No change needed: the decision already meets p(higher progression) < 0.7."
+            in views.render(met, schema, stakeholder="clinician"))
+
+
 def test_the_patient_is_told_only_of_the_protected_features_a_flip_tested(schema):
     """The reference held one age only: age was never flipped, so the patient must not read that it did not
     change the result."""
