@@ -259,6 +259,8 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
     )
     env.filters["num"] = _fmt
     env.filters["prob"] = lambda v: "not recorded" if v is None else f"{v:.3f}"
+    # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500
+    env.filters["apart"] = lambda v, *boundaries: "not recorded" if v is None else _probability_apart(v, *boundaries)
     env.filters["pct"] = lambda v: "not recorded" if v is None else f"{100 * v:.1f} %"
     return env.get_template(name).render(**context)
 
@@ -351,6 +353,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
         "session": bool(inputs.windows),
         "summary": _summary(inputs, spec, explained),
         "risk_label": spec.label,
+        "risk_threshold": spec.threshold,
         "cases": cases,
         "cases_total": len(case_sources),
         "timeline": _timeline(inputs.windows, spec) if inputs.windows else None,
@@ -482,6 +485,10 @@ def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[s
         delta = fidelity["max_abs_diff"]
         band = (max(0.0, risk - delta), min(1.0, risk + delta))
     margin = None if spec.threshold is None else abs(risk - spec.threshold)
+    # the boundary each probability is told apart from: the best other class's (two classes: 1 - p)
+    rivals = {c: max((q for k, q in probabilities.items() if k != c), default=None) for c in d.classes}
+    boundary = spec.threshold if spec.threshold is not None else (
+        rivals[d.class_name] if spec.risk_class is None else None)
     robust = None
     if band is not None and spec.threshold is not None:
         robust = not (band[0] <= spec.threshold <= band[1])
@@ -491,9 +498,10 @@ def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[s
         "heading": heading,
         "class_name": d.class_name,
         "probabilities": list(zip(d.classes, d.probabilities)),
+        "rivals": rivals,
         "latency_ms": d.latency_ms,
         "risk": {"value": risk, "label": spec.label, "threshold": spec.threshold, "margin": margin,
-                 "band": band, "robust": robust},
+                 "band": band, "robust": robust, "boundary": boundary},
         "text": text,
         "wording": wording,
         "inputs": _inputs(e, schema),
@@ -577,14 +585,16 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
         changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta, "status": _status(f)})
     after = dict(zip(d.classes, best.probabilities))
     after_risk = spec.value(after, best.class_name) if len(after) == len(d.classes) else None
+    before_risk = spec.value(dict(zip(d.classes, d.probabilities)), d.class_name)
+    boundaries = (spec.threshold, _threshold_on_risk(c.target, d.classes, spec, best.class_name))
     out.update({
         "changes": changes,
         "before_class": d.class_name,
         "after_class": best.class_name,
-        "before_risk": spec.value(dict(zip(d.classes, d.probabilities)), d.class_name),
+        "before_risk": before_risk,
+        "before_risk_shown": _probability_apart(before_risk, *boundaries),
         "after_risk": after_risk,
-        "after_risk_shown": None if after_risk is None else _probability_apart(
-            after_risk, spec.threshold, _threshold_on_risk(c.target, d.classes, spec, best.class_name)),
+        "after_risk_shown": None if after_risk is None else _probability_apart(after_risk, *boundaries),
         "valid": best.valid,
         "distance": best.distance,
         "sparsity": best.sparsity,

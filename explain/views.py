@@ -611,7 +611,7 @@ class _View:
         self.common = {
             "model": schema.name,
             "outcome": self.outcome(d.class_name),
-            "probability": self.probability(p),
+            "probability": self.probability(p, apart_from=self.rival(d.class_name, d.probabilities)),
             "percent": _percent(p),
             "chance": self.chance(p),
         }
@@ -639,11 +639,12 @@ class _View:
             return _percent(p)
         if self.s.probability == "words":
             return self.chance(p)
-        digits = self.s.probability_digits
-        while apart_from is not None and p != apart_from and digits < 9 and (
-                f"{p:.{digits}f}" == f"{apart_from:.{digits}f}"):
-            digits += 1
-        return f"{p:.{digits}f}"
+        return _decimal(p, self.s.probability_digits, apart_from)
+
+    def rival(self, class_name: str, probabilities) -> float | None:
+        """The decision's boundary for a class's probability: the best other class's (two classes: 1 - p)."""
+        others = [q for c, q in zip(self.e.decision.classes, probabilities) if c != class_name]
+        return max(others) if others else None
 
     def chance(self, p: float) -> str:
         for threshold, words in self.s.chance:
@@ -709,7 +710,8 @@ class _View:
     def section_probabilities(self) -> list[str]:
         d = self.e.decision
         return [
-            self.bullet(self.fill("probability_line", class_name=self.outcome(c), class_probability=self.probability(p),
+            self.bullet(self.fill("probability_line", class_name=self.outcome(c),
+                                  class_probability=self.probability(p, apart_from=self.rival(c, d.probabilities)),
                                   class_percent=_percent(p)))
             for c, p in zip(d.classes, d.probabilities)
         ]
@@ -945,6 +947,14 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
     decimals = max(digits - 1 - magnitude, 0)
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _decimal(p: float, digits: int, apart_from: float | None = None) -> str:
+    """p to `digits` decimals, or as many more as it takes not to read as the boundary it is compared with."""
+    while apart_from is not None and p != apart_from and digits < 9 and (
+            f"{p:.{digits}f}" == f"{apart_from:.{digits}f}"):
+        digits += 1
+    return f"{p:.{digits}f}"
 
 
 def _signed(value: float, decimals: int) -> str:

@@ -372,6 +372,24 @@ def test_plausibility_names_the_class_it_counts(tmp_path):
     assert ("plausibility 20.0 % (the share of the most similar reference patients the model decides low risk).") in text
 
 
+def test_a_risk_just_past_the_boundary_keeps_the_digits_that_tell_it_apart(tmp_path):
+    """A decision at p(high risk) = 0.50033 on an fp32 model (band ±2e-7): risk, margin, band, table and the
+    counterfactual's starting risk must not read as 0.500, or a margin as 0.000."""
+    expl = _explanation()
+    decision = dataclasses.replace(expl.decision, probabilities=(0.49967, 0.50033))
+    model = dataclasses.replace(expl.model, fidelity={"max_abs_diff": 2e-7})
+    html = ei.report([dataclasses.replace(expl, decision=decision, model=model)], out=tmp_path / "r.html").read_text()
+    text = _text(html)
+    assert "The model decided high risk (probability of 'high risk' 0.5003)." in text
+    assert "ranged from 0.5003 to 0.5003." in text
+    assert "Probability of 'high risk': 0.5003 (the model decides at 0.5; margin 0.0003)." in text
+    assert "Quantization band: 0.5003 – 0.5003." in text
+    assert "The band does not reach the threshold" in text
+    assert "low risk 0.4997 high risk (decided) 0.5003" in text
+    assert "(probability of 'high risk' 0.5003 → 0.440)" in text
+    assert not re.search(r"\b0\.500\b", text)
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"

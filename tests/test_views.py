@@ -750,6 +750,18 @@ def test_numbers_near_a_boundary_or_near_zero_keep_the_digits_that_tell_them_apa
     assert "+0.000" not in clinician
 
 
+def test_a_decision_just_past_its_boundary_keeps_the_digits_that_tell_it_apart(schema):
+    """A row at p = 0.50033 / 0.49967 (a counterfactual's own values, explained): neither the headline nor the
+    class probabilities may read 0.500, the boundary itself."""
+    expl = _explanation(schema, p=0.49967)
+    assert expl.decision.class_name == "lower progression"
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "Decision: lower progression (p = 0.5003)." in clinician
+    assert "- p(lower progression) = 0.5003\n- p(higher progression) = 0.4997" in clinician
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert "Decision: lower progression (p = 0.5003)." in auditor
+
+
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
     expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0),)))
     assert "(3 found; the 2 closest shown here, all 3 in the JSON.)" in views.render(expl, schema, stakeholder="clinician")
