@@ -249,13 +249,23 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 via = f" together with its proxies {_names(schema, worst.proxies)}" if worst.proxies else ""
                 parts.append(
                     f"the decision depends on {f.name}: the probability of '{worst.class_name}' changes by "
-                    f"{worst.delta:+.2f} if {f.name} were {f.label(worst.to_value)}{via}"
+                    f"{_change(worst.delta, tolerance, sign=True)} if {f.name} were {f.label(worst.to_value)}{via}"
                 )
             else:
                 parts.append(
-                    f"the decision does not depend on {f.name} (largest change in probability {abs(worst.delta):.2f})"
+                    f"the decision does not depend on {f.name} (largest change in probability "
+                    f"{_change(worst.delta, tolerance)})"
                 )
     return "; ".join(parts)
+
+
+def _change(delta: float, tolerance: float, *, sign: bool = False) -> str:
+    """A probability change to 2 decimals, or as many more as it takes not to read as the tolerance it was
+    compared with (0.0499 does not depend, +0.0501 does; not 0.05 both ways)."""
+    digits = 2
+    while abs(delta) != tolerance and digits < 9 and f"{abs(delta):.{digits}f}" == f"{tolerance:.{digits}f}":
+        digits += 1
+    return f"{delta:+.{digits}f}" if sign else f"{abs(delta):.{digits}f}"
 
 
 def _values(feature: Feature, tests: Sequence[FlipTest]) -> str:
