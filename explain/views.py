@@ -612,7 +612,7 @@ class _View:
             "model": schema.name,
             "outcome": self.outcome(d.class_name),
             "probability": self.probability(p, apart_from=self.rival(d.class_name, d.probabilities)),
-            "percent": _percent(p),
+            "percent": _percent(p, self.rival(d.class_name, d.probabilities)),
             "chance": self.chance(p),
         }
 
@@ -632,11 +632,12 @@ class _View:
     def outcome(self, class_name: str) -> str:
         return self.t.outcomes.get(class_name, class_name)
 
-    def probability(self, p: float, *, apart_from: float | None = None) -> str:
-        """p in the view's style; given a boundary it is compared with (the other class, a threshold), a decimal
-        gets as many more digits as it takes not to read as that boundary (0.5003 against 0.4997, not 0.500)."""
+    def probability(self, p: float, *, apart_from: float | tuple[float | None, ...] | None = None) -> str:
+        """p in the view's style; given the boundaries it is compared with (the other class, a threshold), a
+        decimal or percent gets as many more digits as it takes not to read as one (0.5003 against 0.4997, not
+        0.500; 69.98% against a threshold of 70%)."""
         if self.s.probability == "percent":
-            return _percent(p)
+            return _percent(p, apart_from)
         if self.s.probability == "words":
             return self.chance(p)
         return _decimal(p, self.s.probability_digits, apart_from)
@@ -712,7 +713,7 @@ class _View:
         return [
             self.bullet(self.fill("probability_line", class_name=self.outcome(c),
                                   class_probability=self.probability(p, apart_from=self.rival(c, d.probabilities)),
-                                  class_percent=_percent(p)))
+                                  class_percent=_percent(p, self.rival(c, d.probabilities))))
             for c, p in zip(d.classes, d.probabilities)
         ]
 
@@ -819,10 +820,17 @@ class _View:
         # the decision's boundary for p: the best other class (two classes: 1 - p); shown apart from it
         others = [q for c, q in zip(classes, cf.probabilities) if c != cf.class_name]
         known = math.isfinite(p) and len(cf.probabilities) == len(classes)
+        # ... and from a threshold target on it (or, of two classes, on the other): the one probability the
+        # sentence may print twice (threshold_probability) reads the same both times
+        on_p = None
+        if threshold is not None:
+            j, _, value = threshold
+            on_p = value if classes[j] == cf.class_name else (1.0 - value if len(classes) == 2 else None)
+        apart = (max(others, default=p), on_p)
         values = dict(
             index=str(index), changes="; ".join(changes), count=str(len(changes)), cf_outcome=self.outcome(cf.class_name),
-            cf_probability=self.probability(p, apart_from=max(others, default=p)) if known else self.word("word_unknown"),
-            cf_percent=_percent(p) if known else self.word("word_unknown"),
+            cf_probability=self.probability(p, apart_from=apart) if known else self.word("word_unknown"),
+            cf_percent=_percent(p, apart) if known else self.word("word_unknown"),
             distance=_number(cf.distance, 3), sparsity=str(cf.sparsity),
             plausibility=_percent(cf.plausibility) if cf.plausibility is not None else self.word("word_unknown"),
             validity=self.word("word_yes" if cf.valid else "word_no"), **target,
@@ -834,7 +842,7 @@ class _View:
             values.update(
                 threshold_outcome=self.outcome(classes[j]),
                 threshold_probability=self.probability(cf.probabilities[j], apart_from=value),
-                threshold_percent=_percent(cf.probabilities[j]),
+                threshold_percent=_percent(cf.probabilities[j], value),
                 threshold_relation=self.word("word_below" if op.startswith("<") else "word_above"),
                 threshold_value=f"{value:g}", threshold_value_percent=f"{value * 100:g}%",
             )
@@ -949,10 +957,15 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _decimal(p: float, digits: int, apart_from: float | None = None) -> str:
-    """p to `digits` decimals, or as many more as it takes not to read as the boundary it is compared with."""
-    while apart_from is not None and p != apart_from and digits < 9 and (
-            f"{p:.{digits}f}" == f"{apart_from:.{digits}f}"):
+def _boundaries(apart_from: float | tuple[float | None, ...] | None) -> tuple[float, ...]:
+    items = apart_from if isinstance(apart_from, tuple) else (apart_from,)
+    return tuple(float(b) for b in items if b is not None and math.isfinite(b))
+
+
+def _decimal(p: float, digits: int, apart_from: float | tuple[float | None, ...] | None = None) -> str:
+    """p to `digits` decimals, or as many more as it takes not to read as a boundary it is compared with."""
+    bounds = _boundaries(apart_from)
+    while digits < 9 and any(p != b and f"{p:.{digits}f}" == f"{b:.{digits}f}" for b in bounds):
         digits += 1
     return f"{p:.{digits}f}"
 
@@ -963,9 +976,17 @@ def _signed(value: float, decimals: int) -> str:
     return f"{value:+.2g}" if value != 0 and float(text) == 0 else text
 
 
-def _percent(p: float | None) -> str:
+def _percent(p: float | None, apart_from: float | tuple[float | None, ...] | None = None) -> str:
+    """A whole percent; with the boundaries p is compared with (the other class, a threshold), as many decimals
+    as it takes not to read as one (69.98%, not 70%, for a threshold of 0.7)."""
     if p is None or not math.isfinite(p):
         return "n/a"
+    bounds = _boundaries(apart_from)
+    decimals = 0
+    while decimals < 7 and any(p != b and f"{p * 100:.{decimals}f}" == f"{b * 100:.{decimals}f}" for b in bounds):
+        decimals += 1
+    if decimals:
+        return f"{p * 100:.{decimals}f}%"
     whole = round(p * 100)
     if whole >= 100 and p < 1:
         return "over 99%"

@@ -689,7 +689,7 @@ def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_g
                                  items=items)
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert ("1. blood glucose 187 mg/dL → 150 mg/dL → p(higher progression) = 0.89996, meeting p(higher progression) "
-            "< 0.9; decision higher progression (p = 0.900); 1 change(s)") in clinician
+            "< 0.9; decision higher progression (p = 0.89996); 1 change(s)") in clinician
     patient = views.render(expl, schema, stakeholder="patient")
     assert ("One way to bring the chance of higher progression below 90%:\n"
             "- Lower your blood sugar from 187 mg/dL to 150 mg/dL.") in patient
@@ -762,6 +762,29 @@ def test_a_decision_just_past_its_boundary_keeps_the_digits_that_tell_it_apart(s
     assert "Decision: lower progression (p = 0.5003)." in auditor
 
 
+def test_a_threshold_answer_prints_its_probability_the_same_way_twice(schema, tmp_path):
+    """p(higher progression) = 0.69996 meets "< 0.7": as the threshold's probability and as the decision's it is
+    one number, in decimals and in percent, and a percent is not rounded onto the threshold."""
+    expl = _explanation(schema, p=0.95, cf_changes=((("s6", 150.0),),))
+    items = tuple(dataclasses.replace(c, class_name="higher progression", probabilities=(0.30004, 0.69996))
+                  for c in expl.counterfactuals.items)
+    expl = _with_counterfactuals(expl, target="p(higher progression) < 0.7", target_class="lower progression",
+                                 items=items)
+    assert ("→ p(higher progression) = 0.69996, meeting p(higher progression) < 0.7; decision higher progression "
+            "(p = 0.69996);") in views.render(expl, schema, stakeholder="clinician")
+    (tmp_path / "pct.toml").write_text('name = "pct"\nextends = "clinician"\n[view]\nprobability = "percent"\n',
+                                       encoding="utf-8")
+    views.register_stakeholder(tmp_path / "pct.toml")
+    assert ("→ p(higher progression) = 69.996%, meeting p(higher progression) < 0.7; decision higher progression "
+            "(p = 69.996%);") in views.render(expl, schema, stakeholder="pct")
+    (tmp_path / "reach.toml").write_text(
+        'name = "reach"\nextends = "patient"\n[text]\ncounterfactual_threshold = "The chance of {threshold_outcome} '
+        'would be {threshold_percent}, {threshold_relation} {threshold_value_percent}."\n', encoding="utf-8")
+    views.register_stakeholder(tmp_path / "reach.toml")
+    assert ("The chance of higher progression would be 69.996%, below 70%."
+            in views.render(expl, schema, stakeholder="reach"))
+
+
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
     expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0),)))
     assert "(3 found; the 2 closest shown here, all 3 in the JSON.)" in views.render(expl, schema, stakeholder="clinician")
@@ -774,5 +797,6 @@ def test_a_threshold_target_on_the_deployed_model_reads_true(diabetes_session, d
     expl = diabetes_session.explain(row, desired="p(higher progression) < 0.9", stakeholder="clinician")
     (cf, *_) = expl.counterfactuals.items
     assert cf.probabilities[1] < 0.9 and cf.class_name == "higher progression"
-    assert f"meeting p(higher progression) < 0.9; decision higher progression (p = {cf.probabilities[1]:.3f})" \
-        in expl.text
+    shown = re.search(r"→ p\(higher progression\) = (\S+), meeting p\(higher progression\) < 0.9; decision higher "
+                      r"progression \(p = (\S+)\)", expl.text)
+    assert shown and shown[1] == shown[2] and float(shown[1]) == pytest.approx(cf.probabilities[1], abs=1e-3)
