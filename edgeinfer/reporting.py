@@ -451,11 +451,10 @@ def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
 
 def _probability_apart(p: float, *boundaries: float | None) -> str:
     """p to 3 decimals, or as many more as it takes not to read as any boundary it is compared with (the decision's
-    0.5, a requested threshold): 0.5003, not 0.500; 0.2996, not 0.300."""
-    digits = 3
-    while digits < 9 and any(b is not None and p != b and f"{p:.{digits}f}" == f"{b:.{digits}f}" for b in boundaries):
-        digits += 1
-    return f"{p:.{digits}f}"
+    0.5, a requested threshold) or as certainty: 0.5003, not 0.500; 0.2996, not 0.300; 0.999996, not 1.000."""
+    from edgeinfer.explain.views import _decimal
+
+    return _decimal(p, 3, boundaries)
 
 
 def _threshold_on_risk(target: str, classes: Sequence[str], spec: RiskSpec, decided: str) -> float | None:
@@ -546,13 +545,16 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     if a is None or not a.values:
         return None
     top = a.top(TOP_DRIVERS)
+    from edgeinfer.explain.views import _signed      # +0.123, or +4.6e-04 where three decimals would read +0.000
+
     rows = []
     for item in top:
         f = _feature(schema, item.feature)
         rows.append({"name": f.clinical, "value": _label(f, item.value), "contribution": item.contribution,
+                     "contribution_shown": _signed(item.contribution, 3),
                      "direction": "raises" if item.contribution > 0 else "lowers" if item.contribution < 0 else "no effect"})
     alt = (f"Bar chart of the {len(rows)} inputs that moved the {a.quantity} most, measured against {a.baseline}: "
-           + "; ".join(f"{r['name']} = {r['value']}: {r['contribution']:+.3f}" for r in rows)
+           + "; ".join(f"{r['name']} = {r['value']}: {r['contribution_shown']}" for r in rows)
            + f". Baseline {a.base_value:.3f}, this patient {a.prediction:.3f}.")
     svg = plots.drivers_chart(
         [plots.Bar(f"{r['name']} = {r['value']}", r["contribution"]) for r in rows],
@@ -611,6 +613,8 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
 
 
 def _bias(e, schema) -> dict[str, Any] | None:
+    from edgeinfer.explain.views import _signed
+
     b = e.bias
     if b is None:
         return None
@@ -619,7 +623,8 @@ def _bias(e, schema) -> dict[str, Any] | None:
         f = _feature(schema, t.feature)
         flips.append({"name": f.clinical, "from": _label(f, t.from_value), "to": _label(f, t.to_value),
                       "proxies": ", ".join(_feature(schema, p).clinical for p in t.proxies) or "none (alone)",
-                      "class_name": t.class_name, "probability": t.probability, "delta": t.delta, "flipped": t.flipped})
+                      "class_name": t.class_name, "probability": t.probability, "delta": t.delta,
+                      "delta_shown": _signed(t.delta, 3), "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
     return {"verdict": b.verdict, "depends": b.depends, "attribution_share": b.attribution_share,

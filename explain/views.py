@@ -963,11 +963,13 @@ def _boundaries(apart_from: float | tuple[float | None, ...] | None) -> tuple[fl
 
 
 def _decimal(p: float, digits: int, apart_from: float | tuple[float | None, ...] | None = None) -> str:
-    """p to `digits` decimals, or as many more as it takes not to read as a boundary it is compared with."""
-    bounds = _boundaries(apart_from)
+    """p to `digits` decimals, or as many more as it takes not to read as a boundary it is compared with, or as
+    certainty (0.999996, not 1.000; 4e-06, not 0.000)."""
+    bounds = (*_boundaries(apart_from), 0.0, 1.0)
     while digits < 9 and any(p != b and f"{p:.{digits}f}" == f"{b:.{digits}f}" for b in bounds):
         digits += 1
-    return f"{p:.{digits}f}"
+    text = f"{p:.{digits}f}"
+    return f"{p:.2g}" if p > 0 and float(text) == 0 else text
 
 
 def _signed(value: float, decimals: int) -> str:

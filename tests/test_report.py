@@ -390,6 +390,24 @@ def test_a_risk_just_past_the_boundary_keeps_the_digits_that_tell_it_apart(tmp_p
     assert not re.search(r"\b0\.500\b", text)
 
 
+def test_small_contributions_and_flip_changes_do_not_read_as_zero(tmp_path):
+    """+0.00046 is shown as the views show it (not +0.000), in the driver table, the chart's name and the flip table;
+    a near-certain risk is not 1.000."""
+    expl = _explanation()
+    values = tuple(dataclasses.replace(v, contribution=0.00046) if v.feature == "bmi" else v
+                   for v in expl.attributions.values)
+    flips = (dataclasses.replace(expl.bias.flips[0], delta=-0.00031),) + expl.bias.flips[1:]
+    decision = dataclasses.replace(expl.decision, probabilities=(0.000004, 0.999996))
+    expl = dataclasses.replace(expl, decision=decision, bias=dataclasses.replace(expl.bias, flips=flips),
+                               attributions=dataclasses.replace(expl.attributions, values=values))
+    html = ei.report([expl], out=tmp_path / "r.html").read_text()
+    assert '<td>bmi</td><td>31.5</td><td class="num">+0.00046</td><td>raises</td>' in html
+    assert "bmi = 31.5: +0.00046" in html                                        # the chart's accessible name
+    assert '<td class="num">-0.00031</td>' in html
+    assert "Probability of 'high risk': 0.999996 (the model decides at 0.5; margin 0.499996)." in _text(html)
+    assert "+0.000 raises" not in _text(html)
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"

@@ -785,6 +785,13 @@ def test_a_threshold_answer_prints_its_probability_the_same_way_twice(schema, tm
             in views.render(expl, schema, stakeholder="reach"))
 
 
+def test_a_near_certain_decision_does_not_read_as_certain(schema):
+    expl = _explanation(schema, p=0.999996)
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "Decision: higher progression (p = 0.999996)." in clinician
+    assert "- p(lower progression) = 0.000004\n- p(higher progression) = 0.999996" in clinician
+
+
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
     expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0),)))
     assert "(3 found; the 2 closest shown here, all 3 in the JSON.)" in views.render(expl, schema, stakeholder="clinician")
