@@ -793,8 +793,13 @@ def test_a_near_certain_decision_does_not_read_as_certain(schema):
 
 
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
-    expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0),)))
-    assert "(3 found; the 2 closest shown here, all 3 in the JSON.)" in views.render(expl, schema, stakeholder="clinician")
+    # answers are ranked by distance plus one per change: the third, nearer but with two changes, is not shown,
+    # so the two shown are the best-ranked, not the closest
+    expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0), ("s5", 4.5))))
+    items = tuple(dataclasses.replace(c, distance=d) for c, d in zip(expl.counterfactuals.items, (1.2, 1.6, 1.1)))
+    text = views.render(_with_counterfactuals(expl, items=items), schema, stakeholder="clinician")
+    assert "(3 found; the 2 best-ranked shown here, all 3 in the JSON.)" in text
+    assert "closest" not in text
 
 
 def test_a_threshold_target_on_the_deployed_model_reads_true(diabetes_session, diabetes):
