@@ -612,7 +612,7 @@ class _View:
             "model": schema.name,
             "outcome": self.outcome(d.class_name),
             "probability": self.probability(p, apart_from=self.rival(d.class_name, d.probabilities)),
-            "percent": _percent(p, self.rival(d.class_name, d.probabilities)),
+            "percent": _percent(p),     # a simple whole percent (a patient's); {probability} keeps the digits
             "chance": self.chance(p),
         }
 
@@ -713,7 +713,7 @@ class _View:
         return [
             self.bullet(self.fill("probability_line", class_name=self.outcome(c),
                                   class_probability=self.probability(p, apart_from=self.rival(c, d.probabilities)),
-                                  class_percent=_percent(p, self.rival(c, d.probabilities))))
+                                  class_percent=_percent(p)))
             for c, p in zip(d.classes, d.probabilities)
         ]
 

@@ -760,6 +760,9 @@ def test_a_decision_just_past_its_boundary_keeps_the_digits_that_tell_it_apart(s
     assert "- p(lower progression) = 0.5003\n- p(higher progression) = 0.4997" in clinician
     auditor = views.render(expl, schema, stakeholder="auditor")
     assert "Decision: lower progression (p = 0.5003)." in auditor
+    # the patient's {percent} stays a simple whole percent; the words carry the doubt
+    assert views.render(expl, schema, stakeholder="patient").startswith(
+        "The result is: lower progression. The tool is not very sure about this (50%).")
 
 
 def test_a_threshold_answer_prints_its_probability_the_same_way_twice(schema, tmp_path):
