@@ -16,6 +16,7 @@ from html import escape
 from typing import Sequence
 
 from edgeinfer.errors import require
+from edgeinfer.explain.views import _signed
 
 # Okabe & Ito (2008), "Color Universal Design".
 OKABE_ITO = {
@@ -83,7 +84,7 @@ def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: st
         span = max([abs(v) for v in values] + [1e-9])
         ax.set_xlim(-span * 1.35, span * 1.35)
         for i, v in enumerate(values):
-            ax.text(v + (span * 0.03 if v >= 0 else -span * 0.03), i, f"{v:+.3f}", va="center",
+            ax.text(v + (span * 0.03 if v >= 0 else -span * 0.03), i, _signed(v, 3), va="center",
                     ha="left" if v >= 0 else "right", fontsize=8)
         ax.set_xlabel(f"change in {quantity} ({unit_note})")
         from matplotlib.patches import Patch

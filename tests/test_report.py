@@ -637,3 +637,11 @@ def test_chromium_renders_sections_without_errors_or_requests(fixed_bundle, tmp_
     assert {"summary", "timeline", "case-1", "case-1-drivers", "case-1-counterfactual", "case-1-bias", "case-2",
             "model", "model-fidelity", "basis"} <= ids
     assert dom.stdout.count('role="img"') == 3
+
+
+def test_driver_chart_labels_keep_a_small_contribution_readable():
+    from edgeinfer.plots import Bar, drivers_chart
+
+    svg = drivers_chart([Bar("glucose = 162 mg/dL", 0.21), Bar("age = 50 years", 0.00046)], quantity="p(high risk)",
+                        unit_note="probability", alt="two drivers", key="small")
+    assert "+0.210" in svg and "+0.00046" in svg and "+0.000<" not in svg
