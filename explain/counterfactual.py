@@ -602,9 +602,8 @@ class _Search:
         v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
         outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
         if outside.any():
-            w = _grid_into_range(x_j[outside], e_j[outside], sp.lows[c_feats[outside]], sp.highs[c_feats[outside]])
-            w[sp.integer[c_feats[outside]]] = np.round(w[sp.integer[c_feats[outside]]])
-            v[outside] = w
+            j = c_feats[outside]
+            v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.integer[j])
         # one array, in the dtype the model reads (float32 for a Session): the grid is the largest array
         m, n_cat = n_cont * GRID, len(rows) - n_cont
         dtype = getattr(self.model, "input_dtype", np.float64)
@@ -1104,12 +1103,17 @@ def _list(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _grid_into_range(x_j: np.ndarray, e_j: np.ndarray, low_j: np.ndarray, high_j: np.ndarray) -> np.ndarray:
+def _grid_into_range(x_j: np.ndarray, e_j: np.ndarray, low_j: np.ndarray, high_j: np.ndarray,
+                     integer_j: np.ndarray) -> np.ndarray:
     """The first call's grid (len(x_j), GRID) for single-feature lines whose value x_j lies outside the permitted
-    range: it may only change into the range, so the grid runs from the nearest bound to the line's end."""
+    range: it may only change into the range, so the grid runs from the nearest bound to the line's end (an
+    integer feature: whole numbers inside the range)."""
     near = np.minimum(np.maximum(x_j, low_j), high_j)
     w = near[:, None] + _GRID_STEPS * (e_j - near)[:, None]
     w[:, -1] = e_j
+    if integer_j.any():
+        w[integer_j] = np.clip(np.round(w[integer_j]), np.ceil(low_j[integer_j])[:, None],
+                               np.floor(high_j[integer_j])[:, None])
     return w
 
 
@@ -1119,8 +1123,9 @@ def _into_range(space: Space, x: np.ndarray, end: np.ndarray, t: np.ndarray, v: 
     bound (at t = 0 the bound: the least change it can make); one that does not move keeps x. Broadcasts."""
     near = np.minimum(np.maximum(x, space.lows), space.highs)
     w = near + t * (end - near)
-    if space.has_integer:
-        w[..., space.integer] = np.round(w[..., space.integer])
+    if space.has_integer:   # whole numbers inside the range (a bound of 22.2 rounds to 22, outside it)
+        ints = space.integer
+        w[..., ints] = np.clip(np.round(w[..., ints]), np.ceil(space.lows[ints]), np.floor(space.highs[ints]))
     for j, _ in space.categorical:
         w[..., j] = np.where(t[..., 0] > 0, end[..., j], x[..., j])
     outside = (x < space.lows) | (x > space.highs)

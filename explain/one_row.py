@@ -164,10 +164,8 @@ class OneRowSearch(_Search):
         if self.outside_any:
             outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
             if outside.any():
-                w = _grid_into_range(x_j[outside], e_j[outside], sp.lows[c_feats[outside]], sp.highs[c_feats[outside]])
-                if sp.has_integer:
-                    w[sp.integer[c_feats[outside]]] = np.round(w[sp.integer[c_feats[outside]]])
-                v[outside] = w
+                j = c_feats[outside]
+                v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.integer[j])
         cand = np.empty((m + n_cat + (1 if proba0 is None else 0), F), dtype=getattr(self.model, "input_dtype", np.float64))
         cand[:] = x                                   # the instance rides along in the last row when needed
         cand[np.arange(m), c_feats.repeat(GRID)] = v.ravel()

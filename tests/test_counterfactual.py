@@ -156,6 +156,30 @@ def test_a_value_outside_its_permitted_range_moves_to_the_nearest_flip_inside_it
         assert exact - TOL_MAD * session.reference.mad[0] <= cf.changes[0].to_value < exact
 
 
+class _Visits:
+    """p(high) = sigmoid(visits - 15) over an integer count of visits in [0, 100]."""
+
+    schema = FeatureSchema(features=(Feature("visits", kind="integer", low=0, high=100), Feature("x1", low=0.0, high=1.0)),
+                           classes=("low", "high"))
+
+    def __init__(self):
+        X = np.random.default_rng(0).uniform(0, 100, (200, 2))
+        X[:, 0], X[:, 1] = np.round(X[:, 0]), X[:, 1] / 100
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-(np.asarray(X, dtype=np.float64)[:, 0] - 15)))
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_an_integer_outside_a_fractional_permitted_range_moves_to_its_first_whole_number_inside():
+    """visits 11, permitted (22.2, 30): the nearest bound rounds to 22, outside the range; the answer is 23."""
+    model = _Visits()
+    for X in (np.array([[11.0, 0.5]]), np.array([[11.0, 0.5], [12.0, 0.5]])):
+        res = find_counterfactuals(model, X, desired="high", permitted_range={"visits": (22.2, 30)})[0]
+        assert [(c.feature, c.to_value) for cf in res for c in cf.changes] == [("visits", 23.0)]
+
+
 def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     w = np.array([3.0, 0.0, 0.0, 0.0])
     schema = _linear_schema(x0={"mutable": False})
