@@ -669,10 +669,16 @@ def _alert_text(alert: Any) -> str:
 
 def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[str, Any]:
     if inputs.windows:
-        decisions = [(w.class_name, spec.value(w.probabilities, w.class_name)) for w in inputs.windows]
+        made = [(w.class_name, w.probabilities) for w in inputs.windows]
     else:
-        decisions = [(e.decision.class_name, spec.value(dict(zip(e.decision.classes, e.decision.probabilities)),
-                                                           e.decision.class_name)) for e in inputs.explanations]
+        made = [(e.decision.class_name, dict(zip(e.decision.classes, e.decision.probabilities)))
+                for e in inputs.explanations]
+    decisions = [(name, spec.value(probabilities, name)) for name, probabilities in made]
+    # the first decision's boundary, as each case's: the threshold, or (its own class's risk) the best other class
+    first_name, first_probabilities = made[0]
+    first_boundary = spec.threshold if spec.threshold is not None else (
+        max((q for c, q in first_probabilities.items() if c != first_name), default=None)
+        if spec.risk_class is None else None)
     counts: dict[str, int] = {}
     for name, _ in decisions:
         counts[name] = counts.get(name, 0) + 1
@@ -686,6 +692,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
         "max_risk": max(r for _, r in decisions),
         "min_risk": min(r for _, r in decisions),
         "first": (decisions[0][0], decisions[0][1]),
+        "first_boundary": first_boundary,
         "start": _fmt(windows[0].start) if windows else None,
         "end": _fmt(windows[-1].end) if windows else None,
     }

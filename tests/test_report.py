@@ -645,3 +645,16 @@ def test_driver_chart_labels_keep_a_small_contribution_readable():
     svg = drivers_chart([Bar("glucose = 162 mg/dL", 0.21), Bar("age = 50 years", 0.00046)], quantity="p(high risk)",
                         unit_note="probability", alt="two drivers", key="small")
     assert "+0.210" in svg and "+0.00046" in svg and "+0.000<" not in svg
+
+
+def test_the_headline_keeps_the_digits_of_a_close_decision_among_several_classes(tmp_path):
+    """Three classes and no favourable one: the headline's probability is told apart from the best other class,
+    as the rest of the report does (0.40004 against 0.39996, not 0.400)."""
+    import dataclasses
+
+    expl = _explanation()
+    decision = Decision(label=0, class_name="a", probabilities=(0.40004, 0.39996, 0.2), classes=("a", "b", "c"),
+                        latency_ms=0.4)
+    close = dataclasses.replace(expl, decision=decision, counterfactuals=None, bias=None, attributions=None)
+    text = _text(ei.report([close], out=tmp_path / "c.html").read_text())
+    assert "The model decided a (probability of the decided class 0.40004)." in text
