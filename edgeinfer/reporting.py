@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,11 +99,13 @@ def load_records(path: str | Path) -> list[Mapping[str, Any]]:
 
 
 def collect(items: Iterable[Any]) -> Inputs:
-    """Sort explanations, explanation JSON, stream window records and refused rows apart."""
+    """Sort explanations, explanation JSON, stream window records and refused rows apart (a path: its JSONL lines)."""
     from edgeinfer.explain.explanation import Explanation
 
     if isinstance(items, (Explanation, Mapping)):
         items = [items]
+    elif isinstance(items, (str, os.PathLike)):
+        items = load_records(items)
     explanations, rows, windows, refused = [], [], [], []
     for n, item in enumerate(items, start=1):
         if isinstance(item, Explanation):
@@ -213,7 +216,9 @@ def report(
     title: str | None = None,
     template: str | Path | None = None,
 ) -> Path:
-    """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf)."""
+    """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf).
+
+    `explanations`: Explanations, their JSON dicts, stream window records, or the path of a JSONL file of them."""
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. -o report.html or -o report.pdf")

@@ -658,3 +658,12 @@ def test_the_headline_keeps_the_digits_of_a_close_decision_among_several_classes
     close = dataclasses.replace(expl, decision=decision, counterfactuals=None, bias=None, attributions=None)
     text = _text(ei.report([close], out=tmp_path / "c.html").read_text())
     assert "The model decided a (probability of the decided class 0.40004)." in text
+
+
+def test_a_jsonl_path_is_read_as_its_records(tmp_path):
+    """The Python API takes the file `edgeinfer explain` writes as the CLI does (it used to fail on iterating a path)."""
+    lines = tmp_path / "explanations.jsonl"
+    lines.write_text(_explanation().to_json() + "\n")
+    for given in (lines, str(lines)):
+        text = _text(ei.report(given, out=tmp_path / "p.html").read_text())
+        assert "The model decided high risk" in text
