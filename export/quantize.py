@@ -9,7 +9,6 @@ temporary directory, never the working directory.
 
 from __future__ import annotations
 
-import heapq
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -161,38 +160,14 @@ def _drop_round_trips(graph: onnx.GraphProto, *, fp32_producers: set[str]) -> No
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:
-    """Order the nodes so each comes after the producers of its inputs (ONNX requires it), keeping the order
-    otherwise. Names a subgraph (If, Loop) reads from this graph count as inputs of its node."""
-    produced = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    """Order the nodes so each comes after the producers of its inputs, as ONNX requires (ONNX Runtime's own
+    sort, as its transformer tools use it)."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    def needs(node: onnx.NodeProto) -> set[int]:
-        names = set(node.input)
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                names |= {i for n in sub.node for i in n.input}
-        return {produced[n] for n in names if n in produced}
-
-    nodes = list(graph.node)
-    waiting = [len(needs(node) - {i}) for i, node in enumerate(nodes)]
-    users: dict[int, list[int]] = {}
-    for i, node in enumerate(nodes):
-        for j in needs(node) - {i}:
-            users.setdefault(j, []).append(i)
-    ready = [i for i, n in enumerate(waiting) if n == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for j in users.get(i, []):
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(ready, j)
-    if len(order) < len(nodes):
-        raise ExportError("the fp16 graph has a cycle; export this model for fp32")
-    sorted_nodes = [nodes[i] for i in order]
-    del graph.node[:]
-    graph.node.extend(sorted_nodes)
+    try:
+        OnnxModel.graph_topological_sort(graph, is_deterministic=True)
+    except RuntimeError as err:
+        raise ExportError(f"the fp16 graph cannot be ordered ({err}); export this model for fp32") from err
 
 
 def operator_counts(model_bytes: bytes) -> dict[str, int]:
