@@ -130,6 +130,11 @@ class Feature:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {got}")
         if value is None:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got no value; fill it in")
+        if getattr(value, "ndim", None) == 0 and not isinstance(value, np.generic):    # a 0-d tensor or array
+            try:
+                value = np.asarray(value)[()]
+            except (TypeError, ValueError, RuntimeError):
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
         if isinstance(value, np.floating) and value.dtype.itemsize < 8:
@@ -224,7 +229,11 @@ class FeatureSchema:
         if isinstance(x, Mapping):
             return self._row_from_mapping(x)[None, :], True
         if _is_named_row(x):                 # a data frame's row (pandas Series): by name, never by position
-            return self._row_from_mapping(dict(x.items()))[None, :], True
+            row = self._row_from_mapping(dict(x.items()))
+            dtype = getattr(x, "dtype", None)                # pandas' own dtypes (text, nullable) are no NumPy dtype
+            if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:
+                row = self.at_bounds(row, dtype)             # a float32 frame's row: its cells arrive as Python floats
+            return row[None, :], True
         if isinstance(x, (list, tuple)) and not x:       # an empty batch, as np.empty((0, F)) is
             return np.zeros((0, len(self))), False
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
@@ -256,12 +265,13 @@ class FeatureSchema:
             arr, problem = None, err
         else:
             problem = f"got values of type {arr.dtype}"
-            if arr.dtype.kind == "O" and not any(isinstance(v, (str, bytes)) or v is None for v in arr.flat):
+            if arr.dtype.kind == "O" and not any(isinstance(v, (str, bytes, bool, np.bool_)) or v is None
+                                                 for v in arr.flat):
                 try:                         # objects that are all numbers (a mixed table's .values): at once
                     arr = arr.astype(np.float64)
                 except (TypeError, ValueError, OverflowError):
                     pass
-        if arr is None or arr.dtype.kind not in "biuf":   # text (or objects) in a cell: read cell by cell, as a CSV
+        if arr is None or arr.dtype.kind not in "iuf":    # text, objects or bools: read cell by cell, as a CSV
             if _is_batch_of_rows(x):         # a row that cannot be read stays that row's problem alone
                 return self._matrix_from_rows(x, unreadable), False
             if isinstance(x, (Sequence, np.ndarray)) and not isinstance(x, (str, bytes)) and np.ndim(x) == 1:
@@ -377,14 +387,17 @@ class FeatureSchema:
                              unreadable: dict[int, str] | None = None) -> np.ndarray:
         self.check_columns(columns)
         order = [columns.index(n) for n in self.names]
-        try:
-            return np.asarray(values[:, order], dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            pass
+        values = values[:, order]
+        if values.dtype.kind in "iuf" or (values.dtype.kind == "O" and not any(
+                isinstance(v, (bool, np.bool_)) for v in values.flat)):    # a bool is no number, as in a CSV
+            try:
+                return np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                pass
         # Text in a column: category names become their codes, as in a mapping; anything else is named.
         matrix = np.empty((len(values), len(self)), dtype=np.float64)
-        for j, (f, c) in enumerate(zip(self.features, order)):
-            for i, value in enumerate(values[:, c]):
+        for j, f in enumerate(self.features):
+            for i, value in enumerate(values[:, j]):
                 try:
                     matrix[i, j] = f.code_of(value)
                 except InputError as err:

@@ -144,8 +144,12 @@ def test_a_bound_sent_as_float32_is_the_bound():
     np.testing.assert_array_equal(schema.validate(pd.DataFrame(sent, columns=["glucose", "age"]))[0], expected)
     mixed = pd.DataFrame({"glucose": sent[:, 0], "age": [90, 18]})          # a float32 column beside an int64 one
     np.testing.assert_array_equal(schema.validate(mixed)[0], expected)
+    frame = pd.DataFrame(sent, columns=["glucose", "age"])
+    np.testing.assert_array_equal(schema.validate(frame.iloc[0])[0], expected[:1])       # a float32 frame's row
     torch = pytest.importorskip("torch")
     np.testing.assert_array_equal(schema.validate(torch.tensor(expected, dtype=torch.float32))[0], expected)
+    tensors = {"glucose": torch.tensor(sent[0, 0]), "age": torch.tensor(90)}             # 0-d tensors in a mapping
+    np.testing.assert_array_equal(schema.validate(tensors)[0], expected[:1])
     with pytest.raises(InputError):                       # a float32 past its bound's nearest float32 is still out
         schema.validate(np.nextafter(sent[:1], np.float32(1e9)))
 
@@ -254,3 +258,21 @@ def test_numeric_classes_and_favourable_are_named_alike(tmp_path):
     with pytest.raises(SchemaError) as caught:
         FeatureSchema.load(path)
     assert str(caught.value) == "favourable outcome '3' is not a class; classes are ['0', '1', '2']"
+
+
+def test_a_bool_is_no_number_through_every_form():
+    """True is refused as a CSV cell 'True' is: a frame's bool column or an object array holding one used to be read
+    as code 1, while a mapping refused it."""
+    pd = pytest.importorskip("pandas")
+    message = "row 0: feature 'sex' expects one of 'female' (0), 'male' (1), got True"
+    frame = pd.DataFrame({"glucose": [120.0], "age": [50], "sex": [True]})
+    for x in (frame, np.array([[120.0, 50, True]], dtype=object)):
+        with pytest.raises(InputError) as err:
+            SCHEMA.validate(x)
+        assert str(err.value) == message
+    with pytest.raises(InputError) as err:
+        SCHEMA.validate({"glucose": 120.0, "age": 50, "sex": True})
+    assert str(err.value) == message.removeprefix("row 0: ")
+    unreadable = {}
+    SCHEMA.to_matrix(pd.concat([frame.assign(sex=False), frame]).astype({"sex": bool}), unreadable=unreadable)
+    assert unreadable == {0: message.replace("True", "False").removeprefix("row 0: "), 1: message.removeprefix("row 0: ")}
