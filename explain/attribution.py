@@ -176,7 +176,9 @@ class _ExactPlan:
         v = values.reshape(len(values), self.m, self.k).mean(axis=1)   # interventional value function
         # marginal contributions first, so a feature the model ignores gets exactly 0
         marginal = v[:, self.with_] - v[:, self.without]                # (n, F, K/2)
-        return np.einsum("nfs,fs->nf", marginal, self.weights)
+        # summed in C order, the same for a row whatever its batch: einsum (and a reduction over the layout
+        # fancy indexing gives) changed the order with n, and a row's contributions moved in their last bits
+        return np.add.reduce(np.ascontiguousarray(marginal * self.weights), axis=2)
 
 
 class _PermutationPlan:

@@ -257,6 +257,14 @@ def test_deterministic_for_a_seed_and_independent_of_batch_company(bc_session, b
     assert attribute(bc_session, X, seed=4) != first
 
 
+def test_exact_shapley_of_a_row_does_not_depend_on_its_batch(diabetes_session, diabetes):
+    """The exact path (10 features): a row alone and in a batch give the same bits, as the server's dynamic
+    batching and the worker shares need (its combine summed in an order that changed with the batch size)."""
+    X = diabetes.X_test[:12]
+    batched = attribute(diabetes_session, X)
+    assert [attribute(diabetes_session, X[i:i + 1])[0] for i in range(len(X))] == batched
+
+
 def test_a_cached_plan_gives_what_a_fresh_one_gives(bc_session, diabetes_session, breast_cancer, diabetes):
     """Plans are kept per (features, samples, baseline rows, generator state): interleaved settings on two
     models (permutation and exact plans) answer exactly as with the cache emptied before every call."""
