@@ -476,6 +476,7 @@ class Server:
     def stop(self) -> None:
         triton, pool = getattr(self, "_triton", None), getattr(self, "_pool", None)
         self._triton = self._pool = None
+        workspace = getattr(getattr(triton, "_workspace", None), "path", None)
         try:
             if triton is not None:
                 with _log_to_stderr():
@@ -484,6 +485,8 @@ class Server:
         finally:
             if pool is not None:
                 pool.close()
+            if workspace is not None:
+                _remove_stub_copies(str(workspace))
 
     def _unload_models(self) -> None:
         """Unload both models while Triton still runs. PyTriton stops tritonserver first, which then waits for
@@ -509,6 +512,23 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _remove_stub_copies(workspace: str) -> None:
+    """Remove the model copies (/tmp/folderXXXXXX) this server's Python backend stubs leave when tritonserver ends
+    them mid-model: a group Ctrl-C or systemd's group SIGTERM reaches tritonserver too, which then stops on its
+    own, before the models can be unloaded, if a client holds a connection open. A copy is this server's when
+    its config names this server's PyTriton workspace."""
+    import shutil
+    import tempfile
+
+    tag = f'string_value: "{workspace}"'
+    for folder in {*Path("/tmp").glob("folder*"), *Path(tempfile.gettempdir()).glob("folder*")}:
+        try:
+            if tag in (folder / "config.pbtxt").read_text(errors="replace"):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def serve(

@@ -583,6 +583,40 @@ def test_a_client_holding_its_connection_open_leaves_nothing_behind_at_the_stop(
     assert out == "" and "Started GRPCInferenceService" in err
 
 
+@pytest.mark.server
+def test_a_group_stop_with_a_client_holding_its_connection_leaves_no_model_copies(bc_bundle):
+    """Ctrl-C in a terminal (or systemd's group SIGTERM) reaches tritonserver too, which then stops on its own and,
+    with a client's connection open, ends the Python backend stubs mid-model: their model copies (/tmp/folder*)
+    are removed at the stop all the same."""
+    import glob
+    import subprocess
+    import sys
+
+    before = set(glob.glob("/tmp/folder*"))
+    http, grpc, metrics = _free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "0",
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    watchdog = threading.Timer(180, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
+    client = None
+    try:
+        assert any(line.startswith('{"serving"') for line in proc.stderr)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
+        assert client.is_server_live()                  # a keep-alive connection, left open over the stop
+        assert set(glob.glob("/tmp/folder*")) - before  # the stubs' model copies while serving
+        os.killpg(proc.pid, signal.SIGINT)              # the whole group, as a terminal's Ctrl-C
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 0, rest[-2000:]
+        assert set(glob.glob("/tmp/folder*")) <= before, rest[-2000:]
+    finally:
+        watchdog.cancel()
+        if client is not None:
+            client.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
     """Another server on the port would answer PyTriton's readiness check and take our models."""
     from edgeinfer.errors import UsageError
