@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import platform
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -140,6 +141,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@contextmanager
+def _eval_mode(model):
+    """The model in eval mode while it is exported, then back in the training modes it came in (each submodule's,
+    on failure too): a caller who goes on training must not find Dropout off and BatchNorm frozen."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def export(
     model: Any,
     schema: FeatureSchema,
@@ -169,22 +183,6 @@ def export(
     window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
     precision: try only this one of the profile's precisions instead of all in order.
     """
-    import torch
-
-    module = model if isinstance(model, torch.nn.Module) else None
-    training = {m: m.training for m in module.modules()} if module is not None else {}
-    try:
-        return _export(model, schema, calibration=calibration, device=device, out=out, holdout=holdout,
-                       holdout_labels=holdout_labels, labels=labels, card=card, window=window,
-                       agreement_threshold=agreement_threshold, precision=precision, outputs=outputs, opset=opset,
-                       overwrite=overwrite, seed=seed)
-    finally:    # export puts the model in eval mode; the caller's model leaves as it came, on failure too
-        for m, mode in training.items():
-            m.training = mode
-
-
-def _export(model: Any, schema: FeatureSchema, *, calibration, device, out, holdout, holdout_labels, labels, card,
-            window, agreement_threshold, precision, outputs, opset, overwrite, seed) -> ExportReport:
     profile = get_device(device)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions
@@ -235,11 +233,11 @@ def _export(model: Any, schema: FeatureSchema, *, calibration, device, out, hold
 
         if not isinstance(model, torch.nn.Module):
             raise ExportError(f"model must be a torch.nn.Module or a .pt2/.onnx path, got {type(model).__name__}")
-        model = model.eval()
-        float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
-        parity = float(np.max(np.abs(
-            onnx_export.torch_probabilities(model, calibration) - _ort_probabilities(float_bytes, calibration, threads)
-        )))
+        with _eval_mode(model):
+            float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
+            parity = float(np.max(np.abs(
+                onnx_export.torch_probabilities(model, calibration) - _ort_probabilities(float_bytes, calibration, threads)
+            )))
     float_hold = _ort_probabilities(float_bytes, holdout, threads)
     if float_hold.ndim != 2 or float_hold.shape[1] != n_classes:
         raise ExportError(
