@@ -41,6 +41,7 @@ class Feature:
     mutable: bool = True
     monotone: str = "any"
     protected: bool = False
+    step: float = 0.0       # > 0: the spacing of the values the feature can take; a counterfactual proposes multiples
 
     def __post_init__(self) -> None:
         where = f"feature '{self.name}'"
@@ -85,10 +86,34 @@ class Feature:
             raise SchemaError(f"{where}: range [{self.low}, {self.high}] is empty; give [low, high] with low <= high")
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
+        self._check_step(where)
         if not self.lay:
             object.__setattr__(self, "lay", self.name)
         if not self.clinical:
             object.__setattr__(self, "clinical", self.name)
+
+    def _check_step(self, where: str) -> None:
+        step = self.step
+        if isinstance(step, bool) or not isinstance(step, (int, float, np.number)) or not math.isfinite(step) or step < 0:
+            raise SchemaError(f"{where}: step must be a positive number (the spacing of the feature's values, "
+                              f"e.g. 0.5), or 0 for none; got {step!r}")
+        step = float(step)
+        if step and self.kind == "categorical":
+            raise SchemaError(f"{where}: step is only for continuous and integer features; a categorical feature "
+                              f"takes its codes")
+        if step and self.kind == "integer" and step != int(step):
+            raise SchemaError(f"{where}: an integer feature's step must be a whole number, got {_num(step)}")
+        if step and math.isfinite(self.low) and math.isfinite(self.high) \
+                and math.floor(self.high / step) < math.ceil(self.low / step):
+            raise SchemaError(f"{where}: range [{_num(self.low)}, {_num(self.high)}] holds no multiple of its step "
+                              f"{_num(step)}; widen the range or change the step")
+        object.__setattr__(self, "step", step)
+
+    @property
+    def grid(self) -> float:
+        """The spacing the counterfactual search keeps the feature's values on: its step, 1 for an integer
+        feature without one, 0 (any value) otherwise."""
+        return self.step or (1.0 if self.kind == "integer" else 0.0)
 
     def describe_expected(self) -> str:
         """What a valid value looks like, for error messages."""
@@ -463,6 +488,7 @@ class FeatureSchema:
 
 _FEATURE_KEYS = {
     "name", "kind", "range", "unit", "lay", "clinical", "categories", "codes", "mutable", "monotone", "protected",
+    "step",
 }
 
 
@@ -527,6 +553,8 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
     else:
         out["range"] = [None if math.isinf(f.low) else f.low, None if math.isinf(f.high) else f.high]
     out.update(mutable=f.mutable, monotone=f.monotone, protected=f.protected)
+    if f.step:
+        out["step"] = f.step
     return out
 
 

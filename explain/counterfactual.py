@@ -177,7 +177,8 @@ class Space:
     scale: np.ndarray            # (F,) MAD
     frozen: np.ndarray           # (F,) bool
     direction: np.ndarray        # (F,) +1 increase only, -1 decrease only, 0 any
-    integer: np.ndarray          # (F,) bool, integer kind (categoricals are snapped separately)
+    step: np.ndarray             # (F,) the spacing a feature's values keep (1 for integers), 0 for any value
+                                 # (categoricals are snapped to their codes separately)
     categorical: tuple[tuple[int, np.ndarray], ...]
     why_frozen: tuple[str, ...]  # (F,) "" or immutable | protected | features_to_vary
     narrowed: tuple[str, ...]    # features whose range permitted_range narrowed
@@ -237,10 +238,12 @@ class Space:
                     f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains none of its codes "
                     f"({f.describe_expected()[len('one of '):]}); give a range that contains at least one"
                 )
-            if f.kind == "integer" and math.floor(new_hi) < math.ceil(new_lo):
+            if f.grid and math.floor(new_hi / f.grid) < math.ceil(new_lo / f.grid):
+                values = "whole number" if f.grid == 1 else f"multiple of {_num(f.grid)}"
+                kind = "an integer feature" if f.kind == "integer" and f.grid == 1 else f"in steps of {_num(f.grid)}"
                 raise ExplainError(
-                    f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains no whole number, and "
-                    f"'{name}' is an integer feature; give a range that contains at least one"
+                    f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains no {values}, and "
+                    f"'{name}' is {kind}; give a range that contains at least one"
                 )
             if new_lo > new_hi:
                 unit = f" {f.unit}" if f.unit else ""
@@ -258,7 +261,7 @@ class Space:
         return cls(
             schema=schema, lows=lows, highs=highs, ref_low=ref_low, ref_high=ref_high, scale=scale,
             frozen=np.array([w != "" for w in why]), direction=direction,
-            integer=np.array([f.kind == "integer" for f in schema.features]),
+            step=np.array([f.grid for f in schema.features], dtype=np.float64),
             categorical=tuple((j, np.array(f.codes)) for j, f in enumerate(schema.features)
                               if f.kind == "categorical"),
             why_frozen=tuple(why), narrowed=tuple(narrowed),
@@ -291,9 +294,14 @@ class Space:
         return free & (self.direction <= 0), free & (self.direction >= 0)
 
     @cached_property
-    def has_integer(self) -> bool:
-        """Whether any feature is of integer kind (a Python bool: the one-row search asks on every point)."""
-        return bool(self.integer.any())
+    def stepped(self) -> np.ndarray:
+        """(F,) bool: the features whose values keep a spacing (integers, and features with a step)."""
+        return self.step > 0
+
+    @cached_property
+    def has_step(self) -> bool:
+        """Whether any feature keeps a spacing (a Python bool: the one-row search asks on every point)."""
+        return bool(self.stepped.any())
 
     def ends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F,) lowest and highest values the search tries for each feature of x."""
@@ -306,10 +314,10 @@ class Space:
         if len(raw) == 0:
             return raw.copy()
         out = kern.project(raw, base, np.maximum(self.lows, -1e30), np.minimum(self.highs, 1e30), self.frozen,
-                           self.direction, self.integer)
+                           self.direction, self.step)
         # a value of x outside a permitted_range may stay as it is; only values that change must lie inside.
         # Where no changed value can (x outside the range, on the side its monotone direction points away
-        # from), integer rounding may have pushed it back out: such a feature keeps x's value.
+        # from), rounding to its step may have pushed it back out: such a feature keeps x's value.
         outside = (base < self.lows) | (base > self.highs)
         if outside.any():
             out = np.where(outside & (raw == base), base, out)
@@ -586,8 +594,8 @@ class _Search:
         every = np.arange(len(rows))
         ends = X[rows]
         ends[every, feats] = moved
-        # a continuous end is feasible as it is (inside the range, the allowed way); integers need rounding
-        rounded = np.flatnonzero(sp.integer[feats])
+        # a continuous end is feasible as it is (inside the range, the allowed way); stepped ones need rounding
+        rounded = np.flatnonzero(sp.stepped[feats])
         if len(rounded):
             ends[rounded] = sp.project(ends[rounded], X[rows[rounded]], self.kern)
         lines = _Lines(rows, ends, np.full(len(rows), _SINGLE), every < n_cont, self.C)
@@ -599,11 +607,12 @@ class _Search:
         v = x_j[:, None] + grid[None, :] * (e_j - x_j)[:, None]
         v = np.clip(v, np.minimum(x_j, e_j)[:, None], np.maximum(x_j, e_j)[:, None])
         v[:, -1] = e_j
-        v[sp.integer[c_feats]] = np.round(v[sp.integer[c_feats]])
+        on = sp.stepped[c_feats]
+        v[on] = _snap_between(v[on], sp.step[c_feats[on], None], x_j[on, None], e_j[on, None])
         outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
         if outside.any():
             j = c_feats[outside]
-            v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.integer[j])
+            v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.step[j])
         # one array, in the dtype the model reads (float32 for a Session): the grid is the largest array
         m, n_cat = n_cont * GRID, len(rows) - n_cont
         dtype = getattr(self.model, "input_dtype", np.float64)
@@ -815,7 +824,7 @@ class _Search:
 
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Points x + t (end - x), 0 <= t < 1, on the lines. Both ends are feasible (the ends were
-        projected through the kernel) and a point lies between them, so it needs only integer rounding
+        projected through the kernel) and a point lies between them, so it needs only rounding to steps
         and categorical snapping (and a clip against last-bit overshoot) to stay feasible."""
         sp = self.space
         rows = lines.row[line_of]
@@ -825,8 +834,9 @@ class _Search:
         v *= t
         v += x
         np.clip(v, sp.lows, sp.highs, out=v)
-        if sp.integer.any():
-            v[:, sp.integer] = np.round(v[:, sp.integer])
+        if sp.has_step:
+            on = sp.stepped
+            v[:, on] = _snap_between(v[:, on], sp.step[on], x[:, on], end[:, on])
         for j, _ in sp.categorical:
             v[:, j] = np.where(ts >= 0.5, end[:, j], x[:, j])
         if self.outside_any:
@@ -1103,17 +1113,35 @@ def _list(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
+def _snap(v: np.ndarray, step) -> np.ndarray:
+    """v rounded to the nearest multiple of step (for step 1: np.round(v), to the last bit)."""
+    return np.round(v / step) * step
+
+
+def _snap_between(v: np.ndarray, step, x, end) -> np.ndarray:
+    """Points v on lines from x to end (end on the grid) rounded to the nearest multiple of step, kept between
+    x and end. x itself may lie off the grid (a window's frequency with float noise): a point whose rounding
+    would carry it past x stays at x, so a monotone feature never turns back, and a feature that does not
+    move keeps x's value. For integers (x on the grid) this is np.round(v), to the last bit."""
+    return np.clip(_snap(v, step), np.minimum(x, end), np.maximum(x, end))
+
+
+def _snap_into(v: np.ndarray, step, low, high) -> np.ndarray:
+    """v rounded to the nearest multiple of step inside [low, high] (a bound of 22.2 rounds to 22, outside it)."""
+    return np.clip(_snap(v, step), np.ceil(low / step) * step, np.floor(high / step) * step)
+
+
 def _grid_into_range(x_j: np.ndarray, e_j: np.ndarray, low_j: np.ndarray, high_j: np.ndarray,
-                     integer_j: np.ndarray) -> np.ndarray:
+                     step_j: np.ndarray) -> np.ndarray:
     """The first call's grid (len(x_j), GRID) for single-feature lines whose value x_j lies outside the permitted
-    range: it may only change into the range, so the grid runs from the nearest bound to the line's end (an
-    integer feature: whole numbers inside the range)."""
+    range: it may only change into the range, so the grid runs from the nearest bound to the line's end (a
+    stepped feature: multiples of its step inside the range)."""
     near = np.minimum(np.maximum(x_j, low_j), high_j)
     w = near[:, None] + _GRID_STEPS * (e_j - near)[:, None]
     w[:, -1] = e_j
-    if integer_j.any():
-        w[integer_j] = np.clip(np.round(w[integer_j]), np.ceil(low_j[integer_j])[:, None],
-                               np.floor(high_j[integer_j])[:, None])
+    on = step_j > 0
+    if on.any():
+        w[on] = _snap_into(w[on], step_j[on, None], low_j[on, None], high_j[on, None])
     return w
 
 
@@ -1123,9 +1151,9 @@ def _into_range(space: Space, x: np.ndarray, end: np.ndarray, t: np.ndarray, v: 
     bound (at t = 0 the bound: the least change it can make); one that does not move keeps x. Broadcasts."""
     near = np.minimum(np.maximum(x, space.lows), space.highs)
     w = near + t * (end - near)
-    if space.has_integer:   # whole numbers inside the range (a bound of 22.2 rounds to 22, outside it)
-        ints = space.integer
-        w[..., ints] = np.clip(np.round(w[..., ints]), np.ceil(space.lows[ints]), np.floor(space.highs[ints]))
+    if space.has_step:   # multiples of the step inside the range
+        on = space.stepped
+        w[..., on] = _snap_into(w[..., on], space.step[on], space.lows[on], space.highs[on])
     for j, _ in space.categorical:
         w[..., j] = np.where(t[..., 0] > 0, end[..., j], x[..., j])
     outside = (x < space.lows) | (x > space.highs)
@@ -1147,7 +1175,7 @@ def _unit_box(F: int) -> np.ndarray:
 
 
 def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarray, np.ndarray]:
-    """BOX points in each row's reachable region, projected onto the constraints (frozen features, integers,
+    """BOX points in each row's reachable region, projected onto the constraints (frozen features, steps,
     categories): half between the lowest and highest values the search tries (`Space.ends`), half over the
     whole permitted range where it is finite; on the allowed side of x for monotone features.
     Returns (values (len(X) * BOX, F), the row of X of each)."""

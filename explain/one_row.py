@@ -21,7 +21,7 @@ import numpy as np
 from edgeinfer.errors import ExplainError
 from edgeinfer.explain.counterfactual import (
     _GRID_STEPS, _SINGLE, GRID, MARGIN, REFINE, ROUNDS, SPARSITY_COST, _after_reverts, _combo_masks,
-    _grid_into_range, _into_range, _Lines, _Search,
+    _grid_into_range, _into_range, _Lines, _Search, _snap_between,
 )
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 
@@ -107,8 +107,9 @@ class OneRowSearch(_Search):
         t = ts[:, :, None]
         v = x + t * (end - x)[:, None, :]
         np.minimum(np.maximum(v, sp.lows, out=v), sp.highs, out=v)   # np.clip's arithmetic, without its wrapper
-        if sp.has_integer:
-            v[..., sp.integer] = np.round(v[..., sp.integer])
+        if sp.has_step:
+            on = sp.stepped
+            v[..., on] = _snap_between(v[..., on], sp.step[on], x[on], end[:, None, on])
         for j, _ in sp.categorical:
             v[:, :, j] = np.where(ts >= 0.5, end[:, j, None], x[j])
         if self.outside_any:
@@ -147,8 +148,8 @@ class OneRowSearch(_Search):
         ends = np.repeat(x[None, :], L, axis=0)
         ends[every, feats] = moved
         c_feats, e_j = feats[:n_cont], moved[:n_cont]
-        if sp.has_integer:
-            rounded = sp.integer[feats].nonzero()[0]
+        if sp.has_step:
+            rounded = sp.stepped[feats].nonzero()[0]
             if len(rounded):
                 ends[rounded] = sp.project(ends[rounded], np.broadcast_to(x, (len(rounded), F)), self.kern)
                 e_j = ends[every[:n_cont], c_feats]
@@ -158,14 +159,14 @@ class OneRowSearch(_Search):
         # np.clip's arithmetic, without its wrapper
         np.minimum(np.maximum(v, np.minimum(x_j, e_j)[:, None], out=v), np.maximum(x_j, e_j)[:, None], out=v)
         v[:, -1] = e_j
-        if sp.has_integer:
-            ints = sp.integer[c_feats]
-            v[ints] = np.round(v[ints])
+        if sp.has_step:
+            on = sp.stepped[c_feats]
+            v[on] = _snap_between(v[on], sp.step[c_feats[on], None], x_j[on, None], e_j[on, None])
         if self.outside_any:
             outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
             if outside.any():
                 j = c_feats[outside]
-                v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.integer[j])
+                v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.step[j])
         cand = np.empty((m + n_cat + (1 if proba0 is None else 0), F), dtype=getattr(self.model, "input_dtype", np.float64))
         cand[:] = x                                   # the instance rides along in the last row when needed
         cand[np.arange(m), c_feats.repeat(GRID)] = v.ravel()
@@ -228,7 +229,7 @@ class OneRowSearch(_Search):
         # each line's largest rate: the value at its argmax, i.e. rate.max(axis=1, initial=-inf) (the same
         # element; a row of -inf gives -inf either way)
         best_rate = score[L:]
-        if sp.categorical or sp.has_integer:   # a (feature, side) may have several lines: keep the largest
+        if sp.categorical or sp.has_step:   # a (feature, side) may have several lines: keep the largest
             np.maximum.at(self.side_rate[0], (feat, side), best_rate)
         else:   # one line per continuous feature and side: a plain store (np.maximum.at is slow)
             self.side_rate[0, feat, side] = best_rate

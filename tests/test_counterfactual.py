@@ -180,6 +180,41 @@ def test_an_integer_outside_a_fractional_permitted_range_moves_to_its_first_whol
         assert [(c.feature, c.to_value) for cf in res for c in cf.changes] == [("visits", 23.0)]
 
 
+class _Rhythm:
+    """p(fast) = sigmoid(8 (rhythm - 1.3)): a window's dominant rhythm (Hz), whose values are multiples of the
+    window's frequency bin (step 0.5 Hz), and a free continuous feature the model ignores."""
+
+    schema = FeatureSchema(features=(Feature("rhythm", low=0.0, high=5.0, unit="Hz", step=0.5),
+                                     Feature("level", low=0.0, high=1.0)), classes=("slow", "fast"))
+
+    def __init__(self):
+        X = np.random.default_rng(0).uniform(0, 1, (200, 2)) * [5.0, 1.0]
+        X[:, 0] = np.round(X[:, 0] / 0.5) * 0.5
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-8 * (np.asarray(X, dtype=np.float64)[:, 0] - 1.3)))
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_a_stepped_feature_moves_to_the_nearest_multiple_of_its_step_that_flips_the_decision():
+    """rhythm 3.0 Hz is 'fast'; without its step the boundary 1.3 Hz would be the answer (1.2999...), which no
+    window gives: the answer is 1.0 Hz. Moving up (to 'fast' from 0.5 Hz) it is 1.5 Hz. A permitted range
+    between multiples starts at the first multiple inside it."""
+    model = _Rhythm()
+    for X in (np.array([[3.0, 0.5]]), np.array([[3.0, 0.5], [3.5, 0.5]])):      # the one-row search and the batched
+        res = find_counterfactuals(model, X)[0]
+        assert [(c.feature, c.to_value) for cf in res for c in cf.changes] == [("rhythm", 1.0)]
+    res = find_counterfactuals(model, np.array([[0.5, 0.5]]))[0]
+    assert [(c.feature, c.to_value) for cf in res for c in cf.changes] == [("rhythm", 1.5)]
+    res = find_counterfactuals(model, np.array([[0.5, 0.5], [0.0, 0.2]]), permitted_range={"rhythm": (1.6, 4.2)})
+    assert [[(c.feature, c.to_value) for cf in r for c in cf.changes] for r in res] == [[("rhythm", 2.0)]] * 2
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(model, np.array([[3.0, 0.5]]), permitted_range={"rhythm": (1.1, 1.4)})
+    assert str(err.value) == ("permitted_range for 'rhythm' [1.1, 1.4] contains no multiple of 0.5, and 'rhythm' is "
+                              "in steps of 0.5; give a range that contains at least one")
+
+
 def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     w = np.array([3.0, 0.0, 0.0, 0.0])
     schema = _linear_schema(x0={"mutable": False})
@@ -549,7 +584,8 @@ def _schemas(draw, max_features=6):
         else:
             low = draw(st.integers(-20, 10))
             high = low + draw(st.integers(2, 30))
-            features.append(Feature(f"f{j}", kind=kind, low=float(low), high=float(high), **flags))
+            step = draw(st.sampled_from([0.0, 0.0, 0.5, 0.1] if kind == "continuous" else [0.0, 0.0, 2.0]))
+            features.append(Feature(f"f{j}", kind=kind, low=float(low), high=float(high), step=step, **flags))
     classes = ("a", "b", "c")[: draw(st.integers(2, 3))]
     return FeatureSchema(features=tuple(features), classes=classes, favourable=draw(st.sampled_from([None, "a"])))
 
@@ -592,8 +628,8 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
                     assert v[j] > x[j]
                 if f.monotone == "decrease":
                     assert v[j] < x[j]
-                if f.kind == "integer":
-                    assert v[j] == round(v[j])
+                if f.grid:
+                    assert v[j] == round(v[j] / f.grid) * f.grid      # a multiple of the step, as the search makes it
                 if f.kind == "categorical":
                     assert v[j] in f.codes
             proba = model.predict_proba(v[None])

@@ -45,7 +45,7 @@ for name in names:
     args = {k.split("/")[1]: cases[k] for k in cases.files if k.split("/")[0] == name}
     fn = name.split("-")[0]
     if fn == "project":
-        r = T.project(args["candidates"], args["x"], args["lows"], args["highs"], args["frozen"], args["direction"], args["integer"])
+        r = T.project(args["candidates"], args["x"], args["lows"], args["highs"], args["frozen"], args["direction"], args["step"])
     elif fn == "l1":
         r = T.scaled_l1(args["candidates"], args["x"], args["scale"])
     elif fn == "knn":
@@ -66,7 +66,9 @@ def _project_case(rng, n, F):
     candidates[: (n + 2) // 3, 2 % F] = -rng.random((n + 2) // 3) * 0.99  # in (-1, 0): rounds to a zero of some sign
     return {
         "candidates": candidates, "x": rng.normal(size=F), "lows": lows, "highs": highs,
-        "frozen": rng.random(F) < 0.2, "direction": rng.integers(-1, 2, F), "integer": rng.random(F) < 0.5,
+        "frozen": rng.random(F) < 0.2, "direction": rng.integers(-1, 2, F),
+        # no step, integers, and steps of other sizes (0.1 is no binary fraction: its multiples round)
+        "step": rng.choice([0.0, 0.0, 1.0, 1.0, 0.5, 0.1, 2.5], F),
     }
 
 
@@ -145,7 +147,7 @@ def parity(tmp_path_factory):
 def _numpy(name, a):
     fn = name.split("-")[0]
     if fn == "project":
-        return N.project(a["candidates"], a["x"], a["lows"], a["highs"], a["frozen"], a["direction"], a["integer"])
+        return N.project(a["candidates"], a["x"], a["lows"], a["highs"], a["frozen"], a["direction"], a["step"])
     if fn == "l1":
         return N.scaled_l1(a["candidates"], a["x"], a["scale"])
     if fn == "knn":
@@ -250,7 +252,7 @@ from triton.compiler import ASTSource
 from edgeinfer.explain.kernels import triton_kernels as T
 sigs = {
  "_project_kernel": ({"cand":"*fp64","x":"*fp64","lows":"*fp64","highs":"*fp64","frozen":"*i32","direction":"*i32",
-                      "integer":"*i32","out":"*fp64","total":"i32","F":"i32","BLOCK":"constexpr"}, {"BLOCK":256}),
+                      "step":"*fp64","out":"*fp64","total":"i32","F":"i32","BLOCK":"constexpr"}, {"BLOCK":256}),
  "_scaled_l1_kernel": ({"cand":"*fp64","x":"*fp64","scale":"*fp64","out":"*fp64","n":"i32","F":"i32",
                          "BLOCK_ROWS":"constexpr","BLOCK_COLS":"constexpr"}, {"BLOCK_ROWS":32,"BLOCK_COLS":32}),
  "_pairwise_l1_kernel": ({"cand":"*fp64","ref":"*fp64","scale":"*fp64","out":"*fp64","n":"i32","m":"i32","F":"i32",

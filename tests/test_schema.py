@@ -186,6 +186,13 @@ def test_batch_checks_report_every_bad_row_and_keep_the_rest():
 
 def test_schema_round_trips_through_dict_and_files(tmp_path):
     assert FeatureSchema.from_dict(SCHEMA.to_dict()) == SCHEMA
+    stepped = FeatureSchema(features=(Feature("rhythm", low=0, high=5, unit="Hz", step=0.5),
+                                      Feature("dose", kind="integer", low=0, high=100, step=5),
+                                      Feature("visits", kind="integer"), Feature("level")), classes=("a", "b"))
+    data = stepped.to_dict()
+    assert [f.get("step") for f in data["features"]] == [0.5, 5.0, None, None]    # written only where there is one
+    assert FeatureSchema.from_dict(data) == stepped
+    assert [f.grid for f in stepped.features] == [0.5, 5.0, 1.0, 0.0]          # the spacing the search keeps
     toml = tmp_path / "schema.toml"
     toml.write_text(
         'classes = ["low risk", "high risk"]\nfavourable = "low risk"\n'
@@ -219,7 +226,7 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
         ({"features": [{"name": "a", "monotone": "up"}], "classes": ["x", "y"]},
          "feature 'a': monotone must be one of any, increase, decrease, got 'up'"),
         ({"features": [{"name": "a", "colour": 1}], "classes": ["x", "y"]},
-         "feature 'a': unknown key 'colour'; known keys: categories, clinical, codes, kind, lay, monotone, mutable, name, protected, range, unit"),
+         "feature 'a': unknown key 'colour'; known keys: categories, clinical, codes, kind, lay, monotone, mutable, name, protected, range, step, unit"),
         ({"features": [{"name": "a", "range": ["low", 5]}], "classes": ["x", "y"]},
          "feature 'a': range must be [low, high], two numbers (or null for no bound), got ['low', 5]"),
         ({"features": [{"name": "c", "kind": "categorical", "categories": ["p", "q"], "codes": ["a", "b"]}],
@@ -238,6 +245,18 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
          "would mean another category; name the categories so that they do not read as numbers (e.g. 'group 1'), "
          "or make each such name its own code"),
         ({"features": 3, "classes": ["x", "y"]}, "schema key 'features' must be a list, got 3"),
+        ({"features": [{"name": "a", "step": -0.5}], "classes": ["x", "y"]},
+         "feature 'a': step must be a positive number (the spacing of the feature's values, e.g. 0.5), or 0 for "
+         "none; got -0.5"),
+        ({"features": [{"name": "a", "step": "0.5"}], "classes": ["x", "y"]},
+         "feature 'a': step must be a positive number (the spacing of the feature's values, e.g. 0.5), or 0 for "
+         "none; got '0.5'"),
+        ({"features": [{"name": "n", "kind": "integer", "step": 2.5}], "classes": ["x", "y"]},
+         "feature 'n': an integer feature's step must be a whole number, got 2.5"),
+        ({"features": [{"name": "c", "kind": "categorical", "categories": ["p", "q"], "step": 1}], "classes": ["x", "y"]},
+         "feature 'c': step is only for continuous and integer features; a categorical feature takes its codes"),
+        ({"features": [{"name": "f", "range": [1.1, 1.4], "step": 0.5}], "classes": ["x", "y"]},
+         "feature 'f': range [1.1, 1.4] holds no multiple of its step 0.5; widen the range or change the step"),
         ({"features": [{"name": "a"}], "classes": "xy"}, "schema key 'classes' must be a list, got 'xy'"),
     ],
 )

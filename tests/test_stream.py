@@ -143,6 +143,19 @@ def test_stream_predictions_equal_batch_predictions_on_the_same_windows(motion_b
     assert accuracy == manifest["validation"]["accuracy"]
 
 
+def test_counterfactuals_on_windows_propose_only_frequencies_a_window_can_have(motion_bundle, recording):
+    """A 20-sample window at 10 Hz has FFT bins 0.5 Hz apart: a dominant frequency is a multiple of 0.5 Hz,
+    and so is every one a counterfactual proposes (the schema's step). Before the step, most proposals fell
+    between bins (e.g. 0.992 Hz)."""
+    result = run([motion_bundle, recording, "--explain", "every:2", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    proposed = [c["to_value"] for line in lines_of(result.stdout) if line["explanation"]
+                for cf in line["explanation"]["counterfactuals"]["items"] for c in cf["changes"]
+                if c["feature"].endswith("_dominant_freq")]
+    assert len(proposed) > 20
+    assert all(v / 0.5 == round(v / 0.5) for v in proposed), proposed
+
+
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     from_file = run([motion_bundle, recording])
     from_stdin = run([motion_bundle, "-"], input=recording.read_text())

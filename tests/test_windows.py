@@ -110,6 +110,11 @@ def test_schema_features_carry_units_words_and_training_ranges():
     np.testing.assert_allclose([f.high for f in features], training.max(axis=0) + 0.5 * span)
     assert features[0].lay == "average acc x" and features[7].lay == "dominant rhythm of acc x"
     assert features[8].lay == "acc x power between 0.5 and 2 Hz"
+    # a dominant frequency is one of the window's FFT bins: the search proposes only those
+    rate = spec.sample_rate_hz
+    assert [(f.name, f.step) for f in features if f.step] == [(n, rate / 20) for n in spec.feature_names
+                                                              if n.endswith("dominant_freq")]
+    assert np.all(training[:, 7] / (rate / 20) == np.round(training[:, 7] / (rate / 20)))
 
 
 def test_cut_windows_slides_by_the_hop():

@@ -19,21 +19,30 @@ def project(
     highs: np.ndarray,        # (F,) highest allowed value per feature
     frozen: np.ndarray,       # (F,) bool: feature may not change
     direction: np.ndarray,    # (F,) +1 increase only, -1 decrease only, 0 any
-    integer: np.ndarray,      # (F,) bool: feature takes integer values
+    step: np.ndarray,         # (F,) spacing of the feature's values (1: integers), 0: any value
 ) -> np.ndarray:
-    """Move candidates into the feasible set: ranges, monotone directions, integers, frozen features.
+    """Move candidates into the feasible set: ranges, monotone directions, steps, frozen features.
 
-    Each step touches only the columns it concerns (most features are free, continuous and two-way)."""
+    A stepped feature takes the nearest multiple of its step inside its range (the next one up or down for
+    a monotone feature); left at x's value, or with no multiple on its allowed side, it keeps x's. Each step touches only the columns it concerns (most features are free,
+    continuous and two-way)."""
     out = np.clip(candidates, lows, highs)
     x = np.broadcast_to(x, out.shape)
     for cols, bound in ((direction > 0, np.maximum), (direction < 0, np.minimum)):
         if cols.any():
             out[:, cols] = bound(out[:, cols], x[:, cols])
-    if integer.any():
-        up, down, ints = direction[integer] > 0, direction[integer] < 0, out[:, integer]
-        rounded = np.where(up, np.ceil(ints), np.where(down, np.floor(ints), np.round(ints)))
+    on = step > 0
+    if on.any():
+        s, units = step[on], out[:, on] / step[on]      # in units of the step (for integers: the values)
+        up, down = direction[on] > 0, direction[on] < 0
+        rounded = np.where(up, np.ceil(units), np.where(down, np.floor(units), np.round(units)))
         # + 0.0: a value rounded up or down to zero from below is -0.0 in NumPy, 0.0 in the Triton kernel
-        out[:, integer] = np.clip(rounded, np.ceil(lows[integer]), np.floor(highs[integer])) + 0.0
+        rounded = np.clip(rounded, np.ceil(lows[on] / s), np.floor(highs[on] / s)) * s + 0.0
+        # x's own value may lie off the grid (float noise in a window's frequency): a value left at x's is
+        # not rounded, and a monotone one the range's clip turned back past x stays at x
+        xs = x[:, on]
+        rounded = np.where(up, np.maximum(rounded, xs), np.where(down, np.minimum(rounded, xs), rounded))
+        out[:, on] = np.where(out[:, on] == xs, xs, rounded)
     if frozen.any():
         out[:, frozen] = x[:, frozen]
     return out

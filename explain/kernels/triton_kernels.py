@@ -32,7 +32,7 @@ _BLOCK_COLS = 32    # columns (features or reference rows) per tile
 
 # ----- kernels --------------------------------------------------------------
 @triton.jit
-def _project_kernel(cand, x, lows, highs, frozen, direction, integer, out, total, F, BLOCK: tl.constexpr):
+def _project_kernel(cand, x, lows, highs, frozen, direction, step, out, total, F, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < total
     col = offs % F
@@ -42,18 +42,25 @@ def _project_kernel(cand, x, lows, highs, frozen, direction, integer, out, total
     hi = tl.load(highs + col, mask=inside, other=0.0)
     fz = tl.load(frozen + col, mask=inside, other=0)
     dr = tl.load(direction + col, mask=inside, other=0)
-    it = tl.load(integer + col, mask=inside, other=0)
+    st = tl.load(step + col, mask=inside, other=0.0)
     v = tl.minimum(tl.maximum(v, lo), hi)
     v = tl.where(dr > 0, tl.maximum(v, xv), v)
     v = tl.where(dr < 0, tl.minimum(v, xv), v)
-    # np.round is round-half-to-even; do it exactly from floor and the fractional part
-    fl = tl.floor(v)
-    frac = v - fl
+    # in units of the step (for integers: the values); np.round is round-half-to-even: do it exactly from
+    # floor and the fractional part
+    unit = tl.where(st > 0, st, 1.0)
+    u = v / unit
+    fl = tl.floor(u)
+    frac = u - fl
     odd = (fl - 2.0 * tl.floor(fl * 0.5)) != 0.0
     half_even = tl.where(frac > 0.5, fl + 1.0, tl.where(frac < 0.5, fl, tl.where(odd, fl + 1.0, fl)))
-    rounded = tl.where(dr > 0, tl.ceil(v), tl.where(dr < 0, fl, half_even))
-    rounded = tl.minimum(tl.maximum(rounded, tl.ceil(lo)), tl.floor(hi)) + 0.0   # a zero from below is 0.0, as NumPy's
-    v = tl.where(it != 0, rounded, v)
+    rounded = tl.where(dr > 0, tl.ceil(u), tl.where(dr < 0, fl, half_even))
+    rounded = tl.minimum(tl.maximum(rounded, tl.ceil(lo / unit)), tl.floor(hi / unit)) * unit + 0.0
+    # (+ 0.0: a zero from below is 0.0, as NumPy's.) x's own value may lie off the grid (float noise in a
+    # window's frequency): one left at x's is kept, and a monotone one the range's clip turned back past x
+    # stays at x
+    rounded = tl.where(dr > 0, tl.maximum(rounded, xv), tl.where(dr < 0, tl.minimum(rounded, xv), rounded))
+    v = tl.where((st > 0) & (v != xv), rounded, v)
     v = tl.where(fz != 0, xv, v)
     tl.store(out + offs, v, mask=inside)
 
@@ -179,8 +186,8 @@ def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
-def project(candidates, x, lows, highs, frozen, direction, integer) -> np.ndarray:
-    """Move candidates into the feasible set: ranges, monotone directions, integers, frozen features."""
+def project(candidates, x, lows, highs, frozen, direction, step) -> np.ndarray:
+    """Move candidates into the feasible set: ranges, monotone directions, steps, frozen features."""
     candidates = np.asarray(candidates, dtype=np.float64)
     n, F = candidates.shape
     out_shape = candidates.shape
@@ -191,7 +198,7 @@ def project(candidates, x, lows, highs, frozen, direction, integer) -> np.ndarra
     total = n * F
     _project_kernel[(_cdiv(total, _BLOCK),)](
         cand, _tensor(_per_row(x, out_shape)), _tensor(lows), _tensor(highs),
-        _tensor(frozen, np.int32), _tensor(np.sign(direction), np.int32), _tensor(integer, np.int32),
+        _tensor(frozen, np.int32), _tensor(np.sign(direction), np.int32), _tensor(step),
         out, total, F, BLOCK=_BLOCK,
     )
     return _numpy(out).reshape(out_shape)
