@@ -8,6 +8,7 @@ mutability, monotone directions and protected flags; the views use its wording.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -296,6 +297,8 @@ class FeatureSchema:
                     arr = arr.astype(np.float64)
                 except (TypeError, ValueError, OverflowError):
                     pass
+        if arr is not None and isinstance(x, (list, tuple)) and _holds_bool(x):
+            arr, problem = None, "got True or False among the numbers"   # NumPy would read True as 1.0
         if arr is None or arr.dtype.kind not in "iuf":    # text, objects or bools: read cell by cell, as a CSV
             if _is_batch_of_rows(x):         # a row that cannot be read stays that row's problem alone
                 return self._matrix_from_rows(x, unreadable), False
@@ -572,6 +575,24 @@ def _is_named_row(x: Any) -> bool:
     index = getattr(x, "index", None)
     return (getattr(x, "ndim", None) == 1 and hasattr(x, "items") and index is not None
             and len(index) > 0 and all(isinstance(k, str) for k in index))
+
+
+_PLAIN = frozenset({float, int, np.float64})
+_BOOLS = frozenset({bool, np.bool_})
+
+
+def _holds_bool(x: list | tuple) -> bool:
+    """Whether a list or tuple (or its rows) holds a bool among its numbers: NumPy reads [True, 2.5] as [1.0, 2.5],
+    and a bool is no number. Plain float rows are passed by their cells' types alone, at C speed."""
+    kinds = set(map(type, x))
+    if kinds <= _PLAIN:
+        return False
+    if not _BOOLS.isdisjoint(kinds):
+        return True
+    if kinds <= {list, tuple}:                       # a batch of plain rows: every cell's type in one pass
+        return not _BOOLS.isdisjoint(map(type, itertools.chain.from_iterable(x)))
+    return any(_holds_bool(r) if isinstance(r, (list, tuple)) else isinstance(r, np.ndarray) and r.dtype.kind == "b"
+               for r in x)
 
 
 def _is_batch_of_rows(x: Any) -> bool:

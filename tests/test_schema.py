@@ -295,3 +295,23 @@ def test_a_bool_is_no_number_through_every_form():
     unreadable = {}
     SCHEMA.to_matrix(pd.concat([frame.assign(sex=False), frame]).astype({"sex": bool}), unreadable=unreadable)
     assert unreadable == {0: message.replace("True", "False").removeprefix("row 0: "), 1: message.removeprefix("row 0: ")}
+
+
+@pytest.mark.parametrize("form", ["list", "tuple", "np.bool_ in a list", "batch of lists", "bool array row in a list"])
+def test_a_bool_in_a_plain_list_is_no_number(form):
+    """NumPy reads [True, 50.0, 1.0] as [1.0, 50.0, 1.0]: a list or tuple holding a bool is read cell by cell, as an
+    object array is, so True is refused, not decided as 1.0."""
+    x = {
+        "list": [True, 50.0, 1.0],
+        "tuple": (True, 50.0, 1.0),
+        "np.bool_ in a list": [np.bool_(True), 50.0, 1.0],
+        "batch of lists": [[120.0, 50.0, 1.0], [True, 50.0, 1.0]],
+        "bool array row in a list": [[120.0, 50.0, 1.0], np.array([True, True, True])],
+    }[form]
+    message = "feature 'glucose' expects a number in [40, 600] mg/dL, got True"
+    with pytest.raises(InputError) as err:
+        SCHEMA.validate(x)
+    assert str(err.value) == (message if form in ("list", "tuple", "np.bool_ in a list") else f"row 1: {message}")
+    unreadable = {}
+    matrix, _ = SCHEMA.to_matrix([[120.0, 50, 1], x if np.ndim(x) == 1 else x[1]], unreadable=unreadable)
+    assert unreadable == {1: message} and matrix[0].tolist() == [120.0, 50.0, 1.0] and np.isnan(matrix[1]).all()

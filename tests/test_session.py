@@ -82,6 +82,18 @@ def test_single_bad_row_raises(bc_session, breast_cancer):
     assert str(info.value) == "feature 'mean radius' expects a number in [0, 42.165] px, got -1"
 
 
+def test_a_bool_in_a_plain_row_is_refused_not_decided(bc_session, breast_cancer):
+    """[True, ...] used to be decided with 'mean radius' 1.0 (NumPy reads the list as floats); a mapping refused it."""
+    x = [float(v) for v in breast_cancer.X_test[0]]
+    message = "feature 'mean radius' expects a number in [0, 42.165] px, got True"
+    for row in ([True] + x[1:], tuple([True] + x[1:]), [np.bool_(True)] + x[1:]):
+        for call in (bc_session.predict, bc_session.explain):
+            with pytest.raises(InputError) as info:
+                call(row)
+            assert str(info.value) == message
+    assert bc_session.predict([[True] + x[1:], x])[0].reason == message
+
+
 def test_an_empty_batch_gives_no_decisions(bc_session):
     assert bc_session.predict([]) == bc_session.predict(np.empty((0, 30))) == []
     assert bc_session.explain([]) == []
