@@ -263,7 +263,7 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
         lstrip_blocks=True,
     )
     env.filters["num"] = _fmt
-    env.filters["prob"] = lambda v: "not recorded" if v is None else f"{v:.3f}"
+    env.filters["prob"] = lambda v: "not recorded" if v is None else _probability_apart(v)   # 0.999998, not 1.000
     # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500
     env.filters["apart"] = lambda v, *boundaries: "not recorded" if v is None else _probability_apart(v, *boundaries)
     env.filters["pct"] = lambda v: "not recorded" if v is None else f"{100 * v:.1f} %"
@@ -560,7 +560,7 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
                      "direction": "raises" if item.contribution > 0 else "lowers" if item.contribution < 0 else "no effect"})
     alt = (f"Bar chart of the {len(rows)} inputs that moved the {a.quantity} most, measured against {a.baseline}: "
            + "; ".join(f"{r['name']} = {r['value']}: {r['contribution_shown']}" for r in rows)
-           + f". Baseline {a.base_value:.3f}, this patient {a.prediction:.3f}.")
+           + f". Baseline {_probability_apart(a.base_value)}, this patient {_probability_apart(a.prediction)}.")
     svg = plots.drivers_chart(
         [plots.Bar(f"{r['name']} = {r['value']}", r["contribution"]) for r in rows],
         quantity=a.quantity, unit_note="probability points, 0–1 scale", alt=alt, key=f"{key}-drivers",

@@ -730,8 +730,9 @@ class _View:
         if self.has("drivers_basis"):
             lines.append(self.fill(
                 "drivers_basis", method=a.method, quantity=a.quantity, baseline=a.baseline,
-                base_value=f"{a.base_value:.{self.s.probability_digits}f}",
-                prediction=f"{a.prediction:.{self.s.probability_digits}f}", evaluations=str(a.evaluations),
+                # near 0 or 1, the digits that keep them from reading as certain (0.999998, not 1.000)
+                base_value=_decimal(a.base_value, self.s.probability_digits),
+                prediction=_decimal(a.prediction, self.s.probability_digits), evaluations=str(a.evaluations),
             ))
         for rank, v in enumerate(ranked, start=1):
             up = v.contribution > 0

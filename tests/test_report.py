@@ -408,6 +408,22 @@ def test_small_contributions_and_flip_changes_do_not_read_as_zero(tmp_path):
     assert "+0.000 raises" not in _text(html)
 
 
+def test_a_saturated_attribution_base_and_prediction_do_not_read_as_certain(tmp_path):
+    """Base 0.00011 and prediction 0.999998 used to read "from 0.000 to 1.000" in the caption and "Baseline 0.000,
+    this patient 1.000" in the chart's accessible text; a flip's probability of 0.9999993 read 1.000."""
+    expl = _explanation()
+    decision = dataclasses.replace(expl.decision, probabilities=(0.000002, 0.999998))
+    attributions = dataclasses.replace(expl.attributions, base_value=1.1061e-04, prediction=0.999998)
+    flips = (dataclasses.replace(expl.bias.flips[0], probability=0.9999993),) + expl.bias.flips[1:]
+    html = ei.report([dataclasses.replace(expl, decision=decision, attributions=attributions,
+                                          bias=dataclasses.replace(expl.bias, flips=flips))],
+                     out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "measured against the reference median patient: from 0.0001 to 0.999998." in _text(html)
+    assert "Baseline 0.0001, this patient 0.999998." in html
+    assert '<td>high risk</td><td class="num">0.999999</td>' in html
+    assert not re.search(r"(?<![+-])\b(0\.000|1\.000)\b", _text(html))     # +0.000: a contribution of 0
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"

@@ -795,6 +795,17 @@ def test_a_near_certain_decision_does_not_read_as_certain(schema):
     assert "- p(lower progression) = 0.000004\n- p(higher progression) = 0.999996" in clinician
 
 
+def test_an_attribution_base_and_prediction_near_0_or_1_do_not_read_as_certain(schema):
+    """A saturated row's attributions: base 0.00011 and prediction 0.999998 used to read "base 0.000, prediction
+    1.000" beside a headline p = 0.999998."""
+    expl = _explanation(schema, p=0.999998)
+    expl = dataclasses.replace(expl, attributions=dataclasses.replace(expl.attributions, base_value=1.1061e-04,
+                                                                      prediction=0.999998))
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "Decision: higher progression (p = 0.999998)." in clinician
+    assert "; base 0.0001, prediction 0.999998." in clinician
+
+
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
     # answers are ranked by distance plus one per change: the third, nearer but with two changes, is not shown,
     # so the two shown are the best-ranked, not the closest
