@@ -20,6 +20,7 @@ stakeholder needs no code: `register_stakeholder("recruiter.toml")`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import operator
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.explain.bias import explain_bias
 from edgeinfer.explain.desired import threshold_of
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import Feature, FeatureSchema
@@ -131,6 +133,8 @@ REQUIRED = {
 # the attribution share on protected features and proxies above which a decision the flips do not move
 # gets the note `bias_used` (the model uses them; a decision nearer its boundary may turn on them)
 USED_SHARE = 0.25
+# the tolerance the bias check's verdict compared each flip's |Δp| with (explain_rows uses explain_bias's default)
+BIAS_TOLERANCE: float = inspect.signature(explain_bias).parameters["tolerance"].default
 
 DEFAULT_CHANCE = (
     (0.95, "almost certain"), (0.8, "very likely"), (0.6, "likely"), (0.4, "about as likely as not"),
@@ -869,7 +873,7 @@ class _View:
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
             # the class changes or the probability moves past tolerance (explanations from before this field: flips)
             "depends_on": self.join([self.words_for(n) for n in sorted(b.depends_on or flipped, key=self._order)]),
-            "max_delta": f"{max(deltas):.{self.s.probability_digits}f}" if deltas else self.word("word_unknown"),
+            "max_delta": _change(max(deltas), self.s.probability_digits) if deltas else self.word("word_unknown"),
             "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
             else self.word("word_unknown"),
         }
@@ -971,6 +975,15 @@ def _decimal(p: float, digits: int, apart_from: float | tuple[float | None, ...]
         digits += 1
     text = f"{p:.{digits}f}"
     return f"{p:.2g}" if p > 0 and float(text) == 0 else text
+
+
+def _change(value: float, decimals: int, tolerance: float = BIAS_TOLERANCE) -> str:
+    """|Δp| of a flip test to `decimals`, or as many more as it takes not to read as the bias check's tolerance
+    (0.0498 and 0.0502, not 0.050 both ways), or as 0 (4.5e-05, as the flip list shows it)."""
+    while value != tolerance and decimals < 9 and f"{value:.{decimals}f}" == f"{tolerance:.{decimals}f}":
+        decimals += 1
+    text = f"{value:.{decimals}f}"
+    return f"{value:.2g}" if value != 0 and float(text) == 0 else text
 
 
 def _signed(value: float, decimals: int) -> str:

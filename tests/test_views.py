@@ -806,6 +806,20 @@ def test_an_attribution_base_and_prediction_near_0_or_1_do_not_read_as_certain(s
     assert "; base 0.0001, prediction 0.999998." in clinician
 
 
+@pytest.mark.parametrize("delta, shown", [(-0.0498, "0.0498"), (0.0502, "0.0502"), (-4.5e-05, "4.5e-05"),
+                                          (-0.03, "0.030")])
+def test_the_largest_flip_change_is_not_read_as_the_tolerance_or_as_zero(schema, delta, shown):
+    """The verdict compares |Δp| with the tolerance 0.05: 0.0498 and 0.0502 used to read 0.050 both ways, and
+    4.5e-05 read 0.000 beside a flip list showing -4.5e-05."""
+    expl = _explanation(schema)
+    flips = (dataclasses.replace(expl.bias.flips[0], delta=delta),)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=flips, depends=abs(delta) > 0.05))
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert f"largest Δp{' under a protected flip' if abs(delta) <= 0.05 else ''} {shown};" in clinician
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert f"Largest |Δp|{' over flip tests' if abs(delta) <= 0.05 else ''}: {shown}." in auditor
+
+
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
     # answers are ranked by distance plus one per change: the third, nearer but with two changes, is not shown,
     # so the two shown are the best-ranked, not the closest
