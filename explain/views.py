@@ -898,7 +898,7 @@ class _View:
                 "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
                 to_value=self.value(f.feature, f.to_value), proxies=self.join([self.words_for(p) for p in f.proxies]),
                 flip_class=self.outcome(f.class_name), flip_probability=self.probability(f.probability),
-                delta=_signed(f.delta, self.s.probability_digits),
+                delta=("-" if f.delta < 0 else "+") + _change(abs(f.delta), self.s.probability_digits),
                 result=self.word("word_flipped" if f.flipped else "word_kept"),
             ))
             for f in b.flips

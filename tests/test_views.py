@@ -818,6 +818,7 @@ def test_the_largest_flip_change_is_not_read_as_the_tolerance_or_as_zero(schema,
     assert f"largest Δp{' under a protected flip' if abs(delta) <= 0.05 else ''} {shown};" in clinician
     auditor = views.render(expl, schema, stakeholder="auditor")
     assert f"Largest |Δp|{' over flip tests' if abs(delta) <= 0.05 else ''}: {shown}." in auditor
+    assert f"(Δ {'-' if delta < 0 else '+'}{shown})" in auditor        # the flip's own line, the same digits
 
 
 def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(schema):
