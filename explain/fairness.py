@@ -152,7 +152,9 @@ class GroupFairness:
     ) -> "GroupFairness":
         """Decide X with one batched call and group the decisions by a schema feature.
 
-        positive: the class counted as selected (default the second class, index 1).
+        y_true: each decision's true class, as a class index or a class name of the schema.
+        positive: the class counted as selected (default the second class, index 1); both y_true and
+        the decisions are read as "is `positive`", so rates stay true whichever class that is.
         Groups are named by the feature's category names (or its values).
         """
         schema = model.schema
@@ -166,12 +168,13 @@ class GroupFairness:
         if X.ndim != 2 or X.shape[1] != len(schema):
             raise InputError(f"expected a 2-D batch of {len(schema)} features in schema order, got shape {X.shape}")
         k = schema.class_index(positive) if positive is not None else 1
+        truth = _as_classes(schema, y_true)
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         feature = schema.feature(sensitive_feature)
         column = X[:, schema.index(sensitive_feature)]
         labels = {v: feature.label(v) for v in np.unique(column)}
         return cls(
-            y_true=y_true,
+            y_true=(truth == k).astype(np.int64),
             y_pred=(proba.argmax(axis=1) == k).astype(np.int64),
             sensitive=np.array([labels[v] for v in column]),
             y_prob=proba[:, k],
@@ -364,6 +367,32 @@ def _check(y_true, y_pred, sensitive, y_prob):
         if not (np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()):
             raise InputError("y_prob must hold probabilities of class 1 in [0, 1]; got values outside it or NaN")
     return out[0], out[1], groups, prob
+
+
+def _as_classes(schema, y_true) -> np.ndarray:
+    """True classes given as class indices or class names, as indices (so any class can be the positive one)."""
+    given = np.asarray(y_true)
+    if given.ndim != 1:
+        raise InputError(f"y_true must be one class per decision (1-D), got shape {given.shape}")
+    names = list(schema.classes)
+    expected = f"class indices 0..{len(names) - 1} or class names ({', '.join(names)})"
+    if given.dtype.kind in "USO":
+        for i, c in enumerate(given.tolist()):
+            if not (isinstance(c, str) and c in names) and not (
+                isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < len(names)
+            ):
+                raise InputError(f"y_true must hold {expected}, got {c!r} at position {i}")
+        return np.array([names.index(c) if isinstance(c, str) else int(c) for c in given.tolist()], dtype=np.int64)
+    try:
+        values = given.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"y_true must hold {expected}, got dtype {given.dtype}") from err
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isin(values, np.arange(len(names), dtype=np.float64))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"y_true must hold {expected}, got {given[i].item()!r} at position {i}")
+    return values.astype(np.int64)
 
 
 def _plain(value: Any) -> Any:

@@ -90,6 +90,34 @@ def test_from_model_decides_once_and_names_groups_by_category(decided):
     assert gf.summary.sensitive_feature == "sex"
 
 
+def test_from_model_reads_true_classes_against_the_positive_class(decided):
+    # positive = class 0: y_true (class indices or names) must be read as "is class 0", as the decisions are
+    model, X, y, _, _, _ = decided
+    proba = model.predict_proba(X)
+    positive = model.schema.classes[0]
+    is_pos, selected = (y == 0).astype(int), (proba.argmax(axis=1) == 0).astype(int)
+    groups = np.where(X[:, 1] == 1, "sex 1", "sex 2")
+    frame, calib = oracle_frame(is_pos, selected, groups, proba[:, 0])
+    for given in (y, np.array(model.schema.classes)[y]):
+        gf = GroupFairness.from_model(model, X, y_true=given, sensitive_feature="sex", positive=positive)
+        for m in gf.by_group:
+            row = frame.by_group.loc[m.group]
+            for name in ("selection_rate", "true_positive_rate", "false_positive_rate"):
+                assert getattr(m, name) == pytest.approx(row[name], abs=TOL)
+            assert m.calibration_gap == pytest.approx(calib.by_group.loc[m.group] - is_pos[groups == m.group].mean(),
+                                                      abs=TOL)
+        for name in DISPARITIES:
+            assert getattr(gf, name) == pytest.approx(getattr(fm, name)(is_pos, selected, sensitive_features=groups),
+                                                      abs=TOL)
+    for bad, shown in ((np.where(y == 1, 2, 0), "2 at position"), (np.where(y == 1, np.nan, 0.0), "nan at position"),
+                       (["maybe"] * len(y), "'maybe' at position 0")):
+        with pytest.raises(InputError) as err:
+            GroupFairness.from_model(model, X, y_true=bad, sensitive_feature="sex", positive=positive)
+        assert str(err.value).startswith(
+            f"y_true must hold class indices 0..1 or class names (lower progression, higher progression), got {shown}"
+        )
+
+
 def test_bootstrap_is_seeded_and_exact_when_every_resample_agrees(decided):
     _, X, y, y_pred, _, _ = decided
     sex = X[:, 1]
