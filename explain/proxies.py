@@ -9,10 +9,14 @@ The association measure depends on the two kinds (NumPy only, all in [0, 1]):
 
 - numeric (continuous or integer) with numeric: |Spearman rank correlation|
   (average ranks for ties);
-- categorical with numeric, either way round: the correlation ratio eta
-  (sqrt of between-group over total sum of squares of the numeric feature,
-  grouped by the categorical one);
-- categorical with categorical: Cramér's V (no bias correction).
+- categorical with numeric, either way round: the correlation ratio eta,
+  bias-adjusted: sqrt of epsilon-squared (the adjusted R^2 of a one-way ANOVA of
+  the numeric feature grouped by the categorical one, floored at 0);
+- categorical with categorical: Cramér's V with Bergsma's (2013) bias correction.
+
+Uncorrected, eta^2 and V^2 average about (k-1)/(n-1) on unrelated columns: a
+17-level site code over 167 patients reads as V ~ 0.3 by chance alone, so it
+would be named a proxy of anything. The corrections take that chance level out.
 
 A feature is a proxy when its association reaches the threshold (>=).
 """
@@ -29,8 +33,8 @@ from edgeinfer.explain.explanation import Proxy
 from edgeinfer.schema import Feature, FeatureSchema
 
 SPEARMAN = "|spearman|"
-ETA = "correlation ratio (eta)"
-CRAMERS_V = "cramer's v"
+ETA = "correlation ratio (eta, bias-adjusted)"
+CRAMERS_V = "cramer's v (bias-corrected)"
 
 
 def find_proxies(schema: FeatureSchema, X: np.ndarray, *, threshold: float = 0.3) -> tuple[Proxy, ...]:
@@ -104,21 +108,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def correlation_ratio(groups: np.ndarray, values: np.ndarray) -> float:
-    """eta = sqrt(SS_between / SS_total) of `values` grouped by `groups`; 0 when values are constant."""
+    """Bias-adjusted eta: sqrt(max(0, epsilon^2)) of `values` grouped by `groups`.
+
+    epsilon^2 = (SS_between - (k-1) * SS_within / (n-k)) / SS_total, the adjusted R^2 of the one-way
+    ANOVA; 0 when values are constant or every row is its own group (nothing left to judge chance by).
+    """
     values = np.asarray(values, dtype=np.float64)
     _, inverse = np.unique(groups, return_inverse=True)
     counts = np.bincount(inverse)
+    n, k = len(values), len(counts)
     means = np.bincount(inverse, weights=values) / counts
     grand = values.mean()
     total = float(((values - grand) ** 2).sum())
-    if total <= 0.0:
+    if total <= 0.0 or n <= k:
         return 0.0
-    between = float((counts * (means - grand) ** 2).sum())
-    return float(np.sqrt(min(between / total, 1.0)))
+    within = float(((values - means[inverse]) ** 2).sum())
+    epsilon2 = (total - within - (k - 1) * within / (n - k)) / total
+    return float(np.sqrt(min(max(epsilon2, 0.0), 1.0)))
 
 
 def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
-    """Cramér's V from the contingency table of two categorical columns; 0 when either has one level."""
+    """Bias-corrected Cramér's V (Bergsma 2013) of two categorical columns; 0 when either has one level.
+
+    phi^2 = chi^2 / n less its chance level (r-1)(c-1)/(n-1), floored at 0, over min(r~, c~) - 1 with
+    r~ = r - (r-1)^2/(n-1) (and c~ likewise): about 0 for unrelated columns, 1 for a one-to-one relation.
+    """
     _, ia = np.unique(a, return_inverse=True)
     _, ib = np.unique(b, return_inverse=True)
     r, c = ia.max() + 1, ib.max() + 1
@@ -129,7 +143,11 @@ def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
     n = table.sum()
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / n
     chi2 = float(((table - expected) ** 2 / expected).sum())
-    return float(np.sqrt(min(chi2 / (n * (min(r, c) - 1)), 1.0)))
+    phi2 = max(chi2 / n - (r - 1) * (c - 1) / (n - 1), 0.0)
+    scale = min(r - (r - 1) ** 2 / (n - 1), c - (c - 1) ** 2 / (n - 1)) - 1.0
+    if scale <= 0.0:
+        return 0.0
+    return float(np.sqrt(min(phi2 / scale, 1.0)))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -124,13 +124,39 @@ def test_association_measures_agree_with_scipy():
     assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
     c = (a + rng.integers(0, 3, 300)) % 4
     table = np.array([[np.sum((a == i) & (c == j)) for j in range(4)] for i in range(6)])
-    assert cramers_v(a, c) == pytest.approx(contingency.association(table, method="cramer"), abs=1e-12)
-    # eta^2 is the R^2 of regressing the values on group indicators (one-way ANOVA)
+    # Bergsma's (2013) bias-corrected V from scipy's chi-squared (no continuity correction)
+    chi2, n, (r, k) = contingency.chi2_contingency(table, correction=False)[0], table.sum(), table.shape
+    phi2 = max(chi2 / n - (r - 1) * (k - 1) / (n - 1), 0.0)
+    tilde = min(r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1))
+    assert cramers_v(a, c) == pytest.approx(math.sqrt(phi2 / (tilde - 1)), abs=1e-12)
+    assert cramers_v(a, c) < contingency.association(table, method="cramer")
+    # eta^2 adjusted is the adjusted R^2 of regressing the values on group indicators (one-way ANOVA)
     groups = rng.integers(0, 3, 300)
     values = groups * 0.5 + rng.normal(0, 1, 300)
     means = np.array([values[groups == g].mean() for g in range(3)])
     r2 = 1 - ((values - means[groups]) ** 2).sum() / ((values - values.mean()) ** 2).sum()
-    assert correlation_ratio(groups, values) == pytest.approx(math.sqrt(r2), abs=1e-12)
+    assert correlation_ratio(groups, values) == pytest.approx(math.sqrt(1 - (1 - r2) * 299 / 297), abs=1e-12)
+
+
+def test_a_many_level_code_unrelated_to_the_protected_features_is_no_proxy():
+    # 17 sites over 167 patients (lifelines' lung data has that shape): uncorrected, eta and Cramér's V of
+    # unrelated columns average about sqrt(16/166) = 0.31 and name the site a proxy half the time
+    codes = tuple(float(c) for c in range(17))
+    schema = FeatureSchema(
+        features=(Feature("site", kind="categorical", categories=tuple(f"site {c}" for c in range(17)), codes=codes),
+                  Feature("age", kind="integer", low=30, high=90, protected=True),
+                  Feature("sex", kind="categorical", categories=("male", "female"), codes=(1.0, 2.0), protected=True)),
+        classes=("a", "b"),
+    )
+    named, by_age, by_sex = 0, [], []
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        X = np.column_stack([rng.integers(0, 17, 167), rng.integers(30, 91, 167), rng.integers(1, 3, 167)]).astype(float)
+        named += len(find_proxies(schema, X))
+        by_age.append(correlation_ratio(X[:, 0], X[:, 1]))
+        by_sex.append(cramers_v(X[:, 0], X[:, 2]))
+    assert np.mean(by_age) < 0.1 and np.mean(by_sex) < 0.1
+    assert named <= 2            # of 100 chances: the corrected measures still vary around 0
 
 
 def test_proxies_on_diabetes_use_the_right_measure_per_kind(diabetes_data):
