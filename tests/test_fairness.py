@@ -165,6 +165,24 @@ def test_bad_group_input_is_refused_with_exact_messages(decided):
         assert str(err.value) == f"sensitive has missing values ({missing!r} at position 1); give every decision a group"
 
 
+def test_demo_card_states_the_group_metrics_of_the_model_it_describes(diabetes_session, diabetes):
+    import re
+
+    from edgeinfer.demo import fairness_text
+
+    text = fairness_text(diabetes_session, diabetes.X_test, diabetes.y_test)
+    fresh = GroupFairness.from_model(diabetes_session, diabetes.X_test, y_true=diabetes.y_test, sensitive_feature="sex")
+    found = re.findall(r"(sex \d) \((\d+)\): selection rate (\d\.\d\d), true positive rate (\d\.\d\d), "
+                       r"false positive rate (\d\.\d\d)", text)
+    assert [(g, int(n), float(s), float(t), float(f)) for g, n, s, t, f in found] == [
+        (m.group, m.count, round(m.selection_rate, 2), round(m.true_positive_rate, 2), round(m.false_positive_rate, 2))
+        for m in fresh.by_group
+    ]
+    assert f"on the {len(diabetes.y_test)} held-out patients" in text
+    assert (f"Demographic parity difference {fresh.demographic_parity_difference:.2f}, equalized odds difference "
+            f"{fresh.equalized_odds_difference:.2f}.") in text
+
+
 # ----- the rolling monitor ------------------------------------------------------------
 
 
