@@ -3,6 +3,9 @@
 For each row and each protected feature of the schema, the row is re-decided
 with the protected feature set to each alternative value (a *flip test*), once
 alone and once together with its proxies (see `edgeinfer.explain.proxies`).
+A joint flip lists only the proxies whose values it changed, and is left out
+when the row already holds every proxy's typical value (it would repeat the
+alone flip under a false "proxies moved").
 All flips of all rows go to the model in ONE batched `predict_proba` call,
 together with the original rows, which give the baseline: a flip's change is
 measured against the unflipped row in the same call. That matters for
@@ -110,11 +113,14 @@ def explain_bias(
                 specs[i].append((plan, float(value), (), offset))
                 offset += 1
                 if plan.proxy_names and np.isfinite(plan.typical[g]).all():
-                    moved = row.copy()
-                    moved[plan.proxy_index] = plan.typical[g]
-                    batch.append(moved)
-                    specs[i].append((plan, float(value), plan.proxy_names, offset))
-                    offset += 1
+                    moves = plan.typical[g] != X[i, plan.proxy_index]
+                    if moves.any():        # else the joint flip is the alone flip again
+                        moved = row.copy()
+                        moved[plan.proxy_index] = plan.typical[g]
+                        batch.append(moved)
+                        names = tuple(name for name, m in zip(plan.proxy_names, moves) if m)
+                        specs[i].append((plan, float(value), names, offset))
+                        offset += 1
     proba = np.asarray(model.predict_proba(np.vstack(batch)), dtype=np.float64)
     if proba.shape != (offset, len(schema.classes)):
         raise ExplainError(

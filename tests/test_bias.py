@@ -233,6 +233,17 @@ def test_dependence_through_a_proxy_shows_only_when_the_proxy_moves(linear_sessi
     assert out[0].verdict == "the decision flips if sex were male together with its proxies coded sex marker"
 
 
+def test_no_joint_flip_claims_proxies_moved_when_they_already_hold_the_typical_values():
+    # the second row's `copy` is already 1, the typical value among males: moving it changes nothing, so the
+    # joint flip would be the alone flip again under the label "proxies moved: copy"
+    model = LinearPredictor([0.0, 0.0, 8.0], -4.0, SCHEMA, X_REF)
+    rows = np.array([[0.0, 3.0, 0.0], [0.0, 3.0, 1.0]])
+    moved, already = explain_bias(model, rows, labels=np.array([0, 1]), proxies=find_proxies(SCHEMA, X_REF))
+    assert [(f.to_value, f.proxies, f.flipped) for f in moved.flips] == [(1.0, (), False), (1.0, ("copy",), True)]
+    assert [(f.to_value, f.proxies, f.flipped) for f in already.flips] == [(1.0, (), False)]
+    assert already.verdict == "the decision does not depend on sex (largest change in probability 0.00)"
+
+
 def test_small_dependence_below_and_above_tolerance():
     model = LinearPredictor([0.2, 0.0, 0.0], 0.5, SCHEMA, X_REF)
     row = ROWS[:1]
@@ -370,11 +381,13 @@ def expected_batch(schema, reference, row, proxies):
             alone[j] = value
             rows.append(alone)
             specs.append((f.name, value, ()))
-            if moved_with:
+            typical = {k: np.median(R[members, k]) for k in moved_with}              # continuous proxies
+            changed = [k for k in moved_with if typical[k] != row[k]]               # a proxy at its typical value stays
+            if changed:
                 joint = alone.copy()
-                joint[moved_with] = [np.median(R[members, k]) for k in moved_with]   # continuous proxies
+                joint[changed] = [typical[k] for k in changed]
                 rows.append(joint)
-                specs.append((f.name, value, tuple(schema.names[k] for k in moved_with)))
+                specs.append((f.name, value, tuple(schema.names[k] for k in changed)))
     return np.array(rows), specs
 
 
