@@ -104,6 +104,9 @@ class GroupFairness:
         if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
             raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
         names, codes = np.unique(groups, return_inverse=True)
+        if len(names) < 2:               # one group reads as perfectly fair (difference 0, ratio 1): refuse it
+            raise InputError(f"only one group ({_plain(names[0])!r}) among the {len(groups)} decisions; group "
+                             "fairness compares 2 or more groups: give decisions from each group")
         self.y_true, self.y_pred, self.y_prob = y_true, y_pred, y_prob
         by_group = tuple(
             _metrics(_plain(name), y_true[codes == g], y_pred[codes == g], None if y_prob is None else y_prob[codes == g])
@@ -167,6 +170,11 @@ class GroupFairness:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(schema):
             raise InputError(f"expected a 2-D batch of {len(schema)} features in schema order, got shape {X.shape}")
+        reasons = schema.check_rows(X)       # a sex of 1.5 is no group of its own, NaN no probability
+        if reasons:
+            i, reason = next(iter(reasons.items()))
+            more = f" (and {len(reasons) - 1} more rows)" if len(reasons) > 1 else ""
+            raise InputError(f"row {i}: {reason}{more}; fix or drop the rows the schema refuses")
         k = schema.class_index(positive) if positive is not None else 1
         truth = _as_classes(schema, y_true)
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
@@ -294,7 +302,8 @@ def _bootstrap(
         "dp_difference": diff(sel),
         "dp_ratio": ratio(sel),
         "eo_difference": np.maximum(diff(tpr), diff(fpr)),
-        "eo_ratio": np.minimum(ratio(tpr), ratio(fpr)),
+        # as the point estimate's min(tpr ratio, fpr ratio): an undefined FPR ratio (0/0) leaves the TPR ratio
+        "eo_ratio": np.where(ratio(fpr) < ratio(tpr), ratio(fpr), ratio(tpr)),
         "eop_difference": diff(tpr),
         "eop_ratio": ratio(tpr),
     }

@@ -165,6 +165,35 @@ def test_bad_group_input_is_refused_with_exact_messages(decided):
         assert str(err.value) == f"sensitive has missing values ({missing!r} at position 1); give every decision a group"
 
 
+def test_rows_the_schema_refuses_and_a_single_group_are_refused_with_the_fix(decided):
+    model, X, y, _, _, _ = decided
+    for value, shown in ((1.5, "1.5"), (np.nan, "nan; replace missing or infinite values")):
+        bad = X.copy()
+        bad[[3, 7], 1] = value
+        with pytest.raises(InputError) as err:
+            GroupFairness.from_model(model, bad, y_true=y, sensitive_feature="sex")
+        assert str(err.value) == (f"row 3: feature 'sex' expects one of 'sex 1' (1), 'sex 2' (2), got {shown} (and 1 more rows); "
+                                  "fix or drop the rows the schema refuses")
+    # a batch with one group present reads as perfectly fair (difference 0, ratio 1) unless refused
+    women = X[:, 1] == 2
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(model, X[women], y_true=y[women], sensitive_feature="sex")
+    assert str(err.value) == (f"only one group ('sex 2') among the {int(women.sum())} decisions; group fairness "
+                              "compares 2 or more groups: give decisions from each group")
+
+
+def test_bootstrap_equalized_odds_ratio_skips_an_undefined_false_positive_ratio():
+    # no false positive in any group or resample: FPR ratio 0/0, so the EO ratio is the TPR ratio, as the point
+    # estimate (and Fairlearn's) is
+    y_true = np.array([1, 1, 0, 0, 0] * 2)
+    y_pred = np.array([1, 0, 0, 0, 0, 1, 1, 0, 0, 0])
+    gf = GroupFairness(y_true=y_true, y_pred=y_pred, sensitive=list("aaaaabbbbb"), bootstrap=200)
+    assert gf.equalized_odds_ratio == gf.equal_opportunity_ratio == fm.equalized_odds_ratio(
+        y_true, y_pred, sensitive_features=list("aaaaabbbbb"))
+    eo, eop = gf.summary.equalized_odds.ratio_interval, gf.summary.equal_opportunity.ratio_interval
+    assert eo == eop and 0.0 <= eo.low <= eo.high <= 1.0
+
+
 def test_demo_card_states_the_group_metrics_of_the_model_it_describes(diabetes_session, diabetes):
     import re
 
