@@ -52,6 +52,9 @@ from edgeinfer.explain.predictor import Predictor
 from edgeinfer.reference import Reference
 from edgeinfer.schema import Feature, FeatureSchema
 
+# a flip that moves the decided class's probability by more than this makes the decision depend on the feature
+TOLERANCE = 0.05
+
 NO_PROTECTED = "no protected features are declared in the schema, so there is no flip to test"
 
 
@@ -82,7 +85,7 @@ def explain_bias(
     labels: np.ndarray,
     proxies: Sequence[Proxy],
     attributions: Sequence[Attributions | None] | None = None,
-    tolerance: float = 0.05,
+    tolerance: float = TOLERANCE,
 ) -> list[BiasExplanation]:
     """One BiasExplanation per row of X (rows in schema order; `labels` are the decided class indices)."""
     schema = model.schema
@@ -255,23 +258,27 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 via = f" together with its proxies {_names(schema, worst.proxies)}" if worst.proxies else ""
                 parts.append(
                     f"the decision depends on {f.name}: the probability of '{worst.class_name}' changes by "
-                    f"{_change(worst.delta, tolerance, sign=True)} if {f.name} were {f.label(worst.to_value)}{via}"
+                    f"{change_text(worst.delta, tolerance, sign=True)} if {f.name} were {f.label(worst.to_value)}{via}"
                 )
             else:
                 parts.append(
                     f"the decision does not depend on {f.name} (largest change in probability "
-                    f"{_change(worst.delta, tolerance)})"
+                    f"{change_text(worst.delta, tolerance)})"
                 )
     return "; ".join(parts)
 
 
-def _change(delta: float, tolerance: float, *, sign: bool = False) -> str:
-    """A probability change to 2 decimals, or as many more as it takes not to read as the tolerance it was
-    compared with (0.0499 does not depend, +0.0501 does; not 0.05 both ways)."""
-    digits = 2
-    while abs(delta) != tolerance and digits < 9 and f"{abs(delta):.{digits}f}" == f"{tolerance:.{digits}f}":
+def change_text(delta: float, tolerance: float = TOLERANCE, *, digits: int = 2, sign: bool = False) -> str:
+    """A probability change to `digits` decimals, or as many more as it takes not to read as the tolerance it
+    was compared with (0.0499 does not depend, +0.0501 does; not 0.05 both ways), or as none (4.5e-05, not
+    0.00). The verdict and the views both write changes this way."""
+    size = abs(delta)
+    while size != tolerance and digits < 9 and f"{size:.{digits}f}" == f"{tolerance:.{digits}f}":
         digits += 1
-    return f"{delta:+.{digits}f}" if sign else f"{abs(delta):.{digits}f}"
+    text = f"{size:.{digits}f}"
+    if size != 0 and float(text) == 0:
+        text = f"{size:.2g}"
+    return ("-" if delta < 0 else "+") + text if sign else text
 
 
 def _values(feature: Feature, tests: Sequence[FlipTest]) -> str:

@@ -20,7 +20,6 @@ stakeholder needs no code: `register_stakeholder("recruiter.toml")`.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import operator
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain.bias import explain_bias
+from edgeinfer.explain.bias import change_text
 from edgeinfer.explain.desired import threshold_of
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import Feature, FeatureSchema
@@ -133,8 +132,6 @@ REQUIRED = {
 # the attribution share on protected features and proxies above which a decision the flips do not move
 # gets the note `bias_used` (the model uses them; a decision nearer its boundary may turn on them)
 USED_SHARE = 0.25
-# the tolerance the bias check's verdict compared each flip's |Δp| with (explain_rows uses explain_bias's default)
-BIAS_TOLERANCE: float = inspect.signature(explain_bias).parameters["tolerance"].default
 
 DEFAULT_CHANCE = (
     (0.95, "almost certain"), (0.8, "very likely"), (0.6, "likely"), (0.4, "about as likely as not"),
@@ -873,7 +870,8 @@ class _View:
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
             # the class changes or the probability moves past tolerance (explanations from before this field: flips)
             "depends_on": self.join([self.words_for(n) for n in sorted(b.depends_on or flipped, key=self._order)]),
-            "max_delta": _change(max(deltas), self.s.probability_digits) if deltas else self.word("word_unknown"),
+            "max_delta": (change_text(max(deltas), digits=self.s.probability_digits) if deltas
+                          else self.word("word_unknown")),
             "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
             else self.word("word_unknown"),
         }
@@ -898,7 +896,7 @@ class _View:
                 "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
                 to_value=self.value(f.feature, f.to_value), proxies=self.join([self.words_for(p) for p in f.proxies]),
                 flip_class=self.outcome(f.class_name), flip_probability=self.probability(f.probability),
-                delta=("-" if f.delta < 0 else "+") + _change(abs(f.delta), self.s.probability_digits),
+                delta=change_text(f.delta, digits=self.s.probability_digits, sign=True),
                 result=self.word("word_flipped" if f.flipped else "word_kept"),
             ))
             for f in b.flips
@@ -975,15 +973,6 @@ def _decimal(p: float, digits: int, apart_from: float | tuple[float | None, ...]
         digits += 1
     text = f"{p:.{digits}f}"
     return f"{p:.2g}" if p > 0 and float(text) == 0 else text
-
-
-def _change(value: float, decimals: int, tolerance: float = BIAS_TOLERANCE) -> str:
-    """|Δp| of a flip test to `decimals`, or as many more as it takes not to read as the bias check's tolerance
-    (0.0498 and 0.0502, not 0.050 both ways), or as 0 (4.5e-05, as the flip list shows it)."""
-    while value != tolerance and decimals < 9 and f"{value:.{decimals}f}" == f"{tolerance:.{decimals}f}":
-        decimals += 1
-    text = f"{value:.{decimals}f}"
-    return f"{value:.2g}" if value != 0 and float(text) == 0 else text
 
 
 def _signed(value: float, decimals: int) -> str:
