@@ -21,6 +21,12 @@ read = used + rejected. A gap in time (more than `max_gap` seconds between
 rows, default 1.5 sample periods) is reported and restarts the window, as does
 a jump back of more than `window` times `max_gap` (a clock restart).
 
+Rows at another sample rate than the bundle's are used, but each window whose
+span (end - start) is more than RATE_TOLERANCE (10 %) off (window - 1) / rate
+gets a `sample_rate` alert naming both rates (its features in time, such as
+slope and dominant frequency, are then wrong); the first one is also warned of
+on stderr, and the summary counts them.
+
 Explanations (`explain`):
     none            no explanations (default)
     all             every window
@@ -68,6 +74,7 @@ from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 
 READ_BYTES = 1 << 16
+RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
 
 
@@ -177,6 +184,8 @@ class StreamSummary:
     stopped_by: str                # "end of input" | "SIGINT" | "SIGTERM" | "closed output" | "failed output (why)"
     rejected_by_reason: dict = field(default_factory=dict)
     not_explained: int = 0         # windows to explain whose features the schema refuses (null explanation, alerts say why)
+    off_rate: int = 0              # windows whose rows came at another sample rate (a sample_rate alert each)
+    sample_rate_hz: float | None = None   # the model's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,6 +202,9 @@ class StreamSummary:
             f"  latency  {lat}",
             f"  alerts   {self.alerts}",
         ]
+        if self.off_rate:
+            lines.append(f"  windows at another sample rate than the model's {self.sample_rate_hz:g} Hz: "
+                         f"{self.off_rate} (see their sample_rate alerts)")
         for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  rejected {count} x {reason}")
         return "\n".join(lines)
@@ -742,6 +754,7 @@ class _Chunk:
     read_at: float
     alerts: dict[int, list[dict]]
     jobs: list[tuple[np.ndarray, Any]]
+    off_rate: int = 0            # windows with a sample_rate alert
 
     def done(self) -> bool:
         return all(not isinstance(job, Job) or job.future.done() for _, job in self.jobs)
@@ -832,6 +845,11 @@ class _Reporter:
         else:
             self._clear()
             self.err.write(f"line {line}: {kind}: {reason}\n")
+
+    def warn(self, text: str) -> None:
+        """A warning for the operator: always on stderr (not in the rejects file)."""
+        self._clear()
+        self.err.write(f"warning: {text}\n")
 
     def status(self, text: str, *, force: bool = False) -> None:
         now = time.perf_counter()
@@ -968,7 +986,11 @@ def stream(
     reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
     hist = LatencyHistogram()
     reasons: dict[str, int] = {}
-    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0}
+    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0,
+              "off_rate": 0}
+    rate = spec.sample_rate_hz
+    span = None if rate is None else (window - 1) / rate        # the time a window's rows span at the model's rate
+    warned_rate = [False]
     # a row later than 1.5 windows belongs to no window still open: further back, the clock restarted
     sequencer = Sequencer(max_gap, None if max_gap is None else window * max_gap)
     windower = Windower(window, hop, len(spec.channels))
@@ -1016,17 +1038,27 @@ def stream(
                 outside = (features < lows) | (features > highs)
             flagged = outside.any(axis=1)
             alerts: dict[int, list[dict]] = {}
+            off_rate = 0
+            if span is not None:
+                spans = w.end[lo:hi] - w.start[lo:hi]
+                for i in np.flatnonzero(np.abs(spans / span - 1.0) > RATE_TOLERANCE).tolist():
+                    alerts[i] = [_rate_alert(float(spans[i]), span, rate, window)]
+                    if not warned_rate[0]:
+                        reporter.warn(f"window {base + i}: {alerts[i][0]['message']}")
+                        warned_rate[0] = True
+                    off_rate += 1
             for i in np.flatnonzero(flagged).tolist():
                 j = int(np.flatnonzero(outside[i])[0])
-                alerts[i] = [{"kind": "out_of_range", "feature": schema.names[j],
-                              "message": schema.value_error(j, features[i, j]) + " (outside the training range)"}]
+                alerts.setdefault(i, []).append(
+                    {"kind": "out_of_range", "feature": schema.names[j],
+                     "message": schema.value_error(j, features[i, j]) + " (outside the training range)"})
             if bias is not None:
                 for i in range(len(labels)):
                     found = bias.observe(base + i, features[i], proba[i])
                     if found:
                         alerts.setdefault(i, []).extend(found)
             pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),
-                                  w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs))
+                                  w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs, off_rate))
             in_flight[0] += len(jobs)
             write_ready(block=False)
 
@@ -1070,6 +1102,7 @@ def stream(
                 raise _OutputFailed(err) from err
         counts["alerts"] += sum(map(len, alerts.values()))      # counted once written
         counts["windows"] += len(chunk.labels)
+        counts["off_rate"] += chunk.off_rate
         done = sum(e is not None for e in explanations.values())
         counts["explained"] += done
         counts["not_explained"] += len(explanations) - done
@@ -1200,7 +1233,17 @@ def stream(
         stopped_by=stopped_by,
         rejected_by_reason=reasons,
         not_explained=counts["not_explained"],
+        off_rate=counts["off_rate"],
+        sample_rate_hz=rate,
     )
+
+
+def _rate_alert(spans_s: float, expected_s: float, rate: float, window: int) -> dict:
+    """The alert for a window whose rows span another time than `window` rows at the model's `rate`."""
+    measured = float(f"{(window - 1) / spans_s:.6g}")
+    return {"kind": "sample_rate", "measured_hz": measured, "expected_hz": rate,
+            "message": f"rows arrive at {measured:.3g} Hz, the model expects {rate:g} Hz (this window's {window} rows "
+                       f"span {spans_s:.3g} s, not {expected_s:.3g} s); resample the input to {rate:g} Hz"}
 
 
 def _reason_kind(reason: str) -> str:

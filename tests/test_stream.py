@@ -133,6 +133,7 @@ def test_stream_predictions_equal_batch_predictions_on_the_same_windows(motion_b
         assert line["explanation"] is None and line["alerts"] == []
     assert "rows     read 4000 = used 4000 + rejected 0" in result.stderr
     assert "windows  399 (0 explained); 0 used rows in no full window; 0 gaps" in result.stderr
+    assert "sample rate" not in result.stderr and "warning" not in result.stderr
     # The windows inside one recording are the windows export held out: the stream's accuracy on them is
     # the accuracy export recorded, to the last digit.
     inside = [i for i in range(399) if (10 * i) // 100 == (10 * i + 19) // 100]
@@ -154,6 +155,26 @@ def test_counterfactuals_on_windows_propose_only_frequencies_a_window_can_have(m
                 if c["feature"].endswith("_dominant_freq")]
     assert len(proposed) > 20
     assert all(v / 0.5 == round(v / 0.5) for v in proposed), proposed
+
+
+def test_rows_at_another_sample_rate_are_decided_with_an_alert_naming_the_rates(motion_bundle):
+    """50 Hz rows into a 10 Hz model: 20 rows span 0.38 s, not 1.9 s, and every feature in time (slope,
+    rhythm) is off by 5x. The windows are still decided, each with an alert saying how to fix the input."""
+    text = HEADER + "\n" + "\n".join(f"{i * 0.02:.2f}" + ",1" * 6 for i in range(60)) + "\n"
+    result = run([motion_bundle, "-"], input=text)
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    assert len(out) == 5
+    for line in out:
+        assert line["alerts"][0] == {
+            "kind": "sample_rate", "measured_hz": 50.0, "expected_hz": 10.0,
+            "message": "rows arrive at 50 Hz, the model expects 10 Hz (this window's 20 rows span 0.38 s, "
+                       "not 1.9 s); resample the input to 10 Hz"}
+    assert result.stderr.startswith("warning: window 0: rows arrive at 50 Hz, the model expects 10 Hz (this window's "
+                                    "20 rows span 0.38 s, not 1.9 s); resample the input to 10 Hz\n")
+    assert result.stderr.count("warning:") == 1
+    assert "  rows     read 60 = used 60 + rejected 0\n" in result.stderr    # no row refused
+    assert "windows at another sample rate than the model's 10 Hz: 5 (see their sample_rate alerts)" in result.stderr
 
 
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
