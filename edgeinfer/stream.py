@@ -171,7 +171,8 @@ class StreamSummary:
     rows_read: int
     rows_used: int
     rows_rejected: int
-    rows_not_in_window: int        # used rows never inside a full window (before a gap, at the end, or skipped by hop)
+    rows_not_in_window: int        # used rows in no written full window (before a gap, at the end, skipped by hop,
+                                   # or cut into windows a closed or failed output never took)
     gaps: int
     windows: int
     explained: int
@@ -661,12 +662,14 @@ class Sequencer:
 
 @dataclass
 class Windows:
-    """Full windows cut from the buffer: (W, window, C) values and their bounds."""
+    """Full windows cut from the buffer: (W, window, C) values, their bounds, and the rows each window
+    covers that no window before it did (the summary counts rows in written windows only)."""
 
     values: np.ndarray
     start: np.ndarray
     end: np.ndarray
     rows: int
+    new: np.ndarray
 
 
 class Windower:
@@ -704,13 +707,12 @@ class Windower:
         starts = np.arange(count) * self.hop
         view = np.lib.stride_tricks.sliding_window_view(self.v, self.window, axis=0)  # (n-w+1, C, w)
         values = view[starts].transpose(0, 2, 1)
-        out = Windows(values, self.t[starts], self.t[starts + self.window - 1], self.window)
         first_abs = self._buf_start + int(starts[0])
         last_end = self._buf_start + int(starts[-1]) + self.window
-        if self.hop >= self.window:
-            self.covered += count * self.window
-        else:
-            self.covered += last_end - max(first_abs, self._covered_to)
+        new = np.full(count, min(self.hop, self.window), dtype=np.int64)
+        new[0] = self.window - min(max(self._covered_to - first_abs, 0), self.window)
+        out = Windows(values, self.t[starts], self.t[starts + self.window - 1], self.window, new)
+        self.covered += int(new.sum())
         self._covered_to = last_end
         consumed = count * self.hop
         keep_from = min(consumed, n)
@@ -755,6 +757,7 @@ class _Chunk:
     alerts: dict[int, list[dict]]
     jobs: list[tuple[np.ndarray, Any]]
     off_rate: int = 0            # windows with a sample_rate alert
+    covered: int = 0             # rows these windows are the first written windows to cover
 
     def done(self) -> bool:
         return all(not isinstance(job, Job) or job.future.done() for _, job in self.jobs)
@@ -987,7 +990,7 @@ def stream(
     hist = LatencyHistogram()
     reasons: dict[str, int] = {}
     counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0,
-              "off_rate": 0}
+              "off_rate": 0, "covered": 0}
     rate = spec.sample_rate_hz
     span = None if rate is None else (window - 1) / rate        # the time a window's rows span at the model's rate
     warned_rate = [False]
@@ -1058,7 +1061,8 @@ def stream(
                     if found:
                         alerts.setdefault(i, []).extend(found)
             pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),
-                                  w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs, off_rate))
+                                  w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs, off_rate,
+                                  int(w.new[lo:hi].sum())))
             in_flight[0] += len(jobs)
             write_ready(block=False)
 
@@ -1075,7 +1079,6 @@ def stream(
         for part, job in chunk.jobs:
             explanations.update(zip(part.tolist(), explainer.result(job)))
         latency = (time.perf_counter() - chunk.read_at) * 1000.0
-        hist.add(latency, len(chunk.labels))
         # The line json.dumps would write for the documented record, formatted in one step per window
         # for speed (floats as repr, which is what json writes).
         line = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(chunk.rows) +
@@ -1100,9 +1103,11 @@ def stream(
                 raise
             except OSError as err:         # a full disk, say: stop as for a closed output, and say why
                 raise _OutputFailed(err) from err
-        counts["alerts"] += sum(map(len, alerts.values()))      # counted once written
+        hist.add(latency, len(chunk.labels))                    # counted once written
+        counts["alerts"] += sum(map(len, alerts.values()))
         counts["windows"] += len(chunk.labels)
         counts["off_rate"] += chunk.off_rate
+        counts["covered"] += chunk.covered
         done = sum(e is not None for e in explanations.values())
         counts["explained"] += done
         counts["not_explained"] += len(explanations) - done
@@ -1160,9 +1165,11 @@ def stream(
                 rotated[0] = False
                 if not block:
                     continue
-                counts["read"] += len(block)
                 parsed = parser.parse(block)
                 keep, breaks, bad_order, gaps = sequencer.check(parsed)
+                # read = used + rejected: the rows refused now, and each part of the rest as it is handed on
+                # (an output that fails in one part leaves the later ones unread)
+                counts["read"] += len(block) - int(keep.sum())
                 for line, reason in sorted([*parsed.rejects, *bad_order]):   # in line order, whichever check
                     reject(line, reason)
                 for line, reason in gaps:
@@ -1175,6 +1182,7 @@ def stream(
                         windower.restart()
                     a, b = bounds[k], bounds[k + 1]
                     if b > a:
+                        counts["read"] += b - a
                         cut = windower.feed(t[a:b], v[a:b])
                         if cut is not None:
                             emit(cut, read_at)
@@ -1220,7 +1228,7 @@ def stream(
         rows_read=counts["read"],
         rows_used=used,
         rows_rejected=counts["rejected"],
-        rows_not_in_window=used - windower.covered,
+        rows_not_in_window=used - counts["covered"],      # in written windows: a closed output writes no more
         gaps=counts["gaps"],
         windows=counts["windows"],
         explained=counts["explained"],

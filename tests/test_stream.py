@@ -97,6 +97,27 @@ def test_a_full_disk_stops_the_stream_with_its_summary_and_one_line(motion_bundl
     assert "  windows  0 (0 explained)" in proc.stderr         # none reached the output
     assert proc.stderr.endswith("error: cannot write the output: No space left on device; the stream stopped there "
                                 "(the summary above counts what it read)\n")
+    # a gap splits the block in two: the part after it is never handed on, and no row is in a written window
+    text = "\n".join([HEADER, *rows(0.0, 30), *rows(10.0, 30)]) + "\n"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*_cli(), "stream", str(motion_bundle), "-"], input=text, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "  rows     read 30 = used 30 + rejected 0\n" in proc.stderr
+    assert "  windows  0 (0 explained); 30 used rows in no full window; 1 gap\n" in proc.stderr
+
+
+def test_a_closed_output_stops_the_stream_with_a_summary_that_adds_up(motion_bundle, recording, tmp_path):
+    """The reader is gone before the first line: windows cut are not written, so their rows are in none."""
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(recording), "--summary", tmp_path / "s.json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0
+    assert err.startswith("stream summary (stopped by closed output)\n"), err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["windows"] == 0 and summary["rows_rejected"] == 0
+    assert 0 < summary["rows_read"] == summary["rows_used"] == summary["rows_not_in_window"] < 4000
 
 
 def test_windows_the_schema_refuses_to_explain_are_counted_apart_with_their_alerts(motion_bundle):
