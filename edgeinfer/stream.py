@@ -187,6 +187,8 @@ class StreamSummary:
     not_explained: int = 0         # windows to explain whose features the schema refuses (null explanation, alerts say why)
     off_rate: int = 0              # windows whose rows came at another sample rate (a sample_rate alert each)
     sample_rate_hz: float | None = None   # the model's
+    window: int = 0                # samples per window cut
+    trained_window: int = 0        # samples per window the model was trained on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,6 +205,8 @@ class StreamSummary:
             f"  latency  {lat}",
             f"  alerts   {self.alerts}",
         ]
+        if self.window != self.trained_window:
+            lines.append(f"  window   {self.window} samples; the model was trained on {self.trained_window}-sample windows")
         if self.off_rate:
             lines.append(f"  windows at another sample rate than the model's {self.sample_rate_hz:g} Hz: "
                          f"{self.off_rate} (see their sample_rate alerts)")
@@ -987,6 +991,9 @@ def stream(
     class_json = [json.dumps(c) for c in classes]
 
     reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
+    if window != spec.window:       # a model's features over another window length are not what it learned
+        reporter.warn(f"windows of {window} samples, but the model was trained on {spec.window}-sample windows: its "
+                      f"decisions on them are untested, and explanations still say {spec.window}-sample window")
     hist = LatencyHistogram()
     reasons: dict[str, int] = {}
     counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0,
@@ -1243,6 +1250,8 @@ def stream(
         not_explained=counts["not_explained"],
         off_rate=counts["off_rate"],
         sample_rate_hz=rate,
+        window=window,
+        trained_window=spec.window,
     )
 
 

@@ -212,6 +212,11 @@ def test_window_and_hop_in_seconds_override_the_bundle(motion_bundle, recording)
     assert [d["window"]["rows"] for d in out] == [30] * 159   # (4000 - 30) // 25 + 1
     assert [d["window"]["start"] for d in out[:3]] == [0.0, 2.5, 5.0]
     assert out[0]["window"]["end"] == 2.9
+    warning = ("warning: windows of 30 samples, but the model was trained on 20-sample windows: its decisions on "
+               "them are untested, and explanations still say 20-sample window\n")
+    assert result.stderr.startswith(warning) and result.stderr.count("warning") == 1
+    assert "  window   30 samples; the model was trained on 20-sample windows\n" in result.stderr
+    assert "warning" not in run([motion_bundle, recording, "--hop", "25"]).stderr   # the same features, fewer of them
 
 
 def test_jsonl_input_is_read_like_csv(motion_bundle, recording, tmp_path):
