@@ -369,6 +369,7 @@ class LineSource:
                     continue
                 if self._partial:                 # the old file's last line, never finished: a line of its own
                     yield self.flush()
+                self.line_no = 0                  # line numbers are the new file's, as an operator finds them
                 if self.on_rotate is not None:
                     self.on_rotate(rotated)
                 continue

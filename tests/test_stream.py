@@ -608,7 +608,7 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
         _read_lines(proc.stdout, 9, timeout=60)
         with open(path, "r+") as fh:                           # copytruncate: the same file, cut to nothing
             fh.truncate(0)
-        assert "rotated" in _read_lines(proc.stderr, 1, timeout=60)[0]   # seen before it grows again
+        truncated = _read_lines(proc.stderr, 1, timeout=60)[0]          # seen before it grows again
         path.write_text("\n".join(rows(10.0, 100)) + "\n")
         _read_lines(proc.stdout, 10, timeout=60)
         path.rename(tmp_path / "growing.csv.1")                # rename, and a new file in its place, whose header
@@ -622,11 +622,12 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
     finally:
         proc.kill()
     assert proc.returncode == 0
-    problems = [line for line in err.decode().splitlines() if line.startswith("line ")]
-    assert problems == [                                       # the new header read as a header, not a bad row
-        f"line 202: rotated: {path} was replaced by a new file; reading the new one from its start",
-        "line 253: rejected: the stream stopped before this line ended (no newline yet); not used",
-    ]
+    problems = [line for line in [truncated, *err.decode().splitlines()] if line.startswith("line ")]
+    assert problems == [                                       # the new header read as a header, not a bad row;
+        f"line 1: rotated: {path} shrank from 2,846 to 0 bytes (truncated); reading it again from its start",
+        f"line 1: rotated: {path} was replaced by a new file; reading the new one from its start",
+        "line 52: rejected: the stream stopped before this line ended (no newline yet); not used",
+    ]                                                          # line numbers are the new file's
     assert "rows     read 251 = used 250 + rejected 1" in err.decode()
 
 
