@@ -1129,6 +1129,7 @@ def stream(
                 f"{counts['rejected']} rejected")
 
     parser: RowParser | None = None
+    refused: int | None = None           # line of a rotated file's header that does not match: its rows are rejected
     wake_fds: list[int] = []
     wake_lock = threading.Lock()
     wake = None
@@ -1165,13 +1166,33 @@ def stream(
                 if not block:
                     continue
                 read_at = time.perf_counter()
+                if rotated[0]:
+                    refused = None
                 if parser is None or (rotated[0] and parser.names_columns(block[0][1])):
                     # a rotated file's header is read anew: its columns may come in another order
-                    parser = RowParser(spec, timestamp, options.fmt, block[0])
-                    if parser.header_line is not None:
+                    try:
+                        new_parser = RowParser(spec, timestamp, options.fmt, block[0])
+                    except InputError as error:      # the first file's header is the stream's; a later one's, its file's
+                        if parser is None:
+                            raise
+                        refused = block[0][0]
+                        reporter.problem("header", refused, f"{error}; this file's rows are rejected")
                         block = block[1:]
+                    else:
+                        parser = new_parser
+                        if parser.header_line is not None:
+                            block = block[1:]
                 rotated[0] = False
                 if not block:
+                    continue
+                if refused is not None:              # rows under a header that does not match: rejected, counted
+                    counts["read"] += len(block)
+                    for line, _ in block:
+                        reject(line, f"the file's header (line {refused}) does not match the bundle's channels; "
+                                     "row not used")
+                    reporter.status(status())
+                    if stopper.signal:
+                        break
                     continue
                 parsed = parser.parse(block)
                 keep, breaks, bad_order, gaps = sequencer.check(parsed)
@@ -1276,6 +1297,8 @@ def _reason_kind(reason: str) -> str:
         return "missing value"
     if reason.startswith(("expected", "not valid JSON", "not readable JSON")):
         return "malformed row"
+    if reason.startswith("the file's header"):
+        return "row under a header that does not match"
     if reason.startswith("the stream stopped"):
         return "unfinished last line"
     if "finite" in reason:

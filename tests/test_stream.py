@@ -631,6 +631,40 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
     assert "rows     read 251 = used 250 + rejected 1" in err.decode()
 
 
+def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(motion_bundle, tmp_path):
+    """A bad header in a new file is reported once; its rows are rejected and counted, and the stream goes on
+    (the next rotation may bring the right columns back)."""
+    path = tmp_path / "growing.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(path), "--follow", "--poll", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _read_lines(proc.stdout, 9, timeout=60)
+        path.rename(tmp_path / "growing.csv.1")
+        path.write_text("\n".join([HEADER.replace("timestamp", "time"), *rows(10.0, 3)]) + "\n")
+        problems = _read_lines(proc.stderr, 5, timeout=60)
+        path.rename(tmp_path / "growing.csv.2")                 # and the right columns again: read on
+        path.write_text("\n".join([HEADER, *rows(10.0, 30)]) + "\n")
+        _read_lines(proc.stdout, 2, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert problems == [
+        f"line 1: rotated: {path} was replaced by a new file; reading the new one from its start",
+        "line 1: header: input header does not match the bundle's channels: expected columns timestamp, acc_x, acc_y, "
+        "acc_z, gyr_x, gyr_y, gyr_z; missing timestamp; the header (line 1) has time, acc_x, acc_y, acc_z, gyr_x, "
+        "gyr_y, gyr_z. Rename the columns (or pass --timestamp-column), or stream with a bundle made for these "
+        "channels; this file's rows are rejected",
+        *[f"line {n}: rejected: the file's header (line 1) does not match the bundle's channels; row not used"
+          for n in (2, 3, 4)],
+    ]
+    text = err.decode()
+    assert "rows     read 133 = used 130 + rejected 3" in text
+    assert "rejected 3 x row under a header that does not match" in text
+
+
 # ----- explaining in worker processes --------------------------------------------------------------
 def _without_timings(line: str) -> dict:
     """A stream line with every measured time taken out (they differ from run to run, pool or not)."""
