@@ -183,6 +183,7 @@ class StreamSummary:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     stopped_by: str                # "end of input" | "SIGINT" | "SIGTERM" | "closed output" | "failed output (why)"
+                                   # | "failed rejects file (why)"
     rejected_by_reason: dict = field(default_factory=dict)
     not_explained: int = 0         # windows to explain whose features the schema refuses (null explanation, alerts say why)
     off_rate: int = 0              # windows whose rows came at another sample rate (a sample_rate alert each)
@@ -845,11 +846,16 @@ class _Reporter:
         self.stats_every_s = stats_every_s
         self._last = time.perf_counter()
         self._shown = False
+        self.failed: OSError | None = None    # writing the rejects file failed (a full disk): the stream stops
 
     def problem(self, kind: str, line: int, reason: str) -> None:
         if self.rejects is not None:    # flushed at once: a followed stream may run for days, or be killed
-            self.rejects.write(json.dumps({"line": line, "kind": kind, "reason": reason}) + "\n")
-            self.rejects.flush()
+            if self.failed is None:     # once failed, problems are only counted (the stream stops after the block)
+                try:
+                    self.rejects.write(json.dumps({"line": line, "kind": kind, "reason": reason}) + "\n")
+                    self.rejects.flush()
+                except OSError as err:
+                    self.failed = err
         else:
             self._clear()
             self.err.write(f"line {line}: {kind}: {reason}\n")
@@ -879,8 +885,11 @@ class _Reporter:
 
     def done(self) -> None:
         self._clear()
-        if self.rejects is not None:
-            self.rejects.flush()
+        if self.rejects is not None and self.failed is None:
+            try:
+                self.rejects.flush()
+            except OSError as err:
+                self.failed = err
 
 
 class _BiasMonitor:
@@ -1191,7 +1200,7 @@ def stream(
                         reject(line, f"the file's header (line {refused}) does not match the bundle's channels; "
                                      "row not used")
                     reporter.status(status())
-                    if stopper.signal:
+                    if stopper.signal or reporter.failed:
                         break
                     continue
                 parsed = parser.parse(block)
@@ -1216,7 +1225,7 @@ def stream(
                         if cut is not None:
                             emit(cut, read_at)
                 reporter.status(status())
-                if stopper.signal:
+                if stopper.signal or reporter.failed:
                     break
         except _Interrupted:
             pass
@@ -1235,6 +1244,8 @@ def stream(
                 stopped_by = "closed output"
             except _OutputFailed as failed:
                 stopped_by = f"failed output ({failed.__cause__.strerror or failed.__cause__})"
+        if reporter.failed is not None and not stopped_by.startswith(("closed", "failed")):
+            stopped_by = f"failed rejects file ({reporter.failed.strerror or reporter.failed})"
     finally:
         source_lines.close()
         explainer.close()
@@ -1387,7 +1398,8 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
         for sig, old in handlers.items():
             signal.signal(sig, old)
         if rejects is not None:
-            rejects.close()
+            with contextlib.suppress(OSError):   # every problem was flushed as written; a failure stopped the stream
+                rejects.close()
     if summary.stopped_by.startswith(("closed output", "failed output")):
         try:
             sys.stdout = open(os.devnull, "w")  # the reader went away: nothing more to flush there
@@ -1396,7 +1408,13 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     sys.stderr.write(summary.text() + "\n")
     sys.stderr.flush()
     if summary_path:
-        Path(summary_path).write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(summary_path).write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as err:
+            raise EdgeInferError(f"cannot write --summary {summary_path}: {err.strerror or err}; the summary is above") from err
+    if summary.stopped_by.startswith("failed rejects file"):
+        raise EdgeInferError(f"cannot write --rejects {rejects_path}: {summary.stopped_by[len('failed rejects file ('):-1]}; "
+                             "the stream stopped there (the summary above counts what it read)")
     if summary.stopped_by.startswith("failed output"):
         raise EdgeInferError(f"cannot write the output: {summary.stopped_by[len('failed output ('):-1]}; the stream "
                              "stopped there (the summary above counts what it read)")

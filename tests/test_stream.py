@@ -107,6 +107,23 @@ def test_a_full_disk_stops_the_stream_with_its_summary_and_one_line(motion_bundl
     assert "  windows  0 (0 explained); 30 used rows in no full window; 1 gap\n" in proc.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
+def test_a_rejects_or_summary_file_that_cannot_be_written_is_named_after_the_summary(motion_bundle):
+    text = HEADER + "\n" + "\n".join([*rows(0.0, 30), "bad,row", *rows(3.0, 30)]) + "\n"
+    result = run([motion_bundle, "-", "--rejects", "/dev/full"], input=text)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("stream summary (stopped by failed rejects file (No space left on device))\n")
+    assert "  rows     read 61 = used 60 + rejected 1\n" in result.stderr       # stopped after the block
+    assert result.stderr.endswith("error: cannot write --rejects /dev/full: No space left on device; the stream "
+                                  "stopped there (the summary above counts what it read)\n")
+    result = run([motion_bundle, "-", "--summary", "/dev/full"], input=text)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("line 32: rejected: expected 7 comma-separated values as in the header, got 2\n"
+                                    "stream summary (stopped by end of input)\n")
+    assert result.stderr.endswith("error: cannot write --summary /dev/full: No space left on device; the summary is "
+                                  "above\n")
+
+
 def test_a_closed_output_stops_the_stream_with_a_summary_that_adds_up(motion_bundle, recording, tmp_path):
     """The reader is gone before the first line: windows cut are not written, so their rows are in none."""
     proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(recording), "--summary", tmp_path / "s.json"],
