@@ -20,7 +20,8 @@ when there is no sample rate):
     band_energy(lo,hi) power of x - mean in lo <= f <= hi Hz: sum over those rfft bins of w_k |X_k|^2 / n^2,
                        w_k = 2 except for the DC and Nyquist bins (1), so the whole band equals the variance
 
-dominant_freq and band_energy need a sample rate.
+dominant_freq and band_energy need a sample rate; a band must hold at least one of the
+window's FFT bins (multiples of sample_rate_hz / window), or its energy would always be 0.
 """
 
 from __future__ import annotations
@@ -164,10 +165,30 @@ class WindowSpec:
         spectral = sorted({s.kind for group in self.statistics for s in group if s.kind in _SPECTRAL})
         if spectral and self.sample_rate_hz is None:
             raise SchemaError(f"{' and '.join(spectral)} need a sample rate; give sample_rate_hz")
+        if self.sample_rate_hz is not None:
+            self._check_bands()
         names_out = self.feature_names
         repeated = sorted({n for n in names_out if names_out.count(n) > 1})
         if repeated:
             raise SchemaError(f"window feature names must be unique; repeated: {', '.join(repeated)}")
+
+    def _check_bands(self) -> None:
+        """Refuse a band that holds none of the window's FFT bins: its energy would always be 0."""
+        freqs = np.fft.rfftfreq(self.window, d=1.0 / self.sample_rate_hz)     # the bins compute_many sums over
+        for c, group in zip(self.channels, self.statistics):
+            for s in group:
+                if s.band is None:
+                    continue
+                lo, hi = s.band
+                if ((freqs >= lo) & (freqs <= hi)).any():
+                    continue
+                above = freqs[freqs >= hi]
+                hint = Statistic("band_energy", (float(freqs[freqs <= lo][-1]), float(above[0]) if len(above) else hi))
+                raise SchemaError(
+                    f"{s} of {c.name} holds no FFT bin of a {self.window}-sample window at {_g(self.sample_rate_hz)} Hz "
+                    f"(bins every {_g(freqs[1])} Hz from 0 to {_g(freqs[-1])} Hz), so it would always be 0; "
+                    f"widen the band to hold one, e.g. {hint}, or lengthen the window"
+                )
 
     @classmethod
     def create(

@@ -154,6 +154,12 @@ def test_samples_from_text():
         (dict(statistics=["band_energy(3,1)"], sample_rate_hz=10),
          "band_energy needs 0 <= lo < hi in Hz, got 'band_energy(3,1)'; write e.g. band_energy(0.5,3)"),
         (dict(statistics=["dominant_freq"]), "dominant_freq need a sample rate; give sample_rate_hz"),
+        (dict(statistics=["band_energy(1.2,1.8)"], sample_rate_hz=10),
+         "band_energy(1.2,1.8) of x holds no FFT bin of a 10-sample window at 10 Hz (bins every 1 Hz from 0 to 5 Hz), "
+         "so it would always be 0; widen the band to hold one, e.g. band_energy(1,2), or lengthen the window"),
+        (dict(statistics=["band_energy(6,8)"], sample_rate_hz=10),
+         "band_energy(6,8) of x holds no FFT bin of a 10-sample window at 10 Hz (bins every 1 Hz from 0 to 5 Hz), "
+         "so it would always be 0; widen the band to hold one, e.g. band_energy(5,8), or lengthen the window"),
         (dict(statistics=["mean"], window=1), "window must be a whole number of samples >= 2, got 1"),
         (dict(statistics=["mean"], hop=0), "hop must be a whole number of samples >= 1, got 0"),
         (dict(statistics={"y": ["mean"]}), "statistics given for unknown channel 'y'; channels are ['x']"),
