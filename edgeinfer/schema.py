@@ -23,6 +23,7 @@ from edgeinfer.errors import InputError, SchemaError
 from edgeinfer.rows import decimal
 
 KINDS = ("continuous", "integer", "categorical")
+STEP_TOLERANCE = 1e-9     # a bound within this many steps of a multiple counts as that multiple (0.7 / 0.1 = 6.999...)
 MONOTONE = ("any", "increase", "decrease")
 
 
@@ -95,7 +96,8 @@ class Feature:
 
     def _check_step(self, where: str) -> None:
         step = self.step
-        if isinstance(step, bool) or not isinstance(step, (int, float, np.number)) or not math.isfinite(step) or step < 0:
+        if (isinstance(step, bool) or not isinstance(step, (int, float, np.number)) or not math.isfinite(step)
+                or step < 0):
             raise SchemaError(f"{where}: step must be a positive number (the spacing of the feature's values, "
                               f"e.g. 0.5), or 0 for none; got {step!r}")
         step = float(step)
@@ -104,8 +106,9 @@ class Feature:
                               f"takes its codes")
         if step and self.kind == "integer" and step != int(step):
             raise SchemaError(f"{where}: an integer feature's step must be a whole number, got {_num(step)}")
-        if step and math.isfinite(self.low) and math.isfinite(self.high) \
-                and math.floor(self.high / step) < math.ceil(self.low / step):
+        num, den = step_fraction(step)
+        if step and math.isfinite(self.low) and math.isfinite(self.high) and (
+                math.floor(self.high * den / num + STEP_TOLERANCE) < math.ceil(self.low * den / num - STEP_TOLERANCE)):
             raise SchemaError(f"{where}: range [{_num(self.low)}, {_num(self.high)}] holds no multiple of its step "
                               f"{_num(step)}; widen the range or change the step")
         object.__setattr__(self, "step", step)
@@ -559,6 +562,17 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
     if f.step:
         out["step"] = f.step
     return out
+
+
+def step_fraction(step: float) -> tuple[float, float]:
+    """A step as num / den, den a power of ten up to 1e12 and num a whole number (0.1 = 1 / 10, 2.5 = 25 / 10),
+    so that its multiples k num / den are the decimals a person writes (0.3, not 0.30000000000000004); a step
+    with no short decimal form (a window's 10/3 Hz bin) stays step / 1. 0 (no step) is 0 / 1."""
+    for places in range(13):
+        if round(step, places) == step:
+            den = 10.0 ** places
+            return float(round(step * den)), den
+    return float(step), 1.0
 
 
 def _unknown_feature(name: str, names: Sequence[str]) -> str:

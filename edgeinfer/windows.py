@@ -264,7 +264,8 @@ class WindowSpec:
     # ----- schema ----------------------------------------------------------
     def schema_features(self, training: np.ndarray | None = None, *, margin: float = 0.0) -> tuple:
         """Feature objects for the model's schema, with units and words; ranges from training features.
-        A dominant frequency's step is the window's frequency bin (sample rate / window).
+        A dominant frequency's step is the window's frequency bin (sample rate / window), and its range ends at
+        the highest bin (the Nyquist frequency for an even window).
 
         `training` is a (rows, F) matrix of features from `compute_many`; each range is its
         [min, max] widened by `margin` x span on both sides (unbounded without training data).
@@ -290,8 +291,10 @@ class WindowSpec:
                 if s.kind in ("std", "rms", "ptp", "dominant_freq", "band_energy"):
                     low = max(low, 0.0)
                 what = f"{s} of {c.name} over a {self.window}-sample window"
-                # a window's dominant frequency is one of its FFT bins: a multiple of rate / window
-                step = self.sample_rate_hz / self.window if s.kind == "dominant_freq" else 0.0
+                step = 0.0
+                if s.kind == "dominant_freq":    # one of the window's FFT bins: 0, 1, ... n // 2 times the first
+                    bins = np.fft.rfftfreq(self.window, d=1.0 / self.sample_rate_hz)
+                    step, high = float(bins[1]), min(high, float(bins[-1]))
                 out.append(Feature(names[i], low=low, high=high, unit=units[i], lay=s.lay(c.lay), clinical=what,
                                    step=step))
                 i += 1

@@ -52,7 +52,7 @@ from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.predictor import Predictor
-from edgeinfer.schema import FeatureSchema, _num, _unknown_feature
+from edgeinfer.schema import STEP_TOLERANCE, FeatureSchema, _num, _unknown_feature, step_fraction
 
 _NUMPY_KERNELS = get_kernels("numpy")
 GRID = 8                       # points per feature and direction in the first batch
@@ -177,7 +177,8 @@ class Space:
     scale: np.ndarray            # (F,) MAD
     frozen: np.ndarray           # (F,) bool
     direction: np.ndarray        # (F,) +1 increase only, -1 decrease only, 0 any
-    step: np.ndarray             # (F,) the spacing a feature's values keep (1 for integers), 0 for any value
+    step_num: np.ndarray         # (F,) the spacing a feature's values keep, step_num / step_den (1 / 1 for
+    step_den: np.ndarray         # integers, 1 / 10 for 0.1: see schema.step_fraction); 0 for any value
                                  # (categoricals are snapped to their codes separately)
     categorical: tuple[tuple[int, np.ndarray], ...]
     why_frozen: tuple[str, ...]  # (F,) "" or immutable | protected | features_to_vary
@@ -238,7 +239,9 @@ class Space:
                     f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] contains none of its codes "
                     f"({f.describe_expected()[len('one of '):]}); give a range that contains at least one"
                 )
-            if f.grid and math.floor(new_hi / f.grid) < math.ceil(new_lo / f.grid):
+            num, den = step_fraction(f.grid)
+            if f.grid and (math.floor(new_hi * den / num + STEP_TOLERANCE)
+                           < math.ceil(new_lo * den / num - STEP_TOLERANCE)):
                 values = "whole number" if f.grid == 1 else f"multiple of {_num(f.grid)}"
                 kind = "an integer feature" if f.kind == "integer" and f.grid == 1 else f"in steps of {_num(f.grid)}"
                 raise ExplainError(
@@ -261,7 +264,8 @@ class Space:
         return cls(
             schema=schema, lows=lows, highs=highs, ref_low=ref_low, ref_high=ref_high, scale=scale,
             frozen=np.array([w != "" for w in why]), direction=direction,
-            step=np.array([f.grid for f in schema.features], dtype=np.float64),
+            step_num=np.array([step_fraction(f.grid)[0] for f in schema.features]),
+            step_den=np.array([step_fraction(f.grid)[1] for f in schema.features]),
             categorical=tuple((j, np.array(f.codes)) for j, f in enumerate(schema.features)
                               if f.kind == "categorical"),
             why_frozen=tuple(why), narrowed=tuple(narrowed),
@@ -296,7 +300,7 @@ class Space:
     @cached_property
     def stepped(self) -> np.ndarray:
         """(F,) bool: the features whose values keep a spacing (integers, and features with a step)."""
-        return self.step > 0
+        return self.step_num > 0
 
     @cached_property
     def has_step(self) -> bool:
@@ -314,7 +318,7 @@ class Space:
         if len(raw) == 0:
             return raw.copy()
         out = kern.project(raw, base, np.maximum(self.lows, -1e30), np.minimum(self.highs, 1e30), self.frozen,
-                           self.direction, self.step)
+                           self.direction, self.step_num, self.step_den)
         # a value of x outside a permitted_range may stay as it is; only values that change must lie inside.
         # Where no changed value can (x outside the range, on the side its monotone direction points away
         # from), rounding to its step may have pushed it back out: such a feature keeps x's value.
@@ -498,6 +502,10 @@ class _Search:
     def met(self, proba: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return self.margin(proba, rows) > MARGIN
 
+    def holds(self, proba0: np.ndarray) -> np.ndarray:
+        """(n,) the rows whose own probabilities already meet their targets (`Target.holds`)."""
+        return np.array([t.holds(p) for t, p in zip(self.targets, proba0)], dtype=bool)
+
     def distance(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if len(values) == 0:
             return np.zeros(0)
@@ -547,7 +555,7 @@ class _Search:
         """Calls 1-3 (and the unlike fallback): every valid point found, on its line.
         Returns (lines, rows that already meet their target, whether the time budget held)."""
         if not self.first_chunk and self.out_of_time():   # a later chunk, the budget spent: no call at all
-            already = self.met(proba0, np.arange(self.n)) if proba0 is not None else np.zeros(self.n, dtype=bool)
+            already = self.holds(proba0) if proba0 is not None else np.zeros(self.n, dtype=bool)
             none = np.zeros(0, dtype=np.int64)
             return _Lines(none, np.zeros((0, self.F)), none, none.astype(bool), self.C), already, False
         lines, already = self.first_batch(proba0)
@@ -608,11 +616,13 @@ class _Search:
         v = np.clip(v, np.minimum(x_j, e_j)[:, None], np.maximum(x_j, e_j)[:, None])
         v[:, -1] = e_j
         on = sp.stepped[c_feats]
-        v[on] = _snap_between(v[on], sp.step[c_feats[on], None], x_j[on, None], e_j[on, None])
+        j = c_feats[on, None]
+        v[on] = _snap_between(v[on], sp.step_num[j], sp.step_den[j], x_j[on, None], e_j[on, None])
         outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
         if outside.any():
             j = c_feats[outside]
-            v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.step[j])
+            v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.step_num[j],
+                                          sp.step_den[j])
         # one array, in the dtype the model reads (float32 for a Session): the grid is the largest array
         m, n_cat = n_cont * GRID, len(rows) - n_cont
         dtype = getattr(self.model, "input_dtype", np.float64)
@@ -629,8 +639,8 @@ class _Search:
         proba = self.predict(cand, np.concatenate([cand_rows] + ([np.arange(n)] if proba0 is None else [])))
         if proba0 is None:
             proba, proba0 = proba[: len(cand_rows)], proba[len(cand_rows):]
-        margin0, log0 = self.margin(proba0, np.arange(n), log_odds=True)
-        already = margin0 > MARGIN
+        _, log0 = self.margin(proba0, np.arange(n), log_odds=True)
+        already = self.holds(proba0)
         margin, log_margin = self.margin(proba, cand_rows, log_odds=True)
         ok = margin > MARGIN
         hit, at = self.take_first_valid(lines, every[:n_cont], np.broadcast_to(grid, (n_cont, GRID)), None,
@@ -836,7 +846,7 @@ class _Search:
         np.clip(v, sp.lows, sp.highs, out=v)
         if sp.has_step:
             on = sp.stepped
-            v[:, on] = _snap_between(v[:, on], sp.step[on], x[:, on], end[:, on])
+            v[:, on] = _snap_between(v[:, on], sp.step_num[on], sp.step_den[on], x[:, on], end[:, on])
         for j, _ in sp.categorical:
             v[:, j] = np.where(ts >= 0.5, end[:, j], x[:, j])
         if self.outside_any:
@@ -1113,35 +1123,40 @@ def _list(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _snap(v: np.ndarray, step) -> np.ndarray:
-    """v rounded to the nearest multiple of step (for step 1: np.round(v), to the last bit)."""
-    return np.round(v / step) * step
+def _snap(v: np.ndarray, num, den) -> np.ndarray:
+    """v rounded to the nearest multiple of the step num / den, written as k num / den so that a decimal step's
+    multiples are the decimals a person writes (0.3, not 0.30000000000000004). For integers (1 / 1):
+    np.round(v), to the last bit."""
+    return np.round(v * den / num) * num / den
 
 
-def _snap_between(v: np.ndarray, step, x, end) -> np.ndarray:
-    """Points v on lines from x to end (end on the grid) rounded to the nearest multiple of step, kept between
-    x and end. x itself may lie off the grid (a window's frequency with float noise): a point whose rounding
-    would carry it past x stays at x, so a monotone feature never turns back, and a feature that does not
-    move keeps x's value. For integers (x on the grid) this is np.round(v), to the last bit."""
-    return np.clip(_snap(v, step), np.minimum(x, end), np.maximum(x, end))
+def _snap_between(v: np.ndarray, num, den, x, end) -> np.ndarray:
+    """Points v on lines from x to end (end on the grid) rounded to the nearest multiple of the step, kept
+    between x and end. x itself may lie off the grid (a window's frequency with float noise): a point whose
+    rounding would carry it past x stays at x, so a monotone feature never turns back, and a feature that does
+    not move keeps x's value. For integers (x on the grid) this is np.round(v), to the last bit."""
+    return np.clip(_snap(v, num, den), np.minimum(x, end), np.maximum(x, end))
 
 
-def _snap_into(v: np.ndarray, step, low, high) -> np.ndarray:
-    """v rounded to the nearest multiple of step inside [low, high] (a bound of 22.2 rounds to 22, outside it)."""
-    return np.clip(_snap(v, step), np.ceil(low / step) * step, np.floor(high / step) * step)
+def _snap_into(v: np.ndarray, num, den, low, high) -> np.ndarray:
+    """v rounded to the nearest multiple of the step inside [low, high] (a bound of 22.2 rounds to 22, outside
+    it; a bound of 0.7 with step 0.1 is a multiple, though 0.7 / 0.1 = 6.999...)."""
+    units = np.clip(np.round(v * den / num), np.ceil(low * den / num - STEP_TOLERANCE),
+                    np.floor(high * den / num + STEP_TOLERANCE))
+    return units * num / den
 
 
 def _grid_into_range(x_j: np.ndarray, e_j: np.ndarray, low_j: np.ndarray, high_j: np.ndarray,
-                     step_j: np.ndarray) -> np.ndarray:
+                     num_j: np.ndarray, den_j: np.ndarray) -> np.ndarray:
     """The first call's grid (len(x_j), GRID) for single-feature lines whose value x_j lies outside the permitted
     range: it may only change into the range, so the grid runs from the nearest bound to the line's end (a
     stepped feature: multiples of its step inside the range)."""
     near = np.minimum(np.maximum(x_j, low_j), high_j)
     w = near[:, None] + _GRID_STEPS * (e_j - near)[:, None]
     w[:, -1] = e_j
-    on = step_j > 0
+    on = num_j > 0
     if on.any():
-        w[on] = _snap_into(w[on], step_j[on, None], low_j[on, None], high_j[on, None])
+        w[on] = _snap_into(w[on], num_j[on, None], den_j[on, None], low_j[on, None], high_j[on, None])
     return w
 
 
@@ -1153,7 +1168,7 @@ def _into_range(space: Space, x: np.ndarray, end: np.ndarray, t: np.ndarray, v: 
     w = near + t * (end - near)
     if space.has_step:   # multiples of the step inside the range
         on = space.stepped
-        w[..., on] = _snap_into(w[..., on], space.step[on], space.lows[on], space.highs[on])
+        w[..., on] = _snap_into(w[..., on], space.step_num[on], space.step_den[on], space.lows[on], space.highs[on])
     for j, _ in space.categorical:
         w[..., j] = np.where(t[..., 0] > 0, end[..., j], x[..., j])
     outside = (x < space.lows) | (x > space.highs)

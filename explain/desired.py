@@ -57,6 +57,17 @@ class Target:
     def met(self, proba: np.ndarray) -> np.ndarray:
         return self.margin(proba) > MARGIN
 
+    def holds(self, p: np.ndarray) -> bool:
+        """Whether a row's own probabilities (C,) already meet the target, read as the decision is: a class
+        target by the decided class (the first of tied ones), a threshold by its operator as written (p = 0.5
+        meets "p <= 0.5"). Only candidates must clear the boundary by MARGIN: the row's own decision is the
+        model's already."""
+        if self.op == "class":
+            return int(np.argmax(p)) == self.index
+        value = float(p[self.index])
+        return {"<": value < self.threshold, "<=": value <= self.threshold,
+                ">": value > self.threshold, ">=": value >= self.threshold}[self.op]
+
 
 @dataclass(frozen=True)
 class Goal:

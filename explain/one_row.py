@@ -109,7 +109,7 @@ class OneRowSearch(_Search):
         np.minimum(np.maximum(v, sp.lows, out=v), sp.highs, out=v)   # np.clip's arithmetic, without its wrapper
         if sp.has_step:
             on = sp.stepped
-            v[..., on] = _snap_between(v[..., on], sp.step[on], x[on], end[:, None, on])
+            v[..., on] = _snap_between(v[..., on], sp.step_num[on], sp.step_den[on], x[on], end[:, None, on])
         for j, _ in sp.categorical:
             v[:, :, j] = np.where(ts >= 0.5, end[:, j, None], x[j])
         if self.outside_any:
@@ -161,12 +161,14 @@ class OneRowSearch(_Search):
         v[:, -1] = e_j
         if sp.has_step:
             on = sp.stepped[c_feats]
-            v[on] = _snap_between(v[on], sp.step[c_feats[on], None], x_j[on, None], e_j[on, None])
+            j = c_feats[on, None]
+            v[on] = _snap_between(v[on], sp.step_num[j], sp.step_den[j], x_j[on, None], e_j[on, None])
         if self.outside_any:
             outside = (x_j < sp.lows[c_feats]) | (x_j > sp.highs[c_feats])
             if outside.any():
                 j = c_feats[outside]
-                v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.step[j])
+                v[outside] = _grid_into_range(x_j[outside], e_j[outside], sp.lows[j], sp.highs[j], sp.step_num[j],
+                                              sp.step_den[j])
         cand = np.empty((m + n_cat + (1 if proba0 is None else 0), F), dtype=getattr(self.model, "input_dtype", np.float64))
         cand[:] = x                                   # the instance rides along in the last row when needed
         cand[np.arange(m), c_feats.repeat(GRID)] = v.ravel()
@@ -175,8 +177,8 @@ class OneRowSearch(_Search):
         proba = self.predict(cand, None)
         if proba0 is None:
             proba, proba0 = proba[:-1], proba[-1:]
-        margin0, log0 = self.margin(proba0, None, log_odds=True)
-        already = margin0 > MARGIN
+        _, log0 = self.margin(proba0, None, log_odds=True)
+        already = np.array([self.targets[0].holds(proba0[0])])
         margin, log_margin = self.margin(proba, None, log_odds=True)
         ok = margin > MARGIN
         # what `take_first_valid` makes of fresh lines (t in [0, 1], none found): on a grid line the first

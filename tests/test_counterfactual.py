@@ -20,7 +20,7 @@ from edgeinfer.explain.desired import MARGIN, parse_desired
 from edgeinfer.explain.explanation import Explanation, ModelInfo
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.reference import Reference
-from edgeinfer.schema import Feature, FeatureSchema
+from edgeinfer.schema import Feature, FeatureSchema, step_fraction
 
 # The bisection brackets the boundary to (REFINE + 1) ** -LEVELS of a grid step; on the linear fixtures
 # below that is well under 1 % of a MAD, so the answer must sit within this share of a MAD past the boundary.
@@ -213,6 +213,56 @@ def test_a_stepped_feature_moves_to_the_nearest_multiple_of_its_step_that_flips_
         find_counterfactuals(model, np.array([[3.0, 0.5]]), permitted_range={"rhythm": (1.1, 1.4)})
     assert str(err.value) == ("permitted_range for 'rhythm' [1.1, 1.4] contains no multiple of 0.5, and 'rhythm' is "
                               "in steps of 0.5; give a range that contains at least one")
+
+
+class _Concentration:
+    """p(yes) = sigmoid(40 (conc - 0.65)) over a concentration measured in steps of 0.1: 0.7 is the first
+    multiple past the boundary. 0.7 / 0.1 = 6.999... in floats, which must not lose the bound 0.7."""
+
+    schema = FeatureSchema(features=(Feature("conc", low=0.0, high=3.0, step=0.1), Feature("other", low=0, high=1)),
+                           classes=("no", "yes"))
+
+    def __init__(self):
+        X = np.random.default_rng(0).uniform(0, 1, (200, 2)) * [3.0, 1.0]
+        X[:, 0] = np.round(X[:, 0] * 10) / 10
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-40 * (np.asarray(X, dtype=np.float64)[:, 0] - 0.65)))
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_a_decimal_step_keeps_a_bound_that_is_one_of_its_multiples_and_answers_in_plain_decimals():
+    model = _Concentration()
+    for X in (np.array([[0.2, 0.5]]), np.array([[0.2, 0.5], [0.1, 0.5]])):
+        for permitted in ({"conc": (0, 0.7)}, {"conc": (0.7, 0.7)}, None):
+            res = find_counterfactuals(model, X, desired="yes", features_to_vary=["conc"], permitted_range=permitted)
+            assert [(c.feature, c.to_value) for cf in res[0] for c in cf.changes] == [("conc", 0.7)], permitted
+    res = find_counterfactuals(model, np.array([[2.5, 0.5]]), desired="p(yes) < 0.2")[0]
+    assert json.dumps(res.items[0].changes[0].to_value) == "0.6"      # not 0.6000000000000001 (6 * 0.1)
+
+
+class _Tie:
+    """p(high) = sigmoid(4 (x - 1)): at x = 1 the two classes tie at 0.5, and the decision is the first, 'low'."""
+
+    schema = FeatureSchema(features=(Feature("x", low=-5.0, high=5.0),), classes=("low", "high"))
+
+    def __init__(self):
+        X = np.linspace(-5, 5, 101)[:, None]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-4 * (np.asarray(X, dtype=np.float64)[:, 0] - 1)))
+        return np.stack([1 - p, p], axis=1)
+
+
+@pytest.mark.parametrize("desired, met", [("low", True), ("p(high) <= 0.5", True), ("p(low) >= 0.5", True),
+                                          ("high", False), ("p(high) < 0.5", False), ("p(high) > 0.5", False)])
+def test_a_decision_at_a_tie_meets_the_class_it_has_and_a_non_strict_threshold(desired, met):
+    """p = (0.5, 0.5) is decided 'low': desired 'low' is met, not answered with a change that reaches 'low'."""
+    for X in (np.array([[1.0]]), np.array([[1.0], [-2.0]])):
+        res = find_counterfactuals(_Tie(), X, desired=desired)[0]
+        assert (res.met, res.found) == (met, not met), (desired, len(X))
 
 
 def test_unreachable_outcome_names_the_binding_constraint(linear_session):
@@ -628,8 +678,9 @@ def test_constraints_hold_and_answers_are_rechecked(schema, seed, k, narrow, des
                     assert v[j] > x[j]
                 if f.monotone == "decrease":
                     assert v[j] < x[j]
-                if f.grid:
-                    assert v[j] == round(v[j] / f.grid) * f.grid      # a multiple of the step, as the search makes it
+                if f.grid:     # a multiple of the step, written as a person writes it (0.3, not 3 * 0.1)
+                    num, den = step_fraction(f.grid)
+                    assert v[j] == round(v[j] * den / num) * num / den
                 if f.kind == "categorical":
                     assert v[j] in f.codes
             proba = model.predict_proba(v[None])

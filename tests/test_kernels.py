@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from edgeinfer.explain.kernels import numpy_kernels as N
+from edgeinfer.schema import step_fraction
 
 pytest.importorskip("triton")
 pytest.importorskip("torch")
@@ -45,7 +46,8 @@ for name in names:
     args = {k.split("/")[1]: cases[k] for k in cases.files if k.split("/")[0] == name}
     fn = name.split("-")[0]
     if fn == "project":
-        r = T.project(args["candidates"], args["x"], args["lows"], args["highs"], args["frozen"], args["direction"], args["step"])
+        r = T.project(args["candidates"], args["x"], args["lows"], args["highs"], args["frozen"], args["direction"],
+                      args["step_num"], args["step_den"])
     elif fn == "l1":
         r = T.scaled_l1(args["candidates"], args["x"], args["scale"])
     elif fn == "knn":
@@ -61,14 +63,16 @@ def _project_case(rng, n, F):
     lows = -np.abs(rng.normal(size=F)) * 2
     highs = np.abs(rng.normal(size=F)) * 2
     lows[0], highs[0] = -np.inf, np.inf  # an unbounded feature
+    lows[-1], highs[-1] = -0.3, 0.7      # bounds on multiples of 0.1 and 0.05 (0.7 / 0.1 = 6.999...)
     candidates = rng.normal(size=(n, F)) * 3
     candidates[: n // 2, 1 % F] = np.round(candidates[: n // 2, 1 % F]) + 0.5  # exact halves: round-half-even
     candidates[: (n + 2) // 3, 2 % F] = -rng.random((n + 2) // 3) * 0.99  # in (-1, 0): rounds to a zero of some sign
     return {
         "candidates": candidates, "x": rng.normal(size=F), "lows": lows, "highs": highs,
         "frozen": rng.random(F) < 0.2, "direction": rng.integers(-1, 2, F),
-        # no step, integers, and steps of other sizes (0.1 is no binary fraction: its multiples round)
-        "step": rng.choice([0.0, 0.0, 1.0, 1.0, 0.5, 0.1, 2.5], F),
+        # no step, integers, and steps of other sizes (0.1 is no binary fraction; 10/3 no short decimal)
+        **dict(zip(("step_num", "step_den"), np.array([step_fraction(s) for s in rng.choice(
+            [0.0, 0.0, 1.0, 1.0, 0.5, 0.1, 0.05, 2.5, 10 / 3], F)]).T)),
     }
 
 
@@ -147,7 +151,7 @@ def parity(tmp_path_factory):
 def _numpy(name, a):
     fn = name.split("-")[0]
     if fn == "project":
-        return N.project(a["candidates"], a["x"], a["lows"], a["highs"], a["frozen"], a["direction"], a["step"])
+        return N.project(a["candidates"], a["x"], a["lows"], a["highs"], a["frozen"], a["direction"], a["step_num"], a["step_den"])
     if fn == "l1":
         return N.scaled_l1(a["candidates"], a["x"], a["scale"])
     if fn == "knn":
@@ -252,7 +256,8 @@ from triton.compiler import ASTSource
 from edgeinfer.explain.kernels import triton_kernels as T
 sigs = {
  "_project_kernel": ({"cand":"*fp64","x":"*fp64","lows":"*fp64","highs":"*fp64","frozen":"*i32","direction":"*i32",
-                      "step":"*fp64","out":"*fp64","total":"i32","F":"i32","BLOCK":"constexpr"}, {"BLOCK":256}),
+                      "step_num":"*fp64","step_den":"*fp64","low_units":"*fp64","high_units":"*fp64",
+                      "out":"*fp64","total":"i32","F":"i32","BLOCK":"constexpr"}, {"BLOCK":256}),
  "_scaled_l1_kernel": ({"cand":"*fp64","x":"*fp64","scale":"*fp64","out":"*fp64","n":"i32","F":"i32",
                          "BLOCK_ROWS":"constexpr","BLOCK_COLS":"constexpr"}, {"BLOCK_ROWS":32,"BLOCK_COLS":32}),
  "_pairwise_l1_kernel": ({"cand":"*fp64","ref":"*fp64","scale":"*fp64","out":"*fp64","n":"i32","m":"i32","F":"i32",

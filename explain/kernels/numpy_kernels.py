@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeinfer.schema import STEP_TOLERANCE
+
 NAME = "numpy"
 
 
@@ -19,25 +21,30 @@ def project(
     highs: np.ndarray,        # (F,) highest allowed value per feature
     frozen: np.ndarray,       # (F,) bool: feature may not change
     direction: np.ndarray,    # (F,) +1 increase only, -1 decrease only, 0 any
-    step: np.ndarray,         # (F,) spacing of the feature's values (1: integers), 0: any value
+    step_num: np.ndarray,     # (F,) values are whole multiples of step_num / step_den (1 / 1: integers,
+    step_den: np.ndarray,     #      1 / 10: steps of 0.1); step_num 0: any value
 ) -> np.ndarray:
     """Move candidates into the feasible set: ranges, monotone directions, steps, frozen features.
 
     A stepped feature takes the nearest multiple of its step inside its range (the next one up or down for
-    a monotone feature); left at x's value, or with no multiple on its allowed side, it keeps x's. Each step touches only the columns it concerns (most features are free,
-    continuous and two-way)."""
+    a monotone feature), written k num / den; left at x's value, or with no multiple on its allowed side, it
+    keeps x's. A bound within STEP_TOLERANCE steps of a multiple counts as that multiple. Each step touches
+    only the columns it concerns (most features are free, continuous and two-way)."""
     out = np.clip(candidates, lows, highs)
     x = np.broadcast_to(x, out.shape)
     for cols, bound in ((direction > 0, np.maximum), (direction < 0, np.minimum)):
         if cols.any():
             out[:, cols] = bound(out[:, cols], x[:, cols])
-    on = step > 0
+    on = step_num > 0
     if on.any():
-        s, units = step[on], out[:, on] / step[on]      # in units of the step (for integers: the values)
+        num, den = step_num[on], step_den[on]
+        units = out[:, on] * den / num                  # in steps (for integers: the values)
         up, down = direction[on] > 0, direction[on] < 0
         rounded = np.where(up, np.ceil(units), np.where(down, np.floor(units), np.round(units)))
+        rounded = np.clip(rounded, np.ceil(lows[on] * den / num - STEP_TOLERANCE),
+                          np.floor(highs[on] * den / num + STEP_TOLERANCE))
         # + 0.0: a value rounded up or down to zero from below is -0.0 in NumPy, 0.0 in the Triton kernel
-        rounded = np.clip(rounded, np.ceil(lows[on] / s), np.floor(highs[on] / s)) * s + 0.0
+        rounded = rounded * num / den + 0.0
         # x's own value may lie off the grid (float noise in a window's frequency): a value left at x's is
         # not rounded, and a monotone one the range's clip turned back past x stays at x
         xs = x[:, on]

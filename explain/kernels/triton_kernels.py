@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeinfer.errors import BackendError, require
+from edgeinfer.schema import STEP_TOLERANCE
 
 triton = require("triton", extra="gpu", purpose="the Triton kernels")
 torch = require("torch", extra="gpu", purpose="the Triton kernels (tensors on the GPU)")
@@ -32,7 +33,8 @@ _BLOCK_COLS = 32    # columns (features or reference rows) per tile
 
 # ----- kernels --------------------------------------------------------------
 @triton.jit
-def _project_kernel(cand, x, lows, highs, frozen, direction, step, out, total, F, BLOCK: tl.constexpr):
+def _project_kernel(cand, x, lows, highs, frozen, direction, step_num, step_den, low_units, high_units, out, total,
+                    F, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < total
     col = offs % F
@@ -42,25 +44,29 @@ def _project_kernel(cand, x, lows, highs, frozen, direction, step, out, total, F
     hi = tl.load(highs + col, mask=inside, other=0.0)
     fz = tl.load(frozen + col, mask=inside, other=0)
     dr = tl.load(direction + col, mask=inside, other=0)
-    st = tl.load(step + col, mask=inside, other=0.0)
+    num = tl.load(step_num + col, mask=inside, other=0.0)
+    den = tl.load(step_den + col, mask=inside, other=1.0)
+    lo_u = tl.load(low_units + col, mask=inside, other=0.0)
+    hi_u = tl.load(high_units + col, mask=inside, other=0.0)
     v = tl.minimum(tl.maximum(v, lo), hi)
     v = tl.where(dr > 0, tl.maximum(v, xv), v)
     v = tl.where(dr < 0, tl.minimum(v, xv), v)
     # in units of the step (for integers: the values); np.round is round-half-to-even: do it exactly from
     # floor and the fractional part
-    unit = tl.where(st > 0, st, 1.0)
-    u = v / unit
+    num1 = tl.where(num > 0, num, 1.0)
+    u = v * den / num1
     fl = tl.floor(u)
     frac = u - fl
     odd = (fl - 2.0 * tl.floor(fl * 0.5)) != 0.0
     half_even = tl.where(frac > 0.5, fl + 1.0, tl.where(frac < 0.5, fl, tl.where(odd, fl + 1.0, fl)))
     rounded = tl.where(dr > 0, tl.ceil(u), tl.where(dr < 0, fl, half_even))
-    rounded = tl.minimum(tl.maximum(rounded, tl.ceil(lo / unit)), tl.floor(hi / unit)) * unit + 0.0
+    rounded = tl.minimum(tl.maximum(rounded, lo_u), hi_u)
+    rounded = rounded * num1 / den + 0.0
     # (+ 0.0: a zero from below is 0.0, as NumPy's.) x's own value may lie off the grid (float noise in a
     # window's frequency): one left at x's is kept, and a monotone one the range's clip turned back past x
     # stays at x
     rounded = tl.where(dr > 0, tl.maximum(rounded, xv), tl.where(dr < 0, tl.minimum(rounded, xv), rounded))
-    v = tl.where((st > 0) & (v != xv), rounded, v)
+    v = tl.where((num > 0) & (v != xv), rounded, v)
     v = tl.where(fz != 0, xv, v)
     tl.store(out + offs, v, mask=inside)
 
@@ -186,7 +192,7 @@ def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
-def project(candidates, x, lows, highs, frozen, direction, step) -> np.ndarray:
+def project(candidates, x, lows, highs, frozen, direction, step_num, step_den) -> np.ndarray:
     """Move candidates into the feasible set: ranges, monotone directions, steps, frozen features."""
     candidates = np.asarray(candidates, dtype=np.float64)
     n, F = candidates.shape
@@ -196,10 +202,15 @@ def project(candidates, x, lows, highs, frozen, direction, step) -> np.ndarray:
     cand = _tensor(candidates)
     out = torch.empty_like(cand)
     total = n * F
+    # each stepped feature's range in steps, as the NumPy kernel computes it (a bound within STEP_TOLERANCE
+    # steps of a multiple is that multiple)
+    num1 = np.where(step_num > 0, step_num, 1.0)
+    low_units = np.ceil(lows * step_den / num1 - STEP_TOLERANCE)
+    high_units = np.floor(highs * step_den / num1 + STEP_TOLERANCE)
     _project_kernel[(_cdiv(total, _BLOCK),)](
         cand, _tensor(_per_row(x, out_shape)), _tensor(lows), _tensor(highs),
-        _tensor(frozen, np.int32), _tensor(np.sign(direction), np.int32), _tensor(step),
-        out, total, F, BLOCK=_BLOCK,
+        _tensor(frozen, np.int32), _tensor(np.sign(direction), np.int32), _tensor(step_num),
+        _tensor(step_den), _tensor(low_units), _tensor(high_units), out, total, F, BLOCK=_BLOCK,
     )
     return _numpy(out).reshape(out_shape)
 
