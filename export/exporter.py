@@ -177,7 +177,7 @@ def export(
 
     calibration: rows in schema order (also the source of the reference data).
     holdout: rows for the accuracy gate; default: a seeded quarter of `calibration`, kept out of calibration.
-    holdout_labels: ground truth for `holdout`, recorded as validation accuracy (give truly held-out rows).
+    holdout_labels: ground truth for `holdout` (which must be given too), recorded as validation accuracy.
     labels: ground truth for `calibration`, kept in the reference data (group fairness needs it).
     outputs: for an .onnx input, whether its output is 'logits' or 'probabilities'.
     window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
@@ -200,6 +200,11 @@ def export(
     labels = _checked_labels(schema, labels, "labels")
     if labels is not None and len(labels) != len(calibration):
         raise ExportError(f"labels has {len(labels)} entries for {len(calibration)} calibration rows; give one per row")
+    if holdout is None and holdout_labels is not None:
+        raise ExportError(
+            "holdout_labels were given without holdout: the default held-out rows are a seeded quarter of calibration, "
+            "which labels cannot be matched to; give the labelled rows as holdout= (CLI: --holdout), or give labels "
+            "for the calibration rows as labels=")
     if holdout is None:
         if len(calibration) < 8:
             raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got {len(calibration)}")
@@ -209,7 +214,8 @@ def export(
         holdout, calib_rows = _checked_rows(schema, holdout, "holdout"), calibration
     holdout_labels = _checked_labels(schema, holdout_labels, "holdout_labels")
     if holdout_labels is not None and len(holdout_labels) != len(holdout):
-        raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows")
+        raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows; give one "
+                          "label per holdout row, in the same order")
     threads = default_threads(profile)
 
     # fp32 ONNX, and the float reference the gate compares against

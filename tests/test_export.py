@@ -182,6 +182,13 @@ def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad
     ({"agreement_threshold": 1.5}, "agreement_threshold must be a number in (0, 1], got 1.5"),
     ({"agreement_threshold": np.float32(1.5)}, "agreement_threshold must be a number in (0, 1], got 1.5"),
     ({"precision": "int4"}, "device 'x86-edge-gateway' allows int8-static, fp32; precision 'int4' is not one of them"),
+    # without holdout the gate holds out a seeded quarter of calibration the caller cannot know: labels matched
+    # against it recorded 55 % accuracy for a 99 % model
+    ({"holdout_labels": [0] * 5}, "holdout_labels were given without holdout: the default held-out rows are a seeded "
+     "quarter of calibration, which labels cannot be matched to; give the labelled rows as holdout= (CLI: --holdout), "
+     "or give labels for the calibration rows as labels="),
+    ({"holdout": np.full((6, 2), 0.5), "holdout_labels": [0] * 5},
+     "holdout_labels has 5 entries for 6 holdout rows; give one label per holdout row, in the same order"),
 ])
 def test_bad_export_options_are_refused_before_any_work(tmp_path, options, message):
     with pytest.raises(ExportError) as info:
