@@ -311,11 +311,6 @@ def export(
     deployed_hold = _ort_probabilities(model_bytes, holdout, threads)
     deployed_calib = _ort_probabilities(model_bytes, calibration, threads)
 
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
-        candidate_path = Path(tmp, "model.onnx")
-        candidate_path.write_bytes(model_bytes)
-        budget = check_budget(candidate_path, profile, sample=holdout, threads=threads)
-
     accuracy = None
     if holdout_labels is not None:
         accuracy = float(np.mean(deployed_hold.argmax(axis=1) == np.asarray(holdout_labels)))
@@ -328,7 +323,6 @@ def export(
         "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": passed.agreement,
                      "max_abs_diff": passed.max_abs_diff, "holdout_rows": int(len(holdout)),
                      "threshold": agreement_threshold},
-        "budget": asdict(budget),
         "producer": {**_versions(), "opset": onnx_export.opset_of(float_bytes)},
         "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
         "card": asdict(card or ModelCard()),
@@ -336,6 +330,12 @@ def export(
     }
     if window is not None:
         record["window"] = window.to_dict()
+    # the budget is measured on the bundle itself, as edgeinfer.load opens it and an explanation runs on it
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
+        draft = write_bundle(Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile,
+                             reference=reference, precision=precision, record=record)
+        budget = check_budget(draft.path, profile, sample=holdout, threads=threads)
+    record["budget"] = asdict(budget)
     bundle = write_bundle(out, model_bytes=model_bytes, schema=schema, profile=profile, reference=reference,
                           precision=precision, record=record, overwrite=overwrite)
     return ExportReport(
