@@ -121,6 +121,37 @@ def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int) -> np.nd
                           f"{str(err).strip()}") from err
 
 
+def _fp16_probabilities(model_bytes: bytes, X: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Probabilities computed as the ONNX graph says (onnx.reference: fp16 really in fp16, as on a GPU), and the
+    first row whose probabilities are not finite (None when all are)."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(onnx.load_from_string(model_bytes))
+    with np.errstate(all="ignore"):      # an overflow is reported as the row it broke, not as a warning
+        probs = np.asarray(evaluator.run(None, {INPUT_NAME: X.astype(np.float32)})[0], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    return probs, (int(bad[0]) if len(bad) else None)
+
+
+def _extreme_rows(schema: FeatureSchema, calibration: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Rows at the edges of what the bundle may see: each feature's calibration minimum and maximum rows, and the
+    calibration median with each feature at its schema bounds. Named for a gate note."""
+    rows, names = [], []
+    median = np.median(calibration, axis=0)
+    for j, feature in enumerate(schema.features):
+        for k in (int(np.argmin(calibration[:, j])), int(np.argmax(calibration[:, j]))):
+            rows.append(calibration[k])
+            names.append(f"calibration row {k} ({feature.name!r} = {calibration[k, j]:g})")
+        for bound in (schema.lows[j], schema.highs[j]):
+            if bound is not None and np.isfinite(bound):
+                row = median.copy()
+                row[j] = bound
+                rows.append(row)
+                names.append(f"the calibration median with {feature.name!r} at its schema bound {bound:g}")
+    return np.asarray(rows, dtype=np.float64), names
+
+
 def _probability_like(raw: np.ndarray) -> bool:
     """Outputs that are probabilities already: (n, C) rows in [0, 1] summing to 1, or (n, 1) values in [0, 1]."""
     if raw.ndim != 2 or len(raw) == 0:
@@ -278,10 +309,24 @@ def export(
     # precisions in the profile's order, each behind the gate
     attempts: list[PrecisionAttempt] = []
     chosen: tuple[str, bytes, dict] | None = None
+    bounds = np.concatenate([schema.lows, schema.highs]).astype(np.float64)
+    input_limit = float(max(np.abs(bounds[np.isfinite(bounds)]).max(initial=0.0), np.abs(calibration).max(),
+                            np.abs(holdout).max()))
     for precision in precisions:
         try:
-            candidate, method = quantize.convert(float_bytes, precision, calibration=calib_rows)
-            probs = _ort_probabilities(candidate, holdout, threads)
+            candidate, method = quantize.convert(float_bytes, precision, calibration=calib_rows, input_limit=input_limit)
+            if precision == "fp16":     # ONNX Runtime's CPU computes fp16 in fp32 and would hide an overflow
+                probs, _ = _fp16_probabilities(candidate, holdout)
+                extremes, names = _extreme_rows(schema, calibration)
+                _, broken = _fp16_probabilities(candidate, extremes)
+                if broken is not None:
+                    attempts.append(PrecisionAttempt(
+                        precision, 0.0, float("nan"), False,
+                        f"failed: non-finite probabilities in fp16 arithmetic (onnx.reference) on {names[broken]}; "
+                        f"trying the next precision"))
+                    continue
+            else:
+                probs = _ort_probabilities(candidate, holdout, threads)
         except Exception as err:  # a quantizer or runtime failure is a failed attempt, not a crash
             attempts.append(PrecisionAttempt(precision, 0.0, float("nan"), False, f"failed: {type(err).__name__}: {err}"))
             continue

@@ -40,8 +40,18 @@ class _Calibration:
         pass
 
 
-def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> tuple[bytes, dict]:
-    """Return (model bytes, method record) for one precision."""
+FP16_MAX = 65504.0      # float16's largest finite value
+# operators that move values without changing them: a weighted layer behind only these reads the raw input
+_LAYOUT_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
+
+
+def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
+            input_limit: float = 0.0) -> tuple[bytes, dict]:
+    """Return (model bytes, method record) for one precision.
+
+    input_limit: the largest |value| an input may take (schema bounds, data); beyond FP16_MAX, fp16 keeps a
+    weighted layer that reads the raw input fp32, as the raw values would overflow on their way into it.
+    """
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     if precision == "fp32":
@@ -50,12 +60,17 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> t
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = onnx.load_from_string(float_model)
-        blocked = _fp32_nodes(model.graph)
+        raw_first = _raw_input_layers(model.graph) if input_limit > FP16_MAX else []
+        blocked = _fp32_nodes(model.graph, keep=raw_first)
         model = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
         _drop_round_trips(model.graph, fp32_producers=set(blocked))
         _sort_topologically(model.graph)     # the converter appends its input/output casts after their consumers
-        return model.SerializeToString(), {"method": "float16 weights and activations between the first and last "
-                                                     "MatMul/Gemm/Conv; input scaling, softmax, inputs and outputs fp32"}
+        method = ("float16 weights and activations between the first and last MatMul/Gemm/Conv; input scaling, "
+                  "softmax, inputs and outputs fp32")
+        if raw_first:
+            method += (f"; the first weighted layer reads the raw input, which reaches {input_limit:g} (beyond "
+                       f"fp16's {FP16_MAX:g}), so it stays fp32")
+        return model.SerializeToString(), {"method": method}
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -82,15 +97,34 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray) -> t
         return out.read_bytes(), record
 
 
-def _fp32_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Names of the nodes fp16 must leave alone: all but the weighted layers and what lies between them.
-
-    Before the first MatMul/Gemm/Conv sits the input scaling, whose raw inputs (an income of 70,000) overflow
-    fp16's 65,504; after the last sits the softmax. Unnamed nodes are named here, as the block list needs names.
-    """
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Name unnamed nodes: the converter's block list works by name."""
     for i, node in enumerate(graph.node):
         if not node.name:
             node.name = f"edgeinfer_node_{i}"
+
+
+def _raw_input_layers(graph: onnx.GraphProto) -> list[str]:
+    """Names of the weighted layers that read a graph input through layout operators only (no scaling first)."""
+    _name_nodes(graph)
+    raw = {i.name for i in graph.input}
+    found = []
+    for node in graph.node:      # topological order: a layout op's input is seen before its output
+        if node.op_type in _LAYOUT_OPS and node.input and node.input[0] in raw:
+            raw.update(node.output)
+        elif node.op_type in QUANTIZED_OP_TYPES and node.input and node.input[0] in raw:
+            found.append(node.name)
+    return found
+
+
+def _fp32_nodes(graph: onnx.GraphProto, *, keep: list[str] = ()) -> list[str]:
+    """Names of the nodes fp16 must leave alone: all but the weighted layers and what lies between them, and the
+    weighted layers named in `keep`.
+
+    Before the first MatMul/Gemm/Conv sits the input scaling, whose raw inputs (an income of 70,000) overflow
+    fp16's 65,504; after the last sits the softmax.
+    """
+    _name_nodes(graph)
     producer = {out: node for node in graph.node for out in node.output if out}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -110,7 +144,7 @@ def _fp32_nodes(graph: onnx.GraphProto) -> list[str]:
 
     before = reach(weighted, lambda node: [producer[i] for i in node.input if i in producer])
     after = reach(weighted, lambda node: [c for o in node.output for c in consumers.get(o, [])])
-    fp16 = {node.name for node in weighted} | (before & after)
+    fp16 = ({node.name for node in weighted} | (before & after)) - set(keep)
     return [node.name for node in graph.node if node.name not in fp16]
 
 

@@ -74,6 +74,50 @@ def test_fp16_keeps_input_scaling_and_softmax_fp32(tmp_path):
     np.testing.assert_allclose(got, want, atol=2e-3)        # fp16 hidden layers: a few thousandths
 
 
+INCOME = FeatureSchema(features=(Feature("income", low=0, high=200000, unit="USD"), Feature("b", low=-10, high=10)),
+                       classes=("no", "yes"))
+
+
+def _income_rows():
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.uniform(0, 60000, 300), rng.uniform(-10, 10, 300)])
+
+
+def test_fp16_keeps_a_layer_reading_raw_inputs_beyond_fp16_in_fp32(tmp_path):
+    """No scaling before the first Gemm: the raw income went in as fp16, and 70,000 gave NaN in fp16 arithmetic
+    (ONNX Runtime's CPU computes fp16 in fp32 and hid it). The layer reading the raw input stays fp32."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = linear_logistic([1e-4, -0.5], -3.0)
+    report = ei.export(model, INCOME, calibration=_income_rows(), device="cuda-server-h100", out=tmp_path / "b")
+    assert report.precision == "fp16"
+    onnx_model = onnx.load(str(tmp_path / "b" / "model.onnx"))
+    gemm = next(n for n in onnx_model.graph.node if n.op_type == "Gemm")
+    assert gemm.input[0] == "features"                      # no fp16 Cast between the raw input and the layer
+    assert {i.name: i.data_type for i in onnx_model.graph.initializer if i.name in gemm.input} == {
+        name: onnx.TensorProto.FLOAT for name in gemm.input[1:]}
+    x = np.array([[200000.0, 1.0], [70000.0, 1.0], [30000.0, -2.0]], dtype=np.float32)
+    got = ReferenceEvaluator(onnx_model).run(None, {"features": x})[0]
+    with torch.no_grad():
+        want = torch.softmax(model(torch.as_tensor(x)), -1).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert ei.read_bundle(tmp_path / "b").manifest["quantization"]["method"].endswith(
+        "; the first weighted layer reads the raw input, which reaches 200000 (beyond fp16's 65504), so it stays fp32")
+
+
+def test_the_fp16_gate_fails_a_candidate_that_overflows_at_a_schema_bound(tmp_path):
+    """A scaling layer that leaves 200,000 beyond fp16 is not the raw input, so the first Gemm goes fp16 and
+    overflows there; the gate computes fp16 in fp16 (onnx.reference) on the edges of the schema and falls back."""
+    from edgeinfer.export.models import Standardize
+
+    model = torch.nn.Sequential(Standardize(np.zeros(2), np.ones(2)), linear_logistic([1e-4, -0.5], -3.0)).eval()
+    report = ei.export(model, INCOME, calibration=_income_rows(), device="cuda-server-h100", out=tmp_path / "b")
+    assert report.precision == "fp32" and report.fell_back
+    assert report.attempts[0].note == (
+        "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) on the calibration median with "
+        "'income' at its schema bound 200000; trying the next precision")
+
+
 def test_export_leaves_the_callers_training_flags_as_they_were(tmp_path):
     """Export evaluates in eval mode but hands the model back in the modes it came in, after a failure too."""
     schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-1, high=1) for i in range(2)), classes=("no", "yes"))
@@ -133,7 +177,7 @@ def test_a_failed_attempt_is_named_in_the_refusal(tmp_path, monkeypatch):
     no attempt passes, the error says what broke instead of reporting 0 % agreement."""
     from edgeinfer.export import quantize
 
-    def broken(model, precision, *, calibration):
+    def broken(model, precision, *, calibration, input_limit):
         raise RuntimeError("symbolic shape inference failed")
 
     monkeypatch.setattr(quantize, "convert", broken)
