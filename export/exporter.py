@@ -74,8 +74,9 @@ class ExportReport:
                  f"precision  {self.precision}" + ("  (fell back: see attempts)" if self.fell_back else "")]
         for a in self.attempts:
             mark = "pass" if a.passed else "FAIL"
-            lines.append(f"  {mark} {a.precision:<13} agreement {a.agreement:.2%} (gate {self.threshold:.1%}), "
-                         f"max |Δp| {a.max_abs_diff:.4f}{'  ' + a.note if a.note else ''}")
+            lines.append(f"  {mark} {a.precision:<13} agreement {_percent(a.agreement, apart_from=self.threshold)} "
+                         f"(gate {_percent(self.threshold)}), max |Δp| {_small(a.max_abs_diff)}"
+                         f"{'  ' + a.note if a.note else ''}")
         if self.parity_max_abs is not None:
             lines.append(f"parity     fp32 ONNX vs torch: max |Δp| {self.parity_max_abs:.2e}")
         if self.precision == "fp32":
@@ -93,6 +94,23 @@ class ExportReport:
             lines.append(f"accuracy   {self.accuracy:.2%} on {self.holdout_rows} held-out rows")
         lines.append(f"budget     {self.budget.verdict}")
         return "\n".join(lines)
+
+
+def _percent(value: float, *, apart_from: float | None = None) -> str:
+    """A share as a percentage: a gate in as few digits as it has (99.5%), a figure in at least two decimals and as
+    many more as tell it from `apart_from` (1989/1999 is 99.4997%, not 99.50% beside a 99.5% gate)."""
+    if apart_from is None:
+        return f"{value * 100:.6g}%"
+    for digits in range(2, 7):
+        text = f"{value:.{digits}%}"
+        if value == apart_from or text != f"{apart_from:.{digits}%}":
+            break
+    return text
+
+
+def _small(value: float) -> str:
+    """A probability difference: four decimals, or two significant digits below a thousandth (1.2e-05, not 0.0000)."""
+    return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
 
 
 def _split_holdout(X: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -338,8 +356,8 @@ def export(
             chosen = (precision, candidate, method)
             break
     if chosen is None:
-        tried = "; ".join(f"{a.precision}: {a.note}" if a.note.startswith("failed") else f"{a.precision}: {a.agreement:.2%}"
-                          for a in attempts)
+        tried = "; ".join(f"{a.precision}: {a.note}" if a.note.startswith("failed")
+                          else f"{a.precision}: {_percent(a.agreement, apart_from=agreement_threshold)}" for a in attempts)
         others = [p for p in profile.precisions if p not in precisions]
         if others:
             fix = (f"Drop precision={precisions[0]!r} to let the gate try {', '.join(others)} as well, lower "
@@ -349,7 +367,7 @@ def export(
         else:
             fix = "Lower agreement_threshold, give more calibration data, or export for a device that allows fp32"
         raise ExportError(
-            f"no precision of device '{profile.name}' passes the accuracy gate ({agreement_threshold:.1%} label "
+            f"no precision of device '{profile.name}' passes the accuracy gate ({_percent(agreement_threshold)} label "
             f"agreement with the float model on {len(holdout)} held-out rows): {tried}. {fix}"
         )
     precision, model_bytes, method = chosen

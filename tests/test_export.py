@@ -159,6 +159,24 @@ def test_gate_falls_back_to_the_next_precision_and_says_so(tmp_path):
     assert [a["passed"] for a in manifest["quantization"]["attempts"]][-1] is True
 
 
+def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zero(tmp_path):
+    """1989 of 1999 rows printed as 'FAIL … agreement 99.50% (gate 99.5%)', and a 1.2e-05 difference as 0.0000."""
+    from pathlib import Path
+
+    from edgeinfer.export.budget import BudgetCheck
+    from edgeinfer.export.exporter import ExportReport, PrecisionAttempt
+
+    attempts = (PrecisionAttempt("int8-static", 1989 / 1999, 1.2e-05, False, "below the gate; trying the next precision"),
+                PrecisionAttempt("fp32", 1.0, 0.0, True, ""))
+    budget = BudgetCheck(0.01, 50, 9.0, 1024, 1.0, 50, 0.01, "here", True, "fits")
+    report = ExportReport(Path("b"), "raspberry-pi-4", "fp32", True, attempts, 1e-07, 1.0, 0.995, 1999, 10000, 10000,
+                          {}, budget, None, "0" * 64)
+    lines = report.summary().splitlines()
+    assert lines[3:5] == [
+        "  FAIL int8-static   agreement 99.4997% (gate 99.5%), max |Δp| 1.2e-05  below the gate; trying the next precision",
+        "  pass fp32          agreement 100.00% (gate 99.5%), max |Δp| 0.0000"]
+
+
 def test_gate_refuses_when_no_precision_passes(tmp_path):
     schema, model, calibration, holdout = _boundary_case()
     with pytest.raises(ExportError) as info:
