@@ -528,7 +528,6 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
 
     http, grpc, metrics = _free_ports(3)
     cache = os.path.expanduser("~/.cache/pytriton")
-    before = set(os.listdir(cache)) if os.path.isdir(cache) else set()
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -541,7 +540,7 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
                 info = json.loads(line)
                 break
         assert info is not None and info["workers"] == 1 and len(info["worker_pids"]) == 1
-        ours = set(os.listdir(cache)) - before      # this server's workspace (other PyTriton users may come and go)
+        ours = _workspaces_of(proc.pid, cache)      # this server's (other PyTriton users may come and go)
         assert ours
         proc.send_signal(signal.SIGTERM)
         if signals == 2:
@@ -655,6 +654,24 @@ def test_the_cli_log_stream_passes_whole_lines_only():
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
+
+
+def _workspaces_of(pid: int, cache: str) -> set[str]:
+    """The PyTriton workspaces (names under `cache`) that the process tree of `pid` runs from: its tritonserver's
+    --model-repository lies in one. Read from the processes, so another server on the host is never counted."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+            todo += _children(p)
+        except OSError:              # ended meanwhile
+            continue
+        for arg in args:
+            if cache + "/" in arg:
+                found.add(arg.split(cache + "/", 1)[1].split("/", 1)[0])
+    return found
 
 
 @pytest.mark.server
