@@ -590,9 +590,7 @@ def test_sigterm_mid_stream_flushes_and_prints_the_summary(motion_bundle):
 
 def test_follow_picks_up_appended_rows_until_sigint(motion_bundle, tmp_path):
     path = tmp_path / "growing.csv"
-    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
-    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(path), "--follow", "--poll", "0.05"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _follow(motion_bundle, path)
     try:
         first = _read_lines(proc.stdout, 9, timeout=60)
         with open(path, "a") as fh:                            # half a line first: it must wait for the rest
@@ -614,13 +612,18 @@ def test_follow_picks_up_appended_rows_until_sigint(motion_bundle, tmp_path):
     assert "rows     read 200 = used 200 + rejected 0" in text
 
 
+def _follow(bundle, path):
+    """`stream --follow` of a new file of 100 rows (9 windows), polled every 0.05 s."""
+    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
+    return subprocess.Popen([*_cli(), "stream", str(bundle), str(path), "--follow", "--poll", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_line_the_stop_cut_off(
         motion_bundle, tmp_path):
     """logrotate's two ways (copytruncate; rename and a new file) lose no row; nor does a stop mid-line."""
     path = tmp_path / "growing.csv"
-    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
-    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(path), "--follow", "--poll", "0.05"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _follow(motion_bundle, path)
     try:
         _read_lines(proc.stdout, 9, timeout=60)
         with open(path, "r+") as fh:                           # copytruncate: the same file, cut to nothing
@@ -652,9 +655,7 @@ def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(m
     """A bad header in a new file is reported once; its rows are rejected and counted, and the stream goes on
     (the next rotation may bring the right columns back)."""
     path = tmp_path / "growing.csv"
-    path.write_text("\n".join([HEADER, *rows(0.0, 100)]) + "\n")
-    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(path), "--follow", "--poll", "0.05"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _follow(motion_bundle, path)
     try:
         _read_lines(proc.stdout, 9, timeout=60)
         path.rename(tmp_path / "growing.csv.1")
