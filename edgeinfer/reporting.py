@@ -348,7 +348,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
     if bundle is not None and isinstance(manifest.get("fidelity"), Mapping):
         case_sources = [(_with_fidelity(e, manifest), h) for e, h in case_sources]
     cases = [
-        _case(e, heading, f"case-{i}", schema, spec, fidelity)
+        _case(e, heading, f"case-{i}", schema, spec, *_made_by(e, bundle, manifest, fidelity))
         for i, (e, heading) in enumerate(case_sources[:MAX_CASES], start=1)
     ]
     model = _model(manifest, explained, bundle, schema, carried)
@@ -405,6 +405,14 @@ def _schema_from(inputs: Inputs):
     if raise_if:
         raise InputError("stream records without a bundle need at least two class probabilities per decision")
     return FeatureSchema((Feature("window"),), tuple(names))
+
+
+def _made_by(e, bundle, manifest: Mapping[str, Any], fidelity: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The fidelity and precision of the model that made `e`: the given bundle's when it made it, else those the
+    explanation carries (another bundle's band on this decision would contradict its own wording)."""
+    if bundle is not None and e.model.bundle_sha256 == manifest.get("manifest_sha256"):
+        return dict(fidelity), manifest.get("precision") or e.model.precision
+    return _fidelity(getattr(e.model, "fidelity", None) or None), e.model.precision
 
 
 def _with_fidelity(e, manifest: Mapping[str, Any]):
@@ -480,7 +488,8 @@ def _threshold_on_risk(target: str, classes: Sequence[str], spec: RiskSpec, deci
     return None
 
 
-def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any]) -> dict[str, Any]:
+def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any],
+          precision: Any = None) -> dict[str, Any]:
     d = e.decision
     probabilities = dict(zip(d.classes, d.probabilities))
     risk = spec.value(probabilities, d.class_name)
@@ -513,6 +522,8 @@ def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[s
         "counterfactual": _counterfactual(e, schema, spec),
         "bias": _bias(e, schema),
         "model": e.model,
+        "fidelity": dict(fidelity),        # of the model that made this decision (see _made_by)
+        "precision": precision,
         "timings": dict(e.timings),
     }
 

@@ -258,6 +258,20 @@ def test_explanations_from_another_bundle_are_flagged(fixed_bundle, tmp_path):
     assert f"These explanations were produced by bundle {other}" in text
 
 
+def test_explanations_from_another_bundle_keep_their_own_fidelity_band(fixed_bundle, tmp_path):
+    """The given bundle's fidelity (0.012, int8) must not stand for a decision another bundle made."""
+    e = _explanation("f" * 64)
+    carried = dataclasses.replace(e, model=dataclasses.replace(
+        e.model, precision="fp16", fidelity={"max_abs_diff": 0.1, "agreement": 0.98}))
+    text = _text(ei.report([carried], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert ("Quantization band: 0.720 – 0.920. The deployed fp16 model's probabilities differed from the float "
+            "model's by at most 0.1 on held-out data") in text
+    assert "the two agreed on the label for 98.0 % of those rows" in text
+    text = _text(ei.report([e], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert "Quantization band" not in text
+    assert "Quantization fidelity not recorded: this is the deployed model's point estimate" in text
+
+
 def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path):
     """Explanations or windows from a model with other classes: a clear error, not a KeyError traceback."""
     import dataclasses
