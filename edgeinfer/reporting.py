@@ -282,6 +282,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _time(value: Any) -> str:
+    """A window time as the JSONL has it (1732280001.9, not 1.732e+09: epoch times and long recordings need every
+    digit to tell windows apart); a whole number without its '.0'."""
+    if value is None:
+        return _fmt(value)
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def generated_at() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -432,7 +441,7 @@ def _row_heading(row: Any, i: int) -> str:
 
 
 def _window_heading(w: Window) -> str:
-    bounds = f" ({_fmt(w.start)} – {_fmt(w.end)})" if w.start is not None else ""
+    bounds = f" ({_time(w.start)} – {_time(w.end)})" if w.start is not None else ""
     return f"Window {w.index}{bounds}"
 
 
@@ -655,7 +664,7 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
     ordered = sorted(windows, key=lambda w: w.index)
     points = [plots.Point(w.index, spec.value(w.probabilities, w.class_name), bool(w.alerts), w.explanation is not None)
               for w in ordered]
-    alerts = [{"window": w.index, "start": _fmt(w.start), "end": _fmt(w.end), "message": _alert_text(a),
+    alerts = [{"window": w.index, "start": _time(w.start), "end": _time(w.end), "message": _alert_text(a),
                "kind": str(a.get("kind", "")).replace("_", " ") if isinstance(a, Mapping) else ""}
               for w in ordered for a in w.alerts]
     peak = max(points, key=lambda p: p.risk)
@@ -709,8 +718,8 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
         "min_risk": min(r for _, r in decisions),
         "first": (decisions[0][0], decisions[0][1]),
         "first_boundary": first_boundary,
-        "start": _fmt(windows[0].start) if windows else None,
-        "end": _fmt(windows[-1].end) if windows else None,
+        "start": _time(windows[0].start) if windows else None,
+        "end": _time(windows[-1].end) if windows else None,
     }
 
 

@@ -245,6 +245,19 @@ def test_stream_session_has_timeline_alerts_and_explained_windows(fixed_bundle, 
     assert "highest 0.870 at window 11; 2 alerts (triangles); 2 explained windows (open circles)" in text
 
 
+def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
+    """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
+    records = _window_records(fixed_bundle)
+    for r in records:
+        r["window"]["start"] = 1732280000.0 + r["window"]["index"]
+        r["window"]["end"] = r["window"]["start"] + 1.9
+    html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
+    text = _text(html)
+    assert "12 windows from 1732280000 to 1732280012.9; 2 alerts; 2 explained." in text
+    assert "Window 7 (1732280007 – 1732280008.9): high risk" in text
+    assert ('<td class="num">8</td><td>1732280008</td><td>1732280009.9</td><td>out of range</td>' in html)
+
+
 def test_without_bundle_says_not_recorded(tmp_path):
     text = _text(ei.report([_explanation()], out=tmp_path / "r.html").read_text())
     assert "No bundle was given" in text
