@@ -267,7 +267,35 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
     # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500
     env.filters["apart"] = lambda v, *boundaries: "not recorded" if v is None else _probability_apart(v, *boundaries)
     env.filters["pct"] = lambda v: "not recorded" if v is None else f"{100 * v:.1f} %"
-    return env.get_template(name).render(**context)
+    try:
+        return env.get_template(name).render(**context)
+    except Exception as err:
+        where = _template_line(err, jinja2)
+        if where is None or not (template is not None or isinstance(err, jinja2.TemplateError)):
+            raise                       # not the template's mistake: a bug, with its traceback
+        file, line, source = where
+        problem = getattr(err, "message", None) or str(err) or type(err).__name__
+        raise InputError(f"report template {file} line {line}: {problem}"
+                         + (f" (in: {source[:80]})" if source else "")
+                         + f"; fix it, or start again from a copy of {templates / TEMPLATE}") from err
+
+
+def _template_line(err: BaseException, jinja2) -> tuple[str, int, str] | None:
+    """Where a template went wrong: (file, line, that line's text), from a syntax error or the traceback jinja2
+    rewrites to point into the template; None when no template line is to blame."""
+    import linecache
+    import traceback
+
+    if isinstance(err, jinja2.TemplateSyntaxError) and err.lineno:
+        file = err.filename or err.name or "?"
+        source = err.source.splitlines()[err.lineno - 1] if err.source and err.lineno <= len(
+            err.source.splitlines()) else linecache.getline(file, err.lineno)
+        return file, err.lineno, source.strip()
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith((".j2", ".html", ".css"))]
+    if not frames:
+        return None
+    last = frames[-1]
+    return last.filename, last.lineno, (last.line or "").strip()
 
 
 def _fmt(value: Any) -> str:

@@ -462,6 +462,25 @@ def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_pat
     assert "<h3>Geschützte Merkmale</h3>" in html
 
 
+@pytest.mark.parametrize("mistake, line, message", [
+    ("{% if %}", "{% if %}", "Expected an expression, got 'end of statement block'"),
+    ("{{ model.namex }}", "{{ model.namex }}", "'dict object' has no attribute 'namex'"),
+])
+def test_a_template_mistake_is_one_error_naming_its_file_and_line(fixed_bundle, tmp_path, mistake, line, message):
+    source = Path(ei.reporting.__file__).parent / "templates" / "report.html.j2"
+    lines = source.read_text().splitlines()
+    lines.insert(40, mistake)           # line 41, in the page's head
+    mine = tmp_path / "mine.html.j2"
+    mine.write_text("\n".join(lines) + "\n")
+    records = tmp_path / "e.jsonl"
+    records.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(records), "-o", str(tmp_path / "r.html"),
+                                       "--template", str(mine)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: report template {mine} line 41: {message} (in: {line}); fix it, or start "
+                             f"again from a copy of {source}\n")
+
+
 def test_golden_html(fixed_bundle, tmp_path):
     """The page for a fixed explanation, with volatile parts (dates, digests, chart drawing) normalized."""
     html = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle,
