@@ -385,7 +385,8 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
     if bundle is not None and isinstance(manifest.get("fidelity"), Mapping):
         case_sources = [(_with_fidelity(e, manifest), h) for e, h in case_sources]
     cases = [
-        _case(e, heading, f"case-{i}", schema, spec, *_made_by(e, bundle, manifest, fidelity))
+        _case(e, heading, f"case-{i}", schema, spec, *_made_by(e, bundle, manifest, fidelity),
+              recorded=bundle is not None)
         for i, (e, heading) in enumerate(case_sources[:MAX_CASES], start=1)
     ]
     model = _model(manifest, explained, bundle, schema, carried)
@@ -526,7 +527,7 @@ def _threshold_on_risk(target: str, classes: Sequence[str], spec: RiskSpec, deci
 
 
 def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any],
-          precision: Any = None) -> dict[str, Any]:
+          precision: Any = None, *, recorded: bool = True) -> dict[str, Any]:
     d = e.decision
     probabilities = dict(zip(d.classes, d.probabilities))
     risk = spec.value(probabilities, d.class_name)
@@ -554,9 +555,9 @@ def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[s
                  "band": band, "robust": robust, "boundary": boundary},
         "text": text,
         "wording": wording,
-        "inputs": _inputs(e, schema),
+        "inputs": _inputs(e, schema, recorded=recorded),
         "drivers": _drivers(e, schema, key),
-        "counterfactual": _counterfactual(e, schema, spec),
+        "counterfactual": _counterfactual(e, schema, spec, recorded=recorded),
         "bias": _bias(e, schema),
         "model": e.model,
         "fidelity": dict(fidelity),        # of the model that made this decision (see _made_by)
@@ -572,7 +573,7 @@ def _clinician_text(e, schema) -> tuple[str, str]:
     return views.render(e, schema, stakeholder="clinician"), "clinician view"
 
 
-def _inputs(e, schema) -> list[dict[str, Any]]:
+def _inputs(e, schema, *, recorded: bool = True) -> list[dict[str, Any]]:
     rows = []
     for name, value in e.instance.items():
         f = _feature(schema, name)
@@ -581,11 +582,15 @@ def _inputs(e, schema) -> list[dict[str, Any]]:
         rng = ", ".join(f.categories) if f.kind == "categorical" else (
             f"{f.low:g} – {f.high:g}{unit}" if known else "not recorded")
         rows.append({"name": f.clinical, "key": name, "value": _label(f, value), "range": rng,
-                     "status": _status(f)})
+                     "status": _status(f, recorded=recorded)})
     return rows
 
 
-def _status(f) -> str:
+def _status(f, *, recorded: bool = True) -> str:
+    """Whether an input can change: protected, actionable or fixed; 'not_recorded' without the bundle's schema
+    (the explanation names its inputs but not which are protected or mutable)."""
+    if not recorded:
+        return "not_recorded"
     if f.protected:
         return "protected"
     return "actionable" if f.mutable else "fixed"
@@ -620,7 +625,7 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
             "evaluations": a.evaluations, "shown": len(rows), "total": len(a.values)}
 
 
-def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
+def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict[str, Any] | None:
     c = e.counterfactuals
     if c is None:
         return None
@@ -637,7 +642,8 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
         unit = f" {ch.unit or f.unit}".rstrip()
         delta = "" if f.kind == "categorical" else f"{ch.to_value - ch.from_value:+.4g}{unit}"
         before, after = _labels_apart(f, ch.from_value, ch.to_value)
-        changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta, "status": _status(f)})
+        changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta,
+                        "status": _status(f, recorded=recorded)})
     after = dict(zip(d.classes, best.probabilities))
     after_risk = spec.value(after, best.class_name) if len(after) == len(d.classes) else None
     before_risk = spec.value(dict(zip(d.classes, d.probabilities)), d.class_name)
@@ -654,7 +660,7 @@ def _counterfactual(e, schema, spec: RiskSpec) -> dict[str, Any] | None:
         "distance": best.distance,
         "sparsity": best.sparsity,
         "plausibility": best.plausibility,
-        "actionable": all(ch["status"] == "actionable" for ch in changes),
+        "actionable": all(ch["status"] == "actionable" for ch in changes) if recorded else None,
         "alternatives": [
             "; ".join(f"{_feature(schema, ch.feature).clinical}: "
                       + " → ".join(_labels_apart(_feature(schema, ch.feature), ch.from_value, ch.to_value))

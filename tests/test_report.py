@@ -259,7 +259,13 @@ def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
 
 
 def test_without_bundle_says_not_recorded(tmp_path):
-    text = _text(ei.report([_explanation()], out=tmp_path / "r.html").read_text())
+    html = ei.report([_explanation()], out=tmp_path / "r.html").read_text()
+    text = _text(html)
+    # which inputs are protected or actionable is the bundle's schema's to say: not "actionable" for age
+    assert ('<tr><td>age</td><td>54</td><td>not recorded</td><td><span class="tag not_recorded">not recorded</span>'
+            in html)
+    assert ('<td class="num">-42 mg/dL</td><td><span class="tag not_recorded">not recorded</span>' in html)
+    assert "actionable" not in text
     assert "No bundle was given" in text
     assert "Intended use not recorded" in text and "Known limitations not recorded" in text
     assert "Quantization fidelity not recorded: this is the deployed model's point estimate" in text
