@@ -52,6 +52,7 @@ class Window:
     probabilities: Mapping[str, float]
     explanation: Any = None              # Explanation | None
     alerts: tuple[Any, ...] = ()
+    where: str = ""                      # "record 3": where errors about it point
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Inputs:
     windows: tuple[Window, ...] = ()
     refused: tuple[Refused, ...] = ()
     rows: tuple[Any, ...] = field(default=())   # the "row" key beside each explanation, when given
+    places: tuple[str, ...] = ()                 # "record 3" for each explanation: where errors about it point
 
 
 def load_records(path: str | Path) -> list[Mapping[str, Any]]:
@@ -106,17 +108,19 @@ def collect(items: Iterable[Any]) -> Inputs:
         items = [items]
     elif isinstance(items, (str, os.PathLike)):
         items = load_records(items)
-    explanations, rows, windows, refused = [], [], [], []
+    explanations, rows, windows, refused, places = [], [], [], [], []
     for n, item in enumerate(items, start=1):
         if isinstance(item, Explanation):
             explanations.append(item)
             rows.append(None)
+            places.append(f"record {n}")
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n))
         elif isinstance(item, Mapping) and "schema_version" in item:
             body = {k: v for k, v in item.items() if k != "row"}
             explanations.append(_explanation(body, n))
             rows.append(item.get("row"))
+            places.append(f"record {n}")
         elif isinstance(item, Mapping) and "error" in item:
             refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
         else:
@@ -127,7 +131,7 @@ def collect(items: Iterable[Any]) -> Inputs:
             )
     if not explanations and not windows:
         raise InputError("nothing to report: no explanations and no stream windows were given")
-    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows))
+    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places))
 
 
 def _explanation(data: Mapping[str, Any], n: int):
@@ -177,6 +181,7 @@ def _window(record: Mapping[str, Any], n: int) -> Window:
         probabilities=probabilities,
         explanation=explanation,
         alerts=tuple(alerts),
+        where=f"record {n}",
     )
 
 
@@ -375,6 +380,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
     """Everything the template needs, as plain values (numbers stay numbers; wording is the template's)."""
     schema = bundle.schema if bundle is not None else _schema_from(inputs)
     _check_classes(inputs, schema, bundle)
+    _check_records(inputs, schema, bundle)
     manifest = dict(bundle.manifest) if bundle is not None else {}
     spec = risk_spec(schema.classes, schema.favourable)
     explained = list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation is not None]
@@ -428,6 +434,44 @@ def _check_classes(inputs: Inputs, schema, bundle) -> None:
                 f"{where}: the decision has classes {list(classes)}, but {source} classes {list(schema.classes)}; "
                 "report each model's records on their own, with the bundle that made them"
             )
+
+
+def _check_records(inputs: Inputs, schema, bundle) -> None:
+    """Refuse an explanation whose figures cannot be true (a plausibility outside [0, 1], a NaN contribution) or
+    whose inputs are not the schema's (the report would show them as if they were), naming the record and field."""
+    source = f"bundle {bundle.path}" if bundle is not None else "the first record (no bundle given)"
+    names = list(schema.names)
+    made = list(zip(inputs.places or [f"explanation {n}" for n in range(1, len(inputs.explanations) + 1)],
+                    inputs.explanations))
+    made += [(w.where or f"window {w.index}", w.explanation) for w in inputs.windows if w.explanation is not None]
+    for where, e in made:
+        def refuse(field: str, problem: str, cause: str = "the record is damaged") -> None:
+            raise InputError(f"{where}: explanation.{field}: {problem}; {cause}")
+
+        for name in names:
+            if name not in e.instance:
+                refuse("instance", f"lacks {name!r}, an input of {source}", "the record is damaged or from another model")
+        for name in e.instance:
+            if name not in names:
+                refuse("instance", f"has {name!r}, not an input of {source} ({', '.join(names)})",
+                       "the record is damaged or from another model")
+        items = e.counterfactuals.items if e.counterfactuals is not None else ()
+        for i, c in enumerate(items):
+            if c.plausibility is not None and not (math.isfinite(c.plausibility) and 0.0 <= c.plausibility <= 1.0):
+                refuse(f"counterfactuals.items[{i}].plausibility",
+                       f"must be a finite number in [0, 1], got {c.plausibility!r}")
+            for j, ch in enumerate(c.changes):
+                if ch.feature not in names:
+                    refuse(f"counterfactuals.items[{i}].changes[{j}].feature",
+                           f"{ch.feature!r} is not an input of {source} ({', '.join(names)})",
+                           "the record is damaged or from another model")
+        for i, a in enumerate(e.attributions.values if e.attributions is not None else ()):
+            if not math.isfinite(a.contribution):
+                refuse(f"attributions.values[{i}].contribution", f"must be a finite number, got {a.contribution!r}")
+            if a.feature not in names:
+                refuse(f"attributions.values[{i}].feature",
+                       f"{a.feature!r} is not an input of {source} ({', '.join(names)})",
+                       "the record is damaged or from another model")
 
 
 def _schema_from(inputs: Inputs):

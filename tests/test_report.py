@@ -341,6 +341,25 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
                               "the record is damaged")
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["counterfactuals"]["items"][0].update(plausibility=2.0),
+     "counterfactuals.items[0].plausibility: must be a finite number in [0, 1], got 2.0; the record is damaged"),
+    (lambda d: d["attributions"]["values"][1].update(contribution=None),        # JSON's stand-in for NaN
+     "attributions.values[1].contribution: must be a finite number, got nan; the record is damaged"),
+    (lambda d: d["counterfactuals"]["items"][1]["changes"][1].update(feature="insulin"),
+     "counterfactuals.items[1].changes[1].feature: 'insulin' is not an input of bundle BUNDLE (glucose, bmi, age, "
+     "sex, family); the record is damaged or from another model"),
+    (lambda d: d["instance"].pop("bmi"),
+     "instance: lacks 'bmi', an input of bundle BUNDLE; the record is damaged or from another model"),
+])
+def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bundle, tmp_path, change, message):
+    record = _explanation(fixed_bundle.sha256).to_dict()
+    change(record)
+    with pytest.raises(InputError) as err:
+        ei.report([_explanation(fixed_bundle.sha256), record], out=tmp_path / "r.html", bundle=fixed_bundle)
+    assert str(err.value) == "record 2: explanation." + message.replace("BUNDLE", str(fixed_bundle.path))
+
+
 def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_one(tmp_path):
     import dataclasses
 
