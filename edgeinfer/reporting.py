@@ -223,15 +223,13 @@ def report(
 ) -> Path:
     """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf).
 
-    `explanations`: Explanations, their JSON dicts, stream window records, or the path of a JSONL file of them."""
+    `explanations`: Explanations, their JSON dicts, stream window records, or the path of a JSONL file of them.
+    `bundle`: the bundle directory's path, a Bundle, or a Session (its bundle)."""
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. -o report.html or -o report.pdf")
     inputs = collect(explanations)
-    if bundle is not None and not hasattr(bundle, "manifest"):
-        from edgeinfer.bundle import read_bundle
-
-        bundle = read_bundle(bundle)
+    bundle = _bundle(bundle)
     html = render_html(inputs, bundle=bundle, title=title, template=template)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".html":
@@ -240,6 +238,20 @@ def report(
         weasyprint = require("weasyprint", extra="report", purpose="writing PDF reports")
         weasyprint.HTML(string=html, url_fetcher=_refuse_fetch).write_pdf(str(out))
     return out
+
+
+def _bundle(bundle: Any):
+    """`bundle=`: a Bundle, a Session (its bundle) or a bundle directory's path; None stays None."""
+    from edgeinfer.bundle import read_bundle
+
+    if bundle is None or hasattr(bundle, "manifest"):
+        return bundle
+    if hasattr(getattr(bundle, "bundle", None), "manifest"):          # a Session, from edgeinfer.load(...)
+        return bundle.bundle
+    if isinstance(bundle, (str, os.PathLike)):
+        return read_bundle(bundle)
+    raise UsageError(f"report bundle= takes a bundle directory's path, a Bundle or a Session (edgeinfer.load(...)), "
+                     f"got {type(bundle).__name__}")
 
 
 def _refuse_fetch(url: str, *args, **kwargs):

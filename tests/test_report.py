@@ -506,6 +506,19 @@ def test_a_template_mistake_is_one_error_naming_its_file_and_line(fixed_bundle, 
                              f"again from a copy of {source}\n")
 
 
+def test_a_session_or_a_bundle_is_accepted_as_the_bundle(diabetes_session, diabetes, tmp_path):
+    session = diabetes_session
+    expl = session.explain(diabetes.X_test[0], parts=("attributions",))
+    pages = [ei.report([expl], out=tmp_path / f"r{i}.html", bundle=b).read_text()
+             for i, b in enumerate((session, session.bundle, str(session.bundle.path)))]
+    assert _normalize(pages[0]) == _normalize(pages[1]) == _normalize(pages[2])
+    assert session.bundle.sha256 in pages[0] and "No bundle was given" not in pages[0]
+    with pytest.raises(UsageError) as err:
+        ei.report([expl], out=tmp_path / "r.html", bundle=42)
+    assert str(err.value) == ("report bundle= takes a bundle directory's path, a Bundle or a Session "
+                              "(edgeinfer.load(...)), got int")
+
+
 def test_golden_html(fixed_bundle, tmp_path):
     """The page for a fixed explanation, with volatile parts (dates, digests, chart drawing) normalized."""
     html = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle,
