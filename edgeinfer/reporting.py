@@ -76,6 +76,11 @@ class Inputs:
 
 def load_records(path: str | Path) -> list[Mapping[str, Any]]:
     """Read a JSONL file of Explanation JSON or stream window records; blank lines are skipped."""
+    return [record for _, record in _lines(path)]
+
+
+def _lines(path: str | Path) -> list[tuple[int, Mapping[str, Any]]]:
+    """The records of a JSONL file with their line numbers (what errors about them name)."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -94,7 +99,7 @@ def load_records(path: str | Path) -> list[Mapping[str, Any]]:
             raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
                              + ("; the last line looks cut off (a stream still writing, or stopped hard): "
                                 "delete it, or report on a finished file" if last else ""))
-        records.append(record)
+        records.append((number, record))
     if not records:
         raise InputError(f"{path} holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer stream`")
     return records
@@ -106,27 +111,29 @@ def collect(items: Iterable[Any]) -> Inputs:
 
     if isinstance(items, (Explanation, Mapping)):
         items = [items]
-    elif isinstance(items, (str, os.PathLike)):
-        items = load_records(items)
+    if isinstance(items, (str, os.PathLike)):        # a file's records are named by their line, as parse errors are
+        items = [(f"{items} line {number}", record) for number, record in _lines(items)]
+    else:
+        items = [(f"record {n}", item) for n, item in enumerate(items, start=1)]
     explanations, rows, windows, refused, places = [], [], [], [], []
-    for n, item in enumerate(items, start=1):
+    for n, (where, item) in enumerate(items, start=1):
         if isinstance(item, Explanation):
             explanations.append(item)
             rows.append(None)
-            places.append(f"record {n}")
+            places.append(where)
         elif isinstance(item, Mapping) and "window" in item:
-            windows.append(_window(item, n))
+            windows.append(_window(item, n, where))
         elif isinstance(item, Mapping) and "schema_version" in item:
             body = {k: v for k, v in item.items() if k != "row"}
-            explanations.append(_explanation(body, n))
+            explanations.append(_explanation(body, where))
             rows.append(item.get("row"))
-            places.append(f"record {n}")
+            places.append(where)
         elif isinstance(item, Mapping) and "error" in item:
             refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
         else:
             got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
             raise InputError(
-                f"record {n}: expected an Explanation, its JSON (with 'schema_version'), or a stream window record "
+                f"{where}: expected an Explanation, its JSON (with 'schema_version'), or a stream window record "
                 f"(with 'window' and 'decision'); got {got}"
             )
     if not explanations and not windows:
@@ -134,54 +141,54 @@ def collect(items: Iterable[Any]) -> Inputs:
     return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places))
 
 
-def _explanation(data: Mapping[str, Any], n: int):
+def _explanation(data: Mapping[str, Any], where: str):
     from edgeinfer.explain.explanation import Explanation
 
     try:
         return Explanation.from_dict(data)
     except InputError as err:
-        raise InputError(f"record {n}: {err}") from err
+        raise InputError(f"{where}: {err}") from err
 
 
-def _window(record: Mapping[str, Any], n: int) -> Window:
+def _window(record: Mapping[str, Any], n: int, where: str) -> Window:
     from edgeinfer.explain.explanation import Explanation
 
     window, decision = record.get("window"), record.get("decision")
     if not isinstance(window, Mapping) or not isinstance(decision, Mapping):
-        raise InputError(f"record {n}: a stream window record needs 'window' and 'decision' objects")
+        raise InputError(f"{where}: a stream window record needs 'window' and 'decision' objects")
     probabilities = decision.get("probabilities")
     if isinstance(probabilities, Sequence) and not isinstance(probabilities, str):
         probabilities = dict(zip(decision.get("classes", ()), probabilities))
     if not isinstance(probabilities, Mapping) or "class_name" not in decision:
-        raise InputError(f"record {n}: decision needs 'class_name' and 'probabilities' (class name -> probability)")
+        raise InputError(f"{where}: decision needs 'class_name' and 'probabilities' (class name -> probability)")
     explanation = record.get("explanation")
     if isinstance(explanation, Mapping):
-        explanation = _explanation(explanation, n)
+        explanation = _explanation(explanation, where)
     elif explanation is not None and not isinstance(explanation, Explanation):
-        raise InputError(f"record {n}: 'explanation' must be an Explanation object or null")
-    probabilities = {str(k): _number(v, f"record {n}: probability of {str(k)!r}", low=0.0, high=1.0)
+        raise InputError(f"{where}: 'explanation' must be an Explanation object or null")
+    probabilities = {str(k): _number(v, f"{where}: probability of {str(k)!r}", low=0.0, high=1.0)
                      for k, v in probabilities.items()}
     class_name = decision["class_name"]
     if class_name not in probabilities:
-        raise InputError(f"record {n}: decision class_name {class_name!r} is none of the classes in its probabilities "
+        raise InputError(f"{where}: decision class_name {class_name!r} is none of the classes in its probabilities "
                          f"({', '.join(probabilities)}); the record is damaged or from another model")
     alerts = record.get("alerts") or []
     if not isinstance(alerts, list):
-        raise InputError(f"record {n}: 'alerts' must be a list, got {type(alerts).__name__}")
+        raise InputError(f"{where}: 'alerts' must be a list, got {type(alerts).__name__}")
     index = window.get("index", n - 1)
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
-        raise InputError(f"record {n}: window index must be a whole number >= 0, got "
+        raise InputError(f"{where}: window index must be a whole number >= 0, got "
                          f"{_json(index)}")
     return Window(
         index=int(index),
-        start=_number(window.get("start"), f"record {n}: window start", optional=True),
-        end=_number(window.get("end"), f"record {n}: window end", optional=True),
+        start=_number(window.get("start"), f"{where}: window start", optional=True),
+        end=_number(window.get("end"), f"{where}: window end", optional=True),
         rows=window.get("rows"),
         class_name=class_name,
         probabilities=probabilities,
         explanation=explanation,
         alerts=tuple(alerts),
-        where=f"record {n}",
+        where=where,
     )
 
 
@@ -354,7 +361,7 @@ def report_command(bundle: str, explanations: str, out: str, title: str | None, 
     """Write a clinician report from EXPLANATIONS.jsonl (`edgeinfer explain` or `edgeinfer stream` output)."""
     if Path(out).suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{Path(out).name}'; e.g. -o report.html or -o report.pdf")
-    path = report(load_records(explanations), out=out, bundle=bundle, title=title, template=template)
+    path = report(explanations, out=out, bundle=bundle, title=title, template=template)
     click.echo(str(path))
 
 

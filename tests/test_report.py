@@ -607,6 +607,23 @@ def test_a_malformed_window_record_is_refused_naming_the_field(tmp_path, change,
     assert str(err.value) == f"record 1: {message}"
 
 
+def test_errors_about_a_files_records_name_their_line(fixed_bundle, tmp_path):
+    """Blank lines are skipped, so the second record on line 4 is named "line 4", not "record 2"."""
+    bad = _explanation(fixed_bundle.sha256).to_dict()
+    bad["counterfactuals"]["items"][0]["plausibility"] = 2.0
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n\n\n" + json.dumps(bad) + "\n")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {lines} line 4: explanation.counterfactuals.items[0].plausibility: must be a "
+                             "finite number in [0, 1], got 2.0; the record is damaged\n")
+    lines.write_text("\n" + json.dumps({"window": {"index": 0}, "decision": {"class_name": "high risk"}}) + "\n")
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=tmp_path / "r.html")
+    assert str(err.value) == (f"{lines} line 2: decision needs 'class_name' and 'probabilities' (class name -> "
+                              "probability)")
+
+
 def test_an_explanation_round_trips_with_its_types(tmp_path):
     record = _explanation().to_dict()
     assert Explanation.from_dict(record) == _explanation()
