@@ -715,6 +715,9 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
         "changes": changes,
         "before_class": d.class_name,
         "after_class": best.class_name,
+        # the decided class's probability: before and after are of two classes, each named
+        "before_label": spec.label if spec.risk_class is not None else f"probability of '{d.class_name}'",
+        "after_label": spec.label if spec.risk_class is not None else f"probability of '{best.class_name}'",
         "before_risk": before_risk,
         "before_risk_shown": _probability_apart(before_risk, *boundaries),
         "after_risk": after_risk,

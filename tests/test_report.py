@@ -777,6 +777,18 @@ def test_the_headline_keeps_the_digits_of_a_close_decision_among_several_classes
     assert "The model decided a (probability of the decided class 0.40004)." in text
 
 
+def test_a_counterfactual_among_several_classes_names_the_class_of_each_probability(tmp_path):
+    """No favourable class: the risk is the decided class's probability, so before and after are of two classes."""
+    expl = _explanation()
+    decision = Decision(label=0, class_name="a", probabilities=(0.7, 0.2, 0.1), classes=("a", "b", "c"),
+                        latency_ms=0.4)
+    item = dataclasses.replace(expl.counterfactuals.items[0], class_name="b", probabilities=(0.2, 0.75, 0.05))
+    cfs = dataclasses.replace(expl.counterfactuals, target="class 'b'", target_class="b", items=(item,))
+    multi = dataclasses.replace(expl, decision=decision, counterfactuals=cfs, bias=None, attributions=None)
+    text = _text(ei.report([multi], out=tmp_path / "m.html").read_text())
+    assert "the decision becomes b (probability of 'a' 0.700 → probability of 'b' 0.750)." in text
+
+
 def test_a_jsonl_path_is_read_as_its_records(tmp_path):
     """The Python API takes the file `edgeinfer explain` writes as the CLI does (it used to fail on iterating a path)."""
     lines = tmp_path / "explanations.jsonl"
