@@ -73,7 +73,7 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     decisions = session.predict(rows)
     risky = data.schema.classes.index("higher progression")
     shown = ("age", "sex", "bmi", "bp", "s5", "s6")
-    header = ["patient", *shown, "decision", "p(higher)", "ms"]
+    header = ["row", *shown, "decision", "p(higher)", "ms"]      # the test-set row: the report's "Row N" headings
     table = [header]
     for i, (row, d) in enumerate(zip(rows, decisions)):
         values = [data.schema.feature(n).label(row[data.schema.index(n)]) for n in shown]
@@ -82,9 +82,10 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     for r in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
 
-    _step(3, "Explain the highest-risk patient: a counterfactual, bias flips and drivers, told twice")
     proba = session.predict_proba(data.X_test)
     worst = int(np.argmax(proba[:, risky]))
+    _step(3, f"Explain the highest-risk patient (test-set row {worst}): a counterfactual, bias flips and drivers, "
+             "told twice")
     clinician = session.explain(data.X_test[worst], stakeholder="clinician")
     patient = session.explain(data.X_test[worst], stakeholder="patient")
     click.secho("-- to the clinician --", fg="cyan")
@@ -104,7 +105,9 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     others = [i for i in range(patients) if i != worst]     # the highest-risk patient once, first
     explanations = [clinician, *session.explain(data.X_test[others], stakeholder="clinician")]
     explained = out / "explanations.jsonl"
-    explained.write_text("".join(e.to_json() + "\n" for e in explanations), encoding="utf-8")
+    # each with its test-set row, so the report's "Row N" is the console's row N
+    explained.write_text("".join(json.dumps({"row": r, **e.to_dict()}, allow_nan=False) + "\n"
+                                 for r, e in zip([worst, *others], explanations)), encoding="utf-8")
 
     _step(4, "Stream smartwatch recordings (BasicMotions) row by row through `edgeinfer stream`")
     motion = build_motion_bundle(out / "motion-bundle", device=device)
@@ -127,8 +130,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 
     _step(5, "Write the clinician reports (HTML and PDF) and the stream session report")
     paths = {
-        "report_html": ei.report(explanations, out=out / "report.html", bundle=report.bundle),
-        "report_pdf": ei.report(explanations, out=out / "report.pdf", bundle=report.bundle),
+        "report_html": ei.report(explained, out=out / "report.html", bundle=report.bundle),
+        "report_pdf": ei.report(explained, out=out / "report.pdf", bundle=report.bundle),
         "stream_report": ei.report(records, out=out / "stream-report.html", bundle=motion),
     }
     for name, path in paths.items():
