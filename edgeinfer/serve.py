@@ -87,7 +87,12 @@ def _check_ports_free(host: str, ports: dict[str, int]) -> None:
     would be answered by the other server (and load our models into it)."""
     import socket
 
+    seen: dict[int, str] = {}
     for option, port in ports.items():
+        if port in seen:        # tritonserver would fail to bind the second, after PyTriton's 120 s start-up wait
+            raise UsageError(f"{seen[port]} and {option} are both {port}: HTTP, gRPC and metrics each need a port "
+                             f"of their own; choose another {option} ({option[2:].replace('-', '_')}= in Python)")
+        seen[port] = option
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers bind: TIME_WAIT is no obstacle
             try:

@@ -635,6 +635,23 @@ def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
                               "for every interface) or a host name")
 
 
+def test_the_same_port_twice_is_refused_before_triton_starts(bc_bundle):
+    """tritonserver would fail to bind the second, and PyTriton would wait its 120 s start-up timeout."""
+    from edgeinfer.errors import UsageError
+    from edgeinfer.serve import _check_ports_free
+
+    http, metrics = _free_ports(2)
+    result = CliRunner().invoke(main, ["serve", str(bc_bundle), "--http-port", str(http), "--grpc-port", str(http),
+                                       "--metrics-port", str(metrics), "--workers", "0"])
+    assert result.exit_code == 2
+    assert result.output == (f"error: --http-port and --grpc-port are both {http}: HTTP, gRPC and metrics each need a "
+                             "port of their own; choose another --grpc-port (grpc_port= in Python)\n")
+    with pytest.raises(UsageError) as err:
+        _check_ports_free("127.0.0.1", {"--http-port": http, "--grpc-port": metrics, "--metrics-port": http})
+    assert str(err.value) == (f"--http-port and --metrics-port are both {http}: HTTP, gRPC and metrics each need a "
+                              "port of their own; choose another --metrics-port (metrics_port= in Python)")
+
+
 def test_the_cli_log_stream_passes_whole_lines_only():
     """tritonserver's log arrives in chunks cut anywhere; only whole lines go on, a last one at the end."""
     import io
