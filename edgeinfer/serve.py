@@ -233,22 +233,32 @@ class _Models:
 
 
 def _interrupt(signum, frame) -> None:
-    signal.signal(signum, signal.SIG_IGN)      # one stop at a time: a second SIGTERM must not cut the first short
+    """One stop at a time: from the first SIGINT or SIGTERM on, both are ignored, so a second Ctrl-C cannot cut
+    the stop short and leave tritonserver running (restored when the server's block ends)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is _interrupt:
+            signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextmanager
 def _sigterm_stops():
     """SIGTERM (docker, systemd and Kubernetes stop with it) raises KeyboardInterrupt as Ctrl-C does, so
-    the server stops cleanly instead of dying mid-stop. Main thread only, where Python allows handlers."""
+    the server stops cleanly instead of dying mid-stop; a signal during the stop is ignored (see _interrupt).
+    SIGINT keeps being ignored where it already was (a background job). Main thread only, where Python
+    allows handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN or sig == signal.SIGTERM:
+            signal.signal(sig, _interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextmanager

@@ -518,10 +518,10 @@ def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, bre
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("signals", [1, 2])
-def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
-    """As docker, systemd and Kubernetes stop it: exit 0, workers and Triton's workspace gone; a second
-    SIGTERM while it stops does not cut the stop short."""
+@pytest.mark.parametrize("name, signals", [("SIGTERM", 1), ("SIGTERM", 2), ("SIGINT", 2)])
+def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, name, signals):
+    """As docker, systemd and Kubernetes stop it: exit 0, workers, tritonserver and Triton's workspace gone; a
+    second SIGTERM or Ctrl-C while it stops does not cut the stop short (which left tritonserver running)."""
     import subprocess
     import sys
     import time
@@ -542,15 +542,19 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, signals):
         assert info is not None and info["workers"] == 1 and len(info["worker_pids"]) == 1
         ours = _workspaces_of(proc.pid, cache)      # this server's (other PyTriton users may come and go)
         assert ours
-        proc.send_signal(signal.SIGTERM)
+        tritonserver = [p for p in _children(proc.pid) if "tritonserver" in open(f"/proc/{p}/cmdline").read()]
+        assert len(tritonserver) == 1
+        sig = getattr(signal, name)
+        proc.send_signal(sig)
         if signals == 2:
             time.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
         rest = proc.stderr.read()
         assert proc.wait(60) == 0, rest[-2000:]
         assert proc.stdout.read() == ""        # tritonserver's log goes to stderr with serve's own lines
         time.sleep(0.5)
         assert not os.path.exists(f"/proc/{info['worker_pids'][0]}")
+        assert not os.path.exists(f"/proc/{tritonserver[0]}")      # stopped, not orphaned
         assert "leaked semaphore" not in rest and "exited with failure" not in rest, rest[-3000:]
         assert not ours & set(os.listdir(cache))     # its workspace removed
     finally:
