@@ -85,6 +85,7 @@ class ServerInfo:
 def _check_ports_free(host: str, ports: dict[str, int]) -> None:
     """Refuse ports something already listens on: Triton would fail to bind them, and PyTriton's readiness check
     would be answered by the other server (and load our models into it)."""
+    import errno
     import socket
 
     seen: dict[int, str] = {}
@@ -97,7 +98,14 @@ def _check_ports_free(host: str, ports: dict[str, int]) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers bind: TIME_WAIT is no obstacle
             try:
                 probe.bind((host, port))
+            except socket.gaierror as err:      # the host, not the port: no port would do
+                raise UsageError(f"--host {host}: no such host ({err.strerror}); give an IPv4 address (127.0.0.1, "
+                                 "or 0.0.0.0 for every interface) or a name this machine resolves (host= in "
+                                 "Python)") from None
             except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    raise UsageError(f"--host {host}: not an address of this machine ({err.strerror}); give one of "
+                                     "its addresses (127.0.0.1, or 0.0.0.0 for every interface)") from None
                 raise UsageError(f"port {port} on {host} is not free ({err.strerror}); choose another {option} "
                                  f"({option[2:].replace('-', '_')}= in Python), or stop what uses it") from None
 

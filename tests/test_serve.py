@@ -634,6 +634,15 @@ def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
     assert str(err.value) == (f"port {grpc} on 127.0.0.1 is not free (Address already in use); choose another "
                               "--grpc-port (grpc_port= in Python), or stop what uses it")
     with pytest.raises(UsageError) as err:
+        Server(bc_session, host="nosuch.invalid", http_port=http, grpc_port=grpc, metrics_port=metrics)
+    assert re.fullmatch(r"--host nosuch\.invalid: no such host \(.+\); give an IPv4 address \(127\.0\.0\.1, or "
+                        r"0\.0\.0\.0 for every interface\) or a name this machine resolves \(host= in Python\)",
+                        str(err.value)), str(err.value)
+    with pytest.raises(UsageError) as err:
+        Server(bc_session, host="192.0.2.1", http_port=http, grpc_port=grpc, metrics_port=metrics)   # TEST-NET-1
+    assert str(err.value) == ("--host 192.0.2.1: not an address of this machine (Cannot assign requested address); "
+                              "give one of its addresses (127.0.0.1, or 0.0.0.0 for every interface)")
+    with pytest.raises(UsageError) as err:
         Server(bc_session, host="::1", http_port=http, grpc_port=grpc, metrics_port=metrics)
     assert str(err.value) == ("--host ::1: PyTriton cannot serve on an IPv6 address; give an IPv4 address (0.0.0.0 "
                               "for every interface) or a host name")
