@@ -333,7 +333,11 @@ def _refused(message: str) -> Exception:
 
 def _stakeholders(request, rows: int, where: str) -> list[str]:
     """The stakeholder of each of a request's rows: its own ("stakeholder" input, [rows, 1]), the
-    request's parameter, or the default."""
+    request's parameter, or the default. Any other request parameter is refused: explain takes no options."""
+    unknown = sorted(set(request.parameters or {}) - {"stakeholder"})
+    if unknown:
+        raise _refused(f"{where}request parameter {unknown[0]!r} is not one explain takes: its only parameter is "
+                       "'stakeholder' (one stakeholder name for the whole request, e.g. 'patient')")
     if "stakeholder" in request.data:
         values = np.asarray(request["stakeholder"]).reshape(-1)
         if len(values) not in (1, rows):

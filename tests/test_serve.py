@@ -245,6 +245,26 @@ def test_explain_over_grpc_equals_session(server, grpc, breast_cancer):
     assert served["text"] == local["text"]
 
 
+@pytest.mark.server
+def test_explain_takes_the_stakeholder_parameter_and_refuses_any_other(server, http, grpc, breast_cancer):
+    """A parameter explain does not take (k, desired, ...) would be silently ignored: it is refused instead."""
+    pytest.importorskip("edgeinfer.explain.compose")
+    X = _rows(breast_cancer, 1, start=5)
+    result = http.infer("explain", [_features(X[0])], parameters={"stakeholder": "patient"}, timeout=60)
+    assert json.loads(result.as_numpy("explanation")[0, 0])["stakeholder"] == "patient"
+    refusal = ("RequestRefused: request parameter 'k' is not one explain takes: its only parameter is "
+               "'stakeholder' (one stakeholder name for the whole request, e.g. 'patient')")
+    with pytest.raises(InferenceServerException) as caught:
+        http.infer("explain", [_features(X[0])], parameters={"stakeholder": "patient", "k": 3})
+    assert refusal in caught.value.message()
+    features = grpcclient.InferInput("features", list(X.shape), "FP32")
+    features.set_data_from_numpy(X)
+    with pytest.raises(InferenceServerException) as caught:
+        grpc.infer("explain", [features], parameters={"desired": "benign"})
+    assert refusal.replace("'k'", "'desired'") in caught.value.message()
+    assert http.is_model_ready("explain")
+
+
 def _send_concurrently(server, http, model, inputs_per_request):
     """Send every request at once (the HTTP client's async_infer); -> (results or exceptions, executions used)."""
     def executions():
