@@ -423,6 +423,7 @@ class Server:
         security = pytriton.TritonSecurityConfig(access_token=access_token)
         self.access_token = security.access_token
         self._triton = None
+        self._python_env = None
         try:
             if workers:      # before Triton starts: it reports ready only once the workers are warm too
                 self._pool = self._start_workers(workers)
@@ -443,7 +444,12 @@ class Server:
                 config=model_config,
             )
             with _log_to_stderr():       # tritonserver's start-up log: not on the caller's stdout
-                self._triton.run()
+                before = _python_envs()
+                try:
+                    self._triton.run()
+                finally:    # tritonserver's Python backend made one as the models loaded: ours if it is the only one
+                    new = _python_envs() - before
+                    self._python_env = new.pop() if len(new) == 1 else None
                 self._wait_ready(startup_timeout_s)
         except BaseException as err:
             try:
@@ -502,7 +508,8 @@ class Server:
 
     def stop(self) -> None:
         triton, pool = getattr(self, "_triton", None), getattr(self, "_pool", None)
-        self._triton = self._pool = None
+        python_env = getattr(self, "_python_env", None)
+        self._triton = self._pool = self._python_env = None
         workspace = getattr(getattr(triton, "_workspace", None), "path", None)
         try:
             if triton is not None:
@@ -514,6 +521,11 @@ class Server:
                 pool.close()
             if workspace is not None:
                 _remove_stub_copies(str(workspace))
+            if python_env is not None:
+                try:
+                    os.rmdir(python_env)    # left (empty) when tritonserver exits with failure; only if still empty
+                except OSError:
+                    pass
 
     def _unload_models(self) -> None:
         """Unload both models while Triton still runs. PyTriton stops tritonserver first, which then waits for
@@ -556,6 +568,21 @@ def _remove_stub_copies(workspace: str) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
+
+
+def _python_envs() -> set[str]:
+    """This user's /tmp/python_env_XXXXXX directories. tritonserver's Python backend makes one (empty) as it starts,
+    and removes it only when tritonserver exits cleanly. Its name cannot be tied to a server: a directory that
+    appears while this server's tritonserver starts, when it is the only one, is this server's (another server
+    starting meanwhile makes two, and then neither is taken)."""
+    found = set()
+    for path in Path("/tmp").glob("python_env_*"):
+        try:
+            if path.is_dir() and path.stat().st_uid == os.getuid():
+                found.add(str(path))
+        except OSError:
+            continue
+    return found
 
 
 def serve(
