@@ -8,9 +8,10 @@ the seed is in every failure message. Tolerances: `project`, `knn_agreement`
 and `masked_argmin` exactly equal; `scaled_l1` within 1e-12 relative (the order
 of additions differs).
 
-On a machine with CUDA, the same child without TRITON_INTERPRET would run them
-on the GPU; here there is none, so the compiled path is checked by compiling
-every kernel for sm_90 (H100) without launching it.
+On a machine with CUDA the same cases also run compiled on the GPU: a second
+child without TRITON_INTERPRET, checked with the same tolerances. Without one,
+those tests are skipped and the compiled path is checked by compiling every
+kernel for sm_90 (H100) without launching it.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ SEED = int(time.time_ns() % 2**32)
 CHILD = r"""
 import os, sys
 import numpy as np
-assert os.environ.get("TRITON_INTERPRET") == "1"
 from edgeinfer.explain.kernels import get_kernels
 T = get_kernels("triton")
-assert T.INTERPRETED, "triton was not in interpreter mode"
+if sys.argv[3] == "interpreter":
+    assert T.INTERPRETED, "triton was not in interpreter mode"
+else:
+    import torch
+    assert not T.INTERPRETED and torch.cuda.is_available(), "not compiled for a CUDA GPU"
 cases = np.load(sys.argv[1], allow_pickle=False)
 out = {}
 names = sorted({k.split("/")[0] for k in cases.files})
@@ -129,21 +133,35 @@ def _cases(rng):
     }
 
 
-@pytest.fixture(scope="module")
-def parity(tmp_path_factory):
-    """(inputs, triton outputs) for every case, computed once in an interpreter child process."""
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _triton_env(mode: str) -> dict:
+    """The environment of a child that runs the Triton kernels under the interpreter or compiled for CUDA."""
+    if mode == "cuda" and not _has_cuda():
+        pytest.skip("no CUDA GPU: the compiled kernels are checked by test_kernels_compile_for_h100_without_a_gpu")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return {**env, "TRITON_INTERPRET": "1"} if mode == "interpreter" else env
+
+
+@pytest.fixture(scope="module", params=["interpreter", "cuda"])
+def parity(request, tmp_path_factory):
+    """(inputs, triton outputs) for every case, computed once per mode in a child process."""
+    env = _triton_env(request.param)
     rng = np.random.default_rng(SEED)
     cases = _cases(rng)
     tmp = tmp_path_factory.mktemp("kernels")
     flat = {f"{name}/{key}": value for name, args in cases.items() for key, value in args.items()}
     np.savez(tmp / "in.npz", **flat)
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp / "in.npz"), str(tmp / "out.npz")],
+        [sys.executable, "-c", CHILD, str(tmp / "in.npz"), str(tmp / "out.npz"), request.param],
         env=env, capture_output=True, text=True, timeout=300,
     )
     if proc.returncode != 0:
-        pytest.fail(f"seed {SEED}: Triton interpreter child failed:\n{proc.stderr[-4000:]}")
+        pytest.fail(f"seed {SEED}: Triton {request.param} child failed:\n{proc.stderr[-4000:]}")
     outputs = np.load(tmp / "out.npz", allow_pickle=False)
     return cases, {k: outputs[k] for k in outputs.files}
 
@@ -305,9 +323,11 @@ else:
     assert proc.stdout.strip().startswith("the Triton kernels need a CUDA GPU, and none is visible to torch")
 
 
-def test_counterfactual_search_gives_the_same_answers_with_either_kernel_family():
-    """The whole search, not just each kernel: the same answers on the NumPy and the Triton path (interpreted),
-    with and without min_plausibility."""
+@pytest.mark.parametrize("mode", ["interpreter", "cuda"])
+def test_counterfactual_search_gives_the_same_answers_with_either_kernel_family(mode):
+    """The whole search, not just each kernel: the same answers on the NumPy and the Triton path (interpreted,
+    or compiled on a CUDA GPU), with and without min_plausibility."""
+    env = _triton_env(mode)
     code = r"""
 import os, sys, json
 import numpy as np
@@ -326,7 +346,6 @@ for name in ("numpy", "triton"):
         out[name] += [[list(cf.values) + [cf.distance, cf.plausibility] for cf in r] for r in res]
 print(json.dumps(out))
 """
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -141,6 +141,16 @@ def test_profile_provider_order_is_recorded():
     assert info.unavailable == ("XnnpackExecutionProvider",)
 
 
+def _cuda_ready() -> bool:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def test_missing_gpu_provider_is_refused_not_silently_replaced():
     profile = ei.get_device("cuda-server-h100")
     with pytest.raises(BackendError) as info:
@@ -154,6 +164,7 @@ def test_missing_gpu_provider_is_refused_not_silently_replaced():
     assert asked.fallback and asked.provider == "CPUExecutionProvider" and asked.kernels == "numpy"
 
 
+@pytest.mark.skipif(_cuda_ready(), reason="CUDA starts here: the fall back to the CPU cannot be caused")
 def test_a_provider_that_cannot_start_is_refused_or_recorded_never_claimed(bc_bundle):
     """ONNX Runtime falls back on its own, silently, when a provider it offers cannot start (missing TensorRT or CUDA
     libraries; here: a CPU build asked for them). The Session says what really runs."""
@@ -199,3 +210,29 @@ def test_importing_the_core_loads_neither_torch_nor_onnx():
     code = "import sys, edgeinfer, edgeinfer.explain; print(sorted(m for m in ('torch', 'onnx', 'captum', 'triton') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA GPU and onnxruntime-gpu")
+def test_the_cuda_profile_runs_on_the_gpu_with_the_triton_kernels(breast_cancer, tmp_path):
+    """Only where ONNX Runtime's CUDA build and a CUDA GPU are present (skipped elsewhere): the H100 profile's fp16
+    bundle runs on a GPU provider, the explanation math on the Triton kernels; its probabilities agree with the same
+    bundle on ONNX Runtime's CPU within fp16's tolerance, and every counterfactual is valid on the GPU model."""
+    import onnxruntime as ort
+    from conftest import _export
+
+    path = _export(breast_cancer, tmp_path / "h100", "cuda-server-h100")
+    gpu = ei.load(path)
+    assert gpu.execution.provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider"), gpu.execution
+    assert gpu.execution.kernels == "triton" and not gpu.execution.fallback
+    X = breast_cancer.X_test
+    cpu = ort.InferenceSession(str(ei.read_bundle(path).model_path), providers=["CPUExecutionProvider"])
+    (on_cpu,) = cpu.run(None, {cpu.get_inputs()[0].name: X.astype(np.float32)})
+    np.testing.assert_allclose(gpu.predict_proba(X), on_cpu, atol=5e-3)
+    for explanation in gpu.explain(X[:8]):
+        assert explanation.model.provider == gpu.execution.provider
+        answers = explanation.counterfactuals
+        assert answers.found or answers.met, answers.reason
+        for cf in answers:
+            assert cf.valid
+            p = gpu.predict_proba(np.array([cf.values]))[0]
+            assert gpu.classes[int(np.argmax(p))] == cf.class_name
