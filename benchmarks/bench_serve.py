@@ -2,11 +2,12 @@
 
     python -m benchmarks.bench_serve [--requests 600] [--explain-requests 200] [--time-cap 8] [--repeats 3]
                                      [--delay-us 2000] [--max-batch-size 64] [--instances 1,2] [--workers 0,N]
-                                     [--threads 1]
+                                     [--threads 1] [--device x86-edge-gateway | --bundle DIR]
 
 Two servers run side by side on 127.0.0.1 with the same settings except batching:
 one with Triton's dynamic batcher (max queue delay --delay-us), one without. Both
-serve the same bundle (breast-cancer MLP, int8, x86-edge-gateway profile), for
+serve the same bundle (breast-cancer MLP, by default int8 for the x86-edge-gateway
+profile; --device exports it for another profile, --bundle serves one exported before), for
 every setting of model instances (--instances) and explain worker processes
 (--workers; `explain` only, as workers only explain).
 
@@ -56,15 +57,19 @@ def _free_ports(n):
     return ports
 
 
-def _bundle(tmp: Path):
+def _bundle(tmp: Path, device: str, bundle: Path | None):
+    """The breast-cancer MLP exported for `device` (or the bundle given), and the test rows the clients send."""
     import edgeinfer as ei
     from edgeinfer.datasets import breast_cancer
-    from edgeinfer.export.models import tabular_mlp
 
     data = breast_cancer()
-    model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
-    ei.export(model, data.schema, calibration=data.X_train, device="x86-edge-gateway", out=tmp / "bundle")
-    return tmp / "bundle", np.ascontiguousarray(data.X_test, dtype=np.float32)
+    if bundle is None:
+        from edgeinfer.export.models import tabular_mlp
+
+        model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
+        bundle = tmp / "bundle"
+        ei.export(model, data.schema, calibration=data.X_train, device=device, out=bundle)
+    return bundle, np.ascontiguousarray(data.X_test, dtype=np.float32)
 
 
 # ----- the client process -------------------------------------------------------------
@@ -234,6 +239,8 @@ def main(argv=None) -> int:
                              "(default: 0 and one per usable CPU); predict runs with 0 only (workers only explain)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per Session")
     parser.add_argument("--models", default="predict,explain")
+    parser.add_argument("--device", default="x86-edge-gateway", help="the device profile the bundle is exported for")
+    parser.add_argument("--bundle", type=Path, help="serve this breast-cancer bundle instead of exporting one")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve.md"))
     args = parser.parse_args(argv)
     command = "python -m benchmarks.bench_serve " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -250,7 +257,7 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, X = _bundle(Path(tmp))
+        bundle, X = _bundle(Path(tmp), args.device, args.bundle)
         jobs, answers = ctx.Queue(), ctx.Queue()
         client = ctx.Process(target=_client_process, args=(jobs, answers, X), daemon=True)
         client.start()
@@ -326,7 +333,13 @@ def _label(setting) -> str:
 
 
 def _report(command, args, models, settings, results, info, load0, load1) -> str:
-    device = f"{platform.machine()} CPU, {os.cpu_count()} cores visible ({platform.platform()}), no GPU"
+    device = f"{platform.machine()} CPU, {os.cpu_count()} cores visible ({platform.platform()})"
+    if info.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        import torch
+
+        device += f", {torch.cuda.get_device_name(0)}"
+    else:
+        device += ", no GPU used"
     busy = np.median([r["machine_busy"] for runs in results.values() for r in runs]) * 100
     instance_counts = sorted({n for n, _ in settings})
     worker_counts = sorted({w for _, w in settings})
