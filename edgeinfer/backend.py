@@ -6,7 +6,9 @@ load is refused, unless the caller asked for a fallback, which is then recorded.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -89,9 +91,15 @@ class OnnxBackend:
         first = usable.index(self.execution.provider) if self.execution.provider in usable else len(usable)
         providers = list(dict.fromkeys([self.execution.provider, *usable[first + 1:], CPU]))
         try:
-            return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+            # ONNX Runtime prints a provider that failed to start ("EP Error ...") on stdout, where machine-readable
+            # output goes; it belongs on stderr. What runs instead is read back by _as_running.
+            with contextlib.redirect_stdout(sys.stderr):
+                session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as err:  # ONNX Runtime raises its own untyped errors
             raise BackendError(f"ONNX Runtime could not load {model_path}: {err}") from err
+        # a provider failing in the middle of a run raises, rather than ONNX Runtime moving to the CPU unrecorded
+        session.disable_fallback()
+        return session
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)

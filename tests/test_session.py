@@ -164,6 +164,29 @@ def test_missing_gpu_provider_is_refused_not_silently_replaced():
     assert asked.fallback and asked.provider == "CPUExecutionProvider" and asked.kernels == "numpy"
 
 
+def test_onnx_runtimes_own_provider_messages_stay_off_stdout(bc_bundle, monkeypatch, capsys):
+    """A GPU provider that fails to start makes ONNX Runtime print "EP Error ..." on stdout (seen on an H100 host
+    without TensorRT's libraries), where `edgeinfer explain --format json` writes its JSON. It goes to stderr. And
+    ONNX Runtime's own fall back in the middle of a run is off, so the provider never changes unrecorded. The failure
+    needs ONNX Runtime's GPU build; here its print is imitated."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    def printing(*args, **kwargs):
+        print("*************** EP Error ***************")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", printing)
+    session = ei.load(bc_bundle, threads=2)
+    session.predict_proba(np.zeros((1, 30)))                 # opens the small-batch session too
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("EP Error") == 2
+    backend = session._backend
+    assert backend._session._enable_fallback is False and backend._small._enable_fallback is False
+
+
 @pytest.mark.skipif(_cuda_ready(), reason="CUDA starts here: the fall back to the CPU cannot be caused")
 def test_a_provider_that_cannot_start_is_refused_or_recorded_never_claimed(bc_bundle):
     """ONNX Runtime falls back on its own, silently, when a provider it offers cannot start (missing TensorRT or CUDA
