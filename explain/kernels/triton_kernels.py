@@ -176,7 +176,10 @@ def _device():
 
 
 def _tensor(a, dtype=np.float64):
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(_device())
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not a.flags.writeable:  # a bundle's reference arrays are read-only; torch warns about sharing them
+        a = a.copy()
+    return torch.from_numpy(a).to(_device())
 
 
 def _numpy(t):
