@@ -7,6 +7,7 @@ load is refused, unless the caller asked for a fallback, which is then recorded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME
-from edgeinfer.errors import BackendError
+from edgeinfer.errors import BackendError, BundleError
 from edgeinfer.profiles import DeviceProfile
 
 CPU = "CPUExecutionProvider"
@@ -65,21 +66,31 @@ class OnnxBackend:
     single-threaded session: handing a small batch to a thread pool costs more than it saves
     (measured on a 2-core host: a counterfactual request of a few ~500-row calls took 2-3x longer
     with 2 intra-op threads), and much more when other work holds the cores.
+
+    The model file is read once, checked against `sha256` when given, and both sessions are opened from
+    those bytes at once: a file replaced on disk later (a re-export into the same folder) never answers
+    for the model that was loaded, and no decision's latency includes opening a session.
     """
 
     SMALL_BATCH_ROWS = 4096
 
-    def __init__(self, model_path: Path, *, execution: ExecutionInfo, threads: int, fallback: bool = False):
+    def __init__(self, model_path: Path, *, execution: ExecutionInfo, threads: int, fallback: bool = False,
+                 sha256: str | None = None):
         self.execution = execution
         self._model_path = model_path
-        self._session = self._open(model_path, threads)
+        model = _read_model(Path(model_path), sha256)
+        self._session = self._open(model, threads)
         self.execution = _as_running(execution, self._session.get_providers(), fallback=fallback)
-        # opened on the first small batch, so a Session that only ever sees large ones holds one copy
-        self._small = None if threads > 1 and self.execution.provider == CPU else self._session
+        self._small = self._open(model, 1) if threads > 1 and self.execution.provider == CPU else self._session
         self.calls = 0
         self.rows = 0
 
-    def _open(self, model_path: Path, threads: int):
+    def widths(self) -> tuple[int | None, int | None]:
+        """The model's input features and output probabilities per row (None where the graph leaves it open)."""
+        (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
+        return tuple(shape[-1] if shape and isinstance(shape[-1], int) else None for shape in (inp.shape, out.shape))
+
+    def _open(self, model: bytes, threads: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -94,20 +105,16 @@ class OnnxBackend:
             # ONNX Runtime prints a provider that failed to start ("EP Error ...") on stdout, where machine-readable
             # output goes; it belongs on stderr. What runs instead is read back by _as_running.
             with contextlib.redirect_stdout(sys.stderr):
-                session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+                session = ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as err:  # ONNX Runtime raises its own untyped errors
-            raise BackendError(f"ONNX Runtime could not load {model_path}: {err}") from err
+            raise BackendError(f"ONNX Runtime could not load {self._model_path}: {err}") from err
         # a provider failing in the middle of a run raises, rather than ONNX Runtime moving to the CPU unrecorded
         session.disable_fallback()
         return session
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
-        session = self._session
-        if len(X) <= self.SMALL_BATCH_ROWS:
-            if self._small is None:
-                self._small = self._open(self._model_path, 1)
-            session = self._small
+        session = self._small if len(X) <= self.SMALL_BATCH_ROWS else self._session
         try:
             (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: X})
         except Exception as err:
@@ -115,6 +122,17 @@ class OnnxBackend:
         self.calls += 1
         self.rows += len(X)
         return out.astype(np.float64, copy=False)
+
+
+def _read_model(path: Path, sha256: str | None) -> bytes:
+    try:
+        model = path.read_bytes()
+    except OSError as err:
+        raise BundleError(f"model {path} cannot be read ({err.strerror}); restore it or re-export the bundle") from err
+    if sha256 is not None and hashlib.sha256(model).hexdigest() != sha256:
+        raise BundleError(f"bundle file {path.name} in {path.parent} no longer matches its recorded sha256 (changed "
+                          "since the bundle was read, truncated or tampered); restore it or re-export the bundle")
+    return model
 
 
 def _as_running(execution: ExecutionInfo, running: list[str], *, fallback: bool) -> ExecutionInfo:

@@ -46,6 +46,11 @@ class Bundle:
         return self.path / MODEL_FILE
 
     @property
+    def model_sha256(self) -> str:
+        """The digest model.onnx had when the bundle was verified: the backend checks the bytes it opens."""
+        return self.manifest["files"][MODEL_FILE]
+
+    @property
     def precision(self) -> str:
         return self.manifest["precision"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from edgeinfer.backend import ExecutionInfo, OnnxBackend, available_providers, choose_provider, default_threads
 from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
-from edgeinfer.errors import DeviceError, UsageError
+from edgeinfer.errors import BundleError, DeviceError, UsageError
 from edgeinfer.profiles import get_device
 
 MAX_THREADS = 256        # as the CLI's --threads; ONNX Runtime hangs making a million
@@ -45,9 +45,15 @@ class Session:
         self.schema = bundle.schema
         self.reference = bundle.reference
         self.profile = profile
-        self._backend = OnnxBackend(
-            bundle.model_path, execution=execution, threads=threads or default_threads(profile), fallback=fallback
-        )
+        self._backend = OnnxBackend(bundle.model_path, execution=execution, threads=threads or default_threads(profile),
+                                    fallback=fallback, sha256=bundle.model_sha256)
+        features, classes = self._backend.widths()
+        if features not in (None, len(self.schema)) or classes not in (None, len(self.schema.classes)):
+            raise BundleError(
+                f"the model in bundle {bundle.path} takes {features or 'any number of'} features and gives "
+                f"{classes or 'any number of'} probabilities, but its schema lists {len(self.schema)} features and "
+                f"{len(self.schema.classes)} classes; re-export the bundle"
+            )
 
     # ----- what explainers and front ends read -----------------------------
     @property

@@ -5,7 +5,7 @@ import pytest
 
 import edgeinfer as ei
 from edgeinfer.backend import choose_provider
-from edgeinfer.errors import BackendError, DeviceError, ExplainError, InputError, UsageError
+from edgeinfer.errors import BackendError, BundleError, DeviceError, ExplainError, InputError, UsageError
 
 
 def test_predict_every_input_form_agrees(bc_session, breast_cancer):
@@ -259,3 +259,57 @@ def test_the_cuda_profile_runs_on_the_gpu_with_the_triton_kernels(breast_cancer,
             assert cf.valid
             p = gpu.predict_proba(np.array([cf.values]))[0]
             assert gpu.classes[int(np.argmax(p))] == cf.class_name
+
+
+def _copy_bundle(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_model_replaced_on_disk_after_load_never_answers(bc_bundle, breast_cancer, tmp_path):
+    """A re-export into the folder a Session was loaded from (an operator retraining while it serves): the Session
+    keeps answering, every batch size, with the model it verified, and a Session made from a Bundle read before the
+    change refuses the new file."""
+    from edgeinfer.export.models import tabular_mlp
+
+    live = _copy_bundle(bc_bundle, tmp_path / "live")
+    session = ei.load(live, threads=2)
+    bundle = ei.read_bundle(live)
+    other = tabular_mlp(breast_cancer.X_train, 1 - breast_cancer.y_train, hidden=(8,), epochs=20)
+    ei.export(other, breast_cancer.schema, calibration=breast_cancer.X_train, device="raspberry-pi-4",
+              out=tmp_path / "other")
+    (live / "model.onnx").write_bytes((tmp_path / "other" / "model.onnx").read_bytes())
+    X = breast_cancer.X_test[:3]
+    want = ei.load(bc_bundle, threads=1).predict_proba(X)
+    np.testing.assert_array_equal(session.predict_proba(X), want)                            # the small session
+    np.testing.assert_allclose(session.predict_proba(np.resize(X, (5000, 30)))[:3], want, atol=1e-6)  # the large
+    with pytest.raises(BundleError) as info:
+        ei.Session(bundle)
+    assert str(info.value) == (
+        f"bundle file model.onnx in {live} no longer matches its recorded sha256 (changed since the bundle was read, "
+        "truncated or tampered); restore it or re-export the bundle")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda schema: schema.update(classes=["a", "b", "c"], favourable="a"),
+     "takes 30 features and gives 2 probabilities, but its schema lists 30 features and 3 classes"),
+    (lambda schema: schema["features"].pop(),
+     "takes 30 features and gives 2 probabilities, but its schema lists 29 features and 2 classes"),
+])
+def test_a_model_whose_width_is_not_the_schemas_is_refused_at_load(bc_bundle, tmp_path, edit, message):
+    """A manifest edited and re-sealed (its digests are no signature) to a schema the model does not fit: refused
+    at load, not answered with probabilities under the wrong class names."""
+    import json
+
+    from edgeinfer.bundle import _manifest_digest
+
+    path = _copy_bundle(bc_bundle, tmp_path / "b")
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest["schema"])
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as info:
+        ei.load(path)
+    assert str(info.value) == f"the model in bundle {path} {message}; re-export the bundle"
