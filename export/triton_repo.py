@@ -111,7 +111,11 @@ def write_model_repository(
 ) -> Path:
     """Write `<out>/<name>/config.pbtxt` and `<out>/<name>/1/model.onnx`; return the model directory."""
     bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-    name = name or bundle.schema.name
+    for option, value in (("max_batch_size", max_batch_size), ("max_queue_delay_us", max_queue_delay_us),
+                          ("instances", instances)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{option} must be a whole number, got {value!r}")
+    name = bundle.schema.name if name is None else name
     if not _NAME.match(name) or set(name) == {"."}:        # "." and ".." would be the repository or its parent
         raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-', and not only dots; "
                          "give another --name (name= in Python)")
@@ -129,10 +133,20 @@ def write_model_repository(
         if not (model_dir / "config.pbtxt").is_file():
             raise ExportError(f"{model_dir} is not a Triton model directory (no config.pbtxt); overwrite replaces only "
                               f"one: choose another output or name, or remove {model_dir} yourself")
+        ours = {Path("config.pbtxt"), Path("1"), Path("1") / "model.onnx"}
+        others = sorted(str(f.relative_to(model_dir)) for f in model_dir.rglob("*") if f.relative_to(model_dir) not in ours)
+        if others:      # other versions or files of an operator's: never deleted by this export
+            raise ExportError(f"{model_dir} holds files this export does not write ({', '.join(others[:5])}"
+                              f"{', ...' if len(others) > 5 else ''}); overwrite replaces only config.pbtxt and "
+                              "1/model.onnx: move those files, or choose another output or name")
         shutil.rmtree(model_dir)
-    (model_dir / "1").mkdir(parents=True)
-    shutil.copyfile(bundle.model_path, model_dir / "1" / "model.onnx")
-    (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+    try:
+        (model_dir / "1").mkdir(parents=True)
+        shutil.copyfile(bundle.model_path, model_dir / "1" / "model.onnx")
+        (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise ExportError(f"cannot write the model repository at {model_dir} ({err.strerror}); choose an output "
+                          "folder you can write") from err
     return model_dir
 
 

@@ -830,6 +830,11 @@ def test_model_repository_for_cuda_bundle_parses_with_tritons_schema(cuda_bundle
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP16")
     assert config.parameters["edgeinfer_bundle_sha256"].string_value == ei.read_bundle(cuda_bundle).sha256
+    from edgeinfer.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        write_model_repository(cuda_bundle, tmp_path / "other", instances="2")
+    assert str(info.value) == "instances must be a whole number, got '2'"
 
 
 def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
@@ -858,7 +863,21 @@ def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
                               f"overwrite replaces only one: choose another output or name, or remove "
                               f"{tmp_path / 'repo' / 'notes'} yourself\n")
     assert (tmp_path / "repo" / "notes" / "notes.txt").read_text() == "keep me"
-    for name in (".", "..", "a/b"):            # the repository itself, its parent, a folder below
+    (tmp_path / "repo" / name / "2").mkdir()                          # an operator's second version, and a file
+    (tmp_path / "repo" / name / "2" / "model.onnx").write_bytes(b"v2")
+    (tmp_path / "repo" / name / "labels.txt").write_text("benign\nmalignant\n")
+    refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo"), "--overwrite"])
+    assert (refused.exit_code, refused.output) == (1, f"error: {tmp_path / 'repo' / name} holds files this export "
+                                                      "does not write (2, 2/model.onnx, labels.txt); overwrite replaces "
+                                                      "only config.pbtxt and 1/model.onnx: move those files, or choose "
+                                                      "another output or name\n")
+    assert (tmp_path / "repo" / name / "2" / "model.onnx").read_bytes() == b"v2"
+    (tmp_path / "afile").write_text("")
+    refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "afile" / "sub")])
+    assert (refused.exit_code, refused.output) == (1, f"error: cannot write the model repository at "
+                                                      f"{tmp_path / 'afile' / 'sub' / name} (Not a directory); choose "
+                                                      "an output folder you can write\n")
+    for name in ("", ".", "..", "a/b"):            # none, the repository itself, its parent, a folder below
         refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo"), "--name",
                                             name])
         assert (refused.exit_code, refused.output) == (2, f"error: model name {name!r} must use only letters, "
