@@ -886,6 +886,22 @@ def _text_or_rows(value: Any) -> dict[str, Any]:
     return {"text": None, "rows": _rows(value), "entries": []}
 
 
+def _device_text(exported: Mapping[str, Any], ran: str | None) -> str | None:
+    """The device the explanations ran on, and the one the bundle was exported for when that is another."""
+    from edgeinfer.profiles import get_device
+
+    def title(name: str) -> str:
+        try:
+            return get_device(name).title
+        except EdgeInferError:      # a profile this installation does not have: its name
+            return name
+
+    for_device = exported.get("title") or exported.get("name")
+    if ran is None or ran == exported.get("name"):
+        return for_device or ran
+    return f"{title(ran)} (exported for {for_device})" if for_device else title(ran)
+
+
 def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema, carried: Any) -> dict[str, Any]:
     card = manifest.get("card") if isinstance(manifest.get("card"), Mapping) else {}
     info = explained[0].model if explained else None
@@ -900,7 +916,7 @@ def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema
         "sha256": sha,
         "mismatch": [s for s in used if bundle is not None and s != sha],
         "created": manifest.get("created"),
-        "device": device.get("title") or device.get("name") or (info.device if info else None),
+        "device": _device_text(device, info.device if info else None),
         "precision": manifest.get("precision") or (info.precision if info else None),
         "provider": info.provider if info else None,
         "producer": _rows(manifest.get("producer")) or ([("producer", info.producer)] if info and info.producer else []),

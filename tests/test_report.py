@@ -209,6 +209,17 @@ def test_single_decision_html_holds_every_section(fixed_bundle, tmp_path):
     assert "edgeinfer explain BUNDLE" in text
 
 
+def test_the_device_is_the_one_the_explanations_ran_on(fixed_bundle, tmp_path):
+    """A bundle for the Raspberry Pi 4 loaded with device='wearable-gateway': the report says where it ran."""
+    expl = _explanation(fixed_bundle.sha256)
+    moved = dataclasses.replace(expl, model=dataclasses.replace(expl.model, device="wearable-gateway"))
+    text = _text(ei.report([moved], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert ("Device and precision Wearable gateway (Raspberry Pi Zero 2 W, 512 MB) (exported for Raspberry Pi 4 "
+            "Model B (4 GB)) · int8-static · CPUExecutionProvider") in text
+    text = _text(ei.report([expl], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert "Device and precision Raspberry Pi 4 Model B (4 GB) · int8-static · CPUExecutionProvider" in text
+
+
 def test_html_is_self_contained(fixed_bundle, tmp_path):
     html = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle).read_text()
     assert not re.search(r"""(src|href|xlink:href)\s*=\s*["']?\s*(https?:)?//""", html)
