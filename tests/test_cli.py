@@ -382,3 +382,21 @@ def test_quoted_numbers_in_json_lines_read_as_in_a_csv_file(diabetes_bundle, row
     assert from_json.exit_code == from_csv.exit_code == 0
     same = [{**d, "latency_ms": 0, "row": 0} for d in _lines(from_json)]      # rows: line 1 vs line 2 (a header)
     assert same == [{**d, "latency_ms": 0, "row": 0} for d in _lines(from_csv)]
+
+
+def test_a_fallback_is_said_on_stderr_while_the_rows_stay_on_stdout(breast_cancer, tmp_path):
+    """predict's rows do not carry the provider, so `--fallback` on a GPU profile is said once, on stderr."""
+    from conftest import _export
+
+    bundle = _export(breast_cancer, tmp_path / "h100", "cuda-server-h100")
+    rows = tmp_path / "rows.csv"
+    names = list(breast_cancer.schema.names)
+    rows.write_text(",".join(names) + "\n" + ",".join(repr(float(v)) for v in breast_cancer.X_test[0]) + "\n")
+    result = CliRunner().invoke(main, ["predict", str(bundle), str(rows), "--fallback"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("warning: fallback asked for: TensorrtExecutionProvider, CUDAExecutionProvider "
+                             "unavailable, running on CPUExecutionProvider\n")
+    assert [json.loads(line)["row"] for line in result.stdout.splitlines()] == [2]
+    streamed = CliRunner().invoke(main, ["stream", str(bundle), str(rows), "--fallback", "--explain", "none"])
+    assert streamed.stderr.startswith("warning: fallback asked for: TensorrtExecutionProvider, CUDAExecutionProvider "
+                                      "unavailable, running on CPUExecutionProvider\n"), streamed.stderr
