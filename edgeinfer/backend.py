@@ -32,11 +32,7 @@ class ExecutionInfo:
     unavailable: tuple[str, ...]
     fallback: bool
     note: str
-
-    @property
-    def kernels(self) -> str:
-        """Which kernel family serves the explanation math: 'triton' on CUDA, 'numpy' otherwise."""
-        return "triton" if self.provider in GPU_PROVIDERS else "numpy"
+    kernels: str = "numpy"   # the explanation math's kernel family: 'triton' on a GPU where torch sees CUDA
 
 
 def choose_provider(profile: DeviceProfile, available: list[str], *, fallback: bool) -> ExecutionInfo:
@@ -80,7 +76,7 @@ class OnnxBackend:
         self._model_path = model_path
         model = _read_model(Path(model_path), sha256)
         self._session = self._open(model, threads)
-        self.execution = _as_running(execution, self._session.get_providers(), fallback=fallback)
+        self.execution = with_kernels(_as_running(execution, self._session.get_providers(), fallback=fallback))
         self._small = self._open(model, 1) if threads > 1 and self.execution.provider == CPU else self._session
         self.calls = 0
         self.rows = 0
@@ -135,6 +131,25 @@ def _read_model(path: Path, sha256: str | None) -> bytes:
     return model
 
 
+def with_kernels(execution: ExecutionInfo) -> ExecutionInfo:
+    """The Triton kernels on a GPU provider where triton and a CUDA build of torch can run them; NumPy otherwise,
+    noted when a GPU provider runs without them (explanations still work, on the host's CPU)."""
+    if execution.provider not in GPU_PROVIDERS:
+        return replace(execution, kernels="numpy")
+    try:
+        import torch
+        import triton  # noqa: F401
+
+        ready = torch.cuda.is_available()
+    except ImportError:
+        ready = False
+    if ready:
+        return replace(execution, kernels="triton")
+    why = ("the Triton kernels need triton and a torch that sees the GPU (pip install 'edgeinfer[gpu]' with a CUDA "
+           "build of torch), so the explanation math runs on NumPy")
+    return replace(execution, kernels="numpy", note=f"{execution.note}; {why}" if execution.note else why)
+
+
 def _as_running(execution: ExecutionInfo, running: list[str], *, fallback: bool) -> ExecutionInfo:
     """The provider ONNX Runtime actually runs on. A provider offered by the build may still fail to start (TensorRT
     or CUDA libraries missing): ORT then falls back on its own, silently. The next of the profile's providers is
@@ -144,10 +159,11 @@ def _as_running(execution: ExecutionInfo, running: list[str], *, fallback: bool)
         return execution
     failed = execution.provider
     if actual in execution.requested:
-        return replace(execution, provider=actual, note=f"{failed} could not start here (its libraries missing?); "
-                                                        f"using {actual}, next in the profile's order")
+        return replace(execution, provider=actual, unavailable=(*execution.unavailable, failed),
+                       note=f"{failed} could not start here (its libraries missing?); using {actual}, next in the "
+                            "profile's order")
     if fallback:
-        return replace(execution, provider=actual, fallback=True,
+        return replace(execution, provider=actual, fallback=True, unavailable=(*execution.unavailable, failed),
                        note=f"fallback asked for: {failed} could not start here, running on {actual}")
     raise BackendError(
         f"{failed} is in this ONNX Runtime but could not start here (its libraries missing?), and ONNX Runtime fell "

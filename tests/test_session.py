@@ -215,6 +215,28 @@ def test_a_provider_that_cannot_start_is_refused_or_recorded_never_claimed(bc_bu
         assert (next_one.provider, next_one.fallback) == ("CPUExecutionProvider", False)
         assert next_one.note == ("CUDAExecutionProvider could not start here (its libraries missing?); using "
                                  "CPUExecutionProvider, next in the profile's order")
+        assert next_one.unavailable == ("CUDAExecutionProvider",) and asked.unavailable == ("TensorrtExecutionProvider",)
+
+
+def test_a_gpu_provider_without_a_cuda_torch_explains_on_numpy_and_says_so():
+    """onnxruntime-gpu beside a CPU build of torch: the model runs on the GPU, and the explanation math on NumPy
+    (noted), not on Triton kernels that would refuse every explanation."""
+    import torch
+
+    from edgeinfer.backend import ExecutionInfo, with_kernels
+
+    cuda = ExecutionInfo("CUDAExecutionProvider", ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
+                         ("TensorrtExecutionProvider",), False, "TensorrtExecutionProvider could not start here")
+    chosen = with_kernels(cuda)
+    if torch.cuda.is_available():
+        assert (chosen.kernels, chosen.note) == ("triton", cuda.note)
+    else:
+        assert chosen.kernels == "numpy"
+        assert chosen.note == (
+            "TensorrtExecutionProvider could not start here; the Triton kernels need triton and a torch that sees the "
+            "GPU (pip install 'edgeinfer[gpu]' with a CUDA build of torch), so the explanation math runs on NumPy")
+    cpu = ExecutionInfo("CPUExecutionProvider", ("CPUExecutionProvider",), (), False, "")
+    assert with_kernels(cpu) == cpu
 
 
 def test_device_must_support_the_bundle_precision(bc_bundle):
