@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, ExportError
 
 
 class EdgeInferGroup(click.Group):
@@ -332,6 +332,9 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=device,
                     out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite)
     click.echo(report.summary())
+    if not report.budget.fits:     # a pipeline must see it: exit 1, with the bundle kept for a look
+        raise ExportError(f"the model {report.budget.verdict}; the bundle in {out} was written for inspection only: "
+                          "export a smaller model, or for a device with larger budgets")
 
 
 # Front ends in their own modules; each imports only light things at load.

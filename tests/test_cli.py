@@ -400,3 +400,30 @@ def test_a_fallback_is_said_on_stderr_while_the_rows_stay_on_stdout(breast_cance
     streamed = CliRunner().invoke(main, ["stream", str(bundle), str(rows), "--fallback", "--explain", "none"])
     assert streamed.stderr.startswith("warning: fallback asked for: TensorrtExecutionProvider, CUDAExecutionProvider "
                                       "unavailable, running on CPUExecutionProvider\n"), streamed.stderr
+
+
+def test_an_export_over_the_devices_budget_exits_1_and_says_why(breast_cancer, tmp_path):
+    """5.4 M int8 weights for the wearable gateway's 5 MB: the summary, then exit 1 naming the budget, so a
+    pipeline stops; the bundle stays for a look."""
+    import csv
+
+    torch = pytest.importorskip("torch")
+    from edgeinfer.export.models import tabular_mlp
+
+    model = tabular_mlp(breast_cancer.X_train, breast_cancer.y_train, hidden=(2300, 2300), epochs=1)
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 30),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "big.pt2")
+    (tmp_path / "schema.json").write_text(json.dumps(breast_cancer.schema.to_dict()))
+    with open(tmp_path / "calibration.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(breast_cancer.schema.names)
+        writer.writerows(breast_cancer.X_train[:200])
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "big.pt2"), "--schema", str(tmp_path / "schema.json"),
+                                       "--calibration", str(tmp_path / "calibration.csv"), "--device",
+                                       "wearable-gateway", "-o", str(tmp_path / "bundle")])
+    assert result.exit_code == 1, result.output
+    verdict = ei.read_bundle(tmp_path / "bundle").manifest["budget"]["verdict"]
+    assert verdict.startswith("does not fit wearable-gateway: model 5.") and "exceeds the 5 MB size budget" in verdict
+    assert f"budget     {verdict}" in result.stdout
+    assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'bundle'} was written for "
+                             "inspection only: export a smaller model, or for a device with larger budgets\n")
