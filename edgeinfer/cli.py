@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from edgeinfer.errors import EdgeInferError, ExportError
+from edgeinfer.profiles import device_option
 
 
 class EdgeInferGroup(click.Group):
@@ -96,7 +97,7 @@ def _load_session(bundle: str, device: str, fallback: bool):
 bundle_options = [
     click.argument("bundle", type=click.Path(file_okay=False)),
     click.argument("input", default="-"),
-    click.option("--device", default="auto", show_default=True, help="Device profile to run as."),
+    click.option("--device", default="auto", show_default=True, callback=device_option, help="Device profile to run as."),
     click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded)."),
     click.option("--input-format", "fmt_in", type=click.Choice(["auto", "csv", "jsonl"]), default="auto",
                  show_default=True, help="Input format."),
@@ -305,7 +306,7 @@ def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[in
               help="Feature schema, TOML or JSON.")
 @click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Calibration rows, CSV or JSONL with feature names.")
-@click.option("--device", required=True, help="Device profile name (see `edgeinfer devices`).")
+@click.option("--device", required=True, callback=device_option, help="Device profile name (see `edgeinfer devices`).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--holdout", type=click.Path(exists=True, dir_okay=False),
               help="Rows for the accuracy gate (default: a quarter of the calibration rows).")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from edgeinfer.profiles import device_option
 
 
 def fairness_text(model, X: np.ndarray, y: np.ndarray) -> str:
@@ -142,7 +143,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 @click.command("demo")
 @click.option("-o", "--out", default="demo-output", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the bundles, streams and reports.")
-@click.option("--device", default="raspberry-pi-4", show_default=True, help="Device profile to export for.")
+@click.option("--device", default="raspberry-pi-4", show_default=True, callback=device_option,
+              help="Device profile to export for.")
 def demo_command(out: str, device: str) -> None:
     """The whole path on bundled real data: export, predict, explain, stream, report."""
     from edgeinfer.errors import require

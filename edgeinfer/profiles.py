@@ -87,3 +87,16 @@ def get_device(name: str | DeviceProfile) -> DeviceProfile:
             return DeviceProfile.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
     known = ", ".join(p.name[: -len(".toml")] for p in _profile_files())
     raise DeviceError(f"unknown device {name!r}; known devices: {known} (see `edgeinfer devices`)")
+
+
+def device_option(ctx, param, value: str | None) -> str | None:
+    """click callback for a command's --device: an unknown name is a usage error (exit 2), refused before any work."""
+    from edgeinfer.errors import UsageError
+
+    if value is None or value == "auto":
+        return value
+    try:
+        get_device(value)
+    except DeviceError as err:
+        raise UsageError(str(err)) from None
+    return value

@@ -427,3 +427,12 @@ def test_an_export_over_the_devices_budget_exits_1_and_says_why(breast_cancer, t
     assert f"budget     {verdict}" in result.stdout
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'bundle'} was written for "
                              "inspection only: export a smaller model, or for a device with larger budgets\n")
+
+
+@pytest.mark.parametrize("command", [["predict", "nowhere"], ["explain", "nowhere"], ["stream", "nowhere"],
+                                     ["serve", "nowhere"], ["demo", "--out", "nowhere"]])
+def test_an_unknown_device_is_a_usage_error_before_any_work(command):
+    result = CliRunner().invoke(main, [*command, "--device", "rpi4"])
+    assert result.exit_code == 2
+    known = ", ".join(p.name for p in ei.list_devices())
+    assert result.stderr == f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`)\n"
