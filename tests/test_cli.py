@@ -431,8 +431,8 @@ def test_an_export_over_the_devices_budget_exits_1_and_says_why(breast_cancer, t
 
 @pytest.mark.parametrize("command", [["predict", "nowhere"], ["explain", "nowhere"], ["stream", "nowhere"],
                                      ["serve", "nowhere"], ["demo", "--out", "nowhere"]])
-def test_an_unknown_device_is_a_usage_error_before_any_work(command):
-    result = CliRunner().invoke(main, [*command, "--device", "rpi4"])
+def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):
+    result = CliRunner().invoke(main, [str(tmp_path / a) if a == "nowhere" else a for a in command] + ["--device", "rpi4"])
     assert result.exit_code == 2
     known = ", ".join(p.name for p in ei.list_devices())
     assert result.stderr == f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`)\n"
