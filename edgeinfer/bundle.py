@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeinfer.errors import BundleError, SchemaError
+from edgeinfer.errors import BundleError, SchemaError, UsageError
 from edgeinfer.profiles import DeviceProfile
 from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
@@ -185,6 +185,8 @@ def _is_bundle(path: Path) -> bool:
 
 def read_bundle(path: str | Path) -> Bundle:
     """Read and verify a bundle directory."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"a bundle is a directory path (str or pathlib.Path), got {path!r}")
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"bundle {path} not found: expected a directory holding {MANIFEST_FILE}, {MODEL_FILE}, {REFERENCE_FILE}")

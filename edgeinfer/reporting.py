@@ -232,6 +232,8 @@ def report(
 
     `explanations`: Explanations, their JSON dicts, stream window records, or the path of a JSONL file of them.
     `bundle`: the bundle directory's path, a Bundle, or a Session (its bundle)."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise UsageError(f"report output must be a path ending in .html or .pdf, got {out!r}")
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. -o report.html or -o report.pdf")

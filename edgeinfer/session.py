@@ -34,6 +34,11 @@ class Session:
                                     or not 1 <= threads <= MAX_THREADS):
             raise UsageError(f"threads must be a whole number from 1 to {MAX_THREADS} (ONNX Runtime's intra-op "
                              f"threads), or None for the profile's cores; got {threads!r}")
+        if not isinstance(bundle, Bundle):
+            raise UsageError(f"Session takes a Bundle from edgeinfer.read_bundle, got {bundle!r}; to open a bundle "
+                             "directory use edgeinfer.load(path)")
+        if not isinstance(fallback, bool):
+            raise UsageError(f"fallback must be True or False, got {fallback!r}")
         profile = bundle.profile if device == "auto" else get_device(device)
         if bundle.precision not in profile.precisions:
             raise DeviceError(

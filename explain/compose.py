@@ -43,6 +43,8 @@ def explain_rows(
     """Explain every row of a validated matrix; one Explanation per row, in order."""
     if isinstance(parts, str):
         parts = (parts,)
+    if not isinstance(parts, Collection) or not all(isinstance(p, str) for p in parts):
+        raise ExplainError(f"parts must be a part's name or a collection of them ({', '.join(PARTS)}); got {parts!r}")
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ExplainError(f"unknown explanation part {unknown[0]!r}; parts are {', '.join(PARTS)}")

@@ -335,3 +335,23 @@ def test_a_model_whose_width_is_not_the_schemas_is_refused_at_load(bc_bundle, tm
     with pytest.raises(BundleError) as info:
         ei.load(path)
     assert str(info.value) == f"the model in bundle {path} {message}; re-export the bundle"
+
+
+def test_api_misuse_is_refused_by_name(bc_bundle, bc_session, tmp_path):
+    """Wrong types at the API's doors give an EdgeInferError naming the fix, not a TypeError from inside."""
+    from edgeinfer.errors import ExplainError
+
+    cases = [
+        (lambda: ei.load(123), UsageError, "a bundle is a directory path (str or pathlib.Path), got 123"),
+        (lambda: ei.Session(str(bc_bundle)), UsageError,
+         f"Session takes a Bundle from edgeinfer.read_bundle, got {str(bc_bundle)!r}; to open a bundle directory use "
+         "edgeinfer.load(path)"),
+        (lambda: ei.load(bc_bundle, fallback="no"), UsageError, "fallback must be True or False, got 'no'"),
+        (lambda: bc_session.explain(bc_session.reference.X[0], parts=None), ExplainError,
+         "parts must be a part's name or a collection of them (counterfactuals, attributions, bias); got None"),
+        (lambda: ei.report([], out=None), UsageError, "report output must be a path ending in .html or .pdf, got None"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind) as info:
+            call()
+        assert str(info.value) == message
