@@ -84,12 +84,12 @@ def devices(name: str | None, as_json: bool) -> None:
 
 
 def _load_session(bundle: str, device: str, fallback: bool):
-    """The Session, with a warning on stderr when it does not run on the profile's first provider (a fallback asked
-    for, or a provider that could not start): predict's output rows do not carry the provider."""
+    """The Session, with a warning on stderr when it runs on a fallback (a provider the profile does not list):
+    predict's output rows do not carry the provider."""
     from edgeinfer.session import load
 
     session = load(bundle, device=device, fallback=fallback)
-    if session.execution.note:
+    if session.execution.fallback:
         click.echo(f"warning: {session.execution.note}", err=True)
     return session
 

@@ -1365,7 +1365,7 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     # 2-thread session took 1.7x the wall time of 1 thread for them (3.3 vs 1.9 ms per window), so a stream
     # that explains (here or in its workers, which load their own) runs the model on one thread.
     session = load(bundle, device=device, fallback=fallback, threads=1 if explain_mode != "none" else None)
-    if session.execution.note:      # a fallback asked for, or a provider that could not start: the rows do not say
+    if session.execution.fallback:      # on a provider the profile does not list: the rows do not say
         click.echo(f"warning: {session.execution.note}", err=True)
     spec = window_spec_of(session.bundle)
     try:
