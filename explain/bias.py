@@ -245,13 +245,17 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             continue
         alone = [t for t in mine if t.flipped and not t.proxies]
         joint = [t for t in mine if t.flipped and t.proxies]
-        if alone:
-            parts.append(f"the decision flips if {f.name} were {_values(f, alone)}")
-        elif joint:
-            parts.append(
-                f"the decision flips if {f.name} were {_values(f, joint)} together with its proxies "
-                f"{_names(schema, joint[0].proxies)}"
-            )
+        if alone or joint:
+            # a flip that needs the proxies too is said beside the ones that do not, unless it is the same value
+            extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]
+            with_proxies = (f"{_values(f, extra)} together with its proxies {_names(schema, extra[0].proxies)}"
+                            if extra else "")
+            if not alone:
+                parts.append(f"the decision flips if {f.name} were {with_proxies}")
+            elif extra:
+                parts.append(f"the decision flips if {f.name} were {_values(f, alone)}, and if it were {with_proxies}")
+            else:
+                parts.append(f"the decision flips if {f.name} were {_values(f, alone)}")
         else:
             worst = max(mine, key=lambda t: abs(t.delta))
             if abs(worst.delta) > tolerance:

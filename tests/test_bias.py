@@ -409,3 +409,27 @@ def test_flips_on_the_deployed_diabetes_model(diabetes_session):
             assert f.delta == pytest.approx(proba[k, label] - proba[0, label], abs=1e-6)
             assert f.flipped == (proba[k].argmax() != proba[0].argmax())
         assert expl.depends == any(f.flipped or abs(f.delta) > 0.05 for f in expl.flips)
+
+
+def test_the_verdict_names_a_flip_with_proxies_beside_one_without():
+    """Age 46: alone, the decision flips at 64 but not at 31; at 31 it flips once its proxy moves too. The verdict
+    says both (it said only the first, while the table below it showed the second)."""
+    from types import SimpleNamespace
+
+    from edgeinfer.explain.bias import _verdict
+    from edgeinfer.explain.explanation import FlipTest
+
+    age = Feature("age", low=18, high=90, unit="years", protected=True)
+    schema = FeatureSchema(features=(age, Feature("bp", low=50, high=150, clinical="mean arterial pressure")),
+                           classes=("lower", "higher"))
+    flips = [FlipTest("age", 46.0, 64.0, (), "lower", 0.4, -0.2, True),
+             FlipTest("age", 46.0, 31.0, (), "lower", 0.55, -0.05, False),
+             FlipTest("age", 46.0, 64.0, ("bp",), "lower", 0.3, -0.3, True),
+             FlipTest("age", 46.0, 31.0, ("bp",), "lower", 0.45, -0.15, True)]
+    plans = [SimpleNamespace(feature=age)]
+    assert _verdict(schema, plans, flips, 0.05) == (
+        "the decision flips if age were 64 years, and if it were 31 years together with its proxies mean arterial "
+        "pressure")
+    assert _verdict(schema, plans, flips[:3], 0.05) == "the decision flips if age were 64 years"
+    assert _verdict(schema, plans, flips[1:2] + flips[3:], 0.05) == (
+        "the decision flips if age were 31 years together with its proxies mean arterial pressure")
