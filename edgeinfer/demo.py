@@ -43,18 +43,20 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     """Run every step; returns the paths written."""
     import edgeinfer as ei
     from edgeinfer.datasets import diabetes
-    from edgeinfer.export.exporter import ModelCard
+    from edgeinfer.export.exporter import DEFAULT_AGREEMENT, ModelCard
     from edgeinfer.export.models import tabular_mlp
     from edgeinfer.sensor_demo import build_motion_bundle, write_recording
 
     out.mkdir(parents=True, exist_ok=True)
     data = diabetes()
 
-    _step(1, f"Train a small MLP on {data.description.split(':')[0]} and export it for {device}")
+    trained, held_out = len(data.X_train), len(data.X_test)
+    _step(1, f"Train a small MLP on {trained} of the {trained + held_out} diabetes patients ({held_out} held out) "
+             f"and export it for {device}")
     model = tabular_mlp(data.X_train, data.y_train, hidden=(32, 16), epochs=200)
     card = ModelCard(
         intended_use="Demonstration of explained risk of faster diabetes progression over one year; not for care.",
-        training_data=data.description,
+        training_data=f"{data.description} Trained on {trained} of them; {held_out} held out for validation.",
         limitations="442 patients from one study; sex coding undocumented in the source; a demonstration model.",
     )
     options = dict(calibration=data.X_train, labels=data.y_train, holdout=data.X_test, holdout_labels=data.y_test,
@@ -112,6 +114,10 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 
     _step(4, "Stream smartwatch recordings (BasicMotions) row by row through `edgeinfer stream`")
     motion = build_motion_bundle(out / "motion-bundle", device=device)
+    fidelity = ei.read_bundle(motion).manifest["fidelity"]
+    click.echo(f"motion model: {ei.read_bundle(motion).precision}, agreeing with its float model on "
+               f"{fidelity['agreement']:.2%} of {fidelity['holdout_rows']} windows (this demo's gate: "
+               f"{fidelity['threshold'] * 100:g} %, below the default {DEFAULT_AGREEMENT * 100:g} %)")
     recording = write_recording(out / "recording.csv", recordings=list(range(0, 40, 5)))
     windows = out / "stream.jsonl"
     with open(windows, "w", encoding="utf-8") as sink:
@@ -120,7 +126,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
                        stdout=sink, check=True)
     records = [json.loads(line) for line in windows.read_text(encoding="utf-8").splitlines()]
     changes = [r for r in records if r.get("explanation")]
-    click.echo(f"{len(records)} windows; {len(changes)} explained where the activity changed, e.g.:")
+    click.echo(f"{len(records)} windows; {len(changes)} explained (the first, and each where the decided activity "
+               "changed), e.g.:")
     for r in changes[1:4]:
         cfs = r["explanation"]["counterfactuals"] or {}
         change = next(iter(cfs.get("items") or []), None)

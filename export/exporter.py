@@ -29,6 +29,8 @@ from edgeinfer.export import onnx_export, quantize
 from edgeinfer.explain.proxies import find_proxies
 
 
+DEFAULT_AGREEMENT = 0.995   # the quantization gate: share of held-out rows whose label the float model's equals
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a reader of an explanation report needs to know about the model (ONC HTI-1 source attributes)."""
@@ -215,7 +217,7 @@ def export(
     labels: np.ndarray | None = None,
     card: ModelCard | None = None,
     window: Any = None,
-    agreement_threshold: float = 0.995,
+    agreement_threshold: float = DEFAULT_AGREEMENT,
     precision: str | None = None,
     outputs: str = "logits",
     opset: int = onnx_export.OPSET,
