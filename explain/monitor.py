@@ -192,7 +192,7 @@ class RollingFairness:
         alerts = []
         sized = [g for g in groups if g.count >= self.min_group_size]
         dp, dp_pair = _spread([(g.group, g.selection_rate) for g in sized])
-        if dp is not None and self.alert_dp_difference is not None and dp > self.alert_dp_difference:
+        if dp is not None and self.alert_dp_difference is not None and _above(dp, self.alert_dp_difference):
             alerts.append(self._alert(DP, dp, self.alert_dp_difference, dp_pair, "selection rate"))
         labelled = [g for g in groups if g.labelled >= self.min_labelled]
         tpr, tpr_pair = _spread([(g.group, g.true_positive_rate) for g in labelled if g.true_positive_rate is not None])
@@ -201,7 +201,7 @@ class RollingFairness:
         for value, pair, rate in ((tpr, tpr_pair, "true positive rate"), (fpr, fpr_pair, "false positive rate")):
             if value is not None and (eo is None or value > eo):
                 eo, eo_pair, eo_rate = value, pair, rate
-        if eo is not None and self.alert_eo_difference is not None and eo > self.alert_eo_difference:
+        if eo is not None and self.alert_eo_difference is not None and _above(eo, self.alert_eo_difference):
             alerts.append(self._alert(EO, eo, self.alert_eo_difference, eo_pair, eo_rate))
         return RollingSnapshot(
             sensitive_feature=self.sensitive_feature,
@@ -256,6 +256,13 @@ class RollingFairness:
                 f"{high_rate:.2f} for {high} vs {low_rate:.2f} for {low} over the last {len(self._entries)} decisions"
             ),
         )
+
+
+def _above(value: float, threshold: float) -> bool:
+    """Strictly above, float noise aside: rates are counts over counts, so 27/30 - 21/30 is 0.2 exactly, though float
+    subtraction gives 0.20000000000000007. A real difference is a multiple of 1 / (n1 * n2), far above 1e-12 for any
+    window under 10^6 decisions."""
+    return value - threshold > 1e-12
 
 
 def _apart(value: float, threshold: float) -> str:

@@ -350,3 +350,16 @@ def test_counters_match_a_recount_of_the_last_window(window, events):
     assert snap.demographic_parity_difference == (max(rates) - min(rates) if len(rates) > 1 else None)
     late = [(i, i - 1 if i else 0) for i, (_, _, t) in enumerate(events) if t is not None]
     assert snap.labels_dropped == sum(1 for i, k in late if k <= i - window)
+
+
+def test_a_difference_exactly_at_the_threshold_raises_no_alert():
+    """27 of 30 selected against 21 of 30: a difference of exactly 0.2, not 'above 0.2' (float subtraction gives
+    0.20000000000000007, which alerted as 'is 0.200000000, above 0.2')."""
+    m = RollingFairness(window=500, sensitive_feature="sex")
+    for i in range(30):
+        m.observe(f"a{i}", "A", int(i < 27))
+        m.observe(f"b{i}", "B", int(i < 21))
+    snap = m.snapshot()
+    assert snap.demographic_parity_difference == pytest.approx(0.2, abs=1e-15) and snap.alerts == ()
+    m.observe("b30", "B", 0)                           # 21 of 31: 0.9 - 0.677... = 0.2226 is above
+    assert [a.metric for a in m.snapshot().alerts] == [DP]
