@@ -62,7 +62,7 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
-                  stakeholder_files: tuple[str, ...], warm_rows: int) -> None:
+                  stakeholders: tuple, warm_rows: int) -> None:
     """In a new worker process: ignore SIGINT and SIGTERM (the parent stops and drains the workers: a
     Ctrl-C or a group SIGTERM from systemd must not kill one mid-answer), end with the parent, load its
     own Session (refusing a bundle changed on disk since the parent loaded it) and explain a batch of
@@ -74,11 +74,11 @@ def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: 
     _end_with_parent(parent)
     try:
         from edgeinfer.errors import BundleError
-        from edgeinfer.explain.views import register_stakeholder
+        from edgeinfer.explain.views import register_templates
         from edgeinfer.session import load
 
-        for file in stakeholder_files:
-            register_stakeholder(file)
+        for templates in stakeholders:      # as the parent loaded them, not as their files read now
+            register_templates(templates)
         session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
         if session.bundle.sha256 != sha256:
             raise BundleError(f"bundle {bundle} changed on disk after this process loaded it (sha256 "
@@ -195,14 +195,14 @@ class ExplainPool:
     """
 
     def __init__(self, session, *, workers: int, stakeholder: str, warm_rows: int = 256, timeout_s: float = 120.0):
-        from edgeinfer.explain.views import available_stakeholders, get_templates, registered_files
+        from edgeinfer.explain.views import available_stakeholders, get_templates, registered_templates
 
         if workers < 1:
             raise UsageError(f"an explain pool needs at least 1 worker, got {workers}")
         get_templates(stakeholder)
-        files = registered_files()
-        # the templates file each stakeholder name resolves to in a worker: as here, now
-        self._worker_files = {name: str(get_templates(name).path) for name in available_stakeholders()}
+        registered = registered_templates()
+        # the templates each stakeholder name resolves to in a worker: as here, now
+        self._worker_templates = {name: get_templates(name) for name in available_stakeholders()}
         self.session, self.stakeholder, self.workers = session, stakeholder, workers
         self.timeout_s = timeout_s
         self.capacity = 2 * workers
@@ -214,7 +214,7 @@ class ExplainPool:
         self._set_over = threading.Event()    # set when the current worker set ends (see _restart)
         self._starting = None                 # a worker set being started
         self._initargs = (os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
-                          bool(session.execution.fallback), stakeholder, files, warm_rows)
+                          bool(session.execution.fallback), stakeholder, registered, warm_rows)
         self._executor, self.pids = self._start()
 
     def _start(self):
@@ -247,7 +247,7 @@ class ExplainPool:
         """Whether the workers render this stakeholder with the templates this process would use."""
         from edgeinfer.explain.views import get_templates
 
-        return self._worker_files.get(stakeholder) == str(get_templates(stakeholder).path)
+        return self._worker_templates.get(stakeholder) == get_templates(stakeholder)
 
     def submit(self, features: np.ndarray, *, stakeholder: str | None = None):
         """Send a batch to a worker; returns a job for `result`. When no workers serve, or they do not know

@@ -237,17 +237,21 @@ def available_stakeholders() -> tuple[str, ...]:
     return tuple(sorted(_known()))
 
 
-def registered_files() -> tuple[str, ...]:
-    """The templates files registered in this process (not built in), in the registry's order: what
-    another process must register to render the same stakeholders."""
-    return tuple(t.path for t in _known().values() if Path(t.path).parent != TEMPLATE_DIR)
+def registered_templates() -> tuple[Templates, ...]:
+    """The stakeholders registered in this process (not built in), as loaded, in the registry's order: what
+    another process must register (`register_templates`) to render them alike, whatever their files hold now."""
+    return tuple(t for t in _known().values() if Path(t.path).parent != TEMPLATE_DIR)
+
+
+def register_templates(templates: Templates) -> str:
+    """Add (or replace) a stakeholder loaded before, e.g. in another process; returns its name."""
+    _known()[templates.name] = templates
+    return templates.name
 
 
 def register_stakeholder(path: str | Path) -> str:
     """Add (or replace) a stakeholder from a TOML file; returns its name."""
-    templates = load_templates(path)
-    _known()[templates.name] = templates
-    return templates.name
+    return register_templates(load_templates(path))
 
 
 def stakeholder_option(value: str) -> str:

@@ -189,3 +189,34 @@ def test_a_restart_that_cannot_start_is_tried_again_then_given_up(bc_bundle, dia
         assert pool.restarts == MAX_RESTARTS and pool.broken == pool.breaks[-1] and pool.pids == []
         assert _answers(pool.submit(X)) == local
     assert "explaining in this process from now on" in caplog.text
+
+
+def test_a_stakeholder_changed_after_the_workers_started_is_rendered_as_this_process_would(bc_bundle, breast_cancer,
+                                                                                         tmp_path):
+    """Registered, the pool started, then the file rewritten and registered again: the batch is explained here with
+    the new wording (the workers hold the old). A file rewritten but not registered changes nothing anywhere: the
+    workers hold the templates as this process loaded them, not as the file reads now."""
+    from edgeinfer.explain.views import register_stakeholder
+
+    path = tmp_path / "recruiter.toml"
+
+    def write(version):
+        path.write_text(f'name = "recruiter-{tmp_path.name}"\nextends = "clinician"\n[text]\n'
+                        f'headline = "{version}: {{outcome}} (p = {{probability}})."\n')
+
+    write("VERSION ONE")
+    name = register_stakeholder(path)
+    session = ei.load(bc_bundle, threads=1)
+    X = breast_cancer.X_test[:2]
+
+    def headline(pool):
+        return [json.loads(text)["text"].split("\n\n")[1].split(":")[0]
+                for text in pool.result(pool.submit(X, stakeholder=name))]
+
+    with ExplainPool(session, workers=1, stakeholder=name, warm_rows=2) as pool:
+        write("VERSION TWO")                                      # on disk only: still version one everywhere
+        assert pool.knows(name) and isinstance(pool.submit(X, stakeholder=name), Job)
+        assert headline(pool) == ["VERSION ONE"] * 2
+        register_stakeholder(path)                               # now this process says version two
+        assert not pool.knows(name)
+        assert headline(pool) == ["VERSION TWO"] * 2
