@@ -144,20 +144,25 @@ def test_dynamic_batching_groups_concurrent_requests(server, http, breast_cancer
             "predict", headers={"triton-access-token": server.access_token})["model_stats"]
         return int(stats["inference_count"]), int(stats["execution_count"])
 
-    before = counts()
     X = _rows(breast_cancer, 48)
-    pending = []
-    for i in range(len(X)):  # the HTTP client's async_infer sends concurrently (concurrency=MAX_BATCH)
-        inp = httpclient.InferInput("features", [1, X.shape[1]], "FP32")
-        inp.set_data_from_numpy(X[i:i + 1])
-        pending.append(http.async_infer("predict", [inp]))
-    results = [p.get_result(timeout=60) for p in pending]
     expected = server.session.predict_proba(X).astype(np.float32)
-    for i, r in enumerate(results):
-        np.testing.assert_array_equal(r.as_numpy("probabilities"), expected[i:i + 1])
-    inferences, executions = (a - b for a, b in zip(counts(), before))
-    assert inferences == 48
-    assert executions < inferences, f"{inferences} inferences in {executions} executions: no batching happened"
+    seen = []
+    for _ in range(3):      # a host starved of CPU can send 48 requests slower than the 50 ms queue delay: try again
+        before = counts()
+        pending = []
+        for i in range(len(X)):  # the HTTP client's async_infer sends concurrently (concurrency=MAX_BATCH)
+            inp = httpclient.InferInput("features", [1, X.shape[1]], "FP32")
+            inp.set_data_from_numpy(X[i:i + 1])
+            pending.append(http.async_infer("predict", [inp]))
+        results = [p.get_result(timeout=60) for p in pending]
+        for i, r in enumerate(results):
+            np.testing.assert_array_equal(r.as_numpy("probabilities"), expected[i:i + 1])
+        inferences, executions = (a - b for a, b in zip(counts(), before))
+        assert inferences == 48
+        seen.append(executions)
+        if executions < inferences:
+            break
+    assert min(seen) < 48, f"48 inferences in {seen} executions: no batching happened"
 
 
 # ----- bad requests: a clear error, and the server keeps serving ----------------------
