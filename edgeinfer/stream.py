@@ -77,6 +77,7 @@ from edgeinfer.profiles import device_option
 READ_BYTES = 1 << 16
 RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
+WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how often to look for a dead or hung worker
 
 
 # ----- options -----------------------------------------------------------------
@@ -309,12 +310,14 @@ class LineSource:
         self._on_wake = None
 
     def wake_with(self, fd: int, on_wake) -> None:
-        """While waiting for input (or polling a growing file), call `on_wake` whenever `fd` turns readable.
+        """While waiting for input (or polling a growing file), call `on_wake` whenever `fd` turns readable,
+        and at least every WAKE_CHECK_S seconds.
 
         The stream's explain workers write to `fd` as each batch finishes, so its lines go out while the
-        input is quiet instead of with the next rows.
+        input is quiet instead of with the next rows; the calls in between let the stream find a worker that
+        died or hangs (which writes nothing) while the input is quiet.
         """
-        self._wake, self._on_wake = fd, on_wake
+        self._wake, self._on_wake, self._woke_at = fd, on_wake, time.monotonic()
 
     def _woken(self, ready) -> None:
         if self._wake in ready:
@@ -323,7 +326,10 @@ class LineSource:
                     pass
             except BlockingIOError:
                 pass
-            self._on_wake()
+        elif time.monotonic() - self._woke_at < WAKE_CHECK_S:
+            return
+        self._woke_at = time.monotonic()
+        self._on_wake()
 
     def _sleep(self) -> None:
         if self._wake is None:
@@ -331,7 +337,7 @@ class LineSource:
             return
         deadline = time.monotonic() + self.poll_s
         while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = self.stopper.wait(select.select, [self._wake], [], [], left)
+            ready, _, _ = self.stopper.wait(select.select, [self._wake], [], [], min(left, WAKE_CHECK_S))
             self._woken(ready)
 
     def close(self) -> None:
@@ -341,7 +347,7 @@ class LineSource:
     def _read(self) -> bytes:
         if self._fd is not None:
             while self._wake is not None:
-                ready, _, _ = self.stopper.wait(select.select, [self._fd, self._wake], [], [])
+                ready, _, _ = self.stopper.wait(select.select, [self._fd, self._wake], [], [], WAKE_CHECK_S)
                 self._woken(ready)
                 if self._fd in ready:
                     break
@@ -766,8 +772,9 @@ class _Chunk:
     off_rate: int = 0            # windows with a sample_rate alert
     covered: int = 0             # rows these windows are the first written windows to cover
 
-    def done(self) -> bool:
-        return all(not isinstance(job, Job) or job.future.done() for _, job in self.jobs)
+    def done(self, ready) -> bool:
+        """Whether every batch can be had without waiting (`ready`: the explainer's check of one)."""
+        return all(ready(job) for _, job in self.jobs)
 
 
 def _batches(picked: np.ndarray, size: int, workers: int) -> list[np.ndarray]:
@@ -794,6 +801,9 @@ class _LocalExplainer:
     def result(self, job) -> list[str | None]:
         return job
 
+    def ready(self, job) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
@@ -809,6 +819,9 @@ class _Borrowed:
 
     def result(self, job):
         return self.pool.result(job)
+
+    def ready(self, job) -> bool:
+        return self.pool.ready(job)
 
     def close(self) -> None:
         pass
@@ -1087,7 +1100,7 @@ def stream(
     def write_ready(*, block: bool) -> None:
         """Write finished chunks in order; wait for the oldest while too many batches are out (or `block`)."""
         while pending and (block or in_flight[0] > explainer.capacity or len(pending) > MAX_PENDING_CHUNKS
-                           or pending[0].done()):
+                           or pending[0].done(explainer.ready)):
             chunk = pending.popleft()
             in_flight[0] -= len(chunk.jobs)
             write(chunk)

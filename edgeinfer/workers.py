@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,13 +48,14 @@ def explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | 
 
 @dataclass(frozen=True)
 class Job:
-    """A batch out at a worker, with its rows and stakeholder (to explain here if the worker dies), and
-    the worker set it went to."""
+    """A batch out at a worker, with its rows and stakeholder (to explain here if the worker dies), the
+    worker set it went to, and when it was sent (time.monotonic, for `ExplainPool.ready`)."""
 
     future: Any
     features: np.ndarray
     stakeholder: str
     executor: Any
+    sent: float = field(default_factory=time.monotonic)
 
 
 _WORKER: dict[str, Any] = {}
@@ -312,6 +313,21 @@ class ExplainPool:
             return
         log.warning("explain workers restarted (pids %s); explaining in them again", pids)
         over.wait()
+
+    def ready(self, job) -> bool:
+        """Whether `result(job)` answers now, without waiting: its answer came, or its set broke. Runs the
+        checks `result` runs while it waits (a worker that ended; no answer within `timeout_s`, here counted
+        from when the batch was sent), so that a caller with nothing else to do (a stream waiting for input)
+        finds a dead or hung worker without calling `result` and blocking."""
+        if not isinstance(job, Job) or job.future.done():
+            return True
+        if job.executor is not self._executor or self.broken is not None:
+            return True
+        if _a_worker_died(job.executor):
+            self._break(job.executor, "an explain worker ended")
+        elif time.monotonic() - job.sent >= self.timeout_s:     # a worker hangs: end its set (_break kills it)
+            self._break(job.executor, f"an explain worker gave no answer within {self.timeout_s:g} s")
+        return job.executor is not self._executor or self.broken is not None
 
     def result(self, job) -> list[str | None]:
         """The JSON of each row of a submitted batch, in order."""

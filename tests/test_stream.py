@@ -787,6 +787,46 @@ def test_a_hung_worker_loses_no_window(motion_bundle, clip):
     assert summary.explained == 31
 
 
+def test_a_hung_worker_does_not_hold_back_a_followed_stream_that_went_quiet(motion_bundle, clip, tmp_path):
+    """--follow at the end of its file, one batch out at a worker that stopped (SIGSTOP): the stream must not
+    wait for more input (or a stop) to find it hung. After the pool's timeout the batch is explained in this
+    process and every window written while the stream still waits for rows."""
+    import io
+    import threading
+
+    from edgeinfer.stream import StreamOptions, Stopper, stream
+    from edgeinfer.workers import ExplainPool
+
+    session = ei.load(motion_bundle)
+    local, _ = _run_stream(session, clip, explain="every:3", workers=0)
+    path = tmp_path / "growing.csv"
+    path.write_text(clip.read_text())
+    pool = ExplainPool(session, workers=1, stakeholder="engineer", warm_rows=8, timeout_s=2)
+    hung = pool.pids[0]
+    os.kill(hung, signal.SIGSTOP)
+    out, stopper, before_stop = io.StringIO(), Stopper(), []
+
+    def stop_when_written() -> None:       # a generous wait for the lines, then the stop (as SIGINT would)
+        deadline = time.monotonic() + 60
+        while len(out.getvalue().splitlines()) < len(local) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before_stop.append(out.getvalue().splitlines())
+        stopper.signal = "SIGINT"
+
+    watcher = threading.Thread(target=stop_when_written, daemon=True)
+    watcher.start()
+    try:
+        summary = stream(session, path, stopper=stopper, pool=pool, out=out, err=io.StringIO(),
+                         options=StreamOptions(hop=1, explain="every:3", follow=True, poll_s=0.05))
+    finally:
+        pool.close()
+    watcher.join(5)
+    assert pool.breaks == ["an explain worker gave no answer within 2 s"]
+    assert len(before_stop[0]) == len(local), "the hung worker held the lines back until the stop"
+    assert [_without_timings(line) for line in before_stop[0]] == [_without_timings(line) for line in local]
+    assert summary.explained == 31 and summary.stopped_by == "SIGINT"
+
+
 @pytest.mark.parametrize("workers", [2, 0])
 def test_sigint_mid_stream_writes_every_window_whole_and_prints_the_summary(motion_bundle, recording, workers):
     """Ctrl-C (to the whole process group: the stream and its workers) while megabytes of explained lines wait
