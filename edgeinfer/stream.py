@@ -1031,7 +1031,7 @@ def stream(
     previous_label: list[int | None] = [None]
     assigned = [0]                       # windows cut so far: the next window's index
     pending: deque[_Chunk] = deque()     # chunks cut, in order, not yet written (their explanations may be out)
-    in_flight = [0]                      # explanation batches in the pending chunks
+    in_flight = [0]                      # explanation batches out at workers (sent, answer not yet taken)
     # the input first: a missing file or a directory is refused before any explain worker starts
     source_lines = LineSource(source, follow=options.follow, poll_s=options.poll_s, stopper=stopper)
     try:
@@ -1062,12 +1062,16 @@ def stream(
             chosen = policy.select(indices, labels, proba, previous_label[0], schema)
             previous_label[0] = int(labels[-1])
             picked = np.flatnonzero(chosen)
-            jobs = [(part, explainer.submit(features[part]))
-                    for part in _batches(picked, options.explain_batch, explainer.workers)]
-            if wake is not None:
-                for _, job in jobs:
-                    if isinstance(job, Job):
+            jobs: list[tuple[np.ndarray, Any]] = []
+            for part in _batches(picked, options.explain_batch, explainer.workers):
+                while in_flight[0] >= explainer.capacity > 0:
+                    take_oldest([*pending, jobs])
+                job = explainer.submit(features[part])
+                if isinstance(job, Job):
+                    in_flight[0] += 1
+                    if wake is not None:
                         job.future.add_done_callback(wake)
+                jobs.append((part, job))
             with np.errstate(invalid="ignore"):
                 outside = (features < lows) | (features > highs)
             flagged = outside.any(axis=1)
@@ -1094,15 +1098,25 @@ def stream(
             pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),
                                   w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs, off_rate,
                                   int(w.new[lo:hi].sum())))
-            in_flight[0] += len(jobs)
             write_ready(block=False)
+
+    def take_oldest(waiting: list) -> None:
+        """Wait for the oldest batch still out and keep its answer (in its chunk, `_Chunk`, or the list of
+        batches of the chunk being cut) until its chunk is written: a slot at a worker is free again."""
+        for jobs in waiting:
+            jobs = jobs.jobs if isinstance(jobs, _Chunk) else jobs
+            for k, (part, job) in enumerate(jobs):
+                if isinstance(job, Job):
+                    jobs[k] = (part, explainer.result(job))
+                    in_flight[0] -= 1
+                    return
 
     def write_ready(*, block: bool) -> None:
         """Write finished chunks in order; wait for the oldest while too many batches are out (or `block`)."""
         while pending and (block or in_flight[0] > explainer.capacity or len(pending) > MAX_PENDING_CHUNKS
                            or pending[0].done(explainer.ready)):
             chunk = pending.popleft()
-            in_flight[0] -= len(chunk.jobs)
+            in_flight[0] -= sum(isinstance(job, Job) for _, job in chunk.jobs)
             write(chunk)
 
     def write(chunk: "_Chunk") -> None:

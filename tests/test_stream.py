@@ -827,6 +827,39 @@ def test_a_hung_worker_does_not_hold_back_a_followed_stream_that_went_quiet(moti
     assert summary.explained == 31 and summary.stopped_by == "SIGINT"
 
 
+def test_at_most_two_batches_per_worker_are_out_even_when_a_chunk_brings_more(motion_bundle, clip):
+    """Chunks of 40 windows explained in batches of 8 bring 5 batches each; with 2 workers at most 4 may be out
+    (sent and not yet answered to the stream), or the workers' queues hold more rows than the README says."""
+    import io
+
+    from edgeinfer.stream import StreamOptions, stream
+    from edgeinfer.workers import ExplainPool, Job
+
+    class Counted(ExplainPool):           # the real pool, counting the batches the stream has out
+        out = peak = 0
+
+        def submit(self, features, *, stakeholder=None):
+            job = super().submit(features, stakeholder=stakeholder)
+            Counted.out += isinstance(job, Job)
+            Counted.peak = max(Counted.peak, Counted.out)
+            return job
+
+        def result(self, job):
+            Counted.out -= isinstance(job, Job)
+            return super().result(job)
+
+    session = ei.load(motion_bundle)
+    local, _ = _run_stream(session, clip, explain="all", workers=0)
+    with Counted(session, workers=2, stakeholder="engineer", warm_rows=8) as pool:
+        out = io.StringIO()
+        summary = stream(session, clip, options=StreamOptions(hop=1, batch=40, explain_batch=8, explain="all"),
+                         out=out, err=io.StringIO(), pool=pool)
+        assert pool.breaks == []
+    assert (Counted.peak, Counted.out, pool.capacity) == (4, 0, 4)
+    assert [_without_timings(line) for line in out.getvalue().splitlines()] == [_without_timings(line) for line in local]
+    assert summary.explained == 91
+
+
 @pytest.mark.parametrize("workers", [2, 0])
 def test_sigint_mid_stream_writes_every_window_whole_and_prints_the_summary(motion_bundle, recording, workers):
     """Ctrl-C (to the whole process group: the stream and its workers) while megabytes of explained lines wait
