@@ -224,13 +224,16 @@ class StreamSummary:
 
 
 class LatencyHistogram:
-    """Log-spaced histogram (about 2% per bin, 1 µs to 100 s): percentiles in constant memory."""
+    """Log-spaced histogram (about 2% per bin, 1 µs to 100 s): percentiles in constant memory. Above 100 s
+    the upper edge is the largest latency seen, so a stream held back for minutes says so."""
 
     def __init__(self) -> None:
         self.edges = np.geomspace(1e-3, 1e5, 931)
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
+        self.largest = 0.0
 
     def add(self, values_ms: np.ndarray | float, count: int = 1) -> None:
+        self.largest = float(np.max(values_ms, initial=self.largest))
         k = np.searchsorted(self.edges, values_ms)
         np.add.at(self.counts, k, count) if np.ndim(k) else self._add1(int(k), count)
 
@@ -242,7 +245,7 @@ class LatencyHistogram:
         if total == 0:
             return None
         k = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * total)))
-        return float(self.edges[min(k, len(self.edges) - 1)])  # upper edge of the bin
+        return float(self.edges[k]) if k < len(self.edges) else self.largest   # upper edge of the bin
 
 
 # ----- reading -----------------------------------------------------------------------

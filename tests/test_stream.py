@@ -933,6 +933,17 @@ def test_latency_percentiles_are_within_a_bin():
     assert math.isfinite(hist.percentile(99.9))
 
 
+def test_a_latency_above_the_histograms_range_is_reported_as_measured_not_capped():
+    """A window held back 250 s (by a hung worker, say) must not be summarised as the top bin's 100 s: above
+    the bins a percentile is the largest latency seen (an upper bound, as within them a bin's upper edge)."""
+    hist = LatencyHistogram()
+    hist.add(np.array([5.0, 250_000.0]), 1)
+    assert 5.0 <= hist.percentile(50) <= 5.0 * 1.021
+    assert hist.percentile(95) == 250_000.0
+    hist.add(120_000.0)
+    assert hist.percentile(95) == 250_000.0
+
+
 def test_a_stakeholder_file_reaches_the_workers(motion_bundle, clip, tmp_path):
     """`--stakeholder FILE.toml` registers the templates in the CLI and in each explain worker."""
     from edgeinfer.explain import views
