@@ -1092,7 +1092,7 @@ def stream(
                 j = int(np.flatnonzero(outside[i])[0])
                 alerts.setdefault(i, []).append(
                     {"kind": "out_of_range", "feature": schema.names[j],
-                     "message": schema.value_error(j, features[i, j]) + " (outside the training range)"})
+                     "message": schema.value_error(j, features[i, j]) + " (outside the range the bundle's schema declares)"})
             if bias is not None:
                 for i in range(len(labels)):
                     found = bias.observe(base + i, features[i], proba[i])

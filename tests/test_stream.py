@@ -138,8 +138,9 @@ def test_a_closed_output_stops_the_stream_with_a_summary_that_adds_up(motion_bun
 
 
 def test_windows_the_schema_refuses_to_explain_are_counted_apart_with_their_alerts(motion_bundle):
-    """Readings far outside the training range: each window is decided and alerted, its explanation refused
-    (null); the summary counts it as refused, not explained."""
+    """Readings far outside the schema's ranges: each window is decided and alerted, its explanation refused
+    (null); the summary counts it as refused, not explained. The alert names the range checked: the schema's
+    (which need not be the training data's)."""
     text = HEADER + "\n" + "\n".join(rows(0.0, 30, value=500.0)) + "\n"
     result = run([motion_bundle, "-", "--explain", "all", "--workers", "0"], input=text)
     assert result.exit_code == 0, result.output
@@ -148,7 +149,7 @@ def test_windows_the_schema_refuses_to_explain_are_counted_apart_with_their_aler
     for line in out:
         assert line["explanation"] is None
         assert line["alerts"][0]["kind"] == "out_of_range"
-        assert line["alerts"][0]["message"].endswith("got 500 (outside the training range)")
+        assert line["alerts"][0]["message"].endswith("got 500 (outside the range the bundle's schema declares)")
     assert ("windows  2 (0 explained, 2 refused for features outside the schema: see their out_of_range alerts)"
             in result.stderr)
 
