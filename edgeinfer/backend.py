@@ -6,10 +6,8 @@ load is refused, unless the caller asked for a fallback, which is then recorded.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -83,8 +81,15 @@ class OnnxBackend:
 
     def widths(self) -> tuple[int | None, int | None]:
         """The model's input features and output probabilities per row (None where the graph leaves it open)."""
-        (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
-        return tuple(shape[-1] if shape and isinstance(shape[-1], int) else None for shape in (inp.shape, out.shape))
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        out = next((o for o in outputs if o.name == OUTPUT_NAME), None)
+        if [i.name for i in inputs] != [INPUT_NAME] or out is None:
+            raise BundleError(
+                f"the model {self._model_path} takes {', '.join(repr(i.name) for i in inputs)} and gives "
+                f"{', '.join(repr(o.name) for o in outputs)}; a bundle's model takes '{INPUT_NAME}' alone and gives "
+                f"'{OUTPUT_NAME}': re-export the bundle")
+        return tuple(shape[-1] if shape and isinstance(shape[-1], int) else None
+                     for shape in (inputs[0].shape, out.shape))
 
     def _open(self, model: bytes, threads: int):
         import onnxruntime as ort
@@ -96,16 +101,18 @@ class OnnxBackend:
         options.log_severity_level = 3
         usable = [p for p in self.execution.requested if p not in self.execution.unavailable]
         first = usable.index(self.execution.provider) if self.execution.provider in usable else len(usable)
-        providers = list(dict.fromkeys([self.execution.provider, *usable[first + 1:], CPU]))
-        try:
-            # ONNX Runtime prints a provider that failed to start ("EP Error ...") on stdout, where machine-readable
-            # output goes; it belongs on stderr. What runs instead is read back by _as_running.
-            with contextlib.redirect_stdout(sys.stderr):
-                session = ort.InferenceSession(model, sess_options=options, providers=providers)
-        except Exception as err:  # ONNX Runtime raises its own untyped errors
-            raise BackendError(f"ONNX Runtime could not load {self._model_path}: {err}") from err
-        # a provider failing in the middle of a run raises, rather than ONNX Runtime moving to the CPU unrecorded
-        session.disable_fallback()
+        order = list(dict.fromkeys([self.execution.provider, *usable[first + 1:], CPU]))
+        # ONNX Runtime's own fall back is off (enable_fallback=0): it would print "EP Error ..." on stdout, where
+        # machine-readable output goes, and later move a failing run to the CPU unrecorded. A provider that cannot
+        # start raises instead, and the next in the profile's order is tried; _as_running records what runs.
+        for k in range(len(order)):
+            try:
+                session = ort.InferenceSession(model, sess_options=options, providers=order[k:], enable_fallback=0)
+                break
+            except Exception as err:  # ONNX Runtime raises its own untyped errors
+                if k == len(order) - 1:
+                    raise BackendError(f"ONNX Runtime could not load {self._model_path}: {err}") from err
+        session.disable_fallback()      # where an older ONNX Runtime ignores enable_fallback
         return session
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -164,26 +164,40 @@ def test_missing_gpu_provider_is_refused_not_silently_replaced():
     assert asked.fallback and asked.provider == "CPUExecutionProvider" and asked.kernels == "numpy"
 
 
-def test_onnx_runtimes_own_provider_messages_stay_off_stdout(bc_bundle, monkeypatch, capsys):
-    """A GPU provider that fails to start makes ONNX Runtime print "EP Error ..." on stdout (seen on an H100 host
-    without TensorRT's libraries), where `edgeinfer explain --format json` writes its JSON. It goes to stderr. And
-    ONNX Runtime's own fall back in the middle of a run is off, so the provider never changes unrecorded. The failure
-    needs ONNX Runtime's GPU build; here its print is imitated."""
+def test_a_provider_that_raises_at_start_is_passed_over_in_order_with_nothing_on_stdout(bc_bundle, monkeypatch,
+                                                                                         capsys):
+    """Seen on an H100 host without TensorRT's libraries: ONNX Runtime raised for TensorRT and, with its own fall
+    back on, printed "EP Error ..." on stdout, where `edgeinfer explain --format json` writes. Its fall back is off;
+    the next provider in the profile's order is tried, and what runs is recorded. The GPU build's failure cannot be
+    caused here: ONNX Runtime's behaviour is imitated (it prints only with its fall back on)."""
+    import warnings
+
     import onnxruntime as ort
 
-    real = ort.InferenceSession
+    from edgeinfer.backend import ExecutionInfo, OnnxBackend
 
-    def printing(*args, **kwargs):
-        print("*************** EP Error ***************")
-        return real(*args, **kwargs)
+    real, tried = ort.InferenceSession, []
 
-    monkeypatch.setattr(ort, "InferenceSession", printing)
-    session = ei.load(bc_bundle, threads=2)
-    session.predict_proba(np.zeros((1, 30)))                 # opens the small-batch session too
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.count("EP Error") == 2
-    backend = session._backend
+    def imitation(model, *, sess_options, providers, **kwargs):
+        tried.append(list(providers))
+        if providers[0] == "TensorrtExecutionProvider":
+            if int(kwargs.get("enable_fallback", 1)) == 1:
+                print("*************** EP Error ***************")
+            raise RuntimeError("Please install TensorRT libraries")
+        return real(model, sess_options=sess_options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", imitation)
+    gpu_only = ExecutionInfo("TensorrtExecutionProvider", ("TensorrtExecutionProvider", "CUDAExecutionProvider"), (),
+                             False, "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # ONNX Runtime's own warning: no CUDA in this build
+        backend = OnnxBackend(ei.read_bundle(bc_bundle).model_path, execution=gpu_only, threads=2, fallback=True)
+    assert capsys.readouterr().out == ""
+    assert tried == [["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                     ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                     ["CPUExecutionProvider"]]          # the small-batch session opens on what the first runs on
+    assert backend.execution.note == ("fallback asked for: TensorrtExecutionProvider could not start here, running "
+                                      "on CPUExecutionProvider")
     assert backend._session._enable_fallback is False and backend._small._enable_fallback is False
 
 
@@ -355,3 +369,45 @@ def test_api_misuse_is_refused_by_name(bc_bundle, bc_session, tmp_path):
         with pytest.raises(kind) as info:
             call()
         assert str(info.value) == message
+
+
+def _linear_model(features: int, classes: int, *, label_output: bool = False, second_input: bool = False) -> bytes:
+    """A softmax(x W) model in ONNX, with an extra ArgMax 'label' output or an extra input, as other tools write."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME
+
+    W = numpy_helper.from_array(np.linspace(-1, 1, features * classes, dtype=np.float32).reshape(features, classes),
+                                "W")
+    nodes = [helper.make_node("MatMul", [INPUT_NAME, "W"], ["z"]),
+             helper.make_node("Softmax", ["z"], [OUTPUT_NAME], axis=-1)]
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", features])]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", classes])]
+    if label_output:
+        nodes.append(helper.make_node("ArgMax", ["z"], ["label"], axis=1, keepdims=0))
+        outputs.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]))
+    if second_input:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", features]))
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [W])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_model_with_a_label_output_loads_and_one_with_a_second_input_is_refused(bc_bundle, tmp_path):
+    from edgeinfer.bundle import write_bundle
+
+    src = ei.read_bundle(bc_bundle)
+    F, C = len(src.schema), len(src.schema.classes)
+
+    def bundle(name, model):
+        return write_bundle(tmp_path / name, model_bytes=model, schema=src.schema, profile=src.profile,
+                            reference=src.reference, precision=src.precision, record={}).path
+
+    session = ei.load(bundle("label", _linear_model(F, C, label_output=True)))
+    assert session.predict_proba(src.reference.X[:3]).shape == (3, C)
+    path = bundle("mask", _linear_model(F, C, second_input=True))
+    with pytest.raises(BundleError) as info:
+        ei.load(path)
+    assert str(info.value) == (f"the model {path / 'model.onnx'} takes 'features', 'mask' and gives 'probabilities'; "
+                               "a bundle's model takes 'features' alone and gives 'probabilities': re-export the bundle")
