@@ -90,10 +90,11 @@ def get_device(name: str | DeviceProfile) -> DeviceProfile:
 
 
 def device_option(ctx, param, value: str | None) -> str | None:
-    """click callback for a command's --device: an unknown name is a usage error (exit 2), refused before any work."""
+    """click callback for a command's --device: an unknown name is a usage error (exit 2), refused before any work.
+    "auto" (the bundle's own profile) is a name only where the option's default is "auto": export must be told."""
     from edgeinfer.errors import UsageError
 
-    if value is None or value == "auto":
+    if value is None or (value == "auto" and param.default == "auto"):
         return value
     try:
         get_device(value)

@@ -436,3 +436,15 @@ def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):
     assert result.exit_code == 2
     known = ", ".join(p.name for p in ei.list_devices())
     assert result.stderr == f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`)\n"
+
+
+def test_export_must_be_told_its_device(tmp_path):
+    """'auto' means the bundle's own profile when running one; an export has no bundle yet: exit 2 before any work."""
+    for name in ("m.onnx", "s.json", "c.csv"):
+        (tmp_path / name).write_text("")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.onnx"), "--schema", str(tmp_path / "s.json"),
+                                       "--calibration", str(tmp_path / "c.csv"), "--device", "auto",
+                                       "-o", str(tmp_path / "b")])
+    known = ", ".join(p.name for p in ei.list_devices())
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: unknown device 'auto'; known devices: {known} (see `edgeinfer devices`)\n")
