@@ -982,7 +982,7 @@ class _Search:
         for i in range(n):
             t = self.targets[i]
             common = dict(target=t.text, target_class=t.target_class, backend_calls=int(self.row_calls[i]),
-                          rows_evaluated=int(self.row_evals[i]), elapsed_ms=elapsed)
+                          rows_evaluated=int(self.row_evals[i]), elapsed_ms=elapsed, requested=self.k)
             if already[i]:
                 out.append(Counterfactuals(
                     found=False, complete=True, met=True,

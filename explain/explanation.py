@@ -64,6 +64,7 @@ class Counterfactuals:
     backend_calls: int = 0
     rows_evaluated: int = 0
     elapsed_ms: float = 0.0
+    requested: int = 1                   # how many were asked for (k): `items` holds fewer when no more exist
 
     def __post_init__(self) -> None:
         if not self.met and not self.found and self.reason.startswith(_MET_REASON):   # a record from before `met`

@@ -397,7 +397,7 @@ class OneRowSearch(_Search):
             reasons = self.why_unreachable(np.zeros(1, dtype=np.int64))
         t = self.targets[0]
         common = dict(target=t.text, target_class=t.target_class, backend_calls=int(self.row_calls[0]),
-                      rows_evaluated=int(self.row_evals[0]), elapsed_ms=self.elapsed_ms())
+                      rows_evaluated=int(self.row_evals[0]), elapsed_ms=self.elapsed_ms(), requested=self.k)
         if already[0]:
             return [Counterfactuals(found=False, complete=True, met=True,
                                     reason=f"the decision already meets {t.text}; nothing needs to change", **common)]

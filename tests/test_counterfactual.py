@@ -293,8 +293,25 @@ def test_already_met_and_k_diverse(linear):
     assert not res.found and res.reason == "the decision already meets class 'high'; nothing needs to change"
     (res,) = find_counterfactuals(session, x, k=3)
     sets = [frozenset(c.feature for c in cf.changes) for cf in res]
-    assert len(res) == 3 and len(set(sets)) == 3
+    assert len(res) == 3 and len(set(sets)) == 3 and res.requested == 3
     assert [cf.distance for cf in res] == sorted(cf.distance for cf in res)
+
+
+def test_fewer_answers_than_asked_for_say_how_many_were_asked(linear):
+    """k = 3 with one feature free to vary: one answer exists, and the result says 3 were asked for (in its JSON
+    too); a record written before the field decodes as one asked for."""
+    from edgeinfer.explain.explanation import Counterfactuals
+    from edgeinfer.explain.explanation import _decode, _encode
+
+    session, w, b = linear
+    (res,) = find_counterfactuals(session, np.array([[1.0, -1.0, 0.5, 0.5]]), k=3, features_to_vary=["x1"])
+    assert res.found and len(res.items) == 1 and res.requested == 3
+    data = _encode(res)
+    assert data["requested"] == 3 and _decode(Counterfactuals, data, "cf") == res
+    del data["requested"]
+    assert _decode(Counterfactuals, data, "cf").requested == 1
+    (one,) = find_counterfactuals(session, np.array([[1.0, -1.0, 0.5, 0.5]]))     # the one-row search
+    assert one.requested == 1
 
 
 class _TwoWays:
