@@ -278,6 +278,10 @@ class Space:
             frozen = np.array([w != "" and not (what == "all" or w == what) for w in self.why_frozen])
             changes["frozen"] = frozen
             changes["why_frozen"] = tuple("" if not fz else w for fz, w in zip(frozen, self.why_frozen))
+        if what == "permitted_range":     # back to the schema's ranges, no further
+            changes["lows"] = self.schema.lows.astype(np.float64)
+            changes["highs"] = self.schema.highs.astype(np.float64)
+            changes["narrowed"] = ()
         if what in ("range", "all"):
             schema_lows, schema_highs = self.schema.lows, self.schema.highs
             changes["lows"] = np.minimum(schema_lows, self.ref_low)
@@ -1043,8 +1047,9 @@ class _Search:
             fixed = [self.schema.features[j].name for j, w in enumerate(sp.why_frozen) if w == what]
             if fixed:
                 groups.append((what, f"{names[what]} ({_list(fixed)})"))
-        if sp.narrowed:
-            groups.append(("range", f"permitted_range ({_list(sp.narrowed)})"))
+        if sp.narrowed:   # the request's ranges alone, then with the schema's (lifting both goes past the schema)
+            narrowed = f"permitted_range ({_list(sp.narrowed)})"
+            groups += [("permitted_range", narrowed), ("range", f"{narrowed} and the schema's ranges")]
         else:
             groups.append(("range", "the schema's ranges"))
         mono = [f"{f.name}: {f.monotone} only" for f in self.schema.features if f.monotone != "any"]
@@ -1087,12 +1092,15 @@ class _Search:
         out = {}
         for i in rows:
             t = self.targets[i].text
-            single = [label for v, (what, label) in enumerate(groups) if reached[v, i]]
+            reached_by = {what: label for v, (what, label) in enumerate(groups) if reached[v, i]}
+            if "permitted_range" in reached_by:   # the request's ranges suffice: the schema's do not bind
+                reached_by.pop("range", None)
+            single = list(reached_by.values())
             if single:
                 out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; with "
                                f"{' or '.join(single)} relaxed it found one", tuple(single))
             elif reached[-1, i]:
-                labels = tuple(label for _, label in groups)
+                labels = tuple(label for what, label in groups if what != "permitted_range")
                 out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; it "
                                f"found one only with {', '.join(labels)} relaxed together", labels)
             else:

@@ -286,6 +286,22 @@ def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     assert not res.found and res.binding == ("monotone directions (x0: increase only)",)
 
 
+def test_a_permitted_range_is_named_as_binding_only_when_the_schemas_ranges_would_do(linear_session):
+    """'low' needs x0 < -2 (logit 3 x0 + 6). permitted_range x0 (-1, 1) binds alone: the schema's [-5, 5] reaches
+    it. With bias 18 'low' needs x0 < -6, outside the schema: a permitted_range on x1 (weight 0) is no reason."""
+    schema = _linear_schema()
+    x = np.array([[0.0, 0.0, 0.0, 0.0]])
+    session = linear_session(np.array([3.0, 0.0, 0.0, 0.0]), 6.0, schema)
+    (res,) = find_counterfactuals(session, x, permitted_range={"x0": (-1, 1)})
+    assert not res.found and res.binding == ("permitted_range (x0)",)
+    session = linear_session(np.array([3.0, 0.0, 0.0, 0.0]), 18.0, schema)
+    (res,) = find_counterfactuals(session, x, permitted_range={"x1": (-1, 1)})
+    assert not res.found and res.binding == ("permitted_range (x1) and the schema's ranges",)
+    assert res.reason.endswith("with permitted_range (x1) and the schema's ranges relaxed it found one")
+    (res,) = find_counterfactuals(session, x)
+    assert not res.found and res.binding == ("the schema's ranges",)
+
+
 def test_already_met_and_k_diverse(linear):
     session, w, b = linear
     x = np.array([[1.0, -1.0, 0.5, 0.5]])
