@@ -140,4 +140,10 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     value = float(match["value"])
     if not 0.0 <= value <= 1.0:
         raise ExplainError(f"desired outcome {desired!r}: a probability threshold must lie in [0, 1], got {value:g}")
+    above = match["op"] in (">", ">=")
+    if (value >= 1.0 - MARGIN) if above else (value <= MARGIN):   # no answer could clear it by MARGIN
+        raise ExplainError(
+            f"desired outcome {desired!r} cannot be reached: an answer must clear its threshold by {MARGIN:g} and a "
+            f"probability lies in [0, 1]; give a threshold {'below 1' if above else 'above 0'}, e.g. "
+            f"\"p({name}) {match['op']} {0.9 if above else 0.1}\"")
     return Goal("threshold", schema.classes.index(name), match["op"], value)

@@ -421,6 +421,16 @@ def test_bad_desired_strings(linear):
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="p(low) > 1.5")
     assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"
+    # thresholds no probability clears by the 1e-6 margin an answer needs: refused before any search
+    for desired, bound in (("p(high) > 1", "below 1"), ("p(high) >= 1", "below 1"), ("p(low) < 0", "above 0"),
+                           ("p(low) <= 0", "above 0"), ("p(high) >= 0.9999995", "below 1")):
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, desired=desired)
+        assert str(err.value) == (f"desired outcome {desired!r} cannot be reached: an answer must clear its threshold "
+                                  f"by 1e-06 and a probability lies in [0, 1]; give a threshold {bound}, e.g. "
+                                  f"\"{desired.split(')')[0]}) {desired.split(')')[1].split()[0]} "
+                                  f"{'0.9' if bound == 'below 1' else '0.1'}\"")
+    assert find_counterfactuals(session, x, desired="p(high) < 1")[0].met    # reachable bounds stay accepted
 
 
 def test_bad_feature_names_and_ranges(linear_session):
