@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from edgeinfer.errors import EdgeInferError, ExportError
-from edgeinfer.profiles import device_option
+from edgeinfer.errors import EdgeInferError, ExportError, UsageError
+from edgeinfer.profiles import device_option, get_device
 
 
 class EdgeInferGroup(click.Group):
@@ -56,7 +56,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices(name: str | None, as_json: bool) -> None:
     """List the device profiles, or show one."""
-    from edgeinfer.profiles import get_device, list_devices
+    from edgeinfer.profiles import list_devices
 
     if name:
         profile = get_device(name)
@@ -189,7 +189,6 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
 def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, out_format, desired, k, time_budget_ms,
             min_plausibility) -> None:
     """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
-    from edgeinfer.errors import UsageError
     from edgeinfer.explain.desired import parse_desired
     from edgeinfer.explain.views import stakeholder_option
 
@@ -321,6 +320,11 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
                    precision, overwrite) -> None:
     """Export MODEL (a torch.export .pt2 or an .onnx file) to a quantized bundle for a device."""
     from edgeinfer.errors import require
+
+    allowed = get_device(device).precisions
+    if precision is not None and precision not in allowed:     # a usage error, before any work
+        raise UsageError(f"--precision {precision}: device '{device}' allows {', '.join(allowed)}; give one of them, "
+                         "or leave --precision out to try them in order")
     from edgeinfer.schema import FeatureSchema
 
     for module in ("onnx", "torch"):

@@ -362,12 +362,14 @@ def export(
                           else f"{a.precision}: {_percent(a.agreement, apart_from=agreement_threshold)}" for a in attempts)
         others = [p for p in profile.precisions if p not in precisions]
         if others:
-            fix = (f"Drop precision={precisions[0]!r} to let the gate try {', '.join(others)} as well, lower "
-                   "agreement_threshold, or give more calibration data")
+            fix = (f"Drop precision={precisions[0]!r} (CLI: --precision) to let the gate try {', '.join(others)} as "
+                   "well, lower agreement_threshold (CLI: --threshold), or give more calibration data")
         elif "fp32" in precisions:
-            fix = "Lower agreement_threshold or give more calibration data; a failed attempt says what broke"
+            fix = ("Lower agreement_threshold (CLI: --threshold) or give more calibration data; a failed attempt says "
+                   "what broke")
         else:
-            fix = "Lower agreement_threshold, give more calibration data, or export for a device that allows fp32"
+            fix = ("Lower agreement_threshold (CLI: --threshold), give more calibration data, or export for a device "
+                   "that allows fp32")
         raise ExportError(
             f"no precision of device '{profile.name}' passes the accuracy gate ({_percent(agreement_threshold)} label "
             f"agreement with the float model on {len(holdout)} held-out rows): {tried}. {fix}"

@@ -438,6 +438,17 @@ def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):
     assert result.stderr == f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`)\n"
 
 
+def test_a_precision_the_device_does_not_allow_is_a_usage_error_before_any_work(tmp_path):
+    for name in ("m.onnx", "s.json", "c.csv"):
+        (tmp_path / name).write_text("")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.onnx"), "--schema", str(tmp_path / "s.json"),
+                                       "--calibration", str(tmp_path / "c.csv"), "--device", "raspberry-pi-4",
+                                       "--precision", "fp16", "-o", str(tmp_path / "b")])
+    assert (result.exit_code, result.stderr) == (
+        2, "error: --precision fp16: device 'raspberry-pi-4' allows int8-static, fp32; give one of them, or leave "
+           "--precision out to try them in order\n")
+
+
 def test_export_must_be_told_its_device(tmp_path):
     """'auto' means the bundle's own profile when running one; an export has no bundle yet: exit 2 before any work."""
     for name in ("m.onnx", "s.json", "c.csv"):

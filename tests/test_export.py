@@ -185,8 +185,8 @@ def test_gate_refuses_when_no_precision_passes(tmp_path):
     message = str(info.value)
     assert message.startswith("no precision of device 'raspberry-pi-4' passes the accuracy gate (99.5% label "
                               "agreement with the float model on 200 held-out rows): int8-static: ")
-    assert message.endswith("Drop precision='int8-static' to let the gate try fp32 as well, lower agreement_threshold, "
-                            "or give more calibration data")
+    assert message.endswith("Drop precision='int8-static' (CLI: --precision) to let the gate try fp32 as well, lower "
+                            "agreement_threshold (CLI: --threshold), or give more calibration data")
     assert not (tmp_path / "b").exists()
 
 
@@ -205,8 +205,8 @@ def test_a_failed_attempt_is_named_in_the_refusal(tmp_path, monkeypatch):
     assert str(info.value) == (
         "no precision of device 'raspberry-pi-4' passes the accuracy gate (99.5% label agreement with the float "
         "model on 200 held-out rows): int8-static: failed: RuntimeError: symbolic shape inference failed; fp32: "
-        "failed: RuntimeError: symbolic shape inference failed. Lower agreement_threshold or give more calibration "
-        "data; a failed attempt says what broke"
+        "failed: RuntimeError: symbolic shape inference failed. Lower agreement_threshold (CLI: --threshold) or give "
+        "more calibration data; a failed attempt says what broke"
     )
 
 
