@@ -839,7 +839,9 @@ class _Search:
     def points(self, lines: _Lines, line_of: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Points x + t (end - x), 0 <= t < 1, on the lines. Both ends are feasible (the ends were
         projected through the kernel) and a point lies between them, so it needs only rounding to steps
-        and categorical snapping (and a clip against last-bit overshoot) to stay feasible."""
+        and categorical snapping (and a clip against last-bit overshoot) to stay feasible. A categorical
+        takes its end's code at any t > 0: along a line that changes a category, t measures how far the
+        other features move with that change, so bisection finds the least of them that the change needs."""
         sp = self.space
         rows = lines.row[line_of]
         x, end = self.X[rows], lines.end[line_of]
@@ -852,7 +854,7 @@ class _Search:
             on = sp.stepped
             v[:, on] = _snap_between(v[:, on], sp.step_num[on], sp.step_den[on], x[:, on], end[:, on])
         for j, _ in sp.categorical:
-            v[:, j] = np.where(ts >= 0.5, end[:, j], x[:, j])
+            v[:, j] = np.where(ts > 0, end[:, j], x[:, j])
         if self.outside_any:
             v = _into_range(sp, x, end, t, v)
         return v

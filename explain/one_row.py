@@ -111,7 +111,7 @@ class OneRowSearch(_Search):
             on = sp.stepped
             v[..., on] = _snap_between(v[..., on], sp.step_num[on], sp.step_den[on], x[on], end[:, None, on])
         for j, _ in sp.categorical:
-            v[:, :, j] = np.where(ts >= 0.5, end[:, j, None], x[j])
+            v[:, :, j] = np.where(ts > 0, end[:, j, None], x[j])
         if self.outside_any:
             v = _into_range(sp, x, end[:, None, :], t, v)
         return v.reshape(-1, self.F)

@@ -479,6 +479,20 @@ GAPPED = FeatureSchema(
     classes=("no", "yes"))
 
 
+def test_a_category_change_takes_the_least_move_of_the_features_changed_with_it(linear_session):
+    """logit 2 grade + 0.5 x - 3 at grade 3, x = 8 ('yes', 7): neither alone reaches 'no' inside the ranges;
+    grade -> 0 with x below 6 does (logit 0.5 x - 3), the least change. The answer moves x no further than the
+    last bisection step allows: within 1/33 of the line's length (from 8 to x's lowest value, 0)."""
+    schema = FeatureSchema(features=(
+        Feature("grade", kind="categorical", categories=("low", "mid", "high", "top"), codes=(0, 1, 2, 3)),
+        Feature("x", low=0.0, high=10.0, unit="u")), classes=("no", "yes"), favourable="no")
+    session = linear_session(np.array([2.0, 0.5]), -3.0, schema)
+    for X in (np.array([[3.0, 8.0]]), np.array([[3.0, 8.0], [3.0, 9.0]])):     # the one-row and batched searches
+        (res,) = find_counterfactuals(session, X)[:1]
+        changes = {c.feature: c.to_value for c in res.items[0].changes}
+        assert changes["grade"] == 0.0 and 6.0 - 8.0 / 33 <= changes["x"] < 6.0, changes
+
+
 def test_a_permitted_range_between_the_codes_of_a_categorical_is_refused(linear_session):
     session = linear_session([1.0, 1.0], -9.0, GAPPED)
     with pytest.raises(ExplainError) as err:
