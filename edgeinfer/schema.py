@@ -330,8 +330,9 @@ class FeatureSchema:
         lows, highs = (self.lows, self.highs) if feature is None else (self.lows[feature], self.highs[feature])
         return np.where(matrix == highs.astype(dtype), highs, np.where(matrix == lows.astype(dtype), lows, matrix))
 
-    def check_rows(self, matrix: np.ndarray) -> dict[int, str]:
-        """Vectorised value checks. Returns {row index: reason} for every rejected row."""
+    def invalid_values(self, matrix: np.ndarray) -> np.ndarray:
+        """(n, F) bool: the values the schema does not allow (not finite, out of range, a fraction for an
+        integer, not one of a categorical's codes)."""
         lows, highs = self.lows, self.highs
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(matrix) | (matrix < lows) | (matrix > highs)
@@ -340,6 +341,11 @@ class FeatureSchema:
                     bad[:, j] |= matrix[:, j] != np.round(matrix[:, j])
                 elif f.kind == "categorical":
                     bad[:, j] |= ~np.isin(matrix[:, j], f.codes)
+        return bad
+
+    def check_rows(self, matrix: np.ndarray) -> dict[int, str]:
+        """Vectorised value checks. Returns {row index: reason} for every rejected row."""
+        bad = self.invalid_values(matrix)
         reasons: dict[int, str] = {}
         for i in np.flatnonzero(bad.any(axis=1)):
             j = int(np.flatnonzero(bad[i])[0])

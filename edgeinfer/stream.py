@@ -937,6 +937,7 @@ class _BiasMonitor:
                 median = float(reference.median[j])
                 split = (median, bool((column < median).any()))
             self.features.append((j, f, split, RollingFairness(window=window, sensitive_feature=name)))
+        self.columns = [j for j, *_ in self.features]
 
     def group(self, f, split, value: float) -> str:
         if split is None:
@@ -1075,8 +1076,7 @@ def stream(
                     if wake is not None:
                         job.future.add_done_callback(wake)
                 jobs.append((part, job))
-            with np.errstate(invalid="ignore"):
-                outside = (features < lows) | (features > highs)
+            outside = schema.invalid_values(features)     # a window's mean of a categorical need not be a code
             flagged = outside.any(axis=1)
             alerts: dict[int, list[dict]] = {}
             off_rate = 0
@@ -1090,11 +1090,13 @@ def stream(
                     off_rate += 1
             for i in np.flatnonzero(flagged).tolist():
                 j = int(np.flatnonzero(outside[i])[0])
-                alerts.setdefault(i, []).append(
-                    {"kind": "out_of_range", "feature": schema.names[j],
-                     "message": schema.value_error(j, features[i, j]) + " (outside the range the bundle's schema declares)"})
+                where = ("outside the range the bundle's schema declares" if not lows[j] <= features[i, j] <= highs[j]
+                         else "not a value the bundle's schema declares")
+                alerts.setdefault(i, []).append({"kind": "out_of_range", "feature": schema.names[j],
+                                                 "message": f"{schema.value_error(j, features[i, j])} ({where})"})
             if bias is not None:
-                for i in range(len(labels)):
+                grouped = ~outside[:, bias.columns].any(axis=1)      # a value no group is named by stays out
+                for i in np.flatnonzero(grouped).tolist():
                     found = bias.observe(base + i, features[i], proba[i])
                     if found:
                         alerts.setdefault(i, []).extend(found)

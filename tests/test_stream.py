@@ -521,6 +521,36 @@ def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
     assert "alerts   21" in result.stderr
 
 
+def test_a_window_value_that_is_not_a_category_is_alerted_and_kept_out_of_the_fairness_groups(tmp_path):
+    """The sex channel switches every 3 rows, so every third 2-row window has sex_mean 0.5: inside [0, 1] but
+    not a code. It gets an out_of_range alert naming the value, and no fairness group "0.5" is formed."""
+    from edgeinfer.export.models import linear_logistic
+
+    spec = WindowSpec.create(channels={"sex": "", "x": "mV"}, statistics={"sex": ["mean"], "x": ["mean"]},
+                             window=2, hop=2)
+    schema = FeatureSchema(
+        (Feature("sex_mean", kind="categorical", categories=("female", "male"), protected=True),
+         Feature("x_mean", low=-10, high=10, unit="mV")),
+        ("denied", "approved"), favourable="approved",
+    )
+    rng = np.random.default_rng(0)
+    calibration = np.column_stack([rng.integers(0, 2, 200), rng.uniform(-10, 10, 200)]).astype(float)
+    ei.export(linear_logistic([8.0, 0.0], -4.0), schema, calibration=calibration, device="x86-edge-gateway",
+              out=tmp_path / "b", precision="fp32", window=spec)
+    lines = ["timestamp,sex,x"] + [f"{i},{(i // 3) % 2},{(i % 7) - 3}" for i in range(200)]
+    result = run([tmp_path / "b", "-"], input="\n".join(lines) + "\n")
+    out = lines_of(result.stdout)
+    mixed = [d for d in out if d["window"]["index"] % 3 == 1]          # rows 3k+2, 3k+3: one of each sex
+    assert len(out) == 100 and len(mixed) == 33
+    for d in mixed:
+        (alert,) = [a for a in d["alerts"] if a["kind"] == "out_of_range"]
+        assert alert == {"kind": "out_of_range", "feature": "sex_mean", "message":
+                         "feature 'sex_mean' expects one of 'female' (0), 'male' (1), got 0.5 (not a value the bundle's "
+                         "schema declares)"}
+    groups = {a[g] for d in out for a in d["alerts"] if a["kind"] == "bias" for g in ("high_group", "low_group")}
+    assert groups <= {"female", "male"}
+
+
 def test_the_bias_monitor_keeps_a_rare_flag_and_a_lopsided_feature_in_two_groups():
     """A 0/1 flag with most rows 0 has median 0: 'flag < 0' is empty and every window fell in 'flag >= 0'."""
     from edgeinfer.reference import Reference
