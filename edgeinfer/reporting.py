@@ -740,6 +740,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
 
 
 def _bias(e, schema) -> dict[str, Any] | None:
+    from edgeinfer.explain.bias import change_text   # as the verdict and the views write it: 0.0499, not 0.050
     from edgeinfer.explain.views import _signed
 
     b = e.bias
@@ -751,7 +752,8 @@ def _bias(e, schema) -> dict[str, Any] | None:
         flips.append({"name": f.clinical, "from": _label(f, t.from_value), "to": _label(f, t.to_value),
                       "proxies": ", ".join(_feature(schema, p).clinical for p in t.proxies) or "none (alone)",
                       "class_name": t.class_name, "probability": t.probability, "delta": t.delta,
-                      "delta_shown": _signed(t.delta, 3), "flipped": t.flipped})
+                      "delta_shown": change_text(t.delta, digits=3, sign=True) if math.isfinite(t.delta)
+                      else _signed(t.delta, 3), "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
     return {"verdict": b.verdict, "depends": b.depends, "attribution_share": b.attribution_share,

@@ -411,6 +411,18 @@ def test_the_report_keeps_the_digits_that_tell_two_numbers_apart(tmp_path):
     assert "<td>glucose</td><td>162</td><td>161.999998</td>" in html
 
 
+def test_a_flip_change_near_the_bias_tolerance_keeps_the_digits_the_verdict_uses(tmp_path):
+    """-0.0499 does not depend on sex, +0.0501 would: the flip table may not print either as 0.050."""
+    import dataclasses
+
+    expl = _explanation()
+    first, second = expl.bias.flips
+    flips = (dataclasses.replace(first, delta=-0.04992), dataclasses.replace(second, delta=0.05013))
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=flips))
+    html = ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<td class="num">-0.0499</td>' in html and '<td class="num">+0.0501</td>' in html
+
+
 @pytest.mark.parametrize("target", ["p(high risk) < 0.3", "p(low risk) > 0.7"])
 def test_a_threshold_answer_is_not_shown_at_its_threshold(tmp_path, target):
     """An answer at p(high risk) = 0.29964 meets "< 0.3" (or p(low risk) = 0.70036 meets "> 0.7"): the report's
