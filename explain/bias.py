@@ -248,8 +248,7 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
         if alone or joint:
             # a flip that needs the proxies too is said beside the ones that do not, unless it is the same value
             extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]
-            with_proxies = (f"{_values(f, extra)} together with its proxies {_names(schema, extra[0].proxies)}"
-                            if extra else "")
+            with_proxies = _with_proxies(schema, f, extra)
             if not alone:
                 parts.append(f"the decision flips if {f.name} were {with_proxies}")
             elif extra:
@@ -259,7 +258,7 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
         else:
             worst = max(mine, key=lambda t: abs(t.delta))
             if abs(worst.delta) > tolerance:
-                via = f" together with its proxies {_names(schema, worst.proxies)}" if worst.proxies else ""
+                via = f" together with {_its_proxies(schema, worst.proxies)}" if worst.proxies else ""
                 parts.append(
                     f"the decision depends on {f.name}: the probability of '{worst.class_name}' changes by "
                     f"{change_text(worst.delta, tolerance, sign=True)} if {f.name} were {f.label(worst.to_value)}{via}"
@@ -283,6 +282,20 @@ def change_text(delta: float, tolerance: float = TOLERANCE, *, digits: int = 2, 
     if size != 0 and float(text) == 0:
         text = f"{size:.2g}"
     return ("-" if delta < 0 else "+") + text if sign else text
+
+
+def _with_proxies(schema: FeatureSchema, feature: Feature, tests: Sequence[FlipTest]) -> str:
+    """Each value of the flips with the proxies that flip moved ("31 years together with its proxies a and b, or 64
+    years together with its proxy a"); "" for none."""
+    by_proxies: dict[tuple[str, ...], list[FlipTest]] = {}
+    for t in tests:
+        by_proxies.setdefault(t.proxies, []).append(t)
+    return ", or ".join(f"{_values(feature, same)} together with {_its_proxies(schema, proxies)}"
+                        for proxies, same in by_proxies.items())
+
+
+def _its_proxies(schema: FeatureSchema, proxies: Sequence[str]) -> str:
+    return f"its {'proxy' if len(proxies) == 1 else 'proxies'} {_names(schema, proxies)}"
 
 
 def _values(feature: Feature, tests: Sequence[FlipTest]) -> str:

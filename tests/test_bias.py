@@ -230,7 +230,7 @@ def test_dependence_through_a_proxy_shows_only_when_the_proxy_moves(linear_sessi
         p_granted = sigmoid(8.0 * (1.0 - ROWS[i, 0]) - 4.0)
         assert joint.probability == pytest.approx(p_granted if labels[i] == 1 else 1 - p_granted, abs=1e-6)
         assert expl.depends
-    assert out[0].verdict == "the decision flips if sex were male together with its proxies coded sex marker"
+    assert out[0].verdict == "the decision flips if sex were male together with its proxy coded sex marker"
 
 
 def test_no_joint_flip_claims_proxies_moved_when_they_already_hold_the_typical_values():
@@ -428,8 +428,28 @@ def test_the_verdict_names_a_flip_with_proxies_beside_one_without():
              FlipTest("age", 46.0, 31.0, ("bp",), "lower", 0.45, -0.15, True)]
     plans = [SimpleNamespace(feature=age)]
     assert _verdict(schema, plans, flips, 0.05) == (
-        "the decision flips if age were 64 years, and if it were 31 years together with its proxies mean arterial "
+        "the decision flips if age were 64 years, and if it were 31 years together with its proxy mean arterial "
         "pressure")
     assert _verdict(schema, plans, flips[:3], 0.05) == "the decision flips if age were 64 years"
     assert _verdict(schema, plans, flips[1:2] + flips[3:], 0.05) == (
-        "the decision flips if age were 31 years together with its proxies mean arterial pressure")
+        "the decision flips if age were 31 years together with its proxy mean arterial pressure")
+
+
+def test_the_verdict_names_the_proxies_each_flip_moved():
+    """At 31 the flip moved bp and glucose, at 64 bp alone: each value is said with its own proxies."""
+    from types import SimpleNamespace
+
+    from edgeinfer.explain.bias import _verdict
+    from edgeinfer.explain.explanation import FlipTest
+
+    age = Feature("age", low=18, high=90, unit="years", protected=True)
+    schema = FeatureSchema(features=(age, Feature("bp", low=50, high=150, clinical="mean arterial pressure"),
+                                     Feature("s6", low=50, high=150, clinical="blood glucose")),
+                           classes=("lower", "higher"))
+    flips = [FlipTest("age", 46.0, 31.0, (), "lower", 0.55, -0.05, False),
+             FlipTest("age", 46.0, 64.0, (), "lower", 0.55, -0.05, False),
+             FlipTest("age", 46.0, 31.0, ("bp", "s6"), "lower", 0.45, -0.15, True),
+             FlipTest("age", 46.0, 64.0, ("bp",), "lower", 0.45, -0.15, True)]
+    assert _verdict(schema, [SimpleNamespace(feature=age)], flips, 0.05) == (
+        "the decision flips if age were 31 years together with its proxies mean arterial pressure and blood glucose, "
+        "or 64 years together with its proxy mean arterial pressure")
