@@ -28,6 +28,35 @@ from edgeinfer.errors import InputError
 from edgeinfer.explain.predictor import Predictor
 
 
+VALUE_GROUPS = 10      # a numeric feature with at most this many values in the reference is grouped by value
+DEFAULT_BINS = 4      # else in quartiles of the reference (as the flip tests' groups)
+
+
+def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
+    """The increasing bin edges a numeric feature is grouped by; None to group by value."""
+    if feature.kind == "categorical":
+        if bins is not None:
+            raise InputError(f"bins group a numeric feature; '{feature.name}' is categorical and is grouped by its "
+                             "categories")
+        return None
+    if bins is None:
+        if len(reference) == 0 or len(np.unique(reference)) <= VALUE_GROUPS:
+            return None
+        bins = DEFAULT_BINS
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) and bins >= 2:
+        if len(reference) == 0:
+            raise InputError(f"bins={bins} are quantiles of the reference data, and this model's reference has no "
+                             "rows; give the edges instead")
+        return np.unique(np.quantile(reference, np.arange(1, bins) / bins))
+    try:
+        edges = np.asarray(bins, dtype=np.float64)
+    except (TypeError, ValueError):
+        edges = np.zeros(0)
+    if edges.ndim != 1 or len(edges) == 0 or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+        raise InputError(f"bins must be a count of at least 2 quantile bins or increasing edges, got {bins!r}")
+    return edges
+
+
 @dataclass(frozen=True)
 class GroupMetrics:
     """The metrics of one group (or of all decisions, group "overall")."""
@@ -149,6 +178,7 @@ class GroupFairness:
         y_true: Sequence[int] | np.ndarray,
         sensitive_feature: str,
         positive: str | None = None,
+        bins: int | Sequence[float] | None = None,
         bootstrap: int = 0,
         seed: int = 0,
         confidence: float = 0.95,
@@ -158,7 +188,9 @@ class GroupFairness:
         y_true: each decision's true class, as a class index or a class name of the schema.
         positive: the class counted as selected (default the second class, index 1); both y_true and
         the decisions are read as "is `positive`", so rates stay true whichever class that is.
-        Groups are named by the feature's category names (or its values).
+        Groups are named by the feature's category names, or its values when it has at most VALUE_GROUPS
+        of them in the reference data. A numeric feature with more (age) falls in bins, named by their edges
+        ("40 <= age < 50"): `bins` quantile bins of the reference data (default 4), or the edges given.
         """
         schema = model.schema
         if sensitive_feature not in schema.names:
@@ -178,13 +210,20 @@ class GroupFairness:
         k = schema.class_index(positive) if positive is not None else 1
         truth = _as_classes(schema, y_true)
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
-        feature = schema.feature(sensitive_feature)
-        column = X[:, schema.index(sensitive_feature)]
-        labels = {v: feature.label(v) for v in np.unique(column)}
+        j = schema.index(sensitive_feature)
+        feature, column = schema.features[j], X[:, j]
+        edges = _bin_edges(feature, np.asarray(model.reference.X, dtype=np.float64)[:, j], bins)
+        if edges is None:
+            labels = {v: feature.label(v) for v in np.unique(column)}
+            sensitive = np.array([labels[v] for v in column])
+        else:
+            names = ([f"{feature.name} < {edges[0]:g}"] + [f"{a:g} <= {feature.name} < {b:g}" for a, b in
+                                                          zip(edges, edges[1:])] + [f"{feature.name} >= {edges[-1]:g}"])
+            sensitive = np.array(names)[np.searchsorted(edges, column, side="right")]
         return cls(
             y_true=(truth == k).astype(np.int64),
             y_pred=(proba.argmax(axis=1) == k).astype(np.int64),
-            sensitive=np.array([labels[v] for v in column]),
+            sensitive=sensitive,
             y_prob=proba[:, k],
             bootstrap=bootstrap,
             seed=seed,

@@ -90,6 +90,35 @@ def test_from_model_decides_once_and_names_groups_by_category(decided):
     assert gf.summary.sensitive_feature == "sex"
 
 
+def test_from_model_groups_a_many_valued_feature_in_bins(decided):
+    """Age has dozens of values: one group each (many of one patient) says nothing. By default it falls in the
+    quartiles of the bundle's reference data; bins= takes a count of quantile bins or the edges."""
+    model, X, y, y_pred, proba, _ = decided
+    ages = model.reference.X[:, 0]
+    cases = [(None, np.quantile(ages, [0.25, 0.5, 0.75])), (3, np.quantile(ages, [1 / 3, 2 / 3])),
+             ([40, 50, 60], np.array([40.0, 50.0, 60.0]))]
+    for bins, edges in cases:
+        gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="age", bins=bins)
+        names = [f"age < {edges[0]:g}"] + [f"{a:g} <= age < {b:g}" for a, b in zip(edges, edges[1:])] + [
+            f"age >= {edges[-1]:g}"]
+        groups = np.array(names)[np.searchsorted(edges, X[:, 0], side="right")]
+        frame, _ = oracle_frame(y, y_pred, groups, proba)
+        assert sorted(m.group for m in gf.by_group) == sorted(names) == sorted(frame.by_group.index)
+        for m in gf.by_group:
+            assert m.count == frame.by_group.loc[m.group]["count"]
+            assert m.selection_rate == pytest.approx(frame.by_group.loc[m.group]["selection_rate"], abs=TOL)
+        assert gf.demographic_parity_difference == pytest.approx(
+            fm.demographic_parity_difference(y, y_pred, sensitive_features=groups), abs=TOL)
+    for bins, message in ((1, "bins must be a count of at least 2 quantile bins or increasing edges, got 1"),
+                          ([50, 40], "bins must be a count of at least 2 quantile bins or increasing edges, got [50, 40]")):
+        with pytest.raises(InputError) as err:
+            GroupFairness.from_model(model, X, y_true=y, sensitive_feature="age", bins=bins)
+        assert str(err.value) == message
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex", bins=2)
+    assert str(err.value) == "bins group a numeric feature; 'sex' is categorical and is grouped by its categories"
+
+
 def test_from_model_reads_true_classes_against_the_positive_class(decided):
     # positive = class 0: y_true (class indices or names) must be read as "is class 0", as the decisions are
     model, X, y, _, _, _ = decided
