@@ -116,26 +116,37 @@ def collect(items: Iterable[Any]) -> Inputs:
     else:
         items = [(f"record {n}", item) for n, item in enumerate(items, start=1)]
     explanations, rows, windows, refused, places = [], [], [], [], []
+    first: dict[str, str] = {}           # where the first record of each kind is: a mix of kinds is refused
     for n, (where, item) in enumerate(items, start=1):
         if isinstance(item, Explanation):
             explanations.append(item)
             rows.append(None)
             places.append(where)
+            first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n, where))
+            first.setdefault("window", where)
         elif isinstance(item, Mapping) and "schema_version" in item:
             body = {k: v for k, v in item.items() if k != "row"}
             explanations.append(_explanation(body, where))
             rows.append(item.get("row"))
             places.append(where)
+            first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "error" in item:
             refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
+            first.setdefault("row", f"{where} is a refused row")
         else:
             got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
             raise InputError(
                 f"{where}: expected an Explanation, its JSON (with 'schema_version'), or a stream window record "
                 f"(with 'window' and 'decision'); got {got}"
             )
+    if "window" in first and "row" in first:         # a stream summary counts windows: rows would go uncounted
+        raise InputError(
+            f"{first['row']} (`edgeinfer explain` output), but {first['window']} is a stream window (`edgeinfer "
+            "stream` output); a report covers one stream session or one set of explained rows: write two reports, "
+            "one from each kind's records"
+        )
     if not explanations and not windows:
         raise InputError("nothing to report: no explanations and no stream windows were given")
     return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places))

@@ -819,3 +819,21 @@ def test_a_jsonl_path_is_read_as_its_records(tmp_path):
     for given in (lines, str(lines)):
         text = _text(ei.report(given, out=tmp_path / "p.html").read_text())
         assert "The model decided high risk" in text
+
+
+def test_stream_windows_and_explained_rows_in_one_input_are_refused(fixed_bundle, tmp_path):
+    """A stream report's summary counts windows ("12 windows ...; 2 explained"): explained rows beside them would
+    be left out of the outcome table and the range, so the mix is refused, naming both kinds and where they are."""
+    lines = tmp_path / "mixed.jsonl"
+    records = _window_records(fixed_bundle)[:2] + [{"row": 1, **_explanation(fixed_bundle.sha256).to_dict()}]
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "m.html")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {lines} line 3 is an explained row (`edgeinfer explain` output), but {lines} "
+                             "line 1 is a stream window (`edgeinfer stream` output); a report covers one stream "
+                             "session or one set of explained rows: write two reports, one from each kind's records\n")
+    with pytest.raises(InputError) as err:
+        ei.report([{"row": 4, "error": "bad bmi"}] + _window_records(fixed_bundle), out=tmp_path / "m.html")
+    assert str(err.value) == ("record 1 is a refused row (`edgeinfer explain` output), but record 2 is a stream window "
+                              "(`edgeinfer stream` output); a report covers one stream session or one set of explained "
+                              "rows: write two reports, one from each kind's records")
