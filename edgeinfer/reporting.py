@@ -72,6 +72,7 @@ class Inputs:
     refused: tuple[Refused, ...] = ()
     rows: tuple[Any, ...] = field(default=())   # the "row" key beside each explanation, when given
     places: tuple[str, ...] = ()                 # "record 3" for each explanation: where errors about it point
+    positions: tuple[int, ...] = ()              # each explanation's place among the records, from 1 ("Decision 3")
 
 
 def load_records(path: str | Path) -> list[Mapping[str, Any]]:
@@ -107,6 +108,7 @@ def _lines(path: str | Path) -> list[tuple[int, Mapping[str, Any]]]:
 
 def collect(items: Iterable[Any]) -> Inputs:
     """Sort explanations, explanation JSON, stream window records and refused rows apart (a path: its JSONL lines)."""
+    from edgeinfer.decision import Rejection
     from edgeinfer.explain.explanation import Explanation
 
     if isinstance(items, (Explanation, Mapping)):
@@ -115,13 +117,14 @@ def collect(items: Iterable[Any]) -> Inputs:
         items = [(f"{items} line {number}", record) for number, record in _lines(items)]
     else:
         items = [(f"record {n}", item) for n, item in enumerate(items, start=1)]
-    explanations, rows, windows, refused, places = [], [], [], [], []
+    explanations, rows, windows, refused, places, positions = [], [], [], [], [], []
     first: dict[str, str] = {}           # where the first record of each kind is: a mix of kinds is refused
     for n, (where, item) in enumerate(items, start=1):
         if isinstance(item, Explanation):
             explanations.append(item)
             rows.append(None)
             places.append(where)
+            positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n, where))
@@ -131,9 +134,13 @@ def collect(items: Iterable[Any]) -> Inputs:
             explanations.append(_explanation(body, where))
             rows.append(item.get("row"))
             places.append(where)
+            positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "error" in item:
             refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
+            first.setdefault("row", f"{where} is a refused row")
+        elif isinstance(item, Rejection):      # Session.explain(X)'s refused row; its row counts from 0, ours from 1
+            refused.append(Refused(row=item.row + 1, reason=item.reason))
             first.setdefault("row", f"{where} is a refused row")
         else:
             got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
@@ -149,7 +156,7 @@ def collect(items: Iterable[Any]) -> Inputs:
         )
     if not explanations and not windows:
         raise InputError("nothing to report: no explanations and no stream windows were given")
-    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places))
+    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions))
 
 
 def _explanation(data: Mapping[str, Any], where: str):
@@ -418,7 +425,8 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
     explained = list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation is not None]
     carried = getattr(explained[0].model, "fidelity", None) if explained else None
     fidelity = _fidelity(manifest.get("fidelity") if "fidelity" in manifest else carried)
-    case_sources = [(e, _row_heading(r, i)) for i, (e, r) in enumerate(zip(inputs.explanations, inputs.rows), 1)]
+    positions = inputs.positions or range(1, len(inputs.explanations) + 1)
+    case_sources = [(e, _row_heading(r, i)) for e, r, i in zip(inputs.explanations, inputs.rows, positions)]
     case_sources += [(w.explanation, _window_heading(w)) for w in inputs.windows if w.explanation is not None]
     if bundle is not None and isinstance(manifest.get("fidelity"), Mapping):
         case_sources = [(_with_fidelity(e, manifest), h) for e, h in case_sources]

@@ -837,3 +837,17 @@ def test_stream_windows_and_explained_rows_in_one_input_are_refused(fixed_bundle
     assert str(err.value) == ("record 1 is a refused row (`edgeinfer explain` output), but record 2 is a stream window "
                               "(`edgeinfer stream` output); a report covers one stream session or one set of explained "
                               "rows: write two reports, one from each kind's records")
+
+
+def test_a_batch_with_a_rejection_reports_it_as_a_refused_row_numbered_as_its_neighbours(fixed_bundle, tmp_path):
+    """Session.explain(X) returns a Rejection in place of a refused row (row 0-based); the report counts from 1,
+    so batch row 1 sits between decisions 1 and 3 as row 2."""
+    from edgeinfer.decision import Rejection
+
+    batch = [_explanation(fixed_bundle.sha256), Rejection(1, "feature 'bmi' expects a number in [10, 70], got 90"),
+             _explanation(fixed_bundle.sha256)]
+    html = ei.report(batch, out=tmp_path / "r.html", bundle=fixed_bundle).read_text()
+    text = _text(html)
+    assert "Decision 1: high risk" in text and "Decision 3: high risk" in text and "Decision 2" not in text
+    assert "1 row refused by the input checks (listed below)." in text
+    assert '<td class="num">2</td><td>feature &#39;bmi&#39; expects a number in [10, 70], got 90</td>' in html
