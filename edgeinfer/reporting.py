@@ -689,24 +689,31 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     top = a.top(TOP_DRIVERS)
     from edgeinfer.explain.views import _signed      # +0.123, or +4.6e-04 where three decimals would read +0.000
 
-    rows = []
-    for item in top:
-        f = _feature(schema, item.feature)
-        rows.append({"name": f.clinical, "value": _label(f, item.value), "contribution": item.contribution,
-                     "contribution_shown": _signed(item.contribution, 3),
-                     "direction": "raises" if item.contribution > 0 else "lowers" if item.contribution < 0 else "no effect"})
-    alt = (f"Bar chart of the {len(rows)} inputs that moved the {a.quantity} most, measured against {a.baseline}: "
-           + "; ".join(f"{r['name']} = {r['value']}: {r['contribution_shown']}" for r in rows)
+    def row(name: str, value: str, contribution: float) -> dict[str, Any]:
+        return {"name": name, "value": value, "contribution": contribution,
+                "contribution_shown": _signed(contribution, 3),
+                "direction": "raises" if contribution > 0 else "lowers" if contribution < 0 else "no effect"}
+
+    rows = [row(_feature(schema, item.feature).clinical, _label(_feature(schema, item.feature), item.value),
+                item.contribution) for item in top]
+    others = len(a.values) - len(top)
+    if others:      # the left-out inputs as one bar, so the bars add up from the baseline to the prediction
+        rest = math.fsum(v.contribution for v in a.values) - math.fsum(v.contribution for v in top)
+        rows.append(row(f"{others} other input{'' if others == 1 else 's'}", "", rest))
+    labels = [f"{r['name']} = {r['value']}" if r["value"] else r["name"] for r in rows]
+    alt = (f"Bar chart of the {len(top)} inputs that moved the {a.quantity} most"
+           + (f" and the other {others} together" if others else "") + f", measured against {a.baseline}: "
+           + "; ".join(f"{label}: {r['contribution_shown']}" for label, r in zip(labels, rows))
            + f". Baseline {_probability_apart(a.base_value)}, this patient {_probability_apart(a.prediction)}.")
     svg = plots.drivers_chart(
-        [plots.Bar(f"{r['name']} = {r['value']}", r["contribution"]) for r in rows],
+        [plots.Bar(label, r["contribution"]) for label, r in zip(labels, rows)],
         quantity=a.quantity, unit_note="probability points, 0–1 scale", alt=alt, key=f"{key}-drivers",
     )
     from markupsafe import Markup
 
     return {"svg": Markup(svg), "alt": alt, "rows": rows, "method": a.method, "quantity": a.quantity,
             "baseline": a.baseline, "base_value": a.base_value, "prediction": a.prediction,
-            "evaluations": a.evaluations, "shown": len(rows), "total": len(a.values)}
+            "evaluations": a.evaluations, "shown": len(top), "others": others, "total": len(a.values)}
 
 
 def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict[str, Any] | None:

@@ -851,3 +851,24 @@ def test_a_batch_with_a_rejection_reports_it_as_a_refused_row_numbered_as_its_ne
     assert "Decision 1: high risk" in text and "Decision 3: high risk" in text and "Decision 2" not in text
     assert "1 row refused by the input checks (listed below)." in text
     assert '<td class="num">2</td><td>feature &#39;bmi&#39; expects a number in [10, 70], got 90</td>' in html
+
+
+def test_inputs_left_out_of_the_driver_chart_make_one_bar_so_the_bars_add_up(tmp_path):
+    """Only the 8 largest drivers are drawn: the other inputs' contributions make one more bar, or the bars would not
+    add up from the baseline to the patient's value as the basis section says."""
+    names = [f"x{i}" for i in range(10)]
+    contributions = [0.2, -0.1, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02, -0.01]
+    expl = _explanation()
+    attributions = dataclasses.replace(expl.attributions, base_value=0.41, prediction=0.85, values=tuple(
+        Attribution(n, 1.0, c) for n, c in zip(names, contributions)))
+    decision = dataclasses.replace(expl.decision, probabilities=(0.15, 0.85))
+    wide = dataclasses.replace(expl, decision=decision, instance={n: 1.0 for n in names}, attributions=attributions,
+                               counterfactuals=None, bias=None)
+    html = ei.report([wide], out=tmp_path / "r.html").read_text()
+    drivers = re.search(r'<section id="case-1-drivers">.*?</section>', html, flags=re.S).group(0)
+    assert '<tr><td>2 other inputs</td><td></td><td class="num">+0.010</td><td>raises</td></tr>' in drivers
+    assert drivers.count("<tr><td>") == 9
+    svg = re.search(r"<svg.*?</svg>", drivers, flags=re.S).group(0)
+    assert "2 other inputs" in svg and "+0.010" in svg
+    assert "The 8 largest of 10 inputs are shown, and the other 2 together as one bar." in _text(html)
+    assert "The bars add up from the baseline to this patient's value." in _text(html)
