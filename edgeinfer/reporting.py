@@ -61,6 +61,7 @@ class Refused:
 
     row: Any
     reason: str
+    where: str = ""                      # "record 3": where errors about it point
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,10 @@ def collect(items: Iterable[Any]) -> Inputs:
             positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "error" in item:
-            refused.append(Refused(row=item.get("row"), reason=str(item["error"])))
+            refused.append(Refused(row=item.get("row"), reason=str(item["error"]), where=where))
             first.setdefault("row", f"{where} is a refused row")
         elif isinstance(item, Rejection):      # Session.explain(X)'s refused row; its row counts from 0, ours from 1
-            refused.append(Refused(row=item.row + 1, reason=item.reason))
+            refused.append(Refused(row=item.row + 1, reason=item.reason, where=where))
             first.setdefault("row", f"{where} is a refused row")
         else:
             got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
@@ -154,7 +155,7 @@ def collect(items: Iterable[Any]) -> Inputs:
             "stream` output); a report covers one stream session or one set of explained rows: write two reports, "
             "one from each kind's records"
         )
-    if not explanations and not windows:
+    if not explanations and not windows and not refused:
         raise InputError("nothing to report: no explanations and no stream windows were given")
     return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions))
 
@@ -519,6 +520,10 @@ def _schema_from(inputs: Inputs):
     from edgeinfer.schema import Feature, FeatureSchema
 
     first = (list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation])
+    if not first and not inputs.windows:          # refused rows only: nothing names the model's inputs or classes
+        raise InputError(f"all {_count(len(inputs.refused), 'record')} are refused rows "
+                         f"({', '.join(r.where for r in inputs.refused)}) and no bundle was given to describe the "
+                         "model; pass the bundle (bundle=) to report them")
     if first:
         e = first[0]
         return FeatureSchema(tuple(Feature(n) for n in e.instance), tuple(e.decision.classes), name=e.model.name)
@@ -830,7 +835,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
                 for e in inputs.explanations]
     decisions = [(name, spec.value(probabilities, name)) for name, probabilities in made]
     # the first decision's boundary, as each case's: the threshold, or (its own class's risk) the best other class
-    first_name, first_probabilities = made[0]
+    first_name, first_probabilities = made[0] if made else (None, {})
     first_boundary = spec.threshold if spec.threshold is not None else (
         max((q for c, q in first_probabilities.items() if c != first_name), default=None)
         if spec.risk_class is None else None)
@@ -844,9 +849,9 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
         "explained": len(explained),
         "alerts": sum(len(w.alerts) for w in inputs.windows),
         "refused": len(inputs.refused),
-        "max_risk": max(r for _, r in decisions),
-        "min_risk": min(r for _, r in decisions),
-        "first": (decisions[0][0], decisions[0][1]),
+        "max_risk": max((r for _, r in decisions), default=None),     # None: every row was refused
+        "min_risk": min((r for _, r in decisions), default=None),
+        "first": decisions[0] if decisions else None,
         "first_boundary": first_boundary,
         "start": _time(windows[0].start) if windows else None,
         "end": _time(windows[-1].end) if windows else None,

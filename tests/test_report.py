@@ -872,3 +872,23 @@ def test_inputs_left_out_of_the_driver_chart_make_one_bar_so_the_bars_add_up(tmp
     assert "2 other inputs" in svg and "+0.010" in svg
     assert "The 8 largest of 10 inputs are shown, and the other 2 together as one bar." in _text(html)
     assert "The bars add up from the baseline to this patient's value." in _text(html)
+
+
+def test_an_input_of_only_refused_rows_reports_them(fixed_bundle, tmp_path):
+    """Every row refused by `edgeinfer explain`: the report says so and lists them (it used to say there was nothing
+    to report); without a bundle there is no model to describe, and the error names the rows and the fix."""
+    lines = tmp_path / "refused.jsonl"
+    lines.write_text(json.dumps({"row": 8, "error": "bad sex"}) + "\n" + json.dumps({"row": 9, "error": "bad bmi"}) + "\n")
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    text = _text(html)
+    assert "All 2 rows were refused by the input checks (listed below); the model decided none." in text
+    assert '<td class="num">8</td><td>bad sex</td></tr><tr><td class="num">9</td><td>bad bmi</td>' in html
+    assert {"summary", "refused", "model"} <= _ids(html) and "case-1" not in _ids(html)
+    assert "ranged from" not in text
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=out)
+    assert str(err.value) == (f"all 2 records are refused rows ({lines} line 1, {lines} line 2) and no bundle was "
+                              "given to describe the model; pass the bundle (bundle=) to report them")
