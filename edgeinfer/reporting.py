@@ -805,7 +805,7 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
     peak = max(points, key=lambda p: p.risk)
     n_explained = sum(p.explained for p in points)
     alt = (f"Line chart of the {spec.label} in {_count(len(points), 'window')} (window {ordered[0].index} to "
-           f"{ordered[-1].index}); highest {peak.risk:.3f} at window {int(peak.x)}; "
+           f"{ordered[-1].index}); highest {_probability_apart(peak.risk, spec.threshold)} at window {int(peak.x)}; "
            f"{_count(len(alerts), 'alert')} (triangles); {_count(n_explained, 'explained window')} (open circles)"
            + (f"; dashed line: decision threshold {spec.threshold:g}." if spec.threshold is not None else "."))
     svg = plots.timeline_chart(points, quantity=spec.label, threshold=spec.threshold, xlabel="window number",

@@ -892,3 +892,12 @@ def test_an_input_of_only_refused_rows_reports_them(fixed_bundle, tmp_path):
         ei.report(lines, out=out)
     assert str(err.value) == (f"all 2 records are refused rows ({lines} line 1, {lines} line 2) and no bundle was "
                               "given to describe the model; pass the bundle (bundle=) to report them")
+
+
+def test_the_timeline_caption_keeps_the_digits_the_summary_keeps(fixed_bundle, tmp_path):
+    """A near-certain peak read 1.000 in the timeline's caption while the summary read 0.999996."""
+    records = _window_records(fixed_bundle)
+    records[11]["decision"]["probabilities"] = {"low risk": 0.000004, "high risk": 0.999996}
+    text = _text(ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text())
+    assert "ranged from 0.100 to 0.999996." in text
+    assert "highest 0.999996 at window 11;" in text
