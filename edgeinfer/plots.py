@@ -63,6 +63,7 @@ _RC = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "hatch.linewidth": 0.8,
+    "text.parse_math": False,      # labels are user data: "cost ($) = 50 $" is text, not math between two '$'
 }
 
 

@@ -901,3 +901,15 @@ def test_the_timeline_caption_keeps_the_digits_the_summary_keeps(fixed_bundle, t
     text = _text(ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text())
     assert "ranged from 0.100 to 0.999996." in text
     assert "highest 0.999996 at window 11;" in text
+
+
+def test_chart_text_from_user_data_is_not_read_as_math():
+    """Two '$' in a label (a clinical name and a unit) were drawn as math text: "out-of-pocket cost () = 50"."""
+    from edgeinfer.plots import Bar, Point, drivers_chart, timeline_chart
+
+    svg = drivers_chart([Bar("out-of-pocket cost ($) = 50 $", 0.21)], quantity="p($ high $)", unit_note="probability",
+                        alt="one driver", key="money")
+    assert "out-of-pocket cost ($) = 50 $" in svg and "change in p($ high $) (probability)" in svg
+    svg = timeline_chart([Point(0, 0.2), Point(1, 0.7)], quantity="p($ high $)", threshold=0.5, xlabel="window $ $",
+                         alt="two windows", key="money-timeline")
+    assert "window $ $" in svg and "p($ high $)" in svg
