@@ -539,7 +539,10 @@ def _made_by(e, bundle, manifest: Mapping[str, Any], fidelity: Mapping[str, Any]
     explanation carries (another bundle's band on this decision would contradict its own wording)."""
     if bundle is not None and e.model.bundle_sha256 == manifest.get("manifest_sha256"):
         return dict(fidelity), manifest.get("precision") or e.model.precision
-    return _fidelity(getattr(e.model, "fidelity", None) or None), e.model.precision
+    carried = _fidelity(getattr(e.model, "fidelity", None) or None)
+    if bundle is not None:          # the band's source is then not the manifest the report describes: say whose
+        carried["carried_from"] = e.model.bundle_sha256
+    return carried, e.model.precision
 
 
 def _with_fidelity(e, manifest: Mapping[str, Any]):
@@ -860,7 +863,8 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
 
 def _fidelity(record: Any) -> dict[str, Any]:
     """The quantization band: the largest |p_deployed - p_float| recorded at export, and label agreement."""
-    found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None}
+    found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None,
+             "carried_from": None}      # see _made_by
     if not isinstance(record, Mapping):
         return found
     numbers = list(_numbers(record, "fidelity"))

@@ -913,3 +913,21 @@ def test_chart_text_from_user_data_is_not_read_as_math():
     svg = timeline_chart([Point(0, 0.2), Point(1, 0.7)], quantity="p($ high $)", threshold=0.5, xlabel="window $ $",
                          alt="two windows", key="money-timeline")
     assert "window $ $" in svg and "p($ high $)" in svg
+
+
+def test_explanations_from_another_bundle_name_their_own_digest_and_band_source(fixed_bundle, tmp_path):
+    """The band's figure is the explanation's, not this report's manifest's; reproducing needs the bundle the
+    explanations carry, not the one given."""
+    e = _explanation("f" * 64)
+    carried = dataclasses.replace(e, model=dataclasses.replace(e.model, fidelity={"max_abs_diff": 0.1}))
+    text = _text(ei.report([carried], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    text = re.sub(r"([(]) | ([),;])", r"\1\2", text)          # the spaces _text leaves where tags were
+    assert ("differed from the float model's by at most 0.1 on held-out data (fidelity.max_abs_diff carried by the "
+            "explanation from bundle ffffffffffffffff…, not from the manifest described here).") in text
+    assert "(manifest fidelity.max_abs_diff)" not in text
+    assert (f"with the bundle whose sha256 is {'f' * 64} (the one these explanations carry; it differs from the "
+            f"bundle described above, {fixed_bundle.sha256});") in text
+    text = _text(ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    text = re.sub(r"([(]) | ([),;])", r"\1\2", text)
+    assert "(manifest fidelity.max_abs_diff)" in text
+    assert f"with the bundle whose sha256 is {fixed_bundle.sha256}; edgeinfer refuses" in text
