@@ -864,7 +864,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
 def _fidelity(record: Any) -> dict[str, Any]:
     """The quantization band: the largest |p_deployed - p_float| recorded at export, and label agreement."""
     found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None,
-             "carried_from": None}      # see _made_by
+             "parity": None, "parity_key": None, "carried_from": None}      # carried_from: see _made_by
     if not isinstance(record, Mapping):
         return found
     numbers = list(_numbers(record, "fidelity"))
@@ -873,6 +873,10 @@ def _fidelity(record: Any) -> dict[str, Any]:
     diffs.sort(key=lambda kv: (not kv[0].endswith(".max_abs_diff"), "torch" in kv[0], len(kv[0])))
     if diffs:
         found["max_abs_diff_key"], found["max_abs_diff"] = diffs[0]
+    # fp32 ONNX vs torch, said apart: an fp32 bundle's max_abs_diff is 0 (the deployed model is the float ONNX)
+    parity = [(k, v) for k, v in diffs[1:] if "torch" in k]
+    if parity:
+        found["parity_key"], found["parity"] = parity[0]
     agree = [(k, v) for k, v in numbers if "agreement" in k and 0.0 <= v <= 1.0]
     agree.sort(key=lambda kv: len(kv[0]))
     if agree:

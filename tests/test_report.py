@@ -931,3 +931,18 @@ def test_explanations_from_another_bundle_name_their_own_digest_and_band_source(
     text = re.sub(r"([(]) | ([),;])", r"\1\2", text)
     assert "(manifest fidelity.max_abs_diff)" in text
     assert f"with the bundle whose sha256 is {fixed_bundle.sha256}; edgeinfer refuses" in text
+
+
+def test_an_fp32_band_of_zero_says_what_was_compared_and_the_torch_parity(tmp_path):
+    """An fp32 bundle records max_abs_diff 0 (the deployed model is the float ONNX model it is compared with) and
+    the ONNX-vs-torch parity apart; "differed from the float model's by at most 0" hid what was compared."""
+    e = _explanation()
+    fp32 = dataclasses.replace(e, model=dataclasses.replace(e.model, precision="fp32", fidelity={
+        "torch_vs_onnx_max_abs": 1.1920928955078125e-07, "agreement": 1.0, "max_abs_diff": 0.0}))
+    text = _text(ei.report([fp32], out=tmp_path / "r.html").read_text())
+    text = re.sub(r"([(]) | ([),;:])", r"\1\2", text)          # the spaces _text leaves where tags were
+    assert ("The deployed fp32 model's probabilities equalled the exported float model's on every held-out row "
+            "(manifest fidelity.max_abs_diff = 0: an fp32 model is compared with itself); the exported float model "
+            "differed from the trained torch model by at most 1.192e-07 on the calibration rows (manifest "
+            "fidelity.torch_vs_onnx_max_abs).") in text
+    assert "by at most 0 " not in text
