@@ -74,8 +74,8 @@ def attribute(
     samples = _check_samples(samples)
     if baseline not in BASELINES:
         raise ExplainError(f"baseline must be one of {', '.join(repr(b) for b in BASELINES)}, got {baseline!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ExplainError(f"seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ExplainError(f"seed must be a non-negative integer, got {seed!r}")
     n_classes = len(schema.classes)
     wanted = _check_targets(targets, len(X), n_classes)
     if len(X) == 0:
@@ -92,17 +92,19 @@ def attribute(
     plan = _plan(n_features, samples, m, rng, exact)
 
     # One batch: the baseline rows once, then for every instance its coalition rows.
-    per_row = plan.rows_per_instance
-    chunk = max(1, MAX_BATCH_ROWS // max(per_row, 1))
+    per_row = max(plan.rows_per_instance, 1)
     # A Session runs ONNX Runtime on float32 rows: build them in the predictor's input dtype (the same
     # numbers the backend would cast to, in half the memory traffic); float64 when it names none.
     dtype = getattr(model, "input_dtype", np.float64)
     rows_in, bases_in = X.astype(dtype, copy=False), bases.astype(dtype, copy=False)
     base_proba = None
     proba_parts = []
-    for start in range(0, n, chunk):
-        block = rows_in[start : start + chunk]
+    start = 0
+    while start < n:
         lead = bases_in if base_proba is None else bases_in[:0]     # the baseline rows ride with the first chunk
+        chunk = max(1, (MAX_BATCH_ROWS - len(lead)) // per_row)     # lead and rows within MAX_BATCH_ROWS
+        block = rows_in[start : start + chunk]
+        start += chunk
         batch = _gather(block, bases_in, plan.cells, lead=lead)
         proba = np.asarray(model.predict_proba(batch), dtype=np.float64)
         if base_proba is None:
@@ -122,8 +124,9 @@ def attribute(
     phi = plan.combine(values, base_values)                      # (n, F)
     base_value = base_values.mean(axis=1)
     prediction = f_x[rows, chosen]
-    # Efficiency holds mathematically; spread the last float rounding in proportion to |phi| so the
-    # identity holds to the last bit and a feature the model ignores keeps exactly 0.
+    # Efficiency holds mathematically; spread the float rounding left over phi in proportion to |phi|: a feature
+    # the model ignores keeps exactly 0, and base_value + sum(phi) is the model's probability to a last bit or two
+    # (the order of a sum can move it by that much). `prediction` is the model's probability itself.
     weight = np.abs(phi)
     total = weight.sum(axis=1, keepdims=True)
     phi += ((prediction - base_value) - phi.sum(axis=1))[:, None] * np.divide(
@@ -133,10 +136,9 @@ def attribute(
     evaluations = plan.evaluations_per_instance + m
     names = schema.names
     quantities = [f"probability of '{c}'" for c in schema.classes]
-    predictions = base_value + phi.sum(axis=1)
     out = []
     for k, base, prediction, row, contributions in zip(
-        chosen.tolist(), base_value.tolist(), predictions.tolist(), X.tolist(), phi.tolist()
+        chosen.tolist(), base_value.tolist(), prediction.tolist(), X.tolist(), phi.tolist()
     ):
         out.append(
             Attributions(

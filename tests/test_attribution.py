@@ -187,9 +187,9 @@ def test_efficiency_base_plus_contributions_is_the_deployed_probability(bc_sessi
     for r, a in enumerate(result):
         k = int(proba[r].argmax())
         assert a.quantity == f"probability of '{bc_session.schema.classes[k]}'"
-        # efficiency, against the deployed model's own probability (not the stored prediction, which is the sum)
-        assert a.base_value + contributions(a).sum() == pytest.approx(proba[r, k], abs=1e-9)
-        assert a.prediction == pytest.approx(proba[r, k], abs=1e-9)
+        # the prediction is the deployed model's own probability; efficiency holds to the last bits
+        assert a.prediction == proba[r, k]
+        assert a.base_value + sum(contributions(a).tolist()) == pytest.approx(proba[r, k], rel=0, abs=1e-15)
         assert [v.feature for v in a.values] == list(bc_session.schema.names)
         assert [v.value for v in a.values] == X[r].tolist()
     if baseline == "median":
@@ -238,6 +238,22 @@ def test_one_batched_call_per_max_batch_rows(bc_session, breast_cancer):
     before = bc_session.backend_calls
     attribute(bc_session, breast_cancer.X_test[:10])
     assert bc_session.backend_calls - before == -(-10 // per_call)
+
+
+def test_no_call_exceeds_max_batch_rows_and_the_prediction_is_the_models(diabetes_session, diabetes):
+    """10 features: 1,024 coalition rows a patient, and the baseline row rides with the first call: it made that call
+    4,097 rows (past the single-threaded session's 4,096). The exact path's prediction is the model's probability."""
+    from edgeinfer.explain import attribution as module
+
+    recording = _Recording(diabetes_session)
+    X = diabetes.X_test[:40]
+    result = attribute(recording, X)
+    assert max(len(b) for b in recording.batches) <= module.MAX_BATCH_ROWS
+    assert result == [attribute(diabetes_session, X[i:i + 1])[0] for i in range(len(X))]
+    proba = diabetes_session.predict_proba(X)
+    for r, a in enumerate(result):
+        assert a.prediction == proba[r].max()
+        assert a.base_value + sum(contributions(a).tolist()) == pytest.approx(a.prediction, rel=0, abs=1e-15)
 
 
 def test_other_class_of_two_gets_the_negated_contributions(bc_session, breast_cancer):
@@ -294,7 +310,8 @@ def test_chunked_and_concurrent_batches_give_the_one_row_answers(bc_session, bre
 
     X = breast_cancer.X_test[:12]
     alone = [attribute(bc_session, X[i:i + 1], baseline=baseline)[0] for i in range(len(X))]
-    monkeypatch.setattr(module, "MAX_BATCH_ROWS", 3 * (64 * 29 + 1))       # 3 rows a call (fewer rows each): 4 calls
+    # 3 rows a call (fewer model rows each) beside up to 32 baseline rows: 4 calls
+    monkeypatch.setattr(module, "MAX_BATCH_ROWS", 3 * (64 * 29 + 1) + 32)
     before = bc_session.backend_calls
     assert attribute(bc_session, X, baseline=baseline) == alone
     assert bc_session.backend_calls - before == 4
@@ -379,7 +396,8 @@ def test_an_empty_batch_gives_no_attributions(small):
 @pytest.mark.parametrize("options, message", [
     ({"baseline": "mean"}, "baseline must be one of 'median', 'reference', got 'mean'"),
     ({"samples": 1}, "samples must be an integer >= 2 (permutations for the estimator), got 1"),
-    ({"seed": "x"}, "seed must be an integer, got 'x'"),
+    ({"seed": "x"}, "seed must be a non-negative integer, got 'x'"),
+    ({"seed": -1}, "seed must be a non-negative integer, got -1"),
     ({"targets": np.array([0, 2])}, "targets must be class indices in [0, 1], got [0, 2]"),
     ({"targets": np.array([0.0, 1.0])},
      "targets must be one class index per row, an integer array of shape (2,), got float64 of shape (2,)"),
