@@ -491,8 +491,8 @@ def test_on_change_explains_exactly_the_windows_whose_class_changed(motion_bundl
     assert f"windows  {len(out)} ({len(changed)} explained)" in result.stderr
 
 
-def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
-    """A model that decides on a protected channel alone: demographic parity alerts once both groups have 30."""
+def _decided_by_sex(out: Path) -> Path:
+    """A stream bundle of 2-row windows whose model decides on the protected sex channel alone."""
     from edgeinfer.export.models import linear_logistic
 
     spec = WindowSpec.create(channels={"sex": "", "x": "mV"}, statistics={"sex": ["mean"], "x": ["mean"]},
@@ -505,7 +505,13 @@ def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
     rng = np.random.default_rng(0)
     calibration = np.column_stack([rng.integers(0, 2, 200), rng.uniform(-10, 10, 200)]).astype(float)
     ei.export(linear_logistic([8.0, 0.0], -4.0), schema, calibration=calibration, device="x86-edge-gateway",
-              out=tmp_path / "b", precision="fp32", window=spec)
+              out=out, precision="fp32", window=spec)
+    return out
+
+
+def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
+    """A model that decides on a protected channel alone: demographic parity alerts once both groups have 30."""
+    _decided_by_sex(tmp_path / "b")
     lines = ["timestamp,sex,x"] + [f"{i},{(i // 2) % 2},{(i % 7) - 3}" for i in range(160)]
     result = run([tmp_path / "b", "-"], input="\n".join(lines) + "\n")
     out = lines_of(result.stdout)
@@ -524,19 +530,7 @@ def test_protected_window_feature_raises_a_rolling_bias_alert(tmp_path):
 def test_a_window_value_that_is_not_a_category_is_alerted_and_kept_out_of_the_fairness_groups(tmp_path):
     """The sex channel switches every 3 rows, so every third 2-row window has sex_mean 0.5: inside [0, 1] but
     not a code. It gets an out_of_range alert naming the value, and no fairness group "0.5" is formed."""
-    from edgeinfer.export.models import linear_logistic
-
-    spec = WindowSpec.create(channels={"sex": "", "x": "mV"}, statistics={"sex": ["mean"], "x": ["mean"]},
-                             window=2, hop=2)
-    schema = FeatureSchema(
-        (Feature("sex_mean", kind="categorical", categories=("female", "male"), protected=True),
-         Feature("x_mean", low=-10, high=10, unit="mV")),
-        ("denied", "approved"), favourable="approved",
-    )
-    rng = np.random.default_rng(0)
-    calibration = np.column_stack([rng.integers(0, 2, 200), rng.uniform(-10, 10, 200)]).astype(float)
-    ei.export(linear_logistic([8.0, 0.0], -4.0), schema, calibration=calibration, device="x86-edge-gateway",
-              out=tmp_path / "b", precision="fp32", window=spec)
+    _decided_by_sex(tmp_path / "b")
     lines = ["timestamp,sex,x"] + [f"{i},{(i // 3) % 2},{(i % 7) - 3}" for i in range(200)]
     result = run([tmp_path / "b", "-"], input="\n".join(lines) + "\n")
     out = lines_of(result.stdout)
