@@ -336,13 +336,16 @@ def export(
         try:
             candidate, method = quantize.convert(float_bytes, precision, calibration=calib_rows, input_limit=input_limit)
             if precision == "fp16":     # ONNX Runtime's CPU computes fp16 in fp32 and would hide an overflow
-                probs, _ = _fp16_probabilities(candidate, holdout)
-                extremes, names = _extreme_rows(schema, calibration)
-                _, broken = _fp16_probabilities(candidate, extremes)
-                if broken is not None:
+                probs, broken = _fp16_probabilities(candidate, holdout)
+                where = None if broken is None else f"held-out row {broken}"
+                if where is None:       # the edges no held-out row may reach
+                    extremes, names = _extreme_rows(schema, calibration)
+                    _, broken = _fp16_probabilities(candidate, extremes)
+                    where = None if broken is None else names[broken]
+                if where is not None:
                     attempts.append(PrecisionAttempt(
                         precision, 0.0, float("nan"), False,
-                        f"failed: non-finite probabilities in fp16 arithmetic (onnx.reference) on {names[broken]}; "
+                        f"failed: non-finite probabilities in fp16 arithmetic (onnx.reference) on {where}; "
                         f"trying the next precision"))
                     continue
             else:

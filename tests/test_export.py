@@ -118,6 +118,23 @@ def test_the_fp16_gate_fails_a_candidate_that_overflows_at_a_schema_bound(tmp_pa
         "'income' at its schema bound 200000; trying the next precision")
 
 
+def test_the_fp16_gate_fails_a_candidate_whose_held_out_rows_overflow(tmp_path):
+    """100 a - 100 b overflows fp16 only where a is high and b low together, which no one-feature edge row
+    reaches: such held-out rows gave NaN (argmax 0, read as agreeing), and NaN in the manifest broke the export."""
+    schema = FeatureSchema(features=(Feature("a", low=0, high=1000), Feature("b", low=0, high=1000)),
+                           classes=("no", "yes"), favourable="no")
+    X = np.random.default_rng(0).uniform(0, 1000, (400, 2))
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[100.0, -100.0], [0.0, 0.0]]))
+        model.bias.zero_()
+    report = ei.export(model, schema, calibration=X, device="jetson-orin-nano", out=tmp_path / "b")
+    assert report.precision != "fp16" and report.fell_back
+    assert report.attempts[0].note.startswith(
+        "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) on held-out row ")
+    assert report.attempts[0].note.endswith("; trying the next precision")
+
+
 def test_export_leaves_the_callers_training_flags_as_they_were(tmp_path):
     """Export evaluates in eval mode but hands the model back in the modes it came in, after a failure too."""
     schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-1, high=1) for i in range(2)), classes=("no", "yes"))
