@@ -87,8 +87,10 @@ def _measure(bundle_path: Path, sample: np.ndarray, threads: int) -> dict[str, f
     with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
         sample_path = Path(tmp, "budget-sample.npy")
         np.save(sample_path, sample)
-        done = subprocess.run([sys.executable, "-c", _MEASURE_SCRIPT, str(bundle_path), str(sample_path), str(threads)],
-                              capture_output=True, text=True, timeout=600)
+        # -P: the working directory does not go first on the child's sys.path (a folder named edgeinfer, a
+        # numpy.py there would shadow the installed packages)
+        done = subprocess.run([sys.executable, "-P", "-c", _MEASURE_SCRIPT, str(bundle_path), str(sample_path),
+                               str(threads)], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise ExportError(f"measuring the bundle's peak memory and latency (load, a small and a large batch, one "
                           f"explained row) failed: {done.stderr.strip()[-500:]}")

@@ -336,6 +336,18 @@ def test_the_budget_latency_is_one_explained_row_as_the_profile_budget(bc_bundle
     assert f"a bare prediction {budget['predict_latency_ms']:.3f} ms), budget 50 ms on the device" in budget["verdict"]
 
 
+def test_the_budget_is_measured_whatever_the_working_directory_holds(tmp_path, monkeypatch):
+    """The measuring child process read the working directory first: an `edgeinfer` folder there (an earlier
+    `-o edgeinfer` bundle) or a `numpy.py` shadowed the installed packages and the export failed."""
+    (tmp_path / "edgeinfer").mkdir()
+    (tmp_path / "numpy.py").write_text("raise ImportError('not numpy')\n")
+    monkeypatch.chdir(tmp_path)
+    schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-1, high=1) for i in range(2)), classes=("no", "yes"))
+    report = ei.export(linear_logistic([1.0, -1.0], 0.0), schema, device="raspberry-pi-4", out="bundle",
+                       calibration=np.random.default_rng(0).uniform(-1, 1, (40, 2)), precision="fp32")
+    assert report.budget.fits and report.budget.peak_memory_mb > 0
+
+
 def test_wrong_output_width_is_refused(tmp_path):
     schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
     with pytest.raises(ExportError) as info:
