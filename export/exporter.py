@@ -248,6 +248,9 @@ def export(
         raise ExportError(f"agreement_threshold must be a number in (0, 1], got {agreement_threshold!r}")
     agreement_threshold = float(agreement_threshold)
     calibration = _checked_rows(schema, calibration, "calibration")
+    if len(calibration) < 2:
+        raise ExportError(f"calibration data: need at least 2 rows (the reference data's spread and proxies come from "
+                          f"them), got {len(calibration)}")
     labels = _checked_labels(schema, labels, "labels")
     if labels is not None and len(labels) != len(calibration):
         raise ExportError(f"labels has {len(labels)} entries for {len(calibration)} calibration rows; give one per row")
@@ -424,13 +427,23 @@ def _attempt_record(a: PrecisionAttempt) -> dict[str, Any]:
 
 
 def _checked_labels(schema: FeatureSchema, labels: Any, what: str) -> np.ndarray | None:
-    """Ground truth as class indices; a value that is no class index would skew accuracy and fairness figures."""
+    """Ground truth as class indices (class names are read as theirs, as the CLI's --label-column does); a value
+    that is no class would skew accuracy and fairness figures."""
     if labels is None:
         return None
+    given = np.asarray(labels, dtype=object)
+    if given.ndim == 1 and len(given) and all(isinstance(v, str) for v in given):
+        unknown = [i for i, v in enumerate(given) if v not in schema.classes]
+        if unknown:
+            raise ExportError(f"{what}[{unknown[0]}] is {given[unknown[0]]!r}; give class indices 0 to "
+                              f"{len(schema.classes) - 1} or the class names "
+                              f"({', '.join(repr(c) for c in schema.classes)})")
+        given = np.array([schema.classes.index(v) for v in given])
     try:
-        values = np.asarray(labels, dtype=np.float64)
+        values = np.asarray(given, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ExportError(f"{what} must be class indices 0 to {len(schema.classes) - 1}: {err}") from err
+        raise ExportError(f"{what} must be class indices 0 to {len(schema.classes) - 1} or the class names: "
+                          f"{err}") from err
     if values.ndim != 1:
         raise ExportError(f"{what} must be one class index per row (1-D), got shape {values.shape}")
     with np.errstate(invalid="ignore"):

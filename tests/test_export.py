@@ -242,10 +242,13 @@ def test_calibration_outside_the_schema_is_refused(breast_cancer, tmp_path):
     (5, "holdout_labels[3] is 5; give class indices 0 to 1 ('benign', 'malignant')"),
     (0.5, "holdout_labels[3] is 0.5; give class indices 0 to 1 ('benign', 'malignant')"),
     (np.nan, "holdout_labels[3] is nan; give class indices 0 to 1 ('benign', 'malignant')"),
+    ("malignent", "holdout_labels[3] is 'malignent'; give class indices 0 to 1 or the class names ('benign', "
+                  "'malignant')"),
 ])
 def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad, message):
     """A label of 5 gave 'accuracy 0.00 %' and 0.5 counted as class 0; both are refused before any work."""
-    y = breast_cancer.y_test.astype(float)
+    y = breast_cancer.y_test.astype(float) if not isinstance(bad, str) else np.array(breast_cancer.schema.classes,
+                                                                                    dtype=object)[breast_cancer.y_test]
     y[3] = bad
     with pytest.raises(ExportError) as info:
         ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
@@ -254,8 +257,24 @@ def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad
     assert not (tmp_path / "b").exists()
 
 
+def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
+    names = np.array(breast_cancer.schema.classes)
+    by_name = ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
+                        labels=names[breast_cancer.y_train], holdout=breast_cancer.X_test,
+                        holdout_labels=list(names[breast_cancer.y_test]), device="x86-edge-gateway",
+                        out=tmp_path / "names", precision="fp32")
+    by_index = ei.export(breast_cancer.model, breast_cancer.schema, calibration=breast_cancer.X_train,
+                         labels=breast_cancer.y_train, holdout=breast_cancer.X_test,
+                         holdout_labels=breast_cancer.y_test, device="x86-edge-gateway", out=tmp_path / "index",
+                         precision="fp32")
+    assert by_name.accuracy == by_index.accuracy
+    assert (ei.load(tmp_path / "names").reference.labels == ei.load(tmp_path / "index").reference.labels).all()
+
+
 @pytest.mark.parametrize("options, message", [
     ({"labels": 1}, "labels must be one class index per row (1-D), got shape ()"),
+    ({"calibration": np.full((1, 2), 0.5), "holdout": np.full((6, 2), 0.5)},
+     "calibration data: need at least 2 rows (the reference data's spread and proxies come from them), got 1"),
     ({"labels": [0, 1]}, "labels has 2 entries for 20 calibration rows; give one per row"),
     ({"agreement_threshold": "0.9"}, "agreement_threshold must be a number in (0, 1], got '0.9'"),
     ({"agreement_threshold": 1.5}, "agreement_threshold must be a number in (0, 1], got 1.5"),
@@ -271,8 +290,8 @@ def test_labels_that_are_no_class_index_are_refused(breast_cancer, tmp_path, bad
 ])
 def test_bad_export_options_are_refused_before_any_work(tmp_path, options, message):
     with pytest.raises(ExportError) as info:
-        ei.export(linear_logistic([1.0, 1.0], 0.0), TWO, calibration=np.full((20, 2), 0.5), device="x86-edge-gateway",
-                  out=tmp_path / "b", **options)
+        ei.export(linear_logistic([1.0, 1.0], 0.0), TWO, device="x86-edge-gateway", out=tmp_path / "b",
+                  **{"calibration": np.full((20, 2), 0.5), **options})
     assert str(info.value) == message
     assert not (tmp_path / "b").exists()
 
