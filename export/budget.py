@@ -31,10 +31,11 @@ class BudgetCheck:
 
 
 def _rss_mb(field: str) -> float | None:
+    """A /proc/self/status memory figure in MB (10^6 bytes, as the model's size and the profiles' budgets)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
+                return int(line.split()[1]) * 1024 / 1e6          # the kernel counts kB of 1,024 bytes
     except OSError:
         return None
     return None
