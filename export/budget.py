@@ -118,6 +118,7 @@ def check_budget(bundle_path: Path, profile: DeviceProfile, *, sample: np.ndarra
         f"fits {profile.name}: {size:.3f} MB of {profile.model_size_budget_mb:g} MB, {covers} {peak:.1f} MB of "
         f"{profile.peak_memory_budget_mb:g} MB; one explained row {latency:.1f} ms measured here ({host}; a bare "
         f"prediction {predict_latency:.3f} ms), budget {profile.latency_budget_ms:g} ms on the device"
+        + (" (over it here: time it on the device)" if latency > profile.latency_budget_ms else "")
         if fits else f"does not fit {profile.name}: " + "; ".join(problems) + f" ({covers}, measured here: {host})"
     )
     return BudgetCheck(size, profile.model_size_budget_mb, peak, profile.peak_memory_budget_mb, latency,

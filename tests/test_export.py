@@ -367,6 +367,20 @@ def test_the_budget_is_measured_whatever_the_working_directory_holds(tmp_path, m
     assert report.budget.fits and report.budget.peak_memory_mb > 0
 
 
+def test_a_latency_over_the_profiles_budget_is_said_but_does_not_fail(tmp_path):
+    """The host is not the device: latency is informational, but a figure over the budget says so."""
+    from dataclasses import replace
+
+    from edgeinfer.profiles import get_device
+
+    schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-1, high=1) for i in range(2)), classes=("no", "yes"))
+    tiny = replace(get_device("x86-edge-gateway"), name="tiny-latency", latency_budget_ms=1e-6)
+    report = ei.export(linear_logistic([1.0, -1.0], 0.0), schema, device=tiny, out=tmp_path / "b", precision="fp32",
+                       calibration=np.random.default_rng(0).uniform(-1, 1, (40, 2)))
+    assert report.budget.fits
+    assert report.budget.verdict.endswith("budget 1e-06 ms on the device (over it here: time it on the device)")
+
+
 def test_wrong_output_width_is_refused(tmp_path):
     schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
     with pytest.raises(ExportError) as info:
