@@ -128,7 +128,8 @@ class Feature:
         noun = "an integer" if self.kind == "integer" else "a number"
         if math.isinf(self.low) and math.isinf(self.high):
             return f"{noun}{unit}"
-        return f"{noun} in [{_num(self.low)}, {_num(self.high)}]{unit}"
+        # every digit a bound needs: rounded to 6 it could read as containing the value it refuses
+        return f"{noun} in [{_exact(self.low)}, {_exact(self.high)}]{unit}"
 
     def label(self, value: float) -> str:
         """The value as a person reads it: the category name, or the number with its unit."""

@@ -154,6 +154,14 @@ def test_a_bound_sent_as_float32_is_the_bound():
         schema.validate(np.nextafter(sent[:1], np.float32(1e9)))
 
 
+def test_a_refusal_never_shows_a_range_that_holds_the_refused_value():
+    """Bounds in 6 digits rounded -3.012239525 down to -3.01224: -3.0122396 was refused 'in [-3.01224, ...]'."""
+    schema = FeatureSchema((Feature("acc", low=-3.012239525, high=21.965355954887, unit="m/s²"),), ("a", "b"))
+    assert schema.check_rows(np.array([[-3.0122396], [21.96536]])) == {
+        0: "feature 'acc' expects a number in [-3.012239525, 21.965355954887] m/s², got -3.0122396",
+        1: "feature 'acc' expects a number in [-3.012239525, 21.965355954887] m/s², got 21.96536"}
+
+
 def test_a_data_frame_naming_a_column_twice_is_refused():
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": 1}])
