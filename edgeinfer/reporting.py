@@ -74,6 +74,7 @@ class Inputs:
     rows: tuple[Any, ...] = field(default=())   # the "row" key beside each explanation, when given
     places: tuple[str, ...] = ()                 # "record 3" for each explanation: where errors about it point
     positions: tuple[int, ...] = ()              # each explanation's place among the records, from 1 ("Decision 3")
+    stream: bool = False                         # records of a stream session (windows, decided or not)
 
 
 def load_records(path: str | Path) -> list[Mapping[str, Any]]:
@@ -127,6 +128,13 @@ def collect(items: Iterable[Any]) -> Inputs:
             places.append(where)
             positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
+        elif isinstance(item, Mapping) and "window" in item and item.get("decision", {}) is None:
+            # a window the model could not decide (`edgeinfer stream`: a not_decided alert says why)
+            index = item["window"].get("index") if isinstance(item["window"], Mapping) else None
+            why = [a.get("message") for a in item.get("alerts") or [] if isinstance(a, Mapping)
+                   and a.get("kind") == "not_decided"]
+            refused.append(Refused(row=index, reason=why[0] if why else "not decided", where=where))
+            first.setdefault("window", where)
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n, where))
             first.setdefault("window", where)
@@ -157,7 +165,8 @@ def collect(items: Iterable[Any]) -> Inputs:
         )
     if not explanations and not windows and not refused:
         raise InputError("nothing to report: no explanations and no stream windows were given")
-    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions))
+    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions),
+                  stream="window" in first)
 
 
 def _explanation(data: Mapping[str, Any], where: str):
@@ -440,7 +449,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
     return {
         "title": title or f"Explanation report: {schema.name}",
         "generated": generated_at(),
-        "session": bool(inputs.windows),
+        "session": inputs.stream,
         "summary": _summary(inputs, spec, explained),
         "risk_label": spec.label,
         "risk_threshold": spec.threshold,

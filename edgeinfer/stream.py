@@ -68,7 +68,7 @@ from typing import IO, Any
 import click
 import numpy as np
 
-from edgeinfer.errors import BackendError, BundleError, EdgeInferError, InputError, UsageError
+from edgeinfer.errors import BundleError, EdgeInferError, InputError, UsageError
 from edgeinfer.rows import csv_fields, decimal, json_object
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
@@ -188,6 +188,7 @@ class StreamSummary:
                                    # | "failed rejects file (why)"
     rejected_by_reason: dict = field(default_factory=dict)
     not_explained: int = 0         # windows to explain whose features the schema refuses (null explanation, alerts say why)
+    not_decided: int = 0           # windows the model could not decide (null decision, a not_decided alert says why)
     off_rate: int = 0              # windows whose rows came at another sample rate (a sample_rate alert each)
     sample_rate_hz: float | None = None   # the model's
     window: int = 0                # samples per window cut
@@ -218,9 +219,12 @@ class StreamSummary:
         return "\n".join(lines)
 
     def _not_explained(self) -> str:
-        if not self.not_explained:
-            return ""
-        return f", {self.not_explained} refused for features outside the schema: see their out_of_range alerts"
+        said = ""
+        if self.not_explained:
+            said += f", {self.not_explained} refused for features outside the schema: see their out_of_range alerts"
+        if self.not_decided:
+            said += f", {self.not_decided} not decided: see their not_decided alerts"
+        return said
 
 
 class LatencyHistogram:
@@ -909,6 +913,32 @@ class _Reporter:
                 self.failed = err
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """The windows' probabilities, and the windows the model cannot decide with why: a feature beyond the float32
+    numbers the model reads (a sensor's error code, say), or a probability that is not a number. Those rows'
+    probabilities are NaN; one such window no longer stops the stream."""
+    with np.errstate(invalid="ignore"):
+        unreadable = ~(np.abs(features) <= FLOAT32_MAX).all(axis=1)
+    if not unreadable.any():
+        proba = session.predict_proba(features)
+    else:
+        proba = np.full((len(features), len(session.schema.classes)), np.nan)
+        if not unreadable.all():
+            proba[~unreadable] = session.predict_proba(features[~unreadable])
+    why = {}
+    for i in np.flatnonzero(~np.isfinite(proba).all(axis=1)).tolist():
+        if unreadable[i]:
+            j = int(np.flatnonzero(~(np.abs(features[i]) <= FLOAT32_MAX))[0])
+            why[i] = (f"feature '{session.schema.names[j]}' is {features[i, j]:.6g}, beyond the float32 numbers the "
+                      f"model reads (at most {FLOAT32_MAX:.8g} in size): the window is not decided")
+        else:
+            why[i] = "the model returned a probability that is not a number for this window: the window is not decided"
+    return proba, why
+
+
 class _BiasMonitor:
     """Feeds each window's decision to a RollingFairness per protected feature; returns the active alerts."""
 
@@ -1024,7 +1054,8 @@ def stream(
                       f"decisions on them are untested, and explanations still say {spec.window}-sample window")
     hist = LatencyHistogram()
     reasons: dict[str, int] = {}
-    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "alerts": 0,
+    counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "not_decided": 0,
+              "alerts": 0,
               "off_rate": 0, "covered": 0}
     rate = spec.sample_rate_hz
     span = None if rate is None else (window - 1) / rate        # the time a window's rows span at the model's rate
@@ -1056,15 +1087,21 @@ def stream(
         for lo in range(0, len(w.values), options.batch):
             hi = min(lo + options.batch, len(w.values))
             features = compute_many(spec, w.values[lo:hi])
-            proba = session.predict_proba(features)
-            if not np.isfinite(proba).all():
-                raise BackendError("the model returned a non-finite probability; re-export the bundle")
+            proba, undecided = _decide(session, features)
             labels = proba.argmax(axis=1)
             base = assigned[0]
             assigned[0] += len(labels)
             indices = np.arange(base, base + len(labels))
-            chosen = policy.select(indices, labels, proba, previous_label[0], schema)
-            previous_label[0] = int(labels[-1])
+            if not undecided:
+                chosen = policy.select(indices, labels, proba, previous_label[0], schema)
+                previous_label[0] = int(labels[-1])
+            else:       # only decided windows are chosen, and the next one's change is judged against them
+                chosen = np.zeros(len(labels), dtype=bool)
+                ok = np.setdiff1d(np.arange(len(labels)), list(undecided))
+                if len(ok):
+                    chosen[ok] = policy.select(indices[ok], labels[ok], proba[ok], previous_label[0], schema)
+                    previous_label[0] = int(labels[ok[-1]])
+                labels[list(undecided)] = -1
             picked = np.flatnonzero(chosen)
             jobs: list[tuple[np.ndarray, Any]] = []
             for part in _batches(picked, options.explain_batch, explainer.workers):
@@ -1094,8 +1131,10 @@ def stream(
                          else "not a value the bundle's schema declares")
                 alerts.setdefault(i, []).append({"kind": "out_of_range", "feature": schema.names[j],
                                                  "message": f"{schema.value_error(j, features[i, j])} ({where})"})
+            for i, why in undecided.items():
+                alerts.setdefault(i, []).append({"kind": "not_decided", "message": why})
             if bias is not None:
-                grouped = ~outside[:, bias.columns].any(axis=1)      # a value no group is named by stays out
+                grouped = ~outside[:, bias.columns].any(axis=1) & (labels >= 0)   # no group named, or no decision
                 for i in np.flatnonzero(grouped).tolist():
                     found = bias.observe(base + i, features[i], proba[i])
                     if found:
@@ -1135,10 +1174,15 @@ def stream(
                 '}, "decision": {"label": %d, "class_name": %s, "probabilities": {' +
                 ", ".join(f"{name}: %r" for name in class_json) + '}, "latency_ms": ' + repr(latency) +
                 '}, "explanation": %s, "alerts": %s}')
+        undecided = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(chunk.rows) +
+                     '}, "decision": null, "explanation": null, "alerts": %s}')
         parts = []
         base, probs, starts, ends, alerts = chunk.base, chunk.probs, chunk.starts, chunk.ends, chunk.alerts
         for i, label in enumerate(chunk.labels):
             found = alerts.get(i)
+            if label < 0:
+                parts.append(undecided % (base + i, starts[i], ends[i], json.dumps(found, allow_nan=False)))
+                continue
             explanation = explanations.get(i)
             parts.append(line % (
                 base + i, starts[i], ends[i], label, class_json[label], *probs[i],
@@ -1156,6 +1200,7 @@ def stream(
         hist.add(latency, len(chunk.labels))                    # counted once written
         counts["alerts"] += sum(map(len, alerts.values()))
         counts["windows"] += len(chunk.labels)
+        counts["not_decided"] += sum(label < 0 for label in chunk.labels)
         counts["off_rate"] += chunk.off_rate
         counts["covered"] += chunk.covered
         done = sum(e is not None for e in explanations.values())
@@ -1314,6 +1359,7 @@ def stream(
         stopped_by=stopped_by,
         rejected_by_reason=reasons,
         not_explained=counts["not_explained"],
+        not_decided=counts["not_decided"],
         off_rate=counts["off_rate"],
         sample_rate_hz=rate,
         window=window,

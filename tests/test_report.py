@@ -256,6 +256,19 @@ def test_stream_session_has_timeline_alerts_and_explained_windows(fixed_bundle, 
     assert "highest 0.870 at window 11; 2 alerts (triangles); 2 explained windows (open circles)" in text
 
 
+def test_a_window_the_model_could_not_decide_is_listed_with_its_reason(fixed_bundle, tmp_path):
+    """`edgeinfer stream` writes a window it could not decide with a null decision and a not_decided alert."""
+    records = _window_records(fixed_bundle)
+    why = "feature 'glucose' is 5e+38, beyond the float32 numbers the model reads: the window is not decided"
+    records[5] = {"window": records[5]["window"], "decision": None, "explanation": None,
+                  "alerts": [{"kind": "not_decided", "message": why}]}
+    html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
+    text = _text(html)
+    assert "11 windows from 0 to 120; 2 alerts; 2 explained; 1 more the model could not decide (listed below)." in text
+    assert "Windows the model could not decide" in text and f"5 {why}" in text
+    assert "refused by the input checks" not in text
+
+
 def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
     """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
     records = _window_records(fixed_bundle)

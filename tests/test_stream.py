@@ -545,6 +545,25 @@ def test_a_window_value_that_is_not_a_category_is_alerted_and_kept_out_of_the_fa
     assert groups <= {"female", "male"}
 
 
+def test_a_window_the_model_cannot_read_is_not_decided_and_the_stream_goes_on(tmp_path):
+    """x = 1e39 is a float64 number, but its window's mean is beyond float32, which the model reads: the model
+    gave NaN and the whole stream stopped with no line and no summary. Now that window's line says it was not
+    decided and why; the windows around it are decided as before."""
+    _decided_by_sex(tmp_path / "b")
+    lines = ["timestamp,sex,x", "0,1,1", "1,1,1", "2,1,1e39", "3,1,1", "4,1,1", "5,1,1"]
+    result = run([tmp_path / "b", "-", "--explain", "all", "--workers", "0"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    assert [d["window"]["index"] for d in out] == [0, 1, 2]
+    assert [d["decision"] and d["decision"]["class_name"] for d in out] == ["approved", None, "approved"]
+    assert out[1]["explanation"] is None and out[0]["explanation"] is not None
+    kinds = {a["kind"]: a["message"] for a in out[1]["alerts"]}
+    assert kinds["not_decided"] == ("feature 'x_mean' is 5e+38, beyond the float32 numbers the model reads "
+                                    "(at most 3.4028235e+38 in size): the window is not decided")
+    assert "out_of_range" in kinds
+    assert "windows  3 (2 explained, 1 not decided: see their not_decided alerts)" in result.stderr
+
+
 def test_the_bias_monitor_keeps_a_rare_flag_and_a_lopsided_feature_in_two_groups():
     """A 0/1 flag with most rows 0 has median 0: 'flag < 0' is empty and every window fell in 'flag >= 0'."""
     from edgeinfer.reference import Reference
