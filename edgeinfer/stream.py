@@ -634,11 +634,34 @@ class Sequencer:
     is taken as a new start, like a gap: rejecting every row until the clock passed the old time again
     would lose the rest of the stream."""
 
-    def __init__(self, max_gap_s: float | None, restart_s: float | None = None):
+    SLOW_RUN = 3     # gaps in a row at one spacing that say the rows come too slowly for any window
+
+    def __init__(self, max_gap_s: float | None, restart_s: float | None = None, *, rate_hz: float | None = None):
         self.max_gap = max_gap_s
         self.restart = restart_s
+        self.rate = rate_hz
         self.prev_t: float | None = None
         self.prev_line = 0
+        self.slow_run, self.slow_step = 0, 0.0
+        self.hint: str | None = None      # once: why every row is a gap (the caller says it and clears it)
+        self._hinted = False
+
+    def _slow(self, step: float) -> None:
+        """Count a gap; at SLOW_RUN in a row at one spacing, say once that the rows come too slowly."""
+        same = self.slow_run and abs(step - self.slow_step) <= 0.01 * self.slow_step
+        self.slow_run, self.slow_step = (self.slow_run + 1 if same else 1), step
+        if self.slow_run < self.SLOW_RUN or self._hinted:
+            return
+        self._hinted = True
+        said = (f"rows arrive every {step:.6g} s ({1 / step:.3g} Hz)"
+                + (f", the model expects {self.rate:g} Hz" if self.rate else "")
+                + f": each is a gap of more than the {_fmt(self.max_gap)} s allowed (--max-gap), so no window forms; ")
+        if self.rate and 500 <= step * self.rate <= 2000:
+            self.hint = said + "timestamps in milliseconds? give them in seconds"
+        elif self.rate:
+            self.hint = said + f"resample the input to {self.rate:g} Hz"
+        else:
+            self.hint = said + "resample the input or give a larger --max-gap"
 
     def check(self, p: Parsed) -> tuple[np.ndarray, list[int], list[tuple[int, str]], list[tuple[int, str]]]:
         """-> (keep mask, positions in the kept rows where a gap restarts the window, rejects, gap reports)."""
@@ -648,6 +671,7 @@ class Sequencer:
         d = np.diff(p.t) if self.prev_t is None else np.diff(p.t, prepend=self.prev_t)
         if (d > 0).all() and (self.max_gap is None or (d <= self.max_gap).all()):
             self.prev_t, self.prev_line = float(p.t[-1]), int(p.lines[-1])
+            self.slow_run = 0
             return np.ones(n, dtype=bool), [], [], []
         keep = np.ones(n, dtype=bool)
         breaks, rejects, gaps = [], [], []
@@ -671,10 +695,13 @@ class Sequencer:
                                        f"{_fmt(self.prev_t)} (line {self.prev_line}), more than a late row could be "
                                        f"({_fmt(self.restart)} s); taken as a clock restart, window restarted"))
                 elif self.max_gap is not None and t - self.prev_t > self.max_gap:
+                    self._slow(t - self.prev_t)
                     breaks.append(kept)
                     gaps.append((line, f"gap of {t - self.prev_t:.6g} s after timestamp {_fmt(self.prev_t)} "
                                        f"(line {self.prev_line}), more than the {_fmt(self.max_gap)} s allowed; "
                                        "window restarted"))
+                else:
+                    self.slow_run = 0
             self.prev_t, self.prev_line = t, line
             kept += 1
         return keep, breaks, rejects, gaps
@@ -1061,7 +1088,7 @@ def stream(
     span = None if rate is None else (window - 1) / rate        # the time a window's rows span at the model's rate
     warned_rate = [False]
     # a row later than 1.5 windows belongs to no window still open: further back, the clock restarted
-    sequencer = Sequencer(max_gap, None if max_gap is None else window * max_gap)
+    sequencer = Sequencer(max_gap, None if max_gap is None else window * max_gap, rate_hz=spec.sample_rate_hz)
     windower = Windower(window, hop, len(spec.channels))
     previous_label: list[int | None] = [None]
     assigned = [0]                       # windows cut so far: the next window's index
@@ -1291,6 +1318,9 @@ def stream(
                 for line, reason in gaps:
                     counts["gaps"] += 1
                     reporter.problem("gap", line, reason)
+                if sequencer.hint:
+                    reporter.warn(sequencer.hint)
+                    sequencer.hint = None
                 t, v = parsed.t[keep], parsed.values[keep]
                 bounds = [0, *breaks, len(t)]
                 for k in range(len(bounds) - 1):

@@ -216,6 +216,21 @@ def test_rows_at_another_sample_rate_are_decided_with_an_alert_naming_the_rates(
     assert "windows at another sample rate than the model's 10 Hz: 5 (see their sample_rate alerts)" in result.stderr
 
 
+@pytest.mark.parametrize("step, hint", [
+    (0.2, "rows arrive every 0.2 s (5 Hz), the model expects 10 Hz: each is a gap of more than the 0.15 s allowed "
+          "(--max-gap), so no window forms; resample the input to 10 Hz"),
+    (100, "rows arrive every 100 s (0.01 Hz), the model expects 10 Hz: each is a gap of more than the 0.15 s "
+          "allowed (--max-gap), so no window forms; timestamps in milliseconds? give them in seconds")])
+def test_rows_too_slow_for_any_window_say_so_once(motion_bundle, step, hint):
+    """Rows slower than 1.5 sample periods are each a gap: no window could form, and the sample rate alert that
+    names the rates never came. The stream now says why once."""
+    text = HEADER + "\n" + "\n".join(f"{i * step:g}" + ",1" * 6 for i in range(60)) + "\n"
+    result = run([motion_bundle, "-"], input=text)
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr.count(f"warning: {hint}\n") == 1
+    assert "windows  0 (0 explained); 60 used rows in no full window; 59 gaps" in result.stderr
+
+
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     from_file = run([motion_bundle, recording])
     from_stdin = run([motion_bundle, "-"], input=recording.read_text())
