@@ -15,7 +15,7 @@ when there is no sample rate):
     rms                sqrt(mean(x^2))
     slope              least-squares slope of x against t (unit per second, or per sample)
     ptp                max - min (peak to peak)
-    dominant_freq      frequency (Hz) of the largest non-DC bin of |rfft(x - mean)| (the lowest on ties);
+    dominant_freq      frequency (Hz) of the largest non-DC bin of |rfft(x - mean)| (the lowest of bins within 1e-9 of it: ties);
                        0 when x is constant
     band_energy(lo,hi) power of x - mean in lo <= f <= hi Hz: sum over those rfft bins of w_k |X_k|^2 / n^2,
                        w_k = 2 except for the DC and Nyquist bins (1), so the whole band equals the variance
@@ -36,6 +36,7 @@ import numpy as np
 
 from edgeinfer.errors import InputError, SchemaError
 
+TIE_TOLERANCE = 1e-9   # relative: powers this close to the largest tie for dominant_freq (the lowest wins)
 STATISTICS = ("mean", "std", "min", "max", "rms", "slope", "ptp", "dominant_freq", "band_energy")
 _SPECTRAL = ("dominant_freq", "band_energy")
 _BAND = re.compile(r"^band_energy\(\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*\)$")
@@ -399,7 +400,10 @@ def compute_many(spec: WindowSpec, windows: np.ndarray) -> np.ndarray:
             weights[-1] = 1.0
         weights /= float(n) ** 2
     if "dominant_freq" in kinds:
-        dominant = freqs[power[:, :, 1:].argmax(axis=2) + 1]
+        # the lowest bin within rounding of the largest: an FFT's last bits must not pick among tied rhythms
+        rest = power[:, :, 1:]
+        top = rest.max(axis=2, keepdims=True)
+        dominant = freqs[(rest >= top * (1 - TIE_TOLERANCE)).argmax(axis=2) + 1]
         per["dominant_freq"] = np.where(per["max"] == per["min"], 0.0, dominant)
     out = np.empty((count, len(spec.feature_names)))
     i = 0

@@ -69,6 +69,19 @@ def test_full_band_energy_is_the_variance_and_a_sine_has_its_frequency():
     assert got[1, 1:] == pytest.approx([0.0, 0.0], abs=1e-12)
 
 
+def test_a_tie_between_rhythms_gives_the_lowest_as_documented():
+    """A lone spike has a flat spectrum and two equal tones tie: the lowest tied bin, not whichever one the
+    float rounding of the FFT made a hair larger (2.5 Hz for a spike at sample 1 of 20)."""
+    spec = WindowSpec.create(channels=["x"], statistics=["dominant_freq"], window=20, sample_rate_hz=10)
+    spikes = np.zeros((20, 20, 1))
+    spikes[np.arange(20), np.arange(20), 0] = 1.0
+    assert compute_many(spec, spikes)[:, 0].tolist() == [0.5] * 20
+    spec30 = WindowSpec.create(channels=["x"], statistics=["dominant_freq"], window=30, sample_rate_hz=10)
+    t = np.arange(30) / 10
+    tones = np.sin(2 * np.pi * t / 3) + np.sin(2 * np.pi * 2 * t / 3)      # 0.333 and 0.667 Hz, equal power
+    assert compute_many(spec30, tones[None, :, None])[0, 0] == pytest.approx(1 / 3, rel=1e-12)
+
+
 def test_slope_is_per_second_with_a_rate_and_per_sample_without():
     ramp = (0.5 * np.arange(10.0))[None, :, None]
     with_rate = WindowSpec.create(channels={"x": "bpm"}, statistics=["slope"], window=10, sample_rate_hz=4)
