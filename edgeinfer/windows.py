@@ -15,8 +15,8 @@ when there is no sample rate):
     rms                sqrt(mean(x^2))
     slope              least-squares slope of x against t (unit per second, or per sample)
     ptp                max - min (peak to peak)
-    dominant_freq      frequency (Hz) of the largest non-DC bin of |rfft(x - mean)| (the lowest of bins within 1e-9 of it: ties);
-                       0 when x is constant
+    dominant_freq      frequency (Hz) of the largest non-DC bin of |rfft(x - mean)| (on ties, within 1e-9,
+                       the lowest); 0 when x is constant
     band_energy(lo,hi) power of x - mean in lo <= f <= hi Hz: sum over those rfft bins of w_k |X_k|^2 / n^2,
                        w_k = 2 except for the DC and Nyquist bins (1), so the whole band equals the variance
 
