@@ -450,7 +450,9 @@ class Parsed:
 
 
 def _fmt(x: float) -> str:
-    return format(float(x), ".15g")
+    """A number short where that is exact, else every digit: epoch times with microseconds need 16 or 17."""
+    short = format(float(x), ".15g")
+    return short if float(short) == float(x) else repr(float(x))
 
 
 def _timestamp(raw: Any, name: str) -> float | str:

@@ -231,6 +231,14 @@ def test_rows_too_slow_for_any_window_say_so_once(motion_bundle, step, hint):
     assert "windows  0 (0 explained); 60 used rows in no full window; 59 gaps" in result.stderr
 
 
+def test_an_epoch_time_with_microseconds_is_told_with_every_digit(motion_bundle):
+    text = HEADER + "\n" + "\n".join(f"{t}" + ",1" * 6 for t in (
+        "1700000000.123456", "1700000000.373456", "1700000000.373455")) + "\n"
+    result = run([motion_bundle, "-"], input=text)
+    assert ("line 4: rejected: timestamp 1700000000.373455 is earlier than the previous row's 1700000000.373456 "
+            "(line 3)") in result.stderr
+
+
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     from_file = run([motion_bundle, recording])
     from_stdin = run([motion_bundle, "-"], input=recording.read_text())
