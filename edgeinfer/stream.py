@@ -1315,11 +1315,15 @@ def stream(
                 # read = used + rejected: the rows refused now, and each part of the rest as it is handed on
                 # (an output that fails in one part leaves the later ones unread)
                 counts["read"] += len(block) - int(keep.sum())
-                for line, reason in sorted([*parsed.rejects, *bad_order]):   # in line order, whichever check
-                    reject(line, reason)
-                for line, reason in gaps:
-                    counts["gaps"] += 1
-                    reporter.problem("gap", line, reason)
+                # in line order, whichever check found it
+                for line, is_gap, reason in sorted([(line, False, reason) for line, reason in [*parsed.rejects,
+                                                                                                *bad_order]]
+                                                   + [(line, True, reason) for line, reason in gaps]):
+                    if is_gap:
+                        counts["gaps"] += 1
+                        reporter.problem("gap", line, reason)
+                    else:
+                        reject(line, reason)
                 if sequencer.hint:
                     reporter.warn(sequencer.hint)
                     sequencer.hint = None
@@ -1417,7 +1421,8 @@ def _reason_kind(reason: str) -> str:
         return "bad timestamp"
     if reason.startswith("missing"):
         return "missing value"
-    if reason.startswith(("expected", "not valid JSON", "not readable JSON")):
+    if reason.startswith(("expected", "not valid JSON", "not readable JSON")) or (
+            reason.startswith("key ") and reason.endswith("appears twice; give each once")):
         return "malformed row"
     if reason.startswith("the file's header"):
         return "row under a header that does not match"

@@ -239,6 +239,20 @@ def test_an_epoch_time_with_microseconds_is_told_with_every_digit(motion_bundle)
             "(line 3)") in result.stderr
 
 
+def test_rejects_and_gaps_are_told_in_line_order_and_a_repeated_key_is_a_malformed_row(motion_bundle, tmp_path):
+    text = HEADER + "\n" + "\n".join(["0" + ",1" * 6, "0.1" + ",1" * 6, "5" + ",1" * 6, "x" + ",1" * 6]) + "\n"
+    result = run([motion_bundle, "-"], input=text)
+    problems = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert [p.split(":")[0] for p in problems] == ["line 4", "line 5"] and "gap" in problems[0]
+    names = HEADER.split(",")
+    row = {n: 1 for n in names}
+    jsonl = "\n".join([json.dumps(row), '{"' + names[0] + '": 0.1, "' + names[1] + '": 1, "' + names[1] + '": 2}',
+                        '{"' + names[0] + '": 0.2, "' + names[2] + '": 1, "' + names[2] + '": 2}']) + "\n"
+    (tmp_path / "rows.jsonl").write_text(jsonl)
+    result = run([motion_bundle, tmp_path / "rows.jsonl", "--summary", tmp_path / "s.json"])
+    assert json.loads((tmp_path / "s.json").read_text())["rejected_by_reason"]["malformed row"] == 2
+
+
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     from_file = run([motion_bundle, recording])
     from_stdin = run([motion_bundle, "-"], input=recording.read_text())
