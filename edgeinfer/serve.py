@@ -334,7 +334,8 @@ def _refused(message: str) -> Exception:
 
 def _stakeholders(request, rows: int, where: str) -> list[str]:
     """The stakeholder of each of a request's rows: its own ("stakeholder" input, [rows, 1]), the
-    request's parameter, or the default. Any other request parameter is refused: explain takes no options."""
+    request's parameter (refused when the two disagree), or the default. Any other request parameter is
+    refused: explain takes no options."""
     unknown = sorted(set(request.parameters or {}) - {"stakeholder"})
     if unknown:
         raise _refused(f"{where}request parameter {unknown[0]!r} is not one explain takes: its only parameter is "
@@ -347,6 +348,10 @@ def _stakeholders(request, rows: int, where: str) -> list[str]:
             names = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values.tolist()]
         except UnicodeDecodeError:
             raise _refused(f"{where}input 'stakeholder' must be UTF-8 text, e.g. b'clinician'") from None
+        parameter = (request.parameters or {}).get("stakeholder")
+        if parameter is not None and any(name != str(parameter) for name in names):   # neither may win unsaid
+            raise _refused(f"{where}the input 'stakeholder' names {', '.join(map(repr, dict.fromkeys(names)))} and "
+                           f"the request parameter names {str(parameter)!r}; name the stakeholder one way")
         return names * rows if len(names) == 1 else names
     if request.parameters and "stakeholder" in request.parameters:
         return [str(request.parameters["stakeholder"])] * rows

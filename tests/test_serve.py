@@ -379,6 +379,23 @@ def _requests(*matrices):
     return [Request(data={"features": np.asarray(m, dtype=np.float32)}, parameters={}) for m in matrices]
 
 
+def test_a_stakeholder_input_and_a_different_parameter_are_refused_not_one_silently_chosen():
+    from pytriton.proxy.types import Request
+
+    from edgeinfer.serve import _stakeholders
+
+    def request(names, parameter):
+        data = {"features": np.zeros((len(names), 3), dtype=np.float32),
+                "stakeholder": np.array([[n.encode()] for n in names], dtype=np.object_)}
+        return Request(data=data, parameters={"stakeholder": parameter})
+
+    assert _stakeholders(request(["patient", "patient"], "patient"), 2, "") == ["patient", "patient"]
+    with pytest.raises(Exception) as caught:
+        _stakeholders(request(["patient", "auditor"], "auditor"), 2, "request 2 of 3 in this batch: ")
+    assert str(caught.value) == ("request 2 of 3 in this batch: the input 'stakeholder' names 'patient', 'auditor' and "
+                                 "the request parameter names 'auditor'; name the stakeholder one way")
+
+
 def test_callable_answers_each_request_with_its_rows(bc_session, breast_cancer):
     from edgeinfer.serve import _Models
 
