@@ -336,7 +336,7 @@ class FeatureSchema:
         integer, not one of a categorical's codes)."""
         lows, highs = self.lows, self.highs
         with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(matrix) | (matrix < lows) | (matrix > highs)
+            bad = ~(np.abs(matrix) <= FLOAT32_MAX) | (matrix < lows) | (matrix > highs)   # the model reads float32
             for j, f in enumerate(self.features):
                 if f.kind == "integer":
                     bad[:, j] |= matrix[:, j] != np.round(matrix[:, j])
@@ -357,6 +357,9 @@ class FeatureSchema:
         f = self.features[j]
         if not math.isfinite(value):
             return f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}; replace missing or infinite values"
+        if abs(value) > FLOAT32_MAX and f.low <= value <= f.high:
+            return (f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}, beyond the float32 numbers "
+                    f"the model reads (at most {FLOAT32_MAX:.8g} in size)")
         return f"feature '{f.name}' expects {f.describe_expected()}, got {_exact(value)}"
 
     def validate(self, x: Any) -> tuple[np.ndarray, bool]:
@@ -633,6 +636,9 @@ def _shown(value: Any) -> str:
 def _short(names: Sequence[str], limit: int = 6) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)    # the model's input is float32: a larger number becomes inf
 
 
 def _exact(value: float) -> str:

@@ -15,9 +15,11 @@ import numpy as np
 from edgeinfer.backend import ExecutionInfo, OnnxBackend, available_providers, choose_provider, default_threads
 from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
-from edgeinfer.errors import BundleError, DeviceError, UsageError
+from edgeinfer.errors import BundleError, DeviceError, InputError, UsageError
 from edgeinfer.profiles import get_device
 
+NOT_A_NUMBER = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on "
+                "the row's values); give values of a realistic size")
 MAX_THREADS = 256        # as the CLI's --threads; ONNX Runtime hangs making a million
 
 
@@ -88,10 +90,14 @@ class Session:
         matrix, single, rejected = self._batch(x)
         if single:
             matrix, _ = self.schema.validate(matrix[0])
-            return self._decide(matrix)[0]
+            decision = self._decide(matrix)[0]
+            if isinstance(decision, str):
+                raise InputError(decision)
+            return decision
         good = [i for i in range(len(matrix)) if i not in rejected]
         decisions = iter(self._decide(matrix[good]) if good else [])
-        return [Rejection(i, rejected[i]) if i in rejected else next(decisions) for i in range(len(matrix))]
+        out = [Rejection(i, rejected[i]) if i in rejected else next(decisions) for i in range(len(matrix))]
+        return [Rejection(i, d) if isinstance(d, str) else d for i, d in enumerate(out)]
 
     def _batch(self, x: Any) -> tuple[np.ndarray, bool, dict[int, str]]:
         """(matrix, single, {row: reason}): a row that cannot be read or fails the schema is refused alone."""
@@ -101,14 +107,17 @@ class Session:
             return matrix, True, {}
         return matrix, False, {**self.schema.check_rows(matrix), **unreadable}
 
-    def _decide(self, matrix: np.ndarray) -> list[Decision]:
+    def _decide(self, matrix: np.ndarray) -> list[Decision | str]:
+        """A Decision per row, or why there is none: a probability that is not a number (the model's float32
+        arithmetic overflowed on huge values) decides nothing."""
         start = time.perf_counter()
         proba = self.predict_proba(matrix)
         latency = (time.perf_counter() - start) * 1000.0
         labels = proba.argmax(axis=1)
+        finite = np.isfinite(proba).all(axis=1)
         return [
-            Decision(int(k), self.classes[k], tuple(float(p) for p in row), self.classes, latency)
-            for k, row in zip(labels, proba)
+            Decision(int(k), self.classes[k], tuple(float(p) for p in row), self.classes, latency) if ok
+            else NOT_A_NUMBER for k, row, ok in zip(labels, proba, finite)
         ]
 
     # ----- explanations ----------------------------------------------------
@@ -121,15 +130,24 @@ class Session:
         share of their nearest reference rows in it, at the cost of more changes),
         parts (subset of {"counterfactuals", "bias", "attributions"}).
         """
-        from edgeinfer.explain.compose import check_options, explain_rows
+        from edgeinfer.explain.compose import UndecidedRows, check_options, explain_rows
 
         check_options(options)
         matrix, single, rejected = self._batch(x)
         if single:
             matrix, _ = self.schema.validate(matrix[0])
-            return explain_rows(self, matrix, stakeholder=stakeholder, **options)[0]
+            try:
+                return explain_rows(self, matrix, stakeholder=stakeholder, **options)[0]
+            except UndecidedRows:
+                raise InputError(NOT_A_NUMBER) from None
         good = [i for i in range(len(matrix)) if i not in rejected]
-        explained = iter(explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else [])
+        try:
+            explained = explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else []
+        except UndecidedRows as err:        # refused alone, as a bad value would be; the rest are explained
+            rejected.update({good[r]: NOT_A_NUMBER for r in err.rows})
+            good = [i for i in range(len(matrix)) if i not in rejected]
+            explained = explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else []
+        explained = iter(explained)
         return [Rejection(i, rejected[i]) if i in rejected else next(explained) for i in range(len(matrix))]
 
 

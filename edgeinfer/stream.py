@@ -70,6 +70,7 @@ import numpy as np
 
 from edgeinfer.errors import BundleError, EdgeInferError, InputError, UsageError
 from edgeinfer.rows import csv_fields, decimal, json_object
+from edgeinfer.schema import FLOAT32_MAX
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 from edgeinfer.profiles import device_option
@@ -940,9 +941,6 @@ class _Reporter:
                 self.rejects.flush()
             except OSError as err:
                 self.failed = err
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.decision import Decision
-from edgeinfer.errors import ExplainError
+from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.attribution import attribute
 from edgeinfer.explain.bias import explain_bias
 from edgeinfer.explain.counterfactual import find_counterfactuals
@@ -25,6 +25,15 @@ from edgeinfer.explain.proxies import proxies_from_manifest
 from edgeinfer.explain.views import get_templates, render
 
 PARTS = ("counterfactuals", "attributions", "bias")
+
+
+class UndecidedRows(InputError):
+    """Rows whose probabilities are not numbers (the model's float32 arithmetic overflowed): `rows`, in the
+    matrix given."""
+
+    def __init__(self, rows: list[int]):
+        super().__init__(f"rows {rows}: the model's probabilities for them are not numbers")
+        self.rows = rows
 
 
 def explain_rows(
@@ -61,6 +70,9 @@ def explain_rows(
 
     started = clock
     proba = session.predict_proba(matrix)
+    undecided = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+    if len(undecided):      # nothing to explain: the caller refuses these rows and explains the rest
+        raise UndecidedRows(undecided.tolist())
     labels = proba.argmax(axis=1)
     call_ms = (time.perf_counter() - clock) * 1000.0      # each Decision's latency, as Session.predict gives it
     lap("predict")

@@ -74,6 +74,28 @@ def test_a_batch_whose_first_row_is_no_mapping_refuses_that_row_alone(bc_session
     assert out[1].probabilities == bc_session.predict(breast_cancer.X_test[1]).probabilities
 
 
+def test_numbers_beyond_float32_and_overflowing_rows_are_refused_alone(linear_session):
+    """Open ranges: 1e39 is a float64 number but inf to the model (float32), and 3e38 times a weight of 10
+    overflows inside it. Both gave NaN probabilities, argmax read them as class 0: a made-up decision."""
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema((Feature("a"), Feature("b")), ("no", "yes"))
+    session = linear_session(np.array([10.0, 0.0]), 0.0, schema, calibration=np.random.default_rng(0).normal(size=(50, 2)))
+    huge = ("feature 'a' expects a number, got 1e+39, beyond the float32 numbers the model reads (at most "
+            "3.4028235e+38 in size)")
+    overflow = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on the "
+                "row's values); give values of a realistic size")
+    X = np.array([[1e39, 1.0], [0.5, 1.0], [3e38, 1.0], [-0.5, 0.0]])
+    for call in (session.predict, session.explain):
+        out = call(X)
+        assert [(r.row, r.reason) for r in out if isinstance(r, ei.Rejection)] == [(0, huge), (2, overflow)]
+        assert [getattr(r, "class_name", None) or r.decision.class_name for r in (out[1], out[3])] == ["yes", "no"]
+        for row, message in ((X[0], huge), (X[2], overflow)):
+            with pytest.raises(InputError) as err:
+                call(row)
+            assert str(err.value) == message
+
+
 def test_single_bad_row_raises(bc_session, breast_cancer):
     row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
     row["mean radius"] = -1.0
