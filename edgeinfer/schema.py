@@ -429,8 +429,9 @@ class FeatureSchema:
         self.check_columns(columns)
         order = [columns.index(n) for n in self.names]
         values = values[:, order]
+        # a bool is no number, as in a CSV; text goes cell by cell (float() would read '4_8' as 48)
         if values.dtype.kind in "iuf" or (values.dtype.kind == "O" and not any(
-                isinstance(v, (bool, np.bool_)) for v in values.flat)):    # a bool is no number, as in a CSV
+                isinstance(v, (bool, np.bool_, str, bytes)) for v in values.flat)):
             try:
                 return np.asarray(values, dtype=np.float64)
             except (TypeError, ValueError, OverflowError):

@@ -154,6 +154,17 @@ def test_a_bound_sent_as_float32_is_the_bound():
         schema.validate(np.nextafter(sent[:1], np.float32(1e9)))
 
 
+def test_a_data_frame_text_cell_with_an_underscore_is_refused_as_in_every_form():
+    """float('4_8') is 48: a text column went through float() and read what a CSV refuses."""
+    pd = pytest.importorskip("pandas")
+    schema = FeatureSchema((Feature("age", kind="integer", low=18, high=90, unit="years"), Feature("x")), ("a", "b"))
+    frame = pd.DataFrame({"age": ["4_8", "52"], "x": [1.0, 2.0]}, dtype=object)
+    unreadable: dict = {}
+    matrix, _ = schema.to_matrix(frame, unreadable=unreadable)
+    assert unreadable == {0: "feature 'age' expects an integer in [18, 90] years, got '4_8'"}
+    assert matrix[1].tolist() == [52.0, 2.0]
+
+
 def test_a_refusal_never_shows_a_range_that_holds_the_refused_value():
     """Bounds in 6 digits rounded -3.012239525 down to -3.01224: -3.0122396 was refused 'in [-3.01224, ...]'."""
     schema = FeatureSchema((Feature("acc", low=-3.012239525, high=21.965355954887, unit="m/s²"),), ("a", "b"))
