@@ -899,7 +899,10 @@ class _View:
             self.bullet(self.fill(
                 "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
                 to_value=self.value(f.feature, f.to_value), proxies=self.join([self.words_for(p) for p in f.proxies]),
-                flip_class=self.outcome(f.class_name), flip_probability=self.probability(f.probability),
+                flip_class=self.outcome(f.class_name),
+                # two classes: the other's probability is the boundary (0.4996 is not "0.500" beside a flip)
+                flip_probability=self.probability(
+                    f.probability, apart_from=1 - f.probability if len(self.e.decision.classes) == 2 else None),
                 delta=change_text(f.delta, digits=self.s.probability_digits, sign=True),
                 result=self.word("word_flipped" if f.flipped else "word_kept"),
             ))

@@ -239,6 +239,16 @@ def test_patient_drivers_leave_out_protected_features(schema):
     assert "- age = 59 years: +0.500" in clinician
 
 
+def test_a_flip_probability_just_past_one_half_keeps_its_digits(schema):
+    """p = 0.4996 beside "DECISION FLIPS" read 0.500, which is the boundary itself."""
+    expl = _explanation(schema, bias_depends=True)
+    first, *rest = expl.bias.flips
+    flips = (dataclasses.replace(first, probability=0.4996, delta=-0.3134), *rest)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=tuple(flips)))
+    text = views.render(expl, schema, stakeholder="auditor")
+    assert "p(higher progression) = 0.4996 (Δ -0.313), DECISION FLIPS" in text
+
+
 def test_auditor_has_flip_tests_proxies_share_provenance_fidelity(schema):
     text = views.render(_explanation(schema, bias_depends=True, fidelity=FIDELITY), schema, stakeholder="auditor")
     assert ("- sex (source coding 1/2) sex 2 → sex 1, proxies moved: none: decision lower progression, "
