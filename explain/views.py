@@ -618,7 +618,7 @@ class _View:
             "outcome": self.outcome(d.class_name),
             "probability": self.probability(p, apart_from=self.rival(d.class_name, d.probabilities)),
             "percent": _percent(p),     # a simple whole percent (a patient's); {probability} keeps the digits
-            "chance": self.chance(p),
+            "chance": self.chance(_shown(_percent(p), p)),   # the words of the percent beside them (80%: very sure)
         }
 
     # ----- pieces and words -------------------------------------------------
@@ -980,6 +980,14 @@ def _decimal(p: float, digits: int, apart_from: float | tuple[float | None, ...]
         digits += 1
     text = f"{p:.{digits}f}"
     return f"{p:.2g}" if p > 0 and float(text) == 0 else text
+
+
+def _shown(percent: str, p: float) -> float:
+    """The probability a percent text shows ("80%" -> 0.8), or p where it shows no number."""
+    try:
+        return float(percent.rstrip("%")) / 100.0
+    except ValueError:
+        return p
 
 
 def _signed(value: float, decimals: int) -> str:

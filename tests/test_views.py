@@ -205,6 +205,14 @@ def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
         expl, schema, stakeholder="patient")
 
 
+@pytest.mark.parametrize("p, words", [(0.7996, "very sure about this (80%)"), (0.9496, "almost certain about this (95%)"),
+                                      (0.7949, "fairly sure about this (79%)")])
+def test_patient_chance_words_agree_with_the_percent_beside_them(schema, p, words):
+    """0.7996 read 'fairly sure (80%)' while the template says 80% is 'very sure'."""
+    text = views.render(_explanation(schema, p=p), schema, stakeholder="patient")
+    assert text.startswith(f"The result is: higher progression. The tool is {words}.")
+
+
 def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
     # The search's first counterfactual changes sex and age; only the second is actionable.
     expl = _explanation(schema, cf_changes=((("sex", 1.0), ("age", 40.0)), (("bmi", 26.0),)))
