@@ -250,8 +250,14 @@ def register_templates(templates: Templates) -> str:
 
 
 def register_stakeholder(path: str | Path) -> str:
-    """Add (or replace) a stakeholder from a TOML file; returns its name."""
-    return register_templates(load_templates(path))
+    """Add (or replace) a stakeholder from a TOML file; returns its name. A built-in name is refused: the file
+    would replace that view for the whole process, the report's clinician view included."""
+    templates = load_templates(path)
+    built_in = _known().get(templates.name)
+    if built_in is not None and Path(built_in.path).parent == TEMPLATE_DIR and Path(path).parent != TEMPLATE_DIR:
+        raise ExplainError(f"template file {path}: the name '{templates.name}' is a built-in stakeholder's; give yours "
+                           "its own name (name = \"...\" in the file)")
+    return register_templates(templates)
 
 
 def stakeholder_option(value: str) -> str:
@@ -350,11 +356,19 @@ def _chance(value: Any, where: str) -> tuple[tuple[float, str], ...]:
     pairs = []
     for item in value:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], (int, float))
-                and isinstance(item[1], str)):
+                and not isinstance(item[0], bool) and isinstance(item[1], str)):
             raise ExplainError(message)
-        pairs.append((float(item[0]), item[1]))
-    if [p[0] for p in pairs] != sorted((p[0] for p in pairs), reverse=True):
-        raise ExplainError(message)
+        threshold, words = float(item[0]), item[1]
+        if not 0.0 <= threshold <= 1.0:     # NaN too; a percent (95) would never be reached
+            raise ExplainError(f"{where}: [view] chance threshold {threshold:g} ({words!r}) must be a probability "
+                               "in [0, 1]")
+        if pairs and threshold >= pairs[-1][0]:
+            raise ExplainError(f"{where}: [view] chance thresholds must fall strictly, highest first; "
+                               f"{threshold:g} ({words!r}) does not")
+        pairs.append((threshold, words))
+    if pairs[-1][0] != 0.0:
+        raise ExplainError(f"{where}: [view] chance must end at threshold 0, so that every probability has words; it "
+                           f"ends at {pairs[-1][0]:g} ({pairs[-1][1]!r})")
     return tuple(pairs)
 
 
@@ -371,6 +385,10 @@ def _text(text: Mapping[str, Any], settings: ViewSettings, where: str) -> dict[s
             fields = [f for _, f, _, _ in formatter.parse(piece) if f is not None]
         except ValueError as err:
             raise ExplainError(f"{where}: [text] {key} is not a valid format string ({err}); write {{{{ for a literal brace") from err
+        for _, name, _, conversion in formatter.parse(piece):
+            if name is not None and conversion:
+                raise ExplainError(f"{where}: [text] {key} uses {{{name}!{conversion}}}: placeholders take no "
+                                   f"conversion; write {{{name}}}")
         for name in fields:
             if name not in allowed:
                 available = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"

@@ -439,6 +439,14 @@ def test_unknown_placeholder_names_file_and_key(tmp_path):
     ('[text]\nheadline = "{outcome:.2f}"\n', "[text] headline cannot be filled"),
     ('[text]\nheadline = "{outcome"\n', "[text] headline is not a valid format string"),
     ('extends = "nobody"\n', "extends: unknown stakeholder 'nobody'; available: auditor, clinician, engineer, patient"),
+    ('[text]\nheadline = "{outcome!r}"\n', "[text] headline uses {outcome!r}: placeholders take no conversion"),
+    ('[view]\nchance = [[95, "almost certain"], [0, "unsure"]]\n',
+     "[view] chance threshold 95 ('almost certain') must be a probability in [0, 1]"),
+    ('[view]\nchance = [[0.9, "almost certain"], [0.5, "likely"]]\n',
+     "[view] chance must end at threshold 0, so that every probability has words; it ends at 0.5 ('likely')"),
+    ('[view]\nchance = [[0.9, "sure"], [0.9, "very sure"], [0, "unsure"]]\n',
+     "[view] chance thresholds must fall strictly, highest first; 0.9 ('very sure') does not"),
+    ('[view]\nchance = [[nan, "sure"], [0, "unsure"]]\n', "[view] chance threshold nan ('sure') must be a probability"),
 ])
 def test_bad_template_files_are_refused_with_the_file_named(tmp_path, body, message):
     path = tmp_path / "bad.toml"
@@ -461,6 +469,21 @@ def test_unreadable_or_invalid_toml_is_refused(tmp_path):
     with pytest.raises(ExplainError) as err:
         views.load_templates(latin1)
     assert str(err.value) == f"stakeholder template file {latin1} is not UTF-8 text (byte 9); save it as UTF-8"
+
+
+@pytest.mark.parametrize("file, body", [("mine.toml", 'name = "patient"\nextends = "clinician"\n'),
+                                        ("clinician.toml", 'extends = "patient"\n')])
+def test_a_template_file_may_not_take_a_built_in_stakeholders_name(tmp_path, file, body):
+    """A copy of patient.toml kept `name = "patient"`: it replaced the built-in view for the whole process
+    (the report's clinician view too) and its output still said "patient"."""
+    path = tmp_path / file
+    path.write_text(body)
+    taken = "patient" if file == "mine.toml" else "clinician"
+    with pytest.raises(ExplainError) as err:
+        views.register_stakeholder(path)
+    assert str(err.value) == (f"template file {path}: the name '{taken}' is a built-in stakeholder's; give yours its "
+                              f"own name (name = \"...\" in the file)")
+    assert views.get_templates(taken).path.startswith(str(views.TEMPLATE_DIR))
 
 
 def test_templates_must_match_the_stakeholder_named(schema):
