@@ -55,6 +55,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edgeinfer.decision import Rejection
 from edgeinfer.errors import ExplainError, InputError, UsageError, require
 from edgeinfer.explain.views import explanation_json
 from edgeinfer.profiles import device_option
@@ -184,6 +185,9 @@ class _Models:
     def predict(self, requests) -> list[dict[str, np.ndarray]]:
         matrices = self._matrices(requests)
         proba = self.session.predict_proba(np.concatenate(matrices)).astype(np.float32) if matrices else None
+        if matrices:
+            _refuse_undecided([np.isfinite(part).all(axis=1) for part in np.split(proba, np.cumsum(
+                [len(m) for m in matrices])[:-1])])
         labels = proba.argmax(axis=1).astype(np.int64)[:, None] if matrices else None
         out, start = [], 0
         for m in matrices:
@@ -219,6 +223,7 @@ class _Models:
                 raise _refused(f"{_where(members[0][0], n)}{err}") from None
             for (i, row), text in zip(members, done):
                 texts[i][row] = text
+        _refuse_undecided([np.array([t is not None for t in mine]) for mine in texts])   # NaN probabilities
         return [{"explanation": np.array([[t.encode("utf-8")] for t in mine], dtype=np.object_).reshape(-1, 1)}
                 for mine in texts]
 
@@ -231,8 +236,9 @@ class _Models:
                     or (len(rows) == 1 and self._here == 0))
             self._here += int(here)
         if here:
-            try:
-                return [explanation_json(e) for e in self.session.explain(rows, stakeholder=stakeholder)]
+            try:        # a row the model could not decide (a Rejection) is None, as the workers give it
+                return [None if isinstance(e, Rejection) else explanation_json(e)
+                        for e in self.session.explain(rows, stakeholder=stakeholder)]
             finally:
                 with self._lock:
                     self._here -= 1
@@ -310,6 +316,16 @@ def _where(i: int, n: int) -> str:
 
 
 _REFUSED = None
+
+
+def _refuse_undecided(decided: list[np.ndarray]) -> None:
+    """Refuse the first request holding a row the model could not decide (its probabilities not numbers: float32
+    overflow inside the model), as Session refuses it; never a decision from argmax of NaN."""
+    from edgeinfer.session import NOT_A_NUMBER
+
+    for i, ok in enumerate(decided):
+        if not ok.all():
+            raise _refused(f"{_where(i, len(decided))}row {int(np.flatnonzero(~ok)[0])}: {NOT_A_NUMBER}")
 
 
 def _refused(message: str) -> Exception:

@@ -396,6 +396,25 @@ def test_a_stakeholder_input_and_a_different_parameter_are_refused_not_one_silen
                                  "the request parameter names 'auditor'; name the stakeholder one way")
 
 
+def test_the_callable_refuses_a_row_the_model_cannot_decide(linear_session):
+    """3e38 x 10 overflows float32 inside the model: predict answered label 0 from argmax of NaN, and explain
+    failed the whole batch with an AttributeError. Both now refuse the request that holds the row."""
+    from edgeinfer.schema import Feature, FeatureSchema
+    from edgeinfer.serve import _Models
+
+    session = linear_session(np.array([10.0, 0.0]), 0.0, FeatureSchema((Feature("a"), Feature("b")), ("no", "yes")),
+                             calibration=np.random.default_rng(0).normal(size=(50, 2)))
+    models = _Models(session)
+    requests = _requests(np.array([[0.5, 1.0]]), np.array([[1.0, 2.0], [3e38, 1.0]]))
+    refusal = ("request 2 of 2 in this batch: row 1: the model's probabilities for this row are not numbers (its "
+               "float32 arithmetic overflowed on the row's values); give values of a realistic size")
+    for call in (models.predict, models.explain):
+        with pytest.raises(Exception) as caught:
+            call(requests)
+        assert str(caught.value) == refusal
+    assert models.predict(requests[:1])[0]["label"].tolist() == [[1]]
+
+
 def test_callable_answers_each_request_with_its_rows(bc_session, breast_cancer):
     from edgeinfer.serve import _Models
 
