@@ -53,6 +53,7 @@ class Window:
     explanation: Any = None              # Explanation | None
     alerts: tuple[Any, ...] = ()
     where: str = ""                      # "record 3": where errors about it point
+    alerts: int = 0                      # a stream window's alerts (an undecided window's, all in `reason`)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Refused:
     row: Any
     reason: str
     where: str = ""                      # "record 3": where errors about it point
+    alerts: int = 0                      # a stream window's alerts (an undecided window's, all in `reason`)
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,10 @@ def collect(items: Iterable[Any]) -> Inputs:
         elif isinstance(item, Mapping) and "window" in item and item.get("decision", {}) is None:
             # a window the model could not decide (`edgeinfer stream`: a not_decided alert says why)
             index = item["window"].get("index") if isinstance(item["window"], Mapping) else None
-            why = [a.get("message") for a in item.get("alerts") or [] if isinstance(a, Mapping)
-                   and a.get("kind") == "not_decided"]
-            refused.append(Refused(row=index, reason=why[0] if why else "not decided", where=where))
+            alerts = [a for a in item.get("alerts") or [] if isinstance(a, Mapping)]
+            said = [str(a.get("message")) for a in sorted(alerts, key=lambda a: a.get("kind") != "not_decided")]
+            refused.append(Refused(row=index, reason="; ".join(said) or "not decided", where=where,
+                                   alerts=len(alerts)))
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n, where))
@@ -859,7 +862,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
         "decisions": len(decisions),
         "counts": sorted(counts.items(), key=lambda kv: -kv[1]),
         "explained": len(explained),
-        "alerts": sum(len(w.alerts) for w in inputs.windows),
+        "alerts": sum(len(w.alerts) for w in inputs.windows) + sum(r.alerts for r in inputs.refused),
         "refused": len(inputs.refused),
         "max_risk": max((r for _, r in decisions), default=None),     # None: every row was refused
         "min_risk": min((r for _, r in decisions), default=None),

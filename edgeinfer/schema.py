@@ -335,8 +335,8 @@ class FeatureSchema:
         """(n, F) bool: the values the schema does not allow (not finite, out of range, a fraction for an
         integer, not one of a categorical's codes)."""
         lows, highs = self.lows, self.highs
-        with np.errstate(invalid="ignore"):
-            bad = ~(np.abs(matrix) <= FLOAT32_MAX) | (matrix < lows) | (matrix > highs)   # the model reads float32
+        with np.errstate(invalid="ignore", over="ignore"):       # the model reads float32: 1e39 is inf there
+            bad = ~np.isfinite(matrix.astype(np.float32)) | (matrix < lows) | (matrix > highs)
             for j, f in enumerate(self.features):
                 if f.kind == "integer":
                     bad[:, j] |= matrix[:, j] != np.round(matrix[:, j])
@@ -357,9 +357,11 @@ class FeatureSchema:
         f = self.features[j]
         if not math.isfinite(value):
             return f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}; replace missing or infinite values"
-        if abs(value) > FLOAT32_MAX and f.low <= value <= f.high:
-            return (f"feature '{f.name}' expects {f.describe_expected()}, got {_num(value)}, beyond the float32 numbers "
-                    f"the model reads (at most {FLOAT32_MAX:.8g} in size)")
+        with np.errstate(over="ignore"):
+            beyond = math.isinf(np.float32(value))
+        if beyond and f.low <= value <= f.high:
+            return (f"feature '{f.name}' expects {f.describe_expected()}, got {_exact(value)}, beyond the float32 "
+                    f"numbers the model reads (at most {FLOAT32_MAX:.8g} in size)")
         return f"feature '{f.name}' expects {f.describe_expected()}, got {_exact(value)}"
 
     def validate(self, x: Any) -> tuple[np.ndarray, bool]:

@@ -947,8 +947,9 @@ def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     """The windows' probabilities, and the windows the model cannot decide with why: a feature beyond the float32
     numbers the model reads (a sensor's error code, say), or a probability that is not a number. Those rows'
     probabilities are NaN; one such window no longer stops the stream."""
-    with np.errstate(invalid="ignore"):
-        unreadable = ~(np.abs(features) <= FLOAT32_MAX).all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        beyond = ~np.isfinite(features.astype(np.float32))
+    unreadable = beyond.any(axis=1)
     if not unreadable.any():
         proba = session.predict_proba(features)
     else:
@@ -958,7 +959,7 @@ def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     why = {}
     for i in np.flatnonzero(~np.isfinite(proba).all(axis=1)).tolist():
         if unreadable[i]:
-            j = int(np.flatnonzero(~(np.abs(features[i]) <= FLOAT32_MAX))[0])
+            j = int(np.flatnonzero(beyond[i])[0])
             why[i] = (f"feature '{session.schema.names[j]}' is {features[i, j]:.6g}, beyond the float32 numbers the "
                       f"model reads (at most {FLOAT32_MAX:.8g} in size): the window is not decided")
         else:

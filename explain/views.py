@@ -184,7 +184,7 @@ _registry: dict[str, Templates] = {}
 def load_templates(path: str | Path) -> Templates:
     """Read one stakeholder's TOML file and check every setting and placeholder in it."""
     path = Path(path)
-    toml = _toml()
+    import tomllib as toml
     try:
         raw = toml.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as err:
@@ -254,7 +254,8 @@ def register_stakeholder(path: str | Path) -> str:
     would replace that view for the whole process, the report's clinician view included."""
     templates = load_templates(path)
     built_in = _known().get(templates.name)
-    if built_in is not None and Path(built_in.path).parent == TEMPLATE_DIR and Path(path).parent != TEMPLATE_DIR:
+    if (built_in is not None and Path(built_in.path).resolve().parent == TEMPLATE_DIR.resolve()
+            and Path(path).resolve() != Path(built_in.path).resolve()):     # the built-in file itself is fine
         raise ExplainError(f"template file {path}: the name '{templates.name}' is a built-in stakeholder's; give yours "
                            "its own name (name = \"...\" in the file)")
     return register_templates(templates)
@@ -279,20 +280,6 @@ def stakeholder_option(value: str) -> str:
 def get_templates(stakeholder: str) -> Templates:
     """The templates `render` uses for a stakeholder name."""
     return _lookup(stakeholder, where=None)
-
-
-def _toml():
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError as err:
-            raise ExplainError(
-                "reading stakeholder templates needs Python 3.11 or newer (tomllib), or on Python 3.10 the "
-                "'tomli' package: pip install tomli"
-            ) from err
-    return tomllib
 
 
 def _known() -> dict[str, Templates]:

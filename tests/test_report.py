@@ -260,12 +260,13 @@ def test_a_window_the_model_could_not_decide_is_listed_with_its_reason(fixed_bun
     """`edgeinfer stream` writes a window it could not decide with a null decision and a not_decided alert."""
     records = _window_records(fixed_bundle)
     why = "feature 'glucose' is 5e+38, beyond the float32 numbers the model reads: the window is not decided"
+    outside = "glucose outside the training range in window 5"
     records[5] = {"window": records[5]["window"], "decision": None, "explanation": None,
-                  "alerts": [{"kind": "not_decided", "message": why}]}
+                  "alerts": [{"kind": "out_of_range", "message": outside}, {"kind": "not_decided", "message": why}]}
     html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "11 windows from 0 to 120; 2 alerts; 2 explained; 1 more the model could not decide (listed below)." in text
-    assert "Windows the model could not decide" in text and f"5 {why}" in text
+    assert "11 windows from 0 to 120; 4 alerts; 2 explained; 1 more the model could not decide (listed below)." in text
+    assert "Windows the model could not decide" in text and f"5 {why}; {outside}" in text
     assert "refused by the input checks" not in text
 
 

@@ -165,6 +165,14 @@ def test_a_data_frame_text_cell_with_an_underscore_is_refused_as_in_every_form()
     assert matrix[1].tolist() == [52.0, 2.0]
 
 
+def test_only_numbers_that_are_inf_in_float32_are_beyond_the_model():
+    schema = FeatureSchema((Feature("a"),), ("x", "y"))
+    assert schema.check_rows(np.array([[3.4028235e38], [-3.4028235e38]])) == {}     # float32's own maximum
+    assert schema.check_rows(np.array([[3.5e38]])) == {0: (
+        "feature 'a' expects a number, got 3.5e+38, beyond the float32 numbers the model reads (at most "
+        "3.4028235e+38 in size)")}
+
+
 def test_a_refusal_never_shows_a_range_that_holds_the_refused_value():
     """Bounds in 6 digits rounded -3.012239525 down to -3.01224: -3.0122396 was refused 'in [-3.01224, ...]'."""
     schema = FeatureSchema((Feature("acc", low=-3.012239525, high=21.965355954887, unit="m/s²"),), ("a", "b"))

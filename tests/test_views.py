@@ -486,6 +486,11 @@ def test_a_template_file_may_not_take_a_built_in_stakeholders_name(tmp_path, fil
     assert views.get_templates(taken).path.startswith(str(views.TEMPLATE_DIR))
 
 
+def test_a_built_in_template_file_may_be_given_by_any_path(monkeypatch):
+    monkeypatch.chdir(views.TEMPLATE_DIR.parent)
+    assert views.register_stakeholder(Path(views.TEMPLATE_DIR.name) / "patient.toml") == "patient"
+
+
 def test_templates_must_match_the_stakeholder_named(schema):
     patient = views.get_templates("patient")
     with pytest.raises(ExplainError, match=r"stakeholder 'clinician' does not match the templates given \(for 'patient'"):
