@@ -151,12 +151,32 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 @click.option("-o", "--out", default="demo-output", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the bundles, streams and reports.")
 @click.option("--device", default="raspberry-pi-4", show_default=True, callback=device_option,
-              help="Device profile to export for.")
+              help="Device profile to export for; the demo also runs its bundles here, so one this machine can run.")
 def demo_command(out: str, device: str) -> None:
     """The whole path on bundled real data: export, predict, explain, stream, report."""
-    from edgeinfer.errors import require
-
-    for module, extra, package in (("torch", "export", None), ("onnx", "export", None), ("sklearn", "data", "scikit-learn"),
-                                   ("pyts", "data", None), ("jinja2", "report", None), ("weasyprint", "report", None)):
-        require(module, extra=extra, purpose="edgeinfer demo", package=package)
+    check_demo_requirements(device)
     run_demo(Path(out), device=device)
+
+
+DEMO_MODULES = (("torch", "export", "torch"), ("onnx", "export", "onnx"), ("sklearn", "data", "scikit-learn"),
+                ("pyts", "data", "pyts"), ("jinja2", "report", "jinja2"), ("weasyprint", "report", "weasyprint"))
+
+
+def check_demo_requirements(device: str) -> None:
+    """Before any work: every optional package the demo needs (all missing ones named at once), and a device
+    whose execution providers this machine's ONNX Runtime has (the demo runs the bundles it exports)."""
+    import importlib.util
+
+    from edgeinfer.backend import available_providers
+    from edgeinfer.errors import MissingDependencyError, UsageError
+    from edgeinfer.profiles import get_device
+
+    missing = [(extra, package) for module, extra, package in DEMO_MODULES if importlib.util.find_spec(module) is None]
+    if missing:
+        raise MissingDependencyError(tuple(p for _, p in missing), tuple(e for e, _ in missing), "edgeinfer demo")
+    profile, here = get_device(device), available_providers()
+    if not set(profile.execution_providers) & set(here):
+        raise UsageError(f"device {device} runs on {', '.join(profile.execution_providers)}, which this machine's "
+                         f"ONNX Runtime does not have ({', '.join(here)}); the demo runs the bundles it exports, so "
+                         "choose a device this machine can run (see `edgeinfer devices`), or export for "
+                         f"{device} with `edgeinfer export`")

@@ -50,13 +50,17 @@ class UsageError(EdgeInferError, ValueError):
 class MissingDependencyError(EdgeInferError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
-    def __init__(self, package: str, extra: str, purpose: str):
+    def __init__(self, package: str | tuple[str, ...], extra: str | tuple[str, ...], purpose: str):
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{purpose} needs the optional package '{package}', which is not installed; "
-            f"install it with: pip install 'edgeinfer[{extra}]'"
-        )
+        packages = (package,) if isinstance(package, str) else tuple(package)
+        extras = (extra,) if isinstance(extra, str) else tuple(dict.fromkeys(extra))
+        names = ", ".join(f"'{p}'" for p in packages)
+        if len(packages) == 1:
+            told = f"the optional package {names}, which is not installed; install it"
+        else:
+            told = f"the optional packages {names}, which are not installed; install them"
+        super().__init__(f"{purpose} needs {told} with: pip install 'edgeinfer[{','.join(extras)}]'")
 
 
 def require(module: str, *, extra: str, purpose: str, package: str | None = None):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
+
+from edgeinfer.errors import require
+
+torch = require("torch", extra="export", purpose="training and exporting a model")
 
 
 class Standardize(torch.nn.Module):

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnx
-import torch
-from onnx import numpy_helper
 
 from edgeinfer.bundle import INPUT_NAME, OUTPUT_NAME
-from edgeinfer.errors import ExportError
+from edgeinfer.errors import ExportError, require
+
+onnx = require("onnx", extra="export", purpose="exporting a model")
+torch = require("torch", extra="export", purpose="exporting a model")
+numpy_helper = require("onnx.numpy_helper", extra="export", purpose="exporting a model")
 
 OPSET = 17
 

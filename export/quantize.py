@@ -14,10 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from edgeinfer.bundle import INPUT_NAME
-from edgeinfer.errors import ExportError
+from edgeinfer.errors import ExportError, require
+
+onnx = require("onnx", extra="export", purpose="quantizing a model")
 from edgeinfer.profiles import PRECISIONS
 
 # Only the weight-heavy operators: quantizing the input scaling would give all features one

@@ -438,6 +438,20 @@ def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):
     assert result.stderr == f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`)\n"
 
 
+def test_the_demo_refuses_a_device_this_machine_cannot_run_before_exporting(tmp_path):
+    from edgeinfer.backend import available_providers
+
+    if "CUDAExecutionProvider" in available_providers():
+        pytest.skip("this ONNX Runtime has CUDA: the demo can run cuda-server-h100 bundles here")
+    result = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "out"), "--device", "cuda-server-h100"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: device cuda-server-h100 runs on TensorrtExecutionProvider, CUDAExecutionProvider, which this machine's ONNX Runtime does not "
+        f"have ({', '.join(available_providers())}); the demo runs the bundles it exports, so choose a device this "
+        "machine can run (see `edgeinfer devices`), or export for cuda-server-h100 with `edgeinfer export`\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_precision_the_device_does_not_allow_is_a_usage_error_before_any_work(tmp_path):
     for name in ("m.onnx", "s.json", "c.csv"):
         (tmp_path / name).write_text("")

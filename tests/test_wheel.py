@@ -178,6 +178,13 @@ def test_a_core_install_names_the_extra_that_export_and_the_demo_need(installed,
     demo = subprocess.run([str(installed / "edgeinfer"), "demo", "-o", str(tmp_path / "out")], cwd=tmp_path,
                           env=clean_env, capture_output=True, text=True, timeout=120)
     assert (demo.returncode, demo.stdout) == (1, "")
-    assert demo.stderr == ("error: edgeinfer demo needs the optional package 'torch', which is not installed; "
-                           "install it with: pip install 'edgeinfer[export]'\n")
+    assert demo.stderr == ("error: edgeinfer demo needs the optional packages 'torch', 'onnx', 'scikit-learn', "
+                           "'pyts', 'jinja2', 'weasyprint', which are not installed; install them with: "
+                           "pip install 'edgeinfer[export,data,report]'\n")
     assert not (tmp_path / "out").exists()
+    models = subprocess.run([str(installed / "python"), "-c", "from edgeinfer.export.models import tabular_mlp"],
+                            cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120)
+    assert models.returncode == 1
+    assert models.stderr.strip().splitlines()[-1] == (
+        "edgeinfer.errors.MissingDependencyError: training and exporting a model needs the optional package 'torch', "
+        "which is not installed; install it with: pip install 'edgeinfer[export]'")
