@@ -14,6 +14,8 @@ NEED_GIB ?= 5
 # any looser requirement resolved later would pull the CUDA build (GBs).
 $(STAMP): pyproject.toml
 	@for dir in "$(CURDIR)" "$${TMPDIR:-/tmp}"; do \
+	  [ -d "$$dir" ] || { echo "error: $$dir (TMPDIR) is not a directory: create it, or point TMPDIR at one" >&2; \
+	    exit 1; }; \
 	  free=$$(df -Pk "$$dir" | awk 'NR == 2 { print int($$4 / 1048576) }'); \
 	  [ "$$free" -ge $(NEED_GIB) ] || { echo "error: $$dir has $$free GiB free; building $(VENV) needs about" \
 	    "$(NEED_GIB) GiB there: free some disk space, then run make again" >&2; exit 1; }; \
