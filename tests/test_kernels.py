@@ -73,12 +73,17 @@ def _project_case(rng, n, F):
     candidates = rng.normal(size=(n, F)) * 3
     candidates[: n // 2, 1 % F] = np.round(candidates[: n // 2, 1 % F]) + 0.5  # exact halves: round-half-even
     candidates[: (n + 2) // 3, 2 % F] = -rng.random((n + 2) // 3) * 0.99  # in (-1, 0): rounds to a zero of some sign
+    x = rng.normal(size=F)
+    x[3 % F], candidates[: (n + 1) // 2, 3 % F] = -0.0, 0.0    # left at x's zero, of the other sign: x's is kept
+    # no step, integers, and steps of other sizes (0.1 is no binary fraction; 10/3 no short decimal)
+    steps = rng.choice([0.0, 0.0, 1.0, 1.0, 0.5, 0.1, 0.05, 2.5, 10 / 3], F)
+    steps[3 % F] = 1.0 if F > 3 else steps[3 % F]        # the zeros of other signs on an integer feature
+    frozen = rng.random(F) < 0.2
+    frozen[3 % F] &= F <= 3
     return {
-        "candidates": candidates, "x": rng.normal(size=F), "lows": lows, "highs": highs,
-        "frozen": rng.random(F) < 0.2, "direction": rng.integers(-1, 2, F),
-        # no step, integers, and steps of other sizes (0.1 is no binary fraction; 10/3 no short decimal)
-        **dict(zip(("step_num", "step_den"), np.array([step_fraction(s) for s in rng.choice(
-            [0.0, 0.0, 1.0, 1.0, 0.5, 0.1, 0.05, 2.5, 10 / 3], F)]).T)),
+        "candidates": candidates, "x": x, "lows": lows, "highs": highs, "frozen": frozen,
+        "direction": rng.integers(-1, 2, F),
+        **dict(zip(("step_num", "step_den"), np.array([step_fraction(s) for s in steps]).T)),
     }
 
 
@@ -118,6 +123,10 @@ def _cases(rng):
         "project-one-row": _project_case(rng, 1, 5),
         "project-wide": _project_case(rng, 9, 33),
         "project-per-row": {**_project_case(rng, 23, 6), "x": rng.normal(size=(23, 6))},
+        "project-signed-zeros": {       # integer features left at x's zero, the candidates' of the other sign
+            "candidates": np.array([[0.0, -0.0, 0.0], [-0.0, 0.0, -0.0]]), "x": np.array([-0.0, 0.0, -0.0]),
+            "lows": np.full(3, -5.0), "highs": np.full(3, 5.0), "frozen": np.zeros(3, bool),
+            "direction": np.array([0, 1, -1]), "step_num": np.ones(3), "step_den": np.ones(3)},
         "l1-small": _l1_case(rng, 41, 7),
         "l1-one-row": _l1_case(rng, 1, 3),
         "l1-wide": _l1_case(rng, 5, 45),
@@ -180,7 +189,8 @@ def _numpy(name, a):
     return N.masked_argmin(a["cost"], a["mask"], a["segments"], int(a["n_segments"]))
 
 
-@pytest.mark.parametrize("name", ["project-small", "project-one-row", "project-wide", "project-per-row"])
+@pytest.mark.parametrize("name", ["project-small", "project-one-row", "project-wide", "project-per-row",
+                                  "project-signed-zeros"])
 def test_project_matches_numpy_exactly(parity, name):
     cases, got = parity
     expected = _numpy(name, cases[name])

@@ -66,7 +66,7 @@ def _project_kernel(cand, x, lows, highs, frozen, direction, step_num, step_den,
     # window's frequency): one left at x's is kept, and a monotone one the range's clip turned back past x
     # stays at x
     rounded = tl.where(dr > 0, tl.maximum(rounded, xv), tl.where(dr < 0, tl.minimum(rounded, xv), rounded))
-    v = tl.where((num > 0) & (v != xv), rounded, v)
+    v = tl.where(num > 0, tl.where(v != xv, rounded, xv), v)       # x's own value (and its zero's sign)
     v = tl.where(fz != 0, xv, v)
     tl.store(out + offs, v, mask=inside)
 
