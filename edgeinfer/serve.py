@@ -49,6 +49,7 @@ import signal
 import sys
 import sysconfig
 import threading
+import time
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -465,6 +466,7 @@ class Server:
                 outputs=[Tensor(name="explanation", dtype=np.bytes_, shape=(1,))],
                 config=model_config,
             )
+            _remove_stale_shm_regions()
             with _log_to_stderr():       # tritonserver's start-up log: not on the caller's stdout
                 before = _python_envs()
                 try:
@@ -590,6 +592,29 @@ def _remove_stub_copies(workspace: str) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
+
+
+def _remove_stale_shm_regions(shm: Path = Path("/dev/shm"), *, min_age_s: float = 60.0) -> list[str]:
+    """Remove the 4 MiB shared-memory regions tritonserver's Python backend leaves when a server process was
+    killed (SIGKILL, the OOM killer) before it could unload its models: this user's `pytrtion<pid>-*` regions
+    whose PyTriton process `<pid>` is gone and that nothing has touched for `min_age_s`. Returns their names."""
+    removed = []
+    for path in shm.glob("pytrtion*-*"):
+        pid = path.name.removeprefix("pytrtion").split("-", 1)[0]
+        try:
+            stat = path.stat()
+            if not pid.isdigit() or stat.st_uid != os.getuid() or time.time() - stat.st_mtime < min_age_s:
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue                # its server still runs
+            except ProcessLookupError:
+                pass
+            path.unlink()
+            removed.append(path.name)
+        except OSError:                 # gone meanwhile, or a live process of another user
+            continue
+    return removed
 
 
 def _python_envs() -> set[str]:

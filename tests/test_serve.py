@@ -852,6 +852,27 @@ def test_instances_must_be_positive(bc_session):
         Server(bc_session, workers=-1)
 
 
+
+def test_a_killed_servers_shared_memory_regions_are_removed_at_the_next_start(tmp_path):
+    """tritonserver's Python backend leaves a 4 MiB /dev/shm region when its server is SIGKILLed; the next start
+    removes this user's regions whose PyTriton process is gone and that are older than a minute, and no other."""
+    import subprocess
+    import time
+
+    from edgeinfer.serve import _remove_stale_shm_regions
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    old = time.time() - 120
+    names = {"dead": f"pytrtion{gone.pid}-abcd-1", "fresh": f"pytrtion{gone.pid}-abcd-2",
+             "alive": f"pytrtion{os.getpid()}-abcd-3", "other": "pytrtionX-abcd-4", "unrelated": f"psm_{gone.pid}"}
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"\0" * 16)
+        if key != "fresh":
+            os.utime(tmp_path / name, (old, old))
+    assert _remove_stale_shm_regions(tmp_path) == [names["dead"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "dead")
+
 # ----- Triton model repository export (no server needed) --------------------------------
 def test_model_repository_for_cuda_bundle_parses_with_tritons_schema(cuda_bundle, tmp_path):
     from tritonclient.grpc import model_config_pb2
