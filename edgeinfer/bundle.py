@@ -23,7 +23,8 @@ from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 
 FORMAT = "edgeinfer-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2            # written from now on; 2: a feature may carry `step`
+OLDEST_READ_VERSION = 1       # read as well (version 1 is read exactly as version 2)
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
@@ -183,6 +184,23 @@ def _is_bundle(path: Path) -> bool:
         return False
 
 
+def _check_version(path: Path, version: Any) -> None:
+    """A version this runtime reads, or a BundleError naming the fix: a newer one needs a newer edgeinfer, an older
+    one a re-export."""
+    reads = f"versions {OLDEST_READ_VERSION} to {FORMAT_VERSION}"
+    if type(version) is not int:          # not bool, not 1.0
+        shown = json.dumps(version)[:40]
+        raise BundleError(f"bundle {path}: manifest field format_version must be an integer ("
+                          f"{' or '.join(map(str, range(OLDEST_READ_VERSION, FORMAT_VERSION + 1)))}), got {shown}; "
+                          "re-export the bundle")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"bundle {path} has format version {version}, written by a newer edgeinfer (this one reads "
+                          f"{reads}); upgrade edgeinfer to load it (pip install -U edgeinfer)")
+    if version < OLDEST_READ_VERSION:
+        raise BundleError(f"bundle {path} has format version {version}, which this edgeinfer no longer reads (it reads "
+                          f"{reads}); re-export the bundle with this edgeinfer")
+
+
 def read_bundle(path: str | Path) -> Bundle:
     """Read and verify a bundle directory."""
     if not isinstance(path, (str, os.PathLike)):
@@ -199,11 +217,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"bundle file {MANIFEST_FILE} in {path} is unreadable or not JSON ({err}); re-export the bundle") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path} is not an edgeinfer bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"bundle format version {manifest.get('format_version')!r} is not supported by this edgeinfer "
-            f"(reads version {FORMAT_VERSION}); re-export the bundle with this version"
-        )
+    _check_version(path, manifest.get("format_version"))
     try:
         digest = _manifest_digest(manifest)
     except ValueError:             # NaN or infinity: never written by export

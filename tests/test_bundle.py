@@ -21,7 +21,7 @@ def bundle_copy(bc_bundle, tmp_path):
 def test_bundle_lists_every_file_with_its_hash(bc_bundle):
     manifest = json.loads((bc_bundle / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.onnx", "reference.npz"}
-    assert manifest["format_version"] == 1 and manifest["precision"] == "int8-static"
+    assert manifest["format_version"] == 2 and manifest["precision"] == "int8-static"
     assert {"quantization", "fidelity", "budget", "producer", "schema", "device", "proxies"} <= set(manifest)
 
 
@@ -80,6 +80,50 @@ def test_a_schema_this_version_refuses_is_named_with_the_fix(bundle_copy):
     assert str(err.value).startswith(f"the feature schema in bundle {bundle_copy} is refused: feature 'mean radius': "
                                      "category '1' reads as the number 1, but its code is 0")
     assert str(err.value).endswith("; fix the schema and re-export the bundle")
+
+
+def _reseal(bundle, edit):
+    """Edit a bundle's manifest and recompute its digest (the digests are no signature): a malformed bundle whose
+    digests all agree."""
+    from edgeinfer.bundle import _manifest_digest
+
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_version_1_bundle_is_still_read(bundle_copy):
+    """Version 2 marks features that may carry `step`; a version-1 bundle reads as before."""
+    _reseal(bundle_copy, lambda m: m.update(format_version=1))
+    assert ei.read_bundle(bundle_copy).manifest["format_version"] == 1
+    assert ei.load(bundle_copy).predict(ei.read_bundle(bundle_copy).reference.X[0]).label in (0, 1)
+
+
+def test_a_bundle_from_a_newer_edgeinfer_names_the_upgrade(bundle_copy):
+    _reseal(bundle_copy, lambda m: m.update(format_version=3))
+    with pytest.raises(BundleError) as err:
+        ei.load(bundle_copy)
+    assert str(err.value) == (f"bundle {bundle_copy} has format version 3, written by a newer edgeinfer (this one "
+                              "reads versions 1 to 2); upgrade edgeinfer to load it (pip install -U edgeinfer)")
+
+
+def test_a_bundle_of_an_older_unsupported_version_names_the_re_export(bundle_copy):
+    _reseal(bundle_copy, lambda m: m.update(format_version=0))
+    with pytest.raises(BundleError) as err:
+        ei.load(bundle_copy)
+    assert str(err.value) == (f"bundle {bundle_copy} has format version 0, which this edgeinfer no longer reads "
+                              "(it reads versions 1 to 2); re-export the bundle with this edgeinfer")
+
+
+@pytest.mark.parametrize("version, shown", [(True, "true"), (1.0, "1.0"), ("1", '"1"'), (None, "null")])
+def test_a_format_version_that_is_not_an_integer_is_refused(bundle_copy, version, shown):
+    _reseal(bundle_copy, lambda m: m.update(format_version=version))
+    with pytest.raises(BundleError) as err:
+        ei.load(bundle_copy)
+    assert str(err.value) == (f"bundle {bundle_copy}: manifest field format_version must be an integer (1 or 2), "
+                              f"got {shown}; re-export the bundle")
 
 
 def test_truncated_manifest_is_refused(bundle_copy):
