@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeinfer.errors import BundleError, SchemaError, UsageError
-from edgeinfer.profiles import DeviceProfile
+from edgeinfer.profiles import PRECISIONS, DeviceProfile
 from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 
@@ -189,9 +189,8 @@ def _check_version(path: Path, version: Any) -> None:
     one a re-export."""
     reads = f"versions {OLDEST_READ_VERSION} to {FORMAT_VERSION}"
     if type(version) is not int:          # not bool, not 1.0
-        shown = json.dumps(version)[:40]
         raise BundleError(f"bundle {path}: manifest field format_version must be an integer ("
-                          f"{' or '.join(map(str, range(OLDEST_READ_VERSION, FORMAT_VERSION + 1)))}), got {shown}; "
+                          f"{' or '.join(map(str, range(OLDEST_READ_VERSION, FORMAT_VERSION + 1)))}), got {_shown(version)}; "
                           "re-export the bundle")
     if version > FORMAT_VERSION:
         raise BundleError(f"bundle {path} has format version {version}, written by a newer edgeinfer (this one reads "
@@ -199,6 +198,32 @@ def _check_version(path: Path, version: Any) -> None:
     if version < OLDEST_READ_VERSION:
         raise BundleError(f"bundle {path} has format version {version}, which this edgeinfer no longer reads (it reads "
                           f"{reads}); re-export the bundle with this edgeinfer")
+
+
+def _check_structure(path: Path, manifest: Mapping[str, Any]) -> None:
+    """The fields the runtime relies on, or a BundleError naming the field: the digests are no signature, so a
+    manifest edited and re-sealed must not crash the reader, nor leave a file it loads unhashed."""
+    files = manifest.get("files")
+    expected = f"manifest field files must map exactly {MODEL_FILE} and {REFERENCE_FILE} to their sha256 (64 hex digits)"
+    if not isinstance(files, dict):
+        raise BundleError(f"bundle {path}: {expected}, got {_shown(files)}; re-export the bundle")
+    problems = [f"{name} is not listed" for name in (MODEL_FILE, REFERENCE_FILE) if name not in files]
+    problems += [f"{name} is not a bundle file" for name in files if name not in (MODEL_FILE, REFERENCE_FILE)]
+    problems += [f"{name} maps to {_shown(digest)}" for name, digest in files.items()
+                 if name in (MODEL_FILE, REFERENCE_FILE) and not _is_sha256(digest)]
+    if problems:
+        raise BundleError(f"bundle {path}: {expected}; {problems[0]}; re-export the bundle")
+    if manifest.get("precision") not in PRECISIONS:
+        raise BundleError(f"bundle {path}: manifest field precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"{_shown(manifest.get('precision'))}; re-export the bundle")
+
+
+def _is_sha256(digest: Any) -> bool:
+    return isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value)[:40]
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -224,7 +249,8 @@ def read_bundle(path: str | Path) -> Bundle:
         digest = None
     if manifest.get("manifest_sha256") != digest:
         raise BundleError(f"bundle file {MANIFEST_FILE} in {path} was modified after export (digest mismatch); re-export the bundle")
-    for name, expected in manifest.get("files", {}).items():
+    _check_structure(path, manifest)
+    for name, expected in manifest["files"].items():
         file = path / name
         if not file.is_file():
             raise BundleError(f"bundle file {name} is missing from {path}; restore it or re-export the bundle")

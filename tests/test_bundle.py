@@ -126,6 +126,30 @@ def test_a_format_version_that_is_not_an_integer_is_refused(bundle_copy, version
                               f"got {shown}; re-export the bundle")
 
 
+FILES = "must map exactly model.onnx and reference.npz to their sha256 (64 hex digits)"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("files"), f"manifest field files {FILES}, got null"),
+    (lambda m: m.update(files=["model.onnx"]), f'manifest field files {FILES}, got ["model.onnx"]'),
+    (lambda m: m["files"].pop("model.onnx"), f"manifest field files {FILES}; model.onnx is not listed"),
+    (lambda m: m["files"].pop("reference.npz"), f"manifest field files {FILES}; reference.npz is not listed"),
+    (lambda m: m["files"].update({"card.md": "00"}), f"manifest field files {FILES}; card.md is not a bundle file"),
+    (lambda m: m["files"].update({"model.onnx": 7}), f"manifest field files {FILES}; model.onnx maps to 7"),
+    (lambda m: m.pop("precision"), "manifest field precision must be one of int8-static, int8-dynamic, fp16, fp32, "
+                                   "got null"),
+    (lambda m: m.update(precision="int4"), "manifest field precision must be one of int8-static, int8-dynamic, fp16, "
+                                           'fp32, got "int4"'),
+])
+def test_a_malformed_manifest_with_agreeing_digests_is_refused_by_field(bundle_copy, edit, message):
+    """The digests are no signature: a manifest edited and re-sealed is refused by the field it gets wrong (a
+    reference.npz left out of `files` was loaded without its hash being checked)."""
+    _reseal(bundle_copy, edit)
+    with pytest.raises(BundleError) as err:
+        ei.load(bundle_copy)
+    assert str(err.value) == f"bundle {bundle_copy}: {message}; re-export the bundle"
+
+
 def test_truncated_manifest_is_refused(bundle_copy):
     path = bundle_copy / "manifest.json"
     path.write_text(path.read_text()[:50])
