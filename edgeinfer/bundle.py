@@ -276,4 +276,5 @@ def read_bundle(path: str | Path) -> Bundle:
     except (KeyError, ValueError, LookupError) as err:
         raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err
     return Bundle(path=path, manifest=manifest, schema=schema, profile=profile,
-                  reference=Reference.load(path / REFERENCE_FILE))
+                  reference=Reference.load(path / REFERENCE_FILE, features=len(schema.features),
+                                           classes=len(schema.classes)))

@@ -16,6 +16,7 @@ import numpy as np
 from edgeinfer.errors import BundleError
 
 SAMPLE_ROWS = 1000
+ARRAYS = ("X", "predicted", "median", "mad", "labels")
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +70,9 @@ class Reference:
             np.savez(fh, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Reference":
+    def load(cls, path: str | Path, *, features: int | None = None, classes: int | None = None) -> "Reference":
+        """Read reference.npz. Given the schema's feature and class counts, arrays that do not fit them are refused
+        here, by name: a width not the schema's would pass predict and fail only in explain."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -78,6 +81,11 @@ class Reference:
         missing = {"X", "predicted", "median", "mad"} - set(arrays)
         if missing:
             raise BundleError(f"reference data {path} lacks {', '.join(sorted(missing))}; re-export the bundle")
+        unknown = [name for name in arrays if name not in ARRAYS]
+        if unknown:
+            raise BundleError(f"reference data {path}: unknown array {unknown[0]!r} (this edgeinfer reads "
+                              f"{', '.join(ARRAYS)}); re-export the bundle")
+        _check_fit(path, arrays, features=features, classes=classes)
         return cls(**arrays)
 
     @cached_property
@@ -86,3 +94,31 @@ class Reference:
         Its transpose `by_feature.T` is X itself (same values, same shape), and the kernel reads it without a
         copy."""
         return np.ascontiguousarray(self.X.T)
+
+
+def _check_fit(path, arrays: dict[str, np.ndarray], *, features: int | None, classes: int | None) -> None:
+    """Shapes that agree with each other (and with the schema's counts when given), labels that are classes."""
+    def refuse(message: str) -> None:
+        raise BundleError(f"reference data {path}: {message}; re-export the bundle")
+
+    for name in ARRAYS:
+        if name in arrays and arrays[name].dtype.kind not in ("iu" if name in ("predicted", "labels") else "fiu"):
+            refuse(f"{name} must hold {'integer labels' if name in ('predicted', 'labels') else 'numbers'}, "
+                   f"got {arrays[name].dtype}")
+    X = arrays["X"]
+    rows = X.shape[0] if X.ndim else 0
+    width = features if features is not None else (X.shape[1] if X.ndim == 2 else "F")
+    if X.shape != (rows, width):
+        refuse(f"X has shape {X.shape}, expected ({rows}, {width}): one row per sample, one column per schema feature")
+    for name in ("median", "mad"):
+        if arrays[name].shape != (width,):
+            refuse(f"{name} has shape {arrays[name].shape}, expected ({width},): one value per schema feature")
+    for name in ("predicted", "labels"):
+        if name not in arrays:
+            continue
+        if arrays[name].shape != (rows,):
+            refuse(f"{name} has shape {arrays[name].shape}, expected ({rows},): one label per row of X")
+        outside = arrays[name][(arrays[name] < 0) | (arrays[name] >= classes)] if classes is not None else []
+        if len(outside):
+            refuse(f"{name} holds label {int(outside[0])}, but the schema has {classes} classes (labels 0 to "
+                   f"{classes - 1})")

@@ -255,6 +255,40 @@ def test_reference_data_with_a_zero_mad_is_refused():
     assert Reference.from_data(X, np.array([0, 1])).mad.tolist() == [1.0, 0.5]    # a constant column: MAD 1
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda a: a.update(future=np.zeros(3)), "unknown array 'future' (this edgeinfer reads X, predicted, median, mad, "
+                                             "labels)"),
+    (lambda a: a.update(X=a["X"][:, :5]), "X has shape (N, 5), expected (N, 30): one row per sample, one column per "
+                                          "schema feature"),
+    (lambda a: a.update(median=a["median"][:5]), "median has shape (5,), expected (30,): one value per schema feature"),
+    (lambda a: a.update(mad=a["mad"][:, None]), "mad has shape (30, 1), expected (30,): one value per schema feature"),
+    (lambda a: a.update(predicted=a["predicted"][1:]), "predicted has shape (M,), expected (N,): one label per row of X"),
+    (lambda a: a.update(predicted=np.full_like(a["predicted"], 2)), "predicted holds label 2, but the schema has 2 "
+                                                                    "classes (labels 0 to 1)"),
+    (lambda a: a.update(labels=np.full_like(a["predicted"], -1)), "labels holds label -1, but the schema has 2 classes (labels 0 to 1)"),
+    (lambda a: a.update(predicted=a["predicted"].astype(float)), "predicted must hold integer labels, got float64"),
+    (lambda a: a.update(median=a["median"].astype(str)), "median must hold numbers, got <U32"),
+])
+def test_reference_data_that_does_not_fit_the_schema_is_refused_by_array(bundle_copy, edit, message):
+    """Reference data re-sealed into a bundle (digests agree) but not fitting its schema: refused on load by the
+    array at fault; an extra array was a TypeError, a width not the schema's failed only later in explain."""
+    from edgeinfer.bundle import sha256_file
+
+    path = bundle_copy / "reference.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    n = len(arrays["X"])
+    arrays.setdefault("labels", arrays["predicted"].copy())
+    edit(arrays)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    _reseal(bundle_copy, lambda m: m["files"].update({"reference.npz": sha256_file(path)}))
+    with pytest.raises(BundleError) as err:
+        ei.load(bundle_copy)
+    message = message.replace("(N", f"({n}").replace("(M", f"({n - 1}")
+    assert str(err.value) == f"reference data {path}: {message}; re-export the bundle"
+
+
 def test_overwrite_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
     schema = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
     X = np.random.default_rng(0).uniform(0, 1, (40, 2))

@@ -358,14 +358,20 @@ def test_a_model_replaced_on_disk_after_load_never_answers(bc_bundle, breast_can
 ])
 def test_a_model_whose_width_is_not_the_schemas_is_refused_at_load(bc_bundle, tmp_path, edit, message):
     """A manifest edited and re-sealed (its digests are no signature) to a schema the model does not fit: refused
-    at load, not answered with probabilities under the wrong class names."""
+    at load, not answered with probabilities under the wrong class names. The reference data is cut to the edited
+    schema's width, so that only the model does not fit it."""
     import json
 
-    from edgeinfer.bundle import _manifest_digest
+    from edgeinfer.bundle import _manifest_digest, sha256_file
 
     path = _copy_bundle(bc_bundle, tmp_path / "b")
     manifest = json.loads((path / "manifest.json").read_text())
     edit(manifest["schema"])
+    width = len(manifest["schema"]["features"])
+    with np.load(path / "reference.npz") as data:
+        arrays = {k: data[k][..., :width] if k in ("X", "median", "mad") else data[k] for k in data.files}
+    np.savez(path / "reference.npz", **arrays)
+    manifest["files"]["reference.npz"] = sha256_file(path / "reference.npz")
     manifest["manifest_sha256"] = _manifest_digest(manifest)
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError) as info:
