@@ -175,7 +175,9 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Explanation":
-        version = data.get("schema_version") if isinstance(data, Mapping) else None
+        if not isinstance(data, Mapping):       # not a version problem: say what arrived
+            raise InputError(f"not an explanation: expected a JSON object (Explanation.to_json()), got {_shown(data)}")
+        version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise InputError(
                 f"explanation schema_version {version!r} is not supported; this edgeinfer reads {SCHEMA_VERSION!r}"

@@ -281,6 +281,16 @@ def test_engineer_text_is_the_full_json_with_timings(schema):
     assert back == dataclasses.replace(expl, stakeholder="engineer", text="")
 
 
+@pytest.mark.parametrize("text, shown", [("[1]", "list [1]"), ('"x"', 'str "x"'), ("null", "null"), ("3", "int 3")])
+def test_json_that_is_not_an_object_is_refused_as_such(text, shown):
+    """It was refused as 'explanation schema_version None is not supported', blaming a version it never had."""
+    from edgeinfer.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        Explanation.from_json(text)
+    assert str(err.value) == f"not an explanation: expected a JSON object (Explanation.to_json()), got {shown}"
+
+
 # ----- missing parts ---------------------------------------------------------------
 
 
