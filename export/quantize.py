@@ -1,7 +1,8 @@
 """Turn the fp32 ONNX graph into each precision a device profile asks for.
 
 int8-static: QDQ with calibration (per-channel weights), after ONNX Runtime's
-quant_pre_process; int8-dynamic: dynamic int8 weights; fp16: float16 weights and
+quant_pre_process; int8-dynamic: dynamic int8 weights (both import only the opset
+domains their nodes use); fp16: float16 weights and
 activations from the first MatMul/Gemm/Conv to the last, with input scaling, softmax,
 inputs and outputs fp32; fp32: unchanged. Temporary files live in a private
 temporary directory, never the working directory.
@@ -95,7 +96,34 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
             record = {"method": "static int8 QDQ on MatMul/Gemm, per-channel weights, fp32 biases, MinMax "
                                 "calibration; input scaling and softmax stay fp32",
                       "calibration_rows": int(len(calibration))}
-        return out.read_bytes(), record
+        return _drop_unused_opsets(out.read_bytes()), record
+
+
+def _drop_unused_opsets(model_bytes: bytes) -> bytes:
+    """The model without the opset imports of domains no node uses (the default domain is always kept).
+
+    quant_pre_process declares ai.onnx.ml 5, com.microsoft.nchwc, org.pytorch.aten, ... whether used or not, and
+    ONNX Runtime <= 1.17 (Triton up to about 24.04) refuses a model importing ai.onnx.ml 5 ("under development").
+    """
+    model = onnx.load_from_string(model_bytes)
+
+    def domains(nodes) -> set[str]:
+        used = set()
+        for node in nodes:
+            used.add(node.domain)
+            for attr in node.attribute:          # If/Loop/Scan bodies
+                for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    used |= domains(graph.node)
+        return used
+
+    used = domains(model.graph.node) | {d for function in model.functions for d in domains(function.node)}
+    used |= {"", "ai.onnx"}
+    if all(o.domain in used for o in model.opset_import):
+        return model_bytes
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model.SerializeToString()
 
 
 def _name_nodes(graph: onnx.GraphProto) -> None:

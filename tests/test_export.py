@@ -589,3 +589,47 @@ def test_dynamic_int8_on_a_profile_that_asks_for_it(breast_cancer, tmp_path):
     assert report.precision == "int8-dynamic"
     assert report.quantized_ops.get("DynamicQuantizeLinear", 0) > 0 and report.quantized_ops.get("MatMulInteger", 0) > 0
     assert all(p.precisions[:1] != ("int8-dynamic",) and "int8-dynamic" not in p.precisions for p in ei.list_devices())
+
+
+def _domains_used(model: onnx.ModelProto) -> set[str]:
+    """Every node's domain, in the graph, its subgraphs and the model's functions ("" for the default domain)."""
+    def walk(nodes):
+        for node in nodes:
+            yield node.domain
+            for attr in node.attribute:
+                for graph in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    yield from walk(graph.node)
+    return set(walk(model.graph.node)) | {d for f in model.functions for d in walk(f.node)}
+
+
+def test_quantized_models_import_only_the_opsets_their_nodes_use(bc_bundle, breast_cancer, tmp_path):
+    """ONNX Runtime's quant_pre_process declares ai.onnx.ml 5, com.microsoft.nchwc, ... which no node uses; ONNX
+    Runtime <= 1.17 (Triton up to about 24.04) refuses ai.onnx.ml 5 ('under development'). They are dropped, and
+    the answers are exactly those of the graph with them."""
+    import dataclasses
+
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    d = breast_cancer
+    fp32 = ei.export(d.model, d.schema, calibration=d.X_train, device="x86-edge-gateway", out=tmp_path / "fp32",
+                     precision="fp32")
+    quant_pre_process(str(fp32.bundle / "model.onnx"), str(tmp_path / "pre.onnx"))
+    declared = list(onnx.load(str(tmp_path / "pre.onnx")).opset_import)
+    assert {o.domain for o in declared} - {""}           # the pre-process's extra imports, the "before" below
+    profile = dataclasses.replace(ei.get_device("raspberry-pi-4"), name="custom", precisions=("int8-dynamic", "fp32"))
+    dynamic = ei.export(d.model, d.schema, calibration=d.X_train, device=profile, out=tmp_path / "dyn",
+                        agreement_threshold=0.9)
+    assert dynamic.precision == "int8-dynamic"
+    X = d.X_test.astype(np.float32)
+    for bundle in (bc_bundle, dynamic.bundle):
+        model = onnx.load(str(bundle / "model.onnx"))
+        assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
+        assert {o.domain for o in model.opset_import} == _domains_used(model)
+        before = onnx.ModelProto()
+        before.CopyFrom(model)
+        del before.opset_import[:]
+        before.opset_import.extend(declared)
+        answers = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                   .run(["probabilities"], {"features": X})[0] for m in (model, before)]
+        assert np.array_equal(answers[0], answers[1])
