@@ -2,7 +2,8 @@
 
 `write_model_repository(bundle, out)` lays out
 
-    <out>/<model>/config.pbtxt       onnxruntime_onnx platform, dynamic batching, names and dims from the bundle
+    <out>/<model>/config.pbtxt       onnxruntime_onnx platform, dynamic batching (not for int8-dynamic, whose
+                                     answers depend on the batch), names and dims from the bundle
     <out>/<model>/1/model.onnx       the bundle's deployed (quantized) model, byte for byte
 
 and checks config.pbtxt by parsing it with Triton's own ModelConfig protobuf
@@ -29,6 +30,14 @@ DEFAULT_MAX_QUEUE_DELAY_US = 2000
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+def batching_note(bundle: Bundle) -> str | None:
+    """Why the config has no dynamic_batching, or None when it has: int8-dynamic's answers depend on the batch."""
+    if bundle.precision != "int8-dynamic":
+        return None
+    return ("no dynamic_batching: int8-dynamic computes its activation scales per batch, so a row batched with other "
+            "clients' rows would get another answer; each request runs as sent")
+
+
 def render_config(
     bundle: Bundle,
     *,
@@ -37,16 +46,18 @@ def render_config(
     max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
     instances: int = 1,
 ) -> str:
-    """config.pbtxt text for the bundle: GPU instances for a GPU profile, CPU otherwise."""
+    """config.pbtxt text for the bundle: GPU instances for a GPU profile, CPU otherwise; dynamic batching unless
+    the bundle is int8-dynamic (a comment line says why)."""
     width, n_classes = len(bundle.schema), len(bundle.schema.classes)
     gpu = bundle.profile.uses_gpu
+    note = batching_note(bundle)
     lines = [
         f'name: "{name}"',
         'platform: "onnxruntime_onnx"',
         f"max_batch_size: {max_batch_size}",
         f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_FP32 dims: [ {width} ] }} ]',
         f'output [ {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ {n_classes} ] }} ]',
-        f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}",
+        f"# {note}" if note else f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}",
         f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
     ]
     if gpu and "TensorrtExecutionProvider" in bundle.profile.execution_providers:
@@ -161,6 +172,9 @@ def write_model_repository(
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
 def export_triton_command(bundle, out, name, max_batch_size, max_queue_delay_us, instances, overwrite) -> None:
     """Write BUNDLE's model as a Triton model repository (config.pbtxt checked against Triton's schema)."""
+    bundle = read_bundle(bundle)
     model_dir = write_model_repository(bundle, out, name=name, max_batch_size=max_batch_size,
                                        max_queue_delay_us=max_queue_delay_us, instances=instances, overwrite=overwrite)
     click.echo(str(model_dir))
+    if note := batching_note(bundle):
+        click.echo(note, err=True)

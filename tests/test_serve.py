@@ -947,6 +947,31 @@ def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
                                                           "--name (name= in Python)\n")
 
 
+def test_model_repository_for_an_int8_dynamic_bundle_has_no_dynamic_batching(breast_cancer, tmp_path):
+    """int8-dynamic computes activation scales per batch: batched with other clients' rows, a row's answer would
+    depend on them. The config leaves dynamic batching out and says why, in config.pbtxt and on stderr."""
+    import dataclasses
+
+    from tritonclient.grpc import model_config_pb2
+    from google.protobuf import text_format
+
+    d = breast_cancer
+    profile = dataclasses.replace(ei.get_device("raspberry-pi-4"), name="custom", precisions=("int8-dynamic", "fp32"))
+    report = ei.export(d.model, d.schema, calibration=d.X_train, device=profile, out=tmp_path / "dyn",
+                       agreement_threshold=0.9)
+    assert report.precision == "int8-dynamic"
+    result = CliRunner().invoke(main, ["export-triton", str(report.bundle), "-o", str(tmp_path / "repo"), "--name",
+                                       "m"], catch_exceptions=False)
+    why = ("int8-dynamic computes its activation scales per batch, so a row batched with other clients' rows would "
+           "get another answer; each request runs as sent")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0, f"{tmp_path / 'repo' / 'm'}\n", f"no dynamic_batching: {why}\n")
+    text = (tmp_path / "repo" / "m" / "config.pbtxt").read_text()
+    assert f"# no dynamic_batching: {why}\n" in text
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert not config.HasField("dynamic_batching") and config.max_batch_size == 64
+
+
 def test_malformed_config_is_refused_with_the_schema_error():
     from edgeinfer.errors import ExportError
     from edgeinfer.export.triton_repo import parse_config
