@@ -27,7 +27,7 @@ from edgeinfer.errors import ExportError, UsageError, require
 
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 2000
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def batching_note(bundle: Bundle) -> str | None:
@@ -127,7 +127,7 @@ def write_model_repository(
         if isinstance(value, bool) or not isinstance(value, int):
             raise UsageError(f"{option} must be a whole number, got {value!r}")
     name = bundle.schema.name if name is None else name
-    if not _NAME.match(name) or set(name) == {"."}:        # "." and ".." would be the repository or its parent
+    if not _NAME.fullmatch(name) or set(name) == {"."}:        # "." and ".." would be the repository or its parent
         raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-', and not only dots; "
                          "give another --name (name= in Python)")
     if max_batch_size < 1:

@@ -939,7 +939,7 @@ def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
     assert (refused.exit_code, refused.output) == (1, f"error: cannot write the model repository at "
                                                       f"{tmp_path / 'afile' / 'sub' / name} (Not a directory); choose "
                                                       "an output folder you can write\n")
-    for name in ("", ".", "..", "a/b"):            # none, the repository itself, its parent, a folder below
+    for name in ("", ".", "..", "a/b", "model\n"):  # none, the repository itself, its parent, a folder below, a newline
         refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(tmp_path / "repo"), "--name",
                                             name])
         assert (refused.exit_code, refused.output) == (2, f"error: model name {name!r} must use only letters, "
