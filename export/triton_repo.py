@@ -16,7 +16,9 @@ model only (probabilities); explanations need the edgeinfer Session
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from edgeinfer.errors import ExportError, UsageError, require
 
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 2000
+MAX_NAME_CHARS = 200
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -130,6 +133,9 @@ def write_model_repository(
     if not _NAME.fullmatch(name) or set(name) == {"."}:        # "." and ".." would be the repository or its parent
         raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-', and not only dots; "
                          "give another --name (name= in Python)")
+    if len(name) > MAX_NAME_CHARS:         # a folder name ends at 255 bytes; the temporary one adds up to 32
+        raise UsageError(f"model name is {len(name)} characters long; at most {MAX_NAME_CHARS} fit a folder name: "
+                         "give a shorter --name (name= in Python)")
     if max_batch_size < 1:
         raise UsageError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if instances < 1:
@@ -138,6 +144,9 @@ def write_model_repository(
                          max_queue_delay_us=max_queue_delay_us, instances=instances)
     parse_config(text)
     model_dir = Path(out) / name
+    if model_dir.is_symlink():
+        raise ExportError(f"{model_dir} is a symbolic link (to {os.readlink(model_dir)}); this export writes and "
+                          "replaces only a real folder: remove the link, or choose another output or name")
     if model_dir.exists():
         if not overwrite:
             raise ExportError(f"{model_dir} already exists; choose another output or pass overwrite=True (--overwrite)")
@@ -150,15 +159,47 @@ def write_model_repository(
             raise ExportError(f"{model_dir} holds files this export does not write ({', '.join(others[:5])}"
                               f"{', ...' if len(others) > 5 else ''}); overwrite replaces only config.pbtxt and "
                               "1/model.onnx: move those files, or choose another output or name")
-        shutil.rmtree(model_dir)
     try:
-        (model_dir / "1").mkdir(parents=True)
-        shutil.copyfile(bundle.model_path, model_dir / "1" / "model.onnx")
-        (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+        model = bundle.model_path.read_bytes()
+    except OSError as err:
+        raise ExportError(f"cannot read the bundle's model {bundle.model_path} ({err.strerror}); export the bundle "
+                          "again") from err
+    try:
+        _swap_in(model_dir, model=model, config=text)
     except OSError as err:
         raise ExportError(f"cannot write the model repository at {model_dir} ({err.strerror}); choose an output "
                           "folder you can write") from err
     return model_dir
+
+
+def _swap_in(model_dir: Path, *, model: bytes, config: str) -> None:
+    """Write the model folder under a temporary name beside `model_dir`, then rename it into place.
+
+    A failed write leaves the old model folder as it was (and no temporary folder); the old one is removed only
+    once the new one has taken its name.
+    """
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    new, old = model_dir.with_name(f".{model_dir.name}.edgeinfer-new-{tag}"), None
+    new.mkdir()
+    try:
+        (new / "1").mkdir()
+        (new / "1" / "model.onnx").write_bytes(model)
+        (new / "config.pbtxt").write_text(config, encoding="utf-8")
+        if model_dir.exists():
+            old = model_dir.with_name(f".{model_dir.name}.edgeinfer-old-{tag}")
+            os.rename(model_dir, old)
+        try:
+            os.rename(new, model_dir)
+        except OSError:
+            if old is not None:
+                os.rename(old, model_dir)       # put the old one back
+                old = None
+            raise
+    finally:
+        for leftover in (new, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 @click.command("export-triton")

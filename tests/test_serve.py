@@ -972,6 +972,47 @@ def test_model_repository_for_an_int8_dynamic_bundle_has_no_dynamic_batching(bre
     assert not config.HasField("dynamic_batching") and config.max_batch_size == 64
 
 
+def test_model_repository_refuses_an_over_long_name_and_a_symlinked_model_folder(bc_bundle, tmp_path):
+    repo = tmp_path / "repo"
+    refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(repo), "--name", "m" * 201])
+    assert (refused.exit_code, refused.output) == (2, "error: model name is 201 characters long; at most 200 fit a "
+                                                      "folder name: give a shorter --name (name= in Python)\n")
+    longest = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(repo), "--name", "m" * 200])
+    assert (longest.exit_code, longest.output) == (0, f"{repo / ('m' * 200)}\n")
+    (repo / "link").symlink_to(repo / ("m" * 200), target_is_directory=True)
+    for extra in ([], ["--overwrite"]):
+        refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(repo), "--name", "link", *extra])
+        assert (refused.exit_code, refused.output) == (1, f"error: {repo / 'link'} is a symbolic link (to "
+                                                          f"{repo / ('m' * 200)}); this export writes and replaces "
+                                                          "only a real folder: remove the link, or choose another "
+                                                          "output or name\n")
+    assert (repo / "link").is_symlink() and (repo / "link" / "config.pbtxt").is_file()
+
+
+def test_a_failed_overwrite_keeps_the_old_model(bc_bundle, tmp_path):
+    """The new model folder is written beside the old one and renamed into place only when complete."""
+    import shutil
+
+    from edgeinfer.errors import ExportError
+    from edgeinfer.export.triton_repo import write_model_repository
+
+    repo = tmp_path / "repo"
+    write_model_repository(bc_bundle, repo, name="m")
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    shutil.copytree(bc_bundle, tmp_path / "copy")
+    bundle = ei.read_bundle(tmp_path / "copy")
+    (tmp_path / "copy" / "model.onnx").unlink()                     # gone after loading: the write cannot finish
+    with pytest.raises(ExportError) as info:
+        write_model_repository(bundle, repo, name="m", overwrite=True)
+    assert str(info.value) == (f"cannot read the bundle's model {tmp_path / 'copy' / 'model.onnx'} (No such file or "
+                               "directory); export the bundle again")
+    assert sorted(p.name for p in repo.iterdir()) == ["m"]          # no temporary folder left
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    shutil.copyfile(bc_bundle / "model.onnx", tmp_path / "copy" / "model.onnx")
+    assert write_model_repository(bundle, repo, name="m", overwrite=True) == repo / "m"
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == ["m", "m/1", "m/1/model.onnx", "m/config.pbtxt"]
+
+
 def test_malformed_config_is_refused_with_the_schema_error():
     from edgeinfer.errors import ExportError
     from edgeinfer.export.triton_repo import parse_config
