@@ -17,3 +17,12 @@ def export_trained(data: Dataset, out: Path, *, hidden: tuple[int, ...], epochs:
     ei.export(model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
               holdout_labels=data.y_test, device=device, out=out)
     return model, ei.load(out)
+
+
+def call_threads(session: ei.Session, rows: int) -> int:
+    """ONNX Runtime's intra-op threads for a `predict_proba` call of `rows` rows, read from the session that
+    answers it: on the CPU the backend sends calls of up to SMALL_BATCH_ROWS rows to a single-threaded session
+    whatever `threads` it was loaded with, so a benchmark states what ran, not what it asked for."""
+    backend = session._backend
+    answering = backend._small if rows <= backend.SMALL_BATCH_ROWS else backend._session
+    return answering.get_session_options().intra_op_num_threads

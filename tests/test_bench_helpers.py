@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import edgeinfer as ei
 from benchmarks.bench_attribution import _model_rows, _permutation_phi
+from benchmarks.models import call_threads
 from edgeinfer.explain.attribution import attribute
 
 
@@ -33,3 +35,10 @@ def test_the_reported_model_rows_are_the_rows_attribute_sends(bc_session, breast
     recording = _Recording(bc_session)
     attribute(recording, breast_cancer.X_test[:1])
     assert recording.sizes == [_model_rows(len(bc_session.schema), 64)]
+
+
+def test_call_threads_are_the_threads_of_the_session_a_call_runs_on(bc_bundle):
+    """Loaded with 2 threads, a call of up to 4,096 rows runs on the backend's single-threaded session: the
+    benchmarks state these threads, not the ones they asked for."""
+    session = ei.load(bc_bundle, threads=2)
+    assert [call_threads(session, rows) for rows in (1, 1024, 4096, 4097)] == [1, 1, 1, 2]
