@@ -7,6 +7,7 @@ import numpy as np
 
 import edgeinfer as ei
 from benchmarks.bench_attribution import _model_rows, _permutation_phi
+from benchmarks.bench_export import _timings
 from benchmarks.models import call_threads
 from edgeinfer.explain.attribution import attribute
 
@@ -42,3 +43,19 @@ def test_call_threads_are_the_threads_of_the_session_a_call_runs_on(bc_bundle):
     benchmarks state these threads, not the ones they asked for."""
     session = ei.load(bc_bundle, threads=2)
     assert [call_threads(session, rows) for rows in (1, 1024, 4096, 4097)] == [1, 1, 1, 2]
+
+
+def test_export_timings_give_every_path_every_neighbour():
+    """Each repeat times every path once, in a fresh seeded order: no path always runs straight after the same
+    other one (whose thread pool may still be spinning); a rotating order put fp32 after torch eager in 24 of 30."""
+    order: list[str] = []
+    names = ["torch eager", "fp32", "int8", "per-channel", "per-tensor"]
+    fns = {n: (lambda x, n=n: order.append(n)) for n in names}
+    _timings(fns, np.zeros((0, 3)), np.zeros((4, 3)), repeats=30, row_repeats=0)
+    timed = order[len(names):]                                    # after the warm-up calls
+    assert all(sorted(timed[i:i + 5]) == sorted(names) for i in range(0, len(timed), 5))
+    before = {n: [a for a, b in zip(timed, timed[1:]) if b == n] for n in names}
+    assert all(set(before[n]) >= set(names) - {n} for n in names)
+    assert max(before[n].count(a) for n in names for a in before[n]) <= 15
+    _timings(fns, np.zeros((0, 3)), np.zeros((4, 3)), repeats=30, row_repeats=0)
+    assert order[len(order) - len(timed):] == timed                # seeded: the same orders run after run
