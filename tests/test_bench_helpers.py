@@ -7,9 +7,12 @@ import numpy as np
 
 import edgeinfer as ei
 from benchmarks.bench_attribution import _model_rows, _permutation_phi
+from benchmarks.bench_counterfactual import Run, score, table
 from benchmarks.bench_export import _timings
 from benchmarks.models import call_threads
 from edgeinfer.explain.attribution import attribute
+from edgeinfer.explain.counterfactual import find_counterfactuals
+from edgeinfer.explain.kernels import get_kernels
 
 
 class _Recording:
@@ -59,3 +62,16 @@ def test_export_timings_give_every_path_every_neighbour():
     assert max(before[n].count(a) for n in names for a in before[n]) <= 15
     _timings(fns, np.zeros((0, 3)), np.zeros((4, 3)), repeats=30, row_repeats=0)
     assert order[len(order) - len(timed):] == timed                # seeded: the same orders run after run
+
+
+def test_counterfactual_scores_count_returned_and_valid_over_every_instance(bc_session, breast_cancer):
+    """Of 4 patients a method returns 2 answers, one of them no counterfactual (the patient unchanged): returned
+    2 of 4, valid 1 of 4 on the deployed model and on its own, each column over all 4 instances."""
+    X = breast_cancer.X_test[:4]
+    labels = bc_session.predict_proba(X).argmax(axis=1)
+    (found,) = find_counterfactuals(bc_session, X[2:3], labels=labels[2:3])
+    run = Run("m", "int8 (deployed)", 4, [None, X[1].copy(), np.array(found.items[0].values), None], [0.001] * 4)
+    scores = score(run, X, labels, bc_session, None, get_kernels("numpy"))
+    assert (scores["returned"], scores["success"], scores["own"]) == (0.5, 0.25, 0.25)
+    assert table([scores]).splitlines()[0].startswith(
+        "| method | explains | n | returned (of n) | valid on int8 (of n) | valid on own model (of n) |")
