@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import edgeinfer as ei
+from benchmarks.models import threads_by_size
 from edgeinfer.datasets import breast_cancer
 
 RESULTS = Path(__file__).parent / "results" / "cuda.md"
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         h100, cpu = (args.bundles / "h100", args.bundles / "cpu") if args.bundles else _bundles(data, Path(tmp))
         sessions = {"gpu": ei.load(h100), "cpu": ei.load(cpu)}
         gpu_info, cpu_info = sessions["gpu"].execution, sessions["cpu"].execution
+        cpu_threads = threads_by_size(sessions["cpu"])   # read from the session: small calls run on one thread
         print(f"GPU path: {gpu_info.provider} ({gpu_info.note or 'as the profile asks'}), kernels {gpu_info.kernels}",
               file=sys.stderr)
         fidelity = float(np.max(np.abs(sessions["gpu"].predict_proba(data.X_test)
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         f"GPU path: cuda-server-h100 profile, fp16 bundle, {gpu_info.provider}"
         f"{' (' + gpu_info.note + ')' if gpu_info.note else ''}, kernels {gpu_info.kernels}. CPU path: "
         f"x86-edge-gateway profile, int8 bundle, {cpu_info.provider}, kernels {cpu_info.kernels}, "
-        f"{ei.get_device('x86-edge-gateway').cores} threads. Same model; on the {len(data.X_test)} test patients "
+        f"{cpu_threads}. Same model; on the {len(data.X_test)} test patients "
         f"their probabilities differ by at most {fidelity:.4f} and their decisions agree on {agree:.1%}; the fp16 "
         f"bundle on the GPU and on ONNX Runtime's CPU provider differ by at most {fp16_gap:.1e}.",
         "",

@@ -26,3 +26,13 @@ def call_threads(session: ei.Session, rows: int) -> int:
     backend = session._backend
     answering = backend._small if rows <= backend.SMALL_BATCH_ROWS else backend._session
     return answering.get_session_options().intra_op_num_threads
+
+
+def threads_by_size(session: ei.Session) -> str:
+    """The threads `session`'s calls run on, small and large (see call_threads), in words for a results note."""
+    limit = session._backend.SMALL_BATCH_ROWS
+    small, large = call_threads(session, limit), call_threads(session, limit + 1)
+    if small == large:
+        return f"ONNX Runtime on {small} thread{'s' if small > 1 else ''} for calls of any size"
+    return (f"ONNX Runtime on {small} thread{'s' if small > 1 else ''} for calls of up to {limit:,} rows, "
+            f"{large} threads for larger ones")

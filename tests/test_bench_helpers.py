@@ -9,7 +9,7 @@ import edgeinfer as ei
 from benchmarks.bench_attribution import _model_rows, _permutation_phi
 from benchmarks.bench_counterfactual import Run, score, table
 from benchmarks.bench_export import _timings
-from benchmarks.models import call_threads
+from benchmarks.models import call_threads, threads_by_size
 from edgeinfer.explain.attribution import attribute
 from edgeinfer.explain.counterfactual import find_counterfactuals
 from edgeinfer.explain.kernels import get_kernels
@@ -75,3 +75,9 @@ def test_counterfactual_scores_count_returned_and_valid_over_every_instance(bc_s
     assert (scores["returned"], scores["success"], scores["own"]) == (0.5, 0.25, 0.25)
     assert table([scores]).splitlines()[0].startswith(
         "| method | explains | n | returned (of n) | valid on int8 (of n) | valid on own model (of n) |")
+
+
+def test_threads_by_size_states_the_threads_of_small_and_large_calls(bc_bundle):
+    assert threads_by_size(ei.load(bc_bundle, threads=2)) == (
+        "ONNX Runtime on 1 thread for calls of up to 4,096 rows, 2 threads for larger ones")
+    assert threads_by_size(ei.load(bc_bundle, threads=1)) == "ONNX Runtime on 1 thread for calls of any size"
