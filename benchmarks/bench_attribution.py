@@ -160,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from benchmarks.models import export_trained
-    from edgeinfer.backend import default_threads
+    from benchmarks.models import call_threads, export_trained
     from edgeinfer.datasets import breast_cancer
     from edgeinfer.explain.attribution import attribute
 
@@ -171,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150,
                                         device="raspberry-pi-4")
         precision = session.bundle.precision
-        threads = default_threads(session.profile)   # what the Session gave ONNX Runtime
-        torch.set_num_threads(max(1, threads))   # same number of threads as the deployed backend
-
         rows = data.X_test[: args.rows]
+        model_rows = _model_rows(rows.shape[1], 64)
+        # The threads edgeinfer's call of model_rows rows runs on, read from the session (the backend sends calls
+        # of up to 4,096 rows to a single-threaded session, whatever its thread count); torch gets the same.
+        threads = call_threads(session, model_rows)
+        torch.set_num_threads(threads)
+
         targets = session.predict_proba(rows).argmax(axis=1)
         median = session.reference.median
         n_features = rows.shape[1]
@@ -195,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         shap_explainer = shap.KernelExplainer(shap_fn, median[None])
 
         evaluations = attribute(session, rows[:1])[0].evaluations
-        model_rows = _model_rows(n_features, 64)
         methods = {
             "edgeinfer attribute (int8 ONNX, 64 antithetic permutations)": lambda i: [
                 a.contribution for a in attribute(session, rows[i : i + 1], targets=targets[i : i + 1])[0].values],
@@ -222,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Attribution benchmark",
         "",
-        f"Command: `{COMMAND} --rows {args.rows}`; {platform.machine()}, {threads} backend threads "
-        f"(torch set to the same), Python {platform.python_version()}, captum {captum.__version__}, "
+        f"Command: `{COMMAND} --rows {args.rows}`; {platform.machine()}, edgeinfer's {model_rows:,}-row calls on "
+        f"{threads} ONNX Runtime thread{'s' if threads > 1 else ''} (read from the session), torch set to the same; "
+        f"Python {platform.python_version()}, captum {captum.__version__}, "
         f"shap {shap.__version__}, torch {torch.__version__}.",
         f"Model: torch MLP (64-32) on scikit-learn's breast-cancer data (30 features), exported {precision} for "
         f"raspberry-pi-4. {len(rows)} test patients, one per call; explained quantity: probability of the class "
