@@ -44,8 +44,8 @@ COMMAND = "python -m benchmarks.bench_stream"
 WORKER_STAGE = "a worker's explained window (explain_rows + JSON line, CPU)"
 
 
-def _rss_mb(pid: int | str = "self") -> float | None:
-    """Resident memory of a process in MB (Linux /proc), or None when it cannot be read."""
+def _rss_mib(pid: int | str = "self") -> float | None:
+    """Resident memory of a process in MiB (VmRSS is in KiB; Linux /proc), or None when it cannot be read."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -66,7 +66,7 @@ class _Sink:
     def write(self, text: str) -> int:
         self.lines += text.count("\n")
         if self.lines >= self._next:
-            self.samples.append((self.lines, _rss_mb()))
+            self.samples.append((self.lines, _rss_mib()))
             self._next += self.every
         return len(text)
 
@@ -250,12 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         session = ei.load(bundle)
         spec = window_spec_of(session.bundle)
         _run(session, short_csv, hop=1)                           # warm-up
-        rss_start = _rss_mb()
+        rss_start = _rss_mib()
         workers = default_workers() if args.workers is None else args.workers
         started = time.perf_counter()
         pool = ExplainPool(session, workers=workers, stakeholder="engineer") if workers else None
         pool_start_s = time.perf_counter() - started
-        pool_rss = [_rss_mb(pid) for pid in pool.pids] if pool else []
+        pool_rss = [_rss_mib(pid) for pid in pool.pids] if pool else []
         single = ei.load(bundle, threads=1)                       # as the CLI loads it to explain in-process
         _run(single, short_csv, hop=1)
 
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             if pool:
                 pool.close()
         explained = explained or in_process
-        rss_end = _rss_mb()
+        rss_end = _rss_mib()
         stages = _stages(bundle, long_csv, spec, batches=args.stage_batches)
 
         cli_summary = tmp / "summary.json"
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cli_rss = []                                              # the CLI's VmRSS every 0.1 s while it runs
         while proc.poll() is None:
-            mb = _rss_mb(proc.pid)
+            mb = _rss_mib(proc.pid)
             if mb is not None:
                 cli_rss.append(mb)
             time.sleep(0.1)
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *([f"Explain workers: {workers} processes (one per CPU), started once in {pool_start_s:.2f} s "
            f"(interpreter, bundle load, a warm-up batch of 256 reference rows; the CLI does this before reading input); "
-           f"{', '.join(f'{mb:.0f}' for mb in pool_rss if mb)} MB resident each after start-up. "
+           f"{', '.join(f'{mb:.0f}' for mb in pool_rss if mb)} MiB resident each after start-up. "
            f"Explained windows/s with the workers vs in-process: "
            f"**{explain_wps / med(in_process, 'windows_per_s'):.2f}x**.", ""] if workers else []),
         f"Batched stream vs per-window loop: **{predict_wps / naive_wps:.1f}x** the windows/s.",
@@ -383,19 +383,19 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Resident memory",
         "",
-        f"After loading the bundle and a warm-up: {rss_start:.1f} MB. During the first long predict-only run "
+        f"After loading the bundle and a warm-up: {rss_start:.1f} MiB. During the first long predict-only run "
         f"(sampled every {max(1, args.rows // 10):,} windows):",
         "",
-        "| windows | RSS (MB) |",
+        "| windows | RSS (MiB) |",
         "|---:|---:|",
         *[f"| {n:,} | {mb:.1f} |" for n, mb in samples],
         "",
-        f"Growth from the first to the last sample: {growth:+.1f} MB; after all runs: {rss_end:.1f} MB "
+        f"Growth from the first to the last sample: {growth:+.1f} MiB; after all runs: {rss_end:.1f} MiB "
         "(this process also trained and exported the model, so torch is loaded; the explanation runs load "
         "the explainers).",
         f"The CLI process alone (`edgeinfer stream`, {cli['windows']:,} windows, no torch), VmRSS sampled every "
-        f"0.1 s: {cli_rss[len(cli_rss) // 4]:.1f} MB a quarter of the way in (after start-up), peak {max(cli_rss):.1f} MB, "
-        f"last {cli_rss[-1]:.1f} MB "
+        f"0.1 s: {cli_rss[len(cli_rss) // 4]:.1f} MiB a quarter of the way in (after start-up), peak {max(cli_rss):.1f} MiB, "
+        f"last {cli_rss[-1]:.1f} MiB "
         f"({len(cli_rss)} samples)." if cli_rss else "The CLI's memory could not be sampled (no /proc).",
         "",
     ]
