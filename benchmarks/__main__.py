@@ -2,6 +2,7 @@
 
     python -m benchmarks                 # all of them
     python -m benchmarks export bias     # only bench_export and bench_bias
+    python -m benchmarks --help          # this text and the benchmarks there are
 
 Exit status: 0 when every benchmark ran, 1 when any failed, 2 for an unknown name.
 """
@@ -49,11 +50,14 @@ def run_one(name: str) -> tuple[bool, float, str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     available = discover()
+    names = ", ".join(n[len(PREFIX):] for n in available)
+    if "-h" in argv or "--help" in argv:
+        print(f"{__doc__.rstrip()}\n\navailable: {names}")
+        return 0
     wanted = [a if a.startswith(PREFIX) else PREFIX + a for a in argv] or available
     unknown = [w for w in wanted if w not in available]
     if unknown:
-        print(f"error: unknown benchmark {', '.join(unknown)}; available: "
-              f"{', '.join(n[len(PREFIX):] for n in available)}", file=sys.stderr)
+        print(f"error: unknown benchmark {', '.join(unknown)}; available: {names}", file=sys.stderr)
         return 2
     results = []
     for name in wanted:

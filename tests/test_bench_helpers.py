@@ -4,8 +4,10 @@ on demand, outside the suite: without this, a helper left behind by a library ch
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import edgeinfer as ei
+from benchmarks.__main__ import main as run_benchmarks
 from benchmarks.bench_attribution import _model_rows, _permutation_phi
 from benchmarks.bench_counterfactual import Run, score, table
 from benchmarks.bench_export import _timings
@@ -81,3 +83,14 @@ def test_threads_by_size_states_the_threads_of_small_and_large_calls(bc_bundle):
     assert threads_by_size(ei.load(bc_bundle, threads=2)) == (
         "ONNX Runtime on 1 thread for calls of up to 4,096 rows, 2 threads for larger ones")
     assert threads_by_size(ei.load(bc_bundle, threads=1)) == "ONNX Runtime on 1 thread for calls of any size"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_the_runner_prints_its_usage_for_help(flag, capsys):
+    """Help runs no benchmark: it prints the usage and the benchmarks there are, and exits 0."""
+    assert run_benchmarks([flag]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Run every benchmarks/bench_*.py module's `main()` in turn")
+    assert out.rstrip().endswith("available: attribution, bias, counterfactual, cuda, explain, export, serve, steps, "
+                                 "stream")
+    assert err == ""
