@@ -9,7 +9,7 @@ L1 / L2 / L-inf in MAD units, constraint violations (schema ranges), redundancy 
 can be reverted alone while staying valid on the model that was explained), yNN (5 nearest
 reference rows), time per counterfactual p50 / p95.
 
-    python -m benchmarks.bench_counterfactual [--instances 50] [--gradient-instances 3]
+    python -m benchmarks.bench_counterfactual [--instances 50] [--gradient-instances 3] [--method-budget-s 150]
 
 Needs the bench extra (dice-ml) and the export extra (torch).
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.command import command_line
 from edgeinfer.datasets import breast_cancer
 from edgeinfer.explain import counterfactual, one_row
 from edgeinfer.explain.counterfactual import find_counterfactuals
@@ -284,13 +285,22 @@ def table(scores: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=50)
     parser.add_argument("--gradient-instances", type=int, default=3)
     parser.add_argument("--method-budget-s", type=float, default=150.0, help="wall-clock cap per DiCE method")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command that repeats this run: the headline options and every option given another value."""
+    return command_line(_parser(), args, always=("instances", "gradient_instances"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="dice_ml")
     logging.getLogger("dice_ml").setLevel(logging.ERROR)
     from benchmarks.models import export_trained
@@ -328,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join([
         "# Counterfactual benchmark",
         "",
-        f"Command: `{COMMAND} --instances {args.instances} --gradient-instances {args.gradient_instances}`",
+        f"Command: `{command(args)}`",
         "",
         f"Model: breast-cancer MLP (30 features, hidden 64-32), bundle precision {precision}, device profile "
         f"raspberry-pi-4 on this machine ({platform.machine()}, {platform.processor() or 'cpu'}); "

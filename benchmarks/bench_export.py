@@ -1,6 +1,6 @@
 """Torch eager vs ONNX fp32 vs ONNX int8 (static QDQ) on one breast-cancer MLP of >100 k parameters.
 
-    python -m benchmarks.bench_export [--epochs 100] [--hidden 256,256,128] [--repeats 15]
+    python -m benchmarks.bench_export [--epochs 100] [--hidden 256,256,128] [--repeats 30]
 
 Both ONNX paths are timed through `edgeinfer.load(bundle, threads=2).predict_proba`, so the
 figures are the runtime's own (ONNX Runtime, the backend's session options). The backend sends

@@ -3,8 +3,9 @@
     python -m benchmarks.bench_steps [--out benchmarks/results/steps.md]
 
 The breast-cancer MLP the tests use (hidden 64-32, 150 epochs) is exported int8 and fp32 for the
-raspberry-pi-4 profile. Rows are interpolated between 200 benign and 200 malignant test patients
-(50 steps each), so many fall between the classes; for those with p(malignant) in (0.01, 0.99) the
+raspberry-pi-4 profile. Rows are interpolated (50 steps each) between 200 pairs of a benign and a
+malignant test patient, drawn with replacement (seed 0) from the test split's 92 benign and 50
+malignant patients, so many rows fall between the classes; for those with p(malignant) in (0.01, 0.99) the
 benchmark counts the distinct probabilities each bundle gives and the rows given exactly 0.5 (a tie,
 which argmax sends to the first class). The int8 graph quantizes the logits before the softmax
 (README, Export: known limit); this measures what that costs.
@@ -23,7 +24,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "steps.md"
 
 
 def interpolated_rows(data, *, pairs: int = 200, steps: int = 50, seed: int = 0) -> np.ndarray:
-    """(pairs * steps, F) rows on the segments between seeded benign and malignant test patients."""
+    """(pairs * steps, F) rows on the segments between `pairs` benign and malignant test patients, each drawn with
+    replacement (seeded): the test split has fewer patients of either class than pairs."""
     rng = np.random.default_rng(seed)
     benign, malignant = data.X_test[data.y_test == 0], data.X_test[data.y_test == 1]
     a = benign[rng.integers(0, len(benign), pairs)]
@@ -44,8 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
     X = interpolated_rows(data)
     lines = ["# Probability resolution: int8 vs fp32", "", f"Command: `{COMMAND}`", "",
-             f"{len(X)} rows interpolated between benign and malignant breast-cancer test patients; counted over the "
-             "rows each bundle gives p(malignant) in (0.01, 0.99).", "",
+             f"{len(X)} rows interpolated between 200 pairs of a benign and a malignant breast-cancer test patient, "
+             f"drawn with replacement from the test split's {int((data.y_test == 0).sum())} benign and "
+             f"{int((data.y_test == 1).sum())} malignant; counted over the rows each bundle gives p(malignant) in "
+             "(0.01, 0.99).", "",
              "| precision | rows in (0.01, 0.99) | distinct probabilities | rows exactly 0.5 |", "|---|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("int8-static", "fp32"):

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.command import command_line
+
 RESULTS = Path(__file__).resolve().parent / "results" / "stream.md"
 TARGET_PREDICT, TARGET_EXPLAIN = 20_000, 1_000
 COMMAND = "python -m benchmarks.bench_stream"
@@ -216,7 +218,7 @@ def _stage_batches(session, spec, view, templates, batches: int, batch: int, per
         per.setdefault(WORKER_STAGE, []).append(cpu + json_ms)
 
 
-def _parse(argv):
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows in the long recording (hop 1: as many windows)")
     parser.add_argument("--explain-rows", type=int, default=4_000,
@@ -230,11 +232,16 @@ def _parse(argv):
     parser.add_argument("--workers", type=int, default=None,
                         help="explain worker processes (default: the stream's, one per CPU; 0: in-process only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    return parser.parse_args(argv)
+    return parser
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command that repeats this run: the headline options and every option given another value."""
+    return command_line(_parser(), args, always=("rows", "explain_rows", "repeats"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    args = _parser().parse_args(argv)
     import edgeinfer as ei
     from edgeinfer.sensor_demo import build_motion_bundle
     from edgeinfer.stream import window_spec_of
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Stream benchmark",
         "",
-        f"Command: `{COMMAND} --rows {args.rows} --explain-rows {args.explain_rows} --repeats {args.repeats}`",
+        f"Command: `{command(args)}`",
         "",
         f"Host: {platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
         f"load average before {load_before[0]:.1f} / after {os.getloadavg()[0]:.1f} "
@@ -341,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         "workers, a figure a busy host depresses far less than windows/s; with the work spread over the cores, "
         "a quiet host runs up to this many windows/s per core.",
         "",
-        *([f"Explain workers: {workers} processes (one per CPU), started once in {pool_start_s:.2f} s "
+        *([f"Explain workers: {workers} processes "
+           f"({'one per CPU, the default' if args.workers is None else 'as --workers asked'}), started once in {pool_start_s:.2f} s "
            f"(interpreter, bundle load, a warm-up batch of 256 reference rows; the CLI does this before reading input); "
            f"{', '.join(f'{mb:.0f}' for mb in pool_rss if mb)} MiB resident each after start-up. "
            f"Explained windows/s with the workers vs in-process: "

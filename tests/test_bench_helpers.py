@@ -9,6 +9,7 @@ import pytest
 import edgeinfer as ei
 from benchmarks.__main__ import main as run_benchmarks
 from benchmarks.bench_attribution import _model_rows, _permutation_phi
+from benchmarks import bench_counterfactual, bench_stream
 from benchmarks.bench_counterfactual import Run, score, table
 from benchmarks.bench_export import _timings
 from benchmarks.models import call_threads, threads_by_size
@@ -94,3 +95,18 @@ def test_the_runner_prints_its_usage_for_help(flag, capsys):
     assert out.rstrip().endswith("available: attribution, bias, counterfactual, cuda, explain, export, serve, steps, "
                                  "stream")
     assert err == ""
+
+
+def test_the_recorded_commands_carry_every_option_given():
+    """The headline options always, and every other option given a value other than its default."""
+    cf = bench_counterfactual._parser()
+    assert bench_counterfactual.command(cf.parse_args([])) == (
+        "python -m benchmarks.bench_counterfactual --instances 50 --gradient-instances 3")
+    assert bench_counterfactual.command(cf.parse_args(["--method-budget-s", "20", "--instances", "10"])) == (
+        "python -m benchmarks.bench_counterfactual --instances 10 --gradient-instances 3 --method-budget-s 20.0")
+    stream = bench_stream._parser()
+    assert bench_stream.command(stream.parse_args(["--workers", "0", "--naive-windows", "500", "--live-rate", "200",
+                                                   "--live-seconds", "2", "--stage-batches", "1",
+                                                   "--out", "/tmp/s.md"])) == (
+        "python -m benchmarks.bench_stream --rows 200000 --explain-rows 4000 --naive-windows 500 --repeats 3 "
+        "--live-rate 200 --live-seconds 2.0 --stage-batches 1 --workers 0 --out /tmp/s.md")
