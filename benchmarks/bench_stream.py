@@ -4,7 +4,8 @@
 
 The 40 BasicMotions test recordings (10 Hz, 6 channels) are tiled into one long raw CSV and
 streamed through the int8 demo bundle (2 s windows, 36 features) for the Raspberry Pi 4
-profile (ONNX Runtime, 2 intra-op threads), in-process through `edgeinfer.stream.stream`
+profile (ONNX Runtime; its calls of 1,024 windows run on the backend's single-threaded session,
+whatever the profile's cores), in-process through `edgeinfer.stream.stream`
 (the function the CLI wraps; JSON lines written to /dev/null):
 
   * predict-only, hop 1 sample (one window per row: the windows/s figure) and hop 10 (the bundle's);
