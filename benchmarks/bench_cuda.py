@@ -127,7 +127,9 @@ def _kernel_rows(sizes) -> list[str]:
             if name == "scaled_l1":
                 agree = f"max rel. diff {float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-300))):.1e}"
             else:
-                agree = "identical" if np.array_equal(got, want) else f"{int(np.sum(got != want))} differ"
+                # identical: equal values, and zeros of the same sign (they reach the Explanation JSON)
+                differ = (got != want) | (np.signbit(got) != np.signbit(want))
+                agree = "identical" if not differ.any() else f"{int(differ.sum())} differ"
             numpy_ms = _median_ms(lambda: getattr(N, name)(*args), 20)
             triton_ms = _median_ms(lambda: getattr(T, name)(*args), 20)
             shape = f"{len(args[0])}×{args[0].shape[1]}" if np.ndim(args[0]) == 2 else f"{len(args[0])}"
