@@ -86,8 +86,9 @@ class Statistic:
                 lo, hi = float(match.group(1)), float(match.group(2))
             except ValueError:
                 lo = hi = math.nan
-            if not (0 <= lo < hi):
-                raise SchemaError(f"band_energy needs 0 <= lo < hi in Hz, got {text!r}; write e.g. band_energy(0.5,3)")
+            if not (0 <= lo < hi < math.inf):
+                raise SchemaError(f"band_energy needs 0 <= lo < hi in Hz (finite), got {text!r}; write e.g. "
+                                  "band_energy(0.5,3)")
             return cls("band_energy", (lo, hi))
         if text in STATISTICS and text != "band_energy":
             return cls(text)
@@ -99,12 +100,12 @@ class Statistic:
     def __str__(self) -> str:
         if self.band is None:
             return self.kind
-        return f"band_energy({_g(self.band[0])},{_g(self.band[1])})"
+        return f"band_energy({_exact(self.band[0])},{_exact(self.band[1])})"
 
     def suffix(self) -> str:
         if self.band is None:
             return self.kind
-        return f"band_energy_{_g(self.band[0])}_{_g(self.band[1])}hz"
+        return f"band_energy_{_exact(self.band[0])}_{_exact(self.band[1])}hz"
 
     def unit(self, channel_unit: str, *, has_rate: bool) -> str:
         if self.kind == "dominant_freq":
@@ -429,3 +430,10 @@ def cut_windows(recording: np.ndarray, *, window: int, hop: int) -> np.ndarray:
 
 def _g(value: float) -> str:
     return f"{value:g}"
+
+
+def _exact(value: float) -> str:
+    """The shortest text that reads back as the same float (2 for 2.0): a band edge is stored in the bundle as
+    text, and %g's 6 digits moved 1.171875 Hz to 1.17188, off the FFT bin training counted."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -99,6 +100,22 @@ def test_names_units_and_order_are_channel_by_channel():
     assert spec.feature_units == ["bpm", "Hz", "(m/s²)²", "m/s²"]
 
 
+def test_a_band_edge_on_an_fft_bin_keeps_every_digit_in_the_bundle():
+    """1.171875 Hz is bin 3 of a 256-sample window at 100 Hz; %g wrote 1.17188, and the stream then left out the
+    bin training had counted."""
+    spec = WindowSpec.create(channels=["acc"], statistics=["band_energy(1.171875,5)"], window=256,
+                             sample_rate_hz=100)
+    data = spec.to_dict()
+    assert data["statistics"] == {"acc": ["band_energy(1.171875,5)"]}
+    assert data["features"] == ["acc_band_energy_1.171875_5hz"]
+    again = WindowSpec.from_dict(json.loads(json.dumps(data)))
+    assert again == spec
+    t = np.arange(256) / 100
+    recording = np.sin(2 * np.pi * 1.171875 * t)[:, None]
+    np.testing.assert_array_equal(compute(again, recording), compute(spec, recording))
+    assert compute(spec, recording)[0] > 0.49          # the sine's power, 1/2, is in the band
+
+
 def test_spec_round_trips_through_its_dict():
     spec = WindowSpec((Channel("acc_x", "m/s²", "wrist acceleration"), Channel("hr", "bpm")), 20, 10,
                       (("mean", "band_energy(0.5,2)"), ("max",)), 10.0, "t")
@@ -167,7 +184,9 @@ def test_samples_from_text():
          "unknown window statistic 'median'; use one of mean, std, min, max, rms, slope, ptp, dominant_freq, "
          "band_energy(lo,hi)"),
         (dict(statistics=["band_energy(3,1)"], sample_rate_hz=10),
-         "band_energy needs 0 <= lo < hi in Hz, got 'band_energy(3,1)'; write e.g. band_energy(0.5,3)"),
+         "band_energy needs 0 <= lo < hi in Hz (finite), got 'band_energy(3,1)'; write e.g. band_energy(0.5,3)"),
+        (dict(statistics=["band_energy(2,1e999)"], sample_rate_hz=10),
+         "band_energy needs 0 <= lo < hi in Hz (finite), got 'band_energy(2,1e999)'; write e.g. band_energy(0.5,3)"),
         (dict(statistics=["dominant_freq"]), "dominant_freq need a sample rate; give sample_rate_hz"),
         (dict(statistics=["band_energy(1.2,1.8)"], sample_rate_hz=10),
          "band_energy(1.2,1.8) of x holds no FFT bin of a 10-sample window at 10 Hz (bins every 1 Hz from 0 to 5 Hz), "
