@@ -61,7 +61,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -470,7 +470,9 @@ def _timestamp(raw: Any, name: str) -> float | str:
             value = decimal(text)
         except ValueError:
             try:
-                value = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+                when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                # without an offset: UTC, so window times do not depend on the machine's zone (nor its DST)
+                value = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
             except ValueError:
                 return f"timestamp {text!r} is not a number of seconds or an ISO 8601 time"
     if not math.isfinite(value):

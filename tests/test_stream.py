@@ -429,6 +429,29 @@ def test_iso_timestamps_are_read_as_seconds(motion_bundle):
     assert "line 31: rejected: timestamp 'noon' is not a number of seconds or an ISO 8601 time" in result.stderr
 
 
+def test_iso_timestamps_without_an_offset_are_utc_whatever_the_machines_zone(motion_bundle, monkeypatch):
+    """Read as local time, the same file gave other window times per machine, and a gap of an hour (or a clock
+    restart) at a daylight-saving change in Berlin."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    names = HEADER.split(",")
+    t0 = datetime(2024, 10, 27, 0, 59, 59)            # 02:59:59 in Berlin; its clocks go back at 01:00 UTC
+    stamps = [(t0 + timedelta(milliseconds=100 * i)).isoformat() for i in range(30)]
+    text = "".join(json.dumps(dict(zip(names, [s, 1, 2, 3, 4, 5, 6]))) + "\n" for s in stamps)
+    start = t0.replace(tzinfo=timezone.utc).timestamp()
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        result = run([motion_bundle, "-"], input=text)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)] == [
+        (start, start + 1.9), (start + 1.0, start + 2.9)]
+    assert "0 gaps" in result.stderr and "jumps back" not in result.stderr
+
+
 def test_header_that_does_not_match_the_channels_is_an_error(motion_bundle, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("time,ax,ay,az,gyr_x,gyr_y,gyr_z\n0,1,1,1,1,1,1\n")
