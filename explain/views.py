@@ -34,7 +34,7 @@ from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import change_text
 from edgeinfer.explain.desired import threshold_of
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
-from edgeinfer.schema import Feature, FeatureSchema
+from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -679,7 +679,14 @@ class _View:
         f = self.feature(name)
         if f is not None and f.kind == "categorical":
             return f.label(value)
-        text = _number(value, digits or self.s.digits, integer=f is not None and f.kind == "integer")
+        digits = digits or self.s.digits
+        text = _number(value, digits, integer=f is not None and f.kind == "integer")
+        if f is not None and f.step and f.kind != "integer" and _on_grid(value, f.step):
+            # a multiple of the step reads as one: 17.5 Hz on a 2.5 Hz grid, not 18 (at most 4 more digits)
+            for more in range(digits + 1, digits + 5):
+                if abs(float(text) - value) <= 1e-9 * max(1.0, abs(value)):
+                    break
+                text = _number(value, more)
         unit = f.unit if f is not None else unit
         return f"{text} {unit}" if unit and self.s.units else text
 
@@ -970,6 +977,11 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
     decimals = max(digits - 1 - magnitude, 0)
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _on_grid(value: float, step: float) -> bool:
+    units = value / step
+    return math.isfinite(units) and abs(units - round(units)) <= STEP_TOLERANCE
 
 
 def _boundaries(apart_from: float | tuple[float | None, ...] | None) -> tuple[float, ...]:

@@ -205,6 +205,24 @@ def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
         expl, schema, stakeholder="patient")
 
 
+def test_a_value_on_a_features_step_reads_as_that_multiple(schema):
+    """2 significant digits showed 32.5 and 27.5 on a 2.5 grid as 32 and 28, values the feature cannot take."""
+    from edgeinfer.schema import FeatureSchema as Schema
+
+    stepped = Schema(tuple(dataclasses.replace(f, step=2.5) if f.name == "bmi" else f for f in schema.features),
+                     schema.classes, favourable=schema.favourable, name=schema.name)
+    expl = _explanation(stepped, cf_changes=((("bmi", 27.5),),))
+    cfs = expl.counterfactuals
+    item = dataclasses.replace(cfs.items[0], changes=(FeatureChange("bmi", 32.5, 27.5, "kg/m²"),))
+    expl = dataclasses.replace(expl, instance={**expl.instance, "bmi": 32.5},
+                               counterfactuals=dataclasses.replace(cfs, items=(item,)))
+    assert "Lower your body weight for height (BMI) from 32.5 kg/m² to 27.5 kg/m²." in views.render(
+        expl, stepped, stakeholder="patient")
+    view = views._View(expl, stepped, views.get_templates("patient"))
+    assert [view.value("bmi", v) for v in (32.5, 27.500000000000004, 24.2, 30.3)] == [
+        "32.5 kg/m²", "27.5 kg/m²", "24 kg/m²", "30 kg/m²"]       # off the grid: the view's own digits
+
+
 @pytest.mark.parametrize("p, words", [(0.7996, "very sure about this (80%)"), (0.9496, "almost certain about this (95%)"),
                                       (0.7949, "fairly sure about this (79%)")])
 def test_patient_chance_words_agree_with_the_percent_beside_them(schema, p, words):
