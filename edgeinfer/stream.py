@@ -79,6 +79,7 @@ READ_BYTES = 1 << 16
 RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
 WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how often to look for a dead or hung worker
+QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
 
 
 # ----- options -----------------------------------------------------------------
@@ -314,6 +315,7 @@ class LineSource:
             self._fd = None
         self.line_no = 0
         self._partial: list[bytes] = []   # the unfinished last line, in the pieces read (joined once it ends)
+        self._quiet = 0                   # checks in a row that found the file renamed away and no more in it
         self._wake: int | None = None
         self._on_wake = None
 
@@ -369,6 +371,7 @@ class LineSource:
         while True:
             data = self._read()
             if data:
+                self._quiet = 0
                 if b"\n" not in data:             # a long line: joining at every read would take quadratic time
                     self._partial.append(data)
                     continue
@@ -409,7 +412,8 @@ class LineSource:
 
     def _rotated(self) -> str | None:
         """At the end of a followed file: was it truncated (logrotate's copytruncate) or replaced (renamed away,
-        a new file in its place)? Then read on from the start of the file now at that path, and say so."""
+        a new file in its place)? Then read on from the start of the file now at that path, and say so; a file
+        renamed away is read to its end first (as log shippers do: Fluent Bit's Rotate_Wait)."""
         if self._path is None or self._fd is None:
             return None
         try:
@@ -417,6 +421,11 @@ class LineSource:
         except OSError:                           # between the rename and the new file: wait for it
             return None
         if (now.st_dev, now.st_ino) != (ours.st_dev, ours.st_ino):
+            # logrotate's `create`: the writer appends to the renamed file until it reopens the path (on a HUP).
+            # Read that file on until it stayed at its end QUIET_POLLS polls and the new file has bytes to read.
+            self._quiet += 1
+            if self._quiet <= QUIET_POLLS or now.st_size == 0:
+                return None
             try:
                 raw = open(self._path, "rb")
             except OSError:
@@ -424,6 +433,7 @@ class LineSource:
             self._raw.close()
             self._raw = self._close = raw
             self._fd = raw.fileno()
+            self._quiet = 0
             return f"{self._path} was replaced by a new file; reading the new one from its start"
         position = os.lseek(self._fd, 0, os.SEEK_CUR)
         if now.st_size < position:

@@ -755,6 +755,65 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
     assert "rows     read 251 = used 250 + rejected 1" in err.decode()
 
 
+def _followed(path: Path, steps, *, idle: int = 4):
+    """Follow `path` with a LineSource whose every wait for input runs the next step (a file operation) in place
+    of its sleep, then `idle` empty polls, then a stop: what it reads, step by step, races no writer.
+    -> (the blocks read, what it said at each rotation, the lines the stop left to count)."""
+    from edgeinfer.stream import LineSource, Stopper, _Interrupted
+
+    script = [*steps, *[lambda: None] * idle]
+
+    class Scripted(LineSource):
+        def _sleep(self) -> None:
+            if script:
+                script.pop(0)()
+                return
+            self.stopper.signal = "SIGINT"
+            super()._sleep()                                   # a stop: raises _Interrupted
+
+    source = Scripted(path, follow=True, poll_s=0.01, stopper=Stopper())
+    blocks, told = [], []
+    source.on_rotate = told.append
+    try:
+        for block in source.blocks():
+            blocks.append(block)
+    except _Interrupted:
+        pass
+    left = source.at_stop()
+    source.close()
+    return blocks, told, left
+
+
+def _numbered(lines: list[str], start: int = 1) -> list[tuple[int, str]]:
+    return list(enumerate(lines, start))
+
+
+def test_follow_reads_a_renamed_file_to_its_end_before_the_new_one(tmp_path):
+    """logrotate's `create`: the file is renamed and a new empty one made; the writer appends to the renamed file
+    until it reopens the path. Those rows are read (they were lost), then the new file from its start."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 10)]) + "\n")
+    writer = open(path, "a")
+
+    def rotate() -> None:
+        path.rename(tmp_path / "in.csv.1")
+        path.write_text("")
+
+    def append_to_old() -> None:
+        writer.write("\n".join(rows(1.0, 5)) + "\n")
+        writer.flush()
+
+    def reopen() -> None:
+        writer.close()
+        path.write_text("\n".join([HEADER, *rows(1.5, 5)]) + "\n")
+
+    blocks, told, left = _followed(path, [rotate, append_to_old, reopen])
+    assert blocks == [_numbered([HEADER, *rows(0.0, 10)]), _numbered(rows(1.0, 5), 12),
+                      _numbered([HEADER, *rows(1.5, 5)])]
+    assert told == [f"{path} was replaced by a new file; reading the new one from its start"]
+    assert left == []
+
+
 def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(motion_bundle, tmp_path):
     """A bad header in a new file is reported once; its rows are rejected and counted, and the stream goes on
     (the next rotation may bring the right columns back)."""
