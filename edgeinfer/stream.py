@@ -79,6 +79,7 @@ READ_BYTES = 1 << 16
 RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
 WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how often to look for a dead or hung worker
+HEAD_BYTES = 256            # a followed file's first bytes, kept: changed, they say it was truncated (and grew again)
 QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
 
 
@@ -316,6 +317,8 @@ class LineSource:
         self.line_no = 0
         self._partial: list[bytes] = []   # the unfinished last line, in the pieces read (joined once it ends)
         self._quiet = 0                   # checks in a row that found the file renamed away and no more in it
+        self._head = b""                  # the followed file's first bytes, as read
+        self._regular = self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
         self._wake: int | None = None
         self._on_wake = None
 
@@ -369,9 +372,12 @@ class LineSource:
     def blocks(self) -> Iterator[list[tuple[int, str]]]:
         """Yield lists of (line number, text), newline stripped; blank lines are left out."""
         while True:
-            data = self._read()
+            rotated = self._truncated()
+            data = b"" if rotated else self._read()
             if data:
                 self._quiet = 0
+                if len(self._head) < HEAD_BYTES and self._regular:
+                    self._head = (self._head + data)[:HEAD_BYTES]
                 if b"\n" not in data:             # a long line: joining at every read would take quadratic time
                     self._partial.append(data)
                     continue
@@ -382,7 +388,7 @@ class LineSource:
                     yield self._number(pieces)
                 continue
             if self.follow:
-                rotated = self._rotated()
+                rotated = rotated or self._rotated()
                 if rotated is None:
                     self._sleep()
                     continue
@@ -411,9 +417,9 @@ class LineSource:
         return self._number([last])
 
     def _rotated(self) -> str | None:
-        """At the end of a followed file: was it truncated (logrotate's copytruncate) or replaced (renamed away,
-        a new file in its place)? Then read on from the start of the file now at that path, and say so; a file
-        renamed away is read to its end first (as log shippers do: Fluent Bit's Rotate_Wait)."""
+        """At the end of a followed file: was it replaced (renamed away, a new file in its place)? Then read on
+        from the start of the file now at that path, and say so; a file renamed away is read to its end first
+        (as log shippers do: Fluent Bit's Rotate_Wait)."""
         if self._path is None or self._fd is None:
             return None
         try:
@@ -433,13 +439,27 @@ class LineSource:
             self._raw.close()
             self._raw = self._close = raw
             self._fd = raw.fileno()
-            self._quiet = 0
+            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+            self._quiet, self._head = 0, b""
             return f"{self._path} was replaced by a new file; reading the new one from its start"
-        position = os.lseek(self._fd, 0, os.SEEK_CUR)
-        if now.st_size < position:
-            os.lseek(self._fd, 0, os.SEEK_SET)
-            return f"{self._path} shrank from {position:,} to {now.st_size:,} bytes (truncated); reading it again from its start"
         return None
+
+    def _truncated(self) -> str | None:
+        """Before each read of a followed file: was it truncated in place (logrotate's copytruncate)? It may have
+        grown again past where it was read (the writer's next burst), so its first bytes are compared too. Then
+        read it again from its start, and say so."""
+        if not (self.follow and self._regular):
+            return None
+        position, size = os.lseek(self._fd, 0, os.SEEK_CUR), os.fstat(self._fd).st_size
+        if size < position:
+            said = f"shrank from {position:,} to {size:,} bytes (truncated)"
+        elif self._head and os.pread(self._fd, len(self._head), 0) != self._head:
+            said = "was truncated and written again (its first bytes changed)"
+        else:
+            return None
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._head = b""
+        return f"{self._path} {said}; reading it again from its start"
 
     def _number(self, pieces: list[bytes]) -> list[tuple[int, str]]:
         texts = b"\n".join(pieces).decode("utf-8", errors="replace").split("\n")

@@ -814,6 +814,27 @@ def test_follow_reads_a_renamed_file_to_its_end_before_the_new_one(tmp_path):
     assert left == []
 
 
+def test_follow_notices_a_truncated_file_that_grew_past_where_it_was_read(tmp_path):
+    """copytruncate, and the writer's next burst before the next poll: the file is longer than where it was read,
+    but its first bytes changed. It is read again from its start (the middle of the new rows was read as rows)."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 10)]) + "\n")
+    writer = open(path, "a")
+
+    def copytruncate_and_burst() -> None:
+        (tmp_path / "in.csv.1").write_bytes(path.read_bytes())
+        os.truncate(path, 0)
+        writer.write("\n".join(rows(1.0, 20)) + "\n")          # O_APPEND: from the new start
+        writer.flush()
+
+    blocks, told, left = _followed(path, [copytruncate_and_burst])
+    writer.close()
+    assert path.stat().st_size > len("\n".join([HEADER, *rows(0.0, 10)])) + 1
+    assert blocks == [_numbered([HEADER, *rows(0.0, 10)]), _numbered(rows(1.0, 20))]
+    assert told == [f"{path} was truncated and written again (its first bytes changed); reading it again from its start"]
+    assert left == []
+
+
 def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(motion_bundle, tmp_path):
     """A bad header in a new file is reported once; its rows are rejected and counted, and the stream goes on
     (the next rotation may bring the right columns back)."""
