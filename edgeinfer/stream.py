@@ -387,7 +387,7 @@ class LineSource:
                 if pieces:
                     yield self._number(pieces)
                 continue
-            if self.follow:
+            if self.follow and self._regular:     # a pipe cannot be rotated: its end (the writer closed) is the end
                 rotated = rotated or self._rotated()
                 if rotated is None:
                     self._sleep()
@@ -1477,7 +1477,7 @@ def _reason_kind(reason: str) -> str:
                    "above:CLASS:P (p(CLASS) >= P).")
 @click.option("--stakeholder", default="engineer", show_default=True,
               help="Who reads the explanations: a name, or a TOML file of templates (see explain/templates).")
-@click.option("--follow", is_flag=True, help="Keep reading a growing file (poll) until SIGINT/SIGTERM.")
+@click.option("--follow", is_flag=True, help="Keep reading a growing file (poll) until SIGINT/SIGTERM; a named pipe ends when its writer closes.")
 @click.option("--poll", "poll_s", default=0.2, show_default=True, type=click.FloatRange(min=0.001),
               help="Seconds between polls with --follow.")
 @click.option("--max-gap", "max_gap_s", default=None, type=click.FloatRange(min=0.0, min_open=True),

@@ -835,6 +835,27 @@ def test_follow_notices_a_truncated_file_that_grew_past_where_it_was_read(tmp_pa
     assert left == []
 
 
+def test_follow_on_a_named_pipe_ends_when_its_writer_closes(tmp_path):
+    """A named pipe cannot be rotated: at its end (the writer closed) the input ends. It failed with
+    'Illegal seek' (no summary), looking for a truncation."""
+    from edgeinfer.stream import LineSource, Stopper
+
+    class NoWait(LineSource):
+        def _sleep(self) -> None:
+            raise AssertionError("waited for more rows after the pipe's writer closed")
+
+    fifo = tmp_path / "in.pipe"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)      # a writer already there: opening to read does not wait
+    os.write(writer, ("\n".join([HEADER, *rows(0.0, 5)]) + "\n").encode())
+    source = NoWait(fifo, follow=True, poll_s=0.01, stopper=Stopper())
+    os.close(writer)
+    try:
+        assert list(source.blocks()) == [_numbered([HEADER, *rows(0.0, 5)])]
+    finally:
+        source.close()
+
+
 def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(motion_bundle, tmp_path):
     """A bad header in a new file is reported once; its rows are rejected and counted, and the stream goes on
     (the next rotation may bring the right columns back)."""
