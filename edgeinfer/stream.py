@@ -288,6 +288,19 @@ class Stopper:
             self.waiting = False
 
 
+def _open(path: Path) -> IO[bytes]:
+    """Open an input file to read. A named pipe with no writer yet would hold a plain open (and a stop with it)
+    until one came: it is opened without waiting and stays non-blocking (LineSource waits for it); a file is not."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class LineSource:
     """Lines of a file, growing file or stdin, in blocks of whatever is available (low latency on pipes)."""
 
@@ -304,7 +317,7 @@ class LineSource:
             if path.is_dir():
                 raise InputError(f"cannot read input {path}: it is a directory; give a CSV or JSONL file")
             try:
-                self._raw = open(path, "rb")
+                self._raw = _open(path)
             except OSError as err:
                 raise InputError(f"cannot read input {path}: {err.strerror}") from err
             self._close = self._raw
@@ -319,6 +332,8 @@ class LineSource:
         self._quiet = 0                   # checks in a row that found the file renamed away and no more in it
         self._head = b""                  # the followed file's first bytes, as read
         self._regular = self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._pipe = self._close is not None and not os.get_blocking(self._fd)   # a named pipe, opened by _open
+        self._writer = False              # whether the named pipe has had a writer (its end means something then)
         self._wake: int | None = None
         self._on_wake = None
 
@@ -358,6 +373,8 @@ class LineSource:
             self._close.close()
 
     def _read(self) -> bytes:
+        if self._pipe:
+            return self._read_pipe()
         if self._fd is not None:
             while self._wake is not None:
                 ready, _, _ = self.stopper.wait(select.select, [self._fd, self._wake], [], [], WAKE_CHECK_S)
@@ -368,6 +385,24 @@ class LineSource:
         read = getattr(self._raw, "read1", None) or self._raw.read
         data = self.stopper.wait(read, READ_BYTES)
         return data.encode("utf-8") if isinstance(data, str) else data
+
+    def _read_pipe(self) -> bytes:
+        """Read a named pipe opened without waiting for a writer: until one comes, a read finds its end at once
+        (and select does not call it readable); wait (a stop may end the wait) and look again every poll. Once a
+        writer came, its end is the end."""
+        while True:
+            watch = [self._fd] if self._wake is None else [self._fd, self._wake]
+            ready, _, _ = self.stopper.wait(select.select, watch, [], [], min(self.poll_s, WAKE_CHECK_S))
+            if self._wake is not None:
+                self._woken(ready)
+            try:
+                data = os.read(self._fd, READ_BYTES)
+            except BlockingIOError:               # a writer, nothing written yet
+                self._writer = True
+                continue
+            if data or self._writer or self._fd in ready:   # readable with nothing in it: a writer came and went
+                self._writer = True
+                return data
 
     def blocks(self) -> Iterator[list[tuple[int, str]]]:
         """Yield lists of (line number, text), newline stripped; blank lines are left out."""
@@ -433,13 +468,14 @@ class LineSource:
             if self._quiet <= QUIET_POLLS or now.st_size == 0:
                 return None
             try:
-                raw = open(self._path, "rb")
+                raw = _open(self._path)
             except OSError:
                 return None
             self._raw.close()
             self._raw = self._close = raw
             self._fd = raw.fileno()
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+            self._pipe, self._writer = not os.get_blocking(self._fd), False
             self._quiet, self._head = 0, b""
             return f"{self._path} was replaced by a new file; reading the new one from its start"
         return None

@@ -856,6 +856,28 @@ def test_follow_on_a_named_pipe_ends_when_its_writer_closes(tmp_path):
         source.close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="looks in /proc for the stream's open files")
+def test_a_stop_while_a_named_pipe_has_no_writer_yet_gives_the_summary(motion_bundle, tmp_path):
+    """Opening a named pipe waits for a writer; a stop during that wait was retried with the open, forever."""
+    fifo = tmp_path / "in.pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([*_cli(), "stream", str(motion_bundle), str(fifo)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60                       # the pipe open: the stream's handlers are set
+        while time.monotonic() < deadline and not any(
+                os.path.realpath(f"/proc/{proc.pid}/fd/{fd}") == str(fifo)
+                for fd in (os.listdir(f"/proc/{proc.pid}/fd") if proc.poll() is None else [])):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out == b""
+    assert "stream summary (stopped by SIGINT)\n  rows     read 0 = used 0 + rejected 0\n" in err.decode()
+
+
 def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(motion_bundle, tmp_path):
     """A bad header in a new file is reported once; its rows are rejected and counted, and the stream goes on
     (the next rotation may bring the right columns back)."""
