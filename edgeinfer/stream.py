@@ -322,7 +322,8 @@ class LineSource:
                 raise InputError(f"cannot read input {path}: {err.strerror}") from err
             self._close = self._raw
         self._path = None if str(source) == "-" else Path(source)
-        self.on_rotate = None     # called with a sentence when a followed file is truncated or replaced
+        self.on_rotate = None     # called when a followed file is truncated or replaced: (a sentence saying so,
+                                  # the old file's unfinished last line as a block, to reject: never a row)
         try:
             self._fd = self._raw.fileno()
         except (AttributeError, OSError, ValueError):
@@ -427,11 +428,10 @@ class LineSource:
                 if rotated is None:
                     self._sleep()
                     continue
-                if self._partial:                 # the old file's last line, never finished: a line of its own
-                    yield self.flush()
+                cut = self.flush()                # the old file's last line, never finished: maybe half a row
                 self.line_no = 0                  # line numbers are the new file's, as an operator finds them
                 if self.on_rotate is not None:
-                    self.on_rotate(rotated)
+                    self.on_rotate(rotated, cut)
                 continue
             if self._partial:
                 yield self.flush()
@@ -1331,7 +1331,11 @@ def stream(
                         pass
     rotated = [False]                    # the next block starts a new file: it may bring a header of its own
 
-    def on_rotate(text: str) -> None:
+    def on_rotate(text: str, cut: list[tuple[int, str]]) -> None:
+        if parser is not None:           # the old file's unfinished last line: maybe half a row, never used
+            for line, _ in cut:
+                counts["read"] += 1
+                reject(line, "the file was rotated before this line ended (no newline); not used")
         reporter.problem("rotated", source_lines.line_no + 1, text)
         rotated[0] = True
 
@@ -1493,7 +1497,7 @@ def _reason_kind(reason: str) -> str:
         return "malformed row"
     if reason.startswith("the file's header"):
         return "row under a header that does not match"
-    if reason.startswith("the stream stopped"):
+    if reason.startswith(("the stream stopped", "the file was rotated")):
         return "unfinished last line"
     if "finite" in reason:
         return "non-finite value"

@@ -733,7 +733,7 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
         with open(path, "r+") as fh:                           # copytruncate: the same file, cut to nothing
             fh.truncate(0)
         truncated = _read_lines(proc.stderr, 1, timeout=60)[0]          # seen before it grows again
-        path.write_text("\n".join(rows(10.0, 100)) + "\n")
+        path.write_text("\n".join(rows(10.0, 100)) + "\n" + "20.0,1,1")   # and half a row, never finished
         _read_lines(proc.stdout, 10, timeout=60)
         path.rename(tmp_path / "growing.csv.1")                # rename, and a new file in its place, whose header
         swapped = HEADER.split(",")                            # names the columns in another order
@@ -749,16 +749,19 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
     problems = [line for line in [truncated, *err.decode().splitlines()] if line.startswith("line ")]
     assert problems == [                                       # the new header read as a header, not a bad row;
         f"line 1: rotated: {path} shrank from 2,846 to 0 bytes (truncated); reading it again from its start",
+        "line 101: rejected: the file was rotated before this line ended (no newline); not used",
         f"line 1: rotated: {path} was replaced by a new file; reading the new one from its start",
         "line 52: rejected: the stream stopped before this line ended (no newline yet); not used",
     ]                                                          # line numbers are the new file's
-    assert "rows     read 251 = used 250 + rejected 1" in err.decode()
+    assert "rows     read 252 = used 250 + rejected 2" in err.decode()
+    assert "rejected 2 x unfinished last line" in err.decode()
 
 
 def _followed(path: Path, steps, *, idle: int = 4):
     """Follow `path` with a LineSource whose every wait for input runs the next step (a file operation) in place
     of its sleep, then `idle` empty polls, then a stop: what it reads, step by step, races no writer.
-    -> (the blocks read, what it said at each rotation, the lines the stop left to count)."""
+    -> (the blocks read, (what it said, the old file's unfinished line) at each rotation, the lines the stop left
+    to count)."""
     from edgeinfer.stream import LineSource, Stopper, _Interrupted
 
     script = [*steps, *[lambda: None] * idle]
@@ -773,7 +776,7 @@ def _followed(path: Path, steps, *, idle: int = 4):
 
     source = Scripted(path, follow=True, poll_s=0.01, stopper=Stopper())
     blocks, told = [], []
-    source.on_rotate = told.append
+    source.on_rotate = lambda said, cut: told.append((said, cut))
     try:
         for block in source.blocks():
             blocks.append(block)
@@ -810,7 +813,7 @@ def test_follow_reads_a_renamed_file_to_its_end_before_the_new_one(tmp_path):
     blocks, told, left = _followed(path, [rotate, append_to_old, reopen])
     assert blocks == [_numbered([HEADER, *rows(0.0, 10)]), _numbered(rows(1.0, 5), 12),
                       _numbered([HEADER, *rows(1.5, 5)])]
-    assert told == [f"{path} was replaced by a new file; reading the new one from its start"]
+    assert told == [(f"{path} was replaced by a new file; reading the new one from its start", [])]
     assert left == []
 
 
@@ -831,7 +834,26 @@ def test_follow_notices_a_truncated_file_that_grew_past_where_it_was_read(tmp_pa
     writer.close()
     assert path.stat().st_size > len("\n".join([HEADER, *rows(0.0, 10)])) + 1
     assert blocks == [_numbered([HEADER, *rows(0.0, 10)]), _numbered(rows(1.0, 20))]
-    assert told == [f"{path} was truncated and written again (its first bytes changed); reading it again from its start"]
+    assert told == [(f"{path} was truncated and written again (its first bytes changed); reading it again from its "
+                     "start", [])]
+    assert left == []
+
+
+def test_follow_hands_on_the_unfinished_last_line_of_a_rotated_file_apart_not_as_a_row(tmp_path):
+    """copytruncate between the two halves of the writer's line: the first half is the old file's last line, never
+    finished. It goes with the rotation, to be rejected; read as a row it gave 1.0 for 1.05."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 10)]) + "\n" + rows(1.0, 1, value=1.05)[0][:-1])
+    writer, size = open(path, "a"), path.stat().st_size
+
+    def the_second_half() -> None:
+        writer.write("5\n" + "\n".join(rows(1.1, 5)) + "\n")
+        writer.close()
+
+    blocks, told, left = _followed(path, [lambda: os.truncate(path, 0), the_second_half])
+    assert blocks == [_numbered([HEADER, *rows(0.0, 10)]), _numbered(["5", *rows(1.1, 5)])]
+    assert told == [(f"{path} shrank from {size:,} to 0 bytes (truncated); reading it "
+                     "again from its start", [(12, "1.0,1.05,1.05,1.05,1.05,1.05,1.0")])]
     assert left == []
 
 
