@@ -439,10 +439,20 @@ class LineSource:
 
     def at_stop(self) -> list[tuple[int, str]]:
         """The unfinished line a stop leaves, as a block to count: it may be only part of a row (a pipe, a
-        followed file). In a file read once it is whole on disk, as unread as the lines after it: not counted."""
-        if self._partial and not self.follow and self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode):
+        followed file whose writer has not ended it yet). Whole on disk (a file read once; a followed file's line
+        cut only by the read's size) it is as unread as the lines after it: not counted."""
+        if self._partial and self._regular and (not self.follow or self._ends_on_disk()):
             self._partial = []
         return self.flush()
+
+    def _ends_on_disk(self) -> bool:
+        """Whether the file holds the rest of the line read in part: a newline after where it was read."""
+        position = os.lseek(self._fd, 0, os.SEEK_CUR)
+        while chunk := os.pread(self._fd, READ_BYTES, position):
+            if b"\n" in chunk:
+                return True
+            position += len(chunk)
+        return False
 
     def flush(self) -> list[tuple[int, str]]:
         """The unfinished last line, if any, as a block (a stop should count it, not drop it)."""

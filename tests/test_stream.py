@@ -68,21 +68,22 @@ def test_a_files_last_line_without_a_newline_is_a_row(motion_bundle, tmp_path):
     assert "rows     read 30 = used 30 + rejected 0" in run([motion_bundle, str(path)]).stderr
 
 
-@pytest.mark.parametrize("follow", [False, True])
-def test_a_stop_counts_a_half_read_line_only_where_it_may_be_half_a_row(tmp_path, follow):
-    """A stop between two reads leaves part of a line read. In a file read once the line is whole on disk:
-    it is as unread as the lines after it (the summary's count says where to go on). A followed file's (or a
-    pipe's) may be all there is: it is counted, as rejected."""
+@pytest.mark.parametrize("follow, ended", [(False, True), (False, False), (True, True), (True, False)])
+def test_a_stop_counts_a_half_read_line_only_where_it_may_be_half_a_row(tmp_path, follow, ended):
+    """A stop between two reads leaves part of a line read. Where the rest of it is on disk (a file read once; a
+    followed file whose line only the read's size cut) it is as unread as the lines after it (the summary's count
+    says where to go on). A followed file's (or a pipe's) line whose newline is not written yet may be all there
+    is: it is counted, as rejected."""
     from edgeinfer.stream import READ_BYTES, LineSource, Stopper
 
     path = tmp_path / "long.csv"
     line = "0.0," + ",".join(["1.0" * 3000] * 6)
-    path.write_text("\n".join([line] * (2 * READ_BYTES // len(line) + 2)) + "\n")
+    path.write_text("\n".join([line] * 2) + ("\n" if ended else ""))
     source = LineSource(path, follow=follow, poll_s=0.01, stopper=Stopper())
     first = next(source.blocks())                      # whole lines, and the start of the next one
-    assert len(first) == READ_BYTES // (len(line) + 1)
+    assert len(first) == READ_BYTES // (len(line) + 1) == 1
     half = [n for n, _ in source.at_stop()]
-    assert half == ([len(first) + 1] if follow else [])
+    assert half == ([2] if follow and not ended else [])
     source.close()
 
 
