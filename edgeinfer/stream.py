@@ -598,6 +598,7 @@ class RowParser:
             fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
         self.fmt = fmt
         self.header_line = None
+        self.columns: list[str] = []
         if fmt == "csv":
             header = csv_fields(text)
             if isinstance(header, str):
@@ -616,10 +617,27 @@ class RowParser:
             if repeated:
                 raise InputError(f"input header names column {repeated[0]!r} twice (line {line_no}); give each column once")
             self.width = len(header)
+            self.columns = header
             self.usecols = [header.index(c) for c in wanted]
             self.header_line = line_no
         elif fmt != "jsonl":
             raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
+
+    def header_at(self, block: list[tuple[int, str]]) -> int:
+        """Where the first CSV line that names the columns (a header mid-stream) is in `block`; len(block) if none.
+        A row holds no column name: the block is searched as one text first, and line by line only where a name
+        appears."""
+        names = (self.timestamp, *self.channels)
+        if self.header_line is None or not any(n in "\n".join(t for _, t in block) for n in names):
+            return len(block)
+        return next((i for i, (_, text) in enumerate(block) if self.names_columns(text)), len(block))
+
+    def told_anew(self, new: "RowParser") -> str:
+        """What a header mid-stream (`new`, read by it from here) changes, for the log."""
+        if new.columns == self.columns:
+            return "the header is given again, the same columns in the same order; rows read on"
+        return (f"the header changed (line {self.header_line} had {', '.join(self.columns)}; this one has "
+                f"{', '.join(new.columns)}); the rows after it are read by it")
 
     def names_columns(self, text: str) -> bool:
         """Whether a CSV line is a header (it names the timestamp column or a channel)."""
@@ -1322,7 +1340,7 @@ def stream(
                 f"{counts['rejected']} rejected")
 
     parser: RowParser | None = None
-    refused: int | None = None           # line of a rotated file's header that does not match: its rows are rejected
+    refused: int | None = None           # line of a later header that does not match: the rows under it are rejected
     wake_fds: list[int] = []
     wake_lock = threading.Lock()
     wake = None
@@ -1339,6 +1357,45 @@ def stream(
                         os.write(wake_fds[1], b"\0")
                     except BlockingIOError:             # full: a wake-up is already waiting
                         pass
+    def take_rows(block: list[tuple[int, str]], read_at: float) -> None:
+        """Rows under one header: rejected all when that header does not match, else checked, fed, cut."""
+        if not block:
+            return
+        if refused is not None:              # rows under a header that does not match: rejected, counted
+            counts["read"] += len(block)
+            for line, _ in block:
+                reject(line, f"the file's header (line {refused}) does not match the bundle's channels; "
+                             "row not used")
+            return
+        parsed = parser.parse(block)
+        keep, breaks, bad_order, gaps = sequencer.check(parsed)
+        # read = used + rejected: the rows refused now, and each part of the rest as it is handed on
+        # (an output that fails in one part leaves the later ones unread)
+        counts["read"] += len(block) - int(keep.sum())
+        # in line order, whichever check found it
+        for line, is_gap, reason in sorted([(line, False, reason) for line, reason in [*parsed.rejects,
+                                                                                        *bad_order]]
+                                           + [(line, True, reason) for line, reason in gaps]):
+            if is_gap:
+                counts["gaps"] += 1
+                reporter.problem("gap", line, reason)
+            else:
+                reject(line, reason)
+        if sequencer.hint:
+            reporter.warn(sequencer.hint)
+            sequencer.hint = None
+        t, v = parsed.t[keep], parsed.values[keep]
+        bounds = [0, *breaks, len(t)]
+        for k in range(len(bounds) - 1):
+            if k > 0:
+                windower.restart()
+            a, b = bounds[k], bounds[k + 1]
+            if b > a:
+                counts["read"] += b - a
+                cut = windower.feed(t[a:b], v[a:b])
+                if cut is not None:
+                    emit(cut, read_at)
+
     rotated = [False]                    # the next block starts a new file: it may bring a header of its own
 
     def on_rotate(text: str, cut: list[tuple[int, str]]) -> None:
@@ -1363,62 +1420,31 @@ def stream(
                 if not block:
                     continue
                 read_at = time.perf_counter()
-                if rotated[0]:
+                anew, rotated[0] = rotated[0], False         # a rotated file: its first line may be its header
+                if anew:
                     refused = None
-                if parser is None or (rotated[0] and parser.names_columns(block[0][1])):
-                    # a rotated file's header is read anew: its columns may come in another order
-                    try:
-                        new_parser = RowParser(spec, timestamp, options.fmt, block[0])
-                    except InputError as error:      # the first file's header is the stream's; a later one's, its file's
-                        if parser is None:
-                            raise
-                        refused = block[0][0]
-                        reporter.problem("header", refused, f"{error}; this file's rows are rejected")
-                        block = block[1:]
-                    else:
-                        parser = new_parser
-                        if parser.header_line is not None:
+                while block:
+                    if parser is None or parser.names_columns(block[0][1]):
+                        # the first line; or a header in a rotated file, or mid-stream (stdin from `tail -F`,
+                        # files one after another): its columns are read anew, they may come in another order
+                        try:
+                            new_parser = RowParser(spec, timestamp, options.fmt, block[0])
+                        except InputError as error:  # the first header is the stream's; a later one, its rows'
+                            if parser is None:
+                                raise
+                            refused = block[0][0]
+                            reporter.problem("header", refused, f"{error}; " + ("this file's rows are rejected" if anew
+                                             else "the rows under it are rejected"))
+                        else:
+                            if parser is not None and not anew:
+                                reporter.problem("header", block[0][0], parser.told_anew(new_parser))
+                            parser, refused = new_parser, None
+                        if parser.header_line is not None or refused is not None:
                             block = block[1:]
-                rotated[0] = False
-                if not block:
-                    continue
-                if refused is not None:              # rows under a header that does not match: rejected, counted
-                    counts["read"] += len(block)
-                    for line, _ in block:
-                        reject(line, f"the file's header (line {refused}) does not match the bundle's channels; "
-                                     "row not used")
-                    reporter.status(status())
-                    if stopper.signal or reporter.failed:
-                        break
-                    continue
-                parsed = parser.parse(block)
-                keep, breaks, bad_order, gaps = sequencer.check(parsed)
-                # read = used + rejected: the rows refused now, and each part of the rest as it is handed on
-                # (an output that fails in one part leaves the later ones unread)
-                counts["read"] += len(block) - int(keep.sum())
-                # in line order, whichever check found it
-                for line, is_gap, reason in sorted([(line, False, reason) for line, reason in [*parsed.rejects,
-                                                                                                *bad_order]]
-                                                   + [(line, True, reason) for line, reason in gaps]):
-                    if is_gap:
-                        counts["gaps"] += 1
-                        reporter.problem("gap", line, reason)
-                    else:
-                        reject(line, reason)
-                if sequencer.hint:
-                    reporter.warn(sequencer.hint)
-                    sequencer.hint = None
-                t, v = parsed.t[keep], parsed.values[keep]
-                bounds = [0, *breaks, len(t)]
-                for k in range(len(bounds) - 1):
-                    if k > 0:
-                        windower.restart()
-                    a, b = bounds[k], bounds[k + 1]
-                    if b > a:
-                        counts["read"] += b - a
-                        cut = windower.feed(t[a:b], v[a:b])
-                        if cut is not None:
-                            emit(cut, read_at)
+                    anew = False
+                    end = parser.header_at(block)
+                    take_rows(block[:end], read_at)
+                    block = block[end:]
                 reporter.status(status())
                 if stopper.signal or reporter.failed:
                     break

@@ -262,6 +262,30 @@ def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     assert from_stdin.exit_code == 0
 
 
+def test_a_header_mid_stream_is_read_as_the_header_from_there(motion_bundle, recording):
+    """stdin from `tail -F` of a rotated file: the new file's header comes mid-stream, its columns in another order.
+    It is read as the header (it was rejected as a bad timestamp, and the rows after it read by the old columns)."""
+    header, *data = recording.read_text().splitlines()[:91]
+    names = header.split(",")
+    swap = [0, 6, 2, 3, 4, 5, 1]                               # acc_x and gyr_z change places
+
+    def swapped(lines: list[str]) -> list[str]:
+        return [",".join(line.split(",")[k] for k in swap) for line in lines]
+
+    mixed = run([motion_bundle, "-"], input="\n".join([header, *data[:30], *swapped([header, *data[30:60]]),
+                                                         *swapped([header, *data[60:90]])]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:90]]) + "\n")
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert len(strip(mixed.stdout)) == 8 and strip(mixed.stdout) == strip(plain.stdout)
+    problems = [line for line in mixed.stderr.splitlines() if line.startswith("line ")]
+    assert problems == [
+        f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
+        f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
+        "line 63: header: the header is given again, the same columns in the same order; rows read on",
+    ]
+    assert "rows     read 90 = used 90 + rejected 0" in mixed.stderr
+
+
 def test_window_and_hop_in_seconds_override_the_bundle(motion_bundle, recording):
     result = run([motion_bundle, recording, "--window", "3s", "--hop", "25"])
     out = lines_of(result.stdout)
