@@ -623,14 +623,20 @@ class RowParser:
         elif fmt != "jsonl":
             raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
 
-    def header_at(self, block: list[tuple[int, str]]) -> int:
+    def header_at(self, block: list[tuple[int, str]], parsed: Parsed | None = None) -> int:
         """Where the first CSV line that names the columns (a header mid-stream) is in `block`; len(block) if none.
-        A row holds no column name: the block is searched as one text first, and line by line only where a name
-        appears."""
-        names = (self.timestamp, *self.channels)
-        if self.header_line is None or not any(n in "\n".join(t for _, t in block) for n in names):
+        A header fails as a row (its names are no numbers): given the block `parsed`, only its rejects are looked
+        at; else the block is searched as one text first, and line by line only where a name appears."""
+        if self.header_line is None:
             return len(block)
-        return next((i for i, (_, text) in enumerate(block) if self.names_columns(text)), len(block))
+        if parsed is not None:
+            failed = {line for line, _ in parsed.rejects}
+            look = [i for i, (line, _) in enumerate(block) if line in failed] if failed else []
+        elif any(n in "\n".join(t for _, t in block) for n in (self.timestamp, *self.channels)):
+            look = range(len(block))
+        else:
+            look = []
+        return next((i for i in look if self.names_columns(block[i][1])), len(block))
 
     def told_anew(self, new: "RowParser") -> str:
         """What a header mid-stream (`new`, read by it from here) changes, for the log."""
@@ -1357,8 +1363,10 @@ def stream(
                         os.write(wake_fds[1], b"\0")
                     except BlockingIOError:             # full: a wake-up is already waiting
                         pass
-    def take_rows(block: list[tuple[int, str]], read_at: float) -> None:
-        """Rows under one header: rejected all when that header does not match, else checked, fed, cut."""
+
+    def take_rows(block: list[tuple[int, str]], read_at: float, parsed: Parsed | None) -> None:
+        """Rows under one header (`parsed` already, or not yet): rejected all when that header does not match,
+        else checked, fed, cut."""
         if not block:
             return
         if refused is not None:              # rows under a header that does not match: rejected, counted
@@ -1367,7 +1375,8 @@ def stream(
                 reject(line, f"the file's header (line {refused}) does not match the bundle's channels; "
                              "row not used")
             return
-        parsed = parser.parse(block)
+        if parsed is None:
+            parsed = parser.parse(block)
         keep, breaks, bad_order, gaps = sequencer.check(parsed)
         # read = used + rejected: the rows refused now, and each part of the rest as it is handed on
         # (an output that fails in one part leaves the later ones unread)
@@ -1442,8 +1451,9 @@ def stream(
                         if parser.header_line is not None or refused is not None:
                             block = block[1:]
                     anew = False
-                    end = parser.header_at(block)
-                    take_rows(block[:end], read_at)
+                    parsed = parser.parse(block) if refused is None else None
+                    end = parser.header_at(block, parsed)
+                    take_rows(block[:end], read_at, parsed if end == len(block) else None)
                     block = block[end:]
                 reporter.status(status())
                 if stopper.signal or reporter.failed:
