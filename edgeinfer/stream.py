@@ -278,7 +278,8 @@ class Stopper:
             raise _Interrupted()
 
     def wait(self, fn, *args):
-        """Run a blocking call (read, sleep) that a stop request may cut short."""
+        """Run a blocking call that a stop request may cut short: a wait (select, sleep), never a read: a signal as
+        a read returns would raise here and drop the bytes it read."""
         if self.signal:
             raise _Interrupted()
         self.waiting = True
@@ -376,13 +377,21 @@ class LineSource:
     def _read(self) -> bytes:
         if self._pipe:
             return self._read_pipe()
+        if self._fd is not None and self._regular and self._wake is None:     # a file's read does not wait
+            if self.stopper.signal:
+                raise _Interrupted()
+            return os.read(self._fd, READ_BYTES)
         if self._fd is not None:
-            while self._wake is not None:
-                ready, _, _ = self.stopper.wait(select.select, [self._fd, self._wake], [], [], WAKE_CHECK_S)
-                self._woken(ready)
+            # wait (a stop may cut it short) until there is something to read, then read outside Stopper.wait: a
+            # signal as the read returns would raise there and drop the bytes read
+            watch = [self._fd] if self._wake is None else [self._fd, self._wake]
+            while True:
+                ready, _, _ = self.stopper.wait(select.select, watch, [], [],
+                                                None if self._wake is None else WAKE_CHECK_S)
+                if self._wake is not None:
+                    self._woken(ready)
                 if self._fd in ready:
-                    break
-            return self.stopper.wait(os.read, self._fd, READ_BYTES)
+                    return os.read(self._fd, READ_BYTES)
         read = getattr(self._raw, "read1", None) or self._raw.read
         data = self.stopper.wait(read, READ_BYTES)
         return data.encode("utf-8") if isinstance(data, str) else data

@@ -87,6 +87,33 @@ def test_a_stop_counts_a_half_read_line_only_where_it_may_be_half_a_row(tmp_path
     source.close()
 
 
+def test_a_stop_as_a_read_returns_keeps_what_it_read(tmp_path, monkeypatch):
+    """A signal just as a read returns (its handler runs before the next line of Python): the bytes read are kept
+    and handed on, and the stop comes before the next read; they were dropped, neither used nor counted. That
+    moment cannot be chosen for real: the read is wrapped to signal as it returns."""
+    from edgeinfer.stream import LineSource, Stopper, _Interrupted
+
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 5)]) + "\n")
+    stopper = Stopper()
+    source = LineSource(path, follow=True, poll_s=0.01, stopper=stopper)
+    read = os.read
+
+    def read_then_signal(fd: int, size: int) -> bytes:
+        data = read(fd, size)
+        if fd == source._fd:
+            stopper.request(signal.SIGINT)
+        return data
+
+    monkeypatch.setattr(os, "read", read_then_signal)
+    got = []
+    with pytest.raises(_Interrupted):
+        for block in source.blocks():
+            got.append(block)
+    source.close()
+    assert got == [list(enumerate([HEADER, *rows(0.0, 5)], 1))] and stopper.signal == "SIGINT"
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
 def test_a_full_disk_stops_the_stream_with_its_summary_and_one_line(motion_bundle, recording):
     with open("/dev/full", "w") as full:
