@@ -1572,7 +1572,8 @@ def _reason_kind(reason: str) -> str:
                    "above:CLASS:P (p(CLASS) >= P).")
 @click.option("--stakeholder", default="engineer", show_default=True,
               help="Who reads the explanations: a name, or a TOML file of templates (see explain/templates).")
-@click.option("--follow", is_flag=True, help="Keep reading a growing file (poll) until SIGINT/SIGTERM; a named pipe ends when its writer closes.")
+@click.option("--follow", is_flag=True,
+              help="Keep reading a growing file (poll) until SIGINT/SIGTERM; a named pipe ends when its writer closes.")
 @click.option("--poll", "poll_s", default=0.2, show_default=True, type=click.FloatRange(min=0.001),
               help="Seconds between polls with --follow.")
 @click.option("--max-gap", "max_gap_s", default=None, type=click.FloatRange(min=0.0, min_open=True),
