@@ -169,10 +169,13 @@ def test_installed_console_script_lists_devices(installed, tmp_path, clean_env):
 
 def test_a_core_install_names_the_extra_that_export_and_the_demo_need(installed, tmp_path, clean_env):
     """Without the export extra, the Python API and the CLI say what to install instead of a traceback."""
-    api = subprocess.run([str(installed / "python"), "-c", "import edgeinfer as ei; ei.export(None, None)"],
-                         cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120)
-    assert api.returncode == 1
-    assert api.stderr.strip().splitlines()[-1] == (
+    def last_error(code: str) -> str:
+        done = subprocess.run([str(installed / "python"), "-c", code], cwd=tmp_path, env=clean_env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1
+        return done.stderr.strip().splitlines()[-1]
+
+    assert last_error("import edgeinfer as ei; ei.export(None, None)") == (
         "edgeinfer.errors.MissingDependencyError: exporting a model needs the optional package 'onnx', which is not "
         "installed; install it with: pip install 'edgeinfer[export]'")
     demo = subprocess.run([str(installed / "edgeinfer"), "demo", "-o", str(tmp_path / "out")], cwd=tmp_path,
@@ -182,9 +185,6 @@ def test_a_core_install_names_the_extra_that_export_and_the_demo_need(installed,
                            "'pyts', 'jinja2', 'weasyprint', which are not installed; install them with: "
                            "pip install 'edgeinfer[export,data,report]'\n")
     assert not (tmp_path / "out").exists()
-    models = subprocess.run([str(installed / "python"), "-c", "from edgeinfer.export.models import tabular_mlp"],
-                            cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120)
-    assert models.returncode == 1
-    assert models.stderr.strip().splitlines()[-1] == (
+    assert last_error("from edgeinfer.export.models import tabular_mlp") == (
         "edgeinfer.errors.MissingDependencyError: training and exporting a model needs the optional package 'torch', "
         "which is not installed; install it with: pip install 'edgeinfer[export]'")
