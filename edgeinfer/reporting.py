@@ -63,7 +63,9 @@ class Refused:
     row: Any
     reason: str
     where: str = ""                      # "record 3": where errors about it point
-    alerts: int = 0                      # a stream window's alerts (an undecided window's, all in `reason`)
+    alerts: tuple[Any, ...] = ()         # an undecided stream window's alerts (their messages are also in `reason`)
+    start: Any = None                    # an undecided stream window's bounds, for its alerts' rows
+    end: Any = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,10 @@ def collect(items: Iterable[Any]) -> Inputs:
             index = item["window"].get("index") if isinstance(item["window"], Mapping) else None
             alerts = [a for a in item.get("alerts") or [] if isinstance(a, Mapping)]
             said = [str(a.get("message")) for a in sorted(alerts, key=lambda a: a.get("kind") != "not_decided")]
+            bounds = [item["window"].get(k) if isinstance(item["window"], Mapping) else None for k in ("start", "end")]
+            start, end = [v if isinstance(v, numbers.Real) and not isinstance(v, bool) else None for v in bounds]
             refused.append(Refused(row=index, reason="; ".join(said) or "not decided", where=where,
-                                   alerts=len(alerts)))
+                                   alerts=tuple(alerts), start=start, end=end))
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n, where))
@@ -458,7 +462,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
         "risk_threshold": spec.threshold,
         "cases": cases,
         "cases_total": len(case_sources),
-        "timeline": _timeline(inputs.windows, spec) if inputs.windows else None,
+        "timeline": _timeline(inputs.windows, spec, inputs.refused) if inputs.windows else None,
         "refused": [{"row": r.row, "reason": r.reason} for r in inputs.refused],
         "model": model,
         "fidelity": fidelity,
@@ -806,7 +810,9 @@ def _bias(e, schema) -> dict[str, Any] | None:
             "flips": flips, "proxies": proxies}
 
 
-def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
+def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Refused] = ()) -> dict[str, Any]:
+    """The risk chart of the decided windows, and every alert of the session: an undecided window's too (it has
+    no risk to plot, so its alerts are listed, marked as such, and counted apart in the caption)."""
     from markupsafe import Markup
 
     from edgeinfer import plots
@@ -814,19 +820,29 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec) -> dict[str, Any]:
     ordered = sorted(windows, key=lambda w: w.index)
     points = [plots.Point(w.index, spec.value(w.probabilities, w.class_name), bool(w.alerts), w.explanation is not None)
               for w in ordered]
-    alerts = [{"window": w.index, "start": _time(w.start), "end": _time(w.end), "message": _alert_text(a),
+    rows = [(w.index, w.start, w.end, a, True) for w in ordered for a in w.alerts]
+    rows += [(r.row, r.start, r.end, a, False) for r in undecided for a in r.alerts]
+    rows.sort(key=lambda row: row[0] if isinstance(row[0], numbers.Integral) else math.inf)    # stable: record order
+    alerts = [{"window": index, "start": _time(start), "end": _time(end), "message": _alert_text(a), "decided": decided,
                "kind": str(a.get("kind", "")).replace("_", " ") if isinstance(a, Mapping) else ""}
-              for w in ordered for a in w.alerts]
+              for index, start, end, a, decided in rows]
+    plotted = sum(a["decided"] for a in alerts)
+    off_chart = len(alerts) - plotted
+    off_windows = sum(1 for r in undecided if r.alerts)
     peak = max(points, key=lambda p: p.risk)
     n_explained = sum(p.explained for p in points)
     alt = (f"Line chart of the {spec.label} in {_count(len(points), 'window')} (window {ordered[0].index} to "
            f"{ordered[-1].index}); highest {_probability_apart(peak.risk, spec.threshold)} at window {int(peak.x)}; "
-           f"{_count(len(alerts), 'alert')} (triangles); {_count(n_explained, 'explained window')} (open circles)"
+           f"{_count(plotted, 'alert')} (triangles)"
+           + (f" and {_count(off_chart, 'alert')} on {_count(off_windows, 'window')} the model could not decide "
+              "(not plotted)" if off_chart else "")
+           + f"; {_count(n_explained, 'explained window')} (open circles)"
            + (f"; dashed line: decision threshold {spec.threshold:g}." if spec.threshold is not None else "."))
     svg = plots.timeline_chart(points, quantity=spec.label, threshold=spec.threshold, xlabel="window number",
                                alt=alt, key="timeline-chart")
     return {"svg": Markup(svg), "alt": alt, "alerts": alerts, "windows": len(points), "explained": n_explained,
-            "peak": peak.risk, "peak_window": int(peak.x)}
+            "peak": peak.risk, "peak_window": int(peak.x), "undecided_alerts": off_chart,
+            "undecided_windows": off_windows}
 
 
 def _count(n: int, noun: str) -> str:
@@ -862,7 +878,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
         "decisions": len(decisions),
         "counts": sorted(counts.items(), key=lambda kv: -kv[1]),
         "explained": len(explained),
-        "alerts": sum(len(w.alerts) for w in inputs.windows) + sum(r.alerts for r in inputs.refused),
+        "alerts": sum(len(w.alerts) for w in inputs.windows) + sum(len(r.alerts) for r in inputs.refused),
         "refused": len(inputs.refused),
         "max_risk": max((r for _, r in decisions), default=None),     # None: every row was refused
         "min_risk": min((r for _, r in decisions), default=None),

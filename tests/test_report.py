@@ -270,6 +270,34 @@ def test_a_window_the_model_could_not_decide_is_listed_with_its_reason(fixed_bun
     assert "refused by the input checks" not in text
 
 
+def test_alerts_of_windows_the_model_could_not_decide_are_counted_and_listed(fixed_bundle, tmp_path):
+    """Every alert of the session on undecided windows (a 1e39 sensor value): headline, chart caption and the
+    Alerts section all count 4, and the Alerts section lists them, marked, rather than 'No alerts were raised'."""
+    records = [{**r, "alerts": []} for r in _window_records(fixed_bundle)]
+    for i in (4, 5):
+        records[i] = {"window": records[i]["window"], "decision": None, "explanation": None, "alerts": [
+            {"kind": "out_of_range", "message": f"glucose 5e+37 outside the training range in window {i}"},
+            {"kind": "not_decided", "message": f"feature 'glucose' is 1e+39 in window {i}: the window is not decided"}]}
+    html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
+    text = _text(html)
+    assert "10 windows from 0 to 120; 4 alerts; 2 explained; 2 more the model could not decide (listed below)." in text
+    assert "0 alerts (triangles) and 4 alerts on 2 windows the model could not decide (not plotted);" in text
+    assert "No alerts were raised" not in text
+    assert ("Alerts 4 alerts, 4 of them on 2 windows the model could not decide (marked “not decided”; those "
+            "windows are also listed under “Windows the model could not decide”).") in text
+    assert ('<tr><td class="num">4 (not decided)</td><td>40</td><td>50</td><td>out of range</td>'
+            '<td>glucose 5e+37 outside the training range in window 4</td></tr>') in html
+    assert len(re.findall(r"<td class=\"num\">\d+ \(not decided\)</td>", html)) == 4
+
+    records[8]["alerts"] = [{"kind": "out_of_range", "message": "glucose outside the training range in window 8"}]
+    text = _text(ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text())
+    assert "5 alerts; 2 explained; 2 more" in text
+    assert "1 alert (triangles) and 4 alerts on 2 windows the model could not decide (not plotted);" in text
+    assert "Alerts 5 alerts, 4 of them on 2 windows the model could not decide" in text
+    assert re.search(r"Window Start End Kind Alert 4 \(not decided\) .* 5 \(not decided\) .* 8 80 90 out of range",
+                     text)
+
+
 def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
     """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
     records = _window_records(fixed_bundle)
