@@ -98,15 +98,39 @@ def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: st
         return _to_svg(fig, alt=alt, key=key)
 
 
+MARKED_WINDOWS = 200      # up to this many windows, each is a dot on the line; beyond, the line alone
+LINE_BINS = 1000          # beyond twice this many windows, the line runs through each bin's lowest and highest
+
+
+def _line(points: Sequence[Point], *, bins: int = LINE_BINS) -> list[Point]:
+    """The points the risk line is drawn through: all of them, or for a long session, in each of `bins` runs of
+    consecutive windows the lowest and the highest (in window order), so that every peak and trough is drawn, at
+    a size that does not grow with the session (the chart is too narrow to show more)."""
+    if len(points) <= 2 * bins:
+        return list(points)
+    kept = []
+    for b in range(bins):
+        run = points[b * len(points) // bins:(b + 1) * len(points) // bins]
+        low = min(range(len(run)), key=lambda i: run[i].risk)
+        high = max(range(len(run)), key=lambda i: run[i].risk)
+        kept += [run[i] for i in sorted({low, high})]
+    return kept
+
+
 def timeline_chart(points: Sequence[Point], *, quantity: str, threshold: float | None, xlabel: str,
                    alt: str, key: str) -> str:
-    """Risk per window as a line; alerts as vermillion triangles, explained windows as open black circles."""
+    """Risk per window as a line; alerts as vermillion triangles, explained windows as open black circles.
+
+    A long session (over MARKED_WINDOWS windows) has no dot per window, and past 2 * LINE_BINS its line runs
+    through each bin's extremes (see `_line`): the chart's size stays bounded; alerts are all marked."""
     plt = _pyplot()
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(6.8, 2.8))
-        xs = [p.x for p in points]
-        ys = [p.risk for p in points]
-        ax.plot(xs, ys, color=OKABE_ITO["blue"], linewidth=1.4, marker=".", markersize=4, label=quantity)
+        line = _line(points)
+        xs = [p.x for p in line]
+        ys = [p.risk for p in line]
+        dots = {"marker": ".", "markersize": 4} if len(points) <= MARKED_WINDOWS else {"linewidth": 1.0}
+        ax.plot(xs, ys, **{"color": OKABE_ITO["blue"], "linewidth": 1.4, **dots}, label=quantity)
         if threshold is not None:
             ax.axhline(threshold, color="black", linestyle="--", linewidth=0.9, label=f"decision threshold {threshold:g}")
         alerts = [p for p in points if p.alert]

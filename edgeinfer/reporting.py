@@ -20,10 +20,11 @@ import json
 import math
 import numbers
 import os
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import click
 
@@ -34,6 +35,7 @@ FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
 TOP_DRIVERS = 8
 TEMPLATE = "report.html.j2"
+PROGRESS_BYTES = 2 << 20  # `edgeinfer report` shows its progress on stderr for an input file this large or larger
 _PURPOSE = "writing explanation reports"
 
 
@@ -54,6 +56,7 @@ class Window:
     alerts: tuple[Any, ...] = ()
     where: str = ""                      # "record 3": where errors about it point
     alerts: int = 0                      # a stream window's alerts (an undecided window's, all in `reason`)
+    explained: bool = False              # it carries an explanation (kept as `explanation` for the first MAX_CASES)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class Inputs:
     places: tuple[str, ...] = ()                 # "record 3" for each explanation: where errors about it point
     positions: tuple[int, ...] = ()              # each explanation's place among the records, from 1 ("Decision 3")
     stream: bool = False                         # records of a stream session (windows, decided or not)
+    # Only the first MAX_CASES explanations are kept (they are all the report shows); of every one, these:
+    explained: int = 0                           # how many explanations were given (0: as many as are kept)
+    made: tuple[tuple[str, str], ...] = ()       # (where, bundle sha256) at each bundle's first explanation
+    classes: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (where, classes) at each row explanation's first classes
 
 
 def load_records(path: str | Path) -> list[Mapping[str, Any]]:
@@ -86,51 +93,101 @@ def load_records(path: str | Path) -> list[Mapping[str, Any]]:
     return [record for _, record in _lines(path)]
 
 
-def _lines(path: str | Path) -> list[tuple[int, Mapping[str, Any]]]:
-    """The records of a JSONL file with their line numbers (what errors about them name)."""
+def _lines(path: str | Path, *, progress: Callable[[int], Any] | None = None):
+    """The records of a JSONL file with their line numbers (what errors about them name), one line at a time (a
+    long session's file is never held whole); `progress` is told the bytes of each line read."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        file = path.open("rb")
     except FileNotFoundError:
         raise InputError(f"explanations file {path} not found; give the JSONL written by `edgeinfer explain` "
                          "or `edgeinfer stream`") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise InputError(f"explanations file {path} is unreadable ({err})") from err
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        record = json_object(line, keys="field name")
-        if isinstance(record, str):
-            last = number == len(lines) and not line.endswith("}")
-            raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
-                             + ("; the last line looks cut off (a stream still writing, or stopped hard): "
-                                "delete it, or report on a finished file" if last else ""))
-        records.append((number, record))
-    if not records:
+    found = False
+    with file:
+        number = 0
+        try:
+            for raw in file:
+                number += 1
+                if progress is not None:
+                    progress(len(raw))
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+                if not line.strip():
+                    continue
+                record = json_object(line, keys="field name")
+                if isinstance(record, str):
+                    last = next(file, None) is None and not line.endswith("}")     # no line after it
+                    raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
+                                     + ("; the last line looks cut off (a stream still writing, or stopped hard): "
+                                        "delete it, or report on a finished file" if last else ""))
+                found = True
+                yield number, record
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"explanations file {path} is unreadable ({err})") from err
+    if not found:
         raise InputError(f"{path} holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer stream`")
-    return records
 
 
-def collect(items: Iterable[Any]) -> Inputs:
-    """Sort explanations, explanation JSON, stream window records and refused rows apart (a path: its JSONL lines)."""
+def _digest(item: Any, where: str) -> tuple[str, tuple[str, ...]]:
+    """An explanation's bundle sha256 and classes, read without building it (past MAX_CASES it is only counted);
+    a record not of the usual shape is built, so that a damaged one gets its usual error."""
+    from edgeinfer.explain.explanation import SCHEMA_VERSION, Explanation
+
+    if isinstance(item, Explanation):
+        return item.model.bundle_sha256, tuple(item.decision.classes)
+    model, decision = item.get("model"), item.get("decision")
+    sha = model.get("bundle_sha256") if isinstance(model, Mapping) else None
+    classes = decision.get("classes") if isinstance(decision, Mapping) else None
+    if (item.get("schema_version") == SCHEMA_VERSION and isinstance(sha, str) and isinstance(classes, list)
+            and all(isinstance(c, str) for c in classes)):
+        return sha, tuple(classes)
+    e = _explanation(item, where)
+    return e.model.bundle_sha256, tuple(e.decision.classes)
+
+
+def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = None) -> Inputs:
+    """Sort explanations, explanation JSON, stream window records and refused rows apart (a path: its JSONL lines,
+    read one at a time; `progress` is told the bytes of each). Every record is counted; of the explanations, the
+    first MAX_CASES (all the report shows in full) are kept, and every one's bundle and classes are checked."""
     from edgeinfer.decision import Rejection
     from edgeinfer.explain.explanation import Explanation
 
+    if isinstance(items, Inputs):
+        return items
     if isinstance(items, (Explanation, Mapping)):
         items = [items]
     if isinstance(items, (str, os.PathLike)):        # a file's records are named by their line, as parse errors are
-        items = [(f"{items} line {number}", record) for number, record in _lines(items)]
+        path = items
+        items = ((f"{path} line {number}", record) for number, record in _lines(path, progress=progress))
     else:
-        items = [(f"record {n}", item) for n, item in enumerate(items, start=1)]
+        items = ((f"record {n}", item) for n, item in enumerate(items, start=1))
     explanations, rows, windows, refused, places, positions = [], [], [], [], [], []
+    made: dict[str, str] = {}            # bundle sha256 -> where its first explanation is
+    classes: dict[tuple[str, ...], str] = {}     # a row explanation's classes -> where they first are
+    explained = 0
+
+    def explanation(item: Any, where: str, label: str, *, row: bool):
+        """Count one explanation, note its bundle (and a row's classes), and keep it while fewer than MAX_CASES are."""
+        nonlocal explained
+        explained += 1
+        keep = explained <= MAX_CASES
+        e = (item if isinstance(item, Explanation) else _explanation(item, where)) if keep else None
+        sha, names = _digest(e, where) if keep else _digest(item, where)
+        made.setdefault(sha, label)
+        if row:
+            classes.setdefault(names, label)
+        return e
+
     first: dict[str, str] = {}           # where the first record of each kind is: a mix of kinds is refused
     for n, (where, item) in enumerate(items, start=1):
         if isinstance(item, Explanation):
-            explanations.append(item)
-            rows.append(None)
-            places.append(where)
-            positions.append(n)
+            e = explanation(item, where, f"explanation {explained + 1}", row=True)
+            if e is not None:
+                explanations.append(e)
+                rows.append(None)
+                places.append(where)
+                positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "window" in item and item.get("decision", {}) is None:
             # a window the model could not decide (`edgeinfer stream`: a not_decided alert says why)
@@ -143,14 +200,16 @@ def collect(items: Iterable[Any]) -> Inputs:
                                    alerts=tuple(alerts), start=start, end=end))
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "window" in item:
-            windows.append(_window(item, n, where))
+            windows.append(_window(item, n, where, explanation=explanation))
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "schema_version" in item:
             body = {k: v for k, v in item.items() if k != "row"}
-            explanations.append(_explanation(body, where))
-            rows.append(item.get("row"))
-            places.append(where)
-            positions.append(n)
+            e = explanation(body, where, f"explanation {explained + 1}", row=True)
+            if e is not None:
+                explanations.append(e)
+                rows.append(item.get("row"))
+                places.append(where)
+                positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "error" in item:
             refused.append(Refused(row=item.get("row"), reason=str(item["error"]), where=where))
@@ -173,7 +232,9 @@ def collect(items: Iterable[Any]) -> Inputs:
     if not explanations and not windows and not refused:
         raise InputError("nothing to report: no explanations and no stream windows were given")
     return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions),
-                  stream="window" in first)
+                  stream="window" in first, explained=explained,
+                  made=tuple((where, sha) for sha, where in made.items()),
+                  classes=tuple((where, names) for names, where in classes.items()))
 
 
 def _explanation(data: Mapping[str, Any], where: str):
@@ -185,7 +246,9 @@ def _explanation(data: Mapping[str, Any], where: str):
         raise InputError(f"{where}: {err}") from err
 
 
-def _window(record: Mapping[str, Any], n: int, where: str) -> Window:
+def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Callable[..., Any]) -> Window:
+    """A window record, checked; `explanation(item, where, label, row=False)` counts its explanation and returns
+    it built, or None past the first MAX_CASES."""
     from edgeinfer.explain.explanation import Explanation
 
     window, decision = record.get("window"), record.get("decision")
@@ -196,10 +259,8 @@ def _window(record: Mapping[str, Any], n: int, where: str) -> Window:
         probabilities = dict(zip(decision.get("classes", ()), probabilities))
     if not isinstance(probabilities, Mapping) or "class_name" not in decision:
         raise InputError(f"{where}: decision needs 'class_name' and 'probabilities' (class name -> probability)")
-    explanation = record.get("explanation")
-    if isinstance(explanation, Mapping):
-        explanation = _explanation(explanation, where)
-    elif explanation is not None and not isinstance(explanation, Explanation):
+    explained = record.get("explanation")
+    if explained is not None and not isinstance(explained, (Mapping, Explanation)):
         raise InputError(f"{where}: 'explanation' must be an Explanation object or null")
     probabilities = {str(k): _number(v, f"{where}: probability of {str(k)!r}", low=0.0, high=1.0)
                      for k, v in probabilities.items()}
@@ -214,6 +275,7 @@ def _window(record: Mapping[str, Any], n: int, where: str) -> Window:
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
         raise InputError(f"{where}: window index must be a whole number >= 0, got "
                          f"{_json(index)}")
+    explanation = None if explained is None else explanation(explained, where, f"window {int(index)}", row=False)
     return Window(
         index=int(index),
         start=_number(window.get("start"), f"{where}: window start", optional=True),
@@ -224,6 +286,7 @@ def _window(record: Mapping[str, Any], n: int, where: str) -> Window:
         explanation=explanation,
         alerts=tuple(alerts),
         where=where,
+        explained=explained is not None,
     )
 
 
@@ -265,7 +328,8 @@ def report(
 ) -> Path:
     """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf).
 
-    `explanations`: Explanations, their JSON dicts, stream window records, or the path of a JSONL file of them.
+    `explanations`: Explanations, their JSON dicts, stream window records, the path of a JSONL file of them, or
+    the Inputs that collect() made of them.
     `bundle`: the bundle directory's path, a Bundle, or a Session (its bundle)."""
     if not isinstance(out, (str, os.PathLike)):
         raise UsageError(f"report output must be a path ending in .html or .pdf, got {out!r}")
@@ -398,7 +462,16 @@ def report_command(bundle: str, explanations: str, out: str, title: str | None, 
     """Write a clinician report from EXPLANATIONS.jsonl (`edgeinfer explain` or `edgeinfer stream` output)."""
     if Path(out).suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{Path(out).name}'; e.g. -o report.html or -o report.pdf")
-    path = report(explanations, out=out, bundle=bundle, title=title, template=template)
+    try:
+        size = os.path.getsize(explanations)
+    except OSError:                 # not there: collect() says so
+        size = 0
+    inputs: Any = explanations
+    if size >= PROGRESS_BYTES:      # a long session takes a while: say how far it got, on stderr (stdout: the path)
+        with click.progressbar(length=size, label=f"reading {Path(explanations).name}", file=sys.stderr) as bar:
+            inputs = collect(explanations, progress=bar.update)
+        click.echo(f"drawing the charts and writing {Path(out).name}", err=True)
+    path = report(inputs, out=out, bundle=bundle, title=title, template=template)
     click.echo(str(path))
 
 
@@ -440,6 +513,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
     manifest = dict(bundle.manifest) if bundle is not None else {}
     spec = risk_spec(schema.classes, schema.favourable)
     explained = list(inputs.explanations) + [w.explanation for w in inputs.windows if w.explanation is not None]
+    total = max(inputs.explained, len(explained))      # every explanation given; `explained`: the first MAX_CASES
     carried = getattr(explained[0].model, "fidelity", None) if explained else None
     fidelity = _fidelity(manifest.get("fidelity") if "fidelity" in manifest else carried)
     positions = inputs.positions or range(1, len(inputs.explanations) + 1)
@@ -452,16 +526,16 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
               recorded=bundle is not None)
         for i, (e, heading) in enumerate(case_sources[:MAX_CASES], start=1)
     ]
-    model = _model(manifest, explained, bundle, schema, carried)
+    model = _model(manifest, explained, bundle, schema, carried, [sha for _, sha in _made(inputs)])
     return {
         "title": title or f"Explanation report: {schema.name}",
         "generated": generated_at(),
         "session": inputs.stream,
-        "summary": _summary(inputs, spec, explained),
+        "summary": _summary(inputs, spec, total),
         "risk_label": spec.label,
         "risk_threshold": spec.threshold,
         "cases": cases,
-        "cases_total": len(case_sources),
+        "cases_total": max(total, len(case_sources)),
         "timeline": _timeline(inputs.windows, spec, inputs.refused) if inputs.windows else None,
         "refused": [{"row": r.row, "reason": r.reason} for r in inputs.refused],
         "model": model,
@@ -473,15 +547,15 @@ def _check_classes(inputs: Inputs, schema, bundle) -> None:
     """Refuse records whose classes are not the bundle's (or, without one, the first record's), or explanations
     made by two bundles: they came from another model. (Records all made by one other bundle than the one given
     are flagged in the report.)"""
-    made = [(f"explanation {n}", e.model.bundle_sha256) for n, e in enumerate(inputs.explanations, start=1)]
-    made += [(f"window {w.index}", w.explanation.model.bundle_sha256) for w in inputs.windows if w.explanation]
+    made = _made(inputs)
     for where, sha in made[1:]:
         if sha != made[0][1]:
             raise InputError(
                 f"{where}: made by bundle {sha[:12]}…, but {made[0][0]} by bundle {made[0][1][:12]}…; report each "
                 "model's records on their own, with the bundle that made them"
             )
-    records = [(f"explanation {n}", e.decision.classes) for n, e in enumerate(inputs.explanations, start=1)]
+    records = list(inputs.classes) or [(f"explanation {n}", e.decision.classes)
+                                       for n, e in enumerate(inputs.explanations, start=1)]
     records += [(f"window {w.index}", tuple(w.probabilities)) for w in inputs.windows]
     for where, classes in records:
         if set(classes) != set(schema.classes):
@@ -491,6 +565,14 @@ def _check_classes(inputs: Inputs, schema, bundle) -> None:
                 f"{where}: the decision has classes {list(classes)}, but {source} classes {list(schema.classes)}; "
                 "report each model's records on their own, with the bundle that made them"
             )
+
+
+def _made(inputs: Inputs) -> list[tuple[str, str]]:
+    """(where, bundle sha256) of the explanations: at each bundle's first, as collect() noted them, or of each kept."""
+    if inputs.made:
+        return list(inputs.made)
+    made = [(f"explanation {n}", e.model.bundle_sha256) for n, e in enumerate(inputs.explanations, start=1)]
+    return made + [(f"window {w.index}", w.explanation.model.bundle_sha256) for w in inputs.windows if w.explanation]
 
 
 def _check_records(inputs: Inputs, schema, bundle) -> None:
@@ -830,13 +912,15 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Ref
     off_chart = len(alerts) - plotted
     off_windows = sum(1 for r in undecided if r.alerts)
     peak = max(points, key=lambda p: p.risk)
-    n_explained = sum(p.explained for p in points)
+    shown = sum(p.explained for p in points)             # circled: the explained windows shown in full below
+    n_explained = sum(1 for w in ordered if w.explained or w.explanation is not None)
     alt = (f"Line chart of the {spec.label} in {_count(len(points), 'window')} (window {ordered[0].index} to "
            f"{ordered[-1].index}); highest {_probability_apart(peak.risk, spec.threshold)} at window {int(peak.x)}; "
            f"{_count(plotted, 'alert')} (triangles)"
            + (f" and {_count(off_chart, 'alert')} on {_count(off_windows, 'window')} the model could not decide "
               "(not plotted)" if off_chart else "")
-           + f"; {_count(n_explained, 'explained window')} (open circles)"
+           + (f"; {_count(n_explained, 'explained window')}, the {shown} shown in full below as open circles"
+              if n_explained > shown else f"; {_count(n_explained, 'explained window')} (open circles)")
            + (f"; dashed line: decision threshold {spec.threshold:g}." if spec.threshold is not None else "."))
     svg = plots.timeline_chart(points, quantity=spec.label, threshold=spec.threshold, xlabel="window number",
                                alt=alt, key="timeline-chart")
@@ -858,7 +942,7 @@ def _alert_text(alert: Any) -> str:
     return str(alert)
 
 
-def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[str, Any]:
+def _summary(inputs: Inputs, spec: RiskSpec, explained: int) -> dict[str, Any]:
     if inputs.windows:
         made = [(w.class_name, w.probabilities) for w in inputs.windows]
     else:
@@ -877,7 +961,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: Sequence[Any]) -> dict[s
     return {
         "decisions": len(decisions),
         "counts": sorted(counts.items(), key=lambda kv: -kv[1]),
-        "explained": len(explained),
+        "explained": explained,
         "alerts": sum(len(w.alerts) for w in inputs.windows) + sum(len(r.alerts) for r in inputs.refused),
         "refused": len(inputs.refused),
         "max_risk": max((r for _, r in decisions), default=None),     # None: every row was refused
@@ -973,12 +1057,13 @@ def _device_text(exported: Mapping[str, Any], ran: str | None) -> str | None:
     return f"{title(ran)} (exported for {for_device})" if for_device else title(ran)
 
 
-def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema, carried: Any) -> dict[str, Any]:
+def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema, carried: Any,
+           shas: Sequence[str]) -> dict[str, Any]:
     card = manifest.get("card") if isinstance(manifest.get("card"), Mapping) else {}
     info = explained[0].model if explained else None
     device = manifest.get("device") if isinstance(manifest.get("device"), Mapping) else {}
     sha = manifest.get("manifest_sha256") or (info.bundle_sha256 if info else None)
-    used = sorted({e.model.bundle_sha256 for e in explained if e.model.bundle_sha256})
+    used = sorted({sha for sha in shas if sha})      # of every explanation, shown in full or not
     return {
         "from_bundle": bundle is not None,
         "path": str(bundle.path) if bundle is not None else None,

@@ -298,6 +298,91 @@ def test_alerts_of_windows_the_model_could_not_decide_are_counted_and_listed(fix
                      text)
 
 
+
+def _session_file(bundle, path: Path, *, windows: int, explained=(), alerts=()) -> Path:
+    """A stream session's JSONL: `windows` windows, risk rising and falling, explanations and alerts on some."""
+    explanation = _explanation(bundle.sha256).to_dict()
+    with path.open("w") as out:
+        for i in range(windows):
+            p = round(0.5 + 0.45 * np.sin(i / 50), 4)
+            record = {"window": {"index": i, "start": float(i), "end": i + 1.9, "rows": 20},
+                      "decision": {"label": int(p >= 0.5), "class_name": "high risk" if p >= 0.5 else "low risk",
+                                   "probabilities": {"low risk": round(1 - p, 4), "high risk": p}, "latency_ms": 0.05},
+                      "explanation": explanation if i in explained else None,
+                      "alerts": [{"kind": "out_of_range", "message": f"alert in window {i}"}] if i in alerts else []}
+            out.write(json.dumps(record) + "\n")
+    return path
+
+
+def test_a_long_session_keeps_the_explanations_it_shows_and_counts_the_rest(fixed_bundle, tmp_path):
+    """Only MAX_CASES explanations are rendered, so only those are built and kept; every one is counted, and every
+    one's bundle is still checked."""
+    from edgeinfer.reporting import MAX_CASES, collect
+
+    lines = _session_file(fixed_bundle, tmp_path / "s.jsonl", windows=60, explained=range(0, 60, 2))
+    inputs = collect(lines)
+    assert inputs.explained == 30 and len(inputs.windows) == 60
+    kept = [w.index for w in inputs.windows if w.explanation is not None]
+    assert MAX_CASES == 25 and kept == list(range(0, 50, 2))          # the 26th (window 50) is counted, not kept
+    assert [w.index for w in inputs.windows if w.explained] == list(range(0, 60, 2))
+    html = ei.report(lines, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
+    text = _text(html)
+    assert "60 windows from 0 to 60.9; 0 alerts; 30 explained." in text
+    assert "The first 25 of 30 explained decisions are shown in full." in text
+    assert "case-25" in _ids(html) and "case-26" not in _ids(html) and "Window 50 (" not in text
+    assert "; 30 explained windows, the 25 shown in full below as open circles;" in text
+
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    records[52]["explanation"]["model"]["bundle_sha256"] = "f" * 64      # the 27th explanation: never shown
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError) as caught:
+        ei.report(lines, out=tmp_path / "s.html", bundle=fixed_bundle)
+    assert str(caught.value) == (f"window 52: made by bundle ffffffffffff…, but window 0 by bundle "
+                                 f"{fixed_bundle.sha256[:12]}…; report each model's records on their own, with the "
+                                 "bundle that made them")
+
+
+def test_a_long_session_shows_progress_on_stderr_and_a_bounded_chart(fixed_bundle, tmp_path):
+    """A file of PROGRESS_BYTES or more: `edgeinfer report` says how far it got on stderr (stdout keeps the path
+    alone); a short one says nothing. The timeline of 9,000 windows has no dot per window, keeps every alert and
+    the highest risk, and stays small."""
+    from edgeinfer.reporting import PROGRESS_BYTES
+
+    alerts = (10, 3000, 8999)
+    long = _session_file(fixed_bundle, tmp_path / "long.jsonl", windows=9000, explained=(77,), alerts=alerts)
+    assert long.stat().st_size >= PROGRESS_BYTES
+    out = tmp_path / "long.html"
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(long), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{out}\n"
+    assert result.stderr.splitlines() == ["reading long.jsonl", "drawing the charts and writing long.html"]
+    html = out.read_text()
+    assert "9000 windows from 0 to 9000.9; 3 alerts; 1 explained." in _text(html)
+    assert "highest 0.950 at window 78; 3 alerts (triangles); 1 explained window (open circles)" in _text(html)
+    timeline = re.search(r'<section id="timeline".*?</svg>', html, flags=re.S).group(0)
+    assert len(timeline) < 100_000            # one dot per window made it 1.1 MB
+    assert timeline.count("<use ") < 40       # a dot per window: 9,000
+    triangle = re.search(r'<path id="([^"]+)" d="M 0 -3.872983 \nL -3.872983 3.872983 \nL 3.872983 3.872983 \nz',
+                         timeline).group(1)           # the alert marker (s=60)
+    assert timeline.count(f'<use xlink:href="#{triangle}"') == 3 + 1        # and the legend's
+
+    short = _session_file(fixed_bundle, tmp_path / "short.jsonl", windows=12, alerts=alerts)
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(short), "-o", str(tmp_path / "s.html")])
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_the_timeline_line_keeps_each_bins_lowest_and_highest_window():
+    from edgeinfer.plots import Point, _line
+
+    points = [Point(i, (i * 7919 % 1000) / 1000) for i in range(10_000)]
+    line = _line(points, bins=100)
+    assert _line(points[:200], bins=100) == points[:200]              # up to twice the bins: every window
+    assert len(line) == 200 and line == sorted(line, key=lambda p: p.x)
+    for b in range(100):
+        run = points[b * 100:(b + 1) * 100]
+        inside = [p for p in line if run[0].x <= p.x <= run[-1].x]
+        assert {p.risk for p in inside} == {min(p.risk for p in run), max(p.risk for p in run)}
+
 def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
     """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
     records = _window_records(fixed_bundle)
