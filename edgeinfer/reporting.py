@@ -55,7 +55,6 @@ class Window:
     explanation: Any = None              # Explanation | None
     alerts: tuple[Any, ...] = ()
     where: str = ""                      # "record 3": where errors about it point
-    alerts: int = 0                      # a stream window's alerts (an undecided window's, all in `reason`)
     explained: bool = False              # it carries an explanation (kept as `explanation` for the first MAX_CASES)
 
 

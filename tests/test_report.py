@@ -383,6 +383,17 @@ def test_the_timeline_line_keeps_each_bins_lowest_and_highest_window():
         inside = [p for p in line if run[0].x <= p.x <= run[-1].x]
         assert {p.risk for p in inside} == {min(p.risk for p in run), max(p.risk for p in run)}
 
+
+def test_a_window_without_alerts_has_an_empty_tuple_of_them():
+    """Window declared `alerts` twice (a tuple, then `int = 0` copied from Refused): the int won, so a Window made
+    without alerts had 0, which `for a in w.alerts` cannot iterate."""
+    from edgeinfer.reporting import Window
+
+    window = Window(index=0, start=0.0, end=1.0, rows=10, class_name="low risk",
+                    probabilities={"low risk": 0.9, "high risk": 0.1})
+    assert window.alerts == ()
+    assert [f.type for f in dataclasses.fields(Window) if f.name == "alerts"] == ["tuple[Any, ...]"]
+
 def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
     """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
     records = _window_records(fixed_bundle)
