@@ -68,7 +68,8 @@ _RC = {
 
 
 def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: str, key: str) -> str:
-    """Horizontal bars: contributions to `quantity`; raising (orange, hatched) vs lowering (blue, dotted)."""
+    """Horizontal bars: contributions to `quantity`; raising (orange, hatched /) vs lowering (blue, hatched \\):
+    told apart without colour. (Dots, "...", made each chart's SVG 10x larger: 160 kB.)"""
     plt = _pyplot()
     with plt.rc_context(_RC):
         height = 0.9 + 0.42 * max(len(bars), 1)
@@ -76,7 +77,7 @@ def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: st
         labels = [b.label for b in bars][::-1]
         values = [b.contribution for b in bars][::-1]
         colours = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in values]
-        hatches = ["///" if v > 0 else "..." for v in values]
+        hatches = ["///" if v > 0 else "\\\\\\" for v in values]
         rects = ax.barh(range(len(values)), values, color=colours, edgecolor="black", linewidth=0.6)
         for rect, hatch in zip(rects, hatches):
             rect.set_hatch(hatch)
@@ -92,7 +93,7 @@ def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: st
 
         ax.legend(handles=[
             Patch(facecolor=OKABE_ITO["vermillion"], edgecolor="black", hatch="///", label="raises it"),
-            Patch(facecolor=OKABE_ITO["blue"], edgecolor="black", hatch="...", label="lowers it"),
+            Patch(facecolor=OKABE_ITO["blue"], edgecolor="black", hatch="\\\\\\", label="lowers it"),
         ], loc="lower right", fontsize=8, frameon=False)
         fig.tight_layout()
         return _to_svg(fig, alt=alt, key=key)
