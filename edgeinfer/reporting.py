@@ -85,6 +85,7 @@ class Inputs:
     explained: int = 0                           # how many explanations were given (0: as many as are kept)
     made: tuple[tuple[str, str], ...] = ()       # (where, bundle sha256) at each bundle's first explanation
     classes: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (where, classes) at each row explanation's first classes
+    decided: tuple[tuple[str, dict[str, float]], ...] = ()  # each row explanation's class and probabilities by class
 
 
 def load_records(path: str | Path) -> list[Mapping[str, Any]]:
@@ -145,6 +146,25 @@ def _digest(item: Any, where: str) -> tuple[str, tuple[str, ...]]:
     return e.model.bundle_sha256, tuple(e.decision.classes)
 
 
+def _decided(item: Any, where: str) -> tuple[str, dict[str, float]]:
+    """An explanation's decided class and its probabilities by class, read without building it (the report's
+    counts and risk range cover every explanation, not only those kept); a record not of the usual shape is built,
+    so that a damaged one gets its usual error."""
+    from edgeinfer.explain.explanation import Explanation
+
+    if isinstance(item, Explanation):
+        d = item.decision
+        return d.class_name, dict(zip(d.classes, d.probabilities))
+    decision = item.get("decision")
+    if isinstance(decision, Mapping):
+        name, classes, probabilities = (decision.get(k) for k in ("class_name", "classes", "probabilities"))
+        if (isinstance(name, str) and isinstance(classes, list) and isinstance(probabilities, list)
+                and len(classes) == len(probabilities) and name in classes
+                and all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in probabilities)):
+            return name, dict(zip(classes, map(float, probabilities)))
+    return _decided(_explanation(item, where), where)
+
+
 def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = None) -> Inputs:
     """Sort explanations, explanation JSON, stream window records and refused rows apart (a path: its JSONL lines,
     read one at a time; `progress` is told the bytes of each). Every record is counted; of the explanations, the
@@ -164,6 +184,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
     explanations, rows, windows, refused, places, positions = [], [], [], [], [], []
     made: dict[str, str] = {}            # bundle sha256 -> where its first explanation is
     classes: dict[tuple[str, ...], str] = {}     # a row explanation's classes -> where they first are
+    decided: list[tuple[str, dict[str, float]]] = []
     explained = 0
 
     def explanation(item: Any, where: str, label: str, *, row: bool):
@@ -176,6 +197,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
         made.setdefault(sha, label)
         if row:
             classes.setdefault(names, label)
+            decided.append(_decided(e if keep else item, where))
         return e
 
     first: dict[str, str] = {}           # where the first record of each kind is: a mix of kinds is refused
@@ -233,7 +255,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
     return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions),
                   stream="window" in first, explained=explained,
                   made=tuple((where, sha) for sha, where in made.items()),
-                  classes=tuple((where, names) for names, where in classes.items()))
+                  classes=tuple((where, names) for names, where in classes.items()), decided=tuple(decided))
 
 
 def _explanation(data: Mapping[str, Any], where: str):
@@ -944,9 +966,8 @@ def _alert_text(alert: Any) -> str:
 def _summary(inputs: Inputs, spec: RiskSpec, explained: int) -> dict[str, Any]:
     if inputs.windows:
         made = [(w.class_name, w.probabilities) for w in inputs.windows]
-    else:
-        made = [(e.decision.class_name, dict(zip(e.decision.classes, e.decision.probabilities)))
-                for e in inputs.explanations]
+    else:           # every explanation's decision (collect keeps only the first MAX_CASES explanations whole)
+        made = list(inputs.decided) or [_decided(e, "") for e in inputs.explanations]
     decisions = [(name, spec.value(probabilities, name)) for name, probabilities in made]
     # the first decision's boundary, as each case's: the threshold, or (its own class's risk) the best other class
     first_name, first_probabilities = made[0] if made else (None, {})

@@ -342,6 +342,30 @@ def test_a_long_session_keeps_the_explanations_it_shows_and_counts_the_rest(fixe
                                  "bundle that made them")
 
 
+def test_the_summary_counts_every_explained_row_not_only_those_shown(diabetes_session, diabetes, tmp_path):
+    """Of 40 explained rows the first 25 are shown in full; the headline, the outcome counts and the risk range
+    cover all 40 (they covered the 25 kept: '25 decisions explained', a range that missed the highest risk)."""
+    from edgeinfer.reporting import MAX_CASES, _probability_apart
+
+    rows = diabetes.X_test[:40]
+    proba = diabetes_session.predict_proba(rows)
+    order = np.argsort(proba[:, 1], kind="stable")       # the riskiest rows last: past the MAX_CASES kept
+    explained = diabetes_session.explain(rows[order], parts=("attributions",))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in explained))
+    labels = proba.argmax(axis=1)
+    counts = {c: int((labels == k).sum()) for k, c in enumerate(diabetes_session.classes)}
+    high_class = diabetes_session.classes[1]
+    for given in (path, explained):
+        text = _text(ei.report(given, out=tmp_path / "r.html", bundle=diabetes_session).read_text())
+        assert MAX_CASES < 40 and "40 decisions explained." in text
+        assert "The first 25 of 40 explained decisions are shown in full." in text
+        table = " ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        assert f"Outcome Decisions {table}" in text
+        low, high = (_probability_apart(float(v), 0.5) for v in (proba[:, 1].min(), proba[:, 1].max()))
+        assert f"Probability of '{high_class}' ranged from {low} to {high}." in text
+
+
 def test_a_long_session_shows_progress_on_stderr_and_a_bounded_chart(fixed_bundle, tmp_path):
     """A file of PROGRESS_BYTES or more: `edgeinfer report` says how far it got on stderr (stdout keeps the path
     alone); a short one says nothing. The timeline of 9,000 windows has no dot per window, keeps every alert and
