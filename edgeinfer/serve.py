@@ -64,6 +64,8 @@ from edgeinfer.profiles import device_option
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_QUEUE_DELAY_US = 2000
 STAKEHOLDER_DEFAULT = "clinician"
+NO_BATCHING_INT8_DYNAMIC = ("dynamic batching off: an int8-dynamic model computes its activation scales per batch, "
+                            "so a client's answers would depend on other clients' rows")
 
 
 @dataclass(frozen=True)
@@ -419,11 +421,15 @@ class Server:
 
         self.session = session
         execution = session.execution
+        note = execution.note
+        if dynamic_batching and session.bundle.precision == "int8-dynamic":
+            dynamic_batching = False        # as export-triton writes such a model's config
+            note = "; ".join(filter(None, [note, NO_BATCHING_INT8_DYNAMIC]))
         self.info = ServerInfo(
             http_url=f"http://{host}:{http_port}", grpc_url=f"{host}:{grpc_port}",
             metrics_url=f"http://{host}:{metrics_port}/metrics", max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us if dynamic_batching else 0, dynamic_batching=dynamic_batching,
-            provider=execution.provider, fallback=execution.fallback, note=execution.note,
+            provider=execution.provider, fallback=execution.fallback, note=note,
             instances=instances, inline_tensors=inline, workers=workers,
         )
         config = pytriton.TritonConfig(

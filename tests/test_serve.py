@@ -972,6 +972,36 @@ def test_model_repository_for_an_int8_dynamic_bundle_has_no_dynamic_batching(bre
     assert not config.HasField("dynamic_batching") and config.max_batch_size == 64
 
 
+@pytest.mark.server
+def test_serve_runs_an_int8_dynamic_bundle_without_dynamic_batching(breast_cancer, tmp_path):
+    """As export-triton writes its config: batched with other clients' rows, an int8-dynamic row's answer would
+    depend on them. The server turns dynamic batching off and says why; each request is answered as sent."""
+    import dataclasses
+
+    from edgeinfer.serve import NO_BATCHING_INT8_DYNAMIC, Server
+
+    d = breast_cancer
+    profile = dataclasses.replace(ei.get_device("raspberry-pi-4"), name="custom", precisions=("int8-dynamic", "fp32"))
+    report = ei.export(d.model, d.schema, calibration=d.X_train, device=profile, out=tmp_path / "dyn",
+                       agreement_threshold=0.9)
+    session = ei.load(report.bundle)
+    assert session.bundle.precision == "int8-dynamic"
+    http, grpc, metrics = _free_ports(3)
+    with Server(session, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        assert (server.info.dynamic_batching, server.info.max_queue_delay_us) == (False, 0)
+        assert server.info.note.endswith(NO_BATCHING_INT8_DYNAMIC)
+        client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
+        try:
+            assert "dynamic_batching" not in client.get_model_config("predict")
+            row = d.X_test[:1].astype(np.float32)
+            inputs = [httpclient.InferInput("features", list(row.shape), "FP32")]
+            inputs[0].set_data_from_numpy(row)
+            got = client.infer("predict", inputs).as_numpy("probabilities")
+        finally:
+            client.close()
+    np.testing.assert_array_equal(got, session.predict_proba(row).astype(np.float32))
+
+
 def test_model_repository_refuses_an_over_long_name_and_a_symlinked_model_folder(bc_bundle, tmp_path):
     repo = tmp_path / "repo"
     refused = CliRunner().invoke(main, ["export-triton", str(bc_bundle), "-o", str(repo), "--name", "m" * 201])
