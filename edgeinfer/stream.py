@@ -590,6 +590,15 @@ def _float(number: int | float) -> float:
         return math.inf if number > 0 else -math.inf
 
 
+def _is_number(text: str) -> bool:
+    """Whether a field reads as a number (no header's name does)."""
+    try:
+        decimal(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _short(raw: Any) -> str:
     """A refused value for a message, cut short when long (a 400-digit number, a megabyte of text)."""
     text = repr(raw) if isinstance(raw, str) else _fmt(raw) if isinstance(raw, float) else str(raw)
@@ -633,18 +642,16 @@ class RowParser:
             raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
 
     def header_at(self, block: list[tuple[int, str]], parsed: Parsed | None = None) -> int:
-        """Where the first CSV line that names the columns (a header mid-stream) is in `block`; len(block) if none.
-        A header fails as a row (its names are no numbers): given the block `parsed`, only its rejects are looked
-        at; else the block is searched as one text first, and line by line only where a name appears."""
+        """Where the first CSV header mid-stream (`names_columns`) is in `block`; len(block) if none. A header fails
+        as a row (its names are no numbers): given the block `parsed`, only its rejects are looked at (a good row is
+        never a header); else (rows under a refused header) the lines that hold the timestamp column's name."""
         if self.header_line is None:
             return len(block)
         if parsed is not None:
             failed = {line for line, _ in parsed.rejects}
             look = [i for i, (line, _) in enumerate(block) if line in failed] if failed else []
-        elif any(n in "\n".join(t for _, t in block) for n in (self.timestamp, *self.channels)):
-            look = range(len(block))
         else:
-            look = []
+            look = [i for i, (_, text) in enumerate(block) if self.timestamp in text]
         return next((i for i in look if self.names_columns(block[i][1])), len(block))
 
     def told_anew(self, new: "RowParser") -> str:
@@ -654,12 +661,20 @@ class RowParser:
         return (f"the header changed (line {self.header_line} had {', '.join(self.columns)}; this one has "
                 f"{', '.join(new.columns)}); the rows after it are read by it")
 
-    def names_columns(self, text: str) -> bool:
-        """Whether a CSV line is a header (it names the timestamp column or a channel)."""
+    def names_columns(self, text: str, *, every: bool = True) -> bool:
+        """Whether a CSV line is a header: no field a number, and it names the timestamp column and every channel
+        (any order, other columns too). With every=False naming one of them is enough: a rotated file's first line,
+        whose header may not match (its rows are then rejected). Call it only on a line that failed as a row."""
         if self.header_line is None:
             return False
         fields = csv_fields(text)
-        return isinstance(fields, list) and any(f.strip() in (self.timestamp, *self.channels) for f in fields)
+        if not isinstance(fields, list):
+            return False
+        names = {f.strip() for f in fields}
+        wanted = (self.timestamp, *self.channels)
+        if not (all(n in names for n in wanted) if every else any(n in names for n in wanted)):
+            return False
+        return not any(_is_number(n) for n in names)
 
     def parse(self, block: list[tuple[int, str]]) -> Parsed:
         if self.fmt == "csv":
@@ -1442,20 +1457,17 @@ def stream(
                 if anew:
                     refused = None
                 while block:
-                    if parser is None or parser.names_columns(block[0][1]):
-                        # the first line; or a header in a rotated file, or mid-stream (stdin from `tail -F`,
-                        # files one after another): its columns are read anew, they may come in another order
+                    if parser is None or (anew and parser.names_columns(block[0][1], every=False)
+                                          and parser.parse(block[:1]).rejects):
+                        # the first line, or a rotated file's (not a good row): its header, its columns read anew
                         try:
                             new_parser = RowParser(spec, timestamp, options.fmt, block[0])
-                        except InputError as error:  # the first header is the stream's; a later one, its rows'
+                        except InputError as error:  # the first header is the stream's; a later one, its file's
                             if parser is None:
                                 raise
                             refused = block[0][0]
-                            reporter.problem("header", refused, f"{error}; " + ("this file's rows are rejected" if anew
-                                             else "the rows under it are rejected"))
+                            reporter.problem("header", refused, f"{error}; this file's rows are rejected")
                         else:
-                            if parser is not None and not anew:
-                                reporter.problem("header", block[0][0], parser.told_anew(new_parser))
                             parser, refused = new_parser, None
                         if parser.header_line is not None or refused is not None:
                             block = block[1:]
@@ -1463,7 +1475,18 @@ def stream(
                     parsed = parser.parse(block) if refused is None else None
                     end = parser.header_at(block, parsed)
                     take_rows(block[:end], read_at, parsed if end == len(block) else None)
-                    block = block[end:]
+                    if end == len(block):
+                        break
+                    # a header mid-stream (stdin from `tail -F`, files one after another): read from here on
+                    try:
+                        new_parser = RowParser(spec, timestamp, options.fmt, block[end])
+                    except InputError as error:      # a column named twice: the rows under it are rejected
+                        refused = block[end][0]
+                        reporter.problem("header", refused, f"{error}; the rows under it are rejected")
+                    else:
+                        reporter.problem("header", block[end][0], parser.told_anew(new_parser))
+                        parser, refused = new_parser, None
+                    block = block[end + 1:]
                 reporter.status(status())
                 if stopper.signal or reporter.failed:
                     break

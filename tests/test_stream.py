@@ -313,6 +313,37 @@ def test_a_header_mid_stream_is_read_as_the_header_from_there(motion_bundle, rec
     assert "rows     read 90 = used 90 + rejected 0" in mixed.stderr
 
 
+def test_a_row_whose_text_column_names_a_channel_is_a_row_in_every_block(motion_bundle):
+    """A text column (a note) holding a channel's name: each block read (64 KiB) starts with such a row. It is a
+    good row, never a header; the first line of every block was taken for one, and the rows after it rejected."""
+    data = rows(0.0, 2400)
+    noted = run([motion_bundle, "-"], input="\n".join([HEADER + ",note", *(r + ",acc_x" for r in data)]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([HEADER, *data]) + "\n")
+    assert noted.exit_code == 0, noted.output
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert len(strip(noted.stdout)) == 239 and strip(noted.stdout) == strip(plain.stdout)
+    assert "rows     read 2400 = used 2400 + rejected 0" in noted.stderr
+    assert not [line for line in noted.stderr.splitlines() if line.startswith("line ")]
+
+
+def test_a_line_that_only_partly_looks_like_a_header_is_one_rejected_row(motion_bundle, recording):
+    """`tail -F` glues the old file's unfinished line to the new header; a line names the channels but not the
+    timestamp column. Each is one rejected row, and the rows after it are read by the header before (every later
+    row was rejected as under a header that does not match)."""
+    header, *data = recording.read_text().splitlines()[:91]
+    glued = data[30].split(",")[0] + ",1.0" + header                   # 'x,1.0timestamp,acc_x,...': 8 values
+    mixed = run([motion_bundle, "-"], input="\n".join([header, *data[:30], glued, *data[30:60],
+                                                         header.replace("timestamp", "time"), *data[60:90]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:90]]) + "\n")
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert len(strip(mixed.stdout)) == 8 and strip(mixed.stdout) == strip(plain.stdout)
+    assert [line for line in mixed.stderr.splitlines() if line.startswith("line ")] == [
+        "line 32: rejected: expected 7 comma-separated values as in the header, got 8",
+        "line 63: rejected: timestamp 'time' is not a number of seconds or an ISO 8601 time",
+    ]
+    assert "rows     read 92 = used 90 + rejected 2" in mixed.stderr
+
+
 def test_window_and_hop_in_seconds_override_the_bundle(motion_bundle, recording):
     result = run([motion_bundle, recording, "--window", "3s", "--hop", "25"])
     out = lines_of(result.stdout)
