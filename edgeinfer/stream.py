@@ -1472,6 +1472,8 @@ def stream(
                         if parser.header_line is not None or refused is not None:
                             block = block[1:]
                     anew = False
+                    if not block:                    # a header read apart from its rows: nothing to parse
+                        break
                     parsed = parser.parse(block) if refused is None else None
                     end = parser.header_at(block, parsed)
                     take_rows(block[:end], read_at, parsed if end == len(block) else None)

@@ -940,6 +940,47 @@ def test_follow_hands_on_the_unfinished_last_line_of_a_rotated_file_apart_not_as
     assert left == []
 
 
+def _stream_followed(session, path: Path, steps, monkeypatch, *, idle: int = 4):
+    """`stream` following `path`, each wait for input running the next step (a file operation) in place of its
+    sleep, then `idle` empty polls, then a stop (as `_followed`). -> (the lines written, the summary, stderr)."""
+    import io
+
+    from edgeinfer.stream import LineSource, StreamOptions, stream
+
+    script = [*steps, *[lambda: None] * idle]
+
+    def scripted(source: LineSource) -> None:
+        if script:
+            script.pop(0)()
+            return
+        source.stopper.signal = "SIGINT"
+        source.stopper.wait(time.sleep, 0)                     # a stop: raises _Interrupted
+
+    monkeypatch.setattr(LineSource, "_sleep", scripted)
+    out, err = io.StringIO(), io.StringIO()
+    summary = stream(session, path, options=StreamOptions(follow=True, poll_s=0.01, workers=0), out=out, err=err)
+    return out.getvalue().splitlines(), summary, err.getvalue()
+
+
+def test_a_header_read_apart_from_its_rows_raises_no_warning(motion_bundle, tmp_path, monkeypatch):
+    """A writer that writes the header first, then rows: the header is a block of its own, with no row under it.
+    NumPy's loadtxt was called on no lines, and its 'input contained no data' warning went to stderr."""
+    import warnings
+
+    path = tmp_path / "in.csv"
+    path.write_text(HEADER + "\n")
+
+    def write_rows() -> None:
+        with open(path, "a") as fh:
+            fh.write("\n".join(rows(0.0, 30)) + "\n")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines, summary, _ = _stream_followed(ei.load(motion_bundle), path, [write_rows], monkeypatch)
+    assert [str(w.message) for w in caught] == []
+    assert (summary.rows_read, summary.rows_used, len(lines), summary.stopped_by) == (30, 30, 2, "SIGINT")
+
+
 def test_follow_on_a_named_pipe_ends_when_its_writer_closes(tmp_path):
     """A named pipe cannot be rotated: at its end (the writer closed) the input ends. It failed with
     'Illegal seek' (no summary), looking for a truncation."""
