@@ -79,7 +79,7 @@ READ_BYTES = 1 << 16
 RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
 WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how often to look for a dead or hung worker
-HEAD_BYTES = 256            # a followed file's first bytes, kept: changed, they say it was truncated (and grew again)
+TAIL_BYTES = 256            # a followed file's last bytes read, kept: no longer there, it was truncated (and grew again)
 QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
 
 
@@ -332,7 +332,7 @@ class LineSource:
         self.line_no = 0
         self._partial: list[bytes] = []   # the unfinished last line, in the pieces read (joined once it ends)
         self._quiet = 0                   # checks in a row that found the file renamed away and no more in it
-        self._head = b""                  # the followed file's first bytes, as read
+        self._tail = b""                  # the followed file's last bytes read, up to the read position
         self._regular = self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
         self._pipe = self._close is not None and not os.get_blocking(self._fd)   # a named pipe, opened by _open
         self._writer = False              # whether the named pipe has had a writer (its end means something then)
@@ -421,8 +421,8 @@ class LineSource:
             data = b"" if rotated else self._read()
             if data:
                 self._quiet = 0
-                if len(self._head) < HEAD_BYTES and self._regular:
-                    self._head = (self._head + data)[:HEAD_BYTES]
+                if self.follow and self._regular:
+                    self._tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self._tail + data)[-TAIL_BYTES:]
                 if b"\n" not in data:             # a long line: joining at every read would take quadratic time
                     self._partial.append(data)
                     continue
@@ -495,25 +495,26 @@ class LineSource:
             self._fd = raw.fileno()
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
             self._pipe, self._writer = not os.get_blocking(self._fd), False
-            self._quiet, self._head = 0, b""
+            self._quiet, self._tail = 0, b""
             return f"{self._path} was replaced by a new file; reading the new one from its start"
         return None
 
     def _truncated(self) -> str | None:
         """Before each read of a followed file: was it truncated in place (logrotate's copytruncate)? It may have
-        grown again past where it was read (the writer's next burst), so its first bytes are compared too. Then
-        read it again from its start, and say so."""
+        grown again past where it was read (the writer's next burst), so the last bytes read are compared with what
+        is there now (the first bytes were: an edit in place near the start read the file twice, and a header as long
+        as them hid a rewrite). Then read it again from its start, and say so."""
         if not (self.follow and self._regular):
             return None
         position, size = os.lseek(self._fd, 0, os.SEEK_CUR), os.fstat(self._fd).st_size
         if size < position:
             said = f"shrank from {position:,} to {size:,} bytes (truncated)"
-        elif self._head and os.pread(self._fd, len(self._head), 0) != self._head:
-            said = "was truncated and written again (its first bytes changed)"
+        elif self._tail and os.pread(self._fd, len(self._tail), position - len(self._tail)) != self._tail:
+            said = "was truncated and written again (the bytes before where it was read changed)"
         else:
             return None
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self._head = b""
+        self._tail = b""
         return f"{self._path} {said}; reading it again from its start"
 
     def _number(self, pieces: list[bytes]) -> list[tuple[int, str]]:

@@ -917,9 +917,30 @@ def test_follow_notices_a_truncated_file_that_grew_past_where_it_was_read(tmp_pa
     writer.close()
     assert path.stat().st_size > len("\n".join([HEADER, *rows(0.0, 10)])) + 1
     assert blocks == [_numbered([HEADER, *rows(0.0, 10)]), _numbered(rows(1.0, 20))]
-    assert told == [(f"{path} was truncated and written again (its first bytes changed); reading it again from its "
-                     "start", [])]
+    assert told == [(f"{path} was truncated and written again (the bytes before where it was read changed); "
+                     "reading it again from its start", [])]
     assert left == []
+
+
+def test_follow_reads_on_after_an_edit_in_place_near_the_start_of_the_file(tmp_path):
+    """A value in the first row corrected in place (same length), then rows appended: the file was not truncated,
+    and only the new rows are read. Its first bytes changed, so it was read again from its start (every row twice)."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 20)]) + "\n")
+    writer = open(path, "a")
+
+    def correct_and_append() -> None:
+        fd = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, rows(0.0, 1, value=1.5)[0].encode(), len(HEADER) + 1)
+        os.close(fd)
+        writer.write("\n".join(rows(2.0, 5)) + "\n")
+        writer.flush()
+
+    blocks, told, left = _followed(path, [correct_and_append])
+    writer.close()
+    assert path.read_text().splitlines()[1] == "0.0,1.5,1.5,1.5,1.5,1.5,1.5"
+    assert blocks == [_numbered([HEADER, *rows(0.0, 20)]), _numbered(rows(2.0, 5), 22)]
+    assert told == [] and left == []
 
 
 def test_follow_hands_on_the_unfinished_last_line_of_a_rotated_file_apart_not_as_a_row(tmp_path):
