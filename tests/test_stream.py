@@ -943,6 +943,31 @@ def test_follow_reads_on_after_an_edit_in_place_near_the_start_of_the_file(tmp_p
     assert told == [] and left == []
 
 
+def test_follow_notices_a_truncated_file_written_again_with_a_header_as_long_as_the_bytes_kept(tmp_path):
+    """copytruncate, then the same header (10 more columns: 325 bytes) and more rows than before: the file's first
+    bytes are the same, the bytes before where it was read are not. It is read again from its start; only the first
+    256 bytes were compared, all header, and the new rows were read from the middle."""
+    extra = [f"auxiliary_sensor_channel_{k:02d}" for k in range(10)]
+    header = ",".join([HEADER, *extra])
+    wide = lambda start, count: [r + ",0" * len(extra) for r in rows(start, count)]  # noqa: E731
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([header, *wide(0.0, 10)]) + "\n")
+    writer = open(path, "a")
+
+    def copytruncate_and_burst() -> None:
+        os.truncate(path, 0)
+        writer.write("\n".join([header, *wide(1.0, 20)]) + "\n")
+        writer.flush()
+
+    blocks, told, left = _followed(path, [copytruncate_and_burst])
+    writer.close()
+    assert len(header) >= 256 and path.stat().st_size > len("\n".join([header, *wide(0.0, 10)])) + 1
+    assert blocks == [_numbered([header, *wide(0.0, 10)]), _numbered([header, *wide(1.0, 20)])]
+    assert told == [(f"{path} was truncated and written again (the bytes before where it was read changed); "
+                     "reading it again from its start", [])]
+    assert left == []
+
+
 def test_follow_hands_on_the_unfinished_last_line_of_a_rotated_file_apart_not_as_a_row(tmp_path):
     """copytruncate between the two halves of the writer's line: the first half is the old file's last line, never
     finished. It goes with the rotation, to be rejected; read as a row it gave 1.0 for 1.05."""
