@@ -622,7 +622,7 @@ class RowParser:
             header = csv_fields(text)
             if isinstance(header, str):
                 raise InputError(f"line {line_no} (the header): {header}")
-            header = [h.strip() for h in header]
+            header = [h.strip().removeprefix("\ufeff").strip() for h in header]     # a BOM: a new file's, mid-stream
             wanted = [timestamp, *self.channels]
             missing = [c for c in wanted if c not in header]
             if missing:
@@ -652,7 +652,8 @@ class RowParser:
             failed = {line for line, _ in parsed.rejects}
             look = [i for i, (line, _) in enumerate(block) if line in failed] if failed else []
         else:
-            look = [i for i, (_, text) in enumerate(block) if self.timestamp in text]
+            name = self.timestamp.casefold()
+            look = [i for i, (_, text) in enumerate(block) if name in text.casefold()]
         return next((i for i in look if self.names_columns(block[i][1])), len(block))
 
     def told_anew(self, new: "RowParser") -> str:
@@ -663,19 +664,22 @@ class RowParser:
                 f"{', '.join(new.columns)}); the rows after it are read by it")
 
     def names_columns(self, text: str, *, every: bool = True) -> bool:
-        """Whether a CSV line is a header: no field a number, and it names the timestamp column and every channel
-        (any order, other columns too). With every=False naming one of them is enough: a rotated file's first line,
-        whose header may not match (its rows are then rejected). Call it only on a line that failed as a row."""
+        """Whether a CSV line that failed as a row is a header (then read as one: refused, with the rows under it,
+        if it does not match): fewer than half its fields numbers, and one of them, whatever its case or a BOM,
+        the timestamp column's name. So a file joined on with its columns in another order is read by its own
+        header, and one whose channels differ is refused, never read by the old positions; a line that names only
+        channels (a row glued to a header by `tail -F`) stays one rejected row. With every=False naming any column
+        is enough: a rotated file's first line."""
         if self.header_line is None:
             return False
         fields = csv_fields(text)
-        if not isinstance(fields, list):
+        if not isinstance(fields, list) or not fields:
             return False
-        names = {f.strip() for f in fields}
-        wanted = (self.timestamp, *self.channels)
-        if not (all(n in names for n in wanted) if every else any(n in names for n in wanted)):
+        names = {f.strip().removeprefix("\ufeff").strip().casefold() for f in fields}
+        wanted = [self.timestamp] if every else [self.timestamp, *self.channels]
+        if not any(n.casefold() in names for n in wanted):
             return False
-        return not any(_is_number(n) for n in names)
+        return 2 * sum(_is_number(f.strip()) for f in fields) < len(fields)
 
     def parse(self, block: list[tuple[int, str]]) -> Parsed:
         if self.fmt == "csv":
@@ -1483,7 +1487,7 @@ def stream(
                     # a header mid-stream (stdin from `tail -F`, files one after another): read from here on
                     try:
                         new_parser = RowParser(spec, timestamp, options.fmt, block[end])
-                    except InputError as error:      # a column named twice: the rows under it are rejected
+                    except InputError as error:      # it does not match the channels: the rows under it are rejected
                         refused = block[end][0]
                         reporter.problem("header", refused, f"{error}; the rows under it are rejected")
                     else:

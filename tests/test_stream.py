@@ -313,6 +313,36 @@ def test_a_header_mid_stream_is_read_as_the_header_from_there(motion_bundle, rec
     assert "rows     read 90 = used 90 + rejected 0" in mixed.stderr
 
 
+def test_a_mid_stream_header_with_a_bom_a_number_column_or_other_channels_is_never_read_by_old_positions(
+        motion_bundle, recording):
+    """A file joined on that Excel saved with a byte-order mark and its columns reordered, or with a column named
+    '1' (pandas), is read by its own header; one in another case, or with a channel missing, is refused with the
+    rows under it. Each was one rejected row, and the rows under it read by the old columns (acc_x for acc_y)."""
+    header, *data = recording.read_text().splitlines()[:61]
+    names = header.split(",")
+    swap = [0, 2, 1, 3, 4, 6, 5]                               # acc_x <-> acc_y, gyr_y <-> gyr_z
+
+    def swapped(lines: list[str]) -> list[str]:
+        return [",".join(line.split(",")[k] for k in swap) for line in lines]
+
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data]) + "\n")
+    bom = run([motion_bundle, "-"], input="\n".join([header, *data[:30], "\ufeff" + swapped([header])[0],
+                                                      *swapped(data[30:])]) + "\n")
+    numbered = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header + ",1",
+                                                           *(r + ",7" for r in data[30:])]) + "\n")
+    for joined in (bom, numbered):
+        assert strip(joined.stdout) == strip(plain.stdout) and len(strip(plain.stdout)) == 5
+        assert "rows     read 60 = used 60 + rejected 0" in joined.stderr
+    for other in (header.upper(), header.replace("gyr_z", "temp_c")):
+        refused = run([motion_bundle, "-"], input="\n".join([header, *data[:30], other, *data[30:]]) + "\n")
+        assert strip(refused.stdout) == strip(plain.stdout)[:2]
+        assert "rows     read 60 = used 30 + rejected 30" in refused.stderr
+        missing = "timestamp, acc_x, acc_y, acc_z, gyr_x, gyr_y, gyr_z" if other.isupper() else "gyr_z"
+        assert (f"line 32: header: input header does not match the bundle's channels: expected columns "
+                f"{', '.join(names)}; missing {missing}") in refused.stderr
+
+
 def test_a_row_whose_text_column_names_a_channel_is_a_row_in_every_block(motion_bundle):
     """A text column (a note) holding a channel's name: each block read (64 KiB) starts with such a row. It is a
     good row, never a header; the first line of every block was taken for one, and the rows after it rejected."""
