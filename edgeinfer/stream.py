@@ -48,7 +48,9 @@ at load; the Session is opened inside the command.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gc
+import io
 import json
 import math
 import os
@@ -643,9 +645,9 @@ class RowParser:
             raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
 
     def header_at(self, block: list[tuple[int, str]], parsed: Parsed | None = None) -> int:
-        """Where the first CSV header mid-stream (`names_columns`) is in `block`; len(block) if none. A header fails
-        as a row (its names are no numbers): given the block `parsed`, only its rejects are looked at (a good row is
-        never a header); else (rows under a refused header) the lines that hold the timestamp column's name."""
+        """Where the first CSV header mid-stream (`header_in`) is in `block`; len(block) if none. A header fails as
+        a row: given the block `parsed`, only its rejects are looked at (a good row is never a header); else (rows
+        under a refused header) the lines that hold the timestamp column's name."""
         if self.header_line is None:
             return len(block)
         if parsed is not None:
@@ -654,7 +656,7 @@ class RowParser:
         else:
             name = self.timestamp.casefold()
             look = [i for i, (_, text) in enumerate(block) if name in text.casefold()]
-        return next((i for i in look if self.names_columns(block[i][1])), len(block))
+        return next((i for i in look if self.header_in(block[i][1]) is not None), len(block))
 
     def told_anew(self, new: "RowParser") -> str:
         """What a header mid-stream (`new`, read by it from here) changes, for the log."""
@@ -663,23 +665,45 @@ class RowParser:
         return (f"the header changed (line {self.header_line} had {', '.join(self.columns)}; this one has "
                 f"{', '.join(new.columns)}); the rows after it are read by it")
 
-    def names_columns(self, text: str, *, every: bool = True) -> bool:
-        """Whether a CSV line that failed as a row is a header (then read as one: refused, with the rows under it,
-        if it does not match): fewer than half its fields numbers, and one of them, whatever its case or a BOM,
-        the timestamp column's name. So a file joined on with its columns in another order is read by its own
-        header, and one whose channels differ is refused, never read by the old positions; a line that names only
-        channels (a row glued to a header by `tail -F`) stays one rejected row. With every=False naming any column
-        is enough: a rotated file's first line."""
+    def header_in(self, text: str, *, first_of_file: bool = False) -> tuple[str, bool] | None:
+        """The header a CSV line that failed as a row holds, and whether a row's cut-off start is glued before it
+        (a file without its last newline joined to the next: `cat`, `tail -F`); None if it holds none.
+
+        A header names (whatever the case, a BOM allowed) the timestamp column and at least half the channels, with
+        no number before the timestamp's name: it is then read, or refused with the rows under it when its columns
+        are not the bundle's, so no row is read by another file's column positions. A data row, a dropout row with
+        a text column holding a column's name, or a second line of display names ('Acc X') is none: one rejected
+        row. A rotated file's first line (`first_of_file`) need name only one column, and hold no number."""
         if self.header_line is None:
-            return False
+            return None
         fields = csv_fields(text)
         if not isinstance(fields, list) or not fields:
+            return None
+        names = [f.strip().removeprefix("\ufeff").strip() for f in fields]
+        if self._names_the_columns(names, loose=first_of_file):
+            return text, False
+        stamp = self.timestamp.casefold()
+        at = next((k for k, n in enumerate(names) if n.casefold().endswith(stamp)), None)
+        if first_of_file or at is None:
+            return None
+        tail = [names[at][len(names[at]) - len(stamp):], *names[at + 1:]]
+        if (at == 0 and len(names[0]) == len(stamp)) or not self._names_the_columns(tail, loose=False):
+            return None
+        line = io.StringIO()
+        csv.writer(line, lineterminator="").writerow(tail)
+        return line.getvalue(), True
+
+    def _names_the_columns(self, names: list[str], *, loose: bool) -> bool:
+        """Loose: no number, and one column named. Else: the timestamp column and half the channels named, and no
+        number before the timestamp's name (a glued row's values; a column named '1' after it is a pandas label)."""
+        folded = [n.casefold() for n in names]
+        if loose:
+            return not any(_is_number(n) for n in names) and bool(
+                {c.casefold() for c in (self.timestamp, *self.channels)} & set(folded))
+        stamp = self.timestamp.casefold()
+        if stamp not in folded or any(_is_number(n) for n in names[:folded.index(stamp)]):
             return False
-        names = {f.strip().removeprefix("\ufeff").strip().casefold() for f in fields}
-        wanted = [self.timestamp] if every else [self.timestamp, *self.channels]
-        if not any(n.casefold() in names for n in wanted):
-            return False
-        return 2 * sum(_is_number(f.strip()) for f in fields) < len(fields)
+        return 2 * sum(c.casefold() in folded for c in self.channels) >= len(self.channels)
 
     def parse(self, block: list[tuple[int, str]]) -> Parsed:
         if self.fmt == "csv":
@@ -1462,7 +1486,7 @@ def stream(
                 if anew:
                     refused = None
                 while block:
-                    if parser is None or (anew and parser.names_columns(block[0][1], every=False)
+                    if parser is None or (anew and parser.header_in(block[0][1], first_of_file=True) is not None
                                           and parser.parse(block[:1]).rejects):
                         # the first line, or a rotated file's (not a good row): its header, its columns read anew
                         try:
@@ -1485,8 +1509,14 @@ def stream(
                     if end == len(block):
                         break
                     # a header mid-stream (stdin from `tail -F`, files one after another): read from here on
+                    line, header_text = block[end]
+                    header_text, glued = parser.header_in(header_text)
+                    if glued:                        # the row cut off before it: one rejected row
+                        counts["read"] += 1
+                        reject(line, "a row cut off without its newline, joined to the next header (read from "
+                                     "here on); not used")
                     try:
-                        new_parser = RowParser(spec, timestamp, options.fmt, block[end])
+                        new_parser = RowParser(spec, timestamp, options.fmt, (line, header_text))
                     except InputError as error:      # it does not match the channels: the rows under it are rejected
                         refused = block[end][0]
                         reporter.problem("header", refused, f"{error}; the rows under it are rejected")

@@ -356,22 +356,42 @@ def test_a_row_whose_text_column_names_a_channel_is_a_row_in_every_block(motion_
     assert not [line for line in noted.stderr.splitlines() if line.startswith("line ")]
 
 
-def test_a_line_that_only_partly_looks_like_a_header_is_one_rejected_row(motion_bundle, recording):
-    """`tail -F` glues the old file's unfinished line to the new header; a line names the channels but not the
-    timestamp column. Each is one rejected row, and the rows after it are read by the header before (every later
-    row was rejected as under a header that does not match)."""
-    header, *data = recording.read_text().splitlines()[:91]
-    glued = data[30].split(",")[0] + ",1.0" + header                   # 'x,1.0timestamp,acc_x,...': 8 values
-    mixed = run([motion_bundle, "-"], input="\n".join([header, *data[:30], glued, *data[30:60],
-                                                         header.replace("timestamp", "time"), *data[60:90]]) + "\n")
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:90]]) + "\n")
+def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(motion_bundle, recording):
+    """`tail -F` (or `cat` of a file without its last newline) glues the old file's unfinished row to the new
+    header: the row is one rejected row and the header is read, so the rows after it are read by their own columns
+    (they were read by the old ones). A line that names the channels but not the timestamp column, a dropout row
+    whose text column holds the timestamp column's name, and a second line of display names are one rejected row
+    each, and the rows after them are read on (every later row was rejected, or read by the wrong columns)."""
+    header, *data = recording.read_text().splitlines()[:121]
+    swap = [0, 2, 1, 3, 4, 6, 5]                               # acc_x <-> acc_y, gyr_y <-> gyr_z
+
+    def swapped(lines: list[str]) -> list[str]:
+        return [",".join(line.split(",")[k] for k in swap) for line in lines]
+
+    glued = data[30].split(",")[0] + ",1.0" + swapped([header])[0]        # 'x,1.0timestamp,acc_y,...'
+    trailing = data[60].split(",")[0] + ",0.1," + header                    # 'x,0.1,timestamp,acc_x,...'
+    mixed = run([motion_bundle, "-"], input="\n".join([
+        header, *data[:30], glued, *swapped(data[30:60]), trailing, *data[60:90],
+        header.replace("timestamp", "time"), *data[90:100], data[100].split(",")[0] + ",,,,,,,timestamp",
+        "Timestamp,Acc X,Acc Y,Acc Z,Gyr X,Gyr Y,Gyr Z", *data[101:120]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:100], *data[101:120]]) + "\n")
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    assert len(strip(mixed.stdout)) == 8 and strip(mixed.stdout) == strip(plain.stdout)
+    assert len(strip(plain.stdout)) == 9 and strip(mixed.stdout) == strip(plain.stdout)
+    names = header.split(",")
+    cut = "rejected: a row cut off without its newline, joined to the next header (read from here on); not used"
     assert [line for line in mixed.stderr.splitlines() if line.startswith("line ")] == [
-        "line 32: rejected: expected 7 comma-separated values as in the header, got 8",
-        "line 63: rejected: timestamp 'time' is not a number of seconds or an ISO 8601 time",
+        f"line 32: {cut}",
+        f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
+        f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
+        f"line 63: {cut}",
+        f"line 63: header: the header changed (line 32 had {', '.join(names[k] for k in swap)}; this one has "
+        f"{', '.join(names)}); the rows after it are read by it",
+        "line 94: rejected: timestamp 'time' is not a number of seconds or an ISO 8601 time",
+        "line 105: rejected: expected 7 comma-separated values as in the header, got 8",
+        "line 106: rejected: timestamp 'Timestamp' is not a number of seconds or an ISO 8601 time",
+        "line 107: gap: gap of 0.2 s after timestamp 9.9 (line 104), more than the 0.15 s allowed; window restarted",
     ]
-    assert "rows     read 92 = used 90 + rejected 2" in mixed.stderr
+    assert "rows     read 124 = used 119 + rejected 5" in mixed.stderr
 
 
 def test_window_and_hop_in_seconds_override_the_bundle(motion_bundle, recording):
@@ -1055,6 +1075,23 @@ def test_a_header_read_apart_from_its_rows_raises_no_warning(motion_bundle, tmp_
         lines, summary, _ = _stream_followed(ei.load(motion_bundle), path, [write_rows], monkeypatch)
     assert [str(w.message) for w in caught] == []
     assert (summary.rows_read, summary.rows_used, len(lines), summary.stopped_by) == (30, 30, 2, "SIGINT")
+
+
+def test_a_rotated_files_first_line_with_a_number_is_a_row_not_a_header(motion_bundle, tmp_path, monkeypatch):
+    """copytruncate, and the writer goes on without a header, its first row a dropout whose text column names a
+    channel: that row is one rejected row and the rows after it are read (they were all rejected, as under a header
+    that does not match)."""
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join([HEADER + ",axis", *(r + ",none" for r in rows(0.0, 30))]) + "\n")
+
+    def copytruncate_and_go_on() -> None:
+        os.truncate(path, 0)
+        with open(path, "a") as fh:
+            fh.write("\n".join(["3.0,,,,,,,acc_x", *(r + ",none" for r in rows(3.1, 30))]) + "\n")
+
+    lines, summary, err = _stream_followed(ei.load(motion_bundle), path, [copytruncate_and_go_on], monkeypatch)
+    assert (summary.rows_read, summary.rows_used, summary.rows_rejected) == (61, 60, 1)
+    assert "line 1: rejected: missing value for channel 'acc_x'" in err and "header" not in err
 
 
 def test_follow_on_a_named_pipe_ends_when_its_writer_closes(tmp_path):
