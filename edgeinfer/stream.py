@@ -682,16 +682,19 @@ class RowParser:
         names = [f.strip().removeprefix("\ufeff").strip() for f in fields]
         if self._names_the_columns(names, loose=first_of_file):
             return text, False
-        stamp = self.timestamp.casefold()
-        at = next((k for k, n in enumerate(names) if n.casefold().endswith(stamp)), None)
-        if first_of_file or at is None:
+        if first_of_file:
             return None
-        tail = [names[at][len(names[at]) - len(stamp):], *names[at + 1:]]
-        if (at == 0 and len(names[0]) == len(stamp)) or not self._names_the_columns(tail, loose=False):
-            return None
-        line = io.StringIO()
-        csv.writer(line, lineterminator="").writerow(tail)
-        return line.getvalue(), True
+        # glued: the first field that ends in a column's name (the header's first, whichever it is) starts it
+        for at, given in enumerate(names):
+            for name in (self.timestamp, *self.channels):
+                if not given.casefold().endswith(name.casefold()) or (at == 0 and len(given) == len(name)):
+                    continue
+                tail = [given[len(given) - len(name):], *names[at + 1:]]
+                if self._names_the_columns(tail, loose=False):
+                    line = io.StringIO()
+                    csv.writer(line, lineterminator="").writerow(tail)
+                    return line.getvalue(), True
+        return None
 
     def _names_the_columns(self, names: list[str], *, loose: bool) -> bool:
         """Loose: no number, and one column named. Else: the timestamp column and half the channels named, and no

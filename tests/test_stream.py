@@ -394,6 +394,25 @@ def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(moti
     assert "rows     read 124 = used 119 + rejected 5" in mixed.stderr
 
 
+def test_a_row_glued_to_a_header_whose_first_column_is_not_the_timestamp(motion_bundle, recording):
+    """The glued header starts at the field that ends in its first column's name, whichever column that is: cut at
+    the timestamp's, the header lost its first columns (the next file was refused) or was not seen (its rows were
+    read by the old columns, acc_x as the timestamp)."""
+    header, *data = recording.read_text().splitlines()[:61]
+    order = [1, 2, 3, 4, 0, 5, 6]                              # the timestamp fifth
+
+    def moved(lines: list[str]) -> list[str]:
+        return [",".join(line.split(",")[k] for k in order) for line in lines]
+
+    glued = run([motion_bundle, "-"], input="\n".join([header, *data[:30], data[30] + moved([header])[0],
+                                                        *moved(data[31:])]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], *data[31:]]) + "\n")
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert strip(glued.stdout) == strip(plain.stdout) and len(strip(plain.stdout)) == 3
+    assert "rows     read 60 = used 59 + rejected 1" in glued.stderr
+    assert "line 32: header: the header changed" in glued.stderr
+
+
 def test_window_and_hop_in_seconds_override_the_bundle(motion_bundle, recording):
     result = run([motion_bundle, recording, "--window", "3s", "--hop", "25"])
     out = lines_of(result.stdout)
