@@ -313,6 +313,9 @@ class FeatureSchema:
                 f"could not read the input as numbers: {problem}"
             )
         sent_as = arr.dtype
+        if (sent_as.itemsize == 8 and arr.ndim == 2 and isinstance(x, (list, tuple))
+                and any(_has_narrow_floats(row) for row in x)):
+            return self._matrix_from_rows(x, unreadable), False   # float32 rows NumPy widened with float64 ones
         arr = arr.astype(np.float64, copy=False)
         if sent_as.kind == "f" and sent_as.itemsize < 8:    # float32 arrays, rows or tensors
             arr = self.at_bounds(arr, sent_as)
@@ -620,6 +623,13 @@ def _holds_bool(x: list | tuple) -> bool:
         return not _BOOLS.isdisjoint(map(type, itertools.chain.from_iterable(x)))
     return any(_holds_bool(r) if isinstance(r, (list, tuple)) else isinstance(r, np.ndarray) and r.dtype.kind == "b"
                for r in x)
+
+
+def _has_narrow_floats(row: Any) -> bool:
+    """Whether a row holds float32 (or float16) values, as an array or cell by cell."""
+    if isinstance(row, np.ndarray):
+        return row.dtype.kind == "f" and row.dtype.itemsize < 8
+    return isinstance(row, (list, tuple)) and any(isinstance(v, np.floating) and v.dtype.itemsize < 8 for v in row)
 
 
 def _is_batch_of_rows(x: Any) -> bool:

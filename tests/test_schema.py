@@ -140,6 +140,9 @@ def test_a_bound_sent_as_float32_is_the_bound():
     np.testing.assert_array_equal(schema.validate(list(sent[0]))[0], expected[:1])          # float32 scalars
     np.testing.assert_array_equal(schema.validate([sent[0, 0], 90])[0], expected[:1])       # ... beside an int
     np.testing.assert_array_equal(schema.validate(list(sent))[0], expected)                 # float32 rows
+    typed = [600.0, 90.0]                                  # ... whatever their batch-mates: NumPy widens them together
+    np.testing.assert_array_equal(schema.validate([list(sent[0]), typed])[0], [expected[0], typed])
+    np.testing.assert_array_equal(schema.validate((sent[1], typed))[0], [expected[1], typed])
     pd = pytest.importorskip("pandas")
     np.testing.assert_array_equal(schema.validate(pd.DataFrame(sent, columns=["glucose", "age"]))[0], expected)
     mixed = pd.DataFrame({"glucose": sent[:, 0], "age": [90, 18]})          # a float32 column beside an int64 one
