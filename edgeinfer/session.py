@@ -21,6 +21,8 @@ from edgeinfer.profiles import get_device
 NOT_A_NUMBER = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on "
                 "the row's values); give values of a realistic size")
 MAX_THREADS = 256        # as the CLI's --threads; ONNX Runtime hangs making a million
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32_SQUARE = float(np.finfo(np.float32).max) ** 2   # a sum of squares below it: every value finite in float32
 
 
 class Session:
@@ -77,8 +79,37 @@ class Session:
         return self._backend.calls
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """The batched probability call: (n, F) rows in schema order -> (n, C). No validation."""
-        return self._backend.predict_proba(X)
+        """The batched probability call: (n, F) numbers in schema order -> (n, C), the call every explainer makes.
+
+        Only what is cheap on every call is checked: the shape, numbers, and finite values as the model reads
+        them (float32). Ranges and categories are not: `predict` checks rows against the schema, refuses the
+        bad ones alone and decides the rest."""
+        if (type(X) is np.ndarray and X.dtype in _FLOATS and X.ndim == 2 and X.shape[1] == len(self.schema)
+                and X.flags.c_contiguous):
+            flat = X.reshape(-1)
+            if flat.dot(flat) < _FLOAT32_SQUARE:   # one fast pass: every value finite and within float32
+                return self._backend.predict_proba(X)
+        return self._backend.predict_proba(self._checked(X))
+
+    def _checked(self, X: Any) -> np.ndarray:
+        """X as the model reads it, (n, F) float32, or InputError naming what is wrong and the fix."""
+        width = len(self.schema)
+        try:
+            with np.errstate(over="ignore"):          # 1e39 is inf in float32: refused below, by row
+                X = np.ascontiguousarray(X, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"predict_proba expects a 2-D array of numbers, {width} features in schema order; "
+                             f"could not read the input as numbers ({err}); Session.predict reads rows of any form "
+                             "(mappings, category names) and checks them against the schema") from None
+        if X.ndim != 2 or X.shape[1] != width:
+            raise InputError(f"predict_proba expects a 2-D array of shape (rows, {width}) in schema order, got shape "
+                             f"{X.shape}; one row is X[None, :]")
+        bad = np.unique(np.nonzero(~np.isfinite(X))[0])
+        if len(bad):
+            shown = ", ".join(str(int(r)) for r in bad[:10]) + (f" and {len(bad) - 10:,} more" if len(bad) > 10 else "")
+            raise InputError(f"predict_proba expects finite numbers within float32; rows {shown} hold NaN, infinity or "
+                             "a value beyond float32; Session.predict refuses such rows alone and decides the rest")
+        return X
 
     # ----- predictions -----------------------------------------------------
     def predict(self, x: Any) -> Decision | list[Decision | Rejection]:

@@ -121,6 +121,37 @@ def test_an_empty_batch_gives_no_decisions(bc_session):
     assert bc_session.explain([]) == []
 
 
+def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast_cancer):
+    """The raw batched call answered a NaN row with confident probabilities, and a mapping or a 1-D row with a
+    bare TypeError or ONNX Runtime's "Invalid rank"."""
+    X = breast_cancer.X_test[:3]
+    expected = bc_session.predict_proba(X.astype(np.float32))
+    for same in (X, X.tolist(), np.asfortranarray(X), X.astype(np.float16).astype(np.float64)[:0]):
+        assert bc_session.predict_proba(same).shape == (len(same), 2)
+    np.testing.assert_array_equal(bc_session.predict_proba(X.tolist()), expected)
+    width = ("predict_proba expects a 2-D array of shape (rows, 30) in schema order, got shape {}; one row is "
+             "X[None, :]")
+    finite = ("predict_proba expects finite numbers within float32; rows {} hold NaN, infinity or a value beyond "
+              "float32; Session.predict refuses such rows alone and decides the rest")
+    bad = X.copy()
+    bad[1, 4], bad[2, 0] = np.nan, 1e39
+    with np.errstate(over="ignore"):
+        bad32 = bad.astype(np.float32)
+    cases = [(X[0], width.format("(30,)")), (X[:, :5], width.format("(3, 5)")), (X[None], width.format("(1, 3, 30)")),
+             (bad, finite.format("1, 2")), (bad32, finite.format("1, 2")),
+             (np.full((12, 30), np.inf), finite.format("0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more"))]
+    for given, message in cases:
+        with pytest.raises(InputError) as info:
+            bc_session.predict_proba(given)
+        assert str(info.value) == message
+    with pytest.raises(InputError) as info:
+        bc_session.predict_proba([dict(zip(breast_cancer.schema.names, X[0]))])
+    assert str(info.value).startswith("predict_proba expects a 2-D array of numbers, 30 features in schema order; "
+                                      "could not read the input as numbers (")
+    assert str(info.value).endswith("); Session.predict reads rows of any form (mappings, category names) and "
+                                    "checks them against the schema")
+
+
 def test_an_oversized_value_is_named_not_echoed(bc_session, breast_cancer):
     row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
     row["mean radius"] = "9" * 1_000_000
