@@ -128,9 +128,19 @@ class RollingFairness:
 
     def observe(self, decision_id: Hashable, group: Hashable, y_pred: int, y_prob: float | None = None) -> None:
         """Add one decision (y_pred 1 = the positive outcome); the oldest leaves when the window is full."""
+        # every check before any change: a refused decision leaves the window as it was
+        for what, value in (("id", decision_id), (f"{self.sensitive_feature} group", group)):
+            try:
+                hash(value)
+            except TypeError:
+                raise InputError(
+                    f"decision {_shown(decision_id)}: the {what} must be one value (text or a number), got "
+                    f"{type(value).__name__} {_shown(value)}; pass one value per decision (an array's element, "
+                    "e.g. .item(), not a slice)") from None
         if decision_id in self._by_id:
             raise InputError(f"decision {decision_id!r} is already in the window; give each decision its own id")
-        if group is None or (isinstance(group, float) and math.isnan(group)):
+        # numbers.Real takes NumPy's floats too: each NaN is unequal to every other, so each would be a group alone
+        if group is None or (isinstance(group, numbers.Real) and math.isnan(group)):
             raise InputError(f"decision {decision_id!r} has no {self.sensitive_feature} group; give every decision one")
         y_pred = _binary("y_pred", y_pred, decision_id)
         if y_prob is not None:
@@ -280,6 +290,12 @@ def _spread(pairs):
     high = max(pairs, key=lambda p: p[1])
     low = min(pairs, key=lambda p: p[1])
     return high[1] - low[1], (high, low)
+
+
+def _shown(value, limit: int = 60) -> str:
+    """repr of a value, cut short: a refused array may be large."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _binary(name: str, value, decision_id) -> int:

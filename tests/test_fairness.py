@@ -349,6 +349,31 @@ def test_bad_stream_input_is_refused_with_exact_messages():
     assert str(err.value) == "decision 'd3' has no sex group; give every decision one"
 
 
+def test_a_refused_group_leaves_the_window_as_it_was():
+    """A 1-element slice as the group raised a bare TypeError after its decision had joined the window, and
+    every later observe failed evicting it; NumPy's NaN was a group of its own each time (Python's was refused)."""
+    m = RollingFairness(window=3, sensitive_feature="sex", min_group_size=1)
+    m.observe("d0", "female", 0)
+    for bad, shown in ((np.array(["male"]), "ndarray array(['male'], dtype='<U4')"), (["male"], "list ['male']")):
+        with pytest.raises(InputError) as err:
+            m.observe("d1", bad, 1)
+        assert str(err.value) == (f"decision 'd1': the sex group must be one value (text or a number), got {shown}; "
+                                  "pass one value per decision (an array's element, e.g. .item(), not a slice)")
+    with pytest.raises(InputError) as err:
+        m.observe(["d1"], "male", 1)
+    assert str(err.value).startswith("decision ['d1']: the id must be one value (text or a number), got list ")
+    for nan in (float("nan"), np.float32("nan"), np.float64("nan")):
+        with pytest.raises(InputError) as err:
+            m.observe("d1", nan, 1)
+        assert str(err.value) == "decision 'd1' has no sex group; give every decision one"
+    snap = m.snapshot()
+    assert (snap.decisions, snap.observed, [(g.group, g.count) for g in snap.by_group]) == (1, 1, [("female", 1)])
+    for i in range(2, 6):                             # the window fills and evicts as if nothing had been refused
+        m.observe(f"d{i}", "male", 1)
+    snap = m.snapshot()
+    assert (snap.decisions, snap.observed, [(g.group, g.count) for g in snap.by_group]) == (3, 5, [("male", 3)])
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     window=st.integers(1, 12),
