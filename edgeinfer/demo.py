@@ -23,15 +23,16 @@ def fairness_text(model, X: np.ndarray, y: np.ndarray) -> str:
     from edgeinfer.explain.fairness import GroupFairness
 
     gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex")
+    favourable = ", the favourable outcome" if gf.summary.positive == model.schema.favourable else ""
     groups = "; ".join(
         f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, true positive rate {m.true_positive_rate:.2f}, "
         f"false positive rate {m.false_positive_rate:.2f}" for m in gf.by_group
     )
     return (
-        f"Group metrics by sex on the {gf.overall.count} held-out patients (GroupFairness; selected means "
-        f"'{model.schema.classes[1]}'): {groups}. Demographic parity difference {gf.demographic_parity_difference:.2f}, "
-        f"equalized odds difference {gf.equalized_odds_difference:.2f}. Per decision, flip tests show whether sex or "
-        "age, alone or with their proxies, would change it."
+        f"Group metrics by sex on the {gf.overall.count} held-out patients (GroupFairness; selected means decided "
+        f"'{gf.summary.positive}'{favourable}): {groups}. Demographic parity difference "
+        f"{gf.demographic_parity_difference:.2f}, equalized odds difference {gf.equalized_odds_difference:.2f}. "
+        "Per decision, flip tests show whether sex or age, alone or with their proxies, would change it."
     )
 
 

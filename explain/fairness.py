@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,7 @@ class FairnessSummary:
     equal_opportunity: Disparity
     bootstrap: int
     seed: int
+    positive: str | None = None         # the class counted as selected (from_model); None for 0/1 labels given
 
 
 class GroupFairness:
@@ -186,8 +187,10 @@ class GroupFairness:
         """Decide X with one batched call and group the decisions by a schema feature.
 
         y_true: each decision's true class, as a class index or a class name of the schema.
-        positive: the class counted as selected (default the second class, index 1); both y_true and
-        the decisions are read as "is `positive`", so rates stay true whichever class that is.
+        positive: the class counted as selected: default the schema's favourable class, as the stream's bias
+        monitor counts it (the second class, index 1, when the schema names none); both y_true and the
+        decisions are read as "is `positive`", so rates stay true whichever class that is. The summary
+        records it (`summary.positive`).
         Groups are named by the feature's category names, or its values when it has at most VALUE_GROUPS
         of them in the reference data. A numeric feature with more (age) falls in bins, named by their edges
         ("40 <= age < 50"): `bins` quantile bins of the reference data (default 4), or the edges given.
@@ -207,7 +210,9 @@ class GroupFairness:
             i, reason = next(iter(reasons.items()))
             more = f" (and {len(reasons) - 1} more rows)" if len(reasons) > 1 else ""
             raise InputError(f"row {i}: {reason}{more}; fix or drop the rows the schema refuses")
-        k = schema.class_index(positive) if positive is not None else 1
+        if positive is None:
+            positive = schema.favourable if schema.favourable is not None else schema.classes[1]
+        k = schema.class_index(positive)
         truth = _as_classes(schema, y_true)
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         j = schema.index(sensitive_feature)
@@ -220,7 +225,7 @@ class GroupFairness:
             names = ([f"{feature.name} < {edges[0]:g}"] + [f"{a:g} <= {feature.name} < {b:g}" for a, b in
                                                           zip(edges, edges[1:])] + [f"{feature.name} >= {edges[-1]:g}"])
             sensitive = np.array(names)[np.searchsorted(edges, column, side="right")]
-        return cls(
+        out = cls(
             y_true=(truth == k).astype(np.int64),
             y_pred=(proba.argmax(axis=1) == k).astype(np.int64),
             sensitive=sensitive,
@@ -230,6 +235,8 @@ class GroupFairness:
             confidence=confidence,
             sensitive_feature=sensitive_feature,
         )
+        out.summary = replace(out.summary, positive=schema.classes[k])
+        return out
 
     # ----- views (cheap) ---------------------------------------------------
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -84,10 +86,41 @@ def test_empty_denominators_follow_fairlearn():
 
 def test_from_model_decides_once_and_names_groups_by_category(decided):
     model, X, y, y_pred, proba, _ = decided
-    gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex")
+    gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex", positive="higher progression")
     direct = GroupFairness(y_true=y, y_pred=y_pred, sensitive=np.where(X[:, 1] == 1, "sex 1", "sex 2"), y_prob=proba)
     assert gf.by_group == direct.by_group
-    assert gf.summary.sensitive_feature == "sex"
+    assert (gf.summary.sensitive_feature, gf.summary.positive, direct.summary.positive) == (
+        "sex", "higher progression", None)
+
+
+class _Unfavoured:
+    """The same model with a schema that names no favourable class."""
+
+    def __init__(self, model):
+        self.schema = dataclasses.replace(model.schema, favourable=None)
+        self.reference, self.predict_proba = model.reference, model.predict_proba
+
+
+def test_from_model_counts_the_favourable_class_as_selected_by_default(decided):
+    """The stream's bias monitor counts the favourable class as selected; from_model counted class 1, which in the
+    diabetes schema is the unfavourable 'higher progression' (equalized odds ratio 0.860 against 0.705 for the
+    same held-out patients). A schema without a favourable class keeps class 1."""
+    model, X, y, _, _, _ = decided
+    assert model.schema.favourable == "lower progression" == model.schema.classes[0]
+    groups = np.where(X[:, 1] == 1, "sex 1", "sex 2")
+    selected = model.predict_proba(X).argmax(axis=1)
+    gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex")
+    assert gf.summary == GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex",
+                                                  positive="lower progression").summary
+    assert gf.summary.positive == "lower progression"
+    for name in DISPARITIES:
+        assert getattr(gf, name) == pytest.approx(
+            getattr(fm, name)((y == 0).astype(int), (selected == 0).astype(int), sensitive_features=groups), abs=TOL)
+    plain = GroupFairness.from_model(_Unfavoured(model), X, y_true=y, sensitive_feature="sex")
+    assert plain.summary.positive == "higher progression"
+    assert plain.equalized_odds_ratio == pytest.approx(
+        fm.equalized_odds_ratio(y, selected, sensitive_features=groups), abs=TOL)
+    assert plain.equalized_odds_ratio != gf.equalized_odds_ratio
 
 
 def test_from_model_groups_a_many_valued_feature_in_bins(decided):
@@ -98,7 +131,8 @@ def test_from_model_groups_a_many_valued_feature_in_bins(decided):
     cases = [(None, np.quantile(ages, [0.25, 0.5, 0.75])), (3, np.quantile(ages, [1 / 3, 2 / 3])),
              ([40, 50, 60], np.array([40.0, 50.0, 60.0]))]
     for bins, edges in cases:
-        gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="age", bins=bins)
+        gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="age", bins=bins,
+                                      positive="higher progression")
         names = [f"age < {edges[0]:g}"] + [f"{a:g} <= age < {b:g}" for a, b in zip(edges, edges[1:])] + [
             f"age >= {edges[-1]:g}"]
         groups = np.array(names)[np.searchsorted(edges, X[:, 0], side="right")]
@@ -236,7 +270,8 @@ def test_demo_card_states_the_group_metrics_of_the_model_it_describes(diabetes_s
         (m.group, m.count, round(m.selection_rate, 2), round(m.true_positive_rate, 2), round(m.false_positive_rate, 2))
         for m in fresh.by_group
     ]
-    assert f"on the {len(diabetes.y_test)} held-out patients" in text
+    assert (f"on the {len(diabetes.y_test)} held-out patients (GroupFairness; selected means decided 'lower "
+            "progression', the favourable outcome): ") in text
     assert (f"Demographic parity difference {fresh.demographic_parity_difference:.2f}, equalized odds difference "
             f"{fresh.equalized_odds_difference:.2f}.") in text
 
