@@ -18,6 +18,7 @@ of 0 over 0 is NaN. NumPy only: Fairlearn is the test oracle, not a dependency.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -131,6 +132,9 @@ class GroupFairness:
         y_true, y_pred, groups, y_prob = _check(y_true, y_pred, sensitive, y_prob)
         if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
             raise InputError(f"bootstrap must be a whole number of resamples >= 0 (0 for none), got {bootstrap!r}")
+        # NumPy refuses a negative seed with a bare ValueError, and int() would make 1.5 seed 1 unsaid
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise InputError(f"seed must be a whole number >= 0 (the bootstrap's random seed), got {seed!r}")
         if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
             raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
         names, codes = np.unique(groups, return_inverse=True)

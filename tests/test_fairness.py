@@ -245,6 +245,16 @@ def test_rows_the_schema_refuses_and_a_single_group_are_refused_with_the_fix(dec
                               "compares 2 or more groups: give decisions from each group")
 
 
+def test_a_seed_that_is_no_whole_number_from_0_up_is_refused_with_the_fix():
+    """seed=-1 raised NumPy's bare 'expected non-negative integer'; seed=1.5 ran as seed 1 and recorded 1."""
+    for seed in (-1, 1.5, True, "3"):
+        with pytest.raises(InputError) as err:
+            GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), bootstrap=10, seed=seed)
+        assert str(err.value) == f"seed must be a whole number >= 0 (the bootstrap's random seed), got {seed!r}"
+    gf = GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), bootstrap=10, seed=np.int64(7))
+    assert gf.summary.seed == 7
+
+
 def test_bootstrap_equalized_odds_ratio_skips_an_undefined_false_positive_ratio():
     # no false positive in any group or resample: FPR ratio 0/0, so the EO ratio is the TPR ratio, as the point
     # estimate (and Fairlearn's) is
