@@ -1126,9 +1126,12 @@ def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
 
 
 class _BiasMonitor:
-    """Feeds each window's decision to a RollingFairness per protected feature; returns the active alerts."""
+    """Feeds each window's decision to a RollingFairness per protected feature; returns the active alerts.
+
+    Groups are GroupFairness.from_model's (`Grouping`): the alerts compare the groups the model card does."""
 
     def __init__(self, schema, reference, window: int):
+        from edgeinfer.explain.fairness import Grouping
         from edgeinfer.explain.monitor import RollingFairness
 
         self.schema = schema
@@ -1144,32 +1147,17 @@ class _BiasMonitor:
         self.features = []
         for name in schema.protected:
             j = schema.index(name)
-            f = schema.features[j]
-            column = reference.X[:, j]
-            # a group per value for a category or a feature of few values (a 0/1 flag: its median would put every
-            # row on one side); else two groups at the median, split so that the reference fills both
-            split = None
-            if f.kind != "categorical" and len(np.unique(column)) > 4:
-                median = float(reference.median[j])
-                split = (median, bool((column < median).any()))
-            self.features.append((j, f, split, RollingFairness(window=window, sensitive_feature=name)))
+            grouping = Grouping.of(schema.features[j], reference.X[:, j])
+            self.features.append((j, grouping, RollingFairness(window=window, sensitive_feature=name)))
         self.columns = [j for j, *_ in self.features]
-
-    def group(self, f, split, value: float) -> str:
-        if split is None:
-            return f.label(value)
-        median, below = split
-        if below:
-            return f"{f.name} < {_fmt(median)}" if value < median else f"{f.name} >= {_fmt(median)}"
-        return f"{f.name} <= {_fmt(median)}" if value <= median else f"{f.name} > {_fmt(median)}"
 
     def observe(self, index: int, row: np.ndarray, proba: np.ndarray) -> list[dict]:
         alerts = []
         y_pred = int(proba.argmax() == self.positive)
-        for j, f, split, monitor in self.features:
-            monitor.observe(index, self.group(f, split, float(row[j])), y_pred, float(proba[self.positive]))
+        for j, grouping, monitor in self.features:
+            monitor.observe(index, grouping.group(float(row[j])), y_pred, float(proba[self.positive]))
             for a in monitor.snapshot().alerts:
-                alerts.append({"kind": "bias", "feature": f.name, "metric": a.metric, "value": a.value,
+                alerts.append({"kind": "bias", "feature": grouping.feature.name, "metric": a.metric, "value": a.value,
                                "threshold": a.threshold, "high_group": str(a.high_group),
                                "low_group": str(a.low_group), "message": a.message})
         return alerts

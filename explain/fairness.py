@@ -17,6 +17,7 @@ of 0 over 0 is NaN. NumPy only: Fairlearn is the test oracle, not a dependency.
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import numpy as np
 
 from edgeinfer.errors import InputError
 from edgeinfer.explain.predictor import Predictor
+from edgeinfer.schema import Feature
 
 
 VALUE_GROUPS = 10      # a numeric feature with at most this many values in the reference is grouped by value
@@ -56,6 +58,67 @@ def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
     if edges.ndim != 1 or len(edges) == 0 or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
         raise InputError(f"bins must be a count of at least 2 quantile bins or increasing edges, got {bins!r}")
     return edges
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How a protected feature's values fall in groups: one grouping for `GroupFairness.from_model` and the stream's
+    bias monitor, so the card's groups are the alerts' groups.
+
+    A group per category; a group per value for a numeric feature with at most VALUE_GROUPS values in the reference
+    data (a 0/1 flag); else bins between edges: the quartiles of the reference data, or `bins` (a count of quantile
+    bins, or the edges). Bins are told apart by their index, and named by their edges with as many digits as it
+    takes for the names to differ too ("25.00001 <= bmi < 25.00002", not two bins "25 <= bmi < 25").
+    """
+
+    feature: Feature
+    edges: tuple[float, ...] | None = None     # increasing; None: a group per category or value
+    bin_names: tuple[str, ...] = ()            # len(edges) + 1 names, in bin order
+
+    @classmethod
+    def of(cls, feature: Feature, reference: np.ndarray, bins: int | Sequence[float] | None = None) -> "Grouping":
+        """The grouping of `feature`, given its column of the reference data."""
+        edges = _bin_edges(feature, np.asarray(reference, dtype=np.float64), bins)
+        if edges is None:
+            return cls(feature)
+        texts = _distinct_texts(edges)
+        name = feature.name
+        names = [f"{name} < {texts[0]}", *(f"{a} <= {name} < {b}" for a, b in zip(texts, texts[1:])),
+                 f"{name} >= {texts[-1]}"]
+        return cls(feature, tuple(float(e) for e in edges), tuple(names))
+
+    def keys(self, values: np.ndarray) -> np.ndarray:
+        """Each value's group as a key that sorts in group order: its bin index, or the value itself."""
+        values = np.asarray(values, dtype=np.float64)
+        return values if self.edges is None else np.searchsorted(self.edges, values, side="right")
+
+    def name(self, key: float) -> str:
+        """The name of the group with this key; distinct keys have distinct names."""
+        return _value_name(self.feature, float(key)) if self.edges is None else self.bin_names[int(key)]
+
+    def group(self, value: float) -> str:
+        """The name of the group one value falls in (the stream's monitor, one window at a time)."""
+        return self.name(value if self.edges is None else bisect.bisect_right(self.edges, value))
+
+
+def _distinct_texts(edges: np.ndarray) -> list[str]:
+    """The edges to 6 significant digits, or as many more as it takes for no two to read alike."""
+    for digits in range(6, 18):
+        texts = [f"{e:.{digits}g}" for e in edges]
+        if len(set(texts)) == len(texts):
+            break
+    return texts
+
+
+def _value_name(feature: Feature, value: float) -> str:
+    """A category's name, or the value (with its unit) as the schema writes it, with every digit when that reads
+    as another value (two values are never one group by their names)."""
+    if feature.kind == "categorical" and value in feature.codes:
+        return feature.label(value)
+    text = str(int(value)) if math.isfinite(value) and value == int(value) and abs(value) < 1e15 else f"{value:.6g}"
+    if math.isfinite(value) and float(text) != value:
+        text = repr(value)
+    return text + (f" {feature.unit}" if feature.unit else "")
 
 
 @dataclass(frozen=True)
@@ -114,7 +177,8 @@ class GroupFairness:
 
     y_true, y_pred: 0/1 per decision; sensitive: the group of each decision;
     y_prob: predicted probability of class 1 (for calibration by group);
-    bootstrap: number of stratified resamples (within each group) for intervals; 0 for none.
+    bootstrap: number of stratified resamples (within each group) for intervals; 0 for none;
+    group_order: the groups in the order to list them, each once (default sorted).
     """
 
     def __init__(
@@ -128,6 +192,7 @@ class GroupFairness:
         seed: int = 0,
         confidence: float = 0.95,
         sensitive_feature: str = "group",
+        group_order: Sequence[Any] | None = None,
     ):
         y_true, y_pred, groups, y_prob = _check(y_true, y_pred, sensitive, y_prob)
         if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
@@ -137,13 +202,21 @@ class GroupFairness:
             raise InputError(f"seed must be a whole number >= 0 (the bootstrap's random seed), got {seed!r}")
         if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
             raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
-        names, codes = np.unique(groups, return_inverse=True)
+        found, codes = np.unique(groups, return_inverse=True)
+        names = [_plain(name) for name in found]
+        if group_order is not None:
+            order = [_plain(g) for g in group_order]
+            if len(set(order)) != len(order) or set(order) != set(names):
+                raise InputError(f"group_order must list each group of sensitive once: got {order!r} for the groups "
+                                 f"{names!r}")
+            codes = np.array([order.index(name) for name in names], dtype=np.int64)[codes]
+            names = order
         if len(names) < 2:               # one group reads as perfectly fair (difference 0, ratio 1): refuse it
-            raise InputError(f"only one group ({_plain(names[0])!r}) among the {len(groups)} decisions; group "
+            raise InputError(f"only one group ({names[0]!r}) among the {len(groups)} decisions; group "
                              "fairness compares 2 or more groups: give decisions from each group")
         self.y_true, self.y_pred, self.y_prob = y_true, y_pred, y_prob
         by_group = tuple(
-            _metrics(_plain(name), y_true[codes == g], y_pred[codes == g], None if y_prob is None else y_prob[codes == g])
+            _metrics(name, y_true[codes == g], y_pred[codes == g], None if y_prob is None else y_prob[codes == g])
             for g, name in enumerate(names)
         )
         overall = _metrics("overall", y_true, y_pred, y_prob)
@@ -195,9 +268,9 @@ class GroupFairness:
         monitor counts it (the second class, index 1, when the schema names none); both y_true and the
         decisions are read as "is `positive`", so rates stay true whichever class that is. The summary
         records it (`summary.positive`).
-        Groups are named by the feature's category names, or its values when it has at most VALUE_GROUPS
-        of them in the reference data. A numeric feature with more (age) falls in bins, named by their edges
-        ("40 <= age < 50"): `bins` quantile bins of the reference data (default 4), or the edges given.
+        Groups are those of `Grouping` (the stream's bias monitor's too), listed in order: categories or values,
+        or bins of a many-valued numeric feature (age) named by their edges ("40 <= age < 50"): `bins` quantile
+        bins of the reference data (default 4), or the edges given.
         """
         schema = model.schema
         if sensitive_feature not in schema.names:
@@ -221,14 +294,10 @@ class GroupFairness:
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         j = schema.index(sensitive_feature)
         feature, column = schema.features[j], X[:, j]
-        edges = _bin_edges(feature, np.asarray(model.reference.X, dtype=np.float64)[:, j], bins)
-        if edges is None:
-            labels = {v: feature.label(v) for v in np.unique(column)}
-            sensitive = np.array([labels[v] for v in column])
-        else:
-            names = ([f"{feature.name} < {edges[0]:g}"] + [f"{a:g} <= {feature.name} < {b:g}" for a, b in
-                                                          zip(edges, edges[1:])] + [f"{feature.name} >= {edges[-1]:g}"])
-            sensitive = np.array(names)[np.searchsorted(edges, column, side="right")]
+        grouping = Grouping.of(feature, np.asarray(model.reference.X, dtype=np.float64)[:, j], bins)
+        keys, codes = np.unique(grouping.keys(column), return_inverse=True)     # in group order
+        names = [grouping.name(key) for key in keys.tolist()]
+        sensitive = np.array(names, dtype=object)[codes]
         out = cls(
             y_true=(truth == k).astype(np.int64),
             y_pred=(proba.argmax(axis=1) == k).astype(np.int64),
@@ -238,6 +307,7 @@ class GroupFairness:
             seed=seed,
             confidence=confidence,
             sensitive_feature=sensitive_feature,
+            group_order=names,
         )
         out.summary = replace(out.summary, positive=schema.classes[k])
         return out

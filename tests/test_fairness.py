@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeinfer.errors import InputError
-from edgeinfer.explain.fairness import GroupFairness, Interval
+from edgeinfer.explain.fairness import GroupFairness, Grouping, Interval
 from edgeinfer.explain.monitor import DP, EO, RollingFairness
+from edgeinfer.schema import Feature
 
 fm = pytest.importorskip("fairlearn.metrics")
 
@@ -137,7 +138,8 @@ def test_from_model_groups_a_many_valued_feature_in_bins(decided):
             f"age >= {edges[-1]:g}"]
         groups = np.array(names)[np.searchsorted(edges, X[:, 0], side="right")]
         frame, _ = oracle_frame(y, y_pred, groups, proba)
-        assert sorted(m.group for m in gf.by_group) == sorted(names) == sorted(frame.by_group.index)
+        assert [m.group for m in gf.by_group] == names            # in bin order, not 'age < 39' last
+        assert sorted(names) == sorted(frame.by_group.index)
         for m in gf.by_group:
             assert m.count == frame.by_group.loc[m.group]["count"]
             assert m.selection_rate == pytest.approx(frame.by_group.loc[m.group]["selection_rate"], abs=TOL)
@@ -151,6 +153,28 @@ def test_from_model_groups_a_many_valued_feature_in_bins(decided):
     with pytest.raises(InputError) as err:
         GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex", bins=2)
     assert str(err.value) == "bins group a numeric feature; 'sex' is categorical and is grouped by its categories"
+
+
+def test_from_model_tells_close_bins_apart_by_index_and_lists_them_in_order(decided):
+    """Edges 1e-5 apart all read '25' to 6 digits: two bins of 40 rows were one group '25 <= bmi < 25' of 80, and
+    groups came in string order ('age < 39' after '51 <= age < 59')."""
+    model, X, y, _, _, _ = decided
+    X = X.copy()
+    X[:40, 2], X[40:80, 2] = 25.000015, 25.000025
+    gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="bmi", bins=[25.00001, 25.00002, 25.00003])
+    assert [(m.group, m.count) for m in gf.by_group] == [
+        ("bmi < 25.00001", int((X[:, 2] < 25.00001).sum())), ("25.00001 <= bmi < 25.00002", 40),
+        ("25.00002 <= bmi < 25.00003", 40), ("bmi >= 25.00003", int((X[:, 2] >= 25.00003).sum()))]
+    # a group per value: two values that read alike to 6 digits keep every digit
+    grouping = Grouping.of(Feature("dose", unit="mg"), np.array([1.0000001, 1.0000002, 3.0] * 4))
+    assert grouping.edges is None
+    assert [grouping.group(v) for v in (1.0000001, 1.0000002, 3.0, 2.5)] == [
+        "1.0000001 mg", "1.0000002 mg", "3 mg", "2.5 mg"]
+    with pytest.raises(InputError) as err:
+        GroupFairness(y_true=[1, 0, 1], y_pred=[1, 0, 0], sensitive=["a", "b", "b"], group_order=["b"])
+    assert str(err.value) == "group_order must list each group of sensitive once: got ['b'] for the groups ['a', 'b']"
+    ordered = GroupFairness(y_true=[1, 0, 1], y_pred=[1, 0, 0], sensitive=["a", "b", "b"], group_order=["b", "a"])
+    assert [(m.group, m.count, m.selection_rate) for m in ordered.by_group] == [("b", 2, 0.0), ("a", 1, 1.0)]
 
 
 def test_from_model_reads_true_classes_against_the_positive_class(decided):

@@ -776,24 +776,41 @@ def test_a_window_the_model_cannot_read_is_not_decided_and_the_stream_goes_on(tm
     assert "windows  3 (2 explained, 1 not decided: see their not_decided alerts)" in result.stderr
 
 
-def test_the_bias_monitor_keeps_a_rare_flag_and_a_lopsided_feature_in_two_groups():
-    """A 0/1 flag with most rows 0 has median 0: 'flag < 0' is empty and every window fell in 'flag >= 0'."""
-    from edgeinfer.reference import Reference
+def test_the_bias_monitor_groups_as_the_model_card_does(linear_session):
+    """The monitor split a feature of more than 4 values at the reference median, so its alerts compared other
+    groups than GroupFairness.from_model (a group per value up to 10 values, else quartiles): a 6-level band was
+    'band < 3' / 'band >= 3' in the stream and 6 groups on the card. Both now group by `Grouping`. A rare 0/1 flag
+    and a dose that is 0 in most rows (both medians 0) still give two groups each."""
+    from edgeinfer.explain.fairness import GroupFairness
     from edgeinfer.stream import _BiasMonitor
 
     schema = FeatureSchema(
         (Feature("flag", kind="integer", low=0, high=1, protected=True),
-         Feature("dose", low=0, high=10, protected=True)),
+         Feature("dose", low=0, high=10, protected=True),
+         Feature("band", kind="integer", low=0, high=5, protected=True)),
         ("denied", "approved"), favourable="approved")
     rng = np.random.default_rng(0)
-    dose = np.where(rng.random(400) < 0.6, 0.0, rng.uniform(0, 10, 400))     # most rows at the lowest dose
-    X = np.column_stack([(rng.random(400) < 0.3).astype(float), dose])
-    monitor = _BiasMonitor(schema, Reference.from_data(X, np.zeros(400, dtype=np.int64)), window=500)
+
+    def draw(n):
+        dose = np.where(rng.random(n) < 0.6, 0.0, rng.uniform(0, 10, n))     # most rows at the lowest dose
+        return np.column_stack([(rng.random(n) < 0.3).astype(float), dose, rng.integers(0, 6, n).astype(float)])
+
+    session = linear_session([1.0, 0.3, -0.4], 0.2, schema, calibration=draw(400))
+    X = draw(300)
+    proba = session.predict_proba(X)
+    monitor = _BiasMonitor(schema, session.reference, window=500)
     for i, row in enumerate(X):
-        monitor.observe(i, row, np.array([0.2, 0.8]))
-    groups = {m.sensitive_feature: {g.group: g.count for g in m.snapshot().by_group} for *_, m in monitor.features}
-    assert groups["flag"] == {"0": int((X[:, 0] == 0).sum()), "1": int((X[:, 0] == 1).sum())}
-    assert groups["dose"] == {"dose <= 0": int((dose == 0).sum()), "dose > 0": int((dose > 0).sum())}
+        monitor.observe(i, row, proba[i])
+    stream = {m.sensitive_feature: [(g.group, g.count, g.selection_rate) for g in m.snapshot().by_group]
+              for *_, m in monitor.features}
+    truth = rng.integers(0, 2, len(X))
+    for name in ("flag", "dose", "band"):
+        card = GroupFairness.from_model(session, X, y_true=truth, sensitive_feature=name).by_group
+        assert sorted(stream[name]) == sorted((m.group, m.count, pytest.approx(m.selection_rate)) for m in card)
+    assert [g for g, *_ in stream["flag"]] == ["0", "1"]
+    assert [g for g, *_ in stream["band"]] == ["0", "1", "2", "3", "4", "5"]
+    q75 = np.quantile(session.reference.X[:, 1], 0.75)
+    assert sorted(g for g, *_ in stream["dose"]) == sorted([f"0 <= dose < {q75:.6g}", f"dose >= {q75:.6g}"])
 
 
 # ----- signals and growing files ------------------------------------------------------------------
