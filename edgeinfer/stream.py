@@ -198,6 +198,7 @@ class StreamSummary:
     sample_rate_hz: float | None = None   # the model's
     window: int = 0                # samples per window cut
     trained_window: int = 0        # samples per window the model was trained on
+    bias_monitor_off: str | None = None   # why the bias monitor did not run on a model with protected features
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,6 +217,8 @@ class StreamSummary:
         ]
         if self.window != self.trained_window:
             lines.append(f"  window   {self.window} samples; the model was trained on {self.trained_window}-sample windows")
+        if self.bias_monitor_off is not None:
+            lines.append(f"  bias     monitor off: {self.bias_monitor_off}")
         if self.off_rate:
             lines.append(f"  windows at another sample rate than the model's {self.sample_rate_hz:g} Hz: "
                          f"{self.off_rate} (see their sample_rate alerts)")
@@ -1135,15 +1138,7 @@ class _BiasMonitor:
         from edgeinfer.explain.monitor import RollingFairness
 
         self.schema = schema
-        if schema.favourable is not None:
-            self.positive = schema.class_index(schema.favourable)
-        elif len(schema.classes) == 2:
-            self.positive = 1
-        else:
-            raise InputError(
-                "the bias monitor needs a favourable class in a model with more than two classes; "
-                "name one in the schema (favourable = ...)"
-            )
+        self.positive = _selected_class(schema)
         self.features = []
         for name in schema.protected:
             j = schema.index(name)
@@ -1161,6 +1156,23 @@ class _BiasMonitor:
                                "threshold": a.threshold, "high_group": str(a.high_group),
                                "low_group": str(a.low_group), "message": a.message})
         return alerts
+
+
+def _selected_class(schema) -> int | None:
+    """The class the bias monitor counts as selected: the favourable one, else the second of two classes; None for
+    more classes and no favourable one (no decision is the selected one)."""
+    if schema.favourable is not None:
+        return schema.class_index(schema.favourable)
+    return 1 if len(schema.classes) == 2 else None
+
+
+def _bias_monitor_off(schema) -> str | None:
+    """Why the bias monitor cannot run for a model with protected features; None when it can (or there are none)."""
+    if not schema.protected or _selected_class(schema) is not None:
+        return None
+    return (f"the model has {len(schema.classes)} classes and names no favourable one, so no decision counts as "
+            f"selected for group fairness on {', '.join(schema.protected)}; to monitor it, name a favourable class "
+            "in the schema (favourable = \"...\") and re-export the bundle")
 
 
 def window_spec_of(bundle) -> WindowSpec:
@@ -1217,12 +1229,16 @@ def stream(
     if max_gap is None and spec.sample_rate_hz is not None:
         max_gap = 1.5 / spec.sample_rate_hz
     timestamp = options.timestamp or spec.timestamp
-    bias = _BiasMonitor(schema, session.reference, options.bias_window) if schema.protected else None
+    bias_off = _bias_monitor_off(schema)       # the stream runs without it: one warning, and the summary says so
+    bias = (_BiasMonitor(schema, session.reference, options.bias_window) if schema.protected and bias_off is None
+            else None)
     lows, highs = schema.lows, schema.highs
     classes = schema.classes
     class_json = [json.dumps(c) for c in classes]
 
     reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
+    if bias_off is not None:
+        reporter.warn(f"bias monitor off: {bias_off}")
     if window != spec.window:       # a model's features over another window length are not what it learned
         reporter.warn(f"windows of {window} samples, but the model was trained on {spec.window}-sample windows: its "
                       f"decisions on them are untested, and explanations still say {spec.window}-sample window")
@@ -1577,6 +1593,7 @@ def stream(
         sample_rate_hz=rate,
         window=window,
         trained_window=spec.window,
+        bias_monitor_off=bias_off,
     )
 
 

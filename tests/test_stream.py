@@ -776,6 +776,49 @@ def test_a_window_the_model_cannot_read_is_not_decided_and_the_stream_goes_on(tm
     assert "windows  3 (2 explained, 1 not decided: see their not_decided alerts)" in result.stderr
 
 
+def test_a_model_of_three_classes_without_a_favourable_one_streams_without_the_bias_monitor(tmp_path):
+    """A protected channel and no favourable class among 3: the stream exited 1 ('the bias monitor needs a
+    favourable class ...') before any window, while predict worked. It now streams, warns once, and says why in
+    the summary."""
+    import torch
+
+    spec = WindowSpec.create(channels={"sex": "", "x": "mV"}, statistics={"sex": ["mean"], "x": ["mean"]},
+                             window=2, hop=2)
+    schema = FeatureSchema(
+        (Feature("sex_mean", kind="categorical", categories=("female", "male"), protected=True),
+         Feature("x_mean", low=-10, high=10, unit="mV")), ("sit", "walk", "run"))
+    model = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, -1.0], [0.0, 0.0], [0.0, 1.0]]))
+        model.bias.zero_()
+    rng = np.random.default_rng(0)
+    calibration = np.column_stack([rng.integers(0, 2, 300), rng.uniform(-10, 10, 300)]).astype(float)
+    ei.export(model.eval(), schema, calibration=calibration, device="x86-edge-gateway", out=tmp_path / "b",
+              precision="fp32", window=spec)
+    lines = ["timestamp,sex,x"] + [f"{i},{(i // 2) % 2},{4 if i % 4 < 2 else -4}" for i in range(8)]
+    result = run([tmp_path / "b", "-", "--summary", tmp_path / "s.json", "--explain", "all", "--workers", "0"],
+                 input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    assert [d["decision"]["class_name"] for d in out] == ["run", "sit", "run", "sit"]
+    assert all(d["explanation"] is not None and not d["alerts"] for d in out)
+    why = ("the model has 3 classes and names no favourable one, so no decision counts as selected for group "
+           "fairness on sex_mean; to monitor it, name a favourable class in the schema (favourable = \"...\") and "
+           "re-export the bundle")
+    assert result.stderr.count("warning: ") == 1
+    assert result.stderr.startswith(f"warning: bias monitor off: {why}\n")
+    assert f"  bias     monitor off: {why}\n" in result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["bias_monitor_off"] == why
+
+
+def test_a_model_with_a_favourable_class_keeps_its_bias_monitor(tmp_path):
+    _decided_by_sex(tmp_path / "b")
+    lines = ["timestamp,sex,x"] + [f"{i},{(i // 2) % 2},1" for i in range(8)]
+    result = run([tmp_path / "b", "-", "--summary", tmp_path / "s.json"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0 and "warning" not in result.stderr and "monitor off" not in result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["bias_monitor_off"] is None
+
+
 def test_the_bias_monitor_groups_as_the_model_card_does(linear_session):
     """The monitor split a feature of more than 4 values at the reference median, so its alerts compared other
     groups than GroupFairness.from_model (a group per value up to 10 values, else quartiles): a 6-level band was
