@@ -893,7 +893,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
 
 
 def _bias(e, schema) -> dict[str, Any] | None:
-    from edgeinfer.explain.bias import change_text   # as the verdict and the views write it: 0.0499, not 0.050
+    from edgeinfer.explain.bias import NO_PROTECTED, change_text   # change_text: as the verdict and views write it
     from edgeinfer.explain.views import _signed
 
     b = e.bias
@@ -909,8 +909,13 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       else _signed(t.delta, 3), "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
+    # protected but not tested: as the explanation says, or the bundle's schema (explanations before that field)
+    tested = {t.feature for t in b.flips}
+    untested = [n for n in dict.fromkeys([*b.untested, *schema.protected]) if n not in tested]
     return {"verdict": b.verdict, "depends": b.depends, "attribution_share": b.attribution_share,
-            "flips": flips, "proxies": proxies}
+            "flips": flips, "proxies": proxies,
+            "untested": ", ".join(_feature(schema, n).clinical for n in untested),
+            "no_protected": not b.flips and not untested and b.verdict == NO_PROTECTED}
 
 
 def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Refused] = ()) -> dict[str, Any]:

@@ -155,6 +155,7 @@ def explain_bias(
             for plan, value, moved, k in specs[i]
         )
         depends_on = tuple(dict.fromkeys(f.feature for f in flips if f.flipped or abs(f.delta) > tolerance))
+        tested = {f.feature for f in flips}
         share = None
         if attributions is not None and attributions[i] is not None:
             share = attribution_share(attributions[i], watched)
@@ -166,6 +167,7 @@ def explain_bias(
                 depends=bool(depends_on),
                 verdict=_verdict(schema, plans, flips, tolerance),
                 depends_on=depends_on,
+                untested=tuple(p.feature.name for p in plans if p.feature.name not in tested),
             )
         )
     return out

@@ -114,6 +114,7 @@ class BiasExplanation:
     depends: bool
     verdict: str
     depends_on: tuple[str, ...] = ()    # protected features whose flip changes the class or moves p past tolerance
+    untested: tuple[str, ...] = ()      # protected features no flip could test (the reference has no other value)
 
 
 @dataclass(frozen=True)

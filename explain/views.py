@@ -873,11 +873,13 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
-        if not b.flips:   # no protected feature to flip
-            return [self.fill("bias_none", verdict=b.verdict)] if self.has("bias_none") else []
         flipped = sorted({f.feature for f in b.flips if f.flipped}, key=self._order)
         protected = sorted({f.feature for f in b.flips}, key=self._order)         # tested by a flip
-        untested = [n for n in self.schema.protected if n not in protected]
+        # declared protected but not tested: as the explanation says, or the schema (explanations before that field)
+        untested = sorted({*b.untested, *self.schema.protected} - set(protected), key=self._order)
+        if not b.flips and (not untested or not self.has("bias_untested")):
+            # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
+            return [self.fill("bias_none", verdict=b.verdict)] if self.has("bias_none") else []
         deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
         values = {
             "verdict": b.verdict,
@@ -891,6 +893,8 @@ class _View:
             "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
             else self.word("word_unknown"),
         }
+        if not b.flips:        # protected features, none of them testable
+            return [self.fill("bias_untested", **values)]
         lines = [self.fill("bias_depends" if b.depends else "bias_ok", **values)]
         if untested and self.has("bias_untested"):
             lines.append(self.fill("bias_untested", **values))

@@ -333,6 +333,31 @@ def test_schema_without_protected_features():
     assert NO_PROTECTED == "no protected features are declared in the schema, so there is no flip to test"
 
 
+def test_a_protected_feature_with_one_value_in_the_reference_is_named_untested():
+    """Every reference row has sex 1: a row with sex 1 has nothing to flip to, and says so apart from 'no protected
+    features' (the report and the patient view told the two apart by flips alone)."""
+    schema = FeatureSchema((Feature("sex", kind="integer", low=0, high=1, protected=True),
+                            Feature("flag", kind="integer", low=0, high=1, protected=True), Feature("x", low=-9, high=9)),
+                           ("deny", "approve"), favourable="approve")
+    rng = np.random.default_rng(0)
+    X_ref = np.column_stack([np.ones(200), rng.integers(0, 2, 200), rng.normal(0, 1, 200)])
+    model = LinearPredictor([3.0, 0.0, 1.0], -2.0, schema, X_ref)
+    rows = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2]])
+    out = explain_bias(model, rows, labels=model.predict_proba(rows).argmax(axis=1), proxies=())
+    assert [e.untested for e in out] == [("sex",), ()]
+    assert [[(f.feature, f.to_value) for f in e.flips] for e in out] == [[("flag", 1.0)], [("sex", 1.0), ("flag", 0.0)]]
+    assert out[0].verdict == ("sex could not be tested: the reference data has no other value of it; the decision "
+                              "does not depend on flag (largest change in probability 0.00)")
+    alone = FeatureSchema(schema.features[::2], schema.classes, favourable="approve")
+    model = LinearPredictor([3.0, 1.0], -2.0, alone, X_ref[:, ::2])
+    (only,) = explain_bias(model, rows[:1, ::2], labels=np.array([1]), proxies=())
+    assert (only.flips, only.untested, only.depends) == ((), ("sex",), False)
+    assert only.verdict == "sex could not be tested: the reference data has no other value of it"
+    none = FeatureSchema((Feature("x"),), ("deny", "approve"))
+    (plain,) = explain_bias(LinearPredictor([1.0], 0.0, none, X_ref[:, 2:]), [[0.2]], labels=[1], proxies=())
+    assert (plain.untested, plain.verdict) == ((), NO_PROTECTED)
+
+
 def test_bad_inputs_are_refused_with_exact_messages():
     model = LinearPredictor([0.0, 1.0, 0.0], 0.0, SCHEMA, X_REF)
     with pytest.raises(InputError) as err:

@@ -585,6 +585,28 @@ def test_a_flip_change_near_the_bias_tolerance_keeps_the_digits_the_verdict_uses
     assert '<td class="num">-0.0499</td>' in html and '<td class="num">+0.0501</td>' in html
 
 
+def test_the_report_tells_protected_but_untested_from_no_protected_inputs(fixed_bundle, tmp_path):
+    """With no flip (the reference data held one sex and one age), the report said 'The model has no protected
+    inputs to test.' though the schema has two."""
+    from edgeinfer.explain.bias import NO_PROTECTED
+
+    verdict = ("age could not be tested: the reference data has no other value of it; sex could not be tested: "
+               "the reference data has no other value of it")
+    untested = BiasExplanation((), (), 0.0, False, verdict, untested=("age", "sex"))
+    expl = dataclasses.replace(_explanation(), bias=untested)
+    for bundle in (None, fixed_bundle.path):
+        text = _text(ei.report([expl], out=tmp_path / "r.html", bundle=bundle).read_text(encoding="utf-8"))
+        assert "Not tested: age, sex (protected, but the reference data has no other value to set it to)." in text
+        assert "no protected inputs" not in text
+    # an explanation written before the untested field: the bundle's schema tells
+    older = dataclasses.replace(expl, bias=dataclasses.replace(untested, untested=()))
+    text = _text(ei.report([older], out=tmp_path / "r.html", bundle=fixed_bundle.path).read_text(encoding="utf-8"))
+    assert "Not tested: age, sex (protected" in text and "no protected inputs" not in text
+    none = dataclasses.replace(expl, bias=BiasExplanation((), (), None, False, NO_PROTECTED))
+    text = _text(ei.report([none], out=tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "The model has no protected inputs to test." in text and "Not tested" not in text
+
+
 @pytest.mark.parametrize("target", ["p(high risk) < 0.3", "p(low risk) > 0.7"])
 def test_a_threshold_answer_is_not_shown_at_its_threshold(tmp_path, target):
     """An answer at p(high risk) = 0.29964 meets "< 0.3" (or p(low risk) = 0.70036 meets "> 0.7"): the report's

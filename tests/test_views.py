@@ -399,6 +399,28 @@ def test_bias_section_when_the_schema_declares_no_protected_feature(schema):
     assert "Attribution share:" not in auditor
 
 
+def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
+    """sex and age are protected, but the reference data held no other value to flip to: the patient view said
+    nothing (it has no bias_none) and the report said 'no protected inputs to test'. Each view now says they
+    were not tested, from the explanation's untested field, or the schema for an explanation without it."""
+    verdict = ("age could not be tested: the reference data has no other value of it; sex could not be tested: the "
+               "reference data has no other value of it")
+    for untested in (("age", "sex"), ()):
+        bias = BiasExplanation((), (), 0.0, False, verdict, untested=untested)
+        expl = dataclasses.replace(_explanation(schema), bias=bias)
+        patient = views.render(expl, schema, stakeholder="patient")
+        assert patient.endswith("\n\nWe could not check your age or sex.")
+        assert f"Bias check:\n{verdict}." in views.render(expl, schema, stakeholder="clinician")
+        assert f"Verdict:\n{verdict}." in views.render(expl, schema, stakeholder="auditor")
+    # one feature tested, the other not: said beside the tested one, as before
+    flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),)
+    bias = BiasExplanation(flips, (), 0.0, False, "age could not be tested: the reference data has no other value "
+                           "of it; the decision does not depend on sex (largest change in probability 0.01)",
+                           untested=("age",))
+    patient = views.render(dataclasses.replace(_explanation(schema), bias=bias), schema, stakeholder="patient")
+    assert patient.endswith("\n\nWe checked: your sex did not change this result.\nWe could not check your age.")
+
+
 def test_timings_section_and_small_fidelity_figures(tmp_path, schema):
     path = tmp_path / "ops.toml"
     path.write_text('[view]\nsections = ["timings", "fidelity"]\n[text]\ntiming = "{part}: {ms} ms"\n'
