@@ -229,7 +229,10 @@ def export(
     calibration: rows in schema order (also the source of the reference data).
     holdout: rows for the accuracy gate; default: a seeded quarter of `calibration`, kept out of calibration.
     holdout_labels: ground truth for `holdout` (which must be given too), recorded as validation accuracy.
-    labels: ground truth for `calibration`, kept in the reference data (group fairness needs it).
+    labels: ground truth for `calibration`; the rows sampled into the reference data keep theirs
+        (`reference.labels`) for an audit of your own: edgeinfer reads none of them.
+    card: the model card; its `fairness` is text you measure and give (GroupFairness.from_model on labelled
+        held-out rows, as `edgeinfer demo` does): labels do not fill it, and without it it is not recorded.
     outputs: for an .onnx input, whether its output is 'logits' or 'probabilities'.
     window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
     precision: try only this one of the profile's precisions instead of all in order.
