@@ -337,8 +337,8 @@ def test_a_protected_feature_with_one_value_in_the_reference_is_named_untested()
     """Every reference row has sex 1: a row with sex 1 has nothing to flip to, and says so apart from 'no protected
     features' (the report and the patient view told the two apart by flips alone)."""
     schema = FeatureSchema((Feature("sex", kind="integer", low=0, high=1, protected=True),
-                            Feature("flag", kind="integer", low=0, high=1, protected=True), Feature("x", low=-9, high=9)),
-                           ("deny", "approve"), favourable="approve")
+                            Feature("flag", kind="integer", low=0, high=1, protected=True),
+                            Feature("x", low=-9, high=9)), ("deny", "approve"), favourable="approve")
     rng = np.random.default_rng(0)
     X_ref = np.column_stack([np.ones(200), rng.integers(0, 2, 200), rng.normal(0, 1, 200)])
     model = LinearPredictor([3.0, 0.0, 1.0], -2.0, schema, X_ref)
