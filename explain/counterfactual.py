@@ -14,7 +14,8 @@ puts all its candidates into the same few `predict_proba` calls:
    m most useful changes only), and the first bisection level on the best
    single-feature lines -- one call; a row still without any answer gets one
    more: BOX seeded points spread over its whole reachable region (corners,
-   faces, inside), for targets the grid steps over or that need several features
+   faces, inside; a side with no bound out to a span of the reference data past
+   its extremes), for targets the grid steps over or that need several features
    moving at once;
 3. bisection: one more level on every line that can still give one of the best
    answers -- one call;
@@ -23,8 +24,9 @@ puts all its candidates into the same few `predict_proba` calls:
    round; an answer is kept only when no single change can be dropped, and a row
    whose answers trim down to the same one brings in its next candidates;
 5. only when nothing was found: one relaxed batch (immutables freed, ranges
-   widened to the reference extremes, monotone directions lifted) to say with
-   which constraint relaxed the search does reach the outcome. A search cannot
+   widened to the reference extremes, the search window widened further,
+   monotone directions lifted) to say with which constraint relaxed the search
+   does reach the outcome. A search cannot
    prove that no counterfactual exists: the reason says what it found, not more.
 
 Answers are ranked by L1 distance in MAD units plus SPARSITY_COST per changed
@@ -282,10 +284,10 @@ class Space:
             changes["lows"] = self.schema.lows.astype(np.float64)
             changes["highs"] = self.schema.highs.astype(np.float64)
             changes["narrowed"] = ()
-        if what in ("range", "all"):
-            schema_lows, schema_highs = self.schema.lows, self.schema.highs
-            changes["lows"] = np.minimum(schema_lows, self.ref_low)
-            changes["highs"] = np.maximum(schema_highs, self.ref_high)
+        if what in ("range", "all"):      # the bounds widened to the reference extremes (padded)
+            changes["lows"] = np.minimum(self.schema.lows, self.ref_low)
+            changes["highs"] = np.maximum(self.schema.highs, self.ref_high)
+        if what in ("window", "all"):     # the search looks a span of the data further each way, inside the bounds
             span = self.ref_high - self.ref_low
             changes["ref_low"] = self.ref_low - span
             changes["ref_high"] = self.ref_high + span
@@ -316,6 +318,13 @@ class Space:
         down = np.maximum(self.lows, np.minimum(self.ref_low, x - self.scale))
         up = np.minimum(self.highs, np.maximum(self.ref_high, x + self.scale))
         return down, up
+
+    def wide_ends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(F,) `ends` of the 'window' relaxation (the search window a span of the reference data wider each
+        way), ignoring the bounds: where a side has no bound, the last-resort box stage looks this far, so
+        an answer that relaxation would find there is found and returned (it breaks no constraint)."""
+        span = self.ref_high - self.ref_low
+        return np.minimum(self.ref_low - span, x - self.scale), np.maximum(self.ref_high + span, x + self.scale)
 
     def project(self, raw: np.ndarray, base: np.ndarray, kern: ModuleType) -> np.ndarray:
         """Project candidates onto the feasible set around their instances (`base`: one row per candidate)."""
@@ -1049,11 +1058,21 @@ class _Search:
             fixed = [self.schema.features[j].name for j, w in enumerate(sp.why_frozen) if w == what]
             if fixed:
                 groups.append((what, f"{names[what]} ({_list(fixed)})"))
+        # the schema's ranges are named only where lifting them widens a bound of a feature free to move; a
+        # side with no bound (or one past the reference data) is limited by the search window alone, not named
+        # as a range
+        free = ~sp.frozen
+        free[[j for j, _ in sp.categorical]] = False      # every code is tried, whatever the window
+        widens = free & ((self.schema.lows > sp.ref_low) | (self.schema.highs < sp.ref_high))
         if sp.narrowed:   # the request's ranges alone, then with the schema's (lifting both goes past the schema)
             narrowed = f"permitted_range ({_list(sp.narrowed)})"
             groups += [("permitted_range", narrowed), ("range", f"{narrowed} and the schema's ranges")]
-        else:
+        elif widens.any():
             groups.append(("range", "the schema's ranges"))
+        beyond = [self.schema.features[j].name for j in np.flatnonzero(free & ((sp.lows < sp.ref_low)
+                                                                              | (sp.highs > sp.ref_high)))]
+        if beyond:
+            groups.append(("window", f"the search window beyond the reference data ({_list(beyond)})"))
         mono = [f"{f.name}: {f.monotone} only" for f in self.schema.features if f.monotone != "any"]
         if mono:
             groups.append(("monotone", f"monotone directions ({_list(mono)})"))
@@ -1107,8 +1126,9 @@ class _Search:
                                f"found one only with {', '.join(labels)} relaxed together", labels)
             else:
                 out[int(i)] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
-                               f"protected features freed, ranges widened beyond the reference extremes, monotone "
-                               f"directions lifted); the model may not give this outcome near this instance", ())
+                               f"protected features freed, ranges widened to the reference extremes and the search "
+                               f"window beyond them, monotone directions lifted); the model may not give this "
+                               f"outcome near this instance", ())
         return out
 
 
@@ -1202,11 +1222,13 @@ def _unit_box(F: int) -> np.ndarray:
 def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarray, np.ndarray]:
     """BOX points in each row's reachable region, projected onto the constraints (frozen features, steps,
     categories): half between the lowest and highest values the search tries (`Space.ends`), half over the
-    whole permitted range where it is finite; on the allowed side of x for monotone features.
+    whole permitted range where it is finite and, on a side with no bound, out to `Space.wide_ends` (the
+    reference data's span past its extremes); on the allowed side of x for monotone features.
     Returns (values (len(X) * BOX, F), the row of X of each)."""
     down, up = space.ends(X)
-    regions = [(down, up), (np.where(np.isfinite(space.lows), space.lows, down),
-                            np.where(np.isfinite(space.highs), space.highs, up))]
+    wide_down, wide_up = space.wide_ends(X)
+    regions = [(down, up), (np.where(np.isfinite(space.lows), space.lows, wide_down),
+                            np.where(np.isfinite(space.highs), space.highs, wide_up))]
     unit = _unit_box(X.shape[1])
     raw = []
     for low, high in regions:

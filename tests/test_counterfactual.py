@@ -302,6 +302,42 @@ def test_a_permitted_range_is_named_as_binding_only_when_the_schemas_ranges_woul
     assert not res.found and res.binding == ("the schema's ranges",)
 
 
+def _unbounded_x0(linear_session, bias: float):
+    """logit 3 x0 + bias; x0 an integer the schema leaves unbounded, its reference data -5 .. 5 (MAD 3: the
+    search window runs from -8 to 8, the search-window relaxation's from -24 to 24)."""
+    features = (Feature("x0", kind="integer"), *(Feature(f"x{j}", low=-5.0, high=5.0) for j in (1, 2, 3)))
+    schema = FeatureSchema(features=features, classes=("low", "high"), favourable="low")
+    calibration = np.random.default_rng(0).uniform(-5, 5, (400, 4))
+    calibration[:, 0] = np.round(calibration[:, 0])
+    return linear_session(np.array([3.0, 0.0, 0.0, 0.0]), bias, schema, calibration=calibration)
+
+
+def test_a_feature_with_no_schema_range_is_searched_past_the_reference_data(linear_session):
+    """'low' needs 3 x0 + 36.5 < 0: x0 = -13 (-12 leaves the logit at 0.5), past the reference window (-8) but
+    inside the relaxation's. The answer breaks no constraint: it is found and returned, not told as the schema's
+    ranges binding (there is no range), by the one-row and the batched search alike."""
+    session = _unbounded_x0(linear_session, 36.5)
+    assert session.reference.X[:, 0].min() == -5 and session.reference.mad[0] == 3
+    for vary in (None, ["x0"]):
+        res = _compare_searches(session, np.zeros((1, 4)), features_to_vary=vary)[0]
+        assert res.found and res.complete and res.binding == ()
+        assert [(c.feature, c.to_value) for c in res.items[0].changes] == [("x0", -13.0)]
+        batch = find_counterfactuals(session, np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.0, 0.0]]),
+                                     features_to_vary=vary)
+        assert [[(c.feature, c.to_value) for c in r.items[0].changes] for r in batch] == [[("x0", -13.0)]] * 2
+
+
+def test_only_the_search_window_binds_for_a_feature_with_no_schema_range(linear_session):
+    """'low' needs x0 <= -41, past the relaxation's window (-24) too: the search does not find it, and the reason
+    names the search window, never the schema's ranges (x0 has none; x1 .. x3 have, and do not matter)."""
+    session = _unbounded_x0(linear_session, 120.5)
+    for vary in (None, ["x0"]):
+        (res,) = find_counterfactuals(session, np.zeros((1, 4)), features_to_vary=vary)
+        assert not res.found and res.binding == ("the search window beyond the reference data (x0)",)
+        assert res.reason == ("the search found no counterfactual within the constraints that reaches class "
+                              "'low'; with the search window beyond the reference data (x0) relaxed it found one")
+
+
 def test_already_met_and_k_diverse(linear):
     session, w, b = linear
     x = np.array([[1.0, -1.0, 0.5, 0.5]])
