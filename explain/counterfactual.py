@@ -184,7 +184,7 @@ class Space:
                                  # (categoricals are snapped to their codes separately)
     categorical: tuple[tuple[int, np.ndarray], ...]
     why_frozen: tuple[str, ...]  # (F,) "" or immutable | protected | features_to_vary
-    narrowed: tuple[str, ...]    # features whose range permitted_range narrowed
+    narrowed: tuple[str, ...]    # features free to move whose range permitted_range narrowed
 
     @classmethod
     def build(cls, schema: FeatureSchema, reference, *, features_to_vary=None, permitted_range=None) -> "Space":
@@ -256,7 +256,7 @@ class Space:
                     f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] does not overlap the schema's range "
                     f"[{_num(f.low)}, {_num(f.high)}]{unit}; give a range that overlaps it"
                 )
-            if new_lo > f.low or new_hi < f.high:
+            if (new_lo > f.low or new_hi < f.high) and why[j] == "":   # a frozen feature's range cannot bind
                 narrowed.append(name)
             lows[j], highs[j] = new_lo, new_hi
         scale = np.asarray(reference.mad, dtype=np.float64)

@@ -302,6 +302,21 @@ def test_a_permitted_range_is_named_as_binding_only_when_the_schemas_ranges_woul
     assert not res.found and res.binding == ("the schema's ranges",)
 
 
+@pytest.mark.parametrize("x1, vary", [({"mutable": False}, None), ({"protected": True}, None), ({}, ["x0"])])
+def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_binding(linear_session, x1, vary):
+    """'low' needs x0 < -6, outside the schema's [-5, 5]: only the schema's ranges bind. x1 (weight 0) cannot move
+    (immutable, protected, or not in features_to_vary), so its permitted_range cannot bind and is not named."""
+    session = linear_session(np.array([3.0, 0.0, 0.0, 0.0]), 18.0, _linear_schema(x1=x1))
+    x = np.zeros((1, 4))
+    for permitted in (None, {"x1": (-1, 1)}):
+        (res,) = find_counterfactuals(session, x, features_to_vary=vary, permitted_range=permitted)
+        assert not res.found and res.binding == ("the schema's ranges",)
+        assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; "
+                              "with the schema's ranges relaxed it found one")
+    assert counterfactual.Space.build(session.schema, session.reference, features_to_vary=vary,
+                                      permitted_range={"x1": (-1, 1), "x0": (-2, 5)}).narrowed == ("x0",)
+
+
 def _unbounded_x0(linear_session, bias: float):
     """logit 3 x0 + bias; x0 an integer the schema leaves unbounded, its reference data -5 .. 5 (MAD 3: the
     search window runs from -8 to 8, the search-window relaxation's from -24 to 24)."""
