@@ -988,7 +988,7 @@ class _Search:
         plaus = self.plausibility(chosen_values, chosen_rows)
         has = np.bincount(chosen_rows, minlength=n) > 0
         missing = np.flatnonzero(~already & ~has)
-        reasons: dict[int, tuple[str, tuple[str, ...]]] = {}
+        reasons: dict[int, tuple[str, tuple[str, ...], bool]] = {}
         if len(missing) and not self.out_of_time():
             reasons = self.why_unreachable(missing)
         elapsed = self.elapsed_ms()
@@ -1008,8 +1008,9 @@ class _Search:
                             for q in range(cuts[i], cuts[i + 1]))
                 out.append(Counterfactuals(items=cfs, found=True, complete=complete, **common))
             elif i in reasons:
-                reason, binding = reasons[i]
-                out.append(Counterfactuals(found=False, complete=complete, reason=reason, binding=binding, **common))
+                reason, binding, together = reasons[i]
+                out.append(Counterfactuals(found=False, complete=complete, reason=reason, binding=binding,
+                                           binding_together=together, **common))
             else:
                 out.append(Counterfactuals(
                     found=False, complete=False,
@@ -1048,8 +1049,10 @@ class _Search:
                                                int(c), self.neighbours)
         return out
 
-    def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...]]]:
-        """One relaxed batch: with which constraint lifted the search reaches these rows' targets."""
+    def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...], bool]]:
+        """One relaxed batch: with which constraint lifted the search reaches these rows' targets.
+        Per row: (reason, binding, together): together False when any one of `binding` alone does, True when
+        only all of them lifted together do."""
         sp = self.space
         groups = []
         names = {"immutable": "immutable features", "protected": "protected features",
@@ -1119,16 +1122,16 @@ class _Search:
             single = list(reached_by.values())
             if single:
                 out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; with "
-                               f"{' or '.join(single)} relaxed it found one", tuple(single))
+                               f"{' or '.join(single)} relaxed it found one", tuple(single), False)
             elif reached[-1, i]:
                 labels = tuple(label for what, label in groups if what != "permitted_range")
                 out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; it "
-                               f"found one only with {', '.join(labels)} relaxed together", labels)
+                               f"found one only with {', '.join(labels)} relaxed together", labels, True)
             else:
                 out[int(i)] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
                                f"protected features freed, ranges widened to the reference extremes and the search "
                                f"window beyond them, monotone directions lifted); the model may not give this "
-                               f"outcome near this instance", ())
+                               f"outcome near this instance", (), False)
         return out
 
 

@@ -47,6 +47,7 @@ class Counterfactual:
 
 
 _MET_REASON = "the decision already meets "   # how the search words a target already met
+_TOGETHER_REASON = " relaxed together"         # how it ends a reason whose binding constraints all had to be lifted
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Counterfactuals:
     complete: bool = True                # False: the time budget ran out; these are the best found so far
     reason: str = ""                     # why none was found
     binding: tuple[str, ...] = ()        # constraints with which relaxed the search did reach the outcome
+    binding_together: bool = False       # True: only all of `binding` relaxed together did; False: any one does
     met: bool = False                    # the decision already meets the target: nothing needs to change
     backend_calls: int = 0
     rows_evaluated: int = 0
@@ -69,6 +71,8 @@ class Counterfactuals:
     def __post_init__(self) -> None:
         if not self.met and not self.found and self.reason.startswith(_MET_REASON):   # a record from before `met`
             object.__setattr__(self, "met", True)
+        if not self.binding_together and self.binding and self.reason.endswith(_TOGETHER_REASON):
+            object.__setattr__(self, "binding_together", True)    # a record from before `binding_together`
 
     def __iter__(self):
         return iter(self.items)

@@ -405,8 +405,9 @@ class OneRowSearch(_Search):
             item = self.counterfactual(0, chosen_values[0], chosen_proba[0], distance[0], plaus[0])
             return [Counterfactuals(items=(item,), found=True, complete=complete, **common)]
         if 0 in reasons:
-            reason, binding = reasons[0]
-            return [Counterfactuals(found=False, complete=complete, reason=reason, binding=binding, **common)]
+            reason, binding, together = reasons[0]
+            return [Counterfactuals(found=False, complete=complete, reason=reason, binding=binding,
+                                    binding_together=together, **common)]
         return [Counterfactuals(
             found=False, complete=False,
             reason=f"the time budget of {self.budget_ms:g} ms ran out before {self.sought(t)} was found", **common)]

@@ -185,7 +185,7 @@ class PlausibleSearch(_Search):
         return (f"a counterfactual reaching {t.text} with at least {self.min_plausibility:.0%} of its "
                 f"{self.neighbours} nearest reference rows in class '{t.target_class}'")
 
-    def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...]]]:
+    def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...], bool]]:
         """Why rows have no answer. Where nothing valid was found at all (not even by the default search),
         the constraints bind: the default search's relaxed batch says which. Otherwise min_plausibility."""
         rows = np.asarray(rows)
@@ -204,5 +204,5 @@ class PlausibleSearch(_Search):
                 reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
                           f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most "
                           f"plausible found: {self.most_plausible[i]:.0%}); lower min_plausibility{unset}")
-            out[int(i)] = (reason, ("min_plausibility",))
+            out[int(i)] = (reason, ("min_plausibility",), False)
         return out

@@ -108,7 +108,7 @@ WORDS = {
     "word_for": "toward this result", "word_against": "away from this result",
     "word_raise": "raise", "word_lower": "lower", "word_change": "change",
     "word_flipped": "decision flips", "word_kept": "decision kept",
-    "word_and": "and", "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
+    "word_and": "and", "word_or": "or", "word_together": "together", "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
     "word_below": "below", "word_above": "above",
 }
 for _word in WORDS:
@@ -690,12 +690,12 @@ class _View:
         unit = f.unit if f is not None else unit
         return f"{text} {unit}" if unit and self.s.units else text
 
-    def join(self, items: list[str]) -> str:
+    def join(self, items: list[str], *, word: str = "word_and") -> str:
         if not items:
             return self.word("word_none")
         if len(items) == 1:
             return items[0]
-        return f"{', '.join(items[:-1])} {self.word('word_and')} {items[-1]}"
+        return f"{', '.join(items[:-1])} {self.word(word)} {items[-1]}"
 
     def actionable(self, name: str) -> bool:
         f = self.feature(name)
@@ -797,7 +797,11 @@ class _View:
             if not cfs.complete and self.has("no_counterfactual_in_time"):
                 return [self.fill("no_counterfactual_in_time", reason=cfs.reason or self.word("word_unknown"),
                                   **target)]
-            binding = self.join([self.words_for(b) for b in cfs.binding])
+            # any one of the constraints relaxed alone reaches the target ("a or b"), or only all of them together
+            names = [self.words_for(b) for b in cfs.binding]
+            binding = self.join(names, word="word_and" if cfs.binding_together else "word_or")
+            if cfs.binding_together and len(names) > 1:
+                binding += f" {self.word('word_together')}"
             return [self.fill("no_counterfactual", reason=cfs.reason or self.word("word_unknown"), binding=binding,
                               **target)]
         items = list(cfs.items)

@@ -302,6 +302,39 @@ def test_a_permitted_range_is_named_as_binding_only_when_the_schemas_ranges_woul
     assert not res.found and res.binding == ("the schema's ranges",)
 
 
+def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_the_target(linear_session):
+    """logit 3 x0 + 3 x1 + b; x0 immutable, only x2 may vary. With b = 6, x0 < -2 or x1 < -2 reaches 'low': either
+    constraint lifted alone does. With b = 27, x0 + x1 < -9 needs both (each stops at -5): only all together."""
+    schema = _linear_schema(x0={"mutable": False})
+    x = np.zeros((1, 4))
+    session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 6.0, schema)
+    res = _compare_searches(session, x, features_to_vary=["x2"])[0]
+    assert not res.found and not res.binding_together
+    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)")
+    assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; with "
+                          "immutable features (x0) or features_to_vary (x1, x3) relaxed it found one")
+    text = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"]).text
+    assert "(binding: immutable features (x0) or features_to_vary (x1, x3))." in text
+    session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 27.0, schema)
+    res = _compare_searches(session, x, features_to_vary=["x2"])[0]
+    assert not res.found and res.binding_together
+    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", "the schema's ranges")
+    assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; it "
+                          "found one only with immutable features (x0), features_to_vary (x1, x3), the schema's ranges "
+                          "relaxed together")
+    expl = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"])
+    assert ("(binding: immutable features (x0), features_to_vary (x1, x3) and the schema's ranges together)."
+            in expl.text)
+    # the JSON form carries it under the same schema version; a record written before the field reads as its
+    # reason says (the older search already wrote "relaxed together")
+    data = json.loads(expl.to_json())
+    assert data["schema_version"] == "edgeinfer.explanation/1" and data["counterfactuals"]["binding_together"] is True
+    del data["counterfactuals"]["binding_together"]
+    assert Explanation.from_dict(data) == expl
+    data["counterfactuals"]["reason"] = "the search found no counterfactual ...; with a or b relaxed it found one"
+    assert Explanation.from_dict(data).counterfactuals.binding_together is False
+
+
 @pytest.mark.parametrize("x1, vary", [({"mutable": False}, None), ({"protected": True}, None), ({}, ["x0"])])
 def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_binding(linear_session, x1, vary):
     """'low' needs x0 < -6, outside the schema's [-5, 5]: only the schema's ranges bind. x1 (weight 0) cannot move

@@ -437,11 +437,22 @@ def test_counterfactual_not_found_gives_the_reason(schema):
         _explanation(schema),
         counterfactuals=Counterfactuals("class 'lower progression'", "lower progression", (), found=False,
                                         reason="no candidate within the permitted ranges reached the target",
-                                        binding=("bmi", "s6")),
+                                        binding=("bmi", "s6", "age")),
     )
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert ("No counterfactual for class 'lower progression': no candidate within the permitted ranges reached the "
-            "target (binding: body mass index and blood glucose).") in clinician
+            "target (binding: body mass index, blood glucose or age).") in clinician   # any one of them alone
+    together = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals,
+                                                                             binding_together=True))
+    assert ("No counterfactual for class 'lower progression': no candidate within the permitted ranges reached the "
+            "target (binding: body mass index, blood glucose and age together).") in views.render(
+                together, schema, stakeholder="clinician")
+    one = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, binding=("bmi",),
+                                                                        binding_together=True))
+    assert "target (binding: body mass index)." in views.render(one, schema, stakeholder="clinician")
+    engineer = json.loads(views.render(together, schema, stakeholder="engineer"))
+    assert (engineer["counterfactuals"]["binding"], engineer["counterfactuals"]["binding_together"]) == (
+        ["bmi", "s6", "age"], True)
     patient = views.render(expl, schema, stakeholder="patient")
     assert "We did not find a small change that would give a different result." in patient
     assert "permitted" not in patient
