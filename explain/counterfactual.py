@@ -1053,32 +1053,43 @@ class _Search:
         """One relaxed batch: with which constraint lifted the search reaches these rows' targets.
         Per row: (reason, binding, together): together False when any one of `binding` alone does, True when
         only all of them lifted together do."""
-        sp = self.space
+        sp, feats = self.space, self.schema.features
         groups = []
         names = {"immutable": "immutable features", "protected": "protected features",
                  "features_to_vary": "features_to_vary"}
         for what in ("immutable", "protected", "features_to_vary"):
-            fixed = [self.schema.features[j].name for j, w in enumerate(sp.why_frozen) if w == what]
+            fixed = [feats[j].name for j, w in enumerate(sp.why_frozen) if w == what]
             if fixed:
                 groups.append((what, f"{names[what]} ({_list(fixed)})"))
-        # the schema's ranges are named only where lifting them widens a bound of a feature free to move; a
-        # side with no bound (or one past the reference data) is limited by the search window alone, not named
-        # as a range
-        free = ~sp.frozen
-        free[[j for j, _ in sp.categorical]] = False      # every code is tried, whatever the window
-        widens = free & ((self.schema.lows > sp.ref_low) | (self.schema.highs < sp.ref_high))
+        together = [label for _, label in groups]   # what relaxing them all lifts (every feature then moves)
+        # Ranges and the search window count only where lifting them changes what a feature may do: a range
+        # where a bound lies inside the reference extremes (a side with no bound is no range), the window where
+        # a bound lies past them. A group alone counts the features free to move; together, all of them (every
+        # code of a categorical is tried, whatever its range or window).
+        movable = np.ones(self.F, dtype=bool)
+        movable[[j for j, _ in sp.categorical]] = False
+        free = movable & ~sp.frozen
+        widens = (self.schema.lows > sp.ref_low) | (self.schema.highs < sp.ref_high)
+        ranges = "the schema's ranges"
         if sp.narrowed:   # the request's ranges alone, then with the schema's (lifting both goes past the schema)
             narrowed = f"permitted_range ({_list(sp.narrowed)})"
-            groups += [("permitted_range", narrowed), ("range", f"{narrowed} and the schema's ranges")]
-        elif widens.any():
-            groups.append(("range", "the schema's ranges"))
-        beyond = [self.schema.features[j].name for j in np.flatnonzero(free & ((sp.lows < sp.ref_low)
-                                                                              | (sp.highs > sp.ref_high)))]
-        if beyond:
-            groups.append(("window", f"the search window beyond the reference data ({_list(beyond)})"))
-        mono = [f"{f.name}: {f.monotone} only" for f in self.schema.features if f.monotone != "any"]
+            ranges = f"{narrowed} and the schema's ranges"
+            groups += [("permitted_range", narrowed), ("range", ranges)]
+        elif (widens & free).any():
+            groups.append(("range", ranges))
+        if sp.narrowed or (widens & movable).any():
+            together.append(ranges)
+        window = "the search window beyond the reference data ({})"
+        beyond = np.flatnonzero(((sp.lows < sp.ref_low) | (sp.highs > sp.ref_high)) & free)
+        if len(beyond):
+            groups.append(("window", window.format(_list([feats[j].name for j in beyond]))))
+        beyond = np.flatnonzero(((self.schema.lows < sp.ref_low) | (self.schema.highs > sp.ref_high)) & movable)
+        if len(beyond):
+            together.append(window.format(_list([feats[j].name for j in beyond])))
+        mono = [f"{f.name}: {f.monotone} only" for f in feats if f.monotone != "any"]
         if mono:
             groups.append(("monotone", f"monotone directions ({_list(mono)})"))
+            together.append(groups[-1][1])
         variants = groups + [("all", "")]
         cands, owner, crow = [], [], []
         n_unlike = max(UNLIKE, 2 * self.k)
@@ -1124,9 +1135,8 @@ class _Search:
                 out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; with "
                                f"{' or '.join(single)} relaxed it found one", tuple(single), False)
             elif reached[-1, i]:
-                labels = tuple(label for what, label in groups if what != "permitted_range")
                 out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; it "
-                               f"found one only with {', '.join(labels)} relaxed together", labels, True)
+                               f"found one only with {', '.join(together)} relaxed together", tuple(together), True)
             else:
                 out[int(i)] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
                                f"protected features freed, ranges widened to the reference extremes and the search "

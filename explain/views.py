@@ -108,7 +108,8 @@ WORDS = {
     "word_for": "toward this result", "word_against": "away from this result",
     "word_raise": "raise", "word_lower": "lower", "word_change": "change",
     "word_flipped": "decision flips", "word_kept": "decision kept",
-    "word_and": "and", "word_or": "or", "word_together": "together", "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
+    "word_and": "and", "word_or": "or", "word_together": "together",
+    "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
     "word_below": "below", "word_above": "above",
 }
 for _word in WORDS:

@@ -303,11 +303,14 @@ def test_a_permitted_range_is_named_as_binding_only_when_the_schemas_ranges_woul
 
 
 def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_the_target(linear_session):
-    """logit 3 x0 + 3 x1 + b; x0 immutable, only x2 may vary. With b = 6, x0 < -2 or x1 < -2 reaches 'low': either
-    constraint lifted alone does. With b = 27, x0 + x1 < -9 needs both (each stops at -5): only all together."""
-    schema = _linear_schema(x0={"mutable": False})
+    """logit 3 x0 + 3 x1 + b; x0 immutable, only x2 may vary (no schema range: its reference data -5 .. 5). With
+    b = 6, x0 < -2 or x1 < -2 reaches 'low': either constraint lifted alone does. With b = 27, x0 + x1 < -9 needs
+    both (each stops at -5): only all together, and all of them name what they lift for any feature (the schema's
+    ranges of x0, x1 and x3 though x2, the one free feature, has none)."""
+    schema = _linear_schema(x0={"mutable": False}, x2={"low": -math.inf, "high": math.inf})
+    calibration = np.random.default_rng(0).uniform(-5, 5, (400, 4))
     x = np.zeros((1, 4))
-    session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 6.0, schema)
+    session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 6.0, schema, calibration=calibration)
     res = _compare_searches(session, x, features_to_vary=["x2"])[0]
     assert not res.found and not res.binding_together
     assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)")
@@ -315,16 +318,17 @@ def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_
                           "immutable features (x0) or features_to_vary (x1, x3) relaxed it found one")
     text = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"]).text
     assert "(binding: immutable features (x0) or features_to_vary (x1, x3))." in text
-    session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 27.0, schema)
+    session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 27.0, schema, calibration=calibration)
     res = _compare_searches(session, x, features_to_vary=["x2"])[0]
     assert not res.found and res.binding_together
-    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", "the schema's ranges")
+    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", "the schema's ranges",
+                           "the search window beyond the reference data (x2)")
     assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; it "
-                          "found one only with immutable features (x0), features_to_vary (x1, x3), the schema's ranges "
-                          "relaxed together")
+                          "found one only with immutable features (x0), features_to_vary (x1, x3), the schema's ranges, "
+                          "the search window beyond the reference data (x2) relaxed together")
     expl = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"])
-    assert ("(binding: immutable features (x0), features_to_vary (x1, x3) and the schema's ranges together)."
-            in expl.text)
+    assert ("(binding: immutable features (x0), features_to_vary (x1, x3), the schema's ranges and the search window "
+            "beyond the reference data (x2) together)." in expl.text)
     # the JSON form carries it under the same schema version; a record written before the field reads as its
     # reason says (the older search already wrote "relaxed together")
     data = json.loads(expl.to_json())
