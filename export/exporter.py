@@ -357,7 +357,8 @@ def export(
             else:
                 probs = _ort_probabilities(candidate, holdout, threads)
         except Exception as err:  # a quantizer or runtime failure is a failed attempt, not a crash
-            attempts.append(PrecisionAttempt(precision, 0.0, float("nan"), False, f"failed: {type(err).__name__}: {err}"))
+            told = str(err) if isinstance(err, ExportError) else f"{type(err).__name__}: {err}"
+            attempts.append(PrecisionAttempt(precision, 0.0, float("nan"), False, f"failed: {told}"))
             continue
         agreement = float(np.mean(probs.argmax(axis=1) == float_labels))
         passed = agreement >= agreement_threshold

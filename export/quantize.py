@@ -72,6 +72,11 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
         if raw_first:
             method += (f"; the first weighted layer reads the raw input, which reaches {input_limit:g} (beyond "
                        f"fp16's {FP16_MAX:g}), so it stays fp32")
+        if not _holds_fp16(model.graph):     # an "fp16" bundle that is fp32 throughout would be mislabelled
+            why = (f"every weighted layer reads the raw input, which reaches {input_limit:g} (beyond fp16's "
+                   f"{FP16_MAX:g}), so each stays fp32" if raw_first
+                   else "the model has no MatMul/Gemm/Conv layer, which is where fp16 begins and ends")
+            raise ExportError(f"nothing would compute in fp16: {why}")
         return model.SerializeToString(), {"method": method}
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -97,6 +102,14 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
                                 "calibration; input scaling and softmax stay fp32",
                       "calibration_rows": int(len(calibration))}
         return _drop_unused_opsets(out.read_bytes()), record
+
+
+def _holds_fp16(graph: onnx.GraphProto) -> bool:
+    """Whether any weight or value of the graph is float16 (a float16 initializer or a Cast to float16)."""
+    f16 = onnx.TensorProto.FLOAT16
+    return (any(i.data_type == f16 for i in graph.initializer)
+            or any(node.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in node.attribute)
+                   for node in graph.node))
 
 
 def _drop_unused_opsets(model_bytes: bytes) -> bytes:

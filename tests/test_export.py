@@ -85,24 +85,46 @@ def _income_rows():
 
 def test_fp16_keeps_a_layer_reading_raw_inputs_beyond_fp16_in_fp32(tmp_path):
     """No scaling before the first Gemm: the raw income went in as fp16, and 70,000 gave NaN in fp16 arithmetic
-    (ONNX Runtime's CPU computes fp16 in fp32 and hid it). The layer reading the raw input stays fp32."""
+    (ONNX Runtime's CPU computes fp16 in fp32 and hid it). The layer reading the raw input stays fp32, the next
+    one is fp16. Class-1 logit: 1e-4 income - 0.5 b - 3, through two layers."""
     from onnx.reference import ReferenceEvaluator
 
-    model = linear_logistic([1e-4, -0.5], -3.0)
+    first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1e-4, 0.0], [0.0, -0.5]]))
+        first.bias.copy_(torch.tensor([-3.0, 0.0]))
+        second.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+        second.bias.zero_()
+    model = torch.nn.Sequential(first, second).eval()
     report = ei.export(model, INCOME, calibration=_income_rows(), device="cuda-server-h100", out=tmp_path / "b")
-    assert report.precision == "fp16"
+    assert report.precision == "fp16" and not report.fell_back
     onnx_model = onnx.load(str(tmp_path / "b" / "model.onnx"))
-    gemm = next(n for n in onnx_model.graph.node if n.op_type == "Gemm")
-    assert gemm.input[0] == "features"                      # no fp16 Cast between the raw input and the layer
-    assert {i.name: i.data_type for i in onnx_model.graph.initializer if i.name in gemm.input} == {
-        name: onnx.TensorProto.FLOAT for name in gemm.input[1:]}
+    raw, later = [n for n in onnx_model.graph.node if n.op_type == "Gemm"]
+    assert raw.input[0] == "features"                       # no fp16 Cast between the raw input and the layer
+    types = {i.name: i.data_type for i in onnx_model.graph.initializer}
+    assert [types[name] for name in raw.input[1:]] == [onnx.TensorProto.FLOAT] * 2
+    assert [types[name] for name in later.input[1:]] == [onnx.TensorProto.FLOAT16] * 2
     x = np.array([[200000.0, 1.0], [70000.0, 1.0], [30000.0, -2.0]], dtype=np.float32)
     got = ReferenceEvaluator(onnx_model).run(None, {"features": x})[0]
     with torch.no_grad():
         want = torch.softmax(model(torch.as_tensor(x)), -1).numpy()
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, want, atol=2e-3)        # the second layer in fp16: a few thousandths
     assert ei.read_bundle(tmp_path / "b").manifest["quantization"]["method"].endswith(
         "; the first weighted layer reads the raw input, which reaches 200000 (beyond fp16's 65504), so it stays fp32")
+
+
+def test_fp16_that_would_hold_no_fp16_is_a_failed_attempt(tmp_path):
+    """A one-layer model reading raw incomes up to 200,000 kept its only layer fp32, and the bundle said fp16.
+    That attempt now fails, saying why, and the gate goes on to fp32."""
+    report = ei.export(linear_logistic([1e-4, -0.5], -3.0), INCOME, calibration=_income_rows(),
+                       device="cuda-server-h100", out=tmp_path / "b")
+    assert (report.precision, report.fell_back, [a.precision for a in report.attempts]) == ("fp32", True,
+                                                                                             ["fp16", "fp32"])
+    assert report.attempts[0].note == (
+        "failed: nothing would compute in fp16: every weighted layer reads the raw input, which reaches 200000 "
+        "(beyond fp16's 65504), so each stays fp32")
+    manifest = ei.read_bundle(tmp_path / "b").manifest
+    assert (manifest["precision"], manifest["quantization"]["method"]) == ("fp32", "none (fp32)")
 
 
 def test_the_fp16_gate_fails_a_candidate_that_overflows_at_a_schema_bound(tmp_path):
