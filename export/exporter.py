@@ -8,6 +8,7 @@ held-out rows) -> budget check -> bundle (model.onnx, manifest.json, reference.n
 from __future__ import annotations
 
 import numbers
+import os
 import platform
 import tempfile
 from contextlib import contextmanager
@@ -238,6 +239,7 @@ def export(
     precision: try only this one of the profile's precisions instead of all in order.
     """
     profile = get_device(device)
+    schema = _checked_schema(schema)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions
     if precision is not None:
@@ -428,6 +430,16 @@ def _attempt_record(a: PrecisionAttempt) -> dict[str, Any]:
     if out["max_abs_diff"] != out["max_abs_diff"]:  # NaN is not JSON
         out["max_abs_diff"] = None
     return out
+
+
+def _checked_schema(schema: Any) -> FeatureSchema:
+    """A FeatureSchema, or one read from the path of a .toml or .json schema file (as the CLI's --schema)."""
+    if isinstance(schema, FeatureSchema):
+        return schema
+    if isinstance(schema, (str, os.PathLike)):
+        return FeatureSchema.load(schema)
+    raise ExportError(f"schema must be a FeatureSchema or the path of a .toml or .json schema file, got "
+                      f"{type(schema).__name__}")
 
 
 def _checked_labels(schema: FeatureSchema, labels: Any, what: str) -> np.ndarray | None:

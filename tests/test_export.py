@@ -216,6 +216,24 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
         "  pass fp32          agreement 100.00% (gate 99.5%), max |Δp| 0.0000"]
 
 
+@pytest.mark.parametrize("as_path", [str, lambda p: p])
+def test_the_schema_may_be_given_as_the_path_of_its_file(tmp_path, as_path):
+    """ei.export(model, "schema.json", ...) failed with AttributeError "'str' object has no attribute 'to_matrix'"."""
+    (tmp_path / "schema.json").write_text(json.dumps(TWO.to_dict()))
+    report = ei.export(linear_logistic([1.0, 1.0], -1.0), as_path(tmp_path / "schema.json"),
+                       calibration=np.random.default_rng(0).uniform(size=(40, 2)), device="x86-edge-gateway",
+                       out=tmp_path / "b", precision="fp32")
+    assert report.precision == "fp32" and ei.read_bundle(tmp_path / "b").schema == TWO
+
+
+def test_a_schema_of_another_type_is_refused_naming_what_is_accepted(tmp_path):
+    with pytest.raises(ExportError) as info:
+        ei.export(linear_logistic([1.0, 1.0], -1.0), TWO.to_dict(), calibration=np.full((20, 2), 0.5),
+                  device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value) == "schema must be a FeatureSchema or the path of a .toml or .json schema file, got dict"
+    assert not (tmp_path / "b").exists()
+
+
 def test_gate_refuses_when_no_precision_passes(tmp_path):
     schema, model, calibration, holdout = _boundary_case()
     with pytest.raises(ExportError) as info:
