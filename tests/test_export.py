@@ -216,6 +216,73 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
         "  pass fp32          agreement 100.00% (gate 99.5%), max |Δp| 0.0000"]
 
 
+def _three_regions(order):
+    """x in [0, 3): true class 'low' below 1, 'mid' below 2, 'high' above, and a linear model whose outputs give
+    those regions in `order` (indices of ('low', 'mid', 'high'))."""
+    schema = FeatureSchema(features=(Feature("x", low=0, high=3),), classes=("low", "mid", "high"))
+    model = torch.nn.Linear(1, 3)
+    weights, biases = torch.tensor([[0.0], [10.0], [20.0]]), torch.tensor([0.0, -10.0, -30.0])
+    with torch.no_grad():
+        model.weight.copy_(weights[list(order)])
+        model.bias.copy_(biases[list(order)])
+    x = np.linspace(0.05, 2.95, 30)[:, None]
+    return schema, model.eval(), x, np.floor(x[:, 0]).astype(int)
+
+
+def test_a_model_whose_outputs_are_in_another_class_order_is_refused(tmp_path):
+    """A model trained on sklearn's coding (0 = malignant) under a schema listing benign first exported with
+    'accuracy 2.11%'. Here output 0 is 'high', 1 'low', 2 'mid': every row is right read in that order, none in
+    the schema's."""
+    schema, model, x, labels = _three_regions((2, 0, 1))
+    with pytest.raises(ExportError) as info:
+        ei.export(model, schema, calibration=x, holdout=x, holdout_labels=labels, device="x86-edge-gateway",
+                  out=tmp_path / "b", precision="fp32")
+    assert str(info.value) == (
+        "the model's outputs look to be in another class order than the schema's: on the 30 labelled held-out rows "
+        "the float model's accuracy is 0.00% with the schema's order ('low', 'mid', 'high') but 100.00% with the "
+        "order ('high', 'low', 'mid'); list the schema's classes in the model's output order (classes = "
+        '["high", "low", "mid"]), or check that the labels are the true classes')
+    assert not (tmp_path / "b").exists()
+
+
+def test_two_reversed_classes_are_refused_with_the_accuracy_in_each_order(tmp_path):
+    """Reversed outputs with two labels wrong: 2 of 40 right in the schema's order, 38 of 40 in the other."""
+    x = np.linspace(-0.975, 0.975, 40)[:, None]
+    labels = (x[:, 0] > 0).astype(int)
+    labels[[0, 39]] = 1 - labels[[0, 39]]
+    with pytest.raises(ExportError) as info:
+        ei.export(linear_logistic([-5.0], 0.0), FeatureSchema(features=(Feature("x", low=-1, high=1),),
+                                                             classes=("benign", "malignant")),
+                  calibration=x, holdout=x, holdout_labels=labels, device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value) == (
+        "the model's outputs look to be in another class order than the schema's: on the 40 labelled held-out rows "
+        "the float model's accuracy is 5.00% with the schema's order ('benign', 'malignant') but 95.00% with the "
+        "order ('malignant', 'benign'); list the schema's classes in the model's output order (classes = "
+        '["malignant", "benign"]), or check that the labels are the true classes')
+
+
+@pytest.mark.parametrize("right, other, refused", [
+    (0, 16, True),        # another order right on more than half, the schema's on none
+    (8, 16, True),        # twice as many, and more than half
+    (9, 16, False),       # not twice as many: a poor model, not a misordered one
+    (4, 15, False),       # not more than half of the 30 rows
+])
+def test_the_class_order_check_refuses_only_twice_as_many_and_over_half(right, other, refused):
+    """The refusal's bounds, on predictions and labels made to agree on `right` rows in the schema's order and on
+    `other` rows with 'low' and 'mid' swapped (every other order agrees on fewer)."""
+    from edgeinfer.export.exporter import _check_class_order
+
+    schema = FeatureSchema(features=(Feature("x", low=0, high=1),), classes=("low", "mid", "high"))
+    # rows 0..right-1: label = prediction; next `other` rows: the prediction swapped; the rest: 'high' vs 'low'
+    predicted = np.array([0] * right + [1] * other + [2] * (30 - right - other))
+    truth = np.array([0] * right + [0] * other + [0] * (30 - right - other))
+    if refused:
+        with pytest.raises(ExportError, match=r"^the model's outputs look to be in another class order"):
+            _check_class_order(schema, predicted, truth)
+    else:
+        _check_class_order(schema, predicted, truth)
+
+
 @pytest.mark.parametrize("as_path", [str, lambda p: p])
 def test_the_schema_may_be_given_as_the_path_of_its_file(tmp_path, as_path):
     """ei.export(model, "schema.json", ...) failed with AttributeError "'str' object has no attribute 'to_matrix'"."""
