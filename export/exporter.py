@@ -2,7 +2,8 @@
 
 fp32 ONNX (parity against torch recorded) -> the profile's precisions in order of
 preference, each behind an accuracy gate (label agreement with the float model on
-held-out rows) -> budget check -> bundle (model.onnx, manifest.json, reference.npz).
+held-out rows; the same on edge rows recorded, not gated) -> budget check -> bundle
+(model.onnx, manifest.json, reference.npz).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class PrecisionAttempt:
     max_abs_diff: float           # largest probability difference to the float model on held-out rows
     passed: bool
     note: str
+    # the same on the edge rows (_extreme_rows: calibration extremes, schema bounds), recorded, not gated;
+    # None where the attempt failed before its probabilities were computed
+    edge_agreement: float | None = None
+    edge_max_abs_diff: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class ExportReport:
     budget: BudgetCheck
     accuracy: float | None        # deployed model on labelled held-out rows
     sha256: str
+    edge_rows: int = 0            # rows behind the attempts' edge figures
 
     def summary(self) -> str:
         lines = [f"bundle     {self.bundle}  (sha256 {self.sha256[:16]}…)",
@@ -82,6 +88,11 @@ class ExportReport:
             lines.append(f"  {mark} {a.precision:<13} agreement {_percent(a.agreement, apart_from=self.threshold)} "
                          f"(gate {_percent(self.threshold)}), max |Δp| {_small(a.max_abs_diff)}"
                          f"{'  ' + a.note if a.note else ''}")
+        deployed = self.attempts[-1] if self.attempts else None
+        if deployed is not None and deployed.edge_agreement is not None:
+            lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows (calibration extremes, schema "
+                         f"bounds; not gated): agreement {deployed.edge_agreement:.2%}, max |Δp| "
+                         f"{_small(deployed.edge_max_abs_diff)}")
         if self.parity_max_abs is not None:
             lines.append(f"parity     fp32 ONNX vs torch: max |Δp| {self.parity_max_abs:.2e}")
         if self.precision == "fp32":
@@ -337,6 +348,9 @@ def export(
     float_labels = float_hold.argmax(axis=1)
     if holdout_labels is not None:
         _check_class_order(schema, float_labels, holdout_labels)
+    # the edges no held-out row may reach: every precision's agreement there is recorded beside the gate's
+    extremes, extreme_names = _extreme_rows(schema, calibration)
+    float_edges = _ort_probabilities(float_bytes, extremes, threads)
 
     # precisions in the profile's order, each behind the gate
     attempts: list[PrecisionAttempt] = []
@@ -350,10 +364,9 @@ def export(
             if precision == "fp16":     # ONNX Runtime's CPU computes fp16 in fp32 and would hide an overflow
                 probs, broken = _fp16_probabilities(candidate, holdout)
                 where = None if broken is None else f"held-out row {broken}"
-                if where is None:       # the edges no held-out row may reach
-                    extremes, names = _extreme_rows(schema, calibration)
-                    _, broken = _fp16_probabilities(candidate, extremes)
-                    where = None if broken is None else names[broken]
+                if where is None:
+                    edge_probs, broken = _fp16_probabilities(candidate, extremes)
+                    where = None if broken is None else extreme_names[broken]
                 if where is not None:
                     attempts.append(PrecisionAttempt(
                         precision, 0.0, float("nan"), False,
@@ -362,14 +375,18 @@ def export(
                     continue
             else:
                 probs = _ort_probabilities(candidate, holdout, threads)
+                edge_probs = _ort_probabilities(candidate, extremes, threads)
         except Exception as err:  # a quantizer or runtime failure is a failed attempt, not a crash
             told = str(err) if isinstance(err, ExportError) else f"{type(err).__name__}: {err}"
             attempts.append(PrecisionAttempt(precision, 0.0, float("nan"), False, f"failed: {told}"))
             continue
         agreement = float(np.mean(probs.argmax(axis=1) == float_labels))
         passed = agreement >= agreement_threshold
-        attempts.append(PrecisionAttempt(precision, agreement, float(np.max(np.abs(probs - float_hold))), passed,
-                                         "" if passed else "below the gate; trying the next precision"))
+        attempts.append(PrecisionAttempt(
+            precision, agreement, float(np.max(np.abs(probs - float_hold))), passed,
+            "" if passed else "below the gate; trying the next precision",
+            edge_agreement=float(np.mean(edge_probs.argmax(axis=1) == float_edges.argmax(axis=1))),
+            edge_max_abs_diff=float(np.max(np.abs(edge_probs - float_edges)))))
         if passed:
             chosen = (precision, candidate, method)
             break
@@ -405,7 +422,9 @@ def export(
                          "attempts": [_attempt_record(a) for a in attempts]},
         "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": passed.agreement,
                      "max_abs_diff": passed.max_abs_diff, "holdout_rows": int(len(holdout)),
-                     "threshold": agreement_threshold},
+                     "threshold": agreement_threshold,
+                     "edges": {"agreement": passed.edge_agreement, "max_abs_diff": passed.edge_max_abs_diff,
+                               "rows": int(len(extremes))}},
         "producer": {**_versions(), "opset": onnx_export.opset_of(float_bytes)},
         "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
         "card": asdict(card or ModelCard()),
@@ -425,7 +444,7 @@ def export(
         bundle=bundle.path, device=profile.name, precision=precision, fell_back=len(attempts) > 1,
         attempts=tuple(attempts), parity_max_abs=parity, agreement=passed.agreement, threshold=agreement_threshold,
         holdout_rows=int(len(holdout)), fp32_size_bytes=len(float_bytes), size_bytes=len(model_bytes),
-        quantized_ops=op_counts, budget=budget, accuracy=accuracy, sha256=bundle.sha256,
+        quantized_ops=op_counts, budget=budget, accuracy=accuracy, sha256=bundle.sha256, edge_rows=int(len(extremes)),
     )
 
 

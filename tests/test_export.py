@@ -205,15 +205,38 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
     from edgeinfer.export.budget import BudgetCheck
     from edgeinfer.export.exporter import ExportReport, PrecisionAttempt
 
-    attempts = (PrecisionAttempt("int8-static", 1989 / 1999, 1.2e-05, False, "below the gate; trying the next precision"),
-                PrecisionAttempt("fp32", 1.0, 0.0, True, ""))
+    attempts = (PrecisionAttempt("int8-static", 1989 / 1999, 1.2e-05, False,
+                                 "below the gate; trying the next precision", edge_agreement=0.9,
+                                 edge_max_abs_diff=0.25),
+                PrecisionAttempt("fp32", 1.0, 0.0, True, "", edge_agreement=1.0, edge_max_abs_diff=0.0))
     budget = BudgetCheck(0.01, 50, 9.0, 1024, 1.0, 50, 0.01, "here", True, "fits")
     report = ExportReport(Path("b"), "raspberry-pi-4", "fp32", True, attempts, 1e-07, 1.0, 0.995, 1999, 10000, 10000,
-                          {}, budget, None, "0" * 64)
+                          {}, budget, None, "0" * 64, edge_rows=40)
     lines = report.summary().splitlines()
-    assert lines[3:5] == [
+    assert lines[3:6] == [
         "  FAIL int8-static   agreement 99.4997% (gate 99.5%), max |Δp| 1.2e-05  below the gate; trying the next precision",
-        "  pass fp32          agreement 100.00% (gate 99.5%), max |Δp| 0.0000"]
+        "  pass fp32          agreement 100.00% (gate 99.5%), max |Δp| 0.0000",
+        "edges      fp32 on 40 edge rows (calibration extremes, schema bounds; not gated): agreement 100.00%, "
+        "max |Δp| 0.0000"]
+
+
+def test_the_edge_rows_fidelity_is_recorded_beside_the_gate(tmp_path):
+    """Class-1 logit x - 50, calibrated on x in [0, 10] of a schema reaching 100: every held-out row agrees in int8,
+    but the schema bound 100 is clipped to the calibrated 10 (p(yes) 1 in float, about 0 in int8). Of the 4 edge
+    rows (calibration minimum and maximum, the median at each bound) 1 disagrees: recorded, printed, not gated."""
+    schema = FeatureSchema(features=(Feature("x", low=0, high=100),), classes=("no", "yes"))
+    report = ei.export(linear_logistic([1.0], -50.0), schema, calibration=np.linspace(0, 10, 41)[:, None],
+                       device="raspberry-pi-4", out=tmp_path / "b")
+    assert (report.precision, report.agreement, report.edge_rows) == ("int8-static", 1.0, 4)
+    attempt = report.attempts[-1]
+    assert (attempt.edge_agreement, round(attempt.edge_max_abs_diff, 6)) == (0.75, 1.0)
+    assert ("\nedges      int8-static on 4 edge rows (calibration extremes, schema bounds; not gated): agreement "
+            "75.00%, max |Δp| 1.0000\n") in report.summary()
+    fidelity = ei.read_bundle(tmp_path / "b").manifest["fidelity"]
+    assert fidelity["edges"] == {"agreement": 0.75, "max_abs_diff": attempt.edge_max_abs_diff, "rows": 4}
+    assert fidelity["agreement"] == 1.0
+    recorded = ei.read_bundle(tmp_path / "b").manifest["quantization"]["attempts"][0]
+    assert (recorded["edge_agreement"], recorded["edge_max_abs_diff"]) == (0.75, attempt.edge_max_abs_diff)
 
 
 def _three_regions(order):
