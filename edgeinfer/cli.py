@@ -97,7 +97,8 @@ def _load_session(bundle: str, device: str, fallback: bool):
 bundle_options = [
     click.argument("bundle", type=click.Path(file_okay=False)),
     click.argument("input", default="-"),
-    click.option("--device", default="auto", show_default=True, callback=device_option, help="Device profile to run as."),
+    click.option("--device", default="auto", show_default=True, callback=device_option,
+                 help="Device profile to run as: a name (see `edgeinfer devices`) or the path of a .toml profile."),
     click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded)."),
     click.option("--input-format", "fmt_in", type=click.Choice(["auto", "csv", "jsonl"]), default="auto",
                  show_default=True, help="Input format."),
@@ -305,7 +306,8 @@ def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[in
               help="Feature schema, TOML or JSON.")
 @click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Calibration rows, CSV or JSONL with feature names.")
-@click.option("--device", required=True, callback=device_option, help="Device profile name (see `edgeinfer devices`).")
+@click.option("--device", required=True, callback=device_option,
+              help="Device profile: a name (see `edgeinfer devices`) or the path of a .toml profile.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--holdout", type=click.Path(exists=True, dir_okay=False),
               help="Rows for the accuracy gate (default: a quarter of the calibration rows).")
@@ -321,10 +323,10 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     """Export MODEL (a torch.export .pt2 or an .onnx file) to a quantized bundle for a device."""
     from edgeinfer.errors import require
 
-    allowed = get_device(device).precisions
-    if precision is not None and precision not in allowed:     # a usage error, before any work
-        raise UsageError(f"--precision {precision}: device '{device}' allows {', '.join(allowed)}; give one of them, "
-                         "or leave --precision out to try them in order")
+    profile = get_device(device)
+    if precision is not None and precision not in profile.precisions:     # a usage error, before any work
+        raise UsageError(f"--precision {precision}: device '{profile.name}' allows {', '.join(profile.precisions)}; "
+                         "give one of them, or leave --precision out to try them in order")
     from edgeinfer.schema import FeatureSchema
 
     for module in ("onnx", "torch"):
@@ -334,7 +336,7 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     schema = FeatureSchema.load(schema_path)
     X, y = _read_table(calibration, schema, label_column)
     X_hold, y_hold = _read_table(holdout, schema, label_column) if holdout else (None, None)
-    report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=device,
+    report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=profile,
                     out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite)
     click.echo(report.summary())
     if not report.budget.fits:     # a pipeline must see it: exit 1, with the bundle kept for a look

@@ -1,4 +1,4 @@
-"""Device profiles: a frozen description of a target, loaded from devices/*.toml.
+"""Device profiles: a frozen description of a target, loaded from devices/*.toml or a TOML file of your own.
 
 Export reads a profile to pick the precision and check the budgets; the runtime
 reads it to pick the execution provider.
@@ -6,14 +6,30 @@ reads it to pick the execution provider.
 
 from __future__ import annotations
 
+import difflib
+import math
+import numbers
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
+from pathlib import Path
 from typing import Any, Mapping
 
 from edgeinfer.errors import DeviceError
 
 PRECISIONS = ("int8-static", "int8-dynamic", "fp16", "fp32")
+
+# ONNX Runtime's execution provider names (onnxruntime.get_all_providers() of 1.32, and older builds' ACL, ArmNN,
+# ROCm, TVM, SNPE and the TensorRT RTX one): a fixed set, so a profile for another machine's build checks here too.
+EXECUTION_PROVIDERS = (
+    "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "OpenVINOExecutionProvider", "DnnlExecutionProvider", "VitisAIExecutionProvider",
+    "QNNExecutionProvider", "SNPEExecutionProvider", "NnapiExecutionProvider", "CoreMLExecutionProvider",
+    "DmlExecutionProvider", "RknpuExecutionProvider", "VSINPUExecutionProvider", "ACLExecutionProvider",
+    "ArmNNExecutionProvider", "TvmExecutionProvider", "CANNExecutionProvider", "JsExecutionProvider",
+    "WebNNExecutionProvider", "WebGpuExecutionProvider", "XnnpackExecutionProvider", "AzureExecutionProvider",
+    "CPUExecutionProvider",
+)
 
 
 @dataclass(frozen=True)
@@ -34,15 +50,38 @@ class DeviceProfile:
     latency_budget_ms: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "execution_providers", tuple(self.execution_providers))
-        object.__setattr__(self, "precisions", tuple(self.precisions))
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
-        if unknown:
-            raise DeviceError(
-                f"device '{self.name}': unknown precision {unknown[0]!r}; known: {', '.join(PRECISIONS)}"
-            )
-        if not self.execution_providers or not self.precisions:
-            raise DeviceError(f"device '{self.name}': needs at least one execution provider and one precision")
+        """Every field checked, so a wrong one is refused here, naming the field, not after an export's work."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise DeviceError(f"device profile: name must be a non-empty text, got {self.name!r}")
+        where = f"device profile {self.name!r}"
+        for field in ("title", "vendor", "arch", "cpu"):
+            if not isinstance(getattr(self, field), str):
+                raise DeviceError(f"{where}: {field} must be a text, got {getattr(self, field)!r}; write it in quotes")
+        for field, what in (("cores", "ONNX Runtime threads"), ("memory_mb", "MB of memory")):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise DeviceError(f"{where}: {field} must be a whole number of at least 1 ({what}), got "
+                                  f"{_shown(value)}")
+        for field, unit in (("model_size_budget_mb", "MB of 10^6 bytes"), ("peak_memory_budget_mb", "MB of 10^6 bytes"),
+                            ("latency_budget_ms", "milliseconds")):
+            value = getattr(self, field)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or value <= 0):
+                raise DeviceError(f"{where}: {field} must be a positive number ({unit}), got {_shown(value)}")
+        for field, known, example in (("execution_providers", EXECUTION_PROVIDERS, '["CPUExecutionProvider"]'),
+                                      ("precisions", PRECISIONS, '["int8-static", "fp32"]')):
+            value = getattr(self, field)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+                raise DeviceError(f"{where}: {field} must be a non-empty list in order of preference, e.g. "
+                                  f"{field} = {example}; got {value!r}")
+            for item in value:
+                if item not in known:
+                    raise DeviceError(f"{where}: unknown {field[:-1].replace('_', ' ')} {item!r}; "
+                                      + (_close_match(item, known) or f"known: {', '.join(known)}"))
+            repeated = [item for i, item in enumerate(value) if item in value[:i]]
+            if repeated:
+                raise DeviceError(f"{where}: {field} lists {repeated[0]!r} twice; give each once")
+            object.__setattr__(self, field, tuple(value))
 
     @property
     def uses_gpu(self) -> bool:
@@ -66,6 +105,30 @@ class DeviceProfile:
         return cls(**dict(data))
 
 
+def _shown(value: Any) -> str:
+    """A refused field value as a reader sees it; text that is a number is told to lose its quotes."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return repr(value)
+        return f"the text {value!r}; write it without quotes"
+    return repr(value)
+
+
+def _close_match(name: Any, known: tuple[str, ...]) -> str:
+    """'did you mean X?' for a misspelt name (case aside), else nothing."""
+    if not isinstance(name, str):
+        return ""
+
+    def stem(text: str) -> str:       # the shared "ExecutionProvider" would make any two names look alike
+        return text.lower().removesuffix("executionprovider")
+
+    lowered = {stem(k): k for k in known}
+    found = difflib.get_close_matches(stem(name), list(lowered), n=1, cutoff=0.8)
+    return f"did you mean {lowered[found[0]]!r}?" if found else ""
+
+
 def _profile_files():
     return sorted(
         (p for p in resources.files("edgeinfer.devices").iterdir() if p.name.endswith(".toml")),
@@ -78,15 +141,35 @@ def list_devices() -> list[DeviceProfile]:
     return [DeviceProfile.from_dict(tomllib.loads(p.read_text(encoding="utf-8"))) for p in _profile_files()]
 
 
-def get_device(name: str | DeviceProfile) -> DeviceProfile:
-    """The profile called `name`; a DeviceProfile passes through."""
+def get_device(name: str | Path | DeviceProfile) -> DeviceProfile:
+    """The shipped profile called `name`, or the profile in a TOML file (a path ending in .toml); a DeviceProfile
+    passes through."""
     if isinstance(name, DeviceProfile):
         return name
+    if isinstance(name, Path) or (isinstance(name, str) and name.lower().endswith(".toml")):
+        return load_profile(name)
     for path in _profile_files():
         if path.name == f"{name}.toml":
             return DeviceProfile.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
     known = ", ".join(p.name[: -len(".toml")] for p in _profile_files())
-    raise DeviceError(f"unknown device {name!r}; known devices: {known} (see `edgeinfer devices`)")
+    raise DeviceError(f"unknown device {name!r}; known devices: {known} (see `edgeinfer devices`), or give the path "
+                      "of a .toml profile of your own")
+
+
+def load_profile(path: str | Path) -> DeviceProfile:
+    """A device profile from a TOML file with the fields of devices/*.toml."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DeviceError(f"cannot read device profile {path}: {err.strerror or err}; give the path of a .toml "
+                          "profile or the name of a shipped one (see `edgeinfer devices`)") from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise DeviceError(f"device profile {path} is not valid TOML: {err}") from err
+    try:
+        return DeviceProfile.from_dict(data)
+    except DeviceError as err:
+        raise DeviceError(f"{path}: {err}") from None
 
 
 def device_option(ctx, param, value: str | None) -> str | None:

@@ -699,7 +699,8 @@ def serve(
 @click.option("--workers", default=None, type=click.IntRange(0, 64),
               help="Explain worker processes, each with its own Session: 'explain' batches are spread over them "
                    "(default: one per usable CPU, at most 8; 0 explains in the server process).")
-@click.option("--device", default="auto", show_default=True, callback=device_option, help="Device profile to run as.")
+@click.option("--device", default="auto", show_default=True, callback=device_option,
+              help="Device profile to run as: a name (see `edgeinfer devices`) or the path of a .toml profile.")
 @click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded).")
 @click.option("--access-token", envvar="EDGEINFER_ACCESS_TOKEN", default=None,
               help="Token (header 'triton-access-token') for the statistics, repository, trace and logging APIs; "

@@ -1658,7 +1658,8 @@ def _reason_kind(reason: str) -> str:
                    "(at most 8) when explaining, none on one CPU; 0: explain in this process.")
 @click.option("--stats-every", "stats_every_s", default=10.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between statistics lines on stderr when it is not a terminal (0: none).")
-@click.option("--device", default="auto", show_default=True, callback=device_option, help="Device profile to run as.")
+@click.option("--device", default="auto", show_default=True, callback=device_option,
+              help="Device profile to run as: a name (see `edgeinfer devices`) or the path of a .toml profile.")
 @click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded).")
 def stream_command(bundle, input, window_text, hop_text, explain_mode, stakeholder, follow, poll_s, max_gap_s, fmt,
                    timestamp, rejects_path, summary_path, batch, workers, stats_every_s, device, fallback) -> None:

@@ -435,7 +435,62 @@ def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):
     result = CliRunner().invoke(main, [str(tmp_path / a) if a == "nowhere" else a for a in command] + ["--device", "rpi4"])
     assert result.exit_code == 2
     known = ", ".join(p.name for p in ei.list_devices())
-    assert result.stderr == f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`)\n"
+    assert result.stderr == (f"error: unknown device 'rpi4'; known devices: {known} (see `edgeinfer devices`), or give "
+                             "the path of a .toml profile of your own\n")
+
+
+def _profile_file(path, **change):
+    """A device profile file: the wearable gateway's fields, renamed, with `change` applied."""
+    fields = {**ei.get_device("wearable-gateway").to_dict(), "name": "my-gateway", **change}
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items()))
+    return path
+
+
+@pytest.mark.parametrize("command", [["predict", "nowhere"], ["explain", "nowhere"], ["stream", "nowhere"],
+                                     ["serve", "nowhere"], ["demo", "--out", "nowhere"],
+                                     ["export", "m.onnx", "--schema", "s.json", "--calibration", "c.csv", "-o", "b"]])
+def test_a_bad_device_profile_file_is_a_usage_error_before_any_work(command, tmp_path):
+    """A provider typo exported, then failed to load saying to install the ONNX Runtime build."""
+    for name in ("m.onnx", "s.json", "c.csv"):
+        (tmp_path / name).write_text("")
+    profile = _profile_file(tmp_path / "typo.toml", execution_providers=["CpuExecutionProvider"])
+    result = CliRunner().invoke(main, [str(tmp_path / a) if a in ("nowhere", "m.onnx", "s.json", "c.csv", "b") else a
+                                       for a in command] + ["--device", str(profile)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {profile}: device profile 'my-gateway': unknown execution provider 'CpuExecutionProvider'; did "
+           "you mean 'CPUExecutionProvider'?\n")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_device_profile_file_is_taken_wherever_a_device_is(diabetes_bundle, rows_file, tmp_path):
+    """`--device ./my.toml` said "unknown device"; now export, predict (and every --device) read the file."""
+    import torch
+
+    from edgeinfer.export.onnx_export import torch_to_onnx
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    profile = _profile_file(tmp_path / "my.toml")
+    path, _ = rows_file
+    ran = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--device", str(profile)])
+    as_named = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    timeless = [{k: v for k, v in line.items() if k != "latency_ms"} for line in _lines(ran)]
+    assert timeless == [{k: v for k, v in line.items() if k != "latency_ms"} for line in _lines(as_named)]
+    assert [line["row"] for line in timeless] == [1, 2, 3, 4] and "label" in timeless[0]
+    assert ran.exit_code == 1 and ran.stderr.endswith("2 of 4 rows rejected\n")      # the file's two bad rows
+    shown = CliRunner().invoke(main, ["devices", str(profile)])
+    assert shown.exit_code == 0 and shown.stdout.startswith("name                    my-gateway\n")
+    two = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
+    (tmp_path / "schema.json").write_text(json.dumps(two.to_dict()))
+    (tmp_path / "m.onnx").write_bytes(torch_to_onnx(torch.nn.Linear(2, 2).eval(), n_features=2, n_classes=2))
+    rows = np.random.default_rng(0).uniform(size=(40, 2))
+    (tmp_path / "c.csv").write_text("a,b\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    exported = CliRunner().invoke(main, ["export", str(tmp_path / "m.onnx"), "--schema", str(tmp_path / "schema.json"),
+                                         "--calibration", str(tmp_path / "c.csv"), "--device", str(profile),
+                                         "--outputs", "probabilities", "--precision", "fp32",
+                                         "-o", str(tmp_path / "b")])
+    assert exported.exit_code == 0, exported.output
+    assert "device     my-gateway\n" in exported.stdout
+    assert ei.read_bundle(tmp_path / "b").profile == ei.get_device(profile)
 
 
 def test_the_demo_refuses_a_device_this_machine_cannot_run_before_exporting(tmp_path):
@@ -472,4 +527,5 @@ def test_export_must_be_told_its_device(tmp_path):
                                        "-o", str(tmp_path / "b")])
     known = ", ".join(p.name for p in ei.list_devices())
     assert (result.exit_code, result.stderr) == (
-        2, f"error: unknown device 'auto'; known devices: {known} (see `edgeinfer devices`)\n")
+        2, f"error: unknown device 'auto'; known devices: {known} (see `edgeinfer devices`), or give the path of a "
+           ".toml profile of your own\n")

@@ -426,6 +426,78 @@ def test_bad_export_options_are_refused_before_any_work(tmp_path, options, messa
     assert not (tmp_path / "b").exists()
 
 
+MINE = {**ei.get_device("raspberry-pi-4").to_dict(), "name": "mine"}
+
+
+@pytest.mark.parametrize("change, message", [
+    # cores "4" and model_size_budget_mb "50" failed with a bare TypeError, the second after all the export's work
+    ({"cores": "4"}, "cores must be a whole number of at least 1 (ONNX Runtime threads), got the text '4'; write it "
+                     "without quotes"),
+    ({"cores": 0}, "cores must be a whole number of at least 1 (ONNX Runtime threads), got 0"),
+    ({"memory_mb": 2.5}, "memory_mb must be a whole number of at least 1 (MB of memory), got 2.5"),
+    ({"model_size_budget_mb": "50"}, "model_size_budget_mb must be a positive number (MB of 10^6 bytes), got the "
+                                     "text '50'; write it without quotes"),
+    ({"peak_memory_budget_mb": -1}, "peak_memory_budget_mb must be a positive number (MB of 10^6 bytes), got -1"),
+    ({"latency_budget_ms": float("nan")}, "latency_budget_ms must be a positive number (milliseconds), got nan"),
+    ({"latency_budget_ms": True}, "latency_budget_ms must be a positive number (milliseconds), got True"),
+    # exported, then failed to load saying to install the ONNX Runtime build
+    ({"execution_providers": ["CpuExecutionProvider"]},
+     "unknown execution provider 'CpuExecutionProvider'; did you mean 'CPUExecutionProvider'?"),
+    ({"execution_providers": []}, "execution_providers must be a non-empty list in order of preference, e.g. "
+                                  "execution_providers = [\"CPUExecutionProvider\"]; got []"),
+    # read letter by letter: "unknown precision 'f'"
+    ({"precisions": "fp32"}, "precisions must be a non-empty list in order of preference, e.g. precisions = "
+                             "[\"int8-static\", \"fp32\"]; got 'fp32'"),
+    ({"precisions": ["fp32", "fp32"]}, "precisions lists 'fp32' twice; give each once"),
+    ({"precisions": ["fp-16"]}, "unknown precision 'fp-16'; did you mean 'fp16'?"),
+    ({"precisions": ["int4"]}, "unknown precision 'int4'; known: int8-static, int8-dynamic, fp16, fp32"),
+    ({"title": 3}, "title must be a text, got 3; write it in quotes"),
+])
+def test_a_device_profile_field_of_the_wrong_kind_is_refused_naming_it(change, message):
+    from edgeinfer.errors import DeviceError
+    from edgeinfer.profiles import DeviceProfile
+
+    with pytest.raises(DeviceError) as info:
+        DeviceProfile.from_dict({**MINE, **change})
+    assert str(info.value) == f"device profile 'mine': {message}"
+
+
+def test_a_provider_without_a_close_match_is_refused_with_the_known_names():
+    from edgeinfer.errors import DeviceError
+    from edgeinfer.profiles import EXECUTION_PROVIDERS, DeviceProfile
+
+    with pytest.raises(DeviceError) as info:
+        DeviceProfile.from_dict({**MINE, "execution_providers": ["MyNpuExecutionProvider", "CPUExecutionProvider"]})
+    assert str(info.value) == ("device profile 'mine': unknown execution provider 'MyNpuExecutionProvider'; known: "
+                               + ", ".join(EXECUTION_PROVIDERS))
+    # a provider this machine's ONNX Runtime lacks is a name it knows: a profile for another machine
+    assert DeviceProfile.from_dict({**MINE, "execution_providers": ["QNNExecutionProvider"]}).execution_providers == (
+        "QNNExecutionProvider",)
+
+
+def test_a_device_profile_file_is_a_device(tmp_path):
+    """get_device and export take the path of a .toml profile; a bad file is refused naming it and the field."""
+    from edgeinfer.errors import DeviceError
+
+    lines = [f"{key} = {json.dumps(value)}" for key, value in {**MINE, "precisions": ["fp32"]}.items()]
+    (tmp_path / "mine.toml").write_text("\n".join(lines) + "\n")
+    assert ei.get_device(str(tmp_path / "mine.toml")) == ei.get_device(tmp_path / "mine.toml")
+    report = ei.export(linear_logistic([1.0, 1.0], -1.0), TWO,
+                       calibration=np.random.default_rng(0).uniform(size=(40, 2)), device=str(tmp_path / "mine.toml"),
+                       out=tmp_path / "b")
+    assert (report.device, report.precision) == ("mine", "fp32")
+    assert ei.read_bundle(tmp_path / "b").profile == ei.get_device(tmp_path / "mine.toml")
+    (tmp_path / "bad.toml").write_text("\n".join(lines).replace("cores = 4", 'cores = "4"') + "\n")
+    with pytest.raises(DeviceError) as info:
+        ei.get_device(str(tmp_path / "bad.toml"))
+    assert str(info.value) == (f"{tmp_path / 'bad.toml'}: device profile 'mine': cores must be a whole number of at "
+                               "least 1 (ONNX Runtime threads), got the text '4'; write it without quotes")
+    with pytest.raises(DeviceError) as info:
+        ei.get_device(str(tmp_path / "none.toml"))
+    assert str(info.value) == (f"cannot read device profile {tmp_path / 'none.toml'}: No such file or directory; give "
+                               "the path of a .toml profile or the name of a shipped one (see `edgeinfer devices`)")
+
+
 def test_a_numpy_agreement_threshold_is_a_number(tmp_path):
     report = ei.export(linear_logistic([1.0, 1.0], 0.0), TWO, calibration=np.random.default_rng(0).uniform(size=(40, 2)),
                        device="x86-edge-gateway", out=tmp_path / "b", precision="fp32",
