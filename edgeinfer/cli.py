@@ -219,6 +219,14 @@ def _read_table(path: str, schema, label_column: str | None):
 
     def check_header(header: list[str]) -> None:      # a CSV's columns, refused once at the header (line 1)
         unknown = [h for h in header if h not in schema.names and h != label_column]
+        if label_column is not None and label_column not in header:
+            if unknown:
+                others = (f"column {unknown[0]!r} is not a feature: if it holds the true class, pass --label-column "
+                          f"{unknown[0]!r}" if len(unknown) == 1
+                          else f"columns {', '.join(map(repr, unknown))} are not features")
+            else:
+                others = f"add the true class as a column {label_column!r}, or leave --label-column out"
+            raise InputError(f"no column {label_column!r} (--label-column) in the header; {others}")
         try:
             schema.check_columns([h for h in header if h != label_column])
         except InputError as err:

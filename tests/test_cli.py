@@ -246,6 +246,30 @@ def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
                              "the data or widen the schema's ranges\n")
 
 
+def test_export_names_a_label_column_missing_from_a_header(diabetes, tmp_path):
+    """--label-column nope was reported as "unknown feature 'outcome'", and a holdout without the label column was
+    blamed on its line 2: both are refused at the header, naming the option."""
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(diabetes.schema.to_dict()))
+    names = ",".join(diabetes.schema.names)
+    data = "".join(",".join(map(str, x)) + "," + diabetes.schema.classes[y] + "\n"
+                   for x, y in zip(diabetes.X_train[:30], diabetes.y_train))
+    (tmp_path / "calibration.csv").write_text(f"{names},outcome\n{data}")
+    (tmp_path / "holdout.csv").write_text(names + "\n" + "".join(",".join(map(str, x)) + "\n"
+                                                                 for x in diabetes.X_test[:10]))
+    (tmp_path / "model.onnx").write_bytes(b"")
+    args = ["export", str(tmp_path / "model.onnx"), "--schema", str(schema_file), "--calibration",
+            str(tmp_path / "calibration.csv"), "--device", "raspberry-pi-4", "-o", str(tmp_path / "bundle")]
+    result = CliRunner().invoke(main, [*args, "--label-column", "nope"])
+    assert (result.exit_code, result.stderr) == (
+        1, f"error: {tmp_path / 'calibration.csv'} line 1 (the header): no column 'nope' (--label-column) in the "
+           "header; column 'outcome' is not a feature: if it holds the true class, pass --label-column 'outcome'\n")
+    result = CliRunner().invoke(main, [*args, "--label-column", "outcome", "--holdout", str(tmp_path / "holdout.csv")])
+    assert (result.exit_code, result.stderr) == (
+        1, f"error: {tmp_path / 'holdout.csv'} line 1 (the header): no column 'outcome' (--label-column) in the "
+           "header; add the true class as a column 'outcome', or leave --label-column out\n")
+
+
 @pytest.mark.parametrize("label, shown", [("5", "5"), ("0.7", "0.7"), ("nan", "nan"), ("maybe", "'maybe'")])
 def test_export_refuses_a_label_that_is_no_class(diabetes, tmp_path, label, shown):
     """A label must be a class name or index: 5 was recorded as accuracy 0 %, 0.7 truncated to 0, nan a traceback."""
