@@ -65,6 +65,16 @@ class Bundle:
         return list(self.manifest.get("proxies", []))
 
 
+def shown_mb(value: float, limit: float, *, decimals: int) -> str:
+    """A figure in `decimals` decimals, and as many more as tell it from `limit` (a 0.012024 MB bundle is 0.01202 MB
+    beside a 0.012 MB budget, never 0.012 MB or 0.01 MB; a 0.0003 MB model is not 0.000 MB beside 0)."""
+    for digits in range(decimals, 10):
+        text = f"{value:.{digits}f}"
+        if value == limit or text != f"{limit:.{digits}f}":
+            break
+    return text
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -106,6 +116,11 @@ def check_destination(out: str | Path, *, overwrite: bool) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BundleError(f"cannot write a bundle at {out}: no permission to write in {existing}")
     return out
+
+
+def bundle_bytes(path: Path, manifest: Mapping[str, Any]) -> int:
+    """The size of the bundle as shipped: every file its manifest lists, and the manifest."""
+    return (path / MANIFEST_FILE).stat().st_size + sum((path / name).stat().st_size for name in manifest["files"])
 
 
 def write_bundle(

@@ -434,9 +434,10 @@ def export(
         record["window"] = window.to_dict()
     # the budget is measured on the bundle itself, as edgeinfer.load opens it and an explanation runs on it
     with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
-        draft = write_bundle(Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile,
-                             reference=reference, precision=precision, record=record)
-        budget = check_budget(draft.path, profile, sample=holdout, threads=threads)
+        budget = check_budget(lambda budget: write_bundle(
+            Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile, reference=reference,
+            precision=precision, record={**record, "budget": budget}, overwrite=True), profile, sample=holdout,
+            threads=threads)
     record["budget"] = asdict(budget)
     bundle = write_bundle(out, model_bytes=model_bytes, schema=schema, profile=profile, reference=reference,
                           precision=precision, record=record, overwrite=overwrite)

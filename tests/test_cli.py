@@ -447,7 +447,7 @@ def test_an_export_over_the_devices_budget_exits_1_and_says_why(breast_cancer, t
                                        "wearable-gateway", "-o", str(tmp_path / "bundle")])
     assert result.exit_code == 1, result.output
     verdict = ei.read_bundle(tmp_path / "bundle").manifest["budget"]["verdict"]
-    assert verdict.startswith("does not fit wearable-gateway: model 5.") and "exceeds the 5 MB size budget" in verdict
+    assert verdict.startswith("does not fit wearable-gateway: bundle 5.") and "exceeds the 5 MB size budget" in verdict
     assert f"budget     {verdict}" in result.stdout
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'bundle'} was written for "
                              "inspection only: export a smaller model, or for a device with larger budgets\n")

@@ -26,7 +26,7 @@ def test_int8_bundle_round_trip(bc_bundle, breast_cancer):
     ops = [n.op_type for n in graph.node]
     assert ops.count("QuantizeLinear") == quant["operators"]["QuantizeLinear"]
     assert "Softmax" in ops and "Gemm" in ops                 # softmax stays fp32: probabilities are not rounded
-    assert (bc_bundle / "model.onnx").stat().st_size < manifest["budget"]["size_mb"] * 1e6 + 1
+    assert (bc_bundle / "model.onnx").stat().st_size == round(manifest["budget"]["model_size_mb"] * 1e6)
     assert manifest["validation"]["accuracy"] > 0.9
 
 
@@ -209,7 +209,7 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
                                  "below the gate; trying the next precision", edge_agreement=0.9,
                                  edge_max_abs_diff=0.25),
                 PrecisionAttempt("fp32", 1.0, 0.0, True, "", edge_agreement=1.0, edge_max_abs_diff=0.0))
-    budget = BudgetCheck(0.01, 50, 9.0, 1024, 1.0, 50, 0.01, "here", True, "fits")
+    budget = BudgetCheck(0.02, 0.01, 50, 9.0, 1024, 1.0, 50, 0.01, "here", True, "fits")
     report = ExportReport(Path("b"), "raspberry-pi-4", "fp32", True, attempts, 1e-07, 1.0, 0.995, 1999, 10000, 10000,
                           {}, budget, None, "0" * 64, edge_rows=40)
     lines = report.summary().splitlines()
@@ -550,8 +550,9 @@ def test_the_recorded_peak_memory_covers_load_predict_and_explain(breast_cancer,
 def test_the_budget_latency_is_one_explained_row_as_the_profile_budget(bc_bundle):
     """latency_ms sits beside latency_budget_ms (one explained prediction): it was one bare prediction."""
     budget = json.loads((bc_bundle / "manifest.json").read_text())["budget"]
-    assert list(budget) == ["size_mb", "size_budget_mb", "peak_memory_mb", "peak_memory_budget_mb", "latency_ms",
-                            "latency_budget_ms", "predict_latency_ms", "measured_on", "fits", "verdict"]
+    assert list(budget) == ["bundle_size_mb", "model_size_mb", "size_budget_mb", "peak_memory_mb",
+                            "peak_memory_budget_mb", "latency_ms", "latency_budget_ms", "predict_latency_ms",
+                            "measured_on", "fits", "verdict"]
     assert budget["latency_budget_ms"] == 50
     assert f"one explained row {budget['latency_ms']:.1f} ms measured here" in budget["verdict"]
     assert f"a bare prediction {budget['predict_latency_ms']:.3f} ms), budget 50 ms on the device" in budget["verdict"]
@@ -581,6 +582,86 @@ def test_a_latency_over_the_profiles_budget_is_said_but_does_not_fail(tmp_path):
                        calibration=np.random.default_rng(0).uniform(-1, 1, (40, 2)))
     assert report.budget.fits
     assert report.budget.verdict.endswith("budget 1e-06 ms on the device (over it here: time it on the device)")
+
+
+def _tight(**budgets):
+    """The x86 edge gateway with other budgets, under another name."""
+    from dataclasses import replace
+
+    from edgeinfer.profiles import get_device
+
+    return replace(get_device("x86-edge-gateway"), name="tight", **budgets)
+
+
+def _linear_export(out, device, **options):
+    return ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, device=device, out=out, precision="fp32",
+                     calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), **options)
+
+
+COVERS = "peak memory of edgeinfer.load, a 4097-row and a 2048-row batch and one explained row"
+
+
+def test_the_size_budget_counts_the_whole_bundle_as_shipped(tmp_path):
+    """reference.npz and the manifest ship too: a 6.68 MB bundle (model.onnx 0.033 MB, reference.npz 6.42 MB) was
+    told "0.033 MB of 5 MB" and fit a 5 MB budget. The figure is the bundle's, exact, the manifest included."""
+    for out, device in ((tmp_path / "a", "x86-edge-gateway"), (tmp_path / "b", _tight(model_size_budget_mb=0.004))):
+        budget = _linear_export(out, device).budget
+        files = {p.name: p.stat().st_size for p in out.iterdir()}
+        assert sorted(files) == ["manifest.json", "model.onnx", "reference.npz"]
+        assert budget.bundle_size_mb == sum(files.values()) / 1e6 and budget.model_size_mb == files["model.onnx"] / 1e6
+        assert 0.0001 <= budget.model_size_mb < 0.001 < 0.004 < budget.bundle_size_mb
+        assert ei.read_bundle(out).manifest["budget"]["bundle_size_mb"] == budget.bundle_size_mb
+    assert budget.fits is False
+    assert budget.verdict == (f"does not fit tight: bundle {budget.bundle_size_mb:.3f} MB (model "
+                              f"{budget.model_size_mb:.4f} MB) exceeds the 0.004 MB size budget ({COVERS}, measured "
+                              f"here: {budget.measured_on})")
+
+
+def test_a_figure_beside_its_budget_is_shown_in_as_many_digits_as_tell_them_apart(tmp_path):
+    """"model 0.01 MB exceeds the 0.012 MB size budget" and "20.00 MB exceeds the 20 MB": two decimals made the
+    figure look below or equal to the budget it exceeded."""
+    import re
+
+    from edgeinfer.bundle import shown_mb
+
+    assert shown_mb(0.012024, 0.012, decimals=3) == "0.01202"
+    assert shown_mb(20.0004, 20, decimals=1) == "20.0004"
+    assert shown_mb(64.04, 64, decimals=1) == "64.04"
+    assert shown_mb(257.3, 64, decimals=1) == "257.3"
+    assert shown_mb(5.0, 5, decimals=3) == "5.000"
+    assert shown_mb(0.000312, 0.0, decimals=3) == "0.0003"
+    # a bundle two bytes over its budget, budgets written alike so that the manifests are the same size
+    size = _linear_export(tmp_path / "a", _tight(model_size_budget_mb=0.001001)).budget.bundle_size_mb
+    limit = round(size - 0.000002, 6)
+    limit = limit if round(limit * 1e6) % 10 else round(limit - 0.000001, 6)
+    budget = _linear_export(tmp_path / "b", _tight(model_size_budget_mb=limit)).budget
+    assert budget.fits is False and budget.bundle_size_mb > limit
+    shown = re.match(r"does not fit tight: bundle (\S+) MB", budget.verdict)[1]
+    digits = len(shown.split(".")[1])
+    assert shown == f"{budget.bundle_size_mb:.{digits}f}" != f"{limit:.{digits}f}"
+    assert f"{budget.bundle_size_mb:.{digits - 1}f}" == f"{limit:.{digits - 1}f}"     # one decimal fewer would not tell
+    assert f"exceeds the {limit:g} MB size budget" in budget.verdict
+
+
+def test_a_bundle_whose_own_verdict_decides_its_fit_records_the_larger_size(tmp_path):
+    """The manifest counts itself, and a "fits" verdict is longer than a "does not fit" one: a bundle within those
+    bytes of its budget fits with the one and not with the other. The larger size is recorded, never the smaller."""
+    from edgeinfer.bundle import shown_mb
+
+    def size(limit, name):
+        return _linear_export(tmp_path / name, _tight(model_size_budget_mb=limit)).budget.bundle_size_mb
+
+    small, large = size(0.001001, "small"), size(0.099999, "large")    # budgets written alike, as the one between
+    assert large - small > 0.00004
+    limit = round((small + large) / 2, 6)
+    limit = limit if round(limit * 1e6) % 10 else round(limit + 0.000001, 6)
+    budget = _linear_export(tmp_path / "b", _tight(model_size_budget_mb=limit)).budget
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "b").iterdir()) / 1e6
+    assert on_disk <= limit < budget.bundle_size_mb and budget.fits is False
+    assert budget.verdict.startswith(f"does not fit tight: bundle {shown_mb(budget.bundle_size_mb, limit, decimals=3)} "
+                                     f"MB (model {budget.model_size_mb:.4f} MB) exceeds the {limit:g} MB size budget (")
+
+
 
 
 def test_wrong_output_width_is_refused(tmp_path):
