@@ -11,9 +11,11 @@ from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
 from edgeinfer.errors import (
     BackendError,
+    BudgetWarning,
     BundleError,
     DeviceError,
     EdgeInferError,
+    EdgeInferWarning,
     ExplainError,
     ExportError,
     InputError,
@@ -31,12 +33,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError",
+    "BudgetWarning",
     "Bundle",
     "BundleError",
     "Decision",
     "DeviceError",
     "DeviceProfile",
     "EdgeInferError",
+    "EdgeInferWarning",
     "ExplainError",
     "ExportError",
     "Feature",

@@ -64,6 +64,33 @@ class Bundle:
     def proxies(self) -> list[Mapping[str, Any]]:
         return list(self.manifest.get("proxies", []))
 
+    def budget_warning(self, profile: DeviceProfile) -> str | None:
+        """What the bundle's recorded budget figures say against `profile`'s budgets, or None where they fit it: the
+        size as recorded, exact (the files on disk for a bundle that recorded model.onnx's alone), peak memory as
+        measured on the export host."""
+        budget = self.manifest.get("budget")
+        if not isinstance(budget, Mapping):
+            return None
+        size = budget.get("bundle_size_mb")
+        if not _is_number(size):
+            size = bundle_bytes(self.path, self.manifest) / 1e6
+        size_budget, memory_budget = profile.model_size_budget_mb, profile.peak_memory_budget_mb
+        peak = budget.get("peak_memory_mb")
+        over_size, over_memory = size > size_budget, _is_number(peak) and peak > memory_budget
+        said = ([f"bundle {shown_mb(size, size_budget, decimals=3)} MB over its {size_budget:g} MB size budget"]
+                if over_size else [])
+        if over_memory:
+            said.append(f"peak memory {shown_mb(peak, memory_budget, decimals=1)} MB (as measured at export: "
+                        f"{budget.get('measured_on')}) over its {memory_budget:g} MB budget")
+        if over_size or over_memory:
+            return (f"bundle {self.path} does not fit device '{profile.name}': {'; '.join(said)}. It loads, but may "
+                    f"fail there: export a smaller model for '{profile.name}'")
+        return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 def shown_mb(value: float, limit: float, *, decimals: int) -> str:
     """A figure in `decimals` decimals, and as many more as tell it from `limit` (a 0.012024 MB bundle is 0.01202 MB

@@ -11,11 +11,12 @@ import itertools
 import json
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
 
-from edgeinfer.errors import EdgeInferError, ExportError, UsageError
+from edgeinfer.errors import EdgeInferError, EdgeInferWarning, ExportError, UsageError
 from edgeinfer.profiles import device_option, get_device
 
 
@@ -24,7 +25,9 @@ class EdgeInferGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line(warnings.showwarning)
+                return super().invoke(ctx)
         except EdgeInferError as err:
             if ctx.meta.get("edgeinfer.debug"):
                 raise
@@ -40,6 +43,17 @@ class EdgeInferGroup(click.Group):
             if not isinstance(err, BrokenPipeError):    # a reader that went away (| head) needs no message
                 click.echo(f"error: {err}", err=True)
             ctx.exit(1)
+
+
+def _one_line(show):
+    """A warning of edgeinfer's own (a bundle over its device's budgets) as one line on stderr, as the CLI's other
+    warnings; any other warning as Python shows it."""
+    def shown(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EdgeInferWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return shown
 
 
 @click.group(cls=EdgeInferGroup, context_settings={"help_option_names": ["-h", "--help"]})

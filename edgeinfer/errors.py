@@ -1,4 +1,4 @@
-"""One root exception; each subclass also inherits the built-in it resembles.
+"""One root exception; each subclass also inherits the built-in it resembles. One root warning.
 
 `exit_code` is what the CLI returns when the error reaches it (DESIGN.md: 1 for
 a refused input or failed operation, 2 for a usage error).
@@ -45,6 +45,14 @@ class UsageError(EdgeInferError, ValueError):
     """A command or option used wrongly; the CLI exits with 2."""
 
     exit_code = 2
+
+
+class EdgeInferWarning(UserWarning):
+    """Root of every warning edgeinfer gives: something works, but not as it was meant to."""
+
+
+class BudgetWarning(EdgeInferWarning):
+    """A bundle loads on a device whose size or memory budget it exceeds (or whose memory budget is unchecked)."""
 
 
 class MissingDependencyError(EdgeInferError, ImportError):

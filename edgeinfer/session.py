@@ -7,6 +7,7 @@ result and an on-device result for the same input and bundle are the same.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from edgeinfer.backend import ExecutionInfo, OnnxBackend, available_providers, choose_provider, default_threads
 from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
-from edgeinfer.errors import BundleError, DeviceError, InputError, UsageError
+from edgeinfer.errors import BudgetWarning, BundleError, DeviceError, InputError, UsageError
 from edgeinfer.profiles import get_device
 
 NOT_A_NUMBER = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on "
@@ -49,6 +50,9 @@ class Session:
                 f"bundle precision {bundle.precision} is not supported by device '{profile.name}' "
                 f"({', '.join(profile.precisions)}); export the model for that device"
             )
+        over = bundle.budget_warning(profile)
+        if over:        # said, not refused: the budgets are the profile's margins, and peak memory the export host's
+            warnings.warn(over, BudgetWarning, stacklevel=3)     # the caller of edgeinfer.load
         execution = choose_provider(profile, available_providers(), fallback=fallback)
         self.bundle = bundle
         self.schema = bundle.schema

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,13 +75,15 @@ def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: 
     _signal_mask(signal.SIG_UNBLOCK)              # blocked by the parent while it spawned this worker
     _end_with_parent(parent)
     try:
-        from edgeinfer.errors import BundleError
+        from edgeinfer.errors import BudgetWarning, BundleError
         from edgeinfer.explain.views import register_templates
         from edgeinfer.session import load
 
         for templates in stakeholders:      # as the parent loaded them, not as their files read now
             register_templates(templates)
-        session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
+        with warnings.catch_warnings():     # the parent, which loaded the bundle first, said it once
+            warnings.simplefilter("ignore", BudgetWarning)
+            session = _WORKER["session"] = load(bundle, device=device, fallback=fallback, threads=1)
         if session.bundle.sha256 != sha256:
             raise BundleError(f"bundle {bundle} changed on disk after this process loaded it (sha256 "
                               f"{session.bundle.sha256[:12]}, expected {sha256[:12]}); restart to use the new one")

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -222,6 +223,34 @@ def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path):
         f"replaces only a bundle: choose another path, or remove {notes} yourself"
     )
     assert (notes / "notes.txt").read_text() == "keep me"
+
+
+def test_a_bundle_that_recorded_its_models_size_alone_is_judged_by_its_files(bundle_copy):
+    """A bundle written before the size budget counted the whole bundle recorded model.onnx's size as size_mb:
+    on load, its files on disk stand in for the bundle's size. A budget record of another shape is not read."""
+    from dataclasses import replace
+
+    model_mb = (bundle_copy / "model.onnx").stat().st_size / 1e6
+
+    def older(manifest):
+        budget = manifest["budget"]
+        manifest["budget"] = {"size_mb": model_mb, **{k: v for k, v in budget.items()
+                                                      if k not in ("bundle_size_mb", "model_size_mb")}}
+
+    _reseal(bundle_copy, older)
+    on_disk = sum(p.stat().st_size for p in bundle_copy.iterdir()) / 1e6
+    small = replace(ei.get_device("raspberry-pi-4"), name="small", model_size_budget_mb=round(model_mb * 2, 3))
+    assert model_mb < small.model_size_budget_mb < on_disk
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(bundle_copy, device=small)
+    assert [str(w.message) for w in caught] == [
+        f"bundle {bundle_copy} does not fit device 'small': bundle {on_disk:.3f} MB over its "
+        f"{small.model_size_budget_mb:g} MB size budget. It loads, but may fail there: export a smaller model for "
+        "'small'"]
+    _reseal(bundle_copy, lambda m: m.update(budget="fits"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ei.load(bundle_copy, device=small)
 
 
 def test_bundle_directory_follows_the_umask(bc_bundle, tmp_path):

@@ -315,6 +315,26 @@ def test_device_must_support_the_bundle_precision(bc_bundle):
     )
 
 
+def test_a_bundle_loaded_on_a_device_whose_budgets_it_exceeds_is_said(bc_bundle):
+    """A 33.7 MB bundle (257 MB peak) built for the x86 edge gateway ran on the wearable gateway (5 MB / 64 MB)
+    without a word. It loads, with a BudgetWarning naming the figures and the budgets; on its own device, none."""
+    import warnings
+    from dataclasses import replace
+
+    budget = ei.read_bundle(bc_bundle).manifest["budget"]
+    small = replace(ei.get_device("raspberry-pi-4"), name="small", model_size_budget_mb=0.01, peak_memory_budget_mb=0.5)
+    with pytest.warns(ei.BudgetWarning) as caught:
+        session = ei.load(bc_bundle, device=small)
+    assert session.profile.name == "small"
+    assert [str(w.message) for w in caught] == [
+        f"bundle {bc_bundle} does not fit device 'small': bundle {budget['bundle_size_mb']:.3f} MB over its 0.01 MB "
+        f"size budget; peak memory {budget['peak_memory_mb']:.1f} MB (as measured at export: {budget['measured_on']}) "
+        "over its 0.5 MB budget. It loads, but may fail there: export a smaller model for 'small'"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ei.load(bc_bundle)
+
+
 def test_importing_the_core_loads_neither_torch_nor_onnx():
     import subprocess
     import sys
