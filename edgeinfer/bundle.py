@@ -67,7 +67,7 @@ class Bundle:
     def budget_warning(self, profile: DeviceProfile) -> str | None:
         """What the bundle's recorded budget figures say against `profile`'s budgets, or None where they fit it: the
         size as recorded, exact (the files on disk for a bundle that recorded model.onnx's alone), peak memory as
-        measured on the export host."""
+        measured on the export host. A peak memory recorded as not measured leaves the memory budget unchecked."""
         budget = self.manifest.get("budget")
         if not isinstance(budget, Mapping):
             return None
@@ -77,14 +77,19 @@ class Bundle:
         size_budget, memory_budget = profile.model_size_budget_mb, profile.peak_memory_budget_mb
         peak = budget.get("peak_memory_mb")
         over_size, over_memory = size > size_budget, _is_number(peak) and peak > memory_budget
+        unchecked = "peak_memory_mb" in budget and peak is None
         said = ([f"bundle {shown_mb(size, size_budget, decimals=3)} MB over its {size_budget:g} MB size budget"]
                 if over_size else [])
         if over_memory:
             said.append(f"peak memory {shown_mb(peak, memory_budget, decimals=1)} MB (as measured at export: "
                         f"{budget.get('measured_on')}) over its {memory_budget:g} MB budget")
+        if unchecked:
+            said.append(f"peak memory not measured at export, so its {memory_budget:g} MB memory budget is unchecked")
         if over_size or over_memory:
             return (f"bundle {self.path} does not fit device '{profile.name}': {'; '.join(said)}. It loads, but may "
                     f"fail there: export a smaller model for '{profile.name}'")
+        if unchecked:
+            return f"bundle {self.path} on device '{profile.name}': {said[0]}; re-export it on Linux or macOS to check it"
         return None
 
 

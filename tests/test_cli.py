@@ -453,6 +453,32 @@ def test_an_export_over_the_devices_budget_exits_1_and_says_why(breast_cancer, t
                              "inspection only: export a smaller model, or for a device with larger budgets\n")
 
 
+def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unchecked(tmp_path, monkeypatch):
+    """Where neither /proc nor getrusage exists (Windows), the export is not counted as fitting: exit 0 (nothing
+    is known to be over), and one line on stderr says the memory budget is unchecked."""
+    import torch
+
+    from edgeinfer.export import budget as budget_module
+    from edgeinfer.export.onnx_export import torch_to_onnx
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    measure = budget_module._measure
+    monkeypatch.setattr(budget_module, "_measure", lambda *args: {**measure(*args), "peak": None})  # a host this is not
+    schema = FeatureSchema(features=(Feature("x0", low=0, high=1), Feature("x1", low=0, high=1)), classes=("a", "b"))
+    (tmp_path / "schema.json").write_text(json.dumps(schema.to_dict()))
+    torch.manual_seed(0)
+    (tmp_path / "m.onnx").write_bytes(torch_to_onnx(torch.nn.Linear(2, 2).eval(), n_features=2, n_classes=2))
+    (tmp_path / "calibration.csv").write_text("x0,x1\n" + "".join(f"{i / 40},{(i % 7) / 7}\n" for i in range(40)))
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.onnx"), "--schema", str(tmp_path / "schema.json"),
+                                       "--calibration", str(tmp_path / "calibration.csv"), "--device",
+                                       "wearable-gateway", "--outputs", "probabilities", "--precision", "fp32", "-o",
+                                       str(tmp_path / "bundle")])
+    assert result.exit_code == 0, result.output
+    verdict = ei.read_bundle(tmp_path / "bundle").manifest["budget"]["verdict"]
+    assert verdict.startswith("fits wearable-gateway in size, but its memory budget is unchecked: ")
+    assert result.stderr == f"warning: the model {verdict}\n"
+
+
 @pytest.mark.parametrize("command", [["predict", "nowhere"], ["explain", "nowhere"], ["stream", "nowhere"],
                                      ["serve", "nowhere"], ["demo", "--out", "nowhere"]])
 def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):

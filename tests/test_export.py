@@ -2,6 +2,7 @@
 
 import io
 import json
+import sys
 import warnings
 import zipfile
 
@@ -662,6 +663,64 @@ def test_a_bundle_whose_own_verdict_decides_its_fit_records_the_larger_size(tmp_
                                      f"MB (model {budget.model_size_mb:.4f} MB) exceeds the {limit:g} MB size budget (")
 
 
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
+def test_peak_memory_falls_back_to_getrusage_where_there_is_no_proc(monkeypatch):
+    """Without /proc/self/status (macOS, Windows) peak memory read 0.0 MB, and a model that took 1,864.8 MB "fit"
+    64 MB. getrusage's peak stands in; where neither exists, nothing is read (None), never 0 MB."""
+    import resource
+
+    from edgeinfer.export import budget
+
+    monkeypatch.setattr(budget, "_rss_mb", lambda field: None)      # no /proc here: a host this test cannot be
+    low = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    now, peak = budget._memory_mb(peak=False), budget._memory_mb(peak=True)
+    assert low <= now <= peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    monkeypatch.setitem(sys.modules, "resource", None)               # nor getrusage (Windows)
+    assert budget._memory_mb(peak=False) is None and budget._memory_mb(peak=True) is None
+
+
+def test_the_measuring_process_reads_its_own_peak_where_getrusage_stands_in_for_proc(bc_bundle, breast_cancer,
+                                                                                     tmp_path):
+    """On Linux a child's ru_maxrss starts at the peak of the process it was forked from: measured straight from the
+    exporter (torch loaded, hundreds of MB), the model's growth read 0 MB where getrusage stood in for /proc."""
+    import subprocess
+
+    from edgeinfer.export.budget import _LAUNCHER, _MEASURE_SCRIPT
+
+    np.save(tmp_path / "X.npy", breast_cancer.X_test)
+    no_proc = "import edgeinfer.export.budget as budget\nbudget._rss_mb = lambda field: None\n"    # as on macOS
+    peaks = []
+    for script in (_MEASURE_SCRIPT, no_proc + _MEASURE_SCRIPT):
+        done = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, "-c", script, str(bc_bundle),
+                               str(tmp_path / "X.npy"), "2"], capture_output=True, text=True, check=True)
+        peaks.append(json.loads(done.stdout.strip().splitlines()[-1])["peak"])
+    assert peaks[0] > 1.0 and peaks[1] == pytest.approx(peaks[0], rel=0.25)
+
+
+def test_where_nothing_measures_memory_the_memory_budget_is_unchecked_never_fits(tmp_path, monkeypatch):
+    """Where neither /proc nor getrusage exists (Windows), peak memory is recorded as not measured (null): the
+    verdict says the memory budget is unchecked, the bundle is not counted as fitting, and loading it says so."""
+    from edgeinfer.export import budget as budget_module
+
+    measure = budget_module._measure
+    monkeypatch.setattr(budget_module, "_measure", lambda *args: {**measure(*args), "peak": None})  # a host this is not
+    budget = _linear_export(tmp_path / "b", "wearable-gateway").budget
+    assert (budget.peak_memory_mb, budget.fits) == (None, None)
+    assert ei.read_bundle(tmp_path / "b").manifest["budget"]["peak_memory_mb"] is None
+    latency = (f"one explained row {budget.latency_ms:.1f} ms measured here ({budget.measured_on}; a bare prediction "
+               f"{budget.predict_latency_ms:.3f} ms), budget 100 ms on the device")
+    assert budget.verdict.startswith(
+        f"fits wearable-gateway in size, but its memory budget is unchecked: bundle {budget.bundle_size_mb:.3f} MB of "
+        f"5 MB (model {budget.model_size_mb:.4f} MB); peak memory not measured here (this host has neither "
+        f"/proc/self/status nor getrusage), so the 64 MB memory budget is unchecked: export on Linux or macOS to check "
+        f"it; {latency}")
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(tmp_path / "b")
+    assert [str(w.message) for w in caught] == [
+        f"bundle {tmp_path / 'b'} on device 'wearable-gateway': peak memory not measured at export, so its 64 MB "
+        "memory budget is unchecked; re-export it on Linux or macOS to check it"]
 
 
 def test_wrong_output_width_is_refused(tmp_path):
