@@ -28,6 +28,7 @@ OLDEST_READ_VERSION = 1       # read as well (version 1 is read exactly as versi
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
+OVER_BUDGET_SUFFIX = ".over-budget"   # where an export that does not fit goes when a bundle is in its place
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 
@@ -148,6 +149,19 @@ def check_destination(out: str | Path, *, overwrite: bool) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BundleError(f"cannot write a bundle at {out}: no permission to write in {existing}")
     return out
+
+
+def holds_bundle(out: str | Path) -> bool:
+    """Whether `out` (a link's target) is a bundle directory now: an export that does not fit its device is then
+    written beside it, never over it."""
+    out = Path(out)
+    return out.resolve().is_dir() and _is_bundle(out.resolve())
+
+
+def over_budget_path(out: str | Path) -> Path:
+    """Where an export that does not fit its device goes when `out` holds a bundle: `<out>.over-budget`."""
+    out = Path(out)
+    return out.with_name(out.name + OVER_BUDGET_SUFFIX)
 
 
 def bundle_bytes(path: Path, manifest: Mapping[str, Any]) -> int:

@@ -362,8 +362,10 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
                     out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite)
     click.echo(report.summary())
     if report.budget.fits is False:     # a pipeline must see it: exit 1, with the bundle kept for a look
-        raise ExportError(f"the model {report.budget.verdict}; the bundle in {out} was written for inspection only: "
-                          "export a smaller model, or for a device with larger budgets")
+        where = (f"it was written to {report.bundle} for inspection only, and the bundle in {out} was kept"
+                 if report.kept else f"the bundle in {out} was written for inspection only")
+        raise ExportError(f"the model {report.budget.verdict}; {where}: export a smaller model, or for a device with "
+                          "larger budgets")
     if report.budget.fits is None:      # memory not measured on this host: not refused, not counted as fitting
         click.echo(f"warning: the model {report.budget.verdict}", err=True)
 

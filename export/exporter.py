@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgeinfer.backend import default_threads
-from edgeinfer.bundle import INPUT_NAME, check_destination, write_bundle
+from edgeinfer.bundle import INPUT_NAME, check_destination, holds_bundle, over_budget_path, write_bundle
 from edgeinfer.errors import ExportError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import Reference
@@ -78,9 +78,12 @@ class ExportReport:
     accuracy: float | None        # deployed model on labelled held-out rows
     sha256: str
     edge_rows: int = 0            # rows behind the attempts' edge figures
+    kept: Path | None = None      # the bundle at `out`, left in place: this export does not fit, so went beside it
 
     def summary(self) -> str:
         lines = [f"bundle     {self.bundle}  (sha256 {self.sha256[:16]}…)",
+                 *([f"kept       {self.kept}: this bundle does not fit its device, so the bundle there was kept"]
+                   if self.kept else []),
                  f"device     {self.device}",
                  f"precision  {self.precision}" + ("  (fell back: see attempts)" if self.fell_back else "")]
         for a in self.attempts:
@@ -439,13 +442,16 @@ def export(
             precision=precision, record={**record, "budget": budget}, overwrite=True), profile, sample=holdout,
             threads=threads)
     record["budget"] = asdict(budget)
-    bundle = write_bundle(out, model_bytes=model_bytes, schema=schema, profile=profile, reference=reference,
-                          precision=precision, record=record, overwrite=overwrite)
+    kept = budget.fits is False and holds_bundle(out)      # a bundle that does not fit never replaces one
+    bundle = write_bundle(over_budget_path(out) if kept else out, model_bytes=model_bytes, schema=schema,
+                          profile=profile, reference=reference, precision=precision, record=record,
+                          overwrite=overwrite or kept)
     return ExportReport(
         bundle=bundle.path, device=profile.name, precision=precision, fell_back=len(attempts) > 1,
         attempts=tuple(attempts), parity_max_abs=parity, agreement=passed.agreement, threshold=agreement_threshold,
         holdout_rows=int(len(holdout)), fp32_size_bytes=len(float_bytes), size_bytes=len(model_bytes),
         quantized_ops=op_counts, budget=budget, accuracy=accuracy, sha256=bundle.sha256, edge_rows=int(len(extremes)),
+        kept=Path(out) if kept else None,
     )
 
 

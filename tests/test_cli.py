@@ -426,31 +426,61 @@ def test_a_fallback_is_said_on_stderr_while_the_rows_stay_on_stdout(breast_cance
                                       "unavailable, running on CPUExecutionProvider\n"), streamed.stderr
 
 
-def test_an_export_over_the_devices_budget_exits_1_and_says_why(breast_cancer, tmp_path):
-    """5.4 M int8 weights for the wearable gateway's 5 MB: the summary, then exit 1 naming the budget, so a
-    pipeline stops; the bundle stays for a look."""
-    import csv
-
+@pytest.fixture(scope="module")
+def big_model(breast_cancer, tmp_path_factory):
+    """5.4 M weights (5 MB int8, over the wearable gateway's budget): the .pt2 program, its schema and 200 rows."""
     torch = pytest.importorskip("torch")
     from edgeinfer.export.models import tabular_mlp
 
+    folder = tmp_path_factory.mktemp("big")
     model = tabular_mlp(breast_cancer.X_train, breast_cancer.y_train, hidden=(2300, 2300), epochs=1)
     torch.export.save(torch.export.export(model, (torch.zeros(2, 30),),
-                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "big.pt2")
-    (tmp_path / "schema.json").write_text(json.dumps(breast_cancer.schema.to_dict()))
-    with open(tmp_path / "calibration.csv", "w", newline="") as fh:
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), folder / "big.pt2")
+    (folder / "schema.json").write_text(json.dumps(breast_cancer.schema.to_dict()))
+    with open(folder / "calibration.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(breast_cancer.schema.names)
         writer.writerows(breast_cancer.X_train[:200])
-    result = CliRunner().invoke(main, ["export", str(tmp_path / "big.pt2"), "--schema", str(tmp_path / "schema.json"),
-                                       "--calibration", str(tmp_path / "calibration.csv"), "--device",
-                                       "wearable-gateway", "-o", str(tmp_path / "bundle")])
+    return ["export", str(folder / "big.pt2"), "--schema", str(folder / "schema.json"), "--calibration",
+            str(folder / "calibration.csv"), "--device", "wearable-gateway"]
+
+
+def test_an_export_over_the_devices_budget_exits_1_and_says_why(big_model, tmp_path):
+    """5.4 M int8 weights for the wearable gateway's 5 MB: the summary, then exit 1 naming the budget, so a
+    pipeline stops; the bundle stays for a look."""
+    result = CliRunner().invoke(main, [*big_model, "-o", str(tmp_path / "bundle")])
     assert result.exit_code == 1, result.output
     verdict = ei.read_bundle(tmp_path / "bundle").manifest["budget"]["verdict"]
     assert verdict.startswith("does not fit wearable-gateway: bundle 5.") and "exceeds the 5 MB size budget" in verdict
     assert f"budget     {verdict}" in result.stdout
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'bundle'} was written for "
                              "inspection only: export a smaller model, or for a device with larger budgets\n")
+
+
+def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_loaded(big_model, breast_cancer,
+                                                                                      tmp_path):
+    """--overwrite replaced a wearable-gateway bundle that fit with one that did not ("written for inspection
+    only"), which then predicted with exit 0 and nothing on stderr. It goes beside it; predicting with it warns."""
+    d = breast_cancer
+    out, over = tmp_path / "bundle", tmp_path / "bundle.over-budget"
+    kept = ei.export(d.model, d.schema, calibration=d.X_train, device="wearable-gateway", out=out).sha256
+    result = CliRunner().invoke(main, [*big_model, "-o", str(out), "--overwrite"])
+    assert result.exit_code == 1, result.output
+    budget = ei.read_bundle(over).manifest["budget"]
+    assert result.stderr == (f"error: the model {budget['verdict']}; it was written to {over} for inspection only, "
+                             f"and the bundle in {out} was kept: export a smaller model, or for a device with larger "
+                             "budgets\n")
+    assert ei.read_bundle(out).sha256 == kept
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",".join(d.schema.names) + "\n" + ",".join(map(repr, d.X_test[0])) + "\n")
+    predicted = CliRunner().invoke(main, ["predict", str(over), str(rows)])
+    assert predicted.exit_code == 0 and len(predicted.stdout.splitlines()) == 1
+    memory = (f"; peak memory {budget['peak_memory_mb']:.1f} MB (as measured at export: {budget['measured_on']}) over "
+              "its 64 MB budget" if budget["peak_memory_mb"] > 64 else "")
+    assert predicted.stderr == (f"warning: bundle {over} does not fit device 'wearable-gateway': bundle "
+                                f"{budget['bundle_size_mb']:.3f} MB over its 5 MB size budget{memory}. It loads, but "
+                                "may fail there: export a smaller model for 'wearable-gateway'\n")
+    assert CliRunner().invoke(main, ["predict", str(out), str(rows)]).stderr == ""
 
 
 def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unchecked(tmp_path, monkeypatch):

@@ -663,6 +663,27 @@ def test_a_bundle_whose_own_verdict_decides_its_fit_records_the_larger_size(tmp_
                                      f"MB (model {budget.model_size_mb:.4f} MB) exceeds the {limit:g} MB size budget (")
 
 
+def test_an_export_that_does_not_fit_never_replaces_a_bundle(tmp_path):
+    """With overwrite, a wearable-gateway bundle that fit was replaced by a 33.7 MB one that did not ("written for
+    inspection only"), which then predicted silently. It goes beside it, to <out>.over-budget (replaced there)."""
+    kept = ei.read_bundle(_linear_export(tmp_path / "b", "x86-edge-gateway").bundle).sha256
+    tight = _tight(model_size_budget_mb=0.001)
+    for _ in range(2):
+        report = _linear_export(tmp_path / "b", tight, overwrite=True)
+        assert report.budget.fits is False
+        assert (report.bundle, report.kept) == (tmp_path / "b.over-budget", tmp_path / "b")
+    assert ei.read_bundle(tmp_path / "b").sha256 == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b.over-budget"]
+    assert report.summary().splitlines()[1] == (f"kept       {tmp_path / 'b'}: this bundle does not fit its device, "
+                                                "so the bundle there was kept")
+    # with no bundle in its place, as before: written there, for inspection; loading it says it does not fit
+    report = _linear_export(tmp_path / "c", tight)
+    assert (report.bundle, report.kept) == (tmp_path / "c", None)
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(tmp_path / "c")
+    assert [str(w.message) for w in caught] == [
+        f"bundle {tmp_path / 'c'} does not fit device 'tight': bundle {report.budget.bundle_size_mb:.3f} MB over its "
+        "0.001 MB size budget. It loads, but may fail there: export a smaller model for 'tight'"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
