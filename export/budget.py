@@ -1,6 +1,6 @@
 """Check a candidate model against a device profile's budgets, with a plain verdict.
 
-Size is the bundle's as shipped, exact. Peak memory and latency are measured on this host and labelled so:
+Size is the bundle's files as shipped, exact. Peak memory and latency are measured on this host and labelled so:
 this host is not the device, so the latency figure is a lower-bound hint, not a promise.
 """
 
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -21,8 +20,8 @@ from edgeinfer.profiles import DeviceProfile
 
 @dataclass(frozen=True)
 class BudgetCheck:
-    bundle_size_mb: float          # the bundle as shipped, every file its manifest lists and the manifest: what
-                                   # the size budget counts
+    bundle_size_mb: float          # the bundle's files as shipped, every file its manifest lists (the manifest
+                                   # aside): what the size budget counts
     model_size_mb: float           # model.onnx alone
     size_budget_mb: float
     peak_memory_mb: float | None   # RSS growth from edgeinfer.load, a small and a large batch and one explained row;
@@ -127,33 +126,14 @@ def _measure(bundle_path: Path, sample: np.ndarray, threads: int) -> dict[str, f
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def check_budget(write: Callable[[Mapping[str, Any] | None], Bundle], profile: DeviceProfile, *, sample: np.ndarray,
-                 threads: int) -> BudgetCheck:
-    """The bundle's size, and what loading and running it costs here (see _MEASURE_SCRIPT).
-
-    `write(budget)` writes the bundle, with this budget record in its manifest (None: none yet), to one scratch
-    folder. The manifest holds the budget, so its size counts itself: the bundle is rewritten until the size it
-    records is the size it has (once or twice as a rule). A bundle within a few hundred bytes of its size budget can
-    go round, a "fits" verdict making it too large and a "does not fit" one small enough: then the largest size of
-    the round is recorded, an overstatement by at most that much, never an understatement.
-    """
-    draft = write(None)
-    measured = _measure(draft.path, sample, threads)
+def check_budget(bundle: Bundle, profile: DeviceProfile, *, sample: np.ndarray, threads: int) -> BudgetCheck:
+    """The bundle's size, and what loading and running it costs here (see _MEASURE_SCRIPT)."""
+    measured = _measure(bundle.path, sample, threads)
     # rounded as recorded, so the verdict quotes the manifest's figures
     peak = None if measured["peak"] is None else round(measured["peak"], 3)
-    figures = dict(model_mb=round(draft.model_path.stat().st_size / 1e6, 6), peak=peak,
-                   latency=round(measured["explain"], 3), predict_latency=round(measured["predict"], 4),
+    return _judged(profile, bundle_mb=_bundle_mb(bundle), model_mb=round(bundle.model_path.stat().st_size / 1e6, 6),
+                   peak=peak, latency=round(measured["explain"], 3), predict_latency=round(measured["predict"], 4),
                    host=f"{platform.machine()} host, {threads} thread(s), CPUExecutionProvider")
-    budget = _judged(profile, bundle_mb=_bundle_mb(draft), **figures)
-    seen: list[float] = []
-    while True:
-        size = _bundle_mb(write(asdict(budget)))
-        if size == budget.bundle_size_mb:
-            return budget
-        if size in seen:        # round and round: the largest size of the round
-            return _judged(profile, bundle_mb=max(seen[seen.index(size):]), **figures)
-        seen.append(size)
-        budget = _judged(profile, bundle_mb=size, **figures)
 
 
 def _bundle_mb(bundle: Bundle) -> float:

@@ -437,10 +437,9 @@ def export(
         record["window"] = window.to_dict()
     # the budget is measured on the bundle itself, as edgeinfer.load opens it and an explanation runs on it
     with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
-        budget = check_budget(lambda budget: write_bundle(
-            Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile, reference=reference,
-            precision=precision, record={**record, "budget": budget}, overwrite=True), profile, sample=holdout,
-            threads=threads)
+        draft = write_bundle(Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile,
+                             reference=reference, precision=precision, record=record)
+        budget = check_budget(draft, profile, sample=holdout, threads=threads)
     record["budget"] = asdict(budget)
     kept = budget.fits is False and holds_bundle(out)      # a bundle that does not fit never replaces one
     bundle = write_bundle(over_budget_path(out) if kept else out, model_bytes=model_bytes, schema=schema,
