@@ -492,12 +492,12 @@ class Server:
         import warnings
         from concurrent.futures.process import BrokenProcessPool
 
-        from edgeinfer.errors import BundleError
+        from edgeinfer.errors import BundleError, DeviceError
         from edgeinfer.workers import ExplainPool
 
         try:
             return ExplainPool(self.session, workers=workers, stakeholder=STAKEHOLDER_DEFAULT, warm_rows=64)
-        except (OSError, BrokenProcessPool, TimeoutError, BundleError) as err:
+        except (OSError, BrokenProcessPool, TimeoutError, BundleError, DeviceError) as err:
             note = f"the {workers} explain workers did not start ({str(err) or type(err).__name__}); explaining in " \
                    f"the server process"
             if isinstance(err, BrokenProcessPool):      # a worker died starting: most often a missing main guard

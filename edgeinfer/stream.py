@@ -70,7 +70,7 @@ from typing import IO, Any
 import click
 import numpy as np
 
-from edgeinfer.errors import BundleError, EdgeInferError, InputError, UsageError
+from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputError, UsageError
 from edgeinfer.rows import csv_fields, decimal, json_object
 from edgeinfer.schema import FLOAT32_MAX
 from edgeinfer.windows import WindowSpec, compute_many
@@ -1043,7 +1043,7 @@ def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: Exp
 
     try:
         return ExplainPool(session, workers=workers, stakeholder=options.stakeholder, warm_rows=options.explain_batch)
-    except (OSError, BrokenProcessPool, TimeoutError, BundleError) as error:
+    except (OSError, BrokenProcessPool, TimeoutError, BundleError, DeviceError) as error:
         err.write(f"explaining in this process: the {workers} explain workers did not start ({error or type(error).__name__})\n")
         return _LocalExplainer(session, options.stakeholder)
 

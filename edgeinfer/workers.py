@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import UsageError
+from edgeinfer.profiles import DeviceProfile
 
 MAX_DEFAULT_WORKERS = 8     # each worker holds its own Session and buffers (about 170 MB for the BasicMotions demo)
 MAX_RESTARTS = 3            # new worker sets a pool starts after breaks; past that it explains in its own process
@@ -63,13 +64,14 @@ _WORKER: dict[str, Any] = {}
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _worker_start(parent: int, bundle: str, sha256: str, device: str, fallback: bool, stakeholder: str,
+def _worker_start(parent: int, bundle: str, sha256: str, device: DeviceProfile, fallback: bool, stakeholder: str,
                   stakeholders: tuple, warm_rows: int) -> None:
     """In a new worker process: ignore SIGINT and SIGTERM (the parent stops and drains the workers: a
     Ctrl-C or a group SIGTERM from systemd must not kill one mid-answer), end with the parent, load its
-    own Session (refusing a bundle changed on disk since the parent loaded it) and explain a batch of
-    reference rows once. That first batch pays for imports, first-touch memory and ONNX Runtime growing
-    its arena for the attribution batch (1.7x a later one)."""
+    own Session on the parent's DeviceProfile (`device`: the profile itself, as a custom one from a .toml
+    file has no name a worker could look up), refusing a bundle changed on disk since the parent loaded it,
+    and explain a batch of reference rows once. That first batch pays for imports, first-touch memory and ONNX
+    Runtime growing its arena for the attribution batch (1.7x a later one)."""
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     _signal_mask(signal.SIG_UNBLOCK)              # blocked by the parent while it spawned this worker
@@ -217,7 +219,7 @@ class ExplainPool:
         self._closed = False
         self._set_over = threading.Event()    # set when the current worker set ends (see _restart)
         self._starting = None                 # a worker set being started
-        self._initargs = (os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile.name,
+        self._initargs = (os.getpid(), str(session.bundle.path), session.bundle.sha256, session.profile,
                           bool(session.execution.fallback), stakeholder, registered, warm_rows)
         self._executor, self.pids = self._start()
 

@@ -799,10 +799,20 @@ def test_cli_serve_stopped_while_starting_leaves_nothing_behind(bc_bundle):
         proc.kill()
 
 
+WORKERS_REFUSE = {
+    "another digest": r"bundle .* changed on disk after this process loaded it .*; restart to use the new one",
+    "a precision the device lacks": r"bundle precision fp16 is not supported by device 'raspberry-pi-4' "
+                                    r"\(int8-static, fp32\); export the model for that device",
+}
+
+
 @pytest.mark.server
-def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bundle, breast_cancer, tmp_path):
-    """The bundle is replaced on disk after the server's Session loaded it: each worker loads the new one,
-    sees another digest and refuses, so the server warns, records why and explains in its own process."""
+@pytest.mark.parametrize("replaced_by", WORKERS_REFUSE)
+def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bundle, cuda_bundle, breast_cancer,
+                                                                         tmp_path, replaced_by):
+    """The bundle is replaced on disk after the server's Session loaded it: each worker loads the new one and
+    refuses it (another digest: BundleError; an fp16 bundle on the Pi's profile: DeviceError, which stopped the
+    server), so the server warns, records why and explains in its own process."""
     import shutil
 
     from edgeinfer.serve import Server
@@ -811,8 +821,11 @@ def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bun
     shutil.copytree(bc_bundle, path)
     session = ei.load(path)
     other = tmp_path / "other"
-    ei.export(breast_cancer.model, breast_cancer.dataset.schema, calibration=breast_cancer.X_train[:100],
-              device="raspberry-pi-4", out=other)
+    if replaced_by == "another digest":
+        ei.export(breast_cancer.model, breast_cancer.dataset.schema, calibration=breast_cancer.X_train[:100],
+                  device="raspberry-pi-4", out=other)
+    else:
+        other = cuda_bundle
     shutil.rmtree(path)
     shutil.copytree(other, path)
     http, grpc, metrics = _free_ports(3)
@@ -821,9 +834,8 @@ def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bun
                         startup_timeout_s=90)
     with server:
         assert server.info.workers == 0 and server.worker_pids == []
-        assert re.fullmatch(r"the 2 explain workers did not start \(bundle .* changed on disk after this process "
-                            r"loaded it .*; restart to use the new one\); explaining in the server process",
-                            server.info.workers_note)
+        assert re.fullmatch(rf"the 2 explain workers did not start \({WORKERS_REFUSE[replaced_by]}\); explaining "
+                            r"in the server process", server.info.workers_note), server.info.workers_note
         client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
         try:
             X = _rows(breast_cancer, 2, start=70)

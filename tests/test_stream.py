@@ -1523,3 +1523,51 @@ def test_a_stakeholder_file_reaches_the_workers(motion_bundle, clip, tmp_path):
     assert result.exit_code == 0, result.output
     texts = [line["explanation"]["text"] for line in lines_of(result.stdout) if line["explanation"]]
     assert len(texts) >= 3 and all(t.splitlines()[2].startswith("Coach summary: ") for t in texts)
+
+
+def _renamed_profile(path: Path, shipped: str, name: str) -> Path:
+    """A shipped device profile's TOML file, copied under another name: a profile of the user's own."""
+    from importlib.resources import files
+
+    text = (files("edgeinfer.devices") / f"{shipped}.toml").read_text(encoding="utf-8")
+    assert f'\nname = "{shipped}"\n' in text
+    path.write_text(text.replace(f'\nname = "{shipped}"\n', f'\nname = "{name}"\n'), encoding="utf-8")
+    return path
+
+
+def test_workers_explain_on_a_device_profile_file_of_the_users(motion_bundle, clip, tmp_path):
+    """`--device my-pi.toml --workers 1`: the workers were given the name 'my-pi', which no shipped profile has,
+    and the stream stopped with 'unknown device'. They now run on the profile itself, with the same lines."""
+    profile = _renamed_profile(tmp_path / "my-pi.toml", "raspberry-pi-4", "my-pi")
+    args = [motion_bundle, clip, "--hop", 1, "--explain", "every:30", "--device", profile, "--stats-every", 0]
+    pooled, local = run([*args, "--workers", 1]), run([*args, "--workers", 0])
+    assert pooled.exit_code == local.exit_code == 0, pooled.output
+    assert "explaining in this process" not in pooled.stderr
+    assert [_without_timings(line) for line in pooled.stdout.splitlines()] == \
+           [_without_timings(line) for line in local.stdout.splitlines()]
+    assert sum(line["explanation"] is not None for line in lines_of(pooled.stdout)) == 4
+
+
+def test_workers_that_refuse_the_device_leave_the_stream_explaining_in_this_process(motion_bundle, clip, tmp_path):
+    """The bundle replaced on disk by one (fp16) the profile cannot run: each worker's load is refused with a
+    DeviceError, which stopped the stream; now it explains in this process and says why, as for other faults."""
+    import io
+    import shutil
+
+    from edgeinfer.stream import StreamOptions, stream
+
+    path = tmp_path / "bundle"
+    shutil.copytree(motion_bundle, path)
+    session = ei.load(path)
+    local, _ = _run_stream(session, clip, explain="every:30", workers=0)
+    shutil.rmtree(path)
+    build_motion_bundle(path, device="cuda-server-h100")
+    out, err = io.StringIO(), io.StringIO()
+    summary = stream(session, clip, options=StreamOptions(hop=1, batch=40, explain_batch=8, explain="every:30",
+                                                          workers=1), out=out, err=err)
+    assert err.getvalue().startswith("explaining in this process: the 1 explain workers did not start (bundle "
+                                     "precision fp16 is not supported by device 'raspberry-pi-4' (int8-static, "
+                                     "fp32); export the model for that device)\n")
+    assert [_without_timings(line) for line in out.getvalue().splitlines()] == \
+           [_without_timings(line) for line in local]
+    assert summary.explained == 4

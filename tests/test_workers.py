@@ -220,3 +220,25 @@ def test_a_stakeholder_changed_after_the_workers_started_is_rendered_as_this_pro
         register_stakeholder(path)                               # now this process says version two
         assert not pool.knows(name)
         assert headline(pool) == ["VERSION TWO"] * 2
+
+
+def _renamed_profile(path, shipped: str, name: str):
+    """A shipped device profile's TOML file, copied under another name: a profile of the user's own."""
+    from importlib.resources import files
+
+    text = (files("edgeinfer.devices") / f"{shipped}.toml").read_text(encoding="utf-8")
+    assert f'\nname = "{shipped}"\n' in text
+    path.write_text(text.replace(f'\nname = "{shipped}"\n', f'\nname = "{name}"\n'), encoding="utf-8")
+    return path
+
+
+def test_workers_load_a_device_profile_from_a_toml_file_of_the_users(bc_bundle, breast_cancer, tmp_path):
+    """A profile from a .toml file has no name the workers could look up (they were given 'my-pi' and refused it,
+    'unknown device'): they get the DeviceProfile itself and explain as this process does."""
+    session = ei.load(bc_bundle, device=str(_renamed_profile(tmp_path / "my-pi.toml", "raspberry-pi-4", "my-pi")))
+    assert session.profile.name == "my-pi"
+    X = np.asarray(breast_cancer.X_test[:4], dtype=np.float64)
+    with ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2) as pool:
+        job = pool.submit(X)
+        assert isinstance(job, Job) and pool.broken is None
+        assert _answers(pool.result(job)) == _answers(explain_json(session, X, "clinician"))
