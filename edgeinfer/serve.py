@@ -146,13 +146,16 @@ class _Models:
     Python process explains on one core at a time). A one-row execution is explained here while no
     other execution is (a worker's round trip would cost more than it saves), otherwise in a worker;
     so is everything while the pool is broken (until new workers are warm), and a stakeholder whose
-    templates the workers lack.
+    templates the workers lack. An int8-dynamic model's rows of one execution stay together, in one
+    worker: its activation scales are computed per batch, so a request split over workers would get
+    answers that depend on how many workers there are.
     """
 
     def __init__(self, session, *, pool=None):
         self.session = session
         self.width = len(session.schema)
         self.pool = pool
+        self.split = session.bundle.precision != "int8-dynamic"     # an execution's rows may go to several workers
         self._lock = threading.Lock()
         self._here = 0          # executions explaining in this process now
 
@@ -245,7 +248,7 @@ class _Models:
             finally:
                 with self._lock:
                     self._here -= 1
-        parts = np.array_split(rows, min(pool.workers, len(rows)))
+        parts = np.array_split(rows, min(pool.workers, len(rows))) if self.split else [rows]
         jobs = [pool.submit(part, stakeholder=stakeholder) for part in parts]
         return [text for job in jobs for text in pool.result(job)]
 

@@ -987,7 +987,10 @@ def test_model_repository_for_an_int8_dynamic_bundle_has_no_dynamic_batching(bre
 @pytest.mark.server
 def test_serve_runs_an_int8_dynamic_bundle_without_dynamic_batching(breast_cancer, tmp_path):
     """As export-triton writes its config: batched with other clients' rows, an int8-dynamic row's answer would
-    depend on them. The server turns dynamic batching off and says why; each request is answered as sent."""
+    depend on them. The server turns dynamic batching off and says why; each request is answered as sent, and
+    explained whole in one worker (split over the 2 workers, its answers depended on how many there were).
+    The bundle was exported for a DeviceProfile object, 'custom': its workers run on that profile (given its
+    name, they refused to start: 'unknown device')."""
     import dataclasses
 
     from edgeinfer.serve import NO_BATCHING_INT8_DYNAMIC, Server
@@ -998,20 +1001,29 @@ def test_serve_runs_an_int8_dynamic_bundle_without_dynamic_batching(breast_cance
                        agreement_threshold=0.9)
     session = ei.load(report.bundle)
     assert session.bundle.precision == "int8-dynamic"
+    X = d.X_test[:4].astype(np.float32)
+
+    def explained_at_once(rows):
+        return [_without_timings(e.to_json()) for e in session.explain(rows.astype(np.float64))]
+
+    assert explained_at_once(X[:2]) + explained_at_once(X[2:]) != explained_at_once(X)    # split, they differ
     http, grpc, metrics = _free_ports(3)
-    with Server(session, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+    with Server(session, http_port=http, grpc_port=grpc, metrics_port=metrics, workers=2) as server:
         assert (server.info.dynamic_batching, server.info.max_queue_delay_us) == (False, 0)
         assert server.info.note.endswith(NO_BATCHING_INT8_DYNAMIC)
+        assert (server.info.workers, len(server.worker_pids)) == (2, 2), server.info.workers_note
         client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
         try:
             assert "dynamic_batching" not in client.get_model_config("predict")
-            row = d.X_test[:1].astype(np.float32)
+            row = X[:1]
             inputs = [httpclient.InferInput("features", list(row.shape), "FP32")]
             inputs[0].set_data_from_numpy(row)
             got = client.infer("predict", inputs).as_numpy("probabilities")
+            explained = _http_infer(client, X, model="explain").as_numpy("explanation")
         finally:
             client.close()
     np.testing.assert_array_equal(got, session.predict_proba(row).astype(np.float32))
+    assert [_without_timings(raw) for (raw,) in explained] == explained_at_once(X)
 
 
 def test_model_repository_refuses_an_over_long_name_and_a_symlinked_model_folder(bc_bundle, tmp_path):
