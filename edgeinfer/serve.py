@@ -13,6 +13,10 @@ and batch-size errors are refused by Triton itself before they reach the model;
 values (NaN, out of range, not a category) are checked here with the schema and
 refused with the schema's message. The server keeps serving after a refusal.
 
+`serve_forever` also watches tritonserver and its models' Python backend stubs: when one ends unasked (the OOM
+killer), Triton cannot answer (a dead stub's model even stays "ready"), so the server stops and raises
+BackendError, and `edgeinfer serve` exits 1 for a supervisor to restart it.
+
 Under dynamic batching a refusal fails the whole batch it was grouped into, and
 cannot be narrowed with PyTriton 0.7: its callable returns one dict of output
 tensors per request or raises once, and its proxy (pytriton/proxy/model.py) turns
@@ -45,6 +49,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sys
 import sysconfig
@@ -57,7 +62,7 @@ import click
 import numpy as np
 
 from edgeinfer.decision import Rejection
-from edgeinfer.errors import ExplainError, InputError, UsageError, require
+from edgeinfer.errors import BackendError, ExplainError, InputError, UsageError, require
 from edgeinfer.explain.views import explanation_json
 from edgeinfer.profiles import device_option
 
@@ -456,6 +461,7 @@ class Server:
         self.access_token = security.access_token
         self._triton = None
         self._python_env = None
+        self._watch = None
         try:
             if workers:      # before Triton starts: it reports ready only once the workers are warm too
                 self._pool = self._start_workers(workers)
@@ -484,6 +490,7 @@ class Server:
                     new = _python_envs() - before
                     self._python_env = new.pop() if len(new) == 1 else None
                 self._wait_ready(startup_timeout_s)
+            self._watch = _Watch.of(self._triton)
         except BaseException as err:
             try:
                 self.stop()
@@ -526,18 +533,30 @@ class Server:
 
     def serve_forever(self) -> None:
         """Block until the process is interrupted (Ctrl-C, or SIGTERM as docker, systemd and Kubernetes send
-        it), then stop: Triton, its workspace and the workers."""
-        import time
+        it), then stop: Triton, its workspace and the workers.
 
+        Raises BackendError, after stopping, when tritonserver or one of its model stubs ended without being
+        asked to (killed by the OOM killer, a crash): the server cannot answer any more, and a supervisor's
+        on-failure restart must see a failure, not a clean exit."""
+        failure = None
         with _sigterm_stops():
             try:
                 # PyTriton's own serve() stops tritonserver itself on Ctrl-C, before our models are unloaded
-                while self._triton is not None and self._triton.is_alive():
+                while (triton := self._triton) is not None:         # None: stop() was called (another thread)
+                    failure = self._watch.failure() if self._watch is not None else None
+                    if failure is None and not triton.is_alive():
+                        failure = "Triton Inference Server or PyTriton's model proxy stopped unexpectedly"
+                    if failure is not None:
+                        failure = failure if self._triton is not None else None    # not if a stop came meanwhile
+                        break
                     time.sleep(1.0)
             except KeyboardInterrupt:
-                pass
+                failure = None
             finally:
                 self.stop()
+        if failure is not None:
+            raise BackendError(f"{failure}; the server stopped: start it again (a supervisor's on-failure "
+                               "restart does: systemd Restart=on-failure, docker --restart on-failure)")
 
     def stop(self) -> None:
         triton, pool = getattr(self, "_triton", None), getattr(self, "_pool", None)
@@ -584,6 +603,105 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _Watch:
+    """This server's tritonserver and its models' Python backend stubs, as /proc shows them (Linux; elsewhere only
+    PyTriton's own check runs). A stub that is killed (the OOM killer) stays a zombie: Triton neither reaps nor
+    replaces it, keeps reporting its model ready, and fails each of that model's requests ("Stub process
+    'predict_0_0' is not healthy") for ever. A stub Triton ends itself (a model unloaded) is reaped at once."""
+
+    def __init__(self, triton, tritonserver: int | None):
+        self.triton = triton
+        self.tritonserver = tritonserver
+        self.stubs: dict[int, str] = {}       # pid -> model instance ("predict_0_0"), noted while it runs
+        self._zombies: set[int] = set()       # stubs found dead at the last check
+        self.failure()                        # note the stubs now, while they run (a dead one has no cmdline)
+
+    @classmethod
+    def of(cls, triton) -> "_Watch":
+        """The watch of a PyTriton server just started: its tritonserver is this process's child that runs from
+        its workspace."""
+        workspace = getattr(getattr(triton, "_workspace", None), "path", None)
+        tritonserver = next((pid for pid in _children(os.getpid()) if workspace is not None
+                             and _exe(pid) == str(Path(workspace) / "tritonserver" / "bin" / "tritonserver")), None)
+        return cls(triton, tritonserver)
+
+    def failure(self) -> str | None:
+        """Why this server can no longer answer (tritonserver ended, or a model's stub died), or None."""
+        if self.tritonserver is None:
+            return None
+        if _state(self.tritonserver) in ("", "Z"):
+            return f"Triton Inference Server (tritonserver, pid {self.tritonserver}) ended unexpectedly{self._how()}"
+        for pid in _children(self.tritonserver):
+            if pid not in self.stubs and _exe(pid).endswith("/triton_python_backend_stub"):
+                instance = next((a for a in _cmdline(pid) if re.fullmatch(r"(predict|explain)_\d+_\d+", a)), None)
+                self.stubs[pid] = instance or "?"
+        zombies = {pid for pid in self.stubs if _state(pid) == "Z"}
+        dead = sorted(zombies & self._zombies)        # a zombie at two checks: killed, not being reaped by Triton
+        self._zombies = zombies
+        for pid in [pid for pid in self.stubs if _state(pid) == ""]:
+            del self.stubs[pid]                       # reaped: ended by Triton itself
+        if dead:
+            instance = self.stubs[dead[0]]
+            model = f"model {instance.rsplit('_', 2)[0]!r}" if instance != "?" else "its model"
+            return (f"the Python backend stub of model instance {instance!r} (pid {dead[0]}) ended unexpectedly; "
+                    f"Triton would keep reporting {model} ready and fail each of its requests")
+        return None
+
+    def _how(self, wait_s: float = 5.0) -> str:
+        """How tritonserver ended, as PyTriton's process runner saw it (a signal as a negative code), once it has
+        reaped the process (moments after it ended)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                code = self.triton._triton_server._tritonserver_running_cmd.process.exit_code
+            except Exception:           # PyTriton's internals: not worth failing over
+                return ""
+            if isinstance(code, int) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if not isinstance(code, int):
+            return ""
+        if code < 0:
+            try:
+                return f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                return f" (killed by signal {-code})"
+        return f" (exit status {code})"
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid`, from /proc (each of its threads lists its own); none once it is gone."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc ("Z": a zombie, ended but not reaped); "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _remove_stub_copies(workspace: str) -> None:

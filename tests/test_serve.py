@@ -770,6 +770,111 @@ def _workspaces_of(pid: int, cache: str) -> set[str]:
     return found
 
 
+def _start_cli(bundle, *options):
+    """`edgeinfer serve BUNDLE OPTIONS` on free ports, started and ready: (process, its ready line's JSON)."""
+    import subprocess
+    import sys
+
+    http, grpc, metrics = _free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bundle), *map(str, options),
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    watchdog = threading.Timer(180, proc.kill)      # no ready line: the loop below ends
+    watchdog.start()
+    try:
+        info = next((json.loads(line) for line in proc.stderr if line.startswith('{"serving"')), None)
+    finally:
+        watchdog.cancel()
+    if info is None:
+        proc.kill()
+        pytest.fail(f"the server did not start (exit status {proc.wait()})")
+    return proc, info
+
+
+def _triton_of(pid: int) -> tuple[int, dict[str, int]]:
+    """A CLI server's tritonserver, and its models' Python backend stubs by model instance ("predict_0_0")."""
+    (triton,) = [p for p in _children(pid) if "tritonserver" in open(f"/proc/{p}/cmdline").read()]
+    stubs = {}
+    for p in _children(triton):
+        args = open(f"/proc/{p}/cmdline").read().split("\0")
+        stubs.update({a: p for a in args if re.fullmatch(r"(predict|explain)_\d+_\d+", a)})
+    return triton, stubs
+
+
+def _rest_of(proc, timeout_s: float = 60.0) -> str:
+    """The rest of a server's stderr, until it exits; killed after `timeout_s` (a server that goes on)."""
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.start()
+    try:
+        return proc.stderr.read()
+    finally:
+        watchdog.cancel()
+
+
+def _ended(pids, timeout_s: float = 30.0) -> bool:
+    """Whether these processes end (gone, or a zombie its new parent has not reaped yet) within the timeout."""
+    import time
+
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rpartition(")")[2].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(map(running, pids))
+
+
+RESTART = ("the server stopped: start it again (a supervisor's on-failure restart does: systemd Restart=on-failure, "
+           "docker --restart on-failure)")
+
+
+@pytest.mark.server
+def test_cli_serve_exits_1_when_tritonserver_is_killed(bc_bundle):
+    """The OOM killer takes tritonserver: serve exited 0 with only PyTriton's "exited with failure" line, so a
+    supervisor's on-failure restart never came. It says why in one line and exits 1, leaving nothing behind."""
+    cache = os.path.expanduser("~/.cache/pytriton")
+    proc, _ = _start_cli(bc_bundle, "--workers", 0)
+    try:
+        ours = _workspaces_of(proc.pid, cache)
+        triton, stubs = _triton_of(proc.pid)
+        assert sorted(stubs) == ["explain_0_0", "predict_0_0"]
+        os.kill(triton, signal.SIGKILL)
+        rest = _rest_of(proc)
+        assert proc.wait(60) == 1, rest[-2000:]
+        assert rest.splitlines()[-1] == (f"error: Triton Inference Server (tritonserver, pid {triton}) ended "
+                                         f"unexpectedly (killed by SIGKILL); {RESTART}")
+        assert _ended(stubs.values())        # they see tritonserver gone and end
+        assert ours and not ours & set(os.listdir(cache))
+    finally:
+        proc.kill()
+
+
+@pytest.mark.server
+def test_cli_serve_exits_1_when_a_model_stub_is_killed(bc_bundle):
+    """The OOM killer takes the predict model's stub: Triton kept /v2/models/predict/ready and /v2/health/ready at
+    200 and failed every predict ("Stub process 'predict_0_0' is not healthy"), for ever, logging nothing. serve
+    now sees the stub die, says which, stops and exits 1, so that its supervisor starts it again."""
+    cache = os.path.expanduser("~/.cache/pytriton")
+    proc, _ = _start_cli(bc_bundle, "--workers", 0)
+    try:
+        ours = _workspaces_of(proc.pid, cache)
+        triton, stubs = _triton_of(proc.pid)
+        os.kill(stubs["predict_0_0"], signal.SIGKILL)
+        rest = _rest_of(proc)
+        assert proc.wait(60) == 1, rest[-2000:]
+        assert rest.splitlines()[-1] == (
+            f"error: the Python backend stub of model instance 'predict_0_0' (pid {stubs['predict_0_0']}) ended "
+            f"unexpectedly; Triton would keep reporting model 'predict' ready and fail each of its requests; {RESTART}")
+        assert _ended([triton, *stubs.values()], timeout_s=0)
+        assert ours and not ours & set(os.listdir(cache))
+    finally:
+        proc.kill()
+
+
 @pytest.mark.server
 def test_cli_serve_stopped_while_starting_leaves_nothing_behind(bc_bundle):
     """SIGTERM while the workers start (before Triton): no worker or Triton process outlives the CLI."""
