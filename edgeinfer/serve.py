@@ -482,6 +482,7 @@ class Server:
                 config=model_config,
             )
             _remove_stale_shm_regions()
+            _remove_stale_workspaces()
             with _log_to_stderr():       # tritonserver's start-up log: not on the caller's stdout
                 before = _python_envs()
                 try:
@@ -741,6 +742,38 @@ def _remove_stale_shm_regions(shm: Path = Path("/dev/shm"), *, min_age_s: float 
             removed.append(path.name)
         except OSError:                 # gone meanwhile, or a live process of another user
             continue
+    return removed
+
+
+def _remove_stale_workspaces(home: Path | None = None, *, min_age_s: float = 60.0) -> list[str]:
+    """Remove the PyTriton workspaces (~22 MB each: a copy of tritonserver, the model store) that a server killed
+    outright (SIGKILL, the OOM killer) leaves in PyTriton's home (~/.cache/pytriton): this user's `workspace_*`
+    folders untouched for `min_age_s` that no process uses. PyTriton names them at random and locks none, so
+    use is read from /proc: a live server's Python process holds its model sockets there (bound, they are
+    listed in /proc/net/unix), and its tritonserver and model stubs run from there. Returns their names."""
+    import shutil
+
+    if home is None:
+        from pytriton.constants import PYTRITON_HOME as home
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as table:
+            bound = [line.split(None, 7)[7].strip() for line in table.readlines()[1:] if len(line.split()) > 7]
+        running = [exe for exe in map(_exe, (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())) if exe]
+    except OSError:                     # no /proc (not Linux): whether a workspace is in use cannot be told
+        return []
+    removed = []
+    for path in Path(home).glob("workspace_*"):
+        try:
+            stat = path.stat()
+            if not path.is_dir() or stat.st_uid != os.getuid() or time.time() - stat.st_mtime < min_age_s:
+                continue
+        except OSError:
+            continue
+        inside = str(path.resolve()) + os.sep
+        if any(p.startswith(inside) for p in bound) or any(exe.startswith(inside) for exe in running):
+            continue                    # a server's, still running
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
     return removed
 
 

@@ -990,6 +990,46 @@ def test_a_killed_servers_shared_memory_regions_are_removed_at_the_next_start(tm
     assert _remove_stale_shm_regions(tmp_path) == [names["dead"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "dead")
 
+def test_a_killed_servers_workspace_is_removed_at_the_next_start_and_a_live_ones_never(tmp_path):
+    """A SIGKILLed server leaves its ~22 MB PyTriton workspace (a tritonserver copy, the model store). PyTriton
+    names workspaces at random and locks none: the next start removes this user's workspaces older than a minute
+    that no process uses. In use: a socket bound there (a live server's Python process holds its models' sockets
+    there), or a process running from there (its tritonserver, its model stubs)."""
+    import shutil
+    import subprocess
+    import time
+
+    from edgeinfer.serve import _remove_stale_workspaces
+
+    old = time.time() - 120
+    folders = {}
+    for key in ("dead", "fresh", "bound", "running"):
+        folders[key] = tmp_path / f"workspace_{key}"
+        (folders[key] / "tritonserver" / "bin").mkdir(parents=True)
+        (folders[key] / "predict-config.sock").touch()            # a socket file whose process is gone
+    (tmp_path / "other_dead").mkdir()
+    bound = socket.socket(socket.AF_UNIX)
+    (folders["bound"] / "predict-config.sock").unlink()
+    bound.bind(str(folders["bound"] / "predict-config.sock"))
+    program = folders["running"] / "tritonserver" / "bin" / "tritonserver"
+    shutil.copy(shutil.which("sleep"), program)
+    running = subprocess.Popen([str(program), "60"])
+    try:
+        for path in (*folders.values(), tmp_path / "other_dead"):
+            if path.name != "workspace_fresh":
+                os.utime(path, (old, old))
+        assert _remove_stale_workspaces(tmp_path) == ["workspace_dead"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other_dead", "workspace_bound", "workspace_fresh",
+                                                              "workspace_running"]
+    finally:
+        running.kill()
+        running.wait()
+        bound.close()
+    os.utime(folders["running"], (old, old))
+    os.utime(folders["bound"], (old, old))
+    assert sorted(_remove_stale_workspaces(tmp_path)) == ["workspace_bound", "workspace_running"]
+
+
 # ----- Triton model repository export (no server needed) --------------------------------
 def test_model_repository_for_cuda_bundle_parses_with_tritons_schema(cuda_bundle, tmp_path):
     from tritonclient.grpc import model_config_pb2
