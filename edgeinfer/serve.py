@@ -11,7 +11,8 @@ over HTTP and gRPC, /v2/health/live and /v2/health/ready, Prometheus metrics on
 /metrics, and per-model statistics. Shape, datatype, input-name, missing-input
 and batch-size errors are refused by Triton itself before they reach the model;
 values (NaN, out of range, not a category) are checked here with the schema and
-refused with the schema's message. The server keeps serving after a refusal.
+refused with the schema's message. The server keeps serving
+after a refusal, and logs it in one line.
 
 `serve_forever` also watches tritonserver and its models' Python backend stubs: when one ends unasked (the OOM
 killer), Triton cannot answer (a dead stub's model even stays "ready"), so the server stops and raises
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -359,6 +361,29 @@ def _refused(message: str) -> Exception:
     return _REFUSED(message)
 
 
+class _OneLineRefusals(logging.Filter):
+    """PyTriton logs each failed request with the traceback of its exception (traceback.format_exc(), which reads
+    the stack, not the exception's __traceback__): 14 lines on the server's stderr for a request edgeinfer
+    refused. This filter, on PyTriton's inference logger only, makes such a record one line; any other error
+    keeps its traceback."""
+
+    PREFIX = "\nedgeinfer.RequestRefused: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (record.msg == "Exception while performing inference on requests=%s: %s" and isinstance(args, tuple)
+                and len(args) == 2 and isinstance(args[1], str) and self.PREFIX in args[1]):
+            reason = args[1].rpartition(self.PREFIX)[2].strip().replace("\n", " ")
+            record.msg, record.args = "refused a request: %s", (reason,)
+        return True
+
+
+def _log_refusals_in_one_line() -> None:
+    logger = logging.getLogger("pytriton.proxy.inference")
+    if not any(isinstance(f, _OneLineRefusals) for f in logger.filters):
+        logger.addFilter(_OneLineRefusals())
+
+
 def _stakeholders(request, rows: int, where: str) -> list[str]:
     """The stakeholder of each of a request's rows: its own ("stakeholder" input, [rows, 1]), the
     request's parameter (refused when the two disagree), or the default. Any other request parameter is
@@ -424,6 +449,7 @@ class Server:
         _check_ports_free(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
         ensure_libpython_on_path()
         inline = use_inline_tensors()
+        _log_refusals_in_one_line()
         pytriton = require("pytriton.triton", extra="server", purpose="edgeinfer serve", package="nvidia-pytriton")
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 

@@ -560,6 +560,27 @@ def test_callable_refuses_a_stakeholder_that_is_not_utf8(bc_session, breast_canc
     assert str(caught.value) == "request 2 of 2 in this batch: input 'stakeholder' must be UTF-8 text, e.g. b'clinician'"
 
 
+def test_a_refusal_is_logged_in_one_line_and_any_other_error_as_pytriton_logs_it():
+    """PyTriton logs a failed request with traceback.format_exc(): 14 lines of edgeinfer's own frames on the
+    server's stderr for a request edgeinfer refused. The filter on PyTriton's inference logger makes it one line."""
+    import logging
+
+    from edgeinfer.serve import _OneLineRefusals
+
+    def record(text):
+        return logging.LogRecord("pytriton.proxy.inference", logging.WARNING, "inference.py", 408,
+                                 "Exception while performing inference on requests=%s: %s", ("00000001", text), None)
+
+    reason = "row 0: feature 'age' expects an integer in [18, 90] years, got nan"
+    refusal = ('Traceback (most recent call last):\n  File "serve.py", line 182, in _matrices\n'
+               f"    raise _refused(...)\nedgeinfer.RequestRefused: {reason}\n")
+    other = 'Traceback (most recent call last):\n  File "serve.py", line 9, in explain\nKeyError: 3\n'
+    refused, failed = record(refusal), record(other)
+    assert _OneLineRefusals().filter(refused) and _OneLineRefusals().filter(failed)
+    assert refused.getMessage() == f"refused a request: {reason}"
+    assert failed.getMessage() == f"Exception while performing inference on requests=00000001: {other}"
+
+
 def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, breast_cancer):
     from pytriton.exceptions import PyTritonBadParameterError
     from edgeinfer.errors import ExplainError
