@@ -58,6 +58,7 @@ import sysconfig
 import threading
 import time
 from contextlib import contextmanager, nullcontext, redirect_stdout
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 import click
@@ -226,8 +227,8 @@ class _Models:
         for name, members in groups.items():
             try:
                 get_templates(name)
-            except ExplainError as err:
-                raise _refused(f"{_where(members[0][0], n)}{err}") from None
+            except ExplainError:
+                raise _refused(f"{_where(members[0][0], n)}{_unknown_stakeholder(name)}") from None
         texts: list[list[str | None]] = [[None] * len(m) for m in matrices]
         for name, members in groups.items():
             try:
@@ -359,6 +360,15 @@ def _refused(message: str) -> Exception:
         RequestRefused.__qualname__ = "RequestRefused"
         _REFUSED = RequestRefused
     return _REFUSED(message)
+
+
+def _unknown_stakeholder(name: str) -> str:
+    """The refusal of a stakeholder this server does not know, for a remote client: which ones it knows, and how
+    its operator adds one (a client cannot)."""
+    from edgeinfer.explain.views import available_stakeholders
+
+    return (f"unknown stakeholder {name!r}; this server knows {', '.join(available_stakeholders())}. Its operator "
+            "adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
 
 
 class _OneLineRefusals(logging.Filter):
@@ -836,16 +846,22 @@ def serve(
     access_token: str | None = None,
     instances: int = 1,
     workers: int | None = None,
+    stakeholders: Sequence[str | Path] = (),
 ) -> Server:
     """Load `bundle` into a Session (device and fallback as for `edgeinfer.load`) and serve it through Triton.
 
     block=True serves until interrupted; block=False returns the running Server (stop it with .stop()).
     A CUDA-profile bundle needs onnxruntime-gpu, or fallback=True to run on the CPU (recorded in .info).
     workers: explain worker processes (None: one per usable CPU, at most 8; 0: explain in this process).
+    stakeholders: TOML files of templates, registered (as register_stakeholder does) before the workers start,
+    so that requests may name them besides the built-in stakeholders.
     """
+    from edgeinfer.explain.views import register_stakeholder
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
+    for path in stakeholders:
+        register_stakeholder(path)
     with _sigterm_stops() if block else nullcontext():
         session = load(bundle, device=device, fallback=fallback, threads=threads)
         server = Server(
@@ -885,11 +901,19 @@ def serve(
 @click.option("--access-token", envvar="EDGEINFER_ACCESS_TOKEN", default=None,
               help="Token (header 'triton-access-token') for the statistics, repository, trace and logging APIs; "
                    "default: a random one, unused.")
+@click.option("--stakeholder", "stakeholders", multiple=True, metavar="FILE.toml",
+              help="A stakeholder of your own, a TOML file of templates (see explain/templates), that requests may "
+                   "name besides the built-in ones; repeatable.")
 def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_size, max_queue_delay_us,
-                  no_dynamic_batching, instances, threads, workers, device, fallback, access_token) -> None:
+                  no_dynamic_batching, instances, threads, workers, device, fallback, access_token,
+                  stakeholders) -> None:
     """Serve BUNDLE through Triton Inference Server: models 'predict' and 'explain', KServe v2 over HTTP and gRPC."""
+    from edgeinfer.explain.views import stakeholder_option
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
+
+    for value in stakeholders:      # registered here, before the workers start: they render them too
+        stakeholder_option(value)
 
     # stdout stays empty: PyTriton prints tritonserver's log there, in chunks cut anywhere; it goes to stderr,
     # whole lines at a time, so that serve's own ready line is never spliced into one of them

@@ -582,21 +582,23 @@ def test_a_refusal_is_logged_in_one_line_and_any_other_error_as_pytriton_logs_it
 
 
 def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, breast_cancer):
+    """The refusal goes to a remote client, who cannot call register_stakeholder (as the library's message said):
+    it names the stakeholders this server knows and how its operator adds one."""
     from pytriton.exceptions import PyTritonBadParameterError
-    from edgeinfer.errors import ExplainError
-    from edgeinfer.explain.views import get_templates
+    from edgeinfer.explain.views import available_stakeholders
     from edgeinfer.serve import _Models
     from edgeinfer.workers import ExplainPool
 
-    with pytest.raises(ExplainError) as expected:
-        get_templates("nurse")
     requests = _stakeholders(_requests(_rows(breast_cancer, 2)), ["nurse"])
     with ExplainPool(bc_session, workers=1, stakeholder="clinician", warm_rows=4) as pool:
         os.kill(pool.pids[0], signal.SIGKILL)
         with pytest.raises(PyTritonBadParameterError) as caught:
             _Models(bc_session, pool=pool).explain(requests)
         assert pool.broken is None                       # refused before a worker was asked
-    assert str(caught.value) == str(expected.value)
+    known = available_stakeholders()
+    assert {"auditor", "clinician", "engineer", "patient"} <= set(known)
+    assert str(caught.value) == (f"unknown stakeholder 'nurse'; this server knows {', '.join(known)}. Its operator "
+                                 "adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
 
 
 @pytest.mark.server
@@ -892,6 +894,55 @@ def test_cli_serve_exits_1_when_a_model_stub_is_killed(bc_bundle):
             f"unexpectedly; Triton would keep reporting model 'predict' ready and fail each of its requests; {RESTART}")
         assert _ended([triton, *stubs.values()], timeout_s=0)
         assert ours and not ours & set(os.listdir(cache))
+    finally:
+        proc.kill()
+
+
+@pytest.mark.server
+def test_cli_serve_with_a_device_profile_file_and_a_stakeholder_file_explains_in_its_workers(
+        bc_bundle, breast_cancer, tmp_path):
+    """--device my-pi.toml (a shipped profile renamed): the workers were given the name 'my-pi' and serve exited 1,
+    'unknown device'. --stakeholder FILE.toml registers a stakeholder in the server and its workers, and the refusal
+    of an unknown one names the known ones and that option. A refusal is logged in one line, no traceback."""
+    from importlib.resources import files
+
+    from edgeinfer.explain import views
+
+    text = (files("edgeinfer.devices") / "raspberry-pi-4.toml").read_text(encoding="utf-8")
+    profile = tmp_path / "my-pi.toml"
+    profile.write_text(text.replace('\nname = "raspberry-pi-4"\n', '\nname = "my-pi"\n'), encoding="utf-8")
+    coach = tmp_path / "coach.toml"
+    coach.write_text(f'name = "coach-{tmp_path.name}"\nextends = "clinician"\n[text]\n'
+                     'headline = "Coach summary: {outcome}."\n', encoding="utf-8")
+    proc, info = _start_cli(bc_bundle, "--workers", 1, "--device", profile, "--stakeholder", coach)
+    try:
+        assert (info["workers"], len(info["worker_pids"]), info["workers_note"]) == (1, 1, "")
+        client = httpclient.InferenceServerClient(info["http_url"].removeprefix("http://"))
+        try:
+            X = _rows(breast_cancer, 3, start=20)
+            inp = httpclient.InferInput("features", list(X.shape), "FP32")
+            inp.set_data_from_numpy(X)
+            served = client.infer("explain", [inp], parameters={"stakeholder": f"coach-{tmp_path.name}"})
+            with pytest.raises(InferenceServerException) as caught:
+                client.infer("explain", [inp], parameters={"stakeholder": "ceo"})
+        finally:
+            client.close()
+        name = views.register_stakeholder(coach)
+        try:
+            local = _local(ei.load(bc_bundle, device=str(profile)), X, name)
+        finally:
+            views._known().pop(name)
+        assert [_without_timings(raw) for (raw,) in served.as_numpy("explanation")] == local
+        assert all(e["text"].split("\n\n")[1].startswith("Coach summary: ") for e in local)
+        refusal = (f"unknown stakeholder 'ceo'; this server knows auditor, clinician, {name}, engineer, patient. Its "
+                   "operator adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
+        assert f"RequestRefused: {refusal}\n" in caught.value.message()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 0, rest[-2000:]
+        lines = rest.splitlines()
+        assert f"refused a request: {refusal}" in lines
+        assert not [line for line in lines if line.startswith(("Traceback", "  File ", "Exception while"))], rest
     finally:
         proc.kill()
 
