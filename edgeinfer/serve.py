@@ -11,7 +11,7 @@ over HTTP and gRPC, /v2/health/live and /v2/health/ready, Prometheus metrics on
 /metrics, and per-model statistics. Shape, datatype, input-name, missing-input
 and batch-size errors are refused by Triton itself before they reach the model;
 values (NaN, out of range, not a category) are checked here with the schema and
-refused with the schema's message. The server keeps serving
+refused with the schema's message, as is a request parameter a model does not take. The server keeps serving
 after a refusal, and logs it in one line.
 
 `serve_forever` also watches tritonserver and its models' Python backend stubs: when one ends unasked (the OOM
@@ -197,6 +197,10 @@ class _Models:
         return out
 
     def predict(self, requests) -> list[dict[str, np.ndarray]]:
+        for i, request in enumerate(requests):      # as explain refuses one it does not take
+            if request.parameters:
+                raise _refused(f"{_where(i, len(requests))}request parameter {sorted(request.parameters)[0]!r} is not "
+                               "one predict takes: it takes no parameters")
         matrices = self._matrices(requests)
         proba = self.session.predict_proba(np.concatenate(matrices)).astype(np.float32) if matrices else None
         if matrices:

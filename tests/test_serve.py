@@ -560,6 +560,23 @@ def test_callable_refuses_a_stakeholder_that_is_not_utf8(bc_session, breast_canc
     assert str(caught.value) == "request 2 of 2 in this batch: input 'stakeholder' must be UTF-8 text, e.g. b'clinician'"
 
 
+def test_predict_refuses_a_request_parameter_as_explain_does(bc_session, breast_cancer):
+    """predict took {"stakeholder": "patient", "extra": 1} and silently ignored it, while explain refused it."""
+    from pytriton.exceptions import PyTritonBadParameterError
+    from edgeinfer.serve import _Models
+
+    requests = _requests(_rows(breast_cancer, 1), _rows(breast_cancer, 1, start=1))
+    requests[1].parameters.update({"stakeholder": "patient", "extra": 1})
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).predict(requests)
+    assert str(caught.value) == ("request 2 of 2 in this batch: request parameter 'extra' is not one predict takes: "
+                                 "it takes no parameters")
+    requests[1].parameters.pop("extra")
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        _Models(bc_session).predict(requests[1:])
+    assert str(caught.value) == "request parameter 'stakeholder' is not one predict takes: it takes no parameters"
+
+
 def test_a_refusal_is_logged_in_one_line_and_any_other_error_as_pytriton_logs_it():
     """PyTriton logs a failed request with traceback.format_exc(): 14 lines of edgeinfer's own frames on the
     server's stderr for a request edgeinfer refused. The filter on PyTriton's inference logger makes it one line."""
