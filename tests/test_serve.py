@@ -577,6 +577,36 @@ def test_predict_refuses_a_request_parameter_as_explain_does(bc_session, breast_
     assert str(caught.value) == "request parameter 'stakeholder' is not one predict takes: it takes no parameters"
 
 
+def _names(*names: bytes):
+    return np.array([[n] for n in names], dtype=np.object_)
+
+
+# README ("Serving"): each of these fails every request batched with it, naming the request it came from
+BATCH_MATE_FAILURES = {
+    "a value out of range": ("explain", lambda r: r.data["features"].__setitem__((0, 0), -1.0)),
+    "an unknown stakeholder": ("explain", lambda r: r.parameters.update(stakeholder="ceo")),
+    "an unknown request parameter (explain)": ("explain", lambda r: r.parameters.update(k=3)),
+    "an unknown request parameter (predict)": ("predict", lambda r: r.parameters.update(stakeholder="patient")),
+    "a stakeholder input and parameter that differ": (
+        "explain",
+        lambda r: (r.data.update(stakeholder=_names(b"auditor")), r.parameters.update(stakeholder="patient"))),
+    "a stakeholder input that is not UTF-8": ("explain", lambda r: r.data.update(stakeholder=_names(b"\xff\xfe"))),
+}
+
+
+@pytest.mark.parametrize("case", BATCH_MATE_FAILURES)
+def test_each_error_the_readme_lists_fails_the_whole_batch_naming_its_request(bc_session, breast_cancer, case):
+    from pytriton.exceptions import PyTritonBadParameterError
+    from edgeinfer.serve import _Models
+
+    model, spoil = BATCH_MATE_FAILURES[case]
+    requests = _requests(*(_rows(breast_cancer, 1, start=i) for i in range(3)))
+    spoil(requests[1])
+    with pytest.raises(PyTritonBadParameterError) as caught:
+        getattr(_Models(bc_session), model)(requests)        # raised: no request of the batch gets an answer
+    assert str(caught.value).startswith("request 2 of 3 in this batch: ")
+
+
 def test_a_refusal_is_logged_in_one_line_and_any_other_error_as_pytriton_logs_it():
     """PyTriton logs a failed request with traceback.format_exc(): 14 lines of edgeinfer's own frames on the
     server's stderr for a request edgeinfer refused. The filter on PyTriton's inference logger makes it one line."""
