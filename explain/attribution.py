@@ -4,9 +4,10 @@ A quantized ONNX model has no gradients, so the contributions are Shapley values
 the value function v(S) = f(x_S, b_~S): the explained class probability with the
 features in S taken from the instance and the others from a baseline b.
 
-* `baseline="median"`: b is the reference median (the most frequent code for a
-  categorical feature, so the model never sees an invalid category);
-  base_value = f(b).
+* `baseline="median"`: b is the reference median, made a value the schema allows, so the
+  model never sees an impossible row: the most frequent code for a categorical feature, the
+  median on the feature's grid for an integer feature or one with a `step` (the lower of two
+  grid values as near, inside the range); base_value = f(b).
 * `baseline="reference"`: interventional Shapley values against N reference rows;
   base_value = the mean of f over those rows.
 
@@ -38,6 +39,7 @@ import numpy as np
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attribution, Attributions
 from edgeinfer.explain.predictor import Predictor
+from edgeinfer.schema import STEP_TOLERANCE, step_fraction
 
 BASELINES = ("median", "reference")
 EXACT_MAX_FEATURES = 10
@@ -288,17 +290,37 @@ def _baselines(model: Predictor, baseline: str, samples: int, rng: np.random.Gen
     ref = np.asarray(reference.X, dtype=np.float64)
     if baseline == "median":
         b = np.asarray(reference.median, dtype=np.float64).copy()
-        categorical = [i for i, feat in enumerate(model.schema.features) if feat.kind == "categorical"]
-        for i in categorical:
-            codes, counts = np.unique(ref[:, i], return_counts=True) if len(ref) else (np.array([b[i]]), [1])
-            b[i] = codes[int(np.argmax(counts))]
-        text = "reference median" + (" (most frequent code for categorical features)" if categorical else "")
+        notes, categorical, gridded = [], False, False
+        for i, feat in enumerate(model.schema.features):
+            if feat.kind == "categorical":
+                codes, counts = np.unique(ref[:, i], return_counts=True) if len(ref) else (np.array([b[i]]), [1])
+                b[i] = codes[int(np.argmax(counts))]
+                categorical = True
+            elif feat.step or feat.kind == "integer":
+                # a median age of 50.5 years put a value the schema refuses into half the rows sent to the model
+                b[i] = _on_grid(b[i], feat)
+                gridded = True
+        if categorical:
+            notes.append("most frequent code for categorical features")
+        if gridded:
+            notes.append("on the grid for integer and stepped features")
+        text = "reference median" + (f" ({'; '.join(notes)})" if notes else "")
         return b[None, :], text
     if len(ref) == 0:
         raise ExplainError("baseline 'reference' needs reference rows, and this model's reference has none; use baseline='median'")
     count = min(len(ref), max(1, samples // 2))
     pick = np.sort(rng.choice(len(ref), size=count, replace=False))
     return ref[pick], f"mean over {count} reference rows (interventional)"
+
+
+def _on_grid(value: float, feature) -> float:
+    """The multiple of the feature's grid (its step, 1 for an integer) nearest `value`, the lower of two as near
+    (50.5 years: 50), inside the feature's range."""
+    num, den = step_fraction(feature.grid)
+    units = math.ceil(value * den / num - 0.5 - STEP_TOLERANCE)
+    low = math.ceil(feature.low * den / num - STEP_TOLERANCE) if math.isfinite(feature.low) else units
+    high = math.floor(feature.high * den / num + STEP_TOLERANCE) if math.isfinite(feature.high) else units
+    return min(max(units, low), high) * num / den
 
 
 def _antithetic_permutations(f: int, samples: int, rng: np.random.Generator) -> np.ndarray:

@@ -176,6 +176,50 @@ def test_categorical_features_use_their_most_frequent_code_as_baseline():
     assert a.baseline == "reference median (most frequent code for categorical features)"
 
 
+def test_integer_and_stepped_features_take_their_median_on_the_grid():
+    """A median of 50.5 for an integer age put a value the schema refuses into half the rows sent to the model
+    (and base_value was the model's output for an impossible patient): the baseline takes the grid value nearest
+    the median, the lower of two as near, inside the range."""
+    features = (Feature("age", kind="integer", low=18, high=90), Feature("dose", low=0.0, high=10.0, step=0.5),
+                Feature("rate", low=0.0, high=10.0, step=0.5), Feature("visits", kind="integer", low=1, high=5),
+                Feature("x", low=-10.0, high=10.0))
+    ref = np.array([[40, 2.0, 2.0, 0, 0.0], [50, 2.0, 2.3, 0, 0.25], [51, 2.5, 2.5, 1, 0.75], [60, 3.0, 3.0, 3, 1.0]])
+    assert np.median(ref, axis=0).tolist() == [50.5, 2.25, 2.4, 0.5, 0.5]
+    w = np.array([0.01, 0.02, 0.03, 0.04, 0.05])
+    seen = []
+
+    def fn(X):
+        seen.append(X.copy())
+        return 0.2 + 0.001 * (X @ w)
+
+    model = FnPredictor(fn, 5, reference=ref, features=features)
+    x = np.array([62.0, 4.5, 1.0, 2.0, -0.3])
+    a = attribute(model, x[None], targets=np.array([1]))[0]
+    b = [50.0, 2.0, 2.5, 1.0, 0.5]        # 50.5 -> 50 and 2.25 -> 2.0 (ties: the lower), 2.4 -> 2.5, 0.5 -> 0 -> 1
+    assert seen[0][0].tolist() == b       # the baseline row rides first
+    assert model.schema.check_rows(np.concatenate(seen)) == {}
+    np.testing.assert_allclose(contributions(a), 0.001 * w * (x - b), atol=1e-15)
+    assert a.base_value == pytest.approx(0.2 + 0.001 * (w @ b), abs=1e-15)
+    assert a.baseline == "reference median (on the grid for integer and stepped features)"
+
+
+def test_a_real_bundles_median_baseline_sends_only_rows_the_schema_allows(diabetes_session, diabetes):
+    """Diabetes with 290 reference rows: median age 50.5, and 513 of the 1,025 rows sent for one explanation were
+    refused by the schema ("feature 'age' expects an integer in [18, 90] years, got 50.5")."""
+    reference = Reference.from_data(diabetes.X_train[:290], np.zeros(290, dtype=np.int64))
+    assert reference.median[0] == 50.5
+    recording = _Recording(diabetes_session)
+    recording.reference = reference
+    a = attribute(recording, diabetes.X_test[:1])[0]
+    (rows,) = recording.batches
+    assert len(rows) == 1025 and diabetes_session.schema.check_rows(rows) == {}
+    assert rows[0, 0] == 50.0                                     # the baseline row: age 50
+    label = int(diabetes_session.predict_proba(diabetes.X_test[:1])[0].argmax())
+    assert a.base_value == diabetes_session.predict_proba(rows[:1])[0, label]
+    assert a.baseline == ("reference median (most frequent code for categorical features; "
+                          "on the grid for integer and stepped features)")
+
+
 # ----- properties on the deployed int8 breast-cancer model ----------------------------------
 
 
