@@ -811,8 +811,8 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     from edgeinfer import plots
 
     a = e.attributions
-    if a is None or not a.values:
-        return None
+    if a is None or not a.values:       # not asked for, or could not be computed (then the reason says why)
+        return {"reason": a.reason} if a is not None and a.reason else None
     top = a.top(TOP_DRIVERS)
     from edgeinfer.explain.views import _signed      # +0.123, or +4.6e-04 where three decimals would read +0.000
 

@@ -25,7 +25,9 @@ All instances, coalitions and baselines go to the model in `predict_proba` calls
 of up to MAX_BATCH_ROWS rows (whole instances per call); the explained
 class is picked after the call, so the default target (the predicted class)
 costs nothing extra. The same permutations serve every row, so a row's
-attributions do not depend on which other rows share its batch.
+attributions do not depend on which other rows share its batch. A row whose model
+rows give a probability that is not a number (float32 overflow) gets no contributions,
+and a reason (`Attributions.reason`).
 """
 
 from __future__ import annotations
@@ -133,15 +135,28 @@ def attribute(
     total = weight.sum(axis=1, keepdims=True)
     phi += ((prediction - base_value) - phi.sum(axis=1))[:, None] * np.divide(
         weight, total, out=np.zeros_like(weight), where=total > 0)
+    # A probability that is not a number (the model's float32 arithmetic overflowed on a mix of the row's values
+    # and the baseline's) makes its row's contributions NaN: that row gets none, and says why. Rows are computed
+    # each on its own, so the others keep the bits they get alone.
+    failed = [0] * n
+    if not np.isfinite(phi).all():
+        failed = ((~np.isfinite(values)).sum(axis=1) + (~np.isfinite(base_values)).sum(axis=1)).tolist()
 
     method = METHOD_EXACT if exact else f"{METHOD_PERMUTATION} ({plan.permutations} permutations)"
     evaluations = plan.evaluations_per_instance + m
     names = schema.names
     quantities = [f"probability of '{c}'" for c in schema.classes]
     out = []
-    for k, base, prediction, row, contributions in zip(
-        chosen.tolist(), base_value.tolist(), prediction.tolist(), X.tolist(), phi.tolist()
+    for k, base, prediction, row, contributions, bad in zip(
+        chosen.tolist(), base_value.tolist(), prediction.tolist(), X.tolist(), phi.tolist(), failed
     ):
+        if bad:
+            reason = (f"the model's probability is not a number for {bad:,} of the {per_row + m:,} rows the "
+                      "contributions need (rows that mix this row's values with the baseline's: the model's float32 "
+                      "arithmetic overflowed)")
+            out.append(Attributions(method=method, quantity=quantities[k], baseline=baseline_text, base_value=base,
+                                    prediction=prediction, values=(), evaluations=evaluations, reason=reason))
+            continue
         out.append(
             Attributions(
                 method=method,

@@ -88,8 +88,10 @@ def explain_rows(
         attributions = attribute(session, matrix, targets=labels)
         lap("attributions")
     if "bias" in parts:
+        # a row whose attribution could not be computed (Attributions.reason) has no share to give
+        shares = None if attributions is None else [None if a.reason else a for a in attributions]
         biases = explain_bias(session, matrix, labels=labels, proxies=proxies_from_manifest(session.bundle.proxies),
-                              attributions=attributions)
+                              attributions=shares)
         lap("bias")
 
     schema, classes = session.schema, session.classes

@@ -139,6 +139,7 @@ class Attributions:
     prediction: float                   # base_value + sum(contributions)
     values: tuple[Attribution, ...]
     evaluations: int = 0               # value-function evaluations per row (a row shared by walks goes to the model once)
+    reason: str = ""                    # why there are no values (the model's probability was not a number)
 
     def top(self, n: int = 3) -> tuple[Attribution, ...]:
         return tuple(sorted(self.values, key=lambda a: -abs(a.contribution))[:n])

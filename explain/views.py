@@ -65,6 +65,7 @@ PIECES: dict[str, frozenset[str]] = {
     "probability_line": _COMMON | {"class_name", "class_probability", "class_percent"},
     "driver": _COMMON | {"rank", "feature", "value", "contribution", "direction", "toward", "quantity"},
     "drivers_basis": _COMMON | {"method", "quantity", "baseline", "base_value", "prediction", "evaluations"},
+    "drivers_none": _COMMON | {"reason", "quantity"},    # optional: attributions that could not be computed
     "counterfactual": _COUNTERFACTUAL,
     "counterfactual_threshold": _COUNTERFACTUAL | _THRESHOLD,   # optional: else `counterfactual` serves
     "counterfactual_more": _COMMON | {"shown", "total"},
@@ -739,6 +740,10 @@ class _View:
         a = self.e.attributions
         if a is None:
             return None
+        if a.reason and not a.values:       # attempted, but the model's probabilities were not numbers
+            if not self.has("drivers_none"):
+                return None
+            return [self.fill("drivers_none", reason=a.reason, quantity=a.quantity)]
         ranked = sorted(a.values, key=lambda v: -abs(v.contribution))
         if self.s.drivers_exclude_protected:
             ranked = [v for v in ranked if not (self.feature(v.feature) and self.feature(v.feature).protected)]

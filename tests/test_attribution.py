@@ -220,6 +220,23 @@ def test_a_real_bundles_median_baseline_sends_only_rows_the_schema_allows(diabet
                           "on the grid for integer and stepped features)")
 
 
+def test_a_row_whose_model_rows_overflow_gets_no_contributions_and_says_why(linear_session):
+    """Class-1 logit x0 + x1 + x2 in float32: the row (2e38, -2e38, 2e38) itself is decided (p = 1), but with x1 at
+    the baseline x0 + x2 overflows and that coalition's probabilities are NaN, which made every contribution NaN
+    (the clinician text read "+nan"). That row gets none, and the reason; the others keep their one-row answers."""
+    schema = FeatureSchema(tuple(Feature(f"x{i}") for i in range(3)), ("no", "yes"))
+    session = linear_session([1.0, 1.0, 1.0], 0.0, schema, calibration=np.random.default_rng(0).normal(size=(200, 3)))
+    X = np.array([[0.5, -0.2, 0.1], [2e38, -2e38, 2e38], [0.3, 0.3, 0.3]])
+    result = attribute(session, X)
+    bad = result[1]
+    assert bad.values == ()
+    assert bad.reason == ("the model's probability is not a number for 1 of the 9 rows the contributions need (rows "
+                          "that mix this row's values with the baseline's: the model's float32 arithmetic overflowed)")
+    assert bad.prediction == 1.0 and bad.base_value == result[0].base_value
+    assert [result[0], result[2]] == [attribute(session, X[i:i + 1])[0] for i in (0, 2)]
+    assert all(math.isfinite(v.contribution) and not a.reason for a in (result[0], result[2]) for v in a.values)
+
+
 # ----- properties on the deployed int8 breast-cancer model ----------------------------------
 
 

@@ -366,6 +366,23 @@ def test_the_summary_counts_every_explained_row_not_only_those_shown(diabetes_se
         assert f"Probability of '{high_class}' ranged from {low} to {high}." in text
 
 
+def test_an_attribution_that_could_not_be_computed_is_reported_with_its_reason(linear_session, tmp_path):
+    """Class-1 logit x0 + x1 + x2 in float32: the row (2e38, -2e38, 2e38) is decided, but a coalition overflows.
+    Its contributions were NaN, and the report refused the whole batch as 'the record is damaged'; the row now
+    has no contributions and a reason, which the report gives (from the objects and from their JSON lines)."""
+    schema = FeatureSchema(tuple(Feature(f"x{i}") for i in range(3)), ("no", "yes"))
+    session = linear_session([1.0, 1.0, 1.0], 0.0, schema, calibration=np.random.default_rng(0).normal(size=(200, 3)))
+    explained = session.explain(np.array([[0.5, -0.2, 0.1], [2e38, -2e38, 2e38]]))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in explained))
+    for given in (explained, path):
+        text = _text(ei.report(given, out=tmp_path / "r.html", bundle=session).read_text())
+        assert text.count("Attributions not computed: the model's probability is not a number for 1 of the 9 rows "
+                          "the contributions need (rows that mix this row's values with the baseline's: the model's "
+                          "float32 arithmetic overflowed).") == 1
+        assert text.count("Change in the probability of 'yes' attributed to each input (exact Shapley)") == 1
+
+
 def test_a_long_session_shows_progress_on_stderr_and_a_bounded_chart(fixed_bundle, tmp_path):
     """A file of PROGRESS_BYTES or more: `edgeinfer report` says how far it got on stderr (stdout keeps the path
     alone); a short one says nothing. The timeline of 9,000 windows has no dot per window, keeps every alert and

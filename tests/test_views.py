@@ -948,3 +948,31 @@ def test_a_threshold_target_on_the_deployed_model_reads_true(diabetes_session, d
     shown = re.search(r"→ p\(higher progression\) = (\S+), meeting p\(higher progression\) < 0.9; decision higher "
                       r"progression \(p = (\S+)\)", expl.text)
     assert shown and shown[1] == shown[2] and float(shown[1]) == pytest.approx(cf.probabilities[1], abs=1e-3)
+
+
+# ----- what compose hands the views: an attribution that could not be computed, the call's timings -------------
+
+OVERFLOW_REASON = ("the model's probability is not a number for 1 of the 9 rows the contributions need (rows that mix "
+                   "this row's values with the baseline's: the model's float32 arithmetic overflowed)")
+
+
+def test_an_attribution_that_could_not_be_computed_is_told_with_its_reason(linear_session):
+    """Class-1 logit x0 + x1 + x2 in float32: the row (2e38, -2e38, 2e38) is decided (p = 1), but with x1 at the
+    baseline x0 + x2 overflows. Every contribution was NaN: the clinician read "age = 48: +nan (lowers ...)", the
+    bias share was NaN. Now the views give the reason, the share is unknown, and no text shows nan."""
+    schema = FeatureSchema((Feature("x0"), Feature("x1"), Feature("x2", protected=True)), ("no", "yes"))
+    session = linear_session([1.0, 1.0, 1.0], 0.0, schema, calibration=np.random.default_rng(0).normal(size=(200, 3)))
+    X = np.array([[0.5, -0.2, 0.1], [2e38, -2e38, 2e38]])
+    fine, bad = session.explain(X)
+    assert bad.attributions.values == () and bad.attributions.reason == OVERFLOW_REASON
+    assert f"\n\nTop drivers:\nNot computed: {OVERFLOW_REASON}.\n\n" in bad.text
+    assert "attribution share on protected features and proxies n/a)" in bad.text
+    assert bad.bias.attribution_share is None and 0.0 < fine.bias.attribution_share < 1.0
+    assert "(exact Shapley); base 0.457, prediction 0.599.\n- x0 = 0.5: +0.149 (raises" in fine.text
+    patient = session.explain(X[1], stakeholder="patient").text
+    assert "What mattered most:\nWe could not work out what mattered most for this result.\n\n" in patient
+    engineer = session.explain(X[1], stakeholder="engineer")
+    assert Explanation.from_json(engineer.text).attributions.reason == OVERFLOW_REASON
+    assert Explanation.from_json(engineer.to_json()) == engineer
+    for text in (bad.text, patient, engineer.text, engineer.to_json()):
+        assert not re.search(r"\bnan\b", text, flags=re.I)
