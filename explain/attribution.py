@@ -21,13 +21,14 @@ Two estimators, chosen by the number of features F:
   partner makes the estimate exact for models with at most pairwise interactions
   (additive models included).
 
-All instances, coalitions and baselines go to the model in `predict_proba` calls
-of up to MAX_BATCH_ROWS rows (whole instances per call); the explained
-class is picked after the call, so the default target (the predicted class)
-costs nothing extra. The same permutations serve every row, so a row's
-attributions do not depend on which other rows share its batch. A row whose model
-rows give a probability that is not a number (float32 overflow) gets no contributions,
-and a reason (`Attributions.reason`).
+The baseline rows, then every instance's coalition rows, go to the model in
+`predict_proba` calls of at most MAX_BATCH_ROWS rows, an instance's rows split across
+calls where they do not fit in one; each call's rows are built when it is sent, so an
+instance needs memory for one call, not for all its rows. The explained class is picked
+after the calls, so the default target (the predicted class) costs nothing extra. The
+same permutations serve every row, so a row's attributions do not depend on which other
+rows share its batch. A row whose model rows give a probability that is not a number
+(float32 overflow) gets no contributions, and a reason (`Attributions.reason`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ EXACT_MAX_EVALUATIONS = 1 << 14      # per row: 2^F coalitions x baseline rows
 MAX_BATCH_ROWS = 1 << 12             # rows per predict_proba call before the batch is split: cache-sized calls
                                      # (590 KB of float32 rows at 36 features) cost ~7 % less CPU than 1 << 15;
                                      # they also fit the backend's single-threaded session (SMALL_BATCH_ROWS)
+PLAN_BYTES_PER_CELL = 40             # per permutation and feature (5 int64 arrays of about P x F), see _PermutationPlan
 METHOD_EXACT = "exact Shapley"
 METHOD_PERMUTATION = "antithetic permutation Shapley"
 
@@ -95,30 +97,24 @@ def attribute(
         samples = 2 * m * -(-(samples // 2) // m)
     plan = _plan(n_features, samples, m, rng, exact)
 
-    # One batch: the baseline rows once, then for every instance its coalition rows.
-    per_row = max(plan.rows_per_instance, 1)
+    # The baseline rows, then every instance's coalition rows: one flat sequence of model rows, sent in calls of at
+    # most MAX_BATCH_ROWS (an instance's rows split between calls where they do not fit in one).
+    per_row = plan.rows_per_instance
     # A Session runs ONNX Runtime on float32 rows: build them in the predictor's input dtype (the same
     # numbers the backend would cast to, in half the memory traffic); float64 when it names none.
     dtype = getattr(model, "input_dtype", np.float64)
     rows_in, bases_in = X.astype(dtype, copy=False), bases.astype(dtype, copy=False)
-    base_proba = None
-    proba_parts = []
-    start = 0
-    while start < n:
-        lead = bases_in if base_proba is None else bases_in[:0]     # the baseline rows ride with the first chunk
-        chunk = max(1, (MAX_BATCH_ROWS - len(lead)) // per_row)     # lead and rows within MAX_BATCH_ROWS
-        block = rows_in[start : start + chunk]
-        start += chunk
-        batch = _gather(block, bases_in, plan.cells, lead=lead)
-        proba = np.asarray(model.predict_proba(batch), dtype=np.float64)
-        if base_proba is None:
-            base_proba, proba = proba[:m], proba[m:]
-        proba_parts.append(proba.reshape(len(block), per_row, -1))
-    proba = np.concatenate(proba_parts)                          # (n, per_row, C)
-    if proba.shape[-1] != n_classes:
-        raise ExplainError(
-            f"the model returned {proba.shape[-1]} class probabilities but the schema names {n_classes} classes"
-        )
+    model_rows = m + n * per_row
+    answers = np.empty((model_rows, n_classes))
+    for start in range(0, model_rows, MAX_BATCH_ROWS):
+        stop = min(start + MAX_BATCH_ROWS, model_rows)
+        proba = np.asarray(model.predict_proba(_gather(rows_in, bases_in, plan, start, stop)), dtype=np.float64)
+        if proba.shape[-1] != n_classes:
+            raise ExplainError(
+                f"the model returned {proba.shape[-1]} class probabilities but the schema names {n_classes} classes"
+            )
+        answers[start:stop] = proba
+    base_proba, proba = answers[:m], answers[m:].reshape(n, per_row, n_classes)
 
     f_x = proba[:, plan.full_index, :]                            # (n, C): the instance itself
     chosen = f_x.argmax(axis=1) if wanted is None else wanted
@@ -191,6 +187,11 @@ class _ExactPlan:
         base_cell = np.arange(m)[:, None, None] * f + np.arange(f)
         self.cells = np.where(masks[None], m * f + np.arange(f), base_cell).reshape(-1)
 
+    def cells_of(self, start: int, stop: int) -> np.ndarray:
+        """The cells of an instance's rows start..stop-1 (see _gather); at most 2^14 rows, all kept."""
+        f = self.masks.shape[1]
+        return self.cells[start * f : stop * f]
+
     def combine(self, values: np.ndarray, base_values: np.ndarray) -> np.ndarray:
         v = values.reshape(len(values), self.m, self.k).mean(axis=1)   # interventional value function
         # marginal contributions first, so a feature the model ignores gets exactly 0
@@ -201,7 +202,15 @@ class _ExactPlan:
 
 
 class _PermutationPlan:
-    """Antithetic permutations; permutation p walks from baseline row p // 2 (mod m) to the instance."""
+    """Antithetic permutations; permutation p walks from baseline row p // 2 (mod m) to the instance.
+
+    Walks share coalitions (30 features: 64 first steps take one of 30 singletons), so only distinct rows go to
+    the model (1763 of 1857 at 30 features) and `expand` puts each walk's values back in place. A distinct row is
+    kept as the walk step that first makes it (permutation `walk_perm`, its first `walk_size` features from the
+    instance): at most 40 bytes per permutation and feature (PLAN_BYTES_PER_CELL). Their cells (see _gather) are
+    kept too when an instance's rows fit in one call, else made for each call's rows as it is sent: the cells of
+    every row (8 bytes per row and feature) took 327 MB at 800 features.
+    """
 
     def __init__(self, perms: np.ndarray, m: int):
         p, f = perms.shape
@@ -209,23 +218,37 @@ class _PermutationPlan:
         self.m = m
         self.rank = np.argsort(perms, axis=1)                      # rank[p, i]: position of feature i
         self.at_rank = (np.arange(p)[:, None] * f + self.rank).ravel()   # the same, in a flat (P * F) row
-        steps = np.arange(1, f)                                    # coalitions of size 1..F-1
-        self.masks = self.rank[:, None, :] < steps[None, :, None]  # (P, F-1, F)
         self.base_of = (np.arange(p) // 2) % m                     # baseline row per permutation
         self.evaluations_per_instance = p * (f - 1) + 1            # + the instance itself (last row)
 
-        # each walk row, then the instance: where to find every cell (see _gather). Walks share coalitions
-        # (30 features: 64 first steps take one of 30 singletons), so only distinct rows go to the model
-        # (1763 of 1857 at 30 features) and `expand` puts each walk's values back in place.
-        base_cell = self.base_of[:, None, None] * f + np.arange(f)
-        walks = np.where(self.masks, m * f + np.arange(f), base_cell).reshape(-1, f)
-        every = np.concatenate([walks, m * f + np.arange(f)[None]])
-        _, first, self.expand = np.unique(every, axis=0, return_index=True, return_inverse=True)
-        order = np.argsort(first)                                  # distinct rows in order of first use
-        self.expand = np.argsort(order)[self.expand.reshape(-1)]
-        self.cells = every[first[order]].reshape(-1)
-        self.rows_per_instance = len(order)
+        # each walk row, then the instance: the distinct ones, in order of first use
+        first = _first_equal(perms, self.rank, self.base_of, m)    # per walk row, the first row equal to it
+        walk = np.flatnonzero(first == np.arange(len(first)))     # walk row p * (F-1) + size - 1; last: the instance
+        self.expand = np.searchsorted(walk, first)
+        steps = max(f - 1, 1)
+        instance = walk == p * (f - 1)
+        self.walk_perm = np.where(instance, 0, walk // steps)
+        self.walk_size = np.where(instance, f, walk % steps + 1)   # all F features: the instance itself
+        self.rows_per_instance = len(walk)
         self.full_index = self.expand[-1]
+        self.cells = None
+        if self.rows_per_instance <= MAX_BATCH_ROWS:
+            self.cells = self.cells_of(0, self.rows_per_instance)
+
+    def cells_of(self, start: int, stop: int) -> np.ndarray:
+        """The cells of an instance's distinct rows start..stop-1: for each, F cell numbers (see _gather)."""
+        f = self.rank.shape[1]
+        if self.cells is not None:
+            return self.cells[start * f : stop * f]
+        perm = self.walk_perm[start:stop]
+        from_instance = self.rank[perm] < self.walk_size[start:stop, None]
+        base_cell = self.base_of[perm][:, None] * f + np.arange(f)
+        return np.where(from_instance, self.m * f + np.arange(f), base_cell).reshape(-1)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays hold: what keeping it for the next call costs."""
+        return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
     def combine(self, values: np.ndarray, base_values: np.ndarray) -> np.ndarray:
         n = len(values)
@@ -268,24 +291,38 @@ def _plan(n_features: int, samples: int, m: int, rng: np.random.Generator, exact
 # ----- helpers -------------------------------------------------------------------
 
 
-def _gather(block: np.ndarray, bases: np.ndarray, cells: np.ndarray, *, lead: np.ndarray) -> np.ndarray:
-    """`lead`'s rows, then every coalition row of every instance, in one gather.
+def _gather(rows: np.ndarray, bases: np.ndarray, plan, start: int, stop: int) -> np.ndarray:
+    """Model rows start..stop-1 of the flat sequence [baseline rows | instance 0's rows | instance 1's | ...].
 
     Each instance's cells are numbered as [baseline row 0 | ... | baseline row m-1 | instance]
-    (m+1 blocks of F values); `cells` lists, row after row, the cell each coalition value comes from.
-    One `take` writes the batch in the block's dtype: about 3x faster than a broadcast `where`. It
-    writes into this thread's reused buffer: a fresh multi-MB array each call cost more in page faults
-    than the gather itself. The batch is valid until this thread's next call.
+    (m+1 blocks of F values); the plan's cells list, row after row, the cell each coalition value comes
+    from. One `take` per run of whole instances (or part of one) writes the batch in the rows' dtype:
+    about 3x faster than a broadcast `where`. It writes into this thread's reused buffer: a fresh
+    multi-MB array each call cost more in page faults than the gather itself. The batch is valid
+    until this thread's next call.
     """
-    n, f = block.shape
-    table = np.empty((n, bases.size + f), dtype=block.dtype)
-    table[:, : bases.size] = bases.reshape(-1)
-    table[:, bases.size :] = block
-    rows = len(lead) + n * len(cells) // f
-    batch = _buffer(rows * f, block.dtype)[: rows * f].reshape(rows, f)
-    batch[: len(lead)] = lead
-    # mode="clip": every cell is in range, and it lets `take` write into `out` without buffering
-    np.take(table, cells, axis=1, out=batch[len(lead):].reshape(n, len(cells)), mode="clip")
+    m, f = bases.shape
+    per_row = plan.rows_per_instance
+    batch = _buffer((stop - start) * f, rows.dtype)[: (stop - start) * f].reshape(stop - start, f)
+    at = min(stop, m) - start if start < m else 0
+    batch[:at] = bases[start : start + at]
+    unit, end = max(start, m) - m, stop - m          # instance rows: unit = instance * per_row + its row
+    while unit < end:
+        i, first = divmod(unit, per_row)
+        count = (end - unit) // per_row if first == 0 else 0
+        if count:                                    # whole instances
+            block, cells = rows[i : i + count], plan.cells_of(0, per_row)
+        else:                                        # part of one instance
+            last = min(per_row, first + end - unit)
+            block, cells = rows[i : i + 1], plan.cells_of(first, last)
+        table = np.empty((len(block), bases.size + f), dtype=rows.dtype)
+        table[:, : bases.size] = bases.reshape(-1)
+        table[:, bases.size :] = block
+        size = len(block) * len(cells) // f
+        # mode="clip": every cell is in range, and it lets `take` write into `out` without buffering
+        np.take(table, cells, axis=1, out=batch[at : at + size].reshape(len(block), len(cells)), mode="clip")
+        at += size
+        unit += size
     return batch
 
 
@@ -336,6 +373,37 @@ def _on_grid(value: float, feature) -> float:
     low = math.ceil(feature.low * den / num - STEP_TOLERANCE) if math.isfinite(feature.low) else units
     high = math.floor(feature.high * den / num + STEP_TOLERANCE) if math.isfinite(feature.high) else units
     return min(max(units, low), high) * num / den
+
+
+def _first_equal(perms: np.ndarray, rank: np.ndarray, base_of: np.ndarray, m: int) -> np.ndarray:
+    """For each walk row (permutation p, size s: its first s features from the instance, the rest from baseline
+    row base_of[p]; row p * (F-1) + s - 1), then the instance (last), the index of the first row equal to it.
+
+    A 64-bit hash of (size, baseline row, feature set) finds the rows that may be equal in linear memory; only
+    those are compared exactly, as bit masks. Comparing every row whole takes memory in P F^2 (the cells of all
+    rows: 327 MB for 64 permutations of 800 features)."""
+    p, f = perms.shape
+    weights = np.random.default_rng(0).integers(0, np.iinfo(np.int64).max, size=f + 2, dtype=np.int64).astype(np.uint64)
+    sizes = np.arange(1, f, dtype=np.uint64)
+    key = np.cumsum(weights[perms[:, :-1]], axis=1, dtype=np.uint64)      # the set of each walk's first s features
+    key += sizes * weights[f] + base_of[:, None].astype(np.uint64) * weights[f + 1]
+    whole = weights[:f].sum(dtype=np.uint64, keepdims=True) + np.full(1, f, np.uint64) * weights[f:f + 1]
+    key = np.append(key.reshape(-1), whole + np.full(1, m, np.uint64) * weights[f + 1:])     # arrays: wrap silently
+    _, group, count = np.unique(key, return_inverse=True, return_counts=True)
+    first = np.arange(len(key))
+    maybe = np.flatnonzero(count[group.reshape(-1)] > 1)                 # rows sharing a hash: compare exactly
+    if len(maybe):
+        steps = max(f - 1, 1)
+        instance = maybe == p * (f - 1)
+        perm, size = np.where(instance, 0, maybe // steps), np.where(instance, f, maybe % steps + 1)
+        exact = np.empty((len(maybe), 4 + (f + 7) // 8), dtype=np.uint8)
+        exact[:, :4] = np.where(instance, m, base_of[perm]).astype("<u4").view(np.uint8).reshape(-1, 4)
+        chunk = max(1, (1 << 20) // f)                                    # rows at a time: ~8 MB of ranks
+        for lo in range(0, len(maybe), chunk):
+            exact[lo : lo + chunk, 4:] = np.packbits(rank[perm[lo : lo + chunk]] < size[lo : lo + chunk, None], axis=1)
+        _, at, same = np.unique(exact, axis=0, return_index=True, return_inverse=True)
+        first[maybe] = maybe[at[same.reshape(-1)]]                        # `maybe` ascends: at is the first
+    return first
 
 
 def _antithetic_permutations(f: int, samples: int, rng: np.random.Generator) -> np.ndarray:
