@@ -50,7 +50,10 @@ EXACT_MAX_EVALUATIONS = 1 << 14      # per row: 2^F coalitions x baseline rows
 MAX_BATCH_ROWS = 1 << 12             # rows per predict_proba call before the batch is split: cache-sized calls
                                      # (590 KB of float32 rows at 36 features) cost ~7 % less CPU than 1 << 15;
                                      # they also fit the backend's single-threaded session (SMALL_BATCH_ROWS)
+PLAN_CAP_BYTES = 64 << 20            # a permutation plan's arrays: `samples` beyond this is refused (building the
+                                     # largest took ~155 MB at its peak; one row at 30 features, 161 MB in all)
 PLAN_BYTES_PER_CELL = 40             # per permutation and feature (5 int64 arrays of about P x F), see _PermutationPlan
+PLAN_CACHE_BYTES = 4 << 20           # plans up to this size are kept for the next call (the 30-feature default: 0.5 MB)
 METHOD_EXACT = "exact Shapley"
 METHOD_PERMUTATION = "antithetic permutation Shapley"
 
@@ -77,7 +80,7 @@ def attribute(
     schema = model.schema
     n_features = len(schema)
     X = _check_rows(X, n_features)
-    samples = _check_samples(samples)
+    requested, samples = samples, _check_samples(samples)
     if baseline not in BASELINES:
         raise ExplainError(f"baseline must be one of {', '.join(repr(b) for b in BASELINES)}, got {baseline!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -95,6 +98,8 @@ def attribute(
         # fewer reference rows than permutation pairs: as many pairs from each row, or the rows would weigh
         # unequally against the base value (the mean over the rows) and the sum would miss the prediction
         samples = 2 * m * -(-(samples // 2) // m)
+    if not exact:
+        _check_plan_size(n_features, samples, m, requested=requested)
     plan = _plan(n_features, samples, m, rng, exact)
 
     # The baseline rows, then every instance's coalition rows: one flat sequence of model rows, sent in calls of at
@@ -269,7 +274,9 @@ _PLANS: dict[tuple, "_ExactPlan | _PermutationPlan"] = {}
 
 def _plan(n_features: int, samples: int, m: int, rng: np.random.Generator, exact: bool):
     """The estimator's plan, made once per (features, samples, baseline rows, generator state): building one
-    takes ~0.3 ms at 30 features, a fifth of a one-row request. The permutations are those `rng` would draw."""
+    takes ~0.3 ms at 30 features, a fifth of a one-row request. The permutations are those `rng` would draw.
+    A plan over PLAN_CACHE_BYTES (many samples, or many features) is not kept: it would hold its memory after
+    the call, and its rows cost far more than building it."""
     state = rng.bit_generator.state
     key = (n_features, samples, m, exact, state["bit_generator"], tuple(sorted(state["state"].items())),
            state.get("has_uint32"), state.get("uinteger"))
@@ -284,7 +291,8 @@ def _plan(n_features: int, samples: int, m: int, rng: np.random.Generator, exact
         for value in vars(plan).values():     # shared by every later call (and thread): read-only
             if isinstance(value, np.ndarray):
                 value.setflags(write=False)
-        _PLANS[key] = plan
+        if exact or plan.nbytes <= PLAN_CACHE_BYTES:
+            _PLANS[key] = plan
     return plan
 
 
@@ -404,6 +412,23 @@ def _first_equal(perms: np.ndarray, rank: np.ndarray, base_of: np.ndarray, m: in
         _, at, same = np.unique(exact, axis=0, return_index=True, return_inverse=True)
         first[maybe] = maybe[at[same.reshape(-1)]]                        # `maybe` ascends: at is the first
     return first
+
+
+def _check_plan_size(n_features: int, samples: int, m: int, *, requested: int) -> None:
+    """Refuse a permutation plan over PLAN_CAP_BYTES before building it (samples=1e6 at 30 features wanted
+    ~35 GB), naming the largest `samples` allowed at this feature count."""
+    size = PLAN_BYTES_PER_CELL * samples * n_features
+    if size <= PLAN_CAP_BYTES:
+        return
+    largest = PLAN_CAP_BYTES // (PLAN_BYTES_PER_CELL * n_features)
+    largest -= largest % 2
+    if largest // 2 > m:        # all m reference rows in use: as many permutation pairs from each
+        largest -= largest % (2 * m)
+    raise ExplainError(
+        f"samples={requested:,} at {n_features} features needs a permutation plan of {size / 2**20:,.1f} MB "
+        f"({PLAN_BYTES_PER_CELL} bytes per permutation and feature), over the cap of {PLAN_CAP_BYTES / 2**20:g} MB "
+        f"(PLAN_CAP_BYTES); use samples <= {largest:,} at {n_features} features"
+    )
 
 
 def _antithetic_permutations(f: int, samples: int, rng: np.random.Generator) -> np.ndarray:

@@ -441,6 +441,42 @@ def test_an_instance_split_between_calls_gets_the_same_bits(bc_session, breast_c
     assert [len(b) for b in recording.batches] == [1000] * 5 + [1 + 3 * 1763 - 5000]
 
 
+def test_samples_whose_plan_passes_the_cap_are_refused_naming_the_largest_allowed():
+    """samples had no bound: 20,000 at 30 features took 870 MB, 1e6 would have needed ~35 GB."""
+    model = FnPredictor(lambda X: 0.5 + 0.01 * X.sum(axis=1), 30)
+    with pytest.raises(ExplainError) as err:
+        attribute(model, np.zeros((1, 30)), samples=10**6)
+    assert str(err.value) == (
+        "samples=1,000,000 at 30 features needs a permutation plan of 1,144.4 MB (40 bytes per permutation and "
+        "feature), over the cap of 64 MB (PLAN_CAP_BYTES); use samples <= 55,924 at 30 features")
+    assert model.calls == 0
+
+
+def test_the_largest_samples_the_refusal_names_is_accepted(monkeypatch):
+    from edgeinfer.explain import attribution as module
+
+    monkeypatch.setattr(module, "PLAN_CAP_BYTES", 1 << 20)
+    model = FnPredictor(lambda X: 0.5 + 0.01 * X.sum(axis=1), 30)
+    with pytest.raises(ExplainError) as err:
+        attribute(model, np.zeros((1, 30)), samples=1000)
+    assert str(err.value) == (
+        "samples=1,000 at 30 features needs a permutation plan of 1.1 MB (40 bytes per permutation and "
+        "feature), over the cap of 1 MB (PLAN_CAP_BYTES); use samples <= 872 at 30 features")
+    assert attribute(model, np.zeros((1, 30)), samples=872)[0].method == f"{METHOD_PERMUTATION} (872 permutations)"
+
+
+def test_a_plan_over_the_cache_threshold_is_not_kept():
+    """A 20,000-sample plan stayed in the cache after the call (134 MB of the 599 MB still held)."""
+    from edgeinfer.explain import attribution as module
+
+    model = FnPredictor(lambda X: 0.5 + 0.01 * X.sum(axis=1), 30)
+    module._PLANS.clear()
+    attribute(model, np.zeros((1, 30)), samples=20000)        # a plan of 20.7 MB
+    assert module._PLANS == {}
+    attribute(model, np.zeros((1, 30)))
+    assert [p.nbytes <= module.PLAN_CACHE_BYTES for p in module._PLANS.values()] == [True]
+
+
 # ----- agreement with Captum on the float twin ---------------------------------------------
 
 SPEARMAN_VS_SHAPLEY_SAMPLING = 0.9   # mean over 10 test patients
