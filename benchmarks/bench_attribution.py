@@ -56,7 +56,8 @@ def _permutation_phi(session, X: np.ndarray, samples: int, seed: int) -> np.ndar
     perms = attr._antithetic_permutations(X.shape[1], samples, np.random.default_rng(seed))
     plan = attr._PermutationPlan(perms, 1)
     base = np.asarray(session.reference.median, dtype=np.float64)[None]
-    proba = session.predict_proba(attr._gather(np.asarray(X, dtype=np.float64), base, plan.cells, lead=base))
+    rows = 1 + len(X) * plan.rows_per_instance          # the baseline row, then each row's coalition rows
+    proba = session.predict_proba(attr._gather(np.asarray(X, dtype=np.float64), base, plan, 0, rows).copy())
     base_p, proba = proba[:1], proba[1:].reshape(len(X), plan.rows_per_instance, -1)
     target = proba[:, plan.full_index].argmax(axis=1)
     return plan.combine(proba[np.arange(len(X)), :, target], base_p[:, target].T)
