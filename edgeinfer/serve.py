@@ -584,9 +584,7 @@ class Server:
             try:
                 # PyTriton's own serve() stops tritonserver itself on Ctrl-C, before our models are unloaded
                 while (triton := self._triton) is not None:         # None: stop() was called (another thread)
-                    failure = self._watch.failure() if self._watch is not None else None
-                    if failure is None and not triton.is_alive():
-                        failure = "Triton Inference Server or PyTriton's model proxy stopped unexpectedly"
+                    failure = _failure_of(triton, self._watch)
                     if failure is not None:
                         failure = failure if self._triton is not None else None    # not if a stop came meanwhile
                         break
@@ -646,6 +644,20 @@ class Server:
         self.stop()
 
 
+def _failure_of(triton, watch: "_Watch | None", *, settle_s: float = 5.0) -> str | None:
+    """Why the server can no longer answer, or None. PyTriton can see the end first (its model proxy's socket
+    closes) while a killed tritonserver is still exiting: then the watch is given `settle_s` to name the cause."""
+    failure = watch.failure() if watch is not None else None
+    if failure is not None or triton.is_alive():
+        return failure
+    deadline = time.monotonic() + settle_s
+    while watch is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if (failure := watch.failure()) is not None:
+            return failure
+    return "Triton Inference Server or PyTriton's model proxy stopped unexpectedly"
+
+
 class _Watch:
     """This server's tritonserver and its models' Python backend stubs, as /proc shows them (Linux; elsewhere only
     PyTriton's own check runs). A stub that is killed (the OOM killer) stays a zombie: Triton neither reaps nor
@@ -672,7 +684,7 @@ class _Watch:
         """Why this server can no longer answer (tritonserver ended, or a model's stub died), or None."""
         if self.tritonserver is None:
             return None
-        if _state(self.tritonserver) in ("", "Z"):
+        if _state(self.tritonserver) in ("", "Z", "X"):
             return f"Triton Inference Server (tritonserver, pid {self.tritonserver}) ended unexpectedly{self._how()}"
         for pid in _children(self.tritonserver):
             if pid not in self.stubs and _exe(pid).endswith("/triton_python_backend_stub"):

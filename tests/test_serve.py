@@ -1349,3 +1349,45 @@ def test_model_repository_keeps_awkward_class_names_intact(linear_session):
     bundle = linear_session([1.0], 0.0, schema).bundle
     config = parse_config(render_config(bundle, name="m"))
     assert json.loads(config.parameters["edgeinfer_classes"].string_value) == list(classes)
+
+
+class _EndedTriton:
+    """PyTriton's view when its model proxy saw the end first: not alive (its process runner has nothing to say)."""
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_an_end_pytriton_sees_first_is_named_once_tritonserver_has_exited():
+    """CI: tritonserver killed, PyTriton reported the server dead while the process was still exiting, and serve
+    said only "Triton Inference Server or PyTriton's model proxy stopped unexpectedly". The watch is given a moment
+    to name the process that ended. (A `sleep` child stands in for tritonserver, killed a moment after the check.)"""
+    import subprocess
+
+    from edgeinfer.serve import _failure_of, _Watch
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        watch = _Watch(_EndedTriton(), child.pid)
+        threading.Timer(0.3, child.kill).start()
+        assert _failure_of(_EndedTriton(), watch) == (
+            f"Triton Inference Server (tritonserver, pid {child.pid}) ended unexpectedly")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_an_end_the_watch_cannot_name_is_reported_as_pytritons():
+    import subprocess
+
+    from edgeinfer.serve import _failure_of, _Watch
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert _failure_of(_EndedTriton(), _Watch(_EndedTriton(), child.pid), settle_s=0.2) == (
+            "Triton Inference Server or PyTriton's model proxy stopped unexpectedly")
+        assert _failure_of(_EndedTriton(), None) == (
+            "Triton Inference Server or PyTriton's model proxy stopped unexpectedly")
+    finally:
+        child.kill()
+        child.wait()
