@@ -507,6 +507,7 @@ class Server:
                 self._pool = self._start_workers(workers)
             models = _Models(session, pool=self._pool)
             self._triton = pytriton.Triton(config=config, security_config=security)
+            _keep_a_bounded_log(self._triton)
             self._triton.bind(
                 model_name="predict", infer_func=[models.predict] * instances,
                 inputs=[Tensor(name="features", dtype=np.float32, shape=(width,))],
@@ -642,6 +643,28 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+LOG_KEPT_CHARS = 1 << 16
+
+
+def _keep_a_bounded_log(triton) -> None:
+    """PyTriton prints tritonserver's log on stdout and also keeps all of it in memory, one string grown (copied)
+    by each line: a server failing requests for days grew by a log line per request, each append slower than the
+    last. The log goes to stderr, whole lines at a time, while serving too; only its last LOG_KEPT_CHARS characters
+    (up to twice that between trims) are kept."""
+    triton._initialize_server()                 # what PyTriton's run() does first; run() then starts this server
+    server, keep, stderr = triton._triton_server, LOG_KEPT_CHARS, _WholeLines(sys.stderr)
+
+    def record(line) -> None:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        if server._verbose:
+            stderr.write(line)
+        logs = server._tritonserver_logs + line
+        server._tritonserver_logs = logs[-keep:] if len(logs) > 2 * keep else logs
+
+    server._record_logs = record
 
 
 def _failure_of(triton, watch: "_Watch | None", *, settle_s: float = 5.0) -> str | None:

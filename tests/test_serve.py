@@ -1391,3 +1391,30 @@ def test_an_end_the_watch_cannot_name_is_reported_as_pytritons():
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.server
+def test_tritonservers_log_is_printed_whole_and_kept_only_in_its_last_part(bc_session, breast_cancer, capsys,
+                                                                           monkeypatch):
+    """PyTriton kept all of tritonserver's log in one string, copied whole at each line: a log line per failed
+    request, for as long as the server runs. The log still goes to stderr in full; only its tail is kept."""
+    import edgeinfer.serve as serve_module
+    from edgeinfer.serve import Server
+
+    monkeypatch.setattr(serve_module, "LOG_KEPT_CHARS", 2000)
+    X = _rows(breast_cancer, 1)
+    X[0, 0] = np.nan
+    http, grpc, metrics = _free_ports(3)
+    with Server(bc_session, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
+        try:
+            for _ in range(20):
+                with pytest.raises(InferenceServerException):
+                    _http_infer(client, X)
+        finally:
+            client.close()
+        kept = server._triton._triton_server.logs()
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("Failed to process the request(s) for model 'predict_0_0'") == 20
+    assert len(err) > 2 * 4000
+    assert 0 < len(kept) <= 4000 and err.find(kept[-1000:]) > 0
