@@ -24,7 +24,8 @@ Two estimators, chosen by the number of features F:
 The baseline rows, then every instance's coalition rows, go to the model in
 `predict_proba` calls of at most MAX_BATCH_ROWS rows, an instance's rows split across
 calls where they do not fit in one; each call's rows are built when it is sent, so an
-instance needs memory for one call, not for all its rows. The explained class is picked
+instance needs memory for one call, not for all its rows. Many instances go in passes of at most
+PASS_MODEL_ROWS model rows, so a large batch needs the memory of one pass. The explained class is picked
 after the calls, so the default target (the predicted class) costs nothing extra. The
 same permutations serve every row, so a row's attributions do not depend on which other
 rows share its batch. A row whose model rows give a probability that is not a number
@@ -48,6 +49,7 @@ BASELINES = ("median", "reference")
 EXACT_MAX_FEATURES = 10
 EXACT_MAX_EVALUATIONS = 1 << 14      # per row: 2^F coalitions x baseline rows
 MAX_BATCH_ROWS = 1 << 12             # rows per predict_proba call before the batch is split: cache-sized calls
+PASS_MODEL_ROWS = 1 << 19            # model rows answered per pass over the instances: bounded memory (~40 MB)
                                      # (590 KB of float32 rows at 36 features) cost ~7 % less CPU than 1 << 15;
                                      # they also fit the backend's single-threaded session (SMALL_BATCH_ROWS)
 PLAN_CAP_BYTES = 64 << 20            # a permutation plan's arrays: `samples` beyond this is refused (building the
@@ -101,6 +103,13 @@ def attribute(
     if not exact:
         _check_plan_size(n_features, samples, m, requested=requested)
     plan = _plan(n_features, samples, m, rng, exact)
+    per_pass = max(1, PASS_MODEL_ROWS // plan.rows_per_instance)
+    if n > per_pass:
+        # 4,000 rows at 30 features held 400 MB of answers at once: a pass at a time, each drawing the same
+        # baseline rows and permutations from the same seed
+        return [a for lo in range(0, n, per_pass)
+                for a in attribute(model, X[lo:lo + per_pass], baseline=baseline, samples=requested, seed=seed,
+                                   targets=None if wanted is None else wanted[lo:lo + per_pass])]
 
     # The baseline rows, then every instance's coalition rows: one flat sequence of model rows, sent in calls of at
     # most MAX_BATCH_ROWS (an instance's rows split between calls where they do not fit in one).

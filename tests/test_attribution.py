@@ -441,6 +441,27 @@ def test_an_instance_split_between_calls_gets_the_same_bits(bc_session, breast_c
     assert [len(b) for b in recording.batches] == [1000] * 5 + [1 + 3 * 1763 - 5000]
 
 
+def test_a_large_batch_is_answered_in_passes_of_bounded_memory(bc_session, breast_cancer, monkeypatch):
+    """4,000 rows at 30 features held 400 MB of answers at once (~100 kB a row): the instances now go in passes of
+    at most PASS_MODEL_ROWS model rows, with the answers of one pass over them all, row for row."""
+    import tracemalloc
+
+    from edgeinfer.explain import attribution as module
+
+    X = np.resize(breast_cancer.X_test, (1200, breast_cancer.X_test.shape[1]))
+    targets = np.arange(len(X)) % 2
+    attribute(bc_session, X[:1])                                  # the plan and buffers, made once
+    tracemalloc.start()
+    try:
+        passes = attribute(bc_session, X, targets=targets)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64e6                                            # 126 MB in one pass
+    monkeypatch.setattr(module, "PASS_MODEL_ROWS", 1 << 30)
+    assert attribute(bc_session, X, targets=targets) == passes
+
+
 def test_samples_whose_plan_passes_the_cap_are_refused_naming_the_largest_allowed():
     """samples had no bound: 20,000 at 30 features took 870 MB, 1e6 would have needed ~35 GB."""
     model = FnPredictor(lambda X: 0.5 + 0.01 * X.sum(axis=1), 30)
