@@ -152,7 +152,7 @@ def run_dice(method, data, torch_model, X, *, budget_s: float, seed: int = 0) ->
     d = dice_ml.Data(dataframe=train, continuous_features=names, outcome_name="outcome")
     m = dice_ml.Model(model=FloatModel(), backend="sklearn")
     explainer = dice_ml.Dice(d, m, method=method)
-    cfs, seconds = [], []
+    cfs, seconds, errors = [], [], []
     started = time.perf_counter()
     for x in X:
         if time.perf_counter() - started > budget_s:
@@ -165,11 +165,17 @@ def run_dice(method, data, torch_model, X, *, budget_s: float, seed: int = 0) ->
                                                      **kwargs)
             frame = out.cf_examples_list[0].final_cfs_df
             cf = None if frame is None or len(frame) == 0 else frame[names].to_numpy(dtype=np.float64)[0]
-        except Exception:  # DiCE raises when it finds none
+        except Exception as err:  # DiCE raises when it finds none, and on its own faults: both count as none
             cf = None
+            if "No counterfactuals found" not in str(err):
+                errors.append(f"{type(err).__name__}: {err}")
         seconds.append(time.perf_counter() - start)
         cfs.append(cf)
-    note = "" if len(cfs) == len(X) else f"stopped after {len(cfs)} instances (time cap {budget_s:.0f} s)"
+    notes = [] if len(cfs) == len(X) else [f"stopped after {len(cfs)} instances (time cap {budget_s:.0f} s)"]
+    if errors:
+        notes.append(f"{len(errors)} raised an error other than 'no counterfactuals found' (counted as none "
+                     f"returned), first: {errors[0]}")
+    note = "; ".join(notes)
     return Run(f"DiCE {method}", "float", len(cfs), cfs, seconds, note)
 
 
