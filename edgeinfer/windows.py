@@ -358,11 +358,20 @@ def compute_many(spec: WindowSpec, windows: np.ndarray) -> np.ndarray:
     windows = np.asarray(windows, dtype=np.float64)
     if windows.ndim != 3:
         raise InputError(f"windows must be a (windows, samples, channels) array, got a {windows.ndim}-D array")
-    count, n, width = windows.shape
+    _, n, width = windows.shape
     if width != len(spec.channels):
         raise InputError(f"windows have {width} channels, the spec has {len(spec.channels)} ({', '.join(spec.channel_names)})")
     if n < 2:
         raise InputError(f"a window needs at least 2 samples, got {n}")
+    # a sensor's glitch value (1e200) overflows a square to inf: the features say so (the stream does not decide
+    # such a window), and NumPy's RuntimeWarning with a source path on stderr would say nothing more
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _features(spec, windows)
+
+
+def _features(spec: WindowSpec, windows: np.ndarray) -> np.ndarray:
+    """compute_many's arithmetic, on windows it checked."""
+    count, n, _ = windows.shape
     kinds = {s.kind for group in spec.statistics for s in group}
     # samples on the last, contiguous axis: every reduction below runs over memory in order
     x = np.ascontiguousarray(windows.transpose(0, 2, 1))  # (W, C, n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -214,3 +215,16 @@ def test_windows_of_the_wrong_shape_are_refused():
     with pytest.raises(InputError) as err:
         compute_many(spec, np.zeros((20, 2)))
     assert str(err.value) == "windows must be a (windows, samples, channels) array, got a 2-D array"
+
+
+def test_a_glitch_value_that_overflows_gives_infinite_features_without_a_warning():
+    """A sensor's 1e200 squared is inf: the stream then does not decide the window, and said so, yet NumPy's
+    'RuntimeWarning: overflow encountered in square' with a source path came on stderr too."""
+    windows = np.ones((1, 20, 2))
+    windows[0, 5, 0] = 1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features = dict(zip(spec_for(20).feature_names, compute_many(spec_for(20), windows)[0]))
+    assert (features["acc_x_max"], features["acc_x_std"], features["acc_x_rms"]) == (1e200, math.inf, math.inf)
+    assert features["acc_x_band_energy_0_5hz"] == math.inf and math.isnan(features["acc_x_band_energy_0.5_2hz"])
+    assert (features["gyr_z_mean"], features["gyr_z_std"]) == (1.0, 0.0)
