@@ -82,6 +82,7 @@ RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time
 EXPLAIN_MODES = "none, all, on-change, every:N, above:P, above:CLASS:P"
 WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how often to look for a dead or hung worker
 TAIL_BYTES = 256            # a followed file's last bytes read, kept: no longer there, it was truncated (and grew again)
+UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))   # rows this many times too slow: this unit
 QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
 
 
@@ -820,8 +821,10 @@ class Sequencer:
         said = (f"rows arrive every {step:.6g} s ({1 / step:.3g} Hz)"
                 + (f", the model expects {self.rate:g} Hz" if self.rate else "")
                 + f": each is a gap of more than the {_fmt(self.max_gap)} s allowed (--max-gap), so no window forms; ")
-        if self.rate and 500 <= step * self.rate <= 2000:
-            self.hint = said + "timestamps in milliseconds? give them in seconds"
+        unit = next((name for name, per_s in UNITS if self.rate and 0.5 * per_s <= step * self.rate <= 2 * per_s),
+                    None)
+        if unit is not None:
+            self.hint = said + f"timestamps in {unit}? give them in seconds"
         elif self.rate:
             self.hint = said + f"resample the input to {self.rate:g} Hz"
         else:

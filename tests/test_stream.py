@@ -248,10 +248,15 @@ def test_rows_at_another_sample_rate_are_decided_with_an_alert_naming_the_rates(
     (0.2, "rows arrive every 0.2 s (5 Hz), the model expects 10 Hz: each is a gap of more than the 0.15 s allowed "
           "(--max-gap), so no window forms; resample the input to 10 Hz"),
     (100, "rows arrive every 100 s (0.01 Hz), the model expects 10 Hz: each is a gap of more than the 0.15 s "
-          "allowed (--max-gap), so no window forms; timestamps in milliseconds? give them in seconds")])
+          "allowed (--max-gap), so no window forms; timestamps in milliseconds? give them in seconds"),
+    (1e5, "rows arrive every 100000 s (1e-05 Hz), the model expects 10 Hz: each is a gap of more than the 0.15 s "
+          "allowed (--max-gap), so no window forms; timestamps in microseconds? give them in seconds"),
+    (1e8, "rows arrive every 1e+08 s (1e-08 Hz), the model expects 10 Hz: each is a gap of more than the 0.15 s "
+          "allowed (--max-gap), so no window forms; timestamps in nanoseconds? give them in seconds")])
 def test_rows_too_slow_for_any_window_say_so_once(motion_bundle, step, hint):
     """Rows slower than 1.5 sample periods are each a gap: no window could form, and the sample rate alert that
-    names the rates never came. The stream now says why once."""
+    names the rates never came. The stream now says why once, and names the unit of timestamps 10^3, 10^6 or 10^9
+    times too large (Android's SensorEvent.timestamp is in nanoseconds): those were told to resample to 10 Hz."""
     text = HEADER + "\n" + "\n".join(f"{i * step:g}" + ",1" * 6 for i in range(60)) + "\n"
     result = run([motion_bundle, "-"], input=text)
     assert result.exit_code == 0 and result.stdout == ""
