@@ -1232,6 +1232,9 @@ def stream(
     if max_gap is None and spec.sample_rate_hz is not None:
         max_gap = 1.5 / spec.sample_rate_hz
     timestamp = options.timestamp or spec.timestamp
+    if timestamp in spec.channel_names:     # read as the time and as a channel: every row out of order, no window
+        raise UsageError(f"--timestamp-column {timestamp!r}: the timestamp column cannot also be a channel (the "
+                         f"bundle's channels are {', '.join(spec.channel_names)}); name the column that holds the time")
     bias_off = _bias_monitor_off(schema)       # the stream runs without it: one warning, and the summary says so
     bias = (_BiasMonitor(schema, session.reference, options.bias_window) if schema.protected and bias_off is None
             else None)

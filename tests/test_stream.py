@@ -663,7 +663,12 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                                    ("--rejects", "/no/such/dir/r.jsonl",
                                     "--rejects /no/such/dir/r.jsonl: cannot write there (No such file or directory)"),
                                    ("--summary", "/no/such/dir/s.json", "--summary /no/such/dir/s.json: cannot write "
-                                                                        "there (no such directory, or no permission)")):
+                                                                        "there (no such directory, or no permission)"),
+                                   # was read as the time and as a channel (the demo recording: 459 of 800 rows refused, exit 0)
+                                   ("--timestamp-column", "acc_x",
+                                    "--timestamp-column 'acc_x': the timestamp column cannot also be a channel (the "
+                                    "bundle's channels are acc_x, acc_y, acc_z, gyr_x, gyr_y, gyr_z); name the column "
+                                    "that holds the time")):
         result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), option, value])
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
