@@ -612,6 +612,14 @@ def _short(raw: Any) -> str:
     return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
+def _utf16(text: str) -> bool:
+    """Whether a file's first line, read as UTF-8, is UTF-16: a NUL in it, and UTF-16's byte-order mark (bytes FF FE
+    or FE FF, each no UTF-8: two replacement characters) before it or a NUL every other character (ASCII)."""
+    if "\x00" not in text:
+        return False
+    return text.startswith("\ufffd\ufffd") or set(text[1::2]) == {"\x00"} or set(text[0::2]) == {"\x00"}
+
+
 class RowParser:
     """Turns blocks of lines into arrays (timestamp, channels); CSV blocks go through NumPy's C parser."""
 
@@ -619,6 +627,9 @@ class RowParser:
         self.channels = spec.channel_names
         self.timestamp = timestamp
         line_no, text = first
+        if _utf16(text):        # its NULs would be shown as the header's names, and 'rename the columns' advised
+            raise InputError("the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as UTF-8, "
+                             "e.g. with Out-File -Encoding utf8")
         if fmt == "auto":
             fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
         self.fmt = fmt

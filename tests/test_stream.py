@@ -626,6 +626,18 @@ def test_header_that_does_not_match_the_channels_is_an_error(motion_bundle, tmp_
     assert ok.exit_code == 0 and len(lines_of(ok.stdout)) == 1
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_input_is_refused_with_the_fix(motion_bundle, tmp_path, encoding):
+    """PowerShell 5's `>` writes UTF-16 (with a byte-order mark): it was told to rename the columns, the header
+    shown with a NUL between its characters."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(("\n".join([HEADER, *rows(0.0, 20)]) + "\n").encode(encoding))
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(path)])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == ("error: the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as "
+                             "UTF-8, e.g. with Out-File -Encoding utf8\n")
+
+
 def test_empty_input_is_an_error(motion_bundle, tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("\n\n")
