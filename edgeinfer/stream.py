@@ -227,6 +227,24 @@ class StreamSummary:
             lines.append(f"  rejected {count} x {reason}")
         return "\n".join(lines)
 
+    def no_window(self) -> str | None:
+        """Why no window was written though rows were read, some of them rejected or lost to gaps (the command then
+        exits 1, so a script that looks only at the exit code learns that nothing came of its input); None when a
+        window was written, nothing went wrong (rows too few for a window), or the reader closed the output."""
+        if self.windows or not self.rows_read or not (self.rows_rejected or self.gaps):
+            return None
+        if self.stopped_by == "closed output":
+            return None
+        why = []
+        if self.rows_rejected:
+            reason, count = max(self.rejected_by_reason.items(), key=lambda kv: kv[1])
+            main = ", the main reason" if len(self.rejected_by_reason) > 1 else ""
+            why.append(f"{self.rows_rejected} of {self.rows_read} rows rejected ({count} x {reason}{main})")
+        if self.gaps:
+            why.append(f"{self.gaps} gap{'s' if self.gaps != 1 else ''} left the {self.rows_used} rows used in no "
+                       "full window")
+        return "no window was written: " + ", and ".join(why)
+
     def _not_explained(self) -> str:
         said = ""
         if self.not_explained:
@@ -1683,7 +1701,8 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     """Stream sensor rows from INPUT (CSV or JSONL; '-' is stdin) through BUNDLE: one JSON line per window.
 
     Bad rows are reported on stderr (or --rejects) and counted, never fatal. SIGINT/SIGTERM stop the
-    stream after the current chunk, flush the output and print the summary (exit 0).
+    stream after the current chunk, flush the output and print the summary (exit 0). Rows read but no window
+    written, some rows rejected or lost to gaps: exit 1, with one line saying why after the summary.
     """
     from edgeinfer.session import load
 
@@ -1749,3 +1768,5 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     if summary.stopped_by.startswith("failed output"):
         raise EdgeInferError(f"cannot write the output: {summary.stopped_by[len('failed output ('):-1]}; the stream "
                              "stopped there (the summary above counts what it read)")
+    if (why := summary.no_window()) is not None:
+        raise EdgeInferError(why)

@@ -259,9 +259,28 @@ def test_rows_too_slow_for_any_window_say_so_once(motion_bundle, step, hint):
     times too large (Android's SensorEvent.timestamp is in nanoseconds): those were told to resample to 10 Hz."""
     text = HEADER + "\n" + "\n".join(f"{i * step:g}" + ",1" * 6 for i in range(60)) + "\n"
     result = run([motion_bundle, "-"], input=text)
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.count(f"warning: {hint}\n") == 1
     assert "windows  0 (0 explained); 60 used rows in no full window; 59 gaps" in result.stderr
+    assert result.stderr.endswith("\nerror: no window was written: 59 gaps left the 60 rows used in no full window\n")
+
+
+def test_rows_read_and_no_window_written_exit_1_when_rows_were_rejected_or_lost_to_gaps(motion_bundle):
+    """A logger's trailing comma on every row: 100 of 100 rows rejected, no window, and the exit code was 0."""
+    trailing = HEADER + "\n" + "\n".join(row + "," for row in rows(0.0, 100)) + "\n"
+    result = run([motion_bundle, "-"], input=trailing)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr.endswith("  rejected 100 x malformed row\n"
+                                  "error: no window was written: 100 of 100 rows rejected (100 x malformed row)\n")
+    mixed = HEADER + "\n" + "\n".join([*rows(0.0, 10), "x" + ",1" * 6, "0.5" + ",1" * 6, "0.4" + ",1" * 6,
+                                        *rows(5.0, 10)]) + "\n"
+    result = run([motion_bundle, "-"], input=mixed)
+    assert result.exit_code == 1
+    assert result.stderr.endswith("\nerror: no window was written: 3 of 23 rows rejected (2 x out-of-order timestamp, "
+                                  "the main reason), and 1 gap left the 20 rows used in no full window\n")
+    for short in (rows(0.0, 19), []):            # too few rows for a window, nothing wrong: still exit 0
+        result = run([motion_bundle, "-"], input=HEADER + "\n" + "".join(row + "\n" for row in short))
+        assert result.exit_code == 0 and "error" not in result.stderr
 
 
 def test_an_epoch_time_with_microseconds_is_told_with_every_digit(motion_bundle):
