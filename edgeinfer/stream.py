@@ -19,7 +19,9 @@ A bad row never ends the stream: it is reported (stderr, or `rejects` as JSONL)
 with its line number and reason, and counted; the summary shows
 read = used + rejected. A gap in time (more than `max_gap` seconds between
 rows, default 1.5 sample periods) is reported and restarts the window, as does
-a jump back of more than `window` times `max_gap` (a clock restart).
+a jump back of more than one window's length (a clock restart: `window` / sample rate,
+or `window` times the rows' median spacing without one) and a CSV header mid-stream
+(a new recording: the rows before it are not set against the rows after it).
 
 Rows at another sample rate than the bundle's are used, but each window whose
 span (end - start) is more than RATE_TOLERANCE (10 %) off (window - 1) / rate
@@ -824,21 +826,37 @@ class RowParser:
 class Sequencer:
     """Drops duplicate and out-of-order timestamps; marks gaps, where the window restarts.
 
-    A jump back of more than `restart_s` (a clock that restarted, or one bad timestamp ahead of this row)
-    is taken as a new start, like a gap: rejecting every row until the clock passed the old time again
-    would lose the rest of the stream."""
+    A jump back of more than one window's length (a clock that restarted, or one bad timestamp ahead of this row)
+    is taken as a new start, like a gap: a row that late can go into no window anyway, and rejecting every row
+    until the clock passed the old time again would lose the rest of the stream. One window's length is
+    `window` / the sample rate, or without one `window` times the median spacing of the last rows kept."""
 
     SLOW_RUN = 3     # gaps in a row at one spacing that say the rows come too slowly for any window
 
-    def __init__(self, max_gap_s: float | None, restart_s: float | None = None, *, rate_hz: float | None = None):
+    def __init__(self, max_gap_s: float | None, *, window: int, rate_hz: float | None = None):
         self.max_gap = max_gap_s
-        self.restart = restart_s
+        self.window = window
         self.rate = rate_hz
         self.prev_t: float | None = None
         self.prev_line = 0
+        self.recent: deque[float] = deque(maxlen=window + 1)   # the last rows' timestamps: their spacing
         self.slow_run, self.slow_step = 0, 0.0
         self.hint: str | None = None      # once: why every row is a gap (the caller says it and clears it)
         self._hinted = False
+
+    def start_anew(self) -> None:
+        """A new recording (a header mid-stream): its rows are not compared with the rows before it."""
+        self.prev_t, self.prev_line = None, 0
+        self.recent.clear()
+        self.slow_run = 0
+
+    def window_s(self) -> float | None:
+        """One window's length in seconds; None without a sample rate before two rows were kept."""
+        if self.rate:
+            return self.window / self.rate
+        if len(self.recent) < 2:
+            return None
+        return self.window * float(np.median(np.diff(np.array(self.recent))))
 
     def _slow(self, step: float) -> None:
         """Count a gap; at SLOW_RUN in a row at one spacing, say once that the rows come too slowly."""
@@ -867,6 +885,7 @@ class Sequencer:
         d = np.diff(p.t) if self.prev_t is None else np.diff(p.t, prepend=self.prev_t)
         if (d > 0).all() and (self.max_gap is None or (d <= self.max_gap).all()):
             self.prev_t, self.prev_line = float(p.t[-1]), int(p.lines[-1])
+            self.recent.extend(p.t[-self.recent.maxlen:].tolist())
             self.slow_run = 0
             return np.ones(n, dtype=bool), [], [], []
         keep = np.ones(n, dtype=bool)
@@ -880,7 +899,8 @@ class Sequencer:
                     rejects.append((line, f"timestamp {_fmt(t)} repeats the previous row's (line {self.prev_line}); "
                                           "each row needs a later timestamp"))
                     continue
-                if t < self.prev_t and (self.restart is None or self.prev_t - t <= self.restart):
+                length = self.window_s() if t < self.prev_t else None
+                if t < self.prev_t and (length is None or self.prev_t - t <= length):
                     keep[i] = False
                     rejects.append((line, f"timestamp {_fmt(t)} is earlier than the previous row's {_fmt(self.prev_t)} "
                                           f"(line {self.prev_line}); rows must arrive in time order"))
@@ -889,7 +909,7 @@ class Sequencer:
                     breaks.append(kept)
                     gaps.append((line, f"timestamp {_fmt(t)} jumps back {self.prev_t - t:.6g} s from timestamp "
                                        f"{_fmt(self.prev_t)} (line {self.prev_line}), more than a late row could be "
-                                       f"({_fmt(self.restart)} s); taken as a clock restart, window restarted"))
+                                       f"({length:.6g} s); taken as a clock restart, window restarted"))
                 elif self.max_gap is not None and t - self.prev_t > self.max_gap:
                     self._slow(t - self.prev_t)
                     breaks.append(kept)
@@ -899,6 +919,7 @@ class Sequencer:
                 else:
                     self.slow_run = 0
             self.prev_t, self.prev_line = t, line
+            self.recent.append(t)
             kept += 1
         return keep, breaks, rejects, gaps
 
@@ -1285,8 +1306,7 @@ def stream(
     rate = spec.sample_rate_hz
     span = None if rate is None else (window - 1) / rate        # the time a window's rows span at the model's rate
     warned_rate = [False]
-    # a row later than 1.5 windows belongs to no window still open: further back, the clock restarted
-    sequencer = Sequencer(max_gap, None if max_gap is None else window * max_gap, rate_hz=spec.sample_rate_hz)
+    sequencer = Sequencer(max_gap, window=window, rate_hz=spec.sample_rate_hz)
     windower = Windower(window, hop, len(spec.channels))
     previous_label: list[int | None] = [None]
     assigned = [0]                       # windows cut so far: the next window's index
@@ -1500,6 +1520,17 @@ def stream(
                 if cut is not None:
                     emit(cut, read_at)
 
+    def new_recording(line: int) -> None:
+        """A header mid-stream (a logger that appends one at each boot, files one after another): the rows after it
+        are another recording, its clock perhaps started again at 0. Neither the rows before it (the last, unfinished
+        window's are in no window) nor their times are set against the rows after it."""
+        if sequencer.prev_t is None:     # no row since the stream's (or the last recording's) start
+            return
+        sequencer.start_anew()
+        windower.restart()
+        counts["gaps"] += 1
+        reporter.problem("gap", line, "a header mid-stream starts a new recording; window restarted")
+
     rotated = [False]                    # the next block starts a new file: it may bring a header of its own
 
     def on_rotate(text: str, cut: list[tuple[int, str]]) -> None:
@@ -1565,6 +1596,7 @@ def stream(
                     else:
                         reporter.problem("header", block[end][0], parser.told_anew(new_parser))
                         parser, refused = new_parser, None
+                        new_recording(block[end][0])
                     block = block[end + 1:]
                 reporter.status(status())
                 if stopper.signal or reporter.failed:

@@ -325,14 +325,17 @@ def test_a_header_mid_stream_is_read_as_the_header_from_there(motion_bundle, rec
 
     mixed = run([motion_bundle, "-"], input="\n".join([header, *data[:30], *swapped([header, *data[30:60]]),
                                                          *swapped([header, *data[60:90]])]) + "\n")
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:90]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header, *data[30:60], header,
+                                                         *data[60:90]]) + "\n")
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    assert len(strip(mixed.stdout)) == 8 and strip(mixed.stdout) == strip(plain.stdout)
+    assert len(strip(mixed.stdout)) == 6 and strip(mixed.stdout) == strip(plain.stdout)   # 2 per 30-row recording
     problems = [line for line in mixed.stderr.splitlines() if line.startswith("line ")]
     assert problems == [
         f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
         f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
+        "line 32: gap: a header mid-stream starts a new recording; window restarted",
         "line 63: header: the header is given again, the same columns in the same order; rows read on",
+        "line 63: gap: a header mid-stream starts a new recording; window restarted",
     ]
     assert "rows     read 90 = used 90 + rejected 0" in mixed.stderr
 
@@ -350,13 +353,13 @@ def test_a_mid_stream_header_with_a_bom_a_number_column_or_other_channels_is_nev
         return [",".join(line.split(",")[k] for k in swap) for line in lines]
 
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header, *data[30:]]) + "\n")
     bom = run([motion_bundle, "-"], input="\n".join([header, *data[:30], "\ufeff" + swapped([header])[0],
                                                       *swapped(data[30:])]) + "\n")
     numbered = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header + ",1",
                                                            *(r + ",7" for r in data[30:])]) + "\n")
     for joined in (bom, numbered):
-        assert strip(joined.stdout) == strip(plain.stdout) and len(strip(plain.stdout)) == 5
+        assert strip(joined.stdout) == strip(plain.stdout) and len(strip(plain.stdout)) == 4
         assert "rows     read 60 = used 60 + rejected 0" in joined.stderr
     for other in (header.upper(), header.replace("gyr_z", "temp_c")):
         refused = run([motion_bundle, "-"], input="\n".join([header, *data[:30], other, *data[30:]]) + "\n")
@@ -398,18 +401,21 @@ def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(moti
         header, *data[:30], glued, *swapped(data[30:60]), trailing, *data[60:90],
         header.replace("timestamp", "time"), *data[90:100], data[100].split(",")[0] + ",,,,,,,timestamp",
         "Timestamp,Acc X,Acc Y,Acc Z,Gyr X,Gyr Y,Gyr Z", *data[101:120]]) + "\n")
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:100], *data[101:120]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header, *data[30:60], header,
+                                                         *data[60:100], *data[101:120]]) + "\n")
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    assert len(strip(plain.stdout)) == 9 and strip(mixed.stdout) == strip(plain.stdout)
+    assert len(strip(plain.stdout)) == 7 and strip(mixed.stdout) == strip(plain.stdout)
     names = header.split(",")
     cut = "rejected: a row cut off without its newline, joined to the next header (read from here on); not used"
     assert [line for line in mixed.stderr.splitlines() if line.startswith("line ")] == [
         f"line 32: {cut}",
         f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
         f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
+        "line 32: gap: a header mid-stream starts a new recording; window restarted",
         f"line 63: {cut}",
         f"line 63: header: the header changed (line 32 had {', '.join(names[k] for k in swap)}; this one has "
         f"{', '.join(names)}); the rows after it are read by it",
+        "line 63: gap: a header mid-stream starts a new recording; window restarted",
         "line 94: rejected: timestamp 'time' is not a number of seconds or an ISO 8601 time",
         "line 105: rejected: expected 7 comma-separated values as in the header, got 8",
         "line 106: rejected: timestamp 'Timestamp' is not a number of seconds or an ISO 8601 time",
@@ -505,7 +511,7 @@ def test_every_bad_row_is_reported_counted_and_the_stream_goes_on(motion_bundle,
 
 
 def test_a_clock_restart_or_one_bad_timestamp_restarts_the_window_instead_of_losing_the_rest(motion_bundle, tmp_path):
-    """Late by more than window x max gap (20 x 0.15 s): no open window could take the row; a new start."""
+    """Late by more than one window's length (20 samples at 10 Hz: 2 s): no window could take the row; a new start."""
     path = tmp_path / "in.csv"
     typo = "4900.0,1,1,1,1,1,1"                                      # line 23, meant 2.1
     path.write_text("\n".join([HEADER, *rows(0.0, 21), typo, *rows(2.2, 20), *rows(0.0, 20)]) + "\n")
@@ -513,13 +519,64 @@ def test_a_clock_restart_or_one_bad_timestamp_restarts_the_window_instead_of_los
     assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
         "line 23: gap: gap of 4898 s after timestamp 2 (line 22), more than the 0.15 s allowed; window restarted",
         "line 24: gap: timestamp 2.2 jumps back 4897.8 s from timestamp 4900 (line 23), more than a late row could "
-        "be (3 s); taken as a clock restart, window restarted",
+        "be (2 s); taken as a clock restart, window restarted",
         "line 44: gap: timestamp 0 jumps back 4.1 s from timestamp 4.1 (line 43), more than a late row could be "
-        "(3 s); taken as a clock restart, window restarted",
+        "(2 s); taken as a clock restart, window restarted",
     ]
     out = lines_of(result.stdout)
     assert [(d["window"]["start"], d["window"]["end"]) for d in out] == [(0.0, 1.9), (2.2, 4.1), (0.0, 1.9)]
     assert "rows     read 62 = used 62 + rejected 0" in result.stderr
+
+
+def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_sample_rate(motion_bundle, tmp_path):
+    """A device that rebooted, its clock at 0 again: with --max-gap 2 (window x gap = 40 s) or a bundle without a
+    sample rate (no max gap), every row of the second recording up to the old time was rejected (29 of 60 here),
+    and its windows lost. A jump back of one window's length (2 s) or less is still one out-of-order row."""
+    text = HEADER + "\n" + "\n".join([*rows(0.0, 30), *rows(0.0, 30), *rows(1.1, 2), *rows(3.0, 2)]) + "\n"
+    result = run([motion_bundle, "-", "--max-gap", "2"], input=text)
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 32: gap: timestamp 0 jumps back 2.9 s from timestamp 2.9 (line 31), more than a late row could be "
+        "(2 s); taken as a clock restart, window restarted",
+        "line 62: rejected: timestamp 1.1 is earlier than the previous row's 2.9 (line 61); rows must arrive in "
+        "time order",
+        "line 63: rejected: timestamp 1.2 is earlier than the previous row's 2.9 (line 61); rows must arrive in "
+        "time order",
+    ]
+    assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)] == [
+        (0.0, 1.9), (1.0, 2.9), (0.0, 1.9), (1.0, 2.9)]
+    assert "rows     read 64 = used 62 + rejected 2" in result.stderr
+    _decided_by_sex(tmp_path / "b")                             # no sample rate: 2-row windows, at 1 s here
+    text = "timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in [*range(10), *range(10), 7.5, 7, 11])
+    result = run([tmp_path / "b", "-"], input=text)
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 12: gap: timestamp 0 jumps back 9 s from timestamp 9 (line 11), more than a late row could be (2 s); "
+        "taken as a clock restart, window restarted",
+        "line 22: rejected: timestamp 7.5 is earlier than the previous row's 9 (line 21); rows must arrive in time "
+        "order",
+        "line 23: rejected: timestamp 7 is earlier than the previous row's 9 (line 21); rows must arrive in time "
+        "order",
+    ]
+    assert len(lines_of(result.stdout)) == 10
+    assert "rows     read 23 = used 21 + rejected 2" in result.stderr
+
+
+def test_a_header_mid_stream_starts_a_new_recording(motion_bundle):
+    """An SD-card logger appends a header at each boot, its clock at 0 again: 2.5 s of rows, then 5 s. The second
+    recording's first 25 rows were rejected as out of order (4 windows, not 5); with a clock that goes on, the first
+    recording's unfinished window took the second's rows."""
+    text = "\n".join([HEADER, *rows(0.0, 25), HEADER, *rows(0.0, 50)]) + "\n"
+    result = run([motion_bundle, "-"], input=text)
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 27: header: the header is given again, the same columns in the same order; rows read on",
+        "line 27: gap: a header mid-stream starts a new recording; window restarted",
+    ]
+    assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)] == [
+        (0.0, 1.9), (0.0, 1.9), (1.0, 2.9), (2.0, 3.9), (3.0, 4.9)]
+    assert "rows     read 75 = used 75 + rejected 0" in result.stderr
+    assert "windows  5 (0 explained); 5 used rows in no full window; 1 gap" in result.stderr
+    goes_on = run([motion_bundle, "-"], input="\n".join([HEADER, *rows(0.0, 15), HEADER, *rows(1.5, 20)]) + "\n")
+    assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(goes_on.stdout)] == [(1.5, 3.4)]
+    assert "windows  1 (0 explained); 15 used rows in no full window; 1 gap" in goes_on.stderr
 
 
 def test_digit_grouping_is_not_a_number(motion_bundle, tmp_path):
