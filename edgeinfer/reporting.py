@@ -904,7 +904,12 @@ def _bias(e, schema) -> dict[str, Any] | None:
         f = _feature(schema, t.feature)
         flips.append({"name": f.clinical, "from": _label(f, t.from_value), "to": _label(f, t.to_value),
                       "proxies": ", ".join(_feature(schema, p).clinical for p in t.proxies) or "none (alone)",
-                      "class_name": t.class_name, "probability": t.probability, "delta": t.delta,
+                      "class_name": t.class_name, "probability": t.probability,
+                      # as the views show it: two classes, the other's probability is the boundary (0.4996, not
+                      # 0.500 beside a flip)
+                      "probability_shown": _probability_apart(
+                          t.probability, 1 - t.probability if len(e.decision.classes) == 2 else None),
+                      "delta": t.delta,
                       "delta_shown": change_text(t.delta, digits=3, sign=True) if math.isfinite(t.delta)
                       else _signed(t.delta, 3), "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,

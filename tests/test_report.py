@@ -602,6 +602,20 @@ def test_a_flip_change_near_the_bias_tolerance_keeps_the_digits_the_verdict_uses
     assert '<td class="num">-0.0499</td>' in html and '<td class="num">+0.0501</td>' in html
 
 
+def test_a_flip_probability_just_past_the_boundary_keeps_the_digits_the_views_use(tmp_path):
+    """p 0.4996 after a flip that flips the decision read "0.500" beside "Flips? yes"; the auditor's view says 0.4996."""
+    from edgeinfer.explain.views import render
+
+    expl = _explanation()
+    first, second = expl.bias.flips
+    flips = (dataclasses.replace(first, class_name="low risk", probability=0.4996, delta=-0.3204, flipped=True),
+             second)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=flips))
+    html = ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert ('<td>low risk</td><td class="num">0.4996</td><td class="num">-0.320</td><td>yes</td>' in html)
+    assert "p(high risk) = 0.4996 (Δ -0.320), DECISION FLIPS" in render(expl, SCHEMA, stakeholder="auditor")
+
+
 def test_the_report_tells_protected_but_untested_from_no_protected_inputs(fixed_bundle, tmp_path):
     """With no flip (the reference data held one sex and one age), the report said 'The model has no protected
     inputs to test.' though the schema has two."""
