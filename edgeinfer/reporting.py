@@ -597,8 +597,9 @@ def _made(inputs: Inputs) -> list[tuple[str, str]]:
 
 
 def _check_records(inputs: Inputs, schema, bundle) -> None:
-    """Refuse an explanation whose figures cannot be true (a plausibility outside [0, 1], a NaN contribution) or
-    whose inputs are not the schema's (the report would show them as if they were), naming the record and field."""
+    """Refuse an explanation whose figures cannot be true (a plausibility outside [0, 1], a number the report shows
+    that is NaN or JSON's null: it read "nan") or whose inputs are not the schema's (the report would show them as
+    if they were), naming the record and field."""
     source = f"bundle {bundle.path}" if bundle is not None else "the first record (no bundle given)"
     names = list(schema.names)
     made = list(zip(inputs.places or [f"explanation {n}" for n in range(1, len(inputs.explanations) + 1)],
@@ -608,6 +609,12 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
         def refuse(field: str, problem: str, cause: str = "the record is damaged") -> None:
             raise InputError(f"{where}: explanation.{field}: {problem}; {cause}")
 
+        def finite(field: str, value: float) -> None:
+            if not math.isfinite(value):
+                refuse(field, f"must be a finite number, got {value!r}")
+
+        for name, value in e.instance.items():
+            finite(f"instance.{name}", value)
         for name in names:
             if name not in e.instance:
                 refuse("instance", f"lacks {name!r}, an input of {source}", "the record is damaged or from another model")
@@ -620,18 +627,27 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             if c.plausibility is not None and not (math.isfinite(c.plausibility) and 0.0 <= c.plausibility <= 1.0):
                 refuse(f"counterfactuals.items[{i}].plausibility",
                        f"must be a finite number in [0, 1], got {c.plausibility!r}")
+            finite(f"counterfactuals.items[{i}].distance", c.distance)
             for j, ch in enumerate(c.changes):
+                finite(f"counterfactuals.items[{i}].changes[{j}].from_value", ch.from_value)
+                finite(f"counterfactuals.items[{i}].changes[{j}].to_value", ch.to_value)
                 if ch.feature not in names:
                     refuse(f"counterfactuals.items[{i}].changes[{j}].feature",
                            f"{ch.feature!r} is not an input of {source} ({', '.join(names)})",
                            "the record is damaged or from another model")
+        if e.attributions is not None and e.attributions.values:     # without values (a reason), none is shown
+            finite("attributions.base_value", e.attributions.base_value)
+            finite("attributions.prediction", e.attributions.prediction)
         for i, a in enumerate(e.attributions.values if e.attributions is not None else ()):
-            if not math.isfinite(a.contribution):
-                refuse(f"attributions.values[{i}].contribution", f"must be a finite number, got {a.contribution!r}")
+            finite(f"attributions.values[{i}].value", a.value)
+            finite(f"attributions.values[{i}].contribution", a.contribution)
             if a.feature not in names:
                 refuse(f"attributions.values[{i}].feature",
                        f"{a.feature!r} is not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
+        for i, t in enumerate(e.bias.flips if e.bias is not None else ()):
+            for part in ("from_value", "to_value", "probability", "delta"):
+                finite(f"bias.flips[{i}].{part}", getattr(t, part))
 
 
 def _schema_from(inputs: Inputs):
@@ -894,7 +910,6 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
 
 def _bias(e, schema) -> dict[str, Any] | None:
     from edgeinfer.explain.bias import NO_PROTECTED, change_text   # change_text: as the verdict and views write it
-    from edgeinfer.explain.views import _signed
 
     b = e.bias
     if b is None:
@@ -910,8 +925,7 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       "probability_shown": _probability_apart(
                           t.probability, 1 - t.probability if len(e.decision.classes) == 2 else None),
                       "delta": t.delta,
-                      "delta_shown": change_text(t.delta, digits=3, sign=True) if math.isfinite(t.delta)
-                      else _signed(t.delta, 3), "flipped": t.flipped})
+                      "delta_shown": change_text(t.delta, digits=3, sign=True), "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
     # protected but not tested: as the explanation says, or the bundle's schema (explanations before that field)

@@ -550,6 +550,31 @@ def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bund
     assert str(err.value) == "record 2: explanation." + message.replace("BUNDLE", str(fixed_bundle.path))
 
 
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["instance"].update(bmi=None), "instance.bmi"),
+    (lambda d: d["counterfactuals"]["items"][0]["changes"][0].update(from_value=None),
+     "counterfactuals.items[0].changes[0].from_value"),
+    (lambda d: d["counterfactuals"]["items"][0]["changes"][1].update(to_value=None),
+     "counterfactuals.items[0].changes[1].to_value"),
+    (lambda d: d["counterfactuals"]["items"][1].update(distance=None), "counterfactuals.items[1].distance"),
+    (lambda d: d["bias"]["flips"][1].update(probability=None), "bias.flips[1].probability"),
+    (lambda d: d["bias"]["flips"][0].update(delta=None), "bias.flips[0].delta"),
+    (lambda d: d["attributions"].update(base_value=None), "attributions.base_value"),
+    (lambda d: d["attributions"].update(prediction=None), "attributions.prediction"),
+])
+def test_a_null_where_a_number_is_shown_is_refused_naming_the_line_and_field(fixed_bundle, tmp_path, change, field):
+    """JSON null in a number the report shows read "nan" in the page; a string there was already refused."""
+    record = _explanation(fixed_bundle.sha256).to_dict()
+    change(record)
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n\n" + json.dumps(record) + "\n")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {lines} line 3: explanation.{field}: must be a finite number, got nan; the "
+                             "record is damaged\n")
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_one(tmp_path):
     import dataclasses
 
