@@ -713,10 +713,33 @@ def _feature(schema, name: str):
 def _label(feature, value: float, digits: int = 4) -> str:
     """The value as the schema shows it, continuous values to `digits` significant digits (no search noise)."""
     if feature.kind == "continuous" and math.isfinite(value):
-        shown = (f"{value:.{digits - 3}f}".rstrip("0").rstrip(".") if abs(value) >= 1000
-                 else f"{float(f'{value:.{digits}g}'):.{digits}g}")
-        return shown + (f" {feature.unit}" if feature.unit else "")
+        return _fixed(value, digits) + (f" {feature.unit}" if feature.unit else "")
     return feature.label(value)
+
+
+def _fixed(value: float, digits: int = 4) -> str:
+    """`digits` significant digits; from 1000 up, fixed notation with `digits` - 3 decimals (180048.2, not
+    1.8e+05)."""
+    if abs(value) >= 1000:
+        return f"{value:.{digits - 3}f}".rstrip("0").rstrip(".")
+    return f"{float(f'{value:.{digits}g}'):.{digits}g}"
+
+
+def _range(feature) -> str:
+    """A feature's valid range with every digit of its bounds (0 – 1000000, not 0 – 1e+06); one-sided as "≥ 0 mg"
+    or "≤ 5 mg", not "0 – inf mg"; "any" without bounds."""
+    from edgeinfer.schema import _exact
+
+    if feature.kind == "categorical":
+        return ", ".join(feature.categories)
+    low, high = math.isfinite(feature.low), math.isfinite(feature.high)
+    if low and high:
+        shown = f"{_exact(feature.low)} – {_exact(feature.high)}"
+    elif low or high:
+        shown = f"≥ {_exact(feature.low)}" if low else f"≤ {_exact(feature.high)}"
+    else:
+        return "any"
+    return shown + (f" {feature.unit}" if feature.unit else "")
 
 
 def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
@@ -804,11 +827,8 @@ def _inputs(e, schema, *, recorded: bool = True) -> list[dict[str, Any]]:
     rows = []
     for name, value in e.instance.items():
         f = _feature(schema, name)
-        known = math.isfinite(f.low) or math.isfinite(f.high)
-        unit = f" {f.unit}" if f.unit else ""
-        rng = ", ".join(f.categories) if f.kind == "categorical" else (
-            f"{f.low:g} – {f.high:g}{unit}" if known else "not recorded")
-        rows.append({"name": f.clinical, "key": name, "value": _label(f, value), "range": rng,
+        rows.append({"name": f.clinical, "key": name, "value": _label(f, value),
+                     "range": _range(f) if recorded else "not recorded",
                      "status": _status(f, recorded=recorded)})
     return rows
 
@@ -874,7 +894,8 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
     for ch in best.changes:
         f = _feature(schema, ch.feature)
         unit = f" {ch.unit or f.unit}".rstrip()
-        delta = "" if f.kind == "categorical" else f"{ch.to_value - ch.from_value:+.4g}{unit}"
+        change = ch.to_value - ch.from_value
+        delta = "" if f.kind == "categorical" else f"{'+' if change >= 0 else ''}{_fixed(change)}{unit}"
         before, after = _labels_apart(f, ch.from_value, ch.to_value)
         changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta,
                         "status": _status(f, recorded=recorded)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html as html_module
 import json
+import math
 import os
 import re
 import shutil
@@ -613,6 +614,33 @@ def test_the_report_keeps_the_digits_that_tell_two_numbers_apart(tmp_path):
     html = ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8")
     assert "(probability of 'high risk' 0.820 → 0.4997)" in _text(html)
     assert "<td>glucose</td><td>162</td><td>161.999998</td>" in html
+
+
+def test_one_sided_ranges_and_large_changes_are_written_in_full(tmp_path):
+    """A range open above read "40 – inf mg/dL", a range of 0 to a million "0 – 1e+06", and a change of 180048.2
+    "+1.8e+05": every bound and the change in fixed notation, a one-sided range as "≥ 40" or "≤ 100"."""
+    features = list(SCHEMA.features)
+    features[0] = dataclasses.replace(features[0], high=math.inf)                     # glucose ≥ 40 mg/dL
+    features[1] = dataclasses.replace(features[1], low=0.0, high=1_000_000.0)         # bmi 0 – 1000000 kg/m²
+    features[2] = dataclasses.replace(features[2], low=-math.inf)                     # age ≤ 100 years
+    schema = dataclasses.replace(SCHEMA, features=tuple(features))
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
+                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
+    bundle = write_bundle(tmp_path / "bundle", model_bytes=_onnx_bytes(), schema=schema,
+                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
+                          precision="fp32", record={})
+    expl = _explanation(bundle.sha256)
+    first, second = expl.counterfactuals.items
+    first = dataclasses.replace(first, changes=(FeatureChange("glucose", 162.0, 180210.2, "mg/dL"),))
+    expl = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, items=(first, second)))
+    html = ei.report([expl], out=tmp_path / "r.html", bundle=bundle).read_text(encoding="utf-8")
+    assert ('<td>fasting plasma glucose</td><td>162 mg/dL</td><td>180210.2 mg/dL</td>'
+            '<td class="num">+180048.2 mg/dL</td>') in html
+    assert "<td>fasting plasma glucose</td><td>162 mg/dL</td><td>≥ 40 mg/dL</td>" in html
+    assert "<td>body-mass index</td><td>31.5 kg/m²</td><td>0 – 1000000 kg/m²</td>" in html
+    assert "<td>age</td><td>54 years</td><td>≤ 100 years</td>" in html
+    assert not re.search(r"\binf\b|\de\+\d", _text(html))
 
 
 def test_a_flip_change_near_the_bias_tolerance_keeps_the_digits_the_verdict_uses(tmp_path):
