@@ -69,6 +69,7 @@ PIECES: dict[str, frozenset[str]] = {
     "counterfactual": _COUNTERFACTUAL,
     "counterfactual_threshold": _COUNTERFACTUAL | _THRESHOLD,   # optional: else `counterfactual` serves
     "counterfactual_more": _COMMON | {"shown", "total"},
+    "counterfactual_note": _COMMON | _TARGET,      # optional: said once after the counterfactuals shown
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
     "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
     "no_actionable": _COMMON | _TARGET,
@@ -98,7 +99,7 @@ for _section in SECTIONS:
 # Optional pieces said instead of, or beside, a piece: a file that rewords the piece but not these (extending
 # another) drops the base's wording of these.
 _VARIANTS = {
-    "counterfactual": ("counterfactual_threshold", "counterfactual_more"),
+    "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note"),
     "no_counterfactual": ("no_counterfactual_in_time", "target_met"),
     "bias_ok": ("bias_untested",),
 }
@@ -641,6 +642,9 @@ def _records(items: Any, newline: str, step: str) -> str | None:
     return ("," + newline).join(map(fmt.__mod__, zip(*columns)))
 
 
+_YOUR_YOUR = re.compile(r"\b(your) your\b", re.IGNORECASE)
+
+
 class _View:
     """Fills one stakeholder's pieces from one explanation."""
 
@@ -662,9 +666,11 @@ class _View:
     # ----- pieces and words -------------------------------------------------
     def fill(self, key: str, **values: Any) -> str:
         try:
-            return self.t.text[key].format_map({**self.common, **values})
+            text = self.t.text[key].format_map({**self.common, **values})
         except (KeyError, ValueError, IndexError) as err:
             raise ExplainError(f"template file {self.t.path}: [text] {key} cannot be filled: {err}") from err
+        # "your {feature}" with a lay name that already says it ("your daily dose"): one "your", not two
+        return _YOUR_YOUR.sub(r"\1", text)
 
     def word(self, key: str) -> str:
         return self.t.text[key]
@@ -853,6 +859,8 @@ class _View:
             lines.append(self.fill("counterfactual_more", shown=str(self.s.counterfactuals), total=str(len(items))))
         if not cfs.complete and self.has("counterfactual_incomplete"):
             lines.append(self.fill("counterfactual_incomplete"))
+        if lines and self.has("counterfactual_note"):
+            lines.append(self.fill("counterfactual_note", **target))
         return lines
 
     def _counterfactual(self, index: int, cf: Counterfactual, target: dict[str, str],

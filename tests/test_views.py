@@ -190,8 +190,10 @@ def test_patient_text_is_plain_and_readable(schema, fk, p, depends):
     assert _jargon(text) == [], f"jargon in patient text:\n{text}"
     assert not re.search(r"\d\.\d{2,}", text), "no raw probabilities or long decimals"
     assert fk(text) <= 8, f"grade {fk(text)}:\n{text}"
-    assert "Lower your body weight for height (BMI) from 32 kg/m² to 28 kg/m²." in text
-    assert "Lower your blood sugar from 187 mg/dL to 150 mg/dL." in text
+    assert ("What could change the result:\nThe result would have been lower progression if:\n"
+            "- your body weight for height (BMI) had been 28 kg/m² instead of 32 kg/m²\n"
+            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
+            "This is not advice: talk with your care team before changing anything.\n\n") in text
 
 
 def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
@@ -201,7 +203,7 @@ def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
     cfs = expl.counterfactuals
     item = dataclasses.replace(cfs.items[0], changes=(FeatureChange("bmi", 24.2, 23.64, "kg/m²"),))
     expl = dataclasses.replace(expl, counterfactuals=dataclasses.replace(cfs, items=(item,)))
-    assert "Lower your body weight for height (BMI) from 24.2 kg/m² to 23.6 kg/m²." in views.render(
+    assert "- your body weight for height (BMI) had been 23.6 kg/m² instead of 24.2 kg/m²\n" in views.render(
         expl, schema, stakeholder="patient")
 
 
@@ -216,7 +218,7 @@ def test_a_value_on_a_features_step_reads_as_that_multiple(schema):
     item = dataclasses.replace(cfs.items[0], changes=(FeatureChange("bmi", 32.5, 27.5, "kg/m²"),))
     expl = dataclasses.replace(expl, instance={**expl.instance, "bmi": 32.5},
                                counterfactuals=dataclasses.replace(cfs, items=(item,)))
-    assert "Lower your body weight for height (BMI) from 32.5 kg/m² to 27.5 kg/m²." in views.render(
+    assert "- your body weight for height (BMI) had been 27.5 kg/m² instead of 32.5 kg/m²\n" in views.render(
         expl, stepped, stakeholder="patient")
     view = views._View(expl, stepped, views.get_templates("patient"))
     assert [view.value("bmi", v) for v in (32.5, 27.500000000000004, 24.2, 30.3)] == [
@@ -235,11 +237,49 @@ def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
     # The search's first counterfactual changes sex and age; only the second is actionable.
     expl = _explanation(schema, cf_changes=((("sex", 1.0), ("age", 40.0)), (("bmi", 26.0),)))
     patient = views.render(expl, schema, stakeholder="patient")
-    advice = [line for line in patient.splitlines() if re.match(r"- (Raise|Lower|Change) ", line)]
-    assert advice == ["- Lower your body weight for height (BMI) from 32 kg/m² to 26 kg/m²."]
+    changes = [line for line in patient.splitlines() if re.match(r"- your .+ had been ", line)]
+    assert changes == ["- your body weight for height (BMI) had been 26 kg/m² instead of 32 kg/m²"]
     # The clinician still sees both.
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert "1. sex (source coding 1/2) sex 2 → sex 1; age 59 years → 40 years" in clinician
+
+
+def test_patient_hears_a_counterfactual_as_what_the_model_would_have_said_not_as_advice(schema, tmp_path):
+    """ "Lower your blood fats (triglycerides) from 5 to 3.5" read as an instruction, without a caveat, for an answer
+    just past the boundary: now what the result would have been, and once that it is not advice."""
+    two = _explanation(schema, cf_changes=((("bmi", 26.0),), (("s6", 150.0),)))
+    patient = views.render(two, schema, stakeholder="patient")
+    assert not re.search(r"\b(Raise|Lower|Change)\b", patient)
+    path = tmp_path / "two.toml"
+    path.write_text('name = "two"\nextends = "patient"\n[view]\ncounterfactuals = 2\n')
+    views.register_stakeholder(path)
+    assert ("The result would have been lower progression if:\n"
+            "- your body weight for height (BMI) had been 26 kg/m² instead of 32 kg/m²\n"
+            "The result would have been lower progression if:\n"
+            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
+            "This is not advice: talk with your care team before changing anything.\n\n"
+            ) in views.render(two, schema, stakeholder="two")
+    # a file that rewords the counterfactual (another language, say) does not get the English note beside it
+    path = tmp_path / "other.toml"
+    path.write_text('name = "other"\nextends = "patient"\n[text]\ncounterfactual = "Autre résultat : {cf_outcome}."\n')
+    views.register_stakeholder(path)
+    assert "advice" not in views.render(two, schema, stakeholder="other")
+
+
+def test_a_lay_name_that_starts_with_your_is_not_doubled(schema):
+    """lay "your daily dose" in "Your {feature}" read "Your your daily dose"."""
+    from edgeinfer.schema import FeatureSchema as Schema
+
+    lay = {"bmi": "your weight for height", "s6": "Your blood sugar", "sex": "your sex"}
+    yours = Schema(tuple(dataclasses.replace(f, lay=lay.get(f.name, f.lay)) for f in schema.features),
+                   schema.classes, favourable=schema.favourable, name=schema.name)
+    expl = dataclasses.replace(_explanation(yours, bias_depends=True), bias=dataclasses.replace(
+        _bias(True), depends_on=("sex",)))
+    patient = views.render(expl, yours, stakeholder="patient")
+    assert "- Your weight for height made this result more likely." in patient
+    assert "- your blood sugar had been 150 mg/dL instead of 187 mg/dL" in patient
+    assert "We checked: your sex may have changed this result." in patient
+    assert not re.search(r"\byour your\b", patient, re.IGNORECASE)
 
 
 def test_patient_when_only_protected_changes_would_flip_the_result(schema, fk):
@@ -708,7 +748,7 @@ def test_real_session_explanations_for_each_stakeholder(diabetes_session, diabet
         assert _jargon(text) == [], f"jargon in patient text:\n{text}"
         assert fk(text) <= 8, f"grade {fk(text)}:\n{text}"
         for line in text.splitlines():
-            if re.match(r"- (Raise|Lower|Change) ", line):
+            if re.match(r"- your .+ had been ", line):
                 assert not any(f"your {p} " in line for p in protected), line
 
     auditor = session.explain(X[0], stakeholder="auditor")
@@ -798,8 +838,9 @@ def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_g
     assert ("1. blood glucose 187 mg/dL → 150 mg/dL → p(higher progression) = 0.89996, meeting p(higher progression) "
             "< 0.9; decision higher progression (p = 0.89996); 1 change(s)") in clinician
     patient = views.render(expl, schema, stakeholder="patient")
-    assert ("One way to bring the chance of higher progression below 90%:\n"
-            "- Lower your blood sugar from 187 mg/dL to 150 mg/dL.") in patient
+    assert ("The chance of higher progression would have been below 90% if:\n"
+            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
+            "This is not advice: talk with your care team before changing anything.") in patient
     assert "get the result" not in patient
 
 
