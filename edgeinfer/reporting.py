@@ -187,23 +187,24 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
     decided: list[tuple[str, dict[str, float]]] = []
     explained = 0
 
-    def explanation(item: Any, where: str, label: str, *, row: bool):
-        """Count one explanation, note its bundle (and a row's classes), and keep it while fewer than MAX_CASES are."""
+    def explanation(item: Any, where: str, *, row: bool):
+        """Count one explanation, note its bundle (and a row's classes) with where it is, and keep it while fewer
+        than MAX_CASES are."""
         nonlocal explained
         explained += 1
         keep = explained <= MAX_CASES
         e = (item if isinstance(item, Explanation) else _explanation(item, where)) if keep else None
         sha, names = _digest(e, where) if keep else _digest(item, where)
-        made.setdefault(sha, label)
+        made.setdefault(sha, where)
         if row:
-            classes.setdefault(names, label)
+            classes.setdefault(names, where)
             decided.append(_decided(e if keep else item, where))
         return e
 
     first: dict[str, str] = {}           # where the first record of each kind is: a mix of kinds is refused
     for n, (where, item) in enumerate(items, start=1):
         if isinstance(item, Explanation):
-            e = explanation(item, where, f"explanation {explained + 1}", row=True)
+            e = explanation(item, where, row=True)
             if e is not None:
                 explanations.append(e)
                 rows.append(None)
@@ -225,7 +226,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "schema_version" in item:
             body = {k: v for k, v in item.items() if k != "row"}
-            e = explanation(body, where, f"explanation {explained + 1}", row=True)
+            e = explanation(body, where, row=True)
             if e is not None:
                 explanations.append(e)
                 rows.append(item.get("row"))
@@ -268,8 +269,8 @@ def _explanation(data: Mapping[str, Any], where: str):
 
 
 def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Callable[..., Any]) -> Window:
-    """A window record, checked; `explanation(item, where, label, row=False)` counts its explanation and returns
-    it built, or None past the first MAX_CASES."""
+    """A window record, checked; `explanation(item, where, row=False)` counts its explanation and returns it built,
+    or None past the first MAX_CASES."""
     from edgeinfer.explain.explanation import Explanation
 
     window, decision = record.get("window"), record.get("decision")
@@ -296,7 +297,7 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
         raise InputError(f"{where}: window index must be a whole number >= 0, got "
                          f"{_json(index)}")
-    explanation = None if explained is None else explanation(explained, where, f"window {int(index)}", row=False)
+    explanation = None if explained is None else explanation(explained, where, row=False)
     return Window(
         index=int(index),
         start=_number(window.get("start"), f"{where}: window start", optional=True),
@@ -577,7 +578,7 @@ def _check_classes(inputs: Inputs, schema, bundle) -> None:
             )
     records = list(inputs.classes) or [(f"explanation {n}", e.decision.classes)
                                        for n, e in enumerate(inputs.explanations, start=1)]
-    records += [(f"window {w.index}", tuple(w.probabilities)) for w in inputs.windows]
+    records += [(w.where or f"window {w.index}", tuple(w.probabilities)) for w in inputs.windows]
     for where, classes in records:
         if set(classes) != set(schema.classes):
             source = (f"bundle {bundle.path} has" if bundle is not None

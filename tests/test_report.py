@@ -338,7 +338,7 @@ def test_a_long_session_keeps_the_explanations_it_shows_and_counts_the_rest(fixe
     lines.write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(InputError) as caught:
         ei.report(lines, out=tmp_path / "s.html", bundle=fixed_bundle)
-    assert str(caught.value) == (f"window 52: made by bundle ffffffffffff…, but window 0 by bundle "
+    assert str(caught.value) == (f"{lines} line 53: made by bundle ffffffffffff…, but {lines} line 1 by bundle "
                                  f"{fixed_bundle.sha256[:12]}…; report each model's records on their own, with the "
                                  "bundle that made them")
 
@@ -491,12 +491,12 @@ def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path)
                                                                     classes=("benign", "malignant")))
     with pytest.raises(InputError) as err:
         ei.report([expl, other], out=tmp_path / "r.html", bundle=fixed_bundle)
-    assert str(err.value) == (f"explanation 2: the decision has classes ['benign', 'malignant'], but bundle "
+    assert str(err.value) == (f"record 2: the decision has classes ['benign', 'malignant'], but bundle "
                               f"{fixed_bundle.path} has classes ['low risk', 'high risk']; report each model's "
                               "records on their own, with the bundle that made them")
     with pytest.raises(InputError) as err:                     # no bundle: the first record's classes rule
         ei.report([expl, other], out=tmp_path / "r.html")
-    assert str(err.value) == ("explanation 2: the decision has classes ['benign', 'malignant'], but the first record "
+    assert str(err.value) == ("record 2: the decision has classes ['benign', 'malignant'], but the first record "
                               "(no bundle given) has classes ['low risk', 'high risk']; report each model's records "
                               "on their own, with the bundle that made them")
     window = {"window": {"index": 3, "start": 0.0, "end": 2.0, "rows": 20},
@@ -505,7 +505,7 @@ def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path)
     lines.write_text(json.dumps(window) + "\n")
     result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "s.html")])
     assert result.exit_code == 1
-    assert result.stderr == (f"error: window 3: the decision has classes ['Walking', 'Running'], but bundle "
+    assert result.stderr == (f"error: {lines} line 1: the decision has classes ['Walking', 'Running'], but bundle "
                              f"{fixed_bundle.path} has classes ['low risk', 'high risk']; report each model's "
                              "records on their own, with the bundle that made them\n")
 
@@ -513,8 +513,28 @@ def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path)
 def test_explanations_of_two_bundles_in_one_report_are_refused(tmp_path):
     with pytest.raises(InputError) as err:
         ei.report([_explanation("a" * 64), _explanation("b" * 64)], out=tmp_path / "r.html")
-    assert str(err.value) == ("explanation 2: made by bundle bbbbbbbbbbbb…, but explanation 1 by bundle aaaaaaaaaaaa…; "
+    assert str(err.value) == ("record 2: made by bundle bbbbbbbbbbbb…, but record 1 by bundle aaaaaaaaaaaa…; "
                               "report each model's records on their own, with the bundle that made them")
+
+
+def test_records_of_two_models_in_a_file_are_named_by_their_line(fixed_bundle, tmp_path):
+    """After a refused row and a blank line, the explanations on lines 3 and 4 were named "explanation 1" and
+    "explanation 2" (their count), not the lines the README promises."""
+    other = dataclasses.replace(_explanation(), decision=dataclasses.replace(
+        _explanation().decision, class_name="malignant", classes=("benign", "malignant")))
+    lines = tmp_path / "e.jsonl"
+    refused = json.dumps({"row": 1, "error": "refused"})
+    lines.write_text(f"{refused}\n\n{_explanation('a' * 64).to_json()}\n{_explanation('b' * 64).to_json()}\n")
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=tmp_path / "r.html")
+    assert str(err.value) == (f"{lines} line 4: made by bundle bbbbbbbbbbbb…, but {lines} line 3 by bundle "
+                              "aaaaaaaaaaaa…; report each model's records on their own, with the bundle that made them")
+    lines.write_text(f"{refused}\n\n{_explanation().to_json()}\n{other.to_json()}\n")
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=tmp_path / "r.html")
+    assert str(err.value) == (f"{lines} line 4: the decision has classes ['benign', 'malignant'], but the first "
+                              "record (no bundle given) has classes ['low risk', 'high risk']; report each model's "
+                              "records on their own, with the bundle that made them")
 
 
 @pytest.mark.parametrize("where, value", [("decision", 1.7), ("decision", float("nan")), ("counterfactual", -0.4)])
