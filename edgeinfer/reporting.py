@@ -117,7 +117,8 @@ def _lines(path: str | Path, *, progress: Callable[[int], Any] | None = None):
                     continue
                 record = json_object(line, keys="field name")
                 if isinstance(record, str):
-                    last = next(file, None) is None and not line.endswith("}")     # no line after it
+                    # a line that did not parse, with none after it: a writer stopped mid-line ('[1, 2]' is whole)
+                    last = record.startswith("not valid JSON") and next(file, None) is None and not line.endswith("}")
                     raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
                                      + ("; the last line looks cut off (a stream still writing, or stopped hard): "
                                         "delete it, or report on a finished file" if last else ""))

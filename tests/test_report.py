@@ -956,6 +956,12 @@ def test_cli_errors(fixed_bundle, tmp_path):
     assert result.stderr == (f"error: {lines} line 2: not valid JSON (Expecting property name enclosed in double "
                              "quotes at column 2); expected one JSON object per line; the last line looks cut off (a "
                              "stream still writing, or stopped hard): delete it, or report on a finished file\n")
+    # a whole JSON line that is not an object was not cut off: no hint that it was
+    lines.write_text(_explanation().to_json() + "\n[1, 2]\n")
+    result = runner.invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {lines} line 2: expected a JSON object of field name to value, got list; "
+                             "expected one JSON object per line\n")
     result = runner.invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.txt")])
     assert result.exit_code == 2
     assert "report output must end in .html or .pdf, got 'r.txt'" in result.stderr
