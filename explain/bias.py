@@ -241,9 +241,10 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
     parts = []
     for plan in plans:
         f = plan.feature
+        name = f.clinical          # the words the views and the report use beside it, as for the proxies
         mine = [t for t in flips if t.feature == f.name]
         if not mine:
-            parts.append(f"{f.name} could not be tested: the reference data has no other value of it")
+            parts.append(f"{name} could not be tested: the reference data has no other value of it")
             continue
         alone = [t for t in mine if t.flipped and not t.proxies]
         joint = [t for t in mine if t.flipped and t.proxies]
@@ -252,22 +253,22 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]
             with_proxies = _with_proxies(schema, f, extra)
             if not alone:
-                parts.append(f"the decision flips if {f.name} were {with_proxies}")
+                parts.append(f"the decision flips if {name} were {with_proxies}")
             elif extra:
-                parts.append(f"the decision flips if {f.name} were {_values(f, alone)}, and if it were {with_proxies}")
+                parts.append(f"the decision flips if {name} were {_values(f, alone)}, and if it were {with_proxies}")
             else:
-                parts.append(f"the decision flips if {f.name} were {_values(f, alone)}")
+                parts.append(f"the decision flips if {name} were {_values(f, alone)}")
         else:
             worst = max(mine, key=lambda t: abs(t.delta))
             if abs(worst.delta) > tolerance:
                 via = f" together with {_its_proxies(schema, worst.proxies)}" if worst.proxies else ""
                 parts.append(
-                    f"the decision depends on {f.name}: the probability of '{worst.class_name}' changes by "
-                    f"{change_text(worst.delta, tolerance, sign=True)} if {f.name} were {f.label(worst.to_value)}{via}"
+                    f"the decision depends on {name}: the probability of '{worst.class_name}' changes by "
+                    f"{change_text(worst.delta, tolerance, sign=True)} if {name} were {f.label(worst.to_value)}{via}"
                 )
             else:
                 parts.append(
-                    f"the decision does not depend on {f.name} (largest change in probability "
+                    f"the decision does not depend on {name} (largest change in probability "
                     f"{change_text(worst.delta, tolerance)})"
                 )
     return "; ".join(parts)

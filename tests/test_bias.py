@@ -478,3 +478,34 @@ def test_the_verdict_names_the_proxies_each_flip_moved():
     assert _verdict(schema, [SimpleNamespace(feature=age)], flips, 0.05) == (
         "the decision flips if age were 31 years together with its proxies mean arterial pressure and blood glucose, "
         "or 64 years together with its proxy mean arterial pressure")
+
+
+def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies_get():
+    """The verdict said "depends on grp" beside "its proxy coded group marker": the protected feature was named by
+    its raw name, its proxies (and every other line of the views and the report) by their clinical words."""
+    from types import SimpleNamespace
+
+    from edgeinfer.explain.bias import _verdict
+    from edgeinfer.explain.explanation import FlipTest
+
+    grp = Feature("grp", kind="categorical", categories=("A", "B"), protected=True, mutable=False,
+                  clinical="ethnic group")
+    yrs = Feature("yrs", kind="integer", low=18, high=90, unit="years", protected=True, clinical="age")
+    sx = Feature("sx", kind="categorical", categories=("f", "m"), protected=True, mutable=False, clinical="sex")
+    schema = FeatureSchema(features=(grp, yrs, sx, Feature("marker", low=0, high=1, clinical="coded group marker")),
+                           classes=("lower", "higher"))
+    flips = [FlipTest("grp", 0.0, 1.0, ("marker",), "lower", 0.4, -0.2, True),
+             FlipTest("yrs", 46.0, 64.0, (), "higher", 0.7, -0.1, False)]
+    plans = [SimpleNamespace(feature=f) for f in (grp, yrs, sx)]
+    assert _verdict(schema, plans, flips, 0.05) == (
+        "the decision flips if ethnic group were B together with its proxy coded group marker; the decision depends "
+        "on age: the probability of 'higher' changes by -0.10 if age were 64 years; sex could not be tested: the "
+        "reference data has no other value of it")
+    assert _verdict(schema, plans[1:2], [FlipTest("yrs", 46.0, 64.0, (), "higher", 0.78, -0.02, False)], 0.05) == (
+        "the decision does not depend on age (largest change in probability 0.02)")
+    rows = np.array([[0.0, 46.0, 0.0, 0.0]])
+    X_ref = np.column_stack([np.repeat([0.0, 1.0], 100), np.tile(np.arange(18.0, 68.0), 4), np.zeros(200),
+                             np.repeat([0.0, 1.0], 100)])
+    model = LinearPredictor([8.0, 0.0, 0.0, 0.0], -4.0, schema, X_ref)
+    (expl,) = explain_bias(model, rows, labels=np.array([0]), proxies=find_proxies(schema, X_ref))
+    assert expl.verdict.startswith("the decision flips if ethnic group were B; the decision does not depend on age")
