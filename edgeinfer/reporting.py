@@ -673,10 +673,11 @@ def _schema_from(inputs: Inputs):
 
 def _made_by(e, bundle, manifest: Mapping[str, Any], fidelity: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """The fidelity and precision of the model that made `e`: the given bundle's when it made it, else those the
-    explanation carries (another bundle's band on this decision would contradict its own wording)."""
+    explanation carries (another bundle's band on this decision would contradict its own wording). `carried`: the
+    figures are the explanation's, not a manifest's (no bundle given, or a manifest without them)."""
     if bundle is not None and e.model.bundle_sha256 == manifest.get("manifest_sha256"):
-        return dict(fidelity), manifest.get("precision") or e.model.precision
-    carried = _fidelity(getattr(e.model, "fidelity", None) or None)
+        return {**fidelity, "carried": "fidelity" not in manifest}, manifest.get("precision") or e.model.precision
+    carried = {**_fidelity(getattr(e.model, "fidelity", None) or None), "carried": True}
     if bundle is not None:          # the band's source is then not the manifest the report describes: say whose
         carried["carried_from"] = e.model.bundle_sha256
     return carried, e.model.precision
@@ -1043,7 +1044,7 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: int) -> dict[str, Any]:
 def _fidelity(record: Any) -> dict[str, Any]:
     """The quantization band: the largest |p_deployed - p_float| recorded at export, and label agreement."""
     found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None,
-             "parity": None, "parity_key": None, "carried_from": None}      # carried_from: see _made_by
+             "parity": None, "parity_key": None, "carried": False, "carried_from": None}   # carried: see _made_by
     if not isinstance(record, Mapping):
         return found
     numbers = list(_numbers(record, "fidelity"))

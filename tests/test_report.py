@@ -1236,7 +1236,32 @@ def test_an_fp32_band_of_zero_says_what_was_compared_and_the_torch_parity(tmp_pa
     text = _text(ei.report([fp32], out=tmp_path / "r.html").read_text())
     text = re.sub(r"([(]) | ([),;:])", r"\1\2", text)          # the spaces _text leaves where tags were
     assert ("The deployed fp32 model's probabilities equalled the exported float model's on every held-out row "
-            "(manifest fidelity.max_abs_diff = 0: an fp32 model is compared with itself); the exported float model "
-            "differed from the trained torch model by at most 1.192e-07 on the calibration rows (manifest "
-            "fidelity.torch_vs_onnx_max_abs).") in text
+            "(fidelity.max_abs_diff carried by the explanation = 0: an fp32 model is compared with itself); the "
+            "exported float model differed from the trained torch model by at most 1.192e-07 on the calibration rows "
+            "(fidelity.torch_vs_onnx_max_abs carried by the explanation).") in text
     assert "by at most 0 " not in text
+
+
+def test_without_a_manifests_fidelity_the_band_is_said_to_be_the_explanations(tmp_path):
+    """No bundle given, the band's figure was still called "manifest fidelity.max_abs_diff" beside "No bundle was
+    given"; so it was for a bundle whose manifest records no fidelity."""
+    e = _explanation()
+    carried = dataclasses.replace(e, model=dataclasses.replace(e.model, fidelity={"max_abs_diff": 0.1}))
+    text = _text(ei.report([carried], out=tmp_path / "r.html").read_text())
+    text = re.sub(r"([(]) | ([),;])", r"\1\2", text)
+    assert "No bundle was given" in text
+    assert ("differed from the float model's by at most 0.1 on held-out data (fidelity.max_abs_diff carried by the "
+            "explanation).") in text
+    assert "manifest" not in text
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
+                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
+    bundle = write_bundle(tmp_path / "bundle", model_bytes=_onnx_bytes(), schema=SCHEMA,
+                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
+                          precision="int8-static", record={})
+    assert "fidelity" not in bundle.manifest
+    carried = dataclasses.replace(carried, model=dataclasses.replace(carried.model, bundle_sha256=bundle.sha256))
+    text = _text(ei.report([carried], out=tmp_path / "r.html", bundle=bundle).read_text())
+    text = re.sub(r"([(]) | ([),;])", r"\1\2", text)
+    assert ("differed from the float model's by at most 0.1 on held-out data (fidelity.max_abs_diff carried by the "
+            "explanation).") in text
