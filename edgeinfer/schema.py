@@ -11,6 +11,7 @@ import difflib
 import itertools
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -258,12 +259,8 @@ class FeatureSchema:
         """
         if isinstance(x, Mapping):
             return self._row_from_mapping(x)[None, :], True
-        if _is_named_row(x):                 # a data frame's row (pandas Series): by name, never by position
-            row = self._row_from_mapping(dict(x.items()))
-            dtype = getattr(x, "dtype", None)                # pandas' own dtypes (text, nullable) are no NumPy dtype
-            if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:
-                row = self.at_bounds(row, dtype)             # a float32 frame's row: its cells arrive as Python floats
-            return row[None, :], True
+        if _is_named(x):                     # a data frame's row (Series, namedtuple): by name, never by position
+            return self._row_from_named(x)[None, :], True
         if isinstance(x, (list, tuple)) and not x:       # an empty batch, as np.empty((0, F)) is
             return np.zeros((0, len(self))), False
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
@@ -274,13 +271,13 @@ class FeatureSchema:
                     j = self._index[name]
                     matrix[:, j] = self.at_bounds(matrix[:, j], np.dtype(f"f{dtype.itemsize}"), j)
             return matrix, False
-        if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and any(isinstance(r, Mapping) for r in x):
+        if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and any(_is_named(r) for r in x):
             rows = []
             for i, row in enumerate(x):
                 try:
-                    if not isinstance(row, Mapping):
+                    if not _is_named(row):
                         raise InputError(f"expected a mapping of feature name to value, got {type(row).__name__}")
-                    rows.append(self._row_from_mapping(row))
+                    rows.append(self._row_from_named(row))
                 except InputError as err:
                     if unreadable is None:
                         raise InputError(f"row {i}: {err}") from None
@@ -396,6 +393,23 @@ class FeatureSchema:
                 f"{' …' if len(missing) > 5 else ''}; every row needs all {len(self)} features"
             )
         return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
+
+    def _row_from_named(self, row: Any) -> np.ndarray:
+        """One row that names its cells (see `_is_named`), read by name as a mapping is."""
+        if isinstance(row, Mapping):
+            return self._row_from_mapping(row)
+        if isinstance(row, tuple):
+            renamed = [f for f in row._fields if f not in self._index and re.fullmatch(r"_\d+", f)]
+            if renamed:
+                raise InputError(f"field {renamed[0]!r} of a namedtuple is a renamed column (itertuples renames a "
+                                 f"column whose name is no Python identifier), so its feature is unknown; pass the "
+                                 f"data frame itself, or its rows as df.iloc[i]")
+            return self._row_from_mapping(row._asdict())
+        values = self._row_from_mapping(dict(row.items()))
+        dtype = getattr(row, "dtype", None)                  # pandas' own dtypes (text, nullable) are no NumPy dtype
+        if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:
+            values = self.at_bounds(values, dtype)           # a float32 frame's row: its cells arrive as Python floats
+        return values
 
     def _row_from_values(self, row: Sequence) -> np.ndarray:
         """One row of values in schema order, cell by cell (category names become codes)."""
@@ -598,6 +612,11 @@ def _unknown_feature(name: str, names: Sequence[str]) -> str:
 
 
 SHOWN = 80     # characters of a bad value an error message repeats
+
+
+def _is_named(x: Any) -> bool:
+    """A row that names its cells: a mapping, a data frame's row (Series) or a namedtuple (`df.itertuples()`)."""
+    return isinstance(x, Mapping) or (isinstance(x, tuple) and hasattr(x, "_fields")) or _is_named_row(x)
 
 
 def _is_named_row(x: Any) -> bool:

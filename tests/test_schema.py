@@ -19,7 +19,8 @@ SCHEMA = FeatureSchema(
 )
 
 
-@pytest.mark.parametrize("form", ["mapping", "list", "array", "frame", "frame row", "list with a category name"])
+@pytest.mark.parametrize("form", ["mapping", "list", "array", "frame", "frame row", "list with a category name",
+                                  "list of frame rows", "frame row as a namedtuple", "list of namedtuples"])
 def test_every_input_form_gives_the_same_matrix(form):
     row = {"glucose": 120.0, "age": 50, "sex": "male"}
     values = [120.0, 50.0, 1.0]
@@ -31,6 +32,9 @@ def test_every_input_form_gives_the_same_matrix(form):
         "frame": frame,
         "frame row": frame.iloc[0],           # a Series: read by its names, never by position
         "list with a category name": [[120.0, 50, "male"]],
+        "list of frame rows": [frame.iloc[0]],                                 # ... in a list too
+        "frame row as a namedtuple": next(frame.itertuples(index=False)),     # by its field names
+        "list of namedtuples": list(frame.itertuples(index=False)),
     }[form]
     matrix = SCHEMA.validate(x)[0]
     np.testing.assert_array_equal(matrix, [values])
@@ -59,6 +63,20 @@ def test_bad_input_messages(x, message):
     with pytest.raises(InputError) as info:
         SCHEMA.validate(x)
     assert str(info.value) == message
+
+
+def test_a_namedtuple_whose_column_was_renamed_is_refused_naming_the_fix():
+    """itertuples renames a column that is no Python identifier ('blood glucose' becomes '_0'): its feature is
+    lost, and reading the row by position is what a frame's row never is."""
+    pd = pytest.importorskip("pandas")
+    schema = FeatureSchema((Feature("blood glucose"), Feature("age")), classes=("x", "y"))
+    frame = pd.DataFrame([{"age": 50, "blood glucose": 120.0}])
+    with pytest.raises(InputError) as info:
+        schema.validate(list(frame.itertuples(index=False)))
+    assert str(info.value) == ("row 0: field '_1' of a namedtuple is a renamed column (itertuples renames a column "
+                               "whose name is no Python identifier), so its feature is unknown; pass the data frame "
+                               "itself, or its rows as df.iloc[i]")
+    np.testing.assert_array_equal(schema.validate([frame.iloc[0]])[0], [[120.0, 50.0]])
 
 
 def test_a_data_frame_takes_category_names_like_a_mapping():
