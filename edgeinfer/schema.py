@@ -257,6 +257,13 @@ class FeatureSchema:
         read (a mapping missing a feature, a cell that is no number or category)
         does not fail the batch: its reason goes into the dict and its row is NaN.
         """
+        matrix, single = self._read(x, unreadable)
+        if isinstance(x, np.ndarray) and x.dtype.kind == "O":    # float32 cells arrive there as Python floats
+            matrix = self.at_bounds(matrix, LOST_FLOAT32)
+        return matrix, single
+
+    def _read(self, x: Any, unreadable: dict[int, str] | None) -> tuple[np.ndarray, bool]:
+        """`to_matrix`, but for an object array's cells that lost their float32 type."""
         if isinstance(x, Mapping):
             return self._row_from_mapping(x)[None, :], True
         if _is_named(x):                     # a data frame's row (Series, namedtuple): by name, never by position
@@ -270,6 +277,9 @@ class FeatureSchema:
                 if getattr(dtype, "kind", "") == "f" and getattr(dtype, "itemsize", 8) < 8:
                     j = self._index[name]
                     matrix[:, j] = self.at_bounds(matrix[:, j], np.dtype(f"f{dtype.itemsize}"), j)
+                elif dtype == object:           # an object column hands its float32 cells out as Python floats
+                    j = self._index[name]
+                    matrix[:, j] = self.at_bounds(matrix[:, j], LOST_FLOAT32, j)
             return matrix, False
         if isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and any(_is_named(r) for r in x):
             rows = []
@@ -409,6 +419,8 @@ class FeatureSchema:
         dtype = getattr(row, "dtype", None)                  # pandas' own dtypes (text, nullable) are no NumPy dtype
         if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:
             values = self.at_bounds(values, dtype)           # a float32 frame's row: its cells arrive as Python floats
+        elif not isinstance(dtype, np.dtype) or dtype.kind == "O":
+            values = self.at_bounds(values, LOST_FLOAT32)    # a mixed frame's row (object, Float64): float32 cells lost
         return values
 
     def _row_from_values(self, row: Sequence) -> np.ndarray:
@@ -671,6 +683,10 @@ def _short(names: Sequence[str], limit: int = 6) -> str:
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)    # the model's input is float32: a larger number becomes inf
+# An object array, an object column or a mixed frame's row hands its float32 cells out as Python floats: there a
+# value equal to a bound's nearest float32 is taken as that bound, as a float32 value is (the model, reading
+# float32, sees the same number either way).
+LOST_FLOAT32 = np.dtype(np.float32)
 
 
 def _exact(value: float) -> str:

@@ -167,6 +167,15 @@ def test_a_bound_sent_as_float32_is_the_bound():
     np.testing.assert_array_equal(schema.validate(mixed)[0], expected)
     frame = pd.DataFrame(sent, columns=["glucose", "age"])
     np.testing.assert_array_equal(schema.validate(frame.iloc[0])[0], expected[:1])       # a float32 frame's row
+    # object arrays and frames, and a mixed frame's rows, hand float32 cells out as Python floats (600.29998779...)
+    nullable = frame.assign(age=pd.array([90, 18], dtype="Int64"))
+    assert type(nullable.to_numpy()[0, 0]) is float and nullable.iloc[0].dtype == "Float64"
+    for x in (sent.astype(object), frame.astype(object), nullable.to_numpy(), [nullable.iloc[0], nullable.iloc[1]],
+              [frame.iloc[0], frame.astype(object).iloc[1]]):
+        np.testing.assert_array_equal(schema.validate(x)[0], expected)
+    np.testing.assert_array_equal(schema.validate(nullable.iloc[1])[0], expected[1:])       # (40.099998... < 40.1)
+    with pytest.raises(InputError):                       # ... and one past it is still out
+        schema.validate(np.nextafter(sent[:1], np.float32(1e9)).astype(object))
     torch = pytest.importorskip("torch")
     np.testing.assert_array_equal(schema.validate(torch.tensor(expected, dtype=torch.float32))[0], expected)
     tensors = {"glucose": torch.tensor(sent[0, 0]), "age": torch.tensor(90)}             # 0-d tensors in a mapping
