@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from edgeinfer.errors import EdgeInferError, EdgeInferWarning, ExportError, UsageError
+from edgeinfer.errors import BackendError, EdgeInferError, EdgeInferWarning, ExportError, UsageError
 from edgeinfer.profiles import device_option, get_device
 
 
@@ -97,12 +97,23 @@ def devices(name: str | None, as_json: bool) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def _load_session(bundle: str, device: str, fallback: bool):
+def _load_session(bundle: str, device: str, fallback: bool, *, threads: int | None = None):
     """The Session, with a warning on stderr when it runs on a fallback (a provider the profile does not list):
-    predict's output rows do not carry the provider."""
+    predict's output rows do not carry the provider. A --device this machine cannot be (its providers missing)
+    is a usage error, as one that does not allow the bundle's precision is (DeviceError)."""
+    from edgeinfer.backend import available_providers, choose_provider
     from edgeinfer.session import load
 
-    session = load(bundle, device=device, fallback=fallback)
+    try:
+        session = load(bundle, device=device, fallback=fallback, threads=threads)
+    except BackendError as err:
+        if device == "auto":        # the bundle's own profile: no option to blame
+            raise
+        try:                        # a --device whose providers this machine lacks is a usage error (exit 2)
+            choose_provider(get_device(device), available_providers(), fallback=fallback)
+        except BackendError:
+            raise UsageError(str(err)) from None
+        raise
     if session.execution.fallback:
         click.echo(f"warning: {session.execution.note}", err=True)
     return session

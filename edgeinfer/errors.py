@@ -26,7 +26,10 @@ class BundleError(EdgeInferError, OSError):
 
 
 class DeviceError(EdgeInferError, LookupError):
-    """An unknown device profile, or a profile the bundle cannot run on."""
+    """An unknown or malformed device profile, or a profile the bundle cannot run on; the CLI exits with 2 (a
+    device option that cannot be used)."""
+
+    exit_code = 2
 
 
 class ExportError(EdgeInferError, RuntimeError):

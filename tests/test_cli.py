@@ -609,3 +609,36 @@ def test_export_must_be_told_its_device(tmp_path):
     assert (result.exit_code, result.stderr) == (
         2, f"error: unknown device 'auto'; known devices: {known} (see `edgeinfer devices`), or give the path of a "
            ".toml profile of your own\n")
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "stream"])
+def test_a_device_that_does_not_allow_the_bundles_precision_is_a_usage_error(command, diabetes_bundle, rows_file,
+                                                                            tmp_path):
+    """README: a --device that cannot be used exits 2; the bundle's precision not on the device exited 1."""
+    profile = _profile_file(tmp_path / "fp16.toml", precisions=["fp16"])
+    result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(rows_file[0]), "--device", str(profile)])
+    precision = ei.read_bundle(diabetes_bundle).precision
+    assert (result.exit_code, result.stderr, result.stdout) == (
+        2, f"error: bundle precision {precision} is not supported by device 'my-gateway' (fp16); export the model for "
+           "that device\n", "")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+                    reason="needs a machine without CUDA's provider")
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_device_whose_providers_are_missing_here_is_a_usage_error(command, diabetes_bundle, rows_file, tmp_path):
+    """A --device naming a profile whose providers this machine's ONNX Runtime lacks exited 1 (a failed operation)."""
+    profile = _profile_file(tmp_path / "gpu.toml", execution_providers=["CUDAExecutionProvider"])
+    result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(rows_file[0]), "--device", str(profile)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: device 'my-gateway' runs on CUDAExecutionProvider, but this ONNX Runtime "
+                                    "offers only ")
+    assert result.stderr.endswith("or load with fallback=True (CLI: --fallback) to run on CPUExecutionProvider\n")
+
+
+def test_devices_refuses_a_bad_profile_as_a_usage_error(tmp_path):
+    profile = _profile_file(tmp_path / "bad.toml", cores="4")
+    result = CliRunner().invoke(main, ["devices", str(profile)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {profile}: device profile 'my-gateway': cores must be a whole number of at least 1 (ONNX Runtime "
+           "threads), got the text '4'; write it without quotes\n")
