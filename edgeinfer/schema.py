@@ -11,9 +11,11 @@ import difflib
 import itertools
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,12 @@ class Feature:
                 value = np.asarray(value)[()]
             except (TypeError, ValueError, RuntimeError):
                 pass
+        if isinstance(value, (Decimal, numbers.Real)) and not isinstance(value, (bool, int, float, np.number)):
+            try:                            # a database NUMERIC (Decimal) or a Fraction is a number, as its text is
+                value = float(value)
+            except (ValueError, OverflowError):     # Decimal('sNaN'), a Fraction beyond float range
+                raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, "
+                                 f"got {_shown(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
         if isinstance(value, np.floating) and value.dtype.itemsize < 8:

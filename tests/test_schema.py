@@ -111,6 +111,26 @@ def test_numbers_written_as_text_read_alike_through_every_form(form):
     np.testing.assert_array_equal(SCHEMA.validate(x)[0][0], [120.5, 50.0, 1.0])
 
 
+def test_a_decimal_or_fraction_cell_is_a_number_through_every_form():
+    """A database NUMERIC column gives Decimal('120.5'): it was refused ('expects a number ..., got
+    Decimal('120.5')') while the text '120.5' was read."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    pd = pytest.importorskip("pandas")
+    row = {"glucose": Decimal("120.5"), "age": Fraction(50), "sex": "male"}
+    for x in (row, list(row.values()), [list(row.values())], np.array([list(row.values())], dtype=object),
+              pd.DataFrame([row]), pd.DataFrame([row]).iloc[0]):
+        np.testing.assert_array_equal(SCHEMA.validate(x)[0], [[120.5, 50.0, 1.0]])
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate({**row, "glucose": Decimal("NaN")})
+    assert str(info.value) == ("feature 'glucose' expects a number in [40, 600] mg/dL, got nan; replace missing or "
+                               "infinite values")
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate({**row, "glucose": Decimal("sNaN")})
+    assert str(info.value) == "feature 'glucose' expects a number in [40, 600] mg/dL, got Decimal('sNaN')"
+
+
 def test_byte_strings_read_as_text():
     """Fixed-width byte strings (NumPy 'S', HDF5) read as the text they hold."""
     np.testing.assert_array_equal(SCHEMA.validate(np.array([[b"120.5", b"50", b"male"]]))[0], [[120.5, 50.0, 1.0]])
