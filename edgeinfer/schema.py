@@ -165,7 +165,7 @@ class Feature:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got no value; fill it in")
         if getattr(value, "ndim", None) == 0 and not isinstance(value, np.generic):    # a 0-d tensor or array
             try:
-                value = np.asarray(value)[()]
+                value = np.asarray(_detached(value))[()]
             except (TypeError, ValueError, RuntimeError):
                 pass
         if isinstance(value, (Decimal, numbers.Real)) and not isinstance(value, (bool, int, float, np.number)):
@@ -265,7 +265,7 @@ class FeatureSchema:
         read (a mapping missing a feature, a cell that is no number or category)
         does not fail the batch: its reason goes into the dict and its row is NaN.
         """
-        matrix, single = self._read(x, unreadable)
+        matrix, single = self._read(_detached(x), unreadable)
         if isinstance(x, np.ndarray) and x.dtype.kind == "O":    # float32 cells arrive there as Python floats
             matrix = self.at_bounds(matrix, LOST_FLOAT32)
         return matrix, single
@@ -632,6 +632,16 @@ def _unknown_feature(name: str, names: Sequence[str]) -> str:
 
 
 SHOWN = 80     # characters of a bad value an error message repeats
+
+
+def _detached(x: Any) -> Any:
+    """A torch tensor that requires grad (or a list or tuple of them) detached: NumPy cannot read it otherwise
+    (torch raises RuntimeError 'Can't call numpy() on Tensor that requires grad')."""
+    if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
+        return x.detach()
+    if type(x) in (list, tuple) and any(getattr(r, "requires_grad", False) for r in x):
+        return [_detached(r) for r in x]
+    return x
 
 
 def _is_named(x: Any) -> bool:

@@ -131,6 +131,14 @@ def test_a_decimal_or_fraction_cell_is_a_number_through_every_form():
     assert str(info.value) == "feature 'glucose' expects a number in [40, 600] mg/dL, got Decimal('sNaN')"
 
 
+def test_a_tensor_that_requires_grad_is_read_as_its_values():
+    """NumPy cannot read such a tensor: torch's own RuntimeError escaped, which is no EdgeInferError."""
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([[120.5, 50.0, 1.0]], requires_grad=True)
+    for form in (x, x[0], list(x), {"glucose": x[0, 0], "age": x[0, 1], "sex": x[0, 2]}):
+        np.testing.assert_array_equal(SCHEMA.validate(form)[0], [[120.5, 50.0, 1.0]])
+
+
 def test_byte_strings_read_as_text():
     """Fixed-width byte strings (NumPy 'S', HDF5) read as the text they hold."""
     np.testing.assert_array_equal(SCHEMA.validate(np.array([[b"120.5", b"50", b"male"]]))[0], [[120.5, 50.0, 1.0]])

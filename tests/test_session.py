@@ -19,6 +19,17 @@ def test_predict_every_input_form_agrees(bc_session, breast_cancer):
     assert abs(sum(single.probabilities) - 1.0) < 1e-5
 
 
+def test_a_tensor_that_requires_grad_is_read_as_its_values(bc_session, breast_cancer):
+    """README: every error is an EdgeInferError; torch's RuntimeError 'Can't call numpy() on Tensor that requires
+    grad' escaped predict and predict_proba instead, for a tensor NumPy can read once detached."""
+    import torch
+
+    X = breast_cancer.X_test[:2]
+    sent = torch.tensor(X, requires_grad=True)
+    assert [d.probabilities for d in bc_session.predict(sent)] == [d.probabilities for d in bc_session.predict(X)]
+    np.testing.assert_array_equal(bc_session.predict_proba(sent), bc_session.predict_proba(X))
+
+
 def test_deployed_int8_model_agrees_with_the_float_model(bc_session, breast_cancer):
     import torch
 
