@@ -23,6 +23,7 @@ from edgeinfer.errors import (
     SchemaError,
     UsageError,
 )
+from edgeinfer.export.card import ModelCard
 from edgeinfer.profiles import DeviceProfile, get_device, list_devices
 from edgeinfer.reference import Reference
 from edgeinfer.reporting import report
@@ -47,6 +48,7 @@ __all__ = [
     "FeatureSchema",
     "InputError",
     "MissingDependencyError",
+    "ModelCard",
     "Reference",
     "Rejection",
     "SchemaError",

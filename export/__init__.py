@@ -9,6 +9,10 @@ torch or onnx at load; the work happens in `edgeinfer.export.exporter`.
 import sys
 import types
 
+from edgeinfer.export.card import ModelCard
+
+__all__ = ["ModelCard", "export"]
+
 
 def export(model, schema, **options):
     """Export `model` to a bundle; see `edgeinfer.export.exporter.export` for the options."""

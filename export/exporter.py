@@ -29,21 +29,12 @@ from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 from edgeinfer.export.budget import BudgetCheck, check_budget
+from edgeinfer.export.card import ModelCard
 from edgeinfer.export import onnx_export, quantize
 from edgeinfer.explain.proxies import find_proxies
 
 
 DEFAULT_AGREEMENT = 0.995   # the quantization gate: share of held-out rows whose label the float model's equals
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What a reader of an explanation report needs to know about the model (ONC HTI-1 source attributes)."""
-
-    intended_use: str = ""
-    training_data: str = ""
-    limitations: str = ""
-    fairness: str = ""
-
 
 @dataclass(frozen=True)
 class PrecisionAttempt:

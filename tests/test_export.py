@@ -317,6 +317,19 @@ def test_the_schema_may_be_given_as_the_path_of_its_file(tmp_path, as_path):
     assert report.precision == "fp32" and ei.read_bundle(tmp_path / "b").schema == TWO
 
 
+def test_the_model_card_is_imported_from_edgeinfer_and_recorded(tmp_path):
+    """README: ei.export(card=ModelCard(fairness=...)); ModelCard was importable only from edgeinfer.export.exporter."""
+    import edgeinfer.export
+
+    assert ei.ModelCard is edgeinfer.export.ModelCard
+    card = ei.ModelCard(fairness="equal opportunity difference 0.02 on 89 held-out rows")
+    ei.export(linear_logistic([1.0, 1.0], -1.0), TWO, calibration=np.random.default_rng(0).uniform(size=(40, 2)),
+              device="x86-edge-gateway", out=tmp_path / "b", precision="fp32", card=card)
+    assert ei.read_bundle(tmp_path / "b").manifest["card"] == {
+        "intended_use": "", "training_data": "", "limitations": "",
+        "fairness": "equal opportunity difference 0.02 on 89 held-out rows"}
+
+
 def test_a_schema_of_another_type_is_refused_naming_what_is_accepted(tmp_path):
     with pytest.raises(ExportError) as info:
         ei.export(linear_logistic([1.0, 1.0], -1.0), TWO.to_dict(), calibration=np.full((20, 2), 0.5),
