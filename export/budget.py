@@ -155,16 +155,18 @@ def _judged(profile: DeviceProfile, *, bundle_mb: float, model_mb: float, peak: 
     if bundle_mb > size_budget:
         problems.append(f"{size} ({model}) exceeds the {size_budget:g} MB size budget")
     if peak is not None and peak > memory_budget:
-        problems.append(f"peak memory {shown_mb(peak, memory_budget, decimals=1)} MB exceeds the {memory_budget:g} MB "
+        problems.append(f"{covers} {shown_mb(peak, memory_budget, decimals=1)} MB exceeds the {memory_budget:g} MB "
                         "budget")
     unchecked = f"{NOT_MEASURED}, so the {memory_budget:g} MB memory budget is unchecked"
     latency_said = (f"one explained row {latency:.1f} ms measured here ({host}; a bare prediction "
                     f"{predict_latency:.3f} ms), budget {profile.latency_budget_ms:g} ms on the device"
                     + (" (over it here: time it on the device)" if latency > profile.latency_budget_ms else ""))
-    if problems:
+    if problems:        # the figures a passing verdict gives, too: a size failure still says memory and latency
         fits = False
-        verdict = (f"does not fit {profile.name}: " + "; ".join(problems + ([unchecked] if peak is None else []))
-                   + f" ({covers}, measured here: {host})")
+        said = problems + ([unchecked] if peak is None else [])
+        if peak is not None and peak <= memory_budget:
+            said.append(f"{covers} {shown_mb(peak, memory_budget, decimals=1)} MB of {memory_budget:g} MB")
+        verdict = f"does not fit {profile.name}: " + "; ".join(said + [latency_said])
     elif peak is None:
         fits = None
         verdict = (f"fits {profile.name} in size, but its memory budget is unchecked: {size} of {size_budget:g} MB "

@@ -626,10 +626,23 @@ def test_the_size_budget_counts_the_whole_bundle_as_shipped(tmp_path):
         assert budget.model_size_mb == files["model.onnx"] / 1e6
         assert 0.0001 <= budget.model_size_mb < 0.001 < 0.002 < budget.bundle_size_mb
         assert ei.read_bundle(out).manifest["budget"]["bundle_size_mb"] == budget.bundle_size_mb
-    assert budget.fits is False
+    assert budget.fits is False        # with the memory and latency figures a passing verdict gives (they were lost)
     assert budget.verdict == (f"does not fit tight: bundle {budget.bundle_size_mb:.4f} MB (model "
-                              f"{budget.model_size_mb:.4f} MB) exceeds the 0.002 MB size budget ({COVERS}, measured "
-                              f"here: {budget.measured_on})")
+                              f"{budget.model_size_mb:.4f} MB) exceeds the 0.002 MB size budget; {COVERS} "
+                              f"{budget.peak_memory_mb:.1f} MB of 2048 MB; one explained row {budget.latency_ms:.1f} "
+                              f"ms measured here ({budget.measured_on}; a bare prediction "
+                              f"{budget.predict_latency_ms:.3f} ms), budget 10 ms on the device"
+                              + (" (over it here: time it on the device)" if budget.latency_ms > 10 else ""))
+
+
+def test_a_verdict_over_the_memory_budget_gives_the_figures_a_passing_one_does():
+    from edgeinfer.export.budget import _judged
+
+    over = _judged(_tight(peak_memory_budget_mb=64), bundle_mb=0.5, model_mb=0.1, peak=70.25, latency=3.0,
+                   predict_latency=0.05, host="x86_64 host, 2 thread(s), CPUExecutionProvider")
+    assert (over.fits, over.verdict) == (False, (
+        f"does not fit tight: {COVERS} 70.2 MB exceeds the 64 MB budget; one explained row 3.0 ms measured here "
+        "(x86_64 host, 2 thread(s), CPUExecutionProvider; a bare prediction 0.050 ms), budget 10 ms on the device"))
 
 
 def test_a_figure_beside_its_budget_is_shown_in_as_many_digits_as_tell_them_apart(tmp_path):
