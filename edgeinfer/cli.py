@@ -202,7 +202,8 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
 @main.command()
 @_with_bundle_options
 @click.option("--stakeholder", default="clinician", show_default=True,
-              help="Who reads the explanation: a name, or a TOML file of templates (see explain/templates).")
+              help="Who reads the explanation: a name, or a TOML file of templates (copy a built-in one: "
+                   "explain/templates/ in the source, edgeinfer/explain/templates/ when installed).")
 @click.option("--format", "out_format", type=click.Choice(["json", "text"]), default="json", show_default=True,
               help="json: one Explanation per line; text: the stakeholder's wording.")
 @click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")

@@ -941,8 +941,9 @@ def serve(
               help="Token (header 'triton-access-token') for the statistics, repository, trace and logging APIs; "
                    "default: a random one, unused.")
 @click.option("--stakeholder", "stakeholders", multiple=True, metavar="FILE.toml",
-              help="A stakeholder of your own, a TOML file of templates (see explain/templates), that requests may "
-                   "name besides the built-in ones; repeatable.")
+              help="A stakeholder of your own, a TOML file of templates (copy a built-in one: explain/templates/ "
+                   "in the source, edgeinfer/explain/templates/ when installed), that requests may name besides "
+                   "the built-in ones; repeatable.")
 def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_size, max_queue_delay_us,
                   no_dynamic_batching, instances, threads, workers, device, fallback, access_token,
                   stakeholders) -> None:

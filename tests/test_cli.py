@@ -642,3 +642,12 @@ def test_devices_refuses_a_bad_profile_as_a_usage_error(tmp_path):
     assert (result.exit_code, result.stderr) == (
         2, f"error: {profile}: device profile 'my-gateway': cores must be a whole number of at least 1 (ONNX Runtime "
            "threads), got the text '4'; write it without quotes\n")
+
+
+@pytest.mark.parametrize("command, option", [("explain", "stakeholder"), ("serve", "stakeholders")])
+def test_the_stakeholder_help_says_where_the_built_in_templates_are(command, option):
+    """'see explain/templates' named no path a user has: the source's folder is explain/templates/, the installed
+    package's edgeinfer/explain/templates/."""
+    (param,) = [p for p in main.commands[command].params if p.name == option]
+    assert "(copy a built-in one: explain/templates/ in the source, edgeinfer/explain/templates/ when installed)" \
+        in param.help
