@@ -331,16 +331,13 @@ class FeatureSchema:
         if (sent_as.itemsize == 8 and arr.ndim == 2 and isinstance(x, (list, tuple))
                 and any(_has_narrow_floats(row) for row in x)):
             return self._matrix_from_rows(x, unreadable), False   # float32 rows NumPy widened with float64 ones
+        if arr.ndim not in (1, 2):
+            raise InputError(f"expected a 1-D row or a 2-D batch of {len(self)} features, got a {arr.ndim}-D array")
+        self._check_width(arr.shape[-1])                   # before at_bounds, which needs the schema's width
         arr = arr.astype(np.float64, copy=False)
         if sent_as.kind == "f" and sent_as.itemsize < 8:    # float32 arrays, rows or tensors
             arr = self.at_bounds(arr, sent_as)
-        if arr.ndim == 1:
-            self._check_width(arr.shape[0])
-            return arr[None, :], True
-        if arr.ndim == 2:
-            self._check_width(arr.shape[1])
-            return arr, False
-        raise InputError(f"expected a 1-D row or a 2-D batch of {len(self)} features, got a {arr.ndim}-D array")
+        return (arr[None, :], True) if arr.ndim == 1 else (arr, False)
 
     def at_bounds(self, matrix: np.ndarray, dtype, feature: int | None = None) -> np.ndarray:
         """`matrix` (float64, read from values of the lower-precision `dtype`) with every value equal to a bound's
