@@ -1736,16 +1736,14 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     stream after the current chunk, flush the output and print the summary (exit 0). Rows read but no window
     written, some rows rejected or lost to gaps: exit 1, with one line saying why after the summary.
     """
-    from edgeinfer.session import load
+    from edgeinfer.cli import _load_session
 
     if follow and input == "-":
         raise UsageError("--follow reads a growing file; stdin already streams until it closes: drop --follow or give a file")
     # Explaining sends batches of 10^5 rows (attributions) to ONNX Runtime; on a shared 2-core host its
     # 2-thread session took 1.7x the wall time of 1 thread for them (3.3 vs 1.9 ms per window), so a stream
     # that explains (here or in its workers, which load their own) runs the model on one thread.
-    session = load(bundle, device=device, fallback=fallback, threads=1 if explain_mode != "none" else None)
-    if session.execution.fallback:      # on a provider the profile does not list: the rows do not say
-        click.echo(f"warning: {session.execution.note}", err=True)
+    session = _load_session(bundle, device, fallback, threads=1 if explain_mode != "none" else None)
     spec = window_spec_of(session.bundle)
     try:
         window = spec.samples(window_text, what="--window") if window_text else None

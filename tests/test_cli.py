@@ -625,7 +625,7 @@ def test_a_device_that_does_not_allow_the_bundles_precision_is_a_usage_error(com
 
 @pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
                     reason="needs a machine without CUDA's provider")
-@pytest.mark.parametrize("command", ["predict", "explain"])
+@pytest.mark.parametrize("command", ["predict", "explain", "stream"])
 def test_a_device_whose_providers_are_missing_here_is_a_usage_error(command, diabetes_bundle, rows_file, tmp_path):
     """A --device naming a profile whose providers this machine's ONNX Runtime lacks exited 1 (a failed operation)."""
     profile = _profile_file(tmp_path / "gpu.toml", execution_providers=["CUDAExecutionProvider"])
