@@ -1,6 +1,6 @@
 """Turn the fp32 ONNX graph into each precision a device profile asks for.
 
-int8-static: QDQ with calibration (per-channel weights), after ONNX Runtime's
+int8-static: QDQ with calibration (per-channel weights; the logit layer stays fp32), after ONNX Runtime's
 quant_pre_process; int8-dynamic: dynamic int8 weights (both import only the opset
 domains their nodes use); fp16: float16 weights and
 activations from the first MatMul/Gemm/Conv to the last, with input scaling, softmax,
@@ -90,16 +90,29 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
                              op_types_to_quantize=QUANTIZED_OP_TYPES)
             record = {"method": "dynamic int8 (weights int8, activations quantized at run time)"}
         else:  # int8-static
+            graph = onnx.load(str(pre))
+            _name_nodes(graph.graph)             # the quantizer's exclusion list works by name
+            onnx.save(graph, str(pre))
+            logits = _logit_layers(graph.graph)
+            weighted = sum(node.op_type in QUANTIZED_OP_TYPES for node in graph.graph.node)
+            # the logit layer in fp32: quantized, its 8-bit output rounded the probabilities to a few steps (11
+            # distinct between two breast-cancer classes, against 1,649 in fp32); a model with one weighted layer
+            # keeps it quantized, or nothing would be int8
+            keep_fp32 = logits if len(logits) < weighted else []
             quantize_static(
                 str(pre), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=QUANTIZED_OP_TYPES,
+                nodes_to_exclude=keep_fp32,
                 # fp32 biases: per-channel int32 biases carry their own scale arrays (~5% of the file) and
                 # ONNX Runtime fuses either form into the same QGemm (benchmarks/results/export.md).
                 extra_options={"QuantizeBias": False},
             )
+            logit_note = ("the last weighted layer (the logits), input scaling and softmax stay fp32" if keep_fp32
+                          else "input scaling and softmax stay fp32; the model's only weighted layer is int8, so its "
+                               "logits are rounded to 8 bits")
             record = {"method": "static int8 QDQ on MatMul/Gemm, per-channel weights, fp32 biases, MinMax "
-                                "calibration; input scaling and softmax stay fp32",
+                                f"calibration; {logit_note}",
                       "calibration_rows": int(len(calibration))}
         return _drop_unused_opsets(out.read_bytes()), record
 
@@ -144,6 +157,27 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
     for i, node in enumerate(graph.node):
         if not node.name:
             node.name = f"edgeinfer_node_{i}"
+
+
+def _logit_layers(graph: onnx.GraphProto) -> list[str]:
+    """Names of the weighted layers that no other weighted layer follows: those that compute the logits."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def followed(node: onnx.NodeProto) -> bool:
+        seen, stack = set(), [c for o in node.output for c in consumers.get(o, [])]
+        while stack:
+            after = stack.pop()
+            if after.op_type in QUANTIZED_OP_TYPES:
+                return True
+            if after.name not in seen:
+                seen.add(after.name)
+                stack.extend(c for o in after.output for c in consumers.get(o, []))
+        return False
+
+    return [node.name for node in graph.node if node.op_type in QUANTIZED_OP_TYPES and not followed(node)]
 
 
 def _raw_input_layers(graph: onnx.GraphProto) -> list[str]:
