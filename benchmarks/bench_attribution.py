@@ -161,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from benchmarks.models import call_threads, export_trained
+    from benchmarks.models import BREAST_CANCER_SEED, call_threads, export_trained
     from edgeinfer.datasets import breast_cancer
     from edgeinfer.explain.attribution import attribute
 
     warnings.filterwarnings("ignore")
     data = breast_cancer()
     with tempfile.TemporaryDirectory(prefix="bench-attribution-") as tmp:
-        model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150,
+        model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150, seed=BREAST_CANCER_SEED,
                                         device="raspberry-pi-4")
         precision = session.bundle.precision
         rows = data.X_test[: args.rows]

@@ -309,12 +309,12 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="dice_ml")
     logging.getLogger("dice_ml").setLevel(logging.ERROR)
-    from benchmarks.models import export_trained
+    from benchmarks.models import BREAST_CANCER_SEED, export_trained
 
     data = breast_cancer()
     kernels = get_kernels("numpy")
     with tempfile.TemporaryDirectory() as tmp:
-        torch_model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150,
+        torch_model, session = export_trained(data, Path(tmp) / "breast-cancer", hidden=(64, 32), epochs=150, seed=BREAST_CANCER_SEED,
                                               device="raspberry-pi-4")
         X = data.X_test[: args.instances]
         labels = session.predict_proba(X).argmax(axis=1)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import edgeinfer as ei
-from benchmarks.models import threads_by_size
+from benchmarks.models import BREAST_CANCER_SEED, threads_by_size
 from edgeinfer.datasets import breast_cancer
 
 RESULTS = Path(__file__).parent / "results" / "cuda.md"
@@ -48,7 +48,7 @@ def _cuda_missing() -> str:
 def _bundles(data, into: Path) -> tuple[Path, Path]:
     from edgeinfer.export.models import tabular_mlp
 
-    model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
+    model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150, seed=BREAST_CANCER_SEED)
     for name, device in (("h100", "cuda-server-h100"), ("cpu", "x86-edge-gateway")):
         ei.export(model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
                   holdout_labels=data.y_test, device=device, out=into / name)

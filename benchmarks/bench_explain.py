@@ -21,11 +21,14 @@ import edgeinfer as ei
 from edgeinfer.datasets import breast_cancer, diabetes
 from edgeinfer.export.models import tabular_mlp
 
+from benchmarks.models import BREAST_CANCER_SEED
+
 RESULTS = Path(__file__).parent / "results" / "explain.md"
 
 
 def measure(data, hidden, rows: int, tmp: Path) -> dict:
-    model = tabular_mlp(data.X_train, data.y_train, hidden=hidden, epochs=150)
+    model = tabular_mlp(data.X_train, data.y_train, hidden=hidden, epochs=150,
+                        seed=BREAST_CANCER_SEED if data.schema.name == "breast-cancer" else 0)
     report = ei.export(model, data.schema, calibration=data.X_train, holdout=data.X_test, device="raspberry-pi-4",
                        out=tmp / data.name)
     session = ei.load(report.bundle)

@@ -64,9 +64,10 @@ def _bundle(tmp: Path, device: str, bundle: Path | None):
 
     data = breast_cancer()
     if bundle is None:
+        from benchmarks.models import BREAST_CANCER_SEED
         from edgeinfer.export.models import tabular_mlp
 
-        model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150)
+        model = tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150, seed=BREAST_CANCER_SEED)
         bundle = tmp / "bundle"
         ei.export(model, data.schema, calibration=data.X_train, device=device, out=bundle)
     return bundle, np.ascontiguousarray(data.X_test, dtype=np.float32)

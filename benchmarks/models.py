@@ -7,13 +7,17 @@ from pathlib import Path
 import edgeinfer as ei
 from edgeinfer.datasets import Dataset
 
+# The breast-cancer MLP's seed, as the tests': seed 0's int8 bundle disagrees with its float model on 1 of the 142
+# held-out rows, below the 99.5 % gate, and would be exported fp32 (the benchmarks compare the int8 that ships)
+BREAST_CANCER_SEED = 1
 
-def export_trained(data: Dataset, out: Path, *, hidden: tuple[int, ...], epochs: int, device: str):
+
+def export_trained(data: Dataset, out: Path, *, hidden: tuple[int, ...], epochs: int, device: str, seed: int = 0):
     """Train `tabular_mlp` on the training split, export it for `device` with the test split as the gate's
     holdout, and load it. Returns (the float torch model, the Session on the deployed bundle)."""
     from edgeinfer.export.models import tabular_mlp
 
-    model = tabular_mlp(data.X_train, data.y_train, hidden=hidden, epochs=epochs)
+    model = tabular_mlp(data.X_train, data.y_train, hidden=hidden, epochs=epochs, seed=seed)
     ei.export(model, data.schema, calibration=data.X_train, labels=data.y_train, holdout=data.X_test,
               holdout_labels=data.y_test, device=device, out=out)
     return model, ei.load(out)

