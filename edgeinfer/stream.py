@@ -20,8 +20,9 @@ with its line number and reason, and counted; the summary shows
 read = used + rejected. A gap in time (more than `max_gap` seconds between
 rows, default 1.5 sample periods) is reported and restarts the window, as does
 a jump back of more than one window's length (a clock restart: `window` / sample rate,
-or `window` times the rows' median spacing without one) and a CSV header mid-stream
-(a new recording: the rows before it are not set against the rows after it).
+or `window` times the rows' median spacing without one; a row after it more than that ahead again
+shows the jump back was one stray timestamp, and restarts the window once more) and, after a CSV header
+mid-stream, a first row that does not go on from the last row's time (a new recording, its clock restarted).
 
 Rows at another sample rate than the bundle's are used, but each window whose
 span (end - start) is more than RATE_TOLERANCE (10 %) off (window - 1) / rate
@@ -827,9 +828,12 @@ class Sequencer:
     """Drops duplicate and out-of-order timestamps; marks gaps, where the window restarts.
 
     A jump back of more than one window's length (a clock that restarted, or one bad timestamp ahead of this row)
-    is taken as a new start, like a gap: a row that late can go into no window anyway, and rejecting every row
-    until the clock passed the old time again would lose the rest of the stream. One window's length is
-    `window` / the sample rate, or without one `window` times the median spacing of the last rows kept."""
+    is taken as a new start, like a gap: rejecting every row until the clock passed the old time again would lose
+    the rest of the stream. When the next row is more than a window's length ahead of it again, the row that
+    jumped back was a stray timestamp: that is a gap too, so the stray row is in no window. One window's length
+    is `window` / the sample rate, or without one `window` times the median spacing of the last rows kept. After a
+    header mid-stream (`after_header`), a first row at or before the last row's time is a new recording (a logger's
+    clock restarted at its boot) whatever the jump; one that goes on is read on as the same recording."""
 
     SLOW_RUN = 3     # gaps in a row at one spacing that say the rows come too slowly for any window
 
@@ -839,24 +843,26 @@ class Sequencer:
         self.rate = rate_hz
         self.prev_t: float | None = None
         self.prev_line = 0
-        self.recent: deque[float] = deque(maxlen=window + 1)   # the last rows' timestamps: their spacing
+        self.recent: deque[float] = deque(maxlen=max(window, 8) + 1)   # the last rows' timestamps: their spacing
+        self.header_line: int | None = None    # a header mid-stream came: its line, until the next row is checked
+        self.restart: tuple[float, int, float] | None = None    # the last row taken as a clock restart: t, line, jump
         self.slow_run, self.slow_step = 0, 0.0
         self.hint: str | None = None      # once: why every row is a gap (the caller says it and clears it)
         self._hinted = False
 
-    def start_anew(self) -> None:
-        """A new recording (a header mid-stream): its rows are not compared with the rows before it."""
-        self.prev_t, self.prev_line = None, 0
-        self.recent.clear()
-        self.slow_run = 0
+    def after_header(self, line: int) -> None:
+        """A header mid-stream (a logger that appends one at each boot, files joined one after another): its first
+        row decides whether a new recording starts (see the class)."""
+        if self.prev_t is not None:
+            self.header_line = line
 
     def window_s(self) -> float | None:
         """One window's length in seconds; None without a sample rate before two rows were kept."""
         if self.rate:
             return self.window / self.rate
-        if len(self.recent) < 2:
-            return None
-        return self.window * float(np.median(np.diff(np.array(self.recent))))
+        steps = np.diff(np.array(self.recent))
+        steps = steps[steps > 0]                  # not the jump back of a restart
+        return self.window * float(np.median(steps)) if len(steps) else None
 
     def _slow(self, step: float) -> None:
         """Count a gap; at SLOW_RUN in a row at one spacing, say once that the rows come too slowly."""
@@ -883,7 +889,8 @@ class Sequencer:
         if n == 0:
             return np.ones(0, dtype=bool), [], [], []
         d = np.diff(p.t) if self.prev_t is None else np.diff(p.t, prepend=self.prev_t)
-        if (d > 0).all() and (self.max_gap is None or (d <= self.max_gap).all()):
+        if (self.header_line is None and self.restart is None and (d > 0).all()
+                and (self.max_gap is None or (d <= self.max_gap).all())):
             self.prev_t, self.prev_line = float(p.t[-1]), int(p.lines[-1])
             self.recent.extend(p.t[-self.recent.maxlen:].tolist())
             self.slow_run = 0
@@ -893,13 +900,29 @@ class Sequencer:
         kept = 0
         for i in range(n):
             t, line = float(p.t[i]), int(p.lines[i])
-            if self.prev_t is not None:
+            header, self.header_line = self.header_line, None
+            restart, self.restart = self.restart, None
+            if header is not None and t <= self.prev_t:
+                breaks.append(kept)
+                gaps.append((line, f"timestamp {_fmt(t)}, the first after the header on line {header}, does not go "
+                                   f"on from the last row's {_fmt(self.prev_t)} (line {self.prev_line}): a new "
+                                   "recording, window restarted"))
+            elif self.prev_t is not None:
+                length = self.window_s()
+                if restart is not None and length is not None and t - restart[0] > length and t > self.prev_t:
+                    breaks.append(kept)
+                    gaps.append((line, f"timestamp {_fmt(t)} is {t - restart[0]:.6g} s ahead of timestamp "
+                                       f"{_fmt(restart[0])} (line {restart[1]}), which jumped back {restart[2]:.6g} s: "
+                                       "that was one stray timestamp, not a clock restart; window restarted"))
+                    self.prev_t, self.prev_line = t, line
+                    self.recent.append(t)
+                    kept += 1
+                    continue
                 if t == self.prev_t:
                     keep[i] = False
                     rejects.append((line, f"timestamp {_fmt(t)} repeats the previous row's (line {self.prev_line}); "
                                           "each row needs a later timestamp"))
                     continue
-                length = self.window_s() if t < self.prev_t else None
                 if t < self.prev_t and (length is None or self.prev_t - t <= length):
                     keep[i] = False
                     rejects.append((line, f"timestamp {_fmt(t)} is earlier than the previous row's {_fmt(self.prev_t)} "
@@ -910,6 +933,7 @@ class Sequencer:
                     gaps.append((line, f"timestamp {_fmt(t)} jumps back {self.prev_t - t:.6g} s from timestamp "
                                        f"{_fmt(self.prev_t)} (line {self.prev_line}), more than a late row could be "
                                        f"({length:.6g} s); taken as a clock restart, window restarted"))
+                    self.restart = (t, line, self.prev_t - t)
                 elif self.max_gap is not None and t - self.prev_t > self.max_gap:
                     self._slow(t - self.prev_t)
                     breaks.append(kept)
@@ -1520,17 +1544,6 @@ def stream(
                 if cut is not None:
                     emit(cut, read_at)
 
-    def new_recording(line: int) -> None:
-        """A header mid-stream (a logger that appends one at each boot, files one after another): the rows after it
-        are another recording, its clock perhaps started again at 0. Neither the rows before it (the last, unfinished
-        window's are in no window) nor their times are set against the rows after it."""
-        if sequencer.prev_t is None:     # no row since the stream's (or the last recording's) start
-            return
-        sequencer.start_anew()
-        windower.restart()
-        counts["gaps"] += 1
-        reporter.problem("gap", line, "a header mid-stream starts a new recording; window restarted")
-
     rotated = [False]                    # the next block starts a new file: it may bring a header of its own
 
     def on_rotate(text: str, cut: list[tuple[int, str]]) -> None:
@@ -1596,7 +1609,7 @@ def stream(
                     else:
                         reporter.problem("header", block[end][0], parser.told_anew(new_parser))
                         parser, refused = new_parser, None
-                        new_recording(block[end][0])
+                        sequencer.after_header(block[end][0])
                     block = block[end + 1:]
                 reporter.status(status())
                 if stopper.signal or reporter.failed:

@@ -325,17 +325,14 @@ def test_a_header_mid_stream_is_read_as_the_header_from_there(motion_bundle, rec
 
     mixed = run([motion_bundle, "-"], input="\n".join([header, *data[:30], *swapped([header, *data[30:60]]),
                                                          *swapped([header, *data[60:90]])]) + "\n")
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header, *data[30:60], header,
-                                                         *data[60:90]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:90]]) + "\n")
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    assert len(strip(mixed.stdout)) == 6 and strip(mixed.stdout) == strip(plain.stdout)   # 2 per 30-row recording
+    assert len(strip(mixed.stdout)) == 8 and strip(mixed.stdout) == strip(plain.stdout)   # its clock goes on
     problems = [line for line in mixed.stderr.splitlines() if line.startswith("line ")]
     assert problems == [
         f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
         f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
-        "line 32: gap: a header mid-stream starts a new recording; window restarted",
         "line 63: header: the header is given again, the same columns in the same order; rows read on",
-        "line 63: gap: a header mid-stream starts a new recording; window restarted",
     ]
     assert "rows     read 90 = used 90 + rejected 0" in mixed.stderr
 
@@ -353,13 +350,13 @@ def test_a_mid_stream_header_with_a_bom_a_number_column_or_other_channels_is_nev
         return [",".join(line.split(",")[k] for k in swap) for line in lines]
 
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header, *data[30:]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data]) + "\n")
     bom = run([motion_bundle, "-"], input="\n".join([header, *data[:30], "\ufeff" + swapped([header])[0],
                                                       *swapped(data[30:])]) + "\n")
     numbered = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header + ",1",
                                                            *(r + ",7" for r in data[30:])]) + "\n")
     for joined in (bom, numbered):
-        assert strip(joined.stdout) == strip(plain.stdout) and len(strip(plain.stdout)) == 4
+        assert strip(joined.stdout) == strip(plain.stdout) and len(strip(plain.stdout)) == 5
         assert "rows     read 60 = used 60 + rejected 0" in joined.stderr
     for other in (header.upper(), header.replace("gyr_z", "temp_c")):
         refused = run([motion_bundle, "-"], input="\n".join([header, *data[:30], other, *data[30:]]) + "\n")
@@ -401,21 +398,18 @@ def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(moti
         header, *data[:30], glued, *swapped(data[30:60]), trailing, *data[60:90],
         header.replace("timestamp", "time"), *data[90:100], data[100].split(",")[0] + ",,,,,,,timestamp",
         "Timestamp,Acc X,Acc Y,Acc Z,Gyr X,Gyr Y,Gyr Z", *data[101:120]]) + "\n")
-    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:30], header, *data[30:60], header,
-                                                         *data[60:100], *data[101:120]]) + "\n")
+    plain = run([motion_bundle, "-"], input="\n".join([header, *data[:100], *data[101:120]]) + "\n")
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
-    assert len(strip(plain.stdout)) == 7 and strip(mixed.stdout) == strip(plain.stdout)
+    assert len(strip(plain.stdout)) == 9 and strip(mixed.stdout) == strip(plain.stdout)
     names = header.split(",")
     cut = "rejected: a row cut off without its newline, joined to the next header (read from here on); not used"
     assert [line for line in mixed.stderr.splitlines() if line.startswith("line ")] == [
         f"line 32: {cut}",
         f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
         f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
-        "line 32: gap: a header mid-stream starts a new recording; window restarted",
         f"line 63: {cut}",
         f"line 63: header: the header changed (line 32 had {', '.join(names[k] for k in swap)}; this one has "
         f"{', '.join(names)}); the rows after it are read by it",
-        "line 63: gap: a header mid-stream starts a new recording; window restarted",
         "line 94: rejected: timestamp 'time' is not a number of seconds or an ISO 8601 time",
         "line 105: rejected: expected 7 comma-separated values as in the header, got 8",
         "line 106: rejected: timestamp 'Timestamp' is not a number of seconds or an ISO 8601 time",
@@ -560,23 +554,44 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
     assert "rows     read 23 = used 21 + rejected 2" in result.stderr
 
 
-def test_a_header_mid_stream_starts_a_new_recording(motion_bundle):
+def test_a_header_mid_stream_whose_first_row_goes_back_in_time_starts_a_new_recording(motion_bundle):
     """An SD-card logger appends a header at each boot, its clock at 0 again: 2.5 s of rows, then 5 s. The second
-    recording's first 25 rows were rejected as out of order (4 windows, not 5); with a clock that goes on, the first
-    recording's unfinished window took the second's rows."""
+    recording's first 25 rows were rejected as out of order (4 windows, not 5). Files joined one after another whose
+    clock goes on are one recording, as they were before headers restarted (they lost a window at each file)."""
     text = "\n".join([HEADER, *rows(0.0, 25), HEADER, *rows(0.0, 50)]) + "\n"
     result = run([motion_bundle, "-"], input=text)
     assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
         "line 27: header: the header is given again, the same columns in the same order; rows read on",
-        "line 27: gap: a header mid-stream starts a new recording; window restarted",
+        "line 28: gap: timestamp 0, the first after the header on line 27, does not go on from the last row's 2.4 "
+        "(line 26): a new recording, window restarted",
     ]
     assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)] == [
         (0.0, 1.9), (0.0, 1.9), (1.0, 2.9), (2.0, 3.9), (3.0, 4.9)]
     assert "rows     read 75 = used 75 + rejected 0" in result.stderr
     assert "windows  5 (0 explained); 5 used rows in no full window; 1 gap" in result.stderr
     goes_on = run([motion_bundle, "-"], input="\n".join([HEADER, *rows(0.0, 15), HEADER, *rows(1.5, 20)]) + "\n")
-    assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(goes_on.stdout)] == [(1.5, 3.4)]
-    assert "windows  1 (0 explained); 15 used rows in no full window; 1 gap" in goes_on.stderr
+    alone = run([motion_bundle, "-"], input="\n".join([HEADER, *rows(0.0, 35)]) + "\n")
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    assert strip(goes_on.stdout) == strip(alone.stdout) and len(strip(alone.stdout)) == 2
+    assert "0 gaps" in goes_on.stderr
+
+
+def test_one_stray_timestamp_far_back_is_in_no_window(tmp_path):
+    """Rows 1 s apart (a bundle without a sample rate: its window is 2 rows, 2 s at that spacing), one stamped 15 s
+    back: taken as a clock restart, the rows after it were spliced onto it in one window running back and forth
+    in time. The row after it, more than a window ahead again, shows it was one stray timestamp: a gap."""
+    _decided_by_sex(tmp_path / "b")
+    text = "timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in [*range(20), 5, *range(20, 24)])
+    result = run([tmp_path / "b", "-"], input=text)
+    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+        "line 22: gap: timestamp 5 jumps back 14 s from timestamp 19 (line 21), more than a late row could be (2 s); "
+        "taken as a clock restart, window restarted",
+        "line 23: gap: timestamp 20 is 15 s ahead of timestamp 5 (line 22), which jumped back 14 s: that was one "
+        "stray timestamp, not a clock restart; window restarted",
+    ]
+    windows = [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)]
+    assert windows == [(t, t + 1.0) for t in range(0, 20, 2)] + [(20.0, 21.0), (22.0, 23.0)]   # hop 2 rows
+    assert "rows     read 25 = used 25 + rejected 0" in result.stderr
 
 
 def test_digit_grouping_is_not_a_number(motion_bundle, tmp_path):
