@@ -414,12 +414,15 @@ class FeatureSchema:
         if isinstance(row, Mapping):
             return self._row_from_mapping(row)
         if isinstance(row, tuple):
-            renamed = [f for f in row._fields if f not in self._index and re.fullmatch(r"_\d+", f)]
+            fields = row._asdict()
+            if "Index" in fields and "Index" not in self._index:    # df.itertuples()' index, first: not a feature
+                del fields["Index"]
+            renamed = [f for f in fields if f not in self._index and re.fullmatch(r"_\d+", f)]
             if renamed:
                 raise InputError(f"field {renamed[0]!r} of a namedtuple is a renamed column (itertuples renames a "
                                  f"column whose name is no Python identifier), so its feature is unknown; pass the "
                                  f"data frame itself, or its rows as df.iloc[i]")
-            return self._row_from_mapping(row._asdict())
+            return self._row_from_mapping(fields)
         values = self._row_from_mapping(dict(row.items()))
         dtype = getattr(row, "dtype", None)                  # pandas' own dtypes (text, nullable) are no NumPy dtype
         if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:

@@ -20,7 +20,8 @@ SCHEMA = FeatureSchema(
 
 
 @pytest.mark.parametrize("form", ["mapping", "list", "array", "frame", "frame row", "list with a category name",
-                                  "list of frame rows", "frame row as a namedtuple", "list of namedtuples"])
+                                  "list of frame rows", "frame row as a namedtuple", "list of namedtuples",
+                                  "namedtuples with their index"])
 def test_every_input_form_gives_the_same_matrix(form):
     row = {"glucose": 120.0, "age": 50, "sex": "male"}
     values = [120.0, 50.0, 1.0]
@@ -35,6 +36,7 @@ def test_every_input_form_gives_the_same_matrix(form):
         "list of frame rows": [frame.iloc[0]],                                 # ... in a list too
         "frame row as a namedtuple": next(frame.itertuples(index=False)),     # by its field names
         "list of namedtuples": list(frame.itertuples(index=False)),
+        "namedtuples with their index": list(frame.itertuples()),         # its first field, 'Index': no feature
     }[form]
     matrix = SCHEMA.validate(x)[0]
     np.testing.assert_array_equal(matrix, [values])
