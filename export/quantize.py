@@ -108,10 +108,13 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
                 # ONNX Runtime fuses either form into the same QGemm (benchmarks/results/export.md).
                 extra_options={"QuantizeBias": False},
             )
-            logit_note = ("the last weighted layer (the logits), input scaling and softmax stay fp32" if keep_fp32
-                          else "input scaling and softmax stay fp32; the model's only weighted layer is int8, so its "
-                               "logits are rounded to 8 bits")
-            record = {"method": "static int8 QDQ on MatMul/Gemm, per-channel weights, fp32 biases, MinMax "
+            if keep_fp32:
+                logit_note = "the last weighted layer (the logits), input scaling and softmax stay fp32"
+            else:
+                layers = ("the model's only weighted layer is" if weighted == 1 else
+                          f"the model's {weighted} weighted layers all compute the logits and are")
+                logit_note = f"input scaling and softmax stay fp32; {layers} int8, so its logits are rounded to 8 bits"
+            record = {"method": "static int8 QDQ on MatMul/Gemm/Conv, per-channel weights, fp32 biases, MinMax "
                                 f"calibration; {logit_note}",
                       "calibration_rows": int(len(calibration))}
         return _drop_unused_opsets(out.read_bytes()), record

@@ -70,6 +70,27 @@ def test_a_model_with_one_weighted_layer_keeps_it_int8_and_says_its_logits_are_r
         "to 8 bits")
 
 
+def test_a_model_whose_weighted_layers_all_compute_the_logits_says_so(tmp_path):
+    """Two linear heads summed: both compute the logits, both stay int8 (the manifest said 'only weighted layer')."""
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.a(x) + self.b(torch.relu(x))
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32)
+    schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-6, high=6) for i in range(4)), classes=("no", "yes"))
+    ei.export(Two().eval(), schema, calibration=X, device="raspberry-pi-4", out=tmp_path / "b", precision="int8-static",
+              agreement_threshold=0.5)
+    assert ei.read_bundle(tmp_path / "b").manifest["quantization"]["method"] == (
+        "static int8 QDQ on MatMul/Gemm/Conv, per-channel weights, fp32 biases, MinMax calibration; input scaling "
+        "and softmax stay fp32; the model's 2 weighted layers all compute the logits and are int8, so its logits are "
+        "rounded to 8 bits")
+
+
 def test_int8_is_smaller_than_fp32(breast_cancer, tmp_path):
     d = breast_cancer
     fp32 = ei.export(d.model, d.schema, calibration=d.X_train, device="x86-edge-gateway", out=tmp_path / "a", precision="fp32")
