@@ -648,7 +648,7 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
                        f"{a.feature!r} is not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
         for i, t in enumerate(e.bias.flips if e.bias is not None else ()):
-            for part in ("from_value", "to_value", "probability", "delta"):
+            for part in ("from_value", "to_value"):     # its probability is NaN where the model's arithmetic overflowed
                 finite(f"bias.flips[{i}].{part}", getattr(t, part))
 
 
@@ -947,9 +947,11 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       # as the views show it: two classes, the other's probability is the boundary (0.4996, not
                       # 0.500 beside a flip)
                       "probability_shown": _probability_apart(
-                          t.probability, 1 - t.probability if len(e.decision.classes) == 2 else None),
+                          t.probability, 1 - t.probability if len(e.decision.classes) == 2 else None)
+                      if math.isfinite(t.probability) else "not a number (overflow)",
                       "delta": t.delta,
-                      "delta_shown": change_text(t.delta, digits=3, sign=True), "flipped": t.flipped})
+                      "delta_shown": change_text(t.delta, digits=3, sign=True) if math.isfinite(t.delta) else "—",
+                      "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
     # protected but not tested: as the explanation says, or the bundle's schema (explanations before that field)

@@ -150,7 +150,8 @@ def explain_bias(
                 class_name=classes[decided_rows[k]],
                 probability=proba_rows[k][label],
                 delta=proba_rows[k][label] - base,
-                flipped=decided_rows[k] != base_class,
+                # a probability that is not a number (float32 overflow on the flipped row) decides nothing
+                flipped=decided_rows[k] != base_class and proba_rows[k][label] == proba_rows[k][label],
             )
             for plan, value, moved, k in specs[i]
         )
