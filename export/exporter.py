@@ -376,11 +376,17 @@ def export(
             continue
         agreement = float(np.mean(probs.argmax(axis=1) == float_labels))
         passed = agreement >= agreement_threshold
+        # edge rows where the float model's arithmetic overflows (probabilities not numbers) give nothing to compare
+        # with; where only the candidate's does, it disagrees, by 1 (the manifest's JSON holds no NaN)
+        known = np.isfinite(float_edges).all(axis=1)
+        answered = np.isfinite(edge_probs).all(axis=1)
+        edge_diff = np.where(answered[:, None], np.abs(edge_probs - float_edges), 1.0)[known]
+        same = (answered & (edge_probs.argmax(axis=1) == float_edges.argmax(axis=1)))[known]
         attempts.append(PrecisionAttempt(
             precision, agreement, float(np.max(np.abs(probs - float_hold))), passed,
             "" if passed else "below the gate; trying the next precision",
-            edge_agreement=float(np.mean(edge_probs.argmax(axis=1) == float_edges.argmax(axis=1))),
-            edge_max_abs_diff=float(np.max(np.abs(edge_probs - float_edges)))))
+            edge_agreement=float(np.mean(same)) if len(same) else 1.0,
+            edge_max_abs_diff=float(np.max(edge_diff)) if len(edge_diff) else 0.0))
         if passed:
             chosen = (precision, candidate, method)
             break

@@ -300,6 +300,20 @@ def test_the_edge_rows_fidelity_is_recorded_beside_the_gate(tmp_path):
     assert (recorded["edge_agreement"], recorded["edge_max_abs_diff"]) == (0.75, attempt.edge_max_abs_diff)
 
 
+def test_an_edge_row_where_the_model_overflows_is_left_out_of_the_edge_figures(tmp_path):
+    """Class-1 logit 3e38 sex + x: at x's schema bound 1e38 with sex M the float model's own arithmetic overflows
+    (probabilities not numbers). The NaN reached the manifest's edge figures and export died in a JSON traceback
+    ("Out of range float values are not JSON compliant"). Such a row has no answer to compare with."""
+    schema = FeatureSchema(features=(Feature("sex", kind="categorical", categories=("F", "M"), protected=True),
+                                     Feature("x", low=0, high=1e38)), classes=("no", "yes"), favourable="no")
+    rng = np.random.default_rng(0)
+    calibration = np.c_[rng.integers(0, 2, 200), rng.uniform(0, 1e37, 200)]
+    report = ei.export(linear_logistic([3e38, 1.0], 0.0), schema, calibration=calibration, device="x86-edge-gateway",
+                       out=tmp_path / "b", precision="fp32")
+    assert ei.read_bundle(tmp_path / "b").manifest["fidelity"]["edges"] == {"agreement": 1.0, "max_abs_diff": 0.0,
+                                                                             "rows": report.edge_rows}
+
+
 def _three_regions(order):
     """x in [0, 3): true class 'low' below 1, 'mid' below 2, 'high' above, and a linear model whose outputs give
     those regions in `order` (indices of ('low', 'mid', 'high'))."""
