@@ -648,6 +648,12 @@ def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, bre
                                  "adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child: SIGINT at its default, as a terminal's foreground job has it. A suite run as a background job
+    (`make test &`) hands it down ignored, and serve keeps it ignored there, as a background job should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("name, signals", [("SIGTERM", 1), ("SIGTERM", 2), ("SIGINT", 2)])
 def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, name, signals):
@@ -661,7 +667,8 @@ def test_cli_serve_stops_cleanly_on_sigterm(bc_bundle, tmp_path, name, signals):
     cache = os.path.expanduser("~/.cache/pytriton")
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "1",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     watchdog = threading.Timer(180, proc.kill)      # no ready line: the loop below ends, and the test fails
     watchdog.start()
     try:
@@ -731,7 +738,8 @@ def test_a_group_stop_with_a_client_holding_its_connection_leaves_no_model_copie
     http, grpc, metrics = _free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bc_bundle), "--workers", "0",
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     watchdog = threading.Timer(180, lambda: os.killpg(proc.pid, signal.SIGKILL))
     watchdog.start()
     client = None
