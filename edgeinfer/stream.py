@@ -1775,15 +1775,15 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
                             poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp,
                             workers=workers)
     ExplainPolicy.parse(explain_mode, session.schema)  # refuse a bad --explain before reading
+    try:
+        rejects = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
+    except OSError as err:
+        raise UsageError(f"--rejects {rejects_path}: cannot write there ({err.strerror})") from None
     stopper = Stopper()
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, stopper.request)
-    try:
-        rejects = open(rejects_path, "w", encoding="utf-8") if rejects_path else None
-    except OSError as err:
-        raise UsageError(f"--rejects {rejects_path}: cannot write there ({err.strerror})") from None
     try:
         summary = stream(session, input, options=options, out=sys.stdout, err=sys.stderr, rejects=rejects,
                          stopper=stopper, live=sys.stderr.isatty(), stats_every_s=stats_every_s)

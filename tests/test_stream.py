@@ -772,8 +772,11 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                                     "--timestamp-column 'acc_x': the timestamp column cannot also be a channel (the "
                                     "bundle's channels are acc_x, acc_y, acc_z, gyr_x, gyr_y, gyr_z); name the column "
                                     "that holds the time")):
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), option, value])
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
+        # a refusal leaves the caller's signal handlers as they were (--rejects left the stream's own installed)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers, option
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
     assert result.exit_code == 2
     assert result.stderr == ("error: --follow reads a growing file; stdin already streams until it closes: "
