@@ -571,6 +571,13 @@ def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bund
     assert str(err.value) == "record 2: explanation." + message.replace("BUNDLE", str(fixed_bundle.path))
 
 
+def _report_good_then(record: dict, bundle, tmp_path, *, blank_lines: int):
+    """`edgeinfer report` on a file of a good explanation, `blank_lines` blank lines, then `record`: (file, result)."""
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation(bundle.sha256).to_json() + "\n" * (blank_lines + 1) + json.dumps(record) + "\n")
+    return lines, CliRunner().invoke(main, ["report", str(bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+
+
 @pytest.mark.parametrize("change, field", [
     (lambda d: d["instance"].update(bmi=None), "instance.bmi"),
     (lambda d: d["counterfactuals"]["items"][0]["changes"][0].update(from_value=None),
@@ -586,9 +593,7 @@ def test_a_null_where_a_number_is_shown_is_refused_naming_the_line_and_field(fix
     """JSON null in a number the report shows read "nan" in the page; a string there was already refused."""
     record = _explanation(fixed_bundle.sha256).to_dict()
     change(record)
-    lines = tmp_path / "e.jsonl"
-    lines.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n\n" + json.dumps(record) + "\n")
-    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    lines, result = _report_good_then(record, fixed_bundle, tmp_path, blank_lines=1)
     assert result.exit_code == 1
     assert result.stderr == (f"error: {lines} line 3: explanation.{field}: must be a finite number, got nan; the "
                              "record is damaged\n")
@@ -921,9 +926,7 @@ def test_errors_about_a_files_records_name_their_line(fixed_bundle, tmp_path):
     """Blank lines are skipped, so the second record on line 4 is named "line 4", not "record 2"."""
     bad = _explanation(fixed_bundle.sha256).to_dict()
     bad["counterfactuals"]["items"][0]["plausibility"] = 2.0
-    lines = tmp_path / "e.jsonl"
-    lines.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n\n\n" + json.dumps(bad) + "\n")
-    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    lines, result = _report_good_then(bad, fixed_bundle, tmp_path, blank_lines=2)
     assert result.exit_code == 1
     assert result.stderr == (f"error: {lines} line 4: explanation.counterfactuals.items[0].plausibility: must be a "
                              "finite number in [0, 1], got 2.0; the record is damaged\n")

@@ -47,6 +47,16 @@ def lines_of(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def problems(result) -> list[str]:
+    """The per-line problems a stream reported on stderr (rejects, gaps, headers), in order."""
+    return [line for line in result.stderr.splitlines() if line.startswith("line ")]
+
+
+def at_times(times) -> str:
+    """A CSV for `_decided_by_sex`'s bundle: one row (sex 1, x 1) at each timestamp."""
+    return "timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in times)
+
+
 def rows(start: float, count: int, *, step: float = 0.1, value: float = 1.0) -> list[str]:
     return [f"{start + i * step:.1f},{value},{value},{value},{value},{value},{value}" for i in range(count)]
 
@@ -294,8 +304,8 @@ def test_an_epoch_time_with_microseconds_is_told_with_every_digit(motion_bundle)
 def test_rejects_and_gaps_are_told_in_line_order_and_a_repeated_key_is_a_malformed_row(motion_bundle, tmp_path):
     text = HEADER + "\n" + "\n".join(["0" + ",1" * 6, "0.1" + ",1" * 6, "5" + ",1" * 6, "x" + ",1" * 6]) + "\n"
     result = run([motion_bundle, "-"], input=text)
-    problems = [line for line in result.stderr.splitlines() if line.startswith("line ")]
-    assert [p.split(":")[0] for p in problems] == ["line 4", "line 5"] and "gap" in problems[0]
+    told = problems(result)
+    assert [p.split(":")[0] for p in told] == ["line 4", "line 5"] and "gap" in told[0]
     names = HEADER.split(",")
     row = {n: 1 for n in names}
     jsonl = "\n".join([json.dumps(row), '{"' + names[0] + '": 0.1, "' + names[1] + '": 1, "' + names[1] + '": 2}',
@@ -328,8 +338,8 @@ def test_a_header_mid_stream_is_read_as_the_header_from_there(motion_bundle, rec
     plain = run([motion_bundle, "-"], input="\n".join([header, *data[:90]]) + "\n")
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
     assert len(strip(mixed.stdout)) == 8 and strip(mixed.stdout) == strip(plain.stdout)   # its clock goes on
-    problems = [line for line in mixed.stderr.splitlines() if line.startswith("line ")]
-    assert problems == [
+    told = problems(mixed)
+    assert told == [
         f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
         f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
         "line 63: header: the header is given again, the same columns in the same order; rows read on",
@@ -377,7 +387,7 @@ def test_a_row_whose_text_column_names_a_channel_is_a_row_in_every_block(motion_
     strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
     assert len(strip(noted.stdout)) == 239 and strip(noted.stdout) == strip(plain.stdout)
     assert "rows     read 2400 = used 2400 + rejected 0" in noted.stderr
-    assert not [line for line in noted.stderr.splitlines() if line.startswith("line ")]
+    assert not problems(noted)
 
 
 def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(motion_bundle, recording):
@@ -403,7 +413,7 @@ def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(moti
     assert len(strip(plain.stdout)) == 9 and strip(mixed.stdout) == strip(plain.stdout)
     names = header.split(",")
     cut = "rejected: a row cut off without its newline, joined to the next header (read from here on); not used"
-    assert [line for line in mixed.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(mixed) == [
         f"line 32: {cut}",
         f"line 32: header: the header changed (line 1 had {', '.join(names)}; this one has "
         f"{', '.join(names[k] for k in swap)}); the rows after it are read by it",
@@ -480,8 +490,8 @@ def test_every_bad_row_is_reported_counted_and_the_stream_goes_on(motion_bundle,
     path.write_text("\n".join([HEADER, *good, *bad, *after]) + "\n")
     result = run([motion_bundle, path])
     assert result.exit_code == 0
-    problems = [line for line in result.stderr.splitlines() if line.startswith("line ")]
-    assert problems == [
+    told = problems(result)
+    assert told == [
         "line 27: rejected: expected 7 comma-separated values as in the header, got 4",
         "line 28: rejected: missing value for channel 'acc_y'",
         "line 29: rejected: channel 'acc_z' expects a number, got 'x'",
@@ -510,7 +520,7 @@ def test_a_clock_restart_or_one_bad_timestamp_restarts_the_window_instead_of_los
     typo = "4900.0,1,1,1,1,1,1"                                      # line 23, meant 2.1
     path.write_text("\n".join([HEADER, *rows(0.0, 21), typo, *rows(2.2, 20), *rows(0.0, 20)]) + "\n")
     result = run([motion_bundle, path])
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 23: gap: gap of 4898 s after timestamp 2 (line 22), more than the 0.15 s allowed; window restarted",
         "line 24: gap: timestamp 2.2 jumps back 4897.8 s from timestamp 4900 (line 23), more than a late row could "
         "be (2 s); taken as a clock restart, window restarted",
@@ -528,7 +538,7 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
     and its windows lost. A jump back of one window's length (2 s) or less is still one out-of-order row."""
     text = HEADER + "\n" + "\n".join([*rows(0.0, 30), *rows(0.0, 30), *rows(1.1, 2), *rows(3.0, 2)]) + "\n"
     result = run([motion_bundle, "-", "--max-gap", "2"], input=text)
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 32: gap: timestamp 0 jumps back 2.9 s from timestamp 2.9 (line 31), more than a late row could be "
         "(2 s); taken as a clock restart, window restarted",
         "line 62: rejected: timestamp 1.1 is earlier than the previous row's 2.9 (line 61); rows must arrive in "
@@ -540,9 +550,9 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
         (0.0, 1.9), (1.0, 2.9), (0.0, 1.9), (1.0, 2.9)]
     assert "rows     read 64 = used 62 + rejected 2" in result.stderr
     _decided_by_sex(tmp_path / "b")                             # no sample rate: 2-row windows, at 1 s here
-    text = "timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in [*range(10), *range(10), 7.5, 7, 11])
+    text = at_times([*range(10), *range(10), 7.5, 7, 11])
     result = run([tmp_path / "b", "-"], input=text)
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 12: gap: timestamp 0 jumps back 9 s from timestamp 9 (line 11), more than a late row could be (2 s); "
         "taken as a clock restart, window restarted",
         "line 22: rejected: timestamp 7.5 is earlier than the previous row's 9 (line 21); rows must arrive in time "
@@ -560,7 +570,7 @@ def test_a_header_mid_stream_whose_first_row_goes_back_in_time_starts_a_new_reco
     clock goes on are one recording, as they were before headers restarted (they lost a window at each file)."""
     text = "\n".join([HEADER, *rows(0.0, 25), HEADER, *rows(0.0, 50)]) + "\n"
     result = run([motion_bundle, "-"], input=text)
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 27: header: the header is given again, the same columns in the same order; rows read on",
         "line 28: gap: timestamp 0, the first after the header on line 27, does not go on from the last row's 2.4 "
         "(line 26): a new recording, window restarted",
@@ -581,9 +591,9 @@ def test_one_stray_timestamp_far_back_is_in_no_window(tmp_path):
     back: taken as a clock restart, the rows after it were spliced onto it in one window running back and forth
     in time. The row after it, more than a window ahead again, shows it was one stray timestamp: a gap."""
     _decided_by_sex(tmp_path / "b")
-    text = "timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in [*range(20), 5, *range(20, 24)])
+    text = at_times([*range(20), 5, *range(20, 24)])
     result = run([tmp_path / "b", "-"], input=text)
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 22: gap: timestamp 5 jumps back 14 s from timestamp 19 (line 21), more than a late row could be (2 s); "
         "taken as a clock restart, window restarted",
         "line 23: gap: timestamp 20 is 15 s ahead of timestamp 5 (line 22), which jumped back 14 s: that was one "
@@ -599,7 +609,7 @@ def test_digit_grouping_is_not_a_number(motion_bundle, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("\n".join([HEADER, *rows(0.0, 3), "0.3,1_0,1,1,1,1,1", "0_4,1,1,1,1,1,1"]) + "\n")
     result = run([motion_bundle, path])
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 5: rejected: channel 'acc_x' expects a number, got '1_0'",
         "line 6: rejected: timestamp '0_4' is not a number of seconds or an ISO 8601 time",
     ]
@@ -646,7 +656,7 @@ def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
                                '{"timestamp": 1.0, "acc_x": ' + "[" * 100_000 + "]" * 100_000 + "}",
                                *good[10:]]) + "\n")
     result = run([motion_bundle, path])
-    assert [line for line in result.stderr.splitlines() if line.startswith("line ")] == [
+    assert problems(result) == [
         "line 11: rejected: not valid JSON (Expecting ',' delimiter at column 30)",
         "line 12: rejected: expected a JSON object of column name to value, got list",
         "line 13: rejected: missing channel 'acc_y'",
@@ -1074,8 +1084,8 @@ def test_follow_reads_on_after_the_file_is_truncated_or_replaced_and_counts_a_li
     finally:
         proc.kill()
     assert proc.returncode == 0
-    problems = [line for line in [truncated, *err.decode().splitlines()] if line.startswith("line ")]
-    assert problems == [                                       # the new header read as a header, not a bad row;
+    told = [line for line in [truncated, *err.decode().splitlines()] if line.startswith("line ")]
+    assert told == [                                       # the new header read as a header, not a bad row;
         f"line 1: rotated: {path} shrank from 2,846 to 0 bytes (truncated); reading it again from its start",
         "line 101: rejected: the file was rotated before this line ended (no newline); not used",
         f"line 1: rotated: {path} was replaced by a new file; reading the new one from its start",
@@ -1341,7 +1351,7 @@ def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(m
         _read_lines(proc.stdout, 9, timeout=60)
         path.rename(tmp_path / "growing.csv.1")
         path.write_text("\n".join([HEADER.replace("timestamp", "time"), *rows(10.0, 3)]) + "\n")
-        problems = _read_lines(proc.stderr, 5, timeout=60)
+        told = _read_lines(proc.stderr, 5, timeout=60)
         path.rename(tmp_path / "growing.csv.2")                 # and the right columns again: read on
         path.write_text("\n".join([HEADER, *rows(10.0, 30)]) + "\n")
         _read_lines(proc.stdout, 2, timeout=60)
@@ -1350,7 +1360,7 @@ def test_follow_rejects_the_rows_of_a_rotated_file_whose_header_does_not_match(m
     finally:
         proc.kill()
     assert proc.returncode == 0
-    assert problems == [
+    assert told == [
         f"line 1: rotated: {path} was replaced by a new file; reading the new one from its start",
         "line 1: header: input header does not match the bundle's channels: expected columns timestamp, acc_x, acc_y, "
         "acc_z, gyr_x, gyr_y, gyr_z; missing timestamp; the header (line 1) has time, acc_x, acc_y, acc_z, gyr_x, "
