@@ -571,6 +571,16 @@ def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bund
     assert str(err.value) == "record 2: explanation." + message.replace("BUNDLE", str(fixed_bundle.path))
 
 
+def _bundle_of(schema, out, *, precision: str):
+    """A bundle of the fixture's ONNX model under `schema` (its five features), with seeded reference rows and an
+    empty record (no fidelity figures)."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
+                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
+    return write_bundle(out, model_bytes=_onnx_bytes(), schema=schema, profile=get_device("raspberry-pi-4"),
+                        reference=Reference.from_data(X, X[:, 0] > 140), precision=precision, record={})
+
+
 def _report_good_then(record: dict, bundle, tmp_path, *, blank_lines: int):
     """`edgeinfer report` on a file of a good explanation, `blank_lines` blank lines, then `record`: (file, result)."""
     lines = tmp_path / "e.jsonl"
@@ -648,12 +658,7 @@ def test_one_sided_ranges_and_large_changes_are_written_in_full(tmp_path):
     features[1] = dataclasses.replace(features[1], low=0.0, high=1_000_000.0)         # bmi 0 – 1000000 kg/m²
     features[2] = dataclasses.replace(features[2], low=-math.inf)                     # age ≤ 100 years
     schema = dataclasses.replace(SCHEMA, features=tuple(features))
-    rng = np.random.default_rng(0)
-    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
-                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
-    bundle = write_bundle(tmp_path / "bundle", model_bytes=_onnx_bytes(), schema=schema,
-                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
-                          precision="fp32", record={})
+    bundle = _bundle_of(schema, tmp_path / "bundle", precision="fp32")
     expl = _explanation(bundle.sha256)
     first, second = expl.counterfactuals.items
     first = dataclasses.replace(first, changes=(FeatureChange("glucose", 162.0, 180210.2, "mg/dL"),))
@@ -1255,12 +1260,7 @@ def test_without_a_manifests_fidelity_the_band_is_said_to_be_the_explanations(tm
     assert ("differed from the float model's by at most 0.1 on held-out data (fidelity.max_abs_diff carried by the "
             "explanation).") in text
     assert "manifest" not in text
-    rng = np.random.default_rng(0)
-    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
-                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
-    bundle = write_bundle(tmp_path / "bundle", model_bytes=_onnx_bytes(), schema=SCHEMA,
-                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
-                          precision="int8-static", record={})
+    bundle = _bundle_of(SCHEMA, tmp_path / "bundle", precision="int8-static")
     assert "fidelity" not in bundle.manifest
     carried = dataclasses.replace(carried, model=dataclasses.replace(carried.model, bundle_sha256=bundle.sha256))
     text = _text(ei.report([carried], out=tmp_path / "r.html", bundle=bundle).read_text())

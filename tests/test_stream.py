@@ -52,9 +52,11 @@ def problems(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("line ")]
 
 
-def at_times(times) -> str:
-    """A CSV for `_decided_by_sex`'s bundle: one row (sex 1, x 1) at each timestamp."""
-    return "timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in times)
+def stream_at_times(tmp_path: Path, times):
+    """`edgeinfer stream` of `_decided_by_sex`'s bundle (no sample rate: 2-row windows) over one row (sex 1, x 1) at
+    each timestamp."""
+    _decided_by_sex(tmp_path / "b")
+    return run([tmp_path / "b", "-"], input="timestamp,sex,x\n" + "".join(f"{t:g},1,1\n" for t in times))
 
 
 def rows(start: float, count: int, *, step: float = 0.1, value: float = 1.0) -> list[str]:
@@ -549,9 +551,7 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
     assert [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)] == [
         (0.0, 1.9), (1.0, 2.9), (0.0, 1.9), (1.0, 2.9)]
     assert "rows     read 64 = used 62 + rejected 2" in result.stderr
-    _decided_by_sex(tmp_path / "b")                             # no sample rate: 2-row windows, at 1 s here
-    text = at_times([*range(10), *range(10), 7.5, 7, 11])
-    result = run([tmp_path / "b", "-"], input=text)
+    result = stream_at_times(tmp_path, [*range(10), *range(10), 7.5, 7, 11])     # no sample rate: 2 s windows here
     assert problems(result) == [
         "line 12: gap: timestamp 0 jumps back 9 s from timestamp 9 (line 11), more than a late row could be (2 s); "
         "taken as a clock restart, window restarted",
@@ -590,9 +590,7 @@ def test_one_stray_timestamp_far_back_is_in_no_window(tmp_path):
     """Rows 1 s apart (a bundle without a sample rate: its window is 2 rows, 2 s at that spacing), one stamped 15 s
     back: taken as a clock restart, the rows after it were spliced onto it in one window running back and forth
     in time. The row after it, more than a window ahead again, shows it was one stray timestamp: a gap."""
-    _decided_by_sex(tmp_path / "b")
-    text = at_times([*range(20), 5, *range(20, 24)])
-    result = run([tmp_path / "b", "-"], input=text)
+    result = stream_at_times(tmp_path, [*range(20), 5, *range(20, 24)])
     assert problems(result) == [
         "line 22: gap: timestamp 5 jumps back 14 s from timestamp 19 (line 21), more than a late row could be (2 s); "
         "taken as a clock restart, window restarted",
