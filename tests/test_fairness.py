@@ -185,8 +185,8 @@ def test_from_model_reads_true_classes_against_the_positive_class(decided):
     is_pos, selected = (y == 0).astype(int), (proba.argmax(axis=1) == 0).astype(int)
     groups = np.where(X[:, 1] == 1, "sex 1", "sex 2")
     frame, calib = oracle_frame(is_pos, selected, groups, proba[:, 0])
-    for given in (y, np.array(model.schema.classes)[y]):
-        gf = GroupFairness.from_model(model, X, y_true=given, sensitive_feature="sex", positive=positive)
+    for truth in (y, np.array(model.schema.classes)[y]):
+        gf = GroupFairness.from_model(model, X, y_true=truth, sensitive_feature="sex", positive=positive)
         for m in gf.by_group:
             row = frame.by_group.loc[m.group]
             for name in ("selection_rate", "true_positive_rate", "false_positive_rate"):

@@ -109,7 +109,7 @@ def _explanation(sha: str = "0" * 64) -> Explanation:
 
 def _onnx_bytes() -> bytes:
     """A real logistic model over SCHEMA (input 'features', output 'probabilities')."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.array([[0.0, 0.02], [0.0, 0.05], [0.0, 0.01], [0.0, 0.1], [0.0, 0.4]], dtype=np.float32)
