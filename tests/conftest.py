@@ -62,7 +62,9 @@ def bc_session(bc_bundle) -> ei.Session:
 
 @pytest.fixture(scope="session")
 def diabetes_bundle(diabetes, tmp_path_factory) -> Path:
-    """Diabetes-progression MLP (protected sex and age) exported int8 for the wearable gateway."""
+    """Diabetes-progression MLP (protected sex and age) exported for the wearable gateway: its int8 model agrees
+    with the float one on 109 of the 110 held-out rows, below the 99.5 % gate, so the bundle is fp32 (the
+    profile's next precision), as `make demo`'s is; the tests use it as a bundle that fell back."""
     return _export(diabetes, tmp_path_factory.mktemp("bundles") / "diabetes", "wearable-gateway")
 
 
