@@ -220,7 +220,7 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
     from edgeinfer.explain.views import stakeholder_option
 
     session = _load_session(bundle, device, fallback)
-    stakeholder = stakeholder_option(stakeholder)
+    stakeholder = stakeholder_option(stakeholder, classes=session.classes)
     try:  # option values are checked before any row is read: a wrong one is a usage error (exit 2)
         parse_desired(desired, session.schema)
     except EdgeInferError as err:

@@ -893,16 +893,17 @@ def serve(
     A CUDA-profile bundle needs onnxruntime-gpu, or fallback=True to run on the CPU (recorded in .info).
     workers: explain worker processes (None: one per usable CPU, at most 8; 0: explain in this process).
     stakeholders: TOML files of templates, registered (as register_stakeholder does) before the workers start,
-    so that requests may name them besides the built-in stakeholders.
+    so that requests may name them besides the built-in stakeholders, and checked against the model's classes.
     """
-    from edgeinfer.explain.views import register_stakeholder
+    from edgeinfer.explain.views import get_templates, register_stakeholder
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
-    for path in stakeholders:
-        register_stakeholder(path)
+    names = [register_stakeholder(path) for path in stakeholders]
     with _sigterm_stops() if block else nullcontext():
         session = load(bundle, device=device, fallback=fallback, threads=threads)
+        for name in names:
+            get_templates(name, classes=session.classes)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
             max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, dynamic_batching=dynamic_batching,
@@ -952,14 +953,16 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
     from edgeinfer.session import load
     from edgeinfer.workers import default_workers
 
-    for value in stakeholders:      # registered here, before the workers start: they render them too
-        stakeholder_option(value)
+    # registered here, before the workers start: they render them too
+    names = [stakeholder_option(value) for value in stakeholders]
 
     # stdout stays empty: PyTriton prints tritonserver's log there, in chunks cut anywhere; it goes to stderr,
     # whole lines at a time, so that serve's own ready line is never spliced into one of them
     log = _WholeLines(sys.stderr)
     with _sigterm_stops(), redirect_stdout(log), log:
         session = load(bundle, device=device, fallback=fallback, threads=threads)
+        for name in names:      # their [outcomes] against the model's classes, before the server starts
+            stakeholder_option(name, classes=session.classes)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
             max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,

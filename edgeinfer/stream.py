@@ -1301,7 +1301,8 @@ def stream(
     if policy.mode != "none":
         from edgeinfer.explain.views import get_templates
 
-        get_templates(options.stakeholder)  # refuse an unknown stakeholder before reading a row
+        # refuse an unknown stakeholder, or one with words for classes this model lacks, before reading a row
+        get_templates(options.stakeholder, classes=schema.classes)
     max_gap = options.max_gap_s
     if max_gap is None and spec.sample_rate_hz is not None:
         max_gap = 1.5 / spec.sample_rate_hz
@@ -1770,7 +1771,7 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)
         from edgeinfer.explain.views import stakeholder_option
 
-        stakeholder = stakeholder_option(stakeholder)
+        stakeholder = stakeholder_option(stakeholder, classes=session.classes)
     options = StreamOptions(window=window, hop=hop, explain=explain_mode, stakeholder=stakeholder, follow=follow,
                             poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp,
                             workers=workers)

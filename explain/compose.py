@@ -59,7 +59,8 @@ def explain_rows(
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ExplainError(f"unknown explanation part {unknown[0]!r}; parts are {', '.join(PARTS)}")
-    templates = get_templates(stakeholder)  # refuse an unknown stakeholder before any work
+    # refuse an unknown stakeholder, or one with words for classes this model lacks, before any work
+    templates = get_templates(stakeholder, classes=session.classes)
     n = len(matrix)
     timings: dict[str, float] = {}
     clock = time.perf_counter()

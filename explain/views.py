@@ -13,7 +13,9 @@ Wording is data. Each stakeholder is one TOML file (see `explain/templates/`):
     "higher progression" = "a faster change"
 
 Every placeholder is checked when the file loads: an unknown one is an
-ExplainError naming the file, the piece and the placeholders it may use. A new
+ExplainError naming the file, the piece and the placeholders it may use. The
+[outcomes] keys are checked against a model's classes where those are known
+(`check_outcomes`: `get_templates(name, classes=...)`, `render`). A new
 stakeholder needs no code: `register_stakeholder("recruiter.toml")`.
 """
 
@@ -28,7 +30,7 @@ import string
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import change_text
@@ -264,25 +266,41 @@ def register_stakeholder(path: str | Path) -> str:
     return register_templates(templates)
 
 
-def stakeholder_option(value: str) -> str:
+def stakeholder_option(value: str, *, classes: Sequence[str] | None = None) -> str:
     """A stakeholder as a command line gives it: a known name, or a TOML file of templates (registered
-    here). Returns the name; anything else is a usage error, raised before a row is read."""
+    here), checked against the model's `classes` where given (`check_outcomes`). Returns the name; anything
+    else is a usage error, raised before a row is read."""
     from edgeinfer.errors import UsageError
 
     try:
-        if value.endswith(".toml"):
-            return register_stakeholder(value)
-        get_templates(value)
+        name = register_stakeholder(value) if value.endswith(".toml") else value
+        get_templates(name, classes=classes)
     except ExplainError as err:
         message = str(err).replace(" and call edgeinfer.explain.views.register_stakeholder(path)",
                                    " and pass its path: --stakeholder FILE.toml")
         raise UsageError(message) from None
-    return value
+    return name
 
 
-def get_templates(stakeholder: str) -> Templates:
-    """The templates `render` uses for a stakeholder name."""
-    return _lookup(stakeholder, where=None)
+def get_templates(stakeholder: str, *, classes: Sequence[str] | None = None) -> Templates:
+    """The templates `render` uses for a stakeholder name; given the model's classes, checked against them."""
+    templates = _lookup(stakeholder, where=None)
+    if classes is not None:
+        check_outcomes(templates, classes)
+    return templates
+
+
+def check_outcomes(templates: Templates, classes: Sequence[str]) -> None:
+    """Refuse an [outcomes] key that is none of the model's classes. A file is read before any model is known,
+    so this is checked where the classes are; a typo ("malignent") would otherwise leave that class in the
+    model's own words, and nobody told."""
+    unknown = [key for key in templates.outcomes if key not in classes]
+    if unknown:
+        what = "class" if len(unknown) == 1 else "classes"
+        raise ExplainError(
+            f"template file {templates.path}: unknown [outcomes] {what} {', '.join(map(repr, unknown))}; this "
+            f"model's classes: {', '.join(classes)}. Key each wording by one of them, spelled as the model has it"
+        )
 
 
 def _known() -> dict[str, Templates]:
@@ -413,6 +431,8 @@ def render(
             f"stakeholder {stakeholder!r} does not match the templates given (for {templates.name!r}, "
             f"from {templates.path}); pass stakeholder={templates.name!r}"
         )
+    if templates.outcomes:
+        check_outcomes(templates, schema.classes)
     if templates.settings.format == "json":
         indent = templates.settings.json_indent
         if indent and type(explanation) is Explanation:

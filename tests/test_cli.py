@@ -383,6 +383,26 @@ def test_explain_takes_a_stakeholder_file(diabetes_bundle, rows_file, tmp_path, 
     assert result.stderr.startswith(f"error: cannot read stakeholder template file {tmp_path / 'missing.toml'}")
 
 
+@pytest.mark.parametrize("command", ["explain", "serve"])
+def test_a_stakeholder_file_with_words_for_a_class_the_model_lacks_is_a_usage_error(
+        diabetes_bundle, rows_file, tmp_path, clean_registry, command):
+    """[outcomes] "higher progresion" (one s) was ignored: the text said "higher progression", not the file's
+    words, exit 0. The file is checked against the bundle's classes once it is loaded, before a row is read or a
+    server started."""
+    path, _ = rows_file
+    pace = tmp_path / "pace.toml"
+    pace.write_text('extends = "patient"\n[outcomes]\n"higher progresion" = "a faster change"\n')
+    # serve: one port twice, so that a server that went on past the file is refused at its ports, not started
+    args = [str(path), "--format", "text"] if command == "explain" else ["--workers", "0", "--http-port", "18000",
+                                                                         "--grpc-port", "18000"]
+    result = CliRunner().invoke(main, [command, str(diabetes_bundle), *args, "--stakeholder", str(pace)])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: template file {pace}: unknown [outcomes] class 'higher progresion'; this model's classes: lower "
+        "progression, higher progression. Key each wording by one of them, spelled as the model has it\n")
+
+
 @pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
 def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(diabetes_bundle, rows_file):
     import subprocess

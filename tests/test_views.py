@@ -610,6 +610,31 @@ def test_extends_overrides_only_what_the_file_says(tmp_path, schema):
     assert f"bundle sha256 {SHA[:12]}…" in text
 
 
+def test_outcome_words_for_a_class_the_model_lacks_are_refused(tmp_path, schema, diabetes_session, diabetes):
+    """[outcomes] "higher progresion" (one s) was ignored: the reader got "higher progression", never the file's
+    words, and nobody was told. The file names no model, so it loads; rendering or explaining with it is refused."""
+    path = tmp_path / "pace.toml"
+    path.write_text('extends = "patient"\n[outcomes]\n"higher progresion" = "a faster change"\n')
+    assert views.register_stakeholder(path) == "pace"
+    message = (f"template file {path}: unknown [outcomes] class 'higher progresion'; this model's classes: lower "
+               "progression, higher progression. Key each wording by one of them, spelled as the model has it")
+    with pytest.raises(ExplainError) as err:
+        views.render(_explanation(schema), schema, stakeholder="pace")
+    assert str(err.value) == message
+    with pytest.raises(ExplainError) as err:
+        diabetes_session.explain(diabetes.X_test[:2], stakeholder="pace")
+    assert str(err.value) == message
+    both = tmp_path / "both.toml"
+    both.write_text('extends = "clinician"\n[outcomes]\n"higher progresion" = "a faster change"\n'
+                    'lower = "a slower change"\n')
+    with pytest.raises(ExplainError, match=r"unknown \[outcomes\] classes 'higher progresion', 'lower'; this"):
+        views.check_outcomes(views.load_templates(both), schema.classes)
+    path.write_text('extends = "patient"\n[outcomes]\n"higher progression" = "a faster change"\n')
+    views.register_stakeholder(path)
+    assert (views.render(_explanation(schema), schema, stakeholder="pace").splitlines()[0]
+            == "The result is: a faster change. The tool is very sure about this (81%).")
+
+
 def test_a_file_that_rewords_a_piece_gets_none_of_the_bases_wording_of_its_variants(tmp_path, schema):
     """A French file extending the clinician rewords `counterfactual` and `no_counterfactual` only: a threshold
     answer and a met target must be said in its words, not in the clinician's English `counterfactual_threshold`
