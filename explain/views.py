@@ -106,6 +106,11 @@ _VARIANTS = {
     "bias_ok": ("bias_untested",),
 }
 
+# A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
+# instead of …") complete its `counterfactual` ("The result would have been … if:"). A file that extends another
+# and rewords the piece must reword that line too (copying it keeps it), else the two read oddly together.
+_READ_WITH = {"change": "counterfactual"}
+
 # Single words the pieces are built from; English defaults, a file may override any.
 WORDS = {
     "word_up": "raises", "word_down": "lowers",
@@ -215,8 +220,18 @@ def load_templates(path: str | Path) -> Templates:
         for table in ("view", "text", "outcomes"):
             merged[table] = {**merged.get(table, {}), **raw.get(table, {})}
         mine = raw.get("text", {})
-        for piece, variants in _VARIANTS.items():    # a piece reworded here: the base's wording of its variants
-            if piece in mine:                          # (another language, say) must not slip in beside it
+        for piece, line in _READ_WITH.items():
+            if piece in mine and line not in mine and line in base.text:
+                raise ExplainError(
+                    f"{where}: [text] {piece} is reworded but not {line}, the line it is read with: "
+                    f"{base.name}'s {line} (\"{base.text[line]}\") was written to go with its {piece} "
+                    f"(\"{base.text[piece]}\"); reword {line} to go with yours, or copy it into [text] if yours "
+                    "reads well with it"
+                )
+        # a piece reworded here (not restated as the base has it): the base's wording of its variants (another
+        # language, say) must not slip in beside it
+        for piece, variants in _VARIANTS.items():
+            if piece in mine and mine[piece] != base.text.get(piece):
                 for variant in variants:
                     if variant not in mine:
                         merged["text"].pop(variant, None)

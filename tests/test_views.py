@@ -655,6 +655,37 @@ def test_a_file_that_rewords_a_piece_gets_none_of_the_bases_wording_of_its_varia
             "progression'.") in views.render(met, schema, stakeholder="clinicien")
 
 
+def test_a_file_that_rewords_the_change_lines_rewords_the_line_they_complete(tmp_path, schema):
+    """A file extending the patient with only `change = "{verb} your {feature} by {by}"` read "The result would
+    have been lower progression if:" then "- Lower your body weight for height (BMI) by 6.1 kg/m²": the patient's
+    heading is completed by its own change lines. Rewording one of the two without the other is refused."""
+    expl = _explanation(schema, cf_changes=((("bmi", 26.0),),))
+    path = tmp_path / "coach.toml"
+    path.write_text('extends = "patient"\n[text]\nchange = "{verb} your {feature} by {by}"\n')
+    with pytest.raises(ExplainError) as err:
+        views.register_stakeholder(path)
+    assert str(err.value) == (
+        f"template file {path}: [text] change is reworded but not counterfactual, the line it is read with: "
+        "patient's counterfactual (\"The result would have been {cf_outcome} if:\") was written to go with its "
+        "change (\"your {feature} had been {to_value} instead of {from_value}\"); reword counterfactual to go with "
+        "yours, or copy it into [text] if yours reads well with it")
+    path.write_text('extends = "patient"\n[text]\nchange = "{verb} your {feature} by {by}"\n'
+                    'counterfactual = "For {cf_outcome}, the tool would have wanted you to:"\n')
+    views.register_stakeholder(path)
+    assert ("What could change the result:\nFor lower progression, the tool would have wanted you to:\n"
+            "- Lower your body weight for height (BMI) by 6.1 kg/m²\n\n") in views.render(expl, schema,
+                                                                                          stakeholder="coach")
+    # the patient's line copied: the file says its change reads well under it, and keeps the patient's note (a
+    # line restated as the base has it is no rewording)
+    path.write_text('extends = "patient"\n[text]\nchange = "your {feature} had been {to_value}, not {from_value}"\n'
+                    'counterfactual = "The result would have been {cf_outcome} if:"\n')
+    views.register_stakeholder(path)
+    assert ("The result would have been lower progression if:\n"
+            "- your body weight for height (BMI) had been 26 kg/m², not 32 kg/m²\n"
+            "This is not advice: talk with your care team before changing anything.\n\n") in views.render(
+                expl, schema, stakeholder="coach")
+
+
 # ----- the recruitment example: a new pair of stakeholders, from files only -------------
 
 
