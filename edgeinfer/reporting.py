@@ -684,15 +684,22 @@ def _made_by(e, bundle, manifest: Mapping[str, Any], fidelity: Mapping[str, Any]
 
 
 def _with_fidelity(e, manifest: Mapping[str, Any]):
-    """Give the clinician view the bundle's fidelity figures when the explanation came from that bundle without them."""
+    """Give the clinician view the bundle's fidelity figures, and the precisions its export rejected, when the
+    explanation came from that bundle without them (written before it carried them)."""
     import dataclasses
 
+    from edgeinfer.explain.compose import rejected_precisions
+
     model = e.model
-    if getattr(model, "fidelity", None) or model.bundle_sha256 != manifest.get("manifest_sha256"):
+    if model.bundle_sha256 != manifest.get("manifest_sha256"):
         return e
-    if not any(f.name == "fidelity" for f in dataclasses.fields(model)):
-        return e
-    return dataclasses.replace(e, model=dataclasses.replace(model, fidelity=dict(manifest["fidelity"])))
+    fields = {f.name for f in dataclasses.fields(model)}
+    missing = {}
+    if "fidelity" in fields and not getattr(model, "fidelity", None):
+        missing["fidelity"] = dict(manifest["fidelity"])
+    if "rejected" in fields and not getattr(model, "rejected", ()):
+        missing["rejected"] = rejected_precisions(manifest)
+    return dataclasses.replace(e, model=dataclasses.replace(model, **missing)) if missing else e
 
 
 def _row_heading(row: Any, i: int) -> str:

@@ -12,6 +12,7 @@ from edgeinfer.explain.explanation import (
     FlipTest,
     ModelInfo,
     Proxy,
+    RejectedPrecision,
 )
 from edgeinfer.explain.predictor import Predictor
 
@@ -28,4 +29,5 @@ __all__ = [
     "ModelInfo",
     "Predictor",
     "Proxy",
+    "RejectedPrecision",
 ]

@@ -21,7 +21,7 @@ from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.attribution import attribute
 from edgeinfer.explain.bias import explain_bias
 from edgeinfer.explain.counterfactual import find_counterfactuals
-from edgeinfer.explain.explanation import Explanation, ModelInfo
+from edgeinfer.explain.explanation import Explanation, ModelInfo, RejectedPrecision
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.proxies import proxies_from_manifest
 from edgeinfer.explain.views import get_templates, render, retimed, shows_timings
@@ -147,4 +147,26 @@ def _model_info(session: Any) -> ModelInfo:
         provider=session.execution.provider + (" (fallback)" if session.execution.fallback else ""),
         producer=f"edgeinfer {producer.get('edgeinfer', '?')}, onnxruntime {producer.get('onnxruntime', '?')}",
         fidelity=dict(manifest.get("fidelity") or {}),
+        rejected=rejected_precisions(manifest),
     )
+
+
+def rejected_precisions(manifest: Mapping[str, Any]) -> tuple[RejectedPrecision, ...]:
+    """The precisions a bundle's export tried and did not deploy (its `quantization.attempts` that did not pass),
+    in the order tried; none for a bundle written without that record."""
+    quantization = manifest.get("quantization")
+    attempts = quantization.get("attempts") if isinstance(quantization, Mapping) else None
+    if not isinstance(attempts, Sequence):
+        return ()
+    rejected = []
+    for a in attempts:
+        if isinstance(a, Mapping) and a.get("passed") is False and isinstance(a.get("precision"), str):
+            rejected.append(RejectedPrecision(
+                precision=a["precision"], agreement=_number(a.get("agreement")) or 0.0,
+                max_abs_diff=_number(a.get("max_abs_diff")), note=str(a.get("note") or ""),
+                edge_agreement=_number(a.get("edge_agreement")), edge_max_abs_diff=_number(a.get("edge_max_abs_diff"))))
+    return tuple(rejected)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -146,6 +146,24 @@ class Attributions:
 
 
 @dataclass(frozen=True)
+class RejectedPrecision:
+    """A precision export tried before the deployed one and did not deploy (the manifest's
+    `quantization.attempts` that did not pass): below the agreement gate, or failed to run."""
+
+    precision: str
+    agreement: float                        # label agreement with the float model on the held-out rows
+    max_abs_diff: float | None              # largest probability difference there; None: it failed to run
+    note: str                               # export's words: "below the gate; ..." or "failed: ..."
+    edge_agreement: float | None = None     # the same on the edge rows (recorded, not gated)
+    edge_max_abs_diff: float | None = None
+
+    @property
+    def ran(self) -> bool:
+        """It ran and was compared (it fell below the gate), rather than failing before the comparison."""
+        return self.max_abs_diff is not None and not self.note.startswith("failed")
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where the decision came from: enough to find the exact bundle again."""
 
@@ -156,6 +174,8 @@ class ModelInfo:
     provider: str
     producer: str
     fidelity: Mapping[str, Any] = field(default_factory=dict)   # export's quantized-vs-float figures, if recorded
+    # the precisions export tried first and rejected, in the order tried: why the deployed one is not the first
+    rejected: tuple[RejectedPrecision, ...] = ()
 
 
 @dataclass(frozen=True)

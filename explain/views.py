@@ -91,6 +91,17 @@ PIECES: dict[str, frozenset[str]] = {
     "attribution_share": _COMMON | {"share"},
     "provenance": _COMMON | {"name", "sha", "sha256", "precision", "device", "provider", "producer",
                              "schema_version"},
+    # the fidelity export records, in words (optional; a figure no piece tells is listed by `fidelity_item`; a piece
+    # set to "" tells its figures to nobody): the deployed model against the float model on the held-out rows ...
+    "fidelity_deployed": _COMMON | {"precision", "agreed", "rows", "agreement", "threshold", "max_abs_diff"},
+    # ... each precision tried before it and rejected: below the gate, or failed before the comparison ...
+    "fidelity_fallback": _COMMON | {"precision", "rows", "threshold", "attempt_precision", "attempt_agreed",
+                                    "attempt_agreement", "attempt_max_abs_diff", "attempt_edge_agreement",
+                                    "attempt_edge_max_abs_diff"},
+    "fidelity_fallback_error": _COMMON | {"precision", "attempt_precision", "reason"},
+    # ... the deployed model on the edge rows (not gated), and the float ONNX model against the trained torch model
+    "fidelity_edges": _COMMON | {"precision", "edge_agreed", "edge_rows", "edge_agreement", "edge_max_abs_diff"},
+    "fidelity_parity": _COMMON | {"parity"},
     "fidelity_item": _COMMON | {"name", "value"},
     "timing": _COMMON | {"part", "ms"},
 }
@@ -104,6 +115,8 @@ _VARIANTS = {
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note"),
     "no_counterfactual": ("no_counterfactual_in_time", "target_met"),
     "bias_ok": ("bias_untested",),
+    "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_error", "fidelity_edges",
+                      "fidelity_parity"),
 }
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
@@ -1036,13 +1049,60 @@ class _View:
         )]
 
     def section_fidelity(self) -> list[str] | None:
-        fidelity = getattr(self.e.model, "fidelity", None)
+        """Export's fidelity record in this reader's words: what is deployed and how close it is to the float
+        model, the precisions rejected before it, the edge rows, the ONNX-vs-torch parity; any other figure (a
+        record export did not write) listed by name."""
+        m = self.e.model
+        fidelity = getattr(m, "fidelity", None)
         if not fidelity:
             return None
-        return [
-            self.bullet(self.fill("fidelity_item", name=name, value=_figure(value)))
-            for name, value in _flatten(fidelity)
-        ]
+        figures = dict(_flatten(fidelity))
+        told: set[str] = set()
+        lines: list[str] = []
+        unknown = self.word("word_unknown")
+
+        def tell(piece: str, names: tuple[str, ...], **values: str) -> None:
+            told.update(n for n in names if n in figures)
+            if self.has(piece):
+                lines.append(self.bullet(self.fill(piece, **values)))
+
+        rows, threshold = _count(figures.get("holdout_rows")), _real(figures.get("threshold"))
+        gate = f"{threshold * 100:g}%" if threshold is not None else unknown
+        agreement, max_diff = _real(figures.get("agreement")), _real(figures.get("max_abs_diff"))
+        if "fidelity_deployed" in self.t.text and None not in (rows, agreement, max_diff):
+            tell("fidelity_deployed", ("agreement", "holdout_rows", "max_abs_diff", "threshold"),
+                 precision=m.precision, agreed=str(round(agreement * rows)), rows=str(rows),
+                 agreement=_share(agreement, threshold), threshold=gate, max_abs_diff=self.difference(max_diff))
+        edge_rows, edge_agreement = _count(figures.get("edges.rows")), _real(figures.get("edges.agreement"))
+        edge_diff = _real(figures.get("edges.max_abs_diff"))
+        if "fidelity_edges" in self.t.text and None not in (edge_rows, edge_agreement, edge_diff):
+            tell("fidelity_edges", ("edges.rows", "edges.agreement", "edges.max_abs_diff"), precision=m.precision,
+                 edge_agreed=str(round(edge_agreement * edge_rows)), edge_rows=str(edge_rows),
+                 edge_agreement=_share(edge_agreement), edge_max_abs_diff=self.difference(edge_diff))
+        if "fidelity_parity" in self.t.text and "torch_vs_onnx_max_abs" in figures:
+            parity = _real(figures["torch_vs_onnx_max_abs"])      # None: the model was given as ONNX
+            tell("fidelity_parity", ("torch_vs_onnx_max_abs",),
+                 parity=self.difference(parity) if parity is not None else unknown)
+        for r in getattr(m, "rejected", ()):
+            if r.ran:
+                tell("fidelity_fallback", (), precision=m.precision, rows=str(rows) if rows is not None else unknown,
+                     threshold=gate, attempt_precision=r.precision,
+                     attempt_agreed=str(round(r.agreement * rows)) if rows is not None else unknown,
+                     attempt_agreement=_share(r.agreement, threshold),
+                     attempt_max_abs_diff=self.difference(r.max_abs_diff),
+                     attempt_edge_agreement=_share(r.edge_agreement) if r.edge_agreement is not None else unknown,
+                     attempt_edge_max_abs_diff=(self.difference(r.edge_max_abs_diff)
+                                                if r.edge_max_abs_diff is not None else unknown))
+            else:
+                reason = r.note.removeprefix("failed: ").removesuffix("; trying the next precision") or unknown
+                tell("fidelity_fallback_error", (), precision=m.precision, attempt_precision=r.precision, reason=reason)
+        lines.extend(self.bullet(self.fill("fidelity_item", name=name, value=_figure(value)))
+                     for name, value in figures.items() if name not in told)
+        return lines
+
+    def difference(self, value: float) -> str:
+        """A probability difference (0.0213; 1.19e-07)."""
+        return _figure(value)
 
     def section_timings(self) -> list[str] | None:
         timed = [(k[: -len("_ms")], v) for k, v in self.e.timings.items() if k.endswith("_ms")]
@@ -1118,6 +1178,32 @@ def _percent(p: float | None, apart_from: float | tuple[float | None, ...] | Non
     if whole <= 0 and p > 0:
         return "under 1%"
     return f"{whole}%"
+
+
+def _share(value: float, apart_from: float | None = None) -> str:
+    """A share as a percentage, as export's summary writes it: 100% and 0% whole, any other in two decimals and as
+    many more as tell it from `apart_from` (a gate), 0 and 1 (99.09%; 99.4997%, not 99.50%, beside a 99.5% gate;
+    99.9995%, not 100.00%)."""
+    if value in (0.0, 1.0):
+        return f"{value * 100:.0f}%"
+    bounds = (*_boundaries(apart_from), 0.0, 1.0)
+    digits = 2
+    while digits < 7 and any(value != b and f"{value:.{digits}%}" == f"{b:.{digits}%}" for b in bounds):
+        digits += 1
+    return f"{value:.{digits}%}"
+
+
+def _real(value: Any) -> float | None:
+    """A finite number from a record, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int | None:
+    """A count of rows from a record (110, or 110.0 from JSON), or None."""
+    number = _real(value)
+    return int(number) if number is not None and number == int(number) and number > 0 else None
 
 
 def _figure(value: Any) -> str:

@@ -30,6 +30,7 @@ from edgeinfer.explain.explanation import (
     FlipTest,
     ModelInfo,
     Proxy,
+    RejectedPrecision,
 )
 from edgeinfer.schema import Feature, FeatureSchema
 
@@ -459,6 +460,103 @@ def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
                            untested=("age",))
     patient = views.render(dataclasses.replace(_explanation(schema), bias=bias), schema, stakeholder="patient")
     assert patient.endswith("\n\nWe checked: your sex did not change this result.\nWe could not check your age.")
+
+
+# The diabetes demo bundle's record (`edgeinfer demo`): its int8 model agreed with the float model on 109 of 110
+# held-out rows, below the 99.5 % gate, so export deployed fp32.
+EXPORTED = {"torch_vs_onnx_max_abs": 1.1920928955078125e-07, "agreement": 1.0, "max_abs_diff": 0.0, "holdout_rows": 110,
+            "threshold": 0.995, "edges": {"agreement": 1.0, "max_abs_diff": 0.0, "rows": 40}}
+INT8_BELOW_GATE = RejectedPrecision("int8-static", 0.990909090909091, 0.2559767961502075,
+                                    "below the gate; trying the next precision", 1.0, 0.08885711431503296)
+
+
+def _fell_back(schema, *rejected: RejectedPrecision) -> Explanation:
+    expl = _explanation(schema)
+    model = dataclasses.replace(expl.model, precision="fp32", fidelity=EXPORTED, rejected=rejected)
+    return dataclasses.replace(expl, model=model)
+
+
+def _fidelity_section(text: str) -> str:
+    return text[text.index("Quantization fidelity"):].split("\n\n")[0]
+
+
+def test_clinician_is_told_the_fidelity_in_words_and_that_export_fell_back(schema):
+    """The section listed the manifest's keys ("- agreement: 1", "- edges.agreement: 1", "- torch_vs_onnx_max_abs:
+    1.19e-07") and never said that the int8 model failed the gate, so the bundle is fp32."""
+    text = views.render(_fell_back(schema, INT8_BELOW_GATE), schema, stakeholder="clinician")
+    assert _fidelity_section(text) == (
+        "Quantization fidelity (deployed vs float model):\n"
+        "- The deployed fp32 model gave the same decision as the float model for 110 of 110 held-out cases (100%); "
+        "the largest difference between their probabilities was 0.\n"
+        "- The int8-static model was not deployed: it gave the same decision for only 109 of 110 (99.09%), below the "
+        "99.5% required.")
+    # the first precision passed: nothing to say about a fallback
+    int8 = dataclasses.replace(_fell_back(schema), model=dataclasses.replace(
+        _fell_back(schema).model, precision="int8-static",
+        fidelity={**EXPORTED, "agreement": 0.9972222222222222, "max_abs_diff": 0.10562646389007568,
+                  "holdout_rows": 360}))
+    assert _fidelity_section(views.render(int8, schema, stakeholder="clinician")) == (
+        "Quantization fidelity (deployed vs float model):\n"
+        "- The deployed int8-static model gave the same decision as the float model for 359 of 360 held-out cases "
+        "(99.72%); the largest difference between their probabilities was 0.1056.")
+
+
+def test_auditor_gets_every_fidelity_figure_named_with_the_gate(schema):
+    text = views.render(_fell_back(schema, INT8_BELOW_GATE), schema, stakeholder="auditor")
+    assert _fidelity_section(text) == (
+        "Quantization fidelity (deployed vs float model):\n"
+        "- Deployed fp32 on 110 held-out rows: label agreement with the float model 110 of 110 (100%; gate 99.5%), "
+        "largest |Δp| 0\n"
+        "- Deployed fp32 on 40 edge rows (calibration extremes, schema bounds; not gated): label agreement 40 of 40 "
+        "(100%), largest |Δp| 0\n"
+        "- Float ONNX vs trained torch model on the calibration rows: largest |Δp| 1.19e-07\n"
+        "- int8-static, tried before fp32 and not deployed: label agreement 109 of 110 (99.09%), below the gate 99.5%; "
+        "largest |Δp| 0.256; on the edge rows agreement 100%, largest |Δp| 0.08886")
+
+
+def test_a_precision_that_failed_to_run_is_told_with_its_reason(schema):
+    fp16 = RejectedPrecision("fp16", 0.0, None, "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) "
+                             "on held-out row 3; trying the next precision")
+    expl = _fell_back(schema, fp16, INT8_BELOW_GATE)
+    assert _fidelity_section(views.render(expl, schema, stakeholder="clinician")).split("\n")[2:] == [
+        "- The fp16 model was not deployed: non-finite probabilities in fp16 arithmetic (onnx.reference) on held-out "
+        "row 3.",
+        "- The int8-static model was not deployed: it gave the same decision for only 109 of 110 (99.09%), below the "
+        "99.5% required."]
+    assert _fidelity_section(views.render(expl, schema, stakeholder="auditor")).split("\n")[4] == (
+        "- fp16, tried before fp32 and not deployed: failed: non-finite probabilities in fp16 arithmetic "
+        "(onnx.reference) on held-out row 3")
+
+
+def test_a_fidelity_figure_no_piece_tells_is_still_listed(tmp_path, schema):
+    """A record export did not write keeps its figures by name; a file extending the clinician that rewords
+    `fidelity_item` (another language) gets none of the clinician's English sentences beside it."""
+    expl = _fell_back(schema, INT8_BELOW_GATE)
+    model = dataclasses.replace(expl.model, fidelity={**EXPORTED, "calibration_rows": 332})
+    text = views.render(dataclasses.replace(expl, model=model), schema, stakeholder="clinician")
+    assert _fidelity_section(text).endswith("99.5% required.\n- calibration_rows: 332")
+    (tmp_path / "arzt.toml").write_text('name = "arzt"\nextends = "clinician"\n[text]\n'
+                                        'fidelity_title = "Quantisierung:"\nfidelity_item = "{name} = {value}"\n',
+                                        encoding="utf-8")
+    views.register_stakeholder(tmp_path / "arzt.toml")
+    assert views.render(expl, schema, stakeholder="arzt").endswith(
+        "Quantisierung:\n- torch_vs_onnx_max_abs = 1.19e-07\n- agreement = 1\n- max_abs_diff = 0\n"
+        "- holdout_rows = 110\n- threshold = 0.995\n- edges.agreement = 1\n- edges.max_abs_diff = 0\n"
+        "- edges.rows = 40")
+
+
+def test_a_session_explanation_carries_the_precisions_its_export_rejected(diabetes_session, diabetes, schema):
+    """The diabetes fixture's int8 model fails the gate by 1 of 110 rows: the explanation says so, and its JSON
+    (the engineer's view) carries the rejected attempt."""
+    expl = diabetes_session.explain(diabetes.X_test[0], stakeholder="clinician")
+    assert expl.model.precision == "fp32"
+    assert [r.precision for r in expl.model.rejected] == ["int8-static"]
+    assert _fidelity_section(expl.text).endswith(
+        "- The int8-static model was not deployed: it gave the same decision for only 109 of 110 (99.09%), below the "
+        "99.5% required.")
+    engineer = views.render(expl, schema, stakeholder="engineer")
+    assert json.loads(engineer)["model"]["rejected"][0]["note"] == "below the gate; trying the next precision"
+    assert Explanation.from_json(engineer).model == expl.model
 
 
 def test_timings_section_and_small_fidelity_figures(tmp_path, schema):
