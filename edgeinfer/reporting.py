@@ -411,7 +411,7 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
         lstrip_blocks=True,
     )
     env.filters["num"] = _fmt
-    env.filters["prob"] = lambda v: "not recorded" if v is None else _probability_apart(v)   # 0.999998, not 1.000
+    env.filters["prob"] = lambda v: "not recorded" if v is None else _probability_apart(v)   # > 0.999, not 1.000
     # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500
     env.filters["apart"] = lambda v, *boundaries: "not recorded" if v is None else _probability_apart(v, *boundaries)
     env.filters["pct"] = lambda v: "not recorded" if v is None else f"{100 * v:.1f} %"
@@ -761,11 +761,12 @@ def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
 
 
 def _probability_apart(p: float, *boundaries: float | None) -> str:
-    """p to 3 decimals, or as many more as it takes not to read as any boundary it is compared with (the decision's
-    0.5, a requested threshold) or as certainty: 0.5003, not 0.500; 0.2996, not 0.300; 0.999996, not 1.000."""
-    from edgeinfer.explain.views import _decimal
+    """p as the clinician view shows it: to 3 decimals, or as many more as it takes not to read as any boundary it
+    is compared with (the decision's 0.5, a requested threshold): 0.5003, not 0.500; 0.2996, not 0.300; below
+    0.001 "< 0.001" and above 0.999 "> 0.999" (0 and 1 too), never 4.2e-25 or 1.000."""
+    from edgeinfer.explain.views import _clinical
 
-    return _decimal(p, 3, boundaries)
+    return _clinical(p, 3, boundaries)
 
 
 def _threshold_on_risk(target: str, classes: Sequence[str], spec: RiskSpec, decided: str) -> float | None:

@@ -175,6 +175,10 @@ class ViewSettings:
     digits: int = 3                         # significant digits for feature values
     probability: str = "decimal"            # what {probability} shows: decimal, percent or words
     probability_digits: int = 3
+    # the clinical convention: no probability reads as certain or impossible, nor in scientific notation; below
+    # 10**-probability_digits it reads "< 0.001", above 1 - that "> 0.999" (exact 0 and 1 too: a model's float
+    # rounds a tiny probability to them), a percent "under 1%" / "over 99%"; else the digits that tell it apart
+    probability_limits: bool = False
     actionable_only: bool = False           # show only counterfactuals that change mutable, non-protected features
     favourable_only: bool = False           # show only counterfactuals toward the schema's favourable class
     drivers_exclude_protected: bool = False
@@ -691,6 +695,7 @@ def _records(items: Any, newline: str, step: str) -> str | None:
 
 
 _YOUR_YOUR = re.compile(r"\b(your) your\b", re.IGNORECASE)
+_EQUALS_BOUND = re.compile(r" = ([<>]) ")       # "p = < 0.001" -> "p < 0.001"
 
 
 class _View:
@@ -707,8 +712,8 @@ class _View:
             "model": schema.name,
             "outcome": self.outcome(d.class_name),
             "probability": self.probability(p, apart_from=self.rival(d.class_name, d.probabilities)),
-            "percent": _percent(p),     # a simple whole percent (a patient's); {probability} keeps the digits
-            "chance": self.chance(_shown(_percent(p), p)),   # the words of the percent beside them (80%: very sure)
+            "percent": self.percent(p),     # a simple whole percent (a patient's); {probability} keeps the digits
+            "chance": self.chance(_shown(self.percent(p), p)),   # the words of the percent beside it (80%: very sure)
         }
 
     # ----- pieces and words -------------------------------------------------
@@ -718,7 +723,9 @@ class _View:
         except (KeyError, ValueError, IndexError) as err:
             raise ExplainError(f"template file {self.t.path}: [text] {key} cannot be filled: {err}") from err
         # "your {feature}" with a lay name that already says it ("your daily dose"): one "your", not two
-        return _YOUR_YOUR.sub(r"\1", text)
+        text = _YOUR_YOUR.sub(r"\1", text)
+        # a probability within the limits says its relation itself: "p < 0.001", not "p = < 0.001"
+        return _EQUALS_BOUND.sub(r" \1 ", text) if self.s.probability_limits else text
 
     def word(self, key: str) -> str:
         return self.t.text[key]
@@ -734,10 +741,25 @@ class _View:
         decimal or percent gets as many more digits as it takes not to read as one (0.5003 against 0.4997, not
         0.500; 69.98% against a threshold of 70%)."""
         if self.s.probability == "percent":
-            return _percent(p, apart_from)
+            return self.percent(p, apart_from)
         if self.s.probability == "words":
             return self.chance(p)
+        return self.decimal(p, apart_from)
+
+    def decimal(self, p: float, apart_from: float | tuple[float | None, ...] | None = None) -> str:
+        """p as a decimal: the digits that tell it from its boundaries, 0 and 1, or within the view's probability
+        limits "< 0.001" and "> 0.999"."""
+        if self.s.probability_limits:
+            return _clinical(p, self.s.probability_digits, apart_from)
         return _decimal(p, self.s.probability_digits, apart_from)
+
+    def percent(self, p: float, apart_from: float | tuple[float | None, ...] | None = None) -> str:
+        """p as a percent; within the view's probability limits an exact 0 or 1 (a model's rounded tiny or near-1
+        probability) reads "under 1%" or "over 99%", as 0.000004 and 0.999996 do, not 0% or 100%."""
+        text = _percent(p, apart_from)
+        if self.s.probability_limits and p in (0.0, 1.0) and text in ("0%", "100%"):
+            return "under 1%" if p == 0.0 else "over 99%"
+        return text
 
     def rival(self, class_name: str, probabilities) -> float | None:
         """The decision's boundary for a class's probability: the best other class's (two classes: 1 - p)."""
@@ -817,7 +839,7 @@ class _View:
         return [
             self.bullet(self.fill("probability_line", class_name=self.outcome(c),
                                   class_probability=self.probability(p, apart_from=self.rival(c, d.probabilities)),
-                                  class_percent=_percent(p)))
+                                  class_percent=self.percent(p)))
             for c, p in zip(d.classes, d.probabilities)
         ]
 
@@ -839,8 +861,8 @@ class _View:
             lines.append(self.fill(
                 "drivers_basis", method=a.method, quantity=a.quantity, baseline=a.baseline,
                 # near 0 or 1, the digits that keep them from reading as certain (0.999998, not 1.000)
-                base_value=_decimal(a.base_value, self.s.probability_digits),
-                prediction=_decimal(a.prediction, self.s.probability_digits), evaluations=str(a.evaluations),
+                base_value=self.decimal(a.base_value), prediction=self.decimal(a.prediction),
+                evaluations=str(a.evaluations),
             ))
         for rank, v in enumerate(ranked, start=1):
             up = v.contribution > 0
@@ -945,7 +967,7 @@ class _View:
         values = dict(
             index=str(index), changes="; ".join(changes), count=str(len(changes)), cf_outcome=self.outcome(cf.class_name),
             cf_probability=self.probability(p, apart_from=apart) if known else self.word("word_unknown"),
-            cf_percent=_percent(p, apart) if known else self.word("word_unknown"),
+            cf_percent=self.percent(p, apart) if known else self.word("word_unknown"),
             distance=_number(cf.distance, 3), sparsity=str(cf.sparsity),
             plausibility=_percent(cf.plausibility) if cf.plausibility is not None else self.word("word_unknown"),
             validity=self.word("word_yes" if cf.valid else "word_no"), **target,
@@ -957,7 +979,7 @@ class _View:
             values.update(
                 threshold_outcome=self.outcome(classes[j]),
                 threshold_probability=self.probability(cf.probabilities[j], apart_from=value),
-                threshold_percent=_percent(cf.probabilities[j], value),
+                threshold_percent=self.percent(cf.probabilities[j], value),
                 threshold_relation=self.word("word_below" if op.startswith("<") else "word_above"),
                 threshold_value=f"{value:g}", threshold_value_percent=f"{value * 100:g}%",
             )
@@ -1101,7 +1123,10 @@ class _View:
         return lines
 
     def difference(self, value: float) -> str:
-        """A probability difference (0.0213; 1.19e-07)."""
+        """A probability difference (0.0213; 1.19e-07), or within the view's probability limits "< 0.001"."""
+        low = 10.0 ** -self.s.probability_digits
+        if self.s.probability_limits and 0 < abs(value) < low:
+            return f"< {low:.{self.s.probability_digits}f}"
         return _figure(value)
 
     def section_timings(self) -> list[str] | None:
@@ -1145,6 +1170,19 @@ def _decimal(p: float, digits: int, apart_from: float | tuple[float | None, ...]
         digits += 1
     text = f"{p:.{digits}f}"
     return f"{p:.2g}" if p > 0 and float(text) == 0 else text
+
+
+def _clinical(p: float, digits: int, apart_from: float | tuple[float | None, ...] | None = None) -> str:
+    """p as a clinician reads it: below 10**-digits "< 0.001", above 1 - 10**-digits "> 0.999", 0 and 1 included
+    (softmax never gives them: a float rounds a tiny probability to 0, 1 - tiny to 1); else `_decimal`'s digits. A
+    boundary p is compared with inside that limit (a threshold of 0.9995, a margin's 0) keeps the digits there."""
+    low = 10.0 ** -digits
+    bounds = [b for b in _boundaries(apart_from) if b != p]
+    if p < low and not any(0.0 <= b < low for b in bounds):
+        return f"< {low:.{digits}f}"
+    if p > 1.0 - low and not any(1.0 - low < b <= 1.0 for b in bounds):
+        return f"> {1.0 - low:.{digits}f}"
+    return _decimal(p, digits, apart_from)
 
 
 def _shown(percent: str, p: float) -> float:

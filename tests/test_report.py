@@ -764,7 +764,7 @@ def test_a_risk_just_past_the_boundary_keeps_the_digits_that_tell_it_apart(tmp_p
 
 def test_small_contributions_and_flip_changes_do_not_read_as_zero(tmp_path):
     """+0.00046 is shown as the views show it (not +0.000), in the driver table, the chart's name and the flip table;
-    a near-certain risk is not 1.000."""
+    a near-certain risk is not 1.000 (the clinical convention: > 0.999)."""
     expl = _explanation()
     values = tuple(dataclasses.replace(v, contribution=0.00046) if v.feature == "bmi" else v
                    for v in expl.attributions.values)
@@ -776,13 +776,14 @@ def test_small_contributions_and_flip_changes_do_not_read_as_zero(tmp_path):
     assert '<td>bmi</td><td>31.5</td><td class="num">+0.00046</td><td>raises</td>' in html
     assert "bmi = 31.5: +0.00046" in html                                        # the chart's accessible name
     assert '<td class="num">-0.00031</td>' in html
-    assert "Probability of 'high risk': 0.999996 (the model decides at 0.5; margin 0.499996)." in _text(html)
+    assert "Probability of 'high risk': > 0.999 (the model decides at 0.5; margin 0.499996)." in _text(html)
     assert "+0.000 raises" not in _text(html)
 
 
 def test_a_saturated_attribution_base_and_prediction_do_not_read_as_certain(tmp_path):
     """Base 0.00011 and prediction 0.999998 used to read "from 0.000 to 1.000" in the caption and "Baseline 0.000,
-    this patient 1.000" in the chart's accessible text; a flip's probability of 0.9999993 read 1.000."""
+    this patient 1.000" in the chart's accessible text; a flip's probability of 0.9999993 read 1.000. They read as
+    the clinician view has them: "< 0.001", "> 0.999"."""
     expl = _explanation()
     decision = dataclasses.replace(expl.decision, probabilities=(0.000002, 0.999998))
     attributions = dataclasses.replace(expl.attributions, base_value=1.1061e-04, prediction=0.999998)
@@ -790,9 +791,9 @@ def test_a_saturated_attribution_base_and_prediction_do_not_read_as_certain(tmp_
     html = ei.report([dataclasses.replace(expl, decision=decision, attributions=attributions,
                                           bias=dataclasses.replace(expl.bias, flips=flips))],
                      out=tmp_path / "r.html").read_text(encoding="utf-8")
-    assert "measured against the reference median patient: from 0.0001 to 0.999998." in _text(html)
-    assert "Baseline 0.0001, this patient 0.999998." in html
-    assert '<td>high risk</td><td class="num">0.999999</td>' in html
+    assert "measured against the reference median patient: from < 0.001 to > 0.999." in _text(html)
+    assert "Baseline &lt; 0.001, this patient &gt; 0.999." in html
+    assert '<td>high risk</td><td class="num">&gt; 0.999</td>' in html
     assert not re.search(r"(?<![+-])\b(0\.000|1\.000)\b", _text(html))     # +0.000: a contribution of 0
 
 
@@ -1196,12 +1197,12 @@ def test_an_input_of_only_refused_rows_reports_them(fixed_bundle, tmp_path):
 
 
 def test_the_timeline_caption_keeps_the_digits_the_summary_keeps(fixed_bundle, tmp_path):
-    """A near-certain peak read 1.000 in the timeline's caption while the summary read 0.999996."""
+    """A near-certain peak read 1.000 in the timeline's caption while the summary read 0.999996 (both now > 0.999)."""
     records = _window_records(fixed_bundle)
     records[11]["decision"]["probabilities"] = {"low risk": 0.000004, "high risk": 0.999996}
     text = _text(ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text())
-    assert "ranged from 0.100 to 0.999996." in text
-    assert "highest 0.999996 at window 11;" in text
+    assert "ranged from 0.100 to > 0.999." in text
+    assert "highest > 0.999 at window 11;" in text
 
 
 def test_chart_text_from_user_data_is_not_read_as_math():
@@ -1303,3 +1304,18 @@ def test_the_clinician_text_of_a_record_from_before_rejected_precisions_says_the
     assert ("- The deployed fp32 model gave the same decision as the float model for 110 of 110 held-out cases "
             "(100%); the largest difference between their probabilities was 0. - The int8-static model was not "
             "deployed: it gave the same decision for only 109 of 110 (99.09%), below the 99.5% required.") in text
+
+
+def test_tiny_and_near_certain_probabilities_read_by_the_clinical_convention(tmp_path):
+    """The demo's report showed "lower progression 4.2e-25" in the Outcome table and "1.000" beside it (1 - 4.2e-25
+    is 1.0 in floating point): now "< 0.001" and "> 0.999", in the table, the summary and the clinician's text."""
+    expl = _explanation()
+    decision = dataclasses.replace(expl.decision, probabilities=(4.2e-25, 1.0))
+    html = ei.report([dataclasses.replace(expl, decision=decision)], out=tmp_path / "r.html").read_text()
+    assert ('<tr><td>low risk</td><td class="num">&lt; 0.001</td></tr><tr><td>high risk (decided)</td>'
+            '<td class="num">&gt; 0.999</td></tr>') in html
+    text = _text(html)
+    assert "The model decided high risk (probability of 'high risk' > 0.999)." in text
+    assert "Probability of 'high risk': > 0.999 (the model decides at 0.5; margin 0.500)." in text
+    assert "Decision: high risk (p > 0.999). Class probabilities: - p(low risk) < 0.001 - p(high risk) > 0.999" in text
+    assert "e-25" not in html and not re.search(r"(?<![+-])\b1\.000\b", text)

@@ -1091,21 +1091,78 @@ def test_a_threshold_answer_prints_its_probability_the_same_way_twice(schema, tm
 
 
 def test_a_near_certain_decision_does_not_read_as_certain(schema):
+    """The clinician reads the clinical convention (no 1.000, no 0.000004); the auditor keeps the digits."""
     expl = _explanation(schema, p=0.999996)
     clinician = views.render(expl, schema, stakeholder="clinician")
-    assert "Decision: higher progression (p = 0.999996)." in clinician
-    assert "- p(lower progression) = 0.000004\n- p(higher progression) = 0.999996" in clinician
+    assert "Decision: higher progression (p > 0.999)." in clinician
+    assert "- p(lower progression) < 0.001\n- p(higher progression) > 0.999" in clinician
+    assert "Decision: higher progression (p = 0.999996)." in views.render(expl, schema, stakeholder="auditor")
 
 
-def test_an_attribution_base_and_prediction_near_0_or_1_do_not_read_as_certain(schema):
+def _saturated(schema, probabilities=(4.2e-25, 1.0)) -> Explanation:
+    """The demo's test-set row 2: p(higher progression) is 1.0 in floating point, p(lower progression) 4.2e-25."""
+    expl = _explanation(schema)
+    k = int(probabilities[1] > probabilities[0])
+    return dataclasses.replace(expl, decision=Decision(k, schema.classes[k], probabilities, schema.classes, 0.41))
+
+
+def test_the_clinician_reads_tiny_and_near_certain_probabilities_by_the_clinical_convention(schema):
+    """"p(lower progression) = 4.2e-25" and "p = 1.000" beside it: scientific notation, and a certainty the model
+    never gave. Now "< 0.001" and "> 0.999" (an exact 1.0 too: a float rounds 1 - 4.2e-25 to it); the auditor
+    keeps the exact digits; a decision at the boundary keeps the digits that tell it from 0.5."""
+    clinician = views.render(_saturated(schema), schema, stakeholder="clinician")
+    assert clinician.startswith("diabetes-progression: decision support summary\n\nDecision: higher progression "
+                                "(p > 0.999).\n\nClass probabilities:\n- p(lower progression) < 0.001\n"
+                                "- p(higher progression) > 0.999\n\n")
+    # both rounded to 0 and 1 (a softmax that underflowed): the same
+    assert "- p(lower progression) < 0.001\n- p(higher progression) > 0.999" in views.render(
+        _saturated(schema, (0.0, 1.0)), schema, stakeholder="clinician")
+    auditor = views.render(_saturated(schema), schema, stakeholder="auditor")
+    assert "Decision: higher progression (p = 1.000)." in auditor
+    boundary = views.render(_saturated(schema, (0.4997, 0.5003)), schema, stakeholder="clinician")
+    assert "Decision: higher progression (p = 0.5003).\n\nClass probabilities:\n- p(lower progression) = 0.4997\n" \
+           "- p(higher progression) = 0.5003" in boundary
+    # the limits are strict: 0.999 and 0.001 are themselves
+    assert "Decision: lower progression (p = 0.999).\n\nClass probabilities:\n- p(lower progression) = 0.999\n" \
+           "- p(higher progression) = 0.001" in views.render(_saturated(schema, (0.999, 0.001)), schema,
+                                                              stakeholder="clinician")
+
+
+def test_the_patient_is_not_told_100_percent_when_the_other_outcome_is_not_impossible(schema):
+    """An exact 1.0 beside 4.2e-25 read "almost certain about this (100%)", where 0.999996 reads "over 99%"."""
+    bare = dataclasses.replace(_saturated(schema), counterfactuals=None, bias=None, attributions=None)
+    assert views.render(bare, schema, stakeholder="patient") == (
+        "The result is: higher progression. The tool is almost certain about this (over 99%).")
+    low = dataclasses.replace(bare, decision=Decision(0, schema.classes[0], (1.0, 0.0), schema.classes, 0.41))
+    assert views.render(low, schema, stakeholder="patient") == (
+        "The result is: lower progression. The tool is almost certain about this (over 99%).")
+
+
+def test_a_small_fidelity_difference_reads_within_the_clinicians_limits(schema):
+    """An fp16 model 0.00012 from the float model: the clinician reads "< 0.001", the auditor the figure."""
+    expl = _fell_back(schema)
+    model = dataclasses.replace(expl.model, precision="fp16", fidelity={**EXPORTED, "max_abs_diff": 0.00012})
+    expl = dataclasses.replace(expl, model=model)
+    assert _fidelity_section(views.render(expl, schema, stakeholder="clinician")).endswith(
+        "(100%); the largest difference between their probabilities was < 0.001.")
+    assert "(100%; gate 99.5%), largest |Δp| 0.00012\n" in views.render(expl, schema, stakeholder="auditor")
+
+
+def test_an_attribution_base_and_prediction_near_0_or_1_do_not_read_as_certain(tmp_path, schema):
     """A saturated row's attributions: base 0.00011 and prediction 0.999998 used to read "base 0.000, prediction
-    1.000" beside a headline p = 0.999998."""
+    1.000" beside a headline p = 0.999998; without the probability limits they keep their digits."""
     expl = _explanation(schema, p=0.999998)
     expl = dataclasses.replace(expl, attributions=dataclasses.replace(expl.attributions, base_value=1.1061e-04,
                                                                       prediction=0.999998))
     clinician = views.render(expl, schema, stakeholder="clinician")
-    assert "Decision: higher progression (p = 0.999998)." in clinician
-    assert "; base 0.0001, prediction 0.999998." in clinician
+    assert "Decision: higher progression (p > 0.999)." in clinician
+    assert "; base < 0.001, prediction > 0.999." in clinician
+    (tmp_path / "exact.toml").write_text('name = "exact"\nextends = "clinician"\n[view]\nprobability_limits = false\n',
+                                         encoding="utf-8")
+    views.register_stakeholder(tmp_path / "exact.toml")
+    exact = views.render(expl, schema, stakeholder="exact")
+    assert "Decision: higher progression (p = 0.999998)." in exact
+    assert "; base 0.0001, prediction 0.999998." in exact
 
 
 @pytest.mark.parametrize("delta, shown", [(-0.0498, "0.0498"), (0.0502, "0.0502"), (-4.5e-05, "4.5e-05"),
