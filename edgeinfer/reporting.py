@@ -414,7 +414,7 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
     env.filters["prob"] = lambda v: "not recorded" if v is None else _probability_apart(v)   # > 0.999, not 1.000
     # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500
     env.filters["apart"] = lambda v, *boundaries: "not recorded" if v is None else _probability_apart(v, *boundaries)
-    env.filters["pct"] = lambda v: "not recorded" if v is None else f"{100 * v:.1f} %"
+    env.filters["pct"] = lambda v: "not recorded" if v is None else _pct(v)
     try:
         return env.get_template(name).render(**context)
     except Exception as err:
@@ -444,6 +444,16 @@ def _template_line(err: BaseException, jinja2) -> tuple[str, int, str] | None:
         return None
     last = frames[-1]
     return last.filename, last.lineno, (last.line or "").strip()
+
+
+def _pct(value: float, *boundaries: float) -> str:
+    """A share as the report writes it, to one decimal (4.0 %), or as many more as it takes not to read as a
+    boundary it is compared with (24.96 %, not 25.0 %, beside the views' 25 % rule)."""
+    decimals = 1
+    while decimals < 7 and any(value != b and f"{100 * value:.{decimals}f}" == f"{100 * b:.{decimals}f}"
+                               for b in boundaries):
+        decimals += 1
+    return f"{100 * value:.{decimals}f} %"
 
 
 def _fmt(value: Any) -> str:
@@ -942,6 +952,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
 
 def _bias(e, schema) -> dict[str, Any] | None:
     from edgeinfer.explain.bias import NO_PROTECTED, change_text   # change_text: as the verdict and views write it
+    from edgeinfer.explain.views import USED_SHARE     # the clinician text's note on the share: told apart from it
 
     b = e.bias
     if b is None:
@@ -965,7 +976,9 @@ def _bias(e, schema) -> dict[str, Any] | None:
     # protected but not tested: as the explanation says, or the bundle's schema (explanations before that field)
     tested = {t.feature for t in b.flips}
     untested = [n for n in dict.fromkeys([*b.untested, *schema.protected]) if n not in tested]
-    return {"verdict": b.verdict, "depends": b.depends, "attribution_share": b.attribution_share,
+    share = b.attribution_share
+    return {"verdict": b.verdict, "depends": b.depends, "attribution_share": share,
+            "attribution_share_shown": None if share is None else _pct(share, USED_SHARE),
             "flips": flips, "proxies": proxies,
             "untested": ", ".join(_feature(schema, n).clinical for n in untested),
             "no_protected": not b.flips and not untested and b.verdict == NO_PROTECTED}

@@ -1009,8 +1009,9 @@ class _View:
             "depends_on": self.join([self.words_for(n) for n in sorted(b.depends_on or flipped, key=self._order)]),
             "max_delta": (change_text(max(deltas), digits=self.s.probability_digits) if deltas
                           else self.word("word_unknown")),
-            "attribution_share": _percent(b.attribution_share) if b.attribution_share is not None
-            else self.word("word_unknown"),
+            # told apart from USED_SHARE, the note's rule: 24.6% without the note, not "25%"
+            "attribution_share": _percent(b.attribution_share, apart_from=USED_SHARE)
+            if b.attribution_share is not None else self.word("word_unknown"),
         }
         if not b.flips:        # protected features, none of them testable
             return [self.fill("bias_untested", **values)]
@@ -1060,7 +1061,7 @@ class _View:
         b = self.e.bias
         if b is None or b.attribution_share is None:
             return None
-        return [self.fill("attribution_share", share=_percent(b.attribution_share))]
+        return [self.fill("attribution_share", share=_percent(b.attribution_share, apart_from=USED_SHARE))]
 
     def section_provenance(self) -> list[str]:
         m = self.e.model

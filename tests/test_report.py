@@ -684,6 +684,21 @@ def test_a_flip_change_near_the_bias_tolerance_keeps_the_digits_the_verdict_uses
     assert '<td class="num">-0.0499</td>' in html and '<td class="num">+0.0501</td>' in html
 
 
+@pytest.mark.parametrize("share, shown", [(0.2496, "24.96 %"), (0.24607, "24.6 %"), (0.25, "25.0 %"),
+                                          (0.25004, "25.004 %")])
+def test_an_attribution_share_just_under_the_views_rule_is_not_read_as_it(tmp_path, share, shown):
+    """A share of 0.2496 read "25.0 %" beside the clinician text, which tells it apart from its 25 % rule (24.96%,
+    and no note that the model uses protected features)."""
+    from edgeinfer.explain.views import render
+
+    expl = _explanation()
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=share))
+    text = _text(ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert f"Share of the attribution on protected inputs and their proxies: {shown}." in text
+    clinician = render(expl, SCHEMA, stakeholder="clinician")
+    assert ("No flip moves" in clinician) is (share >= 0.25)
+
+
 def test_a_flip_probability_just_past_the_boundary_keeps_the_digits_the_views_use(tmp_path):
     """p 0.4996 after a flip that flips the decision read "0.500" beside "Flips? yes"; the auditor's view says 0.4996."""
     from edgeinfer.explain.views import render

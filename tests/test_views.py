@@ -427,6 +427,22 @@ def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
     assert "No flip moves" not in views.render(used, schema, stakeholder="patient")
 
 
+@pytest.mark.parametrize("share, shown, note", [(0.24607172587740855, "24.6%", False), (0.25, "25%", True),
+                                                 (0.2504, "25.04%", True), (0.2449, "24%", False)])
+def test_an_attribution_share_just_under_the_notes_rule_is_not_read_as_it(schema, share, shown, note):
+    """A share of 0.24607 (the diabetes demo bundle's row in the consistency review) read "25%" in the clinician and
+    auditor texts, without the note they give at 25 % or more: the share keeps the digits that tell it from 25 %."""
+    expl = _explanation(schema)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=share))
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert f"attribution share on protected features and proxies {shown})." in clinician
+    assert ("No flip moves this decision, yet protected features and their proxies carry "
+            f"{shown} of its attribution against the reference" in clinician) is note
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert f"Attribution share:\n{shown} of the absolute attribution falls on protected features" in auditor
+    assert (f"No flip moves this decision, yet {shown} of its attribution falls on protected" in auditor) is note
+
+
 def test_bias_section_when_the_schema_declares_no_protected_feature(schema):
     none = BiasExplanation((), (), None, False, "no protected features are declared in the schema, so there is no "
                                                 "flip to test")
