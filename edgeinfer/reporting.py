@@ -969,7 +969,7 @@ def _bias(e, schema) -> dict[str, Any] | None:
                           t.probability, 1 - t.probability if len(e.decision.classes) == 2 else None)
                       if math.isfinite(t.probability) else "not a number (overflow)",
                       "delta": t.delta,
-                      "delta_shown": change_text(t.delta, digits=3, sign=True) if math.isfinite(t.delta) else "—",
+                      "delta_shown": change_text(t.delta, sign=True) if math.isfinite(t.delta) else "—",
                       "flipped": t.flipped})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]

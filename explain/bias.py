@@ -57,6 +57,10 @@ TOLERANCE = 0.05
 
 NO_PROTECTED = "no protected features are declared in the schema, so there is no flip to test"
 
+# decimals of a probability change in the verdict: those the views (`probability_digits`) and the report's flip
+# table write beside it, so that one sentence never reads -0.00647 as 0.01 and as 0.006
+DIGITS = 3
+
 
 @dataclass(frozen=True, eq=False)
 class _Plan:
@@ -275,7 +279,7 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
     return "; ".join(parts)
 
 
-def change_text(delta: float, tolerance: float = TOLERANCE, *, digits: int = 2, sign: bool = False) -> str:
+def change_text(delta: float, tolerance: float = TOLERANCE, *, digits: int = DIGITS, sign: bool = False) -> str:
     """A probability change to `digits` decimals, or as many more as it takes not to read as the tolerance it
     was compared with (0.0499 does not depend, +0.0501 does; not 0.05 both ways), or as none (4.5e-05, not
     0.00). The verdict and the views both write changes this way."""

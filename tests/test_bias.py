@@ -196,7 +196,7 @@ def test_no_dependence_no_change_at_all(linear_session):
         assert [f.delta for f in expl.flips] == [0.0, 0.0]
         assert not any(f.flipped for f in expl.flips)
         assert expl.depends is False
-        assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.00)"
+        assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.000)"
         assert expl.proxies == proxies
 
 
@@ -241,7 +241,7 @@ def test_no_joint_flip_claims_proxies_moved_when_they_already_hold_the_typical_v
     moved, already = explain_bias(model, rows, labels=np.array([0, 1]), proxies=find_proxies(SCHEMA, X_REF))
     assert [(f.to_value, f.proxies, f.flipped) for f in moved.flips] == [(1.0, (), False), (1.0, ("copy",), True)]
     assert [(f.to_value, f.proxies, f.flipped) for f in already.flips] == [(1.0, (), False)]
-    assert already.verdict == "the decision does not depend on sex (largest change in probability 0.00)"
+    assert already.verdict == "the decision does not depend on sex (largest change in probability 0.000)"
 
 
 def test_small_dependence_below_and_above_tolerance():
@@ -258,13 +258,30 @@ def test_small_dependence_below_and_above_tolerance():
     assert above.depends is True and above.depends_on == ("sex",)
     assert not any(f.flipped for f in above.flips)         # it depends on sex, though no flip changes the class
     assert above.verdict == (
-        "the decision depends on sex: the probability of 'granted' changes by +0.05 if sex were male"
+        "the decision depends on sex: the probability of 'granted' changes by +0.046 if sex were male"
     )
     just_above = explain_bias(model, row, labels=label, proxies=(), tolerance=0.0455)[0]
     assert just_above.depends is True
     assert just_above.verdict == (
         "the decision depends on sex: the probability of 'granted' changes by +0.046 if sex were male"
     )
+
+
+def test_the_verdict_writes_a_change_with_the_digits_the_views_write_beside_it(linear_session):
+    """The verdict said "largest change in probability 0.01" and the clinician's sentence went on "(largest Δp
+    under a protected flip 0.006; ...)": one change of -0.0062 read two ways in one sentence, and the report's flip
+    table beside the verdict read -0.006 too."""
+    model = linear_session([0.13, 1.0, 0.0], -6.0, SCHEMA, calibration=X_REF)
+    (expl,) = model.explain(ROWS[:1], stakeholder="clinician")
+    assert expl.decision.class_name == "denied"
+    assert [round(f.delta, 4) for f in expl.bias.flips] == [-0.0062] * len(expl.bias.flips)
+    assert expl.bias.verdict == "the decision does not depend on sex (largest change in probability 0.006)"
+    assert ("Bias check:\nthe decision does not depend on sex (largest change in probability 0.006) (largest Δp "
+            "under a protected flip 0.006; attribution share") in expl.text
+    auditor = model.explain(ROWS[:1], stakeholder="auditor")[0].text
+    assert ("Verdict:\nthe decision does not depend on sex (largest change in probability 0.006). Largest |Δp| over "
+            "flip tests: 0.006.") in auditor
+    assert "(Δ -0.006), decision kept" in auditor
 
 
 def test_a_rare_0_1_flag_of_integer_kind_is_flipped_to_its_other_value():
@@ -309,7 +326,7 @@ def test_integer_protected_feature_uses_medians_of_the_other_quartile_groups():
     expl = explain_bias(model, np.array([[45.0, 1.0]]), labels=np.array([1]), proxies=())[0]
     assert [f.to_value for f in expl.flips] == [30.0, 70.0, 90.0]    # medians 29.5, 69.5, 89.5 rounded half up
     assert all(f.from_value == 45.0 and f.proxies == () for f in expl.flips)
-    assert expl.verdict == "the decision does not depend on age (largest change in probability 0.00)"
+    assert expl.verdict == "the decision does not depend on age (largest change in probability 0.000)"
 
 
 def test_attribution_share_counts_protected_features_and_proxies():
@@ -347,7 +364,7 @@ def test_a_protected_feature_with_one_value_in_the_reference_is_named_untested()
     assert [e.untested for e in out] == [("sex",), ()]
     assert [[(f.feature, f.to_value) for f in e.flips] for e in out] == [[("flag", 1.0)], [("sex", 1.0), ("flag", 0.0)]]
     assert out[0].verdict == ("sex could not be tested: the reference data has no other value of it; the decision "
-                              "does not depend on flag (largest change in probability 0.00)")
+                              "does not depend on flag (largest change in probability 0.000)")
     alone = FeatureSchema(schema.features[::2], schema.classes, favourable="approve")
     model = LinearPredictor([3.0, 1.0], -2.0, alone, X_ref[:, ::2])
     (only,) = explain_bias(model, rows[:1, ::2], labels=np.array([1]), proxies=())
@@ -499,10 +516,10 @@ def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies
     plans = [SimpleNamespace(feature=f) for f in (grp, yrs, sx)]
     assert _verdict(schema, plans, flips, 0.05) == (
         "the decision flips if ethnic group were B together with its proxy coded group marker; the decision depends "
-        "on age: the probability of 'higher' changes by -0.10 if age were 64 years; sex could not be tested: the "
+        "on age: the probability of 'higher' changes by -0.100 if age were 64 years; sex could not be tested: the "
         "reference data has no other value of it")
     assert _verdict(schema, plans[1:2], [FlipTest("yrs", 46.0, 64.0, (), "higher", 0.78, -0.02, False)], 0.05) == (
-        "the decision does not depend on age (largest change in probability 0.02)")
+        "the decision does not depend on age (largest change in probability 0.020)")
     rows = np.array([[0.0, 46.0, 0.0, 0.0]])
     X_ref = np.column_stack([np.repeat([0.0, 1.0], 100), np.tile(np.arange(18.0, 68.0), 4), np.zeros(200),
                              np.repeat([0.0, 1.0], 100)])
