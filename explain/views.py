@@ -715,6 +715,10 @@ class _View:
             "percent": self.percent(p),     # a simple whole percent (a patient's); {probability} keeps the digits
             "chance": self.chance(_shown(self.percent(p), p)),   # the words of the percent beside it (80%: very sure)
         }
+        # a class named in text the explainers wrote ("probability of 'x'", "class 'x'", "p(x) < 0.3")
+        reworded = sorted(templates.outcomes, key=len, reverse=True)
+        alternatives = "|".join(map(re.escape, reworded))
+        self._named = re.compile(rf"(?:class )?'({alternatives})'|p\(({alternatives})\)") if reworded else None
 
     # ----- pieces and words -------------------------------------------------
     def fill(self, key: str, **values: Any) -> str:
@@ -735,6 +739,16 @@ class _View:
 
     def outcome(self, class_name: str) -> str:
         return self.t.outcomes.get(class_name, class_name)
+
+    def named(self, text: str) -> str:
+        """Text the explainers wrote in English (the attributions' quantity, the counterfactual target and reason,
+        the bias verdict) with each class the [outcomes] table rewords in this reader's words: "probability of
+        'lower progression'" -> "probability of a slower change", "class 'x'" -> its words, "p(x)" -> "p(words)";
+        unchanged for a view without [outcomes]."""
+        if self._named is None:
+            return text
+        return self._named.sub(
+            lambda m: self.t.outcomes[m[1]] if m[1] is not None else f"p({self.t.outcomes[m[2]]})", text)
 
     def probability(self, p: float, *, apart_from: float | tuple[float | None, ...] | None = None) -> str:
         """p in the view's style; given the boundaries it is compared with (the other class, a threshold), a
@@ -850,16 +864,17 @@ class _View:
         if a.reason and not a.values:       # attempted, but the model's probabilities were not numbers
             if not self.has("drivers_none"):
                 return None
-            return [self.fill("drivers_none", reason=a.reason, quantity=a.quantity)]
+            return [self.fill("drivers_none", reason=a.reason, quantity=self.named(a.quantity))]
         ranked = sorted(a.values, key=lambda v: -abs(v.contribution))
         if self.s.drivers_exclude_protected:
             ranked = [v for v in ranked if not (self.feature(v.feature) and self.feature(v.feature).protected)]
         ranked = [v for v in ranked if v.contribution != 0.0][: self.s.drivers]
         sign = self._toward_sign(a.quantity)
+        quantity = self.named(a.quantity)
         lines = []
         if self.has("drivers_basis"):
             lines.append(self.fill(
-                "drivers_basis", method=a.method, quantity=a.quantity, baseline=a.baseline,
+                "drivers_basis", method=a.method, quantity=quantity, baseline=a.baseline,
                 # near 0 or 1, the digits that keep them from reading as certain (0.999998, not 1.000)
                 base_value=self.decimal(a.base_value), prediction=self.decimal(a.prediction),
                 evaluations=str(a.evaluations),
@@ -871,7 +886,7 @@ class _View:
             lines.append(self.bullet(self.fill(
                 "driver", rank=str(rank), feature=self.words_for(v.feature), value=self.value(v.feature, v.value),
                 contribution=_signed(v.contribution, self.s.probability_digits), direction=direction,
-                toward=toward, quantity=a.quantity,
+                toward=toward, quantity=quantity,
             )))
         return lines
 
@@ -895,7 +910,7 @@ class _View:
             if self.e.decision.class_name == favourable and self.has("already_favourable"):
                 return [self.fill("already_favourable")]
             return []
-        target = {"target": cfs.target, "target_outcome": self.outcome(cfs.target_class)}
+        target = {"target": self.named(cfs.target), "target_outcome": self.outcome(cfs.target_class)}
         if cfs.met:             # nothing needs to change
             if self.s.favourable_only and favourable is not None:
                 # the target is met (a threshold, say) but the result may still be the unfavourable one: this
@@ -907,16 +922,15 @@ class _View:
             if self.has("target_met"):
                 return [self.fill("target_met", **target)]
         if not cfs.found or not cfs.items:
+            reason = self.named(cfs.reason) or self.word("word_unknown")
             if not cfs.complete and self.has("no_counterfactual_in_time"):
-                return [self.fill("no_counterfactual_in_time", reason=cfs.reason or self.word("word_unknown"),
-                                  **target)]
+                return [self.fill("no_counterfactual_in_time", reason=reason, **target)]
             # any one of the constraints relaxed alone reaches the target ("a or b"), or only all of them together
             names = [self.words_for(b) for b in cfs.binding]
             binding = self.join(names, word="word_and" if cfs.binding_together else "word_or")
             if cfs.binding_together and len(names) > 1:
                 binding += f" {self.word('word_together')}"
-            return [self.fill("no_counterfactual", reason=cfs.reason or self.word("word_unknown"), binding=binding,
-                              **target)]
+            return [self.fill("no_counterfactual", reason=reason, binding=binding, **target)]
         items = list(cfs.items)
         if self.s.actionable_only:
             items = [c for c in items if c.changes and all(self.actionable(ch.feature) for ch in c.changes)]
@@ -998,10 +1012,10 @@ class _View:
         untested = sorted({*b.untested, *self.schema.protected} - set(protected), key=self._order)
         if not b.flips and (not untested or not self.has("bias_untested")):
             # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
-            return [self.fill("bias_none", verdict=b.verdict)] if self.has("bias_none") else []
+            return [self.fill("bias_none", verdict=self.named(b.verdict))] if self.has("bias_none") else []
         deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
         values = {
-            "verdict": b.verdict,
+            "verdict": self.named(b.verdict),
             "protected": self.join([self.words_for(n) for n in protected]),
             "untested": self.join([self.words_for(n) for n in untested]),
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes

@@ -749,6 +749,78 @@ def test_outcome_words_for_a_class_the_model_lacks_are_refused(tmp_path, schema,
             == "The result is: a faster change. The tool is very sure about this (81%).")
 
 
+PACE = '[outcomes]\n"higher progression" = "a faster change"\n"lower progression" = "a slower change"\n'
+DEPENDS_VERDICT = ("the decision depends on sex: the probability of 'higher progression' changes by -0.200 if sex "
+                   "were sex 1")
+
+
+def _worded(schema) -> list[Explanation]:
+    """Explanations whose explainers' English names a class: the attributions' quantity, the bias verdict, a
+    threshold answer, a met threshold, a search out of time, a target no search reached."""
+    expl = _explanation(schema)
+    flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.61, -0.2, False),)
+    expl = dataclasses.replace(expl, bias=BiasExplanation(flips, (), 0.2, True, DEPENDS_VERDICT, depends_on=("sex",)))
+    items = tuple(dataclasses.replace(c, class_name="higher progression", probabilities=(0.31, 0.69))
+                  for c in expl.counterfactuals.items)
+    return [
+        expl,
+        _with_counterfactuals(expl, target="p(higher progression) < 0.7", items=items),
+        _with_counterfactuals(expl, target="p(higher progression) < 0.9", items=(), found=False, met=True,
+                              reason="the decision already meets p(higher progression) < 0.9; nothing needs to change"),
+        _with_counterfactuals(expl, items=(), found=False, complete=False,
+                              reason="the time budget of 0.1 ms ran out before a counterfactual reaching class "
+                                     "'lower progression' was found"),
+        _with_counterfactuals(expl, items=(), found=False, binding=("age",),
+                              reason="the search found no counterfactual within the constraints that reaches class "
+                                     "'lower progression'; with immutable features (age) relaxed it found one"),
+    ]
+
+
+def test_outcome_words_name_the_classes_in_every_line_of_the_clinicians_text(tmp_path, schema):
+    """A file extending the clinician with [outcomes] read "Decision: a faster change (p = 0.810)." and then
+    "Contributions to the probability of 'higher progression' ...", "(raises the probability of 'higher
+    progression')", "No change needed: the decision already meets p(higher progression) < 0.9." and a verdict on
+    "the probability of 'higher progression'": the explainers' English named the model's classes."""
+    path = tmp_path / "gp.toml"
+    path.write_text('extends = "clinician"\n' + PACE, encoding="utf-8")
+    views.register_stakeholder(path)
+    expl, threshold, met, late, unreached = (views.render(e, schema, stakeholder="gp") for e in _worded(schema))
+    assert ("Contributions to the probability of a faster change against the reference median (exact Shapley); base "
+            "0.420, prediction 0.903.") in expl
+    assert "- body mass index = 32.1 kg/m²: +0.190 (raises the probability of a faster change)" in expl
+    assert ("Caution: the decision depends on sex: the probability of a faster change changes by -0.200 if sex were "
+            "sex 1 (depends on sex (source coding 1/2);") in expl
+    assert ("→ p(a faster change) = 0.690, meeting p(a faster change) < 0.7; decision a faster change (p = 0.690);"
+            in threshold)
+    assert "No change needed: the decision already meets p(a faster change) < 0.9." in met
+    assert ("No counterfactual for a slower change yet: the time budget of 0.1 ms ran out before a counterfactual "
+            "reaching a slower change was found.") in late
+    assert ("No counterfactual for a slower change: the search found no counterfactual within the constraints that "
+            "reaches a slower change; with immutable features (age) relaxed it found one (binding: age).") in unreached
+    # the clinician's own text is as it was: the model's class names, quoted
+    plain = views.render(_worded(schema)[0], schema, stakeholder="clinician")
+    assert "(raises the probability of 'higher progression')" in plain and DEPENDS_VERDICT in plain
+
+
+@pytest.mark.parametrize("base", ["clinician", "auditor", "patient"])
+def test_outcome_words_leave_no_class_in_the_models_words(tmp_path, schema, base):
+    """Whatever view a file with [outcomes] for every class extends, no line names a class as the model does."""
+    path = tmp_path / "pace.toml"
+    path.write_text(f'extends = "{base}"\n' + PACE, encoding="utf-8")
+    views.register_stakeholder(path)
+    for expl in _worded(schema):
+        text = views.render(expl, schema, stakeholder="pace")
+        assert "lower progression" not in text and "higher progression" not in text, text
+        assert text == _in_pace_words(views.render(expl, schema, stakeholder=base))
+
+
+def _in_pace_words(text: str) -> str:
+    """A text with PACE's words for the classes: "class 'x'" and "'x'" become the words, a bare x too."""
+    words = {"higher progression": "a faster change", "lower progression": "a slower change"}
+    return re.sub(r"(?:class )?'(higher progression|lower progression)'|(higher progression|lower progression)",
+                  lambda m: words[m[1] or m[2]], text)
+
+
 def test_a_file_that_rewords_a_piece_gets_none_of_the_bases_wording_of_its_variants(tmp_path, schema):
     """A French file extending the clinician rewords `counterfactual` and `no_counterfactual` only: a threshold
     answer and a met target must be said in its words, not in the clinician's English `counterfactual_threshold`
