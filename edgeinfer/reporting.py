@@ -415,6 +415,9 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
     # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500
     env.filters["apart"] = lambda v, *boundaries: "not recorded" if v is None else _probability_apart(v, *boundaries)
     env.filters["pct"] = lambda v: "not recorded" if v is None else _pct(v)
+    env.filters["share"] = lambda v, gate=None: "not recorded" if v is None else _share(v, gate)
+    env.filters["gate"] = lambda v: f"{100 * v:.6g} %"                          # 99.5 %, as it was set
+    env.filters["diff"] = lambda v: "not recorded" if v is None else f"{v:.3g}"  # a probability difference: 1.19e-07
     try:
         return env.get_template(name).render(**context)
     except Exception as err:
@@ -466,6 +469,18 @@ def _fmt(value: Any) -> str:
             return str(value)
         return f"{value:.4g}"
     return str(value)
+
+
+def _share(value: float, gate: float | None = None) -> str:
+    """A share as a percentage, as export's summary gives it: 100 % and 0 % whole, any other to two decimals, and
+    as many more as tell it from the gate, 0 and 1 (99.09 %; 99.4997 %, not 99.50 %, beside a 99.5 % gate)."""
+    if value in (0.0, 1.0):
+        return f"{100 * value:.0f} %"
+    bounds = [b for b in (gate, 0.0, 1.0) if b is not None]
+    digits = 2
+    while digits < 7 and any(value != b and f"{value:.{digits}%}" == f"{b:.{digits}%}" for b in bounds):
+        digits += 1
+    return f"{value:.{digits}%}".replace("%", " %")
 
 
 def _time(value: Any) -> str:
@@ -573,6 +588,8 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
         "refused": [{"row": r.row, "reason": r.reason} for r in inputs.refused],
         "model": model,
         "fidelity": fidelity,
+        # what a held-out row is, where the report counts them (a stream bundle's rows are windows)
+        "unit": "windows" if manifest.get("window") is not None or inputs.stream else "patients",
     }
 
 
@@ -1087,6 +1104,136 @@ def _fidelity(record: Any) -> dict[str, Any]:
     return found
 
 
+def _real(value: Any) -> float | None:
+    """A finite number from a record, or None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _whole(value: Any) -> int | None:
+    """A count from a record (110, or 110.0 from JSON), or None."""
+    value = _real(value)
+    return int(value) if value is not None and value >= 0 and value == int(value) else None
+
+
+def _share_of(value: Any) -> float | None:
+    """A share from a record (a number in [0, 1]), or None."""
+    value = _real(value)
+    return value if value is not None and 0.0 <= value <= 1.0 else None
+
+
+def _agreed(share: float | None, rows: int | None) -> int | None:
+    """How many of `rows` a share is (0.9909 of 110: 109); None where either is unknown or the share is no whole
+    count of them (figures that do not add up are not rounded into ones that do)."""
+    if share is None or not rows:
+        return None
+    count = share * rows
+    return round(count) if abs(count - round(count)) < 1e-6 else None
+
+
+def _fidelity_card(record: Any) -> dict[str, Any] | None:
+    """Export's fidelity record for the model card: the figures export writes taken apart (the template words
+    them) and any other figure listed by name, so that none is lost; None without a record."""
+    if not isinstance(record, Mapping) or not record:
+        return None
+    figures = dict(_flat(record))
+
+    def take(key: str, read: Callable[[Any], Any] = _real) -> Any:
+        value = read(figures.get(key))
+        if value is not None:
+            del figures[key]
+        return value
+
+    rows, edge_rows = take("holdout_rows", _whole), take("edges.rows", _whole)
+    agreement, edge_agreement = take("agreement", _share_of), take("edges.agreement", _share_of)
+    edges = {"rows": edge_rows, "agreement": edge_agreement, "agreed": _agreed(edge_agreement, edge_rows),
+             "max_abs_diff": take("edges.max_abs_diff")}
+    # None: the model was exported from an ONNX file, so there was no torch model to compare with
+    parity_recorded = "torch_vs_onnx_max_abs" in figures and figures["torch_vs_onnx_max_abs"] is None
+    if parity_recorded:
+        del figures["torch_vs_onnx_max_abs"]
+    parity = take("torch_vs_onnx_max_abs")
+    return {"rows": rows, "threshold": take("threshold"), "agreement": agreement, "agreed": _agreed(agreement, rows),
+            "max_abs_diff": take("max_abs_diff"),
+            "edges": edges if any(v is not None for v in edges.values()) else None,
+            "parity": parity, "parity_recorded": parity_recorded or parity is not None,
+            "other": [(_key_label(k), _plain(v)) for k, v in figures.items()]}
+
+
+def _quantization_card(record: Any, fidelity: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Export's quantization record for the model card: the deployed precision and method, and every precision
+    tried in order with its figures and outcome (agreement counted on `fidelity`'s held-out rows); any other entry
+    listed by name. None without a record."""
+    if not isinstance(record, Mapping) or not record:
+        return None
+    rest = dict(record)
+    precision = rest.pop("precision", None)
+    method = rest.pop("method", None)
+    calibration = _whole(rest.get("calibration_rows"))
+    if calibration is not None:
+        del rest["calibration_rows"]
+    operators = rest.pop("operators") if isinstance(rest.get("operators"), Mapping) else None
+    attempts = rest.get("attempts")
+    if isinstance(attempts, list) and attempts and all(isinstance(a, Mapping) for a in attempts):
+        del rest["attempts"]
+    else:
+        attempts = []
+    rows = fidelity["rows"] if fidelity else None
+    tried = []
+    for a in attempts:
+        a = dict(a)
+        agreement, diff = _share_of(a.pop("agreement", None)), _real(a.pop("max_abs_diff", None))
+        note = str(a.pop("note", "") or "")
+        passed = a.pop("passed", None) is True
+        name = a.pop("precision", None)
+        edge_agreement, edge_diff = _share_of(a.pop("edge_agreement", None)), _real(a.pop("edge_max_abs_diff", None))
+        tried.append({
+            "precision": _plain(name), "passed": passed, "deployed": passed and name == precision,
+            "ran": diff is not None and agreement is not None and not note.startswith("failed"),
+            "agreement": agreement, "agreed": _agreed(agreement, rows), "max_abs_diff": diff,
+            "edge_agreement": edge_agreement, "edge_max_abs_diff": edge_diff,
+            "reason": note.removeprefix("failed: ").removesuffix("; trying the next precision"),
+            # export's own notes are what the outcome says; any other is shown as written
+            "note": "" if note in ("", "below the gate; trying the next precision") or note.startswith("failed")
+            else note,
+            "other": "; ".join(f"{_key_label(k)}: {_plain(v)}" for k, v in a.items()),
+        })
+    return {"precision": None if precision is None else _plain(precision),
+            "method": None if method is None else _plain(method), "calibration_rows": calibration,
+            "operators": None if operators is None else [(str(k), _plain(v)) for k, v in operators.items()],
+            "attempts": tried, "other": _rows(rest)}
+
+
+def _validation_card(value: Any) -> dict[str, Any]:
+    """The validation record: export's accuracy on the held-out rows apart (the template words it), any other
+    figure by name; a card's own text or list as written."""
+    if not isinstance(value, Mapping):
+        return {**_text_or_rows(value), "accuracy": None, "held_out": None}
+    rest = dict(value)
+    accuracy = _share_of(rest.get("accuracy"))
+    held_out = _whole(rest.get("rows")) if accuracy is not None else None
+    if accuracy is not None:
+        del rest["accuracy"]
+    if held_out is not None:
+        del rest["rows"]
+    return {**_text_or_rows(rest), "accuracy": accuracy, "held_out": held_out}
+
+
+def _flat(value: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A record's entries as (dotted key, value): ("edges.rows", 40); an empty mapping stays one entry."""
+    out = []
+    for k, v in value.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, Mapping) and v else [(f"{prefix}{k}", v)]
+    return out
+
+
+def _key_label(key: str) -> str:
+    """A record's key as the card lists it: "edges · max abs diff"."""
+    return str(key).replace("_", " ").replace(".", " · ")
+
+
 def _numbers(value: Any, path: str):
     if isinstance(value, Mapping):
         for k, v in value.items():
@@ -1118,7 +1265,7 @@ def _plain(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(_plain(x) for x in v) if v else "none"
     if isinstance(v, Mapping):
-        return "; ".join(f"{k}: {_plain(x)}" for k, x in v.items())
+        return "; ".join(f"{k}: {_plain(x)}" for k, x in v.items()) if v else "none"
     return _fmt(v)
 
 
@@ -1155,6 +1302,7 @@ def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema
     device = manifest.get("device") if isinstance(manifest.get("device"), Mapping) else {}
     sha = manifest.get("manifest_sha256") or (info.bundle_sha256 if info else None)
     used = sorted({sha for sha in shas if sha})      # of every explanation, shown in full or not
+    fidelity = _fidelity_card(manifest.get("fidelity") if "fidelity" in manifest else carried or None)
     return {
         "from_bundle": bundle is not None,
         "path": str(bundle.path) if bundle is not None else None,
@@ -1169,11 +1317,11 @@ def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema
         "producer": _rows(manifest.get("producer")) or ([("producer", info.producer)] if info and info.producer else []),
         "intended_use": _text_or_rows(card.get("intended_use")),
         "training_data": _text_or_rows(card.get("training_data")),
-        "validation": _text_or_rows(card.get("validation") or manifest.get("validation")),
+        "validation": _validation_card(card.get("validation") or manifest.get("validation")),
         "fairness": _text_or_rows(card.get("fairness") or manifest.get("fairness")),
         "limitations": _text_or_rows(card.get("limitations")),
-        "quantization": _rows(manifest.get("quantization")),
-        "fidelity": _rows(manifest.get("fidelity") if "fidelity" in manifest else carried or None),
+        "quantization": _quantization_card(manifest.get("quantization"), fidelity),
+        "fidelity": fidelity,
         "budget": _rows(manifest.get("budget")),
         "proxies": [{"protected": p.get("protected"), "feature": p.get("feature"),
                      "association": p.get("association"), "measure": p.get("measure")}

@@ -1012,7 +1012,8 @@ def test_cli_report_on_diabetes_bundle(diabetes_session, diabetes, tmp_path):
     text = _text(html)
     assert f"Quantization band: {max(0, risk - delta):.3f} – {min(1, risk + delta):.3f}" in text
     assert manifest["manifest_sha256"] in text
-    assert f"accuracy {manifest['validation']['accuracy']:.4g}" in text
+    assert (f"Accuracy of the deployed model: {100 * manifest['validation']['accuracy']:.2f} % on "
+            f"{manifest['validation']['rows']} held-out patients.") in text
     assert "Row 1: " in text and "bad bmi" in text
     assert expl.bias.verdict in text
     if expl.counterfactuals.found:  # its first change, before -> after, as the schema words it
@@ -1334,3 +1335,73 @@ def test_tiny_and_near_certain_probabilities_read_by_the_clinical_convention(tmp
     assert "Probability of 'high risk': > 0.999 (the model decides at 0.5; margin 0.500)." in text
     assert "Decision: high risk (p > 0.999). Class probabilities: - p(low risk) < 0.001 - p(high risk) > 0.999" in text
     assert "e-25" not in html and not re.search(r"(?<![+-])\b1\.000\b", text)
+
+
+def test_the_model_card_tells_exports_record_in_words(diabetes_session, diabetes, tmp_path):
+    """The demo's diabetes bundle (int8 failed the 99.5 % gate by 1 of 110 rows, so fp32): "About the model" dumped
+    the manifest's records ("agreement 1 · max abs diff 0 · holdout rows 110 · threshold 0.995 · edges · agreement
+    1", "attempts 1 precision: int8-static; agreement: 0.9909; ...; passed: no", "accuracy 0.6818 rows 110"). Every
+    figure is still there, named, agreement and accuracy as percentages, the attempts in the order tried."""
+    e = diabetes_session.explain(diabetes.X_test[0], stakeholder="clinician")
+    manifest = diabetes_session.bundle.manifest
+    text = _text(ei.report([e], out=tmp_path / "r.html", bundle=diabetes_session).read_text())
+    text = re.sub(r" ([),;.:])", r"\1", text)          # the spaces _text leaves where tags were
+    fidelity, (int8, fp32) = manifest["fidelity"], manifest["quantization"]["attempts"]
+    assert (fidelity["agreement"], fidelity["holdout_rows"], fidelity["threshold"], fidelity["edges"]["rows"]) == (
+        1.0, 110, 0.995, 40)
+    assert (int8["precision"], round(int8["agreement"] * 110), int8["passed"], fp32["precision"]) == (
+        "int8-static", 109, False, "fp32")
+    assert (f"Validation performance Accuracy of the deployed model: "
+            f"{100 * manifest['validation']['accuracy']:.2f} % on 110 held-out patients. Fairness evaluation") in text
+    assert ("Quantization fidelity against the float model Deployed fp32 model vs the float model, on 110 held-out "
+            "patients decision agreement 100 % (110 of 110) against a 99.5 % gate; largest probability difference 0 "
+            "The same, on 40 edge rows (each input at its calibration extremes and schema bounds; recorded, not "
+            "gated) decision agreement 100 % (40 of 40); largest probability difference 0 Float ONNX vs trained "
+            f"torch model largest probability difference {fidelity['torch_vs_onnx_max_abs']:.3g} on the calibration "
+            "rows Quantization record Deployed precision fp32 Method none (fp32) Quantization operators in the model "
+            "none Precisions export tried, in order: each was compared with the float model on the 110 held-out "
+            "patients and deployed only if it gave the same decision for at least 99.5 % of them (the gate); the "
+            "edge rows are recorded, not gated. Precision Decision agreement Largest probability difference On the "
+            f"edge rows Outcome int8-static 99.09 % (109 of 110) {int8['max_abs_diff']:.3g} agreement "
+            f"{100 * int8['edge_agreement']:.0f} %, largest difference {int8['edge_max_abs_diff']:.3g} below the "
+            "99.5 % gate: not deployed fp32 100 % (110 of 110) 0 agreement 100 %, largest difference 0 deployed "
+            "Known limitations") in text
+    for raw in ("torch vs onnx max abs", "holdout rows", "threshold 0.995", "passed: no", "attempts 1",
+                "accuracy 0.6", "agreement 1 "):
+        assert raw not in text
+
+
+def test_the_model_card_keeps_records_it_has_no_words_for(tmp_path):
+    """Older or partial records: a model given as ONNX (no torch parity: None), an attempt that failed before its
+    comparison, no gate recorded, an agreement that is no whole count of the rows, and entries export does not
+    write: each is said or listed by name, none dropped."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
+                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
+    record = {
+        "quantization": {"precision": "fp32", "method": "none (fp32)", "operators": {}, "checked_by": "QA",
+                         "attempts": [{"precision": "fp16", "agreement": 0.0, "max_abs_diff": None, "passed": False,
+                                       "note": "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) "
+                                               "on held-out row 3; trying the next precision"},
+                                      {"precision": "fp32", "agreement": 1.0, "max_abs_diff": 0.0, "passed": True,
+                                       "note": ""}]},
+        "fidelity": {"torch_vs_onnx_max_abs": None, "agreement": 0.996, "max_abs_diff": 0.0, "holdout_rows": 480,
+                     "drift": {"psi": 0.02}},
+        "validation": {"auroc": 0.88},
+    }
+    bundle = write_bundle(tmp_path / "b", model_bytes=_onnx_bytes(), schema=SCHEMA,
+                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
+                          precision="fp32", record=record)
+    text = _text(ei.report([_explanation(bundle.sha256)], out=tmp_path / "r.html", bundle=bundle).read_text())
+    text = re.sub(r" ([),;.:])", r"\1", text)
+    assert "Validation performance auroc 0.88 Fairness evaluation" in text
+    assert ("Quantization fidelity against the float model Deployed fp32 model vs the float model, on 480 held-out "
+            "patients decision agreement 99.60 %; largest probability difference 0 Float ONNX vs trained torch model "
+            "not measured: the model was exported from an ONNX file, without a torch model to compare with drift · "
+            "psi 0.02 Quantization record Deployed precision fp32 Method none (fp32) Quantization operators in the "
+            "model none checked by QA Precisions export tried, in order: each was compared with the float model on "
+            "the 480 held-out patients and deployed only if it gave the same decision for enough of them (the gate). "
+            "Precision Decision agreement Largest probability difference On the edge rows Outcome fp16 — — — failed "
+            "(non-finite probabilities in fp16 arithmetic (onnx.reference) on held-out row 3): not deployed fp32 "
+            "100 % (480 of 480) 0 not recorded deployed Known limitations") in text
+
