@@ -701,10 +701,16 @@ def _schema_from(inputs: Inputs):
 def _made_by(e, bundle, manifest: Mapping[str, Any], fidelity: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """The fidelity and precision of the model that made `e`: the given bundle's when it made it, else those the
     explanation carries (another bundle's band on this decision would contradict its own wording). `carried`: the
-    figures are the explanation's, not a manifest's (no bundle given, or a manifest without them)."""
+    figures are the explanation's, not a manifest's (no bundle given, or a manifest without them). `rejected`: the
+    precisions its export tried and did not deploy, from the same source."""
+    from edgeinfer.explain.compose import rejected_precisions
+
     if bundle is not None and e.model.bundle_sha256 == manifest.get("manifest_sha256"):
-        return {**fidelity, "carried": "fidelity" not in manifest}, manifest.get("precision") or e.model.precision
-    carried = {**_fidelity(getattr(e.model, "fidelity", None) or None), "carried": True}
+        return ({**fidelity, "carried": "fidelity" not in manifest,
+                 "rejected": _attempts(rejected_precisions(manifest), fidelity["rows"])},
+                manifest.get("precision") or e.model.precision)
+    carried = _fidelity(getattr(e.model, "fidelity", None) or None)
+    carried.update(carried=True, rejected=_attempts(getattr(e.model, "rejected", ()), carried["rows"]))
     if bundle is not None:          # the band's source is then not the manifest the report describes: say whose
         carried["carried_from"] = e.model.bundle_sha256
     return carried, e.model.precision
@@ -1084,7 +1090,8 @@ def _summary(inputs: Inputs, spec: RiskSpec, explained: int) -> dict[str, Any]:
 def _fidelity(record: Any) -> dict[str, Any]:
     """The quantization band: the largest |p_deployed - p_float| recorded at export, and label agreement."""
     found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None,
-             "parity": None, "parity_key": None, "carried": False, "carried_from": None}   # carried: see _made_by
+             "parity": None, "parity_key": None, "carried": False, "carried_from": None,   # carried: see _made_by
+             "rows": None, "threshold": None, "rejected": []}
     if not isinstance(record, Mapping):
         return found
     numbers = list(_numbers(record, "fidelity"))
@@ -1101,6 +1108,8 @@ def _fidelity(record: Any) -> dict[str, Any]:
     agree.sort(key=lambda kv: len(kv[0]))
     if agree:
         found["agreement_key"], found["agreement"] = agree[0]
+    # the held-out rows and the gate, for the precisions export rejected (see _made_by)
+    found["rows"], found["threshold"] = _whole(record.get("holdout_rows")), _real(record.get("threshold"))
     return found
 
 
@@ -1131,6 +1140,14 @@ def _agreed(share: float | None, rows: int | None) -> int | None:
         return None
     count = share * rows
     return round(count) if abs(count - round(count)) < 1e-6 else None
+
+
+def _attempts(rejected: Sequence[Any], rows: int | None) -> list[dict[str, Any]]:
+    """The precisions export tried and did not deploy (RejectedPrecision), for the risk section to say it fell
+    back: each one's agreement on the held-out rows, or why it failed."""
+    return [{"precision": r.precision, "ran": r.ran, "agreement": r.agreement, "agreed": _agreed(r.agreement, rows),
+             "reason": r.note.removeprefix("failed: ").removesuffix("; trying the next precision")}
+            for r in rejected]
 
 
 def _fidelity_card(record: Any) -> dict[str, Any] | None:

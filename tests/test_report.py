@@ -770,7 +770,7 @@ def test_a_risk_just_past_the_boundary_keeps_the_digits_that_tell_it_apart(tmp_p
     assert "The model decided high risk (probability of 'high risk' 0.5003)." in text
     assert "ranged from 0.5003 to 0.5003." in text
     assert "Probability of 'high risk': 0.5003 (the model decides at 0.5; margin 0.0003)." in text
-    assert "Quantization band: 0.5003 – 0.5003." in text
+    assert "Quantization band: 0.5003 at both ends." in text
     assert "The band does not reach the threshold" in text
     assert "low risk 0.4997 high risk (decided) 0.5003" in text
     assert "(probability of 'high risk' 0.5003 → 0.440)" in text
@@ -1010,7 +1010,9 @@ def test_cli_report_on_diabetes_bundle(diabetes_session, diabetes, tmp_path):
     delta = manifest["fidelity"]["max_abs_diff"]
     risk = expl.decision.probability("higher progression")
     text = _text(html)
-    assert f"Quantization band: {max(0, risk - delta):.3f} – {min(1, risk + delta):.3f}" in text
+    low, high = f"{max(0, risk - delta):.3f}", f"{min(1, risk + delta):.3f}"      # fp32: 0 wide, one figure
+    band = f"{low} at both ends" if low == high else f"{low} – {high}"
+    assert f"Quantization band: {band}." in text
     assert manifest["manifest_sha256"] in text
     assert (f"Accuracy of the deployed model: {100 * manifest['validation']['accuracy']:.2f} % on "
             f"{manifest['validation']['rows']} held-out patients.") in text
@@ -1404,4 +1406,49 @@ def test_the_model_card_keeps_records_it_has_no_words_for(tmp_path):
             "Precision Decision agreement Largest probability difference On the edge rows Outcome fp16 — — — failed "
             "(non-finite probabilities in fp16 arithmetic (onnx.reference) on held-out row 3): not deployed fp32 "
             "100 % (480 of 480) 0 not recorded deployed Known limitations") in text
+    # the risk section says so too: a failed precision, and no gate recorded
+    assert ("Export fell back to fp32: the fp16 model failed (non-finite probabilities in fp16 arithmetic "
+            "(onnx.reference) on held-out row 3), and was not deployed.") in text
 
+
+def test_a_band_whose_ends_read_the_same_is_one_figure_and_a_fall_back_is_said(diabetes_session, diabetes, tmp_path):
+    """The demo's report read "Quantization band: > 0.999 – > 0.999" and, of its fp32 bundle, only "an fp32 model
+    is compared with itself": never that int8 failed the gate (109 of 110) and export fell back."""
+    from edgeinfer.explain.explanation import RejectedPrecision
+
+    expl = _explanation()
+    fell_back = dataclasses.replace(expl.model, precision="fp32", fidelity={
+        "torch_vs_onnx_max_abs": 1.1920928955078125e-07, "agreement": 1.0, "max_abs_diff": 0.0, "holdout_rows": 110,
+        "threshold": 0.995}, rejected=(RejectedPrecision("int8-static", 109 / 110, 0.256, "below the gate; trying "
+                                                          "the next precision", 1.0, 0.0889),))
+    decision = dataclasses.replace(expl.decision, probabilities=(4.2e-25, 1.0))
+    text = _text(ei.report([dataclasses.replace(expl, decision=decision, model=fell_back)],
+                           out=tmp_path / "r.html").read_text())
+    text = re.sub(r"([(]) | ([),;:])", r"\1\2", text)
+    assert ("Quantization band: > 0.999 at both ends. The deployed fp32 model's probabilities equalled the exported "
+            "float model's on every held-out row (fidelity.max_abs_diff carried by the explanation = 0: an fp32 model "
+            "is compared with itself); the exported float model differed from the trained torch model by at most "
+            "1.192e-07 on the calibration rows (fidelity.torch_vs_onnx_max_abs carried by the explanation). Export "
+            "fell back to fp32: the int8-static model gave the same decision as the float model for only 109 of 110 "
+            "held-out patients (99.09 %), below the 99.5 % gate, and was not deployed. The band does not reach the "
+            "threshold") in text
+    # without the held-out rows and the gate (a record from before export wrote them): the share, and "the gate"
+    unrecorded = dataclasses.replace(fell_back, fidelity={"max_abs_diff": 0.0})
+    text = _text(ei.report([dataclasses.replace(expl, model=unrecorded)], out=tmp_path / "r.html").read_text())
+    assert "Quantization band: 0.820 at both ends." in text
+    assert ("Export fell back to fp32: the int8-static model gave the same decision as the float model for only "
+            "99.09 % of the held-out patients, below the gate, and was not deployed.") in text
+    # a band whose ends read apart keeps both; no attempt rejected, no fall-back said
+    text = _text(ei.report([expl], out=tmp_path / "r.html").read_text())
+    assert "Quantization band" not in text and "fell back" not in text
+    carried = dataclasses.replace(expl, model=dataclasses.replace(expl.model, fidelity={"max_abs_diff": 0.012}))
+    text = _text(ei.report([carried], out=tmp_path / "r.html").read_text())
+    assert "Quantization band: 0.808 – 0.832." in text and "fell back" not in text
+    # the bundle's own record, for a record from before explanations carried the rejected precisions
+    data = diabetes_session.explain(diabetes.X_test[0], stakeholder="clinician").to_dict()
+    del data["model"]["rejected"]
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    text = _text(ei.report(path, out=tmp_path / "r.html", bundle=diabetes_session).read_text())
+    assert ("Export fell back to fp32: the int8-static model gave the same decision as the float model for only 109 "
+            "of 110 held-out patients (99.09 %), below the 99.5 % gate, and was not deployed.") in text
