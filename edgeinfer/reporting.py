@@ -472,15 +472,11 @@ def _fmt(value: Any) -> str:
 
 
 def _share(value: float, gate: float | None = None) -> str:
-    """A share as a percentage, as export's summary gives it: 100 % and 0 % whole, any other to two decimals, and
-    as many more as tell it from the gate, 0 and 1 (99.09 %; 99.4997 %, not 99.50 %, beside a 99.5 % gate)."""
-    if value in (0.0, 1.0):
-        return f"{100 * value:.0f} %"
-    bounds = [b for b in (gate, 0.0, 1.0) if b is not None]
-    digits = 2
-    while digits < 7 and any(value != b and f"{value:.{digits}%}" == f"{b:.{digits}%}" for b in bounds):
-        digits += 1
-    return f"{value:.{digits}%}".replace("%", " %")
+    """A share as a percentage, as the views and export's summary give it (99.09 %; 99.4997 %, not 99.50 %,
+    beside a 99.5 % gate), with the report's space before the sign."""
+    from edgeinfer.explain.views import _share as share
+
+    return share(value, gate).replace("%", " %")
 
 
 def _time(value: Any) -> str:

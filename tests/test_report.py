@@ -1309,16 +1309,22 @@ def test_a_flip_whose_probability_overflowed_is_reported_undecided_not_refused(t
     assert "not a number (overflow)" in (tmp_path / "r.html").read_text()
 
 
+def _report_of_a_record_from_before_rejected(session, dataset, tmp_path) -> str:
+    """The report's text, given the bundle, on a JSON line written before explanations carried the precisions
+    export rejected (`model.rejected` absent)."""
+    data = session.explain(dataset.X_test[0], stakeholder="clinician").to_dict()
+    del data["model"]["rejected"]
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    return _text(ei.report(path, out=tmp_path / "r.html", bundle=session).read_text())
+
+
 def test_the_clinician_text_of_a_record_from_before_rejected_precisions_says_the_bundle_fell_back(
         diabetes_session, diabetes, tmp_path):
     """A JSON line written before explanations carried the precisions export rejected: the report, given the
     bundle that made it (int8 failed the gate by 1 of 110 rows, so fp32), tells its clinician text as the
     bundle's record has it."""
-    data = diabetes_session.explain(diabetes.X_test[0], stakeholder="clinician").to_dict()
-    del data["model"]["rejected"]
-    path = tmp_path / "old.jsonl"
-    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    text = _text(ei.report(path, out=tmp_path / "r.html", bundle=diabetes_session).read_text())
+    text = _report_of_a_record_from_before_rejected(diabetes_session, diabetes, tmp_path)
     assert ("- The deployed fp32 model gave the same decision as the float model for 110 of 110 held-out cases "
             "(100%); the largest difference between their probabilities was 0. - The int8-static model was not "
             "deployed: it gave the same decision for only 109 of 110 (99.09%), below the 99.5% required.") in text
@@ -1445,10 +1451,6 @@ def test_a_band_whose_ends_read_the_same_is_one_figure_and_a_fall_back_is_said(d
     text = _text(ei.report([carried], out=tmp_path / "r.html").read_text())
     assert "Quantization band: 0.808 – 0.832." in text and "fell back" not in text
     # the bundle's own record, for a record from before explanations carried the rejected precisions
-    data = diabetes_session.explain(diabetes.X_test[0], stakeholder="clinician").to_dict()
-    del data["model"]["rejected"]
-    path = tmp_path / "old.jsonl"
-    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    text = _text(ei.report(path, out=tmp_path / "r.html", bundle=diabetes_session).read_text())
+    text = _report_of_a_record_from_before_rejected(diabetes_session, diabetes, tmp_path)
     assert ("Export fell back to fp32: the int8-static model gave the same decision as the float model for only 109 "
             "of 110 held-out patients (99.09 %), below the 99.5 % gate, and was not deployed.") in text
