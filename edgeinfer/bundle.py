@@ -23,8 +23,8 @@ from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 
 FORMAT = "edgeinfer-bundle"
-FORMAT_VERSION = 2            # written from now on; 2: a feature may carry `step`
-OLDEST_READ_VERSION = 1       # read as well (version 1 is read exactly as version 2)
+FORMAT_VERSION = 3            # written from now on; 2: a feature may carry `step`; 3: and `actionable`
+OLDEST_READ_VERSION = 1       # read as well (versions 1 and 2 are read exactly as version 3)
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
@@ -251,9 +251,9 @@ def _check_version(path: Path, version: Any) -> None:
     one a re-export."""
     reads = f"versions {OLDEST_READ_VERSION} to {FORMAT_VERSION}"
     if type(version) is not int:          # not bool, not 1.0
+        *first, last = map(str, range(OLDEST_READ_VERSION, FORMAT_VERSION + 1))
         raise BundleError(f"bundle {path}: manifest field format_version must be an integer ("
-                          f"{' or '.join(map(str, range(OLDEST_READ_VERSION, FORMAT_VERSION + 1)))}), got {_shown(version)}; "
-                          "re-export the bundle")
+                          f"{', '.join(first)} or {last}), got {_shown(version)}; re-export the bundle")
     if version > FORMAT_VERSION:
         raise BundleError(f"bundle {path} has format version {version}, written by a newer edgeinfer (this one reads "
                           f"{reads}); upgrade edgeinfer to load it (pip install -U edgeinfer)")

@@ -2,7 +2,8 @@
 
 A schema travels inside every bundle. Export uses it to check calibration data;
 the Session uses it to validate every input; the explainers use its ranges,
-mutability, monotone directions and protected flags; the views use its wording.
+mutability, monotone directions and protected flags; the views use its wording and
+which features a person can act on (actionable).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Feature:
     monotone: str = "any"
     protected: bool = False
     step: float = 0.0       # > 0: the spacing of the values the feature can take; a counterfactual proposes multiples
+    # a person can act on it (lifestyle, medication), so a patient may hear a counterfactual that changes it; a
+    # mutable feature may still be no one's to act on (a biopsy image's measurement). None: mutable and not protected
+    actionable: bool | None = None
 
     def __post_init__(self) -> None:
         where = f"feature '{self.name}'"
@@ -92,6 +96,7 @@ class Feature:
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
         self._check_step(where)
+        self._check_actionable(where)
         if not self.lay:
             object.__setattr__(self, "lay", self.name)
         if not self.clinical:
@@ -115,6 +120,23 @@ class Feature:
             raise SchemaError(f"{where}: range [{_num(self.low)}, {_num(self.high)}] holds no multiple of its step "
                               f"{_num(step)}; widen the range or change the step")
         object.__setattr__(self, "step", step)
+
+    def _check_actionable(self, where: str) -> None:
+        """Resolve the default (mutable and not protected); refuse a feature a person could act on that may not
+        change in a counterfactual, or that is protected."""
+        if self.actionable is None:
+            object.__setattr__(self, "actionable", bool(self.mutable) and not self.protected)
+        elif not isinstance(self.actionable, (bool, np.bool_)):
+            raise SchemaError(f"{where}: actionable must be true or false, got {self.actionable!r}")
+        elif self.actionable and not self.mutable:
+            raise SchemaError(f"{where}: actionable = true, but the feature is immutable (mutable = false), so no "
+                              f"counterfactual changes it; set mutable = true, or actionable = false (the default "
+                              f"for an immutable feature)")
+        elif self.actionable and self.protected:
+            raise SchemaError(f"{where}: actionable = true, but the feature is protected, and no one is told to "
+                              f"change a protected attribute; set actionable = false (the default for a protected "
+                              f"feature)")
+        object.__setattr__(self, "actionable", bool(self.actionable))
 
     @property
     def grid(self) -> float:
@@ -544,7 +566,7 @@ class FeatureSchema:
 
 _FEATURE_KEYS = {
     "name", "kind", "range", "unit", "lay", "clinical", "categories", "codes", "mutable", "monotone", "protected",
-    "step",
+    "step", "actionable",
 }
 
 
@@ -570,7 +592,7 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
         if not all(_is_number(c) for c in data["codes"]):
             raise SchemaError(f"{where}: codes must be numbers (the values the model reads), got {list(data['codes'])!r}")
         kwargs["codes"] = tuple(float(c) for c in data["codes"])
-    for flag in ("mutable", "protected"):
+    for flag in ("mutable", "protected", "actionable"):
         if flag in kwargs and not isinstance(kwargs[flag], bool):
             raise SchemaError(f"{where}: {flag} must be true or false, got {kwargs[flag]!r}")
     try:
@@ -611,6 +633,7 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
     out.update(mutable=f.mutable, monotone=f.monotone, protected=f.protected)
     if f.step:
         out["step"] = f.step
+    out["actionable"] = f.actionable
     return out
 
 

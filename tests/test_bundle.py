@@ -22,7 +22,7 @@ def bundle_copy(bc_bundle, tmp_path):
 def test_bundle_lists_every_file_with_its_hash(bc_bundle):
     manifest = json.loads((bc_bundle / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.onnx", "reference.npz"}
-    assert manifest["format_version"] == 2 and manifest["precision"] == "int8-static"
+    assert manifest["format_version"] == 3 and manifest["precision"] == "int8-static"
     assert {"quantization", "fidelity", "budget", "producer", "schema", "device", "proxies"} <= set(manifest)
 
 
@@ -102,10 +102,25 @@ def test_a_version_1_bundle_is_still_read(bundle_copy):
     assert ei.load(bundle_copy).predict(ei.read_bundle(bundle_copy).reference.X[0]).label in (0, 1)
 
 
+def test_a_version_2_bundle_without_actionable_reads_it_as_mutable_and_not_protected(bundle_copy):
+    """Version 3 marks features that may carry `actionable`; a bundle written before reads as before: a feature is
+    actionable when mutable and not protected."""
+    def older(manifest):
+        manifest["format_version"] = 2
+        for f in manifest["schema"]["features"]:
+            del f["actionable"]
+        manifest["schema"]["features"][0].update(mutable=False)
+        manifest["schema"]["features"][1].update(protected=True)
+    _reseal(bundle_copy, older)
+    schema = ei.load(bundle_copy).schema
+    assert [f.actionable for f in schema.features] == [False, False] + [True] * 28
+    assert all(f.mutable for f in schema.features[1:])
+
+
 @pytest.mark.parametrize("version, told", [
-    (3, "has format version 3, written by a newer edgeinfer (this one reads versions 1 to 2); upgrade edgeinfer to "
+    (4, "has format version 4, written by a newer edgeinfer (this one reads versions 1 to 3); upgrade edgeinfer to "
         "load it (pip install -U edgeinfer)"),
-    (0, "has format version 0, which this edgeinfer no longer reads (it reads versions 1 to 2); re-export the bundle "
+    (0, "has format version 0, which this edgeinfer no longer reads (it reads versions 1 to 3); re-export the bundle "
         "with this edgeinfer"),
 ])
 def test_a_bundle_of_a_version_this_edgeinfer_does_not_read_names_the_fix(bundle_copy, version, told):
@@ -121,7 +136,7 @@ def test_a_format_version_that_is_not_an_integer_is_refused(bundle_copy, version
     _reseal(bundle_copy, lambda m: m.update(format_version=version))
     with pytest.raises(BundleError) as err:
         ei.load(bundle_copy)
-    assert str(err.value) == (f"bundle {bundle_copy}: manifest field format_version must be an integer (1 or 2), "
+    assert str(err.value) == (f"bundle {bundle_copy}: manifest field format_version must be an integer (1, 2 or 3), "
                               f"got {shown}; re-export the bundle")
 
 

@@ -302,6 +302,31 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
     assert FeatureSchema.from_dict(data) == SCHEMA
 
 
+def test_actionable_defaults_to_mutable_and_unprotected_and_round_trips(tmp_path):
+    """A feature a counterfactual may vary (mutable) need not be one a person can act on (a biopsy image's
+    measurement): `actionable` says so, through the dict, TOML and JSON forms; left out, it is mutable and not
+    protected, so a schema written before the flag reads as before."""
+    assert [f.actionable for f in SCHEMA.features] == [True, False, False]     # glucose; age immutable; sex protected
+    image = Feature("concave points", low=0, high=1, actionable=False)
+    assert (image.mutable, image.actionable) == (True, False)
+    schema = FeatureSchema(features=(*SCHEMA.features, image), classes=SCHEMA.classes, favourable=SCHEMA.favourable)
+    data = schema.to_dict()
+    assert [f["actionable"] for f in data["features"]] == [True, False, False, False]
+    assert FeatureSchema.from_dict(data) == schema
+    toml = tmp_path / "schema.toml"
+    toml.write_text('classes = ["a", "b"]\n[[features]]\nname = "concave points"\nrange = [0, 1]\nactionable = false\n'
+                    '[[features]]\nname = "dose"\n')
+    loaded = FeatureSchema.load(toml)
+    assert [(f.mutable, f.actionable) for f in loaded.features] == [(True, False), (True, True)]
+    json_file = tmp_path / "schema.json"
+    json_file.write_text(__import__("json").dumps(data))
+    assert FeatureSchema.load(json_file) == schema
+    older = SCHEMA.to_dict()        # written before the flag: no "actionable" key
+    for f in older["features"]:
+        del f["actionable"]
+    assert FeatureSchema.from_dict(older) == SCHEMA
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -316,7 +341,15 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
         ({"features": [{"name": "a", "monotone": "up"}], "classes": ["x", "y"]},
          "feature 'a': monotone must be one of any, increase, decrease, got 'up'"),
         ({"features": [{"name": "a", "colour": 1}], "classes": ["x", "y"]},
-         "feature 'a': unknown key 'colour'; known keys: categories, clinical, codes, kind, lay, monotone, mutable, name, protected, range, step, unit"),
+         "feature 'a': unknown key 'colour'; known keys: actionable, categories, clinical, codes, kind, lay, monotone, mutable, name, protected, range, step, unit"),
+        ({"features": [{"name": "age", "mutable": False, "actionable": True}], "classes": ["x", "y"]},
+         "feature 'age': actionable = true, but the feature is immutable (mutable = false), so no counterfactual "
+         "changes it; set mutable = true, or actionable = false (the default for an immutable feature)"),
+        ({"features": [{"name": "sex", "protected": True, "actionable": True}], "classes": ["x", "y"]},
+         "feature 'sex': actionable = true, but the feature is protected, and no one is told to change a protected "
+         "attribute; set actionable = false (the default for a protected feature)"),
+        ({"features": [{"name": "a", "actionable": "no"}], "classes": ["x", "y"]},
+         "feature 'a': actionable must be true or false, got 'no'"),
         ({"features": [{"name": "a", "range": ["low", 5]}], "classes": ["x", "y"]},
          "feature 'a': range must be [low, high], two numbers (or null for no bound), got ['low', 5]"),
         ({"features": [{"name": "c", "kind": "categorical", "categories": ["p", "q"], "codes": ["a", "b"]}],
