@@ -57,10 +57,12 @@ def breast_cancer(*, test_share: float = 0.25, seed: int = 0) -> Dataset:
         stat, measure = ("error", name[: -len(" error")]) if name.endswith(" error") else name.split(" ", 1)
         unit, lay, clinical = _BC_UNITS[measure]
         prefix = {"mean": "mean", "worst": "worst"}.get(stat, "standard error of")
+        # Mutable: a counterfactual varies them, to tell the clinician what the decision turned on. Not actionable:
+        # they measure the cells in a biopsy image, which no one can change by what they do.
         features.append(Feature(
             name=str(name), kind="continuous", low=0.0, high=float(np.ceil(X[:, j].max() * 1.5 * 1000) / 1000),
             unit=unit, lay=f"{lay} ({'average' if stat == 'mean' else 'largest' if stat == 'worst' else 'spread'})",
-            clinical=f"{prefix} {clinical}",
+            clinical=f"{prefix} {clinical}", actionable=False,
         ))
     schema = FeatureSchema(
         features=tuple(features), classes=("benign", "malignant"), favourable="benign", name="breast-cancer",
@@ -80,6 +82,8 @@ def diabetes(*, test_share: float = 0.25, seed: int = 0) -> Dataset:
     raw = datasets.load_diabetes(scaled=False)
     X = raw.data.astype(np.float64)
     y = (raw.target > np.median(raw.target)).astype(np.int64)
+    # Actionable (the default for a mutable, unprotected feature): BMI, blood pressure and the six blood serum
+    # measurements, which lifestyle or medication can change. Age and sex are protected and immutable, so not.
     spec = [
         Feature("age", kind="integer", low=18, high=90, unit="years", lay="age", clinical="age",
                 mutable=False, protected=True),

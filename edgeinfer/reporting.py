@@ -874,13 +874,13 @@ def _inputs(e, schema, *, recorded: bool = True) -> list[dict[str, Any]]:
 
 
 def _status(f, *, recorded: bool = True) -> str:
-    """Whether an input can change: protected, actionable or fixed; 'not_recorded' without the bundle's schema
-    (the explanation names its inputs but not which are protected or mutable)."""
+    """Whether a person can act on an input: protected, actionable (the schema's flag) or fixed; 'not_recorded'
+    without the bundle's schema (the explanation names its inputs but not which are protected or actionable)."""
     if not recorded:
         return "not_recorded"
     if f.protected:
         return "protected"
-    return "actionable" if f.mutable else "fixed"
+    return "actionable" if f.actionable else "fixed"
 
 
 def _drivers(e, schema, key: str) -> dict[str, Any] | None:

@@ -89,6 +89,8 @@ def build_motion_bundle(out_dir: str | Path, *, device: str = "raspberry-pi-4", 
     X, y = window_features(spec, data.X_train, data.y_train)
     X_hold, y_hold = window_features(spec, data.X_test, data.y_test)
     # Ranges from the training windows, widened by a quarter of their span: the counterfactual search space.
+    # Every feature stays actionable (the default): they measure how the wearer moves, which the wearer can change
+    # at will, and an activity is no clinical finding, so "had your wrist moved at 2 Hz" misleads no one.
     schema = FeatureSchema(
         features=spec.schema_features(np.concatenate([X, X_hold]), margin=0.25),
         classes=data.classes,

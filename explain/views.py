@@ -821,8 +821,10 @@ class _View:
         return f"{', '.join(items[:-1])} {self.word(word)} {items[-1]}"
 
     def actionable(self, name: str) -> bool:
+        """Whether a person can act on the feature (the schema's `actionable`): a counterfactual may vary a mutable
+        feature that is no one's to change (a biopsy image's measurement), which a patient must not be told."""
         f = self.feature(name)
-        return f is not None and f.mutable and not f.protected
+        return f is not None and f.actionable
 
     # ----- the text -----------------------------------------------------------
     def text(self) -> str:

@@ -102,6 +102,13 @@ def test_a_version_1_bundle_is_still_read(bundle_copy):
     assert ei.load(bundle_copy).predict(ei.read_bundle(bundle_copy).reference.X[0]).label in (0, 1)
 
 
+def test_the_manifest_keeps_which_features_a_person_can_act_on(bc_bundle):
+    """The breast-cancer image measurements: varied by counterfactuals (mutable), no one's to act on."""
+    features = json.loads((bc_bundle / "manifest.json").read_text())["schema"]["features"]
+    assert [(f["mutable"], f["actionable"]) for f in features] == [(True, False)] * 30
+    assert [(f.mutable, f.actionable) for f in ei.load(bc_bundle).schema.features] == [(True, False)] * 30
+
+
 def test_a_version_2_bundle_without_actionable_reads_it_as_mutable_and_not_protected(bundle_copy):
     """Version 3 marks features that may carry `actionable`; a bundle written before reads as before: a feature is
     actionable when mutable and not protected."""

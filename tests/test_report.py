@@ -449,6 +449,23 @@ def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
     assert ('<td class="num">8</td><td>1732280008</td><td>1732280009.9</td><td>out of range</td>' in html)
 
 
+def test_an_input_the_schema_marks_not_actionable_reads_fixed(tmp_path):
+    """A mutable input no one can act on (as a biopsy image's measurement) was tagged "actionable" in the
+    counterfactual table, as every mutable, unprotected input was: the schema's `actionable` flag says."""
+    schema = FeatureSchema(tuple(dataclasses.replace(f, actionable=False) if f.name == "glucose" else f
+                                 for f in SCHEMA.features), SCHEMA.classes, favourable=SCHEMA.favourable,
+                           name=SCHEMA.name)
+    X = np.array([[100.0, 25.0, 50.0, 0.0, 0.0], [200.0, 35.0, 60.0, 1.0, 1.0], [150.0, 30.0, 40.0, 1.0, 0.0]])
+    bundle = write_bundle(tmp_path / "bundle", model_bytes=_onnx_bytes(), schema=schema,
+                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
+                          precision="int8-static", record={})
+    html = ei.report([_explanation(bundle.sha256)], out=tmp_path / "r.html", bundle=bundle.path).read_text()
+    assert ('<tr><td>fasting plasma glucose</td><td>162 mg/dL</td><td>120 mg/dL</td>'
+            '<td class="num">-42 mg/dL</td><td><span class="tag fixed">fixed</span>') in html
+    assert '<td class="num">-4.5 kg/m²</td><td><span class="tag actionable">actionable</span>' in html
+    assert "Not every change is actionable: fixed and protected inputs describe the patient" in _text(html)
+
+
 def test_without_bundle_says_not_recorded(tmp_path):
     html = ei.report([_explanation()], out=tmp_path / "r.html").read_text()
     text = _text(html)

@@ -245,6 +245,33 @@ def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
     assert "1. sex (source coding 1/2) sex 2 → sex 1; age 59 years → 40 years" in clinician
 
 
+def test_patient_never_hears_a_change_to_a_feature_no_one_can_act_on(schema):
+    """A mutable feature the schema marks not actionable is varied for the clinician, never told to the patient."""
+    fixed = FeatureSchema(tuple(dataclasses.replace(f, actionable=False) if f.name == "bmi" else f
+                                for f in schema.features), schema.classes, favourable=schema.favourable,
+                          name=schema.name)
+    expl = _explanation(fixed, cf_changes=((("bmi", 26.0),),))
+    patient = views.render(expl, fixed, stakeholder="patient")
+    assert patient.split("What could change the result:\n")[1].split("\n\n")[0] == (
+        "We did not find a change you can make that would give a different result.")
+    assert "1. body mass index 32.1 kg/m² → 26 kg/m² → lower progression" in views.render(
+        expl, fixed, stakeholder="clinician")
+
+
+def test_a_breast_cancer_patient_is_not_told_to_change_a_biopsy_measurement(bc_session, breast_cancer):
+    """Test row 50 told the patient "the result would have been benign if: your number of outline dents (largest)
+    had been 0.11 instead of 0.12": every image measurement is mutable (the clinician's counterfactual still varies
+    it) but not actionable."""
+    for i in (50, 133, 79):
+        patient = bc_session.explain(breast_cancer.X_test[i], stakeholder="patient").text
+        assert patient.split("What could change the result:\n")[1].split("\n\n")[0] == (
+            "We did not find a change you can make that would give a different result.")
+        assert "had been" not in patient
+        clinician = bc_session.explain(breast_cancer.X_test[i], stakeholder="clinician").text
+        found = clinician.split("Counterfactuals (smallest changes that reach the target):\n")[1].split("\n")[0]
+        assert found.startswith("1. ") and " → benign (p = " in found
+
+
 def test_patient_hears_a_counterfactual_as_what_the_model_would_have_said_not_as_advice(schema, tmp_path):
     """ "Lower your blood fats (triglycerides) from 5 to 3.5" read as an instruction, without a caveat, for an answer
     just past the boundary: now what the result would have been, and once that it is not advice."""
