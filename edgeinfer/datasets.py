@@ -84,6 +84,9 @@ def diabetes(*, test_share: float = 0.25, seed: int = 0) -> Dataset:
     y = (raw.target > np.median(raw.target)).astype(np.int64)
     # Actionable (the default for a mutable, unprotected feature): BMI, blood pressure and the six blood serum
     # measurements, which lifestyle or medication can change. Age and sex are protected and immutable, so not.
+    # s4 is a ratio, which has no unit; s5 is the log of triglycerides in mg/dL, a number no one reads as an
+    # amount: the lay name says it is on a log scale and the clinical name carries the unit, since a unit is
+    # shown with every value in every wording ("3.5 log mg/dL instead of 5 log mg/dL" told a patient nothing).
     spec = [
         Feature("age", kind="integer", low=18, high=90, unit="years", lay="age", clinical="age",
                 mutable=False, protected=True),
@@ -94,8 +97,9 @@ def diabetes(*, test_share: float = 0.25, seed: int = 0) -> Dataset:
         Feature("s1", low=90, high=330, unit="mg/dL", lay="total cholesterol", clinical="total serum cholesterol (TC)"),
         Feature("s2", low=40, high=260, unit="mg/dL", lay="bad cholesterol (LDL)", clinical="low-density lipoproteins (LDL)"),
         Feature("s3", low=20, high=110, unit="mg/dL", lay="good cholesterol (HDL)", clinical="high-density lipoproteins (HDL)"),
-        Feature("s4", low=1, high=10, unit="ratio", lay="cholesterol ratio", clinical="total cholesterol / HDL"),
-        Feature("s5", low=3, high=7, unit="log mg/dL", lay="blood fats (triglycerides)", clinical="log serum triglycerides"),
+        Feature("s4", low=1, high=10, lay="cholesterol ratio", clinical="total cholesterol / HDL"),
+        Feature("s5", low=3, high=7, lay="blood fats (triglycerides, log scale)",
+                clinical="log serum triglycerides (log mg/dL)"),
         Feature("s6", low=55, high=140, unit="mg/dL", lay="blood sugar", clinical="blood glucose"),
     ]
     schema = FeatureSchema(

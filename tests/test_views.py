@@ -144,7 +144,7 @@ def test_clinician_is_technical_with_units_probabilities_drivers_and_provenance(
     # Top three drivers by |contribution|, clinical wording, value with unit, signed contribution.
     drivers = text.split("Top drivers:")[1].split("\n\n")[0]
     assert "- body mass index = 32.1 kg/m²: +0.190 (raises the probability of 'higher progression')" in drivers
-    assert "- log serum triglycerides = 4.86 log mg/dL: +0.150" in drivers
+    assert "- log serum triglycerides (log mg/dL) = 4.86: +0.150" in drivers
     assert "- blood glucose = 187 mg/dL: +0.090" in drivers
     assert drivers.count("\n- ") == 3
     # The counterfactual as from -> to with units.
@@ -258,6 +258,17 @@ def test_patient_never_hears_a_change_to_a_feature_no_one_can_act_on(schema):
         expl, fixed, stakeholder="clinician")
 
 
+def test_a_ratio_and_a_log_value_read_without_a_unit_no_one_can_read(schema, tmp_path):
+    """The patient read "3.5 log mg/dL instead of 5 log mg/dL" and "5 ratio instead of 5.4 ratio": a ratio has no
+    unit, and a log value is named as one, its unit in the clinical words only."""
+    expl = _explanation(schema, cf_changes=((("s4", 3.5), ("s5", 4.5)),))
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert ("- your cholesterol ratio had been 3.5 instead of 4\n"
+            "- your blood fats (triglycerides, log scale) had been 4.5 instead of 4.9\n") in patient
+    assert "1. total cholesterol / HDL 4 → 3.5; log serum triglycerides (log mg/dL) 4.86 → 4.5 → lower progression" in (
+        views.render(expl, schema, stakeholder="clinician"))
+
+
 def test_a_breast_cancer_patient_is_not_told_to_change_a_biopsy_measurement(bc_session, breast_cancer):
     """Test row 50 told the patient "the result would have been benign if: your number of outline dents (largest)
     had been 0.11 instead of 0.12": every image measurement is mutable (the clinician's counterfactual still varies
@@ -328,7 +339,7 @@ def test_patient_drivers_leave_out_protected_features(schema):
     text = views.render(expl, schema, stakeholder="patient")
     drivers = text.split("What mattered most:")[1].split("\n\n")[0]
     assert drivers.strip().splitlines() == ["- Your body weight for height (BMI) made this result more likely.",
-                                            "- Your blood fats (triglycerides) made this result more likely."]
+                                            "- Your blood fats (triglycerides, log scale) made this result more likely."]
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert "- age = 59 years: +0.500" in clinician
 
