@@ -880,7 +880,7 @@ def _status(f, *, recorded: bool = True) -> str:
         return "not_recorded"
     if f.protected:
         return "protected"
-    return "actionable" if f.actionable else "fixed"
+    return "actionable" if f.is_actionable else "fixed"
 
 
 def _drivers(e, schema, key: str) -> dict[str, Any] | None:

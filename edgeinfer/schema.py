@@ -122,21 +122,26 @@ class Feature:
         object.__setattr__(self, "step", step)
 
     def _check_actionable(self, where: str) -> None:
-        """Resolve the default (mutable and not protected); refuse a feature a person could act on that may not
-        change in a counterfactual, or that is protected."""
+        """Refuse a feature a person could act on that may not change in a counterfactual, or that is protected.
+        The default (None) stays unresolved, so that `dataclasses.replace(f, mutable=False)` keeps meaning it."""
         if self.actionable is None:
-            object.__setattr__(self, "actionable", bool(self.mutable) and not self.protected)
-        elif not isinstance(self.actionable, (bool, np.bool_)):
+            return
+        if not isinstance(self.actionable, (bool, np.bool_)):
             raise SchemaError(f"{where}: actionable must be true or false, got {self.actionable!r}")
-        elif self.actionable and not self.mutable:
+        if self.actionable and not self.mutable:
             raise SchemaError(f"{where}: actionable = true, but the feature is immutable (mutable = false), so no "
                               f"counterfactual changes it; set mutable = true, or actionable = false (the default "
                               f"for an immutable feature)")
-        elif self.actionable and self.protected:
+        if self.actionable and self.protected:
             raise SchemaError(f"{where}: actionable = true, but the feature is protected, and no one is told to "
                               f"change a protected attribute; set actionable = false (the default for a protected "
                               f"feature)")
         object.__setattr__(self, "actionable", bool(self.actionable))
+
+    @property
+    def is_actionable(self) -> bool:
+        """A person can act on it: `actionable` as given, else mutable and not protected."""
+        return self.actionable if self.actionable is not None else self.mutable and not self.protected
 
     @property
     def grid(self) -> float:
@@ -633,7 +638,8 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
     out.update(mutable=f.mutable, monotone=f.monotone, protected=f.protected)
     if f.step:
         out["step"] = f.step
-    out["actionable"] = f.actionable
+    if f.actionable is not None:      # the default is not written: it follows mutable and protected
+        out["actionable"] = f.actionable
     return out
 
 

@@ -824,7 +824,7 @@ class _View:
         """Whether a person can act on the feature (the schema's `actionable`): a counterfactual may vary a mutable
         feature that is no one's to change (a biopsy image's measurement), which a patient must not be told."""
         f = self.feature(name)
-        return f is not None and f.actionable
+        return f is not None and f.is_actionable
 
     # ----- the text -----------------------------------------------------------
     def text(self) -> str:

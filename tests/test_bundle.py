@@ -106,7 +106,7 @@ def test_the_manifest_keeps_which_features_a_person_can_act_on(bc_bundle):
     """The breast-cancer image measurements: varied by counterfactuals (mutable), no one's to act on."""
     features = json.loads((bc_bundle / "manifest.json").read_text())["schema"]["features"]
     assert [(f["mutable"], f["actionable"]) for f in features] == [(True, False)] * 30
-    assert [(f.mutable, f.actionable) for f in ei.load(bc_bundle).schema.features] == [(True, False)] * 30
+    assert [(f.mutable, f.is_actionable) for f in ei.load(bc_bundle).schema.features] == [(True, False)] * 30
 
 
 def test_a_version_2_bundle_without_actionable_reads_it_as_mutable_and_not_protected(bundle_copy):
@@ -115,12 +115,12 @@ def test_a_version_2_bundle_without_actionable_reads_it_as_mutable_and_not_prote
     def older(manifest):
         manifest["format_version"] = 2
         for f in manifest["schema"]["features"]:
-            del f["actionable"]
+            f.pop("actionable", None)
         manifest["schema"]["features"][0].update(mutable=False)
         manifest["schema"]["features"][1].update(protected=True)
     _reseal(bundle_copy, older)
     schema = ei.load(bundle_copy).schema
-    assert [f.actionable for f in schema.features] == [False, False] + [True] * 28
+    assert [f.is_actionable for f in schema.features] == [False, False] + [True] * 28
     assert all(f.mutable for f in schema.features[1:])
 
 

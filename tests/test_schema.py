@@ -1,5 +1,6 @@
 """Every bad input form gets an InputError naming the feature, what was expected and what arrived."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -306,25 +307,27 @@ def test_actionable_defaults_to_mutable_and_unprotected_and_round_trips(tmp_path
     """A feature a counterfactual may vary (mutable) need not be one a person can act on (a biopsy image's
     measurement): `actionable` says so, through the dict, TOML and JSON forms; left out, it is mutable and not
     protected, so a schema written before the flag reads as before."""
-    assert [f.actionable for f in SCHEMA.features] == [True, False, False]     # glucose; age immutable; sex protected
+    # glucose; age immutable; sex protected
+    assert [f.is_actionable for f in SCHEMA.features] == [True, False, False]
     image = Feature("concave points", low=0, high=1, actionable=False)
-    assert (image.mutable, image.actionable) == (True, False)
+    assert (image.mutable, image.is_actionable) == (True, False)
     schema = FeatureSchema(features=(*SCHEMA.features, image), classes=SCHEMA.classes, favourable=SCHEMA.favourable)
     data = schema.to_dict()
-    assert [f["actionable"] for f in data["features"]] == [True, False, False, False]
+    # written only where given: the default follows mutable and protected
+    assert [f.get("actionable") for f in data["features"]] == [None, None, None, False]
     assert FeatureSchema.from_dict(data) == schema
     toml = tmp_path / "schema.toml"
     toml.write_text('classes = ["a", "b"]\n[[features]]\nname = "concave points"\nrange = [0, 1]\nactionable = false\n'
                     '[[features]]\nname = "dose"\n')
     loaded = FeatureSchema.load(toml)
-    assert [(f.mutable, f.actionable) for f in loaded.features] == [(True, False), (True, True)]
+    assert [(f.mutable, f.is_actionable) for f in loaded.features] == [(True, False), (True, True)]
     json_file = tmp_path / "schema.json"
     json_file.write_text(__import__("json").dumps(data))
     assert FeatureSchema.load(json_file) == schema
-    older = SCHEMA.to_dict()        # written before the flag: no "actionable" key
-    for f in older["features"]:
-        del f["actionable"]
-    assert FeatureSchema.from_dict(older) == SCHEMA
+    # the default stays a default: a feature made immutable or protected later is no longer actionable
+    glucose = SCHEMA.features[0]
+    assert not dataclasses.replace(glucose, mutable=False).is_actionable
+    assert not dataclasses.replace(glucose, protected=True).is_actionable
 
 
 @pytest.mark.parametrize(
