@@ -13,6 +13,7 @@ from edgeinfer.explain.explanation import (
     ModelInfo,
     Proxy,
     RejectedPrecision,
+    Validation,
 )
 from edgeinfer.explain.predictor import Predictor
 
@@ -30,4 +31,5 @@ __all__ = [
     "Predictor",
     "Proxy",
     "RejectedPrecision",
+    "Validation",
 ]

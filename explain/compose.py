@@ -21,7 +21,7 @@ from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.attribution import attribute
 from edgeinfer.explain.bias import explain_bias
 from edgeinfer.explain.counterfactual import find_counterfactuals
-from edgeinfer.explain.explanation import Explanation, ModelInfo, RejectedPrecision
+from edgeinfer.explain.explanation import Explanation, ModelInfo, RejectedPrecision, Validation
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.proxies import proxies_from_manifest
 from edgeinfer.explain.views import get_templates, render, retimed, shows_timings
@@ -148,7 +148,20 @@ def _model_info(session: Any) -> ModelInfo:
         producer=f"edgeinfer {producer.get('edgeinfer', '?')}, onnxruntime {producer.get('onnxruntime', '?')}",
         fidelity=dict(manifest.get("fidelity") or {}),
         rejected=rejected_precisions(manifest),
+        validation=validation_record(manifest),
     )
+
+
+def validation_record(manifest: Mapping[str, Any]) -> Validation | None:
+    """The deployed model's accuracy on export's labelled held-out rows (the manifest's `validation`); None for a
+    bundle exported without their labels, or a record that gives no share in [0, 1] over a whole number of rows."""
+    record = manifest.get("validation")
+    if not isinstance(record, Mapping):
+        return None
+    accuracy, rows = _number(record.get("accuracy")), _number(record.get("rows"))
+    if accuracy is None or rows is None or not (0.0 <= accuracy <= 1.0) or not rows.is_integer() or rows < 1:
+        return None
+    return Validation(accuracy=accuracy, rows=int(rows))
 
 
 def rejected_precisions(manifest: Mapping[str, Any]) -> tuple[RejectedPrecision, ...]:

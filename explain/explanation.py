@@ -164,6 +164,20 @@ class RejectedPrecision:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """How often the deployed model was right on export's labelled held-out rows (the manifest's `validation`):
+    what a reader may be told about its reliability, where its probabilities are no measure of it."""
+
+    accuracy: float                         # share of the held-out rows decided as labelled
+    rows: int                               # how many held-out rows
+
+    @property
+    def correct(self) -> int:
+        """How many of the held-out rows it decided as labelled."""
+        return round(self.accuracy * self.rows)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where the decision came from: enough to find the exact bundle again."""
 
@@ -176,6 +190,7 @@ class ModelInfo:
     fidelity: Mapping[str, Any] = field(default_factory=dict)   # export's quantized-vs-float figures, if recorded
     # the precisions export tried first and rejected, in the order tried: why the deployed one is not the first
     rejected: tuple[RejectedPrecision, ...] = ()
+    validation: Validation | None = None    # accuracy on the held-out rows, if export had their labels
 
 
 @dataclass(frozen=True)

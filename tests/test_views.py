@@ -31,6 +31,7 @@ from edgeinfer.explain.explanation import (
     ModelInfo,
     Proxy,
     RejectedPrecision,
+    Validation,
 )
 from edgeinfer.schema import Feature, FeatureSchema
 
@@ -1011,6 +1012,31 @@ def test_recruitment_applicant_never_told_to_change_gender(hiring):
 
 
 # ----- end to end on a real session --------------------------------------------------------
+
+
+def test_a_session_explanation_carries_the_bundles_validation_and_reads_records_without_it(diabetes_session,
+                                                                                           diabetes, schema):
+    """The fixture's bundle was exported with the held-out labels: the explanation carries the manifest's accuracy
+    and row count, and a JSON line from before `model.validation` still reads."""
+    record = diabetes_session.bundle.manifest["validation"]
+    expl = diabetes_session.explain(diabetes.X_test[0], stakeholder="patient")
+    assert expl.model.validation == Validation(accuracy=record["accuracy"], rows=110)
+    data = expl.to_dict()
+    del data["model"]["validation"]
+    old = Explanation.from_dict(data)
+    assert old.model.validation is None and old.model == dataclasses.replace(expl.model, validation=None)
+
+
+@pytest.mark.parametrize("record", [None, "75 of 110", {}, {"accuracy": 0.68}, {"accuracy": "high", "rows": 110},
+                                    {"accuracy": 1.2, "rows": 110}, {"accuracy": float("nan"), "rows": 110},
+                                    {"accuracy": 0.68, "rows": 0}, {"accuracy": 0.68, "rows": 110.5},
+                                    {"accuracy": 0.68, "rows": True}, {"accuracy": 0.68, "rows": float("inf")}])
+def test_a_validation_record_that_gives_no_accuracy_over_whole_rows_is_none(record):
+    """A bundle exported without held-out labels writes no record (null); a damaged one is not told as a figure."""
+    from edgeinfer.explain.compose import validation_record
+
+    assert validation_record({"validation": record}) is None
+    assert validation_record({"validation": {"accuracy": 1, "rows": 110.0}}) == Validation(accuracy=1.0, rows=110)
 
 
 def test_real_session_explanations_for_each_stakeholder(diabetes_session, diabetes, fk):
