@@ -802,7 +802,24 @@ class _View:
         f = self.feature(name)
         if f is not None and f.kind == "categorical":
             return f.label(value)
-        digits = digits or self.s.digits
+        return self._with_unit(name, self._number(name, value, digits or self.s.digits), unit)
+
+    def pair(self, name: str, a: float, b: float, unit: str = "") -> tuple[str, str]:
+        """Two values of one feature side by side (a change's from and to): the view's digits, or as many more as
+        it takes for the two to differ and for the difference they show to be within half the real one (23.6 and
+        23.2, not 24 and 23); a rounded one with the other's decimals, so that it does not read as exact (5.04 as
+        5.0 beside 5.4, not 5)."""
+        f = self.feature(name)
+        if (f is not None and f.kind == "categorical") or not (math.isfinite(a) and math.isfinite(b)):
+            return self.value(name, a, unit), self.value(name, b, unit)
+        for digits in range(self.s.digits, max(self.s.digits, 12) + 1):
+            shown = _same_decimals((self._number(name, a, digits), self._number(name, b, digits)), (a, b))
+            if shown[0] != shown[1] and abs(float(shown[1]) - float(shown[0]) - (b - a)) <= 0.5 * abs(b - a):
+                break
+        return self._with_unit(name, shown[0], unit), self._with_unit(name, shown[1], unit)
+
+    def _number(self, name: str, value: float, digits: int) -> str:
+        f = self.feature(name)
         text = _number(value, digits, integer=f is not None and f.kind == "integer")
         if f is not None and f.step and f.kind != "integer" and _on_grid(value, f.step):
             # a multiple of the step reads as one: 17.5 Hz on a 2.5 Hz grid, not 18 (at most 4 more digits)
@@ -810,6 +827,10 @@ class _View:
                 if abs(float(text) - value) <= 1e-9 * max(1.0, abs(value)):
                     break
                 text = _number(value, more)
+        return text
+
+    def _with_unit(self, name: str, text: str, unit: str) -> str:
+        f = self.feature(name)
         unit = f.unit if f is not None else unit
         return f"{text} {unit}" if unit and self.s.units else text
 
@@ -959,15 +980,9 @@ class _View:
             else:
                 verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
                 by = self.value(ch.feature, abs(ch.to_value - ch.from_value), ch.unit)
-            digits = self.s.digits        # as many more as it takes for the two values to read differently
-            while (self.value(ch.feature, ch.from_value, ch.unit, digits=digits)
-                   == self.value(ch.feature, ch.to_value, ch.unit, digits=digits) and digits < 12):
-                digits += 1
-            changes.append(self.fill(
-                "change", feature=self.words_for(ch.feature),
-                from_value=self.value(ch.feature, ch.from_value, ch.unit, digits=digits),
-                to_value=self.value(ch.feature, ch.to_value, ch.unit, digits=digits), by=by, verb=verb,
-            ))
+            from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit)
+            changes.append(self.fill("change", feature=self.words_for(ch.feature), from_value=from_value,
+                                     to_value=to_value, by=by, verb=verb))
         classes = self.e.decision.classes
         p = cf.probabilities[classes.index(cf.class_name)] if cf.class_name in classes else math.nan
         # the decision's boundary for p: the best other class (two classes: 1 - p); shown apart from it
@@ -1167,6 +1182,14 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
     decimals = max(digits - 1 - magnitude, 0)
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _same_decimals(texts: tuple[str, ...], values: tuple[float, ...]) -> tuple[str, ...]:
+    """Numbers shown side by side: one rounded to fewer decimals than another gets zeros up to as many (5.04 and
+    5.43 shown "5" and "5.4" read "5.0" and "5.4"); an exact one reads as it is (36 beside 32.1)."""
+    decimals = max(len(t.partition(".")[2]) for t in texts)
+    return tuple(t if not decimals or float(t) == v else (t if "." in t else t + ".")
+                 + "0" * (decimals - len(t.partition(".")[2])) for t, v in zip(texts, values))
 
 
 def _on_grid(value: float, step: float) -> bool:

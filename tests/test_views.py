@@ -209,6 +209,33 @@ def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
         expl, schema, stakeholder="patient")
 
 
+def _one_change(schema, name: str, before: float, after: float) -> Explanation:
+    """The standard explanation, its row at `before` for `name` and its one counterfactual moving it to `after`."""
+    expl = _explanation(schema, cf_changes=(((name, after),),))
+    change = FeatureChange(name, before, after, schema.feature(name).unit)
+    item = dataclasses.replace(expl.counterfactuals.items[0], changes=(change,))
+    return dataclasses.replace(expl, instance={**expl.instance, name: before},
+                               counterfactuals=dataclasses.replace(expl.counterfactuals, items=(item,)))
+
+
+@pytest.mark.parametrize("name, before, after, to_shown, from_shown", [
+    ("bmi", 23.6, 23.2, "23.2", "23.6"),        # read "23 instead of 24": a change of 1 for one of 0.4
+    ("s4", 5.43, 5.04, "5.0", "5.4"),           # read "5 instead of 5.4": 5.04 lost its decimal beside 5.4
+    ("s5", 5.02, 3.51, "3.5", "5.0"),           # read "3.5 instead of 5"
+    ("bmi", 32.1, 27.5, "28", "32"),            # 2 digits tell this change within half of it (4 for 4.6)
+    ("s4", 5.43, 4.0, "4", "5.4"),              # an exact value reads as it is
+])
+def test_a_change_shows_its_two_values_with_the_digits_that_keep_its_size(schema, name, before, after, to_shown,
+                                                                          from_shown):
+    """The patient's two significant digits showed 23.6 -> 23.2 as "23 kg/m² instead of 24 kg/m²" (a change more
+    than twice the real one) and 5.43 -> 5.04 as "5 ratio instead of 5.4 ratio". The pair now gets the digits that
+    show its difference within half the real one, and a rounded value the decimals of the other."""
+    f = schema.feature(name)
+    unit = f" {f.unit}" if f.unit else ""
+    text = views.render(_one_change(schema, name, before, after), schema, stakeholder="patient")
+    assert f"\n- your {f.lay} had been {to_shown}{unit} instead of {from_shown}{unit}\n" in text
+
+
 def test_a_value_on_a_features_step_reads_as_that_multiple(schema):
     """2 significant digits showed 32.5 and 27.5 on a 2.5 grid as 32 and 28, values the feature cannot take."""
     from edgeinfer.schema import FeatureSchema as Schema
