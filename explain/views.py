@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain.bias import change_text
+from edgeinfer.explain.bias import TOLERANCE, change_text
 from edgeinfer.explain.desired import threshold_of
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
@@ -41,8 +41,8 @@ from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 SECTIONS = (
-    "headline", "probabilities", "drivers", "counterfactual", "bias",
-    "flips", "proxies", "share", "provenance", "fidelity", "timings",
+    "headline", "validation", "probabilities", "drivers", "counterfactual", "bias",
+    "flips", "proxies", "share", "provenance", "fidelity", "timings", "disclaimer",
 )
 FORMATS = ("text", "json")
 WORDINGS = ("lay", "clinical", "name")
@@ -50,7 +50,7 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
-_BIAS = {"verdict", "protected", "untested", "flipped", "depends_on", "max_delta", "attribution_share"}
+_BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share"}
 _TARGET = {"target", "target_outcome"}
 # a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
 _THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
@@ -64,6 +64,9 @@ _COUNTERFACTUAL = _COMMON | _TARGET | {
 PIECES: dict[str, frozenset[str]] = {
     "title": _COMMON,
     "headline": _COMMON | {"latency_ms"},
+    # how often the deployed model was right on export's labelled held-out rows (ModelInfo.validation): {correct}
+    # of {rows}, {accuracy} as a whole percent; `validation_missing` where the bundle does not record it
+    "validation": _COMMON | {"correct", "rows", "accuracy"},
     "probability_line": _COMMON | {"class_name", "class_probability", "class_percent"},
     "driver": _COMMON | {"rank", "feature", "value", "contribution", "direction", "toward", "quantity"},
     "drivers_basis": _COMMON | {"method", "quantity", "baseline", "base_value", "prediction", "evaluations"},
@@ -72,8 +75,11 @@ PIECES: dict[str, frozenset[str]] = {
     "counterfactual_threshold": _COUNTERFACTUAL | _THRESHOLD,   # optional: else `counterfactual` serves
     "counterfactual_more": _COMMON | {"shown", "total"},
     "counterfactual_note": _COMMON | _TARGET,      # optional: said once after the counterfactuals shown
+    "counterfactual_together": _COUNTERFACTUAL,    # optional: after an answer of more than one change
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
     "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
+    # optional: none found for a threshold target (where the decision's probability stands: threshold_probability)
+    "no_counterfactual_threshold": _COMMON | _TARGET | _THRESHOLD | {"reason", "binding"},
     "no_actionable": _COMMON | _TARGET,
     "no_counterfactual_in_time": _COMMON | _TARGET | {"reason"},   # optional: else `no_counterfactual` serves
     "target_met": _COMMON | _TARGET,                                # optional: else `no_counterfactual` serves
@@ -81,6 +87,7 @@ PIECES: dict[str, frozenset[str]] = {
     "counterfactual_incomplete": _COMMON,
     "bias_ok": _COMMON | _BIAS,
     "bias_depends": _COMMON | _BIAS,
+    "bias_shifted": _COMMON | _BIAS,       # optional: features whose flips move the probability, never the class
     "bias_none": _COMMON | {"verdict"},
     "bias_used": _COMMON | _BIAS,
     "bias_untested": _COMMON | _BIAS,      # optional: protected features no flip could test
@@ -104,6 +111,7 @@ PIECES: dict[str, frozenset[str]] = {
     "fidelity_parity": _COMMON | {"parity"},
     "fidelity_item": _COMMON | {"name", "value"},
     "timing": _COMMON | {"part", "ms"},
+    "disclaimer": _COMMON,
 }
 for _section in SECTIONS:
     PIECES[f"{_section}_title"] = _COMMON
@@ -112,9 +120,11 @@ for _section in SECTIONS:
 # Optional pieces said instead of, or beside, a piece: a file that rewords the piece but not these (extending
 # another) drops the base's wording of these.
 _VARIANTS = {
-    "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note"),
-    "no_counterfactual": ("no_counterfactual_in_time", "target_met"),
-    "bias_ok": ("bias_untested",),
+    "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
+                       "counterfactual_together"),
+    "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_in_time", "target_met"),
+    "bias_ok": ("bias_untested", "bias_used"),
+    "bias_depends": ("bias_shifted",),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_error", "fidelity_edges",
                       "fidelity_parity"),
 }
@@ -140,6 +150,7 @@ for _word in WORDS:
 # Pieces a section cannot do without.
 REQUIRED = {
     "headline": ("headline",),
+    "validation": ("validation",),
     "probabilities": ("probability_line",),
     "drivers": ("driver",),
     "counterfactual": ("counterfactual", "change", "no_counterfactual"),
@@ -150,6 +161,7 @@ REQUIRED = {
     "provenance": ("provenance",),
     "fidelity": ("fidelity_item",),
     "timings": ("timing",),
+    "disclaimer": ("disclaimer",),
 }
 
 # the attribution share on protected features and proxies above which a decision the flips do not move
@@ -871,6 +883,16 @@ class _View:
     def section_headline(self) -> list[str]:
         return [self.fill("headline", latency_ms=f"{self.e.decision.latency_ms:.2f}")]
 
+    def section_validation(self) -> list[str] | None:
+        """How often the deployed model was right in export's test (the probabilities are no measure of that)."""
+        v = getattr(self.e.model, "validation", None)
+        if v is None:
+            return None
+        return [self.fill("validation", correct=str(v.correct), rows=str(v.rows), accuracy=_percent(v.accuracy))]
+
+    def section_disclaimer(self) -> list[str]:
+        return [self.fill("disclaimer")]
+
     def section_probabilities(self) -> list[str]:
         d = self.e.decision
         return [
@@ -934,6 +956,7 @@ class _View:
                 return [self.fill("already_favourable")]
             return []
         target = {"target": self.named(cfs.target), "target_outcome": self.outcome(cfs.target_class)}
+        threshold = threshold_of(cfs.target, tuple(self.e.decision.classes))
         if cfs.met:             # nothing needs to change
             if self.s.favourable_only and favourable is not None:
                 # the target is met (a threshold, say) but the result may still be the unfavourable one: this
@@ -953,6 +976,10 @@ class _View:
             binding = self.join(names, word="word_and" if cfs.binding_together else "word_or")
             if cfs.binding_together and len(names) > 1:
                 binding += f" {self.word('word_together')}"
+            if threshold is not None and self.has("no_counterfactual_threshold"):
+                # "a lower chance of higher progression" was sought, not another result
+                return [self.fill("no_counterfactual_threshold", reason=reason, binding=binding, **target,
+                                  **self._threshold(threshold, self.e.decision.probabilities))]
             return [self.fill("no_counterfactual", reason=reason, binding=binding, **target)]
         items = list(cfs.items)
         if self.s.actionable_only:
@@ -961,7 +988,7 @@ class _View:
                 return [self.fill("no_actionable", **target)]
         lines = []
         for index, cf in enumerate(items[: self.s.counterfactuals], start=1):
-            lines.extend(self._counterfactual(index, cf, target, threshold_of(cfs.target, tuple(self.e.decision.classes))))
+            lines.extend(self._counterfactual(index, cf, target, threshold))
         if len(items) > self.s.counterfactuals and self.has("counterfactual_more"):
             lines.append(self.fill("counterfactual_more", shown=str(self.s.counterfactuals), total=str(len(items))))
         if not cfs.complete and self.has("counterfactual_incomplete"):
@@ -1005,25 +1032,38 @@ class _View:
         )
         key = "counterfactual"
         if threshold is not None and known and self.has("counterfactual_threshold"):
-            j, op, value = threshold
             key = "counterfactual_threshold"
-            values.update(
-                threshold_outcome=self.outcome(classes[j]),
-                threshold_probability=self.probability(cf.probabilities[j], apart_from=value),
-                threshold_percent=self.percent(cf.probabilities[j], value),
-                threshold_relation=self.word("word_below" if op.startswith("<") else "word_above"),
-                threshold_value=f"{value:g}", threshold_value_percent=f"{value * 100:g}%",
-            )
-        head = self.fill(key, **values)
+            values.update(self._threshold(threshold, cf.probabilities))
+        lines = [self.fill(key, **values)]
         if self.s.change_lines:
-            return [head, *(self.bullet(c) for c in changes)]
-        return [head]
+            lines.extend(self.bullet(c) for c in changes)
+        if len(changes) > 1 and self.has("counterfactual_together"):
+            # the answer was checked with all of its changes made at once, not one at a time
+            lines.append(self.fill("counterfactual_together", **values))
+        return lines
+
+    def _threshold(self, threshold: tuple[int, str, float], probabilities: Sequence[float]) -> dict[str, str]:
+        """A threshold target's placeholders: its class, relation and value, and where `probabilities` (an
+        answer's, or the decision's where none was found) put that class."""
+        j, op, value = threshold
+        return dict(
+            threshold_outcome=self.outcome(self.e.decision.classes[j]),
+            threshold_probability=self.probability(probabilities[j], apart_from=value),
+            threshold_percent=self.percent(probabilities[j], value),
+            threshold_relation=self.word("word_below" if op.startswith("<") else "word_above"),
+            threshold_value=f"{value:g}", threshold_value_percent=f"{value * 100:g}%",
+        )
 
     def section_bias(self) -> list[str] | None:
         b = self.e.bias
         if b is None:
             return None
         flipped = sorted({f.feature for f in b.flips if f.flipped}, key=self._order)
+        # the class changes or the probability moves past tolerance (explanations from before that field: the flips
+        # that do either at the bias check's default tolerance)
+        moved = {f.feature for f in b.flips if f.flipped or (b.depends and abs(f.delta) > TOLERANCE)}
+        depends_on = sorted(b.depends_on or moved, key=self._order)
+        shifted = [n for n in depends_on if n not in flipped]      # the probability moves past tolerance, not the class
         protected = sorted({f.feature for f in b.flips}, key=self._order)         # tested by a flip
         # declared protected but not tested: as the explanation says, or the schema (explanations before that field)
         untested = sorted({*b.untested, *self.schema.protected} - set(protected), key=self._order)
@@ -1036,8 +1076,8 @@ class _View:
             "protected": self.join([self.words_for(n) for n in protected]),
             "untested": self.join([self.words_for(n) for n in untested]),
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
-            # the class changes or the probability moves past tolerance (explanations from before this field: flips)
-            "depends_on": self.join([self.words_for(n) for n in sorted(b.depends_on or flipped, key=self._order)]),
+            "shifted": self.join([self.words_for(n) for n in shifted]),          # only the probability moves
+            "depends_on": self.join([self.words_for(n) for n in depends_on]),
             "max_delta": (change_text(max(deltas), digits=self.s.probability_digits) if deltas
                           else self.word("word_unknown")),
             # told apart from USED_SHARE, the note's rule: 24.6% without the note, not "25%"
@@ -1046,7 +1086,15 @@ class _View:
         }
         if not b.flips:        # protected features, none of them testable
             return [self.fill("bias_untested", **values)]
-        lines = [self.fill("bias_depends" if b.depends else "bias_ok", **values)]
+        if not b.depends:
+            lines = [self.fill("bias_ok", **values)]
+        elif shifted and self.has("bias_shifted"):
+            # no flip changes the class of these features, only its probability: said as such, apart from the
+            # features whose flips do change it (if any)
+            lines = [self.fill("bias_depends", **values)] if flipped else []
+            lines.append(self.fill("bias_shifted", **values))
+        else:
+            lines = [self.fill("bias_depends", **values)]
         if untested and self.has("bias_untested"):
             lines.append(self.fill("bias_untested", **values))
         if (not b.depends and b.attribution_share is not None and b.attribution_share >= USED_SHARE

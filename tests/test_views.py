@@ -195,7 +195,9 @@ def test_patient_text_is_plain_and_readable(schema, fk, p, depends):
     assert ("What could change the result:\nThe result would have been lower progression if:\n"
             "- your body weight for height (BMI) had been 28 kg/m² instead of 32 kg/m²\n"
             "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
-            "This is not advice: talk with your care team before changing anything.\n\n") in text
+            "That is with these 2 changes made together.\n\n") in text
+    assert text.endswith("\n\nThis is not a diagnosis or advice. Your care team will decide with you what to do.")
+    assert text.count("care team will decide") == 1 and "not advice" not in text
 
 
 def test_a_change_smaller_than_the_digits_shown_gets_more_digits(schema):
@@ -254,12 +256,41 @@ def test_a_value_on_a_features_step_reads_as_that_multiple(schema):
         "32.5 kg/m²", "27.5 kg/m²", "24 kg/m²", "30 kg/m²"]       # off the grid: the view's own digits
 
 
+SURE = ('name = "sure"\nextends = "patient"\n[view]\nchance = [[0.95, "almost certain"], [0.8, "very sure"], '
+        '[0.6, "fairly sure"], [0.0, "not very sure"]]\n[text]\n'
+        'headline = "The result is: {outcome}. The tool is {chance} about this ({percent})."\n')
+
+
 @pytest.mark.parametrize("p, words", [(0.7996, "very sure about this (80%)"), (0.9496, "almost certain about this (95%)"),
                                       (0.7949, "fairly sure about this (79%)")])
-def test_patient_chance_words_agree_with_the_percent_beside_them(schema, p, words):
-    """0.7996 read 'fairly sure (80%)' while the template says 80% is 'very sure'."""
-    text = views.render(_explanation(schema, p=p), schema, stakeholder="patient")
+def test_chance_words_agree_with_the_percent_beside_them(schema, tmp_path, p, words):
+    """0.7996 read 'fairly sure (80%)' while the template says 80% is 'very sure' (the patient's headline, when it
+    still told the model's probability)."""
+    (tmp_path / "sure.toml").write_text(SURE, encoding="utf-8")
+    views.register_stakeholder(tmp_path / "sure.toml")
+    text = views.render(_explanation(schema, p=p), schema, stakeholder="sure")
     assert text.startswith(f"The result is: higher progression. The tool is {words}.")
+
+
+DISCLAIMER = "This is not a diagnosis or advice. Your care team will decide with you what to do."
+VALIDATION = Validation(accuracy=0.6818181818181818, rows=110)      # the demo's diabetes bundle
+
+
+def test_the_patient_is_told_how_often_the_tool_was_right_in_testing_not_its_probability(schema):
+    """The patient read "The result is: lower progression. The tool is almost certain about this (over 99%).": the
+    model's probability, where the bundle records an accuracy of 68 % (75 of 110 held-out rows), and 76 % of the
+    demo's held-out rows told "over 99%" were right. Now the result, then how often the tool was right in testing
+    (or that this is not known), and at the end that it is not a diagnosis."""
+    expl = _explanation(schema, p=0.999996)
+    tested = dataclasses.replace(expl, model=dataclasses.replace(expl.model, validation=VALIDATION))
+    text = views.render(tested, schema, stakeholder="patient")
+    assert text.startswith("The result is: higher progression.\n\n"
+                           "In testing, the tool gave the right result in 75 of 110 cases (68%).\n\n")
+    assert text.endswith("\n\nThis is not a diagnosis or advice. Your care team will decide with you what to do.")
+    assert views.render(expl, schema, stakeholder="patient").startswith(
+        "The result is: higher progression.\n\nWe do not have test results that show how often the tool is right.\n\n")
+    for other in ("clinician", "auditor"):      # their texts tell no validation (the report does)
+        assert views.render(tested, schema, stakeholder=other) == views.render(expl, schema, stakeholder=other)
 
 
 def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
@@ -313,7 +344,7 @@ def test_a_breast_cancer_patient_is_not_told_to_change_a_biopsy_measurement(bc_s
 
 def test_patient_hears_a_counterfactual_as_what_the_model_would_have_said_not_as_advice(schema, tmp_path):
     """ "Lower your blood fats (triglycerides) from 5 to 3.5" read as an instruction, without a caveat, for an answer
-    just past the boundary: now what the result would have been, and once that it is not advice."""
+    just past the boundary: now what the result would have been, and once, at the end, that it is not advice."""
     two = _explanation(schema, cf_changes=((("bmi", 26.0),), (("s6", 150.0),)))
     patient = views.render(two, schema, stakeholder="patient")
     assert not re.search(r"\b(Raise|Lower|Change)\b", patient)
@@ -323,14 +354,14 @@ def test_patient_hears_a_counterfactual_as_what_the_model_would_have_said_not_as
     assert ("The result would have been lower progression if:\n"
             "- your body weight for height (BMI) had been 26 kg/m² instead of 32 kg/m²\n"
             "The result would have been lower progression if:\n"
-            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
-            "This is not advice: talk with your care team before changing anything.\n\n"
+            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n\n"
             ) in views.render(two, schema, stakeholder="two")
-    # a file that rewords the counterfactual (another language, say) does not get the English note beside it
+    # a file that rewords the counterfactual (another language, say) does not get the English line beside it
     path = tmp_path / "other.toml"
     path.write_text('name = "other"\nextends = "patient"\n[text]\ncounterfactual = "Autre résultat : {cf_outcome}."\n')
     views.register_stakeholder(path)
-    assert "advice" not in views.render(two, schema, stakeholder="other")
+    assert "made together" not in views.render(_explanation(schema), schema, stakeholder="other")
+    assert "made together" in views.render(_explanation(schema), schema, stakeholder="patient")
 
 
 def test_a_lay_name_that_starts_with_your_is_not_doubled(schema):
@@ -345,14 +376,14 @@ def test_a_lay_name_that_starts_with_your_is_not_doubled(schema):
     patient = views.render(expl, yours, stakeholder="patient")
     assert "- Your weight for height made this result more likely." in patient
     assert "- your blood sugar had been 150 mg/dL instead of 187 mg/dL" in patient
-    assert "We checked: your sex may have changed this result." in patient
+    assert "We checked: if your sex had been different, the tool could have given a different result." in patient
     assert not re.search(r"\byour your\b", patient, re.IGNORECASE)
 
 
 def test_patient_when_only_protected_changes_would_flip_the_result(schema, fk):
     expl = _explanation(schema, cf_changes=((("sex", 1.0),),))
     text = views.render(expl, schema, stakeholder="patient")
-    assert "We did not find a change you can make that would give a different result." in text
+    assert "What could change the result:\nThe changes we found are not ones you can make.\n\n" in text
     section = text.split("What could change the result:")[1].split("\n\n")[0]
     assert "sex" not in section and "age" not in section
     assert fk(text) <= 8
@@ -434,7 +465,9 @@ def test_missing_parts_render_without_error(schema, stakeholder):
         assert "Counterfactual: not computed." in text
         assert "Bias check: not computed." in text
     if stakeholder == "patient":
-        assert text == "The result is: higher progression. The tool is very sure about this (81%)."
+        assert text == ("The result is: higher progression.\n\n"
+                        "We do not have test results that show how often the tool is right.\n\n"
+                        "This is not a diagnosis or advice. Your care team will decide with you what to do.")
 
 
 def test_patient_is_never_shown_the_way_to_a_worse_outcome(schema):
@@ -446,7 +479,8 @@ def test_patient_is_never_shown_the_way_to_a_worse_outcome(schema):
                               target_class="higher progression", items=worse)
     expl = dataclasses.replace(expl, counterfactuals=cfs)
     patient = views.render(expl, schema, stakeholder="patient")
-    assert "This is the result we hoped for." in patient
+    assert ("What could change the result:\nYou already have the result we hoped for, so there is no change to show."
+            "\n\n") in patient
     assert "Raise" not in patient and "36" not in patient
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert "1. body mass index 32.1 kg/m² → 36 kg/m² → higher progression" in clinician
@@ -465,15 +499,32 @@ def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_
 
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
     """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
-    attribute the decision depends on (it read 'your none' when only class flips were named)."""
+    attribute the decision depends on (it read 'your none' when only class flips were named). The patient read
+    "your sex may have changed this result" (19 of the demo's 110 held-out rows) beside the clinician's "flips the
+    class: none": now that the result would have been the same, and only how sure the tool is would have changed."""
     expl = _explanation(schema)
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.61, -0.2, False),)
     bias = BiasExplanation(flips, (), 0.2, True, "the decision depends on sex: the probability of 'higher "
                            "progression' changes by -0.20 if sex were sex 1", depends_on=("sex",))
     expl = dataclasses.replace(expl, bias=bias)
     patient = views.render(expl, schema, stakeholder="patient")
-    assert "We checked: your sex may have changed this result. Please talk about this with your care team." in patient
+    assert patient.endswith(
+        "\n\nWe checked: if your sex had been different, the result would have been the same; only how sure the tool "
+        "is would have changed.\nWe could not check your age.\n\n" + DISCLAIMER)
     assert fk(patient) <= 8
+    # a record from before `depends_on`: the flip past the bias check's tolerance names it all the same
+    old = dataclasses.replace(expl, bias=dataclasses.replace(bias, depends_on=()))
+    assert views.render(old, schema, stakeholder="patient") == patient
+    assert "(depends on sex (source coding 1/2); flips the class: none;" in views.render(
+        old, schema, stakeholder="clinician")
+    # age flips the class, sex only moves the probability: each said as found
+    both = dataclasses.replace(bias, flips=(*flips, FlipTest("age", 59.0, 30.0, (), "lower progression", 0.4, -0.41,
+                                                             True)), depends_on=("age", "sex"))
+    assert views.render(dataclasses.replace(expl, bias=both), schema, stakeholder="patient").endswith(
+        "\n\nWe checked: if your age had been different, the tool could have given a different result. Please talk "
+        "about this with your care team.\nWe checked: if your sex had been different, the result would have been the "
+        "same; only how sure the tool is would have changed.\n\nThis is not a diagnosis or advice. Your care team "
+        "will decide with you what to do.")
     assert "(depends on sex (source coding 1/2); flips the class: none;" in views.render(
         expl, schema, stakeholder="clinician")
     assert "Depends on: sex (source coding 1/2). Flips on: none." in views.render(expl, schema, stakeholder="auditor")
@@ -490,7 +541,11 @@ def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
     assert "No flip moves" not in views.render(expl, schema, stakeholder="clinician")     # a share of 4 %
     assert ("No flip moves this decision, yet 54% of its attribution falls on protected features and their "
             "proxies: the model uses them." in views.render(used, schema, stakeholder="auditor"))
-    assert "No flip moves" not in views.render(used, schema, stakeholder="patient")
+    # the patient read "your age or sex did not change this result", as if they played no part
+    assert ("\n\nWe checked: if your age or sex had been different, the tool would have given the same result.\n"
+            "Even so, the tool does lean on your age or sex, or on things that go with it.\n\n") in views.render(
+                used, schema, stakeholder="patient")
+    assert "Even so" not in views.render(expl, schema, stakeholder="patient")
 
 
 @pytest.mark.parametrize("share, shown, note", [(0.24607172587740855, "24.6%", False), (0.25, "25%", True),
@@ -532,7 +587,7 @@ def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
         bias = BiasExplanation((), (), 0.0, False, verdict, untested=untested)
         expl = dataclasses.replace(_explanation(schema), bias=bias)
         patient = views.render(expl, schema, stakeholder="patient")
-        assert patient.endswith("\n\nWe could not check your age or sex.")
+        assert patient.endswith("\n\nWe could not check your age or sex.\n\n" + DISCLAIMER)
         assert f"Bias check:\n{verdict}." in views.render(expl, schema, stakeholder="clinician")
         assert f"Verdict:\n{verdict}." in views.render(expl, schema, stakeholder="auditor")
     # one feature tested, the other not: said beside the tested one, as before
@@ -541,7 +596,8 @@ def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
                            "of it; the decision does not depend on sex (largest change in probability 0.01)",
                            untested=("age",))
     patient = views.render(dataclasses.replace(_explanation(schema), bias=bias), schema, stakeholder="patient")
-    assert patient.endswith("\n\nWe checked: your sex did not change this result.\nWe could not check your age.")
+    assert patient.endswith("\n\nWe checked: if your sex had been different, the tool would have given the same "
+                            "result.\nWe could not check your age.\n\n" + DISCLAIMER)
 
 
 # The diabetes demo bundle's record (`edgeinfer demo`): its int8 model agreed with the float model on 109 of 110
@@ -711,8 +767,8 @@ def test_unknown_placeholder_names_file_and_key(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     ('[view]\nsections = ["headline", "summary"]\n[text]\nheadline = "x"\n',
-     "[view] sections: unknown section 'summary'; known: headline, probabilities, drivers, counterfactual, bias, "
-     "flips, proxies, share, provenance, fidelity, timings"),
+     "[view] sections: unknown section 'summary'; known: headline, validation, probabilities, drivers, "
+     "counterfactual, bias, flips, proxies, share, provenance, fidelity, timings, disclaimer"),
     ('[view]\nsections = ["drivers"]\n', "section 'drivers' needs the [text] piece 'driver'"),
     ('[view]\ndrivers = "three"\n', "[view] drivers must be a whole number >= 0, got 'three'"),
     ('[view]\nwording = "simple"\n', "[view] wording must be one of lay, clinical, name, got 'simple'"),
@@ -812,7 +868,7 @@ def test_outcome_words_for_a_class_the_model_lacks_are_refused(tmp_path, schema,
     path.write_text('extends = "patient"\n[outcomes]\n"higher progression" = "a faster change"\n')
     views.register_stakeholder(path)
     assert (views.render(_explanation(schema), schema, stakeholder="pace").splitlines()[0]
-            == "The result is: a faster change. The tool is very sure about this (81%).")
+            == "The result is: a faster change.")
 
 
 PACE = '[outcomes]\n"higher progression" = "a faster change"\n"lower progression" = "a slower change"\n'
@@ -927,15 +983,16 @@ def test_a_file_that_rewords_the_change_lines_rewords_the_line_they_complete(tmp
     assert ("What could change the result:\nFor lower progression, the tool would have wanted you to:\n"
             "- Lower your body weight for height (BMI) by 6.1 kg/m²\n\n") in views.render(expl, schema,
                                                                                           stakeholder="coach")
-    # the patient's line copied: the file says its change reads well under it, and keeps the patient's note (a
-    # line restated as the base has it is no rewording)
+    # the patient's line copied: the file says its change reads well under it, and keeps the patient's line after
+    # an answer of two changes (a line restated as the base has it is no rewording)
     path.write_text('extends = "patient"\n[text]\nchange = "your {feature} had been {to_value}, not {from_value}"\n'
                     'counterfactual = "The result would have been {cf_outcome} if:"\n')
     views.register_stakeholder(path)
     assert ("The result would have been lower progression if:\n"
-            "- your body weight for height (BMI) had been 26 kg/m², not 32 kg/m²\n"
-            "This is not advice: talk with your care team before changing anything.\n\n") in views.render(
-                expl, schema, stakeholder="coach")
+            "- your body weight for height (BMI) had been 28 kg/m², not 32 kg/m²\n"
+            "- your blood sugar had been 150 mg/dL, not 187 mg/dL\n"
+            "That is with these 2 changes made together.\n\n") in views.render(
+                _explanation(schema), schema, stakeholder="coach")
 
 
 # ----- the recruitment example: a new pair of stakeholders, from files only -------------
@@ -1044,14 +1101,20 @@ def test_recruitment_applicant_never_told_to_change_gender(hiring):
 def test_a_session_explanation_carries_the_bundles_validation_and_reads_records_without_it(diabetes_session,
                                                                                            diabetes, schema):
     """The fixture's bundle was exported with the held-out labels: the explanation carries the manifest's accuracy
-    and row count, and a JSON line from before `model.validation` still reads."""
+    and row count, the patient is told them as counts, and a JSON line from before `model.validation` still reads
+    (the patient then hears that how often the tool is right is not known)."""
     record = diabetes_session.bundle.manifest["validation"]
     expl = diabetes_session.explain(diabetes.X_test[0], stakeholder="patient")
     assert expl.model.validation == Validation(accuracy=record["accuracy"], rows=110)
+    right = round(record["accuracy"] * 110)
+    assert expl.text.startswith(f"The result is: {expl.decision.class_name}.\n\nIn testing, the tool gave the right "
+                                f"result in {right} of 110 cases ({round(record['accuracy'] * 100)}%).\n\n")
     data = expl.to_dict()
     del data["model"]["validation"]
     old = Explanation.from_dict(data)
     assert old.model.validation is None and old.model == dataclasses.replace(expl.model, validation=None)
+    assert "\n\nWe do not have test results that show how often the tool is right.\n\n" in views.render(
+        old, schema, stakeholder="patient")
 
 
 @pytest.mark.parametrize("record", [None, "75 of 110", {}, {"accuracy": 0.68}, {"accuracy": "high", "rows": 110},
@@ -1172,9 +1235,27 @@ def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_g
             "< 0.9; decision higher progression (p = 0.89996); 1 change(s)") in clinician
     patient = views.render(expl, schema, stakeholder="patient")
     assert ("The chance of higher progression would have been below 90% if:\n"
-            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
-            "This is not advice: talk with your care team before changing anything.") in patient
+            "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n\n") in patient
     assert "get the result" not in patient
+
+
+def test_a_threshold_target_without_an_answer_is_not_told_as_no_other_result(schema):
+    """desired "p(higher progression) < 0.3" for a row decided lower progression at 54%, and no answer: the patient
+    read "We did not find a small change that would give a different result", where a lower chance of the same
+    result was sought. The clinician's line names the target already."""
+    expl = _with_counterfactuals(_explanation(schema, p=0.46), target="p(higher progression) < 0.3",
+                                 target_class="lower progression", items=(), found=False,
+                                 reason="the search found no counterfactual within the constraints that reaches "
+                                        "p(higher progression) < 0.3", binding=("s6",))
+    assert ("What could change the result:\nWe did not find a small change that would bring the chance of higher "
+            "progression below 30%.\n\n") in views.render(expl, schema, stakeholder="patient")
+    assert ("No counterfactual for p(higher progression) < 0.3: the search found no counterfactual within the "
+            "constraints that reaches p(higher progression) < 0.3 (binding: blood glucose).") in views.render(
+                expl, schema, stakeholder="clinician")
+    # the patient's other lines for no answer name no other result: true of a threshold target too
+    late = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, complete=False))
+    assert ("What could change the result:\nWe ran out of time before we found a change to show you.\n\n"
+            in views.render(late, schema, stakeholder="patient"))
 
 
 def test_a_met_target_and_a_spent_time_budget_are_not_told_as_no_change_existing(schema):
@@ -1182,14 +1263,14 @@ def test_a_met_target_and_a_spent_time_budget_are_not_told_as_no_change_existing
                                 reason="the decision already meets class 'lower progression'; nothing needs to change")
     assert ("No change needed: the decision already meets class 'lower progression'."
             in views.render(met, schema, stakeholder="clinician"))
-    assert "This is the result we hoped for." in views.render(met, schema, stakeholder="patient")
+    assert "You already have the result we hoped for" in views.render(met, schema, stakeholder="patient")
     late = _with_counterfactuals(_explanation(schema, p=0.8), items=(), found=False, complete=False,
                                  reason="the time budget of 0.1 ms ran out before a counterfactual reaching class "
                                         "'lower progression' was found")
     assert ("No counterfactual for class 'lower progression' yet: the time budget of 0.1 ms ran out"
             in views.render(late, schema, stakeholder="clinician"))
     patient = views.render(late, schema, stakeholder="patient")
-    assert "We ran out of time looking for a change that would give a different result." in patient
+    assert "What could change the result:\nWe ran out of time before we found a change to show you.\n\n" in patient
     assert "did not find" not in patient
 
 
@@ -1203,7 +1284,7 @@ def test_a_met_threshold_is_not_told_to_the_patient_as_nothing_to_change_for_an_
     patient = views.render(met, schema, stakeholder="patient")
     assert "Nothing needs to change" not in patient and "hoped for" not in patient
     assert "What could change the result:" not in patient
-    assert patient.startswith("The result is: higher progression. The tool is fairly sure about this (67%).")
+    assert patient.startswith("The result is: higher progression.\n\n")
     assert ("No change needed: the decision already meets p(higher progression) < 0.7."
             in views.render(met, schema, stakeholder="clinician"))
 
@@ -1215,7 +1296,8 @@ def test_the_patient_is_told_only_of_the_protected_features_a_flip_tested(schema
     flips = tuple(f for f in expl.bias.flips if f.feature == "sex")
     expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=flips))
     patient = views.render(expl, schema, stakeholder="patient")
-    assert "We checked: your sex did not change this result.\nWe could not check your age." in patient
+    assert ("We checked: if your sex had been different, the tool would have given the same result.\n"
+            "We could not check your age.") in patient
 
 
 def test_numbers_near_a_boundary_or_near_zero_keep_the_digits_that_tell_them_apart(schema):
@@ -1231,7 +1313,7 @@ def test_numbers_near_a_boundary_or_near_zero_keep_the_digits_that_tell_them_apa
     assert "+0.000" not in clinician
 
 
-def test_a_decision_just_past_its_boundary_keeps_the_digits_that_tell_it_apart(schema):
+def test_a_decision_just_past_its_boundary_keeps_the_digits_that_tell_it_apart(schema, tmp_path):
     """A row at p = 0.50033 / 0.49967 (a counterfactual's own values, explained): neither the headline nor the
     class probabilities may read 0.500, the boundary itself."""
     expl = _explanation(schema, p=0.49967)
@@ -1241,8 +1323,10 @@ def test_a_decision_just_past_its_boundary_keeps_the_digits_that_tell_it_apart(s
     assert "- p(lower progression) = 0.5003\n- p(higher progression) = 0.4997" in clinician
     auditor = views.render(expl, schema, stakeholder="auditor")
     assert "Decision: lower progression (p = 0.5003)." in auditor
-    # the patient's {percent} stays a simple whole percent; the words carry the doubt
-    assert views.render(expl, schema, stakeholder="patient").startswith(
+    # a lay {percent} stays a simple whole percent; the words carry the doubt
+    (tmp_path / "sure.toml").write_text(SURE, encoding="utf-8")
+    views.register_stakeholder(tmp_path / "sure.toml")
+    assert views.render(expl, schema, stakeholder="sure").startswith(
         "The result is: lower progression. The tool is not very sure about this (50%).")
 
 
@@ -1307,14 +1391,17 @@ def test_the_clinician_reads_tiny_and_near_certain_probabilities_by_the_clinical
                                                               stakeholder="clinician")
 
 
-def test_the_patient_is_not_told_100_percent_when_the_other_outcome_is_not_impossible(schema):
-    """An exact 1.0 beside 4.2e-25 read "almost certain about this (100%)", where 0.999996 reads "over 99%"."""
+def test_a_lay_percent_is_not_100_when_the_other_outcome_is_not_impossible(schema, tmp_path):
+    """An exact 1.0 beside 4.2e-25 read "almost certain about this (100%)" (the patient's headline, when it told
+    the model's probability), where 0.999996 reads "over 99%"."""
+    (tmp_path / "sure.toml").write_text(SURE, encoding="utf-8")
+    views.register_stakeholder(tmp_path / "sure.toml")
     bare = dataclasses.replace(_saturated(schema), counterfactuals=None, bias=None, attributions=None)
-    assert views.render(bare, schema, stakeholder="patient") == (
-        "The result is: higher progression. The tool is almost certain about this (over 99%).")
+    assert views.render(bare, schema, stakeholder="sure").startswith(
+        "The result is: higher progression. The tool is almost certain about this (over 99%).\n\n")
     low = dataclasses.replace(bare, decision=Decision(0, schema.classes[0], (1.0, 0.0), schema.classes, 0.41))
-    assert views.render(low, schema, stakeholder="patient") == (
-        "The result is: lower progression. The tool is almost certain about this (over 99%).")
+    assert views.render(low, schema, stakeholder="sure").startswith(
+        "The result is: lower progression. The tool is almost certain about this (over 99%).\n\n")
 
 
 def test_a_small_fidelity_difference_reads_within_the_clinicians_limits(schema):
