@@ -949,7 +949,10 @@ class _View:
         if cfs is None:
             return None
         favourable = self.schema.favourable
-        if self.s.favourable_only and favourable is not None and cfs.target_class != favourable:
+        if self.s.favourable_only and favourable is None:
+            # no outcome is the good one (an activity, say): none is this reader's to reach
+            return []
+        if self.s.favourable_only and cfs.target_class != favourable:
             # Never tell this reader how to reach an outcome other than the good one; say their decision is
             # the good one only when it is (a caller may have asked for another target).
             if self.e.decision.class_name == favourable and self.has("already_favourable"):

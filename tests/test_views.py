@@ -486,6 +486,26 @@ def test_patient_is_never_shown_the_way_to_a_worse_outcome(schema):
     assert "1. body mass index 32.1 kg/m² → 36 kg/m² → higher progression" in clinician
 
 
+def test_a_model_without_a_favourable_outcome_gives_the_patient_no_counterfactual(schema):
+    """The activity bundle names no favourable class: the patient read "The result would have been Badminton if:
+    your dominant rhythm of wrist acceleration (y) had been 2 Hz instead of 0.5 Hz …" and "This is not advice: talk
+    with your care team before changing anything.", a way to an outcome nobody hoped for. With favourable_only and
+    no favourable class, no counterfactual is this reader's; the clinician still reads it."""
+    neutral = FeatureSchema(schema.features, schema.classes, name=schema.name)
+    assert neutral.favourable is None
+    expl = _explanation(neutral)
+    assert views.render(expl, neutral, stakeholder="patient") == (
+        "The result is: higher progression.\n\n"
+        "We do not have test results that show how often the tool is right.\n\n"
+        "What mattered most:\n"
+        "- Your body weight for height (BMI) made this result more likely.\n"
+        "- Your blood fats (triglycerides) made this result more likely.\n\n"
+        "We checked: if your age or sex had been different, the tool would have given the same result.\n\n"
+        + DISCLAIMER)
+    assert "1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression" in (
+        views.render(expl, neutral, stakeholder="clinician"))
+
+
 def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_one(schema):
     # The caller asked for a stronger unfavourable outcome (e.g. desired="p(higher progression) > 0.95").
     expl = _explanation(schema, p=0.8, cf_changes=((("bmi", 36.0),),))
