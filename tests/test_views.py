@@ -312,7 +312,7 @@ def test_patient_never_hears_a_change_to_a_feature_no_one_can_act_on(schema):
     expl = _explanation(fixed, cf_changes=((("bmi", 26.0),),))
     patient = views.render(expl, fixed, stakeholder="patient")
     assert patient.split("What could change the result:\n")[1].split("\n\n")[0] == (
-        "We did not find a change you can make that would give a different result.")
+        "The changes we found are not ones you can make.")
     assert "1. body mass index 32.1 kg/m² → 26 kg/m² → lower progression" in views.render(
         expl, fixed, stakeholder="clinician")
 
@@ -335,7 +335,7 @@ def test_a_breast_cancer_patient_is_not_told_to_change_a_biopsy_measurement(bc_s
     for i in (50, 133, 79):
         patient = bc_session.explain(breast_cancer.X_test[i], stakeholder="patient").text
         assert patient.split("What could change the result:\n")[1].split("\n\n")[0] == (
-            "We did not find a change you can make that would give a different result.")
+            "The changes we found are not ones you can make.")
         assert "had been" not in patient
         clinician = bc_session.explain(breast_cancer.X_test[i], stakeholder="clinician").text
         found = clinician.split("Counterfactuals (smallest changes that reach the target):\n")[1].split("\n")[0]
@@ -499,7 +499,7 @@ def test_a_model_without_a_favourable_outcome_gives_the_patient_no_counterfactua
         "We do not have test results that show how often the tool is right.\n\n"
         "What mattered most:\n"
         "- Your body weight for height (BMI) made this result more likely.\n"
-        "- Your blood fats (triglycerides) made this result more likely.\n\n"
+        "- Your blood fats (triglycerides, log scale) made this result more likely.\n\n"
         "We checked: if your age or sex had been different, the tool would have given the same result.\n\n"
         + DISCLAIMER)
     assert "1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression" in (
