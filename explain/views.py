@@ -123,7 +123,7 @@ _VARIANTS = {
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
                        "counterfactual_together"),
     "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_in_time", "target_met"),
-    "bias_ok": ("bias_untested", "bias_used"),
+    "bias_ok": ("bias_untested",),     # not bias_used: a reworded bias_ok kept the clinician's caution before it
     "bias_depends": ("bias_shifted",),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_error", "fidelity_edges",
                       "fidelity_parity"),
@@ -249,8 +249,11 @@ def load_templates(path: str | Path) -> Templates:
         for table in ("view", "text", "outcomes"):
             merged[table] = {**merged.get(table, {}), **raw.get(table, {})}
         mine = raw.get("text", {})
+        # only where the change lines complete the heading (`change_lines`: the patient's); the clinician's
+        # counterfactual line holds its changes inline, and any wording of them reads there
+        completes = merged.get("view", {}).get("change_lines", False)
         for piece, line in _READ_WITH.items():
-            if piece in mine and line not in mine and line in base.text:
+            if completes and piece in mine and line not in mine and line in base.text:
                 raise ExplainError(
                     f"{where}: [text] {piece} is reworded but not {line}, the line it is read with: "
                     f"{base.name}'s {line} (\"{base.text[line]}\") was written to go with its {piece} "
@@ -1236,11 +1239,16 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
 
 
 def _same_decimals(texts: tuple[str, ...], values: tuple[float, ...]) -> tuple[str, ...]:
-    """Numbers shown side by side: one rounded to fewer decimals than another gets zeros up to as many (5.04 and
-    5.43 shown "5" and "5.4" read "5.0" and "5.4"); an exact one reads as it is (36 beside 32.1)."""
+    """Numbers shown side by side: one rounded to fewer decimals than another gets zeros up to as many where those
+    are its real digits (5.04 and 5.43 shown "5" and "5.4" read "5.0" and "5.4"); an exact one reads as it is (36
+    beside 32.1), and so does one whose next digit is not a zero (21.31 beside 5.46 stays "21.3", never "21.30")."""
     decimals = max(len(t.partition(".")[2]) for t in texts)
-    return tuple(t if not decimals or float(t) == v else (t if "." in t else t + ".")
-                 + "0" * (decimals - len(t.partition(".")[2])) for t, v in zip(texts, values))
+    shown = []
+    for t, v in zip(texts, values):
+        padded = (t if "." in t else t + ".") + "0" * (decimals - len(t.partition(".")[2]))
+        exact = not decimals or float(t) == v
+        shown.append(padded if not exact and padded == f"{v:.{decimals}f}" else t)
+    return tuple(shown)
 
 
 def _on_grid(value: float, step: float) -> bool:

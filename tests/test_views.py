@@ -1539,3 +1539,34 @@ def test_every_row_of_a_call_has_the_same_timings_rendering_included(diabetes_se
     assert [json.loads(e.text)["timings"] for e in engineer] == [e.timings for e in engineer]
     ops = diabetes_session.explain(X[0], stakeholder="ops")
     assert ops.text.splitlines() == [f"- {k[:-3]}: {v:.2f} ms" for k, v in ops.timings.items() if k.endswith("_ms")]
+
+
+def test_files_written_for_the_views_before_these_pieces_read_as_they_did(schema, tmp_path):
+    """Three custom files that read well before the patient's validation and bias lines and the change/heading rule:
+    a clinician rewording only `change` (its counterfactual line holds the changes inline) loads; a clinician
+    rewording `bias_ok` keeps the base's caution that the model leans on protected features; a patient keeping
+    "The tool is {chance} about this" reads the patient's words for it, not "very likely"."""
+    expl = _explanation(schema)
+    used = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=0.54))
+    path = tmp_path / "ward.toml"
+    path.write_text('extends = "clinician"\n[text]\nchange = "{feature}: {from_value} -> {to_value}"\n'
+                    'bias_ok = "No protected flip moves this decision: {verdict}."\n')
+    views.register_stakeholder(path)
+    text = views.render(used, schema, stakeholder="ward")
+    assert "1. body mass index: 32.1 kg/m² -> 27.5 kg/m²; blood glucose: 187 mg/dL -> 150 mg/dL" in text
+    assert "No flip moves this decision, yet protected features and their proxies carry 54%" in text
+    path = tmp_path / "kiosk.toml"
+    path.write_text('extends = "patient"\n[text]\nheadline = "Result: {outcome}. The tool is {chance} about this '
+                    '({percent})."\n')
+    views.register_stakeholder(path)
+    assert views.render(expl, schema, stakeholder="kiosk").startswith(
+        "Result: higher progression. The tool is very sure about this (81%).")
+
+
+def test_a_rounded_value_beside_a_longer_one_gets_zeros_only_where_they_are_its_digits():
+    """5.04 beside 5.43 reads "5.0" beside "5.4"; 21.31 beside 5.46 read "21.30" (a digit it does not have): it
+    stays "21.3"."""
+    assert views._same_decimals(("5", "5.4"), (5.04, 5.43)) == ("5.0", "5.4")
+    assert views._same_decimals(("21.3", "5.46"), (21.31, 5.46)) == ("21.3", "5.46")
+    assert views._same_decimals(("0.192", "1.09"), (0.1922, 1.0854675)) == ("0.192", "1.09")
+    assert views._same_decimals(("36", "32.1"), (36.0, 32.1)) == ("36", "32.1")
