@@ -23,7 +23,7 @@ from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 
 FORMAT = "edgeinfer-bundle"
-FORMAT_VERSION = 3            # written from now on; 2: a feature may carry `step`; 3: and `actionable`
+FORMAT_VERSION = 3            # the newest written; 2: a feature may carry `step`; 3: and `actionable`
 OLDEST_READ_VERSION = 1       # read as well (versions 1 and 2 are read exactly as version 3)
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -194,6 +194,12 @@ def write_bundle(
                           f"{f' ({err.filename})' if err.filename else ''}") from err
 
 
+def written_version(schema: FeatureSchema) -> int:
+    """The oldest format version that holds the schema: 3 where a feature sets `actionable`, else 2, so that a
+    device running an edgeinfer from before the flag still loads a bundle that does not use it."""
+    return 3 if any(f.actionable is not None for f in schema.features) else 2
+
+
 def _write(out: Path, model_bytes, schema, profile, reference, precision, record) -> "Bundle":
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh sibling made by mkdir, so the bundle gets the umask's mode (mkdtemp's would be owner-only 0700)
@@ -204,7 +210,7 @@ def _write(out: Path, model_bytes, schema, profile, reference, precision, record
         reference.save(tmp / REFERENCE_FILE)
         manifest: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": written_version(schema),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "schema": schema.to_dict(),
             "device": profile.to_dict(),

@@ -102,6 +102,13 @@ def test_a_version_1_bundle_is_still_read(bundle_copy):
     assert ei.load(bundle_copy).predict(ei.read_bundle(bundle_copy).reference.X[0]).label in (0, 1)
 
 
+def test_a_bundle_is_written_in_the_oldest_format_version_that_holds_it(bc_bundle, diabetes_bundle):
+    """Version 3 only where a feature sets `actionable` (breast cancer's image measurements); the diabetes schema sets
+    none, so its bundle stays version 2 and an edgeinfer from before the flag still loads it."""
+    versions = [json.loads((b / "manifest.json").read_text())["format_version"] for b in (bc_bundle, diabetes_bundle)]
+    assert versions == [3, 2]
+
+
 def test_the_manifest_keeps_which_features_a_person_can_act_on(bc_bundle):
     """The breast-cancer image measurements: varied by counterfactuals (mutable), no one's to act on."""
     features = json.loads((bc_bundle / "manifest.json").read_text())["schema"]["features"]
