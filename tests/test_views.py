@@ -774,12 +774,18 @@ def test_unknown_stakeholder_names_the_available_ones_and_how_to_add_one(schema)
     )
 
 
+def _refusal(path, body: str, load=views.load_templates) -> str:
+    """Write a template file and return the ExplainError that loading (or registering) it raises."""
+    path.write_text(body)
+    with pytest.raises(ExplainError) as err:
+        load(path)
+    return str(err.value)
+
+
 def test_unknown_placeholder_names_file_and_key(tmp_path):
     path = tmp_path / "nurse.toml"
-    path.write_text('[view]\nsections = ["headline"]\n[text]\nheadline = "Result: {outcome} for {patient_name}."\n')
-    with pytest.raises(ExplainError) as err:
-        views.load_templates(path)
-    assert str(err.value) == (
+    body = '[view]\nsections = ["headline"]\n[text]\nheadline = "Result: {outcome} for {patient_name}."\n'
+    assert _refusal(path, body) == (
         f"template file {path}: [text] headline uses unknown placeholder {{patient_name}}; available in headline: "
         "{chance}, {latency_ms}, {model}, {outcome}, {percent}, {probability}"
     )
@@ -807,11 +813,9 @@ def test_unknown_placeholder_names_file_and_key(tmp_path):
 ])
 def test_bad_template_files_are_refused_with_the_file_named(tmp_path, body, message):
     path = tmp_path / "bad.toml"
-    path.write_text(body)
-    with pytest.raises(ExplainError) as err:
-        views.load_templates(path)
-    assert str(err.value).startswith(f"template file {path}: ")
-    assert message in str(err.value)
+    refusal = _refusal(path, body)
+    assert refusal.startswith(f"template file {path}: ")
+    assert message in refusal
 
 
 def test_unreadable_or_invalid_toml_is_refused(tmp_path):
@@ -834,11 +838,8 @@ def test_a_template_file_may_not_take_a_built_in_stakeholders_name(tmp_path, fil
     """A copy of patient.toml kept `name = "patient"`: it replaced the built-in view for the whole process
     (the report's clinician view too) and its output still said "patient"."""
     path = tmp_path / file
-    path.write_text(body)
     taken = "patient" if file == "mine.toml" else "clinician"
-    with pytest.raises(ExplainError) as err:
-        views.register_stakeholder(path)
-    assert str(err.value) == (f"template file {path}: the name '{taken}' is a built-in stakeholder's; give yours its "
+    assert _refusal(path, body, views.register_stakeholder) == (f"template file {path}: the name '{taken}' is a built-in stakeholder's; give yours its "
                               f"own name (name = \"...\" in the file)")
     assert views.get_templates(taken).path.startswith(str(views.TEMPLATE_DIR))
 
@@ -989,10 +990,8 @@ def test_a_file_that_rewords_the_change_lines_rewords_the_line_they_complete(tmp
     heading is completed by its own change lines. Rewording one of the two without the other is refused."""
     expl = _explanation(schema, cf_changes=((("bmi", 26.0),),))
     path = tmp_path / "coach.toml"
-    path.write_text('extends = "patient"\n[text]\nchange = "{verb} your {feature} by {by}"\n')
-    with pytest.raises(ExplainError) as err:
-        views.register_stakeholder(path)
-    assert str(err.value) == (
+    body = 'extends = "patient"\n[text]\nchange = "{verb} your {feature} by {by}"\n'
+    assert _refusal(path, body, views.register_stakeholder) == (
         f"template file {path}: [text] change is reworded but not counterfactual, the line it is read with: "
         "patient's counterfactual (\"The result would have been {cf_outcome} if:\") was written to go with its "
         "change (\"your {feature} had been {to_value} instead of {from_value}\"); reword counterfactual to go with "
