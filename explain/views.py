@@ -741,10 +741,14 @@ class _View:
             text = self.t.text[key].format_map({**self.common, **values})
         except (KeyError, ValueError, IndexError) as err:
             raise ExplainError(f"template file {self.t.path}: [text] {key} cannot be filled: {err}") from err
+        # (each substitution only where its words occur: most pieces have neither, and a search is 20x cheaper)
         # "your {feature}" with a lay name that already says it ("your daily dose"): one "your", not two
-        text = _YOUR_YOUR.sub(r"\1", text)
+        if "your your" in text.lower():
+            text = _YOUR_YOUR.sub(r"\1", text)
         # a probability within the limits says its relation itself: "p < 0.001", not "p = < 0.001"
-        return _EQUALS_BOUND.sub(r" \1 ", text) if self.s.probability_limits else text
+        if self.s.probability_limits and (" = <" in text or " = >" in text):
+            text = _EQUALS_BOUND.sub(r" \1 ", text)
+        return text
 
     def word(self, key: str) -> str:
         return self.t.text[key]
