@@ -198,6 +198,16 @@ def test_threads_must_be_a_sensible_whole_number(bc_bundle):
                                   f"None for the profile's cores; got {threads!r}")
 
 
+def test_onnx_runtime_threads_sleep_between_runs(bc_bundle):
+    """Spinning intra-op threads held both cores after each run: two processes explaining 32-row batches at once
+    each took twice the CPU per row. Both of a Session's ONNX Runtime sessions let their threads sleep."""
+    backend = ei.load(bc_bundle, threads=2)._backend
+    assert backend._small is not backend._session
+    for ort_session in (backend._session, backend._small):
+        options = ort_session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_profile_provider_order_is_recorded():
     profile = ei.get_device("raspberry-pi-4")
     info = choose_provider(profile, ["CPUExecutionProvider"], fallback=False)
