@@ -90,9 +90,9 @@ class Session:
         them (float32). Ranges and categories are not: `predict` checks rows against the schema, refuses the
         bad ones alone and decides the rest."""
         if type(X) is np.ndarray and X.dtype in _FLOATS and X.ndim == 2 and X.shape[1] == len(self.schema) and X.size:
-            # One pass, and no BLAS call (a dot product was the pass before): on large batches it woke OpenBLAS's
-            # thread pool, whose spinning took the cores from ONNX Runtime (a 32-row Session.explain took 1.6x
-            # the time). A NaN makes the max NaN, which fails the test.
+            # One pass, and no BLAS call (a dot product was the pass before): on a large batch it woke OpenBLAS's
+            # thread pool, whose threads spin on after the call, taking a core from ONNX Runtime and from any
+            # other process explaining at once. A NaN makes the max NaN, which fails the test.
             if (np.isfinite(X).all() if X.dtype == np.float32 else np.abs(X).max() < _FLOAT32_MAX):
                 return self._backend.predict_proba(X)
         return self._backend.predict_proba(self._checked(X))
