@@ -5,8 +5,8 @@
 Per dataset: an MLP trained here, exported int8 for raspberry-pi-4, p50/p95 of
 `session.explain(row, stakeholder="clinician")` over test rows, and the per-stage split. Then, per row,
 the first --batch rows in one call (median of 5), and the same calls made by two processes at once, each
-with its own Session on the profile's threads, as serve's and the stream's explain workers run: what one
-process's leftover threads (a BLAS pool, ONNX Runtime's spinning) take from the other shows there.
+with its own Session on the profile's threads (two services on one device, say): what one process's
+leftover threads (a BLAS pool, ONNX Runtime's spinning) take from the other shows there.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ class OnnxBackend:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # The pool's threads sleep between runs instead of spinning: spinning held the cores after each run, so two
-        # processes explaining at once (serve's and the stream's workers) each took twice the CPU time per row.
+        # processes explaining at once, each on 2 threads, took twice the CPU time per row.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
