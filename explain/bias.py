@@ -31,15 +31,23 @@ continuous proxy, the median rounded for an integer one, the most frequent
 code for a categorical one; clipped to the schema range. A group with no
 reference rows has no typical values, so that alternative is tested alone only.
 
+Each joint flip has a *control* in the same call: the row with the same proxies
+moved to the same values and the protected feature kept. The proxies alone can
+change the decision; the control tells that apart from what the protected
+value does.
+
 A flip *flips* when the class decided for the flipped row differs from the
 class decided for the unflipped row in the same call (for a batch-independent
 model that is the row's decision). A decision *depends* on a protected feature
-when any flip flips, or changes the probability of the decided class (`labels`)
-by more than `tolerance`.
+when an alone flip flips, or changes the probability of the decided class
+(`labels`) by more than `tolerance`; or when a joint flip's class differs from
+its control's, or its probability from its control's by more than `tolerance`
+(only what the protected value adds beyond its proxies counts).
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,7 +114,8 @@ def explain_bias(
 
     plans = _plans(schema, model.reference, proxies)
     batch: list[np.ndarray] = [X]
-    specs: list[list[tuple[_Plan, float, tuple[str, ...], int]]] = [[] for _ in range(n)]
+    # per flip: its plan, value, the proxies it moved, their values, its row in the batch and its control's (-1: none)
+    specs: list[list[tuple[_Plan, float, tuple[str, ...], tuple[float, ...], int, int]]] = [[] for _ in range(n)]
     offset = n
     for i in range(n):
         for plan in plans:
@@ -117,17 +126,22 @@ def explain_bias(
                 row = X[i].copy()
                 row[plan.index] = value
                 batch.append(row)
-                specs[i].append((plan, float(value), (), offset))
+                specs[i].append((plan, float(value), (), (), offset, -1))
                 offset += 1
                 if plan.proxy_names and np.isfinite(plan.typical[g]).all():
                     moves = plan.typical[g] != X[i, plan.proxy_index]
                     if moves.any():        # else the joint flip is the alone flip again
                         moved = row.copy()
                         moved[plan.proxy_index] = plan.typical[g]
-                        batch.append(moved)
+                        # the control: the same proxies moved, the protected feature kept, so that what the
+                        # proxies alone do is not counted against the protected feature
+                        control = X[i].copy()
+                        control[plan.proxy_index] = plan.typical[g]
+                        batch += [moved, control]
                         names = tuple(name for name, m in zip(plan.proxy_names, moves) if m)
-                        specs[i].append((plan, float(value), names, offset))
-                        offset += 1
+                        to = tuple(float(v) for v, m in zip(plan.typical[g], moves) if m)
+                        specs[i].append((plan, float(value), names, to, offset, offset + 1))
+                        offset += 2
     proba = np.asarray(model.predict_proba(np.vstack(batch)), dtype=np.float64)
     if proba.shape != (offset, len(schema.classes)):
         raise ExplainError(
@@ -156,10 +170,13 @@ def explain_bias(
                 delta=proba_rows[k][label] - base,
                 # a probability that is not a number (float32 overflow on the flipped row) decides nothing
                 flipped=decided_rows[k] != base_class and proba_rows[k][label] == proba_rows[k][label],
+                proxy_values=to,
+                control_class=classes[decided_rows[c]] if c >= 0 else None,
+                control_probability=proba_rows[c][label] if c >= 0 else None,
             )
-            for plan, value, moved, k in specs[i]
+            for plan, value, moved, to, k, c in specs[i]
         )
-        depends_on = tuple(dict.fromkeys(f.feature for f in flips if f.flipped or abs(f.delta) > tolerance))
+        depends_on = tuple(dict.fromkeys(f.feature for f in flips if f.counts(tolerance)))
         tested = {f.feature for f in flips}
         share = None
         if attributions is not None and attributions[i] is not None:
@@ -252,30 +269,45 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             parts.append(f"{name} could not be tested: the reference data has no other value of it")
             continue
         alone = [t for t in mine if t.flipped and not t.proxies]
-        joint = [t for t in mine if t.flipped and t.proxies]
+        # joint flips the protected value itself decides: those whose proxies alone (the control) do not flip too
+        joint = [t for t in mine if t.own_flip and t.proxies]
+        # joint flips the proxies alone decide: said as such, never as the protected feature's
+        by_proxies = [t for t in mine if t.proxies_flip and t.to_value not in {a.to_value for a in alone}]
         if alone or joint:
             # a flip that needs the proxies too is said beside the ones that do not, unless it is the same value
             extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]
             with_proxies = _with_proxies(schema, f, extra)
             if not alone:
-                parts.append(f"the decision flips if {name} were {with_proxies}")
+                part = f"the decision flips if {name} were {with_proxies}"
             elif extra:
-                parts.append(f"the decision flips if {name} were {_values(f, alone)}, and if it were {with_proxies}")
+                part = f"the decision flips if {name} were {_values(f, alone)}, and if it were {with_proxies}"
             else:
-                parts.append(f"the decision flips if {name} were {_values(f, alone)}")
+                part = f"the decision flips if {name} were {_values(f, alone)}"
         else:
-            worst = max(mine, key=lambda t: abs(t.delta))
-            if abs(worst.delta) > tolerance:
+            worst = max(mine, key=lambda t: abs(t.own_delta) if math.isfinite(t.own_delta) else -1.0)
+            # a joint flip's change is told against its control: what the proxies alone change is set apart
+            beyond = ", beyond what its proxies alone change" if worst.control_class is not None else ""
+            if abs(worst.own_delta) > tolerance:
                 via = f" together with {_its_proxies(schema, worst.proxies)}" if worst.proxies else ""
-                parts.append(
-                    f"the decision depends on {name}: the probability of '{worst.class_name}' changes by "
-                    f"{change_text(worst.delta, tolerance, sign=True)} if {name} were {f.label(worst.to_value)}{via}"
-                )
+                part = (f"the decision depends on {name}: the probability of '{worst.class_name}' changes by "
+                        f"{change_text(worst.own_delta, tolerance, sign=True)} if {name} were "
+                        f"{f.label(worst.to_value)}{via}{beyond}")
+            elif any(t.counts(tolerance) for t in mine):
+                # the proxies alone flip the class, the protected value turns it back
+                t = next(t for t in mine if t.counts(tolerance))
+                part = (f"the decision depends on {name}: moving {_its_proxies(schema, t.proxies)} to "
+                        f"{_set_to(schema, t)} gives '{t.control_class}' with {name} kept, and "
+                        f"'{t.class_name}' if {name} were {f.label(t.to_value)}")
             else:
-                parts.append(
-                    f"the decision does not depend on {name} (largest change in probability "
-                    f"{change_text(worst.delta, tolerance)})"
-                )
+                part = (f"the decision does not depend on {name} (largest change in probability "
+                        f"{change_text(worst.own_delta, tolerance)}{beyond})")
+        if by_proxies:
+            part += "; " + "; ".join(
+                f"{_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "
+                f"{f.label(t.to_value)}, {'flips' if len(t.proxies) == 1 else 'flip'} the decision with {name} "
+                f"kept: {'the proxy changes' if len(t.proxies) == 1 else 'the proxies change'} it, not {name}"
+                for t in by_proxies)
+        parts.append(part)
     return "; ".join(parts)
 
 
@@ -300,6 +332,13 @@ def _with_proxies(schema: FeatureSchema, feature: Feature, tests: Sequence[FlipT
         by_proxies.setdefault(t.proxies, []).append(t)
     return ", or ".join(f"{_values(feature, same)} together with {_its_proxies(schema, proxies)}"
                         for proxies, same in by_proxies.items())
+
+
+def _set_to(schema: FeatureSchema, test: FlipTest) -> str:
+    """The values a joint flip set its proxies to, in their order ("43 mg/dL and 4")."""
+    words = [schema.feature(p).label(v) if p in schema.names else f"{v:g}"
+             for p, v in zip(test.proxies, test.proxy_values)]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _its_proxies(schema: FeatureSchema, proxies: Sequence[str]) -> str:

@@ -95,7 +95,41 @@ class FlipTest:
     class_name: str
     probability: float                  # probability of the original decision's class after the flip
     delta: float                        # change in that probability
-    flipped: bool
+    flipped: bool                       # the class differs from the unflipped row's
+    # a joint flip only: the values the proxies were set to (aligned with `proxies`), and the control: the row with
+    # the proxies so moved and the protected feature kept, its class and its probability of the decided class.
+    # What the protected value does is told against the control, not the unflipped row: the proxies alone may
+    # change the decision. (None: an alone flip, or an explanation from before these fields.)
+    proxy_values: tuple[float, ...] = ()
+    control_class: str | None = None
+    control_probability: float | None = None
+
+    @property
+    def own_delta(self) -> float:
+        """The change in probability owed to the protected value: against the control for a joint flip (the
+        proxies' own effect set apart), against the unflipped row otherwise."""
+        if self.control_class is None:
+            return self.delta
+        # a probability written as null (NaN: the model's arithmetic overflowed on the control) tells nothing
+        return self.probability - (math.nan if self.control_probability is None else self.control_probability)
+
+    @property
+    def own_flip(self) -> bool:
+        """The class changes, and not by the proxies alone: a joint flip whose control reaches the same class
+        does not count."""
+        return self.flipped and (self.control_class is None or self.class_name != self.control_class)
+
+    @property
+    def proxies_flip(self) -> bool:
+        """A joint flip whose proxies alone, the protected feature kept, change the class just as it does."""
+        return self.flipped and self.control_class is not None and self.class_name == self.control_class
+
+    def counts(self, tolerance: float) -> bool:
+        """Whether this flip makes the decision depend on its protected feature: an alone flip that changes the
+        class or moves p past `tolerance`; a joint flip whose class or p differs from its control's by as much."""
+        if self.control_class is None:
+            return self.flipped or abs(self.delta) > tolerance
+        return self.class_name != self.control_class or abs(self.own_delta) > tolerance
 
 
 @dataclass(frozen=True)

@@ -217,20 +217,61 @@ def test_total_dependence_flips_with_the_closed_form_probabilities(linear_sessio
     assert female.depends and male.depends
 
 
-def test_dependence_through_a_proxy_shows_only_when_the_proxy_moves(linear_session):
+def test_a_proxy_that_alone_decides_is_not_counted_against_the_protected_feature(linear_session):
+    """Only `copy` (sex's proxy) enters the model: the joint flip flips, but so does its control (copy moved, sex
+    kept). It was counted as dependence on sex ("the decision flips if sex were male together with its proxy");
+    now the verdict says the proxy changes the decision, not sex."""
     model = linear_session([0.0, 0.0, 8.0], -4.0, SCHEMA, calibration=X_REF)
     labels = model.predict_proba(ROWS).argmax(axis=1)
     out = explain_bias(model, ROWS, labels=labels, proxies=session_proxies(model))
     for i, expl in enumerate(out):
         alone, joint = flips_of(expl, proxies=False)[0], flips_of(expl, proxies=True)[0]
         assert (alone.delta, alone.flipped) == (0.0, False)
+        assert (alone.proxy_values, alone.control_class, alone.control_probability) == ((), None, None)
         assert joint.proxies == ("copy",)
-        assert joint.flipped is True
+        assert joint.flipped is True                              # factual: the class differs from the row's
         # copy moves to its median among reference rows of the other sex, which is that sex's code
+        assert joint.proxy_values == (1.0 - ROWS[i, 0],)
         p_granted = sigmoid(8.0 * (1.0 - ROWS[i, 0]) - 4.0)
         assert joint.probability == pytest.approx(p_granted if labels[i] == 1 else 1 - p_granted, abs=1e-6)
-        assert expl.depends
-    assert out[0].verdict == "the decision flips if sex were male together with its proxy coded sex marker"
+        assert joint.control_class == joint.class_name
+        assert joint.control_probability == pytest.approx(joint.probability, abs=1e-6)
+        assert (expl.depends, expl.depends_on) == (False, ())
+    assert out[0].verdict == (
+        "the decision does not depend on sex (largest change in probability 0.000); its proxy coded sex marker "
+        "alone, set to 1 as is typical of sex male, flips the decision with sex kept: the proxy changes it, not sex")
+
+
+def test_a_protected_feature_that_decides_only_with_its_proxy_is_counted():
+    """logit 4·sex + 4·copy − 6 at sex 0, copy 0: sex alone (−2) and copy alone, the control (−2), keep 'denied';
+    both together (+2) give 'granted'. That is sex's doing, beyond its proxy: counted."""
+    model = LinearPredictor([4.0, 0.0, 4.0], -6.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([0]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    alone, joint = expl.flips
+    assert (alone.proxies, alone.flipped) == ((), False)
+    assert (joint.proxies, joint.proxy_values, joint.class_name, joint.flipped) == (("copy",), (1.0,), "granted", True)
+    assert joint.control_class == "denied"
+    assert joint.control_probability == pytest.approx(1 - sigmoid(-2.0), abs=1e-12)
+    assert joint.probability == pytest.approx(1 - sigmoid(2.0), abs=1e-12)
+    assert (expl.depends, expl.depends_on) == (True, ("sex",))
+    assert expl.verdict == "the decision flips if sex were male together with its proxy coded sex marker"
+
+
+def test_the_proxies_of_a_real_row_flip_its_decision_without_sex(diabetes_session):
+    """Held-out diabetes row 43: sex alone moves nothing; sex with HDL 65 → 43 and chol/HDL 3.49 → 4 flips, and so
+    do those two proxies with sex kept. It read "the decision flips if sex were sex 2 together with its proxies"."""
+    from edgeinfer.datasets import diabetes
+
+    row = diabetes().X_test[43:44]
+    labels = diabetes_session.predict_proba(row).argmax(axis=1)
+    (expl,) = explain_bias(diabetes_session, row, labels=labels, proxies=session_proxies(diabetes_session))
+    (joint,) = [f for f in expl.flips if f.feature == "sex" and f.proxies]
+    assert (joint.proxies, joint.proxy_values, joint.flipped) == (("s3", "s4"), (43.0, 4.0), True)
+    assert joint.control_class == joint.class_name
+    assert "sex" not in expl.depends_on
+    assert "the decision flips if sex" not in expl.verdict
+    assert "flip the decision with sex (source coding 1/2) kept: the proxies change it, not sex" in expl.verdict
 
 
 def test_no_joint_flip_claims_proxies_moved_when_they_already_hold_the_typical_values():
@@ -305,7 +346,8 @@ def test_all_flips_of_all_rows_in_one_batched_call():
     model.calls = model.rows = 0
     out = explain_bias(model, rows, labels=labels, proxies=find_proxies(SCHEMA, X_REF))
     assert model.calls == 1
-    assert model.rows == 25 * 3                   # the row itself, the flip alone, the flip with its proxy
+    # the row itself, the flip alone, the flip with its proxy and that flip's control (the proxy moved, sex kept)
+    assert model.rows == 25 * 4
     assert all(len(e.flips) == 2 for e in out)
 
 
