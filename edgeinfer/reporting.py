@@ -980,7 +980,14 @@ def _bias(e, schema) -> dict[str, Any] | None:
     for t in b.flips:
         f = _feature(schema, t.feature)
         flips.append({"name": f.clinical, "from": _label(f, t.from_value), "to": _label(f, t.to_value),
-                      "proxies": ", ".join(_feature(schema, p).clinical for p in t.proxies) or "none (alone)",
+                      # the proxies with the values they were set to (a record from before those: the names), and
+                      # what the control decided: those proxies moved with the protected input kept
+                      "proxies": (", ".join(
+                          f"{_feature(schema, p).clinical} → {_label(_feature(schema, p), v)}"
+                          for p, v in zip(t.proxies, t.proxy_values)) if len(t.proxy_values) == len(t.proxies)
+                                  else ", ".join(_feature(schema, p).clinical for p in t.proxies)) or "none (alone)",
+                      "control": None if t.control_class is None else
+                      f"with {f.clinical} kept, these alone give {t.control_class}",
                       "class_name": t.class_name, "probability": t.probability,
                       # as the views show it: two classes, the other's probability is the boundary (0.4996, not
                       # 0.500 beside a flip)

@@ -50,7 +50,8 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
-_BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share"}
+_BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share",
+         "proxied", "proxy_features"}
 _TARGET = {"target", "target_outcome"}
 # a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
 _THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
@@ -91,8 +92,12 @@ PIECES: dict[str, frozenset[str]] = {
     "bias_none": _COMMON | {"verdict"},
     "bias_used": _COMMON | _BIAS,
     "bias_untested": _COMMON | _BIAS,      # optional: protected features no flip could test
+    # optional: protected features whose proxies alone (the feature kept) flip the decision, where it does not
+    "bias_proxies": _COMMON | _BIAS,
     "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
                        "result"},
+    # optional, after a joint flip's line: its control (the proxies moved, the protected feature kept)
+    "flip_control": _COMMON | {"feature", "control_class", "control_probability", "control_result"},
     "proxy": _COMMON | {"protected", "feature", "association", "measure"},
     "no_proxies": _COMMON,
     "attribution_share": _COMMON | {"share"},
@@ -1068,10 +1073,11 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
-        flipped = sorted({f.feature for f in b.flips if f.flipped}, key=self._order)
+        # the class changes by the protected value: not a joint flip whose proxies alone (its control) flip it too
+        flipped = sorted({f.feature for f in b.flips if f.own_flip}, key=self._order)
         # the class changes or the probability moves past tolerance (explanations from before that field: the flips
         # that do either at the bias check's default tolerance)
-        moved = {f.feature for f in b.flips if f.flipped or (b.depends and abs(f.delta) > TOLERANCE)}
+        moved = {f.feature for f in b.flips if f.own_flip or (b.depends and f.counts(TOLERANCE))}
         depends_on = sorted(b.depends_on or moved, key=self._order)
         shifted = [n for n in depends_on if n not in flipped]      # the probability moves past tolerance, not the class
         protected = sorted({f.feature for f in b.flips}, key=self._order)         # tested by a flip
@@ -1081,7 +1087,13 @@ class _View:
             # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
             return [self.fill("bias_none", verdict=self.named(b.verdict))] if self.has("bias_none") else []
         deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
+        # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
+        by_proxies = [f for f in b.flips if f.proxies_flip and f.feature not in flipped]
+        proxied = sorted({f.feature for f in by_proxies}, key=self._order)
         values = {
+            "proxied": self.join([self.words_for(n) for n in proxied]),
+            "proxy_features": self.join([self.words_for(p) for p in dict.fromkeys(
+                p for f in by_proxies for p in f.proxies)]),
             "verdict": self.named(b.verdict),
             "protected": self.join([self.words_for(n) for n in protected]),
             "untested": self.join([self.words_for(n) for n in untested]),
@@ -1105,6 +1117,8 @@ class _View:
             lines.append(self.fill("bias_shifted", **values))
         else:
             lines = [self.fill("bias_depends", **values)]
+        if proxied and self.has("bias_proxies"):
+            lines.append(self.fill("bias_proxies", **values))
         if untested and self.has("bias_untested"):
             lines.append(self.fill("bias_untested", **values))
         if (not b.depends and b.attribution_share is not None and b.attribution_share >= USED_SHARE
@@ -1120,19 +1134,31 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
-        return [
-            self.bullet(self.fill(
+        two = len(self.e.decision.classes) == 2
+        lines = []
+        for f in b.flips:
+            # a joint flip's proxies with the values they were set to (explanations before those: the names)
+            moved = ([f"{self.words_for(p)} → {self.value(p, v)}" for p, v in zip(f.proxies, f.proxy_values)]
+                     if len(f.proxy_values) == len(f.proxies) else [self.words_for(p) for p in f.proxies])
+            line = self.fill(
                 "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
-                to_value=self.value(f.feature, f.to_value), proxies=self.join([self.words_for(p) for p in f.proxies]),
+                to_value=self.value(f.feature, f.to_value), proxies=self.join(moved),
                 flip_class=self.outcome(f.class_name),
                 # two classes: the other's probability is the boundary (0.4996 is not "0.500" beside a flip)
-                flip_probability=self.probability(
-                    f.probability, apart_from=1 - f.probability if len(self.e.decision.classes) == 2 else None),
+                flip_probability=self.probability(f.probability, apart_from=1 - f.probability if two else None),
                 delta=change_text(f.delta, digits=self.s.probability_digits, sign=True),
                 result=self.word("word_flipped" if f.flipped else "word_kept"),
-            ))
-            for f in b.flips
-        ]
+            )
+            if f.control_class is not None and self.has("flip_control"):
+                p = f.control_probability if f.control_probability is not None else math.nan
+                line += self.fill(
+                    "flip_control", feature=self.words_for(f.feature), control_class=self.outcome(f.control_class),
+                    control_probability=self.probability(p, apart_from=1 - p if two else None),
+                    control_result=self.word(
+                        "word_flipped" if f.control_class != self.e.decision.class_name else "word_kept"),
+                )
+            lines.append(self.bullet(line))
+        return lines
 
     def section_proxies(self) -> list[str] | None:
         b = self.e.bias

@@ -701,6 +701,20 @@ def test_a_flip_change_near_the_bias_tolerance_keeps_the_digits_the_verdict_uses
     assert '<td class="num">-0.0499</td>' in html and '<td class="num">+0.0501</td>' in html
 
 
+def test_the_moved_with_it_column_shows_the_proxies_values_and_their_control(tmp_path):
+    """A joint flip read "Moved with it: <proxy names>" and nothing said that the proxies alone, the protected input
+    kept, gave the same class; now the values they were set to and the control's class are shown."""
+    expl = _explanation()
+    first, second = expl.bias.flips
+    proxy = next(n for n in SCHEMA.names if n != first.feature)
+    joint = dataclasses.replace(first, proxies=(proxy,), proxy_values=(1.0,), control_class=first.class_name,
+                                control_probability=first.probability)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=(first, joint)))
+    text = _text(ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8"))
+    # no bundle: the report names inputs as the record does
+    assert f"sex 1 → 0 {proxy} → 1; with sex kept, these alone give high risk high risk 0.810" in text
+
+
 @pytest.mark.parametrize("share, shown", [(0.2496, "24.96 %"), (0.24607, "24.6 %"), (0.25, "25.0 %"),
                                           (0.25004, "25.004 %")])
 def test_an_attribution_share_just_under_the_views_rule_is_not_read_as_it(tmp_path, share, shown):

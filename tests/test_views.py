@@ -517,6 +517,36 @@ def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_
     assert patient.startswith("The result is: higher progression.")
 
 
+def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(schema):
+    """Held-out row 43's case: sex with HDL and chol/HDL flips the class, and so do those proxies with sex kept (the
+    control). The patient read "if your sex had been different, the tool could have given a different result", the
+    auditor "DEPENDS ON A PROTECTED ATTRIBUTE"; now the proxies are said to change it, not sex."""
+    flips = (FlipTest("sex", 1.0, 2.0, (), "lower progression", 1.0, 0.0, False),
+             FlipTest("sex", 1.0, 2.0, ("s3", "s4"), "higher progression", 0.042, -0.958, True, (43.0, 4.0),
+                      "higher progression", 0.0))
+    bias = BiasExplanation(flips, (), 0.1, False, "the decision does not depend on sex (largest change in "
+                           "probability 0.042, beyond what its proxies alone change)", untested=("age",))
+    expl = dataclasses.replace(_explanation(schema), bias=bias)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert "could have given a different result" not in patient
+    assert ("We checked: if your sex had been different, the tool would have given the same result.\nSome things "
+            "that often go with your sex (good cholesterol (HDL) or cholesterol ratio) would, on their own, have "
+            "changed the result; your sex itself would not have.") in patient
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert "DEPENDS ON" not in auditor
+    assert ("proxies moved: high-density lipoproteins (HDL) → 43 mg/dL and total cholesterol / HDL → 4: decision "
+            "higher progression") in auditor
+    assert ("DECISION FLIPS; control, proxies moved with sex (source coding 1/2) kept: decision higher progression"
+            in auditor)
+    # a record from before the control: the joint flip is read as it was written
+    old = dataclasses.replace(flips[1], proxy_values=(), control_class=None, control_probability=None)
+    assert "proxies moved: high-density lipoproteins (HDL) and total cholesterol / HDL: decision" in views.render(
+        dataclasses.replace(expl, bias=dataclasses.replace(bias, flips=(flips[0], old))), schema, stakeholder="auditor")
+    # the new fields round-trip through the JSON
+    assert Explanation.from_json(expl.to_json()) == expl
+    assert Explanation.from_json(expl.to_json()).bias.flips[1].control_class == "higher progression"
+
+
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
     """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
     attribute the decision depends on (it read 'your none' when only class flips were named). The patient read
