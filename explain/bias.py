@@ -22,7 +22,10 @@ values the model has seen):
   (a 0/1 flag): every other of those values;
 - integer or continuous (e.g. age): the reference data is cut at its quartiles
   into up to four groups; the alternatives are the medians of the groups the
-  row does not fall in (rounded for an integer feature).
+  row does not fall in (rounded for an integer feature). A value tied across
+  quartiles (a dose of 0 in 80 % of the rows) is a group of its own and the
+  other values are cut by their own quantiles (`fairness.quantile_edges`), so
+  doses 0, 5 and 10 are not one group with nothing to flip to.
 
 Moving the proxies with the protected feature: each proxy is set to its typical
 value among the reference rows of the alternative group (rows with that code;
@@ -56,6 +59,7 @@ import numpy as np
 
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attributions, BiasExplanation, FlipTest, Proxy
+from edgeinfer.explain.fairness import quantile_edges
 from edgeinfer.explain.predictor import Predictor
 from edgeinfer.reference import Reference
 from edgeinfer.schema import Feature, FeatureSchema
@@ -78,7 +82,7 @@ class _Plan:
     feature: Feature
     proxy_index: np.ndarray          # column indices of its proxies
     proxy_names: tuple[str, ...]
-    edges: np.ndarray                # quartile edges (numeric), or the codes or values of the groups (by_value)
+    edges: np.ndarray                # quantile edges (numeric), or the codes or values of the groups (by_value)
     values: np.ndarray               # (G,) the alternative value of each group; NaN for an empty group
     typical: np.ndarray              # (G, P) typical proxy values in each group; NaN where the group is empty
     by_value: bool = False           # a group per code or value, not quartile groups
@@ -232,8 +236,9 @@ def _plan(schema: FeatureSchema, R: np.ndarray, name: str, proxies: tuple[Proxy,
         members = [column == code for code in edges]
         values = edges.astype(np.float64)
     else:
-        # quartile groups; a group without reference rows (tied quartiles) gets value NaN and is skipped
-        edges = np.unique(np.quantile(column, [0.25, 0.5, 0.75]))
+        # quartile groups, a value tied across quartiles a group of its own (as the card's and the monitor's
+        # `Grouping`); a group without reference rows gets value NaN and is skipped
+        edges = quantile_edges(column, 4)
         bins = np.searchsorted(edges, column, side="right")
         members = [bins == b for b in range(len(edges) + 1)]
         values = np.array([_typical(feature, column[m]) for m in members])

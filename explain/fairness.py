@@ -50,7 +50,7 @@ def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
         if len(reference) == 0:
             raise InputError(f"bins={bins} are quantiles of the reference data, and this model's reference has no "
                              "rows; give the edges instead")
-        return np.unique(np.quantile(reference, np.arange(1, bins) / bins))
+        return quantile_edges(reference, bins)
     try:
         edges = np.asarray(bins, dtype=np.float64)
     except (TypeError, ValueError):
@@ -60,6 +60,29 @@ def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
     return edges
 
 
+def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Edges cutting `values` into `bins` quantile bins; a value tied across quantiles (a dose of 0 in 80 % of the
+    rows) gets a group of its own, [v, next float after v), and the other values are cut in the remaining bins by
+    their own quantiles. Merging tied quantiles instead put doses 0, 5 and 10 in one group 'dose >= 0'."""
+    values = np.asarray(values, dtype=np.float64)
+    q = np.quantile(values, np.arange(1, bins) / bins)
+    found, counts = np.unique(q, return_counts=True)
+    tied = found[counts > 1]
+    if not len(tied):
+        return found
+    rest = values[~np.isin(values, tied)]
+    left = bins - len(tied)
+    edges = [tied, np.nextafter(tied, np.inf)]
+    if left >= 2 and len(np.unique(rest)) > left:          # enough other values to cut in quantiles
+        edges.append(quantile_edges(rest, left))
+    return np.unique(np.concatenate(edges))
+
+
+def _is_point(edges: Sequence[float], b: int) -> bool:
+    """Whether bin b (between edges[b - 1] and edges[b]) holds one value only: a tied value's own group."""
+    return 0 < b < len(edges) and edges[b] == np.nextafter(edges[b - 1], np.inf)
+
+
 @dataclass(frozen=True)
 class Grouping:
     """How a protected feature's values fall in groups: one grouping for `GroupFairness.from_model` and the stream's
@@ -67,7 +90,8 @@ class Grouping:
 
     A group per category; a group per value for a numeric feature with at most VALUE_GROUPS values in the reference
     data (a 0/1 flag); else bins between edges: the quartiles of the reference data, or `bins` (a count of quantile
-    bins, or the edges). Bins are told apart by their index, and named by their edges with as many digits as it
+    bins, or the edges); a value tied across quantiles is a group of its own ("dose == 0", then "0 < dose < 3.9", as
+    `quantile_edges` cuts them). Bins are told apart by their index, and named by their edges with as many digits as it
     takes for the names to differ too ("25.00001 <= bmi < 25.00002", not two bins "25 <= bmi < 25").
     """
 
@@ -81,11 +105,27 @@ class Grouping:
         edges = _bin_edges(feature, np.asarray(reference, dtype=np.float64), bins)
         if edges is None:
             return cls(feature)
-        texts = _distinct_texts(edges)
-        name = feature.name
-        names = [f"{name} < {texts[0]}", *(f"{a} <= {name} < {b}" for a, b in zip(texts, texts[1:])),
-                 f"{name} >= {texts[-1]}"]
-        return cls(feature, tuple(float(e) for e in edges), tuple(names))
+        edges = [float(e) for e in edges]
+        # the edge after a tied value closes its group and is named by that value: "dose == 0", "0 < dose < 4.5"
+        after_point = {b for b in range(len(edges)) if _is_point(edges, b)}
+        shown = [e for b, e in enumerate(edges) if b not in after_point]
+        text = dict(zip(shown, _distinct_texts(np.array(shown))))
+        name, names = feature.name, []
+        for b in range(len(edges) + 1):
+            if b in after_point:
+                names.append(f"{name} == {text[edges[b - 1]]}")
+                continue
+            high = text[edges[b]] if b < len(edges) else None
+            if b == 0:
+                names.append(f"{name} < {high}")
+                continue
+            strict = b - 1 in after_point          # the group just above a tied value leaves that value out
+            low = text[edges[b - 2]] if strict else text[edges[b - 1]]
+            if high is None:
+                names.append(f"{name} {'>' if strict else '>='} {low}")
+            else:
+                names.append(f"{low} {'<' if strict else '<='} {name} < {high}")
+        return cls(feature, tuple(edges), tuple(names))
 
     def keys(self, values: np.ndarray) -> np.ndarray:
         """Each value's group as a key that sorts in group order: its bin index, or the value itself."""
@@ -297,6 +337,10 @@ class GroupFairness:
         grouping = Grouping.of(feature, np.asarray(model.reference.X, dtype=np.float64)[:, j], bins)
         keys, codes = np.unique(grouping.keys(column), return_inverse=True)     # in group order
         names = [grouping.name(key) for key in keys.tolist()]
+        if len(names) == 1 and len(np.unique(column)) > 1:     # values a bin holds together: narrower bins split them
+            raise InputError(f"only one group ({names[0]!r}) among the {len(X)} decisions; group fairness compares "
+                             f"2 or more groups: give decisions from each group, or group {sensitive_feature} in "
+                             "narrower bins (bins=, a count of quantile bins or the edges)")
         sensitive = np.array(names, dtype=object)[codes]
         out = cls(
             y_true=(truth == k).astype(np.int64),

@@ -339,6 +339,22 @@ def test_a_rare_0_1_flag_of_integer_kind_is_flipped_to_its_other_value():
     assert all(e.depends and e.depends_on == ("minority",) for e in out)
 
 
+def test_a_value_tied_across_the_quartiles_is_a_group_of_its_own():
+    """A dose of 0 in 80 % of the reference rows made all three quartiles 0: one group 'dose >= 0' held every row,
+    so a row at dose 0 had nothing to flip to and read untested ('no other value') beside 80 other doses. Dose 0
+    is now a group of its own and doses 1..80 fall in thirds (edges 27.33 and 53.67), each flipped to its median."""
+    schema = FeatureSchema(features=(Feature("dose", low=0, high=100, protected=True), Feature("x")),
+                           classes=("no", "yes"))
+    dose = np.concatenate([np.zeros(320), np.arange(1.0, 81.0)])
+    model = LinearPredictor([0.1, 0.0], -2.0, schema, np.column_stack([dose, np.zeros_like(dose)]))
+    rows = np.array([[0.0, 0.0], [50.0, 0.0]])
+    out = explain_bias(model, rows, labels=model.predict_proba(rows).argmax(axis=1), proxies=())
+    assert [[(f.to_value, f.flipped) for f in e.flips] for e in out] == [
+        [(14.0, False), (40.5, True), (67.0, True)], [(0.0, True), (14.0, True), (67.0, False)]]
+    assert [e.untested for e in out] == [(), ()]
+    assert all(e.depends_on == ("dose",) for e in out)
+
+
 def test_all_flips_of_all_rows_in_one_batched_call():
     model = LinearPredictor([1.0, 0.3, 1.0], -2.0, SCHEMA, X_REF)
     rows = X_REF[:25]

@@ -177,6 +177,39 @@ def test_from_model_tells_close_bins_apart_by_index_and_lists_them_in_order(deci
     assert [(m.group, m.count, m.selection_rate) for m in ordered.by_group] == [("b", 2, 0.0), ("a", 1, 1.0)]
 
 
+def test_a_value_tied_across_the_quantiles_is_a_group_of_its_own(linear_session):
+    """A dose of 0 in 80 % of the reference rows made all three quartiles 0: doses 0, 5 and 10 were one group
+    'dose >= 0', and from_model refused any batch ("only one group ('dose >= 0')"). Dose 0 is now a group of its
+    own and doses 1..80 fall in thirds by their own quantiles (27.33 and 53.67)."""
+    from edgeinfer.schema import FeatureSchema
+
+    schema = FeatureSchema((Feature("dose", low=0, high=100, protected=True), Feature("x", low=-1, high=1)),
+                           ("denied", "approved"), favourable="approved")
+    dose = np.concatenate([np.zeros(320), np.arange(1.0, 81.0)])
+    session = linear_session([0.1, 0.0], -2.0, schema, calibration=np.column_stack([dose, np.zeros_like(dose)]))
+    grouping = Grouping.of(schema.features[0], session.reference.X[:, 0])
+    assert grouping.bin_names == ("dose < 0", "dose == 0", "0 < dose < 27.3333", "27.3333 <= dose < 53.6667",
+                                  "dose >= 53.6667")
+    assert [grouping.group(v) for v in (0.0, 1e-300, 5.0, 27.5, 80.0, -1.0)] == [
+        "dose == 0", "0 < dose < 27.3333", "0 < dose < 27.3333", "27.3333 <= dose < 53.6667", "dose >= 53.6667",
+        "dose < 0"]
+    X = np.column_stack([[0.0, 0.0, 0.0, 10.0, 40.0, 70.0], np.zeros(6)])
+    gf = GroupFairness.from_model(session, X, y_true=[0, 0, 1, 0, 1, 1], sensitive_feature="dose")
+    assert [(m.group, m.count, m.selection_rate) for m in gf.by_group] == [
+        ("dose == 0", 3, 0.0), ("0 < dose < 27.3333", 1, 0.0), ("27.3333 <= dose < 53.6667", 1, 1.0),
+        ("dose >= 53.6667", 1, 1.0)]
+    # one group: bins= is named where the decisions hold other values that narrower bins would tell apart
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(session, X[:3], y_true=[0, 0, 1], sensitive_feature="dose")
+    assert str(err.value) == ("only one group ('dose == 0') among the 3 decisions; group fairness compares 2 or more "
+                              "groups: give decisions from each group")
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(session, X[4:] + [[20, 0], [0, 0]], y_true=[0, 1], sensitive_feature="dose")
+    assert str(err.value) == (
+        "only one group ('dose >= 53.6667') among the 2 decisions; group fairness compares 2 or more groups: give "
+        "decisions from each group, or group dose in narrower bins (bins=, a count of quantile bins or the edges)")
+
+
 def test_from_model_reads_true_classes_against_the_positive_class(decided):
     # positive = class 0: y_true (class indices or names) must be read as "is class 0", as the decisions are
     model, X, y, _, _, _ = decided

@@ -947,7 +947,8 @@ def test_the_bias_monitor_groups_as_the_model_card_does(linear_session):
     """The monitor split a feature of more than 4 values at the reference median, so its alerts compared other
     groups than GroupFairness.from_model (a group per value up to 10 values, else quartiles): a 6-level band was
     'band < 3' / 'band >= 3' in the stream and 6 groups on the card. Both now group by `Grouping`. A rare 0/1 flag
-    and a dose that is 0 in most rows (both medians 0) still give two groups each."""
+    gives two groups; a dose that is 0 in most rows (both medians 0) gives dose 0 a group of its own and cuts the
+    other doses in thirds."""
     from edgeinfer.explain.fairness import GroupFairness
     from edgeinfer.stream import _BiasMonitor
 
@@ -976,8 +977,10 @@ def test_the_bias_monitor_groups_as_the_model_card_does(linear_session):
         assert sorted(stream[name]) == sorted((m.group, m.count, pytest.approx(m.selection_rate)) for m in card)
     assert [g for g, *_ in stream["flag"]] == ["0", "1"]
     assert [g for g, *_ in stream["band"]] == ["0", "1", "2", "3", "4", "5"]
-    q75 = np.quantile(session.reference.X[:, 1], 0.75)
-    assert sorted(g for g, *_ in stream["dose"]) == sorted([f"0 <= dose < {q75:.6g}", f"dose >= {q75:.6g}"])
+    doses = session.reference.X[:, 1]
+    a, b = np.quantile(doses[doses > 0], [1 / 3, 2 / 3])
+    assert sorted(g for g, *_ in stream["dose"]) == sorted(
+        ["dose == 0", f"0 < dose < {a:.6g}", f"{a:.6g} <= dose < {b:.6g}", f"dose >= {b:.6g}"])
 
 
 # ----- signals and growing files ------------------------------------------------------------------
