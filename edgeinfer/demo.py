@@ -19,20 +19,33 @@ from edgeinfer.profiles import device_option
 
 
 def fairness_text(model, X: np.ndarray, y: np.ndarray) -> str:
-    """The model card's fairness evaluation: GroupFairness by sex on held-out rows, in one paragraph."""
+    """The model card's fairness evaluation: GroupFairness by each protected feature of the schema on held-out rows,
+    one sentence per feature in one paragraph (by sex alone, the card left out age's larger disparities)."""
+    from edgeinfer.errors import InputError
     from edgeinfer.explain.fairness import GroupFairness
 
-    gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex")
-    favourable = ", the favourable outcome" if gf.summary.positive == model.schema.favourable else ""
-    groups = "; ".join(
-        f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, true positive rate {m.true_positive_rate:.2f}, "
-        f"false positive rate {m.false_positive_rate:.2f}" for m in gf.by_group
-    )
+    schema, measured, positive = model.schema, [], None
+    for name in schema.protected:
+        try:
+            gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature=name)
+        except InputError as err:           # e.g. every held-out row in one group: said, not a card without it
+            measured.append(f"By {name}: not measured ({err}).")
+            continue
+        positive, count = gf.summary.positive, gf.overall.count
+        groups = "; ".join(
+            f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, true positive rate "
+            f"{m.true_positive_rate:.2f}, false positive rate {m.false_positive_rate:.2f}" for m in gf.by_group
+        )
+        measured.append(f"By {name}: {groups}. Demographic parity difference {gf.demographic_parity_difference:.2f}, "
+                        f"equalized odds difference {gf.equalized_odds_difference:.2f}.")
+    if positive is None:
+        positive, count = schema.favourable or schema.classes[1], len(X)
+    favourable = ", the favourable outcome" if positive == schema.favourable else ""
+    names = " or ".join(schema.protected)
     return (
-        f"Group metrics by sex on the {gf.overall.count} held-out patients (GroupFairness; selected means decided "
-        f"'{gf.summary.positive}'{favourable}): {groups}. Demographic parity difference "
-        f"{gf.demographic_parity_difference:.2f}, equalized odds difference {gf.equalized_odds_difference:.2f}. "
-        "Per decision, flip tests show whether sex or age, alone or with their proxies, would change it."
+        f"Group metrics on the {count} held-out patients (GroupFairness; selected means decided '{positive}'"
+        f"{favourable}). {' '.join(measured)} Per decision, flip tests show whether {names}, alone or with their "
+        "proxies, would change it."
     )
 
 
