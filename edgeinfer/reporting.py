@@ -622,9 +622,9 @@ def _made(inputs: Inputs) -> list[tuple[str, str]]:
 
 
 def _check_records(inputs: Inputs, schema, bundle) -> None:
-    """Refuse an explanation whose figures cannot be true (a plausibility outside [0, 1], a number the report shows
-    that is NaN or JSON's null: it read "nan") or whose inputs are not the schema's (the report would show them as
-    if they were), naming the record and field."""
+    """Refuse an explanation whose figures cannot be true (a plausibility or attribution share outside [0, 1], a
+    number the report shows that is NaN or JSON's null: it read "nan") or whose inputs, flipped features or proxies
+    are not the schema's (the report would show them as if they were), naming the record and field."""
     source = f"bundle {bundle.path}" if bundle is not None else "the first record (no bundle given)"
     names = list(schema.names)
     made = list(zip(inputs.places or [f"explanation {n}" for n in range(1, len(inputs.explanations) + 1)],
@@ -670,9 +670,26 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
                 refuse(f"attributions.values[{i}].feature",
                        f"{a.feature!r} is not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
+        def known(field: str, name: str) -> None:
+            if name not in names:
+                refuse(field, f"{name!r} is not an input of {source} ({', '.join(names)})",
+                       "the record is damaged or from another model")
+
         for i, t in enumerate(e.bias.flips if e.bias is not None else ()):
             for part in ("from_value", "to_value"):     # its probability is NaN where the model's arithmetic overflowed
                 finite(f"bias.flips[{i}].{part}", getattr(t, part))
+            known(f"bias.flips[{i}].feature", t.feature)
+            for j, p in enumerate(t.proxies):
+                known(f"bias.flips[{i}].proxies[{j}]", p)
+        if e.bias is not None:
+            for i, p in enumerate(e.bias.proxies):
+                known(f"bias.proxies[{i}].protected", p.protected)
+                known(f"bias.proxies[{i}].feature", p.feature)
+            for i, name in enumerate(e.bias.untested):
+                known(f"bias.untested[{i}]", name)
+            share = e.bias.attribution_share      # a share of |contributions|: 1.7 read "170.0 %"
+            if share is not None and not (math.isfinite(share) and 0.0 <= share <= 1.0):
+                refuse("bias.attribution_share", f"must be a finite number in [0, 1], got {share!r}")
 
 
 def _schema_from(inputs: Inputs):

@@ -579,6 +579,23 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
      "sex, family); the record is damaged or from another model"),
     (lambda d: d["instance"].pop("bmi"),
      "instance: lacks 'bmi', an input of bundle BUNDLE; the record is damaged or from another model"),
+    # a bias record: a share of 1.7 read "170.0 %", a flip on 'race' (no input of the bundle) a row of the flip table
+    (lambda d: d["bias"].update(attribution_share=1.7),
+     "bias.attribution_share: must be a finite number in [0, 1], got 1.7; the record is damaged"),
+    (lambda d: d["bias"].update(attribution_share=-0.2),
+     "bias.attribution_share: must be a finite number in [0, 1], got -0.2; the record is damaged"),
+    (lambda d: d["bias"]["flips"][0].update(feature="race"),
+     "bias.flips[0].feature: 'race' is not an input of bundle BUNDLE (glucose, bmi, age, sex, family); the record is "
+     "damaged or from another model"),
+    (lambda d: d["bias"]["flips"][1].update(proxies=["zip"]),
+     "bias.flips[1].proxies[0]: 'zip' is not an input of bundle BUNDLE (glucose, bmi, age, sex, family); the record "
+     "is damaged or from another model"),
+    (lambda d: d["bias"]["proxies"][0].update(feature="zip"),
+     "bias.proxies[0].feature: 'zip' is not an input of bundle BUNDLE (glucose, bmi, age, sex, family); the record "
+     "is damaged or from another model"),
+    (lambda d: d["bias"].update(untested=["race"]),
+     "bias.untested[0]: 'race' is not an input of bundle BUNDLE (glucose, bmi, age, sex, family); the record is "
+     "damaged or from another model"),
 ])
 def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bundle, tmp_path, change, message):
     record = _explanation(fixed_bundle.sha256).to_dict()
