@@ -766,6 +766,11 @@ def _feature(schema, name: str):
         return Feature(name)
 
 
+def _clinical(schema, name: Any) -> Any:
+    """A feature's name in clinical words (bp: mean arterial pressure); anything else as it is."""
+    return _feature(schema, name).clinical if isinstance(name, str) else name
+
+
 def _label(feature, value: float, digits: int = 4) -> str:
     """The value as the schema shows it, continuous values to `digits` significant digits (no search noise)."""
     if feature.kind == "continuous" and math.isfinite(value):
@@ -1360,7 +1365,8 @@ def _model(manifest: Mapping[str, Any], explained: Sequence[Any], bundle, schema
         "quantization": _quantization_card(manifest.get("quantization"), fidelity),
         "fidelity": fidelity,
         "budget": _rows(manifest.get("budget")),
-        "proxies": [{"protected": p.get("protected"), "feature": p.get("feature"),
+        # in the clinical words of the per-case bias section ("age", "mean arterial pressure"; not "age bp")
+        "proxies": [{"protected": _clinical(schema, p.get("protected")), "feature": _clinical(schema, p.get("feature")),
                      "association": p.get("association"), "measure": p.get("measure")}
                     for p in manifest.get("proxies", []) if isinstance(p, Mapping)],
         "classes": list(schema.classes),

@@ -343,6 +343,22 @@ def test_a_long_session_keeps_the_explanations_it_shows_and_counts_the_rest(fixe
                                  "bundle that made them")
 
 
+def test_the_model_card_names_proxies_in_the_clinical_words_of_the_bias_section(diabetes_session, tmp_path):
+    """The model's proxies table listed raw names ("age bp", "sex s3") where each case's bias section says "mean
+    arterial pressure", "high-density lipoproteins (HDL)"."""
+    e = diabetes_session.explain(diabetes_session.reference.X[0], stakeholder="auditor", parts=("bias",))
+    page = ei.report([e], out=tmp_path / "r.html", bundle=diabetes_session.bundle.path).read_text(encoding="utf-8")
+    table = page[page.index("Proxies of protected attributes"):]
+    table = table[:table.index("</table>")]
+    rows = [tuple(html_module.unescape(c) for c in row)
+            for row in re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td class=\"num\">", table)]
+    assert rows == [("age", "mean arterial pressure"), ("age", "blood glucose"),
+                    ("sex (source coding 1/2)", "high-density lipoproteins (HDL)"),
+                    ("sex (source coding 1/2)", "total cholesterol / HDL")]
+    assert [(p["protected"], p["feature"]) for p in diabetes_session.bundle.manifest["proxies"]] == [
+        ("age", "bp"), ("age", "s6"), ("sex", "s3"), ("sex", "s4")]
+
+
 def test_the_summary_counts_every_explained_row_not_only_those_shown(diabetes_session, diabetes, tmp_path):
     """Of 40 explained rows the first 25 are shown in full; the headline, the outcome counts and the risk range
     cover all 40 (they covered the 25 kept: '25 decisions explained', a range that missed the highest risk)."""
