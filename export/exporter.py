@@ -276,8 +276,11 @@ def export(
             raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got {len(calibration)}")
         calib_idx, hold_idx = _split_holdout(calibration, 0.25, seed)
         holdout, calib_rows = calibration[hold_idx], calibration[calib_idx]
+        # the held-out rows' own calibration labels: enough to see a wrong class order, never recorded as accuracy
+        order_labels = labels[hold_idx] if labels is not None else None
     else:
         holdout, calib_rows = _checked_rows(schema, holdout, "holdout"), calibration
+        order_labels = None
     holdout_labels = _checked_labels(schema, holdout_labels, "holdout_labels")
     if holdout_labels is not None and len(holdout_labels) != len(holdout):
         raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows; give one "
@@ -340,8 +343,8 @@ def export(
                 + ("export with outputs='probabilities' (--outputs probabilities)" if model is None
                    else "give the model without its final softmax or sigmoid"))
     float_labels = float_hold.argmax(axis=1)
-    if holdout_labels is not None:
-        _check_class_order(schema, float_labels, holdout_labels)
+    if holdout_labels is not None or order_labels is not None:
+        _check_class_order(schema, float_labels, holdout_labels if holdout_labels is not None else order_labels)
     # the edges no held-out row may reach: every precision's agreement there is recorded beside the gate's
     extremes, extreme_names = _extreme_rows(schema, calibration)
     float_edges = _ort_probabilities(float_bytes, extremes, threads)

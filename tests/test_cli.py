@@ -218,6 +218,32 @@ def test_export_from_the_command_line(diabetes, tmp_path):
                                             "dynamic_shapes=({0: torch.export.Dim('batch')},)")
 
 
+def test_export_with_a_label_column_and_no_holdout_refuses_another_class_order(tmp_path):
+    """`--label-column` without `--holdout` exported a swapped breast-cancer schema (exit 0; a malignant patient
+    answered 'benign', p=1.0): the class-order check now reads the default held-out rows' labels (10 of 40)."""
+    torch = pytest.importorskip("torch")
+    from edgeinfer.export.models import linear_logistic
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema(features=(Feature("x", low=-1, high=1),), classes=("benign", "malignant"))
+    (tmp_path / "schema.json").write_text(json.dumps(schema.to_dict()))
+    torch.export.save(torch.export.export(linear_logistic([-5.0], 0.0), (torch.zeros(2, 1),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "m.pt2")
+    x = np.linspace(-0.975, 0.975, 40)
+    (tmp_path / "calibration.csv").write_text(
+        "x,outcome\n" + "".join(f"{v},{'malignant' if v > 0 else 'benign'}\n" for v in x))
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.pt2"), "--schema", str(tmp_path / "schema.json"),
+                                       "--calibration", str(tmp_path / "calibration.csv"), "--label-column", "outcome",
+                                       "--device", "x86-edge-gateway", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: the model's outputs look to be in another class order than the schema's: on the 10 labelled held-out "
+        "rows the float model's accuracy is 0.00% with the schema's order ('benign', 'malignant') but 100.00% with "
+        "the order ('malignant', 'benign'); list the schema's classes in the model's output order (classes = "
+        '["malignant", "benign"]), or check that the labels are the true classes\n')
+    assert not (tmp_path / "b").exists()
+
+
 def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
     """Calibration errors name the file's line (not a 0-based row index); an extra column suggests --label-column."""
     import csv

@@ -359,6 +359,25 @@ def test_two_reversed_classes_are_refused_with_the_accuracy_in_each_order(tmp_pa
         '["malignant", "benign"]), or check that the labels are the true classes')
 
 
+def test_labels_given_only_with_the_calibration_rows_also_refuse_another_class_order(tmp_path):
+    """With labels= and no holdout=, a swapped breast-cancer schema exported and answered a malignant patient
+    'benign' at p=1.0: the check ran only on holdout_labels. The default held-out rows' own labels are checked now
+    (8 of the 30 rows); the accuracy on them stays unrecorded, as they come with the calibration data."""
+    schema, model, x, labels = _three_regions((2, 0, 1))
+    with pytest.raises(ExportError) as info:
+        ei.export(model, schema, calibration=x, labels=labels, device="x86-edge-gateway", out=tmp_path / "b",
+                  precision="fp32")
+    assert str(info.value) == (
+        "the model's outputs look to be in another class order than the schema's: on the 8 labelled held-out rows "
+        "the float model's accuracy is 0.00% with the schema's order ('low', 'mid', 'high') but 100.00% with the "
+        "order ('high', 'low', 'mid'); list the schema's classes in the model's output order (classes = "
+        '["high", "low", "mid"]), or check that the labels are the true classes')
+    schema, model, x, labels = _three_regions((0, 1, 2))
+    report = ei.export(model, schema, calibration=x, labels=labels, device="x86-edge-gateway", out=tmp_path / "b",
+                       precision="fp32")
+    assert report.accuracy is None and ei.read_bundle(tmp_path / "b").manifest["validation"] is None
+
+
 @pytest.mark.parametrize("right, other, refused", [
     (0, 16, True),        # another order right on more than half, the schema's on none
     (8, 16, True),        # twice as many, and more than half
