@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import numbers
 import os
 import platform
@@ -80,8 +81,15 @@ class ExportReport:
         for a in self.attempts:
             mark = "pass" if a.passed else "FAIL"
             lines.append(f"  {mark} {a.precision:<13} agreement {_percent(a.agreement, apart_from=self.threshold)} "
-                         f"(gate {_percent(self.threshold)}), max |Δp| {_small(a.max_abs_diff)}"
-                         f"{'  ' + a.note if a.note else ''}")
+                         f"(gate {_percent(self.threshold)}) on {self.holdout_rows} held-out rows, max |Δp| "
+                         f"{_small(a.max_abs_diff)}{'  ' + a.note if a.note else ''}")
+        need = rows_to_resolve(self.threshold)
+        if self.precision != "fp32" and need is not None and self.holdout_rows < need:
+            lines.append(f"warning    the gate passed {self.precision} on only {self.holdout_rows} held-out rows: a "
+                         f"{_percent(self.threshold)} gate needs at least {need} to tell its threshold apart (below "
+                         f"that one disagreeing row fails it, so a pass says only that these {self.holdout_rows} "
+                         f"agree); give at least {need} held-out rows (holdout=, CLI --holdout; by default a quarter "
+                         f"of the calibration rows)")
         deployed = self.attempts[-1] if self.attempts else None
         if deployed is not None and deployed.edge_agreement is not None:
             lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows (calibration extremes, schema "
@@ -116,6 +124,15 @@ def _percent(value: float, *, apart_from: float | None = None) -> str:
         if value == apart_from or text != f"{apart_from:.{digits}%}":
             break
     return text
+
+
+def rows_to_resolve(threshold: float) -> int | None:
+    """Held-out rows a gate needs before one disagreeing row leaves agreement at or above it: 1 / (1 - threshold),
+    200 for 99.5%. Fewer, and the gate passes only on no disagreement at all. None for a 100% gate, which no count
+    of rows resolves."""
+    if threshold >= 1.0:
+        return None
+    return math.ceil(round(1.0 / (1.0 - threshold), 9))    # 1 / (1 - 0.995) is 200.00000000000017 in floats
 
 
 def _small(value: float) -> str:

@@ -275,10 +275,35 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
                           {}, budget, None, "0" * 64, edge_rows=40)
     lines = report.summary().splitlines()
     assert lines[3:6] == [
-        "  FAIL int8-static   agreement 99.4997% (gate 99.5%), max |Δp| 1.2e-05  below the gate; trying the next precision",
-        "  pass fp32          agreement 100.00% (gate 99.5%), max |Δp| 0.0000",
+        "  FAIL int8-static   agreement 99.4997% (gate 99.5%) on 1999 held-out rows, max |Δp| 1.2e-05  below the "
+        "gate; trying the next precision",
+        "  pass fp32          agreement 100.00% (gate 99.5%) on 1999 held-out rows, max |Δp| 0.0000",
         "edges      fp32 on 40 edge rows (calibration extremes, schema bounds; not gated): agreement 100.00%, "
         "max |Δp| 0.0000"]
+
+
+def test_a_gate_passed_on_fewer_rows_than_it_can_resolve_is_named_in_the_summary(tmp_path):
+    """10 calibration rows: int8 printed 'pass … agreement 100.00% (gate 99.5%)' on 2 held-out rows, the count
+    nowhere. Each attempt says its rows now, and below 1 / (1 - gate) rows (200 for 99.5%) a warning says so."""
+    from edgeinfer.export.exporter import rows_to_resolve
+
+    assert [rows_to_resolve(t) for t in (0.995, 0.9, 0.5, 1.0)] == [200, 10, 2, None]
+    schema = FeatureSchema(features=(Feature("x", low=0, high=10),), classes=("no", "yes"))
+    report = ei.export(linear_logistic([1.0], -5.0), schema, calibration=np.linspace(0, 10, 10)[:, None],
+                       device="raspberry-pi-4", out=tmp_path / "b")
+    assert (report.precision, report.holdout_rows) == ("int8-static", 2)
+    lines = report.summary().splitlines()
+    assert lines[3].startswith("  pass int8-static   agreement 100.00% (gate 99.5%) on 2 held-out rows, max |Δp| ")
+    assert lines[4] == (
+        "warning    the gate passed int8-static on only 2 held-out rows: a 99.5% gate needs at least 200 to tell its "
+        "threshold apart (below that one disagreeing row fails it, so a pass says only that these 2 agree); give at "
+        "least 200 held-out rows (holdout=, CLI --holdout; by default a quarter of the calibration rows)")
+    enough = ei.export(linear_logistic([1.0], -5.0), schema, calibration=np.linspace(0, 10, 10)[:, None],
+                       device="raspberry-pi-4", out=tmp_path / "c", agreement_threshold=0.5)
+    assert "\nwarning" not in enough.summary()       # 2 rows resolve a 50% gate
+    fp32 = ei.export(linear_logistic([1.0], -5.0), schema, calibration=np.linspace(0, 10, 10)[:, None],
+                     device="raspberry-pi-4", out=tmp_path / "d", precision="fp32")
+    assert "\nwarning" not in fp32.summary()         # fp32 is the float model: its gate is no test
 
 
 def test_the_edge_rows_fidelity_is_recorded_beside_the_gate(tmp_path):
