@@ -284,6 +284,19 @@ def _check_structure(path: Path, manifest: Mapping[str, Any]) -> None:
     if manifest.get("precision") not in PRECISIONS:
         raise BundleError(f"bundle {path}: manifest field precision must be one of {', '.join(PRECISIONS)}, got "
                           f"{_shown(manifest.get('precision'))}; re-export the bundle")
+    for field, what in (("schema", "the feature schema"), ("device", "the device profile")):
+        if not isinstance(manifest.get(field), dict):
+            raise BundleError(f"bundle {path}: manifest field {field} must be an object ({what}), got "
+                              f"{_shown(manifest.get(field))}; re-export the bundle")
+    proxies = manifest.get("proxies", [])
+    form = ("manifest field proxies must be a list of objects, each with protected and feature (feature names), "
+            "association (a number) and measure (text)")
+    if not isinstance(proxies, list):
+        raise BundleError(f"bundle {path}: {form}, got {_shown(proxies)}; re-export the bundle")
+    for i, proxy in enumerate(proxies):
+        if not (isinstance(proxy, dict) and all(isinstance(proxy.get(k), str) for k in ("protected", "feature", "measure"))
+                and _is_number(proxy.get("association"))):
+            raise BundleError(f"bundle {path}: {form}; proxies[{i}] is {_shown(proxy)}; re-export the bundle")
 
 
 def _is_sha256(digest: Any) -> bool:
@@ -341,8 +354,14 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err
     try:
         profile = DeviceProfile.from_dict(manifest["device"])
-    except (KeyError, ValueError, LookupError) as err:
+    except (KeyError, ValueError, LookupError, TypeError) as err:   # TypeError: a profile field of the wrong type
         raise BundleError(f"bundle manifest in {path} is incomplete: {err}") from err
+    unknown = [(i, p[k]) for i, p in enumerate(manifest.get("proxies", [])) for k in ("protected", "feature")
+               if p[k] not in schema.names]
+    if unknown:
+        i, name = unknown[0]
+        raise BundleError(f"bundle {path}: manifest field proxies[{i}] names {name!r}, which is no feature of the "
+                          "bundle's schema; re-export the bundle")
     return Bundle(path=path, manifest=manifest, schema=schema, profile=profile,
                   reference=Reference.load(path / REFERENCE_FILE, features=len(schema.features),
                                            classes=len(schema.classes)))

@@ -155,6 +155,8 @@ def test_a_format_version_that_is_not_an_integer_is_refused(bundle_copy, version
 
 
 FILES = "must map exactly model.onnx and reference.npz to their sha256 (64 hex digits)"
+PROXIES = ("must be a list of objects, each with protected and feature (feature names), association (a number) and "
+           "measure (text)")
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -168,6 +170,16 @@ FILES = "must map exactly model.onnx and reference.npz to their sha256 (64 hex d
                                    "got null"),
     (lambda m: m.update(precision="int4"), "manifest field precision must be one of int8-static, int8-dynamic, fp16, "
                                            'fp32, got "int4"'),
+    # a device of 5 gave a TypeError traceback in `edgeinfer predict`; proxies of 5 loaded, then explain crashed
+    (lambda m: m.update(device=5), "manifest field device must be an object (the device profile), got 5"),
+    (lambda m: m.update(schema=[]), "manifest field schema must be an object (the feature schema), got []"),
+    (lambda m: m.update(proxies=5), f"manifest field proxies {PROXIES}, got 5"),
+    (lambda m: m.update(proxies=[7]), f"manifest field proxies {PROXIES}; proxies[0] is 7"),
+    (lambda m: m.update(proxies=[{"protected": "x", "feature": "y", "association": "high", "measure": "v"}]),
+     f'manifest field proxies {PROXIES}; proxies[0] is {{"protected": "x", "feature": "y", "asso'),
+    (lambda m: m.update(proxies=[{"protected": "age", "feature": "mean radius", "association": 0.5,
+                                  "measure": "|spearman|"}]),
+     "manifest field proxies[0] names 'age', which is no feature of the bundle's schema"),
 ])
 def test_a_malformed_manifest_with_agreeing_digests_is_refused_by_field(bundle_copy, edit, message):
     """The digests are no signature: a manifest edited and re-sealed is refused by the field it gets wrong (a
