@@ -40,8 +40,10 @@ DEFAULT_AGREEMENT = 0.995   # the quantization gate: share of held-out rows whos
 @dataclass(frozen=True)
 class PrecisionAttempt:
     precision: str
-    agreement: float              # label agreement with the float model on held-out rows
-    max_abs_diff: float           # largest probability difference to the float model on held-out rows
+    # label agreement with, and largest probability difference to, the float model on held-out rows; None for an
+    # attempt that failed before its probabilities were computed (never a 0% it did not measure)
+    agreement: float | None
+    max_abs_diff: float | None
     passed: bool
     note: str
     # the same on the edge rows (_extreme_rows: calibration extremes, schema bounds), recorded, not gated;
@@ -80,6 +82,10 @@ class ExportReport:
                  f"precision  {self.precision}" + ("  (fell back: see attempts)" if self.fell_back else "")]
         for a in self.attempts:
             mark = "pass" if a.passed else "FAIL"
+            if a.agreement is None:
+                lines.append(f"  {mark} {a.precision:<13} agreement not measured (gate {_percent(self.threshold)})"
+                             f"{'  ' + a.note if a.note else ''}")
+                continue
             lines.append(f"  {mark} {a.precision:<13} agreement {_percent(a.agreement, apart_from=self.threshold)} "
                          f"(gate {_percent(self.threshold)}) on {self.holdout_rows} held-out rows, max |Δp| "
                          f"{_small(a.max_abs_diff)}{'  ' + a.note if a.note else ''}")
@@ -383,7 +389,7 @@ def export(
                     where = None if broken is None else extreme_names[broken]
                 if where is not None:
                     attempts.append(PrecisionAttempt(
-                        precision, 0.0, float("nan"), False,
+                        precision, None, None, False,
                         f"failed: non-finite probabilities in fp16 arithmetic (onnx.reference) on {where}; "
                         f"trying the next precision"))
                     continue
@@ -392,7 +398,7 @@ def export(
                 edge_probs = _ort_probabilities(candidate, extremes, threads)
         except Exception as err:  # a quantizer or runtime failure is a failed attempt, not a crash
             told = str(err) if isinstance(err, ExportError) else f"{type(err).__name__}: {err}"
-            attempts.append(PrecisionAttempt(precision, 0.0, float("nan"), False, f"failed: {told}"))
+            attempts.append(PrecisionAttempt(precision, None, None, False, f"failed: {told}"))
             continue
         agreement = float(np.mean(probs.argmax(axis=1) == float_labels))
         passed = agreement >= agreement_threshold
@@ -439,7 +445,7 @@ def export(
     passed = attempts[-1]
     record: dict[str, Any] = {
         "quantization": {"precision": precision, **method, "operators": op_counts,
-                         "attempts": [_attempt_record(a) for a in attempts]},
+                         "attempts": [asdict(a) for a in attempts]},
         "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": passed.agreement,
                      "max_abs_diff": passed.max_abs_diff, "holdout_rows": int(len(holdout)),
                      "threshold": agreement_threshold,
@@ -469,13 +475,6 @@ def export(
         quantized_ops=op_counts, budget=budget, accuracy=accuracy, sha256=bundle.sha256, edge_rows=int(len(extremes)),
         kept=Path(out) if kept else None,
     )
-
-
-def _attempt_record(a: PrecisionAttempt) -> dict[str, Any]:
-    out = asdict(a)
-    if out["max_abs_diff"] != out["max_abs_diff"]:  # NaN is not JSON
-        out["max_abs_diff"] = None
-    return out
 
 
 def _checked_schema(schema: Any) -> FeatureSchema:

@@ -186,6 +186,13 @@ def test_fp16_that_would_hold_no_fp16_is_a_failed_attempt(tmp_path):
         "(beyond fp16's 65504), so each stays fp32")
     manifest = ei.read_bundle(tmp_path / "b").manifest
     assert (manifest["precision"], manifest["quantization"]["method"]) == ("fp32", "none (fp32)")
+    # it never ran: printed 'agreement 0.00%, max |Δp| nan' and recorded "agreement": 0.0; now not measured
+    assert (report.attempts[0].agreement, report.attempts[0].max_abs_diff) == (None, None)
+    recorded = manifest["quantization"]["attempts"][0]
+    assert (recorded["agreement"], recorded["max_abs_diff"]) == (None, None)
+    assert report.summary().splitlines()[3] == (
+        "  FAIL fp16          agreement not measured (gate 99.5%)  failed: nothing would compute in fp16: every "
+        "weighted layer reads the raw input, which reaches 200000 (beyond fp16's 65504), so each stays fp32")
 
 
 def test_the_fp16_gate_fails_a_candidate_that_overflows_at_a_schema_bound(tmp_path):
