@@ -551,6 +551,8 @@ class FeatureSchema:
     def load(cls, path: str | Path) -> "FeatureSchema":
         """Read a schema from a .toml or .json file."""
         path = Path(path)
+        if path.suffix.lower() not in (".toml", ".json"):    # before the parse, whose errors say "not valid …"
+            raise SchemaError(f"schema file {path} must end in .toml or .json")
         try:
             text = path.read_text(encoding="utf-8-sig")     # a byte-order mark (Excel, Notepad) is no content
         except OSError as err:
@@ -560,10 +562,8 @@ class FeatureSchema:
                 import tomllib
 
                 data = tomllib.loads(text)
-            elif path.suffix.lower() == ".json":
-                data = json.loads(text)
             else:
-                raise SchemaError(f"schema file {path} must end in .toml or .json")
+                data = json.loads(text)
         except (ValueError, TypeError) as err:
             raise SchemaError(f"schema file {path} is not valid {path.suffix[1:].upper()}: {err}") from err
         return cls.from_dict(data)

@@ -392,6 +392,16 @@ def test_bad_schema_messages(data, message):
     assert str(info.value) == message
 
 
+def test_a_schema_file_of_another_suffix_is_refused_for_its_suffix_alone(tmp_path):
+    """--schema calib.csv said 'schema file calib.csv is not valid CSV: schema file calib.csv must end in .toml or
+    .json': the suffix refusal was raised inside the parse's try and wrapped as a parse error."""
+    path = tmp_path / "calib.csv"
+    path.write_text("glucose,age\n100,40\n")
+    with pytest.raises(SchemaError) as caught:
+        FeatureSchema.load(path)
+    assert str(caught.value) == f"schema file {path} must end in .toml or .json"
+
+
 def test_numeric_classes_and_favourable_are_named_alike(tmp_path):
     """classes = [0, 1, 2] become '0', '1', '2'; favourable = 0 is read the same way, not refused as no class."""
     path = tmp_path / "s.toml"
