@@ -289,23 +289,25 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             else:
                 part = f"the decision flips if {name} were {_values(f, alone)}"
         else:
-            worst = max(mine, key=lambda t: abs(t.own_delta) if math.isfinite(t.own_delta) else -1.0)
-            # a joint flip's change is told against its control: what the proxies alone change is set apart
-            beyond = ", beyond what its proxies alone change" if worst.control_class is not None else ""
-            if abs(worst.own_delta) > tolerance:
+            counted = [t for t in mine if t.counts(tolerance)]
+            if counted:     # p moves past tolerance, and not by the proxies alone
+                worst = max(counted, key=lambda t: abs(t.delta))
                 via = f" together with {_its_proxies(schema, worst.proxies)}" if worst.proxies else ""
                 part = (f"the decision depends on {name}: the probability of '{worst.class_name}' changes by "
-                        f"{change_text(worst.own_delta, tolerance, sign=True)} if {name} were "
-                        f"{f.label(worst.to_value)}{via}{beyond}")
-            elif any(t.counts(tolerance) for t in mine):
-                # the proxies alone flip the class, the protected value turns it back
-                t = next(t for t in mine if t.counts(tolerance))
-                part = (f"the decision depends on {name}: moving {_its_proxies(schema, t.proxies)} to "
-                        f"{_set_to(schema, t)} gives '{t.control_class}' with {name} kept, and "
-                        f"'{t.class_name}' if {name} were {f.label(t.to_value)}")
+                        f"{change_text(worst.delta, tolerance, sign=True)} if {name} were "
+                        f"{f.label(worst.to_value)}{via}")
             else:
+                # the change owed to the feature: a joint flip's that moves p as far is its proxies' doing, told
+                # against its control
+                def by_proxies_too(t: FlipTest) -> bool:
+                    return t.control_class is not None and abs(t.delta) > tolerance
+
+                def owed(t: FlipTest) -> float:
+                    return t.own_delta if by_proxies_too(t) else t.delta
+                worst = max(mine, key=lambda t: abs(owed(t)) if math.isfinite(owed(t)) else -1.0)
+                beyond = ", beyond what its proxies alone change" if by_proxies_too(worst) else ""
                 part = (f"the decision does not depend on {name} (largest change in probability "
-                        f"{change_text(worst.own_delta, tolerance)}{beyond})")
+                        f"{change_text(owed(worst), tolerance)}{beyond})")
         if by_proxies:
             part += "; " + "; ".join(
                 f"{_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "

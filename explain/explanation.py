@@ -125,11 +125,14 @@ class FlipTest:
         return self.flipped and self.control_class is not None and self.class_name == self.control_class
 
     def counts(self, tolerance: float) -> bool:
-        """Whether this flip makes the decision depend on its protected feature: an alone flip that changes the
-        class or moves p past `tolerance`; a joint flip whose class or p differs from its control's by as much."""
+        """Whether this flip makes the decision depend on its protected feature: it changes the class or moves p past
+        `tolerance`, and for a joint flip not by the proxies alone: its class or p also differs from its control's
+        as much. (A joint flip that leaves the decision as it was does not count, even where its control, the
+        proxies moved alone, would have changed it: the patient's decision does not change with the feature.)"""
+        changes = self.flipped or abs(self.delta) > tolerance
         if self.control_class is None:
-            return self.flipped or abs(self.delta) > tolerance
-        return self.class_name != self.control_class or abs(self.own_delta) > tolerance
+            return changes
+        return changes and (self.class_name != self.control_class or abs(self.own_delta) > tolerance)
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,20 @@ def test_a_protected_feature_that_decides_only_with_its_proxy_is_counted():
     assert expl.verdict == "the decision flips if sex were male together with its proxy coded sex marker"
 
 
+def test_a_joint_flip_that_leaves_the_decision_as_it_was_is_not_counted_whatever_its_control_does():
+    """logit −10·sex + 10·copy − 6 at sex 0, copy 0: sex with its proxy gives the row's own logit back (Δp 0), while
+    the proxy alone, the control, gives 'granted'. The patient's decision does not change with sex: not counted
+    (held-out diabetes row 8 read "if your sex had been different, the tool could have given a different result")."""
+    model = LinearPredictor([-10.0, 0.0, 10.0], -6.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([0]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    alone, joint = expl.flips
+    assert (joint.proxies, joint.flipped, joint.delta, joint.control_class) == (("copy",), False, 0.0, "granted")
+    assert alone.delta == pytest.approx(sigmoid(-6.0) - sigmoid(-16.0), abs=1e-12)         # 0.0025
+    assert (expl.depends, expl.depends_on) == (False, ())
+    assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.002)"
+
+
 def test_the_proxies_of_a_real_row_flip_its_decision_without_sex(diabetes_session):
     """Held-out diabetes row 43: sex alone moves nothing; sex with HDL 65 → 43 and chol/HDL 3.49 → 4 flips, and so
     do those two proxies with sex kept. It read "the decision flips if sex were sex 2 together with its proxies"."""
