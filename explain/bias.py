@@ -191,7 +191,7 @@ def explain_bias(
                 proxies=relevant,
                 attribution_share=share,
                 depends=bool(depends_on),
-                verdict=_verdict(schema, plans, flips, tolerance),
+                verdict=_verdict(schema, plans, flips, tolerance, classes[label]),
                 depends_on=depends_on,
                 untested=tuple(p.feature.name for p in plans if p.feature.name not in tested),
             )
@@ -264,7 +264,9 @@ def _typical(feature: Feature, values: np.ndarray) -> float:
 # ----- words -----------------------------------------------------------------
 
 
-def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[FlipTest], tolerance: float) -> str:
+def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[FlipTest], tolerance: float,
+             decided: str) -> str:
+    """The verdict in words; `decided` is the class whose probability the flips' changes are of."""
     parts = []
     for plan in plans:
         f = plan.feature
@@ -289,25 +291,22 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             else:
                 part = f"the decision flips if {name} were {_values(f, alone)}"
         else:
+            # the change owed to the feature: a joint flip's that changes the decision is told against its control,
+            # what the proxies alone change set apart (the proxies may flip it themselves)
             counted = [t for t in mine if t.counts(tolerance)]
+            worst = max(counted or mine, key=lambda t: abs(t.owed(tolerance)) if math.isfinite(t.owed(tolerance))
+                        else -1.0)
+            owed = worst.owed(tolerance)
+            set_apart = worst.control_class is not None and (worst.flipped or abs(worst.delta) > tolerance)
+            beyond = ", beyond what its proxies alone change" if set_apart else ""
             if counted:     # p moves past tolerance, and not by the proxies alone
-                worst = max(counted, key=lambda t: abs(t.delta))
                 via = f" together with {_its_proxies(schema, worst.proxies)}" if worst.proxies else ""
-                part = (f"the decision depends on {name}: the probability of '{worst.class_name}' changes by "
-                        f"{change_text(worst.delta, tolerance, sign=True)} if {name} were "
-                        f"{f.label(worst.to_value)}{via}")
+                part = (f"the decision depends on {name}: the probability of '{decided}' changes by "
+                        f"{change_text(owed, tolerance, sign=True)} if {name} were {f.label(worst.to_value)}{via}"
+                        f"{beyond}")
             else:
-                # the change owed to the feature: a joint flip's that moves p as far is its proxies' doing, told
-                # against its control
-                def by_proxies_too(t: FlipTest) -> bool:
-                    return t.control_class is not None and abs(t.delta) > tolerance
-
-                def owed(t: FlipTest) -> float:
-                    return t.own_delta if by_proxies_too(t) else t.delta
-                worst = max(mine, key=lambda t: abs(owed(t)) if math.isfinite(owed(t)) else -1.0)
-                beyond = ", beyond what its proxies alone change" if by_proxies_too(worst) else ""
                 part = (f"the decision does not depend on {name} (largest change in probability "
-                        f"{change_text(owed(worst), tolerance)}{beyond})")
+                        f"{change_text(owed, tolerance)}{beyond})")
         if by_proxies:
             part += "; " + "; ".join(
                 f"{_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "

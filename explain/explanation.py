@@ -124,6 +124,13 @@ class FlipTest:
         """A joint flip whose proxies alone, the protected feature kept, change the class just as it does."""
         return self.flipped and self.control_class is not None and self.class_name == self.control_class
 
+    def owed(self, tolerance: float) -> float:
+        """The change in probability told as the protected value's: a joint flip's that changes the decision (its
+        class, or p past `tolerance`) against its control, what its proxies alone change set apart; else `delta`."""
+        if self.control_class is not None and (self.flipped or abs(self.delta) > tolerance):
+            return self.own_delta
+        return self.delta
+
     def counts(self, tolerance: float) -> bool:
         """Whether this flip makes the decision depend on its protected feature: it changes the class or moves p past
         `tolerance`, and for a joint flip not by the proxies alone: its class or p also differs from its control's

@@ -1086,7 +1086,8 @@ class _View:
         if not b.flips and (not untested or not self.has("bias_untested")):
             # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
             return [self.fill("bias_none", verdict=self.named(b.verdict))] if self.has("bias_none") else []
-        deltas = [abs(f.delta) for f in b.flips if math.isfinite(f.delta)]
+        # the change told as the feature's: a joint flip's against its control (what its proxies alone change apart)
+        deltas = [abs(d) for d in (f.owed(TOLERANCE) for f in b.flips) if math.isfinite(d)]
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
         by_proxies = [f for f in b.flips if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)

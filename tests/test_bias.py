@@ -272,6 +272,23 @@ def test_a_joint_flip_that_leaves_the_decision_as_it_was_is_not_counted_whatever
     assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.002)"
 
 
+def test_a_flip_the_proxies_make_is_told_by_what_the_protected_value_adds_and_of_the_decided_class():
+    """logit 4.65·sex + 14.25·copy − 12 at sex 0, copy 0 ('denied'): the proxy alone, the control, flips to 'granted'
+    (p(denied) 0.095), sex with it takes p(denied) to 0.001. Sex adds −0.094 beyond its proxy: counted, and told as
+    that change of the decided class's probability (held-out row 47 read "the probability of 'higher progression'
+    changes by -0.998", the flipped class's name beside the decided class's change, mostly the proxies' doing)."""
+    model = LinearPredictor([4.65, 0.0, 14.25], -12.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([0]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    alone, joint = expl.flips
+    assert (alone.flipped, joint.flipped, joint.class_name, joint.control_class) == (False, True, "granted", "granted")
+    assert joint.owed(0.05) == pytest.approx(sigmoid(2.25) - sigmoid(6.9), abs=1e-9)        # −0.094
+    assert (expl.depends, expl.depends_on) == (True, ("sex",))
+    assert expl.verdict.startswith(
+        "the decision depends on sex: the probability of 'denied' changes by -0.094 if sex were male together with "
+        "its proxy coded sex marker, beyond what its proxies alone change; ")
+
+
 def test_the_proxies_of_a_real_row_flip_its_decision_without_sex(diabetes_session):
     """Held-out diabetes row 43: sex alone moves nothing; sex with HDL 65 → 43 and chol/HDL 3.49 → 4 flips, and so
     do those two proxies with sex kept. It read "the decision flips if sex were sex 2 together with its proxies"."""
@@ -541,11 +558,11 @@ def test_the_verdict_names_a_flip_with_proxies_beside_one_without():
              FlipTest("age", 46.0, 64.0, ("bp",), "lower", 0.3, -0.3, True),
              FlipTest("age", 46.0, 31.0, ("bp",), "lower", 0.45, -0.15, True)]
     plans = [SimpleNamespace(feature=age)]
-    assert _verdict(schema, plans, flips, 0.05) == (
+    assert _verdict(schema, plans, flips, 0.05, "higher") == (
         "the decision flips if age were 64 years, and if it were 31 years together with its proxy mean arterial "
         "pressure")
-    assert _verdict(schema, plans, flips[:3], 0.05) == "the decision flips if age were 64 years"
-    assert _verdict(schema, plans, flips[1:2] + flips[3:], 0.05) == (
+    assert _verdict(schema, plans, flips[:3], 0.05, "higher") == "the decision flips if age were 64 years"
+    assert _verdict(schema, plans, flips[1:2] + flips[3:], 0.05, "higher") == (
         "the decision flips if age were 31 years together with its proxy mean arterial pressure")
 
 
@@ -564,7 +581,7 @@ def test_the_verdict_names_the_proxies_each_flip_moved():
              FlipTest("age", 46.0, 64.0, (), "lower", 0.55, -0.05, False),
              FlipTest("age", 46.0, 31.0, ("bp", "s6"), "lower", 0.45, -0.15, True),
              FlipTest("age", 46.0, 64.0, ("bp",), "lower", 0.45, -0.15, True)]
-    assert _verdict(schema, [SimpleNamespace(feature=age)], flips, 0.05) == (
+    assert _verdict(schema, [SimpleNamespace(feature=age)], flips, 0.05, "higher") == (
         "the decision flips if age were 31 years together with its proxies mean arterial pressure and blood glucose, "
         "or 64 years together with its proxy mean arterial pressure")
 
@@ -586,11 +603,12 @@ def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies
     flips = [FlipTest("grp", 0.0, 1.0, ("marker",), "lower", 0.4, -0.2, True),
              FlipTest("yrs", 46.0, 64.0, (), "higher", 0.7, -0.1, False)]
     plans = [SimpleNamespace(feature=f) for f in (grp, yrs, sx)]
-    assert _verdict(schema, plans, flips, 0.05) == (
+    assert _verdict(schema, plans, flips, 0.05, "higher") == (
         "the decision flips if ethnic group were B together with its proxy coded group marker; the decision depends "
         "on age: the probability of 'higher' changes by -0.100 if age were 64 years; sex could not be tested: the "
         "reference data has no other value of it")
-    assert _verdict(schema, plans[1:2], [FlipTest("yrs", 46.0, 64.0, (), "higher", 0.78, -0.02, False)], 0.05) == (
+    unmoved = [FlipTest("yrs", 46.0, 64.0, (), "higher", 0.78, -0.02, False)]
+    assert _verdict(schema, plans[1:2], unmoved, 0.05, "higher") == (
         "the decision does not depend on age (largest change in probability 0.020)")
     rows = np.array([[0.0, 46.0, 0.0, 0.0]])
     X_ref = np.column_stack([np.repeat([0.0, 1.0], 100), np.tile(np.arange(18.0, 68.0), 4), np.zeros(200),
