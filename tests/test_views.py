@@ -538,6 +538,9 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
             "higher progression") in auditor
     assert ("DECISION FLIPS; control, proxies moved with sex (source coding 1/2) kept: decision higher progression"
             in auditor)
+    # the largest change is the one told as sex's: the joint flip's against its control (0.042), not the proxies' 0.958
+    assert "Largest |Δp| over flip tests (a joint flip's against its control): 0.042." in auditor
+    assert "largest Δp under a protected flip 0.042;" in views.render(expl, schema, stakeholder="clinician")
     # a record from before the control: the joint flip is read as it was written
     old = dataclasses.replace(flips[1], proxy_values=(), control_class=None, control_probability=None)
     assert "proxies moved: high-density lipoproteins (HDL) and total cholesterol / HDL: decision" in views.render(
