@@ -352,7 +352,7 @@ def test_the_verdict_writes_a_change_with_the_digits_the_views_write_beside_it(l
             "under a protected flip 0.006; attribution share") in expl.text
     auditor = model.explain(ROWS[:1], stakeholder="auditor")[0].text
     assert ("Verdict:\nthe decision does not depend on sex (largest change in probability 0.006). Largest |Δp| over "
-            "flip tests: 0.006.") in auditor
+            "flip tests (a joint flip's against its control): 0.006.") in auditor
     assert "(Δ -0.006), decision kept" in auditor
 
 

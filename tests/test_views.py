@@ -1494,7 +1494,8 @@ def test_the_largest_flip_change_is_not_read_as_the_tolerance_or_as_zero(schema,
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert f"largest Δp{' under a protected flip' if abs(delta) <= 0.05 else ''} {shown};" in clinician
     auditor = views.render(expl, schema, stakeholder="auditor")
-    assert f"Largest |Δp|{' over flip tests' if abs(delta) <= 0.05 else ''}: {shown}." in auditor
+    assert f"Largest |Δp|{' over flip tests' if abs(delta) <= 0.05 else ''} (a joint flip's against its control): " \
+           f"{shown}." in auditor
     assert f"(Δ {'-' if delta < 0 else '+'}{shown})" in auditor        # the flip's own line, the same digits
 
 
