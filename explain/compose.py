@@ -175,7 +175,7 @@ def rejected_precisions(manifest: Mapping[str, Any]) -> tuple[RejectedPrecision,
     for a in attempts:
         if isinstance(a, Mapping) and a.get("passed") is False and isinstance(a.get("precision"), str):
             rejected.append(RejectedPrecision(
-                precision=a["precision"], agreement=_number(a.get("agreement")) or 0.0,
+                precision=a["precision"], agreement=_number(a.get("agreement")),
                 max_abs_diff=_number(a.get("max_abs_diff")), note=str(a.get("note") or ""),
                 edge_agreement=_number(a.get("edge_agreement")), edge_max_abs_diff=_number(a.get("edge_max_abs_diff"))))
     return tuple(rejected)

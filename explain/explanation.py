@@ -195,8 +195,8 @@ class RejectedPrecision:
     `quantization.attempts` that did not pass): below the agreement gate, or failed to run."""
 
     precision: str
-    agreement: float                        # label agreement with the float model on the held-out rows
-    max_abs_diff: float | None              # largest probability difference there; None: it failed to run
+    agreement: float | None                 # label agreement with the float model on the held-out rows; None: it
+    max_abs_diff: float | None              # failed to run (never a 0 it did not measure); the largest |Δp| there
     note: str                               # export's words: "below the gate; ..." or "failed: ..."
     edge_agreement: float | None = None     # the same on the edge rows (recorded, not gated)
     edge_max_abs_diff: float | None = None
@@ -204,7 +204,7 @@ class RejectedPrecision:
     @property
     def ran(self) -> bool:
         """It ran and was compared (it fell below the gate), rather than failing before the comparison."""
-        return self.max_abs_diff is not None and not self.note.startswith("failed")
+        return self.agreement is not None and self.max_abs_diff is not None and not self.note.startswith("failed")
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,11 @@ def test_fp16_that_would_hold_no_fp16_is_a_failed_attempt(tmp_path):
     assert report.summary().splitlines()[3] == (
         "  FAIL fp16          agreement not measured (gate 99.5%)  failed: nothing would compute in fp16: every "
         "weighted layer reads the raw input, which reaches 200000 (beyond fp16's 65504), so each stays fp32")
+    # every explanation's model record says the same (it turned the missing figure into an agreement of 0.0)
+    from edgeinfer.explain.compose import rejected_precisions
+
+    (fp16,) = rejected_precisions(manifest)
+    assert (fp16.precision, fp16.agreement, fp16.max_abs_diff, fp16.ran) == ("fp16", None, None, False)
 
 
 def test_the_fp16_gate_fails_a_candidate_that_overflows_at_a_schema_bound(tmp_path):

@@ -706,7 +706,7 @@ def test_auditor_gets_every_fidelity_figure_named_with_the_gate(schema):
 
 
 def test_a_precision_that_failed_to_run_is_told_with_its_reason(schema):
-    fp16 = RejectedPrecision("fp16", 0.0, None, "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) "
+    fp16 = RejectedPrecision("fp16", None, None, "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) "
                              "on held-out row 3; trying the next precision")
     expl = _fell_back(schema, fp16, INT8_BELOW_GATE)
     assert _fidelity_section(views.render(expl, schema, stakeholder="clinician")).split("\n")[2:] == [
