@@ -35,6 +35,7 @@ from edgeinfer.export import onnx_export, quantize
 from edgeinfer.explain.proxies import find_proxies
 
 
+TORCH_OPSETS = range(7, 21)   # the ONNX opsets torch 2.13's TorchScript exporter writes (torch is pinned)
 DEFAULT_AGREEMENT = 0.995   # the quantization gate: share of held-out rows whose label the float model's equals
 
 @dataclass(frozen=True)
@@ -130,6 +131,23 @@ def _percent(value: float, *, apart_from: float | None = None) -> str:
         if value == apart_from or text != f"{apart_from:.{digits}%}":
             break
     return text
+
+
+def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any) -> None:
+    """Refuse option values of the wrong kind by name before any work (a dict for `card` failed with asdict's
+    TypeError, opset=99 with torch's RuntimeError after a dump of its graph)."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise ExportError(f"out must be the bundle's folder, a path, got {out!r}")
+    if card is not None and not isinstance(card, ModelCard):
+        raise ExportError(f"card must be an edgeinfer.ModelCard, e.g. ModelCard(intended_use=...), got "
+                          f"{type(card).__name__}")
+    if window is not None and not callable(getattr(window, "to_dict", None)):
+        raise ExportError(f"window must be a stream WindowSpec (anything with to_dict()), got {window!r}")
+    if isinstance(opset, bool) or not isinstance(opset, numbers.Integral) or int(opset) not in TORCH_OPSETS:
+        raise ExportError(f"opset must be a whole number from {TORCH_OPSETS[0]} to {TORCH_OPSETS[-1]} (the ONNX opsets "
+                          f"torch's exporter writes), got {opset!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ExportError(f"seed must be a whole number, 0 or more, got {seed!r}")
 
 
 def rows_to_resolve(threshold: float) -> int | None:
@@ -270,6 +288,7 @@ def export(
     """
     profile = get_device(device)
     schema = _checked_schema(schema)
+    _check_options(out=out, card=card, window=window, opset=opset, seed=seed)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions
     if precision is not None:

@@ -561,6 +561,13 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
      "or give labels for the calibration rows as labels="),
     ({"holdout": np.full((6, 2), 0.5), "holdout_labels": [0] * 5},
      "holdout_labels has 5 entries for 6 holdout rows; give one label per holdout row, in the same order"),
+    # these failed with Python's own TypeError or AttributeError, opset=99 with torch's RuntimeError after its work
+    ({"card": {"intended_use": "triage"}},
+     "card must be an edgeinfer.ModelCard, e.g. ModelCard(intended_use=...), got dict"),
+    ({"window": "10s"}, "window must be a stream WindowSpec (anything with to_dict()), got '10s'"),
+    ({"opset": 99}, "opset must be a whole number from 7 to 20 (the ONNX opsets torch's exporter writes), got 99"),
+    ({"opset": 17.0}, "opset must be a whole number from 7 to 20 (the ONNX opsets torch's exporter writes), got 17.0"),
+    ({"seed": "a"}, "seed must be a whole number, 0 or more, got 'a'"),
 ])
 def test_bad_export_options_are_refused_before_any_work(tmp_path, options, message):
     with pytest.raises(ExportError) as info:
@@ -568,6 +575,14 @@ def test_bad_export_options_are_refused_before_any_work(tmp_path, options, messa
                   **{"calibration": np.full((20, 2), 0.5), **options})
     assert str(info.value) == message
     assert not (tmp_path / "b").exists()
+
+
+def test_an_export_without_a_destination_is_refused_by_name():
+    """out=None failed with Path's TypeError ("expected str, bytes or os.PathLike object, not NoneType")."""
+    with pytest.raises(ExportError) as info:
+        ei.export(linear_logistic([1.0, 1.0], 0.0), TWO, device="x86-edge-gateway", out=None,
+                  calibration=np.full((20, 2), 0.5))
+    assert str(info.value) == "out must be the bundle's folder, a path, got None"
 
 
 MINE = {**ei.get_device("raspberry-pi-4").to_dict(), "name": "mine"}
