@@ -14,10 +14,11 @@ the whole batch: a row's probabilities can move by a few hundredths with its
 batch companions, so comparing a flip with a probability from another call
 would mix that artefact into the flip's effect.
 
-Alternative values (chosen from the bundle's reference data, so they are
-values the model has seen):
+Alternative values (from the bundle's reference data, so values the model has
+seen, except where the schema lists a category no reference row holds):
 
-- categorical: every other code of the feature;
+- categorical: every other code the schema lists; one no reference row holds is
+  tested alone (it has no typical proxy values), and the model never saw it;
 - integer or continuous with at most four distinct values in the reference data
   (a 0/1 flag): every other of those values;
 - integer or continuous (e.g. age): the reference data is cut at its quartiles
