@@ -352,8 +352,12 @@ def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[in
               help="Accuracy gate: label agreement with the float model.")
 @click.option("--precision", help="Try only this precision of the profile.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory.")
+# the default is edgeinfer.reference.SAMPLE_ROWS, not imported here: this module loads no numpy
+@click.option("--reference-rows", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most calibration rows sampled into reference.npz: fewer make a smaller bundle, and give "
+                   "plausibility (yNN) and the bias check fewer real rows to judge against.")
 def export_command(model, schema_path, calibration, device, out, holdout, label_column, outputs, threshold,
-                   precision, overwrite) -> None:
+                   precision, overwrite, reference_rows) -> None:
     """Export MODEL (a torch.export .pt2 or an .onnx file) to a quantized bundle for a device."""
     from edgeinfer.errors import require
 
@@ -371,7 +375,8 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     X, y = _read_table(calibration, schema, label_column)
     X_hold, y_hold = _read_table(holdout, schema, label_column) if holdout else (None, None)
     report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=profile,
-                    out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite)
+                    out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite,
+                    reference_rows=reference_rows)
     click.echo(report.summary())
     if report.budget.fits is False:     # a pipeline must see it: exit 1, with the bundle kept for a look
         where = (f"it was written to {report.bundle} for inspection only, and the bundle in {out} was kept"

@@ -27,7 +27,7 @@ from edgeinfer.backend import default_threads
 from edgeinfer.bundle import INPUT_NAME, check_destination, holds_bundle, over_budget_path, write_bundle
 from edgeinfer.errors import ExportError
 from edgeinfer.profiles import get_device, DeviceProfile
-from edgeinfer.reference import Reference
+from edgeinfer.reference import SAMPLE_ROWS, Reference
 from edgeinfer.schema import FeatureSchema
 from edgeinfer.export.budget import BudgetCheck, check_budget
 from edgeinfer.export.card import ModelCard
@@ -133,7 +133,7 @@ def _percent(value: float, *, apart_from: float | None = None) -> str:
     return text
 
 
-def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any) -> None:
+def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, reference_rows: Any) -> None:
     """Refuse option values of the wrong kind by name before any work (a dict for `card` failed with asdict's
     TypeError, opset=99 with torch's RuntimeError after a dump of its graph)."""
     if not isinstance(out, (str, os.PathLike)):
@@ -148,6 +148,9 @@ def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any) -
                           f"torch's exporter writes), got {opset!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ExportError(f"seed must be a whole number, 0 or more, got {seed!r}")
+    if isinstance(reference_rows, bool) or not isinstance(reference_rows, numbers.Integral) or reference_rows < 1:
+        raise ExportError(f"reference_rows must be a whole number, 1 or more (the most calibration rows sampled into "
+                          f"reference.npz; default {SAMPLE_ROWS}), got {reference_rows!r}")
 
 
 def rows_to_resolve(threshold: float) -> int | None:
@@ -272,6 +275,7 @@ def export(
     opset: int = onnx_export.OPSET,
     overwrite: bool = False,
     seed: int = 0,
+    reference_rows: int = SAMPLE_ROWS,
 ) -> ExportReport:
     """Export `model` (torch.nn.Module, or a path to a .pt2 or .onnx file) to a bundle for `device`.
 
@@ -285,10 +289,12 @@ def export(
     outputs: for an .onnx input, whether its output is 'logits' or 'probabilities'.
     window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
     precision: try only this one of the profile's precisions instead of all in order.
+    reference_rows: the most calibration rows sampled (seeded) into reference.npz, the rows plausibility (yNN), the
+        bias check and reference attributions judge against; fewer make a smaller bundle (default 1,000).
     """
     profile = get_device(device)
     schema = _checked_schema(schema)
-    _check_options(out=out, card=card, window=window, opset=opset, seed=seed)
+    _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions
     if precision is not None:
@@ -459,7 +465,8 @@ def export(
     accuracy = None
     if holdout_labels is not None:
         accuracy = float(np.mean(deployed_hold.argmax(axis=1) == np.asarray(holdout_labels)))
-    reference = Reference.from_data(calibration, deployed_calib.argmax(axis=1), labels=labels, seed=seed)
+    reference = Reference.from_data(calibration, deployed_calib.argmax(axis=1), labels=labels,
+                                    sample_rows=int(reference_rows), seed=seed)
     op_counts = quantize.operator_counts(model_bytes)
     passed = attempts[-1]
     record: dict[str, Any] = {
@@ -474,6 +481,9 @@ def export(
         "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
         "card": asdict(card or ModelCard()),
         "proxies": [asdict(p) for p in find_proxies(schema, calibration)],
+        # reference.npz: median and MAD over every calibration row, a seeded sample of at most reference_rows kept
+        "reference": {"rows": int(len(reference.X)), "reference_rows": int(reference_rows),
+                      "calibration_rows": int(len(calibration)), "seed": int(seed)},
     }
     if window is not None:
         record["window"] = window.to_dict()

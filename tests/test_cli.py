@@ -356,6 +356,39 @@ def test_export_refuses_a_label_both_a_class_name_and_another_class_index(tmp_pa
                              "('1', '2', '3')\n")
 
 
+def _linear_files(tmp_path, rows: int = 40, *, labels: bool = False, name: str = "calibration.csv"):
+    """`edgeinfer export` arguments for a linear model (class b where x0 > x1) as .onnx, its JSON schema and a CSV
+    of `rows` seeded rows, with their true class in a `target` column when `labels`."""
+    from edgeinfer.export.models import linear_logistic
+    from edgeinfer.export.onnx_export import torch_to_onnx
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema(features=(Feature("x0", low=0, high=1), Feature("x1", low=0, high=1)), classes=("a", "b"))
+    (tmp_path / "schema.json").write_text(json.dumps(schema.to_dict()))
+    (tmp_path / "m.onnx").write_bytes(torch_to_onnx(linear_logistic([4.0, -4.0], 0.0), n_features=2, n_classes=2))
+    X = np.random.default_rng(len(name)).uniform(0, 1, (rows, 2)).round(4)
+    (tmp_path / name).write_text("x0,x1" + (",target" if labels else "") + "\n" + "".join(
+        f"{a},{b}" + (f",{'b' if a > b else 'a'}" if labels else "") + "\n" for a, b in X))
+    return ["export", str(tmp_path / "m.onnx"), "--schema", str(tmp_path / "schema.json"), "--calibration",
+            str(tmp_path / name), "--outputs", "probabilities", "--precision", "fp32"]
+
+
+def test_export_takes_the_reference_sample_size(tmp_path):
+    """--reference-rows is the most calibration rows reference.npz keeps (1,000 before, with no way to keep fewer);
+    the manifest's reference records it. A count below 1 is a usage error."""
+    args = [*_linear_files(tmp_path, rows=400), "--device", "x86-edge-gateway"]
+    result = CliRunner().invoke(main, [*args, "--reference-rows", "60", "-o", str(tmp_path / "b")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    bundle = ei.read_bundle(tmp_path / "b")
+    assert bundle.reference.X.shape == (60, 2)
+    assert bundle.manifest["reference"] == {"rows": 60, "reference_rows": 60, "calibration_rows": 400, "seed": 0}
+    result = CliRunner().invoke(main, [*args, "--reference-rows", "0", "-o", str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert "Invalid value for '--reference-rows': 0 is not in the range x>=1." in result.stderr
+    assert not (tmp_path / "c").exists()
+
+
 def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"

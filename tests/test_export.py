@@ -568,6 +568,9 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
     ({"opset": 99}, "opset must be a whole number from 7 to 20 (the ONNX opsets torch's exporter writes), got 99"),
     ({"opset": 17.0}, "opset must be a whole number from 7 to 20 (the ONNX opsets torch's exporter writes), got 17.0"),
     ({"seed": "a"}, "seed must be a whole number, 0 or more, got 'a'"),
+    *(({"reference_rows": rows}, f"reference_rows must be a whole number, 1 or more (the most calibration rows "
+                                  f"sampled into reference.npz; default 1000), got {rows!r}")
+      for rows in (0, -5, True, 2.5, "100", None)),
 ])
 def test_bad_export_options_are_refused_before_any_work(tmp_path, options, message):
     with pytest.raises(ExportError) as info:
@@ -778,6 +781,27 @@ def test_the_size_budget_counts_the_whole_bundle_as_shipped(tmp_path):
                               f"ms measured here ({budget.measured_on}; a bare prediction "
                               f"{budget.predict_latency_ms:.3f} ms), budget 10 ms on the device"
                               + (" (over it here: time it on the device)" if budget.latency_ms > 10 else ""))
+
+
+def test_reference_rows_sizes_the_reference_sample_and_the_manifest_records_it(tmp_path):
+    """reference.npz kept up to 1,000 calibration rows with no way to keep fewer, so a bundle over a small device's
+    size budget for reference.npz alone could not be shrunk. reference_rows= is the most rows kept: a seeded
+    sample, the default's 1,000 the very rows they were."""
+    X = np.random.default_rng(0).uniform(0, 1, (1200, 2))
+    reports = {rows: ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, calibration=X, device="x86-edge-gateway",
+                               precision="fp32", out=tmp_path / str(rows), **({} if rows is None else
+                                                                             {"reference_rows": rows}))
+               for rows in (None, 1000, 50, 5000)}
+    for rows, kept in ((None, 1000), (1000, 1000), (50, 50), (5000, 1200)):
+        bundle = ei.read_bundle(tmp_path / str(rows))
+        sample = np.sort(np.random.default_rng(0).choice(1200, kept, replace=False)) if kept < 1200 else np.arange(1200)
+        np.testing.assert_array_equal(bundle.reference.X, X[sample])
+        np.testing.assert_array_equal(bundle.reference.median, np.median(X, axis=0))     # over every row, as before
+        assert bundle.manifest["reference"] == {"rows": kept, "reference_rows": rows or 1000, "calibration_rows": 1200,
+                                                "seed": 0}
+    size = {rows: (tmp_path / str(rows) / "reference.npz").stat().st_size for rows in reports}
+    assert size[None] == size[1000] == size[50] + 950 * 3 * 8           # each row: two features and its label
+    assert round(reports[50].budget.bundle_size_mb * 1e6) == round(reports[1000].budget.bundle_size_mb * 1e6) - 950 * 24
 
 
 def test_a_verdict_over_the_memory_budget_gives_the_figures_a_passing_one_does():
