@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ REFERENCE_FILE = "reference.npz"
 OVER_BUDGET_SUFFIX = ".over-budget"   # where an export that does not fit goes when a bundle is in its place
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
+FEWEST_ADVISED_ROWS = 5               # yNN counts an answer's 5 nearest reference rows: fewer are never advised
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +81,9 @@ class Bundle:
         peak = budget.get("peak_memory_mb")
         over_size, over_memory = size > size_budget, _is_number(peak) and peak > memory_budget
         unchecked = "peak_memory_mb" in budget and peak is None
-        said = ([f"bundle {shown_mb(size, size_budget, decimals=3)} MB over its {size_budget:g} MB size budget"]
+        fix, why = self.smaller_export(size_budget if over_size else None, over_memory=over_memory,
+                                       device=profile.name)
+        said = ([f"bundle {shown_mb(size, size_budget, decimals=3)} MB over its {size_budget:g} MB size budget", why]
                 if over_size else [])
         if over_memory:
             said.append(f"peak memory {shown_mb(peak, memory_budget, decimals=1)} MB (as measured at export: "
@@ -88,10 +92,54 @@ class Bundle:
             said.append(f"peak memory not measured at export, so its {memory_budget:g} MB memory budget is unchecked")
         if over_size or over_memory:
             return (f"bundle {self.path} does not fit device '{profile.name}': {'; '.join(said)}. It loads, but may "
-                    f"fail there: export a smaller model for '{profile.name}'")
+                    f"fail there: export {fix}")
         if unchecked:
             return f"bundle {self.path} on device '{profile.name}': {said[0]}; re-export it on Linux or macOS to check it"
         return None
+
+    def reference_rows_to_fit(self, size_budget_mb: float) -> int | None:
+        """The most reference rows with which the bundle's files fit `size_budget_mb`, as the budget check counts
+        them: reference.npz loses each row's bytes (its features and labels), model.onnx and the rest stay. None
+        where that takes fewer than FEWEST_ADVISED_ROWS rows, or no count does."""
+        ref = self.reference
+        row_bytes = (ref.X.itemsize * ref.X.shape[1] + ref.predicted.itemsize
+                     + (0 if ref.labels is None else ref.labels.itemsize))
+        model = (self.path / MODEL_FILE).stat().st_size
+        rest = (self.path / REFERENCE_FILE).stat().st_size - len(ref.X) * row_bytes
+
+        def fits(rows: int) -> bool:        # the budget check's figure: MB of 10^6 bytes, rounded to the byte
+            return round((model + rest + rows * row_bytes) / 1e6, 6) <= size_budget_mb
+
+        rows = min(len(ref.X) - 1, math.floor((size_budget_mb * 1e6 - model - rest) / row_bytes) + 1)
+        while rows >= FEWEST_ADVISED_ROWS and not fits(rows):
+            rows -= 1
+        return rows if rows >= FEWEST_ADVISED_ROWS else None
+
+    def smaller_export(self, size_budget_mb: float | None, *, over_memory: bool = False, device: str | None = None,
+                       cli: bool = False) -> tuple[str, str | None]:
+        """What to export instead (to follow "export "), and why, by the files' sizes. Over a size budget
+        (`size_budget_mb`): fewer reference rows, a count, where reference.npz is what takes the bundle over it,
+        else a smaller model; over the memory budget alone, a smaller model (no why). `device` names the device it
+        is for; `cli` spells the option as the CLI's flag alone."""
+        where = [f"for '{device}'"] if device else []
+        if size_budget_mb is None:
+            return " ".join(["a smaller model", *where]), None
+        model_mb, reference_mb = ((self.path / name).stat().st_size / 1e6 for name in (MODEL_FILE, REFERENCE_FILE))
+        # in as many decimals as tell each from 0 and from the budget (model.onnx 0.01002 MB, not 0.010, beside 0.01)
+        model, reference = (max(shown_mb(v, 0.0, decimals=3), shown_mb(v, size_budget_mb, decimals=3), key=len)
+                            for v in (model_mb, reference_mb))
+        rows, count = len(self.reference.X), self.reference_rows_to_fit(size_budget_mb)
+        if count is not None:
+            option = f"--reference-rows {count}" if cli else f"reference_rows={count} (CLI: --reference-rows {count})"
+            return (" ".join([*(["a smaller model"] if over_memory else []), *where, "with", option]),
+                    f"reference.npz's {rows} rows are {reference} MB of the bundle, model.onnx {model} MB, and {count} "
+                    f"rows are the most with which it fits the {size_budget_mb:g} MB size budget")
+        why = f"model.onnx is {model} MB of the bundle, reference.npz {reference} MB ({rows} rows)"
+        if model_mb <= size_budget_mb:      # the model fits alone, but not with an advised count of reference rows
+            why += (f", and with this model.onnx no count of at least {FEWEST_ADVISED_ROWS} reference rows "
+                    f"({'--reference-rows' if cli else 'reference_rows='}) brings it under the {size_budget_mb:g} MB "
+                    f"size budget")
+        return " ".join(["a smaller model", *where]), why
 
 
 def _is_number(value: Any) -> bool:

@@ -381,8 +381,15 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     if report.budget.fits is False:     # a pipeline must see it: exit 1, with the bundle kept for a look
         where = (f"it was written to {report.bundle} for inspection only, and the bundle in {out} was kept"
                  if report.kept else f"the bundle in {out} was written for inspection only")
-        raise ExportError(f"the model {report.budget.verdict}; {where}: export a smaller model, or for a device with "
-                          "larger budgets")
+        from edgeinfer.bundle import read_bundle
+
+        budget = report.budget          # the fix named by the files' sizes: model.onnx, or reference.npz's rows
+        over_size = budget.bundle_size_mb > budget.size_budget_mb
+        over_memory = budget.peak_memory_mb is not None and budget.peak_memory_mb > budget.peak_memory_budget_mb
+        fix, why = read_bundle(report.bundle).smaller_export(budget.size_budget_mb if over_size else None,
+                                                             over_memory=over_memory, cli=True)
+        raise ExportError(f"the model {budget.verdict}; {where}: {why + '; ' if why else ''}export {fix}, or for a "
+                          "device with larger budgets")
     if report.budget.fits is None:      # memory not measured on this host: not refused, not counted as fitting
         click.echo(f"warning: the model {report.budget.verdict}", err=True)
 

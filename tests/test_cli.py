@@ -532,8 +532,12 @@ def test_an_export_over_the_devices_budget_exits_1_and_says_why(big_model, tmp_p
     verdict = ei.read_bundle(tmp_path / "bundle").manifest["budget"]["verdict"]
     assert verdict.startswith("does not fit wearable-gateway: bundle 5.") and "exceeds the 5 MB size budget" in verdict
     assert f"budget     {verdict}" in result.stdout
+    model, reference = ((tmp_path / "bundle" / name).stat().st_size / 1e6 for name in ("model.onnx", "reference.npz"))
+    assert model > 5 > reference
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'bundle'} was written for "
-                             "inspection only: export a smaller model, or for a device with larger budgets\n")
+                             f"inspection only: model.onnx is {model:.3f} MB of the bundle, reference.npz "
+                             f"{reference:.3f} MB (200 rows); export a smaller model, or for a device with larger "
+                             "budgets\n")
 
 
 def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_loaded(big_model, breast_cancer,
@@ -546,9 +550,11 @@ def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_lo
     result = CliRunner().invoke(main, [*big_model, "-o", str(out), "--overwrite"])
     assert result.exit_code == 1, result.output
     budget = ei.read_bundle(over).manifest["budget"]
+    model, reference = ((over / name).stat().st_size / 1e6 for name in ("model.onnx", "reference.npz"))
+    why = f"model.onnx is {model:.3f} MB of the bundle, reference.npz {reference:.3f} MB (200 rows)"
     assert result.stderr == (f"error: the model {budget['verdict']}; it was written to {over} for inspection only, "
-                             f"and the bundle in {out} was kept: export a smaller model, or for a device with larger "
-                             "budgets\n")
+                             f"and the bundle in {out} was kept: {why}; export a smaller model, or for a device with "
+                             "larger budgets\n")
     assert ei.read_bundle(out).sha256 == kept
     rows = tmp_path / "rows.csv"
     rows.write_text(",".join(d.schema.names) + "\n" + ",".join(map(repr, d.X_test[0])) + "\n")
@@ -557,9 +563,54 @@ def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_lo
     memory = (f"; peak memory {budget['peak_memory_mb']:.1f} MB (as measured at export: {budget['measured_on']}) over "
               "its 64 MB budget" if budget["peak_memory_mb"] > 64 else "")
     assert predicted.stderr == (f"warning: bundle {over} does not fit device 'wearable-gateway': bundle "
-                                f"{budget['bundle_size_mb']:.3f} MB over its 5 MB size budget{memory}. It loads, but "
-                                "may fail there: export a smaller model for 'wearable-gateway'\n")
+                                f"{budget['bundle_size_mb']:.3f} MB over its 5 MB size budget; {why}{memory}. It "
+                                "loads, but may fail there: export a smaller model for 'wearable-gateway'\n")
     assert CliRunner().invoke(main, ["predict", str(out), str(rows)]).stderr == ""
+
+
+def test_an_export_over_its_size_budget_for_reference_npz_says_how_many_reference_rows_fit(tmp_path):
+    """A bundle over its size budget for reference.npz (400 rows, 0.011 MB; model.onnx 0.0004 MB; budget 0.005 MB)
+    was told "export a smaller model". The message names both files' sizes and the most reference rows that fit:
+    exported with them it fits, with one more it does not."""
+    profile = _profile_file(tmp_path / "tiny.toml", model_size_budget_mb=0.005)
+    args = [*_linear_files(tmp_path, rows=400), "--device", str(profile)]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b")])
+    assert result.exit_code == 1, result.output
+    verdict = ei.read_bundle(tmp_path / "b").manifest["budget"]["verdict"]
+    why = ("reference.npz's 400 rows are 0.011 MB of the bundle, model.onnx 0.0004 MB, and 147 rows are the most with "
+           "which it fits the 0.005 MB size budget")
+    assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'b'} was written for inspection "
+                             f"only: {why}; export with --reference-rows 147, or for a device with larger budgets\n")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x0,x1\n0.5,0.25\n")
+    predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "b"), str(rows)])
+    assert predicted.stderr == (
+        f"warning: bundle {tmp_path / 'b'} does not fit device 'my-gateway': bundle 0.011 MB over its 0.005 MB size "
+        f"budget; {why}. It loads, but may fail there: export for 'my-gateway' with reference_rows=147 (CLI: "
+        "--reference-rows 147)\n")
+    assert ei.read_bundle(tmp_path / "b").smaller_export(0.005, over_memory=True, device="tiny") == (    # and memory
+        "a smaller model for 'tiny' with reference_rows=147 (CLI: --reference-rows 147)", why)
+    fits = CliRunner().invoke(main, [*args, "--reference-rows", "147", "-o", str(tmp_path / "c")])
+    assert fits.exit_code == 0, fits.output
+    assert ei.read_bundle(tmp_path / "c").manifest["budget"]["bundle_size_mb"] <= 0.005
+    over = CliRunner().invoke(main, [*args, "--reference-rows", "148", "-o", str(tmp_path / "d")])
+    assert over.exit_code == 1 and ei.read_bundle(tmp_path / "d").manifest["budget"]["bundle_size_mb"] > 0.005
+
+
+def test_an_export_over_its_size_budget_for_model_onnx_says_to_export_a_smaller_model(tmp_path):
+    """model.onnx (0.0004 MB) alone exceeds the 0.0002 MB budget: no count of reference rows would do."""
+    profile = _profile_file(tmp_path / "tiny.toml", model_size_budget_mb=0.0002)
+    result = CliRunner().invoke(main, [*_linear_files(tmp_path), "--device", str(profile), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 1, result.output
+    verdict = ei.read_bundle(tmp_path / "b").manifest["budget"]["verdict"]
+    why = "model.onnx is 0.0004 MB of the bundle, reference.npz 0.002 MB (40 rows)"
+    assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'b'} was written for inspection "
+                             f"only: {why}; export a smaller model, or for a device with larger budgets\n")
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(tmp_path / "b")
+    assert [str(w.message) for w in caught] == [
+        f"bundle {tmp_path / 'b'} does not fit device 'my-gateway': bundle 0.002 MB over its 0.0002 MB size budget; "
+        f"{why}. It loads, but may fail there: export a smaller model for 'my-gateway'"]
 
 
 def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unchecked(tmp_path, monkeypatch):

@@ -342,15 +342,20 @@ def test_a_bundle_loaded_on_a_device_whose_budgets_it_exceeds_is_said(bc_bundle)
     import warnings
     from dataclasses import replace
 
+    from edgeinfer.bundle import shown_mb
+
     budget = ei.read_bundle(bc_bundle).manifest["budget"]
     small = replace(ei.get_device("raspberry-pi-4"), name="small", model_size_budget_mb=0.01, peak_memory_budget_mb=0.5)
     with pytest.warns(ei.BudgetWarning) as caught:
         session = ei.load(bc_bundle, device=small)
     assert session.profile.name == "small"
+    model, reference = ((bc_bundle / name).stat().st_size / 1e6 for name in ("model.onnx", "reference.npz"))
     assert [str(w.message) for w in caught] == [
         f"bundle {bc_bundle} does not fit device 'small': bundle {budget['bundle_size_mb']:.3f} MB over its 0.01 MB "
-        f"size budget; peak memory {budget['peak_memory_mb']:.1f} MB (as measured at export: {budget['measured_on']}) "
-        "over its 0.5 MB budget. It loads, but may fail there: export a smaller model for 'small'"]
+        f"size budget; model.onnx is {shown_mb(model, 0.01, decimals=3)} MB of the bundle, reference.npz "
+        f"{reference:.3f} MB (427 rows); peak memory {budget['peak_memory_mb']:.1f} MB (as measured at export: "
+        f"{budget['measured_on']}) over its 0.5 MB budget. It loads, but may fail there: export a smaller model for "
+        "'small'"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ei.load(bc_bundle)
