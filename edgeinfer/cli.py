@@ -236,8 +236,9 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
     _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json)
 
 
-def _read_table(path: str, schema, label_column: str | None):
-    """Rows of a CSV/JSONL file as a matrix in schema order (+ labels); any bad row refuses the file, by line."""
+def _read_table(path: str, schema, label_column: str | None, option: str = "--label-column"):
+    """Rows of a CSV/JSONL file as a matrix in schema order (+ labels); any bad row refuses the file, by line.
+    `option` is the flag that names this file's label column, as messages name it."""
     import numpy as np
 
     from edgeinfer.errors import InputError
@@ -247,16 +248,16 @@ def _read_table(path: str, schema, label_column: str | None):
         unknown = [h for h in header if h not in schema.names and h != label_column]
         if label_column is not None and label_column not in header:
             if unknown:
-                others = (f"column {unknown[0]!r} is not a feature: if it holds the true class, pass --label-column "
+                others = (f"column {unknown[0]!r} is not a feature: if it holds the true class, pass {option} "
                           f"{unknown[0]!r}" if len(unknown) == 1
                           else f"columns {', '.join(map(repr, unknown))} are not features")
             else:
-                others = f"add the true class as a column {label_column!r}, or leave --label-column out"
-            raise InputError(f"no column {label_column!r} (--label-column) in the header; {others}")
+                others = f"add the true class as a column {label_column!r}, or leave {option} out"
+            raise InputError(f"no column {label_column!r} ({option}) in the header; {others}")
         try:
             schema.check_columns([h for h in header if h != label_column])
         except InputError as err:
-            hint = (f"; if column {unknown[0]!r} holds the true class, pass --label-column {unknown[0]!r}"
+            hint = (f"; if column {unknown[0]!r} holds the true class, pass {option} {unknown[0]!r}"
                     if label_column is None and len(unknown) == 1 else "")
             raise InputError(f"{err}{hint}") from None
 
@@ -273,15 +274,15 @@ def _read_table(path: str, schema, label_column: str | None):
             values = dict(item.values)
             if label_column is not None:
                 if label_column not in values:
-                    raise InputError(f"{path} line {item.line}: no label column {label_column!r}; the columns are "
-                                     f"{', '.join(values)}")
+                    raise InputError(f"{path} line {item.line}: no label column {label_column!r} ({option}); the "
+                                     f"columns are {', '.join(values)}")
                 labels.append(_label_readings(values.pop(label_column), schema, f"{path} line {item.line}"))
                 label_lines.append(item.line)
             try:
                 rows.append(schema.to_matrix(values)[0][0])
             except InputError as err:
                 unknown = [k for k in values if k not in schema.names]
-                hint = (f"; if column {unknown[0]!r} holds the true class, pass --label-column {unknown[0]!r}"
+                hint = (f"; if column {unknown[0]!r} holds the true class, pass {option} {unknown[0]!r}"
                         if label_column is None and len(unknown) == 1 else "")
                 raise InputError(f"{path} line {item.line}: {err}{hint}") from None
             lines.append(item.line)
@@ -345,7 +346,11 @@ def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[in
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--holdout", type=click.Path(exists=True, dir_okay=False),
               help="Rows for the accuracy gate (default: a quarter of the calibration rows).")
-@click.option("--label-column", help="Column (by name) holding the true class, as a class name or index, in the data files.")
+@click.option("--label-column", help="Column (by name) holding the true class, as a class name or index, in the data "
+                                    "files (the --holdout file's too, unless --holdout-label-column names its own).")
+@click.option("--holdout-label-column",
+              help="Column holding the true class in the --holdout file alone (default: --label-column's), so that "
+                   "the calibration file needs none.")
 @click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits", show_default=True,
               help="What an .onnx model outputs.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.995, show_default=True,
@@ -356,8 +361,8 @@ def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[in
 @click.option("--reference-rows", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Most calibration rows sampled into reference.npz: fewer make a smaller bundle, and give "
                    "plausibility (yNN) and the bias check fewer real rows to judge against.")
-def export_command(model, schema_path, calibration, device, out, holdout, label_column, outputs, threshold,
-                   precision, overwrite, reference_rows) -> None:
+def export_command(model, schema_path, calibration, device, out, holdout, label_column, holdout_label_column, outputs,
+                   threshold, precision, overwrite, reference_rows) -> None:
     """Export MODEL (a torch.export .pt2 or an .onnx file) to a quantized bundle for a device."""
     from edgeinfer.errors import require
 
@@ -365,6 +370,9 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     if precision is not None and precision not in profile.precisions:     # a usage error, before any work
         raise UsageError(f"--precision {precision}: device '{profile.name}' allows {', '.join(profile.precisions)}; "
                          "give one of them, or leave --precision out to try them in order")
+    if holdout_label_column is not None and holdout is None:
+        raise UsageError(f"--holdout-label-column {holdout_label_column}: it names the true class's column in the "
+                         "--holdout file; give --holdout too, or leave --holdout-label-column out")
     from edgeinfer.schema import FeatureSchema
 
     for module in ("onnx", "torch"):
@@ -373,7 +381,11 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
 
     schema = FeatureSchema.load(schema_path)
     X, y = _read_table(calibration, schema, label_column)
-    X_hold, y_hold = _read_table(holdout, schema, label_column) if holdout else (None, None)
+    # the holdout's labels (validation accuracy, the class-order check) may be in a column of its own
+    hold_option = "--holdout-label-column"
+    if holdout_label_column is None and label_column is not None:
+        holdout_label_column, hold_option = label_column, "--label-column"
+    X_hold, y_hold = _read_table(holdout, schema, holdout_label_column, hold_option) if holdout else (None, None)
     report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=profile,
                     out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite,
                     reference_rows=reference_rows)

@@ -389,6 +389,41 @@ def test_export_takes_the_reference_sample_size(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_export_takes_labels_for_the_holdout_alone(tmp_path):
+    """--label-column named the true class's column in --calibration and --holdout alike, so a labelled holdout
+    beside an unlabelled calibration file could not be given: the calibration file was refused at its header.
+    --holdout-label-column names the holdout's own; its labels are the validation record's; a wrong name is
+    refused naming that flag."""
+    args = [*_linear_files(tmp_path, rows=400), "--device", "x86-edge-gateway"]
+    _linear_files(tmp_path, rows=60, labels=True, name="holdout.csv")
+    holdout = tmp_path / "holdout.csv"
+    args += ["--holdout", str(holdout)]
+    result = CliRunner().invoke(main, [*args, "--holdout-label-column", "target", "-o", str(tmp_path / "b")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "accuracy   100.00% on 60 held-out rows" in result.stdout
+    manifest = ei.read_bundle(tmp_path / "b").manifest
+    assert manifest["validation"] == {"accuracy": 1.0, "rows": 60}
+    assert ei.read_bundle(tmp_path / "b").reference.labels is None              # the calibration rows have none
+    refused = {option: CliRunner().invoke(main, [*args, *option, "-o", str(tmp_path / "c")])
+               for option in (("--holdout-label-column", "traget"), ("--label-column", "target"), ())}
+    assert (refused["--holdout-label-column", "traget"].exit_code,
+            refused["--holdout-label-column", "traget"].stderr) == (
+        1, f"error: {holdout} line 1 (the header): no column 'traget' (--holdout-label-column) in the header; column "
+           "'target' is not a feature: if it holds the true class, pass --holdout-label-column 'target'\n")
+    assert (refused["--label-column", "target"].exit_code, refused["--label-column", "target"].stderr) == (
+        1, f"error: {tmp_path / 'calibration.csv'} line 1 (the header): no column 'target' (--label-column) in the "
+           "header; add the true class as a column 'target', or leave --label-column out\n")
+    assert (refused[()].exit_code, refused[()].stderr) == (
+        1, f"error: {holdout} line 1 (the header): unknown feature 'target'; known features: x0, x1; if column "
+           "'target' holds the true class, pass --holdout-label-column 'target'\n")
+    assert not (tmp_path / "c").exists()
+    alone = CliRunner().invoke(main, [*args[:-2], "--holdout-label-column", "target", "-o", str(tmp_path / "c")])
+    assert (alone.exit_code, alone.stderr) == (
+        2, "error: --holdout-label-column target: it names the true class's column in the --holdout file; give "
+           "--holdout too, or leave --holdout-label-column out\n")
+
+
 def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, tmp_path):
     _, good = rows_file
     path = tmp_path / "good.jsonl"
