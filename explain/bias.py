@@ -18,7 +18,10 @@ Alternative values (from the bundle's reference data, so values the model has
 seen, except where the schema lists a category no reference row holds):
 
 - categorical: every other code the schema lists; one no reference row holds is
-  tested alone (it has no typical proxy values), and the model never saw it;
+  tested alone (it has no typical proxy values), and the model never saw it: its
+  flip is marked `FlipTest.unseen`, and where such a flip counts the verdict says
+  so ("(sex 3: a value no reference row holds — the model never saw it; read this
+  flip with care)"), qualified when every flip that counts is such;
 - integer or continuous with at most four distinct values in the reference data
   (a 0/1 flag): every other of those values;
 - integer or continuous (e.g. age): the reference data is cut at its quartiles
@@ -86,6 +89,7 @@ class _Plan:
     edges: np.ndarray                # quantile edges (numeric), or the codes or values of the groups (by_value)
     values: np.ndarray               # (G,) the alternative value of each group; NaN for an empty group
     typical: np.ndarray              # (G, P) typical proxy values in each group; NaN where the group is empty
+    held: tuple[bool, ...]           # (G,) some reference row is in the group (a listed code may be held by none)
     by_value: bool = False           # a group per code or value, not quartile groups
 
     def group_of(self, value: float) -> int:
@@ -119,8 +123,9 @@ def explain_bias(
 
     plans = _plans(schema, model.reference, proxies)
     batch: list[np.ndarray] = [X]
-    # per flip: its plan, value, the proxies it moved, their values, its row in the batch and its control's (-1: none)
-    specs: list[list[tuple[_Plan, float, tuple[str, ...], tuple[float, ...], int, int]]] = [[] for _ in range(n)]
+    # per flip: its plan, value, whether no reference row holds that value, the proxies it moved, their values, its
+    # row in the batch and its control's (-1: none)
+    specs: list[list[tuple[_Plan, float, bool, tuple[str, ...], tuple[float, ...], int, int]]] = [[] for _ in range(n)]
     offset = n
     for i in range(n):
         for plan in plans:
@@ -131,7 +136,7 @@ def explain_bias(
                 row = X[i].copy()
                 row[plan.index] = value
                 batch.append(row)
-                specs[i].append((plan, float(value), (), (), offset, -1))
+                specs[i].append((plan, float(value), not plan.held[g], (), (), offset, -1))
                 offset += 1
                 if plan.proxy_names and np.isfinite(plan.typical[g]).all():
                     moves = plan.typical[g] != X[i, plan.proxy_index]
@@ -145,7 +150,7 @@ def explain_bias(
                         batch += [moved, control]
                         names = tuple(name for name, m in zip(plan.proxy_names, moves) if m)
                         to = tuple(float(v) for v, m in zip(plan.typical[g], moves) if m)
-                        specs[i].append((plan, float(value), names, to, offset, offset + 1))
+                        specs[i].append((plan, float(value), False, names, to, offset, offset + 1))
                         offset += 2
     proba = np.asarray(model.predict_proba(np.vstack(batch)), dtype=np.float64)
     if proba.shape != (offset, len(schema.classes)):
@@ -178,8 +183,9 @@ def explain_bias(
                 proxy_values=to,
                 control_class=classes[decided_rows[c]] if c >= 0 else None,
                 control_probability=proba_rows[c][label] if c >= 0 else None,
+                unseen=unseen,
             )
-            for plan, value, moved, to, k, c in specs[i]
+            for plan, value, unseen, moved, to, k, c in specs[i]
         )
         depends_on = tuple(dict.fromkeys(f.feature for f in flips if f.counts(tolerance)))
         tested = {f.feature for f in flips}
@@ -247,7 +253,8 @@ def _plan(schema: FeatureSchema, R: np.ndarray, name: str, proxies: tuple[Proxy,
     for g, mask in enumerate(members):
         if mask.any():
             typical[g] = [_typical(schema.features[k], R[mask, k]) for k in proxy_index]
-    return _Plan(j, feature, proxy_index, names, edges, values, typical, by_value)
+    held = tuple(bool(mask.any()) for mask in members)
+    return _Plan(j, feature, proxy_index, names, edges, values, typical, held, by_value)
 
 
 def _typical(feature: Feature, values: np.ndarray) -> float:
@@ -308,6 +315,7 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             else:
                 part = (f"the decision does not depend on {name} (largest change in probability "
                         f"{change_text(owed, tolerance)}{beyond})")
+        part += _unseen_note(f, mine, tolerance)
         if by_proxies:
             part += "; " + "; ".join(
                 f"{_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "
@@ -316,6 +324,28 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 for t in by_proxies)
         parts.append(part)
     return "; ".join(parts)
+
+
+def _unseen_note(feature: Feature, flips: Sequence[FlipTest], tolerance: float) -> str:
+    """" (sex 3: a value no reference row holds — …)" where a flip that counts went to a value the model never saw:
+    what it decides there is extrapolation. Where every flip that counts is such, the values reference rows hold are
+    said not to make the decision depend on the feature (or not to exist besides the row's own); "" for none."""
+    counted = [t for t in flips if t.counts(tolerance)]
+    unseen = [t for t in counted if t.unseen]
+    if not unseen:
+        return ""
+    labels = list(dict.fromkeys(feature.label(t.to_value) for t in unseen))
+    one = len(labels) == 1
+    note = (f"{labels[0] if one else ', '.join(labels[:-1]) + ' and ' + labels[-1]}: "
+            f"{'a value' if one else 'values'} no reference row holds — the model never saw {'it' if one else 'them'}; "
+            f"read {'this flip' if one else 'these flips'} with care")
+    if len(unseen) == len(counted):
+        name = feature.clinical
+        if any(not t.unseen for t in flips):
+            note += f"; at the values reference rows hold, the decision does not depend on {name}"
+        else:
+            note += f"; the reference data has no other value of {name}"
+    return f" ({note})"
 
 
 def change_text(delta: float, tolerance: float = TOLERANCE, *, digits: int = DIGITS, sign: bool = False) -> str:

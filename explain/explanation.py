@@ -103,6 +103,9 @@ class FlipTest:
     proxy_values: tuple[float, ...] = ()
     control_class: str | None = None
     control_probability: float | None = None
+    # no reference row holds `to_value` (a category the schema lists that the reference data lacks): the model never
+    # saw it, so what it decides there is extrapolation (False in explanations from before this field)
+    unseen: bool = False
 
     @property
     def own_delta(self) -> float:

@@ -616,3 +616,34 @@ def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies
     model = LinearPredictor([8.0, 0.0, 0.0, 0.0], -4.0, schema, X_ref)
     (expl,) = explain_bias(model, rows, labels=np.array([0]), proxies=find_proxies(schema, X_ref))
     assert expl.verdict.startswith("the decision flips if ethnic group were B; the decision does not depend on age")
+
+
+# ----- a category the schema lists and no reference row holds -----------------------------------------------------
+
+SEX3 = Feature("sex", kind="categorical", categories=("female", "male", "intersex"), codes=(0.0, 1.0, 2.0),
+               protected=True, mutable=False)
+SCHEMA3 = FeatureSchema(features=(SEX3, *SCHEMA.features[1:]), classes=SCHEMA.classes)
+UNSEEN = "intersex: a value no reference row holds — the model never saw it; read this flip with care"
+
+
+def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
+    """Closed form, logit w·sex + b: a change of probability past the tolerance made only by 'intersex', and a
+    reference that holds female only (male and intersex both unseen: said together, and that it has no other value)."""
+    row = np.array([[0.0, 3.0, 0.0]])
+    model = LinearPredictor([3.2, 0.0, 0.0], -9.0, SCHEMA3, X_REF)
+    (expl,) = explain_bias(model, row, labels=np.array([0]), proxies=find_proxies(SCHEMA3, X_REF))
+    assert [(f.to_value, f.flipped, f.unseen) for f in expl.flips] == [
+        (1.0, False, False), (1.0, False, False), (2.0, False, True)]
+    assert expl.flips[2].delta == pytest.approx(sigmoid(-9.0) - sigmoid(-2.6), abs=1e-12)          # -0.069
+    assert (expl.depends, expl.depends_on) == (True, ("sex",))
+    assert expl.verdict == (f"the decision depends on sex: the probability of 'denied' changes by -0.069 if sex were "
+                            f"intersex ({UNSEEN}; at the values reference rows hold, the decision does not depend on "
+                            "sex)")
+    female = X_REF.copy()
+    female[:, [0, 2]] = 0.0
+    model = LinearPredictor([8.0, 0.0, 0.0], -4.0, SCHEMA3, female)
+    (expl,) = explain_bias(model, row, labels=np.array([0]), proxies=())
+    assert [(f.to_value, f.flipped, f.unseen) for f in expl.flips] == [(1.0, True, True), (2.0, True, True)]
+    assert expl.verdict == (
+        "the decision flips if sex were male or intersex (male and intersex: values no reference row holds — the "
+        "model never saw them; read these flips with care; the reference data has no other value of sex)")
