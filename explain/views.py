@@ -51,7 +51,7 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
 _BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share",
-         "proxied", "proxy_features"}
+         "proxied", "proxy_features", "unseen", "unseen_only"}
 _TARGET = {"target", "target_outcome"}
 # a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
 _THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
@@ -94,10 +94,16 @@ PIECES: dict[str, frozenset[str]] = {
     "bias_untested": _COMMON | _BIAS,      # optional: protected features no flip could test
     # optional: protected features whose proxies alone (the feature kept) flip the decision, where it does not
     "bias_proxies": _COMMON | _BIAS,
+    # optional: protected features a flip of which that counts went to a value no reference row holds (the model never
+    # saw it): {unseen_only} where every flip that counts is such, {unseen} where others count beside them
+    "bias_unseen_only": _COMMON | _BIAS,
+    "bias_unseen": _COMMON | _BIAS,
     "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
                        "result"},
     # optional, after a joint flip's line: its control (the proxies moved, the protected feature kept)
     "flip_control": _COMMON | {"feature", "control_class", "control_probability", "control_result"},
+    # optional, at the end of a flip's line whose value no reference row holds (FlipTest.unseen)
+    "flip_unseen": _COMMON | {"feature", "to_value"},
     "proxy": _COMMON | {"protected", "feature", "association", "measure"},
     "no_proxies": _COMMON,
     "attribution_share": _COMMON | {"share"},
@@ -1091,6 +1097,11 @@ class _View:
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
         by_proxies = [f for f in b.flips if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)
+        # features a flip of which that counts went to a value no reference row holds: only such flips, or beside others
+        counting = [f for f in b.flips if f.feature in depends_on and (f.own_flip or f.counts(TOLERANCE))]
+        strange = {f.feature for f in counting if f.unseen}
+        unseen_only = [n for n in depends_on if n in strange and all(f.unseen for f in counting if f.feature == n)]
+        unseen = [n for n in depends_on if n in strange and n not in unseen_only]
         values = {
             "proxied": self.join([self.words_for(n) for n in proxied]),
             "proxy_features": self.join([self.words_for(p) for p in dict.fromkeys(
@@ -1101,6 +1112,8 @@ class _View:
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
             "shifted": self.join([self.words_for(n) for n in shifted]),          # only the probability moves
             "depends_on": self.join([self.words_for(n) for n in depends_on]),
+            "unseen": self.join([self.words_for(n) for n in unseen]),
+            "unseen_only": self.join([self.words_for(n) for n in unseen_only]),
             "max_delta": (change_text(max(deltas), digits=self.s.probability_digits) if deltas
                           else self.word("word_unknown")),
             # told apart from USED_SHARE, the note's rule: 24.6% without the note, not "25%"
@@ -1118,6 +1131,10 @@ class _View:
             lines.append(self.fill("bias_shifted", **values))
         else:
             lines = [self.fill("bias_depends", **values)]
+        if unseen_only and self.has("bias_unseen_only"):
+            lines.append(self.fill("bias_unseen_only", **values))
+        if unseen and self.has("bias_unseen"):
+            lines.append(self.fill("bias_unseen", **values))
         if proxied and self.has("bias_proxies"):
             lines.append(self.fill("bias_proxies", **values))
         if untested and self.has("bias_untested"):
@@ -1150,6 +1167,9 @@ class _View:
                 delta=change_text(f.delta, digits=self.s.probability_digits, sign=True),
                 result=self.word("word_flipped" if f.flipped else "word_kept"),
             )
+            if f.unseen and self.has("flip_unseen"):
+                line += self.fill("flip_unseen", feature=self.words_for(f.feature),
+                                  to_value=self.value(f.feature, f.to_value))
             if f.control_class is not None and self.has("flip_control"):
                 p = f.control_probability if f.control_probability is not None else math.nan
                 line += self.fill(

@@ -626,6 +626,50 @@ SCHEMA3 = FeatureSchema(features=(SEX3, *SCHEMA.features[1:]), classes=SCHEMA.cl
 UNSEEN = "intersex: a value no reference row holds — the model never saw it; read this flip with care"
 
 
+def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdict_and_the_views(linear_session):
+    """The schema lists sex 'intersex' (code 2); no calibration row holds it. Its flip is tested alone, and the
+    auditor read "DEPENDS ON A PROTECTED ATTRIBUTE: the decision flips if sex were intersex" with nothing saying the
+    model never saw that value: its answer there is extrapolation. Exported linear models, logit w·sex + b."""
+    row = np.array([[0.0, 3.0, 0.0]])
+    # w 8, b -4: male and intersex both flip 'denied' to 'granted'
+    both = linear_session([8.0, 0.0, 0.0], -4.0, SCHEMA3, calibration=X_REF)
+    (expl,) = both.explain(row, stakeholder="auditor")
+    assert [(f.to_value, f.proxies, f.flipped, f.unseen) for f in expl.bias.flips] == [
+        (1.0, (), True, False), (1.0, ("copy",), True, False), (2.0, (), True, True)]
+    assert (expl.bias.depends, expl.bias.depends_on) == (True, ("sex",))
+    assert expl.bias.verdict == f"the decision flips if sex were male or intersex ({UNSEEN})"
+    assert f"DEPENDS ON A PROTECTED ATTRIBUTE: the decision flips if sex were male or intersex ({UNSEEN})." in expl.text
+    assert ("- sex female → intersex, proxies moved: none: decision granted, p(denied) = 0.00001 (Δ -0.982), "
+            "DECISION FLIPS; intersex: a value no reference row holds (the model never saw it)\n") in expl.text
+    assert "female → male, proxies moved: none: decision granted, p(denied) = 0.018 (Δ -0.964), DECISION FLIPS\n" in (
+        expl.text)
+    clinician = both.explain(row, stakeholder="clinician")[0].text
+    assert f"Caution: the decision flips if sex were male or intersex ({UNSEEN}) (depends on sex;" in clinician
+    patient = both.explain(row, stakeholder="patient")[0].text
+    assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
+            "talk about this with your care team.\nFor your sex, one value we tried was not seen in the data the tool "
+            "learned from. What the tool says for that value is less sure.\n\n") in patient
+    # w 4.5, b -8: male moves p(denied) by -0.029 only; intersex alone flips it: the dependence is qualified
+    only = linear_session([4.5, 0.0, 0.0], -8.0, SCHEMA3, calibration=X_REF)
+    (expl,) = only.explain(row, stakeholder="auditor")
+    assert [(f.to_value, f.flipped, f.unseen) for f in expl.bias.flips] == [
+        (1.0, False, False), (1.0, False, False), (2.0, True, True)]
+    assert (expl.bias.depends, expl.bias.depends_on) == (True, ("sex",))
+    verdict = (f"the decision flips if sex were intersex ({UNSEEN}; at the values reference rows hold, the decision "
+               "does not depend on sex)")
+    assert expl.bias.verdict == verdict
+    assert f"DEPENDS ON A PROTECTED ATTRIBUTE: {verdict}. Depends on: sex. Flips on: sex." in expl.text
+    assert f"Caution: {verdict} (depends on sex;" in only.explain(row, stakeholder="clinician")[0].text
+    assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
+            "talk about this with your care team.\nFor your sex, we only saw a change with a value not seen in the "
+            "data the tool learned from. What the tool says for that value is less sure.\n\n") in only.explain(
+                row, stakeholder="patient")[0].text
+    # a row whose flips to the unseen value do not count: nothing is said of it but its flip line
+    (calm,) = linear_session([0.0, 0.8, 0.0], -4.0, SCHEMA3, calibration=X_REF).explain(row, stakeholder="auditor")
+    assert [f.unseen for f in calm.bias.flips] == [False, False, True]
+    assert calm.bias.verdict == "the decision does not depend on sex (largest change in probability 0.000)"
+
+
 def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
     """Closed form, logit w·sex + b: a change of probability past the tolerance made only by 'intersex', and a
     reference that holds female only (male and intersex both unseen: said together, and that it has no other value)."""

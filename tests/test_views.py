@@ -550,6 +550,53 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
     assert Explanation.from_json(expl.to_json()).bias.flips[1].control_class == "higher progression"
 
 
+def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trips(schema, fk):
+    """A flip that counts went to sex 3, which the schema lists and no reference row holds (`FlipTest.unseen`): the
+    patient read only "if your sex had been different, the tool could have given a different result", as if the
+    tool knew; now also that the value was not seen in the data the tool learned from. The field round-trips, and a
+    record from before it reads as none unseen."""
+    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "sex 3"),
+                              codes=(1.0, 2.0, 3.0))
+    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
+                            favourable=schema.favourable)
+    flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),
+             FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.31, -0.5, True, unseen=True),
+             FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
+    bias = BiasExplanation(flips, (), 0.036, True, "the decision flips if sex were sex 3 (sex 3: a value no reference "
+                           "row holds — the model never saw it; read this flip with care; at the values reference "
+                           "rows hold, the decision does not depend on sex (source coding 1/2))", depends_on=("sex",))
+    expl = dataclasses.replace(_explanation(schema3), bias=bias)
+    patient = views.render(expl, schema3, stakeholder="patient")
+    assert patient.endswith(
+        "\n\nWe checked: if your sex had been different, the tool could have given a different result. Please talk "
+        "about this with your care team.\nFor your sex, we only saw a change with a value not seen in the data the "
+        "tool learned from. What the tool says for that value is less sure.\n\n" + DISCLAIMER)
+    assert _jargon(patient) == [] and fk(patient) <= 8, patient
+    # sex 1 flips it too: the unseen value is one of those tried
+    mixed = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], class_name="lower progression",
+                                                                 probability=0.4, delta=-0.41, flipped=True),
+                                             *flips[1:]))
+    patient = views.render(dataclasses.replace(expl, bias=mixed), schema3, stakeholder="patient")
+    assert ("could have given a different result. Please talk about this with your care team.\nFor your sex, one "
+            "value we tried was not seen in the data the tool learned from. What the tool says for that value is less "
+            "sure.\n\n") in patient
+    assert _jargon(patient) == [] and fk(patient) <= 8, patient
+    auditor = views.render(expl, schema3, stakeholder="auditor")
+    assert ("- sex (source coding 1/2) sex 2 → sex 3, proxies moved: none: decision lower progression, "
+            "p(higher progression) = 0.310 (Δ -0.500), DECISION FLIPS; sex 3: a value no reference row holds (the "
+            "model never saw it)\n") in auditor
+    # the field round-trips; a record from before it reads every flip as seen, and no view says otherwise
+    assert Explanation.from_json(expl.to_json()) == expl
+    data = expl.to_dict()
+    assert [f["unseen"] for f in data["bias"]["flips"]] == [False, True, False]
+    for f in data["bias"]["flips"]:
+        del f["unseen"]
+    old = Explanation.from_dict(data)
+    assert old.bias.flips == tuple(dataclasses.replace(f, unseen=False) for f in flips)
+    assert "not seen in the data" not in views.render(old, schema3, stakeholder="patient")
+    assert "(the model never saw it)" not in views.render(old, schema3, stakeholder="auditor")
+
+
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
     """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
     attribute the decision depends on (it read 'your none' when only class flips were named). The patient read
