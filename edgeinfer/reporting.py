@@ -1018,7 +1018,9 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       if math.isfinite(t.probability) else "not a number (overflow)",
                       "delta": t.delta,
                       "delta_shown": change_text(t.delta, sign=True) if math.isfinite(t.delta) else "—",
-                      "flipped": t.flipped})
+                      "flipped": t.flipped,
+                      # no reference row holds the value it was set to: the model never saw it
+                      "unseen": t.unseen})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
     # protected but not tested: as the explanation says, or the bundle's schema (explanations before that field)
@@ -1027,7 +1029,7 @@ def _bias(e, schema) -> dict[str, Any] | None:
     share = b.attribution_share
     return {"verdict": b.verdict, "depends": b.depends, "attribution_share": share,
             "attribution_share_shown": None if share is None else _pct(share, USED_SHARE),
-            "flips": flips, "proxies": proxies,
+            "flips": flips, "proxies": proxies, "unseen": any(t.unseen for t in b.flips),
             "untested": ", ".join(_feature(schema, n).clinical for n in untested),
             "no_protected": not b.flips and not untested and b.verdict == NO_PROTECTED}
 

@@ -748,6 +748,23 @@ def test_the_moved_with_it_column_shows_the_proxies_values_and_their_control(tmp
     assert f"sex 1 → 0 {proxy} → 1; with sex kept, these alone give high risk high risk 0.810" in text
 
 
+def test_the_flip_table_marks_a_flip_to_a_value_no_reference_row_holds(tmp_path):
+    """A flip to a category no reference row holds (`FlipTest.unseen`) read in the table like any other: nothing
+    told the reader that the model never saw that value. Now its row says so, and a note under the table says why."""
+    expl = _explanation()
+    first, second = expl.bias.flips
+    unseen = dataclasses.replace(first, to_value=2.0, class_name="low risk", probability=0.3, delta=-0.52,
+                                 flipped=True, unseen=True)
+    marked = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=(unseen, second)))
+    html = ei.report([marked], out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<td>sex</td><td>1 → 2 (unseen*)</td><td>none (alone)</td><td>low risk</td>" in html
+    assert "<td>sex</td><td>1 → 0</td><td>bmi</td>" in html
+    assert ('<p class="note">* Unseen: no reference row holds this value, so the model never saw it; read this flip '
+            "with care.</p>") in html
+    plain = ei.report([expl], out=tmp_path / "plain.html").read_text(encoding="utf-8")
+    assert "unseen" not in plain.lower()
+
+
 @pytest.mark.parametrize("share, shown", [(0.2496, "24.96 %"), (0.24607, "24.6 %"), (0.25, "25.0 %"),
                                           (0.25004, "25.004 %")])
 def test_an_attribution_share_just_under_the_views_rule_is_not_read_as_it(tmp_path, share, shown):
