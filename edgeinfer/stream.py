@@ -18,7 +18,9 @@ window's decision (and explanation) being ready.
 A bad row never ends the stream: it is reported (stderr, or `rejects` as JSONL)
 with its line number and reason, and counted; the summary shows
 read = used + rejected. A gap in time (more than `max_gap` seconds between
-rows, default 1.5 sample periods) is reported and restarts the window, as does
+rows, default 1.5 sample periods; for a bundle without a sample rate, 1.5 times
+the median of the first GAP_STEPS spacings between rows, no gap looked for before)
+is reported and restarts the window, as does
 a jump back of more than one window's length (a clock restart: `window` / sample rate,
 or `window` times the rows' median spacing without one; a row after it more than that ahead again
 shows the jump back was one stray timestamp, and restarts the window once more) and, after a CSV header
@@ -87,6 +89,7 @@ WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how ofte
 TAIL_BYTES = 256            # a followed file's last bytes read, kept: no longer there, it was truncated (and grew again)
 UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))   # rows this many times too slow: this unit
 QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
+GAP_STEPS = 8               # without a sample rate: the gap limit is 1.5 times the median of the rows' first 8 spacings
 
 
 # ----- options -----------------------------------------------------------------
@@ -165,7 +168,8 @@ class StreamOptions:
     stakeholder: str = "engineer"
     follow: bool = False
     poll_s: float = 0.2
-    max_gap_s: float | None = None     # default: 1.5 sample periods when the sample rate is known
+    max_gap_s: float | None = None     # default: 1.5 sample periods; without a sample rate, 1.5 times the median
+                                       # of the first GAP_STEPS spacings between rows (Sequencer)
     fmt: str = "auto"                  # auto | csv | jsonl
     batch: int = 1024                  # windows per predict call
     explain_batch: int = 256           # windows per explain call (bigger batches cost less per window)
@@ -203,6 +207,8 @@ class StreamSummary:
     window: int = 0                # samples per window cut
     trained_window: int = 0        # samples per window the model was trained on
     bias_monitor_off: str | None = None   # why the bias monitor did not run on a model with protected features
+    max_gap_s: float | None = None        # the gap limit used; None: none (no sample rate, too few rows to learn one)
+    max_gap_learned: bool = False         # the limit comes from the rows' spacing (no sample rate, no max_gap_s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,6 +229,12 @@ class StreamSummary:
             lines.append(f"  window   {self.window} samples; the model was trained on {self.trained_window}-sample windows")
         if self.bias_monitor_off is not None:
             lines.append(f"  bias     monitor off: {self.bias_monitor_off}")
+        if self.max_gap_learned and self.max_gap_s is not None:
+            lines.append(f"  gaps     over {_fmt(self.max_gap_s)} s: 1.5 times the median of the first {GAP_STEPS} "
+                         "spacings between rows (the bundle has no sample rate; --max-gap sets the limit)")
+        elif self.max_gap_learned and self.rows_used > 1:
+            lines.append(f"  gaps     none looked for: fewer than {GAP_STEPS} spacings between rows to learn the limit "
+                         "from (the bundle has no sample rate; --max-gap sets the limit)")
         if self.off_rate:
             lines.append(f"  windows at another sample rate than the model's {self.sample_rate_hz:g} Hz: "
                          f"{self.off_rate} (see their sample_rate alerts)")
@@ -833,12 +845,17 @@ class Sequencer:
     jumped back was a stray timestamp: that is a gap too, so the stray row is in no window. One window's length
     is `window` / the sample rate, or without one `window` times the median spacing of the last rows kept. After a
     header mid-stream (`after_header`), a first row at or before the last row's time is a new recording (a logger's
-    clock restarted at its boot) whatever the jump; one that goes on is read on as the same recording."""
+    clock restarted at its boot) whatever the jump; one that goes on is read on as the same recording.
+
+    A gap is a step of more than `max_gap_s`. Given None (a bundle without a sample rate, no --max-gap), the limit is
+    learned once GAP_STEPS spacings forward in time were kept (GAP_STEPS + 1 rows): 1.5 times their median, fixed
+    from then on, so the same rows give the same gaps however they are read; the rows before it are not checked."""
 
     SLOW_RUN = 3     # gaps in a row at one spacing that say the rows come too slowly for any window
 
     def __init__(self, max_gap_s: float | None, *, window: int, rate_hz: float | None = None):
         self.max_gap = max_gap_s
+        self.learn_gap = max_gap_s is None     # the limit is learned from the first rows' spacing
         self.window = window
         self.rate = rate_hz
         self.prev_t: float | None = None
@@ -860,9 +877,26 @@ class Sequencer:
         """One window's length in seconds; None without a sample rate before two rows were kept."""
         if self.rate:
             return self.window / self.rate
-        steps = np.diff(np.array(self.recent))
-        steps = steps[steps > 0]                  # not the jump back of a restart
+        steps = self._steps()
         return self.window * float(np.median(steps)) if len(steps) else None
+
+    def _steps(self) -> np.ndarray:
+        """The spacings of the last rows kept, forward in time (not the jump back of a restart)."""
+        steps = np.diff(np.array(self.recent))
+        return steps[steps > 0]
+
+    def _learn_gap(self) -> None:
+        """Without a limit yet: 1.5 times the median spacing once GAP_STEPS spacings were kept."""
+        steps = self._steps()
+        if len(steps) >= GAP_STEPS:
+            self.max_gap = float(f"{1.5 * float(np.median(steps)):.6g}")     # 0.15, not 0.15000000000000002
+
+    def gap_told(self) -> str:
+        """How a gap report names the limit: a learned one says where it came from."""
+        said = f"the {_fmt(self.max_gap)} s allowed"
+        if self.learn_gap:
+            said += f" (1.5 times the median of the first {GAP_STEPS} spacings between rows; --max-gap sets it)"
+        return said
 
     def _slow(self, step: float) -> None:
         """Count a gap; at SLOW_RUN in a row at one spacing, say once that the rows come too slowly."""
@@ -871,9 +905,10 @@ class Sequencer:
         if self.slow_run < self.SLOW_RUN or self._hinted:
             return
         self._hinted = True
+        allowed = self.gap_told() + ("" if self.learn_gap else " (--max-gap)")   # a learned one names --max-gap
         said = (f"rows arrive every {step:.6g} s ({1 / step:.3g} Hz)"
                 + (f", the model expects {self.rate:g} Hz" if self.rate else "")
-                + f": each is a gap of more than the {_fmt(self.max_gap)} s allowed (--max-gap), so no window forms; ")
+                + f": each is a gap of more than {allowed}, so no window forms; ")
         unit = next((name for name, per_s in UNITS if self.rate and 0.5 * per_s <= step * self.rate <= 2 * per_s),
                     None)
         if unit is not None:
@@ -890,7 +925,7 @@ class Sequencer:
             return np.ones(0, dtype=bool), [], [], []
         d = np.diff(p.t) if self.prev_t is None else np.diff(p.t, prepend=self.prev_t)
         if (self.header_line is None and self.restart is None and (d > 0).all()
-                and (self.max_gap is None or (d <= self.max_gap).all())):
+                and self.max_gap is not None and (d <= self.max_gap).all()):
             self.prev_t, self.prev_line = float(p.t[-1]), int(p.lines[-1])
             self.recent.extend(p.t[-self.recent.maxlen:].tolist())
             self.slow_run = 0
@@ -916,6 +951,8 @@ class Sequencer:
                                        "that was one stray timestamp, not a clock restart; window restarted"))
                     self.prev_t, self.prev_line = t, line
                     self.recent.append(t)
+                    if self.max_gap is None:
+                        self._learn_gap()
                     kept += 1
                     continue
                 if t == self.prev_t:
@@ -938,12 +975,13 @@ class Sequencer:
                     self._slow(t - self.prev_t)
                     breaks.append(kept)
                     gaps.append((line, f"gap of {t - self.prev_t:.6g} s after timestamp {_fmt(self.prev_t)} "
-                                       f"(line {self.prev_line}), more than the {_fmt(self.max_gap)} s allowed; "
-                                       "window restarted"))
+                                       f"(line {self.prev_line}), more than {self.gap_told()}; window restarted"))
                 else:
                     self.slow_run = 0
             self.prev_t, self.prev_line = t, line
             self.recent.append(t)
+            if self.max_gap is None:
+                self._learn_gap()
             kept += 1
         return keep, breaks, rejects, gaps
 
@@ -1675,6 +1713,8 @@ def stream(
         window=window,
         trained_window=spec.window,
         bias_monitor_off=bias_off,
+        max_gap_s=sequencer.max_gap,
+        max_gap_learned=sequencer.learn_gap,
     )
 
 
@@ -1726,7 +1766,8 @@ def _reason_kind(reason: str) -> str:
 @click.option("--poll", "poll_s", default=0.2, show_default=True, type=click.FloatRange(min=0.001),
               help="Seconds between polls with --follow.")
 @click.option("--max-gap", "max_gap_s", default=None, type=click.FloatRange(min=0.0, min_open=True),
-              help="Seconds between rows above which the window restarts. Default: 1.5 sample periods.")
+              help="Seconds between rows above which the window restarts. Default: 1.5 sample periods; for a bundle "
+                   f"without a sample rate, 1.5 times the median of the first {GAP_STEPS} spacings between rows.")
 @click.option("--input-format", "fmt", type=click.Choice(["auto", "csv", "jsonl"]), default="auto", show_default=True)
 @click.option("--timestamp-column", "timestamp", default=None, help="Timestamp column. Default: the bundle's.")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,

@@ -559,9 +559,37 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
         "order",
         "line 23: rejected: timestamp 7 is earlier than the previous row's 9 (line 21); rows must arrive in time "
         "order",
+        "line 24: gap: gap of 2 s after timestamp 9 (line 21), more than the 1.5 s allowed (1.5 times the median of "
+        "the first 8 spacings between rows; --max-gap sets it); window restarted",
     ]
     assert len(lines_of(result.stdout)) == 10
     assert "rows     read 23 = used 21 + rejected 2" in result.stderr
+
+
+def test_a_bundle_without_a_sample_rate_learns_its_gap_limit_from_the_rows_spacing(tmp_path):
+    """Without a sample rate and --max-gap no gap was ever looked for: rows 1 s apart, then an hour's hole, gave
+    '0 gaps' and a window from 19 s to 3600 s. The limit is now 1.5 times the median of the first 8 spacings."""
+    result = stream_at_times(tmp_path, [*range(20), *range(3600, 3604)])
+    assert problems(result) == [
+        "line 22: gap: gap of 3581 s after timestamp 19 (line 21), more than the 1.5 s allowed (1.5 times the median "
+        "of the first 8 spacings between rows; --max-gap sets it); window restarted",
+    ]
+    windows = [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)]
+    assert windows == [(t, t + 1.0) for t in range(0, 20, 2)] + [(3600.0, 3601.0), (3602.0, 3603.0)]
+    assert "windows  12 (0 explained); 0 used rows in no full window; 1 gap" in result.stderr
+    assert ("  gaps     over 1.5 s: 1.5 times the median of the first 8 spacings between rows (the bundle has no "
+            "sample rate; --max-gap sets the limit)\n") in result.stderr
+    summary = tmp_path / "s.json"
+    wide = run([tmp_path / "b", "-", "--max-gap", "5000", "--summary", summary],
+               input="timestamp,sex,x\n" + "".join(f"{t},1,1\n" for t in [*range(20), *range(3600, 3604)]))
+    assert problems(wide) == [] and "0 gaps" in wide.stderr and "  gaps " not in wide.stderr
+    told = json.loads(summary.read_text())
+    assert (told["max_gap_s"], told["max_gap_learned"]) == (5000.0, False)
+    few = run([tmp_path / "b", "-"],            # 4 spacings: too few to learn a limit from, no gap looked for
+              input="timestamp,sex,x\n" + "".join(f"{t},1,1\n" for t in [0, 1, 2, 3000, 3001]))
+    assert problems(few) == [] and "0 gaps" in few.stderr
+    assert ("  gaps     none looked for: fewer than 8 spacings between rows to learn the limit from (the bundle has "
+            "no sample rate; --max-gap sets the limit)\n") in few.stderr
 
 
 def test_a_header_mid_stream_whose_first_row_goes_back_in_time_starts_a_new_recording(motion_bundle):
