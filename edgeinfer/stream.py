@@ -342,7 +342,10 @@ def _open(path: Path) -> IO[bytes]:
 
 
 class LineSource:
-    """Lines of a file, growing file or stdin, in blocks of whatever is available (low latency on pipes)."""
+    """Lines of a file, growing file or stdin, in blocks of whatever is available (low latency on pipes).
+
+    A line ends at LF, CRLF or a lone CR (classic Mac files, serial sensors), as `predict`'s universal newlines
+    read them; a CR ends its line at once, so a CR-terminated sensor streams live."""
 
     def __init__(self, source: str | Path, *, follow: bool, poll_s: float, stopper: Stopper):
         self.follow = follow
@@ -370,6 +373,7 @@ class LineSource:
             self._fd = None
         self.line_no = 0
         self._partial: list[bytes] = []   # the unfinished last line, in the pieces read (joined once it ends)
+        self._cr = False                  # the last read ended in a CR: an LF first in the next read ends no line
         self._quiet = 0                   # checks in a row that found the file renamed away and no more in it
         self._tail = b""                  # the followed file's last bytes read, up to the read position
         self._regular = self._fd is not None and stat.S_ISREG(os.fstat(self._fd).st_mode)
@@ -454,7 +458,7 @@ class LineSource:
                 return data
 
     def blocks(self) -> Iterator[list[tuple[int, str]]]:
-        """Yield lists of (line number, text), newline stripped; blank lines are left out."""
+        """Yield lists of (line number, text), line end stripped; blank lines are left out."""
         while True:
             rotated = self._truncated()
             data = b"" if rotated else self._read()
@@ -462,6 +466,9 @@ class LineSource:
                 self._quiet = 0
                 if self.follow and self._regular:
                     self._tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self._tail + data)[-TAIL_BYTES:]
+                data = self._line_ends(data)
+                if not data:                      # the LF of a CRLF whose CR ended the last read
+                    continue
                 if b"\n" not in data:             # a long line: joining at every read would take quadratic time
                     self._partial.append(data)
                     continue
@@ -485,6 +492,16 @@ class LineSource:
                 yield self.flush()
             return
 
+    def _line_ends(self, data: bytes) -> bytes:
+        """`data` with each line end an LF: a CRLF one, a lone CR one. A CRLF cut between two reads is one line end:
+        its CR ended the line, and the LF that starts the next read is dropped."""
+        if self._cr and data.startswith(b"\n"):
+            data = data[1:]
+        self._cr = data.endswith(b"\r")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return data
+
     def at_stop(self) -> list[tuple[int, str]]:
         """The unfinished line a stop leaves, as a block to count: it may be only part of a row (a pipe, a
         followed file whose writer has not ended it yet). Whole on disk (a file read once; a followed file's line
@@ -494,10 +511,10 @@ class LineSource:
         return self.flush()
 
     def _ends_on_disk(self) -> bool:
-        """Whether the file holds the rest of the line read in part: a newline after where it was read."""
+        """Whether the file holds the rest of the line read in part: a line end after where it was read."""
         position = os.lseek(self._fd, 0, os.SEEK_CUR)
         while chunk := os.pread(self._fd, READ_BYTES, position):
-            if b"\n" in chunk:
+            if b"\n" in chunk or b"\r" in chunk:
                 return True
             position += len(chunk)
         return False
@@ -534,7 +551,7 @@ class LineSource:
             self._fd = raw.fileno()
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
             self._pipe, self._writer = not os.get_blocking(self._fd), False
-            self._quiet, self._tail = 0, b""
+            self._quiet, self._tail, self._cr = 0, b"", False
             return f"{self._path} was replaced by a new file; reading the new one from its start"
         return None
 
@@ -553,7 +570,7 @@ class LineSource:
         else:
             return None
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self._tail = b""
+        self._tail, self._cr = b"", False
         return f"{self._path} {said}; reading it again from its start"
 
     def _number(self, pieces: list[bytes]) -> list[tuple[int, str]]:
@@ -562,7 +579,7 @@ class LineSource:
         if start == 0:
             texts[0] = texts[0].removeprefix("\ufeff")     # a byte-order mark (Excel's "CSV UTF-8") is no content
         self.line_no += len(texts)
-        return [(start + i + 1, t.rstrip("\r")) for i, t in enumerate(texts) if t.strip()]
+        return [(start + i + 1, t) for i, t in enumerate(texts) if t.strip()]
 
 
 @dataclass

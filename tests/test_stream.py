@@ -74,6 +74,53 @@ def test_a_byte_order_mark_before_the_header_is_no_content(motion_bundle):
     assert "rows     read 30 = used 30 + rejected 0" in with_mark.stderr
 
 
+def test_a_lone_cr_ends_a_line_as_lf_and_crlf_do(motion_bundle):
+    """Classic Mac exports and serial sensors end lines with a CR alone, which `predict` reads: a CR-only CSV was
+    refused with Python csv's advice to open the file in 'universal-newline mode', and a CR-only JSONL was one
+    rejected row. Rows, windows and line numbers are now those of the same lines ended by LF."""
+    strip = lambda out: [{**d, "decision": {**d["decision"], "latency_ms": 0}} for d in lines_of(out)]  # noqa: E731
+    lines = [HEADER, *rows(0.0, 3), "0.25,1,1,x,1,1,1", *rows(0.3, 27)]
+    plain = run([motion_bundle, "-"], input="\n".join(lines) + "\n")
+    assert len(lines_of(plain.stdout)) == 2
+    names = HEADER.split(",")
+    jsonl = [json.dumps(dict(zip(names, map(float, row.split(","))))) for row in rows(0.0, 30)]
+    for end in ("\r", "\r\n"):
+        result = run([motion_bundle, "-"], input=end.join(lines) + end)
+        assert strip(result.stdout) == strip(plain.stdout)
+        assert problems(result) == ["line 5: rejected: channel 'acc_z' expects a number, got 'x'"]
+        assert "rows     read 31 = used 30 + rejected 1" in result.stderr
+        result = run([motion_bundle, "-"], input=end.join(jsonl) + end)
+        assert len(lines_of(result.stdout)) == 2 and "rows     read 30 = used 30 + rejected 0" in result.stderr
+
+
+def test_a_cr_ends_its_line_at_once_and_a_crlf_cut_between_reads_is_one_line_end(tmp_path):
+    """On a pipe a CR-only sensor was read to its end before any line was handed on (memory growing with it). A CR
+    now ends its line as it is read; an LF that starts the next read after a CR is the end of the same line."""
+    from edgeinfer.stream import LineSource, Stopper
+
+    fifo = tmp_path / "sensor"
+    os.mkfifo(fifo)
+    stopper = Stopper()
+    source = LineSource(fifo, follow=False, poll_s=0.01, stopper=stopper)
+    writer = os.open(fifo, os.O_WRONLY)
+    old = signal.signal(signal.SIGALRM, stopper.request)    # a line never handed on stops the test, not hangs it
+    signal.alarm(10)
+    try:
+        blocks = source.blocks()
+        os.write(writer, b"t,x\r")
+        assert next(blocks) == [(1, "t,x")]
+        os.write(writer, b"\n0,1\r\n1,2\r")
+        assert next(blocks) == [(2, "0,1"), (3, "1,2")]
+        os.write(writer, b"\n2,3\r\r3,4\n")
+        assert next(blocks) == [(4, "2,3"), (6, "3,4")]
+        os.close(writer)
+        assert list(blocks) == [] and source.line_no == 6
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        source.close()
+
+
 def test_a_files_last_line_without_a_newline_is_a_row(motion_bundle, tmp_path):
     path = tmp_path / "r.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows(0.0, 30)))
