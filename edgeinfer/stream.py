@@ -670,6 +670,16 @@ def _utf16(text: str) -> bool:
     return text.startswith("\ufffd\ufffd") or set(text[1::2]) == {"\x00"} or set(text[0::2]) == {"\x00"}
 
 
+def _other_separator(text: str, wanted: list[str], *, found: int) -> str | None:
+    """The separator a CSV header uses instead of commas (';' where the decimal point is a comma, a tab), when split
+    by it the header names more of the `wanted` columns than the `found` its commas gave; None if none does."""
+    for separator, name in ((";", "';'"), ("\t", "tabs")):
+        names = [n.strip().removeprefix("\ufeff").strip() for n in text.split(separator)]
+        if len(names) > 1 and sum(c in names for c in wanted) > found:
+            return name
+    return None
+
+
 class RowParser:
     """Turns blocks of lines into arrays (timestamp, channels); CSV blocks go through NumPy's C parser."""
 
@@ -692,6 +702,11 @@ class RowParser:
             header = [h.strip().removeprefix("\ufeff").strip() for h in header]     # a BOM: a new file's, mid-stream
             wanted = [timestamp, *self.channels]
             missing = [c for c in wanted if c not in header]
+            if missing and (separator := _other_separator(text, wanted, found=len(wanted) - len(missing))):
+                raise InputError(f"the header (line {line_no}) separates its columns with {separator}, but stream "
+                                 "reads comma-separated CSV (it has no separator option): save the input with commas "
+                                 "between values" + (" and '.' as the decimal point" if separator == "';'" else
+                                                     ", e.g. tr '\\t' ',' < FILE"))
             if missing:
                 raise InputError(
                     f"input header does not match the bundle's channels: expected columns {', '.join(wanted)}; "

@@ -800,6 +800,19 @@ def test_header_that_does_not_match_the_channels_is_an_error(motion_bundle, tmp_
     assert ok.exit_code == 0 and len(lines_of(ok.stdout)) == 1
 
 
+@pytest.mark.parametrize("separator, name, fix", [
+    (";", "';'", " and '.' as the decimal point"), ("\t", "tabs", ", e.g. tr '\\t' ',' < FILE")])
+def test_a_header_separated_by_semicolons_or_tabs_is_refused_with_the_fix(motion_bundle, separator, name, fix):
+    """A spreadsheet's ';'-separated export (a comma as decimal point) or a tab-separated file was told that every
+    column was missing and to rename the columns."""
+    text = "\n".join(line.replace(",", separator) for line in [HEADER, *rows(0.0, 20)]) + "\n"
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-"], input=text)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (f"error: the header (line 1) separates its columns with {name}, but stream reads "
+                             "comma-separated CSV (it has no separator option): save the input with commas between "
+                             f"values{fix}\n")
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
 def test_a_utf16_input_is_refused_with_the_fix(motion_bundle, tmp_path, encoding):
     """PowerShell 5's `>` writes UTF-16 (with a byte-order mark): it was told to rename the columns, the header
