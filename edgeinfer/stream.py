@@ -680,6 +680,26 @@ def _other_separator(text: str, wanted: list[str], *, found: int) -> str | None:
     return None
 
 
+# the start of a compressed file's first line read as UTF-8 (an invalid byte as U+FFFD): its format, the tool that
+# decompresses it to stdout
+COMPRESSED = (("\x1f\ufffd", "gzip", "gunzip -c"), ("PK\x03\x04", "zip", "unzip -p"),
+              ("BZh", "bzip2", "bunzip2 -c"), ("\ufffd7zXZ\x00", "xz", "unxz -c"), ("(\ufffd/\ufffd", "zstd", "unzstd -c"))
+CONTROL = frozenset(chr(c) for c in (*range(0x09), *range(0x0B, 0x20), 0x7F))   # no text holds them; \t aside
+
+
+def _not_text(text: str) -> str | None:
+    """Why an input whose first line is `text` is no text (compressed or binary data), without showing its bytes;
+    None for text."""
+    for magic, kind, tool in COMPRESSED:
+        if text.startswith(magic) and (kind != "bzip2" or text[4:10] == "1AY&SY"):    # bzip2's magic is letters
+            return (f"the input is {kind}-compressed, not text; decompress it first, e.g. "
+                    f"{tool} FILE | edgeinfer stream BUNDLE -")
+    if not CONTROL.isdisjoint(text):
+        return ("the input is not text: its first line holds control characters, as binary data does; give CSV or "
+                "JSON lines as UTF-8 text (decompress a compressed file first)")
+    return None
+
+
 class RowParser:
     """Turns blocks of lines into arrays (timestamp, channels); CSV blocks go through NumPy's C parser."""
 
@@ -690,6 +710,8 @@ class RowParser:
         if _utf16(text):        # its NULs would be shown as the header's names, and 'rename the columns' advised
             raise InputError("the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as UTF-8, "
                              "e.g. with Out-File -Encoding utf8")
+        if (binary := _not_text(text)) is not None:     # its bytes would be shown as the header's names
+            raise InputError(binary)
         if fmt == "auto":
             fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
         self.fmt = fmt

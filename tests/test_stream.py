@@ -813,6 +813,22 @@ def test_a_header_separated_by_semicolons_or_tabs_is_refused_with_the_fix(motion
                              f"values{fix}\n")
 
 
+@pytest.mark.parametrize("compress, told", [
+    ("gzip", "gzip-compressed, not text; decompress it first, e.g. gunzip -c FILE | edgeinfer stream BUNDLE -"),
+    ("bz2", "bzip2-compressed, not text; decompress it first, e.g. bunzip2 -c FILE | edgeinfer stream BUNDLE -"),
+    ("lzma", "xz-compressed, not text; decompress it first, e.g. unxz -c FILE | edgeinfer stream BUNDLE -"),
+    (None, "not text: its first line holds control characters, as binary data does; give CSV or JSON lines as UTF-8 "
+           "text (decompress a compressed file first)")])
+def test_a_compressed_or_binary_input_is_refused_without_echoing_its_bytes(motion_bundle, compress, told):
+    """A gzip recording on stdin was told to rename its columns, its compressed bytes shown as the header."""
+    import importlib
+
+    text = ("\n".join([HEADER, *rows(0.0, 20)]) + "\n").encode()
+    data = importlib.import_module(compress).compress(text) if compress else b"\x7fELF\x02\x01\x01\x00" + text
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-"], input=data)
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: the input is {told}\n")
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
 def test_a_utf16_input_is_refused_with_the_fix(motion_bundle, tmp_path, encoding):
     """PowerShell 5's `>` writes UTF-16 (with a byte-order mark): it was told to rename the columns, the header
