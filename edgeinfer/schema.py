@@ -654,9 +654,15 @@ def step_fraction(step: float) -> tuple[float, float]:
     return float(step), 1.0
 
 
-def _unknown_feature(name: str, names: Sequence[str]) -> str:
+def close_match(name: str, names: Sequence[str]) -> str | None:
+    """The one of `names` a misspelt `name` is closest to (difflib's), or None; a name too long for a typo has none."""
     close = difflib.get_close_matches(name, names, n=1) if len(name) <= SHOWN else []
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known features: {_short(names)}"
+    return close[0] if close else None
+
+
+def _unknown_feature(name: str, names: Sequence[str]) -> str:
+    close = close_match(name, names)
+    hint = f"; did you mean {close!r}?" if close else f"; known features: {_short(names)}"
     return f"unknown feature {_shown(name)}{hint}"
 
 

@@ -77,7 +77,7 @@ import numpy as np
 
 from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputError, UsageError
 from edgeinfer.rows import csv_fields, decimal, json_object
-from edgeinfer.schema import FLOAT32_MAX
+from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 from edgeinfer.profiles import device_option
@@ -861,8 +861,7 @@ class RowParser:
                 continue
             absent = [c for c in (self.timestamp, *self.channels) if c not in value]
             if absent:
-                what = "timestamp" if absent[0] == self.timestamp else "channel"
-                rejects.append((line_no, f"missing {what} '{absent[0]}'"))
+                rejects.append((line_no, self._absent(absent[0], value)))
                 continue
             result = self._row([value[c] for c in (self.timestamp, *self.channels)])
             if isinstance(result, str):
@@ -871,6 +870,19 @@ class RowParser:
                 rows.append(result)
                 lines.append(line_no)
         return self._pack(rows, lines, rejects)
+
+    def _absent(self, name: str, value: dict[str, Any]) -> str:
+        """Why a JSON row without key `name` is refused: with the row's keys the bundle does not read, and the one
+        that looks like a misspelling of `name`, if any."""
+        said = f"missing {'timestamp' if name == self.timestamp else 'channel'} '{name}'"
+        unknown = [k for k in value if k != self.timestamp and k not in self.channels]
+        if not unknown:
+            return said
+        near = close_match(name, unknown)
+        if near is not None:
+            return f"{said} (the row has key {_short(near)}, which the bundle does not read: did you mean '{name}'?)"
+        shown = ", ".join(_short(k) for k in unknown[:3]) + (f", … ({len(unknown)} in all)" if len(unknown) > 3 else "")
+        return f"{said} (keys the bundle does not read: {shown})"
 
     def _row(self, raw: list[Any]) -> list[float] | str:
         t = _timestamp(raw[0], self.timestamp)

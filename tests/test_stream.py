@@ -745,6 +745,21 @@ def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
     assert "rows     read 29 = used 20 + rejected 9" in result.stderr
 
 
+def test_a_json_row_missing_a_channel_names_the_keys_the_bundle_does_not_read(motion_bundle):
+    """A misspelt key ('accX') gave "missing channel 'acc_x'" on every row, the key at fault never named."""
+    names = HEADER.split(",")
+    row = dict(zip(names, [0.0, *[1.0] * 6]))
+    misspelt = {("accX" if k == "acc_x" else k): v for k, v in row.items()}
+    others = {**{k: v for k, v in row.items() if k != "gyr_z"}, "battery": 87, "rssi": -60, "note": "ok", "x" * 50: 1}
+    result = run([motion_bundle, "-"], input="\n".join(json.dumps(r) for r in (misspelt, others)) + "\n")
+    assert problems(result) == [
+        "line 1: rejected: missing channel 'acc_x' (the row has key 'accX', which the bundle does not read: did you "
+        "mean 'acc_x'?)",
+        "line 2: rejected: missing channel 'gyr_z' (keys the bundle does not read: 'battery', 'rssi', 'note', … (4 in "
+        "all))",
+    ]
+
+
 def test_iso_timestamps_are_read_as_seconds(motion_bundle):
     from datetime import datetime, timedelta, timezone
 
