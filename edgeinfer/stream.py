@@ -89,6 +89,7 @@ WAKE_CHECK_S = 1.0          # while waiting for input with batches out: how ofte
 TAIL_BYTES = 256            # a followed file's last bytes read, kept: no longer there, it was truncated (and grew again)
 UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))   # rows this many times too slow: this unit
 QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
+EXTRA_VALUE = "one more value than the header"   # a row's reason, and its kind in the summary
 GAP_STEPS = 8               # without a sample rate: the gap limit is 1.5 times the median of the rows' first 8 spacings
 
 
@@ -842,7 +843,10 @@ class RowParser:
                 rejects.append((line_no, fields))
                 continue
             if len(fields) != self.width:
-                rejects.append((line_no, f"expected {self.width} comma-separated values as in the header, got {len(fields)}"))
+                reason = f"expected {self.width} comma-separated values as in the header, got {len(fields)}"
+                if len(fields) == self.width + 1:     # a logger that ends each row with a comma
+                    reason += f": {EXTRA_VALUE}" + ("" if fields[-1].strip() else ", the last empty (a trailing comma?)")
+                rejects.append((line_no, reason))
                 continue
             result = self._row([fields[i] for i in self.usecols])
             if isinstance(result, str):
@@ -1802,6 +1806,8 @@ def _reason_kind(reason: str) -> str:
         return "bad timestamp"
     if reason.startswith("missing"):
         return "missing value"
+    if reason.startswith("expected") and f": {EXTRA_VALUE}" in reason:
+        return EXTRA_VALUE
     if reason.startswith(("expected", "not valid JSON", "not readable JSON")) or (
             reason.startswith("key ") and reason.endswith("appears twice; give each once")):
         return "malformed row"

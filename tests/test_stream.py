@@ -325,12 +325,20 @@ def test_rows_too_slow_for_any_window_say_so_once(motion_bundle, step, hint):
 
 
 def test_rows_read_and_no_window_written_exit_1_when_rows_were_rejected_or_lost_to_gaps(motion_bundle):
-    """A logger's trailing comma on every row: 100 of 100 rows rejected, no window, and the exit code was 0."""
+    """A logger's trailing comma on every row: 100 of 100 rows rejected, no window, and the exit code was 0. Their
+    reason was then counted as 'malformed row', which did not point at the comma."""
     trailing = HEADER + "\n" + "\n".join(row + "," for row in rows(0.0, 100)) + "\n"
     result = run([motion_bundle, "-"], input=trailing)
     assert (result.exit_code, result.stdout) == (1, "")
-    assert result.stderr.endswith("  rejected 100 x malformed row\n"
-                                  "error: no window was written: 100 of 100 rows rejected (100 x malformed row)\n")
+    assert problems(result)[0] == ("line 2: rejected: expected 7 comma-separated values as in the header, got 8: one "
+                                   "more value than the header, the last empty (a trailing comma?)")
+    assert result.stderr.endswith("  rejected 100 x one more value than the header\n"
+                                  "error: no window was written: 100 of 100 rows rejected (100 x one more value than "
+                                  "the header)\n")
+    extra = run([motion_bundle, "-"], input=HEADER + "\n" + "\n".join(row + ",5" for row in rows(0.0, 3)) + "\n")
+    assert problems(extra)[0] == ("line 2: rejected: expected 7 comma-separated values as in the header, got 8: one "
+                                  "more value than the header")
+    assert "  rejected 3 x one more value than the header\n" in extra.stderr
     mixed = HEADER + "\n" + "\n".join([*rows(0.0, 10), "x" + ",1" * 6, "0.5" + ",1" * 6, "0.4" + ",1" * 6,
                                         *rows(5.0, 10)]) + "\n"
     result = run([motion_bundle, "-"], input=mixed)
@@ -470,7 +478,8 @@ def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(moti
         f"line 63: header: the header changed (line 32 had {', '.join(names[k] for k in swap)}; this one has "
         f"{', '.join(names)}); the rows after it are read by it",
         "line 94: rejected: timestamp 'time' is not a number of seconds or an ISO 8601 time",
-        "line 105: rejected: expected 7 comma-separated values as in the header, got 8",
+        "line 105: rejected: expected 7 comma-separated values as in the header, got 8: one more value than the "
+        "header",
         "line 106: rejected: timestamp 'Timestamp' is not a number of seconds or an ISO 8601 time",
         "line 107: gap: gap of 0.2 s after timestamp 9.9 (line 104), more than the 0.15 s allowed; window restarted",
     ]
