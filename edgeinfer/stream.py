@@ -58,6 +58,7 @@ import gc
 import io
 import json
 import math
+import numbers
 import os
 import select
 import signal
@@ -178,6 +179,33 @@ class StreamOptions:
     timestamp: str | None = None       # timestamp column; default: the bundle's
     bias_window: int = 500             # decisions in the rolling fairness window
 
+    def __post_init__(self) -> None:
+        """Refuse a number no stream can use, naming the option (hop=-1 failed with NumPy's IndexError, batch=0
+        with range()'s ValueError, window=0 meant the bundle's window): `stream` then reads no row."""
+        for name, least, units, default in (
+                ("window", 2, "samples", "the bundle's"), ("hop", 1, "sample", "the bundle's"),
+                ("batch", 1, "window", None), ("explain_batch", 1, "window", None), ("bias_window", 1, "decision", None),
+                ("workers", 0, "processes", "one per CPU when explaining")):
+            value = getattr(self, name)
+            if value is None and default is not None:
+                continue
+            none = "" if default is None else f" (None: {default})"
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise InputError(f"StreamOptions: {name} must be a whole number, at least {least} {units}{none}, "
+                                 f"got {_short(value)}")
+        for name, bound, default in (("poll_s", "at least 0.001", None),     # max_gap_s inf: no gap is too long
+                                     ("max_gap_s", "more than 0", "1.5 sample periods, or learned from the rows")):
+            value = getattr(self, name)
+            if value is None and default is not None:
+                continue
+            none = "" if default is None else f" (None: {default})"
+            number = not isinstance(value, bool) and isinstance(value, numbers.Real)
+            if not number or not (0.001 <= value < math.inf if name == "poll_s" else value > 0):
+                raise InputError(f"StreamOptions: {name} must be a number of seconds, {bound}{none}, "
+                                 f"got {_short(value)}")
+        if self.fmt not in ("auto", "csv", "jsonl"):
+            raise InputError(f"StreamOptions: fmt must be auto, csv or jsonl, got {_short(self.fmt)}")
+
 
 # ----- results -------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -208,7 +236,8 @@ class StreamSummary:
     window: int = 0                # samples per window cut
     trained_window: int = 0        # samples per window the model was trained on
     bias_monitor_off: str | None = None   # why the bias monitor did not run on a model with protected features
-    max_gap_s: float | None = None        # the gap limit used; None: none (no sample rate, too few rows to learn one)
+    max_gap_s: float | None = None        # the gap limit used; None: none (an endless max_gap_s, or no sample rate
+                                          # and too few rows to learn one)
     max_gap_learned: bool = False         # the limit comes from the rows' spacing (no sample rate, no max_gap_s)
 
     def to_dict(self) -> dict[str, Any]:
@@ -1401,10 +1430,8 @@ def stream(
     stopper = stopper or Stopper()
     schema = session.schema
     spec = window_spec_of(session.bundle)
-    window = options.window or spec.window
-    hop = options.hop or spec.hop
-    if window < 2:
-        raise InputError(f"window must be at least 2 samples, got {window}")
+    window = spec.window if options.window is None else int(options.window)
+    hop = spec.hop if options.hop is None else int(options.hop)
     policy = ExplainPolicy.parse(options.explain, schema)
     if policy.mode != "none":
         from edgeinfer.explain.views import get_templates
@@ -1783,7 +1810,7 @@ def stream(
         window=window,
         trained_window=spec.window,
         bias_monitor_off=bias_off,
-        max_gap_s=sequencer.max_gap,
+        max_gap_s=sequencer.max_gap if sequencer.max_gap is not None and math.isfinite(sequencer.max_gap) else None,
         max_gap_learned=sequencer.learn_gap,
     )
 

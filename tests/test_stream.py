@@ -919,6 +919,40 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                              "drop --follow or give a file\n")
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"hop": -1}, "hop must be a whole number, at least 1 sample (None: the bundle's), got -1"),
+    ({"window": 0}, "window must be a whole number, at least 2 samples (None: the bundle's), got 0"),
+    ({"window": 2.5}, "window must be a whole number, at least 2 samples (None: the bundle's), got 2.5"),
+    ({"batch": 0}, "batch must be a whole number, at least 1 window, got 0"),
+    ({"explain_batch": True}, "explain_batch must be a whole number, at least 1 window, got True"),
+    ({"bias_window": 0}, "bias_window must be a whole number, at least 1 decision, got 0"),
+    ({"workers": -1}, "workers must be a whole number, at least 0 processes (None: one per CPU when explaining), got -1"),
+    ({"poll_s": 0}, "poll_s must be a number of seconds, at least 0.001, got 0"),
+    ({"max_gap_s": math.nan}, "max_gap_s must be a number of seconds, more than 0 (None: 1.5 sample periods, or "
+                              "learned from the rows), got nan"),
+    ({"fmt": "tsv"}, "fmt must be auto, csv or jsonl, got 'tsv'"),
+])
+def test_stream_options_refuse_a_number_no_stream_can_use_by_name(options, message):
+    """Through the Python API hop=-1 failed with NumPy's IndexError, batch=0 with range()'s ValueError, and window=0
+    streamed the bundle's 20-sample windows."""
+    from edgeinfer.errors import InputError
+    from edgeinfer.stream import StreamOptions
+
+    with pytest.raises(InputError) as refused:
+        StreamOptions(**options)
+    assert str(refused.value) == f"StreamOptions: {message}"
+
+
+def test_stream_options_take_numpy_whole_numbers_and_an_endless_max_gap(motion_bundle, recording):
+    import io
+
+    from edgeinfer.stream import StreamOptions, stream
+
+    options = StreamOptions(window=np.int64(30), hop=np.int32(15), max_gap_s=math.inf, batch=np.int64(7))
+    summary = stream(ei.load(motion_bundle), recording, options=options, out=io.StringIO(), err=io.StringIO())
+    assert (summary.window, summary.windows, summary.max_gap_s) == (30, 265, None)     # None: no limit (JSON has no inf)
+
+
 # ----- explanations and alerts ----------------------------------------------------------------------------
 def test_explain_policies_select_the_right_windows():
     schema = FeatureSchema((Feature("x"),), ("ok", "alarm", "other"), favourable="ok")
