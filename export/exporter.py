@@ -277,7 +277,8 @@ def export(
     seed: int = 0,
     reference_rows: int = SAMPLE_ROWS,
 ) -> ExportReport:
-    """Export `model` (torch.nn.Module, or a path to a .pt2 or .onnx file) to a bundle for `device`.
+    """Export `model` (torch.nn.Module, the module of a torch.export program too, or a path to a .pt2 or .onnx file)
+    to a bundle for `device`.
 
     calibration: rows in schema order (also the source of the reference data).
     holdout: rows for the accuracy gate; default: a seeded quarter of `calibration`, kept out of calibration.
@@ -354,8 +355,13 @@ def export(
     if model is not None:
         import torch
 
+        if isinstance(model, torch.export.ExportedProgram):
+            raise ExportError("model must be a torch.nn.Module or a .pt2/.onnx path, got a torch.export "
+                              "ExportedProgram; give its module (ep.module()), or save it with torch.export.save and "
+                              "give the .pt2 file")
         if not isinstance(model, torch.nn.Module):
             raise ExportError(f"model must be a torch.nn.Module or a .pt2/.onnx path, got {type(model).__name__}")
+        model = onnx_export.as_exportable(model)
         with _eval_mode(model):
             float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
             parity = float(np.max(np.abs(

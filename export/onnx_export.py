@@ -71,7 +71,16 @@ def load_pt2(path: Path) -> torch.nn.Module:
         ) from err
     finally:
         torch_export_log.setLevel(level)
-    return _Program(program.module())
+    module = program.module()
+    module.requires_grad_(False)
+    return _Program(module)
+
+
+def as_exportable(model: torch.nn.Module) -> torch.nn.Module:
+    """`model`, wrapped as a .pt2 file's program is when it is the module torch.export gives (`ep.module()`): its
+    own train() and eval() raise NotImplementedError, so export's eval mode would fail on it."""
+    exported = isinstance(model, torch.fx.GraphModule) and ("train" in vars(model) or "eval" in vars(model))
+    return _Program(model) if exported else model
 
 
 class _Program(torch.nn.Module):
@@ -81,7 +90,6 @@ class _Program(torch.nn.Module):
     def __init__(self, module):
         super().__init__()
         self.program = module
-        self.program.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "_Program":
         self.training = mode

@@ -1091,6 +1091,28 @@ def test_pt2_and_onnx_inputs_give_the_same_predictions(breast_cancer, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_the_module_torch_export_gives_exports_as_its_pt2_file_does(breast_cancer, tmp_path):
+    """ep.module() is a torch.nn.Module, but export failed on it with torch's own "NotImplementedError: Calling eval()
+    is not supported yet." It exports as the .pt2 file does, to the same bytes; an ExportedProgram is refused with
+    the fix."""
+    d = breast_cancer
+    program = torch.export.export(d.model, (torch.as_tensor(d.X_test[:2], dtype=torch.float32),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    options = dict(calibration=d.X_train, device="x86-edge-gateway", precision="fp32")
+    module = program.module()
+    from_module = ei.export(module, d.schema, out=tmp_path / "module", **options)
+    from_pt2 = ei.export(tmp_path / "model.pt2", d.schema, out=tmp_path / "pt2", **options)
+    assert from_module.parity_max_abs < 1e-5
+    assert (tmp_path / "module" / "model.onnx").read_bytes() == (tmp_path / "pt2" / "model.onnx").read_bytes()
+    assert all(p.requires_grad for p in module.parameters())        # the caller's module is left as it came
+    with pytest.raises(ExportError) as info:
+        ei.export(program, d.schema, out=tmp_path / "program", **options)
+    assert str(info.value) == ("model must be a torch.nn.Module or a .pt2/.onnx path, got a torch.export "
+                               "ExportedProgram; give its module (ep.module()), or save it with torch.export.save "
+                               "and give the .pt2 file")
+
+
 class Payload:
     def __reduce__(self):
         return (print, ("this must never run",))
