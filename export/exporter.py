@@ -19,16 +19,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from edgeinfer.backend import default_threads
 from edgeinfer.bundle import INPUT_NAME, check_destination, holds_bundle, over_budget_path, write_bundle
-from edgeinfer.errors import ExportError
+from edgeinfer.errors import ExportError, SchemaError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import SAMPLE_ROWS, Reference
 from edgeinfer.schema import FeatureSchema
+from edgeinfer.windows import WindowSpec
 from edgeinfer.export.budget import BudgetCheck, check_budget
 from edgeinfer.export.card import ModelCard
 from edgeinfer.export import onnx_export, quantize
@@ -151,6 +152,33 @@ def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, r
     if isinstance(reference_rows, bool) or not isinstance(reference_rows, numbers.Integral) or reference_rows < 1:
         raise ExportError(f"reference_rows must be a whole number, 1 or more (the most calibration rows sampled into "
                           f"reference.npz; default {SAMPLE_ROWS}), got {reference_rows!r}")
+
+
+def _check_window(window: Any, schema: FeatureSchema) -> None:
+    """Refuse a window whose features are not the schema's in order: a stream feeds the window's features to the
+    model as the schema's, so such a bundle was written and only `edgeinfer stream` refused it, after the export."""
+    if window is None:
+        return
+    try:
+        names = WindowSpec.from_dict(window.to_dict()).feature_names
+    except SchemaError as err:
+        raise ExportError(f"window: {err}") from err
+    if names == list(schema.names):
+        return
+    if len(names) != len(schema):
+        differ = f"the window computes {len(names)} features, the schema has {len(schema)}"
+    else:
+        k = next(i for i, (a, b) in enumerate(zip(names, schema.names)) if a != b)
+        differ = f"feature {k + 1} is {names[k]!r} in the window, {schema.names[k]!r} in the schema"
+    raise ExportError(
+        f"the window's features are not the schema's in order, as a stream feeds them to the model: {differ} "
+        f"(window: {_names(names)}; schema: {_names(schema.names)}); build the schema's features with "
+        f"spec.schema_features(training_features), which names them as the window computes them")
+
+
+def _names(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
 def rows_to_resolve(threshold: float) -> int | None:
@@ -288,7 +316,8 @@ def export(
     card: the model card; its `fairness` is text you measure and give (GroupFairness.from_model on labelled
         held-out rows, as `edgeinfer demo` does): labels do not fill it, and without it it is not recorded.
     outputs: for an .onnx input, whether its output is 'logits' or 'probabilities'.
-    window: a stream WindowSpec (anything with to_dict()) stored in the manifest.
+    window: a stream WindowSpec (anything with to_dict()) stored in the manifest; its features must be the schema's,
+        in order (spec.schema_features()).
     precision: try only this one of the profile's precisions instead of all in order.
     reference_rows: the most calibration rows sampled (seeded) into reference.npz, the rows plausibility (yNN), the
         bias check and reference attributions judge against; fewer make a smaller bundle (default 1,000).
@@ -296,6 +325,7 @@ def export(
     profile = get_device(device)
     schema = _checked_schema(schema)
     _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows)
+    _check_window(window, schema)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     precisions = profile.precisions
     if precision is not None:

@@ -580,6 +580,36 @@ def test_bad_export_options_are_refused_before_any_work(tmp_path, options, messa
     assert not (tmp_path / "b").exists()
 
 
+def test_a_window_whose_features_are_not_the_schemas_is_refused_before_any_work(tmp_path):
+    """A WindowSpec computing acc_x_mean, ... under a schema of f0 .. f3 was exported (exit 0) and only `edgeinfer
+    stream` refused the bundle, after the export's work. Export refuses it by name; the schema_features it points
+    to export."""
+    from edgeinfer.windows import WindowSpec
+
+    spec = WindowSpec.create(channels={"acc_x": "m/s²", "acc_y": "m/s²"}, statistics=["mean", "std"], window=20,
+                             sample_rate_hz=10)
+    model = torch.nn.Linear(4, 2)
+    calibration = np.random.default_rng(0).uniform(0, 1, (40, 4))
+    fix = "build the schema's features with spec.schema_features(training_features), which names them as the " \
+          "window computes them"
+    for names, differ in (([f"f{i}" for i in range(4)], "feature 1 is 'acc_x_mean' in the window, 'f0' in the schema"),
+                          (["acc_x_mean", "acc_x_std", "acc_y_std", "acc_y_mean"],
+                           "feature 3 is 'acc_y_mean' in the window, 'acc_y_std' in the schema"),
+                          (["acc_x_mean", "acc_x_std", "acc_y_mean"], "the window computes 4 features, the schema has 3")):
+        schema = FeatureSchema(tuple(Feature(n, low=0, high=1) for n in names), ("still", "moving"))
+        with pytest.raises(ExportError) as info:
+            ei.export(torch.nn.Linear(len(names), 2), schema, calibration=calibration[:, :len(names)],
+                      device="x86-edge-gateway", out=tmp_path / "b", window=spec)
+        assert str(info.value) == (f"the window's features are not the schema's in order, as a stream feeds them to the "
+                                   f"model: {differ} (window: acc_x_mean, acc_x_std, acc_y_mean, acc_y_std; schema: "
+                                   f"{', '.join(names)}); {fix}")
+        assert not (tmp_path / "b").exists()
+    schema = FeatureSchema(spec.schema_features(calibration), ("still", "moving"))
+    ei.export(model, schema, calibration=calibration, device="x86-edge-gateway", out=tmp_path / "b", window=spec,
+              precision="fp32")
+    assert ei.read_bundle(tmp_path / "b").manifest["window"]["features"] == list(schema.names)
+
+
 def test_an_export_without_a_destination_is_refused_by_name():
     """out=None failed with Path's TypeError ("expected str, bytes or os.PathLike object, not NoneType")."""
     with pytest.raises(ExportError) as info:
