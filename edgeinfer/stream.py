@@ -124,18 +124,20 @@ class ExplainPolicy:
                 threshold = float(number)
             except ValueError:
                 threshold = math.nan
-            if not 0.0 <= threshold <= 1.0:
-                raise UsageError(f"--explain {raw!r}: the threshold must be a probability in [0, 1], e.g. above:0.8")
-            if name:
-                if name not in schema.classes:
-                    raise UsageError(f"--explain {raw!r}: unknown class {name!r}; classes are {', '.join(schema.classes)}")
-                return cls("above", threshold=threshold, class_name=name)
-            if schema.favourable is None:
+            if not name and math.isnan(threshold) and number in schema.classes:      # above:CLASS, its P left out
+                name = number
+            # the form given is checked before its number, so that the example given is one this bundle takes
+            if name and name not in schema.classes:
+                raise UsageError(f"--explain {raw!r}: unknown class {name!r}; classes are {', '.join(schema.classes)}")
+            if not name and schema.favourable is None:
                 raise UsageError(
                     f"--explain {raw!r}: the model names no favourable class, so 'unfavourable' is undefined; "
                     f"name a class: above:CLASS:P with CLASS one of {', '.join(schema.classes)}"
                 )
-            return cls("above", threshold=threshold)
+            if not 0.0 <= threshold <= 1.0:
+                example = f"above:{name}:0.8" if name else "above:0.8"
+                raise UsageError(f"--explain {raw!r}: the threshold must be a probability in [0, 1], e.g. {example}")
+            return cls("above", threshold=threshold, class_name=name or None)
         raise UsageError(f"--explain {raw!r} is not understood; use one of {EXPLAIN_MODES}")
 
     def select(self, indices: np.ndarray, labels: np.ndarray, proba: np.ndarray, previous: int | None,

@@ -877,6 +877,33 @@ def test_empty_input_is_an_error(motion_bundle, tmp_path):
         )
 
 
+def test_a_bad_above_threshold_is_told_in_the_form_given_which_the_bundle_takes(motion_bundle, recording):
+    """The motion bundle names no favourable class: `above:Walking:x` was told "e.g. above:0.8", which it then
+    refused ("names no favourable class"). The example keeps the class given, and a form the bundle cannot take is
+    named before its number."""
+    start = "error: --explain "
+    cases = {
+        "above:Walking:x": "'above:Walking:x': the threshold must be a probability in [0, 1], e.g. above:Walking:0.8",
+        "above:Walking:1.5": ("'above:Walking:1.5': the threshold must be a probability in [0, 1], e.g. "
+                              "above:Walking:0.8"),
+        "above:Walking": "'above:Walking': the threshold must be a probability in [0, 1], e.g. above:Walking:0.8",
+        "above:x": ("'above:x': the model names no favourable class, so 'unfavourable' is undefined; name a class: "
+                    "above:CLASS:P with CLASS one of Badminton, Running, Standing, Walking"),
+        "above:Jogging:x": "'above:Jogging:x': unknown class 'Jogging'; classes are Badminton, Running, Standing, Walking",
+    }
+    for mode, message in cases.items():
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--explain", mode])
+        assert (result.exit_code, result.stderr) == (2, f"{start}{message}\n")
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--explain", "above:Walking:0.8"])
+    assert result.exit_code == 0, result.output
+    favourable = FeatureSchema((Feature("x"),), ("0", "1"), favourable="1")
+    with pytest.raises(ei.EdgeInferError) as info:
+        ExplainPolicy.parse("above:x", favourable)
+    assert str(info.value) == "--explain 'above:x': the threshold must be a probability in [0, 1], e.g. above:0.8"
+    assert ExplainPolicy.parse("above:1", favourable) == ExplainPolicy("above", threshold=1.0)    # a number, not class "1"
+    assert ExplainPolicy.parse("above:0:0.5", favourable) == ExplainPolicy("above", threshold=0.5, class_name="0")
+
+
 def test_bad_options_are_usage_errors(motion_bundle, recording):
     cases = {
         "every:0": "error: --explain 'every:0': every:N needs a whole number N >= 1, e.g. every:10\n",
