@@ -120,18 +120,21 @@ class Bundle:
         """What to export instead (to follow "export "), and why, by the files' sizes. Over a size budget
         (`size_budget_mb`): fewer reference rows, a count, where reference.npz is what takes the bundle over it,
         else a smaller model; over the memory budget alone, a smaller model (no why). `device` names the device it
-        is for; `cli` spells the option as the CLI's flag alone."""
+        is for; `cli` spells it as the CLI's export run again to the -o it wrote this bundle at (or kept a bundle
+        at), which needs --overwrite, the options as flags alone."""
         where = [f"for '{device}'"] if device else []
         if size_budget_mb is None:
-            return " ".join(["a smaller model", *where]), None
+            return " ".join(["a smaller model", *where, *(["with --overwrite"] if cli else [])]), None
         model_mb, reference_mb = ((self.path / name).stat().st_size / 1e6 for name in (MODEL_FILE, REFERENCE_FILE))
         # in as many decimals as tell each from 0 and from the budget (model.onnx 0.01002 MB, not 0.010, beside 0.01)
         model, reference = (max(shown_mb(v, 0.0, decimals=3), shown_mb(v, size_budget_mb, decimals=3), key=len)
                             for v in (model_mb, reference_mb))
         rows, count = len(self.reference.X), self.reference_rows_to_fit(size_budget_mb)
         if count is not None:
-            option = f"--reference-rows {count}" if cli else f"reference_rows={count} (CLI: --reference-rows {count})"
-            return (" ".join([*(["a smaller model"] if over_memory else []), *where, "with", option]),
+            option = (f"--overwrite --reference-rows {count}" if cli
+                      else f"reference_rows={count} (CLI: --reference-rows {count})")
+            smaller = ["a smaller model"] if over_memory else ["again"] if cli else []
+            return (" ".join([*smaller, *where, "with", option]),
                     f"reference.npz's {rows} rows are {reference} MB of the bundle, model.onnx {model} MB, and {count} "
                     f"rows are the most with which it fits the {size_budget_mb:g} MB size budget")
         why = f"model.onnx is {model} MB of the bundle, reference.npz {reference} MB ({rows} rows)"
@@ -139,7 +142,7 @@ class Bundle:
             why += (f", and with this model.onnx no count of at least {FEWEST_ADVISED_ROWS} reference rows "
                     f"({'--reference-rows' if cli else 'reference_rows='}) brings it under the {size_budget_mb:g} MB "
                     f"size budget")
-        return " ".join(["a smaller model", *where]), why
+        return " ".join(["a smaller model", *where, *(["with --overwrite"] if cli else [])]), why
 
 
 def _is_number(value: Any) -> bool:

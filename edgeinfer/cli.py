@@ -400,8 +400,9 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
         over_memory = budget.peak_memory_mb is not None and budget.peak_memory_mb > budget.peak_memory_budget_mb
         fix, why = read_bundle(report.bundle).smaller_export(budget.size_budget_mb if over_size else None,
                                                              over_memory=over_memory, cli=True)
-        raise ExportError(f"the model {budget.verdict}; {where}: {why + '; ' if why else ''}export {fix}, or for a "
-                          "device with larger budgets")
+        # -o holds this bundle, or the one kept: exporting there again needs --overwrite either way
+        raise ExportError(f"the model {budget.verdict}; {where}: {why + '; ' if why else ''}export {fix}, or again "
+                          "with --overwrite for a device with larger budgets")
     if report.budget.fits is None:      # memory not measured on this host: not refused, not counted as fitting
         click.echo(f"warning: the model {report.budget.verdict}", err=True)
 

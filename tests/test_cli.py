@@ -571,8 +571,8 @@ def test_an_export_over_the_devices_budget_exits_1_and_says_why(big_model, tmp_p
     assert model > 5 > reference
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'bundle'} was written for "
                              f"inspection only: model.onnx is {model:.3f} MB of the bundle, reference.npz "
-                             f"{reference:.3f} MB (200 rows); export a smaller model, or for a device with larger "
-                             "budgets\n")
+                             f"{reference:.3f} MB (200 rows); export a smaller model with --overwrite, or again with "
+                             "--overwrite for a device with larger budgets\n")
 
 
 def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_loaded(big_model, breast_cancer,
@@ -588,8 +588,8 @@ def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_lo
     model, reference = ((over / name).stat().st_size / 1e6 for name in ("model.onnx", "reference.npz"))
     why = f"model.onnx is {model:.3f} MB of the bundle, reference.npz {reference:.3f} MB (200 rows)"
     assert result.stderr == (f"error: the model {budget['verdict']}; it was written to {over} for inspection only, "
-                             f"and the bundle in {out} was kept: {why}; export a smaller model, or for a device with "
-                             "larger budgets\n")
+                             f"and the bundle in {out} was kept: {why}; export a smaller model with --overwrite, or "
+                             "again with --overwrite for a device with larger budgets\n")
     assert ei.read_bundle(out).sha256 == kept
     rows = tmp_path / "rows.csv"
     rows.write_text(",".join(d.schema.names) + "\n" + ",".join(map(repr, d.X_test[0])) + "\n")
@@ -606,7 +606,8 @@ def test_an_export_over_budget_keeps_the_bundle_in_its_place_and_is_said_when_lo
 def test_an_export_over_its_size_budget_for_reference_npz_says_how_many_reference_rows_fit(tmp_path):
     """A bundle over its size budget for reference.npz (400 rows, 0.011 MB; model.onnx 0.0004 MB; budget 0.005 MB)
     was told "export a smaller model". The message names both files' sizes and the most reference rows that fit:
-    exported with them it fits, with one more it does not."""
+    exported with them it fits, with one more it does not. The advice followed as told, to the same -o, fits: told
+    "export with --reference-rows 172", it failed with "already exists and is not empty; ... --overwrite"."""
     profile = _profile_file(tmp_path / "tiny.toml", model_size_budget_mb=0.005)
     args = [*_linear_files(tmp_path, rows=400), "--device", str(profile)]
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b")])
@@ -615,7 +616,8 @@ def test_an_export_over_its_size_budget_for_reference_npz_says_how_many_referenc
     why = ("reference.npz's 400 rows are 0.011 MB of the bundle, model.onnx 0.0004 MB, and 147 rows are the most with "
            "which it fits the 0.005 MB size budget")
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'b'} was written for inspection "
-                             f"only: {why}; export with --reference-rows 147, or for a device with larger budgets\n")
+                             f"only: {why}; export again with --overwrite --reference-rows 147, or again with "
+                             "--overwrite for a device with larger budgets\n")
     rows = tmp_path / "rows.csv"
     rows.write_text("x0,x1\n0.5,0.25\n")
     predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "b"), str(rows)])
@@ -625,9 +627,11 @@ def test_an_export_over_its_size_budget_for_reference_npz_says_how_many_referenc
         "--reference-rows 147)\n")
     assert ei.read_bundle(tmp_path / "b").smaller_export(0.005, over_memory=True, device="tiny") == (    # and memory
         "a smaller model for 'tiny' with reference_rows=147 (CLI: --reference-rows 147)", why)
-    fits = CliRunner().invoke(main, [*args, "--reference-rows", "147", "-o", str(tmp_path / "c")])
+    assert ei.read_bundle(tmp_path / "b").smaller_export(0.005, over_memory=True, cli=True) == (
+        "a smaller model with --overwrite --reference-rows 147", why)
+    fits = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b"), "--overwrite", "--reference-rows", "147"])
     assert fits.exit_code == 0, fits.output
-    assert ei.read_bundle(tmp_path / "c").manifest["budget"]["bundle_size_mb"] <= 0.005
+    assert ei.read_bundle(tmp_path / "b").manifest["budget"]["bundle_size_mb"] <= 0.005
     over = CliRunner().invoke(main, [*args, "--reference-rows", "148", "-o", str(tmp_path / "d")])
     assert over.exit_code == 1 and ei.read_bundle(tmp_path / "d").manifest["budget"]["bundle_size_mb"] > 0.005
 
@@ -640,7 +644,8 @@ def test_an_export_over_its_size_budget_for_model_onnx_says_to_export_a_smaller_
     verdict = ei.read_bundle(tmp_path / "b").manifest["budget"]["verdict"]
     why = "model.onnx is 0.0004 MB of the bundle, reference.npz 0.002 MB (40 rows)"
     assert result.stderr == (f"error: the model {verdict}; the bundle in {tmp_path / 'b'} was written for inspection "
-                             f"only: {why}; export a smaller model, or for a device with larger budgets\n")
+                             f"only: {why}; export a smaller model with --overwrite, or again with --overwrite for a "
+                             "device with larger budgets\n")
     with pytest.warns(ei.BudgetWarning) as caught:
         ei.load(tmp_path / "b")
     assert [str(w.message) for w in caught] == [
