@@ -59,6 +59,7 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     from edgeinfer.datasets import diabetes
     from edgeinfer.export.exporter import DEFAULT_AGREEMENT, ModelCard
     from edgeinfer.export.models import tabular_mlp
+    from edgeinfer.profiles import get_device
     from edgeinfer.sensor_demo import build_motion_bundle, write_recording
 
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 
     trained, held_out = len(data.X_train), len(data.X_test)
     _step(1, f"Train a small MLP on {trained} of the {trained + held_out} diabetes patients ({held_out} held out) "
-             f"and export it for {device}")
+             f"and export it for {get_device(device).name}")      # a profile file's name, not its path
     model = tabular_mlp(data.X_train, data.y_train, hidden=(32, 16), epochs=200)
     card = ModelCard(
         intended_use="Demonstration of explained risk of faster diabetes progression over one year; not for care.",

@@ -757,6 +757,18 @@ def test_the_demo_refuses_a_device_this_machine_cannot_run_before_exporting(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_the_demo_names_a_device_profile_file_by_its_profiles_name(tmp_path):
+    """`demo --device ./my-device.toml` printed "export it for ./my-device.toml", the path; it names the profile.
+    (The demo is stopped at its first export by a file where its bundle goes.)"""
+    profile = _profile_file(tmp_path / "my-device.toml")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "diabetes-bundle").write_text("in the way")
+    result = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "out"), "--device", str(profile)])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ("\n[1/5] Train a small MLP on 332 of the 442 diabetes patients (110 held out) and export "
+                             "it for my-gateway\n")
+
+
 def test_a_precision_the_device_does_not_allow_is_a_usage_error_before_any_work(tmp_path):
     for name in ("m.onnx", "s.json", "c.csv"):
         (tmp_path / name).write_text("")
