@@ -243,6 +243,7 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
 
     from edgeinfer.errors import InputError
     from edgeinfer.rows import BadRow, open_input, read_rows
+    from edgeinfer.schema import _unknown_feature
 
     def check_header(header: list[str]) -> None:      # a CSV's columns, refused once at the header (line 1)
         unknown = [h for h in header if h not in schema.names and h != label_column]
@@ -254,12 +255,9 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
             else:
                 others = f"add the true class as a column {label_column!r}, or leave {option} out"
             raise InputError(f"no column {label_column!r} ({option}) in the header; {others}")
-        try:
-            schema.check_columns([h for h in header if h != label_column])
-        except InputError as err:
-            hint = (f"; if column {unknown[0]!r} holds the true class, pass {option} {unknown[0]!r}"
-                    if label_column is None and len(unknown) == 1 else "")
-            raise InputError(f"{err}{hint}") from None
+        if label_column is None and len(unknown) == 1:      # a column that may hold the true class
+            raise InputError(_unknown_feature(unknown[0], schema.names, label_option=option))
+        schema.check_columns([h for h in header if h != label_column])
 
     rows, labels, lines, label_lines = [], [], [], []
     with open_input(path) as stream:
@@ -278,13 +276,14 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
                                      f"columns are {', '.join(values)}")
                 labels.append(_label_readings(values.pop(label_column), schema, f"{path} line {item.line}"))
                 label_lines.append(item.line)
+            unknown = [k for k in values if k not in schema.names]
+            if label_column is None and len(unknown) == 1:      # a key that may hold the true class
+                raise InputError(f"{path} line {item.line}: "
+                                 f"{_unknown_feature(unknown[0], schema.names, label_option=option)}")
             try:
                 rows.append(schema.to_matrix(values)[0][0])
             except InputError as err:
-                unknown = [k for k in values if k not in schema.names]
-                hint = (f"; if column {unknown[0]!r} holds the true class, pass {option} {unknown[0]!r}"
-                        if label_column is None and len(unknown) == 1 else "")
-                raise InputError(f"{path} line {item.line}: {err}{hint}") from None
+                raise InputError(f"{path} line {item.line}: {err}") from None
             lines.append(item.line)
     if not rows:
         raise InputError(f"{path} holds no data rows")

@@ -660,10 +660,14 @@ def close_match(name: str, names: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def _unknown_feature(name: str, names: Sequence[str]) -> str:
+def _unknown_feature(name: str, names: Sequence[str], *, label_option: str | None = None) -> str:
+    """An unknown feature named, with the one it may misspell or the known ones. With `label_option` (a data file's
+    column, which may hold the true class), that option comes first, then the misspelling as the other reading."""
     close = close_match(name, names)
-    hint = f"; did you mean {close!r}?" if close else f"; known features: {_short(names)}"
-    return f"unknown feature {_shown(name)}{hint}"
+    label = f"; if it holds the true class, pass {label_option} {_shown(name)}" if label_option else ""
+    hint = (f"; {'or ' if label else ''}did you mean {close!r}?" if close
+            else f"; known features: {_short(names)}")
+    return f"unknown feature {_shown(name)}{label}{hint}"
 
 
 SHOWN = 80     # characters of a bad value an error message repeats

@@ -262,14 +262,32 @@ def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {path} line 1 (the header): unknown feature 'outcome'; known features: age, "
-                             "sex, bmi, bp, s1, s2, … (10 in all); if column 'outcome' holds the true class, pass "
-                             "--label-column 'outcome'\n")
+    assert result.stderr == (f"error: {path} line 1 (the header): unknown feature 'outcome'; if it holds the true "
+                             "class, pass --label-column 'outcome'; known features: age, sex, bmi, bp, s1, s2, … (10 "
+                             "in all)\n")
     result = CliRunner().invoke(main, [*args, "--label-column", "outcome"])
     assert result.exit_code == 1
     assert result.stderr == (f"error: {path}: 1 of 30 rows are outside the schema, first at line 22: feature 'bmi' "
                              "expects a number in [15, 50] kg/m², got nan; replace missing or infinite values; fix "
                              "the data or widen the schema's ranges\n")
+
+
+def test_an_unknown_column_close_to_a_feature_is_told_both_readings_in_turn(tmp_path):
+    """A column 'outcome' beside the feature 'income' read "unknown feature 'outcome'; did you mean 'income'?; if
+    column 'outcome' holds the true class, pass --label-column 'outcome'": the label column's fix comes first, the
+    misspelling second, in a CSV header and in a JSONL row alike."""
+    (tmp_path / "schema.json").write_text(json.dumps({"classes": ["reject", "approve"], "features": [
+        {"name": "income"}, {"name": "age"}]}))
+    (tmp_path / "c.csv").write_text("income,age,outcome\n50000,40,approve\n")
+    (tmp_path / "c.jsonl").write_text('{"income": 50000, "age": 40, "outcome": "approve"}\n')
+    (tmp_path / "model.onnx").write_bytes(b"")
+    told = ("unknown feature 'outcome'; if it holds the true class, pass --label-column 'outcome'; or did you mean "
+            "'income'?")
+    for data, where in (("c.csv", "line 1 (the header)"), ("c.jsonl", "line 1")):
+        result = CliRunner().invoke(main, ["export", str(tmp_path / "model.onnx"), "--schema",
+                                           str(tmp_path / "schema.json"), "--calibration", str(tmp_path / data),
+                                           "--device", "raspberry-pi-4", "-o", str(tmp_path / "b")])
+        assert (result.exit_code, result.stderr) == (1, f"error: {tmp_path / data} {where}: {told}\n")
 
 
 def test_export_names_a_label_column_missing_from_a_header(diabetes, tmp_path):
@@ -415,8 +433,8 @@ def test_export_takes_labels_for_the_holdout_alone(tmp_path):
         1, f"error: {tmp_path / 'calibration.csv'} line 1 (the header): no column 'target' (--label-column) in the "
            "header; add the true class as a column 'target', or leave --label-column out\n")
     assert (refused[()].exit_code, refused[()].stderr) == (
-        1, f"error: {holdout} line 1 (the header): unknown feature 'target'; known features: x0, x1; if column "
-           "'target' holds the true class, pass --holdout-label-column 'target'\n")
+        1, f"error: {holdout} line 1 (the header): unknown feature 'target'; if it holds the true class, pass "
+           "--holdout-label-column 'target'; known features: x0, x1\n")
     assert not (tmp_path / "c").exists()
     alone = CliRunner().invoke(main, [*args[:-2], "--holdout-label-column", "target", "-o", str(tmp_path / "c")])
     assert (alone.exit_code, alone.stderr) == (
