@@ -586,7 +586,8 @@ def _feature_from_dict(i: int, data: Any) -> Feature:
     if "range" in data:
         rng = data["range"]
         if not (_is_list(rng) and len(rng) == 2) or not all(r is None or _is_number(r) for r in rng):
-            raise SchemaError(f"{where}: range must be [low, high], two numbers (or null for no bound), got {rng!r}")
+            raise SchemaError(f"{where}: range must be [low, high], two numbers (for no bound: -inf or inf in TOML, "
+                              f"null in JSON; or leave range out), got {rng!r}")
         kwargs["low"], kwargs["high"] = (float(r) if r is not None else s for r, s in zip(rng, (-math.inf, math.inf)))
     for key in ("categories", "codes"):
         if key in data and not _is_list(data[key]):

@@ -303,6 +303,33 @@ def test_schema_round_trips_through_dict_and_files(tmp_path):
     assert FeatureSchema.from_dict(data) == SCHEMA
 
 
+def test_the_readmes_schema_loads_with_the_defaults_it_states(tmp_path):
+    """The README's schema to start from: TOML has no null, so a bound is left open with inf (the range error said
+    "or null for no bound", which a TOML file cannot write); what is left out takes the defaults the README lists."""
+    path = tmp_path / "schema.toml"
+    path.write_text('classes = ["reject", "approve"]\nfavourable = "approve"\n'
+                    '[[features]]\nname = "income"\nrange = [0, inf]\nunit = "USD"\n'
+                    '[[features]]\nname = "age"\nkind = "integer"\nrange = [18, 100]\nmutable = false\nprotected = true\n'
+                    '[[features]]\nname = "housing"\nkind = "categorical"\ncategories = ["rent", "own", "other"]\n'
+                    '[[features]]\nname = "debt"\n')
+    schema = FeatureSchema.load(path)
+    assert (schema.name, schema.classes, schema.favourable) == ("model", ("reject", "approve"), "approve")
+    assert schema.features == (
+        Feature("income", low=0, high=math.inf, unit="USD"),
+        Feature("age", kind="integer", low=18, high=100, mutable=False, protected=True),
+        Feature("housing", kind="categorical", categories=("rent", "own", "other"), codes=(0, 1, 2)),
+        Feature("debt", low=-math.inf, high=math.inf))
+    debt = schema.features[3]
+    assert (debt.kind, debt.mutable, debt.protected, debt.monotone, debt.lay, debt.clinical, debt.unit, debt.step) == (
+        "continuous", True, False, "any", "debt", "debt", "", 0.0)
+    assert schema.feature("housing").code_of("own") == schema.feature("housing").code_of("1") == 1.0
+    path.write_text('classes = ["a", "b"]\n[[features]]\nname = "x"\nrange = [0, "inf"]\n')
+    with pytest.raises(SchemaError) as info:
+        FeatureSchema.load(path)
+    assert str(info.value) == ("feature 'x': range must be [low, high], two numbers (for no bound: -inf or inf in TOML, "
+                               "null in JSON; or leave range out), got [0, 'inf']")
+
+
 def test_actionable_defaults_to_mutable_and_unprotected_and_round_trips(tmp_path):
     """A feature a counterfactual may vary (mutable) need not be one a person can act on (a biopsy image's
     measurement): `actionable` says so, through the dict, TOML and JSON forms; left out, it is mutable and not
@@ -354,7 +381,8 @@ def test_actionable_defaults_to_mutable_and_unprotected_and_round_trips(tmp_path
         ({"features": [{"name": "a", "actionable": "no"}], "classes": ["x", "y"]},
          "feature 'a': actionable must be true or false, got 'no'"),
         ({"features": [{"name": "a", "range": ["low", 5]}], "classes": ["x", "y"]},
-         "feature 'a': range must be [low, high], two numbers (or null for no bound), got ['low', 5]"),
+         "feature 'a': range must be [low, high], two numbers (for no bound: -inf or inf in TOML, null in JSON; or "
+         "leave range out), got ['low', 5]"),
         ({"features": [{"name": "c", "kind": "categorical", "categories": ["p", "q"], "codes": ["a", "b"]}],
           "classes": ["x", "y"]},
          "feature 'c': codes must be numbers (the values the model reads), got ['a', 'b']"),
