@@ -95,6 +95,18 @@ class ServerInfo:
     workers_note: str = ""
 
 
+def _ipv4(host: str) -> str:
+    """The IPv4 address `host` names (an address gives itself). tritonserver reads only an address: given a name
+    (localhost), it bound HTTP and metrics to 255.255.255.255, and PyTriton waited out its 120 s start-up."""
+    import socket
+
+    try:
+        return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    except socket.gaierror as err:      # no IPv4 address for the name: no port would do
+        raise UsageError(f"--host {host}: no such host ({err.strerror}); give an IPv4 address (127.0.0.1, or 0.0.0.0 "
+                         "for every interface) or a name this machine resolves (host= in Python)") from None
+
+
 def _check_ports_free(host: str, ports: dict[str, int]) -> None:
     """Refuse ports something already listens on: Triton would fail to bind them, and PyTriton's readiness check
     would be answered by the other server (and load our models into it)."""
@@ -111,10 +123,6 @@ def _check_ports_free(host: str, ports: dict[str, int]) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers bind: TIME_WAIT is no obstacle
             try:
                 probe.bind((host, port))
-            except socket.gaierror as err:      # the host, not the port: no port would do
-                raise UsageError(f"--host {host}: no such host ({err.strerror}); give an IPv4 address (127.0.0.1, "
-                                 "or 0.0.0.0 for every interface) or a name this machine resolves (host= in "
-                                 "Python)") from None
             except OSError as err:
                 if err.errno == errno.EADDRNOTAVAIL:
                     raise UsageError(f"--host {host}: not an address of this machine ({err.strerror}); give one of "
@@ -460,6 +468,7 @@ class Server:
         if ":" in host:             # PyTriton 0.7 builds its own client URL as http://HOST:PORT, unbracketed
             raise UsageError(f"--host {host}: PyTriton cannot serve on an IPv6 address; give an IPv4 address "
                              "(0.0.0.0 for every interface) or a host name")
+        host = _ipv4(host)
         _check_ports_free(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
         ensure_libpython_on_path()
         inline = use_inline_tensors()
@@ -528,10 +537,13 @@ class Server:
                 before = _python_envs()
                 try:
                     self._triton.run()
+                    self._wait_ready(startup_timeout_s)
+                except _pytriton_errors() as err:      # PyTriton's own: a 40-line traceback from the CLI
+                    raise BackendError(f"Triton Inference Server did not start ({type(err).__name__}: {err}); "
+                                       "tritonserver's log above says why: fix that and start again") from err
                 finally:    # tritonserver's Python backend made one as the models loaded: ours if it is the only one
                     new = _python_envs() - before
                     self._python_env = new.pop() if len(new) == 1 else None
-                self._wait_ready(startup_timeout_s)
             self._watch = _Watch.of(self._triton)
         except BaseException as err:
             try:
@@ -747,6 +759,15 @@ class _Watch:
         return f" (exit status {code})"
 
 
+def _pytriton_errors() -> tuple[type[BaseException], ...]:
+    """What PyTriton raises when Triton does not start: its errors, its client's (a start-up timeout among them),
+    and TimeoutError."""
+    from pytriton.client.exceptions import PyTritonClientError
+    from pytriton.exceptions import PyTritonError
+
+    return PyTritonError, PyTritonClientError, TimeoutError
+
+
 def _children(pid: int) -> list[int]:
     """The child processes of `pid`, from /proc (each of its threads lists its own); none once it is gone."""
     found: list[int] = []
@@ -918,7 +939,8 @@ def serve(
 @click.command("serve")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind (HTTP, gRPC, metrics); 0.0.0.0 to listen on every interface.")
+              help="Address to bind (HTTP, gRPC, metrics), or a name resolved to its IPv4 address (localhost); "
+                   "0.0.0.0 to listen on every interface.")
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))

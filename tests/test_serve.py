@@ -792,6 +792,61 @@ def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
                               "for every interface) or a host name")
 
 
+@pytest.mark.server
+def test_a_host_name_is_served_on_its_ipv4_address(bc_session, breast_cancer):
+    """--host localhost: tritonserver bound HTTP and metrics to 255.255.255.255 (it reads only an address), and
+    the start failed after PyTriton's 120 s wait with a 40-line traceback. The name is resolved first."""
+    from edgeinfer.serve import Server
+
+    http, grpc, metrics = _free_ports(3)
+    with Server(bc_session, host="localhost", http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        assert (server.info.http_url, server.info.grpc_url) == (f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}")
+        client = httpclient.InferenceServerClient(f"localhost:{http}")
+        try:
+            X = _rows(breast_cancer, 2)
+            got = _http_infer(client, X).as_numpy("probabilities")
+        finally:
+            client.close()
+        with urllib.request.urlopen(f"http://localhost:{metrics}/metrics", timeout=10) as response:
+            assert response.status == 200
+    np.testing.assert_array_equal(got, bc_session.predict_proba(X).astype(np.float32))
+
+
+@pytest.mark.server
+@pytest.mark.filterwarnings("ignore::pytriton.client.warnings.NotSupportedTimeoutWarning")   # the 3 s wait below
+def test_a_triton_that_does_not_start_is_one_line_from_the_cli(bc_bundle, monkeypatch):
+    """tritonserver killed as it starts (PyTriton's 120 s wait cut to 3 s): the CLI printed PyTriton's timeout
+    with a 40-line traceback; it is one line, exit 1."""
+    import time
+
+    import pytriton.models.manager
+    import pytriton.triton
+
+    from edgeinfer.serve import _children, _exe
+
+    for module in (pytriton.triton, pytriton.models.manager):
+        monkeypatch.setattr(module, "DEFAULT_TRITON_STARTUP_TIMEOUT_S", 3)
+    running = set(_children(os.getpid()))       # the module's server may run too
+
+    def kill_tritonserver():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for pid in set(_children(os.getpid())) - running:
+                if _exe(pid).endswith("/tritonserver/bin/tritonserver"):
+                    return os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    threading.Thread(target=kill_tritonserver, daemon=True).start()
+    http, grpc, metrics = _free_ports(3)
+    result = CliRunner().invoke(main, ["serve", str(bc_bundle), "--workers", "0", "--http-port", str(http),
+                                       "--grpc-port", str(grpc), "--metrics-port", str(metrics)])
+    assert result.exit_code == 1, result.output[-2000:]
+    assert result.output.splitlines()[-1] == (
+        "error: Triton Inference Server did not start (PyTritonClientTimeoutError: Waiting for server to be ready "
+        "timed out.); tritonserver's log above says why: fix that and start again")
+    assert "Traceback" not in result.output
+
+
 def test_the_same_port_twice_is_refused_before_triton_starts(bc_bundle):
     """tritonserver would fail to bind the second, and PyTriton would wait its 120 s start-up timeout."""
     from edgeinfer.errors import UsageError
