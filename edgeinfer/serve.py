@@ -615,6 +615,7 @@ class Server:
         python_env = getattr(self, "_python_env", None)
         self._triton = self._pool = self._python_env = None
         workspace = getattr(getattr(triton, "_workspace", None), "path", None)
+        prefix = _shm_prefix(triton)
         try:
             if triton is not None:
                 with _log_to_stderr():
@@ -624,7 +625,10 @@ class Server:
             if pool is not None:
                 pool.close()
             if workspace is not None:
+                _end_stubs(str(workspace))
                 _remove_stub_copies(str(workspace))
+            if prefix is not None:
+                _remove_shm_regions(prefix)
             if python_env is not None:
                 try:
                     os.rmdir(python_env)    # left (empty) when tritonserver exits with failure; only if still empty
@@ -799,6 +803,51 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def _shm_prefix(triton) -> str | None:
+    """The name PyTriton gave this server's shared-memory regions, `pytrtion<pid>-<8 hex digits>` (each model stub's
+    region adds a uuid); None when PyTriton does not say. Several servers in one process share the pid."""
+    try:
+        prefix = triton._python_backend_config["shm-region-prefix-name"]
+    except Exception:               # PyTriton's internals: not worth failing a stop over
+        return None
+    return prefix if isinstance(prefix, str) and re.fullmatch(r"pytrtion\d+-[0-9a-f]+", prefix) else None
+
+
+def _remove_shm_regions(prefix: str, shm: Path = Path("/dev/shm")) -> list[str]:
+    """Remove this server's 4 MiB shared-memory regions once Triton has stopped. Its Python backend removes them
+    only when it unloads the models; a signal to the whole process group (Ctrl-C in a terminal, systemd's
+    KillMode=control-group) ends tritonserver before that, and each stop left one. Returns their names."""
+    removed = []
+    for path in shm.glob(f"{prefix}*"):
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except OSError:             # removed meanwhile
+            continue
+    return removed
+
+
+def _end_stubs(workspace: str, *, wait_s: float = 3.0) -> list[int]:
+    """End this server's Python backend stubs that outlive tritonserver, killing those still running after `wait_s`:
+    after a group stop under load, explain's stub hung for good (every thread of it waiting), holding its shared
+    memory. A process is this server's when it runs from its workspace. Returns the pids killed."""
+    inside = workspace.rstrip(os.sep) + os.sep
+    try:
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    except OSError:                 # no /proc (not Linux)
+        return []
+    stubs = [pid for pid in pids if _exe(pid).startswith(inside)]
+    deadline = time.monotonic() + wait_s
+    while (running := [pid for pid in stubs if _state(pid) not in ("", "Z", "X")]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in running:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:             # ended meanwhile
+            continue
+    return running
 
 
 def _remove_stub_copies(workspace: str) -> None:

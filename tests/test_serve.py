@@ -764,6 +764,42 @@ def test_a_group_stop_with_a_client_holding_its_connection_leaves_no_model_copie
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.server
+def test_a_group_stop_under_load_leaves_no_stub_and_no_shared_memory(bc_bundle, breast_cancer):
+    """Ctrl-C in a terminal while clients send explains: tritonserver, signalled too, exited at its exit timeout;
+    explain's stub hung for good, holding its 4 MiB /dev/shm/pytrtion<pid>-* region, which stayed. Both go now."""
+    import glob
+    import time
+
+    proc, info = _start_cli(bc_bundle, "--workers", 0, group=True)
+    stopped = threading.Event()
+
+    def send_explains():
+        client = httpclient.InferenceServerClient(info["http_url"].removeprefix("http://"), network_timeout=60)
+        while not stopped.is_set():
+            try:
+                client.infer("explain", [_features_rows(_rows(breast_cancer, MAX_BATCH))])
+            except Exception:           # the server is stopping
+                time.sleep(0.2)
+
+    clients = [threading.Thread(target=send_explains, daemon=True) for _ in range(3)]
+    try:
+        stubs = _triton_of(proc.pid)[1]
+        assert len(glob.glob(f"/dev/shm/pytrtion{proc.pid}-*")) == 2          # one per stub
+        for thread in clients:
+            thread.start()
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)              # the whole group, as a terminal's Ctrl-C
+        rest = _rest_of(proc)
+        assert proc.wait(60) == 0, rest[-2000:]
+        assert glob.glob(f"/dev/shm/pytrtion{proc.pid}-*") == [], rest[-2000:]
+        assert _ended(stubs.values(), timeout_s=0)
+    finally:
+        stopped.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_a_port_in_use_is_refused_before_triton_starts(bc_session):
     """Another server on the port would answer PyTriton's readiness check and take our models."""
     from edgeinfer.errors import UsageError
@@ -903,15 +939,17 @@ def _workspaces_of(pid: int, cache: str) -> set[str]:
     return found
 
 
-def _start_cli(bundle, *options):
-    """`edgeinfer serve BUNDLE OPTIONS` on free ports, started and ready: (process, its ready line's JSON)."""
+def _start_cli(bundle, *options, group: bool = False):
+    """`edgeinfer serve BUNDLE OPTIONS` on free ports, started and ready: (process, its ready line's JSON).
+    group: in a process group of its own, as a terminal's foreground job (a signal to it reaches tritonserver too)."""
     import subprocess
     import sys
 
     http, grpc, metrics = _free_ports(3)
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "serve", str(bundle), *map(str, options),
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=group,
+                            preexec_fn=_sigint_as_in_a_terminal if group else None)
     watchdog = threading.Timer(180, proc.kill)      # no ready line: the loop below ends
     watchdog.start()
     try:
