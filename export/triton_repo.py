@@ -7,8 +7,9 @@
     <out>/<model>/1/model.onnx       the bundle's deployed (quantized) model, byte for byte
 
 and checks config.pbtxt by parsing it with Triton's own ModelConfig protobuf
-(shipped with tritonclient) before anything is written. The class names are in the
-parameter `edgeinfer_classes`, a JSON list. The repository serves the
+(shipped with tritonclient) before anything is written. The feature names, in the
+order of the input's columns, are in the parameter `edgeinfer_features` and the class names, in the order of the
+output's, in `edgeinfer_classes`, each a JSON list. The repository serves the
 model only (probabilities); explanations need the edgeinfer Session
 (`edgeinfer serve`). CLI: `edgeinfer export-triton BUNDLE -o REPO`.
 """
@@ -72,9 +73,11 @@ def render_config(
     else:
         threads = max(1, bundle.profile.cores)
         lines.append(f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}')
-    # the class names as a JSON list: a name may hold a comma (or anything else a separator could be)
+    # the feature and class names as JSON lists: a name may hold a comma (or anything else a separator could be);
+    # without them a client could not tell which column is which feature, or which probability which class
     meta = {"edgeinfer_bundle_sha256": bundle.sha256, "edgeinfer_device": bundle.profile.name,
             "edgeinfer_precision": bundle.precision,
+            "edgeinfer_features": json.dumps(list(bundle.schema.names), ensure_ascii=False),
             "edgeinfer_classes": json.dumps(list(bundle.schema.classes), ensure_ascii=False)}
     for key, value in meta.items():
         lines.append(f'parameters {{ key: "{_quoted(key)}" value: {{ string_value: "{_quoted(value)}" }} }}')

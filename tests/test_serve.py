@@ -1440,16 +1440,32 @@ def test_malformed_config_is_refused_with_the_schema_error():
         parse_config('name: "m"\nmax_batch_sise: 4\n')
 
 
+def test_model_repository_names_the_features_in_column_order_and_the_classes(bc_bundle, tmp_path):
+    """A Triton client had the class names but not which input column is which feature."""
+    from tritonclient.grpc import model_config_pb2
+    from google.protobuf import text_format
+    from edgeinfer.export.triton_repo import write_model_repository
+
+    schema = ei.read_bundle(bc_bundle).schema
+    model_dir = write_model_repository(bc_bundle, tmp_path / "repo", name="bc")
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    features = json.loads(config.parameters["edgeinfer_features"].string_value)
+    assert features[:3] == ["mean radius", "mean texture", "mean perimeter"] and features == list(schema.names)
+    assert json.loads(config.parameters["edgeinfer_classes"].string_value) == list(schema.classes)
+
+
 def test_model_repository_keeps_awkward_class_names_intact(linear_session):
-    """Quotes, backslashes, commas and a tab in class names survive config.pbtxt, read back through Triton's schema."""
+    """Quotes, backslashes, commas and a tab in class and feature names survive config.pbtxt, read back through
+    Triton's schema."""
     from edgeinfer.export.triton_repo import parse_config, render_config
     from edgeinfer.schema import Feature, FeatureSchema
 
     classes = ('say "no"', "C:\\dir\\, or not\tnaïve")
-    schema = FeatureSchema(features=(Feature("x", low=-1, high=1),), classes=classes)
+    schema = FeatureSchema(features=(Feature('dose "mg", C:\\x', low=-1, high=1),), classes=classes)
     bundle = linear_session([1.0], 0.0, schema).bundle
     config = parse_config(render_config(bundle, name="m"))
     assert json.loads(config.parameters["edgeinfer_classes"].string_value) == list(classes)
+    assert json.loads(config.parameters["edgeinfer_features"].string_value) == ['dose "mg", C:\\x']
 
 
 class _EndedTriton:
