@@ -30,7 +30,8 @@ bundle's schema first, retry a refusal that names another request, or serve with
 dynamic_batching=False (errors strictly per request).
 
 Each execution runs one vectorised schema check and one Session call over every
-row of the batch (`explain`: one call per stakeholder). PyTriton calls every
+row of the batch (`explain`: one call per stakeholder, or one for an int8-dynamic
+bundle's rows, each then rendered for its own stakeholder). PyTriton calls every
 model instance in this one process, so explanations, which are mostly small
 NumPy steps under the GIL, would use one core: with `workers`, `explain` spreads
 a batch over worker processes (edgeinfer.workers.ExplainPool), each with its own
@@ -64,9 +65,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edgeinfer.decision import Rejection
 from edgeinfer.errors import BackendError, ExplainError, InputError, UsageError, require
-from edgeinfer.explain.views import explanation_json
 from edgeinfer.profiles import device_option
 
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -163,15 +162,15 @@ class _Models:
     other execution is (a worker's round trip would cost more than it saves), otherwise in a worker;
     so is everything while the pool is broken (until new workers are warm), and a stakeholder whose
     templates the workers lack. An int8-dynamic model's rows of one execution stay together, in one
-    worker: its activation scales are computed per batch, so a request split over workers would get
-    answers that depend on how many workers there are.
+    Session call in one worker, whatever their stakeholders: its activation scales are computed per batch,
+    so a request split over workers, or by stakeholder, would get answers that depend on the split.
     """
 
     def __init__(self, session, *, pool=None):
         self.session = session
         self.width = len(session.schema)
         self.pool = pool
-        self.split = session.bundle.precision != "int8-dynamic"     # an execution's rows may go to several workers
+        self.split = session.bundle.precision != "int8-dynamic"     # an execution's rows may go to several calls
         self._lock = threading.Lock()
         self._here = 0          # executions explaining in this process now
 
@@ -223,7 +222,8 @@ class _Models:
         return out
 
     def explain(self, requests) -> list[dict[str, np.ndarray]]:
-        """One batched Session.explain per stakeholder over the rows of every request in the batch.
+        """Batched Session.explain calls over the rows of every request in the batch: one per stakeholder, or
+        one for all (an int8-dynamic model, see the class).
 
         Each row has its own stakeholder (the [rows, 1] input), or the request's (its parameter), or
         the default. Every stakeholder name is checked before any row is explained."""
@@ -232,8 +232,10 @@ class _Models:
         matrices = self._matrices(requests)
         n = len(requests)
         groups: dict[str, list[tuple[int, int]]] = {}       # stakeholder -> (request, row) in batch order
+        names_of = []
         for i, (request, matrix) in enumerate(zip(requests, matrices)):
             names = _stakeholders(request, len(matrix), _where(i, n))
+            names_of.append(names)
             for row, name in enumerate(names):
                 groups.setdefault(name, []).append((i, row))
         for name, members in groups.items():
@@ -241,8 +243,13 @@ class _Models:
                 get_templates(name)
             except ExplainError:
                 raise _refused(f"{_where(members[0][0], n)}{_unknown_stakeholder(name)}") from None
+        if self.split:
+            calls = list(groups.items())
+        else:
+            members = sorted(member for group in groups.values() for member in group)     # batch order
+            calls = [(tuple(names_of[i][row] for i, row in members), members)] if members else []
         texts: list[list[str | None]] = [[None] * len(m) for m in matrices]
-        for name, members in groups.items():
+        for name, members in calls:
             try:
                 done = self._explain(np.stack([matrices[i][row] for i, row in members]), name)
             except (InputError, ValueError, LookupError) as err:
@@ -253,18 +260,20 @@ class _Models:
         return [{"explanation": np.array([[t.encode("utf-8")] for t in mine], dtype=np.object_).reshape(-1, 1)}
                 for mine in texts]
 
-    def _explain(self, rows: np.ndarray, stakeholder: str) -> list[str]:
-        """Each row's Explanation JSON (the same text as e.to_json(), made the fast way), here or in the workers.
-        An unknown stakeholder raises ExplainError before any row is explained."""
+    def _explain(self, rows: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:
+        """Each row's Explanation JSON (the same text as e.to_json(), made the fast way), here or in the workers;
+        None for a row the model could not decide. `stakeholder`: one for all rows, or a tuple of one per row
+        (explained in one Session call, see edgeinfer.workers.explain_json)."""
+        from edgeinfer.workers import explain_json
+
         pool = self.pool
         with self._lock:
             here = (pool is None or pool.broken is not None or not pool.knows(stakeholder) or len(rows) == 0
                     or (len(rows) == 1 and self._here == 0))
             self._here += int(here)
         if here:
-            try:        # a row the model could not decide (a Rejection) is None, as the workers give it
-                return [None if isinstance(e, Rejection) else explanation_json(e)
-                        for e in self.session.explain(rows, stakeholder=stakeholder)]
+            try:
+                return explain_json(self.session, rows, stakeholder)
             finally:
                 with self._lock:
                     self._here -= 1

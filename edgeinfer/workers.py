@@ -40,12 +40,32 @@ def default_workers() -> int:
     return min(cpus, MAX_DEFAULT_WORKERS) if cpus > 1 else 0
 
 
-def explain_json(session, features: np.ndarray, stakeholder: str) -> list[str | None]:
-    """The JSON of each row's `Explanation.to_dict()`, made the fast way; null (None) for a refused row."""
+def explain_json(session, features: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:
+    """The JSON of each row's `Explanation.to_dict()`, made the fast way; null (None) for a refused row.
+
+    `stakeholder`: one name for every row, or a tuple of one name per row. The rows are explained in one
+    Session call either way and each is then rendered in its own stakeholder's view: an int8-dynamic model
+    computes its activation scales per call, so a call per stakeholder would make a row's decision depend on
+    the stakeholders the other rows asked for."""
     from edgeinfer.explain.views import explanation_json
 
-    return [explanation_json(e) if getattr(e, "ok", True) else None
-            for e in session.explain(features, stakeholder=stakeholder)]
+    names = (stakeholder,) * len(features) if isinstance(stakeholder, str) else stakeholder
+    explained = session.explain(features, stakeholder=names[0]) if len(names) else []
+    return [explanation_json(e if name == names[0] else _in_view(session, e, name)) if getattr(e, "ok", True)
+            else None for e, name in zip(explained, names)]
+
+
+def _in_view(session, explanation, stakeholder: str):
+    """The explanation as `Session.explain` gives it for `stakeholder`: its text rendered in that view (with
+    the explanation's final timings, as `explain_rows` finishes a text that shows them)."""
+    import dataclasses
+
+    from edgeinfer.explain.views import get_templates, render
+
+    templates = get_templates(stakeholder, classes=session.classes)
+    explanation = dataclasses.replace(explanation, stakeholder=stakeholder)
+    return dataclasses.replace(explanation, text=render(explanation, session.schema, stakeholder=stakeholder,
+                                                        templates=templates))
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,7 @@ class Job:
 
     future: Any
     features: np.ndarray
-    stakeholder: str
+    stakeholder: str | tuple[str, ...]
     executor: Any
     sent: float = field(default_factory=time.monotonic)
 
@@ -118,7 +138,7 @@ def _worker_ready() -> int:
     return os.getpid()
 
 
-def _worker_explain(features: np.ndarray, stakeholder: str) -> list[str | None]:
+def _worker_explain(features: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:
     _worker_ready()
     return explain_json(_WORKER["session"], features, stakeholder)
 
@@ -249,15 +269,18 @@ class ExplainPool:
         finally:
             self._starting = None
 
-    def knows(self, stakeholder: str) -> bool:
-        """Whether the workers render this stakeholder with the templates this process would use."""
+    def knows(self, stakeholder: str | tuple[str, ...]) -> bool:
+        """Whether the workers render this stakeholder (each of a tuple's) with the templates this process would
+        use."""
         from edgeinfer.explain.views import get_templates
 
-        return self._worker_templates.get(stakeholder) == get_templates(stakeholder)
+        names = {stakeholder} if isinstance(stakeholder, str) else set(stakeholder)
+        return all(self._worker_templates.get(name) == get_templates(name) for name in names)
 
-    def submit(self, features: np.ndarray, *, stakeholder: str | None = None):
-        """Send a batch to a worker; returns a job for `result`. When no workers serve, or they do not know
-        the stakeholder's templates, the batch is explained here and the answer returned instead."""
+    def submit(self, features: np.ndarray, *, stakeholder: str | tuple[str, ...] | None = None):
+        """Send a batch to a worker; returns a job for `result`. `stakeholder`: one for every row, or a tuple of
+        one per row (see `explain_json`). When no workers serve, or they do not know the stakeholders'
+        templates, the batch is explained here and the answer returned instead."""
         from concurrent.futures.process import BrokenProcessPool
 
         stakeholder = stakeholder or self.stakeholder

@@ -1349,46 +1349,80 @@ def test_model_repository_for_an_int8_dynamic_bundle_has_no_dynamic_batching(bre
     assert not config.HasField("dynamic_batching") and config.max_batch_size == 64
 
 
-@pytest.mark.server
-def test_serve_runs_an_int8_dynamic_bundle_without_dynamic_batching(breast_cancer, tmp_path):
-    """As export-triton writes its config: batched with other clients' rows, an int8-dynamic row's answer would
-    depend on them. The server turns dynamic batching off and says why; each request is answered as sent, and
-    explained whole in one worker (split over the 2 workers, its answers depended on how many there were).
-    The bundle was exported for a DeviceProfile object, 'custom': its workers run on that profile (given its
-    name, they refused to start: 'unknown device')."""
+@pytest.fixture(scope="module")
+def int8_dynamic(breast_cancer, tmp_path_factory):
+    """An int8-dynamic bundle, whose activation scales are computed per batch, served with 2 workers. It was
+    exported for a DeviceProfile object, 'custom': its workers run on that profile (given its name, they refused
+    to start: 'unknown device')."""
     import dataclasses
 
-    from edgeinfer.serve import NO_BATCHING_INT8_DYNAMIC, Server
+    from edgeinfer.serve import Server
 
     d = breast_cancer
     profile = dataclasses.replace(ei.get_device("raspberry-pi-4"), name="custom", precisions=("int8-dynamic", "fp32"))
-    report = ei.export(d.model, d.schema, calibration=d.X_train, device=profile, out=tmp_path / "dyn",
-                       agreement_threshold=0.9)
+    report = ei.export(d.model, d.schema, calibration=d.X_train, device=profile,
+                       out=tmp_path_factory.mktemp("serve") / "dyn", agreement_threshold=0.9)
     session = ei.load(report.bundle)
     assert session.bundle.precision == "int8-dynamic"
-    X = d.X_test[:4].astype(np.float32)
+    http, grpc, metrics = _free_ports(3)
+    with Server(session, http_port=http, grpc_port=grpc, metrics_port=metrics, workers=2) as server:
+        client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"), concurrency=4)
+        try:
+            yield server, client
+        finally:
+            client.close()
+
+
+@pytest.mark.server
+def test_serve_runs_an_int8_dynamic_bundle_without_dynamic_batching(int8_dynamic, breast_cancer):
+    """As export-triton writes its config: batched with other clients' rows, an int8-dynamic row's answer would
+    depend on them. The server turns dynamic batching off and says why; each request is answered as sent, and
+    explained whole in one worker (split over the 2 workers, its answers depended on how many there were)."""
+    from edgeinfer.serve import NO_BATCHING_INT8_DYNAMIC
+
+    server, client = int8_dynamic
+    session = server.session
+    X = breast_cancer.X_test[:4].astype(np.float32)
 
     def explained_at_once(rows):
         return [_without_timings(e.to_json()) for e in session.explain(rows.astype(np.float64))]
 
     assert explained_at_once(X[:2]) + explained_at_once(X[2:]) != explained_at_once(X)    # split, they differ
-    http, grpc, metrics = _free_ports(3)
-    with Server(session, http_port=http, grpc_port=grpc, metrics_port=metrics, workers=2) as server:
-        assert (server.info.dynamic_batching, server.info.max_queue_delay_us) == (False, 0)
-        assert server.info.note.endswith(NO_BATCHING_INT8_DYNAMIC)
-        assert (server.info.workers, len(server.worker_pids)) == (2, 2), server.info.workers_note
-        client = httpclient.InferenceServerClient(server.info.http_url.removeprefix("http://"))
-        try:
-            assert "dynamic_batching" not in client.get_model_config("predict")
-            row = X[:1]
-            inputs = [httpclient.InferInput("features", list(row.shape), "FP32")]
-            inputs[0].set_data_from_numpy(row)
-            got = client.infer("predict", inputs).as_numpy("probabilities")
-            explained = _http_infer(client, X, model="explain").as_numpy("explanation")
-        finally:
-            client.close()
-    np.testing.assert_array_equal(got, session.predict_proba(row).astype(np.float32))
+    assert (server.info.dynamic_batching, server.info.max_queue_delay_us) == (False, 0)
+    assert server.info.note.endswith(NO_BATCHING_INT8_DYNAMIC)
+    assert (server.info.workers, len(server.worker_pids)) == (2, 2), server.info.workers_note
+    assert "dynamic_batching" not in client.get_model_config("predict")
+    row = X[:1]
+    np.testing.assert_array_equal(_http_infer(client, row).as_numpy("probabilities"),
+                                  session.predict_proba(row).astype(np.float32))
+    explained = _http_infer(client, X, model="explain").as_numpy("explanation")
     assert [_without_timings(raw) for (raw,) in explained] == explained_at_once(X)
+
+
+@pytest.mark.server
+def test_an_int8_dynamic_rows_decision_does_not_depend_on_the_stakeholders_of_its_request(int8_dynamic,
+                                                                                          breast_cancer):
+    """explain made one Session call per stakeholder of a request, which split its rows: with stakeholders
+    patient, auditor, patient a row's probabilities were [0.8482, 0.1518], with patient for all three
+    [0.8619, 0.1381], predict's (a review's run). The request's rows are explained in one call, each row rendered
+    in its own stakeholder's view: every decision is predict's, every text the Session's for that stakeholder."""
+    server, client = int8_dynamic
+    session = server.session
+    X = breast_cancer.X_test[10:14].astype(np.float32)
+    names = ["patient", "auditor", "patient", "clinician"]
+    predicted = _http_infer(client, X).as_numpy("probabilities")
+    features = _features_rows(X)
+    stakeholder = httpclient.InferInput("stakeholder", [len(X), 1], "BYTES")
+    stakeholder.set_data_from_numpy(np.array([[n.encode()] for n in names], dtype=np.object_))
+    served = [json.loads(raw) for (raw,) in client.infer("explain", [features, stakeholder]).as_numpy("explanation")]
+    np.testing.assert_array_equal(np.array([s["decision"]["probabilities"] for s in served], dtype=np.float32),
+                                  predicted)
+    np.testing.assert_array_equal(predicted, session.predict_proba(X).astype(np.float32))
+    assert [s["stakeholder"] for s in served] == names
+    for i, who in enumerate(names):        # each row as the Session explains the whole request for its stakeholder
+        local = session.explain(X.astype(np.float64), stakeholder=who)[i]
+        assert served[i]["text"] == local.text
+        assert _without_timings(json.dumps(served[i])) == _without_timings(local.to_json())
 
 
 def test_model_repository_refuses_an_over_long_name_and_a_symlinked_model_folder(bc_bundle, tmp_path):

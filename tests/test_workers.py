@@ -242,3 +242,29 @@ def test_workers_load_a_device_profile_from_a_toml_file_of_the_users(bc_bundle, 
         job = pool.submit(X)
         assert isinstance(job, Job) and pool.broken is None
         assert _answers(pool.result(job)) == _answers(explain_json(session, X, "clinician"))
+
+
+def test_rows_with_their_own_stakeholders_are_explained_in_one_call_each_in_its_own_view(bc_bundle, breast_cancer):
+    """A tuple of one stakeholder per row: the rows are explained in one Session call (an int8-dynamic model's
+    decisions depend on the rows of the call) and each row is rendered for its stakeholder, here and in a worker,
+    as the Session renders it; the engineer's JSON view shows the row's own final timings."""
+    session = ei.load(bc_bundle, threads=1)
+    X = np.asarray(breast_cancer.X_test[30:34], dtype=np.float64)
+    names = ("patient", "auditor", "engineer", "patient")
+    here = explain_json(session, X, names)
+    with ExplainPool(session, workers=1, stakeholder="clinician", warm_rows=2) as pool:
+        job = pool.submit(X, stakeholder=names)
+        assert isinstance(job, Job) and pool.knows(names)
+        there = pool.result(job)
+        assert pool.broken is None
+    for texts in (here, there):
+        assert len({json.dumps(json.loads(t)["timings"]) for t in texts}) == 1          # one call
+        records = _answers(texts)
+        assert [r["stakeholder"] for r in records] == list(names)
+        for i, name in enumerate(names):
+            local = _answers([session.explain(X, stakeholder=name)[i].to_json()])[0]
+            if name == "engineer":     # its text is its JSON, the measured timings included: the row's final ones
+                record = json.loads(texts[i])
+                assert json.loads(record["text"])["timings"] == record["timings"]
+                records[i].pop("text"), local.pop("text")
+            assert records[i] == local
