@@ -18,16 +18,14 @@ after a refusal, and logs it in one line.
 killer), Triton cannot answer (a dead stub's model even stays "ready"), so the server stops and raises
 BackendError, and `edgeinfer serve` exits 1 for a supervisor to restart it.
 
-Under dynamic batching a refusal fails the whole batch it was grouped into, and
-cannot be narrowed with PyTriton 0.7: its callable returns one dict of output
-tensors per request or raises once, and its proxy (pytriton/proxy/model.py) turns
-that exception into one TritonModelException for the whole execute() call and
-never builds a per-response error, although Triton's Python backend would accept
-one. The message names the bad request's place in the batch ("request 2 of 4 in
-this batch: row 0: ..."); no batch-mate ever receives another row's answer.
-Clients that mix untrusted rows with good ones should check them with the
-bundle's schema first, retry a refusal that names another request, or serve with
-dynamic_batching=False (errors strictly per request).
+A refusal is its request's alone, under dynamic batching too: the callable answers a bad request with a
+refusal in its place (REFUSAL_OUTPUT) and the others with one Session call over their rows, and the model's
+proxy sends that refusal as the request's own error. PyTriton 0.7 has no per-request error (its proxy,
+pytriton/proxy/model.py, turns a callable's exception into one TritonModelException for the whole execute()
+call), though Triton's Python backend takes one: `serve` hands Triton that proxy file with one branch added
+(_with_per_request_errors; the installed package is left alone). Where its text is not PyTriton 0.7's, `serve`
+says so once on stderr and refuses the whole execution, as before, naming the bad request's place in the batch
+("request 2 of 4 in this batch: row 0: ..."); no request ever receives another's answer.
 
 Each execution runs one vectorised schema check and one Session call over every
 row of the batch (`explain`: one call per stakeholder, or one for an int8-dynamic
@@ -59,7 +57,7 @@ import sysconfig
 import threading
 import time
 from contextlib import contextmanager, nullcontext, redirect_stdout
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 import click
@@ -157,6 +155,13 @@ def use_inline_tensors(env: dict[str, str] | None = None) -> bool:
 class _Models:
     """The infer functions Triton calls: each gets every request of one dynamic batch.
 
+    A bad request (a value the schema refuses, a parameter the model does not take, an unknown stakeholder,
+    a row the model cannot decide) is refused alone: its answer is a refusal (REFUSAL_OUTPUT), which the
+    model's proxy, changed at load (_with_per_request_errors), sends as that request's own error; the other
+    requests are answered by one Session call over their rows. `refuse_alone` names the models whose proxy
+    was changed; any other refuses the whole execution, naming the bad request's place in the batch
+    (PyTriton 0.7's own proxy has no per-request error).
+
     With an ExplainPool, `explain` spreads a batch of several rows over the worker processes (one
     Python process explains on one core at a time). A one-row execution is explained here while no
     other execution is (a worker's round trip would cost more than it saves), otherwise in a worker;
@@ -166,60 +171,71 @@ class _Models:
     so a request split over workers, or by stakeholder, would get answers that depend on the split.
     """
 
-    def __init__(self, session, *, pool=None):
+    def __init__(self, session, *, pool=None, refuse_alone: Collection[str] = ()):
         self.session = session
         self.width = len(session.schema)
         self.pool = pool
         self.split = session.bundle.precision != "int8-dynamic"     # an execution's rows may go to several calls
+        self.refuse_alone = set(refuse_alone)       # models whose proxy answers a refusal as its request's error
         self._lock = threading.Lock()
         self._here = 0          # executions explaining in this process now
 
-    def _matrices(self, requests) -> list[np.ndarray]:
-        """Each request's rows as float64, value-checked in one vectorised pass over the whole batch."""
-        n = len(requests)
-        matrices = []
+    def _matrices(self, model: str, requests, refusals: list[str | None]) -> list[np.ndarray | None]:
+        """Each request's rows as float64, value-checked in one vectorised pass over the whole batch; None for a
+        request refused (its reason in `refusals`, which may hold reasons already)."""
+        matrices: list[np.ndarray | None] = [None] * len(requests)
         for i, request in enumerate(requests):
+            if refusals[i] is not None:
+                continue
             if "features" not in request.data:
-                raise _refused(f"{_where(i, n)}missing input 'features' (FP32 [rows, {self.width}])")
+                refusals[i] = f"missing input 'features' (FP32 [rows, {self.width}])"
+                continue
             x = np.asarray(request["features"])
             if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != self.width:
-                raise _refused(f"{_where(i, n)}input 'features' must be FP32 [rows, {self.width}] in schema order, "
+                refusals[i] = (f"input 'features' must be FP32 [rows, {self.width}] in schema order, "
                                f"got {x.dtype} {list(x.shape)}")
-            matrices.append(x)
-        batch = np.concatenate(matrices).astype(np.float64) if matrices else np.zeros((0, self.width))
+                continue
+            matrices[i] = x
+        self._refuse_batch(model, refusals)
+        taken = [i for i, m in enumerate(matrices) if m is not None]
+        batch = (np.concatenate([matrices[i] for i in taken]).astype(np.float64) if taken
+                 else np.zeros((0, self.width)))
         batch = self.session.schema.at_bounds(batch, np.float32)     # as the Session reads a float32 array
         rejected = self.session.schema.check_rows(batch)
-        if rejected:
-            starts = np.cumsum([0] + [len(m) for m in matrices])
-            first = next(iter(rejected))
-            i = int(np.searchsorted(starts, first, side="right")) - 1
-            mine = [r for r in rejected if starts[i] <= r < starts[i + 1]]
-            more = len(mine) - 1
-            more = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
-            raise _refused(f"{_where(i, n)}row {first - starts[i]}: {rejected[first]}{more}")
-        out, start = [], 0
-        for m in matrices:
-            out.append(batch[start:start + len(m)])
-            start += len(m)
-        return out
+        starts = np.cumsum([0] + [len(matrices[i]) for i in taken])
+        for k, i in enumerate(taken):
+            mine = [r for r in rejected if starts[k] <= r < starts[k + 1]]      # in row order
+            if mine:
+                more = len(mine) - 1
+                more = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
+                refusals[i] = f"row {mine[0] - starts[k]}: {rejected[mine[0]]}{more}"
+                matrices[i] = None
+            else:
+                matrices[i] = batch[starts[k]:starts[k + 1]]
+        self._refuse_batch(model, refusals)
+        return matrices
 
     def predict(self, requests) -> list[dict[str, np.ndarray]]:
+        refusals: list[str | None] = [None] * len(requests)
         for i, request in enumerate(requests):      # as explain refuses one it does not take
             if request.parameters:
-                raise _refused(f"{_where(i, len(requests))}request parameter {sorted(request.parameters)[0]!r} is not "
-                               "one predict takes: it takes no parameters")
-        matrices = self._matrices(requests)
-        proba = self.session.predict_proba(np.concatenate(matrices)).astype(np.float32) if matrices else None
-        if matrices:
-            _refuse_undecided([np.isfinite(part).all(axis=1) for part in np.split(proba, np.cumsum(
-                [len(m) for m in matrices])[:-1])])
-        labels = proba.argmax(axis=1).astype(np.int64)[:, None] if matrices else None
-        out, start = [], 0
-        for m in matrices:
-            stop = start + len(m)
-            out.append({"probabilities": proba[start:stop], "label": labels[start:stop]})
-            start = stop
-        return out
+                refusals[i] = (f"request parameter {sorted(request.parameters)[0]!r} is not one predict takes: it "
+                               "takes no parameters")
+        self._refuse_batch("predict", refusals)
+        matrices = self._matrices("predict", requests, refusals)
+        taken = [i for i, m in enumerate(matrices) if m is not None]
+        answers: dict[int, dict[str, np.ndarray]] = {}
+        if taken:
+            proba = self.session.predict_proba(np.concatenate([matrices[i] for i in taken])).astype(np.float32)
+            parts = np.split(proba, np.cumsum([len(matrices[i]) for i in taken])[:-1])
+            for i, part in zip(taken, parts):
+                decided = np.isfinite(part).all(axis=1)       # never a decision from argmax of NaN
+                if decided.all():
+                    answers[i] = {"probabilities": part, "label": part.argmax(axis=1).astype(np.int64)[:, None]}
+                else:
+                    refusals[i] = _undecided(decided)
+        self._refuse_batch("predict", refusals)
+        return self._answers(refusals, answers)
 
     def explain(self, requests) -> list[dict[str, np.ndarray]]:
         """Batched Session.explain calls over the rows of every request in the batch: one per stakeholder, or
@@ -229,36 +245,75 @@ class _Models:
         the default. Every stakeholder name is checked before any row is explained."""
         from edgeinfer.explain.views import get_templates
 
-        matrices = self._matrices(requests)
-        n = len(requests)
-        groups: dict[str, list[tuple[int, int]]] = {}       # stakeholder -> (request, row) in batch order
-        names_of = []
+        refusals: list[str | None] = [None] * len(requests)
+        matrices = self._matrices("explain", requests, refusals)
+        names: dict[int, list[str]] = {}
         for i, (request, matrix) in enumerate(zip(requests, matrices)):
-            names = _stakeholders(request, len(matrix), _where(i, n))
-            names_of.append(names)
-            for row, name in enumerate(names):
-                groups.setdefault(name, []).append((i, row))
-        for name, members in groups.items():
-            try:
-                get_templates(name)
-            except ExplainError:
-                raise _refused(f"{_where(members[0][0], n)}{_unknown_stakeholder(name)}") from None
+            if matrix is not None:
+                try:
+                    names[i] = _stakeholders(request, len(matrix), "")
+                except _refusal_type() as err:
+                    refusals[i] = str(err)
+        self._refuse_batch("explain", refusals)
+        known: dict[str, bool] = {}
+        for i, mine in names.items():
+            for name in mine:
+                if name not in known:
+                    try:
+                        get_templates(name)
+                        known[name] = True
+                    except ExplainError:
+                        known[name] = False
+                if not known[name]:
+                    refusals[i] = _unknown_stakeholder(name)
+                    break
+        self._refuse_batch("explain", refusals)
+        members = [(i, row) for i in names if refusals[i] is None for row in range(len(names[i]))]   # batch order
         if self.split:
-            calls = list(groups.items())
+            groups: dict[str, list[tuple[int, int]]] = {}
+            for i, row in members:
+                groups.setdefault(names[i][row], []).append((i, row))
+            calls = [(name, group) for name, group in groups.items()]
         else:
-            members = sorted(member for group in groups.values() for member in group)     # batch order
-            calls = [(tuple(names_of[i][row] for i, row in members), members)] if members else []
-        texts: list[list[str | None]] = [[None] * len(m) for m in matrices]
-        for name, members in calls:
+            calls = [(tuple(names[i][row] for i, row in members), members)] if members else []
+        texts = {i: [None] * len(mine) for i, mine in names.items() if refusals[i] is None}
+        for stakeholder, group in calls:
             try:
-                done = self._explain(np.stack([matrices[i][row] for i, row in members]), name)
-            except (InputError, ValueError, LookupError) as err:
-                raise _refused(f"{_where(members[0][0], n)}{err}") from None
-            for (i, row), text in zip(members, done):
+                done = self._explain(np.stack([matrices[i][row] for i, row in group]), stakeholder)
+            except (InputError, ValueError, LookupError) as err:    # whose rows caused it cannot be told
+                for i in dict.fromkeys(i for i, _ in group):
+                    refusals[i] = str(err)
+                self._refuse_batch("explain", refusals)
+                continue
+            for (i, row), text in zip(group, done):
                 texts[i][row] = text
-        _refuse_undecided([np.array([t is not None for t in mine]) for mine in texts])   # NaN probabilities
-        return [{"explanation": np.array([[t.encode("utf-8")] for t in mine], dtype=np.object_).reshape(-1, 1)}
-                for mine in texts]
+        for i, mine in texts.items():
+            if refusals[i] is None and None in mine:         # NaN probabilities
+                refusals[i] = _undecided(np.array([t is not None for t in mine]))
+        self._refuse_batch("explain", refusals)
+        answers = {i: {"explanation": np.array([[t.encode("utf-8")] for t in mine], dtype=np.object_).reshape(-1, 1)}
+                   for i, mine in texts.items() if refusals[i] is None}
+        return self._answers(refusals, answers)
+
+    def _refuse_batch(self, model: str, refusals: list[str | None]) -> None:
+        """Where `model`'s proxy cannot refuse one request alone: refuse the whole execution for the first refused
+        request, naming its place in the batch."""
+        if model not in self.refuse_alone:
+            for i, reason in enumerate(refusals):
+                if reason is not None:
+                    raise _refused(f"{_where(i, len(refusals))}{reason}")
+
+    @staticmethod
+    def _answers(refusals: list[str | None], answers: dict[int, dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Each request's answer, or its refusal (REFUSAL_OUTPUT: the error its client reads), logged in one line."""
+        out = []
+        for i, reason in enumerate(refusals):
+            if reason is None:
+                out.append(answers[i])
+            else:
+                logging.getLogger(__name__).warning("refused a request: %s", reason)
+                out.append({REFUSAL_OUTPUT: np.array([(REFUSED_PREFIX + reason).encode("utf-8")], dtype=np.object_)})
+        return out
 
     def _explain(self, rows: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:
         """Each row's Explanation JSON (the same text as e.to_json(), made the fast way), here or in the workers;
@@ -350,20 +405,71 @@ def _where(i: int, n: int) -> str:
     return f"request {i + 1} of {n} in this batch: " if n > 1 else ""
 
 
-_REFUSED = None
-
-
-def _refuse_undecided(decided: list[np.ndarray]) -> None:
-    """Refuse the first request holding a row the model could not decide (its probabilities not numbers: float32
+def _undecided(decided: np.ndarray) -> str:
+    """The refusal of a request holding a row the model could not decide (its probabilities not numbers: float32
     overflow inside the model), as Session refuses it; never a decision from argmax of NaN."""
     from edgeinfer.session import NOT_A_NUMBER
 
-    for i, ok in enumerate(decided):
-        if not ok.all():
-            raise _refused(f"{_where(i, len(decided))}row {int(np.flatnonzero(~ok)[0])}: {NOT_A_NUMBER}")
+    return f"row {int(np.flatnonzero(~decided)[0])}: {NOT_A_NUMBER}"
 
 
-def _refused(message: str) -> Exception:
+# A refused request's answer: this one output, the error its client reads (REFUSED_PREFIX and the reason)
+REFUSAL_OUTPUT = "edgeinfer.refused"
+REFUSED_PREFIX = "edgeinfer.RequestRefused: "
+_WRAP_RESPONSE = ("def _wrap_response(response: Response, requested_outputs_names, model_outputs_dict):\n"
+                  "    if response.data is not None:\n")
+_REFUSAL_RESPONSE = (
+    "    if response.data is not None and {key!r} in response.data:  # edgeinfer: this request alone is refused\n"
+    "        message = response.data[{key!r}].item(0)\n"
+    "        message = message.decode('utf-8', 'replace') if isinstance(message, bytes) else str(message)\n"
+    "        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))\n"
+).format(key=REFUSAL_OUTPUT)
+WHOLE_BATCH_REFUSALS = ("PyTriton's proxy (pytriton/proxy/model.py) is not the PyTriton 0.7 one edgeinfer changes "
+                        "to refuse a bad request alone: a refused request fails every request batched with it "
+                        "(--no-dynamic-batching runs each request on its own)")
+
+
+def _with_per_request_errors(source: str) -> str | None:
+    """PyTriton's proxy model (pytriton/proxy/model.py, which Triton's Python backend stub runs) changed so that
+    an answer holding REFUSAL_OUTPUT becomes that request's own error (pb_utils.TritonError), the other requests'
+    answers going out as usual. PyTriton 0.7's proxy turns a callable's exception into one error for every
+    request of the execution, and has no per-request error of its own. None when the text to change is not
+    PyTriton 0.7's (another version): its requests are then refused whole-batch, as before."""
+    if source.count(_WRAP_RESPONSE) != 1:
+        return None
+    return source.replace(_WRAP_RESPONSE, _WRAP_RESPONSE.replace("\n", "\n" + _REFUSAL_RESPONSE, 1))
+
+
+def _refuse_alone(triton, models: _Models) -> None:
+    """Have Triton run each bound model's proxy changed by _with_per_request_errors: PyTriton hands Triton the
+    proxy's files, read from its package, when it loads a model (Model.get_proxy_model_files); the changed
+    files are handed instead, and the package is left alone. A model is in `models.refuse_alone` once Triton
+    has been handed them. Where the text to change is not found, says once on stderr that a refusal fails its
+    whole batch."""
+    try:
+        bound = list(triton._model_manager.models)
+    except AttributeError:          # another PyTriton
+        bound = []
+    changed_all = bool(bound)
+    for model in bound:
+        files = model.get_proxy_model_files() if hasattr(model, "get_proxy_model_files") else {}
+        key = f"file:{getattr(model, 'model_version', 1)}/model.py"
+        changed = _with_per_request_errors(files.get(key, b"").decode("utf-8", errors="replace"))
+        if changed is None:
+            changed_all = False
+            continue
+        files[key] = changed.encode("utf-8")
+
+        def handed(files=files, name=model.model_name) -> dict[str, bytes]:
+            models.refuse_alone.add(name)
+            return dict(files)
+
+        model.get_proxy_model_files = handed
+    if not changed_all:
+        logging.getLogger(__name__).warning("edgeinfer serve: %s", WHOLE_BATCH_REFUSALS)
+
+
+def _refusal_type() -> type:
     """PyTriton's bad-parameter error, shaped so the client reads one line, not a server traceback.
 
     PyTriton sends `traceback.format_exception(None, err, err.__traceback__)` to the
@@ -380,7 +486,15 @@ def _refused(message: str) -> Exception:
         RequestRefused.__module__ = "edgeinfer"
         RequestRefused.__qualname__ = "RequestRefused"
         _REFUSED = RequestRefused
-    return _REFUSED(message)
+    return _REFUSED
+
+
+_REFUSED = None
+
+
+def _refused(message: str) -> Exception:
+    """A refusal of the whole execution (see _refusal_type)."""
+    return _refusal_type()(message)
 
 
 def _unknown_stakeholder(name: str) -> str:
@@ -540,6 +654,7 @@ class Server:
                 outputs=[Tensor(name="explanation", dtype=np.bytes_, shape=(1,))],
                 config=model_config,
             )
+            _refuse_alone(self._triton, models)
             _remove_stale_shm_regions()
             _remove_stale_workspaces()
             with _log_to_stderr():       # tritonserver's start-up log: not on the caller's stdout

@@ -317,28 +317,65 @@ def test_concurrent_explains_run_as_one_batched_explain_per_stakeholder(server, 
 
 
 @pytest.mark.server
-def test_a_bad_request_fails_its_dynamic_batch_naming_itself_and_never_corrupts_a_batch_mate(
-        server, http, breast_cancer):
-    # PyTriton 0.7 answers one execution with one error or with every response (README, "Serving"):
-    # the batch-mates of a bad request fail with its message; none of them gets another row's answer.
-    X = _rows(breast_cancer, 4, start=50)
+def test_a_bad_request_is_refused_alone_and_its_batch_mates_are_answered(server, http, breast_cancer):
+    """Concurrent one-row requests, one with a NaN, batched: PyTriton's proxy failed every request of the batch
+    with the bad one's refusal (a review's run of 16: 6 predict and all 16 explain requests failed). The bad
+    request alone is refused, with the text an unbatched request gets; the others get the Session's answers.
+    A request of the wrong width is refused by Triton before batching, alone as before."""
+    X = _rows(breast_cancer, 8, start=50)
     X[2, 3] = np.nan
-    outcomes, executions = _send_concurrently(server, http, "predict", [[_features(row)] for row in X])
-    reason = re.escape("row 0: " + server.session.schema.value_error(3, float("nan")))
-    assert isinstance(outcomes[2], InferenceServerException)
-    assert re.search(r"RequestRefused: (request \d of \d in this batch: )?" + reason, outcomes[2].message())
-    good = [i for i in (0, 1, 3) if not isinstance(outcomes[i], Exception)]
-    failed = [i for i in (0, 1, 3) if isinstance(outcomes[i], Exception)]
-    for i in good:
+    schema = server.session.schema
+    refusal = "edgeinfer.RequestRefused: row 0: " + schema.value_error(3, float("nan"))
+    for _ in range(3):      # a host starved of CPU can send them slower than the 50 ms queue delay: try again
+        requests = [[_features(row)] for row in X] + [[_features_rows(X[:1, :5].copy())]]
+        outcomes, executions = _send_concurrently(server, http, "predict", requests)
+        if executions < len(X):
+            break
+    assert executions < len(X), "no batching happened"
+    assert isinstance(outcomes[2], InferenceServerException) and outcomes[2].message() == refusal
+    assert isinstance(outcomes[8], InferenceServerException)
+    assert "unexpected shape for input 'features' for model 'predict'. Expected [-1,30], got [1,5]" in \
+        outcomes[8].message()
+    for i in (0, 1, 3, 4, 5, 6, 7):
+        assert not isinstance(outcomes[i], Exception), (i, outcomes[i])
         np.testing.assert_array_equal(outcomes[i].as_numpy("probabilities"),
                                       server.session.predict_proba(X[i:i + 1]).astype(np.float32))
-    for i in failed:
-        assert re.search(r"RequestRefused: request \d of \d in this batch: " + reason, outcomes[i].message())
-    if executions == 1:  # all four in one batch, as the 50 ms queue delay makes likely
-        assert failed == [0, 1, 3]
     assert http.is_server_ready()
-    np.testing.assert_array_equal(_http_infer(http, X[:2]).as_numpy("probabilities"),
-                                  server.session.predict_proba(X[:2]).astype(np.float32))
+
+
+@pytest.mark.server
+def test_explain_refuses_a_bad_request_alone_and_explains_its_batch_mates(server, http, breast_cancer):
+    """An unknown stakeholder and a NaN in two of six concurrent explain requests: each is refused alone, with
+    its own reason; the other four are explained as the Session explains them."""
+    pytest.importorskip("edgeinfer.explain.compose")
+    from edgeinfer.explain.views import available_stakeholders
+
+    X = _rows(breast_cancer, 6, start=60)
+    X[4, 0] = np.nan
+    stakeholders = ["patient", "nurse", "clinician", "auditor", "patient", "clinician"]
+    for _ in range(3):
+        requests = []
+        for row, who in zip(X, stakeholders):
+            s = httpclient.InferInput("stakeholder", [1, 1], "BYTES")
+            s.set_data_from_numpy(np.array([[who.encode()]], dtype=np.object_))
+            requests.append([_features(row), s])
+        outcomes, executions = _send_concurrently(server, http, "explain", requests)
+        if executions < len(requests):
+            break
+    assert executions < len(requests), "no batching happened"
+    assert outcomes[1].message() == (
+        f"edgeinfer.RequestRefused: unknown stakeholder 'nurse'; this server knows {', '.join(available_stakeholders())}"
+        ". Its operator adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
+    assert outcomes[4].message() == ("edgeinfer.RequestRefused: row 0: "
+                                     + server.session.schema.value_error(0, float("nan")))
+    for i in (0, 2, 3, 5):
+        assert not isinstance(outcomes[i], Exception), (i, outcomes[i])
+        (raw,) = outcomes[i].as_numpy("explanation").ravel()
+        served = json.loads(raw)
+        local = json.loads(server.session.explain(X[i].astype(np.float64), stakeholder=stakeholders[i]).to_json())
+        assert served["stakeholder"] == stakeholders[i]
+        assert served["decision"] == {**local["decision"], "latency_ms": served["decision"]["latency_ms"]}
+        assert served["text"] == local["text"]
 
 
 @pytest.mark.server
@@ -581,7 +618,8 @@ def _names(*names: bytes):
     return np.array([[n] for n in names], dtype=np.object_)
 
 
-# README ("Serving"): each of these fails every request batched with it, naming the request it came from
+# README ("Serving"): where PyTriton's proxy cannot be changed to refuse a request alone, each of these fails
+# every request batched with it, naming the request it came from
 BATCH_MATE_FAILURES = {
     "a value out of range": ("explain", lambda r: r.data["features"].__setitem__((0, 0), -1.0)),
     "an unknown stakeholder": ("explain", lambda r: r.parameters.update(stakeholder="ceo")),
@@ -605,6 +643,153 @@ def test_each_error_the_readme_lists_fails_the_whole_batch_naming_its_request(bc
     with pytest.raises(PyTritonBadParameterError) as caught:
         getattr(_Models(bc_session), model)(requests)        # raised: no request of the batch gets an answer
     assert str(caught.value).startswith("request 2 of 3 in this batch: ")
+
+def _refused_alone(out, i) -> str | None:
+    """The refusal `_Models` answered request i with (the error its client reads), or None."""
+    from edgeinfer.serve import REFUSAL_OUTPUT
+
+    if REFUSAL_OUTPUT not in out[i]:
+        return None
+    assert list(out[i]) == [REFUSAL_OUTPUT]
+    (text,) = out[i][REFUSAL_OUTPUT].tolist()
+    return text.decode("utf-8")
+
+
+REFUSED_ALONE = {
+    **BATCH_MATE_FAILURES,
+    "a NaN": ("predict", lambda r: r.data["features"].__setitem__((0, 3), np.nan)),
+    "the wrong width": ("predict", lambda r: r.data.update(features=r.data["features"][:, :5].copy())),
+    "a row the model cannot decide": None,       # see test_the_callable_refuses_a_row_the_model_cannot_decide
+}
+
+
+@pytest.mark.parametrize("case", [c for c in REFUSED_ALONE if REFUSED_ALONE[c] is not None])
+def test_with_per_request_errors_each_error_refuses_its_request_alone(bc_session, breast_cancer, case, caplog):
+    """With the proxy that refuses a request alone (the server's, see _with_per_request_errors), request 2's
+    error is its own answer, worded as for a request sent alone ("request 2 of 3 in this batch" would name a
+    batch its client never saw), and logged in one line; requests 1 and 3 are answered as the Session answers
+    them."""
+    from edgeinfer.serve import _Models
+
+    model, spoil = REFUSED_ALONE[case]
+    X = _rows(breast_cancer, 3)
+    requests = _requests(*(X[i:i + 1] for i in range(3)))
+    alone = [_requests(X[1:2])[0]]
+    spoil(requests[1])
+    spoil(alone[0])
+    with pytest.raises(Exception) as caught:        # sent alone, without per-request errors: today's refusal
+        getattr(_Models(bc_session), model)(alone)
+    with caplog.at_level("WARNING", logger="edgeinfer.serve"):
+        out = getattr(_Models(bc_session, refuse_alone={model}), model)(requests)
+    assert _refused_alone(out, 1) == f"edgeinfer.RequestRefused: {caught.value}"
+    assert [r.getMessage() for r in caplog.records if r.name == "edgeinfer.serve"] == [
+        f"refused a request: {caught.value}"]
+    assert _refused_alone(out, 0) is None and _refused_alone(out, 2) is None
+    if model == "predict":
+        np.testing.assert_array_equal(np.concatenate([out[0]["probabilities"], out[2]["probabilities"]]),
+                                      bc_session.predict_proba(X[[0, 2]]).astype(np.float32))
+    else:
+        assert _served([out[0], out[2]]) == _local(bc_session, X[[0, 2]])
+
+
+def test_with_per_request_errors_a_row_the_model_cannot_decide_refuses_its_request_alone(linear_session):
+    from edgeinfer.schema import Feature, FeatureSchema
+    from edgeinfer.serve import _Models
+
+    session = linear_session(np.array([10.0, 0.0]), 0.0, FeatureSchema((Feature("a"), Feature("b")), ("no", "yes")),
+                             calibration=np.random.default_rng(0).normal(size=(50, 2)))
+    models = _Models(session, refuse_alone={"predict", "explain"})
+    requests = _requests(np.array([[0.5, 1.0]]), np.array([[1.0, 2.0], [3e38, 1.0]]), np.array([[-0.5, 1.0]]))
+    refusal = ("edgeinfer.RequestRefused: row 1: the model's probabilities for this row are not numbers (its float32 "
+               "arithmetic overflowed on the row's values); give values of a realistic size")
+    out = models.predict(requests)
+    assert _refused_alone(out, 1) == refusal
+    assert [out[0]["label"].tolist(), out[2]["label"].tolist()] == [[[1]], [[0]]]
+    out = models.explain(requests)
+    assert _refused_alone(out, 1) == refusal
+    assert [json.loads(o["explanation"][0, 0])["decision"]["label"] for o in (out[0], out[2])] == [1, 0]
+
+
+def test_the_proxy_is_changed_to_refuse_a_request_alone_and_left_as_it_is_when_its_text_is_not_found():
+    """PyTriton 0.7's proxy (the file Triton's Python backend stub runs) gains one branch: an answer holding
+    REFUSAL_OUTPUT becomes that request's own error. Another version's text, where the place to change is not
+    found, is not changed (None): its server keeps refusing a bad request's whole batch (the tests above with
+    _Models(session), and `_refuse_alone` says so on stderr)."""
+    from pathlib import Path
+
+    import pytriton
+
+    from edgeinfer.serve import REFUSAL_OUTPUT, _with_per_request_errors
+
+    source = (Path(pytriton.__file__).parent / "proxy" / "model.py").read_text(encoding="utf-8")
+    changed = _with_per_request_errors(source)
+    head = ("def _wrap_response(response: Response, requested_outputs_names, model_outputs_dict):\n"
+            "    if response.data is not None:\n")
+    branch = ("    if response.data is not None and 'edgeinfer.refused' in response.data:  # edgeinfer: this request "
+              "alone is refused\n"
+              "        message = response.data['edgeinfer.refused'].item(0)\n"
+              "        message = message.decode('utf-8', 'replace') if isinstance(message, bytes) else str(message)\n"
+              "        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))\n")
+    assert REFUSAL_OUTPUT == "edgeinfer.refused" and source.count(head) == 1
+    assert changed == source.replace(head, head.replace("\n", "\n" + branch, 1))
+    compile(changed, "model.py", "exec")
+    another = source.replace("def _wrap_response(response: Response,", "def _wrap_response(response: Response, *,")
+    assert _with_per_request_errors(another) is None
+    assert _with_per_request_errors(source + source) is None       # found twice: not the text we know either
+
+
+def _bound(session, workspace):
+    """A PyTriton Triton (not started) with both of the server's models bound, and their _Models."""
+    from pytriton.model_config import ModelConfig, Tensor
+    from pytriton.triton import Triton
+
+    from edgeinfer.serve import _Models
+
+    triton, models = Triton(workspace=workspace), _Models(session)
+    for name in ("predict", "explain"):
+        triton.bind(model_name=name, infer_func=getattr(models, name),
+                    inputs=[Tensor(name="features", dtype=np.float32, shape=(len(session.schema),))],
+                    outputs=[Tensor(name="label", dtype=np.int64, shape=(1,))],
+                    config=ModelConfig(batching=True, max_batch_size=8))
+    return triton, models
+
+
+def test_triton_is_handed_the_changed_proxy_or_where_its_text_is_not_found_the_installed_one(
+        bc_session, tmp_path, monkeypatch, caplog):
+    """Each model's proxy files as PyTriton hands them to Triton at load: model.py changed, the rest as installed;
+    a model refuses alone once they have been handed. Where the text to change is not found (as in another
+    PyTriton version: here the text looked for is changed instead), the installed files are handed, both models
+    keep refusing whole executions, and stderr says so once."""
+    from pathlib import Path
+
+    import pytriton
+
+    from edgeinfer import serve
+
+    proxy = Path(pytriton.__file__).parent / "proxy"
+    triton, models = _bound(bc_session, tmp_path / "changed")
+    serve._refuse_alone(triton, models)
+    assert models.refuse_alone == set()
+    for model in triton._model_manager.models:
+        files = model.get_proxy_model_files()
+        assert {key: value for key, value in files.items() if key != "file:1/model.py"} == {
+            f"file:1/{name}": (proxy / name).read_bytes() for name in ("communication.py", "data.py", "types.py",
+                                                                      "telemetry.py")}
+        assert files["file:1/model.py"].decode() == serve._with_per_request_errors((proxy / "model.py").read_text())
+    assert models.refuse_alone == {"predict", "explain"}
+
+    monkeypatch.setattr(serve, "_WRAP_RESPONSE", "def _wrap_response(response, *, of_another_version):\n")
+    triton, models = _bound(bc_session, tmp_path / "installed")
+    with caplog.at_level("WARNING", logger="edgeinfer.serve"):
+        serve._refuse_alone(triton, models)
+    assert [r.getMessage() for r in caplog.records] == [
+        "edgeinfer serve: PyTriton's proxy (pytriton/proxy/model.py) is not the PyTriton 0.7 one edgeinfer changes to "
+        "refuse a bad request alone: a refused request fails every request batched with it (--no-dynamic-batching "
+        "runs each request on its own)"]
+    for model in triton._model_manager.models:
+        assert model.get_proxy_model_files()["file:1/model.py"] == (proxy / "model.py").read_bytes()
+    assert models.refuse_alone == set()
+
 
 
 def test_a_refusal_is_logged_in_one_line_and_any_other_error_as_pytriton_logs_it():
@@ -1084,7 +1269,7 @@ def test_cli_serve_with_a_device_profile_file_and_a_stakeholder_file_explains_in
         assert all(e["text"].split("\n\n")[1].startswith("Coach summary: ") for e in local)
         refusal = (f"unknown stakeholder 'ceo'; this server knows auditor, clinician, {name}, engineer, patient. Its "
                    "operator adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
-        assert f"RequestRefused: {refusal}\n" in caught.value.message()
+        assert caught.value.message() == f"edgeinfer.RequestRefused: {refusal}"
         proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(60) == 0, rest[-2000:]
@@ -1423,6 +1608,27 @@ def test_an_int8_dynamic_rows_decision_does_not_depend_on_the_stakeholders_of_it
         local = session.explain(X.astype(np.float64), stakeholder=who)[i]
         assert served[i]["text"] == local.text
         assert _without_timings(json.dumps(served[i])) == _without_timings(local.to_json())
+
+
+@pytest.mark.server
+def test_without_dynamic_batching_a_refusal_is_its_requests_alone(int8_dynamic, breast_cancer):
+    """Each request runs on its own (dynamic batching off): a bad one is refused with the same text as under
+    dynamic batching, and requests sent beside it are answered."""
+    server, client = int8_dynamic
+    X = breast_cancer.X_test[20:24].astype(np.float32)
+    X[1, 5] = np.inf
+    pending = [client.async_infer("predict", [_features(row)]) for row in X]
+    outcomes = []
+    for p in pending:
+        try:
+            outcomes.append(p.get_result(timeout=120))
+        except InferenceServerException as err:
+            outcomes.append(err)
+    assert outcomes[1].message() == ("edgeinfer.RequestRefused: row 0: "
+                                     + server.session.schema.value_error(5, float("inf")))
+    for i in (0, 2, 3):
+        np.testing.assert_array_equal(outcomes[i].as_numpy("probabilities"),
+                                      server.session.predict_proba(X[i:i + 1]).astype(np.float32))
 
 
 def test_model_repository_refuses_an_over_long_name_and_a_symlinked_model_folder(bc_bundle, tmp_path):
