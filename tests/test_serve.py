@@ -1752,13 +1752,17 @@ def test_an_end_the_watch_cannot_name_is_reported_as_pytritons():
 
 @pytest.mark.server
 def test_tritonservers_log_is_printed_whole_and_kept_only_in_its_last_part(bc_session, breast_cancer, capsys,
-                                                                           monkeypatch):
+                                                                           monkeypatch, caplog):
     """PyTriton kept all of tritonserver's log in one string, copied whole at each line: a log line per failed
-    request, for as long as the server runs. The log still goes to stderr in full; only its tail is kept."""
+    request, for as long as the server runs. The log still goes to stderr in full; only its tail is kept.
+    The server runs PyTriton's proxy as installed, as where its text is not PyTriton 0.7's (the text looked for
+    is changed here): a refusal fails its whole execution, as before, tritonserver logs a line for each, and the
+    server says once at start that refusals fail their batch."""
     import edgeinfer.serve as serve_module
-    from edgeinfer.serve import Server
+    from edgeinfer.serve import WHOLE_BATCH_REFUSALS, Server
 
     monkeypatch.setattr(serve_module, "LOG_KEPT_CHARS", 2000)
+    monkeypatch.setattr(serve_module, "_WRAP_RESPONSE", "def _wrap_response(response, *, of_another_version):\n")
     X = _rows(breast_cancer, 1)
     X[0, 0] = np.nan
     http, grpc, metrics = _free_ports(3)
@@ -1773,5 +1777,8 @@ def test_tritonservers_log_is_printed_whole_and_kept_only_in_its_last_part(bc_se
         kept = server._triton._triton_server.logs()
     out, err = capsys.readouterr()
     assert out == "" and err.count("Failed to process the request(s) for model 'predict_0_0'") == 20
+    assert err.count("edgeinfer.RequestRefused: row 0: ") == 20
+    assert [r.getMessage() for r in caplog.records if r.name == "edgeinfer.serve"] == [
+        f"edgeinfer serve: {WHOLE_BATCH_REFUSALS}"]
     assert len(err) > 2 * 4000
     assert 0 < len(kept) <= 4000 and err.find(kept[-1000:]) > 0
