@@ -278,14 +278,19 @@ def _send_concurrently(server, http, model, inputs_per_request):
         return int(stats["execution_count"])
 
     before = executions()
-    pending = [http.async_infer(model, inputs) for inputs in inputs_per_request]
+    outcomes = _outcomes([http.async_infer(model, inputs) for inputs in inputs_per_request])
+    return outcomes, executions() - before
+
+
+def _outcomes(pending) -> list:
+    """Each pending async request's result, or the error the server answered it with."""
     outcomes = []
     for p in pending:
         try:
             outcomes.append(p.get_result(timeout=120))
         except InferenceServerException as err:
             outcomes.append(err)
-    return outcomes, executions() - before
+    return outcomes
 
 
 def _features(row):
@@ -294,16 +299,19 @@ def _features(row):
     return inp
 
 
+def _explain_inputs(row, stakeholder: str):
+    """One row's explain request over HTTP: its features and its stakeholder input."""
+    s = httpclient.InferInput("stakeholder", [1, 1], "BYTES")
+    s.set_data_from_numpy(np.array([[stakeholder.encode()]], dtype=np.object_))
+    return [_features(row), s]
+
+
 @pytest.mark.server
 def test_concurrent_explains_run_as_one_batched_explain_per_stakeholder(server, http, breast_cancer):
     pytest.importorskip("edgeinfer.explain.compose")
     X = _rows(breast_cancer, 6, start=10)
     stakeholders = ["patient", "clinician"] * 3
-    requests = []
-    for row, who in zip(X, stakeholders):
-        s = httpclient.InferInput("stakeholder", [1, 1], "BYTES")
-        s.set_data_from_numpy(np.array([[who.encode()]], dtype=np.object_))
-        requests.append([_features(row), s])
+    requests = [_explain_inputs(row, who) for row, who in zip(X, stakeholders)]
     outcomes, executions = _send_concurrently(server, http, "explain", requests)
     assert executions < len(requests), "no batching happened"
     for row, who, result in zip(X, stakeholders, outcomes):
@@ -354,11 +362,7 @@ def test_explain_refuses_a_bad_request_alone_and_explains_its_batch_mates(server
     X[4, 0] = np.nan
     stakeholders = ["patient", "nurse", "clinician", "auditor", "patient", "clinician"]
     for _ in range(3):
-        requests = []
-        for row, who in zip(X, stakeholders):
-            s = httpclient.InferInput("stakeholder", [1, 1], "BYTES")
-            s.set_data_from_numpy(np.array([[who.encode()]], dtype=np.object_))
-            requests.append([_features(row), s])
+        requests = [_explain_inputs(row, who) for row, who in zip(X, stakeholders)]
         outcomes, executions = _send_concurrently(server, http, "explain", requests)
         if executions < len(requests):
             break
@@ -1617,13 +1621,7 @@ def test_without_dynamic_batching_a_refusal_is_its_requests_alone(int8_dynamic, 
     server, client = int8_dynamic
     X = breast_cancer.X_test[20:24].astype(np.float32)
     X[1, 5] = np.inf
-    pending = [client.async_infer("predict", [_features(row)]) for row in X]
-    outcomes = []
-    for p in pending:
-        try:
-            outcomes.append(p.get_result(timeout=120))
-        except InferenceServerException as err:
-            outcomes.append(err)
+    outcomes = _outcomes([client.async_infer("predict", [_features(row)]) for row in X])
     assert outcomes[1].message() == ("edgeinfer.RequestRefused: row 0: "
                                      + server.session.schema.value_error(5, float("inf")))
     for i in (0, 2, 3):
