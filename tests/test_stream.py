@@ -616,7 +616,7 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
         "line 23: rejected: timestamp 7 is earlier than the previous row's 9 (line 21); rows must arrive in time "
         "order",
         "line 24: gap: gap of 2 s after timestamp 9 (line 21), more than the 1.5 s allowed (1.5 times the median of "
-        "the first 8 spacings between rows; --max-gap sets it); window restarted",
+        "the first 16 spacings between rows; --max-gap sets it); window restarted",
     ]
     assert len(lines_of(result.stdout)) == 10
     assert "rows     read 23 = used 21 + rejected 2" in result.stderr
@@ -624,28 +624,77 @@ def test_a_jump_back_of_more_than_a_window_is_a_restart_whatever_the_max_gap_or_
 
 def test_a_bundle_without_a_sample_rate_learns_its_gap_limit_from_the_rows_spacing(tmp_path):
     """Without a sample rate and --max-gap no gap was ever looked for: rows 1 s apart, then an hour's hole, gave
-    '0 gaps' and a window from 19 s to 3600 s. The limit is now 1.5 times the median of the first 8 spacings."""
+    '0 gaps' and a window from 19 s to 3600 s. The limit is now 1.5 times the median of the first 16 spacings, which
+    are regular (all 1 s)."""
     result = stream_at_times(tmp_path, [*range(20), *range(3600, 3604)])
     assert problems(result) == [
         "line 22: gap: gap of 3581 s after timestamp 19 (line 21), more than the 1.5 s allowed (1.5 times the median "
-        "of the first 8 spacings between rows; --max-gap sets it); window restarted",
+        "of the first 16 spacings between rows; --max-gap sets it); window restarted",
     ]
     windows = [(d["window"]["start"], d["window"]["end"]) for d in lines_of(result.stdout)]
     assert windows == [(t, t + 1.0) for t in range(0, 20, 2)] + [(3600.0, 3601.0), (3602.0, 3603.0)]
     assert "windows  12 (0 explained); 0 used rows in no full window; 1 gap" in result.stderr
-    assert ("  gaps     over 1.5 s: 1.5 times the median of the first 8 spacings between rows (the bundle has no "
+    assert ("  gaps     over 1.5 s: 1.5 times the median of the first 16 spacings between rows (the bundle has no "
             "sample rate; --max-gap sets the limit)\n") in result.stderr
     summary = tmp_path / "s.json"
     wide = run([tmp_path / "b", "-", "--max-gap", "5000", "--summary", summary],
                input="timestamp,sex,x\n" + "".join(f"{t},1,1\n" for t in [*range(20), *range(3600, 3604)]))
     assert problems(wide) == [] and "0 gaps" in wide.stderr and "  gaps " not in wide.stderr
     told = json.loads(summary.read_text())
-    assert (told["max_gap_s"], told["max_gap_learned"]) == (5000.0, False)
+    assert (told["max_gap_s"], told["max_gap_learned"], told["max_gap_off"]) == (5000.0, False, None)
     few = run([tmp_path / "b", "-"],            # 4 spacings: too few to learn a limit from, no gap looked for
               input="timestamp,sex,x\n" + "".join(f"{t},1,1\n" for t in [0, 1, 2, 3000, 3001]))
     assert problems(few) == [] and "0 gaps" in few.stderr
-    assert ("  gaps     none looked for: fewer than 8 spacings between rows to learn the limit from (the bundle has "
+    assert ("  gaps     none looked for: fewer than 16 spacings between rows to learn the limit from (the bundle has "
             "no sample rate; --max-gap sets the limit)\n") in few.stderr
+
+
+def _without_rate(out: Path) -> Path:
+    """A stream bundle without a sample rate, as a phone's or a BLE sensor's: acc_x and acc_y, 20-row windows, hop 10."""
+    from edgeinfer.export.models import linear_logistic
+
+    spec = WindowSpec.create(channels={"acc_x": "m/s²", "acc_y": "m/s²"},
+                             statistics={"acc_x": ["mean"], "acc_y": ["mean"]}, window=20, hop=10)
+    schema = FeatureSchema((Feature("acc_x_mean", low=-5, high=5, unit="m/s²"),
+                            Feature("acc_y_mean", low=-5, high=5, unit="m/s²")), ("still", "moving"))
+    calibration = np.random.default_rng(0).uniform(-1, 1, (200, 2))
+    ei.export(linear_logistic([1.0, 0.0], 0.0), schema, calibration=calibration, device="x86-edge-gateway", out=out,
+              precision="fp32", window=spec)
+    return out
+
+
+def test_rows_spaced_irregularly_by_nature_lose_no_window_to_a_learned_gap_limit(tmp_path):
+    """A limit of 1.5 times the median of the first 8 spacings, learned whatever they were, cut 2,000-row recordings
+    into gaps: 70 windows and 120 gaps on 50 Hz rows with lognormal jitter, 0 windows (398 gaps, exit 1) on packets
+    of 5 samples 1 ms apart every 100 ms, 10 windows on rows on change. Before any limit was learned they gave 199
+    windows and 0 gaps each, as now: their first 16 spacings are irregular, so no gap is looked for, as it says."""
+    bundle = _without_rate(tmp_path / "b")
+    rng = np.random.default_rng(1)        # the recordings of the review that found it, drawn in its order
+    n = 2000
+
+    def write(name: str, times) -> Path:
+        path = tmp_path / f"{name}.csv"
+        path.write_text("timestamp,acc_x,acc_y\n"
+                        + "".join(f"{t:.4f},{rng.normal():.3f},{rng.normal():.3f}\n" for t in times))
+        return path
+
+    recordings = [
+        (write("jitter", np.cumsum(0.02 * rng.lognormal(0, 0.35, n))), 19),
+        (write("bursts", [k * 0.1 + j * 0.001 for k in range(n // 5) for j in range(5)]), 197),
+        (write("events", np.cumsum(rng.exponential(0.05, n))), 96),
+    ]
+    for path, spread in recordings:
+        summary = tmp_path / "s.json"
+        result = run([bundle, path, "--summary", summary])
+        assert result.exit_code == 0, path.name
+        assert "windows  199 (0 explained); 0 used rows in no full window; 0 gaps" in result.stderr, path.name
+        off = (f"the rows' spacing is irregular: the first 16 spacings between rows vary by {spread} % of their mean "
+               "(standard deviation), and a gap limit is learned from them only under 5 %")
+        assert f"warning: no gap is looked for: {off}; --max-gap sets a limit\n" in result.stderr, path.name
+        assert (f"  gaps     none looked for: {off} (the bundle has no sample rate; --max-gap sets the limit)\n"
+                in result.stderr), path.name
+        told = json.loads(summary.read_text())
+        assert (told["max_gap_s"], told["max_gap_learned"], told["max_gap_off"]) == (None, True, off), path.name
 
 
 def test_a_header_mid_stream_whose_first_row_goes_back_in_time_starts_a_new_recording(motion_bundle):
