@@ -1060,8 +1060,9 @@ class Sequencer:
         if n == 0:
             return np.ones(0, dtype=bool), [], [], []
         d = np.diff(p.t) if self.prev_t is None else np.diff(p.t, prepend=self.prev_t)
+        no_limit = self.max_gap is None and not self.learning      # no gap looked for: rows spaced irregularly
         if (self.header_line is None and self.restart is None and (d > 0).all()
-                and self.max_gap is not None and (d <= self.max_gap).all()):
+                and (no_limit or self.max_gap is not None and (d <= self.max_gap).all())):
             self.prev_t, self.prev_line = float(p.t[-1]), int(p.lines[-1])
             self.recent.extend(p.t[-self.recent.maxlen:].tolist())
             self.slow_run = 0
@@ -1079,7 +1080,8 @@ class Sequencer:
                                    f"on from the last row's {_fmt(self.prev_t)} (line {self.prev_line}): a new "
                                    "recording, window restarted"))
             elif self.prev_t is not None:
-                length = self.window_s()
+                # one window's length, only for a row after a restart or one back in time (a median: not every row)
+                length = self.window_s() if restart is not None or t < self.prev_t else None
                 if restart is not None and length is not None and t - restart[0] > length and t > self.prev_t:
                     breaks.append(kept)
                     gaps.append((line, f"timestamp {_fmt(t)} is {t - restart[0]:.6g} s ahead of timestamp "

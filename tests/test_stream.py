@@ -697,6 +697,53 @@ def test_rows_spaced_irregularly_by_nature_lose_no_window_to_a_learned_gap_limit
         assert (told["max_gap_s"], told["max_gap_learned"], told["max_gap_off"]) == (None, True, off), path.name
 
 
+def _checked(sequencer, times, first_line: int) -> tuple[tuple, int, int]:
+    """Sequencer.check on one block of rows at `times`: its answer, the lines of check() that ran (a handful for the
+    block at once, several a row in the per-row loop), and how often it took one window's length (window_s)."""
+    from edgeinfer.stream import Parsed, Sequencer
+
+    times = np.asarray(times, dtype=float)
+    block = Parsed(times, np.zeros((len(times), 2)), np.arange(first_line, first_line + len(times)), [])
+    lines, lengths = 0, 0
+
+    def trace(frame, event, arg):
+        nonlocal lines, lengths
+        lengths += frame.f_code is Sequencer.window_s.__code__ and event == "call"
+        if frame.f_code is not Sequencer.check.__code__:
+            return None
+        lines += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        answer = sequencer.check(block)
+    finally:
+        sys.settrace(None)
+    return answer, lines, lengths
+
+
+def test_rows_in_order_are_checked_a_block_at_a_time_once_no_gap_is_looked_for():
+    """Without a sample rate every row went through check()'s per-row loop, which took a median over the last rows
+    for each (one window's length, needed only for a row back in time or after a restart): 100,000 rows with
+    lognormal jitter streamed at 31,500 rows/s, not 176,000 as before a gap limit was learned. Once the first
+    spacings are irregular no gap is looked for, and a block of rows in time order is checked at once again."""
+    from edgeinfer.stream import Sequencer
+
+    times = np.round(np.cumsum(0.02 * np.random.default_rng(0).lognormal(0, 0.3, 5000)), 4)     # to 104.4221 s
+    sequencer = Sequencer(None, window=20)
+    (keep, breaks, rejects, gaps), _, lengths = _checked(sequencer, times[:2500], 2)   # learns: irregular
+    assert (keep.all(), breaks, rejects, gaps, lengths) == (True, [], [], [], 0)
+    assert sequencer.hint.startswith("no gap is looked for: the rows' spacing is irregular")
+    (keep, breaks, rejects, gaps), lines, lengths = _checked(sequencer, times[2500:], 2502)
+    assert (keep.all(), breaks, rejects, gaps, lengths) == (True, [], [], [], 0)
+    assert lines < 20, f"{lines} lines of check() ran for 2,500 rows"
+    # back in time by less than a window: rejected, after one window's length was taken for it
+    (keep, breaks, rejects, gaps), _, lengths = _checked(sequencer, [104.4121, 104.4421], 5002)
+    assert (keep.tolist(), breaks, gaps, lengths) == ([False, True], [], [], 1)
+    assert rejects == [(5002, "timestamp 104.4121 is earlier than the previous row's 104.4221 (line 5001); rows must "
+                              "arrive in time order")]
+
+
 def test_a_header_mid_stream_whose_first_row_goes_back_in_time_starts_a_new_recording(motion_bundle):
     """An SD-card logger appends a header at each boot, its clock at 0 again: 2.5 s of rows, then 5 s. The second
     recording's first 25 rows were rejected as out of order (4 windows, not 5). Files joined one after another whose
