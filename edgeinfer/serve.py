@@ -956,7 +956,8 @@ def _remove_shm_regions(prefix: str, shm: Path = Path("/dev/shm")) -> list[str]:
 def _end_stubs(workspace: str, *, wait_s: float = 3.0) -> list[int]:
     """End this server's Python backend stubs that outlive tritonserver, killing those still running after `wait_s`:
     after a group stop under load, explain's stub hung for good (every thread of it waiting), holding its shared
-    memory. A process is this server's when it runs from its workspace. Returns the pids killed."""
+    memory. A process is this server's when it runs from its workspace, looked at again just before it is killed:
+    by then its pid may be another program's (the stub ended, the pid reused). Returns the pids killed."""
     inside = workspace.rstrip(os.sep) + os.sep
     try:
         pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
@@ -966,12 +967,16 @@ def _end_stubs(workspace: str, *, wait_s: float = 3.0) -> list[int]:
     deadline = time.monotonic() + wait_s
     while (running := [pid for pid in stubs if _state(pid) not in ("", "Z", "X")]) and time.monotonic() < deadline:
         time.sleep(0.05)
+    killed = []
     for pid in running:
+        if not _exe(pid).startswith(inside):     # no longer a stub of this server
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:             # ended meanwhile
             continue
-    return running
+        killed.append(pid)
+    return killed
 
 
 def _remove_stub_copies(workspace: str) -> None:

@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -1398,6 +1399,33 @@ def test_a_killed_servers_shared_memory_regions_are_removed_at_the_next_start(tm
             os.utime(tmp_path / name, (old, old))
     assert _remove_stale_shm_regions(tmp_path) == [names["dead"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "dead")
+
+def test_a_stub_still_running_is_killed_and_a_pid_that_became_another_program_is_not(tmp_path):
+    """_end_stubs looked at each pid's program once, then killed it up to 3 s later: a pid that was by then
+    another program (the stub ended, its pid reused) was SIGKILLed. Here a stub running from the workspace execs
+    /bin/sleep while _end_stubs waits (the program a reused pid would run): it is left alone; a stub still running
+    at the end of the wait is killed."""
+    import shutil
+    import subprocess
+
+    from edgeinfer.serve import _end_stubs
+
+    stub = tmp_path / "tritonserver" / "bin" / "stub"
+    stub.parent.mkdir(parents=True)
+    shutil.copy("/bin/bash", stub)
+    became = subprocess.Popen([stub, "-c", "sleep 0.3; exec /bin/sleep 30"])
+    hangs = subprocess.Popen([stub, "-c", "read -t 30 x"], stdin=subprocess.PIPE)    # a builtin: the stub itself waits
+    try:
+        time.sleep(0.1)                       # both run from the workspace when _end_stubs looks
+        assert _end_stubs(str(tmp_path), wait_s=1.0) == [hangs.pid]
+        assert os.readlink(f"/proc/{became.pid}/exe") == os.path.realpath("/bin/sleep")
+        assert became.poll() is None          # alive: not killed
+        assert hangs.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        for process in (became, hangs):
+            process.kill()
+            process.wait()
+
 
 def test_a_killed_servers_workspace_is_removed_at_the_next_start_and_a_live_ones_never(tmp_path):
     """A SIGKILLed server leaves its ~22 MB PyTriton workspace (a tritonserver copy, the model store). PyTriton
