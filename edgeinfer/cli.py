@@ -243,12 +243,15 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
 
     from edgeinfer.errors import InputError
     from edgeinfer.rows import BadRow, open_input, read_rows
-    from edgeinfer.schema import _unknown_feature
+    from edgeinfer.schema import _unknown_feature, close_match
 
     def check_header(header: list[str]) -> None:      # a CSV's columns, refused once at the header (line 1)
         unknown = [h for h in header if h not in schema.names and h != label_column]
         if label_column is not None and label_column not in header:
-            if unknown:
+            close = close_match(unknown[0], schema.names) if len(unknown) == 1 else None
+            if close is not None and close not in header:     # a missing feature misspelt: no label column
+                others = f"column {unknown[0]!r} is not a feature: did you mean {close!r}?"
+            elif unknown:
                 others = (f"column {unknown[0]!r} is not a feature: if it holds the true class, pass {option} "
                           f"{unknown[0]!r}" if len(unknown) == 1
                           else f"columns {', '.join(map(repr, unknown))} are not features")
@@ -256,7 +259,7 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
                 others = f"add the true class as a column {label_column!r}, or leave {option} out"
             raise InputError(f"no column {label_column!r} ({option}) in the header; {others}")
         if label_column is None and len(unknown) == 1:      # a column that may hold the true class
-            raise InputError(_unknown_feature(unknown[0], schema.names, label_option=option))
+            raise InputError(_unknown_feature(unknown[0], schema.names, label_option=option, columns=header))
         schema.check_columns([h for h in header if h != label_column])
 
     rows, labels, lines, label_lines = [], [], [], []
@@ -278,8 +281,8 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
                 label_lines.append(item.line)
             unknown = [k for k in values if k not in schema.names]
             if label_column is None and len(unknown) == 1:      # a key that may hold the true class
-                raise InputError(f"{path} line {item.line}: "
-                                 f"{_unknown_feature(unknown[0], schema.names, label_option=option)}")
+                told = _unknown_feature(unknown[0], schema.names, label_option=option, columns=list(values))
+                raise InputError(f"{path} line {item.line}: {told}")
             try:
                 rows.append(schema.to_matrix(values)[0][0])
             except InputError as err:

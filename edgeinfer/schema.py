@@ -661,10 +661,15 @@ def close_match(name: str, names: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def _unknown_feature(name: str, names: Sequence[str], *, label_option: str | None = None) -> str:
+def _unknown_feature(name: str, names: Sequence[str], *, label_option: str | None = None,
+                     columns: Sequence[str] = ()) -> str:
     """An unknown feature named, with the one it may misspell or the known ones. With `label_option` (a data file's
-    column, which may hold the true class), that option comes first, then the misspelling as the other reading."""
+    column, which may hold the true class), that option comes first, then the misspelling as the other reading;
+    but when the feature it may misspell is not among the file's `columns`, the misspelling alone: as the label
+    column it would leave that feature missing."""
     close = close_match(name, names)
+    if close is not None and close not in columns:
+        label_option = None
     label = f"; if it holds the true class, pass {label_option} {_shown(name)}" if label_option else ""
     hint = (f"; {'or ' if label else ''}did you mean {close!r}?" if close
             else f"; known features: {_short(names)}")

@@ -290,6 +290,28 @@ def test_an_unknown_column_close_to_a_feature_is_told_both_readings_in_turn(tmp_
         assert (result.exit_code, result.stderr) == (1, f"error: {tmp_path / data} {where}: {told}\n")
 
 
+def test_an_unknown_column_that_misspells_a_missing_feature_is_told_as_the_misspelling_alone(tmp_path):
+    """A header 'bmI,age' for the features bmi and age read "unknown feature 'bmI'; if it holds the true class, pass
+    --label-column 'bmI'; or did you mean 'bmi'?": following the first advice gave "missing feature column 'bmi'".
+    With bmi absent, bmI cannot be the label column; the misspelling is told alone, in a CSV header, a JSONL row
+    and beside a --label-column the header lacks."""
+    (tmp_path / "schema.json").write_text(json.dumps({"classes": ["low", "high"], "features": [
+        {"name": "bmi"}, {"name": "age"}]}))
+    (tmp_path / "c.csv").write_text("bmI,age\n22.7,40\n")
+    (tmp_path / "c.jsonl").write_text('{"bmI": 22.7, "age": 40}\n')
+    (tmp_path / "model.onnx").write_bytes(b"")
+    args = ["export", str(tmp_path / "model.onnx"), "--schema", str(tmp_path / "schema.json"), "--device",
+            "raspberry-pi-4", "-o", str(tmp_path / "b")]
+    for data, where in (("c.csv", "line 1 (the header)"), ("c.jsonl", "line 1")):
+        result = CliRunner().invoke(main, [*args, "--calibration", str(tmp_path / data)])
+        assert (result.exit_code, result.stderr) == (
+            1, f"error: {tmp_path / data} {where}: unknown feature 'bmI'; did you mean 'bmi'?\n")
+    result = CliRunner().invoke(main, [*args, "--calibration", str(tmp_path / "c.csv"), "--label-column", "outcome"])
+    assert (result.exit_code, result.stderr) == (
+        1, f"error: {tmp_path / 'c.csv'} line 1 (the header): no column 'outcome' (--label-column) in the header; "
+           "column 'bmI' is not a feature: did you mean 'bmi'?\n")
+
+
 def test_export_names_a_label_column_missing_from_a_header(diabetes, tmp_path):
     """--label-column nope was reported as "unknown feature 'outcome'", and a holdout without the label column was
     blamed on its line 2: both are refused at the header, naming the option."""

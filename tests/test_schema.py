@@ -71,6 +71,22 @@ def test_bad_input_messages(x, message):
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("name, columns, message", [
+    ("glucos", ["glucos", "age", "sex"], "unknown feature 'glucos'; did you mean 'glucose'?"),
+    ("glucos", ["glucos", "glucose", "age", "sex"],
+     "unknown feature 'glucos'; if it holds the true class, pass --label-column 'glucos'; or did you mean 'glucose'?"),
+    ("outcome", ["glucose", "age", "sex", "outcome"],
+     "unknown feature 'outcome'; if it holds the true class, pass --label-column 'outcome'; known features: glucose, "
+     "age, sex"),
+])
+def test_an_unknown_column_is_offered_as_the_label_column_only_where_that_can_be_right(name, columns, message):
+    """A data file's column 'glucos' beside no 'glucose' was offered first as the label column, which would leave
+    glucose missing: the misspelling is its one reading then. Beside 'glucose', both readings, the label first."""
+    from edgeinfer.schema import _unknown_feature
+
+    assert _unknown_feature(name, SCHEMA.names, label_option="--label-column", columns=columns) == message
+
+
 def test_a_namedtuple_whose_column_was_renamed_is_refused_naming_the_fix():
     """itertuples renames a column that is no Python identifier ('blood glucose' becomes '_0'): its feature is
     lost, and reading the row by position is what a frame's row never is."""
