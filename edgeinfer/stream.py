@@ -1933,6 +1933,11 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
 
     if follow and input == "-":
         raise UsageError("--follow reads a growing file; stdin already streams until it closes: drop --follow or give a file")
+    # click's ranges let nan through, and inf: refused here by flag, not by StreamOptions' field names (exit 1)
+    if math.isnan(poll_s) or (follow and math.isinf(poll_s)):
+        raise UsageError(f"--poll must be a finite number of seconds, at least 0.001, got {poll_s}")
+    if max_gap_s is not None and math.isnan(max_gap_s):
+        raise UsageError(f"--max-gap must be a number of seconds, more than 0 (inf: no limit), got {max_gap_s}")
     # Explaining sends batches of 10^5 rows (attributions) to ONNX Runtime; on a shared 2-core host its
     # 2-thread session took 1.7x the wall time of 1 thread for them (3.3 vs 1.9 ms per window), so a stream
     # that explains (here or in its workers, which load their own) runs the model on one thread.
@@ -1951,9 +1956,11 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
         from edgeinfer.explain.views import stakeholder_option
 
         stakeholder = stakeholder_option(stakeholder, classes=session.classes)
+    # without --follow only a named pipe that waits for its writer polls, every min(poll, WAKE_CHECK_S): --poll inf
+    # streams as it did before StreamOptions refused an endless poll_s
     options = StreamOptions(window=window, hop=hop, explain=explain_mode, stakeholder=stakeholder, follow=follow,
-                            poll_s=poll_s, max_gap_s=max_gap_s, fmt=fmt, batch=batch, timestamp=timestamp,
-                            workers=workers)
+                            poll_s=poll_s if follow else min(poll_s, WAKE_CHECK_S), max_gap_s=max_gap_s, fmt=fmt,
+                            batch=batch, timestamp=timestamp, workers=workers)
     ExplainPolicy.parse(explain_mode, session.schema)  # refuse a bad --explain before reading
     try:
         rejects = open(rejects_path, "w", encoding="utf-8") if rejects_path else None

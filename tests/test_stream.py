@@ -1042,6 +1042,21 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                              "drop --follow or give a file\n")
 
 
+def test_a_poll_or_max_gap_no_stream_can_use_is_a_usage_error_naming_the_flag(motion_bundle, recording):
+    """click's ranges let nan and inf through, and StreamOptions then refused them in its own words with exit 1
+    ("error: StreamOptions: max_gap_s must be ..."), --poll inf even without --follow, where it is not used."""
+    for args, message in ((["--max-gap", "nan"], "--max-gap must be a number of seconds, more than 0 (inf: no limit), "
+                                                 "got nan"),
+                          (["--poll", "nan"], "--poll must be a finite number of seconds, at least 0.001, got nan"),
+                          (["--poll", "inf", "--follow"], "--poll must be a finite number of seconds, at least 0.001, "
+                                                          "got inf")):
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), *args])
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n"), args
+    for args in (["--poll", "inf"], ["--max-gap", "inf"]):      # --poll unused without --follow; inf: no gap limit
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), *args])
+        assert result.exit_code == 0 and "windows  399 (0 explained)" in result.stderr, args
+
+
 @pytest.mark.parametrize("options, message", [
     ({"hop": -1}, "hop must be a whole number, at least 1 sample (None: the bundle's), got -1"),
     ({"window": 0}, "window must be a whole number, at least 2 samples (None: the bundle's), got 0"),
