@@ -422,8 +422,25 @@ _REFUSAL_RESPONSE = (
     "    if response.data is not None and {key!r} in response.data:  # edgeinfer: this request alone is refused\n"
     "        message = response.data[{key!r}].item(0)\n"
     "        message = message.decode('utf-8', 'replace') if isinstance(message, bytes) else str(message)\n"
+    "        _edgeinfer_count_refusal('explain' if 'explanation' in model_outputs_dict else 'predict')\n"
     "        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))\n"
 ).format(key=REFUSAL_OUTPUT)
+# Triton counts a response that carries an error as a success (nv_inference_request_success): the proxy counts each
+# refusal in a metric of its own, so an operator still sees bad input on /metrics
+REFUSALS_METRIC = "edgeinfer_refused_requests"
+_REFUSAL_COUNTER = (
+    "_EDGEINFER_REFUSALS = {{}}\n\n\n"
+    "def _edgeinfer_count_refusal(model):  # edgeinfer: {name}{{model}} on Triton's /metrics\n"
+    "    try:\n"
+    "        if model not in _EDGEINFER_REFUSALS:\n"
+    "            family = pb_utils.MetricFamily(name={name!r}, description={help!r},\n"
+    "                                           kind=pb_utils.MetricFamily.COUNTER)\n"
+    "            _EDGEINFER_REFUSALS[model] = (family, family.Metric(labels={{'model': model}}))\n"
+    "        _EDGEINFER_REFUSALS[model][1].increment(1)\n"
+    "    except Exception:  # no custom metrics in this Triton: the refusal still goes out\n"
+    "        pass\n\n\n"
+).format(name=REFUSALS_METRIC, help="Requests edgeinfer refused (bad input), each alone; Triton counts them as "
+                                    "successes")
 WHOLE_BATCH_REFUSALS = ("PyTriton's proxy (pytriton/proxy/model.py) is not the PyTriton 0.7 one edgeinfer changes "
                         "to refuse a bad request alone: a refused request fails every request batched with it "
                         "(--no-dynamic-batching runs each request on its own)")
@@ -431,13 +448,15 @@ WHOLE_BATCH_REFUSALS = ("PyTriton's proxy (pytriton/proxy/model.py) is not the P
 
 def _with_per_request_errors(source: str) -> str | None:
     """PyTriton's proxy model (pytriton/proxy/model.py, which Triton's Python backend stub runs) changed so that
-    an answer holding REFUSAL_OUTPUT becomes that request's own error (pb_utils.TritonError), the other requests'
-    answers going out as usual. PyTriton 0.7's proxy turns a callable's exception into one error for every
-    request of the execution, and has no per-request error of its own. None when the text to change is not
-    PyTriton 0.7's (another version): its requests are then refused whole-batch, as before."""
+    an answer holding REFUSAL_OUTPUT becomes that request's own error (pb_utils.TritonError), counted in
+    REFUSALS_METRIC, the other requests' answers going out as usual. PyTriton 0.7's proxy turns a callable's
+    exception into one error for every request of the execution, and has no per-request error of its own. None when
+    the text to change is not PyTriton 0.7's (another version): its requests are then refused whole-batch, as
+    before."""
     if source.count(_WRAP_RESPONSE) != 1:
         return None
-    return source.replace(_WRAP_RESPONSE, _WRAP_RESPONSE.replace("\n", "\n" + _REFUSAL_RESPONSE, 1))
+    return source.replace(_WRAP_RESPONSE,
+                          _REFUSAL_COUNTER + _WRAP_RESPONSE.replace("\n", "\n" + _REFUSAL_RESPONSE, 1))
 
 
 def _refuse_alone(triton, models: _Models) -> None:

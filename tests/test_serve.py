@@ -353,6 +353,34 @@ def test_a_bad_request_is_refused_alone_and_its_batch_mates_are_answered(server,
 
 
 @pytest.mark.server
+def test_each_refusal_is_counted_on_the_metrics_page(server, http, breast_cancer):
+    """Triton counts a request refused alone as a success (its error rides on a response): the server's proxy counts
+    it in edgeinfer_refused_requests{model}, so bad input still shows on /metrics. Two bad predict requests and one
+    bad explain request add 2 and 1; a good request adds nothing."""
+    def refused() -> dict[str, float]:
+        with urllib.request.urlopen(server.info.metrics_url, timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        counts = {"predict": 0.0, "explain": 0.0}
+        for line in lines:
+            for model in counts:
+                if line.startswith(f'edgeinfer_refused_requests{{model="{model}"}}'):
+                    counts[model] = float(line.rsplit(" ", 1)[1])
+        return counts
+
+    X = _rows(breast_cancer, 3, start=70)
+    before = refused()
+    bad = X[:1].copy()
+    bad[0, 2] = np.nan
+    for model, inputs in (("predict", [_features(bad[0])]), ("predict", [_features(bad[0])]),
+                          ("explain", _explain_inputs(X[1], "nurse"))):
+        with pytest.raises(InferenceServerException):
+            http.infer(model, inputs)
+    http.infer("predict", [_features(X[2])])
+    after = refused()
+    assert (after["predict"] - before["predict"], after["explain"] - before["explain"]) == (2.0, 1.0)
+
+
+@pytest.mark.server
 def test_explain_refuses_a_bad_request_alone_and_explains_its_batch_mates(server, http, breast_cancer):
     """An unknown stakeholder and a NaN in two of six concurrent explain requests: each is refused alone, with
     its own reason; the other four are explained as the Session explains them."""
@@ -724,7 +752,7 @@ def test_the_proxy_is_changed_to_refuse_a_request_alone_and_left_as_it_is_when_i
 
     import pytriton
 
-    from edgeinfer.serve import REFUSAL_OUTPUT, _with_per_request_errors
+    from edgeinfer.serve import _REFUSAL_COUNTER, REFUSAL_OUTPUT, _with_per_request_errors
 
     source = (Path(pytriton.__file__).parent / "proxy" / "model.py").read_text(encoding="utf-8")
     changed = _with_per_request_errors(source)
@@ -734,9 +762,10 @@ def test_the_proxy_is_changed_to_refuse_a_request_alone_and_left_as_it_is_when_i
               "alone is refused\n"
               "        message = response.data['edgeinfer.refused'].item(0)\n"
               "        message = message.decode('utf-8', 'replace') if isinstance(message, bytes) else str(message)\n"
+              "        _edgeinfer_count_refusal('explain' if 'explanation' in model_outputs_dict else 'predict')\n"
               "        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))\n")
     assert REFUSAL_OUTPUT == "edgeinfer.refused" and source.count(head) == 1
-    assert changed == source.replace(head, head.replace("\n", "\n" + branch, 1))
+    assert changed == source.replace(head, _REFUSAL_COUNTER + head.replace("\n", "\n" + branch, 1))
     compile(changed, "model.py", "exec")
     another = source.replace("def _wrap_response(response: Response,", "def _wrap_response(response: Response, *,")
     assert _with_per_request_errors(another) is None
