@@ -291,7 +291,7 @@ class GroupFairness:
     def from_model(
         cls,
         model: Predictor,
-        X: np.ndarray,
+        X: Any,
         *,
         y_true: Sequence[int] | np.ndarray,
         sensitive_feature: str,
@@ -303,6 +303,8 @@ class GroupFairness:
     ) -> "GroupFairness":
         """Decide X with one batched call and group the decisions by a schema feature.
 
+        X: a batch in any form `Session.predict` reads (an array in schema order, a data frame read by column
+        name, a list of mappings; category names or codes); a row the schema refuses is refused with the fix.
         y_true: each decision's true class, as a class index or a class name of the schema.
         positive: the class counted as selected: default the schema's favourable class, as the stream's bias
         monitor counts it (the second class, index 1, when the schema names none); both y_true and the
@@ -319,10 +321,13 @@ class GroupFairness:
             close = difflib.get_close_matches(str(sensitive_feature), schema.names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; features are {', '.join(schema.names)}"
             raise InputError(f"unknown sensitive feature {sensitive_feature!r}{hint}")
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(schema):
-            raise InputError(f"expected a 2-D batch of {len(schema)} features in schema order, got shape {X.shape}")
-        reasons = schema.check_rows(X)       # a sex of 1.5 is no group of its own, NaN no probability
+        # read as Session.predict reads a batch: a frame's columns by name, category names as codes, mappings
+        unreadable: dict[int, str] = {}
+        X, single = schema.to_matrix(X, unreadable=unreadable)
+        if single:
+            raise InputError("from_model decides a batch (a 2-D array in schema order, a data frame or a list of "
+                             "mappings), got one row; group fairness compares groups of decisions")
+        reasons = {**schema.check_rows(X), **unreadable}   # a sex of 1.5 is no group of its own, NaN no probability
         if reasons:
             i, reason = next(iter(reasons.items()))
             more = f" (and {len(reasons) - 1} more rows)" if len(reasons) > 1 else ""
