@@ -215,7 +215,8 @@ class FairnessSummary:
 class GroupFairness:
     """Group fairness metrics of binary decisions, computed once in the constructor.
 
-    y_true, y_pred: 0/1 per decision; sensitive: the group of each decision;
+    y_true, y_pred: 0/1 per decision; sensitive: the group of each decision, grouped by value as Fairlearn groups
+    (1 and 1.0 are one group; 1 and "1", two groups that would read alike, are refused);
     y_prob: predicted probability of class 1 (for calibration by group);
     bootstrap: number of stratified resamples (within each group) for intervals; 0 for none;
     group_order: the groups in the order to list them, each once (default sorted).
@@ -242,8 +243,7 @@ class GroupFairness:
             raise InputError(f"seed must be a whole number >= 0 (the bootstrap's random seed), got {seed!r}")
         if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
             raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
-        found, codes = np.unique(groups, return_inverse=True)
-        names = [_plain(name) for name in found]
+        names, codes = _group_codes(groups)
         if group_order is not None:
             order = [_plain(g) for g in group_order]
             if len(set(order)) != len(order) or set(order) != set(names):
@@ -534,8 +534,8 @@ def _check(y_true, y_pred, sensitive, y_prob):
         if missing is not None:
             raise InputError(f"sensitive has missing values ({given[missing]!r} at position {missing}); give every "
                              "decision a group")
-    if groups.dtype.kind == "O":
-        groups = groups.astype(str)
+    if groups.dtype.kind in "US" and not isinstance(sensitive, np.ndarray):
+        groups = np.array(list(sensitive), dtype=object)      # NumPy reads [1, "1"] as two strings '1'
     prob = None
     if y_prob is not None:
         try:
@@ -545,6 +545,36 @@ def _check(y_true, y_pred, sensitive, y_prob):
         if not (np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()):
             raise InputError("y_prob must hold probabilities of class 1 in [0, 1]; got values outside it or NaN")
     return out[0], out[1], groups, prob
+
+
+def _group_codes(groups: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """The groups, sorted, and each decision's group index. Values are grouped by value, as Fairlearn groups them
+    (1 and 1.0 are one group); grouping by str() made [1, 1.0, 2, 2.0] four groups and [1, "1"] one."""
+    if groups.dtype.kind != "O":
+        found, codes = np.unique(groups, return_inverse=True)
+        return [_plain(g) for g in found], codes
+    index: dict[Any, int] = {}
+    for i, g in enumerate(groups.tolist()):
+        try:
+            index.setdefault(_plain(g), len(index))
+        except TypeError:
+            raise InputError(f"sensitive must hold a group name or number per decision, got {g!r} at position "
+                             f"{i}") from None
+    found = list(index)
+    try:
+        names = sorted(found)
+    except TypeError:                  # numbers and text: numbers first, as Fairlearn (pandas) lists them
+        names = sorted(found, key=lambda g: (0, "", g) if isinstance(g, numbers.Real) else (1, type(g).__name__, str(g)))
+    read = {}
+    for g in names:                    # two groups whose names read alike would be told apart nowhere
+        if str(g) in read:
+            a, b = read[str(g)], g
+            raise InputError(f"sensitive holds {a!r} ({type(a).__name__}) and {b!r} ({type(b).__name__}): values "
+                             f"of different types that read alike, so two groups named {str(g)!r}; give every group "
+                             "in one type (all text or all numbers)")
+        read[str(g)] = g
+    rank = np.array([names.index(g) for g in found], dtype=np.int64)
+    return names, rank[[index[_plain(g)] for g in groups.tolist()]]
 
 
 def _as_classes(schema, y_true) -> np.ndarray:

@@ -85,6 +85,35 @@ def test_empty_denominators_follow_fairlearn():
         assert getattr(gf, name) == pytest.approx(expected, abs=TOL, nan_ok=True)
 
 
+def test_groups_are_told_apart_by_value_as_fairlearn_does(decided):
+    """Groups were the str() of each value of an object array: sex given as 1 and 1.0 (an object column filled from
+    two sources) made four groups of two sexes, where Fairlearn makes two; 1 and "1" made one group, refused as the
+    only one, where Fairlearn makes two that no report could tell apart (refused now, saying why)."""
+    _, X, y, y_pred, proba, _ = decided
+    mixed = np.array([int(v) if i % 2 else float(v) for i, v in enumerate(X[:, 1])], dtype=object)
+    gf = GroupFairness(y_true=y, y_pred=y_pred, sensitive=mixed, y_prob=proba)
+    frame, _ = oracle_frame(y, y_pred, mixed, proba)
+    assert [m.group for m in gf.by_group] == list(frame.by_group.index) == [1, 2]
+    assert [m.count for m in gf.by_group] == frame.by_group["count"].tolist() == [int((X[:, 1] == 1).sum()),
+                                                                                  int((X[:, 1] == 2).sum())]
+    for name in DISPARITIES:
+        assert getattr(gf, name) == pytest.approx(getattr(fm, name)(y, y_pred, sensitive_features=mixed), abs=TOL)
+    assert gf.summary == GroupFairness(y_true=y, y_pred=y_pred, sensitive=X[:, 1], y_prob=proba).summary
+    for alike in ([1, "1", 2, "2"], np.array([1, "1", 2, "2"], dtype=object)):
+        with pytest.raises(InputError) as err:
+            GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 1, 0, 0], sensitive=alike)
+        assert str(err.value) == ("sensitive holds 1 (int) and '1' (str): values of different types that read alike, "
+                                  "so two groups named '1'; give every group in one type (all text or all numbers)")
+    six, chosen, groups = [1, 0, 1, 0, 1, 0], [1, 1, 0, 0, 1, 0], ["a", 1, "a", 1, "b", "b"]
+    text_and_numbers = GroupFairness(y_true=six, y_pred=chosen, sensitive=groups)
+    frame, _ = oracle_frame(six, chosen, groups)
+    assert [(m.group, m.count) for m in text_and_numbers.by_group] == list(frame.by_group["count"].items()) == [
+        (1, 2), ("a", 2), ("b", 2)]
+    with pytest.raises(InputError) as err:
+        GroupFairness(y_true=[1, 0], y_pred=[1, 0], sensitive=[{1}, {2}])
+    assert str(err.value) == "sensitive must hold a group name or number per decision, got {1} at position 0"
+
+
 def test_from_model_decides_once_and_names_groups_by_category(decided):
     model, X, y, y_pred, proba, _ = decided
     gf = GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex", positive="higher progression")
