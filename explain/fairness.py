@@ -307,7 +307,8 @@ class GroupFairness:
         name, a list of mappings; category names or codes); a row the schema refuses is refused with the fix.
         y_true: each decision's true class, as a class index or a class name of the schema.
         positive: the class counted as selected: default the schema's favourable class, as the stream's bias
-        monitor counts it (the second class, index 1, when the schema names none); both y_true and the
+        monitor counts it (the second of two classes when the schema names none; with more classes and none
+        favourable it must be given, as no decision is the selected one); both y_true and the
         decisions are read as "is `positive`", so rates stay true whichever class that is. The summary
         records it (`summary.positive`).
         Groups are those of `Grouping` (the stream's bias monitor's too), listed in order: categories or values,
@@ -321,6 +322,17 @@ class GroupFairness:
             close = difflib.get_close_matches(str(sensitive_feature), schema.names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; features are {', '.join(schema.names)}"
             raise InputError(f"unknown sensitive feature {sensitive_feature!r}{hint}")
+        if positive is None and schema.favourable is not None:
+            positive = schema.favourable
+        elif positive is None and len(schema.classes) == 2:
+            positive = schema.classes[1]
+        elif positive is None:           # as the stream's bias monitor, which refuses such a model: no class is chosen
+            raise InputError(
+                f"the model has {len(schema.classes)} classes and names no favourable one, so no decision counts as "
+                f"selected for group fairness on {sensitive_feature}; give positive= (the class to count as "
+                f"selected, one of {', '.join(repr(c) for c in schema.classes)}), or name a favourable class in the "
+                "schema")
+        k = schema.class_index(positive)
         # read as Session.predict reads a batch: a frame's columns by name, category names as codes, mappings
         unreadable: dict[int, str] = {}
         X, single = schema.to_matrix(X, unreadable=unreadable)
@@ -332,9 +344,6 @@ class GroupFairness:
             i, reason = next(iter(reasons.items()))
             more = f" (and {len(reasons) - 1} more rows)" if len(reasons) > 1 else ""
             raise InputError(f"row {i}: {reason}{more}; fix or drop the rows the schema refuses")
-        if positive is None:
-            positive = schema.favourable if schema.favourable is not None else schema.classes[1]
-        k = schema.class_index(positive)
         truth = _as_classes(schema, y_true)
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         j = schema.index(sensitive_feature)

@@ -153,6 +153,37 @@ def test_from_model_counts_the_favourable_class_as_selected_by_default(decided):
     assert plain.equalized_odds_ratio != gf.equalized_odds_ratio
 
 
+class _ThreeClasses:
+    """The model with its 'higher progression' split in two classes, and no favourable class named."""
+
+    def __init__(self, model):
+        self.schema = dataclasses.replace(model.schema, classes=("lower", "higher", "much higher"), favourable=None)
+        self.reference, self._model = model.reference, model
+
+    def predict_proba(self, X):
+        p = self._model.predict_proba(X)
+        return np.column_stack([p[:, 0], 0.7 * p[:, 1], 0.3 * p[:, 1]])
+
+
+def test_from_model_needs_the_selected_class_of_a_model_with_3_classes_and_no_favourable_one(decided):
+    """With 3 classes and no favourable one from_model counted class 1 as selected, unsaid, while the stream refuses
+    the same model's bias monitor because no decision counts as selected."""
+    model, X, y, _, _, _ = decided
+    three = _ThreeClasses(model)
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(three, X, y_true=y, sensitive_feature="sex")
+    assert str(err.value) == (
+        "the model has 3 classes and names no favourable one, so no decision counts as selected for group fairness "
+        "on sex; give positive= (the class to count as selected, one of 'lower', 'higher', 'much higher'), or name a "
+        "favourable class in the schema")
+    gf = GroupFairness.from_model(three, X, y_true=y, sensitive_feature="sex", positive="lower")
+    selected = three.predict_proba(X).argmax(axis=1) == 0
+    assert gf.summary.positive == "lower"
+    for name in DISPARITIES:
+        assert getattr(gf, name) == pytest.approx(
+            getattr(fm, name)((y == 0).astype(int), selected.astype(int), sensitive_features=X[:, 1]), abs=TOL)
+
+
 def test_from_model_groups_a_many_valued_feature_in_bins(decided):
     """Age has dozens of values: one group each (many of one patient) says nothing. By default it falls in the
     quartiles of the bundle's reference data; bins= takes a count of quantile bins or the edges."""
