@@ -21,7 +21,8 @@ seen, except where the schema lists a category no reference row holds):
   tested alone (it has no typical proxy values), and the model never saw it: its
   flip is marked `FlipTest.unseen`, and where such a flip counts the verdict says
   so ("(sex 3: a value no reference row holds — the model never saw it; read this
-  flip with care)"), qualified when every flip that counts is such;
+  flip with care)"), qualified when every flip that counts is such; a change in probability at a value
+  reference rows hold is cited before an unseen value's, never left out for it;
 - integer or continuous with at most four distinct values in the reference data
   (a 0/1 flag): every other of those values;
 - integer or continuous (e.g. age): the reference data is cut at its quartiles
@@ -302,8 +303,10 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
             # the change owed to the feature: a joint flip's that changes the decision is told against its control,
             # what the proxies alone change set apart (the proxies may flip it themselves)
             counted = [t for t in mine if t.counts(tolerance)]
-            worst = max(counted or mine, key=lambda t: abs(t.owed(tolerance)) if math.isfinite(t.owed(tolerance))
-                        else -1.0)
+            # the largest change to a value the data holds first: one to a value the model never saw (its answer
+            # there is extrapolation) is said after it, not instead of it
+            seen = [t for t in counted if not t.unseen]
+            worst = _largest(seen or counted or mine, tolerance)
             owed = worst.owed(tolerance)
             set_apart = worst.control_class is not None and (worst.flipped or abs(worst.delta) > tolerance)
             beyond = ", beyond what its proxies alone change" if set_apart else ""
@@ -312,6 +315,11 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 part = (f"the decision depends on {name}: the probability of '{decided}' changes by "
                         f"{change_text(owed, tolerance, sign=True)} if {name} were {f.label(worst.to_value)}{via}"
                         f"{beyond}")
+                unseen = [t for t in counted if t.unseen]
+                if seen and unseen:
+                    other = _largest(unseen, tolerance)
+                    part += (f", and by {change_text(other.owed(tolerance), tolerance, sign=True)} if it were "
+                             f"{f.label(other.to_value)}")
             else:
                 part = (f"the decision does not depend on {name} (largest change in probability "
                         f"{change_text(owed, tolerance)}{beyond})")
@@ -324,6 +332,11 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 for t in by_proxies)
         parts.append(part)
     return "; ".join(parts)
+
+
+def _largest(flips: Sequence[FlipTest], tolerance: float) -> FlipTest:
+    """The flip whose change told as the feature's (`FlipTest.owed`) is largest in size; NaN counts as none."""
+    return max(flips, key=lambda t: abs(t.owed(tolerance)) if math.isfinite(t.owed(tolerance)) else -1.0)
 
 
 def _unseen_note(feature: Feature, flips: Sequence[FlipTest], tolerance: float) -> str:

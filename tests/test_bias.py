@@ -670,6 +670,22 @@ def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdi
     assert calm.bias.verdict == "the decision does not depend on sex (largest change in probability 0.000)"
 
 
+def test_the_verdict_cites_the_largest_change_at_a_value_the_data_holds_before_an_unseen_one():
+    """Closed form, logit 1.5·sex - 4: male moves p(denied) by -0.058, intersex (unseen) by -0.251, neither flips.
+    The verdict cited the largest change whatever its value ("changes by -0.251 if sex were intersex (… read this
+    flip with care)"), leaving out the change at a value the model saw (a 3-class diabetes model: +0.208 for sex 2,
+    said as +0.230 for intersex alone)."""
+    row = np.array([[0.0, 3.0, 0.0]])
+    model = LinearPredictor([1.5, 0.0, 0.0], -4.0, SCHEMA3, X_REF)
+    (expl,) = explain_bias(model, row, labels=np.array([0]), proxies=find_proxies(SCHEMA3, X_REF))
+    assert [(f.to_value, f.flipped, f.unseen, f.counts(0.05)) for f in expl.flips] == [
+        (1.0, False, False, True), (1.0, False, False, True), (2.0, False, True, True)]
+    assert expl.flips[0].delta == pytest.approx(sigmoid(-4.0) - sigmoid(-2.5), abs=1e-12)          # -0.058
+    assert expl.flips[2].delta == pytest.approx(sigmoid(-4.0) - sigmoid(-1.0), abs=1e-12)          # -0.251
+    assert expl.verdict == (f"the decision depends on sex: the probability of 'denied' changes by -0.058 if sex were "
+                            f"male, and by -0.251 if it were intersex ({UNSEEN})")
+
+
 def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
     """Closed form, logit w·sex + b: a change of probability past the tolerance made only by 'intersex', and a
     reference that holds female only (male and intersex both unseen: said together, and that it has no other value)."""
