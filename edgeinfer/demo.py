@@ -33,11 +33,11 @@ def fairness_text(model, X: np.ndarray, y: np.ndarray) -> str:
             continue
         positive, count = gf.summary.positive, gf.overall.count
         groups = "; ".join(
-            f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, true positive rate "
-            f"{m.true_positive_rate:.2f}, false positive rate {m.false_positive_rate:.2f}" for m in gf.by_group
+            f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, {_rate(m, 'true positive')}, "
+            f"{_rate(m, 'false positive')}" for m in gf.by_group
         )
         measured.append(f"By {name}: {groups}. Demographic parity difference {gf.demographic_parity_difference:.2f}, "
-                        f"equalized odds difference {gf.equalized_odds_difference:.2f}.")
+                        f"equalized odds difference {gf.equalized_odds_difference:.2f}{_odds_driver(gf)}.")
     if positive is None:
         positive, count = schema.favourable or schema.classes[1], len(X)
     favourable = ", the favourable outcome" if positive == schema.favourable else ""
@@ -47,6 +47,32 @@ def fairness_text(model, X: np.ndarray, y: np.ndarray) -> str:
         f"{favourable}). {' '.join(measured)} Per decision, flip tests show whether {names}, alone or with their "
         "proxies, would change it."
     )
+
+
+_CASES = {"true positive": ("true_positive_rate", "positives", "positive"),
+          "false positive": ("false_positive_rate", "negatives", "negative")}
+
+
+def _rate(m, words: str) -> str:
+    """A group's true or false positive rate, or "no positive cases" where it has none to count: Fairlearn's rate of 0
+    there read as a model that never selects the group's positives."""
+    rate, cases, case = _CASES[words]
+    return f"{words} rate {getattr(m, rate):.2f}" if getattr(m, cases) else f"no {case} cases"
+
+
+def _odds_driver(gf) -> str:
+    """Which rate and which two groups give the equalized odds difference (the larger of the true and false positive
+    rates' differences), saying of a group with no cases for that rate that it counts as 0, as in Fairlearn."""
+    if gf.equalized_odds_difference == 0:
+        return ""
+    for words, (rate, cases, case) in _CASES.items():
+        values = [getattr(m, rate) for m in gf.by_group]
+        if max(values) - min(values) == gf.equalized_odds_difference:
+            break
+    ends = (gf.by_group[int(np.argmax(values))], gf.by_group[int(np.argmin(values))])
+    said = [f"{m.group}, {getattr(m, rate):.2f}" if getattr(m, cases)
+            else f"{m.group}, no {case} cases: counted as 0, as Fairlearn does" for m in ends]
+    return f" ({words} rates of {said[0]}, and {said[1]})"
 
 
 def _step(n: int, text: str) -> None:

@@ -426,15 +426,45 @@ def test_demo_card_states_the_group_metrics_of_the_model_it_describes(diabetes_s
     for name in ("age", "sex"):
         fresh = GroupFairness.from_model(diabetes_session, diabetes.X_test, y_true=diabetes.y_test,
                                          sensitive_feature=name)
+        assert all(m.positives and m.negatives for m in fresh.by_group)
         groups = "; ".join(f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, true positive rate "
                            f"{m.true_positive_rate:.2f}, false positive rate {m.false_positive_rate:.2f}" for m in fresh.by_group)
+        # the rate whose difference between groups is the equalized odds difference, and those two groups
+        tpr, fpr = ([getattr(m, rate) for m in fresh.by_group] for rate in ("true_positive_rate", "false_positive_rate"))
+        words, rates = ("true positive", tpr) if max(tpr) - min(tpr) >= max(fpr) - min(fpr) else ("false positive", fpr)
+        high, low = fresh.by_group[int(np.argmax(rates))], fresh.by_group[int(np.argmin(rates))]
         expected.append(f"By {name}: {groups}. Demographic parity difference "
                         f"{fresh.demographic_parity_difference:.2f}, equalized odds difference "
-                        f"{fresh.equalized_odds_difference:.2f}.")
+                        f"{fresh.equalized_odds_difference:.2f} ({words} rates of {high.group}, {max(rates):.2f}, and "
+                        f"{low.group}, {min(rates):.2f}).")
     assert text == (f"Group metrics on the {len(diabetes.y_test)} held-out patients (GroupFairness; selected means "
                     f"decided 'lower progression', the favourable outcome). {' '.join(expected)} Per decision, flip "
                     "tests show whether age or sex, alone or with their proxies, would change it.")
     assert text.count("By age: age < ") == 1 and len(expected[0].split("; ")) == 4     # age in its quartile bins
+
+
+def test_demo_card_says_a_group_has_no_positive_cases_and_that_it_drives_the_equalized_odds_difference(
+        diabetes_session, diabetes):
+    """Held-out patients of sex 2 whose true class is the selected one left out: the card wrote "true positive rate
+    0.00" for sex 2 (Fairlearn's 0 for a rate with nothing to count) and an equalized odds difference of 0.657 (the
+    demo bundle's) made by that empty group, read as a model that never selects women who should be."""
+    from edgeinfer.demo import fairness_text
+
+    X, y = diabetes.X_test, diabetes.y_test
+    keep = ~((X[:, 1] == 2) & (y == 0))                   # class 0, 'lower progression', is the selected class
+    text = fairness_text(diabetes_session, X[keep], y[keep])
+    gf = GroupFairness.from_model(diabetes_session, X[keep], y_true=y[keep], sensitive_feature="sex")
+    men, women = gf.by_group
+    assert (women.group, women.positives, women.true_positive_rate) == ("sex 2", 0, 0.0)
+    assert men.positives and men.negatives and women.negatives
+    assert gf.equalized_odds_difference == men.true_positive_rate > abs(men.false_positive_rate -
+                                                                       women.false_positive_rate)
+    assert (f"By sex: sex 1 ({men.count}): selection rate {men.selection_rate:.2f}, true positive rate "
+            f"{men.true_positive_rate:.2f}, false positive rate {men.false_positive_rate:.2f}; sex 2 ({women.count}): "
+            f"selection rate {women.selection_rate:.2f}, no positive cases, false positive rate "
+            f"{women.false_positive_rate:.2f}. Demographic parity difference {gf.demographic_parity_difference:.2f}, "
+            f"equalized odds difference {gf.equalized_odds_difference:.2f} (true positive rates of sex 1, "
+            f"{men.true_positive_rate:.2f}, and sex 2, no positive cases: counted as 0, as Fairlearn does).") in text
 
 
 def test_demo_card_says_a_protected_feature_it_could_not_measure(diabetes_session, diabetes):
