@@ -573,7 +573,8 @@ def _group_codes(groups: np.ndarray) -> tuple[list[Any], np.ndarray]:
     try:
         names = sorted(found)
     except TypeError:                  # numbers and text: numbers first, as Fairlearn (pandas) lists them
-        names = sorted(found, key=lambda g: (0, "", g) if isinstance(g, numbers.Real) else (1, type(g).__name__, str(g)))
+        names = sorted(found, key=lambda g: (0, "", g) if isinstance(g, numbers.Real)
+                       else (1, type(g).__name__, str(g)))
     read = {}
     for g in names:                    # two groups whose names read alike would be told apart nowhere
         if str(g) in read:

@@ -364,8 +364,9 @@ def test_rows_the_schema_refuses_and_a_single_group_are_refused_with_the_fix(dec
 
 def test_from_model_reads_every_batch_form_as_session_predict_does(decided):
     """from_model read X with np.asarray, by position: a data frame with bp and s6 swapped gave a demographic parity
-    difference by age of 0.2006 for the demo bundle's held-out patients, not 0.2147, while Session.predict (which reads a frame by
-    name) decided the same; category names raised a bare ValueError, a list of mappings a bare TypeError."""
+    difference by age of 0.2006 for the demo bundle's held-out patients, not 0.2147, while Session.predict (which
+    reads a frame by name) decided the same; category names raised a bare ValueError, a list of mappings a bare
+    TypeError."""
     pd = pytest.importorskip("pandas")
     model, X, y, _, _, _ = decided
     frame = pd.DataFrame(X, columns=model.schema.names)
@@ -430,7 +431,8 @@ def test_demo_card_states_the_group_metrics_of_the_model_it_describes(diabetes_s
         groups = "; ".join(f"{m.group} ({m.count}): selection rate {m.selection_rate:.2f}, true positive rate "
                            f"{m.true_positive_rate:.2f}, false positive rate {m.false_positive_rate:.2f}" for m in fresh.by_group)
         # the rate whose difference between groups is the equalized odds difference, and those two groups
-        tpr, fpr = ([getattr(m, rate) for m in fresh.by_group] for rate in ("true_positive_rate", "false_positive_rate"))
+        tpr = [m.true_positive_rate for m in fresh.by_group]
+        fpr = [m.false_positive_rate for m in fresh.by_group]
         words, rates = ("true positive", tpr) if max(tpr) - min(tpr) >= max(fpr) - min(fpr) else ("false positive", fpr)
         high, low = fresh.by_group[int(np.argmax(rates))], fresh.by_group[int(np.argmin(rates))]
         expected.append(f"By {name}: {groups}. Demographic parity difference "
