@@ -15,7 +15,10 @@ import numpy as np
 from edgeinfer.errors import ExplainError
 from edgeinfer.schema import FeatureSchema
 
-_THRESHOLD = re.compile(r"^\s*p\s*\(\s*(?P<cls>[^()]+?)\s*\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
+# p(<class>) <op> <number>: the class is everything between "p(" and the last ")" before the operator, so a
+# class name may hold parentheses ("malignant (M)") or quotes ("high & 'q'")
+_THRESHOLD = re.compile(r"^\s*p\s*\((?P<cls>.*)\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$",
+                        re.DOTALL)
 _OPS = ("<", "<=", ">", ">=")
 
 # A candidate must clear the boundary by this much probability to count as reaching it, so that a
@@ -90,7 +93,7 @@ class Goal:
             return Target(self.index, "class", 0.0, f"class '{name}'", name, self.index)
         if self.kind == "threshold":
             name = classes[self.index]
-            text = f"p({name}) {self.op} {self.threshold:g}"
+            text = f"p({name}) {self.op} {threshold_text(self.threshold)}"
             if self.op in (">", ">="):
                 return Target(self.index, self.op, self.threshold, text, name, self.index)
             other = _most_probable_other(self.index, proba, len(classes))
@@ -109,6 +112,25 @@ def _most_probable_other(index: int, proba: np.ndarray | None, n_classes: int) -
     p = np.array(proba, dtype=np.float64)
     p[index] = -np.inf
     return int(np.argmax(p))
+
+
+def threshold_text(value: float) -> str:
+    """A threshold as it was given: a whole number as one (0, 1), else the shortest text that reads back as the
+    same float (0.9999999, not the 1 that :g rounds it to)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _class_named(inside: str, classes) -> str:
+    """The class that the text inside a threshold's p(...) names: the text itself (or without the spaces around
+    it) where that is a class name, else the text without one pair of surrounding quotes."""
+    for name in (inside, inside.strip()):
+        if name in classes:
+            return name
+    name = inside.strip()
+    if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+        return name[1:-1]
+    return name
 
 
 def threshold_of(text: str, classes: tuple[str, ...]) -> tuple[int, str, float] | None:
@@ -132,14 +154,15 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     match = _THRESHOLD.match(text)
     if match is None:
         raise ExplainError(f"desired outcome {desired!r} is not understood; {accepted_forms(schema)}")
-    name = match["cls"].strip().strip("'\"")
+    name = _class_named(match["cls"], schema.classes)
     if name not in schema.classes:
         raise ExplainError(
             f"desired outcome {desired!r} names unknown class {name!r}; classes are {list(schema.classes)}"
         )
     value = float(match["value"])
     if not 0.0 <= value <= 1.0:
-        raise ExplainError(f"desired outcome {desired!r}: a probability threshold must lie in [0, 1], got {value:g}")
+        raise ExplainError(f"desired outcome {desired!r}: a probability threshold must lie in [0, 1], got "
+                           f"{threshold_text(value)}")
     above = match["op"] in (">", ">=")
     if (value >= 1.0 - MARGIN) if above else (value <= MARGIN):   # no answer could clear it by MARGIN
         raise ExplainError(

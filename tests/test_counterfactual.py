@@ -16,7 +16,7 @@ from edgeinfer.decision import Decision
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain import counterfactual, one_row
 from edgeinfer.explain.counterfactual import CHUNK_ROWS, REFINE, find_counterfactuals
-from edgeinfer.explain.desired import MARGIN, parse_desired
+from edgeinfer.explain.desired import MARGIN, accepted_forms, parse_desired, threshold_of
 from edgeinfer.explain.explanation import Explanation, ModelInfo
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.reference import Reference
@@ -1027,3 +1027,43 @@ def test_parse_desired_forms():
     assert parse_desired("high", schema).index == 1
     goal = parse_desired(" p( low ) <= 0.25 ", schema)
     assert (goal.kind, goal.index, goal.op, goal.threshold) == ("threshold", 0, "<=", 0.25)
+
+
+def test_a_threshold_target_is_written_as_given():
+    """desired="p(reject) < 0.9999999" read "already meets p(reject) < 1": :g rounded the threshold to 6 digits."""
+    schema = _linear_schema()
+    for desired, text in (("p(low) < 0.9999999", "p(low) < 0.9999999"), ("p(high) >= 0.25", "p(high) >= 0.25"),
+                          ("p(low) < 1", "p(low) < 1"), ("p(low) <= 1.0", "p(low) <= 1"),
+                          ("p(high) > 1.23456789e-5", "p(high) > 1.23456789e-05")):
+        target = parse_desired(desired, schema).resolve(schema, 1, None)
+        assert target.text == text
+        assert threshold_of(target.text, schema.classes) == (target.index, target.op, target.threshold)
+    with pytest.raises(ExplainError) as err:
+        parse_desired("p(low) > 1.0000001", schema)
+    assert str(err.value) == ("desired outcome 'p(low) > 1.0000001': a probability threshold must lie in [0, 1], "
+                              "got 1.0000001")
+
+
+@pytest.mark.parametrize("classes", [("benign (B)", "malignant (M)"), ("low", "high & 'q'"), ("q", "'q'")])
+def test_a_threshold_names_a_class_with_parentheses_or_quotes(classes):
+    """"p(malignant (M)) < 0.3" -- the error message's own example -- was "not understood", and a class named
+    high & 'q' could not be named in any spelling: the class is everything inside p(...), with one pair of
+    surrounding quotes taken off only when the text is not itself a class name."""
+    schema = FeatureSchema(features=(Feature("x"),), classes=classes)
+    name = classes[1]
+    assert f'"p({name}) < 0.3"' in accepted_forms(schema)
+    spellings = [f"p({name}) < 0.3", f"p( {name} ) < 0.3", f'p("{name}") < 0.3']
+    if name != "'q'":
+        spellings.append(f"p('{name}') < 0.3")
+    for desired in spellings:
+        goal = parse_desired(desired, schema)
+        assert (goal.kind, goal.index, goal.op, goal.threshold) == ("threshold", 1, "<", 0.3), desired
+        target = goal.resolve(schema, 1, None)
+        assert target.text == f"p({name}) < 0.3"
+        assert threshold_of(target.text, classes) == (1, "<", 0.3)
+    if name == "'q'":    # quotes are taken off only when the quoted text is not a class itself
+        assert parse_desired("p(q) < 0.3", schema).index == 0
+    with pytest.raises(ExplainError) as err:
+        parse_desired("p('other') < 0.3", schema)
+    assert str(err.value) == (f"desired outcome \"p('other') < 0.3\" names unknown class 'other'; classes are "
+                              f"{list(classes)}")
