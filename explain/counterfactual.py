@@ -225,14 +225,7 @@ class Space:
                 raise ExplainError(f"permitted_range: {_unknown_feature(str(name), schema.names)}")
             j = schema.index(name)
             f = schema.features[j]
-            if f.kind == "categorical" and isinstance(rng, (list, tuple, set)) and any(isinstance(v, str) for v in rng):
-                rng = _category_run(f, rng)
-            try:
-                lo, hi = (float(v) for v in rng)
-            except (TypeError, ValueError) as err:
-                raise ExplainError(
-                    f"permitted_range for '{name}' must be a pair (low, high) of numbers, got {rng!r}"
-                ) from err
+            lo, hi = _range_of(f, rng)
             if math.isnan(lo) or math.isnan(hi) or lo > hi:
                 raise ExplainError(f"permitted_range for '{name}' is [{_num(lo)}, {_num(hi)}]; give (low, high) with low <= high")
             new_lo, new_hi = max(lo, f.low), min(hi, f.high)
@@ -350,9 +343,28 @@ class Space:
         return out
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def _range_of(f, rng) -> tuple[float, float]:
+    """A permitted_range value as (low, high): a pair of numbers; for a categorical also DiCE's form, a list of
+    its categories, by name or by code ([1, 9] names the categories coded 1 and 9, not the codes between).
+    A string is refused, not read character by character."""
+    items = list(rng) if isinstance(rng, (list, tuple, set, frozenset, np.ndarray)) else None
+    if f.kind == "categorical" and items and (any(isinstance(v, str) for v in items)
+                                              or all(_is_number(v) and v in f.codes for v in items)):
+        return _category_run(f, items)
+    if items is None or len(items) != 2 or not all(_is_number(v) for v in items) or isinstance(rng, (set, frozenset)):
+        also = f", or a list of its categories (e.g. {list(f.categories[:2])!r})" if f.kind == "categorical" else ""
+        raise ExplainError(f"permitted_range for '{f.name}' must be a pair (low, high) of numbers{also}, got {rng!r}")
+    return float(items[0]), float(items[1])
+
+
 def _category_run(f, allowed) -> tuple[float, float]:
-    """DiCE's form of a categorical permitted_range, a list of category names, as the range of their codes:
-    the names must be consecutive in code order, or the range would let the others in."""
+    """DiCE's form of a categorical permitted_range, a list of category names (or codes), as the range of their
+    codes: the categories must be consecutive in code order, or the range would let the others in."""
+    allowed = [f.categories[f.codes.index(v)] if _is_number(v) and v in f.codes else v for v in allowed]
     unknown = [c for c in allowed if c not in f.categories]
     if unknown:
         raise ExplainError(f"permitted_range for '{f.name}': unknown category {unknown[0]!r}; its categories are "

@@ -604,6 +604,32 @@ def test_a_categorical_permitted_range_may_list_categories_as_dice_does(linear_s
     assert str(err.value) == "permitted_range for 'c': unknown category 'w'; its categories are 'x', 'y', 'z'"
 
 
+def test_a_permitted_range_is_a_pair_of_numbers_or_a_list_of_categories_never_a_string(linear_session):
+    """{"visits": "25"} was read character by character as (2, 5); a categorical's codes [0, 4] were read as the
+    range 0..4 and let 'y' (2) in, where the names ['x', 'z'] are refused as not consecutive."""
+    session = linear_session([0.1, 1.0], -3.5, GAPPED)
+    x = np.array([[1.0, 4.0]])
+    for rng in ("25", ("2", "5"), (1, 2, 3), 5, {1, 5}, (1, None)):
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, permitted_range={"a": rng})
+        assert str(err.value) == f"permitted_range for 'a' must be a pair (low, high) of numbers, got {rng!r}"
+    for rng in ("xy", [], (0.5, 1.5, 3)):
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, permitted_range={"c": rng})
+        assert str(err.value) == (f"permitted_range for 'c' must be a pair (low, high) of numbers, or a list of its "
+                                  f"categories (e.g. ['x', 'y']), got {rng!r}")
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"c": ["y", 3]})
+    assert str(err.value) == "permitted_range for 'c': unknown category 3; its categories are 'x', 'y', 'z'"
+    for rng in ([0, 4], (0.0, 4.0), ["x", 4], np.array([4, 0])):     # codes name categories, as names do
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, permitted_range={"c": rng})
+        assert str(err.value) == ("permitted_range for 'c': 'y' lies between the categories given, in code order "
+                                  "('x', 'y', 'z'); give a run of consecutive categories")
+    by_codes = find_counterfactuals(session, x, permitted_range={"c": [2, 0]}, features_to_vary=["c"])[0]
+    assert [cf.values for cf in by_codes] == [(1.0, 2.0)]
+
+
 def test_a_permitted_range_with_no_whole_number_for_an_integer_feature_is_refused(linear_session):
     schema = FeatureSchema(features=(Feature("a", low=0, high=10), Feature("n", kind="integer", low=0, high=100)),
                            classes=("no", "yes"))
