@@ -1244,11 +1244,20 @@ def _unit_box(F: int) -> np.ndarray:
     return np.vstack((corners, inside, faces))
 
 
+@lru_cache(maxsize=64)
+def _keep_own(F: int) -> np.ndarray:
+    """(BOX, F) bool, seeded: for each BOX point, the features that keep the row's own value where it lies
+    outside the permitted range (it may stay there): half the points, at random, so that answers that leave
+    such a feature as it is are among the points as well as answers that move it into the range."""
+    return np.random.default_rng(1).random((BOX, F)) < 0.5
+
+
 def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarray, np.ndarray]:
     """BOX points in each row's reachable region, projected onto the constraints (frozen features, steps,
     categories): half between the lowest and highest values the search tries (`Space.ends`), half over the
     whole permitted range where it is finite and, on a side with no bound, out to `Space.wide_ends` (the
-    reference data's span past its extremes); on the allowed side of x for monotone features.
+    reference data's span past its extremes); on the allowed side of x for monotone features. A feature whose
+    value in x lies outside its permitted range keeps that value in half the points (`_keep_own`).
     Returns (values (len(X) * BOX, F), the row of X of each)."""
     down, up = space.ends(X)
     wide_down, wide_up = space.wide_ends(X)
@@ -1260,7 +1269,11 @@ def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarr
         low = np.where(space.direction > 0, X, low)
         high = np.where(space.direction < 0, X, high)
         raw.append(low[:, None, :] + unit[None, :, :] * (high - low)[:, None, :])
-    raw = np.concatenate(raw, axis=1).reshape(-1, X.shape[1])
+    raw = np.concatenate(raw, axis=1)
+    outside = (X < space.lows) | (X > space.highs)
+    if outside.any():   # the projection keeps a value equal to x's as it is
+        raw = np.where(_keep_own(X.shape[1])[None, :, :] & outside[:, None, :], X[:, None, :], raw)
+    raw = raw.reshape(-1, X.shape[1])
     owner = np.repeat(np.arange(len(X)), 2 * len(unit))
     return space.project(raw, X[owner], kern), owner
 

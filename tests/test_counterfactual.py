@@ -469,6 +469,41 @@ def test_a_target_the_grid_steps_over_is_found_by_the_spread_points():
     assert alone.items == below.items
 
 
+class _KeepOutside:
+    """p(high) = sigmoid(10 (min(x1, x2) - 3) - 20 [x0 > 0]) on [-5, 5]^3: 'high' needs x1 and x2 above 3 together
+    (neither alone buys anything) with x0 at most 0. The reference data has no 'high' row (no unlike neighbour)."""
+
+    def __init__(self, schema: FeatureSchema):
+        self.schema = schema
+        X = np.random.default_rng(0).uniform(-5, 5, size=(400, 3))
+        X = X[self.predict_proba(X).argmax(axis=1) == 0]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        z = 10 * (np.minimum(X[:, 1], X[:, 2]) - 3) - 20 * (X[:, 0] > 0)
+        p = 1 / (1 + np.exp(-z))
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_a_value_outside_its_permitted_range_may_stay_where_the_answer_needs_it_to():
+    """x0 = -1 lies outside permitted_range (2, 5); moving it there rules 'high' out, leaving it reaches 'high'
+    with x1 and x2 above 3. The spread points all moved x0 into its range, so none was valid and the search
+    said it found nothing (the diabetes demo's row 5 lost s1 -> 249.2, s4 -> 6.85 to a bmi range that left out
+    its bmi)."""
+    schema = FeatureSchema(features=tuple(Feature(f"x{j}", low=-5.0, high=5.0) for j in range(3)),
+                           classes=("low", "high"))
+    model = _KeepOutside(schema)
+    x = np.array([-1.0, 0.0, 0.0])
+    for X in (x[None], np.vstack([x, x + [0.0, 0.5, 0.5]])):      # the one-row search and the batched one
+        res = find_counterfactuals(model, X, permitted_range={"x0": (2, 5)})[0]
+        assert res.found and res.complete, res.reason
+        (cf,) = res.items
+        assert [c.feature for c in cf.changes] == ["x1", "x2"] and cf.values[0] == -1.0
+        assert 3.0 < min(cf.values[1:]) < 3.0 + 5.0 * TOL_MOVE    # bisected to the boundary along its line
+        assert model.predict_proba(np.array([cf.values]))[0, 1] > 0.5
+
+
 @pytest.mark.parametrize("x0_monotone", ["any", "increase"])
 def test_k_answers_are_distinct_sets_even_when_candidates_trim_to_the_same_one(x0_monotone):
     """x0 down and x0 up are one answer ({x0}); supersets of {x0} trim back to it. k = 2 must still find {x1, x2}."""
