@@ -1144,17 +1144,24 @@ class _Search:
                 reached_by.pop("range", None)
             single = list(reached_by.values())
             if single:
-                out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; with "
-                               f"{' or '.join(single)} relaxed it found one", tuple(single), False)
+                out[int(i)] = (f"{_none_found(t)}; with {' or '.join(single)} relaxed it found one", tuple(single),
+                               False)
             elif reached[-1, i]:
-                out[int(i)] = (f"the search found no counterfactual within the constraints that reaches {t}; it "
-                               f"found one only with {', '.join(together)} relaxed together", tuple(together), True)
+                out[int(i)] = (f"{_none_found(t)}; it found one only with {', '.join(together)} relaxed together",
+                               tuple(together), True)
             else:
                 out[int(i)] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
                                f"protected features freed, ranges widened to the reference extremes and the search "
                                f"window beyond them, monotone directions lifted); the model may not give this "
                                f"outcome near this instance", (), False)
         return out
+
+
+def _none_found(target: str) -> str:
+    """The start of the reason for a row without an answer: what the search found, not more (a search cannot
+    prove that no counterfactual exists)."""
+    return (f"the search found no counterfactual reaching {target} within the constraints, which does not show "
+            f"that none exists")
 
 
 def _after_reverts(V: np.ndarray, X: np.ndarray, cands: np.ndarray, proba: np.ndarray, ok: np.ndarray,

@@ -273,8 +273,8 @@ def test_unreachable_outcome_names_the_binding_constraint(linear_session):
     assert not res.found and res.items == ()
     assert res.binding == ("immutable features (x0)",)
     assert res.reason == (
-        "the search found no counterfactual within the constraints that reaches class 'low'; with immutable "
-        "features (x0) relaxed it found one"
+        "the search found no counterfactual reaching class 'low' within the constraints, which does not show that "
+        "none exists; with immutable features (x0) relaxed it found one"
     )
     # nothing valid at all: with min_plausibility the constraint binds just the same (not min_plausibility)
     (plausible,) = find_counterfactuals(session, np.array([[2.0, 0.0, 0.0, 0.0]]), min_plausibility=0.8)
@@ -314,8 +314,9 @@ def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_
     res = _compare_searches(session, x, features_to_vary=["x2"])[0]
     assert not res.found and not res.binding_together
     assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)")
-    assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; with "
-                          "immutable features (x0) or features_to_vary (x1, x3) relaxed it found one")
+    assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which does "
+                          "not show that none exists; with immutable features (x0) or features_to_vary (x1, x3) "
+                          "relaxed it found one")
     text = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"]).text
     assert "(binding: immutable features (x0) or features_to_vary (x1, x3))." in text
     session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 27.0, schema, calibration=calibration)
@@ -323,9 +324,10 @@ def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_
     assert not res.found and res.binding_together
     assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", "the schema's ranges",
                            "the search window beyond the reference data (x2)")
-    assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; it "
-                          "found one only with immutable features (x0), features_to_vary (x1, x3), the schema's ranges, "
-                          "the search window beyond the reference data (x2) relaxed together")
+    assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which does "
+                          "not show that none exists; it found one only with immutable features (x0), "
+                          "features_to_vary (x1, x3), the schema's ranges, the search window beyond the reference "
+                          "data (x2) relaxed together")
     expl = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"])
     assert ("(binding: immutable features (x0), features_to_vary (x1, x3), the schema's ranges and the search window "
             "beyond the reference data (x2) together)." in expl.text)
@@ -348,8 +350,8 @@ def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_bindi
     for permitted in (None, {"x1": (-1, 1)}):
         (res,) = find_counterfactuals(session, x, features_to_vary=vary, permitted_range=permitted)
         assert not res.found and res.binding == ("the schema's ranges",)
-        assert res.reason == ("the search found no counterfactual within the constraints that reaches class 'low'; "
-                              "with the schema's ranges relaxed it found one")
+        assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which "
+                              "does not show that none exists; with the schema's ranges relaxed it found one")
     assert counterfactual.Space.build(session.schema, session.reference, features_to_vary=vary,
                                       permitted_range={"x1": (-1, 1), "x0": (-2, 5)}).narrowed == ("x0",)
 
@@ -386,8 +388,9 @@ def test_only_the_search_window_binds_for_a_feature_with_no_schema_range(linear_
     for vary in (None, ["x0"]):
         (res,) = find_counterfactuals(session, np.zeros((1, 4)), features_to_vary=vary)
         assert not res.found and res.binding == ("the search window beyond the reference data (x0)",)
-        assert res.reason == ("the search found no counterfactual within the constraints that reaches class "
-                              "'low'; with the search window beyond the reference data (x0) relaxed it found one")
+        assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which "
+                              "does not show that none exists; with the search window beyond the reference data (x0) "
+                              "relaxed it found one")
 
 
 def test_already_met_and_k_diverse(linear):
