@@ -26,7 +26,7 @@ puts all its candidates into the same few `predict_proba` calls:
 5. only when nothing was found: one relaxed batch (immutables freed, ranges
    widened to the reference extremes, the search window widened further,
    monotone directions lifted) to say with which constraint relaxed the search
-   does reach the outcome. A search cannot
+   does reach the outcome; with a time budget, in blocks, only while time is left. A search cannot
    prove that no counterfactual exists: the reason says what it found, not more.
 
 Answers are ranked by L1 distance in MAD units plus SPARSITY_COST per changed
@@ -63,6 +63,7 @@ UNLIKE = 4                     # nearest unlike neighbours per row (more when k 
 COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
 SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
 BOX = 512                      # points spread over a row's whole reachable region, only when nothing else was found
+BIND_BLOCK = 4096              # with a time budget, the relaxed batch goes in blocks of this many candidates
 CHUNK_ROWS = 128               # rows searched together (larger batches are split: memory stays bounded)
 SPARSITY_COST = 1.0            # ranking: L1 in MAD units + this much per changed feature
 ROUNDS = 2                     # revert rounds for every candidate; more only where a row still lacks answers
@@ -1001,7 +1002,8 @@ class _Search:
         has = np.bincount(chosen_rows, minlength=n) > 0
         missing = np.flatnonzero(~already & ~has)
         reasons: dict[int, tuple[str, tuple[str, ...], bool]] = {}
-        if len(missing) and not self.out_of_time():
+        tried = bool(len(missing)) and not self.out_of_time()   # with a budget, the rows it had time for get a reason
+        if tried:
             reasons = self.why_unreachable(missing)
         elapsed = self.elapsed_ms()
         cuts = np.searchsorted(chosen_rows, np.arange(n + 1))
@@ -1023,6 +1025,8 @@ class _Search:
                 reason, binding, together = reasons[i]
                 out.append(Counterfactuals(found=False, complete=complete, reason=reason, binding=binding,
                                            binding_together=together, **common))
+            elif tried:
+                out.append(Counterfactuals(found=False, complete=False, reason=self.untried(t), **common))
             else:
                 out.append(Counterfactuals(
                     found=False, complete=False,
@@ -1033,6 +1037,11 @@ class _Search:
     def sought(self, t: Target) -> str:
         """What the request looks for, in words (the time-budget reason)."""
         return f"a counterfactual reaching {t.text}"
+
+    def untried(self, t: Target) -> str:
+        """The reason of a row whose search found nothing and whose time budget ran out before the relaxed batch
+        could try the constraints lifted (`why_unreachable`)."""
+        return f"{_none_found(t.text)}; the time budget of {self.budget_ms:g} ms ran out before it could try them relaxed"
 
     def counterfactual(self, i: int, values, proba, distance: float, plausibility: float) -> Counterfactual:
         x = self.X[i]
@@ -1062,9 +1071,10 @@ class _Search:
         return out
 
     def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...], bool]]:
-        """One relaxed batch: with which constraint lifted the search reaches these rows' targets.
+        """One relaxed batch (in blocks with a time budget): with which constraint lifted the search reaches these
+        rows' targets.
         Per row: (reason, binding, together): together False when any one of `binding` alone does, True when
-        only all of them lifted together do."""
+        only all of them lifted together do. With a time budget, the rows it had no time for are left out."""
         sp, feats = self.space, self.schema.features
         groups = []
         names = {"immutable": "immutable features", "protected": "protected features",
@@ -1103,58 +1113,82 @@ class _Search:
             groups.append(("monotone", f"monotone directions ({_list(mono)})"))
             together.append(groups[-1][1])
         variants = groups + [("all", "")]
-        cands, owner, crow = [], [], []
-        n_unlike = max(UNLIKE, 2 * self.k)
-        ref_X, ref_pred = self.reference.X, np.asarray(self.reference.predicted)
-        for v, (what, _) in enumerate(variants):
-            relaxed = sp.relaxed(what)
-            for i in rows:
-                x = self.X[i]
-                down, up = relaxed.ends(x)
-                raw = []
-                for j in np.flatnonzero(~relaxed.frozen):
-                    for e in (down[j], up[j]):
-                        end = x.copy()
-                        end[j] = e
-                        raw.append(end)
-                pool = ref_X[ref_pred == self.targets[i].target_index]
-                if len(pool):
-                    proj = relaxed.project(pool, np.broadcast_to(x, pool.shape), self.kern)
-                    dist = self.kern.scaled_l1(proj, x, relaxed.scale)
-                    raw += list(proj[np.argsort(dist, kind="stable")[:n_unlike]])
-                if raw:
-                    raw = np.array(raw)
-                    raw = relaxed.project(raw, np.broadcast_to(x, raw.shape), self.kern)
-                    cands.append(raw)
-                box, _ = _box_points(relaxed, x[None], self.kern)
-                cands.append(box)
-                owner += [v] * (len(raw) + len(box))
-                crow += [i] * (len(raw) + len(box))
+        spaces = [sp.relaxed(what) for what, _ in variants]
         reached = np.zeros((len(variants), len(self.X)), dtype=bool)
-        if cands:
-            values = np.vstack(cands)
-            crow, owner = np.array(crow), np.array(owner)
-            ok = self.met(self.predict(values, crow), crow)
+
+        def send(block: list) -> None:
+            """One call for the pieces (variant, row, candidates), variant by variant (the rows in order)."""
+            block = sorted(block, key=lambda piece: piece[0])
+            crow = np.concatenate([np.full(len(c), i) for _, i, c in block])
+            owner = np.concatenate([np.full(len(c), v) for v, _, c in block])
+            ok = self.met(self.predict(np.vstack([c for _, _, c in block]), crow), crow)
             np.logical_or.at(reached, (owner[ok], crow[ok]), True)
-        out = {}
+
+        # Without a time budget, one call for every row. With one, the clock is read before each row's candidates
+        # for each relaxation are built (most of this stage's time) and the rows go in blocks of about BIND_BLOCK
+        # candidates: once the budget is spent no more is built or sent, and the rows not done are left out.
+        budget = self.budget_ms is not None
+        done: list[int] = []
+        block: list = []
+        waiting: list[int] = []
         for i in rows:
+            pieces = []
+            for v, relaxed in enumerate(spaces):
+                if budget and self.out_of_time():
+                    break
+                pieces.append((v, int(i), self.relaxed_candidates(relaxed, int(i))))
+            if len(pieces) < len(spaces):
+                break
+            block += pieces
+            waiting.append(int(i))
+            if budget and sum(len(c) for _, _, c in block) >= BIND_BLOCK:
+                send(block)
+                done += waiting
+                block, waiting = [], []
+        if block:
+            send(block)
+            done += waiting
+        out = {}
+        for i in done:
             t = self.targets[i].text
             reached_by = {what: label for v, (what, label) in enumerate(groups) if reached[v, i]}
             if "permitted_range" in reached_by:   # the request's ranges suffice: the schema's do not bind
                 reached_by.pop("range", None)
             single = list(reached_by.values())
             if single:
-                out[int(i)] = (f"{_none_found(t)}; with {' or '.join(single)} relaxed it found one", tuple(single),
-                               False)
+                out[i] = (f"{_none_found(t)}; with {' or '.join(single)} relaxed it found one", tuple(single), False)
             elif reached[-1, i]:
-                out[int(i)] = (f"{_none_found(t)}; it found one only with {', '.join(together)} relaxed together",
-                               tuple(together), True)
+                out[i] = (f"{_none_found(t)}; it found one only with {', '.join(together)} relaxed together",
+                          tuple(together), True)
             else:
-                out[int(i)] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
-                               f"protected features freed, ranges widened to the reference extremes and the search "
-                               f"window beyond them, monotone directions lifted); the model may not give this "
-                               f"outcome near this instance", (), False)
+                out[i] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
+                          f"protected features freed, ranges widened to the reference extremes and the search "
+                          f"window beyond them, monotone directions lifted); the model may not give this "
+                          f"outcome near this instance", (), False)
         return out
+
+    def relaxed_candidates(self, relaxed: Space, i: int) -> np.ndarray:
+        """Row i's candidates in a relaxed space: each free feature alone at both ends of its search window,
+        the nearest reference rows of its target class, and BOX spread points."""
+        x = self.X[i]
+        down, up = relaxed.ends(x)
+        raw = []
+        for j in np.flatnonzero(~relaxed.frozen):
+            for e in (down[j], up[j]):
+                end = x.copy()
+                end[j] = e
+                raw.append(end)
+        ref_X, ref_pred = self.reference.X, np.asarray(self.reference.predicted)
+        pool = ref_X[ref_pred == self.targets[i].target_index]
+        if len(pool):
+            proj = relaxed.project(pool, np.broadcast_to(x, pool.shape), self.kern)
+            dist = self.kern.scaled_l1(proj, x, relaxed.scale)
+            raw += list(proj[np.argsort(dist, kind="stable")[:max(UNLIKE, 2 * self.k)]])
+        box, _ = _box_points(relaxed, x[None], self.kern)
+        if not raw:
+            return box
+        raw = np.array(raw)
+        return np.vstack((relaxed.project(raw, np.broadcast_to(x, raw.shape), self.kern), box))
 
 
 def _none_found(target: str) -> str:

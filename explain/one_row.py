@@ -393,7 +393,8 @@ class OneRowSearch(_Search):
             distance = self.distance(chosen_values, None)
             plaus = self.plausibility(chosen_values, None)
         reasons = {}
-        if not already[0] and not len(chosen_values) and not self.out_of_time():
+        tried = not already[0] and not len(chosen_values) and not self.out_of_time()
+        if tried:
             reasons = self.why_unreachable(np.zeros(1, dtype=np.int64))
         t = self.targets[0]
         common = dict(target=t.text, target_class=t.target_class, backend_calls=int(self.row_calls[0]),
@@ -408,6 +409,8 @@ class OneRowSearch(_Search):
             reason, binding, together = reasons[0]
             return [Counterfactuals(found=False, complete=complete, reason=reason, binding=binding,
                                     binding_together=together, **common)]
+        if tried:
+            return [Counterfactuals(found=False, complete=False, reason=self.untried(t), **common)]
         return [Counterfactuals(
             found=False, complete=False,
             reason=f"the time budget of {self.budget_ms:g} ms ran out before {self.sought(t)} was found", **common)]
