@@ -35,6 +35,7 @@ FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
 TOP_DRIVERS = 8
 TEMPLATE = "report.html.j2"
+ADDS_UP = 1e-6            # |base_value + sum(contributions) - prediction| beyond this: the attributions are damaged
 PROGRESS_BYTES = 2 << 20  # `edgeinfer report` shows its progress on stderr for an input file this large or larger
 _PURPOSE = "writing explanation reports"
 
@@ -622,9 +623,10 @@ def _made(inputs: Inputs) -> list[tuple[str, str]]:
 
 
 def _check_records(inputs: Inputs, schema, bundle) -> None:
-    """Refuse an explanation whose figures cannot be true (a plausibility or attribution share outside [0, 1], a
-    number the report shows that is NaN or JSON's null: it read "nan") or whose inputs, flipped features or proxies
-    are not the schema's (the report would show them as if they were), naming the record and field."""
+    """Refuse an explanation whose figures cannot be true (a probability, plausibility or attribution share outside
+    [0, 1], contributions that do not add up to the prediction or name an input twice, a number the report shows that
+    is NaN or JSON's null: it read "nan") or whose inputs, categorical values, flipped features or proxies are not the
+    schema's (the report would show them as if they were), naming the record and field."""
     source = f"bundle {bundle.path}" if bundle is not None else "the first record (no bundle given)"
     names = list(schema.names)
     made = list(zip(inputs.places or [f"explanation {n}" for n in range(1, len(inputs.explanations) + 1)],
@@ -638,8 +640,22 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             if not math.isfinite(value):
                 refuse(field, f"must be a finite number, got {value!r}")
 
+        def probability(field: str, value: float, *, nan: bool = False) -> None:
+            """A probability the report shows: in [0, 1] (NaN too where `nan`: a flip the model overflowed on)."""
+            if not (0.0 <= value <= 1.0 or nan and math.isnan(value)):
+                refuse(field, f"must be a {'number' if nan else 'finite number'} in [0, 1]"
+                              f"{' (or NaN, where the model overflowed)' if nan else ''}, got {value!r}")
+
+        def coded(field: str, name: str, value: float) -> None:
+            """A categorical input's value is one of its schema codes (another read as the bare number: "7")."""
+            f = schema.feature(name) if name in names else None
+            if f is not None and f.kind == "categorical" and value not in f.codes:
+                refuse(field, f"{_fmt(value)} is not a code of {name!r}: {source} expects {f.describe_expected()}",
+                       "the record is damaged or from another model")
+
         for name, value in e.instance.items():
             finite(f"instance.{name}", value)
+            coded(f"instance.{name}", name, value)
         for name in names:
             if name not in e.instance:
                 refuse("instance", f"lacks {name!r}, an input of {source}", "the record is damaged or from another model")
@@ -656,13 +672,17 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             for j, ch in enumerate(c.changes):
                 finite(f"counterfactuals.items[{i}].changes[{j}].from_value", ch.from_value)
                 finite(f"counterfactuals.items[{i}].changes[{j}].to_value", ch.to_value)
+                coded(f"counterfactuals.items[{i}].changes[{j}].from_value", ch.feature, ch.from_value)
+                coded(f"counterfactuals.items[{i}].changes[{j}].to_value", ch.feature, ch.to_value)
                 if ch.feature not in names:
                     refuse(f"counterfactuals.items[{i}].changes[{j}].feature",
                            f"{ch.feature!r} is not an input of {source} ({', '.join(names)})",
                            "the record is damaged or from another model")
         if e.attributions is not None and e.attributions.values:     # without values (a reason), none is shown
-            finite("attributions.base_value", e.attributions.base_value)
-            finite("attributions.prediction", e.attributions.prediction)
+            for part in ("base_value", "prediction"):
+                finite(f"attributions.{part}", getattr(e.attributions, part))
+                probability(f"attributions.{part}", getattr(e.attributions, part))
+        seen: dict[str, int] = {}
         for i, a in enumerate(e.attributions.values if e.attributions is not None else ()):
             finite(f"attributions.values[{i}].value", a.value)
             finite(f"attributions.values[{i}].contribution", a.contribution)
@@ -670,6 +690,18 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
                 refuse(f"attributions.values[{i}].feature",
                        f"{a.feature!r} is not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
+            if a.feature in seen:
+                refuse(f"attributions.values[{i}].feature",
+                       f"{a.feature!r} is listed twice (also attributions.values[{seen[a.feature]}])")
+            seen.setdefault(a.feature, i)
+        if e.attributions is not None and e.attributions.values:
+            # Shapley values are efficient: base_value + their sum is the prediction, to a last bit or two (the
+            # attribution spreads the rounding over them); the driver chart says its bars add up to it
+            base, prediction = e.attributions.base_value, e.attributions.prediction
+            reached = base + math.fsum(v.contribution for v in e.attributions.values)
+            if abs(reached - prediction) > ADDS_UP:
+                refuse("attributions.values", f"the contributions add up from base_value {base!r} to {reached!r}, "
+                       f"not to the prediction {prediction!r} (Shapley values add up to it within {ADDS_UP:g})")
         def known(field: str, name: str) -> None:
             if name not in names:
                 refuse(field, f"{name!r} is not an input of {source} ({', '.join(names)})",
@@ -678,6 +710,10 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
         for i, t in enumerate(e.bias.flips if e.bias is not None else ()):
             for part in ("from_value", "to_value"):     # its probability is NaN where the model's arithmetic overflowed
                 finite(f"bias.flips[{i}].{part}", getattr(t, part))
+                coded(f"bias.flips[{i}].{part}", t.feature, getattr(t, part))
+            probability(f"bias.flips[{i}].probability", t.probability, nan=True)
+            if t.control_probability is not None:
+                probability(f"bias.flips[{i}].control_probability", t.control_probability, nan=True)
             known(f"bias.flips[{i}].feature", t.feature)
             for j, p in enumerate(t.proxies):
                 known(f"bias.flips[{i}].proxies[{j}]", p)

@@ -612,6 +612,33 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
     (lambda d: d["bias"].update(untested=["race"]),
      "bias.untested[0]: 'race' is not an input of bundle BUNDLE (glucose, bmi, age, sex, family); the record is "
      "damaged or from another model"),
+    # probabilities outside [0, 1]: a prediction of -0.4 read "< 0.001" beside p > 0.999, a base of 1.5 "> 0.999"
+    (lambda d: d["attributions"].update(prediction=-0.4),
+     "attributions.prediction: must be a finite number in [0, 1], got -0.4; the record is damaged"),
+    (lambda d: d["attributions"].update(base_value=1.5),
+     "attributions.base_value: must be a finite number in [0, 1], got 1.5; the record is damaged"),
+    (lambda d: d["bias"]["flips"][0].update(probability=1.8),
+     "bias.flips[0].probability: must be a number in [0, 1] (or NaN, where the model overflowed), got 1.8; the "
+     "record is damaged"),
+    (lambda d: d["bias"]["flips"][1].update(control_class="high risk", control_probability=-0.2),
+     "bias.flips[1].control_probability: must be a number in [0, 1] (or NaN, where the model overflowed), got -0.2; "
+     "the record is damaged"),
+    # contributions that do not add up: the driver chart still said its bars add up from the baseline
+    (lambda d: d["attributions"]["values"][0].update(contribution=5.0),
+     "attributions.values: the contributions add up from base_value 0.41 to 5.53, not to the prediction 0.82 "
+     "(Shapley values add up to it within 1e-06); the record is damaged"),
+    (lambda d: d["attributions"]["values"][4].update(feature="glucose"),
+     "attributions.values[4].feature: 'glucose' is listed twice (also attributions.values[0]); the record is damaged"),
+    # a categorical value that is none of the schema's codes read as the bare number ("7")
+    (lambda d: d["instance"].update(sex=7.0),
+     "instance.sex: 7 is not a code of 'sex': bundle BUNDLE expects one of 'female' (0), 'male' (1); the record is "
+     "damaged or from another model"),
+    (lambda d: d["counterfactuals"]["items"][1]["changes"][1].update(to_value=0.5),
+     "counterfactuals.items[1].changes[1].to_value: 0.5 is not a code of 'family': bundle BUNDLE expects one of "
+     "'no' (0), 'yes' (1); the record is damaged or from another model"),
+    (lambda d: d["bias"]["flips"][0].update(to_value=2.0),
+     "bias.flips[0].to_value: 2 is not a code of 'sex': bundle BUNDLE expects one of 'female' (0), 'male' (1); the "
+     "record is damaged or from another model"),
 ])
 def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bundle, tmp_path, change, message):
     record = _explanation(fixed_bundle.sha256).to_dict()
@@ -658,6 +685,27 @@ def test_a_null_where_a_number_is_shown_is_refused_naming_the_line_and_field(fix
     assert result.stderr == (f"error: {lines} line 3: explanation.{field}: must be a finite number, got nan; the "
                              "record is damaged\n")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_an_impossible_probability_in_a_file_is_refused_naming_its_line(fixed_bundle, tmp_path):
+    """`edgeinfer report` wrote a page for a prediction of -0.4 (exit 0): it is refused, naming the line."""
+    record = _explanation(fixed_bundle.sha256).to_dict()
+    record["attributions"]["prediction"] = -0.4
+    lines, result = _report_good_then(record, fixed_bundle, tmp_path, blank_lines=0)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {lines} line 2: explanation.attributions.prediction: must be a finite number in "
+                             "[0, 1], got -0.4; the record is damaged\n")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_contributions_within_rounding_of_the_prediction_are_reported(tmp_path):
+    """The attribution spreads the float rounding over the contributions, so they add up to the prediction to a last
+    bit or two: such a record is not refused (1e-6 is the margin), nor is a flip the model overflowed on (NaN)."""
+    expl = _explanation()
+    attributions = dataclasses.replace(expl.attributions, prediction=0.82 + 9e-7)
+    flips = (dataclasses.replace(expl.bias.flips[0], probability=math.nan, delta=math.nan),) + expl.bias.flips[1:]
+    expl = dataclasses.replace(expl, attributions=attributions, bias=dataclasses.replace(expl.bias, flips=flips))
+    assert ei.report([expl], out=tmp_path / "r.html").is_file()
 
 
 def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_one(tmp_path):
@@ -862,7 +910,9 @@ def test_small_contributions_and_flip_changes_do_not_read_as_zero(tmp_path):
     """+0.00046 is shown as the views show it (not +0.000), in the driver table, the chart's name and the flip table;
     a near-certain risk is not 1.000 (the clinical convention: > 0.999)."""
     expl = _explanation()
-    values = tuple(dataclasses.replace(v, contribution=0.00046) if v.feature == "bmi" else v
+    # bmi's 0.14 made 0.00046, glucose's 0.29 takes the rest: the contributions still add up to the prediction
+    values = tuple(dataclasses.replace(v, contribution={"bmi": 0.00046, "glucose": 0.42954}.get(v.feature,
+                                                                                                 v.contribution))
                    for v in expl.attributions.values)
     flips = (dataclasses.replace(expl.bias.flips[0], delta=-0.00031),) + expl.bias.flips[1:]
     decision = dataclasses.replace(expl.decision, probabilities=(0.000004, 0.999996))
@@ -882,7 +932,9 @@ def test_a_saturated_attribution_base_and_prediction_do_not_read_as_certain(tmp_
     the clinician view has them: "< 0.001", "> 0.999"."""
     expl = _explanation()
     decision = dataclasses.replace(expl.decision, probabilities=(0.000002, 0.999998))
-    attributions = dataclasses.replace(expl.attributions, base_value=1.1061e-04, prediction=0.999998)
+    values = tuple(dataclasses.replace(v, contribution=0.87988739) if v.feature == "glucose" else v   # adds up
+                   for v in expl.attributions.values)
+    attributions = dataclasses.replace(expl.attributions, base_value=1.1061e-04, prediction=0.999998, values=values)
     flips = (dataclasses.replace(expl.bias.flips[0], probability=0.9999993),) + expl.bias.flips[1:]
     html = ei.report([dataclasses.replace(expl, decision=decision, attributions=attributions,
                                           bias=dataclasses.replace(expl.bias, flips=flips))],
