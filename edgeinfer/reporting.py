@@ -16,6 +16,7 @@ data), and the margin to the decision threshold.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
@@ -360,16 +361,44 @@ def report(
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. -o report.html or -o report.pdf")
-    inputs = collect(explanations)
-    bundle = _bundle(bundle)
-    html = render_html(inputs, bundle=bundle, title=title, template=template)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".html":
-        out.write_text(html, encoding="utf-8")
-    else:
-        weasyprint = require("weasyprint", extra="report", purpose="writing PDF reports")
-        weasyprint.HTML(string=html, url_fetcher=_refuse_fetch).write_pdf(str(out))
+    weasyprint = (require("weasyprint", extra="report", purpose="writing PDF reports")
+                  if out.suffix.lower() == ".pdf" else None)
+    with _output(out):
+        inputs = collect(explanations)
+        bundle = _bundle(bundle)
+        html = render_html(inputs, bundle=bundle, title=title, template=template)
+        if weasyprint is None:
+            out.write_text(html, encoding="utf-8")
+        else:
+            weasyprint.HTML(string=html, url_fetcher=_refuse_fetch).write_pdf(str(out))
     return out
+
+
+@contextlib.contextmanager
+def _output(out: Path):
+    """Check that the report can be written at `out` before any work (a bad path was a bare OSError after every
+    record was read and every chart drawn): its folder is made and the file opened to append (nothing written). A
+    file made by the check is removed again when the report fails."""
+    fix = "give -o/--out a file path in a folder you can write to"
+    if out.is_dir():
+        raise UsageError(f"report output -o/--out {out} is a directory; name a file in it, e.g. "
+                         f"-o {out / ('report' + out.suffix.lower())}")
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise UsageError(f"report output -o/--out {out}: {folder} is a file, not a folder; {fix}")
+    made = not out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "ab"):
+            pass
+    except OSError as err:
+        raise UsageError(f"report output -o/--out {out}: cannot write there ({err.strerror or err}); {fix}") from None
+    try:
+        yield out
+    except BaseException:
+        if made:
+            out.unlink(missing_ok=True)
+        raise
 
 
 def _bundle(bundle: Any):
@@ -512,11 +541,12 @@ def report_command(bundle: str, explanations: str, out: str, title: str | None, 
     except OSError:                 # not there: collect() says so
         size = 0
     inputs: Any = explanations
-    if size >= PROGRESS_BYTES:      # a long session takes a while: say how far it got, on stderr (stdout: the path)
-        with click.progressbar(length=size, label=f"reading {Path(explanations).name}", file=sys.stderr) as bar:
-            inputs = collect(explanations, progress=bar.update)
-        click.echo(f"drawing the charts and writing {Path(out).name}", err=True)
-    path = report(inputs, out=out, bundle=bundle, title=title, template=template)
+    with _output(Path(out)):        # a path that cannot be written is told before a long file is read
+        if size >= PROGRESS_BYTES:  # a long session takes a while: say how far it got, on stderr (stdout: the path)
+            with click.progressbar(length=size, label=f"reading {Path(explanations).name}", file=sys.stderr) as bar:
+                inputs = collect(explanations, progress=bar.update)
+            click.echo(f"drawing the charts and writing {Path(out).name}", err=True)
+        path = report(inputs, out=out, bundle=bundle, title=title, template=template)
     click.echo(str(path))
 
 

@@ -1019,6 +1019,50 @@ def test_output_must_be_html_or_pdf(tmp_path):
     assert str(err.value) == "report output must end in .html or .pdf, got 'r.docx'; e.g. -o report.html or -o report.pdf"
 
 
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(fixed_bundle, tmp_path):
+    """-o naming a directory, or a file under a file, was a bare OSError ("[Errno 21] Is a directory") after every
+    record was read and every chart drawn: it is a usage error naming -o/--out and the fix, found first (here before
+    the missing explanations file)."""
+    folder = tmp_path / "out.html"
+    folder.mkdir()
+    with pytest.raises(UsageError) as err:
+        ei.report(tmp_path / "missing.jsonl", out=folder)
+    assert str(err.value) == (f"report output -o/--out {folder} is a directory; name a file in it, e.g. "
+                              f"-o {folder / 'report.html'}")
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n")
+    (tmp_path / "notes").write_text("mine")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o",
+                                       str(tmp_path / "notes" / "r.html")])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: report output -o/--out {tmp_path / 'notes' / 'r.html'}: {tmp_path / 'notes'} is "
+                             "a file, not a folder; give -o/--out a file path in a folder you can write to\n")
+    assert (tmp_path / "notes").read_text() == "mine" and folder.is_dir() and not any(folder.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_an_output_folder_that_takes_no_file_is_refused_naming_the_flag(fixed_bundle, tmp_path):
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation(fixed_bundle.sha256).to_json() + "\n")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", "/proc/report.html"])
+    assert result.exit_code == 2
+    assert result.stderr == ("error: report output -o/--out /proc/report.html: cannot write there (No such file or "
+                             "directory); give -o/--out a file path in a folder you can write to\n")
+
+
+def test_a_refused_report_leaves_an_earlier_one_and_makes_no_file(fixed_bundle, tmp_path):
+    """The output is checked by opening it to append, nothing written: a report that then fails leaves an earlier
+    report as it was, and a file the check made is removed."""
+    record = _explanation(fixed_bundle.sha256).to_dict()
+    record["attributions"]["prediction"] = -0.4
+    (tmp_path / "old.html").write_text("earlier report")
+    for name in ("old.html", "new/r.html"):
+        with pytest.raises(InputError):
+            ei.report([record], out=tmp_path / name, bundle=fixed_bundle)
+    assert (tmp_path / "old.html").read_text() == "earlier report"
+    assert not (tmp_path / "new" / "r.html").exists()
+
+
 def test_unknown_record_is_refused(tmp_path):
     with pytest.raises(InputError) as err:
         ei.report([{"row": 1, "label": 0}], out=tmp_path / "r.html")
