@@ -7,10 +7,13 @@ bundle's WindowSpec (`edgeinfer.windows.compute_many`, the function used at
 training time) and predicted in one batched call per chunk of windows. Each
 window becomes one JSON line on stdout:
 
-    {"window": {"index", "start", "end", "rows"},
+    {"window": {"index", "start", "end", "rows"[, "after_gap": true]},
      "decision": {"label", "class_name", "probabilities", "latency_ms"},
      "explanation": <Explanation.to_dict()> | null,
      "alerts": [...]}
+
+"after_gap" (only where true) marks the first window after a gap restarted the windows, so a reader of the
+lines alone (`edgeinfer report`) can break the session's timeline there.
 
 latency_ms is the time from reading the row that completed the window to the
 window's decision (and explanation) being ready.
@@ -1132,6 +1135,7 @@ class Windows:
     end: np.ndarray
     rows: int
     new: np.ndarray
+    after_gap: bool = False      # the first window is the first after a gap (the buffer was emptied before it)
 
 
 class Windower:
@@ -1146,8 +1150,10 @@ class Windower:
         self.covered = 0         # rows inside at least one full window
         self._covered_to = 0     # absolute index after the last window's end
         self._buf_start = 0      # absolute index of self.t[0]
+        self.after_gap = False   # a gap emptied the buffer since the last window was cut
 
     def restart(self) -> None:
+        self.after_gap = True
         self._buf_start += len(self.t)
         self.t = self.t[:0]
         self.v = self.v[:0]
@@ -1173,7 +1179,8 @@ class Windower:
         last_end = self._buf_start + int(starts[-1]) + self.window
         new = np.full(count, min(self.hop, self.window), dtype=np.int64)
         new[0] = self.window - min(max(self._covered_to - first_abs, 0), self.window)
-        out = Windows(values, self.t[starts], self.t[starts + self.window - 1], self.window, new)
+        out = Windows(values, self.t[starts], self.t[starts + self.window - 1], self.window, new, self.after_gap)
+        self.after_gap = False
         self.covered += int(new.sum())
         self._covered_to = last_end
         consumed = count * self.hop
@@ -1220,6 +1227,7 @@ class _Chunk:
     jobs: list[tuple[np.ndarray, Any]]
     off_rate: int = 0            # windows with a sample_rate alert
     covered: int = 0             # rows these windows are the first written windows to cover
+    after_gap: bool = False      # the first window is the first after a gap ("after_gap": true in its line)
 
     def done(self, ready) -> bool:
         """Whether every batch can be had without waiting (`ready`: the explainer's check of one)."""
@@ -1583,7 +1591,7 @@ def stream(
                         alerts.setdefault(i, []).extend(found)
             pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),
                                   w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs, off_rate,
-                                  int(w.new[lo:hi].sum())))
+                                  int(w.new[lo:hi].sum()), w.after_gap and lo == 0))
             write_ready(block=False)
 
     def take_oldest(waiting: list) -> None:
@@ -1613,21 +1621,22 @@ def stream(
         # The line json.dumps would write for the documented record, formatted in one step per window
         # for speed (floats as repr, which is what json writes).
         line = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(chunk.rows) +
-                '}, "decision": {"label": %d, "class_name": %s, "probabilities": {' +
+                '%s}, "decision": {"label": %d, "class_name": %s, "probabilities": {' +
                 ", ".join(f"{name}: %r" for name in class_json) + '}, "latency_ms": ' + repr(latency) +
                 '}, "explanation": %s, "alerts": %s}')
         undecided = ('{"window": {"index": %d, "start": %r, "end": %r, "rows": ' + str(chunk.rows) +
-                     '}, "decision": null, "explanation": null, "alerts": %s}')
+                     '%s}, "decision": null, "explanation": null, "alerts": %s}')
         parts = []
         base, probs, starts, ends, alerts = chunk.base, chunk.probs, chunk.starts, chunk.ends, chunk.alerts
         for i, label in enumerate(chunk.labels):
             found = alerts.get(i)
+            gap = ', "after_gap": true' if i == 0 and chunk.after_gap else ""
             if label < 0:
-                parts.append(undecided % (base + i, starts[i], ends[i], json.dumps(found, allow_nan=False)))
+                parts.append(undecided % (base + i, starts[i], ends[i], gap, json.dumps(found, allow_nan=False)))
                 continue
             explanation = explanations.get(i)
             parts.append(line % (
-                base + i, starts[i], ends[i], label, class_json[label], *probs[i],
+                base + i, starts[i], ends[i], gap, label, class_json[label], *probs[i],
                 "null" if explanation is None else explanation,
                 json.dumps(found, allow_nan=False) if found else "[]",
             ))

@@ -372,6 +372,24 @@ def test_rejects_and_gaps_are_told_in_line_order_and_a_repeated_key_is_a_malform
     assert json.loads((tmp_path / "s.json").read_text())["rejected_by_reason"]["malformed row"] == 2
 
 
+@pytest.mark.parametrize("batch", [1024, 1])
+def test_the_first_window_after_a_gap_says_so_in_its_line(motion_bundle, batch):
+    """The gaps were told on stderr only, so a report read from the lines drew its timeline straight across them:
+    the first window after a gap (here one a rejected row left, and a clock restart) carries "after_gap": true, in
+    whichever batch it is cut; no other line changes."""
+    text = HEADER + "\n" + "\n".join([*rows(0.0, 40), "4.0,abc,1,1,1,1,1", *rows(4.1, 40), *rows(0.0, 30)]) + "\n"
+    result = run([motion_bundle, "-", "--batch", batch], input=text)
+    assert result.exit_code == 0, result.output
+    assert [p.split(":")[:2] for p in problems(result)] == [["line 42", " rejected"], ["line 43", " gap"],
+                                                             ["line 83", " gap"]]
+    windows = [d["window"] for d in lines_of(result.stdout)]
+    assert [(w["start"], w["end"], w.get("after_gap", False)) for w in windows] == [
+        (0.0, 1.9, False), (1.0, 2.9, False), (2.0, 3.9, False), (4.1, 6.0, True), (5.1, 7.0, False),
+        (6.1, 8.0, False), (0.0, 1.9, True), (1.0, 2.9, False)]
+    assert all(set(w) == {"index", "start", "end", "rows"} for w in windows if "after_gap" not in w)
+    assert "windows  8 (0 explained); 0 used rows in no full window; 2 gaps" in result.stderr
+
+
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     from_file = run([motion_bundle, recording])
     from_stdin = run([motion_bundle, "-"], input=recording.read_text())
