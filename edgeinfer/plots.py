@@ -119,19 +119,24 @@ def _line(points: Sequence[Point], *, bins: int = LINE_BINS) -> list[Point]:
 
 
 def timeline_chart(points: Sequence[Point], *, quantity: str, threshold: float | None, xlabel: str,
-                   alt: str, key: str) -> str:
-    """Risk per window as a line; alerts as vermillion triangles, explained windows as open black circles.
+                   alt: str, key: str, breaks: Sequence[float] = ()) -> str:
+    """Risk per window as a line; alerts as vermillion triangles, explained windows as open black circles; at each
+    x in `breaks` (a gap in the rows: the windows restarted) the line stops and a grey dotted line stands.
 
     A long session (over MARKED_WINDOWS windows) has no dot per window, and past 2 * LINE_BINS its line runs
     through each bin's extremes (see `_line`): the chart's size stays bounded; alerts are all marked."""
     plt = _pyplot()
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(6.8, 2.8))
-        line = _line(points)
+        # a NaN point at each break: matplotlib leaves the line open there
+        line = sorted([*_line(points), *(Point(x, float("nan")) for x in breaks)], key=lambda p: p.x)
         xs = [p.x for p in line]
         ys = [p.risk for p in line]
         dots = {"marker": ".", "markersize": 4} if len(points) <= MARKED_WINDOWS else {"linewidth": 1.0}
         ax.plot(xs, ys, **{"color": OKABE_ITO["blue"], "linewidth": 1.4, **dots}, label=quantity)
+        if breaks:
+            ax.vlines(list(breaks), 0.0, 1.0, colors="#999999", linestyles=":", linewidth=1.0,
+                      label="gap in the rows (windows restarted)")
         if threshold is not None:
             ax.axhline(threshold, color="black", linestyle="--", linewidth=0.9, label=f"decision threshold {threshold:g}")
         alerts = [p for p in points if p.alert]

@@ -2,7 +2,8 @@
 
 `report(explanations, out=..., bundle=...)` renders explained decisions (Explanation
 objects, their JSON, or `edgeinfer stream` window records) with the bundle's source
-attributes. The page asks for nothing from the network: styles, fonts (system
+attributes; a stream session's summary (`summary=`) adds the rows the stream rejected and its gaps, which its
+window records do not count. The page asks for nothing from the network: styles, fonts (system
 stacks) and charts (inline SVG) are all inside it. Section titles and fixed wording
 live in the Jinja template (`templates/report.html.j2`), so an institution can adapt
 them without code (`template=` / `--template`). The decision wording itself comes
@@ -58,6 +59,7 @@ class Window:
     alerts: tuple[Any, ...] = ()
     where: str = ""                      # "record 3": where errors about it point
     explained: bool = False              # it carries an explanation (kept as `explanation` for the first MAX_CASES)
+    after_gap: bool = False              # the first window after a gap in the rows (the stream's "after_gap")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Refused:
     alerts: tuple[Any, ...] = ()         # an undecided stream window's alerts (their messages are also in `reason`)
     start: Any = None                    # an undecided stream window's bounds, for its alerts' rows
     end: Any = None
+    after_gap: bool = False              # an undecided stream window, the first after a gap in the rows
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,8 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             bounds = [item["window"].get(k) if isinstance(item["window"], Mapping) else None for k in ("start", "end")]
             start, end = [v if isinstance(v, numbers.Real) and not isinstance(v, bool) else None for v in bounds]
             refused.append(Refused(row=index, reason="; ".join(said) or "not decided", where=where,
-                                   alerts=tuple(alerts), start=start, end=end))
+                                   alerts=tuple(alerts), start=start, end=end,
+                                   after_gap=_after_gap(item["window"], where)))
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "window" in item:
             windows.append(_window(item, n, where, explanation=explanation))
@@ -300,6 +304,7 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
         raise InputError(f"{where}: window index must be a whole number >= 0, got "
                          f"{_json(index)}")
+    after_gap = _after_gap(window, where)
     explanation = None if explained is None else explanation(explained, where, row=False)
     return Window(
         index=int(index),
@@ -312,7 +317,16 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
         alerts=tuple(alerts),
         where=where,
         explained=explained is not None,
+        after_gap=after_gap,
     )
+
+
+def _after_gap(window: Any, where: str) -> bool:
+    """A window record's "after_gap" (`edgeinfer stream` writes it, true, on the first window after a gap)."""
+    value = window.get("after_gap", False) if isinstance(window, Mapping) else False
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: window after_gap must be true or false, got {_json(value)}; the record is damaged")
+    return value
 
 
 def _json(value: Any) -> str:
@@ -350,12 +364,15 @@ def report(
     bundle: Any = None,
     title: str | None = None,
     template: str | Path | None = None,
+    summary: Any = None,
 ) -> Path:
     """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf).
 
     `explanations`: Explanations, their JSON dicts, stream window records, the path of a JSONL file of them, or
     the Inputs that collect() made of them.
-    `bundle`: the bundle directory's path, a Bundle, or a Session (its bundle)."""
+    `bundle`: the bundle directory's path, a Bundle, or a Session (its bundle).
+    `summary`: a stream session's summary (the StreamSummary `stream()` returns, its dict, or the JSON file
+    `edgeinfer stream --summary` wrote): the rows it rejected and its gaps, which the window records do not count."""
     if not isinstance(out, (str, os.PathLike)):
         raise UsageError(f"report output must be a path ending in .html or .pdf, got {out!r}")
     out = Path(out)
@@ -366,7 +383,7 @@ def report(
     with _output(out):
         inputs = collect(explanations)
         bundle = _bundle(bundle)
-        html = render_html(inputs, bundle=bundle, title=title, template=template)
+        html = render_html(inputs, bundle=bundle, title=title, template=template, summary=summary)
         if weasyprint is None:
             out.write_text(html, encoding="utf-8")
         else:
@@ -420,10 +437,11 @@ def _refuse_fetch(url: str, *args, **kwargs):
     raise EdgeInferError(f"the report tried to fetch {url!r}; reports must be self-contained")
 
 
-def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, template: str | Path | None = None) -> str:
+def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, template: str | Path | None = None,
+                summary: Any = None) -> str:
     """The report as one HTML string."""
     jinja2 = require("jinja2", extra="report", purpose=_PURPOSE)
-    context = build_context(inputs, bundle=bundle, title=title)
+    context = build_context(inputs, bundle=bundle, title=title, summary=summary)
     templates = Path(__file__).parent / "templates"
     search = [str(templates)]
     name = TEMPLATE
@@ -532,7 +550,10 @@ def generated_at() -> str:
 @click.option("--title", default=None, help="Report title (default: from the model's name).")
 @click.option("--template", type=click.Path(dir_okay=False), default=None,
               help="Your own copy of report.html.j2 (section titles and wording).")
-def report_command(bundle: str, explanations: str, out: str, title: str | None, template: str | None) -> None:
+@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+              help="A stream session's summary (`edgeinfer stream --summary`): its rejected rows and gaps.")
+def report_command(bundle: str, explanations: str, out: str, title: str | None, template: str | None,
+                   summary: str | None) -> None:
     """Write a clinician report from EXPLANATIONS.jsonl (`edgeinfer explain` or `edgeinfer stream` output)."""
     if Path(out).suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{Path(out).name}'; e.g. -o report.html or -o report.pdf")
@@ -546,7 +567,7 @@ def report_command(bundle: str, explanations: str, out: str, title: str | None, 
             with click.progressbar(length=size, label=f"reading {Path(explanations).name}", file=sys.stderr) as bar:
                 inputs = collect(explanations, progress=bar.update)
             click.echo(f"drawing the charts and writing {Path(out).name}", err=True)
-        path = report(inputs, out=out, bundle=bundle, title=title, template=template)
+        path = report(inputs, out=out, bundle=bundle, title=title, template=template, summary=summary)
     click.echo(str(path))
 
 
@@ -580,8 +601,9 @@ def risk_spec(classes: Sequence[str], favourable: str | None) -> RiskSpec:
     return RiskSpec("probability of the decided class", None)
 
 
-def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> dict[str, Any]:
+def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summary: Any = None) -> dict[str, Any]:
     """Everything the template needs, as plain values (numbers stay numbers; wording is the template's)."""
+    stream = _stream_summary(summary, inputs)
     schema = bundle.schema if bundle is not None else _schema_from(inputs)
     _check_classes(inputs, schema, bundle)
     _check_records(inputs, schema, bundle)
@@ -607,6 +629,8 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
         "generated": generated_at(),
         "session": inputs.stream,
         "summary": _summary(inputs, spec, total),
+        # the stream's rows and gaps: its summary (None: not given), and the windows its lines mark as after a gap
+        "stream": {"rows": stream, "after_gap": _windows_text(_after_gaps(inputs))},
         "risk_label": spec.label,
         "risk_threshold": spec.threshold,
         "cases": cases,
@@ -618,6 +642,76 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None) -> d
         # what a held-out row is, where the report counts them (a stream bundle's rows are windows)
         "unit": "windows" if manifest.get("window") is not None or inputs.stream else "patients",
     }
+
+
+SUMMARY_COUNTS = ("rows_read", "rows_used", "rows_rejected", "rows_not_in_window", "gaps", "windows")
+
+
+def _stream_summary(summary: Any, inputs: Inputs) -> dict[str, Any] | None:
+    """A stream session's summary (StreamSummary, its dict, or the JSON file `edgeinfer stream --summary` wrote),
+    checked against the window records: the rows the stream rejected and its gaps, which the records do not count.
+    None where none is given."""
+    if summary is None:
+        return None
+    where, data = "summary=", summary
+    wrote = "give the file `edgeinfer stream --summary` wrote with these windows"
+    if isinstance(summary, (str, os.PathLike)):
+        where = f"--summary {summary}"
+        try:
+            data = json.loads(Path(summary).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{where}: not found; {wrote}") from None
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: not valid JSON ({err.msg} at line {err.lineno}); {wrote}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{where}: unreadable ({err}); {wrote}") from err
+    elif hasattr(summary, "to_dict"):                # the StreamSummary stream() returns
+        data = summary.to_dict()
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: expected a stream's summary (a JSON object), got {type(data).__name__}; {wrote}")
+    if not inputs.stream:
+        raise InputError(f"{where}: a stream's summary goes with its window records, but these records are rows of "
+                         "`edgeinfer explain`; report them without it")
+    counts = {key: _whole(data.get(key)) for key in SUMMARY_COUNTS}
+    for key, value in counts.items():
+        if value is None:
+            raise InputError(f"{where}: {key} must be a whole number >= 0, got {_json(data.get(key))}; {wrote}")
+    reasons = data.get("rejected_by_reason", {})
+    if not isinstance(reasons, Mapping) or any(_whole(n) is None for n in reasons.values()):
+        raise InputError(f"{where}: rejected_by_reason must map each reason to a count, got {_json(reasons)}; "
+                         f"{wrote}")
+    if (counts["rows_read"] != counts["rows_used"] + counts["rows_rejected"]
+            or sum(map(_whole, reasons.values())) != counts["rows_rejected"]):
+        raise InputError(f"{where}: rows_read {counts['rows_read']} is not rows_used {counts['rows_used']} + "
+                         f"rows_rejected {counts['rows_rejected']}, or rejected_by_reason does not add up to the "
+                         f"latter; the summary is damaged: {wrote}")
+    windows = len(inputs.windows) + len(inputs.refused)
+    after = len(_after_gaps(inputs))
+    if counts["windows"] != windows or counts["gaps"] < after:
+        found = (f"counts {_count(counts['windows'], 'window')}, but the records hold {windows}"
+                 if counts["windows"] != windows else
+                 f"counts {_count(counts['gaps'], 'gap')}, but {_count(after, 'window')} of the records follow one")
+        raise InputError(f"{where}: {found}: it is another session's (or the stream was still writing); {wrote}")
+    stopped = data.get("stopped_by")
+    return {**counts, "stopped_by": stopped if isinstance(stopped, str) and stopped != "end of input" else None,
+            "reasons": sorted(((str(k), _whole(n)) for k, n in reasons.items()), key=lambda kv: -kv[1])}
+
+
+def _after_gaps(inputs: Inputs) -> list[int]:
+    """The indices of the windows, decided or not, that the stream marked as the first after a gap."""
+    return sorted([w.index for w in inputs.windows if w.after_gap]
+                  + [r.row for r in inputs.refused if r.after_gap and isinstance(r.row, numbers.Integral)])
+
+
+def _windows_text(indices: Sequence[int], shown: int = 10) -> str | None:
+    """"window 4", "windows 4 and 9", "windows 4, 9, 17, … (25 in all)"; None for none."""
+    if not indices:
+        return None
+    if len(indices) == 1:
+        return f"window {indices[0]}"
+    if len(indices) > shown:
+        return f"windows {', '.join(map(str, indices[:shown]))}, … ({len(indices)} in all)"
+    return f"windows {', '.join(map(str, indices[:-1]))} and {indices[-1]}"
 
 
 def _check_classes(inputs: Inputs, schema, bundle) -> None:
@@ -1102,7 +1196,8 @@ def _bias(e, schema) -> dict[str, Any] | None:
 
 def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Refused] = ()) -> dict[str, Any]:
     """The risk chart of the decided windows, and every alert of the session: an undecided window's too (it has
-    no risk to plot, so its alerts are listed, marked as such, and counted apart in the caption)."""
+    no risk to plot, so its alerts are listed, marked as such, and counted apart in the caption). The line breaks
+    before each window the stream marked as the first after a gap in the rows."""
     from markupsafe import Markup
 
     from edgeinfer import plots
@@ -1122,6 +1217,9 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Ref
     peak = max(points, key=lambda p: p.risk)
     shown = sum(p.explained for p in points)             # circled: the explained windows shown in full below
     n_explained = sum(1 for w in ordered if w.explained or w.explanation is not None)
+    first = min([w.index for w in ordered] + [r.row for r in undecided if isinstance(r.row, numbers.Integral)])
+    after = sorted([w.index for w in ordered if w.after_gap and w.index > first]
+                   + [r.row for r in undecided if r.after_gap and isinstance(r.row, numbers.Integral) and r.row > first])
     alt = (f"Line chart of the {spec.label} in {_count(len(points), 'window')} (window {ordered[0].index} to "
            f"{ordered[-1].index}); highest {_probability_apart(peak.risk, spec.threshold)} at window {int(peak.x)}; "
            f"{_count(plotted, 'alert')} (triangles)"
@@ -1129,9 +1227,11 @@ def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Ref
               "(not plotted)" if off_chart else "")
            + (f"; {_count(n_explained, 'explained window')}, the {shown} shown in full below as open circles"
               if n_explained > shown else f"; {_count(n_explained, 'explained window')} (open circles)")
+           + (f"; the line breaks at {_count(len(after), 'gap')} in the rows (dotted: the windows restarted at "
+              f"{_windows_text(after)})" if after else "")
            + (f"; dashed line: decision threshold {spec.threshold:g}." if spec.threshold is not None else "."))
     svg = plots.timeline_chart(points, quantity=spec.label, threshold=spec.threshold, xlabel="window number",
-                               alt=alt, key="timeline-chart")
+                               alt=alt, key="timeline-chart", breaks=[i - 0.5 for i in after])
     return {"svg": Markup(svg), "alt": alt, "alerts": alerts, "windows": len(points), "explained": n_explained,
             "peak": peak.risk, "peak_window": int(peak.x), "undecided_alerts": off_chart,
             "undecided_windows": off_windows}

@@ -452,6 +452,118 @@ def test_a_window_without_alerts_has_an_empty_tuple_of_them():
     assert window.alerts == ()
     assert [f.type for f in dataclasses.fields(Window) if f.name == "alerts"] == ["tuple[Any, ...]"]
 
+def _risk_line(html: str) -> str:
+    """The timeline's risk line: the path of its line2d with the most points."""
+    timeline = re.search(r'<section id="timeline".*?</svg>', html, flags=re.S).group(0)
+    paths = re.findall(r'<g id="timeline-chart-line2d_\d+">\s*<path[^>]* d="([^"]*)"', timeline)
+    return max(paths, key=lambda d: d.count("L"))
+
+
+def _gapped_session(bundle, tmp_path: Path) -> tuple[Path, dict]:
+    """`_window_records` as a JSONL file, windows 5 and 9 marked as the first after a gap, and a stream summary."""
+    records = _window_records(bundle)
+    for i in (5, 9):
+        records[i]["window"]["after_gap"] = True
+    lines = tmp_path / "s.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"rows_read": 1201, "rows_used": 1198, "rows_rejected": 3, "rows_not_in_window": 18, "gaps": 2,
+               "windows": 12, "rejected_by_reason": {"malformed row": 1, "not a number": 2},
+               "stopped_by": "end of input", "elapsed_s": 0.4}
+    return lines, summary
+
+
+def test_a_session_report_tells_the_rows_the_stream_rejected_and_breaks_its_timeline_at_gaps(fixed_bundle, tmp_path):
+    """A session with a rejected row and a gap read "12 windows …; 0 alerts" and drew its timeline straight across
+    the gap: the stream's summary (`--summary`) gives the rows and gaps, and the line breaks before each window the
+    stream marked as the first after a gap, a dotted line there."""
+    lines, summary = _gapped_session(fixed_bundle, tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(out), "--summary",
+                                       str(tmp_path / "summary.json")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert ("12 windows from 0 to 120; 2 alerts; 2 explained. The stream read 1201 rows: 1198 used and 3 rejected (2 × "
+            "not a number, 1 × malformed row); 2 gaps in time restarted the windows (the timeline breaks before "
+            "windows 5 and 9); 18 used rows fell in no full window.") in _text(html)
+    assert ("2 explained windows (open circles); the line breaks at 2 gaps in the rows (dotted: the windows restarted "
+            "at windows 5 and 9); dashed line: decision threshold 0.5.") in _text(html.replace("<figcaption>", " "))
+    assert _risk_line(html).count("M") == 3                       # three runs of windows: 0-4, 5-8, 9-11
+    assert "gap in the rows (windows restarted)" in html          # the dotted lines' legend
+    # in Python: the StreamSummary stream() returns, or its dict; stopped early, it says so
+    from edgeinfer.stream import StreamSummary
+
+    fields = {f.name for f in dataclasses.fields(StreamSummary)}
+    stopped = StreamSummary(**{k: v for k, v in {**summary, "stopped_by": "SIGINT"}.items() if k in fields},
+                            explained=2, alerts=2, rows_per_s=0.0, windows_per_s=0.0, latency_p50_ms=None,
+                            latency_p95_ms=None)
+    text = _text(ei.report(lines, out=out, bundle=fixed_bundle, summary=stopped).read_text(encoding="utf-8"))
+    assert "The stream (stopped by SIGINT) read 1201 rows: 1198 used and 3 rejected" in text
+
+
+def test_a_session_report_without_the_summary_says_where_its_rejected_rows_are_counted(fixed_bundle, tmp_path):
+    """Without the summary the report cannot count the rows the stream rejected: it says so and how to give it;
+    the gaps the records mark still break the timeline."""
+    lines, _ = _gapped_session(fixed_bundle, tmp_path)
+    html = ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle).read_text(encoding="utf-8")
+    assert ("The rows the stream rejected and its gaps in time are counted in its summary, not in the window records: "
+            "give it to count them here ( edgeinfer stream --summary FILE , then edgeinfer report --summary FILE ). "
+            "The records mark windows 5 and 9 as the first after a gap: the timeline breaks there.") in _text(html)
+    assert _risk_line(html).count("M") == 3
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    for r in records:
+        r["window"].pop("after_gap", None)
+    html = ei.report(records, out=tmp_path / "r.html", bundle=fixed_bundle).read_text(encoding="utf-8")
+    assert "give it to count them here ( edgeinfer stream --summary FILE , then edgeinfer report --summary FILE )." \
+        in _text(html) and "first after a gap" not in _text(html)
+    assert _risk_line(html).count("M") == 1 and "gap in the rows" not in html
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(windows=10), "counts 10 windows, but the records hold 12: it is another session's (or the "
+                                     "stream was still writing); GIVE"),
+    (lambda s: s.update(gaps=1), "counts 1 gap, but 2 windows of the records follow one: it is another session's (or "
+                                 "the stream was still writing); GIVE"),
+    (lambda s: s.update(rows_used=1197), "rows_read 1201 is not rows_used 1197 + rows_rejected 3, or "
+                                         "rejected_by_reason does not add up to the latter; the summary is damaged: GIVE"),
+    (lambda s: s.pop("gaps"), "gaps must be a whole number >= 0, got null; GIVE"),
+    (lambda s: s.update(rejected_by_reason=["not a number"]),
+     'rejected_by_reason must map each reason to a count, got ["not a number"]; GIVE'),
+])
+def test_a_stream_summary_that_is_not_these_windows_is_refused(fixed_bundle, tmp_path, change, message):
+    lines, summary = _gapped_session(fixed_bundle, tmp_path)
+    change(summary)
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle, summary=path)
+    give = "give the file `edgeinfer stream --summary` wrote with these windows"
+    assert str(err.value) == f"--summary {path}: " + message.replace("GIVE", give)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_stream_summary_beside_explained_rows_or_missing_is_refused(fixed_bundle, tmp_path):
+    _, summary = _gapped_session(fixed_bundle, tmp_path)
+    with pytest.raises(InputError) as err:
+        ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle, summary=summary)
+    assert str(err.value) == ("summary=: a stream's summary goes with its window records, but these records are rows "
+                              "of `edgeinfer explain`; report them without it")
+    lines, _ = _gapped_session(fixed_bundle, tmp_path)
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html"),
+                                       "--summary", str(tmp_path / "none.json")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: --summary {tmp_path / 'none.json'}: not found; give the file `edgeinfer stream "
+                             "--summary` wrote with these windows\n")
+
+
+def test_a_window_after_gap_that_is_not_true_or_false_is_refused(fixed_bundle, tmp_path):
+    records = _window_records(fixed_bundle)
+    records[3]["window"]["after_gap"] = "yes"
+    with pytest.raises(InputError) as err:
+        ei.report(records, out=tmp_path / "r.html", bundle=fixed_bundle)
+    assert str(err.value) == 'record 4: window after_gap must be true or false, got "yes"; the record is damaged'
+
+
 def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
     """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
     records = _window_records(fixed_bundle)

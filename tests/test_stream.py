@@ -390,6 +390,25 @@ def test_the_first_window_after_a_gap_says_so_in_its_line(motion_bundle, batch):
     assert "windows  8 (0 explained); 0 used rows in no full window; 2 gaps" in result.stderr
 
 
+def test_the_session_report_tells_the_streams_rejected_row_and_gap(motion_bundle, tmp_path):
+    """Review: a row rejected at line 62 left a 0.2 s gap; the stream told both on stderr only and the report said
+    "10 windows from 0 to 12.9; 0 alerts", its timeline one run. Given the stream's lines and its summary, the report
+    counts both and breaks the timeline before the window after the gap."""
+    text = HEADER + "\n" + "\n".join([*rows(0.0, 60), "6.0,abc,1,1,1,1,1", *rows(6.1, 79)]) + "\n"
+    (tmp_path / "rec.csv").write_text(text)
+    result = run([motion_bundle, tmp_path / "rec.csv", "--summary", tmp_path / "s.json"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "s.jsonl").write_text(result.stdout)
+    out = tmp_path / "r.html"
+    report = CliRunner().invoke(main, ["report", str(motion_bundle), str(tmp_path / "s.jsonl"), "-o", str(out),
+                                       "--summary", str(tmp_path / "s.json")], catch_exceptions=False)
+    assert report.exit_code == 0, report.output
+    page = out.read_text(encoding="utf-8")
+    assert ("The stream read 140 rows: 139 used and 1 rejected (1 × not a number); 1 gap in time restarted the "
+            "windows (the timeline breaks before window 5); 9 used rows fell in no full window.") in page
+    assert "the line breaks at 1 gap in the rows (dotted: the windows restarted at window 5)" in page
+
+
 def test_stdin_gives_the_same_lines_as_the_file(motion_bundle, recording):
     from_file = run([motion_bundle, recording])
     from_stdin = run([motion_bundle, "-"], input=recording.read_text())
