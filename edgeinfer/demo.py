@@ -160,10 +160,11 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
                f"{fidelity['agreement']:.2%} of {fidelity['holdout_rows']} windows (this demo's gate: "
                f"{fidelity['threshold'] * 100:g} %, below the default {DEFAULT_AGREEMENT * 100:g} %)")
     recording = write_recording(out / "recording.csv", recordings=list(range(0, 40, 5)))
-    windows = out / "stream.jsonl"
+    windows, summary = out / "stream.jsonl", out / "stream-summary.json"
     with open(windows, "w", encoding="utf-8") as sink:
         subprocess.run([sys.executable, "-m", "edgeinfer.cli", "stream", str(motion), str(recording),
-                        "--explain", "on-change", "--stakeholder", "clinician", "--stats-every", "0"],
+                        "--explain", "on-change", "--stakeholder", "clinician", "--stats-every", "0",
+                        "--summary", str(summary)],
                        stdout=sink, check=True)
     records = [json.loads(line) for line in windows.read_text(encoding="utf-8").splitlines()]
     changes = [r for r in records if r.get("explanation")]
@@ -181,11 +182,11 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     paths = {
         "report_html": ei.report(explained, out=out / "report.html", bundle=report.bundle),
         "report_pdf": ei.report(explained, out=out / "report.pdf", bundle=report.bundle),
-        "stream_report": ei.report(records, out=out / "stream-report.html", bundle=motion),
+        "stream_report": ei.report(records, out=out / "stream-report.html", bundle=motion, summary=summary),
     }
     for name, path in paths.items():
         click.echo(f"{name:<14} {path}")
-    return {"explanations": explained, "stream": windows, **paths}
+    return {"explanations": explained, "stream": windows, "stream_summary": summary, **paths}
 
 
 @click.command("demo")
