@@ -22,6 +22,7 @@ stakeholder needs no code: `register_stakeholder("recruiter.toml")`.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
 import math
 import operator
@@ -838,12 +839,17 @@ class _View:
         """Two values of one feature side by side (a change's from and to): the view's digits, or as many more as
         it takes for the two to differ and for the difference they show to be within half the real one (23.6 and
         23.2, not 24 and 23); a rounded one with the other's decimals, so that it does not read as exact (5.04 as
-        5.0 beside 5.4, not 5)."""
+        5.0 beside 5.4, not 5). The to value, a counterfactual's answer, is rounded away from the from value
+        (`_past`): an answer sits just past the decision boundary, and rounded to nearest it read 3.51 for 3.50719
+        from 5.02, a value at which the model gives the other class."""
         f = self.feature(name)
         if (f is not None and f.kind == "categorical") or not (math.isfinite(a) and math.isfinite(b)):
             return self.value(name, a, unit), self.value(name, b, unit)
+        low, high = (f.low, f.high) if f is not None else (-math.inf, math.inf)
         for digits in range(self.s.digits, max(self.s.digits, 12) + 1):
             shown = _same_decimals((self._number(name, a, digits), self._number(name, b, digits)), (a, b))
+            exact = f is not None and f.step > 0 and _on_grid(b, f.step)     # a multiple of the step reads as one
+            shown = (shown[0], shown[1] if exact else _past(shown[1], a, b, low=low, high=high))
             if shown[0] != shown[1] and abs(float(shown[1]) - float(shown[0]) - (b - a)) <= 0.5 * abs(b - a):
                 break
         return self._with_unit(name, shown[0], unit), self._with_unit(name, shown[1], unit)
@@ -1027,7 +1033,10 @@ class _View:
                 verb, by = self.word("word_change"), self.value(ch.feature, ch.to_value)
             else:
                 verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
-                by = self.value(ch.feature, abs(ch.to_value - ch.from_value), ch.unit)
+                # rounded up, as the to value is rounded away from the from value: a change that is enough
+                size = abs(ch.to_value - ch.from_value)
+                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size),
+                                     ch.unit)
             from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit)
             changes.append(self.fill("change", feature=self.words_for(ch.feature), from_value=from_value,
                                      to_value=to_value, by=by, verb=verb))
@@ -1300,6 +1309,26 @@ def _same_decimals(texts: tuple[str, ...], values: tuple[float, ...]) -> tuple[s
         exact = not decimals or float(t) == v
         shown.append(padded if not exact and padded == f"{v:.{decimals}f}" else t)
     return tuple(shown)
+
+
+_WIDE = decimal.Context(prec=400)     # every digit of any float: quantize never runs out of precision
+
+
+def _past(text: str, start: float, value: float, *, low: float = -math.inf, high: float = math.inf) -> str:
+    """`text` (a rounding of `value`) rounded instead away from `start` at the decimals it shows, so that it never
+    falls between `start` and `value`: a counterfactual's answer lies just past the decision boundary (by ~1e-6),
+    and 3.50719 from 5.02 rounded to nearest read 3.51, a value at which the model decides the other way. A text
+    that is `value` (to float rounding) stays as it is; one that would leave [low, high] gets more decimals."""
+    if abs(float(text) - value) <= 1e-12 * max(1.0, abs(value)) or value == start:
+        return text
+    rounding = decimal.ROUND_CEILING if value > start else decimal.ROUND_FLOOR
+    places = len(text.partition(".")[2])
+    exact = decimal.Decimal(value)
+    for more in range(places, places + 18):
+        shown = exact.quantize(decimal.Decimal(1).scaleb(-more), rounding=rounding, context=_WIDE)
+        if low <= float(shown) <= high:
+            return format(shown.copy_abs() if shown.is_zero() else shown, "f")     # never "-0.00"
+    return repr(value)
 
 
 def _on_grid(value: float, step: float) -> bool:

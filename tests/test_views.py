@@ -193,7 +193,7 @@ def test_patient_text_is_plain_and_readable(schema, fk, p, depends):
     assert not re.search(r"\d\.\d{2,}", text), "no raw probabilities or long decimals"
     assert fk(text) <= 8, f"grade {fk(text)}:\n{text}"
     assert ("What could change the result:\nThe result would have been lower progression if:\n"
-            "- your body weight for height (BMI) had been 28 kg/m² instead of 32 kg/m²\n"
+            "- your body weight for height (BMI) had been 27 kg/m² instead of 32 kg/m²\n"
             "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n"
             "That is with these 2 changes made together.\n\n") in text
     assert text.endswith("\n\nThis is not a diagnosis or advice. Your care team will decide with you what to do.")
@@ -224,7 +224,8 @@ def _one_change(schema, name: str, before: float, after: float) -> Explanation:
     ("bmi", 23.6, 23.2, "23.2", "23.6"),        # read "23 instead of 24": a change of 1 for one of 0.4
     ("s4", 5.43, 5.04, "5.0", "5.4"),           # read "5 instead of 5.4": 5.04 lost its decimal beside 5.4
     ("s5", 5.02, 3.51, "3.5", "5.0"),           # read "3.5 instead of 5"
-    ("bmi", 32.1, 27.5, "28", "32"),            # 2 digits tell this change within half of it (4 for 4.6)
+    ("bmi", 32.1, 27.5, "27", "32"),            # 2 digits tell this change within half of it (5 for 4.6); the
+                                                # answer rounded away from 32.1, never to 28 short of it
     ("s4", 5.43, 4.0, "4", "5.4"),              # an exact value reads as it is
 ])
 def test_a_change_shows_its_two_values_with_the_digits_that_keep_its_size(schema, name, before, after, to_shown,
@@ -236,6 +237,65 @@ def test_a_change_shows_its_two_values_with_the_digits_that_keep_its_size(schema
     unit = f" {f.unit}" if f.unit else ""
     text = views.render(_one_change(schema, name, before, after), schema, stakeholder="patient")
     assert f"\n- your {f.lay} had been {to_shown}{unit} instead of {from_shown}{unit}\n" in text
+
+
+def test_an_answer_as_the_text_writes_it_reaches_the_target_on_the_deployed_model(linear_session):
+    """A counterfactual's answer sits ~1e-6 past the decision boundary; rounded to nearest, the shown value often
+    fell short of it (the demo's 5.02 → 3.51 for 3.50719: higher progression at 3.51; 72 of 238 clinician answers
+    on the demo bundle). Class-1 logit -4 (tg - 6.4132): from tg 5.02 the answer is just above 6.4132, which reads
+    6.41 (3 digits) and 6.4 (2 digits) to nearest, both short of the boundary. The shown value is rounded away
+    from the patient's, and set on the deployed model it gives the target."""
+    schema = FeatureSchema(
+        (Feature("tg", low=3.0, high=7.0, lay="blood fats", clinical="log triglycerides"),
+         Feature("age", kind="integer", low=18, high=90, mutable=False)),
+        ("lower", "higher"), favourable="lower")
+    session = linear_session([-4.0, 0.0], 4.0 * 6.4132, schema)
+    row = np.array([5.02, 50.0])
+    clinician = session.explain(row, stakeholder="clinician")
+    (change,) = clinician.counterfactuals.items[0].changes
+    assert 6.4132 < change.to_value < 6.414
+    assert "\n1. log triglycerides 5.02 → 6.42 → lower (p = 0.5001)" in clinician.text
+    patient = session.explain(row, stakeholder="patient").text
+    assert "\n- your blood fats had been 6.5 instead of 5.0\n" in patient
+    for shown, reached in ((6.42, "lower"), (6.5, "lower"), (6.41, "higher"), (6.4, "higher")):
+        assert session.predict(np.array([shown, 50.0])).class_name == reached, shown
+
+
+@pytest.mark.parametrize("before, after, low, high, to_shown, from_shown", [
+    (5.02, 3.507194636707989, 3.0, 7.0, "3.50", "5.02"),     # the demo's answer: 3.51 (nearest) gave the other class
+    (5.02, 6.41320001, 3.0, 7.0, "6.42", "5.02"),
+    (5.02, 6.9962, 3.0, 6.9962, "6.9962", "5.02"),          # 7.00 would leave the range: the digits that stay in it
+    (5.02, 6.99621, 3.0, 6.9963, "6.9963", "5.02"),
+    (-0.2, -0.041234, -1.0, 1.0, "-0.0412", "-0.2"),         # up: toward +inf (-0.0412), never -0.0413
+    (0.2, 0.041276, 0.0, 1.0, "0.0412", "0.2"),              # down: 0.0412, never 0.0413 (nearest)
+    (5.43, 4.0, 1.0, 10.0, "4", "5.43"),                    # an exact answer reads as it is
+])
+def test_a_shown_answer_never_falls_between_the_patients_value_and_the_answer(before, after, low, high, to_shown,
+                                                                             from_shown):
+    schema = FeatureSchema((Feature("x", low=low, high=high),), ("no", "yes"))
+    x = {"x": before}
+    cf = Counterfactual((after,), (FeatureChange("x", before, after),), "no", (0.6, 0.4), True, 1.0, 1)
+    expl = Explanation(Decision(1, "yes", (0.4, 0.6), ("no", "yes"), 0.1), x,
+                       ModelInfo("m", SHA, "fp32", "d", "CPUExecutionProvider", "edgeinfer"),
+                       counterfactuals=Counterfactuals("class 'no'", "no", (cf,), found=True))
+    text = views.render(expl, schema, stakeholder="clinician")
+    assert f"\n1. x {from_shown} → {to_shown} → no" in text
+    shown = float(to_shown)
+    assert low <= shown <= high and (shown <= after if after < before else shown >= after)
+
+
+def test_a_change_told_by_how_much_is_rounded_up_so_that_it_is_enough(tmp_path):
+    """{by}: 5.02 → 3.50719 is a change of 1.51281, which read "by 1.51" (to nearest), not enough to reach 3.50719."""
+    schema = FeatureSchema((Feature("x", low=3.0, high=7.0),), ("no", "yes"))
+    cf = Counterfactual((3.507194636707989,), (FeatureChange("x", 5.02, 3.507194636707989),), "no", (0.6, 0.4), True,
+                        1.0, 1)
+    expl = Explanation(Decision(1, "yes", (0.4, 0.6), ("no", "yes"), 0.1), {"x": 5.02},
+                       ModelInfo("m", SHA, "fp32", "d", "CPUExecutionProvider", "edgeinfer"),
+                       counterfactuals=Counterfactuals("class 'no'", "no", (cf,), found=True))
+    path = tmp_path / "coach.toml"
+    path.write_text('extends = "clinician"\n[text]\nchange = "{verb} {feature} by {by}"\n')
+    views.register_stakeholder(path)
+    assert "\n1. lower x by 1.52 → no" in views.render(expl, schema, stakeholder="coach")
 
 
 def test_a_value_on_a_features_step_reads_as_that_multiple(schema):
@@ -1088,7 +1148,7 @@ def test_a_file_that_rewords_the_change_lines_rewords_the_line_they_complete(tmp
                     'counterfactual = "The result would have been {cf_outcome} if:"\n')
     views.register_stakeholder(path)
     assert ("The result would have been lower progression if:\n"
-            "- your body weight for height (BMI) had been 28 kg/m², not 32 kg/m²\n"
+            "- your body weight for height (BMI) had been 27 kg/m², not 32 kg/m²\n"
             "- your blood sugar had been 150 mg/dL, not 187 mg/dL\n"
             "That is with these 2 changes made together.\n\n") in views.render(
                 _explanation(schema), schema, stakeholder="coach")
@@ -1650,3 +1710,20 @@ def test_a_rounded_value_beside_a_longer_one_gets_zeros_only_where_they_are_its_
     assert views._same_decimals(("21.3", "5.46"), (21.31, 5.46)) == ("21.3", "5.46")
     assert views._same_decimals(("0.192", "1.09"), (0.1922, 1.0854675)) == ("0.192", "1.09")
     assert views._same_decimals(("36", "32.1"), (36.0, 32.1)) == ("36", "32.1")
+
+
+def test_the_demos_answer_reads_a_value_that_reaches_the_target(diabetes_session, diabetes):
+    """`make demo`'s highest-risk patient (held-out row 2): log triglycerides 5.02 → 3.50719 gives lower
+    progression, and the clinician read "5.02 → 3.51", where the model says higher progression (p = 0.525)."""
+    x = diabetes.X_test[2]
+    e = diabetes_session.explain(x, stakeholder="clinician")
+    (change,) = e.counterfactuals.items[0].changes
+    assert (change.feature, round(change.from_value, 4), round(change.to_value, 5)) == ("s5", 5.0239, 3.50719)
+    assert "\n1. log serum triglycerides (log mg/dL) 5.02 → 3.50 → lower progression (p = 0.501); " in e.text
+    assert "\n- your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0\n" in diabetes_session.explain(
+        x, stakeholder="patient").text
+    j = diabetes_session.schema.index("s5")
+    for shown, reached in ((3.50, "lower progression"), (3.5, "lower progression"), (3.51, "higher progression")):
+        row = x.copy()
+        row[j] = shown
+        assert diabetes_session.predict(row).class_name == reached, shown
