@@ -466,6 +466,83 @@ def test_patient_drivers_leave_out_protected_features(schema):
     assert "- age = 59 years: +0.500" in clinician
 
 
+def _contributions(expl: Explanation, base: float, **contributions: float) -> Explanation:
+    """`expl` with these contributions (the others 0) on `base`."""
+    a = expl.attributions
+    values = tuple(dataclasses.replace(v, contribution=contributions.get(v.feature, 0.0)) for v in a.values)
+    return dataclasses.replace(expl, attributions=dataclasses.replace(
+        a, values=values, base_value=base, prediction=base + sum(contributions.values())))
+
+
+def test_the_patient_is_not_told_rounding_noise_as_what_mattered(schema, fk):
+    """A saturated decision (base > 0.999, prediction > 0.999) has contributions of ~1e-5, rounding noise, and the
+    patient read "Your blood fats made this result more likely" (36 of 142 held-out breast-cancer patients have no
+    contribution above 0.001). Below half a percentage point (drivers_floor = 0.005) an input is not told as
+    mattering; where none is left the patient is told so. The clinician keeps every number."""
+    expl = _contributions(_explanation(schema, p=0.99999), 0.99997, s5=1.2e-05, bmi=-9.9e-06, s6=3.8e-06)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert ("\n\nWhat mattered most:\nNo single detail about you changed this result much from a typical patient's "
+            "result.\n\n") in patient
+    assert "made this result" not in patient and _jargon(patient) == [] and fk(patient) <= 8
+    clinician = views.render(expl, schema, stakeholder="clinician")
+    assert "- log serum triglycerides (log mg/dL) = 4.86: +1.2e-05 (raises the probability of 'higher" in clinician
+    # one input above the floor: told alone
+    expl = _contributions(_explanation(schema), 0.6, bmi=0.2, s5=0.0049, s6=-0.004)
+    drivers = views.render(expl, schema, stakeholder="patient").split("What mattered most:\n")[1].split("\n\n")[0]
+    assert drivers == "- Your body weight for height (BMI) made this result more likely."
+    # only a protected input above it: the patient hears of no other, and is not told that nothing mattered
+    expl = _contributions(_explanation(schema), 0.6, sex=0.2, s5=0.0049)
+    assert "What mattered most" not in views.render(expl, schema, stakeholder="patient")
+
+
+def test_the_drivers_floor_is_the_lay_default_and_a_setting(schema, tmp_path):
+    expl = _contributions(_explanation(schema), 0.6, bmi=0.2, s5=0.004)
+    lay = tmp_path / "lay.toml"        # lay wording, not from the patient: the floor all the same
+    lay.write_text('[view]\nsections = ["drivers"]\nwording = "lay"\n[text]\ndriver = "{feature}"\n')
+    views.register_stakeholder(lay)
+    assert views.render(expl, schema, stakeholder="lay") == "- body weight for height (BMI)"
+    lay.write_text('[view]\nsections = ["drivers"]\nwording = "lay"\ndrivers_floor = 0\n[text]\ndriver = "{feature}"\n')
+    views.register_stakeholder(lay)
+    assert views.render(expl, schema, stakeholder="lay") == ("- body weight for height (BMI)\n"
+                                                             "- blood fats (triglycerides, log scale)")
+    assert views.get_templates("patient").settings.drivers_floor == views.LAY_DRIVERS_FLOOR == 0.005
+    assert views.get_templates("clinician").settings.drivers_floor == 0.0
+    lay.write_text('[view]\nsections = ["drivers"]\ndrivers_floor = 5\n[text]\ndriver = "{feature}"\n')
+    with pytest.raises(ExplainError, match=re.escape(
+            f"template file {lay}: [view] drivers_floor must be a probability in [0, 1) (the |contribution| below "
+            "which an input is not told as mattering), got 5")):
+        views.register_stakeholder(lay)
+
+
+def test_the_patient_is_not_told_the_tool_leans_on_protected_features_from_rounding_noise(schema):
+    """A share of 40 % of contributions of ~1e-5 read "Even so, the tool does lean on your age or sex"."""
+    expl = _contributions(_explanation(schema, p=0.99999), 0.99997, sex=1.2e-05, bmi=-9.9e-06, s6=8e-06)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=0.4))
+    assert "does lean on" not in views.render(expl, schema, stakeholder="patient")
+    # the same share of contributions that matter is told
+    expl = _contributions(_explanation(schema), 0.6, sex=0.12, bmi=-0.099, s6=0.08)
+    expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=0.4))
+    assert "\nEven so, the tool does lean on your age or sex, or on things that go with it.\n" in views.render(
+        expl, schema, stakeholder="patient")
+
+
+def test_a_saturated_breast_cancer_patient_hears_no_noise_as_what_mattered(bc_session, breast_cancer):
+    """Every held-out patient: an input is told as mattering only with |contribution| >= 0.005, and a patient with
+    none such is told that no single detail changed the result much."""
+    told_none = 0
+    for e in bc_session.explain(breast_cancer.X_test, stakeholder="patient"):
+        biggest = max(abs(v.contribution) for v in e.attributions.values)
+        drivers = e.text.split("What mattered most:\n")[1].split("\n\n")[0]
+        if biggest < 0.005:
+            told_none += 1
+            assert drivers == "No single detail about you changed this result much from a typical patient's result."
+        else:
+            lay = {bc_session.schema.feature(v.feature).lay: abs(v.contribution) for v in e.attributions.values}
+            for line in drivers.splitlines():
+                name = line.removeprefix("- Your ").rpartition(" made this result")[0]
+                assert lay[name] >= 0.005, line
+    assert told_none > 0
+
 def test_a_flip_probability_just_past_one_half_keeps_its_digits(schema):
     """p = 0.4996 beside "DECISION FLIPS" read 0.500, which is the boundary itself."""
     expl = _explanation(schema, bias_depends=True)
