@@ -16,9 +16,13 @@ Alerts are raised when a difference exceeds its threshold (strictly greater),
 and only between groups with enough data: `min_group_size` decisions for
 demographic parity, `min_labelled` labelled decisions for equalized odds. A
 snapshot lists the alerts active now; an alert clears when the window no longer
-crosses the threshold. Unlike the batch GroupFairness (which follows Fairlearn
-and reports a rate with an empty denominator as 0), a rate with no data here is
-None and is left out of the differences.
+crosses the threshold. When the demographic parity difference is None, the
+snapshot says why (`demographic_parity_not_compared`: "male has 19 decisions
+(< 30)"), so no alert does not read as fair; a window shorter than two groups of
+`min_group_size` can never compare (`never_compares()`). Unlike the batch
+GroupFairness (which follows Fairlearn and reports a rate with an empty
+denominator as 0), a rate with no data here is None and is left out of the
+differences.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class RollingSnapshot:
     demographic_parity_difference: float | None   # None: fewer than two groups with min_group_size decisions
     equalized_odds_difference: float | None       # None: fewer than two groups with min_labelled labels
     alerts: tuple[Alert, ...]
+    min_group_size: int = 30                      # decisions a group needs for demographic parity
+    demographic_parity_not_compared: str | None = None   # why demographic_parity_difference is None; else None
 
 
 class _Entry:
@@ -103,6 +109,7 @@ class RollingFairness:
         alert_eo_difference: float | None = 0.2,
         min_group_size: int = 30,
         min_labelled: int = 30,
+        unit: str = "decision",
     ):
         # numbers.Integral and numbers.Real take NumPy's scalars too
         if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
@@ -120,6 +127,7 @@ class RollingFairness:
         self.alert_eo_difference = alert_eo_difference
         self.min_group_size = min_group_size
         self.min_labelled = min_labelled
+        self.unit = str(unit)          # what a decision is called in the reasons ("window" in a stream)
         self._entries: deque[_Entry] = deque()
         self._by_id: dict[Hashable, _Entry] = {}
         self._counts: dict[Hashable, _Counts] = {}
@@ -224,12 +232,37 @@ class RollingFairness:
             demographic_parity_difference=dp,
             equalized_odds_difference=eo,
             alerts=tuple(alerts),
+            min_group_size=self.min_group_size,
+            demographic_parity_not_compared=None if dp is not None else self._not_compared(groups),
         )
+
+    def never_compares(self) -> str | None:
+        """Why no two groups can ever be compared for demographic parity: the window holds fewer than two groups of
+        `min_group_size`; None when it can hold them."""
+        if self.window >= 2 * self.min_group_size:
+            return None
+        return (f"the window holds at most {self._many(self.window)}, too few for two groups of "
+                f"{self.min_group_size}")
 
     def __len__(self) -> int:
         return len(self._entries)
 
     # ----- internals --------------------------------------------------------
+    def _not_compared(self, groups: list[GroupWindow]) -> str:
+        """Why fewer than two groups have min_group_size decisions: the window's size, or the groups' counts."""
+        never = self.never_compares()
+        if never is not None:
+            return never
+        if not groups:
+            return f"no {self.unit}s observed"
+        if len(groups) == 1:
+            return f"only {groups[0].group} is in the window ({self._many(groups[0].count)})"
+        short = [f"{g.group} has {self._many(g.count)}" for g in groups if g.count < self.min_group_size]
+        return f"{', '.join(short)} (< {self.min_group_size})"
+
+    def _many(self, n: int) -> str:
+        return f"{n} {self.unit}{'' if n == 1 else 's'}"
+
     def _evict(self) -> None:
         entry = self._entries.popleft()
         del self._by_id[entry.id]

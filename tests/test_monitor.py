@@ -1,0 +1,50 @@
+"""The rolling monitor says why it compared no groups, so no alert does not read as fair."""
+
+from edgeinfer.explain.monitor import RollingFairness
+
+
+def test_a_group_under_the_minimum_is_named_with_its_count():
+    """19 male decisions against 78 female: no difference and no alert, and nothing said why."""
+    m = RollingFairness(window=500, sensitive_feature="sex")
+    for i in range(78):
+        m.observe(f"f{i}", "female", 0)
+    snap = m.snapshot()
+    assert snap.demographic_parity_not_compared == "only female is in the window (78 decisions)"
+    for i in range(19):
+        m.observe(f"m{i}", "male", int(i > 0))
+    snap = m.snapshot()
+    assert (snap.demographic_parity_difference, snap.alerts, snap.min_group_size) == (None, (), 30)
+    assert snap.demographic_parity_not_compared == "male has 19 decisions (< 30)"
+
+
+def test_every_short_group_is_named_in_the_stream_s_unit():
+    m = RollingFairness(window=500, sensitive_feature="sex", unit="window")
+    assert m.snapshot().demographic_parity_not_compared == "no windows observed"
+    m.observe(0, "female", 0)
+    for i in range(1, 13):
+        m.observe(i, "male", 1)
+    m.observe(13, "other", 1)
+    assert m.snapshot().demographic_parity_not_compared == (
+        "female has 1 window, male has 12 windows, other has 1 window (< 30)")
+
+
+def test_a_window_too_short_for_two_groups_can_never_compare():
+    """A window of 50 holds two groups of 30 never: no alert could ever fire, whatever the decisions."""
+    m = RollingFairness(window=50, sensitive_feature="sex", unit="window")
+    assert m.never_compares() == "the window holds at most 50 windows, too few for two groups of 30"
+    for i in range(100):
+        m.observe(i, "male" if i % 2 else "female", i % 2)
+    snap = m.snapshot()
+    assert [(g.group, g.count, g.selection_rate) for g in snap.by_group] == [("female", 25, 0.0), ("male", 25, 1.0)]
+    assert snap.demographic_parity_difference is None and snap.alerts == ()
+    assert snap.demographic_parity_not_compared == "the window holds at most 50 windows, too few for two groups of 30"
+    assert RollingFairness(window=60, sensitive_feature="sex").never_compares() is None
+
+
+def test_compared_groups_have_no_reason():
+    m = RollingFairness(window=500, sensitive_feature="sex")
+    for i in range(30):
+        m.observe(f"a{i}", "A", 1)
+        m.observe(f"b{i}", "B", 0)
+    snap = m.snapshot()
+    assert (snap.demographic_parity_difference, snap.demographic_parity_not_compared) == (1.0, None)
