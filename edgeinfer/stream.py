@@ -220,6 +220,29 @@ class StreamOptions:
 
 # ----- results -------------------------------------------------------------------
 @dataclass(frozen=True)
+class BiasMonitorState:
+    """The bias monitor on one protected feature after the last window it saw: its groups, the difference it alerts
+    on, or why it compared none (so that no bias alert does not read as fair), and its alerts counted as episodes.
+
+    A disparity alerts on every window while it lasts (each window's line says whether it holds there), so
+    `alerts` grows with its length; `episodes` counts the runs of windows with a bias alert, each a disparity that
+    started, and `alerting` says whether the last window seen had one."""
+
+    feature: str
+    bias_window: int               # windows the monitor holds, the last of those it saw
+    windows: int                   # in it now (a window outside the schema or not decided is in no group)
+    min_group_size: int            # windows a group needs to be compared
+    groups: dict                   # group -> {"windows": n, "selection_rate": r} for the windows in it now
+    metric: str                    # what a bias alert is about: "demographic parity difference"
+    value: float | None            # that difference now, between the groups of min_group_size or more
+    threshold: float               # a bias alert when value is above it
+    not_compared: str | None       # why value is None ("male has 19 windows (< 30)"); None when compared
+    alerts: int                    # bias alerts on this feature in the windows written
+    episodes: int                  # runs of written windows with such an alert: the disparities that started
+    alerting: bool                 # the last window the monitor saw had one (the disparity had not cleared)
+
+
+@dataclass(frozen=True)
 class StreamSummary:
     """What a stream did. rows_read = rows_used + rows_rejected."""
 
@@ -251,6 +274,8 @@ class StreamSummary:
                                           # and no limit learned: max_gap_off says why)
     max_gap_learned: bool = False         # the limit is learned from the rows' spacing (no sample rate, no max_gap_s)
     max_gap_off: str | None = None        # why no limit was learned: the rows' spacing irregular, or too few rows
+    alerts_by_kind: dict = field(default_factory=dict)     # kind -> alerts of that kind (bias, out_of_range, ...)
+    bias_monitor: tuple[BiasMonitorState, ...] = ()        # one per protected feature, when the monitor ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,12 +290,13 @@ class StreamSummary:
             f"in no full window; {self.gaps} gap{'s' if self.gaps != 1 else ''}",
             f"  rate     {self.rows_per_s:.0f} rows/s, {self.windows_per_s:.0f} windows/s over {self.elapsed_s:.2f} s",
             f"  latency  {lat}",
-            f"  alerts   {self.alerts}",
+            f"  alerts   {self.alerts}{self._alert_kinds()}",
         ]
         if self.window != self.trained_window:
             lines.append(f"  window   {self.window} samples; the model was trained on {self.trained_window}-sample windows")
         if self.bias_monitor_off is not None:
             lines.append(f"  bias     monitor off: {self.bias_monitor_off}")
+        lines.extend(self._bias_lines())
         if self.max_gap_learned and self.max_gap_s is not None:
             lines.append(f"  gaps     over {_fmt(self.max_gap_s)} s: 1.5 times the median of the first {GAP_STEPS} "
                          "spacings between rows (the bundle has no sample rate; --max-gap sets the limit)")
@@ -301,6 +327,32 @@ class StreamSummary:
             why.append(f"{self.gaps} gap{'s' if self.gaps != 1 else ''} left the {self.rows_used} rows used in no "
                        "full window")
         return "no window was written: " + ", and ".join(why)
+
+    def _alert_kinds(self) -> str:
+        if not self.alerts_by_kind:
+            return ""
+        kinds = sorted(self.alerts_by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
+        return f" ({', '.join(f'{n} {kind}' for kind, n in kinds)})"
+
+    def _bias_lines(self) -> list[str]:
+        """Two lines per protected feature: its groups in the monitor's window, then the difference and the
+        episodes, or why nothing was compared."""
+        from edgeinfer.explain.monitor import _apart
+
+        lines = []
+        for b in self.bias_monitor:
+            groups = ", ".join(f"{g} {c['windows']} (selection rate {c['selection_rate']:.3f})"
+                               for g, c in b.groups.items())
+            lines.append(f"  bias     {b.feature}, last {b.windows} window{'s' if b.windows != 1 else ''}: "
+                         f"{groups or 'no group'}")
+            episodes = (f"{b.alerts} bias alert{'s' if b.alerts != 1 else ''} in {b.episodes} "
+                        f"episode{'s' if b.episodes != 1 else ''}" + (", still on at the end" if b.alerting else ""))
+            if b.value is None:
+                lines.append(f"           not compared: {b.not_compared}; {episodes}")
+            else:
+                lines.append(f"           {b.metric} {_apart(b.value, b.threshold)} (an alert above {b.threshold:g}); "
+                             f"{episodes}")
+        return lines
 
     def _not_explained(self) -> str:
         said = ""
@@ -1228,6 +1280,7 @@ class _Chunk:
     off_rate: int = 0            # windows with a sample_rate alert
     covered: int = 0             # rows these windows are the first written windows to cover
     after_gap: bool = False      # the first window is the first after a gap ("after_gap": true in its line)
+    bias_started: dict = field(default_factory=dict)    # feature -> bias episodes begun in these windows
 
     def done(self, ready) -> bool:
         """Whether every batch can be had without waiting (`ready`: the explainer's check of one)."""
@@ -1390,7 +1443,8 @@ def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
 class _BiasMonitor:
     """Feeds each window's decision to a RollingFairness per protected feature; returns the active alerts.
 
-    Groups are GroupFairness.from_model's (`Grouping`): the alerts compare the groups the model card does."""
+    Groups are GroupFairness.from_model's (`Grouping`): the alerts compare the groups the model card does.
+    `started` counts, by feature, the windows where a bias alert began since the last `take_started()`: an episode."""
 
     def __init__(self, schema, reference, window: int):
         from edgeinfer.explain.fairness import Grouping
@@ -1402,19 +1456,51 @@ class _BiasMonitor:
         for name in schema.protected:
             j = schema.index(name)
             grouping = Grouping.of(schema.features[j], reference.X[:, j])
-            self.features.append((j, grouping, RollingFairness(window=window, sensitive_feature=name)))
+            self.features.append((j, grouping, RollingFairness(window=window, sensitive_feature=name, unit="window")))
         self.columns = [j for j, *_ in self.features]
+        self.alerting = dict.fromkeys(schema.protected, False)     # the last window seen had a bias alert
+        self.started: dict[str, int] = {}
+
+    def never_compares(self) -> str | None:
+        """Why no bias alert can ever fire: the window is too short for two groups (the same for every feature)."""
+        return self.features[0][2].never_compares() if self.features else None
 
     def observe(self, index: int, row: np.ndarray, proba: np.ndarray) -> list[dict]:
         alerts = []
         y_pred = int(proba.argmax() == self.positive)
         for j, grouping, monitor in self.features:
             monitor.observe(index, grouping.group(float(row[j])), y_pred, float(proba[self.positive]))
-            for a in monitor.snapshot().alerts:
-                alerts.append({"kind": "bias", "feature": grouping.feature.name, "metric": a.metric, "value": a.value,
+            name = grouping.feature.name
+            found = monitor.snapshot().alerts
+            for a in found:
+                alerts.append({"kind": "bias", "feature": name, "metric": a.metric, "value": a.value,
                                "threshold": a.threshold, "high_group": str(a.high_group),
                                "low_group": str(a.low_group), "message": a.message})
+            if found and not self.alerting[name]:
+                self.started[name] = self.started.get(name, 0) + 1
+            self.alerting[name] = bool(found)
         return alerts
+
+    def take_started(self) -> dict[str, int]:
+        """The episodes begun since the last call, by feature (counted when their windows are written)."""
+        started, self.started = self.started, {}
+        return started
+
+    def states(self, alerts: dict[str, int], episodes: dict[str, int]) -> tuple[BiasMonitorState, ...]:
+        """Each feature's monitor now, with the bias alerts and episodes of the windows written."""
+        from edgeinfer.explain.monitor import DP
+
+        states = []
+        for _, grouping, monitor in self.features:
+            snap = monitor.snapshot()
+            name = grouping.feature.name
+            states.append(BiasMonitorState(
+                feature=name, bias_window=monitor.window, windows=snap.decisions, min_group_size=snap.min_group_size,
+                groups={str(g.group): {"windows": g.count, "selection_rate": g.selection_rate} for g in snap.by_group},
+                metric=DP, value=snap.demographic_parity_difference, threshold=monitor.alert_dp_difference,
+                not_compared=snap.demographic_parity_not_compared, alerts=alerts.get(name, 0),
+                episodes=episodes.get(name, 0), alerting=self.alerting[name]))
+        return tuple(states)
 
 
 def _selected_class(schema) -> int | None:
@@ -1500,6 +1586,11 @@ def stream(
     reporter = _Reporter(err, rejects, live=live, stats_every_s=stats_every_s)
     if bias_off is not None:
         reporter.warn(f"bias monitor off: {bias_off}")
+    elif bias is not None and bias.never_compares() is not None:     # the summary says it again, per feature
+        least = bias.features[0][2].min_group_size
+        reporter.warn(f"bias monitor: bias_window {options.bias_window} can never hold two groups of {least} windows, "
+                      f"so it compares no groups of {', '.join(schema.protected)} and no bias alert can fire; give "
+                      f"StreamOptions(bias_window={2 * least}) or more")
     if window != spec.window:       # a model's features over another window length are not what it learned
         reporter.warn(f"windows of {window} samples, but the model was trained on {spec.window}-sample windows: its "
                       f"decisions on them are untested, and explanations still say {spec.window}-sample window")
@@ -1508,6 +1599,9 @@ def stream(
     counts = {"read": 0, "rejected": 0, "gaps": 0, "windows": 0, "explained": 0, "not_explained": 0, "not_decided": 0,
               "alerts": 0,
               "off_rate": 0, "covered": 0}
+    by_kind: dict[str, int] = {}                 # alerts written, by kind
+    bias_alerts: dict[str, int] = {}             # bias alerts written, by feature
+    bias_episodes: dict[str, int] = {}           # bias episodes begun in the windows written, by feature
     rate = spec.sample_rate_hz
     span = None if rate is None else (window - 1) / rate        # the time a window's rows span at the model's rate
     warned_rate = [False]
@@ -1591,7 +1685,8 @@ def stream(
                         alerts.setdefault(i, []).extend(found)
             pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),
                                   w.end[lo:hi].tolist(), w.rows, read_at, alerts, jobs, off_rate,
-                                  int(w.new[lo:hi].sum()), w.after_gap and lo == 0))
+                                  int(w.new[lo:hi].sum()), w.after_gap and lo == 0,
+                                  bias.take_started() if bias is not None else {}))
             write_ready(block=False)
 
     def take_oldest(waiting: list) -> None:
@@ -1650,6 +1745,13 @@ def stream(
                 raise _OutputFailed(err) from err
         hist.add(latency, len(chunk.labels))                    # counted once written
         counts["alerts"] += sum(map(len, alerts.values()))
+        for found in alerts.values():
+            for a in found:
+                by_kind[a["kind"]] = by_kind.get(a["kind"], 0) + 1
+                if a["kind"] == "bias":
+                    bias_alerts[a["feature"]] = bias_alerts.get(a["feature"], 0) + 1
+        for name, n in chunk.bias_started.items():
+            bias_episodes[name] = bias_episodes.get(name, 0) + n
         counts["windows"] += len(chunk.labels)
         counts["not_decided"] += sum(label < 0 for label in chunk.labels)
         counts["off_rate"] += chunk.off_rate
@@ -1859,6 +1961,8 @@ def stream(
         max_gap_s=sequencer.max_gap if sequencer.max_gap is not None and math.isfinite(sequencer.max_gap) else None,
         max_gap_learned=sequencer.learn_gap,
         max_gap_off=sequencer.gaps_off(),
+        alerts_by_kind=by_kind,
+        bias_monitor=bias.states(bias_alerts, bias_episodes) if bias is not None else (),
     )
 
 

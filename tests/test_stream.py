@@ -1280,6 +1280,82 @@ def test_a_model_with_a_favourable_class_keeps_its_bias_monitor(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["bias_monitor_off"] is None
 
 
+def test_the_summary_says_why_the_bias_monitor_compared_no_groups(tmp_path):
+    """78 female windows, then 19 male ones all selected (the reviewer's stream had 19 male at 0.947 and 78 female
+    at 0.000): no bias alert could fire, and the summary said only "alerts 2", its JSON "bias_monitor_off": null.
+    It now gives the monitor's groups, their rates and why it did not compare them."""
+    _decided_by_sex(tmp_path / "b")
+    lines = ["timestamp,sex,x"] + [f"{i},{int(i >= 156)},{(i % 7) - 3}" for i in range(194)]
+    result = run([tmp_path / "b", "-", "--summary", tmp_path / "s.json"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    assert len(out) == 97 and not any(d["alerts"] for d in out)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["alerts"], summary["alerts_by_kind"], summary["bias_monitor_off"]) == (0, {}, None)
+    assert summary["bias_monitor"] == [{
+        "feature": "sex_mean", "bias_window": 500, "windows": 97, "min_group_size": 30,
+        "groups": {"female": {"windows": 78, "selection_rate": 0.0}, "male": {"windows": 19, "selection_rate": 1.0}},
+        "metric": "demographic parity difference", "value": None, "threshold": 0.2,
+        "not_compared": "male has 19 windows (< 30)", "alerts": 0, "episodes": 0, "alerting": False}]
+    assert ("  alerts   0\n"
+            "  bias     sex_mean, last 97 windows: female 78 (selection rate 0.000), male 19 (selection rate 1.000)\n"
+            "           not compared: male has 19 windows (< 30); 0 bias alerts in 0 episodes\n") in result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_a_bias_window_too_short_for_two_groups_is_warned_of_and_summarised(tmp_path):
+    """bias_window 50 holds two groups of 30 never: 80 windows alternating between a sex always approved and one
+    always denied raised no alert and said nothing."""
+    import io
+
+    from edgeinfer.stream import StreamOptions, stream
+
+    _decided_by_sex(tmp_path / "b")
+    path = tmp_path / "r.csv"
+    path.write_text("\n".join(["timestamp,sex,x"] + [f"{i},{(i // 2) % 2},1" for i in range(160)]) + "\n")
+    out, err = io.StringIO(), io.StringIO()
+    summary = stream(ei.load(tmp_path / "b"), path, options=StreamOptions(bias_window=50), out=out, err=err)
+    assert err.getvalue() == (
+        "warning: bias monitor: bias_window 50 can never hold two groups of 30 windows, so it compares no groups of "
+        "sex_mean and no bias alert can fire; give StreamOptions(bias_window=60) or more\n")
+    assert not any(d["alerts"] for d in lines_of(out.getvalue()))
+    (state,) = summary.bias_monitor
+    assert (state.windows, state.groups, state.value, state.not_compared) == (
+        50, {"female": {"windows": 25, "selection_rate": 0.0}, "male": {"windows": 25, "selection_rate": 1.0}}, None,
+        "the window holds at most 50 windows, too few for two groups of 30")
+    assert ("           not compared: the window holds at most 50 windows, too few for two groups of 30; 0 bias "
+            "alerts in 0 episodes") in summary.text()
+
+
+def test_a_disparity_alerts_on_each_window_it_lasts_and_the_summary_counts_its_episodes(tmp_path):
+    """An ongoing disparity gives a bias alert on every window while it holds (the documented per-window alerts: a
+    window's line says whether it holds there), so the summary's count grew with its length (270 of 399 windows in
+    the reviewer's stream, one disparity). The summary now counts the episodes: the runs of windows with a bias
+    alert. Here windows alternate sex (0-59), then are all female (60-159) until male drops under 30 of the last
+    100 at window 101, then alternate again (160-229) until 30 male again at window 219."""
+    import io
+
+    from edgeinfer.stream import StreamOptions, stream
+
+    _decided_by_sex(tmp_path / "b")
+    sex = [0 if 60 <= t < 160 else t % 2 for t in range(230)]
+    path = tmp_path / "r.csv"
+    path.write_text("\n".join(["timestamp,sex,x"] + [f"{i},{sex[i // 2]},1" for i in range(460)]) + "\n")
+    out = io.StringIO()
+    summary = stream(ei.load(tmp_path / "b"), path, options=StreamOptions(bias_window=100), out=out,
+                     err=io.StringIO())
+    alerted = [d["window"]["index"] for d in lines_of(out.getvalue()) if d["alerts"]]
+    assert alerted == [*range(59, 101), *range(219, 230)]
+    assert (summary.alerts, summary.alerts_by_kind) == (53, {"bias": 53})
+    (state,) = summary.bias_monitor
+    assert (state.value, state.not_compared, state.alerts, state.episodes, state.alerting) == (1.0, None, 53, 2, True)
+    text = summary.text()
+    assert "  alerts   53 (53 bias)\n" in text
+    assert ("  bias     sex_mean, last 100 windows: female 65 (selection rate 0.000), male 35 (selection rate 1.000)\n"
+            "           demographic parity difference 1.00 (an alert above 0.2); 53 bias alerts in 2 episodes, still "
+            "on at the end\n") in text
+
+
 def test_the_bias_monitor_groups_as_the_model_card_does(linear_session):
     """The monitor split a feature of more than 4 values at the reference median, so its alerts compared other
     groups than GroupFairness.from_model (a group per value up to 10 values, else quartiles): a 6-level band was
