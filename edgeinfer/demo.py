@@ -75,6 +75,16 @@ def _odds_driver(gf) -> str:
     return f" ({words} rates of {said[0]}, and {said[1]})"
 
 
+def moves_text(schema, changes) -> str:
+    """A counterfactual's changes, (feature, from, to) each, as the report's table writes them: "s5 5.02 → 3.507",
+    the to value rounded away from the from value, never short of the answer (to nearest, "s5 5.02 -> 3.51" was a
+    value at which the model gives the other class)."""
+    from edgeinfer.reporting import _labels_apart
+
+    return "; ".join(f"{name} " + " → ".join(_labels_apart(schema.feature(name), before, after))
+                     for name, before, after in changes)
+
+
 def _step(n: int, text: str) -> None:
     click.secho(f"\n[{n}/5] {text}", bold=True)
 
@@ -141,7 +151,7 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     plausible = session.explain(data.X_test[worst], min_plausibility=1.0, parts=("counterfactuals",)).counterfactuals
     if plausible.found:
         cf = plausible.items[0]
-        moves = "; ".join(f"{c.feature} {c.from_value:.3g} -> {c.to_value:.3g}" for c in cf.changes)
+        moves = moves_text(data.schema, [(c.feature, c.from_value, c.to_value) for c in cf.changes])
         click.echo(f"Among real patients of class '{cf.class_name}' (min_plausibility=1: all 5 nearest reference "
                    f"patients are), {cf.sparsity} changes: {moves}")
     else:
@@ -155,8 +165,9 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 
     _step(4, "Stream smartwatch recordings (BasicMotions) row by row through `edgeinfer stream`")
     motion = build_motion_bundle(out / "motion-bundle", device=device)
-    fidelity = ei.read_bundle(motion).manifest["fidelity"]
-    click.echo(f"motion model: {ei.read_bundle(motion).precision}, agreeing with its float model on "
+    motion_bundle = ei.read_bundle(motion)
+    fidelity, motion_schema = motion_bundle.manifest["fidelity"], motion_bundle.schema
+    click.echo(f"motion model: {motion_bundle.precision}, agreeing with its float model on "
                f"{fidelity['agreement']:.2%} of {fidelity['holdout_rows']} windows (this demo's gate: "
                f"{fidelity['threshold'] * 100:g} %, below the default {DEFAULT_AGREEMENT * 100:g} %)")
     recording = write_recording(out / "recording.csv", recordings=list(range(0, 40, 5)))
@@ -173,8 +184,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     for r in changes[1:4]:
         cfs = r["explanation"]["counterfactuals"] or {}
         change = next(iter(cfs.get("items") or []), None)
-        what = "; ".join(f"{c['feature']} {c['from_value']:.2f} → {c['to_value']:.2f} {c['unit']}"
-                         for c in change["changes"]) if change else cfs.get("reason", "none found")
+        what = moves_text(motion_schema, [(c["feature"], c["from_value"], c["to_value"]) for c in change["changes"]]
+                          ) if change else cfs.get("reason", "none found")
         click.echo(f"  t={r['window']['start']:>6.1f}–{r['window']['end']:.1f} s  {r['decision']['class_name']:<9} "
                    f"would be {cfs.get('target_class', '?')} if: {what}")
 

@@ -1353,11 +1353,12 @@ def _past(text: str, start: float, value: float, *, low: float = -math.inf, high
     """`text` (a rounding of `value`) rounded instead away from `start` at the decimals it shows, so that it never
     falls between `start` and `value`: a counterfactual's answer lies just past the decision boundary (by ~1e-6),
     and 3.50719 from 5.02 rounded to nearest read 3.51, a value at which the model decides the other way. A text
-    that is `value` (to float rounding) stays as it is; one that would leave [low, high] gets more decimals."""
+    that is `value` (to float rounding) stays as it is; one that would leave [low, high] gets more decimals. A text in
+    exponent notation (the report's 1.234e-05) is rounded at the decimals it stands for and written without it."""
     if abs(float(text) - value) <= 1e-12 * max(1.0, abs(value)) or value == start:
         return text
     rounding = decimal.ROUND_CEILING if value > start else decimal.ROUND_FLOOR
-    places = len(text.partition(".")[2])
+    places = -decimal.Decimal(text).as_tuple().exponent
     exact = decimal.Decimal(value)
     for more in range(places, places + 18):
         shown = exact.quantize(decimal.Decimal(1).scaleb(-more), rounding=rounding, context=_WIDE)
