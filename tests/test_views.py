@@ -788,6 +788,38 @@ def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
     assert "Even so" not in views.render(expl, schema, stakeholder="patient")
 
 
+def test_no_flip_moves_is_not_said_beside_a_flip_whose_proxies_move_the_decision(schema):
+    """Held-out row 43 of the diabetes demo: sex with HDL and chol/HDL flips the class, and so do those proxies with
+    sex kept. The verdict said the proxies "flip the decision with sex kept", the auditor's flip line "DECISION
+    FLIPS", and the next line "No flip moves this decision, yet 66% of its attribution ...": the note was gated on
+    the decision not depending on sex, also true there. It is said only where no flip, joint flip or control changes
+    the class or moves p past the tolerance."""
+    flips = (FlipTest("sex", 1.0, 2.0, (), "lower progression", 0.999998, 0.00011, False),
+             FlipTest("sex", 1.0, 2.0, ("s3", "s4"), "higher progression", 0.042, -0.958, True, (43.0, 4.0),
+                      "higher progression", 7.5e-07))
+    bias = BiasExplanation(flips, (), 0.66, False, "the decision does not depend on sex (largest change in "
+                           "probability 0.042, beyond what its proxies alone change); its proxies ... flip the decision "
+                           "with sex kept: the proxies change it, not sex", untested=("age",))
+    expl = dataclasses.replace(_explanation(schema), bias=bias)
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert "DECISION FLIPS; control" in auditor and "No flip moves" not in auditor
+    assert "No flip moves" not in views.render(expl, schema, stakeholder="clinician")
+    assert "Even so" not in views.render(expl, schema, stakeholder="patient")
+    # the joint flip keeps the class, its control (the proxies alone) flips it, or moves p past the tolerance: the same
+    kept = dataclasses.replace(flips[1], class_name="lower progression", probability=0.97, delta=-0.03, flipped=False)
+    for control in (dict(control_class="higher progression", control_probability=0.3),
+                    dict(control_class="lower progression", control_probability=0.9)):
+        moved = dataclasses.replace(bias, flips=(flips[0], dataclasses.replace(kept, **control)))
+        assert "No flip moves" not in views.render(dataclasses.replace(expl, bias=moved), schema,
+                                                   stakeholder="clinician")
+    # nothing moves, the control included (within the tolerance): the note, as before
+    still = dataclasses.replace(bias, flips=(flips[0], dataclasses.replace(
+        kept, control_class="lower progression", control_probability=0.96)))
+    assert ("No flip moves this decision, yet 66% of its attribution falls on protected features and their "
+            "proxies: the model uses them.") in views.render(dataclasses.replace(expl, bias=still), schema,
+                                                            stakeholder="auditor")
+
+
 @pytest.mark.parametrize("share, shown, note", [(0.24607172587740855, "24.6%", False), (0.25, "25%", True),
                                                  (0.2504, "25.04%", True), (0.2449, "24%", False)])
 def test_an_attribution_share_just_under_the_notes_rule_is_not_read_as_it(schema, share, shown, note):
