@@ -159,6 +159,8 @@ WORDS = {
     "word_and": "and", "word_or": "or", "word_together": "together",
     "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
     "word_below": "below", "word_above": "above",
+    # after {max_delta} where that change is at a value no reference row holds (the model never saw it)
+    "word_unseen": "at a value no reference row holds",
 }
 for _word in WORDS:
     PIECES[_word] = frozenset()
@@ -1128,8 +1130,13 @@ class _View:
         if not b.flips and (not untested or not self.has("bias_untested")):
             # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
             return [self.fill("bias_none", verdict=self.named(b.verdict))] if self.has("bias_none") else []
-        # the change told as the feature's: a joint flip's against its control (what its proxies alone change apart)
-        deltas = [abs(d) for d in (f.owed(TOLERANCE) for f in b.flips) if math.isfinite(d)]
+        # the change told as the feature's: a joint flip's against its control (what its proxies alone change apart);
+        # where a flip to a value the data holds counts, the largest of those (as the verdict cites it first: 0.230 at
+        # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
+        seen = [f for f in b.flips if not f.unseen]
+        pool = seen if any(f.counts(TOLERANCE) for f in seen) else b.flips
+        deltas = [(abs(d), f.unseen) for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
+        largest = max(deltas, key=lambda t: (t[0], not t[1]), default=None)     # a tie: the seen one
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
         by_proxies = [f for f in b.flips if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)
@@ -1150,8 +1157,9 @@ class _View:
             "depends_on": self.join([self.words_for(n) for n in depends_on]),
             "unseen": self.join([self.words_for(n) for n in unseen]),
             "unseen_only": self.join([self.words_for(n) for n in unseen_only]),
-            "max_delta": (change_text(max(deltas), digits=self.s.probability_digits) if deltas
-                          else self.word("word_unknown")),
+            "max_delta": (self.word("word_unknown") if largest is None
+                          else change_text(largest[0], digits=self.s.probability_digits)
+                          + (f", {self.word('word_unseen')}" if largest[1] else "")),
             # told apart from USED_SHARE, the note's rule: 24.6% without the note, not "25%"
             "attribution_share": _percent(b.attribution_share, apart_from=USED_SHARE)
             if b.attribution_share is not None else self.word("word_unknown"),

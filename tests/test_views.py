@@ -737,6 +737,36 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
     assert "(the model never saw it)" not in views.render(old, schema3, stakeholder="auditor")
 
 
+def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schema):
+    """A three-valued sex of which the reference holds two: the verdict cites the change at sex 2 (+0.208) first and
+    the unseen intersex's (+0.230) after it, while the clinician read "largest Δp 0.230", the unseen value's. Where a
+    flip to a value the data holds counts, the largest is of those; where none does, the largest is marked as at a
+    value no reference row holds when it is."""
+    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
+                              codes=(1.0, 2.0, 3.0))
+    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
+                            favourable=schema.favourable)
+    flips = (FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.998, 0.208, False),
+             FlipTest("sex", 1.0, 3.0, (), "higher progression", 1.0, 0.230, False, unseen=True),
+             FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, 0.01, False))
+    bias = BiasExplanation(flips, (), 0.036, True, "the decision depends on sex: the probability of 'higher "
+                           "progression' changes by +0.208 if sex were sex 2, and by +0.230 if it were intersex "
+                           "(intersex: …)", depends_on=("sex",))
+    expl = dataclasses.replace(_explanation(schema3), bias=bias)
+    assert "; largest Δp 0.208; attribution share" in views.render(expl, schema3, stakeholder="clinician")
+    assert "Largest |Δp| (a joint flip's against its control): 0.208.\n" in views.render(expl, schema3,
+                                                                                          stakeholder="auditor")
+    # only the unseen value's flip counts: its change, said to be at such a value
+    small = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], delta=0.01), *flips[1:]))
+    assert "; largest Δp 0.230, at a value no reference row holds; attribution share" in views.render(
+        dataclasses.replace(expl, bias=small), schema3, stakeholder="clinician")
+    # none counts, the largest at a value the data holds: as it was
+    none = dataclasses.replace(bias, depends=False, depends_on=(), flips=(
+        dataclasses.replace(flips[0], delta=0.03), dataclasses.replace(flips[1], delta=0.02), flips[2]))
+    assert "(largest Δp under a protected flip 0.030; attribution share" in views.render(
+        dataclasses.replace(expl, bias=none), schema3, stakeholder="clinician")
+
+
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
     """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
     attribute the decision depends on (it read 'your none' when only class flips were named). The patient read
