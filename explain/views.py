@@ -82,7 +82,10 @@ PIECES: dict[str, frozenset[str]] = {
     "counterfactual_note": _COMMON | _TARGET,      # optional: said once after the counterfactuals shown
     "counterfactual_together": _COUNTERFACTUAL,    # optional: after an answer of more than one change
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
+    # {binding}: the constraints with which relaxed the search found one (what it needed, not proof that they bind)
     "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
+    # optional: none found and no constraint named (even every one relaxed did not reach the target): no {binding}
+    "no_counterfactual_no_binding": _COMMON | _TARGET | {"reason"},
     # optional: none found for a threshold target (where the decision's probability stands: threshold_probability)
     "no_counterfactual_threshold": _COMMON | _TARGET | _THRESHOLD | {"reason", "binding"},
     "no_actionable": _COMMON | _TARGET,
@@ -138,7 +141,8 @@ _VARIANTS = {
     "driver": ("drivers_small",),
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
                        "counterfactual_together"),
-    "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_in_time", "target_met"),
+    "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_no_binding", "no_counterfactual_in_time",
+                          "target_met"),
     "bias_ok": ("bias_untested",),     # not bias_used: a reworded bias_ok kept the clinician's caution before it
     "bias_depends": ("bias_shifted",),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_error", "fidelity_edges",
@@ -1036,6 +1040,8 @@ class _View:
                 # "a lower chance of higher progression" was sought, not another result
                 return [self.fill("no_counterfactual_threshold", reason=reason, binding=binding, **target,
                                   **self._threshold(threshold, self.e.decision.probabilities))]
+            if not cfs.binding and self.has("no_counterfactual_no_binding"):
+                return [self.fill("no_counterfactual_no_binding", reason=reason, **target)]
             return [self.fill("no_counterfactual", reason=reason, binding=binding, **target)]
         items = list(cfs.items)
         if self.s.actionable_only:

@@ -1011,6 +1011,9 @@ def test_timings_section_and_small_fidelity_figures(tmp_path, schema):
 
 
 def test_counterfactual_not_found_gives_the_reason(schema):
+    """The reason says what the search found, not that nothing exists; the clinician's line went on "(binding: body
+    mass index, ...)", as if those constraints were proven to bind. It says what the search needed relaxed; where
+    none was enough (no binding), nothing is said of it (it read "(binding: none)")."""
     expl = dataclasses.replace(
         _explanation(schema),
         counterfactuals=Counterfactuals("class 'lower progression'", "lower progression", (), found=False,
@@ -1019,15 +1022,23 @@ def test_counterfactual_not_found_gives_the_reason(schema):
     )
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert ("No counterfactual for class 'lower progression': no candidate within the permitted ranges reached the "
-            "target (binding: body mass index, blood glucose or age).") in clinician   # any one of them alone
+            "target (found only when relaxing body mass index, blood glucose or age).") in clinician   # any one alone
     together = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals,
                                                                              binding_together=True))
     assert ("No counterfactual for class 'lower progression': no candidate within the permitted ranges reached the "
-            "target (binding: body mass index, blood glucose and age together).") in views.render(
+            "target (found only when relaxing body mass index, blood glucose and age together).") in views.render(
                 together, schema, stakeholder="clinician")
     one = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, binding=("bmi",),
                                                                         binding_together=True))
-    assert "target (binding: body mass index)." in views.render(one, schema, stakeholder="clinician")
+    assert "target (found only when relaxing body mass index)." in views.render(one, schema, stakeholder="clinician")
+    assert "binding" not in views.render(together, schema, stakeholder="clinician")
+    reason = ("the search did not reach class 'lower progression' even with every constraint relaxed (immutable and "
+              "protected features freed, ranges widened to the reference extremes and the search window beyond them, "
+              "monotone directions lifted); the model may not give this outcome near this instance")
+    unreached = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, binding=(),
+                                                                              reason=reason))
+    assert f"\nNo counterfactual for class 'lower progression': {reason}.\n\n" in views.render(
+        unreached, schema, stakeholder="clinician")
     engineer = json.loads(views.render(together, schema, stakeholder="engineer"))
     assert (engineer["counterfactuals"]["binding"], engineer["counterfactuals"]["binding_together"]) == (
         ["bmi", "s6", "age"], True)
@@ -1221,7 +1232,8 @@ def test_outcome_words_name_the_classes_in_every_line_of_the_clinicians_text(tmp
     assert ("No counterfactual for a slower change yet: the time budget of 0.1 ms ran out before a counterfactual "
             "reaching a slower change was found.") in late
     assert ("No counterfactual for a slower change: the search found no counterfactual within the constraints that "
-            "reaches a slower change; with immutable features (age) relaxed it found one (binding: age).") in unreached
+            "reaches a slower change; with immutable features (age) relaxed it found one (found only when relaxing "
+            "age).") in unreached
     # the clinician's own text is as it was: the model's class names, quoted
     plain = views.render(_worded(schema)[0], schema, stakeholder="clinician")
     assert "(raises the probability of 'higher progression')" in plain and DEPENDS_VERDICT in plain
@@ -1551,8 +1563,8 @@ def test_a_threshold_target_without_an_answer_is_not_told_as_no_other_result(sch
     assert ("What could change the result:\nWe did not find a small change that would bring the chance of higher "
             "progression below 30%.\n\n") in views.render(expl, schema, stakeholder="patient")
     assert ("No counterfactual for p(higher progression) < 0.3: the search found no counterfactual within the "
-            "constraints that reaches p(higher progression) < 0.3 (binding: blood glucose).") in views.render(
-                expl, schema, stakeholder="clinician")
+            "constraints that reaches p(higher progression) < 0.3 (found only when relaxing blood glucose).") in (
+                views.render(expl, schema, stakeholder="clinician"))
     # the patient's other lines for no answer name no other result: true of a threshold target too
     late = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, complete=False))
     assert ("What could change the result:\nWe ran out of time before we found a change to show you.\n\n"
