@@ -195,6 +195,11 @@ LAY_DRIVERS_FLOOR = 0.005
 # gets the note `bias_used` (the model uses them; a decision nearer its boundary may turn on them)
 USED_SHARE = 0.25
 
+# ... provided the contributions that share counts, together (sum of |contribution| on protected features and
+# proxies), reach this (a probability; or the view's drivers_floor where higher), in every view: 40 % of a saturated
+# decision's rounding noise (~1e-5) read "the model uses them" to the clinician and auditor, whose drivers_floor is 0
+USED_FLOOR = LAY_DRIVERS_FLOOR
+
 DEFAULT_CHANCE = (
     (0.95, "almost certain"), (0.8, "very likely"), (0.6, "likely"), (0.4, "about as likely as not"),
     (0.2, "unlikely"), (0.05, "very unlikely"), (0.0, "almost ruled out"),
@@ -221,9 +226,9 @@ class ViewSettings:
     actionable_only: bool = False           # show only counterfactuals that change mutable, non-protected features
     favourable_only: bool = False           # show only counterfactuals toward the schema's favourable class
     drivers_exclude_protected: bool = False
-    # |contribution| below this (a probability) is not told as mattering (drivers, and the `bias_used` note); where
-    # the file does not set it, LAY_DRIVERS_FLOOR for lay wording, else 0 (every non-zero contribution, with its
-    # number: a clinician reads -9.9e-06 as the noise it is)
+    # |contribution| below this (a probability) is not told as mattering (drivers; the `bias_used` note needs at least
+    # USED_FLOOR in every view); where the file does not set it, LAY_DRIVERS_FLOOR for lay wording, else 0 (every
+    # non-zero contribution, with its number: a clinician reads -9.9e-06 as the noise it is)
     drivers_floor: float = 0.0
     change_lines: bool = False              # each change of a counterfactual on its own line
     bullet: str = "- "                      # prefix of list lines
@@ -1196,12 +1201,13 @@ class _View:
         return lines
 
     def _share_matters(self, share: float) -> bool:
-        """Whether the contributions a share counts reach the view's drivers_floor: 40 % of rounding noise (a
-        saturated decision's ~1e-5 contributions) is no lean on protected features. Unknown contributions: yes."""
+        """Whether the contributions a share counts reach USED_FLOOR, or the view's drivers_floor where higher: 40 %
+        of rounding noise (a saturated decision's ~1e-5 contributions) is no lean on protected features, for any
+        reader. Unknown contributions: yes."""
         a = self.e.attributions
-        if self.s.drivers_floor <= 0.0 or a is None or not a.values:
+        if a is None or not a.values:
             return True
-        return share * sum(abs(v.contribution) for v in a.values) >= self.s.drivers_floor
+        return share * sum(abs(v.contribution) for v in a.values) >= max(USED_FLOOR, self.s.drivers_floor)
 
     def _order(self, name: str) -> int:
         return self.schema.names.index(name) if name in self.schema.names else len(self.schema.names)

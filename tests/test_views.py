@@ -526,6 +526,27 @@ def test_the_patient_is_not_told_the_tool_leans_on_protected_features_from_round
         expl, schema, stakeholder="patient")
 
 
+def test_the_clinician_and_auditor_are_not_told_the_model_uses_protected_features_from_rounding_noise(schema):
+    """The patient's "does lean on" needed the share's contributions to reach its drivers_floor; the clinician and
+    auditor (drivers_floor 0) still read "No flip moves this decision, yet 40% of its attribution falls on protected
+    features and their proxies: the model uses them" where that 40 % was of contributions of ~1e-5. The note needs
+    the protected features' and proxies' contributions together to reach USED_FLOOR (0.005) in every view."""
+    noise = _contributions(_explanation(schema, p=0.99999), 0.99997, sex=1.2e-05, bmi=-9.9e-06, s6=8e-06)
+    noise = dataclasses.replace(noise, bias=dataclasses.replace(noise.bias, attribution_share=0.4))
+    for who in ("clinician", "auditor"):
+        text = views.render(noise, schema, stakeholder=who)
+        assert "No flip moves" not in text and "40%" in text, who     # the share itself is still given
+    # just under and at the floor: 0.4 of 0.012475 (0.00499) and of 0.0125 (0.005)
+    for total, note in ((0.012475, False), (0.0125, True)):
+        expl = _contributions(_explanation(schema), 0.6, sex=0.4 * total, bmi=0.6 * total)
+        expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, attribution_share=0.4))
+        assert ("No flip moves this decision, yet 40% of its attribution falls on protected features and their "
+                "proxies: the model uses them." in views.render(expl, schema, stakeholder="auditor")) is note
+        assert ("No flip moves this decision, yet protected features and their proxies carry 40% of its attribution"
+                in views.render(expl, schema, stakeholder="clinician")) is note
+    assert views.USED_FLOOR == 0.005
+
+
 def test_a_saturated_breast_cancer_patient_hears_no_noise_as_what_mattered(bc_session, breast_cancer):
     """Every held-out patient: an input is told as mattering only with |contribution| >= 0.005, and a patient with
     none such is told that no single detail changed the result much."""
