@@ -12,6 +12,9 @@ features in S taken from the instance and the others from a baseline b.
   value the reference holds instead, one baseline row per value (per combination, for several),
   weighted by its frequency, and base_value is the weighted mean of f over those rows: at one
   value, every patient of that group got exactly 0 for it, whatever the model does with it.
+  Only where those are at most MIXED_ROWS (8) rows: more would multiply the model rows (and take
+  a 10-feature model off the exact path), so such features are treated as the others, and
+  `Attributions.baseline` says so.
 * `baseline="reference"`: interventional Shapley values against N reference rows;
   base_value = the mean of f over those rows.
 
@@ -61,7 +64,9 @@ PLAN_CAP_BYTES = 64 << 20            # a permutation plan's arrays: `samples` be
 PLAN_BYTES_PER_CELL = 40             # per permutation and feature (5 int64 arrays of about P x F), see _PermutationPlan
 PLAN_CACHE_BYTES = 4 << 20           # plans up to this size are kept for the next call (the 30-feature default: 0.5 MB)
 MIXED_VALUES = 4                     # a protected feature with at most this many reference values (a categorical one
-                                     # has any number) enters the median baseline at each, by frequency
+                                     # has any number) enters the median baseline at each, by frequency, ...
+MIXED_ROWS = 8                       # ... where the protected features' value combinations in the reference are at
+                                     # most this many (a baseline row each; 8 keeps 10 features on the exact path)
 METHOD_EXACT = "exact Shapley"
 METHOD_PERMUTATION = "antithetic permutation Shapley"
 
@@ -371,16 +376,25 @@ def _baselines(model: Predictor, baseline: str, samples: int,
     ref = np.asarray(reference.X, dtype=np.float64)
     if baseline == "median":
         b = np.asarray(reference.median, dtype=np.float64).copy()
-        notes, categorical, gridded, mixed = [], False, False, []
+        notes, categorical, gridded = [], False, False
+        # one value for a protected group made its contribution 0 for everyone in the baseline's group: on the demo's
+        # diabetes bundle sex was in 40 of 44 sex-2 held-out patients' top drivers and no sex-1 patient's, though 21
+        # of those 66 decisions flip with sex. Each value the reference holds, by its frequency, instead -- where
+        # the protected values make at most MIXED_ROWS combinations: a baseline row each multiplies the model rows
+        # (20 categories took a 10-feature model off the exact path; 60 cost 60 times the rows)
+        mixed = [i for i, feat in enumerate(model.schema.features)
+                 if feat.protected and len(ref) and (feat.kind == "categorical"
+                                                    or len(np.unique(ref[:, i])) <= MIXED_VALUES)]
+        values, frequency = np.unique(ref[:, mixed], axis=0, return_counts=True) if mixed else (None, None)
+        if mixed and len(values) > MIXED_ROWS:
+            names = " and ".join(model.schema.features[i].name for i in mixed)
+            notes.append(f"protected {names} as other features: their {len(values)} value combinations in the "
+                         f"reference are more than the {MIXED_ROWS} it takes each of")
+            mixed = []
         for i, feat in enumerate(model.schema.features):
-            few = feat.kind == "categorical" or len(np.unique(ref[:, i])) <= MIXED_VALUES
-            if feat.protected and len(ref) and few:
-                # one value for a protected group made its contribution 0 for everyone in the baseline's group: on
-                # the demo's diabetes bundle sex was in 40 of 44 sex-2 held-out patients' top drivers and no sex-1
-                # patient's, though 21 of those 66 decisions flip with sex. Each value the reference holds, by its
-                # frequency, instead.
-                mixed.append(i)
-            elif feat.kind == "categorical":
+            if i in mixed:
+                continue
+            if feat.kind == "categorical":
                 codes, counts = np.unique(ref[:, i], return_counts=True) if len(ref) else (np.array([b[i]]), [1])
                 b[i] = codes[int(np.argmax(counts))]
                 categorical = True
@@ -394,10 +408,9 @@ def _baselines(model: Predictor, baseline: str, samples: int,
             notes.append("on the grid for integer and stepped features")
         rows, weights = b[None, :], None
         if mixed:
-            values, counts = np.unique(ref[:, mixed], axis=0, return_counts=True)
             rows = np.repeat(rows, len(values), axis=0)
             rows[:, mixed] = values
-            weights = counts / counts.sum() if len(values) > 1 else None
+            weights = frequency / frequency.sum() if len(values) > 1 else None
             names = [model.schema.features[i].name for i in mixed]
             notes.append(f"protected {' and '.join(names)} at each value the reference holds, weighted by its "
                          "frequency")
