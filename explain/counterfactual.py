@@ -349,12 +349,14 @@ def _is_number(v) -> bool:
 
 
 def _range_of(f, rng) -> tuple[float, float]:
-    """A permitted_range value as (low, high): a pair of numbers; for a categorical also DiCE's form, a list of
-    its categories, by name or by code ([1, 9] names the categories coded 1 and 9, not the codes between).
-    A string is refused, not read character by character."""
+    """A permitted_range value as (low, high): a pair of numbers (a tuple of codes is the range between them, as
+    before DiCE's form was read); for a categorical also DiCE's form, a list of its categories, by name or by
+    code ([1, 9] names the categories coded 1 and 9, not the codes between). A string is refused, not read
+    character by character."""
     items = list(rng) if isinstance(rng, (list, tuple, set, frozenset, np.ndarray)) else None
-    if f.kind == "categorical" and items and (any(isinstance(v, str) for v in items)
-                                              or all(_is_number(v) and v in f.codes for v in items)):
+    names = items is not None and any(isinstance(v, str) for v in items)
+    if f.kind == "categorical" and items and (names or (not isinstance(rng, tuple)
+                                                        and all(_is_number(v) and v in f.codes for v in items))):
         return _category_run(f, items)
     if items is None or len(items) != 2 or not all(_is_number(v) for v in items) or isinstance(rng, (set, frozenset)):
         also = f", or a list of its categories (e.g. {list(f.categories[:2])!r})" if f.kind == "categorical" else ""

@@ -660,13 +660,17 @@ def test_a_permitted_range_is_a_pair_of_numbers_or_a_list_of_categories_never_a_
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, permitted_range={"c": ["y", 3]})
     assert str(err.value) == "permitted_range for 'c': unknown category 3; its categories are 'x', 'y', 'z'"
-    for rng in ([0, 4], (0.0, 4.0), ["x", 4], np.array([4, 0])):     # codes name categories, as names do
+    for rng in ([0, 4], ["x", 4], np.array([4, 0])):     # a list of codes names categories, as names do
         with pytest.raises(ExplainError) as err:
             find_counterfactuals(session, x, permitted_range={"c": rng})
         assert str(err.value) == ("permitted_range for 'c': 'y' lies between the categories given, in code order "
                                   "('x', 'y', 'z'); give a run of consecutive categories")
     by_codes = find_counterfactuals(session, x, permitted_range={"c": [2, 0]}, features_to_vary=["c"])[0]
     assert [cf.values for cf in by_codes] == [(1.0, 2.0)]
+    # a tuple of two codes is the (low, high) range between them, as it was before lists of codes were read
+    # (review: {"color": (0, 2)} worked, then was refused as naming red and blue with green between)
+    by_range = find_counterfactuals(session, x, permitted_range={"c": (0, 4)}, features_to_vary=["c"])[0]
+    assert [cf.values for cf in by_range] == [(1.0, 2.0)]
 
 
 def test_a_permitted_range_with_no_whole_number_for_an_integer_feature_is_refused(linear_session):
