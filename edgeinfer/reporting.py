@@ -395,7 +395,7 @@ def report(
 def _output(out: Path):
     """Check that the report can be written at `out` before any work (a bad path was a bare OSError after every
     record was read and every chart drawn): its folder is made and the file opened to append (nothing written). A
-    file made by the check is removed again when the report fails."""
+    file and folders made by the check are removed again when the report fails."""
     fix = "give -o/--out a file path in a folder you can write to"
     if out.is_dir():
         raise UsageError(f"report output -o/--out {out} is a directory; name a file in it, e.g. "
@@ -404,6 +404,7 @@ def _output(out: Path):
     if folder is not None and not folder.is_dir():
         raise UsageError(f"report output -o/--out {out}: {folder} is a file, not a folder; {fix}")
     made = not out.exists()
+    new_folders = [p for p in (out.parent, *out.parent.parents) if not p.exists()]   # deepest first
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "ab"):
@@ -415,6 +416,11 @@ def _output(out: Path):
     except BaseException:
         if made:
             out.unlink(missing_ok=True)
+        for p in new_folders:          # and the folders it made, where nothing else was put in them
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
 
 

@@ -1206,15 +1206,18 @@ def test_an_output_folder_that_takes_no_file_is_refused_naming_the_flag(fixed_bu
 
 def test_a_refused_report_leaves_an_earlier_one_and_makes_no_file(fixed_bundle, tmp_path):
     """The output is checked by opening it to append, nothing written: a report that then fails leaves an earlier
-    report as it was, and a file the check made is removed."""
+    report as it was, and a file or folder the check made is removed."""
     record = _explanation(fixed_bundle.sha256).to_dict()
     record["attributions"]["prediction"] = -0.4
     (tmp_path / "old.html").write_text("earlier report")
-    for name in ("old.html", "new/r.html"):
+    (tmp_path / "kept").mkdir()
+    for name in ("old.html", "new/a/b/r.html", "kept/c/r.html"):
         with pytest.raises(InputError):
             ei.report([record], out=tmp_path / name, bundle=fixed_bundle)
     assert (tmp_path / "old.html").read_text() == "earlier report"
-    assert not (tmp_path / "new" / "r.html").exists()
+    # the folders the check made are removed too (review: new/a/b was left behind), not those that were there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "old.html"]
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_unknown_record_is_refused(tmp_path):
