@@ -1496,11 +1496,28 @@ class _BiasMonitor:
             name = grouping.feature.name
             states.append(BiasMonitorState(
                 feature=name, bias_window=monitor.window, windows=snap.decisions, min_group_size=snap.min_group_size,
-                groups={str(g.group): {"windows": g.count, "selection_rate": g.selection_rate} for g in snap.by_group},
+                groups={str(g.group): {"windows": g.count, "selection_rate": g.selection_rate}
+                        for g in sorted(snap.by_group, key=lambda g: _group_rank(grouping, str(g.group)))},
                 metric=DP, value=snap.demographic_parity_difference, threshold=monitor.alert_dp_difference,
                 not_compared=snap.demographic_parity_not_compared, alerts=alerts.get(name, 0),
                 episodes=episodes.get(name, 0), alerting=self.alerting[name]))
         return tuple(states)
+
+
+def _group_rank(grouping, name: str) -> tuple:
+    """A group's place in `Grouping`'s order (bins low to high, categories in code order, values by size), as the
+    model card lists them: the monitor sorts its groups by their names, and "age < 39" came after "59 <= age"."""
+    feature = grouping.feature
+    if grouping.edges is not None and name in grouping.bin_names:
+        return (0, grouping.bin_names.index(name), name)
+    if feature.kind == "categorical":
+        labels = [feature.label(c) for c in feature.codes]
+        if name in labels:
+            return (0, labels.index(name), name)
+    try:
+        return (0, float(name.split(" ")[0]), name)
+    except ValueError:
+        return (1, 0, name)
 
 
 def _selected_class(schema) -> int | None:

@@ -2111,3 +2111,20 @@ def test_workers_that_refuse_the_device_leave_the_stream_explaining_in_this_proc
     assert [_without_timings(line) for line in out.getvalue().splitlines()] == \
            [_without_timings(line) for line in local]
     assert summary.explained == 4
+
+
+def test_the_bias_summary_lists_a_continuous_features_groups_in_the_model_cards_order():
+    """The monitor sorts its groups by name: the summary listed "39.5 <= age < 59.2, 59.2 <= age < 74.4,
+    age < 39.5, age >= 74.4" where the model card (Grouping's order) lists bins from low to high."""
+    from types import SimpleNamespace
+
+    from edgeinfer.stream import _BiasMonitor
+
+    schema = FeatureSchema(features=(Feature("age", low=0.0, high=120.0, protected=True), Feature("x")),
+                           classes=("no", "yes"))
+    reference = SimpleNamespace(X=np.column_stack([np.arange(20.0, 100.0), np.zeros(80)]))
+    bias = _BiasMonitor(schema, reference, 100)
+    for i, value in enumerate([90.0, 25.0, 70.0, 45.0] * 5):
+        bias.observe(i, np.array([value, 0.0]), np.array([0.5, 0.5]) if i % 2 else np.array([0.9, 0.1]))
+    (state,) = bias.states({}, {})
+    assert list(state.groups) == ["age < 39.75", "39.75 <= age < 59.5", "59.5 <= age < 79.25", "age >= 79.25"]
