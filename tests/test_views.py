@@ -781,6 +781,12 @@ def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schem
     small = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], delta=0.01), *flips[1:]))
     assert "; largest Δp 0.230, at a value no reference row holds; attribution share" in views.render(
         dataclasses.replace(expl, bias=small), schema3, stakeholder="clinician")
+    # a flip that changes the class is never left out, unseen or not (review: "flips the class: sex; largest Δp
+    # 0.315" beside sex -> x's 0.330)
+    flipping = dataclasses.replace(bias, flips=(flips[0], dataclasses.replace(flips[1], class_name="lower progression",
+                                                                            delta=-0.33, flipped=True), flips[2]))
+    assert "; largest Δp 0.330, at a value no reference row holds; attribution share" in views.render(
+        dataclasses.replace(expl, bias=flipping), schema3, stakeholder="clinician")
     # none counts, the largest at a value the data holds: as it was
     none = dataclasses.replace(bias, depends=False, depends_on=(), flips=(
         dataclasses.replace(flips[0], delta=0.03), dataclasses.replace(flips[1], delta=0.02), flips[2]))
