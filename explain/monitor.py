@@ -82,6 +82,13 @@ class RollingSnapshot:
     demographic_parity_not_compared: str | None = None   # why demographic_parity_difference is None; else None
 
 
+def _group_order(group) -> tuple:
+    """Numbers by value, before the others by type and text: sorted by text, group 10 came before group 9."""
+    if isinstance(group, numbers.Real) and not isinstance(group, bool):
+        return (0, float(group), "", "")
+    return (1, 0.0, type(group).__name__, str(group))
+
+
 class _Entry:
     __slots__ = ("id", "group", "y_pred", "y_prob", "y_true")
 
@@ -194,7 +201,7 @@ class RollingFairness:
     def snapshot(self) -> RollingSnapshot:
         """The metrics over the window now, and the alerts that are active."""
         groups = []
-        for group in sorted(self._counts, key=lambda g: (type(g).__name__, str(g))):
+        for group in sorted(self._counts, key=_group_order):
             c = self._counts[group]
             groups.append(
                 GroupWindow(

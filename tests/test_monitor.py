@@ -48,3 +48,11 @@ def test_compared_groups_have_no_reason():
         m.observe(f"b{i}", "B", 0)
     snap = m.snapshot()
     assert (snap.demographic_parity_difference, snap.demographic_parity_not_compared) == (1.0, None)
+
+
+def test_numeric_groups_are_listed_by_value():
+    """The snapshot sorted its groups by their text: age groups 9, 10 and 65.5 came out as 10, 65.5, 9."""
+    m = RollingFairness(window=100, sensitive_feature="age")
+    for i, group in enumerate([65.5, 9, 10, "unknown", 9]):
+        m.observe(i, group, i % 2)
+    assert [g.group for g in m.snapshot().by_group] == [9, 10, 65.5, "unknown"]
