@@ -60,9 +60,17 @@ class Feature:
             raise SchemaError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.monotone not in MONOTONE:
             raise SchemaError(f"{where}: monotone must be one of {', '.join(MONOTONE)}, got {self.monotone!r}")
+        for key, example in (("unit", "kg/m²"), ("lay", "body mass index"), ("clinical", "BMI")):
+            value = getattr(self, key)      # read into messages and views: a list there failed only at export's end
+            if not isinstance(value, str):
+                raise SchemaError(f"{where}: {key} must be text, got {_shown(value)}; give one string (e.g. "
+                                  f"{key} = {json.dumps(example, ensure_ascii=False)}), or leave {key} out")
         if self.kind == "categorical":
             if not self.categories:
                 raise SchemaError(f"{where}: a categorical feature needs a list of categories")
+            if not all(isinstance(c, str) for c in self.categories):
+                raise SchemaError(f"{where}: categories must be names (text), got {_shown(list(self.categories))}; "
+                                  f"give each as a string (e.g. 'male'), or build the schema with FeatureSchema.from_dict")
             codes = self.codes or tuple(float(i) for i in range(len(self.categories)))
             if not all(isinstance(c, (int, float, np.number)) and not isinstance(c, bool) for c in codes):
                 raise SchemaError(f"{where}: codes must be numbers (the values the model reads), got {list(codes)!r}")

@@ -3,6 +3,7 @@
 import io
 import json
 import sys
+import time
 import warnings
 import zipfile
 
@@ -68,6 +69,22 @@ def test_a_model_with_one_weighted_layer_keeps_it_int8_and_says_its_logits_are_r
     assert manifest["quantization"]["method"].endswith(
         "; input scaling and softmax stay fp32; the model's only weighted layer is int8, so its logits are rounded "
         "to 8 bits")
+
+
+def test_a_schema_file_whose_unit_is_a_list_is_refused_before_any_work(tmp_path):
+    """`unit = ["kg/m²"]` was accepted: export quantized and gated the model, then failed at its end ("measuring
+    the bundle's peak memory … failed: … unhashable type: 'list'"). It is refused as the schema is read."""
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"features": [{"name": "bmi", "range": [0, 10], "unit": ["kg/m²"]}],
+                                "classes": ["no", "yes"]}))
+    started = time.perf_counter()
+    with pytest.raises(ei.SchemaError) as info:
+        ei.export(linear_logistic([1.0], -5.0), path, calibration=np.linspace(0, 10, 41)[:, None],
+                  device="raspberry-pi-4", out=tmp_path / "b")
+    assert time.perf_counter() - started < 1.0
+    assert str(info.value) == ("feature 'bmi': unit must be text, got ['kg/m²']; give one string (e.g. unit = "
+                               "\"kg/m²\"), or leave unit out")
+    assert not (tmp_path / "b").exists()
 
 
 def test_a_model_whose_weighted_layers_all_compute_the_logits_says_so(tmp_path):

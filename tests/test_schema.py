@@ -436,6 +436,37 @@ def test_bad_schema_messages(data, message):
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("unit", ["kg/m²"], "feature 'a': unit must be text, got ['kg/m²']; give one string (e.g. unit = \"kg/m²\"), "
+                            "or leave unit out"),
+        ("lay", 5, "feature 'a': lay must be text, got 5; give one string (e.g. lay = \"body mass index\"), or leave "
+                   "lay out"),
+        ("clinical", {"en": "BMI"}, "feature 'a': clinical must be text, got {'en': 'BMI'}; give one string (e.g. "
+                                    "clinical = \"BMI\"), or leave clinical out"),
+        ("unit", None, "feature 'a': unit must be text, got None; give one string (e.g. unit = \"kg/m²\"), or leave "
+                       "unit out"),
+    ],
+)
+def test_a_feature_text_that_is_no_text_is_refused_where_the_schema_is_read(key, value, message):
+    """A list for `unit` (or a number for `lay`) was accepted; export then trained, quantized and gated the model
+    and failed at its end on "unhashable type: 'list'"."""
+    with pytest.raises(SchemaError) as info:
+        FeatureSchema.from_dict({"features": [{"name": "a", key: value}], "classes": ["x", "y"]})
+    assert str(info.value) == message
+    with pytest.raises(SchemaError) as info:
+        Feature("a", **{key: value})
+    assert str(info.value) == message
+
+
+def test_a_category_that_is_no_text_is_refused():
+    with pytest.raises(SchemaError) as info:
+        Feature("c", kind="categorical", categories=("p", ["q"]))
+    assert str(info.value) == ("feature 'c': categories must be names (text), got ['p', ['q']]; give each as a "
+                               "string (e.g. 'male'), or build the schema with FeatureSchema.from_dict")
+
+
 def test_a_schema_file_of_another_suffix_is_refused_for_its_suffix_alone(tmp_path):
     """--schema calib.csv said 'schema file calib.csv is not valid CSV: schema file calib.csv must end in .toml or
     .json': the suffix refusal was raised inside the parse's try and wrapped as a parse error."""
