@@ -219,7 +219,7 @@ class Feature:
             return float(value)
         except OverflowError:       # an integer beyond float range (JSON allows any length)
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got an integer of "
-                             f"{len(str(abs(value)))} digits") from None
+                             f"{_digits(int(value)):,} digits") from None
 
 
 @dataclass(frozen=True)
@@ -758,6 +758,13 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)    # the model's input is float32:
 # value equal to a bound's nearest float32 is taken as that bound, as a float32 value is (the model, reading
 # float32, sees the same number either way).
 LOST_FLOAT32 = np.dtype(np.float32)
+
+
+def _digits(n: int) -> int:
+    """How many decimal digits an integer has, without str(): past 4,300 digits it raises ValueError."""
+    n = abs(n)
+    digits = max(1, int(n.bit_length() * math.log10(2)))    # the floor of log10(n) + 1, or one less
+    return digits + 1 if n >= 10 ** digits else digits
 
 
 def _exact(value: float) -> str:

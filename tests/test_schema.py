@@ -185,6 +185,10 @@ def test_an_object_array_reads_as_its_cells():
         (None, "feature 'glucose' expects a number in [40, 600] mg/dL, got no value; fill it in"),
         ("1_20", "feature 'glucose' expects a number in [40, 600] mg/dL, got '1_20'"),
         (10**400, "feature 'glucose' expects a number in [40, 600] mg/dL, got an integer of 401 digits"),
+        pytest.param(10**5000, "feature 'glucose' expects a number in [40, 600] mg/dL, got an integer of 5,001 "
+                     "digits", id="5001-digits"),      # past the 4,300 digits str() reads: its repr would fail too
+        pytest.param(1 - 10**5000, "feature 'glucose' expects a number in [40, 600] mg/dL, got an integer of 5,000 "
+                     "digits", id="minus-5000-digits"),
         (600.0000001, "feature 'glucose' expects a number in [40, 600] mg/dL, got 600.0000001"),
     ],
 )
@@ -194,6 +198,16 @@ def test_a_missing_or_unreadable_cell_is_named_alike_through_every_form(form, ce
     with pytest.raises(InputError) as info:
         SCHEMA.validate(x)
     assert str(info.value) == ("row 0: " if form == "list of rows" else "") + message
+
+
+def test_an_integer_past_python_text_limit_rejects_its_row_alone():
+    """An integer of over 4,300 digits made str() raise a raw ValueError in the overflow message, which took the
+    whole batch down; its row is now rejected alone, as a 401-digit one is."""
+    good = {"glucose": 120, "age": 50, "sex": 1}
+    unreadable = {}
+    matrix, single = SCHEMA.to_matrix([good, {**good, "age": 10**5000}, good], unreadable=unreadable)
+    assert unreadable == {1: "feature 'age' expects an integer in [18, 90] years, got an integer of 5,001 digits"}
+    np.testing.assert_array_equal(matrix[[0, 2]], [[120, 50, 1], [120, 50, 1]])
 
 
 def test_a_bound_sent_as_float32_is_the_bound():
