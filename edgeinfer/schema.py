@@ -458,7 +458,13 @@ class FeatureSchema:
                                  f"column whose name is no Python identifier), so its feature is unknown; pass the "
                                  f"data frame itself, or its rows as df.iloc[i]")
             return self._row_from_mapping(fields)
-        values = self._row_from_mapping(dict(row.items()))
+        labels = dict(row.items())
+        unknown = [k for k in labels if not isinstance(k, str) and k not in self._index]
+        if unknown:                          # labels 0 … 9 (a frame with no column names) mean no feature
+            raise InputError(f"{_unknown_feature(str(unknown[0]), self.names)}; a Series is read by its labels, never "
+                             f"by position: label it with the feature names, or pass series.to_numpy() if its values "
+                             f"are in schema order")
+        values = self._row_from_mapping(labels)
         dtype = getattr(row, "dtype", None)                  # pandas' own dtypes (text, nullable) are no NumPy dtype
         if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:
             values = self.at_bounds(values, dtype)           # a float32 frame's row: its cells arrive as Python floats
@@ -703,10 +709,18 @@ def _is_named(x: Any) -> bool:
 
 
 def _is_named_row(x: Any) -> bool:
-    """A pandas Series (or the like) whose labels are feature names."""
+    """A pandas Series (or the like) with labels: read by them, whatever they are (a row of a frame whose columns are
+    0 … 9 reordered was read by position). Only a Series' default labels (0, 1, … as `pd.Series(values)` gives) are
+    no names: such a Series is a row in schema order, as a list is."""
     index = getattr(x, "index", None)
     return (getattr(x, "ndim", None) == 1 and hasattr(x, "items") and index is not None
-            and len(index) > 0 and all(isinstance(k, str) for k in index))
+            and not _is_default_index(index))
+
+
+def _is_default_index(index: Any) -> bool:
+    """pandas' default labels 0, 1, …, n - 1 (a RangeIndex from 0 in steps of 1)."""
+    return (type(index).__name__ == "RangeIndex" and getattr(index, "start", None) == 0
+            and getattr(index, "step", None) == 1)
 
 
 _PLAIN = frozenset({float, int, np.float64})

@@ -101,6 +101,35 @@ def test_a_namedtuple_whose_column_was_renamed_is_refused_naming_the_fix():
     np.testing.assert_array_equal(schema.validate([frame.iloc[0]])[0], [[120.0, 50.0]])
 
 
+def test_a_series_is_read_by_its_labels_whatever_they_are():
+    """A frame with integer column labels was refused, but its row (a Series) was read by position: with columns
+    reordered, the diabetes model said p = (8.6e-09, 1.0) for a row it gives (0.405, 0.595). Any labels are read as
+    names now; only a Series' default labels (0, 1, …, as pd.Series(values) gives) mean schema order, as a list."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame([[120.0, 50, 1]])[[1, 0, 2]]          # integer labels, 'age' first: no feature names
+    message = ("unknown feature '1'; known features: glucose, age, sex; a Series is read by its labels, never by "
+               "position: label it with the feature names, or pass series.to_numpy() if its values are in schema "
+               "order")
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate(frame.iloc[0])
+    assert str(info.value) == message
+    unreadable = {}
+    matrix, _ = SCHEMA.to_matrix([frame.iloc[0], {"glucose": 130.0, "age": 60, "sex": 0}], unreadable=unreadable)
+    assert unreadable == {0: message}
+    np.testing.assert_array_equal(matrix[1], [130.0, 60.0, 0.0])
+    with pytest.raises(InputError) as info:                     # labels 1, 2, 3: no default, so names
+        SCHEMA.validate(pd.Series([120.0, 50, 1], index=range(1, 4)))
+    assert str(info.value) == message
+    with pytest.raises(InputError) as info:                     # a label that is no feature, beside two that are
+        SCHEMA.validate(pd.Series([120.0, 50, 1], index=["glucose", "age", 2]))
+    assert str(info.value) == message.replace("'1'", "'2'")
+    np.testing.assert_array_equal(SCHEMA.validate(frame.iloc[0].set_axis(["age", "glucose", "sex"]))[0],
+                                  [[120.0, 50.0, 1.0]])
+    positional = pd.Series([120.0, 50, 1])                      # default labels: schema order, as a list
+    np.testing.assert_array_equal(SCHEMA.validate(positional)[0], [[120.0, 50.0, 1.0]])
+    np.testing.assert_array_equal(SCHEMA.validate([positional, positional])[0], [[120.0, 50.0, 1.0]] * 2)
+
+
 def test_a_data_frame_takes_category_names_like_a_mapping():
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": "male"}, {"glucose": 130.0, "age": 60, "sex": 0}])
