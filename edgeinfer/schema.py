@@ -198,6 +198,8 @@ class Feature:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {got}")
         if value is None:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got no value; fill it in")
+        if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):    # np.ma.masked: missing, not its 0
+            return math.nan
         if getattr(value, "ndim", None) == 0 and not isinstance(value, np.generic):    # a 0-d tensor or array
             try:
                 value = np.asarray(_detached(value))[()]
@@ -300,7 +302,7 @@ class FeatureSchema:
         read (a mapping missing a feature, a cell that is no number or category)
         does not fail the batch: its reason goes into the dict and its row is NaN.
         """
-        matrix, single = self._read(_detached(x), unreadable)
+        matrix, single = self._read(_unmasked(_detached(x)), unreadable)
         if isinstance(x, np.ndarray) and x.dtype.kind == "O":    # float32 cells arrive there as Python floats
             matrix = self.at_bounds(matrix, LOST_FLOAT32)
         return matrix, single
@@ -700,6 +702,20 @@ def _detached(x: Any) -> Any:
         return x.detach()
     if type(x) in (list, tuple) and any(getattr(r, "requires_grad", False) for r in x):
         return [_detached(r) for r in x]
+    return x
+
+
+def _unmasked(x: Any) -> Any:
+    """A NumPy masked array (or a list or tuple of them) with its masked cells NaN, missing as they mean: NumPy
+    reads a masked array as the values under its mask, and those were decided on."""
+    if isinstance(x, np.ma.MaskedArray):
+        if x.dtype.kind in "iub":                 # no NaN in an integer (or bool) array: widen, as a row of them is
+            x = x.astype(np.float64 if x.dtype.kind != "b" else object)
+        elif x.dtype.kind in "USV":
+            x = x.astype(object)
+        return np.ma.filled(x, np.nan)
+    if type(x) in (list, tuple) and any(isinstance(r, np.ma.MaskedArray) for r in x):
+        return [_unmasked(r) for r in x]
     return x
 
 

@@ -18,7 +18,7 @@ from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
 from edgeinfer.errors import BudgetWarning, BundleError, DeviceError, InputError, UsageError
 from edgeinfer.profiles import get_device
-from edgeinfer.schema import _detached
+from edgeinfer.schema import _detached, _unmasked
 
 NOT_A_NUMBER = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on "
                 "the row's values); give values of a realistic size")
@@ -102,7 +102,7 @@ class Session:
         width = len(self.schema)
         try:
             with np.errstate(over="ignore"):          # 1e39 is inf in float32: refused below, by row
-                X = np.ascontiguousarray(_detached(X), dtype=np.float32)     # a tensor that requires grad too
+                X = np.ascontiguousarray(_unmasked(_detached(X)), dtype=np.float32)    # masked cells: NaN, refused
         except (TypeError, ValueError) as err:
             raise InputError(f"predict_proba expects a 2-D array of numbers, {width} features in schema order; "
                              f"could not read the input as numbers ({err}); Session.predict reads rows of any form "

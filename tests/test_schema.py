@@ -130,6 +130,32 @@ def test_a_series_is_read_by_its_labels_whatever_they_are():
     np.testing.assert_array_equal(SCHEMA.validate([positional, positional])[0], [[120.0, 50.0, 1.0]] * 2)
 
 
+@pytest.mark.parametrize("x", [
+    np.ma.masked_array([120, 50, 1], mask=[0, 1, 0]),                                  # integers: no NaN of their own
+    np.ma.masked_array(np.array([120, 50, 1], np.float32), mask=[0, 1, 0]),
+    np.ma.masked_array(np.array([120, 50, "male"], dtype=object), mask=[0, 1, 0]),
+    np.ma.masked_array(["120", "50", "male"], mask=[0, 1, 0]),                          # text
+    [120, np.ma.masked, 1],
+    {"glucose": 120, "age": np.ma.masked, "sex": 1},                                    # read as 0 before
+], ids=["int", "float32", "object", "text", "list", "mapping"])
+def test_a_masked_cell_is_missing(x):
+    """A masked array was read as the values under its mask: the 50 beneath a masked 'age' was decided on."""
+    with pytest.raises(InputError) as info:
+        SCHEMA.validate(x)
+    assert str(info.value) == "feature 'age' expects an integer in [18, 90] years, got nan; replace missing or infinite values"
+
+
+def test_a_masked_cell_rejects_its_row_alone():
+    unreadable = {}
+    batch = np.ma.masked_array([[120, 50, 1], [130, 60, 0]], mask=[[0, 0, 0], [0, 1, 0]])
+    for x in (batch, list(batch)):
+        matrix, single = SCHEMA.to_matrix(x, unreadable=unreadable)
+        np.testing.assert_array_equal(matrix, [[120, 50, 1], [130, np.nan, 0]])
+        assert SCHEMA.check_rows(matrix) == {1: "feature 'age' expects an integer in [18, 90] years, got nan; replace "
+                                                "missing or infinite values"}
+    np.testing.assert_array_equal(SCHEMA.validate(np.ma.masked_array([120, 50, 1]))[0], [[120, 50, 1]])
+
+
 def test_a_data_frame_takes_category_names_like_a_mapping():
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": "male"}, {"glucose": 130.0, "age": 60, "sex": 0}])

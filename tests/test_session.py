@@ -107,6 +107,31 @@ def test_numbers_beyond_float32_and_overflowing_rows_are_refused_alone(linear_se
             assert str(err.value) == message
 
 
+def test_a_masked_cell_is_missing_not_the_value_under_its_mask(linear_session):
+    """A NumPy masked array was read as the values under its mask: a row whose 'a' was masked (missing) was decided
+    with the 5 beneath it. A masked cell is missing now, refused as NaN is, in a row and in a batch alone."""
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema((Feature("a", low=-10, high=10, unit="mg"), Feature("b", low=-10, high=10)), ("no", "yes"))
+    session = linear_session(np.array([1.0, 0.0]), 0.0, schema)
+    missing = "feature 'a' expects a number in [-10, 10] mg, got nan; replace missing or infinite values"
+    row = np.ma.masked_array([5.0, 1.0], mask=[1, 0])
+    for call in (session.predict, session.explain):
+        with pytest.raises(InputError) as info:
+            call(row)
+        assert str(info.value) == missing
+        out = call(np.ma.vstack([row, np.ma.masked_array([-5, 1])]))
+        assert isinstance(out[0], ei.Rejection) and (out[0].row, out[0].reason) == (0, missing)
+        assert (getattr(out[1], "class_name", None) or out[1].decision.class_name) == "no"
+    with pytest.raises(InputError) as info:
+        session.predict({"a": np.ma.masked, "b": 1.0})
+    assert str(info.value) == missing
+    with pytest.raises(InputError) as info:
+        session.predict_proba(np.ma.vstack([row, row]))
+    assert str(info.value) == ("predict_proba expects finite numbers within float32; rows 0, 1 hold NaN, infinity or "
+                               "a value beyond float32; Session.predict refuses such rows alone and decides the rest")
+
+
 def test_single_bad_row_raises(bc_session, breast_cancer):
     row = dict(zip(breast_cancer.schema.names, breast_cancer.X_test[0]))
     row["mean radius"] = -1.0
