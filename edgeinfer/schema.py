@@ -165,7 +165,7 @@ class Feature:
             return f"one of {options}"
         noun = "an integer" if self.kind == "integer" else "a number"
         if math.isinf(self.low) and math.isinf(self.high):
-            return f"{noun}{unit}"
+            return f"{noun} ({self.unit})" if self.unit else noun    # "a number (kg/m²)", not "a number kg/m²"
         # every digit a bound needs: rounded to 6 it could read as containing the value it refuses
         return f"{noun} in [{_exact(self.low)}, {_exact(self.high)}]{unit}"
 

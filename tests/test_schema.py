@@ -156,6 +156,20 @@ def test_a_masked_cell_rejects_its_row_alone():
     np.testing.assert_array_equal(SCHEMA.validate(np.ma.masked_array([120, 50, 1]))[0], [[120, 50, 1]])
 
 
+def test_an_open_range_names_its_unit_in_words():
+    """An open range read "expects a number kg/m²"."""
+    schema = FeatureSchema((Feature("bmi", unit="kg/m²"), Feature("visits", kind="integer", unit="per year"),
+                            Feature("score")), classes=("x", "y"))
+    for row, message in (
+        ({"bmi": "high", "visits": 1, "score": 0}, "feature 'bmi' expects a number (kg/m²), got 'high'"),
+        ({"bmi": 25, "visits": 1.5, "score": 0}, "feature 'visits' expects an integer (per year), got 1.5"),
+        ({"bmi": 25, "visits": 1, "score": None}, "feature 'score' expects a number, got no value; fill it in"),
+    ):
+        with pytest.raises(InputError) as info:
+            schema.validate(row)
+        assert str(info.value) == message
+
+
 def test_a_data_frame_takes_category_names_like_a_mapping():
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([{"glucose": 120.0, "age": 50, "sex": "male"}, {"glucose": 130.0, "age": 60, "sex": 0}])
