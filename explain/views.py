@@ -1053,11 +1053,14 @@ class _View:
             items = [c for c in items if c.changes and all(self.actionable(ch.feature) for ch in c.changes)]
             if not items:
                 return [self.fill("no_actionable", **target)]
+        # the view's number of answers is for a request that left k at its default (1); one that asked for more (k)
+        # gets as many: `explain -k 3 --format text` showed the clinician's 2 and pointed to a JSON never asked for
+        limit = max(self.s.counterfactuals, cfs.requested) if cfs.requested > 1 else self.s.counterfactuals
         lines = []
-        for index, cf in enumerate(items[: self.s.counterfactuals], start=1):
+        for index, cf in enumerate(items[:limit], start=1):
             lines.extend(self._counterfactual(index, cf, target, threshold))
-        if len(items) > self.s.counterfactuals and self.has("counterfactual_more"):
-            lines.append(self.fill("counterfactual_more", shown=str(self.s.counterfactuals), total=str(len(items))))
+        if len(items) > limit and self.has("counterfactual_more"):
+            lines.append(self.fill("counterfactual_more", shown=str(limit), total=str(len(items))))
         if not cfs.complete and self.has("counterfactual_incomplete"):
             lines.append(self.fill("counterfactual_incomplete"))
         if lines and self.has("counterfactual_note"):

@@ -1793,8 +1793,31 @@ def test_the_clinician_is_told_how_many_answers_were_found_beyond_those_shown(sc
     expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bp", 90.0), ("s5", 4.5))))
     items = tuple(dataclasses.replace(c, distance=d) for c, d in zip(expl.counterfactuals.items, (1.2, 1.6, 1.1)))
     text = views.render(_with_counterfactuals(expl, items=items), schema, stakeholder="clinician")
-    assert "(3 found; the 2 best-ranked shown here, all 3 in the JSON.)" in text
+    assert "(3 found; the 2 best-ranked shown here; --format json gives all 3.)" in text
     assert "closest" not in text
+
+
+def test_a_request_for_k_answers_shows_k_in_the_text_not_the_views_default(schema):
+    """`explain -k 3 --format text` printed 2 answers and "(3 found; the 2 best-ranked shown here, all 3 in the
+    JSON.)", a JSON the user had not asked for: the view's number (the clinician's 2, the patient's 1) is for a request
+    that left k at its default; one that asked for k answers reads every one found."""
+    expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),), (("bmi", 29.0), ("s6", 160.0))))
+    asked = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, requested=3))
+    text = views.render(asked, schema, stakeholder="clinician")
+    assert text.split("Counterfactuals (small changes found that reach the target):\n")[1].split("\n\n")[0] == (
+        "1. body mass index 32.1 kg/m² → 27.5 kg/m² → lower progression (p = 0.620); 1 change(s), distance 1.7 MAD, "
+        "plausibility 80%, verified on the deployed model: yes\n"
+        "2. blood glucose 187 mg/dL → 150 mg/dL → lower progression (p = 0.620); 1 change(s), distance 1.7 MAD, "
+        "plausibility 80%, verified on the deployed model: yes\n"
+        "3. body mass index 32.1 kg/m² → 29 kg/m²; blood glucose 187 mg/dL → 160 mg/dL → lower progression "
+        "(p = 0.620); 2 change(s), distance 1.7 MAD, plausibility 80%, verified on the deployed model: yes")
+    patient = views.render(asked, schema, stakeholder="patient")
+    assert patient.count("The result would have been lower progression if:") == 3
+    # a record that says fewer were asked for than it holds (one from before `requested`): the view's 2, and how to
+    # see the rest
+    assert views.render(expl, schema, stakeholder="clinician").count(" → lower progression (p = 0.620)") == 2
+    assert "\n(3 found; the 2 best-ranked shown here; --format json gives all 3.)\n" in views.render(
+        expl, schema, stakeholder="clinician")
 
 
 def test_a_threshold_target_on_the_deployed_model_reads_true(diabetes_session, diabetes):
