@@ -82,6 +82,12 @@ PIECES: dict[str, frozenset[str]] = {
     "counterfactual_note": _COMMON | _TARGET,      # optional: said once after the counterfactuals shown
     "counterfactual_together": _COUNTERFACTUAL,    # optional: after an answer of more than one change
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
+    # optional, instead of `change` for a feature whose words say it is on a log scale (`_log_base`): {relative} is the
+    # change in the amount itself ("78% lower", "4.5 times as high"), which 5.0 -> 3.5 on the log scale does not show
+    "change_log": _COMMON | {"feature", "from_value", "to_value", "by", "verb", "relative"},
+    # optional, after an answer whose plausibility is below LOW_PLAUSIBILITY: most real rows nearest it are decided
+    # otherwise, so it is an unusual set of values
+    "counterfactual_unlikely": _COUNTERFACTUAL,
     # {binding}: the constraints with which relaxed the search found one (what it needed, not proof that they bind)
     "no_counterfactual": _COMMON | _TARGET | {"reason", "binding"},
     # optional: none found and no constraint named (even every one relaxed did not reach the target): no {binding}
@@ -140,7 +146,8 @@ for _section in SECTIONS:
 _VARIANTS = {
     "driver": ("drivers_small",),
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
-                       "counterfactual_together"),
+                       "counterfactual_together", "counterfactual_unlikely"),
+    "change": ("change_log",),
     "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_no_binding", "no_counterfactual_in_time",
                           "target_met"),
     "bias_ok": ("bias_untested",),     # not bias_used: a reworded bias_ok kept the clinician's caution before it
@@ -199,6 +206,12 @@ USED_SHARE = 0.25
 # proxies), reach this (a probability; or the view's drivers_floor where higher), in every view: 40 % of a saturated
 # decision's rounding noise (~1e-5) read "the model uses them" to the clinician and auditor, whose drivers_floor is 0
 USED_FLOOR = LAY_DRIVERS_FLOOR
+
+# an answer's plausibility (the share of its nearest reference rows the model decides as the target) below which a
+# view with the piece `counterfactual_unlikely` adds it: most real rows like the answer are decided otherwise. The
+# demo's patient read "blood fats ... had been 3.5 instead of 5.0" with no caveat beside the clinician's
+# "plausibility 20%" (1 of 5)
+LOW_PLAUSIBILITY = 0.5
 
 DEFAULT_CHANCE = (
     (0.95, "almost certain"), (0.8, "very likely"), (0.6, "likely"), (0.4, "about as likely as not"),
@@ -1069,20 +1082,7 @@ class _View:
 
     def _counterfactual(self, index: int, cf: Counterfactual, target: dict[str, str],
                         threshold: tuple[int, str, float] | None) -> list[str]:
-        changes = []
-        for ch in cf.changes:
-            f = self.feature(ch.feature)
-            if f is not None and f.kind == "categorical":
-                verb, by = self.word("word_change"), self.value(ch.feature, ch.to_value)
-            else:
-                verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
-                # rounded up, as the to value is rounded away from the from value: a change that is enough
-                size = abs(ch.to_value - ch.from_value)
-                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size),
-                                     ch.unit)
-            from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit)
-            changes.append(self.fill("change", feature=self.words_for(ch.feature), from_value=from_value,
-                                     to_value=to_value, by=by, verb=verb))
+        changes = self.changes(cf)
         classes = self.e.decision.classes
         p = cf.probabilities[classes.index(cf.class_name)] if cf.class_name in classes else math.nan
         # the decision's boundary for p: the best other class (two classes: 1 - p); shown apart from it
@@ -1113,7 +1113,32 @@ class _View:
         if len(changes) > 1 and self.has("counterfactual_together"):
             # the answer was checked with all of its changes made at once, not one at a time
             lines.append(self.fill("counterfactual_together", **values))
+        if cf.plausibility is not None and cf.plausibility < LOW_PLAUSIBILITY and self.has("counterfactual_unlikely"):
+            lines.append(self.fill("counterfactual_unlikely", **values))
         return lines
+
+    def changes(self, cf: Counterfactual) -> list[str]:
+        """Each change of an answer as the view's `change` piece writes it (`change_log` for a feature on a log
+        scale, where the view has it)."""
+        changes = []
+        for ch in cf.changes:
+            f = self.feature(ch.feature)
+            key, relative = "change", ""
+            if f is not None and f.kind == "categorical":
+                verb, by = self.word("word_change"), self.value(ch.feature, ch.to_value)
+            else:
+                verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
+                # rounded up, as the to value is rounded away from the from value: a change that is enough
+                size = abs(ch.to_value - ch.from_value)
+                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size),
+                                     ch.unit)
+                base = _log_base(f)
+                if base is not None and self.has("change_log"):
+                    key, relative = "change_log", _relative(ch.to_value - ch.from_value, base)
+            from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit)
+            changes.append(self.fill(key, feature=self.words_for(ch.feature), from_value=from_value,
+                                     to_value=to_value, by=by, verb=verb, relative=relative))
+        return changes
 
     def _threshold(self, threshold: tuple[int, str, float], probabilities: Sequence[float]) -> dict[str, str]:
         """A threshold target's placeholders: its class, relation and value, and where `probabilities` (an
@@ -1406,6 +1431,32 @@ def _past(text: str, start: float, value: float, *, low: float = -math.inf, high
         if low <= float(shown) <= high:
             return format(shown.copy_abs() if shown.is_zero() else shown, "f")     # never "-0.00"
     return repr(value)
+
+
+_LOG_WORDS = re.compile(r"\b(?:log(10|₁₀|2|₂)?|ln)\b", re.IGNORECASE)
+
+
+def _log_base(f: Feature | None) -> float | None:
+    """The base of the log scale a feature's words say its values are on, or None. The schema has no field for a
+    transform, so its unit and names are read: log10 (log₁₀) is base 10, log2 base 2, ln or log alone the natural log
+    (the diabetes s5, "log serum triglycerides (log mg/dL)": 5.02 is 151 mg/dL, where base 10 would be 105,000)."""
+    if f is None:
+        return None
+    found = _LOG_WORDS.search(" ".join((f.unit, f.clinical, f.lay)))
+    if found is None:
+        return None
+    return {"10": 10.0, "₁₀": 10.0, "2": 2.0, "₂": 2.0}.get(found[1] or "", math.e)
+
+
+def _relative(change: float, base: float) -> str:
+    """A change on a log scale as the change in the amount itself: "78% lower" (5.02 -> 3.507 in natural log),
+    "20% higher", "4.5 times as high"."""
+    ratio = math.exp(min(change * math.log(base), 700.0))
+    if ratio >= 2.0:
+        return f"{_number(ratio, 2)} times as high"
+    if ratio >= 1.0:
+        return f"{_percent(ratio - 1.0)} higher"
+    return f"{_percent(1.0 - ratio)} lower"
 
 
 def _on_grid(value: float, step: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -239,6 +240,7 @@ def test_a_change_shows_its_two_values_with_the_digits_that_keep_its_size(schema
     f = schema.feature(name)
     unit = f" {f.unit}" if f.unit else ""
     text = views.render(_one_change(schema, name, before, after), schema, stakeholder="patient")
+    text = re.sub(r" \(on this log scale, [^)]*\)", "", text)     # s5's change in the amount: tested on its own
     assert f"\n- your {f.lay} had been {to_shown}{unit} instead of {from_shown}{unit}\n" in text
 
 
@@ -259,7 +261,8 @@ def test_an_answer_as_the_text_writes_it_reaches_the_target_on_the_deployed_mode
     assert 6.4132 < change.to_value < 6.414
     assert "\n1. log triglycerides 5.02 → 6.42 → lower (p = 0.5001)" in clinician.text
     patient = session.explain(row, stakeholder="patient").text
-    assert "\n- your blood fats had been 6.5 instead of 5.0\n" in patient
+    assert ("\n- your blood fats had been 6.5 instead of 5.0 (on this log scale, the amount would be about 4 times as "
+            "high)\n") in patient
     for shown, reached in ((6.42, "lower"), (6.5, "lower"), (6.41, "higher"), (6.4, "higher")):
         assert session.predict(np.array([shown, 50.0])).class_name == reached, shown
 
@@ -386,9 +389,65 @@ def test_a_ratio_and_a_log_value_read_without_a_unit_no_one_can_read(schema, tmp
     expl = _explanation(schema, cf_changes=((("s4", 3.5), ("s5", 4.5)),))
     patient = views.render(expl, schema, stakeholder="patient")
     assert ("- your cholesterol ratio had been 3.5 instead of 4\n"
-            "- your blood fats (triglycerides, log scale) had been 4.5 instead of 4.9\n") in patient
+            "- your blood fats (triglycerides, log scale) had been 4.5 instead of 4.9 (on this log scale, the amount "
+            "would be about 30% lower)\n") in patient
     assert "1. total cholesterol / HDL 4 → 3.5; log serum triglycerides (log mg/dL) 4.86 → 4.5 → lower progression" in (
         views.render(expl, schema, stakeholder="clinician"))
+
+
+def _demo_answer(schema, *, plausibility: float) -> Explanation:
+    """The demo's highest-risk patient's answer: log serum triglycerides 5.0239 -> 3.50719 alone."""
+    expl = _explanation(schema, cf_changes=((("s5", 3.50719),),))
+    cf = expl.counterfactuals.items[0]
+    cf = dataclasses.replace(cf, changes=(dataclasses.replace(cf.changes[0], from_value=5.0239),),
+                             plausibility=plausibility)
+    return dataclasses.replace(expl, instance={**expl.instance, "s5": 5.0239},
+                               counterfactuals=dataclasses.replace(expl.counterfactuals, items=(cf,)))
+
+
+def test_a_patient_hears_a_change_on_a_log_scale_as_the_change_in_the_amount(schema, fk, tmp_path):
+    """The demo's patient read "your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0", which reads as
+    a small change: on the natural log scale of s5 it is 152 -> 33 mg/dL, 78 % less. The words of a feature that say
+    log (its unit or names) now bring the change in the amount itself; the clinician, who reads the log value, keeps
+    the line as it was."""
+    expl = _demo_answer(schema, plausibility=0.8)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert ("The result would have been lower progression if:\n"
+            "- your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0 (on this log scale, the amount "
+            "would be about 78% lower)\n\n") in patient
+    assert fk(patient) <= 8, f"grade {fk(patient)}:\n{patient}"
+    assert "1. log serum triglycerides (log mg/dL) 5.02 → 3.50 → lower progression (p = 0.620); 1 change(s)" in (
+        views.render(expl, schema, stakeholder="clinician"))
+    rise = _explanation(schema, cf_changes=((("s5", 5.2),),))
+    assert "had been 5.2 instead of 4.9 (on this log scale, the amount would be about 41% higher)" in views.render(
+        rise, schema, stakeholder="patient")
+    # the base the words name: log10 and log2; a word that only starts with "log" is no log scale
+    assert [views._log_base(Feature("x", clinical=c)) for c in ("log10 copies/mL", "log₂ ratio", "ln CRP",
+                                                                 "logistic score")] == [10.0, 2.0, math.e, None]
+    assert views._relative(1.0, 10.0) == "10 times as high"
+    # a file that rewords the change line (another language) does not get the English log line beside it
+    path = tmp_path / "autre.toml"
+    path.write_text('name = "autre"\nextends = "patient"\n[text]\n'
+                    'counterfactual = "Autre résultat : {cf_outcome} si :"\n'
+                    'change = "votre {feature} : {to_value} au lieu de {from_value}"\n', encoding="utf-8")
+    views.register_stakeholder(path)
+    assert "\n- votre blood fats (triglycerides, log scale) : 3.5 au lieu de 5.0\n" in views.render(
+        expl, schema, stakeholder="autre")
+
+
+@pytest.mark.parametrize("plausibility, caveat", [(0.2, True), (0.4, True), (0.5, False), (None, False)])
+def test_a_patient_is_told_when_an_answer_is_unusual_among_real_patients(schema, fk, plausibility, caveat):
+    """The demo's patient got the answer the clinician reads with "plausibility 20%" (1 of its 5 nearest reference
+    patients decided as the target) with no caveat. Below 50 % (most of them decided otherwise) the patient now hears
+    that plainly; the clinician's line is as it was."""
+    patient = views.render(_demo_answer(schema, plausibility=plausibility), schema, stakeholder="patient")
+    line = ("Please take care with this one: most patients in our data with values closest to these got a different "
+            "result from the tool.")
+    assert (f"would be about 78% lower)\n{line}\n\n" in patient) is caveat
+    assert patient.count(line) == int(caveat)
+    assert fk(patient) <= 8, f"grade {fk(patient)}:\n{patient}"
+    assert "Please take care" not in views.render(_demo_answer(schema, plausibility=0.2), schema,
+                                                  stakeholder="clinician")
 
 
 def test_a_breast_cancer_patient_is_not_told_to_change_a_biopsy_measurement(bc_session, breast_cancer):
@@ -1924,8 +1983,9 @@ def test_the_demos_answer_reads_a_value_that_reaches_the_target(diabetes_session
     (change,) = e.counterfactuals.items[0].changes
     assert (change.feature, round(change.from_value, 4), round(change.to_value, 5)) == ("s5", 5.0239, 3.50719)
     assert "\n1. log serum triglycerides (log mg/dL) 5.02 → 3.50 → lower progression (p = 0.501); " in e.text
-    assert "\n- your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0\n" in diabetes_session.explain(
-        x, stakeholder="patient").text
+    assert ("\n- your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0 (on this log scale, the amount "
+            "would be about 78% lower)\nPlease take care with this one: most patients in our data with values closest "
+            "to these got a different result from the tool.\n") in diabetes_session.explain(x, stakeholder="patient").text
     j = diabetes_session.schema.index("s5")
     for shown, reached in ((3.50, "lower progression"), (3.5, "lower progression"), (3.51, "higher progression")):
         row = x.copy()
