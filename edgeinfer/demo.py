@@ -75,14 +75,14 @@ def _odds_driver(gf) -> str:
     return f" ({words} rates of {said[0]}, and {said[1]})"
 
 
-def moves_text(schema, changes) -> str:
-    """A counterfactual's changes, (feature, from, to) each, as the report's table writes them: "s5 5.02 → 3.507",
-    the to value rounded away from the from value, never short of the answer (to nearest, "s5 5.02 -> 3.51" was a
-    value at which the model gives the other class)."""
-    from edgeinfer.reporting import _labels_apart
+def probability_cell(decision, column: int) -> str:
+    """One class's probability as the clinician view writes it ("> 0.999", "< 0.001", "0.170"; the table read 1.00
+    and 0.00 above the view's "> 0.999"), told apart from the best other class's."""
+    from edgeinfer.explain.views import probability_text
 
-    return "; ".join(f"{name} " + " → ".join(_labels_apart(schema.feature(name), before, after))
-                     for name, before, after in changes)
+    p = decision.probabilities[column]
+    others = [q for j, q in enumerate(decision.probabilities) if j != column]
+    return probability_text(p, apart_from=max(others) if others else None)
 
 
 def _step(n: int, text: str) -> None:
@@ -93,6 +93,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     """Run every step; returns the paths written."""
     import edgeinfer as ei
     from edgeinfer.datasets import diabetes
+    from edgeinfer.explain.explanation import Explanation
+    from edgeinfer.explain.views import changes_text     # the clinician's names, units and digits
     from edgeinfer.export.exporter import DEFAULT_AGREEMENT, ModelCard
     from edgeinfer.export.models import tabular_mlp
     from edgeinfer.profiles import get_device
@@ -131,7 +133,7 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     table = [header]
     for i, (row, d) in enumerate(zip(rows, decisions)):
         values = [data.schema.feature(n).label(row[data.schema.index(n)]) for n in shown]
-        table.append([str(i), *values, d.class_name, f"{d.probabilities[risky]:.2f}", f"{d.latency_ms:.2f}"])
+        table.append([str(i), *values, d.class_name, probability_cell(d, risky), f"{d.latency_ms:.2f}"])
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     for r in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
@@ -148,10 +150,11 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
     click.echo(patient.text)
     click.echo(f"(explained in {clinician.timings['total_ms']:.1f} ms with {clinician.counterfactuals.backend_calls} "
                "batched model calls for the counterfactual search)")
-    plausible = session.explain(data.X_test[worst], min_plausibility=1.0, parts=("counterfactuals",)).counterfactuals
+    plausible_explanation = session.explain(data.X_test[worst], min_plausibility=1.0, parts=("counterfactuals",))
+    plausible = plausible_explanation.counterfactuals
     if plausible.found:
         cf = plausible.items[0]
-        moves = moves_text(data.schema, [(c.feature, c.from_value, c.to_value) for c in cf.changes])
+        moves = changes_text(plausible_explanation, data.schema)
         click.echo(f"Among real patients of class '{cf.class_name}' (min_plausibility=1: all 5 nearest reference "
                    f"patients are), {cf.sparsity} changes: {moves}")
     else:
@@ -183,9 +186,8 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
                "changed), e.g.:")
     for r in changes[1:4]:
         cfs = r["explanation"]["counterfactuals"] or {}
-        change = next(iter(cfs.get("items") or []), None)
-        what = moves_text(motion_schema, [(c["feature"], c["from_value"], c["to_value"]) for c in change["changes"]]
-                          ) if change else cfs.get("reason", "none found")
+        what = (changes_text(Explanation.from_dict(r["explanation"]), motion_schema) if cfs.get("items")
+                else cfs.get("reason", "none found"))
         click.echo(f"  t={r['window']['start']:>6.1f}–{r['window']['end']:.1f} s  {r['decision']['class_name']:<9} "
                    f"would be {cfs.get('target_class', '?')} if: {what}")
 

@@ -547,6 +547,35 @@ def render(
     return _View(explanation, schema, templates).text()
 
 
+def changes_text(explanation: Explanation, schema: FeatureSchema, *, stakeholder: str = "clinician",
+                 index: int = 0) -> str:
+    """The changes of the explanation's `index`-th counterfactual as the stakeholder's view writes them, joined by
+    "; " ("log serum triglycerides (log mg/dL) 5.02 → 3.85"): its names, units and digits, each answer rounded away
+    from the patient's value, so that the values shown reach the target. For a line printed beside the view (the
+    demo's console read "s5 5.024 → 3.85", three lines under the clinician's "log serum triglycerides (log mg/dL)
+    5.02")."""
+    cfs = explanation.counterfactuals
+    if cfs is None or not 0 <= index < len(cfs.items):
+        found = 0 if cfs is None else len(cfs.items)
+        raise ExplainError(f"no counterfactual {index} to write: the explanation holds {found}")
+    return "; ".join(_View(explanation, schema, _lookup(stakeholder, where=None)).changes(cfs.items[index]))
+
+
+def probability_text(p: float, *, stakeholder: str = "clinician",
+                     apart_from: float | tuple[float | None, ...] | None = None) -> str:
+    """p as a decimal the way the stakeholder's view writes one (the clinician's "> 0.999", "< 0.001", "0.170"), for a
+    figure printed beside the view (the demo's table read 1.00 and 0.00 above the clinician's "> 0.999")."""
+    return _view_decimal(_lookup(stakeholder, where=None).settings, p, apart_from)
+
+
+def _view_decimal(settings: ViewSettings, p: float, apart_from: float | tuple[float | None, ...] | None) -> str:
+    """p as a decimal: the digits that tell it from its boundaries, 0 and 1, or within the view's probability limits
+    "< 0.001" and "> 0.999"."""
+    if settings.probability_limits:
+        return _clinical(p, settings.probability_digits, apart_from)
+    return _decimal(p, settings.probability_digits, apart_from)
+
+
 def shows_timings(templates: Templates) -> bool:
     """Whether the view's text shows the explanation's timings (the JSON view, or a `timings` section)."""
     return templates.settings.format == "json" or "timings" in templates.settings.sections
@@ -836,11 +865,7 @@ class _View:
         return self.decimal(p, apart_from)
 
     def decimal(self, p: float, apart_from: float | tuple[float | None, ...] | None = None) -> str:
-        """p as a decimal: the digits that tell it from its boundaries, 0 and 1, or within the view's probability
-        limits "< 0.001" and "> 0.999"."""
-        if self.s.probability_limits:
-            return _clinical(p, self.s.probability_digits, apart_from)
-        return _decimal(p, self.s.probability_digits, apart_from)
+        return _view_decimal(self.s, p, apart_from)
 
     def percent(self, p: float, apart_from: float | tuple[float | None, ...] | None = None) -> str:
         """p as a percent; within the view's probability limits an exact 0 or 1 (a model's rounded tiny or near-1
