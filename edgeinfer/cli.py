@@ -243,14 +243,14 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
 
     from edgeinfer.errors import InputError
     from edgeinfer.rows import BadRow, open_input, read_rows
-    from edgeinfer.schema import _unknown_feature, close_match
+    from edgeinfer.schema import _unknown_feature, close_match, did_you_mean
 
     def check_header(header: list[str]) -> None:      # a CSV's columns, refused once at the header (line 1)
         unknown = [h for h in header if h not in schema.names and h != label_column]
         if label_column is not None and label_column not in header:
             close = close_match(unknown[0], schema.names) if len(unknown) == 1 else None
             if close is not None and close not in header:     # a missing feature misspelt: no label column
-                others = f"column {unknown[0]!r} is not a feature: did you mean {close!r}?"
+                others = f"column {unknown[0]!r} is not a feature: {did_you_mean(unknown[0], close)}"
             elif unknown:
                 others = (f"column {unknown[0]!r} is not a feature: if it holds the true class, pass {option} "
                           f"{unknown[0]!r}" if len(unknown) == 1

@@ -672,9 +672,18 @@ def step_fraction(step: float) -> tuple[float, float]:
 
 
 def close_match(name: str, names: Sequence[str]) -> str | None:
-    """The one of `names` a misspelt `name` is closest to (difflib's), or None; a name too long for a typo has none."""
+    """The one of `names` a misspelt `name` is closest to, or None; a name too long for a typo has none. A name that
+    differs in case alone comes first ('BMI' is 'bmi'; difflib, matching case, found nothing so close)."""
+    folded = [n for n in names if n.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
     close = difflib.get_close_matches(name, names, n=1) if len(name) <= SHOWN else []
     return close[0] if close else None
+
+
+def did_you_mean(name: str, close: str) -> str:
+    """'did you mean ...?' for a name and the one it may misspell; a difference in case alone is said to matter."""
+    return f"did you mean {close!r}?" + (" (names are case-sensitive)" if close.casefold() == name.casefold() else "")
 
 
 def _unknown_feature(name: str, names: Sequence[str], *, label_option: str | None = None,
@@ -687,12 +696,13 @@ def _unknown_feature(name: str, names: Sequence[str], *, label_option: str | Non
     if close is not None and close not in columns:
         label_option = None
     label = f"; if it holds the true class, pass {label_option} {_shown(name)}" if label_option else ""
-    hint = (f"; {'or ' if label else ''}did you mean {close!r}?" if close
-            else f"; known features: {_short(names)}")
+    hint = (f"; {'or ' if label else ''}{did_you_mean(name, close)}" if close
+            else f"; known features: {_short(names, limit=KNOWN_SHOWN)}")
     return f"unknown feature {_shown(name)}{label}{hint}"
 
 
 SHOWN = 80     # characters of a bad value an error message repeats
+KNOWN_SHOWN = 12    # feature names an unknown one's message lists in full; more are cut to the first few
 
 
 def _detached(x: Any) -> Any:
@@ -779,8 +789,10 @@ def _shown(value: Any) -> str:
 
 
 def _short(names: Sequence[str], limit: int = 6) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+    """Names listed: all of them up to `limit`, else the first 6 and the count."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:6]) + f", … ({len(names)} in all)"
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)    # the model's input is float32: a larger number becomes inf

@@ -263,8 +263,8 @@ def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert result.stderr == (f"error: {path} line 1 (the header): unknown feature 'outcome'; if it holds the true "
-                             "class, pass --label-column 'outcome'; known features: age, sex, bmi, bp, s1, s2, … (10 "
-                             "in all)\n")
+                             "class, pass --label-column 'outcome'; known features: age, sex, bmi, bp, s1, s2, s3, s4, "
+                             "s5, s6\n")
     result = CliRunner().invoke(main, [*args, "--label-column", "outcome"])
     assert result.exit_code == 1
     assert result.stderr == (f"error: {path}: 1 of 30 rows are outside the schema, first at line 22: feature 'bmi' "

@@ -87,6 +87,29 @@ def test_an_unknown_column_is_offered_as_the_label_column_only_where_that_can_be
     assert _unknown_feature(name, SCHEMA.names, label_option="--label-column", columns=columns) == message
 
 
+TEN = FeatureSchema(features=tuple(Feature(n) for n in ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5",
+                                                        "s6")), classes=("low", "high"))
+THIRTEEN = FeatureSchema(features=tuple(Feature(f"x{i}") for i in range(13)), classes=("low", "high"))
+
+
+@pytest.mark.parametrize("schema, name, message", [
+    (TEN, "S5", "unknown feature 'S5'; did you mean 's5'? (names are case-sensitive)"),
+    (TEN, "BMI", "unknown feature 'BMI'; did you mean 'bmi'? (names are case-sensitive)"),
+    (TEN, "bmI", "unknown feature 'bmI'; did you mean 'bmi'? (names are case-sensitive)"),
+    (TEN, "bmx", "unknown feature 'bmx'; did you mean 'bmi'?"),
+    (TEN, "outcome", "unknown feature 'outcome'; known features: age, sex, bmi, bp, s1, s2, s3, s4, s5, s6"),
+    (THIRTEEN, "outcome", "unknown feature 'outcome'; known features: x0, x1, x2, x3, x4, x5, … (13 in all)"),
+])
+def test_an_unknown_feature_in_another_case_is_told_its_name(schema, name, message):
+    """A header 'S5' got "known features: age, sex, bmi, bp, s1, s2, … (10 in all)", s5 not shown and no hint, and
+    'BMI' no "did you mean" while 'bmI' got one (difflib matches case): a name that differs in case alone is now
+    matched first, and up to 12 known names are listed in full."""
+    row = {n: 1.0 for n in schema.names if n.casefold() != name.casefold()} | {name: 1.0}
+    with pytest.raises(InputError) as info:
+        schema.validate(row)
+    assert str(info.value) == message
+
+
 def test_a_namedtuple_whose_column_was_renamed_is_refused_naming_the_fix():
     """itertuples renames a column that is no Python identifier ('blood glucose' becomes '_0'): its feature is
     lost, and reading the row by position is what a frame's row never is."""
