@@ -305,11 +305,12 @@ def test_an_unknown_column_that_misspells_a_missing_feature_is_told_as_the_missp
     for data, where in (("c.csv", "line 1 (the header)"), ("c.jsonl", "line 1")):
         result = CliRunner().invoke(main, [*args, "--calibration", str(tmp_path / data)])
         assert (result.exit_code, result.stderr) == (
-            1, f"error: {tmp_path / data} {where}: unknown feature 'bmI'; did you mean 'bmi'?\n")
+            1, f"error: {tmp_path / data} {where}: unknown feature 'bmI'; did you mean 'bmi'? (names are "
+               "case-sensitive)\n")
     result = CliRunner().invoke(main, [*args, "--calibration", str(tmp_path / "c.csv"), "--label-column", "outcome"])
     assert (result.exit_code, result.stderr) == (
         1, f"error: {tmp_path / 'c.csv'} line 1 (the header): no column 'outcome' (--label-column) in the header; "
-           "column 'bmI' is not a feature: did you mean 'bmi'?\n")
+           "column 'bmI' is not a feature: did you mean 'bmi'? (names are case-sensitive)\n")
 
 
 def test_export_names_a_label_column_missing_from_a_header(diabetes, tmp_path):
