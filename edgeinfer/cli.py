@@ -142,8 +142,10 @@ def _emit_json(line: int, result) -> None:
     click.echo(json.dumps({"row": line, **result.to_dict()}, allow_nan=False))
 
 
-def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json) -> None:
-    """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused."""
+def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json, *,
+              command: str) -> None:
+    """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused. `command`
+    ('predict') is named in the fix for an input that is not comma-separated text."""
     from edgeinfer.decision import Rejection
     from edgeinfer.rows import BadRow, open_input, read_rows
 
@@ -179,7 +181,8 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
 
     with open_input(source) as stream:
         batch = []
-        for item in read_rows(stream, fmt=fmt_in, check_header=session.schema.check_columns):
+        for item in read_rows(stream, fmt=fmt_in, check_header=session.schema.check_columns, reader=command,
+                              example=f"FILE | edgeinfer {command} BUNDLE -"):
             read += 1
             batch.append(item)
             if len(batch) >= batch_size:
@@ -196,7 +199,7 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
 def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
     """Predict every row of INPUT (CSV or JSONL; '-' is stdin); JSON lines out."""
     session = _load_session(bundle, device, fallback)
-    _run_rows(session, input, fmt_in, batch_size, session.predict)
+    _run_rows(session, input, fmt_in, batch_size, session.predict, command="predict")
 
 
 @main.command()
@@ -233,7 +236,8 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
     def emit_text(line, explanation):
         click.echo(f"# row {line}\n{explanation.text}\n")
 
-    _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json)
+    _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json,
+              command="explain")
 
 
 def _read_table(path: str, schema, label_column: str | None, option: str = "--label-column"):
@@ -264,7 +268,7 @@ def _read_table(path: str, schema, label_column: str | None, option: str = "--la
 
     rows, labels, lines, label_lines = [], [], [], []
     with open_input(path) as stream:
-        items = read_rows(stream, check_header=check_header)
+        items = read_rows(stream, check_header=check_header, reader="export", example="FILE > rows.csv")
         try:
             first = next(items, None)          # the header is checked here, before any row
         except InputError as err:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import click
 
 from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
-from edgeinfer.rows import json_object
+from edgeinfer.rows import json_object, not_text
 
 FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
@@ -117,6 +117,9 @@ def _lines(path: str | Path, *, progress: Callable[[int], Any] | None = None):
                 number += 1
                 if progress is not None:
                     progress(len(raw))
+                if number == 1 and (told := not_text(raw.decode("utf-8-sig", errors="replace").rstrip("\r\n"),
+                                                      example="FILE > explanations.jsonl")) is not None:
+                    raise InputError(f"explanations file {path}: {told}")     # not its bytes, nor a decode error
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
                 if not line.strip():
                     continue

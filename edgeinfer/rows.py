@@ -40,25 +40,78 @@ def open_input(source: str | Path) -> IO[str]:
         raise InputError(f"cannot read input {source}: {err.strerror}") from err
 
 
-def read_rows(stream: IO[str], *, fmt: str = "auto",
-              check_header: Callable[[list[str]], None] | None = None) -> Iterator[Row | BadRow]:
+def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[list[str]], None] | None = None,
+              reader: str = "edgeinfer", example: str = "FILE > rows.csv") -> Iterator[Row | BadRow]:
     """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl.
 
     Every line is read on its own: a CSV record never spans lines, so an unbalanced quote spoils
     its own line only. `check_header` may refuse a CSV header (InputError) once, before any row,
-    instead of every row failing alike."""
+    instead of every row failing alike. An input that is no text (UTF-16, compressed) is refused
+    before its first line is read as a header; `reader` (the command, 'predict') and `example`
+    (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -') word the fix."""
     lines = enumerate(stream, start=1)
     first_no, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
     if not first:
         raise InputError("the input is empty; expected a CSV header line or JSON lines")
+    if (told := not_text(first.rstrip("\r\n"), example=example)) is not None:     # its bytes would be the header
+        raise InputError(told)
     if fmt == "auto":
         fmt = "jsonl" if first.lstrip().startswith("{") else "csv"
     if fmt == "jsonl":
         yield from _jsonl(itertools.chain([(first_no, first)], lines))
     elif fmt == "csv":
-        yield from _csv(first_no, first, lines, check_header)
+        yield from _csv(first_no, first, lines, check_header, reader)
     else:
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
+
+
+def _utf16(text: str) -> bool:
+    """Whether a file's first line, read as UTF-8, is UTF-16: a NUL in it, and UTF-16's byte-order mark (bytes FF FE
+    or FE FF, each no UTF-8: two replacement characters) before it or a NUL every other character (ASCII)."""
+    if "\x00" not in text:
+        return False
+    return text.startswith("\ufffd\ufffd") or set(text[1::2]) == {"\x00"} or set(text[0::2]) == {"\x00"}
+
+
+# the start of a compressed file's first line read as UTF-8 (an invalid byte as U+FFFD): its format, the tool that
+# decompresses it to stdout
+COMPRESSED = (("\x1f\ufffd", "gzip", "gunzip -c"), ("PK\x03\x04", "zip", "unzip -p"),
+              ("BZh", "bzip2", "bunzip2 -c"), ("\ufffd7zXZ\x00", "xz", "unxz -c"), ("(\ufffd/\ufffd", "zstd", "unzstd -c"))
+CONTROL = frozenset(chr(c) for c in (*range(0x09), *range(0x0B, 0x20), 0x7F))   # no text holds them; \t aside
+
+
+def not_text(text: str, *, example: str) -> str | None:
+    """Why an input whose first line (read as UTF-8, an invalid byte as U+FFFD; no line ending) is `text` is no text:
+    UTF-16, compressed or binary data, told without showing its bytes; None for text. `example` follows the
+    decompressing tool in the fix: 'FILE | edgeinfer stream BUNDLE -'."""
+    if _utf16(text):
+        return ("the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as UTF-8, e.g. with Out-File "
+                "-Encoding utf8")
+    for magic, kind, tool in COMPRESSED:
+        if text.startswith(magic) and (kind != "bzip2" or text[4:10] == "1AY&SY"):    # bzip2's magic is letters
+            return f"the input is {kind}-compressed, not text; decompress it first, e.g. {tool} {example}"
+    if not CONTROL.isdisjoint(text):
+        return ("the input is not text: its first line holds control characters, as binary data does; give CSV or "
+                "JSON lines as UTF-8 text (decompress a compressed file first)")
+    return None
+
+
+def other_separator(text: str, *, better: Callable[[list[str]], bool]) -> str | None:
+    """The separator a CSV header `text` uses instead of commas (';' where the decimal point is a comma, a tab), as
+    messages name it: the first that splits it in more than one name that `better` finds better than its commas'
+    (more of the wanted columns); None if none does."""
+    for separator, name in ((";", "';'"), ("\t", "tabs")):
+        names = [n.strip().removeprefix("\ufeff").strip() for n in text.split(separator)]
+        if len(names) > 1 and better(names):
+            return name
+    return None
+
+
+def separated_by(separator: str, *, line: int, reader: str) -> str:
+    """The message for a header on `line` whose columns `separator` ("';'", 'tabs') separates, with the fix."""
+    return (f"the header (line {line}) separates its columns with {separator}, but {reader} reads comma-separated CSV "
+            "(it has no separator option): save the input with commas between values"
+            + (" and '.' as the decimal point" if separator == "';'" else ", e.g. tr '\\t' ',' < FILE"))
 
 
 def csv_fields(text: str) -> list[str] | str:
@@ -107,7 +160,7 @@ def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
 
 
 def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
-         check_header: Callable[[list[str]], None] | None) -> Iterator[Row | BadRow]:
+         check_header: Callable[[list[str]], None] | None, reader: str) -> Iterator[Row | BadRow]:
     header = csv_fields(first)
     if isinstance(header, str):
         raise InputError(f"line {header_no} (the header): {header}")
@@ -119,6 +172,8 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
         try:
             check_header(header)
         except InputError as err:
+            if len(header) == 1 and (separator := other_separator(first, better=lambda names: True)):
+                raise InputError(separated_by(separator, line=header_no, reader=reader)) from None
             raise InputError(f"line {header_no} (the header): {err}") from None
     for line_no, line in lines:
         if not line.strip():

@@ -80,7 +80,7 @@ import click
 import numpy as np
 
 from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputError, UsageError
-from edgeinfer.rows import csv_fields, decimal, json_object
+from edgeinfer.rows import csv_fields, decimal, json_object, not_text, other_separator, separated_by
 from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
@@ -756,44 +756,6 @@ def _short(raw: Any) -> str:
     return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
-def _utf16(text: str) -> bool:
-    """Whether a file's first line, read as UTF-8, is UTF-16: a NUL in it, and UTF-16's byte-order mark (bytes FF FE
-    or FE FF, each no UTF-8: two replacement characters) before it or a NUL every other character (ASCII)."""
-    if "\x00" not in text:
-        return False
-    return text.startswith("\ufffd\ufffd") or set(text[1::2]) == {"\x00"} or set(text[0::2]) == {"\x00"}
-
-
-def _other_separator(text: str, wanted: list[str], *, found: int) -> str | None:
-    """The separator a CSV header uses instead of commas (';' where the decimal point is a comma, a tab), when split
-    by it the header names more of the `wanted` columns than the `found` its commas gave; None if none does."""
-    for separator, name in ((";", "';'"), ("\t", "tabs")):
-        names = [n.strip().removeprefix("\ufeff").strip() for n in text.split(separator)]
-        if len(names) > 1 and sum(c in names for c in wanted) > found:
-            return name
-    return None
-
-
-# the start of a compressed file's first line read as UTF-8 (an invalid byte as U+FFFD): its format, the tool that
-# decompresses it to stdout
-COMPRESSED = (("\x1f\ufffd", "gzip", "gunzip -c"), ("PK\x03\x04", "zip", "unzip -p"),
-              ("BZh", "bzip2", "bunzip2 -c"), ("\ufffd7zXZ\x00", "xz", "unxz -c"), ("(\ufffd/\ufffd", "zstd", "unzstd -c"))
-CONTROL = frozenset(chr(c) for c in (*range(0x09), *range(0x0B, 0x20), 0x7F))   # no text holds them; \t aside
-
-
-def _not_text(text: str) -> str | None:
-    """Why an input whose first line is `text` is no text (compressed or binary data), without showing its bytes;
-    None for text."""
-    for magic, kind, tool in COMPRESSED:
-        if text.startswith(magic) and (kind != "bzip2" or text[4:10] == "1AY&SY"):    # bzip2's magic is letters
-            return (f"the input is {kind}-compressed, not text; decompress it first, e.g. "
-                    f"{tool} FILE | edgeinfer stream BUNDLE -")
-    if not CONTROL.isdisjoint(text):
-        return ("the input is not text: its first line holds control characters, as binary data does; give CSV or "
-                "JSON lines as UTF-8 text (decompress a compressed file first)")
-    return None
-
-
 class RowParser:
     """Turns blocks of lines into arrays (timestamp, channels); CSV blocks go through NumPy's C parser."""
 
@@ -801,11 +763,9 @@ class RowParser:
         self.channels = spec.channel_names
         self.timestamp = timestamp
         line_no, text = first
-        if _utf16(text):        # its NULs would be shown as the header's names, and 'rename the columns' advised
-            raise InputError("the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as UTF-8, "
-                             "e.g. with Out-File -Encoding utf8")
-        if (binary := _not_text(text)) is not None:     # its bytes would be shown as the header's names
-            raise InputError(binary)
+        # UTF-16's NULs or compressed bytes would be shown as the header's names, and 'rename the columns' advised
+        if (told := not_text(text, example="FILE | edgeinfer stream BUNDLE -")) is not None:
+            raise InputError(told)
         if fmt == "auto":
             fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
         self.fmt = fmt
@@ -818,11 +778,10 @@ class RowParser:
             header = [h.strip().removeprefix("\ufeff").strip() for h in header]     # a BOM: a new file's, mid-stream
             wanted = [timestamp, *self.channels]
             missing = [c for c in wanted if c not in header]
-            if missing and (separator := _other_separator(text, wanted, found=len(wanted) - len(missing))):
-                raise InputError(f"the header (line {line_no}) separates its columns with {separator}, but stream "
-                                 "reads comma-separated CSV (it has no separator option): save the input with commas "
-                                 "between values" + (" and '.' as the decimal point" if separator == "';'" else
-                                                     ", e.g. tr '\\t' ',' < FILE"))
+            found = len(wanted) - len(missing)
+            if missing and (separator := other_separator(text, better=lambda names: sum(c in names for c in wanted)
+                                                         > found)):
+                raise InputError(separated_by(separator, line=line_no, reader="stream"))
             if missing:
                 raise InputError(
                     f"input header does not match the bundle's channels: expected columns {', '.join(wanted)}; "

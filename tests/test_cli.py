@@ -874,3 +874,64 @@ def test_the_stakeholder_help_says_where_the_built_in_templates_are(command, opt
     (param,) = [p for p in main.commands[command].params if p.name == option]
     assert "(copy a built-in one: explain/templates/ in the source, edgeinfer/explain/templates/ when installed)" \
         in param.help
+
+
+NOT_TEXT = {
+    "gzip": "the input is gzip-compressed, not text; decompress it first, e.g. gunzip -c FILE {example}",
+    "utf-16": "the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as UTF-8, e.g. with Out-File "
+              "-Encoding utf8",
+    ";": "the header (line 1) separates its columns with ';', but {reader} reads comma-separated CSV (it has no "
+         "separator option): save the input with commas between values and '.' as the decimal point",
+    "\t": "the header (line 1) separates its columns with tabs, but {reader} reads comma-separated CSV (it has no "
+          "separator option): save the input with commas between values, e.g. tr '\\t' ',' < FILE",
+}
+
+
+def _not_text_file(path, text: str, kind: str):
+    """`text` (comma-separated) written as gzip, UTF-16, or with ';' (decimal commas) or tabs between its values."""
+    import gzip
+
+    if kind == "gzip":
+        path.write_bytes(gzip.compress(text.encode()))
+    elif kind == "utf-16":
+        path.write_bytes(text.encode("utf-16"))
+    else:
+        path.write_text(text.replace(",", "|").replace(".", "," if kind == ";" else ".").replace("|", kind))
+    return path
+
+
+@pytest.mark.parametrize("kind", list(NOT_TEXT))
+@pytest.mark.parametrize("command", ["predict", "explain", "calibration", "holdout"])
+def test_an_input_that_is_no_comma_separated_text_is_told_so_by_every_command(diabetes, diabetes_bundle, tmp_path,
+                                                                              command, kind):
+    """gzip, UTF-16 and ';'- or tab-separated inputs were told "unknown feature '\\x1f\\x8b\\x08…'" by predict, explain
+    and export (which even advised "pass --label-column '\\x1f\\x8b…'"): only stream said what they are. Every
+    command now reads through the same check, before the header."""
+    names = ",".join(diabetes.schema.names)
+    text = names + "\n" + "".join(",".join(map(str, x)) + "\n" for x in diabetes.X_train[:30])
+    bad = _not_text_file(tmp_path / "rows.csv", text, kind)
+    if command in ("predict", "explain"):
+        result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(bad)])
+        told = NOT_TEXT[kind].format(example=f"| edgeinfer {command} BUNDLE -", reader=command)
+    else:
+        (tmp_path / "schema.json").write_text(json.dumps(diabetes.schema.to_dict()))
+        (tmp_path / "good.csv").write_text(text)
+        (tmp_path / "model.onnx").write_bytes(b"")
+        files = [bad, tmp_path / "good.csv"] if command == "calibration" else [tmp_path / "good.csv", bad]
+        result = CliRunner().invoke(main, ["export", str(tmp_path / "model.onnx"), "--schema",
+                                           str(tmp_path / "schema.json"), "--calibration", str(files[0]), "--holdout",
+                                           str(files[1]), "--device", "raspberry-pi-4", "-o", str(tmp_path / "b")])
+        told = f"{bad}: " + NOT_TEXT[kind].format(example="> rows.csv", reader="export")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: {told}\n")
+
+
+@pytest.mark.parametrize("kind", ["gzip", "utf-16"])
+def test_report_tells_an_explanations_file_that_is_no_text(diabetes_bundle, rows_file, tmp_path, kind):
+    """A gzip or UTF-16 explanations file was "unreadable ('utf-8' codec can't decode byte 0x8b in position 1: invalid
+    start byte)"."""
+    path, good = rows_file
+    explained = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path)]).stdout
+    bad = _not_text_file(tmp_path / "e.jsonl", explained, kind)
+    result = CliRunner().invoke(main, ["report", str(diabetes_bundle), str(bad), "-o", str(tmp_path / "r.html")])
+    told = NOT_TEXT[kind].format(example="> explanations.jsonl")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: explanations file {bad}: {told}\n")
