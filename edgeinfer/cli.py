@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -129,7 +130,71 @@ bundle_options = [
                  show_default=True, help="Input format."),
     click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 65536),
                  help="Rows per model call (and per explanation batch): larger is faster per row, slower to first line."),
+    click.option("--id-column", default=None,
+                 help="Column (or JSON key) that identifies each row: not read as a feature, its value carried as "
+                      "text into each output line as \"id\"."),
+    click.option("--ignore-column", "ignore_columns", multiple=True,
+                 help="Column (or JSON key) to leave out, such as a holdout file's true class; repeat for more."),
 ]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The input's columns that are no features: `id` (--id-column), carried into the output, and `ignored`
+    (--ignore-column), dropped; both before the schema reads a row, so a file with a label or an id column can be
+    used and its output matched to its rows by more than the line number."""
+
+    id: str | None = None
+    ignored: tuple[str, ...] = ()
+
+    def check(self, schema) -> None:
+        """Refuse (a usage error) an option that names a feature: the model would miss it."""
+        for option, name in [("--id-column", self.id), *(("--ignore-column", n) for n in self.ignored)]:
+            if name is not None and name in schema.names:
+                raise UsageError(f"{option} {name}: {name!r} is a feature the model reads; name a column that is "
+                                 "none, or leave the option out")
+
+    def check_header(self, header: list[str], schema) -> None:
+        """Refuse a CSV header without the id column, or whose other columns (the ignored ones aside) are not the
+        schema's features; an unknown one is told with the options that would leave it out."""
+        from edgeinfer.errors import InputError
+
+        if self.id is not None and self.id not in header:
+            raise InputError(f"no column {self.id!r} (--id-column) in the header; the columns are {', '.join(header)}")
+        features = [h for h in header if h != self.id and h not in self.ignored]
+        unknown = [h for h in features if h not in schema.names]
+        if unknown:
+            raise InputError(self.unknown(unknown, features, schema))
+        schema.check_columns(features)
+
+    def unknown(self, unknown: list[str], columns: list[str], schema) -> str:
+        """An unknown column told (a misspelt feature's name alone, as its fix), else with the options that leave
+        it out."""
+        from edgeinfer.schema import _unknown_feature, close_match
+
+        told = _unknown_feature(unknown[0], schema.names, columns=columns)
+        close = close_match(unknown[0], schema.names)
+        if close is not None and close not in columns:        # a missing feature misspelt: leaving it out is no fix
+            return told
+        if len(unknown) == 1:
+            return (f"{told}; if it is no feature, pass --ignore-column {unknown[0]!r} to leave it out, or --id-column "
+                    f"{unknown[0]!r} to carry it into the output as each row's id")
+        return (f"{told}; the columns {', '.join(map(repr, unknown))} are no features: pass --ignore-column for each "
+                "to leave it out, or --id-column for the one that identifies the row")
+
+    def split(self, values: dict[str, Any], schema) -> tuple[str | None, dict[str, Any] | str]:
+        """A row's id (text; a JSON value that is none as its JSON) and its features, or why the row is refused."""
+        row_id = None
+        if self.id is not None:
+            if self.id not in values:
+                return None, f"no key {self.id!r} (--id-column) in the row"
+            value = values[self.id]
+            row_id = value if isinstance(value, str) else json.dumps(value)
+        features = {k: v for k, v in values.items() if k != self.id and k not in self.ignored}
+        unknown = [k for k in features if k not in schema.names]
+        if unknown:
+            return row_id, self.unknown(unknown, list(features), schema)
+        return row_id, features
 
 
 def _with_bundle_options(func):
@@ -138,51 +203,61 @@ def _with_bundle_options(func):
     return func
 
 
-def _emit_json(line: int, result) -> None:
-    click.echo(json.dumps({"row": line, **result.to_dict()}, allow_nan=False))
+def _emit_json(line: int, result, row_id: str | None = None, *, with_id: bool = False) -> None:
+    head = {"row": line, "id": row_id} if with_id else {"row": line}
+    click.echo(json.dumps({**head, **result.to_dict()}, allow_nan=False))
 
 
 def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json, *,
-              command: str) -> None:
+              command: str, columns: Columns) -> None:
     """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused. `command`
-    ('predict') is named in the fix for an input that is not comma-separated text."""
+    ('predict') is named in the fix for an input that is not comma-separated text; `columns` names the input's
+    columns that are no features (with an id column, every output line carries "id")."""
     from edgeinfer.decision import Rejection
     from edgeinfer.rows import BadRow, open_input, read_rows
 
+    columns.check(session.schema)
+    with_id = columns.id is not None
     read = rejected = 0
 
-    def refuse(line: int, reason: str) -> None:
+    def refuse(line: int, reason: str, row_id: str | None) -> None:
         nonlocal rejected
         rejected += 1
-        click.echo(f"row {line}: {reason}", err=True)
-        click.echo(json.dumps({"row": line, "error": reason}))
+        click.echo(f"row {line}{f' (id {row_id})' if row_id is not None else ''}: {reason}", err=True)
+        click.echo(json.dumps({"row": line, "id": row_id, "error": reason} if with_id
+                              else {"row": line, "error": reason}))
 
     def flush(batch):
         """Decide or explain the batch's good rows together; write every row's line in input order."""
         if not batch:
             return
-        good, refused = [], {}
+        good, refused, ids = [], {}, {}
         for row in batch:
             if isinstance(row, BadRow):
                 refused[row.line] = row.reason
                 continue
+            ids[row.line], values = columns.split(row.values, session.schema)
+            if isinstance(values, str):
+                refused[row.line] = values
+                continue
             try:
-                session.schema.to_matrix(row.values)
-                good.append(row)
+                session.schema.to_matrix(values)
+                good.append((row.line, values))
             except EdgeInferError as err:
                 refused[row.line] = str(err)
-        results = dict(zip((row.line for row in good), handle([row.values for row in good]) if good else []))
+        results = dict(zip((line for line, _ in good), handle([values for _, values in good]) if good else []))
         for row in batch:
             result = results.get(row.line)
             if row.line in refused or isinstance(result, Rejection):
-                refuse(row.line, refused.get(row.line) or result.reason)
+                refuse(row.line, refused.get(row.line) or result.reason, ids.get(row.line))
             else:
-                emit(row.line, result)
+                emit(row.line, result, ids.get(row.line), with_id=with_id)
 
     with open_input(source) as stream:
         batch = []
-        for item in read_rows(stream, fmt=fmt_in, check_header=session.schema.check_columns, reader=command,
-                              example=f"FILE | edgeinfer {command} BUNDLE -"):
+        for item in read_rows(stream, fmt=fmt_in, check_header=lambda header: columns.check_header(header, session.schema),
+                              reader=command, example=f"FILE | edgeinfer {command} BUNDLE -",
+                              text_columns=[columns.id] if with_id else []):
             read += 1
             batch.append(item)
             if len(batch) >= batch_size:
@@ -196,10 +271,11 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
 
 @main.command()
 @_with_bundle_options
-def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
+def predict(bundle, input, device, fallback, fmt_in, batch_size, id_column, ignore_columns) -> None:
     """Predict every row of INPUT (CSV or JSONL; '-' is stdin); JSON lines out."""
     session = _load_session(bundle, device, fallback)
-    _run_rows(session, input, fmt_in, batch_size, session.predict, command="predict")
+    _run_rows(session, input, fmt_in, batch_size, session.predict, command="predict",
+              columns=Columns(id=id_column, ignored=tuple(ignore_columns)))
 
 
 @main.command()
@@ -216,8 +292,8 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size) -> None:
 @click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Counterfactuals among real rows of the target class: at least this share of their 5 nearest "
                    "reference rows in it (yNN), at the cost of more changed features.")
-def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, out_format, desired, k, time_budget_ms,
-            min_plausibility) -> None:
+def explain(bundle, input, device, fallback, fmt_in, batch_size, id_column, ignore_columns, stakeholder, out_format,
+            desired, k, time_budget_ms, min_plausibility) -> None:
     """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
     from edgeinfer.explain.desired import parse_desired
     from edgeinfer.explain.views import stakeholder_option
@@ -233,11 +309,11 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, stakeholder, ou
         return session.explain(rows, stakeholder=stakeholder, desired=desired, k=k, time_budget_ms=time_budget_ms,
                                min_plausibility=min_plausibility)
 
-    def emit_text(line, explanation):
-        click.echo(f"# row {line}\n{explanation.text}\n")
+    def emit_text(line, explanation, row_id=None, *, with_id=False):
+        click.echo(f"# row {line}{f' (id {row_id})' if with_id else ''}\n{explanation.text}\n")
 
     _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json,
-              command="explain")
+              command="explain", columns=Columns(id=id_column, ignored=tuple(ignore_columns)))
 
 
 def _read_table(path: str, schema, label_column: str | None, option: str = "--label-column"):

@@ -11,7 +11,7 @@ import io
 import itertools
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,14 +41,16 @@ def open_input(source: str | Path) -> IO[str]:
 
 
 def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[list[str]], None] | None = None,
-              reader: str = "edgeinfer", example: str = "FILE > rows.csv") -> Iterator[Row | BadRow]:
+              reader: str = "edgeinfer", example: str = "FILE > rows.csv",
+              text_columns: Collection[str] = ()) -> Iterator[Row | BadRow]:
     """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl.
 
     Every line is read on its own: a CSV record never spans lines, so an unbalanced quote spoils
     its own line only. `check_header` may refuse a CSV header (InputError) once, before any row,
     instead of every row failing alike. An input that is no text (UTF-16, compressed) is refused
     before its first line is read as a header; `reader` (the command, 'predict') and `example`
-    (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -') word the fix."""
+    (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -') word the fix. A CSV's
+    `text_columns` keep their text (an id '007' is no number 7)."""
     lines = enumerate(stream, start=1)
     first_no, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
     if not first:
@@ -60,7 +62,7 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
     if fmt == "jsonl":
         yield from _jsonl(itertools.chain([(first_no, first)], lines))
     elif fmt == "csv":
-        yield from _csv(first_no, first, lines, check_header, reader)
+        yield from _csv(first_no, first, lines, check_header, reader, text_columns)
     else:
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
 
@@ -160,7 +162,8 @@ def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
 
 
 def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
-         check_header: Callable[[list[str]], None] | None, reader: str) -> Iterator[Row | BadRow]:
+         check_header: Callable[[list[str]], None] | None, reader: str,
+         text_columns: Collection[str]) -> Iterator[Row | BadRow]:
     header = csv_fields(first)
     if isinstance(header, str):
         raise InputError(f"line {header_no} (the header): {header}")
@@ -188,7 +191,7 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
         if len(fields) != len(header):
             yield BadRow(line_no, f"expected {len(header)} comma-separated values as in the header, got {len(fields)}")
             continue
-        yield Row(line_no, {h: _number_or_text(v) for h, v in zip(header, fields)})
+        yield Row(line_no, {h: v.strip() if h in text_columns else _number_or_text(v) for h, v in zip(header, fields)})
 
 
 def _number_or_text(text: str) -> Any:

@@ -935,3 +935,81 @@ def test_report_tells_an_explanations_file_that_is_no_text(diabetes_bundle, rows
     result = CliRunner().invoke(main, ["report", str(diabetes_bundle), str(bad), "-o", str(tmp_path / "r.html")])
     told = NOT_TEXT[kind].format(example="> explanations.jsonl")
     assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: explanations file {bad}: {told}\n")
+
+
+def _csv_with(good, extra: dict[str, list[str]]) -> str:
+    """The `good` rows as CSV, with `extra` columns (name: each row's text) after the features."""
+    names = [*good[0], *extra]
+    lines = [",".join(names)]
+    for i, row in enumerate(good):
+        lines.append(",".join([*(str(v) for v in row.values()), *(cells[i] for cells in extra.values())]))
+    return "\n".join(lines) + "\n"
+
+
+def test_an_id_column_is_carried_into_every_output_line_and_other_columns_can_be_ignored(diabetes_bundle, rows_file,
+                                                                                        tmp_path):
+    """A holdout file's label column or a patient id column was refused ("unknown feature 'outcome'; known features:
+    ..."), with no way around it: output rows could be matched to input rows by line number alone. --id-column
+    carries a column, as its text, into each line as "id" (an error line's too); --ignore-column drops one."""
+    _, good = rows_file
+    path = tmp_path / "rows.csv"
+    bad = dict(good[1], bmi=99.0)          # outside the schema's range: a refused row keeps its id
+    path.write_text(_csv_with([good[0], bad, good[1]], {"id": ["007", "p-2", "x"], "outcome": ["1", "0", "1"]}))
+    args = [str(diabetes_bundle), str(path), "--id-column", "id", "--ignore-column", "outcome"]
+    result = CliRunner().invoke(main, ["predict", *args])
+    assert result.exit_code == 1
+    out = _lines(result)
+    assert [(line["row"], line["id"]) for line in out] == [(2, "007"), (3, "p-2"), (4, "x")]
+    assert list(out[0])[:3] == ["row", "id", "label"]
+    refused = "feature 'bmi' expects a number in [15, 50] kg/m², got 99"
+    assert out[1] == {"row": 3, "id": "p-2", "error": refused}
+    assert result.stderr == f"row 3 (id p-2): {refused}\n1 of 3 rows rejected\n"
+    plain = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--ignore-column", "id",
+                                      "--ignore-column", "outcome"])
+    assert [{k: v for k, v in line.items() if k != "latency_ms"} for line in _lines(plain)] == [
+        {k: v for k, v in line.items() if k not in ("id", "latency_ms")} for line in out]
+    text = CliRunner().invoke(main, ["explain", *args, "--format", "text"])
+    assert text.stdout.startswith("# row 2 (id 007)\n")
+    assert "# row 4 (id x)\n" in text.stdout
+    assert '{"row": 3, "id": "p-2", "error": ' in text.stdout
+
+
+def test_an_id_key_of_json_lines_is_carried_as_text(diabetes_bundle, rows_file, tmp_path):
+    """A JSON id is carried as it is when text, else as its JSON; a row without the key is refused, not stopped."""
+    _, good = rows_file
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in (
+        dict(good[0], id="a1", outcome=1), dict(good[1], id=7, outcome=0), dict(good[1], outcome=0))))
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--id-column", "id",
+                                       "--ignore-column", "outcome"])
+    out = _lines(result)
+    assert [(line["row"], line["id"]) for line in out] == [(1, "a1"), (2, "7"), (3, None)]
+    assert out[2] == {"row": 3, "id": None, "error": "no key 'id' (--id-column) in the row"}
+    assert result.stderr == "row 3: no key 'id' (--id-column) in the row\n1 of 3 rows rejected\n"
+
+
+def test_a_column_that_is_no_feature_is_told_with_the_options_that_leave_it_out(diabetes_bundle, rows_file, tmp_path):
+    """The header error names --ignore-column and --id-column as the fix; a misspelt feature is told alone (leaving it
+    out would leave the feature missing); an option naming a feature, or an id column the header lacks, is refused."""
+    _, good = rows_file
+    path = tmp_path / "rows.csv"
+    path.write_text(_csv_with(good, {"outcome": ["1", "0"]}))
+    known = "known features: age, sex, bmi, bp, s1, s2, s3, s4, s5, s6"
+    for command in ("predict", "explain"):
+        result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(path)])
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            1, "", f"error: line 1 (the header): unknown feature 'outcome'; {known}; if it is no feature, pass "
+                   "--ignore-column 'outcome' to leave it out, or --id-column 'outcome' to carry it into the output "
+                   "as each row's id\n")
+    path.write_text(_csv_with(good, {"outcome": ["1", "0"], "id": ["a", "b"]}))
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.stderr == (f"error: line 1 (the header): unknown feature 'outcome'; {known}; the columns 'outcome', "
+                             "'id' are no features: pass --ignore-column for each to leave it out, or --id-column for "
+                             "the one that identifies the row\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--id-column", "nope"])
+    assert result.stderr == ("error: line 1 (the header): no column 'nope' (--id-column) in the header; the columns "
+                             "are age, sex, bmi, bp, s1, s2, s3, s4, s5, s6, outcome, id\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--ignore-column", "bmi"])
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", "error: --ignore-column bmi: 'bmi' is a feature the model reads; name a column that is none, or leave "
+               "the option out\n")
