@@ -253,10 +253,13 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
             else:
                 emit(row.line, result, ids.get(row.line), with_id=with_id)
 
+    def check_header(header: list[str]) -> None:
+        columns.check_header(header, session.schema)
+
     with open_input(source) as stream:
         batch = []
-        for item in read_rows(stream, fmt=fmt_in, check_header=lambda header: columns.check_header(header, session.schema),
-                              reader=command, example=f"FILE | edgeinfer {command} BUNDLE -",
+        for item in read_rows(stream, fmt=fmt_in, check_header=check_header, reader=command,
+                              example=f"FILE | edgeinfer {command} BUNDLE -",
                               text_columns=[columns.id] if with_id else []):
             read += 1
             batch.append(item)
