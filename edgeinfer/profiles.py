@@ -95,14 +95,38 @@ class DeviceProfile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DeviceProfile":
-        names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data))
-        if missing:
-            raise DeviceError(f"device profile {data.get('name', '?')!r} lacks {', '.join(missing)}")
-        extra = sorted(set(data) - names)
+        """A profile from a TOML file's keys. An unknown key is refused first, so a misspelt one (`core`) is named
+        as such rather than as its field missing; a missing field is told with a line to add, in its unit."""
+        names = tuple(f.name for f in fields(cls))
+        where = f"device profile {data.get('name', '?')!r}"
+        extra = [key for key in data if key not in names]
         if extra:
-            raise DeviceError(f"device profile {data.get('name', '?')!r}: unknown key {extra[0]!r}")
+            raise DeviceError(f"{where}: unknown key {extra[0]!r}; "
+                              + (_close_match(extra[0], names) or f"known keys: {', '.join(names)}"))
+        missing = [name for name in names if name not in data]
+        if len(missing) == 1:
+            raise DeviceError(f"{where} lacks {missing[0]}; add {_EXAMPLE_LINES[missing[0]]}")
+        if missing:
+            raise DeviceError(f"{where} lacks {', '.join(missing)}; add these lines:"
+                              + "".join(f"\n    {_EXAMPLE_LINES[name]}" for name in missing))
         return cls(**dict(data))
+
+
+# A line to add for each field a profile file lacks, with its unit as the type errors give it.
+_EXAMPLE_LINES = {
+    "name": 'name = "my-gateway"',
+    "title": 'title = "Acme gateway (2 GB)"',
+    "vendor": 'vendor = "Acme"',
+    "arch": 'arch = "aarch64"',
+    "cpu": 'cpu = "quad-core Cortex-A55 @ 2.0 GHz"',
+    "cores": "cores = 4  # ONNX Runtime threads",
+    "memory_mb": "memory_mb = 2048  # MB of memory",
+    "execution_providers": 'execution_providers = ["CPUExecutionProvider"]  # in order of preference',
+    "precisions": 'precisions = ["int8-static", "fp32"]  # in order of preference',
+    "model_size_budget_mb": "model_size_budget_mb = 50  # MB of 10^6 bytes",
+    "peak_memory_budget_mb": "peak_memory_budget_mb = 512  # MB of 10^6 bytes",
+    "latency_budget_ms": "latency_budget_ms = 50  # milliseconds",
+}
 
 
 def _shown(value: Any) -> str:

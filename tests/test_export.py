@@ -684,6 +684,29 @@ def test_a_provider_without_a_close_match_is_refused_with_the_known_names():
         "QNNExecutionProvider",)
 
 
+@pytest.mark.parametrize("change, message", [
+    # `core = 4` was told as "lacks cores", never naming the key at fault
+    ({"core": 4, "cores": None}, "device profile 'mine': unknown key 'core'; did you mean 'cores'?"),
+    ({"budgets": {"x": 1}}, "device profile 'mine': unknown key 'budgets'; known keys: name, title, vendor, arch, "
+                            "cpu, cores, memory_mb, execution_providers, precisions, model_size_budget_mb, "
+                            "peak_memory_budget_mb, latency_budget_ms"),
+    # "lacks latency_budget_ms", with neither its form nor its unit
+    ({"latency_budget_ms": None}, "device profile 'mine' lacks latency_budget_ms; add latency_budget_ms = 50  "
+                                  "# milliseconds"),
+    ({"cores": None, "precisions": None}, "device profile 'mine' lacks cores, precisions; add these lines:\n"
+                                          "    cores = 4  # ONNX Runtime threads\n"
+                                          "    precisions = [\"int8-static\", \"fp32\"]  # in order of preference"),
+])
+def test_a_device_profile_key_unknown_or_missing_is_refused_with_the_fix(change, message):
+    from edgeinfer.errors import DeviceError
+    from edgeinfer.profiles import DeviceProfile
+
+    data = {key: value for key, value in {**MINE, **change}.items() if value is not None}
+    with pytest.raises(DeviceError) as info:
+        DeviceProfile.from_dict(data)
+    assert str(info.value) == message
+
+
 def test_a_device_profile_file_is_a_device(tmp_path):
     """get_device and export take the path of a .toml profile; a bad file is refused naming it and the field."""
     from edgeinfer.errors import DeviceError
