@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeinfer.errors import BundleError, SchemaError, UsageError
-from edgeinfer.profiles import PRECISIONS, DeviceProfile
+from edgeinfer.profiles import PRECISIONS, DeviceProfile, device_argument
 from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema
 
@@ -67,10 +67,11 @@ class Bundle:
     def proxies(self) -> list[Mapping[str, Any]]:
         return list(self.manifest.get("proxies", []))
 
-    def budget_warning(self, profile: DeviceProfile) -> str | None:
+    def budget_warning(self, profile: DeviceProfile, *, given: str | Path | DeviceProfile | None = None) -> str | None:
         """What the bundle's recorded budget figures say against `profile`'s budgets, or None where they fit it: the
         size as recorded, exact (the files on disk for a bundle that recorded model.onnx's alone), peak memory as
-        measured on the export host. A peak memory recorded as not measured leaves the memory budget unchecked."""
+        measured on the export host. A peak memory recorded as not measured leaves the memory budget unchecked.
+        `given` is the device as the caller named it, so the advice names a file's profile by its path."""
         budget = self.manifest.get("budget")
         if not isinstance(budget, Mapping):
             return None
@@ -82,7 +83,7 @@ class Bundle:
         over_size, over_memory = size > size_budget, _is_number(peak) and peak > memory_budget
         unchecked = "peak_memory_mb" in budget and peak is None
         fix, why = self.smaller_export(size_budget if over_size else None, over_memory=over_memory,
-                                       device=profile.name)
+                                       device=device_argument(profile, given))
         said = ([f"bundle {shown_mb(size, size_budget, decimals=3)} MB over its {size_budget:g} MB size budget", why]
                 if over_size else [])
         if over_memory:
@@ -120,9 +121,9 @@ class Bundle:
         """What to export instead (to follow "export "), and why, by the files' sizes. Over a size budget
         (`size_budget_mb`): fewer reference rows, a count, where reference.npz is what takes the bundle over it,
         else a smaller model; over the memory budget alone, a smaller model (no why). `device` names the device it
-        is for; `cli` spells it as the CLI's export run again to the -o it wrote this bundle at (or kept a bundle
+        is for, quoted, as profiles.device_argument gives it; `cli` spells it as the CLI's export run again to the -o it wrote this bundle at (or kept a bundle
         at), which needs --overwrite, the options as flags alone."""
-        where = [f"for '{device}'"] if device else []
+        where = [f"for {device}"] if device else []
         if size_budget_mb is None:
             return " ".join(["a smaller model", *where, *(["with --overwrite"] if cli else [])]), None
         model_mb, reference_mb = ((self.path / name).stat().st_size / 1e6 for name in (MODEL_FILE, REFERENCE_FILE))

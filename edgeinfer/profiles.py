@@ -170,14 +170,38 @@ def get_device(name: str | Path | DeviceProfile) -> DeviceProfile:
     passes through."""
     if isinstance(name, DeviceProfile):
         return name
-    if isinstance(name, Path) or (isinstance(name, str) and name.lower().endswith(".toml")):
+    if _is_file(name):
         return load_profile(name)
-    for path in _profile_files():
-        if path.name == f"{name}.toml":
-            return DeviceProfile.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+    shipped = _shipped(name)
+    if shipped is not None:
+        return shipped
     known = ", ".join(p.name[: -len(".toml")] for p in _profile_files())
     raise DeviceError(f"unknown device {name!r}; known devices: {known} (see `edgeinfer devices`), or give the path "
                       "of a .toml profile of your own")
+
+
+def device_argument(profile: DeviceProfile, given: str | Path | DeviceProfile | None = None) -> str:
+    """How advice names `profile` for --device (or device=), quoted: the path of the .toml file it was `given` as; a
+    shipped profile's name where it is that profile; else its name, told as a profile of your own, whose name
+    --device cannot resolve (a file's "tiny-size" is no shipped device)."""
+    if _is_file(given):
+        return f"'{given}'"
+    if isinstance(given, DeviceProfile) or _shipped(profile.name) == profile:
+        return f"'{profile.name}'"
+    return f"'{profile.name}' (a profile of your own: --device takes its .toml file)"
+
+
+def _is_file(name: Any) -> bool:
+    """A device given as a TOML file's path rather than a shipped profile's name."""
+    return isinstance(name, Path) or (isinstance(name, str) and name.lower().endswith(".toml"))
+
+
+def _shipped(name: str) -> DeviceProfile | None:
+    """The shipped profile called `name`, or None."""
+    for path in _profile_files():
+        if path.name == f"{name}.toml":
+            return DeviceProfile.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+    return None
 
 
 def load_profile(path: str | Path) -> DeviceProfile:

@@ -51,7 +51,7 @@ class Session:
                 f"bundle precision {bundle.precision} is not supported by device '{profile.name}' "
                 f"({', '.join(profile.precisions)}); export the model for that device"
             )
-        over = bundle.budget_warning(profile)
+        over = bundle.budget_warning(profile, given=device)
         if over:        # said, not refused: the budgets are the profile's margins, and peak memory the export host's
             warnings.warn(over, BudgetWarning, stacklevel=3)     # the caller of edgeinfer.load
         execution = choose_provider(profile, available_providers(), fallback=fallback)

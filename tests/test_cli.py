@@ -664,9 +664,15 @@ def test_an_export_over_its_size_budget_for_reference_npz_says_how_many_referenc
     predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "b"), str(rows)])
     assert predicted.stderr == (
         f"warning: bundle {tmp_path / 'b'} does not fit device 'my-gateway': bundle 0.011 MB over its 0.005 MB size "
-        f"budget; {why}. It loads, but may fail there: export for 'my-gateway' with reference_rows=147 (CLI: "
+        f"budget; {why}. It loads, but may fail there: export for 'my-gateway' (a profile of your own: --device takes "
+        "its .toml file) with reference_rows=147 (CLI: --reference-rows 147)\n")
+    # given its file, the advice names the file: told "for 'my-gateway'", --device my-gateway was an unknown device
+    predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "b"), str(rows), "--device", str(profile)])
+    assert predicted.stderr == (
+        f"warning: bundle {tmp_path / 'b'} does not fit device 'my-gateway': bundle 0.011 MB over its 0.005 MB size "
+        f"budget; {why}. It loads, but may fail there: export for '{profile}' with reference_rows=147 (CLI: "
         "--reference-rows 147)\n")
-    assert ei.read_bundle(tmp_path / "b").smaller_export(0.005, over_memory=True, device="tiny") == (    # and memory
+    assert ei.read_bundle(tmp_path / "b").smaller_export(0.005, over_memory=True, device="'tiny'") == (  # and memory
         "a smaller model for 'tiny' with reference_rows=147 (CLI: --reference-rows 147)", why)
     assert ei.read_bundle(tmp_path / "b").smaller_export(0.005, over_memory=True, cli=True) == (
         "a smaller model with --overwrite --reference-rows 147", why)
@@ -691,7 +697,8 @@ def test_an_export_over_its_size_budget_for_model_onnx_says_to_export_a_smaller_
         ei.load(tmp_path / "b")
     assert [str(w.message) for w in caught] == [
         f"bundle {tmp_path / 'b'} does not fit device 'my-gateway': bundle 0.002 MB over its 0.0002 MB size budget; "
-        f"{why}. It loads, but may fail there: export a smaller model for 'my-gateway'"]
+        f"{why}. It loads, but may fail there: export a smaller model for 'my-gateway' (a profile of your own: "
+        "--device takes its .toml file)"]
 
 
 def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unchecked(tmp_path, monkeypatch):

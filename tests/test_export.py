@@ -931,7 +931,8 @@ def test_an_export_that_does_not_fit_never_replaces_a_bundle(tmp_path):
         f"bundle {tmp_path / 'c'} does not fit device 'tight': bundle {report.budget.bundle_size_mb:.3f} MB over its "
         "0.001 MB size budget; model.onnx is 0.0004 MB of the bundle, reference.npz 0.002 MB (40 rows), and with this "
         "model.onnx no count of at least 5 reference rows (reference_rows=) brings it under the 0.001 MB size "
-        "budget. It loads, but may fail there: export a smaller model for 'tight'"]
+        "budget. It loads, but may fail there: export a smaller model for 'tight' (a profile of your own: --device "
+        "takes its .toml file)"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
