@@ -83,7 +83,7 @@ class Bundle:
         over_size, over_memory = size > size_budget, _is_number(peak) and peak > memory_budget
         unchecked = "peak_memory_mb" in budget and peak is None
         fix, why = self.smaller_export(size_budget if over_size else None, over_memory=over_memory,
-                                       device=device_argument(profile, given))
+                                       device=device_argument(profile, given), profile=profile)
         said = ([f"bundle {shown_mb(size, size_budget, decimals=3)} MB over its {size_budget:g} MB size budget", why]
                 if over_size else [])
         if over_memory:
@@ -117,20 +117,31 @@ class Bundle:
         return rows if rows >= FEWEST_ADVISED_ROWS else None
 
     def smaller_export(self, size_budget_mb: float | None, *, over_memory: bool = False, device: str | None = None,
-                       cli: bool = False) -> tuple[str, str | None]:
+                       cli: bool = False, profile: DeviceProfile | None = None) -> tuple[str, str | None]:
         """What to export instead (to follow "export "), and why, by the files' sizes. Over a size budget
-        (`size_budget_mb`): fewer reference rows, a count, where reference.npz is what takes the bundle over it,
-        else a smaller model; over the memory budget alone, a smaller model (no why). `device` names the device it
-        is for, quoted, as profiles.device_argument gives it; `cli` spells it as the CLI's export run again to the -o it wrote this bundle at (or kept a bundle
-        at), which needs --overwrite, the options as flags alone."""
+        (`size_budget_mb`): fp32, where export recorded that the bundle with its fp32 model fits (a tiny model's
+        int8 is the larger) and `profile` (the bundle's own by default) allows it; else fewer reference rows, a
+        count, where reference.npz is what takes the bundle over it; else a smaller model. Over the memory budget
+        alone, a smaller model (no why). `device` names the device it is for, quoted, as
+        profiles.device_argument gives it; `cli` spells it as the CLI's export run again to the -o it wrote this
+        bundle at (or kept a bundle at), which needs --overwrite, the options as flags alone."""
         where = [f"for {device}"] if device else []
         if size_budget_mb is None:
             return " ".join(["a smaller model", *where, *(["with --overwrite"] if cli else [])]), None
+        budget = self.manifest.get("budget")
+        fp32_mb = budget.get("fp32_bundle_size_mb") if isinstance(budget, Mapping) else None
         model_mb, reference_mb = ((self.path / name).stat().st_size / 1e6 for name in (MODEL_FILE, REFERENCE_FILE))
         # in as many decimals as tell each from 0 and from the budget (model.onnx 0.01002 MB, not 0.010, beside 0.01)
-        model, reference = (max(shown_mb(v, 0.0, decimals=3), shown_mb(v, size_budget_mb, decimals=3), key=len)
-                            for v in (model_mb, reference_mb))
+        model, reference, fp32 = (max(shown_mb(v, 0.0, decimals=3), shown_mb(v, size_budget_mb, decimals=3), key=len)
+                                  for v in (model_mb, reference_mb, fp32_mb if _is_number(fp32_mb) else 0.0))
         rows, count = len(self.reference.X), self.reference_rows_to_fit(size_budget_mb)
+        if (not over_memory and self.precision != "fp32" and _is_number(fp32_mb) and fp32_mb <= size_budget_mb
+                and "fp32" in (profile or self.profile).precisions):
+            option = "--overwrite --precision fp32" if cli else "precision='fp32' (CLI: --precision fp32)"
+            return (" ".join([*(["again"] if cli else []), *where, "with", option]),
+                    f"model.onnx is {model} MB of the bundle at {self.precision}, reference.npz {reference} MB "
+                    f"({rows} rows), and with the fp32 model the bundle is {fp32} MB, which fits the "
+                    f"{size_budget_mb:g} MB size budget")
         if count is not None:
             option = (f"--overwrite --reference-rows {count}" if cli
                       else f"reference_rows={count} (CLI: --reference-rows {count})")

@@ -2,8 +2,8 @@
 
 fp32 ONNX (parity against torch recorded) -> the profile's precisions in order of
 preference, each behind an accuracy gate (label agreement with the float model on
-held-out rows; the same on edge rows recorded, not gated) -> budget check -> bundle
-(model.onnx, manifest.json, reference.npz).
+held-out rows; the same on edge rows recorded, not gated) -> budget check (a precision over the size
+or memory budget gives way to the next that passes and fits) -> bundle (model.onnx, manifest.json, reference.npz).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import platform
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgeinfer.backend import default_threads
-from edgeinfer.bundle import INPUT_NAME, check_destination, holds_bundle, over_budget_path, write_bundle
+from edgeinfer.bundle import (INPUT_NAME, bundle_bytes, check_destination, holds_bundle, over_budget_path, shown_mb,
+                              write_bundle)
 from edgeinfer.errors import ExportError, SchemaError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import SAMPLE_ROWS, Reference
@@ -61,7 +62,7 @@ class ExportReport:
     bundle: Path
     device: str
     precision: str
-    fell_back: bool               # the profile's first precision failed the gate
+    fell_back: bool               # the profile's first precision failed the gate, or did not fit the budgets
     attempts: tuple[PrecisionAttempt, ...]
     parity_max_abs: float | None  # fp32 ONNX vs torch, max |Δp| on calibration rows (None for an .onnx input)
     agreement: float
@@ -98,7 +99,7 @@ class ExportReport:
                          f"that one disagreeing row fails it, so a pass says only that these {self.holdout_rows} "
                          f"agree); give at least {need} held-out rows (holdout=, CLI --holdout; by default a quarter "
                          f"of the calibration rows)")
-        deployed = self.attempts[-1] if self.attempts else None
+        deployed = next((a for a in self.attempts if a.precision == self.precision), None)
         if deployed is not None and deployed.edge_agreement is not None:
             lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows (calibration extremes, schema "
                          f"bounds; not gated): agreement {deployed.edge_agreement:.2%}, max |Δp| "
@@ -433,9 +434,49 @@ def export(
     extremes, extreme_names = _extreme_rows(schema, calibration)
     float_edges = _ort_probabilities(float_bytes, extremes, threads)
 
-    # precisions in the profile's order, each behind the gate
+    def drafted(precision: str, model_bytes: bytes, method: dict, attempt: PrecisionAttempt, *,
+                measure: bool) -> _Draft:
+        """A precision that passed the gate as a bundle's record, its budget checked on a draft of the bundle as
+        edgeinfer.load opens it; unless `measure`, a draft over the size budget is not measured (budget None)."""
+        deployed_hold = _ort_probabilities(model_bytes, holdout, threads)
+        deployed_calib = _ort_probabilities(model_bytes, calibration, threads)
+        accuracy = None
+        if holdout_labels is not None:
+            accuracy = float(np.mean(deployed_hold.argmax(axis=1) == np.asarray(holdout_labels)))
+        reference = Reference.from_data(calibration, deployed_calib.argmax(axis=1), labels=labels,
+                                        sample_rows=int(reference_rows), seed=seed)
+        op_counts = quantize.operator_counts(model_bytes)
+        record: dict[str, Any] = {
+            "quantization": {"precision": precision, **method, "operators": op_counts},
+            "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": attempt.agreement,
+                         "max_abs_diff": attempt.max_abs_diff, "holdout_rows": int(len(holdout)),
+                         "threshold": agreement_threshold,
+                         "edges": {"agreement": attempt.edge_agreement, "max_abs_diff": attempt.edge_max_abs_diff,
+                                   "rows": int(len(extremes))}},
+            "producer": {**_versions(), "opset": onnx_export.opset_of(float_bytes)},
+            "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
+            "card": asdict(card or ModelCard()),
+            "proxies": [asdict(p) for p in find_proxies(schema, calibration)],
+            # reference.npz: median and MAD over every calibration row, a seeded sample of at most reference_rows
+            "reference": {"rows": int(len(reference.X)), "reference_rows": int(reference_rows),
+                          "calibration_rows": int(len(calibration)), "seed": int(seed)},
+        }
+        if window is not None:
+            record["window"] = window.to_dict()
+        # the budget is measured on the bundle itself, as edgeinfer.load opens it and an explanation runs on it
+        with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
+            draft = write_bundle(Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile,
+                                 reference=reference, precision=precision, record=record)
+            size_bytes = bundle_bytes(draft.path, draft.manifest)
+            budget = (check_budget(draft, profile, sample=holdout, threads=threads)
+                      if measure or size_bytes / 1e6 <= profile.model_size_budget_mb else None)
+        return _Draft(precision, model_bytes, attempt, record, reference, accuracy, op_counts, size_bytes, budget)
+
+    # precisions in the profile's order, each behind the gate; one that passes but does not fit the size or memory
+    # budget gives way to the next that passes and fits (a 4-feature model's int8 is larger than its fp32)
     attempts: list[PrecisionAttempt] = []
-    chosen: tuple[str, bytes, dict] | None = None
+    deployed: _Draft | None = None
+    over: list[_Draft] = []         # passed the gate, but do not fit
     bounds = np.concatenate([schema.lows, schema.highs]).astype(np.float64)
     input_limit = float(max(np.abs(bounds[np.isfinite(bounds)]).max(initial=0.0), np.abs(calibration).max(),
                             np.abs(holdout).max()))
@@ -474,10 +515,14 @@ def export(
             "" if passed else "below the gate; trying the next precision",
             edge_agreement=float(np.mean(same)) if len(same) else 1.0,
             edge_max_abs_diff=float(np.max(edge_diff)) if len(edge_diff) else 0.0))
-        if passed:
-            chosen = (precision, candidate, method)
+        if not passed:
+            continue
+        draft = drafted(precision, candidate, method, attempts[-1], measure=not over)
+        if draft.budget is not None and draft.budget.fits is not False:
+            deployed = draft
             break
-    if chosen is None:
+        over.append(draft)
+    if deployed is None and not over:
         tried = "; ".join(f"{a.precision}: {a.note}" if a.note.startswith("failed")
                           else f"{a.precision}: {_percent(a.agreement, apart_from=agreement_threshold)}" for a in attempts)
         others = [p for p in profile.precisions if p not in precisions]
@@ -494,52 +539,63 @@ def export(
             f"no precision of device '{profile.name}' passes the accuracy gate ({_percent(agreement_threshold)} label "
             f"agreement with the float model on {len(holdout)} held-out rows): {tried}. {fix}"
         )
-    precision, model_bytes, method = chosen
-    deployed_hold = _ort_probabilities(model_bytes, holdout, threads)
-    deployed_calib = _ort_probabilities(model_bytes, calibration, threads)
-
-    accuracy = None
-    if holdout_labels is not None:
-        accuracy = float(np.mean(deployed_hold.argmax(axis=1) == np.asarray(holdout_labels)))
-    reference = Reference.from_data(calibration, deployed_calib.argmax(axis=1), labels=labels,
-                                    sample_rows=int(reference_rows), seed=seed)
-    op_counts = quantize.operator_counts(model_bytes)
-    passed = attempts[-1]
-    record: dict[str, Any] = {
-        "quantization": {"precision": precision, **method, "operators": op_counts,
-                         "attempts": [asdict(a) for a in attempts]},
-        "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": passed.agreement,
-                     "max_abs_diff": passed.max_abs_diff, "holdout_rows": int(len(holdout)),
-                     "threshold": agreement_threshold,
-                     "edges": {"agreement": passed.edge_agreement, "max_abs_diff": passed.edge_max_abs_diff,
-                               "rows": int(len(extremes))}},
-        "producer": {**_versions(), "opset": onnx_export.opset_of(float_bytes)},
-        "validation": {"accuracy": accuracy, "rows": int(len(holdout))} if accuracy is not None else None,
-        "card": asdict(card or ModelCard()),
-        "proxies": [asdict(p) for p in find_proxies(schema, calibration)],
-        # reference.npz: median and MAD over every calibration row, a seeded sample of at most reference_rows kept
-        "reference": {"rows": int(len(reference.X)), "reference_rows": int(reference_rows),
-                      "calibration_rows": int(len(calibration)), "seed": int(seed)},
-    }
-    if window is not None:
-        record["window"] = window.to_dict()
-    # the budget is measured on the bundle itself, as edgeinfer.load opens it and an explanation runs on it
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-budget-") as tmp:
-        draft = write_bundle(Path(tmp, "bundle"), model_bytes=model_bytes, schema=schema, profile=profile,
-                             reference=reference, precision=precision, record=record)
-        budget = check_budget(draft, profile, sample=holdout, threads=threads)
+    if deployed is None:            # none fits: the first to pass, as before, with the fix the error names
+        deployed = over[0]
+    for draft in over:              # why each that passed the gate was not deployed, or was though over
+        said = _over_budget(draft, profile)
+        if draft is not deployed:
+            note = f"passes the gate, but {said}" + (" too" if deployed is over[0] else "; trying the next precision")
+        else:
+            note = f"passes the gate, but {said}; no later precision fits either, so it is deployed" if over[1:] else ""
+        attempts[attempts.index(draft.attempt)] = replace(draft.attempt, note=note)
+    record, budget = deployed.record, deployed.budget
+    record["quantization"]["attempts"] = [asdict(a) for a in attempts]
     record["budget"] = asdict(budget)
+    if (deployed.size_bytes / 1e6 > profile.model_size_budget_mb and "fp32" in profile.precisions
+            and "fp32" not in (a.precision for a in attempts)):
+        # the bundle with the fp32 model instead, never tried (precision= asked for another): the fix to advise
+        fp32_bytes = deployed.size_bytes - len(deployed.model_bytes) + len(float_bytes)
+        record["budget"]["fp32_bundle_size_mb"] = round(fp32_bytes / 1e6, 6)
+    precision, model_bytes = deployed.precision, deployed.model_bytes
     kept = budget.fits is False and holds_bundle(out)      # a bundle that does not fit never replaces one
     bundle = write_bundle(over_budget_path(out) if kept else out, model_bytes=model_bytes, schema=schema,
-                          profile=profile, reference=reference, precision=precision, record=record,
+                          profile=profile, reference=deployed.reference, precision=precision, record=record,
                           overwrite=overwrite or kept)
+    chosen = next(a for a in attempts if a.precision == precision)
     return ExportReport(
-        bundle=bundle.path, device=profile.name, precision=precision, fell_back=len(attempts) > 1,
-        attempts=tuple(attempts), parity_max_abs=parity, agreement=passed.agreement, threshold=agreement_threshold,
+        bundle=bundle.path, device=profile.name, precision=precision, fell_back=attempts[0] is not chosen,
+        attempts=tuple(attempts), parity_max_abs=parity, agreement=chosen.agreement, threshold=agreement_threshold,
         holdout_rows=int(len(holdout)), fp32_size_bytes=len(float_bytes), size_bytes=len(model_bytes),
-        quantized_ops=op_counts, budget=budget, accuracy=accuracy, sha256=bundle.sha256, edge_rows=int(len(extremes)),
-        kept=Path(out) if kept else None,
+        quantized_ops=deployed.op_counts, budget=budget, accuracy=deployed.accuracy, sha256=bundle.sha256,
+        edge_rows=int(len(extremes)), kept=Path(out) if kept else None,
     )
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """A precision that passed the gate, as its bundle would be: the record, and the budget checked on a draft."""
+
+    precision: str
+    model_bytes: bytes
+    attempt: PrecisionAttempt
+    record: dict
+    reference: Reference
+    accuracy: float | None
+    op_counts: Mapping[str, int]
+    size_bytes: int                 # the bundle's files, as the size budget counts them
+    budget: BudgetCheck | None      # None: over the size budget, so its memory was not measured
+
+
+def _over_budget(draft: _Draft, profile: DeviceProfile) -> str:
+    """Why a draft does not fit: its size, its peak memory, or both, beside the budgets."""
+    size, size_budget = draft.size_bytes / 1e6, profile.model_size_budget_mb
+    said = [f"its bundle {shown_mb(size, size_budget, decimals=3)} MB exceeds the {size_budget:g} MB size budget"
+            ] if size > size_budget else []
+    peak, memory_budget = (draft.budget.peak_memory_mb if draft.budget else None), profile.peak_memory_budget_mb
+    if peak is not None and peak > memory_budget:
+        said.append(f"its peak memory {shown_mb(peak, memory_budget, decimals=1)} MB exceeds the {memory_budget:g} MB "
+                    "memory budget")
+    return " and ".join(said)
 
 
 def _checked_schema(schema: Any) -> FeatureSchema:

@@ -935,6 +935,56 @@ def test_an_export_that_does_not_fit_never_replaces_a_bundle(tmp_path):
         "takes its .toml file)"]
 
 
+def test_a_precision_over_the_budget_gives_way_to_the_next_that_fits(tmp_path):
+    """A 2-feature linear model's int8 is larger than its fp32 (bundle 0.003643 MB beside 0.002364 MB): on a
+    0.003 MB budget export deployed int8, failed the budget and advised "a smaller model", though fp32, next in the
+    profile, fits. It deploys fp32 and says why; told to try int8 alone, the advice is fp32."""
+    def linear(out, device, **options):
+        return ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, device=device, out=out,
+                         calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), **options)
+
+    report = linear(tmp_path / "a", _tight(model_size_budget_mb=0.003))
+    assert (report.precision, report.fell_back, report.budget.fits, report.budget.bundle_size_mb) == (
+        "fp32", True, True, 0.002364)
+    said = "passes the gate, but its bundle 0.004 MB exceeds the 0.003 MB size budget; trying the next precision"
+    assert [(a.precision, a.passed, a.note) for a in report.attempts] == [("int8-static", True, said),
+                                                                         ("fp32", True, "")]
+    lines = report.summary().splitlines()
+    assert lines[1:3] == ["device     tight", "precision  fp32  (fell back: see attempts)"]
+    assert lines[3].startswith("  pass int8-static   agreement 100.00%") and lines[3].endswith(f"  {said}")
+    assert lines[5].startswith("edges      fp32 on ")
+    manifest = ei.read_bundle(tmp_path / "a").manifest
+    assert (manifest["precision"], manifest["quantization"]["attempts"][0]["note"]) == ("fp32", said)
+    assert "fp32_bundle_size_mb" not in manifest["budget"]
+
+    # int8 alone (precision=): deployed over the budget, and the fix named is fp32, not a smaller model
+    report = linear(tmp_path / "b", _tight(model_size_budget_mb=0.003), precision="int8-static")
+    assert (report.precision, report.budget.fits, report.budget.bundle_size_mb) == ("int8-static", False, 0.003643)
+    bundle = ei.read_bundle(tmp_path / "b")
+    assert bundle.manifest["budget"]["fp32_bundle_size_mb"] == 0.002364
+    why = ("model.onnx is 0.002 MB of the bundle at int8-static, reference.npz 0.002 MB (40 rows), and with the fp32 "
+           "model the bundle is 0.002 MB, which fits the 0.003 MB size budget")
+    assert bundle.smaller_export(0.003, cli=True) == ("again with --overwrite --precision fp32", why)
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(tmp_path / "b")
+    assert [str(w.message) for w in caught] == [
+        f"bundle {tmp_path / 'b'} does not fit device 'tight': bundle 0.004 MB over its 0.003 MB size budget; {why}. It "
+        "loads, but may fail there: export for 'tight' (a profile of your own: --device takes its .toml file) with "
+        "precision='fp32' (CLI: --precision fp32)"]
+    # a device that does not allow fp32 is not told to use it: fewer reference rows, as before
+    assert bundle.smaller_export(0.003, profile=_tight(precisions=("int8-static",)))[0] == (
+        "with reference_rows=13 (CLI: --reference-rows 13)")
+
+    # neither fits: the first to pass is deployed, as before, and each says why
+    report = linear(tmp_path / "c", _tight(model_size_budget_mb=0.002))
+    assert (report.precision, report.fell_back, report.budget.fits) == ("int8-static", False, False)
+    assert [a.note for a in report.attempts] == [
+        "passes the gate, but its bundle 0.004 MB exceeds the 0.002 MB size budget; no later precision fits either, "
+        "so it is deployed",
+        "passes the gate, but its bundle 0.0024 MB exceeds the 0.002 MB size budget too"]
+    assert "fp32_bundle_size_mb" not in ei.read_bundle(tmp_path / "c").manifest["budget"]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
 def test_peak_memory_falls_back_to_getrusage_where_there_is_no_proc(monkeypatch):
     """Without /proc/self/status (macOS, Windows) peak memory read 0.0 MB, and a model that took 1,864.8 MB "fit"
