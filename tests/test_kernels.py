@@ -336,6 +336,28 @@ else:
     assert proc.stdout.strip().startswith("the Triton kernels need a CUDA GPU, and none is visible to torch")
 
 
+@pytest.mark.parametrize("missing, message", [
+    ("triton", "running the Triton kernels needs the optional package 'triton', which is not installed; install it "
+               "with: pip install 'edgeinfer[gpu]'"),
+    ("torch", "running the Triton kernels (tensors on the GPU) needs the optional package 'torch', which is not "
+              "installed; install it with: pip install 'edgeinfer[gpu]'"),
+])
+def test_the_triton_kernels_without_their_packages_name_the_extra(missing, message):
+    """The message read "the Triton kernels needs ..." (a plural subject): it names what needs the package."""
+    code = f"""
+import sys
+sys.modules[{missing!r}] = None         # as if not installed: importing it raises ImportError
+from edgeinfer.errors import MissingDependencyError
+try:
+    from edgeinfer.explain.kernels import triton_kernels
+except MissingDependencyError as err:
+    print(err)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == message
+
+
 @pytest.mark.parametrize("mode", ["interpreter", "cuda"])
 def test_counterfactual_search_gives_the_same_answers_with_either_kernel_family(mode):
     """The whole search, not just each kernel: the same answers on the NumPy and the Triton path (interpreted,

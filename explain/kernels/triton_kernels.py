@@ -19,8 +19,8 @@ import numpy as np
 from edgeinfer.errors import BackendError, require
 from edgeinfer.schema import STEP_TOLERANCE
 
-triton = require("triton", extra="gpu", purpose="the Triton kernels")
-torch = require("torch", extra="gpu", purpose="the Triton kernels (tensors on the GPU)")
+triton = require("triton", extra="gpu", purpose="running the Triton kernels")
+torch = require("torch", extra="gpu", purpose="running the Triton kernels (tensors on the GPU)")
 import triton.language as tl  # noqa: E402  (after the helpful-error import above)
 
 NAME = "triton"
