@@ -7,6 +7,7 @@ attribution baselines, bias checks). Only plain arrays: np.load(allow_pickle=Fal
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -74,10 +75,13 @@ class Reference:
         """Read reference.npz. Given the schema's feature and class counts, arrays that do not fit them are refused
         here, by name: a width not the schema's would pass predict and fail only in explain."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):      # a bare .npy array: no named arrays
+                raise ValueError(f"a single {type(data).__name__}, not an .npz archive of named arrays")
+            with data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
-            raise BundleError(f"cannot read reference data {path}: {err}") from err
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:   # BadZipFile: not a zip, a CRC error
+            raise BundleError(f"cannot read reference data {path}: {err}; re-export the bundle") from err
         missing = {"X", "predicted", "median", "mad"} - set(arrays)
         if missing:
             raise BundleError(f"reference data {path} lacks {', '.join(sorted(missing))}; re-export the bundle")
@@ -110,9 +114,18 @@ def _check_fit(path, arrays: dict[str, np.ndarray], *, features: int | None, cla
     width = features if features is not None else (X.shape[1] if X.ndim == 2 else "F")
     if X.shape != (rows, width):
         refuse(f"X has shape {X.shape}, expected ({rows}, {width}): one row per sample, one column per schema feature")
+    if rows < 1:        # explain takes each feature's range from X: none crashed counterfactuals with a ValueError
+        refuse("X has no rows; explanations need at least 1 reference row")
     for name in ("median", "mad"):
         if arrays[name].shape != (width,):
             refuse(f"{name} has shape {arrays[name].shape}, expected ({width},): one value per schema feature")
+    # NaN or infinity in median (a counterfactual's start) made explain blame the caller's rows; in X it made a
+    # feature's plausibility 0% unsaid
+    for name in ("X", "median"):
+        bad = np.flatnonzero(~np.isfinite(arrays[name]).reshape(-1, width).all(axis=0)).tolist()
+        if bad:
+            refuse(f"{name} holds NaN or infinity in features {bad[:5]}{' ...' if len(bad) > 5 else ''}; every "
+                   "value must be a finite number")
     for name in ("predicted", "labels"):
         if name not in arrays:
             continue
