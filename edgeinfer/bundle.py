@@ -360,6 +360,69 @@ def _check_structure(path: Path, manifest: Mapping[str, Any]) -> None:
         if not (isinstance(proxy, dict) and all(isinstance(proxy.get(k), str) for k in ("protected", "feature", "measure"))
                 and _is_number(proxy.get("association"))):
             raise BundleError(f"bundle {path}: {form}; proxies[{i}] is {_shown(proxy)}; re-export the bundle")
+    _check_records(path, manifest)
+
+
+# Export's records: each, where present, an object (validation null for a bundle exported without held-out labels)
+RECORDS = {"fidelity": "the model's agreement measured at export", "producer": "the versions that exported it",
+           "validation": "accuracy on held-out rows, or null", "quantization": "how the model was quantized",
+           "budget": "the device budget check", "card": "the model card", "reference": "how reference.npz was sampled",
+           "window": "the sensor window spec"}
+# The figures explanations, reports and the budget check show from them, where present: a re-sealed "many" rows
+# was shown to the auditor as "agreement n/a of n/a"
+FIGURES = {
+    "fidelity": {"holdout_rows": "count", "agreement": "share", "threshold": "share", "max_abs_diff": "amount",
+                 "torch_vs_onnx_max_abs": "amount or null", "edges": "object"},
+    "fidelity.edges": {"rows": "count", "agreement": "share or null", "max_abs_diff": "amount or null"},
+    "validation": {"accuracy": "share", "rows": "count"},
+    "quantization": {"attempts": "list"},
+    "budget": {name: "amount" for name in ("bundle_size_mb", "model_size_mb", "size_mb", "size_budget_mb",
+                                           "peak_memory_budget_mb", "latency_ms", "latency_budget_ms",
+                                           "predict_latency_ms")} | {"peak_memory_mb": "amount or null",
+                                                                     "fits": "flag or null"},
+    "quantization.attempts[]": {"precision": "text", "passed": "flag", "agreement": "share or null",
+                                "max_abs_diff": "amount or null", "edge_agreement": "share or null",
+                                "edge_max_abs_diff": "amount or null"},
+}
+KINDS = {"count": "a whole number of at least 1", "share": "a number from 0 to 1", "amount": "a number of at least 0",
+         "flag": "true or false", "text": "text", "object": "an object", "list": "a list", "null": "null"}
+
+
+def _check_records(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Export's records and the figures read from them, of their types where present, or a BundleError naming the
+    field: a record re-sealed as "x" loaded, then crashed explain with a raw ValueError."""
+    def check(where: str, record: Mapping[str, Any], figures: Mapping[str, str]) -> None:
+        for name, kind in figures.items():
+            if name in record and not _is_kind(record[name], kind):
+                shown = " or ".join(KINDS[k] for k in kind.split(" or "))
+                raise BundleError(f"bundle {path}: manifest field {where}.{name} must be {shown}, got "
+                                  f"{_shown(record[name])}; re-export the bundle")
+
+    for name, what in RECORDS.items():
+        record = manifest.get(name)
+        if name in manifest and not (isinstance(record, dict) or (record is None and name == "validation")):
+            raise BundleError(f"bundle {path}: manifest field {name} must be an object ({what}), got "
+                              f"{_shown(record)}; re-export the bundle")
+        if isinstance(record, dict):
+            check(name, record, FIGURES.get(name, {}))
+    fidelity, quantization = manifest.get("fidelity") or {}, manifest.get("quantization") or {}
+    if isinstance(fidelity.get("edges"), dict):
+        check("fidelity.edges", fidelity["edges"], FIGURES["fidelity.edges"])
+    for i, attempt in enumerate(quantization.get("attempts", [])):
+        if not isinstance(attempt, dict):
+            raise BundleError(f"bundle {path}: manifest field quantization.attempts[{i}] must be an object, got "
+                              f"{_shown(attempt)}; re-export the bundle")
+        check(f"quantization.attempts[{i}]", attempt, FIGURES["quantization.attempts[]"])
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if value is None:
+        return kind.endswith("or null")
+    kind = kind.removesuffix(" or null")
+    if kind in ("count", "share", "amount"):
+        return _is_number(value) and (value >= 0 if kind == "amount" else 0 <= value <= 1 if kind == "share"
+                                      else value >= 1 and float(value).is_integer())
+    return isinstance(value, {"flag": bool, "text": str, "object": dict, "list": list}[kind])
 
 
 def _is_sha256(digest: Any) -> bool:

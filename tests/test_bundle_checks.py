@@ -34,6 +34,62 @@ def _refused(bundle) -> str:
     return str(err.value)
 
 
+@pytest.mark.parametrize("edit, message", [
+    # fidelity "x" loaded, then explain raised a raw ValueError; producer 5 a raw AttributeError
+    (lambda m: m.update(fidelity="x"), "manifest field fidelity must be an object (the model's agreement measured at "
+                                       'export), got "x"'),
+    (lambda m: m.update(producer=5), "manifest field producer must be an object (the versions that exported it), "
+                                     "got 5"),
+    (lambda m: m.update(quantization=[]), "manifest field quantization must be an object (how the model was "
+                                          "quantized), got []"),
+    (lambda m: m.update(budget="fits"), 'manifest field budget must be an object (the device budget check), got "fits"'),
+    (lambda m: m.update(card=None), "manifest field card must be an object (the model card), got null"),
+    (lambda m: m.update(validation="good"), "manifest field validation must be an object (accuracy on held-out rows, "
+                                            'or null), got "good"'),
+    (lambda m: m.update(window=3), "manifest field window must be an object (the sensor window spec), got 3"),
+    # holdout_rows "many" was shown to the auditor as "agreement n/a of n/a (99.09%)"
+    (lambda m: m["fidelity"].update(holdout_rows="many"),
+     'manifest field fidelity.holdout_rows must be a whole number of at least 1, got "many"'),
+    (lambda m: m["fidelity"].update(holdout_rows=1.5),
+     "manifest field fidelity.holdout_rows must be a whole number of at least 1, got 1.5"),
+    (lambda m: m["fidelity"].update(agreement=1.2), "manifest field fidelity.agreement must be a number from 0 to 1, "
+                                                    "got 1.2"),
+    (lambda m: m["fidelity"].update(max_abs_diff=True), "manifest field fidelity.max_abs_diff must be a number of at "
+                                                        "least 0, got true"),
+    (lambda m: m["fidelity"].update(torch_vs_onnx_max_abs="0"),
+     'manifest field fidelity.torch_vs_onnx_max_abs must be a number of at least 0 or null, got "0"'),
+    (lambda m: m["fidelity"].update(edges=[]), "manifest field fidelity.edges must be an object, got []"),
+    (lambda m: m["fidelity"]["edges"].update(rows=None), "manifest field fidelity.edges.rows must be a whole number "
+                                                         "of at least 1, got null"),
+    (lambda m: m["validation"].update(accuracy="90%"), 'manifest field validation.accuracy must be a number from 0 to '
+                                                       '1, got "90%"'),
+    (lambda m: m["quantization"].update(attempts={}), "manifest field quantization.attempts must be a list, got {}"),
+    (lambda m: m["quantization"].update(attempts=[7]), "manifest field quantization.attempts[0] must be an object, "
+                                                       "got 7"),
+    (lambda m: m["quantization"]["attempts"][0].update(passed="no"),
+     'manifest field quantization.attempts[0].passed must be true or false, got "no"'),
+    (lambda m: m["budget"].update(peak_memory_mb="11 MB"),
+     'manifest field budget.peak_memory_mb must be a number of at least 0 or null, got "11 MB"'),
+])
+def test_a_resealed_record_of_the_wrong_type_is_refused_by_field(bundle_copy, edit, message):
+    _reseal(bundle_copy, edit)
+    assert _refused(bundle_copy) == f"bundle {bundle_copy}: {message}; re-export the bundle"
+
+
+def test_records_export_may_leave_null_or_out_still_load(bundle_copy):
+    """A bundle exported without held-out labels records validation null; an ONNX model, no parity; older bundles
+    lack records: none is refused."""
+    def edit(m):
+        m.update(validation=None)
+        m["fidelity"].update(torch_vs_onnx_max_abs=None)
+        m["budget"].update(peak_memory_mb=None)
+        for name in ("card", "producer", "reference"):
+            m.pop(name)
+    _reseal(bundle_copy, edit)
+    with pytest.warns(ei.BudgetWarning, match="peak memory not measured at export"):
+        assert ei.load(bundle_copy).bundle.manifest["validation"] is None
+
+
 def _arrays(bundle):
     with np.load(bundle / "reference.npz") as data:
         return {k: data[k] for k in data.files}
