@@ -438,6 +438,10 @@ def read_bundle(path: str | Path) -> Bundle:
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"a bundle is a directory path (str or pathlib.Path), got {path!r}")
     path = Path(path)
+    if path.is_file():          # e.g. bundle/model.onnx: "not found" named a file that is there
+        raise BundleError(f"bundle {path} is a file, not a directory: pass the bundle's directory"
+                          f"{f' ({path.parent})' if path.name in (MANIFEST_FILE, MODEL_FILE, REFERENCE_FILE) else ''}, "
+                          f"which holds {MANIFEST_FILE}, {MODEL_FILE}, {REFERENCE_FILE}")
     if not path.is_dir():
         raise BundleError(f"bundle {path} not found: expected a directory holding {MANIFEST_FILE}, {MODEL_FILE}, {REFERENCE_FILE}")
     manifest_path = path / MANIFEST_FILE
@@ -448,7 +452,11 @@ def read_bundle(path: str | Path) -> Bundle:
     except (OSError, ValueError) as err:
         raise BundleError(f"bundle file {MANIFEST_FILE} in {path} is unreadable or not JSON ({err}); re-export the bundle") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path} is not an edgeinfer bundle manifest")
+        kind = {list: "a JSON array", str: "a JSON string", bool: "JSON true or false", type(None): "JSON null"}
+        got = (f"{kind.get(type(manifest), 'a JSON number')}, not an object" if not isinstance(manifest, dict)
+               else f"format {_shown(manifest.get('format'))}, not {_shown(FORMAT)}")
+        raise BundleError(f"{manifest_path} is not an edgeinfer bundle manifest ({got}); load a directory that "
+                          "edgeinfer export wrote, or re-export the bundle")
     _check_version(path, manifest.get("format_version"))
     try:
         digest = _manifest_digest(manifest)

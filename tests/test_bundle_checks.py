@@ -137,3 +137,25 @@ def test_reference_data_that_is_not_finite_or_empty_is_refused(bundle_copy, edit
     _save(bundle_copy, arrays)
     _reseal(bundle_copy)
     assert _refused(bundle_copy) == f"reference data {bundle_copy / 'reference.npz'}: {message}; re-export the bundle"
+
+
+@pytest.mark.parametrize("manifest, got", [
+    ({"files": {}}, 'format null, not "edgeinfer-bundle"'),
+    ({"format": "other"}, 'format "other", not "edgeinfer-bundle"'),
+    ([1, 2], "a JSON array, not an object"),
+])
+def test_a_manifest_that_is_no_bundle_manifest_names_the_fix(bundle_copy, manifest, got):
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert _refused(bundle_copy) == (f"{bundle_copy / 'manifest.json'} is not an edgeinfer bundle manifest ({got}); "
+                                     "load a directory that edgeinfer export wrote, or re-export the bundle")
+
+
+def test_a_bundle_file_given_as_the_bundle_is_told_to_pass_its_directory(bc_bundle, tmp_path):
+    """ei.load("bundle/model.onnx") said "not found" of a file that is there."""
+    assert _refused(bc_bundle / "model.onnx") == (
+        f"bundle {bc_bundle / 'model.onnx'} is a file, not a directory: pass the bundle's directory ({bc_bundle}), "
+        "which holds manifest.json, model.onnx, reference.npz")
+    other = tmp_path / "notes.txt"
+    other.write_text("")
+    assert _refused(other) == (f"bundle {other} is a file, not a directory: pass the bundle's directory, which holds "
+                               "manifest.json, model.onnx, reference.npz")
