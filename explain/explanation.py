@@ -289,11 +289,26 @@ class Explanation:
         return explanation
 
     @classmethod
-    def from_json(cls, text: str) -> "Explanation":
+    def from_json(cls, text: str | bytes) -> "Explanation":
+        """Read what to_json wrote. Anything else is an InputError saying what arrived: a dict, None, JSON nested
+        too deeply or a number of 5,000 digits escaped as raw TypeError, RecursionError and ValueError."""
+        if isinstance(text, Mapping):
+            raise InputError("Explanation.from_json takes JSON text, got a mapping; for a mapping (what "
+                             "Explanation.to_dict() gives) use Explanation.from_dict")
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise InputError(f"Explanation.from_json takes JSON text (str or bytes, as Explanation.to_json() writes), "
+                             f"got {_shown(text)}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(f"not an explanation: invalid JSON ({err})") from err
+        except UnicodeDecodeError as err:
+            raise InputError(f"not an explanation: bytes that are not UTF-8 text ({err.reason} at byte "
+                             f"{err.start})") from None
+        except ValueError:              # Python refuses integers of more than 4,300 digits
+            raise InputError("not an explanation: not readable JSON (a number of more than 4,300 digits)") from None
+        except RecursionError:
+            raise InputError("not an explanation: not readable JSON (nested too deeply)") from None
         return cls.from_dict(data)
 
 
