@@ -114,9 +114,24 @@ class OnnxBackend:
                 break
             except Exception as err:  # ONNX Runtime raises its own untyped errors
                 if k == len(order) - 1:
-                    raise BackendError(f"ONNX Runtime could not load {self._model_path}: {err}") from err
+                    why = str(err).rstrip(".")
+                    raise BackendError(f"ONNX Runtime could not load {self._model_path}: {why}; restore the bundle's "
+                                       f"{self._model_path.name} or re-export the bundle") from err
         session.disable_fallback()      # where an older ONNX Runtime ignores enable_fallback
         return session
+
+    def probe(self, X: np.ndarray) -> np.ndarray:
+        """The model's output for X, as predict_proba would give it but uncounted, and with ONNX Runtime's own log
+        of a failing run silenced (its red error line on stderr): the load checks the model on a reference row."""
+        import onnxruntime as ort
+
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4        # fatal only
+        try:
+            (out,) = self._small.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(X, dtype=np.float32)}, quiet)
+        except Exception as err:  # ONNX Runtime raises its own untyped errors
+            raise BackendError(f"ONNX Runtime failed on a batch of shape {X.shape}: {err}") from err
+        return np.asarray(out, dtype=np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)

@@ -16,13 +16,15 @@ import numpy as np
 from edgeinfer.backend import ExecutionInfo, OnnxBackend, available_providers, choose_provider, default_threads
 from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
-from edgeinfer.errors import BudgetWarning, BundleError, DeviceError, InputError, UsageError
+from edgeinfer.errors import BackendError, BudgetWarning, BundleError, DeviceError, InputError, UsageError
 from edgeinfer.profiles import get_device
 from edgeinfer.schema import _detached, _unmasked
 
 NOT_A_NUMBER = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on "
                 "the row's values); give values of a realistic size")
 MAX_THREADS = 256        # as the CLI's --threads; ONNX Runtime hangs making a million
+# as export checks a model's outputs: a softmax rounded on the way (8-bit, fp16) sums to 1 within a few thousandths
+PROBABILITY_SUM_TOLERANCE = 1e-2
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -68,6 +70,27 @@ class Session:
                 f"{classes or 'any number of'} probabilities, but its schema lists {len(self.schema)} features and "
                 f"{len(self.schema.classes)} classes; re-export the bundle"
             )
+        self._check_model_answers()
+
+    def _check_model_answers(self) -> None:
+        """The first reference row through the model once (~0.1 ms): a BundleError naming the fix where it fails or
+        gives no probabilities. A re-sealed model.onnx of an open feature width not the schema's loaded and failed
+        every call; one that gives logits decided on "probabilities" (339.96, 339.96)."""
+        classes = len(self.schema.classes)
+        try:
+            out = self._backend.probe(self.reference.X[:1])
+        except BackendError as err:
+            raise BundleError(f"the model in bundle {self.bundle.path} fails on the first reference row ({err}); "
+                              "restore the bundle's model.onnx or re-export the bundle") from err
+        with np.errstate(invalid="ignore"):         # as export checks the float model: rounding on the way allowed
+            good = (out.shape == (1, classes) and np.isfinite(out).all() and (out >= -1e-6).all()
+                    and (out <= 1 + 1e-6).all() and abs(out.sum() - 1) <= PROBABILITY_SUM_TOLERANCE)
+        if not good:
+            shown = (f"[{', '.join(f'{v:.6g}' for v in out.ravel()[:6])}{', ...' if out.size > 6 else ''}]"
+                     if out.shape == (1, classes) else f"an output of shape {out.shape}")
+            raise BundleError(f"the model in bundle {self.bundle.path} gives {shown} for the first reference row, not "
+                              f"{classes} probabilities, each in [0, 1], summing to 1 (a model that outputs logits?); "
+                              "restore the bundle's model.onnx or re-export the bundle")
 
     # ----- what explainers and front ends read -----------------------------
     @property
