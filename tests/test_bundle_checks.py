@@ -42,7 +42,8 @@ def _refused(bundle) -> str:
                                      "got 5"),
     (lambda m: m.update(quantization=[]), "manifest field quantization must be an object (how the model was "
                                           "quantized), got []"),
-    (lambda m: m.update(budget="fits"), 'manifest field budget must be an object (the device budget check), got "fits"'),
+    (lambda m: m.update(budget="fits"), "manifest field budget must be an object (the device budget check), "
+                                        'got "fits"'),
     (lambda m: m.update(card=None), "manifest field card must be an object (the model card), got null"),
     (lambda m: m.update(validation="good"), "manifest field validation must be an object (accuracy on held-out rows, "
                                             'or null), got "good"'),
