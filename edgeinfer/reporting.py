@@ -1197,7 +1197,8 @@ def _bias(e, schema) -> dict[str, Any] | None:
                                   else ", ".join(_feature(schema, p).clinical for p in t.proxies)) or "none (alone)",
                       "control": None if t.control_class is None else
                       f"with {f.clinical} kept, these alone give {t.control_class}",
-                      "class_name": t.class_name, "probability": t.probability,
+                      # no class where the model gave no finite probability (float32 overflow): the flip tests nothing
+                      "class_name": t.class_name if t.class_name is not None else "—", "probability": t.probability,
                       # as the views show it: two classes, the other's probability is the boundary (0.4996, not
                       # 0.500 beside a flip)
                       "probability_shown": _probability_apart(
@@ -1205,19 +1206,26 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       if math.isfinite(t.probability) else "not a number (overflow)",
                       "delta": t.delta,
                       "delta_shown": change_text(t.delta, sign=True) if math.isfinite(t.delta) else "—",
-                      "flipped": t.flipped,
+                      "flipped": t.flipped, "tested": t.tested,
                       # no reference row holds the value it was set to: the model never saw it
                       "unseen": t.unseen})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]
     # protected but not tested: as the explanation says, or the bundle's schema (explanations before that field)
-    tested = {t.feature for t in b.flips}
+    tested = {t.feature for t in b.flips if t.tested}
     untested = [n for n in dict.fromkeys([*b.untested, *schema.protected]) if n not in tested]
+    # why each is untested: the reference data has no other value, or the model gave no finite probability at any
+    # value tried (its flips overflowed float32)
+    tried = {t.feature for t in b.flips}
+    reasons = {"protected, but the reference data has no other value to set it to": [n for n in untested
+                                                                                     if n not in tried],
+               "the model gave no finite probability at any value tried": [n for n in untested if n in tried]}
     share = b.attribution_share
     return {"verdict": b.verdict, "depends": b.depends, "attribution_share": share,
             "attribution_share_shown": None if share is None else _pct(share, USED_SHARE),
             "flips": flips, "proxies": proxies, "unseen": any(t.unseen for t in b.flips),
-            "untested": ", ".join(_feature(schema, n).clinical for n in untested),
+            "untested": [{"names": ", ".join(_feature(schema, n).clinical for n in names), "reason": reason}
+                         for reason, names in reasons.items() if names],
             "no_protected": not b.flips and not untested and b.verdict == NO_PROTECTED}
 
 

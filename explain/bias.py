@@ -74,6 +74,9 @@ TOLERANCE = 0.05
 
 NO_PROTECTED = "no protected features are declared in the schema, so there is no flip to test"
 
+# why a flip tests nothing: the flipped row's probabilities overflowed float32 (NaN or infinity)
+NO_FINITE = "the model gave no finite probability"
+
 # decimals of a probability change in the verdict: those the views (`probability_digits`) and the report's flip
 # table write beside it, so that one sentence never reads -0.00647 as 0.01 and as 0.006
 DIGITS = 3
@@ -160,12 +163,16 @@ def explain_bias(
             f"expected ({offset}, {len(schema.classes)})"
         )
     decided = proba.argmax(axis=1)
+    # a row whose probabilities are not all finite (float32 overflow on the flipped row) decides no class: its flip
+    # tests nothing, and is kept only to say so
+    finite = np.isfinite(proba).all(axis=1)
 
     relevant = tuple(p for p in proxies if p.protected in schema.protected)
     watched = set(schema.protected) | {p.feature for p in relevant}
     out = []
     # Python lists: indexing them per flip costs a fraction of indexing NumPy arrays element by element.
     proba_rows, decided_rows, x_rows, classes = proba.tolist(), decided.tolist(), X.tolist(), schema.classes
+    finite_rows = finite.tolist()
     for i in range(n):
         label = int(labels[i])
         base = proba_rows[i][label]
@@ -176,20 +183,20 @@ def explain_bias(
                 from_value=x_rows[i][plan.index],
                 to_value=value,
                 proxies=moved,
-                class_name=classes[decided_rows[k]],
-                probability=proba_rows[k][label],
-                delta=proba_rows[k][label] - base,
-                # a probability that is not a number (float32 overflow on the flipped row) decides nothing
-                flipped=decided_rows[k] != base_class and proba_rows[k][label] == proba_rows[k][label],
+                class_name=classes[decided_rows[k]] if finite_rows[k] else None,
+                probability=proba_rows[k][label] if finite_rows[k] else math.nan,
+                delta=proba_rows[k][label] - base if finite_rows[k] else math.nan,
+                # a joint flip whose control overflowed cannot tell the protected value from its proxies: untested
+                flipped=finite_rows[k] and (c < 0 or finite_rows[c]) and decided_rows[k] != base_class,
                 proxy_values=to,
-                control_class=classes[decided_rows[c]] if c >= 0 else None,
-                control_probability=proba_rows[c][label] if c >= 0 else None,
+                control_class=(classes[decided_rows[c]] if finite_rows[c] else None) if c >= 0 else None,
+                control_probability=(proba_rows[c][label] if finite_rows[c] else math.nan) if c >= 0 else None,
                 unseen=unseen,
             )
             for plan, value, unseen, moved, to, k, c in specs[i]
         )
         depends_on = tuple(dict.fromkeys(f.feature for f in flips if f.counts(tolerance)))
-        tested = {f.feature for f in flips}
+        tested = {f.feature for f in flips if f.tested}
         share = None
         if attributions is not None and attributions[i] is not None:
             share = attribution_share(attributions[i], watched)
@@ -280,9 +287,14 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
     for plan in plans:
         f = plan.feature
         name = f.clinical          # the words the views and the report use beside it, as for the proxies
-        mine = [t for t in flips if t.feature == f.name]
-        if not mine:
+        tried = [t for t in flips if t.feature == f.name]
+        if not tried:
             parts.append(f"{name} could not be tested: the reference data has no other value of it")
+            continue
+        # a flip the model gave no finite probability for (float32 overflow) tests nothing: the verdict is the others'
+        mine = [t for t in tried if t.tested]
+        if not mine:
+            parts.append(f"{name} could not be tested: {NO_FINITE} at any value tried")
             continue
         alone = [t for t in mine if t.flipped and not t.proxies]
         # joint flips the protected value itself decides: those whose proxies alone (the control) do not flip too
@@ -324,6 +336,7 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 part = (f"the decision does not depend on {name} (largest change in probability "
                         f"{change_text(owed, tolerance)}{beyond})")
         part += _unseen_note(f, mine, tolerance)
+        part += _untested_note(f, tried)
         if by_proxies:
             part += "; " + "; ".join(
                 f"{_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "
@@ -332,6 +345,27 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
                 for t in by_proxies)
         parts.append(part)
     return "; ".join(parts)
+
+
+def _untested_note(feature: Feature, tried: Sequence[FlipTest]) -> str:
+    """"; 1 of 3 values tried could not be tested (88 years): …" where the model gave no finite probability at some
+    values (float32 overflow), and likewise for values tried alone but not with the proxies; "" for none."""
+    values = list(dict.fromkeys(t.to_value for t in tried))
+    lost = [v for v in values if not any(t.tested for t in tried if t.to_value == v)]
+    joint = [v for v in values if v not in lost and any(not t.tested for t in tried if t.to_value == v)]
+    note = ""
+    if lost:
+        note += (f"; {len(lost)} of {len(values)} values tried could not be tested "
+                 f"({_listed([feature.label(v) for v in lost])}): {NO_FINITE} there")
+    if joint:
+        moved = {p for t in tried if t.to_value in joint and not t.tested for p in t.proxies}
+        note += (f"; {_listed([feature.label(v) for v in joint])} could not be tested together with "
+                 f"{'its proxy' if len(moved) == 1 else 'its proxies'}: {NO_FINITE} there")
+    return note
+
+
+def _listed(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _largest(flips: Sequence[FlipTest], tolerance: float) -> FlipTest:

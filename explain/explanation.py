@@ -92,7 +92,7 @@ class FlipTest:
     from_value: float
     to_value: float
     proxies: tuple[str, ...]            # proxies moved with it; () for the protected feature alone
-    class_name: str
+    class_name: str | None              # None: the model gave no finite probability for the flipped row
     probability: float                  # probability of the original decision's class after the flip
     delta: float                        # change in that probability
     flipped: bool                       # the class differs from the unflipped row's
@@ -108,6 +108,13 @@ class FlipTest:
     unseen: bool = False
 
     @property
+    def tested(self) -> bool:
+        """The model gave finite probabilities for the flipped row (and a joint flip's control): a row its float32
+        arithmetic overflowed on decides no class (`class_name` None, probability NaN) and tests nothing."""
+        return (self.class_name is not None and math.isfinite(self.probability)
+                and (self.control_probability is None or math.isfinite(self.control_probability)))
+
+    @property
     def own_delta(self) -> float:
         """The change in probability owed to the protected value: against the control for a joint flip (the
         proxies' own effect set apart), against the unflipped row otherwise."""
@@ -120,12 +127,13 @@ class FlipTest:
     def own_flip(self) -> bool:
         """The class changes, and not by the proxies alone: a joint flip whose control reaches the same class
         does not count."""
-        return self.flipped and (self.control_class is None or self.class_name != self.control_class)
+        return self.tested and self.flipped and (self.control_class is None or self.class_name != self.control_class)
 
     @property
     def proxies_flip(self) -> bool:
         """A joint flip whose proxies alone, the protected feature kept, change the class just as it does."""
-        return self.flipped and self.control_class is not None and self.class_name == self.control_class
+        return (self.tested and self.flipped and self.control_class is not None
+                and self.class_name == self.control_class)
 
     def owed(self, tolerance: float) -> float:
         """The change in probability told as the protected value's: a joint flip's that changes the decision (its
@@ -139,6 +147,8 @@ class FlipTest:
         `tolerance`, and for a joint flip not by the proxies alone: its class or p also differs from its control's
         as much. (A joint flip that leaves the decision as it was does not count, even where its control, the
         proxies moved alone, would have changed it: the patient's decision does not change with the feature.)"""
+        if not self.tested:
+            return False
         changes = self.flipped or abs(self.delta) > tolerance
         if self.control_class is None:
             return changes
@@ -165,7 +175,9 @@ class BiasExplanation:
     depends: bool
     verdict: str
     depends_on: tuple[str, ...] = ()    # protected features whose flip changes the class or moves p past tolerance
-    untested: tuple[str, ...] = ()      # protected features no flip could test (the reference has no other value)
+    # protected features no flip could test: the reference has no other value, or the model gave no finite probability
+    # at any value tried (float32 overflow)
+    untested: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

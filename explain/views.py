@@ -167,6 +167,8 @@ WORDS = {
     "word_for": "toward this result", "word_against": "away from this result",
     "word_raise": "raise", "word_lower": "lower", "word_change": "change",
     "word_flipped": "decision flips", "word_kept": "decision kept",
+    # a flip the model gave no finite probability for (float32 overflow): it tests nothing
+    "word_untested": "not tested: the model gave no finite probability",
     "word_and": "and", "word_or": "or", "word_together": "together",
     "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
     "word_below": "below", "word_above": "above",
@@ -1181,34 +1183,37 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
+        # the flips that test something: one the model gave no finite probability for (float32 overflow) tests nothing,
+        # and a feature with no other is untested
+        tests = [f for f in b.flips if f.tested]
         # the class changes by the protected value: not a joint flip whose proxies alone (its control) flip it too
-        flipped = sorted({f.feature for f in b.flips if f.own_flip}, key=self._order)
+        flipped = sorted({f.feature for f in tests if f.own_flip}, key=self._order)
         # the class changes or the probability moves past tolerance (explanations from before that field: the flips
         # that do either at the bias check's default tolerance)
-        moved = {f.feature for f in b.flips if f.own_flip or (b.depends and f.counts(TOLERANCE))}
+        moved = {f.feature for f in tests if f.own_flip or (b.depends and f.counts(TOLERANCE))}
         depends_on = sorted(b.depends_on or moved, key=self._order)
         shifted = [n for n in depends_on if n not in flipped]      # the probability moves past tolerance, not the class
-        protected = sorted({f.feature for f in b.flips}, key=self._order)         # tested by a flip
+        protected = sorted({f.feature for f in tests}, key=self._order)         # tested by a flip
         # declared protected but not tested: as the explanation says, or the schema (explanations before that field)
         untested = sorted({*b.untested, *self.schema.protected} - set(protected), key=self._order)
-        if not b.flips and (not untested or not self.has("bias_untested")):
+        if not tests and (not untested or not self.has("bias_untested")):
             # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
             return [self.fill("bias_none", verdict=self.named(b.verdict))] if self.has("bias_none") else []
         # the change told as the feature's: a joint flip's against its control (what its proxies alone change apart);
         # where a flip to a value the data holds counts, the largest of those (as the verdict cites it first: 0.230 at
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
-        seen = [f for f in b.flips if not f.unseen]
-        pool = seen if any(f.counts(TOLERANCE) for f in seen) else b.flips
+        seen = [f for f in tests if not f.unseen]
+        pool = seen if any(f.counts(TOLERANCE) for f in seen) else tests
         # ... never without a flip that changes the class: the line names it ("flips the class: sex"), and a largest
         # change below its own (0.315 beside sex -> x's 0.330) read as if it moved less
-        pool = [*pool, *(f for f in b.flips if f.own_flip and f not in pool)]
+        pool = [*pool, *(f for f in tests if f.own_flip and f not in pool)]
         deltas = [(abs(d), f.unseen) for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
         largest = max(deltas, key=lambda t: (t[0], not t[1]), default=None)     # a tie: the seen one
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
-        by_proxies = [f for f in b.flips if f.proxies_flip and f.feature not in flipped]
+        by_proxies = [f for f in tests if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)
         # features a flip of which that counts went to a value no reference row holds: only such flips, or beside others
-        counting = [f for f in b.flips if f.feature in depends_on and (f.own_flip or f.counts(TOLERANCE))]
+        counting = [f for f in tests if f.feature in depends_on and (f.own_flip or f.counts(TOLERANCE))]
         strange = {f.feature for f in counting if f.unseen}
         unseen_only = [n for n in depends_on if n in strange and all(f.unseen for f in counting if f.feature == n)]
         unseen = [n for n in depends_on if n in strange and n not in unseen_only]
@@ -1231,7 +1236,7 @@ class _View:
             "attribution_share": _percent(b.attribution_share, apart_from=USED_SHARE)
             if b.attribution_share is not None else self.word("word_unknown"),
         }
-        if not b.flips:        # protected features, none of them testable
+        if not tests:        # protected features, none of them testable
             return [self.fill("bias_untested", **values)]
         if not b.depends:
             lines = [self.fill("bias_ok", **values)]
@@ -1250,7 +1255,7 @@ class _View:
             lines.append(self.fill("bias_proxies", **values))
         if untested and self.has("bias_untested"):
             lines.append(self.fill("bias_untested", **values))
-        if (not _any_moves(b.flips) and b.attribution_share is not None and b.attribution_share >= USED_SHARE
+        if (not _any_moves(tests) and b.attribution_share is not None and b.attribution_share >= USED_SHARE
                 and self.has("bias_used") and self._share_matters(b.attribution_share)):
             # flips that move nothing at a saturated decision, beside a large attribution share: say why
             lines.append(self.fill("bias_used", **values))
@@ -1278,6 +1283,13 @@ class _View:
             # a joint flip's proxies with the values they were set to (explanations before those: the names)
             moved = ([f"{self.words_for(p)} → {self.value(p, v)}" for p, v in zip(f.proxies, f.proxy_values)]
                      if len(f.proxy_values) == len(f.proxies) else [self.words_for(p) for p in f.proxies])
+            if not f.tested:       # the model gave no finite probability (float32 overflow): no class, no change
+                unknown = self.word("word_unknown")
+                lines.append(self.bullet(self.fill(
+                    "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
+                    to_value=self.value(f.feature, f.to_value), proxies=self.join(moved), flip_class=unknown,
+                    flip_probability=unknown, delta=unknown, result=self.word("word_untested"))))
+                continue
             line = self.fill(
                 "flip", feature=self.words_for(f.feature), from_value=self.value(f.feature, f.from_value),
                 to_value=self.value(f.feature, f.to_value), proxies=self.join(moved),

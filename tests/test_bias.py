@@ -707,3 +707,68 @@ def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
     assert expl.verdict == (
         "the decision flips if sex were male or intersex (male and intersex: values no reference row holds — the "
         "model never saw them; read these flips with care; the reference data has no other value of sex)")
+
+
+# ----- flips the model gives no finite probability for ----------------------------------------------------------------
+
+OVERFLOW = FeatureSchema(
+    features=(Feature("income", unit="USD"), Feature("age", kind="integer", low=18, high=100, protected=True,
+                                                      mutable=False),
+              Feature("housing", kind="categorical", categories=("rent", "own", "other"), codes=(0.0, 1.0, 2.0))),
+    classes=("reject", "approve"), favourable="approve",
+)
+
+
+def overflow_session(linear_session):
+    """logit(approve) = 2·income + 1e36·age, exported fp32: at income 1.6e38 the row itself is decided (3.38e38), but
+    any older age overflows float32 and the model's probabilities are NaN. Age quartile medians 43, 65 and 88."""
+    rng = np.random.default_rng(0)
+    calibration = np.array([[rng.uniform(-1e3, 1e3), rng.integers(18, 100), rng.integers(0, 3)] for _ in range(200)])
+    return linear_session([2.0, 1e36, 0.0], 0.0, OVERFLOW, calibration=calibration)
+
+
+def test_a_protected_feature_whose_every_flip_overflows_is_untested_not_independent(linear_session, tmp_path):
+    """Every age flip's probabilities were NaN; the verdict read "the decision does not depend on age (largest change
+    in probability nan)", depends False, and each flip had class 'reject' (argmax of NaN) beside the row's 'approve'.
+    The patient was told "We checked: … the tool would have given the same result"."""
+    import edgeinfer as ei
+
+    session = overflow_session(linear_session)
+    row = np.array([1.6e38, 18.0, 0.0])
+    expl = session.explain(row, stakeholder="auditor")
+    b = expl.bias
+    assert expl.decision.class_name == "approve"
+    verdict = "age could not be tested: the model gave no finite probability at any value tried"
+    assert (b.verdict, b.depends, b.depends_on, b.untested) == (verdict, False, (), ("age",))
+    assert [(f.to_value, f.class_name, math.isnan(f.probability), math.isnan(f.delta), f.flipped, f.tested)
+            for f in b.flips] == [(43.0, None, True, True, False, False), (65.0, None, True, True, False, False),
+                                  (88.0, None, True, True, False, False)]
+    assert expl.to_dict()["bias"]["flips"][0]["class_name"] is None
+    assert f"Verdict:\n{verdict}.\n" in expl.text
+    assert ("- age 18 → 43, proxies moved: none: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
+            "no finite probability\n") in expl.text
+    assert f"Bias check:\n{verdict}.\n" in session.explain(row, stakeholder="clinician").text
+    patient = session.explain(row, stakeholder="patient").text
+    assert "\n\nWe could not check your age.\n\n" in patient and "We checked" not in patient
+    html = ei.report([expl], out=tmp_path / "r.html", bundle=session.bundle.path).read_text(encoding="utf-8")
+    assert "<p>Not tested: age (the model gave no finite probability at any value tried).</p>" in html
+    assert ("<td>age</td><td>18 → 43</td><td>none (alone)</td><td>—</td><td class=\"num\">not a number (overflow)"
+            "</td><td class=\"num\">—</td><td>not tested</td>") in html
+
+
+def test_a_verdict_uses_the_finite_flips_and_says_how_many_values_could_not_be_tested(linear_session):
+    """Income 1.45e38: age 43 gives logit 3.33e38 (finite, p(approve) 1), ages 65 and 88 overflow float32."""
+    session = overflow_session(linear_session)
+    row = np.array([1.45e38, 18.0, 0.0])
+    expl = session.explain(row, stakeholder="auditor")
+    b = expl.bias
+    verdict = ("the decision does not depend on age (largest change in probability 0.000); 2 of 3 values tried could "
+               "not be tested (65 and 88): the model gave no finite probability there")
+    assert (b.verdict, b.depends, b.untested) == (verdict, False, ())
+    assert [(f.to_value, f.class_name, f.probability if math.isfinite(f.probability) else None) for f in b.flips] == [
+        (43.0, "approve", 1.0), (65.0, None, None), (88.0, None, None)]
+    assert f"Verdict:\n{verdict}. Largest |Δp| over flip tests (a joint flip's against its control): 0.000.\n" in (
+        expl.text)
+    assert ("- age 18 → 43, proxies moved: none: decision approve, p(approve) = 1.000 (Δ +0.000), decision kept\n"
+            "- age 18 → 65, proxies moved: none: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
+            "no finite probability\n") in expl.text
