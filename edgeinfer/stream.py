@@ -1977,6 +1977,23 @@ def _reason_kind(reason: str) -> str:
 
 
 # ----- the command -------------------------------------------------------------------------------
+def _check_writable(path: str, *, option: str) -> None:
+    """Refuse a file option that cannot be written, before any row is read: a file that exists is opened to append
+    (nothing written), and one that does not is made and removed again (a path under a file or in /proc was found
+    only after the whole stream ran, where the folder's permission bits alone passed)."""
+    target = Path(path)
+    try:
+        if target.exists():
+            with open(target, "a"):
+                pass
+        else:
+            with open(target, "x"):
+                pass
+            target.unlink()
+    except OSError as err:
+        raise UsageError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+
+
 @click.command("stream")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("input", default="-")
@@ -2039,8 +2056,8 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
         raise UsageError(str(err)) from None
     if window is not None and window < 2:
         raise UsageError(f"--window must be at least 2 samples, got {window}")
-    if summary_path and not os.access(Path(summary_path).resolve().parent, os.W_OK):   # found now, not after the stream
-        raise UsageError(f"--summary {summary_path}: cannot write there (no such directory, or no permission)")
+    if summary_path:        # found now, not after the whole stream ran
+        _check_writable(summary_path, option="--summary")
     if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)
         from edgeinfer.explain.views import stakeholder_option
 

@@ -1062,7 +1062,12 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                                    ("--rejects", "/no/such/dir/r.jsonl",
                                     "--rejects /no/such/dir/r.jsonl: cannot write there (No such file or directory)"),
                                    ("--summary", "/no/such/dir/s.json", "--summary /no/such/dir/s.json: cannot write "
-                                                                        "there (no such directory, or no permission)"),
+                                                                        "there (No such file or directory)"),
+                                   # the folder's permission bits passed these, and the stream ran to its end first
+                                   ("--summary", f"{recording}/s.json", f"--summary {recording}/s.json: cannot write "
+                                                                        "there (Not a directory)"),
+                                   ("--summary", "/proc/s.json", "--summary /proc/s.json: cannot write there (No such "
+                                                                 "file or directory)"),
                                    # was read as the time and as a channel (the demo recording: 459 of 800 rows refused, exit 0)
                                    ("--timestamp-column", "acc_x",
                                     "--timestamp-column 'acc_x': the timestamp column cannot also be a channel (the "
@@ -1073,6 +1078,7 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
         # a refusal leaves the caller's signal handlers as they were (--rejects left the stream's own installed)
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers, option
+        assert not os.path.exists(value) or option != "--summary", value     # the check left no file behind
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-", "--follow"])
     assert result.exit_code == 2
     assert result.stderr == ("error: --follow reads a growing file; stdin already streams until it closes: "
