@@ -210,7 +210,24 @@ def run_demo(out: Path, *, device: str = "raspberry-pi-4", patients: int = 6) ->
 def demo_command(out: str, device: str) -> None:
     """The whole path on bundled real data: export, predict, explain, stream, report."""
     check_demo_requirements(device)
+    check_demo_output(Path(out))
     run_demo(Path(out), device=device)
+
+
+def check_demo_output(out: Path) -> None:
+    """Before any work: the folder the demo writes everything into is made and a file opened in it (nothing kept), as
+    `report` checks its -o (`--out /proc/d2` failed with a bare "[Errno 2] No such file or directory: '/proc/d2'")."""
+    import tempfile
+
+    from edgeinfer.errors import UsageError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise UsageError(f"demo output -o/--out {out}: cannot write there ({err.strerror or err}); give -o/--out a "
+                         "folder you can write to") from None
 
 
 DEMO_MODULES = (("torch", "export", "torch"), ("onnx", "export", "onnx"), ("sklearn", "data", "scikit-learn"),

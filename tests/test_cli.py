@@ -805,6 +805,16 @@ def test_the_demo_refuses_a_device_this_machine_cannot_run_before_exporting(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_the_demo_refuses_an_out_folder_it_cannot_write_naming_the_option(tmp_path):
+    """`demo --out /proc/d2` printed "error: [Errno 2] No such file or directory: '/proc/d2'", naming no option."""
+    (tmp_path / "f.csv").write_text("a\n")
+    for out, reason in (("/proc/d2", "No such file or directory"), (f"{tmp_path}/f.csv/d2", "Not a directory")):
+        result = CliRunner().invoke(main, ["demo", "--out", out])
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr == (f"error: demo output -o/--out {out}: cannot write there ({reason}); give -o/--out a "
+                                 "folder you can write to\n")
+
+
 def test_the_demo_names_a_device_profile_file_by_its_profiles_name(tmp_path):
     """`demo --device ./my-device.toml` printed "export it for ./my-device.toml", the path; it names the profile.
     (The demo is stopped at its first export by a file where its bundle goes.)"""
