@@ -98,9 +98,18 @@ def load_records(path: str | Path) -> list[Mapping[str, Any]]:
     return [record for _, record in _lines(path)]
 
 
+def _named(path: str | Path) -> str:
+    """How errors name a JSONL input: its path, or "stdin" for '-'."""
+    return "stdin" if str(path) == "-" else str(path)
+
+
 def _lines(path: str | Path, *, progress: Callable[[int], Any] | None = None):
-    """The records of a JSONL file with their line numbers (what errors about them name), one line at a time (a
-    long session's file is never held whole); `progress` is told the bytes of each line read."""
+    """The records of a JSONL file ('-': stdin, as every command reads it, so that `edgeinfer explain … | edgeinfer
+    report B - -o r.html` works) with their line numbers (what errors about them name), one line at a time (a long
+    session's file is never held whole); `progress` is told the bytes of each line read."""
+    if str(path) == "-":
+        yield from _records(sys.stdin.buffer, "stdin", progress)      # left open: it is the caller's
+        return
     path = Path(path)
     try:
         file = path.open("rb")
@@ -109,31 +118,36 @@ def _lines(path: str | Path, *, progress: Callable[[int], Any] | None = None):
                          "or `edgeinfer stream`") from None
     except OSError as err:
         raise InputError(f"explanations file {path} is unreadable ({err})") from err
-    found = False
     with file:
-        number = 0
-        try:
-            for raw in file:
-                number += 1
-                if progress is not None:
-                    progress(len(raw))
-                if number == 1 and (told := not_text(raw.decode("utf-8-sig", errors="replace").rstrip("\r\n"),
-                                                      example="FILE > explanations.jsonl")) is not None:
-                    raise InputError(f"explanations file {path}: {told}")     # not its bytes, nor a decode error
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-                if not line.strip():
-                    continue
-                record = json_object(line, keys="field name")
-                if isinstance(record, str):
-                    # a line that did not parse, with none after it: a writer stopped mid-line ('[1, 2]' is whole)
-                    last = record.startswith("not valid JSON") and next(file, None) is None and not line.endswith("}")
-                    raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
-                                     + ("; the last line looks cut off (a stream still writing, or stopped hard): "
-                                        "delete it, or report on a finished file" if last else ""))
-                found = True
-                yield number, record
-        except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"explanations file {path} is unreadable ({err})") from err
+        yield from _records(file, path, progress)
+
+
+def _records(file, path: str | Path, progress: Callable[[int], Any] | None):
+    """_lines' records of an open binary file, named `path` in errors."""
+    found = False
+    number = 0
+    try:
+        for raw in file:
+            number += 1
+            if progress is not None:
+                progress(len(raw))
+            if number == 1 and (told := not_text(raw.decode("utf-8-sig", errors="replace").rstrip("\r\n"),
+                                                  example="FILE > explanations.jsonl")) is not None:
+                raise InputError(f"explanations file {path}: {told}")     # not its bytes, nor a decode error
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            if not line.strip():
+                continue
+            record = json_object(line, keys="field name")
+            if isinstance(record, str):
+                # a line that did not parse, with none after it: a writer stopped mid-line ('[1, 2]' is whole)
+                last = record.startswith("not valid JSON") and next(file, None) is None and not line.endswith("}")
+                raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
+                                 + ("; the last line looks cut off (a stream still writing, or stopped hard): "
+                                    "delete it, or report on a finished file" if last else ""))
+            found = True
+            yield number, record
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"explanations file {path} is unreadable ({err})") from err
     if not found:
         raise InputError(f"{path} holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer stream`")
 
@@ -187,7 +201,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
         items = [items]
     if isinstance(items, (str, os.PathLike)):        # a file's records are named by their line, as parse errors are
         path = items
-        items = ((f"{path} line {number}", record) for number, record in _lines(path, progress=progress))
+        items = ((f"{_named(path)} line {number}", record) for number, record in _lines(path, progress=progress))
     else:
         items = ((f"record {n}", item) for n, item in enumerate(items, start=1))
     explanations, rows, windows, refused, places, positions = [], [], [], [], [], []
@@ -371,8 +385,8 @@ def report(
 ) -> Path:
     """Write a clinician report for explained decisions or a stream session to `out` (.html or .pdf).
 
-    `explanations`: Explanations, their JSON dicts, stream window records, the path of a JSONL file of them, or
-    the Inputs that collect() made of them.
+    `explanations`: Explanations, their JSON dicts, stream window records, the path of a JSONL file of them ('-':
+    stdin), or the Inputs that collect() made of them.
     `bundle`: the bundle directory's path, a Bundle, or a Session (its bundle).
     `summary`: a stream session's summary (the StreamSummary `stream()` returns, its dict, or the JSON file
     `edgeinfer stream --summary` wrote): the rows it rejected and its gaps, which the window records do not count."""
@@ -563,7 +577,8 @@ def generated_at() -> str:
               help="A stream session's summary (`edgeinfer stream --summary`): its rejected rows and gaps.")
 def report_command(bundle: str, explanations: str, out: str, title: str | None, template: str | None,
                    summary: str | None) -> None:
-    """Write a clinician report from EXPLANATIONS.jsonl (`edgeinfer explain` or `edgeinfer stream` output)."""
+    """Write a clinician report from EXPLANATIONS.jsonl (`edgeinfer explain` or `edgeinfer stream` output; '-' is
+    stdin)."""
     if Path(out).suffix.lower() not in FORMATS:
         raise UsageError(f"report output must end in .html or .pdf, got '{Path(out).name}'; e.g. -o report.html or -o report.pdf")
     try:

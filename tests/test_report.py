@@ -1197,6 +1197,29 @@ def test_an_output_folder_that_takes_no_file_is_refused_naming_the_flag(fixed_bu
                              "directory); give -o/--out a file path in a folder you can write to\n")
 
 
+def test_explanations_from_stdin_as_every_other_command_reads_them(fixed_bundle, tmp_path):
+    """`edgeinfer explain … | edgeinfer report B - -o r.html` said "explanations file - not found"; '-' is stdin,
+    read as a file is (the same report, errors named "stdin")."""
+    text = _explanation(fixed_bundle.sha256).to_json() + "\n"
+    (tmp_path / "e.jsonl").write_text(text)
+    piped = CliRunner().invoke(main, ["report", str(fixed_bundle.path), "-", "-o", str(tmp_path / "p.html")],
+                               input=text, catch_exceptions=False)
+    assert (piped.exit_code, piped.stdout) == (0, f"{tmp_path / 'p.html'}\n")
+    filed = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(tmp_path / "e.jsonl"), "-o",
+                                      str(tmp_path / "f.html")], catch_exceptions=False)
+    assert filed.exit_code == 0
+    assert (_normalize((tmp_path / "p.html").read_text(encoding="utf-8"))
+            == _normalize((tmp_path / "f.html").read_text(encoding="utf-8")))
+    for given, message in (("", "stdin holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer "
+                                "stream`"),
+                           ("not json\n{}\n", "stdin line 1: not valid JSON (Expecting value at column 1); expected one "
+                                              "JSON object per line")):
+        result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), "-", "-o", str(tmp_path / "x.html")],
+                                    input=given)
+        assert (result.exit_code, result.stderr) == (1, f"error: {message}\n")
+        assert not (tmp_path / "x.html").exists()
+
+
 def test_a_refused_report_leaves_an_earlier_one_and_makes_no_file(fixed_bundle, tmp_path):
     """The output is checked by opening it to append, nothing written: a report that then fails leaves an earlier
     report as it was, and a file or folder the check made is removed."""
