@@ -51,6 +51,12 @@ when an alone flip flips, or changes the probability of the decided class
 (`labels`) by more than `tolerance`; or when a joint flip's class differs from
 its control's, or its probability from its control's by more than `tolerance`
 (only what the protected value adds beyond its proxies counts).
+
+A flip the model gives no finite probability for (its float32 arithmetic overflows on the flipped row, or on a
+joint flip's control) tests nothing: it has no class (`class_name` None) and never counts. A protected feature with
+no other flip is untested ("age could not be tested: the model gave no finite probability at any value tried"),
+never said not to change the decision; where only some values overflow, the verdict is the others' and says which
+values could not be tested.
 """
 
 from __future__ import annotations
