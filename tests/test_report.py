@@ -1672,12 +1672,27 @@ def _report_of_a_record_from_before_rejected(session, dataset, tmp_path) -> str:
 def test_the_clinician_text_of_a_record_from_before_rejected_precisions_says_the_bundle_fell_back(
         diabetes_session, diabetes, tmp_path):
     """A JSON line written before explanations carried the precisions export rejected: the report, given the
-    bundle that made it (int8 failed the gate by 1 of 110 rows, so fp32), tells its clinician text as the
-    bundle's record has it."""
+    bundle that made it (int8 failed the gate, so fp32), tells its clinician text as the bundle's record has it."""
     text = _report_of_a_record_from_before_rejected(diabetes_session, diabetes, tmp_path)
+    agreed = _int8_agreed(diabetes_session)
     assert ("- The deployed fp32 model gave the same decision as the float model for 110 of 110 held-out cases "
             "(100%); the largest difference between their probabilities was 0. - The int8-static model was not "
-            "deployed: it gave the same decision for only 109 of 110 (99.09%), below the 99.5% required.") in text
+            f"deployed: it gave the same decision for only {agreed} of 110 ({100 * agreed / 110:.2f}%), below the "
+            "99.5% required.") in text
+
+
+def _percent(share: float) -> str:
+    """A share as the report writes it (as export's summary): 0 and 100 whole, any other to two decimals."""
+    return f"{100 * share:.0f}" if share in (0.0, 1.0) else f"{100 * share:.2f}"
+
+
+def _int8_agreed(session) -> int:
+    """Of the diabetes fixture's 110 held-out rows, on how many its int8 model agreed with the float model, as its
+    bundle records it: 109 or 108 (ONNX Runtime's int8 arithmetic differs by CPU), below the 99.5 % gate."""
+    int8 = session.bundle.manifest["quantization"]["attempts"][0]
+    agreed = round(int8["agreement"] * 110)
+    assert int8["precision"] == "int8-static" and int8["passed"] is False and agreed < 0.995 * 110
+    return agreed
 
 
 def test_tiny_and_near_certain_probabilities_read_by_the_clinical_convention(tmp_path):
@@ -1696,7 +1711,7 @@ def test_tiny_and_near_certain_probabilities_read_by_the_clinical_convention(tmp
 
 
 def test_the_model_card_tells_exports_record_in_words(diabetes_session, diabetes, tmp_path):
-    """The demo's diabetes bundle (int8 failed the 99.5 % gate by 1 of 110 rows, so fp32): "About the model" dumped
+    """The demo's diabetes bundle (int8 failed the 99.5 % gate, so fp32): "About the model" dumped
     the manifest's records ("agreement 1 · max abs diff 0 · holdout rows 110 · threshold 0.995 · edges · agreement
     1", "attempts 1 precision: int8-static; agreement: 0.9909; ...; passed: no", "accuracy 0.6818 rows 110"). Every
     figure is still there, named, agreement and accuracy as percentages, the attempts in the order tried."""
@@ -1707,8 +1722,8 @@ def test_the_model_card_tells_exports_record_in_words(diabetes_session, diabetes
     fidelity, (int8, fp32) = manifest["fidelity"], manifest["quantization"]["attempts"]
     assert (fidelity["agreement"], fidelity["holdout_rows"], fidelity["threshold"], fidelity["edges"]["rows"]) == (
         1.0, 110, 0.995, 40)
-    assert (int8["precision"], round(int8["agreement"] * 110), int8["passed"], fp32["precision"]) == (
-        "int8-static", 109, False, "fp32")
+    agreed = _int8_agreed(diabetes_session)
+    assert fp32["precision"] == "fp32"
     assert (f"Validation performance Accuracy of the deployed model: "
             f"{100 * manifest['validation']['accuracy']:.2f} % on 110 held-out patients. Fairness evaluation") in text
     assert ("Quantization fidelity against the float model Deployed fp32 model vs the float model, on 110 held-out "
@@ -1720,8 +1735,8 @@ def test_the_model_card_tells_exports_record_in_words(diabetes_session, diabetes
             "none Precisions export tried, in order: each was compared with the float model on the 110 held-out "
             "patients and deployed only if it gave the same decision for at least 99.5 % of them (the gate); the "
             "edge rows are recorded, not gated. Precision Decision agreement Largest probability difference On the "
-            f"edge rows Outcome int8-static 99.09 % (109 of 110) {int8['max_abs_diff']:.3g} agreement "
-            f"{100 * int8['edge_agreement']:.0f} %, largest difference {int8['edge_max_abs_diff']:.3g} below the "
+            f"edge rows Outcome int8-static {100 * agreed / 110:.2f} % ({agreed} of 110) {int8['max_abs_diff']:.3g} "
+            f"agreement {_percent(int8['edge_agreement'])} %, largest difference {int8['edge_max_abs_diff']:.3g} below the "
             "99.5 % gate: not deployed fp32 100 % (110 of 110) 0 agreement 100 %, largest difference 0 deployed "
             "Known limitations") in text
     for raw in ("torch vs onnx max abs", "holdout rows", "threshold 0.995", "passed: no", "attempts 1",
@@ -1802,5 +1817,7 @@ def test_a_band_whose_ends_read_the_same_is_one_figure_and_a_fall_back_is_said(d
     assert "Quantization band: 0.808 – 0.832." in text and "fell back" not in text
     # the bundle's own record, for a record from before explanations carried the rejected precisions
     text = _report_of_a_record_from_before_rejected(diabetes_session, diabetes, tmp_path)
-    assert ("Export fell back to fp32: the int8-static model gave the same decision as the float model for only 109 "
-            "of 110 held-out patients (99.09 %), below the 99.5 % gate, and was not deployed.") in text
+    agreed = _int8_agreed(diabetes_session)
+    assert ("Export fell back to fp32: the int8-static model gave the same decision as the float model for only "
+            f"{agreed} of 110 held-out patients ({100 * agreed / 110:.2f} %), below the 99.5 % gate, and was not "
+            "deployed.") in text

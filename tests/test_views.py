@@ -1072,14 +1072,17 @@ def test_a_fidelity_figure_no_piece_tells_is_still_listed(tmp_path, schema):
 
 
 def test_a_session_explanation_carries_the_precisions_its_export_rejected(diabetes_session, diabetes, schema):
-    """The diabetes fixture's int8 model fails the gate by 1 of 110 rows: the explanation says so, and its JSON
-    (the engineer's view) carries the rejected attempt."""
+    """The diabetes fixture's int8 model fails the gate (by 1 or 2 of 110 rows: ONNX Runtime's int8 arithmetic
+    differs by CPU): the explanation says so, in the bundle's own figures, and its JSON (the engineer's view)
+    carries the rejected attempt."""
     expl = diabetes_session.explain(diabetes.X_test[0], stakeholder="clinician")
-    assert expl.model.precision == "fp32"
+    int8 = diabetes_session.bundle.manifest["quantization"]["attempts"][0]
+    agreed = round(int8["agreement"] * 110)
+    assert expl.model.precision == "fp32" and agreed < 0.995 * 110
     assert [r.precision for r in expl.model.rejected] == ["int8-static"]
     assert _fidelity_section(expl.text).endswith(
-        "- The int8-static model was not deployed: it gave the same decision for only 109 of 110 (99.09%), below the "
-        "99.5% required.")
+        f"- The int8-static model was not deployed: it gave the same decision for only {agreed} of 110 "
+        f"({100 * agreed / 110:.2f}%), below the 99.5% required.")
     engineer = views.render(expl, schema, stakeholder="engineer")
     assert json.loads(engineer)["model"]["rejected"][0]["note"] == "below the gate; trying the next precision"
     assert Explanation.from_json(engineer).model == expl.model
