@@ -686,7 +686,8 @@ def _stream_summary(summary: Any, inputs: Inputs) -> dict[str, Any] | None:
         except FileNotFoundError:
             raise InputError(f"{where}: not found; {wrote}") from None
         except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not valid JSON ({err.msg} at line {err.lineno}); {wrote}") from None
+            raise InputError(f"{where}: not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno}); "
+                             f"{wrote}") from None
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(f"{where}: unreadable ({err}); {wrote}") from err
     elif hasattr(summary, "to_dict"):                # the StreamSummary stream() returns

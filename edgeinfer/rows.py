@@ -85,14 +85,15 @@ CONTROL = frozenset(chr(c) for c in (*range(0x09), *range(0x0B, 0x20), 0x7F))   
 def not_text(text: str, *, example: str) -> str | None:
     """Why an input whose first line (read as UTF-8, an invalid byte as U+FFFD; no line ending) is `text` is no text:
     UTF-16, compressed or binary data, told without showing its bytes; None for text. `example` follows the
-    decompressing tool in the fix: 'FILE | edgeinfer stream BUNDLE -'."""
+    decompressing tool in the fix: 'FILE | edgeinfer stream BUNDLE -'. A JSON line is never told binary by its
+    control characters: JSON strings may hold DEL, and a line holding another is that row's error alone."""
     if _utf16(text):
         return ("the input is UTF-16 (as PowerShell 5's `>` and Out-File write); save it as UTF-8, e.g. with Out-File "
                 "-Encoding utf8")
     for magic, kind, tool in COMPRESSED:
         if text.startswith(magic) and (kind != "bzip2" or text[4:10] == "1AY&SY"):    # bzip2's magic is letters
             return f"the input is {kind}-compressed, not text; decompress it first, e.g. {tool} {example}"
-    if not CONTROL.isdisjoint(text):
+    if not text.lstrip().startswith("{") and not CONTROL.isdisjoint(text):
         return ("the input is not text: its first line holds control characters, as binary data does; give CSV or "
                 "JSON lines as UTF-8 text (decompress a compressed file first)")
     return None
@@ -129,7 +130,7 @@ def json_object(text: str, *, keys: str) -> dict[str, Any] | str:
     try:
         value = json.loads(text, object_pairs_hook=_once_each)
     except json.JSONDecodeError as err:
-        return f"not valid JSON ({err.msg} at column {err.colno})"
+        return f"not valid JSON ({err.msg.removesuffix(' at')} at column {err.colno})"   # its msg may end "at"
     except _Repeated as err:
         return f"key {err.args[0]!r} appears twice; give each once"
     except ValueError:              # Python refuses integers of more than 4,300 digits

@@ -942,6 +942,21 @@ def test_an_input_that_is_no_comma_separated_text_is_told_so_by_every_command(di
     assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: {told}\n")
 
 
+def test_a_json_line_with_control_characters_is_its_own_row_error_not_binary_input(diabetes, diabetes_bundle):
+    """A first JSON line holding DEL in a string (valid JSON) or a raw control character (that row's error) had the
+    whole input refused as "not text: its first line holds control characters"."""
+    rows = [dict(zip(diabetes.schema.names, map(float, x))) for x in diabetes.X_test[:2]]
+    text = json.dumps({**rows[0], "note": "x\x7fy"}) + "\n" + json.dumps({**rows[1], "note": ""}) + "\n"
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), "-", "--ignore-column", "note"], input=text)
+    assert (result.exit_code, len(result.stdout.splitlines()), result.stderr) == (0, 2, "")
+    first = json.dumps(rows[0])[:-1] + ', "note": "x\x01y"}'
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), "-", "--ignore-column", "note"],
+                                input=first + "\n" + json.dumps(rows[1]) + "\n")
+    error, decided = result.stdout.splitlines()
+    assert (result.exit_code, json.loads(error), json.loads(decided)["row"]) == (
+        1, {"row": 1, "error": f"not valid JSON (Invalid control character at column {first.index(chr(1)) + 1})"}, 2)
+
+
 @pytest.mark.parametrize("kind", ["gzip", "utf-16"])
 def test_report_tells_an_explanations_file_that_is_no_text(diabetes_bundle, rows_file, tmp_path, kind):
     """A gzip or UTF-16 explanations file was "unreadable ('utf-8' codec can't decode byte 0x8b in position 1: invalid
