@@ -435,6 +435,79 @@ def test_a_patient_hears_a_change_on_a_log_scale_as_the_change_in_the_amount(sch
         expl, schema, stakeholder="autre")
 
 
+def _s5_worded(schema, before: float, after: float, **words: str) -> str:
+    """The patient's line for one change of s5, before -> after, with s5 worded by `words` (unit, lay, clinical)."""
+    s5 = Feature("s5", low=-50, high=50, **words)
+    changed = dataclasses.replace(schema, features=tuple(s5 if f.name == "s5" else f for f in schema.features))
+    text = views.render(_one_change(changed, "s5", before, after), changed, stakeholder="patient")
+    return next(line for line in text.splitlines() if line.startswith("- your "))
+
+
+_LOG = " (on this log scale, the amount would be about "
+
+
+@pytest.mark.parametrize("words, before, after, line", [
+    # no logarithm: a lymph node (LN), the verb, a log book, log-ins, "logs"
+    (dict(lay="positive lymph nodes (LN)", clinical="positive axillary LN count"), 14, 9,
+     "- your positive lymph nodes (LN) had been 9 instead of 14"),
+    (dict(lay="log in attempts per day"), 6, 2, "- your log in attempts per day had been 2 instead of 6"),
+    (dict(lay="Log book entries per week"), 5, 2, "- your Log book entries per week had been 2 instead of 5"),
+    (dict(lay="times you log in to the app", clinical="app log-ins per day"), 10, 3,
+     "- your times you log in to the app had been 3 instead of 10"),
+    (dict(lay="app log-ins", unit="logs/day"), 5, 3, "- your app log-ins had been 3 logs/day instead of 5 logs/day"),
+    # base 10 however it is written
+    (dict(lay="viral load (log 10 copies/mL)"), 4, 5,
+     "- your viral load (log 10 copies/mL) had been 5 instead of 4" + _LOG + "10 times as high)"),
+    (dict(lay="viral load", clinical="log_10 viral load"), 5, 3,
+     "- your viral load had been 3 instead of 5" + _LOG + "99% lower)"),
+    (dict(lay="viral load", clinical="HIV RNA (log base 10 copies/mL)"), 2, 2.5,
+     "- your viral load had been 2.5 instead of 2" + _LOG + "3.2 times as high)"),
+    (dict(lay="viral load (log scale)", clinical="log10 copies/mL"), 4, 3.7,
+     "- your viral load (log scale) had been 3.7 instead of 4" + _LOG + "50% lower)"),
+    # base 2
+    (dict(lay="gene activity", clinical="log2 expression"), 1, 4,
+     "- your gene activity had been 4 instead of 1" + _LOG + "8 times as high)"),
+    (dict(lay="gene activity", clinical="log 2 expression"), 3, 2,
+     "- your gene activity had been 2 instead of 3" + _LOG + "50% lower)"),
+    (dict(lay="gene activity", clinical="log base 2 expression"), 1, 4,
+     "- your gene activity had been 4 instead of 1" + _LOG + "8 times as high)"),
+    # the natural log: ln, natural log, a log scale with no base
+    (dict(lay="inflammation marker", clinical="ln CRP"), 2, 3,
+     "- your inflammation marker had been 3 instead of 2" + _LOG + "2.7 times as high)"),
+    (dict(lay="inflammation marker", clinical="natural log of CRP"), 2, 2.5,
+     "- your inflammation marker had been 2.5 instead of 2" + _LOG + "65% higher)"),
+    (dict(lay="blood fats (log scale)"), 4.9, 4.5,
+     "- your blood fats (log scale) had been 4.5 instead of 4.9" + _LOG + "33% lower)"),
+    # a negative log: 2 -> 3 is p from 0.01 to 0.001
+    (dict(lay="test result (-log10 p)"), 2, 3,
+     "- your test result (-log10 p) had been 3 instead of 2" + _LOG + "90% lower)"),
+])
+def test_only_words_that_name_a_logarithm_bring_the_log_line_with_the_base_they_name(schema, words, before, after,
+                                                                                    line):
+    """A review's patient read "your positive lymph nodes (LN) had been 9 instead of 14 (on this log scale, the amount
+    would be about 99% lower)": "LN" and "log" as a word anywhere (log in, Log book) read as the natural log, and
+    "log 10 copies/mL", "log_10", "log base 10" were read as the natural log too, as was "-log10 p" (its amount
+    falls as it rises). Only words that name a logarithm now bring the line, with the base they name and its sign."""
+    assert _s5_worded(schema, before, after, **words) == line
+
+
+def test_the_words_that_name_a_logarithm_and_its_base(schema):
+    """`_log_base` for the words the review named, one field at a time: the name is never read ("login_count")."""
+    cases = {"log10 copies/mL": 10.0, "log₁₀ copies/mL": 10.0, "log-10 units": 10.0, "log₂ ratio": 2.0,
+             "log_2 ratio": 2.0, "ln CRP": math.e, "ln(CRP)": math.e, "log(CRP)": math.e, "log-transformed CRP": math.e,
+             "log serum triglycerides": math.e, "(log mg/dL)": math.e, "logarithmic scale": math.e,
+             "log base e": math.e, "-log10 p": 0.1, "−log₁₀ p": 0.1, "negative log10 p": 0.1, "-ln x": 1 / math.e,
+             "triglycerides - log scale": math.e,
+             "positive LN": None, "LN count": None, "ln": None, "log in attempts per day": None, "Log book": None,
+             "log-ins per day": None, "Log of meals": None, "meals you log per day": None, "logs/day": None,
+             "logistic score": None, "login count": None, "log20": None}
+    for where in ("unit", "clinical", "lay"):
+        assert {words: views._log_base(Feature("x", **{where: words})) for words in cases} == cases
+    assert views._log_base(Feature("login_count", unit="logs/day")) is None
+    # a base named in one field wins over the natural log of a log scale in another
+    assert views._log_base(Feature("x", lay="viral load (log scale)", unit="log10 copies/mL")) == 10.0
+
+
 @pytest.mark.parametrize("plausibility, caveat", [(0.2, True), (0.4, True), (0.5, False), (None, False)])
 def test_a_patient_is_told_when_an_answer_is_unusual_among_real_patients(schema, fk, plausibility, caveat):
     """The demo's patient got the answer the clinician reads with "plausibility 20%" (1 of its 5 nearest reference
