@@ -1528,14 +1528,28 @@ def _log_base(f: Feature | None) -> float | None:
 
 
 def _relative(change: float, base: float) -> str:
-    """A change on a log scale as the change in the amount itself: "78% lower" (5.02 -> 3.507 in natural log),
-    "20% higher", "4.5 times as high"."""
-    ratio = math.exp(min(change * math.log(base), 700.0))
-    if ratio >= 2.0:
-        return f"{_number(ratio, 2)} times as high"
-    if ratio >= 1.0:
-        return f"{_percent(ratio - 1.0)} higher"
-    return f"{_percent(1.0 - ratio)} lower"
+    """A change on a log scale as the change in the amount itself, worded to follow "about": "78% lower" (5.02 ->
+    3.507 in natural log), "41% higher", "0.5% higher"; from about twice the amount (2 when rounded to 2 digits) "twice
+    as high", "4.5 times as high", "1,000 times as high"; a fall that would round to 100% lower "1/200 as high". Never
+    "over 99%" or "under 1%" (the percent's words for a probability), which read "about over 99% higher" at 1.999
+    times the amount."""
+    ratio = math.exp(max(min(change * math.log(base), 700.0), -700.0))
+    if float(f"{ratio:.2g}") >= 2.0:
+        times = _times(ratio)
+        return "twice as high" if times == "2" else f"{times} times as high"
+    share = abs(ratio - 1.0) * 100.0
+    if ratio < 1.0 and share >= 99.5:
+        return f"1/{_times(1.0 / ratio)} as high"
+    if share == 0.0:
+        return "the same"
+    shown = _number(share, 1) if share < 0.5 else str(int(share + 0.5))
+    return f"{shown}% {'higher' if ratio > 1.0 else 'lower'}"
+
+
+def _times(ratio: float) -> str:
+    """A ratio to 2 significant digits, in thousands from 10 on: 4.5, 20, 1,000, 250,000."""
+    rounded = float(f"{ratio:.2g}")
+    return f"{rounded:,.0f}" if rounded >= 10.0 else _number(rounded, 2)
 
 
 def _on_grid(value: float, step: float) -> bool:

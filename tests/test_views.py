@@ -508,6 +508,45 @@ def test_the_words_that_name_a_logarithm_and_its_base(schema):
     assert views._log_base(Feature("x", lay="viral load (log scale)", unit="log10 copies/mL")) == 10.0
 
 
+@pytest.mark.parametrize("ratio, relative", [
+    (1.999, "twice as high"),           # read "about over 99% higher"
+    (1.96, "twice as high"),
+    (1.94, "94% higher"),
+    (3.04, "3 times as high"),
+    (4.5, "4.5 times as high"),
+    (1000.0, "1,000 times as high"),
+    (1.41, "41% higher"),
+    (0.2194, "78% lower"),
+    (0.0067, "99% lower"),
+    (0.001, "1/1,000 as high"),         # read "about over 99% lower"
+    (0.997, "0.3% lower"),              # read "about under 1% lower"
+    (1.0004, "0.04% higher"),
+    (1.0, "the same"),
+])
+def test_a_change_in_the_amount_reads_right_after_about(ratio, relative):
+    """The log line's "about {relative}" read "about over 99% higher" for 1.999 times the amount (really about twice)
+    and "about under 1% lower" for a tiny fall: the percent's words for a probability. The amount now reads as
+    twice or N times as high from 2 (to 2 digits), a percent between, and a fraction where the fall rounds to 100%."""
+    assert views._relative(math.log(ratio), math.e) == relative
+    assert views._relative(math.log10(ratio), 10.0) == relative
+
+
+def test_no_change_in_the_amount_reads_over_or_under():
+    """Every ratio from 1/10**8 to 10**8 reads as one of the four forms, never "over" or "under"."""
+    form = re.compile(r"(twice|[\d.,]+ times) as high|1/[\d,]+ as high|[\d.]+% (higher|lower)|the same")
+    for k in range(-8000, 8001):
+        relative = views._relative(k / 1000.0, 10.0)
+        assert form.fullmatch(relative), (k, relative)
+
+
+def test_a_patient_hears_about_twice_as_high_not_over_99_percent_higher(schema):
+    """The review's 1.999 times the amount, as the patient reads it on a log2 scale."""
+    assert _s5_worded(schema, 1, 1.9993, lay="gene activity", clinical="log2 expression") == (
+        "- your gene activity had been 2 instead of 1" + _LOG + "twice as high)")
+    assert _s5_worded(schema, 3, 4, lay="gene activity", clinical="log2 expression") == (
+        "- your gene activity had been 4 instead of 3" + _LOG + "twice as high)")
+
+
 @pytest.mark.parametrize("plausibility, caveat", [(0.2, True), (0.4, True), (0.5, False), (None, False)])
 def test_a_patient_is_told_when_an_answer_is_unusual_among_real_patients(schema, fk, plausibility, caveat):
     """The demo's patient got the answer the clinician reads with "plausibility 20%" (1 of its 5 nearest reference
