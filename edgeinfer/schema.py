@@ -61,6 +61,8 @@ class Feature:
         if self.monotone not in MONOTONE:
             raise SchemaError(f"{where}: monotone must be one of {', '.join(MONOTONE)}, got {self.monotone!r}")
         for key, example in (("unit", "kg/m²"), ("lay", "body mass index"), ("clinical", "BMI")):
+            if getattr(self, key) is None:  # left out: bundles exported before the check wrote "unit": null
+                object.__setattr__(self, key, "")
             value = getattr(self, key)      # read into messages and views: a list there failed only at export's end
             if not isinstance(value, str):
                 raise SchemaError(f"{where}: {key} must be text, got {_shown(value)}; give one string (e.g. "

@@ -101,6 +101,18 @@ def test_a_version_1_bundle_is_still_read(bundle_copy):
     assert ei.load(bundle_copy).predict(ei.read_bundle(bundle_copy).reference.X[0]).label in (0, 1)
 
 
+def test_a_bundle_whose_manifest_has_null_feature_texts_is_still_read(bundle_copy):
+    """Bundles exported before feature texts were checked wrote "unit": null (and lay, clinical) into their
+    manifest's schema; loading one was refused ("feature 'mean radius': unit must be text, got None")."""
+    def older(manifest):
+        manifest["schema"]["features"][0].update(unit=None, lay=None, clinical=None)
+    _reseal(bundle_copy, older)
+    session = ei.load(bundle_copy)
+    first = session.schema.features[0]
+    assert (first.unit, first.lay, first.clinical) == ("", first.name, first.name)
+    assert session.predict(ei.read_bundle(bundle_copy).reference.X[0]).label in (0, 1)
+
+
 def test_a_bundle_is_written_in_the_oldest_format_version_that_holds_it(bc_bundle, diabetes_bundle):
     """Version 3 only where a feature sets `actionable` (breast cancer's image measurements); the diabetes schema sets
     none, so its bundle stays version 2 and an edgeinfer from before the flag still loads it."""

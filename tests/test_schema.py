@@ -551,8 +551,6 @@ def test_bad_schema_messages(data, message):
                    "lay out"),
         ("clinical", {"en": "BMI"}, "feature 'a': clinical must be text, got {'en': 'BMI'}; give one string (e.g. "
                                     "clinical = \"BMI\"), or leave clinical out"),
-        ("unit", None, "feature 'a': unit must be text, got None; give one string (e.g. unit = \"kg/m²\"), or leave "
-                       "unit out"),
     ],
 )
 def test_a_feature_text_that_is_no_text_is_refused_where_the_schema_is_read(key, value, message):
@@ -564,6 +562,16 @@ def test_a_feature_text_that_is_no_text_is_refused_where_the_schema_is_read(key,
     with pytest.raises(SchemaError) as info:
         Feature("a", **{key: value})
     assert str(info.value) == message
+
+
+def test_a_feature_text_that_is_null_is_left_out():
+    """Bundles exported before feature texts were checked wrote "unit": null into their manifest; the check refused
+    them ("feature 's4': unit must be text, got None"). Null means left out: no unit, the name as lay and clinical."""
+    schema = FeatureSchema.from_dict({"features": [{"name": "s4", "unit": None, "lay": None, "clinical": None},
+                                                   {"name": "bmi", "unit": "kg/m²", "lay": None}], "classes": ["x", "y"]})
+    assert [(f.unit, f.lay, f.clinical) for f in schema.features] == [("", "s4", "s4"), ("kg/m²", "bmi", "bmi")]
+    assert Feature("s4", unit=None, lay=None, clinical=None) == Feature("s4")
+    assert schema.features[0].describe_expected() == "a number"
 
 
 def test_a_category_that_is_no_text_is_refused():
