@@ -168,18 +168,32 @@ class Columns:
         schema.check_columns(features)
 
     def unknown(self, unknown: list[str], columns: list[str], schema) -> str:
-        """An unknown column told (a misspelt feature's name alone, as its fix), else with the options that leave
-        it out."""
+        """Unknown columns told: first each that looks like a misspelt feature the file lacks, by that name alone
+        (leaving it out is no fix: the feature would be missing), then the others with the options that leave them
+        out."""
         from edgeinfer.schema import _unknown_feature, close_match
 
-        told = _unknown_feature(unknown[0], schema.names, columns=columns)
-        close = close_match(unknown[0], schema.names)
-        if close is not None and close not in columns:        # a missing feature misspelt: leaving it out is no fix
-            return told
-        if len(unknown) == 1:
-            return (f"{told}; if it is no feature, pass --ignore-column {unknown[0]!r} to leave it out, or --id-column "
-                    f"{unknown[0]!r} to carry it into the output as each row's id")
-        return (f"{told}; the columns {', '.join(map(repr, unknown))} are no features: pass --ignore-column for each "
+        def misspelt(name: str) -> bool:
+            close = close_match(name, schema.names)
+            return close is not None and close not in columns
+
+        told = [_unknown_feature(u, schema.names, columns=columns) for u in unknown if misspelt(u)]
+        others = [u for u in unknown if not misspelt(u)]
+        if not others:
+            return "; ".join(told)
+        if told:
+            if len(others) == 1:
+                return (f"{'; '.join(told)}; and {others[0]!r} is unknown: if it is no feature, pass --ignore-column "
+                        f"{others[0]!r} to leave it out, or --id-column {others[0]!r} to carry it into the output as "
+                        "each row's id")
+            return (f"{'; '.join(told)}; and the columns {', '.join(map(repr, others))} are unknown: if they are no "
+                    "features, pass --ignore-column for each to leave it out, or --id-column for the one that "
+                    "identifies the row")
+        told = _unknown_feature(others[0], schema.names, columns=columns)
+        if len(others) == 1:
+            return (f"{told}; if it is no feature, pass --ignore-column {others[0]!r} to leave it out, or --id-column "
+                    f"{others[0]!r} to carry it into the output as each row's id")
+        return (f"{told}; the columns {', '.join(map(repr, others))} are no features: pass --ignore-column for each "
                 "to leave it out, or --id-column for the one that identifies the row")
 
     def split(self, values: dict[str, Any], schema) -> tuple[str | None, dict[str, Any] | str]:

@@ -1020,6 +1020,36 @@ def test_an_id_key_of_json_lines_is_carried_as_text(diabetes_bundle, rows_file, 
     assert result.stderr == "row 3: no key 'id' (--id-column) in the row\n1 of 3 rows rejected\n"
 
 
+def test_several_unknown_columns_tell_a_misspelt_feature_first_and_offer_to_leave_out_only_the_others(
+        diabetes_bundle, rows_file, tmp_path):
+    """A header 'age,sex,outcome,BMI,…' (no 'bmi') was told "the columns 'outcome', 'BMI' are no features: pass
+    --ignore-column for each", and following that gave "missing feature column 'bmi'". Every unknown column is looked
+    at: one that looks like a feature the file lacks is told as "did you mean", and left out of the options."""
+    _, good = rows_file
+    renamed = [{{"bmi": "BMI", "s5": "S5"}.get(k, k): v for k, v in row.items()} for row in good]
+    path = tmp_path / "rows.csv"
+    without_s5 = [{k: v for k, v in row.items() if k != "S5"} for row in renamed]
+    path.write_text(_csv_with(without_s5, {"outcome": ["1", "0"]}))
+    bmi = "unknown feature 'BMI'; did you mean 'bmi'? (names are case-sensitive)"
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1, "", f"error: line 1 (the header): unknown feature 'BMI'; did you mean 'bmi'? (names are case-sensitive); "
+               "and 'outcome' is unknown: if it is no feature, pass --ignore-column 'outcome' to leave it out, or "
+               "--id-column 'outcome' to carry it into the output as each row's id\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--ignore-column", "outcome"])
+    assert result.stderr == f"error: line 1 (the header): {bmi}\n"
+    path.write_text(_csv_with(renamed, {"outcome": ["1", "0"], "id": ["a", "b"]}))
+    several = (f"{bmi}; unknown feature 'S5'; did you mean 's5'? (names are case-sensitive); and the columns "
+               "'outcome', 'id' are unknown: if they are no features, pass --ignore-column for each to leave it out, "
+               "or --id-column for the one that identifies the row")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.stderr == f"error: line 1 (the header): {several}\n"
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text(json.dumps(dict(renamed[0], outcome=1, id="a")) + "\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(jsonl)])
+    assert _lines(result) == [{"row": 1, "error": several}]
+
+
 def test_a_column_that_is_no_feature_is_told_with_the_options_that_leave_it_out(diabetes_bundle, rows_file, tmp_path):
     """The header error names --ignore-column and --id-column as the fix; a misspelt feature is told alone (leaving it
     out would leave the feature missing); an option naming a feature, or an id column the header lacks, is refused."""
