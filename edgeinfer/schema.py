@@ -463,11 +463,14 @@ class FeatureSchema:
                                  f"data frame itself, or its rows as df.iloc[i]")
             return self._row_from_mapping(fields)
         labels = dict(row.items())
-        unknown = [k for k in labels if not isinstance(k, str) and k not in self._index]
-        if unknown:                          # labels 0 … 9 (a frame with no column names) mean no feature
-            raise InputError(f"{_unknown_feature(str(unknown[0]), self.names)}; a Series is read by its labels, never "
-                             f"by position: label it with the feature names, or pass series.to_numpy() if its values "
-                             f"are in schema order")
+        unknown = [k.item() if isinstance(k, np.generic) else k for k in labels
+                   if not isinstance(k, str) and k not in self._index]
+        if unknown:     # labels 1 … 10 (a frame with no column names) mean no feature: no misspelt name ('s1') either
+            lead = (f"the Series has no feature names as labels, but {_short([_shown(k) for k in unknown])}"
+                    if len(unknown) == len(labels) else f"the Series' label {_shown(unknown[0])} is no feature name")
+            raise InputError(f"{lead}: a Series is read by its labels, never by position; label it with the feature "
+                             f"names ({_short(self.names, limit=KNOWN_SHOWN)}), or pass series.to_numpy() if its "
+                             f"values are in schema order")
         values = self._row_from_mapping(labels)
         dtype = getattr(row, "dtype", None)                  # pandas' own dtypes (text, nullable) are no NumPy dtype
         if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize < 8:
