@@ -439,7 +439,7 @@ class FeatureSchema:
     def _row_from_mapping(self, row: Mapping) -> np.ndarray:
         unknown = [k for k in row if k not in self._index]
         if unknown:
-            raise InputError(_unknown_feature(str(unknown[0]), self.names))
+            raise InputError(_unknown_feature(str(unknown[0]), self.names, columns=[str(k) for k in row]))
         missing = [n for n in self.names if n not in row]
         if missing:
             raise InputError(
@@ -503,7 +503,7 @@ class FeatureSchema:
         """Refuse columns (a table's, a CSV header's) that name an unknown feature, one twice, or miss one."""
         for c in columns:
             if c not in self._index:
-                raise InputError(_unknown_feature(c, self.names))
+                raise InputError(_unknown_feature(c, self.names, columns=columns))
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
             raise InputError(f"column {repeated[0]!r} appears twice; give each feature once")
@@ -693,16 +693,17 @@ def did_you_mean(name: str, close: str) -> str:
 
 def _unknown_feature(name: str, names: Sequence[str], *, label_option: str | None = None,
                      columns: Sequence[str] = ()) -> str:
-    """An unknown feature named, with the one it may misspell or the known ones. With `label_option` (a data file's
-    column, which may hold the true class), that option comes first, then the misspelling as the other reading;
-    but when the feature it may misspell is not among the file's `columns`, the misspelling alone: as the label
-    column it would leave that feature missing."""
+    """An unknown feature named, with the one it may misspell or the known ones. A feature among the row's or file's
+    `columns` is not what it misspells ('BMI' beside 'bmi': renamed, it would be there twice). With `label_option`
+    (a data file's column, which may hold the true class), that option, unless the name misspells a feature missing
+    from `columns`: then the misspelling alone, as the label column it would leave that feature missing."""
     close = close_match(name, names)
-    if close is not None and close not in columns:
+    if close is not None and close in columns:
+        close = None
+    elif close is not None:
         label_option = None
     label = f"; if it holds the true class, pass {label_option} {_shown(name)}" if label_option else ""
-    hint = (f"; {'or ' if label else ''}{did_you_mean(name, close)}" if close
-            else f"; known features: {_short(names, limit=KNOWN_SHOWN)}")
+    hint = f"; {did_you_mean(name, close)}" if close else f"; known features: {_short(names, limit=KNOWN_SHOWN)}"
     return f"unknown feature {_shown(name)}{label}{hint}"
 
 

@@ -272,17 +272,18 @@ def test_export_refuses_bad_calibration_rows_by_file_line(diabetes, tmp_path):
                              "the data or widen the schema's ranges\n")
 
 
-def test_an_unknown_column_close_to_a_feature_is_told_both_readings_in_turn(tmp_path):
+def test_an_unknown_column_close_to_a_feature_the_file_has_is_told_as_the_label_column_alone(tmp_path):
     """A column 'outcome' beside the feature 'income' read "unknown feature 'outcome'; did you mean 'income'?; if
-    column 'outcome' holds the true class, pass --label-column 'outcome'": the label column's fix comes first, the
-    misspelling second, in a CSV header and in a JSONL row alike."""
+    column 'outcome' holds the true class, pass --label-column 'outcome'", then "…; or did you mean 'income'?" after
+    the label column's fix: but income is a column too, so 'outcome' misspells nothing (renamed, income would be there
+    twice). The label column's fix alone, with the known features, in a CSV header and in a JSONL row alike."""
     (tmp_path / "schema.json").write_text(json.dumps({"classes": ["reject", "approve"], "features": [
         {"name": "income"}, {"name": "age"}]}))
     (tmp_path / "c.csv").write_text("income,age,outcome\n50000,40,approve\n")
     (tmp_path / "c.jsonl").write_text('{"income": 50000, "age": 40, "outcome": "approve"}\n')
     (tmp_path / "model.onnx").write_bytes(b"")
-    told = ("unknown feature 'outcome'; if it holds the true class, pass --label-column 'outcome'; or did you mean "
-            "'income'?")
+    told = ("unknown feature 'outcome'; if it holds the true class, pass --label-column 'outcome'; known features: "
+            "income, age")
     for data, where in (("c.csv", "line 1 (the header)"), ("c.jsonl", "line 1")):
         result = CliRunner().invoke(main, ["export", str(tmp_path / "model.onnx"), "--schema",
                                            str(tmp_path / "schema.json"), "--calibration", str(tmp_path / data),
@@ -1048,6 +1049,23 @@ def test_several_unknown_columns_tell_a_misspelt_feature_first_and_offer_to_leav
     jsonl.write_text(json.dumps(dict(renamed[0], outcome=1, id="a")) + "\n")
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(jsonl)])
     assert _lines(result) == [{"row": 1, "error": several}]
+
+
+def test_a_column_beside_the_feature_it_resembles_is_not_told_did_you_mean(diabetes_bundle, rows_file, tmp_path):
+    """A header (or JSON row) with both 'bmi' and 'BMI' was told "unknown feature 'BMI'; did you mean 'bmi'? (names are
+    case-sensitive)": renamed, bmi would be there twice. 'BMI' is told as any other column that is no feature."""
+    _, good = rows_file
+    told = ("unknown feature 'BMI'; known features: age, sex, bmi, bp, s1, s2, s3, s4, s5, s6; if it is no feature, "
+            "pass --ignore-column 'BMI' to leave it out, or --id-column 'BMI' to carry it into the output as each "
+            "row's id")
+    path = tmp_path / "rows.csv"
+    path.write_text(_csv_with(good, {"BMI": ["1", "0"]}))
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: line 1 (the header): {told}\n")
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(dict(good[0], BMI=1)) + "\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert _lines(result) == [{"row": 1, "error": told}]
 
 
 def test_a_column_that_is_no_feature_is_told_with_the_options_that_leave_it_out(diabetes_bundle, rows_file, tmp_path):

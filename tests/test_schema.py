@@ -74,14 +74,16 @@ def test_bad_input_messages(x, message):
 @pytest.mark.parametrize("name, columns, message", [
     ("glucos", ["glucos", "age", "sex"], "unknown feature 'glucos'; did you mean 'glucose'?"),
     ("glucos", ["glucos", "glucose", "age", "sex"],
-     "unknown feature 'glucos'; if it holds the true class, pass --label-column 'glucos'; or did you mean 'glucose'?"),
+     "unknown feature 'glucos'; if it holds the true class, pass --label-column 'glucos'; known features: glucose, "
+     "age, sex"),
     ("outcome", ["glucose", "age", "sex", "outcome"],
      "unknown feature 'outcome'; if it holds the true class, pass --label-column 'outcome'; known features: glucose, "
      "age, sex"),
 ])
 def test_an_unknown_column_is_offered_as_the_label_column_only_where_that_can_be_right(name, columns, message):
     """A data file's column 'glucos' beside no 'glucose' was offered first as the label column, which would leave
-    glucose missing: the misspelling is its one reading then. Beside 'glucose', both readings, the label first."""
+    glucose missing: the misspelling is its one reading then. Beside 'glucose' it misspells nothing (renamed, glucose
+    would be there twice): the label column is its one reading."""
     from edgeinfer.schema import _unknown_feature
 
     assert _unknown_feature(name, SCHEMA.names, label_option="--label-column", columns=columns) == message
@@ -104,10 +106,24 @@ def test_an_unknown_feature_in_another_case_is_told_its_name(schema, name, messa
     """A header 'S5' got "known features: age, sex, bmi, bp, s1, s2, … (10 in all)", s5 not shown and no hint, and
     'BMI' no "did you mean" while 'bmI' got one (difflib matches case): a name that differs in case alone is now
     matched first, and up to 12 known names are listed in full."""
-    row = {n: 1.0 for n in schema.names if n.casefold() != name.casefold()} | {name: 1.0}
+    from edgeinfer.schema import close_match
+
+    row = {n: 1.0 for n in schema.names if n != close_match(name, schema.names)} | {name: 1.0}   # in its place
     with pytest.raises(InputError) as info:
         schema.validate(row)
     assert str(info.value) == message
+
+
+def test_an_unknown_name_beside_the_feature_it_resembles_is_not_told_did_you_mean():
+    """A row or frame with both 'bmi' and 'BMI' was told "unknown feature 'BMI'; did you mean 'bmi'? (names are
+    case-sensitive)": renamed, bmi would be there twice. The known features are listed instead."""
+    pd = pytest.importorskip("pandas")
+    row = {n: 1.0 for n in TEN.names} | {"BMI": 1.0}
+    told = "unknown feature 'BMI'; known features: age, sex, bmi, bp, s1, s2, s3, s4, s5, s6"
+    for x in (row, pd.DataFrame([row]), pd.Series(row), [row]):
+        with pytest.raises(InputError) as info:
+            TEN.validate(x)
+        assert str(info.value) == (told if not isinstance(x, list) else f"row 0: {told}")
 
 
 def test_a_namedtuple_whose_column_was_renamed_is_refused_naming_the_fix():
