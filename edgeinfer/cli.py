@@ -132,7 +132,7 @@ bundle_options = [
                  help="Rows per model call (and per explanation batch): larger is faster per row, slower to first line."),
     click.option("--id-column", default=None,
                  help="Column (or JSON key) that identifies each row: not read as a feature, its value carried as "
-                      "text into each output line as \"id\"."),
+                      "text (a JSON number as written) into each output line as \"id\"; null where empty."),
     click.option("--ignore-column", "ignore_columns", multiple=True,
                  help="Column (or JSON key) to leave out, such as a holdout file's true class; repeat for more."),
 ]
@@ -197,13 +197,13 @@ class Columns:
                 "to leave it out, or --id-column for the one that identifies the row")
 
     def split(self, values: dict[str, Any], schema) -> tuple[str | None, dict[str, Any] | str]:
-        """A row's id (text; a JSON value that is none as its JSON) and its features, or why the row is refused."""
+        """A row's id (its text as read, see `read_rows`'s text_columns; None where empty or JSON null) and its
+        features, or why the row is refused."""
         row_id = None
         if self.id is not None:
             if self.id not in values:
                 return None, f"no key {self.id!r} (--id-column) in the row"
-            value = values[self.id]
-            row_id = value if isinstance(value, str) else json.dumps(value)
+            row_id = values[self.id] or None
         features = {k: v for k, v in values.items() if k != self.id and k not in self.ignored}
         unknown = [k for k in features if k not in schema.names]
         if unknown:
@@ -249,6 +249,7 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
         for row in batch:
             if isinstance(row, BadRow):
                 refused[row.line] = row.reason
+                ids[row.line] = row.values.get(columns.id) or None     # a CSV row of the wrong length: its id cell
                 continue
             ids[row.line], values = columns.split(row.values, session.schema)
             if isinstance(values, str):
@@ -327,7 +328,7 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
                                min_plausibility=min_plausibility)
 
     def emit_text(line, explanation, row_id=None, *, with_id=False):
-        click.echo(f"# row {line}{f' (id {row_id})' if with_id else ''}\n{explanation.text}\n")
+        click.echo(f"# row {line}{f' (id {row_id})' if row_id is not None else ''}\n{explanation.text}\n")
 
     _run_rows(session, input, fmt_in, batch_size, handle, emit_text if out_format == "text" else _emit_json,
               command="explain", columns=Columns(id=id_column, ignored=tuple(ignore_columns)))

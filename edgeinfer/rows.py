@@ -12,7 +12,7 @@ import itertools
 import json
 import sys
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +29,7 @@ class Row:
 class BadRow:
     line: int
     reason: str
+    values: dict[str, Any] = field(default_factory=dict)   # its text columns' cells that could be read (an id)
 
 
 def open_input(source: str | Path) -> IO[str]:
@@ -49,8 +50,10 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
     its own line only. `check_header` may refuse a CSV header (InputError) once, before any row,
     instead of every row failing alike. An input that is no text (UTF-16, compressed) is refused
     before its first line is read as a header; `reader` (the command, 'predict') and `example`
-    (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -') word the fix. A CSV's
-    `text_columns` keep their text (an id '007' is no number 7)."""
+    (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -') word the fix. The
+    `text_columns` (an id) keep their text as written: a CSV cell stripped ('007' is no number 7), even
+    in a row of the wrong length where it is there; a JSON value that is no string as its JSON text
+    (1E3 as '1E3', not 1000.0), null as None."""
     lines = enumerate(stream, start=1)
     first_no, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
     if not first:
@@ -60,7 +63,7 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
     if fmt == "auto":
         fmt = "jsonl" if first.lstrip().startswith("{") else "csv"
     if fmt == "jsonl":
-        yield from _jsonl(itertools.chain([(first_no, first)], lines))
+        yield from _jsonl(itertools.chain([(first_no, first)], lines), text_columns)
     elif fmt == "csv":
         yield from _csv(first_no, first, lines, check_header, reader, text_columns)
     else:
@@ -125,10 +128,13 @@ def csv_fields(text: str) -> list[str] | str:
         return f"unreadable CSV line ({err})"
 
 
-def json_object(text: str, *, keys: str) -> dict[str, Any] | str:
-    """The JSON object on one line, or why the line cannot be read (`keys` names what its keys are)."""
+def json_object(text: str, *, keys: str, as_written: Collection[str] = ()) -> dict[str, Any] | str:
+    """The JSON object on one line, or why the line cannot be read (`keys` names what its keys are). The values of
+    the keys `as_written` come as text: a string as it is, null as None, anything else as its JSON text with its
+    numbers as written."""
+    hooks = {"parse_float": _Float, "parse_int": _Int, "parse_constant": _Float} if as_written else {}
     try:
-        value = json.loads(text, object_pairs_hook=_once_each)
+        value = json.loads(text, object_pairs_hook=_once_each, **hooks)
     except json.JSONDecodeError as err:
         return f"not valid JSON ({err.msg.removesuffix(' at')} at column {err.colno})"   # its msg may end "at"
     except _Repeated as err:
@@ -139,7 +145,42 @@ def json_object(text: str, *, keys: str) -> dict[str, Any] | str:
         return "not readable JSON (nested too deeply)"
     if not isinstance(value, dict):
         return f"expected a JSON object of {keys} to value, got {type(value).__name__}"
+    if as_written:
+        return {k: (v if v is None or isinstance(v, str) else _json_text(v)) if k in as_written else _plain(v)
+                for k, v in value.items()}
     return value
+
+
+def _plain(value: Any) -> Any:
+    """A number read with `_Float` or `_Int` as the plain float or int, as without them; any other value as it is."""
+    return float(value) if type(value) is _Float else int(value) if type(value) is _Int else value
+
+
+class _Float(float):
+    """A JSON number (or NaN, Infinity) that keeps its text: an id 1E3 is carried as '1E3', not as 1000.0."""
+
+    def __new__(cls, text: str) -> "_Float":
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class _Int(int):
+    """A JSON integer that keeps its text, as `_Float`."""
+
+    def __new__(cls, text: str) -> "_Int":
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def _json_text(value: Any) -> str:
+    """A value read with `_Float` and `_Int` as JSON text, its numbers as written."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_json_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_json_text, value)) + "]"
+    return value.text if isinstance(value, (_Float, _Int)) else json.dumps(value)
 
 
 class _Repeated(ValueError):
@@ -154,11 +195,11 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _jsonl(lines: Iterator[tuple[int, str]]) -> Iterator[Row | BadRow]:
+def _jsonl(lines: Iterator[tuple[int, str]], text_columns: Collection[str]) -> Iterator[Row | BadRow]:
     for line_no, line in lines:
         if not line.strip():
             continue
-        value = json_object(line.rstrip("\r\n"), keys="feature name")
+        value = json_object(line.rstrip("\r\n"), keys="feature name", as_written=text_columns)
         yield BadRow(line_no, value) if isinstance(value, str) else Row(line_no, value)
 
 
@@ -190,7 +231,8 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
             yield BadRow(line_no, "every value is empty; fill in the row or delete the line")
             continue
         if len(fields) != len(header):
-            yield BadRow(line_no, f"expected {len(header)} comma-separated values as in the header, got {len(fields)}")
+            yield BadRow(line_no, f"expected {len(header)} comma-separated values as in the header, got {len(fields)}",
+                         {h: v.strip() for h, v in zip(header, fields) if h in text_columns})
             continue
         yield Row(line_no, {h: v.strip() if h in text_columns else _number_or_text(v) for h, v in zip(header, fields)})
 

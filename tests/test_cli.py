@@ -1068,6 +1068,44 @@ def test_a_column_beside_the_feature_it_resembles_is_not_told_did_you_mean(diabe
     assert _lines(result) == [{"row": 1, "error": told}]
 
 
+def test_a_json_id_is_carried_as_written_and_an_empty_one_as_null(diabetes_bundle, rows_file, tmp_path):
+    """A JSON id null came out as the text "null" (as a real id "null" does), 1E3 as "1000.0" and 1e999 as
+    "Infinity": a number is carried as its JSON text as written, and null (or "") as null, told as no id on stderr."""
+    _, good = rows_file
+    ids = ['"null"', "null", '""', "1E3", "1e999", "-0.50", "NaN", "true", '{"a": [1, 2.50], "b": "\u00e9"}']
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(good[0])[:-1] + f', "id": {i}}}\n' for i in ids)
+                    + json.dumps(dict(good[0], id=None, bmi=99)) + "\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--id-column", "id"])
+    out = _lines(result)
+    assert [line["id"] for line in out] == ["null", None, None, "1E3", "1e999", "-0.50", "NaN", "true",
+                                            '{"a": [1, 2.50], "b": "\\u00e9"}', None]
+    assert all("label" in line for line in out[:-1])
+    refused = "feature 'bmi' expects a number in [15, 50] kg/m², got 99"
+    assert out[-1] == {"row": 10, "id": None, "error": refused}
+    assert result.stderr == f"row 10: {refused}\n1 of 10 rows rejected\n"
+
+
+def test_a_csv_id_is_carried_from_a_row_of_the_wrong_length_and_an_empty_one_as_null(diabetes_bundle, rows_file,
+                                                                                     tmp_path):
+    """An empty CSV id cell printed "row 3 (id ): …" and "# row 3 (id )"; a row with the wrong number of values got
+    id null though its id cell was there. An empty id is null, told as no id; a row of the wrong length keeps its id."""
+    _, good = rows_file
+    cells = ",".join(str(v) for v in good[0].values())
+    path = tmp_path / "rows.csv"
+    path.write_text(f"id,{','.join(good[0])}\n,{cells}\n p-3 ,{cells},\np-4,{cells}\np-5,48,2\n")   # p-3: one too many
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--id-column", "id"])
+    out = _lines(result)
+    assert [(line["row"], line["id"], "error" in line) for line in out] == [
+        (2, None, False), (3, "p-3", True), (4, "p-4", False), (5, "p-5", True)]
+    assert result.stderr == ("row 3 (id p-3): expected 11 comma-separated values as in the header, got 12\n"
+                             "row 5 (id p-5): expected 11 comma-separated values as in the header, got 3\n"
+                             "2 of 4 rows rejected\n")
+    text = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--id-column", "id", "--format",
+                                     "text"]).stdout
+    assert text.startswith("# row 2\n") and "# row 4 (id p-4)\n" in text
+
+
 def test_a_column_that_is_no_feature_is_told_with_the_options_that_leave_it_out(diabetes_bundle, rows_file, tmp_path):
     """The header error names --ignore-column and --id-column as the fix; a misspelt feature is told alone (leaving it
     out would leave the feature missing); an option naming a feature, or an id column the header lacks, is refused."""
