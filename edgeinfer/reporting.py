@@ -1388,10 +1388,10 @@ def _agreed(share: float | None, rows: int | None) -> int | None:
 
 def _attempts(rejected: Sequence[Any], rows: int | None) -> list[dict[str, Any]]:
     """The precisions export tried and did not deploy (RejectedPrecision), for the risk section to say it fell
-    back: each one's agreement on the held-out rows, or why it failed."""
-    return [{"precision": r.precision, "ran": r.ran, "agreement": r.agreement, "agreed": _agreed(r.agreement, rows),
-             "reason": r.note.removeprefix("failed: ").removesuffix("; trying the next precision")}
-            for r in rejected]
+    back: each one's agreement on the held-out rows, and why it failed, or which budget it is over though it passed
+    the gate."""
+    return [{"precision": r.precision, "ran": r.ran, "passed": r.passed, "agreement": r.agreement,
+             "agreed": _agreed(r.agreement, rows), "reason": r.cause} for r in rejected]
 
 
 def _fidelity_card(record: Any) -> dict[str, Any] | None:
@@ -1427,6 +1427,8 @@ def _quantization_card(record: Any, fidelity: Mapping[str, Any] | None) -> dict[
     """Export's quantization record for the model card: the deployed precision and method, and every precision
     tried in order with its figures and outcome (agreement counted on `fidelity`'s held-out rows); any other entry
     listed by name. None without a record."""
+    from edgeinfer.explain.explanation import budget_words
+
     if not isinstance(record, Mapping) or not record:
         return None
     rest = dict(record)
@@ -1450,15 +1452,16 @@ def _quantization_card(record: Any, fidelity: Mapping[str, Any] | None) -> dict[
         passed = a.pop("passed", None) is True
         name = a.pop("precision", None)
         edge_agreement, edge_diff = _share_of(a.pop("edge_agreement", None)), _real(a.pop("edge_max_abs_diff", None))
+        over = budget_words(note) if passed else ""       # the budgets it is over, in export's words
         tried.append({
             "precision": _plain(name), "passed": passed, "deployed": passed and name == precision,
             "ran": diff is not None and agreement is not None and not note.startswith("failed"),
             "agreement": agreement, "agreed": _agreed(agreement, rows), "max_abs_diff": diff,
             "edge_agreement": edge_agreement, "edge_max_abs_diff": edge_diff,
-            "reason": note.removeprefix("failed: ").removesuffix("; trying the next precision"),
+            "reason": note.removeprefix("failed: ").removesuffix("; trying the next precision"), "over_budget": over,
             # export's own notes are what the outcome says; any other is shown as written
-            "note": "" if note in ("", "below the gate; trying the next precision") or note.startswith("failed")
-            else note,
+            "note": "" if (note in ("", "below the gate; trying the next precision") or note.startswith("failed")
+                           or over) else note,
             "other": "; ".join(f"{_key_label(k)}: {_plain(v)}" for k, v in a.items()),
         })
     return {"precision": None if precision is None else _plain(precision),

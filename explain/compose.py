@@ -165,20 +165,25 @@ def validation_record(manifest: Mapping[str, Any]) -> Validation | None:
 
 
 def rejected_precisions(manifest: Mapping[str, Any]) -> tuple[RejectedPrecision, ...]:
-    """The precisions a bundle's export tried and did not deploy (its `quantization.attempts` that did not pass),
-    in the order tried; none for a bundle written without that record."""
+    """The precisions a bundle's export tried before the deployed one and did not deploy (its
+    `quantization.attempts` before the deployed precision's: below the gate, failed, or passed the gate but over the
+    device's size or memory budget), in the order tried; none for a bundle written without that record. Where no
+    attempt is the deployed precision's (a hand-written record), those that did not pass."""
     quantization = manifest.get("quantization")
     attempts = quantization.get("attempts") if isinstance(quantization, Mapping) else None
     if not isinstance(attempts, Sequence):
         return ()
-    rejected = []
-    for a in attempts:
-        if isinstance(a, Mapping) and a.get("passed") is False and isinstance(a.get("precision"), str):
-            rejected.append(RejectedPrecision(
-                precision=a["precision"], agreement=_number(a.get("agreement")),
-                max_abs_diff=_number(a.get("max_abs_diff")), note=str(a.get("note") or ""),
-                edge_agreement=_number(a.get("edge_agreement")), edge_max_abs_diff=_number(a.get("edge_max_abs_diff"))))
-    return tuple(rejected)
+    attempts = [a for a in attempts if isinstance(a, Mapping) and isinstance(a.get("precision"), str)]
+    names = [a["precision"] for a in attempts]
+    deployed = manifest.get("precision")
+    if deployed in names:
+        before = [a for a in attempts[:names.index(deployed)] if isinstance(a.get("passed"), bool)]
+    else:
+        before = [a for a in attempts if a.get("passed") is False]
+    return tuple(RejectedPrecision(
+        precision=a["precision"], agreement=_number(a.get("agreement")), max_abs_diff=_number(a.get("max_abs_diff")),
+        note=str(a.get("note") or ""), edge_agreement=_number(a.get("edge_agreement")),
+        edge_max_abs_diff=_number(a.get("edge_max_abs_diff")), passed=a["passed"]) for a in before)
 
 
 def _number(value: Any) -> float | None:

@@ -204,22 +204,65 @@ class Attributions:
         return tuple(sorted(self.values, key=lambda a: -abs(a.contribution))[:n])
 
 
+# How export's notes on its attempts begin and end (export/exporter.py writes them): the process words around what
+# a reader is told
+_FAILED = "failed: "
+_PASSED = "passes the gate, but "
+_NEXT = "; trying the next precision"
+_DEPLOYED_OVER = "; no later precision fits either, so it is deployed"
+
+
+def budget_words(note: str) -> str:
+    """The budgets a precision that passed the gate is over, from export's note on it ("passes the gate, but its
+    bundle 0.004 MB exceeds the 0.003 MB size budget; trying the next precision" -> "its bundle 0.004 MB exceeds the
+    0.003 MB size budget"); "" for a note that says no budget."""
+    if not note.startswith(_PASSED):
+        return ""
+    words = note.removeprefix(_PASSED)
+    for end in (_NEXT, _DEPLOYED_OVER, " too"):
+        words = words.removesuffix(end)
+    return words
+
+
 @dataclass(frozen=True)
 class RejectedPrecision:
     """A precision export tried before the deployed one and did not deploy (the manifest's
-    `quantization.attempts` that did not pass): below the agreement gate, or failed to run."""
+    `quantization.attempts` before the deployed one): below the agreement gate, failed to run, or passed the gate
+    but over the device's size or memory budget (`passed`)."""
 
     precision: str
     agreement: float | None                 # label agreement with the float model on the held-out rows; None: it
     max_abs_diff: float | None              # failed to run (never a 0 it did not measure); the largest |Δp| there
-    note: str                               # export's words: "below the gate; ..." or "failed: ..."
+    note: str                               # export's words: "below the gate; ...", "failed: ..." or "passes the gate,
+                                            # but its bundle ... exceeds the ... size budget; ..."
     edge_agreement: float | None = None     # the same on the edge rows (recorded, not gated)
     edge_max_abs_diff: float | None = None
+    # it passed the gate but did not fit the device's budgets; False in a record written before such a precision
+    # was kept here (then only those below the gate or failed were)
+    passed: bool = False
 
     @property
     def ran(self) -> bool:
-        """It ran and was compared (it fell below the gate), rather than failing before the comparison."""
+        """It ran and was compared (below the gate, or passed it), rather than failing before the comparison."""
         return self.agreement is not None and self.max_abs_diff is not None and not self.note.startswith("failed")
+
+    @property
+    def reason(self) -> str:
+        """Why it was not deployed: "failed", "gate", or the budgets it is over: "size budget", "memory budget",
+        "size and memory budgets" ("budget" where export's note does not say which)."""
+        if self.passed:
+            over = [b for b in ("size", "memory") if f"{b} budget" in self.note]
+            return f"{' and '.join(over)} budget{'s' if len(over) > 1 else ''}" if over else "budget"
+        return "gate" if self.ran else "failed"
+
+    @property
+    def cause(self) -> str:
+        """What a reader is told besides the figures, export's note without its process words: why it failed to
+        run ("non-finite probabilities …"), or the budgets it is over ("its bundle 0.004 MB exceeds the 0.003 MB
+        size budget"); "" for one below the gate."""
+        if self.passed:
+            return budget_words(self.note)
+        return "" if self.ran else self.note.removeprefix(_FAILED).removesuffix(_NEXT)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ _COUNTERFACTUAL = _COMMON | _TARGET | {
     "index", "changes", "count", "cf_outcome", "cf_probability", "cf_percent", "distance", "sparsity", "plausibility",
     "validity",
 }
+# a precision export tried before the deployed one, with its figures
+_FALLBACK = _COMMON | {"precision", "rows", "threshold", "attempt_precision", "attempt_agreed", "attempt_agreement",
+                       "attempt_max_abs_diff", "attempt_edge_agreement", "attempt_edge_max_abs_diff"}
 
 # Every wording piece a file may hold, with the placeholders it may use.
 PIECES: dict[str, frozenset[str]] = {
@@ -125,10 +128,11 @@ PIECES: dict[str, frozenset[str]] = {
     # the fidelity export records, in words (optional; a figure no piece tells is listed by `fidelity_item`; a piece
     # set to "" tells its figures to nobody): the deployed model against the float model on the held-out rows ...
     "fidelity_deployed": _COMMON | {"precision", "agreed", "rows", "agreement", "threshold", "max_abs_diff"},
-    # ... each precision tried before it and rejected: below the gate, or failed before the comparison ...
-    "fidelity_fallback": _COMMON | {"precision", "rows", "threshold", "attempt_precision", "attempt_agreed",
-                                    "attempt_agreement", "attempt_max_abs_diff", "attempt_edge_agreement",
-                                    "attempt_edge_max_abs_diff"},
+    # ... each precision tried before it and rejected: below the gate, passed it but over the device's size or
+    # memory budget ({over_budget}: export's words, "its bundle 0.004 MB exceeds the 0.003 MB size budget"), or
+    # failed before the comparison ...
+    "fidelity_fallback": _FALLBACK,
+    "fidelity_fallback_budget": _FALLBACK | {"over_budget"},
     "fidelity_fallback_error": _COMMON | {"precision", "attempt_precision", "reason"},
     # ... the deployed model on the edge rows (not gated), and the float ONNX model against the trained torch model
     "fidelity_edges": _COMMON | {"precision", "edge_agreed", "edge_rows", "edge_agreement", "edge_max_abs_diff"},
@@ -152,8 +156,8 @@ _VARIANTS = {
                           "target_met"),
     "bias_ok": ("bias_untested",),     # not bias_used: a reworded bias_ok kept the clinician's caution before it
     "bias_depends": ("bias_shifted",),
-    "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_error", "fidelity_edges",
-                      "fidelity_parity"),
+    "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_budget", "fidelity_fallback_error",
+                      "fidelity_edges", "fidelity_parity"),
 }
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
@@ -1376,17 +1380,22 @@ class _View:
                  parity=self.difference(parity) if parity is not None else unknown)
         for r in getattr(m, "rejected", ()):
             if r.ran:
-                tell("fidelity_fallback", (), precision=m.precision, rows=str(rows) if rows is not None else unknown,
-                     threshold=gate, attempt_precision=r.precision,
-                     attempt_agreed=str(round(r.agreement * rows)) if rows is not None else unknown,
-                     attempt_agreement=_share(r.agreement, threshold),
-                     attempt_max_abs_diff=self.difference(r.max_abs_diff),
-                     attempt_edge_agreement=_share(r.edge_agreement) if r.edge_agreement is not None else unknown,
-                     attempt_edge_max_abs_diff=(self.difference(r.edge_max_abs_diff)
-                                                if r.edge_max_abs_diff is not None else unknown))
+                attempt = dict(
+                    precision=m.precision, rows=str(rows) if rows is not None else unknown, threshold=gate,
+                    attempt_precision=r.precision,
+                    attempt_agreed=str(round(r.agreement * rows)) if rows is not None else unknown,
+                    attempt_agreement=_share(r.agreement, threshold),
+                    attempt_max_abs_diff=self.difference(r.max_abs_diff),
+                    attempt_edge_agreement=_share(r.edge_agreement) if r.edge_agreement is not None else unknown,
+                    attempt_edge_max_abs_diff=(self.difference(r.edge_max_abs_diff)
+                                               if r.edge_max_abs_diff is not None else unknown))
+                if r.passed:     # it passed the gate, but is over a budget of the device
+                    tell("fidelity_fallback_budget", (), over_budget=r.cause or unknown, **attempt)
+                else:
+                    tell("fidelity_fallback", (), **attempt)
             else:
-                reason = r.note.removeprefix("failed: ").removesuffix("; trying the next precision") or unknown
-                tell("fidelity_fallback_error", (), precision=m.precision, attempt_precision=r.precision, reason=reason)
+                tell("fidelity_fallback_error", (), precision=m.precision, attempt_precision=r.precision,
+                     reason=r.cause or unknown)
         lines.extend(self.bullet(self.fill("fidelity_item", name=name, value=_figure(value)))
                      for name, value in figures.items() if name not in told)
         return lines

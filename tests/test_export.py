@@ -985,6 +985,40 @@ def test_a_precision_over_the_budget_gives_way_to_the_next_that_fits(tmp_path):
     assert "fp32_bundle_size_mb" not in ei.read_bundle(tmp_path / "c").manifest["budget"]
 
 
+def test_a_precision_over_the_size_budget_is_told_as_rejected_to_every_reader(tmp_path):
+    """int8 passed the gate but its bundle was over the 0.003 MB size budget, so fp32 was deployed: the
+    explanations' `model.rejected` kept only precisions below the gate, so the clinician and auditor were told only
+    of fp32, and the report's model card read "passed the gate (passes the gate, but its bundle 0.004 MB exceeds the
+    0.003 MB size budget; trying the next precision)", never that int8 was not deployed."""
+    import re
+    from html import unescape
+
+    ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, device=_tight(model_size_budget_mb=0.003), out=tmp_path / "b",
+              calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)))
+    session = ei.load(tmp_path / "b")
+    (int8,) = session.explain([0.3, 0.6]).model.rejected
+    over = "its bundle 0.004 MB exceeds the 0.003 MB size budget"
+    assert (int8.precision, int8.agreement, int8.passed, int8.reason, int8.cause) == (
+        "int8-static", 1.0, True, "size budget", over)
+    clinician = session.explain([0.3, 0.6], stakeholder="clinician").text
+    assert clinician.endswith(
+        "- The deployed fp32 model gave the same decision as the float model for 10 of 10 held-out cases (100%); the "
+        "largest difference between their probabilities was 0.\n"
+        "- The int8-static model was not deployed: it gave the same decision for 10 of 10 (100%), passing the 99.5% "
+        f"required, but it does not fit the device: {over}.")
+    auditor = session.explain([0.3, 0.6], stakeholder="auditor").text
+    assert ("\n- int8-static, tried before fp32 and not deployed: label agreement 10 of 10 (100%), passing the gate "
+            f"99.5%, but over the device's budget: {over}; largest |Δp| ") in auditor
+    html = ei.report([session.explain([0.3, 0.6])], out=tmp_path / "r.html", bundle=session).read_text()
+    text = re.sub(r" ([),;.:])", r"\1", unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))))
+    assert ("Export fell back to fp32: the int8-static model passed the 99.5 % gate (the same decision as the float "
+            "model for 10 of 10 held-out patients, 100 %) but was not deployed, as it does not fit the device: "
+            f"{over}.") in text
+    assert (f"agreement 100 %, largest difference {int8.edge_max_abs_diff:.3g} passed the gate, but {over}: not "
+            "deployed fp32 100 % (10 of 10)") in text
+    assert "passes the gate" not in text and "trying the next precision" not in text
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
 def test_peak_memory_falls_back_to_getrusage_where_there_is_no_proc(monkeypatch):
     """Without /proc/self/status (macOS, Windows) peak memory read 0.0 MB, and a model that took 1,864.8 MB "fit"

@@ -1782,6 +1782,44 @@ def test_the_model_card_keeps_records_it_has_no_words_for(tmp_path):
             "(onnx.reference) on held-out row 3), and was not deployed.") in text
 
 
+def test_a_precision_over_a_budget_is_said_not_deployed_in_the_risk_section_and_the_model_card(tmp_path):
+    """int8 passed the gate but was over the memory budget, so fp32: the risk section said nothing of it and the model
+    card read "passed the gate (passes the gate, but its peak memory … exceeds the 8 MB memory budget; trying the
+    next precision)". Where none fits, the first to pass is deployed, and its row says so once."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
+                         rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
+    memory = "its peak memory 9.6 MB exceeds the 8 MB memory budget"
+
+    def card(precision, *attempts):
+        record = {"quantization": {"precision": precision, "method": "m", "operators": {}, "attempts": [
+                      {"precision": p, "agreement": 1.0, "max_abs_diff": 0.0012, "passed": True, "note": note}
+                      for p, note in attempts]},
+                  "fidelity": {"agreement": 1.0, "max_abs_diff": 0.0, "holdout_rows": 110, "threshold": 0.995}}
+        bundle = write_bundle(tmp_path / precision, model_bytes=_onnx_bytes(), schema=SCHEMA, precision=precision,
+                              profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
+                              record=record)
+        text = _text(ei.report([_explanation(bundle.sha256)], out=tmp_path / "r.html", bundle=bundle).read_text())
+        return re.sub(r" ([),;.:])", r"\1", text)
+
+    text = card("fp32", ("int8-static", f"passes the gate, but {memory}; trying the next precision"), ("fp32", ""))
+    assert ("Export fell back to fp32: the int8-static model passed the 99.5 % gate (the same decision as the float "
+            f"model for 110 of 110 held-out patients, 100 %) but was not deployed, as it does not fit the device: "
+            f"{memory}.") in text
+    assert ("(the gate); one that passed the gate but did not fit the device's size or memory budget gave way to the "
+            f"next. Precision") in text
+    assert (f"int8-static 100 % (110 of 110) 0.0012 not recorded passed the gate, but {memory}: not deployed fp32 "
+            "100 % (110 of 110) 0.0012 not recorded deployed Known limitations") in text
+    # none fits: int8, the first to pass, is deployed; fp32 after it is not why, so no fall-back is said
+    text = card("int8-static", ("int8-static", f"passes the gate, but {memory}; no later precision fits either, so it "
+                                               "is deployed"),
+                ("fp32", f"passes the gate, but {memory} too"))
+    assert "fell back" not in text and "passes the gate" not in text
+    assert (f"int8-static 100 % (110 of 110) 0.0012 not recorded deployed, though {memory} (no precision tried after "
+            f"it fits either) fp32 100 % (110 of 110) 0.0012 not recorded passed the gate, but {memory}: not "
+            "deployed Known limitations") in text
+
+
 def test_a_band_whose_ends_read_the_same_is_one_figure_and_a_fall_back_is_said(diabetes_session, diabetes, tmp_path):
     """The demo's report read "Quantization band: > 0.999 – > 0.999" and, of its fp32 bundle, only "an fp32 model
     is compared with itself": never that int8 failed the gate (109 of 110) and export fell back."""

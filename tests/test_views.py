@@ -1166,6 +1166,61 @@ def test_a_precision_that_failed_to_run_is_told_with_its_reason(schema):
         "(onnx.reference) on held-out row 3")
 
 
+def _attempt(precision: str, passed: bool, note: str) -> dict:
+    return {"precision": precision, "agreement": 1.0, "max_abs_diff": 0.0012, "passed": passed, "note": note,
+            "edge_agreement": 1.0, "edge_max_abs_diff": 0.0015}
+
+
+# export's note on a precision that passed the gate but was over the memory budget (export/exporter.py _over_budget)
+OVER_MEMORY = "its peak memory 9.6 MB exceeds the 8 MB memory budget"
+
+
+def test_a_precision_over_the_memory_budget_is_told_as_rejected(schema):
+    """A precision that passed the gate but was over the memory budget was left out of `model.rejected` (only those
+    that did not pass were kept), so the views told only of the deployed one. The memory budget cannot be tripped by
+    a real export here (two precisions' peaks differ by a megabyte or two, host-dependent), so from the record."""
+    from edgeinfer.explain.compose import rejected_precisions
+
+    manifest = {"precision": "fp32", "quantization": {"attempts": [
+        _attempt("int8-static", True, f"passes the gate, but {OVER_MEMORY}; trying the next precision"),
+        _attempt("fp32", True, "")]}}
+    (int8,) = rejected_precisions(manifest)
+    assert (int8.precision, int8.passed, int8.reason, int8.cause) == ("int8-static", True, "memory budget", OVER_MEMORY)
+    expl = _fell_back(schema, int8)
+    assert _fidelity_section(views.render(expl, schema, stakeholder="clinician")).split("\n")[2] == (
+        "- The int8-static model was not deployed: it gave the same decision for 110 of 110 (100%), passing the 99.5% "
+        f"required, but it does not fit the device: {OVER_MEMORY}.")
+    assert _fidelity_section(views.render(expl, schema, stakeholder="auditor")).split("\n")[4] == (
+        "- int8-static, tried before fp32 and not deployed: label agreement 110 of 110 (100%), passing the gate 99.5%, "
+        f"but over the device's budget: {OVER_MEMORY}; largest |Δp| 0.0012; on the edge rows agreement 100%, largest "
+        "|Δp| 0.0015")
+    # the engineer's JSON carries it; a record written before `passed` (a precision below the gate) still reads
+    data = json.loads(views.render(expl, schema, stakeholder="engineer"))
+    assert data["model"]["rejected"][0]["passed"] is True and Explanation.from_dict(data).model == expl.model
+    del data["model"]["rejected"][0]["passed"]
+    assert Explanation.from_dict(data).model.rejected[0].passed is False
+
+
+def test_only_the_precisions_tried_before_the_deployed_one_are_rejected():
+    """None fits: the first to pass (int8) is deployed though over the size budget, and the precisions tried after it
+    are not why it is deployed: fp16 below the gate was told as "not deployed" before int8, as though export had
+    fallen back from it. Both budgets over: said as such."""
+    from edgeinfer.explain.compose import rejected_precisions
+
+    over = ("its bundle 0.004 MB exceeds the 0.002 MB size budget and its peak memory 9.6 MB exceeds the 8 MB "
+            "memory budget")
+    attempts = [_attempt("int8-static", True, f"passes the gate, but {over}; no later precision fits either, so it is "
+                                              "deployed"),
+                {**_attempt("fp16", False, "below the gate; trying the next precision"), "agreement": 0.9},
+                _attempt("fp32", True, f"passes the gate, but {over} too")]
+    assert rejected_precisions({"precision": "int8-static", "quantization": {"attempts": attempts}}) == ()
+    (int8, fp16) = rejected_precisions({"precision": "fp32", "quantization": {"attempts": attempts}})
+    assert (int8.reason, int8.cause, fp16.reason, fp16.cause) == ("size and memory budgets", over, "gate", "")
+    # a hand-written record whose deployed precision is not among its attempts: those that did not pass, as before
+    assert [r.precision for r in rejected_precisions({"precision": "fp64", "quantization": {"attempts": attempts}})
+            ] == ["fp16"]
+
+
 def test_a_fidelity_figure_no_piece_tells_is_still_listed(tmp_path, schema):
     """A record export did not write keeps its figures by name; a file extending the clinician that rewords
     `fidelity_item` (another language) gets none of the clinician's English sentences beside it."""
