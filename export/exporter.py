@@ -253,6 +253,24 @@ def _extreme_rows(schema: FeatureSchema, calibration: np.ndarray) -> tuple[np.nd
     return np.asarray(rows, dtype=np.float64), names
 
 
+def _check_probabilities(probs: np.ndarray, rows: str, *, onnx_probabilities: bool) -> None:
+    """Refuse a float model whose outputs on these rows are not probabilities (each in [0, 1], summing to 1), naming
+    the first such row: an ONNX model said to output probabilities that gave p = 1.07 on a calibration row was
+    exported, and its bundle then failed edgeinfer.load's check of its first reference row."""
+    # probabilities rounded on the way (an fp16 or 8-bit softmax) sum to 1 within a few thousandths
+    with np.errstate(invalid="ignore"):
+        off = (~np.isfinite(probs).all(axis=1) | (probs < -1e-6).any(axis=1) | (probs > 1 + 1e-6).any(axis=1)
+               | (np.abs(probs.sum(axis=1) - 1) > 1e-2))
+    if not off.any():
+        return
+    i = int(np.flatnonzero(off)[0])
+    hint = ("; if the model outputs logits, export with outputs='logits' (--outputs logits), else end the model with "
+            "a softmax (or sigmoid) so that every row gives probabilities"
+            if onnx_probabilities and np.isfinite(probs[i]).all() else "")
+    raise ExportError(f"the model's outputs are not probabilities: {rows} row {i} gives "
+                      f"[{', '.join(f'{v:.4g}' for v in probs[i])}] (each in [0, 1], summing to 1 expected){hint}")
+
+
 def _probability_like(raw: np.ndarray) -> bool:
     """Outputs that are probabilities already: (n, C) rows in [0, 1] summing to 1, or (n, 1) values in [0, 1]."""
     if raw.ndim != 2 or len(raw) == 0:
@@ -405,18 +423,10 @@ def export(
             f"{n_classes} classes ({', '.join(schema.classes)}): expected [batch, {n_classes}]"
             + (" (or a declared [batch, 1] single logit or probability)" if n_classes == 2 else "")
         )
-    # probabilities rounded on the way (an fp16 or 8-bit softmax) sum to 1 within a few thousandths
-    with np.errstate(invalid="ignore"):
-        off = (~np.isfinite(float_hold).all(axis=1) | (float_hold < -1e-6).any(axis=1)
-               | (float_hold > 1 + 1e-6).any(axis=1) | (np.abs(float_hold.sum(axis=1) - 1) > 1e-2))
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        hint = ("; if the model outputs logits, export with outputs='logits' (--outputs logits)"
-                if onnx_probabilities and np.isfinite(float_hold[i]).all() else "")
-        raise ExportError(
-            f"the model's outputs are not probabilities: held-out row {i} gives "
-            f"[{', '.join(f'{v:.4g}' for v in float_hold[i])}] (each in [0, 1], summing to 1 expected){hint}"
-        )
+    _check_probabilities(float_hold, "held-out", onnx_probabilities=onnx_probabilities)
+    # the calibration rows too: the bundle's reference rows are drawn from them, and edgeinfer.load checks the first
+    _check_probabilities(_ort_probabilities(float_bytes, calibration, threads), "calibration",
+                         onnx_probabilities=onnx_probabilities)
     if not onnx_probabilities:      # taken as logits: a softmax over probabilities would squash them toward 1/C
         raw = (onnx_export.torch_outputs(model, holdout) if model is not None else _ort_probabilities(
             onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,

@@ -1163,7 +1163,27 @@ def test_logits_exported_as_probabilities_are_refused(tmp_path):
                   device="x86-edge-gateway", out=tmp_path / "b", outputs="probabilities")
     assert str(info.value).startswith("the model's outputs are not probabilities: held-out row 0 gives [")
     assert str(info.value).endswith("] (each in [0, 1], summing to 1 expected); if the model outputs logits, export "
-                                    "with outputs='logits' (--outputs logits)")
+                                    "with outputs='logits' (--outputs logits), else end the model with a softmax (or "
+                                    "sigmoid) so that every row gives probabilities")
+    assert not (tmp_path / "b").exists()
+
+
+def test_outputs_that_are_probabilities_on_the_held_out_rows_only_are_refused(tmp_path):
+    """p = 0.7 a + 0.4 b, said to be probabilities: in [0, 1] on every held-out row, 1.1 on calibration row 3.
+    Export checked the held-out rows only, then failed measuring the budget with edgeinfer.load's BundleError on a
+    draft in a temporary folder ("the model in bundle /tmp/edgeinfer-budget-…/bundle gives [-0.07, 1.07] …; restore
+    the bundle's model.onnx or re-export the bundle"), a fix that cannot help. Refused before any bundle is written,
+    naming the row and the fix."""
+    rng = np.random.default_rng(0)
+    calibration, holdout = rng.uniform(0, 0.6, (40, 2)), rng.uniform(0, 0.6, (20, 2))
+    calibration[3] = [1.0, 1.0]
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[0.7], [0.4]])), TWO, calibration=calibration,
+                  holdout=holdout, device="x86-edge-gateway", out=tmp_path / "b", outputs="probabilities")
+    assert str(info.value) == (
+        "the model's outputs are not probabilities: calibration row 3 gives [-0.1, 1.1] (each in [0, 1], summing to 1 "
+        "expected); if the model outputs logits, export with outputs='logits' (--outputs logits), else end the model "
+        "with a softmax (or sigmoid) so that every row gives probabilities")
     assert not (tmp_path / "b").exists()
 
 
