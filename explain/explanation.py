@@ -401,6 +401,11 @@ def _decode(tp: Any, data: Any, where: str) -> Any:
                 kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{where}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise InputError(f"{where}: missing field {f.name!r}")
+        if tp is FlipTest and kwargs.get("proxy_values") and data.get("control_probability", 0.0) is None:
+            # a joint flip with its proxies' values was written with a control (the two came together): null is the
+            # NaN to_json writes for one the model gave no finite probability for (the flip is untested), not "no
+            # control" (an alone flip, or a joint flip from before those fields, whose proxy_values are empty)
+            kwargs["control_probability"] = math.nan
         return tp(**kwargs)
     if origin is tuple:
         if not isinstance(data, list):

@@ -772,3 +772,53 @@ def test_a_verdict_uses_the_finite_flips_and_says_how_many_values_could_not_be_t
     assert ("- age 18 → 43, proxies moved: none: decision approve, p(approve) = 1.000 (Δ +0.000), decision kept\n"
             "- age 18 → 65, proxies moved: none: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
             "no finite probability\n") in expl.text
+
+
+PROXIED = FeatureSchema(
+    features=(Feature("p", low=-1, high=3),
+              Feature("sex", kind="categorical", categories=("f", "m"), codes=(0.0, 1.0), protected=True,
+                      mutable=False),
+              Feature("z", low=0, high=1)),
+    classes=("reject", "approve"), favourable="approve",
+)
+
+
+def proxied_overflow_session(linear_session):
+    """logit(approve) = 1e38·p + 2e38·sex, exported fp32; p is 1.5 in every reference row of sex f and 0 in every row
+    of sex m: sex's one proxy, moved to 1.5 with a flip to f and to 0 with a flip to m. A logit past 3.4e38 overflows
+    float32 and the model's probabilities are NaN."""
+    rng = np.random.default_rng(0)
+    sex = rng.integers(0, 2, 300).astype(float)
+    calibration = np.column_stack([np.where(sex == 0, 1.5, 0.0), sex, rng.uniform(0, 1, 300)])
+    return linear_session([1e38, 2e38, 0.0], 0.0, PROXIED, calibration=calibration)
+
+
+def test_a_joint_flip_whose_control_overflowed_stays_untested_through_json(linear_session, tmp_path):
+    """p 0, sex m: logit 2e38. Sex f with p 1.5 gives 1.5e38, but its control (p 1.5, sex m kept) 3.5e38 overflows.
+    The control's NaN probability was written as null and read back as None ("no control"): the flip became tested,
+    the auditor's line read "decision approve, p(approve) = 1.000 (Δ +0.000), decision kept" and the report's table
+    "no", beside a verdict that says it could not be tested."""
+    import edgeinfer as ei
+    from edgeinfer.explain.explanation import Explanation
+    from edgeinfer.explain.views import render
+
+    session = proxied_overflow_session(linear_session)
+    row = np.array([0.0, 1.0, 0.5])
+    expl = session.explain(row, stakeholder="auditor")
+    alone, joint = expl.bias.flips
+    assert (alone.proxies, alone.tested, joint.proxies, joint.proxy_values) == ((), True, ("p",), (1.5,))
+    assert (joint.class_name, joint.tested, math.isnan(joint.control_probability)) == ("approve", False, True)
+    assert expl.bias.verdict == ("the decision flips if sex were f; f could not be tested together with its proxy: "
+                                 "the model gave no finite probability there")
+    back = Explanation.from_json(expl.to_json())
+    assert back == expl
+    assert (back.bias.flips[1].tested, math.isnan(back.bias.flips[1].control_probability)) == (False, True)
+    line = ("- sex m → f, proxies moved: p → 1.5: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
+            "no finite probability\n")
+    assert line in expl.text and line in render(back, session.schema, stakeholder="auditor")
+    for stakeholder in ("auditor", "clinician", "patient"):
+        assert (render(back, session.schema, stakeholder=stakeholder)
+                == render(expl, session.schema, stakeholder=stakeholder))
+    html = ei.report([back], out=tmp_path / "r.html", bundle=session.bundle.path).read_text(encoding="utf-8")
+    assert ("<td>sex</td><td>m → f</td><td>p → 1.5</td><td>approve</td><td class=\"num\">&gt; 0.999</td>"
+            "<td class=\"num\">+0.000</td><td>not tested</td>") in html
