@@ -56,7 +56,8 @@ A flip the model gives no finite probability for (its float32 arithmetic overflo
 joint flip's control) tests nothing: it has no class (`class_name` None) and never counts. A protected feature with
 no other flip is untested ("age could not be tested: the model gave no finite probability at any value tried"),
 never said not to change the decision; where only some values overflow, the verdict is the others' and says which
-values could not be tested.
+values could not be tested, and which flip of a value tested one way only could not ("f could not be tested alone",
+"… together with its proxy").
 """
 
 from __future__ import annotations
@@ -355,16 +356,21 @@ def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[Flip
 
 def _untested_note(feature: Feature, tried: Sequence[FlipTest]) -> str:
     """"; 1 of 3 values tried could not be tested (88 years): …" where the model gave no finite probability at some
-    values (float32 overflow), and likewise for values tried alone but not with the proxies; "" for none."""
+    values (float32 overflow); for a value tested one way but not the other, which way could not: "; f could not be
+    tested alone: …" or "; f could not be tested together with its proxy: …"; "" for none."""
     values = list(dict.fromkeys(t.to_value for t in tried))
     lost = [v for v in values if not any(t.tested for t in tried if t.to_value == v)]
-    joint = [v for v in values if v not in lost and any(not t.tested for t in tried if t.to_value == v)]
+    partly = [t for t in tried if t.to_value not in lost and not t.tested]
+    alone = list(dict.fromkeys(t.to_value for t in partly if not t.proxies))
+    joint = list(dict.fromkeys(t.to_value for t in partly if t.proxies))
     note = ""
     if lost:
         note += (f"; {len(lost)} of {len(values)} values tried could not be tested "
                  f"({_listed([feature.label(v) for v in lost])}): {NO_FINITE} there")
+    if alone:
+        note += f"; {_listed([feature.label(v) for v in alone])} could not be tested alone: {NO_FINITE} there"
     if joint:
-        moved = {p for t in tried if t.to_value in joint and not t.tested for p in t.proxies}
+        moved = {p for t in partly for p in t.proxies}
         note += (f"; {_listed([feature.label(v) for v in joint])} could not be tested together with "
                  f"{'its proxy' if len(moved) == 1 else 'its proxies'}: {NO_FINITE} there")
     return note

@@ -822,3 +822,20 @@ def test_a_joint_flip_whose_control_overflowed_stays_untested_through_json(linea
     html = ei.report([back], out=tmp_path / "r.html", bundle=session.bundle.path).read_text(encoding="utf-8")
     assert ("<td>sex</td><td>m → f</td><td>p → 1.5</td><td>approve</td><td class=\"num\">&gt; 0.999</td>"
             "<td class=\"num\">+0.000</td><td>not tested</td>") in html
+
+
+
+def test_the_verdict_says_which_flip_of_a_value_could_not_be_tested(linear_session):
+    """p 2, sex f: logit 2e38. Sex m alone gives 4e38 and overflows; sex m with p 0 gives 2e38, and its control (p 0,
+    sex f kept) 0: tested. The verdict blamed the other flip: "m could not be tested together with its proxies"."""
+    session = proxied_overflow_session(linear_session)
+    expl = session.explain(np.array([2.0, 0.0, 0.5]), stakeholder="auditor")
+    alone, joint = expl.bias.flips
+    assert (alone.proxies, alone.tested, joint.proxies, joint.proxy_values, joint.tested) == (
+        (), False, ("p",), (0.0,), True)
+    assert expl.bias.verdict == ("the decision does not depend on sex (largest change in probability 0.000); m could "
+                                 "not be tested alone: the model gave no finite probability there")
+    # and the other way round (the control of the joint flip overflowed): said of the flip with the proxy
+    expl = session.explain(np.array([0.0, 1.0, 0.5]), stakeholder="auditor")
+    assert expl.bias.verdict == ("the decision flips if sex were f; f could not be tested together with its proxy: "
+                                 "the model gave no finite probability there")
