@@ -1195,12 +1195,14 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
 
 
 def _bias(e, schema) -> dict[str, Any] | None:
-    from edgeinfer.explain.bias import NO_PROTECTED, change_text   # change_text: as the verdict and views write it
+    from edgeinfer.explain.bias import NO_PROTECTED, change_text, restated   # change_text: as the verdict and views
     from edgeinfer.explain.views import USED_SHARE     # the clinician text's note on the share: told apart from it
 
     b = e.bias
     if b is None:
         return None
+    # a record from before untested flips were told apart: its verdict made again from its flips, as the views'
+    b = restated(b, schema, e.decision.class_name)
     flips = []
     for t in b.flips:
         f = _feature(schema, t.feature)

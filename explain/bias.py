@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -213,7 +213,7 @@ def explain_bias(
                 proxies=relevant,
                 attribution_share=share,
                 depends=bool(depends_on),
-                verdict=_verdict(schema, plans, flips, tolerance, classes[label]),
+                verdict=_verdict(schema, [p.feature for p in plans], flips, tolerance, classes[label]),
                 depends_on=depends_on,
                 untested=tuple(p.feature.name for p in plans if p.feature.name not in tested),
             )
@@ -227,6 +227,23 @@ def attribution_share(attributions: Attributions, features: set[str]) -> float:
     if total <= 0.0:
         return 0.0
     return float(sum(abs(a.contribution) for a in attributions.values if a.feature in features) / total)
+
+
+def restated(bias: BiasExplanation, schema: FeatureSchema, decided: str) -> BiasExplanation:
+    """`bias` as this module says it now, for the views and the report. A record written before a flip with no finite
+    probability was told apart (such a flip, and a verdict that does not say so: "the decision does not depend on age
+    (largest change in probability nan)" where every age flip overflowed) gets its verdict, `depends`, `depends_on`
+    and `untested` made again from its flips, at the default tolerance; any other is returned as it is. `decided`:
+    the decision's class."""
+    if all(t.tested for t in bias.flips) or NO_FINITE in bias.verdict:
+        return bias
+    names = list(dict.fromkeys([*schema.protected, *(t.feature for t in bias.flips), *bias.untested]))
+    features = [schema.feature(n) if n in schema.names else Feature(n) for n in names]
+    depends_on = tuple(dict.fromkeys(t.feature for t in bias.flips if t.counts(TOLERANCE)))
+    tested = {t.feature for t in bias.flips if t.tested}
+    return replace(bias, verdict=_verdict(schema, features, bias.flips, TOLERANCE, decided),
+                   depends=bool(depends_on), depends_on=depends_on,
+                   untested=tuple(n for n in names if n not in tested))
 
 
 # ----- plans: alternative values and typical proxy values, per reference --------
@@ -287,12 +304,12 @@ def _typical(feature: Feature, values: np.ndarray) -> float:
 # ----- words -----------------------------------------------------------------
 
 
-def _verdict(schema: FeatureSchema, plans: Sequence[_Plan], flips: Sequence[FlipTest], tolerance: float,
+def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence[FlipTest], tolerance: float,
              decided: str) -> str:
-    """The verdict in words; `decided` is the class whose probability the flips' changes are of."""
+    """The verdict in words on each protected feature of `features`; `decided` is the class whose probability the
+    flips' changes are of."""
     parts = []
-    for plan in plans:
-        f = plan.feature
+    for f in features:
         name = f.clinical          # the words the views and the report use beside it, as for the proxies
         tried = [t for t in flips if t.feature == f.name]
         if not tried:

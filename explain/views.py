@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain.bias import TOLERANCE, change_text
+from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import threshold_of
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
@@ -1187,6 +1187,8 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
+        # a record from before untested flips were told apart: its verdict made again from its flips, as the report's
+        b = restated(b, self.schema, self.e.decision.class_name)
         # the flips that test something: one the model gave no finite probability for (float32 overflow) tests nothing,
         # and a feature with no other is untested
         tests = [f for f in b.flips if f.tested]

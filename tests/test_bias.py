@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -545,8 +547,6 @@ def test_flips_on_the_deployed_diabetes_model(diabetes_session):
 def test_the_verdict_names_a_flip_with_proxies_beside_one_without():
     """Age 46: alone, the decision flips at 64 but not at 31; at 31 it flips once its proxy moves too. The verdict
     says both (it said only the first, while the table below it showed the second)."""
-    from types import SimpleNamespace
-
     from edgeinfer.explain.bias import _verdict
     from edgeinfer.explain.explanation import FlipTest
 
@@ -557,19 +557,16 @@ def test_the_verdict_names_a_flip_with_proxies_beside_one_without():
              FlipTest("age", 46.0, 31.0, (), "lower", 0.55, -0.05, False),
              FlipTest("age", 46.0, 64.0, ("bp",), "lower", 0.3, -0.3, True),
              FlipTest("age", 46.0, 31.0, ("bp",), "lower", 0.45, -0.15, True)]
-    plans = [SimpleNamespace(feature=age)]
-    assert _verdict(schema, plans, flips, 0.05, "higher") == (
+    assert _verdict(schema, [age], flips, 0.05, "higher") == (
         "the decision flips if age were 64 years, and if it were 31 years together with its proxy mean arterial "
         "pressure")
-    assert _verdict(schema, plans, flips[:3], 0.05, "higher") == "the decision flips if age were 64 years"
-    assert _verdict(schema, plans, flips[1:2] + flips[3:], 0.05, "higher") == (
+    assert _verdict(schema, [age], flips[:3], 0.05, "higher") == "the decision flips if age were 64 years"
+    assert _verdict(schema, [age], flips[1:2] + flips[3:], 0.05, "higher") == (
         "the decision flips if age were 31 years together with its proxy mean arterial pressure")
 
 
 def test_the_verdict_names_the_proxies_each_flip_moved():
     """At 31 the flip moved bp and glucose, at 64 bp alone: each value is said with its own proxies."""
-    from types import SimpleNamespace
-
     from edgeinfer.explain.bias import _verdict
     from edgeinfer.explain.explanation import FlipTest
 
@@ -581,7 +578,7 @@ def test_the_verdict_names_the_proxies_each_flip_moved():
              FlipTest("age", 46.0, 64.0, (), "lower", 0.55, -0.05, False),
              FlipTest("age", 46.0, 31.0, ("bp", "s6"), "lower", 0.45, -0.15, True),
              FlipTest("age", 46.0, 64.0, ("bp",), "lower", 0.45, -0.15, True)]
-    assert _verdict(schema, [SimpleNamespace(feature=age)], flips, 0.05, "higher") == (
+    assert _verdict(schema, [age], flips, 0.05, "higher") == (
         "the decision flips if age were 31 years together with its proxies mean arterial pressure and blood glucose, "
         "or 64 years together with its proxy mean arterial pressure")
 
@@ -589,8 +586,6 @@ def test_the_verdict_names_the_proxies_each_flip_moved():
 def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies_get():
     """The verdict said "depends on grp" beside "its proxy coded group marker": the protected feature was named by
     its raw name, its proxies (and every other line of the views and the report) by their clinical words."""
-    from types import SimpleNamespace
-
     from edgeinfer.explain.bias import _verdict
     from edgeinfer.explain.explanation import FlipTest
 
@@ -602,13 +597,13 @@ def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies
                            classes=("lower", "higher"))
     flips = [FlipTest("grp", 0.0, 1.0, ("marker",), "lower", 0.4, -0.2, True),
              FlipTest("yrs", 46.0, 64.0, (), "higher", 0.7, -0.1, False)]
-    plans = [SimpleNamespace(feature=f) for f in (grp, yrs, sx)]
-    assert _verdict(schema, plans, flips, 0.05, "higher") == (
+    features = [grp, yrs, sx]
+    assert _verdict(schema, features, flips, 0.05, "higher") == (
         "the decision flips if ethnic group were B together with its proxy coded group marker; the decision depends "
         "on age: the probability of 'higher' changes by -0.100 if age were 64 years; sex could not be tested: the "
         "reference data has no other value of it")
     unmoved = [FlipTest("yrs", 46.0, 64.0, (), "higher", 0.78, -0.02, False)]
-    assert _verdict(schema, plans[1:2], unmoved, 0.05, "higher") == (
+    assert _verdict(schema, [yrs], unmoved, 0.05, "higher") == (
         "the decision does not depend on age (largest change in probability 0.020)")
     rows = np.array([[0.0, 46.0, 0.0, 0.0]])
     X_ref = np.column_stack([np.repeat([0.0, 1.0], 100), np.tile(np.arange(18.0, 68.0), 4), np.zeros(200),
@@ -839,3 +834,44 @@ def test_the_verdict_says_which_flip_of_a_value_could_not_be_tested(linear_sessi
     expl = session.explain(np.array([0.0, 1.0, 0.5]), stakeholder="auditor")
     assert expl.bias.verdict == ("the decision flips if sex were f; f could not be tested together with its proxy: "
                                  "the model gave no finite probability there")
+
+
+def old_record(expl, verdict):
+    """`expl` as edgeinfer wrote it before a flip with no finite probability was told apart: each such flip with the
+    class argmax gives NaN ('reject'), its verdict `verdict` and no feature untested; read back from its JSON."""
+    from edgeinfer.explain.explanation import Explanation
+
+    data = expl.to_dict()
+    for flip in data["bias"]["flips"]:
+        flip["class_name"] = flip["class_name"] or "reject"
+    data["bias"].update(verdict=verdict, untested=[])
+    return Explanation.from_json(json.dumps(data))
+
+
+def test_a_record_written_before_untested_flips_were_told_apart_reads_them_as_untested(linear_session, tmp_path):
+    """Every age flip overflowed, and the old verdict said "the decision does not depend on age (largest change in
+    probability nan)": the clinician and auditor read that, the patient "We could not check your age", and the report
+    put it beside "Not tested: age (…)". Each view and the report now say age could not be tested; none says nan."""
+    import edgeinfer as ei
+    from edgeinfer.explain.views import render
+
+    session = overflow_session(linear_session)
+    old = old_record(session.explain(np.array([1.6e38, 18.0, 0.0]), stakeholder="auditor"),
+                     "the decision does not depend on age (largest change in probability nan)")
+    assert [f.tested for f in old.bias.flips] == [False, False, False]
+    verdict = "age could not be tested: the model gave no finite probability at any value tried"
+    texts = {s: render(old, session.schema, stakeholder=s) for s in ("clinician", "auditor", "patient")}
+    assert f"Bias check:\n{verdict}.\n" in texts["clinician"]
+    assert f"Verdict:\n{verdict}.\n" in texts["auditor"]
+    assert "\n\nWe could not check your age.\n\n" in texts["patient"] and "We checked" not in texts["patient"]
+    html = ei.report([old], out=tmp_path / "r.html", bundle=session.bundle.path).read_text(encoding="utf-8")
+    assert f'<p class="verdict">{verdict}</p>' in html
+    assert "<p>Not tested: age (the model gave no finite probability at any value tried).</p>" in html
+    assert f"Bias check:\n{verdict}.\n" in html          # the clinician text the report holds
+    assert not any(re.search(r"\bnan\b", text, re.IGNORECASE) for text in [*texts.values(), html])
+    # where some values were tested, the verdict is theirs and names the others, as this version writes it
+    old = old_record(session.explain(np.array([1.45e38, 18.0, 0.0]), stakeholder="auditor"),
+                     "the decision does not depend on age (largest change in probability 0.000)")
+    verdict = ("the decision does not depend on age (largest change in probability 0.000); 2 of 3 values tried could "
+               "not be tested (65 and 88): the model gave no finite probability there")
+    assert f"Verdict:\n{verdict}. Largest" in render(old, session.schema, stakeholder="auditor")
