@@ -52,7 +52,7 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
 _BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share",
-         "proxied", "proxy_features", "unseen", "unseen_only"}
+         "proxied", "proxy_features", "unseen", "unseen_only", "partly"}
 _TARGET = {"target", "target_outcome"}
 # a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
 _THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
@@ -103,6 +103,9 @@ PIECES: dict[str, frozenset[str]] = {
     "already_favourable": _COMMON,
     "counterfactual_incomplete": _COMMON,
     "bias_ok": _COMMON | _BIAS,
+    # optional, instead of `bias_ok` where some flips of a tested feature could not be tested ({partly}: those
+    # features): what was checked, not more
+    "bias_ok_partly": _COMMON | _BIAS,
     "bias_depends": _COMMON | _BIAS,
     "bias_shifted": _COMMON | _BIAS,       # optional: features whose flips move the probability, never the class
     "bias_none": _COMMON | {"verdict"},
@@ -154,7 +157,8 @@ _VARIANTS = {
     "change": ("change_log",),
     "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_no_binding", "no_counterfactual_in_time",
                           "target_met"),
-    "bias_ok": ("bias_untested",),     # not bias_used: a reworded bias_ok kept the clinician's caution before it
+    # not bias_used: a reworded bias_ok kept the clinician's caution before it
+    "bias_ok": ("bias_untested", "bias_ok_partly"),
     "bias_depends": ("bias_shifted",),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_budget", "fidelity_fallback_error",
                       "fidelity_edges", "fidelity_parity"),
@@ -1200,6 +1204,8 @@ class _View:
         depends_on = sorted(b.depends_on or moved, key=self._order)
         shifted = [n for n in depends_on if n not in flipped]      # the probability moves past tolerance, not the class
         protected = sorted({f.feature for f in tests}, key=self._order)         # tested by a flip
+        # tested by a flip, yet another flip of it could not be (the model gave no finite probability there)
+        partly = sorted({f.feature for f in b.flips if not f.tested} & set(protected), key=self._order)
         # declared protected but not tested: as the explanation says, or the schema (explanations before that field)
         untested = sorted({*b.untested, *self.schema.protected} - set(protected), key=self._order)
         if not tests and (not untested or not self.has("bias_untested")):
@@ -1230,6 +1236,7 @@ class _View:
             "verdict": self.named(b.verdict),
             "protected": self.join([self.words_for(n) for n in protected]),
             "untested": self.join([self.words_for(n) for n in untested]),
+            "partly": self.join([self.words_for(n) for n in partly]),
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
             "shifted": self.join([self.words_for(n) for n in shifted]),          # only the probability moves
             "depends_on": self.join([self.words_for(n) for n in depends_on]),
@@ -1245,7 +1252,7 @@ class _View:
         if not tests:        # protected features, none of them testable
             return [self.fill("bias_untested", **values)]
         if not b.depends:
-            lines = [self.fill("bias_ok", **values)]
+            lines = [self.fill("bias_ok_partly" if partly and self.has("bias_ok_partly") else "bias_ok", **values)]
         elif shifted and self.has("bias_shifted"):
             # no flip changes the class of these features, only its probability: said as such, apart from the
             # features whose flips do change it (if any)

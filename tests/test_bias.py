@@ -875,3 +875,15 @@ def test_a_record_written_before_untested_flips_were_told_apart_reads_them_as_un
     verdict = ("the decision does not depend on age (largest change in probability 0.000); 2 of 3 values tried could "
                "not be tested (65 and 88): the model gave no finite probability there")
     assert f"Verdict:\n{verdict}. Largest" in render(old, session.schema, stakeholder="auditor")
+
+
+def test_the_patient_is_told_only_what_was_checked_where_some_flips_could_not_be_tested(linear_session):
+    """Income 1.45e38: age 43 was tested and kept the result, 65 and 88 overflowed. The patient read "We checked: if
+    your age had been different, the tool would have given the same result", as if every value had been checked."""
+    session = overflow_session(linear_session)
+    patient = session.explain(np.array([1.45e38, 18.0, 0.0]), stakeholder="patient").text
+    assert ("\n\nWe checked: if your age had been different, the tool would have given the same result in the checks "
+            "we could do. Some checks of your age could not be done.\n\n") in patient
+    # every flip tested: the plain sentence, unchanged
+    patient = session.explain(np.array([1e3, 18.0, 0.0]), stakeholder="patient").text
+    assert "\n\nWe checked: if your age had been different, the tool would have given the same result.\n\n" in patient
