@@ -7,6 +7,7 @@ stdout; messages and progress to stderr.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import os
@@ -170,25 +171,29 @@ class Columns:
     def unknown(self, unknown: list[str], columns: list[str], schema) -> str:
         """Unknown columns told: first each that looks like a misspelt feature the file lacks, by that name alone
         (leaving it out is no fix: the feature would be missing), then the others with the options that leave them
-        out."""
+        out. A missing feature is misspelt by one column at most, the closest ('incme' and 'outcome' both resemble
+        'income': 'incme' is told "did you mean 'income'?", 'outcome' offered --ignore-column)."""
         from edgeinfer.schema import _unknown_feature, close_match
 
-        def misspelt(name: str) -> bool:
-            close = close_match(name, schema.names)
-            return close is not None and close not in columns
-
-        told = [_unknown_feature(u, schema.names, columns=columns) for u in unknown if misspelt(u)]
-        others = [u for u in unknown if not misspelt(u)]
-        if not others:
-            return "; ".join(told)
-        if told:
-            if len(others) == 1:
-                return (f"{'; '.join(told)}; and {others[0]!r} is unknown: if it is no feature, pass --ignore-column "
-                        f"{others[0]!r} to leave it out, or --id-column {others[0]!r} to carry it into the output as "
-                        "each row's id")
-            return (f"{'; '.join(told)}; and the columns {', '.join(map(repr, others))} are unknown: if they are no "
-                    "features, pass --ignore-column for each to leave it out, or --id-column for the one that "
-                    "identifies the row")
+        closest: dict[str, tuple[tuple[bool, float], str]] = {}     # missing feature -> (likeness, its column)
+        for u in unknown:
+            close = close_match(u, schema.names)
+            if close is not None and close not in columns:
+                likeness = (close.casefold() == u.casefold(), difflib.SequenceMatcher(None, u, close).ratio())
+                if close not in closest or likeness > closest[close][0]:
+                    closest[close] = (likeness, u)
+        misspelt = {u for _, u in closest.values()}
+        told = [_unknown_feature(u, schema.names, columns=columns) for u in unknown if u in misspelt]
+        others = [u for u in unknown if u not in misspelt]
+        if others and told:
+            told.append(f"and {others[0]!r} is unknown: if it is no feature, pass --ignore-column {others[0]!r} to "
+                        f"leave it out, or --id-column {others[0]!r} to carry it into the output as each row's id"
+                        if len(others) == 1 else
+                        f"and the columns {', '.join(map(repr, others))} are unknown: if they are no features, pass "
+                        "--ignore-column for each to leave it out, or --id-column for the one that identifies the row")
+        if told:     # one sentence each: "… did you mean 'income'? And 'outcome' is unknown: …"
+            return "".join(t if i == 0 else ("" if told[i - 1].endswith("?") else ".") + " " + t[0].upper() + t[1:]
+                           for i, t in enumerate(told))
         told = _unknown_feature(others[0], schema.names, columns=columns)
         if len(others) == 1:
             return (f"{told}; if it is no feature, pass --ignore-column {others[0]!r} to leave it out, or --id-column "

@@ -1034,13 +1034,13 @@ def test_several_unknown_columns_tell_a_misspelt_feature_first_and_offer_to_leav
     bmi = "unknown feature 'BMI'; did you mean 'bmi'? (names are case-sensitive)"
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
     assert (result.exit_code, result.stdout, result.stderr) == (
-        1, "", f"error: line 1 (the header): unknown feature 'BMI'; did you mean 'bmi'? (names are case-sensitive); "
-               "and 'outcome' is unknown: if it is no feature, pass --ignore-column 'outcome' to leave it out, or "
+        1, "", f"error: line 1 (the header): unknown feature 'BMI'; did you mean 'bmi'? (names are case-sensitive). "
+               "And 'outcome' is unknown: if it is no feature, pass --ignore-column 'outcome' to leave it out, or "
                "--id-column 'outcome' to carry it into the output as each row's id\n")
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--ignore-column", "outcome"])
     assert result.stderr == f"error: line 1 (the header): {bmi}\n"
     path.write_text(_csv_with(renamed, {"outcome": ["1", "0"], "id": ["a", "b"]}))
-    several = (f"{bmi}; unknown feature 'S5'; did you mean 's5'? (names are case-sensitive); and the columns "
+    several = (f"{bmi}. Unknown feature 'S5'; did you mean 's5'? (names are case-sensitive). And the columns "
                "'outcome', 'id' are unknown: if they are no features, pass --ignore-column for each to leave it out, "
                "or --id-column for the one that identifies the row")
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
@@ -1049,6 +1049,29 @@ def test_several_unknown_columns_tell_a_misspelt_feature_first_and_offer_to_leav
     jsonl.write_text(json.dumps(dict(renamed[0], outcome=1, id="a")) + "\n")
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(jsonl)])
     assert _lines(result) == [{"row": 1, "error": several}]
+
+
+def test_a_missing_feature_is_told_as_misspelt_by_its_closest_column_alone(diabetes_bundle, rows_file, tmp_path):
+    """A header 'incme,age,housing,outcome' (income missing) was told "unknown feature 'incme'; did you mean
+    'income'?; unknown feature 'outcome'; did you mean 'income'?": outcome was never offered --ignore-column. Here
+    'bmix' and 'bmx' both resemble the missing 'bmi': the closer is told so, the other offered to leave out; of 'BMI'
+    and 'Bmi', the one nearer in case."""
+    _, good = rows_file
+    path = tmp_path / "rows.csv"
+    path.write_text(_csv_with([{("bmix" if k == "bmi" else k): v for k, v in row.items()} for row in good],
+                              {"bmx": ["1", "0"]}))
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1, "", "error: line 1 (the header): unknown feature 'bmix'; did you mean 'bmi'? And 'bmx' is unknown: if it "
+               "is no feature, pass --ignore-column 'bmx' to leave it out, or --id-column 'bmx' to carry it into the "
+               "output as each row's id\n")
+    path.write_text(_csv_with([{("BMI" if k == "bmi" else k): v for k, v in row.items()} for row in good],
+                              {"Bmi": ["1", "0"]}))
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.stderr == (
+        "error: line 1 (the header): unknown feature 'Bmi'; did you mean 'bmi'? (names are case-sensitive). And 'BMI' "
+        "is unknown: if it is no feature, pass --ignore-column 'BMI' to leave it out, or --id-column 'BMI' to carry it "
+        "into the output as each row's id\n")
 
 
 def test_a_column_beside_the_feature_it_resembles_is_not_told_did_you_mean(diabetes_bundle, rows_file, tmp_path):
