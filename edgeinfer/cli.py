@@ -254,7 +254,6 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
         for row in batch:
             if isinstance(row, BadRow):
                 refused[row.line] = row.reason
-                ids[row.line] = row.values.get(columns.id) or None     # a CSV row of the wrong length: its id cell
                 continue
             ids[row.line], values = columns.split(row.values, session.schema)
             if isinstance(values, str):

@@ -1109,10 +1109,10 @@ def test_a_json_id_is_carried_as_written_and_an_empty_one_as_null(diabetes_bundl
     assert result.stderr == f"row 10: {refused}\n1 of 10 rows rejected\n"
 
 
-def test_a_csv_id_is_carried_from_a_row_of_the_wrong_length_and_an_empty_one_as_null(diabetes_bundle, rows_file,
-                                                                                     tmp_path):
-    """An empty CSV id cell printed "row 3 (id ): …" and "# row 3 (id )"; a row with the wrong number of values got
-    id null though its id cell was there. An empty id is null, told as no id; a row of the wrong length keeps its id."""
+def test_an_empty_csv_id_and_that_of_a_row_of_the_wrong_length_are_null(diabetes_bundle, rows_file, tmp_path):
+    """An empty CSV id cell printed "row 3 (id ): …" and "# row 3 (id )": an empty id is null, told as no id. A row
+    of the wrong length has none either: an extra cell before the id's would make another cell its id (a review saw
+    "row 5 (id 85.0)")."""
     _, good = rows_file
     cells = ",".join(str(v) for v in good[0].values())
     path = tmp_path / "rows.csv"
@@ -1120,9 +1120,9 @@ def test_a_csv_id_is_carried_from_a_row_of_the_wrong_length_and_an_empty_one_as_
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--id-column", "id"])
     out = _lines(result)
     assert [(line["row"], line["id"], "error" in line) for line in out] == [
-        (2, None, False), (3, "p-3", True), (4, "p-4", False), (5, "p-5", True)]
-    assert result.stderr == ("row 3 (id p-3): expected 11 comma-separated values as in the header, got 12\n"
-                             "row 5 (id p-5): expected 11 comma-separated values as in the header, got 3\n"
+        (2, None, False), (3, None, True), (4, "p-4", False), (5, None, True)]
+    assert result.stderr == ("row 3: expected 11 comma-separated values as in the header, got 12\n"
+                             "row 5: expected 11 comma-separated values as in the header, got 3\n"
                              "2 of 4 rows rejected\n")
     text = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--id-column", "id", "--format",
                                      "text"]).stdout
