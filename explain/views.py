@@ -1490,12 +1490,14 @@ def _past(text: str, start: float, value: float, *, low: float = -math.inf, high
 
 # a base named: log10, log₁₀, log_10, log 10, log-10, log base 10 (and the same with 2); not log20 or log 2.5
 _LOG_NAMED = re.compile(r"\blog(?:arithm)?(?:\s*base\s*|[ _-]?)(10|₁₀|2|₂)(?!\w|[.,]\d)", re.IGNORECASE)
-# the natural log named: "natural log", "log base e", "log_e", "logarithm", "logarithmic"
-_LOG_NATURAL = re.compile(r"\bnatural\s+log(?:arithm)?s?\b|\blog(?:arithm)?(?:\s*base\s*|_)e\b|\blogarithm(?:ic|s)?\b",
-                          re.IGNORECASE)
+# the natural log named: "natural log", "log base e", "log_e" ("logarithmic" alone names no base: dB, pH, Richter)
+_LOG_NATURAL = re.compile(r"\bnatural\s+log(?:arithm)?s?\b|\blog(?:arithm)?(?:\s*base\s*|_)e\b", re.IGNORECASE)
 # "ln" in lower case before its quantity or a bracket ("ln CRP", "ln(CRP)"): "LN" is a lymph node
 _LOG_LN = re.compile(r"\bln(?=\s*\(|[ -]\w)")
 _LOG_BARE = re.compile(r"\blog\b", re.IGNORECASE)
+_LN_BARE = re.compile(r"\bln\b")
+# scales that are logarithms of their own kind (10 log10 for dB, -log10 for pH): their amount is not told
+_OWN_SCALES = re.compile(r"\b(?:dB(?:\s*\w+)?|decibels?|pH|logMAR|Richter)\b")
 # words after "log" that say it is a logarithm wherever it stands ("log scale", "log-transformed", "log(CRP)")
 _LOG_NOUNS = frozenset(("scale", "scales", "transformed", "transform", "unit", "units", "value", "values", "ratio",
                         "odds"))
@@ -1509,12 +1511,15 @@ def _log_words(text: str) -> list[tuple[re.Match[str], float]]:
     """The words in `text` that say its values are logarithms, each with the base it names (see `_log_base`)."""
     found = [(m, {"10": 10.0, "₁₀": 10.0, "2": 2.0, "₂": 2.0}[m[1]]) for m in _LOG_NAMED.finditer(text)]
     found += [(m, math.e) for m in (*_LOG_NATURAL.finditer(text), *_LOG_LN.finditer(text))]
-    for m in _LOG_BARE.finditer(text):
+    for m in (*_LOG_BARE.finditer(text), *_LN_BARE.finditer(text)):
         after = text[m.end():]
         word = re.match(r"[ -]+(\w+)", after)
-        first = not text[:m.start()].strip() or text[:m.start()].rstrip().endswith(("(", "["))
-        if after.startswith("(") or (word is not None and (
-                word[1].lower() in _LOG_NOUNS or first and word[1].lower() not in _NOT_LOG)):
+        before = text[:m.start()].rstrip()
+        first = not before or before.endswith(("(", "["))
+        # alone: the whole field, or a bracket's or a comma-separated part's only word ("log", "(log)", "mg/dL, log")
+        alone = (first or before.endswith(",")) and re.match(r"\s*(?:$|[)\],])", after) is not None
+        if alone or (m[0].lower() == "log" and (after.startswith("(") or (word is not None and (
+                word[1].lower() in _LOG_NOUNS or first and word[1].lower() not in _NOT_LOG)))):
             found.append((m, math.e))
     return found
 
@@ -1525,18 +1530,22 @@ def _log_base(f: Feature | None) -> float | None:
     logarithm count (case aside, but for "ln"):
     - a base named: log10, log₁₀, log_10, log 10, log-10, log base 10 are base 10; log2 and the like base 2;
     - the natural log: "ln" in lower case before its quantity or a bracket ("ln CRP", "ln(CRP)"; "LN" is a lymph
-      node), "natural log", "log base e", "log_e", "logarithm(ic)", and "log" as a word where it means a logarithm:
+      node), "natural log", "log base e", "log_e", and "log" as a word where it means a logarithm:
       before scale, transformed, units, value, ratio, odds or a bracket ("log scale", "log-transformed", "log(CRP)"),
       or first in a field or bracket before its quantity ("log serum triglycerides (log mg/dL)", the diabetes s5:
       5.02 is 151 mg/dL, where base 10 would be 105,000), but not before in, on, out, off, of, per, book, entries and
       the like ("log in attempts per day", "Log book", "log-ins"); "login", "logs/day", "logistic" are no log;
+      "log" or "ln" alone is one too: a whole field, a bracket's or a comma-separated part's only word ("log",
+      "blood fats (log)", "mg/dL, log");
+    - "logarithmic" names no base, and a scale that is a logarithm of its own kind (dB, pH, logMAR, Richter) gets no
+      amount told: the sentence would have its base or direction wrong;
     - a base named anywhere wins over the natural log ("viral load (log scale)" with "log10 copies/mL" is base 10);
     - a minus right before ("-log10 p", "−ln x", "negative log10 p") makes the value fall as the amount rises: its
       base is 1/b (0.1 for -log10), so that `_relative` turns a rise of 1 into "90% lower"."""
     if f is None:
         return None
     found = [w for text in (f.unit, f.clinical, f.lay) for w in _log_words(text)]
-    if not found:
+    if not found or any(_OWN_SCALES.search(text) for text in (f.unit, f.clinical, f.lay)):
         return None
     named = [base for _, base in found if base != math.e]
     base = named[0] if named else math.e

@@ -478,6 +478,10 @@ _LOG = " (on this log scale, the amount would be about "
      "- your inflammation marker had been 2.5 instead of 2" + _LOG + "65% higher)"),
     (dict(lay="blood fats (log scale)"), 4.9, 4.5,
      "- your blood fats (log scale) had been 4.5 instead of 4.9" + _LOG + "33% lower)"),
+    (dict(lay="blood fats (log)"), 4.9, 4.5,         # "log" alone in its bracket: it had lost the line
+     "- your blood fats (log) had been 4.5 instead of 4.9" + _LOG + "33% lower)"),
+    (dict(lay="sound level", unit="dB", clinical="sound pressure level (logarithmic)"), 60, 61,
+     "- your sound level had been 61 dB instead of 60 dB"),
     # a negative log: 2 -> 3 is p from 0.01 to 0.001
     (dict(lay="test result (-log10 p)"), 2, 3,
      "- your test result (-log10 p) had been 3 instead of 2" + _LOG + "90% lower)"),
@@ -495,15 +499,23 @@ def test_the_words_that_name_a_logarithm_and_its_base(schema):
     """`_log_base` for the words the review named, one field at a time: the name is never read ("login_count")."""
     cases = {"log10 copies/mL": 10.0, "log₁₀ copies/mL": 10.0, "log-10 units": 10.0, "log₂ ratio": 2.0,
              "log_2 ratio": 2.0, "ln CRP": math.e, "ln(CRP)": math.e, "log(CRP)": math.e, "log-transformed CRP": math.e,
-             "log serum triglycerides": math.e, "(log mg/dL)": math.e, "logarithmic scale": math.e,
+             "log serum triglycerides": math.e, "(log mg/dL)": math.e, "logarithmic scale": None,
              "log base e": math.e, "-log10 p": 0.1, "−log₁₀ p": 0.1, "negative log10 p": 0.1, "-ln x": 1 / math.e,
              "triglycerides - log scale": math.e,
-             "positive LN": None, "LN count": None, "ln": None, "log in attempts per day": None, "Log book": None,
+             "log": math.e, "ln": math.e, "blood fats (log)": math.e, "mg/dL, log": math.e, "[ln]": math.e,
+             "positive LN": None, "LN count": None, "LN": None, "log in attempts per day": None, "Log book": None,
+             "meals you log": None, "the log": None,
              "log-ins per day": None, "Log of meals": None, "meals you log per day": None, "logs/day": None,
              "logistic score": None, "login count": None, "log20": None}
     for where in ("unit", "clinical", "lay"):
         assert {words: views._log_base(Feature("x", **{where: words})) for words in cases} == cases
     assert views._log_base(Feature("login_count", unit="logs/day")) is None
+    # logarithms of their own kind: "logarithmic" named no base, and their amount is no plain number (a review's
+    # "sound pressure level (logarithmic)" in dB read a rise of 1 as "2.7 times as high")
+    for own in (dict(unit="dB", clinical="sound pressure level (logarithmic)"), dict(unit="pH", lay="acidity (log)"),
+                dict(unit="dB HL", lay="hearing threshold, log scale"), dict(clinical="Richter magnitude (log10)"),
+                dict(unit="logMAR", lay="visual acuity (log scale)")):
+        assert views._log_base(Feature("x", **own)) is None, own
     # a base named in one field wins over the natural log of a log scale in another
     assert views._log_base(Feature("x", lay="viral load (log scale)", unit="log10 copies/mL")) == 10.0
 
