@@ -136,8 +136,9 @@ class Session:
         bad = np.unique(np.nonzero(~np.isfinite(X))[0])
         if len(bad):
             shown = ", ".join(str(int(r)) for r in bad[:10]) + (f" and {len(bad) - 10:,} more" if len(bad) > 10 else "")
-            raise InputError(f"predict_proba expects finite numbers within float32; rows {shown} hold NaN, infinity or "
-                             "a value beyond float32; Session.predict refuses such rows alone and decides the rest")
+            rows = f"rows {shown} hold" if len(bad) > 1 else f"row {shown} holds"
+            raise InputError(f"predict_proba expects finite numbers within float32; {rows} NaN, infinity or a value "
+                             "beyond float32; Session.predict refuses such rows alone and decides the rest")
         return X
 
     # ----- predictions -----------------------------------------------------

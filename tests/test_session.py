@@ -167,15 +167,16 @@ def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast
     np.testing.assert_array_equal(bc_session.predict_proba(X.tolist()), expected)
     width = ("predict_proba expects a 2-D array of shape (rows, 30) in schema order, got shape {}; one row is "
              "X[None, :]")
-    finite = ("predict_proba expects finite numbers within float32; rows {} hold NaN, infinity or a value beyond "
-              "float32; Session.predict refuses such rows alone and decides the rest")
+    finite = ("predict_proba expects finite numbers within float32; {} NaN, infinity or a value beyond float32; "
+              "Session.predict refuses such rows alone and decides the rest")
     bad = X.copy()
     bad[1, 4], bad[2, 0] = np.nan, 1e39
     with np.errstate(over="ignore"):
         bad32 = bad.astype(np.float32)
     cases = [(X[0], width.format("(30,)")), (X[:, :5], width.format("(3, 5)")), (X[None], width.format("(1, 3, 30)")),
-             (bad, finite.format("1, 2")), (bad32, finite.format("1, 2")),
-             (np.full((12, 30), np.inf), finite.format("0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more"))]
+             (bad, finite.format("rows 1, 2 hold")), (bad32, finite.format("rows 1, 2 hold")),
+             (bad[1:2], finite.format("row 0 holds")),
+             (np.full((12, 30), np.inf), finite.format("rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more hold"))]
     for given, message in cases:
         with pytest.raises(InputError) as info:
             bc_session.predict_proba(given)
