@@ -413,9 +413,10 @@ def export(
         model = onnx_export.as_exportable(model)
         with _eval_mode(model):
             float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
-            parity = float(np.max(np.abs(
-                onnx_export.torch_probabilities(model, calibration) - _ort_probabilities(float_bytes, calibration, threads)
-            )))
+            torch_calibration = onnx_export.torch_probabilities(model, calibration)
+    float_calibration = _ort_probabilities(float_bytes, calibration, threads)     # for the parity and the check below
+    if model is not None:
+        parity = float(np.max(np.abs(torch_calibration - float_calibration)))
     float_hold = _ort_probabilities(float_bytes, holdout, threads)
     if float_hold.ndim != 2 or float_hold.shape[1] != n_classes:
         raise ExportError(
@@ -425,8 +426,7 @@ def export(
         )
     _check_probabilities(float_hold, "held-out", onnx_probabilities=onnx_probabilities)
     # the calibration rows too: the bundle's reference rows are drawn from them, and edgeinfer.load checks the first
-    _check_probabilities(_ort_probabilities(float_bytes, calibration, threads), "calibration",
-                         onnx_probabilities=onnx_probabilities)
+    _check_probabilities(float_calibration, "calibration", onnx_probabilities=onnx_probabilities)
     if not onnx_probabilities:      # taken as logits: a softmax over probabilities would squash them toward 1/C
         raw = (onnx_export.torch_outputs(model, holdout) if model is not None else _ort_probabilities(
             onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,
