@@ -162,6 +162,7 @@ _VARIANTS = {
     "bias_depends": ("bias_shifted",),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_budget", "fidelity_fallback_error",
                       "fidelity_edges", "fidelity_parity"),
+    "fidelity_fallback": ("fidelity_fallback_budget", "fidelity_fallback_error"),
 }
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …

@@ -1213,6 +1213,24 @@ def test_a_precision_over_the_memory_budget_is_told_as_rejected(schema):
     assert Explanation.from_dict(data).model.rejected[0].passed is False
 
 
+def test_a_file_that_rewords_the_fallback_gets_no_english_budget_or_failure_sentence(schema, tmp_path):
+    """A file extending the clinician that rewords `fidelity_fallback` (another language) kept the English
+    `fidelity_fallback_budget` and `fidelity_fallback_error` beside its own sentence."""
+    from edgeinfer.explain.compose import rejected_precisions
+
+    manifest = {"precision": "fp32", "quantization": {"attempts": [
+        _attempt("fp16", False, "failed: non-finite probabilities; trying the next precision"),
+        _attempt("int8-static", True, f"passes the gate, but {OVER_MEMORY}; trying the next precision"),
+        _attempt("int8-dynamic", False, "below the gate; trying the next precision"),
+        _attempt("fp32", True, "")]}}
+    expl = _fell_back(schema, *rejected_precisions(manifest))
+    (tmp_path / "arzt.toml").write_text('name = "arzt"\nextends = "clinician"\n[text]\nfidelity_fallback = '
+                                        '"{attempt_precision}: nicht eingesetzt"\n', encoding="utf-8")
+    views.register_stakeholder(tmp_path / "arzt.toml")
+    section = _fidelity_section(views.render(expl, schema, stakeholder="arzt"))
+    assert "- int8-dynamic: nicht eingesetzt" in section and "was not deployed" not in section
+
+
 def test_only_the_precisions_tried_before_the_deployed_one_are_rejected():
     """None fits: the first to pass (int8) is deployed though over the size budget, and the precisions tried after it
     are not why it is deployed: fp16 below the gate was told as "not deployed" before int8, as though export had
