@@ -438,6 +438,10 @@ class FeatureSchema:
 
     def _row_from_mapping(self, row: Mapping) -> np.ndarray:
         unknown = [k for k in row if k not in self._index]
+        if unknown and not isinstance(unknown[0], str):   # keys 1 … 10 misspell no feature name ('s1')
+            raise InputError(f"key {_shown(unknown[0])} is no feature name: a mapping's keys are the feature names "
+                             f"({_short(self.names, limit=KNOWN_SHOWN)}); a row in schema order is a list or a 1-D "
+                             "array")
         if unknown:
             raise InputError(_unknown_feature(str(unknown[0]), self.names, columns=[str(k) for k in row]))
         missing = [n for n in self.names if n not in row]

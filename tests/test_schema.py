@@ -181,6 +181,14 @@ def test_a_series_labelled_by_numbers_is_told_it_has_no_feature_names_not_a_miss
                                "are in schema order")
 
 
+def test_a_mapping_keyed_by_numbers_is_told_its_keys_are_no_feature_names():
+    """A dict keyed 1 … 10 was told "unknown feature '1'; did you mean 's1'?", as the Series was."""
+    with pytest.raises(InputError) as info:
+        TEN.validate({i + 1: 0.0 for i in range(10)})
+    assert str(info.value) == ("key 1 is no feature name: a mapping's keys are the feature names (age, sex, bmi, bp, "
+                               "s1, s2, s3, s4, s5, s6); a row in schema order is a list or a 1-D array")
+
+
 @pytest.mark.parametrize("x", [
     np.ma.masked_array([120, 50, 1], mask=[0, 1, 0]),                                  # integers: no NaN of their own
     np.ma.masked_array(np.array([120, 50, 1], np.float32), mask=[0, 1, 0]),
