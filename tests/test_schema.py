@@ -181,6 +181,21 @@ def test_a_series_labelled_by_numbers_is_told_it_has_no_feature_names_not_a_miss
                                "are in schema order")
 
 
+def test_a_data_frame_with_number_columns_is_told_it_has_no_feature_names():
+    """A frame made from an array (columns 0 … 9) was told "unknown feature '0'; known features: …", and one with
+    columns 1 … 10 "unknown feature '1'; did you mean 's1'?"."""
+    pd = pytest.importorskip("pandas")
+    fix = ("a data frame is read by its column names, never by position; name its columns after the features (age, "
+           "sex, bmi, bp, s1, s2, s3, s4, s5, s6), or pass df.to_numpy() if its columns are in schema order")
+    for columns, shown in ((None, "0, 1, 2, 3, 4, 5"), (range(1, 11), "1, 2, 3, 4, 5, 6")):
+        with pytest.raises(InputError) as info:
+            TEN.validate(pd.DataFrame(np.zeros((2, 10)), columns=columns))
+        assert str(info.value) == f"the data frame has no feature names as columns, but {shown}, … (10 in all): {fix}"
+    with pytest.raises(InputError) as info:
+        TEN.validate(pd.DataFrame(np.zeros((2, 10)), columns=[*TEN.names[:2], 3, *TEN.names[3:]]))
+    assert str(info.value) == f"the data frame's column 3 is no feature name: {fix}"
+
+
 def test_a_mapping_keyed_by_numbers_is_told_its_keys_are_no_feature_names():
     """A dict keyed 1 … 10 was told "unknown feature '1'; did you mean 's1'?", as the Series was."""
     with pytest.raises(InputError) as info:
