@@ -264,9 +264,14 @@ def _check_probabilities(probs: np.ndarray, rows: str, *, onnx_probabilities: bo
     if not off.any():
         return
     i = int(np.flatnonzero(off)[0])
-    hint = ("; if the model outputs logits, export with outputs='logits' (--outputs logits), else end the model with "
-            "a softmax (or sigmoid) so that every row gives probabilities"
-            if onnx_probabilities and np.isfinite(probs[i]).all() else "")
+    if not np.isfinite(probs[i]).all():
+        hint = ("; the model gives no finite output there (its float32 arithmetic overflows at that row's values): "
+                "check the row's values, or scale the model's inputs")
+    elif onnx_probabilities:
+        hint = ("; if the model outputs logits, export with outputs='logits' (--outputs logits), else end the model "
+                "with a softmax (or sigmoid) so that every row gives probabilities")
+    else:
+        hint = ""
     raise ExportError(f"the model's outputs are not probabilities: {rows} row {i} gives "
                       f"[{', '.join(f'{v:.4g}' for v in probs[i])}] (each in [0, 1], summing to 1 expected){hint}")
 

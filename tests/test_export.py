@@ -1156,6 +1156,19 @@ def test_probabilities_rounded_on_the_way_are_still_probabilities(tmp_path):
     np.testing.assert_allclose(ei.load(tmp_path / "b").predict_proba(X[:5]), rounded[:5], atol=1e-6)
 
 
+def test_a_model_that_overflows_on_a_row_is_told_so(tmp_path):
+    """A model whose float32 arithmetic overflowed on the held-out rows was told only "gives [nan, nan] (each in
+    [0, 1], summing to 1 expected)"."""
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[3e38, 0.0], [3e38, 0.0]])), TWO, calibration=X,
+                  device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
+    assert str(info.value).endswith("gives [nan, nan] (each in [0, 1], summing to 1 expected); the model gives no "
+                                    "finite output there (its float32 arithmetic overflows at that row's values): "
+                                    "check the row's values, or scale the model's inputs")
+    assert not (tmp_path / "b").exists()
+
+
 def test_logits_exported_as_probabilities_are_refused(tmp_path):
     X = np.random.default_rng(0).uniform(0, 1, (40, 2))
     with pytest.raises(ExportError) as info:
