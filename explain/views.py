@@ -108,6 +108,8 @@ PIECES: dict[str, frozenset[str]] = {
     "bias_ok_partly": _COMMON | _BIAS,
     "bias_depends": _COMMON | _BIAS,
     "bias_shifted": _COMMON | _BIAS,       # optional: features whose flips move the probability, never the class
+    # optional, after `bias_depends` or `bias_shifted` where some flips of a tested feature could not be tested
+    "bias_partly": _COMMON | _BIAS,
     "bias_none": _COMMON | {"verdict"},
     "bias_used": _COMMON | _BIAS,
     "bias_untested": _COMMON | _BIAS,      # optional: protected features no flip could test
@@ -159,7 +161,7 @@ _VARIANTS = {
                           "target_met"),
     # not bias_used: a reworded bias_ok kept the clinician's caution before it
     "bias_ok": ("bias_untested", "bias_ok_partly"),
-    "bias_depends": ("bias_shifted",),
+    "bias_depends": ("bias_shifted", "bias_partly"),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_budget", "fidelity_fallback_error",
                       "fidelity_edges", "fidelity_parity"),
     "fidelity_fallback": ("fidelity_fallback_budget", "fidelity_fallback_error"),
@@ -1261,6 +1263,8 @@ class _View:
             lines.append(self.fill("bias_shifted", **values))
         else:
             lines = [self.fill("bias_depends", **values)]
+        if b.depends and partly and self.has("bias_partly"):     # "would have been the same" said of what was checked
+            lines.append(self.fill("bias_partly", **values))
         if unseen_only and self.has("bias_unseen_only"):
             lines.append(self.fill("bias_unseen_only", **values))
         if unseen and self.has("bias_unseen"):

@@ -997,6 +997,13 @@ def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schem
     assert views.render(old, schema, stakeholder="patient") == patient
     assert "(depends on sex (source coding 1/2); flips the class: none;" in views.render(
         old, schema, stakeholder="clinician")
+    # another flip of sex gave no finite probability: "would have been the same" is said of the checks done
+    partly = dataclasses.replace(bias, flips=(*flips, FlipTest("sex", 2.0, 1.0, ("bmi",), None, math.nan, math.nan,
+                                                               False)))
+    assert views.render(dataclasses.replace(expl, bias=partly), schema, stakeholder="patient").endswith(
+        "\n\nWe checked: if your sex had been different, the result would have been the same; only how sure the tool "
+        "is would have changed.\nSome checks of your sex could not be done.\nWe could not check your age.\n\n"
+        + DISCLAIMER)
     # age flips the class, sex only moves the probability: each said as found
     both = dataclasses.replace(bias, flips=(*flips, FlipTest("age", 59.0, 30.0, (), "lower progression", 0.4, -0.41,
                                                              True)), depends_on=("age", "sex"))
