@@ -1095,18 +1095,20 @@ def test_a_json_id_is_carried_as_written_and_an_empty_one_as_null(diabetes_bundl
     """A JSON id null came out as the text "null" (as a real id "null" does), 1E3 as "1000.0" and 1e999 as
     "Infinity": a number is carried as its JSON text as written, and null (or "") as null, told as no id on stderr."""
     _, good = rows_file
-    ids = ['"null"', "null", '""', "1E3", "1e999", "-0.50", "NaN", "true", '{"a": [1, 2.50], "b": "\u00e9"}']
+    ids = ['"null"', "null", '""', "1E3", "1e999", "-0.50", "NaN", "true", '{"a": [1, 2.50], "b": "\u00e9"}', "-0", "0",
+           "-42", "123456789012345678901234567890"]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(good[0])[:-1] + f', "id": {i}}}\n' for i in ids)
                     + json.dumps(dict(good[0], id=None, bmi=99)) + "\n")
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), "--id-column", "id"])
     out = _lines(result)
     assert [line["id"] for line in out] == ["null", None, None, "1E3", "1e999", "-0.50", "NaN", "true",
-                                            '{"a": [1, 2.50], "b": "\\u00e9"}', None]
+                                            '{"a": [1, 2.50], "b": "\\u00e9"}', "-0", "0", "-42",
+                                            "123456789012345678901234567890", None]
     assert all("label" in line for line in out[:-1])
     refused = "feature 'bmi' expects a number in [15, 50] kg/m², got 99"
-    assert out[-1] == {"row": 10, "id": None, "error": refused}
-    assert result.stderr == f"row 10: {refused}\n1 of 10 rows rejected\n"
+    assert out[-1] == {"row": 14, "id": None, "error": refused}
+    assert result.stderr == f"row 14: {refused}\n1 of 14 rows rejected\n"
 
 
 def test_an_empty_csv_id_and_that_of_a_row_of_the_wrong_length_are_null(diabetes_bundle, rows_file, tmp_path):
