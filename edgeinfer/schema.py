@@ -318,14 +318,18 @@ class FeatureSchema:
         if isinstance(x, (list, tuple)) and not x:       # an empty batch, as np.empty((0, F)) is
             return np.zeros((0, len(self))), False
         if hasattr(x, "columns") and hasattr(x, "to_numpy"):
-            numbered = [c.item() if isinstance(c, np.generic) else c for c in x.columns if not isinstance(c, str)]
-            if numbered:     # columns 0 … 9 (a frame made from an array) misspell no feature name ('s1')
+            # columns 0 … 9 (a frame made from an array) misspell no feature name ('s1'); a feature named "0" is
+            # column 0's, as a frame's columns are read by their text
+            numbered = [c.item() if isinstance(c, np.generic) else c for c in x.columns
+                        if not isinstance(c, str) and str(c) not in self._index]
+            if numbered:
+                every = len(numbered) == len(x.columns)
                 lead = (f"the data frame has no feature names as columns, but {_short([_shown(c) for c in numbered])}"
-                        if len(numbered) == len(x.columns) else f"the data frame's column {_shown(numbered[0])} is "
-                        "no feature name")
+                        if every else f"the data frame's column {_shown(numbered[0])} is no feature name")
                 raise InputError(f"{lead}: a data frame is read by its column names, never by position; name its "
-                                 f"columns after the features ({_short(self.names, limit=KNOWN_SHOWN)}), or pass "
-                                 "df.to_numpy() if its columns are in schema order")
+                                 f"columns after the features ({_short(self.names, limit=KNOWN_SHOWN)})"
+                                 + (", or pass df.to_numpy() if its columns are in schema order" if every else
+                                    f", or leave column {_shown(numbered[0])} out"))
             columns = [str(c) for c in x.columns]
             matrix = self._matrix_from_columns(columns, x.to_numpy(), unreadable)
             for name, dtype in zip(columns, getattr(x, "dtypes", ())):     # float32 columns, whatever their neighbours

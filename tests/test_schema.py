@@ -193,7 +193,18 @@ def test_a_data_frame_with_number_columns_is_told_it_has_no_feature_names():
         assert str(info.value) == f"the data frame has no feature names as columns, but {shown}, … (10 in all): {fix}"
     with pytest.raises(InputError) as info:
         TEN.validate(pd.DataFrame(np.zeros((2, 10)), columns=[*TEN.names[:2], 3, *TEN.names[3:]]))
-    assert str(info.value) == f"the data frame's column 3 is no feature name: {fix}"
+    assert str(info.value) == f"the data frame's column 3 is no feature name: {fix.split(', or')[0]}, or leave column 3 out"
+
+
+def test_a_data_frame_with_number_columns_is_read_where_the_features_are_named_by_those_numbers():
+    """Features named "0", "1", "2" (a schema made for an array's columns) were refused for pd.DataFrame(X), told it
+    "has no feature names as columns, but 0, 1, 2 … name its columns after the features (0, 1, 2)": a frame's
+    columns are read by their text, as they were before the number-column message."""
+    pd = pytest.importorskip("pandas")
+    schema = FeatureSchema(tuple(Feature(str(i), low=-5.0, high=5.0) for i in range(3)), ("no", "yes"))
+    X = np.array([[1.0, -2.0, 3.5], [0.0, 4.0, -1.0]])
+    matrix, single = schema.validate(pd.DataFrame(X[:, ::-1], columns=[2, 1, 0]))
+    assert not single and np.array_equal(matrix, X)
 
 
 def test_a_mapping_keyed_by_numbers_is_told_its_keys_are_no_feature_names():
