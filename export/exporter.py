@@ -264,7 +264,11 @@ def _check_probabilities(probs: np.ndarray, rows: str, *, onnx_probabilities: bo
     if not off.any():
         return
     i = int(np.flatnonzero(off)[0])
-    if not np.isfinite(probs[i]).all():
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.any():        # a model with NaN weights (a diverged training run) is NaN on every row
+        hint = ("; the model gives no finite output on any of these rows: check its parameters for NaN or infinite "
+                "values (a training run that diverged)")
+    elif not finite[i]:
         hint = ("; the model gives no finite output there (its float32 arithmetic overflows at that row's values): "
                 "check the row's values, or scale the model's inputs")
     elif onnx_probabilities:

@@ -1169,6 +1169,18 @@ def test_a_model_that_overflows_on_a_row_is_told_so(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_model_with_nan_weights_is_not_told_its_arithmetic_overflows(tmp_path):
+    """A model with a NaN weight (a diverged training run) gives NaN on every row; it was told its "float32 arithmetic
+    overflows at that row's values" and to check the row."""
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[np.nan, 0.0], [1.0, 0.0]])), TWO, calibration=X,
+                  device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
+    assert str(info.value).endswith("gives [nan, nan] (each in [0, 1], summing to 1 expected); the model gives no "
+                                    "finite output on any of these rows: check its parameters for NaN or infinite "
+                                    "values (a training run that diverged)")
+
+
 def test_logits_exported_as_probabilities_are_refused(tmp_path):
     X = np.random.default_rng(0).uniform(0, 1, (40, 2))
     with pytest.raises(ExportError) as info:
