@@ -807,6 +807,8 @@ def _records(items: Any, newline: str, step: str) -> str | None:
     return ("," + newline).join(map(fmt.__mod__, zip(*columns)))
 
 
+# the search's reason ends by naming what it needed relaxed; a piece that names {binding} itself leaves that out
+_RELAXED_CLAUSE = re.compile(r"; (?:with .+ relaxed it found one|it found one only with .+ relaxed together)$")
 _YOUR_YOUR = re.compile(r"\b(your) your\b", re.IGNORECASE)
 _EQUALS_BOUND = re.compile(r" = ([<>]) ")       # "p = < 0.001" -> "p < 0.001"
 
@@ -1098,6 +1100,8 @@ class _View:
                                   **self._threshold(threshold, self.e.decision.probabilities))]
             if not cfs.binding and self.has("no_counterfactual_no_binding"):
                 return [self.fill("no_counterfactual_no_binding", reason=reason, **target)]
+            if cfs.binding and "{binding}" in self.t.text["no_counterfactual"]:   # said once, by the piece
+                reason = _RELAXED_CLAUSE.sub("", reason)
             return [self.fill("no_counterfactual", reason=reason, binding=binding, **target)]
         items = list(cfs.items)
         if self.s.actionable_only:
