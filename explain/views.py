@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
-from edgeinfer.explain.desired import threshold_of
+from edgeinfer.explain.desired import threshold_of, threshold_text
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
 
@@ -807,6 +807,11 @@ def _records(items: Any, newline: str, step: str) -> str | None:
     return ("," + newline).join(map(fmt.__mod__, zip(*columns)))
 
 
+def _percent_as_given(value: float) -> str:
+    """A threshold in percent with the digits it was given: 0.9999999 as "99.99999%", not the "100%" of :g."""
+    return f"{(decimal.Decimal(threshold_text(value)) * 100).normalize():f}%"
+
+
 # the search's reason ends by naming what it needed relaxed; a piece that names {binding} itself leaves that out
 _RELAXED_CLAUSE = re.compile(r"; (?:with .+ relaxed it found one|it found one only with .+ relaxed together)$")
 _YOUR_YOUR = re.compile(r"\b(your) your\b", re.IGNORECASE)
@@ -1191,7 +1196,7 @@ class _View:
             threshold_probability=self.probability(probabilities[j], apart_from=value),
             threshold_percent=self.percent(probabilities[j], value),
             threshold_relation=self.word("word_below" if op.startswith("<") else "word_above"),
-            threshold_value=f"{value:g}", threshold_value_percent=f"{value * 100:g}%",
+            threshold_value=threshold_text(value), threshold_value_percent=_percent_as_given(value),
         )
 
     def section_bias(self) -> list[str] | None:

@@ -1844,6 +1844,17 @@ def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_g
     assert "get the result" not in patient
 
 
+def test_a_threshold_is_told_with_the_digits_it_was_given(schema):
+    """desired "p(higher progression) < 0.9999999" read "below 100%" to the patient (the percent through :g), a
+    threshold every row already meets to the eye; 0.3 must still read "30%", not 30.000000000000004%."""
+    target = "p(higher progression) < 0.9999999"
+    expl = _with_counterfactuals(_explanation(schema, p=1.0), target=target, target_class="lower progression",
+                                 items=(), found=False, reason=f"the search found no counterfactual reaching {target}")
+    assert ("We did not find a small change that would bring the chance of higher progression below 99.99999%."
+            in views.render(expl, schema, stakeholder="patient"))
+    assert [views._percent_as_given(v) for v in (0.3, 0.07, 1e-7, 1.0)] == ["30%", "7%", "0.00001%", "100%"]
+
+
 def test_a_threshold_target_without_an_answer_is_not_told_as_no_other_result(schema):
     """desired "p(higher progression) < 0.3" for a row decided lower progression at 54%, and no answer: the patient
     read "We did not find a small change that would give a different result", where a lower chance of the same
