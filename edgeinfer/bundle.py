@@ -363,6 +363,22 @@ def _check_structure(path: Path, manifest: Mapping[str, Any]) -> None:
     _check_records(path, manifest)
 
 
+def rows_to_resolve(threshold: float) -> int | None:
+    """Held-out rows a fidelity gate needs before one disagreeing row leaves agreement at or above it:
+    1 / (1 - threshold), 200 for 99.5%. Fewer, and the gate passes only on no disagreement at all. None for a 100%
+    gate, which no count of rows resolves."""
+    if threshold >= 1.0:
+        return None
+    return math.ceil(round(1.0 / (1.0 - threshold), 9))    # 1 / (1 - 0.995) is 200.00000000000017 in floats
+
+
+def rows_short_of_gate(rows: int | None, threshold: float | None) -> int | None:
+    """The held-out rows a gate needs (`rows_to_resolve`) where it had fewer, so that its pass says only that these
+    rows agree (export warns of it); None where they suffice or either figure is unknown."""
+    need = rows_to_resolve(threshold) if rows is not None and threshold is not None else None
+    return need if need is not None and rows < need else None
+
+
 # Export's records: each, where present, an object (validation null for a bundle exported without held-out labels)
 RECORDS = {"fidelity": "the model's agreement measured at export", "producer": "the versions that exported it",
            "validation": "accuracy on held-out rows, or null", "quantization": "how the model was quantized",

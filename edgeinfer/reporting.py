@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import click
 
+from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
 from edgeinfer.rows import json_object, not_text
 
@@ -1337,7 +1338,7 @@ def _fidelity(record: Any) -> dict[str, Any]:
     """The quantization band: the largest |p_deployed - p_float| recorded at export, and label agreement."""
     found = {"max_abs_diff": None, "max_abs_diff_key": None, "agreement": None, "agreement_key": None,
              "parity": None, "parity_key": None, "carried": False, "carried_from": None,   # carried: see _made_by
-             "rows": None, "threshold": None, "rejected": []}
+             "rows": None, "threshold": None, "needed": None, "rejected": []}
     if not isinstance(record, Mapping):
         return found
     numbers = list(_numbers(record, "fidelity"))
@@ -1356,6 +1357,7 @@ def _fidelity(record: Any) -> dict[str, Any]:
         found["agreement_key"], found["agreement"] = agree[0]
     # the held-out rows and the gate, for the precisions export rejected (see _made_by)
     found["rows"], found["threshold"] = _whole(record.get("holdout_rows")), _real(record.get("threshold"))
+    found["needed"] = rows_short_of_gate(found["rows"], found["threshold"])
     return found
 
 
@@ -1418,7 +1420,9 @@ def _fidelity_card(record: Any) -> dict[str, Any] | None:
     if parity_recorded:
         del figures["torch_vs_onnx_max_abs"]
     parity = take("torch_vs_onnx_max_abs")
-    return {"rows": rows, "threshold": take("threshold"), "agreement": agreement, "agreed": _agreed(agreement, rows),
+    threshold = take("threshold")
+    return {"rows": rows, "threshold": threshold, "needed": rows_short_of_gate(rows, threshold),
+            "agreement": agreement, "agreed": _agreed(agreement, rows),
             "max_abs_diff": take("max_abs_diff"),
             "edges": edges if any(v is not None for v in edges.values()) else None,
             "parity": parity, "parity_recorded": parity_recorded or parity is not None,

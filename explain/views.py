@@ -33,6 +33,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import threshold_of, threshold_text
@@ -140,6 +141,8 @@ PIECES: dict[str, frozenset[str]] = {
     "fidelity_fallback_budget": _FALLBACK | {"over_budget"},
     "fidelity_fallback_error": _COMMON | {"precision", "attempt_precision", "reason"},
     # ... the deployed model on the edge rows (not gated), and the float ONNX model against the trained torch model
+    # a quantized model that passed its gate on fewer held-out rows than the gate can tell apart (200 for 99.5%)
+    "fidelity_underpowered": _COMMON | {"precision", "rows", "threshold", "needed"},
     "fidelity_edges": _COMMON | {"precision", "edge_agreed", "edge_rows", "edge_agreement", "edge_max_abs_diff"},
     "fidelity_parity": _COMMON | {"parity"},
     "fidelity_item": _COMMON | {"name", "value"},
@@ -163,7 +166,7 @@ _VARIANTS = {
     "bias_ok": ("bias_untested", "bias_ok_partly"),
     "bias_depends": ("bias_shifted", "bias_partly"),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_budget", "fidelity_fallback_error",
-                      "fidelity_edges", "fidelity_parity"),
+                      "fidelity_underpowered", "fidelity_edges", "fidelity_parity"),
     "fidelity_fallback": ("fidelity_fallback_budget", "fidelity_fallback_error"),
 }
 
@@ -1391,6 +1394,9 @@ class _View:
             tell("fidelity_deployed", ("agreement", "holdout_rows", "max_abs_diff", "threshold"),
                  precision=m.precision, agreed=str(round(agreement * rows)), rows=str(rows),
                  agreement=_share(agreement, threshold), threshold=gate, max_abs_diff=self.difference(max_diff))
+        need = rows_short_of_gate(rows, threshold)
+        if m.precision != "fp32" and need is not None:   # as export's summary warns
+            tell("fidelity_underpowered", (), precision=m.precision, rows=str(rows), threshold=gate, needed=str(need))
         edge_rows, edge_agreement = _count(figures.get("edges.rows")), _real(figures.get("edges.agreement"))
         edge_diff = _real(figures.get("edges.max_abs_diff"))
         if "fidelity_edges" in self.t.text and None not in (edge_rows, edge_agreement, edge_diff):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import numbers
 import os
 import platform
@@ -24,8 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgeinfer.backend import default_threads
-from edgeinfer.bundle import (INPUT_NAME, bundle_bytes, check_destination, holds_bundle, over_budget_path, shown_mb,
-                              write_bundle)
+from edgeinfer.bundle import (INPUT_NAME, bundle_bytes, check_destination, holds_bundle, over_budget_path,
+                              rows_short_of_gate, shown_mb, write_bundle)
 from edgeinfer.errors import ExportError, SchemaError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import SAMPLE_ROWS, Reference
@@ -92,8 +91,8 @@ class ExportReport:
             lines.append(f"  {mark} {a.precision:<13} agreement {_percent(a.agreement, apart_from=self.threshold)} "
                          f"(gate {_percent(self.threshold)}) on {self.holdout_rows} held-out rows, max |Δp| "
                          f"{_small(a.max_abs_diff)}{'  ' + a.note if a.note else ''}")
-        need = rows_to_resolve(self.threshold)
-        if self.precision != "fp32" and need is not None and self.holdout_rows < need:
+        need = rows_short_of_gate(self.holdout_rows, self.threshold)
+        if self.precision != "fp32" and need is not None:
             lines.append(f"warning    the gate passed {self.precision} on only {self.holdout_rows} held-out rows: a "
                          f"{_percent(self.threshold)} gate needs at least {need} to tell its threshold apart (below "
                          f"that one disagreeing row fails it, so a pass says only that these {self.holdout_rows} "
@@ -180,15 +179,6 @@ def _check_window(window: Any, schema: FeatureSchema) -> None:
 def _names(names: Sequence[str], limit: int = 6) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
-
-
-def rows_to_resolve(threshold: float) -> int | None:
-    """Held-out rows a gate needs before one disagreeing row leaves agreement at or above it: 1 / (1 - threshold),
-    200 for 99.5%. Fewer, and the gate passes only on no disagreement at all. None for a 100% gate, which no count
-    of rows resolves."""
-    if threshold >= 1.0:
-        return None
-    return math.ceil(round(1.0 / (1.0 - threshold), 9))    # 1 / (1 - 0.995) is 200.00000000000017 in floats
 
 
 def _small(value: float) -> str:

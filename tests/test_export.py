@@ -314,7 +314,7 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
 def test_a_gate_passed_on_fewer_rows_than_it_can_resolve_is_named_in_the_summary(tmp_path):
     """10 calibration rows: int8 printed 'pass … agreement 100.00% (gate 99.5%)' on 2 held-out rows, the count
     nowhere. Each attempt says its rows now, and below 1 / (1 - gate) rows (200 for 99.5%) a warning says so."""
-    from edgeinfer.export.exporter import rows_to_resolve
+    from edgeinfer.bundle import rows_to_resolve
 
     assert [rows_to_resolve(t) for t in (0.995, 0.9, 0.5, 1.0)] == [200, 10, 2, None]
     schema = FeatureSchema(features=(Feature("x", low=0, high=10),), classes=("no", "yes"))

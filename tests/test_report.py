@@ -627,6 +627,26 @@ def test_explanations_from_another_bundle_keep_their_own_fidelity_band(fixed_bun
     assert "Quantization fidelity not recorded: this is the deployed model's point estimate" in text
 
 
+def test_a_gate_passed_on_too_few_held_out_rows_is_told_as_export_warned(tmp_path):
+    """export warned that an int8 gate of 99.5% "passed … on only 142 held-out rows: … needs at least 200"; the report
+    said only that the two "agreed on the label for 100.0 % of those rows". An fp32 model says nothing more."""
+    e = _explanation()
+    fidelity = {"max_abs_diff": 0.05, "agreement": 1.0, "holdout_rows": 142, "threshold": 0.995}
+    warned = ("the two agreed on the label for 100.0 % of those rows. The gate passed it on only 142 held-out rows: a "
+              "99.5 % gate needs at least 200 to tell its threshold apart, so this says only that these 142 agreed.")
+    for precision, told in (("int8-static", True), ("fp32", False)):
+        carried = dataclasses.replace(e, model=dataclasses.replace(e.model, precision=precision, fidelity=fidelity))
+        text = _text(ei.report([carried], out=tmp_path / "r.html").read_text())
+        assert (warned in text) is told and ("needs at least 200" in text) is told
+    # the model card's row, from the bundle's record
+    bundle = _bundle_of(SCHEMA, tmp_path / "b", precision="int8-static", record={"fidelity": fidelity})
+    text = _text(ei.report([_explanation(bundle.sha256)],
+                           out=tmp_path / "r.html", bundle=bundle).read_text())
+    assert ("decision agreement 100 % (142 of 142) against a 99.5 % gate; largest probability difference 0.05. The "
+            "gate passed it on only 142 held-out patients: a 99.5 % gate needs at least 200 to tell its threshold "
+            "apart, so this says only that these 142 agreed.") in text
+
+
 def test_records_with_another_models_classes_are_refused(fixed_bundle, tmp_path):
     """Explanations or windows from a model with other classes: a clear error, not a KeyError traceback."""
     import dataclasses
@@ -760,14 +780,14 @@ def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bund
     assert str(err.value) == "record 2: explanation." + message.replace("BUNDLE", str(fixed_bundle.path))
 
 
-def _bundle_of(schema, out, *, precision: str):
-    """A bundle of the fixture's ONNX model under `schema` (its five features), with seeded reference rows and an
-    empty record (no fidelity figures)."""
+def _bundle_of(schema, out, *, precision: str, record: dict | None = None):
+    """A bundle of the fixture's ONNX model under `schema` (its five features), with seeded reference rows and
+    `record` (by default empty: no fidelity figures)."""
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.uniform(70, 250, 50), rng.uniform(18, 45, 50), rng.integers(18, 90, 50),
                          rng.integers(0, 2, 50), rng.integers(0, 2, 50)]).astype(float)
     return write_bundle(out, model_bytes=_onnx_bytes(), schema=schema, profile=get_device("raspberry-pi-4"),
-                        reference=Reference.from_data(X, X[:, 0] > 140), precision=precision, record={})
+                        reference=Reference.from_data(X, X[:, 0] > 140), precision=precision, record=record or {})
 
 
 def _report_good_then(record: dict, bundle, tmp_path, *, blank_lines: int):

@@ -1171,6 +1171,31 @@ def test_auditor_gets_every_fidelity_figure_named_with_the_gate(schema):
         "largest |Δp| 0.256; on the edge rows agreement 100%, largest |Δp| 0.08886")
 
 
+def test_a_gate_passed_on_too_few_held_out_rows_is_told_as_export_warned(schema):
+    """The breast-cancer int8 export warned that its 99.5% gate "passed … on only 142 held-out rows: a 99.5% gate
+    needs at least 200"; the auditor read only "142 of 142 (100%; gate 99.5%)" and the clinician "142 of 142 held-out
+    cases (100%)". An fp32 model (no gate applies) and a gate of 200 rows say nothing more."""
+    def deployed(precision: str, rows: int) -> Explanation:
+        expl = _fell_back(schema)
+        fidelity = {**EXPORTED, "holdout_rows": rows, "max_abs_diff": 0.02}
+        return dataclasses.replace(expl, model=dataclasses.replace(expl.model, precision=precision, fidelity=fidelity))
+
+    auditor = _fidelity_section(views.render(deployed("int8-static", 142), schema, stakeholder="auditor"))
+    assert auditor.split("\n")[1:3] == [
+        "- Deployed int8-static on 142 held-out rows: label agreement with the float model 142 of 142 (100%; gate "
+        "99.5%), largest |Δp| 0.02",
+        "- The gate passed int8-static on only 142 held-out rows: a 99.5% gate needs at least 200 to tell its "
+        "threshold apart (below that, one disagreeing row fails it), so this pass says only that these 142 rows "
+        "agree"]
+    clinician = _fidelity_section(views.render(deployed("int8-static", 142), schema, stakeholder="clinician"))
+    assert clinician.split("\n")[2] == ("- Too few held-out cases to check the 99.5% requirement: 200 are needed, "
+                                        "so this agreement shows only that these 142 cases agreed.")
+    for precision, rows in (("fp32", 142), ("int8-static", 200)):
+        for stakeholder in ("auditor", "clinician"):
+            text = _fidelity_section(views.render(deployed(precision, rows), schema, stakeholder=stakeholder))
+            assert "Too few" not in text and "The gate passed" not in text
+
+
 def test_a_precision_that_failed_to_run_is_told_with_its_reason(schema):
     fp16 = RejectedPrecision("fp16", None, None, "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) "
                              "on held-out row 3; trying the next precision")
@@ -2023,7 +2048,8 @@ def test_a_lay_percent_is_not_100_when_the_other_outcome_is_not_impossible(schem
 def test_a_small_fidelity_difference_reads_within_the_clinicians_limits(schema):
     """An fp16 model 0.00012 from the float model: the clinician reads "< 0.001", the auditor the figure."""
     expl = _fell_back(schema)
-    model = dataclasses.replace(expl.model, precision="fp16", fidelity={**EXPORTED, "max_abs_diff": 0.00012})
+    model = dataclasses.replace(expl.model, precision="fp16",
+                                fidelity={**EXPORTED, "max_abs_diff": 0.00012, "holdout_rows": 200})
     expl = dataclasses.replace(expl, model=model)
     assert _fidelity_section(views.render(expl, schema, stakeholder="clinician")).endswith(
         "(100%); the largest difference between their probabilities was < 0.001.")
