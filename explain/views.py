@@ -1512,10 +1512,10 @@ def _past(text: str, start: float, value: float, *, low: float = -math.inf, high
 _LOG_NAMED = re.compile(r"\blog(?:arithm)?(?:\s*base\s*|[ _-]?)(10|₁₀|2|₂)(?!\w|[.,]\d)", re.IGNORECASE)
 # the natural log named: "natural log", "log base e", "log_e" ("logarithmic" alone names no base: dB, pH, Richter)
 _LOG_NATURAL = re.compile(r"\bnatural\s+log(?:arithm)?s?\b|\blog(?:arithm)?(?:\s*base\s*|_)e\b", re.IGNORECASE)
-# "ln" in lower case before its quantity or a bracket ("ln CRP", "ln(CRP)"): "LN" is a lymph node
-_LOG_LN = re.compile(r"\bln(?=\s*\(|[ -]\w)")
+# "ln" or "Ln" before its quantity or a bracket ("ln CRP", "Ln(CRP)"): "LN" in capitals is a lymph node
+_LOG_LN = re.compile(r"\b[lL]n(?=\s*\(|[ -]\w)")
 _LOG_BARE = re.compile(r"\blog\b", re.IGNORECASE)
-_LN_BARE = re.compile(r"\bln\b")
+_LN_BARE = re.compile(r"\b[lL]n\b")
 # scales that are logarithms of their own kind (10 log10 for dB, -log10 for pH): their amount is not told
 _OWN_SCALES = re.compile(r"\b(?:dB(?:\s*\w+)?|decibels?|pH|logMAR|Richter)\b")
 # words after "log" that say it is a logarithm wherever it stands ("log scale", "log-transformed", "log(CRP)")
@@ -1525,6 +1525,9 @@ _LOG_NOUNS = frozenset(("scale", "scales", "transformed", "transform", "unit", "
 _NOT_LOG = frozenset(("in", "ins", "on", "ons", "out", "outs", "off", "of", "per", "to", "for", "and", "or", "a", "an",
                       "the", "your", "my", "our", "their", "each", "every", "all", "book", "books", "file", "files",
                       "entry", "entries", "sheet", "sheets"))
+# words right before a last "log" that make it the verb or a record ("meals you log", "the log", "Daily log")
+_NOT_BEFORE_LOG = frozenset(("i", "you", "we", "they", "to", "the", "a", "an", "this", "that", "your", "my", "our",
+                             "their", "each", "every", "daily", "weekly", "monthly"))
 
 
 def _log_words(text: str) -> list[tuple[re.Match[str], float]]:
@@ -1534,12 +1537,17 @@ def _log_words(text: str) -> list[tuple[re.Match[str], float]]:
     for m in (*_LOG_BARE.finditer(text), *_LN_BARE.finditer(text)):
         after = text[m.end():]
         word = re.match(r"[ -]+(\w+)", after)
+        following = word[1].lower() if word else ""
         before = text[:m.start()].rstrip()
+        previous = re.search(r"\w+$", before)
+        verb = previous is not None and previous[0].lower() in _NOT_BEFORE_LOG
         first = not before or before.endswith(("(", "["))
-        # alone: the whole field, or a bracket's or a comma-separated part's only word ("log", "(log)", "mg/dL, log")
-        alone = (first or before.endswith(",")) and re.match(r"\s*(?:$|[)\],])", after) is not None
-        if alone or (m[0].lower() == "log" and (after.startswith("(") or (word is not None and (
-                word[1].lower() in _LOG_NOUNS or first and word[1].lower() not in _NOT_LOG)))):
+        # last: the word that ends a field, a bracket or a comma-separated part ("CRP log", "(log)", "mg/dL, log")
+        last = re.match(r"\s*(?:$|[)\],])", after) is not None
+        if (first or before.endswith(",")) and last or m[0].lower() == "log" and (
+                after.startswith("(") or following in _LOG_NOUNS or first and following and following not in _NOT_LOG
+                or not verb and (last or re.match(r"\s+\(", after))    # "CRP log", "log (mg/dL)"
+                or following == "of" and previous is not None and previous[0].lower() == "the"):   # "the log of CRP"
             found.append((m, math.e))
     return found
 
@@ -1549,14 +1557,15 @@ def _log_base(f: Feature | None) -> float | None:
     transform, so its unit, clinical and lay words are read, each on its own, and only words that plainly name a
     logarithm count (case aside, but for "ln"):
     - a base named: log10, log₁₀, log_10, log 10, log-10, log base 10 are base 10; log2 and the like base 2;
-    - the natural log: "ln" in lower case before its quantity or a bracket ("ln CRP", "ln(CRP)"; "LN" is a lymph
-      node), "natural log", "log base e", "log_e", and "log" as a word where it means a logarithm:
-      before scale, transformed, units, value, ratio, odds or a bracket ("log scale", "log-transformed", "log(CRP)"),
-      or first in a field or bracket before its quantity ("log serum triglycerides (log mg/dL)", the diabetes s5:
-      5.02 is 151 mg/dL, where base 10 would be 105,000), but not before in, on, out, off, of, per, book, entries and
-      the like ("log in attempts per day", "Log book", "log-ins"); "login", "logs/day", "logistic" are no log;
-      "log" or "ln" alone is one too: a whole field, a bracket's or a comma-separated part's only word ("log",
-      "blood fats (log)", "mg/dL, log");
+    - the natural log: "ln" or "Ln" before its quantity or a bracket ("ln CRP", "Ln(CRP)"; "LN" in capitals is a
+      lymph node), "natural log", "log base e", "log_e", and "log" as a word where it means a logarithm:
+      before scale, transformed, units, value, ratio, odds or a bracket ("log scale", "log-transformed", "log(CRP)",
+      "log (mg/dL)"), or first in a field or bracket before its quantity ("log serum triglycerides (log mg/dL)", the
+      diabetes s5: 5.02 is 151 mg/dL, where base 10 would be 105,000), but not before in, on, out, off, of, per,
+      book, entries and the like ("log in attempts per day", "Log book", "log-ins"), save "the log of CRP"; or last
+      in a field, bracket or comma-separated part ("CRP log"), but not after you, the, daily and the like ("meals you
+      log", "the log", "Daily log"); "login", "logs/day", "logistic" are no log; "log" or "ln" alone is one too: a
+      whole field, a bracket's or a comma-separated part's only word ("log", "blood fats (log)", "mg/dL, log");
     - "logarithmic" names no base, and a scale that is a logarithm of its own kind (dB, pH, logMAR, Richter) gets no
       amount told: the sentence would have its base or direction wrong;
     - a base named anywhere wins over the natural log ("viral load (log scale)" with "log10 copies/mL" is base 10);
