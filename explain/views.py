@@ -1586,25 +1586,42 @@ def _log_base(f: Feature | None) -> float | None:
 def _relative(change: float, base: float) -> str:
     """A change on a log scale as the change in the amount itself, worded to follow "about": "78% lower" (5.02 ->
     3.507 in natural log), "41% higher", "0.5% higher"; from about twice the amount (2 when rounded to 2 digits) "twice
-    as high", "4.5 times as high", "1,000 times as high"; a fall that would round to 100% lower "1/200 as high". Never
-    "over 99%" or "under 1%" (the percent's words for a probability), which read "about over 99% higher" at 1.999
-    times the amount."""
-    ratio = math.exp(max(min(change * math.log(base), 700.0), -700.0))
+    as high", "4.5 times as high", "1,000 times as high", "2.5 million times as high"; a fall that would round to 100%
+    lower "1/200 as high". Never "over 99%" or "under 1%" (the percent's words for a probability), which read "about
+    over 99% higher" at 1.999 times the amount. The size is reckoned in log10: the amount itself overflows a float
+    past 10**308 (a change of 400 in log10 read 10**304)."""
+    power = change * math.log10(base)
+    ratio = 10.0 ** max(min(power, 7.0), -7.0)      # enough to choose the form: the size is `power`'s
     if float(f"{ratio:.2g}") >= 2.0:
-        times = _times(ratio)
+        times = _times(power)
         return "twice as high" if times == "2" else f"{times} times as high"
     share = abs(ratio - 1.0) * 100.0
     if ratio < 1.0 and share >= 99.5:
-        return f"1/{_times(1.0 / ratio)} as high"
+        return f"1/{_times(-power)} as high"
     if share == 0.0:
         return "the same"
     shown = _number(share, 1) if share < 0.5 else str(int(share + 0.5))
     return f"{shown}% {'higher' if ratio > 1.0 else 'lower'}"
 
 
-def _times(ratio: float) -> str:
-    """A ratio to 2 significant digits, in thousands from 10 on: 4.5, 20, 1,000, 250,000."""
-    rounded = float(f"{ratio:.2g}")
+_ILLIONS = {6: "million", 9: "billion", 12: "trillion"}
+
+
+def _times(power: float) -> str:
+    """10**power to 2 significant digits, in thousands from 10 on: 4.5, 20, 1,000, 250,000; from a million in the
+    words a patient reads: 2.5 million, 20 billion, 980 trillion; from 10**15, past the words in everyday use, the
+    nearest power of ten: "10 to the power 50". Every digit of the float read "100,000,000,000,000,007,629,…" for
+    10**50, noise past the 17th, and "10**50" or "1e50" is jargon."""
+    exponent = math.floor(power)
+    mantissa = float(f"{10.0 ** (power - exponent):.2g}")
+    if mantissa >= 10.0:                            # 9.96 rounds up to the next power: 999,770 is 1 million
+        mantissa, exponent = mantissa / 10.0, exponent + 1
+    if exponent >= 15:
+        return f"10 to the power {round(power)}"
+    if exponent >= 6:
+        thousands = exponent - exponent % 3
+        return f"{_number(mantissa * 10.0 ** (exponent % 3), 2)} {_ILLIONS[thousands]}"
+    rounded = mantissa * 10.0 ** exponent
     return f"{rounded:,.0f}" if rounded >= 10.0 else _number(rounded, 2)
 
 

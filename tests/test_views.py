@@ -559,9 +559,37 @@ def test_a_change_in_the_amount_reads_right_after_about(ratio, relative):
     assert views._relative(math.log10(ratio), 10.0) == relative
 
 
+@pytest.mark.parametrize("change, base, relative", [
+    (50, 10.0, "10 to the power 50 times as high"),       # read "100,000,000,000,000,007,629,769,841,… times as high"
+    (-50, 10.0, "1/10 to the power 50 as high"),
+    (400, 10.0, "10 to the power 400 times as high"),     # read 10**304 (clamped at 700 nats) in all its digits
+    (-400, 10.0, "1/10 to the power 400 as high"),
+    (-50, 0.1, "10 to the power 50 times as high"),       # -log10: a fall of 50 is a rise of the amount
+    (100, math.e, "10 to the power 43 times as high"),
+    (1000, 2.0, "10 to the power 301 times as high"),
+    (15.7, 10.0, "10 to the power 16 times as high"),
+    (14.99, 10.0, "980 trillion times as high"),
+    (14, 10.0, "100 trillion times as high"),
+    (9.3, 10.0, "2 billion times as high"),
+    (7, 10.0, "10 million times as high"),
+    (-6.4, 10.0, "1/2.5 million as high"),
+    (6, 10.0, "1 million times as high"),
+    (5.9999, 10.0, "1 million times as high"),            # 999,770 to 2 digits: read "1,000,000 times"
+    (math.log10(950_000), 10.0, "950,000 times as high"),
+    (math.log10(250_000), 10.0, "250,000 times as high"),
+])
+def test_a_large_change_in_the_amount_reads_in_words_not_in_float_digits(change, base, relative):
+    """A review's `_relative(50, 10)` read "100,000,000,000,000,007,629,769,841,… times as high": every digit of a
+    float, noise past the 17th, for "2 significant digits", and `_relative(400, 10)` was clamped at 700 nats, so it
+    read 10**304. From a million the amount now reads in words (million, billion, trillion), and from 10**15 as the
+    nearest power of ten, reckoned from the change's log10, so that no size overflows."""
+    assert views._relative(change, base) == relative
+
+
 def test_no_change_in_the_amount_reads_over_or_under():
     """Every ratio from 1/10**8 to 10**8 reads as one of the four forms, never "over" or "under"."""
-    form = re.compile(r"(twice|[\d.,]+ times) as high|1/[\d,]+ as high|[\d.]+% (higher|lower)|the same")
+    form = re.compile(r"(twice|[\d.,]+( million)? times) as high|1/[\d.,]+( million)? as high|[\d.]+% (higher|lower)"
+                      r"|the same")
     for k in range(-8000, 8001):
         relative = views._relative(k / 1000.0, 10.0)
         assert form.fullmatch(relative), (k, relative)
