@@ -1347,8 +1347,9 @@ class _View:
         b = self.e.bias
         if b is None:
             return None
-        if not b.proxies:
-            return [self.fill("no_proxies")] if self.has("no_proxies") else []
+        if not b.proxies:   # and nothing said where no feature is protected: there is nothing to proxy (the verdict says so)
+            protected = any(f.protected for f in self.schema.features)
+            return [self.fill("no_proxies")] if protected and self.has("no_proxies") else []
         return [
             self.bullet(self.fill("proxy", protected=self.words_for(p.protected), feature=self.words_for(p.feature),
                                   association=f"{p.association:.2f}", measure=p.measure))

@@ -1240,6 +1240,17 @@ def test_a_gate_passed_on_too_few_held_out_rows_is_told_as_export_warned(schema)
             assert "Too few" not in text and "The gate passed" not in text
 
 
+def test_the_auditor_is_told_of_no_proxies_only_where_a_feature_is_protected(schema):
+    """The breast-cancer audit record, whose schema protects no feature, read "Proxies …: No proxies above the export
+    threshold." under a verdict that there are no protected features: a search for proxies of nothing."""
+    expl = dataclasses.replace(_explanation(schema), bias=dataclasses.replace(_bias(False), proxies=()))
+    assert ("Proxies (association with a protected feature in the reference data):\nNo proxies above the export "
+            "threshold.\n\n") in views.render(expl, schema, stakeholder="auditor")
+    unprotected = dataclasses.replace(schema, features=tuple(dataclasses.replace(f, protected=False)
+                                                             for f in schema.features))
+    assert "Proxies" not in views.render(expl, unprotected, stakeholder="auditor")
+
+
 def test_a_precision_that_failed_to_run_is_told_with_its_reason(schema):
     fp16 = RejectedPrecision("fp16", None, None, "failed: non-finite probabilities in fp16 arithmetic (onnx.reference) "
                              "on held-out row 3; trying the next precision")
