@@ -85,6 +85,7 @@ PIECES: dict[str, frozenset[str]] = {
     "counterfactual_more": _COMMON | {"shown", "total"},
     "counterfactual_note": _COMMON | _TARGET,      # optional: said once after the counterfactuals shown
     "counterfactual_together": _COUNTERFACTUAL,    # optional: after an answer of more than one change
+    "counterfactual_or": _COMMON,                  # optional: before each answer after the first (each one a way)
     "change": _COMMON | {"feature", "from_value", "to_value", "by", "verb"},
     # optional, instead of `change` for a feature whose words say it is on a log scale (`_log_base`): {relative} is the
     # change in the amount itself ("78% lower", "4.5 times as high"), which 5.0 -> 3.5 on the log scale does not show
@@ -158,7 +159,7 @@ for _section in SECTIONS:
 _VARIANTS = {
     "driver": ("drivers_small",),
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
-                       "counterfactual_together", "counterfactual_unlikely"),
+                       "counterfactual_together", "counterfactual_unlikely", "counterfactual_or"),
     "change": ("change_log",),
     "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_no_binding", "no_counterfactual_in_time",
                           "target_met"),
@@ -1121,6 +1122,8 @@ class _View:
         limit = max(self.s.counterfactuals, cfs.requested) if cfs.requested > 1 else self.s.counterfactuals
         lines = []
         for index, cf in enumerate(items[:limit], start=1):
+            if index > 1 and self.has("counterfactual_or"):    # another way, not more changes on top of the first
+                lines.append(self.fill("counterfactual_or"))
             lines.extend(self._counterfactual(index, cf, target, threshold))
         if len(items) > limit and self.has("counterfactual_more"):
             lines.append(self.fill("counterfactual_more", shown=str(limit), total=str(len(items))))

@@ -1924,6 +1924,18 @@ def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_g
     assert "get the result" not in patient
 
 
+def test_the_patients_second_answer_reads_as_another_way_not_more_changes(schema):
+    """k = 2: the patient read two "The result would have been … if:" blocks one after the other, which can be read
+    as changes to make on top of each other; each answer after the first now opens "Or, another way:"."""
+    expl = _explanation(schema, cf_changes=((("bmi", 27.5),), (("s6", 150.0),)))
+    expl = _with_counterfactuals(expl, requested=2)
+    text = views.render(expl, schema, stakeholder="patient")
+    assert ("The result would have been lower progression if:\n- your body weight for height (BMI) had been 27 kg/m² "
+            "instead of 32 kg/m²\nOr, another way:\nThe result would have been lower progression if:\n- your blood sugar had "
+            "been 150 mg/dL instead of 187 mg/dL\n") in text
+    assert "another way" not in views.render(expl, schema, stakeholder="clinician")
+
+
 def test_a_threshold_is_told_with_the_digits_it_was_given(schema):
     """desired "p(higher progression) < 0.9999999" read "below 100%" to the patient (the percent through :g), a
     threshold every row already meets to the eye; 0.3 must still read "30%", not 30.000000000000004%."""
