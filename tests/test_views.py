@@ -355,8 +355,13 @@ def test_the_patient_is_told_how_often_the_tool_was_right_in_testing_not_its_pro
     assert text.endswith("\n\nThis is not a diagnosis or advice. Your care team will decide with you what to do.")
     assert views.render(expl, schema, stakeholder="patient").startswith(
         "The result is: higher progression.\n\nWe do not have test results that show how often the tool is right.\n\n")
-    for other in ("clinician", "auditor"):      # their texts tell no validation (the report does)
-        assert views.render(tested, schema, stakeholder=other) == views.render(expl, schema, stakeholder=other)
+    # the clinician's text tells no validation (the report does); the auditor's record does, or that it is missing
+    assert views.render(tested, schema, stakeholder="clinician") == views.render(expl, schema, stakeholder="clinician")
+    assert views.render(tested, schema, stakeholder="auditor").startswith(
+        "diabetes-progression: audit record\n\nDecision: higher progression (p = 0.999996).\n\nHeld-out accuracy of the "
+        "deployed model at export: 75 of 110 (68%).\n\nVerdict:")
+    assert ("\n\nHeld-out accuracy: not recorded (the bundle was exported without held-out labels).\n\n"
+            in views.render(expl, schema, stakeholder="auditor"))
 
 
 def test_patient_never_gets_advice_to_change_a_protected_attribute(schema):
@@ -643,6 +648,7 @@ def test_patient_hears_a_counterfactual_as_what_the_model_would_have_said_not_as
     views.register_stakeholder(path)
     assert ("The result would have been lower progression if:\n"
             "- your body weight for height (BMI) had been 26 kg/m² instead of 32 kg/m²\n"
+            "Or, another way:\n"
             "The result would have been lower progression if:\n"
             "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n\n"
             ) in views.render(two, schema, stakeholder="two")
