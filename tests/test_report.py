@@ -210,6 +210,23 @@ def test_single_decision_html_holds_every_section(fixed_bundle, tmp_path):
     assert "edgeinfer explain BUNDLE" in text
 
 
+def test_how_to_check_names_the_probability_the_driver_charts_show(fixed_bundle, tmp_path):
+    """A decision of 'low risk' charts p('low risk'), whose signs run against p('high risk'): the check names the
+    probability every chart shows, or sends the reader to each chart's own where they differ."""
+    high = _explanation(fixed_bundle.sha256)
+    a = high.attributions
+    low = dataclasses.replace(
+        high, decision=dataclasses.replace(high.decision, label=0, class_name="low risk", probabilities=(0.7, 0.3)),
+        attributions=dataclasses.replace(a, quantity="probability of 'low risk'", base_value=0.29, prediction=0.7))
+    text = _text(ei.report([high, low], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert "Change in the probability of 'low risk' attributed to each input" in text
+    assert ("Read “What drove this decision”: for each decision, the inputs that moved the probability its chart "
+            "names most should make clinical sense for this patient.") in text
+    text = _text(ei.report([low], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
+    assert ("Read “What drove this decision”: the inputs that moved the probability of 'low risk' most should make "
+            "clinical sense for this patient.") in text
+
+
 def test_the_device_is_the_one_the_explanations_ran_on(fixed_bundle, tmp_path):
     """A bundle for the Raspberry Pi 4 loaded with device='wearable-gateway': the report says where it ran."""
     expl = _explanation(fixed_bundle.sha256)
