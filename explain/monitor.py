@@ -32,6 +32,7 @@ import numbers
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from edgeinfer.errors import InputError
 
@@ -295,6 +296,7 @@ class RollingFairness:
 
     def _alert(self, metric: str, value: float, threshold: float, pair, rate: str) -> Alert:
         (high, high_rate), (low, low_rate) = pair
+        high_shown, low_shown = _rates(high_rate, low_rate, threshold)
         return Alert(
             metric=metric,
             value=value,
@@ -303,7 +305,7 @@ class RollingFairness:
             low_group=low,
             message=(
                 f"{metric} on {self.sensitive_feature} is {_apart(value, threshold)}, above {threshold:g}: {rate} "
-                f"{high_rate:.2f} for {high} vs {low_rate:.2f} for {low} over the last {len(self._entries)} decisions"
+                f"{high_shown} for {high} vs {low_shown} for {low} over the last {self._many(len(self._entries))}"
             ),
         )
 
@@ -321,6 +323,16 @@ def _apart(value: float, threshold: float) -> str:
     while f"{value:.{digits}f}" == f"{threshold:.{digits}f}" and value != threshold and digits < 9:
         digits += 1
     return f"{value:.{digits}f}"
+
+
+def _rates(high: float, low: float, threshold: float) -> tuple[str, str]:
+    """Two rates to 2 decimals, or as many more as it takes for them to read apart by more than the threshold they
+    cross (7/30 vs 1/31, 0.201 apart: 0.233 and 0.032, not 0.23 and 0.03, which read 0.20 apart)."""
+    digits = 2
+    while (Decimal(f"{high:.{digits}f}") - Decimal(f"{low:.{digits}f}") <= Decimal(str(float(threshold)))
+           and digits < 9):
+        digits += 1
+    return f"{high:.{digits}f}", f"{low:.{digits}f}"
 
 
 def _spread(pairs):

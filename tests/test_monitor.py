@@ -56,3 +56,16 @@ def test_numeric_groups_are_listed_by_value():
     for i, group in enumerate([65.5, 9, 10, "unknown", 9]):
         m.observe(i, group, i % 2)
     assert [g.group for g in m.snapshot().by_group] == [9, 10, 65.5, "unknown"]
+
+
+def test_an_alert_s_rates_read_as_far_apart_as_its_difference_in_the_stream_s_unit():
+    """7/30 against 1/31 is 0.201 apart: the rates read 0.23 and 0.03 (0.20 apart, not above 0.2) over the last
+    61 'decisions' of a monitor counting windows."""
+    m = RollingFairness(window=500, sensitive_feature="sex", unit="window")
+    for i in range(30):
+        m.observe(f"f{i}", "female", int(i < 7))
+    for i in range(31):
+        m.observe(f"m{i}", "male", int(i < 1))
+    (alert,) = m.snapshot().alerts
+    assert alert.message == ("demographic parity difference on sex is 0.201, above 0.2: selection rate 0.233 for "
+                             "female vs 0.032 for male over the last 61 windows")
