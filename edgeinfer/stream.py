@@ -364,28 +364,33 @@ class StreamSummary:
 
 
 class LatencyHistogram:
-    """Log-spaced histogram (about 2% per bin, 1 µs to 100 s): percentiles in constant memory. Above 100 s
-    the upper edge is the largest latency seen, so a stream held back for minutes says so."""
+    """Log-spaced histogram (about 2% per bin, 1 µs to 100 s, and one bin above) keeping each bin's count and
+    largest latency: percentiles in constant memory. A percentile is the largest latency of its bin, one the stream
+    recorded (an upper bound within 2%): 79 windows of 39.783 ms read p50 39.78 ms, not the bin's edge 40.01; a
+    stream held back for minutes reads its largest."""
 
     def __init__(self) -> None:
         self.edges = np.geomspace(1e-3, 1e5, 931)
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
-        self.largest = 0.0
+        self.top = np.zeros(len(self.edges) + 1)       # each bin's largest latency
 
     def add(self, values_ms: np.ndarray | float, count: int = 1) -> None:
-        self.largest = float(np.max(values_ms, initial=self.largest))
         k = np.searchsorted(self.edges, values_ms)
-        np.add.at(self.counts, k, count) if np.ndim(k) else self._add1(int(k), count)
+        if np.ndim(k):
+            np.add.at(self.counts, k, count)
+            np.maximum.at(self.top, k, values_ms)
+        else:
+            self._add1(int(k), float(values_ms), count)
 
-    def _add1(self, k: int, count: int) -> None:
+    def _add1(self, k: int, value: float, count: int) -> None:
         self.counts[k] += count
+        self.top[k] = max(self.top[k], value)
 
     def percentile(self, q: float) -> float | None:
         total = int(self.counts.sum())
         if total == 0:
             return None
-        k = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * total)))
-        return float(self.edges[k]) if k < len(self.edges) else self.largest   # upper edge of the bin
+        return float(self.top[int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * total)))])
 
 
 # ----- reading -----------------------------------------------------------------------
