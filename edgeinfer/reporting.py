@@ -551,13 +551,33 @@ def _share(value: float, gate: float | None = None) -> str:
     return share(value, gate).replace("%", " %")
 
 
+EPOCH_FROM = 1e9            # seconds: 2001-09-09 as a Unix time, 31 years as a recording's: a time this large is a date
+EPOCH_TO = 253402300800.0    # 10000-01-01: no date from here
+
+
 def _time(value: Any) -> str:
-    """A window time as the JSONL has it (1732280001.9, not 1.732e+09: epoch times and long recordings need every
-    digit to tell windows apart); a whole number without its '.0'."""
+    """A window time, which the stream gives in seconds (the rows' timestamps: seconds, or ISO 8601 times read as
+    UTC): from EPOCH_FROM on a Unix time, shown as its UTC date ('2024-11-22 13:06:47.9 UTC'), before it seconds of
+    the recording ('79.9 s'). Every digit the JSONL has is kept (not 1.732e+09: epoch times and long recordings need
+    them to tell windows apart); a whole number without its '.0'."""
     if value is None:
         return _fmt(value)
     text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
+    whole, _, fraction = text.partition(".")
+    if not EPOCH_FROM <= value < EPOCH_TO:
+        return (whole if fraction == "0" else text) + " s"
+    when = datetime.fromtimestamp(int(whole), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return when + ("" if fraction == "0" else "." + fraction) + " UTC"
+
+
+def _span(start: Any, end: Any) -> str:
+    """A window's bounds, their unit said once: '70 – 79.9 s', '2024-11-22 13:06:47 – 13:06:48.9 UTC'."""
+    first, last = _time(start), _time(end)
+    if first.endswith(" s") and last.endswith(" s"):
+        return f"{first[:-2]} – {last}"
+    if first.endswith(" UTC") and last.endswith(" UTC") and first[:11] == last[:11]:
+        return f"{first[:-4]} – {last[11:]}"
+    return f"{first} – {last}"
 
 
 def generated_at() -> str:
@@ -948,7 +968,7 @@ def _row_heading(row: Any, i: int) -> str:
 
 
 def _window_heading(w: Window) -> str:
-    bounds = f" ({_time(w.start)} – {_time(w.end)})" if w.start is not None else ""
+    bounds = f" ({_span(w.start, w.end)})" if w.start is not None else ""
     return f"Window {w.index}{bounds}"
 
 

@@ -267,8 +267,8 @@ def test_stream_session_has_timeline_alerts_and_explained_windows(fixed_bundle, 
     ids = _ids(html)
     assert {"timeline", "case-1", "case-2", "summary", "model", "basis"} <= ids
     text = _text(html)
-    assert "12 windows from 0 to 120; 2 alerts; 2 explained." in text
-    assert "Window 7 (70 – 80): high risk" in text and "Window 11 (110 – 120): high risk" in text
+    assert "12 windows from 0 s to 120 s; 2 alerts; 2 explained." in text
+    assert "Window 7 (70 – 80 s): high risk" in text and "Window 11 (110 – 120 s): high risk" in text
     assert "<td>out of range</td><td>glucose outside the training range in window 8</td>" in html
     assert "glucose outside the training range in window 10" in text
     assert "highest 0.870 at window 11; 2 alerts (triangles); 2 explained windows (open circles)" in text
@@ -283,7 +283,7 @@ def test_a_window_the_model_could_not_decide_is_listed_with_its_reason(fixed_bun
                   "alerts": [{"kind": "out_of_range", "message": outside}, {"kind": "not_decided", "message": why}]}
     html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "11 windows from 0 to 120; 4 alerts; 2 explained; 1 more the model could not decide (listed below)." in text
+    assert "11 windows from 0 s to 120 s; 4 alerts; 2 explained; 1 more the model could not decide (listed below)." in text
     assert "Windows the model could not decide" in text and f"5 {why}; {outside}" in text
     assert "refused by the input checks" not in text
 
@@ -298,12 +298,12 @@ def test_alerts_of_windows_the_model_could_not_decide_are_counted_and_listed(fix
             {"kind": "not_decided", "message": f"feature 'glucose' is 1e+39 in window {i}: the window is not decided"}]}
     html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "10 windows from 0 to 120; 4 alerts; 2 explained; 2 more the model could not decide (listed below)." in text
+    assert "10 windows from 0 s to 120 s; 4 alerts; 2 explained; 2 more the model could not decide (listed below)." in text
     assert "0 alerts (triangles) and 4 alerts on 2 windows the model could not decide (not plotted);" in text
     assert "No alerts were raised" not in text
     assert ("Alerts 4 alerts, 4 of them on 2 windows the model could not decide (marked “not decided”; those "
             "windows are also listed under “Windows the model could not decide”).") in text
-    assert ('<tr><td class="num">4 (not decided)</td><td>40</td><td>50</td><td>out of range</td>'
+    assert ('<tr><td class="num">4 (not decided)</td><td>40 s</td><td>50 s</td><td>out of range</td>'
             '<td>glucose 5e+37 outside the training range in window 4</td></tr>') in html
     assert len(re.findall(r"<td class=\"num\">\d+ \(not decided\)</td>", html)) == 4
 
@@ -312,7 +312,7 @@ def test_alerts_of_windows_the_model_could_not_decide_are_counted_and_listed(fix
     assert "5 alerts; 2 explained; 2 more" in text
     assert "1 alert (triangles) and 4 alerts on 2 windows the model could not decide (not plotted);" in text
     assert "Alerts 5 alerts, 4 of them on 2 windows the model could not decide" in text
-    assert re.search(r"Window Start End Kind Alert 4 \(not decided\) .* 5 \(not decided\) .* 8 80 90 out of range",
+    assert re.search(r"Window Start End Kind Alert 4 \(not decided\) .* 5 \(not decided\) .* 8 80 s 90 s out of range",
                      text)
 
 
@@ -345,7 +345,7 @@ def test_a_long_session_keeps_the_explanations_it_shows_and_counts_the_rest(fixe
     assert [w.index for w in inputs.windows if w.explained] == list(range(0, 60, 2))
     html = ei.report(lines, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "60 windows from 0 to 60.9; 0 alerts; 30 explained." in text
+    assert "60 windows from 0 s to 60.9 s; 0 alerts; 30 explained." in text
     assert "The first 25 of 30 explained decisions are shown in full." in text
     assert "case-25" in _ids(html) and "case-26" not in _ids(html) and "Window 50 (" not in text
     assert "; 30 explained windows, the 25 shown in full below as open circles;" in text
@@ -432,7 +432,7 @@ def test_a_long_session_shows_progress_on_stderr_and_a_bounded_chart(fixed_bundl
     assert result.stdout == f"{out}\n"
     assert result.stderr.splitlines() == ["reading long.jsonl", "drawing the charts and writing long.html"]
     html = out.read_text()
-    assert "9000 windows from 0 to 9000.9; 3 alerts; 1 explained." in _text(html)
+    assert "9000 windows from 0 s to 9000.9 s; 3 alerts; 1 explained." in _text(html)
     assert "highest 0.950 at window 78; 3 alerts (triangles); 1 explained window (open circles)" in _text(html)
     timeline = re.search(r'<section id="timeline".*?</svg>', html, flags=re.S).group(0)
     assert len(timeline) < 100_000            # one dot per window made it 1.1 MB
@@ -500,7 +500,7 @@ def test_a_session_report_tells_the_rows_the_stream_rejected_and_breaks_its_time
                                        str(tmp_path / "summary.json")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     html = out.read_text(encoding="utf-8")
-    assert ("12 windows from 0 to 120; 2 alerts; 2 explained. The stream read 1201 rows: 1198 used and 3 rejected (2 × "
+    assert ("12 windows from 0 s to 120 s; 2 alerts; 2 explained. The stream read 1201 rows: 1198 used and 3 rejected (2 × "
             "not a number, 1 × malformed row); 2 gaps in time restarted the windows (the timeline breaks before "
             "windows 5 and 9); 18 used rows fell in no full window.") in _text(html)
     assert ("2 explained windows (open circles); the line breaks at 2 gaps in the rows (dotted: the windows restarted "
@@ -581,17 +581,23 @@ def test_a_window_after_gap_that_is_not_true_or_false_is_refused(fixed_bundle, t
     assert str(err.value) == 'record 4: window after_gap must be true or false, got "yes"; the record is damaged'
 
 
-def test_epoch_window_times_keep_every_digit(fixed_bundle, tmp_path):
-    """Unix-epoch times printed in 4 significant digits read 1.732e+09 for every window."""
+def test_window_times_say_their_unit_and_epoch_times_read_as_dates(fixed_bundle, tmp_path):
+    """The stream's window times are seconds: "79 windows from 0 to 79.9" beside "(window 0 to 78)" read as
+    window numbers. A Unix time reads as its UTC date, every digit kept: not 1732280008.9, nor 1.732e+09."""
     records = _window_records(fixed_bundle)
+    html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
+    assert "12 windows from 0 s to 120 s; 2 alerts; 2 explained." in _text(html)
+    assert "Window 7 (70 – 80 s): high risk" in _text(html)
+    assert '<td class="num">8</td><td>80 s</td><td>90 s</td><td>out of range</td>' in html
     for r in records:
         r["window"]["start"] = 1732280000.0 + r["window"]["index"]
         r["window"]["end"] = r["window"]["start"] + 1.9
     html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "12 windows from 1732280000 to 1732280012.9; 2 alerts; 2 explained." in text
-    assert "Window 7 (1732280007 – 1732280008.9): high risk" in text
-    assert ('<td class="num">8</td><td>1732280008</td><td>1732280009.9</td><td>out of range</td>' in html)
+    assert "12 windows from 2024-11-22 12:53:20 UTC to 2024-11-22 12:53:32.9 UTC; 2 alerts; 2 explained." in text
+    assert "Window 7 (2024-11-22 12:53:27 – 12:53:28.9 UTC): high risk" in text
+    assert ('<td class="num">8</td><td>2024-11-22 12:53:28 UTC</td><td>2024-11-22 12:53:29.9 UTC</td>'
+            '<td>out of range</td>') in html
 
 
 def test_an_input_the_schema_marks_not_actionable_reads_fixed(tmp_path):
