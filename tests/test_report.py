@@ -283,7 +283,8 @@ def test_a_window_the_model_could_not_decide_is_listed_with_its_reason(fixed_bun
                   "alerts": [{"kind": "out_of_range", "message": outside}, {"kind": "not_decided", "message": why}]}
     html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "11 windows from 0 s to 120 s; 4 alerts; 2 explained; 1 more the model could not decide (listed below)." in text
+    assert ("11 windows from 0 s to 120 s; 4 alerts; 2 explained; 1 more the model could not decide "
+            "(listed below).") in text
     assert "Windows the model could not decide" in text and f"5 {why}; {outside}" in text
     assert "refused by the input checks" not in text
 
@@ -298,7 +299,8 @@ def test_alerts_of_windows_the_model_could_not_decide_are_counted_and_listed(fix
             {"kind": "not_decided", "message": f"feature 'glucose' is 1e+39 in window {i}: the window is not decided"}]}
     html = ei.report(records, out=tmp_path / "s.html", bundle=fixed_bundle).read_text()
     text = _text(html)
-    assert "10 windows from 0 s to 120 s; 4 alerts; 2 explained; 2 more the model could not decide (listed below)." in text
+    assert ("10 windows from 0 s to 120 s; 4 alerts; 2 explained; 2 more the model could not decide "
+            "(listed below).") in text
     assert "0 alerts (triangles) and 4 alerts on 2 windows the model could not decide (not plotted);" in text
     assert "No alerts were raised" not in text
     assert ("Alerts 4 alerts, 4 of them on 2 windows the model could not decide (marked “not decided”; those "
@@ -500,8 +502,8 @@ def test_a_session_report_tells_the_rows_the_stream_rejected_and_breaks_its_time
                                        str(tmp_path / "summary.json")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     html = out.read_text(encoding="utf-8")
-    assert ("12 windows from 0 s to 120 s; 2 alerts; 2 explained. The stream read 1201 rows: 1198 used and 3 rejected (2 × "
-            "not a number, 1 × malformed row); 2 gaps in time restarted the windows (the timeline breaks before "
+    assert ("12 windows from 0 s to 120 s; 2 alerts; 2 explained. The stream read 1201 rows: 1198 used and 3 rejected "
+            "(2 × not a number, 1 × malformed row); 2 gaps in time restarted the windows (the timeline breaks before "
             "windows 5 and 9); 18 used rows fell in no full window.") in _text(html)
     assert ("2 explained windows (open circles); the line breaks at 2 gaps in the rows (dotted: the windows restarted "
             "at windows 5 and 9); dashed line: decision threshold 0.5.") in _text(html.replace("<figcaption>", " "))
