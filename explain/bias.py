@@ -344,17 +344,15 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
             seen = [t for t in counted if not t.unseen]
             worst = _largest(seen or counted or mine, tolerance)
             owed = worst.owed(tolerance)
-            set_apart = worst.control_class is not None and (worst.flipped or abs(worst.delta) > tolerance)
-            beyond = ", beyond what its proxies alone change" if set_apart else ""
+            beyond = ", beyond what its proxies alone change" if _set_apart(worst, tolerance) else ""
             if counted:     # p moves past tolerance, and not by the proxies alone
-                via = f" together with {_its_proxies(schema, worst.proxies)}" if worst.proxies else ""
-                part = (f"the decision depends on {name}: the probability of '{decided}' changes by "
-                        f"{change_text(owed, tolerance, sign=True)} if {name} were {f.label(worst.to_value)}{via}"
-                        f"{beyond}")
+                part = f"the decision depends on {name}: {_change(schema, f, worst, tolerance, decided)}"
                 unseen = [t for t in counted if t.unseen]
                 if seen and unseen:
                     other = _largest(unseen, tolerance)
-                    part += (f", and by {change_text(other.owed(tolerance), tolerance, sign=True)} if it were "
+                    # "and by" continues "changes by"; a joint flip's "is 0.758 higher …" needs the verb again
+                    verb = "changes by" if _set_apart(worst, tolerance) else "by"
+                    part += (f", and {verb} {change_text(other.owed(tolerance), tolerance, sign=True)} if it were "
                              f"{f.label(other.to_value)}")
             else:
                 part = (f"the decision does not depend on {name} (largest change in probability "
@@ -369,6 +367,42 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
                 for t in by_proxies)
         parts.append(part)
     return "; ".join(parts)
+
+
+def _set_apart(test: FlipTest, tolerance: float) -> bool:
+    """A joint flip whose change is told against its control (`FlipTest.owed`), not against the row."""
+    return test.control_class is not None and (test.flipped or abs(test.delta) > tolerance)
+
+
+def _change(schema: FeatureSchema, feature: Feature, test: FlipTest, tolerance: float, decided: str) -> str:
+    """How `test` changes the probability of `decided`, as the feature's: "the probability of 'x' changes by -0.152 if
+    sex were male". A joint flip told against its control says so, with both probabilities and its change from the
+    row, whose sign may differ: "… is 0.758 higher if age were 31 years together with its proxies a and b than with
+    its proxies alone (0.769 vs 0.012; Δ -0.214 from this case)" (it read "changes by +0.758", a rise, where the
+    row's probability falls from 0.983 to 0.769)."""
+    name, value = feature.clinical, feature.label(test.to_value)
+    owed = test.owed(tolerance)
+    via = f" together with {_its_proxies(schema, test.proxies)}" if test.proxies else ""
+    if not _set_apart(test, tolerance):
+        return (f"the probability of '{decided}' changes by {change_text(owed, tolerance, sign=True)} if {name} were "
+                f"{value}{via}")
+    alone = "its proxy alone" if len(test.proxies) == 1 else "its proxies alone"
+    return (f"the probability of '{decided}' is {change_text(owed, tolerance)} {'lower' if owed < 0 else 'higher'} if "
+            f"{name} were {value}{via} than with {alone} ({_versus(test.probability, test.control_probability)}; "
+            f"Δ {change_text(test.delta, tolerance, sign=True)} from this case)")
+
+
+def _versus(p: float, q: float) -> str:
+    """"0.769 vs 0.012": two probabilities to DIGITS decimals, or as many more (up to 9) as it takes not to read as
+    0 or 1 where they are not, nor as each other where they differ."""
+    def text(x: float, digits: int) -> str:
+        while digits < 9 and x not in (0.0, 1.0) and float(f"{x:.{digits}f}") in (0.0, 1.0):
+            digits += 1
+        return f"{x:.{digits}f}"
+    digits = DIGITS
+    while digits < 9 and p != q and text(p, digits) == text(q, digits):
+        digits += 1
+    return f"{text(p, digits)} vs {text(q, digits)}"
 
 
 def _untested_note(feature: Feature, tried: Sequence[FlipTest]) -> str:

@@ -287,8 +287,25 @@ def test_a_flip_the_proxies_make_is_told_by_what_the_protected_value_adds_and_of
     assert joint.owed(0.05) == pytest.approx(sigmoid(2.25) - sigmoid(6.9), abs=1e-9)        # −0.094
     assert (expl.depends, expl.depends_on) == (True, ("sex",))
     assert expl.verdict.startswith(
-        "the decision depends on sex: the probability of 'denied' changes by -0.094 if sex were male together with "
-        "its proxy coded sex marker, beyond what its proxies alone change; ")
+        "the decision depends on sex: the probability of 'denied' is 0.094 lower if sex were male together with its "
+        "proxy coded sex marker than with its proxy alone (0.001 vs 0.095; Δ -0.999 from this case); ")
+
+
+def test_a_joint_flips_change_against_its_control_is_not_read_as_the_rows_own():
+    """logit −5.6·sex + 8.4·copy − 4 at sex 0, copy 0 ('denied', p 0.982): the proxy alone, the control, flips to
+    'granted' (p(denied) 0.012); sex with it gives p(denied) 0.769, kept. Told against the control, +0.756, it read
+    "the probability of 'denied' changes by +0.756 if sex were male together with …", a rise, where this row's
+    probability falls by 0.213 (held-out diabetes row 13: "+0.758 if age were 31 years", p 0.983 → 0.769)."""
+    model = LinearPredictor([-5.6, 0.0, 8.4], -4.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([0]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    joint = expl.flips[1]
+    assert (joint.proxies, joint.class_name, joint.control_class) == (("copy",), "denied", "granted")
+    assert joint.delta == pytest.approx(sigmoid(1.2) - sigmoid(4.0), abs=1e-12)                 # -0.213
+    assert joint.owed(0.05) == pytest.approx(sigmoid(1.2) - sigmoid(-4.4), abs=1e-12)           # +0.756
+    assert expl.verdict == (
+        "the decision depends on sex: the probability of 'denied' is 0.756 higher if sex were male together with its "
+        "proxy coded sex marker than with its proxy alone (0.769 vs 0.012; Δ -0.213 from this case)")
 
 
 def test_the_proxies_of_a_real_row_flip_its_decision_without_sex(diabetes_session):
