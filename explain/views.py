@@ -189,6 +189,8 @@ WORDS = {
     "word_below": "below", "word_above": "above",
     # after {max_delta} where that change is at a value no reference row holds (the model never saw it)
     "word_unseen": "at a value no reference row holds",
+    # after {max_delta}'s largest at values reference rows hold, where a change at a value none holds is larger
+    "word_seen": "at values reference rows hold",
 }
 for _word in WORDS:
     PIECES[_word] = frozenset()
@@ -1234,11 +1236,21 @@ class _View:
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
         seen = [f for f in tests if not f.unseen]
         pool = seen if any(f.counts(TOLERANCE) for f in seen) else tests
-        # ... never without a flip that changes the class: the line names it ("flips the class: sex"), and a largest
-        # change below its own (0.315 beside sex -> x's 0.330) read as if it moved less
-        pool = [*pool, *(f for f in tests if f.own_flip and f not in pool)]
         deltas = [(abs(d), f.unseen) for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
         largest = max(deltas, key=lambda t: (t[0], not t[1]), default=None)     # a tie: the seen one
+        # ... and a larger change at a value no reference row holds said beside it, never left out: "Largest |Δp|
+        # 0.066" read beside a verdict citing +0.068 at intersex (toy row 23), and "flips the class: sex; largest Δp
+        # 0.315" beside sex -> x's 0.330
+        left_out = max((abs(d) for d in (f.owed(TOLERANCE) for f in tests if f not in pool) if math.isfinite(d)),
+                       default=None)
+        digits = self.s.probability_digits
+        if largest is None:
+            max_delta = self.word("word_unknown")
+        elif left_out is not None and left_out > largest[0]:
+            max_delta = (f"{change_text(largest[0], digits=digits)} {self.word('word_seen')}, "
+                         f"{change_text(left_out, digits=digits)} {self.word('word_unseen')}")
+        else:
+            max_delta = change_text(largest[0], digits=digits) + (f", {self.word('word_unseen')}" if largest[1] else "")
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
         by_proxies = [f for f in tests if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)
@@ -1260,9 +1272,7 @@ class _View:
             "depends_on": self.join([self.words_for(n) for n in depends_on]),
             "unseen": self.join([self.words_for(n) for n in unseen]),
             "unseen_only": self.join([self.words_for(n) for n in unseen_only]),
-            "max_delta": (self.word("word_unknown") if largest is None
-                          else change_text(largest[0], digits=self.s.probability_digits)
-                          + (f", {self.word('word_unseen')}" if largest[1] else "")),
+            "max_delta": max_delta,
             # told apart from USED_SHARE, the note's rule: 24.6% without the note, not "25%"
             "attribution_share": _percent(b.attribution_share, apart_from=USED_SHARE)
             if b.attribution_share is not None else self.word("word_unknown"),

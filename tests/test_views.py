@@ -1007,9 +1007,10 @@ def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schem
                            "progression' changes by +0.208 if sex were sex 2, and by +0.230 if it were intersex "
                            "(intersex: …)", depends_on=("sex",))
     expl = dataclasses.replace(_explanation(schema3), bias=bias)
-    assert "; largest Δp 0.208; attribution share" in views.render(expl, schema3, stakeholder="clinician")
-    assert "Largest |Δp| (a joint flip's against its control): 0.208.\n" in views.render(expl, schema3,
-                                                                                          stakeholder="auditor")
+    assert ("; largest Δp 0.208 at values reference rows hold, 0.230 at a value no reference row holds; attribution "
+            "share") in views.render(expl, schema3, stakeholder="clinician")
+    assert ("Largest |Δp| (a joint flip's against its control): 0.208 at values reference rows hold, 0.230 at a value "
+            "no reference row holds.\n") in views.render(expl, schema3, stakeholder="auditor")
     # only the unseen value's flip counts: its change, said to be at such a value
     small = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], delta=0.01), *flips[1:]))
     assert "; largest Δp 0.230, at a value no reference row holds; attribution share" in views.render(
@@ -1018,13 +1019,39 @@ def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schem
     # 0.315" beside sex -> x's 0.330)
     flipping = dataclasses.replace(bias, flips=(flips[0], dataclasses.replace(flips[1], class_name="lower progression",
                                                                             delta=-0.33, flipped=True), flips[2]))
-    assert "; largest Δp 0.330, at a value no reference row holds; attribution share" in views.render(
-        dataclasses.replace(expl, bias=flipping), schema3, stakeholder="clinician")
+    assert ("; largest Δp 0.208 at values reference rows hold, 0.330 at a value no reference row holds; attribution "
+            "share") in views.render(dataclasses.replace(expl, bias=flipping), schema3, stakeholder="clinician")
     # none counts, the largest at a value the data holds: as it was
     none = dataclasses.replace(bias, depends=False, depends_on=(), flips=(
         dataclasses.replace(flips[0], delta=0.03), dataclasses.replace(flips[1], delta=0.02), flips[2]))
     assert "(largest Δp under a protected flip 0.030; attribution share" in views.render(
         dataclasses.replace(expl, bias=none), schema3, stakeholder="clinician")
+
+
+def test_the_largest_change_is_never_below_a_change_the_verdict_cites(schema):
+    """Toy row 23: age moves p by +0.066 at 82 years; sex by +0.046 at a value the data holds (not counted) and by
+    +0.068 at intersex, which none holds. The verdict cites +0.068, and the auditor read "Largest |Δp| …: 0.066" (the
+    largest at values the data holds, unlabelled). Now both, each said for what it is."""
+    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
+                              codes=(1.0, 2.0, 3.0))
+    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
+                            favourable=schema.favourable)
+    flips = (FlipTest("age", 59.0, 82.0, (), "higher progression", 0.876, 0.066, False),
+             FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.856, 0.046, False),
+             FlipTest("sex", 1.0, 3.0, (), "higher progression", 0.878, 0.068, False, unseen=True))
+    bias = BiasExplanation(flips, (), 0.42, True, "the decision depends on age: the probability of 'higher "
+                           "progression' changes by +0.066 if age were 82 years; the decision depends on sex: the "
+                           "probability of 'higher progression' changes by +0.068 if sex were intersex (intersex: …)",
+                           depends_on=("age", "sex"))
+    expl = dataclasses.replace(_explanation(schema3), bias=bias)
+    assert ("Flips on: none. Largest |Δp| (a joint flip's against its control): 0.066 at values reference rows hold, "
+            "0.068 at a value no reference row holds.\n") in views.render(expl, schema3, stakeholder="auditor")
+    assert ("; largest Δp 0.066 at values reference rows hold, 0.068 at a value no reference row holds; attribution "
+            "share") in views.render(expl, schema3, stakeholder="clinician")
+    # the change at intersex no larger: the largest alone, as before
+    smaller = dataclasses.replace(bias, flips=(*flips[:2], dataclasses.replace(flips[2], delta=0.06)))
+    assert "Largest |Δp| (a joint flip's against its control): 0.066.\n" in views.render(
+        dataclasses.replace(expl, bias=smaller), schema3, stakeholder="auditor")
 
 
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
