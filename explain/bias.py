@@ -22,7 +22,8 @@ seen, except where the schema lists a category no reference row holds):
   flip is marked `FlipTest.unseen`, and where such a flip counts the verdict says
   so ("(sex 3: a value no reference row holds — the model never saw it; read this
   flip with care)"), qualified when every flip that counts is such; a change in probability at a value
-  reference rows hold is cited before an unseen value's, never left out for it;
+  reference rows hold is cited before an unseen value's, never left out for it, even where only the unseen
+  value flips the decision;
 - integer or continuous with at most four distinct values in the reference data
   (a 0/1 flag): every other of those values;
 - integer or continuous (e.g. age): the reference data is cut at its quartiles
@@ -329,8 +330,16 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
             # a flip that needs the proxies too is said beside the ones that do not, unless it is the same value
             extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]
             with_proxies = _with_proxies(schema, f, extra)
+            # a change that counts at a value the data holds, where the decision flips only at values it does not
+            # hold (alone flips: such a value has no typical proxy values): the reliable finding, said first (toy
+            # row 0 read only "the decision flips if sex were intersex (… read this flip with care)", its -0.152 at
+            # male left out)
+            seen = [t for t in mine if t.counts(tolerance) and not t.unseen]
             if not alone:
                 part = f"the decision flips if {name} were {with_proxies}"
+            elif all(t.unseen for t in alone) and not extra and seen:
+                told = _change(schema, f, _largest(seen, tolerance), tolerance, decided)
+                part = f"the decision depends on {name}: {told}, and the decision flips if it were {_values(f, alone)}"
             elif extra:
                 part = f"the decision flips if {name} were {_values(f, alone)}, and if it were {with_proxies}"
             else:

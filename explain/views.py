@@ -53,7 +53,7 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
 _BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share",
-         "proxied", "proxy_features", "unseen", "unseen_only", "partly"}
+         "proxied", "proxy_features", "unseen", "unseen_only", "unseen_flip", "partly"}
 _TARGET = {"target", "target_outcome"}
 # a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
 _THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
@@ -121,6 +121,9 @@ PIECES: dict[str, frozenset[str]] = {
     # saw it): {unseen_only} where every flip that counts is such, {unseen} where others count beside them
     "bias_unseen_only": _COMMON | _BIAS,
     "bias_unseen": _COMMON | _BIAS,
+    # optional: features whose class changes only at values no reference row holds, while a value reference rows hold
+    # moves the probability past tolerance ({unseen_flip}; said instead of `bias_unseen` for them)
+    "bias_unseen_flip": _COMMON | _BIAS,
     "flip": _COMMON | {"feature", "from_value", "to_value", "proxies", "flip_class", "flip_probability", "delta",
                        "result"},
     # optional, after a joint flip's line: its control (the proxies moved, the protected feature kept)
@@ -1259,6 +1262,12 @@ class _View:
         strange = {f.feature for f in counting if f.unseen}
         unseen_only = [n for n in depends_on if n in strange and all(f.unseen for f in counting if f.feature == n)]
         unseen = [n for n in depends_on if n in strange and n not in unseen_only]
+        # ... of those, features whose class changes only at such values (a value the data holds moves p only): the
+        # patient read "the tool could have given a different result" on intersex alone (toy row 0)
+        unseen_flip = [n for n in unseen
+                       if n in flipped and all(f.unseen for f in tests if f.feature == n and f.own_flip)]
+        if self.has("bias_unseen_flip"):
+            unseen = [n for n in unseen if n not in unseen_flip]
         values = {
             "proxied": self.join([self.words_for(n) for n in proxied]),
             "proxy_features": self.join([self.words_for(p) for p in dict.fromkeys(
@@ -1272,6 +1281,7 @@ class _View:
             "depends_on": self.join([self.words_for(n) for n in depends_on]),
             "unseen": self.join([self.words_for(n) for n in unseen]),
             "unseen_only": self.join([self.words_for(n) for n in unseen_only]),
+            "unseen_flip": self.join([self.words_for(n) for n in unseen_flip]),
             "max_delta": max_delta,
             # told apart from USED_SHARE, the note's rule: 24.6% without the note, not "25%"
             "attribution_share": _percent(b.attribution_share, apart_from=USED_SHARE)
@@ -1292,6 +1302,8 @@ class _View:
             lines.append(self.fill("bias_partly", **values))
         if unseen_only and self.has("bias_unseen_only"):
             lines.append(self.fill("bias_unseen_only", **values))
+        if unseen_flip and self.has("bias_unseen_flip"):
+            lines.append(self.fill("bias_unseen_flip", **values))
         if unseen and self.has("bias_unseen"):
             lines.append(self.fill("bias_unseen", **values))
         if proxied and self.has("bias_proxies"):

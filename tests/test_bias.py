@@ -698,6 +698,30 @@ def test_the_verdict_cites_the_largest_change_at_a_value_the_data_holds_before_a
                             f"male, and by -0.251 if it were intersex ({UNSEEN})")
 
 
+def test_a_flip_only_an_unseen_value_makes_keeps_the_change_at_a_value_the_data_holds(linear_session):
+    """Logit 1.5·sex − 2 at sex female ('denied', p 0.881): male moves p(denied) by −0.258, kept; intersex, which no
+    reference row holds, flips it. The verdict read only "the decision flips if sex were intersex (… read this flip
+    with care)", the change at male left out, and the patient only "if your sex had been different, the tool could
+    have given a different result", which rests on intersex alone (toy row 0: -0.152 at male)."""
+    row = np.array([[0.0, 3.0, 0.0]])
+    session = linear_session([1.5, 0.0, 0.0], -2.0, SCHEMA3, calibration=X_REF)
+    (expl,) = session.explain(row, stakeholder="auditor")
+    assert [(f.to_value, f.proxies, f.flipped, f.unseen) for f in expl.bias.flips] == [
+        (1.0, (), False, False), (1.0, ("copy",), False, False), (2.0, (), True, True)]
+    assert expl.bias.flips[0].delta == pytest.approx(sigmoid(-2.0) - sigmoid(-0.5), abs=1e-6)   # -0.258
+    verdict = (f"the decision depends on sex: the probability of 'denied' changes by -0.258 if sex were male, and the "
+               f"decision flips if it were intersex ({UNSEEN})")
+    assert (expl.bias.verdict, expl.bias.depends_on) == (verdict, ("sex",))
+    # the largest change at a value the data holds, and the larger one at intersex beside it
+    assert (f"DEPENDS ON A PROTECTED ATTRIBUTE: {verdict}. Depends on: sex. Flips on: sex. Largest |Δp| (a joint "
+            "flip's against its control): 0.258 at values reference rows hold, 0.612 at a value no reference row "
+            "holds.\n") in expl.text
+    patient = session.explain(row, stakeholder="patient")[0].text
+    assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
+            "talk about this with your care team.\nFor your sex, we only saw the result change with a value not seen "
+            "in the data the tool learned from. What the tool says for that value is less sure.\n\n") in patient
+
+
 def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
     """Closed form, logit w·sex + b: a change of probability past the tolerance made only by 'intersex', and a
     reference that holds female only (male and intersex both unseen: said together, and that it has no other value)."""

@@ -1054,6 +1054,29 @@ def test_the_largest_change_is_never_below_a_change_the_verdict_cites(schema):
         dataclasses.replace(expl, bias=smaller), schema3, stakeholder="auditor")
 
 
+def test_a_class_change_only_an_unseen_value_makes_is_told_to_the_patient_as_such(schema, fk):
+    """Toy row 0: sex male moves p by -0.152 and keeps the result; only intersex, which no reference row holds,
+    changes it. The patient read "the tool could have given a different result" and "one value we tried was not
+    seen", which does not say that the result changed only there."""
+    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
+                              codes=(1.0, 2.0, 3.0))
+    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
+                            favourable=schema.favourable)
+    flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.658, -0.152, False),
+             FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.463, -0.347, True, unseen=True),
+             FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
+    bias = BiasExplanation(flips, (), 0.2, True, "the decision depends on sex: the probability of 'higher "
+                           "progression' changes by -0.152 if sex were sex 1, and the decision flips if it were "
+                           "intersex (intersex: …)", depends_on=("sex",))
+    expl = dataclasses.replace(_explanation(schema3), bias=bias)
+    patient = views.render(expl, schema3, stakeholder="patient")
+    assert patient.endswith(
+        "\n\nWe checked: if your sex had been different, the tool could have given a different result. Please talk "
+        "about this with your care team.\nFor your sex, we only saw the result change with a value not seen in the "
+        "data the tool learned from. What the tool says for that value is less sure.\n\n" + DISCLAIMER)
+    assert _jargon(patient) == [] and fk(patient) <= 8, patient
+
+
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
     """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
     attribute the decision depends on (it read 'your none' when only class flips were named). The patient read
