@@ -194,6 +194,8 @@ WORDS = {
     "word_unseen": "at a value no reference row holds",
     # after {max_delta}'s largest at values reference rows hold, where a change at a value none holds is larger
     "word_seen": "at values reference rows hold",
+    # joins things changed together (a joint flip's proxies): "and" even where a view's word_and reads "or"
+    "word_both": "and",
 }
 for _word in WORDS:
     PIECES[_word] = frozenset()
@@ -1268,10 +1270,13 @@ class _View:
                        if n in flipped and all(f.unseen for f in tests if f.feature == n and f.own_flip)]
         if self.has("bias_unseen_flip"):
             unseen = [n for n in unseen if n not in unseen_flip]
+        # each control moved its proxies together: "blood pressure and blood sugar together", not "… or …" (row 13)
+        moved_sets = dict.fromkeys(f.proxies for f in by_proxies)
         values = {
             "proxied": self.join([self.words_for(n) for n in proxied]),
-            "proxy_features": self.join([self.words_for(p) for p in dict.fromkeys(
-                p for f in by_proxies for p in f.proxies)]),
+            "proxy_features": self.join([self.join([self.words_for(p) for p in moved], word="word_both")
+                                         + (f" {self.word('word_together')}" if len(moved) > 1 else "")
+                                         for moved in moved_sets], word="word_or"),
             "verdict": self.named(b.verdict),
             "protected": self.join([self.words_for(n) for n in protected]),
             "untested": self.join([self.words_for(n) for n in untested]),

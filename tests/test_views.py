@@ -924,8 +924,8 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
     patient = views.render(expl, schema, stakeholder="patient")
     assert "could have given a different result" not in patient
     assert ("We checked: if your sex had been different, the tool would have given the same result.\nSome things "
-            "that often go with your sex (good cholesterol (HDL) or cholesterol ratio) would, on their own, have "
-            "changed the result; your sex itself would not have.") in patient
+            "that often go with your sex (good cholesterol (HDL) and cholesterol ratio together) would, on their own, "
+            "have changed the result; your sex itself would not have.") in patient
     auditor = views.render(expl, schema, stakeholder="auditor")
     assert "DEPENDS ON" not in auditor
     assert ("proxies moved: high-density lipoproteins (HDL) → 43 mg/dL and total cholesterol / HDL → 4: decision "
@@ -1075,6 +1075,27 @@ def test_a_class_change_only_an_unseen_value_makes_is_told_to_the_patient_as_suc
         "about this with your care team.\nFor your sex, we only saw the result change with a value not seen in the "
         "data the tool learned from. What the tool says for that value is less sure.\n\n" + DISCLAIMER)
     assert _jargon(patient) == [] and fk(patient) <= 8, patient
+
+
+def test_proxies_moved_together_are_told_together(schema):
+    """Held-out diabetes row 13: blood pressure and blood sugar, moved together in every control, flip the result
+    with age kept. The patient read "(blood pressure or blood sugar) would, on their own, have changed the result",
+    as if either alone would (the patient's word_and is "or")."""
+    flips = (FlipTest("age", 48.0, 54.0, ("bp", "s6"), "lower progression", 0.00002, -0.983, True, (97.5, 94.0),
+                      "lower progression", 0.008),
+             FlipTest("age", 48.0, 64.0, ("bp", "s6"), "lower progression", 0.000002, -0.983, True, (101.0, 95.0),
+                      "lower progression", 0.002),
+             FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False))
+    bias = BiasExplanation(flips, (), 0.1, False, "the decision does not depend on age …", untested=())
+    expl = dataclasses.replace(_explanation(schema), bias=bias)
+    assert ("\nSome things that often go with your age (blood pressure and blood sugar together) would, on their "
+            "own, have changed the result; your age itself would not have.\n") in views.render(
+                expl, schema, stakeholder="patient")
+    # controls that moved other proxies: each set said apart
+    one = dataclasses.replace(flips[1], proxies=("bp",), proxy_values=(101.0,))
+    assert ("\nSome things that often go with your age (blood pressure and blood sugar together or blood pressure) "
+            "would") in views.render(dataclasses.replace(expl, bias=dataclasses.replace(
+                bias, flips=(flips[0], one, flips[2]))), schema, stakeholder="patient")
 
 
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
