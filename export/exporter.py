@@ -243,10 +243,12 @@ def _extreme_rows(schema: FeatureSchema, calibration: np.ndarray) -> tuple[np.nd
     return np.asarray(rows, dtype=np.float64), names
 
 
-def _check_probabilities(probs: np.ndarray, rows: str, *, onnx_probabilities: bool) -> None:
+def _check_probabilities(probs: np.ndarray, rows: str, *, onnx_probabilities: bool, finite_anywhere: bool) -> None:
     """Refuse a float model whose outputs on these rows are not probabilities (each in [0, 1], summing to 1), naming
     the first such row: an ONNX model said to output probabilities that gave p = 1.07 on a calibration row was
-    exported, and its bundle then failed edgeinfer.load's check of its first reference row."""
+    exported, and its bundle then failed edgeinfer.load's check of its first reference row. `finite_anywhere`: the
+    model gave a finite output on some row checked (held-out or calibration), so a non-finite one is an overflow
+    there, not NaN weights."""
     # probabilities rounded on the way (an fp16 or 8-bit softmax) sum to 1 within a few thousandths
     with np.errstate(invalid="ignore"):
         off = (~np.isfinite(probs).all(axis=1) | (probs < -1e-6).any(axis=1) | (probs > 1 + 1e-6).any(axis=1)
@@ -254,11 +256,10 @@ def _check_probabilities(probs: np.ndarray, rows: str, *, onnx_probabilities: bo
     if not off.any():
         return
     i = int(np.flatnonzero(off)[0])
-    finite = np.isfinite(probs).all(axis=1)
-    if not finite.any():        # a model with NaN weights (a diverged training run) is NaN on every row
-        hint = ("; the model gives no finite output on any of these rows: check its parameters for NaN or infinite "
-                "values (a training run that diverged)")
-    elif not finite[i]:
+    if not finite_anywhere:        # a model with NaN weights (a diverged training run) is NaN on every row
+        hint = ("; the model gives no finite output on any held-out or calibration row: check its parameters for NaN "
+                "or infinite values (a training run that diverged)")
+    elif not np.isfinite(probs[i]).all():
         hint = ("; the model gives no finite output there (its float32 arithmetic overflows at that row's values): "
                 "check the row's values, or scale the model's inputs")
     elif onnx_probabilities:
@@ -423,9 +424,11 @@ def export(
             f"{n_classes} classes ({', '.join(schema.classes)}): expected [batch, {n_classes}]"
             + (" (or a declared [batch, 1] single logit or probability)" if n_classes == 2 else "")
         )
-    _check_probabilities(float_hold, "held-out", onnx_probabilities=onnx_probabilities)
+    finite_anywhere = any(np.isfinite(out).all(axis=1).any() for out in (float_hold, float_calibration))
+    _check_probabilities(float_hold, "held-out", onnx_probabilities=onnx_probabilities, finite_anywhere=finite_anywhere)
     # the calibration rows too: the bundle's reference rows are drawn from them, and edgeinfer.load checks the first
-    _check_probabilities(float_calibration, "calibration", onnx_probabilities=onnx_probabilities)
+    _check_probabilities(float_calibration, "calibration", onnx_probabilities=onnx_probabilities,
+                         finite_anywhere=finite_anywhere)
     if not onnx_probabilities:      # taken as logits: a softmax over probabilities would squash them toward 1/C
         raw = (onnx_export.torch_outputs(model, holdout) if model is not None else _ort_probabilities(
             onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,

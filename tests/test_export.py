@@ -1177,8 +1177,15 @@ def test_a_model_with_nan_weights_is_not_told_its_arithmetic_overflows(tmp_path)
         ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[np.nan, 0.0], [1.0, 0.0]])), TWO, calibration=X,
                   device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
     assert str(info.value).endswith("gives [nan, nan] (each in [0, 1], summing to 1 expected); the model gives no "
-                                    "finite output on any of these rows: check its parameters for NaN or infinite "
-                                    "values (a training run that diverged)")
+                                    "finite output on any held-out or calibration row: check its parameters for NaN "
+                                    "or infinite values (a training run that diverged)")
+    # the one held-out row overflows (3e38 (0.9 + 0.9)), every calibration row is finite: an overflow, not NaN weights
+    with pytest.raises(ExportError) as info:
+        ei.export(_linear_onnx(tmp_path / "m.onnx", np.array([[3e38, 0.0], [3e38, 0.0]])), TWO, calibration=X / 2,
+                  holdout=np.array([[0.9, 0.9]]), device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
+    assert str(info.value).endswith("held-out row 0 gives [nan, nan] (each in [0, 1], summing to 1 expected); the "
+                                    "model gives no finite output there (its float32 arithmetic overflows at that "
+                                    "row's values): check the row's values, or scale the model's inputs")
 
 
 def test_logits_exported_as_probabilities_are_refused(tmp_path):
