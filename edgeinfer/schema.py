@@ -322,14 +322,26 @@ class FeatureSchema:
             # column 0's, as a frame's columns are read by their text
             numbered = [c.item() if isinstance(c, np.generic) else c for c in x.columns
                         if not isinstance(c, str) and str(c) not in self._index]
-            if numbered:
-                every = len(numbered) == len(x.columns)
-                lead = (f"the data frame has no feature names as columns, but {_short([_shown(c) for c in numbered])}"
-                        if every else f"the data frame's column {_shown(numbered[0])} is no feature name")
-                raise InputError(f"{lead}: a data frame is read by its column names, never by position; name its "
-                                 f"columns after the features ({_short(self.names, limit=KNOWN_SHOWN)})"
-                                 + (", or pass df.to_numpy() if its columns are in schema order" if every else
-                                    f", or leave column {_shown(numbered[0])} out"))
+            if len(numbered) == len(x.columns):
+                raise InputError(f"the data frame has no feature names as columns, but "
+                                 f"{_short([_shown(c) for c in numbered])}: a data frame is read by its column names, "
+                                 f"never by position; name its columns after the features "
+                                 f"({_short(self.names, limit=KNOWN_SHOWN)}), or pass df.to_numpy() if its columns "
+                                 "are in schema order")
+            if numbered:    # beside named columns: a feature's column left unnamed, or one more than the features
+                many = len(numbered) > 1
+                named = {str(c) for c in x.columns}
+                lacking = [n for n in self.names if n not in named]
+                if len(lacking) == 1:
+                    fix = f"it lacks the feature {lacking[0]!r}: name the column that holds it {lacking[0]!r}"
+                elif lacking:
+                    fix = (f"it lacks the features {_short(lacking, limit=KNOWN_SHOWN)}: name the columns that hold "
+                           "them after them")
+                else:
+                    fix = f"leave {'them' if many else 'it'} out: df.drop(columns=[{', '.join(map(repr, numbered))}])"
+                raise InputError(f"the data frame's column{'s' if many else ''} {_short([_shown(c) for c in numbered])} "
+                                 f"{'are no feature names' if many else 'is no feature name'}: a data frame is read by "
+                                 f"its column names, never by position; {fix}")
             columns = [str(c) for c in x.columns]
             matrix = self._matrix_from_columns(columns, x.to_numpy(), unreadable)
             for name, dtype in zip(columns, getattr(x, "dtypes", ())):     # float32 columns, whatever their neighbours

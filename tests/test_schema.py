@@ -191,9 +191,24 @@ def test_a_data_frame_with_number_columns_is_told_it_has_no_feature_names():
         with pytest.raises(InputError) as info:
             TEN.validate(pd.DataFrame(np.zeros((2, 10)), columns=columns))
         assert str(info.value) == f"the data frame has no feature names as columns, but {shown}, … (10 in all): {fix}"
+
+
+@pytest.mark.parametrize("columns, message", [
+    ([*TEN.names[:2], 3, *TEN.names[3:]], "the data frame's column 3 is no feature name: {read}; it lacks the feature "
+                                          "'bmi': name the column that holds it 'bmi'"),
+    ([*TEN.names, 10, 11], "the data frame's columns 10, 11 are no feature names: {read}; leave them out: "
+                           "df.drop(columns=[10, 11])"),
+    ([*TEN.names[:8], 8, 9], "the data frame's columns 8, 9 are no feature names: {read}; it lacks the features s5, "
+                             "s6: name the columns that hold them after them"),
+])
+def test_a_data_frame_with_a_stray_number_column_is_told_what_to_do_with_it(columns, message):
+    """A frame of the named features plus a column 6 was told "or leave column 6 out" where that column held a
+    feature the frame lacked (following it: "missing feature 'dose'"), and of two stray columns only the first was
+    named; before, all were told to pass df.to_numpy(), which gives the wrong width."""
+    pd = pytest.importorskip("pandas")
     with pytest.raises(InputError) as info:
-        TEN.validate(pd.DataFrame(np.zeros((2, 10)), columns=[*TEN.names[:2], 3, *TEN.names[3:]]))
-    assert str(info.value) == f"the data frame's column 3 is no feature name: {fix.split(', or')[0]}, or leave column 3 out"
+        TEN.validate(pd.DataFrame(np.zeros((2, len(columns))), columns=columns))
+    assert str(info.value) == message.format(read="a data frame is read by its column names, never by position")
 
 
 def test_a_data_frame_with_number_columns_is_read_where_the_features_are_named_by_those_numbers():
