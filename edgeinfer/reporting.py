@@ -679,10 +679,10 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
         "risk_label": spec.label,
         "risk_threshold": spec.threshold,
         "cases": cases,
-        # what the driver charts shown measure, where all measure the same (each charts its own decided class's
-        # probability, which need not be the risk label's); None: they differ, or none is shown
-        "drivers_quantity": _one({c["drivers"]["quantity"] for c in cases
-                                  if c["drivers"] and "quantity" in c["drivers"]}),
+        # what the driver charts shown measure (each charts its own decided class's probability, which need not be
+        # the risk label's): one, several, or none where no case has attributions
+        "drivers_quantities": sorted({c["drivers"]["quantity"] for c in cases
+                                      if c["drivers"] and "quantity" in c["drivers"]}),
         "cases_total": max(total, len(case_sources)),
         "timeline": _timeline(inputs.windows, spec, inputs.refused) if inputs.windows else None,
         "refused": [{"row": r.row, "reason": r.reason} for r in inputs.refused],
@@ -691,11 +691,6 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
         # what a held-out row is, where the report counts them (a stream bundle's rows are windows)
         "unit": "windows" if manifest.get("window") is not None or inputs.stream else "patients",
     }
-
-
-def _one(values: set[str]) -> str | None:
-    """The one value of a set, or None where it holds none or several."""
-    return next(iter(values)) if len(values) == 1 else None
 
 
 SUMMARY_COUNTS = ("rows_read", "rows_used", "rows_rejected", "rows_not_in_window", "gaps", "windows")
