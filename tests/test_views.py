@@ -360,7 +360,7 @@ def test_the_patient_is_told_how_often_the_tool_was_right_in_testing_not_its_pro
     assert views.render(tested, schema, stakeholder="auditor").startswith(
         "diabetes-progression: audit record\n\nDecision: higher progression (p = 0.999996).\n\nHeld-out accuracy of the "
         "deployed model at export: 75 of 110 (68%).\n\nVerdict:")
-    assert ("\n\nHeld-out accuracy: not recorded (the bundle was exported without held-out labels).\n\n"
+    assert ("\n\nHeld-out accuracy: not in this record (a bundle exported without held-out labels has none).\n\n"
             in views.render(expl, schema, stakeholder="auditor"))
 
 
