@@ -1543,8 +1543,9 @@ def _past(text: str, start: float, value: float, *, low: float = -math.inf, high
 _LOG_NAMED = re.compile(r"\blog(?:arithm)?(?:\s*base\s*|[ _-]?)(10|₁₀|2|₂)(?!\w|[.,]\d)", re.IGNORECASE)
 # the natural log named: "natural log", "log base e", "log_e" ("logarithmic" alone names no base: dB, pH, Richter)
 _LOG_NATURAL = re.compile(r"\bnatural\s+log(?:arithm)?s?\b|\blog(?:arithm)?(?:\s*base\s*|_)e\b", re.IGNORECASE)
-# "ln" or "Ln" before its quantity or a bracket ("ln CRP", "Ln(CRP)"): "LN" in capitals is a lymph node
-_LOG_LN = re.compile(r"\b[lL]n(?=\s*\(|[ -]\w)")
+# "ln" before its quantity or a bracket ("ln CRP", "ln(CRP)"); "Ln" only before a bracket or a unit with a slash
+# ("Ln(CRP)", "Ln mg/dL"): "Ln count", "LN" are lymph nodes
+_LOG_LN = re.compile(r"\bln(?=\s*\(|[ -]\w)|\bLn(?=\s*\(|[ -][^\s()]*\w/\w)")
 _LOG_BARE = re.compile(r"\blog\b", re.IGNORECASE)
 _LN_BARE = re.compile(r"\b[lL]n\b")
 # scales that are logarithms of their own kind (10 log10 for dB, -log10 for pH): their amount is not told
@@ -1556,9 +1557,10 @@ _LOG_NOUNS = frozenset(("scale", "scales", "transformed", "transform", "unit", "
 _NOT_LOG = frozenset(("in", "ins", "on", "ons", "out", "outs", "off", "of", "per", "to", "for", "and", "or", "a", "an",
                       "the", "your", "my", "our", "their", "each", "every", "all", "book", "books", "file", "files",
                       "entry", "entries", "sheet", "sheets"))
-# words right before a last "log" that make it the verb or a record ("meals you log", "the log", "Daily log")
-_NOT_BEFORE_LOG = frozenset(("i", "you", "we", "they", "to", "the", "a", "an", "this", "that", "your", "my", "our",
-                             "their", "each", "every", "daily", "weekly", "monthly"))
+# the measures a last "log" right after them, alone in their part, transforms ("CRP log", "triglycerides log
+# (mg/dL)"); after any other word it names a record ("food log", "exercise log (minutes)", "glucose meter log"), so
+# only lab measures seldom kept in a diary are listed (a glucose log, an insulin log are diaries)
+_LOGGED_MEASURES = frozenset(("crp", "triglycerides", "triglyceride"))
 
 
 def _log_words(text: str) -> list[tuple[re.Match[str], float]]:
@@ -1571,13 +1573,17 @@ def _log_words(text: str) -> list[tuple[re.Match[str], float]]:
         following = word[1].lower() if word else ""
         before = text[:m.start()].rstrip()
         previous = re.search(r"\w+$", before)
-        verb = previous is not None and previous[0].lower() in _NOT_BEFORE_LOG
         first = not before or before.endswith(("(", "["))
-        # last: the word that ends a field, a bracket or a comma-separated part ("CRP log", "(log)", "mg/dL, log")
+        # last: the word that ends a field, a bracket or a comma-separated part ("CRP log", "(log)", "mg/dL, log"),
+        # or that stands before a bracket ("log (mg/dL)")
         last = re.match(r"\s*(?:$|[)\],])", after) is not None
+        bracket = re.match(r"\s+\(", after) is not None
+        # the one word of its part before it, a listed measure ("CRP log", "(CRP log)", "triglycerides log (mg/dL)")
+        measure = re.search(r"(?:^|[(\[,])\s*(\w+)$", before)
         if (first or before.endswith(",")) and last or m[0].lower() == "log" and (
                 after.startswith("(") or following in _LOG_NOUNS or first and following and following not in _NOT_LOG
-                or not verb and (last or re.match(r"\s+\(", after))    # "CRP log", "log (mg/dL)"
+                or first and bracket                                                            # "log (mg/dL)"
+                or (last or bracket) and measure is not None and measure[1].lower() in _LOGGED_MEASURES
                 or following == "of" and previous is not None and previous[0].lower() == "the"):   # "the log of CRP"
             found.append((m, math.e))
     return found
@@ -1588,15 +1594,18 @@ def _log_base(f: Feature | None) -> float | None:
     transform, so its unit, clinical and lay words are read, each on its own, and only words that plainly name a
     logarithm count (case aside, but for "ln"):
     - a base named: log10, log₁₀, log_10, log 10, log-10, log base 10 are base 10; log2 and the like base 2;
-    - the natural log: "ln" or "Ln" before its quantity or a bracket ("ln CRP", "Ln(CRP)"; "LN" in capitals is a
-      lymph node), "natural log", "log base e", "log_e", and "log" as a word where it means a logarithm:
-      before scale, transformed, units, value, ratio, odds or a bracket ("log scale", "log-transformed", "log(CRP)",
-      "log (mg/dL)"), or first in a field or bracket before its quantity ("log serum triglycerides (log mg/dL)", the
-      diabetes s5: 5.02 is 151 mg/dL, where base 10 would be 105,000), but not before in, on, out, off, of, per,
-      book, entries and the like ("log in attempts per day", "Log book", "log-ins"), save "the log of CRP"; or last
-      in a field, bracket or comma-separated part ("CRP log"), but not after you, the, daily and the like ("meals you
-      log", "the log", "Daily log"); "login", "logs/day", "logistic" are no log; "log" or "ln" alone is one too: a
-      whole field, a bracket's or a comma-separated part's only word ("log", "blood fats (log)", "mg/dL, log");
+    - the natural log: "ln" before its quantity or a bracket ("ln CRP", "ln(CRP)"), "Ln" only before a bracket or a
+      unit with a slash ("Ln(CRP)", "Ln mg/dL"; "Ln count" and "LN" are lymph nodes), "natural log", "log base e",
+      "log_e", and "log" as a word where it means a logarithm: before scale, transformed, units, value, ratio, odds
+      or "(" ("log scale", "log-transformed", "log(CRP)"), or first in a field or bracket before its quantity or a
+      bracket ("log serum triglycerides (log mg/dL)", the diabetes s5: 5.02 is 151 mg/dL, where base 10 would be
+      105,000; "log (mg/dL)"), but not before in, on, out, off, of, per, book, entries and the like ("log in attempts
+      per day", "Log book", "log-ins"), save "the log of CRP"; last in a field, bracket or comma-separated part, or
+      before a bracket, only right after a measure `_LOGGED_MEASURES` lists, alone in its part ("CRP log",
+      "triglycerides log (mg/dL)"): after anything else it names a record, and a false "10 to the power 26 times as
+      high" is worse than no line ("exercise log (minutes)", "food log", "audit log", "meals you log", "Daily log");
+      "login", "logs/day", "logistic" are no log; "log" or "ln" alone is one too: a whole field, a bracket's or a
+      comma-separated part's only word ("log", "blood fats (log)", "mg/dL, log");
     - "logarithmic" names no base, and a scale that is a logarithm of its own kind (dB, pH, logMAR, Richter) gets no
       amount told: the sentence would have its base or direction wrong;
     - a base named anywhere wins over the natural log ("viral load (log scale)" with "log10 copies/mL" is base 10);

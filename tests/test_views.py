@@ -498,6 +498,13 @@ _LOG = " (on this log scale, the amount would be about "
      "- your blood fats had been 4.7 instead of 4.9" + _LOG + "18% lower)"),
     (dict(lay="inflammation marker", clinical="The log of CRP"), 2, 3,
      "- your inflammation marker had been 3 instead of 2" + _LOG + "2.7 times as high)"),
+    # a last "log" after anything but a listed measure is a record, and "Ln count" a lymph node count: a review's
+    # patient read "(on this log scale, the amount would be about 10 to the power 26 times as high)" for exercise
+    (dict(lay="exercise (from your exercise log)", clinical="exercise log (min/week)", unit="min/week"), 12, 18,
+     "- your exercise (from your exercise log) had been 18 min/week instead of 12 min/week"),
+    (dict(lay="lymph node count", clinical="Ln count"), 14, 9, "- your lymph node count had been 9 instead of 14"),
+    (dict(lay="blood fats", clinical="triglycerides log (mg/dL)"), 4.9, 4.7,
+     "- your blood fats had been 4.7 instead of 4.9" + _LOG + "18% lower)"),
     # a negative log: 2 -> 3 is p from 0.01 to 0.001
     (dict(lay="test result (-log10 p)"), 2, 3,
      "- your test result (-log10 p) had been 3 instead of 2" + _LOG + "90% lower)"),
@@ -527,7 +534,13 @@ def test_the_words_that_name_a_logarithm_and_its_base(schema):
              "positive LN": None, "LN count": None, "LN": None, "log in attempts per day": None, "Log book": None,
              "meals you log": None, "the log": None,
              "log-ins per day": None, "Log of meals": None, "meals you log per day": None, "logs/day": None,
-             "logistic score": None, "login count": None, "log20": None}
+             "logistic score": None, "login count": None, "log20": None,
+             # a last "log" names a record but after a listed measure alone in its part; "Ln" counts only before a
+             # bracket or a unit with a slash (a review's wordings, all read as the natural log)
+             "exercise log (minutes)": None, "food log": None, "sleep log (hours)": None, "Error log": None,
+             "glucose meter log (mg/dL)": None, "audit log": None, "change log": None, "glucose log": None,
+             "(sleep log)": None, "food log, kcal": None, "my CRP log": None, "Ln count": None, "Ln nodes": None,
+             "triglycerides log (mg/dL)": math.e, "Ln mmol/L": math.e, "Ln (CRP)": math.e}
     for where in ("unit", "clinical", "lay"):
         assert {words: views._log_base(Feature("x", **{where: words})) for words in cases} == cases
     assert views._log_base(Feature("login_count", unit="logs/day")) is None
