@@ -1192,9 +1192,10 @@ class _View:
                 size = abs(ch.to_value - ch.from_value)
                 by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size),
                                      ch.unit)
-                base = _log_base(f)
-                if base is not None and self.has("change_log"):
-                    key, relative = "change_log", _relative(ch.to_value - ch.from_value, base)
+                base = _log_base(f) if self.has("change_log") else None
+                amount = _relative(ch.to_value - ch.from_value, base) if base is not None else None
+                if amount is not None:          # none for an infinite change: the plain `change` is told
+                    key, relative = "change_log", amount
             from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit)
             changes.append(self.fill(key, feature=self.words_for(ch.feature), from_value=from_value,
                                      to_value=to_value, by=by, verb=verb, relative=relative))
@@ -1623,14 +1624,17 @@ def _log_base(f: Feature | None) -> float | None:
     return 1.0 / base if minus else base
 
 
-def _relative(change: float, base: float) -> str:
+def _relative(change: float, base: float) -> str | None:
     """A change on a log scale as the change in the amount itself, worded to follow "about": "78% lower" (5.02 ->
     3.507 in natural log), "41% higher", "0.5% higher"; from about twice the amount (2 when rounded to 2 digits) "twice
     as high", "4.5 times as high", "1,000 times as high", "2.5 million times as high"; a fall that would round to 100%
     lower "1/200 as high". Never "over 99%" or "under 1%" (the percent's words for a probability), which read "about
     over 99% higher" at 1.999 times the amount. The size is reckoned in log10: the amount itself overflows a float
-    past 10**308 (a change of 400 in log10 read 10**304)."""
+    past 10**308 (a change of 400 in log10 read 10**304). None for a change that is no finite number: no amount is
+    told there (`math.floor` of an infinite power raised OverflowError)."""
     power = change * math.log10(base)
+    if not math.isfinite(power):
+        return None
     ratio = 10.0 ** max(min(power, 7.0), -7.0)      # enough to choose the form: the size is `power`'s
     if float(f"{ratio:.2g}") >= 2.0:
         times = _times(power)

@@ -604,6 +604,12 @@ def test_a_large_change_in_the_amount_reads_in_words_not_in_float_digits(change,
     assert views._relative(change, base) == relative
 
 
+def test_an_infinite_change_tells_no_amount():
+    """A review's `_relative(math.inf, math.e)` raised OverflowError (`math.floor` of an infinite power): a change
+    that is no finite number tells no amount (None: the plain `change` line is told, as where no log is named)."""
+    assert [views._relative(c, b) for c, b in ((math.inf, math.e), (-math.inf, 10.0), (math.nan, 2.0))] == [None] * 3
+
+
 def test_no_change_in_the_amount_reads_over_or_under():
     """Every ratio from 1/10**8 to 10**8 reads as one of the four forms, never "over" or "under"."""
     form = re.compile(r"(twice|[\d.,]+( million)? times) as high|1/[\d.,]+( million)? as high|[\d.]+% (higher|lower)"
