@@ -1420,7 +1420,7 @@ class _View:
                 lines.append(self.bullet(self.fill(piece, **values)))
 
         rows, threshold = _count(figures.get("holdout_rows")), _real(figures.get("threshold"))
-        gate = f"{threshold * 100:g}%" if threshold is not None else unknown
+        gate = _percent_as_given(threshold) if threshold is not None else unknown      # 99.99999%, not :g's 100%
         agreement, max_diff = _real(figures.get("agreement")), _real(figures.get("max_abs_diff"))
         if "fidelity_deployed" in self.t.text and None not in (rows, agreement, max_diff):
             tell("fidelity_deployed", ("agreement", "holdout_rows", "max_abs_diff", "threshold"),

@@ -1336,6 +1336,20 @@ def test_a_gate_passed_on_too_few_held_out_rows_is_told_as_export_warned(schema)
             assert "Too few" not in text and "The gate passed" not in text
 
 
+def test_the_fidelity_gate_reads_with_the_digits_it_was_given(schema):
+    """A review's gate of 0.9999999 read "a 100% gate needs at least 10000001" (the :g format): the gate is told with
+    its own digits, as the patient's threshold is."""
+    expl = _fell_back(schema)
+    fidelity = {**EXPORTED, "holdout_rows": 142, "max_abs_diff": 0.02, "threshold": 0.9999999}
+    expl = dataclasses.replace(expl, model=dataclasses.replace(expl.model, precision="int8-static", fidelity=fidelity))
+    assert _fidelity_section(views.render(expl, schema, stakeholder="auditor")).split("\n")[1:3] == [
+        "- Deployed int8-static on 142 held-out rows: label agreement with the float model 142 of 142 (100%; gate "
+        "99.99999%), largest |Δp| 0.02",
+        "- The gate passed int8-static on only 142 held-out rows: a 99.99999% gate needs at least 10000001 to tell "
+        "its threshold apart (below that, one disagreeing row fails it), so this pass says only that these 142 rows "
+        "agree"]
+
+
 def test_the_auditor_is_told_of_no_proxies_only_where_a_feature_is_protected(schema):
     """The breast-cancer audit record, whose schema protects no feature, read "Proxies …: No proxies above the export
     threshold." under a verdict that there are no protected features: a search for proxies of nothing."""
