@@ -169,10 +169,17 @@ _VARIANTS = {
     # not bias_used: a reworded bias_ok kept the clinician's caution before it
     "bias_ok": ("bias_untested", "bias_ok_partly"),
     "bias_depends": ("bias_shifted", "bias_partly"),
+    "bias_unseen": ("bias_unseen_flip",),
     "fidelity_item": ("fidelity_deployed", "fidelity_fallback", "fidelity_fallback_budget", "fidelity_fallback_error",
                       "fidelity_underpowered", "fidelity_edges", "fidelity_parity"),
     "fidelity_fallback": ("fidelity_fallback_budget", "fidelity_fallback_error"),
 }
+
+# Words added after the placeholder they build, and that placeholder: a file that extends another and rewords a piece
+# saying the placeholder but not the word gets it empty, so that no English slips into its own words; an empty word
+# reads as the placeholder did before it (word_both: the proxies joined by word_and, word_seen: the largest change at
+# a value reference rows hold unmarked).
+_NEW_WORDS = {"word_both": "proxy_features", "word_seen": "max_delta"}
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
 # instead of …") complete its `counterfactual` ("The result would have been … if:"). A file that extends another
@@ -192,9 +199,11 @@ WORDS = {
     "word_below": "below", "word_above": "above",
     # after {max_delta} where that change is at a value no reference row holds (the model never saw it)
     "word_unseen": "at a value no reference row holds",
-    # after {max_delta}'s largest at values reference rows hold, where a change at a value none holds is larger
+    # after {max_delta}'s largest at values reference rows hold, where a change at a value none holds is larger ("":
+    # that largest unmarked)
     "word_seen": "at values reference rows hold",
-    # joins things changed together (a joint flip's proxies): "and" even where a view's word_and reads "or"
+    # joins things changed together (a joint flip's proxies): "and" even where a view's word_and reads "or" ("": all
+    # proxies joined by word_and, as before it)
     "word_both": "and",
 }
 for _word in WORDS:
@@ -340,6 +349,10 @@ def load_templates(path: str | Path) -> Templates:
                 for variant in variants:
                     if variant not in mine:
                         merged["text"].pop(variant, None)
+        reworded = [line for piece, line in mine.items() if isinstance(line, str) and line != base.text.get(piece)]
+        for word, placeholder in _NEW_WORDS.items():
+            if word not in mine and any(f"{{{placeholder}}}" in line for line in reworded):
+                merged["text"][word] = ""
         merged.update({k: raw[k] for k in ("description",) if k in raw})
     else:
         merged = dict(raw)
@@ -1253,7 +1266,8 @@ class _View:
         if largest is None:
             max_delta = self.word("word_unknown")
         elif left_out is not None and left_out > largest[0]:
-            max_delta = (f"{change_text(largest[0], digits=digits)} {self.word('word_seen')}, "
+            seen = f" {self.word('word_seen')}" if self.word("word_seen") else ""
+            max_delta = (f"{change_text(largest[0], digits=digits)}{seen}, "
                          f"{change_text(left_out, digits=digits)} {self.word('word_unseen')}")
         else:
             max_delta = change_text(largest[0], digits=digits) + (f", {self.word('word_unseen')}" if largest[1] else "")
@@ -1271,13 +1285,18 @@ class _View:
                        if n in flipped and all(f.unseen for f in tests if f.feature == n and f.own_flip)]
         if self.has("bias_unseen_flip"):
             unseen = [n for n in unseen if n not in unseen_flip]
-        # each control moved its proxies together: "blood pressure and blood sugar together", not "… or …" (row 13)
+        # each control moved its proxies together: "blood pressure and blood sugar together", not "… or …" (row 13);
+        # with no word_both (a file that rewords bias_proxies only) all joined by word_and, as before
         moved_sets = dict.fromkeys(f.proxies for f in by_proxies)
+        if self.word("word_both"):
+            proxy_features = self.join([self.join([self.words_for(p) for p in moved], word="word_both")
+                                        + (f" {self.word('word_together')}" if len(moved) > 1 else "")
+                                        for moved in moved_sets], word="word_or")
+        else:
+            proxy_features = self.join([self.words_for(p) for p in dict.fromkeys(p for m in moved_sets for p in m)])
         values = {
             "proxied": self.join([self.words_for(n) for n in proxied]),
-            "proxy_features": self.join([self.join([self.words_for(p) for p in moved], word="word_both")
-                                         + (f" {self.word('word_together')}" if len(moved) > 1 else "")
-                                         for moved in moved_sets], word="word_or"),
+            "proxy_features": proxy_features,
             "verdict": self.named(b.verdict),
             "protected": self.join([self.words_for(n) for n in protected]),
             "untested": self.join([self.words_for(n) for n in untested]),

@@ -1117,6 +1117,53 @@ def test_proxies_moved_together_are_told_together(schema):
                 bias, flips=(flips[0], one, flips[2]))), schema, stakeholder="patient")
 
 
+def test_a_file_that_rewords_a_piece_gets_none_of_the_base_s_newer_english_for_it(tmp_path, schema):
+    """A review's file extending the patient rewords bias_unseen and bias_proxies in German, with word_and = "oder":
+    it read "For your sex, we only saw the result change …" (the base's bias_unseen_flip, said instead of its own
+    bias_unseen) and "(blood pressure and blood sugar together)" (word_both, word_together), and a file extending the
+    clinician read "at values reference rows hold" (word_seen) in its own bias_depends. bias_unseen_flip now goes
+    with bias_unseen, and word_both and word_seen are empty for a file that rewords the piece they build without
+    setting them: the proxies joined by the file's word_and, and the change at a value the data holds unmarked."""
+    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
+                              codes=(1.0, 2.0, 3.0))
+    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
+                            favourable=schema.favourable)
+    (tmp_path / "de.toml").write_text(
+        'name = "patient_de"\nextends = "patient"\n[text]\nbias_unseen = "Für Ihr {unseen} wurde ein Wert geprüft, '
+        'den die Daten des Werkzeugs nicht enthalten."\nbias_proxies = "Dinge, die oft mit Ihrem {proxied} '
+        'einhergehen ({proxy_features}), hätten das Ergebnis geändert."\nword_and = "oder"\n', encoding="utf-8")
+    views.register_stakeholder(tmp_path / "de.toml")
+    # only intersex, which no reference row holds, changes the result (toy row 0)
+    unseen = BiasExplanation((FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.658, -0.152, False),
+                              FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.463, -0.347, True, unseen=True)),
+                             (), 0.2, True, "the decision depends on sex …", depends_on=("sex",))
+    text = views.render(dataclasses.replace(_explanation(schema3), bias=unseen), schema3, stakeholder="patient_de")
+    assert "\nFür Ihr sex wurde ein Wert geprüft, den die Daten des Werkzeugs nicht enthalten.\n" in text
+    assert "we only saw" not in text
+    # blood pressure and blood sugar moved together flip the result with age kept (diabetes row 13)
+    proxies = BiasExplanation((FlipTest("age", 48.0, 54.0, ("bp", "s6"), "lower progression", 0.00002, -0.983, True,
+                                        (97.5, 94.0), "lower progression", 0.008),), (), 0.1, False, "…", untested=())
+    expl = dataclasses.replace(_explanation(schema), bias=proxies)
+    assert ("\nDinge, die oft mit Ihrem age einhergehen (blood pressure oder blood sugar), hätten das Ergebnis "
+            "geändert.\n") in views.render(expl, schema, stakeholder="patient_de")
+    # a file that sets the words gets them
+    with (tmp_path / "de.toml").open("a", encoding="utf-8") as f:
+        f.write('word_both = "und"\nword_together = "zusammen"\n')
+    views.register_stakeholder(tmp_path / "de.toml")
+    assert "(blood pressure und blood sugar zusammen)" in views.render(expl, schema, stakeholder="patient_de")
+    # the clinician's largest change: 0.066 at values the data holds, 0.068 at intersex (toy row 23)
+    (tmp_path / "arzt.toml").write_text(
+        'name = "arzt"\nextends = "clinician"\n[text]\nbias_depends = "Vorsicht: {verdict} (größtes Δp '
+        '{max_delta})."\nword_unseen = "bei einem Wert, den keine Referenzzeile enthält"\n', encoding="utf-8")
+    views.register_stakeholder(tmp_path / "arzt.toml")
+    larger = BiasExplanation((FlipTest("age", 59.0, 82.0, (), "higher progression", 0.876, 0.066, False),
+                              FlipTest("sex", 1.0, 3.0, (), "higher progression", 0.878, 0.068, False, unseen=True)),
+                             (), 0.42, True, "die Entscheidung hängt ab", depends_on=("age", "sex"))
+    assert ("Vorsicht: die Entscheidung hängt ab (größtes Δp 0.066, 0.068 bei einem Wert, den keine Referenzzeile "
+            "enthält).") in views.render(dataclasses.replace(_explanation(schema3), bias=larger), schema3,
+                                         stakeholder="arzt")
+
+
 def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schema, fk):
     """Flipping sex moves p by 0.2 (past the bias check's tolerance) but keeps the class: each reader is told which
     attribute the decision depends on (it read 'your none' when only class flips were named). The patient read
