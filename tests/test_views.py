@@ -963,15 +963,20 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
     assert Explanation.from_json(expl.to_json()).bias.flips[1].control_class == "higher progression"
 
 
+def _with_third_sex(schema: FeatureSchema, name: str) -> FeatureSchema:
+    """The diabetes schema with a third sex, code 3 (`name`), which no reference row holds."""
+    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", name),
+                              codes=(1.0, 2.0, 3.0))
+    return FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
+                         favourable=schema.favourable)
+
+
 def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trips(schema, fk):
     """A flip that counts went to sex 3, which the schema lists and no reference row holds (`FlipTest.unseen`): the
     patient read only "if your sex had been different, the tool could have given a different result", as if the
     tool knew; now also that the value was not seen in the data the tool learned from. The field round-trips, and a
     record from before it reads as none unseen."""
-    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "sex 3"),
-                              codes=(1.0, 2.0, 3.0))
-    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
-                            favourable=schema.favourable)
+    schema3 = _with_third_sex(schema, "sex 3")
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),
              FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.31, -0.5, True, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
@@ -1015,10 +1020,7 @@ def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schem
     the unseen intersex's (+0.230) after it, while the clinician read "largest Δp 0.230", the unseen value's. Where a
     flip to a value the data holds counts, the largest is of those; where none does, the largest is marked as at a
     value no reference row holds when it is."""
-    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
-                              codes=(1.0, 2.0, 3.0))
-    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
-                            favourable=schema.favourable)
+    schema3 = _with_third_sex(schema, "intersex")
     flips = (FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.998, 0.208, False),
              FlipTest("sex", 1.0, 3.0, (), "higher progression", 1.0, 0.230, False, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, 0.01, False))
@@ -1051,10 +1053,7 @@ def test_the_largest_change_is_never_below_a_change_the_verdict_cites(schema):
     """Toy row 23: age moves p by +0.066 at 82 years; sex by +0.046 at a value the data holds (not counted) and by
     +0.068 at intersex, which none holds. The verdict cites +0.068, and the auditor read "Largest |Δp| …: 0.066" (the
     largest at values the data holds, unlabelled). Now both, each said for what it is."""
-    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
-                              codes=(1.0, 2.0, 3.0))
-    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
-                            favourable=schema.favourable)
+    schema3 = _with_third_sex(schema, "intersex")
     flips = (FlipTest("age", 59.0, 82.0, (), "higher progression", 0.876, 0.066, False),
              FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.856, 0.046, False),
              FlipTest("sex", 1.0, 3.0, (), "higher progression", 0.878, 0.068, False, unseen=True))
@@ -1077,10 +1076,7 @@ def test_a_class_change_only_an_unseen_value_makes_is_told_to_the_patient_as_suc
     """Toy row 0: sex male moves p by -0.152 and keeps the result; only intersex, which no reference row holds,
     changes it. The patient read "the tool could have given a different result" and "one value we tried was not
     seen", which does not say that the result changed only there."""
-    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
-                              codes=(1.0, 2.0, 3.0))
-    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
-                            favourable=schema.favourable)
+    schema3 = _with_third_sex(schema, "intersex")
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.658, -0.152, False),
              FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.463, -0.347, True, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
@@ -1124,10 +1120,7 @@ def test_a_file_that_rewords_a_piece_gets_none_of_the_base_s_newer_english_for_i
     clinician read "at values reference rows hold" (word_seen) in its own bias_depends. bias_unseen_flip now goes
     with bias_unseen, and word_both and word_seen are empty for a file that rewords the piece they build without
     setting them: the proxies joined by the file's word_and, and the change at a value the data holds unmarked."""
-    sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", "intersex"),
-                              codes=(1.0, 2.0, 3.0))
-    schema3 = FeatureSchema(tuple(sex if f.name == "sex" else f for f in schema.features), schema.classes,
-                            favourable=schema.favourable)
+    schema3 = _with_third_sex(schema, "intersex")
     (tmp_path / "de.toml").write_text(
         'name = "patient_de"\nextends = "patient"\n[text]\nbias_unseen = "Für Ihr {unseen} wurde ein Wert geprüft, '
         'den die Daten des Werkzeugs nicht enthalten."\nbias_proxies = "Dinge, die oft mit Ihrem {proxied} '
