@@ -1563,11 +1563,17 @@ def _past(text: str, start: float, value: float, *, low: float = -math.inf, high
 _LOG_NAMED = re.compile(r"\blog(?:arithm)?(?:\s*base\s*|[ _-]?)(10|₁₀|2|₂)(?!\w|[.,]\d)", re.IGNORECASE)
 # the natural log named: "natural log", "log base e", "log_e" ("logarithmic" alone names no base: dB, pH, Richter)
 _LOG_NATURAL = re.compile(r"\bnatural\s+log(?:arithm)?s?\b|\blog(?:arithm)?(?:\s*base\s*|_)e\b", re.IGNORECASE)
-# "ln" before its quantity or a bracket ("ln CRP", "ln(CRP)"); "Ln" only before a bracket or a unit with a slash
-# ("Ln(CRP)", "Ln mg/dL"): "Ln count", "LN" are lymph nodes
-_LOG_LN = re.compile(r"\bln(?=\s*\(|[ -]\w)|\bLn(?=\s*\(|[ -][^\s()]*\w/\w)")
+# a concentration or count unit (mg/dL, mmol/L, copies/mL, IU/L, cells/µL), which a lab value's log is taken of;
+# not a rate (min/week) or a ratio of counts (positive/examined)
+_CONCENTRATION = r"(?:[pnµum]?mol|[pnµumk]?g|m?IU|U|copies|cells)\s*/\s*(?:[pnµumd]?L|kg)\b"
+# "ln" before its quantity or a bracket ("ln CRP", "ln(CRP)"); "Ln" only before a bracket or a concentration unit
+# ("Ln(CRP)", "Ln mg/dL"): "Ln count", "Ln positive/examined", "LN" are lymph nodes
+_LOG_LN = re.compile(r"\bln(?=\s*\(|[ -]\w)|\bLn(?=\s*\(|[ -]" + _CONCENTRATION + ")")
 _LOG_BARE = re.compile(r"\blog\b", re.IGNORECASE)
 _LN_BARE = re.compile(r"\b[lL]n\b")
+# what a "log" that opens a field may be the log of: a listed measure or a concentration ("log serum triglycerides",
+# "log (mg/dL)"); "Log (min/week)", "Log count per week" are records, and a false line told 10^52 times as high
+_LOGGED_QUANTITY = re.compile(r"\b(?:crp|triglycerides?)\b|" + _CONCENTRATION, re.IGNORECASE)
 # scales that are logarithms of their own kind (10 log10 for dB, -log10 for pH): their amount is not told
 _OWN_SCALES = re.compile(r"\b(?:dB(?:\s*\w+)?|decibels?|pH|logMAR|Richter)\b")
 # words after "log" that say it is a logarithm wherever it stands ("log scale", "log-transformed", "log(CRP)")
@@ -1600,9 +1606,12 @@ def _log_words(text: str) -> list[tuple[re.Match[str], float]]:
         bracket = re.match(r"\s+\(", after) is not None
         # the one word of its part before it, a listed measure ("CRP log", "(CRP log)", "triglycerides log (mg/dL)")
         measure = re.search(r"(?:^|[(\[,])\s*(\w+)$", before)
-        if (first or before.endswith(",")) and last or m[0].lower() == "log" and (
-                after.startswith("(") or following in _LOG_NOUNS or first and following and following not in _NOT_LOG
-                or first and bracket                                                            # "log (mg/dL)"
+        # alone in its part ("log", "(log)", "mg/dL, log", "(ln)"); "Ln" only as the whole field ("lymph nodes (Ln)")
+        alone = (first or before.endswith(",")) and last and (m[0] != "Ln" or not before and not after.strip())
+        if alone or m[0].lower() == "log" and (
+                after.startswith("(") or following in _LOG_NOUNS
+                or first and (following and following not in _NOT_LOG or bracket)           # "log (mg/dL)"
+                and _LOGGED_QUANTITY.search(after) is not None
                 or (last or bracket) and measure is not None and measure[1].lower() in _LOGGED_MEASURES
                 or following == "of" and previous is not None and previous[0].lower() == "the"):   # "the log of CRP"
             found.append((m, math.e))
@@ -1615,17 +1624,18 @@ def _log_base(f: Feature | None) -> float | None:
     logarithm count (case aside, but for "ln"):
     - a base named: log10, log₁₀, log_10, log 10, log-10, log base 10 are base 10; log2 and the like base 2;
     - the natural log: "ln" before its quantity or a bracket ("ln CRP", "ln(CRP)"), "Ln" only before a bracket or a
-      unit with a slash ("Ln(CRP)", "Ln mg/dL"; "Ln count" and "LN" are lymph nodes), "natural log", "log base e",
-      "log_e", and "log" as a word where it means a logarithm: before scale, transformed, units, value, ratio, odds
-      or "(" ("log scale", "log-transformed", "log(CRP)"), or first in a field or bracket before its quantity or a
-      bracket ("log serum triglycerides (log mg/dL)", the diabetes s5: 5.02 is 151 mg/dL, where base 10 would be
-      105,000; "log (mg/dL)"), but not before in, on, out, off, of, per, book, entries and the like ("log in attempts
-      per day", "Log book", "log-ins"), save "the log of CRP"; last in a field, bracket or comma-separated part, or
+      concentration unit ("Ln(CRP)", "Ln mg/dL"; "Ln count", "Ln positive/examined", "(Ln)" and "LN" are lymph
+      nodes), "natural log", "log base e", "log_e", and "log" as a word where it means a logarithm: before scale,
+      transformed, units, value, ratio, odds or "(" ("log scale", "log-transformed", "log(CRP)"), or first in a field
+      or bracket before its quantity or a bracket where CRP, triglycerides or a concentration unit follows ("log
+      serum triglycerides (log mg/dL)", the diabetes s5: 5.02 is 151 mg/dL, where base 10 would be 105,000; "log
+      (mg/dL)"; not "Log (min/week)", "Log count per week"), but not before in, on, out, off, of, per, book, entries
+      and the like ("log in attempts per day", "Log book", "log-ins"), save "the log of CRP"; last in a field, bracket or comma-separated part, or
       before a bracket, only right after a measure `_LOGGED_MEASURES` lists, alone in its part ("CRP log",
       "triglycerides log (mg/dL)"): after anything else it names a record, and a false "10 to the power 26 times as
       high" is worse than no line ("exercise log (minutes)", "food log", "audit log", "meals you log", "Daily log");
       "login", "logs/day", "logistic" are no log; "log" or "ln" alone is one too: a whole field, a bracket's or a
-      comma-separated part's only word ("log", "blood fats (log)", "mg/dL, log");
+      comma-separated part's only word ("log", "blood fats (log)", "mg/dL, log"), and "Ln" as the whole field;
     - "logarithmic" names no base, and a scale that is a logarithm of its own kind (dB, pH, logMAR, Richter) gets no
       amount told: the sentence would have its base or direction wrong;
     - a base named anywhere wins over the natural log ("viral load (log scale)" with "log10 copies/mL" is base 10);

@@ -540,7 +540,12 @@ def test_the_words_that_name_a_logarithm_and_its_base(schema):
              "exercise log (minutes)": None, "food log": None, "sleep log (hours)": None, "Error log": None,
              "glucose meter log (mg/dL)": None, "audit log": None, "change log": None, "glucose log": None,
              "(sleep log)": None, "food log, kcal": None, "my CRP log": None, "Ln count": None, "Ln nodes": None,
-             "triglycerides log (mg/dL)": math.e, "Ln mmol/L": math.e, "Ln (CRP)": math.e}
+             "triglycerides log (mg/dL)": math.e, "Ln mmol/L": math.e, "Ln (CRP)": math.e,
+             # "Ln" alone in a bracket, "Ln" before a ratio of counts, "log" opening a record's words (another
+             # review: "Log (min/week)" read "about 10 to the power 52 times as high")
+             "lymph nodes (Ln)": None, "nodes (Ln)": None, "Ln positive/examined": None, "Ln-positive/total": None,
+             "Log (min/week)": None, "Log count per week": None, "log (entries)": None,
+             "Log (number of entries)": None, "log (times/day)": None, "log CRP": math.e, "CRP (log)": math.e}
     for where in ("unit", "clinical", "lay"):
         assert {words: views._log_base(Feature("x", **{where: words})) for words in cases} == cases
     assert views._log_base(Feature("login_count", unit="logs/day")) is None
