@@ -339,6 +339,8 @@ class FeatureSchema:
                            "them after them")
                 else:
                     fix = f"leave {'them' if many else 'it'} out: df.drop(columns=[{', '.join(map(repr, numbered))}])"
+                if lacking and len(numbered) > len(lacking):      # more stray columns than features they could be
+                    fix += ", and leave out the columns that hold no feature"
                 raise InputError(f"the data frame's column{'s' if many else ''} {_short([_shown(c) for c in numbered])} "
                                  f"{'are no feature names' if many else 'is no feature name'}: a data frame is read by "
                                  f"its column names, never by position; {fix}")

@@ -200,6 +200,9 @@ def test_a_data_frame_with_number_columns_is_told_it_has_no_feature_names():
                            "df.drop(columns=[10, 11])"),
     ([*TEN.names[:8], 8, 9], "the data frame's columns 8, 9 are no feature names: {read}; it lacks the features s5, "
                              "s6: name the columns that hold them after them"),
+    ([*TEN.names[:9], 9, 10], "the data frame's columns 9, 10 are no feature names: {read}; it lacks the feature "
+                              "'s6': name the column that holds it 's6', and leave out the columns that hold no "
+                              "feature"),
 ])
 def test_a_data_frame_with_a_stray_number_column_is_told_what_to_do_with_it(columns, message):
     """A frame of the named features plus a column 6 was told "or leave column 6 out" where that column held a
