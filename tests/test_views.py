@@ -976,25 +976,40 @@ def _with_third_sex(schema: FeatureSchema, name: str) -> FeatureSchema:
                          favourable=schema.favourable)
 
 
+def _unseen_case(schema: FeatureSchema, third: str, flips, share: float, verdict: str, depends_on: tuple):
+    """(schema, bias, explanation): the diabetes schema with a third sex `third` no reference row holds, and an
+    explanation whose bias check found `flips`, depending on `depends_on`."""
+    schema3 = _with_third_sex(schema, third)
+    bias = BiasExplanation(flips, (), share, True, verdict, depends_on=depends_on)
+    return schema3, bias, dataclasses.replace(_explanation(schema3), bias=bias)
+
+
+def _patient_after_depends(expl: Explanation, schema: FeatureSchema, fk) -> str:
+    """The patient's line after "…could have given a different result. Please talk about this with your care team.",
+    the last before the disclaimer; the whole text checked for jargon and a reading grade of at most 8."""
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert _jargon(patient) == [] and fk(patient) <= 8, patient
+    head = ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please talk "
+            "about this with your care team.\n")
+    assert head in patient and patient.endswith("\n\n" + DISCLAIMER), patient
+    return patient[patient.index(head) + len(head):-len("\n\n" + DISCLAIMER)]
+
+
 def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trips(schema, fk):
     """A flip that counts went to sex 3, which the schema lists and no reference row holds (`FlipTest.unseen`): the
     patient read only "if your sex had been different, the tool could have given a different result", as if the
     tool knew; now also that the value was not seen in the data the tool learned from. The field round-trips, and a
     record from before it reads as none unseen."""
-    schema3 = _with_third_sex(schema, "sex 3")
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),
              FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.31, -0.5, True, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
-    bias = BiasExplanation(flips, (), 0.036, True, "the decision flips if sex were sex 3 (sex 3: a value no reference "
-                           "row holds — the model never saw it; read this flip with care; at the values reference "
-                           "rows hold, the decision does not depend on sex (source coding 1/2))", depends_on=("sex",))
-    expl = dataclasses.replace(_explanation(schema3), bias=bias)
-    patient = views.render(expl, schema3, stakeholder="patient")
-    assert patient.endswith(
-        "\n\nWe checked: if your sex had been different, the tool could have given a different result. Please talk "
-        "about this with your care team.\nFor your sex, we only saw a change with a value not seen in the data the "
-        "tool learned from. What the tool says for that value is less sure.\n\n" + DISCLAIMER)
-    assert _jargon(patient) == [] and fk(patient) <= 8, patient
+    schema3, bias, expl = _unseen_case(
+        schema, "sex 3", flips, 0.036, "the decision flips if sex were sex 3 (sex 3: a value no reference row holds "
+        "— the model never saw it; read this flip with care; at the values reference rows hold, the decision does "
+        "not depend on sex (source coding 1/2))", ("sex",))
+    assert _patient_after_depends(expl, schema3, fk) == (
+        "For your sex, we only saw a change with a value not seen in the data the tool learned from. What the tool "
+        "says for that value is less sure.")
     # sex 1 flips it too: the unseen value is one of those tried
     mixed = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], class_name="lower progression",
                                                                  probability=0.4, delta=-0.41, flipped=True),
@@ -1025,14 +1040,12 @@ def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schem
     the unseen intersex's (+0.230) after it, while the clinician read "largest Δp 0.230", the unseen value's. Where a
     flip to a value the data holds counts, the largest is of those; where none does, the largest is marked as at a
     value no reference row holds when it is."""
-    schema3 = _with_third_sex(schema, "intersex")
     flips = (FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.998, 0.208, False),
              FlipTest("sex", 1.0, 3.0, (), "higher progression", 1.0, 0.230, False, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, 0.01, False))
-    bias = BiasExplanation(flips, (), 0.036, True, "the decision depends on sex: the probability of 'higher "
-                           "progression' changes by +0.208 if sex were sex 2, and by +0.230 if it were intersex "
-                           "(intersex: …)", depends_on=("sex",))
-    expl = dataclasses.replace(_explanation(schema3), bias=bias)
+    schema3, bias, expl = _unseen_case(
+        schema, "intersex", flips, 0.036, "the decision depends on sex: the probability of 'higher progression' "
+        "changes by +0.208 if sex were sex 2, and by +0.230 if it were intersex (intersex: …)", ("sex",))
     assert ("; largest Δp 0.208 at values reference rows hold, 0.230 at a value no reference row holds; attribution "
             "share") in views.render(expl, schema3, stakeholder="clinician")
     assert ("Largest |Δp| (a joint flip's against its control): 0.208 at values reference rows hold, 0.230 at a value "
@@ -1058,15 +1071,13 @@ def test_the_largest_change_is_never_below_a_change_the_verdict_cites(schema):
     """Toy row 23: age moves p by +0.066 at 82 years; sex by +0.046 at a value the data holds (not counted) and by
     +0.068 at intersex, which none holds. The verdict cites +0.068, and the auditor read "Largest |Δp| …: 0.066" (the
     largest at values the data holds, unlabelled). Now both, each said for what it is."""
-    schema3 = _with_third_sex(schema, "intersex")
     flips = (FlipTest("age", 59.0, 82.0, (), "higher progression", 0.876, 0.066, False),
              FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.856, 0.046, False),
              FlipTest("sex", 1.0, 3.0, (), "higher progression", 0.878, 0.068, False, unseen=True))
-    bias = BiasExplanation(flips, (), 0.42, True, "the decision depends on age: the probability of 'higher "
-                           "progression' changes by +0.066 if age were 82 years; the decision depends on sex: the "
-                           "probability of 'higher progression' changes by +0.068 if sex were intersex (intersex: …)",
-                           depends_on=("age", "sex"))
-    expl = dataclasses.replace(_explanation(schema3), bias=bias)
+    schema3, bias, expl = _unseen_case(
+        schema, "intersex", flips, 0.42, "the decision depends on age: the probability of 'higher progression' changes "
+        "by +0.066 if age were 82 years; the decision depends on sex: the probability of 'higher progression' changes "
+        "by +0.068 if sex were intersex (intersex: …)", ("age", "sex"))
     assert ("Flips on: none. Largest |Δp| (a joint flip's against its control): 0.066 at values reference rows hold, "
             "0.068 at a value no reference row holds.\n") in views.render(expl, schema3, stakeholder="auditor")
     assert ("; largest Δp 0.066 at values reference rows hold, 0.068 at a value no reference row holds; attribution "
@@ -1081,20 +1092,15 @@ def test_a_class_change_only_an_unseen_value_makes_is_told_to_the_patient_as_suc
     """Toy row 0: sex male moves p by -0.152 and keeps the result; only intersex, which no reference row holds,
     changes it. The patient read "the tool could have given a different result" and "one value we tried was not
     seen", which does not say that the result changed only there."""
-    schema3 = _with_third_sex(schema, "intersex")
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.658, -0.152, False),
              FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.463, -0.347, True, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
-    bias = BiasExplanation(flips, (), 0.2, True, "the decision depends on sex: the probability of 'higher "
-                           "progression' changes by -0.152 if sex were sex 1, and the decision flips if it were "
-                           "intersex (intersex: …)", depends_on=("sex",))
-    expl = dataclasses.replace(_explanation(schema3), bias=bias)
-    patient = views.render(expl, schema3, stakeholder="patient")
-    assert patient.endswith(
-        "\n\nWe checked: if your sex had been different, the tool could have given a different result. Please talk "
-        "about this with your care team.\nFor your sex, we only saw the result change with a value not seen in the "
-        "data the tool learned from. What the tool says for that value is less sure.\n\n" + DISCLAIMER)
-    assert _jargon(patient) == [] and fk(patient) <= 8, patient
+    schema3, _, expl = _unseen_case(
+        schema, "intersex", flips, 0.2, "the decision depends on sex: the probability of 'higher progression' changes "
+        "by -0.152 if sex were sex 1, and the decision flips if it were intersex (intersex: …)", ("sex",))
+    assert _patient_after_depends(expl, schema3, fk) == (
+        "For your sex, we only saw the result change with a value not seen in the data the tool learned from. What "
+        "the tool says for that value is less sure.")
 
 
 def test_proxies_moved_together_are_told_together(schema):
