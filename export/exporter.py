@@ -8,6 +8,7 @@ or memory budget gives way to the next that passes and fits) -> bundle (model.on
 
 from __future__ import annotations
 
+import decimal
 import itertools
 import json
 import numbers
@@ -33,6 +34,7 @@ from edgeinfer.windows import WindowSpec
 from edgeinfer.export.budget import BudgetCheck, check_budget
 from edgeinfer.export.card import ModelCard
 from edgeinfer.export import onnx_export, quantize
+from edgeinfer.explain.desired import threshold_text
 from edgeinfer.explain.proxies import find_proxies
 
 
@@ -123,10 +125,11 @@ class ExportReport:
 
 
 def _percent(value: float, *, apart_from: float | None = None) -> str:
-    """A share as a percentage: a gate in as few digits as it has (99.5%), a figure in at least two decimals and as
-    many more as tell it from `apart_from` (1989/1999 is 99.4997%, not 99.50% beside a 99.5% gate)."""
+    """A share as a percentage: a gate with the digits it was given (99.5%; 0.9999999 as 99.99999%, not the 100% of
+    :g), a figure in at least two decimals and as many more as tell it from `apart_from` (1989/1999 is 99.4997%, not
+    99.50% beside a 99.5% gate)."""
     if apart_from is None:
-        return f"{value * 100:.6g}%"
+        return f"{(decimal.Decimal(threshold_text(value)) * 100).normalize():f}%"
     for digits in range(2, 7):
         text = f"{value:.{digits}%}"
         if value == apart_from or text != f"{apart_from:.{digits}%}":

@@ -311,6 +311,15 @@ def test_the_summary_tells_a_figure_from_its_gate_and_a_tiny_difference_from_zer
         "max |Δp| 0.0000"]
 
 
+def test_the_summary_writes_a_gate_with_the_digits_it_was_given():
+    """A 0.9999999 gate read "(gate 100%)" (:g's six digits), a gate no export can pass beside an agreement of
+    99.9999% that fails it; the views and the report already wrote it as given."""
+    from edgeinfer.export.exporter import _percent
+
+    assert [_percent(g) for g in (0.9999999, 0.995, 0.9, 1.0, 1e-07)] == [
+        "99.99999%", "99.5%", "90%", "100%", "0.00001%"]
+
+
 def test_a_gate_passed_on_fewer_rows_than_it_can_resolve_is_named_in_the_summary(tmp_path):
     """10 calibration rows: int8 printed 'pass … agreement 100.00% (gate 99.5%)' on 2 held-out rows, the count
     nowhere. Each attempt says its rows now, and below 1 / (1 - gate) rows (200 for 99.5%) a warning says so."""
