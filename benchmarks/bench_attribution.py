@@ -50,17 +50,21 @@ SAMPLES_HEADING = "## Estimator error vs samples"
 
 def _permutation_phi(session, X: np.ndarray, samples: int, seed: int) -> np.ndarray:
     """The antithetic permutation estimator with `samples` permutations, also on a model with <= 10 features
-    (where `attribute` would compute exact values): the same plan `attribute` uses, run directly."""
+    (where `attribute` would compute exact values): the same baseline rows, weights and plan `attribute` uses,
+    run directly. (With one raw median row, the diabetes model's sex took one value where `attribute` weighs
+    each value the reference holds, and the study measured that difference, not the estimator's error.)"""
     from edgeinfer.explain import attribution as attr
 
-    perms = attr._antithetic_permutations(X.shape[1], samples, np.random.default_rng(seed))
-    plan = attr._PermutationPlan(perms, 1)
-    base = np.asarray(session.reference.median, dtype=np.float64)[None]
-    rows = 1 + len(X) * plan.rows_per_instance          # the baseline row, then each row's coalition rows
-    proba = session.predict_proba(attr._gather(np.asarray(X, dtype=np.float64), base, plan, 0, rows).copy())
-    base_p, proba = proba[:1], proba[1:].reshape(len(X), plan.rows_per_instance, -1)
+    rng = np.random.default_rng(seed)
+    bases, weights, _ = attr._baselines(session, "median", samples, rng)
+    m = len(bases)
+    samples = 2 * m * -(-(samples // 2) // m)          # as `attribute`: as many pairs from each baseline row
+    plan = attr._PermutationPlan(attr._antithetic_permutations(X.shape[1], samples, rng), m)
+    rows = m + len(X) * plan.rows_per_instance          # the baseline rows, then each row's coalition rows
+    proba = session.predict_proba(attr._gather(np.asarray(X, dtype=np.float64), bases, plan, 0, rows).copy())
+    base_p, proba = proba[:m], proba[m:].reshape(len(X), plan.rows_per_instance, -1)
     target = proba[:, plan.full_index].argmax(axis=1)
-    return plan.combine(proba[np.arange(len(X)), :, target], base_p[:, target].T)
+    return plan.combine(proba[np.arange(len(X)), :, target], base_p[:, target].T, weights)
 
 
 def _model_rows(n_features: int, samples: int) -> int:
