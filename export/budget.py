@@ -148,7 +148,8 @@ def _judged(profile: DeviceProfile, *, bundle_mb: float, model_mb: float, peak: 
     """The verdict on measured figures: size and memory decide, latency is said (this host is not the device)."""
     size_budget, memory_budget = profile.model_size_budget_mb, profile.peak_memory_budget_mb
     size = f"bundle {shown_mb(bundle_mb, size_budget, decimals=3)} MB"
-    model = f"model {shown_mb(model_mb, 0.0, decimals=3)} MB"
+    # told apart from 0 and from the size budget: a 0.010003 MB model read "model 0.010 MB" beside a 0.01 MB budget
+    model = f"model {max(shown_mb(model_mb, 0.0, decimals=3), shown_mb(model_mb, size_budget, decimals=3), key=len)} MB"
     covers = (f"peak memory of edgeinfer.load, a {OnnxBackend.SMALL_BATCH_ROWS + 1}-row and a 2048-row batch and one "
               "explained row")
     problems = []

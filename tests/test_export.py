@@ -918,6 +918,19 @@ def test_a_figure_beside_its_budget_is_shown_in_as_many_digits_as_tell_them_apar
     assert f"exceeds the {limit:g} MB size budget" in budget.verdict
 
 
+def test_the_model_figure_is_told_apart_from_the_size_budget_too():
+    """The model's size beside the bundle's was shown only apart from 0: a 0.010003 MB model read "model 0.010 MB"
+    beside a 0.01 MB budget, as if it were within it."""
+    from edgeinfer.export.budget import _judged
+
+    def model_text(model_mb):
+        check = _judged(_tight(model_size_budget_mb=0.01), bundle_mb=0.0125, model_mb=model_mb, peak=None,
+                        latency=1.0, predict_latency=0.1, host="here")
+        return check.verdict.split("(model ")[1].split(" MB)")[0]
+
+    assert [model_text(mb) for mb in (0.010003, 0.000312, 0.0123)] == ["0.010003", "0.0003", "0.012"]
+
+
 def test_an_export_that_does_not_fit_never_replaces_a_bundle(tmp_path):
     """With overwrite, a wearable-gateway bundle that fit was replaced by a 33.7 MB one that did not ("written for
     inspection only"), which then predicted silently. It goes beside it, to <out>.over-budget (replaced there)."""
