@@ -1999,6 +1999,40 @@ def _check_writable(path: str, *, option: str) -> None:
         raise UsageError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
 
 
+def _file_key(path: str) -> tuple | str | None:
+    """What names the file at `path`, to compare: a regular file's device and inode, or a path not there yet
+    resolved; None for a device, pipe or folder, which no write destroys (/dev/null may take both outputs)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _check_apart(input: str, rejects_path: str | None, summary_path: str | None) -> None:
+    """Refuse --rejects or --summary naming the input (or the file stdin reads), or both naming one file, before
+    anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is empty", the recording
+    lost), --summary v.csv wrote the summary over the recording, and --summary s.json --rejects s.json the summary
+    over the rejects, both exit 0."""
+    source = _file_key(input) if input != "-" else None
+    if input == "-":
+        try:
+            st = os.fstat(sys.stdin.fileno())
+            source = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+        except (AttributeError, OSError, ValueError):      # no file behind stdin (a test runner's)
+            pass
+    keys = {option: _file_key(path) for option, path in (("--rejects", rejects_path), ("--summary", summary_path))
+            if path}
+    for option, key in keys.items():
+        if key is not None and key == source:
+            path = rejects_path if option == "--rejects" else summary_path
+            read = "the input file" if input != "-" else "the file stdin reads, the input"
+            raise UsageError(f"{option} {path} is {read}; give another path")
+    if len(keys) == 2 and keys["--rejects"] is not None and keys["--rejects"] == keys["--summary"]:
+        raise UsageError(f"--summary {summary_path} and --rejects {rejects_path} are the same file; give each its "
+                         "own path")
+
+
 @click.command("stream")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("input", default="-")
@@ -2044,6 +2078,7 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
 
     if follow and input == "-":
         raise UsageError("--follow reads a growing file; stdin already streams until it closes: drop --follow or give a file")
+    _check_apart(input, rejects_path, summary_path)
     # click's ranges let nan through, and inf: refused here by flag, not by StreamOptions' field names (exit 1)
     if math.isnan(poll_s) or (follow and math.isinf(poll_s)):
         raise UsageError(f"--poll must be a finite number of seconds, at least 0.001, got {poll_s}")

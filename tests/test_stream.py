@@ -856,6 +856,35 @@ def test_rejects_file_gets_the_problems_as_json_lines(motion_bundle, tmp_path):
     assert s["rows_not_in_window"] == 3 and s["stopped_by"] == "end of input"
 
 
+def test_a_rejects_or_summary_file_that_is_the_input_or_the_other_is_a_usage_error(motion_bundle, tmp_path):
+    """--rejects v.csv opened the recording to write before reading it: "the input is empty", exit 1, v.csv 0 bytes;
+    --summary v.csv wrote the summary over it, and --summary s.json --rejects s.json the summary over the rejects,
+    both exit 0. Each is refused before anything is opened, the recording kept, however the path is written."""
+    path = tmp_path / "v.csv"
+    text = HEADER + "\n" + "\n".join(rows(0.0, 30)) + "\n"
+    path.write_text(text)
+    (tmp_path / "link.csv").symlink_to(path)
+    for args, message in (
+            ([path, "--rejects", path], f"--rejects {path} is the input file; give another path"),
+            ([path, "--summary", f"{tmp_path}/./v.csv"], f"--summary {tmp_path}/./v.csv is the input file; "
+                                                              "give another path"),
+            ([tmp_path / "link.csv", "--summary", path], f"--summary {path} is the input file; give another path"),
+            ([path, "--summary", tmp_path / "s.json", "--rejects", tmp_path / "s.json"],
+             f"--summary {tmp_path}/s.json and --rejects {tmp_path}/s.json are the same file; give each its own "
+             "path")):
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), *map(str, args)])
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n"), args
+        assert path.read_text() == text and not (tmp_path / "s.json").exists()
+    with open(path) as stdin:           # stdin read from the file named
+        proc = subprocess.run([*_cli(), "stream", str(motion_bundle), "-", "--rejects", str(path)], stdin=stdin,
+                              capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"error: --rejects {path} is the file stdin reads, the input; give another path\n"
+    assert path.read_text() == text
+    result = run([motion_bundle, path, "--rejects", os.devnull, "--summary", os.devnull])    # a device: no file lost
+    assert result.exit_code == 0 and "rows     read 30 = used 30 + rejected 0" in result.stderr
+
+
 def test_bad_json_lines_are_rejected(motion_bundle, tmp_path):
     names = HEADER.split(",")
     good = [json.dumps(dict(zip(names, [i / 10] + [1.0] * 6))) for i in range(20)]
