@@ -18,6 +18,12 @@ from typing import IO, Any
 
 from edgeinfer.errors import InputError
 
+# A line longer than this (bytes for `stream`, characters here) is no row: the csv module reads a value of at most
+# 131,072 characters. It is dropped as it is read, up to its end, and rejected: held whole, a line without end
+# (zeros from a broken device, a writer that never ends its rows) grew until a MemoryError ended the command.
+MAX_LINE = 1 << 20
+LONG_LINE = "line longer than 1 MiB (no row is); not used: end each row with a newline"
+
 
 @dataclass(frozen=True)
 class Row:
@@ -46,14 +52,17 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
     """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl.
 
     Every line is read on its own: a CSV record never spans lines, so an unbalanced quote spoils
-    its own line only. `check_header` may refuse a CSV header (InputError) once, before any row,
-    instead of every row failing alike. An input that is no text (UTF-16, compressed) is refused
-    before its first line is read as a header; `reader` (the command, 'predict') and `example`
-    (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -') word the fix. The
-    `text_columns` (an id) keep their text as written: a CSV cell stripped ('007' is no number 7); a JSON value that is no string as its JSON text
-    (1E3 as '1E3', not 1000.0), null as None."""
-    lines = enumerate(stream, start=1)
-    first_no, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
+    its own line only; a line over MAX_LINE is a BadRow, read in pieces, never whole (the first line refused).
+    `check_header` may refuse a CSV header (InputError) once, before any row, instead of every row failing alike.
+    An input that is no text (UTF-16, compressed) is refused before its first line is read as a header; `reader`
+    (the command, 'predict') and `example` (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -')
+    word the fix. The `text_columns` (an id) keep their text as written: a CSV cell stripped ('007' is no number 7);
+    a JSON value that is no string as its JSON text (1E3 as '1E3', not 1000.0), null as None."""
+    lines = _lines(stream)
+    first_no, first = next(((n, line) for n, line in lines if line is None or line.strip()), (0, ""))
+    if first is None:
+        raise InputError(f"line {first_no}, the first, is longer than 1 MiB, as no header or row is; give a CSV header "
+                         "line and rows, or JSON lines")
     if not first:
         raise InputError("the input is empty; expected a CSV header line or JSON lines")
     if (told := not_text(first.rstrip("\r\n"), example=example)) is not None:     # its bytes would be the header
@@ -66,6 +75,25 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
         yield from _csv(first_no, first, lines, check_header, reader, text_columns)
     else:
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
+
+
+def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) of a text stream, a line over MAX_LINE characters as None: read in pieces up to its end
+    and dropped, never held whole. The LF of a CRLF that a read's limit cut off after its CR is no line."""
+    number, cr = 0, False
+    while line := stream.readline(MAX_LINE + 2):        # room for the longest line and a CRLF
+        if cr and line == "\n":
+            cr = False
+            continue
+        number += 1
+        if len(line.rstrip("\r\n")) <= MAX_LINE:
+            cr = False
+            yield number, line
+            continue
+        while not line.endswith(("\n", "\r")) and (line := stream.readline(1 << 16)):
+            pass
+        cr = line.endswith("\r")
+        yield number, None
 
 
 def _utf16(text: str) -> bool:
@@ -200,15 +228,18 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _jsonl(lines: Iterator[tuple[int, str]], text_columns: Collection[str]) -> Iterator[Row | BadRow]:
+def _jsonl(lines: Iterator[tuple[int, str | None]], text_columns: Collection[str]) -> Iterator[Row | BadRow]:
     for line_no, line in lines:
+        if line is None:
+            yield BadRow(line_no, LONG_LINE)
+            continue
         if not line.strip():
             continue
         value = json_object(line.rstrip("\r\n"), keys="feature name", as_written=text_columns)
         yield BadRow(line_no, value) if isinstance(value, str) else Row(line_no, value)
 
 
-def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
+def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str | None]],
          check_header: Callable[[list[str]], None] | None, reader: str,
          text_columns: Collection[str]) -> Iterator[Row | BadRow]:
     header = csv_fields(first)
@@ -226,6 +257,9 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str]],
                 raise InputError(separated_by(separator, line=header_no, reader=reader)) from None
             raise InputError(f"line {header_no} (the header): {err}") from None
     for line_no, line in lines:
+        if line is None:
+            yield BadRow(line_no, LONG_LINE)
+            continue
         if not line.strip():
             continue  # a blank line
         fields = csv_fields(line)

@@ -80,7 +80,8 @@ import click
 import numpy as np
 
 from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputError, UsageError
-from edgeinfer.rows import csv_fields, decimal, json_object, not_text, other_separator, separated_by
+from edgeinfer.rows import (LONG_LINE, MAX_LINE, csv_fields, decimal, json_object, not_text, other_separator,
+                            separated_by)
 from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
@@ -444,7 +445,9 @@ class LineSource:
     """Lines of a file, growing file or stdin, in blocks of whatever is available (low latency on pipes).
 
     A line ends at LF, CRLF or a lone CR (classic Mac files, serial sensors), as `predict`'s universal newlines
-    read them; a CR ends its line at once, so a CR-terminated sensor streams live."""
+    read them; a CR ends its line at once, so a CR-terminated sensor streams live. A line over MAX_LINE bytes is
+    dropped as it is read, up to its end, and told to `on_long`: a line without end was held whole until a
+    MemoryError ended the stream with no summary."""
 
     def __init__(self, source: str | Path, *, follow: bool, poll_s: float, stopper: Stopper):
         self.follow = follow
@@ -466,12 +469,15 @@ class LineSource:
         self._path = None if str(source) == "-" else Path(source)
         self.on_rotate = None     # called when a followed file is truncated or replaced: (a sentence saying so,
                                   # the old file's unfinished last line as a block, to reject: never a row)
+        self.on_long = None       # called when a line over MAX_LINE ends, dropped unread: (its number, its start)
         try:
             self._fd = self._raw.fileno()
         except (AttributeError, OSError, ValueError):
             self._fd = None
         self.line_no = 0
         self._partial: list[bytes] = []   # the unfinished last line, in the pieces read (joined once it ends)
+        self._held = 0                    # bytes in _partial
+        self._long: bytes | None = None   # the first bytes of a line over MAX_LINE, while the rest is dropped
         self._cr = False                  # the last read ended in a CR: an LF first in the next read ends no line
         self._quiet = 0                   # checks in a row that found the file renamed away and no more in it
         self._tail = b""                  # the followed file's last bytes read, up to the read position
@@ -566,14 +572,24 @@ class LineSource:
                 if self.follow and self._regular:
                     self._tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self._tail + data)[-TAIL_BYTES:]
                 data = self._line_ends(data)
+                end = data.find(b"\n")
+                if self._long is None and self._held + (len(data) if end < 0 else end) > MAX_LINE:
+                    self._long = b"".join([*self._partial, data[:end] if end >= 0 else data])[:READ_BYTES]
+                    self._partial, self._held = [], 0
+                if self._long is not None:        # a line over MAX_LINE, no row, dropped up to its end
+                    if end < 0:
+                        continue
+                    self._ended_long()
+                    data = data[end + 1:]
                 if not data:                      # the LF of a CRLF whose CR ended the last read
                     continue
                 if b"\n" not in data:             # a long line: joining at every read would take quadratic time
                     self._partial.append(data)
+                    self._held += len(data)
                     continue
                 pieces = (b"".join(self._partial) + data).split(b"\n")
                 last = pieces.pop()
-                self._partial = [last] if last else []
+                self._partial, self._held = ([last], len(last)) if last else ([], 0)
                 if pieces:
                     yield self._number(pieces)
                 continue
@@ -587,7 +603,7 @@ class LineSource:
                 if self.on_rotate is not None:
                     self.on_rotate(rotated, cut)
                 continue
-            if self._partial:
+            if self._partial or self._long is not None:
                 yield self.flush()
             return
 
@@ -605,8 +621,8 @@ class LineSource:
         """The unfinished line a stop leaves, as a block to count: it may be only part of a row (a pipe, a
         followed file whose writer has not ended it yet). Whole on disk (a file read once; a followed file's line
         cut only by the read's size) it is as unread as the lines after it: not counted."""
-        if self._partial and self._regular and (not self.follow or self._ends_on_disk()):
-            self._partial = []
+        if (self._partial or self._long is not None) and self._regular and (not self.follow or self._ends_on_disk()):
+            self._partial, self._held, self._long = [], 0, None
         return self.flush()
 
     def _ends_on_disk(self) -> bool:
@@ -619,11 +635,23 @@ class LineSource:
         return False
 
     def flush(self) -> list[tuple[int, str]]:
-        """The unfinished last line, if any, as a block (a stop should count it, not drop it)."""
+        """The unfinished last line, if any, as a block (a stop should count it, not drop it); one over MAX_LINE
+        goes to `on_long` instead."""
+        if self._long is not None:
+            self._ended_long()
         if not self._partial:
             return []
-        last, self._partial = b"".join(self._partial), []
+        last, self._partial, self._held = b"".join(self._partial), [], 0
         return self._number([last])
+
+    def _ended_long(self) -> None:
+        """The line over MAX_LINE being dropped ended (or the input did): number it, and hand its start to
+        `on_long`."""
+        head, self._long = self._long, None
+        self.line_no += 1
+        if self.on_long is not None:
+            text = head.decode("utf-8", errors="replace")
+            self.on_long(self.line_no, text.removeprefix("\ufeff") if self.line_no == 1 else text)
 
     def _rotated(self) -> str | None:
         """At the end of a followed file: was it replaced (renamed away, a new file in its place)? Then read on
@@ -1820,6 +1848,18 @@ def stream(
         rotated[0] = True
 
     source_lines.on_rotate = on_rotate
+
+    def on_long(line: int, head: str) -> None:
+        """A line over MAX_LINE bytes, dropped unread: one rejected row; as a CSV's first line, its header, it refuses
+        the input (told as no text where it is none)."""
+        if parser is None and not (options.fmt == "jsonl" or options.fmt == "auto" and head.lstrip().startswith("{")):
+            raise InputError(not_text(head, example="FILE | edgeinfer stream BUNDLE -") or
+                             f"line {line}, the header, is longer than 1 MiB, as no header is; give a CSV header line "
+                             f"({', '.join((timestamp, *spec.channel_names))}) and rows, or JSON lines")
+        counts["read"] += 1
+        reject(line, LONG_LINE)
+
+    source_lines.on_long = on_long
     # Explaining allocates a few hundred objects per window; each full collection would walk every object the
     # process already holds (tens of thousands, hundreds of thousands with torch loaded): up to 0.7 ms per window.
     # They are set aside for the stream's length (gc.freeze) and handed back at the end.
@@ -1972,6 +2012,8 @@ def _reason_kind(reason: str) -> str:
         return "malformed row"
     if reason.startswith("the file's header"):
         return "row under a header that does not match"
+    if reason == LONG_LINE:
+        return "line longer than 1 MiB"
     if reason.startswith(("the stream stopped", "the file was rotated")):
         return "unfinished last line"
     if "finite" in reason:

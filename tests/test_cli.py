@@ -112,6 +112,35 @@ def test_an_unreadable_csv_line_loses_only_itself(diabetes_bundle, rows_file, tm
     assert result.stderr.endswith("2 of 5 rows rejected\n")
 
 
+def test_a_line_over_1_mib_is_read_in_pieces_and_refused_as_its_row(diabetes_bundle, rows_file, tmp_path):
+    """A line was read whole: one without end (a GB of zeros) ended predict with a MemoryError. A line over MAX_LINE
+    characters is now read in pieces up to its end, dropped, and refused as its row; the rows after it keep their
+    numbers, also where the read's limit cut a CRLF after its CR (a line of MAX_LINE + 1 characters)."""
+    from edgeinfer.rows import MAX_LINE
+
+    _, good = rows_file
+    names = list(good[0])
+    line = ",".join(str(good[0][n]) for n in names)
+    path = tmp_path / "rows.csv"
+    path.write_bytes("\r\n".join([",".join(names), line, "9" * (MAX_LINE + 1), line, "9" * (3 * MAX_LINE), line,
+                                   ("9," * MAX_LINE)[:MAX_LINE], line, ""]).encode())
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.exit_code == 1
+    out = _lines(result)
+    assert [line["row"] for line in out] == list(range(2, 9))
+    told = "line longer than 1 MiB (no row is); not used: end each row with a newline"
+    assert (out[1], out[3]) == ({"row": 3, "error": told}, {"row": 5, "error": told})
+    assert out[5] == {"row": 7, "error": "expected 10 comma-separated values as in the header, got "
+                                         f"{MAX_LINE // 2 + 1}"}
+    assert [line["class_name"] for line in out[0::2]] == [ei.load(diabetes_bundle).predict(good[0]).class_name] * 4
+    assert result.stderr.endswith("3 of 7 rows rejected\n")
+    path.write_text("9" * (2 * MAX_LINE) + "\n" + ",".join(names) + "\n" + line + "\n")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == ("error: line 1, the first, is longer than 1 MiB, as no header or row is; give a CSV "
+                             "header line and rows, or JSON lines\n")
+
+
 def test_a_truncated_json_line_is_reported_at_its_column(diabetes_bundle, tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"age": 48, "sex": 2, "bmi": 29.2,\n')

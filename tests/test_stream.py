@@ -121,6 +121,29 @@ def test_a_cr_ends_its_line_at_once_and_a_crlf_cut_between_reads_is_one_line_end
         source.close()
 
 
+def test_a_line_over_1_mib_is_dropped_as_it_is_read_and_rejected_once(motion_bundle, tmp_path):
+    """A line without end was held whole: a GB of digits after a recording's first rows ended the stream (under
+    `ulimit -v`) with a MemoryError traceback and no summary. A line over MAX_LINE bytes is now dropped as it is read,
+    up to its end, and rejected once under a reason of its own; the rows after it are read on. As the first line
+    (the header) it refuses the input."""
+    from edgeinfer.rows import MAX_LINE
+
+    told = "line longer than 1 MiB (no row is); not used: end each row with a newline"
+    long = "1" * (3 * MAX_LINE)
+    text = "\n".join([HEADER, *rows(0.0, 30), long, *rows(3.0, 30), long])      # the last one without its end
+    result = run([motion_bundle, "-", "--summary", tmp_path / "s.json"], input=text)
+    assert result.exit_code == 0, result.output
+    assert problems(result) == [f"line 32: rejected: {told}", f"line 63: rejected: {told}"]
+    assert [d["window"]["start"] for d in lines_of(result.stdout)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert "rows     read 62 = used 60 + rejected 2" in result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["rejected_by_reason"] == {"line longer than 1 MiB": 2}
+    result = run([motion_bundle, "-"], input=long + "\n" + "\n".join([HEADER, *rows(0.0, 30)]) + "\n")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == ("error: line 1, the header, is longer than 1 MiB, as no header is; give a CSV header line "
+                             "(timestamp, acc_x, acc_y, acc_z, gyr_x, gyr_y, gyr_z) and rows, or JSON lines\n")
+
+
 def test_a_files_last_line_without_a_newline_is_a_row(motion_bundle, tmp_path):
     path = tmp_path / "r.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows(0.0, 30)))
