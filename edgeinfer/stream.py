@@ -83,7 +83,7 @@ from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputErro
 from edgeinfer.rows import (LONG_LINE, MAX_LINE, csv_fields, decimal, json_object, not_text, other_separator,
                             separated_by)
 from edgeinfer.schema import FLOAT32_MAX, close_match
-from edgeinfer.windows import WindowSpec, compute_many
+from edgeinfer.windows import MAX_SAMPLES, WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
 from edgeinfer.profiles import device_option
 
@@ -193,7 +193,8 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         """Refuse a number no stream can use, naming the option (hop=-1 failed with NumPy's IndexError, batch=0
-        with range()'s ValueError, window=0 meant the bundle's window): `stream` then reads no row."""
+        with range()'s ValueError, window=0 meant the bundle's window, window=10**20 an OverflowError): `stream`
+        then reads no row."""
         for name, least, units, default in (
                 ("window", 2, "samples", "the bundle's"), ("hop", 1, "sample", "the bundle's"),
                 ("batch", 1, "window", None), ("explain_batch", 1, "window", None), ("bias_window", 1, "decision", None),
@@ -205,6 +206,8 @@ class StreamOptions:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise InputError(f"StreamOptions: {name} must be a whole number, at least {least} {units}{none}, "
                                  f"got {_short(value)}")
+            if name in ("window", "hop") and value > MAX_SAMPLES:
+                raise InputError(f"StreamOptions: {name} must be at most {MAX_SAMPLES} samples, got {_short(value)}")
         for name, bound, default in (("poll_s", "at least 0.001", None),     # max_gap_s inf: no gap is too long
                                      ("max_gap_s", "more than 0", "1.5 sample periods, or learned from the rows")):
             value = getattr(self, name)

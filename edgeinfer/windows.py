@@ -37,6 +37,9 @@ import numpy as np
 from edgeinfer.errors import InputError, SchemaError
 
 TIE_TOLERANCE = 1e-9   # relative: powers this close to the largest tie for dominant_freq (the lowest wins)
+# The most samples a stream's window or hop may have: 2**31 rows are 16 GiB per channel, past any device's memory. A
+# larger --window or --hop ended the stream with an OverflowError or IndexError traceback (a C size, a NumPy index).
+MAX_SAMPLES = 2**31
 STATISTICS = ("mean", "std", "min", "max", "rms", "slope", "ptp", "dominant_freq", "band_energy")
 _SPECTRAL = ("dominant_freq", "band_energy")
 _BAND = re.compile(r"^band_energy\(\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*\)$")
@@ -249,6 +252,9 @@ class WindowSpec:
             except ValueError:
                 seconds = math.nan
             samples = seconds * self.sample_rate_hz if math.isfinite(seconds) else math.nan
+            if math.isfinite(samples) and samples > MAX_SAMPLES:
+                raise InputError(f"{what} must be at most {MAX_SAMPLES} samples, got {raw!r} ({samples:.6g} samples "
+                                 f"at {_g(self.sample_rate_hz)} Hz)")
             if not math.isfinite(samples) or samples <= 0 or abs(samples - round(samples)) > 1e-6:
                 raise InputError(
                     f"{what} {raw!r} is not a whole number of samples at {_g(self.sample_rate_hz)} Hz; "
@@ -261,6 +267,8 @@ class WindowSpec:
             raise InputError(f"{what} must be a number of samples (e.g. 20) or seconds (e.g. 2s), got {raw!r}") from None
         if value < 1:
             raise InputError(f"{what} must be at least 1 sample, got {value}")
+        if value > MAX_SAMPLES:
+            raise InputError(f"{what} must be at most {MAX_SAMPLES} samples, got {raw}")
         return value
 
     # ----- schema ----------------------------------------------------------

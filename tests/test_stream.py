@@ -1111,6 +1111,13 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                                                        "(e.g. 2s), got 'abc'"),
                                    ("--hop", "0", "--hop must be at least 1 sample, got 0"),
                                    ("--window", "1", "--window must be at least 2 samples, got 1"),
+                                   # an OverflowError (a deque's C size) and, at the first window, an IndexError
+                                   ("--window", "99999999999999999999", "--window must be at most 2147483648 samples, "
+                                                                        "got 99999999999999999999"),
+                                   ("--window", "1e20s", "--window must be at most 2147483648 samples, got '1e20s' "
+                                                         "(1e+21 samples at 10 Hz)"),
+                                   ("--hop", "99999999999999999999", "--hop must be at most 2147483648 samples, got "
+                                                                     "99999999999999999999"),
                                    ("--rejects", "/no/such/dir/r.jsonl",
                                     "--rejects /no/such/dir/r.jsonl: cannot write there (No such file or directory)"),
                                    ("--summary", "/no/such/dir/s.json", "--summary /no/such/dir/s.json: cannot write "
@@ -1156,6 +1163,8 @@ def test_a_poll_or_max_gap_no_stream_can_use_is_a_usage_error_naming_the_flag(mo
     ({"hop": -1}, "hop must be a whole number, at least 1 sample (None: the bundle's), got -1"),
     ({"window": 0}, "window must be a whole number, at least 2 samples (None: the bundle's), got 0"),
     ({"window": 2.5}, "window must be a whole number, at least 2 samples (None: the bundle's), got 2.5"),
+    ({"window": 10**20}, "window must be at most 2147483648 samples, got 100000000000000000000"),
+    ({"hop": 2**31 + 1}, "hop must be at most 2147483648 samples, got 2147483649"),
     ({"batch": 0}, "batch must be a whole number, at least 1 window, got 0"),
     ({"explain_batch": True}, "explain_batch must be a whole number, at least 1 window, got True"),
     ({"bias_window": 0}, "bias_window must be a whole number, at least 1 decision, got 0"),
@@ -1166,8 +1175,8 @@ def test_a_poll_or_max_gap_no_stream_can_use_is_a_usage_error_naming_the_flag(mo
     ({"fmt": "tsv"}, "fmt must be auto, csv or jsonl, got 'tsv'"),
 ])
 def test_stream_options_refuse_a_number_no_stream_can_use_by_name(options, message):
-    """Through the Python API hop=-1 failed with NumPy's IndexError, batch=0 with range()'s ValueError, and window=0
-    streamed the bundle's 20-sample windows."""
+    """Through the Python API hop=-1 failed with NumPy's IndexError, batch=0 with range()'s ValueError, window=0
+    streamed the bundle's 20-sample windows, and window=10**20 failed with an OverflowError."""
     from edgeinfer.errors import InputError
     from edgeinfer.stream import StreamOptions
 
@@ -1184,6 +1193,9 @@ def test_stream_options_take_numpy_whole_numbers_and_an_endless_max_gap(motion_b
     options = StreamOptions(window=np.int64(30), hop=np.int32(15), max_gap_s=math.inf, batch=np.int64(7))
     summary = stream(ei.load(motion_bundle), recording, options=options, out=io.StringIO(), err=io.StringIO())
     assert (summary.window, summary.windows, summary.max_gap_s) == (30, 265, None)     # None: no limit (JSON has no inf)
+    summary = stream(ei.load(motion_bundle), recording, options=StreamOptions(hop=2**31), out=io.StringIO(),
+                     err=io.StringIO())          # the largest hop: the first window, and no other
+    assert (summary.windows, summary.rows_not_in_window) == (1, 3980)
 
 
 # ----- explanations and alerts ----------------------------------------------------------------------------
