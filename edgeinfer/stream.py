@@ -1411,10 +1411,11 @@ class _Reporter:
                 self.failed = err
 
 
-def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+def _decide(session, features: np.ndarray, *, channels: list[str]) -> tuple[np.ndarray, dict[int, str]]:
     """The windows' probabilities, and the windows the model cannot decide with why: a feature beyond the float32
-    numbers the model reads (a sensor's error code, say), or a probability that is not a number. Those rows'
-    probabilities are NaN; one such window no longer stops the stream."""
+    numbers the model reads (a sensor's error code, say) or one that could not be computed (`channels`: each
+    feature's channel), or a probability that is not a number. Those rows' probabilities are NaN; one such window
+    no longer stops the stream."""
     with np.errstate(invalid="ignore", over="ignore"):
         beyond = ~np.isfinite(features.astype(np.float32))
     unreadable = beyond.any(axis=1)
@@ -1428,11 +1429,22 @@ def _decide(session, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     for i in np.flatnonzero(~np.isfinite(proba).all(axis=1)).tolist():
         if unreadable[i]:
             j = int(np.flatnonzero(beyond[i])[0])
-            why[i] = (f"feature '{session.schema.names[j]}' is {features[i, j]:.6g}, beyond the float32 numbers the "
-                      f"model reads (at most {FLOAT32_MAX:.8g} in size): the window is not decided")
+            if not math.isfinite(features[i, j]):
+                why[i] = f"{_not_computed(session.schema.names[j], channels[j])}: the window is not decided"
+            else:
+                why[i] = (f"feature '{session.schema.names[j]}' is {features[i, j]:.6g}, beyond the float32 numbers "
+                          f"the model reads (at most {FLOAT32_MAX:.8g} in size): the window is not decided")
         else:
             why[i] = "the model returned a probability that is not a number for this window: the window is not decided"
     return proba, why
+
+
+def _not_computed(feature: str, channel: str) -> str:
+    """Why a window feature is NaN or infinite: the rows' values are finite (others are rejected), so its arithmetic
+    overflowed (1.7e308 and -1.7e308 summed: NaN); it was told as a missing or infinite value sent, or as a number
+    beyond float32."""
+    return (f"feature '{feature}' could not be computed: the values of channel '{channel}' in this window are too "
+            "large for its arithmetic (a sum or square past 1.8e308)")
 
 
 class _BiasMonitor:
@@ -1592,6 +1604,7 @@ def stream(
     bias = (_BiasMonitor(schema, session.reference, options.bias_window) if schema.protected and bias_off is None
             else None)
     lows, highs = schema.lows, schema.highs
+    feature_channels = [c.name for c, group in zip(spec.channels, spec.statistics) for _ in group]
     classes = schema.classes
     class_json = [json.dumps(c) for c in classes]
 
@@ -1643,7 +1656,7 @@ def stream(
         for lo in range(0, len(w.values), options.batch):
             hi = min(lo + options.batch, len(w.values))
             features = compute_many(spec, w.values[lo:hi])
-            proba, undecided = _decide(session, features)
+            proba, undecided = _decide(session, features, channels=feature_channels)
             labels = proba.argmax(axis=1)
             base = assigned[0]
             assigned[0] += len(labels)
@@ -1685,8 +1698,9 @@ def stream(
                 j = int(np.flatnonzero(outside[i])[0])
                 where = ("outside the range the bundle's schema declares" if not lows[j] <= features[i, j] <= highs[j]
                          else "not a value the bundle's schema declares")
-                alerts.setdefault(i, []).append({"kind": "out_of_range", "feature": schema.names[j],
-                                                 "message": f"{schema.value_error(j, features[i, j])} ({where})"})
+                told = (f"{schema.value_error(j, features[i, j])} ({where})" if math.isfinite(features[i, j])
+                        else _not_computed(schema.names[j], feature_channels[j]))
+                alerts.setdefault(i, []).append({"kind": "out_of_range", "feature": schema.names[j], "message": told})
             for i, why in undecided.items():
                 alerts.setdefault(i, []).append({"kind": "not_decided", "message": why})
             if bias is not None:

@@ -1307,6 +1307,23 @@ def test_a_window_the_model_cannot_read_is_not_decided_and_the_stream_goes_on(tm
     assert "windows  3 (2 explained, 1 not decided: see their not_decided alerts)" in result.stderr
 
 
+def test_a_window_feature_that_could_not_be_computed_is_told_so_naming_its_channel(motion_bundle):
+    """acc_x alternating between 1.7e308 and -1.7e308, each a finite reading: the window's mean sums to inf - inf,
+    NaN. Its not_decided alert said "feature 'acc_x_mean' is nan, beyond the float32 numbers the model reads" and its
+    out_of_range alert told to "replace missing or infinite values", of a feature the stream computed. Both now say
+    the feature could not be computed, naming the channel whose values overflowed."""
+    huge = [f"{i / 10:.1f},{1.7e308 * (-1) ** i},1,1,1,1,1" for i in range(20)]
+    result = run([motion_bundle, "-"], input="\n".join([HEADER, *huge, *rows(2.0, 20)]) + "\n")
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    told = ("feature 'acc_x_mean' could not be computed: the values of channel 'acc_x' in this window are too large "
+            "for its arithmetic (a sum or square past 1.8e308)")
+    assert out[0]["decision"] is None
+    assert out[0]["alerts"] == [{"kind": "out_of_range", "feature": "acc_x_mean", "message": told},
+                                {"kind": "not_decided", "message": f"{told}: the window is not decided"}]
+    assert out[-1]["window"]["start"] == 2.0 and out[-1]["decision"] is not None
+
+
 def test_a_model_of_three_classes_without_a_favourable_one_streams_without_the_bias_monitor(tmp_path):
     """A protected channel and no favourable class among 3: the stream exited 1 ('the bias monitor needs a
     favourable class ...') before any window, while predict worked. It now streams, warns once, and says why in
