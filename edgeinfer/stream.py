@@ -821,8 +821,10 @@ class RowParser:
             if missing:
                 raise InputError(
                     f"input header does not match the bundle's channels: expected columns {', '.join(wanted)}; "
-                    f"missing {', '.join(missing)}; the header (line {line_no}) has {', '.join(header) or 'nothing'}. "
-                    "Rename the columns (or pass --timestamp-column), or stream with a bundle made for these channels"
+                    f"missing {', '.join(missing)}; the header (line {line_no}) has {', '.join(header) or 'nothing'}"
+                    + (" (names are case-sensitive: the header's differ only in case)"
+                       if {h.casefold() for h in header} >= {c.casefold() for c in missing} else "")
+                    + ". Rename the columns (or pass --timestamp-column), or stream with a bundle made for these channels"
                     + ("; for JSON lines whose first line is damaged, pass --input-format jsonl" if any(c in text for c in "{}:") else "")
                 )
             repeated = sorted({h for h in wanted if header.count(h) > 1})

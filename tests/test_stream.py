@@ -1003,6 +1003,12 @@ def test_header_that_does_not_match_the_channels_is_an_error(motion_bundle, tmp_
         "gyr_x, gyr_y, gyr_z. Rename the columns (or pass --timestamp-column), or stream with a bundle made for "
         "these channels\n"
     )
+    # names that differ only in case are told so, as predict does ("did you mean 'age'? (names are case-sensitive)")
+    path.write_text("TIMESTAMP,ACC_X,ACC_Y,ACC_Z,GYR_X,GYR_Y,GYR_Z\n0,1,1,1,1,1,1\n")
+    cased = CliRunner().invoke(main, ["stream", str(motion_bundle), str(path)])
+    assert cased.exit_code == 1
+    assert ("the header (line 1) has TIMESTAMP, ACC_X, ACC_Y, ACC_Z, GYR_X, GYR_Y, GYR_Z (names are case-sensitive: "
+            "the header's differ only in case). Rename the columns") in cased.stderr
     renamed = tmp_path / "renamed.csv"
     renamed.write_text("\n".join(["t,acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z", *rows(0.0, 20)]) + "\n")
     ok = run([motion_bundle, renamed, "--timestamp-column", "t"])
