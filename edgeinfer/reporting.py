@@ -94,11 +94,6 @@ class Inputs:
     decided: tuple[tuple[str, dict[str, float]], ...] = ()  # each row explanation's class and probabilities by class
 
 
-def load_records(path: str | Path) -> list[Mapping[str, Any]]:
-    """Read a JSONL file of Explanation JSON or stream window records; blank lines are skipped."""
-    return [record for _, record in _lines(path)]
-
-
 def _named(path: str | Path) -> str:
     """How errors name a JSONL input: its path, or "stdin" for '-'."""
     return "stdin" if str(path) == "-" else str(path)

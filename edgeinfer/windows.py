@@ -234,13 +234,6 @@ class WindowSpec:
         rate = self.sample_rate_hz is not None
         return [s.unit(c.unit, has_rate=rate) for c, group in zip(self.channels, self.statistics) for s in group]
 
-    def with_geometry(self, *, window: int | None = None, hop: int | None = None) -> "WindowSpec":
-        """The same features over another window length or hop (stream-time override)."""
-        return WindowSpec(
-            self.channels, self.window if window is None else window, self.hop if hop is None else hop,
-            self.statistics, self.sample_rate_hz, self.timestamp,
-        )
-
     def samples(self, text: str | int, *, what: str) -> int:
         """Parse '20' (samples) or '2s' / '1.5s' (seconds, needs a sample rate) into a number of samples."""
         raw = str(text).strip()
