@@ -414,9 +414,10 @@ def export(
         if not isinstance(model, torch.nn.Module):
             raise ExportError(f"model must be a torch.nn.Module or a .pt2/.onnx path, got {type(model).__name__}")
         model = onnx_export.as_exportable(model)
-        with _eval_mode(model):
+        with _eval_mode(model):     # every forward pass: one in train mode moved BatchNorm's running statistics
             float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
             torch_calibration = onnx_export.torch_probabilities(model, calibration)
+            torch_hold = onnx_export.torch_outputs(model, holdout)      # the model's own outputs, for the check below
     float_calibration = _ort_probabilities(float_bytes, calibration, threads)     # for the parity and the check below
     if model is not None:
         parity = float(np.max(np.abs(torch_calibration - float_calibration)))
@@ -433,7 +434,7 @@ def export(
     _check_probabilities(float_calibration, "calibration", onnx_probabilities=onnx_probabilities,
                          finite_anywhere=finite_anywhere)
     if not onnx_probabilities:      # taken as logits: a softmax over probabilities would squash them toward 1/C
-        raw = (onnx_export.torch_outputs(model, holdout) if model is not None else _ort_probabilities(
+        raw = (torch_hold if model is not None else _ort_probabilities(
             onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,
                                                    outputs="probabilities"), holdout, threads))
         if _probability_like(raw):

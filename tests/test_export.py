@@ -262,6 +262,28 @@ def test_export_leaves_the_callers_training_flags_as_they_were(tmp_path):
     assert [m.training for m in model.modules()] == before
 
 
+def test_export_runs_a_model_in_train_mode_only_in_eval_mode(tmp_path):
+    """The check that the outputs are not probabilities already ran the model after export had put it back in train
+    mode: BatchNorm took the held-out rows into its running statistics (num_batches_tracked 1 -> 2), and the bundle's
+    probabilities then differed from the model's in eval mode by up to 0.0074 (Dropout made that check random too)."""
+    schema = FeatureSchema(features=tuple(Feature(f"x{i}", low=-5, high=5) for i in range(10)), classes=("no", "yes"))
+    X = np.random.default_rng(0).normal(size=(200, 10)).clip(-5, 5)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(10), torch.nn.Linear(10, 16), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.5), torch.nn.Linear(16, 2))
+    with torch.no_grad():
+        model(torch.as_tensor(X + 3, dtype=torch.float32))      # running statistics a pass over X would move
+    model.train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    ei.export(model, schema, calibration=X, device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
+    after = model.state_dict()
+    assert [name for name in before if not torch.equal(before[name], after[name])] == []
+    assert [m.training for m in model.modules()] == [True] * 6
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(torch.as_tensor(X, dtype=torch.float32)), dim=-1).numpy()
+    np.testing.assert_allclose(ei.load(tmp_path / "b").predict_proba(X), expected, atol=1e-5)
+
+
 def _boundary_case():
     """A linear model and held-out rows a hair from its decision boundary: int8 rounding flips many of them."""
     schema = FeatureSchema(
