@@ -413,6 +413,13 @@ def export(
                               "give the .pt2 file")
         if not isinstance(model, torch.nn.Module):
             raise ExportError(f"model must be a torch.nn.Module or a .pt2/.onnx path, got {type(model).__name__}")
+        # torch's ONNX exporter cannot trace a TorchScript module inside the probability head: its RuntimeError
+        # ("Tried to trace ... but it is not part of the active trace") named no fix
+        scripted = next((name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
+        if scripted is not None:
+            what = f"the model's submodule {scripted!r}" if scripted else "model"
+            raise ExportError(f"{what} is a TorchScript module (torch.jit.script or torch.jit.trace), which export "
+                              "cannot trace; give the original nn.Module, or a torch.export .pt2")
         model = onnx_export.as_exportable(model)
         with _eval_mode(model):     # every forward pass: one in train mode moved BatchNorm's running statistics
             float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)

@@ -1364,6 +1364,24 @@ def test_the_module_torch_export_gives_exports_as_its_pt2_file_does(breast_cance
                                "and give the .pt2 file")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")       # the test's own scripting and tracing
+def test_a_torchscript_module_is_refused_with_the_fix(tmp_path):
+    """A torch.jit.script or torch.jit.trace module passed the nn.Module check and failed in torch.onnx.export with
+    torch's own "RuntimeError: Tried to trace … but it is not part of the active trace", naming no fix."""
+    layer = linear_logistic([1.0, -1.0], 0.0)
+    options = dict(calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), device="x86-edge-gateway",
+                   precision="fp32")
+    fix = ("is a TorchScript module (torch.jit.script or torch.jit.trace), which export cannot trace; give the "
+           "original nn.Module, or a torch.export .pt2")
+    for model, what in [(torch.jit.script(layer), "model"), (torch.jit.trace(layer, torch.zeros(2, 2)), "model"),
+                        (torch.nn.Sequential(torch.nn.Identity(), torch.jit.script(layer)),
+                         "the model's submodule '1'")]:
+        with pytest.raises(ExportError) as info:
+            ei.export(model, TWO, out=tmp_path / "b", **options)
+        assert str(info.value) == f"{what} {fix}"
+    assert not (tmp_path / "b").exists()
+
+
 class Payload:
     def __reduce__(self):
         return (print, ("this must never run",))
