@@ -26,7 +26,7 @@ import numpy as np
 from edgeinfer.backend import default_threads
 from edgeinfer.bundle import (INPUT_NAME, bundle_bytes, check_destination, holds_bundle, over_budget_path,
                               rows_short_of_gate, shown_mb, write_bundle)
-from edgeinfer.errors import ExportError, SchemaError
+from edgeinfer.errors import BundleError, ExportError, SchemaError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import SAMPLE_ROWS, Reference
 from edgeinfer.schema import FeatureSchema
@@ -349,6 +349,13 @@ def export(
     _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows)
     _check_window(window, schema)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
+    if holds_bundle(out):       # where an export that does not fit goes: refused only at write time, after the work
+        beside = over_budget_path(out)
+        try:
+            check_destination(beside, overwrite=True)
+        except BundleError as err:
+            raise BundleError(f"an export that does not fit its device is written beside the bundle in {out}, at "
+                              f"{beside}: {err}") from err
     precisions = profile.precisions
     if precision is not None:
         if precision not in profile.precisions:

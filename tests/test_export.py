@@ -979,6 +979,27 @@ def test_an_export_that_does_not_fit_never_replaces_a_bundle(tmp_path):
         "takes its .toml file)"]
 
 
+def test_where_an_export_that_does_not_fit_would_go_is_checked_before_the_work(tmp_path):
+    """With a bundle at -o, an export that does not fit goes to <out>.over-budget; a folder there that is no bundle
+    was refused only when writing, after all the work (8.5 s on the CLI, no summary), by a message that did not say
+    why that path was used. It is refused before the work (a model export would refuse is not looked at), saying
+    so."""
+    kept = ei.read_bundle(_linear_export(tmp_path / "b", "x86-edge-gateway").bundle).sha256
+    (tmp_path / "b.over-budget").mkdir()
+    (tmp_path / "b.over-budget" / "notes.txt").write_text("keep me")
+    beside = tmp_path / "b.over-budget"
+    message = (f"an export that does not fit its device is written beside the bundle in {tmp_path / 'b'}, at "
+               f"{beside}: {beside} is not an edgeinfer bundle (no manifest.json of format 'edgeinfer-bundle'); "
+               f"overwrite=True replaces only a bundle: choose another path, or remove {beside} yourself")
+    for model in (linear_logistic([1.0, -1.0], 0.0), torch.nn.Linear(2, 3)):      # the second has 3 outputs
+        with pytest.raises(ei.BundleError) as info:
+            ei.export(model, TWO, device=_tight(model_size_budget_mb=0.001), out=tmp_path / "b", precision="fp32",
+                      calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), overwrite=True)
+        assert str(info.value) == message
+    assert ei.read_bundle(tmp_path / "b").sha256 == kept
+    assert [p.name for p in beside.iterdir()] == ["notes.txt"]
+
+
 def test_a_precision_over_the_budget_gives_way_to_the_next_that_fits(tmp_path):
     """A 2-feature linear model's int8 is larger than its fp32 (bundle 0.003643 MB beside 0.002364 MB): on a
     0.003 MB budget export deployed int8, failed the budget and advised "a smaller model", though fp32, next in the
