@@ -26,12 +26,14 @@ OPSET = 17
 
 
 class ProbabilityHead(torch.nn.Module):
-    """Logits -> probabilities; a single logit is read as the positive class of two."""
+    """Logits -> probabilities; a single logit is read as the positive class of two. `raw_shape`: the model's own
+    output shape for a batch of 2, as _head saw it (the head's own output has two columns for a single logit)."""
 
-    def __init__(self, model: torch.nn.Module, *, single_logit: bool = False):
+    def __init__(self, model: torch.nn.Module, *, single_logit: bool = False, raw_shape: tuple[int, ...] = ()):
         super().__init__()
         self.model = model
         self.single_logit = single_logit
+        self.raw_shape = raw_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
@@ -102,7 +104,8 @@ class _Program(torch.nn.Module):
 def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
     with torch.no_grad():
         try:
-            width = model(torch.zeros(2, n_features)).shape[-1]
+            shape = tuple(model(torch.zeros(2, n_features)).shape)
+            width = shape[-1]
         except Exception as err:
             hint = ""
             fixed = "size()[0]" in str(err) or _accepts(model, torch.zeros(1, n_features))   # the batch is fixed
@@ -110,7 +113,7 @@ def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
                 hint = ("; a .pt2 program must take any batch size: export it with "
                         "dynamic_shapes=({0: torch.export.Dim('batch')},)")
             raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}{hint}") from err
-    return ProbabilityHead(model, single_logit=width == 1).eval()
+    return ProbabilityHead(model, single_logit=width == 1, raw_shape=shape).eval()
 
 
 def _accepts(model: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -150,11 +153,10 @@ def torch_to_onnx(model: torch.nn.Module, *, n_features: int, n_classes: int, op
     """Export with a dynamic batch dimension and a pinned opset."""
     head = _head(model, n_features)
     sample = torch.zeros(2, n_features)
-    with torch.no_grad():
-        out = head(sample)
-    if out.ndim != 2 or out.shape[1] != n_classes:
+    raw = head.raw_shape        # the model's own: a single logit read as two classes was told as (2, 2)
+    if len(raw) != 2 or (raw[1] != n_classes and not (raw[1] == 1 and n_classes == 2)):
         raise ExportError(
-            f"the model outputs shape {tuple(out.shape)} for a batch of 2; the schema names {n_classes} classes, "
+            f"the model outputs shape {raw} for a batch of 2; the schema names {n_classes} classes, "
             f"so expected (2, {n_classes}) logits (or (2, 1) for a two-class model)"
         )
     buffer = io.BytesIO()

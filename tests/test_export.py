@@ -1142,14 +1142,17 @@ def test_where_nothing_measures_memory_the_memory_budget_is_unchecked_never_fits
         "memory budget is unchecked; re-export it on Linux or macOS to check it"]
 
 
-def test_wrong_output_width_is_refused(tmp_path):
+@pytest.mark.parametrize("width", [2, 1])
+def test_wrong_output_width_is_refused(tmp_path, width):
+    """A single logit under a 3-class schema was told as "outputs shape (2, 2)": the probability head's two columns,
+    not the model's one."""
     schema = FeatureSchema(features=(Feature("a", low=0, high=1),), classes=("x", "y", "z"))
     with pytest.raises(ExportError) as info:
-        ei.export(torch.nn.Linear(1, 2), schema, calibration=np.random.default_rng(0).uniform(size=(20, 1)),
+        ei.export(torch.nn.Linear(1, width), schema, calibration=np.random.default_rng(0).uniform(size=(20, 1)),
                   device="raspberry-pi-4", out=tmp_path / "b")
     assert str(info.value) == (
-        "the model outputs shape (2, 2) for a batch of 2; the schema names 3 classes, so expected (2, 3) logits "
-        "(or (2, 1) for a two-class model)"
+        f"the model outputs shape (2, {width}) for a batch of 2; the schema names 3 classes, so expected (2, 3) "
+        "logits (or (2, 1) for a two-class model)"
     )
 
 
