@@ -137,9 +137,11 @@ def _percent(value: float, *, apart_from: float | None = None) -> str:
     return text
 
 
-def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, reference_rows: Any) -> None:
+def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, reference_rows: Any,
+                   outputs: Any) -> None:
     """Refuse option values of the wrong kind by name before any work (a dict for `card` failed with asdict's
-    TypeError, opset=99 with torch's RuntimeError after a dump of its graph)."""
+    TypeError, opset=99 with torch's RuntimeError after a dump of its graph, outputs='probs' passed for a torch
+    model)."""
     if not isinstance(out, (str, os.PathLike)):
         raise ExportError(f"out must be the bundle's folder, a path, got {out!r}")
     if card is not None and not isinstance(card, ModelCard):
@@ -155,6 +157,8 @@ def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, r
     if isinstance(reference_rows, bool) or not isinstance(reference_rows, numbers.Integral) or reference_rows < 1:
         raise ExportError(f"reference_rows must be a whole number, 1 or more (the most calibration rows sampled into "
                           f"reference.npz; default {SAMPLE_ROWS}), got {reference_rows!r}")
+    if outputs not in ("logits", "probabilities"):
+        raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
 
 
 def _check_window(window: Any, schema: FeatureSchema) -> None:
@@ -346,7 +350,8 @@ def export(
     """
     profile = get_device(device)
     schema = _checked_schema(schema)
-    _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows)
+    _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows,
+                   outputs=outputs)
     _check_window(window, schema)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     if holds_bundle(out):       # where an export that does not fit goes: refused only at write time, after the work

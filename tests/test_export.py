@@ -616,6 +616,9 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
     ({"opset": 99}, "opset must be a whole number from 7 to 20 (the ONNX opsets torch's exporter writes), got 99"),
     ({"opset": 17.0}, "opset must be a whole number from 7 to 20 (the ONNX opsets torch's exporter writes), got 17.0"),
     ({"seed": "a"}, "seed must be a whole number, 0 or more, got 'a'"),
+    # checked for an .onnx file only: a torch model's export took these without a word
+    ({"outputs": "probs"}, "outputs must be 'logits' or 'probabilities', got 'probs'"),
+    ({"outputs": None}, "outputs must be 'logits' or 'probabilities', got None"),
     *(({"reference_rows": rows}, f"reference_rows must be a whole number, 1 or more (the most calibration rows "
                                   f"sampled into reference.npz; default 1000), got {rows!r}")
       for rows in (0, -5, True, 2.5, "100", None)),
