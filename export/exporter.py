@@ -386,7 +386,9 @@ def export(
             "for the calibration rows as labels=")
     if holdout is None:
         if len(calibration) < 8:
-            raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got {len(calibration)}")
+            raise ExportError(f"need at least 8 calibration rows to hold some out for the accuracy gate, got "
+                              f"{len(calibration)}; give more calibration rows, or held-out rows of your own as "
+                              "holdout= (CLI: --holdout)")
         calib_idx, hold_idx = _split_holdout(calibration, 0.25, seed)
         holdout, calib_rows = calibration[hold_idx], calibration[calib_idx]
         # the held-out rows' own calibration labels: enough to see a wrong class order, never recorded as accuracy

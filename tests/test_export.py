@@ -598,6 +598,8 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
     ({"calibration": np.full((1, 2), 0.5), "holdout": np.full((6, 2), 0.5)},
      "calibration data: need at least 2 rows (the reference data's spread and proxies come from them), got 1"),
     ({"labels": [0, 1]}, "labels has 2 entries for 20 calibration rows; give one per row"),
+    ({"calibration": np.full((5, 2), 0.5)}, "need at least 8 calibration rows to hold some out for the accuracy "
+     "gate, got 5; give more calibration rows, or held-out rows of your own as holdout= (CLI: --holdout)"),
     ({"agreement_threshold": "0.9"}, "agreement_threshold must be a number in (0, 1], got '0.9'"),
     ({"agreement_threshold": 1.5}, "agreement_threshold must be a number in (0, 1], got 1.5"),
     ({"agreement_threshold": np.float32(1.5)}, "agreement_threshold must be a number in (0, 1], got 1.5"),
