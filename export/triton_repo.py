@@ -220,5 +220,7 @@ def export_triton_command(bundle, out, name, max_batch_size, max_queue_delay_us,
     model_dir = write_model_repository(bundle, out, name=name, max_batch_size=max_batch_size,
                                        max_queue_delay_us=max_queue_delay_us, instances=instances, overwrite=overwrite)
     click.echo(str(model_dir))
+    if over := bundle.budget_warning(bundle.profile):     # as `edgeinfer predict` warns: Triton serves it all the same
+        click.echo(f"warning: {over}", err=True)
     if note := batching_note(bundle):
         click.echo(note, err=True)

@@ -1570,6 +1570,31 @@ def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
                                                           "--name (name= in Python)\n")
 
 
+def test_model_repository_cli_warns_of_a_bundle_over_its_budget_as_predict_does(tmp_path):
+    """export-triton wrote a repository from a bundle over its device's size budget with exit 0 and nothing on
+    stderr, while `edgeinfer predict` with the same bundle warned that it does not fit its device."""
+    import dataclasses
+
+    from edgeinfer.export.models import linear_logistic
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
+    tight = dataclasses.replace(ei.get_device("x86-edge-gateway"), name="tight", model_size_budget_mb=0.001)
+    report = ei.export(linear_logistic([1.0, -1.0], 0.0), schema, device=tight, out=tmp_path / "b", precision="fp32",
+                       calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)))
+    assert report.budget.fits is False
+    result = CliRunner().invoke(main, ["export-triton", str(tmp_path / "b"), "-o", str(tmp_path / "repo"), "--name",
+                                       "m"], catch_exceptions=False)
+    warning = (f"warning: bundle {tmp_path / 'b'} does not fit device 'tight': bundle "
+               f"{report.budget.bundle_size_mb:.3f} MB over its 0.001 MB size budget; model.onnx is 0.0004 MB of the "
+               "bundle, reference.npz 0.002 MB (40 rows), and with this model.onnx no count of at least 5 reference "
+               "rows (reference_rows=) brings it under the 0.001 MB size budget. It loads, but may fail there: export "
+               "a smaller model for 'tight' (a profile of your own: --device takes its .toml file)\n")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"{tmp_path / 'repo' / 'm'}\n", warning)
+    (tmp_path / "rows.csv").write_text("a,b\n0.5,0.25\n")
+    assert CliRunner().invoke(main, ["predict", str(tmp_path / "b"), str(tmp_path / "rows.csv")]).stderr == warning
+
+
 def test_model_repository_for_an_int8_dynamic_bundle_has_no_dynamic_batching(breast_cancer, tmp_path):
     """int8-dynamic computes activation scales per batch: batched with other clients' rows, a row's answer would
     depend on them. The config leaves dynamic batching out and says why, in config.pbtxt and on stderr."""
