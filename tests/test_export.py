@@ -1161,6 +1161,18 @@ def test_wrong_output_width_is_refused(tmp_path, width):
     )
 
 
+@pytest.mark.parametrize("kind, torch_says, dtype", [("half", "Half", "float16"), ("double", "Double", "float64")])
+def test_a_model_whose_parameters_are_not_float32_is_told_to_call_float(tmp_path, kind, torch_says, dtype):
+    """model.half() failed with torch's "mat1 and mat2 must have the same dtype", naming no fix."""
+    model = getattr(linear_logistic([1.0, -1.0], 0.0), kind)()
+    with pytest.raises(ExportError) as info:
+        ei.export(model, TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), device="x86-edge-gateway",
+                  out=tmp_path / "b")
+    assert str(info.value) == (
+        f"the model does not accept a (batch, 2) float input: mat1 and mat2 must have the same dtype, but got Float "
+        f"and {torch_says}; its parameters are {dtype}, not float32: call model.float() before export")
+
+
 def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False,
                  batch="n", input_kind=None, softmax: bool = False, opset: int = 17):
     """A one-MatMul ONNX model: x (n, F) -> x @ weights (n, K), named `output`, float32 or (double) float64;
