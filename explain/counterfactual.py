@@ -54,7 +54,7 @@ from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.predictor import Predictor
-from edgeinfer.schema import STEP_TOLERANCE, FeatureSchema, _num, _unknown_feature, step_fraction
+from edgeinfer.schema import FLOAT32_MAX, STEP_TOLERANCE, FeatureSchema, _num, _unknown_feature, step_fraction
 
 _NUMPY_KERNELS = get_kernels("numpy")
 GRID = 8                       # points per feature and direction in the first batch
@@ -250,6 +250,16 @@ class Space:
                     f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] does not overlap the schema's range "
                     f"[{_num(f.low)}, {_num(f.high)}]{unit}; give a range that overlaps it"
                 )
+            # the model reads float32: a value that is infinity there is refused, as the schema refuses it in a row;
+            # a finite bound past the largest float32 stands for that float32 (a side with no bound stays so)
+            with np.errstate(over="ignore"):
+                if np.float32(new_lo) == np.inf or np.float32(new_hi) == -np.inf:
+                    raise ExplainError(
+                        f"permitted_range for '{name}' [{_num(lo)}, {_num(hi)}] lies beyond the float32 numbers the "
+                        f"model reads (at most {FLOAT32_MAX:.8g} in size); give a range within them"
+                    )
+            new_lo, new_hi = (min(max(v, -FLOAT32_MAX), FLOAT32_MAX) if math.isfinite(v) else v
+                              for v in (new_lo, new_hi))
             if (new_lo > f.low or new_hi < f.high) and why[j] == "":   # a frozen feature's range cannot bind
                 narrowed.append(name)
             lows[j], highs[j] = new_lo, new_hi

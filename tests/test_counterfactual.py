@@ -602,6 +602,31 @@ def test_bad_feature_names_and_ranges(linear_session):
                               "rows with the schema first")
 
 
+def test_a_permitted_range_beyond_float32_is_refused_naming_the_feature(linear_session):
+    """The model reads float32. A range past its largest number on a feature with no schema range reached the
+    model as infinity: Session.predict_proba refused the whole batch ("rows 8, 9, ... hold NaN, infinity or a value
+    beyond float32"), naming rows the caller never sent. A finite bound past it stands for that float32."""
+    schema = FeatureSchema(features=(Feature("a"), Feature("b", low=0, high=10)), classes=("no", "yes"),
+                           favourable="yes")
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(0, 1, 300), rng.uniform(0, 10, 300)])
+    session = linear_session(np.array([1.0, 0.5]), -4.0, schema, calibration=X)
+    x = np.array([[0.0, 2.0]])
+    for low, high in ((1e39, 1e40), (math.inf, math.inf), (-1e40, -1e39)):
+        with pytest.raises(ExplainError) as err:
+            session.explain(x[0], parts=["counterfactuals"], permitted_range={"a": (low, high)})
+        assert str(err.value) == (f"permitted_range for 'a' [{low:g}, {high:g}] lies beyond the float32 numbers the "
+                                  f"model reads (at most 3.4028235e+38 in size); give a range within them")
+    # the largest float32 as written (3.4028235e38, just past it in float64) is that float32: accepted
+    for rng_a in ((3e38, 3.4e38), (3.4028235e38, 1e39), (0, 1e39), (-1e39, 1e39)):
+        (res,) = find_counterfactuals(session, x, permitted_range={"a": rng_a})
+        assert res.found, rng_a
+    space = counterfactual.Space.build(schema, session.reference, permitted_range={"a": (-1e39, 1e39)})
+    assert space.lows[0] == -np.finfo(np.float32).max and space.highs[0] == np.finfo(np.float32).max
+    space = counterfactual.Space.build(schema, session.reference, permitted_range={"a": (0, math.inf)})
+    assert space.highs[0] == math.inf           # no bound stays no bound
+
+
 # a number and a categorical whose codes leave gaps (0, 2, 4)
 GAPPED = FeatureSchema(
     features=(Feature("a", low=0, high=10),
