@@ -318,9 +318,11 @@ class Space:
         return bool(self.stepped.any())
 
     def ends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(F,) lowest and highest values the search tries for each feature of x."""
-        down = np.maximum(self.lows, np.minimum(self.ref_low, x - self.scale))
-        up = np.minimum(self.highs, np.maximum(self.ref_high, x + self.scale))
+        """(F,) lowest and highest values the search tries for each feature of x: the search window inside the
+        permitted range, or where the window misses the range, the range's nearest bound (an end outside the
+        range led to answers outside it)."""
+        down = np.maximum(self.lows, np.minimum(self.highs, np.minimum(self.ref_low, x - self.scale)))
+        up = np.minimum(self.highs, np.maximum(self.lows, np.maximum(self.ref_high, x + self.scale)))
         return down, up
 
     def wide_ends(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

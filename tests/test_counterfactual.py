@@ -157,6 +157,24 @@ def test_a_value_outside_its_permitted_range_moves_to_the_nearest_flip_inside_it
         assert exact - TOL_MAD * session.reference.mad[0] <= cf.changes[0].to_value < exact
 
 
+def test_a_permitted_range_beyond_the_search_window_keeps_its_answers_inside_it(linear_session):
+    """'a' has no schema range and reference values near 0; permitted_range (100, 200) lies past the search window
+    (the reference extremes padded by a MAD). The window's end, outside the range, became a line's end: from
+    x = 0 the answer was a = 98.5, outside the range. The line now ends at the range's nearest bound, 100 (logit
+    a + 0.5 b - 4 > 0 there: the closest answer inside the range); below the data, mirrored, likewise."""
+    schema = FeatureSchema(features=(Feature("a"), Feature("b", low=0, high=10)), classes=("no", "yes"),
+                           favourable="yes")
+    rng = np.random.default_rng(0)
+    calibration = np.column_stack([rng.normal(0, 1, 300), rng.uniform(0, 10, 300)])
+    for sign in (1.0, -1.0):
+        session = linear_session(np.array([sign, 0.5]), -4.0, schema, calibration=calibration)
+        for low, high in ((100, 200), (1e38, 1e39)):
+            rng_a = (low, high) if sign > 0 else (-high, -low)
+            for X in (np.array([[0.0, 2.0]]), np.array([[0.0, 2.0], [0.5, 2.0]])):   # the one-row and batched searches
+                (res, *_) = find_counterfactuals(session, X, features_to_vary=["a"], permitted_range={"a": rng_a})
+                assert [cf.values for cf in res] == [(sign * low, 2.0)], (rng_a, len(X))
+
+
 class _Visits:
     """p(high) = sigmoid(visits - 15) over an integer count of visits in [0, 100]."""
 
