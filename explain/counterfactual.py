@@ -363,12 +363,11 @@ def _is_number(v) -> bool:
 def _range_of(f, rng) -> tuple[float, float]:
     """A permitted_range value as (low, high): a pair of numbers (a tuple of codes is the range between them, as
     before DiCE's form was read); for a categorical also DiCE's form, a list of its categories, by name or by
-    code ([1, 9] names the categories coded 1 and 9, not the codes between). A string is refused, not read
-    character by character."""
+    code ([1, 9] names the categories coded 1 and 9, not the codes between; any list does, so [0, 5] with no
+    code 5 is refused, not read as the codes 0 to 5). A string is refused, not read character by character."""
     items = list(rng) if isinstance(rng, (list, tuple, set, frozenset, np.ndarray)) else None
     names = items is not None and any(isinstance(v, str) for v in items)
-    if f.kind == "categorical" and items and (names or (not isinstance(rng, tuple)
-                                                        and all(_is_number(v) and v in f.codes for v in items))):
+    if f.kind == "categorical" and items and (names or not isinstance(rng, tuple)):
         return _category_run(f, items)
     if items is None or len(items) != 2 or not all(_is_number(v) for v in items) or isinstance(rng, (set, frozenset)):
         also = f", or a list of its categories (e.g. {list(f.categories[:2])!r})" if f.kind == "categorical" else ""
@@ -382,7 +381,8 @@ def _category_run(f, allowed) -> tuple[float, float]:
     allowed = [f.categories[f.codes.index(v)] if _is_number(v) and v in f.codes else v for v in allowed]
     unknown = [c for c in allowed if c not in f.categories]
     if unknown:
-        raise ExplainError(f"permitted_range for '{f.name}': unknown category {unknown[0]!r}; its categories are "
+        shown = repr(unknown[0]) if isinstance(unknown[0], str) or not _is_number(unknown[0]) else _num(unknown[0])
+        raise ExplainError(f"permitted_range for '{f.name}': unknown category {shown}; its categories are "
                            f"{', '.join(repr(c) for c in f.categories)}")
     codes = sorted(f.codes[f.categories.index(c)] for c in set(allowed))
     lo, hi = codes[0], codes[-1]

@@ -719,6 +719,28 @@ def test_a_permitted_range_is_a_pair_of_numbers_or_a_list_of_categories_never_a_
     assert [cf.values for cf in by_range] == [(1.0, 2.0)]
 
 
+def test_a_categorical_permitted_range_list_always_names_categories(linear_session):
+    """Codes 0, 1, 2, 9: the list [0, 9] named the categories coded 0 and 9 (refused: 'b', 'c' lie between), while
+    [0, 5], which holds a number that is no code, was the code range 0..5 and let 'a', 'b' and 'c' in. Any list
+    names categories, so 5 is an unknown category; a tuple stays the range between its two numbers."""
+    schema = FeatureSchema(features=(
+        Feature("x", low=0, high=10),
+        Feature("c", kind="categorical", categories=("a", "b", "c", "z"), codes=(0, 1, 2, 9))), classes=("no", "yes"))
+    session = linear_session([0.1, 1.0], -3.5, schema)
+    x = np.array([[1.0, 9.0]])
+    for rng in ([0, 5], np.array([5, 0]), ["a", 5.0], {0, 5}):
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, permitted_range={"c": rng})
+        assert str(err.value) == "permitted_range for 'c': unknown category 5; its categories are 'a', 'b', 'c', 'z'"
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"c": [0.5]})
+    assert str(err.value) == "permitted_range for 'c': unknown category 0.5; its categories are 'a', 'b', 'c', 'z'"
+    # the tuple (0, 5) is the range of codes 0 to 5: 'a', 'b' or 'c'; the nearest that gives 'no' is 'c' (2)
+    by_range = find_counterfactuals(session, x, permitted_range={"c": (0, 5)}, features_to_vary=["c"])[0]
+    by_list = find_counterfactuals(session, x, permitted_range={"c": [0, 1, 2]}, features_to_vary=["c"])[0]
+    assert [cf.values for cf in by_range] == [cf.values for cf in by_list] == [(1.0, 2.0)]
+
+
 def test_a_permitted_range_with_no_whole_number_for_an_integer_feature_is_refused(linear_session):
     schema = FeatureSchema(features=(Feature("a", low=0, high=10), Feature("n", kind="integer", low=0, high=100)),
                            classes=("no", "yes"))
