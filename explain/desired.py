@@ -7,6 +7,7 @@ probabilities meets it and by how much (the margin the search refines).
 
 from __future__ import annotations
 
+import decimal
 import re
 from dataclasses import dataclass
 
@@ -119,6 +120,11 @@ def threshold_text(value: float) -> str:
     same float (0.9999999, not the 1 that :g rounds it to)."""
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def percent_as_given(value: float) -> str:
+    """A threshold in percent with the digits it was given: 0.9999999 as "99.99999%", not the "100%" of :g."""
+    return f"{(decimal.Decimal(threshold_text(value)) * 100).normalize():f}%"
 
 
 def _class_named(inside: str, classes) -> str:

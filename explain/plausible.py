@@ -27,10 +27,12 @@ typical, and a plausible answer can be missed; the reason then says "none found"
 
 from __future__ import annotations
 
+import decimal
+
 import numpy as np
 
 from edgeinfer.explain.counterfactual import _distinct_best, _Search
-from edgeinfer.explain.desired import Target
+from edgeinfer.explain.desired import Target, percent_as_given, threshold_text
 
 PROTOTYPES = 20                        # nearest typical reference rows per instance
 FRACTIONS = np.array([0.5, 0.75, 1.0])  # how far each taken-over feature moves towards its prototype
@@ -182,7 +184,7 @@ class PlausibleSearch(_Search):
         return minimal
 
     def sought(self, t: Target) -> str:
-        return (f"a counterfactual reaching {t.text} with at least {self.min_plausibility:.0%} of its "
+        return (f"a counterfactual reaching {t.text} with at least {percent_as_given(self.min_plausibility)} of its "
                 f"{self.neighbours} nearest reference rows in class '{t.target_class}'")
 
     def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...], bool]]:
@@ -193,7 +195,7 @@ class PlausibleSearch(_Search):
         none_valid = rows[self.most_plausible[rows] < 0]
         if len(none_valid):
             out.update(super().why_unreachable(none_valid))
-        share = f"{self.min_plausibility:.0%}"
+        share = percent_as_given(self.min_plausibility)     # as given: 0.805 is 80.5%, not :.0%'s 80%
         for i in rows[self.most_plausible[rows] >= 0]:
             t = self.targets[i]
             if self.no_prototype[i]:
@@ -203,6 +205,18 @@ class PlausibleSearch(_Search):
                 unset = ", or leave it unset for the sparsest answer" if self.sparse_found[i] else ""
                 reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
                           f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most "
-                          f"plausible found: {self.most_plausible[i]:.0%}); lower min_plausibility{unset}")
+                          f"plausible found: {_short_of(self.most_plausible[i], self.min_plausibility)}); lower "
+                          f"min_plausibility{unset}")
             out[int(i)] = (reason, ("min_plausibility",), False)
         return out
+
+
+def _short_of(share: float, threshold: float) -> str:
+    """A share found short of the threshold, in percent, with the fewest digits that keep it below the threshold as
+    given: 80% beside 80.5%, 66.67% beside 66.7% (where :.0% wrote 80% beside 80% and 67% beside 67%)."""
+    limit = decimal.Decimal(threshold_text(threshold)) * 100
+    for digits in range(12):
+        text = f"{share * 100:.{digits}f}"
+        if decimal.Decimal(text) < limit:
+            return f"{text}%"
+    return f"{share * 100!r}%"

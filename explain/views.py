@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
-from edgeinfer.explain.desired import threshold_of, threshold_text
+from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
 
@@ -829,11 +829,6 @@ def _records(items: Any, newline: str, step: str) -> str | None:
         else:
             return None
     return ("," + newline).join(map(fmt.__mod__, zip(*columns)))
-
-
-def _percent_as_given(value: float) -> str:
-    """A threshold in percent with the digits it was given: 0.9999999 as "99.99999%", not the "100%" of :g."""
-    return f"{(decimal.Decimal(threshold_text(value)) * 100).normalize():f}%"
 
 
 # the search's reason ends by naming what it needed relaxed; a piece that names {binding} itself leaves that out

@@ -833,6 +833,26 @@ def test_min_plausibility_says_when_valid_answers_are_not_plausible(linear):
                           "min_plausibility, or leave it unset for the sparsest answer")
 
 
+def test_min_plausibility_reasons_write_the_shares_without_rounding_them_together(linear):
+    """The reasons rounded both shares to whole percents: min_plausibility 0.401 read "at least 40% ... (the most
+    plausible found: 40%)", 0.667 with 3 neighbours "at least 67% ... (67%)", 0.999 "at least 100%". The threshold
+    is written with the digits it was given, the best share found with the digits that keep it below."""
+    session, w, b = linear
+    x = np.array([[1.0, -1.0, 0.5, 0.5]])
+    options = dict(features_to_vary=["x1"], permitted_range={"x1": (-5, 1.4)})
+    for wanted, neighbours, threshold, best in ((0.401, 5, "40.1%", "40%"), (0.667, 3, "66.7%", "66.67%")):
+        (res,) = find_counterfactuals(session, x, min_plausibility=wanted, neighbours=neighbours, **options)
+        assert res.reason == (f"counterfactuals reaching class 'low' exist, but none found has at least {threshold} "
+                              f"of its {neighbours} nearest reference rows in class 'low' (the most plausible found: "
+                              f"{best}); lower min_plausibility, or leave it unset for the sparsest answer")
+    (res,) = find_counterfactuals(session, x, min_plausibility=0.999, neighbours=300)
+    assert res.reason == ("the reference data has no row of class 'low' whose 300 nearest other reference rows "
+                          "are at least 99.9% 'low'; lower min_plausibility")
+    (res,) = find_counterfactuals(session, x, min_plausibility=0.805, time_budget_ms=1e-9)
+    assert res.reason == ("the time budget of 1e-09 ms ran out before a counterfactual reaching class 'low' with at "
+                          "least 80.5% of its 5 nearest reference rows in class 'low' was found")
+
+
 def test_min_plausibility_time_budget_returns_the_plausible_answers_in_hand(linear):
     """A budget gone before the prototypes' call still returns the valid points the first call found that are
     plausible enough (complete=False); the other rows say what the budget cut short."""
