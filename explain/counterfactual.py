@@ -927,7 +927,11 @@ class _Search:
         otherwise its cheapest valid revert goes to the next round. A single-feature answer is final as
         found: reverting its one change gives back the instance. Trimmed candidates can meet (both become
         the same answer): a row left with fewer than k distinct answers brings in its next candidates.
-        """
+
+        Every count is the row's own (its rounds, its refills, the F rounds it may take), so a row gets the same
+        answers alone as in any batch: with counts shared by the batch, a row's refill waited until every other
+        row was done trimming and could be cut short by their rounds, and one row cut short made the whole
+        batch incomplete. Returns (items, complete: (n,) bool per row)."""
         found = np.flatnonzero(lines.found)
         rows, values = lines.row[found], lines.values[found]
         changed = values != self.X[rows]
@@ -939,26 +943,32 @@ class _Search:
         valid = np.ones(len(R), dtype=bool)
         active = rank < self.k + 1
         todo = np.flatnonzero(active & ~verified) if complete else np.zeros(0, dtype=np.int64)
-        rounds = refills = 0
+        rounds, refills = np.zeros(self.n, dtype=np.int64), np.zeros(self.n, dtype=np.int64)
+        cut = np.zeros(self.n, dtype=bool)       # rows whose trimming stopped short (out of rounds or time)
         while len(todo):
             ok, V[todo], P[todo], verified[todo] = self.revert_round(R[todo], V[todo])
             valid[todo] = ok
-            rounds += 1
+            busy = np.unique(R[todo])          # the rows this round trimmed
+            rounds[busy] += 1
             todo = todo[ok & ~verified[todo]]
             have = self.distinct_answers(R, V, valid & verified & active)
-            if rounds >= ROUNDS:
-                # past a few rounds, keep going only for rows that still lack k answers
-                todo = todo[have[R[todo]] < self.k]
-            if rounds >= self.F or self.out_of_time():
-                complete = not len(todo)
+            # past a few rounds of its own, a row keeps going only while it still lacks k answers
+            todo = todo[(rounds[R[todo]] < ROUNDS) | (have[R[todo]] < self.k)]
+            if self.out_of_time():
+                cut[R[todo]] = True
                 break
-            if not len(todo) and refills < 2:
-                waiting = np.flatnonzero(~active & (have[R] < self.k))
+            spent = rounds[R[todo]] >= self.F
+            cut[R[todo[spent]]] = True
+            todo = todo[~spent]
+            # a row left with nothing to trim, still short of k answers, brings in its next candidates (twice at most)
+            idle = busy[~np.isin(busy, R[todo]) & (rounds[busy] < self.F) & (refills[busy] < 2)]
+            if len(idle):
+                waiting = np.flatnonzero(~active & np.isin(R, idle) & (have[R] < self.k))
                 waiting = waiting[_rank_per_row(rank[waiting], R[waiting]) < self.k + 1]
                 active[waiting] = True
-                todo = waiting[~verified[waiting]]
-                refills += 1
-        return (R[active], V[active], P[active], valid[active], verified[active]), complete
+                todo = np.sort(np.concatenate((todo, waiting[~verified[waiting]])))
+                refills[idle] += 1
+        return (R[active], V[active], P[active], valid[active], verified[active]), complete & ~cut
 
     def distinct_answers(self, rows: np.ndarray, values: np.ndarray, among: np.ndarray) -> np.ndarray:
         """(n,) per row, how many distinct sets of changed features the `among` answers have (at most k)."""
@@ -996,7 +1006,7 @@ class _Search:
         return _after_reverts(V, Xr, cands, proba, ok, best)
 
     # -- results --
-    def finish(self, items, already, complete: bool) -> list[Counterfactuals]:
+    def finish(self, items, already, complete) -> list[Counterfactuals]:
         """Each row's k best answers (minimal ones first; an unverified one only fills a row that lacks
         k minimal ones), as results."""
         rows, values, proba, valid, verified = items
@@ -1007,10 +1017,11 @@ class _Search:
         pick = pick[np.lexsort((order_cost, rows[pick]))]
         return self.results(rows[pick], values[pick], proba[pick], already, complete)
 
-    def results(self, chosen_rows, chosen_values, chosen_proba, already, complete: bool) -> list[Counterfactuals]:
+    def results(self, chosen_rows, chosen_values, chosen_proba, already, complete) -> list[Counterfactuals]:
         """One `Counterfactuals` per row from the chosen answers (ordered by row); a row without any
-        says why."""
+        says why. `complete`: one bool for every row, or (n,) one per row."""
         n = self.n
+        complete = np.broadcast_to(complete, n).tolist()
         distance = self.distance(chosen_values, chosen_rows)
         plaus = self.plausibility(chosen_values, chosen_rows)
         has = np.bincount(chosen_rows, minlength=n) > 0
@@ -1034,10 +1045,10 @@ class _Search:
             elif cuts[i] < cuts[i + 1]:
                 cfs = tuple(self.counterfactual(i, chosen_values[q], chosen_proba[q], distance[q], plaus[q])
                             for q in range(cuts[i], cuts[i + 1]))
-                out.append(Counterfactuals(items=cfs, found=True, complete=complete, **common))
+                out.append(Counterfactuals(items=cfs, found=True, complete=complete[i], **common))
             elif i in reasons:
                 reason, binding, together = reasons[i]
-                out.append(Counterfactuals(found=False, complete=complete, reason=reason, binding=binding,
+                out.append(Counterfactuals(found=False, complete=complete[i], reason=reason, binding=binding,
                                            binding_together=together, **common))
             elif tried:
                 out.append(Counterfactuals(found=False, complete=False, reason=self.untried(t), **common))

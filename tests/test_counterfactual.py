@@ -962,6 +962,17 @@ class _NumpyMLP:
         return e / e.sum(axis=1, keepdims=True)
 
 
+class _RowWiseMLP(_NumpyMLP):
+    """_NumpyMLP with each row's probabilities computed on their own, as the deployed fp32 model's are: the same
+    bits alone and in any batch (a matrix product's last bits may move with the batch)."""
+
+    def predict_proba(self, X):
+        h = np.tanh((((X - self.lows) * self.scale * 4 - 2)[:, :, None] * self.W1).sum(axis=1) + self.b1)
+        z = (h[:, :, None] * self.W2).sum(axis=1) * 3
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
 @st.composite
 def _schemas(draw, max_features=6):
     n = draw(st.integers(2, max_features))
@@ -1106,6 +1117,36 @@ def test_one_row_search_gives_the_batched_search_answers(data, schema, seed, nar
         proba = model.predict_proba(x)
         known = {"labels": dict(labels=proba.argmax(axis=1)), "probabilities": dict(probabilities=proba)}.get(given, {})
         _compare_searches(model, x, permitted_range=permitted, **request, **known)
+
+
+def test_a_rows_answers_do_not_depend_on_its_batch_mates():
+    """A row gets the same answers alone as in any batch (a server that batches requests answers as the device
+    does). The revert rounds counted rounds and refills for the whole batch. Here (k = 3, F = 3) two of row 0's
+    three candidates trim to the same answer in round 1, so it brings in its next one (three changes: two rounds),
+    while row 1 needs a second round. Alone, row 0 did so after round 1 and had a minimal third answer after round
+    3; in the batch it waited for row 1's second round, its candidate had only round 3 before the batch's F rounds
+    ran out and stayed unverified (ranked last), and both rows read complete=False."""
+    schema = FeatureSchema(features=tuple(Feature(f"f{j}", low=0.0, high=10.0) for j in range(3)), classes=("a", "b"))
+    model = _RowWiseMLP(schema, 221)
+    X = model.reference.X[[78, 145]]
+    batch = find_counterfactuals(model, X, k=3)
+    for x, res in zip(X, batch):
+        (alone,) = find_counterfactuals(model, x[None], k=3)
+        assert replace(res, elapsed_ms=0.0) == replace(alone, elapsed_ms=0.0)
+        assert res.complete and len(res) == 3
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=_schemas(), seed=st.integers(0, 10_000), k=st.integers(1, 3), plausible=st.sampled_from([None, 0.6]))
+def test_every_row_gets_the_same_answers_alone_and_in_a_batch(schema, seed, k, plausible):
+    """Any schema, k and min_plausibility: each row's result (answers, reason, complete, calls) is the same alone
+    (k = 1: the one-row search) as in a batch of four."""
+    model = _RowWiseMLP(schema, seed)
+    X = model.reference.X[np.random.default_rng(seed + 1).choice(len(model.reference.X), 4, replace=False)]
+    batch = find_counterfactuals(model, X, k=k, min_plausibility=plausible)
+    for x, res in zip(X, batch):
+        (alone,) = find_counterfactuals(model, x[None], k=k, min_plausibility=plausible)
+        assert replace(res, elapsed_ms=0.0) == replace(alone, elapsed_ms=0.0)
 
 
 def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_an_answer():
