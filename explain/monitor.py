@@ -97,14 +97,11 @@ class _Entry:
         self.id, self.group, self.y_pred, self.y_prob, self.y_true = decision_id, group, y_pred, y_prob, None
 
 
-_EXACT = 1074     # a float in [0, 1] times 2**1074 is a whole number: sums of these are exact
-
-
-def _exact(p: float) -> int:
-    """p * 2**_EXACT, exactly. A running float sum of probabilities, added on arrival and taken off on eviction,
-    drifts: 100,000 decisions on and a window of three zeros read a mean probability of -6.7e-15."""
-    num, den = p.as_integer_ratio()
-    return num << (_EXACT + 1 - den.bit_length())
+# Probabilities are summed as whole units of 2**-64: int(p * _UNIT), the bits below dropped (every bit of a
+# probability from 2**-12 up is kept; the product is exact, a power of two). Such sums are exact: a running float
+# sum, added on arrival and taken off on eviction, drifted, and after 100,000 decisions a window of three zeros read
+# a mean probability of -6.7e-15.
+_UNIT = 2.0 ** 64
 
 
 class _Counts:
@@ -112,7 +109,7 @@ class _Counts:
 
     def __init__(self):
         self.n = self.selected = self.prob_n = self.pos = self.tp = self.neg = self.fp = 0
-        self.prob_sum = 0                     # in units of 2**-_EXACT (`_exact`)
+        self.prob_sum = 0                     # in units of 2**-64 (_UNIT)
 
 
 class RollingFairness:
@@ -183,7 +180,7 @@ class RollingFairness:
         c.selected += y_pred
         if y_prob is not None:
             c.prob_n += 1
-            c.prob_sum += _exact(y_prob)
+            c.prob_sum += int(y_prob * _UNIT)
         self._observed += 1
 
     def label(self, decision_id: Hashable, y_true: int) -> bool:
@@ -222,7 +219,7 @@ class RollingFairness:
                     labelled=c.pos + c.neg,
                     true_positive_rate=c.tp / c.pos if c.pos else None,
                     false_positive_rate=c.fp / c.neg if c.neg else None,
-                    mean_probability=c.prob_sum / (c.prob_n << _EXACT) if c.prob_n else None,   # rounded once
+                    mean_probability=c.prob_sum / c.prob_n / _UNIT if c.prob_n else None,
                 )
             )
         alerts = []
@@ -291,7 +288,7 @@ class RollingFairness:
         c.selected -= entry.y_pred
         if entry.y_prob is not None:
             c.prob_n -= 1
-            c.prob_sum -= _exact(entry.y_prob)
+            c.prob_sum -= int(entry.y_prob * _UNIT)
         if c.n == 0:
             del self._counts[entry.group]
 

@@ -73,7 +73,8 @@ def test_an_alert_s_rates_read_as_far_apart_as_its_difference_in_the_stream_s_un
 
 def test_the_mean_probability_is_exact_however_long_the_stream_runs():
     """A running float sum, added on arrival and taken off on eviction, drifted: after 100,000 decisions a window
-    of three zeros read a mean probability of -6.7e-15. The sums are exact now; the mean is rounded once."""
+    of three zeros read a mean probability of -6.7e-15. The sums are exact now, in whole units of 2**-64 (every bit
+    of a probability from 2**-12 up), and the mean is rounded once."""
     import random
     from fractions import Fraction
 
