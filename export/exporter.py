@@ -15,6 +15,7 @@ import numbers
 import os
 import platform
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
@@ -26,7 +27,7 @@ import numpy as np
 from edgeinfer.backend import default_threads
 from edgeinfer.bundle import (INPUT_NAME, bundle_bytes, check_destination, holds_bundle, over_budget_path,
                               rows_short_of_gate, shown_mb, write_bundle)
-from edgeinfer.errors import BundleError, ExportError, SchemaError
+from edgeinfer.errors import BundleError, EdgeInferWarning, ExportError, SchemaError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import SAMPLE_ROWS, Reference
 from edgeinfer.schema import FeatureSchema
@@ -354,13 +355,10 @@ def export(
                    outputs=outputs)
     _check_window(window, schema)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
-    if holds_bundle(out):       # where an export that does not fit goes: refused only at write time, after the work
-        beside = over_budget_path(out)
-        try:
-            check_destination(beside, overwrite=True)
-        except BundleError as err:
-            raise BundleError(f"an export that does not fit its device is written beside the bundle in {out}, at "
-                              f"{beside}: {err}") from err
+    if holds_bundle(out) and (blocked := _beside_blocked(out)) is not None:
+        # told before the work, refused only if the export does not fit (one that fits never goes there)
+        warnings.warn(f"{blocked}; if this export does not fit, it will be refused after the work", EdgeInferWarning,
+                      stacklevel=2)
     precisions = profile.precisions
     if precision is not None:
         if precision not in profile.precisions:
@@ -595,6 +593,8 @@ def export(
         record["budget"]["fp32_bundle_size_mb"] = round(fp32_bytes / 1e6, 6)
     precision, model_bytes = deployed.precision, deployed.model_bytes
     kept = budget.fits is False and holds_bundle(out)      # a bundle that does not fit never replaces one
+    if kept and (blocked := _beside_blocked(out)) is not None:
+        raise BundleError(blocked)
     bundle = write_bundle(over_budget_path(out) if kept else out, model_bytes=model_bytes, schema=schema,
                           profile=profile, reference=deployed.reference, precision=precision, record=record,
                           overwrite=overwrite or kept)
@@ -606,6 +606,16 @@ def export(
         quantized_ops=deployed.op_counts, budget=budget, accuracy=deployed.accuracy, sha256=bundle.sha256,
         edge_rows=int(len(extremes)), kept=Path(out) if kept else None,
     )
+
+
+def _beside_blocked(out) -> str | None:
+    """Why an export that does not fit cannot go beside the bundle in `out` (at <out>.over-budget); None if it can."""
+    beside = over_budget_path(out)
+    try:
+        check_destination(beside, overwrite=True)
+    except BundleError as err:
+        return f"an export that does not fit its device is written beside the bundle in {out}, at {beside}: {err}"
+    return None
 
 
 @dataclass(frozen=True)

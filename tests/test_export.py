@@ -984,24 +984,37 @@ def test_an_export_that_does_not_fit_never_replaces_a_bundle(tmp_path):
         "takes its .toml file)"]
 
 
-def test_where_an_export_that_does_not_fit_would_go_is_checked_before_the_work(tmp_path):
+def test_where_an_export_that_does_not_fit_would_go_is_told_before_the_work(tmp_path):
     """With a bundle at -o, an export that does not fit goes to <out>.over-budget; a folder there that is no bundle
     was refused only when writing, after all the work (8.5 s on the CLI, no summary), by a message that did not say
-    why that path was used. It is refused before the work (a model export would refuse is not looked at), saying
-    so."""
-    kept = ei.read_bundle(_linear_export(tmp_path / "b", "x86-edge-gateway").bundle).sha256
-    (tmp_path / "b.over-budget").mkdir()
-    (tmp_path / "b.over-budget" / "notes.txt").write_text("keep me")
+    why that path was used. It is warned of before the work, saying so, and refused after it only if the export
+    does not fit: an export that fits replaces the bundle as before (refusing it too was a regression)."""
+    import warnings
+
+    from edgeinfer.errors import EdgeInferWarning
+
+    _linear_export(tmp_path / "b", "x86-edge-gateway")
     beside = tmp_path / "b.over-budget"
+    beside.mkdir()
+    (beside / "notes.txt").write_text("keep me")
     message = (f"an export that does not fit its device is written beside the bundle in {tmp_path / 'b'}, at "
                f"{beside}: {beside} is not an edgeinfer bundle (no manifest.json of format 'edgeinfer-bundle'); "
                f"overwrite=True replaces only a bundle: choose another path, or remove {beside} yourself")
-    for model in (linear_logistic([1.0, -1.0], 0.0), torch.nn.Linear(2, 3)):      # the second has 3 outputs
-        with pytest.raises(ei.BundleError) as info:
-            ei.export(model, TWO, device=_tight(model_size_budget_mb=0.001), out=tmp_path / "b", precision="fp32",
-                      calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), overwrite=True)
-        assert str(info.value) == message
+    options = dict(out=tmp_path / "b", precision="fp32", calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+                   overwrite=True)
+    kept = ei.read_bundle(tmp_path / "b").sha256
+    with pytest.warns(EdgeInferWarning) as told, pytest.raises(ei.BundleError) as info:
+        ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, device=_tight(model_size_budget_mb=0.001), **options)
+    assert str(info.value) == message
+    assert [str(w.message) for w in told] == [f"{message}; if this export does not fit, it will be refused after "
+                                              "the work"]
     assert ei.read_bundle(tmp_path / "b").sha256 == kept
+    with warnings.catch_warnings(record=True) as fits_told:
+        warnings.simplefilter("always")
+        report = ei.export(linear_logistic([2.0, -1.0], 0.0), TWO, device="x86-edge-gateway", **options)
+    assert report.budget.fits and report.bundle == tmp_path / "b" and ei.read_bundle(tmp_path / "b").sha256 != kept
+    assert [str(w.message) for w in fits_told if issubclass(w.category, EdgeInferWarning)] == [
+        f"{message}; if this export does not fit, it will be refused after the work"]
     assert [p.name for p in beside.iterdir()] == ["notes.txt"]
 
 
