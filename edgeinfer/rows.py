@@ -52,23 +52,24 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
     """Yield each data row of a CSV (with a header) or JSONL stream. fmt: auto | csv | jsonl.
 
     Every line is read on its own: a CSV record never spans lines, so an unbalanced quote spoils
-    its own line only; a line over MAX_LINE is a BadRow, read in pieces, never whole (the first line refused).
+    its own line only; a line over MAX_LINE is a BadRow, read in pieces, never whole (as a CSV header, refused).
     `check_header` may refuse a CSV header (InputError) once, before any row, instead of every row failing alike.
     An input that is no text (UTF-16, compressed) is refused before its first line is read as a header; `reader`
     (the command, 'predict') and `example` (where a decompressed file goes: 'FILE | edgeinfer predict BUNDLE -')
     word the fix. The `text_columns` (an id) keep their text as written: a CSV cell stripped ('007' is no number 7);
     a JSON value that is no string as its JSON text (1E3 as '1E3', not 1000.0), null as None."""
     lines = _lines(stream)
-    first_no, first = next(((n, line) for n, line in lines if line is None or line.strip()), (0, ""))
-    if first is None:
-        raise InputError(f"line {first_no}, the first, is longer than 1 MiB, as no header or row is; give a CSV header "
-                         "line and rows, or JSON lines")
+    first_no, first = next(((n, line) for n, line in lines if isinstance(line, _Long) or line.strip()), (0, ""))
     if not first:
         raise InputError("the input is empty; expected a CSV header line or JSON lines")
-    if (told := not_text(first.rstrip("\r\n"), example=example)) is not None:     # its bytes would be the header
+    text = first.head if isinstance(first, _Long) else first.rstrip("\r\n")
+    if (told := not_text(text, example=example)) is not None:     # its bytes would be the header
         raise InputError(told)
     if fmt == "auto":
-        fmt = "jsonl" if first.lstrip().startswith("{") else "csv"
+        fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
+    if isinstance(first, _Long) and fmt == "csv":      # as JSON lines, it is its row's error alone
+        raise InputError(f"line {first_no}, the header, is longer than 1 MiB, as no header is; give a CSV header line "
+                         "and rows, or JSON lines")
     if fmt == "jsonl":
         yield from _jsonl(itertools.chain([(first_no, first)], lines), text_columns)
     elif fmt == "csv":
@@ -77,8 +78,15 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
 
 
-def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
-    """(line number, line) of a text stream, a line over MAX_LINE characters as None: read in pieces up to its end
+@dataclass(frozen=True)
+class _Long:
+    """A line over MAX_LINE characters, dropped: its first characters, to tell JSON from a CSV header or no text."""
+
+    head: str
+
+
+def _lines(stream: IO[str]) -> Iterator[tuple[int, str | _Long]]:
+    """(line number, line) of a text stream, a line over MAX_LINE characters as _Long: read in pieces up to its end
     and dropped, never held whole. The LF of a CRLF that a read's limit cut off after its CR is no line."""
     number, cr = 0, False
     while line := stream.readline(MAX_LINE + 2):        # room for the longest line and a CRLF
@@ -90,10 +98,11 @@ def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
             cr = False
             yield number, line
             continue
+        head = line[:1024]
         while not line.endswith(("\n", "\r")) and (line := stream.readline(1 << 16)):
             pass
         cr = line.endswith("\r")
-        yield number, None
+        yield number, _Long(head)
 
 
 def _utf16(text: str) -> bool:
@@ -228,9 +237,9 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _jsonl(lines: Iterator[tuple[int, str | None]], text_columns: Collection[str]) -> Iterator[Row | BadRow]:
+def _jsonl(lines: Iterator[tuple[int, str | _Long]], text_columns: Collection[str]) -> Iterator[Row | BadRow]:
     for line_no, line in lines:
-        if line is None:
+        if isinstance(line, _Long):
             yield BadRow(line_no, LONG_LINE)
             continue
         if not line.strip():
@@ -239,7 +248,7 @@ def _jsonl(lines: Iterator[tuple[int, str | None]], text_columns: Collection[str
         yield BadRow(line_no, value) if isinstance(value, str) else Row(line_no, value)
 
 
-def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str | None]],
+def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str | _Long]],
          check_header: Callable[[list[str]], None] | None, reader: str,
          text_columns: Collection[str]) -> Iterator[Row | BadRow]:
     header = csv_fields(first)
@@ -257,7 +266,7 @@ def _csv(header_no: int, first: str, lines: Iterator[tuple[int, str | None]],
                 raise InputError(separated_by(separator, line=header_no, reader=reader)) from None
             raise InputError(f"line {header_no} (the header): {err}") from None
     for line_no, line in lines:
-        if line is None:
+        if isinstance(line, _Long):
             yield BadRow(line_no, LONG_LINE)
             continue
         if not line.strip():

@@ -137,8 +137,17 @@ def test_a_line_over_1_mib_is_read_in_pieces_and_refused_as_its_row(diabetes_bun
     path.write_text("9" * (2 * MAX_LINE) + "\n" + ",".join(names) + "\n" + line + "\n")
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
     assert (result.exit_code, result.stdout) == (1, "")
-    assert result.stderr == ("error: line 1, the first, is longer than 1 MiB, as no header or row is; give a CSV "
-                             "header line and rows, or JSON lines\n")
+    assert result.stderr == ("error: line 1, the header, is longer than 1 MiB, as no header is; give a CSV header "
+                             "line and rows, or JSON lines\n")
+    # as JSON lines (told, or a first line that opens an object) a long first line is its row's error alone: the
+    # whole input was refused, and row 2 lost
+    row = json.dumps(good[0])
+    path.write_text('{"age": 48,' + " " * MAX_LINE + '"sex": 2}\n' + row + "\n")
+    for options in ([], ["--input-format", "jsonl"]):
+        result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path), *options])
+        assert result.exit_code == 1
+        assert _lines(result)[0] == {"row": 1, "error": told}
+        assert _lines(result)[1]["class_name"] == ei.load(diabetes_bundle).predict(good[0]).class_name
 
 
 def test_a_truncated_json_line_is_reported_at_its_column(diabetes_bundle, tmp_path):
