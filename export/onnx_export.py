@@ -112,9 +112,11 @@ def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
             if isinstance(model, _Program) and fixed:
                 hint = ("; a .pt2 program must take any batch size: export it with "
                         "dynamic_shapes=({0: torch.export.Dim('batch')},)")
-            # a model.half() failed with torch's "mat1 and mat2 must have the same dtype", naming no fix
+            # a model.half() failed with torch's "mat1 and mat2 must have the same dtype", naming no fix; said only
+            # where an input of the parameters' dtype is accepted (so the dtype is what failed, not, say, the width)
             kinds = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()} - {"float32"})
-            if kinds:
+            other = next((p.dtype for p in model.parameters() if p.dtype != torch.float32), None)
+            if kinds and _accepts(model, torch.zeros(2, n_features, dtype=other)):
                 hint += f"; its parameters are {', '.join(kinds)}, not float32: call model.float() before export"
             raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}{hint}") from err
     return ProbabilityHead(model, single_logit=width == 1, raw_shape=shape).eval()

@@ -1184,6 +1184,13 @@ def test_a_model_whose_parameters_are_not_float32_is_told_to_call_float(tmp_path
     assert str(info.value) == (
         f"the model does not accept a (batch, 2) float input: mat1 and mat2 must have the same dtype, but got Float "
         f"and {torch_says}; its parameters are {dtype}, not float32: call model.float() before export")
+    # a model of another dtype that fails for another cause (3 inputs, not 2) is not told to call model.float()
+    wide = getattr(torch.nn.Linear(3, 2), kind)()
+    with pytest.raises(ExportError) as info:
+        ei.export(wide, TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), device="x86-edge-gateway",
+                  out=tmp_path / "c")
+    assert "model.float()" not in str(info.value) and str(info.value).startswith(
+        "the model does not accept a (batch, 2) float input")
 
 
 def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False,
