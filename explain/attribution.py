@@ -49,7 +49,7 @@ import numpy as np
 
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attribution, Attributions
-from edgeinfer.explain.predictor import Predictor
+from edgeinfer.explain.predictor import Predictor, read_rows
 from edgeinfer.schema import STEP_TOLERANCE, step_fraction
 
 BASELINES = ("median", "reference")
@@ -82,7 +82,7 @@ def attribute(
 ) -> list[Attributions]:
     """Shapley attributions of the explained class probability for each row of X.
 
-    X: (n, F) validated rows in schema order. targets: the class index per row whose
+    X: (n, F) validated rows in schema order, or a data frame (read by its column names). targets: the class index per row whose
     probability is explained (default: the class the model predicts for the row).
     baseline: "median" (the reference median) or "reference" (interventional, over
     reference rows). samples: permutations for the estimator (rounded up to an even
@@ -92,7 +92,7 @@ def attribute(
     """
     schema = model.schema
     n_features = len(schema)
-    X = _check_rows(X, n_features)
+    X = _check_rows(read_rows(schema, X), n_features)
     requested, samples = samples, _check_samples(samples)
     if baseline not in BASELINES:
         raise ExplainError(f"baseline must be one of {', '.join(repr(b) for b in BASELINES)}, got {baseline!r}")

@@ -73,7 +73,7 @@ import numpy as np
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attributions, BiasExplanation, FlipTest, Proxy
 from edgeinfer.explain.fairness import quantile_edges
-from edgeinfer.explain.predictor import Predictor
+from edgeinfer.explain.predictor import Predictor, read_rows
 from edgeinfer.reference import Reference
 from edgeinfer.schema import Feature, FeatureSchema
 
@@ -120,7 +120,8 @@ def explain_bias(
     attributions: Sequence[Attributions | None] | None = None,
     tolerance: float = TOLERANCE,
 ) -> list[BiasExplanation]:
-    """One BiasExplanation per row of X (rows in schema order; `labels` are the decided class indices)."""
+    """One BiasExplanation per row of X (rows in schema order, or a data frame read by its column names; `labels`
+    are the decided class indices)."""
     schema = model.schema
     X = _as_matrix(schema, X)
     n = len(X)
@@ -516,6 +517,7 @@ def _names(schema: FeatureSchema, features: Sequence[str]) -> str:
 
 
 def _as_matrix(schema: FeatureSchema, X: np.ndarray) -> np.ndarray:
+    X = read_rows(schema, X)
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as err:

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgeinfer.reference import Reference
-from edgeinfer.schema import FeatureSchema
+from edgeinfer.schema import FeatureSchema, _is_named
 
 
 class Predictor(Protocol):
@@ -24,3 +24,13 @@ class Predictor(Protocol):
         """(n, F) float rows in schema order -> (n, C) class probabilities. One backend call.
         X may be a scratch buffer the explainer reuses: read it during the call, keep no reference to it."""
         ...
+
+
+def read_rows(schema: FeatureSchema, X: Any) -> Any:
+    """X as `attribute` and `explain_bias` read it: a data frame (or one of its rows, or a mapping) by its column
+    names, as `Session.predict` reads one (`FeatureSchema.to_matrix`, which refuses a missing or unknown column);
+    anything else as it is, in schema order. Read by position, a frame with its columns in another order was
+    explained as other values, with no error."""
+    if _is_named(X) or (hasattr(X, "columns") and hasattr(X, "to_numpy")):
+        return schema.to_matrix(X)[0]
+    return X

@@ -643,6 +643,25 @@ def test_nan_rows_are_refused(small):
     )
 
 
+def test_a_data_frame_is_read_by_its_column_names_as_session_predict_reads_it():
+    """Read by position, a frame with its columns in another order was explained as other values, with no error."""
+    pd = pytest.importorskip("pandas")
+    model = FnPredictor(lambda X: 0.5 + 0.01 * X @ np.array([1.0, 2.0, 3.0]), 3)
+    X = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 4.0]])
+    df = pd.DataFrame(X, columns=["x0", "x1", "x2"])[["x2", "x0", "x1"]]
+    ours = attribute(model, df)
+    assert ours == attribute(model, X)
+    assert [(a.feature, a.value) for a in ours[0].values] == [("x0", 1.0), ("x1", 2.0), ("x2", 3.0)]
+    assert attribute(model, df.iloc[1]) == attribute(model, X[1:])      # one of its rows, by its labels too
+    calls = model.calls
+    for bad, message in [(df[["x2", "x0"]], "missing feature column 'x1'; every row needs all 3 features"),
+                         (df.rename(columns={"x1": "x9"}), "unknown feature 'x9'; known features: x0, x1, x2")]:
+        with pytest.raises(InputError) as err:
+            attribute(model, bad)
+        assert str(err.value) == message
+    assert model.calls == calls
+
+
 def test_an_empty_batch_gives_no_attributions(small):
     assert attribute(small, np.zeros((0, 3))) == []
 

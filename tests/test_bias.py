@@ -509,6 +509,22 @@ def test_bad_inputs_are_refused_with_exact_messages():
     assert explain_bias(model, ROWS, labels=np.array(["denied", "granted"]), proxies=())[1].flips[0].from_value == 1.0
 
 
+def test_a_data_frame_is_read_by_its_column_names_as_session_predict_reads_it():
+    """Read by position, a frame with its columns in another order was flipped from other values, with no error."""
+    pd = pytest.importorskip("pandas")
+    model = LinearPredictor([0.5, 0.3, 1.0], -1.0, SCHEMA, X_REF)
+    df = pd.DataFrame(ROWS, columns=SCHEMA.names)[["copy", "dose", "sex"]]
+    ours = explain_bias(model, df, labels=[0, 1], proxies=())
+    assert ours == explain_bias(model, ROWS, labels=[0, 1], proxies=())
+    assert [(f.feature, f.from_value, f.to_value) for f in ours[1].flips] == [("sex", 1.0, 0.0)]
+    named = df.assign(sex=["female", "male"])                  # category names, as Session.predict reads them
+    assert explain_bias(model, named, labels=[0, 1], proxies=()) == ours
+    assert explain_bias(model, df.iloc[1], labels=[1], proxies=()) == ours[1:]      # one of its rows
+    with pytest.raises(InputError) as err:
+        explain_bias(model, df.drop(columns="dose"), labels=[0, 1], proxies=())
+    assert str(err.value) == "missing feature column 'dose'; every row needs all 3 features"
+
+
 # ----- the real model -------------------------------------------------------------
 
 
