@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeinfer.reference import Reference
-from edgeinfer.schema import FeatureSchema, _is_named
+from edgeinfer.schema import FeatureSchema, _detached, _is_named, _unmasked
 
 
 class Predictor(Protocol):
@@ -29,8 +29,10 @@ class Predictor(Protocol):
 def read_rows(schema: FeatureSchema, X: Any) -> Any:
     """X as `attribute` and `explain_bias` read it: a data frame (or one of its rows, or a mapping) by its column
     names, as `Session.predict` reads one (`FeatureSchema.to_matrix`, which refuses a missing or unknown column);
-    anything else as it is, in schema order. Read by position, a frame with its columns in another order was
-    explained as other values, with no error."""
+    anything else in schema order, as `Session.predict_proba` reads it: a masked array's masked cells NaN (refused as
+    missing; NumPy reads the values under the mask), a torch tensor that requires grad detached (NumPy cannot read
+    it). Read by position, a frame with its columns in another order was explained as other values, with no
+    error."""
     if _is_named(X) or (hasattr(X, "columns") and hasattr(X, "to_numpy")):
         return schema.to_matrix(X)[0]
-    return X
+    return _unmasked(_detached(X))

@@ -662,6 +662,20 @@ def test_a_data_frame_is_read_by_its_column_names_as_session_predict_reads_it():
     assert model.calls == calls
 
 
+def test_a_masked_cell_is_missing_and_a_tensor_that_requires_grad_is_read(small):
+    """The values under a mask were explained (bmi 22.7 for a masked cell); a tensor that requires grad failed with
+    torch's RuntimeError ("Can't call numpy() on Tensor that requires grad")."""
+    X = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 4.0]])
+    with pytest.raises(InputError) as err:
+        attribute(small, np.ma.masked_array(X, mask=[[False, False, False], [False, True, False]]))
+    assert str(err.value) == (
+        "attribute expects finite values; rows [1] hold NaN or infinity; validate rows with the schema first"
+    )
+    assert attribute(small, np.ma.masked_array(X, mask=False)) == attribute(small, X)
+    torch = pytest.importorskip("torch")
+    assert attribute(small, torch.tensor(X, requires_grad=True)) == attribute(small, X)
+
+
 def test_an_empty_batch_gives_no_attributions(small):
     assert attribute(small, np.zeros((0, 3))) == []
 

@@ -525,6 +525,18 @@ def test_a_data_frame_is_read_by_its_column_names_as_session_predict_reads_it():
     assert str(err.value) == "missing feature column 'dose'; every row needs all 3 features"
 
 
+def test_a_masked_cell_is_missing_and_a_tensor_that_requires_grad_is_read():
+    """The values under a mask were flipped from; a tensor that requires grad failed with torch's RuntimeError."""
+    model = LinearPredictor([0.5, 0.3, 1.0], -1.0, SCHEMA, X_REF)
+    with pytest.raises(InputError) as err:
+        explain_bias(model, np.ma.masked_array(ROWS, mask=np.eye(2, 3, k=1, dtype=bool)), labels=[0, 1], proxies=())
+    assert str(err.value) == ("bias explanation needs finite values; rows [0, 1] hold NaN or infinity; validate rows "
+                              "with the schema first")
+    torch = pytest.importorskip("torch")
+    ours = explain_bias(model, torch.tensor(ROWS, requires_grad=True), labels=[0, 1], proxies=())
+    assert ours == explain_bias(model, ROWS, labels=[0, 1], proxies=())
+
+
 # ----- the real model -------------------------------------------------------------
 
 
