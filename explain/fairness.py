@@ -33,6 +33,8 @@ from edgeinfer.schema import Feature
 
 VALUE_GROUPS = 10      # a numeric feature with at most this many values in the reference is grouped by value
 DEFAULT_BINS = 4      # else in quartiles of the reference (as the flip tests' groups)
+MAX_BOOTSTRAP = 100_000     # resamples: a percentile interval needs thousands; 10**12 asked numpy for 14.6 TiB
+BOOTSTRAP_CELLS = 1 << 20   # resampled decisions drawn at a time (~8 MB per array), whatever the group's size
 
 
 def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
@@ -218,7 +220,8 @@ class GroupFairness:
     y_true, y_pred: 0/1 per decision; sensitive: the group of each decision, grouped by value as Fairlearn groups
     (1 and 1.0 are one group; 1 and "1", two groups that would read alike, are refused);
     y_prob: predicted probability of class 1 (for calibration by group);
-    bootstrap: number of stratified resamples (within each group) for intervals; 0 for none;
+    bootstrap: number of stratified resamples (within each group) for intervals; 0 for none, at most MAX_BOOTSTRAP
+    (100,000: the resamples' rates take memory and time in proportion, and intervals need thousands);
     group_order: the groups in the order to list them, each once (default sorted).
     """
 
@@ -238,6 +241,9 @@ class GroupFairness:
         y_true, y_pred, groups, y_prob = _check(y_true, y_pred, sensitive, y_prob)
         if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
             raise InputError(f"bootstrap must be a whole number of resamples >= 0 (0 for none), got {bootstrap!r}")
+        if bootstrap > MAX_BOOTSTRAP:
+            raise InputError(f"bootstrap={bootstrap:,} resamples is over the cap of {MAX_BOOTSTRAP:,} (MAX_BOOTSTRAP); "
+                             f"percentile intervals need a few thousand: use bootstrap <= {MAX_BOOTSTRAP:,}")
         # NumPy refuses a negative seed with a bare ValueError, and int() would make 1.5 seed 1 unsaid
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise InputError(f"seed must be a whole number >= 0 (the bootstrap's random seed), got {seed!r}")
@@ -450,7 +456,10 @@ def _spread(values: Sequence[float]) -> tuple[float, float]:
 def _bootstrap(
     y_true: np.ndarray, y_pred: np.ndarray, codes: np.ndarray, k: int, n_boot: int, seed: int, confidence: float
 ) -> dict[str, Interval]:
-    """Percentile intervals from resampling rows with replacement within each group (group sizes kept)."""
+    """Percentile intervals from resampling rows with replacement within each group (group sizes kept).
+
+    A group's resamples are drawn BOOTSTRAP_CELLS decisions at a time: all at once, 1,000 resamples of a group of
+    100,000 decisions took several arrays of 800 MB each."""
     if n_boot == 0:
         return {}
     rng = np.random.default_rng(seed)
@@ -459,14 +468,17 @@ def _bootstrap(
     fpr = np.empty((n_boot, k))
     for g in range(k):
         rows = np.flatnonzero(codes == g)
-        idx = rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))]
-        t, p = y_true[idx], y_pred[idx]
-        pos = t.sum(axis=1)
-        neg = t.shape[1] - pos
-        sel[:, g] = p.mean(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tpr[:, g] = np.where(pos > 0, (p * t).sum(axis=1) / pos, 0.0)
-            fpr[:, g] = np.where(neg > 0, (p * (1 - t)).sum(axis=1) / neg, 0.0)
+        step = max(1, BOOTSTRAP_CELLS // len(rows))
+        for lo in range(0, n_boot, step):
+            hi = min(lo + step, n_boot)
+            idx = rows[rng.integers(0, len(rows), size=(hi - lo, len(rows)))]
+            t, p = y_true[idx], y_pred[idx]
+            pos = t.sum(axis=1)
+            neg = t.shape[1] - pos
+            sel[lo:hi, g] = p.mean(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tpr[lo:hi, g] = np.where(pos > 0, (p * t).sum(axis=1) / pos, 0.0)
+                fpr[lo:hi, g] = np.where(neg > 0, (p * (1 - t)).sum(axis=1) / neg, 0.0)
 
     def diff(a: np.ndarray) -> np.ndarray:
         return a.max(axis=1) - a.min(axis=1)

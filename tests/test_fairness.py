@@ -403,6 +403,36 @@ def test_a_seed_that_is_no_whole_number_from_0_up_is_refused_with_the_fix():
     assert gf.summary.seed == 7
 
 
+def test_a_bootstrap_over_the_cap_is_refused_naming_it(diabetes_session):
+    """bootstrap=10**12 failed with NumPy's bare "MemoryError: Unable to allocate 14.6 TiB"."""
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(diabetes_session, diabetes_session.reference.X[:40], y_true=[0, 1] * 20,
+                                 sensitive_feature="sex", bootstrap=10**12)
+    assert str(err.value) == ("bootstrap=1,000,000,000,000 resamples is over the cap of 100,000 (MAX_BOOTSTRAP); "
+                              "percentile intervals need a few thousand: use bootstrap <= 100,000")
+    gf = GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), bootstrap=100_000)
+    assert gf.summary.bootstrap == 100_000
+
+
+def test_a_large_groups_resamples_are_drawn_in_bounded_memory():
+    """Drawn all at once, 2,000 resamples of 2,000 decisions a group took arrays of 32 MB each (the indices, their
+    labels, ...: a peak of 150 MB), in proportion to resamples times group size: 1,000 resamples of 100,000
+    decisions, 800 MB each. Drawn BOOTSTRAP_CELLS decisions at a time, the peak is about 40 MB whatever the size."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 2, 4_000), rng.integers(0, 2, 4_000)
+    tracemalloc.start()
+    try:
+        gf = GroupFairness(y_true=y_true, y_pred=y_pred, sensitive=["a", "b"] * 2_000, bootstrap=2_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+    interval = gf.summary.demographic_parity.difference_interval
+    assert 0.0 <= interval.low <= gf.demographic_parity_difference <= interval.high
+
+
 def test_bootstrap_equalized_odds_ratio_skips_an_undefined_false_positive_ratio():
     # no false positive in any group or resample: FPR ratio 0/0, so the EO ratio is the TPR ratio, as the point
     # estimate (and Fairlearn's) is
