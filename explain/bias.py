@@ -64,6 +64,7 @@ values could not be tested, and which flip of a value tested one way only could 
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -126,7 +127,8 @@ def explain_bias(
     X = _as_matrix(schema, X)
     n = len(X)
     labels = _as_labels(schema, labels, n)
-    if not (isinstance(tolerance, (int, float)) and 0.0 <= float(tolerance) < 1.0):
+    # numbers.Real takes NumPy's floats too: np.float32(0.1) was refused as "got 0.1"
+    if isinstance(tolerance, bool) or not (isinstance(tolerance, numbers.Real) and 0.0 <= float(tolerance) < 1.0):
         raise InputError(f"tolerance must be a probability change in [0, 1), got {tolerance!r}")
     if attributions is not None and len(attributions) != n:
         raise InputError(f"attributions must give one entry per row: {n} rows, {len(attributions)} attributions")

@@ -247,7 +247,8 @@ class GroupFairness:
         # NumPy refuses a negative seed with a bare ValueError, and int() would make 1.5 seed 1 unsaid
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise InputError(f"seed must be a whole number >= 0 (the bootstrap's random seed), got {seed!r}")
-        if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
+        # numbers.Real takes NumPy's floats too: np.float32(0.9) was refused as "got 0.9"
+        if isinstance(confidence, bool) or not (isinstance(confidence, numbers.Real) and 0.0 < float(confidence) < 1.0):
             raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
         names, codes = _group_codes(groups)
         if group_order is not None:
@@ -512,7 +513,7 @@ def _bootstrap(
 def _is_missing(value) -> bool:
     if value is None:
         return True
-    if isinstance(value, float) and value != value:          # NaN
+    if isinstance(value, numbers.Real) and value != value:   # NaN, a NumPy float's too (np.float32: a bare KeyError)
         return True
     return type(value).__name__ in ("NAType", "NaTType")     # pandas.NA, pandas.NaT
 

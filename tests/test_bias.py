@@ -537,6 +537,17 @@ def test_a_masked_cell_is_missing_and_a_tensor_that_requires_grad_is_read():
     assert ours == explain_bias(model, ROWS, labels=[0, 1], proxies=())
 
 
+def test_a_numpy_float_tolerance_is_a_number():
+    """tolerance=np.float32(0.25) was refused as "tolerance must be a probability change in [0, 1), got 0.25"."""
+    model = LinearPredictor([0.5, 0.3, 1.0], -1.0, SCHEMA, X_REF)
+    ours = explain_bias(model, ROWS, labels=[0, 1], proxies=(), tolerance=np.float32(0.25))
+    assert ours == explain_bias(model, ROWS, labels=[0, 1], proxies=(), tolerance=0.25)
+    for tolerance in (False, 1.0, np.float64("nan"), "0.1"):
+        with pytest.raises(InputError) as err:
+            explain_bias(model, ROWS, labels=[0, 1], proxies=(), tolerance=tolerance)
+        assert str(err.value) == f"tolerance must be a probability change in [0, 1), got {tolerance!r}"
+
+
 # ----- the real model -------------------------------------------------------------
 
 

@@ -339,7 +339,8 @@ def test_bad_group_input_is_refused_with_exact_messages(decided):
     assert str(err.value) == (
         f"y_pred must hold 0/1 labels (1 = positive outcome), got 2 at position {first}; map class names to 0/1 first"
     )
-    for missing in (None, np.nan):        # no group of their own (NumPy would make NaN among strings 'nan')
+    # no group of their own (NumPy would make NaN among strings 'nan'); a NumPy float's NaN raised a bare KeyError
+    for missing in (None, np.nan, np.float32("nan")):
         with pytest.raises(InputError) as err:
             GroupFairness(y_true=[1, 0, 1], y_pred=[1, 0, 0], sensitive=["F", missing, "M"])
         assert str(err.value) == f"sensitive has missing values ({missing!r} at position 1); give every decision a group"
@@ -431,6 +432,17 @@ def test_a_large_groups_resamples_are_drawn_in_bounded_memory():
     assert peak < 64 << 20, peak
     interval = gf.summary.demographic_parity.difference_interval
     assert 0.0 <= interval.low <= gf.demographic_parity_difference <= interval.high
+
+
+def test_a_numpy_float_confidence_is_a_number():
+    """confidence=np.float32(0.5) was refused as "confidence must be in (0, 1), e.g. 0.95, got 0.5"."""
+    gf = GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), bootstrap=10,
+                       confidence=np.float32(0.5))
+    assert gf.summary.demographic_parity.difference_interval.confidence == 0.5
+    for confidence in (True, 1.0, np.float64("nan"), "0.9"):
+        with pytest.raises(InputError) as err:
+            GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), confidence=confidence)
+        assert str(err.value) == f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}"
 
 
 def test_bootstrap_equalized_odds_ratio_skips_an_undefined_false_positive_ratio():
