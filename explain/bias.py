@@ -130,8 +130,7 @@ def explain_bias(
     # numbers.Real takes NumPy's floats too: np.float32(0.1) was refused as "got 0.1"
     if isinstance(tolerance, bool) or not (isinstance(tolerance, numbers.Real) and 0.0 <= float(tolerance) < 1.0):
         raise InputError(f"tolerance must be a probability change in [0, 1), got {tolerance!r}")
-    if attributions is not None and len(attributions) != n:
-        raise InputError(f"attributions must give one entry per row: {n} rows, {len(attributions)} attributions")
+    _check_attributions(attributions, n)
     proxies = _check_proxies(schema, proxies)
     if not schema.protected:
         return [BiasExplanation(flips=(), proxies=(), attribution_share=None, depends=False, verdict=NO_PROTECTED)] * n
@@ -553,6 +552,22 @@ def _as_labels(schema: FeatureSchema, labels: np.ndarray, n: int) -> np.ndarray:
             f"({', '.join(schema.classes)})"
         )
     return arr
+
+
+def _check_attributions(attributions: Sequence[Attributions | None] | None, n: int) -> None:
+    """Refuse what is not an Attributions or None per row, up front: a generator failed on len() with a bare
+    TypeError, an entry that is no Attributions with an AttributeError after the model call."""
+    if attributions is None:
+        return
+    if isinstance(attributions, (str, bytes)) or not isinstance(attributions, Sequence):
+        raise InputError(f"attributions must be a list with an Attributions (from attribute) or None per row, got "
+                         f"{type(attributions).__name__}")
+    if len(attributions) != n:
+        raise InputError(f"attributions must give one entry per row: {n} rows, {len(attributions)} attributions")
+    for i, a in enumerate(attributions):
+        if a is not None and not isinstance(a, Attributions):
+            raise InputError(f"attributions must hold an Attributions (from attribute) or None per row, got "
+                             f"{type(a).__name__} at position {i}")
 
 
 def _check_proxies(schema: FeatureSchema, proxies: Sequence[Proxy]) -> tuple[Proxy, ...]:

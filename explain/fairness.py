@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -252,7 +252,17 @@ class GroupFairness:
             raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
         names, codes = _group_codes(groups)
         if group_order is not None:
+            # a list among the groups failed on set() with a bare "TypeError: unhashable type: 'list'"
+            if isinstance(group_order, (str, bytes)) or not isinstance(group_order, Iterable):
+                raise InputError(f"group_order must be a list of the groups of sensitive, each once, got "
+                                 f"{group_order!r}")
             order = [_plain(g) for g in group_order]
+            for i, g in enumerate(order):
+                try:
+                    hash(g)
+                except TypeError:
+                    raise InputError(f"group_order must list the groups of sensitive (names or numbers), each once, "
+                                     f"got {g!r} at position {i}") from None
             if len(set(order)) != len(order) or set(order) != set(names):
                 raise InputError(f"group_order must list each group of sensitive once: got {order!r} for the groups "
                                  f"{names!r}")

@@ -548,6 +548,23 @@ def test_a_numpy_float_tolerance_is_a_number():
         assert str(err.value) == f"tolerance must be a probability change in [0, 1), got {tolerance!r}"
 
 
+def test_attributions_that_are_no_list_of_attributions_are_refused_before_the_model_call():
+    """A generator failed with "TypeError: object of type 'generator' has no len()", [1, 2] with "AttributeError:
+    'int' object has no attribute 'values'" after the model call."""
+    model = Counting(LinearPredictor([0.5, 0.3, 1.0], -1.0, SCHEMA, X_REF))
+    for given, message in [
+        ((a for a in [None, None]), "attributions must be a list with an Attributions (from attribute) or None per "
+                                    "row, got generator"),
+        ([1, 2], "attributions must hold an Attributions (from attribute) or None per row, got int at position 0"),
+        ([None], "attributions must give one entry per row: 2 rows, 1 attributions"),
+    ]:
+        with pytest.raises(InputError) as err:
+            explain_bias(model, ROWS, labels=[0, 1], proxies=(), attributions=given)
+        assert str(err.value) == message
+    assert model.calls == 0
+    assert explain_bias(model, ROWS, labels=[0, 1], proxies=(), attributions=(None, None))[0].attribution_share is None
+
+
 # ----- the real model -------------------------------------------------------------
 
 

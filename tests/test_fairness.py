@@ -445,6 +445,22 @@ def test_a_numpy_float_confidence_is_a_number():
         assert str(err.value) == f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}"
 
 
+def test_a_group_order_that_is_no_list_of_groups_is_refused_with_the_fix():
+    """group_order=[["a"], "b"] failed with a bare "TypeError: unhashable type: 'list'"."""
+    for order, message in [
+        ([["a"], "b"], "group_order must list the groups of sensitive (names or numbers), each once, got ['a'] at "
+                       "position 0"),
+        ("ab", "group_order must be a list of the groups of sensitive, each once, got 'ab'"),
+        (2, "group_order must be a list of the groups of sensitive, each once, got 2"),
+        (["b"], "group_order must list each group of sensitive once: got ['b'] for the groups ['a', 'b']"),
+    ]:
+        with pytest.raises(InputError) as err:
+            GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), group_order=order)
+        assert str(err.value) == message
+    gf = GroupFairness(y_true=[1, 0, 1, 0], y_pred=[1, 0, 0, 0], sensitive=list("aabb"), group_order=("b", "a"))
+    assert [m.group for m in gf.by_group] == ["b", "a"]
+
+
 def test_bootstrap_equalized_odds_ratio_skips_an_undefined_false_positive_ratio():
     # no false positive in any group or resample: FPR ratio 0/0, so the EO ratio is the TPR ratio, as the point
     # estimate (and Fairlearn's) is
