@@ -544,14 +544,14 @@ def _as_labels(schema: FeatureSchema, labels: np.ndarray, n: int) -> np.ndarray:
         return np.array([schema.class_index(str(c)) for c in arr], dtype=np.int64)
     if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
         raise InputError(f"labels must be class indices (integers) or class names, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    bad = (arr < 0) | (arr >= len(schema.classes))
+    # in range before the cast: an infinite label (inf == round(inf)) became -9223372036854775808 in int64
+    bad = ~((arr >= 0) & (arr < len(schema.classes)))
     if bad.any():
-        raise InputError(
-            f"label {int(arr[bad][0])} is not a class index; classes are 0..{len(schema.classes) - 1} "
-            f"({', '.join(schema.classes)})"
-        )
-    return arr
+        value = arr[bad][0].item()
+        shown = int(value) if isinstance(value, float) and abs(value) < 2**53 else value     # 2.0: 2; inf, 1e+30
+        raise InputError(f"label {shown} is not a class index; classes are 0..{len(schema.classes) - 1} "
+                         f"({', '.join(schema.classes)})")
+    return arr.astype(np.int64)
 
 
 def _check_attributions(attributions: Sequence[Attributions | None] | None, n: int) -> None:

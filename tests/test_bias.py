@@ -491,6 +491,14 @@ def test_bad_inputs_are_refused_with_exact_messages():
     with pytest.raises(InputError) as err:
         explain_bias(model, ROWS, labels=np.array([0, 2]), proxies=())
     assert str(err.value) == "label 2 is not a class index; classes are 0..1 (denied, granted)"
+    # checked before the cast to int64: inf was told as "label -9223372036854775808", and 2**63 wrapped around too
+    for labels, shown in (([0.0, np.inf], "inf"), ([-np.inf, 1.0], "-inf"), ([1e30, 0.0], "1e+30"),
+                          (np.array([0, 2**63], dtype=np.uint64), str(2**63))):
+        with pytest.raises(InputError) as err:
+            explain_bias(model, ROWS, labels=labels, proxies=())
+        assert str(err.value) == f"label {shown} is not a class index; classes are 0..1 (denied, granted)"
+    assert explain_bias(model, ROWS, labels=[0.0, 1.0], proxies=()) == explain_bias(model, ROWS, labels=[0, 1],
+                                                                                     proxies=())
     with pytest.raises(InputError) as err:
         explain_bias(model, ROWS[:, :2], labels=np.array([0, 1]), proxies=())
     assert str(err.value) == "bias explanation needs rows of 3 features in schema order, got shape (2, 2)"
