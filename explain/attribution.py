@@ -513,9 +513,14 @@ def _shapley_pairs(f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _check_rows(X: np.ndarray, n_features: int) -> np.ndarray:
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype.kind != "c":          # complex: refused below; the cast would drop the imaginary parts, warning
+            X = X.astype(np.float64, copy=False)
     except (TypeError, ValueError) as err:
         raise InputError(f"attribute expects a numeric (n, {n_features}) array of rows; it could not be read as numbers ({err})") from err
+    if X.dtype.kind == "c":
+        raise InputError(f"attribute expects real numbers; got complex numbers ({X.dtype}), whose imaginary parts the "
+                         "model cannot read; pass X.real if those are all 0")
     if X.ndim != 2 or X.shape[1] != n_features:
         raise InputError(
             f"attribute expects rows of shape (n, {n_features}) in schema order, got shape {X.shape}; "

@@ -520,9 +520,14 @@ def _names(schema: FeatureSchema, features: Sequence[str]) -> str:
 def _as_matrix(schema: FeatureSchema, X: np.ndarray) -> np.ndarray:
     X = read_rows(schema, X)
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype.kind != "c":          # complex: refused below; the cast would drop the imaginary parts, warning
+            X = X.astype(np.float64, copy=False)
     except (TypeError, ValueError) as err:
         raise InputError(f"bias explanation needs numbers in schema order: {err}") from err
+    if X.dtype.kind == "c":
+        raise InputError(f"bias explanation needs real numbers; got complex numbers ({X.dtype}), whose imaginary parts "
+                         "the model cannot read; pass X.real if those are all 0")
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2 or X.shape[1] != len(schema):

@@ -676,6 +676,15 @@ def test_a_masked_cell_is_missing_and_a_tensor_that_requires_grad_is_read(small)
     assert attribute(small, torch.tensor(X, requires_grad=True)) == attribute(small, X)
 
 
+def test_complex_rows_are_refused_not_cut_to_their_real_parts(small):
+    """np.asarray(X, dtype=float64) dropped the imaginary parts with a ComplexWarning and explained the rest."""
+    with pytest.raises(InputError) as err:
+        attribute(small, np.zeros((2, 3)) + 1j)
+    assert str(err.value) == ("attribute expects real numbers; got complex numbers (complex128), whose imaginary "
+                              "parts the model cannot read; pass X.real if those are all 0")
+    assert small.calls == 0
+
+
 def test_an_empty_batch_gives_no_attributions(small):
     assert attribute(small, np.zeros((0, 3))) == []
 

@@ -508,6 +508,10 @@ def test_bad_inputs_are_refused_with_exact_messages():
         explain_bias(model, nan_rows, labels=np.array([0, 1]), proxies=())
     assert str(err.value) == ("bias explanation needs finite values; rows [1] hold NaN or infinity; validate rows "
                               "with the schema first")
+    with pytest.raises(InputError) as err:          # the imaginary parts were dropped with a ComplexWarning
+        explain_bias(model, ROWS + 1j, labels=np.array([0, 1]), proxies=())
+    assert str(err.value) == ("bias explanation needs real numbers; got complex numbers (complex128), whose imaginary "
+                              "parts the model cannot read; pass X.real if those are all 0")
     with pytest.raises(ExplainError) as err:
         explain_bias(model, ROWS, labels=np.array([0, 1]), proxies=[Proxy("sex", "income", 0.5, ETA)])
     assert str(err.value) == (
