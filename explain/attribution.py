@@ -82,8 +82,8 @@ def attribute(
 ) -> list[Attributions]:
     """Shapley attributions of the explained class probability for each row of X.
 
-    X: (n, F) validated rows in schema order, or a data frame (read by its column names). targets: the class index per row whose
-    probability is explained (default: the class the model predicts for the row).
+    X: (n, F) validated rows in schema order, or a data frame (read by its column names). targets: the class index
+    per row whose probability is explained (default: the class the model predicts for the row).
     baseline: "median" (the reference median) or "reference" (interventional, over
     reference rows). samples: permutations for the estimator (rounded up to an even
     number; also the number of reference rows used is samples // 2; with fewer reference rows
