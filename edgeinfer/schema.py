@@ -217,7 +217,9 @@ class Feature:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {_shown(value)}")
         if isinstance(value, np.floating) and value.dtype.itemsize < 8:
             for bound in (self.low, self.high):
-                if value == value.dtype.type(bound):
+                with np.errstate(over="ignore"):    # a bound beyond float16 (1e30) is inf there: no value's bound
+                    near = value.dtype.type(bound)
+                if value == near and np.isfinite(near):
                     return bound
         try:
             return float(value)
@@ -407,9 +409,13 @@ class FeatureSchema:
     def at_bounds(self, matrix: np.ndarray, dtype, feature: int | None = None) -> np.ndarray:
         """`matrix` (float64, read from values of the lower-precision `dtype`) with every value equal to a bound's
         nearest `dtype` number taken as that bound: a bound sent as float32 may lie just outside it. With
-        `feature`, `matrix` is that one feature's column."""
+        `feature`, `matrix` is that one feature's column. A bound beyond `dtype` (1e30 in float16) is inf there,
+        and an infinite value is no such bound: it stays inf, refused as every infinity is."""
         lows, highs = (self.lows, self.highs) if feature is None else (self.lows[feature], self.highs[feature])
-        return np.where(matrix == highs.astype(dtype), highs, np.where(matrix == lows.astype(dtype), lows, matrix))
+        with np.errstate(over="ignore"):
+            near_low, near_high = lows.astype(dtype), highs.astype(dtype)
+        return np.where((matrix == near_high) & np.isfinite(near_high), highs,
+                        np.where((matrix == near_low) & np.isfinite(near_low), lows, matrix))
 
     def invalid_values(self, matrix: np.ndarray) -> np.ndarray:
         """(n, F) bool: the values the schema does not allow (not finite, out of range, a fraction for an

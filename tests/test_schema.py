@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -418,6 +419,29 @@ def test_a_bound_sent_as_float32_is_the_bound():
     np.testing.assert_array_equal(schema.validate(tensors)[0], expected[:1])
     with pytest.raises(InputError):                       # a float32 past its bound's nearest float32 is still out
         schema.validate(np.nextafter(sent[:1], np.float32(1e9)))
+
+
+def test_an_infinity_in_float16_is_refused_not_taken_as_a_bound_beyond_float16():
+    """A bound beyond float16 (1e30) is inf there, so a float16 inf equalled the bound's nearest float16 and became
+    1e30: decided (class 'yes', explained with x = 1e30) where a float64 inf is refused. Refused alike now."""
+    schema = FeatureSchema((Feature("x", low=-1e30, high=1e30), Feature("y", low=0, high=10)), classes=("no", "yes"))
+    message = "feature 'x' expects a number in [-1e+30, 1e+30], got {}; replace missing or infinite values"
+    for sign, shown in ((1, "inf"), (-1, "-inf")):
+        row = np.array([sign * np.inf, 3.0], dtype=np.float16)
+        forms = [row, row[None], row.astype(object), list(row), {"x": row[0], "y": 3.0}, np.array([sign * np.inf, 3.0])]
+        pd = pytest.importorskip("pandas")
+        frame = pd.DataFrame({"x": row[:1], "y": [3.0]})             # a float16 column beside a float64 one
+        forms += [frame, frame.astype(np.float16).iloc[0]]
+        torch = pytest.importorskip("torch")
+        forms += [torch.tensor(row.astype(np.float32)).to(torch.float16), {"x": torch.tensor(row[0]), "y": 3.0}]
+        for x in forms:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")          # no overflow warning from casting the bound either
+                with pytest.raises(InputError) as info:
+                    schema.validate(x)
+            assert str(info.value).removeprefix("row 0: ") == message.format(shown), type(x)
+    bounds = np.array([[1e30, 10.0], [-1e30, 0.0]])
+    np.testing.assert_array_equal(schema.validate(bounds.astype(np.float32))[0], bounds)   # float32 holds 1e30
 
 
 def test_a_data_frame_text_cell_with_an_underscore_is_refused_as_in_every_form():
