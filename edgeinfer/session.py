@@ -124,12 +124,18 @@ class Session:
         """X as the model reads it, (n, F) float32, or InputError naming what is wrong and the fix."""
         width = len(self.schema)
         try:
-            with np.errstate(over="ignore"):          # 1e39 is inf in float32: refused below, by row
-                X = np.ascontiguousarray(_unmasked(_detached(X)), dtype=np.float32)    # masked cells: NaN, refused
+            X = np.asarray(_unmasked(_detached(X)))         # masked cells: NaN, refused below
+            if X.dtype.kind != "c":     # complex: refused below; the cast would drop its imaginary parts with a warning
+                with np.errstate(over="ignore"):          # 1e39 is inf in float32: refused below, by row
+                    X = np.ascontiguousarray(X, dtype=np.float32)
         except (TypeError, ValueError) as err:
             raise InputError(f"predict_proba expects a 2-D array of numbers, {width} features in schema order; "
                              f"could not read the input as numbers ({err}); Session.predict reads rows of any form "
                              "(mappings, category names) and checks them against the schema") from None
+        if X.dtype.kind == "c":
+            raise InputError(f"predict_proba expects a 2-D array of real numbers, {width} features in schema order; "
+                             f"got complex numbers ({X.dtype}), whose imaginary parts the model cannot read; pass "
+                             "X.real if those are all 0")
         if X.ndim != 2 or X.shape[1] != width:
             raise InputError(f"predict_proba expects a 2-D array of shape (rows, {width}) in schema order, got shape "
                              f"{X.shape}; one row is X[None, :]")

@@ -1,5 +1,7 @@
 """The Session: every input form, per-row rejections in a batch, provider choice without silent fallback."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -187,6 +189,26 @@ def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast
                                       "could not read the input as numbers (")
     assert str(info.value).endswith("); Session.predict reads rows of any form (mappings, category names) and "
                                     "checks them against the schema")
+
+
+def test_predict_proba_refuses_complex_numbers_as_predict_does(bc_session, breast_cancer):
+    """predict_proba read complex input as its real parts, saying so with a NumPy ComplexWarning alone, where
+    predict refuses a complex value."""
+    X = breast_cancer.X_test[:2] + 0j
+    X[1, 0] += 2j
+    message = ("predict_proba expects a 2-D array of real numbers, 30 features in schema order; got complex numbers "
+               "({}), whose imaginary parts the model cannot read; pass X.real if those are all 0")
+    torch = pytest.importorskip("torch")
+    for given, dtype in ((X, "complex128"), (X.tolist(), "complex128"), (X.astype(np.complex64), "complex64"),
+                         (X.real + 0j, "complex128"), (torch.tensor(X), "complex128")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InputError) as info:
+                bc_session.predict_proba(given)
+        assert str(info.value) == message.format(dtype)
+    out = bc_session.predict(X)
+    assert out[1].reason == f"feature 'mean radius' expects a number in [0, 42.165] px, got {X[1, 0]!r}"
+    np.testing.assert_array_equal(bc_session.predict_proba(X.real), bc_session.predict_proba(breast_cancer.X_test[:2]))
 
 
 def test_an_oversized_value_is_named_not_echoed(bc_session, breast_cancer):
