@@ -197,23 +197,25 @@ class Session:
         share of their nearest reference rows in it, at the cost of more changes),
         parts (subset of {"counterfactuals", "bias", "attributions"}).
         """
-        from edgeinfer.explain.compose import UndecidedRows, check_options, explain_rows
+        from edgeinfer.explain.compose import UndecidedRows, check_options, explain_checked, prepare
 
         check_options(options)
+        # every option's value before the rows: a batch with no good row (empty, all refused) skipped the checks
+        request = prepare(self, stakeholder=stakeholder, **options)
         matrix, single, rejected = self._batch(x)
         if single:
             matrix, _ = self.schema.validate(matrix[0])
             try:
-                return explain_rows(self, matrix, stakeholder=stakeholder, **options)[0]
+                return explain_checked(self, matrix, request)[0]
             except UndecidedRows:
                 raise InputError(NOT_A_NUMBER) from None
         good = [i for i in range(len(matrix)) if i not in rejected]
         try:
-            explained = explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else []
+            explained = explain_checked(self, matrix[good], request) if good else []
         except UndecidedRows as err:        # refused alone, as a bad value would be; the rest are explained
             rejected.update({good[r]: NOT_A_NUMBER for r in err.rows})
             good = [i for i in range(len(matrix)) if i not in rejected]
-            explained = explain_rows(self, matrix[good], stakeholder=stakeholder, **options) if good else []
+            explained = explain_checked(self, matrix[good], request) if good else []
         explained = iter(explained)
         return [Rejection(i, rejected[i]) if i in rejected else next(explained) for i in range(len(matrix))]
 

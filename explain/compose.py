@@ -20,11 +20,11 @@ from edgeinfer.decision import Decision
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.attribution import attribute
 from edgeinfer.explain.bias import explain_bias
-from edgeinfer.explain.counterfactual import find_counterfactuals
+from edgeinfer.explain.counterfactual import SearchOptions, search_options, search_rows
 from edgeinfer.explain.explanation import Explanation, ModelInfo, RejectedPrecision, Validation
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.proxies import proxies_from_manifest
-from edgeinfer.explain.views import get_templates, render, retimed, shows_timings
+from edgeinfer.explain.views import Templates, get_templates, render, retimed, shows_timings
 
 PARTS = ("counterfactuals", "attributions", "bias")
 
@@ -38,9 +38,18 @@ class UndecidedRows(InputError):
         self.rows = rows
 
 
-def explain_rows(
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """An explain call's options, checked (`prepare`): what `explain_checked` explains rows with."""
+
+    stakeholder: str
+    templates: Templates
+    parts: Collection[str]
+    search: SearchOptions | None        # the counterfactual search's options, where that part is asked for
+
+
+def prepare(
     session: Any,
-    matrix: np.ndarray,
     *,
     stakeholder: str = "clinician",
     desired: str | None = None,
@@ -50,8 +59,10 @@ def explain_rows(
     time_budget_ms: float | None = None,
     min_plausibility: float | None = None,
     parts: Collection[str] = PARTS,
-) -> list[Explanation]:
-    """Explain every row of a validated matrix; one Explanation per row, in order."""
+) -> Request:
+    """The options checked before any work and apart from the rows (ExplainError naming the fix): `Session.explain`
+    checks them before it reads the rows, so a batch with no good row (empty, all refused) is refused for a bad
+    option as a good batch is, not explained as [] or its Rejections."""
     if isinstance(parts, str):
         parts = (parts,)
     if not isinstance(parts, Collection) or not all(isinstance(p, str) for p in parts):
@@ -59,8 +70,26 @@ def explain_rows(
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ExplainError(f"unknown explanation part {unknown[0]!r}; parts are {', '.join(PARTS)}")
-    # refuse an unknown stakeholder, or one with words for classes this model lacks, before any work
+    # refuse an unknown stakeholder, or one with words for classes this model lacks
     templates = get_templates(stakeholder, classes=session.classes)
+    search = None
+    if "counterfactuals" in parts:
+        search = search_options(session.schema, session.reference, desired=desired, k=k,
+                                features_to_vary=features_to_vary, permitted_range=permitted_range,
+                                time_budget_ms=time_budget_ms, min_plausibility=min_plausibility)
+    return Request(stakeholder, templates, parts, search)
+
+
+def explain_rows(session: Any, matrix: np.ndarray, *, stakeholder: str = "clinician",
+                 **options: Any) -> list[Explanation]:
+    """Explain every row of a validated matrix; one Explanation per row, in order (options: `prepare`'s)."""
+    check_options(options)
+    return explain_checked(session, matrix, prepare(session, stakeholder=stakeholder, **options))
+
+
+def explain_checked(session: Any, matrix: np.ndarray, request: Request) -> list[Explanation]:
+    """`explain_rows` with the options checked (`prepare`)."""
+    stakeholder, templates, parts = request.stakeholder, request.templates, request.parts
     n = len(matrix)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -81,11 +110,8 @@ def explain_rows(
     lap("predict")
     counterfactuals = attributions = biases = None
     if "counterfactuals" in parts:
-        counterfactuals = find_counterfactuals(
-            session, matrix, probabilities=proba, desired=desired, k=k, features_to_vary=features_to_vary,
-            permitted_range=permitted_range, time_budget_ms=time_budget_ms, min_plausibility=min_plausibility,
-            kernels=get_kernels(session.execution.kernels),
-        )
+        counterfactuals = search_rows(session, matrix, request.search, probabilities=proba,
+                                      kernels=get_kernels(session.execution.kernels))
         lap("counterfactuals")
     if "attributions" in parts:
         attributions = attribute(session, matrix, targets=labels)
@@ -126,7 +152,7 @@ def explain_rows(
 
 
 # what Session.explain passes on besides the rows and the stakeholder
-OPTIONS = tuple(p for p in inspect.signature(explain_rows).parameters if p not in ("session", "matrix", "stakeholder"))
+OPTIONS = tuple(p for p in inspect.signature(prepare).parameters if p not in ("session", "stakeholder"))
 
 
 def check_options(options: Mapping[str, Any]) -> None:

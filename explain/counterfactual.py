@@ -103,7 +103,7 @@ def find_counterfactuals(
     Returns one `Counterfactuals` per row; every item was re-checked on the model.
     """
     start = time.perf_counter()
-    schema, reference = model.schema, model.reference
+    schema = model.schema
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != len(schema):
         raise ExplainError(
@@ -113,6 +113,38 @@ def find_counterfactuals(
         bad = sorted({int(r) for r in np.argwhere(~np.isfinite(X))[:, 0]})
         raise InputError(f"counterfactual search expects finite values; rows {bad} hold NaN or infinity; validate "
                          f"rows with the schema first")
+    options = search_options(schema, model.reference, desired=desired, k=k, features_to_vary=features_to_vary,
+                             permitted_range=permitted_range, time_budget_ms=time_budget_ms, neighbours=neighbours,
+                             min_plausibility=min_plausibility)
+    return search_rows(model, X, options, labels=labels, probabilities=probabilities, kernels=kernels, start=start)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """A request's options, checked (`search_options`): what `search_rows` searches with."""
+
+    goal: Goal
+    space: Space
+    k: int
+    neighbours: int
+    time_budget_ms: float | None
+    min_plausibility: float | None
+
+
+def search_options(
+    schema: FeatureSchema,
+    reference,
+    *,
+    desired: str | None = None,
+    k: int = 1,
+    features_to_vary: Sequence[str] | None = None,
+    permitted_range: Mapping[str, tuple[float, float]] | None = None,
+    time_budget_ms: float | None = None,
+    neighbours: int = 5,
+    min_plausibility: float | None = None,
+) -> SearchOptions:
+    """`find_counterfactuals`' options checked apart from any rows (ExplainError naming the fix), so that
+    `Session.explain` refuses a bad one before it reads the rows: a batch with no good row skipped the checks."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ExplainError(f"k (number of counterfactuals) must be a positive integer, got {k!r}")
     if isinstance(neighbours, bool) or not isinstance(neighbours, (int, np.integer)) or neighbours < 1:
@@ -128,6 +160,18 @@ def find_counterfactuals(
         space = _default_space(schema, reference)
     else:
         space = Space.build(schema, reference, features_to_vary=features_to_vary, permitted_range=permitted_range)
+    return SearchOptions(goal, space, int(k), int(neighbours), time_budget_ms, min_plausibility)
+
+
+def search_rows(model: Predictor, X: np.ndarray, options: SearchOptions, *, labels: np.ndarray | None = None,
+                probabilities: np.ndarray | None = None, kernels: ModuleType | None = None,
+                start: float | None = None) -> list[Counterfactuals]:
+    """`find_counterfactuals` with its options checked (`search_options`) and X validated; the time budget counts
+    from `start` (a `time.perf_counter()`; by default now)."""
+    start = time.perf_counter() if start is None else start
+    schema = model.schema
+    goal, space, k, neighbours = options.goal, options.space, options.k, options.neighbours
+    time_budget_ms, min_plausibility = options.time_budget_ms, options.min_plausibility
     if probabilities is not None:
         probabilities = np.asarray(probabilities, dtype=np.float64)
         if probabilities.shape != (len(X), len(schema.classes)):
@@ -159,7 +203,7 @@ def find_counterfactuals(
     out: list[Counterfactuals] = []
     for a in range(0, len(X), CHUNK_ROWS):  # bounded memory: a chunk's first call is ~F * 16 candidates per row
         part = slice(a, a + CHUNK_ROWS)
-        search = make(model, X[part], space, kern, int(k), int(neighbours), start, time_budget_ms, a == 0)
+        search = make(model, X[part], space, kern, k, neighbours, start, time_budget_ms, a == 0)
         out += search.run(goal, None if labels is None else labels[part],
                           None if probabilities is None else probabilities[part])
     return out

@@ -238,6 +238,41 @@ def test_explain_options_are_checked_by_name(bc_session, breast_cancer):
     assert only.bias is not None and only.counterfactuals is None and only.attributions is None
 
 
+def test_explain_option_values_are_checked_before_the_rows(bc_session, breast_cancer):
+    """The values were checked only where a row was explained: explain([], stakeholder="nobody", k=0) gave [] and a
+    batch of refused rows its Rejections, so a misconfigured loop passed quietly until its first good row. Now an
+    empty batch, an all-refused batch and a bad single row get the message a good batch gets."""
+    x = breast_cancer.X_test[0]
+    cases = [({"stakeholder": "nobody"}, "unknown stakeholder 'nobody'; available: auditor, clinician, engineer, "
+              "patient. To add one, write a TOML file like edgeinfer/explain/templates/patient.toml and call "
+              "edgeinfer.explain.views.register_stakeholder(path)"),
+             ({"stakeholder": "nobody", "k": 0}, "unknown stakeholder 'nobody'; available: auditor, clinician, "
+              "engineer, patient. To add one, write a TOML file like edgeinfer/explain/templates/patient.toml and "
+              "call edgeinfer.explain.views.register_stakeholder(path)"),
+             ({"parts": 3}, "parts must be a part's name or a collection of them (counterfactuals, attributions, "
+              "bias); got 3"),
+             ({"k": 0}, "k (number of counterfactuals) must be a positive integer, got 0"),
+             ({"time_budget_ms": -1}, "time_budget_ms must be a positive number of milliseconds, got -1"),
+             ({"min_plausibility": 2}, "min_plausibility must be a share in (0, 1], e.g. 0.8, got 2"),
+             ({"features_to_vary": ["radius"]}, "features_to_vary: unknown feature 'radius'; did you mean "
+              "'mean radius'?"),
+             ({"desired": "p(malignant) > 2"}, "desired outcome 'p(malignant) > 2': a probability threshold must lie "
+              "in [0, 1], got 2"),
+             ({"permitted_range": {"mean radius": (5, 1)}}, "permitted_range for 'mean radius' is [5, 1]; give (low, "
+              "high) with low <= high")]
+    refused = x.copy()
+    refused[0] = -1.0
+    for options, message in cases:
+        for given in ([x], [], np.empty((0, 30)), [refused, refused], [{"mean radius": 1.0}], x, refused):
+            with pytest.raises(ExplainError) as info:
+                bc_session.explain(given, **options)
+            assert str(info.value) == message, (options, given)
+    # a part not asked for takes no options, as in a good batch
+    assert bc_session.explain([refused], parts="bias", k=0)[0].reason == ("feature 'mean radius' expects a number in "
+                                                                          "[0, 42.165] px, got -1")
+    assert bc_session.explain([x], parts="bias", k=0)[0].counterfactuals is None
+
+
 def test_threads_must_be_a_sensible_whole_number(bc_bundle):
     for threads in ("2", 2.5, 0, True, 10 ** 6):      # a million made ONNX Runtime hang
         with pytest.raises(UsageError) as err:
