@@ -197,7 +197,9 @@ class Feature:
             if number is not None:
                 return number
             got = "an empty value; fill it in" if not value.strip() else _shown(value)
-            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {got}")
+            close = close_match(value, self.categories) if self.kind == "categorical" and value.strip() else None
+            hint = f"; {did_you_mean(value, close)}" if close else ""      # as a misspelt feature name gets
+            raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {got}{hint}")
         if value is None:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got no value; fill it in")
         if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):    # np.ma.masked: missing, not its 0

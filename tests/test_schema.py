@@ -56,6 +56,10 @@ def test_every_input_form_gives_the_same_matrix(form):
         ({"glucose": 120, "age": 50.5, "sex": "male"}, "feature 'age' expects an integer in [18, 90] years, got 50.5"),
         ({"glucose": 120, "age": 50, "sex": "other"}, "feature 'sex' expects one of 'female' (0), 'male' (1), got 'other'"),
         ({"glucose": 120, "age": 50, "sex": 3}, "feature 'sex' expects one of 'female' (0), 'male' (1), got 3"),
+        ({"glucose": 120, "age": 50, "sex": "Male"}, "feature 'sex' expects one of 'female' (0), 'male' (1), got "
+         "'Male'; did you mean 'male'? (names are case-sensitive)"),       # as a feature name in the wrong case
+        ([120, 50, "femal"], "feature 'sex' expects one of 'female' (0), 'male' (1), got 'femal'; did you mean "
+         "'female'?"),
         ({"glucose": 120, "age": 50}, "missing feature 'sex'; every row needs all 3 features"),
         ({"glucos": 120, "age": 50, "sex": 1}, "unknown feature 'glucos'; did you mean 'glucose'?"),
         ([120, 50], "expected 3 features in schema order (glucose, age, sex), got 2 values"),
