@@ -31,6 +31,19 @@ STEP_TOLERANCE = 1e-9     # a bound within this many steps of a multiple counts 
 MONOTONE = ("any", "increase", "decrease")
 
 
+# Characters no name, unit or category may hold: control characters (a newline in a class name forged lines in the
+# text views) and the bidi controls that reorder what follows them (a feature named "glu\u202ecose" made the PDF
+# read its "+0.032" as "230.0+"). Joiners (emoji) and other format characters are allowed.
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _check_visible(what: str, text: Any) -> None:
+    """Refuse `text` (a name shown to readers) holding a control or bidi character, naming it."""
+    if isinstance(text, str) and (hidden := _HIDDEN.search(text)) is not None:
+        raise SchemaError(f"{what} {text!r} holds the control character U+{ord(hidden.group()):04X}, which would "
+                          "break or reorder the texts that show it; remove it")
+
+
 @dataclass(frozen=True)
 class Feature:
     """One model input. Categorical features feed `codes` to the model and show `categories`."""
@@ -56,6 +69,7 @@ class Feature:
         where = f"feature '{self.name}'"
         if not isinstance(self.name, str) or not self.name:
             raise SchemaError(f"every feature needs a non-empty name, got {self.name!r}")
+        _check_visible("feature name", self.name)
         if self.kind not in KINDS:
             raise SchemaError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.monotone not in MONOTONE:
@@ -67,12 +81,15 @@ class Feature:
             if not isinstance(value, str):
                 raise SchemaError(f"{where}: {key} must be text, got {_shown(value)}; give one string (e.g. "
                                   f"{key} = {json.dumps(example, ensure_ascii=False)}), or leave {key} out")
+            _check_visible(f"{where}: {key}", value)
         if self.kind == "categorical":
             if not self.categories:
                 raise SchemaError(f"{where}: a categorical feature needs a list of categories")
             if not all(isinstance(c, str) for c in self.categories):
                 raise SchemaError(f"{where}: categories must be names (text), got {_shown(list(self.categories))}; "
                                   f"give each as a string (e.g. 'male'), or build the schema with FeatureSchema.from_dict")
+            for c in self.categories:
+                _check_visible(f"{where}: category", c)
             codes = self.codes or tuple(float(i) for i in range(len(self.categories)))
             if not all(isinstance(c, (int, float, np.number)) and not isinstance(c, bool) for c in codes):
                 raise SchemaError(f"{where}: codes must be numbers (the values the model reads), got {list(codes)!r}")
@@ -252,6 +269,9 @@ class FeatureSchema:
             raise SchemaError(f"feature names must be unique; repeated: {', '.join(duplicates)}")
         if len(self.classes) < 2:
             raise SchemaError(f"a classifier schema needs at least two class names, got {list(self.classes)}")
+        for c in self.classes:
+            _check_visible("class name", c)
+        _check_visible("model name", self.name)
         repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
         if repeated:
             raise SchemaError(f"class names must be unique; repeated: {', '.join(repeated)}")

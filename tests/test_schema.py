@@ -748,3 +748,25 @@ def test_a_bool_in_a_plain_list_is_no_number(form):
     unreadable = {}
     matrix, _ = SCHEMA.to_matrix([[120.0, 50, 1], x if np.ndim(x) == 1 else x[1]], unreadable=unreadable)
     assert unreadable == {1: message} and matrix[0].tolist() == [120.0, 50.0, 1.0] and np.isnan(matrix[1]).all()
+
+
+def test_a_name_with_a_control_or_bidi_character_is_refused_naming_it():
+    """A feature named "glu\u202ecose" (right-to-left override) made the PDF read its "+0.032" as "230.0+", and a
+    newline in a class name forged lines in `explain --format text`; emoji (with their joiners) stay allowed."""
+    from edgeinfer.errors import SchemaError
+
+    cases = [
+        (lambda: Feature("glu\u202ecose"), r"feature name 'glu\u202ecose' holds the control character U+202E"),
+        (lambda: Feature("a", unit="mg\n"), "feature 'a': unit 'mg\\n' holds the control character U+000A"),
+        (lambda: Feature("s", kind="categorical", categories=("a", "b\t")),
+         "feature 's': category 'b\\t' holds the control character U+0009"),
+        (lambda: FeatureSchema(features=(Feature("a"),), classes=("yes\n## H", "no")),
+         "class name 'yes\\n## H' holds the control character U+000A"),
+        (lambda: FeatureSchema(features=(Feature("a"),), classes=("y", "n"), name="m\u2067"),
+         r"model name 'm\u2067' holds the control character U+2067"),
+    ]
+    for make, start in cases:
+        with pytest.raises(SchemaError) as info:
+            make()
+        assert str(info.value) == f"{start}, which would break or reorder the texts that show it; remove it"
+    assert Feature("mood 👨\u200d👩\u200d👧").name == "mood 👨\u200d👩\u200d👧"
