@@ -179,7 +179,7 @@ def _decided(item: Any, where: str) -> tuple[str, dict[str, float]]:
         name, classes, probabilities = (decision.get(k) for k in ("class_name", "classes", "probabilities"))
         if (isinstance(name, str) and isinstance(classes, list) and isinstance(probabilities, list)
                 and len(classes) == len(probabilities) and name in classes
-                and all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in probabilities)):
+                and all(_real(p) is not None for p in probabilities)):
             return name, dict(zip(classes, map(float, probabilities)))
     return _decided(_explanation(item, where), where)
 
@@ -233,6 +233,8 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
         elif isinstance(item, Mapping) and "window" in item and item.get("decision", {}) is None:
             # a window the model could not decide (`edgeinfer stream`: a not_decided alert says why)
             index = item["window"].get("index") if isinstance(item["window"], Mapping) else None
+            if isinstance(index, numbers.Integral) and not isinstance(index, bool) and index > MAX_INDEX:
+                raise InputError(f"{where}: {_too_large(index)}")
             alerts = [a for a in item.get("alerts") or [] if isinstance(a, Mapping)]
             said = [str(a.get("message")) for a in sorted(alerts, key=lambda a: a.get("kind") != "not_decided")]
             bounds = [item["window"].get(k) if isinstance(item["window"], Mapping) else None for k in ("start", "end")]
@@ -317,6 +319,8 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
         raise InputError(f"{where}: window index must be a whole number >= 0, got "
                          f"{_json(index)}")
+    if index > MAX_INDEX:
+        raise InputError(f"{where}: {_too_large(index)}")
     after_gap = _after_gap(window, where)
     explanation = None if explained is None else explanation(explained, where, row=False)
     return Window(
@@ -342,10 +346,20 @@ def _after_gap(window: Any, where: str) -> bool:
     return value
 
 
+MAX_INDEX = 2**53         # a window index beyond it no float tells apart (the chart's x); 1e400 was an OverflowError
+
+
+def _too_large(index: int) -> str:
+    return f"window index must be at most 2**53, got {_json(index)}; the record is damaged"
+
+
 def _json(value: Any) -> str:
-    """A refused record value as it reads in JSON (NumPy's numbers too), cut short."""
+    """A refused record value as it reads in JSON (NumPy's numbers too), cut short (a long integer: its first digits
+    and how many it has)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return str(int(value))
+        digits = str(abs(int(value)))
+        sign = "-" if value < 0 else ""
+        return sign + digits if len(digits) <= 20 else f"{sign}{digits[:6]}… ({len(digits)} digits)"
     if isinstance(value, numbers.Real):
         return json.dumps(float(value))
     return json.dumps(value, default=repr)[:40]
@@ -1384,7 +1398,10 @@ def _real(value: Any) -> float | None:
     """A finite number from a record, or None."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:       # an integer of over 308 digits (JSON's 1 and 400 zeros): no finite number
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -1527,8 +1544,8 @@ def _numbers(value: Any, path: str):
     if isinstance(value, Mapping):
         for k, v in value.items():
             yield from _numbers(v, f"{path}.{k}")
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        yield path, float(value)
+    elif isinstance(value, (int, float)) and (number := _real(value)) is not None:
+        yield path, number
 
 
 def _rows(value: Any, prefix: str = "") -> list[tuple[str, str]]:

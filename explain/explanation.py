@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import numbers
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -422,10 +423,12 @@ def _decode(tp: Any, data: Any, where: str) -> Any:
             return math.nan
         if _is_bool(data) or not isinstance(data, numbers.Real):
             raise InputError(f"{where}: expected a number, got {_shown(data)}")
+        _fits(data, where)
         return data if type(data) is int else float(data)     # an int (e.g. timings' batch_rows) stays one
     if tp is int:
         if _is_bool(data) or not isinstance(data, numbers.Integral):
             raise InputError(f"{where}: expected an integer, got {_shown(data)}")
+        _fits(data, where)
         return int(data)
     if tp is bool:
         if not _is_bool(data):
@@ -433,7 +436,22 @@ def _decode(tp: Any, data: Any, where: str) -> Any:
         return bool(data)
     if tp is str and not isinstance(data, str):
         raise InputError(f"{where}: expected a string, got {_shown(data)}")
+    if tp is Any:                   # e.g. the fidelity figures a reader shows as numbers
+        _fits(data, where)
     return data
+
+
+def _fits(data: Any, where: str) -> None:
+    """Refuse an integer too large for a float (JSON's 1 and 400 zeros), in `data` or any value inside it: no
+    explanation holds one, and every later use of it as a number was a raw OverflowError."""
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            _fits(v, f"{where}.{k}")
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _fits(v, f"{where}[{i}]")
+    elif isinstance(data, numbers.Integral) and not _is_bool(data) and abs(data) > sys.float_info.max:
+        raise InputError(f"{where}: an integer too large for a float (beyond ±1.8e308); the record is damaged")
 
 
 def _is_bool(data: Any) -> bool:

@@ -41,3 +41,49 @@ def test_bytes_of_a_record_still_read():
     with pytest.raises(InputError) as err:      # read as JSON, then refused by the record's version
         Explanation.from_json(json.dumps({"schema_version": "0"}).encode())
     assert str(err.value).startswith("explanation schema_version '0' is not supported")
+
+
+HUGE = "1" + "0" * 400      # a JSON integer no float holds
+
+
+def _record() -> dict:
+    """An explanation with every part, as to_dict gives it."""
+    from edgeinfer.decision import Decision
+    from edgeinfer.explain.explanation import (
+        Attribution, Attributions, BiasExplanation, Counterfactual, Counterfactuals, FeatureChange, FlipTest, ModelInfo)
+
+    classes = ("low risk", "high risk")
+    return Explanation(
+        decision=Decision(1, "high risk", (0.2, 0.8), classes, 0.4),
+        instance={"glucose": 162.0, "sex": 1.0},
+        model=ModelInfo("m", "0" * 64, "fp32", "x86-edge-gateway", "CPUExecutionProvider", "edgeinfer",
+                        fidelity={"max_abs_diff": 0.01, "edges": {"max_abs_diff": 0.02}}),
+        counterfactuals=Counterfactuals(
+            target="class 'low risk'", target_class="low risk", found=True,
+            items=(Counterfactual((120.0, 1.0), (FeatureChange("glucose", 162.0, 120.0),), "low risk", (0.6, 0.4),
+                                  True, 2.4, 1),)),
+        bias=BiasExplanation((FlipTest("sex", 1.0, 0.0, (), "high risk", 0.79, -0.01, False),), (), None, False,
+                             "The decision does not depend on sex."),
+        attributions=Attributions("exact Shapley values", "probability of 'high risk'", "the median", 0.5, 0.8,
+                                  (Attribution("glucose", 162.0, 0.3), Attribution("sex", 1.0, 0.0))),
+    ).to_dict()
+
+
+@pytest.mark.parametrize("path, field", [
+    (("instance", "glucose"), "instance.glucose"),
+    (("decision", "latency_ms"), "decision.latency_ms"),
+    (("counterfactuals", "items", 0, "distance"), "counterfactuals.items[0].distance"),
+    (("bias", "flips", 0, "delta"), "bias.flips[0].delta"),
+    (("attributions", "values", 0, "contribution"), "attributions.values[0].contribution"),
+    (("model", "fidelity", "edges", "max_abs_diff"), "model.fidelity.edges.max_abs_diff"),
+    (("counterfactuals", "rows_evaluated"), "counterfactuals.rows_evaluated"),
+])
+def test_an_integer_too_large_for_a_float_is_refused_naming_its_field(path, field):
+    """It was read, and every later use of it (the report, views.render) was a raw OverflowError."""
+    record = _record()
+    place = record
+    for key in path[:-1]:
+        place = place[key]
+    place[path[-1]] = "HUGE"
+    text = json.dumps(record).replace('"HUGE"', HUGE)
+    assert _refused(text) == f"explanation.{field}: an integer too large for a float (beyond ±1.8e308); the record is damaged"

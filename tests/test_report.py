@@ -551,6 +551,8 @@ def test_a_session_report_without_the_summary_says_where_its_rejected_rows_are_c
     (lambda s: s.update(rows_used=1197), "rows_read 1201 is not rows_used 1197 + rows_rejected 3, or "
                                          "rejected_by_reason does not add up to the latter; the summary is damaged: GIVE"),
     (lambda s: s.pop("gaps"), "gaps must be a whole number >= 0, got null; GIVE"),
+    # JSON's 1 and 400 zeros was a raw OverflowError
+    (lambda s: s.update(rows_read=10**400), "rows_read must be a whole number >= 0, got 100000… (401 digits); GIVE"),
     (lambda s: s.update(rejected_by_reason=["not a number"]),
      'rejected_by_reason must map each reason to a count, got ["not a number"]; GIVE'),
 ])
@@ -1320,6 +1322,11 @@ def test_an_explanation_whose_decision_does_not_agree_with_itself_is_refused(tmp
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["window"].update(index="abc"), 'window index must be a whole number >= 0, got "abc"'),
     (lambda r: r["window"].update(index=None), "window index must be a whole number >= 0, got null"),
+    # 1 and 400 zeros was a raw OverflowError in the chart
+    (lambda r: r["window"].update(index=10**400),
+     "window index must be at most 2**53, got 100000… (401 digits); the record is damaged"),
+    (lambda r: r["window"].update(index=2**53 + 1),
+     "window index must be at most 2**53, got 9007199254740993; the record is damaged"),
     (lambda r: r["window"].update(start=float("nan")), "window start must be a finite number in [-inf, inf], got NaN"),
     (lambda r: r["decision"]["probabilities"].update(Walking="x"), "probability of 'Walking' must be a number, got \"x\""),
     (lambda r: r["decision"]["probabilities"].update(Walking=None), "probability of 'Walking' must be a number, got null"),
@@ -1341,6 +1348,29 @@ def test_a_malformed_window_record_is_refused_naming_the_field(tmp_path, change,
     with pytest.raises(InputError) as err:
         ei.report([record], out=tmp_path / "r.html")
     assert str(err.value) == f"record 1: {message}"
+
+
+def test_an_explanation_past_those_shown_with_a_probability_no_float_holds_is_refused(tmp_path):
+    """Past the first 25 an explanation is only counted: its probability, 1 and 400 zeros, was a raw OverflowError."""
+    records = [_explanation().to_dict() for _ in range(26)]
+    records[-1]["decision"]["probabilities"] = [0.18, 10**400]
+    with pytest.raises(InputError) as err:
+        ei.report(records, out=tmp_path / "r.html")
+    assert str(err.value) == ("record 26: explanation.decision.probabilities[1]: an integer too large for a float "
+                              "(beyond ±1.8e308); the record is damaged")
+
+
+def test_an_undecided_window_whose_index_no_float_holds_is_refused(fixed_bundle, tmp_path):
+    """Its index, 1 and 400 zeros, was a raw OverflowError in the chart."""
+    records = _window_records(fixed_bundle)
+    records[5] = {"window": {**records[5]["window"], "index": 10**400, "after_gap": True}, "decision": None,
+                  "alerts": []}
+    lines = tmp_path / "s.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle)
+    assert str(err.value) == (f"{lines} line 6: window index must be at most 2**53, got 100000… (401 digits); the "
+                              "record is damaged")
 
 
 def test_errors_about_a_files_records_name_their_line(fixed_bundle, tmp_path):
