@@ -238,7 +238,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             alerts = [a for a in item.get("alerts") or [] if isinstance(a, Mapping)]
             said = [str(a.get("message")) for a in sorted(alerts, key=lambda a: a.get("kind") != "not_decided")]
             bounds = [item["window"].get(k) if isinstance(item["window"], Mapping) else None for k in ("start", "end")]
-            start, end = [v if isinstance(v, numbers.Real) and not isinstance(v, bool) else None for v in bounds]
+            start, end = [_number(v, f"{where}: window {k}", optional=True) for v, k in zip(bounds, ("start", "end"))]
             refused.append(Refused(row=index, reason="; ".join(said) or "not decided", where=where,
                                    alerts=tuple(alerts), start=start, end=end,
                                    after_gap=_after_gap(item["window"], where)))
@@ -375,9 +375,9 @@ def _number(value: Any, what: str, *, low: float = -math.inf, high: float = math
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not (low <= number <= high):        # NaN fails too
-        raise InputError(f"{what} must be a finite number in [{low:g}, {high:g}], got "
-                         f"{_json(value)}")
+    if not (math.isfinite(number) and low <= number <= high):      # Infinity is within infinite bounds
+        bounds = f" in [{low:g}, {high:g}]" if math.isfinite(low) or math.isfinite(high) else ""
+        raise InputError(f"{what} must be a finite number{bounds}, got {_json(value)}")
     return number
 
 

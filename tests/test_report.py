@@ -1327,7 +1327,10 @@ def test_an_explanation_whose_decision_does_not_agree_with_itself_is_refused(tmp
      "window index must be at most 2**53, got 100000… (401 digits); the record is damaged"),
     (lambda r: r["window"].update(index=2**53 + 1),
      "window index must be at most 2**53, got 9007199254740993; the record is damaged"),
-    (lambda r: r["window"].update(start=float("nan")), "window start must be a finite number in [-inf, inf], got NaN"),
+    (lambda r: r["window"].update(start=float("nan")), "window start must be a finite number, got NaN"),
+    # accepted: "1 window from inf s to 2 s"
+    (lambda r: r["window"].update(start=float("inf")), "window start must be a finite number, got Infinity"),
+    (lambda r: r["window"].update(end=float("-inf")), "window end must be a finite number, got -Infinity"),
     (lambda r: r["decision"]["probabilities"].update(Walking="x"), "probability of 'Walking' must be a number, got \"x\""),
     (lambda r: r["decision"]["probabilities"].update(Walking=None), "probability of 'Walking' must be a number, got null"),
     (lambda r: r["decision"]["probabilities"].update(Walking=1.5),
@@ -1371,6 +1374,16 @@ def test_an_undecided_window_whose_index_no_float_holds_is_refused(fixed_bundle,
         ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle)
     assert str(err.value) == (f"{lines} line 6: window index must be at most 2**53, got 100000… (401 digits); the "
                               "record is damaged")
+
+
+def test_an_undecided_window_with_an_infinite_bound_is_refused(fixed_bundle, tmp_path):
+    """Its alerts' rows read "inf s"."""
+    records = _window_records(fixed_bundle)
+    records[5] = {"window": {**records[5]["window"], "end": float("inf")}, "decision": None,
+                  "alerts": [{"kind": "not_decided", "message": "not decided"}]}
+    with pytest.raises(InputError) as err:
+        ei.report(records, out=tmp_path / "r.html", bundle=fixed_bundle)
+    assert str(err.value) == "record 6: window end must be a finite number, got Infinity"
 
 
 def test_errors_about_a_files_records_name_their_line(fixed_bundle, tmp_path):
