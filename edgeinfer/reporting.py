@@ -235,7 +235,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             index = item["window"].get("index") if isinstance(item["window"], Mapping) else None
             if isinstance(index, numbers.Integral) and not isinstance(index, bool) and index > MAX_INDEX:
                 raise InputError(f"{where}: {_too_large(index)}")
-            alerts = [a for a in item.get("alerts") or [] if isinstance(a, Mapping)]
+            alerts = [a for a in _alerts(item, where) if isinstance(a, Mapping)]
             said = [str(a.get("message")) for a in sorted(alerts, key=lambda a: a.get("kind") != "not_decided")]
             bounds = [item["window"].get(k) if isinstance(item["window"], Mapping) else None for k in ("start", "end")]
             start, end = [_number(v, f"{where}: window {k}", optional=True) for v, k in zip(bounds, ("start", "end"))]
@@ -312,9 +312,7 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
     if class_name not in probabilities:
         raise InputError(f"{where}: decision class_name {class_name!r} is none of the classes in its probabilities "
                          f"({', '.join(probabilities)}); the record is damaged or from another model")
-    alerts = record.get("alerts") or []
-    if not isinstance(alerts, list):
-        raise InputError(f"{where}: 'alerts' must be a list, got {type(alerts).__name__}")
+    alerts = _alerts(record, where)
     index = window.get("index", n - 1)
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
         raise InputError(f"{where}: window index must be a whole number >= 0, got "
@@ -336,6 +334,14 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
         explained=explained is not None,
         after_gap=after_gap,
     )
+
+
+def _alerts(record: Mapping[str, Any], where: str) -> list[Any]:
+    """A window record's alerts, decided or not (an undecided window's 5 was a raw TypeError)."""
+    alerts = record.get("alerts") or []
+    if not isinstance(alerts, list):
+        raise InputError(f"{where}: 'alerts' must be a list, got {type(alerts).__name__}")
+    return alerts
 
 
 def _after_gap(window: Any, where: str) -> bool:

@@ -1386,6 +1386,16 @@ def test_an_undecided_window_with_an_infinite_bound_is_refused(fixed_bundle, tmp
     assert str(err.value) == "record 6: window end must be a finite number, got Infinity"
 
 
+def test_an_undecided_window_whose_alerts_are_not_a_list_is_refused(tmp_path):
+    """As a decided window's are; it was a raw TypeError."""
+    records = [{"window": {"index": 0}, "decision": {"class_name": "Walking", "probabilities": {"Walking": 0.9,
+                                                                                             "Running": 0.1}}},
+               {"window": {"index": 1}, "decision": None, "alerts": 5}]
+    with pytest.raises(InputError) as err:
+        ei.report(records, out=tmp_path / "r.html")
+    assert str(err.value) == "record 2: 'alerts' must be a list, got int"
+
+
 def test_errors_about_a_files_records_name_their_line(fixed_bundle, tmp_path):
     """Blank lines are skipped, so the second record on line 4 is named "line 4", not "record 2"."""
     bad = _explanation(fixed_bundle.sha256).to_dict()
