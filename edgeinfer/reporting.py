@@ -721,15 +721,7 @@ def _stream_summary(summary: Any, inputs: Inputs) -> dict[str, Any] | None:
     wrote = "give the file `edgeinfer stream --summary` wrote with these windows"
     if isinstance(summary, (str, os.PathLike)):
         where = f"--summary {summary}"
-        try:
-            data = json.loads(Path(summary).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{where}: not found; {wrote}") from None
-        except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno}); "
-                             f"{wrote}") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"{where}: unreadable ({err}); {wrote}") from err
+        data = _summary_file(Path(summary), where, wrote)
     elif hasattr(summary, "to_dict"):                # the StreamSummary stream() returns
         data = summary.to_dict()
     if not isinstance(data, Mapping):
@@ -760,6 +752,30 @@ def _stream_summary(summary: Any, inputs: Inputs) -> dict[str, Any] | None:
     stopped = data.get("stopped_by")
     return {**counts, "stopped_by": stopped if isinstance(stopped, str) and stopped != "end of input" else None,
             "reasons": sorted(((str(k), _whole(n)) for k, n in reasons.items()), key=lambda kv: -kv[1])}
+
+
+def _summary_file(path: Path, where: str, wrote: str) -> dict[str, Any]:
+    """The JSON object of a summary file, read as the records are (rows.json_object): a BOM is skipped, and JSON
+    Python cannot read (nested 100,000 deep, a number of 5,000 digits) or a key given twice is an InputError, not a
+    raw RecursionError or ValueError, or the last value kept."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{where}: not found; {wrote}") from None
+    except OSError as err:
+        raise InputError(f"{where}: unreadable ({err}); {wrote}") from err
+    told = not_text(raw.decode("utf-8-sig", errors="replace").partition("\n")[0].rstrip("\r"),
+                    example="FILE > summary.json")
+    if told is not None:
+        raise InputError(f"{where}: {told}; {wrote}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}: unreadable ({err}); {wrote}") from err
+    data = json_object(text, keys="field name")
+    if isinstance(data, str):
+        raise InputError(f"{where}: {data}; {wrote}")
+    return data
 
 
 def _after_gaps(inputs: Inputs) -> list[int]:

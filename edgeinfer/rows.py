@@ -186,7 +186,9 @@ def _loads(text: str, keys: str, **hooks: Any) -> dict[str, Any] | str:
     try:
         value = json.loads(text, object_pairs_hook=_once_each, **hooks)
     except json.JSONDecodeError as err:
-        return f"not valid JSON ({err.msg.removesuffix(' at')} at column {err.colno})"   # its msg may end "at"
+        # its msg may end "at"; a line is one line (the text of a whole file, e.g. a stream summary, names its line)
+        where = f"line {err.lineno} column {err.colno}" if err.lineno > 1 else f"column {err.colno}"
+        return f"not valid JSON ({err.msg.removesuffix(' at')} at {where})"
     except _Repeated as err:
         return f"key {err.args[0]!r} appears twice; give each once"
     except ValueError:              # Python refuses integers of more than 4,300 digits

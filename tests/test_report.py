@@ -568,6 +568,32 @@ def test_a_stream_summary_that_is_not_these_windows_is_refused(fixed_bundle, tmp
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.parametrize("text, message", [
+    # a RecursionError, a ValueError, the last value kept, and Python's words for a BOM
+    ('"gaps": ' + "[" * 100_000 + "]" * 100_000 + ",", "not readable JSON (nested too deeply)"),
+    ('"gaps": ' + "9" * 5000 + ",", "not readable JSON (a number of more than 4,300 digits)"),
+    ('"gaps": 2, "gaps": 7,', "key 'gaps' appears twice; give each once"),
+    ('"gaps": 2,,', "not valid JSON (Expecting property name enclosed in double quotes at line 6 column 13)"),
+])
+def test_a_stream_summary_file_json_cannot_read_is_refused_as_the_records_are(fixed_bundle, tmp_path, text, message):
+    lines, summary = _gapped_session(fixed_bundle, tmp_path)
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary, indent=2).replace('"gaps": 2,', text), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle, summary=path)
+    assert str(err.value) == (f"--summary {path}: {message}; give the file `edgeinfer stream --summary` wrote with "
+                              "these windows")
+
+
+def test_a_stream_summary_file_with_a_bom_is_read(fixed_bundle, tmp_path):
+    """As Windows tools write it; it was refused in Python's words ('Unexpected UTF-8 BOM')."""
+    lines, summary = _gapped_session(fixed_bundle, tmp_path)
+    path = tmp_path / "summary.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(summary, indent=2).encode())
+    html = ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle, summary=path).read_text(encoding="utf-8")
+    assert "The stream read 1201 rows: 1198 used and 3 rejected" in _text(html)
+
+
 def test_a_stream_summary_beside_explained_rows_or_missing_is_refused(fixed_bundle, tmp_path):
     _, summary = _gapped_session(fixed_bundle, tmp_path)
     with pytest.raises(InputError) as err:
