@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from edgeinfer.decision import Decision
 from edgeinfer.errors import InputError
+from edgeinfer.rows import _once_each, _Repeated
 
 SCHEMA_VERSION = "edgeinfer.explanation/1"
 
@@ -347,7 +348,8 @@ class Explanation:
     @classmethod
     def from_json(cls, text: str | bytes) -> "Explanation":
         """Read what to_json wrote. Anything else is an InputError saying what arrived: a dict, None, JSON nested
-        too deeply or a number of 5,000 digits escaped as raw TypeError, RecursionError and ValueError."""
+        too deeply or a number of 5,000 digits escaped as raw TypeError, RecursionError and ValueError; a key given
+        twice (`"glucose": 8.0, "glucose": 99.0`) kept its last value, where `edgeinfer report` refuses the line."""
         if isinstance(text, Mapping):
             raise InputError("Explanation.from_json takes JSON text, got a mapping; for a mapping (what "
                              "Explanation.to_dict() gives) use Explanation.from_dict")
@@ -355,7 +357,9 @@ class Explanation:
             raise InputError(f"Explanation.from_json takes JSON text (str or bytes, as Explanation.to_json() writes), "
                              f"got {_shown(text)}")
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_once_each)      # as rows.json_object reads a record
+        except _Repeated as err:
+            raise InputError(f"not an explanation: key {err.args[0]!r} appears twice; give each once") from None
         except json.JSONDecodeError as err:
             raise InputError(f"not an explanation: invalid JSON ({err})") from err
         except UnicodeDecodeError as err:
