@@ -1170,6 +1170,15 @@ def test_a_saturated_attribution_base_and_prediction_do_not_read_as_certain(tmp_
     assert not re.search(r"(?<![+-])\b(0\.000|1\.000)\b", _text(html))     # +0.000: a contribution of 0
 
 
+def test_class_names_keep_their_capitals_in_the_risk_lines(tmp_path):
+    """Jinja's capitalize lowercased them: "Probability of 'icu admission': 0.820"."""
+    text = json.dumps(_explanation().to_dict()).replace("high risk", "ICU Admission").replace("low risk", "Home")
+    html = ei.report([json.loads(text)], out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Probability of 'ICU Admission' ranged from 0.820 to 0.820." in _text(html)
+    assert "Probability of 'ICU Admission': 0.820 (the model decides at 0.5; margin 0.320)." in _text(html)
+    assert "icu admission" not in html
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"
