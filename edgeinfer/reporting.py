@@ -492,7 +492,7 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
         name = template.name
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        autoescape=True,        # whatever a copy is named (mine.jinja rendered the bundle's names as raw HTML)
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -1179,6 +1179,16 @@ def test_class_names_keep_their_capitals_in_the_risk_lines(tmp_path):
     assert "icu admission" not in html
 
 
+def test_a_copied_template_escapes_whatever_its_name(tmp_path):
+    """A copy not ending in .html or .j2 rendered the records' names as raw HTML: a class named <img onerror> ran."""
+    mine = tmp_path / "mine.jinja"
+    shutil.copy(Path(ei.__file__).parent / "templates" / "report.html.j2", mine)
+    text = json.dumps(_explanation().to_dict()).replace("high risk", "<img src=x onerror=alert(1)>")
+    html = ei.report([json.loads(text)], out=tmp_path / "r.html", template=mine).read_text(encoding="utf-8")
+    assert "<img src=x" not in html
+    assert "Decision 1: &lt;img src=x onerror=alert(1)&gt;</h2>" in html
+
+
 def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_path):
     source = Path(ei.reporting.__file__).parent / "templates"
     mine = tmp_path / "tpl"
