@@ -173,15 +173,27 @@ def _decided(item: Any, where: str) -> tuple[str, dict[str, float]]:
 
     if isinstance(item, Explanation):
         d = item.decision
-        return d.class_name, dict(zip(d.classes, d.probabilities))
+        return _argmax(d.class_name, dict(zip(d.classes, d.probabilities)), f"{where}: explanation.decision")
     decision = item.get("decision")
     if isinstance(decision, Mapping):
         name, classes, probabilities = (decision.get(k) for k in ("class_name", "classes", "probabilities"))
         if (isinstance(name, str) and isinstance(classes, list) and isinstance(probabilities, list)
                 and len(classes) == len(probabilities) and name in classes
                 and all(_real(p) is not None for p in probabilities)):
-            return name, dict(zip(classes, map(float, probabilities)))
+            return _argmax(name, dict(zip(classes, map(float, probabilities))), f"{where}: explanation.decision")
     return _decided(_explanation(item, where), where)
+
+
+def _argmax(name: str, probabilities: dict[str, float], where: str) -> tuple[str, dict[str, float]]:
+    """A decided class and its probabilities by class, refused where another class's probability is larger: the
+    deployed model decides the class of the largest (Session, explain and stream all take the argmax; of a tie,
+    the first), so such a record was altered ("ICU Admission" decided at [0.99, 0.01] was reported as it stood)."""
+    rival = max(probabilities, key=probabilities.__getitem__)
+    if probabilities[name] < probabilities[rival]:
+        raise InputError(f"{where}: class {name!r} has probability {probabilities[name]!r}, less than the "
+                         f"{probabilities[rival]!r} of {rival!r}, but the model decides the class of the largest "
+                         "probability; the record was altered or damaged")
+    return name, probabilities
 
 
 def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = None) -> Inputs:
@@ -312,6 +324,7 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
     if class_name not in probabilities:
         raise InputError(f"{where}: decision class_name {class_name!r} is none of the classes in its probabilities "
                          f"({', '.join(probabilities)}); the record is damaged or from another model")
+    _argmax(class_name, probabilities, f"{where}: decision")
     alerts = _alerts(record, where)
     index = window.get("index", n - 1)
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
@@ -870,8 +883,18 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             if name not in names:
                 refuse("instance", f"has {name!r}, not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
+        def klass(field: str, name: str | None) -> None:
+            """A class the report shows (a counterfactual's, a flip's) is one of the model's."""
+            if name is not None and name not in schema.classes:
+                refuse(field, f"{name!r} is not a class of {source} ({', '.join(schema.classes)})",
+                       "the record was altered or damaged")
+
         items = e.counterfactuals.items if e.counterfactuals is not None else ()
         for i, c in enumerate(items):
+            klass(f"counterfactuals.items[{i}].class_name", c.class_name)
+            if len(c.probabilities) == len(e.decision.classes):     # the search decides it as the model does
+                _argmax(c.class_name, dict(zip(e.decision.classes, c.probabilities)),
+                        f"{where}: explanation.counterfactuals.items[{i}]")
             if c.plausibility is not None and not (math.isfinite(c.plausibility) and 0.0 <= c.plausibility <= 1.0):
                 refuse(f"counterfactuals.items[{i}].plausibility",
                        f"must be a finite number in [0, 1], got {c.plausibility!r}")
@@ -914,6 +937,24 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
                 refuse(field, f"{name!r} is not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
 
+        def flipped(field: str, t, decided: str) -> None:
+            """A flip's `flipped` agrees with its class: bias.py sets it where the flipped row's class differs from
+            the unflipped row's in the same call, never for a flipped row with no class. The unflipped row's class is
+            the decided one where it gave it over half the probability (with the 1e-2 a softmax may be off 1): its
+            probability of it, `probability` - `delta`, says so. Nearer a tie a model whose output depends on its
+            batch may have decided the other there, so nothing is told; nor for a joint flip whose control has no
+            probability (recorded as flipped before such flips were told untested)."""
+            from edgeinfer.session import PROBABILITY_SUM_TOLERANCE
+
+            if t.flipped and t.class_name is None:
+                refuse(field, "is true, but the flipped row has no class (class_name null: the model gave no finite "
+                       "probability for it)", "the record was altered or damaged")
+            base = t.probability - t.delta
+            if t.tested and base > (1 + PROBABILITY_SUM_TOLERANCE) / 2 and t.flipped != (t.class_name != decided):
+                refuse(field, f"is {'true' if t.flipped else 'false'}, but the flipped row's class {t.class_name!r} "
+                       f"{'is' if t.class_name == decided else 'is not'} the decided class {decided!r}",
+                       "the record was altered or damaged")
+
         for i, t in enumerate(e.bias.flips if e.bias is not None else ()):
             for part in ("from_value", "to_value"):     # its probability is NaN where the model's arithmetic overflowed
                 finite(f"bias.flips[{i}].{part}", getattr(t, part))
@@ -924,6 +965,9 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             known(f"bias.flips[{i}].feature", t.feature)
             for j, p in enumerate(t.proxies):
                 known(f"bias.flips[{i}].proxies[{j}]", p)
+            klass(f"bias.flips[{i}].class_name", t.class_name)
+            klass(f"bias.flips[{i}].control_class", t.control_class)
+            flipped(f"bias.flips[{i}].flipped", t, e.decision.class_name)
         if e.bias is not None:
             for i, p in enumerate(e.bias.proxies):
                 known(f"bias.proxies[{i}].protected", p.protected)

@@ -215,9 +215,10 @@ def test_how_to_check_names_the_probability_the_driver_charts_show(fixed_bundle,
     probability every chart shows, or sends the reader to each chart's own where they differ."""
     high = _explanation(fixed_bundle.sha256)
     a = high.attributions
-    low = dataclasses.replace(
+    low = dataclasses.replace(   # without the bias record of 'high risk' (its flips would contradict this decision)
         high, decision=dataclasses.replace(high.decision, label=0, class_name="low risk", probabilities=(0.7, 0.3)),
-        attributions=dataclasses.replace(a, quantity="probability of 'low risk'", base_value=0.29, prediction=0.7))
+        attributions=dataclasses.replace(a, quantity="probability of 'low risk'", base_value=0.29, prediction=0.7),
+        bias=None)
     text = _text(ei.report([high, low], out=tmp_path / "r.html", bundle=fixed_bundle).read_text())
     assert "Change in the probability of 'low risk' attributed to each input" in text
     assert ("Read “What drove this decision”: for each decision, the inputs that moved the probability its chart "
@@ -829,6 +830,32 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
     (lambda d: d["bias"]["flips"][0].update(to_value=2.0),
      "bias.flips[0].to_value: 2 is not a code of 'sex': bundle BUNDLE expects one of 'female' (0), 'male' (1); the "
      "record is damaged or from another model"),
+    # figures that contradict each other were shown as they stood
+    (lambda d: d["decision"].update(probabilities=[0.82, 0.18]),
+     "decision: class 'high risk' has probability 0.18, less than the 0.82 of 'low risk', but the model decides the "
+     "class of the largest probability; the record was altered or damaged"),
+    (lambda d: d["counterfactuals"]["items"][0].update(class_name="Dead"),
+     "counterfactuals.items[0].class_name: 'Dead' is not a class of bundle BUNDLE (low risk, high risk); the record "
+     "was altered or damaged"),
+    (lambda d: d["counterfactuals"]["items"][1].update(class_name="high risk"),
+     "counterfactuals.items[1]: class 'high risk' has probability 0.39, less than the 0.61 of 'low risk', but the "
+     "model decides the class of the largest probability; the record was altered or damaged"),
+    (lambda d: d["bias"]["flips"][0].update(class_name="Dead"),
+     "bias.flips[0].class_name: 'Dead' is not a class of bundle BUNDLE (low risk, high risk); the record was altered "
+     "or damaged"),
+    (lambda d: d["bias"]["flips"][1].update(control_class="Dead", control_probability=0.8),
+     "bias.flips[1].control_class: 'Dead' is not a class of bundle BUNDLE (low risk, high risk); the record was "
+     "altered or damaged"),
+    # "Flips? yes" under the verdict "does not depend on sex"
+    (lambda d: d["bias"]["flips"][0].update(flipped=True),
+     "bias.flips[0].flipped: is true, but the flipped row's class 'high risk' is the decided class 'high risk'; the "
+     "record was altered or damaged"),
+    (lambda d: d["bias"]["flips"][1].update(class_name="low risk"),
+     "bias.flips[1].flipped: is false, but the flipped row's class 'low risk' is not the decided class 'high risk'; "
+     "the record was altered or damaged"),
+    (lambda d: d["bias"]["flips"][0].update(class_name=None, probability=None, delta=None, flipped=True),
+     "bias.flips[0].flipped: is true, but the flipped row has no class (class_name null: the model gave no finite "
+     "probability for it); the record was altered or damaged"),
 ])
 def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bundle, tmp_path, change, message):
     record = _explanation(fixed_bundle.sha256).to_dict()
@@ -1381,6 +1408,9 @@ def test_an_explanation_whose_decision_does_not_agree_with_itself_is_refused(tmp
     (lambda r: r["decision"]["probabilities"].update(Walking=1.5),
      "probability of 'Walking' must be a finite number in [0, 1], got 1.5"),
     (lambda r: r.update(alerts=5), "'alerts' must be a list, got int"),
+    (lambda r: r["decision"].update(class_name="Running"),
+     "decision: class 'Running' has probability 0.1, less than the 0.9 of 'Walking', but the model decides the class "
+     "of the largest probability; the record was altered or damaged"),
     (lambda r: r["decision"].update(class_name="Jogging"), "decision class_name 'Jogging' is none of the classes in its "
                                                            "probabilities (Walking, Running); the record is damaged or "
                                                            "from another model"),
@@ -1406,6 +1436,17 @@ def test_an_explanation_past_those_shown_with_a_probability_no_float_holds_is_re
         ei.report(records, out=tmp_path / "r.html")
     assert str(err.value) == ("record 26: explanation.decision.probabilities[1]: an integer too large for a float "
                               "(beyond ±1.8e308); the record is damaged")
+
+
+def test_an_explanation_past_those_shown_whose_class_is_not_its_largest_probability_is_refused(tmp_path):
+    """Past the first 25 an explanation is only counted, its decision too: it was counted as it stood."""
+    records = [_explanation().to_dict() for _ in range(26)]
+    records[-1]["decision"]["probabilities"] = [0.82, 0.18]
+    with pytest.raises(InputError) as err:
+        ei.report(records, out=tmp_path / "r.html")
+    assert str(err.value) == ("record 26: explanation.decision: class 'high risk' has probability 0.18, less than the "
+                              "0.82 of 'low risk', but the model decides the class of the largest probability; the "
+                              "record was altered or damaged")
 
 
 def test_an_undecided_window_whose_index_no_float_holds_is_refused(fixed_bundle, tmp_path):
