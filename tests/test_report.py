@@ -1583,6 +1583,22 @@ def test_pdf_holds_counterfactual_bias_and_model(fixed_bundle, tmp_path):
     assert pages and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pages)
 
 
+def test_pdf_breaks_a_name_longer_than_the_page_and_keeps_the_columns_beside_it(tmp_path):
+    """A 300-character input name (3,000 too) ran off the page and took the Value, Change and Effect columns with it
+    (pdftotext, like a reader, sees only what is on the page)."""
+    pytest.importorskip("weasyprint")
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed: `make system-deps`")
+    text = json.dumps(_explanation().to_dict()).replace('"glucose"', '"' + "glucose" * 43 + '"')
+    out = ei.report([json.loads(text)], out=tmp_path / "r.pdf")
+    shown = " ".join(subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True, check=True,
+                                    timeout=60).stdout.split())
+    for heading in ("Input Value Change Effect", "Input Now Would need Change Can it change?",
+                    "Input Value Valid range Status"):
+        assert heading in shown, heading
+    assert "+0.290 raises" in shown
+
+
 # ----- headless Chromium ---------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
