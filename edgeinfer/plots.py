@@ -9,8 +9,10 @@ ids prefixed so several charts can share one page. Text stays text
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from html import escape
 from typing import Sequence
@@ -67,11 +69,22 @@ _RC = {
 }
 
 
+@contextlib.contextmanager
+def _drawing(plt):
+    """The charts' matplotlib settings, and its warnings kept off stderr where it still draws the chart: a glyph its
+    fonts lack (an emoji in a feature's name) and a tight layout it cannot make (a label of 3,000 characters) were
+    UserWarnings on the stderr of `edgeinfer report`."""
+    with plt.rc_context(_RC), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        yield
+
+
 def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: str, key: str) -> str:
     """Horizontal bars: contributions to `quantity`; raising (orange, hatched /) vs lowering (blue, hatched \\):
     told apart without colour. (Dots, "...", made each chart's SVG 10x larger: 160 kB.)"""
     plt = _pyplot()
-    with plt.rc_context(_RC):
+    with _drawing(plt):
         height = 0.9 + 0.42 * max(len(bars), 1)
         fig, ax = plt.subplots(figsize=(6.8, height))
         labels = [b.label for b in bars][::-1]
@@ -126,7 +139,7 @@ def timeline_chart(points: Sequence[Point], *, quantity: str, threshold: float |
     A long session (over MARKED_WINDOWS windows) has no dot per window, and past 2 * LINE_BINS its line runs
     through each bin's extremes (see `_line`): the chart's size stays bounded; alerts are all marked."""
     plt = _pyplot()
-    with plt.rc_context(_RC):
+    with _drawing(plt):
         fig, ax = plt.subplots(figsize=(6.8, 2.8))
         # a NaN point at each break: matplotlib leaves the line open there
         line = sorted([*_line(points), *(Point(x, float("nan")) for x in breaks)], key=lambda p: p.x)
@@ -155,7 +168,9 @@ def timeline_chart(points: Sequence[Point], *, quantity: str, threshold: float |
         return _to_svg(fig, alt=alt, key=key)
 
 
+_TAG = re.compile(r"<[^>]*>")
 _ID = re.compile(r'\bid="([^"]+)"')
+_REFERENCE = re.compile(r'(\bid="|url\(#|"#)([^"()]+)(?=[")])')     # an id, and the two ways SVG refers to one
 
 
 def _to_svg(fig, *, alt: str, key: str) -> str:
@@ -165,9 +180,14 @@ def _to_svg(fig, *, alt: str, key: str) -> str:
     plt.close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG lives inside HTML
-    for old in sorted(set(_ID.findall(svg)), key=len, reverse=True):
-        new = f"{key}-{old}"
-        svg = svg.replace(f'id="{old}"', f'id="{new}"').replace(f"#{old})", f"#{new})").replace(f'"#{old}"', f'"#{new}"')
+    # each id made the chart's own (a page holds several charts), inside tags only: a label's text such as
+    # 'dose id="patch_1"' read 'dose id="k-patch_1"'
+    ids = {name for tag in _TAG.findall(svg) for name in _ID.findall(tag)}
+
+    def scoped(tag: re.Match) -> str:
+        return _REFERENCE.sub(lambda m: m[1] + (f"{key}-{m[2]}" if m[2] in ids else m[2]), tag[0])
+
+    svg = _TAG.sub(scoped, svg)
     title_id = f"{key}-title"
     svg = svg.replace(
         "<svg ",

@@ -1654,6 +1654,36 @@ def test_chromium_renders_sections_without_errors_or_requests(fixed_bundle, tmp_
     assert dom.stdout.count('role="img"') == 3
 
 
+def test_charts_say_nothing_on_stderr_of_a_glyph_or_layout_matplotlib_cannot_make():
+    """A syringe in a name and a 400-character label were matplotlib UserWarnings on `edgeinfer report`'s stderr."""
+    import warnings
+
+    from edgeinfer.plots import Bar, Point, drivers_chart, timeline_chart
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drivers_chart([Bar("dose \N{SYRINGE}", 0.2), Bar("x" * 400, -0.1)], quantity="p", unit_note="probability",
+                      alt="two drivers", key="quiet")
+        timeline_chart([Point(0, 0.2), Point(1, 0.6)], quantity="p(\N{SYRINGE})", threshold=0.5, xlabel="window",
+                       alt="two windows", key="quiet-line")
+    assert [str(w.message) for w in caught] == []
+
+
+def test_chart_ids_are_made_the_charts_own_inside_tags_only():
+    """A label's text 'dose id="patch_1"' read 'dose id="k-patch_1"'."""
+    from edgeinfer.plots import Bar, drivers_chart
+
+    svg = drivers_chart([Bar('dose id="patch_1"', 0.2), Bar("age", -0.1)], quantity="p", unit_note="probability",
+                        alt="two drivers", key="k")
+    assert '>dose id="patch_1"</text>' in svg
+    tags = re.findall(r"<[^>]*>", svg)
+    ids = [i for tag in tags for i in re.findall(r'\bid="([^"]+)"', tag)]
+    assert len(ids) > 10 and all(i.startswith("k-") for i in ids)
+    references = [a or b for tag in tags for a, b in re.findall(r'url\(#([^)]+)\)|"#([^"]+)"', tag)]
+    references = [r for r in references if not re.fullmatch(r"[0-9a-fA-F]{6}", r)]     # not a colour
+    assert references and all(r.startswith("k-") and r in ids for r in references)
+
+
 def test_driver_chart_labels_keep_a_small_contribution_readable():
     from edgeinfer.plots import Bar, drivers_chart
 
