@@ -511,7 +511,7 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
         lstrip_blocks=True,
     )
     env.filters["num"] = _fmt
-    # a sentence's first letter upper-cased, the rest as written (capitalize lowercased "Probability of 'icu admission'")
+    # a sentence's first letter upper-cased, the rest as written (capitalize lowercased "of 'icu admission'")
     env.filters["first_upper"] = lambda v: str(v)[:1].upper() + str(v)[1:]
     env.filters["prob"] = lambda v: "not recorded" if v is None else _probability_apart(v)   # > 0.999, not 1.000
     # a probability beside the boundaries it is compared with (0.5, a threshold; 0 for a margin): 0.5003, not 0.500

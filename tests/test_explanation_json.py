@@ -86,13 +86,14 @@ def test_an_integer_too_large_for_a_float_is_refused_naming_its_field(path, fiel
         place = place[key]
     place[path[-1]] = "HUGE"
     text = json.dumps(record).replace('"HUGE"', HUGE)
-    assert _refused(text) == f"explanation.{field}: an integer too large for a float (beyond ±1.8e308); the record is damaged"
+    assert _refused(text) == (f"explanation.{field}: an integer too large for a float (beyond ±1.8e308); the record "
+                              "is damaged")
 
 
 @pytest.mark.parametrize("old, new, key", [
     ('"glucose": 162.0', '"glucose": 162.0, "glucose": 99.0', "glucose"),
-    ('"schema_version": "edgeinfer.explanation/1"', '"schema_version": "0", "schema_version": "edgeinfer.explanation/1"',
-     "schema_version"),
+    ('"schema_version": "edgeinfer.explanation/1"',
+     '"schema_version": "0", "schema_version": "edgeinfer.explanation/1"', "schema_version"),
 ])
 def test_a_key_given_twice_is_refused_as_the_report_refuses_it(old, new, key):
     """The last value was kept (glucose 99.0), where `edgeinfer report` refuses the same line."""
