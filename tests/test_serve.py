@@ -1775,12 +1775,12 @@ def test_model_repository_names_the_features_in_column_order_and_the_classes(bc_
 
 
 def test_model_repository_keeps_awkward_class_names_intact(linear_session):
-    """Quotes, backslashes, commas and a tab in class and feature names survive config.pbtxt, read back through
-    Triton's schema."""
+    """Quotes, backslashes, commas and non-ASCII letters in class and feature names survive config.pbtxt, read back
+    through Triton's schema (a tab is refused by the schema itself, as every control character is)."""
     from edgeinfer.export.triton_repo import parse_config, render_config
     from edgeinfer.schema import Feature, FeatureSchema
 
-    classes = ('say "no"', "C:\\dir\\, or not\tnaïve")
+    classes = ('say "no"', "C:\\dir\\, or not naïve")
     schema = FeatureSchema(features=(Feature('dose "mg", C:\\x', low=-1, high=1),), classes=classes)
     bundle = linear_session([1.0], 0.0, schema).bundle
     config = parse_config(render_config(bundle, name="m"))
