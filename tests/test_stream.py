@@ -879,6 +879,17 @@ def test_rejects_file_gets_the_problems_as_json_lines(motion_bundle, tmp_path):
     assert s["rows_not_in_window"] == 3 and s["stopped_by"] == "end of input"
 
 
+def test_a_missing_input_is_told_as_missing_even_where_rejects_names_it(motion_bundle, tmp_path):
+    """`stream B missing.csv --rejects missing.csv` said "--rejects missing.csv is the input file" (exit 2): the
+    input is not there to lose. Without the check, --rejects created it empty and "the input is empty" followed."""
+    path = tmp_path / "missing.csv"
+    for extra in ([], ["--rejects", str(path)], ["--summary", str(path)]):
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(path), *extra])
+        assert (result.exit_code, result.stdout) == (1, ""), extra
+        assert result.stderr == f"error: cannot read input {path}: No such file or directory\n"
+        assert not path.exists()
+
+
 def test_a_rejects_or_summary_file_that_is_the_input_or_the_other_is_a_usage_error(motion_bundle, tmp_path):
     """--rejects v.csv opened the recording to write before reading it: "the input is empty", exit 1, v.csv 0 bytes;
     --summary v.csv wrote the summary over it, and --summary s.json --rejects s.json the summary over the rejects,
