@@ -323,9 +323,13 @@ class Explanation:
         if not isinstance(data, Mapping):       # not a version problem: say what arrived
             raise InputError(f"not an explanation: expected a JSON object (Explanation.to_json()), got {_shown(data)}")
         version = data.get("schema_version")
+        if "schema_version" not in data:
+            raise InputError("not an explanation: the object has no schema_version; give JSON written by "
+                             "Explanation.to_json() or `edgeinfer explain --format json`")
         if version != SCHEMA_VERSION:
             raise InputError(
-                f"explanation schema_version {version!r} is not supported; this edgeinfer reads {SCHEMA_VERSION!r}"
+                f"explanation schema_version {version!r} is not supported; this edgeinfer reads {SCHEMA_VERSION!r}: "
+                "read it with the edgeinfer that wrote it, or explain the rows again with this one"
             )
         explanation = _decode(cls, data, "explanation")
         d = explanation.decision

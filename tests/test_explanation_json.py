@@ -40,7 +40,17 @@ def test_json_python_cannot_read_is_refused(text, message):
 def test_bytes_of_a_record_still_read():
     with pytest.raises(InputError) as err:      # read as JSON, then refused by the record's version
         Explanation.from_json(json.dumps({"schema_version": "0"}).encode())
-    assert str(err.value).startswith("explanation schema_version '0' is not supported")
+    assert str(err.value) == ("explanation schema_version '0' is not supported; this edgeinfer reads "
+                              "'edgeinfer.explanation/1': read it with the edgeinfer that wrote it, or explain the "
+                              "rows again with this one")
+
+
+def test_an_object_without_a_version_is_not_an_explanation():
+    """It read "explanation schema_version None is not supported", a version it never had, naming no fix."""
+    with pytest.raises(InputError) as err:
+        Explanation.from_json('{"decision": {}}')
+    assert str(err.value) == ("not an explanation: the object has no schema_version; give JSON written by "
+                              "Explanation.to_json() or `edgeinfer explain --format json`")
 
 
 HUGE = "1" + "0" * 400      # a JSON integer no float holds
