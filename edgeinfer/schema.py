@@ -770,13 +770,20 @@ KNOWN_SHOWN = 12    # feature names an unknown one's message lists in full; more
 
 
 def _detached(x: Any) -> Any:
-    """A torch tensor that requires grad (or a list or tuple of them) detached: NumPy cannot read it otherwise
-    (torch raises RuntimeError 'Can't call numpy() on Tensor that requires grad')."""
-    if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
-        return x.detach()
-    if type(x) in (list, tuple) and any(getattr(r, "requires_grad", False) for r in x):
+    """A torch tensor (or a list or tuple of them) as NumPy can read it: detached where it requires grad (torch
+    raises RuntimeError 'Can't call numpy() on Tensor that requires grad'), and bfloat16, a type NumPy lacks
+    ('Got unsupported ScalarType BFloat16'), widened to float32, which holds each of its values exactly."""
+    if _unreadable_tensor(x):
+        x = x.detach() if x.requires_grad else x
+        return x.float() if str(x.dtype) == "torch.bfloat16" else x
+    if type(x) in (list, tuple) and any(_unreadable_tensor(r) for r in x):
         return [_detached(r) for r in x]
     return x
+
+
+def _unreadable_tensor(x: Any) -> bool:
+    return hasattr(x, "detach") and (getattr(x, "requires_grad", False)
+                                     or str(getattr(x, "dtype", "")) == "torch.bfloat16")
 
 
 def _unmasked(x: Any) -> Any:

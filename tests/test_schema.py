@@ -338,6 +338,15 @@ def test_a_tensor_that_requires_grad_is_read_as_its_values():
         np.testing.assert_array_equal(SCHEMA.validate(form)[0], [[120.5, 50.0, 1.0]])
 
 
+def test_a_bfloat16_tensor_is_read_as_its_values():
+    """NumPy has no bfloat16: "could not read the input as numbers (Got unsupported ScalarType BFloat16)". float32
+    holds each bfloat16 value exactly, so the tensor is read as those values."""
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([[120.5, 50.0, 1.0]], dtype=torch.bfloat16)
+    for form in (x, x[0], list(x), {"glucose": x[0, 0], "age": x[0, 1], "sex": x[0, 2]}, x.requires_grad_()):
+        np.testing.assert_array_equal(SCHEMA.validate(form)[0], [[120.5, 50.0, 1.0]])
+
+
 def test_byte_strings_read_as_text():
     """Fixed-width byte strings (NumPy 'S', HDF5) read as the text they hold."""
     np.testing.assert_array_equal(SCHEMA.validate(np.array([[b"120.5", b"50", b"male"]]))[0], [[120.5, 50.0, 1.0]])

@@ -32,6 +32,16 @@ def test_a_tensor_that_requires_grad_is_read_as_its_values(bc_session, breast_ca
     np.testing.assert_array_equal(bc_session.predict_proba(sent), bc_session.predict_proba(X))
 
 
+def test_a_bfloat16_tensor_is_read_as_its_values(bc_session, breast_cancer):
+    """predict_proba refused it: "could not read the input as numbers (Got unsupported ScalarType BFloat16)"."""
+    import torch
+
+    sent = torch.tensor(breast_cancer.X_test[:2]).to(torch.bfloat16)
+    np.testing.assert_array_equal(bc_session.predict_proba(sent), bc_session.predict_proba(sent.float().numpy()))
+    assert [d.probabilities for d in bc_session.predict(sent)] == [
+        d.probabilities for d in bc_session.predict(sent.float().numpy())]
+
+
 def test_deployed_int8_model_agrees_with_the_float_model(bc_session, breast_cancer):
     import torch
 
