@@ -251,6 +251,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             said = [str(a.get("message")) for a in sorted(alerts, key=lambda a: a.get("kind") != "not_decided")]
             bounds = [item["window"].get(k) if isinstance(item["window"], Mapping) else None for k in ("start", "end")]
             start, end = [_number(v, f"{where}: window {k}", optional=True) for v, k in zip(bounds, ("start", "end"))]
+            _in_order(start, end, where)
             refused.append(Refused(row=index, reason="; ".join(said) or "not decided", where=where,
                                    alerts=tuple(alerts), start=start, end=end,
                                    after_gap=_after_gap(item["window"], where)))
@@ -305,7 +306,7 @@ def _explanation(data: Mapping[str, Any], where: str):
 def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Callable[..., Any]) -> Window:
     """A window record, checked; `explanation(item, where, row=False)` counts its explanation and returns it built,
     or None past the first MAX_CASES."""
-    from edgeinfer.explain.explanation import Explanation
+    from edgeinfer.explain.explanation import Explanation, unlike_probabilities
 
     window, decision = record.get("window"), record.get("decision")
     if not isinstance(window, Mapping) or not isinstance(decision, Mapping):
@@ -325,6 +326,8 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
         raise InputError(f"{where}: decision class_name {class_name!r} is none of the classes in its probabilities "
                          f"({', '.join(probabilities)}); the record is damaged or from another model")
     _argmax(class_name, probabilities, f"{where}: decision")
+    if (why := unlike_probabilities(probabilities.values())) is not None:
+        raise InputError(f"{where}: decision: {why}")
     alerts = _alerts(record, where)
     index = window.get("index", n - 1)
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
@@ -333,11 +336,13 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
     if index > MAX_INDEX:
         raise InputError(f"{where}: {_too_large(index)}")
     after_gap = _after_gap(window, where)
+    start, end = (_number(window.get(k), f"{where}: window {k}", optional=True) for k in ("start", "end"))
+    _in_order(start, end, where)
     explanation = None if explained is None else explanation(explained, where, row=False)
     return Window(
         index=int(index),
-        start=_number(window.get("start"), f"{where}: window start", optional=True),
-        end=_number(window.get("end"), f"{where}: window end", optional=True),
+        start=start,
+        end=end,
         rows=window.get("rows"),
         class_name=class_name,
         probabilities=probabilities,
@@ -347,6 +352,14 @@ def _window(record: Mapping[str, Any], n: int, where: str, *, explanation: Calla
         explained=explained is not None,
         after_gap=after_gap,
     )
+
+
+def _in_order(start: float | None, end: float | None, where: str) -> None:
+    """A window ends at or after its start (the stream writes both, in seconds or sample indices): "1 window from
+    5 s to 1.9 s" was reported as it stood."""
+    if start is not None and end is not None and end < start:
+        raise InputError(f"{where}: window end {end!r} is before its start {start!r}; the record was altered or "
+                         "damaged")
 
 
 def _alerts(record: Mapping[str, Any], where: str) -> list[Any]:

@@ -347,6 +347,8 @@ class Explanation:
             if bad:
                 raise InputError(f"explanation.{where}: each must be a finite number in [0, 1], got {bad[0]!r}; "
                                  "the record is damaged")
+            if (why := unlike_probabilities(probabilities)) is not None:
+                raise InputError(f"explanation.{where}: {why}")
         return explanation
 
     @classmethod
@@ -391,6 +393,18 @@ def _encode(value: Any) -> Any:
     if hasattr(value, "item"):  # NumPy scalar
         return _encode(value.item())
     return value
+
+
+SUM_TOLERANCE = 0.01      # a model's class probabilities sum to 1: float32 rounding, or fp16's per class, is far less
+
+
+def unlike_probabilities(probabilities) -> str | None:
+    """Why class probabilities cannot be a model's (their sum is not 1), or None: a record whose decided
+    probabilities read 0.9 and 0.9 was reported as it stood."""
+    total = math.fsum(probabilities)
+    if len(probabilities) and abs(total - 1.0) > SUM_TOLERANCE:
+        return f"the class probabilities sum to {total:.6g}, not 1; the record was altered or damaged"
+    return None
 
 
 def _decode(tp: Any, data: Any, where: str) -> Any:

@@ -840,6 +840,11 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
     (lambda d: d["counterfactuals"]["items"][1].update(class_name="high risk"),
      "counterfactuals.items[1]: class 'high risk' has probability 0.39, less than the 0.61 of 'low risk', but the "
      "model decides the class of the largest probability; the record was altered or damaged"),
+    (lambda d: d["decision"].update(probabilities=[0.5, 0.9]),
+     "decision.probabilities: the class probabilities sum to 1.4, not 1; the record was altered or damaged"),
+    (lambda d: d["counterfactuals"]["items"][0].update(probabilities=[0.6, 0.1]),
+     "counterfactuals.items[0].probabilities: the class probabilities sum to 0.7, not 1; the record was altered or "
+     "damaged"),
     (lambda d: d["bias"]["flips"][0].update(class_name="Dead"),
      "bias.flips[0].class_name: 'Dead' is not a class of bundle BUNDLE (low risk, high risk); the record was altered "
      "or damaged"),
@@ -1411,6 +1416,11 @@ def test_an_explanation_whose_decision_does_not_agree_with_itself_is_refused(tmp
     (lambda r: r["decision"].update(class_name="Running"),
      "decision: class 'Running' has probability 0.1, less than the 0.9 of 'Walking', but the model decides the class "
      "of the largest probability; the record was altered or damaged"),
+    # reported as they stood: "1 window from 5 s to 2 s", and two classes at 0.9
+    (lambda r: r["window"].update(start=5.0),
+     "window end 2.0 is before its start 5.0; the record was altered or damaged"),
+    (lambda r: r["decision"]["probabilities"].update(Running=0.9),
+     "decision: the class probabilities sum to 1.8, not 1; the record was altered or damaged"),
     (lambda r: r["decision"].update(class_name="Jogging"), "decision class_name 'Jogging' is none of the classes in its "
                                                            "probabilities (Walking, Running); the record is damaged or "
                                                            "from another model"),
@@ -1470,6 +1480,16 @@ def test_an_undecided_window_with_an_infinite_bound_is_refused(fixed_bundle, tmp
     with pytest.raises(InputError) as err:
         ei.report(records, out=tmp_path / "r.html", bundle=fixed_bundle)
     assert str(err.value) == "record 6: window end must be a finite number, got Infinity"
+
+
+def test_an_undecided_window_that_ends_before_it_starts_is_refused(fixed_bundle, tmp_path):
+    """Its alerts' rows read "from 5 s to 1.9 s"."""
+    records = _window_records(fixed_bundle)
+    records[5] = {"window": {**records[5]["window"], "start": 5.0, "end": 1.9}, "decision": None,
+                  "alerts": [{"kind": "not_decided", "message": "not decided"}]}
+    with pytest.raises(InputError) as err:
+        ei.report(records, out=tmp_path / "r.html", bundle=fixed_bundle)
+    assert str(err.value) == "record 6: window end 1.9 is before its start 5.0; the record was altered or damaged"
 
 
 def test_an_undecided_window_whose_alerts_are_not_a_list_is_refused(tmp_path):
