@@ -330,6 +330,9 @@ class StreamSummary:
         if self.gaps:
             why.append(f"{self.gaps} gap{'s' if self.gaps != 1 else ''} left the {self.rows_used} rows used in no "
                        "full window")
+        if self.window and self.rows_read < self.window:     # the losses are not why: say what is
+            return (f"no window was written: the {self.rows_read} rows read are fewer than one window "
+                    f"({self.window} samples); besides, " + ", and ".join(why))
         return "no window was written: " + ", and ".join(why)
 
     def _alert_kinds(self) -> str:

@@ -368,6 +368,12 @@ def test_rows_read_and_no_window_written_exit_1_when_rows_were_rejected_or_lost_
     assert result.exit_code == 1
     assert result.stderr.endswith("\nerror: no window was written: 3 of 23 rows rejected (2 x out-of-order timestamp, "
                                   "the main reason), and 1 gap left the 20 rows used in no full window\n")
+    # 15 rows and a NaN row could never fill a 20-row window: the message blamed the rejection alone
+    short = HEADER + "\n" + "\n".join([*rows(0.0, 15), "1.6" + ",nan" * 6]) + "\n"
+    result = run([motion_bundle, "-"], input=short)
+    assert result.exit_code == 1
+    assert result.stderr.endswith("\nerror: no window was written: the 16 rows read are fewer than one window (20 "
+                                  "samples); besides, 1 of 16 rows rejected (1 x non-finite value)\n")
     for short in (rows(0.0, 19), []):            # too few rows for a window, nothing wrong: still exit 0
         result = run([motion_bundle, "-"], input=HEADER + "\n" + "".join(row + "\n" for row in short))
         assert result.exit_code == 0 and "error" not in result.stderr
