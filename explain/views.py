@@ -1245,7 +1245,8 @@ class _View:
         if not tests and (not untested or not self.has("bias_untested")):
             # no protected feature, or none testable: the verdict says which (a view without bias_none says nothing)
             return [self.fill("bias_none", verdict=self.named(b.verdict))] if self.has("bias_none") else []
-        # the change told as the feature's: a joint flip's against its control (what its proxies alone change apart);
+        # the change told as the feature's (FlipTest.owed): from the unflipped row, or a joint flip's that changes the
+        # decision from its control (what its proxies alone change set apart), as the auditor's sentence says;
         # where a flip to a value the data holds counts, the largest of those (as the verdict cites it first: 0.230 at
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
         seen = [f for f in tests if not f.unseen]

@@ -957,7 +957,8 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
     assert ("DECISION FLIPS; control, proxies moved with sex (source coding 1/2) kept: decision higher progression"
             in auditor)
     # the largest change is the one told as sex's: the joint flip's against its control (0.042), not the proxies' 0.958
-    assert "Largest |Δp| over flip tests (a joint flip's against its control): 0.042." in auditor
+    assert ("Largest |Δp| over flip tests (each from the unflipped row; a joint flip that changes the decision, from "
+            "its control): 0.042.") in auditor
     assert "largest Δp under a protected flip 0.042;" in views.render(expl, schema, stakeholder="clinician")
     # a record from before the control: the joint flip is read as it was written
     old = dataclasses.replace(flips[1], proxy_values=(), control_class=None, control_probability=None)
@@ -966,6 +967,28 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
     # the new fields round-trip through the JSON
     assert Explanation.from_json(expl.to_json()) == expl
     assert Explanation.from_json(expl.to_json()).bias.flips[1].control_class == "higher progression"
+
+
+def test_the_auditors_largest_change_says_what_it_is_measured_from(schema):
+    """Held-out diabetes row 20: sex with HDL and chol/HDL keeps the decision (p 0.999999, Δ -1.4e-06) while the
+    proxies alone flip it (control p 0.314). The auditor read "Largest |Δp| over flip tests (a joint flip's against
+    its control): 0.002", yet this joint flip against its control is 0.686: a joint flip that leaves the decision as
+    it was is told from the unflipped row, as the verdict tells it, and the sentence now says so."""
+    flips = (FlipTest("age", 62.0, 31.0, ("bp", "s6"), "higher progression", 0.9977, -0.0023, False, (87.0, 87.0),
+                      "higher progression", 1.0),
+             FlipTest("sex", 2.0, 1.0, (), "higher progression", 1.0, 0.0, False),
+             FlipTest("sex", 2.0, 1.0, ("s3", "s4"), "higher progression", 0.9999986, -1.4e-06, False, (53.0, 3.49),
+                      "lower progression", 0.314))
+    bias = BiasExplanation(flips, (), 0.51, False, "the decision does not depend on age (largest change in "
+                           "probability 0.002); the decision does not depend on sex (source coding 1/2) (largest "
+                           "change in probability 1.4e-06)")
+    expl = dataclasses.replace(_explanation(schema, p=1.0 - 4e-11), bias=bias)
+    auditor = views.render(expl, schema, stakeholder="auditor")
+    assert ("the decision does not depend on sex (source coding 1/2) (largest change in probability 1.4e-06). Largest "
+            "|Δp| over flip tests (each from the unflipped row; a joint flip that changes the decision, from its "
+            "control): 0.002.\n") in auditor
+    assert ("p(higher progression) = 0.999999 (Δ -1.4e-06), decision kept; control, proxies moved with sex (source "
+            "coding 1/2) kept: decision lower progression, p(higher progression) = 0.314, DECISION FLIPS") in auditor
 
 
 def _with_third_sex(schema: FeatureSchema, name: str) -> FeatureSchema:
@@ -1048,8 +1071,9 @@ def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schem
         "changes by +0.208 if sex were sex 2, and by +0.230 if it were intersex (intersex: …)", ("sex",))
     assert ("; largest Δp 0.208 at values reference rows hold, 0.230 at a value no reference row holds; attribution "
             "share") in views.render(expl, schema3, stakeholder="clinician")
-    assert ("Largest |Δp| (a joint flip's against its control): 0.208 at values reference rows hold, 0.230 at a value "
-            "no reference row holds.\n") in views.render(expl, schema3, stakeholder="auditor")
+    assert ("Largest |Δp| (each from the unflipped row; a joint flip that changes the decision, from its control): "
+            "0.208 at values reference rows hold, 0.230 at a value no reference row holds.\n") in views.render(
+        expl, schema3, stakeholder="auditor")
     # only the unseen value's flip counts: its change, said to be at such a value
     small = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], delta=0.01), *flips[1:]))
     assert "; largest Δp 0.230, at a value no reference row holds; attribution share" in views.render(
@@ -1078,13 +1102,15 @@ def test_the_largest_change_is_never_below_a_change_the_verdict_cites(schema):
         schema, "intersex", flips, 0.42, "the decision depends on age: the probability of 'higher progression' changes "
         "by +0.066 if age were 82 years; the decision depends on sex: the probability of 'higher progression' changes "
         "by +0.068 if sex were intersex (intersex: …)", ("age", "sex"))
-    assert ("Flips on: none. Largest |Δp| (a joint flip's against its control): 0.066 at values reference rows hold, "
-            "0.068 at a value no reference row holds.\n") in views.render(expl, schema3, stakeholder="auditor")
+    assert ("Flips on: none. Largest |Δp| (each from the unflipped row; a joint flip that changes the decision, from "
+            "its control): 0.066 at values reference rows hold, 0.068 at a value no reference row holds.\n") in (
+        views.render(expl, schema3, stakeholder="auditor"))
     assert ("; largest Δp 0.066 at values reference rows hold, 0.068 at a value no reference row holds; attribution "
             "share") in views.render(expl, schema3, stakeholder="clinician")
     # the change at intersex no larger: the largest alone, as before
     smaller = dataclasses.replace(bias, flips=(*flips[:2], dataclasses.replace(flips[2], delta=0.06)))
-    assert "Largest |Δp| (a joint flip's against its control): 0.066.\n" in views.render(
+    assert "Largest |Δp| (each from the unflipped row; a joint flip that changes the decision, from its control): " \
+           "0.066.\n" in views.render(
         dataclasses.replace(expl, bias=smaller), schema3, stakeholder="auditor")
 
 
@@ -2312,8 +2338,8 @@ def test_the_largest_flip_change_is_not_read_as_the_tolerance_or_as_zero(schema,
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert f"largest Δp{' under a protected flip' if abs(delta) <= 0.05 else ''} {shown};" in clinician
     auditor = views.render(expl, schema, stakeholder="auditor")
-    assert f"Largest |Δp|{' over flip tests' if abs(delta) <= 0.05 else ''} (a joint flip's against its control): " \
-           f"{shown}." in auditor
+    assert f"Largest |Δp|{' over flip tests' if abs(delta) <= 0.05 else ''} (each from the unflipped row; a joint " \
+           f"flip that changes the decision, from its control): {shown}." in auditor
     assert f"(Δ {'-' if delta < 0 else '+'}{shown})" in auditor        # the flip's own line, the same digits
 
 
