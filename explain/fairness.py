@@ -22,6 +22,7 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
         if len(reference) == 0:
             raise InputError(f"bins={bins} are quantiles of the reference data, and this model's reference has no "
                              "rows; give the edges instead")
-        return quantile_edges(reference, bins)
+        return _short_edges(quantile_edges(reference, bins), reference)
     try:
         edges = np.asarray(bins, dtype=np.float64)
     except (TypeError, ValueError):
@@ -80,6 +81,37 @@ def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
     return np.unique(np.concatenate(edges))
 
 
+def _short_edges(edges: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Quantile edges moved to their text at 6 significant digits (or as many more as it takes) where that cuts the
+    reference rows as the edge does, so that a bin's name is exact: named at 6 digits, the edge 50.48363672518495
+    put 50.48364 in '43.7425 <= score < 50.4836'. Any edge between the same two reference values cuts those rows
+    alike. A value tied across quantiles keeps its group's edges [v, next float after v)."""
+    reference = np.sort(reference)
+    out = np.array(edges, dtype=np.float64)
+    for b, edge in enumerate(edges):
+        if _is_point(edges, b) or _is_point(edges, b + 1):
+            continue
+        below = np.searchsorted(reference, edge)          # reference rows under the edge
+        for short in _rounded(edge):
+            if (np.searchsorted(reference, short) == below and (b == 0 or short > out[b - 1])
+                    and (b + 1 == len(edges) or short < edges[b + 1])):
+                out[b] = short
+                break
+    return out
+
+
+def _rounded(edge: float) -> Iterable[float]:
+    """The edge to 6, 7, ... significant digits, each rounded to nearest, down and up (an edge on a reference value
+    can move down only); at 17 digits, the edge itself."""
+    exact = Decimal(edge)
+    for digits in range(6, 17):
+        unit = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+        yield float(f"{edge:.{digits}g}")
+        yield float(exact.quantize(unit, ROUND_FLOOR))
+        yield float(exact.quantize(unit, ROUND_CEILING))
+    yield edge
+
+
 def _is_point(edges: Sequence[float], b: int) -> bool:
     """Whether bin b (between edges[b - 1] and edges[b]) holds one value only: a tied value's own group."""
     return 0 < b < len(edges) and edges[b] == np.nextafter(edges[b - 1], np.inf)
@@ -93,8 +125,10 @@ class Grouping:
     A group per category; a group per value for a numeric feature with at most VALUE_GROUPS values in the reference
     data (a 0/1 flag); else bins between edges: the quartiles of the reference data, or `bins` (a count of quantile
     bins, or the edges); a value tied across quantiles is a group of its own ("dose == 0", then "0 < dose < 3.9", as
-    `quantile_edges` cuts them). Bins are told apart by their index, and named by their edges with as many digits as it
-    takes for the names to differ too ("25.00001 <= bmi < 25.00002", not two bins "25 <= bmi < 25").
+    `quantile_edges` cuts them). Bins are told apart by their index, and named by their edges, each name true of every
+    value in its bin: quantile edges move to a short text that cuts the reference rows alike (`_short_edges`), and
+    an edge is named with every digit it takes to read back as itself ("25.00001 <= bmi < 25.00002", not two bins
+    "25 <= bmi < 25").
     """
 
     feature: Feature
@@ -111,7 +145,7 @@ class Grouping:
         # the edge after a tied value closes its group and is named by that value: "dose == 0", "0 < dose < 4.5"
         after_point = {b for b in range(len(edges)) if _is_point(edges, b)}
         shown = [e for b, e in enumerate(edges) if b not in after_point]
-        text = dict(zip(shown, _distinct_texts(np.array(shown))))
+        text = {e: _exact_text(e) for e in shown}
         name, names = feature.name, []
         for b in range(len(edges) + 1):
             if b in after_point:
@@ -143,13 +177,14 @@ class Grouping:
         return self.name(value if self.edges is None else bisect.bisect_right(self.edges, value))
 
 
-def _distinct_texts(edges: np.ndarray) -> list[str]:
-    """The edges to 6 significant digits, or as many more as it takes for no two to read alike."""
-    for digits in range(6, 18):
-        texts = [f"{e:.{digits}g}" for e in edges]
-        if len(set(texts)) == len(texts):
-            break
-    return texts
+def _exact_text(edge: float) -> str:
+    """The edge to 6 significant digits, or as many more as it takes to read back as the edge itself: a name that
+    rounds an edge puts the values between the two in the wrong bin by its name. Distinct edges read apart."""
+    for digits in range(6, 17):
+        text = f"{edge:.{digits}g}"
+        if float(text) == edge:
+            return text
+    return f"{edge:.17g}"
 
 
 def _value_name(feature: Feature, value: float) -> str:

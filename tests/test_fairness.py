@@ -270,6 +270,34 @@ def test_a_value_tied_across_the_quantiles_is_a_group_of_its_own(linear_session)
         "decisions from each group, or group dose in narrower bins (bins=, a count of quantile bins or the edges)")
 
 
+def test_a_bins_name_is_true_for_every_value_in_it():
+    """Named at 6 digits, the quartile edge 50.48363672518495 put 50.483636725184944 in '43.7425 <= score <
+    50.4836', though it is not below 50.4836. An edge now moves to its short text where that cuts the reference rows
+    alike (any edge between the same two rows does), else the name carries every digit of it."""
+    from edgeinfer.explain.fairness import quantile_edges
+
+    scores = np.random.default_rng(0).normal(50, 10, 200)
+    grouping = Grouping.of(Feature("score", protected=True), scores)
+    assert grouping.bin_names == ("score < 43.7425", "43.7425 <= score < 50.4836", "50.4836 <= score < 56.8631",
+                                  "score >= 56.8631")
+    assert grouping.group(50.483636725184944) == "50.4836 <= score < 56.8631"
+    assert grouping.group(50.48359) == "43.7425 <= score < 50.4836"
+    assert grouping.edges == (43.7425, 50.4836, 56.8631)
+    # the reference rows fall in the bins the quartiles cut
+    assert (grouping.keys(scores) == np.searchsorted(quantile_edges(scores, 4), scores, side="right")).all()
+    # an edge on a reference value (2/3) moves down only; a tied value (1/3) is named by every digit
+    values = np.array([1 / 3] * 10 + [2 / 3] * 5 + [0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 0.9, 0.11, 0.12, 0.13])
+    grouping = Grouping.of(Feature("x"), values)
+    assert grouping.bin_names == ("x < 0.3", "0.3 <= x < 0.3333333333333333", "x == 0.3333333333333333",
+                                  "0.3333333333333333 < x < 0.666666", "x >= 0.666666")
+    assert [grouping.group(v) for v in (1 / 3, 2 / 3, 0.3333333, 0.6666659, 0.6666661)] == [
+        "x == 0.3333333333333333", "x >= 0.666666", "0.3 <= x < 0.3333333333333333",
+        "0.3333333333333333 < x < 0.666666", "x >= 0.666666"]
+    # edges given keep their values, named by every digit it takes
+    grouping = Grouping.of(Feature("x"), values, bins=[1 / 3, 0.5])
+    assert grouping.bin_names == ("x < 0.3333333333333333", "0.3333333333333333 <= x < 0.5", "x >= 0.5")
+
+
 def test_from_model_reads_true_classes_against_the_positive_class(decided):
     # positive = class 0: y_true (class indices or names) must be read as "is class 0", as the decisions are
     model, X, y, _, _, _ = decided
