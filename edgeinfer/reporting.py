@@ -1086,6 +1086,18 @@ def _fixed(value: float, digits: int = 4) -> str:
     return f"{float(f'{value:.{digits}g}'):.{digits}g}"
 
 
+def _fixed_past(value: float, start: float, digits: int = 4, **bounds: float) -> str:
+    """`_fixed(value, digits)` rounded away from `start` (`views._past`) at the decimals `_fixed` rounds at, which its
+    text may not show: 4.0995 is "4.1" at 4 digits, to be rounded down to 4.099, not to 4.0."""
+    from edgeinfer.explain.views import _past
+
+    if abs(value) >= 1000:
+        places = digits - 3
+    else:
+        places = digits - 1 - math.floor(math.log10(abs(value))) if value and math.isfinite(value) else 0
+    return _past(_fixed(value, digits), start, value, places=places, **bounds)
+
+
 def _range(feature) -> str:
     """A feature's valid range with every digit of its bounds (0 – 1000000, not 0 – 1e+06); one-sided as "≥ 0 mg"
     or "≤ 5 mg", not "0 – inf mg"; "any" without bounds."""
@@ -1110,13 +1122,13 @@ def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
     past the decision boundary, and to nearest 4.079 for 4.07925 from 4.04 is a value at which the model decides the
     other way (the demo bundle's best answers for 28 of its 110 held-out patients read so). A value on the feature's
     step reads exactly."""
-    from edgeinfer.explain.views import _on_grid, _past
+    from edgeinfer.explain.views import _on_grid
 
     if feature.kind != "continuous" or not (math.isfinite(before) and math.isfinite(after)) or before == after:
         return _label(feature, before), _label(feature, after)
     on_grid = feature.step > 0 and _on_grid(after, feature.step)
     for digits in range(4, 13):
-        shown = _fixed(before, digits), _past(_fixed(after, digits), before, after, low=feature.low, high=feature.high)
+        shown = _fixed(before, digits), _fixed_past(after, before, digits, low=feature.low, high=feature.high)
         apart = abs(float(shown[1]) - float(shown[0]) - (after - before)) <= 0.5 * abs(after - before)
         exact = not on_grid or abs(float(shown[1]) - after) <= 1e-9 * max(1.0, abs(after))
         if shown[0] != shown[1] and apart and exact:
@@ -1256,8 +1268,6 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
 
 
 def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict[str, Any] | None:
-    from edgeinfer.explain.views import _past
-
     c = e.counterfactuals
     if c is None:
         return None
@@ -1274,7 +1284,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
         unit = f" {ch.unit or f.unit}".rstrip()
         change = ch.to_value - ch.from_value
         # rounded away from 0, as the after value is from the before value: a change that is enough
-        size = _past(_fixed(change), 0.0, change)
+        size = _fixed_past(change, 0.0)
         delta = "" if f.kind == "categorical" else f"{'+' if change >= 0 else ''}{size}{unit}"
         before, after = _labels_apart(f, ch.from_value, ch.to_value)
         changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta,

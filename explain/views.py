@@ -957,7 +957,8 @@ class _View:
         for digits in range(self.s.digits, max(self.s.digits, 12) + 1):
             shown = _same_decimals((self._number(name, a, digits), self._number(name, b, digits)), (a, b))
             exact = f is not None and f.step > 0 and _on_grid(b, f.step)     # a multiple of the step reads as one
-            shown = (shown[0], shown[1] if exact else _past(shown[1], a, b, low=low, high=high))
+            shown = (shown[0], shown[1] if exact else _past(shown[1], a, b, places=_decimals(b, digits), low=low,
+                                                            high=high))
             if shown[0] != shown[1] and abs(float(shown[1]) - float(shown[0]) - (b - a)) <= 0.5 * abs(b - a):
                 break
         return self._with_unit(name, shown[0], unit), self._with_unit(name, shown[1], unit)
@@ -1198,8 +1199,8 @@ class _View:
                 verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
                 # rounded up, as the to value is rounded away from the from value: a change that is enough
                 size = abs(ch.to_value - ch.from_value)
-                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size),
-                                     ch.unit)
+                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size,
+                                                       places=_decimals(size, self.s.digits)), ch.unit)
                 base = _log_base(f) if self.has("change_log") else None
                 amount = _relative(ch.to_value - ch.from_value, base) if base is not None else None
                 if amount is not None:          # none for an infinite change: the plain `change` is told
@@ -1515,10 +1516,13 @@ def _number(value: float, digits: int, *, integer: bool = False) -> str:
         return "n/a"
     if integer or value == int(value):
         return str(int(round(value)))
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(digits - 1 - magnitude, 0)
-    text = f"{value:.{decimals}f}"
+    text = f"{value:.{_decimals(value, digits)}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _decimals(value: float, digits: int) -> int:
+    """The decimals `_number` rounds `value` at: `digits` significant digits, none past the point from 10**digits."""
+    return max(digits - 1 - math.floor(math.log10(abs(value))), 0) if value and math.isfinite(value) else 0
 
 
 def _same_decimals(texts: tuple[str, ...], values: tuple[float, ...]) -> tuple[str, ...]:
@@ -1537,21 +1541,28 @@ def _same_decimals(texts: tuple[str, ...], values: tuple[float, ...]) -> tuple[s
 _WIDE = decimal.Context(prec=400)     # every digit of any float: quantize never runs out of precision
 
 
-def _past(text: str, start: float, value: float, *, low: float = -math.inf, high: float = math.inf) -> str:
-    """`text` (a rounding of `value`) rounded instead away from `start` at the decimals it shows, so that it never
-    falls between `start` and `value`: a counterfactual's answer lies just past the decision boundary (by ~1e-6),
-    and 3.50719 from 5.02 rounded to nearest read 3.51, a value at which the model decides the other way. A text
-    that is `value` (to float rounding) stays as it is; one that would leave [low, high] gets more decimals. A text in
-    exponent notation (the report's 1.234e-05) is rounded at the decimals it stands for and written without it."""
+def _past(text: str, start: float, value: float, *, places: int = 0, low: float = -math.inf,
+          high: float = math.inf) -> str:
+    """`text` (a rounding of `value`) rounded instead away from `start` at the decimals it shows, or at `places`
+    where those are more, so that it never falls between `start` and `value`: a counterfactual's answer lies just
+    past the decision boundary (by ~1e-6), and 3.50719 from 5.02 rounded to nearest read 3.51, a value at which the
+    model decides the other way. `places` are the decimals the text was rounded at before its trailing zeros went:
+    7.99996 from 10 at 3 digits is "8", rounded down at 2 decimals to 7.99, not at none to 7. A text that is `value`
+    (to float rounding) stays as it is; one that would leave [low, high] gets more decimals. A text in exponent
+    notation (the report's 1.234e-05) is rounded at the decimals it stands for and written without it."""
     if abs(float(text) - value) <= 1e-12 * max(1.0, abs(value)) or value == start:
         return text
     rounding = decimal.ROUND_CEILING if value > start else decimal.ROUND_FLOOR
-    places = -decimal.Decimal(text).as_tuple().exponent
+    shown_places = -decimal.Decimal(text).as_tuple().exponent
+    places = max(shown_places, places)
     exact = decimal.Decimal(value)
     for more in range(places, places + 18):
         shown = exact.quantize(decimal.Decimal(1).scaleb(-more), rounding=rounding, context=_WIDE)
         if low <= float(shown) <= high:
-            return format(shown.copy_abs() if shown.is_zero() else shown, "f")     # never "-0.00"
+            text = format(shown.copy_abs() if shown.is_zero() else shown, "f")     # never "-0.00"
+            whole, point, fraction = text.partition(".")     # zeros past the text's own decimals say nothing: 10, not 10.00
+            fraction = fraction[:max(shown_places, 0)] + fraction[max(shown_places, 0):].rstrip("0")
+            return whole + (point + fraction if fraction else "")
     return repr(value)
 
 

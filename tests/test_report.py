@@ -1003,6 +1003,14 @@ def test_the_counterfactual_values_the_report_shows_reach_the_target_on_the_depl
     assert reporting._labels_apart(s5, 5.02, 3.5075) == ("5.02", "3.507")
     # a value the 4 digits write in exponent notation (5e-05) is rounded at the digits it stands for, not read as 0
     assert reporting._labels_apart(Feature("x", low=0, high=1), 0.0002, 5.000001e-05) == ("0.0002", "0.00005")
+    # an answer whose 4 digits end in zeros: the demo's row 4 read 4.673 → "4.0" for 4.0995 (4.1 rounded down at its
+    # one shown decimal), and 2.99995 read "2", a whole unit past; the change beside it "-3" for -2.00004
+    f = Feature("x", unit="mg/dL", low=0, high=400)
+    assert reporting._labels_apart(s5, 4.6728, 4.099503099173553) == ("4.673", "4.099")
+    assert reporting._labels_apart(f, 10.0, 2.99995) == ("10 mg/dL", "2.999 mg/dL")
+    assert reporting._labels_apart(f, 150.0, 119.996) == ("150 mg/dL", "119.9 mg/dL")
+    assert reporting._labels_apart(f, 5.0, 9.99996) == ("5 mg/dL", "10 mg/dL")
+    assert [reporting._fixed_past(v, 0.0) for v in (-2.00004, 0.57330001, -1234.96)] == ["-2.001", "0.5734", "-1235"]
 
 
 def test_one_sided_ranges_and_large_changes_are_written_in_full(tmp_path):

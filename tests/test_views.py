@@ -275,6 +275,11 @@ def test_an_answer_as_the_text_writes_it_reaches_the_target_on_the_deployed_mode
     (-0.2, -0.041234, -1.0, 1.0, "-0.0412", "-0.2"),         # up: toward +inf (-0.0412), never -0.0413
     (0.2, 0.041276, 0.0, 1.0, "0.0412", "0.2"),              # down: 0.0412, never 0.0413 (nearest)
     (5.43, 4.0, 1.0, 10.0, "4", "5.43"),                    # an exact answer reads as it is
+    # an answer that rounds to a whole number at the view's digits: "8" and "3" lost their zeros, and were rounded
+    # down at no decimals to 7 and 2, a whole unit past the answer
+    (10.0, 7.99996, 0.0, 400.0, "7.99", "10"),
+    (10.0, 2.99995, 0.0, 400.0, "2.99", "10"),
+    (5.0, 9.99996, 0.0, 400.0, "10", "5"),                  # up: 10.00 at its digits, written 10
 ])
 def test_a_shown_answer_never_falls_between_the_patients_value_and_the_answer(before, after, low, high, to_shown,
                                                                              from_shown):
@@ -302,6 +307,12 @@ def test_a_change_told_by_how_much_is_rounded_up_so_that_it_is_enough(tmp_path):
     path.write_text('extends = "clinician"\n[text]\nchange = "{verb} {feature} by {by}"\n')
     views.register_stakeholder(path)
     assert "\n1. lower x by 1.52 → no" in views.render(expl, schema, stakeholder="coach")
+    # a change of 2.00004 read "by 3": "2.00" lost its zeros and was rounded up at no decimals
+    cf = Counterfactual((7.99996,), (FeatureChange("x", 10.0, 7.99996),), "no", (0.6, 0.4), True, 1.0, 1)
+    schema = FeatureSchema((Feature("x", low=0.0, high=400.0),), ("no", "yes"))
+    expl = dataclasses.replace(expl, instance={"x": 10.0}, counterfactuals=Counterfactuals(
+        "class 'no'", "no", (cf,), found=True))
+    assert "\n1. lower x by 2.01 → no" in views.render(expl, schema, stakeholder="coach")
 
 
 def test_a_value_on_a_features_step_reads_as_that_multiple(schema):
