@@ -362,7 +362,7 @@ def _report(command, args, models, settings, results, info, load0, load1) -> str
         "one vectorised schema check per execution; `predict` makes one Session call per execution, `explain` one "
         "per stakeholder, in the server process or spread over the workers (a one-row execution stays in the server "
         "process while no other execution explains there); dynamic batching with max queue delay "
-        f"{args.delay_us} µs, no preferred batch sizes.",
+        f"{args.delay_us} µs, preferred batch size max_batch_size (none set: Triton takes max_batch_size).",
         "",
         f"Load: a separate client process (tritonclient asyncio gRPC), N concurrent one-row requests, closed loop; "
         f"{args.requests} `predict` / {args.explain_requests} `explain` (stakeholder '{STAKEHOLDER}') requests or "
