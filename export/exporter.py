@@ -200,7 +200,10 @@ def _split_holdout(X: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, 
     return order[n:], order[:n]
 
 
-def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int) -> np.ndarray:
+def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int, *, one_row: bool = False) -> np.ndarray:
+    """The model's probabilities for X in ONNX Runtime on the CPU; with `one_row`, each row answered alone, as a device
+    answers one patient: an int8-dynamic model's activation scales are the batch's, so a held-out set run as one
+    batch (max |Δp| 0.12 against the float model) is not what a row alone gets (0.019)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -213,8 +216,12 @@ def _ort_probabilities(model_bytes: bytes, X: np.ndarray, threads: int) -> np.nd
             f"ONNX Runtime {ort.__version__} cannot load the model: {str(err).strip()}. Save it with an IR version and opset "
             f"this ONNX Runtime reads (onnx.save after lowering model.ir_version), or upgrade onnxruntime"
         ) from err
+    X = X.astype(np.float32)
     try:
-        return session.run(None, {INPUT_NAME: X.astype(np.float32)})[0].astype(np.float64)
+        if one_row:
+            return np.concatenate([session.run(None, {INPUT_NAME: X[i:i + 1]})[0] for i in range(len(X))] or
+                                  [np.zeros((0, 0), np.float32)]).astype(np.float64)
+        return session.run(None, {INPUT_NAME: X})[0].astype(np.float64)
     except Exception as err:  # e.g. a feature width the graph's own shapes refuse
         raise ExportError(f"the model fails on a batch of {len(X)} rows of {X.shape[1]} features in ONNX Runtime: "
                           f"{str(err).strip()}") from err
@@ -473,8 +480,9 @@ def export(
                 measure: bool) -> _Draft:
         """A precision that passed the gate as a bundle's record, its budget checked on a draft of the bundle as
         edgeinfer.load opens it; unless `measure`, a draft over the size budget is not measured (budget None)."""
-        deployed_hold = _ort_probabilities(model_bytes, holdout, threads)
-        deployed_calib = _ort_probabilities(model_bytes, calibration, threads)
+        alone = precision == "int8-dynamic"
+        deployed_hold = _ort_probabilities(model_bytes, holdout, threads, one_row=alone)
+        deployed_calib = _ort_probabilities(model_bytes, calibration, threads, one_row=alone)
         accuracy = None
         if holdout_labels is not None:
             accuracy = float(np.mean(deployed_hold.argmax(axis=1) == np.asarray(holdout_labels)))
@@ -531,8 +539,9 @@ def export(
                         f"trying the next precision"))
                     continue
             else:
-                probs = _ort_probabilities(candidate, holdout, threads)
-                edge_probs = _ort_probabilities(candidate, extremes, threads)
+                alone = precision == "int8-dynamic"     # its answers depend on the batch: gated as rows alone
+                probs = _ort_probabilities(candidate, holdout, threads, one_row=alone)
+                edge_probs = _ort_probabilities(candidate, extremes, threads, one_row=alone)
         except Exception as err:  # a quantizer or runtime failure is a failed attempt, not a crash
             told = str(err) if isinstance(err, ExportError) else f"{type(err).__name__}: {err}"
             attempts.append(PrecisionAttempt(precision, None, None, False, f"failed: {told}"))

@@ -1484,6 +1484,27 @@ def test_dynamic_int8_on_a_profile_that_asks_for_it(breast_cancer, tmp_path):
     assert all(p.precisions[:1] != ("int8-dynamic",) and "int8-dynamic" not in p.precisions for p in ei.list_devices())
 
 
+def test_dynamic_int8_is_gated_on_rows_answered_alone(breast_cancer, tmp_path):
+    """Its activation scales are the batch's: the gate ran the held-out rows as one batch and recorded max |Δp| 0.12
+    against the float model, where a row answered alone, as a device answers one patient, is within 0.02."""
+    import dataclasses
+
+    d = breast_cancer
+    profile = dataclasses.replace(ei.get_device("raspberry-pi-4"), name="custom", precisions=("int8-dynamic", "fp32"))
+    report = ei.export(d.model, d.schema, calibration=d.X_train, holdout=d.X_test, device=profile, out=tmp_path / "b",
+                       agreement_threshold=0.9)
+    floats = ei.load(ei.export(d.model, d.schema, calibration=d.X_train, holdout=d.X_test, device=profile,
+                               out=tmp_path / "f", precision="fp32").bundle).predict_proba(d.X_test)
+    session = ei.load(report.bundle)
+    alone = np.vstack([session.predict_proba(x[None]) for x in d.X_test])
+    batched = session.predict_proba(d.X_test)
+    (attempt,) = report.attempts
+    assert attempt.precision == "int8-dynamic" and attempt.passed
+    assert attempt.max_abs_diff == pytest.approx(np.abs(alone - floats).max(), abs=1e-6)
+    assert attempt.agreement == np.mean(alone.argmax(axis=1) == floats.argmax(axis=1))
+    assert np.abs(batched - floats).max() > attempt.max_abs_diff + 0.01      # the batch's figure is another
+
+
 def _domains_used(model: onnx.ModelProto) -> set[str]:
     """Every node's domain, in the graph, its subgraphs and the model's functions ("" for the default domain)."""
     def walk(nodes):
