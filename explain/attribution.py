@@ -26,7 +26,9 @@ Two estimators, chosen by the number of features F:
   reverse. Each permutation's marginal contributions telescope to f(x) - f(b), so
   base_value + sum(contributions) = f(x) holds by construction; the reversed
   partner makes the estimate exact for models with at most pairwise interactions
-  (additive models included).
+  (additive models included). Otherwise the contributions are estimates, and each carries one standard error
+  (`Attribution.error`) from the spread of the permutation pairs (no more model rows): at the default 64
+  permutations on the breast-cancer model, contributions up to 0.1 from the converged ones; 0 on the exact path.
 
 The baseline rows, then every instance's coalition rows, go to the model in
 `predict_proba` calls of at most MAX_BATCH_ROWS rows, an instance's rows split across
@@ -146,7 +148,7 @@ def attribute(
     rows = np.arange(n)
     values = proba[rows, :, chosen]                              # (n, per_row)
     base_values = base_proba[:, chosen].T                        # (n, m)
-    phi = plan.combine(values, base_values, weights)             # (n, F)
+    phi, error = plan.estimate(values, base_values, weights)     # (n, F) each: contributions, standard errors
     base_value = base_values.mean(axis=1) if weights is None else (base_values * weights).sum(axis=1)
     prediction = f_x[rows, chosen]
     # Efficiency holds mathematically; spread the float rounding left over phi in proportion to |phi|: a feature
@@ -168,8 +170,8 @@ def attribute(
     names = schema.names
     quantities = [f"probability of '{c}'" for c in schema.classes]
     out = []
-    for k, base, prediction, row, contributions, bad in zip(
-        chosen.tolist(), base_value.tolist(), prediction.tolist(), X.tolist(), phi.tolist(), failed
+    for k, base, prediction, row, contributions, errors, bad in zip(
+        chosen.tolist(), base_value.tolist(), prediction.tolist(), X.tolist(), phi.tolist(), error.tolist(), failed
     ):
         if bad:
             reason = (f"the model's probability is not a number for {bad:,} of the {per_row + m:,} rows the "
@@ -185,7 +187,7 @@ def attribute(
                 baseline=baseline_text,
                 base_value=base,
                 prediction=prediction,
-                values=tuple(map(Attribution, names, row, contributions)),
+                values=tuple(map(Attribution, names, row, contributions, errors)),
                 evaluations=evaluations,
             )
         )
@@ -225,6 +227,12 @@ class _ExactPlan:
         # summed in C order, the same for a row whatever its batch: einsum (and a reduction over the layout
         # fancy indexing gives) changed the order with n, and a row's contributions moved in their last bits
         return np.add.reduce(np.ascontiguousarray(marginal * self.weights), axis=2)
+
+    def estimate(self, values: np.ndarray, base_values: np.ndarray,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The contributions and their standard errors: 0, every coalition is counted."""
+        phi = self.combine(values, base_values, weights)
+        return phi, np.zeros_like(phi)
 
 
 class _PermutationPlan:
@@ -277,6 +285,23 @@ class _PermutationPlan:
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
     def combine(self, values: np.ndarray, base_values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return self._mean(self._marginals(values, base_values), weights)
+
+    def estimate(self, values: np.ndarray, base_values: np.ndarray,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The contributions and one standard error of each, from the same walks (no more model rows).
+
+        A permutation and its reverse are one draw: their mean is an estimate of each contribution, and the pairs
+        are independent. With equal weights the contribution is the mean of the pairs' estimates, and its error
+        std(pairs, ddof=1) / sqrt(pairs). With weighted baseline rows (the mixed median baseline), each row starts as
+        many pairs (J_s) and the contribution is sum_s w_s mean_s: its error is stratified, sqrt(sum_s w_s^2 var_s /
+        J_s); with one pair per row the strata give no variance, and the pairs' spread is taken whole. One pair
+        alone tells no spread: NaN (unknown)."""
+        gathered = self._marginals(values, base_values)
+        return self._mean(gathered, weights), self._error(gathered, weights)
+
+    def _marginals(self, values: np.ndarray, base_values: np.ndarray) -> np.ndarray:
+        """(n, P, F): each walk's marginal contribution of each feature."""
         n = len(values)
         p, f = self.rank.shape
         values = values[:, self.expand]                             # (n, evaluations_per_instance)
@@ -286,11 +311,37 @@ class _PermutationPlan:
         walk = np.concatenate([start, inner, end], axis=2)          # (n, P, F+1)
         marginal = np.diff(walk, axis=2)                            # step s adds feature perms[p, s]
         # feature i is added at step rank[p, i]: one flat take (a broadcast take_along_axis costs ~2x)
-        gathered = np.take(marginal.reshape(n, p * f), self.at_rank, axis=1).reshape(n, p, f)
+        return np.take(marginal.reshape(n, p * f), self.at_rank, axis=1).reshape(n, p, f)
+
+    def _mean(self, gathered: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         if weights is None:
             return gathered.mean(axis=1)
         # each baseline row starts p / m walks: each walk weighs its row's weight over that many
+        p = self.permutations
         return (gathered * (weights[self.base_of] * (self.m / p))[:, None]).sum(axis=1)
+
+    def _error(self, gathered: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        n, p, f = gathered.shape
+        count = p // 2
+        if count < 2:
+            return np.full((n, f), np.nan)
+        pairs = gathered[:, 0::2] + gathered[:, 1::2]          # (n, J, F): twice pair j's estimate (walks 2j, 2j+1)
+        if weights is None:
+            return np.sqrt(_squares(pairs) / (4 * count * (count - 1)))
+        row = self.base_of[0::2]                               # pair j starts from baseline row j % m
+        per_row = count // self.m
+        if per_row < 2:         # the weighted mean of the pairs: sum_j (m w_j / J) e_j, its spread taken whole
+            return np.sqrt(_squares(pairs * (self.m * weights[row])[:, None]) / (4 * count * (count - 1)))
+        variance = np.zeros((n, f))
+        for s in range(self.m):
+            variance += weights[s] ** 2 * _squares(pairs[:, row == s]) / (4 * per_row * (per_row - 1))
+        return np.sqrt(variance)
+
+
+def _squares(x: np.ndarray) -> np.ndarray:
+    """(n, F): the sum over axis 1 of squared deviations from the mean (half the time of np.std on one row)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    return np.add.reduce(x * x, axis=1)
 
 
 _PLANS: dict[tuple, "_ExactPlan | _PermutationPlan"] = {}

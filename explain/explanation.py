@@ -187,6 +187,9 @@ class Attribution:
     feature: str
     value: float
     contribution: float
+    # one standard error of `contribution`: 0 where it is exact (every coalition counted), else the spread of the
+    # permutation estimate (NaN: one permutation pair tells none); 0 in a record written before this field
+    error: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,24 @@ def test_a_key_given_twice_is_refused_as_the_report_refuses_it(old, new, key):
     record = json.dumps(_record())
     assert old in record
     assert _refused(record.replace(old, new, 1)) == f"not an explanation: key {key!r} appears twice; give each once"
+
+
+def test_a_contributions_standard_error_is_written_and_a_record_without_one_reads_as_exact():
+    """Attribution.error (one standard error of a sampled contribution) is written, and read back to an equal
+    explanation; a record written before the field reads with 0, as exact contributions have."""
+    from edgeinfer.explain import views
+    from edgeinfer.explain.explanation import Attribution
+
+    record = _record()
+    record["attributions"]["method"] = "antithetic permutation Shapley (64 permutations)"
+    record["attributions"]["values"][0]["error"] = 0.041
+    assert record["attributions"]["values"][1]["error"] == 0.0
+    explanation = Explanation.from_dict(record)
+    assert explanation.attributions.values[0] == Attribution("glucose", 162.0, 0.3, 0.041)
+    assert Explanation.from_json(explanation.to_json()) == explanation
+    engineer = views.render(explanation, None, stakeholder="engineer")
+    assert '"contribution": 0.3,\n        "error": 0.041\n' in engineer
+    assert Explanation.from_json(engineer).attributions == explanation.attributions
+    for value in record["attributions"]["values"]:
+        del value["error"]
+    assert [v.error for v in Explanation.from_dict(record).attributions.values] == [0.0, 0.0]
