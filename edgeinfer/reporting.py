@@ -929,6 +929,8 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
         for i, a in enumerate(e.attributions.values if e.attributions is not None else ()):
             finite(f"attributions.values[{i}].value", a.value)
             finite(f"attributions.values[{i}].contribution", a.contribution)
+            if a.error < 0.0:          # a standard error; NaN (null) is unknown: one permutation pair tells none
+                refuse(f"attributions.values[{i}].error", f"must be a standard error >= 0 or null, got {a.error!r}")
             if a.feature not in names:
                 refuse(f"attributions.values[{i}].feature",
                        f"{a.feature!r} is not an input of {source} ({', '.join(names)})",
@@ -1238,15 +1240,20 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     if a is None or not a.values:       # not asked for, or could not be computed (then the reason says why)
         return {"reason": a.reason} if a is not None and a.reason else None
     top = a.top(TOP_DRIVERS)
-    from edgeinfer.explain.views import _signed      # +0.123, or +4.6e-04 where three decimals would read +0.000
+    from edgeinfer.explain.views import _error, _signed  # +0.123, or +4.6e-04 where three decimals read +0.000
 
-    def row(name: str, value: str, contribution: float) -> dict[str, Any]:
-        return {"name": name, "value": value, "contribution": contribution,
-                "contribution_shown": _signed(contribution, 3),
+    # sampled contributions (above 10 features) with one standard error each: "+0.200 ± 0.041", as the clinician reads
+    estimated = any(v.error != 0.0 for v in a.values)
+
+    def row(name: str, value: str, contribution: float, error: float | None = None) -> dict[str, Any]:
+        shown = _signed(contribution, 3)
+        if error is not None:
+            shown += f" ± {_error(error, 3) if math.isfinite(error) else 'n/a'}"
+        return {"name": name, "value": value, "contribution": contribution, "contribution_shown": shown,
                 "direction": "raises" if contribution > 0 else "lowers" if contribution < 0 else "no effect"}
 
     rows = [row(_feature(schema, item.feature).clinical, _label(_feature(schema, item.feature), item.value),
-                item.contribution) for item in top]
+                item.contribution, item.error if estimated else None) for item in top]
     others = len(a.values) - len(top)
     if others:      # the left-out inputs as one bar, so the bars add up from the baseline to the prediction
         rest = math.fsum(v.contribution for v in a.values) - math.fsum(v.contribution for v in top)
@@ -1262,7 +1269,9 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     )
     from markupsafe import Markup
 
-    return {"svg": Markup(svg), "alt": alt, "rows": rows, "method": a.method, "quantity": a.quantity,
+    # the caption names the method: say there what ± is
+    method = a.method + ("; ± one standard error of the estimate" if estimated else "")
+    return {"svg": Markup(svg), "alt": alt, "rows": rows, "method": method, "quantity": a.quantity,
             "baseline": a.baseline, "base_value": a.base_value, "prediction": a.prediction,
             "evaluations": a.evaluations, "shown": len(top), "others": others, "total": len(a.values)}
 

@@ -820,6 +820,8 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
      "(Shapley values add up to it within 1e-06); the record is damaged"),
     (lambda d: d["attributions"]["values"][4].update(feature="glucose"),
      "attributions.values[4].feature: 'glucose' is listed twice (also attributions.values[0]); the record is damaged"),
+    (lambda d: d["attributions"]["values"][0].update(error=-0.1),
+     "attributions.values[0].error: must be a standard error >= 0 or null, got -0.1; the record is damaged"),
     # a categorical value that is none of the schema's codes read as the bare number ("7")
     (lambda d: d["instance"].update(sex=7.0),
      "instance.sex: 7 is not a code of 'sex': bundle BUNDLE expects one of 'female' (0), 'male' (1); the record is "
@@ -1805,6 +1807,31 @@ def test_inputs_left_out_of_the_driver_chart_make_one_bar_so_the_bars_add_up(tmp
     assert "2 other inputs" in svg and "+0.010" in svg
     assert "The 8 largest of 10 inputs are shown, and the other 2 together as one bar." in _text(html)
     assert "The bars add up from the baseline to this patient's value." in _text(html)
+
+
+def test_estimated_contributions_show_their_standard_error_in_the_driver_table(tmp_path):
+    """Sampled contributions (above 10 features) read in the report's table as the clinician reads them, "+0.200 ±
+    0.041", and the caption says what ± is; the bar of the other inputs together has no error of its own."""
+    names = [f"x{i}" for i in range(10)]
+    contributions = [0.2, -0.1, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02, -0.01]
+    expl = _explanation()
+    attributions = dataclasses.replace(
+        expl.attributions, base_value=0.41, prediction=0.85, method="antithetic permutation Shapley (64 permutations)",
+        values=tuple(Attribution(n, 1.0, c, 0.041 if n == "x0" else 0.00002) for n, c in zip(names, contributions)))
+    decision = dataclasses.replace(expl.decision, probabilities=(0.15, 0.85))
+    wide = dataclasses.replace(expl, decision=decision, instance={n: 1.0 for n in names}, attributions=attributions,
+                               counterfactuals=None, bias=None)
+    html = ei.report([wide], out=tmp_path / "r.html").read_text()
+    drivers = re.search(r'<section id="case-1-drivers">.*?</section>', html, flags=re.S).group(0)
+    assert '<td class="num">+0.200 ± 0.041</td><td>raises</td></tr>' in drivers
+    assert '<td class="num">-0.100 ± 2e-05</td><td>lowers</td></tr>' in drivers
+    assert '<tr><td>2 other inputs</td><td></td><td class="num">+0.010</td><td>raises</td></tr>' in drivers
+    assert ("attributed to each input (antithetic permutation Shapley (64 permutations); ± one standard error of the "
+            "estimate)") in _text(html)
+    # exact contributions (error 0): as before
+    exact = ei.report([dataclasses.replace(wide, attributions=dataclasses.replace(attributions, values=tuple(
+        dataclasses.replace(v, error=0.0) for v in attributions.values)))], out=tmp_path / "e.html").read_text()
+    assert "±" not in exact
 
 
 def test_an_input_of_only_refused_rows_reports_them(fixed_bundle, tmp_path):

@@ -742,6 +742,65 @@ def _contributions(expl: Explanation, base: float, **contributions: float) -> Ex
         a, values=values, base_value=base, prediction=base + sum(contributions.values())))
 
 
+def _estimated(expl: Explanation, **errors: float) -> Explanation:
+    """`expl` with its contributions sampled (64 permutations), each with the standard error given (others 0.001)."""
+    a = expl.attributions
+    values = tuple(dataclasses.replace(v, error=errors.get(v.feature, 0.001)) for v in a.values)
+    return dataclasses.replace(expl, attributions=dataclasses.replace(
+        a, values=values, method="antithetic permutation Shapley (64 permutations)"))
+
+
+def test_estimated_drivers_show_their_error_and_when_their_order_may_differ(schema, fk):
+    """Above 10 features the contributions are estimates: the breast-cancer clinician read "standard error of
+    compactness = 0.0373: -0.223" (converged -0.135) beside "worst nuclear area ...: +0.200" (+0.106), and the
+    true largest, mean texture +0.224, was left out, with nothing saying so. The clinician now reads each with its
+    standard error, what that is, and where the order shown is not resolved: drivers next to each other, or one
+    left out and the last shown, within two combined standard errors. The patient hears no number, and is not told
+    the ranking as certain."""
+    resolved = _estimated(_explanation(schema), bmi=0.01, s5=0.01, s6=0.01, bp=0.005)
+    drivers = views.render(resolved, schema, stakeholder="clinician").split("Top drivers:\n")[1].split("\n\n")[0]
+    assert drivers.splitlines()[1:] == [           # after the line that names the method
+        "- body mass index = 32.1 kg/m²: +0.190 ± 0.010 (raises the probability of 'higher progression')",
+        "- log serum triglycerides (log mg/dL) = 4.86: +0.150 ± 0.010 (raises the probability of 'higher "
+        "progression')",
+        "- blood glucose = 187 mg/dL: +0.090 ± 0.010 (raises the probability of 'higher progression')",
+        "These contributions are estimates: ± is one standard error of the estimate from 64 permutations."]
+    patient = views.render(resolved, schema, stakeholder="patient")
+    assert "estimate" not in patient and "±" not in patient
+    # glucose's 0.090 ± 0.030 is within two combined errors of 0.150 ± 0.010 above it (0.060 < 0.063), and of blood
+    # pressure's 0.060 ± 0.005 and HDL's -0.030 ± 0.001 below it (0.060 < 0.06003)
+    unresolved = _estimated(_explanation(schema), bmi=0.01, s5=0.01, s6=0.03, bp=0.005)
+    drivers = views.render(unresolved, schema, stakeholder="clinician").split("Top drivers:\n")[1].split("\n\n")[0]
+    assert drivers.splitlines()[3:] == [
+        "- blood glucose = 187 mg/dL: +0.090 ± 0.030 (raises the probability of 'higher progression')",
+        "These contributions are estimates: ± is one standard error of the estimate from 64 permutations.",
+        "Their order may differ: contributions shown next to each other are within two combined standard errors.",
+        "Inputs not shown that may belong among these (within two combined standard errors of the last one shown): "
+        "2; the largest is mean arterial pressure."]
+    patient = views.render(unresolved, schema, stakeholder="patient")
+    assert patient.split("What mattered most:\n")[1].split("\n\n")[0] == (
+        "- Your body weight for height (BMI) made this result more likely.\n"
+        "- Your blood fats (triglycerides, log scale) made this result more likely.\n"
+        "This is an estimate: other details may have mattered about as much.")
+    assert _jargon(patient) == [] and not re.search(r"\d\.\d", patient) and fk(patient) <= 8
+    # exact contributions (error 0) read as before: no ±, no sentence
+    exact = views.render(_explanation(schema), schema, stakeholder="clinician")
+    assert "±" not in exact and "estimate" not in exact
+    # an error no pair could measure (one permutation pair: NaN) is unknown, and the order with it
+    one_pair = _estimated(_explanation(schema), bmi=math.nan)
+    text = views.render(one_pair, schema, stakeholder="clinician")
+    assert "- body mass index = 32.1 kg/m²: +0.190 ± n/a (raises" in text and "\nTheir order may differ" in text
+
+
+def test_a_real_breast_cancer_clinician_reads_each_driver_with_its_error(bc_session, breast_cancer):
+    """30 features: every clinician's drivers carry their standard error, and say what it is."""
+    for e in bc_session.explain(breast_cancer.X_test[:20], stakeholder="clinician"):
+        drivers = e.text.split("Top drivers:\n")[1].split("\n\n")[0].splitlines()
+        assert len([line for line in drivers if re.search(r": [+-]\S+ ± \S+ \((raises|lowers) ", line)]) == 3
+        assert "These contributions are estimates: ± is one standard error of the estimate from 64 permutations." \
+            in drivers
+
+
 def test_the_patient_is_not_told_rounding_noise_as_what_mattered(schema, fk):
     """A saturated decision (base > 0.999, prediction > 0.999) has contributions of ~1e-5, rounding noise, and the
     patient read "Your blood fats made this result more likely" (36 of 142 held-out breast-cancer patients have no
@@ -828,6 +887,8 @@ def test_a_saturated_breast_cancer_patient_hears_no_noise_as_what_mattered(bc_se
         else:
             lay = {bc_session.schema.feature(v.feature).lay: abs(v.contribution) for v in e.attributions.values}
             for line in drivers.splitlines():
+                if line == "This is an estimate: other details may have mattered about as much.":
+                    continue            # sampled contributions (30 features): others within two standard errors
                 name = line.removeprefix("- Your ").rpartition(" made this result")[0]
                 assert lay[name] >= 0.005, line
     assert told_none > 0
