@@ -86,6 +86,9 @@ PIECES: dict[str, frozenset[str]] = {
     "drivers_unresolved": _COMMON | {"quantity"},
     # ... where inputs not shown are within that of the last shown ({close}: how many; {closest}: the largest)
     "drivers_close": _COMMON | {"quantity", "close", "closest"},
+    # optional, the title said instead of drivers_title where protected inputs that would be among the drivers are
+    # left out (drivers_exclude_protected): {left_out}, those inputs
+    "drivers_apart": _COMMON | {"left_out"},
     "drivers_basis": _COMMON | {"method", "quantity", "baseline", "base_value", "prediction", "evaluations"},
     "drivers_none": _COMMON | {"reason", "quantity"},    # optional: attributions that could not be computed
     # optional: every contribution is below the view's drivers_floor (a saturated decision's rounding noise): said
@@ -172,6 +175,7 @@ for _section in SECTIONS:
 # another) drops the base's wording of these.
 _VARIANTS = {
     "driver": ("drivers_small", "driver_estimate", "drivers_error", "drivers_unresolved", "drivers_close"),
+    "drivers_title": ("drivers_apart",),
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
                        "counterfactual_together", "counterfactual_unlikely", "counterfactual_or"),
     "change": ("change_log",),
@@ -874,6 +878,7 @@ class _View:
         reworded = sorted(templates.outcomes, key=len, reverse=True)
         alternatives = "|".join(map(re.escape, reworded))
         self._named = re.compile(rf"(?:class )?'({alternatives})'|p\(({alternatives})\)") if reworded else None
+        self.titles: dict[str, str] = {}        # a section's title said instead of its {section}_title
 
     # ----- pieces and words -------------------------------------------------
     def fill(self, key: str, **values: Any) -> str:
@@ -1021,7 +1026,9 @@ class _View:
                 lines = [self.fill(f"{section}_missing")]
             if not lines:
                 continue
-            if self.has(f"{section}_title"):
+            if section in self.titles:
+                lines = [self.titles[section], *lines]
+            elif self.has(f"{section}_title"):
                 lines = [self.fill(f"{section}_title"), *lines]
             blocks.append(lines)
         return "\n\n".join("\n".join(line for line in block) for block in blocks)
@@ -1064,11 +1071,19 @@ class _View:
         floor = self.s.drivers_floor
         ranked = sorted((v for v in a.values if v.contribution != 0.0 and abs(v.contribution) >= floor),
                         key=lambda v: -abs(v.contribution))
+        if self.s.drivers_exclude_protected:
+            # said, not silently dropped: the demo's patient with sex +0.310 read only of LDL and triglycerides. Left
+            # out before the floor's test, so that where only protected inputs pass it `drivers_small` is said
+            # rather than the section vanishing
+            left = {v.feature for v in ranked[: self.s.drivers] if self._protected(v.feature)}
+            ranked = [v for v in ranked if not self._protected(v.feature)]
+            if left and self.has("drivers_apart"):     # in the schema's order, as the bias check names them
+                words = [self.words_for(v.feature) for v in a.values if v.feature in left]
+                self.titles["drivers"] = self.fill("drivers_apart", left_out=self.join(
+                    words, word="word_both" if self.word("word_both") else "word_and"))
         if not ranked and floor > 0.0:
             return ([self.fill("drivers_small", quantity=self.named(a.quantity), floor=f"{floor:g}")]
                     if self.has("drivers_small") else [])
-        if self.s.drivers_exclude_protected:
-            ranked = [v for v in ranked if not (self.feature(v.feature) and self.feature(v.feature).protected)]
         shown = ranked[: self.s.drivers]
         # sampled contributions (permutation Shapley above 10 features) carry their standard error: 0 for all is exact
         estimated = any(v.error != 0.0 for v in a.values)
@@ -1105,6 +1120,10 @@ class _View:
                 lines.append(self.fill("drivers_close", quantity=quantity, close=str(len(close)),
                                        closest=self.words_for(close[0].feature)))
         return lines
+
+    def _protected(self, name: str) -> bool:
+        f = self.feature(name)
+        return f is not None and f.protected
 
     def _toward_sign(self, quantity: str) -> int:
         """+1: the quantity is the decided class's probability; -1: the other of two classes; 0: unknown."""

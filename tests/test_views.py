@@ -720,18 +720,46 @@ def test_patient_when_only_protected_changes_would_flip_the_result(schema, fk):
     assert fk(text) <= 8
 
 
-def test_patient_drivers_leave_out_protected_features(schema):
-    # Make age the top driver: the patient still hears only about things that are theirs to change.
+def test_patient_drivers_leave_out_protected_features_and_say_so(schema):
+    """Age the top driver: the patient still hears only about things that are theirs to change, but is told that
+    something was left out. On the demo's diabetes bundle (X_test[1]: sex +0.310, LDL +0.224, triglycerides
+    -0.216) "What mattered most:" named only LDL and triglycerides, as if they mattered most."""
     expl = _explanation(schema)
     values = tuple(dataclasses.replace(v, contribution=0.5) if v.feature == "age" else v
                    for v in expl.attributions.values)
     expl = dataclasses.replace(expl, attributions=dataclasses.replace(expl.attributions, values=values))
     text = views.render(expl, schema, stakeholder="patient")
-    drivers = text.split("What mattered most:")[1].split("\n\n")[0]
-    assert drivers.strip().splitlines() == ["- Your body weight for height (BMI) made this result more likely.",
-                                            "- Your blood fats (triglycerides, log scale) made this result more likely."]
+    assert "\n\nApart from your age, what mattered most:\n" in text and "\nWhat mattered most:" not in text
+    drivers = text.split("what mattered most:\n")[1].split("\n\n")[0]
+    assert drivers.splitlines() == ["- Your body weight for height (BMI) made this result more likely.",
+                                    "- Your blood fats (triglycerides, log scale) made this result more likely."]
     clinician = views.render(expl, schema, stakeholder="clinician")
-    assert "- age = 59 years: +0.500" in clinician
+    assert "- age = 59 years: +0.500" in clinician and "Apart from" not in clinician
+    # both protected inputs among the two largest: both named, joined by "and" (the patient's word_and is "or")
+    expl = _contributions(_explanation(schema), 0.6, sex=-0.3, age=0.2, bmi=0.1, s5=0.05)
+    text = views.render(expl, schema, stakeholder="patient")
+    assert ("\n\nApart from your age and sex, what mattered most:\n"
+            "- Your body weight for height (BMI) made this result more likely.\n"
+            "- Your blood fats (triglycerides, log scale) made this result more likely.\n\n") in text
+    # a protected input below the two shown: nothing was left out of them, and nothing is said
+    expl = _contributions(_explanation(schema), 0.6, bmi=0.2, s5=0.1, sex=0.05)
+    assert "\n\nWhat mattered most:\n- Your body weight" in views.render(expl, schema, stakeholder="patient")
+
+
+def test_every_diabetes_patient_whose_top_drivers_hold_a_protected_input_is_told_it_was_left_out(
+        diabetes_session, diabetes):
+    """Each held-out patient of the diabetes bundle: where age or sex is among the two largest contributions of at
+    least the floor, the title names it ("Apart from your sex, what mattered most:"); elsewhere it is the plain one."""
+    told = 0
+    for e in diabetes_session.explain(diabetes.X_test, stakeholder="patient", parts=("attributions",)):
+        ranked = sorted((v for v in e.attributions.values if abs(v.contribution) >= 0.005),
+                        key=lambda v: -abs(v.contribution))[:2]
+        left_out = [n for n in ("age", "sex") if n in {v.feature for v in ranked}]      # in the schema's order
+        title = (f"Apart from your {' and '.join(left_out)}, what mattered most:" if left_out
+                 else "What mattered most:")
+        assert f"\n\n{title}\n" in e.text, (left_out, e.text)
+        told += bool(left_out)
+    assert told > 0
 
 
 def _contributions(expl: Explanation, base: float, **contributions: float) -> Explanation:
@@ -817,9 +845,11 @@ def test_the_patient_is_not_told_rounding_noise_as_what_mattered(schema, fk):
     expl = _contributions(_explanation(schema), 0.6, bmi=0.2, s5=0.0049, s6=-0.004)
     drivers = views.render(expl, schema, stakeholder="patient").split("What mattered most:\n")[1].split("\n\n")[0]
     assert drivers == "- Your body weight for height (BMI) made this result more likely."
-    # only a protected input above it: the patient hears of no other, and is not told that nothing mattered
+    # only a protected input above it: the patient hears of no other, and is told that apart from it nothing
+    # mattered much (the section vanished: the protected input was left out after the floor's test)
     expl = _contributions(_explanation(schema), 0.6, sex=0.2, s5=0.0049)
-    assert "What mattered most" not in views.render(expl, schema, stakeholder="patient")
+    assert ("\n\nApart from your sex, what mattered most:\nNo single detail about you changed this result much from "
+            "a typical patient's result.\n\n") in views.render(expl, schema, stakeholder="patient")
 
 
 def test_the_drivers_floor_is_the_lay_default_and_a_setting(schema, tmp_path):
