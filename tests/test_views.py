@@ -803,8 +803,8 @@ def test_estimated_drivers_show_their_error_and_when_their_order_may_differ(sche
         "- blood glucose = 187 mg/dL: +0.090 ± 0.030 (raises the probability of 'higher progression')",
         "These contributions are estimates: ± is one standard error of the estimate from 64 permutations.",
         "Their order may differ: contributions shown next to each other are within two combined standard errors.",
-        "Inputs not shown that may belong among these (within two combined standard errors of the last one shown): "
-        "2; the largest is mean arterial pressure."]
+        "2 input(s) not shown may belong among these (within two combined standard errors of the last one shown); "
+        "the largest is mean arterial pressure."]
     patient = views.render(unresolved, schema, stakeholder="patient")
     assert patient.split("What mattered most:\n")[1].split("\n\n")[0] == (
         "- Your body weight for height (BMI) made this result more likely.\n"
