@@ -42,8 +42,9 @@ class EdgeInferGroup(click.Group):
                 sys.stdout.flush()
             except OSError:             # nothing more reaches stdout: do not fail again at exit
                 sys.stdout = open(os.devnull, "w")
-            if not isinstance(err, BrokenPipeError):    # a reader that went away (| head) needs no message
-                click.echo(f"error: {err}", err=True)
+            if isinstance(err, BrokenPipeError):    # a reader that went away (| head): its choice, as in `stream`
+                ctx.exit(0)
+            click.echo(f"error: {err}", err=True)
             ctx.exit(1)
 
 

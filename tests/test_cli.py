@@ -589,6 +589,24 @@ def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(diabetes_b
     assert (proc.returncode, proc.stderr) == (1, "error: [Errno 28] No space left on device\n")
 
 
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_reader_that_closes_the_output_ends_the_command_quietly_with_exit_0(diabetes_bundle, diabetes, tmp_path,
+                                                                             command):
+    """`predict B rows.csv | head -2` exited 1 with nothing on stderr, against "1: a refused input or failed
+    operation (one line on stderr)"; `stream` ends so with exit 0, the reader's choice."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "many.jsonl"
+    row = json.dumps(diabetes.schema.row_dict(diabetes.X_test[0]))
+    path.write_text((row + "\n") * 3000)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", command, str(diabetes_bundle), str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["row"] == 1
+    proc.stdout.close()                                     # as `head -1` does
+    assert (proc.wait(timeout=300), proc.stderr.read()) == (0, b"")
+
+
 def test_quoted_numbers_in_json_lines_read_as_in_a_csv_file(diabetes_bundle, rows_file, tmp_path):
     """The same row through JSON lines with numbers in quotes, and through CSV: the same decision."""
     _, good = rows_file
