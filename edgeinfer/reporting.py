@@ -70,6 +70,7 @@ class Refused:
     row: Any
     reason: str
     where: str = ""                      # "record 3": where errors about it point
+    id: Any = None                       # the row's id (`edgeinfer explain --id-column`), when given
     alerts: tuple[Any, ...] = ()         # an undecided stream window's alerts (their messages are also in `reason`)
     start: Any = None                    # an undecided stream window's bounds, for its alerts' rows
     end: Any = None
@@ -84,6 +85,7 @@ class Inputs:
     windows: tuple[Window, ...] = ()
     refused: tuple[Refused, ...] = ()
     rows: tuple[Any, ...] = field(default=())   # the "row" key beside each explanation, when given
+    ids: tuple[Any, ...] = ()                    # the "id" key beside each explanation (`--id-column`), when given
     places: tuple[str, ...] = ()                 # "record 3" for each explanation: where errors about it point
     positions: tuple[int, ...] = ()              # each explanation's place among the records, from 1 ("Decision 3")
     stream: bool = False                         # records of a stream session (windows, decided or not)
@@ -212,7 +214,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
         items = ((f"{_named(path)} line {number}", record) for number, record in _lines(path, progress=progress))
     else:
         items = ((f"record {n}", item) for n, item in enumerate(items, start=1))
-    explanations, rows, windows, refused, places, positions = [], [], [], [], [], []
+    explanations, rows, ids, windows, refused, places, positions = [], [], [], [], [], [], []
     made: dict[str, str] = {}            # bundle sha256 -> where its first explanation is
     classes: dict[tuple[str, ...], str] = {}     # a row explanation's classes -> where they first are
     decided: list[tuple[str, dict[str, float]]] = []
@@ -239,6 +241,7 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             if e is not None:
                 explanations.append(e)
                 rows.append(None)
+                ids.append(None)
                 places.append(where)
                 positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
@@ -260,16 +263,17 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             windows.append(_window(item, n, where, explanation=explanation))
             first.setdefault("window", where)
         elif isinstance(item, Mapping) and "schema_version" in item:
-            body = {k: v for k, v in item.items() if k != "row"}
+            body = {k: v for k, v in item.items() if k not in ("row", "id")}
             e = explanation(body, where, row=True)
             if e is not None:
                 explanations.append(e)
                 rows.append(item.get("row"))
+                ids.append(item.get("id"))
                 places.append(where)
                 positions.append(n)
             first.setdefault("row", f"{where} is an explained row")
         elif isinstance(item, Mapping) and "error" in item:
-            refused.append(Refused(row=item.get("row"), reason=str(item["error"]), where=where))
+            refused.append(Refused(row=item.get("row"), reason=str(item["error"]), where=where, id=item.get("id")))
             first.setdefault("row", f"{where} is a refused row")
         elif isinstance(item, Rejection):      # Session.explain(X)'s refused row; its row counts from 0, ours from 1
             refused.append(Refused(row=item.row + 1, reason=item.reason, where=where))
@@ -288,8 +292,8 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
         )
     if not explanations and not windows and not refused:
         raise InputError("nothing to report: no explanations and no stream windows were given")
-    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(places), tuple(positions),
-                  stream="window" in first, explained=explained,
+    return Inputs(tuple(explanations), tuple(windows), tuple(refused), tuple(rows), tuple(ids), tuple(places),
+                  tuple(positions), stream="window" in first, explained=explained,
                   made=tuple((where, sha) for sha, where in made.items()),
                   classes=tuple((where, names) for names, where in classes.items()), decided=tuple(decided))
 
@@ -702,7 +706,9 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
     carried = getattr(explained[0].model, "fidelity", None) if explained else None
     fidelity = _fidelity(manifest.get("fidelity") if "fidelity" in manifest else carried)
     positions = inputs.positions or range(1, len(inputs.explanations) + 1)
-    case_sources = [(e, _row_heading(r, i)) for e, r, i in zip(inputs.explanations, inputs.rows, positions)]
+    ids = inputs.ids or (None,) * len(inputs.explanations)
+    case_sources = [(e, _row_heading(r, i, row_id))
+                    for e, r, i, row_id in zip(inputs.explanations, inputs.rows, positions, ids)]
     case_sources += [(w.explanation, _window_heading(w)) for w in inputs.windows if w.explanation is not None]
     if bundle is not None and isinstance(manifest.get("fidelity"), Mapping):
         case_sources = [(_with_fidelity(e, manifest), h) for e, h in case_sources]
@@ -728,7 +734,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
                                       if c["drivers"] and "quantity" in c["drivers"]}),
         "cases_total": max(total, len(case_sources)),
         "timeline": _timeline(inputs.windows, spec, inputs.refused) if inputs.windows else None,
-        "refused": [{"row": r.row, "reason": r.reason} for r in inputs.refused],
+        "refused": [{"row": f"{r.row}{_id_text(r.id)}", "reason": r.reason} for r in inputs.refused],
         "model": model,
         "fidelity": fidelity,
         # what a held-out row is, where the report counts them (a stream bundle's rows are windows)
@@ -1050,8 +1056,15 @@ def _with_fidelity(e, manifest: Mapping[str, Any]):
     return dataclasses.replace(e, model=dataclasses.replace(model, **missing)) if missing else e
 
 
-def _row_heading(row: Any, i: int) -> str:
-    return f"Row {row}" if row is not None else f"Decision {i}"
+def _row_heading(row: Any, i: int, row_id: Any = None) -> str:
+    return (f"Row {row}" if row is not None else f"Decision {i}") + _id_text(row_id)
+
+
+def _id_text(row_id: Any) -> str:
+    """A row's id as `edgeinfer explain --format text` shows it: " (id p000)"; "" for none."""
+    if row_id is None:
+        return ""
+    return f" (id {row_id if isinstance(row_id, str) else json.dumps(row_id, default=repr)})"
 
 
 def _window_heading(w: Window) -> str:

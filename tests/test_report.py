@@ -1562,6 +1562,27 @@ def test_cli_errors(fixed_bundle, tmp_path):
 # ----- real bundle, CLI, PDF --------------------------------------------------------------
 
 
+def test_the_id_column_of_explain_is_carried_into_the_report(diabetes_session, diabetes, tmp_path):
+    """`edgeinfer explain B rows.csv --id-column pid` writes each row's id beside it; the report headed its cases
+    "Row 2" and listed refused rows by line number only, the patient's id lost."""
+    schema = diabetes_session.schema
+    rows = tmp_path / "rows.csv"
+    good = [",".join(["pid", *schema.names])] + [
+        ",".join([f"p00{i}", *map(str, schema.row_dict(diabetes.X_test[i]).values())]) for i in range(2)]
+    rows.write_text("\n".join(good + ["p900," + ",".join(["x"] * len(schema))]) + "\n")
+    runner = CliRunner()
+    explained = runner.invoke(main, ["explain", str(diabetes_session.bundle.path), str(rows), "--id-column", "pid"])
+    assert explained.exit_code == 1                   # one row refused
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(explained.stdout)
+    out = tmp_path / "r.html"
+    result = runner.invoke(main, ["report", str(diabetes_session.bundle.path), str(lines), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = _text(out.read_text())
+    assert "Row 2 (id p000): " in text and "Row 3 (id p001): " in text
+    assert " 4 (id p900) feature 'age' expects an integer in [18, 90] years, got 'x' " in text
+
+
 def test_cli_report_on_diabetes_bundle(diabetes_session, diabetes, tmp_path):
     """Real explanation from the conftest diabetes bundle, as `edgeinfer explain` JSONL with a refused row."""
     session = diabetes_session
