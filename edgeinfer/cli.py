@@ -1,6 +1,6 @@
 """The `edgeinfer` command: thin click wrappers over the Python API.
 
-Exit codes: 0 success, 1 a refused input or failed operation (message on stderr,
+Exit codes: 0 success (or a reader that closed the output), 1 a refused input or failed operation (message on stderr,
 no traceback unless --debug), 2 a usage error. Machine-readable output goes to
 stdout; messages and progress to stderr.
 """
@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -228,6 +229,34 @@ def _emit_json(line: int, result, row_id: str | None = None, *, with_id: bool = 
     click.echo(json.dumps({**head, **result.to_dict()}, allow_nan=False))
 
 
+PROGRESS_EVERY_S = 10.0     # a progress line on stderr this often (on a terminal, one line rewritten every 0.25 s)
+
+
+class _Progress:
+    """How far a long `predict` or `explain` has got, on stderr: 50,000 rows took minutes of silence."""
+
+    def __init__(self, command: str):
+        self.command = command
+        self.live = sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+        self.shown = False
+
+    def update(self, read: int, rejected: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < (0.25 if self.live else PROGRESS_EVERY_S):
+            return
+        self.last = now
+        text = f"{self.command}: {read:,} rows read, {rejected:,} rejected, {read / (now - self.start):,.0f} rows/s"
+        click.echo("\r" + text.ljust(80) if self.live else text, err=True, nl=not self.live)
+        self.shown = self.live
+
+    def clear(self) -> None:
+        """Before any other line on stderr: the terminal's progress line is wiped, not run into."""
+        if self.shown:
+            click.echo("\r" + " " * 80 + "\r", err=True, nl=False)
+            self.shown = False
+
+
 def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json, *,
               command: str, columns: Columns) -> None:
     """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused. `command`
@@ -239,10 +268,12 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
     columns.check(session.schema)
     with_id = columns.id is not None
     read = rejected = 0
+    progress = _Progress(command)
 
     def refuse(line: int, reason: str, row_id: str | None) -> None:
         nonlocal rejected
         rejected += 1
+        progress.clear()
         click.echo(f"row {line}{f' (id {row_id})' if row_id is not None else ''}: {reason}", err=True)
         click.echo(json.dumps({"row": line, "id": row_id, "error": reason} if with_id
                               else {"row": line, "error": reason}))
@@ -286,7 +317,9 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
             if len(batch) >= batch_size:
                 flush(batch)
                 batch = []
+                progress.update(read, rejected)
         flush(batch)
+    progress.clear()
     if rejected:
         click.echo(f"{rejected} of {read} rows rejected", err=True)
         sys.exit(1)

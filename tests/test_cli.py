@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -587,6 +588,21 @@ def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(diabetes_b
         proc = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "predict", str(diabetes_bundle), str(path)],
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert (proc.returncode, proc.stderr) == (1, "error: [Errno 28] No space left on device\n")
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_long_work_shows_its_progress_on_stderr(diabetes_bundle, rows_file, monkeypatch, command):
+    """50,000 rows took minutes of silence. A line every PROGRESS_EVERY_S seconds (0 here: every batch) says how
+    far it got; stdout keeps only the rows' lines."""
+    import edgeinfer.cli as cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)
+    path, _ = rows_file
+    result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(path), "--batch-size", "2"])
+    assert result.exit_code == 1 and len(result.stdout.splitlines()) == 4
+    progress = [line for line in result.stderr.splitlines() if line.startswith(f"{command}: ")]
+    assert [re.sub(r", [\d,]+ rows/s$", "", line) for line in progress] == [
+        f"{command}: 2 rows read, 1 rejected", f"{command}: 4 rows read, 2 rejected"]
 
 
 @pytest.mark.parametrize("command", ["predict", "explain"])
