@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -257,6 +258,23 @@ class _Progress:
             self.shown = False
 
 
+def _permitted_range(text: str, schema) -> tuple[str, Any]:
+    """`--range bmi=20:30` as ("bmi", (20.0, 30.0)), `bmi=:30` as ("bmi", (-inf, 30.0)); `--range smoker=no,former`
+    for a categorical feature as ("smoker", ["no", "former"]), the permitted_range forms `Session.explain` reads."""
+    name, equals, value = text.partition("=")
+    name = name.strip()
+    low, colon, high = value.partition(":")
+    if equals and colon and ":" not in high:
+        try:
+            return name, (float(low) if low.strip() else -math.inf, float(high) if high.strip() else math.inf)
+        except ValueError:
+            pass
+    elif equals and name in schema.names and schema.feature(name).kind == "categorical" and value.strip():
+        return name, [c.strip() for c in value.split(",")]
+    raise UsageError(f"--range {text}: expected FEATURE=LOW:HIGH with numbers (either may be left out: bmi=20:30, "
+                     "bmi=:30), or for a categorical feature FEATURE=CATEGORY,CATEGORY")
+
+
 def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_emit_json, *,
               command: str, columns: Columns) -> None:
     """Read rows in batches, hand the good ones to `handle`, report bad ones; exit 1 if any was refused. `command`
@@ -348,22 +366,32 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
 @click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Counterfactuals among real rows of the target class: at least this share of their 5 nearest "
                    "reference rows in it (yNN), at the cost of more changed features.")
+@click.option("--vary", "vary", multiple=True, metavar="FEATURE[,FEATURE...]",
+              help="Only these features may change in a counterfactual (features_to_vary); repeatable.")
+@click.option("--range", "ranges", multiple=True, metavar="FEATURE=LOW:HIGH",
+              help="Where a feature may go in a counterfactual (permitted_range): LOW:HIGH (either side may be "
+                   "left empty), or for a categorical feature its allowed categories, NAME,NAME; repeatable.")
+@click.option("--parts", default=None, metavar="PART[,PART...]",
+              help="Which explanations to compute: counterfactuals, bias, attributions (default: all).")
 def explain(bundle, input, device, fallback, fmt_in, batch_size, id_column, ignore_columns, stakeholder, out_format,
-            desired, k, time_budget_ms, min_plausibility) -> None:
+            desired, k, time_budget_ms, min_plausibility, vary, ranges, parts) -> None:
     """Explain every row of INPUT for a stakeholder; JSON lines (or text) out."""
-    from edgeinfer.explain.desired import parse_desired
+    from edgeinfer.explain.compose import PARTS, prepare
     from edgeinfer.explain.views import stakeholder_option
 
     session = _load_session(bundle, device, fallback)
     stakeholder = stakeholder_option(stakeholder, classes=session.classes)
+    options = dict(desired=desired, k=k, time_budget_ms=time_budget_ms, min_plausibility=min_plausibility,
+                   features_to_vary=[n.strip() for v in vary for n in v.split(",")] if vary else None,
+                   permitted_range=dict(_permitted_range(text, session.schema) for text in ranges) or None,
+                   parts=tuple(p.strip() for p in parts.split(",")) if parts is not None else PARTS)
     try:  # option values are checked before any row is read: a wrong one is a usage error (exit 2)
-        parse_desired(desired, session.schema)
+        prepare(session, stakeholder=stakeholder, **options)
     except EdgeInferError as err:
         raise UsageError(str(err)) from None
 
     def handle(rows):
-        return session.explain(rows, stakeholder=stakeholder, desired=desired, k=k, time_budget_ms=time_budget_ms,
-                               min_plausibility=min_plausibility)
+        return session.explain(rows, stakeholder=stakeholder, **options)
 
     def emit_text(line, explanation, row_id=None, *, with_id=False):
         click.echo(f"# row {line}{f' (id {row_id})' if row_id is not None else ''}\n{explanation.text}\n")

@@ -50,6 +50,49 @@ def test_explain_writes_one_explanation_per_good_row_in_order(diabetes_bundle, d
         assert [cf.values for cf in got.counterfactuals] == [cf.values for cf in expected.counterfactuals]
 
 
+def test_explain_takes_features_to_vary_permitted_range_and_parts(diabetes_bundle, diabetes_session, rows_file):
+    """The CLI could not pass three of Session.explain's options: a clinic could not keep a counterfactual to the
+    features its patients can change. --vary, --range and --parts give the same answers as the Python API."""
+    path, good = rows_file
+    args = ["explain", str(diabetes_bundle), str(path), "--vary", "bmi", "--vary", "s5,bp", "--range", "s5=:4.5",
+            "--range", "bmi=20:30"]
+    out = _lines(CliRunner().invoke(main, args))
+    for line, row in zip((out[0], out[3]), good):
+        line.pop("row")
+        got = Explanation.from_json(json.dumps(line)).counterfactuals
+        expected = diabetes_session.explain(row, features_to_vary=["bmi", "s5", "bp"],
+                                            permitted_range={"s5": (-np.inf, 4.5), "bmi": (20, 30)}).counterfactuals
+        assert [cf.values for cf in got] == [cf.values for cf in expected]
+        assert (got.found, got.binding) == (expected.found, expected.binding)
+        changed = {ch.feature: ch.to_value for cf in got for ch in cf.changes}
+        assert set(changed) <= {"bmi", "s5", "bp"} and changed.get("s5", 0) <= 4.5
+    only = _lines(CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--parts", "attributions"]))
+    assert (only[0]["counterfactuals"], only[0]["bias"], len(only[0]["attributions"]["values"])) == (None, None, 10)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--range", "bmi=a:b"], "--range bmi=a:b: expected FEATURE=LOW:HIGH with numbers (either may be left out: "
+                             "bmi=20:30, bmi=:30), or for a categorical feature FEATURE=CATEGORY,CATEGORY"),
+    (["--range", "bmi"], "--range bmi: expected FEATURE=LOW:HIGH with numbers (either may be left out: bmi=20:30, "
+                         "bmi=:30), or for a categorical feature FEATURE=CATEGORY,CATEGORY"),
+    (["--range", "bmi=30:20"], "permitted_range for 'bmi' is [30, 20]; give (low, high) with low <= high"),
+    (["--vary", "bmii"], "features_to_vary: unknown feature 'bmii'; did you mean 'bmi'?"),
+    (["--parts", "attributions,counterfactual"],
+     "unknown explanation part 'counterfactual'; parts are counterfactuals, attributions, bias"),
+])
+def test_a_wrong_vary_range_or_parts_is_a_usage_error_before_any_row(diabetes_bundle, rows_file, option, message):
+    path, _ = rows_file
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), *option])
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
+
+
+def test_a_categorical_range_is_its_categories(diabetes_session):
+    from edgeinfer.cli import _permitted_range
+
+    assert _permitted_range("sex = sex 1, sex 2", diabetes_session.schema) == ("sex", ["sex 1", "sex 2"])
+    assert _permitted_range("sex=1:2", diabetes_session.schema) == ("sex", (1.0, 2.0))
+
+
 def test_explain_text_is_the_stakeholders_wording(diabetes_bundle, rows_file):
     path, _ = rows_file
     result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--format", "text",
