@@ -72,12 +72,12 @@ def prepare(
         raise ExplainError(f"unknown explanation part {unknown[0]!r}; parts are {', '.join(PARTS)}")
     # refuse an unknown stakeholder, or one with words for classes this model lacks
     templates = get_templates(stakeholder, classes=session.classes)
-    search = None
-    if "counterfactuals" in parts:
-        search = search_options(session.schema, session.reference, desired=desired, k=k,
-                                features_to_vary=features_to_vary, permitted_range=permitted_range,
-                                time_budget_ms=time_budget_ms, min_plausibility=min_plausibility)
-    return Request(stakeholder, templates, parts, search)
+    # checked whatever the parts: a misspelt feature in features_to_vary, or a bad `desired`, passed without a word
+    # where the parts left counterfactuals out
+    search = search_options(session.schema, session.reference, desired=desired, k=k,
+                            features_to_vary=features_to_vary, permitted_range=permitted_range,
+                            time_budget_ms=time_budget_ms, min_plausibility=min_plausibility)
+    return Request(stakeholder, templates, parts, search if "counterfactuals" in parts else None)
 
 
 def explain_rows(session: Any, matrix: np.ndarray, *, stakeholder: str = "clinician",

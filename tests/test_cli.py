@@ -80,9 +80,12 @@ def test_explain_takes_features_to_vary_permitted_range_and_parts(diabetes_bundl
     (["--parts", "attributions,counterfactual"],
      "unknown explanation part 'counterfactual'; parts are counterfactuals, attributions, bias"),
 ])
-def test_a_wrong_vary_range_or_parts_is_a_usage_error_before_any_row(diabetes_bundle, rows_file, option, message):
+@pytest.mark.parametrize("parts", [[], ["--parts", "attributions"]])
+def test_a_wrong_vary_range_or_parts_is_a_usage_error_before_any_row(diabetes_bundle, rows_file, option, message,
+                                                                     parts):
+    """Also where --parts leaves counterfactuals out: a misspelt --vary then passed without a word."""
     path, _ = rows_file
-    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), *option])
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), *parts, *option])
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
 
 
