@@ -277,10 +277,15 @@ def test_explain_option_values_are_checked_before_the_rows(bc_session, breast_ca
             with pytest.raises(ExplainError) as info:
                 bc_session.explain(given, **options)
             assert str(info.value) == message, (options, given)
-    # a part not asked for takes no options, as in a good batch
-    assert bc_session.explain([refused], parts="bias", k=0)[0].reason == ("feature 'mean radius' expects a number in "
-                                                                          "[0, 42.165] px, got -1")
-    assert bc_session.explain([x], parts="bias", k=0)[0].counterfactuals is None
+    # the counterfactual options are checked whatever the parts: a misspelt feature to vary passed without a word
+    # where the parts left counterfactuals out
+    for given in ([x], [refused], x):
+        with pytest.raises(ExplainError) as info:
+            bc_session.explain(given, parts="bias", features_to_vary=["radius"])
+        assert str(info.value) == "features_to_vary: unknown feature 'radius'; did you mean 'mean radius'?"
+    assert bc_session.explain([refused], parts="bias")[0].reason == ("feature 'mean radius' expects a number in "
+                                                                     "[0, 42.165] px, got -1")
+    assert bc_session.explain([x], parts="bias")[0].counterfactuals is None
 
 
 def test_threads_must_be_a_sensible_whole_number(bc_bundle):
