@@ -238,13 +238,15 @@ class _Progress:
 
     def __init__(self, command: str):
         self.command = command
-        self.live = sys.stderr.isatty()
+        # on a terminal that also shows the rows' lines, those are the progress: a rewritten line ran into them
+        self.quiet = sys.stderr.isatty() and sys.stdout.isatty()
+        self.live = sys.stderr.isatty() and not self.quiet
         self.start = self.last = time.perf_counter()
         self.shown = False
 
     def update(self, read: int, rejected: int) -> None:
         now = time.perf_counter()
-        if now - self.last < (0.25 if self.live else PROGRESS_EVERY_S):
+        if self.quiet or now - self.last < (0.25 if self.live else PROGRESS_EVERY_S):
             return
         self.last = now
         text = f"{self.command}: {read:,} rows read, {rejected:,} rejected, {read / (now - self.start):,.0f} rows/s"

@@ -651,6 +651,34 @@ def test_long_work_shows_its_progress_on_stderr(diabetes_bundle, rows_file, monk
         f"{command}: 2 rows read, 1 rejected", f"{command}: 4 rows read, 2 rejected"]
 
 
+def test_no_progress_line_runs_into_the_rows_on_a_terminal(diabetes_bundle, diabetes, tmp_path):
+    """With stdout and stderr on one terminal, the rewritten progress line ran into the rows' lines
+    ('\\rexplain: 8 rows read, …   {"row": 9, …'): there the rows' lines are the progress."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(diabetes.schema.row_dict(x)) + "\n" for x in diabetes.X_test[:40]))
+    main_fd, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "explain", str(diabetes_bundle), str(path),
+                             "--batch-size", "1", "--format", "text"], stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:             # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert proc.wait(timeout=300) == 0
+    assert shown.count(b"# row ") == 40 and b"explain: " not in shown and b"\r# row" not in shown
+
+
 @pytest.mark.parametrize("command", ["predict", "explain"])
 def test_a_reader_that_closes_the_output_ends_the_command_quietly_with_exit_0(diabetes_bundle, diabetes, tmp_path,
                                                                              command):
