@@ -1253,15 +1253,15 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     if a is None or not a.values:       # not asked for, or could not be computed (then the reason says why)
         return {"reason": a.reason} if a is not None and a.reason else None
     top = a.top(TOP_DRIVERS)
-    from edgeinfer.explain.views import _error, _signed  # +0.123, or +4.6e-04 where three decimals read +0.000
+    from edgeinfer.explain.views import _error, _estimated, _signed  # +0.123, or +4.6e-04 where 3 decimals read +0.000
 
     # sampled contributions (above 10 features) with one standard error each: "+0.200 ± 0.041", as the clinician reads
-    estimated = any(v.error != 0.0 for v in a.values)
+    estimated = _estimated(top, 3)
 
     def row(name: str, value: str, contribution: float, error: float | None = None) -> dict[str, Any]:
         shown = _signed(contribution, 3)
         if error is not None:
-            shown += f" ± {_error(error, 3) if math.isfinite(error) else 'n/a'}"
+            shown += f" ± {_error(error, 3, contribution) if math.isfinite(error) else 'n/a'}"
         return {"name": name, "value": value, "contribution": contribution, "contribution_shown": shown,
                 "direction": "raises" if contribution > 0 else "lowers" if contribution < 0 else "no effect"}
 

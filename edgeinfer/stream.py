@@ -2075,9 +2075,9 @@ def _file_key(path: str) -> tuple | str | None:
 
 def _check_apart(input: str, rejects_path: str | None, summary_path: str | None) -> None:
     """Refuse an input that is not there, --rejects or --summary naming the input (or the file stdin reads), or both
-    naming one file, before anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is empty", the recording
-    lost), --summary v.csv wrote the summary over the recording, and --summary s.json --rejects s.json the summary
-    over the rejects, both exit 0."""
+    naming one file, before anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is
+    empty", the recording lost), --summary v.csv wrote the summary over the recording, and --summary s.json --rejects
+    s.json the summary over the rejects, both exit 0."""
     if input != "-":
         try:
             os.stat(input)

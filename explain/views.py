@@ -1085,8 +1085,8 @@ class _View:
             return ([self.fill("drivers_small", quantity=self.named(a.quantity), floor=f"{floor:g}")]
                     if self.has("drivers_small") else [])
         shown = ranked[: self.s.drivers]
-        # sampled contributions (permutation Shapley above 10 features) carry their standard error: 0 for all is exact
-        estimated = any(v.error != 0.0 for v in a.values)
+        # sampled contributions (permutation Shapley above 10 features) carry their standard error
+        estimated = _estimated(shown, self.s.probability_digits)
         piece = "driver_estimate" if estimated and self.has("driver_estimate") else "driver"
         sign = self._toward_sign(a.quantity)
         quantity = self.named(a.quantity)
@@ -1106,7 +1106,7 @@ class _View:
             lines.append(self.bullet(self.fill(
                 piece, rank=str(rank), feature=self.words_for(v.feature), value=self.value(v.feature, v.value),
                 contribution=_signed(v.contribution, digits), direction=direction, toward=toward, quantity=quantity,
-                error=_error(v.error, digits) if math.isfinite(v.error) else self.word("word_unknown"),
+                error=_error(v.error, digits, v.contribution) if math.isfinite(v.error) else self.word("word_unknown"),
             )))
         if estimated and shown:
             if self.has("drivers_error"):
@@ -1610,7 +1610,8 @@ def _past(text: str, start: float, value: float, *, places: int = 0, low: float 
         shown = exact.quantize(decimal.Decimal(1).scaleb(-more), rounding=rounding, context=_WIDE)
         if low <= float(shown) <= high:
             text = format(shown.copy_abs() if shown.is_zero() else shown, "f")     # never "-0.00"
-            whole, point, fraction = text.partition(".")     # zeros past the text's own decimals say nothing: 10, not 10.00
+            # zeros past the text's own decimals say nothing: 10, not 10.00
+            whole, point, fraction = text.partition(".")
             fraction = fraction[:max(shown_places, 0)] + fraction[max(shown_places, 0):].rstrip("0")
             return whole + (point + fraction if fraction else "")
     return repr(value)
@@ -1798,16 +1799,33 @@ def _shown(percent: str, p: float) -> float:
 
 def _unresolved(shown, other) -> bool:
     """Whether an estimated contribution's |value| is not told apart from the next one's: the gap is within
-    UNRESOLVED_ERRORS combined standard errors (an unknown error, NaN, tells nothing apart)."""
+    UNRESOLVED_ERRORS combined standard errors. An unknown error (NaN: one permutation pair) claims nothing: "within
+    two combined standard errors" was said of errors no one knew."""
     gap = abs(shown.contribution) - abs(other.contribution)
-    return not gap > UNRESOLVED_ERRORS * math.hypot(shown.error, other.error)
+    return gap <= UNRESOLVED_ERRORS * math.hypot(shown.error, other.error)
 
 
-def _error(value: float, decimals: int) -> str:
-    """A standard error in the digits of the contribution beside it (0.041), or two significant digits where those
-    would read 0.000 (4.1e-06, beside a contribution of +1.2e-05)."""
-    text = f"{value:.{decimals}f}"
-    return f"{value:.2g}" if value != 0 and float(text) == 0 else text
+def _estimated(values, decimals: int) -> bool:
+    """Whether contributions shown with `_signed(value, decimals)` are told as estimates (with ± and what it is):
+    some error is unknown (NaN), or half a unit of its contribution's last shown digit or more. Less is float noise
+    (3.6e-09 on a model the antithetic pairs answer exactly), and "+0.090 ± 3.6e-09" told it as an estimate."""
+    return any(math.isnan(v.error) or v.error >= 0.5 * _last_digit(v.contribution, decimals) for v in values)
+
+
+def _last_digit(value: float, decimals: int) -> float:
+    """The unit of the last digit `_signed` shows `value` with: 0.001 at 3 decimals, 1e-06 for +2.1e-05."""
+    if value != 0 and float(f"{value:.{decimals}f}") == 0:
+        return 10.0 ** (math.floor(math.log10(abs(value))) - 1)
+    return 10.0 ** -decimals
+
+
+def _error(value: float, decimals: int, beside: float) -> str:
+    """A standard error in the digits of the contribution `beside` it as `_signed` shows it: 0.041, or 0.000 beside
+    -0.100 (not 2e-05, finer than the contribution is told); two significant digits beside one told so (4.1e-06
+    beside +1.2e-05)."""
+    if beside != 0 and float(f"{beside:.{decimals}f}") == 0:
+        return f"{value:.2g}"
+    return f"{value:.{decimals}f}"
 
 
 def _signed(value: float, decimals: int) -> str:
