@@ -1600,7 +1600,7 @@ def _past(text: str, start: float, value: float, *, places: int = 0, low: float 
     7.99996 from 10 at 3 digits is "8", rounded down at 2 decimals to 7.99, not at none to 7. A text that is `value`
     (to float rounding) stays as it is; one that would leave [low, high] gets more decimals. A text in exponent
     notation (the report's 1.234e-05) is rounded at the decimals it stands for and written without it."""
-    if abs(float(text) - value) <= 1e-12 * max(1.0, abs(value)) or value == start:
+    if abs(float(text) - value) <= 1e-12 * abs(value) or value == start:    # relative: 1.41e-06 is not 1.4099995e-06
         return text
     rounding = decimal.ROUND_CEILING if value > start else decimal.ROUND_FLOOR
     shown_places = -decimal.Decimal(text).as_tuple().exponent

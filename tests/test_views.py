@@ -280,6 +280,8 @@ def test_an_answer_as_the_text_writes_it_reaches_the_target_on_the_deployed_mode
     (10.0, 7.99996, 0.0, 400.0, "7.99", "10"),
     (10.0, 2.99995, 0.0, 400.0, "2.99", "10"),
     (5.0, 9.99996, 0.0, 400.0, "10", "5"),                  # up: 10.00 at its digits, written 10
+    # a tiny answer: "within 1e-12" was absolute, and 0.00000141 passed for 1.4099995e-06, short of it
+    (3.13e-06, 1.4099995e-06, 0.0, 1.0, "0.00000140", "0.00000313"),
 ])
 def test_a_shown_answer_never_falls_between_the_patients_value_and_the_answer(before, after, low, high, to_shown,
                                                                              from_shown):
