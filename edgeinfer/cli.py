@@ -260,6 +260,17 @@ class _Progress:
             self.shown = False
 
 
+def _permitted_ranges(texts: tuple[str, ...], schema) -> dict[str, Any] | None:
+    """Every `--range` as permitted_range; a feature given twice is refused (the last one silently won)."""
+    ranges: dict[str, Any] = {}
+    for text in texts:
+        name, value = _permitted_range(text, schema)
+        if name in ranges:
+            raise UsageError(f"--range gives '{name}' twice; give each feature one range")
+        ranges[name] = value
+    return ranges or None
+
+
 def _permitted_range(text: str, schema) -> tuple[str, Any]:
     """`--range bmi=20:30` as ("bmi", (20.0, 30.0)), `bmi=:30` as ("bmi", (-inf, 30.0)); `--range smoker=no,former`
     for a categorical feature as ("smoker", ["no", "former"]), the permitted_range forms `Session.explain` reads."""
@@ -385,7 +396,7 @@ def explain(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
     stakeholder = stakeholder_option(stakeholder, classes=session.classes)
     options = dict(desired=desired, k=k, time_budget_ms=time_budget_ms, min_plausibility=min_plausibility,
                    features_to_vary=[n.strip() for v in vary for n in v.split(",")] if vary else None,
-                   permitted_range=dict(_permitted_range(text, session.schema) for text in ranges) or None,
+                   permitted_range=_permitted_ranges(ranges, session.schema),
                    parts=tuple(p.strip() for p in parts.split(",")) if parts is not None else PARTS)
     try:  # option values are checked before any row is read: a wrong one is a usage error (exit 2)
         prepare(session, stakeholder=stakeholder, **options)

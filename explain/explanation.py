@@ -352,6 +352,10 @@ class Explanation:
                                  "the record is damaged")
             if (why := unlike_probabilities(probabilities)) is not None:
                 raise InputError(f"explanation.{where}: {why}")
+        for i, a in enumerate(explanation.attributions.values if explanation.attributions is not None else ()):
+            if a.error < 0.0:       # a standard error; NaN (null) is unknown: one permutation pair tells none
+                raise InputError(f"explanation.attributions.values[{i}].error: must be a standard error >= 0 or null, "
+                                 f"got {a.error!r}; the record is damaged")
         return explanation
 
     @classmethod

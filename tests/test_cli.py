@@ -77,6 +77,7 @@ def test_explain_takes_features_to_vary_permitted_range_and_parts(diabetes_bundl
                          "bmi=:30), or for a categorical feature FEATURE=CATEGORY,CATEGORY"),
     (["--range", "bmi=30:20"], "permitted_range for 'bmi' is [30, 20]; give (low, high) with low <= high"),
     (["--vary", "bmii"], "features_to_vary: unknown feature 'bmii'; did you mean 'bmi'?"),
+    (["--range", "bmi=30:40", "--range", "bmi=20:30"], "--range gives 'bmi' twice; give each feature one range"),
     (["--parts", "attributions,counterfactual"],
      "unknown explanation part 'counterfactual'; parts are counterfactuals, attributions, bias"),
 ])

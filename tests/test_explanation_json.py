@@ -131,3 +131,13 @@ def test_a_contributions_standard_error_is_written_and_a_record_without_one_read
     for value in record["attributions"]["values"]:
         del value["error"]
     assert [v.error for v in Explanation.from_dict(record).attributions.values] == [0.0, 0.0]
+
+
+def test_a_negative_standard_error_is_refused():
+    """`edgeinfer report` refused it; from_json read it as it stood."""
+    record = _record()
+    record["attributions"]["values"][1]["error"] = -1
+    with pytest.raises(InputError) as err:
+        Explanation.from_dict(record)
+    assert str(err.value) == ("explanation.attributions.values[1].error: must be a standard error >= 0 or null, got "
+                              "-1; the record is damaged")
