@@ -30,7 +30,7 @@ seen, except where the schema lists a category no reference row holds):
   into up to four groups; the alternatives are the medians of the groups the
   row does not fall in (rounded for an integer feature). A value tied across
   quartiles (a dose of 0 in 80 % of the rows) is a group of its own and the
-  other values are cut by their own quantiles (`fairness.quantile_edges`), so
+  other values are cut by their own quantiles (`fairness.quantile_bins`), so
   doses 0, 5 and 10 are not one group with nothing to flip to.
 
 Moving the proxies with the protected feature: each proxy is set to its typical
@@ -73,7 +73,7 @@ import numpy as np
 
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attributions, BiasExplanation, FlipTest, Proxy
-from edgeinfer.explain.fairness import quantile_edges
+from edgeinfer.explain.fairness import quantile_bins
 from edgeinfer.explain.predictor import Predictor, read_rows
 from edgeinfer.reference import Reference
 from edgeinfer.schema import Feature, FeatureSchema
@@ -280,7 +280,7 @@ def _plan(schema: FeatureSchema, R: np.ndarray, name: str, proxies: tuple[Proxy,
     else:
         # quartile groups, a value tied across quartiles a group of its own (as the card's and the monitor's
         # `Grouping`); a group without reference rows gets value NaN and is skipped
-        edges = quantile_edges(column, 4)
+        edges = quantile_bins(column, 4)       # as the model card and the monitor name and cut the groups
         bins = np.searchsorted(edges, column, side="right")
         members = [bins == b for b in range(len(edges) + 1)]
         values = np.array([_typical(feature, column[m]) for m in members])

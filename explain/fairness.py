@@ -53,7 +53,7 @@ def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
         if len(reference) == 0:
             raise InputError(f"bins={bins} are quantiles of the reference data, and this model's reference has no "
                              "rows; give the edges instead")
-        return _short_edges(quantile_edges(reference, bins), reference)
+        return quantile_bins(reference, bins)
     try:
         edges = np.asarray(bins, dtype=np.float64)
     except (TypeError, ValueError):
@@ -61,6 +61,12 @@ def _bin_edges(feature, reference: np.ndarray, bins) -> np.ndarray | None:
     if edges.ndim != 1 or len(edges) == 0 or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
         raise InputError(f"bins must be a count of at least 2 quantile bins or increasing edges, got {bins!r}")
     return edges
+
+
+def quantile_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """The edges of `bins` quantile groups of `values` as the groups are named (`quantile_edges` at their short
+    texts): the model card, the stream monitor and the bias check cut a row alike."""
+    return _short_edges(quantile_edges(values, bins), np.asarray(values, dtype=np.float64))
 
 
 def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:

@@ -997,3 +997,21 @@ def test_the_patient_is_told_only_what_was_checked_where_some_flips_could_not_be
     # every flip tested: the plain sentence, unchanged
     patient = session.explain(np.array([1e3, 18.0, 0.0]), stakeholder="patient").text
     assert "\n\nWe checked: if your age had been different, the tool would have given the same result.\n\n" in patient
+
+
+def test_the_flip_tests_groups_are_the_model_cards():
+    """The card and the monitor cut quartiles at their short edge texts (50.4836); the bias check cut at the raw
+    quantile (50.48363672518495), so a row of 50.48362 was in one group for the flip test and another on the card."""
+    import bisect
+
+    from edgeinfer.explain import bias
+    from edgeinfer.explain.fairness import Grouping
+
+    column = np.random.default_rng(0).normal(50, 10, 200)
+    schema = FeatureSchema((Feature("score", low=0, high=100, protected=True), Feature("x", low=0, high=1)),
+                           ("no", "yes"))
+    plan = bias._plan(schema, np.column_stack([column, np.zeros(200)]), "score", ())
+    grouping = Grouping.of(schema.feature("score"), column)
+    assert list(plan.edges) == list(grouping.edges) and 50.4836 in grouping.edges
+    for value in (50.48362, 50.4835, 43.74245, *column):
+        assert plan.group_of(value) == bisect.bisect_right(grouping.edges, value)
