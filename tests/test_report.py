@@ -1809,19 +1809,26 @@ def test_a_batch_with_a_rejection_reports_it_as_a_refused_row_numbered_as_its_ne
     assert '<td class="num">2</td><td>feature &#39;bmi&#39; expects a number in [10, 70], got 90</td>' in html
 
 
-def test_inputs_left_out_of_the_driver_chart_make_one_bar_so_the_bars_add_up(tmp_path):
-    """Only the 8 largest drivers are drawn: the other inputs' contributions make one more bar, or the bars would not
-    add up from the baseline to the patient's value as the basis section says."""
+def _ten_drivers(tmp_path, *, errors=(0.0,) * 10, **attributions) -> tuple[str, str]:
+    """The report of an explanation with 10 inputs' contributions (and their standard errors): (its HTML, the
+    drivers section)."""
     names = [f"x{i}" for i in range(10)]
     contributions = [0.2, -0.1, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02, -0.01]
     expl = _explanation()
-    attributions = dataclasses.replace(expl.attributions, base_value=0.41, prediction=0.85, values=tuple(
-        Attribution(n, 1.0, c) for n, c in zip(names, contributions)))
+    values = tuple(Attribution(n, 1.0, c, e) for n, c, e in zip(names, contributions, errors))
+    attributions = dataclasses.replace(expl.attributions, base_value=0.41, prediction=0.85, values=values,
+                                       **attributions)
     decision = dataclasses.replace(expl.decision, probabilities=(0.15, 0.85))
     wide = dataclasses.replace(expl, decision=decision, instance={n: 1.0 for n in names}, attributions=attributions,
                                counterfactuals=None, bias=None)
     html = ei.report([wide], out=tmp_path / "r.html").read_text()
-    drivers = re.search(r'<section id="case-1-drivers">.*?</section>', html, flags=re.S).group(0)
+    return html, re.search(r'<section id="case-1-drivers">.*?</section>', html, flags=re.S).group(0)
+
+
+def test_inputs_left_out_of_the_driver_chart_make_one_bar_so_the_bars_add_up(tmp_path):
+    """Only the 8 largest drivers are drawn: the other inputs' contributions make one more bar, or the bars would not
+    add up from the baseline to the patient's value as the basis section says."""
+    html, drivers = _ten_drivers(tmp_path)
     assert '<tr><td>2 other inputs</td><td></td><td class="num">+0.010</td><td>raises</td></tr>' in drivers
     assert drivers.count("<tr><td>") == 9
     svg = re.search(r"<svg.*?</svg>", drivers, flags=re.S).group(0)
@@ -1833,25 +1840,15 @@ def test_inputs_left_out_of_the_driver_chart_make_one_bar_so_the_bars_add_up(tmp
 def test_estimated_contributions_show_their_standard_error_in_the_driver_table(tmp_path):
     """Sampled contributions (above 10 features) read in the report's table as the clinician reads them, "+0.200 ±
     0.041", and the caption says what ± is; the bar of the other inputs together has no error of its own."""
-    names = [f"x{i}" for i in range(10)]
-    contributions = [0.2, -0.1, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02, -0.01]
-    expl = _explanation()
-    attributions = dataclasses.replace(
-        expl.attributions, base_value=0.41, prediction=0.85, method="antithetic permutation Shapley (64 permutations)",
-        values=tuple(Attribution(n, 1.0, c, 0.041 if n == "x0" else 0.00002) for n, c in zip(names, contributions)))
-    decision = dataclasses.replace(expl.decision, probabilities=(0.15, 0.85))
-    wide = dataclasses.replace(expl, decision=decision, instance={n: 1.0 for n in names}, attributions=attributions,
-                               counterfactuals=None, bias=None)
-    html = ei.report([wide], out=tmp_path / "r.html").read_text()
-    drivers = re.search(r'<section id="case-1-drivers">.*?</section>', html, flags=re.S).group(0)
+    html, drivers = _ten_drivers(tmp_path, errors=[0.041] + [0.00002] * 9,
+                                 method="antithetic permutation Shapley (64 permutations)")
     assert '<td class="num">+0.200 ± 0.041</td><td>raises</td></tr>' in drivers
     assert '<td class="num">-0.100 ± 0.000</td><td>lowers</td></tr>' in drivers     # not 2e-05, finer than -0.100
     assert '<tr><td>2 other inputs</td><td></td><td class="num">+0.010</td><td>raises</td></tr>' in drivers
     assert ("attributed to each input (antithetic permutation Shapley (64 permutations); ± one standard error of the "
             "estimate)") in _text(html)
     # exact contributions (error 0): as before
-    exact = ei.report([dataclasses.replace(wide, attributions=dataclasses.replace(attributions, values=tuple(
-        dataclasses.replace(v, error=0.0) for v in attributions.values)))], out=tmp_path / "e.html").read_text()
+    exact, _ = _ten_drivers(tmp_path, method="antithetic permutation Shapley (64 permutations)")
     assert "±" not in exact
 
 
