@@ -1067,7 +1067,7 @@ class _Search:
         n = self.n
         complete = np.broadcast_to(complete, n).tolist()
         distance = self.distance(chosen_values, chosen_rows)
-        plaus = self.plausibility(chosen_values, chosen_rows)
+        plaus = self.plausibility(chosen_values, chosen_proba)
         has = np.bincount(chosen_rows, minlength=n) > 0
         missing = np.flatnonzero(~already & ~has)
         reasons: dict[int, tuple[str, tuple[str, ...], bool]] = {}
@@ -1128,13 +1128,16 @@ class _Search:
             plausibility=float(plausibility),
         )
 
-    def plausibility(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """CARLA's yNN: the share of each answer's nearest reference rows the model labels as the target."""
+    def plausibility(self, values: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """CARLA's yNN: the share of each answer's nearest reference rows the model labels as the answer's own
+        class, the one it decides (`proba`: the answers' probabilities). Not the target's `target_class`: a
+        threshold target ("p(Badminton) < 0.3") lets an answer land in any other class, and one decided Standing
+        among Running neighbours read "plausibility 80%" by the Running rows."""
         ref = self.reference
-        out = np.zeros(len(rows))
-        target = self.t_class[rows]
-        for c in np.unique(target):
-            sel = target == c
+        out = np.zeros(len(values))
+        decided = np.asarray(proba).argmax(axis=1) if len(values) else np.zeros(0, dtype=np.int64)
+        for c in np.unique(decided):
+            sel = decided == c
             out[sel] = self.kern.knn_agreement(values[sel], ref.by_feature.T, self.space.scale, np.asarray(ref.predicted),
                                                int(c), self.neighbours)
         return out

@@ -391,7 +391,7 @@ class OneRowSearch(_Search):
         """`_Search.results` for the one row (at most one answer), without the grouping by row."""
         if len(chosen_values):
             distance = self.distance(chosen_values, None)
-            plaus = self.plausibility(chosen_values, None)
+            plaus = self.plausibility(chosen_values, chosen_proba)
         reasons = {}
         tried = not already[0] and not len(chosen_values) and not self.out_of_time()
         if tried:
@@ -431,12 +431,6 @@ class OneRowSearch(_Search):
             plausibility=float(plausibility),
         )
 
-    def plausibility(self, values: np.ndarray, rows) -> np.ndarray:
-        if len(values) == 0:
-            return np.zeros(0)
-        ref = self.reference
-        return self.kern.knn_agreement(values, ref.by_feature.T, self.space.scale, np.asarray(ref.predicted),
-                                       int(self.t_class[0]), self.neighbours)
 
 
 @lru_cache(maxsize=256)

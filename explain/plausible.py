@@ -147,7 +147,7 @@ class PlausibleSearch(_Search):
             seen: set = set()
             for a in range(0, len(mine), BLOCK):
                 block = mine[a:a + BLOCK]
-                share = self.plausibility(values[block], rows[block])
+                share = self.plausibility(values[block], proba[block])
                 self.most_plausible[i] = max(self.most_plausible[i], share.max())
                 for q in block[share >= self.min_plausibility - 1e-9]:
                     key = np.packbits(values[q] != self.X[i]).tobytes()
@@ -173,7 +173,7 @@ class PlausibleSearch(_Search):
             proba = self.predict(reverts, rows)
             good = self.met(proba, rows)
             share = np.full(len(nn), -1.0)
-            share[good] = self.plausibility(reverts[good], rows[good])
+            share[good] = self.plausibility(reverts[good], proba[good])
             good &= share >= self.min_plausibility - 1e-9
             best = self.argmin(self.cost(reverts, rows), good, nn, len(todo))
             moved = best >= 0

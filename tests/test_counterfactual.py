@@ -1305,3 +1305,29 @@ def test_a_threshold_names_a_class_with_parentheses_or_quotes(classes):
         parse_desired("p('other') < 0.3", schema)
     assert str(err.value) == (f"desired outcome \"p('other') < 0.3\" names unknown class 'other'; classes are "
                               f"{list(classes)}")
+
+
+def test_plausibility_counts_the_neighbours_of_the_class_an_answer_lands_in(tmp_path):
+    """A threshold target ("p(A) < 0.3") lets an answer land in any other class. yNN counted the neighbours of the
+    target's `target_class`, the most probable other class at the start (B), while the answer was decided C: the
+    motion bundle's answer decided Standing read "plausibility 80%" by its Running neighbours. CARLA's yNN counts the
+    answer's own class."""
+    import torch
+
+    import edgeinfer as ei
+
+    schema = FeatureSchema(features=(Feature("x", low=-5.0, high=5.0), Feature("y", low=-50.0, high=50.0)),
+                           classes=("A", "B", "C"))
+    model = torch.nn.Linear(2, 3)
+    with torch.no_grad():      # logits A = 1, B = x, C = y / 5: a MAD of y moves C five times as far as x moves B
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.2]]))
+        model.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    calibration = np.random.default_rng(0).uniform(schema.lows, schema.highs, size=(400, 2))
+    ei.export(model, schema, calibration=calibration, device="x86-edge-gateway", out=tmp_path / "b", precision="fp32")
+    session = ei.load(tmp_path / "b")
+    x = np.array([0.5, 2.5])                    # A decided; B and C tie, and the target names B, the first
+    for min_plausibility in (None, 0.8):
+        (res,) = find_counterfactuals(session, x[None], desired="p(A) < 0.3", min_plausibility=min_plausibility)
+        (cf,) = res.items
+        assert (res.target_class, cf.class_name) == ("B", "C")
+        assert cf.plausibility == _ynn(session, cf.values, "C") != _ynn(session, cf.values, "B")
