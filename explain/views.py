@@ -38,7 +38,7 @@ from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
-from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema
+from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -1609,6 +1609,8 @@ def _past(text: str, start: float, value: float, *, places: int = 0, low: float 
     for more in range(places, places + 18):
         shown = exact.quantize(decimal.Decimal(1).scaleb(-more), rounding=rounding, context=_WIDE)
         if low <= float(shown) <= high:
+            if float(shown) == value:       # it reads back as the answer itself (at a bound): its shortest text
+                return _exact(value)        # 57.2999215, not 57.299921500000004
             text = format(shown.copy_abs() if shown.is_zero() else shown, "f")     # never "-0.00"
             # zeros past the text's own decimals say nothing: 10, not 10.00
             whole, point, fraction = text.partition(".")

@@ -282,6 +282,8 @@ def test_an_answer_as_the_text_writes_it_reaches_the_target_on_the_deployed_mode
     (5.0, 9.99996, 0.0, 400.0, "10", "5"),                  # up: 10.00 at its digits, written 10
     # a tiny answer: "within 1e-12" was absolute, and 0.00000141 passed for 1.4099995e-06, short of it
     (3.13e-06, 1.4099995e-06, 0.0, 1.0, "0.00000140", "0.00000313"),
+    # an answer at the range's end reads as itself: rounded up place after place it read 57.299921500000004
+    (0.459, 57.2999215, 0.0, 57.2999215, "57.2999215", "0.459"),
 ])
 def test_a_shown_answer_never_falls_between_the_patients_value_and_the_answer(before, after, low, high, to_shown,
                                                                              from_shown):
