@@ -310,10 +310,12 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
                               else {"row": line, "error": reason}))
 
     def flush(batch):
-        """Decide or explain the batch's good rows together; write every row's line in input order."""
+        """Decide or explain the batch's rows together; write every row's line in input order. The schema reads each
+        row once, in `handle` (Session.predict or explain), which refuses a bad one alone as a Rejection: a check here
+        first read every row twice, 1.4 s of 7.6 s for 50,000 rows."""
         if not batch:
             return
-        good, refused, ids = [], {}, {}
+        rows, refused, ids = [], {}, {}
         for row in batch:
             if isinstance(row, BadRow):
                 refused[row.line] = row.reason
@@ -322,12 +324,8 @@ def _run_rows(session, source: str, fmt_in: str, batch_size: int, handle, emit=_
             if isinstance(values, str):
                 refused[row.line] = values
                 continue
-            try:
-                session.schema.to_matrix(values)
-                good.append((row.line, values))
-            except EdgeInferError as err:
-                refused[row.line] = str(err)
-        results = dict(zip((line for line, _ in good), handle([values for _, values in good]) if good else []))
+            rows.append((row.line, values))
+        results = dict(zip((line for line, _ in rows), handle([values for _, values in rows]) if rows else []))
         for row in batch:
             result = results.get(row.line)
             if row.line in refused or isinstance(result, Rejection):
