@@ -18,9 +18,11 @@ from typing import IO, Any
 
 from edgeinfer.errors import InputError
 
-# A line longer than this (bytes for `stream`, characters here) is no row: the csv module reads a value of at most
-# 131,072 characters. It is dropped as it is read, up to its end, and rejected: held whole, a line without end
-# (zeros from a broken device, a writer that never ends its rows) grew until a MemoryError ended the command.
+# A line longer than this, in bytes of UTF-8 (its line end aside; `stream` counts the bytes it reads, and so does
+# `predict`: it counted characters, so a line of 1 Mi characters could be 4 MiB), is no row: the csv module reads a
+# value of at most 131,072 characters. It is dropped as it is read, up to its end, and rejected: held whole, a line
+# without end (zeros from a broken device, a writer that never ends its rows) grew until a MemoryError ended the
+# command.
 MAX_LINE = 1 << 20
 LONG_LINE = "line longer than 1 MiB (no row is); not used: end each row with a newline"
 
@@ -80,21 +82,22 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
 
 @dataclass(frozen=True)
 class _Long:
-    """A line over MAX_LINE characters, dropped: its first characters, to tell JSON from a CSV header or no text."""
+    """A line over MAX_LINE bytes, dropped: its first characters, to tell JSON from a CSV header or no text."""
 
     head: str
 
 
 def _lines(stream: IO[str]) -> Iterator[tuple[int, str | _Long]]:
-    """(line number, line) of a text stream, a line over MAX_LINE characters as _Long: read in pieces up to its end
-    and dropped, never held whole. The LF of a CRLF that a read's limit cut off after its CR is no line."""
+    """(line number, line) of a text stream, a line over MAX_LINE bytes (as UTF-8) as _Long: read in pieces up to
+    its end and dropped, never held whole. The LF of a CRLF that a read's limit cut off after its CR is no line. A
+    byte that is no UTF-8 is read as U+FFFD and counted as its 3 bytes."""
     number, cr = 0, False
-    while line := stream.readline(MAX_LINE + 2):        # room for the longest line and a CRLF
+    while line := stream.readline(MAX_LINE + 2):        # the longest line (a byte or more a character) and a CRLF
         if cr and line == "\n":
             cr = False
             continue
         number += 1
-        if len(line.rstrip("\r\n")) <= MAX_LINE:
+        if len(line.rstrip("\r\n").encode("utf-8", "surrogatepass")) <= MAX_LINE:
             cr = False
             yield number, line
             continue

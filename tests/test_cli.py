@@ -198,6 +198,29 @@ def test_a_line_over_1_mib_is_read_in_pieces_and_refused_as_its_row(diabetes_bun
         assert _lines(result)[1]["class_name"] == ei.load(diabetes_bundle).predict(good[0]).class_name
 
 
+def test_the_line_cap_counts_bytes_as_streams_does(diabetes_bundle, rows_file, tmp_path):
+    """predict capped a line at MAX_LINE characters and `stream` at MAX_LINE bytes, both told "1 MiB": a line of
+    multi-byte characters over 1 MiB was read as a row. Both now count bytes: a line of MAX_LINE bytes is a row (its
+    values wrong here), one of MAX_LINE + 1 bytes (in fewer characters) is too long."""
+    from edgeinfer.rows import MAX_LINE
+
+    _, good = rows_file
+    names = list(good[0])
+    line = ",".join(str(good[0][n]) for n in names)
+    fields = "é," * (MAX_LINE // 3)            # 3 bytes, 2 characters each: MAX_LINE - 1 bytes
+    at_cap, over = fields + "9", fields + "é"
+    assert (len(at_cap.encode()), len(over.encode()), len(over)) == (MAX_LINE, MAX_LINE + 1, 2 * (MAX_LINE // 3) + 1)
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join([",".join(names), at_cap, line, over, line, ""]), encoding="utf-8")
+    result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
+    assert result.exit_code == 1
+    out = _lines(result)
+    assert out[0] == {"row": 2, "error": f"expected 10 comma-separated values as in the header, got {MAX_LINE // 3 + 1}"}
+    assert out[2] == {"row": 4, "error": "line longer than 1 MiB (no row is); not used: end each row with a newline"}
+    assert [o["row"] for o in out] == [2, 3, 4, 5] and "error" not in out[1] and "error" not in out[3]
+    assert result.stderr.endswith("2 of 4 rows rejected\n")
+
+
 def test_a_truncated_json_line_is_reported_at_its_column(diabetes_bundle, tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"age": 48, "sex": 2, "bmi": 29.2,\n')

@@ -144,6 +144,21 @@ def test_a_line_over_1_mib_is_dropped_as_it_is_read_and_rejected_once(motion_bun
                              "(timestamp, acc_x, acc_y, acc_z, gyr_x, gyr_y, gyr_z) and rows, or JSON lines\n")
 
 
+def test_the_line_cap_is_1_mib_of_bytes_as_predict_counts(motion_bundle, tmp_path):
+    """`stream` and `predict` cap a line at MAX_LINE bytes alike (predict counted characters): a line of MAX_LINE
+    bytes of multi-byte characters is read (its values wrong here), one of MAX_LINE + 1 bytes is too long."""
+    from edgeinfer.rows import MAX_LINE
+
+    fields = "é," * (MAX_LINE // 3)            # 3 bytes, 2 characters each: MAX_LINE - 1 bytes
+    path = tmp_path / "r.csv"
+    path.write_text("\n".join([HEADER, *rows(0.0, 30), fields + "9", fields + "é", *rows(3.0, 30)]) + "\n",
+                    encoding="utf-8")
+    result = run([motion_bundle, path])
+    assert problems(result) == [
+        f"line 32: rejected: expected 7 comma-separated values as in the header, got {MAX_LINE // 3 + 1}",
+        "line 33: rejected: line longer than 1 MiB (no row is); not used: end each row with a newline"]
+
+
 def test_a_files_last_line_without_a_newline_is_a_row(motion_bundle, tmp_path):
     path = tmp_path / "r.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows(0.0, 30)))
