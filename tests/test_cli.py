@@ -215,7 +215,8 @@ def test_the_line_cap_counts_bytes_as_streams_does(diabetes_bundle, rows_file, t
     result = CliRunner().invoke(main, ["predict", str(diabetes_bundle), str(path)])
     assert result.exit_code == 1
     out = _lines(result)
-    assert out[0] == {"row": 2, "error": f"expected 10 comma-separated values as in the header, got {MAX_LINE // 3 + 1}"}
+    values = MAX_LINE // 3 + 1
+    assert out[0] == {"row": 2, "error": f"expected 10 comma-separated values as in the header, got {values}"}
     assert out[2] == {"row": 4, "error": "line longer than 1 MiB (no row is); not used: end each row with a newline"}
     assert [o["row"] for o in out] == [2, 3, 4, 5] and "error" not in out[1] and "error" not in out[3]
     assert result.stderr.endswith("2 of 4 rows rejected\n")
