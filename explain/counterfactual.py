@@ -998,17 +998,18 @@ class _Search:
             have = self.distinct_answers(R, V, valid & verified & active)
             # past a few rounds of its own, a row keeps going only while it still lacks k answers
             todo = todo[(rounds[R[todo]] < ROUNDS) | (have[R[todo]] < self.k)]
-            if self.out_of_time():
+            # a row left with nothing to trim, still short of k answers, brings in its next candidates (twice at most)
+            idle = busy[~np.isin(busy, R[todo]) & (rounds[busy] < self.F) & (refills[busy] < 2)]
+            waiting = np.flatnonzero(~active & np.isin(R, idle) & (have[R] < self.k))
+            waiting = waiting[_rank_per_row(rank[waiting], R[waiting]) < self.k + 1]
+            if self.out_of_time():   # cut short: the rows with candidates left to trim, and those due a refill
                 cut[R[todo]] = True
+                cut[R[waiting]] = True
                 break
             spent = rounds[R[todo]] >= self.F
             cut[R[todo[spent]]] = True
             todo = todo[~spent]
-            # a row left with nothing to trim, still short of k answers, brings in its next candidates (twice at most)
-            idle = busy[~np.isin(busy, R[todo]) & (rounds[busy] < self.F) & (refills[busy] < 2)]
             if len(idle):
-                waiting = np.flatnonzero(~active & np.isin(R, idle) & (have[R] < self.k))
-                waiting = waiting[_rank_per_row(rank[waiting], R[waiting]) < self.k + 1]
                 active[waiting] = True
                 todo = np.sort(np.concatenate((todo, waiting[~verified[waiting]])))
                 refills[idle] += 1

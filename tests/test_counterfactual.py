@@ -1136,6 +1136,23 @@ def test_a_rows_answers_do_not_depend_on_its_batch_mates():
         assert res.complete and len(res) == 3
 
 
+def test_a_row_due_a_refill_when_the_time_budget_runs_out_is_not_complete():
+    """The row of the test above, alone (k = 3): two of its three candidates trim to the same answer in the first
+    revert round, so it is due to bring in its next one. Here that round's call takes past the time budget. The row
+    kept its two answers and read complete=True, as if nothing had been cut short; a row with candidates left to
+    trim read complete=False."""
+    schema = FeatureSchema(features=tuple(Feature(f"f{j}", low=0.0, high=10.0) for j in range(3)), classes=("a", "b"))
+    model = _RowWiseMLP(schema, 221)
+    x = model.reference.X[[78]]
+    (full,) = find_counterfactuals(model, x, k=3)
+    assert full.complete and full.backend_calls == 7      # 4 calls of search, then 3 revert rounds
+    slow = _SlowFrom(model, 5, 1.1)                      # the first revert round's call takes past the budget
+    (res,) = find_counterfactuals(slow, x, k=3, time_budget_ms=1000.0)
+    assert slow.calls == 5
+    assert [cf.changes for cf in res] == [full.items[0].changes, full.items[2].changes]
+    assert res.found and not res.complete
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_schemas(), seed=st.integers(0, 10_000), k=st.integers(1, 3), plausible=st.sampled_from([None, 0.6]))
 def test_every_row_gets_the_same_answers_alone_and_in_a_batch(schema, seed, k, plausible):
