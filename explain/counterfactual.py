@@ -1165,15 +1165,18 @@ class _Search:
         movable[[j for j, _ in sp.categorical]] = False
         free = movable & ~sp.frozen
         widens = (self.schema.lows > sp.ref_low) | (self.schema.highs < sp.ref_high)
-        ranges = "the schema's ranges"
+        # the schema's ranges name the bounds they lift: "the schema's ranges" alone read as if any range would do,
+        # where on the motion bundle every answer found so needed a std or an energy below 0
+        ranges = _schema_ranges(self.schema, sp, widens & free)
+        ranges_all = _schema_ranges(self.schema, sp, widens & movable)
         if sp.narrowed:   # the request's ranges alone, then with the schema's (lifting both goes past the schema)
             narrowed = f"permitted_range ({_list(sp.narrowed)})"
-            ranges = f"{narrowed} and the schema's ranges"
+            ranges, ranges_all = f"{narrowed} and {ranges}", f"{narrowed} and {ranges_all}"
             groups += [("permitted_range", narrowed), ("range", ranges)]
         elif (widens & free).any():
             groups.append(("range", ranges))
         if sp.narrowed or (widens & movable).any():
-            together.append(ranges)
+            together.append(ranges_all)
         window = "the search window beyond the reference data ({})"
         beyond = np.flatnonzero(((sp.lows < sp.ref_low) | (sp.highs > sp.ref_high)) & free)
         if len(beyond):
@@ -1262,6 +1265,20 @@ class _Search:
             return box
         raw = np.array(raw)
         return np.vstack((relaxed.project(raw, np.broadcast_to(x, raw.shape), self.kern), box))
+
+
+def _schema_ranges(schema: FeatureSchema, space: Space, which: np.ndarray) -> str:
+    """The 'range' relaxation in words, naming the schema's bounds it lifts on the features `which` (those inside
+    the reference extremes, padded): "the schema's ranges (acc_x_std >= 0, x0 in [-5, 5])"."""
+    bounds = []
+    for j in np.flatnonzero(which):
+        f = schema.features[j]
+        low, high = schema.lows[j] > space.ref_low[j], schema.highs[j] < space.ref_high[j]
+        if low and high:
+            bounds.append(f"{f.name} in [{_num(f.low)}, {_num(f.high)}]")
+        elif low or high:
+            bounds.append(f"{f.name} >= {_num(f.low)}" if low else f"{f.name} <= {_num(f.high)}")
+    return f"the schema's ranges ({_list(bounds)})" if bounds else "the schema's ranges"
 
 
 def _none_found(target: str) -> str:

@@ -315,10 +315,11 @@ def test_a_permitted_range_is_named_as_binding_only_when_the_schemas_ranges_woul
     assert not res.found and res.binding == ("permitted_range (x0)",)
     session = linear_session(np.array([3.0, 0.0, 0.0, 0.0]), 18.0, schema)
     (res,) = find_counterfactuals(session, x, permitted_range={"x1": (-1, 1)})
-    assert not res.found and res.binding == ("permitted_range (x1) and the schema's ranges",)
-    assert res.reason.endswith("with permitted_range (x1) and the schema's ranges relaxed it found one")
+    four = "x0 in [-5, 5], x1 in [-5, 5], x2 in [-5, 5], x3 in [-5, 5]"
+    assert not res.found and res.binding == (f"permitted_range (x1) and the schema's ranges ({four})",)
+    assert res.reason.endswith(f"with permitted_range (x1) and the schema's ranges ({four}) relaxed it found one")
     (res,) = find_counterfactuals(session, x)
-    assert not res.found and res.binding == ("the schema's ranges",)
+    assert not res.found and res.binding == (f"the schema's ranges ({four})",)
 
 
 def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_the_target(linear_session):
@@ -344,15 +345,16 @@ def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_
     session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 27.0, schema, calibration=calibration)
     res = _compare_searches(session, x, features_to_vary=["x2"])[0]
     assert not res.found and res.binding_together
-    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", "the schema's ranges",
+    ranges = "the schema's ranges (x0 in [-5, 5], x1 in [-5, 5], x3 in [-5, 5])"
+    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", ranges,
                            "the search window beyond the reference data (x2)")
     assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which does "
                           "not show that none exists; it found one only with immutable features (x0), "
-                          "features_to_vary (x1, x3), the schema's ranges, the search window beyond the reference "
+                          f"features_to_vary (x1, x3), {ranges}, the search window beyond the reference "
                           "data (x2) relaxed together")
     expl = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"])
     assert ("which does not show that none exists (found only when relaxing immutable features (x0), features_to_vary "
-            "(x1, x3), the schema's ranges and the search window beyond the reference data (x2) together)." in expl.text)
+            f"(x1, x3), {ranges} and the search window beyond the reference data (x2) together)." in expl.text)
     # the JSON form carries it under the same schema version; a record written before the field reads as its
     # reason says (the older search already wrote "relaxed together")
     data = json.loads(expl.to_json())
@@ -369,13 +371,30 @@ def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_bindi
     (immutable, protected, or not in features_to_vary), so its permitted_range cannot bind and is not named."""
     session = linear_session(np.array([3.0, 0.0, 0.0, 0.0]), 18.0, _linear_schema(x1=x1))
     x = np.zeros((1, 4))
+    # the schema's bounds lifted on the features free to move (x1 is not)
+    ranges = "the schema's ranges (x0 in [-5, 5]" + (")" if vary else ", x2 in [-5, 5], x3 in [-5, 5])")
     for permitted in (None, {"x1": (-1, 1)}):
         (res,) = find_counterfactuals(session, x, features_to_vary=vary, permitted_range=permitted)
-        assert not res.found and res.binding == ("the schema's ranges",)
+        assert not res.found and res.binding == (ranges,)
         assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which "
-                              "does not show that none exists; with the schema's ranges relaxed it found one")
+                              f"does not show that none exists; with {ranges} relaxed it found one")
     assert counterfactual.Space.build(session.schema, session.reference, features_to_vary=vary,
                                       permitted_range={"x1": (-1, 1), "x0": (-2, 5)}).narrowed == ("x0",)
+
+
+def test_the_schemas_ranges_name_the_bounds_they_lift(linear_session):
+    """x0 is a spread (a standard deviation, an energy): 0 to 20 in the schema, 0 to 5 in the reference data.
+    'low' needs 3 x0 + 1.5 < 0, x0 < -0.5: only with x0's lower bound lifted. The binding read "the schema's
+    ranges", as if a range the data did not fill blocked the answer; on the motion bundle every answer found so set
+    a std, a peak-to-peak or an energy below 0. It names the bound lifted (x0's upper one lies past the data)."""
+    schema = _linear_schema(x0={"low": 0.0, "high": 20.0})
+    calibration = np.random.default_rng(0).uniform(-5, 5, (400, 4))
+    calibration[:, 0] = np.random.default_rng(1).uniform(0, 5, 400)
+    session = linear_session(np.array([3.0, 0.0, 0.0, 0.0]), 1.5, schema, calibration=calibration)
+    res = _compare_searches(session, np.array([[2.0, 0.0, 0.0, 0.0]]), features_to_vary=["x0"])[0]
+    assert not res.found and res.complete and res.binding == ("the schema's ranges (x0 >= 0)",)
+    assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which does "
+                          "not show that none exists; with the schema's ranges (x0 >= 0) relaxed it found one")
 
 
 def _unbounded_x0(linear_session, bias: float):
