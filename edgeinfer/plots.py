@@ -80,36 +80,53 @@ def _drawing(plt):
         yield
 
 
+LABEL_CHARS = 50       # a bar's label longer than this is shortened on the chart (the table beside it keeps it)
+LABEL_TAIL = 20        # ... keeping its last characters: the value a label ends with ("… = 162 mg/dL")
+
+
+def bar_label(label: str) -> str:
+    """A bar's label as the chart draws it: up to LABEL_CHARS characters, a longer one cut in its middle with an
+    ellipsis, its start and its end kept. A 3,000-character input name drew the chart far off the page."""
+    if len(label) <= LABEL_CHARS:
+        return label
+    return label[:LABEL_CHARS - LABEL_TAIL - 1].rstrip() + "…" + label[-LABEL_TAIL:]
+
+
 def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: str, key: str) -> str:
     """Horizontal bars: contributions to `quantity`; raising (orange, hatched /) vs lowering (blue, hatched \\):
     told apart without colour. (Dots, "...", made each chart's SVG 10x larger: 160 kB.)"""
     plt = _pyplot()
     with _drawing(plt):
-        height = 0.9 + 0.42 * max(len(bars), 1)
-        fig, ax = plt.subplots(figsize=(6.8, height))
-        labels = [b.label for b in bars][::-1]
-        values = [b.contribution for b in bars][::-1]
-        colours = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in values]
-        hatches = ["///" if v > 0 else "\\\\\\" for v in values]
-        rects = ax.barh(range(len(values)), values, color=colours, edgecolor="black", linewidth=0.6)
-        for rect, hatch in zip(rects, hatches):
-            rect.set_hatch(hatch)
-        ax.set_yticks(range(len(values)), labels)
-        ax.axvline(0, color="black", linewidth=0.8)
-        span = max([abs(v) for v in values] + [1e-9])
-        ax.set_xlim(-span * 1.35, span * 1.35)
-        for i, v in enumerate(values):
-            ax.text(v + (span * 0.03 if v >= 0 else -span * 0.03), i, _signed(v, 3), va="center",
-                    ha="left" if v >= 0 else "right", fontsize=8)
-        ax.set_xlabel(f"change in {quantity} ({unit_note})")
-        from matplotlib.patches import Patch
+        return _to_svg(_drivers_figure(plt, bars, quantity=quantity, unit_note=unit_note), alt=alt, key=key)
 
-        ax.legend(handles=[
-            Patch(facecolor=OKABE_ITO["vermillion"], edgecolor="black", hatch="///", label="raises it"),
-            Patch(facecolor=OKABE_ITO["blue"], edgecolor="black", hatch="\\\\\\", label="lowers it"),
-        ], loc="lower right", fontsize=8, frameon=False)
-        fig.tight_layout()
-        return _to_svg(fig, alt=alt, key=key)
+
+def _drivers_figure(plt, bars: Sequence[Bar], *, quantity: str, unit_note: str):
+    """The drivers chart's figure (`drivers_chart`), each label shortened by `bar_label`."""
+    height = 0.9 + 0.42 * max(len(bars), 1)
+    fig, ax = plt.subplots(figsize=(6.8, height))
+    labels = [bar_label(b.label) for b in bars][::-1]
+    values = [b.contribution for b in bars][::-1]
+    colours = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in values]
+    hatches = ["///" if v > 0 else "\\\\\\" for v in values]
+    rects = ax.barh(range(len(values)), values, color=colours, edgecolor="black", linewidth=0.6)
+    for rect, hatch in zip(rects, hatches):
+        rect.set_hatch(hatch)
+    ax.set_yticks(range(len(values)), labels)
+    ax.axvline(0, color="black", linewidth=0.8)
+    span = max([abs(v) for v in values] + [1e-9])
+    ax.set_xlim(-span * 1.35, span * 1.35)
+    for i, v in enumerate(values):
+        ax.text(v + (span * 0.03 if v >= 0 else -span * 0.03), i, _signed(v, 3), va="center",
+                ha="left" if v >= 0 else "right", fontsize=8)
+    ax.set_xlabel(f"change in {quantity} ({unit_note})")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[
+        Patch(facecolor=OKABE_ITO["vermillion"], edgecolor="black", hatch="///", label="raises it"),
+        Patch(facecolor=OKABE_ITO["blue"], edgecolor="black", hatch="\\\\\\", label="lowers it"),
+    ], loc="lower right", fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 MARKED_WINDOWS = 200      # up to this many windows, each is a dot on the line; beyond, the line alone

@@ -1743,6 +1743,26 @@ def test_driver_chart_labels_keep_a_small_contribution_readable():
     assert "+0.210" in svg and "+0.00046" in svg and "+0.000<" not in svg
 
 
+def test_driver_chart_shortens_a_long_label_and_the_table_keeps_it(tmp_path):
+    """A 3,000-character input name was drawn whole on the chart, far off the page, while the table beside it wraps
+    it: the chart's label keeps its start and its value, cut in its middle with an ellipsis."""
+    from edgeinfer import plots
+
+    name = "glucose" * 430
+    text = json.dumps(_explanation().to_dict()).replace('"glucose"', f'"{name}"')
+    page = ei.report([json.loads(text)], out=tmp_path / "r.html").read_text()
+    assert ">glucoseglucoseglucoseglucoseg…glucoseglucose = 162</text>" in page       # the chart's label
+    assert f"<td>{name}</td>" in page                                          # the table's name, whole
+    plt = plots._pyplot()
+    with plots._drawing(plt):
+        fig = plots._drivers_figure(plt, [plots.Bar(f"{name} = 162 mg/dL", 0.29), plots.Bar("bmi = 31.5 kg/m²", 0.14)],
+                                    quantity="p", unit_note="probability")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    plt.close(fig)
+    assert labels == ["bmi = 31.5 kg/m²", "glucoseglucoseglucoseglucoseg…eglucose = 162 mg/dL"]
+    assert len(labels[1]) == plots.LABEL_CHARS
+
+
 def test_the_headline_keeps_the_digits_of_a_close_decision_among_several_classes(tmp_path):
     """Three classes and no favourable one: the headline's probability is told apart from the best other class,
     as the rest of the report does (0.40004 against 0.39996, not 0.400)."""
