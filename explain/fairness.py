@@ -383,7 +383,7 @@ class GroupFairness:
         records it (`summary.positive`).
         Groups are those of `Grouping` (the stream's bias monitor's too), listed in order: categories or values,
         or bins of a many-valued numeric feature (age) named by their edges ("40 <= age < 50"): `bins` quantile
-        bins of the reference data (default 4), or the edges given.
+        bins of the reference data (default 4; at most one per decision), or the edges given.
         """
         schema = model.schema
         if sensitive_feature not in schema.names:
@@ -418,6 +418,12 @@ class GroupFairness:
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         j = schema.index(sensitive_feature)
         feature, column = schema.features[j], X[:, j]
+        if (isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) and bins > len(X)
+                and feature.kind != "categorical"):
+            # more quantile bins than decisions: bins=10**6 gave 27 groups of 1 to 3 for 40 decisions
+            raise InputError(f"bins={bins:,} quantile bins for {len(X):,} decisions: more bins than decisions to "
+                             f"fill them; give bins <= {len(X):,}, fewer for groups large enough to compare (the "
+                             f"default {DEFAULT_BINS} cuts the quartiles of the reference data), or the edges")
         grouping = Grouping.of(feature, np.asarray(model.reference.X, dtype=np.float64)[:, j], bins)
         keys, codes = np.unique(grouping.keys(column), return_inverse=True)     # in group order
         names = [grouping.name(key) for key in keys.tolist()]

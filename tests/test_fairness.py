@@ -215,6 +215,21 @@ def test_from_model_groups_a_many_valued_feature_in_bins(decided):
     assert str(err.value) == "bins group a numeric feature; 'sex' is categorical and is grouped by its categories"
 
 
+def test_from_model_refuses_more_quantile_bins_than_decisions(decided):
+    """bins=10**6 for 40 decisions gave 27 groups of one to three decisions, whose rates compare nothing; a count
+    up to the decisions is kept."""
+    model, X, y, _, _, _ = decided
+    for bins in (10**6, np.int64(41)):
+        with pytest.raises(InputError) as err:
+            GroupFairness.from_model(model, X[:40], y_true=y[:40], sensitive_feature="age", bins=bins)
+        assert str(err.value) == (
+            f"bins={int(bins):,} quantile bins for 40 decisions: more bins than decisions to fill them; give bins "
+            "<= 40, fewer for groups large enough to compare (the default 4 cuts the quartiles of the reference "
+            "data), or the edges")
+    gf = GroupFairness.from_model(model, X[:40], y_true=y[:40], sensitive_feature="age", bins=40)
+    assert sum(m.count for m in gf.by_group) == 40
+
+
 def test_from_model_tells_close_bins_apart_by_index_and_lists_them_in_order(decided):
     """Edges 1e-5 apart all read '25' to 6 digits: two bins of 40 rows were one group '25 <= bmi < 25' of 80, and
     groups came in string order ('age < 39' after '51 <= age < 59')."""
