@@ -33,6 +33,7 @@ import click
 from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
 from edgeinfer.rows import json_object, not_text
+from edgeinfer.schema import _fixed
 
 FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
@@ -1093,14 +1094,6 @@ def _label(feature, value: float, digits: int = 4) -> str:
     return feature.label(value)
 
 
-def _fixed(value: float, digits: int = 4) -> str:
-    """`digits` significant digits; from 1000 up, fixed notation with `digits` - 3 decimals (180048.2, not
-    1.8e+05)."""
-    if abs(value) >= 1000:
-        return f"{value:.{digits - 3}f}".rstrip("0").rstrip(".")
-    return f"{float(f'{value:.{digits}g}'):.{digits}g}"
-
-
 def _fixed_past(value: float, start: float, digits: int = 4, **bounds: float) -> str:
     """`_fixed(value, digits)` rounded away from `start` (`views._past`) at the decimals `_fixed` rounds at, which its
     text may not show: 4.0995 is "4.1" at 4 digits, to be rounded down to 4.099, not to 4.0."""
@@ -1342,7 +1335,8 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
 
 
 def _bias(e, schema) -> dict[str, Any] | None:
-    from edgeinfer.explain.bias import NO_PROTECTED, change_text, restated   # change_text: as the verdict and views
+    # change_text and value_text: a change and a proxy's value as the verdict beside the table writes them
+    from edgeinfer.explain.bias import NO_PROTECTED, change_text, restated, value_text
     from edgeinfer.explain.views import USED_SHARE     # the clinician text's note on the share: told apart from it
 
     b = e.bias
@@ -1357,7 +1351,7 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       # the proxies with the values they were set to (a record from before those: the names), and
                       # what the control decided: those proxies moved with the protected input kept
                       "proxies": (", ".join(
-                          f"{_feature(schema, p).clinical} → {_label(_feature(schema, p), v)}"
+                          f"{_feature(schema, p).clinical} → {value_text(_feature(schema, p), v)}"
                           for p, v in zip(t.proxies, t.proxy_values)) if len(t.proxy_values) == len(t.proxies)
                                   else ", ".join(_feature(schema, p).clinical for p in t.proxies)) or "none (alone)",
                       "control": None if t.control_class is None else

@@ -886,6 +886,14 @@ def _exact(value: float) -> str:
     return shown if float(shown) == value else repr(float(value))
 
 
+def _fixed(value: float, digits: int = 4) -> str:
+    """`digits` significant digits; from 1000 up, fixed notation with `digits` - 3 decimals (180048.2, not
+    1.8e+05): the report's figures, and a proxy's value in the bias verdict."""
+    if abs(value) >= 1000:
+        return f"{value:.{digits - 3}f}".rstrip("0").rstrip(".")
+    return f"{float(f'{value:.{digits}g}'):.{digits}g}"
+
+
 def _num(value: float) -> str:
     """A number without float noise: 42, 3.5, 0.000123, nan."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -76,7 +76,7 @@ from edgeinfer.explain.explanation import Attributions, BiasExplanation, FlipTes
 from edgeinfer.explain.fairness import quantile_bins
 from edgeinfer.explain.predictor import Predictor, read_rows
 from edgeinfer.reference import Reference
-from edgeinfer.schema import Feature, FeatureSchema
+from edgeinfer.schema import Feature, FeatureSchema, _fixed
 
 # a flip that moves the decided class's probability by more than this makes the decision depend on the feature
 TOLERANCE = 0.05
@@ -89,6 +89,10 @@ NO_FINITE = "the model gave no finite probability"
 # decimals of a probability change in the verdict: those the views (`probability_digits`) and the report's flip
 # table write beside it, so that one sentence never reads -0.00647 as 0.01 and as 0.006
 DIGITS = 3
+
+# significant digits of a proxy's value in the verdict: those the report's flip table writes beside it ("1.98", not
+# "1.98044" beside "1.98")
+VALUE_DIGITS = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -494,9 +498,21 @@ def _with_proxies(schema: FeatureSchema, feature: Feature, tests: Sequence[FlipT
 
 def _set_to(schema: FeatureSchema, test: FlipTest) -> str:
     """The values a joint flip set its proxies to, in their order ("43 mg/dL and 4")."""
-    words = [schema.feature(p).label(v) if p in schema.names else f"{v:g}"
+    words = [value_text(schema.feature(p), v) if p in schema.names else f"{v:g}"
              for p, v in zip(test.proxies, test.proxy_values)]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def value_text(feature: Feature, value: float) -> str:
+    """A proxy's value as the verdict and the report's flip table write it: a continuous one to VALUE_DIGITS
+    significant digits (1.98 for 1.98044), or as many more as it takes to read within the schema's range (a typical
+    value at the bound 1.99996 is not "2", past it); another as the schema labels it."""
+    if feature.kind != "continuous" or not math.isfinite(value):
+        return feature.label(value)
+    digits = VALUE_DIGITS
+    while digits < 17 and not feature.low <= float(_fixed(value, digits)) <= feature.high:
+        digits += 1
+    return _fixed(value, digits) + (f" {feature.unit}" if feature.unit else "")
 
 
 def _its_proxies(schema: FeatureSchema, proxies: Sequence[str]) -> str:

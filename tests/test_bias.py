@@ -244,6 +244,33 @@ def test_a_proxy_that_alone_decides_is_not_counted_against_the_protected_feature
         "alone, set to 1 as is typical of sex male, flips the decision with sex kept: the proxy changes it, not sex")
 
 
+def test_the_verdict_writes_a_proxys_value_with_the_digits_of_the_flip_table_beside_it():
+    """A proxy at 1.98044 among male reference rows read "set to 1.98044" in the verdict, beside the report's flip
+    table's "coded sex marker → 1.98". Both write 4 significant digits, more where fewer would read past the
+    schema's range: at the bound 1.99996, "1.99996", not "2"."""
+    from types import SimpleNamespace
+
+    from edgeinfer.reporting import _bias
+
+    for male, high, shown in ((1.98044, 2.0, "1.98"), (1.99996, 1.99996, "1.99996")):
+        schema = FeatureSchema(features=(SEX, SCHEMA.features[1], Feature("copy", low=-1, high=high,
+                                                                          clinical="coded sex marker")),
+                               classes=("denied", "granted"))
+        reference = X_REF.copy()
+        reference[:, 2] = 1.0 + (male - 1.0) * reference[:, 0]
+        model = LinearPredictor([0.0, 0.0, 8.0], -12.0, schema, reference)
+        (expl,) = explain_bias(model, np.array([[0.0, 3.0, 1.0]]), labels=np.array([0]),
+                               proxies=find_proxies(schema, reference))
+        assert expl.flips[1].proxy_values == (male,)
+        assert expl.verdict == (
+            f"the decision does not depend on sex (largest change in probability 0.000); its proxy coded sex marker "
+            f"alone, set to {shown} as is typical of sex male, flips the decision with sex kept: the proxy changes "
+            "it, not sex")
+        decision = SimpleNamespace(class_name="denied", classes=("denied", "granted"))
+        table = _bias(SimpleNamespace(bias=expl, decision=decision), schema)
+        assert [t["proxies"] for t in table["flips"]] == ["none (alone)", f"coded sex marker → {shown}"]
+
+
 def test_a_protected_feature_that_decides_only_with_its_proxy_is_counted():
     """logit 4·sex + 4·copy − 6 at sex 0, copy 0: sex alone (−2) and copy alone, the control (−2), keep 'denied';
     both together (+2) give 'granted'. That is sex's doing, beyond its proxy: counted."""
