@@ -1354,8 +1354,10 @@ def _bias(e, schema) -> dict[str, Any] | None:
                           f"{_feature(schema, p).clinical} → {value_text(_feature(schema, p), v)}"
                           for p, v in zip(t.proxies, t.proxy_values)) if len(t.proxy_values) == len(t.proxies)
                                   else ", ".join(_feature(schema, p).clinical for p in t.proxies)) or "none (alone)",
+                      # ... with its probability: the change beyond what the proxies alone change, which the
+                      # verdict and the views give, is from it ("0.498" beside this row's Δp -0.857 from this case)
                       "control": None if t.control_class is None else
-                      f"with {f.clinical} kept, these alone give {t.control_class}",
+                      f"with {f.clinical} kept, these alone give {t.control_class} ({_control_probability(t, e)})",
                       # no class where the model gave no finite probability (float32 overflow): the flip tests nothing
                       "class_name": t.class_name if t.class_name is not None else "—", "probability": t.probability,
                       # as the views show it: two classes, the other's probability is the boundary (0.4996, not
@@ -1383,9 +1385,18 @@ def _bias(e, schema) -> dict[str, Any] | None:
     return {"verdict": b.verdict, "depends": b.depends, "attribution_share": share,
             "attribution_share_shown": None if share is None else _pct(share, USED_SHARE),
             "flips": flips, "proxies": proxies, "unseen": any(t.unseen for t in b.flips),
+            "controls": any(t.control_class is not None for t in b.flips),     # a control's probability is shown
             "untested": [{"names": ", ".join(_feature(schema, n).clinical for n in names), "reason": reason}
                          for reason, names in reasons.items() if names],
             "no_protected": not b.flips and not untested and b.verdict == NO_PROTECTED}
+
+
+def _control_probability(t, e) -> str:
+    """A joint flip's control's probability of the decided class, as the table shows the flip's."""
+    p = math.nan if t.control_probability is None else t.control_probability
+    if not math.isfinite(p):
+        return "not a number (overflow)"
+    return _probability_apart(p, 1 - p if len(e.decision.classes) == 2 else None)
 
 
 def _timeline(windows: Sequence[Window], spec: RiskSpec, undecided: Sequence[Refused] = ()) -> dict[str, Any]:

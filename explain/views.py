@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain.bias import TOLERANCE, change_text, restated
+from edgeinfer.explain.bias import TOLERANCE, _set_apart, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
@@ -193,8 +193,9 @@ _VARIANTS = {
 # Words added after the placeholder they build, and that placeholder: a file that extends another and rewords a piece
 # saying the placeholder but not the word gets it empty, so that no English slips into its own words; an empty word
 # reads as the placeholder did before it (word_both: the proxies joined by word_and, word_seen: the largest change at
-# a value reference rows hold unmarked).
-_NEW_WORDS = {"word_both": "proxy_features", "word_seen": "max_delta"}
+# a value reference rows hold unmarked, word_from_case and word_from_control: a change without what it is from).
+_NEW_WORDS = {"word_both": "proxy_features", "word_seen": "max_delta", "word_from_case": "max_delta",
+              "word_from_control": "max_delta"}
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
 # instead of …") complete its `counterfactual` ("The result would have been … if:"). A file that extends another
@@ -220,6 +221,10 @@ WORDS = {
     # joins things changed together (a joint flip's proxies): "and" even where a view's word_and reads "or" ("": all
     # proxies joined by word_and, as before it)
     "word_both": "and",
+    # after a change in {max_delta}: what it is measured from, the unflipped row or a joint flip's control (the report's
+    # flip table gives each flip's Δp from this case beside it; "": the change alone, as before them)
+    "word_from_case": "from this case",
+    "word_from_control": "beyond what its proxies alone change",
 }
 for _word in WORDS:
     PIECES[_word] = frozenset()
@@ -1302,22 +1307,30 @@ class _View:
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
         seen = [f for f in tests if not f.unseen]
         pool = seen if any(f.counts(TOLERANCE) for f in seen) else tests
-        deltas = [(abs(d), f.unseen) for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
+        deltas = [(abs(d), f.unseen, _set_apart(f, TOLERANCE))
+                  for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
         largest = max(deltas, key=lambda t: (t[0], not t[1]), default=None)     # a tie: the seen one
         # ... and a larger change at a value no reference row holds said beside it, never left out: "Largest |Δp|
         # 0.066" read beside a verdict citing +0.068 at intersex (toy row 23), and "flips the class: sex; largest Δp
         # 0.315" beside sex -> x's 0.330
-        left_out = max((abs(d) for d in (f.owed(TOLERANCE) for f in tests if f not in pool) if math.isfinite(d)),
+        left_out = max(((abs(d), _set_apart(f, TOLERANCE)) for f, d in ((f, f.owed(TOLERANCE)) for f in tests
+                                                                       if f not in pool) if math.isfinite(d)),
                        default=None)
         digits = self.s.probability_digits
+
+        def change(size: float, against_control: bool) -> str:
+            """A change and what it is measured from: beside the report's flip table, whose Δp are from this case,
+            "largest Δp 0.498" (a joint flip's, against its proxies alone) read as contradicting its "Δp -0.857"."""
+            basis = self.word("word_from_control" if against_control else "word_from_case")
+            return change_text(size, digits=digits) + (f" {basis}" if basis else "")
+
         if largest is None:
             max_delta = self.word("word_unknown")
-        elif left_out is not None and left_out > largest[0]:
+        elif left_out is not None and left_out[0] > largest[0]:
             seen = f" {self.word('word_seen')}" if self.word("word_seen") else ""
-            max_delta = (f"{change_text(largest[0], digits=digits)}{seen}, "
-                         f"{change_text(left_out, digits=digits)} {self.word('word_unseen')}")
+            max_delta = f"{change(largest[0], largest[2])}{seen}, {change(*left_out)} {self.word('word_unseen')}"
         else:
-            max_delta = change_text(largest[0], digits=digits) + (f", {self.word('word_unseen')}" if largest[1] else "")
+            max_delta = change(largest[0], largest[2]) + (f", {self.word('word_unseen')}" if largest[1] else "")
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
         by_proxies = [f for f in tests if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)

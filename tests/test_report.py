@@ -1060,7 +1060,35 @@ def test_the_moved_with_it_column_shows_the_proxies_values_and_their_control(tmp
     expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=(first, joint)))
     text = _text(ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8"))
     # no bundle: the report names inputs as the record does
-    assert f"sex 1 → 0 {proxy} → 1; with sex kept, these alone give high risk high risk 0.810" in text
+    assert f"sex 1 → 0 {proxy} → 1; with sex kept, these alone give high risk (0.810) high risk 0.810" in text
+
+
+def test_the_clinicians_largest_change_and_the_flip_tables_say_what_each_is_measured_from(tmp_path):
+    """Review W (the demo's held-out row 0): the clinician's text read "largest Δp 0.498" beside the flip table's
+    "Δp -0.857" for the same flip: the first against its proxies moved alone (the control), the second from this case,
+    neither said. Each now says what it is from, and the table shows the control's probability the first is from."""
+    from edgeinfer.explain.views import render
+
+    expl = _explanation()
+    first, _ = expl.bias.flips
+    alone = FlipTest("age", 54.0, 31.0, (), "high risk", 0.83, 0.01, False)
+    joint = FlipTest("age", 54.0, 31.0, ("bmi",), "low risk", 0.135, 0.135 - 0.82, True, (24.0,), "high risk", 0.633)
+    verdict = "the decision flips if age were 31 years together with its proxy body-mass index"
+    bias = dataclasses.replace(expl.bias, flips=(alone, joint, first), depends=True, depends_on=("age",),
+                               verdict=verdict)
+    text = _text(ei.report([dataclasses.replace(expl, bias=bias)], out=tmp_path / "r.html").read_text())
+    assert (f"Caution: {verdict} (depends on age; flips the class: age; largest Δp under a protected flip 0.498 "
+            "beyond what its proxies alone change; attribution share") in text
+    assert "Decision then Probability Δp from this case Flips?" in text
+    # no bundle: the report names inputs as the record does
+    assert ("age 54 → 31 bmi → 24; with age kept, these alone give high risk (0.633) low risk 0.135 -0.685 yes"
+            in text)
+    assert ('Probability: of the original decision\'s class after the change, and in brackets with the proxies moved '
+            'alone; Δp: the change from this case. A change "beyond what its proxies alone change" is the difference '
+            'of those two probabilities.') in text
+    auditor = render(dataclasses.replace(expl, bias=bias), SCHEMA, stakeholder="auditor")
+    assert ("Largest |Δp| over flip tests: 0.498 against its control (the proxies moved, the protected feature kept)."
+            in auditor)
 
 
 def test_the_flip_table_marks_a_flip_to_a_value_no_reference_row_holds(tmp_path):
