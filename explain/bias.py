@@ -359,14 +359,14 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
             seen = [t for t in counted if not t.unseen]
             worst = _largest(seen or counted or mine, tolerance)
             owed = worst.owed(tolerance)
-            beyond = ", beyond what its proxies alone change" if _set_apart(worst, tolerance) else ""
+            beyond = ", beyond what its proxies alone change" if worst.set_apart(tolerance) else ""
             if counted:     # p moves past tolerance, and not by the proxies alone
                 part = f"the decision depends on {name}: {_change(schema, f, worst, tolerance, decided)}"
                 unseen = [t for t in counted if t.unseen]
                 if seen and unseen:
                     other = _largest(unseen, tolerance)
                     # "and by" continues "changes by"; a joint flip's "is 0.758 higher …" needs the verb again
-                    verb = "changes by" if _set_apart(worst, tolerance) else "by"
+                    verb = "changes by" if worst.set_apart(tolerance) else "by"
                     part += (f", and {verb} {change_text(other.owed(tolerance), tolerance, sign=True)} if it were "
                              f"{f.label(other.to_value)}")
             else:
@@ -384,11 +384,6 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
     return "; ".join(parts)
 
 
-def _set_apart(test: FlipTest, tolerance: float) -> bool:
-    """A joint flip whose change is told against its control (`FlipTest.owed`), not against the row."""
-    return test.control_class is not None and (test.flipped or abs(test.delta) > tolerance)
-
-
 def _change(schema: FeatureSchema, feature: Feature, test: FlipTest, tolerance: float, decided: str) -> str:
     """How `test` changes the probability of `decided`, as the feature's: "the probability of 'x' changes by -0.152 if
     sex were male". A joint flip told against its control says so, with both probabilities and its change from the
@@ -398,7 +393,7 @@ def _change(schema: FeatureSchema, feature: Feature, test: FlipTest, tolerance: 
     name, value = feature.clinical, feature.label(test.to_value)
     owed = test.owed(tolerance)
     via = f" together with {_its_proxies(schema, test.proxies)}" if test.proxies else ""
-    if not _set_apart(test, tolerance):
+    if not test.set_apart(tolerance):
         return (f"the probability of '{decided}' changes by {change_text(owed, tolerance, sign=True)} if {name} were "
                 f"{value}{via}")
     alone = "its proxy alone" if len(test.proxies) == 1 else "its proxies alone"

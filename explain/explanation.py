@@ -137,12 +137,15 @@ class FlipTest:
         return (self.tested and self.flipped and self.control_class is not None
                 and self.class_name == self.control_class)
 
+    def set_apart(self, tolerance: float) -> bool:
+        """Whether the change is told against the control, not against the row: a joint flip's that changes the
+        decision (its class, or p past `tolerance`)."""
+        return self.control_class is not None and (self.flipped or abs(self.delta) > tolerance)
+
     def owed(self, tolerance: float) -> float:
-        """The change in probability told as the protected value's: a joint flip's that changes the decision (its
-        class, or p past `tolerance`) against its control, what its proxies alone change set apart; else `delta`."""
-        if self.control_class is not None and (self.flipped or abs(self.delta) > tolerance):
-            return self.own_delta
-        return self.delta
+        """The change in probability told as the protected value's: against the control where `set_apart` (what
+        the proxies alone change set apart); else `delta`."""
+        return self.own_delta if self.set_apart(tolerance) else self.delta
 
     def counts(self, tolerance: float) -> bool:
         """Whether this flip makes the decision depend on its protected feature: it changes the class or moves p past

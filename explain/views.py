@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError
-from edgeinfer.explain.bias import TOLERANCE, _set_apart, change_text, restated
+from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
 from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
@@ -1307,13 +1307,13 @@ class _View:
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
         seen = [f for f in tests if not f.unseen]
         pool = seen if any(f.counts(TOLERANCE) for f in seen) else tests
-        deltas = [(abs(d), f.unseen, _set_apart(f, TOLERANCE))
+        deltas = [(abs(d), f.unseen, f.set_apart(TOLERANCE))
                   for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
         largest = max(deltas, key=lambda t: (t[0], not t[1]), default=None)     # a tie: the seen one
         # ... and a larger change at a value no reference row holds said beside it, never left out: "Largest |Δp|
         # 0.066" read beside a verdict citing +0.068 at intersex (toy row 23), and "flips the class: sex; largest Δp
         # 0.315" beside sex -> x's 0.330
-        left_out = max(((abs(d), _set_apart(f, TOLERANCE)) for f, d in ((f, f.owed(TOLERANCE)) for f in tests
+        left_out = max(((abs(d), f.set_apart(TOLERANCE)) for f, d in ((f, f.owed(TOLERANCE)) for f in tests
                                                                        if f not in pool) if math.isfinite(d)),
                        default=None)
         digits = self.s.probability_digits
