@@ -434,13 +434,14 @@ def export(
             raise ExportError(f"model must be a torch.nn.Module or a .pt2/.onnx path, got {type(model).__name__}")
         # torch's ONNX exporter cannot trace a TorchScript module inside the probability head: its RuntimeError
         # ("Tried to trace ... but it is not part of the active trace") named no fix
-        scripted = next((name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
-        if scripted is not None:
-            what = f"the model's submodule {scripted!r}" if scripted else "model"
-            raise ExportError(f"{what} is a TorchScript module (torch.jit.script or torch.jit.trace), which export "
-                              "cannot trace; give the original nn.Module, or a torch.export .pt2")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise _scripted("model")
         model = onnx_export.as_exportable(model)
         with _eval_mode(model):     # every forward pass: one in train mode moved BatchNorm's running statistics
+            # only one the model calls: one it merely holds (self.unused = torch.jit.script(...)) exports fine
+            scripted = onnx_export.called_script_modules(model, n_features)
+            if scripted:
+                raise _scripted(f"the model's submodule {scripted[0]!r}")
             float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
             torch_calibration = onnx_export.torch_probabilities(model, calibration)
             torch_hold = onnx_export.torch_outputs(model, holdout)      # the model's own outputs, for the check below
@@ -615,6 +616,12 @@ def export(
         quantized_ops=deployed.op_counts, budget=budget, accuracy=deployed.accuracy, sha256=bundle.sha256,
         edge_rows=int(len(extremes)), kept=Path(out) if kept else None,
     )
+
+
+def _scripted(what: str) -> ExportError:
+    """The refusal of a TorchScript model, or of a submodule the model calls (`what`)."""
+    return ExportError(f"{what} is a TorchScript module (torch.jit.script or torch.jit.trace), which export cannot "
+                      "trace; give the original nn.Module, or a torch.export .pt2")
 
 
 def _beside_blocked(out) -> str | None:

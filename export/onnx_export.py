@@ -130,6 +130,46 @@ def _accepts(model: torch.nn.Module, x: torch.Tensor) -> bool:
         return False
 
 
+class _Spy(torch.nn.Module):
+    """Stands in for a TorchScript submodule for one forward pass, noting that the model called it."""
+
+    def __init__(self, module: torch.nn.Module, called: list[bool]):
+        super().__init__()
+        self.module = module
+        self.called = called
+
+    def forward(self, *args, **kwargs):
+        self.called.append(True)
+        return self.module(*args, **kwargs)
+
+
+def called_script_modules(model: torch.nn.Module, n_features: int) -> list[str]:
+    """The names of the TorchScript submodules (torch.jit.script, torch.jit.trace) the model calls on the batch the
+    export traces with: torch's ONNX exporter cannot trace those, but one the model merely holds is no obstacle.
+    Each is swapped for a `_Spy` for one forward pass (in no_grad; the caller puts the model in eval mode), then put
+    back; one inside another TorchScript module is that module's part."""
+    places = []
+    for parent_name, parent in model.named_modules(remove_duplicate=False):
+        if isinstance(parent, torch.jit.ScriptModule):
+            continue
+        for name, child in parent._modules.items():
+            if isinstance(child, torch.jit.ScriptModule):
+                places.append((parent, name, f"{parent_name}.{name}" if parent_name else name, []))
+    if not places:
+        return []
+    for parent, name, _, called in places:
+        parent._modules[name] = _Spy(parent._modules[name], called)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, n_features))
+    except Exception:       # the model fails on the export's batch: _head says how, with the fix
+        pass
+    finally:
+        for parent, name, _, _ in places:
+            parent._modules[name] = parent._modules[name].module
+    return [where for _, _, where, called in places if called]
+
+
 def torch_outputs(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
     """The model's own outputs (before the probability head), (n, C) or (n, 1)."""
     with torch.no_grad():

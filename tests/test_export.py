@@ -1443,6 +1443,37 @@ def test_a_torchscript_module_is_refused_with_the_fix(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+class _Holds(torch.nn.Module):
+    """A model holding a TorchScript module beside its own layer, and calling it in forward or not."""
+
+    def __init__(self, layer, *, calls: bool):
+        super().__init__()
+        self.layer, self.calls = layer, calls
+        self.scripted = torch.jit.script(torch.nn.Linear(2, 2))
+
+    def forward(self, x):
+        return self.scripted(x) if self.calls else self.layer(x)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")       # the test's own scripting
+def test_a_torchscript_module_the_model_never_calls_is_no_obstacle(tmp_path):
+    """A model that merely held a ScriptModule (self.unused = torch.jit.script(...), never called) was refused as
+    one export cannot trace, though torch's exporter traces it fine; one that calls it is still refused."""
+    layer = linear_logistic([1.0, -1.0], 0.0)
+    options = dict(calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), device="x86-edge-gateway",
+                   precision="fp32")
+    report = ei.export(_Holds(layer, calls=False), TWO, out=tmp_path / "holds", **options)
+    session = ei.load(report.bundle)
+    assert session.predict([0.9, 0.1]).probabilities == pytest.approx(
+        torch.softmax(layer(torch.tensor([[0.9, 0.1]])), dim=-1)[0].tolist(), abs=1e-6)
+    with pytest.raises(ExportError) as info:
+        ei.export(_Holds(layer, calls=True), TWO, out=tmp_path / "calls", **options)
+    assert str(info.value) == ("the model's submodule 'scripted' is a TorchScript module (torch.jit.script or "
+                               "torch.jit.trace), which export cannot trace; give the original nn.Module, or a "
+                               "torch.export .pt2")
+    assert not (tmp_path / "calls").exists()
+
+
 class Payload:
     def __reduce__(self):
         return (print, ("this must never run",))
