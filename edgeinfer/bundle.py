@@ -388,7 +388,8 @@ RECORDS = {"fidelity": "the model's agreement measured at export", "producer": "
 # was shown to the auditor as "agreement n/a of n/a"
 FIGURES = {
     "fidelity": {"holdout_rows": "count", "agreement": "share", "threshold": "share", "max_abs_diff": "amount",
-                 "torch_vs_onnx_max_abs": "amount or null", "edges": "object"},
+                 "torch_vs_onnx_max_abs": "amount or null", "edges": "object", "rows_run": "run",
+                 "holdout_source": "source", "holdout_seed": "seed"},
     "fidelity.edges": {"rows": "count", "agreement": "share or null", "max_abs_diff": "amount or null"},
     "validation": {"accuracy": "share", "rows": "count"},
     "quantization": {"attempts": "list"},
@@ -398,10 +399,14 @@ FIGURES = {
                                                                      "fits": "flag or null"},
     "quantization.attempts[]": {"precision": "text", "passed": "flag", "agreement": "share or null",
                                 "max_abs_diff": "amount or null", "edge_agreement": "share or null",
-                                "edge_max_abs_diff": "amount or null"},
+                                "edge_max_abs_diff": "amount or null", "rows_run": "run or null"},
 }
 KINDS = {"count": "a whole number of at least 1", "share": "a number from 0 to 1", "amount": "a number of at least 0",
-         "flag": "true or false", "text": "text", "object": "an object", "list": "a list", "null": "null"}
+         "flag": "true or false", "text": "text", "object": "an object", "list": "a list", "null": "null",
+         "seed": "a whole number of at least 0", "run": '"alone" or "batch"', "source": '"calibration" or "given"'}
+# the words a text kind may be: how the held-out rows were run (each alone, or as one batch) and where they came from
+# (a seeded quarter of calibration, or given as holdout=)
+WORDS = {"run": ("alone", "batch"), "source": ("calibration", "given")}
 
 
 def _check_records(path: Path, manifest: Mapping[str, Any]) -> None:
@@ -435,9 +440,11 @@ def _is_kind(value: Any, kind: str) -> bool:
     if value is None:
         return kind.endswith("or null")
     kind = kind.removesuffix(" or null")
-    if kind in ("count", "share", "amount"):
+    if kind in ("count", "share", "amount", "seed"):
         return _is_number(value) and (value >= 0 if kind == "amount" else 0 <= value <= 1 if kind == "share"
-                                      else value >= 1 and float(value).is_integer())
+                                      else value >= (1 if kind == "count" else 0) and float(value).is_integer())
+    if kind in WORDS:
+        return value in WORDS[kind]
     return isinstance(value, {"flag": bool, "text": str, "object": dict, "list": list}[kind])
 
 

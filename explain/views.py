@@ -1536,6 +1536,8 @@ class _View:
             else:
                 tell("fidelity_fallback_error", (), precision=m.precision, attempt_precision=r.precision,
                      reason=r.cause or unknown)
+        # how export ran and drew the held-out rows: its summary and the manifest say it, not a reader's view
+        told.update(("rows_run", "holdout_source", "holdout_seed"))
         lines.extend(self.bullet(self.fill("fidelity_item", name=name, value=_figure(value)))
                      for name, value in figures.items() if name not in told)
         return lines

@@ -55,6 +55,9 @@ class PrecisionAttempt:
     # None where the attempt failed before its probabilities were computed
     edge_agreement: float | None = None
     edge_max_abs_diff: float | None = None
+    # how its held-out and edge rows were run: "alone" (each row by itself, as a device answers one: int8-dynamic,
+    # whose activation scales are the batch's) or "batch" (all at once); None where it was not measured
+    rows_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class ExportReport:
     sha256: str
     edge_rows: int = 0            # rows behind the attempts' edge figures
     kept: Path | None = None      # the bundle at `out`, left in place: this export does not fit, so went beside it
+    # where the held-out rows came from: "calibration" (a seeded quarter of it, `holdout_seed`) or "given" (holdout=)
+    holdout_source: str | None = None
+    holdout_seed: int | None = None
 
     def summary(self) -> str:
         lines = [f"bundle     {self.bundle}  (sha256 {self.sha256[:16]}…)",
@@ -92,8 +98,8 @@ class ExportReport:
                              f"{'  ' + a.note if a.note else ''}")
                 continue
             lines.append(f"  {mark} {a.precision:<13} agreement {_percent(a.agreement, apart_from=self.threshold)} "
-                         f"(gate {_percent(self.threshold)}) on {self.holdout_rows} held-out rows, max |Δp| "
-                         f"{_small(a.max_abs_diff)}{'  ' + a.note if a.note else ''}")
+                         f"(gate {_percent(self.threshold)}) on {self.holdout_rows} held-out rows{_alone(a)}, max "
+                         f"|Δp| {_small(a.max_abs_diff)}{'  ' + a.note if a.note else ''}")
         need = rows_short_of_gate(self.holdout_rows, self.threshold)
         if self.precision != "fp32" and need is not None:
             lines.append(f"warning    the gate passed {self.precision} on only {self.holdout_rows} held-out rows: a "
@@ -103,9 +109,14 @@ class ExportReport:
                          f"of the calibration rows)")
         deployed = next((a for a in self.attempts if a.precision == self.precision), None)
         if deployed is not None and deployed.edge_agreement is not None:
-            lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows (calibration extremes, schema "
-                         f"bounds; not gated): agreement {deployed.edge_agreement:.2%}, max |Δp| "
+            lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows{_alone(deployed)} (calibration "
+                         f"extremes, schema bounds; not gated): agreement {deployed.edge_agreement:.2%}, max |Δp| "
                          f"{_small(deployed.edge_max_abs_diff)}")
+        if self.holdout_source == "calibration":
+            lines.append(f"held-out   {self.holdout_rows} rows: a seeded quarter of the calibration rows (seed "
+                         f"{self.holdout_seed}), kept out of calibration")
+        elif self.holdout_source == "given":
+            lines.append(f"held-out   {self.holdout_rows} rows given as holdout= (CLI --holdout)")
         if self.parity_max_abs is not None:
             lines.append(f"parity     fp32 ONNX vs torch: max |Δp| {self.parity_max_abs:.2e}")
         if self.precision == "fp32":
@@ -123,6 +134,11 @@ class ExportReport:
             lines.append(f"accuracy   {self.accuracy:.2%} on {self.holdout_rows} held-out rows")
         lines.append(f"budget     {self.budget.verdict}")
         return "\n".join(lines)
+
+
+def _alone(attempt: PrecisionAttempt) -> str:
+    """", each run alone" for an attempt whose rows were each answered by itself (int8-dynamic), else ""."""
+    return ", each run alone" if attempt.rows_run == "alone" else ""
 
 
 def _percent(value: float, *, apart_from: float | None = None) -> str:
@@ -396,11 +412,13 @@ def export(
                               "holdout= (CLI: --holdout)")
         calib_idx, hold_idx = _split_holdout(calibration, 0.25, seed)
         holdout, calib_rows = calibration[hold_idx], calibration[calib_idx]
+        held_out = {"holdout_source": "calibration", "holdout_seed": int(seed)}
         # the held-out rows' own calibration labels: enough to see a wrong class order, never recorded as accuracy
         order_labels = labels[hold_idx] if labels is not None else None
     else:
         holdout, calib_rows = _checked_rows(schema, holdout, "holdout"), calibration
         order_labels = None
+        held_out = {"holdout_source": "given"}
     holdout_labels = _checked_labels(schema, holdout_labels, "holdout_labels")
     if holdout_labels is not None and len(holdout_labels) != len(holdout):
         raise ExportError(f"holdout_labels has {len(holdout_labels)} entries for {len(holdout)} holdout rows; give one "
@@ -494,7 +512,7 @@ def export(
             "quantization": {"precision": precision, **method, "operators": op_counts},
             "fidelity": {"torch_vs_onnx_max_abs": parity, "agreement": attempt.agreement,
                          "max_abs_diff": attempt.max_abs_diff, "holdout_rows": int(len(holdout)),
-                         "threshold": agreement_threshold,
+                         "threshold": agreement_threshold, "rows_run": attempt.rows_run, **held_out,
                          "edges": {"agreement": attempt.edge_agreement, "max_abs_diff": attempt.edge_max_abs_diff,
                                    "rows": int(len(extremes))}},
             "producer": {**_versions(), "opset": onnx_export.opset_of(float_bytes)},
@@ -559,7 +577,8 @@ def export(
             precision, agreement, float(np.max(np.abs(probs - float_hold))), passed,
             "" if passed else "below the gate; trying the next precision",
             edge_agreement=float(np.mean(same)) if len(same) else 1.0,
-            edge_max_abs_diff=float(np.max(edge_diff)) if len(edge_diff) else 0.0))
+            edge_max_abs_diff=float(np.max(edge_diff)) if len(edge_diff) else 0.0,
+            rows_run="alone" if precision == "int8-dynamic" else "batch"))
         if not passed:
             continue
         draft = drafted(precision, candidate, method, attempts[-1], measure=not over)
@@ -614,7 +633,8 @@ def export(
         attempts=tuple(attempts), parity_max_abs=parity, agreement=chosen.agreement, threshold=agreement_threshold,
         holdout_rows=int(len(holdout)), fp32_size_bytes=len(float_bytes), size_bytes=len(model_bytes),
         quantized_ops=deployed.op_counts, budget=budget, accuracy=deployed.accuracy, sha256=bundle.sha256,
-        edge_rows=int(len(extremes)), kept=Path(out) if kept else None,
+        edge_rows=int(len(extremes)), kept=Path(out) if kept else None, holdout_source=held_out["holdout_source"],
+        holdout_seed=held_out.get("holdout_seed"),
     )
 
 

@@ -62,6 +62,15 @@ def _refused(bundle) -> str:
     (lambda m: m["fidelity"].update(edges=[]), "manifest field fidelity.edges must be an object, got []"),
     (lambda m: m["fidelity"]["edges"].update(rows=None), "manifest field fidelity.edges.rows must be a whole number "
                                                          "of at least 1, got null"),
+    # how the held-out rows were run and where they came from: export's words only
+    (lambda m: m["fidelity"].update(rows_run="per batch"), 'manifest field fidelity.rows_run must be "alone" or '
+                                                           '"batch", got "per batch"'),
+    (lambda m: m["fidelity"].update(holdout_source="quarter"), 'manifest field fidelity.holdout_source must be '
+                                                               '"calibration" or "given", got "quarter"'),
+    (lambda m: m["fidelity"].update(holdout_seed=-1), "manifest field fidelity.holdout_seed must be a whole number of "
+                                                      "at least 0, got -1"),
+    (lambda m: m["quantization"]["attempts"][0].update(rows_run=1),
+     'manifest field quantization.attempts[0].rows_run must be "alone" or "batch" or null, got 1'),
     (lambda m: m["validation"].update(accuracy="90%"), 'manifest field validation.accuracy must be a number from 0 to '
                                                        '1, got "90%"'),
     (lambda m: m["quantization"].update(attempts={}), "manifest field quantization.attempts must be a list, got {}"),
@@ -83,6 +92,9 @@ def test_records_export_may_leave_null_or_out_still_load(bundle_copy):
     def edit(m):
         m.update(validation=None)
         m["fidelity"].update(torch_vs_onnx_max_abs=None)
+        for name in ("rows_run", "holdout_source", "holdout_seed"):      # recorded since session 27
+            m["fidelity"].pop(name, None)
+        m["quantization"]["attempts"][0].pop("rows_run")
         m["budget"].update(peak_memory_mb=None)
         for name in ("card", "producer", "reference"):
             m.pop(name)

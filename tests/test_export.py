@@ -385,6 +385,29 @@ def test_the_edge_rows_fidelity_is_recorded_beside_the_gate(tmp_path):
     assert (recorded["edge_agreement"], recorded["edge_max_abs_diff"]) == (0.75, attempt.edge_max_abs_diff)
 
 
+def test_the_manifest_says_where_the_held_out_rows_came_from_and_how_they_were_run(tmp_path):
+    """The fidelity block gave agreement and max |Δp| on "holdout_rows" rows, but not whether those were a seeded
+    quarter of calibration (and with which seed) or rows given as holdout=, nor whether they were run one by one or
+    as one batch; the summary's held-out line says the source too."""
+    schema = FeatureSchema(features=(Feature("x", low=0, high=10),), classes=("no", "yes"))
+    calibration = np.linspace(0, 10, 41)[:, None]
+    quarter = ei.export(linear_logistic([1.0], -5.0), schema, calibration=calibration, device="raspberry-pi-4",
+                        out=tmp_path / "quarter", seed=3)
+    given = ei.export(linear_logistic([1.0], -5.0), schema, calibration=calibration, holdout=calibration[::4],
+                      device="raspberry-pi-4", out=tmp_path / "given")
+    recorded = []
+    for report in (quarter, given):
+        fidelity = ei.read_bundle(report.bundle).manifest["fidelity"]
+        recorded.append({k: fidelity[k] for k in ("holdout_rows", "rows_run", "holdout_source", "holdout_seed")
+                         if k in fidelity})
+        assert ei.read_bundle(report.bundle).manifest["quantization"]["attempts"][0]["rows_run"] == "batch"
+    assert recorded == [{"holdout_rows": 10, "rows_run": "batch", "holdout_source": "calibration", "holdout_seed": 3},
+                        {"holdout_rows": 11, "rows_run": "batch", "holdout_source": "given"}]
+    assert ("\nheld-out   10 rows: a seeded quarter of the calibration rows (seed 3), kept out of calibration\n"
+            in quarter.summary())
+    assert "\nheld-out   11 rows given as holdout= (CLI --holdout)\n" in given.summary()
+
+
 def test_an_edge_row_where_the_model_overflows_is_left_out_of_the_edge_figures(tmp_path):
     """Class-1 logit 3e38 sex + x: at x's schema bound 1e38 with sex M the float model's own arithmetic overflows
     (probabilities not numbers). The NaN reached the manifest's edge figures and export died in a JSON traceback
@@ -1534,6 +1557,14 @@ def test_dynamic_int8_is_gated_on_rows_answered_alone(breast_cancer, tmp_path):
     assert attempt.max_abs_diff == pytest.approx(np.abs(alone - floats).max(), abs=1e-6)
     assert attempt.agreement == np.mean(alone.argmax(axis=1) == floats.argmax(axis=1))
     assert np.abs(batched - floats).max() > attempt.max_abs_diff + 0.01      # the batch's figure is another
+    # and the manifest and the summary say so: the figures alone did not tell per-row from per-batch
+    fidelity = ei.read_bundle(report.bundle).manifest["fidelity"]
+    assert (attempt.rows_run, fidelity["rows_run"], fidelity["holdout_source"]) == ("alone", "alone", "given")
+    lines = report.summary().splitlines()
+    assert lines[3] == (f"  pass int8-dynamic  agreement {attempt.agreement:.2%} (gate 90%) on {len(d.X_test)} held-out "
+                        f"rows, each run alone, max |Δp| {attempt.max_abs_diff:.4f}")
+    assert lines[4].startswith(f"edges      int8-dynamic on {report.edge_rows} edge rows, each run alone (calibration "
+                               "extremes, schema bounds; not gated): ")
 
 
 def _domains_used(model: onnx.ModelProto) -> set[str]:

@@ -1654,6 +1654,17 @@ def test_a_fidelity_figure_no_piece_tells_is_still_listed(tmp_path, schema):
         "- edges.rows = 40")
 
 
+def test_how_the_held_out_rows_were_drawn_and_run_is_no_figure_a_view_lists(schema):
+    """Export records where its held-out rows came from and how they were run (for the manifest's reader and its
+    summary); a view listed them as figures no piece tells: "- rows_run: alone", "- holdout_seed: 0"."""
+    expl = _fell_back(schema, INT8_BELOW_GATE)
+    plain = views.render(expl, schema, stakeholder="clinician")
+    model = dataclasses.replace(expl.model, fidelity={**EXPORTED, "rows_run": "alone", "holdout_source": "calibration",
+                                                      "holdout_seed": 0})
+    assert views.render(dataclasses.replace(expl, model=model), schema, stakeholder="clinician") == plain
+    assert _fidelity_section(plain).endswith("99.5% required.")
+
+
 def test_a_session_explanation_carries_the_precisions_its_export_rejected(diabetes_session, diabetes, schema):
     """The diabetes fixture's int8 model fails the gate (by 1 or 2 of 110 rows: ONNX Runtime's int8 arithmetic
     differs by CPU): the explanation says so, in the bundle's own figures, and its JSON (the engineer's view)
