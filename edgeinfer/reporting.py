@@ -1612,6 +1612,7 @@ def _quantization_card(record: Any, fidelity: Mapping[str, Any] | None) -> dict[
         passed = a.pop("passed", None) is True
         name = a.pop("precision", None)
         edge_agreement, edge_diff = _share_of(a.pop("edge_agreement", None)), _real(a.pop("edge_max_abs_diff", None))
+        a.pop("rows_run", None)     # how its rows were run: the fidelity rows say it for the deployed precision
         over = budget_words(note) if passed else ""       # the budgets it is over, in export's words
         tried.append({
             "precision": _plain(name), "passed": passed, "deployed": passed and name == precision,
