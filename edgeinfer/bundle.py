@@ -387,10 +387,10 @@ RECORDS = {"fidelity": "the model's agreement measured at export", "producer": "
 # The figures explanations, reports and the budget check show from them, where present: a re-sealed "many" rows
 # was shown to the auditor as "agreement n/a of n/a"
 FIGURES = {
-    "fidelity": {"holdout_rows": "count", "agreement": "share", "threshold": "share", "max_abs_diff": "amount",
-                 "torch_vs_onnx_max_abs": "amount or null", "edges": "object", "rows_run": "run",
+    "fidelity": {"holdout_rows": "count", "agreement": "share", "threshold": "share", "max_abs_diff": "difference",
+                 "torch_vs_onnx_max_abs": "difference or null", "edges": "object", "rows_run": "run",
                  "holdout_source": "source", "holdout_seed": "seed"},
-    "fidelity.edges": {"rows": "count", "agreement": "share or null", "max_abs_diff": "amount or null"},
+    "fidelity.edges": {"rows": "count", "agreement": "share or null", "max_abs_diff": "difference or null"},
     "validation": {"accuracy": "share", "rows": "count"},
     "quantization": {"attempts": "list"},
     "budget": {name: "amount" for name in ("bundle_size_mb", "model_size_mb", "size_mb", "size_budget_mb",
@@ -398,10 +398,12 @@ FIGURES = {
                                            "predict_latency_ms")} | {"peak_memory_mb": "amount or null",
                                                                      "fits": "flag or null"},
     "quantization.attempts[]": {"precision": "text", "passed": "flag", "agreement": "share or null",
-                                "max_abs_diff": "amount or null", "edge_agreement": "share or null",
-                                "edge_max_abs_diff": "amount or null", "rows_run": "run or null"},
+                                "max_abs_diff": "difference or null", "edge_agreement": "share or null",
+                                "edge_max_abs_diff": "difference or null", "rows_run": "run or null"},
 }
+# a difference is one between two probabilities (|p_deployed - p_float|): a max |Δp| of 5 was loaded and shown
 KINDS = {"count": "a whole number of at least 1", "share": "a number from 0 to 1", "amount": "a number of at least 0",
+         "difference": "a number from 0 to 1",
          "flag": "true or false", "text": "text", "object": "an object", "list": "a list", "null": "null",
          "seed": "a whole number of at least 0", "run": '"alone" or "batch"', "source": '"calibration" or "given"'}
 # the words a text kind may be: how the held-out rows were run (each alone, or as one batch) and where they came from
@@ -409,39 +411,52 @@ KINDS = {"count": "a whole number of at least 1", "share": "a number from 0 to 1
 WORDS = {"run": ("alone", "batch"), "source": ("calibration", "given")}
 
 
+def record_fault(name: str, record: Mapping[str, Any], *, where: str | None = None) -> str | None:
+    """The first figure of export's record `name` (a key of FIGURES: "fidelity", "validation",
+    "quantization.attempts[]", ...) that is not of its kind, told at `where` (default `name`) as "fidelity.agreement
+    must be a number from 0 to 1, got 1.2"; None where all are. A fidelity record's edges are checked too. Both a
+    manifest's records, on load, and those an explanation carries from its bundle (`Explanation.from_dict`): the
+    views and the report show either."""
+    where = where or name
+    for field, kind in FIGURES[name].items():
+        if field in record and not _is_kind(record[field], kind):
+            shown = " or ".join(KINDS[k] for k in kind.split(" or "))
+            return f"{where}.{field} must be {shown}, got {_shown(record[field])}"
+    if name == "fidelity" and isinstance(record.get("edges"), dict):
+        return record_fault("fidelity.edges", record["edges"], where=f"{where}.edges")
+    return None
+
+
 def _check_records(path: Path, manifest: Mapping[str, Any]) -> None:
     """Export's records and the figures read from them, of their types where present, or a BundleError naming the
     field: a record re-sealed as "x" loaded, then crashed explain with a raw ValueError."""
-    def check(where: str, record: Mapping[str, Any], figures: Mapping[str, str]) -> None:
-        for name, kind in figures.items():
-            if name in record and not _is_kind(record[name], kind):
-                shown = " or ".join(KINDS[k] for k in kind.split(" or "))
-                raise BundleError(f"bundle {path}: manifest field {where}.{name} must be {shown}, got "
-                                  f"{_shown(record[name])}; re-export the bundle")
+    def check(name: str, record: Mapping[str, Any], where: str | None = None) -> None:
+        if (fault := record_fault(name, record, where=where)) is not None:
+            raise BundleError(f"bundle {path}: manifest field {fault}; re-export the bundle")
 
     for name, what in RECORDS.items():
         record = manifest.get(name)
         if name in manifest and not (isinstance(record, dict) or (record is None and name == "validation")):
             raise BundleError(f"bundle {path}: manifest field {name} must be an object ({what}), got "
                               f"{_shown(record)}; re-export the bundle")
-        if isinstance(record, dict):
-            check(name, record, FIGURES.get(name, {}))
-    fidelity, quantization = manifest.get("fidelity") or {}, manifest.get("quantization") or {}
-    if isinstance(fidelity.get("edges"), dict):
-        check("fidelity.edges", fidelity["edges"], FIGURES["fidelity.edges"])
+        if isinstance(record, dict) and name in FIGURES:
+            check(name, record)
+    quantization = manifest.get("quantization") or {}
     for i, attempt in enumerate(quantization.get("attempts", [])):
         if not isinstance(attempt, dict):
             raise BundleError(f"bundle {path}: manifest field quantization.attempts[{i}] must be an object, got "
                               f"{_shown(attempt)}; re-export the bundle")
-        check(f"quantization.attempts[{i}]", attempt, FIGURES["quantization.attempts[]"])
+        check("quantization.attempts[]", attempt, f"quantization.attempts[{i}]")
 
 
 def _is_kind(value: Any, kind: str) -> bool:
     if value is None:
         return kind.endswith("or null")
     kind = kind.removesuffix(" or null")
-    if kind in ("count", "share", "amount", "seed"):
-        return _is_number(value) and (value >= 0 if kind == "amount" else 0 <= value <= 1 if kind == "share"
+    if kind in ("share", "difference"):
+        return _is_number(value) and 0 <= value <= 1
+    if kind in ("count", "amount", "seed"):
+        return _is_number(value) and (value >= 0 if kind == "amount"
                                       else value >= (1 if kind == "count" else 0) and float(value).is_integer())
     if kind in WORDS:
         return value in WORDS[kind]

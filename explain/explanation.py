@@ -355,6 +355,9 @@ class Explanation:
                                  "the record is damaged")
             if (why := unlike_probabilities(probabilities)) is not None:
                 raise InputError(f"explanation.{where}: {why}")
+        if (fault := _carried_fault(explanation.model)) is not None:
+            raise InputError(f"explanation.model.{fault}; the record was altered or damaged: explain the rows again "
+                             "with the bundle that made them")
         for i, a in enumerate(explanation.attributions.values if explanation.attributions is not None else ()):
             if a.error < 0.0:       # a standard error; NaN (null) is unknown: one permutation pair tells none
                 raise InputError(f"explanation.attributions.values[{i}].error: must be a standard error >= 0 or null, "
@@ -386,6 +389,20 @@ class Explanation:
         except RecursionError:
             raise InputError("not an explanation: not readable JSON (nested too deeply)") from None
         return cls.from_dict(data)
+
+
+def _carried_fault(model: ModelInfo) -> str | None:
+    """What is wrong with the export figures an explanation carries from its bundle (fidelity, the precisions
+    rejected, validation), checked as loading checks the manifest's: a max |Δp| of 5 or an agreement of 7 in a
+    record was shown by the views and the report as it stood. None where nothing is."""
+    from edgeinfer.bundle import record_fault
+
+    fault = record_fault("fidelity", model.fidelity)
+    for i, rejected in enumerate(model.rejected):
+        fault = fault or record_fault("quantization.attempts[]", dataclasses.asdict(rejected), where=f"rejected[{i}]")
+    if model.validation is not None:
+        fault = fault or record_fault("validation", dataclasses.asdict(model.validation))
+    return fault
 
 
 # ----- a small codec for nested frozen dataclasses ------------------------------

@@ -55,10 +55,17 @@ def _refused(bundle) -> str:
      "manifest field fidelity.holdout_rows must be a whole number of at least 1, got 1.5"),
     (lambda m: m["fidelity"].update(agreement=1.2), "manifest field fidelity.agreement must be a number from 0 to 1, "
                                                     "got 1.2"),
-    (lambda m: m["fidelity"].update(max_abs_diff=True), "manifest field fidelity.max_abs_diff must be a number of at "
-                                                        "least 0, got true"),
+    (lambda m: m["fidelity"].update(max_abs_diff=True), "manifest field fidelity.max_abs_diff must be a number from "
+                                                        "0 to 1, got true"),
     (lambda m: m["fidelity"].update(torch_vs_onnx_max_abs="0"),
-     'manifest field fidelity.torch_vs_onnx_max_abs must be a number of at least 0 or null, got "0"'),
+     'manifest field fidelity.torch_vs_onnx_max_abs must be a number from 0 to 1 or null, got "0"'),
+    # a probability difference above 1 loaded, and the report drew its band as wide
+    (lambda m: m["fidelity"].update(max_abs_diff=5), "manifest field fidelity.max_abs_diff must be a number from 0 to "
+                                                     "1, got 5"),
+    (lambda m: m["fidelity"]["edges"].update(max_abs_diff=1.5), "manifest field fidelity.edges.max_abs_diff must be a "
+                                                                "number from 0 to 1 or null, got 1.5"),
+    (lambda m: m["quantization"]["attempts"][0].update(edge_max_abs_diff=2),
+     "manifest field quantization.attempts[0].edge_max_abs_diff must be a number from 0 to 1 or null, got 2"),
     (lambda m: m["fidelity"].update(edges=[]), "manifest field fidelity.edges must be an object, got []"),
     (lambda m: m["fidelity"]["edges"].update(rows=None), "manifest field fidelity.edges.rows must be a whole number "
                                                          "of at least 1, got null"),

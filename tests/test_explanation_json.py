@@ -141,3 +141,27 @@ def test_a_negative_standard_error_is_refused():
         Explanation.from_dict(record)
     assert str(err.value) == ("explanation.attributions.values[1].error: must be a standard error >= 0 or null, got "
                               "-1; the record is damaged")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["fidelity"].update(max_abs_diff=5), "fidelity.max_abs_diff must be a number from 0 to 1, got 5"),
+    (lambda m: m["fidelity"].update(agreement=7), "fidelity.agreement must be a number from 0 to 1, got 7"),
+    (lambda m: m["fidelity"].update(holdout_rows=-3), "fidelity.holdout_rows must be a whole number of at least 1, "
+                                                      "got -3"),
+    (lambda m: m["fidelity"]["edges"].update(max_abs_diff=-0.5), "fidelity.edges.max_abs_diff must be a number from "
+                                                                 "0 to 1 or null, got -0.5"),
+    (lambda m: m.update(rejected=[{"precision": "int8-static", "agreement": 1.4, "max_abs_diff": 0.1,
+                                   "note": "below the gate; trying the next precision"}]),
+     "rejected[0].agreement must be a number from 0 to 1 or null, got 1.4"),
+    (lambda m: m.update(validation={"accuracy": 0.9, "rows": 0}), "validation.rows must be a whole number of at "
+                                                                   "least 1, got 0"),
+])
+def test_export_figures_carried_from_a_bundle_are_range_checked(edit, message):
+    """The fidelity an explanation carries from its bundle (what a report shows where no bundle is given, or another
+    made it) was read as it stood: a max |Δp| of 5 became the report's band, an agreement of 7 its "700 %"."""
+    record = _record()
+    edit(record["model"])
+    with pytest.raises(InputError) as err:
+        Explanation.from_dict(record)
+    assert str(err.value) == (f"explanation.model.{message}; the record was altered or damaged: explain the rows "
+                              "again with the bundle that made them")

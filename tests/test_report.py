@@ -1302,6 +1302,20 @@ def test_a_session_or_a_bundle_is_accepted_as_the_bundle(diabetes_session, diabe
                               "(edgeinfer.load(...)), got int")
 
 
+def test_a_record_carrying_tampered_fidelity_is_refused_naming_its_file_and_line(fixed_bundle, tmp_path):
+    """A record made by another bundle than the one given has its band from the fidelity it carries: a max |Δp| of 5
+    was drawn as it stood."""
+    record = json.loads(_explanation().to_json())
+    record["model"]["fidelity"] = {"max_abs_diff": 5, "agreement": 0.99, "holdout_rows": 100}
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(_explanation().to_json() + "\n" + json.dumps(record) + "\n")
+    result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(lines), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {lines} line 2: explanation.model.fidelity.max_abs_diff must be a number from 0 "
+                             "to 1, got 5; the record was altered or damaged: explain the rows again with the bundle "
+                             "that made them\n")
+
+
 def test_golden_html(fixed_bundle, tmp_path):
     """The page for a fixed explanation, with volatile parts (dates, digests, chart drawing) normalized."""
     html = ei.report([_explanation(fixed_bundle.sha256)], out=tmp_path / "r.html", bundle=fixed_bundle,
