@@ -109,9 +109,9 @@ class ExportReport:
                          f"of the calibration rows)")
         deployed = next((a for a in self.attempts if a.precision == self.precision), None)
         if deployed is not None and deployed.edge_agreement is not None:
-            lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows{_alone(deployed)} (calibration "
-                         f"extremes, schema bounds; not gated): agreement {deployed.edge_agreement:.2%}, max |Δp| "
-                         f"{_small(deployed.edge_max_abs_diff)}")
+            lines.append(f"edges      {deployed.precision} on {self.edge_rows} edge rows{_alone(deployed)} "
+                         f"(calibration extremes, schema bounds; not gated): agreement {deployed.edge_agreement:.2%}, "
+                         f"max |Δp| {_small(deployed.edge_max_abs_diff)}")
         if self.holdout_source == "calibration":
             lines.append(f"held-out   {self.holdout_rows} rows: a seeded quarter of the calibration rows (seed "
                          f"{self.holdout_seed}), kept out of calibration")

@@ -1561,8 +1561,8 @@ def test_dynamic_int8_is_gated_on_rows_answered_alone(breast_cancer, tmp_path):
     fidelity = ei.read_bundle(report.bundle).manifest["fidelity"]
     assert (attempt.rows_run, fidelity["rows_run"], fidelity["holdout_source"]) == ("alone", "alone", "given")
     lines = report.summary().splitlines()
-    assert lines[3] == (f"  pass int8-dynamic  agreement {attempt.agreement:.2%} (gate 90%) on {len(d.X_test)} held-out "
-                        f"rows, each run alone, max |Δp| {attempt.max_abs_diff:.4f}")
+    assert lines[3] == (f"  pass int8-dynamic  agreement {attempt.agreement:.2%} (gate 90%) on {len(d.X_test)} "
+                        f"held-out rows, each run alone, max |Δp| {attempt.max_abs_diff:.4f}")
     assert lines[4].startswith(f"edges      int8-dynamic on {report.edge_rows} edge rows, each run alone (calibration "
                                "extremes, schema bounds; not gated): ")
 
