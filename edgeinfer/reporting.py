@@ -1535,6 +1535,11 @@ def _share_of(value: Any) -> float | None:
     return value if value is not None and 0.0 <= value <= 1.0 else None
 
 
+def _one_of(*words: str) -> Callable[[Any], str | None]:
+    """A reader of a record's word that export writes one of `words`; None for any other value (listed by name)."""
+    return lambda value: value if value in words else None
+
+
 def _agreed(share: float | None, rows: int | None) -> int | None:
     """How many of `rows` a share is (0.9909 of 110: 109); None where either is unknown or the share is no whole
     count of them (figures that do not add up are not rounded into ones that do)."""
@@ -1575,7 +1580,10 @@ def _fidelity_card(record: Any) -> dict[str, Any] | None:
         del figures["torch_vs_onnx_max_abs"]
     parity = take("torch_vs_onnx_max_abs")
     threshold = take("threshold")
+    held_out = {"source": take("holdout_source", _one_of("calibration", "given")), "seed": take("holdout_seed", _whole),
+                "run": take("rows_run", _one_of("alone", "batch"))}
     return {"rows": rows, "threshold": threshold, "needed": rows_short_of_gate(rows, threshold),
+            "held_out": held_out if held_out["source"] or held_out["run"] else None,
             "agreement": agreement, "agreed": _agreed(agreement, rows),
             "max_abs_diff": take("max_abs_diff"),
             "edges": edges if any(v is not None for v in edges.values()) else None,

@@ -2099,13 +2099,13 @@ def test_the_model_card_tells_exports_record_in_words(diabetes_session, diabetes
     assert ("Quantization fidelity against the float model Deployed fp32 model vs the float model, on 110 held-out "
             "patients decision agreement 100 % (110 of 110) against a 99.5 % gate; largest probability difference 0 "
             "The same, on 40 edge rows (each input at its calibration extremes and schema bounds; recorded, not "
-            "gated) decision agreement 100 % (40 of 40); largest probability difference 0 Float ONNX vs trained "
-            f"torch model largest probability difference {fidelity['torch_vs_onnx_max_abs']:.3g} on the calibration "
-            "rows rows run batch holdout source given Quantization record Deployed precision fp32 Method none (fp32) "
-            "Quantization operators in the model none Precisions export tried, in order: each was compared with the "
-            "float model on the 110 held-out "
-            "patients and deployed only if it gave the same decision for at least 99.5 % of them (the gate); the "
-            "edge rows are recorded, not gated. Precision Decision agreement Largest probability difference On the "
+            "gated) decision agreement 100 % (40 of 40); largest probability difference 0 Held-out patients given at "
+            "export (holdout=); run together as one batch Float ONNX vs trained torch model largest probability "
+            f"difference {fidelity['torch_vs_onnx_max_abs']:.3g} on the calibration rows Quantization record Deployed "
+            "precision fp32 Method none (fp32) Quantization operators in the model none Precisions export tried, in "
+            "order: each was compared with the float model on the 110 held-out patients and deployed only if it "
+            "gave the same decision for at least 99.5 % of them (the gate); the edge rows are recorded, not gated. "
+            "Precision Decision agreement Largest probability difference On the "
             f"edge rows Outcome int8-static {100 * agreed / 110:.2f} % ({agreed} of 110) {int8['max_abs_diff']:.3g} "
             f"agreement {_percent(int8['edge_agreement'])} %, largest difference {int8['edge_max_abs_diff']:.3g} below the "
             "99.5 % gate: not deployed fp32 100 % (110 of 110) 0 agreement 100 %, largest difference 0 deployed "
@@ -2230,3 +2230,19 @@ def test_a_band_whose_ends_read_the_same_is_one_figure_and_a_fall_back_is_said(d
     assert ("Export fell back to fp32: the int8-static model gave the same decision as the float model for only "
             f"{agreed} of 110 held-out patients ({100 * agreed / 110:.2f} %), below the 99.5 % gate, and was not "
             "deployed.") in text
+
+
+def test_the_model_card_says_where_the_held_out_rows_came_from_and_how_they_ran(tmp_path):
+    """The manifest's rows_run, holdout_source and holdout_seed were listed by name ("rows run alone holdout source
+    calibration holdout seed 3"); the card words them."""
+    X = np.random.default_rng(0).uniform(0, 1, (40, 5)) * [180, 27, 72, 1, 1] + [70, 18, 18, 0, 0]
+    fidelity = {"agreement": 1.0, "max_abs_diff": 0.01, "holdout_rows": 40, "threshold": 0.995, "rows_run": "alone",
+                "holdout_source": "calibration", "holdout_seed": 3}
+    bundle = write_bundle(tmp_path / "bundle", model_bytes=_onnx_bytes(), schema=SCHEMA,
+                          profile=get_device("raspberry-pi-4"), reference=Reference.from_data(X, X[:, 0] > 140),
+                          precision="int8-dynamic", record={"fidelity": fidelity})
+    text = _text(ei.report([_explanation(bundle.sha256)], out=tmp_path / "r.html", bundle=bundle).read_text())
+    assert ("Held-out patients a seeded quarter of the calibration rows (seed 3), kept out of calibration; each run "
+            "alone, as a device answers one request (dynamic quantization scales each batch by its own range) "
+            "Quantization record") in text
+    assert "rows run" not in text and "holdout source" not in text and "holdout seed" not in text
