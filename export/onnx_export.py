@@ -147,7 +147,8 @@ def called_script_modules(model: torch.nn.Module, n_features: int) -> list[str]:
     """The names of the TorchScript submodules (torch.jit.script, torch.jit.trace) the model calls on the batch the
     export traces with: torch's ONNX exporter cannot trace those, but one the model merely holds is no obstacle.
     Each is swapped for a `_Spy` for one forward pass (in no_grad; the caller puts the model in eval mode), then put
-    back; one inside another TorchScript module is that module's part."""
+    back; one inside another TorchScript module is that module's part. Where the pass fails with the spies and
+    not without them, the model reaches past a spy's forward (`self.held.other(x)`): every one held counts."""
     places = []
     for parent_name, parent in model.named_modules(remove_duplicate=False):
         if isinstance(parent, torch.jit.ScriptModule):
@@ -160,14 +161,24 @@ def called_script_modules(model: torch.nn.Module, n_features: int) -> list[str]:
     for parent, name, _, called in places:
         parent._modules[name] = _Spy(parent._modules[name], called)
     try:
-        with torch.no_grad():
-            model(torch.zeros(2, n_features))
-    except Exception:       # the model fails on the export's batch: _head says how, with the fix
-        pass
+        spied = _runs(model, n_features)
     finally:
         for parent, name, _, _ in places:
             parent._modules[name] = parent._modules[name].module
+    if not spied and _runs(model, n_features):
+        return [where for _, _, where, _ in places]
+    # a model that fails on the export's batch either way: _head says how, with the fix
     return [where for _, _, where, called in places if called]
+
+
+def _runs(model: torch.nn.Module, n_features: int) -> bool:
+    """Whether the model's forward pass runs on the export's sample batch (zeros, no_grad)."""
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, n_features))
+        return True
+    except Exception:       # any failure: the caller only asks whether it ran
+        return False
 
 
 def torch_outputs(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:

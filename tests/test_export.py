@@ -1466,15 +1466,33 @@ def test_a_torchscript_module_is_refused_with_the_fix(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-class _Holds(torch.nn.Module):
-    """A model holding a TorchScript module beside its own layer, and calling it in forward or not."""
+class _Scripted(torch.nn.Module):
+    """A layer with a second method TorchScript keeps (`other`), besides its forward."""
 
-    def __init__(self, layer, *, calls: bool):
+    def __init__(self):
         super().__init__()
-        self.layer, self.calls = layer, calls
-        self.scripted = torch.jit.script(torch.nn.Linear(2, 2))
+        self.linear = torch.nn.Linear(2, 2)
 
     def forward(self, x):
+        return self.linear(x)
+
+    @torch.jit.export
+    def other(self, x):
+        return self.linear(x) * 2.0
+
+
+class _Holds(torch.nn.Module):
+    """A model holding a TorchScript module beside its own layer, and calling it in forward (`calls`: "forward" or
+    "other", one of its other methods) or not (None)."""
+
+    def __init__(self, layer, *, calls: str | None):
+        super().__init__()
+        self.layer, self.calls = layer, calls
+        self.scripted = torch.jit.script(_Scripted())
+
+    def forward(self, x):
+        if self.calls == "other":
+            return self.scripted.other(x)
         return self.scripted(x) if self.calls else self.layer(x)
 
 
@@ -1485,16 +1503,17 @@ def test_a_torchscript_module_the_model_never_calls_is_no_obstacle(tmp_path):
     layer = linear_logistic([1.0, -1.0], 0.0)
     options = dict(calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)), device="x86-edge-gateway",
                    precision="fp32")
-    report = ei.export(_Holds(layer, calls=False), TWO, out=tmp_path / "holds", **options)
+    report = ei.export(_Holds(layer, calls=None), TWO, out=tmp_path / "holds", **options)
     session = ei.load(report.bundle)
     assert session.predict([0.9, 0.1]).probabilities == pytest.approx(
         torch.softmax(layer(torch.tensor([[0.9, 0.1]])), dim=-1)[0].tolist(), abs=1e-6)
-    with pytest.raises(ExportError) as info:
-        ei.export(_Holds(layer, calls=True), TWO, out=tmp_path / "calls", **options)
-    assert str(info.value) == ("the model's submodule 'scripted' is a TorchScript module (torch.jit.script or "
-                               "torch.jit.trace), which export cannot trace; give the original nn.Module, or a "
-                               "torch.export .pt2")
-    assert not (tmp_path / "calls").exists()
+    for calls in ("forward", "other"):    # `other` escaped as torch's "Tried to trace ... not part of the active trace"
+        with pytest.raises(ExportError) as info:
+            ei.export(_Holds(layer, calls=calls), TWO, out=tmp_path / "calls", **options)
+        assert str(info.value) == ("the model's submodule 'scripted' is a TorchScript module (torch.jit.script or "
+                                   "torch.jit.trace), which export cannot trace; give the original nn.Module, or a "
+                                   "torch.export .pt2")
+        assert not (tmp_path / "calls").exists()
 
 
 class Payload:
