@@ -418,11 +418,13 @@ class GroupFairness:
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         j = schema.index(sensitive_feature)
         feature, column = schema.features[j], X[:, j]
-        if (isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) and bins > len(X)
+        most = max(len(X), DEFAULT_BINS)     # the default's count stays allowed, whatever the batch
+        if (isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) and bins > most and len(X)
                 and feature.kind != "categorical"):
             # more quantile bins than decisions: bins=10**6 gave 27 groups of 1 to 3 for 40 decisions
-            raise InputError(f"bins={bins:,} quantile bins for {len(X):,} decisions: more bins than decisions to "
-                             f"fill them; give bins <= {len(X):,}, fewer for groups large enough to compare (the "
+            decisions = f"{len(X):,} decision{'s' if len(X) != 1 else ''}"
+            raise InputError(f"bins={bins:,} quantile bins for {decisions}: more bins than decisions to "
+                             f"fill them; give bins <= {most:,}, fewer for groups large enough to compare (the "
                              f"default {DEFAULT_BINS} cuts the quartiles of the reference data), or the edges")
         grouping = Grouping.of(feature, np.asarray(model.reference.X, dtype=np.float64)[:, j], bins)
         keys, codes = np.unique(grouping.keys(column), return_inverse=True)     # in group order

@@ -228,6 +228,17 @@ def test_from_model_refuses_more_quantile_bins_than_decisions(decided):
             "data), or the edges")
     gf = GroupFairness.from_model(model, X[:40], y_true=y[:40], sensitive_feature="age", bins=40)
     assert sum(m.count for m in gf.by_group) == 40
+    # the default's count is allowed for a small batch, as the default itself; past it the fix is a count of 2 or more
+    small = [GroupFairness.from_model(model, X[:3], y_true=y[:3], sensitive_feature="age", **options).by_group
+             for options in ({}, {"bins": 4})]
+    assert small[0] == small[1]
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(model, X[:1], y_true=y[:1], sensitive_feature="age", bins=5)
+    assert str(err.value).startswith("bins=5 quantile bins for 1 decision: more bins than decisions to fill them; "
+                                     "give bins <= 4, fewer")
+    with pytest.raises(InputError) as err:
+        GroupFairness.from_model(model, X[:0], y_true=y[:0], sensitive_feature="age", bins=5)
+    assert "bins" not in str(err.value)
 
 
 def test_from_model_tells_close_bins_apart_by_index_and_lists_them_in_order(decided):
