@@ -35,10 +35,12 @@ OKABE_ITO = {
 
 @dataclass(frozen=True)
 class Bar:
-    """One driver: its label (name and value with unit) and its signed contribution."""
+    """One driver: its label (the input's name), its signed contribution, and the input's value with unit, drawn
+    after the name ("glucose = 162 mg/dL")."""
 
     label: str
     contribution: float
+    value: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,21 @@ def _drawing(plt):
 
 
 LABEL_CHARS = 50       # a bar's label longer than this is shortened on the chart (the table beside it keeps it)
-LABEL_TAIL = 20        # ... keeping its last characters: the value a label ends with ("… = 162 mg/dL")
+VALUE_CHARS = 30       # ... its value kept whole up to this ("162 mg/dL"), its name cut to make room
 
 
-def bar_label(label: str) -> str:
-    """A bar's label as the chart draws it: up to LABEL_CHARS characters, a longer one cut in its middle with an
-    ellipsis, its start and its end kept. A 3,000-character input name drew the chart far off the page."""
-    if len(label) <= LABEL_CHARS:
-        return label
-    return label[:LABEL_CHARS - LABEL_TAIL - 1].rstrip() + "…" + label[-LABEL_TAIL:]
+def bar_label(bar: Bar) -> str:
+    """A bar's label as the chart draws it, "name = value": up to LABEL_CHARS characters, a longer name cut at its
+    end with an ellipsis and the value kept whole (a value over VALUE_CHARS, a long category name, is cut too). A
+    3,000-character input name drew the chart far off the page; a cut within the value could misread it ("r…5
+    mg/mmol" for 3.25 mg/mmol)."""
+    name, value = bar.label, bar.value
+    if len(name) + len(value) + 3 * bool(value) <= LABEL_CHARS:
+        return f"{name} = {value}" if value else name
+    value = value if len(value) <= VALUE_CHARS else value[:VALUE_CHARS - 1].rstrip() + "…"
+    room = LABEL_CHARS - (len(value) + 3 if value else 0)
+    name = name if len(name) <= room else name[:room - 1].rstrip() + "…"
+    return f"{name} = {value}" if value else name
 
 
 def drivers_chart(bars: Sequence[Bar], *, quantity: str, unit_note: str, alt: str, key: str) -> str:
@@ -104,7 +112,7 @@ def _drivers_figure(plt, bars: Sequence[Bar], *, quantity: str, unit_note: str):
     """The drivers chart's figure (`drivers_chart`), each label shortened by `bar_label`."""
     height = 0.9 + 0.42 * max(len(bars), 1)
     fig, ax = plt.subplots(figsize=(6.8, height))
-    labels = [bar_label(b.label) for b in bars][::-1]
+    labels = [bar_label(b) for b in bars][::-1]
     values = [b.contribution for b in bars][::-1]
     colours = [OKABE_ITO["vermillion"] if v > 0 else OKABE_ITO["blue"] for v in values]
     hatches = ["///" if v > 0 else "\\\\\\" for v in values]

@@ -1270,7 +1270,7 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
            + "; ".join(f"{label}: {r['contribution_shown']}" for label, r in zip(labels, rows))
            + f". Baseline {_probability_apart(a.base_value)}, this patient {_probability_apart(a.prediction)}.")
     svg = plots.drivers_chart(
-        [plots.Bar(label, r["contribution"]) for label, r in zip(labels, rows)],
+        [plots.Bar(r["name"], r["contribution"], r["value"]) for r in rows],
         quantity=a.quantity, unit_note="probability points, 0–1 scale", alt=alt, key=f"{key}-drivers",
     )
     from markupsafe import Markup

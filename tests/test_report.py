@@ -1787,22 +1787,27 @@ def test_driver_chart_labels_keep_a_small_contribution_readable():
 
 def test_driver_chart_shortens_a_long_label_and_the_table_keeps_it(tmp_path):
     """A 3,000-character input name was drawn whole on the chart, far off the page, while the table beside it wraps
-    it: the chart's label keeps its start and its value, cut in its middle with an ellipsis."""
+    it: the chart's label keeps its start and its value whole, the name cut with an ellipsis (review R: a cut in the
+    middle of the whole label read 3.25 mg/mmol as "…5 mg/mmol")."""
     from edgeinfer import plots
 
     name = "glucose" * 430
     text = json.dumps(_explanation().to_dict()).replace('"glucose"', f'"{name}"')
     page = ei.report([json.loads(text)], out=tmp_path / "r.html").read_text()
-    assert ">glucoseglucoseglucoseglucoseg…glucoseglucose = 162</text>" in page       # the chart's label
+    assert f">{'glucose' * 6}g… = 162</text>" in page       # the chart's label
     assert f"<td>{name}</td>" in page                                          # the table's name, whole
     plt = plots._pyplot()
     with plots._drawing(plt):
-        fig = plots._drivers_figure(plt, [plots.Bar(f"{name} = 162 mg/dL", 0.29), plots.Bar("bmi = 31.5 kg/m²", 0.14)],
-                                    quantity="p", unit_note="probability")
+        bars = [plots.Bar(name, 0.29, "162 mg/dL"), plots.Bar("bmi", 0.14, "31.5 kg/m²"),
+                plots.Bar("urine albumin-to-creatinine ratio", 0.1, "3.25 mg/mmol creatinine"),
+                plots.Bar("sex", 0.01, "a" * 50), plots.Bar("3 other inputs", 0.02)]
+        fig = plots._drivers_figure(plt, bars, quantity="p", unit_note="probability")
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     plt.close(fig)
-    assert labels == ["bmi = 31.5 kg/m²", "glucoseglucoseglucoseglucoseg…eglucose = 162 mg/dL"]
-    assert len(labels[1]) == plots.LABEL_CHARS
+    assert labels[::-1] == [f"{'glucose' * 5}gl… = 162 mg/dL", "bmi = 31.5 kg/m²",
+                            "urine albumin-to-creati… = 3.25 mg/mmol creatinine", f"sex = {'a' * 29}…",
+                            "3 other inputs"]
+    assert [len(label) for label in labels[::-1]][:3] == [plots.LABEL_CHARS, 16, plots.LABEL_CHARS]
 
 
 def test_the_headline_keeps_the_digits_of_a_close_decision_among_several_classes(tmp_path):
