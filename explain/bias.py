@@ -500,12 +500,17 @@ def _set_to(schema: FeatureSchema, test: FlipTest) -> str:
 
 def value_text(feature: Feature, value: float) -> str:
     """A proxy's value as the verdict and the report's flip table write it: a continuous one to VALUE_DIGITS
-    significant digits (1.98 for 1.98044), or as many more as it takes to read within the schema's range (a typical
-    value at the bound 1.99996 is not "2", past it); another as the schema labels it."""
+    significant digits (1.98 for 1.98044), or as many more as it takes to read within the schema's range and not
+    as a bound it is not (a typical value at the bound 1.99996 is not "2", past it; below a bound of 2, not "2"
+    either); another as the schema labels it."""
     if feature.kind != "continuous" or not math.isfinite(value):
         return feature.label(value)
+
+    def misread(shown: float) -> bool:
+        return not feature.low <= shown <= feature.high or (shown in (feature.low, feature.high) and shown != value)
+
     digits = VALUE_DIGITS
-    while digits < 17 and not feature.low <= float(_fixed(value, digits)) <= feature.high:
+    while digits < 17 and misread(float(_fixed(value, digits))):
         digits += 1
     return _fixed(value, digits) + (f" {feature.unit}" if feature.unit else "")
 

@@ -247,12 +247,12 @@ def test_a_proxy_that_alone_decides_is_not_counted_against_the_protected_feature
 def test_the_verdict_writes_a_proxys_value_with_the_digits_of_the_flip_table_beside_it():
     """A proxy at 1.98044 among male reference rows read "set to 1.98044" in the verdict, beside the report's flip
     table's "coded sex marker → 1.98". Both write 4 significant digits, more where fewer would read past the
-    schema's range: at the bound 1.99996, "1.99996", not "2"."""
+    schema's range or as a bound it is not: at the bound 1.99996, "1.99996", not "2"; below a bound of 2, the same."""
     from types import SimpleNamespace
 
     from edgeinfer.reporting import _bias
 
-    for male, high, shown in ((1.98044, 2.0, "1.98"), (1.99996, 1.99996, "1.99996")):
+    for male, high, shown in ((1.98044, 2.0, "1.98"), (1.99996, 1.99996, "1.99996"), (1.99996, 2.0, "1.99996")):
         schema = FeatureSchema(features=(SEX, SCHEMA.features[1], Feature("copy", low=-1, high=high,
                                                                           clinical="coded sex marker")),
                                classes=("denied", "granted"))
