@@ -1357,7 +1357,8 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       # ... with its probability: the change beyond what the proxies alone change, which the
                       # verdict and the views give, is from it ("0.498" beside this row's Δp -0.857 from this case)
                       "control": None if t.control_class is None else
-                      f"with {f.clinical} kept, these alone give {t.control_class} ({_control_probability(t, e)})",
+                      f"with {f.clinical} kept, these alone give {t.control_class} (p({e.decision.class_name}) "
+                      f"{_control_probability(t, e)})",
                       # no class where the model gave no finite probability (float32 overflow): the flip tests nothing
                       "class_name": t.class_name if t.class_name is not None else "—", "probability": t.probability,
                       # as the views show it: two classes, the other's probability is the boundary (0.4996, not

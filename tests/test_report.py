@@ -1060,7 +1060,8 @@ def test_the_moved_with_it_column_shows_the_proxies_values_and_their_control(tmp
     expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=(first, joint)))
     text = _text(ei.report([expl], out=tmp_path / "r.html").read_text(encoding="utf-8"))
     # no bundle: the report names inputs as the record does
-    assert f"sex 1 → 0 {proxy} → 1; with sex kept, these alone give high risk (0.810) high risk 0.810" in text
+    assert (f"sex 1 → 0 {proxy} → 1; with sex kept, these alone give high risk (p(high risk) 0.810) high risk "
+            "0.810") in text
 
 
 def test_the_clinicians_largest_change_and_the_flip_tables_say_what_each_is_measured_from(tmp_path):
@@ -1081,8 +1082,8 @@ def test_the_clinicians_largest_change_and_the_flip_tables_say_what_each_is_meas
             "beyond what its proxies alone change; attribution share") in text
     assert "Decision then Probability Δp from this case Flips?" in text
     # no bundle: the report names inputs as the record does
-    assert ("age 54 → 31 bmi → 24; with age kept, these alone give high risk (0.633) low risk 0.135 -0.685 yes"
-            in text)
+    assert ("age 54 → 31 bmi → 24; with age kept, these alone give high risk (p(high risk) 0.633) low risk 0.135 "
+            "-0.685 yes") in text
     assert ('Probability: of the original decision\'s class after the change, and in brackets with the proxies moved '
             'alone; Δp: the change from this case. A change "beyond what its proxies alone change" is the difference '
             'of those two probabilities.') in text
