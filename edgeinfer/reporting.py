@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import click
 
-from edgeinfer.bundle import rows_short_of_gate
+from edgeinfer.bundle import WORDS, rows_short_of_gate
 from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
 from edgeinfer.rows import json_object, not_text
 from edgeinfer.schema import _fixed
@@ -1536,8 +1536,9 @@ def _share_of(value: Any) -> float | None:
     return value if value is not None and 0.0 <= value <= 1.0 else None
 
 
-def _one_of(*words: str) -> Callable[[Any], str | None]:
-    """A reader of a record's word that export writes one of `words`; None for any other value (listed by name)."""
+def _one_of(words: Sequence[str]) -> Callable[[Any], str | None]:
+    """A reader of a record's word that export writes one of `words` (bundle.WORDS); None for any other value
+    (listed by name)."""
     return lambda value: value if value in words else None
 
 
@@ -1581,8 +1582,8 @@ def _fidelity_card(record: Any) -> dict[str, Any] | None:
         del figures["torch_vs_onnx_max_abs"]
     parity = take("torch_vs_onnx_max_abs")
     threshold = take("threshold")
-    held_out = {"source": take("holdout_source", _one_of("calibration", "given")), "seed": take("holdout_seed", _whole),
-                "run": take("rows_run", _one_of("alone", "batch"))}
+    held_out = {"source": take("holdout_source", _one_of(WORDS["source"])), "seed": take("holdout_seed", _whole),
+                "run": take("rows_run", _one_of(WORDS["run"]))}
     return {"rows": rows, "threshold": threshold, "needed": rows_short_of_gate(rows, threshold),
             "held_out": held_out if held_out["source"] or held_out["run"] else None,
             "agreement": agreement, "agreed": _agreed(agreement, rows),

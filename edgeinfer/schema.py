@@ -887,9 +887,10 @@ def _exact(value: float) -> str:
 
 
 def _fixed(value: float, digits: int = 4) -> str:
-    """`digits` significant digits; from 1000 up, fixed notation with `digits` - 3 decimals (180048.2, not
-    1.8e+05): the report's figures, and a proxy's value in the bias verdict."""
-    if abs(value) >= 1000:
+    """`digits` significant digits; from 1000 up to 1e15, fixed notation with `digits` - 3 decimals (180048.2, not
+    1.8e+05; beyond, 1.235e+25, not 26 digits of float noise): the report's figures, and a proxy's value in the
+    bias verdict."""
+    if 1000 <= abs(value) < 1e15:
         return f"{value:.{digits - 3}f}".rstrip("0").rstrip(".")
     return f"{float(f'{value:.{digits}g}'):.{digits}g}"
 

@@ -1013,6 +1013,8 @@ def test_the_counterfactual_values_the_report_shows_reach_the_target_on_the_depl
     assert reporting._labels_apart(f, 150.0, 119.996) == ("150 mg/dL", "119.9 mg/dL")
     assert reporting._labels_apart(f, 5.0, 9.99996) == ("5 mg/dL", "10 mg/dL")
     assert [reporting._fixed_past(v, 0.0) for v in (-2.00004, 0.57330001, -1234.96)] == ["-2.001", "0.5734", "-1235"]
+    # fixed notation from 1000, up to 1e15: past it, 1.23456e25 read as 26 digits of float noise
+    assert [reporting._fixed(v) for v in (180048.23, 1.23456e25, -1e15)] == ["180048.2", "1.235e+25", "-1e+15"]
 
 
 def test_one_sided_ranges_and_large_changes_are_written_in_full(tmp_path):
