@@ -1025,10 +1025,10 @@ class _View:
             blocks.append([self.fill("title")])
         for section in self.s.sections:
             lines = getattr(self, f"section_{section}")()
-            if lines is None:
-                if not self.has(f"{section}_missing"):
-                    continue
-                lines = [self.fill(f"{section}_missing")]
+            if lines is None:   # the part is absent: its `_missing` line names the section, without the title above
+                if self.has(f"{section}_missing"):        # ("Top drivers:" over "Top drivers: not computed.")
+                    blocks.append([self.fill(f"{section}_missing")])
+                continue
             if not lines:
                 continue
             if section in self.titles:
