@@ -1151,7 +1151,7 @@ class _Search:
         sp, feats = self.space, self.schema.features
         groups = []
         names = {"immutable": "immutable features", "protected": "protected features",
-                 "features_to_vary": "features_to_vary"}
+                 "features_to_vary": "features left out of features_to_vary"}
         for what in ("immutable", "protected", "features_to_vary"):
             fixed = [feats[j].name for j, w in enumerate(sp.why_frozen) if w == what]
             if fixed:

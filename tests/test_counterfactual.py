@@ -333,28 +333,29 @@ def test_the_binding_says_whether_any_one_constraint_or_only_all_together_reach_
     session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 6.0, schema, calibration=calibration)
     res = _compare_searches(session, x, features_to_vary=["x2"])[0]
     assert not res.found and not res.binding_together
-    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)")
+    assert res.binding == ("immutable features (x0)", "features left out of features_to_vary (x1, x3)")
     assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which does "
-                          "not show that none exists; with immutable features (x0) or features_to_vary (x1, x3) "
-                          "relaxed it found one")
+                          "not show that none exists; with immutable features (x0) or features left out of "
+                          "features_to_vary (x1, x3) relaxed it found one")
     text = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"]).text
     # said once: the reason's own "; with … relaxed it found one" is left out where the piece names the binding
     assert ("No counterfactual for class 'low': the search found no counterfactual reaching class 'low' within the "
             "constraints, which does not show that none exists (found only when relaxing immutable features (x0) or "
-            "features_to_vary (x1, x3)).") in text
+            "features left out of features_to_vary (x1, x3)).") in text
     session = linear_session(np.array([3.0, 3.0, 0.0, 0.0]), 27.0, schema, calibration=calibration)
     res = _compare_searches(session, x, features_to_vary=["x2"])[0]
     assert not res.found and res.binding_together
     ranges = "the schema's ranges (x0 in [-5, 5], x1 in [-5, 5], x3 in [-5, 5])"
-    assert res.binding == ("immutable features (x0)", "features_to_vary (x1, x3)", ranges,
+    assert res.binding == ("immutable features (x0)", "features left out of features_to_vary (x1, x3)", ranges,
                            "the search window beyond the reference data (x2)")
     assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which does "
                           "not show that none exists; it found one only with immutable features (x0), "
-                          f"features_to_vary (x1, x3), {ranges}, the search window beyond the reference "
-                          "data (x2) relaxed together")
+                          f"features left out of features_to_vary (x1, x3), {ranges}, the search window beyond the "
+                          "reference data (x2) relaxed together")
     expl = session.explain(x[0], stakeholder="clinician", features_to_vary=["x2"])
-    assert ("which does not show that none exists (found only when relaxing immutable features (x0), features_to_vary "
-            f"(x1, x3), {ranges} and the search window beyond the reference data (x2) together)." in expl.text)
+    assert ("which does not show that none exists (found only when relaxing immutable features (x0), features left "
+            f"out of features_to_vary (x1, x3), {ranges} and the search window beyond the reference data (x2) "
+            "together)." in expl.text)
     # the JSON form carries it under the same schema version; a record written before the field reads as its
     # reason says (the older search already wrote "relaxed together")
     data = json.loads(expl.to_json())
