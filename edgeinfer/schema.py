@@ -408,9 +408,9 @@ class FeatureSchema:
         if arr is not None and isinstance(x, (list, tuple)) and _holds_bool(x):
             arr, problem = None, "got True or False among the numbers"   # NumPy would read True as 1.0
         if arr is None or arr.dtype.kind not in "iuf":    # text, objects or bools: read cell by cell, as a CSV
-            if _is_batch_of_rows(x):         # a row that cannot be read stays that row's problem alone
+            if _is_batch_of_rows(x, len(self)):   # a row that cannot be read stays that row's problem alone
                 return self._matrix_from_rows(x, unreadable), False
-            if isinstance(x, (Sequence, np.ndarray)) and not isinstance(x, (str, bytes)) and np.ndim(x) == 1:
+            if (_is_row(x) and not isinstance(x, np.ndarray)) or (isinstance(x, np.ndarray) and x.ndim == 1):
                 return self._row_from_values(x)[None, :], True
             raise InputError(
                 f"expected numbers in schema order ({len(self)} features) or a mapping of feature name to value; "
@@ -550,6 +550,9 @@ class FeatureSchema:
         matrix = np.full((len(rows), len(self)), np.nan)
         for i, row in enumerate(rows):
             try:
+                if not _is_row(row):     # "bad" or None among rows: no row of values at all
+                    raise InputError(f"expected a row of {len(self)} values in schema order, got "
+                                     f"{type(row).__name__} {_shown(row)}")
                 matrix[i] = self._row_from_values(row)
             except InputError as err:
                 if unreadable is None:
@@ -845,12 +848,19 @@ def _has_narrow_floats(row: Any) -> bool:
     return isinstance(row, (list, tuple)) and any(isinstance(v, np.floating) and v.dtype.itemsize < 8 for v in row)
 
 
-def _is_batch_of_rows(x: Any) -> bool:
-    """A list of rows (lists, tuples or 1-D arrays), or a 2-D object array: readable row by row."""
+def _is_row(x: Any) -> bool:
+    """A sequence of values (a list, a tuple or an array), not text."""
+    return isinstance(x, (Sequence, np.ndarray)) and not isinstance(x, (str, bytes))
+
+
+def _is_batch_of_rows(x: Any, width: int) -> bool:
+    """A list of rows (lists, tuples or 1-D arrays), or a 2-D object array: readable row by row. A list that holds
+    a row of the schema's width among other things ([row, "bad"], [row, None]) is a batch with bad rows in it."""
     if isinstance(x, np.ndarray):
         return x.ndim == 2
-    return (isinstance(x, Sequence) and not isinstance(x, (str, bytes)) and len(x) > 0
-            and all(isinstance(r, (Sequence, np.ndarray)) and not isinstance(r, (str, bytes)) for r in x))
+    if not _is_row(x) or not len(x):
+        return False
+    return all(_is_row(r) for r in x) or any(_is_row(r) and len(r) == width for r in x)
 
 
 def _shown(value: Any) -> str:

@@ -97,6 +97,23 @@ def test_a_batch_whose_first_row_is_no_mapping_refuses_that_row_alone(bc_session
     assert out[1].probabilities == bc_session.predict(breast_cancer.X_test[1]).probabilities
 
 
+def test_a_batch_of_value_rows_with_something_else_among_them_refuses_that_item_alone(bc_session, breast_cancer):
+    """[row, "bad"], [row, None], ["bad", row]: NumPy's "setting an array element with a sequence ... inhomogeneous
+    shape" ValueError escaped, failing the batch with no EdgeInferError; a row with a list for a cell, the same."""
+    row = list(breast_cancer.X_test[0])
+    alone = bc_session.predict(breast_cancer.X_test[0]).probabilities
+    for bad, shown in (("bad", "str 'bad'"), (None, "NoneType None"), (5, "int 5")):
+        out = bc_session.predict([bad, row])
+        assert out[0] == ei.Rejection(0, f"expected a row of 30 values in schema order, got {shown}")
+        assert out[1].probabilities == alone
+        assert [getattr(e, "ok", True) for e in bc_session.explain([row, bad], parts=("counterfactuals",))] == [
+            True, False]
+    cell = row[:2] + [[3.0]] + row[3:]
+    with pytest.raises(InputError) as err:
+        bc_session.predict(cell)
+    assert str(err.value).startswith("feature 'mean perimeter' expects a number") and "got [3.0]" in str(err.value)
+
+
 def test_numbers_beyond_float32_and_overflowing_rows_are_refused_alone(linear_session):
     """Open ranges: 1e39 is a float64 number but inf to the model (float32), and 3e38 times a weight of 10
     overflows inside it. Both gave NaN probabilities, argmax read them as class 0: a made-up decision."""
