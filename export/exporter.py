@@ -372,6 +372,8 @@ def export(
     reference_rows: the most calibration rows sampled (seeded) into reference.npz, the rows plausibility (yNN), the
         bias check and reference attributions judge against; fewer make a smaller bundle (default 1,000).
     """
+    if model is None:     # it skipped every branch that makes the float model: an UnboundLocalError at the end
+        raise ExportError("model must be a torch.nn.Module or a .pt2/.onnx path, got None")
     profile = get_device(device)
     schema = _checked_schema(schema)
     _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows,

@@ -1446,6 +1446,9 @@ def test_the_module_torch_export_gives_exports_as_its_pt2_file_does(breast_cance
     assert str(info.value) == ("model must be a torch.nn.Module or a .pt2/.onnx path, got a torch.export "
                                "ExportedProgram; give its module (ep.module()), or save it with torch.export.save "
                                "and give the .pt2 file")
+    with pytest.raises(ExportError) as info:       # review Q1: an UnboundLocalError after the data was checked
+        ei.export(None, d.schema, out=tmp_path / "none", **options)
+    assert str(info.value) == "model must be a torch.nn.Module or a .pt2/.onnx path, got None"
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")       # the test's own scripting and tracing
