@@ -213,8 +213,11 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
     if isinstance(items, (str, os.PathLike)):        # a file's records are named by their line, as parse errors are
         path = items
         items = ((f"{_named(path)} line {number}", record) for number, record in _lines(path, progress=progress))
-    else:
+    elif isinstance(items, Iterable):
         items = ((f"record {n}", item) for n, item in enumerate(items, start=1))
+    else:               # ei.report(5, ...): Python's "'int' object is not iterable"
+        raise UsageError(f"report takes explanations, explanation JSON, stream window records or a JSONL file's "
+                         f"path, got {type(items).__name__}")
     explanations, rows, ids, windows, refused, places, positions = [], [], [], [], [], [], []
     made: dict[str, str] = {}            # bundle sha256 -> where its first explanation is
     classes: dict[tuple[str, ...], str] = {}     # a row explanation's classes -> where they first are
@@ -517,8 +520,18 @@ def render_html(inputs: Inputs, *, bundle=None, title: str | None = None, templa
     name = TEMPLATE
     if template is not None:
         template = Path(template)
+        if template.is_dir():
+            raise InputError(f"report template {template} is a folder; give the template's file, e.g. a copy of "
+                             f"{templates / TEMPLATE}")
         if not template.is_file():
             raise InputError(f"report template {template} not found; copy {templates / TEMPLATE} and edit it")
+        try:                # jinja2's UnicodeDecodeError escaped with its traceback
+            template.read_bytes().decode("utf-8")
+        except OSError as err:
+            raise InputError(f"cannot read report template {template}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            raise InputError(f"report template {template} is not UTF-8 text (byte {err.start}); save it as "
+                             "UTF-8") from None
         search.insert(0, str(template.parent))
         name = template.name
     env = jinja2.Environment(

@@ -1273,6 +1273,26 @@ def test_institution_template_changes_wording_without_code(fixed_bundle, tmp_pat
     assert "<h3>Geschützte Merkmale</h3>" in html
 
 
+def test_a_template_that_is_no_utf8_file_and_input_that_is_no_records_are_refused_by_name(tmp_path):
+    """Review Q1: a template saved in another encoding escaped as jinja2's UnicodeDecodeError with its traceback,
+    a folder read "not found", and ei.report(5, ...) raised Python's "'int' object is not iterable"."""
+    latin = tmp_path / "mine.html.j2"
+    latin.write_bytes("<p>Geschützt</p>".encode("latin-1"))
+    with pytest.raises(InputError) as err:
+        ei.report([_explanation()], out=tmp_path / "r.html", template=latin)
+    assert str(err.value) == f"report template {latin} is not UTF-8 text (byte 8); save it as UTF-8"
+    with pytest.raises(InputError) as err:
+        ei.report([_explanation()], out=tmp_path / "r.html", template=tmp_path)
+    assert str(err.value).startswith(f"report template {tmp_path} is a folder; give the template's file, e.g. a copy "
+                                     "of ")
+    for items, kind in ((5, "int"), (None, "NoneType")):
+        with pytest.raises(UsageError) as err:
+            ei.report(items, out=tmp_path / "r.html")
+        assert str(err.value) == ("report takes explanations, explanation JSON, stream window records or a JSONL "
+                                  f"file's path, got {kind}")
+    assert not (tmp_path / "r.html").exists()
+
+
 @pytest.mark.parametrize("mistake, line, message", [
     ("{% if %}", "{% if %}", "Expected an expression, got 'end of statement block'"),
     ("{{ model.namex }}", "{{ model.namex }}", "'dict object' has no attribute 'namex'"),
