@@ -639,6 +639,8 @@ class FeatureSchema:
             text = path.read_text(encoding="utf-8-sig")     # a byte-order mark (Excel, Notepad) is no content
         except OSError as err:
             raise SchemaError(f"cannot read schema file {path}: {err.strerror}") from err
+        except UnicodeDecodeError as err:   # a unit "µmol/L" saved as Latin-1: Python's error, with a traceback
+            raise SchemaError(f"schema file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
         try:
             if path.suffix.lower() == ".toml":
                 import tomllib

@@ -708,6 +708,16 @@ def test_a_schema_file_of_another_suffix_is_refused_for_its_suffix_alone(tmp_pat
     assert str(caught.value) == f"schema file {path} must end in .toml or .json"
 
 
+def test_a_schema_file_that_is_not_utf8_is_refused_naming_the_byte(tmp_path):
+    """Review Q1: a unit "µmol/L" saved as Latin-1 escaped as Python's UnicodeDecodeError (a 36-line traceback from
+    `edgeinfer export --schema`)."""
+    path = tmp_path / "lat.toml"
+    path.write_bytes('classes = ["a", "b"]\n[[features]]\nname = "x"\nunit = "µmol/L"\n'.encode("latin-1"))
+    with pytest.raises(SchemaError) as caught:
+        FeatureSchema.load(path)
+    assert str(caught.value) == f"schema file {path} is not UTF-8 text (byte 53); save it as UTF-8"
+
+
 def test_numeric_classes_and_favourable_are_named_alike(tmp_path):
     """classes = [0, 1, 2] become '0', '1', '2'; favourable = 0 is read the same way, not refused as no class."""
     path = tmp_path / "s.toml"
