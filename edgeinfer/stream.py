@@ -1585,6 +1585,16 @@ def stream(
     processes started here (closed at the end), else (workers 0, or nothing to explain) to `session`.
     Raises InputError for an empty input or a header that does not match the channels.
     """
+    from edgeinfer.session import Session
+
+    # checked here: a number as the source and a dict as the options raised Python's TypeError and AttributeError
+    if not isinstance(session, Session):
+        raise UsageError(f"stream takes a Session (edgeinfer.load(bundle)), got {type(session).__name__}")
+    if not isinstance(source, (str, os.PathLike)):
+        raise UsageError(f"stream's source is a file's path or '-' (stdin), got {type(source).__name__}")
+    if not isinstance(options, StreamOptions):
+        raise UsageError(f"stream's options are a StreamOptions (StreamOptions(explain='all', ...)), got "
+                         f"{type(options).__name__}")
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     stopper = stopper or Stopper()

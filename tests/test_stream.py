@@ -1236,6 +1236,26 @@ def test_stream_options_take_numpy_whole_numbers_and_an_endless_max_gap(motion_b
     assert (summary.windows, summary.rows_not_in_window) == (1, 3980)
 
 
+def test_stream_refuses_a_source_options_or_session_of_the_wrong_kind_by_name(motion_bundle, recording):
+    """Review Q1: stream(session, 5) raised "expected str, bytes or os.PathLike object, not int" and
+    options={"explain": "all"} "'dict' object has no attribute 'window'"."""
+    import io
+
+    from edgeinfer.errors import UsageError
+    from edgeinfer.stream import StreamOptions, stream
+
+    session, quiet = ei.load(motion_bundle), dict(out=io.StringIO(), err=io.StringIO())
+    for call, message in (
+            (lambda: stream(session, 5, **quiet), "stream's source is a file's path or '-' (stdin), got int"),
+            (lambda: stream(session, recording, options={"explain": "all"}, **quiet),
+             "stream's options are a StreamOptions (StreamOptions(explain='all', ...)), got dict"),
+            (lambda: stream(None, recording, options=StreamOptions(), **quiet),
+             "stream takes a Session (edgeinfer.load(bundle)), got NoneType")):
+        with pytest.raises(UsageError) as err:
+            call()
+        assert str(err.value) == message
+
+
 # ----- explanations and alerts ----------------------------------------------------------------------------
 def test_explain_policies_select_the_right_windows():
     schema = FeatureSchema((Feature("x"),), ("ok", "alarm", "other"), favourable="ok")
