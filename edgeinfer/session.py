@@ -18,7 +18,7 @@ from edgeinfer.bundle import Bundle, read_bundle
 from edgeinfer.decision import Decision, Rejection
 from edgeinfer.errors import BackendError, BudgetWarning, BundleError, DeviceError, InputError, UsageError
 from edgeinfer.profiles import get_device
-from edgeinfer.schema import _detached, _unmasked
+from edgeinfer.schema import _detached, _holds_bool, _unmasked
 
 NOT_A_NUMBER = ("the model's probabilities for this row are not numbers (its float32 arithmetic overflowed on "
                 "the row's values); give values of a realistic size")
@@ -123,15 +123,25 @@ class Session:
     def _checked(self, X: Any) -> np.ndarray:
         """X as the model reads it, (n, F) float32, or InputError naming what is wrong and the fix."""
         width = len(self.schema)
+        bools = isinstance(X, (list, tuple)) and _holds_bool(X)      # NumPy reads [[True, 2.5]] as [[1.0, 2.5]]
         try:
             X = np.asarray(_unmasked(_detached(X)))         # masked cells: NaN, refused below
-            if X.dtype.kind != "c":     # complex: refused below; the cast would drop its imaginary parts with a warning
+            bools = bools or X.dtype.kind == "b" or (
+                X.dtype.kind == "O" and any(isinstance(v, (bool, np.bool_)) for v in X.flat))
+            if X.dtype.kind == "O" and not any(isinstance(v, (str, bytes, bool, np.bool_)) for v in X.flat):
+                X = X.astype(np.float64)         # numbers of mixed types (a table's .values): read as numbers
+            if X.dtype.kind not in "cbUSO":     # refused below; complex: the cast would drop its imaginary parts
                 with np.errstate(over="ignore"):          # 1e39 is inf in float32: refused below, by row
                     X = np.ascontiguousarray(X, dtype=np.float32)
         except (TypeError, ValueError) as err:
             raise InputError(f"predict_proba expects a 2-D array of numbers, {width} features in schema order; "
                              f"could not read the input as numbers ({err}); Session.predict reads rows of any form "
                              "(mappings, category names) and checks them against the schema") from None
+        if bools or X.dtype.kind in "USO":   # True read as 1.0, the text "2_2.7" as 22.7; Session.predict refuses both
+            raise InputError(f"predict_proba expects a 2-D array of numbers, {width} features in schema order; got "
+                             f"{'True or False' if bools else 'text'} among them, which is no number; "
+                             "Session.predict reads rows of any form (mappings, category names) and checks them "
+                             "against the schema")
         if X.dtype.kind == "c":
             raise InputError(f"predict_proba expects a 2-D array of real numbers, {width} features in schema order; "
                              f"got complex numbers ({X.dtype}), whose imaginary parts the model cannot read; pass "

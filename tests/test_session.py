@@ -218,6 +218,26 @@ def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast
                                     "checks them against the schema")
 
 
+def test_predict_proba_refuses_bools_and_text_as_predict_does(bc_session, breast_cancer):
+    """Review Q1: predict_proba read True as 1.0 and the text "2_2.7" as 22.7 (NumPy's float cast), where predict
+    and the README say a bool is no number and such text none either. Numbers of mixed types are still read."""
+    x = breast_cancer.X_test[0]
+    message = ("predict_proba expects a 2-D array of numbers, 30 features in schema order; got {} among them, which "
+               "is no number; Session.predict reads rows of any form (mappings, category names) and checks them "
+               "against the schema")
+    text = np.array([[str(v) for v in x]])
+    text[0, 2] = "8_5.5"
+    with_bool = [[*x[:29].tolist(), True]]
+    for given, what in ((np.ones((1, 30), dtype=bool), "True or False"), (with_bool, "True or False"),
+                        (np.array(with_bool, dtype=object), "True or False"), (text, "text"),
+                        (text.astype(object), "text")):
+        with pytest.raises(InputError) as info:
+            bc_session.predict_proba(given)
+        assert str(info.value) == message.format(what)
+    mixed = np.array([[int(v) if i == 0 else float(v) for i, v in enumerate(x)]], dtype=object)
+    np.testing.assert_array_equal(bc_session.predict_proba(mixed), bc_session.predict_proba(mixed.astype(float)))
+
+
 def test_predict_proba_refuses_complex_numbers_as_predict_does(bc_session, breast_cancer):
     """predict_proba read complex input as its real parts, saying so with a NumPy ComplexWarning alone, where
     predict refuses a complex value."""
