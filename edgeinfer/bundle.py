@@ -396,6 +396,7 @@ FIGURES = {
     "budget": {name: "amount" for name in ("bundle_size_mb", "model_size_mb", "size_mb", "size_budget_mb",
                                            "peak_memory_budget_mb", "latency_ms", "latency_budget_ms",
                                            "predict_latency_ms")} | {"peak_memory_mb": "amount or null",
+                                                                     "runtime_memory_mb": "amount or null",
                                                                      "fits": "flag or null"},
     "quantization.attempts[]": {"precision": "text", "passed": "flag", "agreement": "share or null",
                                 "max_abs_diff": "difference or null", "edge_agreement": "share or null",

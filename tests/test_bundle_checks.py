@@ -87,6 +87,8 @@ def _refused(bundle) -> str:
      'manifest field quantization.attempts[0].passed must be true or false, got "no"'),
     (lambda m: m["budget"].update(peak_memory_mb="11 MB"),
      'manifest field budget.peak_memory_mb must be a number of at least 0 or null, got "11 MB"'),
+    (lambda m: m["budget"].update(runtime_memory_mb="59 MB"),
+     'manifest field budget.runtime_memory_mb must be a number of at least 0 or null, got "59 MB"'),
 ])
 def test_a_resealed_record_of_the_wrong_type_is_refused_by_field(bundle_copy, edit, message):
     _reseal(bundle_copy, edit)
@@ -103,6 +105,7 @@ def test_records_export_may_leave_null_or_out_still_load(bundle_copy):
             m["fidelity"].pop(name, None)
         m["quantization"]["attempts"][0].pop("rows_run")
         m["budget"].update(peak_memory_mb=None)
+        assert m["budget"].pop("runtime_memory_mb") > 0      # recorded since session 27
         for name in ("card", "producer", "reference"):
             m.pop(name)
     _reseal(bundle_copy, edit)
