@@ -842,8 +842,8 @@ def test_the_budget_latency_is_one_explained_row_as_the_profile_budget(bc_bundle
     """latency_ms sits beside latency_budget_ms (one explained prediction): it was one bare prediction."""
     budget = json.loads((bc_bundle / "manifest.json").read_text())["budget"]
     assert list(budget) == ["bundle_size_mb", "model_size_mb", "size_budget_mb", "peak_memory_mb",
-                            "runtime_memory_mb", "peak_memory_budget_mb", "latency_ms", "latency_budget_ms", "predict_latency_ms",
-                            "measured_on", "fits", "verdict"]
+                            "runtime_memory_mb", "peak_memory_budget_mb", "latency_ms", "latency_budget_ms",
+                            "predict_latency_ms", "measured_on", "fits", "verdict"]
     assert budget["latency_budget_ms"] == 50
     assert f"one explained row {budget['latency_ms']:.1f} ms measured here" in budget["verdict"]
     assert f"a bare prediction {budget['predict_latency_ms']:.3f} ms), budget 50 ms on the device" in budget["verdict"]
@@ -947,8 +947,9 @@ def test_a_verdict_over_the_memory_budget_gives_the_figures_a_passing_one_does()
 
 
 def test_the_verdict_says_the_runtimes_own_memory_beside_the_models():
-    """A wearable-gateway verdict read "peak memory of … one explained row 11.7 MB of 64 MB", and the process peaked at
-    75 MB: the figure is the growth over the runtime's own 59.4 MB, which went unsaid. Both are said, and recorded."""
+    """A wearable-gateway verdict read "peak memory of … one explained row 11.7 MB of 64 MB", and the process
+    peaked at 75 MB: the figure is the growth over the runtime's own 59.4 MB, which went unsaid. Both are said, and
+    recorded."""
     from edgeinfer.export.budget import _judged
 
     fits = _judged(_tight(peak_memory_budget_mb=64), bundle_mb=0.5, model_mb=0.1, peak=11.7, runtime=59.43,
