@@ -999,20 +999,21 @@ class _Search:
             # past a few rounds of its own, a row keeps going only while it still lacks k answers
             todo = todo[(rounds[R[todo]] < ROUNDS) | (have[R[todo]] < self.k)]
             # a row left with nothing to trim, still short of k answers, brings in its next candidates (twice at most)
-            idle = busy[~np.isin(busy, R[todo]) & (rounds[busy] < self.F) & (refills[busy] < 2)]
+            idle = busy[~np.isin(busy, R[todo]) & (refills[busy] < 2)]
             waiting = np.flatnonzero(~active & np.isin(R, idle) & (have[R] < self.k))
             waiting = waiting[_rank_per_row(rank[waiting], R[waiting]) < self.k + 1]
             if self.out_of_time():   # cut short: the rows with candidates left to trim, and those due a refill
                 cut[R[todo]] = True
                 cut[R[waiting]] = True
                 break
-            spent = rounds[R[todo]] >= self.F
-            cut[R[todo[spent]]] = True
-            todo = todo[~spent]
             if len(idle):
                 active[waiting] = True
                 todo = np.sort(np.concatenate((todo, waiting[~verified[waiting]])))
                 refills[idle] += 1
+            # a row out of its F rounds is cut short, whether its candidates were left to trim or just brought in
+            spent = rounds[R[todo]] >= self.F
+            cut[R[todo[spent]]] = True
+            todo = todo[~spent]
         return (R[active], V[active], P[active], valid[active], verified[active]), complete & ~cut
 
     def distinct_answers(self, rows: np.ndarray, values: np.ndarray, among: np.ndarray) -> np.ndarray:

@@ -335,14 +335,18 @@ class OneRowSearch(_Search):
             have = bool((valid & verified & active).any())
             if rounds >= ROUNDS and have:
                 todo = todo[:0]
-            if rounds >= self.F or self.out_of_time():
-                complete = not len(todo)
+            idle = not len(todo) and refills < 2
+            waiting = (~active).nonzero()[0][: self.k + 1] if idle and not have else todo[:0]
+            if self.out_of_time():   # cut short: with candidates left to trim, or due a refill
+                complete = complete and not len(todo) and not len(waiting)
                 break
-            if not len(todo) and refills < 2:
-                waiting = np.zeros(0, dtype=np.int64) if have else (~active).nonzero()[0][: self.k + 1]
+            if idle:
                 active[waiting] = True
                 todo = waiting[~verified[waiting]]
                 refills += 1
+            if rounds >= self.F and len(todo):   # out of its F rounds, whether left to trim or just brought in
+                complete = False
+                break
         kept = int(active.sum())
         return (np.zeros(kept, dtype=np.int64), V[active], P[active], valid[active], verified[active]), complete
 
