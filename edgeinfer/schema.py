@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -219,7 +220,7 @@ class Feature:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got {got}{hint}")
         if value is None:
             raise InputError(f"feature '{self.name}' expects {self.describe_expected()}, got no value; fill it in")
-        if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):    # np.ma.masked: missing, not its 0
+        if _is_masked_array(value) and np.ma.is_masked(value):    # np.ma.masked: missing, not its 0
             return math.nan
         if getattr(value, "ndim", None) == 0 and not isinstance(value, np.generic):    # a 0-d tensor or array
             try:
@@ -794,15 +795,22 @@ def _unreadable_tensor(x: Any) -> bool:
 def _unmasked(x: Any) -> Any:
     """A NumPy masked array (or a list or tuple of them) with its masked cells NaN, missing as they mean: NumPy
     reads a masked array as the values under its mask, and those were decided on."""
-    if isinstance(x, np.ma.MaskedArray):
+    if _is_masked_array(x):
         if x.dtype.kind in "iub":                 # no NaN in an integer (or bool) array: widen, as a row of them is
             x = x.astype(np.float64 if x.dtype.kind != "b" else object)
         elif x.dtype.kind in "USV":
             x = x.astype(object)
         return np.ma.filled(x, np.nan)
-    if type(x) in (list, tuple) and any(isinstance(r, np.ma.MaskedArray) for r in x):
+    if type(x) in (list, tuple) and any(_is_masked_array(r) for r in x):
         return [_unmasked(r) for r in x]
     return x
+
+
+def _is_masked_array(x: Any) -> bool:
+    """Whether x is a NumPy masked array, without importing numpy.ma: where it is not imported no masked array
+    exists. NumPy 2 imports numpy.ma on first use (`np.ma`), which cost the first predict after load 12-35 ms."""
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and isinstance(x, ma.MaskedArray)
 
 
 def _is_named(x: Any) -> bool:

@@ -188,3 +188,29 @@ def test_a_core_install_names_the_extra_that_export_and_the_demo_need(installed,
     assert last_error("from edgeinfer.export.models import tabular_mlp") == (
         "edgeinfer.errors.MissingDependencyError: training and exporting a model needs the optional package 'torch', "
         "which is not installed; install it with: pip install 'edgeinfer[export]'")
+
+
+FIRST_PREDICT = r"""
+import json, sys
+import numpy as np
+import edgeinfer
+
+session = edgeinfer.load(sys.argv[1])
+before = "numpy.ma" in sys.modules
+x = session.reference.X
+session.predict(x[0])
+session.predict(dict(zip(session.schema.names, x[1].tolist())))
+session.predict([x[2], x[3].tolist()])
+session.predict_proba(x[:4])
+print(json.dumps({"numpy": np.__version__, "before": before, "after": "numpy.ma" in sys.modules}))
+"""
+
+
+def test_predict_does_not_import_numpy_ma_under_numpy_2(installed, bc_bundle, tmp_path, clean_env):
+    """NumPy 2 imports numpy.ma on first use (NumPy 1 with numpy): the masked-array check on every row did, and the
+    first predict after load took 12-35 ms there against 0.6 ms. The fresh venv has the NumPy the index gives."""
+    done = _run([str(installed / "python"), "-c", FIRST_PREDICT, str(bc_bundle)], cwd=tmp_path, env=clean_env)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if int(out["numpy"].split(".")[0]) < 2:
+        pytest.skip(f"NumPy {out['numpy']} imports numpy.ma with numpy")
+    assert (out["before"], out["after"]) == (False, False)
