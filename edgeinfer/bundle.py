@@ -80,6 +80,7 @@ class Bundle:
             size = bundle_bytes(self.path, self.manifest) / 1e6
         size_budget, memory_budget = profile.model_size_budget_mb, profile.peak_memory_budget_mb
         peak = budget.get("peak_memory_mb")
+        runtime = budget.get("runtime_memory_mb")
         over_size, over_memory = size > size_budget, _is_number(peak) and peak > memory_budget
         unchecked = "peak_memory_mb" in budget and peak is None
         fix, why = self.smaller_export(size_budget if over_size else None, over_memory=over_memory,
@@ -88,7 +89,8 @@ class Bundle:
                 if over_size else [])
         if over_memory:
             said.append(f"peak memory {shown_mb(peak, memory_budget, decimals=1)} MB (as measured at export: "
-                        f"{budget.get('measured_on')}) over its {memory_budget:g} MB budget")
+                        f"{budget.get('measured_on')}) over its {memory_budget:g} MB budget"
+                        + over_runtime(runtime if _is_number(runtime) else None, where="there"))
         if unchecked:
             said.append(f"peak memory not measured at export, so its {memory_budget:g} MB memory budget is unchecked")
         if over_size or over_memory:
@@ -169,6 +171,13 @@ def shown_mb(value: float, limit: float, *, decimals: int) -> str:
         if value == limit or text != f"{limit:.{digits}f}":
             break
     return text
+
+
+def over_runtime(runtime: float | None, *, where: str) -> str:
+    """The words after a peak memory figure that say the runtime's own memory it is the growth over, measured `where`
+    ("here" in export's verdict, "there" after the load-time warning's export host); nothing where not recorded."""
+    return ("" if runtime is None else f", over the runtime's own {runtime:.1f} MB {where} (Python, NumPy, ONNX "
+            "Runtime, edgeinfer; not counted against the budget)")
 
 
 def sha256_file(path: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.backend import OnnxBackend
-from edgeinfer.bundle import Bundle, bundle_bytes, shown_mb
+from edgeinfer.bundle import Bundle, bundle_bytes, over_runtime, shown_mb
 from edgeinfer.profiles import DeviceProfile
 
 
@@ -160,14 +160,13 @@ def _judged(profile: DeviceProfile, *, bundle_mb: float, model_mb: float, peak: 
     model = f"model {max(shown_mb(model_mb, 0.0, decimals=3), shown_mb(model_mb, size_budget, decimals=3), key=len)} MB"
     covers = (f"peak memory of edgeinfer.load, a {OnnxBackend.SMALL_BATCH_ROWS + 1}-row and a 2048-row batch and one "
               "explained row")
-    over_runtime = ("" if runtime is None else f", over the runtime's own {runtime:.1f} MB here (Python, NumPy, ONNX "
-                    "Runtime, edgeinfer; not counted against the budget)")
+    said_runtime = over_runtime(runtime, where="here")
     problems = []
     if bundle_mb > size_budget:
         problems.append(f"{size} ({model}) exceeds the {size_budget:g} MB size budget")
     if peak is not None and peak > memory_budget:
         problems.append(f"{covers} {shown_mb(peak, memory_budget, decimals=1)} MB exceeds the {memory_budget:g} MB "
-                        f"budget{over_runtime}")
+                        f"budget{said_runtime}")
     unchecked = f"{NOT_MEASURED}, so the {memory_budget:g} MB memory budget is unchecked"
     latency_said = (f"one explained row {latency:.1f} ms measured here ({host}; a bare prediction "
                     f"{predict_latency:.3f} ms), budget {profile.latency_budget_ms:g} ms on the device"
@@ -177,7 +176,7 @@ def _judged(profile: DeviceProfile, *, bundle_mb: float, model_mb: float, peak: 
         said = problems + ([unchecked] if peak is None else [])
         if peak is not None and peak <= memory_budget:
             said.append(f"{covers} {shown_mb(peak, memory_budget, decimals=1)} MB of {memory_budget:g} MB"
-                        + over_runtime)
+                        + said_runtime)
         verdict = f"does not fit {profile.name}: " + "; ".join(said + [latency_said])
     elif peak is None:
         fits = None
@@ -186,7 +185,7 @@ def _judged(profile: DeviceProfile, *, bundle_mb: float, model_mb: float, peak: 
     else:
         fits = True
         verdict = (f"fits {profile.name}: {size} of {size_budget:g} MB ({model}), {covers} "
-                   f"{shown_mb(peak, memory_budget, decimals=1)} MB of {memory_budget:g} MB{over_runtime}; "
+                   f"{shown_mb(peak, memory_budget, decimals=1)} MB of {memory_budget:g} MB{said_runtime}; "
                    f"{latency_said}")
     return BudgetCheck(bundle_mb, model_mb, size_budget, peak, runtime, memory_budget, latency,
                        profile.latency_budget_ms, predict_latency, host, fits, verdict)

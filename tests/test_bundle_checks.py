@@ -113,6 +113,39 @@ def test_records_export_may_leave_null_or_out_still_load(bundle_copy):
         assert ei.load(bundle_copy).bundle.manifest["validation"] is None
 
 
+def test_an_older_bundle_over_its_memory_budget_is_said_without_the_runtime_it_did_not_record(bundle_copy):
+    """A bundle from before session 27 records no runtime_memory_mb: the load-time warning gives the peak memory
+    alone, as before, rather than a runtime figure it does not have."""
+    from dataclasses import replace
+
+    def edit(m):
+        m["budget"].update(peak_memory_mb=12.5, measured_on="x86_64 host")
+        m["budget"].pop("runtime_memory_mb")
+    _reseal(bundle_copy, edit)
+    small = replace(ei.get_device("raspberry-pi-4"), name="small", peak_memory_budget_mb=10)
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(bundle_copy, device=small)
+    assert [str(w.message) for w in caught] == [
+        f"bundle {bundle_copy} does not fit device 'small': peak memory 12.5 MB (as measured at export: x86_64 host) "
+        "over its 10 MB budget. It loads, but may fail there: export a smaller model for 'small'"]
+
+
+def test_a_bundle_over_its_memory_budget_is_said_with_the_runtime_it_recorded(bundle_copy):
+    """The runtime's own memory under the peak, as export's verdict says it: "12.5 MB ... over its 10 MB budget"
+    read as the whole process's memory."""
+    from dataclasses import replace
+
+    _reseal(bundle_copy, lambda m: m["budget"].update(peak_memory_mb=12.5, runtime_memory_mb=59.43,
+                                                      measured_on="x86_64 host"))
+    small = replace(ei.get_device("raspberry-pi-4"), name="small", peak_memory_budget_mb=10)
+    with pytest.warns(ei.BudgetWarning) as caught:
+        ei.load(bundle_copy, device=small)
+    assert [str(w.message) for w in caught] == [
+        f"bundle {bundle_copy} does not fit device 'small': peak memory 12.5 MB (as measured at export: x86_64 host) "
+        "over its 10 MB budget, over the runtime's own 59.4 MB there (Python, NumPy, ONNX Runtime, edgeinfer; not "
+        "counted against the budget). It loads, but may fail there: export a smaller model for 'small'"]
+
+
 def _arrays(bundle):
     with np.load(bundle / "reference.npz") as data:
         return {k: data[k] for k in data.files}
