@@ -70,6 +70,13 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta["edgeinfer.debug"] = debug
 
 
+# Under `edgeinfer devices`: the memory budget is no ceiling for the whole process (the profiles' own comments say so,
+# the table did not). The runtime's figure is the README's, not measured here: that costs a second interpreter.
+MEMORY_BUDGET_NOTE = ("The memory budget counts a model's peak memory growth over the runtime's own memory (Python, "
+                      "NumPy, ONNX Runtime,\nedgeinfer: 69.4 MB on an x86_64 Linux host), not the runtime itself; each "
+                      "explain worker (--workers) holds a\nruntime of its own, which counts.")
+
+
 @main.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -85,6 +92,7 @@ def devices(name: str | None, as_json: bool) -> None:
         for key, value in profile.to_dict().items():
             shown = ", ".join(value) if isinstance(value, list) else value
             click.echo(f"{key.replace('_', ' '):<24}{shown}")
+        click.echo(MEMORY_BUDGET_NOTE)
         return
     profiles = list_devices()
     if as_json:
@@ -100,6 +108,7 @@ def devices(name: str | None, as_json: bool) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    click.echo(MEMORY_BUDGET_NOTE)
 
 
 def _load_session(bundle: str, device: str, fallback: bool, *, threads: int | None = None):

@@ -1049,6 +1049,25 @@ def test_a_device_whose_providers_are_missing_here_is_a_usage_error(command, dia
     assert result.stderr.endswith("or load with fallback=True (CLI: --fallback) to run on CPUExecutionProvider\n")
 
 
+def test_devices_says_that_the_memory_budget_counts_the_model_not_the_runtime():
+    """The table gave the wearable gateway "5 MB / 64 MB / 100 ms" and a reader took 64 MB for the process's ceiling,
+    while the budget counts the model's growth over the runtime's own ~70 MB; the note under the table, and under one
+    profile, says so. --json keeps its keys, without the note."""
+    note = ("The memory budget counts a model's peak memory growth over the runtime's own memory (Python, NumPy, ONNX "
+            "Runtime,\nedgeinfer: 69.4 MB on an x86_64 Linux host), not the runtime itself; each explain worker "
+            "(--workers) holds a\nruntime of its own, which counts.\n")
+    table = CliRunner().invoke(main, ["devices"])
+    assert table.exit_code == 0 and table.stdout.endswith("x86-edge-gateway  x86_64   4      16 GB   int8-static,fp32"
+                                                          "       OpenVINO  200 MB / 2048 MB / 10 ms\n" + note)
+    one = CliRunner().invoke(main, ["devices", "wearable-gateway"])
+    assert one.exit_code == 0
+    assert one.stdout.endswith("peak memory budget mb   64\nlatency budget ms       100\n" + note)
+    keys = list(ei.get_device("wearable-gateway").to_dict())
+    assert keys[-3:] == ["model_size_budget_mb", "peak_memory_budget_mb", "latency_budget_ms"]
+    assert list(json.loads(CliRunner().invoke(main, ["devices", "wearable-gateway", "--json"]).stdout)) == keys
+    assert [list(p) for p in json.loads(CliRunner().invoke(main, ["devices", "--json"]).stdout)] == [keys] * 7
+
+
 def test_devices_refuses_a_bad_profile_as_a_usage_error(tmp_path):
     profile = _profile_file(tmp_path / "bad.toml", cores="4")
     result = CliRunner().invoke(main, ["devices", str(profile)])
