@@ -43,8 +43,9 @@ Explanations (`explain`):
     above:P         when the probability of an unfavourable outcome (1 - p(favourable class)) is >= P
     above:CLASS:P   when p(CLASS) >= P
 
-Explained windows go in batches to worker processes (`workers`, default one per CPU; 0 explains in
-this process), each with its own Session loaded from the bundle; lines are still written in window
+Explained windows go in batches to worker processes (`workers`, default one per CPU, as many as the
+device profile's memory budget holds: see `workers_in_memory`; 0 explains in this process), each with
+its own Session loaded from the bundle; lines are still written in window
 order, at most 2 batches per worker are out at once, and SIGINT/SIGTERM drain them before the summary.
 Worker processes are started with "spawn": a script that streams with workers needs the usual
 `if __name__ == "__main__":` guard.
@@ -84,7 +85,7 @@ from edgeinfer.rows import (LONG_LINE, MAX_LINE, csv_fields, decimal, json_objec
                             separated_by)
 from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import MAX_SAMPLES, WindowSpec, compute_many
-from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json
+from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json, workers_in_memory
 from edgeinfer.profiles import device_option
 
 READ_BYTES = 1 << 16
@@ -187,7 +188,8 @@ class StreamOptions:
     fmt: str = "auto"                  # auto | csv | jsonl
     batch: int = 1024                  # windows per predict call
     explain_batch: int = 256           # windows per explain call (bigger batches cost less per window)
-    workers: int | None = None         # processes that explain; None: one per CPU when explaining; 0: in-process
+    workers: int | None = None         # processes that explain; None: one per CPU when explaining, as many as the
+                                       # device's memory budget holds (said on stderr when fewer); 0: in-process
     timestamp: str | None = None       # timestamp column; default: the bundle's
     bias_window: int = 500             # decisions in the rolling fairness window
 
@@ -280,6 +282,7 @@ class StreamSummary:
     max_gap_off: str | None = None        # why no limit was learned: the rows' spacing irregular, or too few rows
     alerts_by_kind: dict = field(default_factory=dict)     # kind -> alerts of that kind (bias, out_of_range, ...)
     bias_monitor: tuple[BiasMonitorState, ...] = ()        # one per protected feature, when the monitor ran
+    explain_workers: int = 0              # explain worker processes the stream had (0: it explained in its own)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1348,7 +1351,19 @@ def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: Exp
             raise UsageError(f"the explain pool was started for stakeholder {pool.stakeholder!r}, "
                              f"not {options.stakeholder!r}; start one per stakeholder")
         return _Borrowed(pool)
-    workers = default_workers() if options.workers is None else options.workers
+    if options.workers is None:     # one per CPU, as the device's memory budget allows
+        wanted = default_workers()
+        workers, why = workers_in_memory(session, wanted)
+        if why is not None:
+            using = (f"with {workers} worker{'s' if workers != 1 else ''}, not {wanted}" if workers
+                     else f"in this process, not with {wanted} worker{'s' if wanted != 1 else ''}")
+            err.write(f"explaining {using}: {why}; give --workers to choose\n")
+    else:                           # as asked, said when over the budget
+        workers = options.workers
+        room, why = workers_in_memory(session, workers)
+        if why is not None:
+            err.write(f"warning: explaining with {workers} worker{'s' if workers != 1 else ''} as --workers asks, "
+                      f"though the memory budget holds {room}: {why}\n")
     if workers < 1:
         return _LocalExplainer(session, options.stakeholder)
     from concurrent.futures.process import BrokenProcessPool
@@ -2016,6 +2031,7 @@ def stream(
         max_gap_off=sequencer.gaps_off(),
         alerts_by_kind=by_kind,
         bias_monitor=bias.states(bias_alerts, bias_episodes) if bias is not None else (),
+        explain_workers=0 if isinstance(explainer, _LocalExplainer) else explainer.workers,
     )
 
 
@@ -2139,7 +2155,8 @@ def _check_apart(input: str, rejects_path: str | None, summary_path: str | None)
 @click.option("--batch", default=1024, show_default=True, type=click.IntRange(1, 65536), help="Windows per model call.")
 @click.option("--workers", default=None, type=click.IntRange(0, 256),
               help="Processes that explain windows, each with its own copy of the model. Default: one per CPU "
-                   "(at most 8) when explaining, none on one CPU; 0: explain in this process.")
+                   "(at most 8) when explaining, as many as the device's memory budget holds, none on one CPU; "
+                   "0: explain in this process.")
 @click.option("--stats-every", "stats_every_s", default=10.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between statistics lines on stderr when it is not a terminal (0: none).")
 @click.option("--device", default="auto", show_default=True, callback=device_option,

@@ -40,6 +40,39 @@ def default_workers() -> int:
     return min(cpus, MAX_DEFAULT_WORKERS) if cpus > 1 else 0
 
 
+def workers_in_memory(session, workers: int) -> tuple[int, str | None]:
+    """The most explain workers, up to `workers`, that the session's device profile's memory budget holds, and what
+    decides it when fewer (None where all fit, or where no figure for a worker's memory can be had).
+
+    The budget counts a process's memory growth over the runtime's own (export's check): this process's model takes
+    its part, and each worker, a process of its own, needs a runtime and the model besides. A worker's figure is the
+    bundle's recorded runtime_memory_mb + peak_memory_mb (measured at export); for a bundle without them, this
+    process's resident memory now (its runtime and the model, loaded). 4 workers took about 660 MB on a 512 MB
+    wearable gateway, whose budget is 64 MB."""
+    from edgeinfer.bundle import _is_number
+    from edgeinfer.export.budget import _memory_mb
+
+    budget, profile = session.bundle.manifest.get("budget"), session.profile
+    recorded = budget if isinstance(budget, dict) else {}
+    peak, runtime = recorded.get("peak_memory_mb"), recorded.get("runtime_memory_mb")
+    peak = peak if _is_number(peak) else None
+    if peak is not None and _is_number(runtime):
+        need = runtime + peak
+        how = f"a runtime of its own, {runtime:.1f} MB, and the model's {peak:.1f} MB, as measured at export"
+    else:
+        need = _memory_mb(peak=False)
+        how = "this process's resident memory now: the bundle records no runtime and peak memory"
+    if not need or need <= 0:
+        return workers, None
+    left = profile.peak_memory_budget_mb - (peak or 0.0)
+    room = max(int(left // need), 0)
+    if room >= workers:
+        return workers, None
+    own = "" if peak is None else f", {peak:.1f} MB of it this process's model,"
+    return room, (f"device '{profile.name}' budgets {profile.peak_memory_budget_mb:g} MB of memory beside the "
+                  f"runtime{own} and each worker needs about {need:.1f} MB ({how})")
+
+
 def explain_json(session, features: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:
     """The JSON of each row's `Explanation.to_dict()`, made the fast way; null (None) for a refused row.
 

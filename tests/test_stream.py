@@ -2288,3 +2288,87 @@ def test_the_bias_summary_lists_a_continuous_features_groups_in_the_model_cards_
         bias.observe(i, np.array([value, 0.0]), np.array([0.5, 0.5]) if i % 2 else np.array([0.9, 0.1]))
     (state,) = bias.states({}, {})
     assert list(state.groups) == ["age < 39.75", "39.75 <= age < 59.5", "59.5 <= age < 79.25", "age >= 79.25"]
+
+
+def _with_memory_figures(path: Path, bundle: Path, **figures) -> Path:
+    """A copy of `bundle` whose manifest records these budget figures (None: the figure left out), re-sealed."""
+    import shutil
+
+    from edgeinfer.bundle import _manifest_digest
+
+    shutil.copytree(bundle, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name, value in figures.items():
+        manifest["budget"].pop(name) if value is None else manifest["budget"].update({name: value})
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def _memory_profile(path: Path, budget_mb: float) -> Path:
+    """The Raspberry Pi 4's profile as a file of the user's, named 'tight', with this peak memory budget."""
+    text = _renamed_profile(path, "raspberry-pi-4", "tight").read_text(encoding="utf-8")
+    path.write_text(text.replace("\npeak_memory_budget_mb = 1024\n", f"\npeak_memory_budget_mb = {budget_mb}\n"),
+                    encoding="utf-8")
+    assert f"\npeak_memory_budget_mb = {budget_mb}\n" in path.read_text(encoding="utf-8")
+    return path
+
+
+def _default_workers() -> int:
+    from edgeinfer.workers import default_workers
+
+    return default_workers()
+
+
+@pytest.mark.skipif(_default_workers() < 2, reason="needs 2 CPUs: the default is one explain worker per CPU")
+def test_the_default_explain_workers_are_as_many_as_the_devices_memory_budget_holds(motion_bundle, clip, tmp_path):
+    """`stream --explain all` started one worker per CPU whatever the device: 4 workers took about 660 MB on a
+    512 MB wearable gateway whose budget is 64 MB. Without --workers the stream now starts as many as the profile's
+    memory budget holds beside this process's model (each a runtime and the model: 84 MB as the bundle records them),
+    says so, and says how to choose; --workers is still honoured, with a warning when over the budget."""
+    bundle = _with_memory_figures(tmp_path / "b", motion_bundle, peak_memory_mb=14.0, runtime_memory_mb=70.0)
+    wanted = _default_workers()
+
+    def streamed(budget_mb, *workers):
+        profile = _memory_profile(tmp_path / f"tight-{budget_mb}.toml", budget_mb)
+        summary = tmp_path / "s.json"
+        result = run([bundle, clip, "--hop", 1, "--explain", "every:30", "--device", profile, "--stats-every", 0,
+                      "--summary", summary, *workers])
+        assert result.exit_code == 0, result.output
+        assert sum(line["explanation"] is not None for line in lines_of(result.stdout)) == 4
+        return result.stderr.split("stream summary")[0], json.loads(summary.read_text())["explain_workers"]
+
+    said = ("device 'tight' budgets {} MB of memory beside the runtime, 14.0 MB of it this process's model, and each "
+            "worker needs about 84.0 MB (a runtime of its own, 70.0 MB, and the model's 14.0 MB, as measured at "
+            "export)")
+    assert streamed(128) == (f"explaining with 1 worker, not {wanted}: {said.format(128)}; give --workers to "
+                             "choose\n", 1)
+    assert streamed(64) == (f"explaining in this process, not with {wanted} workers: {said.format(64)}; give "
+                            "--workers to choose\n", 0)
+    assert streamed(64, "--workers", 1) == ("warning: explaining with 1 worker as --workers asks, though the memory "
+                                            f"budget holds 0: {said.format(64)}\n", 1)
+    assert streamed(14 + 84 * wanted) == ("", wanted)        # room for every CPU's worker: nothing said
+    assert streamed(1024, "--workers", 0) == ("", 0)
+
+
+@pytest.mark.skipif(_default_workers() < 2, reason="needs 2 CPUs: the default is one explain worker per CPU")
+def test_a_bundle_without_memory_figures_counts_a_worker_as_this_processs_memory(motion_bundle, clip, tmp_path):
+    """A bundle from before session 27 records no runtime memory (nor, from Windows, peak memory): a worker is
+    counted as this process's resident memory, its runtime and the model loaded, and the line says so."""
+    import io
+    import re
+
+    from edgeinfer.stream import StreamOptions, stream
+
+    bundle = _with_memory_figures(tmp_path / "b", motion_bundle, peak_memory_mb=None, runtime_memory_mb=None)
+    session = ei.load(bundle, device=_memory_profile(tmp_path / "tight.toml", 32))
+    err = io.StringIO()
+    summary = stream(session, clip, options=StreamOptions(hop=1, explain="every:30", workers=None), out=io.StringIO(),
+                     err=err)
+    wanted = _default_workers()
+    line = err.getvalue().splitlines()[0]
+    assert re.fullmatch(rf"explaining in this process, not with {wanted} workers: device 'tight' budgets 32 MB of "
+                        r"memory beside the runtime and each worker needs about (\d+\.\d) MB \(this process's resident "
+                        r"memory now: the bundle records no runtime and peak memory\); give --workers to choose", line)
+    assert float(line.split("needs about ")[1].split(" MB")[0]) > 32
+    assert (summary.explained, summary.explain_workers) == (4, 0)
