@@ -70,7 +70,7 @@ def workers_in_memory(session, workers: int) -> tuple[int, str | None]:
         return workers, None
     own = "" if peak is None else f", {peak:.1f} MB of it this process's model,"
     return room, (f"device '{profile.name}' budgets {profile.peak_memory_budget_mb:g} MB of memory beside the "
-                  f"runtime{own} and each worker needs about {need:.1f} MB ({how})")
+                  f"runtime{own} and each worker needs at least {need:.1f} MB ({how})")
 
 
 def explain_json(session, features: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:

@@ -2339,7 +2339,7 @@ def test_the_default_explain_workers_are_as_many_as_the_devices_memory_budget_ho
         return result.stderr.split("stream summary")[0], json.loads(summary.read_text())["explain_workers"]
 
     said = ("device 'tight' budgets {} MB of memory beside the runtime, 14.0 MB of it this process's model, and each "
-            "worker needs about 84.0 MB (a runtime of its own, 70.0 MB, and the model's 14.0 MB, as measured at "
+            "worker needs at least 84.0 MB (a runtime of its own, 70.0 MB, and the model's 14.0 MB, as measured at "
             "export)")
     assert streamed(128) == (f"explaining with 1 worker, not {wanted}: {said.format(128)}; give --workers to "
                              "choose\n", 1)
@@ -2368,7 +2368,7 @@ def test_a_bundle_without_memory_figures_counts_a_worker_as_this_processs_memory
     wanted = _default_workers()
     line = err.getvalue().splitlines()[0]
     assert re.fullmatch(rf"explaining in this process, not with {wanted} workers: device 'tight' budgets 32 MB of "
-                        r"memory beside the runtime and each worker needs about (\d+\.\d) MB \(this process's resident "
+                        r"memory beside the runtime and each worker needs at least (\d+\.\d) MB \(this process's resident "
                         r"memory now: the bundle records no runtime and peak memory\); give --workers to choose", line)
-    assert float(line.split("needs about ")[1].split(" MB")[0]) > 32
+    assert float(line.split("needs at least ")[1].split(" MB")[0]) > 32
     assert (summary.explained, summary.explain_workers) == (4, 0)
