@@ -37,7 +37,7 @@ from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
-from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
+from edgeinfer.explain.explanation import Counterfactual, Explanation, ReadOnlyDict, _encode
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -686,7 +686,7 @@ def explanation_dict(value: Any) -> Any:
         return value
     if kind is tuple or kind is list:
         return [explanation_dict(v) for v in value]
-    if kind is dict:
+    if kind is dict or kind is ReadOnlyDict:
         return {str(k): explanation_dict(v) for k, v in value.items()}
     names = _FIELDS.get(kind)
     if names is None:
@@ -800,7 +800,7 @@ def _indented(value: Any, newline: str, step: str, overrides: Mapping[str, Any] 
             if body is None:
                 body = ("," + inner).join([_indented(v, inner, step) for v in value])
         return "[" + inner + body + newline + "]"
-    if kind is dict and set(map(type, value)) <= {str}:
+    if (kind is dict or kind is ReadOnlyDict) and set(map(type, value)) <= {str}:
         if not value:
             return "{}"
         values = value.values()

@@ -165,3 +165,75 @@ def test_export_figures_carried_from_a_bundle_are_range_checked(edit, message):
         Explanation.from_dict(record)
     assert str(err.value) == (f"explanation.model.{message}; the record was altered or damaged: explain the rows "
                               "again with the bundle that made them")
+
+
+@pytest.mark.parametrize("change, name", [
+    (lambda e: e.instance.__setitem__("glucose", 99.0), "Explanation.instance"),        # exp.instance["glucose"] = 99
+    (lambda e: e.instance.__delitem__("sex"), "Explanation.instance"),
+    (lambda e: e.instance.update(glucose=99.0), "Explanation.instance"),
+    (lambda e: e.instance.__ior__({"glucose": 99.0}), "Explanation.instance"),         # exp.instance |= {...}
+    (lambda e: e.instance.pop("sex"), "Explanation.instance"),
+    (lambda e: e.instance.popitem(), "Explanation.instance"),
+    (lambda e: e.instance.setdefault("age", 50.0), "Explanation.instance"),
+    (lambda e: e.timings.clear(), "Explanation.timings"),
+    (lambda e: e.model.fidelity.__setitem__("max_abs_diff", 0.0), "ModelInfo.fidelity"),
+    (lambda e: e.model.fidelity["edges"].__setitem__("max_abs_diff", 0.0), "ModelInfo.fidelity['edges']"),
+])
+def test_an_explanations_mappings_are_read_only(change, name):
+    """The dataclasses are frozen, but their dicts were not: `exp.instance["glucose"] = 99` made the explanation, its
+    JSON and its views tell another row than the one decided."""
+    record = _record()
+    record["timings"] = {"total_ms": 1.5, "batch_rows": 1}
+    explanation = Explanation.from_dict(record)
+    with pytest.raises(TypeError) as err:
+        change(explanation)
+    owner = name.partition(".")[0]
+    assert str(err.value) == (f"{name} is read-only; change a copy (dict(...)), or make a new {owner} with "
+                              "dataclasses.replace(...)")
+    assert explanation.to_dict() == record
+
+
+def test_an_explanation_keeps_no_dict_of_its_callers():
+    """A dict given to the constructor, changed afterwards, changed the explanation made from it: the fidelity a
+    Session's explanation carried was its bundle's own manifest record."""
+    import dataclasses
+
+    explanation = Explanation.from_dict(_record())
+    instance, edges = {"glucose": 120.0, "sex": 2.0}, {"max_abs_diff": 0.03}
+    changed = dataclasses.replace(explanation, instance=instance,
+                                  model=dataclasses.replace(explanation.model, fidelity={"edges": edges}))
+    instance["glucose"], edges["max_abs_diff"] = 99.0, 0.5
+    assert changed.instance == {"glucose": 120.0, "sex": 2.0}
+    assert changed.model.fidelity == {"edges": {"max_abs_diff": 0.03}}
+    assert explanation.instance == {"glucose": 162.0, "sex": 1.0}
+
+
+def test_a_read_only_explanation_still_writes_reads_compares_pickles_and_copies_as_before():
+    """Its JSON (both writers) is byte for byte what the same record in plain dicts gives, it reads back equal, and
+    it pickles (what worker processes would send) and copies read-only."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from edgeinfer.explain.views import explanation_json, render
+
+    record = _record()
+    record["timings"] = {"total_ms": 1.5, "batch_rows": 1}
+    explanation = Explanation.from_dict(record)
+    text = json.dumps(record, allow_nan=False)
+    assert explanation.to_json() == explanation_json(explanation) == text
+    assert Explanation.from_json(text) == explanation and Explanation.from_json(text).to_json() == text
+    engineer = render(explanation, None, stakeholder="engineer")     # the fast path: the record's own JSON view
+    assert explanation_json(dataclasses.replace(explanation, text=engineer)) == json.dumps(
+        {**record, "text": engineer}, allow_nan=False)
+    assert json.dumps(explanation.instance) == '{"glucose": 162.0, "sex": 1.0}'
+    assert json.dumps(explanation.model.fidelity) == '{"max_abs_diff": 0.01, "edges": {"max_abs_diff": 0.02}}'
+    assert explanation.instance == {"glucose": 162.0, "sex": 1.0} and dict(explanation.timings) == record["timings"]
+    for twin in (pickle.loads(pickle.dumps(explanation)), copy.deepcopy(explanation), copy.copy(explanation)):
+        assert twin == explanation and twin.to_json() == text
+        with pytest.raises(TypeError, match=r"^ModelInfo.fidelity\['edges'\] is read-only"):
+            twin.model.fidelity["edges"]["max_abs_diff"] = 0.0
+    moved = dataclasses.replace(explanation, instance={**explanation.instance, "glucose": 120.0})
+    assert (moved.instance, explanation.instance["glucose"]) == ({"glucose": 120.0, "sex": 1.0}, 162.0)
+    with pytest.raises(TypeError, match=r"^Explanation.instance is read-only"):
+        moved.instance["glucose"] = 99.0
