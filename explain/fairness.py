@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import InputError
+from edgeinfer.errors import InputError, UsageError
 from edgeinfer.explain.predictor import Predictor
-from edgeinfer.schema import Feature
+from edgeinfer.schema import Feature, FeatureSchema
 
 
 VALUE_GROUPS = 10      # a numeric feature with at most this many values in the reference is grouped by value
@@ -385,6 +385,11 @@ class GroupFairness:
         or bins of a many-valued numeric feature (age) named by their edges ("40 <= age < 50"): `bins` quantile
         bins of the reference data (default 4; at most one per decision), or the edges given.
         """
+        if not (isinstance(getattr(model, "schema", None), FeatureSchema) and hasattr(model, "reference")
+                and callable(getattr(model, "predict_proba", None))):      # None was Python's AttributeError
+            raise UsageError("GroupFairness.from_model takes the model that decides X: a Session "
+                             f"(edgeinfer.load(path)) or an object with schema, reference and predict_proba; got "
+                             f"{model!r}")
         schema = model.schema
         if sensitive_feature not in schema.names:
             import difflib

@@ -26,6 +26,7 @@ import decimal
 import json
 import math
 import operator
+import os
 import re
 import string
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgeinfer.bundle import rows_short_of_gate
-from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.errors import ExplainError, InputError, UsageError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
 from edgeinfer.explain.explanation import Counterfactual, Explanation, ReadOnlyDict, _encode
@@ -415,6 +416,9 @@ def register_templates(templates: Templates) -> str:
 def register_stakeholder(path: str | Path) -> str:
     """Add (or replace) a stakeholder from a TOML file; returns its name. A built-in name is refused: the file
     would replace that view for the whole process, the report's clinician view included."""
+    if not isinstance(path, (str, os.PathLike)):     # register_stakeholder(5) was Python's TypeError from Path()
+        raise UsageError("register_stakeholder takes the path of a stakeholder's TOML file (a str or pathlib.Path), "
+                         f"got {path!r}")
     templates = load_templates(path)
     built_in = _known().get(templates.name)
     if (built_in is not None and Path(built_in.path).resolve().parent == TEMPLATE_DIR.resolve()
@@ -428,8 +432,6 @@ def stakeholder_option(value: str, *, classes: Sequence[str] | None = None) -> s
     """A stakeholder as a command line gives it: a known name, or a TOML file of templates (registered
     here), checked against the model's `classes` where given (`check_outcomes`). Returns the name; anything
     else is a usage error, raised before a row is read."""
-    from edgeinfer.errors import UsageError
-
     try:
         name = register_stakeholder(value) if value.endswith(".toml") else value
         get_templates(name, classes=classes)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeinfer.errors import InputError
+from edgeinfer.errors import InputError, UsageError
 from edgeinfer.explain.fairness import GroupFairness, Grouping, Interval
 from edgeinfer.explain.monitor import DP, EO, RollingFairness
 from edgeinfer.schema import Feature
@@ -213,6 +213,16 @@ def test_from_model_groups_a_many_valued_feature_in_bins(decided):
     with pytest.raises(InputError) as err:
         GroupFairness.from_model(model, X, y_true=y, sensitive_feature="sex", bins=2)
     assert str(err.value) == "bins group a numeric feature; 'sex' is categorical and is grouped by its categories"
+
+
+@pytest.mark.parametrize("model, shown", [(None, "None"), ("diabetes-bundle", "'diabetes-bundle'")])
+def test_from_model_refuses_what_is_no_model_naming_what_it_takes(model, shown):
+    """None, or a bundle's path, was Python's AttributeError ('NoneType' object has no attribute 'schema')."""
+    with pytest.raises(UsageError) as err:
+        GroupFairness.from_model(model, [[50.0, 1.0]], y_true=[0], sensitive_feature="sex")
+    assert str(err.value) == ("GroupFairness.from_model takes the model that decides X: a Session "
+                              "(edgeinfer.load(path)) or an object with schema, reference and predict_proba; got "
+                              f"{shown}")
 
 
 def test_from_model_refuses_more_quantile_bins_than_decisions(decided):

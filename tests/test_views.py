@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgeinfer.decision import Decision
-from edgeinfer.errors import ExplainError
+from edgeinfer.errors import ExplainError, UsageError
 from edgeinfer.explain import views
 from edgeinfer.explain.explanation import (
     Attribution,
@@ -877,6 +877,15 @@ def test_the_drivers_floor_is_the_lay_default_and_a_setting(schema, tmp_path):
             f"template file {lay}: [view] drivers_floor must be a probability in [0, 1) (the |contribution| below "
             "which an input is not told as mattering), got 5")):
         views.register_stakeholder(lay)
+
+
+@pytest.mark.parametrize("path, shown", [(5, "5"), (None, "None"), (b"lay.toml", "b'lay.toml'")])
+def test_register_stakeholder_refuses_what_is_no_path_naming_what_it_takes(path, shown):
+    """register_stakeholder(5) was Python's TypeError from Path() ("expected str, bytes or os.PathLike object")."""
+    with pytest.raises(UsageError) as err:
+        views.register_stakeholder(path)
+    assert str(err.value) == ("register_stakeholder takes the path of a stakeholder's TOML file (a str or "
+                              f"pathlib.Path), got {shown}")
 
 
 def test_the_patient_is_not_told_the_tool_leans_on_protected_features_from_rounding_noise(schema):
