@@ -13,6 +13,17 @@ from edgeinfer.datasets import Dataset, breast_cancer as load_breast_cancer, dia
 from edgeinfer.schema import FeatureSchema
 
 
+@pytest.fixture(autouse=True)
+def _builtin_stakeholders_only():
+    """Each test starts and ends with the built-in stakeholders only: one registered in a test (a process-wide
+    registry) showed up in another test's list of the available ones."""
+    from edgeinfer.explain import views
+
+    views._registry.clear()
+    yield
+    views._registry.clear()
+
+
 @dataclass(frozen=True, eq=False)
 class Trained:
     """A bundled dataset, the float torch model trained on it, and its schema."""

@@ -604,15 +604,7 @@ def test_explain_bad_option_values_are_usage_errors(diabetes_bundle, rows_file, 
     assert result.stderr.startswith(message)
 
 
-@pytest.fixture()
-def clean_registry():
-    from edgeinfer.explain import views
-
-    yield
-    views._registry.clear()   # the stakeholders registered here do not leak into other tests
-
-
-def test_explain_takes_a_stakeholder_file(diabetes_bundle, rows_file, tmp_path, clean_registry):
+def test_explain_takes_a_stakeholder_file(diabetes_bundle, rows_file, tmp_path):
     """--stakeholder accepts a TOML file of templates: a reader added without code, from the command line."""
     _, good = rows_file
     path = tmp_path / "good.jsonl"
@@ -631,7 +623,7 @@ def test_explain_takes_a_stakeholder_file(diabetes_bundle, rows_file, tmp_path, 
 
 @pytest.mark.parametrize("command", ["explain", "serve"])
 def test_a_stakeholder_file_with_words_for_a_class_the_model_lacks_is_a_usage_error(
-        diabetes_bundle, rows_file, tmp_path, clean_registry, command):
+        diabetes_bundle, rows_file, tmp_path, command):
     """[outcomes] "higher progresion" (one s) was ignored: the text said "higher progression", not the file's
     words, exit 0. The file is checked against the bundle's classes once it is loaded, before a row is read or a
     server started."""

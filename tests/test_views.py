@@ -51,14 +51,6 @@ def _jargon(text: str) -> list[str]:
     return [w for w in JARGON if w in words] + re.findall(r"\bp\s*[=(]", text)
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    """Each test starts from the built-in stakeholders only."""
-    views._registry.clear()
-    yield
-    views._registry.clear()
-
-
 @pytest.fixture(scope="module")
 def schema() -> FeatureSchema:
     from edgeinfer.datasets import diabetes
