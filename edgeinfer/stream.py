@@ -87,6 +87,7 @@ from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import MAX_SAMPLES, WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json, workers_in_memory
 from edgeinfer.profiles import device_option
+from edgeinfer.readonly import read_only_fields, thawed
 
 READ_BYTES = 1 << 16
 RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
@@ -247,6 +248,9 @@ class BiasMonitorState:
     episodes: int                  # runs of written windows with such an alert: the disparities that started
     alerting: bool                 # the last window the monitor saw had one (the disparity had not cleared)
 
+    def __post_init__(self) -> None:
+        read_only_fields(self, "groups")
+
 
 @dataclass(frozen=True)
 class StreamSummary:
@@ -284,8 +288,11 @@ class StreamSummary:
     bias_monitor: tuple[BiasMonitorState, ...] = ()        # one per protected feature, when the monitor ran
     explain_workers: int = 0              # explain worker processes the stream had (0: it explained in its own)
 
+    def __post_init__(self) -> None:
+        read_only_fields(self, "rejected_by_reason", "alerts_by_kind")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return thawed(asdict(self))
 
     def text(self) -> str:
         lat = ("-" if self.latency_p50_ms is None

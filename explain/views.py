@@ -38,7 +38,8 @@ from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError, UsageError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
-from edgeinfer.explain.explanation import Counterfactual, Explanation, ReadOnlyDict, _encode
+from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
+from edgeinfer.readonly import ReadOnlyDict
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -1494,6 +1495,19 @@ def test_a_disparity_alerts_on_each_window_it_lasts_and_the_summary_counts_its_e
     assert (summary.alerts, summary.alerts_by_kind) == (53, {"bias": 53})
     (state,) = summary.bias_monitor
     assert (state.value, state.not_compared, state.alerts, state.episodes, state.alerting) == (1.0, None, 53, 2, True)
+    # a frozen result all the way: its mappings are read-only; to_dict hands out plain dicts to change
+    for change, message in ((lambda: summary.alerts_by_kind.update(bias=0), "StreamSummary.alerts_by_kind"),
+                            (lambda: summary.rejected_by_reason.setdefault("x", 1), "StreamSummary.rejected_by_reason"),
+                            (lambda: state.groups["male"].pop("windows"), "BiasMonitorState.groups['male']")):
+        owner = message.partition(".")[0]
+        expected = f"{message} is read-only; change a copy (dict(...)), or make a new {owner} with dataclasses.replace"
+        with pytest.raises(TypeError, match=re.escape(expected + "(...)")):
+            change()
+    assert (summary.alerts_by_kind, state.groups["male"]["windows"]) == ({"bias": 53}, 35)
+    plain = summary.to_dict()
+    plain["alerts_by_kind"]["bias"] = 0
+    plain["bias_monitor"][0]["groups"]["male"]["windows"] = 0
+    assert type(plain["rejected_by_reason"]) is dict and summary.alerts_by_kind == {"bias": 53}
     text = summary.text()
     assert "  alerts   53 (53 bias)\n" in text
     assert ("  bias     sex_mean, last 100 windows: female 65 (selection rate 0.000), male 35 (selection rate 1.000)\n"
