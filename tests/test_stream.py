@@ -2382,7 +2382,8 @@ def test_a_bundle_without_memory_figures_counts_a_worker_as_this_processs_memory
     wanted = _default_workers()
     line = err.getvalue().splitlines()[0]
     assert re.fullmatch(rf"explaining in this process, not with {wanted} workers: device 'tight' budgets 32 MB of "
-                        r"memory beside the runtime and each worker needs at least (\d+\.\d) MB \(this process's resident "
-                        r"memory now: the bundle records no runtime and peak memory\); give --workers to choose", line)
+                        r"memory beside the runtime and each worker needs at least (\d+\.\d) MB \(this process's "
+                        r"resident memory now: the bundle records no runtime and peak memory\); give --workers to choose",
+                        line)
     assert float(line.split("needs at least ")[1].split(" MB")[0]) > 32
     assert (summary.explained, summary.explain_workers) == (4, 0)
