@@ -1109,25 +1109,28 @@ def serve(
 
     block=True serves until interrupted; block=False returns the running Server (stop it with .stop()).
     A CUDA-profile bundle needs onnxruntime-gpu, or fallback=True to run on the CPU (recorded in .info).
-    workers: explain worker processes (None: one per usable CPU, at most 8; 0: explain in this process).
+    workers: explain worker processes (None: one per usable CPU, at most 8, as many as the device's memory budget
+    holds, said in info.workers_note when fewer; 0: explain in this process).
     stakeholders: TOML files of templates, registered (as register_stakeholder does) before the workers start,
     so that requests may name them besides the built-in stakeholders, and checked against the model's classes.
     """
     from edgeinfer.explain.views import get_templates, register_stakeholder
     from edgeinfer.session import load
-    from edgeinfer.workers import default_workers
+    from edgeinfer.workers import explain_workers
 
     names = [register_stakeholder(path) for path in stakeholders]
     with _sigterm_stops() if block else nullcontext():
         session = load(bundle, device=device, fallback=fallback, threads=threads)
         for name in names:
             get_templates(name, classes=session.classes)
+        workers, said = explain_workers(session, workers)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
             max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, dynamic_batching=dynamic_batching,
-            startup_timeout_s=startup_timeout_s, access_token=access_token, instances=instances,
-            workers=default_workers() if workers is None else workers,
+            startup_timeout_s=startup_timeout_s, access_token=access_token, instances=instances, workers=workers,
         )
+        if said and not server.info.workers_note:     # fewer than the CPUs, or more than the memory budget holds
+            server.info = replace(server.info, workers_note=said)
         if block:
             server.serve_forever()
     return server
@@ -1153,7 +1156,8 @@ def serve(
               help="ONNX Runtime intra-op threads per Session (default: the profile's cores, at most this host's).")
 @click.option("--workers", default=None, type=click.IntRange(0, 64),
               help="Explain worker processes, each with its own Session: 'explain' batches are spread over them "
-                   "(default: one per usable CPU, at most 8; 0 explains in the server process).")
+                   "(default: one per usable CPU, at most 8, as many as the device's memory budget holds; 0 explains "
+                   "in the server process).")
 @click.option("--device", default="auto", show_default=True, callback=device_option,
               help="Device profile to run as: a name (see `edgeinfer devices`) or the path of a .toml profile.")
 @click.option("--fallback", is_flag=True, help="Run on the CPU when the profile's providers are missing (recorded).")
@@ -1170,7 +1174,7 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
     """Serve BUNDLE through Triton Inference Server: models 'predict' and 'explain', KServe v2 over HTTP and gRPC."""
     from edgeinfer.explain.views import stakeholder_option
     from edgeinfer.session import load
-    from edgeinfer.workers import default_workers
+    from edgeinfer.workers import explain_workers
 
     # registered here, before the workers start: they render them too
     names = [stakeholder_option(value) for value in stakeholders]
@@ -1182,12 +1186,15 @@ def serve_command(bundle, host, http_port, grpc_port, metrics_port, max_batch_si
         session = load(bundle, device=device, fallback=fallback, threads=threads)
         for name in names:      # their [outcomes] against the model's classes, before the server starts
             stakeholder_option(name, classes=session.classes)
+        workers, said = explain_workers(session, workers)
         server = Server(
             session, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
             max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
             dynamic_batching=not no_dynamic_batching, access_token=access_token, instances=instances,
-            workers=default_workers() if workers is None else workers,
+            workers=workers,
         )
+        if said and not server.info.workers_note:
+            server.info = replace(server.info, workers_note=said)
         try:     # from here the server is up: a stop is a clean exit, whenever it comes
             click.echo(json.dumps({"serving": str(bundle), **server.info.__dict__, "worker_pids": server.worker_pids}),
                        err=True)

@@ -61,6 +61,7 @@ class Session:
         self.schema = bundle.schema
         self.reference = bundle.reference
         self.profile = profile
+        self.device_given = device      # as the caller named it: advice names a .toml file by its path
         self._backend = OnnxBackend(bundle.model_path, execution=execution, threads=threads or default_threads(profile),
                                     fallback=fallback, sha256=bundle.model_sha256)
         features, classes = self._backend.widths()

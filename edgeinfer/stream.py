@@ -85,7 +85,7 @@ from edgeinfer.rows import (LONG_LINE, MAX_LINE, csv_fields, decimal, json_objec
                             separated_by)
 from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import MAX_SAMPLES, WindowSpec, compute_many
-from edgeinfer.workers import ExplainPool, Job, default_workers, explain_json, workers_in_memory
+from edgeinfer.workers import ExplainPool, Job, explain_json, explain_workers
 from edgeinfer.profiles import device_option
 from edgeinfer.readonly import read_only_fields, thawed
 
@@ -1358,19 +1358,9 @@ def _explainer(session, policy: ExplainPolicy, options: StreamOptions, pool: Exp
             raise UsageError(f"the explain pool was started for stakeholder {pool.stakeholder!r}, "
                              f"not {options.stakeholder!r}; start one per stakeholder")
         return _Borrowed(pool)
-    if options.workers is None:     # one per CPU, as the device's memory budget allows
-        wanted = default_workers()
-        workers, why = workers_in_memory(session, wanted)
-        if why is not None:
-            using = (f"with {workers} worker{'s' if workers != 1 else ''}, not {wanted}" if workers
-                     else f"in this process, not with {wanted} worker{'s' if wanted != 1 else ''}")
-            err.write(f"explaining {using}: {why}; give --workers to choose\n")
-    else:                           # as asked, said when over the budget
-        workers = options.workers
-        room, why = workers_in_memory(session, workers)
-        if why is not None:
-            err.write(f"warning: explaining with {workers} worker{'s' if workers != 1 else ''} as --workers asks, "
-                      f"though the memory budget holds {room}: {why}\n")
+    workers, said = explain_workers(session, options.workers)
+    if said:
+        err.write(said + "\n")
     if workers < 1:
         return _LocalExplainer(session, options.stakeholder)
     from concurrent.futures.process import BrokenProcessPool

@@ -40,6 +40,25 @@ def default_workers() -> int:
     return min(cpus, MAX_DEFAULT_WORKERS) if cpus > 1 else 0
 
 
+def explain_workers(session, asked: int | None) -> tuple[int, str | None]:
+    """The explain workers to start for `session`, and what to say of them (None: nothing). `asked` None: one per
+    CPU, as many as the device's memory budget holds (`workers_in_memory`), said when fewer; else as asked, with a
+    warning when over that budget."""
+    if asked is None:
+        wanted = default_workers()
+        workers, why = workers_in_memory(session, wanted)
+        if why is None:
+            return workers, None
+        using = (f"with {workers} worker{'s' if workers != 1 else ''}, not {wanted}" if workers
+                 else f"in this process, not with {wanted} worker{'s' if wanted != 1 else ''}")
+        return workers, f"explaining {using}: {why}; give --workers to choose"
+    room, why = workers_in_memory(session, asked)
+    if why is None:
+        return asked, None
+    return asked, (f"warning: explaining with {asked} worker{'s' if asked != 1 else ''} as --workers asks, though "
+                   f"the memory budget holds {room}: {why}")
+
+
 def workers_in_memory(session, workers: int) -> tuple[int, str | None]:
     """The most explain workers, up to `workers`, that the session's device profile's memory budget holds, and what
     decides it when fewer (None where all fit, or where no figure for a worker's memory can be had).
@@ -51,6 +70,7 @@ def workers_in_memory(session, workers: int) -> tuple[int, str | None]:
     wearable gateway, whose budget is 64 MB."""
     from edgeinfer.bundle import _is_number
     from edgeinfer.export.budget import _memory_mb
+    from edgeinfer.profiles import device_argument
 
     budget, profile = session.bundle.manifest.get("budget"), session.profile
     recorded = budget if isinstance(budget, dict) else {}
@@ -61,16 +81,19 @@ def workers_in_memory(session, workers: int) -> tuple[int, str | None]:
         how = f"a runtime of its own, {runtime:.1f} MB, and the model's {peak:.1f} MB, as measured at export"
     else:
         need = _memory_mb(peak=False)
-        how = "this process's resident memory now: the bundle records no runtime and peak memory"
+        missing = "runtime and peak memory" if peak is None else "runtime memory"
+        how = f"this process's resident memory now: the bundle records no {missing}"
     if not need or need <= 0:
         return workers, None
-    left = profile.peak_memory_budget_mb - (peak or 0.0)
-    room = max(int(left // need), 0)
+    budget_mb = profile.peak_memory_budget_mb
+    room = max(int((budget_mb - (peak or 0.0)) // need), 0)
     if room >= workers:
         return workers, None
-    own = "" if peak is None else f", {peak:.1f} MB of it this process's model,"
-    return room, (f"device '{profile.name}' budgets {profile.peak_memory_budget_mb:g} MB of memory beside the "
-                  f"runtime{own} and each worker needs at least {need:.1f} MB ({how})")
+    own = ("" if peak is None else f", {peak:.1f} MB of it this process's model," if peak <= budget_mb
+           else f", less than this process's model alone ({peak:.1f} MB),")
+    device = device_argument(profile, getattr(session, "device_given", None))
+    return room, (f"device {device} budgets {budget_mb:g} MB of memory beside the runtime{own} and each worker needs "
+                  f"at least {need:.1f} MB ({how})")
 
 
 def explain_json(session, features: np.ndarray, stakeholder: str | tuple[str, ...]) -> list[str | None]:

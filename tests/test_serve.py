@@ -10,6 +10,7 @@ exact: the server returns ONNX Runtime's float32 probabilities unchanged.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -1387,6 +1388,37 @@ def test_workers_that_cannot_start_leave_the_server_explaining_in_process(bc_bun
         finally:
             client.close()
         assert [_without_timings(raw) for (raw,) in result.as_numpy("explanation")] == _local(session, X)
+
+
+@pytest.mark.server
+def test_serve_starts_as_many_default_workers_as_the_devices_memory_budget_holds(bc_bundle, tmp_path):
+    """serve started one explain worker per CPU whatever the device, each a runtime of its own (about 150 MB),
+    while stream capped them by the profile's memory budget and `edgeinfer devices` says a worker's runtime counts
+    against it. Without workers=, it now starts as many as the budget holds and says why in info.workers_note."""
+    from importlib.resources import files
+
+    from edgeinfer.serve import serve
+    from edgeinfer.workers import default_workers
+
+    wanted = default_workers()
+    if wanted < 1:
+        pytest.skip("one CPU: no explain workers by default")
+    peak = json.loads((bc_bundle / "manifest.json").read_text())["budget"]["peak_memory_mb"]
+    budget_mb = math.ceil(peak) + 1          # the model fits; a worker (a runtime and the model) does not
+    text = (files("edgeinfer.devices") / "raspberry-pi-4.toml").read_text(encoding="utf-8")
+    profile = tmp_path / "tight.toml"
+    profile.write_text(text.replace("\npeak_memory_budget_mb = 1024\n", f"\npeak_memory_budget_mb = {budget_mb}\n"),
+                       encoding="utf-8")
+    http, grpc, metrics = _free_ports(3)
+    server = serve(bc_bundle, device=str(profile), http_port=http, grpc_port=grpc, metrics_port=metrics, block=False,
+                   startup_timeout_s=90)
+    with server:
+        assert (server.info.workers, server.worker_pids) == (0, [])
+        note = server.info.workers_note
+        assert note.startswith(f"explaining in this process, not with {wanted} worker{'s' if wanted > 1 else ''}: "
+                               f"device '{profile}' budgets {budget_mb} MB of memory beside the runtime, "
+                               f"{peak:.1f} MB of it this process's model, and each worker needs at least "), note
+        assert note.endswith(", as measured at export); give --workers to choose"), note
 
 
 def test_inline_tensors_default_and_opt_out():

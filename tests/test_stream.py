@@ -2352,15 +2352,19 @@ def test_the_default_explain_workers_are_as_many_as_the_devices_memory_budget_ho
         assert sum(line["explanation"] is not None for line in lines_of(result.stdout)) == 4
         return result.stderr.split("stream summary")[0], json.loads(summary.read_text())["explain_workers"]
 
-    said = ("device 'tight' budgets {} MB of memory beside the runtime, 14.0 MB of it this process's model, and each "
-            "worker needs at least 84.0 MB (a runtime of its own, 70.0 MB, and the model's 14.0 MB, as measured at "
-            "export)")
-    assert streamed(128) == (f"explaining with 1 worker, not {wanted}: {said.format(128)}; give --workers to "
-                             "choose\n", 1)
-    assert streamed(64) == (f"explaining in this process, not with {wanted} workers: {said.format(64)}; give "
-                            "--workers to choose\n", 0)
+    def said(budget_mb, model="14.0 MB of it this process's model"):   # the profile named as given: by its path
+        return (f"device '{tmp_path / f'tight-{budget_mb}.toml'}' budgets {budget_mb} MB of memory beside the runtime, "
+                f"{model}, and each worker needs at least 84.0 MB (a runtime of its own, 70.0 MB, and the model's "
+                "14.0 MB, as measured at export)")
+
+    assert streamed(128) == (f"explaining with 1 worker, not {wanted}: {said(128)}; give --workers to choose\n", 1)
+    assert streamed(64) == (f"explaining in this process, not with {wanted} workers: {said(64)}; give --workers to "
+                            "choose\n", 0)
     assert streamed(64, "--workers", 1) == ("warning: explaining with 1 worker as --workers asks, though the memory "
-                                            f"budget holds 0: {said.format(64)}\n", 1)
+                                            f"budget holds 0: {said(64)}\n", 1)
+    over = said(10, "less than this process's model alone (14.0 MB)")    # not "14.0 MB of" a 10 MB budget
+    assert streamed(10)[0].split("\n")[-2] == f"explaining in this process, not with {wanted} workers: {over}; give " \
+                                              "--workers to choose"
     assert streamed(14 + 84 * wanted) == ("", wanted)        # room for every CPU's worker: nothing said
     assert streamed(1024, "--workers", 0) == ("", 0)
 
@@ -2368,22 +2372,25 @@ def test_the_default_explain_workers_are_as_many_as_the_devices_memory_budget_ho
 @pytest.mark.skipif(_default_workers() < 2, reason="needs 2 CPUs: the default is one explain worker per CPU")
 def test_a_bundle_without_memory_figures_counts_a_worker_as_this_processs_memory(motion_bundle, clip, tmp_path):
     """A bundle from before session 27 records no runtime memory (nor, from Windows, peak memory): a worker is
-    counted as this process's resident memory, its runtime and the model loaded, and the line says so."""
+    counted as this process's resident memory, its runtime and the model loaded, and the line says which figure is
+    missing (it said "no runtime and peak memory" beside the peak it quoted)."""
     import io
     import re
 
     from edgeinfer.stream import StreamOptions, stream
 
-    bundle = _with_memory_figures(tmp_path / "b", motion_bundle, peak_memory_mb=None, runtime_memory_mb=None)
-    session = ei.load(bundle, device=_memory_profile(tmp_path / "tight.toml", 32))
-    err = io.StringIO()
-    summary = stream(session, clip, options=StreamOptions(hop=1, explain="every:30", workers=None), out=io.StringIO(),
-                     err=err)
     wanted = _default_workers()
-    line = err.getvalue().splitlines()[0]
-    assert re.fullmatch(rf"explaining in this process, not with {wanted} workers: device 'tight' budgets 32 MB of "
-                        r"memory beside the runtime and each worker needs at least (\d+\.\d) MB \(this process's "
-                        r"resident memory now: the bundle records no runtime and peak memory\); give --workers to choose",
-                        line)
-    assert float(line.split("needs at least ")[1].split(" MB")[0]) > 32
-    assert (summary.explained, summary.explain_workers) == (4, 0)
+    for peak, model, missing in ((None, "", "runtime and peak memory"),
+                                 (14.0, ", 14.0 MB of it this process's model,", "runtime memory")):
+        bundle = _with_memory_figures(tmp_path / f"b-{peak}", motion_bundle, peak_memory_mb=peak, runtime_memory_mb=None)
+        session = ei.load(bundle, device="wearable-gateway")
+        err = io.StringIO()
+        summary = stream(session, clip, options=StreamOptions(hop=1, explain="every:30", workers=None),
+                         out=io.StringIO(), err=err)
+        line = err.getvalue().splitlines()[0]
+        assert re.fullmatch(rf"explaining in this process, not with {wanted} workers: device 'wearable-gateway' "
+                            rf"budgets 64 MB of memory beside the runtime{model} and each worker needs at least "
+                            rf"(\d+\.\d) MB \(this process's resident memory now: the bundle records no {missing}\); "
+                            r"give --workers to choose", line)
+        assert float(line.split("needs at least ")[1].split(" MB")[0]) > 64
+        assert (summary.explained, summary.explain_workers) == (4, 0)
