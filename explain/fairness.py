@@ -20,6 +20,8 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
+import os
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -387,9 +389,12 @@ class GroupFairness:
         """
         if not (isinstance(getattr(model, "schema", None), FeatureSchema) and hasattr(model, "reference")
                 and callable(getattr(model, "predict_proba", None))):      # None was Python's AttributeError
+            # a value as written, short; any other object by its type (a Bundle's repr ran to 13,000 characters)
+            shown = (reprlib.repr(model) if model is None or isinstance(model, (str, os.PathLike, numbers.Number))
+                     else f"a {type(model).__name__}")
             raise UsageError("GroupFairness.from_model takes the model that decides X: a Session "
                              f"(edgeinfer.load(path)) or an object with schema, reference and predict_proba; got "
-                             f"{model!r}")
+                             f"{shown}")
         schema = model.schema
         if sensitive_feature not in schema.names:
             import difflib
