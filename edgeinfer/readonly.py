@@ -16,12 +16,17 @@ class ReadOnlyDict(dict):
 
     __slots__ = ("_name",)
 
-    def __init__(self, items: Any = (), /, name: str = "this mapping") -> None:
+    def __new__(cls, items: Any = (), /, name: str | None = None):
+        if name is None:    # a copy made without a name, as dataclasses.asdict makes them: a plain dict to change
+            return dict(items)
+        return super().__new__(cls)
+
+    def __init__(self, items: Any, /, name: str) -> None:
         super().__init__(items)
         self._name = name           # what it is, for the error: "Explanation.instance"
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        owner = self._name.partition(".")[0] if "." in self._name else "result"
+        owner = self._name.partition(".")[0]
         raise TypeError(f"{self._name} is read-only; change a copy (dict(...)), or make a new {owner} with "
                         "dataclasses.replace(...)")
 
@@ -56,12 +61,3 @@ def read_only_fields(record: Any, *names: str) -> None:
         value = getattr(record, name)
         if type(value) is not ReadOnlyDict:
             object.__setattr__(record, name, read_only(value, f"{type(record).__name__}.{name}"))
-
-
-def thawed(value: Any) -> Any:
-    """`value` with each ReadOnlyDict in it a plain dict again: what a result's `to_dict` hands its caller."""
-    if isinstance(value, dict):
-        return {k: thawed(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(thawed(v) for v in value)
-    return value

@@ -87,7 +87,7 @@ from edgeinfer.schema import FLOAT32_MAX, close_match
 from edgeinfer.windows import MAX_SAMPLES, WindowSpec, compute_many
 from edgeinfer.workers import ExplainPool, Job, explain_json, explain_workers
 from edgeinfer.profiles import device_option
-from edgeinfer.readonly import read_only_fields, thawed
+from edgeinfer.readonly import read_only_fields
 
 READ_BYTES = 1 << 16
 RATE_TOLERANCE = 0.10       # a window spanning more than 10 % more or less time than the model's is at another rate
@@ -292,7 +292,7 @@ class StreamSummary:
         read_only_fields(self, "rejected_by_reason", "alerts_by_kind")
 
     def to_dict(self) -> dict[str, Any]:
-        return thawed(asdict(self))
+        return asdict(self)     # plain dicts (ReadOnlyDict's copies without a name)
 
     def text(self) -> str:
         lat = ("-" if self.latency_p50_ms is None

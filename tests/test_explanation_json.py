@@ -237,3 +237,7 @@ def test_a_read_only_explanation_still_writes_reads_compares_pickles_and_copies_
     assert (moved.instance, explanation.instance["glucose"]) == ({"glucose": 120.0, "sex": 1.0}, 162.0)
     with pytest.raises(TypeError, match=r"^Explanation.instance is read-only"):
         moved.instance["glucose"] = 99.0
+    # dataclasses.asdict's copies are plain dicts to change, as before (they were read-only, "this mapping")
+    plain = dataclasses.asdict(explanation)
+    plain["instance"]["glucose"], plain["model"]["fidelity"]["edges"]["max_abs_diff"] = 99.0, 0.5
+    assert type(plain["timings"]) is dict and explanation.to_json() == text
