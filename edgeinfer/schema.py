@@ -808,7 +808,7 @@ def _unmasked(x: Any) -> Any:
 
 def _is_masked_array(x: Any) -> bool:
     """Whether x is a NumPy masked array, without importing numpy.ma: where it is not imported no masked array
-    exists. NumPy 2 imports numpy.ma on first use (`np.ma`), which cost the first predict after load 12-35 ms."""
+    exists. NumPy 2 imports numpy.ma on first use (`np.ma`), which cost the first predict after load 15-73 ms."""
     ma = sys.modules.get("numpy.ma")
     return ma is not None and isinstance(x, ma.MaskedArray)
 
