@@ -16,7 +16,10 @@ puts all its candidates into the same few `predict_proba` calls:
    more: BOX seeded points spread over its whole reachable region (corners,
    faces, inside; a side with no bound out to a span of the reference data past
    its extremes), for targets the grid steps over or that need several features
-   moving at once;
+   moving at once; and a row that even those miss gets a LINE search, one or two calls more: from its spread
+   points nearest the target (in log-odds), each free feature alone over its whole reachable range, then again
+   from that call's nearest points (the small target regions those rows miss often lie a move of one or two
+   features away from a spread point that came near);
 3. bisection: one more level on every line that can still give one of the best
    answers -- one call;
 4. sparsity and re-check: each multi-feature answer, its single reverts and its
@@ -63,12 +66,17 @@ UNLIKE = 4                     # nearest unlike neighbours per row (more when k 
 COMBOS = 12                    # greedy combinations move the 2 .. COMBOS most useful features together
 SUBSET = 8                     # ... and every pair and triple of the SUBSET most useful ones
 BOX = 512                      # points spread over a row's whole reachable region, only when nothing else was found
+LINE = 16                      # points per feature on each line of the line search (after BOX, rows still bare)
+LINE_STARTS = 8                # ... from this many of a row's points nearest its target
+LINE_BUDGET = 1024             # ... fewer starts where the free features are many: about this many points per row
+LINE_ROUNDS = 2                # ... in this many calls at most, each from the last one's nearest points
 BIND_BLOCK = 4096              # with a time budget, the relaxed batch goes in blocks of this many candidates
 CHUNK_ROWS = 128               # rows searched together (larger batches are split: memory stays bounded)
 SPARSITY_COST = 1.0            # ranking: L1 in MAD units + this much per changed feature
 ROUNDS = 2                     # revert rounds for every candidate; more only where a row still lacks answers
 _SINGLE, _MULTI = 0, 1
 _GRID_STEPS = ((np.arange(GRID) + 1.0) / GRID) ** 2   # t along a line, denser near the instance
+_LINE_STEPS = np.linspace(0.0, 1.0, LINE)               # where on a feature's whole range the line search looks
 # which rank positions each greedy combination moves: the prefixes first, then the pairs and triples
 _COMBO_MASKS = np.array(
     [np.arange(COMBOS) < m for m in range(2, COMBOS + 1)]
@@ -654,7 +662,12 @@ class _Search:
                 # failed; the target may still lie where several features move at once (one more call)
                 bare = ~already & (self.distinct_answers(lines.row, lines.values, lines.found) == 0)
                 if bare.any() and not self.out_of_time():
-                    self.box_batch(lines, bare)
+                    starts = self.box_batch(lines, bare)
+                    # rows the spread points missed: a line search from their points nearest the target (a call a round)
+                    for _ in range(LINE_ROUNDS):
+                        if len(starts[0]) == 0 or self.out_of_time():
+                            break
+                        starts = self.line_batch(lines, *starts)
             if not self.out_of_time():
                 self.refine_best(lines)
                 complete = not self.out_of_time()
@@ -802,18 +815,57 @@ class _Search:
         hit = first[first >= 0]
         lines.extend(rows[hit], sparse[hit], proba[hit])
 
-    def box_batch(self, lines: _Lines, rows_wanted: np.ndarray) -> None:
+    def box_batch(self, lines: _Lines, rows_wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Call 2c, only for rows with no answer yet: BOX points spread over each row's reachable region
         (`_box_points`); each row's k cheapest valid ones become lines, which bisection and the revert
-        rounds then bring close and sparse."""
+        rounds then bring close and sparse. Returns `line_starts` for the rows none of them reached."""
         rows = np.flatnonzero(rows_wanted)
         values, owner = _box_points(self.space, self.X[rows], self.kern)
-        cand_rows = rows[owner]
-        proba = self.predict(values, cand_rows)
-        ok = self.met(proba, cand_rows)
-        cost = np.where(ok, self.cost(values, cand_rows), np.inf)
-        keep = ok & (_rank_per_row(cost, owner) < self.k)
-        lines.extend(cand_rows[keep], values[keep], proba[keep])
+        return self.keep_valid(lines, values, rows[owner])
+
+    def line_batch(self, lines: _Lines, rows: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Call 2d, LINE_ROUNDS times at most, only for rows that even the spread points left without an answer:
+        a coordinate line search. Each start (`rows`: its row) moves along each free feature alone, LINE points
+        evenly over the feature's whole reachable range (`_whole_range`). On the motion bundle the targets these
+        rows miss are small regions, often beside a spread point that came near: a value of one feature, seen from
+        there (or two, over two rounds), reaches them. As `box_batch`, each row's k cheapest valid points become
+        lines; returns `line_starts` (the next round's) for the rows still without one."""
+        sp, F = self.space, self.F
+        free = np.flatnonzero(~sp.frozen)
+        m, f = len(rows), len(free)
+        X = self.X[rows]
+        low, high = _whole_range(sp, X)
+        low, high = np.where(sp.direction > 0, X, low), np.where(sp.direction < 0, X, high)
+        # the projection is feature by feature and the starts are feasible: only the values a line gives its
+        # feature need it, LINE rows per start (each holding every free feature's values), not every point
+        along = low[:, None, :] + _LINE_STEPS[:, None] * (high - low)[:, None, :]           # (m, LINE, F)
+        along = sp.project(along.reshape(-1, F), np.repeat(X, LINE, axis=0), self.kern).reshape(m, LINE, F)
+        values = np.repeat(starts, f * LINE, axis=0).reshape(m, f, LINE, F)
+        values[:, np.arange(f), :, free] = np.moveaxis(along[:, :, free], 2, 0)   # line (start, a) moves free[a] alone
+        return self.keep_valid(lines, values.reshape(-1, F), np.repeat(rows, f * LINE))
+
+    def keep_valid(self, lines: _Lines, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One call for the candidates `values` (`rows`: the row of each): each row's k cheapest valid ones
+        become lines. Returns (rows, starts) for the rows with none valid: each one's `line_starts` candidates of
+        largest log-odds margin (the nearest its target), row by row, for `line_batch`."""
+        proba = self.predict(values, rows)
+        margin, log_margin = self.margin(proba, rows, log_odds=True)
+        ok = margin > MARGIN
+        cost = np.full(len(values), np.inf)
+        cost[ok] = self.cost(values[ok], rows[ok])          # the valid ones only: most rows here have none
+        keep = ok & (_rank_per_row(cost, rows) < self.k)
+        lines.extend(rows[keep], values[keep], proba[keep])
+        reached = np.zeros(self.n, dtype=bool)
+        reached[rows[ok]] = True
+        start = ~reached[rows] & (_rank_per_row(-log_margin, rows) < self.line_starts)
+        return rows[start], values[start]
+
+    @cached_property
+    def line_starts(self) -> int:
+        """How many starts a row's line search takes: LINE_STARTS, fewer where the free features are many, so
+        that a round sends at most about LINE_BUDGET points per row (always one start)."""
+        free = max(int((~self.space.frozen).sum()), 1)
+        return max(1, min(LINE_STARTS, LINE_BUDGET // (LINE * free)))
 
     def greedy_combinations(self, already):
         """Multi-feature moves built from the single moves: per row, the 2..COMBOS most useful features
@@ -1384,6 +1436,15 @@ def _keep_own(F: int) -> np.ndarray:
     return np.random.default_rng(1).random((BOX, F)) < 0.5
 
 
+def _whole_range(space: Space, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(len(X), F) lowest and highest values a feature may take: its permitted range where finite and, on a side
+    with no bound, `Space.wide_ends` (the reference data's span past its extremes); either side of x, whatever
+    its monotone direction (the callers keep to its allowed side)."""
+    wide_down, wide_up = space.wide_ends(X)
+    return (np.where(np.isfinite(space.lows), space.lows, wide_down),
+            np.where(np.isfinite(space.highs), space.highs, wide_up))
+
+
 def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarray, np.ndarray]:
     """BOX points in each row's reachable region, projected onto the constraints (frozen features, steps,
     categories): half between the lowest and highest values the search tries (`Space.ends`), half over the
@@ -1391,10 +1452,7 @@ def _box_points(space: Space, X: np.ndarray, kern: ModuleType) -> tuple[np.ndarr
     reference data's span past its extremes); on the allowed side of x for monotone features. A feature whose
     value in x lies outside its permitted range keeps that value in half the points (`_keep_own`).
     Returns (values (len(X) * BOX, F), the row of X of each)."""
-    down, up = space.ends(X)
-    wide_down, wide_up = space.wide_ends(X)
-    regions = [(down, up), (np.where(np.isfinite(space.lows), space.lows, wide_down),
-                            np.where(np.isfinite(space.highs), space.highs, wide_up))]
+    regions = [space.ends(X), _whole_range(space, X)]
     unit = _unit_box(X.shape[1])
     raw = []
     for low, high in regions:

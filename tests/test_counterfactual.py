@@ -514,6 +514,41 @@ def test_a_target_the_grid_steps_over_is_found_by_the_spread_points():
     assert alone.items == below.items
 
 
+class _SmallDiamond:
+    """p(yes) = sigmoid(4 - 20 (|x0 - 11| + |x1 - 4|)) on [0, 15]^2: 'yes' only within L1 0.2 of (11, 4), a region
+    of 0.08 in 225, which needs both features; p(yes) rises toward it from everywhere. The reference data has no
+    'yes' row (no unlike neighbour)."""
+
+    def __init__(self, schema: FeatureSchema):
+        self.schema = schema
+        X = np.random.default_rng(0).uniform(0, 15, size=(400, 2))
+        X = X[self.predict_proba(X).argmax(axis=1) == 0]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        d = np.abs(np.asarray(X, dtype=np.float64) - (11.0, 4.0)).sum(axis=1)
+        p = 1 / (1 + np.exp(-(4 - 20 * d)))
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_a_target_the_spread_points_miss_is_found_by_the_line_search():
+    """The first call's grid and the greedy combinations land off the small region, and so do the 512 spread
+    points: the search said "found no counterfactual reaching class 'yes'". The line search from the spread points
+    nearest it moves x0 alone over 0, 1, ..., 15 (reaching 11); its next round, from there, x1 (reaching 4)."""
+    schema = FeatureSchema(features=(Feature("x0", low=0.0, high=15.0), Feature("x1", low=0.0, high=15.0)),
+                           classes=("no", "yes"))
+    model = _SmallDiamond(schema)
+    X = np.array([[13.0, 12.0], [1.0, 1.0]])
+    results = find_counterfactuals(model, X, desired="yes")
+    for res in results:
+        assert res.found and res.complete
+        (cf,) = res.items
+        assert cf.values == (11.0, 4.0) and cf.class_name == "yes"
+        assert [c.feature for c in cf.changes] == ["x0", "x1"]
+    # a row's answer does not depend on its batch-mates, and the one-row search gives the same
+    assert _compare_searches(model, X[:1], desired="yes")[0].items == results[0].items
+
+
 class _KeepOutside:
     """p(high) = sigmoid(10 (min(x1, x2) - 3) - 20 [x0 > 0]) on [-5, 5]^3: 'high' needs x1 and x2 above 3 together
     (neither alone buys anything) with x0 at most 0. The reference data has no 'high' row (no unlike neighbour)."""
@@ -1196,9 +1231,9 @@ def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_
         Feature("f3", kind="categorical", categories=("c0", "c1"), codes=(0.0, 1.0), **fixed),
         Feature("f4", low=0.0, high=2.0, **fixed), Feature("f5", low=0.0, high=2.0),
     ), classes=("a", "b", "c"))
-    model = _NumpyMLP(schema, 161)
-    x = np.array([[1.6470084397035214, 1.668480418586759, 1.8088054140124734, 0.0, 1.063004604862146,
-                   0.03322192402229107]])
+    model = _NumpyMLP(schema, 235)
+    x = np.array([[1.528057807563762, 1.632789028448463, 1.2357598950578963, 0.0, 1.3564796498616563,
+                   0.7407829824682979]])
     (sparse,) = find_counterfactuals(model, x)
     (res,) = find_counterfactuals(model, x, min_plausibility=0.6)
     (lower,) = find_counterfactuals(model, x, min_plausibility=0.4)
