@@ -2382,7 +2382,8 @@ def test_a_bundle_without_memory_figures_counts_a_worker_as_this_processs_memory
     wanted = _default_workers()
     for peak, model, missing in ((None, "", "runtime and peak memory"),
                                  (14.0, ", 14.0 MB of it this process's model,", "runtime memory")):
-        bundle = _with_memory_figures(tmp_path / f"b-{peak}", motion_bundle, peak_memory_mb=peak, runtime_memory_mb=None)
+        bundle = _with_memory_figures(tmp_path / f"b-{peak}", motion_bundle, peak_memory_mb=peak,
+                                      runtime_memory_mb=None)
         session = ei.load(bundle, device="wearable-gateway")
         err = io.StringIO()
         summary = stream(session, clip, options=StreamOptions(hop=1, explain="every:30", workers=None),
