@@ -71,10 +71,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 # Under `edgeinfer devices`: the memory budget is no ceiling for the whole process (the profiles' own comments say so,
-# the table did not). The runtime's figure is the README's, not measured here: that costs a second interpreter.
+# the table did not). No figure for the runtime: it is the device's build's, and each bundle records the export host's.
 MEMORY_BUDGET_NOTE = ("The memory budget counts a model's peak memory growth over the runtime's own memory (Python, "
-                      "NumPy, ONNX Runtime,\nedgeinfer: 69.4 MB on an x86_64 Linux host), not the runtime itself; each "
-                      "explain worker (--workers) holds a\nruntime of its own, which counts.")
+                      "NumPy, ONNX Runtime,\nedgeinfer: a bundle records the export host's as budget.runtime_memory_mb), "
+                      "not the runtime itself; each\nexplain worker (--workers) holds a runtime of its own, which "
+                      "counts.")
 
 
 @main.command()

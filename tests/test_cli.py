@@ -1046,8 +1046,8 @@ def test_devices_says_that_the_memory_budget_counts_the_model_not_the_runtime():
     while the budget counts the model's growth over the runtime's own ~70 MB; the note under the table, and under one
     profile, says so. --json keeps its keys, without the note."""
     note = ("The memory budget counts a model's peak memory growth over the runtime's own memory (Python, NumPy, ONNX "
-            "Runtime,\nedgeinfer: 69.4 MB on an x86_64 Linux host), not the runtime itself; each explain worker "
-            "(--workers) holds a\nruntime of its own, which counts.\n")
+            "Runtime,\nedgeinfer: a bundle records the export host's as budget.runtime_memory_mb), not the runtime "
+            "itself; each\nexplain worker (--workers) holds a runtime of its own, which counts.\n")
     table = CliRunner().invoke(main, ["devices"])
     assert table.exit_code == 0 and table.stdout.endswith("x86-edge-gateway  x86_64   4      16 GB   int8-static,fp32"
                                                           "       OpenVINO  200 MB / 2048 MB / 10 ms\n" + note)
