@@ -47,7 +47,8 @@ class Session:
                              "directory use edgeinfer.load(path)")
         if not isinstance(fallback, bool):
             raise UsageError(f"fallback must be True or False, got {fallback!r}")
-        profile = bundle.profile if device == "auto" else get_device(device)
+        # a device is a name or a profile path (an array in == was NumPy's ambiguous-truth error): get_device refuses
+        profile = bundle.profile if isinstance(device, str) and device == "auto" else get_device(device)
         if bundle.precision not in profile.precisions:
             raise DeviceError(
                 f"bundle precision {bundle.precision} is not supported by device '{profile.name}' "

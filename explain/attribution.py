@@ -51,7 +51,7 @@ import numpy as np
 
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attribution, Attributions
-from edgeinfer.explain.predictor import Predictor, read_rows
+from edgeinfer.explain.predictor import Predictor, checked_model, read_rows
 from edgeinfer.schema import STEP_TOLERANCE, step_fraction
 
 BASELINES = ("median", "reference")
@@ -92,11 +92,11 @@ def attribute(
     than that, rounded up so that each row starts as many permutations). seed: fixes the
     permutations and the reference rows drawn.
     """
-    schema = model.schema
+    schema = checked_model(model, "attribute").schema
     n_features = len(schema)
     X = _check_rows(read_rows(schema, X), n_features)
     requested, samples = samples, _check_samples(samples)
-    if baseline not in BASELINES:
+    if not isinstance(baseline, str) or baseline not in BASELINES:   # an array: NumPy's ambiguous-truth error
         raise ExplainError(f"baseline must be one of {', '.join(repr(b) for b in BASELINES)}, got {baseline!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ExplainError(f"seed must be a non-negative integer, got {seed!r}")

@@ -74,7 +74,7 @@ import numpy as np
 from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.explanation import Attributions, BiasExplanation, FlipTest, Proxy
 from edgeinfer.explain.fairness import quantile_bins
-from edgeinfer.explain.predictor import Predictor, read_rows
+from edgeinfer.explain.predictor import Predictor, checked_model, read_rows
 from edgeinfer.reference import Reference
 from edgeinfer.schema import Feature, FeatureSchema, _fixed
 
@@ -127,7 +127,7 @@ def explain_bias(
 ) -> list[BiasExplanation]:
     """One BiasExplanation per row of X (rows in schema order, or a data frame read by its column names; `labels`
     are the decided class indices)."""
-    schema = model.schema
+    schema = checked_model(model, "explain_bias").schema
     X = _as_matrix(schema, X)
     n = len(X)
     labels = _as_labels(schema, labels, n)
@@ -593,6 +593,9 @@ def _check_attributions(attributions: Sequence[Attributions | None] | None, n: i
 
 def _check_proxies(schema: FeatureSchema, proxies: Sequence[Proxy]) -> tuple[Proxy, ...]:
     out = []
+    if proxies is not None and not isinstance(proxies, (Sequence, set, frozenset)):  # 5: Python's not-iterable error
+        raise InputError(f"proxies must be a list of Proxy objects (or None), got {type(proxies).__name__}; "
+                         "use edgeinfer.explain.proxies.proxies_from_manifest for manifest records")
     for p in proxies or ():
         if not isinstance(p, Proxy):
             raise InputError(

@@ -49,6 +49,7 @@ from functools import cached_property, lru_cache
 from itertools import combinations
 from numbers import Real
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ from edgeinfer.errors import ExplainError, InputError
 from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
-from edgeinfer.explain.predictor import Predictor
+from edgeinfer.explain.predictor import Predictor, checked_model
 from edgeinfer.schema import FLOAT32_MAX, STEP_TOLERANCE, FeatureSchema, _num, _unknown_feature, step_fraction
 
 _NUMPY_KERNELS = get_kernels("numpy")
@@ -111,8 +112,12 @@ def find_counterfactuals(
     Returns one `Counterfactuals` per row; every item was re-checked on the model.
     """
     start = time.perf_counter()
-    schema = model.schema
-    X = np.asarray(X, dtype=np.float64)
+    schema = checked_model(model, "find_counterfactuals").schema
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"counterfactual search expects a 2-D batch of numbers, {len(schema)} features in schema "
+                         f"order; it could not be read as numbers ({err})") from None
     if X.ndim != 2 or X.shape[1] != len(schema):
         raise ExplainError(
             f"counterfactual search expects a 2-D batch of {len(schema)} features in schema order, got shape {X.shape}"
@@ -125,6 +130,15 @@ def find_counterfactuals(
                              permitted_range=permitted_range, time_budget_ms=time_budget_ms, neighbours=neighbours,
                              min_plausibility=min_plausibility)
     return search_rows(model, X, options, labels=labels, probabilities=probabilities, kernels=kernels, start=start)
+
+
+def _numbers(values: Any, what: str, dtype: type) -> np.ndarray:
+    """values as an array of dtype, or ExplainError naming `what` (a text label was Python's ValueError)."""
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        kind = "class indices, one per row of X" if what == "labels" else "numbers, one row per row of X"
+        raise ExplainError(f"{what} must be {kind}; could not read them ({err})") from None
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,8 @@ def search_options(
             isinstance(min_plausibility, Real) and not isinstance(min_plausibility, bool) and 0 < min_plausibility <= 1):
         raise ExplainError(f"min_plausibility must be a share in (0, 1], e.g. 0.8, got {min_plausibility!r}")
     goal = parse_desired(desired, schema)
-    if features_to_vary is None and not permitted_range:
+    if features_to_vary is None and (permitted_range is None
+                                     or isinstance(permitted_range, Mapping) and not permitted_range):
         space = _default_space(schema, reference)
     else:
         space = Space.build(schema, reference, features_to_vary=features_to_vary, permitted_range=permitted_range)
@@ -181,7 +196,7 @@ def search_rows(model: Predictor, X: np.ndarray, options: SearchOptions, *, labe
     goal, space, k, neighbours = options.goal, options.space, options.k, options.neighbours
     time_budget_ms, min_plausibility = options.time_budget_ms, options.min_plausibility
     if probabilities is not None:
-        probabilities = np.asarray(probabilities, dtype=np.float64)
+        probabilities = _numbers(probabilities, "probabilities", np.float64)
         if probabilities.shape != (len(X), len(schema.classes)):
             raise ExplainError(f"probabilities must be one row of {len(schema.classes)} class probabilities per "
                                f"row of X: expected shape {(len(X), len(schema.classes))}, got {probabilities.shape}")
@@ -191,7 +206,7 @@ def search_rows(model: Predictor, X: np.ndarray, options: SearchOptions, *, labe
         if labels is None:
             labels = probabilities.argmax(axis=1)
     if labels is not None:
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        labels = _numbers(labels, "labels", np.int64).reshape(-1)
         if len(labels) != len(X):
             raise ExplainError(f"labels must give one label per row: {len(X)} rows, {len(labels)} labels")
         C = len(schema.classes)

@@ -20,8 +20,6 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
-import os
-import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -29,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import InputError, UsageError
-from edgeinfer.explain.predictor import Predictor
+from edgeinfer.errors import InputError
+from edgeinfer.explain.predictor import Predictor, checked_model
 from edgeinfer.schema import Feature, FeatureSchema
 
 
@@ -387,15 +385,11 @@ class GroupFairness:
         or bins of a many-valued numeric feature (age) named by their edges ("40 <= age < 50"): `bins` quantile
         bins of the reference data (default 4; at most one per decision), or the edges given.
         """
-        if not (isinstance(getattr(model, "schema", None), FeatureSchema) and hasattr(model, "reference")
-                and callable(getattr(model, "predict_proba", None))):      # None was Python's AttributeError
-            # a value as written, short; any other object by its type (a Bundle's repr ran to 13,000 characters)
-            shown = (reprlib.repr(model) if model is None or isinstance(model, (str, os.PathLike, numbers.Number))
-                     else f"a {type(model).__name__}")
-            raise UsageError("GroupFairness.from_model takes the model that decides X: a Session "
-                             f"(edgeinfer.load(path)) or an object with schema, reference and predict_proba; got "
-                             f"{shown}")
+        checked_model(model, "GroupFairness.from_model")
         schema = model.schema
+        if not isinstance(sensitive_feature, str):        # an array in `not in` was NumPy's ambiguous-truth error
+            raise InputError(f"sensitive_feature names one feature of the schema, as a str; got "
+                             f"{type(sensitive_feature).__name__}; features are {', '.join(schema.names)}")
         if sensitive_feature not in schema.names:
             import difflib
 

@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import numbers
+import os
+import reprlib
 from typing import Any, Protocol
 
 import numpy as np
 
+from edgeinfer.errors import UsageError
 from edgeinfer.reference import Reference
 from edgeinfer.schema import FeatureSchema, _detached, _is_named, _unmasked
 
@@ -24,6 +28,19 @@ class Predictor(Protocol):
         """(n, F) float rows in schema order -> (n, C) class probabilities. One backend call.
         X may be a scratch buffer the explainer reuses: read it during the call, keep no reference to it."""
         ...
+
+
+def checked_model(model: Any, caller: str) -> Predictor:
+    """model, or UsageError naming what `caller` takes: a model given as None (or a path, a Bundle) failed with
+    Python's AttributeError on `.schema`."""
+    if not (isinstance(getattr(model, "schema", None), FeatureSchema) and hasattr(model, "reference")
+            and callable(getattr(model, "predict_proba", None))):
+        # a value as written, short; any other object by its type (a Bundle's repr ran to 13,000 characters)
+        shown = (reprlib.repr(model) if model is None or isinstance(model, (str, os.PathLike, numbers.Number))
+                 else f"a {type(model).__name__}")
+        raise UsageError(f"{caller} takes the model that decides X: a Session (edgeinfer.load(path)) or an object "
+                         f"with schema, reference and predict_proba; got {shown}")
+    return model
 
 
 def read_rows(schema: FeatureSchema, X: Any) -> Any:

@@ -216,21 +216,6 @@ def test_from_model_groups_a_many_valued_feature_in_bins(decided):
     assert str(err.value) == "bins group a numeric feature; 'sex' is categorical and is grouped by its categories"
 
 
-@pytest.mark.parametrize("model, shown", [(None, "None"), ("diabetes-bundle", "'diabetes-bundle'"),
-                                          ("x" * 5000, "'xxxxxxxxxxxx...xxxxxxxxxxxxx'"), ("bundle", "a Bundle")])
-def test_from_model_refuses_what_is_no_model_naming_what_it_takes(model, shown, bc_bundle):
-    """None, or a bundle's path, was Python's AttributeError ('NoneType' object has no attribute 'schema'). A Bundle
-    (read_bundle's, not loaded) is told by its type: its repr, manifest and reference arrays, ran to 13,000
-    characters."""
-    if model == "bundle":
-        model = ei.read_bundle(bc_bundle)
-    with pytest.raises(UsageError) as err:
-        GroupFairness.from_model(model, [[50.0, 1.0]], y_true=[0], sensitive_feature="sex")
-    assert str(err.value) == ("GroupFairness.from_model takes the model that decides X: a Session "
-                              "(edgeinfer.load(path)) or an object with schema, reference and predict_proba; got "
-                              f"{shown}")
-
-
 def test_from_model_refuses_more_quantile_bins_than_decisions(decided):
     """bins=10**6 for 40 decisions gave 27 groups of one to three decisions, whose rates compare nothing; a count
     up to the decisions is kept."""
