@@ -432,7 +432,17 @@ def record_fault(name: str, record: Mapping[str, Any], *, where: str | None = No
         if field in record and not _is_kind(record[field], kind):
             shown = " or ".join(KINDS[k] for k in kind.split(" or "))
             return f"{where}.{field} must be {shown}, got {_shown(record[field])}"
-    if name == "fidelity" and isinstance(record.get("edges"), dict):
+    if name != "fidelity":
+        return None
+    # a seed draws the quarter of calibration held out; rows given as holdout= have none
+    source, seed = record.get("holdout_source"), record.get("holdout_seed")
+    if source == "given" and seed is not None:
+        return (f'{where}.holdout_seed is recorded ({seed}) for rows given as the holdout (holdout_source "given"), '
+                'which no seed draws')
+    if source == "calibration" and seed is None:
+        return (f'{where}.holdout_seed is missing: holdout_source "calibration" records the seed that drew the '
+                'held-out quarter')
+    if isinstance(record.get("edges"), dict):
         return record_fault("fidelity.edges", record["edges"], where=f"{where}.edges")
     return None
 
