@@ -287,6 +287,8 @@ class StreamSummary:
     alerts_by_kind: dict = field(default_factory=dict)     # kind -> alerts of that kind (bias, out_of_range, ...)
     bias_monitor: tuple[BiasMonitorState, ...] = ()        # one per protected feature, when the monitor ran
     explain_workers: int = 0              # explain worker processes the stream had (0: it explained in its own)
+    explain_workers_stopped: tuple[str, ...] = ()   # why its workers stopped, each time (a worker died or hung, a
+                                                    # new set failed to start): their batches were explained here
 
     def __post_init__(self) -> None:
         read_only_fields(self, "rejected_by_reason", "alerts_by_kind")
@@ -320,6 +322,11 @@ class StreamSummary:
         if self.off_rate:
             lines.append(f"  windows at another sample rate than the model's {self.sample_rate_hz:g} Hz: "
                          f"{self.off_rate} (see their sample_rate alerts)")
+        if self.explain_workers_stopped:
+            n = len(self.explain_workers_stopped)
+            lines.append(f"  workers  the explain workers stopped {n} time{'s' if n != 1 else ''} "
+                         f"({'; '.join(self.explain_workers_stopped)}); this process explained their batches and "
+                         "those sent until new workers were ready")
         for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  rejected {count} x {reason}")
         return "\n".join(lines)
@@ -1311,6 +1318,7 @@ class _LocalExplainer:
 
     capacity = 0
     workers = 1
+    breaks = ()
 
     def __init__(self, session, stakeholder: str):
         self.session, self.stakeholder = session, stakeholder
@@ -1333,6 +1341,12 @@ class _Borrowed:
 
     def __init__(self, pool: ExplainPool):
         self.pool, self.capacity, self.workers = pool, pool.capacity, pool.workers
+        self._breaks_before = len(pool.breaks)
+
+    @property
+    def breaks(self) -> list[str]:
+        """The pool's breaks since this stream began."""
+        return self.pool.breaks[self._breaks_before:]
 
     def submit(self, features):
         return self.pool.submit(features)
@@ -2029,6 +2043,7 @@ def stream(
         alerts_by_kind=by_kind,
         bias_monitor=bias.states(bias_alerts, bias_episodes) if bias is not None else (),
         explain_workers=0 if isinstance(explainer, _LocalExplainer) else explainer.workers,
+        explain_workers_stopped=tuple(explainer.breaks),
     )
 
 

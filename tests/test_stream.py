@@ -2039,7 +2039,8 @@ def test_a_hung_worker_loses_no_window(motion_bundle, clip):
 
     session = ei.load(motion_bundle)
     local, _ = _run_stream(session, clip, explain="every:3", workers=0)
-    pool = ExplainPool(session, workers=1, stakeholder="engineer", timeout_s=2)
+    pool = ExplainPool(session, workers=1, stakeholder="engineer")
+    pool.timeout_s = 2       # for answers; starting takes longer on a loaded host
     hung = pool.pids[0]
     os.kill(hung, signal.SIGSTOP)
     out = io.StringIO()
@@ -2051,6 +2052,11 @@ def test_a_hung_worker_loses_no_window(motion_bundle, clip):
     pooled = out.getvalue().splitlines()
     assert [_without_timings(line) for line in pooled] == [_without_timings(line) for line in local]
     assert summary.explained == 31
+    # the summary says so: a stream that runs for days has its stderr warnings scrolled away
+    assert summary.explain_workers_stopped == ("an explain worker gave no answer within 2 s",)
+    assert ("  workers  the explain workers stopped 1 time (an explain worker gave no answer within 2 s); this process "
+            "explained their batches and those sent until new workers were ready") in summary.text()
+    assert summary.to_dict()["explain_workers_stopped"] == ("an explain worker gave no answer within 2 s",)
 
 
 def test_a_hung_worker_does_not_hold_back_a_followed_stream_that_went_quiet(motion_bundle, clip, tmp_path):
@@ -2067,7 +2073,8 @@ def test_a_hung_worker_does_not_hold_back_a_followed_stream_that_went_quiet(moti
     local, _ = _run_stream(session, clip, explain="every:3", workers=0)
     path = tmp_path / "growing.csv"
     path.write_text(clip.read_text())
-    pool = ExplainPool(session, workers=1, stakeholder="engineer", warm_rows=8, timeout_s=2)
+    pool = ExplainPool(session, workers=1, stakeholder="engineer", warm_rows=8)
+    pool.timeout_s = 2       # for answers; starting takes longer on a loaded host
     hung = pool.pids[0]
     os.kill(hung, signal.SIGSTOP)
     out, stopper, before_stop = io.StringIO(), Stopper(), []
