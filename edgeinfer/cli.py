@@ -380,7 +380,9 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
                    "explain/templates/ in the source, edgeinfer/explain/templates/ when installed).")
 @click.option("--format", "out_format", type=click.Choice(["json", "text"]), default="json", show_default=True,
               help="json: one Explanation per line; text: the stakeholder's wording.")
-@click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'.")
+@click.option("--desired", default=None, help="Desired outcome: a class name or e.g. 'p(malignant) < 0.3'. Default: "
+              "the schema's favourable class; where the decision already is that class, or the schema names none, "
+              "the most probable other class.")
 @click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 20), help="Counterfactuals per row.")
 @click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None,
               help="Time for each batch of rows (--batch-size) together; returns the best found so far.")

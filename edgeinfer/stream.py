@@ -2076,6 +2076,8 @@ def _reason_kind(reason: str) -> str:
         return "line longer than 1 MiB"
     if reason.startswith(("the stream stopped", "the file was rotated")):
         return "unfinished last line"
+    if reason.startswith("a row cut off without its newline"):
+        return "row cut off without its newline"
     if "finite" in reason:
         return "non-finite value"
     if "expects a number" in reason:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
@@ -53,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.errors import EdgeInferWarning, ExplainError, InputError
 from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
@@ -139,6 +140,11 @@ def _numbers(values: Any, what: str, dtype: type) -> np.ndarray:
     except (TypeError, ValueError) as err:
         kind = "class indices, one per row of X" if what == "labels" else "numbers, one row per row of X"
         raise ExplainError(f"{what} must be {kind}; could not read them ({err})") from None
+
+
+# why a feature stays as it is, in a sentence's words
+_FROZEN_WORDS = {"immutable": "it is immutable in the schema", "protected": "it is protected in the schema and not "
+                 "in features_to_vary", "features_to_vary": "it is not in features_to_vary"}
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,9 @@ class Space:
                               for v in (new_lo, new_hi))
             if (new_lo > f.low or new_hi < f.high) and why[j] == "":   # a frozen feature's range cannot bind
                 narrowed.append(name)
+            elif why[j]:        # said, not refused: it applies where the search relaxes that constraint
+                warnings.warn(f"permitted_range for '{name}' does not apply: {_FROZEN_WORDS[why[j]]}, so it never "
+                              "changes", EdgeInferWarning, stacklevel=2)
             lows[j], highs[j] = new_lo, new_hi
         scale = np.asarray(reference.mad, dtype=np.float64)
         ref_low = reference.X.min(axis=0) - scale

@@ -32,9 +32,16 @@ def accepted_forms(schema: FeatureSchema) -> str:
     return (
         f"use a class name (one of {', '.join(repr(c) for c in classes)}), "
         f"or a probability threshold such as \"p({classes[-1]}) < 0.3\" or \"p({classes[0]}) >= 0.7\" "
-        f"(operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the "
-        f"{'favourable' if schema.favourable else 'opposite'} outcome"
+        f"(operators <, <=, >, >=; threshold in [0, 1]), or leave it out for {_default_words(schema)}"
     )
+
+
+def _default_words(schema: FeatureSchema) -> str:
+    """The outcome sought when none is desired (`Desired.resolve`), in words."""
+    other = "the other outcome" if len(schema.classes) == 2 else "the most probable other outcome"
+    if schema.favourable is None:
+        return other
+    return f"the favourable outcome ('{schema.favourable}'; {other} where the decision already is)"
 
 
 @dataclass(frozen=True)

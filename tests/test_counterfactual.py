@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, replace
 from unittest.mock import patch
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeinfer.decision import Decision
-from edgeinfer.errors import ExplainError, InputError
+from edgeinfer.errors import EdgeInferWarning, ExplainError, InputError
 from edgeinfer.explain import counterfactual, one_row
 from edgeinfer.explain.counterfactual import CHUNK_ROWS, REFINE, find_counterfactuals
 from edgeinfer.explain.desired import MARGIN, accepted_forms, parse_desired, threshold_of
@@ -375,12 +376,21 @@ def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_bindi
     # the schema's bounds lifted on the features free to move (x1 is not)
     ranges = "the schema's ranges (x0 in [-5, 5]" + (")" if vary else ", x2 in [-5, 5], x3 in [-5, 5])")
     for permitted in (None, {"x1": (-1, 1)}):
-        (res,) = find_counterfactuals(session, x, features_to_vary=vary, permitted_range=permitted)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            (res,) = find_counterfactuals(session, x, features_to_vary=vary, permitted_range=permitted)
+        # said, as a range the user meant to search with would otherwise pass without a word
+        why = ("it is not in features_to_vary" if vary else "it is immutable in the schema" if "mutable" in x1 else
+               "it is protected in the schema and not in features_to_vary")
+        assert [str(w.message) for w in said] == ([] if permitted is None else
+                                                  [f"permitted_range for 'x1' does not apply: {why}, so it never changes"])
         assert not res.found and res.binding == (ranges,)
         assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which "
                               f"does not show that none exists; with {ranges} relaxed it found one")
-    assert counterfactual.Space.build(session.schema, session.reference, features_to_vary=vary,
-                                      permitted_range={"x1": (-1, 1), "x0": (-2, 5)}).narrowed == ("x0",)
+    with pytest.warns(EdgeInferWarning, match="permitted_range for 'x1' does not apply"):
+        space = counterfactual.Space.build(session.schema, session.reference, features_to_vary=vary,
+                                           permitted_range={"x1": (-1, 1), "x0": (-2, 5)})
+    assert space.narrowed == ("x0",)
 
 
 def test_the_schemas_ranges_name_the_bounds_they_lift(linear_session):
@@ -614,7 +624,8 @@ def test_bad_desired_strings(linear):
     session, _, _ = linear
     x = np.zeros((1, 4))
     forms = ("use a class name (one of 'low', 'high'), or a probability threshold such as \"p(high) < 0.3\" or "
-             "\"p(low) >= 0.7\" (operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the favourable outcome")
+             "\"p(low) >= 0.7\" (operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the favourable outcome "
+             "('low'; the other outcome where the decision already is)")
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="risk below 0.3")
     assert str(err.value) == f"desired outcome 'risk below 0.3' is not understood; {forms}"

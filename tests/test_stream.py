@@ -566,6 +566,7 @@ def test_a_row_glued_to_a_header_is_one_rejected_row_and_the_header_is_read(moti
         "line 107: gap: gap of 0.2 s after timestamp 9.9 (line 104), more than the 0.15 s allowed; window restarted",
     ]
     assert "rows     read 124 = used 119 + rejected 5" in mixed.stderr
+    assert "  rejected 2 x row cut off without its newline\n" in mixed.stderr     # counted by kind, not by sentence
 
 
 def test_a_row_glued_to_a_header_whose_first_column_is_not_the_timestamp(motion_bundle, recording):
