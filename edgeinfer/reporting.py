@@ -1100,7 +1100,10 @@ def _clinical(schema, name: Any) -> Any:
     return _feature(schema, name).clinical if isinstance(name, str) else name
 
 
-def _label(feature, value: float, digits: int = 4) -> str:
+REPORT_DIGITS = 4      # the significant digits the report writes a feature's values with
+
+
+def _label(feature, value: float, digits: int = REPORT_DIGITS) -> str:
     """The value as the schema shows it, continuous values to `digits` significant digits (no search noise)."""
     if feature.kind == "continuous" and math.isfinite(value):
         return _fixed(value, digits) + (f" {feature.unit}" if feature.unit else "")
@@ -1136,26 +1139,33 @@ def _range(feature) -> str:
     return shown + (f" {feature.unit}" if feature.unit else "")
 
 
-def _labels_apart(feature, before: float, after: float) -> tuple[str, str]:
+def _labels_apart(feature, before: float, after: float, *, digits: int = 0) -> tuple[str, str]:
     """`_label` of a change's two values, with as many more digits as it takes for them to read differently and for
     the difference they show to be within half the real one. The after value, a counterfactual's answer, is rounded
     away from the before value at the digits it shows, as the views round it (`views._past`): an answer lies just
     past the decision boundary, and to nearest 4.079 for 4.07925 from 4.04 is a value at which the model decides the
     other way (the demo bundle's best answers for 28 of its 110 held-out patients read so). A value on the feature's
-    step reads exactly."""
-    from edgeinfer.explain.views import _on_grid
-
+    step reads exactly. At least `digits` (a counterfactual's `digits`) where more than the report's 4."""
     if feature.kind != "continuous" or not (math.isfinite(before) and math.isfinite(after)) or before == after:
         return _label(feature, before), _label(feature, after)
+    shown = apart_texts(feature, before, after, digits=digits)
+    unit = f" {feature.unit}" if feature.unit else ""
+    return shown[0] + unit, shown[1] + unit
+
+
+def apart_texts(feature, before: float, after: float, *, digits: int = 0) -> tuple[str, str]:
+    """`_labels_apart`'s numbers of a continuous feature, without its unit."""
+    from edgeinfer.explain.views import _on_grid
+
     on_grid = feature.step > 0 and _on_grid(after, feature.step)
-    for digits in range(4, 13):
-        shown = _fixed(before, digits), _fixed_past(after, before, digits, low=feature.low, high=feature.high)
+    start = max(REPORT_DIGITS, digits)
+    for places in range(start, max(start, 12) + 1):
+        shown = _fixed(before, places), _fixed_past(after, before, places, low=feature.low, high=feature.high)
         apart = abs(float(shown[1]) - float(shown[0]) - (after - before)) <= 0.5 * abs(after - before)
         exact = not on_grid or abs(float(shown[1]) - after) <= 1e-9 * max(1.0, abs(after))
         if shown[0] != shown[1] and apart and exact:
             break
-    unit = f" {feature.unit}" if feature.unit else ""
-    return shown[0] + unit, shown[1] + unit
+    return shown
 
 
 def _probability_apart(p: float, *boundaries: float | None) -> str:
@@ -1314,7 +1324,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
         # rounded away from 0, as the after value is from the before value: a change that is enough
         size = _fixed_past(change, 0.0)
         delta = "" if f.kind == "categorical" else f"{'+' if change >= 0 else ''}{size}{unit}"
-        before, after = _labels_apart(f, ch.from_value, ch.to_value)
+        before, after = _labels_apart(f, ch.from_value, ch.to_value, digits=best.digits or 0)
         changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta,
                         "status": _status(f, recorded=recorded)})
     after = dict(zip(d.classes, best.probabilities))
@@ -1339,7 +1349,8 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
         "actionable": all(ch["status"] == "actionable" for ch in changes) if recorded else None,
         "alternatives": [
             "; ".join(f"{_feature(schema, ch.feature).clinical}: "
-                      + " → ".join(_labels_apart(_feature(schema, ch.feature), ch.from_value, ch.to_value))
+                      + " → ".join(_labels_apart(_feature(schema, ch.feature), ch.from_value, ch.to_value,
+                                                 digits=alt.digits or 0))
                       for ch in alt.changes)
             for alt in c.items[1:]
         ],

@@ -25,6 +25,7 @@ from edgeinfer.explain.explanation import Explanation, ModelInfo, RejectedPrecis
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.proxies import proxies_from_manifest
 from edgeinfer.explain.views import Templates, get_templates, render, retimed, shows_timings
+from edgeinfer.explain.written import with_written_digits
 
 PARTS = ("counterfactuals", "attributions", "bias")
 
@@ -112,6 +113,8 @@ def explain_checked(session: Any, matrix: np.ndarray, request: Request) -> list[
     if "counterfactuals" in parts:
         counterfactuals = search_rows(session, matrix, request.search, probabilities=proba,
                                       kernels=get_kernels(session.execution.kernels))
+        # the values as the views and the report write them, rounded, reach the target too
+        counterfactuals = with_written_digits(session, proba, counterfactuals, request.search.goal)
         lap("counterfactuals")
     if "attributions" in parts:
         attributions = attribute(session, matrix, targets=labels)

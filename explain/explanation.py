@@ -47,6 +47,9 @@ class Counterfactual:
     distance: float          # L1 in MAD-scaled units
     sparsity: int            # number of features changed
     plausibility: float | None = None   # yNN: share of the k nearest reference rows with the desired label
+    # the fewest significant digits at which its values, written rounded as the views and the report write them,
+    # still reach the target on the deployed model (explain/written.py); None: at the digits each writes with
+    digits: int | None = None
 
 
 _MET_REASON = "the decision already meets "   # how the search words a target already met

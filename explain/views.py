@@ -972,36 +972,17 @@ class _View:
             return f.label(value)
         return self._with_unit(name, self._number(name, value, digits or self.s.digits), unit)
 
-    def pair(self, name: str, a: float, b: float, unit: str = "") -> tuple[str, str]:
-        """Two values of one feature side by side (a change's from and to): the view's digits, or as many more as
-        it takes for the two to differ and for the difference they show to be within half the real one (23.6 and
-        23.2, not 24 and 23); a rounded one with the other's decimals, so that it does not read as exact (5.04 as
-        5.0 beside 5.4, not 5). The to value, a counterfactual's answer, is rounded away from the from value
-        (`_past`): an answer sits just past the decision boundary, and rounded to nearest it read 3.51 for 3.50719
-        from 5.02, a value at which the model gives the other class."""
+    def pair(self, name: str, a: float, b: float, unit: str = "", *, digits: int = 0) -> tuple[str, str]:
+        """Two values of one feature side by side (a change's from and to), as `written_pair` writes them at the
+        view's digits, or at `digits` where more (a counterfactual's `digits`)."""
         f = self.feature(name)
         if (f is not None and f.kind == "categorical") or not (math.isfinite(a) and math.isfinite(b)):
             return self.value(name, a, unit), self.value(name, b, unit)
-        low, high = (f.low, f.high) if f is not None else (-math.inf, math.inf)
-        for digits in range(self.s.digits, max(self.s.digits, 12) + 1):
-            shown = _same_decimals((self._number(name, a, digits), self._number(name, b, digits)), (a, b))
-            exact = f is not None and f.step > 0 and _on_grid(b, f.step)     # a multiple of the step reads as one
-            shown = (shown[0], shown[1] if exact else _past(shown[1], a, b, places=_decimals(b, digits), low=low,
-                                                            high=high))
-            if shown[0] != shown[1] and abs(float(shown[1]) - float(shown[0]) - (b - a)) <= 0.5 * abs(b - a):
-                break
+        shown = written_pair(f, a, b, max(self.s.digits, digits))
         return self._with_unit(name, shown[0], unit), self._with_unit(name, shown[1], unit)
 
     def _number(self, name: str, value: float, digits: int) -> str:
-        f = self.feature(name)
-        text = _number(value, digits, integer=f is not None and f.kind == "integer")
-        if f is not None and f.step and f.kind != "integer" and _on_grid(value, f.step):
-            # a multiple of the step reads as one: 17.5 Hz on a 2.5 Hz grid, not 18 (at most 4 more digits)
-            for more in range(digits + 1, digits + 5):
-                if abs(float(text) - value) <= 1e-9 * max(1.0, abs(value)):
-                    break
-                text = _number(value, more)
-        return text
+        return _feature_number(self.feature(name), value, digits)
 
     def _with_unit(self, name: str, text: str, unit: str) -> str:
         f = self.feature(name)
@@ -1257,13 +1238,14 @@ class _View:
                 verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
                 # rounded up, as the to value is rounded away from the from value: a change that is enough
                 size = abs(ch.to_value - ch.from_value)
-                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, self.s.digits), 0.0, size,
-                                                       places=_decimals(size, self.s.digits)), ch.unit)
+                digits = max(self.s.digits, cf.digits or 0)
+                by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, digits), 0.0, size,
+                                                       places=_decimals(size, digits)), ch.unit)
                 base = _log_base(f) if self.has("change_log") else None
                 amount = _relative(ch.to_value - ch.from_value, base) if base is not None else None
                 if amount is not None:          # none for an infinite change: the plain `change` is told
                     key, relative = "change_log", amount
-            from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit)
+            from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit, digits=cf.digits or 0)
             changes.append(self.fill(key, feature=self.words_for(ch.feature), from_value=from_value,
                                      to_value=to_value, by=by, verb=verb, relative=relative))
         return changes
@@ -1575,6 +1557,42 @@ def _any_moves(flips: Sequence[Any]) -> bool:
 
 
 # ----- numbers in words ------------------------------------------------------------
+
+
+def written_pair(f: Feature | None, a: float, b: float, digits: int) -> tuple[str, str]:
+    """A numeric feature's two values side by side (a change's from and to), without units: `digits` significant
+    digits, or as many more as it takes for the two to differ and for the difference they show to be within half
+    the real one (23.6 and 23.2, not 24 and 23); a rounded one with the other's decimals, so that it does not read
+    as exact (5.04 as 5.0 beside 5.4, not 5). The to value, a counterfactual's answer, is rounded away from the
+    from value (`_past`): an answer sits just past the decision boundary, and rounded to nearest it read 3.51 for
+    3.50719 from 5.02, a value at which the model gives the other class. `f` None: a feature the schema lacks."""
+    low, high = (f.low, f.high) if f is not None else (-math.inf, math.inf)
+    exact = f is not None and f.step > 0 and _on_grid(b, f.step)     # a multiple of the step reads as one
+    for places in range(digits, max(digits, 12) + 1):
+        shown = _same_decimals((_feature_number(f, a, places), _feature_number(f, b, places)), (a, b))
+        if not exact:
+            shown = shown[0], _past(shown[1], a, b, places=_decimals(b, places), low=low, high=high)
+        if shown[0] != shown[1] and abs(float(shown[1]) - float(shown[0]) - (b - a)) <= 0.5 * abs(b - a):
+            break
+    return shown
+
+
+def _feature_number(f: Feature | None, value: float, digits: int) -> str:
+    """`_number` for a feature's value: an integer's as one; a multiple of a continuous feature's step reads as one,
+    17.5 Hz on a 2.5 Hz grid, not 18 (at most 4 more digits)."""
+    text = _number(value, digits, integer=f is not None and f.kind == "integer")
+    if f is not None and f.step and f.kind != "integer" and _on_grid(value, f.step):
+        for more in range(digits + 1, digits + 5):
+            if abs(float(text) - value) <= 1e-9 * max(1.0, abs(value)):
+                break
+            text = _number(value, more)
+    return text
+
+
+def written_levels() -> tuple[int, ...]:
+    """The significant digits the text views of every known stakeholder write feature values with."""
+    return tuple(sorted({t.settings.digits for t in map(get_templates, available_stakeholders())
+                         if t.settings.format == "text"}))
 
 
 def _number(value: float, digits: int, *, integer: bool = False) -> str:

@@ -1,0 +1,99 @@
+"""A counterfactual as the views and the report write it, re-checked on the deployed model.
+
+The views and the report round an answer's values to their significant digits, away from the patient's value
+(`views._past`): an answer lies just past the decision boundary, and rounding away keeps it past wherever the model
+moves one way between the answer and its written value. Where the model turns back, it does not: the demo's
+diabetes model gives p(lower progression) 0.59 at a cholesterol ratio of 2.7988 and 0.47 at 2.7, and the patient
+view wrote "had been 2.7", at which the model decides the other way. Every answer's written rows are checked in
+one batched call; where one misses, the answer records the fewest digits from which each written form reaches the
+target (`Counterfactual.digits`), and the views and the report write at least those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from edgeinfer.explain.desired import Goal
+from edgeinfer.explain.explanation import Counterfactual, Counterfactuals
+from edgeinfer.explain.predictor import Predictor
+from edgeinfer.explain.views import written_levels, written_pair
+from edgeinfer.reporting import REPORT_DIGITS, apart_texts
+from edgeinfer.schema import FeatureSchema
+
+MOST = 12       # the digits a view goes up to for two values to read apart
+EXACT = 17      # digits that write any float as itself: an answer is valid as found
+
+
+def with_written_digits(model: Predictor, proba: np.ndarray, results: list[Counterfactuals],
+                        goal: Goal) -> list[Counterfactuals]:
+    """`results` with each answer's `digits` set where the views' or the report's rounding of it misses the target
+    on `model` (one batched call; a second for answers that miss at every level the views use)."""
+    schema = model.schema
+    levels = tuple(sorted({*written_levels(), REPORT_DIGITS}))
+    answers = [(i, j) for i, r in enumerate(results) for j, cf in enumerate(r.items) if _rounded(schema, cf)]
+    if not answers:
+        return results
+    targets = {i: goal.resolve(schema, int(proba[i].argmax()), proba[i]) for i, _ in answers}
+    missed = _missed(model, results, answers, targets, levels)
+    digits = {}
+    again = []
+    for a in answers:
+        bad = [level for level in levels if missed[a, level]]
+        if not bad:
+            continue
+        above = [level for level in levels if level > max(bad)]
+        if above:
+            digits[a] = above[0]
+        else:
+            again.append(a)
+    if again:
+        more = tuple(range(max(levels) + 1, MOST + 1))
+        missed = _missed(model, results, again, targets, more)
+        for a in again:
+            digits[a] = next((level for level in more if not missed[a, level]), EXACT)
+    out = list(results)
+    for i in {i for i, _ in digits}:
+        items = tuple(dataclasses.replace(cf, digits=digits.get((i, j))) for j, cf in enumerate(results[i].items))
+        out[i] = dataclasses.replace(results[i], items=items)
+    return out
+
+
+def _rounded(schema: FeatureSchema, cf: Counterfactual) -> bool:
+    """Whether a view may write one of the answer's values rounded (a continuous feature's)."""
+    return any(schema.feature(ch.feature).kind == "continuous" and math.isfinite(ch.to_value) for ch in cf.changes)
+
+
+def _missed(model, results, answers, targets, levels) -> dict[tuple[tuple[int, int], int], bool]:
+    """For each answer and level: whether a view or the report writing from that many digits on misses the target."""
+    rows = [write(model.schema, results[i].items[j], level)
+            for i, j in answers for level in levels for write in (_view_row, _report_row)]
+    proba = np.asarray(model.predict_proba(np.asarray(rows, dtype=np.float64)), dtype=np.float64)
+    per_answer = 2 * len(levels)
+    missed = {}
+    for n, a in enumerate(answers):
+        met = targets[a[0]].met(proba[n * per_answer:(n + 1) * per_answer]).reshape(len(levels), 2).all(axis=1)
+        missed.update({(a, level): not ok for level, ok in zip(levels, met.tolist())})
+    return missed
+
+
+def _view_row(schema: FeatureSchema, cf: Counterfactual, digits: int) -> np.ndarray:
+    """The answer's row as a text view of `digits` significant digits writes its values."""
+    row = np.array(cf.values, dtype=np.float64)
+    for ch in cf.changes:
+        f = schema.feature(ch.feature)
+        if f.kind == "continuous" and math.isfinite(ch.to_value):
+            row[schema.index(ch.feature)] = float(written_pair(f, ch.from_value, ch.to_value, digits)[1])
+    return row
+
+
+def _report_row(schema: FeatureSchema, cf: Counterfactual, digits: int) -> np.ndarray:
+    """The answer's row as the report writes its values (at least its 4 digits)."""
+    row = np.array(cf.values, dtype=np.float64)
+    for ch in cf.changes:
+        f = schema.feature(ch.feature)
+        if f.kind == "continuous" and math.isfinite(ch.to_value) and ch.from_value != ch.to_value:
+            row[schema.index(ch.feature)] = float(apart_texts(f, ch.from_value, ch.to_value, digits=digits)[1])
+    return row

@@ -1,0 +1,84 @@
+"""An answer as the views and the report write it, rounded, reaches the target on the model (explain/written.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edgeinfer.explain.desired import parse_desired
+from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
+from edgeinfer.explain.views import changes_text, written_pair
+from edgeinfer.explain.written import with_written_digits
+from edgeinfer.reference import Reference
+from edgeinfer.reporting import _labels_apart
+from edgeinfer.schema import Feature, FeatureSchema
+
+ANSWER = 4.4999100000007   # just inside the band where the model decides 'low', from a ratio of 4.71
+
+
+class _Band:
+    """'low' only where low_from < ratio < 4.5: a model that turns back below its boundary, as the demo's diabetes
+    model does along the cholesterol ratio (p(lower) 0.59 at 2.7988, 0.47 at 2.7)."""
+
+    def __init__(self, low_from: float):
+        self.low_from = low_from
+        self.schema = FeatureSchema(features=(Feature("ratio", low=0.0, high=10.0, unit="u"),
+                                              Feature("level", low=0.0, high=1.0)), classes=("low", "high"),
+                                    favourable="low")
+        self.rows = []
+        X = np.random.default_rng(0).uniform(0, 1, (200, 2)) * [10.0, 1.0]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        self.rows.append(X.copy())
+        low = (X[:, 0] > self.low_from) & (X[:, 0] < 4.5)
+        p_low = np.where(low, 0.8, 0.2)
+        return np.stack([p_low, 1 - p_low], axis=1)
+
+
+def _answer(model: _Band) -> tuple[np.ndarray, list[Counterfactuals]]:
+    x = np.array([[4.71, 0.5]])
+    cf = Counterfactual(values=(ANSWER, 0.5), changes=(FeatureChange("ratio", 4.71, ANSWER, "u"),), class_name="low",
+                        probabilities=(0.8, 0.2), valid=True, distance=0.1, sparsity=1)
+    return model.predict_proba(x), [Counterfactuals(target="class 'low'", target_class="low", items=(cf,), found=True)]
+
+
+@pytest.mark.parametrize("low_from, digits", [(4.45, 3), (4.495, 4), (4.49989, 5), (4.4999100000005, 17)])
+def test_an_answer_whose_rounding_misses_records_the_digits_from_which_it_reaches_the_target(low_from, digits):
+    """2 digits write 4.4, 3 digits 4.49, 4 digits 4.499, 5 digits 4.4999, 12 digits 4.49991000000 (each rounded away
+    from 4.71): the fewest at which what is written lies in the band; where none up to 12 does, all of them (17: the
+    answer itself)."""
+    model = _Band(low_from)
+    proba, results = _answer(model)
+    model.rows.clear()
+    (checked,) = with_written_digits(model, proba, results, parse_desired(None, model.schema))
+    assert checked.items[0].digits == digits
+    assert dataclasses.replace(checked.items[0], digits=None) == results[0].items[0]
+    assert len(model.rows) == (1 if digits <= 4 else 2)      # the second call only past the views' own digits
+    f = model.schema.feature("ratio")
+    written = float(written_pair(f, 4.71, ANSWER, digits)[1])
+    assert model.predict_proba([[written, 0.5]])[0, 0] == 0.8
+    assert model.predict_proba([[float(_labels_apart(f, 4.71, ANSWER, digits=digits)[1][:-2]), 0.5]])[0, 0] == 0.8
+
+
+def test_an_answer_every_view_writes_within_the_target_is_left_as_it_is():
+    model = _Band(0.0)
+    proba, results = _answer(model)
+    assert with_written_digits(model, proba, results, parse_desired(None, model.schema)) == results
+
+
+def test_the_views_write_at_least_the_answers_digits(bc_session):
+    """The patient view writes 2 digits, the clinician's 3: an answer recorded with 5 is written with 5 in each."""
+    expl = bc_session.explain(bc_session.reference.X[0])
+    cf = expl.counterfactuals.items[0]
+    ch = cf.changes[0]
+    f = bc_session.schema.feature(ch.feature)
+    five = dataclasses.replace(cf, digits=5)
+    expl5 = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, items=(five,)))
+    shown = written_pair(f, ch.from_value, ch.to_value, 5)
+    assert shown != written_pair(f, ch.from_value, ch.to_value, 2)
+    for stakeholder in ("patient", "clinician"):
+        assert f"{shown[1]} {f.unit}".strip() in changes_text(expl5, bc_session.schema, stakeholder=stakeholder)
