@@ -77,9 +77,9 @@ def _refused(bundle) -> str:
     (lambda m: m["fidelity"].update(holdout_seed=-1), "manifest field fidelity.holdout_seed must be a whole number of "
                                                       "at least 0, got -1"),
     # and each with the other: a seed draws only a quarter of calibration
-    (lambda m: m["fidelity"].update(holdout_source="given", holdout_seed=0), 'manifest field fidelity.holdout_seed is recorded (0) '
-                                                             'for rows given as the holdout (holdout_source "given"), '
-                                                             'which no seed draws'),
+    (lambda m: m["fidelity"].update(holdout_source="given", holdout_seed=0),
+     'manifest field fidelity.holdout_seed is recorded (0) for rows given as the holdout (holdout_source "given"), '
+     'which no seed draws'),
     (lambda m: (m["fidelity"].update(holdout_source="calibration"), m["fidelity"].pop("holdout_seed", None)),
      'manifest field fidelity.holdout_seed is missing: holdout_source "calibration" records the seed that drew the '
      'held-out quarter'),

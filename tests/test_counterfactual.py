@@ -382,8 +382,8 @@ def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_bindi
         # said, as a range the user meant to search with would otherwise pass without a word
         why = ("it is not in features_to_vary" if vary else "it is immutable in the schema" if "mutable" in x1 else
                "it is protected in the schema and not in features_to_vary")
-        assert [str(w.message) for w in said] == ([] if permitted is None else
-                                                  [f"permitted_range for 'x1' does not apply: {why}, so it never changes"])
+        told = f"permitted_range for 'x1' does not apply: {why}, so it never changes"
+        assert [str(w.message) for w in said] == ([] if permitted is None else [told])
         assert not res.found and res.binding == (ranges,)
         assert res.reason == ("the search found no counterfactual reaching class 'low' within the constraints, which "
                               f"does not show that none exists; with {ranges} relaxed it found one")
@@ -624,8 +624,8 @@ def test_bad_desired_strings(linear):
     session, _, _ = linear
     x = np.zeros((1, 4))
     forms = ("use a class name (one of 'low', 'high'), or a probability threshold such as \"p(high) < 0.3\" or "
-             "\"p(low) >= 0.7\" (operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the favourable outcome "
-             "('low'; the other outcome where the decision already is)")
+             "\"p(low) >= 0.7\" (operators <, <=, >, >=; threshold in [0, 1]), or leave it out for the favourable "
+             "outcome ('low'; the other outcome where the decision already is)")
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="risk below 0.3")
     assert str(err.value) == f"desired outcome 'risk below 0.3' is not understood; {forms}"
@@ -1059,6 +1059,7 @@ def _schemas(draw, max_features=6):
     return FeatureSchema(features=tuple(features), classes=classes, favourable=draw(st.sampled_from([None, "a"])))
 
 
+@pytest.mark.filterwarnings("ignore:permitted_range for:edgeinfer.errors.EdgeInferWarning")  # random ranges
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_schemas(), seed=st.integers(0, 10_000), k=st.integers(1, 3), narrow=st.booleans(),
        desired_kind=st.sampled_from(["default", "class", "threshold"]), plausible=st.sampled_from([None, None, 0.6]))
@@ -1165,6 +1166,7 @@ def _requests(draw, schema):
     return dict(desired=desired, features_to_vary=vary, given=draw(st.sampled_from(["labels", "probabilities", None])))
 
 
+@pytest.mark.filterwarnings("ignore:permitted_range for:edgeinfer.errors.EdgeInferWarning")  # random ranges
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), schema=_schemas(max_features=10), seed=st.integers(0, 10_000), narrow=st.booleans())
 def test_one_row_search_gives_the_batched_search_answers(data, schema, seed, narrow):
