@@ -2181,8 +2181,9 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     """Stream sensor rows from INPUT (CSV or JSONL; '-' is stdin) through BUNDLE: one JSON line per window.
 
     Bad rows are reported on stderr (or --rejects) and counted, never fatal. SIGINT/SIGTERM stop the
-    stream after the current chunk, flush the output and print the summary (exit 0). Rows read but no window
-    written, some rows rejected or lost to gaps: exit 1, with one line saying why after the summary.
+    stream after the current chunk, flush the output and print the summary (exit 0). Exit 1 only where rows were
+    read and no window written because rows were rejected or lost to gaps, with one line saying why after the
+    summary. Blank lines are skipped, not counted as rows (line numbers still count them).
     """
     from edgeinfer.cli import _load_session
 
