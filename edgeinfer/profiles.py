@@ -68,6 +68,11 @@ class DeviceProfile:
             if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
                     or value <= 0):
                 raise DeviceError(f"{where}: {field} must be a positive number ({unit}), got {_shown(value)}")
+        memory = self.memory_mb * 2**20 / 1e6       # MiB, as spec sheets count RAM, in the budgets' MB
+        if self.peak_memory_budget_mb > memory:     # a typo here let the stream start workers the device cannot hold
+            raise DeviceError(f"{where}: peak_memory_budget_mb {_shown(self.peak_memory_budget_mb)} (MB of 10^6 bytes) "
+                              f"is more than the device's memory, memory_mb {self.memory_mb} ({memory:,.1f} MB); the "
+                              "budget is a share of it: lower the budget, or correct memory_mb")
         for field, known, example in (("execution_providers", EXECUTION_PROVIDERS, '["CPUExecutionProvider"]'),
                                       ("precisions", PRECISIONS, '["int8-static", "fp32"]')):
             value = getattr(self, field)

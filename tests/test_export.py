@@ -720,6 +720,10 @@ MINE = {**ei.get_device("raspberry-pi-4").to_dict(), "name": "mine"}
     ({"precisions": ["fp-16"]}, "unknown precision 'fp-16'; did you mean 'fp16'?"),
     ({"precisions": ["int4"]}, "unknown precision 'int4'; known: int8-static, int8-dynamic, fp16, fp32"),
     ({"title": 3}, "title must be a text, got 3; write it in quotes"),
+    # passed, and the stream's worker cap trusted the budget
+    ({"memory_mb": 256, "peak_memory_budget_mb": 4096}, "peak_memory_budget_mb 4096 (MB of 10^6 bytes) is more than "
+                                                        "the device's memory, memory_mb 256 (268.4 MB); the budget is "
+                                                        "a share of it: lower the budget, or correct memory_mb"),
 ])
 def test_a_device_profile_field_of_the_wrong_kind_is_refused_naming_it(change, message):
     from edgeinfer.errors import DeviceError
