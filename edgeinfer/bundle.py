@@ -100,14 +100,15 @@ class Bundle:
             return f"bundle {self.path} on device '{profile.name}': {said[0]}; re-export it on Linux or macOS to check it"
         return None
 
-    def reference_rows_to_fit(self, size_budget_mb: float) -> int | None:
+    def reference_rows_to_fit(self, size_budget_mb: float, *, model_bytes: int | None = None) -> int | None:
         """The most reference rows with which the bundle's files fit `size_budget_mb`, as the budget check counts
-        them: reference.npz loses each row's bytes (its features and labels), model.onnx and the rest stay. None
-        where that takes fewer than FEWEST_ADVISED_ROWS rows, or no count does."""
+        them: reference.npz loses each row's bytes (its features and labels), model.onnx (or a model of
+        `model_bytes` in its place) and the rest stay. None where that takes fewer than FEWEST_ADVISED_ROWS rows, or
+        no count does."""
         ref = self.reference
         row_bytes = (ref.X.itemsize * ref.X.shape[1] + ref.predicted.itemsize
                      + (0 if ref.labels is None else ref.labels.itemsize))
-        model = (self.path / MODEL_FILE).stat().st_size
+        model = (self.path / MODEL_FILE).stat().st_size if model_bytes is None else model_bytes
         rest = (self.path / REFERENCE_FILE).stat().st_size - len(ref.X) * row_bytes
 
         def fits(rows: int) -> bool:        # the budget check's figure: MB of 10^6 bytes, rounded to the byte
@@ -133,8 +134,7 @@ class Bundle:
         budget = self.manifest.get("budget")
         fp32_mb = budget.get("fp32_bundle_size_mb") if isinstance(budget, Mapping) else None
         model_mb, reference_mb = ((self.path / name).stat().st_size / 1e6 for name in (MODEL_FILE, REFERENCE_FILE))
-        # in as many decimals as tell each from 0 and from the budget (model.onnx 0.01002 MB, not 0.010, beside 0.01)
-        model, reference, fp32 = (max(shown_mb(v, 0.0, decimals=3), shown_mb(v, size_budget_mb, decimals=3), key=len)
+        model, reference, fp32 = (_shown_beside(v, size_budget_mb)
                                   for v in (model_mb, reference_mb, fp32_mb if _is_number(fp32_mb) else 0.0))
         rows, count = len(self.reference.X), self.reference_rows_to_fit(size_budget_mb)
         if (not over_memory and self.precision != "fp32" and _is_number(fp32_mb) and fp32_mb <= size_budget_mb
@@ -151,12 +151,27 @@ class Bundle:
             return (" ".join([*smaller, *where, "with", option]),
                     f"reference.npz's {rows} rows are {reference} MB of the bundle, model.onnx {model} MB, and {count} "
                     f"rows are the most with which it fits the {size_budget_mb:g} MB size budget")
+        fp32_model_mb = budget.get("fp32_model_size_mb") if isinstance(budget, Mapping) else None
+        if (not over_memory and self.precision != "fp32" and _is_number(fp32_model_mb)
+                and "fp32" in (profile or self.profile).precisions
+                and (count := self.reference_rows_to_fit(size_budget_mb, model_bytes=round(fp32_model_mb * 1e6)))):
+            option = (f"--overwrite --precision fp32 --reference-rows {count}" if cli
+                      else f"precision='fp32', reference_rows={count} (CLI: --precision fp32 --reference-rows {count})")
+            return (" ".join([*(["again"] if cli else []), *where, "with", option]),
+                    f"model.onnx is {model} MB of the bundle at {self.precision}, reference.npz {reference} MB "
+                    f"({rows} rows); the fp32 model is smaller, {_shown_beside(fp32_model_mb, size_budget_mb)} MB, "
+                    f"and with {count} reference rows it fits the {size_budget_mb:g} MB size budget")
         why = f"model.onnx is {model} MB of the bundle, reference.npz {reference} MB ({rows} rows)"
         if model_mb <= size_budget_mb:      # the model fits alone, but not with an advised count of reference rows
             why += (f", and with this model.onnx no count of at least {FEWEST_ADVISED_ROWS} reference rows "
                     f"({'--reference-rows' if cli else 'reference_rows='}) brings it under the {size_budget_mb:g} MB "
                     f"size budget")
         return " ".join(["a smaller model", *where, *(["with --overwrite"] if cli else [])]), why
+
+
+def _shown_beside(mb: float, budget_mb: float) -> str:
+    """MB in as many decimals as tell it from 0 and from the budget (model.onnx 0.01002 MB, not 0.010, beside 0.01)."""
+    return max(shown_mb(mb, 0.0, decimals=3), shown_mb(mb, budget_mb, decimals=3), key=len)
 
 
 def _is_number(value: Any) -> bool:

@@ -618,10 +618,13 @@ def export(
     record["quantization"]["attempts"] = [asdict(a) for a in attempts]
     record["budget"] = asdict(budget)
     if (deployed.size_bytes / 1e6 > profile.model_size_budget_mb and "fp32" in profile.precisions
-            and "fp32" not in (a.precision for a in attempts)):
-        # the bundle with the fp32 model instead, never tried (precision= asked for another): the fix to advise
-        fp32_bytes = deployed.size_bytes - len(deployed.model_bytes) + len(float_bytes)
-        record["budget"]["fp32_bundle_size_mb"] = round(fp32_bytes / 1e6, 6)
+            and deployed.precision != "fp32"):
+        # the fp32 model's size, for the fix to advise: with fewer reference rows (a tiny model's int8 is the larger)
+        record["budget"]["fp32_model_size_mb"] = round(len(float_bytes) / 1e6, 6)
+        if "fp32" not in (a.precision for a in attempts):
+            # the bundle with the fp32 model instead, never tried (precision= asked for another)
+            fp32_bytes = deployed.size_bytes - len(deployed.model_bytes) + len(float_bytes)
+            record["budget"]["fp32_bundle_size_mb"] = round(fp32_bytes / 1e6, 6)
     precision, model_bytes = deployed.precision, deployed.model_bytes
     kept = budget.fits is False and holds_bundle(out)      # a bundle that does not fit never replaces one
     if kept and (blocked := _beside_blocked(out)) is not None:

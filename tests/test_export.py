@@ -1120,7 +1120,20 @@ def test_a_precision_over_the_budget_gives_way_to_the_next_that_fits(tmp_path):
         "passes the gate, but its bundle 0.004 MB exceeds the 0.002 MB size budget; no later precision fits either, "
         "so it is deployed",
         "passes the gate, but its bundle 0.0024 MB exceeds the 0.002 MB size budget too"]
-    assert "fp32_bundle_size_mb" not in ei.read_bundle(tmp_path / "c").manifest["budget"]
+    bundle = ei.read_bundle(tmp_path / "c")
+    assert "fp32_bundle_size_mb" not in bundle.manifest["budget"]
+    # no count of reference rows fits with the int8 model; with the fp32 model, 24 do (25 do not): it said "export a
+    # smaller model", sending the user to retrain where two options would do
+    assert bundle.manifest["budget"]["fp32_model_size_mb"] == 0.000384
+    assert bundle.smaller_export(0.002, cli=True) == (
+        "again with --overwrite --precision fp32 --reference-rows 24",
+        "model.onnx is 0.0017 MB of the bundle at int8-static, reference.npz 0.00198 MB (40 rows); the fp32 model is "
+        "smaller, 0.0004 MB, and with 24 reference rows it fits the 0.002 MB size budget")
+    calibration = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    for rows, fits in ((24, True), (25, False)):
+        report = ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, device=_tight(model_size_budget_mb=0.002),
+                           out=tmp_path / f"fp32-{rows}", calibration=calibration, precision="fp32", reference_rows=rows)
+        assert report.budget.fits is fits
 
 
 def test_a_precision_over_the_size_budget_is_told_as_rejected_to_every_reader(tmp_path):
