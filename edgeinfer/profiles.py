@@ -68,11 +68,6 @@ class DeviceProfile:
             if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
                     or value <= 0):
                 raise DeviceError(f"{where}: {field} must be a positive number ({unit}), got {_shown(value)}")
-        memory = self.memory_mb * 2**20 / 1e6       # MiB, as spec sheets count RAM, in the budgets' MB
-        if self.peak_memory_budget_mb > memory:     # a typo here let the stream start workers the device cannot hold
-            raise DeviceError(f"{where}: peak_memory_budget_mb {_shown(self.peak_memory_budget_mb)} (MB of 10^6 bytes) "
-                              f"is more than the device's memory, memory_mb {self.memory_mb} ({memory:,.1f} MB); the "
-                              "budget is a share of it: lower the budget, or correct memory_mb")
         for field, known, example in (("execution_providers", EXECUTION_PROVIDERS, '["CPUExecutionProvider"]'),
                                       ("precisions", PRECISIONS, '["int8-static", "fp32"]')):
             value = getattr(self, field)
@@ -172,17 +167,30 @@ def list_devices() -> list[DeviceProfile]:
 
 def get_device(name: str | Path | DeviceProfile) -> DeviceProfile:
     """The shipped profile called `name`, or the profile in a TOML file (a path ending in .toml); a DeviceProfile
-    passes through."""
+    passes through. Each is checked as a whole too (`_check_budgets`)."""
     if isinstance(name, DeviceProfile):
-        return name
+        return _check_budgets(name)
     if _is_file(name):
-        return load_profile(name)
+        return _check_budgets(load_profile(name))
     shipped = _shipped(name)
     if shipped is not None:
-        return shipped
+        return _check_budgets(shipped)
     known = ", ".join(p.name[: -len(".toml")] for p in _profile_files())
     raise DeviceError(f"unknown device {name!r}; known devices: {known} (see `edgeinfer devices`), or give the path "
                       "of a .toml profile of your own")
+
+
+def _check_budgets(profile: DeviceProfile) -> DeviceProfile:
+    """The profile, or DeviceError where its memory budget is more than its memory: a typo that let the stream start
+    workers the device cannot hold. Checked where a profile is chosen, not in DeviceProfile itself, so that a bundle
+    exported with such a profile still loads (its manifest records the profile)."""
+    memory = profile.memory_mb * 2**20 / 1e6       # MiB, as spec sheets count RAM, in the budgets' MB
+    if profile.peak_memory_budget_mb > memory:
+        raise DeviceError(f"device profile {profile.name!r}: peak_memory_budget_mb "
+                          f"{_shown(profile.peak_memory_budget_mb)} (MB of 10^6 bytes) is more than the device's "
+                          f"memory, memory_mb {profile.memory_mb} ({memory:,.1f} MB); the budget is a share of it: "
+                          "lower the budget, or correct memory_mb")
+    return profile
 
 
 def device_argument(profile: DeviceProfile, given: str | Path | DeviceProfile | None = None) -> str:

@@ -102,6 +102,13 @@ def test_a_resealed_record_of_the_wrong_type_is_refused_by_field(bundle_copy, ed
     assert _refused(bundle_copy) == f"bundle {bundle_copy}: {message}; re-export the bundle"
 
 
+def test_a_recorded_profile_budgeting_more_memory_than_it_has_still_loads(bundle_copy):
+    """A profile with that typo is refused where it is chosen (get_device); a bundle exported with it before that
+    check failed to load on any device, told as "manifest … is incomplete"."""
+    _reseal(bundle_copy, lambda m: m["device"].update(memory_mb=1024, peak_memory_budget_mb=2048))
+    assert ei.load(bundle_copy, device="x86-edge-gateway").bundle.profile.peak_memory_budget_mb == 2048
+
+
 def test_records_export_may_leave_null_or_out_still_load(bundle_copy):
     """A bundle exported without held-out labels records validation null; an ONNX model, no parity; older bundles
     lack records: none is refused."""

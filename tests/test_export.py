@@ -720,10 +720,6 @@ MINE = {**ei.get_device("raspberry-pi-4").to_dict(), "name": "mine"}
     ({"precisions": ["fp-16"]}, "unknown precision 'fp-16'; did you mean 'fp16'?"),
     ({"precisions": ["int4"]}, "unknown precision 'int4'; known: int8-static, int8-dynamic, fp16, fp32"),
     ({"title": 3}, "title must be a text, got 3; write it in quotes"),
-    # passed, and the stream's worker cap trusted the budget
-    ({"memory_mb": 256, "peak_memory_budget_mb": 4096}, "peak_memory_budget_mb 4096 (MB of 10^6 bytes) is more than "
-                                                        "the device's memory, memory_mb 256 (268.4 MB); the budget is "
-                                                        "a share of it: lower the budget, or correct memory_mb"),
 ])
 def test_a_device_profile_field_of_the_wrong_kind_is_refused_naming_it(change, message):
     from edgeinfer.errors import DeviceError
@@ -732,6 +728,24 @@ def test_a_device_profile_field_of_the_wrong_kind_is_refused_naming_it(change, m
     with pytest.raises(DeviceError) as info:
         DeviceProfile.from_dict({**MINE, **change})
     assert str(info.value) == f"device profile 'mine': {message}"
+
+
+def test_a_memory_budget_over_the_devices_memory_is_refused_where_the_profile_is_chosen(tmp_path):
+    """memory_mb = 256 with peak_memory_budget_mb = 4096 passed, and the stream's worker cap trusted the budget. It
+    is refused where a profile is chosen (a TOML file, a DeviceProfile given); a bundle whose manifest records such
+    a profile still loads (test_bundle_checks)."""
+    from edgeinfer.errors import DeviceError
+    from edgeinfer.profiles import DeviceProfile
+
+    path = tmp_path / "typo.toml"
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {**MINE, "memory_mb": 256,
+                                                                    "peak_memory_budget_mb": 4096}.items()))
+    message = ("device profile 'mine': peak_memory_budget_mb 4096 (MB of 10^6 bytes) is more than the device's memory, "
+               "memory_mb 256 (268.4 MB); the budget is a share of it: lower the budget, or correct memory_mb")
+    for given in (path, str(path), DeviceProfile.from_dict({**MINE, "memory_mb": 256, "peak_memory_budget_mb": 4096})):
+        with pytest.raises(DeviceError) as info:
+            ei.get_device(given)
+        assert str(info.value) == message
 
 
 def test_a_provider_without_a_close_match_is_refused_with_the_known_names():
@@ -1132,7 +1146,8 @@ def test_a_precision_over_the_budget_gives_way_to_the_next_that_fits(tmp_path):
     calibration = np.random.default_rng(0).uniform(0, 1, (40, 2))
     for rows, fits in ((24, True), (25, False)):
         report = ei.export(linear_logistic([1.0, -1.0], 0.0), TWO, device=_tight(model_size_budget_mb=0.002),
-                           out=tmp_path / f"fp32-{rows}", calibration=calibration, precision="fp32", reference_rows=rows)
+                           out=tmp_path / f"fp32-{rows}", calibration=calibration, precision="fp32",
+                           reference_rows=rows)
         assert report.budget.fits is fits
 
 
