@@ -33,7 +33,7 @@ import click
 from edgeinfer.bundle import WORDS, rows_short_of_gate
 from edgeinfer.errors import EdgeInferError, InputError, UsageError, require
 from edgeinfer.rows import json_object, not_text
-from edgeinfer.schema import _fixed
+from edgeinfer.schema import _exact, _fixed
 
 FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
@@ -1154,9 +1154,12 @@ def _labels_apart(feature, before: float, after: float, *, digits: int = 0) -> t
 
 
 def apart_texts(feature, before: float, after: float, *, digits: int = 0) -> tuple[str, str]:
-    """`_labels_apart`'s numbers of a continuous feature, without its unit."""
+    """`_labels_apart`'s numbers of a continuous feature, without its unit (exactly from EXACT_DIGITS on)."""
+    from edgeinfer.explain.explanation import EXACT_DIGITS
     from edgeinfer.explain.views import _on_grid
 
+    if digits >= EXACT_DIGITS:
+        return _exact(before), _exact(after)
     on_grid = feature.step > 0 and _on_grid(after, feature.step)
     start = max(REPORT_DIGITS, digits)
     for places in range(start, max(start, 12) + 1):
@@ -1322,7 +1325,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
         unit = f" {ch.unit or f.unit}".rstrip()
         change = ch.to_value - ch.from_value
         # rounded away from 0, as the after value is from the before value: a change that is enough
-        size = _fixed_past(change, 0.0)
+        size = _fixed_past(change, 0.0, min(max(REPORT_DIGITS, best.digits or 0), 12))   # the answer's digits too
         delta = "" if f.kind == "categorical" else f"{'+' if change >= 0 else ''}{size}{unit}"
         before, after = _labels_apart(f, ch.from_value, ch.to_value, digits=best.digits or 0)
         changes.append({"name": f.clinical, "before": before, "after": after, "delta": delta,

@@ -52,6 +52,7 @@ class Counterfactual:
     digits: int | None = None
 
 
+EXACT_DIGITS = 17         # a counterfactual's digits at most: its values written as they are (explain/written.py)
 _MET_REASON = "the decision already meets "   # how the search words a target already met
 _TOGETHER_REASON = " relaxed together"         # how it ends a reason whose binding constraints all had to be lifted
 
@@ -365,6 +366,10 @@ class Explanation:
                                  "the record is damaged")
             if (why := unlike_probabilities(probabilities)) is not None:
                 raise InputError(f"explanation.{where}: {why}")
+        for i, c in enumerate(explanation.counterfactuals.items if explanation.counterfactuals is not None else ()):
+            if c.digits is not None and not 1 <= c.digits <= EXACT_DIGITS:   # 40 wrote 40 digits of float noise
+                raise InputError(f"explanation.counterfactuals.items[{i}].digits: must be a whole number from 1 to "
+                                 f"{EXACT_DIGITS} or null, got {c.digits!r}; the record is damaged")
         if (fault := _carried_fault(explanation.model)) is not None:
             raise InputError(f"explanation.model.{fault}; the record was altered or damaged: explain the rows again "
                              "with the bundle that made them")

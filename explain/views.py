@@ -38,7 +38,7 @@ from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError, UsageError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
-from edgeinfer.explain.explanation import Counterfactual, Explanation, _encode
+from edgeinfer.explain.explanation import EXACT_DIGITS, Counterfactual, Explanation, _encode
 from edgeinfer.readonly import ReadOnlyDict
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
 
@@ -1238,7 +1238,7 @@ class _View:
                 verb = self.word("word_raise" if ch.to_value > ch.from_value else "word_lower")
                 # rounded up, as the to value is rounded away from the from value: a change that is enough
                 size = abs(ch.to_value - ch.from_value)
-                digits = max(self.s.digits, cf.digits or 0)
+                digits = min(max(self.s.digits, cf.digits or 0), 12)    # the answer's digits, no float noise
                 by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, digits), 0.0, size,
                                                        places=_decimals(size, digits)), ch.unit)
                 base = _log_base(f) if self.has("change_log") else None
@@ -1565,7 +1565,10 @@ def written_pair(f: Feature | None, a: float, b: float, digits: int) -> tuple[st
     the real one (23.6 and 23.2, not 24 and 23); a rounded one with the other's decimals, so that it does not read
     as exact (5.04 as 5.0 beside 5.4, not 5). The to value, a counterfactual's answer, is rounded away from the
     from value (`_past`): an answer sits just past the decision boundary, and rounded to nearest it read 3.51 for
-    3.50719 from 5.02, a value at which the model gives the other class. `f` None: a feature the schema lacks."""
+    3.50719 from 5.02, a value at which the model gives the other class. `f` None: a feature the schema lacks.
+    From EXACT_DIGITS on, both exactly, in their shortest form (4.4999100000007, not 4.4999100000006997)."""
+    if digits >= EXACT_DIGITS:
+        return _exact(a), _exact(b)
     low, high = (f.low, f.high) if f is not None else (-math.inf, math.inf)
     exact = f is not None and f.step > 0 and _on_grid(b, f.step)     # a multiple of the step reads as one
     for places in range(digits, max(digits, 12) + 1):

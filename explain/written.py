@@ -17,14 +17,13 @@ import math
 import numpy as np
 
 from edgeinfer.explain.desired import Goal
-from edgeinfer.explain.explanation import Counterfactual, Counterfactuals
+from edgeinfer.explain.explanation import EXACT_DIGITS, Counterfactual, Counterfactuals
 from edgeinfer.explain.predictor import Predictor
 from edgeinfer.explain.views import written_levels, written_pair
 from edgeinfer.reporting import REPORT_DIGITS, apart_texts
 from edgeinfer.schema import FeatureSchema
 
 MOST = 12       # the digits a view goes up to for two values to read apart
-EXACT = 17      # digits that write any float as itself: an answer is valid as found
 
 
 def with_written_digits(model: Predictor, proba: np.ndarray, results: list[Counterfactuals],
@@ -53,7 +52,7 @@ def with_written_digits(model: Predictor, proba: np.ndarray, results: list[Count
         more = tuple(range(max(levels) + 1, MOST + 1))
         missed = _missed(model, results, again, targets, more)
         for a in again:
-            digits[a] = next((level for level in more if not missed[a, level]), EXACT)
+            digits[a] = next((level for level in more if not missed[a, level]), EXACT_DIGITS)
     out = list(results)
     for i in {i for i, _ in digits}:
         items = tuple(dataclasses.replace(cf, digits=digits.get((i, j))) for j, cf in enumerate(results[i].items))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -59,6 +60,9 @@ def test_an_answer_whose_rounding_misses_records_the_digits_from_which_it_reache
     assert dataclasses.replace(checked.items[0], digits=None) == results[0].items[0]
     assert len(model.rows) == (1 if digits <= 4 else 2)      # the second call only past the views' own digits
     f = model.schema.feature("ratio")
+    if digits == 17:        # the answer as it is, not float noise (4.4999100000006997)
+        assert written_pair(f, 4.71, ANSWER, 17) == ("4.71", "4.4999100000007")
+        assert _labels_apart(f, 4.71, ANSWER, digits=17) == ("4.71 u", "4.4999100000007 u")
     written = float(written_pair(f, 4.71, ANSWER, digits)[1])
     assert model.predict_proba([[written, 0.5]])[0, 0] == 0.8
     assert model.predict_proba([[float(_labels_apart(f, 4.71, ANSWER, digits=digits)[1][:-2]), 0.5]])[0, 0] == 0.8
@@ -82,3 +86,17 @@ def test_the_views_write_at_least_the_answers_digits(bc_session):
     assert shown != written_pair(f, ch.from_value, ch.to_value, 2)
     for stakeholder in ("patient", "clinician"):
         assert f"{shown[1]} {f.unit}".strip() in changes_text(expl5, bc_session.schema, stakeholder=stakeholder)
+
+
+@pytest.mark.parametrize("digits", [0, -1, 40])
+def test_a_record_with_digits_no_writer_uses_is_refused(digits, bc_session):
+    """40 wrote 40 digits of float noise: a record holds null or 1 to 17."""
+    from edgeinfer.errors import InputError
+    from edgeinfer.explain.explanation import Explanation
+
+    data = json.loads(bc_session.explain(bc_session.reference.X[0]).to_json())
+    data["counterfactuals"]["items"][0]["digits"] = digits
+    with pytest.raises(InputError) as err:
+        Explanation.from_dict(data)
+    assert str(err.value) == (f"explanation.counterfactuals.items[0].digits: must be a whole number from 1 to 17 or "
+                              f"null, got {digits}; the record is damaged")
