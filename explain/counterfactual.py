@@ -212,13 +212,20 @@ def search_rows(model: Predictor, X: np.ndarray, options: SearchOptions, *, labe
         if labels is None:
             labels = probabilities.argmax(axis=1)
     if labels is not None:
-        labels = _numbers(labels, "labels", np.int64).reshape(-1)
+        labels = _numbers(labels, "labels", np.float64).reshape(-1)    # read as numbers: 0.996 was read as 0
         if len(labels) != len(X):
             raise ExplainError(f"labels must give one label per row: {len(X)} rows, {len(labels)} labels")
         C = len(schema.classes)
+        whole = labels == np.round(labels)          # NaN is not
+        if not whole.all():
+            raise ExplainError(f"labels must be class indices, whole numbers from 0 to {C - 1} "
+                               f"({', '.join(schema.classes)}); got {float(labels[~whole][0])!r}: the model's "
+                               "probabilities go in probabilities=")
         if len(labels) and (labels.min() < 0 or labels.max() >= C):
+            shown = labels.min() if labels.min() < 0 else labels.max()
             raise ExplainError(f"labels must be class indices from 0 to {C - 1} ({', '.join(schema.classes)}); "
-                               f"got {int(labels.min() if labels.min() < 0 else labels.max())}")
+                               f"got {int(shown) if abs(shown) < 2**53 else shown}")
+        labels = labels.astype(np.int64)
     kern = get_kernels(kernels) if isinstance(kernels, str) else kernels or _NUMPY_KERNELS
     make = _Search
     if min_plausibility is not None:

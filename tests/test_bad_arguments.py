@@ -42,8 +42,11 @@ def test_counterfactual_search_refuses_rows_that_are_no_numbers(bc_session):
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("labels", "x", "labels must be class indices, one per row of X; could not read them (invalid literal for int() "
-                    "with base 10: 'x')"),
+    ("labels", "x", "labels must be class indices, one per row of X; could not read them (could not convert string "
+                    "to float: 'x')"),
+    # probabilities given as labels were read as 0: a row decided 'malignant' came back as meeting its target
+    ("labels", [0.996, 0.004], "labels must be class indices, whole numbers from 0 to 1 (benign, malignant); got "
+                               "0.996: the model's probabilities go in probabilities="),
     ("probabilities", {}, "probabilities must be numbers, one row per row of X; could not read them (float() "
                           "argument must be a string or a real number, not 'dict')"),
     ("permitted_range", np.zeros((2, 3)), "permitted_range must map feature names to (low, high), e.g. "
