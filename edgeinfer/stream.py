@@ -289,6 +289,7 @@ class StreamSummary:
     explain_workers: int = 0              # explain worker processes the stream had (0: it explained in its own)
     explain_workers_stopped: tuple[str, ...] = ()   # why its workers stopped, each time (a worker died or hung, a
                                                     # new set failed to start): their batches were explained here
+    explain_workers_gave_up: bool = False   # no new workers after the last stop: this process explained the rest
 
     def __post_init__(self) -> None:
         read_only_fields(self, "rejected_by_reason", "alerts_by_kind")
@@ -324,9 +325,10 @@ class StreamSummary:
                          f"{self.off_rate} (see their sample_rate alerts)")
         if self.explain_workers_stopped:
             n = len(self.explain_workers_stopped)
+            after = ("every batch from the last stop on: no new workers started" if self.explain_workers_gave_up
+                     else "their batches and those sent until new workers were ready")
             lines.append(f"  workers  the explain workers stopped {n} time{'s' if n != 1 else ''} "
-                         f"({'; '.join(self.explain_workers_stopped)}); this process explained their batches and "
-                         "those sent until new workers were ready")
+                         f"({'; '.join(self.explain_workers_stopped)}); this process explained {after}")
         for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  rejected {count} x {reason}")
         return "\n".join(lines)
@@ -1319,6 +1321,7 @@ class _LocalExplainer:
     capacity = 0
     workers = 1
     breaks = ()
+    gave_up = False
 
     def __init__(self, session, stakeholder: str):
         self.session, self.stakeholder = session, stakeholder
@@ -1347,6 +1350,10 @@ class _Borrowed:
     def breaks(self) -> list[str]:
         """The pool's breaks since this stream began."""
         return self.pool.breaks[self._breaks_before:]
+
+    @property
+    def gave_up(self) -> bool:
+        return self.pool.gave_up
 
     def submit(self, features):
         return self.pool.submit(features)
@@ -2044,6 +2051,7 @@ def stream(
         bias_monitor=bias.states(bias_alerts, bias_episodes) if bias is not None else (),
         explain_workers=0 if isinstance(explainer, _LocalExplainer) else explainer.workers,
         explain_workers_stopped=tuple(explainer.breaks),
+        explain_workers_gave_up=explainer.gave_up,
     )
 
 

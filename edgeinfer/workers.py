@@ -291,6 +291,7 @@ class ExplainPool:
         self.broken: str | None = None
         self.breaks: list[str] = []
         self.restarts = 0
+        self.gave_up = False                  # no restart left after a break: this process explains from then on
         self._lock = threading.Lock()
         self._closed = False
         self._set_over = threading.Event()    # set when the current worker set ends (see _restart)
@@ -357,6 +358,7 @@ class ExplainPool:
             self.breaks.append(reason)
             restart = self.restarts < MAX_RESTARTS
             self.restarts += restart
+            self.gave_up = not restart
         _end(executor, wait_s=0)
         self._set_over.set()
         logging.getLogger(__name__).warning(
@@ -383,6 +385,7 @@ class ExplainPool:
                     self.breaks.append(reason)
                     again = self.restarts < MAX_RESTARTS
                     self.restarts += again
+                    self.gave_up = not again
                 log.warning("%s; explaining in this process %s", reason,
                             "while new workers start" if again else "from now on")
                 if not again:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -2058,6 +2059,10 @@ def test_a_hung_worker_loses_no_window(motion_bundle, clip):
     assert ("  workers  the explain workers stopped 1 time (an explain worker gave no answer within 2 s); this process "
             "explained their batches and those sent until new workers were ready") in summary.text()
     assert summary.to_dict()["explain_workers_stopped"] == ("an explain worker gave no answer within 2 s",)
+    assert not summary.explain_workers_gave_up
+    # where no restart was left (test_workers), the line says this process explained the rest
+    assert ("this process explained every batch from the last stop on: no new workers started"
+            in replace(summary, explain_workers_gave_up=True).text())
 
 
 def test_a_hung_worker_does_not_hold_back_a_followed_stream_that_went_quiet(motion_bundle, clip, tmp_path):
