@@ -124,7 +124,8 @@ class Bundle:
         """What to export instead (to follow "export "), and why, by the files' sizes. Over a size budget
         (`size_budget_mb`): fp32, where export recorded that the bundle with its fp32 model fits (a tiny model's
         int8 is the larger) and `profile` (the bundle's own by default) allows it; else fewer reference rows, a
-        count, where reference.npz is what takes the bundle over it; else a smaller model. Over the memory budget
+        count, where reference.npz is what takes the bundle over it; else fp32 with fewer rows, where export recorded
+        the fp32 model's size and a count fits with it; else a smaller model. Over the memory budget
         alone, a smaller model (no why). `device` names the device it is for, quoted, as
         profiles.device_argument gives it; `cli` spells it as the CLI's export run again to the -o it wrote this
         bundle at (or kept a bundle at), which needs --overwrite, the options as flags alone."""
