@@ -82,7 +82,7 @@ _LINE_STEPS = np.linspace(0.0, 1.0, LINE)               # where on a feature's w
 # which rank positions each greedy combination moves: the prefixes first, then the pairs and triples
 _COMBO_MASKS = np.array(
     [np.arange(COMBOS) < m for m in range(2, COMBOS + 1)]
-    + [np.isin(np.arange(COMBOS), c) for m in (2, 3) for c in combinations(range(SUBSET), m)]
+    + [[j in c for j in range(COMBOS)] for m in (2, 3) for c in combinations(range(SUBSET), m)]   # np.isin: 10 ms
 )
 
 
