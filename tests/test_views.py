@@ -1104,6 +1104,20 @@ def test_the_auditors_largest_change_says_what_it_is_measured_from(schema):
             "coding 1/2) kept: decision lower progression, p(higher progression) = 0.314, DECISION FLIPS") in auditor
 
 
+def test_a_tie_of_the_largest_change_is_told_against_the_control_of_the_flip_that_changes_the_decision(schema):
+    """Sex moves nothing itself; its proxies moved with it flip the decision (Δp -0.567 from this case) and do so with
+    sex kept (the control, same probability): both flips owe sex 0.000. The first of the tie, the flip alone, was
+    told: "0.000 from the unflipped row", read beside the table's -0.567."""
+    flips = (FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.798, 0.0, False),
+             FlipTest("sex", 1.0, 2.0, ("s3", "s4"), "lower progression", 0.231, -0.567, True, (43.0, 4.0),
+                      "lower progression", 0.231))
+    bias = BiasExplanation(flips, (), 0.4, False, "the decision does not depend on sex (largest change in probability "
+                           "0, beyond what its proxies alone change)", untested=("age",))
+    expl = dataclasses.replace(_explanation(schema), bias=bias)
+    assert ("Largest |Δp| over flip tests: 0.000 against its control (the proxies moved, the protected feature "
+            "kept).") in views.render(expl, schema, stakeholder="auditor")
+
+
 def _with_third_sex(schema: FeatureSchema, name: str) -> FeatureSchema:
     """The diabetes schema with a third sex, code 3 (`name`), which no reference row holds."""
     sex = dataclasses.replace(schema.feature("sex"), high=3.0, categories=("sex 1", "sex 2", name),
