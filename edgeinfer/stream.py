@@ -1510,11 +1510,16 @@ class _BiasMonitor:
         """Why no bias alert can ever fire: the window is too short for two groups (the same for every feature)."""
         return self.features[0][2].never_compares() if self.features else None
 
-    def observe(self, index: int, row: np.ndarray, proba: np.ndarray) -> list[dict]:
+    def observe(self, index: int, row: np.ndarray, proba: np.ndarray, observed: np.ndarray) -> list[dict]:
+        """A window's bias alerts, feeding its decision to each feature's monitor where `observed` (per protected
+        feature: it names a group, and the window was decided). A window not fed still carries the alerts in force:
+        one lasting disparity alerts on every window it lasts (a window with age 200 was dropped from the sex
+        monitor too, and its line carried no alert, splitting one episode into many runs)."""
         alerts = []
-        y_pred = int(proba.argmax() == self.positive)
-        for j, grouping, monitor in self.features:
-            monitor.observe(index, grouping.group(float(row[j])), y_pred, float(proba[self.positive]))
+        for (j, grouping, monitor), fed in zip(self.features, observed.tolist()):
+            if fed:
+                monitor.observe(index, grouping.group(float(row[j])), int(proba.argmax() == self.positive),
+                                float(proba[self.positive]))
             name = grouping.feature.name
             found = monitor.snapshot().alerts
             for a in found:
@@ -1752,9 +1757,10 @@ def stream(
             for i, why in undecided.items():
                 alerts.setdefault(i, []).append({"kind": "not_decided", "message": why})
             if bias is not None:
-                grouped = ~outside[:, bias.columns].any(axis=1) & (labels >= 0)   # no group named, or no decision
-                for i in np.flatnonzero(grouped).tolist():
-                    found = bias.observe(base + i, features[i], proba[i])
+                # by feature: a window out of range on one feature still names its groups of the others
+                observed = ~outside[:, bias.columns] & (labels >= 0)[:, None]
+                for i in range(len(labels)):
+                    found = bias.observe(base + i, features[i], proba[i], observed[i])
                     if found:
                         alerts.setdefault(i, []).extend(found)
             pending.append(_Chunk(base, labels.tolist(), proba.tolist(), w.start[lo:hi].tolist(),

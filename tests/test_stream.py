@@ -1349,6 +1349,20 @@ def test_a_window_value_that_is_not_a_category_is_alerted_and_kept_out_of_the_fa
     assert groups <= {"female", "male"}
 
 
+def test_a_window_that_names_no_group_still_carries_the_bias_alert_in_force(tmp_path):
+    """Every fifth 2-row window holds one row of each sex (sex_mean 0.5, no category): it is kept out of the
+    groups, yet the disparity in force holds there too. Its line carried no bias alert, so one lasting disparity
+    read as many runs of alerted lines beside the summary's one episode."""
+    _decided_by_sex(tmp_path / "b")
+    sexes = [(0, 1) if k % 5 == 4 else (k % 2, k % 2) for k in range(100)]
+    lines = ["timestamp,sex,x"] + [f"{2 * k + r},{pair[r]},1" for k, pair in enumerate(sexes) for r in (0, 1)]
+    result = run([tmp_path / "b", "-"], input="\n".join(lines) + "\n")
+    out = lines_of(result.stdout)
+    alerted = [d["window"]["index"] for d in out if any(a["kind"] == "bias" for a in d["alerts"])]
+    assert alerted == list(range(alerted[0], 100))             # one run to the end, the 0.5 windows in it
+    assert "1 bias alert" not in result.stderr and "in 1 episode, still on at the end" in result.stderr
+
+
 def test_a_window_the_model_cannot_read_is_not_decided_and_the_stream_goes_on(tmp_path):
     """x = 1e39 is a float64 number, but its window's mean is beyond float32, which the model reads: the model
     gave NaN and the whole stream stopped with no line and no summary. Now that window's line says it was not
