@@ -28,10 +28,11 @@ MOST = 12       # the digits a view goes up to for two values to read apart
 
 def with_written_digits(model: Predictor, proba: np.ndarray, results: list[Counterfactuals],
                         goal: Goal) -> list[Counterfactuals]:
-    """`results` with each answer's `digits` set where the views' or the report's rounding of it misses the target
-    on `model` (one batched call; a second for answers that miss at every level the views use)."""
+    """`results` with each answer's `digits` set where a view's or the report's rounding of it misses the target on
+    `model` (one batched call; a second for answers that miss at every level checked)."""
     schema = model.schema
-    levels = tuple(sorted({*written_levels(), REPORT_DIGITS}))
+    # 1 to the report's 4 whoever is registered now: a view registered later (a terse one, 1 digit) renders the record
+    levels = tuple(sorted({*range(1, REPORT_DIGITS + 1), *written_levels()}))
     answers = [(i, j) for i, r in enumerate(results) for j, cf in enumerate(r.items) if _rounded(schema, cf)]
     if not answers:
         return results

@@ -100,3 +100,18 @@ def test_a_record_with_digits_no_writer_uses_is_refused(digits, bc_session):
         Explanation.from_dict(data)
     assert str(err.value) == (f"explanation.counterfactuals.items[0].digits: must be a whole number from 1 to 17 or "
                               f"null, got {digits}; the record is damaged")
+
+
+def test_one_digit_is_checked_whoever_is_registered():
+    """From 10 to 4.43: one digit writes 4, out of the band (4.2, 4.5); every built-in view writes 4.4 or more digits,
+    within it. A view of 1 digit registered after the explanation rendered the record as "4" beside "verified on the
+    deployed model: yes": the answer records 2."""
+    model = _Band(4.2)
+    cf = Counterfactual(values=(4.43, 0.5), changes=(FeatureChange("ratio", 10.0, 4.43, "u"),), class_name="low",
+                        probabilities=(0.8, 0.2), valid=True, distance=0.1, sparsity=1)
+    results = [Counterfactuals(target="class 'low'", target_class="low", items=(cf,), found=True)]
+    f = model.schema.feature("ratio")
+    assert written_pair(f, 10.0, 4.43, 1) == ("10", "4") and written_pair(f, 10.0, 4.43, 2) == ("10", "4.4")
+    (checked,) = with_written_digits(model, model.predict_proba([[10.0, 0.5]]), results,
+                                     parse_desired(None, model.schema))
+    assert checked.items[0].digits == 2
