@@ -1255,11 +1255,17 @@ class _Search:
         ranges_all = _schema_ranges(self.schema, sp, widens & movable)
         if sp.narrowed:   # the request's ranges alone, then with the schema's (lifting both goes past the schema)
             narrowed = f"permitted_range ({_list(sp.narrowed)})"
-            ranges, ranges_all = f"{narrowed} and {ranges}", f"{narrowed} and {ranges_all}"
+            ranges = f"{narrowed} and {ranges}"
             groups += [("permitted_range", narrowed), ("range", ranges)]
         elif (widens & free).any():
             groups.append(("range", ranges))
-        if sp.narrowed or (widens & movable).any():
+        # together, every range the request narrowed is lifted, a frozen feature's too: "a in [0, 10]" was named
+        # where a's permitted_range (0, 3), lifted with it, was what held the answer back
+        held = sp.frozen & ((sp.lows > self.schema.lows) | (sp.highs < self.schema.highs))
+        asked = [f.name for j, f in enumerate(feats) if f.name in sp.narrowed or held[j]]
+        if asked:
+            ranges_all = f"permitted_range ({_list(asked)}) and {ranges_all}"
+        if asked or (widens & movable).any():
             together.append(ranges_all)
         window = "the search window beyond the reference data ({})"
         beyond = np.flatnonzero(((sp.lows < sp.ref_low) | (sp.highs > sp.ref_high)) & free)

@@ -393,6 +393,32 @@ def test_a_permitted_range_on_a_feature_that_cannot_move_is_never_named_as_bindi
     assert space.narrowed == ("x0",)
 
 
+class _Above5:
+    """p(yes) = sigmoid(4 (a - 5)) on a in [0, 10]; z in [0, 1] moves nothing."""
+
+    schema = FeatureSchema(features=(Feature("a", low=0.0, high=10.0), Feature("z", low=0.0, high=1.0)),
+                           classes=("no", "yes"))
+
+    def __init__(self):
+        X = np.random.default_rng(0).uniform(0, 1, (200, 2)) * [10.0, 1.0]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-4 * (np.asarray(X, dtype=np.float64)[:, 0] - 5)))
+        return np.stack([1 - p, p], axis=1)
+
+
+@pytest.mark.filterwarnings("ignore:permitted_range for:edgeinfer.errors.EdgeInferWarning")
+def test_relaxed_together_names_a_frozen_features_permitted_range_that_was_lifted_with_it():
+    """a is left out of features_to_vary and held to (0, 3) by permitted_range; the answer, a > 5, needs both
+    lifted. The reason named the schema's ranges alone beside a, as if a in [0, 10] held it back."""
+    for X in (np.array([[1.0, 0.5]]), np.array([[1.0, 0.5], [2.0, 0.5]])):      # the one-row search and the batched
+        res = find_counterfactuals(_Above5(), X, features_to_vary=["z"], permitted_range={"a": (0, 3)})[0]
+        assert res.binding_together and res.binding == (
+            "features left out of features_to_vary (a)",
+            "permitted_range (a) and the schema's ranges (a in [0, 10], z in [0, 1])")
+
+
 def test_the_schemas_ranges_name_the_bounds_they_lift(linear_session):
     """x0 is a spread (a standard deviation, an energy): 0 to 20 in the schema, 0 to 5 in the reference data.
     'low' needs 3 x0 + 1.5 < 0, x0 < -0.5: only with x0's lower bound lifted. The binding read "the schema's
