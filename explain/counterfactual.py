@@ -1327,9 +1327,12 @@ class _Search:
                 out[i] = (f"{_none_found(t)}; it found one only with {', '.join(together)} relaxed together",
                           tuple(together), True)
             else:
+                # whole numbers and steps are never lifted: "every constraint" read as if they were, where the
+                # target lay between two whole numbers
+                kept = "; whole numbers and steps kept" if sp.has_step else ""
                 out[i] = (f"the search did not reach {t} even with every constraint relaxed (immutable and "
                           f"protected features freed, ranges widened to the reference extremes and the search "
-                          f"window beyond them, monotone directions lifted); the model may not give this "
+                          f"window beyond them, monotone directions lifted{kept}); the model may not give this "
                           f"outcome near this instance", (), False)
         return out
 

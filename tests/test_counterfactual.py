@@ -419,6 +419,33 @@ def test_relaxed_together_names_a_frozen_features_permitted_range_that_was_lifte
             "permitted_range (a) and the schema's ranges (a in [0, 10], z in [0, 1])")
 
 
+class _Between:
+    """Class 'mid' only where 3.3 < x < 3.7: between two whole numbers."""
+
+    def __init__(self, kind: str):
+        self.schema = FeatureSchema(features=(Feature("x", kind=kind, low=0.0, high=10.0),
+                                              Feature("z", low=0.0, high=1.0)), classes=("low", "mid", "high"))
+        X = np.random.default_rng(0).uniform(0, 1, (200, 2)) * [10.0, 1.0]
+        X[:, 0] = np.round(X[:, 0]) if kind == "integer" else X[:, 0]
+        self.reference = Reference.from_data(X, self.predict_proba(X).argmax(axis=1))
+
+    def predict_proba(self, X):
+        x = np.asarray(X, dtype=np.float64)[:, 0]
+        return np.stack([np.where(x <= 3.3, 0.8, 0.1), np.where((x > 3.3) & (x < 3.7), 0.8, 0.1),
+                         np.where(x >= 3.7, 0.8, 0.1)], axis=1)
+
+
+def test_every_constraint_relaxed_says_whole_numbers_are_kept():
+    """An integer x cannot reach 'mid'; a continuous one can (3.699...). 'every constraint relaxed' read as if whole
+    numbers had been lifted too."""
+    (res,) = find_counterfactuals(_Between("integer"), np.array([[8.0, 0.5]]), desired="mid")
+    assert res.reason == ("the search did not reach class 'mid' even with every constraint relaxed (immutable and "
+                          "protected features freed, ranges widened to the reference extremes and the search window "
+                          "beyond them, monotone directions lifted; whole numbers and steps kept); the model may not "
+                          "give this outcome near this instance")
+    assert find_counterfactuals(_Between("continuous"), np.array([[8.0, 0.5]]), desired="mid")[0].found
+
+
 def test_the_schemas_ranges_name_the_bounds_they_lift(linear_session):
     """x0 is a spread (a standard deviation, an energy): 0 to 20 in the schema, 0 to 5 in the reference data.
     'low' needs 3 x0 + 1.5 < 0, x0 < -0.5: only with x0's lower bound lifted. The binding read "the schema's
