@@ -1396,7 +1396,7 @@ def _bias(e, schema) -> dict[str, Any] | None:
                       "delta": t.delta,
                       "delta_shown": change_text(t.delta, sign=True) if math.isfinite(t.delta) else "—",
                       "flipped": t.flipped, "tested": t.tested,
-                      # no reference row holds the value it was set to: the model never saw it
+                      # no reference row holds the value it was set to: the model may never have seen it
                       "unseen": t.unseen})
     proxies = [{"protected": _feature(schema, p.protected).clinical, "feature": _feature(schema, p.feature).clinical,
                 "association": p.association, "measure": p.measure} for p in b.proxies]

@@ -18,9 +18,9 @@ Alternative values (from the bundle's reference data, so values the model has
 seen, except where the schema lists a category no reference row holds):
 
 - categorical: every other code the schema lists; one no reference row holds is
-  tested alone (it has no typical proxy values), and the model never saw it: its
+  tested alone (it has no typical proxy values), and the model may never have seen it: its
   flip is marked `FlipTest.unseen`, and where such a flip counts the verdict says
-  so ("(sex 3: a value no reference row holds — the model never saw it; read this
+  so ("(sex 3: a value no reference row holds — the model may never have seen it; read this
   flip with care)"), qualified when every flip that counts is such; a change in probability at a value
   reference rows hold is cited before an unseen value's, never left out for it, even where only the unseen
   value flips the decision;
@@ -457,7 +457,7 @@ def _unseen_note(feature: Feature, flips: Sequence[FlipTest], tolerance: float) 
     labels = list(dict.fromkeys(feature.label(t.to_value) for t in unseen))
     one = len(labels) == 1
     note = (f"{labels[0] if one else ', '.join(labels[:-1]) + ' and ' + labels[-1]}: "
-            f"{'a value' if one else 'values'} no reference row holds — the model never saw {'it' if one else 'them'}; "
+            f"{'a value' if one else 'values'} no reference row holds — the model may never have seen {'it' if one else 'them'}; "
             f"read {'this flip' if one else 'these flips'} with care")
     if len(unseen) == len(counted):
         name = feature.clinical

@@ -96,6 +96,7 @@ PIECES: dict[str, frozenset[str]] = {
     # optional: every contribution is below the view's drivers_floor (a saturated decision's rounding noise): said
     # instead of the drivers; {floor} is that floor as a probability
     "drivers_small": _COMMON | {"quantity", "floor"},
+    "drivers_zero": _COMMON | {"quantity"},     # optional: every contribution is 0 (a view whose floor is 0)
     "counterfactual": _COUNTERFACTUAL,
     "counterfactual_threshold": _COUNTERFACTUAL | _THRESHOLD,   # optional: else `counterfactual` serves
     "counterfactual_more": _COMMON | {"shown", "total"},
@@ -176,7 +177,8 @@ for _section in SECTIONS:
 # Optional pieces said instead of, or beside, a piece: a file that rewords the piece but not these (extending
 # another) drops the base's wording of these.
 _VARIANTS = {
-    "driver": ("drivers_small", "driver_estimate", "drivers_error", "drivers_unresolved", "drivers_close"),
+    "driver": ("drivers_small", "drivers_zero", "driver_estimate", "drivers_error", "drivers_unresolved",
+               "drivers_close"),
     "drivers_title": ("drivers_apart",),
     "counterfactual": ("counterfactual_threshold", "counterfactual_more", "counterfactual_note",
                        "counterfactual_together", "counterfactual_unlikely", "counterfactual_or"),
@@ -215,7 +217,7 @@ WORDS = {
     "word_and": "and", "word_or": "or", "word_together": "together",
     "word_none": "none", "word_yes": "yes", "word_no": "no", "word_unknown": "n/a",
     "word_below": "below", "word_above": "above",
-    # after {max_delta} where that change is at a value no reference row holds (the model never saw it)
+    # after {max_delta} where that change is at a value no reference row holds (the model may never have seen it)
     "word_unseen": "at a value no reference row holds",
     # after {max_delta}'s largest at values reference rows hold, where a change at a value none holds is larger ("":
     # that largest unmarked)
@@ -1097,6 +1099,10 @@ class _View:
                 contribution=_signed(v.contribution, digits), direction=direction, toward=toward, quantity=quantity,
                 error=_error(v.error, digits, v.contribution) if math.isfinite(v.error) else self.word("word_unknown"),
             )))
+        if not ranked and self.has("drivers_zero"):
+            # every contribution 0 (a model that ignores these inputs, a row at its baseline): "Top drivers:" stood
+            # over nothing
+            lines.append(self.fill("drivers_zero", quantity=quantity))
         if estimated and shown:
             if self.has("drivers_error"):
                 found = re.search(r"\(([\d,]+) permutations\)", a.method)

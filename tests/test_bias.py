@@ -730,7 +730,7 @@ def test_the_verdict_names_a_protected_feature_in_the_clinical_words_its_proxies
 SEX3 = Feature("sex", kind="categorical", categories=("female", "male", "intersex"), codes=(0.0, 1.0, 2.0),
                protected=True, mutable=False)
 SCHEMA3 = FeatureSchema(features=(SEX3, *SCHEMA.features[1:]), classes=SCHEMA.classes)
-UNSEEN = "intersex: a value no reference row holds — the model never saw it; read this flip with care"
+UNSEEN = "intersex: a value no reference row holds — the model may never have seen it; read this flip with care"
 
 
 def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdict_and_the_views(linear_session):
@@ -747,7 +747,7 @@ def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdi
     assert expl.bias.verdict == f"the decision flips if sex were male or intersex ({UNSEEN})"
     assert f"DEPENDS ON A PROTECTED ATTRIBUTE: the decision flips if sex were male or intersex ({UNSEEN})." in expl.text
     assert ("- sex female → intersex, proxies moved: none: decision granted, p(denied) = 0.00001 (Δ -0.982), "
-            "DECISION FLIPS; intersex: a value no reference row holds (the model never saw it)\n") in expl.text
+            "DECISION FLIPS; intersex: a value no reference row holds (the model may never have seen it)\n") in expl.text
     assert "female → male, proxies moved: none: decision granted, p(denied) = 0.018 (Δ -0.964), DECISION FLIPS\n" in (
         expl.text)
     clinician = both.explain(row, stakeholder="clinician")[0].text
@@ -837,7 +837,7 @@ def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
     assert [(f.to_value, f.flipped, f.unseen) for f in expl.flips] == [(1.0, True, True), (2.0, True, True)]
     assert expl.verdict == (
         "the decision flips if sex were male or intersex (male and intersex: values no reference row holds — the "
-        "model never saw them; read these flips with care; the reference data has no other value of sex)")
+        "model may never have seen them; read these flips with care; the reference data has no other value of sex)")
 
 
 # ----- flips the model gives no finite probability for ----------------------------------------------------------------

@@ -852,6 +852,15 @@ def test_the_patient_is_not_told_rounding_noise_as_what_mattered(schema, fk):
             "a typical patient's result.\n\n") in views.render(expl, schema, stakeholder="patient")
 
 
+def test_the_clinician_is_told_when_no_input_moves_the_probability(schema):
+    """A model that ignores its inputs (or a row at its baseline): every contribution 0, and "Top drivers:" stood
+    over the basis line alone."""
+    clinician = views.render(_contributions(_explanation(schema), 0.881), schema, stakeholder="clinician")
+    drivers = clinician.split("Top drivers:\n")[1].split("\n\n")[0]
+    assert drivers.splitlines()[1:] == ["No input moves the probability of 'higher progression' from its base here: "
+                                        "every contribution is 0."]
+
+
 def test_the_drivers_floor_is_the_lay_default_and_a_setting(schema, tmp_path):
     expl = _contributions(_explanation(schema), 0.6, bmi=0.2, s5=0.004)
     lay = tmp_path / "lay.toml"        # lay wording, not from the patient: the floor all the same
@@ -1155,7 +1164,7 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
     schema3, bias, expl = _unseen_case(
         schema, "sex 3", flips, 0.036, "the decision flips if sex were sex 3 (sex 3: a value no reference row holds "
-        "— the model never saw it; read this flip with care; at the values reference rows hold, the decision does "
+        "— the model may never have seen it; read this flip with care; at the values reference rows hold, the decision does "
         "not depend on sex (source coding 1/2))", ("sex",))
     assert _patient_after_depends(expl, schema3, fk) == (
         "For your sex, we only saw a change with a value not seen in the data the tool learned from. What the tool "
@@ -1172,7 +1181,7 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
     auditor = views.render(expl, schema3, stakeholder="auditor")
     assert ("- sex (source coding 1/2) sex 2 → sex 3, proxies moved: none: decision lower progression, "
             "p(higher progression) = 0.310 (Δ -0.500), DECISION FLIPS; sex 3: a value no reference row holds (the "
-            "model never saw it)\n") in auditor
+            "model may never have seen it)\n") in auditor
     # the field round-trips; a record from before it reads every flip as seen, and no view says otherwise
     assert Explanation.from_json(expl.to_json()) == expl
     data = expl.to_dict()
@@ -1182,7 +1191,7 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
     old = Explanation.from_dict(data)
     assert old.bias.flips == tuple(dataclasses.replace(f, unseen=False) for f in flips)
     assert "not seen in the data" not in views.render(old, schema3, stakeholder="patient")
-    assert "(the model never saw it)" not in views.render(old, schema3, stakeholder="auditor")
+    assert "(the model may never have seen it)" not in views.render(old, schema3, stakeholder="auditor")
 
 
 def test_the_largest_change_is_at_a_value_the_data_holds_or_says_it_is_not(schema):
