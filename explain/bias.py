@@ -457,7 +457,8 @@ def _unseen_note(feature: Feature, flips: Sequence[FlipTest], tolerance: float) 
     labels = list(dict.fromkeys(feature.label(t.to_value) for t in unseen))
     one = len(labels) == 1
     note = (f"{labels[0] if one else ', '.join(labels[:-1]) + ' and ' + labels[-1]}: "
-            f"{'a value' if one else 'values'} no reference row holds — the model may never have seen {'it' if one else 'them'}; "
+            f"{'a value' if one else 'values'} no reference row holds — the model may never have seen "
+            f"{'it' if one else 'them'}; "
             f"read {'this flip' if one else 'these flips'} with care")
     if len(unseen) == len(counted):
         name = feature.clinical

@@ -1298,11 +1298,11 @@ class _View:
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
         seen = [f for f in tests if not f.unseen]
         pool = seen if any(f.counts(TOLERANCE) for f in seen) else tests
-        deltas = [(abs(d), f.unseen, f.set_apart(TOLERANCE))
+        deltas = [(abs(d), f.unseen, f.set_apart(TOLERANCE), f.set_apart(TOLERANCE) and abs(f.delta) > abs(d))
                   for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
-        # a tie: the seen one, then one measured from its control (0.000 "from this case" read beside a flip whose
-        # Δp from this case is -0.567, where the proxies alone did all of it)
-        largest = max(deltas, key=lambda t: (t[0], not t[1], t[2]), default=None)
+        # a tie: the seen one, then one measured from its control whose change from this case is larger (0.000
+        # "from this case" read beside a flip whose Δp from this case is -0.567, the proxies alone doing all of it)
+        largest = max(deltas, key=lambda t: (t[0], not t[1], t[3]), default=None)
         # ... and a larger change at a value no reference row holds said beside it, never left out: "Largest |Δp|
         # 0.066" read beside a verdict citing +0.068 at intersex (toy row 23), and "flips the class: sex; largest Δp
         # 0.315" beside sex -> x's 0.330

@@ -747,7 +747,8 @@ def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdi
     assert expl.bias.verdict == f"the decision flips if sex were male or intersex ({UNSEEN})"
     assert f"DEPENDS ON A PROTECTED ATTRIBUTE: the decision flips if sex were male or intersex ({UNSEEN})." in expl.text
     assert ("- sex female → intersex, proxies moved: none: decision granted, p(denied) = 0.00001 (Δ -0.982), "
-            "DECISION FLIPS; intersex: a value no reference row holds (the model may never have seen it)\n") in expl.text
+            "DECISION FLIPS; intersex: a value no reference row holds (the model may never have seen it)\n"
+            ) in expl.text
     assert "female → male, proxies moved: none: decision granted, p(denied) = 0.018 (Δ -0.964), DECISION FLIPS\n" in (
         expl.text)
     clinician = both.explain(row, stakeholder="clinician")[0].text

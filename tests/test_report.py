@@ -1105,8 +1105,8 @@ def test_the_flip_table_marks_a_flip_to_a_value_no_reference_row_holds(tmp_path)
     html = ei.report([marked], out=tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<td>sex</td><td>1 → 2 (unseen*)</td><td>none (alone)</td><td>low risk</td>" in html
     assert "<td>sex</td><td>1 → 0</td><td>bmi</td>" in html
-    assert ('<p class="note">* Unseen: no reference row holds this value, so the model may never have seen it; read this flip '
-            "with care.</p>") in html
+    assert ('<p class="note">* Unseen: no reference row holds this value, so the model may never have seen it; read '
+            "this flip with care.</p>") in html
     plain = ei.report([expl], out=tmp_path / "plain.html").read_text(encoding="utf-8")
     assert "unseen" not in plain.lower()
 

@@ -1164,8 +1164,8 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
     schema3, bias, expl = _unseen_case(
         schema, "sex 3", flips, 0.036, "the decision flips if sex were sex 3 (sex 3: a value no reference row holds "
-        "— the model may never have seen it; read this flip with care; at the values reference rows hold, the decision does "
-        "not depend on sex (source coding 1/2))", ("sex",))
+        "— the model may never have seen it; read this flip with care; at the values reference rows hold, the decision "
+        "does not depend on sex (source coding 1/2))", ("sex",))
     assert _patient_after_depends(expl, schema3, fk) == (
         "For your sex, we only saw a change with a value not seen in the data the tool learned from. What the tool "
         "says for that value is less sure.")
