@@ -1510,13 +1510,15 @@ class _BiasMonitor:
         """Why no bias alert can ever fire: the window is too short for two groups (the same for every feature)."""
         return self.features[0][2].never_compares() if self.features else None
 
-    def observe(self, index: int, row: np.ndarray, proba: np.ndarray, observed: np.ndarray) -> list[dict]:
+    def observe(self, index: int, row: np.ndarray, proba: np.ndarray,
+                observed: np.ndarray | None = None) -> list[dict]:
         """A window's bias alerts, feeding its decision to each feature's monitor where `observed` (per protected
-        feature: it names a group, and the window was decided). A window not fed still carries the alerts in force:
-        one lasting disparity alerts on every window it lasts (a window with age 200 was dropped from the sex
-        monitor too, and its line carried no alert, splitting one episode into many runs)."""
+        feature: it names a group, and the window was decided; default all). A window not fed still carries the
+        alerts in force: one lasting disparity alerts on every window it lasts (a window with age 200 was dropped
+        from the sex monitor too, and its line carried no alert, splitting one episode into many runs)."""
         alerts = []
-        for (j, grouping, monitor), fed in zip(self.features, observed.tolist()):
+        fed_by_feature = [True] * len(self.features) if observed is None else observed.tolist()
+        for (j, grouping, monitor), fed in zip(self.features, fed_by_feature):
             if fed:
                 monitor.observe(index, grouping.group(float(row[j])), int(proba.argmax() == self.positive),
                                 float(proba[self.positive]))
