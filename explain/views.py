@@ -1099,9 +1099,9 @@ class _View:
                 contribution=_signed(v.contribution, digits), direction=direction, toward=toward, quantity=quantity,
                 error=_error(v.error, digits, v.contribution) if math.isfinite(v.error) else self.word("word_unknown"),
             )))
-        if not ranked and self.has("drivers_zero"):
+        if not shown and self.has("drivers_zero") and all(v.contribution == 0.0 for v in a.values):
             # every contribution 0 (a model that ignores these inputs, a row at its baseline): "Top drivers:" stood
-            # over nothing
+            # over nothing; not where protected inputs were left out (drivers_exclude_protected)
             lines.append(self.fill("drivers_zero", quantity=quantity))
         if estimated and shown:
             if self.has("drivers_error"):

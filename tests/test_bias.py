@@ -755,8 +755,8 @@ def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdi
     assert f"Caution: the decision flips if sex were male or intersex ({UNSEEN}) (depends on sex;" in clinician
     patient = both.explain(row, stakeholder="patient")[0].text
     assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
-            "talk about this with your care team.\nFor your sex, one value we tried was not seen in the data the tool "
-            "learned from. What the tool says for that value is less sure.\n\n") in patient
+            "talk about this with your care team.\nFor your sex, one value we tried was not in our sample of the data "
+            "the tool learned from. What the tool says for that value is less sure.\n\n") in patient
     # w 4.5, b -8: male moves p(denied) by -0.029 only; intersex alone flips it: the dependence is qualified
     only = linear_session([4.5, 0.0, 0.0], -8.0, SCHEMA3, calibration=X_REF)
     (expl,) = only.explain(row, stakeholder="auditor")
@@ -769,8 +769,8 @@ def test_a_flip_to_a_code_no_reference_row_holds_is_marked_and_said_in_the_verdi
     assert f"DEPENDS ON A PROTECTED ATTRIBUTE: {verdict}. Depends on: sex. Flips on: sex." in expl.text
     assert f"Caution: {verdict} (depends on sex;" in only.explain(row, stakeholder="clinician")[0].text
     assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
-            "talk about this with your care team.\nFor your sex, we only saw a change with a value not seen in the "
-            "data the tool learned from. What the tool says for that value is less sure.\n\n") in only.explain(
+            "talk about this with your care team.\nFor your sex, we only saw a change with a value not in our sample "
+            "of the data the tool learned from. What the tool says for that value is less sure.\n\n") in only.explain(
                 row, stakeholder="patient")[0].text
     # a row whose flips to the unseen value do not count: nothing is said of it but its flip line
     (calm,) = linear_session([0.0, 0.8, 0.0], -4.0, SCHEMA3, calibration=X_REF).explain(row, stakeholder="auditor")

@@ -852,13 +852,17 @@ def test_the_patient_is_not_told_rounding_noise_as_what_mattered(schema, fk):
             "a typical patient's result.\n\n") in views.render(expl, schema, stakeholder="patient")
 
 
-def test_the_clinician_is_told_when_no_input_moves_the_probability(schema):
+def test_the_clinician_is_told_when_no_input_moves_the_probability(schema, tmp_path):
     """A model that ignores its inputs (or a row at its baseline): every contribution 0, and "Top drivers:" stood
-    over the basis line alone."""
+    over the basis line alone. Not said where only protected inputs, left out by the view, moved it."""
     clinician = views.render(_contributions(_explanation(schema), 0.881), schema, stakeholder="clinician")
     drivers = clinician.split("Top drivers:\n")[1].split("\n\n")[0]
-    assert drivers.splitlines()[1:] == ["No input moves the probability of 'higher progression' from its base here: "
-                                        "every contribution is 0."]
+    zero = "No input moves the probability of 'higher progression' from its base here: every contribution is 0."
+    assert drivers.splitlines()[1:] == [zero]
+    apart = tmp_path / "apart.toml"
+    apart.write_text('name = "apart"\nextends = "clinician"\n[view]\ndrivers_exclude_protected = true\n')
+    views.register_stakeholder(apart)
+    assert zero not in views.render(_contributions(_explanation(schema), 0.581, sex=0.3), schema, stakeholder="apart")
 
 
 def test_the_drivers_floor_is_the_lay_default_and_a_setting(schema, tmp_path):
@@ -1157,8 +1161,8 @@ def _patient_after_depends(expl: Explanation, schema: FeatureSchema, fk) -> str:
 def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trips(schema, fk):
     """A flip that counts went to sex 3, which the schema lists and no reference row holds (`FlipTest.unseen`): the
     patient read only "if your sex had been different, the tool could have given a different result", as if the
-    tool knew; now also that the value was not seen in the data the tool learned from. The field round-trips, and a
-    record from before it reads as none unseen."""
+    tool knew; now also that the value was not in our sample of the data the tool learned from. The field
+    round-trips, and a record from before it reads as none unseen."""
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),
              FlipTest("sex", 2.0, 3.0, (), "lower progression", 0.31, -0.5, True, unseen=True),
              FlipTest("age", 59.0, 30.0, (), "higher progression", 0.80, -0.01, False))
@@ -1167,16 +1171,16 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
         "— the model may never have seen it; read this flip with care; at the values reference rows hold, the decision "
         "does not depend on sex (source coding 1/2))", ("sex",))
     assert _patient_after_depends(expl, schema3, fk) == (
-        "For your sex, we only saw a change with a value not seen in the data the tool learned from. What the tool "
-        "says for that value is less sure.")
+        "For your sex, we only saw a change with a value not in our sample of the data the tool learned from. What "
+        "the tool says for that value is less sure.")
     # sex 1 flips it too: the unseen value is one of those tried
     mixed = dataclasses.replace(bias, flips=(dataclasses.replace(flips[0], class_name="lower progression",
                                                                  probability=0.4, delta=-0.41, flipped=True),
                                              *flips[1:]))
     patient = views.render(dataclasses.replace(expl, bias=mixed), schema3, stakeholder="patient")
     assert ("could have given a different result. Please talk about this with your care team.\nFor your sex, one "
-            "value we tried was not seen in the data the tool learned from. What the tool says for that value is less "
-            "sure.\n\n") in patient
+            "value we tried was not in our sample of the data the tool learned from. What the tool says for that value "
+            "is less sure.\n\n") in patient
     assert _jargon(patient) == [] and fk(patient) <= 8, patient
     auditor = views.render(expl, schema3, stakeholder="auditor")
     assert ("- sex (source coding 1/2) sex 2 → sex 3, proxies moved: none: decision lower progression, "
@@ -1190,7 +1194,7 @@ def test_a_flip_to_a_value_no_reference_row_holds_is_told_plainly_and_round_trip
         del f["unseen"]
     old = Explanation.from_dict(data)
     assert old.bias.flips == tuple(dataclasses.replace(f, unseen=False) for f in flips)
-    assert "not seen in the data" not in views.render(old, schema3, stakeholder="patient")
+    assert "not in our sample" not in views.render(old, schema3, stakeholder="patient")
     assert "(the model may never have seen it)" not in views.render(old, schema3, stakeholder="auditor")
 
 
@@ -1263,8 +1267,8 @@ def test_a_class_change_only_an_unseen_value_makes_is_told_to_the_patient_as_suc
         schema, "intersex", flips, 0.2, "the decision depends on sex: the probability of 'higher progression' changes "
         "by -0.152 if sex were sex 1, and the decision flips if it were intersex (intersex: …)", ("sex",))
     assert _patient_after_depends(expl, schema3, fk) == (
-        "For your sex, we only saw the result change with a value not seen in the data the tool learned from. What "
-        "the tool says for that value is less sure.")
+        "For your sex, we only saw the result change with a value not in our sample of the data the tool learned "
+        "from. What the tool says for that value is less sure.")
 
 
 def test_proxies_moved_together_are_told_together(schema):
