@@ -814,8 +814,8 @@ def test_a_flip_only_an_unseen_value_makes_keeps_the_change_at_a_value_the_data_
             "value no reference row holds.\n") in expl.text
     patient = session.explain(row, stakeholder="patient")[0].text
     assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
-            "talk about this with your care team.\nFor your sex, we only saw the result change with a value not seen "
-            "in the data the tool learned from. What the tool says for that value is less sure.\n\n") in patient
+            "talk about this with your care team.\nFor your sex, we only saw the result change with a value not in our "
+            "sample of the data the tool learned from. What the tool says for that value is less sure.\n\n") in patient
 
 
 def test_the_verdict_qualifies_a_dependence_only_unseen_values_make():
