@@ -1061,16 +1061,25 @@ def test_patient_with_the_unfavourable_decision_is_not_told_it_is_the_hoped_for_
     assert patient.startswith("The result is: higher progression.")
 
 
+def _sex_with_proxies(schema, alone: tuple, joint: tuple, control: tuple, share: float, largest: str) -> Explanation:
+    """An explanation whose bias part flips sex 1 -> 2 alone and with its proxies HDL and chol/HDL (set to 43 and 4):
+    `alone` and `joint` (class, p, Δp) of each flip, `control` (class, p) of the proxies moved with sex kept; the joint
+    flip changes the decision, and the verdict says sex does not by more than `largest`."""
+    flips = (FlipTest("sex", 1.0, 2.0, (), *alone, False),
+             FlipTest("sex", 1.0, 2.0, ("s3", "s4"), *joint, True, (43.0, 4.0), *control))
+    bias = BiasExplanation(flips, (), share, False, "the decision does not depend on sex (largest change in "
+                           f"probability {largest}, beyond what its proxies alone change)", untested=("age",))
+    return dataclasses.replace(_explanation(schema), bias=bias)
+
+
 def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(schema):
     """Held-out row 43's case: sex with HDL and chol/HDL flips the class, and so do those proxies with sex kept (the
     control). The patient read "if your sex had been different, the tool could have given a different result", the
     auditor "DEPENDS ON A PROTECTED ATTRIBUTE"; now the proxies are said to change it, not sex."""
-    flips = (FlipTest("sex", 1.0, 2.0, (), "lower progression", 1.0, 0.0, False),
-             FlipTest("sex", 1.0, 2.0, ("s3", "s4"), "higher progression", 0.042, -0.958, True, (43.0, 4.0),
-                      "higher progression", 0.0))
-    bias = BiasExplanation(flips, (), 0.1, False, "the decision does not depend on sex (largest change in "
-                           "probability 0.042, beyond what its proxies alone change)", untested=("age",))
-    expl = dataclasses.replace(_explanation(schema), bias=bias)
+    expl = _sex_with_proxies(schema, ("lower progression", 1.0, 0.0), ("higher progression", 0.042, -0.958),
+                             ("higher progression", 0.0), 0.1, "0.042")
+    bias = expl.bias
+    flips = bias.flips
     patient = views.render(expl, schema, stakeholder="patient")
     assert "could have given a different result" not in patient
     assert ("We checked: if your sex had been different, the tool would have given the same result.\nSome things "
@@ -1121,12 +1130,8 @@ def test_a_tie_of_the_largest_change_is_told_against_the_control_of_the_flip_tha
     """Sex moves nothing itself; its proxies moved with it flip the decision (Δp -0.567 from this case) and do so with
     sex kept (the control, same probability): both flips owe sex 0.000. The first of the tie, the flip alone, was
     told: "0.000 from the unflipped row", read beside the table's -0.567."""
-    flips = (FlipTest("sex", 1.0, 2.0, (), "higher progression", 0.798, 0.0, False),
-             FlipTest("sex", 1.0, 2.0, ("s3", "s4"), "lower progression", 0.231, -0.567, True, (43.0, 4.0),
-                      "lower progression", 0.231))
-    bias = BiasExplanation(flips, (), 0.4, False, "the decision does not depend on sex (largest change in probability "
-                           "0, beyond what its proxies alone change)", untested=("age",))
-    expl = dataclasses.replace(_explanation(schema), bias=bias)
+    expl = _sex_with_proxies(schema, ("higher progression", 0.798, 0.0), ("lower progression", 0.231, -0.567),
+                             ("lower progression", 0.231), 0.4, "0")
     assert ("Largest |Δp| over flip tests: 0.000 against its control (the proxies moved, the protected feature "
             "kept).") in views.render(expl, schema, stakeholder="auditor")
 
