@@ -387,18 +387,18 @@ def test_small_dependence_below_and_above_tolerance():
 
 def test_the_verdict_writes_a_change_with_the_digits_the_views_write_beside_it(linear_session):
     """The verdict said "largest change in probability 0.01" and the clinician's sentence went on "(largest Δp
-    under a protected flip 0.006; ...)": one change of -0.0062 read two ways in one sentence, and the report's flip
-    table beside the verdict read -0.006 too."""
+    under a protected flip 0.006; ...)" (now "owed to a protected feature"): one change of -0.0062 read two ways in
+    one sentence, and the report's flip table beside the verdict read -0.006 too."""
     model = linear_session([0.13, 1.0, 0.0], -6.0, SCHEMA, calibration=X_REF)
     (expl,) = model.explain(ROWS[:1], stakeholder="clinician")
     assert expl.decision.class_name == "denied"
     assert [round(f.delta, 4) for f in expl.bias.flips] == [-0.0062] * len(expl.bias.flips)
     assert expl.bias.verdict == "the decision does not depend on sex (largest change in probability 0.006)"
     assert ("Bias check:\nthe decision does not depend on sex (largest change in probability 0.006) (largest Δp "
-            "under a protected flip 0.006 from this case; attribution share") in expl.text
+            "owed to a protected feature 0.006 from this case; attribution share") in expl.text
     auditor = model.explain(ROWS[:1], stakeholder="auditor")[0].text
-    assert ("Verdict:\nthe decision does not depend on sex (largest change in probability 0.006). Largest |Δp| over "
-            "flip tests: 0.006 from the unflipped row.") in auditor
+    assert ("Verdict:\nthe decision does not depend on sex (largest change in probability 0.006). Largest |Δp| owed "
+            "to a protected feature: 0.006 from the unflipped row.") in auditor
     assert "(Δ -0.006), decision kept" in auditor
 
 
@@ -809,9 +809,9 @@ def test_a_flip_only_an_unseen_value_makes_keeps_the_change_at_a_value_the_data_
                f"decision flips if it were intersex ({UNSEEN})")
     assert (expl.bias.verdict, expl.bias.depends_on) == (verdict, ("sex",))
     # the largest change at a value the data holds, and the larger one at intersex beside it
-    assert (f"DEPENDS ON A PROTECTED ATTRIBUTE: {verdict}. Depends on: sex. Flips on: sex. Largest |Δp| over flip "
-            "tests: 0.258 from the unflipped row at values reference rows hold, 0.612 from the unflipped row at a "
-            "value no reference row holds.\n") in expl.text
+    assert (f"DEPENDS ON A PROTECTED ATTRIBUTE: {verdict}. Depends on: sex. Flips on: sex. Largest |Δp| owed to a "
+            "protected feature: 0.258 from the unflipped row at values reference rows hold, 0.612 from the unflipped "
+            "row at a value no reference row holds.\n") in expl.text
     patient = session.explain(row, stakeholder="patient")[0].text
     assert ("\n\nWe checked: if your sex had been different, the tool could have given a different result. Please "
             "talk about this with your care team.\nFor your sex, we only saw the result change with a value not in our "
@@ -899,7 +899,8 @@ def test_a_verdict_uses_the_finite_flips_and_says_how_many_values_could_not_be_t
     assert (b.verdict, b.depends, b.untested) == (verdict, False, ())
     assert [(f.to_value, f.class_name, f.probability if math.isfinite(f.probability) else None) for f in b.flips] == [
         (43.0, "approve", 1.0), (65.0, None, None), (88.0, None, None)]
-    assert f"Verdict:\n{verdict}. Largest |Δp| over flip tests: 0.000 from the unflipped row.\n" in expl.text
+    assert (f"Verdict:\n{verdict}. Largest |Δp| owed to a protected feature: 0.000 from the unflipped "
+            "row.\n") in expl.text
     assert ("- age 18 → 43, proxies moved: none: decision approve, p(approve) = 1.000 (Δ +0.000), decision kept\n"
             "- age 18 → 65, proxies moved: none: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
             "no finite probability\n") in expl.text

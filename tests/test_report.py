@@ -1080,7 +1080,7 @@ def test_the_clinicians_largest_change_and_the_flip_tables_say_what_each_is_meas
     bias = dataclasses.replace(expl.bias, flips=(alone, joint, first), depends=True, depends_on=("age",),
                                verdict=verdict)
     text = _text(ei.report([dataclasses.replace(expl, bias=bias)], out=tmp_path / "r.html").read_text())
-    assert (f"Caution: {verdict} (depends on age; flips the class: age; largest Δp under a protected flip 0.498 "
+    assert (f"Caution: {verdict} (depends on age; flips the class: age; largest Δp owed to a protected feature 0.498 "
             "beyond what its proxies alone change; attribution share") in text
     assert "Decision then Probability Δp from this case Flips?" in text
     # no bundle: the report names inputs as the record does
@@ -1090,8 +1090,8 @@ def test_the_clinicians_largest_change_and_the_flip_tables_say_what_each_is_meas
             'alone; Δp: the change from this case. A change "beyond what its proxies alone change" is the difference '
             'of those two probabilities.') in text
     auditor = render(dataclasses.replace(expl, bias=bias), SCHEMA, stakeholder="auditor")
-    assert ("Largest |Δp| over flip tests: 0.498 against its control (the proxies moved, the protected feature kept)."
-            in auditor)
+    assert ("Largest |Δp| owed to a protected feature: 0.498 against its control (the proxies moved, the protected "
+            "feature kept).") in auditor
 
 
 def test_the_flip_table_marks_a_flip_to_a_value_no_reference_row_holds(tmp_path):
