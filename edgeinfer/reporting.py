@@ -726,9 +726,11 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
     case_sources += [(w.explanation, _window_heading(w)) for w in inputs.windows if w.explanation is not None]
     if bundle is not None and isinstance(manifest.get("fidelity"), Mapping):
         case_sources = [(_with_fidelity(e, manifest), h) for e, h in case_sources]
+    # what a held-out row and a case are (a stream bundle's are sensor windows, not patients)
+    one = "window" if manifest.get("window") is not None or inputs.stream else "patient"
     cases = [
         _case(e, heading, f"case-{i}", schema, spec, *_made_by(e, bundle, manifest, fidelity),
-              recorded=bundle is not None)
+              recorded=bundle is not None, one=one)
         for i, (e, heading) in enumerate(case_sources[:MAX_CASES], start=1)
     ]
     model = _model(manifest, explained, bundle, schema, carried, [sha for _, sha in _made(inputs)])
@@ -751,8 +753,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
         "refused": [{"row": f"{r.row}{_id_text(r.id)}", "reason": r.reason} for r in inputs.refused],
         "model": model,
         "fidelity": fidelity,
-        # what a held-out row is, where the report counts them (a stream bundle's rows are windows)
-        "unit": "windows" if manifest.get("window") is not None or inputs.stream else "patients",
+        "unit": f"{one}s", "unit_one": one,
     }
 
 
@@ -1199,7 +1200,7 @@ def _threshold_on_risk(target: str, classes: Sequence[str], spec: RiskSpec, deci
 
 
 def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[str, Any],
-          precision: Any = None, *, recorded: bool = True) -> dict[str, Any]:
+          precision: Any = None, *, recorded: bool = True, one: str = "patient") -> dict[str, Any]:
     d = e.decision
     probabilities = dict(zip(d.classes, d.probabilities))
     risk = spec.value(probabilities, d.class_name)
@@ -1228,7 +1229,7 @@ def _case(e, heading: str, key: str, schema, spec: RiskSpec, fidelity: Mapping[s
         "text": text,
         "wording": wording,
         "inputs": _inputs(e, schema, recorded=recorded),
-        "drivers": _drivers(e, schema, key),
+        "drivers": _drivers(e, schema, key, one),
         "counterfactual": _counterfactual(e, schema, spec, recorded=recorded),
         "bias": _bias(e, schema),
         "model": e.model,
@@ -1265,7 +1266,7 @@ def _status(f, *, recorded: bool = True) -> str:
     return "actionable" if f.is_actionable else "fixed"
 
 
-def _drivers(e, schema, key: str) -> dict[str, Any] | None:
+def _drivers(e, schema, key: str, one: str) -> dict[str, Any] | None:
     from edgeinfer import plots
 
     a = e.attributions
@@ -1294,7 +1295,7 @@ def _drivers(e, schema, key: str) -> dict[str, Any] | None:
     alt = (f"Bar chart of the {len(top)} inputs that moved the {a.quantity} most"
            + (f" and the other {others} together" if others else "") + f", measured against {a.baseline}: "
            + "; ".join(f"{label}: {r['contribution_shown']}" for label, r in zip(labels, rows))
-           + f". Baseline {_probability_apart(a.base_value)}, this patient {_probability_apart(a.prediction)}.")
+           + f". Baseline {_probability_apart(a.base_value)}, this {one} {_probability_apart(a.prediction)}.")
     svg = plots.drivers_chart(
         [plots.Bar(r["name"], r["contribution"], r["value"]) for r in rows],
         quantity=a.quantity, unit_note="probability points, 0–1 scale", alt=alt, key=f"{key}-drivers",

@@ -359,7 +359,8 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
             seen = [t for t in counted if not t.unseen]
             worst = _largest(seen or counted or mine, tolerance)
             owed = worst.owed(tolerance)
-            beyond = ", beyond what its proxies alone change" if worst.set_apart(tolerance) else ""
+            alone = "its proxy alone changes" if len(worst.proxies) == 1 else "its proxies alone change"
+            beyond = f", beyond what {alone}" if worst.set_apart(tolerance) else ""
             if counted:     # p moves past tolerance, and not by the proxies alone
                 part = f"the decision depends on {name}: {_change(schema, f, worst, tolerance, decided)}"
                 unseen = [t for t in counted if t.unseen]

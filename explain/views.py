@@ -199,7 +199,7 @@ _VARIANTS = {
 # reads as the placeholder did before it (word_both: the proxies joined by word_and, word_seen: the largest change at
 # a value reference rows hold unmarked, word_from_case and word_from_control: a change without what it is from).
 _NEW_WORDS = {"word_both": "proxy_features", "word_seen": "max_delta", "word_from_case": "max_delta",
-              "word_from_control": "max_delta"}
+              "word_from_control": "max_delta", "word_from_control_one": "max_delta"}
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
 # instead of …") complete its `counterfactual` ("The result would have been … if:"). A file that extends another
@@ -229,6 +229,8 @@ WORDS = {
     # flip table gives each flip's Δp from this case beside it; "": the change alone, as before them)
     "word_from_case": "from this case",
     "word_from_control": "beyond what its proxies alone change",
+    # ... where the joint flip moved one proxy ("": word_from_control)
+    "word_from_control_one": "beyond what its proxy alone changes",
 }
 for _word in WORDS:
     PIECES[_word] = frozenset()
@@ -385,6 +387,9 @@ def load_templates(path: str | Path) -> Templates:
         merged.update({k: raw[k] for k in ("description",) if k in raw})
     else:
         merged = dict(raw)
+    own = raw.get("text")
+    if isinstance(own, dict) and "word_from_control" in own and "word_from_control_one" not in own:
+        merged["text"] = {**merged["text"], "word_from_control_one": ""}   # theirs said of one proxy too, not English   # theirs said of one proxy too, not English
     merged["name"] = name
     merged.pop("extends", None)
     settings = _settings(merged.get("view", {}), where)
@@ -1298,32 +1303,36 @@ class _View:
         # an unseen value read beside a verdict that cites 0.208), else the largest of all, marked where it is unseen
         seen = [f for f in tests if not f.unseen]
         pool = seen if any(f.counts(TOLERANCE) for f in seen) else tests
-        deltas = [(abs(d), f.unseen, f.set_apart(TOLERANCE), f.set_apart(TOLERANCE) and abs(f.delta) > abs(d))
-                  for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
+        deltas = [(abs(d), f.unseen, f.set_apart(TOLERANCE), f.set_apart(TOLERANCE) and abs(f.delta) > abs(d),
+                   len(f.proxies)) for f, d in ((f, f.owed(TOLERANCE)) for f in pool) if math.isfinite(d)]
         # a tie: the seen one, then one measured from its control whose change from this case is larger (0.000
         # "from this case" read beside a flip whose Δp from this case is -0.567, the proxies alone doing all of it)
         largest = max(deltas, key=lambda t: (t[0], not t[1], t[3]), default=None)
         # ... and a larger change at a value no reference row holds said beside it, never left out: "Largest |Δp|
         # 0.066" read beside a verdict citing +0.068 at intersex (toy row 23), and "flips the class: sex; largest Δp
         # 0.315" beside sex -> x's 0.330
-        left_out = max(((abs(d), f.set_apart(TOLERANCE)) for f, d in ((f, f.owed(TOLERANCE)) for f in tests
-                                                                       if f not in pool) if math.isfinite(d)),
-                       default=None)
+        left_out = max(((abs(d), f.set_apart(TOLERANCE), len(f.proxies)) for f, d in ((f, f.owed(TOLERANCE))
+                                                                                       for f in tests if f not in pool)
+                        if math.isfinite(d)), default=None)
         digits = self.s.probability_digits
 
-        def change(size: float, against_control: bool) -> str:
+        def change(size: float, against_control: bool, proxies: int) -> str:
             """A change and what it is measured from: beside the report's flip table, whose Δp are from this case,
             "largest Δp 0.498" (a joint flip's, against its proxies alone) read as contradicting its "Δp -0.857"."""
-            basis = self.word("word_from_control" if against_control else "word_from_case")
+            basis = self.word("word_from_case")
+            if against_control:     # "its proxies" said of one proxy (held-out row 7: mean arterial pressure alone)
+                basis = (proxies == 1 and self.word("word_from_control_one")) or self.word("word_from_control")
             return change_text(size, digits=digits) + (f" {basis}" if basis else "")
 
         if largest is None:
             max_delta = self.word("word_unknown")
         elif left_out is not None and left_out[0] > largest[0]:
             seen = f" {self.word('word_seen')}" if self.word("word_seen") else ""
-            max_delta = f"{change(largest[0], largest[2])}{seen}, {change(*left_out)} {self.word('word_unseen')}"
+            max_delta = (f"{change(largest[0], largest[2], largest[4])}{seen}, {change(*left_out)} "
+                         f"{self.word('word_unseen')}")
         else:
-            max_delta = change(largest[0], largest[2]) + (f", {self.word('word_unseen')}" if largest[1] else "")
+            max_delta = change(largest[0], largest[2], largest[4]) + (f", {self.word('word_unseen')}" if largest[1]
+                                                                      else "")
         # the proxies alone flip the decision, the protected feature kept, where the feature itself does not
         by_proxies = [f for f in tests if f.proxies_flip and f.feature not in flipped]
         proxied = sorted({f.feature for f in by_proxies}, key=self._order)

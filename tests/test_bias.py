@@ -301,6 +301,20 @@ def test_a_joint_flip_that_leaves_the_decision_as_it_was_is_not_counted_whatever
     assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.002)"
 
 
+def test_a_change_beyond_one_proxy_is_said_of_that_proxy():
+    """logit 0.1·sex + 10·copy − 6 at sex 0, copy 0 ('denied'): the proxy alone, the control, flips to 'granted'; sex
+    with it adds 0.002. The verdict read "beyond what its proxies alone change" of its one proxy (held-out diabetes
+    row 7: mean arterial pressure alone)."""
+    model = LinearPredictor([0.1, 0.0, 10.0], -6.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([0]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    joint = expl.flips[1]
+    assert (joint.proxies, joint.flipped, joint.control_class) == (("copy",), True, "granted")
+    assert joint.owed(0.05) == pytest.approx(sigmoid(4.0) - sigmoid(4.1), abs=1e-12)         # -0.0016
+    assert expl.verdict == ("the decision does not depend on sex (largest change in probability 0.002, beyond what "
+                            "its proxy alone changes); its proxy coded sex marker alone, set to 1 as is typical of "
+                            "sex male, flips the decision with sex kept: the proxy changes it, not sex")
+
 def test_a_flip_the_proxies_make_is_told_by_what_the_protected_value_adds_and_of_the_decided_class():
     """logit 4.65·sex + 14.25·copy − 12 at sex 0, copy 0 ('denied'): the proxy alone, the control, flips to 'granted'
     (p(denied) 0.095), sex with it takes p(denied) to 0.001. Sex adds −0.094 beyond its proxy: counted, and told as

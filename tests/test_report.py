@@ -278,6 +278,12 @@ def test_stream_session_has_timeline_alerts_and_explained_windows(fixed_bundle, 
     assert "<td>out of range</td><td>glucose outside the training range in window 8</td>" in html
     assert "glucose outside the training range in window 10" in text
     assert "highest 0.870 at window 11; 2 alerts (triangles); 2 explained windows (open circles)" in text
+    # a sensor window is not a patient (the demo's stream report read "for patients like this one … this patient")
+    assert ("A probability is the model's estimate for windows like this one in its training data, not a certainty "
+            "for this window.") in text
+    # the report's own words only: the record's baseline ("the reference median patient") and the model card are
+    # the fixture's
+    assert not re.search(r"this patient|patients like|reference patients|patient's record", text)
 
 
 def test_a_window_the_model_could_not_decide_is_listed_with_its_reason(fixed_bundle, tmp_path):
@@ -1081,16 +1087,16 @@ def test_the_clinicians_largest_change_and_the_flip_tables_say_what_each_is_meas
                                verdict=verdict)
     text = _text(ei.report([dataclasses.replace(expl, bias=bias)], out=tmp_path / "r.html").read_text())
     assert (f"Caution: {verdict} (depends on age; flips the class: age; largest Δp owed to a protected feature 0.498 "
-            "beyond what its proxies alone change; attribution share") in text
+            "beyond what its proxy alone changes; attribution share") in text
     assert "Decision then Probability Δp from this case Flips?" in text
     # no bundle: the report names inputs as the record does
     assert ("age 54 → 31 bmi → 24; with age kept, these alone give high risk (p(high risk) 0.633) low risk 0.135 "
             "-0.685 yes") in text
     assert ('Probability: of the original decision\'s class after the change, and in brackets with the proxies moved '
-            'alone; Δp: the change from this case. A change "beyond what its proxies alone change" is the difference '
-            'of those two probabilities.') in text
+            'alone; Δp: the change from this case. A change "beyond what its proxies alone change" (or "its proxy '
+            'alone changes") is the difference of those two probabilities.') in text
     auditor = render(dataclasses.replace(expl, bias=bias), SCHEMA, stakeholder="auditor")
-    assert ("Largest |Δp| owed to a protected feature: 0.498 against its control (the proxies moved, the protected "
+    assert ("Largest |Δp| owed to a protected feature: 0.498 against its control (the proxy moved, the protected "
             "feature kept).") in auditor
 
 

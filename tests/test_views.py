@@ -1141,6 +1141,23 @@ def test_the_largest_change_is_the_one_owed_to_the_protected_feature_not_the_pro
     assert "p(higher progression) = 0.00003 (Δ -0.919), DECISION FLIPS; control" in auditor
 
 
+def test_a_change_beyond_one_proxy_is_said_of_that_proxy(schema, tmp_path):
+    """Held-out diabetes row 7: age with its one proxy (mean arterial pressure) against that proxy alone. The
+    clinician read "0.960 beyond what its proxies alone change" of one proxy; a view that sets its own
+    word_from_control gets it said of one proxy too, not the English default beside its words."""
+    flips = (FlipTest("age", 42.0, 31.0, ("bp",), "lower progression", 0.03, -0.89, True, (87.0,),
+                     "higher progression", 0.99),)
+    bias = BiasExplanation(flips, (), 0.51, True, "the decision flips if age were 31 years with its proxy", ("age",))
+    expl = dataclasses.replace(_explanation(schema, p=0.92), bias=bias)
+    assert "owed to a protected feature 0.960 beyond what its proxy alone changes;" in views.render(
+        expl, schema, stakeholder="clinician")
+    assert "owed to a protected feature: 0.960 against its control (the proxy moved, the protected feature kept)." in (
+        views.render(expl, schema, stakeholder="auditor"))
+    (tmp_path / "ohne.toml").write_text('extends = "clinician"\n[text]\nword_from_control = "über die Proxys '
+                                         'hinaus"\n', encoding="utf-8")
+    views.register_stakeholder(tmp_path / "ohne.toml")
+    assert "owed to a protected feature 0.960 über die Proxys hinaus;" in views.render(expl, schema, stakeholder="ohne")
+
 def test_a_tie_of_the_largest_change_is_told_against_the_control_of_the_flip_that_changes_the_decision(schema):
     """Sex moves nothing itself; its proxies moved with it flip the decision (Δp -0.567 from this case) and do so with
     sex kept (the control, same probability): both flips owe sex 0.000. The first of the tie, the flip alone, was
