@@ -1044,7 +1044,7 @@ def test_a_model_without_a_favourable_outcome_gives_the_patient_no_counterfactua
         "What mattered most:\n"
         "- Your body weight for height (BMI) made this result more likely.\n"
         "- Your blood fats (triglycerides, log scale) made this result more likely.\n\n"
-        "We checked: if your age or sex had been different, the tool would have given the same result.\n\n"
+        "We tried other values of your age or sex: the tool would have given the same result.\n\n"
         + DISCLAIMER)
     assert "1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression" in (
         views.render(expl, neutral, stakeholder="clinician"))
@@ -1082,7 +1082,7 @@ def test_a_flip_the_proxies_alone_make_is_not_told_as_the_protected_features(sch
     flips = bias.flips
     patient = views.render(expl, schema, stakeholder="patient")
     assert "could have given a different result" not in patient
-    assert ("We checked: if your sex had been different, the tool would have given the same result.\nSome things "
+    assert ("We tried other values of your sex: the tool would have given the same result.\nSome things "
             "that often go with your sex (good cholesterol (HDL) and cholesterol ratio together) would, on their own, "
             "have changed the result; your sex itself would not have.") in patient
     auditor = views.render(expl, schema, stakeholder="auditor")
@@ -1386,7 +1386,7 @@ def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schem
     expl = dataclasses.replace(expl, bias=bias)
     patient = views.render(expl, schema, stakeholder="patient")
     assert patient.endswith(
-        "\n\nWe checked: if your sex had been different, the result would have been the same; only how sure the tool "
+        "\n\nWe tried other values of your sex: the result would have been the same; only how sure the tool "
         "is would have changed.\nWe could not check your age.\n\n" + DISCLAIMER)
     assert fk(patient) <= 8
     # a record from before `depends_on`: the flip past the bias check's tolerance names it all the same
@@ -1398,7 +1398,7 @@ def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schem
     partly = dataclasses.replace(bias, flips=(*flips, FlipTest("sex", 2.0, 1.0, ("bmi",), None, math.nan, math.nan,
                                                                False)))
     assert views.render(dataclasses.replace(expl, bias=partly), schema, stakeholder="patient").endswith(
-        "\n\nWe checked: if your sex had been different, the result would have been the same; only how sure the tool "
+        "\n\nWe tried other values of your sex: the result would have been the same; only how sure the tool "
         "is would have changed.\nSome checks of your sex could not be done.\nWe could not check your age.\n\n"
         + DISCLAIMER)
     # age flips the class, sex only moves the probability: each said as found
@@ -1406,9 +1406,9 @@ def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schem
                                                              True)), depends_on=("age", "sex"))
     assert views.render(dataclasses.replace(expl, bias=both), schema, stakeholder="patient").endswith(
         "\n\nWe checked: if your age had been different, the tool could have given a different result. Please talk "
-        "about this with your care team.\nWe checked: if your sex had been different, the result would have been the "
-        "same; only how sure the tool is would have changed.\n\nThis is not a diagnosis or advice. Your care team "
-        "will decide with you what to do.")
+        "about this with your care team.\nWe tried other values of your sex: the result would have been the same; "
+        "only how sure the tool is would have changed.\n\nThis is not a diagnosis or advice. Your care team will "
+        "decide with you what to do.")
     assert "(depends on sex (source coding 1/2); flips the class: none;" in views.render(
         expl, schema, stakeholder="clinician")
     assert "Depends on: sex (source coding 1/2). Flips on: none." in views.render(expl, schema, stakeholder="auditor")
@@ -1426,7 +1426,7 @@ def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
     assert ("No flip moves this decision, yet 54% of its attribution falls on protected features and their "
             "proxies: the model uses them." in views.render(used, schema, stakeholder="auditor"))
     # the patient read "your age or sex did not change this result", as if they played no part
-    assert ("\n\nWe checked: if your age or sex had been different, the tool would have given the same result.\n"
+    assert ("\n\nWe tried other values of your age or sex: the tool would have given the same result.\n"
             "Even so, the tool does lean on your age or sex, or on things that go with it.\n\n") in views.render(
                 used, schema, stakeholder="patient")
     assert "Even so" not in views.render(expl, schema, stakeholder="patient")
@@ -1512,8 +1512,8 @@ def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
                            "of it; the decision does not depend on sex (largest change in probability 0.01)",
                            untested=("age",))
     patient = views.render(dataclasses.replace(_explanation(schema), bias=bias), schema, stakeholder="patient")
-    assert patient.endswith("\n\nWe checked: if your sex had been different, the tool would have given the same "
-                            "result.\nWe could not check your age.\n\n" + DISCLAIMER)
+    assert patient.endswith("\n\nWe tried other values of your sex: the tool would have given the same result.\nWe "
+                            "could not check your age.\n\n" + DISCLAIMER)
 
 
 # The diabetes demo bundle's record (`edgeinfer demo`): its int8 model agreed with the float model on 109 of 110
@@ -2382,7 +2382,7 @@ def test_the_patient_is_told_only_of_the_protected_features_a_flip_tested(schema
     flips = tuple(f for f in expl.bias.flips if f.feature == "sex")
     expl = dataclasses.replace(expl, bias=dataclasses.replace(expl.bias, flips=flips))
     patient = views.render(expl, schema, stakeholder="patient")
-    assert ("We checked: if your sex had been different, the tool would have given the same result.\n"
+    assert ("We tried other values of your sex: the tool would have given the same result.\n"
             "We could not check your age.") in patient
 
 
