@@ -11,7 +11,9 @@ Answers are built from prototypes, a few batched calls per request:
 0. the default search's calls 1-3: its valid points are candidates as they are, and each row's
    cheapest one is a second base (besides the row itself) that prototype features are taken over onto;
 1. prototypes: per row, the nearest *typical* reference rows of its target class (rows whose own
-   nearest other reference rows reach the same share), projected onto the row's constraints;
+   nearest other reference rows reach the same share), projected onto the row's constraints; at a
+   share below 1, also the nearest typical at each share above it, so that a lower min_plausibility
+   never loses a candidate a higher one had (the reason's "most plausible found" stays reachable);
 2. candidates, one call per ROWS_PER_CALL rows: each prototype's m largest differences from a base
    (in MAD units) taken over, m = 1, 2, ..., at FRACTIONS of the way;
 3. the cheapest valid candidates (L1 in MAD + 1 per changed feature, as in the default search)
@@ -84,9 +86,9 @@ class PlausibleSearch(_Search):
         complete = complete and bool(verified.all())
         return self.finish((R, V, P, np.ones(len(R), dtype=bool), verified), already, complete)
 
-    def typical(self, c: int) -> np.ndarray:
+    def typical(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         """Reference rows the model puts in class c whose own nearest other reference rows are at least
-        min_plausibility class c."""
+        min_plausibility class c, and that share of each."""
         ref, k = self.reference, self.neighbours
         key = (id(ref), k)
         hit = _TYPICAL.get(key)
@@ -103,7 +105,8 @@ class PlausibleSearch(_Search):
                 share[rows] = (with_self * min(k + 1, len(ref.X)) - 1) / max(min(k, len(ref.X) - 1), 1)
             hit = _TYPICAL[key] = (ref, share)
         predicted = np.asarray(ref.predicted)
-        return ref.X[(predicted == c) & (hit[1] >= self.min_plausibility - 1e-9)]
+        mine = (predicted == c) & (hit[1] >= self.min_plausibility - 1e-9)
+        return ref.X[mine], hit[1][mine]
 
     def candidates(self, rows: np.ndarray, base_rows: np.ndarray, base_values: np.ndarray):
         """Each row's prototype candidates, projected onto its constraints: (values, their row). Features
@@ -114,14 +117,21 @@ class PlausibleSearch(_Search):
             if self.out_of_time():
                 break
             x = self.X[i]
-            pool = self.typical(int(self.t_class[i]))
+            pool, share = self.typical(int(self.t_class[i]))
             if len(pool) == 0:
                 self.no_prototype[i] = True
                 continue
             proj = sp.project(pool, np.broadcast_to(x, pool.shape), self.kern)
             dist = self.kern.scaled_l1(proj, x, sp.scale)
             moved = np.flatnonzero(dist > 0)
-            near = proj[moved[np.argsort(dist[moved], kind="stable")[:PROTOTYPES]]]
+            moved = moved[np.argsort(dist[moved], kind="stable")]
+            # the nearest at each share reached, from the highest down: a request at 0.6 keeps the prototypes a
+            # request at 1.0 had (review: "the most plausible found: 60%" at 1.0, yet none at 0.6, where nearer,
+            # less typical rows had pushed that prototype out)
+            kept = np.zeros(len(moved), dtype=bool)
+            for level in np.unique(share[moved]):
+                kept[np.flatnonzero(share[moved] >= level - 1e-9)[:PROTOTYPES]] = True
+            near = proj[moved[kept]]
             for base in (x, *base_values[base_rows == i]):
                 diff = np.abs(near - base) / sp.scale
                 order = np.argsort(-diff, axis=1, kind="stable")
