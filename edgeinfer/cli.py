@@ -283,7 +283,8 @@ def _permitted_ranges(texts: tuple[str, ...], schema) -> dict[str, Any] | None:
 
 def _permitted_range(text: str, schema) -> tuple[str, Any]:
     """`--range bmi=20:30` as ("bmi", (20.0, 30.0)), `bmi=:30` as ("bmi", (-inf, 30.0)); `--range smoker=no,former`
-    for a categorical feature as ("smoker", ["no", "former"]), the permitted_range forms `Session.explain` reads."""
+    for a categorical feature as ("smoker", ["no", "former"]), the permitted_range forms `Session.explain` reads. A
+    category may be given by its code, as in an input row (`housing=1,2`: it read "unknown category '1'")."""
     name, equals, value = text.partition("=")
     name = name.strip()
     low, colon, high = value.partition(":")
@@ -293,7 +294,13 @@ def _permitted_range(text: str, schema) -> tuple[str, Any]:
         except ValueError:
             pass
     elif equals and name in schema.names and schema.feature(name).kind == "categorical" and value.strip():
-        return name, [c.strip() for c in value.split(",")]
+        from edgeinfer.errors import InputError
+
+        feature, items = schema.feature(name), [c.strip() for c in value.split(",")]
+        try:        # a name as given; a code, or a misspelt name's "did you mean", as an input row's cell gets
+            return name, [c if c in feature.categories else feature.code_of(c) for c in items]
+        except InputError as err:
+            raise UsageError(f"--range {text}: {err}") from None
     raise UsageError(f"--range {text}: expected FEATURE=LOW:HIGH with numbers (either may be left out: bmi=20:30, "
                      "bmi=:30), or for a categorical feature FEATURE=CATEGORY,CATEGORY")
 
