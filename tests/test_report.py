@@ -1177,8 +1177,8 @@ def test_a_threshold_answer_is_not_shown_at_its_threshold(tmp_path, target):
     first = dataclasses.replace(first, probabilities=(0.70036, 0.29964))
     cfs = dataclasses.replace(expl.counterfactuals, target=target, items=(first, second))
     html = ei.report([dataclasses.replace(expl, counterfactuals=cfs)], out=tmp_path / "r.html").read_text()
-    assert (f"The smallest change found that reaches {target}: the decision becomes low risk "
-            "(probability of 'high risk' 0.820 → 0.2996).") in _text(html)
+    assert (f"The top-ranked change found (by distance plus one per input changed) that reaches {target}: the "
+            "decision becomes low risk (probability of 'high risk' 0.820 → 0.2996).") in _text(html)
 
 
 def test_plausibility_names_the_class_it_counts(tmp_path):
