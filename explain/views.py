@@ -389,7 +389,7 @@ def load_templates(path: str | Path) -> Templates:
         merged = dict(raw)
     own = raw.get("text")
     if isinstance(own, dict) and "word_from_control" in own and "word_from_control_one" not in own:
-        merged["text"] = {**merged["text"], "word_from_control_one": ""}   # theirs said of one proxy too, not English   # theirs said of one proxy too, not English
+        merged["text"] = {**merged["text"], "word_from_control_one": ""}   # theirs said of one proxy too, not English
     merged["name"] = name
     merged.pop("extends", None)
     settings = _settings(merged.get("view", {}), where)
