@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeinfer.errors import ExplainError
-from edgeinfer.schema import FeatureSchema
+from edgeinfer.schema import FeatureSchema, close_match, did_you_mean
 
 # p(<class>) <op> <number>: the class is everything between "p(" and the last ")" before the operator, so a
 # class name may hold parentheses ("malignant (M)") or quotes ("high & 'q'")
@@ -166,11 +166,15 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
         return Goal("class", schema.classes.index(text))
     match = _THRESHOLD.match(text)
     if match is None:
-        raise ExplainError(f"desired outcome {desired!r} is not understood; {accepted_forms(schema)}")
+        close = close_match(text, schema.classes)      # "Lower progression": the class, but for case
+        hint = f"; {did_you_mean(text, close)}" if close else ""
+        raise ExplainError(f"desired outcome {desired!r} is not understood{hint}; {accepted_forms(schema)}")
     name = _class_named(match["cls"], schema.classes)
     if name not in schema.classes:
+        close = close_match(name, schema.classes)
+        hint = f"; {did_you_mean(name, close)}" if close else ""
         raise ExplainError(
-            f"desired outcome {desired!r} names unknown class {name!r}; classes are {list(schema.classes)}"
+            f"desired outcome {desired!r} names unknown class {name!r}{hint}; classes are {list(schema.classes)}"
         )
     value = float(match["value"])
     if not 0.0 <= value <= 1.0:

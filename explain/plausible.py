@@ -214,11 +214,19 @@ class PlausibleSearch(_Search):
             else:
                 unset = ", or leave it unset for the sparsest answer" if self.sparse_found[i] else ""
                 reason = (f"counterfactuals reaching {t.text} exist, but none found has at least {share} of its "
-                          f"{self.neighbours} nearest reference rows in class '{t.target_class}' (the most "
+                          f"{self.neighbours} nearest reference rows in {self._landing(t)} (the most "
                           f"plausible found: {_short_of(self.most_plausible[i], self.min_plausibility)}); lower "
                           f"min_plausibility{unset}")
             out[int(i)] = (reason, ("min_plausibility",), False)
         return out
+
+
+    def _landing(self, t: Target) -> str:
+        """The class whose neighbours an answer's plausibility counts, the one it is decided as: the target's, or
+        for a threshold that leaves it open ("p(a) < 0.3" of three classes: b or c), said as such."""
+        if t.op == "class" or (self.C == 2 and (t.threshold <= 0.5 if t.op in ("<", "<=") else t.threshold >= 0.5)):
+            return f"class '{t.target_class}'"
+        return "the class it is decided as"
 
 
 def _short_of(share: float, threshold: float) -> str:

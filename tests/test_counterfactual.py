@@ -686,6 +686,15 @@ def test_bad_desired_strings(linear):
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="p(medium) < 0.3")
     assert str(err.value) == "desired outcome 'p(medium) < 0.3' names unknown class 'medium'; classes are ['low', 'high']"
+    # a class name in the wrong case or misspelt: the one it may be (review: "Lower progression" was "not understood")
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, desired="Low")
+    assert str(err.value) == (f"desired outcome 'Low' is not understood; did you mean 'low'? (names are "
+                              f"case-sensitive); {forms}")
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, desired="p(hihg) < 0.3")
+    assert str(err.value) == ("desired outcome 'p(hihg) < 0.3' names unknown class 'hihg'; did you mean 'high'?; "
+                              "classes are ['low', 'high']")
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="p(low) > 1.5")
     assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"
@@ -1328,6 +1337,11 @@ def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_
     for cf in lower:
         assert _target_margin(schema, lower, model.predict_proba(np.array([cf.values])))[0] > 0
         assert cf.plausibility == _ynn(model, cf.values, "b") == 0.4
+    # a threshold that leaves the class open: the share counts the class each answer is decided as, b or c
+    (res,) = find_counterfactuals(model, model.reference.X[1:2], desired="p(a) < 0.3", min_plausibility=0.8)
+    assert res.reason == ("counterfactuals reaching p(a) < 0.3 exist, but none found has at least 80% of its 5 "
+                          "nearest reference rows in the class it is decided as (the most plausible found: 20%); "
+                          "lower min_plausibility, or leave it unset for the sparsest answer")
 
 
 # ----- real: the breast-cancer MLP exported int8 ---------------------------------------------------
