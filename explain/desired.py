@@ -8,6 +8,7 @@ probabilities meets it and by how much (the margin the search refines).
 from __future__ import annotations
 
 import decimal
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -146,6 +147,15 @@ def _class_named(inside: str, classes) -> str:
     return name
 
 
+def _meant(name: str, classes) -> str | None:
+    """The class a name differs from in case alone, or misspells closely enough to name one ("progression" is as
+    near 'lower progression' as 'higher progression': none)."""
+    close = close_match(name, classes)
+    if close is None or close.casefold() == name.casefold():
+        return close
+    return close if difflib.SequenceMatcher(None, name, close).ratio() >= 0.8 else None
+
+
 def threshold_of(text: str, classes: tuple[str, ...]) -> tuple[int, str, float] | None:
     """(class index, operator, value) of a threshold target's text such as "p(malignant) < 0.3"; None for a class
     target ("class 'benign'")."""
@@ -162,16 +172,19 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     if not isinstance(desired, str):
         raise ExplainError(f"desired outcome must be a string, got {type(desired).__name__}; {accepted_forms(schema)}")
     text = desired.strip()
-    if text in schema.classes:
-        return Goal("class", schema.classes.index(text))
+    bare = _class_named(text, schema.classes)      # a class name, optionally in one pair of quotes
+    if bare in schema.classes:
+        return Goal("class", schema.classes.index(bare))
     match = _THRESHOLD.match(text)
     if match is None:
-        close = close_match(text, schema.classes)      # "Lower progression": the class, but for case
-        hint = f"; {did_you_mean(text, close)}" if close else ""
+        # "Lower progression": the class, but for case; never offered for text that reads as a threshold gone wrong
+        # ("p(lower progression) = 0.3"), which the class would not mean
+        close = None if re.search(r"[()<>=%]", text) else _meant(bare, schema.classes)
+        hint = f"; {did_you_mean(bare, close)}" if close else ""
         raise ExplainError(f"desired outcome {desired!r} is not understood{hint}; {accepted_forms(schema)}")
     name = _class_named(match["cls"], schema.classes)
     if name not in schema.classes:
-        close = close_match(name, schema.classes)
+        close = _meant(name, schema.classes)
         hint = f"; {did_you_mean(name, close)}" if close else ""
         raise ExplainError(
             f"desired outcome {desired!r} names unknown class {name!r}{hint}; classes are {list(schema.classes)}"

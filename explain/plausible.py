@@ -195,7 +195,7 @@ class PlausibleSearch(_Search):
 
     def sought(self, t: Target) -> str:
         return (f"a counterfactual reaching {t.text} with at least {percent_as_given(self.min_plausibility)} of its "
-                f"{self.neighbours} nearest reference rows in class '{t.target_class}'")
+                f"{self.neighbours} nearest reference rows in {self._landing(t)}")
 
     def why_unreachable(self, rows: np.ndarray) -> dict[int, tuple[str, tuple[str, ...], bool]]:
         """Why rows have no answer. Where nothing valid was found at all (not even by the default search),

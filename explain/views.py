@@ -54,8 +54,8 @@ PROBABILITY_STYLES = ("decimal", "percent", "words")
 
 # Placeholders every piece may use.
 _COMMON = frozenset({"model", "outcome", "probability", "percent", "chance"})
-_BIAS = {"verdict", "protected", "untested", "flipped", "shifted", "depends_on", "max_delta", "attribution_share",
-         "proxied", "proxy_features", "unseen", "unseen_only", "unseen_flip", "partly"}
+_BIAS = {"verdict", "protected", "tried", "untested", "flipped", "shifted", "depends_on", "max_delta",
+         "attribution_share", "proxied", "proxy_features", "unseen", "unseen_only", "unseen_flip", "partly"}
 _TARGET = {"target", "target_outcome"}
 # a counterfactual for a threshold target ("p(malignant) < 0.3"): the class the threshold is on, and where it stands
 _THRESHOLD = {"threshold_outcome", "threshold_probability", "threshold_percent", "threshold_relation",
@@ -194,12 +194,14 @@ _VARIANTS = {
     "fidelity_fallback": ("fidelity_fallback_budget", "fidelity_fallback_error"),
 }
 
-# Words added after the placeholder they build, and that placeholder: a file that extends another and rewords a piece
-# saying the placeholder but not the word gets it empty, so that no English slips into its own words; an empty word
-# reads as the placeholder did before it (word_both: the proxies joined by word_and, word_seen: the largest change at
-# a value reference rows hold unmarked, word_from_case and word_from_control: a change without what it is from).
-_NEW_WORDS = {"word_both": "proxy_features", "word_seen": "max_delta", "word_from_case": "max_delta",
-              "word_from_control": "max_delta", "word_from_control_one": "max_delta"}
+# Words added after the placeholders they build, and those placeholders: a file that extends another and rewords a
+# piece saying one of them but not the word gets it empty, so that no English slips into its own words; an empty word
+# reads as the placeholder did before it (word_both: the proxies, the tried and the shifted features joined by
+# word_and, word_seen: the largest change at a value reference rows hold unmarked, word_from_case and
+# word_from_control: a change without what it is from, word_from_control_one: word_from_control).
+_NEW_WORDS = {"word_both": ("proxy_features", "tried", "shifted"), "word_seen": ("max_delta",),
+              "word_from_case": ("max_delta",), "word_from_control": ("max_delta",),
+              "word_from_control_one": ("max_delta",)}
 
 # A piece and the line it is read with, written together: the patient's `change` lines ("your … had been …
 # instead of …") complete its `counterfactual` ("The result would have been … if:"). A file that extends another
@@ -222,8 +224,8 @@ WORDS = {
     # after {max_delta}'s largest at values reference rows hold, where a change at a value none holds is larger ("":
     # that largest unmarked)
     "word_seen": "at values reference rows hold",
-    # joins things changed together (a joint flip's proxies): "and" even where a view's word_and reads "or" ("": all
-    # proxies joined by word_and, as before it)
+    # joins things changed together (a joint flip's proxies), and features each tried ({tried}, {shifted}): "and"
+    # even where a view's word_and reads "or" ("": all joined by word_and, as before it)
     "word_both": "and",
     # after a change in {max_delta}: what it is measured from, the unflipped row or a joint flip's control (the report's
     # flip table gives each flip's Δp from this case beside it; "": the change alone, as before them)
@@ -381,8 +383,8 @@ def load_templates(path: str | Path) -> Templates:
                     if variant not in mine:
                         merged["text"].pop(variant, None)
         reworded = [line for piece, line in mine.items() if isinstance(line, str) and line != base.text.get(piece)]
-        for word, placeholder in _NEW_WORDS.items():
-            if word not in mine and any(f"{{{placeholder}}}" in line for line in reworded):
+        for word, placeholders in _NEW_WORDS.items():
+            if word not in mine and any(f"{{{p}}}" in line for line in reworded for p in placeholders):
                 merged["text"][word] = ""
         merged.update({k: raw[k] for k in ("description",) if k in raw})
     else:
@@ -1356,15 +1358,18 @@ class _View:
                                         for moved in moved_sets], word="word_or")
         else:
             proxy_features = self.join([self.words_for(p) for p in dict.fromkeys(p for m in moved_sets for p in m)])
+        both = "word_both" if self.word("word_both") else "word_and"
         values = {
             "proxied": self.join([self.words_for(n) for n in proxied]),
             "proxy_features": proxy_features,
             "verdict": self.named(b.verdict),
             "protected": self.join([self.words_for(n) for n in protected]),
+            # each was tried: "We tried other values of your age and sex", where the patient's word_and reads "or"
+            "tried": self.join([self.words_for(n) for n in protected], word=both),
             "untested": self.join([self.words_for(n) for n in untested]),
             "partly": self.join([self.words_for(n) for n in partly]),
             "flipped": self.join([self.words_for(n) for n in flipped]),          # the class changes
-            "shifted": self.join([self.words_for(n) for n in shifted]),          # only the probability moves
+            "shifted": self.join([self.words_for(n) for n in shifted], word=both),   # only the probability moves
             "depends_on": self.join([self.words_for(n) for n in depends_on]),
             "unseen": self.join([self.words_for(n) for n in unseen]),
             "unseen_only": self.join([self.words_for(n) for n in unseen_only]),

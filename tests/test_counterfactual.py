@@ -692,9 +692,15 @@ def test_bad_desired_strings(linear):
     assert str(err.value) == (f"desired outcome 'Low' is not understood; did you mean 'low'? (names are "
                               f"case-sensitive); {forms}")
     with pytest.raises(ExplainError) as err:
-        find_counterfactuals(session, x, desired="p(hihg) < 0.3")
-    assert str(err.value) == ("desired outcome 'p(hihg) < 0.3' names unknown class 'hihg'; did you mean 'high'?; "
+        find_counterfactuals(session, x, desired="p(hig) < 0.3")
+    assert str(err.value) == ("desired outcome 'p(hig) < 0.3' names unknown class 'hig'; did you mean 'high'?; "
                               "classes are ['low', 'high']")
+    # text that reads as a threshold gone wrong is not offered the bare class, which would mean something else
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, desired="p(low) = 0.3")
+    assert str(err.value) == f"desired outcome 'p(low) = 0.3' is not understood; {forms}"
+    # a class name in quotes is the class, as inside p(...)
+    assert find_counterfactuals(session, x, desired="'low'")[0].target == "class 'low'"
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="p(low) > 1.5")
     assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"
@@ -1342,6 +1348,10 @@ def test_min_plausibility_reason_advises_unset_only_when_the_default_search_has_
     assert res.reason == ("counterfactuals reaching p(a) < 0.3 exist, but none found has at least 80% of its 5 "
                           "nearest reference rows in the class it is decided as (the most plausible found: 20%); "
                           "lower min_plausibility, or leave it unset for the sparsest answer")
+    (res,) = find_counterfactuals(model, model.reference.X[1:2], desired="p(a) < 0.3", min_plausibility=0.8,
+                                  time_budget_ms=1e-9)
+    assert res.reason == ("the time budget of 1e-09 ms ran out before a counterfactual reaching p(a) < 0.3 with at "
+                          "least 80% of its 5 nearest reference rows in the class it is decided as was found")
 
 
 # ----- real: the breast-cancer MLP exported int8 ---------------------------------------------------

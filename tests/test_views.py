@@ -1044,7 +1044,7 @@ def test_a_model_without_a_favourable_outcome_gives_the_patient_no_counterfactua
         "What mattered most:\n"
         "- Your body weight for height (BMI) made this result more likely.\n"
         "- Your blood fats (triglycerides, log scale) made this result more likely.\n\n"
-        "We tried other values of your age or sex: the tool would have given the same result.\n\n"
+        "We tried other values of your age and sex: the tool would have given the same result.\n\n"
         + DISCLAIMER)
     assert "1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression" in (
         views.render(expl, neutral, stakeholder="clinician"))
@@ -1414,7 +1414,7 @@ def test_a_dependence_without_a_class_flip_names_the_feature_in_every_view(schem
     assert "Depends on: sex (source coding 1/2). Flips on: none." in views.render(expl, schema, stakeholder="auditor")
 
 
-def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
+def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema, tmp_path):
     """A saturated decision (p near 1) that no flip moves, while protected features and proxies carry much of
     its attribution: both figures are right, and the reader is told how they fit together."""
     expl = _explanation(schema)
@@ -1426,10 +1426,17 @@ def test_a_large_attribution_share_that_no_flip_shows_gets_a_note(schema):
     assert ("No flip moves this decision, yet 54% of its attribution falls on protected features and their "
             "proxies: the model uses them." in views.render(used, schema, stakeholder="auditor"))
     # the patient read "your age or sex did not change this result", as if they played no part
-    assert ("\n\nWe tried other values of your age or sex: the tool would have given the same result.\n"
+    assert ("\n\nWe tried other values of your age and sex: the tool would have given the same result.\n"
             "Even so, the tool does lean on your age or sex, or on things that go with it.\n\n") in views.render(
                 used, schema, stakeholder="patient")
     assert "Even so" not in views.render(expl, schema, stakeholder="patient")
+    # each was tried ({tried}: "and", review R: "age or sex" read as if one was); a file rewording that piece without
+    # word_both joins them by its own word_and, no English "and" in its words
+    (tmp_path / "de.toml").write_text('name = "patient_de"\nextends = "patient"\n[text]\nbias_ok = "Wir haben '
+                                      'andere Werte für Ihr {tried} geprüft."\nword_and = "und"\n', encoding="utf-8")
+    views.register_stakeholder(tmp_path / "de.toml")
+    assert "\n\nWir haben andere Werte für Ihr age und sex geprüft.\n" in views.render(expl, schema,
+                                                                                     stakeholder="patient_de")
 
 
 def test_no_flip_moves_is_not_said_beside_a_flip_whose_proxies_move_the_decision(schema):
