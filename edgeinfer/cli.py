@@ -394,8 +394,8 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
 @click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None,
               help="Time for each batch of rows (--batch-size) together; returns the best found so far.")
 @click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-              help="Counterfactuals among real rows of the target class: at least this share of their 5 nearest "
-                   "reference rows in it (yNN), at the cost of more changed features.")
+              help="Counterfactuals among real rows of their class: at least this share of their 5 nearest "
+                   "reference rows decided as each is (yNN), at the cost of more changed features.")
 @click.option("--vary", "vary", multiple=True, metavar="FEATURE[,FEATURE...]",
               help="Only these features may change in a counterfactual (features_to_vary); repeatable.")
 @click.option("--range", "ranges", multiple=True, metavar="FEATURE=LOW:HIGH",

@@ -1314,7 +1314,7 @@ def _counterfactual(e, schema, spec: RiskSpec, *, recorded: bool = True) -> dict
     if c is None:
         return None
     d = e.decision
-    out: dict[str, Any] = {"target": c.target, "target_class": c.target_class,    # the class plausibility counts
+    out: dict[str, Any] = {"target": c.target, "target_class": c.target_class,
                            "found": c.found and bool(c.items), "complete": c.complete,
                            "met": c.met, "reason": c.reason, "binding": list(c.binding), "alternatives": []}
     if not out["found"]:

@@ -53,7 +53,8 @@ class Target:
     op: str                    # "class" or one of <, <=, >, >=
     threshold: float
     text: str                  # e.g. "class 'benign'" or "p(malignant) < 0.3"
-    target_class: str          # the class the counterfactual should land in (for yNN and reporting)
+    target_class: str          # the class an answer should land in (the plausible search's prototypes are of it;
+    #                            yNN counts the class each answer is decided as, which a threshold leaves open)
     target_index: int
 
     def margin(self, proba: np.ndarray) -> np.ndarray:
@@ -179,7 +180,8 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     if match is None:
         # "Lower progression": the class, but for case; never offered for text that reads as a threshold gone wrong
         # ("p(lower progression) = 0.3"), which the class would not mean
-        close = None if re.search(r"[()<>=%]", text) else _meant(bare, schema.classes)
+        close = None if re.match(r"\s*p\s*\(", text, re.IGNORECASE) or re.search(r"[<>=%]", text) else (
+            _meant(bare, schema.classes))
         hint = f"; {did_you_mean(bare, close)}" if close else ""
         raise ExplainError(f"desired outcome {desired!r} is not understood{hint}; {accepted_forms(schema)}")
     name = _class_named(match["cls"], schema.classes)

@@ -701,6 +701,12 @@ def test_bad_desired_strings(linear):
     assert str(err.value) == f"desired outcome 'p(low) = 0.3' is not understood; {forms}"
     # a class name in quotes is the class, as inside p(...)
     assert find_counterfactuals(session, x, desired="'low'")[0].target == "class 'low'"
+    # a class name that holds parentheses gets its hint too (review R2: "Malignant (M)" had none)
+    schema = FeatureSchema(features=(Feature("x"),), classes=("benign (B)", "malignant (M)"))
+    with pytest.raises(ExplainError) as err:
+        parse_desired("Malignant (M)", schema)
+    assert str(err.value).startswith("desired outcome 'Malignant (M)' is not understood; did you mean 'malignant "
+                                     "(M)'? (names are case-sensitive); use a class name")
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="p(low) > 1.5")
     assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"

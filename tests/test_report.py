@@ -1182,14 +1182,17 @@ def test_a_threshold_answer_is_not_shown_at_its_threshold(tmp_path, target):
 
 
 def test_plausibility_names_the_class_it_counts(tmp_path):
-    """A threshold answer that keeps its class: plausibility counts the target class, not the (unchanged) outcome."""
+    """A threshold answer that keeps its class: plausibility counts the class the answer is decided as (yNN), here
+    the unchanged outcome. It read "… the model decides low risk", the target's class (review R2: 80 % said of a
+    class 20 % of the neighbours are decided as)."""
     expl = _explanation()
     (first, second) = expl.counterfactuals.items
     first = dataclasses.replace(first, class_name="high risk", probabilities=(0.2, 0.8), plausibility=0.2)
     cfs = dataclasses.replace(expl.counterfactuals, target="p(high risk) < 0.81", items=(first, second))
     text = _text(ei.report([dataclasses.replace(expl, counterfactuals=cfs)], out=tmp_path / "r.html").read_text())
     assert "the decision stays high risk" in text
-    assert ("plausibility 20.0 % (the share of the most similar reference patients the model decides low risk).") in text
+    assert ("plausibility 20.0 % (the share of the most similar reference patients the model decides high risk, as "
+            "it decides this change).") in text
 
 
 def test_a_risk_just_past_the_boundary_keeps_the_digits_that_tell_it_apart(tmp_path):
