@@ -1255,7 +1255,13 @@ class _View:
                 by = self._with_unit(ch.feature, _past(self._number(ch.feature, size, digits), 0.0, size,
                                                        places=_decimals(size, digits)), ch.unit)
                 base = _log_base(f) if self.has("change_log") else None
-                amount = _relative(ch.to_value - ch.from_value, base) if base is not None else None
+                # to the value written, the one the patient is told to reach (and checked on the model): three
+                # answers written "3.7 instead of 4.5" read "about 52%", "51%" and "49% lower" by their exact values
+                # (review JD); from the patient's own value, not its rounding
+                shown = written_pair(f, ch.from_value, ch.to_value, max(self.s.digits, cf.digits or 0)) if (
+                    base is not None and math.isfinite(ch.to_value - ch.from_value)) else None
+                amount = _relative(float(shown[1]) - ch.from_value, base) if shown else (
+                    _relative(ch.to_value - ch.from_value, base) if base is not None else None)
                 if amount is not None:          # none for an infinite change: the plain `change` is told
                     key, relative = "change_log", amount
             from_value, to_value = self.pair(ch.feature, ch.from_value, ch.to_value, ch.unit, digits=cf.digits or 0)

@@ -253,8 +253,8 @@ def test_an_answer_as_the_text_writes_it_reaches_the_target_on_the_deployed_mode
     assert 6.4132 < change.to_value < 6.414
     assert "\n1. log triglycerides 5.02 → 6.42 → lower (p = 0.5001)" in clinician.text
     patient = session.explain(row, stakeholder="patient").text
-    assert ("\n- your blood fats had been 6.5 instead of 5.0 (on this log scale, the amount would be about 4 times as "
-            "high)\n") in patient
+    assert ("\n- your blood fats had been 6.5 instead of 5.0 (on this log scale, the amount would be about 4.4 times "
+            "as high)\n") in patient      # to the 6.5 written, from the row's 5.02
     for shown, reached in ((6.42, "lower"), (6.5, "lower"), (6.41, "higher"), (6.4, "higher")):
         assert session.predict(np.array([shown, 50.0])).class_name == reached, shown
 
@@ -430,6 +430,11 @@ def test_a_patient_hears_a_change_on_a_log_scale_as_the_change_in_the_amount(sch
     assert fk(patient) <= 8, f"grade {fk(patient)}:\n{patient}"
     assert "1. log serum triglycerides (log mg/dL) 5.02 → 3.50 → lower progression (p = 0.620); 1 change(s)" in (
         views.render(expl, schema, stakeholder="clinician"))
+    # two answers written alike read alike: the change to the value written, from the patient's own (review JD: one
+    # "3.7 instead of 4.5" read "about 52%", "51%" and "49% lower")
+    for to in (3.70, 3.79):
+        assert "had been 3.7 instead of 4.9 (on this log scale, the amount would be about 69% lower)" in views.render(
+            _explanation(schema, cf_changes=((("s5", to),),)), schema, stakeholder="patient")
     rise = _explanation(schema, cf_changes=((("s5", 5.2),),))
     assert "had been 5.2 instead of 4.9 (on this log scale, the amount would be about 41% higher)" in views.render(
         rise, schema, stakeholder="patient")
