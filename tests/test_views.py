@@ -417,6 +417,22 @@ def _demo_answer(schema, *, plausibility: float) -> Explanation:
                                counterfactuals=dataclasses.replace(expl.counterfactuals, items=(cf,)))
 
 
+def test_answers_found_but_none_plausible_enough_are_not_told_as_none_found(schema, fk):
+    """Review JD: held-out row 6, only blood sugar free, min_plausibility 1: the record says answers exist but none
+    is plausible enough; the patient read "We did not find a small change that would bring the chance …"."""
+    reason = ("counterfactuals reaching p(higher progression) < 0.45 exist, but none found has at least 100% of its 5 "
+              "nearest reference rows in class 'lower progression' (the most plausible found: 40%); lower "
+              "min_plausibility, or leave it unset for the sparsest answer")
+    cfs = Counterfactuals("p(higher progression) < 0.45", "lower progression", (), found=False, reason=reason,
+                          binding=("min_plausibility",))
+    expl = dataclasses.replace(_explanation(schema), counterfactuals=cfs)
+    patient = views.render(expl, schema, stakeholder="patient")
+    assert ("What could change the result:\nWe found changes that would give that result, but none of them looks "
+            "enough like the people in our data, so we do not show them.\n") in patient
+    assert "We did not find" not in patient and fk(patient) <= 8
+    assert f"No counterfactual for p(higher progression) < 0.45: {reason}" in views.render(expl, schema,
+                                                                                        stakeholder="clinician")
+
 def test_a_patient_hears_a_change_on_a_log_scale_as_the_change_in_the_amount(schema, fk, tmp_path):
     """The demo's patient read "your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0", which reads as
     a small change: on the natural log scale of s5 it is 152 -> 33 mg/dL, 78 % less. The words of a feature that say
