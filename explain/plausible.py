@@ -84,6 +84,9 @@ class PlausibleSearch(_Search):
         complete = complete and not self.out_of_time()
         verified = self.trim(R, V, P)
         complete = complete and bool(verified.all())
+        if self.k > 1:      # another answer's changes plus more is no other way (review JD: s5 alone, then s5 + 2)
+            keep = ~self.contains_another(R, V)
+            R, V, P, verified = R[keep], V[keep], P[keep], verified[keep]
         return self.finish((R, V, P, np.ones(len(R), dtype=bool), verified), already, complete)
 
     def typical(self, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +195,23 @@ class PlausibleSearch(_Search):
             minimal[todo[~moved]] = True
             minimal[todo[moved]] = (V[todo[moved]] != self.X[R[todo[moved]]]).sum(axis=1) <= 1
         return minimal
+
+    def contains_another(self, R: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """Which answers make every change of another answer of their row, to the same values, and more: trimming
+        drops one change at a time, and two changes that only go together (neither alone keeps the answer
+        plausible) stay, beside the answer without both."""
+        changed = V != self.X[R]
+        out = np.zeros(len(R), dtype=bool)
+        for i in np.unique(R):
+            mine = np.flatnonzero(R == i)
+            if len(mine) < 2:
+                continue
+            c, v = changed[mine], V[mine]
+            within = ~(c[:, None, :] & ~c[None, :, :]).any(axis=2)                # [p, q]: p's changes among q's
+            same = ((v[:, None, :] == v[None, :, :]) | ~c[:, None, :]).all(axis=2)  # ... to the same values
+            fewer = c.sum(axis=1)[:, None] < c.sum(axis=1)[None, :]
+            out[mine] = (within & same & fewer).any(axis=0)
+        return out
 
     def sought(self, t: Target) -> str:
         return (f"a counterfactual reaching {t.text} with at least {percent_as_given(self.min_plausibility)} of its "

@@ -991,6 +991,22 @@ def test_the_most_plausible_share_a_reason_cites_is_found_when_asked_for(diabete
              for i, share in cited]
     assert all(again)
 
+def test_no_plausible_answer_is_another_answer_plus_changes(diabetes_session, diabetes):
+    """Review JD: with k=3 and min_plausibility, one "other way" was another answer's change (s5 to the same value)
+    plus two more it needs neither for validity nor plausibility; trimming drops one change at a time, and those two
+    only went together. Answers that make all of another's changes, to the same values, and more, are left out."""
+    X = diabetes.X_test[:40]
+    contained = 0
+    options = dict(k=3, min_plausibility=0.6, desired="p(lower progression) >= 0.7")
+    for res in find_counterfactuals(diabetes_session, X, **options):
+        for a in res.items:
+            for b in res.items:
+                moved = {c.feature: c.to_value for c in a.changes}
+                theirs = {c.feature: c.to_value for c in b.changes}
+                contained += a is not b and len(moved) < len(theirs) and all(
+                    theirs.get(f) == v for f, v in moved.items())
+    assert contained == 0
+
 def test_min_plausibility_reasons_write_the_shares_without_rounding_them_together(linear):
     """The reasons rounded both shares to whole percents: min_plausibility 0.401 read "at least 40% ... (the most
     plausible found: 40%)", 0.667 with 3 neighbours "at least 67% ... (67%)", 0.999 "at least 100%". The threshold
