@@ -422,7 +422,8 @@ def _scope(feature: Feature, tested: Sequence[FlipTest]) -> str:
     the decision flips). "" where every other value was tested (the categories, or every whole number in range)."""
     values = sorted({t.to_value for t in tested})
     every = feature.codes if feature.kind == "categorical" else None
-    if feature.kind == "integer" and math.floor(feature.high) - math.ceil(feature.low) <= len(values):
+    if feature.kind == "integer" and math.isfinite(feature.high - feature.low) and (
+            math.floor(feature.high) - math.ceil(feature.low) <= len(values)):
         every = np.arange(math.ceil(feature.low), math.floor(feature.high) + 1)
     if every is not None and set(map(float, every)) <= {*values, tested[0].from_value}:
         return ""

@@ -180,8 +180,10 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     if match is None:
         # "Lower progression": the class, but for case; never offered for text that reads as a threshold gone wrong
         # ("p(lower progression) = 0.3"), which the class would not mean
-        close = None if re.match(r"\s*p\s*\(", text, re.IGNORECASE) or re.search(r"[<>=%]", text) else (
-            _meant(bare, schema.classes))
+        close = _meant(bare, schema.classes)     # a class that differs in case alone is always meant ("<=50k")
+        if close is not None and close.casefold() != bare.casefold() and (
+                re.match(r"\s*p\s*\(", text, re.IGNORECASE) or re.search(r"[<>=%]", text)):
+            close = None
         hint = f"; {did_you_mean(bare, close)}" if close else ""
         raise ExplainError(f"desired outcome {desired!r} is not understood{hint}; {accepted_forms(schema)}")
     name = _class_named(match["cls"], schema.classes)

@@ -118,8 +118,10 @@ PIECES: dict[str, frozenset[str]] = {
     "no_counterfactual_threshold": _COMMON | _TARGET | _THRESHOLD | {"reason", "binding"},
     "no_actionable": _COMMON | _TARGET,
     "no_counterfactual_in_time": _COMMON | _TARGET | {"reason"},   # optional: else `no_counterfactual` serves
-    # optional: answers were found, none plausible enough (min_plausibility the one binding): not "none found"
+    # optional: answers were found, none plausible enough (min_plausibility the one binding): not "none found"; for a
+    # threshold target its own form, as its answers need not change the result
     "no_counterfactual_plausible": _COMMON | _TARGET | {"reason"},
+    "no_counterfactual_plausible_threshold": _COMMON | _TARGET | _THRESHOLD | {"reason"},
     "target_met": _COMMON | _TARGET,                                # optional: else `no_counterfactual` serves
     "already_favourable": _COMMON,
     "counterfactual_incomplete": _COMMON,
@@ -186,7 +188,7 @@ _VARIANTS = {
                        "counterfactual_together", "counterfactual_unlikely", "counterfactual_or"),
     "change": ("change_log",),
     "no_counterfactual": ("no_counterfactual_threshold", "no_counterfactual_no_binding", "no_counterfactual_in_time",
-                          "no_counterfactual_plausible", "target_met"),
+                          "no_counterfactual_plausible", "no_counterfactual_plausible_threshold", "target_met"),
     # not bias_used: a reworded bias_ok kept the clinician's caution before it
     "bias_ok": ("bias_untested", "bias_ok_partly"),
     "bias_depends": ("bias_shifted", "bias_partly"),
@@ -1168,9 +1170,13 @@ class _View:
             reason = self.named(cfs.reason) or self.word("word_unknown")
             if not cfs.complete and self.has("no_counterfactual_in_time"):
                 return [self.fill("no_counterfactual_in_time", reason=reason, **target)]
-            if tuple(cfs.binding) == ("min_plausibility",) and self.has("no_counterfactual_plausible"):
+            if tuple(cfs.binding) == ("min_plausibility",):
                 # the patient read "We did not find a small change …" where answers were found, none like the data
-                return [self.fill("no_counterfactual_plausible", reason=reason, **target)]
+                if threshold is not None and self.has("no_counterfactual_plausible_threshold"):
+                    return [self.fill("no_counterfactual_plausible_threshold", reason=reason, **target,
+                                      **self._threshold(threshold, self.e.decision.probabilities))]
+                if threshold is None and self.has("no_counterfactual_plausible"):
+                    return [self.fill("no_counterfactual_plausible", reason=reason, **target)]
             # any one of the constraints relaxed alone reaches the target ("a or b"), or only all of them together
             names = [self.words_for(b) for b in cfs.binding]
             binding = self.join(names, word="word_and" if cfs.binding_together else "word_or")

@@ -487,6 +487,12 @@ def test_integer_protected_feature_uses_medians_of_the_other_quartile_groups():
     expl = explain_bias(model, np.array([[45.0, 1.0]]), labels=np.array([1]), proxies=())[0]
     assert [f.to_value for f in expl.flips] == [44.0, 46.0, 47.0]
     assert expl.verdict == "the decision does not depend on age (largest change in probability 0.000)"
+    # no bounds (the default): the values tested named, no error (review R3: OverflowError, and export failed)
+    open_age = Feature("age", kind="integer", unit="years", protected=True)
+    schema = FeatureSchema(features=(open_age, Feature("dose")), classes=("no", "yes"))
+    expl = explain_bias(LinearPredictor([0.0, 1.0], 0.0, schema, X), np.array([[45.0, 1.0]]), labels=np.array([1]),
+                        proxies=())[0]
+    assert expl.verdict.startswith("the decision does not depend on age at the values tested (44 years, 46 years")
     # bounds that are not whole numbers: the whole numbers between them counted (44 to 47 again)
     wide = Feature("age", kind="integer", low=43.5, high=47.5, unit="years", protected=True)
     schema = FeatureSchema(features=(wide, Feature("dose")), classes=("no", "yes"))

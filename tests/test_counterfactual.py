@@ -707,6 +707,10 @@ def test_bad_desired_strings(linear):
         parse_desired("Malignant (M)", schema)
     assert str(err.value).startswith("desired outcome 'Malignant (M)' is not understood; did you mean 'malignant "
                                      "(M)'? (names are case-sensitive); use a class name")
+    # ... and one that holds an operator, in the wrong case (review R3: "<=50k" had none)
+    with pytest.raises(ExplainError) as err:
+        parse_desired("<=50k", FeatureSchema(features=(Feature("x"),), classes=("<=50K", ">50K")))
+    assert "is not understood; did you mean '<=50K'? (names are case-sensitive)" in str(err.value)
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, desired="p(low) > 1.5")
     assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"
