@@ -240,7 +240,6 @@ class PlausibleSearch(_Search):
             out[int(i)] = (reason, ("min_plausibility",), False)
         return out
 
-
     def _landing(self, t: Target) -> str:
         """The class whose neighbours an answer's plausibility counts, the one it is decided as: the target's, or
         for a threshold that leaves it open ("p(a) < 0.3" of three classes: b or c), said as such."""
