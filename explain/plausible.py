@@ -20,6 +20,7 @@ Answers are built from prototypes, a few batched calls per request:
    are scored for yNN in blocks, cheapest first, until enough distinct answers pass;
 4. revert rounds, one call each: a change that can be dropped while the answer stays valid and
    plausible is dropped (the cheapest such revert first), until none can -- no redundant change.
+   A row that trimming leaves short of k distinct answers goes back to 3 for its next candidates.
 
 When the time budget runs out, the plausible answers among the valid points in hand are returned
 (complete=False). Prototypes are ranked by distance after projection: under tight constraints
@@ -66,7 +67,7 @@ class PlausibleSearch(_Search):
         self.sparse_found[s_rows] = True
         bases = _distinct_best(self.cost(s_values, s_rows), s_rows, s_values != self.X[s_rows], SPARSE_BASES)
         todo = np.flatnonzero(~already)
-        found = []
+        pools = []
         for a in range(0, len(todo), ROWS_PER_CALL):
             part = todo[a:a + ROWS_PER_CALL]
             theirs = np.isin(s_rows, part)
@@ -77,16 +78,28 @@ class PlausibleSearch(_Search):
                 ok = self.met(c_proba, c_rows)
                 values, rows = np.vstack((c_values[ok], values)), np.concatenate((c_rows[ok], rows))
                 proba = np.vstack((c_proba[ok], proba))
-            found.append(self.pick(values, rows, proba))
-        R = np.concatenate([f[0] for f in found] or [np.zeros(0, dtype=np.int64)])
-        V = np.vstack([f[1] for f in found] or [np.zeros((0, self.F))])
-        P = np.vstack([f[2] for f in found] or [np.zeros((0, self.C))])
-        complete = complete and not self.out_of_time()
-        verified = self.trim(R, V, P)
+            pools.append((values, rows, proba))
+        values = np.vstack([p[0] for p in pools] or [np.zeros((0, self.F))])
+        rows = np.concatenate([p[1] for p in pools] or [np.zeros(0, dtype=np.int64)])
+        proba = np.vstack([p[2] for p in pools] or [np.zeros((0, self.C))])
+        picker = _Picker(self, values, rows, proba)
+        want = dict.fromkeys(np.unique(rows).tolist(), self.k if self.k == 1 else 2 * self.k)
+        R, V, P = np.zeros(0, dtype=np.int64), np.zeros((0, self.F)), np.zeros((0, self.C))
+        verified = np.zeros(0, dtype=bool)
+        while want:
+            R2, V2, P2 = picker.next(want)
+            complete = complete and not self.out_of_time()
+            verified = np.concatenate((verified, self.trim(R2, V2, P2)))
+            R, V, P = np.concatenate((R, R2)), np.vstack((V, V2)), np.vstack((P, P2))
+            if self.k > 1:   # another answer's changes plus more is no other way (review JD: s5 alone, then s5 + 2)
+                keep = ~self.contains_another(R, V)
+                R, V, P, verified = R[keep], V[keep], P[keep], verified[keep]
+            # trimming can make two answers meet and the filter above drops some: a row left short of k distinct
+            # answers takes its next candidates (review R3: one answer at k=3 where k=5 found five)
+            have = np.bincount(R[_distinct_best(np.zeros(len(R)), R, V != self.X[R], self.k)], minlength=self.n)
+            want = {} if self.out_of_time() else {
+                i: 2 * (self.k - int(have[i])) for i in picker.left() if have[i] < self.k}
         complete = complete and bool(verified.all())
-        if self.k > 1:      # another answer's changes plus more is no other way (review JD: s5 alone, then s5 + 2)
-            keep = ~self.contains_another(R, V)
-            R, V, P, verified = R[keep], V[keep], P[keep], verified[keep]
         return self.finish((R, V, P, np.ones(len(R), dtype=bool), verified), already, complete)
 
     def typical(self, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,30 +160,6 @@ class PlausibleSearch(_Search):
                 values.append(sp.project(cand, np.broadcast_to(x, cand.shape), self.kern))
                 owner.append(np.full(len(cand), i))
         return np.vstack(values), np.concatenate(owner)
-
-    def pick(self, values, rows, proba):
-        """Per row, the cheapest valid candidates that are plausible enough: k distinct sets of changed
-        features (2k when k > 1: trimming can make two meet)."""
-        want = self.k if self.k == 1 else 2 * self.k
-        cost = self.cost(values, rows)
-        keep = []
-        for i in np.unique(rows):
-            mine = np.flatnonzero(rows == i)
-            mine = mine[np.argsort(cost[mine], kind="stable")]
-            seen: set = set()
-            for a in range(0, len(mine), BLOCK):
-                block = mine[a:a + BLOCK]
-                share = self.plausibility(values[block], proba[block])
-                self.most_plausible[i] = max(self.most_plausible[i], share.max())
-                for q in block[share >= self.min_plausibility - 1e-9]:
-                    key = np.packbits(values[q] != self.X[i]).tobytes()
-                    if key not in seen:
-                        seen.add(key)
-                        keep.append(q)
-                if len(seen) >= want or self.out_of_time():   # out of time: one block a row, the cheapest
-                    break
-        keep = np.array(keep, dtype=np.int64)
-        return rows[keep], values[keep], proba[keep]
 
     def trim(self, R: np.ndarray, V: np.ndarray, P: np.ndarray) -> np.ndarray:
         """Drop changes that can go (valid and plausible without them), cheapest revert first, one call a
@@ -246,6 +235,45 @@ class PlausibleSearch(_Search):
         if t.op == "class" or (self.C == 2 and (t.threshold <= 0.5 if t.op in ("<", "<=") else t.threshold >= 0.5)):
             return f"class '{t.target_class}'"
         return "the class it is decided as"
+
+
+class _Picker:
+    """Per row, the cheapest valid candidates that are plausible enough, with distinct sets of changed features,
+    read in cost order: `next` gives each row its next `want`, for as long as it has candidates left."""
+
+    def __init__(self, search: PlausibleSearch, values, rows, proba):
+        self.search, self.values, self.rows, self.proba = search, values, rows, proba
+        cost = search.cost(values, rows)
+        order = np.lexsort((cost, rows))
+        cuts = np.searchsorted(rows[order], np.unique(rows), side="right")
+        self.queue = {int(i): mine for i, mine in zip(np.unique(rows), np.split(order, cuts[:-1]))}
+        self.seen: dict[int, set] = {i: set() for i in self.queue}
+
+    def next(self, want: dict[int, int]):
+        """Each row's next `want[row]` picks (more where one block of BLOCK holds more): rows, values, proba."""
+        s = self.search
+        keep = []
+        for i, n in want.items():
+            mine, seen, found = self.queue[i], self.seen[i], 0
+            while len(mine) and found < n:
+                block, mine = mine[:BLOCK], mine[BLOCK:]
+                share = s.plausibility(self.values[block], self.proba[block])
+                s.most_plausible[i] = max(s.most_plausible[i], share.max())
+                for q in block[share >= s.min_plausibility - 1e-9]:
+                    key = np.packbits(self.values[q] != s.X[i]).tobytes()
+                    if key not in seen:
+                        seen.add(key)
+                        keep.append(q)
+                        found += 1
+                if s.out_of_time():   # out of time: one block a row, the cheapest
+                    mine = mine[:0]
+            self.queue[i] = mine
+        keep = np.array(keep, dtype=np.int64)
+        return self.rows[keep], self.values[keep], self.proba[keep]
+
+    def left(self) -> list[int]:
+        """The rows with candidates not yet read."""
+        return [i for i, mine in self.queue.items() if len(mine)]
 
 
 def _short_of(share: float, threshold: float) -> str:

@@ -1011,6 +1011,17 @@ def test_no_plausible_answer_is_another_answer_plus_changes(diabetes_session, di
                     theirs.get(f) == v for f, v in moved.items())
     assert contained == 0
 
+def test_min_plausibility_gives_k_answers_where_a_larger_k_finds_them(diabetes_session, diabetes):
+    """Review R3: with min_plausibility the search picked 2k candidates, trimmed them and did not go back, so trimming
+    (two answers meeting) and the containment filter left rows short: one answer at k=3 where k=5 found five. A row
+    short of k takes its next candidates until k distinct answers survive or none are left."""
+    X = diabetes.X_test[:60]
+    for share in (1.0, 0.6):
+        three, five = (find_counterfactuals(diabetes_session, X, k=k, min_plausibility=share) for k in (3, 5))
+        short = [i for i, (a, b) in enumerate(zip(three, five)) if len(a.items) < min(3, len(b.items))]
+        assert short == [], share
+        assert all(a.complete for a in three)
+
 def test_min_plausibility_reasons_write_the_shares_without_rounding_them_together(linear):
     """The reasons rounded both shares to whole percents: min_plausibility 0.401 read "at least 40% ... (the most
     plausible found: 40%)", 0.667 with 3 neighbours "at least 67% ... (67%)", 0.999 "at least 100%". The threshold
