@@ -48,7 +48,8 @@ class Counterfactual:
     sparsity: int            # number of features changed
     plausibility: float | None = None   # yNN: share of the k nearest reference rows with the desired label
     # the fewest significant digits at which its values, written rounded as the views and the report write them,
-    # still reach the target on the deployed model (explain/written.py); None: at the digits each writes with
+    # still reach the target on the deployed model and read apart from the row's other answers (explain/written.py);
+    # None: at the digits each writes with
     digits: int | None = None
 
 

@@ -115,3 +115,54 @@ def test_one_digit_is_checked_whoever_is_registered():
     (checked,) = with_written_digits(model, model.predict_proba([[10.0, 0.5]]), results,
                                      parse_desired(None, model.schema))
     assert checked.items[0].digits == 2
+
+
+def _two(first: tuple, second: tuple) -> list[Counterfactuals]:
+    """Two answers from a ratio of 4.71 and a level of 0.5: (ratio, level) each, a level of 0.5 unchanged."""
+    items = []
+    for ratio, level in (first, second):
+        changes = (FeatureChange("ratio", 4.71, ratio, "u"),) + (
+            (FeatureChange("level", 0.5, level, ""),) if level != 0.5 else ())
+        items.append(Counterfactual(values=(ratio, level), changes=changes, class_name="low", probabilities=(0.8, 0.2),
+                                    valid=True, distance=0.1, sparsity=len(changes)))
+    return [Counterfactuals(target="class 'low'", target_class="low", items=tuple(items), found=True)]
+
+
+@pytest.mark.parametrize("first, second, digits", [
+    ((4.48, 0.5), (4.42, 0.2), (None, 3)),    # "4.4" and "4.4, level 0.2": the second, with more changes, raised
+    ((4.42, 0.2), (4.48, 0.5), (3, None)),    # the same, in the other order
+    ((4.48, 0.5), (4.42, 0.5), (None, 3)),    # "4.4" twice: the later one raised
+    ((4.48, 0.5), (4.32, 0.2), (None, None)),  # "4.4" and "4.3, level 0.2": apart already
+])
+def test_two_answers_that_a_view_would_write_as_one_plus_a_change_get_the_digits_that_tell_them_apart(
+        first, second, digits):
+    """Review JD: at the patient's 2 digits two answers read "body mass index 24" and "body mass index 24, blood
+    pressure 97", as if the second's blood pressure change were needed for nothing (its BMI, 24.8, needs less
+    change). The answer a view would write as the other's changes and more gets the digits at which they differ."""
+    model = _Band(0.0)     # every value written below 4.5 is 'low'
+    results = _two(first, second)
+    (checked,) = with_written_digits(model, model.predict_proba([[4.71, 0.5]]), results,
+                                     parse_desired(None, model.schema))
+    assert tuple(cf.digits for cf in checked.items) == digits
+    for level in (2, 3):
+        shown = [_shown(model.schema, cf, level) for cf in checked.items]
+        assert not shown[0] <= shown[1] and not shown[1] <= shown[0]
+
+
+def _shown(schema: FeatureSchema, cf: Counterfactual, level: int):
+    """Each change of the answer as a view of `level` digits writes its feature and to value."""
+    digits = max(level, cf.digits or 0)
+    return {(ch.feature, written_pair(schema.feature(ch.feature), ch.from_value, ch.to_value, digits)[1]
+             if schema.feature(ch.feature).kind == "continuous" else ch.to_value) for ch in cf.changes}
+
+
+def test_no_patient_or_clinician_answer_reads_as_another_plus_changes(diabetes_session, diabetes):
+    """On the demo's kind of model, k=5 over 60 held-out rows: at the patient's and the clinician's digits no answer's
+    written changes are another's, to the same values, and more (16 such pairs over five option sets before)."""
+    pairs = 0
+    for res in diabetes_session.explain(diabetes.X_test[:60], k=5, parts=("counterfactuals",)):
+        items = res.counterfactuals.items
+        for level in (2, 3):
+            shown = [_shown(diabetes_session.schema, cf, level) for cf in items]
+            pairs += sum(p != q and shown[p] <= shown[q] for p in range(len(items)) for q in range(len(items)))
+    assert pairs == 0
