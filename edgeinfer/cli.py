@@ -391,7 +391,7 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
               "the schema's favourable class; where the decision already is that class, or the schema names none, "
               "the most probable other class.")
 @click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 20), help="Counterfactuals per row.")
-@click.option("--time-budget-ms", type=click.FloatRange(min=0.1), default=None,
+@click.option("--time-budget-ms", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Time for each batch of rows (--batch-size) together; returns the best found so far.")
 @click.option("--min-plausibility", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="Counterfactuals among real rows of their class: at least this share of their 5 nearest "

@@ -621,6 +621,20 @@ def test_explain_min_plausibility(diabetes_bundle, diabetes_session, rows_file, 
     assert result.exit_code == 2 and "Invalid value for '--min-plausibility'" in result.stderr
 
 
+def test_explain_takes_any_positive_time_budget_as_the_api_does(diabetes_bundle, rows_file, tmp_path):
+    """--time-budget-ms refused 0.05 (its minimum was 0.1) where Session.explain takes any positive budget."""
+    _, good = rows_file
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in good))
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--time-budget-ms", "0.05"])
+    assert result.exit_code == 0, result.output
+    lines = _lines(result)
+    assert len(lines) == len(good) and all(not line["counterfactuals"]["complete"] for line in lines)
+    result = CliRunner().invoke(main, ["explain", str(diabetes_bundle), str(path), "--time-budget-ms", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--time-budget-ms': 0.0 is not in the range x>0." in (
+        result.stderr)
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--desired", "healthy", "error: desired outcome 'healthy' is not understood; use a class name (one of "),
     ("--stakeholder", "nobody", "error: unknown stakeholder 'nobody'; available: "),
