@@ -85,16 +85,25 @@ def _apart(schema: FeatureSchema, items: tuple[Counterfactual, ...],
     same written values, and perhaps more (the same changes: the later one is raised; one within another: the one
     with more changes), to the first level at which they read apart."""
     digits = dict(digits)
-    again = True
+    features = [{ch.feature for ch in cf.changes} for cf in items]
+    pairs = [(p, q) for p, q in itertools.permutations(range(len(items)), 2) if features[p] <= features[q]]
+    shown: dict[tuple[int, int], dict] = {}
+
+    def written(j: int, at: int) -> dict:
+        if (j, at) not in shown:
+            shown[j, at] = _written(schema, items[j], at)
+        return shown[j, at]
+
+    again = bool(pairs)
     while again:
         again = False
-        for level, (p, q) in itertools.product(written_levels(), itertools.permutations(range(len(items)), 2)):
+        for level, (p, q) in itertools.product(written_levels(), pairs):
             at = max(level, digits[q] or 0)
-            mine = _written(schema, items[p], max(level, digits[p] or 0)).items()
-            theirs = _written(schema, items[q], at)
+            mine = written(p, max(level, digits[p] or 0)).items()
+            theirs = written(q, at)
             if at < EXACT_DIGITS and mine <= theirs.items() and (len(mine) < len(theirs) or p < q):
-                digits[q] = next((d for d in range(at + 1, MOST + 1)
-                                  if not mine <= _written(schema, items[q], d).items()), EXACT_DIGITS)
+                digits[q] = next((d for d in range(at + 1, MOST + 1) if not mine <= written(q, d).items()),
+                                 EXACT_DIGITS)
                 again = True
     return digits
 
