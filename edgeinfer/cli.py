@@ -7,6 +7,7 @@ stdout; messages and progress to stderr.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import itertools
 import json
@@ -284,19 +285,25 @@ def _permitted_ranges(texts: tuple[str, ...], schema) -> dict[str, Any] | None:
 def _permitted_range(text: str, schema) -> tuple[str, Any]:
     """`--range bmi=20:30` as ("bmi", (20.0, 30.0)), `bmi=:30` as ("bmi", (-inf, 30.0)); `--range smoker=no,former`
     for a categorical feature as ("smoker", ["no", "former"]), the permitted_range forms `Session.explain` reads. A
-    category may be given by its code, as in an input row (`housing=1,2`: it read "unknown category '1'")."""
+    category may be given by its code, as in an input row (`housing=1,2`: it read "unknown category '1'"), and in
+    double quotes where its name holds a comma (`shift="day, early",night`); a name holding a colon is read as a
+    name (`slot=08:00`: it was refused as a range that is not numbers)."""
     name, equals, value = text.partition("=")
     name = name.strip()
+    categorical = equals and name in schema.names and schema.feature(name).kind == "categorical" and value.strip()
+    if categorical and value.strip() in schema.feature(name).categories:
+        return name, [value.strip()]
     low, colon, high = value.partition(":")
     if equals and colon and ":" not in high:
         try:
             return name, (float(low) if low.strip() else -math.inf, float(high) if high.strip() else math.inf)
         except ValueError:
             pass
-    elif equals and name in schema.names and schema.feature(name).kind == "categorical" and value.strip():
+    if categorical:
         from edgeinfer.errors import InputError
 
-        feature, items = schema.feature(name), [c.strip() for c in value.split(",")]
+        feature = schema.feature(name)
+        items = [c.strip() for c in next(csv.reader([value], skipinitialspace=True))]
         try:        # a name as given; a code, or a misspelt name's "did you mean", as an input row's cell gets
             return name, [c if c in feature.categories else feature.code_of(c) for c in items]
         except InputError as err:
@@ -400,7 +407,8 @@ def predict(bundle, input, device, fallback, fmt_in, batch_size, id_column, igno
               help="Only these features may change in a counterfactual (features_to_vary); repeatable.")
 @click.option("--range", "ranges", multiple=True, metavar="FEATURE=LOW:HIGH",
               help="Where a feature may go in a counterfactual (permitted_range): LOW:HIGH (either side may be "
-                   "left empty), or for a categorical feature its allowed categories, NAME,NAME; repeatable.")
+                   "left empty), or for a categorical feature its allowed categories, NAME,NAME (by name or code; a "
+                   "name holding a comma in double quotes); repeatable.")
 @click.option("--parts", default=None, metavar="PART[,PART...]",
               help="Which explanations to compute: counterfactuals, bias, attributions (default: all).")
 def explain(bundle, input, device, fallback, fmt_in, batch_size, id_column, ignore_columns, stakeholder, out_format,

@@ -104,6 +104,21 @@ def test_a_categorical_range_is_its_categories(diabetes_session):
                               "got 'Sex 1'; did you mean 'sex 1'? (names are case-sensitive)")
 
 
+def test_a_categorical_range_names_categories_holding_a_colon_or_a_comma():
+    """`--range` could not name a category holding ':' (read as a range of numbers, refused) or ',' (split): a name
+    with a colon is read as a name, one with a comma in double quotes, as in a CSV cell."""
+    from edgeinfer.cli import _permitted_range
+    from edgeinfer.schema import Feature, FeatureSchema
+
+    schema = FeatureSchema((Feature("slot", kind="categorical", categories=("08:00", "12:00", "day, early")),),
+                           ("no", "yes"))
+    assert _permitted_range("slot=08:00", schema) == ("slot", ["08:00"])
+    assert _permitted_range("slot=08:00,12:00", schema) == ("slot", ["08:00", "12:00"])
+    assert _permitted_range('slot="day, early", 12:00', schema) == ("slot", ["day, early", "12:00"])
+    assert _permitted_range("slot=day, early", schema) == ("slot", ["day, early"])
+    assert _permitted_range("slot=0:1", schema) == ("slot", (0.0, 1.0))     # codes 0 to 1, as before
+
+
 def test_a_categorical_range_by_code_explains_as_by_name(linear_session, tmp_path):
     """A mutable category given by code narrows the search as its name does (review R2: on the immutable sex any
     spelling gave the same output). Logit x + 5 housing - 8, x at most 3: at x 2, rent (0) is 'no', and only other
