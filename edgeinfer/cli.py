@@ -555,8 +555,10 @@ def _label_indices(readings: list[tuple[int | None, int | None]], lines: list[in
 @click.option("--holdout-label-column",
               help="Column holding the true class in the --holdout file alone (default: --label-column's), so that "
                    "the calibration file needs none.")
-@click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default="logits", show_default=True,
-              help="What an .onnx model outputs.")
+@click.option("--outputs", type=click.Choice(["logits", "probabilities"]), default=None,
+              help="What the model outputs: logits (the default; a torch model's only form) or, for an .onnx model, "
+                   "probabilities. Left out, outputs all within [0, 1] (a sigmoid head's) are refused; --outputs "
+                   "logits exports them as logits.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.995, show_default=True,
               help="Accuracy gate: label agreement with the float model.")
 @click.option("--precision", help="Try only this precision of the profile.")

@@ -174,7 +174,7 @@ def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, r
     if isinstance(reference_rows, bool) or not isinstance(reference_rows, numbers.Integral) or reference_rows < 1:
         raise ExportError(f"reference_rows must be a whole number, 1 or more (the most calibration rows sampled into "
                           f"reference.npz; default {SAMPLE_ROWS}), got {reference_rows!r}")
-    if outputs not in ("logits", "probabilities"):
+    if outputs not in (None, "logits", "probabilities"):
         raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
 
 
@@ -312,6 +312,12 @@ def _probability_like(raw: np.ndarray) -> bool:
         return bool(((raw >= -1e-6) & (raw <= 1 + 1e-6)).all() and (np.abs(raw.sum(axis=1) - 1) <= 1e-3).all())
 
 
+def _unit_interval(raw: np.ndarray) -> bool:
+    """Whether every output lies in [0, 1]."""
+    with np.errstate(invalid="ignore"):
+        return bool(len(raw) and ((raw >= 0) & (raw <= 1)).all())
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("edgeinfer", "torch", "onnx", "onnxruntime", "numpy"):
@@ -349,7 +355,7 @@ def export(
     window: Any = None,
     agreement_threshold: float = DEFAULT_AGREEMENT,
     precision: str | None = None,
-    outputs: str = "logits",
+    outputs: str | None = None,
     opset: int = onnx_export.OPSET,
     overwrite: bool = False,
     seed: int = 0,
@@ -365,7 +371,9 @@ def export(
         (`reference.labels`) for an audit of your own: edgeinfer reads none of them.
     card: the model card; its `fairness` is text you measure and give (GroupFairness.from_model on labelled
         held-out rows, as `edgeinfer demo` does): labels do not fill it, and without it it is not recorded.
-    outputs: for an .onnx input, whether its output is 'logits' or 'probabilities'.
+    outputs: what the model outputs: 'logits' (a torch model's only form) or, for an .onnx input, 'probabilities'.
+        Left out, logits, but outputs that lie in [0, 1] on every held-out and calibration row (a sigmoid head's) are
+        refused; outputs='logits' exports them as logits.
     window: a stream WindowSpec (anything with to_dict()) stored in the manifest; its features must be the schema's,
         in order (spec.schema_features()).
     precision: try only this one of the profile's precisions instead of all in order.
@@ -436,7 +444,8 @@ def export(
         if not path.is_file():
             raise ExportError(f"model file {path} not found")
         if path.suffix.lower() == ".onnx":
-            float_bytes = onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes, outputs=outputs)
+            float_bytes = onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,
+                                                                     outputs=outputs or "logits")
             onnx_probabilities = outputs == "probabilities"
             model = None
         elif path.suffix.lower() == ".pt2":
@@ -446,6 +455,9 @@ def export(
     if model is not None:
         import torch
 
+        if outputs == "probabilities":     # only an .onnx file read it; a torch model was taken as logits regardless
+            raise ExportError("outputs='probabilities' is for an .onnx model; a torch model is exported as giving "
+                              "logits (the bundle adds the softmax): give it without its final softmax or sigmoid")
         if isinstance(model, torch.export.ExportedProgram):
             raise ExportError("model must be a torch.nn.Module or a .pt2/.onnx path, got a torch.export "
                               "ExportedProgram; give its module (ep.module()), or save it with torch.export.save and "
@@ -464,7 +476,8 @@ def export(
                 raise _scripted(f"the model's submodule {scripted[0]!r}")
             float_bytes = onnx_export.torch_to_onnx(model, n_features=n_features, n_classes=n_classes, opset=opset)
             torch_calibration = onnx_export.torch_probabilities(model, calibration)
-            torch_hold = onnx_export.torch_outputs(model, holdout)      # the model's own outputs, for the check below
+            torch_hold = onnx_export.torch_outputs(model, holdout)      # the model's own outputs, for the checks below
+            torch_raw_calibration = onnx_export.torch_outputs(model, calibration)
     float_calibration = _ort_probabilities(float_bytes, calibration, threads)     # for the parity and the check below
     if model is not None:
         parity = float(np.max(np.abs(torch_calibration - float_calibration)))
@@ -481,15 +494,26 @@ def export(
     _check_probabilities(float_calibration, "calibration", onnx_probabilities=onnx_probabilities,
                          finite_anywhere=finite_anywhere)
     if not onnx_probabilities:      # taken as logits: a softmax over probabilities would squash them toward 1/C
-        raw = (torch_hold if model is not None else _ort_probabilities(
-            onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,
-                                                   outputs="probabilities"), holdout, threads))
+        if model is None:
+            raw_bytes = onnx_export.onnx_file_to_probabilities(path, n_features=n_features, n_classes=n_classes,
+                                                               outputs="probabilities")
+        raw = torch_hold if model is not None else _ort_probabilities(raw_bytes, holdout, threads)
         if _probability_like(raw):
             raise ExportError(
                 "the model's outputs on the held-out rows are already probabilities (each row in [0, 1], summing "
                 "to 1), but it is exported as giving logits, which would squash them: "
                 + ("export with outputs='probabilities' (--outputs probabilities)" if model is None
                    else "give the model without its final softmax or sigmoid"))
+        # a sigmoid per class: rows in [0, 1] that need not sum to 1, taken as logits, gave a 3-class wine model's
+        # 0.9997 as 0.566 (review JF); logits of a model that decides anything are rarely all within [0, 1]
+        raw_calibration = (torch_raw_calibration if model is not None
+                           else _ort_probabilities(raw_bytes, calibration, threads))
+        if outputs is None and raw.shape[1] > 1 and all(_unit_interval(r) for r in (raw, raw_calibration)):
+            raise ExportError(
+                f"the model's outputs on every held-out and calibration row lie in [0, 1], as a sigmoid's do, but it "
+                f"is exported as giving logits, and a softmax over them would squash every probability toward "
+                f"1/{raw.shape[1]}: give the model without its final sigmoid, or, if they are logits, export with "
+                f"outputs='logits' (--outputs logits)")
     float_labels = float_hold.argmax(axis=1)
     if holdout_labels is not None or order_labels is not None:
         _check_class_order(schema, float_labels, holdout_labels if holdout_labels is not None else order_labels)

@@ -104,8 +104,8 @@ class _Program(torch.nn.Module):
 def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
     with torch.no_grad():
         try:
-            shape = tuple(model(torch.zeros(2, n_features)).shape)
-            width = shape[-1]
+            out = model(torch.zeros(2, n_features))
+            shape, width = tuple(out.shape), out.shape[-1]
         except Exception as err:
             hint = ""
             fixed = "size()[0]" in str(err) or _accepts(model, torch.zeros(1, n_features))   # the batch is fixed
@@ -119,6 +119,13 @@ def _head(model: torch.nn.Module, n_features: int) -> "ProbabilityHead":
             if kinds and _accepts(model, torch.zeros(2, n_features, dtype=other)):
                 hint += f"; its parameters are {', '.join(kinds)}, not float32: call model.float() before export"
             raise ExportError(f"the model does not accept a (batch, {n_features}) float input: {err}{hint}") from err
+    # a float64 model ran on the float32 input (an elementwise first layer promotes it) and exported float64 weights,
+    # which no int8 or fp16 pass converts: the bundle was labelled int8 with nothing quantized (review JF)
+    kinds = sorted(({str(t.dtype).removeprefix("torch.") for t in (*model.parameters(), *model.buffers())
+                     if t.is_floating_point()} | {str(out.dtype).removeprefix("torch.")}) - {"float32"})
+    if kinds:
+        raise ExportError(f"the model computes in {', '.join(kinds)}, not float32 (its parameters, buffers or output "
+                          "on a float32 input): call model.float() before export")
     return ProbabilityHead(model, single_logit=width == 1, raw_shape=shape).eval()
 
 

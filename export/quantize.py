@@ -117,7 +117,16 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
             record = {"method": "static int8 QDQ on MatMul/Gemm/Conv, per-channel weights, fp32 biases, MinMax "
                                 f"calibration; {logit_note}",
                       "calibration_rows": int(len(calibration))}
-        return _drop_unused_opsets(out.read_bytes()), record
+        quantized = out.read_bytes()
+        if not _holds_int8(onnx.load_from_string(quantized).graph):   # an "int8" bundle of fp32 would be mislabelled
+            raise ExportError("nothing would compute in int8: the quantizer converted no layer (it converts float32 "
+                              "MatMul/Gemm/Conv layers)")
+        return _drop_unused_opsets(quantized), record
+
+
+def _holds_int8(graph: onnx.GraphProto) -> bool:
+    """Whether any weight of the graph is 8-bit (an int8 or uint8 initializer)."""
+    return any(i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for i in graph.initializer)
 
 
 def _holds_fp16(graph: onnx.GraphProto) -> bool:

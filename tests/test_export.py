@@ -643,7 +643,7 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
     ({"seed": "a"}, "seed must be a whole number, 0 or more, got 'a'"),
     # checked for an .onnx file only: a torch model's export took these without a word
     ({"outputs": "probs"}, "outputs must be 'logits' or 'probabilities', got 'probs'"),
-    ({"outputs": None}, "outputs must be 'logits' or 'probabilities', got None"),
+    ({"outputs": 0}, "outputs must be 'logits' or 'probabilities', got 0"),
     *(({"reference_rows": rows}, f"reference_rows must be a whole number, 1 or more (the most calibration rows "
                                   f"sampled into reference.npz; default 1000), got {rows!r}")
       for rows in (0, -5, True, 2.5, "100", None)),
@@ -1274,6 +1274,82 @@ def test_a_model_whose_parameters_are_not_float32_is_told_to_call_float(tmp_path
                   out=tmp_path / "c")
     assert "model.float()" not in str(info.value) and str(info.value).startswith(
         "the model does not accept a (batch, 2) float input")
+
+
+class _Scaled(torch.nn.Module):
+    """An elementwise first layer, as the project's own Standardize is: a float64 buffer promotes the float32 input,
+    and the float64 layers after it then run."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(2))
+        self.linear = torch.nn.Linear(2, 2)
+        with torch.no_grad():       # fixed logits, some outside [0, 1], so no sigmoid head is suspected
+            self.linear.weight.copy_(torch.tensor([[3.0, -3.0], [-3.0, 3.0]]))
+            self.linear.bias.zero_()
+
+    def forward(self, x):
+        return self.linear(x * self.scale)
+
+
+def test_a_float64_model_that_runs_on_float32_input_is_told_to_call_float(tmp_path):
+    """Review JF: a float64 model whose first layer is elementwise ran, and its export was labelled int8-static with
+    nothing quantized (float64 weights, no QuantizeLinear). It is refused, naming the fix."""
+    with pytest.raises(ExportError) as info:
+        ei.export(_Scaled().double(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+                  device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == ("the model computes in float64, not float32 (its parameters, buffers or output on a "
+                               "float32 input): call model.float() before export")
+    assert not (tmp_path / "b").exists()
+    report = ei.export(_Scaled().double().float(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+                       device="raspberry-pi-4", out=tmp_path / "b")     # as told
+    graph = onnx.load(report.bundle / "model.onnx").graph
+    assert {i.data_type for i in graph.initializer} & {onnx.TensorProto.DOUBLE} == set()
+
+
+class _Elementwise(torch.nn.Module):
+    """Logits from the inputs without a weighted layer: nothing a quantizer converts."""
+
+    def forward(self, x):
+        return torch.stack([x[:, 0] - x[:, 1], x[:, 1] - x[:, 0]], dim=1) * 3
+
+
+def test_an_int8_export_that_quantizes_nothing_fails_that_precision(tmp_path):
+    """An int8 attempt that left every layer float was recorded as passing and the bundle labelled int8 (review JF);
+    it fails, saying why, and the profile's next precision is tried."""
+    report = ei.export(_Elementwise(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+                       device="raspberry-pi-4", out=tmp_path / "b")
+    assert report.precision == "fp32" and report.fell_back
+    assert [(a.precision, a.passed, a.note) for a in report.attempts][0] == (
+        "int8-static", False, "failed: nothing would compute in int8: the quantizer converted no layer (it converts "
+        "float32 MatMul/Gemm/Conv layers)")
+
+
+def test_a_sigmoid_head_taken_as_logits_is_refused(tmp_path):
+    """Review JF: a sigmoid per class passed the gate as logits, and the softmax over them squashed a 3-class model's
+    0.9997 to 0.566. Outputs all in [0, 1] on every held-out and calibration row are refused; outputs='probabilities'
+    is refused for a torch model by name (it was ignored: the model was taken as logits regardless)."""
+    X = np.random.default_rng(0).uniform(0, 1, (40, 2))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sigmoid())
+    with pytest.raises(ExportError) as info:
+        ei.export(model, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value) == (
+        "the model's outputs on every held-out and calibration row lie in [0, 1], as a sigmoid's do, but it is exported "
+        "as giving logits, and a softmax over them would squash every probability toward 1/2: give the model without "
+        "its final sigmoid, or, if they are logits, export with outputs='logits' (--outputs logits)")
+    # logits that happen to lie in [0, 1] (a weak model's), said to be logits, export as such
+    weak = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        weak.weight.fill_(0.1)
+        weak.bias.fill_(0.2)
+    with pytest.raises(ExportError):
+        ei.export(weak, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
+    assert ei.export(weak, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "w", outputs="logits").bundle
+    with pytest.raises(ExportError) as info:
+        ei.export(model[0], TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b", outputs="probabilities")
+    assert str(info.value) == ("outputs='probabilities' is for an .onnx model; a torch model is exported as giving "
+                               "logits (the bundle adds the softmax): give it without its final softmax or sigmoid")
+    assert not (tmp_path / "b").exists()
 
 
 def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False,
