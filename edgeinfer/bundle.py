@@ -216,12 +216,14 @@ def check_destination(out: str | Path, *, overwrite: bool) -> Path:
     if out.is_symlink():      # replace what the link names, and keep the link
         out = out.resolve()
     occupied = (out.is_dir() and any(out.iterdir())) or out.is_file()
-    if occupied and not overwrite:
-        raise BundleError(f"{out} already exists and is not empty; choose another path or pass overwrite=True "
-                          "(CLI: --overwrite)")
+    # not a bundle: told first, without the overwrite=True that it then refused (review JF)
     if occupied and not _is_bundle(out):
-        raise BundleError(f"{out} is not an edgeinfer bundle (no manifest.json of format {FORMAT!r}); overwrite=True "
-                          f"replaces only a bundle: choose another path, or remove {out} yourself")
+        what = "a file" if out.is_file() else "a folder that is not an edgeinfer bundle"
+        raise BundleError(f"{out} already exists and is {what} (no manifest.json of format {FORMAT!r}), which "
+                          f"overwrite=True does not replace: choose another path, or remove {out} yourself")
+    if occupied and not overwrite:
+        raise BundleError(f"{out} already holds a bundle; choose another path or pass overwrite=True "
+                          "(CLI: --overwrite) to replace it")
     if occupied:
         others = sorted(p.name for p in out.iterdir() if p.name not in (MANIFEST_FILE, MODEL_FILE, REFERENCE_FILE))
         if others:

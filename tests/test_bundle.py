@@ -221,8 +221,8 @@ def test_export_refuses_to_overwrite_before_any_work(breast_cancer, bc_bundle):
     with pytest.raises(BundleError) as info:
         ei.export(object(), breast_cancer.schema, calibration=breast_cancer.X_train,
                   device="raspberry-pi-4", out=bc_bundle)
-    assert str(info.value) == (f"{bc_bundle} already exists and is not empty; choose another path or pass "
-                               "overwrite=True (CLI: --overwrite)")
+    assert str(info.value) == (f"{bc_bundle} already holds a bundle; choose another path or pass overwrite=True "
+                               "(CLI: --overwrite) to replace it")
 
 
 def test_a_bundle_path_that_cannot_be_written_is_refused_before_any_work(bc_bundle, tmp_path):
@@ -268,12 +268,23 @@ def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("keep me")
+    expected = (f"{notes} already exists and is a folder that is not an edgeinfer bundle (no manifest.json of format "
+                f"'edgeinfer-bundle'), which overwrite=True does not replace: choose another path, or remove {notes} "
+                "yourself")
     with pytest.raises(BundleError) as info:
         export([1.0, 1.0], notes)
-    assert str(info.value) == (
-        f"{notes} is not an edgeinfer bundle (no manifest.json of format 'edgeinfer-bundle'); overwrite=True "
-        f"replaces only a bundle: choose another path, or remove {notes} yourself"
-    )
+    assert str(info.value) == expected
+    # without overwrite=True too: it offered overwrite=True, which was then refused (review JF)
+    with pytest.raises(BundleError) as info:
+        ei.export(linear_logistic([1.0, 1.0], 0.0), schema, calibration=X, device="x86-edge-gateway", out=notes,
+                  precision="fp32")
+    assert str(info.value) == expected
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    with pytest.raises(BundleError) as info:
+        export([1.0, 1.0], afile)
+    assert str(info.value) == (f"{afile} already exists and is a file (no manifest.json of format 'edgeinfer-bundle'), "
+                               f"which overwrite=True does not replace: choose another path, or remove {afile} yourself")
     assert (notes / "notes.txt").read_text() == "keep me"
 
 

@@ -1067,8 +1067,9 @@ def test_where_an_export_that_does_not_fit_would_go_is_told_before_the_work(tmp_
     beside.mkdir()
     (beside / "notes.txt").write_text("keep me")
     message = (f"an export that does not fit its device is written beside the bundle in {tmp_path / 'b'}, at "
-               f"{beside}: {beside} is not an edgeinfer bundle (no manifest.json of format 'edgeinfer-bundle'); "
-               f"overwrite=True replaces only a bundle: choose another path, or remove {beside} yourself")
+               f"{beside}: {beside} already exists and is a folder that is not an edgeinfer bundle (no manifest.json "
+               f"of format 'edgeinfer-bundle'), which overwrite=True does not replace: choose another path, or remove "
+               f"{beside} yourself")
     options = dict(out=tmp_path / "b", precision="fp32", calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
                    overwrite=True)
     kept = ei.read_bundle(tmp_path / "b").sha256
