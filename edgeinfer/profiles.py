@@ -175,9 +175,12 @@ def get_device(name: str | Path | DeviceProfile) -> DeviceProfile:
     shipped = _shipped(name)
     if shipped is not None:
         return _check_budgets(shipped)
-    known = ", ".join(p.name[: -len(".toml")] for p in _profile_files())
-    raise DeviceError(f"unknown device {name!r}; known devices: {known} (see `edgeinfer devices`), or give the path "
-                      "of a .toml profile of your own")
+    names = tuple(p.name[: -len(".toml")] for p in _profile_files())
+    hint = _close_match(name.replace("_", "-") if isinstance(name, str) else name, names)
+    if isinstance(name, (str, Path)) and Path(f"{name}.toml").is_file():
+        hint = f"did you mean the profile file {name}.toml?"
+    raise DeviceError(f"unknown device {name!r}; {hint + ' ' if hint else ''}known devices: {', '.join(names)} (see "
+                      "`edgeinfer devices`), or give the path of a .toml profile of your own")
 
 
 def _check_budgets(profile: DeviceProfile) -> DeviceProfile:

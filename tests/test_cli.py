@@ -950,6 +950,20 @@ def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unch
     assert result.stderr == f"warning: the model {verdict}\n"
 
 
+@pytest.mark.parametrize("given, hint", [
+    ("raspbery-pi-4", "did you mean 'raspberry-pi-4'?"), ("Raspberry-Pi-4", "did you mean 'raspberry-pi-4'?"),
+    ("raspberry_pi_4", "did you mean 'raspberry-pi-4'?"), ("tiny", "did you mean the profile file tiny.toml?"),
+])
+def test_a_misspelt_device_gets_a_did_you_mean(given, hint, tmp_path, monkeypatch):
+    """An unknown device got the list of known ones alone (review JF), though a misspelt provider name gets a hint."""
+    monkeypatch.chdir(tmp_path)
+    _profile_file(tmp_path / "tiny.toml", model_size_budget_mb=0.005)
+    result = CliRunner().invoke(main, ["predict", "nowhere", "--device", given])
+    known = ", ".join(p.name for p in ei.list_devices())
+    assert (result.exit_code, result.stderr) == (2, f"error: unknown device '{given}'; {hint} known devices: {known} (see "
+                                                    "`edgeinfer devices`), or give the path of a .toml profile of your own\n")
+
+
 @pytest.mark.parametrize("command", [["predict", "nowhere"], ["explain", "nowhere"], ["stream", "nowhere"],
                                      ["serve", "nowhere"], ["demo", "--out", "nowhere"]])
 def test_an_unknown_device_is_a_usage_error_before_any_work(command, tmp_path):
