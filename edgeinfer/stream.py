@@ -2134,6 +2134,13 @@ def _check_apart(input: str, rejects_path: str | None, summary_path: str | None)
     naming one file, before anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is
     empty", the recording lost), --summary v.csv wrote the summary over the recording, and --summary s.json --rejects
     s.json the summary over the rejects, both exit 0."""
+    # '-' is no stdout here: it wrote a file named '-' (review JE); stdout carries the windows
+    if rejects_path == "-":
+        raise UsageError("--rejects - would write a file named '-': stdout carries the windows, and rejected rows "
+                         "go to stderr without --rejects; give a file path, e.g. --rejects rejects.jsonl")
+    if summary_path == "-":
+        raise UsageError("--summary - would write a file named '-': stdout carries the windows, and the summary is "
+                         "printed on stderr at the end; give a file path, e.g. --summary summary.json")
     if input != "-":
         try:
             os.stat(input)

@@ -245,10 +245,15 @@ class WindowSpec:
             except ValueError:
                 seconds = math.nan
             samples = seconds * self.sample_rate_hz if math.isfinite(seconds) else math.nan
-            if math.isfinite(samples) and samples > MAX_SAMPLES:
+            if not math.isfinite(samples):      # 'twos', 'nans': no number, not an unwhole one
+                raise InputError(f"{what} must be a number of samples (e.g. 20) or seconds (e.g. 2s), got {raw!r}")
+            if samples > MAX_SAMPLES:
                 raise InputError(f"{what} must be at most {MAX_SAMPLES} samples, got {raw!r} ({samples:.6g} samples "
                                  f"at {_g(self.sample_rate_hz)} Hz)")
-            if not math.isfinite(samples) or samples <= 0 or abs(samples - round(samples)) > 1e-6:
+            if samples <= 0:        # '-3s' and '0s' were told they were no whole number of samples (review JE)
+                raise InputError(f"{what} must be at least 1 sample ({_g(1 / self.sample_rate_hz)}s at "
+                                 f"{_g(self.sample_rate_hz)} Hz), got {raw!r}")
+            if abs(samples - round(samples)) > 1e-6:
                 raise InputError(
                     f"{what} {raw!r} is not a whole number of samples at {_g(self.sample_rate_hz)} Hz; "
                     f"give a multiple of {_g(1 / self.sample_rate_hz)}s or a number of samples"

@@ -1151,6 +1151,16 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
     for option, value, message in (("--window", "abc", "--window must be a number of samples (e.g. 20) or seconds "
                                                        "(e.g. 2s), got 'abc'"),
                                    ("--hop", "0", "--hop must be at least 1 sample, got 0"),
+                                   # review JE: told they were no whole number of samples
+                                   ("--hop", "-3s", "--hop must be at least 1 sample (0.1s at 10 Hz), got '-3s'"),
+                                   ("--window", "0s", "--window must be at least 1 sample (0.1s at 10 Hz), got '0s'"),
+                                   # review JE: these wrote a file named '-'
+                                   ("--rejects", "-", "--rejects - would write a file named '-': stdout carries the "
+                                                      "windows, and rejected rows go to stderr without --rejects; "
+                                                      "give a file path, e.g. --rejects rejects.jsonl"),
+                                   ("--summary", "-", "--summary - would write a file named '-': stdout carries the "
+                                                      "windows, and the summary is printed on stderr at the end; give "
+                                                      "a file path, e.g. --summary summary.json"),
                                    ("--window", "1", "--window must be at least 2 samples, got 1"),
                                    # an OverflowError (a deque's C size) and, at the first window, an IndexError
                                    ("--window", "99999999999999999999", "--window must be at most 2147483648 samples, "

@@ -168,9 +168,17 @@ def test_samples_from_text():
         spec.samples("0.15s", what="--window")
     assert str(err.value) == ("--window '0.15s' is not a whole number of samples at 10 Hz; "
                               "give a multiple of 0.1s or a number of samples")
+    for text in ("two", "twos", "nans", "infs"):
+        with pytest.raises(InputError) as err:
+            spec.samples(text, what="--hop")
+        assert str(err.value) == f"--hop must be a number of samples (e.g. 20) or seconds (e.g. 2s), got {text!r}"
+    for text in ("-3s", "0s", "-0.1s"):     # review JE: these were told they were no whole number of samples
+        with pytest.raises(InputError) as err:
+            spec.samples(text, what="--hop")
+        assert str(err.value) == f"--hop must be at least 1 sample (0.1s at 10 Hz), got {text!r}"
     with pytest.raises(InputError) as err:
-        spec.samples("two", what="--hop")
-    assert str(err.value) == "--hop must be a number of samples (e.g. 20) or seconds (e.g. 2s), got 'two'"
+        spec.samples("-3", what="--hop")
+    assert str(err.value) == "--hop must be at least 1 sample, got -3"
     no_rate = WindowSpec.create(channels=["x"], statistics=["mean"], window=4)
     with pytest.raises(InputError) as err:
         no_rate.samples("1s", what="--window")
