@@ -1595,7 +1595,8 @@ def window_spec_of(bundle) -> WindowSpec:
     if not data:
         raise BundleError(
             f"bundle {bundle.path} declares no window, so it cannot stream sensor rows; "
-            "export the model with window=WindowSpec(...) (edgeinfer.windows)"
+            "export the model with window=WindowSpec(...) (edgeinfer.windows), or, for rows of the model's own "
+            f"features as they come, pipe them to `edgeinfer predict {bundle.path} - --batch-size 1` (or explain)"
         )
     spec = WindowSpec.from_dict(data)
     if list(spec.feature_names) != list(bundle.schema.names):

@@ -1195,6 +1195,21 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                              "drop --follow or give a file\n")
 
 
+def test_a_bundle_without_a_window_is_pointed_at_predict_on_stdin(bc_bundle, breast_cancer):
+    """Review JE: a tabular bundle was told only to be re-exported with a WindowSpec; rows of the model's own features
+    stream through `predict BUNDLE - --batch-size 1`, which the message names and which works as named."""
+    names = ei.load(bc_bundle).schema.names
+    rows = "\n".join([",".join(names), *(",".join(map(repr, r)) for r in breast_cancer.X_test[:3].tolist())]) + "\n"
+    result = CliRunner().invoke(main, ["stream", str(bc_bundle), "-"], input=rows)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"error: bundle {bc_bundle} declares no window, so it cannot stream sensor rows; export the model with "
+        f"window=WindowSpec(...) (edgeinfer.windows), or, for rows of the model's own features as they come, pipe "
+        f"them to `edgeinfer predict {bc_bundle} - --batch-size 1` (or explain)\n")
+    result = CliRunner().invoke(main, ["predict", str(bc_bundle), "-", "--batch-size", "1"], input=rows)
+    assert result.exit_code == 0 and len(lines_of(result.stdout)) == 3
+
+
 def test_a_poll_or_max_gap_no_stream_can_use_is_a_usage_error_naming_the_flag(motion_bundle, recording):
     """click's ranges let nan and inf through, and StreamOptions then refused them in its own words with exit 1
     ("error: StreamOptions: max_gap_s must be ..."), --poll inf even without --follow, where it is not used."""
