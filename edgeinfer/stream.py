@@ -1504,6 +1504,7 @@ class _BiasMonitor:
             self.features.append((j, grouping, RollingFairness(window=window, sensitive_feature=name, unit="window")))
         self.columns = [j for j, *_ in self.features]
         self.alerting = dict.fromkeys(schema.protected, False)     # the last window seen had a bias alert
+        self.unfed = dict.fromkeys(schema.protected, 0)            # windows seen that named no group of the feature
         self.started: dict[str, int] = {}
 
     def never_compares(self) -> str | None:
@@ -1523,6 +1524,7 @@ class _BiasMonitor:
                 monitor.observe(index, grouping.group(float(row[j])), int(proba.argmax() == self.positive),
                                 float(proba[self.positive]))
             name = grouping.feature.name
+            self.unfed[name] += not fed
             found = monitor.snapshot().alerts
             for a in found:
                 alerts.append({"kind": "bias", "feature": name, "metric": a.metric, "value": a.value,
@@ -1546,12 +1548,19 @@ class _BiasMonitor:
         for _, grouping, monitor in self.features:
             snap = monitor.snapshot()
             name = grouping.feature.name
+            not_compared = snap.demographic_parity_not_compared
+            if snap.decisions == 0 and self.unfed[name] and monitor.never_compares() is None:
+                # "no windows observed" read as if the stream held none (review JE)
+                n = self.unfed[name]
+                not_compared = (f"none of the {n} window{'s' if n != 1 else ''} seen named a group: {name} was "
+                                "outside the bundle's schema or the window not decided (see their out_of_range and "
+                                "not_decided alerts)")
             states.append(BiasMonitorState(
                 feature=name, bias_window=monitor.window, windows=snap.decisions, min_group_size=snap.min_group_size,
                 groups={str(g.group): {"windows": g.count, "selection_rate": g.selection_rate}
                         for g in sorted(snap.by_group, key=lambda g: _group_rank(grouping, str(g.group)))},
                 metric=DP, value=snap.demographic_parity_difference, threshold=monitor.alert_dp_difference,
-                not_compared=snap.demographic_parity_not_compared, alerts=alerts.get(name, 0),
+                not_compared=not_compared, alerts=alerts.get(name, 0),
                 episodes=episodes.get(name, 0), alerting=self.alerting[name]))
         return tuple(states)
 

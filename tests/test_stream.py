@@ -1490,6 +1490,22 @@ def test_the_summary_says_why_the_bias_monitor_compared_no_groups(tmp_path):
     assert "warning" not in result.stderr
 
 
+def test_the_summary_says_why_no_window_was_in_a_group(tmp_path):
+    """Review JE: where every window's protected feature was outside the schema (sex switching inside a window, its
+    mean 0.5), the summary read "last 0 windows: no group; not compared: no windows observed", as if none came."""
+    _decided_by_sex(tmp_path / "b")
+    lines = ["timestamp,sex,x"] + [f"{i},{i % 2},1" for i in range(8)]
+    result = run([tmp_path / "b", "-", "--summary", tmp_path / "s.json"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = lines_of(result.stdout)
+    assert [[a["kind"] for a in d["alerts"]] for d in out] == [["out_of_range"]] * 4
+    why = ("none of the 4 windows seen named a group: sex_mean was outside the bundle's schema or the window not "
+           "decided (see their out_of_range and not_decided alerts)")
+    assert json.loads((tmp_path / "s.json").read_text())["bias_monitor"][0]["not_compared"] == why
+    assert (f"  bias     sex_mean, last 0 windows: no group\n"
+            f"           not compared: {why}; 0 bias alerts in 0 episodes\n") in result.stderr
+
+
 def test_a_bias_window_too_short_for_two_groups_is_warned_of_and_summarised(tmp_path):
     """bias_window 50 holds two groups of 30 never: 80 windows alternating between a sex always approved and one
     always denied raised no alert and said nothing."""
