@@ -604,8 +604,10 @@ def _check(y_true, y_pred, sensitive, y_prob):
     if y_prob is not None:
         arrays["y_prob"] = np.asarray(y_prob)
     for name, a in arrays.items():
-        if a.ndim != 1:
-            raise InputError(f"{name} must be one value per decision (1-D), got shape {a.shape}")
+        if a.ndim != 1:     # several sensitive columns (Fairlearn's intersectional groups) were told no way through
+            hint = ("; for groups of several features together, give one combined label per decision, e.g. "
+                    "[f\"{sex}, {band}\" for sex, band in rows]" if name == "sensitive" and a.ndim == 2 else "")
+            raise InputError(f"{name} must be one value per decision (1-D), got shape {a.shape}{hint}")
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name} {n}" for name, n in lengths.items())
