@@ -332,6 +332,10 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
         joint = [t for t in mine if t.own_flip and t.proxies]
         # joint flips the proxies alone decide: said as such, never as the protected feature's
         by_proxies = [t for t in mine if t.proxies_flip and t.to_value not in {a.to_value for a in alone}]
+        # ... and those whose proxies alone move p past tolerance, where the protected value adds nothing that
+        # counts: they went unsaid, the verdict reading only "does not depend" (review JG)
+        moved_by_proxies = [t for t in mine if t.proxies and not t.flipped and t.control_class == t.class_name
+                            and abs(t.own_delta) <= tolerance < abs(t.control_delta)]
         if alone or joint:
             # a flip that needs the proxies too is said beside the ones that do not, unless it is the same value
             extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]
@@ -381,8 +385,20 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
                 f"{f.label(t.to_value)}, {'flips' if len(t.proxies) == 1 else 'flip'} the decision with {name} "
                 f"kept: {'the proxy changes' if len(t.proxies) == 1 else 'the proxies change'} it, not {name}"
                 for t in by_proxies)
+        if moved_by_proxies:
+            t = _largest_control(moved_by_proxies)
+            one = len(t.proxies) == 1
+            part += (f"; {_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "
+                     f"{f.label(t.to_value)}, {'changes' if one else 'change'} the probability of '{decided}' by "
+                     f"{change_text(t.control_delta, tolerance, sign=True)} with {name} kept: "
+                     f"{'the proxy moves' if one else 'the proxies move'} it, not {name}")
         parts.append(part)
     return "; ".join(parts)
+
+
+def _largest_control(flips: Sequence[FlipTest]) -> FlipTest:
+    """The joint flip whose proxies alone move the probability most."""
+    return max(flips, key=lambda t: abs(t.control_delta))
 
 
 def _change(schema: FeatureSchema, feature: Feature, test: FlipTest, tolerance: float, decided: str) -> str:

@@ -150,8 +150,20 @@ class FlipTest:
 
     def owed(self, tolerance: float) -> float:
         """The change in probability told as the protected value's: against the control where `set_apart` (what
-        the proxies alone change set apart); else `delta`."""
-        return self.own_delta if self.set_apart(tolerance) else self.delta
+        the proxies alone change set apart); else `delta`, or, for a joint flip, the smaller of it and the change
+        from the control: where the decision stays, a joint change the proxies alone make (0.041 with the control's
+        own 0.041) was told as the protected feature's (review JG)."""
+        if self.set_apart(tolerance):
+            return self.own_delta
+        if self.control_class is None or not math.isfinite(self.own_delta):
+            return self.delta
+        return min(self.delta, self.own_delta, key=abs)
+
+    @property
+    def control_delta(self) -> float:
+        """A joint flip's change from the row with its proxies moved alone, the protected feature kept (NaN for an
+        alone flip)."""
+        return self.delta - self.own_delta if self.control_class is not None else math.nan
 
     def counts(self, tolerance: float) -> bool:
         """Whether this flip makes the decision depend on its protected feature: it changes the class or moves p past

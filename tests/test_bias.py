@@ -315,6 +315,24 @@ def test_a_change_beyond_one_proxy_is_said_of_that_proxy():
                             "its proxy alone changes); its proxy coded sex marker alone, set to 1 as is typical of "
                             "sex male, flips the decision with sex kept: the proxy changes it, not sex")
 
+@pytest.mark.parametrize("weight", [2.0, 4.0])
+def test_a_change_the_proxy_alone_makes_is_neither_owed_to_sex_nor_left_unsaid(weight):
+    """logit weight·copy − 6 at sex 0, copy 0 ('denied'): sex with its proxy moves p(denied) exactly as the proxy
+    alone does, without a flip (review JG). At weight 2 (Δ −0.016, within the tolerance) the verdict read "largest
+    change in probability 0.016", all the proxy's; at weight 4 (Δ −0.117, past it) the proxy's move went unsaid."""
+    model = LinearPredictor([0.0, 0.0, weight], -6.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([0]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    joint = expl.flips[1]
+    moved = sigmoid(-6.0) - sigmoid(weight - 6.0)          # p(denied), the proxy alone and with sex alike
+    assert (joint.proxies, joint.flipped, joint.control_class) == (("copy",), False, "denied")
+    assert (joint.delta, joint.control_delta, joint.owed(0.05)) == pytest.approx((moved, moved, 0.0), abs=1e-12)
+    said = "" if abs(moved) <= 0.05 else (
+        f"; its proxy coded sex marker alone, set to 1 as is typical of sex male, changes the probability of "
+        f"'denied' by {moved:+.3f} with sex kept: the proxy moves it, not sex")
+    assert expl.verdict == f"the decision does not depend on sex (largest change in probability 0.000){said}"
+
+
 def test_a_flip_the_proxies_make_is_told_by_what_the_protected_value_adds_and_of_the_decided_class():
     """logit 4.65·sex + 14.25·copy − 12 at sex 0, copy 0 ('denied'): the proxy alone, the control, flips to 'granted'
     (p(denied) 0.095), sex with it takes p(denied) to 0.001. Sex adds −0.094 beyond its proxy: counted, and told as
