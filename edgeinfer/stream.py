@@ -858,6 +858,11 @@ class RowParser:
             self.header_line = line_no
         elif fmt != "jsonl":
             raise UsageError(f"unknown input format {fmt!r}; use auto, csv or jsonl")
+        elif not text.lstrip().startswith("{") and not isinstance(fields := csv_fields(text), str) and (
+                {f.strip() for f in fields} >= {timestamp, *self.channels}):
+            # every line was then rejected as "not valid JSON", 4001 of them, with no word of the cause (review JE)
+            raise InputError(f"line {line_no} is a CSV header of the bundle's channels ({', '.join(self.channels)}), "
+                             "not JSON: stream it as CSV (drop --input-format jsonl, or pass --input-format csv)")
 
     def header_at(self, block: list[tuple[int, str]], parsed: Parsed | None = None) -> int:
         """Where the first CSV header mid-stream (`header_in`) is in `block`; len(block) if none. A header fails as
