@@ -612,7 +612,8 @@ class FeatureSchema:
         known = {"features", "classes", "favourable", "name", "description"}
         extra = sorted(set(data) - known)
         if extra:
-            raise SchemaError(f"unknown schema key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; known keys: {', '.join(sorted(known))}")
+            raise SchemaError(f"unknown schema key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; "
+                              f"{_key_hint(extra[0], known)}known keys: {', '.join(sorted(known))}")
         if "features" not in data or "classes" not in data:
             raise SchemaError("a schema needs 'features' (a list of tables) and 'classes' (a list of names)")
         for key in ("features", "classes"):
@@ -660,13 +661,21 @@ _FEATURE_KEYS = {
 }
 
 
+def _key_hint(key: Any, known: set[str]) -> str:
+    """'did you mean ...? ' for a misspelt schema key ('favorable', 'catagories', 'rang'), else nothing: the list of
+    known keys alone left the reader to find it (review JF)."""
+    close = close_match(key, sorted(known)) if isinstance(key, str) else None
+    return f"{did_you_mean(key, close)} " if close else ""
+
+
 def _feature_from_dict(i: int, data: Any) -> Feature:
     if not isinstance(data, Mapping):
         raise SchemaError(f"features[{i}] must be a table/object, got {type(data).__name__}")
     extra = sorted(set(data) - _FEATURE_KEYS)
     where = f"feature '{data.get('name', i)}'"
     if extra:
-        raise SchemaError(f"{where}: unknown key {extra[0]!r}; known keys: {', '.join(sorted(_FEATURE_KEYS))}")
+        raise SchemaError(f"{where}: unknown key {extra[0]!r}; {_key_hint(extra[0], _FEATURE_KEYS)}known keys: "
+                          f"{', '.join(sorted(_FEATURE_KEYS))}")
     kwargs = {k: v for k, v in data.items() if k not in ("range", "categories", "codes")}
     if "range" in data:
         rng = data["range"]

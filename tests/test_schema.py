@@ -611,6 +611,13 @@ def test_actionable_defaults_to_mutable_and_unprotected_and_round_trips(tmp_path
          "feature 'a': monotone must be one of any, increase, decrease, got 'up'"),
         ({"features": [{"name": "a", "colour": 1}], "classes": ["x", "y"]},
          "feature 'a': unknown key 'colour'; known keys: actionable, categories, clinical, codes, kind, lay, monotone, mutable, name, protected, range, step, unit"),
+        # review JF: a near miss was left to be found in the list
+        ({"features": [{"name": "a", "catagories": ["u", "v"]}], "classes": ["x", "y"]},
+         "feature 'a': unknown key 'catagories'; did you mean 'categories'? known keys: actionable, categories, "
+         "clinical, codes, kind, lay, monotone, mutable, name, protected, range, step, unit"),
+        ({"features": [{"name": "a"}], "classes": ["x", "y"], "favorable": "y"},
+         "unknown schema key favorable; did you mean 'favourable'? known keys: classes, description, favourable, "
+         "features, name"),
         ({"features": [{"name": "age", "mutable": False, "actionable": True}], "classes": ["x", "y"]},
          "feature 'age': actionable = true, but the feature is immutable (mutable = false), so no counterfactual "
          "changes it; set mutable = true, or actionable = false (the default for an immutable feature)"),
