@@ -283,8 +283,9 @@ def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path):
     afile.write_text("keep me")
     with pytest.raises(BundleError) as info:
         export([1.0, 1.0], afile)
-    assert str(info.value) == (f"{afile} already exists and is a file (no manifest.json of format 'edgeinfer-bundle'), "
-                               f"which overwrite=True does not replace: choose another path, or remove {afile} yourself")
+    assert str(info.value) == (f"{afile} already exists and is a file (no manifest.json of format "
+                               f"'edgeinfer-bundle'), which overwrite=True does not replace: choose another path, or "
+                               f"remove {afile} yourself")
     assert (notes / "notes.txt").read_text() == "keep me"
 
 

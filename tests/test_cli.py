@@ -960,8 +960,9 @@ def test_a_misspelt_device_gets_a_did_you_mean(given, hint, tmp_path, monkeypatc
     _profile_file(tmp_path / "tiny.toml", model_size_budget_mb=0.005)
     result = CliRunner().invoke(main, ["predict", "nowhere", "--device", given])
     known = ", ".join(p.name for p in ei.list_devices())
-    assert (result.exit_code, result.stderr) == (2, f"error: unknown device '{given}'; {hint} known devices: {known} (see "
-                                                    "`edgeinfer devices`), or give the path of a .toml profile of your own\n")
+    assert (result.exit_code, result.stderr) == (2, f"error: unknown device '{given}'; {hint} known devices: {known} "
+                                                    "(see `edgeinfer devices`), or give the path of a .toml profile of "
+                                                    "your own\n")
 
 
 @pytest.mark.parametrize("command", [["predict", "nowhere"], ["explain", "nowhere"], ["stream", "nowhere"],

@@ -1335,9 +1335,9 @@ def test_a_sigmoid_head_taken_as_logits_is_refused(tmp_path):
     with pytest.raises(ExportError) as info:
         ei.export(model, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
     assert str(info.value) == (
-        "the model's outputs on every held-out and calibration row lie in [0, 1], as a sigmoid's do, but it is exported "
-        "as giving logits, and a softmax over them would squash every probability toward 1/2: give the model without "
-        "its final sigmoid, or, if they are logits, export with outputs='logits' (--outputs logits)")
+        "the model's outputs on every held-out and calibration row lie in [0, 1], as a sigmoid's do, but it is "
+        "exported as giving logits, and a softmax over them would squash every probability toward 1/2: give the model "
+        "without its final sigmoid, or, if they are logits, export with outputs='logits' (--outputs logits)")
     # logits that happen to lie in [0, 1] (a weak model's), said to be logits, export as such
     weak = torch.nn.Linear(2, 2)
     with torch.no_grad():

@@ -1211,12 +1211,12 @@ def test_a_bundle_without_a_window_is_pointed_at_predict_on_stdin(bc_bundle, bre
 
 
 def test_a_csv_given_as_json_lines_is_told_so(motion_bundle, recording):
-    """Review JE: --input-format jsonl on a CSV rejected each of its 4001 lines as "not valid JSON", its cause unsaid."""
+    """Review JE: --input-format jsonl on a CSV rejected each of its 4001 lines as "not valid JSON", cause unsaid."""
     result = run([motion_bundle, recording, "--input-format", "jsonl"])
     assert (result.exit_code, result.stdout) == (1, "")
-    assert result.stderr == ("error: line 1 is a CSV header of the bundle's channels (acc_x, acc_y, acc_z, gyr_x, gyr_y, "
-                             "gyr_z), not JSON: stream it as CSV (drop --input-format jsonl, or pass --input-format "
-                             "csv)\n")
+    assert result.stderr == ("error: line 1 is a CSV header of the bundle's channels (acc_x, acc_y, acc_z, gyr_x, "
+                             "gyr_y, gyr_z), not JSON: stream it as CSV (drop --input-format jsonl, or pass "
+                             "--input-format csv)\n")
     assert run([motion_bundle, recording, "--input-format", "csv"]).exit_code == 0
 
 
