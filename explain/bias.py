@@ -334,8 +334,12 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
         by_proxies = [t for t in mine if t.proxies_flip and t.to_value not in {a.to_value for a in alone}]
         # ... and those whose proxies alone move p past tolerance, where the protected value adds nothing that
         # counts: they went unsaid, the verdict reading only "does not depend" (review JG)
+        # (not at a value where the feature alone already counts: "the proxies move it, not sex" read beside "the
+        # decision flips if sex were 2" on held-out row 108)
+        counting_alone = {t.to_value for t in mine if not t.proxies and t.counts(tolerance)}
         moved_by_proxies = [t for t in mine if t.proxies and not t.flipped and t.control_class == t.class_name
-                            and abs(t.own_delta) <= tolerance < abs(t.control_delta)]
+                            and abs(t.own_delta) <= tolerance < abs(t.control_delta)
+                            and t.to_value not in counting_alone]
         if alone or joint:
             # a flip that needs the proxies too is said beside the ones that do not, unless it is the same value
             extra = [t for t in joint if t.to_value not in {a.to_value for a in alone}]

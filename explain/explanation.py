@@ -145,19 +145,19 @@ class FlipTest:
 
     def set_apart(self, tolerance: float) -> bool:
         """Whether the change is told against the control, not against the row: a joint flip's that changes the
-        decision (its class, or p past `tolerance`)."""
-        return self.control_class is not None and (self.flipped or abs(self.delta) > tolerance)
+        decision (its class, or p past `tolerance`), or one that keeps it whose change from the control is the
+        smaller: a joint change the proxies alone make too (0.041, the control's own 0.041) was told as the
+        protected feature's (review JG)."""
+        if self.control_class is None:
+            return False
+        own, delta = abs(self.own_delta), abs(self.delta)      # equal but for float rounding: from the row
+        return (self.flipped or delta > tolerance
+                or (math.isfinite(own) and own < delta and not math.isclose(own, delta, rel_tol=1e-9, abs_tol=1e-12)))
 
     def owed(self, tolerance: float) -> float:
         """The change in probability told as the protected value's: against the control where `set_apart` (what
-        the proxies alone change set apart); else `delta`, or, for a joint flip, the smaller of it and the change
-        from the control: where the decision stays, a joint change the proxies alone make (0.041 with the control's
-        own 0.041) was told as the protected feature's (review JG)."""
-        if self.set_apart(tolerance):
-            return self.own_delta
-        if self.control_class is None or not math.isfinite(self.own_delta):
-            return self.delta
-        return min(self.delta, self.own_delta, key=abs)
+        the proxies alone change set apart); else `delta`."""
+        return self.own_delta if self.set_apart(tolerance) else self.delta
 
     @property
     def control_delta(self) -> float:

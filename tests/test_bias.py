@@ -333,6 +333,19 @@ def test_a_change_the_proxy_alone_makes_is_neither_owed_to_sex_nor_left_unsaid(w
     assert expl.verdict == f"the decision does not depend on sex (largest change in probability 0.000){said}"
 
 
+def test_the_proxys_move_is_not_said_where_the_feature_alone_decides():
+    """logit −2·sex + 8·copy + 1 at sex 0, copy 0 ('granted', p 0.731): sex alone flips it (p 0.269); sex with its
+    proxy gives 0.999, the proxy alone 0.9999. A first fix said beside the flip "its proxy … changes the probability
+    … by +0.269 with sex kept: the proxy moves it, not sex" (held-out diabetes row 108, review of review JG)."""
+    model = LinearPredictor([-2.0, 0.0, 8.0], 1.0, SCHEMA, X_REF)
+    (expl,) = explain_bias(model, np.array([[0.0, 3.0, 0.0]]), labels=np.array([1]),
+                           proxies=find_proxies(SCHEMA, X_REF))
+    alone, joint = expl.flips
+    assert (alone.flipped, joint.flipped, joint.control_class) == (True, False, "granted")
+    assert joint.control_delta == pytest.approx(sigmoid(9.0) - sigmoid(1.0), abs=1e-12)      # +0.269
+    assert expl.verdict == "the decision flips if sex were male"
+
+
 def test_a_flip_the_proxies_make_is_told_by_what_the_protected_value_adds_and_of_the_decided_class():
     """logit 4.65·sex + 14.25·copy − 12 at sex 0, copy 0 ('denied'): the proxy alone, the control, flips to 'granted'
     (p(denied) 0.095), sex with it takes p(denied) to 0.001. Sex adds −0.094 beyond its proxy: counted, and told as

@@ -1153,6 +1153,21 @@ def test_the_auditors_largest_change_says_what_it_is_measured_from(schema):
             "coding 1/2) kept: decision lower progression, p(higher progression) = 0.314, DECISION FLIPS") in auditor
 
 
+def test_a_kept_decisions_change_told_from_its_control_says_so(schema):
+    """Sex with its proxy keeps the decision, Δp -0.030 from the row and +0.010 from the control (the proxy alone):
+    the smaller, from the control, is owed to sex (review JG), and the views say what it is measured from (a first
+    fix read "0.010 from the unflipped row", where the flips are 0.000 and -0.030)."""
+    flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.5, 0.0, False),
+             FlipTest("sex", 2.0, 1.0, ("s3",), "higher progression", 0.47, -0.03, False, (53.0,),
+                      "higher progression", 0.46))
+    assert (flips[1].set_apart(0.05), flips[1].owed(0.05)) == (True, pytest.approx(0.01, abs=1e-12))
+    expl = dataclasses.replace(_explanation(schema, p=0.5), bias=BiasExplanation(flips, (), 0.51, False, "VERDICT"))
+    assert ("VERDICT. Largest |Δp| owed to a protected feature: 0.010 against its control (the proxy moved, the "
+            "protected feature kept).") in views.render(expl, schema, stakeholder="auditor")
+    assert ("VERDICT (largest Δp owed to a protected feature 0.010 beyond what its proxy alone changes; "
+            in views.render(expl, schema, stakeholder="clinician"))
+
+
 def test_the_largest_change_is_the_one_owed_to_the_protected_feature_not_the_proxies(schema):
     """Held-out diabetes row 27: age 31 alone flips the decision (Δp -0.790); with its proxies -0.919, of which the
     proxies alone (the control) make -0.919 too. The auditor read "Largest |Δp| over flip tests: 0.790" beside the
