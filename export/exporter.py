@@ -509,11 +509,14 @@ def export(
         raw_calibration = (torch_raw_calibration if model is not None
                            else _ort_probabilities(raw_bytes, calibration, threads))
         if outputs is None and raw.shape[1] > 1 and all(_unit_interval(r) for r in (raw, raw_calibration)):
+            # an .onnx file's may be a softmax's, rounded (a quantized output): its fix is outputs='probabilities'
+            fix = ("give the model without its final sigmoid" if model is not None else
+                   "if they are probabilities, export with outputs='probabilities' (--outputs probabilities); if "
+                   "they are a sigmoid's, give the model without its final sigmoid")
             raise ExportError(
                 f"the model's outputs on every held-out and calibration row lie in [0, 1], as a sigmoid's do, but it "
                 f"is exported as giving logits, and a softmax over them would squash every probability toward "
-                f"1/{raw.shape[1]}: give the model without its final sigmoid, or, if they are logits, export with "
-                f"outputs='logits' (--outputs logits)")
+                f"1/{raw.shape[1]}: {fix}; if they are logits, export with outputs='logits' (--outputs logits)")
     float_labels = float_hold.argmax(axis=1)
     if holdout_labels is not None or order_labels is not None:
         _check_class_order(schema, float_labels, holdout_labels if holdout_labels is not None else order_labels)

@@ -1299,13 +1299,36 @@ def test_a_float64_model_that_runs_on_float32_input_is_told_to_call_float(tmp_pa
     with pytest.raises(ExportError) as info:
         ei.export(_Scaled().double(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
                   device="raspberry-pi-4", out=tmp_path / "b")
-    assert str(info.value) == ("the model computes in float64, not float32 (its parameters, buffers or output on a "
-                               "float32 input): call model.float() before export")
+    assert str(info.value) == ("the model computes its layers in float64, not float32 (a float64 weight or buffer "
+                               "promotes the float32 input): call model.float() before export")
     assert not (tmp_path / "b").exists()
     report = ei.export(_Scaled().double().float(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
                        device="raspberry-pi-4", out=tmp_path / "b")     # as told
     graph = onnx.load(report.bundle / "model.onnx").graph
     assert {i.data_type for i in graph.initializer} & {onnx.TensorProto.DOUBLE} == set()
+    assert report.precision == "int8-static"
+
+
+class _Float64Around(_Scaled):
+    """float32 layers with float64 beside them: an unused float64 buffer, one cast to float32, a float64 output."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("unused", torch.zeros(2, dtype=torch.float64))
+        self.register_buffer("shift", torch.zeros(2, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.linear(x - self.shift.float()).double()
+
+
+def test_float64_beside_float32_layers_exports_int8(tmp_path):
+    """The layers are checked, not the parameters (review of review JF): a first guard refused these, which exported
+    a real int8 bundle before, and told them to call model.float(), which does not change a cast in forward."""
+    report = ei.export(_Float64Around(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+                       device="raspberry-pi-4", out=tmp_path / "b")
+    assert report.precision == "int8-static"
+    graph = onnx.load(report.bundle / "model.onnx").graph
+    assert onnx.TensorProto.INT8 in {i.data_type for i in graph.initializer}
 
 
 class _Elementwise(torch.nn.Module):
@@ -1337,7 +1360,7 @@ def test_a_sigmoid_head_taken_as_logits_is_refused(tmp_path):
     assert str(info.value) == (
         "the model's outputs on every held-out and calibration row lie in [0, 1], as a sigmoid's do, but it is "
         "exported as giving logits, and a softmax over them would squash every probability toward 1/2: give the model "
-        "without its final sigmoid, or, if they are logits, export with outputs='logits' (--outputs logits)")
+        "without its final sigmoid; if they are logits, export with outputs='logits' (--outputs logits)")
     # logits that happen to lie in [0, 1] (a weak model's), said to be logits, export as such
     weak = torch.nn.Linear(2, 2)
     with torch.no_grad():
@@ -1351,6 +1374,15 @@ def test_a_sigmoid_head_taken_as_logits_is_refused(tmp_path):
     assert str(info.value) == ("outputs='probabilities' is for an .onnx model; a torch model is exported as giving "
                                "logits (the bundle adds the softmax): give it without its final softmax or sigmoid")
     assert not (tmp_path / "b").exists()
+    # an .onnx file's outputs in [0, 1] may be a rounded softmax's: it is told of outputs='probabilities' too
+    path = _linear_onnx(tmp_path / "m.onnx", np.array([[0.1, 0.1], [0.1, 0.2]]))
+    with pytest.raises(ExportError) as info:
+        ei.export(path, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value).endswith(
+        "toward 1/2: if they are probabilities, export with outputs='probabilities' (--outputs probabilities); if "
+        "they are a sigmoid's, give the model without its final sigmoid; if they are logits, export with "
+        "outputs='logits' (--outputs logits)")
+    assert ei.export(path, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "o", outputs="logits").bundle
 
 
 def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False,
