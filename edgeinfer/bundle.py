@@ -221,15 +221,15 @@ def check_destination(out: str | Path, *, overwrite: bool) -> Path:
         what = "a file" if out.is_file() else "a folder that is not an edgeinfer bundle"
         raise BundleError(f"{out} already exists and is {what} (no manifest.json of format {FORMAT!r}), which "
                           f"overwrite=True does not replace: choose another path, or remove {out} yourself")
-    if occupied and not overwrite:
-        raise BundleError(f"{out} already holds a bundle; choose another path or pass overwrite=True "
-                          "(CLI: --overwrite) to replace it")
-    if occupied:
+    if occupied:      # other files: told before the offer of overwrite=True, which would refuse them too
         others = sorted(p.name for p in out.iterdir() if p.name not in (MANIFEST_FILE, MODEL_FILE, REFERENCE_FILE))
         if others:
             raise BundleError(f"{out} holds files that are not the bundle's ({', '.join(others[:3])}"
                               f"{', ...' if len(others) > 3 else ''}), which overwriting would delete; move them "
                               "elsewhere first, or choose another path")
+    if occupied and not overwrite:
+        raise BundleError(f"{out} already holds a bundle; choose another path or pass overwrite=True "
+                          "(CLI: --overwrite) to replace it")
     parent = out.parent.resolve()
     if out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise BundleError(f"{out} is the working directory or holds it; it cannot be replaced: choose another path")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import re
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -150,6 +151,9 @@ def _close_match(name: Any, known: tuple[str, ...]) -> str:
 
     lowered = {stem(k): k for k in known}
     found = difflib.get_close_matches(stem(name), list(lowered), n=1, cutoff=0.8)
+    digitless = [re.sub(r"\d", "", text) for text in (stem(name), *found)]
+    if found and stem(name) != found[0] and digitless[0] == digitless[1]:
+        return ""       # another model number is another device: raspberry-pi-3 is not raspberry-pi-5
     return f"did you mean {lowered[found[0]]!r}?" if found else ""
 
 

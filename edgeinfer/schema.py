@@ -663,9 +663,14 @@ _FEATURE_KEYS = {
 
 def _key_hint(key: Any, known: set[str]) -> str:
     """'did you mean ...? ' for a misspelt schema key ('favorable', 'catagories', 'rang'), else nothing: the list of
-    known keys alone left the reader to find it (review JF)."""
-    close = close_match(key, sorted(known)) if isinstance(key, str) else None
-    return f"{did_you_mean(key, close)} " if close else ""
+    known keys alone left the reader to find it (review JF). Never the key a negation names ('immutable' is not
+    'mutable'), nor a loose likeness ('desc' is not 'codes')."""
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key.casefold(), sorted(known), n=1, cutoff=0.8)
+    if not close or key.casefold().endswith(close[0]) and key.casefold() != close[0]:
+        return ""
+    return f"{did_you_mean(key, close[0])} "
 
 
 def _feature_from_dict(i: int, data: Any) -> Feature:

@@ -250,7 +250,8 @@ class WindowSpec:
             if samples > MAX_SAMPLES:
                 raise InputError(f"{what} must be at most {MAX_SAMPLES} samples, got {raw!r} ({samples:.6g} samples "
                                  f"at {_g(self.sample_rate_hz)} Hz)")
-            if samples <= 0:        # '-3s' and '0s' were told they were no whole number of samples (review JE)
+            if samples < 0.5:       # '-3s' and '0s' were told they were no whole number of samples (review JE); '1e-9s'
+                # rounded to 0 and was refused by StreamOptions' field name
                 raise InputError(f"{what} must be at least 1 sample ({_g(1 / self.sample_rate_hz)}s at "
                                  f"{_g(self.sample_rate_hz)} Hz), got {raw!r}")
             if abs(samples - round(samples)) > 1e-6:

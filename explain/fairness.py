@@ -605,8 +605,12 @@ def _check(y_true, y_pred, sensitive, y_prob):
         arrays["y_prob"] = np.asarray(y_prob)
     for name, a in arrays.items():
         if a.ndim != 1:     # several sensitive columns (Fairlearn's intersectional groups) were told no way through
-            hint = ("; for groups of several features together, give one combined label per decision, e.g. "
-                    "[f\"{sex}, {band}\" for sex, band in rows]" if name == "sensitive" and a.ndim == 2 else "")
+            hint = ""
+            if name == "sensitive" and a.ndim == 2 and a.shape[1] > 1:
+                hint = ("; for groups of several features together, give one combined label per decision, e.g. "
+                        "[f\"{sex}, {band}\" for sex, band in rows]")
+            elif a.ndim == 2 and a.shape[1] == 1:      # a data frame's one column as df[["sex"]]
+                hint = "; give the column itself, not a one-column table (df['sex'], not df[['sex']]; or .ravel())"
             raise InputError(f"{name} must be one value per decision (1-D), got shape {a.shape}{hint}")
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:

@@ -235,10 +235,13 @@ def test_a_bundle_path_that_cannot_be_written_is_refused_before_any_work(bc_bund
                                f"{tmp_path / 'afile'} is a file, not a directory")
     shutil.copytree(bc_bundle, tmp_path / "kept")
     (tmp_path / "kept" / "notes.txt").write_text("keep me")
-    with pytest.raises(BundleError) as info:            # overwriting would delete what the user keeps beside it
-        check_destination(tmp_path / "kept", overwrite=True)
-    assert str(info.value) == (f"{tmp_path / 'kept'} holds files that are not the bundle's (notes.txt), which "
-                               "overwriting would delete; move them elsewhere first, or choose another path")
+    # overwriting would delete what the user keeps beside it; without overwrite=True that is said at once, not the
+    # offer of overwrite=True that it then refused (review of review JF)
+    for overwrite in (True, False):
+        with pytest.raises(BundleError) as info:
+            check_destination(tmp_path / "kept", overwrite=overwrite)
+        assert str(info.value) == (f"{tmp_path / 'kept'} holds files that are not the bundle's (notes.txt), which "
+                                   "overwriting would delete; move them elsewhere first, or choose another path")
 
 
 def test_a_manifest_edited_to_hold_nan_is_refused_as_modified(bc_bundle, tmp_path):

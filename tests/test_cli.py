@@ -953,6 +953,7 @@ def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unch
 @pytest.mark.parametrize("given, hint", [
     ("raspbery-pi-4", "did you mean 'raspberry-pi-4'?"), ("Raspberry-Pi-4", "did you mean 'raspberry-pi-4'?"),
     ("raspberry_pi_4", "did you mean 'raspberry-pi-4'?"), ("tiny", "did you mean the profile file tiny.toml?"),
+    ("raspberry-pi-3", ""),     # another model number is another device, not a typo of raspberry-pi-5
 ])
 def test_a_misspelt_device_gets_a_did_you_mean(given, hint, tmp_path, monkeypatch):
     """An unknown device got the list of known ones alone (review JF), though a misspelt provider name gets a hint."""
@@ -960,7 +961,8 @@ def test_a_misspelt_device_gets_a_did_you_mean(given, hint, tmp_path, monkeypatc
     _profile_file(tmp_path / "tiny.toml", model_size_budget_mb=0.005)
     result = CliRunner().invoke(main, ["predict", "nowhere", "--device", given])
     known = ", ".join(p.name for p in ei.list_devices())
-    assert (result.exit_code, result.stderr) == (2, f"error: unknown device '{given}'; {hint} known devices: {known} "
+    hint = f"{hint} " if hint else ""
+    assert (result.exit_code, result.stderr) == (2, f"error: unknown device '{given}'; {hint}known devices: {known} "
                                                     "(see `edgeinfer devices`), or give the path of a .toml profile of "
                                                     "your own\n")
 

@@ -172,7 +172,7 @@ def test_samples_from_text():
         with pytest.raises(InputError) as err:
             spec.samples(text, what="--hop")
         assert str(err.value) == f"--hop must be a number of samples (e.g. 20) or seconds (e.g. 2s), got {text!r}"
-    for text in ("-3s", "0s", "-0.1s"):     # review JE: these were told they were no whole number of samples
+    for text in ("-3s", "0s", "-0.1s", "1e-9s", "0.04s"):     # review JE: told they were no whole number of samples
         with pytest.raises(InputError) as err:
             spec.samples(text, what="--hop")
         assert str(err.value) == f"--hop must be at least 1 sample (0.1s at 10 Hz), got {text!r}"
