@@ -37,6 +37,9 @@ from edgeinfer.schema import _exact, _fixed
 
 FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
+# what a report reads, for a file that is something else (the input rows, explain's text, predict's decisions)
+EXPLAIN_FIRST = ("a report reads the JSON lines of `edgeinfer explain` (its default --format json) or `edgeinfer "
+                 "stream`: run `edgeinfer explain BUNDLE INPUT > explanations.jsonl`, then report on that")
 TOP_DRIVERS = 8
 TEMPLATE = "report.html.j2"
 ADDS_UP = 1e-6            # |base_value + sum(contributions) - prediction| beyond this: the attributions are damaged
@@ -140,9 +143,12 @@ def _records(file, path: str | Path, progress: Callable[[int], Any] | None):
             if isinstance(record, str):
                 # a line that did not parse, with none after it: a writer stopped mid-line ('[1, 2]' is whole)
                 last = record.startswith("not valid JSON") and next(file, None) is None and not line.endswith("}")
+                # a first line that is no JSON object at all: the input rows, or explain's --format text (review JH)
+                first = number == 1 and not line.lstrip().startswith("{")
                 raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
+                                 + (f"; {EXPLAIN_FIRST}" if first else "")
                                  + ("; the last line looks cut off (a stream still writing, or stopped hard): "
-                                    "delete it, or report on a finished file" if last else ""))
+                                    "delete it, or report on a finished file" if last and not first else ""))
             found = True
             yield number, record
     except (OSError, UnicodeDecodeError) as err:
@@ -284,9 +290,13 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             first.setdefault("row", f"{where} is a refused row")
         else:
             got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
+            # `edgeinfer predict`'s decisions: the report was told only what it got (review JH)
+            decision = isinstance(item, Mapping) and {"class_name", "probabilities"} <= set(item)
             raise InputError(
                 f"{where}: expected an Explanation, its JSON (with 'schema_version'), or a stream window record "
                 f"(with 'window' and 'decision'); got {got}"
+                + (f", a decision from `edgeinfer predict`, which explains nothing; {EXPLAIN_FIRST}" if decision
+                   else "")
             )
     if "window" in first and "row" in first:         # a stream summary counts windows: rows would go uncounted
         raise InputError(
@@ -748,6 +758,10 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
         # the risk label's): one, several, or none where no case has attributions
         "drivers_quantities": sorted({c["drivers"]["quantity"] for c in cases
                                       if c["drivers"] and "quantity" in c["drivers"]}),
+        # what the basis section may send the reader to check: only what a case shown holds (it listed a change
+        # and a bias recomputation where none was recorded, and "the values listed" where no case was shown: JH)
+        "basis": {"counterfactual": any(c["counterfactual"] and c["counterfactual"]["found"] for c in cases),
+                  "bias": any(c["bias"] and c["bias"]["flips"] for c in cases)},
         "cases_total": max(total, len(case_sources)),
         "timeline": _timeline(inputs.windows, spec, inputs.refused) if inputs.windows else None,
         "refused": [{"row": f"{r.row}{_id_text(r.id)}", "reason": r.reason} for r in inputs.refused],
@@ -881,6 +895,8 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
     [0, 1], contributions that do not add up to the prediction or name an input twice, a number the report shows that
     is NaN or JSON's null: it read "nan") or whose inputs, categorical values, flipped features or proxies are not the
     schema's (the report would show them as if they were), naming the record and field."""
+    import numpy as np
+
     source = f"bundle {bundle.path}" if bundle is not None else "the first record (no bundle given)"
     names = list(schema.names)
     made = list(zip(inputs.places or [f"explanation {n}" for n in range(1, len(inputs.explanations) + 1)],
@@ -917,6 +933,13 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             if name not in names:
                 refuse("instance", f"has {name!r}, not an input of {source} ({', '.join(names)})",
                        "the record is damaged or from another model")
+        # a value the schema refuses, which Session would not have explained, or one that the record's own
+        # attribution or counterfactual gives otherwise: bmi 99 was shown beside "bmi = 32.1: +0.315" (review JH)
+        invalid = schema.invalid_values(np.array([[e.instance[n] for n in names]], dtype=np.float64))[0]
+        for j, name in enumerate(names):
+            if invalid[j]:
+                refuse(f"instance.{name}", schema.value_error(j, e.instance[name]),
+                       "the record was altered, or is from another model")
         def klass(field: str, name: str | None) -> None:
             """A class the report shows (a counterfactual's, a flip's) is one of the model's."""
             if name is not None and name not in schema.classes:
@@ -968,6 +991,16 @@ def _check_records(inputs: Inputs, schema, bundle) -> None:
             if abs(reached - prediction) > ADDS_UP:
                 refuse("attributions.values", f"the contributions add up from base_value {base!r} to {reached!r}, "
                        f"not to the prediction {prediction!r} (Shapley values add up to it within {ADDS_UP:g})")
+        # ... and the input's value as the record's own attribution or counterfactual gives it
+        said = [(f"attributions.values[{i}].value", a.feature, a.value)
+                for i, a in enumerate(e.attributions.values if e.attributions is not None else ())]
+        said += [(f"counterfactuals.items[{i}].changes[{j}].from_value", ch.feature, ch.from_value)
+                 for i, c in enumerate(e.counterfactuals.items if e.counterfactuals is not None else ())
+                 for j, ch in enumerate(c.changes)]
+        for field, name, value in said:
+            if name in e.instance and value != e.instance[name]:
+                refuse(field, f"{value!r} is not the input's value, {e.instance[name]!r} (instance.{name})",
+                       "the record was altered or damaged")
         def known(field: str, name: str) -> None:
             if name not in names:
                 refuse(field, f"{name!r} is not an input of {source} ({', '.join(names)})",

@@ -869,6 +869,20 @@ def test_an_explanation_with_an_impossible_probability_is_refused(tmp_path, wher
     (lambda d: d["bias"]["flips"][0].update(class_name=None, probability=None, delta=None, flipped=True),
      "bias.flips[0].flipped: is true, but the flipped row has no class (class_name null: the model gave no finite "
      "probability for it); the record was altered or damaged"),
+    # review JH: an input the deployed model would have refused, or that the record's own figures give otherwise
+    # ("bmi 99 kg/m²" shown beside the driver "bmi = 31.5" and the change "31.5 → 27")
+    (lambda d: d["instance"].update(bmi=99.0),
+     "instance.bmi: feature 'bmi' expects a number in [10, 70] kg/m², got 99; the record was altered, or is from "
+     "another model"),
+    (lambda d: d["instance"].update(age=54.5),
+     "instance.age: feature 'age' expects an integer in [18, 100] years, got 54.5; the record was altered, or "
+     "is from another model"),
+    (lambda d: d["instance"].update(bmi=35.0),
+     "attributions.values[1].value: 31.5 is not the input's value, 35.0 (instance.bmi); the record was altered or "
+     "damaged"),
+    (lambda d: d["counterfactuals"]["items"][0]["changes"][0].update(from_value=150.0),
+     "counterfactuals.items[0].changes[0].from_value: 150.0 is not the input's value, 162.0 (instance.glucose); the "
+     "record was altered or damaged"),
 ])
 def test_a_damaged_explanation_is_refused_naming_the_record_and_field(fixed_bundle, tmp_path, change, message):
     record = _explanation(fixed_bundle.sha256).to_dict()
@@ -1410,6 +1424,42 @@ def test_an_output_folder_that_takes_no_file_is_refused_naming_the_flag(fixed_bu
                              "directory); give -o/--out a file path in a folder you can write to\n")
 
 
+def test_the_input_rows_or_predicts_decisions_are_pointed_at_explain(fixed_bundle, tmp_path):
+    """Review JH: the input rows and `predict`'s decisions, the commonest wrong files, were told only that they were
+    not JSON or had the wrong keys."""
+    hint = ("a report reads the JSON lines of `edgeinfer explain` (its default --format json) or `edgeinfer stream`: "
+            "run `edgeinfer explain BUNDLE INPUT > explanations.jsonl`, then report on that")
+    decided = json.dumps({"row": 1, "label": 1, "class_name": "high risk", "probabilities": [0.18, 0.82],
+                          "latency_ms": 0.4})
+    for given, message in (("glucose,bmi,age,sex,family\n162,31.5,54,male,yes\n",
+                            f"rows.txt line 1: not valid JSON (Expecting value at column 1); expected one JSON object "
+                            f"per line; {hint}"),
+                           (decided + "\n", "rows.txt line 1: expected an Explanation, its JSON (with "
+                                            "'schema_version'), or a stream window record (with 'window' and "
+                                            "'decision'); got keys ['class_name', 'label', 'latency_ms', "
+                                            "'probabilities', 'row'], a decision from `edgeinfer predict`, which "
+                                            f"explains nothing; {hint}")):
+        (tmp_path / "rows.txt").write_text(given)
+        result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(tmp_path / "rows.txt"), "-o",
+                                           str(tmp_path / "r.html")])
+        told = message.replace("rows.txt", str(tmp_path / "rows.txt"))
+        assert (result.exit_code, result.stderr) == (1, f"error: {told}\n")
+
+
+def test_the_basis_section_sends_the_reader_only_to_what_the_report_holds(fixed_bundle, tmp_path):
+    """Review JH: "How to check" told the reader to read the counterfactual and a bias recomputation that no case
+    recorded ("Bias check not recorded." beside "the decision was recomputed with each protected attribute")."""
+    changes = "names the top-ranked change the search found"
+    recomputed = "the decision was recomputed with each protected attribute"
+    full = _explanation(fixed_bundle.sha256)
+    bare = dataclasses.replace(full, bias=None, counterfactuals=None)
+    for explanations, said in (([full], True), ([bare], False)):
+        ei.report(explanations, out=tmp_path / "r.html", bundle=fixed_bundle)
+        text = (tmp_path / "r.html").read_text(encoding="utf-8")
+        assert '<section id="basis"' in text
+        assert (changes in text, recomputed in text) == (said, said)
+
+
 def test_explanations_from_stdin_as_every_other_command_reads_them(fixed_bundle, tmp_path):
     """`edgeinfer explain … | edgeinfer report B - -o r.html` said "explanations file - not found"; '-' is stdin,
     read as a file is (the same report, errors named "stdin")."""
@@ -1426,7 +1476,10 @@ def test_explanations_from_stdin_as_every_other_command_reads_them(fixed_bundle,
     for given, message in (("", "stdin holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer "
                                 "stream`"),
                            ("not json\n{}\n", "stdin line 1: not valid JSON (Expecting value at column 1); expected one "
-                                              "JSON object per line")):
+                                              "JSON object per line; a report reads the JSON lines of `edgeinfer "
+                                              "explain` (its default --format json) or `edgeinfer stream`: run "
+                                              "`edgeinfer explain BUNDLE INPUT > explanations.jsonl`, then report on "
+                                              "that")):
         result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), "-", "-o", str(tmp_path / "x.html")],
                                     input=given)
         assert (result.exit_code, result.stderr) == (1, f"error: {message}\n")
