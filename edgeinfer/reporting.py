@@ -454,7 +454,9 @@ def report(
         raise UsageError(f"report output must be a path ending in .html or .pdf, got {out!r}")
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
-        raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. -o report.html or -o report.pdf")
+        # ei.report's own words: the CLI's '-o' meant nothing in Python (review JH)
+        raise UsageError(f"report output must end in .html or .pdf, got '{out.name}'; e.g. out='report.html' or "
+                         "out='report.pdf'")
     weasyprint = (require("weasyprint", extra="report", purpose="writing PDF reports")
                   if out.suffix.lower() == ".pdf" else None)
     with _output(out):

@@ -1390,7 +1390,8 @@ def _normalize(html: str) -> str:
 def test_output_must_be_html_or_pdf(tmp_path):
     with pytest.raises(UsageError) as err:
         ei.report([_explanation()], out=tmp_path / "r.docx")
-    assert str(err.value) == "report output must end in .html or .pdf, got 'r.docx'; e.g. -o report.html or -o report.pdf"
+    assert str(err.value) == ("report output must end in .html or .pdf, got 'r.docx'; e.g. out='report.html' or "
+                              "out='report.pdf'")
 
 
 def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(fixed_bundle, tmp_path):
