@@ -509,8 +509,11 @@ def export(
         raw_calibration = (torch_raw_calibration if model is not None
                            else _ort_probabilities(raw_bytes, calibration, threads))
         if outputs is None and raw.shape[1] > 1 and all(_unit_interval(r) for r in (raw, raw_calibration)):
-            # an .onnx file's may be a softmax's, rounded (a quantized output): its fix is outputs='probabilities'
-            fix = ("give the model without its final sigmoid" if model is not None else
+            # an .onnx file's may be a softmax's, rounded (a quantized output): its fix is outputs='probabilities',
+            # offered where the rows sum to 1 near enough to pass that check (within 0.01), not to a sigmoid's
+            rounded = model is None and all(bool((np.abs(r.sum(axis=1) - 1) <= 0.01).all())
+                                            for r in (raw, raw_calibration))
+            fix = ("give the model without its final sigmoid" if not rounded else
                    "if they are probabilities, export with outputs='probabilities' (--outputs probabilities); if "
                    "they are a sigmoid's, give the model without its final sigmoid")
             raise ExportError(

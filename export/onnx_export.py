@@ -6,6 +6,7 @@ unpickler: never a full unpickle of a file we did not write) or an existing `.on
 
 from __future__ import annotations
 
+import copy as copy_module
 import io
 import logging
 import os
@@ -208,6 +209,29 @@ def torch_probabilities(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
 
 def torch_to_onnx(model: torch.nn.Module, *, n_features: int, n_classes: int, opset: int = OPSET) -> bytes:
     """Export with a dynamic batch dimension and a pinned opset."""
+    exported = _onnx_bytes(model, n_features=n_features, n_classes=n_classes, opset=opset)
+    # a float64 model ran on the float32 input (an elementwise first layer promotes it) and exported float64 layers,
+    # which no int8 or fp16 pass converts: the bundle was labelled int8 with nothing quantized (review JF). Refused
+    # where model.float() is the fix, as told: not for float64 a cast in forward makes (float32 layers beside it
+    # quantize), nor an unused float64 buffer
+    if _computes_in_float64(onnx.load_from_string(exported)) and _float_fixes(model, n_features, n_classes, opset):
+        raise ExportError("the model computes in float64, not float32 (a float64 weight or buffer promotes the "
+                          "float32 input): call model.float() before export")
+    return exported
+
+
+def _float_fixes(model: torch.nn.Module, n_features: int, n_classes: int, opset: int) -> bool:
+    """Whether a float32 copy of the model (model.float()) exports without float64 arithmetic."""
+    try:
+        copy = copy_module.deepcopy(model).float()
+        fixed = _onnx_bytes(copy, n_features=n_features, n_classes=n_classes, opset=opset)
+    except Exception:       # the copy fails where forward casts: float() is no fix for it
+        return False
+    return not _computes_in_float64(onnx.load_from_string(fixed))
+
+
+def _onnx_bytes(model: torch.nn.Module, *, n_features: int, n_classes: int, opset: int) -> bytes:
+    """The model with its probability head as ONNX bytes."""
     head = _head(model, n_features)
     sample = torch.zeros(2, n_features)
     raw = head.raw_shape        # the model's own: a single logit read as two classes was told as (2, 2)
@@ -232,23 +256,16 @@ def torch_to_onnx(model: torch.nn.Module, *, n_features: int, n_classes: int, op
             head, (sample,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset, dynamo=False,
         )
-    exported = buffer.getvalue()
-    # a float64 model ran on the float32 input (an elementwise first layer promotes it) and exported float64 layers,
-    # which no int8 or fp16 pass converts: the bundle was labelled int8 with nothing quantized (review JF). Its layers
-    # are checked, not its parameters: an unused float64 buffer, or one cast to float32, exported as it should
-    if _layers_in_float64(onnx.load_from_string(exported)):
-        raise ExportError("the model computes its layers in float64, not float32 (a float64 weight or buffer "
-                          "promotes the float32 input): call model.float() before export")
-    return exported
+    return buffer.getvalue()
 
 
-def _layers_in_float64(model: onnx.ModelProto) -> bool:
-    """Whether a MatMul, Gemm or Conv of the graph reads a float64 tensor."""
+def _computes_in_float64(model: onnx.ModelProto) -> bool:
+    """Whether a node of the graph other than a Cast reads a float64 tensor."""
     graph = onnx.shape_inference.infer_shapes(model).graph
     kinds = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
     kinds.update({i.name: i.data_type for i in graph.initializer})
-    return any(kinds.get(name) == onnx.TensorProto.DOUBLE for node in graph.node
-               if node.op_type in ("MatMul", "Gemm", "Conv") for name in node.input[:2])
+    return any(kinds.get(name) == onnx.TensorProto.DOUBLE for node in graph.node if node.op_type != "Cast"
+               for name in node.input)
 
 
 def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, outputs: str) -> bytes:

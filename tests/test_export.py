@@ -1299,8 +1299,8 @@ def test_a_float64_model_that_runs_on_float32_input_is_told_to_call_float(tmp_pa
     with pytest.raises(ExportError) as info:
         ei.export(_Scaled().double(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
                   device="raspberry-pi-4", out=tmp_path / "b")
-    assert str(info.value) == ("the model computes its layers in float64, not float32 (a float64 weight or buffer "
-                               "promotes the float32 input): call model.float() before export")
+    assert str(info.value) == ("the model computes in float64, not float32 (a float64 weight or buffer promotes the "
+                               "float32 input): call model.float() before export")
     assert not (tmp_path / "b").exists()
     report = ei.export(_Scaled().double().float(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
                        device="raspberry-pi-4", out=tmp_path / "b")     # as told
@@ -1321,14 +1321,43 @@ class _Float64Around(_Scaled):
         return self.linear(x - self.shift.float()).double()
 
 
-def test_float64_beside_float32_layers_exports_int8(tmp_path):
-    """The layers are checked, not the parameters (review of review JF): a first guard refused these, which exported
-    a real int8 bundle before, and told them to call model.float(), which does not change a cast in forward."""
-    report = ei.export(_Float64Around(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+class _CastInForward(_Scaled):
+    """float32 layers and a float64 step that forward's own cast makes: model.float() does not change it."""
+
+    def forward(self, x):
+        z = self.linear(x).double()
+        return (z @ torch.eye(2, dtype=torch.float64)).float()
+
+
+class _Einsum64(torch.nn.Module):
+    """A float64 weight read by an Einsum, no MatMul: a first check looked at MatMul, Gemm and Conv alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(2))
+        self.w = torch.nn.Parameter(torch.tensor([[3.0, -3.0], [-3.0, 3.0]]))
+
+    def forward(self, x):
+        return torch.einsum("bf,fc->bc", x * self.scale, self.w)
+
+
+@pytest.mark.parametrize("model", [_Float64Around, _CastInForward])
+def test_float64_that_model_float_would_not_change_exports_int8(model, tmp_path):
+    """Refused only where model.float() is the fix (reviews of review JF): a first guard refused these, which
+    exported a real int8 bundle before, and told them to call model.float(), which does not change a cast in
+    forward or a float64 output."""
+    report = ei.export(model(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
                        device="raspberry-pi-4", out=tmp_path / "b")
     assert report.precision == "int8-static"
     graph = onnx.load(report.bundle / "model.onnx").graph
     assert onnx.TensorProto.INT8 in {i.data_type for i in graph.initializer}
+
+
+def test_a_float64_einsum_is_told_to_call_float(tmp_path):
+    with pytest.raises(ExportError) as info:
+        ei.export(_Einsum64().double(), TWO, calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)),
+                  device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value).endswith("call model.float() before export")
 
 
 class _Elementwise(torch.nn.Module):
@@ -1374,15 +1403,32 @@ def test_a_sigmoid_head_taken_as_logits_is_refused(tmp_path):
     assert str(info.value) == ("outputs='probabilities' is for an .onnx model; a torch model is exported as giving "
                                "logits (the bundle adds the softmax): give it without its final softmax or sigmoid")
     assert not (tmp_path / "b").exists()
-    # an .onnx file's outputs in [0, 1] may be a rounded softmax's: it is told of outputs='probabilities' too
+    # an .onnx file's outputs in [0, 1] that sum to 1 within 0.01 may be a rounded softmax's: it is told of
+    # outputs='probabilities' too, and that exports; outputs far from summing to 1 are not (it would be refused)
     path = _linear_onnx(tmp_path / "m.onnx", np.array([[0.1, 0.1], [0.1, 0.2]]))
     with pytest.raises(ExportError) as info:
         ei.export(path, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
+    assert str(info.value).endswith("toward 1/2: give the model without its final sigmoid; if they are logits, "
+                                    "export with outputs='logits' (--outputs logits)")
+    assert ei.export(path, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "o", outputs="logits").bundle
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(        # a softmax whose rows sum to 1.004, as a rounded one's may
+        [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+         helper.make_node("Mul", ["p", "k"], ["out"])], "rounded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 2])],
+        [numpy_helper.from_array(np.array([[1.0, -1.0], [-1.0, 1.0]], np.float32), "W"),
+         numpy_helper.from_array(np.array(1.004, np.float32), "k")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    with pytest.raises(ExportError) as info:
+        ei.export(tmp_path / "r.onnx", TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "b")
     assert str(info.value).endswith(
         "toward 1/2: if they are probabilities, export with outputs='probabilities' (--outputs probabilities); if "
         "they are a sigmoid's, give the model without its final sigmoid; if they are logits, export with "
         "outputs='logits' (--outputs logits)")
-    assert ei.export(path, TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "o", outputs="logits").bundle
+    assert ei.export(tmp_path / "r.onnx", TWO, calibration=X, device="x86-edge-gateway", out=tmp_path / "p",
+                     outputs="probabilities").bundle
 
 
 def _linear_onnx(path, weights: np.ndarray, *, ir_version: int = 9, output: str = "out", double: bool = False,
