@@ -39,7 +39,8 @@ FORMATS = (".html", ".pdf")
 MAX_CASES = 25          # explained decisions shown in full; the rest are counted
 # what a report reads, for a file that is something else (the input rows, explain's text, predict's decisions)
 EXPLAIN_FIRST = ("a report reads the JSON lines of `edgeinfer explain` (its default --format json) or `edgeinfer "
-                 "stream`: run `edgeinfer explain BUNDLE INPUT > explanations.jsonl`, then report on that")
+                 "stream`: run `edgeinfer explain BUNDLE INPUT > explanations.jsonl` (a sensor recording: `edgeinfer "
+                 "stream BUNDLE INPUT --explain all > explanations.jsonl`), then report on that")
 TOP_DRIVERS = 8
 TEMPLATE = "report.html.j2"
 ADDS_UP = 1e-6            # |base_value + sum(contributions) - prediction| beyond this: the attributions are damaged
@@ -144,7 +145,7 @@ def _records(file, path: str | Path, progress: Callable[[int], Any] | None):
                 # a line that did not parse, with none after it: a writer stopped mid-line ('[1, 2]' is whole)
                 last = record.startswith("not valid JSON") and next(file, None) is None and not line.endswith("}")
                 # a first line that is no JSON object at all: the input rows, or explain's --format text (review JH)
-                first = number == 1 and not line.lstrip().startswith("{")
+                first = number == 1 and not line.lstrip().startswith(("{", "["))    # '[': a JSON array, not rows
                 raise InputError(f"{path} line {number}: {record}; expected one JSON object per line"
                                  + (f"; {EXPLAIN_FIRST}" if first else "")
                                  + ("; the last line looks cut off (a stream still writing, or stopped hard): "
@@ -290,13 +291,13 @@ def collect(items: Iterable[Any], *, progress: Callable[[int], Any] | None = Non
             first.setdefault("row", f"{where} is a refused row")
         else:
             got = f"keys {sorted(item)}" if isinstance(item, Mapping) else type(item).__name__
-            # `edgeinfer predict`'s decisions: the report was told only what it got (review JH)
+            # `edgeinfer predict`'s decisions, or input rows as JSON lines: told only what it got (review JH)
             decision = isinstance(item, Mapping) and {"class_name", "probabilities"} <= set(item)
+            what = ", a decision from `edgeinfer predict`, which explains nothing" if decision else ""
             raise InputError(
                 f"{where}: expected an Explanation, its JSON (with 'schema_version'), or a stream window record "
-                f"(with 'window' and 'decision'); got {got}"
-                + (f", a decision from `edgeinfer predict`, which explains nothing; {EXPLAIN_FIRST}" if decision
-                   else "")
+                f"(with 'window' and 'decision'); got {got}{what}"
+                + (f"; {EXPLAIN_FIRST}" if isinstance(item, Mapping) else "")
             )
     if "window" in first and "row" in first:         # a stream summary counts windows: rows would go uncounted
         raise InputError(

@@ -40,6 +40,7 @@ from edgeinfer.explain.explanation import (
 )
 from edgeinfer.profiles import get_device
 from edgeinfer.reference import Reference
+from edgeinfer.reporting import EXPLAIN_FIRST
 from edgeinfer.schema import Feature, FeatureSchema
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -1429,7 +1430,8 @@ def test_the_input_rows_or_predicts_decisions_are_pointed_at_explain(fixed_bundl
     """Review JH: the input rows and `predict`'s decisions, the commonest wrong files, were told only that they were
     not JSON or had the wrong keys."""
     hint = ("a report reads the JSON lines of `edgeinfer explain` (its default --format json) or `edgeinfer stream`: "
-            "run `edgeinfer explain BUNDLE INPUT > explanations.jsonl`, then report on that")
+            "run `edgeinfer explain BUNDLE INPUT > explanations.jsonl` (a sensor recording: `edgeinfer stream BUNDLE "
+            "INPUT --explain all > explanations.jsonl`), then report on that")
     decided = json.dumps({"row": 1, "label": 1, "class_name": "high risk", "probabilities": [0.18, 0.82],
                           "latency_ms": 0.4})
     for given, message in (("glucose,bmi,age,sex,family\n162,31.5,54,male,yes\n",
@@ -1439,12 +1441,18 @@ def test_the_input_rows_or_predicts_decisions_are_pointed_at_explain(fixed_bundl
                                             "'schema_version'), or a stream window record (with 'window' and "
                                             "'decision'); got keys ['class_name', 'label', 'latency_ms', "
                                             "'probabilities', 'row'], a decision from `edgeinfer predict`, which "
-                                            f"explains nothing; {hint}")):
+                                            f"explains nothing; {hint}"),
+                           # the input rows as JSON lines; a JSON array of explanations is told nothing of explain
+                           ('{"glucose": 162}\n', "rows.txt line 1: expected an Explanation, its JSON (with "
+                                                  "'schema_version'), or a stream window record (with 'window' and "
+                                                  f"'decision'); got keys ['glucose']; {hint}"),
+                           ("[{}]\n", "rows.txt line 1: expected a JSON object of field name to value, got list; "
+                                      "expected one JSON object per line")):
         (tmp_path / "rows.txt").write_text(given)
         result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), str(tmp_path / "rows.txt"), "-o",
                                            str(tmp_path / "r.html")])
         told = message.replace("rows.txt", str(tmp_path / "rows.txt"))
-        assert (result.exit_code, result.stderr) == (1, f"error: {told}\n")
+        assert (result.exit_code, result.stderr) == (1, f"error: {told}\n"), given
 
 
 def test_the_basis_section_sends_the_reader_only_to_what_the_report_holds(fixed_bundle, tmp_path):
@@ -1507,7 +1515,7 @@ def test_unknown_record_is_refused(tmp_path):
     with pytest.raises(InputError) as err:
         ei.report([{"row": 1, "label": 0}], out=tmp_path / "r.html")
     assert str(err.value) == ("record 1: expected an Explanation, its JSON (with 'schema_version'), or a stream window "
-                              "record (with 'window' and 'decision'); got keys ['label', 'row']")
+                              "record (with 'window' and 'decision'); got keys ['label', 'row']; " + EXPLAIN_FIRST)
 
 
 @pytest.mark.parametrize("change, message", [
