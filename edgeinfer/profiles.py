@@ -151,10 +151,18 @@ def _close_match(name: Any, known: tuple[str, ...]) -> str:
 
     lowered = {stem(k): k for k in known}
     found = difflib.get_close_matches(stem(name), list(lowered), n=1, cutoff=0.8)
-    digitless = [re.sub(r"\d", "", text) for text in (stem(name), *found)]
-    if found and stem(name) != found[0] and digitless[0] == digitless[1]:
+    if found and _other_number(stem(name), found[0]):
         return ""       # another model number is another device: raspberry-pi-3 is not raspberry-pi-5
     return f"did you mean {lowered[found[0]]!r}?" if found else ""
+
+
+def _other_number(name: str, known: str) -> bool:
+    """Whether two names differ only in one number of the same length whose digits differ (raspberry-pi-3 and -5),
+    not in a typo of it: transposed digits (x68), one left out or added (h10, 04)."""
+    if re.sub(r"\d+", "#", name) != re.sub(r"\d+", "#", known):
+        return False
+    differ = [(a, b) for a, b in zip(re.findall(r"\d+", name), re.findall(r"\d+", known)) if a != b]
+    return len(differ) == 1 and len(differ[0][0]) == len(differ[0][1]) and sorted(differ[0][0]) != sorted(differ[0][1])
 
 
 def _profile_files():

@@ -661,6 +661,10 @@ _FEATURE_KEYS = {
 }
 
 
+# prefixes that turn a key into its opposite: 'immutable', 'non_mutable', 'unprotected', 'notactionable'
+NEGATIONS = ("im", "in", "un", "non", "non_", "non-", "not", "not_", "not-", "dis", "ir", "il")
+
+
 def _key_hint(key: Any, known: set[str]) -> str:
     """'did you mean ...? ' for a misspelt schema key ('favorable', 'catagories', 'rang'), else nothing: the list of
     known keys alone left the reader to find it (review JF). Never the key a negation names ('immutable' is not
@@ -668,7 +672,7 @@ def _key_hint(key: Any, known: set[str]) -> str:
     if not isinstance(key, str):
         return ""
     close = difflib.get_close_matches(key.casefold(), sorted(known), n=1, cutoff=0.8)
-    if not close or key.casefold().endswith(close[0]) and key.casefold() != close[0]:
+    if not close or key.casefold().lstrip("_-") in {p + close[0] for p in NEGATIONS}:
         return ""
     return f"{did_you_mean(key, close[0])} "
 

@@ -2239,12 +2239,10 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
     session = _load_session(bundle, device, fallback, threads=1 if explain_mode != "none" else None)
     spec = window_spec_of(session.bundle)
     try:
-        window = spec.samples(window_text, what="--window") if window_text else None
+        window = spec.samples(window_text, what="--window", least=2) if window_text else None
         hop = spec.samples(hop_text, what="--hop") if hop_text else None
     except InputError as err:     # an unusable option value: a usage error (exit 2), as for --explain
         raise UsageError(str(err)) from None
-    if window is not None and window < 2:
-        raise UsageError(f"--window must be at least 2 samples, got {window}")
     if summary_path:        # found now, not after the whole stream ran
         _check_writable(summary_path, option="--summary")
     if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)

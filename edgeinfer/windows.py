@@ -234,8 +234,9 @@ class WindowSpec:
         rate = self.sample_rate_hz is not None
         return [s.unit(c.unit, has_rate=rate) for c, group in zip(self.channels, self.statistics) for s in group]
 
-    def samples(self, text: str | int, *, what: str) -> int:
-        """Parse '20' (samples) or '2s' / '1.5s' (seconds, needs a sample rate) into a number of samples."""
+    def samples(self, text: str | int, *, what: str, least: int = 1) -> int:
+        """Parse '20' (samples) or '2s' / '1.5s' (seconds, needs a sample rate) into a number of samples, at least
+        `least` (a window's 2: '0.04s' was told "at least 1 sample (0.1s)", and 0.1s then "at least 2 samples")."""
         raw = str(text).strip()
         if raw.endswith("s"):
             if self.sample_rate_hz is None:
@@ -250,10 +251,10 @@ class WindowSpec:
             if samples > MAX_SAMPLES:
                 raise InputError(f"{what} must be at most {MAX_SAMPLES} samples, got {raw!r} ({samples:.6g} samples "
                                  f"at {_g(self.sample_rate_hz)} Hz)")
-            if samples < 0.5:       # '-3s' and '0s' were told they were no whole number of samples (review JE); '1e-9s'
-                # rounded to 0 and was refused by StreamOptions' field name
-                raise InputError(f"{what} must be at least 1 sample ({_g(1 / self.sample_rate_hz)}s at "
-                                 f"{_g(self.sample_rate_hz)} Hz), got {raw!r}")
+            if samples < least - 0.5:     # '-3s' and '0s' were told they were no whole number of samples (review
+                # JE); '1e-9s' rounded to 0 and was refused by StreamOptions' field name
+                raise InputError(f"{what} must be at least {least} sample{'s' if least != 1 else ''} "
+                                 f"({_g(least / self.sample_rate_hz)}s at {_g(self.sample_rate_hz)} Hz), got {raw!r}")
             if abs(samples - round(samples)) > 1e-6:
                 raise InputError(
                     f"{what} {raw!r} is not a whole number of samples at {_g(self.sample_rate_hz)} Hz; "
@@ -264,8 +265,8 @@ class WindowSpec:
             value = int(raw)
         except ValueError:
             raise InputError(f"{what} must be a number of samples (e.g. 20) or seconds (e.g. 2s), got {raw!r}") from None
-        if value < 1:
-            raise InputError(f"{what} must be at least 1 sample, got {value}")
+        if value < least:
+            raise InputError(f"{what} must be at least {least} sample{'s' if least != 1 else ''}, got {value}")
         if value > MAX_SAMPLES:
             raise InputError(f"{what} must be at most {MAX_SAMPLES} samples, got {raw}")
         return value

@@ -610,7 +610,7 @@ def _check(y_true, y_pred, sensitive, y_prob):
                 hint = ("; for groups of several features together, give one combined label per decision, e.g. "
                         "[f\"{sex}, {band}\" for sex, band in rows]")
             elif a.ndim == 2 and a.shape[1] == 1:      # a data frame's one column as df[["sex"]]
-                hint = "; give the column itself, not a one-column table (df['sex'], not df[['sex']]; or .ravel())"
+                hint = "; give the column itself, not a one-column table (df['col'], not df[['col']]; or .ravel())"
             raise InputError(f"{name} must be one value per decision (1-D), got shape {a.shape}{hint}")
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:

@@ -954,6 +954,8 @@ def test_an_export_where_memory_cannot_be_measured_warns_that_its_budget_is_unch
     ("raspbery-pi-4", "did you mean 'raspberry-pi-4'?"), ("Raspberry-Pi-4", "did you mean 'raspberry-pi-4'?"),
     ("raspberry_pi_4", "did you mean 'raspberry-pi-4'?"), ("tiny", "did you mean the profile file tiny.toml?"),
     ("raspberry-pi-3", ""),     # another model number is another device, not a typo of raspberry-pi-5
+    ("cuda-server-h200", ""), ("x68-edge-gateway", "did you mean 'x86-edge-gateway'?"),     # transposed: a typo
+    ("cuda-server-h10", "did you mean 'cuda-server-h100'?"),
 ])
 def test_a_misspelt_device_gets_a_did_you_mean(given, hint, tmp_path, monkeypatch):
     """An unknown device got the list of known ones alone (review JF), though a misspelt provider name gets a hint."""

@@ -387,7 +387,7 @@ def test_bad_group_input_is_refused_with_exact_messages(decided):
     with pytest.raises(InputError) as err:
         GroupFairness(y_true=y, y_pred=y_pred, sensitive=X[:, 1:2])
     assert str(err.value) == ("sensitive must be one value per decision (1-D), got shape (442, 1); give the column "
-                              "itself, not a one-column table (df['sex'], not df[['sex']]; or .ravel())")
+                              "itself, not a one-column table (df['col'], not df[['col']]; or .ravel())")
     combined = GroupFairness(y_true=y, y_pred=y_pred, sensitive=[f"{s:g}, {a >= 50}" for a, s in X[:, :2]])
     assert sorted(g.group for g in combined.by_group) == ["1, False", "1, True", "2, False", "2, True"]
     with pytest.raises(InputError) as err:

@@ -619,6 +619,9 @@ def test_actionable_defaults_to_mutable_and_unprotected_and_round_trips(tmp_path
         ({"features": [{"name": "a", "immutable": True}], "classes": ["x", "y"]},
          "feature 'a': unknown key 'immutable'; known keys: actionable, categories, clinical, codes, kind, lay, "
          "monotone, mutable, name, protected, range, step, unit"),
+        ({"features": [{"name": "a", "ccategories": ["u", "v"]}], "classes": ["x", "y"]},
+         "feature 'a': unknown key 'ccategories'; did you mean 'categories'? known keys: actionable, categories, "
+         "clinical, codes, kind, lay, monotone, mutable, name, protected, range, step, unit"),
         ({"features": [{"name": "a"}], "classes": ["x", "y"], "favorable": "y"},
          "unknown schema key favorable; did you mean 'favourable'? known keys: classes, description, favourable, "
          "features, name"),

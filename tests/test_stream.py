@@ -1153,7 +1153,9 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
                                    ("--hop", "0", "--hop must be at least 1 sample, got 0"),
                                    # review JE: told they were no whole number of samples
                                    ("--hop", "-3s", "--hop must be at least 1 sample (0.1s at 10 Hz), got '-3s'"),
-                                   ("--window", "0s", "--window must be at least 1 sample (0.1s at 10 Hz), got '0s'"),
+                                   ("--window", "0s", "--window must be at least 2 samples (0.2s at 10 Hz), got '0s'"),
+                                   ("--window", "0.1s", "--window must be at least 2 samples (0.2s at 10 Hz), got "
+                                                        "'0.1s'"),
                                    # review JE: these wrote a file named '-'
                                    ("--rejects", "-", "--rejects - would write a file named '-': stdout carries the "
                                                       "windows, and rejected rows go to stderr without --rejects; "
