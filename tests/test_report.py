@@ -1485,10 +1485,7 @@ def test_explanations_from_stdin_as_every_other_command_reads_them(fixed_bundle,
     for given, message in (("", "stdin holds no records; expected JSONL from `edgeinfer explain` or `edgeinfer "
                                 "stream`"),
                            ("not json\n{}\n", "stdin line 1: not valid JSON (Expecting value at column 1); expected one "
-                                              "JSON object per line; a report reads the JSON lines of `edgeinfer "
-                                              "explain` (its default --format json) or `edgeinfer stream`: run "
-                                              "`edgeinfer explain BUNDLE INPUT > explanations.jsonl`, then report on "
-                                              "that")):
+                                              f"JSON object per line; {EXPLAIN_FIRST}")):
         result = CliRunner().invoke(main, ["report", str(fixed_bundle.path), "-", "-o", str(tmp_path / "x.html")],
                                     input=given)
         assert (result.exit_code, result.stderr) == (1, f"error: {message}\n")
