@@ -125,15 +125,23 @@ def _rounded(schema: FeatureSchema, cf: Counterfactual) -> bool:
 
 
 def _missed(model, results, answers, targets, levels) -> dict[tuple[tuple[int, int], int], bool]:
-    """For each answer and level: whether a view or the report writing from that many digits on misses the target."""
-    rows = [write(model.schema, results[i].items[j], level)
-            for i, j in answers for level in levels for write in (_view_row, _report_row)]
+    """For each answer and level: whether a view or the report writing from that many digits on misses the target.
+    The report writes at least REPORT_DIGITS digits, so its row below that level is the one at it: built and
+    checked once."""
+    report_levels = sorted({max(level, REPORT_DIGITS) for level in levels})
+    rows = []
+    for i, j in answers:
+        cf = results[i].items[j]
+        rows += [_view_row(model.schema, cf, level) for level in levels]
+        rows += [_report_row(model.schema, cf, level) for level in report_levels]
     proba = np.asarray(model.predict_proba(np.asarray(rows, dtype=np.float64)), dtype=np.float64)
-    per_answer = 2 * len(levels)
+    per_answer = len(levels) + len(report_levels)
+    report_at = [len(levels) + report_levels.index(max(level, REPORT_DIGITS)) for level in levels]
     missed = {}
     for n, a in enumerate(answers):
-        met = targets[a[0]].met(proba[n * per_answer:(n + 1) * per_answer]).reshape(len(levels), 2).all(axis=1)
-        missed.update({(a, level): not ok for level, ok in zip(levels, met.tolist())})
+        met = targets[a[0]].met(proba[n * per_answer:(n + 1) * per_answer])
+        both = met[:len(levels)] & met[report_at]
+        missed.update({(a, level): not ok for level, ok in zip(levels, both.tolist())})
     return missed
 
 
