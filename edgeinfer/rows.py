@@ -10,6 +10,7 @@ import csv
 import io
 import itertools
 import json
+import re
 import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
     text = first.head if isinstance(first, _Long) else first.rstrip("\r\n")
     if (told := not_text(text, example=example)) is not None:     # its bytes would be the header
         raise InputError(told)
+    if (told := _json_not_lines(text, first_no, example=example)) is not None:
+        raise InputError(told)
     if fmt == "auto":
         fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
     if isinstance(first, _Long) and fmt == "csv":      # as JSON lines, it is its row's error alone
@@ -78,6 +81,21 @@ def read_rows(stream: IO[str], *, fmt: str = "auto", check_header: Callable[[lis
         yield from _csv(first_no, first, lines, check_header, reader, text_columns)
     else:
         raise InputError(f"unknown input format {fmt!r}; use csv or jsonl")
+
+
+def _json_not_lines(text: str, line_no: int, *, example: str) -> str | None:
+    """What to tell a first line that opens JSON other than JSON lines: an array (`json.dump` of a list of rows) was
+    read as a CSV header ("column ... appears twice"), and an object written over several lines had each of its
+    lines rejected as "not valid JSON"."""
+    head = text.strip()
+    source = example.partition(" ")[0]
+    if re.match(r"\[\s*(\{|\[|$)", head):
+        return (f"line {line_no} opens a JSON array; give JSON lines, one row object per line (jq -c '.[]' {source} "
+                "writes them), or a CSV header line and rows")
+    if head == "{":
+        return (f"line {line_no} is '{{' alone: a JSON object written over several lines; give JSON lines, one row "
+                f"object per line (jq -c . {source} writes them), or a CSV header line and rows")
+    return None
 
 
 @dataclass(frozen=True)

@@ -1416,3 +1416,23 @@ def test_a_column_that_is_no_feature_is_told_with_the_options_that_leave_it_out(
     assert (result.exit_code, result.stdout, result.stderr) == (
         2, "", "error: --ignore-column bmi: 'bmi' is a feature the model reads; name a column that is none, or leave "
                "the option out\n")
+
+
+@pytest.mark.parametrize("shape, told", [
+    ("array", "line 1 opens a JSON array; give JSON lines, one row object per line (jq -c '.[]' FILE writes them), "
+              "or a CSV header line and rows"),
+    ("indented array", "line 1 opens a JSON array; give JSON lines, one row object per line (jq -c '.[]' FILE writes "
+                       "them), or a CSV header line and rows"),
+    ("indented object", "line 1 is '{' alone: a JSON object written over several lines; give JSON lines, one row "
+                        "object per line (jq -c . FILE writes them), or a CSV header line and rows"),
+])
+def test_json_that_is_not_json_lines_is_told_so_once(diabetes_bundle, rows_file, tmp_path, shape, told):
+    """Review: json.dump's array was read as a CSV header ("column '"s1": 218.0' appears twice"), and an indented
+    object had each of its 12 lines rejected as "not valid JSON"."""
+    _, good = rows_file
+    path = tmp_path / "rows.json"
+    path.write_text({"array": json.dumps(good), "indented array": json.dumps(good, indent=2),
+                     "indented object": json.dumps(good[0], indent=2)}[shape])
+    for command in ("predict", "explain"):
+        result = CliRunner().invoke(main, [command, str(diabetes_bundle), str(path)])
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", f"error: {told}\n")
