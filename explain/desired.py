@@ -17,9 +17,10 @@ import numpy as np
 from edgeinfer.errors import ExplainError
 from edgeinfer.schema import FeatureSchema, close_match, did_you_mean
 
-# p(<class>) <op> <number>: the class is everything between "p(" and the last ")" before the operator, so a
-# class name may hold parentheses ("malignant (M)") or quotes ("high & 'q'")
-_THRESHOLD = re.compile(r"^\s*p\s*\((?P<cls>.*)\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$",
+# p(<class>) <op> <number> (P( too): the class is everything between "p(" and the last ")" before the operator, so a
+# class name may hold parentheses ("malignant (M)") or quotes ("high & 'q'"); a signed number is read, so that one
+# below 0 is told the range
+_THRESHOLD = re.compile(r"^\s*[pP]\s*\((?P<cls>.*)\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$",
                         re.DOTALL)
 _OPS = ("<", "<=", ">", ">=")
 
@@ -201,6 +202,7 @@ def parse_desired(desired: str | None, schema: FeatureSchema) -> Goal:
     if (value >= 1.0 - MARGIN) if above else (value <= MARGIN):   # no answer could clear it by MARGIN
         raise ExplainError(
             f"desired outcome {desired!r} cannot be reached: an answer must clear its threshold by {MARGIN:g} and a "
-            f"probability lies in [0, 1]; give a threshold {'below 1' if above else 'above 0'}, e.g. "
+            f"probability lies in [0, 1]; give a threshold {'below' if above else 'above'} "
+            f"{1 - MARGIN if above else MARGIN:.6f}, e.g. "
             f"\"p({name}) {match['op']} {0.9 if above else 0.1}\"")
     return Goal("threshold", schema.classes.index(name), match["op"], value)

@@ -711,18 +711,25 @@ def test_bad_desired_strings(linear):
     with pytest.raises(ExplainError) as err:
         parse_desired("<=50k", FeatureSchema(features=(Feature("x"),), classes=("<=50K", ">50K")))
     assert "is not understood; did you mean '<=50K'? (names are case-sensitive)" in str(err.value)
-    with pytest.raises(ExplainError) as err:
-        find_counterfactuals(session, x, desired="p(low) > 1.5")
-    assert str(err.value) == "desired outcome 'p(low) > 1.5': a probability threshold must lie in [0, 1], got 1.5"
-    # thresholds no probability clears by the 1e-6 margin an answer needs: refused before any search
-    for desired, bound in (("p(high) > 1", "below 1"), ("p(high) >= 1", "below 1"), ("p(low) < 0", "above 0"),
-                           ("p(low) <= 0", "above 0"), ("p(high) >= 0.9999995", "below 1")):
+    # out of [0, 1] either way (review: "< -0.1" was only "not understood")
+    for desired, value in (("p(low) > 1.5", "1.5"), ("p(low) < -0.1", "-0.1")):
+        with pytest.raises(ExplainError) as err:
+            find_counterfactuals(session, x, desired=desired)
+        assert str(err.value) == f"desired outcome {desired!r}: a probability threshold must lie in [0, 1], got {value}"
+    # thresholds no probability clears by the 1e-6 margin an answer needs: refused before any search, told the
+    # bound that is (review: "< 1e-7" was told to give one "above 0", which it is)
+    for desired, bound in (("p(high) > 1", "below 0.999999"), ("p(high) >= 1", "below 0.999999"),
+                           ("p(low) < 0", "above 0.000001"), ("p(low) <= 0", "above 0.000001"),
+                           ("p(high) >= 0.9999995", "below 0.999999"), ("p(low) < 1e-7", "above 0.000001")):
         with pytest.raises(ExplainError) as err:
             find_counterfactuals(session, x, desired=desired)
         assert str(err.value) == (f"desired outcome {desired!r} cannot be reached: an answer must clear its threshold "
                                   f"by 1e-06 and a probability lies in [0, 1]; give a threshold {bound}, e.g. "
                                   f"\"{desired.split(')')[0]}) {desired.split(')')[1].split()[0]} "
-                                  f"{'0.9' if bound == 'below 1' else '0.1'}\"")
+                                  f"{'0.9' if bound.startswith('below') else '0.1'}\"")
+    # P(...) is p(...) (review: it was "not understood", where a class name in the wrong case gets a hint)
+    assert find_counterfactuals(session, x, desired="P(high) < 0.3")[0].target == \
+        find_counterfactuals(session, x, desired="p(high) < 0.3")[0].target
     assert find_counterfactuals(session, x, desired="p(high) < 1")[0].met    # reachable bounds stay accepted
 
 
