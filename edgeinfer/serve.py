@@ -520,8 +520,12 @@ def _unknown_stakeholder(name: str) -> str:
     """The refusal of a stakeholder this server does not know, for a remote client: which ones it knows, and how
     its operator adds one (a client cannot)."""
     from edgeinfer.explain.views import available_stakeholders
+    from edgeinfer.schema import close_match, did_you_mean
 
-    return (f"unknown stakeholder {name!r}; this server knows {', '.join(available_stakeholders())}. Its operator "
+    known = available_stakeholders()
+    close = close_match(name, list(known)) if isinstance(name, str) else None
+    hint = f"{did_you_mean(name, close)}; " if close else ""
+    return (f"unknown stakeholder {name!r}; {hint}this server knows {', '.join(known)}. Its operator "
             "adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
 
 

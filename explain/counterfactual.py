@@ -59,7 +59,9 @@ from edgeinfer.explain.desired import MARGIN, Goal, Target, parse_desired
 from edgeinfer.explain.explanation import Counterfactual, Counterfactuals, FeatureChange
 from edgeinfer.explain.kernels import get_kernels
 from edgeinfer.explain.predictor import Predictor, checked_model
-from edgeinfer.schema import FLOAT32_MAX, STEP_TOLERANCE, FeatureSchema, _num, _unknown_feature, step_fraction
+from edgeinfer.schema import (
+    FLOAT32_MAX, STEP_TOLERANCE, FeatureSchema, _num, _unknown_feature, close_match, did_you_mean, step_fraction,
+)
 
 _NUMPY_KERNELS = get_kernels("numpy")
 GRID = 8                       # points per feature and direction in the first batch
@@ -465,7 +467,9 @@ def _category_run(f, allowed) -> tuple[float, float]:
     unknown = [c for c in allowed if c not in f.categories]
     if unknown:
         shown = repr(unknown[0]) if isinstance(unknown[0], str) or not _is_number(unknown[0]) else _num(unknown[0])
-        raise ExplainError(f"permitted_range for '{f.name}': unknown category {shown}; its categories are "
+        close = close_match(unknown[0], f.categories) if isinstance(unknown[0], str) else None
+        hint = f"{did_you_mean(unknown[0], close)}; " if close else ""
+        raise ExplainError(f"permitted_range for '{f.name}': unknown category {shown}; {hint}its categories are "
                            f"{', '.join(repr(c) for c in f.categories)}")
     codes = sorted(f.codes[f.categories.index(c)] for c in set(allowed))
     lo, hi = codes[0], codes[-1]

@@ -40,7 +40,7 @@ from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
 from edgeinfer.explain.explanation import EXACT_DIGITS, Counterfactual, Explanation, _encode
 from edgeinfer.readonly import ReadOnlyDict
-from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact
+from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact, close_match, did_you_mean
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -491,8 +491,10 @@ def _lookup(name: Any, *, where: str | None) -> Templates:
     if isinstance(name, str) and name in known:
         return known[name]
     prefix = f"{where}: " if where else ""
+    close = close_match(name, sorted(known)) if isinstance(name, str) else None
+    hint = f"{did_you_mean(name, close)}; " if close else ""
     raise ExplainError(
-        f"{prefix}unknown stakeholder {name!r}; available: {', '.join(sorted(known))}. "
+        f"{prefix}unknown stakeholder {name!r}; {hint}available: {', '.join(sorted(known))}. "
         "To add one, write a TOML file like edgeinfer/explain/templates/patient.toml and call "
         "edgeinfer.explain.views.register_stakeholder(path)"
     )

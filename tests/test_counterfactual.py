@@ -839,6 +839,11 @@ def test_a_categorical_permitted_range_may_list_categories_as_dice_does(linear_s
     with pytest.raises(ExplainError) as err:
         find_counterfactuals(session, x, permitted_range={"c": ["w"]})
     assert str(err.value) == "permitted_range for 'c': unknown category 'w'; its categories are 'x', 'y', 'z'"
+    # a category in the wrong case is told the one it may be, as the CLI's --range tells it (review)
+    with pytest.raises(ExplainError) as err:
+        find_counterfactuals(session, x, permitted_range={"c": ["X", "y"]})
+    assert str(err.value) == ("permitted_range for 'c': unknown category 'X'; did you mean 'x'? (names are "
+                              "case-sensitive); its categories are 'x', 'y', 'z'")
 
 
 def test_a_permitted_range_is_a_pair_of_numbers_or_a_list_of_categories_never_a_string(linear_session):

@@ -866,6 +866,10 @@ def test_callable_refuses_an_unknown_stakeholder_before_any_work(bc_session, bre
     assert {"auditor", "clinician", "engineer", "patient"} <= set(known)
     assert str(caught.value) == (f"unknown stakeholder 'nurse'; this server knows {', '.join(known)}. Its operator "
                                  "adds one by starting it with `edgeinfer serve --stakeholder FILE.toml`")
+    with pytest.raises(PyTritonBadParameterError) as caught:      # a slip in case is told the one meant (review)
+        _Models(bc_session).explain(_stakeholders(_requests(_rows(breast_cancer, 1)), ["Patient"]))
+    assert str(caught.value).startswith("unknown stakeholder 'Patient'; did you mean 'patient'? (names are "
+                                        "case-sensitive); this server knows ")
 
 
 def _sigint_as_in_a_terminal() -> None:

@@ -296,6 +296,9 @@ def test_explain_option_values_are_checked_before_the_rows(bc_session, breast_ca
              ({"stakeholder": "nobody", "k": 0}, "unknown stakeholder 'nobody'; available: auditor, clinician, "
               "engineer, patient. To add one, write a TOML file like edgeinfer/explain/templates/patient.toml and "
               "call edgeinfer.explain.views.register_stakeholder(path)"),
+             ({"stakeholder": "Patient"}, "unknown stakeholder 'Patient'; did you mean 'patient'? (names are "
+              "case-sensitive); available: auditor, clinician, engineer, patient. To add one, write a TOML file like "
+              "edgeinfer/explain/templates/patient.toml and call edgeinfer.explain.views.register_stakeholder(path)"),
              ({"parts": 3}, "parts must be a part's name or a collection of them (counterfactuals, attributions, "
               "bias); got 3"),
              ({"k": 0}, "k (number of counterfactuals) must be a positive integer, got 0"),
