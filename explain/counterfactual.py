@@ -974,7 +974,8 @@ class _Search:
 
     def worth_refining(self, lines: _Lines, among: np.ndarray, per_row: int) -> np.ndarray:
         """Found, refinable lines whose best possible cost (at t_lo) beats the k-th best found (at t_hi);
-        at most `per_row` per row, the lowest lower bounds first."""
+        at most `per_row` per row, the lowest lower bounds first. With k > 1, the k-th best of distinct sets of
+        changes, and at most one line per move (set and directions)."""
         cand = np.flatnonzero(among & lines.found & lines.refinable & (lines.t_hi - lines.t_lo > 1e-9))
         if len(cand) == 0:
             return cand
@@ -982,8 +983,18 @@ class _Search:
         sparsity = SPARSITY_COST * (lines.values[cand] != self.X[rows]).sum(axis=1)
         cost_hi = self.distance(lines.values[cand], rows) + sparsity
         cost_lo = self.distance(self.points(lines, cand, lines.t_lo[cand]), rows) + sparsity
-        kth = _kth_per_row(cost_hi, rows, self.k, self.n)
-        return cand[(cost_lo < kth[rows]) & (_rank_per_row(cost_lo, rows) < per_row)]
+        if self.k == 1:
+            kth = _kth_per_row(cost_hi, rows, self.k, self.n)
+            return cand[(cost_lo < kth[rows]) & (_rank_per_row(cost_lo, rows) < per_row)]
+        # k answers are k distinct sets of changes: the k-th best of them, and the per_row lines of distinct moves
+        # (sets and directions; many lines of one, as an unlike neighbour's sparse versions give, left the rest
+        # unrefined, and a larger k returned fewer answers: review)
+        values, x = lines.values[cand], self.X[rows]
+        best = _distinct_best(cost_hi, rows, values != x, self.k)
+        kth = _kth_per_row(cost_hi[best], rows[best], self.k, self.n)
+        moves = np.concatenate((values > x, values < x), axis=1)
+        chosen = _distinct_best(np.where(cost_lo < kth[rows], cost_lo, np.inf), rows, moves, per_row)
+        return np.sort(cand[chosen[cost_lo[chosen] < kth[rows[chosen]]]])
 
     def refine_best(self, lines: _Lines) -> None:
         """Call 3: one more bisection level on the lines that can still give one of the best answers.
@@ -1068,8 +1079,16 @@ class _Search:
         changed = values != self.X[rows]
         cost = self.cost(values, rows)
         pool = _distinct_best(cost, rows, changed, max(len(rows), 1))     # by row, then cost
+        key = cost[pool]
+        if self.k > 1:
+            # then, for refills, the other candidates of each set of two changes or more: several sets can trim to
+            # one answer, and another candidate of a set, from another line, may trim to a different one (a single
+            # change's other candidates are its answer again)
+            rest = np.setdiff1d(np.flatnonzero(changed.sum(axis=1) > 1), pool)
+            pool = np.concatenate((pool, rest))
+            key = np.concatenate((key, cost[rest] + (cost.max() - cost.min() + 1.0 if len(cost) else 0.0)))
         R, V, P = rows[pool], values[pool], lines.proba[found][pool]
-        rank = _rank_per_row(cost[pool], R)
+        rank = _rank_per_row(key, R)
         verified = changed[pool].sum(axis=1) == 1
         valid = np.ones(len(R), dtype=bool)
         active = rank < self.k + 1
