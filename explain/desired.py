@@ -20,8 +20,8 @@ from edgeinfer.schema import FeatureSchema, close_match, did_you_mean
 # p(<class>) <op> <number> (P( too): the class is everything between "p(" and the last ")" before the operator, so a
 # class name may hold parentheses ("malignant (M)") or quotes ("high & 'q'"); a signed number is read, so that one
 # below 0 is told the range
-_THRESHOLD = re.compile(r"^\s*[pP]\s*\((?P<cls>.*)\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$",
-                        re.DOTALL)
+_THRESHOLD = re.compile(
+    r"^\s*[pP]\s*\((?P<cls>.*)\)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$", re.DOTALL)
 _OPS = ("<", "<=", ">", ">=")
 
 # A candidate must clear the boundary by this much probability to count as reaching it, so that a
