@@ -1079,16 +1079,8 @@ class _Search:
         changed = values != self.X[rows]
         cost = self.cost(values, rows)
         pool = _distinct_best(cost, rows, changed, max(len(rows), 1))     # by row, then cost
-        key = cost[pool]
-        if self.k > 1:
-            # then, for refills, the other candidates of each set of two changes or more: several sets can trim to
-            # one answer, and another candidate of a set, from another line, may trim to a different one (a single
-            # change's other candidates are its answer again)
-            rest = np.setdiff1d(np.flatnonzero(changed.sum(axis=1) > 1), pool)
-            pool = np.concatenate((pool, rest))
-            key = np.concatenate((key, cost[rest] + (cost.max() - cost.min() + 1.0 if len(cost) else 0.0)))
         R, V, P = rows[pool], values[pool], lines.proba[found][pool]
-        rank = _rank_per_row(key, R)
+        rank = _rank_per_row(cost[pool], R)
         verified = changed[pool].sum(axis=1) == 1
         valid = np.ones(len(R), dtype=bool)
         active = rank < self.k + 1
