@@ -563,6 +563,7 @@ class _Search:
         self.calls = 0
         self.row_calls = np.zeros(self.n, dtype=np.int64)
         self.row_evals = np.zeros(self.n, dtype=np.int64)
+        self.out_of_rounds = np.zeros(self.n, dtype=bool)   # rows cut short by their F revert rounds, not by time
 
     # -- plumbing --
     def predict(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -1111,6 +1112,7 @@ class _Search:
             # a row out of its F rounds is cut short, whether its candidates were left to trim or just brought in
             spent = rounds[R[todo]] >= self.F
             cut[R[todo[spent]]] = True
+            self.out_of_rounds[R[todo[spent]]] = True
             todo = todo[~spent]
         return (R[active], V[active], P[active], valid[active], verified[active]), complete & ~cut
 
@@ -1189,7 +1191,8 @@ class _Search:
             elif cuts[i] < cuts[i + 1]:
                 cfs = tuple(self.counterfactual(i, chosen_values[q], chosen_proba[q], distance[q], plaus[q])
                             for q in range(cuts[i], cuts[i + 1]))
-                out.append(Counterfactuals(items=cfs, found=True, complete=complete[i], **common))
+                out.append(Counterfactuals(items=cfs, found=True, complete=complete[i],
+                                           reason="" if complete[i] else self.stopped(i), **common))
             elif i in reasons:
                 reason, binding, together = reasons[i]
                 out.append(Counterfactuals(found=False, complete=complete[i], reason=reason, binding=binding,
@@ -1202,6 +1205,12 @@ class _Search:
                     reason=f"the time budget of {self.budget_ms:g} ms ran out before {self.sought(t)} was found",
                     **common))
         return out
+
+    def stopped(self, i: int) -> str:
+        """Why row i's search stopped before it finished: the reason of answers found but not complete."""
+        if self.out_of_rounds[i]:
+            return f"its {self.F} rounds of trimming changes (one per input) left answers still to trim"
+        return f"the time budget of {self.budget_ms:g} ms ran out"
 
     def sought(self, t: Target) -> str:
         """What the request looks for, in words (the time-budget reason)."""

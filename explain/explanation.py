@@ -66,8 +66,8 @@ class Counterfactuals:
     target_class: str
     items: tuple[Counterfactual, ...] = ()
     found: bool = False
-    complete: bool = True                # False: the time budget ran out; these are the best found so far
-    reason: str = ""                     # why none was found
+    complete: bool = True                # False: the search stopped short (`reason`); these are the best found so far
+    reason: str = ""                     # why none was found, or why the search stopped short of finishing
     binding: tuple[str, ...] = ()        # constraints with which relaxed the search did reach the outcome
     binding_together: bool = False       # True: only all of `binding` relaxed together did; False: any one does
     met: bool = False                    # the decision already meets the target: nothing needs to change

@@ -346,6 +346,7 @@ class OneRowSearch(_Search):
                 refills += 1
             if rounds >= self.F and len(todo):   # out of its F rounds, whether left to trim or just brought in
                 complete = False
+                self.out_of_rounds[0] = True
                 break
         kept = int(active.sum())
         return (np.zeros(kept, dtype=np.int64), V[active], P[active], valid[active], verified[active]), complete
@@ -408,7 +409,8 @@ class OneRowSearch(_Search):
                                     reason=f"the decision already meets {t.text}; nothing needs to change", **common)]
         if len(chosen_values):
             item = self.counterfactual(0, chosen_values[0], chosen_proba[0], distance[0], plaus[0])
-            return [Counterfactuals(items=(item,), found=True, complete=complete, **common)]
+            return [Counterfactuals(items=(item,), found=True, complete=complete,
+                                    reason="" if complete else self.stopped(0), **common)]
         if 0 in reasons:
             reason, binding, together = reasons[0]
             return [Counterfactuals(found=False, complete=complete, reason=reason, binding=binding,

@@ -124,7 +124,7 @@ PIECES: dict[str, frozenset[str]] = {
     "no_counterfactual_plausible_threshold": _COMMON | _TARGET | _THRESHOLD | {"reason"},
     "target_met": _COMMON | _TARGET,                                # optional: else `no_counterfactual` serves
     "already_favourable": _COMMON,
-    "counterfactual_incomplete": _COMMON,
+    "counterfactual_incomplete": _COMMON | {"reason"},   # {reason}: why it stopped (a time budget, its rounds)
     "bias_ok": _COMMON | _BIAS,
     # optional, instead of `bias_ok` where some flips of a tested feature could not be tested ({partly}: those
     # features): what was checked, not more
@@ -1209,7 +1209,8 @@ class _View:
         if len(items) > limit and self.has("counterfactual_more"):
             lines.append(self.fill("counterfactual_more", shown=str(limit), total=str(len(items))))
         if not cfs.complete and self.has("counterfactual_incomplete"):
-            lines.append(self.fill("counterfactual_incomplete"))
+            reason = self.named(cfs.reason) or self.word("word_unknown")      # no reason: a record from before it
+            lines.append(self.fill("counterfactual_incomplete", reason=reason))
         if lines and self.has("counterfactual_note"):
             lines.append(self.fill("counterfactual_note", **target))
         return lines

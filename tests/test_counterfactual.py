@@ -1355,6 +1355,7 @@ def test_a_row_due_a_refill_when_the_time_budget_runs_out_is_not_complete():
     assert slow.calls == 5
     assert [cf.changes for cf in res] == [full.items[0].changes, full.items[2].changes]
     assert res.found and not res.complete
+    assert res.reason == "the time budget of 1000 ms ran out"
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1572,3 +1573,16 @@ def test_asking_for_more_answers_does_not_return_fewer_on_the_reviewed_rows(diab
         explain = functools.partial(diabetes_session.explain, diabetes.X_test[i], parts=["counterfactuals"])
         counts = [len(explain(k=k).counterfactuals.items) for k in (10, 20, 30, 40, 50, 100)]
         assert counts == sorted(counts), (i, counts)
+
+
+def test_a_row_out_of_its_revert_rounds_says_so_not_a_time_budget(diabetes_session, diabetes):
+    """Review: with no time budget set, a row whose trimming ran out of its F revert rounds (large k) was marked
+    incomplete with no reason, and the clinician read "Search stopped at its time budget"."""
+    for i, k in ((12, 40), (10, 70)):
+        e = diabetes_session.explain(diabetes.X_test[i], k=k, stakeholder="clinician")
+        cfs = e.counterfactuals
+        assert cfs.found and not cfs.complete, (i, k)
+        reason = "its 10 rounds of trimming changes (one per input) left answers still to trim"
+        assert cfs.reason == reason
+        assert f"Search stopped before it finished: {reason}; these are the best found so far." in e.text
+        assert "budget" not in e.text

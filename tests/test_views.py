@@ -1847,11 +1847,15 @@ def test_counterfactual_not_found_gives_the_reason(schema):
     assert "permitted" not in patient
 
 
-def test_incomplete_search_is_flagged_for_the_clinician(schema):
+def test_incomplete_search_is_flagged_for_the_clinician_with_its_reason(schema):
     expl = _explanation(schema)
-    expl = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, complete=False))
-    text = views.render(expl, schema, stakeholder="clinician")
-    assert "Search stopped at its time budget; these are the best found so far." in text
+    cut = dataclasses.replace(expl.counterfactuals, complete=False, reason="the time budget of 5 ms ran out")
+    text = views.render(dataclasses.replace(expl, counterfactuals=cut), schema, stakeholder="clinician")
+    assert "Search stopped before it finished: the time budget of 5 ms ran out; these are the best found so far." in text
+    # a record from before answers carried the reason
+    cut = dataclasses.replace(expl.counterfactuals, complete=False)
+    text = views.render(dataclasses.replace(expl, counterfactuals=cut), schema, stakeholder="clinician")
+    assert "Search stopped before it finished: n/a; these are the best found so far." in text
 
 
 # ----- errors -----------------------------------------------------------------------
