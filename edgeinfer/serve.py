@@ -560,6 +560,10 @@ def _stakeholders(request, rows: int, where: str) -> list[str]:
     if unknown:
         raise _refused(f"{where}request parameter {unknown[0]!r} is not one explain takes: its only parameter is "
                        "'stakeholder' (one stakeholder name for the whole request, e.g. 'patient')")
+    parameter = (request.parameters or {}).get("stakeholder")
+    if parameter is not None and not isinstance(parameter, str):      # KServe parameters may be bool or int64 too
+        raise _refused(f"{where}request parameter 'stakeholder' must be a string naming a stakeholder, e.g. "
+                       f"'patient'; got {type(parameter).__name__} {json.dumps(parameter)}")
     if "stakeholder" in request.data:
         values = np.asarray(request["stakeholder"]).reshape(-1)
         if len(values) not in (1, rows):
@@ -568,13 +572,12 @@ def _stakeholders(request, rows: int, where: str) -> list[str]:
             names = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values.tolist()]
         except UnicodeDecodeError:
             raise _refused(f"{where}input 'stakeholder' must be UTF-8 text, e.g. b'clinician'") from None
-        parameter = (request.parameters or {}).get("stakeholder")
-        if parameter is not None and any(name != str(parameter) for name in names):   # neither may win unsaid
+        if parameter is not None and any(name != parameter for name in names):   # neither may win unsaid
             raise _refused(f"{where}the input 'stakeholder' names {', '.join(map(repr, dict.fromkeys(names)))} and "
-                           f"the request parameter names {str(parameter)!r}; name the stakeholder one way")
+                           f"the request parameter names {parameter!r}; name the stakeholder one way")
         return names * rows if len(names) == 1 else names
-    if request.parameters and "stakeholder" in request.parameters:
-        return [str(request.parameters["stakeholder"])] * rows
+    if parameter is not None:
+        return [parameter] * rows
     return [STAKEHOLDER_DEFAULT] * rows
 
 

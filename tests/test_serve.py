@@ -269,6 +269,15 @@ def test_explain_takes_the_stakeholder_parameter_and_refuses_any_other(server, h
     with pytest.raises(InferenceServerException) as caught:
         grpc.infer("explain", [features], parameters={"desired": "benign"})
     assert refusal.replace("'k'", "'desired'") in caught.value.message()
+    # review: a boolean was read as the name 'True' ("unknown stakeholder 'True'")
+    with pytest.raises(InferenceServerException) as caught:
+        grpc.infer("explain", [features], parameters={"stakeholder": True})
+    assert ("RequestRefused: request parameter 'stakeholder' must be a string naming a stakeholder, e.g. 'patient'; "
+            "got bool true") in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        http.infer("explain", [_features(X[0])], parameters={"stakeholder": 3})
+    assert "request parameter 'stakeholder' must be a string naming a stakeholder, e.g. 'patient'; got int 3" in (
+        caught.value.message())
     assert http.is_model_ready("explain")
 
 
