@@ -125,6 +125,10 @@ class Session:
     def _checked(self, X: Any) -> np.ndarray:
         """X as the model reads it, (n, F) float32, or InputError naming what is wrong and the fix."""
         width = len(self.schema)
+        if hasattr(X, "columns") and hasattr(X, "to_numpy"):
+            # a data frame by its column names, as predict and explain read one: by position, a frame with its
+            # columns in another order got another row's probabilities, with no error
+            X = self.schema.to_matrix(X)[0]
         bools = isinstance(X, (list, tuple)) and _holds_bool(X)      # NumPy reads [[True, 2.5]] as [[1.0, 2.5]]
         try:
             X = np.asarray(_unmasked(_detached(X)))         # masked cells: NaN, refused below

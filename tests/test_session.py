@@ -218,6 +218,30 @@ def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast
                                     "checks them against the schema")
 
 
+def test_predict_proba_reads_a_data_frame_by_its_column_names(bc_session, breast_cancer):
+    """Review: a frame with its columns in another order was read by position: other values, other probabilities
+    ([0, 1] for all three rows here), no error. It is now read by name, as predict and explain read one."""
+    pd = pytest.importorskip("pandas")
+    X = breast_cancer.X_test[:3]
+    names = list(breast_cancer.schema.names)
+    frame = pd.DataFrame(X, columns=names)
+    expected = bc_session.predict_proba(X)
+    np.testing.assert_array_equal(bc_session.predict_proba(frame[names[::-1]]), expected)
+    np.testing.assert_array_equal(bc_session.predict_proba(frame), expected)
+    with pytest.raises(InputError) as info:
+        bc_session.predict_proba(frame.drop(columns=["mean radius"]))
+    assert str(info.value) == "missing feature column 'mean radius'; every row needs all 30 features"
+    with pytest.raises(InputError) as info:
+        bc_session.predict_proba(pd.DataFrame(X))
+    assert str(info.value).startswith("the data frame has no feature names as columns, but 0, 1, 2, 3, 4, 5, … "
+                                      "(30 in all): a data frame is read by its column names, never by position")
+    nan = frame.copy()
+    nan.iloc[1, 4] = np.nan
+    with pytest.raises(InputError) as info:
+        bc_session.predict_proba(nan)
+    assert str(info.value).startswith("predict_proba expects finite numbers within float32; row 1 holds NaN")
+
+
 def test_predict_proba_refuses_bools_and_text_as_predict_does(bc_session, breast_cancer):
     """Review Q1: predict_proba read True as 1.0 and the text "2_2.7" as 22.7 (NumPy's float cast), where predict
     and the README say a bool is no number and such text none either. Numbers of mixed types are still read."""
