@@ -2144,9 +2144,18 @@ def _file_key(path: str) -> tuple | str | None:
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
+def _stream_file(stream) -> tuple | None:
+    """The device and inode of the regular file behind stdin or stdout; None for a terminal, pipe or none at all."""
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):      # no file behind it (a test runner's)
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
 def _check_apart(input: str, rejects_path: str | None, summary_path: str | None) -> None:
-    """Refuse an input that is not there, --rejects or --summary naming the input (or the file stdin reads), or both
-    naming one file, before anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is
+    """Refuse an input that is not there, --rejects or --summary naming the input (or the file stdin reads) or the
+    file stdout writes, or both naming one file, before anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is
     empty", the recording lost), --summary v.csv wrote the summary over the recording, and --summary s.json --rejects
     s.json the summary over the rejects, both exit 0."""
     # '-' is no stdout here: it wrote a file named '-' (review JE); stdout carries the windows
@@ -2161,20 +2170,17 @@ def _check_apart(input: str, rejects_path: str | None, summary_path: str | None)
             os.stat(input)
         except OSError as err:      # told as such, before --rejects creates the missing input as an empty file
             raise InputError(f"cannot read input {input}: {err.strerror}") from None
-    source = _file_key(input) if input != "-" else None
-    if input == "-":
-        try:
-            st = os.fstat(sys.stdin.fileno())
-            source = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
-        except (AttributeError, OSError, ValueError):      # no file behind stdin (a test runner's)
-            pass
+    source = _file_key(input) if input != "-" else _stream_file(sys.stdin)
+    written = _stream_file(sys.stdout)
     keys = {option: _file_key(path) for option, path in (("--rejects", rejects_path), ("--summary", summary_path))
             if path}
     for option, key in keys.items():
+        path = rejects_path if option == "--rejects" else summary_path
         if key is not None and key == source:
-            path = rejects_path if option == "--rejects" else summary_path
             read = "the input file" if input != "-" else "the file stdin reads, the input"
             raise UsageError(f"{option} {path} is {read}; give another path")
+        if key is not None and key == written:      # `> out.jsonl --summary out.jsonl`: the windows written over
+            raise UsageError(f"{option} {path} is the file stdout writes the windows to; give another path")
     if len(keys) == 2 and keys["--rejects"] is not None and keys["--rejects"] == keys["--summary"]:
         raise UsageError(f"--summary {summary_path} and --rejects {rejects_path} are the same file; give each its "
                          "own path")

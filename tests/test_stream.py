@@ -939,6 +939,14 @@ def test_a_rejects_or_summary_file_that_is_the_input_or_the_other_is_a_usage_err
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"error: --rejects {path} is the file stdin reads, the input; give another path\n"
     assert path.read_text() == text
+    # review: `> out.jsonl --summary out.jsonl` wrote the summary over the windows, exit 0
+    out = tmp_path / "out.jsonl"
+    for option in ("--summary", "--rejects"):
+        with open(out, "w") as stdout:
+            proc = subprocess.run([*_cli(), "stream", str(motion_bundle), str(path), option, str(out)], stdout=stdout,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+        assert (proc.returncode, out.read_text()) == (2, ""), option
+        assert proc.stderr == f"error: {option} {out} is the file stdout writes the windows to; give another path\n"
     result = run([motion_bundle, path, "--rejects", os.devnull, "--summary", os.devnull])    # a device: no file lost
     assert result.exit_code == 0 and "rows     read 30 = used 30 + rejected 0" in result.stderr
 
