@@ -136,7 +136,7 @@ def _load_session(bundle: str, device: str, fallback: bool, *, threads: int | No
 
 
 bundle_options = [
-    click.argument("bundle", type=click.Path(file_okay=False)),
+    click.argument("bundle", type=click.Path()),
     click.argument("input", default="-"),
     click.option("--device", default="auto", show_default=True, callback=device_option,
                  help="Device profile to run as: a name (see `edgeinfer devices`) or the path of a .toml profile."),

@@ -662,7 +662,7 @@ def generated_at() -> str:
 
 
 @click.command("report")
-@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("bundle", type=click.Path())
 @click.argument("explanations", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, help="report.html (self-contained) or report.pdf.")
 @click.option("--title", default=None, help="Report title (default: from the model's name).")

@@ -1144,7 +1144,7 @@ def serve(
 
 
 @click.command("serve")
-@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("bundle", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (HTTP, gRPC, metrics), or a name resolved to its IPv4 address (localhost); "
                    "0.0.0.0 to listen on every interface.")

@@ -2187,7 +2187,7 @@ def _check_apart(input: str, rejects_path: str | None, summary_path: str | None)
 
 
 @click.command("stream")
-@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("bundle", type=click.Path())
 @click.argument("input", default="-")
 @click.option("--window", "window_text", default=None, help="Window length: samples (20) or seconds (2s). Default: the bundle's.")
 @click.option("--hop", "hop_text", default=None, help="Step between windows: samples or seconds. Default: the bundle's.")

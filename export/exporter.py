@@ -155,7 +155,7 @@ def _percent(value: float, *, apart_from: float | None = None) -> str:
 
 
 def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, reference_rows: Any,
-                   outputs: Any) -> None:
+                   outputs: Any, overwrite: Any) -> None:
     """Refuse option values of the wrong kind by name before any work (a dict for `card` failed with asdict's
     TypeError, opset=99 with torch's RuntimeError after a dump of its graph, outputs='probs' passed for a torch
     model)."""
@@ -176,6 +176,8 @@ def _check_options(*, out: Any, card: Any, window: Any, opset: Any, seed: Any, r
                           f"reference.npz; default {SAMPLE_ROWS}), got {reference_rows!r}")
     if outputs not in (None, "logits", "probabilities"):
         raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
+    if not isinstance(overwrite, bool):      # overwrite="no" (a setting read as text) replaced the bundle
+        raise ExportError(f"overwrite must be True or False, got {overwrite!r}")
 
 
 def _check_window(window: Any, schema: FeatureSchema) -> None:
@@ -385,7 +387,7 @@ def export(
     profile = get_device(device)
     schema = _checked_schema(schema)
     _check_options(out=out, card=card, window=window, opset=opset, seed=seed, reference_rows=reference_rows,
-                   outputs=outputs)
+                   outputs=outputs, overwrite=overwrite)
     _check_window(window, schema)
     check_destination(out, overwrite=overwrite)      # before minutes of work, not after
     if holds_bundle(out) and (blocked := _beside_blocked(out)) is not None:

@@ -132,6 +132,8 @@ def write_model_repository(
                           ("instances", instances)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise UsageError(f"{option} must be a whole number, got {value!r}")
+    if not isinstance(overwrite, bool):      # overwrite="no" (a setting read as text) replaced the model directory
+        raise UsageError(f"overwrite must be True or False, got {overwrite!r}")
     name = bundle.schema.name if name is None else name
     if not _NAME.fullmatch(name) or set(name) == {"."}:        # "." and ".." would be the repository or its parent
         raise UsageError(f"model name {name!r} must use only letters, digits, '.', '_' and '-', and not only dots; "
@@ -206,7 +208,7 @@ def _swap_in(model_dir: Path, *, model: bytes, config: str) -> None:
 
 
 @click.command("export-triton")
-@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("bundle", type=click.Path())
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Model repository directory.")
 @click.option("--name", default=None, help="Model name in the repository (default: the schema's name).")
 @click.option("--max-batch-size", default=DEFAULT_MAX_BATCH_SIZE, show_default=True, type=click.IntRange(1, 65536))

@@ -229,3 +229,14 @@ def test_a_bundle_file_given_as_the_bundle_is_told_to_pass_its_directory(bc_bund
     other.write_text("")
     assert _refused(other) == (f"bundle {other} is a file, not a directory: pass the bundle's directory, which holds "
                                "manifest.json, model.onnx, reference.npz")
+    # review: the CLI's own path check answered first ("Directory '…/manifest.json' is a file.", exit 2)
+    from click.testing import CliRunner
+
+    from edgeinfer.cli import main
+
+    for command in (["predict"], ["explain"], ["serve"], ["export-triton", "-o", str(tmp_path / "repo")]):
+        result = CliRunner().invoke(main, [command[0], str(bc_bundle / "manifest.json"), *command[1:]])
+        assert result.exit_code == 1, command
+        assert result.stderr == (f"error: bundle {bc_bundle / 'manifest.json'} is a file, not a directory: pass the "
+                                 f"bundle's directory ({bc_bundle}), which holds manifest.json, model.onnx, "
+                                 "reference.npz\n"), command

@@ -644,6 +644,7 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
     # checked for an .onnx file only: a torch model's export took these without a word
     ({"outputs": "probs"}, "outputs must be 'logits' or 'probabilities', got 'probs'"),
     ({"outputs": 0}, "outputs must be 'logits' or 'probabilities', got 0"),
+    ({"overwrite": "no"}, "overwrite must be True or False, got 'no'"),     # review: it replaced the bundle
     *(({"reference_rows": rows}, f"reference_rows must be a whole number, 1 or more (the most calibration rows "
                                   f"sampled into reference.npz; default 1000), got {rows!r}")
       for rows in (0, -5, True, 2.5, "100", None)),

@@ -1565,6 +1565,9 @@ def test_model_repository_for_cuda_bundle_parses_with_tritons_schema(cuda_bundle
     with pytest.raises(UsageError) as info:
         write_model_repository(cuda_bundle, tmp_path / "other", instances="2")
     assert str(info.value) == "instances must be a whole number, got '2'"
+    with pytest.raises(UsageError) as info:       # review: overwrite="no" replaced config.pbtxt
+        write_model_repository(cuda_bundle, tmp_path / "other", overwrite="no")
+    assert str(info.value) == "overwrite must be True or False, got 'no'"
 
 
 def test_model_repository_cli_for_cpu_bundle(bc_bundle, tmp_path):
