@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from click.core import ParameterSource
 import numpy as np
 
 from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputError, UsageError
@@ -2251,10 +2252,16 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
         raise UsageError(str(err)) from None
     if summary_path:        # found now, not after the whole stream ran
         _check_writable(summary_path, option="--summary")
-    if explain_mode != "none":   # a name, or a templates file registered here (and in the workers)
-        from edgeinfer.explain.views import stakeholder_option
+    given = {name for name in ("stakeholder", "workers")
+             if click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if explain_mode != "none" or "stakeholder" in given:   # a name, or a templates file registered here (and in the
+        from edgeinfer.explain.views import stakeholder_option   # workers); checked whenever given
 
         stakeholder = stakeholder_option(stakeholder, classes=session.classes)
+    if explain_mode == "none" and given:      # `--stakeholder clinician` alone explained nothing, without a word
+        options_given = " and ".join(f"--{name}" for name in sorted(given))
+        click.echo(f"warning: {options_given} {'do' if len(given) > 1 else 'does'} nothing without --explain: no "
+                   "window is explained; add --explain all (or on-change, every:N, above:P)", err=True)
     # without --follow only a named pipe that waits for its writer polls, every min(poll, WAKE_CHECK_S): --poll inf
     # streams as it did before StreamOptions refused an endless poll_s
     options = StreamOptions(window=window, hop=hop, explain=explain_mode, stakeholder=stakeholder, follow=follow,

@@ -1156,6 +1156,14 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: unknown stakeholder 'boss'; available: auditor, clinician, engineer, patient.")
     assert result.stderr.endswith("and pass its path: --stakeholder FILE.toml\n")
+    # review: without --explain, --stakeholder went unchecked and unheeded (exit 0, nothing explained, no word)
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--stakeholder", "boss"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: unknown stakeholder 'boss'; available: ")
+    result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--stakeholder", "clinician",
+                                       "--workers", "0"])
+    assert result.exit_code == 0 and result.stderr.startswith(
+        "warning: --stakeholder and --workers do nothing without --explain: no window is explained; add --explain "
+        "all (or on-change, every:N, above:P)\n")
     for option, value, message in (("--window", "abc", "--window must be a number of samples (e.g. 20) or seconds "
                                                        "(e.g. 2s), got 'abc'"),
                                    ("--hop", "0", "--hop must be at least 1 sample, got 0"),
