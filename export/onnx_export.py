@@ -268,6 +268,22 @@ def _computes_in_float64(model: onnx.ModelProto) -> bool:
                for name in node.input)
 
 
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                  "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QAttention"}
+
+
+def _check_float_model(path: Path, graph) -> None:
+    """Refuse a model already quantized or in float16: export would deploy it as it is under the label fp32 (its
+    gate comparing the model with itself), where the float model is what export quantizes and measures."""
+    quantized = sorted({n.op_type for n in graph.node if n.op_type in _QUANTIZED_OPS or n.op_type.startswith("QLinear")})
+    if quantized:
+        raise ExportError(f"{path} is already quantized (it holds {', '.join(quantized)} nodes); give the float32 "
+                          "model: export quantizes it for the device and measures it against the float model")
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer):
+        raise ExportError(f"{path} holds float16 weights; give the float32 model: export converts it to the precision "
+                          "the device profile asks for and measures it against the float model")
+
+
 def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, outputs: str) -> bytes:
     """Check an existing ONNX model's interface and rename it to the bundle's; append Softmax for logits."""
     try:
@@ -292,6 +308,7 @@ def onnx_file_to_probabilities(path: Path, *, n_features: int, n_classes: int, o
         kind = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
         raise ExportError(f"{path} takes {kind} input; the bundle feeds float32 rows: re-export it with a float32 "
                           "input")
+    _check_float_model(path, graph)
     if outputs not in ("logits", "probabilities"):
         raise ExportError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
     out_dims = [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim]

@@ -1597,6 +1597,28 @@ def test_an_onnx_model_of_a_fixed_batch_or_float64_input_is_refused_and_its_opse
     assert ei.read_bundle(tmp_path / "b").manifest["producer"]["opset"] == 19
 
 
+def test_an_onnx_model_already_quantized_or_in_float16_is_refused(bc_bundle, breast_cancer, tmp_path):
+    """Review: a bundle's int8 model.onnx given to export came out labelled fp32 (the gate compared it with itself),
+    with an int8 attempt failing on advice about IR versions."""
+    with pytest.raises(ExportError) as info:
+        ei.export(bc_bundle / "model.onnx", breast_cancer.schema, calibration=breast_cancer.X_train,
+                  outputs="probabilities", device="raspberry-pi-4", out=tmp_path / "b")
+    assert str(info.value) == (f"{bc_bundle / 'model.onnx'} is already quantized (it holds DequantizeLinear, "
+                               "QuantizeLinear nodes); give the float32 model: export quantizes it for the device and "
+                               "measures it against the float model")
+    model = onnx.load(str(_linear_onnx(tmp_path / "m.onnx", np.ones((2, 2)))))
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.ones((2, 2), dtype=np.float16), "W16"))
+    model.graph.node.insert(0, onnx.helper.make_node("Cast", ["W16"], ["W"], to=onnx.TensorProto.FLOAT))
+    onnx.save(model, str(tmp_path / "m16.onnx"))
+    with pytest.raises(ExportError) as info:
+        ei.export(tmp_path / "m16.onnx", TWO, calibration=np.full((20, 2), 0.5), device="x86-edge-gateway",
+                  out=tmp_path / "b")
+    assert str(info.value) == (f"{tmp_path / 'm16.onnx'} holds float16 weights; give the float32 model: export "
+                               "converts it to the precision the device profile asks for and measures it against the "
+                               "float model")
+    assert not (tmp_path / "b").exists()
+
+
 def test_an_onnx_model_with_the_wrong_number_of_outputs_is_refused(tmp_path):
     with pytest.raises(ExportError) as info:
         ei.export(_linear_onnx(tmp_path / "m.onnx", np.ones((2, 3))), TWO, calibration=np.full((20, 2), 0.5),
