@@ -43,6 +43,7 @@ class _Calibration:
 
 
 FP16_MAX = 65504.0      # float16's largest finite value
+QDQ_OPSET = 13          # the first opset whose DequantizeLinear takes a per-channel axis
 # operators that move values without changing them: a weighted layer behind only these reads the raw input
 _LAYOUT_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 
@@ -81,6 +82,7 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    float_model, raised_from = _at_least_opset(float_model, QDQ_OPSET)
     with tempfile.TemporaryDirectory(prefix="edgeinfer-quant-") as tmp:
         src, pre, out = Path(tmp, "float.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "quant.onnx")
         src.write_bytes(float_model)
@@ -117,11 +119,32 @@ def convert(float_model: bytes, precision: str, *, calibration: np.ndarray,
             record = {"method": "static int8 QDQ on MatMul/Gemm/Conv, per-channel weights, fp32 biases, MinMax "
                                 f"calibration; {logit_note}",
                       "calibration_rows": int(len(calibration))}
+        if raised_from is not None:
+            record["method"] += (f"; the graph converted from opset {raised_from} to {QDQ_OPSET} first (per-channel "
+                                 f"int8 needs {QDQ_OPSET})")
         quantized = out.read_bytes()
         if not _holds_int8(onnx.load_from_string(quantized).graph):   # an "int8" bundle of fp32 would be mislabelled
             raise ExportError("nothing would compute in int8: the quantizer converted no layer (it converts float32 "
                               "MatMul/Gemm/Conv layers)")
         return _drop_unused_opsets(quantized), record
+
+
+def _at_least_opset(model_bytes: bytes, opset: int) -> tuple[bytes, int | None]:
+    """The model in at least `opset` of the default domain, and the opset it had where it was converted: below 13
+    the quantizer wrote per-channel DequantizeLinear nodes with an `axis` that opset lacks, which ONNX Runtime
+    refused, so a graph of opset 12 or below (common in older .onnx files) never got int8."""
+    model = onnx.load_from_string(model_bytes)
+    had = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if had >= opset:
+        return model_bytes, None
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as err:      # the converter lacks an adapter for one of its operators
+        raise ExportError(f"the model's ONNX opset {had} is below the {opset} int8 needs, and onnx could not convert "
+                          f"it ({err}); export the model with opset {opset} or newer") from err
+    return converted.SerializeToString(), had
 
 
 def _holds_int8(graph: onnx.GraphProto) -> bool:
