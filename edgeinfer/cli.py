@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from edgeinfer.errors import BackendError, EdgeInferError, EdgeInferWarning, ExportError, UsageError
+from edgeinfer.errors import BackendError, BudgetWarning, EdgeInferError, EdgeInferWarning, ExportError, UsageError
 from edgeinfer.profiles import device_option, get_device
 
 
@@ -592,9 +592,11 @@ def export_command(model, schema_path, calibration, device, out, holdout, label_
     if holdout_label_column is None and label_column is not None:
         holdout_label_column, hold_option = label_column, "--label-column"
     X_hold, y_hold = _read_table(holdout, schema, holdout_label_column, hold_option) if holdout else (None, None)
-    report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=profile,
-                    out=out, outputs=outputs, agreement_threshold=threshold, precision=precision, overwrite=overwrite,
-                    reference_rows=reference_rows)
+    with warnings.catch_warnings():     # a bundle over budget is told below, with the fix, as an error (exit 1)
+        warnings.simplefilter("ignore", BudgetWarning)
+        report = export(model, schema, calibration=X, labels=y, holdout=X_hold, holdout_labels=y_hold, device=profile,
+                        out=out, outputs=outputs, agreement_threshold=threshold, precision=precision,
+                        overwrite=overwrite, reference_rows=reference_rows)
     click.echo(report.summary())
     if report.budget.fits is False:     # a pipeline must see it: exit 1, with the bundle kept for a look
         where = (f"it was written to {report.bundle} for inspection only, and the bundle in {out} was kept"

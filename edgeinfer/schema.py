@@ -505,6 +505,11 @@ class FeatureSchema:
                 f"missing feature{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing[:5])}"
                 f"{' …' if len(missing) > 5 else ''}; every row needs all {len(self)} features"
             )
+        column = next((n for n in self.names if _many_values(row[n])), None)
+        if column is not None:     # df.to_dict(): "feature 'age' expects an integer …, got [48.0, 52.0]" blamed the value
+            raise InputError(f"feature {column!r} holds {type(row[column]).__name__} of {len(row[column])} values, not "
+                             "one: a mapping is one row; for many rows pass a data frame (pd.DataFrame(mapping)) or a "
+                             "list of mappings (df.to_dict('records'))")
         return np.array([f.code_of(row[f.name]) for f in self.features], dtype=np.float64)
 
     def _row_from_named(self, row: Any) -> np.ndarray:
@@ -889,6 +894,13 @@ def _is_batch_of_rows(x: Any, width: int) -> bool:
     if not _is_row(x) or not len(x):
         return False
     return all(_is_row(r) for r in x) or any(_is_row(r) and len(r) == width for r in x)
+
+
+def _many_values(value: Any) -> bool:
+    """Whether a mapping's value is many values (a list, a mapping, an array or a Series of one or more), not one."""
+    if isinstance(value, (list, tuple, Mapping)):
+        return True
+    return hasattr(value, "dtype") and hasattr(value, "__len__") and np.ndim(value) >= 1
 
 
 def _shown(value: Any) -> str:

@@ -2254,6 +2254,8 @@ def stream_command(bundle, input, window_text, hop_text, explain_mode, stakehold
         _check_writable(summary_path, option="--summary")
     given = {name for name in ("stakeholder", "workers")
              if click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if not workers:      # --workers 0, "explain in this process", asks for nothing a stream without --explain lacks
+        given.discard("workers")
     if explain_mode != "none" or "stakeholder" in given:   # a name, or a templates file registered here (and in the
         from edgeinfer.explain.views import stakeholder_option   # workers); checked whenever given
 

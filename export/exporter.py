@@ -27,7 +27,7 @@ import numpy as np
 from edgeinfer.backend import default_threads
 from edgeinfer.bundle import (INPUT_NAME, bundle_bytes, check_destination, holds_bundle, over_budget_path,
                               rows_short_of_gate, shown_mb, write_bundle)
-from edgeinfer.errors import BundleError, EdgeInferWarning, ExportError, SchemaError
+from edgeinfer.errors import BudgetWarning, BundleError, EdgeInferWarning, ExportError, SchemaError
 from edgeinfer.profiles import get_device, DeviceProfile
 from edgeinfer.reference import SAMPLE_ROWS, Reference
 from edgeinfer.schema import FeatureSchema
@@ -664,6 +664,11 @@ def export(
     bundle = write_bundle(over_budget_path(out) if kept else out, model_bytes=model_bytes, schema=schema,
                           profile=profile, reference=deployed.reference, precision=precision, record=record,
                           overwrite=overwrite or kept)
+    if budget.fits is False:      # the CLI exits 1 here; a Python pipeline that loads `out` next would not know
+        where = (f"written to {bundle.path} for inspection only, and the bundle in {out} was kept" if kept
+                 else f"{bundle.path} was written for inspection only")
+        warnings.warn(f"the model {budget.verdict}; {where} (report.budget.fits is False)", BudgetWarning,
+                      stacklevel=2)
     chosen = next(a for a in attempts if a.precision == precision)
     return ExportReport(
         bundle=bundle.path, device=profile.name, precision=precision, fell_back=attempts[0] is not chosen,

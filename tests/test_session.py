@@ -218,6 +218,21 @@ def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast
                                     "checks them against the schema")
 
 
+def test_a_mapping_of_columns_is_told_a_mapping_is_one_row(bc_session, breast_cancer):
+    """Review: df.to_dict() got "feature 'mean radius' expects …, got {0: …, 1: …}", blaming the value, not the form."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(breast_cancer.X_test[:2], columns=list(breast_cancer.schema.names))
+    for given, kind in ((frame.to_dict(), "dict"), (frame.to_dict("list"), "list"),
+                        ({k: frame[k].to_numpy() for k in frame}, "ndarray")):
+        with pytest.raises(InputError) as info:
+            bc_session.predict(given)
+        assert str(info.value) == (f"feature 'mean radius' holds {kind} of 2 values, not one: a mapping is one row; for "
+                                   "many rows pass a data frame (pd.DataFrame(mapping)) or a list of mappings "
+                                   "(df.to_dict('records'))")
+    one = {k: np.array(v) for k, v in frame.iloc[0].items()}       # 0-d arrays are single values
+    assert bc_session.predict(one).label == bc_session.predict(frame.iloc[0]).label
+
+
 def test_predict_proba_reads_a_data_frame_by_its_column_names(bc_session, breast_cancer):
     """Review: a frame with its columns in another order was read by position: other values, other probabilities
     ([0, 1] for all three rows here), no error. It is now read by name, as predict and explain read one."""

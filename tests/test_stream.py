@@ -1160,7 +1160,7 @@ def test_bad_options_are_usage_errors(motion_bundle, recording):
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--stakeholder", "boss"])
     assert result.exit_code == 2 and result.stderr.startswith("error: unknown stakeholder 'boss'; available: ")
     result = CliRunner().invoke(main, ["stream", str(motion_bundle), str(recording), "--stakeholder", "clinician",
-                                       "--workers", "0"])
+                                       "--workers", "2"])
     assert result.exit_code == 0 and result.stderr.startswith(
         "warning: --stakeholder and --workers do nothing without --explain: no window is explained; add --explain "
         "all (or on-change, every:N, above:P)\n")
