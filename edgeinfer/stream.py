@@ -821,6 +821,7 @@ class RowParser:
     def __init__(self, spec: WindowSpec, timestamp: str, fmt: str, first: tuple[int, str]):
         self.channels = spec.channel_names
         self.timestamp = timestamp
+        self.bundle_timestamp = spec.timestamp      # the bundle's name for it (timestamp differs: --timestamp-column)
         line_no, text = first
         # UTF-16's NULs or compressed bytes would be shown as the header's names, and 'rename the columns' advised
         if (told := not_text(text, example="FILE | edgeinfer stream BUNDLE -")) is not None:
@@ -997,13 +998,21 @@ class RowParser:
         """Why a JSON row without key `name` is refused: with the row's keys the bundle does not read, and the one
         that looks like a misspelling of `name`, if any."""
         said = f"missing {'timestamp' if name == self.timestamp else 'channel'} '{name}'"
+        if name == self.timestamp != self.bundle_timestamp and self.bundle_timestamp in value:
+            return (f"{said}, which --timestamp-column names (the row has the bundle's timestamp key "
+                    f"'{self.bundle_timestamp}': drop --timestamp-column)")
         unknown = [k for k in value if k != self.timestamp and k not in self.channels]
         if not unknown:
             return said
         near = close_match(name, unknown)
+        if name == self.timestamp and (near is not None or len(unknown) == 1):   # the data's own name for the time
+            key = near if near is not None else unknown[0]
+            return f"{said} (the row has key {_short(key)}: if it holds the time, pass --timestamp-column {key})"
         if near is not None:
             return f"{said} (the row has key {_short(near)}, which the bundle does not read: did you mean '{name}'?)"
         shown = ", ".join(_short(k) for k in unknown[:3]) + (f", … ({len(unknown)} in all)" if len(unknown) > 3 else "")
+        if name == self.timestamp:
+            return f"{said} (keys the bundle does not read: {shown}; pass --timestamp-column KEY for the one that holds the time)"
         return f"{said} (keys the bundle does not read: {shown})"
 
     def _row(self, raw: list[Any]) -> list[float] | str:
@@ -2095,6 +2104,8 @@ def _reason_kind(reason: str) -> str:
         return "out-of-order timestamp"
     if reason.startswith("timestamp"):
         return "bad timestamp"
+    if reason.startswith(("missing timestamp '", "missing channel '")):    # a JSON row without the key
+        return "missing key"
     if reason.startswith("missing"):
         return "missing value"
     if reason.startswith("expected") and f": {EXTRA_VALUE}" in reason:

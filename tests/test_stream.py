@@ -997,6 +997,23 @@ def test_a_json_row_missing_a_channel_names_the_keys_the_bundle_does_not_read(mo
     ]
 
 
+def test_a_json_row_without_the_timestamp_key_is_told_about_timestamp_column(motion_bundle):
+    """Review: rows whose time key was 't' were told "missing timestamp 'timestamp' (keys the bundle does not read:
+    't')" and counted as "missing value", --timestamp-column never named; and with --timestamp-column time over rows
+    keyed 'timestamp', told to rename their key ('did you mean time?') where the flag was the mistake."""
+    names = HEADER.split(",")
+    rows = [dict(zip(names, [i / 10, *[1.0] * 6])) for i in range(25)]
+    renamed = "\n".join(json.dumps({("t" if k == "timestamp" else k): v for k, v in r.items()}) for r in rows) + "\n"
+    result = run([motion_bundle, "-"], input=renamed)
+    assert problems(result)[0] == ("line 1: rejected: missing timestamp 'timestamp' (the row has key 't': if it holds "
+                                   "the time, pass --timestamp-column t)")
+    assert "rejected 25 x missing key" in result.stderr
+    assert len(lines_of(run([motion_bundle, "-", "--timestamp-column", "t"], input=renamed).stdout)) == 1
+    result = run([motion_bundle, "-", "--timestamp-column", "time"], input="\n".join(map(json.dumps, rows)) + "\n")
+    assert problems(result)[0] == ("line 1: rejected: missing timestamp 'time', which --timestamp-column names (the "
+                                   "row has the bundle's timestamp key 'timestamp': drop --timestamp-column)")
+
+
 def test_iso_timestamps_are_read_as_seconds(motion_bundle):
     from datetime import datetime, timedelta, timezone
 
