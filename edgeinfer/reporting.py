@@ -816,8 +816,12 @@ def _stream_summary(summary: Any, inputs: Inputs) -> dict[str, Any] | None:
                  f"counts {_count(counts['gaps'], 'gap')}, but {_count(after, 'window')} of the records follow one")
         raise InputError(f"{where}: {found}: it is another session's (or the stream was still writing); {wrote}")
     stopped = data.get("stopped_by")
+    gaps_off = data.get("max_gap_off")       # no gap was looked for: "0 gaps" would read as none there
+    window, trained = _whole(data.get("window")), _whole(data.get("trained_window"))
     return {**counts, "stopped_by": stopped if isinstance(stopped, str) and stopped != "end of input" else None,
-            "reasons": sorted(((str(k), _whole(n)) for k, n in reasons.items()), key=lambda kv: -kv[1])}
+            "reasons": sorted(((str(k), _whole(n)) for k, n in reasons.items()), key=lambda kv: -kv[1]),
+            "gaps_off": gaps_off if isinstance(gaps_off, str) and gaps_off else None,
+            "window": window if window and trained and window != trained else None, "trained_window": trained}
 
 
 def _summary_file(path: Path, where: str, wrote: str) -> dict[str, Any]:

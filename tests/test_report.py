@@ -533,6 +533,27 @@ def test_a_session_report_tells_the_rows_the_stream_rejected_and_breaks_its_time
     assert "The stream (stopped by SIGINT) read 1201 rows: 1198 used and 3 rejected" in text
 
 
+def test_a_session_report_says_where_no_gap_was_looked_for_and_where_windows_were_not_the_models(fixed_bundle,
+                                                                                                   tmp_path):
+    """Review: a stream that looked for no gap (irregular spacing, no sample rate) was reported as "0 gaps in time
+    restarted the windows", and a stream cut in 25-sample windows for a model of 20 never said so."""
+    lines = tmp_path / "s.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in _window_records(fixed_bundle)))
+    off = "the rows' spacing is irregular"
+    summary = {"rows_read": 1201, "rows_used": 1201, "rows_rejected": 0, "rows_not_in_window": 18, "gaps": 0,
+               "windows": 12, "rejected_by_reason": {}, "stopped_by": "end of input", "max_gap_off": off,
+               "window": 25, "trained_window": 20}
+    text = _text(ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle, summary=summary).read_text())
+    assert (f"1201 used and 0 rejected; gaps in time were not looked for ({off}; the bundle has no sample rate, and "
+            "--max-gap sets a limit); 18 used rows fell in no full window. The windows were 25 samples long; the model "
+            "was trained on 20-sample windows, so its decisions on them are untested, and each feature's value is of a "
+            "25-sample window, whatever its name says.") in text
+    text = _text(ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle,
+                           summary={**summary, "max_gap_off": None, "window": 20}).read_text())
+    assert "0 gaps in time restarted the windows; 18 used rows fell in no full window." in text
+    assert "samples long" not in text
+
+
 def test_a_session_report_without_the_summary_says_where_its_rejected_rows_are_counted(fixed_bundle, tmp_path):
     """Without the summary the report cannot count the rows the stream rejected: it says so and how to give it;
     the gaps the records mark still break the timeline."""
