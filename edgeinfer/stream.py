@@ -98,6 +98,7 @@ TAIL_BYTES = 256            # a followed file's last bytes read, kept: no longer
 UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))   # rows this many times too slow: this unit
 QUIET_POLLS = 2             # a followed file renamed away is read on until it stayed at its end this many polls
 EXTRA_VALUE = "one more value than the header"   # a row's reason, and its kind in the summary
+REJECTED_TEXT = 4096        # characters of a rejected row kept in the --rejects file (its text, to send again)
 # Without a sample rate a gap limit is learned from the first GAP_STEPS spacings between rows, only when they are
 # regular: their standard deviation under GAP_CV of their mean. 16 spacings show where bursts of up to 16 samples
 # end (BLE packets, a sensor FIFO), within one 20-row window. Under 5 %, 1.5 median spacings are 10 standard
@@ -1420,11 +1421,16 @@ class _Reporter:
         self._shown = False
         self.failed: OSError | None = None    # writing the rejects file failed (a full disk): the stream stops
 
-    def problem(self, kind: str, line: int, reason: str) -> None:
+    def problem(self, kind: str, line: int, reason: str, *, text: str | None = None) -> None:
+        """One rejected row, gap or header note: a line on stderr, or a JSON line in the rejects file, where a
+        rejected row keeps its text (cut at REJECTED_TEXT characters) so that rows read from stdin can be sent again."""
         if self.rejects is not None:    # flushed at once: a followed stream may run for days, or be killed
             if self.failed is None:     # once failed, problems are only counted (the stream stops after the block)
+                record = {"line": line, "kind": kind, "reason": reason}
+                if text is not None:
+                    record["text"] = text[:REJECTED_TEXT]
                 try:
-                    self.rejects.write(json.dumps({"line": line, "kind": kind, "reason": reason}) + "\n")
+                    self.rejects.write(json.dumps(record) + "\n")
                     self.rejects.flush()
                 except OSError as err:
                     self.failed = err
@@ -1726,11 +1732,11 @@ def stream(
     started = time.perf_counter()
     stopped_by = "end of input"
 
-    def reject(line: int, reason: str) -> None:
+    def reject(line: int, reason: str, text: str | None = None) -> None:
         counts["rejected"] += 1
         key = _reason_kind(reason)
         reasons[key] = reasons.get(key, 0) + 1
-        reporter.problem("rejected", line, reason)
+        reporter.problem("rejected", line, reason, text=text)
 
     def emit(w: Windows, read_at: float) -> None:
         for lo in range(0, len(w.values), options.batch):
@@ -1901,9 +1907,9 @@ def stream(
             return
         if refused is not None:              # rows under a header that does not match: rejected, counted
             counts["read"] += len(block)
-            for line, _ in block:
+            for line, text in block:
                 reject(line, f"the file's header (line {refused}) does not match the bundle's channels; "
-                             "row not used")
+                             "row not used", text)
             return
         if parsed is None:
             parsed = parser.parse(block)
@@ -1912,6 +1918,7 @@ def stream(
         # (an output that fails in one part leaves the later ones unread)
         counts["read"] += len(block) - int(keep.sum())
         # in line order, whichever check found it
+        texts = dict(block)
         for line, is_gap, reason in sorted([(line, False, reason) for line, reason in [*parsed.rejects,
                                                                                         *bad_order]]
                                            + [(line, True, reason) for line, reason in gaps]):
@@ -1919,7 +1926,7 @@ def stream(
                 counts["gaps"] += 1
                 reporter.problem("gap", line, reason)
             else:
-                reject(line, reason)
+                reject(line, reason, texts.get(line))
         if sequencer.hint:
             reporter.warn(sequencer.hint)
             sequencer.hint = None
@@ -1939,9 +1946,9 @@ def stream(
 
     def on_rotate(text: str, cut: list[tuple[int, str]]) -> None:
         if parser is not None:           # the old file's unfinished last line: maybe half a row, never used
-            for line, _ in cut:
+            for line, unfinished in cut:
                 counts["read"] += 1
-                reject(line, "the file was rotated before this line ended (no newline); not used")
+                reject(line, "the file was rotated before this line ended (no newline); not used", unfinished)
         reporter.problem("rotated", source_lines.line_no + 1, text)
         rotated[0] = True
 
@@ -1955,7 +1962,7 @@ def stream(
                              f"line {line}, the header, is longer than 1 MiB, as no header is; give a CSV header line "
                              f"({', '.join((timestamp, *spec.channel_names))}) and rows, or JSON lines")
         counts["read"] += 1
-        reject(line, LONG_LINE)
+        reject(line, LONG_LINE, head)
 
     source_lines.on_long = on_long
     # Explaining allocates a few hundred objects per window; each full collection would walk every object the
@@ -2024,9 +2031,9 @@ def stream(
         except _OutputFailed as failed:
             stopped_by = f"failed output ({failed.__cause__.strerror or failed.__cause__})"
         if parser is not None:
-            for line, _ in source_lines.at_stop():       # cut off by the stop: it may be only part of a row
+            for line, text in source_lines.at_stop():    # cut off by the stop: it may be only part of a row
                 counts["read"] += 1
-                reject(line, "the stream stopped before this line ended (no newline yet); not used")
+                reject(line, "the stream stopped before this line ended (no newline yet); not used", text)
         if not stopped_by.startswith(("closed", "failed")):
             try:
                 write_ready(block=True)                  # every window cut is written, signal or not

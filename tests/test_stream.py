@@ -892,10 +892,12 @@ def test_rejects_file_gets_the_problems_as_json_lines(motion_bundle, tmp_path):
     rejects, summary = tmp_path / "rejects.jsonl", tmp_path / "summary.json"
     result = run([motion_bundle, path, "--rejects", rejects, "--summary", summary])
     assert not any(line.startswith("line ") for line in result.stderr.splitlines())
+    # each rejected row with its text (review: rows read from stdin could not be recovered from a line number)
     assert lines_of(rejects.read_text()) == [
-        {"line": 5, "kind": "rejected", "reason": "expected 7 comma-separated values as in the header, got 6"},
+        {"line": 5, "kind": "rejected", "reason": "expected 7 comma-separated values as in the header, got 6",
+         "text": "0.3,1,1,1,1,1"},
         {"line": 6, "kind": "rejected", "reason": "timestamp 0.1 is earlier than the previous row's 0.2 (line 4); "
-                                                  "rows must arrive in time order"},
+                                                  "rows must arrive in time order", "text": "0.1,1,1,1,1,1,1"},
     ]
     s = json.loads(summary.read_text())
     assert (s["rows_read"], s["rows_used"], s["rows_rejected"], s["windows"]) == (5, 3, 2, 0)
