@@ -843,6 +843,12 @@ class RowParser:
             if missing and (separator := other_separator(text, better=lambda names: sum(c in names for c in wanted)
                                                          > found)):
                 raise InputError(separated_by(separator, line=line_no, reader="stream"))
+            if missing and not found and (text.lstrip().startswith(("#", "//")) or text.strip().lower().startswith(
+                    "sep=") or len(header) == 1):       # a logger's comment line or Excel's "sep=," above the header
+                raise InputError(
+                    f"line {line_no} is no CSV header ({_short(text.strip())}) and holds none of the columns "
+                    f"{', '.join(wanted)}: if the header comes after it, drop the lines before the header, e.g. "
+                    f"tail -n +{line_no + 1} FILE | edgeinfer stream BUNDLE -")
             if missing:
                 raise InputError(
                     f"input header does not match the bundle's channels: expected columns {', '.join(wanted)}; "

@@ -76,6 +76,18 @@ def test_a_byte_order_mark_before_the_header_is_no_content(motion_bundle):
     assert "rows     read 30 = used 30 + rejected 0" in with_mark.stderr
 
 
+def test_a_comment_or_excel_separator_line_above_the_header_is_told_to_be_dropped(motion_bundle):
+    """Review: a logger's '# …' line or Excel's 'sep=,' above the header was read as the header and the user told
+    to rename the columns."""
+    plain = HEADER + "\n" + "\n".join(rows(0.0, 30)) + "\n"
+    for first in ("# logger v2 2024-01-01", "sep=,"):
+        result = CliRunner().invoke(main, ["stream", str(motion_bundle), "-"], input=first + "\n" + plain)
+        assert (result.exit_code, result.stdout) == (1, "")
+        assert result.stderr == (f"error: line 1 is no CSV header ({first!r}) and holds none of the columns "
+                                 f"{', '.join(HEADER.split(','))}: if the header comes after it, drop the lines before "
+                                 "the header, e.g. tail -n +2 FILE | edgeinfer stream BUNDLE -\n")
+
+
 def test_a_lone_cr_ends_a_line_as_lf_and_crlf_do(motion_bundle):
     """Classic Mac exports and serial sensors end lines with a CR alone, which `predict` reads: a CR-only CSV was
     refused with Python csv's advice to open the file in 'universal-newline mode', and a CR-only JSONL was one
