@@ -506,7 +506,7 @@ class FeatureSchema:
                 f"{' …' if len(missing) > 5 else ''}; every row needs all {len(self)} features"
             )
         column = next((n for n in self.names if _many_values(row[n])), None)
-        if column is not None:     # df.to_dict(): "feature 'age' expects an integer …, got [48.0, 52.0]" blamed the value
+        if column is not None:     # df.to_dict() was told "feature 'age' expects …, got [48.0, 52.0]": not the fault
             raise InputError(f"feature {column!r} holds {type(row[column]).__name__} of {len(row[column])} values, not "
                              "one: a mapping is one row; for many rows pass a data frame (pd.DataFrame(mapping)) or a "
                              "list of mappings (df.to_dict('records'))")

@@ -78,8 +78,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from click.core import ParameterSource
 import numpy as np
+from click.core import ParameterSource
 
 from edgeinfer.errors import BundleError, DeviceError, EdgeInferError, InputError, UsageError
 from edgeinfer.rows import (LONG_LINE, MAX_LINE, csv_fields, decimal, json_object, not_text, other_separator,
@@ -1019,7 +1019,8 @@ class RowParser:
             return f"{said} (the row has key {_short(near)}, which the bundle does not read: did you mean '{name}'?)"
         shown = ", ".join(_short(k) for k in unknown[:3]) + (f", … ({len(unknown)} in all)" if len(unknown) > 3 else "")
         if name == self.timestamp:
-            return f"{said} (keys the bundle does not read: {shown}; pass --timestamp-column KEY for the one that holds the time)"
+            return (f"{said} (keys the bundle does not read: {shown}; pass --timestamp-column KEY for the one that "
+                    "holds the time)")
         return f"{said} (keys the bundle does not read: {shown})"
 
     def _row(self, raw: list[Any]) -> list[float] | str:
@@ -2180,9 +2181,9 @@ def _stream_file(stream) -> tuple | None:
 
 def _check_apart(input: str, rejects_path: str | None, summary_path: str | None) -> None:
     """Refuse an input that is not there, --rejects or --summary naming the input (or the file stdin reads) or the
-    file stdout writes, or both naming one file, before anything is opened: --rejects v.csv emptied v.csv before a row was read ("the input is
-    empty", the recording lost), --summary v.csv wrote the summary over the recording, and --summary s.json --rejects
-    s.json the summary over the rejects, both exit 0."""
+    file stdout writes, or both naming one file, before anything is opened: --rejects v.csv emptied v.csv before a
+    row was read ("the input is empty", the recording lost), --summary v.csv wrote the summary over the recording,
+    and --summary s.json --rejects s.json the summary over the rejects, both exit 0."""
     # '-' is no stdout here: it wrote a file named '-' (review JE); stdout carries the windows
     if rejects_path == "-":
         raise UsageError("--rejects - would write a file named '-': stdout carries the windows, and rejected rows "

@@ -275,7 +275,8 @@ _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
 def _check_float_model(path: Path, graph) -> None:
     """Refuse a model already quantized or in float16: export would deploy it as it is under the label fp32 (its
     gate comparing the model with itself), where the float model is what export quantizes and measures."""
-    quantized = sorted({n.op_type for n in graph.node if n.op_type in _QUANTIZED_OPS or n.op_type.startswith("QLinear")})
+    quantized = sorted({n.op_type for n in graph.node
+                        if n.op_type in _QUANTIZED_OPS or n.op_type.startswith("QLinear")})
     if quantized:
         raise ExportError(f"{path} is already quantized (it holds {', '.join(quantized)} nodes); give the float32 "
                           "model: export quantizes it for the device and measures it against the float model")

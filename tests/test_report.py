@@ -1001,7 +1001,8 @@ def test_the_report_tells_a_met_target_and_a_spent_budget_from_an_unreachable_on
     rounds = "its 10 rounds of trimming changes (one per input) left answers still to trim"
     cut = dataclasses.replace(expl.counterfactuals, complete=False, reason=rounds)
     text = _text(ei.report([dataclasses.replace(expl, counterfactuals=cut)], out=tmp_path / "c.html").read_text())
-    assert f"The search stopped before it finished: {rounds}; this is the best found, not necessarily the smallest." in text
+    assert (f"The search stopped before it finished: {rounds}; this is the best found, not necessarily the "
+            "smallest.") in text
 
 
 def test_the_report_keeps_the_digits_that_tell_two_numbers_apart(tmp_path):

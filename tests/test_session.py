@@ -219,15 +219,16 @@ def test_predict_proba_checks_shape_numbers_and_finite_values(bc_session, breast
 
 
 def test_a_mapping_of_columns_is_told_a_mapping_is_one_row(bc_session, breast_cancer):
-    """Review: df.to_dict() got "feature 'mean radius' expects …, got {0: …, 1: …}", blaming the value, not the form."""
+    """Review: df.to_dict() got "feature 'mean radius' expects …, got {0: …, 1: …}", blaming the value, not the
+    form."""
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(breast_cancer.X_test[:2], columns=list(breast_cancer.schema.names))
     for given, kind in ((frame.to_dict(), "dict"), (frame.to_dict("list"), "list"),
                         ({k: frame[k].to_numpy() for k in frame}, "ndarray")):
         with pytest.raises(InputError) as info:
             bc_session.predict(given)
-        assert str(info.value) == (f"feature 'mean radius' holds {kind} of 2 values, not one: a mapping is one row; for "
-                                   "many rows pass a data frame (pd.DataFrame(mapping)) or a list of mappings "
+        assert str(info.value) == (f"feature 'mean radius' holds {kind} of 2 values, not one: a mapping is one row; "
+                                   "for many rows pass a data frame (pd.DataFrame(mapping)) or a list of mappings "
                                    "(df.to_dict('records'))")
     one = {k: np.array(v) for k, v in frame.iloc[0].items()}       # 0-d arrays are single values
     assert bc_session.predict(one).label == bc_session.predict(frame.iloc[0]).label

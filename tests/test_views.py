@@ -1851,7 +1851,8 @@ def test_incomplete_search_is_flagged_for_the_clinician_with_its_reason(schema):
     expl = _explanation(schema)
     cut = dataclasses.replace(expl.counterfactuals, complete=False, reason="the time budget of 5 ms ran out")
     text = views.render(dataclasses.replace(expl, counterfactuals=cut), schema, stakeholder="clinician")
-    assert "Search stopped before it finished: the time budget of 5 ms ran out; these are the best found so far." in text
+    assert ("Search stopped before it finished: the time budget of 5 ms ran out; these are the best found so "
+            "far.") in text
     # a record from before answers carried the reason
     cut = dataclasses.replace(expl.counterfactuals, complete=False)
     text = views.render(dataclasses.replace(expl, counterfactuals=cut), schema, stakeholder="clinician")
