@@ -793,6 +793,10 @@ def _checked_labels(schema: FeatureSchema, labels: Any, what: str) -> np.ndarray
 
 
 def _checked_rows(schema: FeatureSchema, rows: np.ndarray, what: str) -> np.ndarray:
+    if isinstance(rows, (str, os.PathLike)):   # "could not read the input as numbers: got values of type <U11"
+        raise ExportError(f"{what}= takes rows (an array or a data frame), not a file's path ({str(rows)!r}); read "
+                          f"the file first, e.g. pd.read_csv({str(rows)!r}) (the CLI's --{what} reads a CSV or "
+                          "JSONL file)")
     try:
         matrix, _ = schema.to_matrix(rows)
     except ValueError as err:

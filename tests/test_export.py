@@ -645,6 +645,9 @@ def test_labels_may_be_class_names_as_in_the_cli(breast_cancer, tmp_path):
     ({"outputs": "probs"}, "outputs must be 'logits' or 'probabilities', got 'probs'"),
     ({"outputs": 0}, "outputs must be 'logits' or 'probabilities', got 0"),
     ({"overwrite": "no"}, "overwrite must be True or False, got 'no'"),     # review: it replaced the bundle
+    # review: "could not read the input as numbers: got values of type <U11"
+    ({"calibration": "cal.csv"}, "calibration= takes rows (an array or a data frame), not a file's path ('cal.csv'); "
+     "read the file first, e.g. pd.read_csv('cal.csv') (the CLI's --calibration reads a CSV or JSONL file)"),
     *(({"reference_rows": rows}, f"reference_rows must be a whole number, 1 or more (the most calibration rows "
                                   f"sampled into reference.npz; default 1000), got {rows!r}")
       for rows in (0, -5, True, 2.5, "100", None)),
