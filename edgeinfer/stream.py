@@ -779,8 +779,9 @@ def _timestamp(raw: Any, name: str) -> float | str:
 def _channel(raw: Any, name: str) -> float | str:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return f"missing value for channel '{name}'"
-    if isinstance(raw, bool):
-        return f"channel '{name}' expects a number, got {raw!r}"
+    if isinstance(raw, (bool, list, dict)):     # shown as the JSON it was: [1], not the text '[1]'
+        text = json.dumps(raw)
+        return f"channel '{name}' expects a number, got {text if len(text) <= 40 else text[:36] + ' …'}"
     if isinstance(raw, (int, float)):
         value = _float(raw)
     else:

@@ -1011,6 +1011,17 @@ def test_a_json_row_missing_a_channel_names_the_keys_the_bundle_does_not_read(mo
     ]
 
 
+def test_a_json_array_object_or_boolean_value_is_shown_as_the_json_it_was(motion_bundle):
+    """Review: {"acc_x": [1]} was told "got '[1]'", as if the sensor had sent the text."""
+    names = HEADER.split(",")
+    sent = [dict(zip(names, [0.0, [1], 1, 1, 1, 1, 1])), dict(zip(names, [0.1, 1, {"a": 1}, 1, 1, 1, 1])),
+            dict(zip(names, [0.2, 1, 1, True, 1, 1, 1]))]
+    result = run([motion_bundle, "-"], input="\n".join(map(json.dumps, sent)) + "\n")
+    assert problems(result) == ["line 1: rejected: channel 'acc_x' expects a number, got [1]",
+                                "line 2: rejected: channel 'acc_y' expects a number, got {\"a\": 1}",
+                                "line 3: rejected: channel 'acc_z' expects a number, got true"]
+
+
 def test_a_json_row_without_the_timestamp_key_is_told_about_timestamp_column(motion_bundle):
     """Review: rows whose time key was 't' were told "missing timestamp 'timestamp' (keys the bundle does not read:
     't')" and counted as "missing value", --timestamp-column never named; and with --timestamp-column time over rows
