@@ -753,7 +753,7 @@ def build_context(inputs: Inputs, *, bundle=None, title: str | None = None, summ
         "session": inputs.stream,
         "summary": _summary(inputs, spec, total),
         # the stream's rows and gaps: its summary (None: not given), and the windows its lines mark as after a gap
-        "stream": {"rows": stream, "after_gap": _windows_text(_after_gaps(inputs))},
+        "stream": {"rows": stream, "after_gap": _windows_text(_timeline_breaks(inputs))},
         "risk_label": spec.label,
         "risk_threshold": spec.threshold,
         "cases": cases,
@@ -852,6 +852,17 @@ def _after_gaps(inputs: Inputs) -> list[int]:
     """The indices of the windows, decided or not, that the stream marked as the first after a gap."""
     return sorted([w.index for w in inputs.windows if w.after_gap]
                   + [r.row for r in inputs.refused if r.after_gap and isinstance(r.row, numbers.Integral)])
+
+
+def _timeline_breaks(inputs: Inputs) -> list[int]:
+    """`_after_gaps` without the first window: a gap before it breaks no line (the report said "the timeline
+    breaks before window 0")."""
+    after = _after_gaps(inputs)
+    if not after:
+        return after
+    first = min([w.index for w in inputs.windows] + [r.row for r in inputs.refused
+                                                     if isinstance(r.row, numbers.Integral)])
+    return [i for i in after if i > first]
 
 
 def _windows_text(indices: Sequence[int], shown: int = 10) -> str | None:

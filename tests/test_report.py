@@ -533,6 +533,19 @@ def test_a_session_report_tells_the_rows_the_stream_rejected_and_breaks_its_time
     assert "The stream (stopped by SIGINT) read 1201 rows: 1198 used and 3 rejected" in text
 
 
+def test_a_gap_before_the_first_window_breaks_no_timeline(fixed_bundle, tmp_path):
+    """Review: a stream whose first window followed a gap was reported as "the timeline breaks before window 0"."""
+    records = _window_records(fixed_bundle)
+    for i in (0, 9):
+        records[i]["window"]["after_gap"] = True
+    lines = tmp_path / "s.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"rows_read": 1200, "rows_used": 1200, "rows_rejected": 0, "rows_not_in_window": 18, "gaps": 2,
+               "windows": 12, "rejected_by_reason": {}, "stopped_by": "end of input"}
+    text = _text(ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle, summary=summary).read_text())
+    assert "2 gaps in time restarted the windows (the timeline breaks before window 9);" in text
+
+
 def test_a_session_report_says_where_no_gap_was_looked_for_and_where_windows_were_not_the_models(fixed_bundle,
                                                                                                    tmp_path):
     """Review: a stream that looked for no gap (irregular spacing, no sample rate) was reported as "0 gaps in time
