@@ -249,6 +249,7 @@ class BiasMonitorState:
     alerts: int                    # bias alerts on this feature in the windows written
     episodes: int                  # runs of written windows with such an alert: the disparities that started
     alerting: bool                 # the last window the monitor saw had one (the disparity had not cleared)
+    left_out: str | None = None    # groups the value leaves out, too small ("c has 29 windows (< 30)"); else None
 
     def __post_init__(self) -> None:
         read_only_fields(self, "groups")
@@ -378,8 +379,9 @@ class StreamSummary:
             if b.value is None:
                 lines.append(f"           not compared: {b.not_compared}; {episodes}")
             else:
-                lines.append(f"           {b.metric} {_apart(b.value, b.threshold)} (an alert above {b.threshold:g}); "
-                             f"{episodes}")
+                left = f"; not compared: {b.left_out}" if b.left_out else ""
+                lines.append(f"           {b.metric} {_apart(b.value, b.threshold)} (an alert above {b.threshold:g})"
+                             f"{left}; {episodes}")
         return lines
 
     def _not_explained(self) -> str:
@@ -1590,7 +1592,8 @@ class _BiasMonitor:
                         for g in sorted(snap.by_group, key=lambda g: _group_rank(grouping, str(g.group)))},
                 metric=DP, value=snap.demographic_parity_difference, threshold=monitor.alert_dp_difference,
                 not_compared=not_compared, alerts=alerts.get(name, 0),
-                episodes=episodes.get(name, 0), alerting=self.alerting[name]))
+                episodes=episodes.get(name, 0), alerting=self.alerting[name],
+                left_out=snap.demographic_parity_left_out))
         return tuple(states)
 
 

@@ -14,7 +14,10 @@ snapshot costs O(groups), not O(window).
 
 Alerts are raised when a difference exceeds its threshold (strictly greater),
 and only between groups with enough data: `min_group_size` decisions for
-demographic parity, `min_labelled` labelled decisions for equalized odds. A
+demographic parity (a difference that leaves a smaller group out names it:
+`demographic_parity_left_out`); for equalized odds, a group's true positive
+rate only where it has `min_labelled` positive labels, its false positive rate
+where it has `min_labelled` negative ones. A
 snapshot lists the alerts active now; an alert clears when the window no longer
 crosses the threshold. When the demographic parity difference is None, the
 snapshot says why (`demographic_parity_not_compared`: "male has 19 decisions
@@ -77,10 +80,11 @@ class RollingSnapshot:
     labels_dropped: int                   # labels for decisions not in the window (left it, or never observed)
     by_group: tuple[GroupWindow, ...]
     demographic_parity_difference: float | None   # None: fewer than two groups with min_group_size decisions
-    equalized_odds_difference: float | None       # None: fewer than two groups with min_labelled labels
+    equalized_odds_difference: float | None       # None: fewer than two groups with a rate over min_labelled cases
     alerts: tuple[Alert, ...]
     min_group_size: int = 30                      # decisions a group needs for demographic parity
     demographic_parity_not_compared: str | None = None   # why demographic_parity_difference is None; else None
+    demographic_parity_left_out: str | None = None       # the groups a difference leaves out, too small; else None
 
 
 def _group_order(group) -> tuple:
@@ -227,9 +231,11 @@ class RollingFairness:
         dp, dp_pair = _spread([(g.group, g.selection_rate) for g in sized])
         if dp is not None and self.alert_dp_difference is not None and _above(dp, self.alert_dp_difference):
             alerts.append(self._alert(DP, dp, self.alert_dp_difference, dp_pair, "selection rate"))
-        labelled = [g for g in groups if g.labelled >= self.min_labelled]
-        tpr, tpr_pair = _spread([(g.group, g.true_positive_rate) for g in labelled if g.true_positive_rate is not None])
-        fpr, fpr_pair = _spread([(g.group, g.false_positive_rate) for g in labelled if g.false_positive_rate is not None])
+        # a rate over min_labelled cases of its own: one true positive of one against none of one alerted at 1.00
+        tpr, tpr_pair = _spread([(g.group, g.true_positive_rate) for g in groups
+                                 if self._counts[g.group].pos >= self.min_labelled])
+        fpr, fpr_pair = _spread([(g.group, g.false_positive_rate) for g in groups
+                                 if self._counts[g.group].neg >= self.min_labelled])
         eo, eo_pair, eo_rate = None, None, ""
         for value, pair, rate in ((tpr, tpr_pair, "true positive rate"), (fpr, fpr_pair, "false positive rate")):
             if value is not None and (eo is None or value > eo):
@@ -249,6 +255,7 @@ class RollingFairness:
             alerts=tuple(alerts),
             min_group_size=self.min_group_size,
             demographic_parity_not_compared=None if dp is not None else self._not_compared(groups),
+            demographic_parity_left_out=self._left_out(groups) if dp is not None else None,
         )
 
     def never_compares(self) -> str | None:
@@ -274,6 +281,12 @@ class RollingFairness:
             return f"only {groups[0].group} is in the window ({self._many(groups[0].count)})"
         short = [f"{g.group} has {self._many(g.count)}" for g in groups if g.count < self.min_group_size]
         return f"{', '.join(short)} (< {self.min_group_size})"
+
+    def _left_out(self, groups: list[GroupWindow]) -> str | None:
+        """The groups a demographic parity difference leaves out, under min_group_size: a group selected at 0.000
+        beside two at 1.000 read "difference 0.00" with nothing said of it."""
+        short = [f"{g.group} has {self._many(g.count)}" for g in groups if g.count < self.min_group_size]
+        return f"{', '.join(short)} (< {self.min_group_size})" if short else None
 
     def _many(self, n: int) -> str:
         return f"{n} {self.unit}{'' if n == 1 else 's'}"

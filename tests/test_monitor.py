@@ -87,3 +87,34 @@ def test_the_mean_probability_is_exact_however_long_the_stream_runs():
         monitor.observe(i, "a", 1, p)
     exact = (Fraction(0.1) + Fraction(0.2) + Fraction(0.4)) / 3
     assert monitor.snapshot().by_group[0].mean_probability == float(exact) == 0.23333333333333334
+
+
+def test_a_difference_that_leaves_a_small_group_out_names_it():
+    """Review: a and b selected at 1.000 and c, 29 decisions, at 0.000 read "demographic parity difference 0.00" with
+    nothing said of c."""
+    m = RollingFairness(window=500, sensitive_feature="grp")
+    for i in range(30):
+        m.observe(f"a{i}", "a", 1)
+        m.observe(f"b{i}", "b", 1)
+    for i in range(29):
+        m.observe(f"c{i}", "c", 0)
+    snap = m.snapshot()
+    assert (snap.demographic_parity_difference, snap.alerts) == (0.0, ())
+    assert snap.demographic_parity_left_out == "c has 29 decisions (< 30)"
+    m.observe("c29", "c", 0)
+    snap = m.snapshot()
+    assert (snap.demographic_parity_difference, snap.demographic_parity_left_out) == (1.0, None)
+
+
+def test_a_rate_is_compared_only_over_enough_cases_of_its_own():
+    """Review: 40 labelled decisions a group, one of them positive in each: a true positive rate of 1 of 1 against
+    0 of 1 raised an equalized odds alert at 1.00."""
+    m = RollingFairness(window=200, sensitive_feature="sex", alert_dp_difference=None)
+    for group, selected in (("a", 1), ("b", 0)):
+        for i in range(40):
+            m.observe(f"{group}{i}", group, selected if i == 0 else 0)
+            m.label(f"{group}{i}", int(i == 0))
+    snap = m.snapshot()
+    assert [(g.group, g.true_positive_rate, g.false_positive_rate) for g in snap.by_group] == [
+        ("a", 1.0, 0.0), ("b", 0.0, 0.0)]
+    assert (snap.equalized_odds_difference, snap.alerts) == (0.0, ())      # the false positive rates, 39 cases each

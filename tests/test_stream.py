@@ -1553,7 +1553,8 @@ def test_the_summary_says_why_the_bias_monitor_compared_no_groups(tmp_path):
         "feature": "sex_mean", "bias_window": 500, "windows": 97, "min_group_size": 30,
         "groups": {"female": {"windows": 78, "selection_rate": 0.0}, "male": {"windows": 19, "selection_rate": 1.0}},
         "metric": "demographic parity difference", "value": None, "threshold": 0.2,
-        "not_compared": "male has 19 windows (< 30)", "alerts": 0, "episodes": 0, "alerting": False}]
+        "not_compared": "male has 19 windows (< 30)", "alerts": 0, "episodes": 0, "alerting": False,
+        "left_out": None}]
     assert ("  alerts   0\n"
             "  bias     sex_mean, last 97 windows: female 78 (selection rate 0.000), male 19 (selection rate 1.000)\n"
             "           not compared: male has 19 windows (< 30); 0 bias alerts in 0 episodes\n") in result.stderr
@@ -2533,3 +2534,20 @@ def test_a_bundle_without_memory_figures_counts_a_worker_as_this_processs_memory
                             r"give --workers to choose", line)
         assert float(line.split("needs at least ")[1].split(" MB")[0]) > 64
         assert (summary.explained, summary.explain_workers) == (4, 0)
+
+
+def test_the_summary_names_a_group_the_difference_leaves_out():
+    """Review: a 0.000 group of 29 windows beside two at 1.000 read "demographic parity difference 0.00" alone."""
+    from edgeinfer.stream import BiasMonitorState, StreamSummary
+
+    state = BiasMonitorState(
+        feature="grp_mean", bias_window=500, windows=109, min_group_size=30,
+        groups={"a": {"windows": 40, "selection_rate": 1.0}, "b": {"windows": 40, "selection_rate": 1.0},
+                "c": {"windows": 29, "selection_rate": 0.0}},
+        metric="demographic parity difference", value=0.0, threshold=0.2, not_compared=None, alerts=0, episodes=0,
+        alerting=False, left_out="c has 29 windows (< 30)")
+    summary = StreamSummary(rows_read=218, rows_used=218, rows_rejected=0, rows_not_in_window=0, gaps=0, windows=109,
+                            explained=0, alerts=0, rows_per_s=0.0, windows_per_s=0.0, latency_p50_ms=None,
+                            latency_p95_ms=None, elapsed_s=0.1, stopped_by="end of input", bias_monitor=(state,))
+    assert ("           demographic parity difference 0.00 (an alert above 0.2); not compared: c has 29 windows "
+            "(< 30); 0 bias alerts in 0 episodes") in summary.text()
