@@ -694,6 +694,10 @@ def _as_classes(schema, y_true) -> np.ndarray:
         raise InputError(f"y_true must be one class per decision (1-D), got shape {given.shape}")
     names = list(schema.classes)
     expected = f"class indices 0..{len(names) - 1} or class names ({', '.join(names)})"
+    if given.dtype.kind == "b":      # True read as class 1, which need not be the positive (favourable) class
+        raise InputError(f"y_true must hold {expected}, got True/False: whether True is class 1 or the positive "
+                         f"outcome is not said; give the class of each decision (e.g. np.where(y, {names[-1]!r}, "
+                         f"{names[0]!r}))")
     if given.dtype.kind in "USO":
         for i, c in enumerate(given.tolist()):
             if not (isinstance(c, str) and c in names) and not (
