@@ -336,6 +336,10 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
         # counts: they went unsaid, the verdict reading only "does not depend" (review JG)
         # (not at a value where the feature alone already counts: "the proxies move it, not sex" read beside "the
         # decision flips if sex were 2" on held-out row 108)
+        # joint flips whose proxies alone flip the decision while the protected value set with them keeps it: the
+        # verdict read only "does not depend on sex", the control's flip unsaid (bias review, diabetes row 8)
+        restored = [t for t in mine if t.proxies and not t.flipped and t.control_class is not None
+                    and t.control_class != t.class_name and not t.counts(tolerance)]
         counting_alone = {t.to_value for t in mine if not t.proxies and t.counts(tolerance)}
         moved_by_proxies = [t for t in mine if t.proxies and not t.flipped and t.control_class == t.class_name
                             and abs(t.own_delta) <= tolerance < abs(t.control_delta)
@@ -389,6 +393,12 @@ def _verdict(schema: FeatureSchema, features: Sequence[Feature], flips: Sequence
                 f"{f.label(t.to_value)}, {'flips' if len(t.proxies) == 1 else 'flip'} the decision with {name} "
                 f"kept: {'the proxy changes' if len(t.proxies) == 1 else 'the proxies change'} it, not {name}"
                 for t in by_proxies)
+        if restored:
+            t = _largest_control(restored)
+            one = len(t.proxies) == 1
+            part += (f"; {_its_proxies(schema, t.proxies)} alone, set to {_set_to(schema, t)} as is typical of {name} "
+                     f"{f.label(t.to_value)}, {'flips' if one else 'flip'} the decision with {name} kept, and with "
+                     f"{name} set to {f.label(t.to_value)} as well it stays")
         if moved_by_proxies:
             t = _largest_control(moved_by_proxies)
             one = len(t.proxies) == 1

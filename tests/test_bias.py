@@ -298,7 +298,10 @@ def test_a_joint_flip_that_leaves_the_decision_as_it_was_is_not_counted_whatever
     assert (joint.proxies, joint.flipped, joint.delta, joint.control_class) == (("copy",), False, 0.0, "granted")
     assert alone.delta == pytest.approx(sigmoid(-6.0) - sigmoid(-16.0), abs=1e-12)         # 0.0025
     assert (expl.depends, expl.depends_on) == (False, ())
-    assert expl.verdict == "the decision does not depend on sex (largest change in probability 0.002)"
+    # the control's flip is said (bias review: held-out diabetes row 8 read only "does not depend on sex")
+    assert expl.verdict == ("the decision does not depend on sex (largest change in probability 0.002); its proxy coded "
+                            "sex marker alone, set to 1 as is typical of sex male, flips the decision with sex kept, "
+                            "and with sex set to male as well it stays")
 
 
 def test_a_change_beyond_one_proxy_is_said_of_that_proxy():
@@ -1034,7 +1037,9 @@ def test_the_verdict_says_which_flip_of_a_value_could_not_be_tested(linear_sessi
     assert (alone.proxies, alone.tested, joint.proxies, joint.proxy_values, joint.tested) == (
         (), False, ("p",), (0.0,), True)
     assert expl.bias.verdict == ("the decision does not depend on sex (largest change in probability 0.000); m could "
-                                 "not be tested alone: the model gave no finite probability there")
+                                 "not be tested alone: the model gave no finite probability there; its proxy p alone, "
+                                 "set to 0 as is typical of sex m, flips the decision with sex kept, and with sex set "
+                                 "to m as well it stays")
     # and the other way round (the control of the joint flip overflowed): said of the flip with the proxy
     expl = session.explain(np.array([0.0, 1.0, 0.5]), stakeholder="auditor")
     assert expl.bias.verdict == ("the decision flips if sex were f; f could not be tested together with its proxy: "
