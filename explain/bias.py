@@ -521,6 +521,9 @@ def change_text(delta: float, tolerance: float = TOLERANCE, *, digits: int = DIG
     size = abs(delta)
     while size != tolerance and digits < 9 and f"{size:.{digits}f}" == f"{tolerance:.{digits}f}":
         digits += 1
+    # a change short of 1 never reads as 1.000: 0.99995 beside its two probabilities (0.99995 and 0.0000005)
+    while size < 1 and digits < 9 and float(f"{size:.{digits}f}") == 1:
+        digits += 1
     text = f"{size:.{digits}f}"
     if size != 0 and float(text) == 0:
         text = f"{size:.2g}"

@@ -1115,3 +1115,11 @@ def test_the_flip_tests_groups_are_the_model_cards():
     assert list(plan.edges) == list(grouping.edges) and 50.4836 in grouping.edges
     for value in (50.48362, 50.4835, 43.74245, *column):
         assert plan.group_of(value) == bisect.bisect_right(grouping.edges, value)
+
+
+def test_a_change_short_of_one_never_reads_as_one():
+    """Review: a flip from p 0.99995 to 0.0000005 read "Δ -1.000" beside its two probabilities (diabetes row 14)."""
+    from edgeinfer.explain.bias import change_text
+
+    assert [change_text(d, sign=True) for d in (-0.9999995, 0.99995, 0.9996, 0.9994, 1.0, 0.0501)] == [
+        "-0.9999995", "+0.99995", "+0.9996", "+0.999", "+1.000", "+0.0501"]
