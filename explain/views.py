@@ -500,6 +500,9 @@ def _lookup(name: Any, *, where: str | None) -> Templates:
     )
 
 
+AT_LEAST_ONE = ("digits", "probability_digits", "counterfactuals")     # [view] settings where 0 shows nothing true
+
+
 def _settings(view: Mapping[str, Any], where: str) -> ViewSettings:
     defaults = ViewSettings()
     known = {f.name for f in dataclasses.fields(ViewSettings)}
@@ -524,8 +527,12 @@ def _settings(view: Mapping[str, Any], where: str) -> ViewSettings:
                                    f"below which an input is not told as mattering), got {value!r}")
             value = float(value)
         elif expected is int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ExplainError(f"{where}: [view] {key} must be a whole number >= 0, got {value!r}")
+            # 0 digits read "prediction < 1" and "= 5" beside "4.91 → 5.02"; 0 counterfactuals "the 0 best-ranked shown"
+            least = 1 if key in AT_LEAST_ONE else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ExplainError(f"{where}: [view] {key} must be a whole number >= {least}, got {value!r}"
+                                   + ("; leave the counterfactual section out of `sections` to show none"
+                                      if key == "counterfactuals" and value == 0 else ""))
         elif not isinstance(value, expected):
             raise ExplainError(f"{where}: [view] {key} must be a {expected.__name__}, got {value!r}")
         values[key] = value
@@ -576,10 +583,13 @@ def _text(text: Mapping[str, Any], settings: ViewSettings, where: str) -> dict[s
             fields = [f for _, f, _, _ in formatter.parse(piece) if f is not None]
         except ValueError as err:
             raise ExplainError(f"{where}: [text] {key} is not a valid format string ({err}); write {{{{ for a literal brace") from err
-        for _, name, _, conversion in formatter.parse(piece):
+        for _, name, spec, conversion in formatter.parse(piece):
             if name is not None and conversion:
                 raise ExplainError(f"{where}: [text] {key} uses {{{name}!{conversion}}}: placeholders take no "
                                    f"conversion; write {{{name}}}")
+            if name is not None and spec:     # {contribution:.1} cut "+0.304" to "+": values come written already
+                raise ExplainError(f"{where}: [text] {key} uses {{{name}:{spec}}}: placeholders take no format spec "
+                                   f"(the values come written, digits set in [view]); write {{{name}}}")
         for name in fields:
             if name not in allowed:
                 available = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"

@@ -1897,7 +1897,15 @@ def test_unknown_placeholder_names_file_and_key(tmp_path):
     ('[view]\ndrivers = "three"\n', "[view] drivers must be a whole number >= 0, got 'three'"),
     ('[view]\nwording = "simple"\n', "[view] wording must be one of lay, clinical, name, got 'simple'"),
     ('[text]\nheadlin = "x"\n', "unknown [text] piece 'headlin'; known pieces: "),
-    ('[text]\nheadline = "{outcome:.2f}"\n', "[text] headline cannot be filled"),
+    # review: a spec that formats a text ({contribution:.1}) cut "+0.304" to "+" and was let through
+    ('[text]\nheadline = "{outcome:.2f}"\n', "[text] headline uses {outcome:.2f}: placeholders take no format spec "
+     "(the values come written, digits set in [view]); write {outcome}"),
+    ('extends = "clinician"\n[text]\ndriver = "{feature}: {contribution:.1}"\n',
+     "[text] driver uses {contribution:.1}: placeholders take no format spec"),
+    ('[view]\ndigits = 0\n', "[view] digits must be a whole number >= 1, got 0"),
+    ('[view]\nprobability_digits = 0\n', "[view] probability_digits must be a whole number >= 1, got 0"),
+    ('[view]\ncounterfactuals = 0\n', "[view] counterfactuals must be a whole number >= 1, got 0; leave the "
+     "counterfactual section out of `sections` to show none"),
     ('[text]\nheadline = "{outcome"\n', "[text] headline is not a valid format string"),
     ('extends = "nobody"\n', "extends: unknown stakeholder 'nobody'; available: auditor, clinician, engineer, patient"),
     ('[text]\nheadline = "{outcome!r}"\n', "[text] headline uses {outcome!r}: placeholders take no conversion"),
