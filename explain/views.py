@@ -1306,6 +1306,12 @@ class _View:
         )
 
     def section_bias(self) -> list[str] | None:
+        """The bias lines, each a sentence begun with a capital: the verdict is a clause ("the decision does not
+        depend on age …") that a piece may begin with ("Bias check:" then "the decision …")."""
+        lines = self._bias_sentences()
+        return lines and [line[:1].upper() + line[1:] for line in lines]
+
+    def _bias_sentences(self) -> list[str] | None:
         b = self.e.bias
         if b is None:
             return None

@@ -147,7 +147,7 @@ def test_clinician_is_technical_with_units_probabilities_drivers_and_provenance(
     assert "smallest" not in text
     assert ("1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression "
             "(p = 0.620); 2 change(s)") in text
-    assert "the decision does not depend on sex" in text
+    assert "The decision does not depend on sex" in text
     assert f"bundle sha256 {SHA[:12]}…, int8 on raspberry-pi-4" in text
     assert "- label_agreement: 0.9962" in text and "- rows: 111" in text
 
@@ -1536,7 +1536,7 @@ def test_bias_section_when_the_schema_declares_no_protected_feature(schema):
     patient = views.render(expl, schema, stakeholder="patient")
     assert "We checked" not in patient and "none" not in patient
     clinician = views.render(expl, schema, stakeholder="clinician")
-    assert "Bias check:\nno protected features are declared in the schema, so there is no flip to test." in clinician
+    assert "Bias check:\nNo protected features are declared in the schema, so there is no flip to test." in clinician
     auditor = views.render(expl, schema, stakeholder="auditor")
     assert "Proxies (association with a protected feature in the reference data):\nNo proxies above" in auditor
     assert "Attribution share:" not in auditor
@@ -1553,8 +1553,8 @@ def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
         expl = dataclasses.replace(_explanation(schema), bias=bias)
         patient = views.render(expl, schema, stakeholder="patient")
         assert patient.endswith("\n\nWe could not check your age or sex.\n\n" + DISCLAIMER)
-        assert f"Bias check:\n{verdict}." in views.render(expl, schema, stakeholder="clinician")
-        assert f"Verdict:\n{verdict}." in views.render(expl, schema, stakeholder="auditor")
+        assert f"Bias check:\n{verdict[:1].upper() + verdict[1:]}." in views.render(expl, schema, stakeholder="clinician")
+        assert f"Verdict:\n{verdict[:1].upper() + verdict[1:]}." in views.render(expl, schema, stakeholder="auditor")
     # one feature tested, the other not: said beside the tested one, as before
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),)
     bias = BiasExplanation(flips, (), 0.0, False, "age could not be tested: the reference data has no other value "
