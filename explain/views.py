@@ -38,7 +38,7 @@ from edgeinfer.bundle import rows_short_of_gate
 from edgeinfer.errors import ExplainError, InputError, UsageError
 from edgeinfer.explain.bias import TOLERANCE, change_text, restated
 from edgeinfer.explain.desired import percent_as_given as _percent_as_given, threshold_of, threshold_text
-from edgeinfer.explain.explanation import EXACT_DIGITS, Counterfactual, Explanation, _encode
+from edgeinfer.explain.explanation import EXACT_DIGITS, Counterfactual, Explanation, FlipTest, _encode
 from edgeinfer.readonly import ReadOnlyDict
 from edgeinfer.schema import STEP_TOLERANCE, Feature, FeatureSchema, _exact, close_match, did_you_mean
 
@@ -1387,13 +1387,15 @@ class _View:
             unseen = [n for n in unseen if n not in unseen_flip]
         # each control moved its proxies together: "blood pressure and blood sugar together", not "… or …" (row 13);
         # with no word_both (a file that rewords bias_proxies only) all joined by word_and, as before
-        moved_sets = dict.fromkeys(f.proxies for f in by_proxies)
-        if self.word("word_both"):
-            proxy_features = self.join([self.join([self.words_for(p) for p in moved], word="word_both")
-                                        + (f" {self.word('word_together')}" if len(moved) > 1 else "")
-                                        for moved in moved_sets], word="word_or")
-        else:
-            proxy_features = self.join([self.words_for(p) for p in dict.fromkeys(p for m in moved_sets for p in m)])
+        def proxy_words(flips: list[FlipTest]) -> str:
+            moved_sets = dict.fromkeys(f.proxies for f in flips)
+            if self.word("word_both"):
+                return self.join([self.join([self.words_for(p) for p in moved], word="word_both")
+                                  + (f" {self.word('word_together')}" if len(moved) > 1 else "")
+                                  for moved in moved_sets], word="word_or")
+            return self.join([self.words_for(p) for p in dict.fromkeys(p for m in moved_sets for p in m)])
+
+        proxy_features = proxy_words(by_proxies)
         both = "word_both" if self.word("word_both") else "word_and"
         values = {
             "proxied": self.join([self.words_for(n) for n in proxied]),
@@ -1435,7 +1437,12 @@ class _View:
         if unseen and self.has("bias_unseen"):
             lines.append(self.fill("bias_unseen", **values))
         if proxied and self.has("bias_proxies"):
-            lines.append(self.fill("bias_proxies", **values))
+            # one line a feature: "things that go with your age or sex (blood pressure and blood sugar together or
+            # HDL and cholesterol ratio together) …; your age or sex itself would not have" hid which went with which
+            for name in proxied:
+                own = [f for f in by_proxies if f.feature == name]
+                lines.append(self.fill("bias_proxies", **{**values, "proxied": self.words_for(name),
+                                                          "proxy_features": proxy_words(own)}))
         if untested and self.has("bias_untested"):
             lines.append(self.fill("bias_untested", **values))
         if (not _any_moves(tests) and b.attribution_share is not None and b.attribution_share >= USED_SHARE

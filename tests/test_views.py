@@ -1370,6 +1370,16 @@ def test_proxies_moved_together_are_told_together(schema):
     assert ("\nSome things that often go with your age (blood pressure and blood sugar together or blood pressure) "
             "would") in views.render(dataclasses.replace(expl, bias=dataclasses.replace(
                 bias, flips=(flips[0], one, flips[2]))), schema, stakeholder="patient")
+    # review (held-out row 56): age's and sex's proxies in one sentence, "your age or sex itself", hid which went with
+    # which; each feature now has its own
+    sex = FlipTest("sex", 2.0, 1.0, ("s3", "s4"), "lower progression", 0.01, -0.9, True, (65.0, 3.49),
+                   "lower progression", 0.02)
+    text = views.render(dataclasses.replace(expl, bias=dataclasses.replace(bias, flips=(*flips[:2], sex))), schema,
+                        stakeholder="patient")
+    assert ("\nSome things that often go with your age (blood pressure and blood sugar together) would, on their own, "
+            "have changed the result; your age itself would not have.\nSome things that often go with your sex (good "
+            "cholesterol (HDL) and cholesterol ratio together) would, on their own, have changed the result; your sex "
+            "itself would not have.\n") in text
 
 
 def test_a_file_that_rewords_a_piece_gets_none_of_the_base_s_newer_english_for_it(tmp_path, schema):
