@@ -508,7 +508,9 @@ def _settings(view: Mapping[str, Any], where: str) -> ViewSettings:
     known = {f.name for f in dataclasses.fields(ViewSettings)}
     unknown = sorted(set(view) - known)
     if unknown:
-        raise ExplainError(f"{where}: unknown [view] setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+        close = close_match(unknown[0], sorted(known))
+        hint = did_you_mean(unknown[0], close) if close else f"known settings: {', '.join(sorted(known))}"
+        raise ExplainError(f"{where}: unknown [view] setting {unknown[0]!r}; {hint}")
     values: dict[str, Any] = {}
     for key, value in view.items():
         expected = type(getattr(defaults, key))
@@ -575,7 +577,9 @@ def _text(text: Mapping[str, Any], settings: ViewSettings, where: str) -> dict[s
     formatter = string.Formatter()
     for key, piece in merged.items():
         if key not in PIECES:
-            raise ExplainError(f"{where}: unknown [text] piece {key!r}; known pieces: {', '.join(sorted(PIECES))}")
+            close = close_match(key, list(PIECES))
+            known = did_you_mean(key, close) if close else f"known pieces: {', '.join(sorted(PIECES))}"
+            raise ExplainError(f"{where}: unknown [text] piece {key!r}; {known}")
         if not isinstance(piece, str):
             raise ExplainError(f"{where}: [text] {key} must be a string, got {piece!r}")
         allowed = PIECES[key]
@@ -592,10 +596,10 @@ def _text(text: Mapping[str, Any], settings: ViewSettings, where: str) -> dict[s
                                    f"(the values come written, digits set in [view]); write {{{name}}}")
         for name in fields:
             if name not in allowed:
-                available = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
-                raise ExplainError(
-                    f"{where}: [text] {key} uses unknown placeholder {{{name}}}; available in {key}: {available}"
-                )
+                close = close_match(name, sorted(allowed)) if allowed else None
+                available = (f"did you mean {{{close}}}?" if close else
+                             f"available in {key}: " + (", ".join("{" + a + "}" for a in sorted(allowed)) or "none"))
+                raise ExplainError(f"{where}: [text] {key} uses unknown placeholder {{{name}}}; {available}")
         try:
             piece.format_map({a: "x" for a in allowed})
         except (ValueError, TypeError) as err:

@@ -1906,7 +1906,10 @@ def test_unknown_placeholder_names_file_and_key(tmp_path):
     ('[view]\nsections = ["drivers"]\n', "section 'drivers' needs the [text] piece 'driver'"),
     ('[view]\ndrivers = "three"\n', "[view] drivers must be a whole number >= 0, got 'three'"),
     ('[view]\nwording = "simple"\n', "[view] wording must be one of lay, clinical, name, got 'simple'"),
-    ('[text]\nheadlin = "x"\n', "unknown [text] piece 'headlin'; known pieces: "),
+    ('[text]\nheadlin = "x"\n', "unknown [text] piece 'headlin'; did you mean 'headline'?"),     # review: 130 names
+    ('[text]\nzzz = "x"\n', "unknown [text] piece 'zzz'; known pieces: "),
+    ('[text]\nheadline = "{outcom}"\n', "[text] headline uses unknown placeholder {outcom}; did you mean {outcome}?"),
+    ('[view]\ndigit = 2\n', "unknown [view] setting 'digit'; did you mean 'digits'?"),
     # review: a spec that formats a text ({contribution:.1}) cut "+0.304" to "+" and was let through
     ('[text]\nheadline = "{outcome:.2f}"\n', "[text] headline uses {outcome:.2f}: placeholders take no format spec "
      "(the values come written, digits set in [view]); write {outcome}"),
