@@ -892,6 +892,7 @@ def _records(items: Any, newline: str, step: str) -> str | None:
 _RELAXED_CLAUSE = re.compile(r"; (?:with .+ relaxed it found one|it found one only with .+ relaxed together)$")
 _YOUR_YOUR = re.compile(r"\b(your) your\b", re.IGNORECASE)
 _EQUALS_BOUND = re.compile(r" = ([<>]) ")       # "p = < 0.001" -> "p < 0.001"
+_COUNTED = re.compile(r"\b(\d+) (\w+)\(s\)")      # a count and its noun with "(s)"
 
 
 class _View:
@@ -930,6 +931,9 @@ class _View:
         # a probability within the limits says its relation itself: "p < 0.001", not "p = < 0.001"
         if self.s.probability_limits and (" = <" in text or " = >" in text):
             text = _EQUALS_BOUND.sub(r" \1 ", text)
+        # "1 change(s)", "7 input(s)": the count decides ("1 change", "7 inputs")
+        if "(s)" in text:
+            text = _COUNTED.sub(lambda m: f"{m[1]} {m[2]}{'' if m[1] == '1' else 's'}", text)
         return text
 
     def word(self, key: str) -> str:

@@ -146,7 +146,7 @@ def test_clinician_is_technical_with_units_probabilities_drivers_and_provenance(
     assert "\n\nCounterfactuals (small changes found that reach the target):\n1. body mass index" in text
     assert "smallest" not in text
     assert ("1. body mass index 32.1 kg/m² → 27.5 kg/m²; blood glucose 187 mg/dL → 150 mg/dL → lower progression "
-            "(p = 0.620); 2 change(s)") in text
+            "(p = 0.620); 2 changes") in text
     assert "The decision does not depend on sex" in text
     assert f"bundle sha256 {SHA[:12]}…, int8 on raspberry-pi-4" in text
     assert "- label_agreement: 0.9962" in text and "- rows: 111" in text
@@ -450,7 +450,7 @@ def test_a_patient_hears_a_change_on_a_log_scale_as_the_change_in_the_amount(sch
             "- your blood fats (triglycerides, log scale) had been 3.5 instead of 5.0 (on this log scale, the amount "
             "would be about 78% lower)\n\n") in patient
     assert fk(patient) <= 8, f"grade {fk(patient)}:\n{patient}"
-    assert "1. log serum triglycerides (log mg/dL) 5.02 → 3.50 → lower progression (p = 0.620); 1 change(s)" in (
+    assert "1. log serum triglycerides (log mg/dL) 5.02 → 3.50 → lower progression (p = 0.620); 1 change" in (
         views.render(expl, schema, stakeholder="clinician"))
     # two answers written alike read alike: the change to the value written, from the patient's own (review JD: one
     # "3.7 instead of 4.5" read "about 52%", "51%" and "49% lower")
@@ -826,7 +826,7 @@ def test_estimated_drivers_show_their_error_and_when_their_order_may_differ(sche
         "- blood glucose = 187 mg/dL: +0.090 ± 0.030 (raises the probability of 'higher progression')",
         "These contributions are estimates: ± is one standard error of the estimate from 64 permutations.",
         "Their order may differ: contributions shown next to each other are within two combined standard errors.",
-        "2 input(s) not shown may belong among these (within two combined standard errors of the last one shown); "
+        "2 inputs not shown may belong among these (within two combined standard errors of the last one shown); "
         "the largest is mean arterial pressure."]
     patient = views.render(unresolved, schema, stakeholder="patient")
     assert patient.split("What mattered most:\n")[1].split("\n\n")[0] == (
@@ -2370,7 +2370,7 @@ def test_a_threshold_counterfactual_names_what_it_reaches_not_a_class_it_never_g
                                  items=items)
     clinician = views.render(expl, schema, stakeholder="clinician")
     assert ("1. blood glucose 187 mg/dL → 150 mg/dL → p(higher progression) = 0.89996, meeting p(higher progression) "
-            "< 0.9; decision higher progression (p = 0.89996); 1 change(s)") in clinician
+            "< 0.9; decision higher progression (p = 0.89996); 1 change") in clinician
     patient = views.render(expl, schema, stakeholder="patient")
     assert ("The chance of higher progression would have been below 90% if:\n"
             "- your blood sugar had been 150 mg/dL instead of 187 mg/dL\n\n") in patient
@@ -2626,12 +2626,12 @@ def test_a_request_for_k_answers_shows_k_in_the_text_not_the_views_default(schem
     asked = dataclasses.replace(expl, counterfactuals=dataclasses.replace(expl.counterfactuals, requested=3))
     text = views.render(asked, schema, stakeholder="clinician")
     assert text.split("Counterfactuals (small changes found that reach the target):\n")[1].split("\n\n")[0] == (
-        "1. body mass index 32.1 kg/m² → 27.5 kg/m² → lower progression (p = 0.620); 1 change(s), distance 1.7 MAD, "
+        "1. body mass index 32.1 kg/m² → 27.5 kg/m² → lower progression (p = 0.620); 1 change, distance 1.7 MAD, "
         "plausibility 80%, verified on the deployed model: yes\n"
-        "2. blood glucose 187 mg/dL → 150 mg/dL → lower progression (p = 0.620); 1 change(s), distance 1.7 MAD, "
+        "2. blood glucose 187 mg/dL → 150 mg/dL → lower progression (p = 0.620); 1 change, distance 1.7 MAD, "
         "plausibility 80%, verified on the deployed model: yes\n"
         "3. body mass index 32.1 kg/m² → 29 kg/m²; blood glucose 187 mg/dL → 160 mg/dL → lower progression "
-        "(p = 0.620); 2 change(s), distance 1.7 MAD, plausibility 80%, verified on the deployed model: yes")
+        "(p = 0.620); 2 changes, distance 1.7 MAD, plausibility 80%, verified on the deployed model: yes")
     patient = views.render(asked, schema, stakeholder="patient")
     assert patient.count("The result would have been lower progression if:") == 3
     # a record that says fewer were asked for than it holds (one from before `requested`): the view's 2, and how to
