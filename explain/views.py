@@ -529,7 +529,8 @@ def _settings(view: Mapping[str, Any], where: str) -> ViewSettings:
                                    f"below which an input is not told as mattering), got {value!r}")
             value = float(value)
         elif expected is int:
-            # 0 digits read "prediction < 1" and "= 5" beside "4.91 → 5.02"; 0 counterfactuals "the 0 best-ranked shown"
+            # 0 digits read "prediction < 1" and "= 5" beside "4.91 → 5.02"; 0 counterfactuals "the 0 best-ranked
+            # shown"
             least = 1 if key in AT_LEAST_ONE else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ExplainError(f"{where}: [view] {key} must be a whole number >= {least}, got {value!r}"

@@ -299,9 +299,9 @@ def test_a_joint_flip_that_leaves_the_decision_as_it_was_is_not_counted_whatever
     assert alone.delta == pytest.approx(sigmoid(-6.0) - sigmoid(-16.0), abs=1e-12)         # 0.0025
     assert (expl.depends, expl.depends_on) == (False, ())
     # the control's flip is said (bias review: held-out diabetes row 8 read only "does not depend on sex")
-    assert expl.verdict == ("the decision does not depend on sex (largest change in probability 0.002); its proxy coded "
-                            "sex marker alone, set to 1 as is typical of sex male, flips the decision with sex kept, "
-                            "and with sex set to male as well it stays")
+    assert expl.verdict == ("the decision does not depend on sex (largest change in probability 0.002); its proxy "
+                            "coded sex marker alone, set to 1 as is typical of sex male, flips the decision with sex "
+                            "kept, and with sex set to male as well it stays")
 
 
 def test_a_change_beyond_one_proxy_is_said_of_that_proxy():
@@ -947,10 +947,10 @@ def test_a_protected_feature_whose_every_flip_overflows_is_untested_not_independ
             for f in b.flips] == [(43.0, None, True, True, False, False), (65.0, None, True, True, False, False),
                                   (88.0, None, True, True, False, False)]
     assert expl.to_dict()["bias"]["flips"][0]["class_name"] is None
-    assert f"Verdict:\n{verdict[:1].upper() + verdict[1:]}.\n" in expl.text
+    assert f"Verdict:\n{_sentence(verdict)}.\n" in expl.text
     assert ("- age 18 → 43, proxies moved: none: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
             "no finite probability\n") in expl.text
-    assert f"Bias check:\n{verdict[:1].upper() + verdict[1:]}.\n" in session.explain(row, stakeholder="clinician").text
+    assert f"Bias check:\n{_sentence(verdict)}.\n" in session.explain(row, stakeholder="clinician").text
     patient = session.explain(row, stakeholder="patient").text
     assert "\n\nWe could not check your age.\n\n" in patient and "We checked" not in patient
     html = ei.report([expl], out=tmp_path / "r.html", bundle=session.bundle.path).read_text(encoding="utf-8")
@@ -970,7 +970,7 @@ def test_a_verdict_uses_the_finite_flips_and_says_how_many_values_could_not_be_t
     assert (b.verdict, b.depends, b.untested) == (verdict, False, ())
     assert [(f.to_value, f.class_name, f.probability if math.isfinite(f.probability) else None) for f in b.flips] == [
         (43.0, "approve", 1.0), (65.0, None, None), (88.0, None, None)]
-    assert (f"Verdict:\n{verdict[:1].upper() + verdict[1:]}. Largest |Δp| owed to a protected feature: 0.000 from the unflipped "
+    assert (f"Verdict:\n{_sentence(verdict)}. Largest |Δp| owed to a protected feature: 0.000 from the unflipped "
             "row.\n") in expl.text
     assert ("- age 18 → 43, proxies moved: none: decision approve, p(approve) = 1.000 (Δ +0.000), decision kept\n"
             "- age 18 → 65, proxies moved: none: decision n/a, p(approve) = n/a (Δ n/a), not tested: the model gave "
@@ -1071,20 +1071,20 @@ def test_a_record_written_before_untested_flips_were_told_apart_reads_them_as_un
     assert [f.tested for f in old.bias.flips] == [False, False, False]
     verdict = "age could not be tested: the model gave no finite probability at any value tried"
     texts = {s: render(old, session.schema, stakeholder=s) for s in ("clinician", "auditor", "patient")}
-    assert f"Bias check:\n{verdict[:1].upper() + verdict[1:]}.\n" in texts["clinician"]
-    assert f"Verdict:\n{verdict[:1].upper() + verdict[1:]}.\n" in texts["auditor"]
+    assert f"Bias check:\n{_sentence(verdict)}.\n" in texts["clinician"]
+    assert f"Verdict:\n{_sentence(verdict)}.\n" in texts["auditor"]
     assert "\n\nWe could not check your age.\n\n" in texts["patient"] and "We checked" not in texts["patient"]
     html = ei.report([old], out=tmp_path / "r.html", bundle=session.bundle.path).read_text(encoding="utf-8")
     assert f'<p class="verdict">{verdict}</p>' in html
     assert "<p>Not tested: age (the model gave no finite probability at any value tried).</p>" in html
-    assert f"Bias check:\n{verdict[:1].upper() + verdict[1:]}.\n" in html          # the clinician text the report holds
+    assert f"Bias check:\n{_sentence(verdict)}.\n" in html          # the clinician text the report holds
     assert not any(re.search(r"\bnan\b", text, re.IGNORECASE) for text in [*texts.values(), html])
     # where some values were tested, the verdict is theirs and names the others, as this version writes it
     old = old_record(session.explain(np.array([1.45e38, 18.0, 0.0]), stakeholder="auditor"),
                      "the decision does not depend on age (largest change in probability 0.000)")
     verdict = ("the decision does not depend on age at the value tested (43) (largest change in probability 0.000); "
                "2 of 3 values tried could not be tested (65 and 88): the model gave no finite probability there")
-    assert f"Verdict:\n{verdict[:1].upper() + verdict[1:]}. Largest" in render(old, session.schema, stakeholder="auditor")
+    assert f"Verdict:\n{_sentence(verdict)}. Largest" in render(old, session.schema, stakeholder="auditor")
 
 
 def test_the_patient_is_told_only_what_was_checked_where_some_flips_could_not_be_tested(linear_session):
@@ -1123,3 +1123,8 @@ def test_a_change_short_of_one_never_reads_as_one():
 
     assert [change_text(d, sign=True) for d in (-0.9999995, 0.99995, 0.9996, 0.9994, 1.0, 0.0501)] == [
         "-0.9999995", "+0.99995", "+0.9996", "+0.999", "+1.000", "+0.0501"]
+
+
+def _sentence(clause: str) -> str:
+    """A verdict clause as a view's bias line begins it: with a capital."""
+    return clause[:1].upper() + clause[1:]

@@ -347,8 +347,9 @@ def test_from_model_reads_true_classes_against_the_positive_class(decided):
     # review: booleans were read as class indices, True as class 1, inverting the rates where class 0 is positive
     for bad, shown in ((np.where(y == 1, 2, 0), "2 at position"), (np.where(y == 1, np.nan, 0.0), "nan at position"),
                        (["maybe"] * len(y), "'maybe' at position 0"),
-                       (y == 0, "True/False: whether True is class 1 or the positive outcome is not said; give the "
-                                "class of each decision (e.g. np.where(y, 'higher progression', 'lower progression'))")):
+                       (y == 0, "True/False: whether True is class 1 or the positive outcome is not said; give "
+                                "the class of each decision (e.g. np.where(y, 'higher progression', 'lower "
+                                "progression'))")):
         with pytest.raises(InputError) as err:
             GroupFairness.from_model(model, X, y_true=bad, sensitive_feature="sex", positive=positive)
         assert str(err.value).startswith(

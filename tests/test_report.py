@@ -491,10 +491,10 @@ def _risk_line(html: str) -> str:
     return max(paths, key=lambda d: d.count("L"))
 
 
-def _gapped_session(bundle, tmp_path: Path) -> tuple[Path, dict]:
+def _gapped_session(bundle, tmp_path: Path, after_gaps=(5, 9)) -> tuple[Path, dict]:
     """`_window_records` as a JSONL file, windows 5 and 9 marked as the first after a gap, and a stream summary."""
     records = _window_records(bundle)
-    for i in (5, 9):
+    for i in after_gaps:
         records[i]["window"]["after_gap"] = True
     lines = tmp_path / "s.jsonl"
     lines.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -535,13 +535,7 @@ def test_a_session_report_tells_the_rows_the_stream_rejected_and_breaks_its_time
 
 def test_a_gap_before_the_first_window_breaks_no_timeline(fixed_bundle, tmp_path):
     """Review: a stream whose first window followed a gap was reported as "the timeline breaks before window 0"."""
-    records = _window_records(fixed_bundle)
-    for i in (0, 9):
-        records[i]["window"]["after_gap"] = True
-    lines = tmp_path / "s.jsonl"
-    lines.write_text("".join(json.dumps(r) + "\n" for r in records))
-    summary = {"rows_read": 1200, "rows_used": 1200, "rows_rejected": 0, "rows_not_in_window": 18, "gaps": 2,
-               "windows": 12, "rejected_by_reason": {}, "stopped_by": "end of input"}
+    lines, summary = _gapped_session(fixed_bundle, tmp_path, after_gaps=(0, 9))
     text = _text(ei.report(lines, out=tmp_path / "r.html", bundle=fixed_bundle, summary=summary).read_text())
     assert "2 gaps in time restarted the windows (the timeline breaks before window 9);" in text
 

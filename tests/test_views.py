@@ -1563,8 +1563,8 @@ def test_bias_section_when_the_protected_features_could_not_be_tested(schema):
         expl = dataclasses.replace(_explanation(schema), bias=bias)
         patient = views.render(expl, schema, stakeholder="patient")
         assert patient.endswith("\n\nWe could not check your age or sex.\n\n" + DISCLAIMER)
-        assert f"Bias check:\n{verdict[:1].upper() + verdict[1:]}." in views.render(expl, schema, stakeholder="clinician")
-        assert f"Verdict:\n{verdict[:1].upper() + verdict[1:]}." in views.render(expl, schema, stakeholder="auditor")
+        assert f"Bias check:\n{_sentence(verdict)}." in views.render(expl, schema, stakeholder="clinician")
+        assert f"Verdict:\n{_sentence(verdict)}." in views.render(expl, schema, stakeholder="auditor")
     # one feature tested, the other not: said beside the tested one, as before
     flips = (FlipTest("sex", 2.0, 1.0, (), "higher progression", 0.80, -0.01, False),)
     bias = BiasExplanation(flips, (), 0.0, False, "age could not be tested: the reference data has no other value "
@@ -2753,3 +2753,8 @@ def test_the_demos_answer_reads_a_value_that_reaches_the_target(diabetes_session
         row = x.copy()
         row[j] = shown
         assert diabetes_session.predict(row).class_name == reached, shown
+
+
+def _sentence(clause: str) -> str:
+    """A verdict clause as a view's bias line begins it: with a capital."""
+    return clause[:1].upper() + clause[1:]
