@@ -1628,8 +1628,9 @@ def test_model_repository_cli_warns_of_a_bundle_over_its_budget_as_predict_does(
 
     schema = FeatureSchema(features=(Feature("a", low=0, high=1), Feature("b", low=0, high=1)), classes=("no", "yes"))
     tight = dataclasses.replace(ei.get_device("x86-edge-gateway"), name="tight", model_size_budget_mb=0.001)
-    report = ei.export(linear_logistic([1.0, -1.0], 0.0), schema, device=tight, out=tmp_path / "b", precision="fp32",
-                       calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)))
+    with pytest.warns(ei.BudgetWarning):
+        report = ei.export(linear_logistic([1.0, -1.0], 0.0), schema, device=tight, out=tmp_path / "b",
+                           precision="fp32", calibration=np.random.default_rng(0).uniform(0, 1, (40, 2)))
     assert report.budget.fits is False
     result = CliRunner().invoke(main, ["export-triton", str(tmp_path / "b"), "-o", str(tmp_path / "repo"), "--name",
                                        "m"], catch_exceptions=False)
